@@ -1,0 +1,310 @@
+"""The one tiled inference engine every front end calls.
+
+``Upscaler.upscale(image, scale)`` takes an ``H x W [x C]`` numpy array (grey, grey+alpha, RGB or
+RGBA; uint8, uint16 or float in 0..1) and returns the upscaled array in the same layout and dtype.
+It owns the colour split (Y through the network, CbCr and alpha by bicubic), the interpolation to
+any scale >= 1, tiling with a halo of the receptive-field radius (so tiles are seamless), device
+and precision choice, out-of-memory back-off, progress and cancel, and optional self-ensemble.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .errors import Cancelled, DRCNError
+from .hub import DEFAULT_MODEL, load_model
+from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from .model import DRCN
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+MAX_SCALE = 16.0
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_MIN_TILE = 16
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is about 4x faster than fp32."""
+    if sys.platform != "linux":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise DRCNError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise DRCNError(f"device {device!r} asked for, but no such CUDA GPU is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise DRCNError("device 'mps' asked for, but Apple MPS is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DRCNError(f"unsupported device {device!r}")
+    return dev
+
+
+def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
+    if precision not in PRECISIONS:
+        raise DRCNError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def _available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def output_size(height: int, width: int, scale: float | None = None,
+                size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output (height, width): ``round(input x scale)`` or the explicit size; refuses bad values."""
+    if size is not None:
+        oh, ow = int(size[0]), int(size[1])
+        if oh < height or ow < width:
+            raise DRCNError(f"target size {ow}x{oh} is smaller than the input {width}x{height}")
+        if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
+            raise DRCNError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input")
+        return oh, ow
+    if scale is None or not math.isfinite(scale):
+        raise DRCNError("give a scale factor or a target size")
+    if scale < 1 or scale > MAX_SCALE:
+        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass
+class _Plan:
+    tile: int
+    batch: int
+
+
+def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
+    """(window start, core start, core end) along one axis; every window has the same length.
+
+    Windows are shifted inward at the image border instead of clipped, so all tiles share one
+    shape (batchable) and each core keeps a full halo or touches the image edge.
+    """
+    win = min(length, core + 2 * halo)
+    out = []
+    for cs in range(0, length, core):
+        ws = min(max(cs - halo, 0), length - win)
+        out.append((ws, cs, min(cs + core, length)))
+    return out
+
+
+_TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
+
+
+class Upscaler:
+    """A DRCN model bound to a device and precision, with the tiled inference around it."""
+
+    def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
+                 precision: str = "auto", tile: int = 0, batch: int = 0,
+                 tta: bool = False) -> None:
+        self.device = pick_device(device)
+        self.dtype = pick_precision(self.device, precision)
+        if self.device.type == "cpu" and self.dtype == torch.float16:
+            raise DRCNError("fp16 is not supported on the CPU: use fp32 or bf16")
+        if tile and tile < _MIN_TILE:
+            raise DRCNError(f"tile size {tile} is too small: use 0 (automatic) or at least {_MIN_TILE}")
+        self.model = load_model(model) if isinstance(model, str) else model.eval()
+        self.model.to(self.device)
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            self.model.to(memory_format=torch.channels_last)
+        self.tile, self.batch, self.tta = tile, batch, tta
+
+    # -- the tiled network on one Y plane ---------------------------------------------------
+    def _bytes_per_pixel(self) -> int:
+        """Peak working memory of one forward pass per input pixel (measured, with headroom)."""
+        return self.model.features * (4 if self.dtype == torch.float32 else 3) * 4 + 64
+
+    def _auto_plan(self, h: int, w: int) -> _Plan:
+        avail = _available_memory(self.device)
+        budget = avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
+        halo = self.model.receptive_radius
+        bpp = self._bytes_per_pixel()
+        if self.tile:
+            tile = self.tile
+        else:
+            side = int(math.sqrt(max(budget // bpp, 1))) - 2 * halo
+            tile = max(_MIN_TILE, min(side, 4096))
+        win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
+        batch = self.batch or max(1, min(16, budget // (bpp * win[0] * win[1])))
+        return _Plan(tile, batch)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype,
+                            enabled=self.dtype != torch.float32):
+            if not self.tta:
+                return self.model(x).float()
+            acc = torch.zeros_like(x)
+            for transpose, flip in _TTA:
+                t = x.transpose(-2, -1) if transpose else x
+                t = t.flip(flip) if flip else t
+                y = self.model(t.contiguous()).float()
+                y = y.flip(flip) if flip else y
+                acc += y.transpose(-2, -1) if transpose else y
+            return acc / len(_TTA)
+
+    def _run_plan(self, ilr: torch.Tensor, out: torch.Tensor, plan: _Plan,
+                  progress: ProgressFn | None, cancel: CancelFn | None) -> None:
+        h, w = ilr.shape
+        halo = self.model.receptive_radius
+        tiles = [(r, c) for r in _windows(h, plan.tile, halo) for c in _windows(w, plan.tile, halo)]
+        total = len(tiles)
+        wh, ww = min(h, plan.tile + 2 * halo), min(w, plan.tile + 2 * halo)
+        for start in range(0, total, plan.batch):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            group = tiles[start: start + plan.batch]
+            x = torch.stack([ilr[r[0]: r[0] + wh, c[0]: c[0] + ww] for r, c in group])
+            y = self._forward(x[:, None].to(self.device, non_blocking=True))[:, 0].cpu()
+            for (r, c), yt in zip(group, y):
+                out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
+            if progress is not None:
+                progress(min(start + plan.batch, total), total)
+
+    @torch.inference_mode()
+    def run_y(self, ilr: torch.Tensor, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None) -> torch.Tensor:
+        """The network over an interpolated Y plane ``[H, W]`` (0..1), tiled; returns ``[H, W]``.
+
+        On out-of-memory the batch, then the tile, is halved and the plane is run again.
+        """
+        ilr = ilr.float().cpu()
+        out = torch.empty_like(ilr)
+        plan = self._auto_plan(*ilr.shape)
+        while True:
+            try:
+                self._run_plan(ilr, out, plan, progress, cancel)
+                return out
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not _is_oom(e):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if plan.batch > 1:
+                    plan = _Plan(plan.tile, plan.batch // 2)
+                elif plan.tile > _MIN_TILE:
+                    plan = _Plan(max(_MIN_TILE, plan.tile // 2), 1)
+                else:
+                    raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
+
+    # -- whole images ---------------------------------------------------------------------
+    def upscale(self, image: np.ndarray, scale: float | None = None,
+                size: tuple[int, int] | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None) -> np.ndarray:
+        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out."""
+        planes, kind = to_planes(image)
+        _, h, w = planes.shape
+        oh, ow = output_size(h, w, scale, size)
+        colour = planes.shape[0] in (3, 4)
+        alpha = planes[-1] if planes.shape[0] in (2, 4) else None
+        if colour:
+            ycc = rgb_to_ycbcr(planes[:3])
+            y, chroma = ycc[0], ycc[1:]
+        else:
+            y, chroma = planes[0], None
+        del planes
+        y_out = self.run_y(imresize(y, size=(oh, ow)), progress, cancel)
+        parts = [y_out]
+        if chroma is not None:
+            parts += [imresize(c, size=(oh, ow)) for c in chroma]
+        if alpha is not None:
+            parts.append(imresize(alpha, size=(oh, ow)))
+        out = from_planes(parts, colour, kind)
+        return out[:, :, 0] if image.ndim == 2 else out
+
+
+def _is_oom(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate" in msg
+
+
+def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
+    """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
+    if not isinstance(image, np.ndarray):
+        raise DRCNError(f"expected a numpy image array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+    if image.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255)
+    elif image.dtype == np.uint16:
+        t = torch.from_numpy(image.astype(np.float32)).div_(65535)
+    elif np.issubdtype(image.dtype, np.floating):
+        t = torch.from_numpy(image.astype(np.float32, copy=True))
+        if not torch.isfinite(t).all():
+            raise DRCNError("the image has NaN or infinite values")
+    else:
+        raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+    return t.permute(2, 0, 1).contiguous(), image.dtype
+
+
+def from_planes(parts: list[torch.Tensor], colour: bool, dtype: np.dtype,
+                rows: int = 512) -> np.ndarray:
+    """Merge [Y, (Cb, Cr), (alpha)] planes back to an ``H x W x C`` array of ``dtype``.
+
+    Works in row blocks so the float temporaries stay small for very large outputs.
+    """
+    h, w = parts[0].shape
+    channels = (3 if colour else 1) + (len(parts) - (3 if colour else 1))
+    out = np.empty((h, w, channels), dtype=dtype)
+    for r in range(0, h, rows):
+        block = [p[r: r + rows] for p in parts]
+        if colour:
+            rgb = ycbcr_to_rgb(torch.stack(block[:3]))
+            block = list(rgb) + block[3:]
+        t = torch.stack(block, dim=-1)
+        if dtype == np.uint8:
+            t = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
+        elif dtype == np.uint16:
+            t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
+        out[r: r + rows] = t.numpy().astype(dtype, copy=False)
+    return out
+

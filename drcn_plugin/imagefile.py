@@ -1,0 +1,196 @@
+"""Image files: decode with Pillow to engine arrays, encode back with metadata, write atomically.
+
+Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile and DPI, and
+keeps 16-bit grey at 16 bits. Writing goes to a temporary file in the target folder, then a
+rename, so an interrupted run never leaves a half-written image and never replaces a file it
+was told not to.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DRCNError
+
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
+           "tif": "TIFF", "bmp": "BMP"}
+SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+
+
+@dataclass
+class ImageInfo:
+    """What a file carries besides pixels, to be written back with the result."""
+
+    format: str | None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    """Decode ``path`` to an ``H x W x C`` array (uint8, uint16 or float32) and its metadata."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt = im.format
+                im.load()
+                info = ImageInfo(format=fmt, icc_profile=im.info.get("icc_profile"),
+                                 dpi=_dpi(im.info.get("dpi")))
+                im = ImageOps.exif_transpose(im)
+                exif = im.getexif()
+                if exif:
+                    info.exif = exif.tobytes()
+                return _to_array(im, info), info
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DRCNError(f"{path}: too large to upscale safely ({e})") from e
+    except UnidentifiedImageError as e:
+        raise DRCNError(f"{path}: not an image Pillow can read") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DRCNError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from e
+    except MemoryError as e:
+        raise DRCNError(f"{path}: too large for this machine's memory") from e
+
+
+def _dpi(value) -> tuple[float, float] | None:
+    try:
+        return (float(value[0]), float(value[1])) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im, dtype=np.uint16)
+    if mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise ValueError("32-bit integer images are not supported")
+        return a.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"))
+    if mode in ("LA", "La"):
+        return np.asarray(im.convert("LA"))
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("RGBa", "PA"):
+        im = im.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        info.notes.append(f"{mode} converted to RGB")
+        info.icc_profile = None  # the profile described the old colour space
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """An engine array back to a Pillow image (16-bit grey as I;16, float grey as F)."""
+    a = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    if a.dtype == np.uint16:
+        if a.ndim == 2:
+            return Image.fromarray(a)  # I;16
+        a = (a.astype(np.float32) / 257.0).round().astype(np.uint8)  # Pillow has no 16-bit RGB
+    if np.issubdtype(a.dtype, np.floating):
+        if a.ndim == 2:
+            return Image.fromarray(a.astype(np.float32))
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
+    """Build the output image and its save options; refuses combinations that would lose data."""
+    im = to_pil(array)
+    if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
+        raise DRCNError("JPEG cannot store the alpha channel: use --format png, webp or tiff")
+    if fmt in ("JPEG", "WEBP", "BMP") and im.mode in ("I;16", "F"):
+        im = im.point(lambda v: v / 257).convert("L") if im.mode == "I;16" else \
+            Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8))
+        info.notes.append(f"{fmt} stores 8 bits: reduced from 16")
+    return im
+
+
+def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
+    """Pillow save options carrying ICC, EXIF and scaled DPI (print size stays the same)."""
+    opts: dict = {}
+    if info.icc_profile:
+        opts["icc_profile"] = info.icc_profile
+    if info.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        opts["exif"] = info.exif
+    if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
+        opts["dpi"] = (info.dpi[0] * scale, info.dpi[1] * scale)
+    if fmt in ("JPEG", "WEBP"):
+        opts["quality"] = quality
+    if fmt == "JPEG":
+        opts["subsampling"] = 0 if quality >= 90 else 2
+    if fmt == "TIFF":
+        opts["compression"] = "tiff_adobe_deflate"
+    return opts
+
+
+def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
+                **options) -> None:
+    """Save through a temporary file in the same folder, then rename into place."""
+    _atomic(path, overwrite, lambda f: image.save(f, format=fmt, **options))
+
+
+def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
+    """Write bytes atomically (JSON logs, cards)."""
+    _atomic(path, overwrite, lambda f: f.write(data))
+
+
+def _atomic(path: Path, overwrite: bool, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    except FileExistsError as e:
+        _remove(tmp)
+        raise DRCNError(f"{path} exists (use --overwrite to replace it)") from e
+    except OSError as e:
+        _remove(tmp)
+        if e.errno == errno.ENOSPC:
+            raise DRCNError(f"disk full while writing {path}; nothing was written") from e
+        raise DRCNError(f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if ``path`` does not exist (hard link where supported)."""
+    try:
+        os.link(tmp, path)  # atomic and fails if the target appeared meanwhile
+    except FileExistsError:
+        raise
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,73 @@
+"""The DRCN network (Kim, Lee & Lee, CVPR 2016) as a plain ``nn.Module``.
+
+Tensor names follow the reference checkpoints in ``weights/`` so they load unchanged:
+``embed.0``/``embed.2`` (embedding net), ``recursive`` (the shared conv applied D times),
+``reconstruct.0``/``reconstruct.2`` (shared reconstruction net) and ``ensemble`` (one weight per
+depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``push_to_hub`` with a
+``config.json`` holding ``features`` and ``recursions``.
+"""
+
+from __future__ import annotations
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+
+def _conv(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class DRCN(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="drcn-plugin",
+    tags=["super-resolution", "drcn", "image-to-image"],
+    license="mit",
+):
+    """Deeply-Recursive Convolutional Network on one channel (the luminance of the ILR image).
+
+    ``forward(x)`` takes the bicubic-interpolated image in 0..1, shape ``[N, 1, H, W]``, and returns
+    the ensemble prediction; ``forward(x, all_depths=True)`` returns ``(ensemble, [y_1 .. y_D])``.
+    """
+
+    def __init__(self, features: int = 256, recursions: int = 16) -> None:
+        super().__init__()
+        if features < 1 or recursions < 1:
+            raise ValueError("features and recursions must be positive")
+        self.features = features
+        self.recursions = recursions
+        self.embed = nn.Sequential(_conv(1, features), nn.ReLU(inplace=True),
+                                   _conv(features, features), nn.ReLU(inplace=True))
+        self.recursive = _conv(features, features)
+        self.reconstruct = nn.Sequential(_conv(features, features), nn.ReLU(inplace=True),
+                                         _conv(features, 1))
+        self.ensemble = nn.Parameter(torch.full((recursions,), 1.0 / recursions))
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context each output pixel sees on every side (20 for D = 16)."""
+        return self.recursions + 4
+
+    def forward(self, x: torch.Tensor, all_depths: bool = False):
+        h = self.embed(x)
+        w = self.ensemble.to(x.dtype)
+        if all_depths:
+            preds = []
+            for _ in range(self.recursions):
+                h = torch.relu(self.recursive(h))
+                preds.append(self.reconstruct(h) + x)
+            out = sum(wd * yd for wd, yd in zip(w, preds))
+            return out, preds
+        # Inference: accumulate sum_d w_d * (f(H_d) + x) without keeping every depth alive.
+        out = x * w.sum()
+        for d in range(self.recursions):
+            h = torch.relu(self.recursive(h))
+            out = out + w[d] * self.reconstruct(h)
+        return out
+
+    def flops_per_pixel(self) -> int:
+        """Multiply-adds x 2 per output pixel: embedding, D recursions, D reconstructions."""
+        f, d = self.features, self.recursions
+        macs = 9 * (f + f * f + d * f * f + d * (f * f + f))
+        return 2 * macs
