@@ -1,0 +1,187 @@
+"""Pixel worker for front ends whose Python has no torch (the GIMP plug-in): ``python -m drcn_plugin.worker``.
+
+Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved channels:
+
+* worker: ``ready 1`` once the engine is importable;
+* client, per image: one JSON header line (``width``, ``height``, ``channels`` 1-4, ``dtype``
+  ``u8``/``u16``/``f32``, ``scale``; optional ``model``, ``tile``, ``tta``, ``device``,
+  ``precision``), then ``width * height * channels`` samples;
+* worker: ``progress DONE TOTAL`` lines, ``alive`` every 2 s, then ``result HEIGHT WIDTH NBYTES``
+  and the upscaled samples (same channels and dtype); or ``error MESSAGE`` (exit 2) or
+  ``cancelled`` (exit 3).
+
+The worker serves images until stdin closes (exit 0). SIGTERM cancels between tiles; the worker
+also stops when the client goes away (closed pipe or new parent process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from .engine import Upscaler
+from .errors import Cancelled, DRCNError
+from .hub import DEFAULT_MODEL
+
+PROTOCOL = 1
+DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
+HEARTBEAT_S = 2.0
+MAX_HEADER = 1 << 16
+EXIT_ERROR, EXIT_CANCELLED = 2, 3
+
+
+@dataclass(frozen=True)
+class Request:
+    """One image to upscale, as described by its header line."""
+
+    width: int
+    height: int
+    channels: int
+    dtype: str
+    scale: float
+    model: str = DEFAULT_MODEL
+    tile: int = 0
+    tta: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the pixel payload that follows the header."""
+        return self.width * self.height * self.channels * DTYPES[self.dtype].itemsize
+
+
+_TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (int, float),
+          "model": str, "tile": int, "tta": bool, "device": str, "precision": str}
+
+
+def parse_header(line: bytes) -> Request:
+    """Decode and check one header line; raises DRCNError naming the bad field."""
+    if not line.endswith(b"\n"):
+        raise DRCNError(f"bad header: no newline in the first {MAX_HEADER} bytes")
+    try:
+        fields = json.loads(line)
+    except ValueError as e:
+        raise DRCNError(f"bad header: not JSON ({e})") from e
+    if not isinstance(fields, dict):
+        raise DRCNError("bad header: expected a JSON object")
+    unknown = sorted(set(fields) - set(_TYPES))
+    missing = sorted({"width", "height", "channels", "dtype", "scale"} - set(fields))
+    if unknown or missing:
+        raise DRCNError(f"bad header: unknown fields {unknown}, missing fields {missing}")
+    for key, value in fields.items():
+        if not isinstance(value, _TYPES[key]) or (key != "tta" and isinstance(value, bool)):
+            raise DRCNError(f"bad header: {key}={value!r} has the wrong type")
+    req = Request(**{**fields, "scale": float(fields["scale"])})
+    if req.width < 1 or req.height < 1 or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
+        raise DRCNError(f"bad header: {req.width}x{req.height}, {req.channels} channels, "
+                        f"dtype {req.dtype!r} (use u8, u16 or f32)")
+    return req
+
+
+class _Channel:
+    """Thread-safe writer of protocol lines and payloads; notes when the client is gone."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.lock, self.gone = out, threading.Lock(), threading.Event()
+
+    def send(self, line: str, payload: memoryview | None = None) -> None:
+        with self.lock:
+            try:
+                self.out.write(line.encode() + b"\n")
+                if payload is not None:
+                    self.out.write(payload)
+                self.out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                self.gone.set()
+
+    def heartbeat(self) -> None:
+        while not self.gone.wait(HEARTBEAT_S):
+            self.send("alive")
+
+
+def _read_exact(inp: BinaryIO, n: int) -> bytearray:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = inp.readinto(view[got:])
+        if not k:
+            raise DRCNError(f"truncated pixel data: got {got} of {n} bytes")
+        got += k
+    return buf
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill the worker when the client process dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> int:
+    """Answer requests from ``inp`` on ``out`` until EOF; returns the process exit code."""
+    chan = _Channel(out)
+    stop = threading.Event()
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=chan.heartbeat, daemon=True).start()
+    upscalers: dict[tuple, Upscaler] = {}
+
+    def cancel() -> bool:
+        return stop.is_set() or chan.gone.is_set() or os.getppid() != parent
+
+    def progress(done: int, total: int) -> None:
+        chan.send(f"progress {done} {total}")
+
+    chan.send(f"ready {PROTOCOL}")
+    try:
+        while not cancel():
+            line = inp.readline(MAX_HEADER)
+            if not line:
+                return 0
+            req = parse_header(line)
+            pixels = _read_exact(inp, req.nbytes)
+            key = (req.model, req.device, req.precision, req.tile, req.tta)
+            if key not in upscalers:
+                upscalers.clear()
+                upscalers[key] = Upscaler(req.model, device=req.device, precision=req.precision,
+                                          tile=req.tile, tta=req.tta)
+            image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
+                req.height, req.width, req.channels)
+            result = np.ascontiguousarray(upscalers[key].upscale(
+                image, req.scale, progress=progress, cancel=cancel))
+            chan.send(f"result {result.shape[0]} {result.shape[1]} {result.nbytes}",
+                      memoryview(result).cast("B"))
+        raise Cancelled("cancelled")
+    except Cancelled:
+        chan.send("cancelled")
+        return EXIT_CANCELLED
+    except DRCNError as e:
+        chan.send(f"error {' '.join(str(e).split())}")
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        chan.gone.set()
+
+
+def main() -> None:
+    """Entry point: serve stdin/stdout; stray prints go to stderr so they cannot corrupt pixels."""
+    _die_with_parent()
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr
+    sys.exit(serve(sys.stdin.buffer, out))
+
+
+if __name__ == "__main__":
+    main()

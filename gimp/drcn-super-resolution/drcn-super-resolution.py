@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in: Filters > Enhance > DRCN Super-Resolution...
+
+Reads the layer through its GEGL buffer at the image's precision, sends the pixels to the
+drcn-plugin worker process (GIMP's Python has no torch) and writes the upscaled pixels into a new
+image or into the whole image scaled in place (one undo step). Scripts call
+``plug-in-drcn-super-resolution`` with the same arguments as the dialog.
+"""
+
+import sys
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+
+PLUGIN_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(PLUGIN_DIR))
+from drcn_worker_client import (  # noqa: E402
+    Worker, WorkerError, overall_fraction, pixel_format, scaled, scaled_offset, worker_command)
+
+PROC = "plug-in-drcn-super-resolution"
+MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"), ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
+OUTPUTS = (("new-image", "New image from the layer"), ("scale-image", "Scale this image"))
+
+
+def _choice(entries):
+    choice = Gimp.Choice.new()
+    for i, (nick, label) in enumerate(entries):
+        choice.add(nick, i, label, "")
+    return choice
+
+
+def _all_layers(items):
+    """Every pixel layer, descending into layer groups (groups follow their children)."""
+    for item in items:
+        if item.is_group():
+            yield from _all_layers(item.get_children())
+        else:
+            yield item
+
+
+def _format_of(image, drawable):
+    return pixel_format(drawable.is_gray(), drawable.has_alpha(), image.get_precision().value_nick)
+
+
+def _read(drawable, fmt):
+    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+    return drawable.get_buffer().get(rect, 1.0, fmt.babl, Gegl.AbyssPolicy.CLAMP)
+
+
+def _write(drawable, fmt, data):
+    """Replace the drawable's pixels through its shadow buffer (undoable)."""
+    w, h = drawable.get_width(), drawable.get_height()
+    shadow = drawable.get_shadow_buffer()
+    shadow.set(Gegl.Rectangle.new(0, 0, w, h), fmt.babl, data)
+    shadow.flush()
+    drawable.merge_shadow(True)
+    drawable.update(0, 0, w, h)
+
+
+def _offsets(layer):
+    values = layer.get_offsets()
+    return values[-2], values[-1]
+
+
+class DRCNSuperResolution(Gimp.PlugIn):
+    """The plug-in: one image procedure."""
+
+    def do_query_procedures(self):
+        return [PROC]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("DRCN Super-Resolution...")
+        proc.add_menu_path("<Image>/Filters/Enhance")
+        proc.set_documentation(
+            "Upscale with DRCN super-resolution",
+            "Upscales the selected layer into a new image, or the whole image in place, with the "
+            "deeply-recursive convolutional network of Kim, Lee & Lee (CVPR 2016). The network "
+            "runs in the Python environment where drcn-plugin is installed.",
+            name)
+        proc.set_attribution("drcn-plugin authors", "drcn-plugin authors", "2026")
+        rw = GObject.ParamFlags.READWRITE
+        proc.add_double_argument("scale", "_Scale", "Upscaling factor", 1.0, 16.0, 2.0, rw)
+        proc.add_choice_argument("model", "_Model", "Shipped DRCN model", _choice(MODELS),
+                                 "drcn-lite", rw)
+        proc.add_string_argument("custom-model", "C_ustom model",
+                                 "A .safetensors file, model folder or hf:owner/name; "
+                                 "used instead of Model when set", "", rw)
+        proc.add_int_argument("tile", "_Tile size", "Tile side in pixels (0 = automatic)",
+                              0, 4096, 0, rw)
+        proc.add_boolean_argument("self-ensemble", "Self-_ensemble",
+                                  "Average 8 flips/rotations (8x slower, slightly sharper)",
+                                  False, rw)
+        proc.add_choice_argument("output", "_Output", "Where the result goes", _choice(OUTPUTS),
+                                 "new-image", rw)
+        proc.add_image_return_value("new-image", "Result image",
+                                    "The new image, or the input image when scaled in place",
+                                    True, rw)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, data):
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            GimpUi.init(PROC)
+            dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config,
+                                            title="DRCN Super-Resolution")
+            dialog.fill(None)
+            accepted = dialog.run()
+            dialog.destroy()
+            if not accepted:
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        get = config.get_property
+        scale = get("scale")
+        options = {"model": get("custom-model").strip() or get("model"), "tile": get("tile"),
+                   "tta": get("self-ensemble")}
+        if get("output") == "new-image" and (len(drawables) != 1
+                                             or not isinstance(drawables[0], Gimp.Layer)):
+            return procedure.new_return_values(
+                Gimp.PDBStatusType.CALLING_ERROR,
+                GLib.Error("DRCN: select exactly one layer to upscale into a new image"))
+        Gimp.progress_init("DRCN: starting the worker")
+        try:
+            with Worker(worker_command(PLUGIN_DIR)) as worker:
+                Gimp.progress_set_text("DRCN super-resolution")
+                if get("output") == "new-image":
+                    result = self._new_image(worker, image, drawables[0], scale, options)
+                else:
+                    result = self._scale_image(worker, image, scale, options)
+        except WorkerError as e:
+            return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                               GLib.Error(str(e)))
+        finally:
+            Gimp.progress_end()
+        if run_mode == Gimp.RunMode.INTERACTIVE and result != image:
+            Gimp.Display.new(result)
+        Gimp.displays_flush()
+        values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+        values.remove(1)
+        values.insert(1, GObject.Value(Gimp.Image, result))
+        return values
+
+    @staticmethod
+    def _upscale(worker, image, layer, scale, options, index=0, count=1):
+        fmt = _format_of(image, layer)
+        data, w, h = worker.upscale(
+            _read(layer, fmt), layer.get_width(), layer.get_height(), fmt, scale, options,
+            lambda done, total: Gimp.progress_update(overall_fraction(index, count, done, total)))
+        return fmt, data, w, h
+
+    def _new_image(self, worker, image, layer, scale, options):
+        """The layer, upscaled, as the only layer of a new image with the same precision."""
+        fmt, data, w, h = self._upscale(worker, image, layer, scale, options)
+        new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
+        new.undo_disable()
+        profile = image.get_color_profile()
+        if profile is not None:
+            new.set_color_profile(profile)
+        out = Gimp.Layer.new(new, layer.get_name(), w, h, layer.type(), 100.0,
+                             Gimp.LayerMode.NORMAL)
+        new.insert_layer(out, None, 0)
+        _write(out, fmt, data)
+        new.undo_enable()
+        return new
+
+    def _scale_image(self, worker, image, scale, options):
+        """Scale the whole image in one undo group; every layer's pixels come from DRCN.
+
+        All layers are upscaled before the image is touched, so a failure changes nothing.
+        """
+        layers = list(_all_layers(image.get_layers()))
+        results = [self._upscale(worker, image, layer, scale, options, i, len(layers))
+                   for i, layer in enumerate(layers)]
+        origins = [_offsets(layer) for layer in layers]
+        image.undo_group_start()
+        try:
+            image.scale(scaled(image.get_width(), scale), scaled(image.get_height(), scale))
+            for layer, (x, y), (fmt, data, w, h) in zip(layers, origins, results):
+                if (layer.get_width(), layer.get_height()) != (w, h):
+                    layer.scale(w, h, False)
+                layer.set_offsets(scaled_offset(x, scale), scaled_offset(y, scale))
+                _write(layer, fmt, data)
+        finally:
+            image.undo_group_end()
+        return image
+
+
+Gimp.main(DRCNSuperResolution.__gtype__, sys.argv)

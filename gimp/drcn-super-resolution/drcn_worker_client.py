@@ -1,0 +1,218 @@
+"""The GIMP plug-in's pure-Python half: pixel formats, geometry and the worker client (no ``gi``).
+
+GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.worker`` (see that module for
+the protocol) running in the environment recorded by ``drcn gimp install``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_NAME = "drcn-worker.json"
+PYTHON_ENV = "DRCN_WORKER_PYTHON"
+START_TIMEOUT_S = 180.0
+SILENCE_TIMEOUT_S = 60.0
+STOP_GRACE_S = 3.0
+HINT = ("Install drcn-plugin in a Python environment and run `drcn gimp install` from it "
+        f"(or set {PYTHON_ENV} to that Python).")
+_ITEMSIZE = {"u8": 1, "u16": 2, "f32": 4}
+
+
+class WorkerError(Exception):
+    """A one-line message for the GIMP user about the worker process."""
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """How a drawable's pixels travel: babl format name, worker dtype and channel count."""
+
+    babl: str
+    dtype: str
+    channels: int
+
+    def nbytes(self, width: int, height: int) -> int:
+        """Bytes of a ``width x height`` block in this format."""
+        return width * height * self.channels * _ITEMSIZE[self.dtype]
+
+
+def pixel_format(gray: bool, alpha: bool, precision: str) -> PixelFormat:
+    """The format to read a drawable in at its own precision (a Gimp.Precision nick such as
+    ``u16-non-linear``): u8 and u16 stay integer, everything else (u32, half, float, double) is
+    read as 32-bit float. Values are always the perceptual (gamma) encoding the network expects."""
+    kind = precision.split("-", 1)[0]
+    dtype = kind if kind in ("u8", "u16") else "f32"
+    model = ("Y'" if gray else "R'G'B'") + ("A" if alpha else "")
+    babl = f"{model} {'float' if dtype == 'f32' else dtype}"
+    return PixelFormat(babl, dtype, (1 if gray else 3) + int(alpha))
+
+
+def scaled(length: int, scale: float) -> int:
+    """An output side length, rounded exactly as the engine rounds it."""
+    return max(1, round(length * scale))
+
+
+def scaled_offset(offset: int, scale: float) -> int:
+    """A layer offset on the scaled canvas."""
+    return round(offset * scale)
+
+
+def overall_fraction(index: int, count: int, done: int, total: int) -> float:
+    """Progress over ``count`` layers when layer ``index`` has ``done`` of ``total`` tiles."""
+    return (index + (done / total if total else 0.0)) / count
+
+
+def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The worker's command line: the Python from $DRCN_WORKER_PYTHON or the install record."""
+    python = environ.get(PYTHON_ENV)
+    if not python:
+        config = plugin_dir / CONFIG_NAME
+        try:
+            python = json.loads(config.read_text(encoding="utf-8"))["python"]
+        except FileNotFoundError:
+            raise WorkerError(f"the DRCN worker is not set up ({config} is missing). {HINT}") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
+    if not Path(python).is_file():
+        raise WorkerError(f"the DRCN worker's Python {python} does not exist. {HINT}")
+    return [python, "-m", "drcn_plugin.worker"]
+
+
+def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment for the worker, without the host application's Python settings."""
+    drop = {"PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE"}
+    return {k: v for k, v in environ.items() if k not in drop}
+
+
+class Worker:
+    """One worker process serving upscale requests; use as a context manager."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str] | None = None) -> None:
+        self.command, self.env = command, dict(env) if env is not None else worker_env()
+        self.proc: subprocess.Popen | None = None
+        self._messages: queue.Queue = queue.Queue()
+        self._stderr = tempfile.TemporaryFile()
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(graceful=exc[0] is None)
+
+    def start(self) -> None:
+        """Launch the worker and wait for its ``ready`` line."""
+        try:
+            self.proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                env=self.env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+        except OSError as e:
+            raise WorkerError(f"cannot start the DRCN worker {self.command[0]} ({e}). {HINT}") from e
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        first = self._next(START_TIMEOUT_S, "start")
+        if first != ("line", "ready 1"):
+            self.stop()
+            raise WorkerError(f"the DRCN worker answered {first[1]!r} instead of 'ready 1': "
+                              f"the plug-in and drcn-plugin versions differ. {HINT}")
+
+    def upscale(self, pixels: bytes, width: int, height: int, fmt: PixelFormat, scale: float,
+                options: Mapping[str, object],
+                progress: Callable[[int, int], None] | None = None) -> tuple[bytes, int, int]:
+        """Upscale one block of pixels; returns (pixels, width, height) in the same format."""
+        if len(pixels) != fmt.nbytes(width, height):
+            raise ValueError(f"{len(pixels)} bytes do not hold {width}x{height} in {fmt.babl}")
+        header = {"width": width, "height": height, "channels": fmt.channels,
+                  "dtype": fmt.dtype, "scale": scale, **options}
+        try:
+            self.proc.stdin.write(json.dumps(header).encode() + b"\n")
+            self.proc.stdin.write(pixels)
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the worker died; the reader reports how
+        while True:
+            message = self._next(SILENCE_TIMEOUT_S, "run")
+            if message[0] == "result":
+                _, h, w, data = message
+                return data, w, h
+            kind, _, rest = message[1].partition(" ")
+            if kind == "progress" and progress is not None:
+                done, total = (int(v) for v in rest.split())
+                progress(done, total)
+            elif kind == "error":
+                raise WorkerError(f"DRCN: {rest}")
+            elif kind == "cancelled":
+                raise WorkerError("DRCN: cancelled")
+
+    def stop(self) -> None:
+        """Ask the worker to cancel (SIGTERM); kill it if it has not exited after a grace period."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self, graceful: bool = True) -> None:
+        """End the worker: close its stdin and let it exit, or stop it."""
+        if self.proc is not None and graceful:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(STOP_GRACE_S)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.stop()
+        self._stderr.close()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _read(self, stream) -> None:
+        """Reader thread: split stdout into lines and result payloads."""
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if line.startswith("result "):
+                    h, w, n = (int(v) for v in line.split()[1:])
+                    data = stream.read(n)
+                    if len(data) != n:
+                        break
+                    self._messages.put(("result", h, w, data))
+                else:
+                    self._messages.put(("line", line))
+        except (OSError, ValueError):
+            pass
+        self._messages.put(("eof", ""))
+
+    def _next(self, timeout: float, stage: str) -> tuple:
+        """The next non-heartbeat message; raises WorkerError on a dead or silent worker."""
+        while True:
+            try:
+                message = self._messages.get(timeout=timeout)
+            except queue.Empty:
+                self.stop()
+                raise WorkerError(f"the DRCN worker did not answer for {timeout:.0f} s during "
+                                  f"{stage} and was stopped. {HINT}") from None
+            if message == ("line", "alive"):
+                continue
+            if message[0] == "eof":
+                raise WorkerError(self._failure())
+            return message
+
+    def _failure(self) -> str:
+        try:
+            code = self.proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            code = self.proc.returncode
+        self._stderr.seek(0)
+        lines = [ln for ln in self._stderr.read().decode("utf-8", "replace").splitlines()
+                 if ln.strip()]
+        last = lines[-1].strip() if lines else "no message"
+        return f"the DRCN worker exited with code {code}: {last}. {HINT}"
