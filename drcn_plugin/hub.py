@@ -93,7 +93,7 @@ def _load_folder(path: Path) -> DRCN:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise DRCNError(f"{path} is not a DRCN model folder (needs config.json and model.safetensors)")
     try:
-        return DRCN.from_pretrained(path).eval()
+        return DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise DRCNError(f"cannot load model folder {path}: {str(e).splitlines()[0]}") from e
 
@@ -105,7 +105,7 @@ def _load_hub(spec: str) -> DRCN:
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise DRCNError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
-        return DRCN.from_pretrained(repo, revision=revision or None).eval()
+        return DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval()
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         raise DRCNError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be reached"
                         " (offline?)") from e

@@ -1,0 +1,73 @@
+"""Shared fixtures: the read-only project data in ../shared, tiny models, and a network guard."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from drcn_plugin.model import DRCN
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE_WEIGHTS = SHARED / "weights"
+DATA = SHARED / "data"
+
+
+def _need(path: Path) -> Path:
+    assert path.exists(), f"{path} is missing: the tests expect ../shared beside the checkout"
+    return path
+
+
+@pytest.fixture(scope="session")
+def set5() -> Path:
+    """The Set5 ground-truth folder."""
+    return _need(DATA / "Set5")
+
+
+@pytest.fixture(scope="session")
+def set14() -> Path:
+    """The Set14 ground-truth folder."""
+    return _need(DATA / "Set14")
+
+
+@pytest.fixture(scope="session")
+def reference_weights() -> Path:
+    """The folder holding the two reference .safetensors files."""
+    return _need(REFERENCE_WEIGHTS)
+
+
+def make_tiny(features: int = 8, recursions: int = 3, seed: int = 0) -> DRCN:
+    """A small DRCN with random weights and an uneven ensemble (so depth weighting matters)."""
+    torch.manual_seed(seed)
+    model = DRCN(features=features, recursions=recursions)
+    with torch.no_grad():
+        model.ensemble.copy_(torch.rand(recursions) + 0.1)
+        model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> DRCN:
+    """``DRCN(features=8, recursions=3)`` with seeded random weights, in eval mode."""
+    return make_tiny()
+
+
+@pytest.fixture
+def tiny_factory():
+    """:func:`make_tiny` itself, for tests that need other sizes or seeds."""
+    return make_tiny
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that opens a network connection."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)

@@ -1,0 +1,213 @@
+"""Model specs: shipped names, local files and folders, an offline Hub cache, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub.constants as hf_constants
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from drcn_plugin import hub
+from drcn_plugin.cli import app
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, sha256_of, weights_dir
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path, no_network) -> Path:
+    """HF offline mode with an empty cache in tmp_path; returns the cache folder.
+
+    huggingface_hub reads its environment once at import, so the constants are patched too.
+    """
+    cache = tmp_path / "hf-home" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(cache.parent))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_shipped_files_are_the_reference_files(reference_weights):
+    assert DEFAULT_MODEL == "drcn-lite"
+    assert {(m.features, m.recursions) for m in SHIPPED.values()} == {(64, 16), (256, 16)}
+    for m in SHIPPED.values():
+        shipped = weights_dir() / m.filename
+        assert sha256_of(shipped) == m.sha256 == sha256_of(reference_weights / m.filename)
+
+
+@pytest.mark.parametrize("name", ["drcn-lite", "drcn"])
+def test_shipped_name_loads_offline(offline, reference_weights, name):
+    model = load_model(name)
+    m = SHIPPED[name]
+    assert (model.features, model.recursions) == (m.features, m.recursions)
+    assert not model.training
+    ref = load_file(str(reference_weights / m.filename))
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    assert not any(offline.iterdir())  # nothing fetched or cached
+
+
+def test_default_spec_is_the_lite_model(offline):
+    assert load_model().features == 64
+
+
+def test_local_safetensors_file(tmp_path, tiny_model, no_network):
+    path = tmp_path / "mine.safetensors"
+    save_file(tiny_model.state_dict(), str(path))
+    model = load_model(str(path))
+    assert (model.features, model.recursions) == (8, 3)
+    assert same_weights(model, tiny_model)
+
+
+def test_local_hub_style_folder(tmp_path, tiny_model, no_network):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    assert json.loads((folder / "config.json").read_text()) == {"features": 8, "recursions": 3}
+    model = load_model(str(folder))
+    assert (model.features, model.recursions) == (8, 3)
+    assert same_weights(model, tiny_model)
+    x = torch.rand(1, 1, 10, 10)
+    with torch.no_grad():
+        assert torch.equal(model(x), tiny_model(x))
+
+
+def _fake_cache(cache: Path, source: Path, repo: str = "owner/name") -> None:
+    """Lay a saved model folder out the way huggingface_hub caches a downloaded revision."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(source / name, snapshot / name)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.mark.parametrize("spec", ["hf:owner/name", f"hf:owner/name@{COMMIT}",
+                                  "hf:owner/name@main"])
+def test_offline_hub_cache(offline, tmp_path, tiny_model, spec):
+    tiny_model.save_pretrained(tmp_path / "saved")
+    _fake_cache(offline, tmp_path / "saved")
+    model = load_model(spec)
+    assert (model.features, model.recursions) == (8, 3)
+    assert same_weights(model, tiny_model)
+
+
+@pytest.mark.parametrize("spec", ["hf:owner/unknown", "hf:owner/name@v9"])
+def test_offline_unknown_repo_or_revision_names_the_spec(offline, tmp_path, tiny_model, spec):
+    tiny_model.save_pretrained(tmp_path / "saved")
+    _fake_cache(offline, tmp_path / "saved")
+    with pytest.raises(DRCNError, match=spec) as err:
+        load_model(spec)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["hf:noslash", "hf:a/b/c", "hf:/name"])
+def test_bad_hub_spec(offline, spec):
+    with pytest.raises(DRCNError, match="bad Hub spec"):
+        load_model(spec)
+
+
+def test_unknown_spec(no_network, tmp_path):
+    with pytest.raises(DRCNError, match="unknown model 'nonexistent'"):
+        load_model("nonexistent")
+    with pytest.raises(DRCNError, match="unknown model"):
+        load_model(str(tmp_path / "missing.safetensors"))
+
+
+@pytest.fixture
+def lite_copy(tmp_path, monkeypatch) -> Path:
+    """A private copy of the shipped weights folder, which load_model then uses."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    src = weights_dir() / SHIPPED["drcn-lite"].filename
+    shutil.copy(src, folder / src.name)
+    monkeypatch.setattr(hub, "weights_dir", lambda: folder)
+    load_model("drcn-lite")  # the pristine copy loads
+    return folder / src.name
+
+
+def test_corrupted_shipped_weights(lite_copy):
+    data = bytearray(lite_copy.read_bytes())
+    data[-100] ^= 0x01  # one bit of one weight: still a valid safetensors file
+    lite_copy.write_bytes(bytes(data))
+    with pytest.raises(DRCNError, match="sha256"):
+        load_model("drcn-lite")
+
+
+def test_truncated_shipped_weights(lite_copy):
+    lite_copy.write_bytes(lite_copy.read_bytes()[:5000])
+    with pytest.raises(DRCNError, match="corrupted"):
+        load_model("drcn-lite")
+
+
+def test_missing_shipped_weights(lite_copy):
+    lite_copy.unlink()
+    with pytest.raises(DRCNError, match="not found"):
+        load_model("drcn-lite")
+
+
+def test_truncated_local_file(tmp_path, tiny_model):
+    path = tmp_path / "cut.safetensors"
+    save_file(tiny_model.state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DRCNError, match="cannot read weights file"):
+        load_model(str(path))
+
+
+@pytest.mark.parametrize("drop", [None, "ensemble", "reconstruct.2.bias"])
+def test_wrong_architecture_file(tmp_path, tiny_model, drop):
+    sd = {"features.0.weight": torch.zeros(4, 3, 3, 3)} if drop is None else {
+        k: v for k, v in tiny_model.state_dict().items() if k != drop}
+    path = tmp_path / "other.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(DRCNError, match="does not hold DRCN weights"):
+        load_model(str(path))
+
+
+def test_folder_with_missing_tensor_is_refused(tmp_path, tiny_model):
+    # from_pretrained loads non-strictly by default: a missing tensor must not become random init.
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    sd = load_file(str(folder / "model.safetensors"))
+    del sd["ensemble"]
+    save_file(sd, str(folder / "model.safetensors"))
+    with pytest.raises(DRCNError, match="cannot load model folder"):
+        load_model(str(folder))
+
+
+def test_folder_whose_config_disagrees_with_the_weights(tmp_path, tiny_model):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"features": 16, "recursions": 3}))
+    with pytest.raises(DRCNError, match="cannot load model folder"):
+        load_model(str(folder))
+
+
+def test_folder_without_weights(tmp_path, tiny_model):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(DRCNError, match="not a DRCN model folder"):
+        load_model(str(folder))
+
+
+def test_cli_unknown_model_is_one_line(set5, no_network):
+    result = CliRunner().invoke(app, ["eval", "--model", "nonexistent", "--dataset", str(set5)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nonexistent" in lines[0] and lines[0].startswith("error:")
+    assert "Traceback" not in result.output
