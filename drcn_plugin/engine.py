@@ -273,16 +273,14 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
         raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
-    if image.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255)
-    elif image.dtype == np.uint16:
-        t = torch.from_numpy(image.astype(np.float32)).div_(65535)
-    elif np.issubdtype(image.dtype, np.floating):
-        t = torch.from_numpy(image.astype(np.float32, copy=True))
-        if not torch.isfinite(t).all():
-            raise DRCNError("the image has NaN or infinite values")
-    else:
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+    if peak is None and not np.issubdtype(image.dtype, np.floating):
         raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+    t = torch.from_numpy(image.astype(np.float32, copy=True))
+    if peak is not None:
+        t.div_(peak)
+    elif not torch.isfinite(t).all():
+        raise DRCNError("the image has NaN or infinite values")
     return t.permute(2, 0, 1).contiguous(), image.dtype
 
 

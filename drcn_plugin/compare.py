@@ -1,0 +1,84 @@
+"""Side-by-side crops (nearest, bicubic, DRCN, original) labelled with PSNR, for people who look."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .engine import Upscaler, to_planes
+from .imaging import imresize, protocol_y
+from .metrics import psnr
+
+
+def _y8(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a[..., :3] if a.ndim == 3 else a)).double()
+    if t.dim() == 3 and t.shape[2] == 3:
+        return protocol_y(t.permute(2, 0, 1))
+    return t[..., 0] if t.dim() == 3 else t
+
+
+def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` square with the most gradient energy (where SR shows)."""
+    h, w = y.shape
+    if h <= size or w <= size:
+        return 0, 0
+    g = (y[1:, :-1] - y[:-1, :-1]).abs() + (y[:-1, 1:] - y[:-1, :-1]).abs()
+    pooled = torch.nn.functional.avg_pool2d(g[None, None], size, stride=max(1, size // 4))[0, 0]
+    r, c = divmod(int(pooled.argmax()), pooled.shape[1])
+    return r * max(1, size // 4), c * max(1, size // 4)
+
+
+def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
+                  crop: int = 160, zoom: int = 2) -> Image.Image:
+    """One labelled PNG of matching crops. With ``from_original`` the input is the ground truth:
+    it is shrunk by ``scale`` first and every panel is scored against it (PSNR on Y)."""
+    planes, _ = to_planes(image)
+    planes = planes[:3] if planes.shape[0] >= 3 else planes[:1]  # alpha plays no part here
+    rgb = _u8(planes)
+    if from_original:
+        h, w = planes.shape[-2:]
+        low = _u8(imresize(planes, size=(max(1, round(h / scale)), max(1, round(w / scale)))))
+        size = (h, w)
+    else:
+        low = rgb
+        size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+    panels = {
+        "nearest": np.asarray(Image.fromarray(low).resize(size[::-1], Image.NEAREST)),
+        "bicubic": _u8(imresize(to_planes(low)[0], size=size)),
+        "DRCN": upscaler.upscale(low, size=size),
+    }
+    if from_original:
+        panels["original"] = rgb
+    ref = _y8(panels["original"]) if from_original else None
+    r, c = _busiest_crop(_y8(panels["DRCN"]), crop)
+    border = int(np.ceil(scale))
+    tiles = []
+    for name, arr in panels.items():
+        label = name
+        if ref is not None and name != "original":
+            label += f"  {psnr(_y8(arr), ref, border):.2f} dB"
+        piece = Image.fromarray(arr[r: r + crop, c: c + crop]).convert("RGB")
+        piece = piece.resize((piece.width * zoom, piece.height * zoom), Image.NEAREST)
+        tiles.append((label, piece))
+    return _sheet(tiles)
+
+
+def _u8(planes: torch.Tensor) -> np.ndarray:
+    """Float planes ``[C, H, W]`` (0..1) to an 8-bit ``H x W [x 3]`` array."""
+    a = planes.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return a[..., 0] if a.shape[2] == 1 else a
+
+
+def _sheet(tiles: list[tuple[str, Image.Image]], pad: int = 8, label_h: int = 28) -> Image.Image:
+    w = sum(t.width for _, t in tiles) + pad * (len(tiles) + 1)
+    h = max(t.height for _, t in tiles) + label_h + 2 * pad
+    sheet = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    x = pad
+    for label, tile in tiles:
+        sheet.paste(tile, (x, pad))
+        draw.text((x + 4, pad + tile.height + 5), label, fill="black", font=font)
+        x += tile.width + pad
+    return sheet

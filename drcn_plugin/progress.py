@@ -1,0 +1,72 @@
+"""The CLI's rich progress display (images, tiles, output megapixels per second) and summary."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from .batch import Job, Outcome
+from .engine import Upscaler
+
+
+class BatchProgress:
+    """Two bars (images; tiles of the current image) and a live Mpx/s figure."""
+
+    def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not enabled, transient=False)
+        self.images = self.progress.add_task("images", total=total, rate="")
+        self.tile_task = self.progress.add_task("tiles", total=1, rate="", visible=False)
+        self.out_pixels = 0
+        self.busy = 0.0
+        self._t0 = 0.0
+
+    def __enter__(self) -> "BatchProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, job: Job) -> None:
+        self._t0 = time.perf_counter()
+        self.progress.update(self.tile_task, description=job.source.name, completed=0, total=1,
+                             visible=True)
+
+    def tiles(self, done: int, total: int) -> None:
+        """Engine progress callback."""
+        self.progress.update(self.tile_task, completed=done, total=total)
+
+    def finish(self, outcome: Outcome) -> None:
+        self.busy += time.perf_counter() - self._t0
+        if outcome.out_size:
+            self.out_pixels += outcome.out_size[0] * outcome.out_size[1]
+        rate = f"{self.out_pixels / 1e6 / self.busy:.2f} Mpx/s" if self.busy > 0 else ""
+        self.progress.update(self.images, advance=1, rate=rate)
+
+    @staticmethod
+    def summary(console: Console, outcomes: list[Outcome], upscaler: Upscaler) -> None:
+        """A table of every file and one line of totals."""
+        table = Table(title=f"drcn upscale on {upscaler.device} ({str(upscaler.dtype)[6:]})")
+        for col in ("file", "status", "in", "out", "seconds", "note"):
+            table.add_column(col, overflow="fold")
+        colours = {"done": "green", "skipped": "yellow", "failed": "red"}
+        for o in outcomes:
+            size = lambda s: f"{s[0]}x{s[1]}" if s else ""  # noqa: E731
+            table.add_row(str(o.job.source), f"[{colours[o.status]}]{o.status}[/]", size(o.in_size),
+                          size(o.out_size), f"{o.seconds:.1f}", o.message if o.status != "failed"
+                          else o.message.split(": ", 1)[-1])
+        console.print(table)
+        done = [o for o in outcomes if o.status == "done"]
+        mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6
+        secs = sum(o.seconds for o in done)
+        counts = {s: sum(o.status == s for o in outcomes) for s in colours}
+        console.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed;"
+                      f" {mpx:.2f} output Mpx in {secs:.1f} s"
+                      + (f" ({mpx / secs:.2f} Mpx/s)" if secs else ""))
