@@ -78,8 +78,8 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
         out_root = output if output is not None else default_out
         for f in images:
             resolved = f.resolve()
-            if resolved in seen or _inside(resolved, out_root):
-                continue
+            if resolved in seen or (f != path and _inside(resolved, out_root)):
+                continue  # earlier results found while scanning a folder or a glob
             seen.add(resolved)
             rel = f.relative_to(root)
             target = out_root / rel.parent / (f.stem + suffix + _out_suffix(f, fmt))

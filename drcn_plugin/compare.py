@@ -12,10 +12,8 @@ from .metrics import psnr
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a[..., :3] if a.ndim == 3 else a)).double()
-    if t.dim() == 3 and t.shape[2] == 3:
-        return protocol_y(t.permute(2, 0, 1))
-    return t[..., 0] if t.dim() == 3 else t
+    t = torch.from_numpy(np.array(a[..., :3] if a.ndim == 3 else a, dtype=np.float64))
+    return protocol_y(t.permute(2, 0, 1)) if t.dim() == 3 else t
 
 
 def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
