@@ -187,6 +187,24 @@ def gimp_install_cmd(
                   soft_wrap=True, highlight=False)
 
 
+comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
+app.add_typer(comfyui_app, name="comfyui")
+
+
+@comfyui_app.command("install")
+def comfyui_install_cmd(
+    comfyui_dir: Annotated[Path, typer.Option(help="the ComfyUI folder (main.py, custom_nodes/)")],
+    python: Annotated[Optional[Path], typer.Option(
+        help="ComfyUI's Python (default: its venv/ or .venv/, else this one)")] = None,
+    copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
+) -> None:
+    """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
+    from .comfyui_install import install
+
+    with user_errors():
+        console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False)
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[list[Path], typer.Option(help="training image folder (repeat for several)")],

@@ -1,0 +1,240 @@
+"""ComfyUI nodes for DRCN super-resolution: a model loader and an upscaler on the shared engine.
+
+All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
+out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
+ComfyUI's tensors, memory manager, progress bar and interrupt to it. Outside ComfyUI (no ``comfy``
+module) the nodes still import and run: automatic device, no progress bar, no interrupt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
+from drcn_plugin.model import DRCN
+
+CATEGORY = "image/upscaling/DRCN"
+MODEL_TYPE = "DRCN_MODEL"
+MODELS_FOLDER = "drcn"
+MAX_SCALE = 8.0
+_WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
+
+
+class DRCNNodeError(RuntimeError):
+    """A DRCNError re-raised for ComfyUI: one line, without the engine's traceback chained."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error."""
+    try:
+        yield
+    except DRCNError as e:
+        raise DRCNNodeError(f"DRCN: {e}") from None
+
+
+def _comfy() -> tuple[ModuleType | None, ModuleType | None]:
+    """ComfyUI's ``comfy.model_management`` and ``comfy.utils``, or (None, None) outside it."""
+    try:
+        import comfy.model_management as mm
+        import comfy.utils as cu
+    except ImportError:
+        return None, None
+    return mm, cu
+
+
+def _folder_paths() -> ModuleType | None:
+    """ComfyUI's ``folder_paths`` with a ``models/drcn`` folder registered, or None outside it."""
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    if MODELS_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[MODELS_FOLDER] = (
+            [os.path.join(folder_paths.models_dir, MODELS_FOLDER)], {".safetensors"})
+    return folder_paths
+
+
+def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
+    """Load ``hub_or_path`` if given, else a shipped name or a file from ComfyUI's models/drcn."""
+    spec = hub_or_path.strip()
+    if spec:
+        path = Path(spec).expanduser()
+        return load_weights_file(path) if path.suffix == ".safetensors" else load_model(spec)
+    fp = _folder_paths()
+    if model_name in SHIPPED or fp is None:
+        return load_model(model_name)
+    found = fp.get_full_path(MODELS_FOLDER, model_name)
+    if found is None:
+        raise DRCNError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
+    return load_weights_file(Path(found))
+
+
+class DRCNModelLoader:
+    """Pick a DRCN model: shipped, a .safetensors file in models/drcn, or a Hub spec or path."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("drcn_model",)
+    FUNCTION = "load"
+    DESCRIPTION = ("Loads a DRCN super-resolution model: drcn-lite (fast, default), drcn (the "
+                   "paper's size), your .safetensors files in models/drcn, or hf:owner/name.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:  # noqa: N802 (ComfyUI's name)
+        """The model list: shipped names, then the files in ComfyUI's models/drcn folder."""
+        fp = _folder_paths()
+        files = fp.get_filename_list(MODELS_FOLDER) if fp is not None else []
+        return {
+            "required": {
+                "model_name": (list(SHIPPED) + files, {
+                    "default": DEFAULT_MODEL,
+                    "tooltip": "a shipped model or a .safetensors file from models/drcn"}),
+            },
+            "optional": {
+                "hub_or_path": ("STRING", {
+                    "default": "",
+                    "tooltip": "hf:owner/name[@revision], a .safetensors file or a model folder; "
+                               "overrides model_name when set"}),
+            },
+        }
+
+    def load(self, model_name: str, hub_or_path: str = "") -> tuple[DRCN]:
+        """Resolve the choice to a DRCN module (on the CPU until the upscaler moves it)."""
+        with user_errors():
+            return (resolve_model(model_name, hub_or_path),)
+
+
+def _split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    """Append ``1 - mask`` to an RGB batch as alpha, so the engine resizes it with the image.
+
+    Returns the batch to upscale and whether the last channel came from the mask. An all-zero
+    mask of another size (LoadImage's "no alpha" mask) counts as no mask.
+    """
+    if mask is None:
+        return image, False
+    mask = mask[None] if mask.ndim == 2 else mask
+    b, h, w, c = image.shape
+    if tuple(mask.shape[-2:]) != (h, w):
+        if not mask.any():
+            return image, False
+        raise DRCNError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {w}x{h}")
+    if mask.shape[0] not in (1, b):
+        raise DRCNError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+    if c == 4:
+        raise DRCNError("connect a mask or an image with alpha, not both")
+    alpha = (1.0 - mask.to(image)).expand(b, h, w)[..., None]
+    return torch.cat([image, alpha], dim=-1), True
+
+
+def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
+                  self_ensemble: bool = False,
+                  mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upscale a ComfyUI IMAGE batch ``[B, H, W, C]`` (0..1) image by image through the engine.
+
+    Returns ``(image, mask)``: the image keeps its channels (alpha included); the mask is the
+    upscaled input mask, else ``1 - alpha`` of an RGBA image, else zeros.
+    """
+    if not 1.0 <= scale <= MAX_SCALE:
+        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+    if image.ndim != 4:
+        raise DRCNError(f"expected an IMAGE batch [batch, height, width, channels], "
+                        f"got shape {tuple(image.shape)}")
+    if image.numel() == 0:
+        raise DRCNError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
+                        f"batch of {image.shape[0]})")
+    planes, mask_in_alpha = _split_alpha(image, mask)
+    mm, cu = _comfy()
+    device = mm.get_torch_device() if mm is not None else None
+    if mm is not None:
+        out_pixels = round(image.shape[1] * scale) * round(image.shape[2] * scale)
+        mm.free_memory(mm.module_size(model)
+                       + model.features * 16 * min(out_pixels, _WORKING_PIXELS), device)
+    upscaler = Upscaler(model, device=str(device) if device is not None else "auto",
+                        tile=tile, tta=self_ensemble)
+    count = planes.shape[0]
+    bar = cu.ProgressBar(count) if cu is not None else None
+    cancel = _interrupt_check(mm) if mm is not None else None
+    outs = []
+    try:
+        for i in range(count):
+            outs.append(torch.from_numpy(upscaler.upscale(
+                planes[i].detach().cpu().float().numpy(), scale,
+                progress=_batch_progress(bar, i, count), cancel=cancel)))
+    finally:
+        if mm is not None:
+            model.to(mm.unet_offload_device())
+            mm.soft_empty_cache()
+    result = torch.stack(outs).clamp_(0.0, 1.0)
+    if mask_in_alpha:
+        return result[..., :-1].contiguous(), 1.0 - result[..., -1]
+    if result.shape[-1] == 4:
+        return result, 1.0 - result[..., 3]
+    return result, torch.zeros(result.shape[:3])
+
+
+def _batch_progress(bar: object | None, index: int,
+                    count: int) -> Callable[[int, int], None] | None:
+    """The engine's progress hook for image ``index`` of ``count``, on one ComfyUI ProgressBar."""
+    if bar is None:
+        return None
+    return lambda done, total: bar.update_absolute(index * total + done, count * total)
+
+
+def _interrupt_check(mm: ModuleType) -> Callable[[], bool]:
+    """The engine's cancel hook: raises ComfyUI's own interrupt exception when Cancel is pressed."""
+    def check() -> bool:
+        mm.throw_exception_if_processing_interrupted()
+        return False
+    return check
+
+
+class DRCNUpscale:
+    """Upscale an IMAGE batch by any factor from 1 to 8 with DRCN (seamless tiles, any size)."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "mask")
+    FUNCTION = "upscale"
+    DESCRIPTION = ("Super-resolves the luminance with DRCN and resizes colour and alpha with "
+                   "bicubic; any scale from 1 to 8, tiled to fit memory, Cancel stops between "
+                   "tiles.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:  # noqa: N802 (ComfyUI's name)
+        """Image, model, scale, tile size and self-ensemble; an optional mask rides along."""
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "drcn_model": (MODEL_TYPE,),
+                "scale": ("FLOAT", {"default": 2.0, "min": 1.0, "max": MAX_SCALE, "step": 0.05,
+                                    "tooltip": "output size = round(input size x scale)"}),
+                "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
+                                 "tooltip": "tile size in pixels; 0 = from free memory"}),
+                "self_ensemble": ("BOOLEAN", {"default": False,
+                                              "tooltip": "average 8 flips/transposes (8x slower)"}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "resized with the image (bicubic), returned as mask"}),
+            },
+        }
+
+    def upscale(self, image: torch.Tensor, drcn_model: DRCN, scale: float, tile: int,
+                self_ensemble: bool,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the engine on every image of the batch; see ``upscale_batch``."""
+        with user_errors():
+            return upscale_batch(image, drcn_model, scale, tile, self_ensemble, mask)
+
+
+NODE_CLASS_MAPPINGS = {"DRCNModelLoader": DRCNModelLoader, "DRCNUpscale": DRCNUpscale}
+NODE_DISPLAY_NAME_MAPPINGS = {"DRCNModelLoader": "DRCN Model Loader",
+                              "DRCNUpscale": "DRCN Upscale"}

@@ -1,0 +1,146 @@
+"""``drcn comfyui install``: put the DRCN nodes into ComfyUI's ``custom_nodes/`` and install
+drcn-plugin into ComfyUI's Python, pinning the torch it already has so pip never swaps it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .errors import DRCNError
+
+NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
+MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
+_PROBE = ("import importlib.metadata as m, importlib.util as u, json\n"
+          "try:\n    torch = m.version('torch')\nexcept m.PackageNotFoundError:\n    torch = None\n"
+          "spec = u.find_spec('drcn_plugin')\n"
+          "print(json.dumps([torch, spec.origin if spec else None]))")
+
+
+@dataclass
+class Installed:
+    """What ``install`` did."""
+
+    nodes: Path
+    linked: bool
+    python: Path
+    pip_command: list[str] | None  # None: drcn-plugin was already importable there, from here
+    models: Path
+
+    def __str__(self) -> str:
+        how = f"linked to {self.nodes.resolve()}" if self.linked else "copied"
+        pip = "installed drcn-plugin" if self.pip_command else "drcn-plugin already installed"
+        return (f"nodes in {self.nodes} ({how}); {pip} for {self.python}; put your .safetensors "
+                f"weights in {self.models}; restart ComfyUI to load the nodes")
+
+
+def nodes_source() -> Path:
+    """The nodes folder: inside the installed wheel, else the repository's ``comfyui_nodes/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "comfyui_nodes", here.parent / "comfyui_nodes"):
+        if (candidate / "drcn_nodes.py").is_file():
+            return candidate
+    raise DRCNError(f"the ComfyUI node files are missing from {here}; reinstall drcn-plugin")
+
+
+def default_python(comfyui_dir: Path) -> Path:
+    """ComfyUI's own interpreter: its venv/ or .venv/, the portable build's python_embeded/,
+    else the Python running drcn."""
+    for candidate in (comfyui_dir / "venv", comfyui_dir / ".venv",
+                      comfyui_dir.parent / "python_embeded"):
+        for exe in ("bin/python", "Scripts/python.exe", "python.exe"):
+            if (candidate / exe).is_file():
+                return candidate / exe
+    return Path(sys.executable)
+
+
+def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
+    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install;
+    returns the destination and whether it is a link."""
+    custom = comfyui_dir / "custom_nodes"
+    if not (comfyui_dir / "main.py").is_file() or not custom.is_dir():
+        raise DRCNError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and custom_nodes/)")
+    source, dest = nodes_source(), custom / NODES_NAME
+    try:
+        if dest.is_symlink():
+            dest.unlink()
+        elif dest.is_dir() and (dest / "drcn_nodes.py").is_file():
+            shutil.rmtree(dest)
+        elif dest.exists():
+            raise DRCNError(f"{dest} exists and is not the DRCN nodes: move it away first")
+        if not copy:
+            try:
+                dest.symlink_to(source, target_is_directory=True)
+                return dest, True
+            except OSError:
+                pass  # e.g. Windows without the right to make links: copy instead
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    except OSError as e:
+        raise DRCNError(f"cannot put the nodes into {dest}: {e}") from e
+    return dest, False
+
+
+def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
+    """The torch version installed for ``python`` and where it imports drcn_plugin from when
+    run in ``cwd`` (as ComfyUI runs in its folder)."""
+    try:
+        done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,
+                              timeout=120, cwd=cwd)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DRCNError(f"cannot run ComfyUI's Python {python}: {e}") from e
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DRCNError(f"cannot run ComfyUI's Python {python}: {last}")
+    torch, origin = json.loads(done.stdout.strip().splitlines()[-1])
+    return torch, origin
+
+
+def package_spec() -> list[str]:
+    """What pip installs: this source checkout as editable, else this version by name."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "comfyui_nodes").is_dir():
+        return ["-e", str(root)]
+    return [f"drcn-plugin=={__version__}"]
+
+
+def pip_command(python: Path, constraints: Path) -> list[str]:
+    """``python -m pip install`` of drcn-plugin under a constraints file that pins torch."""
+    return [str(python), "-m", "pip", "install", "-c", str(constraints), *package_spec()]
+
+
+def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
+    """Install drcn-plugin for ``python`` unless it already imports this very copy; returns the
+    pip command run, or None."""
+    torch, origin = probe_python(python, comfyui_dir)
+    if torch is None:
+        raise DRCNError(f"{python} has no torch: set up ComfyUI's own requirements first (else "
+                        "pip would pick a torch build by itself)")
+    if origin and Path(origin).resolve() == Path(__file__).resolve().with_name("__init__.py"):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text(f"torch=={torch}\n", encoding="utf-8")
+        command = pip_command(python, constraints)
+        if subprocess.run(command).returncode != 0:
+            raise DRCNError(f"pip could not install drcn-plugin for {python} (its output is "
+                            "above); ComfyUI's torch was left as it was")
+    return command
+
+
+def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -> Installed:
+    """Link the nodes into ComfyUI, install the package into its Python, make models/drcn."""
+    comfyui_dir = comfyui_dir.expanduser().resolve()
+    nodes, linked = link_nodes(comfyui_dir, copy)
+    python = python or default_python(comfyui_dir)
+    command = install_package(python, comfyui_dir)
+    models = comfyui_dir / "models" / MODELS_SUBDIR
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DRCNError(f"cannot create {models}: {e}") from e
+    return Installed(nodes, linked, python, command, models)

@@ -1,0 +1,378 @@
+"""ComfyUI nodes, called directly: shapes, values, batch, alpha/mask, ComfyUI's progress, memory and
+interrupt hooks (through fake ``comfy`` and ``folder_paths`` modules with ComfyUI's interface),
+errors, the example workflows and ``drcn comfyui install``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin import comfyui_install
+from drcn_plugin.cli import app
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.model import DRCN
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES_DIR = ROOT / "comfyui_nodes"
+
+
+def _load_package(name: str = "comfyui_drcn_under_test") -> types.ModuleType:
+    """Import the node folder the way ComfyUI does: its __init__.py under an arbitrary name."""
+    spec = importlib.util.spec_from_file_location(name, NODES_DIR / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PKG = _load_package()
+NODES = sys.modules[f"{PKG.__name__}.drcn_nodes"]
+LOADER = PKG.NODE_CLASS_MAPPINGS["DRCNModelLoader"]()
+UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DRCN:
+    torch.manual_seed(0)
+    return DRCN(features=8, recursions=3).eval()
+
+
+class InterruptProcessingException(Exception):
+    """Stands in for comfy.model_management.InterruptProcessingException."""
+
+
+class FakeComfy:
+    """The parts of ComfyUI's comfy.model_management / comfy.utils the nodes use, recording calls."""
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.updates: list[tuple[int, int]] = []
+        self.interrupt_after = interrupt_after
+        self.flag = False
+        mm = types.ModuleType("comfy.model_management")
+        mm.InterruptProcessingException = InterruptProcessingException
+        mm.get_torch_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.module_size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+        mm.free_memory = lambda required, device: self.calls.append(("free", required, device))
+        mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
+        mm.throw_exception_if_processing_interrupted = self._throw
+        utils = types.ModuleType("comfy.utils")
+        fake = self
+
+        class ProgressBar:
+            def __init__(self, total: int) -> None:
+                fake.calls.append(("bar", total))
+
+            def update_absolute(self, value: int, total: int | None = None) -> None:
+                fake.updates.append((value, total))
+                if fake.interrupt_after is not None and len(fake.updates) == fake.interrupt_after:
+                    fake.flag = True  # the user presses Cancel while this tile group ran
+
+        utils.ProgressBar = ProgressBar
+        self.comfy = types.ModuleType("comfy")
+        self.comfy.model_management, self.comfy.utils = mm, utils
+        self.mm, self.utils = mm, utils
+
+    def _throw(self) -> None:
+        self.calls.append(("check",))
+        if self.flag:
+            self.flag = False
+            raise InterruptProcessingException()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeComfy:
+        monkeypatch.setitem(sys.modules, "comfy", self.comfy)
+        monkeypatch.setitem(sys.modules, "comfy.model_management", self.mm)
+        monkeypatch.setitem(sys.modules, "comfy.utils", self.utils)
+        return self
+
+
+@pytest.fixture
+def fake_folder_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """ComfyUI's folder_paths interface over tmp_path/models."""
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = str(tmp_path / "models")
+    fp.folder_names_and_paths = {}
+
+    def get_filename_list(name: str) -> list[str]:
+        dirs, exts = fp.folder_names_and_paths[name]
+        return sorted(f for d in dirs if os.path.isdir(d) for f in os.listdir(d)
+                      if not exts or os.path.splitext(f)[1] in exts)
+
+    def get_full_path(name: str, filename: str) -> str | None:
+        for d in fp.folder_names_and_paths[name][0]:
+            if os.path.isfile(os.path.join(d, filename)):
+                return os.path.join(d, filename)
+        return None
+
+    fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+    monkeypatch.setitem(sys.modules, "folder_paths", fp)
+    return fp
+
+
+def _image(b: int, h: int, w: int, c: int = 3, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, h, w, c, generator=g)
+
+
+def test_batch_non_integer_scale_matches_the_engine(tiny: DRCN) -> None:
+    image = _image(2, 13, 17)
+    out, mask = UPSCALE.upscale(image, tiny, 1.7, 0, False)
+    assert out.shape == (2, 22, 29, 3) and out.dtype == torch.float32
+    assert mask.shape == (2, 22, 29) and not mask.any()
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    engine = Upscaler(tiny, device="cpu")
+    for i in range(2):
+        want = np.clip(engine.upscale(image[i].numpy(), 1.7), 0, 1)
+        assert np.array_equal(out[i].numpy(), want)
+    assert not torch.equal(out[0], out[1])
+
+
+def test_shipped_model_through_the_loader() -> None:
+    (model,) = LOADER.load("drcn-lite")
+    assert isinstance(model, DRCN) and model.features == 64
+    image = torch.full((1, 12, 10, 3), 0.5)
+    out, _ = UPSCALE.upscale(image, model, 2.0, 0, False)
+    assert out.shape == (1, 24, 20, 3)
+    assert torch.allclose(out, torch.full_like(out, 0.5), atol=0.02)  # flat stays flat
+
+
+def test_self_ensemble_toggle_reaches_the_engine(tiny: DRCN) -> None:
+    image = _image(1, 9, 11)
+    out, _ = UPSCALE.upscale(image, tiny, 2.0, 0, True)
+    want = np.clip(Upscaler(tiny, device="cpu", tta=True).upscale(image[0].numpy(), 2.0), 0, 1)
+    assert np.array_equal(out[0].numpy(), want)
+    plain, _ = UPSCALE.upscale(image, tiny, 2.0, 0, False)
+    assert not torch.equal(out, plain)
+
+
+def test_alpha_channel_is_kept(tiny: DRCN) -> None:
+    image = _image(1, 10, 12, 4)
+    image[..., 3] = 0.25
+    out, mask = UPSCALE.upscale(image, tiny, 3.0, 0, False)
+    assert out.shape == (1, 30, 36, 4)
+    assert torch.allclose(out[..., 3], torch.tensor(0.25), atol=1e-5)
+    assert torch.allclose(mask, torch.tensor(0.75), atol=1e-5)
+
+
+def test_mask_rides_along_with_an_rgb_image(tiny: DRCN) -> None:
+    image = _image(2, 16, 16)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, :, 8:] = 1.0
+    out, out_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=mask)
+    assert out.shape == (2, 32, 32, 3) and out_mask.shape == (2, 32, 32)
+    assert out_mask[:, :, :12].max() < 0.01 and out_mask[:, :, 20:].min() > 0.99
+    plain, _ = UPSCALE.upscale(image, tiny, 2.0, 0, False)
+    assert torch.allclose(out, plain, atol=1e-6)  # the mask does not change the colours
+    empty, zeros = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=torch.zeros(1, 64, 64))
+    assert torch.equal(empty, plain) and zeros.shape == (2, 32, 32) and not zeros.any()
+
+
+def test_progress_and_memory_hooks_through_comfy(tiny: DRCN,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeComfy().install(monkeypatch)
+    out, _ = UPSCALE.upscale(_image(2, 40, 40), tiny, 2.0, 16, False)
+    assert out.shape == (2, 80, 80, 3)
+    assert fake.calls[0][0] == "free" and fake.calls[0][1] > 0
+    assert ("bar", 2) in fake.calls and fake.calls[-1] == ("empty",)
+    values = [v for v, _ in fake.updates]
+    totals = {t for _, t in fake.updates}
+    assert len(totals) == 1 and values == sorted(values) and values[-1] == totals.pop()
+    assert len(values) >= 4  # several tile groups per image, two images
+    assert fake.calls.count(("check",)) >= len(values)  # cancel checked between tile groups
+
+
+def test_interrupt_stops_between_tiles_and_the_next_job_runs(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeComfy(interrupt_after=2).install(monkeypatch)
+    with pytest.raises(InterruptProcessingException):
+        UPSCALE.upscale(_image(1, 64, 64), tiny, 2.0, 16, False)
+    assert len(fake.updates) == 2 and fake.updates[-1][0] < fake.updates[-1][1]
+    assert fake.calls[-1] == ("empty",)  # model offloaded and cache freed after the interrupt
+    again = FakeComfy().install(monkeypatch)
+    out, _ = UPSCALE.upscale(_image(1, 64, 64), tiny, 2.0, 16, False)
+    assert out.shape == (1, 128, 128, 3) and again.updates[-1][0] == again.updates[-1][1]
+
+
+@pytest.mark.parametrize(("image", "scale", "tile", "message"), [
+    (torch.rand(1, 8, 8, 3), 9.0, 0, "DRCN: scale 9 is out of range: use 1 to 8"),
+    (torch.rand(1, 8, 8, 3), 0.5, 0, "DRCN: scale 0.5 is out of range: use 1 to 8"),
+    (torch.rand(1, 0, 8, 3), 2.0, 0, "DRCN: the image is empty (8x0 pixels, batch of 1)"),
+    (torch.rand(0, 8, 8, 3), 2.0, 0, "DRCN: the image is empty (8x8 pixels, batch of 0)"),
+    (torch.rand(8, 8, 3), 2.0, 0, "DRCN: expected an IMAGE batch"),
+    (torch.rand(1, 8, 8, 3), 2.0, 8, "DRCN: tile size 8 is too small"),
+])
+def test_bad_input_is_one_clear_line(tiny: DRCN, image: torch.Tensor, scale: float, tile: int,
+                                     message: str) -> None:
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        UPSCALE.upscale(image, tiny, scale, tile, False)
+    text = str(info.value)
+    assert text.startswith(message) and "\n" not in text
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match="the mask is 5x5 but the image is 8x8"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 5, 5))
+    with pytest.raises(NODES.DRCNNodeError, match="not both"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 4), tiny, 2.0, 0, False, mask=torch.ones(1, 8, 8))
+
+
+def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
+                                            fake_folder_paths: types.ModuleType) -> None:
+    folder = tmp_path / "models" / "drcn"
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()},
+              str(folder / "mine.safetensors"))
+    (folder / "notes.txt").write_text("not a model")
+    choices = LOADER.INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == ["drcn-lite", "drcn", "mine.safetensors"]
+    (model,) = LOADER.load("mine.safetensors")
+    assert (model.features, model.recursions) == (8, 3)
+    (by_path,) = LOADER.load("drcn-lite", str(folder / "mine.safetensors"))
+    assert by_path.features == 8  # hub_or_path overrides model_name
+    (folder / "mine.safetensors").unlink()
+    with pytest.raises(NODES.DRCNNodeError, match="'mine.safetensors' not found in models/drcn"):
+        LOADER.load("mine.safetensors")
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("/no/such/weights.safetensors", "DRCN: weights file not found: /no/such/weights.safetensors"),
+    ("hf:not-a-spec", "DRCN: bad Hub spec 'hf:not-a-spec'"),
+    ("whatever", "DRCN: unknown model 'whatever'"),
+])
+def test_loader_errors_are_one_line(spec: str, message: str) -> None:
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        LOADER.load("drcn-lite", spec)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_node_metadata() -> None:
+    assert PKG.NODE_DISPLAY_NAME_MAPPINGS == {"DRCNModelLoader": "DRCN Model Loader",
+                                              "DRCNUpscale": "DRCN Upscale"}
+    for cls in PKG.NODE_CLASS_MAPPINGS.values():
+        assert cls.CATEGORY == "image/upscaling/DRCN" and callable(getattr(cls, cls.FUNCTION))
+    scale = UPSCALE.INPUT_TYPES()["required"]["scale"][1]
+    assert (scale["min"], scale["max"]) == (1.0, 8.0)
+    assert LOADER.RETURN_TYPES == ("DRCN_MODEL",)
+    assert UPSCALE.INPUT_TYPES()["required"]["drcn_model"] == ("DRCN_MODEL",)
+
+
+_CORE_WIDGETS = {"LoadImage": ["image", "upload"], "SaveImage": ["filename_prefix"]}
+
+
+def _widget_names(node_type: str) -> list[str]:
+    if node_type in _CORE_WIDGETS:
+        return _CORE_WIDGETS[node_type]
+    spec = PKG.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    return [n for n, s in inputs.items() if isinstance(s[0], list)
+            or s[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
+
+
+def test_example_workflows_agree_and_use_only_core_nodes_and_ours() -> None:
+    api = json.loads((NODES_DIR / "workflows" / "drcn_upscale_api.json").read_text())
+    ui = json.loads((NODES_DIR / "workflows" / "drcn_upscale_ui.json").read_text())
+    allowed = set(_CORE_WIDGETS) | set(PKG.NODE_CLASS_MAPPINGS)
+    assert {n["class_type"] for n in api.values()} <= allowed
+    links = {link[0]: link for link in ui["links"]}
+    assert len(ui["nodes"]) == len(api)
+    for node in ui["nodes"]:
+        want = api[str(node["id"])]
+        assert node["type"] == want["class_type"]
+        got = {n: v for n, v in zip(_widget_names(node["type"]), node["widgets_values"])
+               if n != "upload"}
+        for inp in node["inputs"]:
+            if inp["link"] is not None:
+                _, src, slot, dst, _, kind = links[inp["link"]]
+                assert dst == node["id"] and kind == inp["type"]
+                got[inp["name"]] = [str(src), slot]
+        assert got == want["inputs"]
+        if node["type"] in PKG.NODE_CLASS_MAPPINGS:
+            spec = PKG.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()
+            assert set(got) >= set(spec["required"])
+
+
+def _fake_comfyui(root: Path) -> Path:
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "main.py").write_text("")
+    return root
+
+
+def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
+    """An 'interpreter' that answers the probe and records the pip call and its constraints."""
+    exe = tmp_path / "fake-python"
+    answer = json.dumps([torch_version, None])
+    exe.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '{answer}'; else "
+                   f"echo \"$@\" > {tmp_path}/pip-args.txt; cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_install_links_nodes_and_skips_pip_when_already_there(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, Path(sys.executable))
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    assert done.linked and dest.is_symlink() and dest.resolve() == NODES_DIR.resolve()
+    assert done.pip_command is None and (comfy / "models" / "drcn").is_dir()
+    again = comfyui_install.install(comfy, Path(sys.executable), copy=True)
+    assert not again.linked and not dest.is_symlink() and (dest / "drcn_nodes.py").is_file()
+    assert not (dest / "tests").exists()
+    assert comfyui_install.install(comfy, Path(sys.executable)).linked  # replaces the copy
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+def test_install_pins_comfyuis_torch(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, _fake_python(tmp_path, "2.5.1+cu124"))
+    assert (tmp_path / "pinned.txt").read_text() == "torch==2.5.1+cu124\n"
+    args = (tmp_path / "pip-args.txt").read_text().split()
+    assert args[:4] == ["-m", "pip", "install", "-c"] and args[5:] == ["-e", str(ROOT)]
+    assert done.pip_command[-2:] == ["-e", str(ROOT)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+def test_install_refuses_a_python_without_torch(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    with pytest.raises(DRCNError, match="has no torch"):
+        comfyui_install.install(comfy, _fake_python(tmp_path, None))
+    assert not (tmp_path / "pip-args.txt").exists()
+
+
+def test_install_refuses_other_folders(tmp_path: Path) -> None:
+    with pytest.raises(DRCNError, match="is not a ComfyUI folder"):
+        comfyui_install.install(tmp_path, Path(sys.executable))
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    (comfy / "custom_nodes" / "comfyui-drcn").mkdir()
+    with pytest.raises(DRCNError, match="is not the DRCN nodes"):
+        comfyui_install.install(comfy, Path(sys.executable))
+
+
+def test_default_python_prefers_comfyuis_venv(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    assert comfyui_install.default_python(comfy) == Path(sys.executable)
+    (comfy / "venv" / "bin").mkdir(parents=True)
+    (comfy / "venv" / "bin" / "python").write_text("")
+    assert comfyui_install.default_python(comfy) == comfy / "venv" / "bin" / "python"
+
+
+def test_cli_comfyui_install(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["comfyui", "install", "--comfyui-dir", str(comfy),
+                             "--python", sys.executable])
+    assert ok.exit_code == 0, ok.output
+    assert "drcn-plugin already installed" in ok.output
+    bad = runner.invoke(app, ["comfyui", "install", "--comfyui-dir", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "is not a ComfyUI folder" in bad.output
