@@ -1,0 +1,133 @@
+"""``drcn eval``: the protocol's bicubic table, the shipped models' tables, the depth study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+
+# ../shared/docs/evaluation-protocol.md and ../shared/weights/README.md: (PSNR, SSIM) per scale.
+BICUBIC = {"Set5": {2: (33.65, 0.9296), 3: (30.39, 0.8681), 4: (28.42, 0.8103)},
+           "Set14": {2: (30.23, 0.8684), 3: (27.54, 0.7735), 4: (26.00, 0.7018)}}
+LITE_SET5 = {2: (36.73, 0.9537), 3: (33.09, 0.9143), 4: (30.84, 0.8724)}
+FULL_SET5 = {2: (37.19, 0.9560), 3: (33.45, 0.9185), 4: (31.21, 0.8799)}
+SUMMARY_KEYS = {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds_per_image", "images"}
+
+
+def run_eval(json_path: Path, *args: str) -> dict:
+    """Run ``drcn eval ARGS --json json_path`` in-process and return the parsed JSON."""
+    result = CliRunner().invoke(app, ["eval", *args, "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    return json.loads(json_path.read_text())
+
+
+def scale_args(scales) -> list[str]:
+    return [a for s in scales for a in ("--scale", str(s))]
+
+
+def check_table(results: dict, table: dict, model_keys: tuple[str, str], psnr_tol: float) -> None:
+    assert set(results) == {str(s) for s in table}
+    for s, (p, q) in table.items():
+        r = results[str(s)]
+        assert SUMMARY_KEYS <= set(r)
+        assert r[model_keys[0]] == pytest.approx(p, abs=psnr_tol), f"x{s} PSNR"
+        assert r[model_keys[1]] == pytest.approx(q, abs=0.001), f"x{s} SSIM"
+
+
+@pytest.mark.parametrize("dataset", ["Set5", pytest.param("Set14", marks=pytest.mark.slow)])
+def test_bicubic_reproduces_the_protocol_table(tmp_path, request, dataset):
+    folder = request.getfixturevalue(dataset.lower())
+    results = run_eval(tmp_path / "out.json", "--model", "bicubic", "--dataset", str(folder),
+                       *scale_args([2, 3, 4]))
+    check_table(results, BICUBIC[dataset], ("bicubic_psnr", "bicubic_ssim"), 0.01)
+    check_table(results, BICUBIC[dataset], ("psnr", "ssim"), 0.01)  # the model *is* bicubic
+    assert len(results["2"]["images"]) == len(list(folder.glob("*.png")))
+
+
+@pytest.fixture(scope="module")
+def lite_set5_x3(tmp_path_factory, set5) -> dict:
+    """One drcn-lite run on Set5 x3 with --per-depth (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("eval") / "lite.json"
+    return run_eval(out, "--model", "drcn-lite", "--dataset", str(set5), "--scale", "3",
+                    "--device", "cpu", "--precision", "fp32", "--per-depth")
+
+
+def test_lite_reproduces_its_set5_x3_score(lite_set5_x3):
+    check_table(lite_set5_x3, {3: LITE_SET5[3]}, ("psnr", "ssim"), 0.02)
+    check_table(lite_set5_x3, {3: BICUBIC["Set5"][3]}, ("bicubic_psnr", "bicubic_ssim"), 0.01)
+    assert set(lite_set5_x3["3"]["images"]) == {"baby", "bird", "butterfly", "head", "woman"}
+
+
+def test_per_depth_ensemble_beats_every_depth(lite_set5_x3):
+    r = lite_set5_x3["3"]
+    depths = r["depth_psnr"]
+    assert len(depths) == 16
+    assert r["ensemble_psnr"] > max(depths)
+    assert r["ensemble_psnr"] == pytest.approx(r["psnr"], abs=0.01)  # same network, two paths
+    assert min(depths) > r["bicubic_psnr"]  # every depth already improves on its input
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "table"), [("drcn-lite", LITE_SET5), ("drcn", FULL_SET5)])
+def test_shipped_model_reproduces_its_set5_table(tmp_path, set5, model, table):
+    results = run_eval(tmp_path / "out.json", "--model", model, "--dataset", str(set5),
+                       "--device", "auto", "--precision", "fp32", *scale_args(table))
+    check_table(results, table, ("psnr", "ssim"), 0.02)
+
+
+@pytest.fixture
+def small_folder(tmp_path) -> Path:
+    """Three small images of different modes: RGB, grey and RGBA, plus a non-image file."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    base = np.kron(rng.integers(0, 256, (6, 8, 3)), np.ones((5, 5, 1))).astype(np.uint8)
+    Image.fromarray(base).save(folder / "a.png")
+    Image.fromarray(base[..., 0]).save(folder / "b.png")
+    Image.fromarray(np.dstack([base, np.full(base.shape[:2], 255, np.uint8)])).save(folder / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_eval_any_folder_with_a_local_model(tmp_path, small_folder, tiny_model):
+    weights = tmp_path / "tiny.safetensors"
+    save_file(tiny_model.state_dict(), str(weights))
+    result = CliRunner().invoke(app, ["eval", "--model", str(weights), "--dataset",
+                                      str(small_folder), "--scale", "2", "--json",
+                                      str(tmp_path / "o.json")])
+    assert result.exit_code == 0, result.output
+    assert "x2" in result.stdout  # the rich table
+    r = json.loads((tmp_path / "o.json").read_text())["2"]
+    assert set(r["images"]) == {"a", "b", "c"}
+    assert np.isfinite([r["psnr"], r["ssim"], r["bicubic_psnr"]]).all()
+    assert r["psnr"] != r["bicubic_psnr"]  # the network really ran
+
+
+def test_scales_as_documented(tmp_path, small_folder):
+    # The issue's form: --scale 2 3 4 (several values after one option).
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset", str(small_folder),
+                                      "--scale", "2", "3", "4", "--json", str(tmp_path / "o.json")])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((tmp_path / "o.json").read_text())) == {"2", "3", "4"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--dataset", "{missing}"], "dataset folder not found"),
+    (["--dataset", "{empty}"], "no images"),
+    (["--dataset", "{empty}", "--scale", "1"], "--scale"),
+])
+def test_eval_user_errors_are_one_line(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in result.output
