@@ -269,6 +269,27 @@ def train_cmd(
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
 
 
+MULTI_SCALE_COMMANDS = {"eval", "train"}
+
+
+def expand_multi_scale(argv: list[str]) -> list[str]:
+    """Let ``eval``/``train`` take ``--scale 2 3 4`` (click wants ``--scale 2 --scale 3 ...``)."""
+    if not MULTI_SCALE_COMMANDS.intersection(argv[:1]):
+        return argv
+    out: list[str] = []
+    flag = None
+    for tok in argv:
+        if flag and tok.isdigit():
+            out += [flag, tok]
+            continue
+        flag = tok if tok in ("--scale", "-s") else None
+        if flag is None:
+            out.append(tok)
+    return out
+
+
 def main() -> None:
     """Entry point of the ``drcn`` console script."""
-    app()
+    import sys
+
+    app(args=expand_multi_scale(sys.argv[1:]))

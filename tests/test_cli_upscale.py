@@ -181,3 +181,11 @@ def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model: 
     out = tmp_path / "many-drcn-x2"
     assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in range(5)]
     assert "5 done" in proc.stdout + proc.stderr
+
+
+def test_scale_lists_as_the_paper_writes_them() -> None:
+    from drcn_plugin.cli import expand_multi_scale
+
+    assert expand_multi_scale(["eval", "--scale", "2", "3", "4", "--json", "x"]) == [
+        "eval", "--scale", "2", "--scale", "3", "--scale", "4", "--json", "x"]
+    assert expand_multi_scale(["upscale", "--scale", "2", "3"]) == ["upscale", "--scale", "2", "3"]

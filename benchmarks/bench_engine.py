@@ -1,0 +1,186 @@
+"""Inference speed of the engine: output megapixels per second and peak memory.
+
+For each shipped model and precision it times the bare model call on a whole Y plane (untiled),
+the engine's tiled run at default settings and with 256-px tiles, and the whole colour pipeline
+(``Upscaler.upscale`` on an RGB image). ``--readme`` writes the table into README.md between the
+``<!-- bench:DEVICE -->`` markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM.
+
+    python benchmarks/bench_engine.py --device cpu --readme
+    python benchmarks/bench_engine.py --device cuda --json bench_gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drcn_plugin.engine import Upscaler, cpu_has_fast_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class PeakMemory:
+    """Peak process RSS (CPU, sampled every 5 ms) or peak CUDA allocation during a block."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.peak = self._rss()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
+    """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    with PeakMemory(device) as mem:
+        fn()
+    return best, mem.peak
+
+
+def bench(model: str, device: str, precision: str, side: int, repeat: int) -> dict:
+    up = Upscaler(model, device=device, precision=precision)
+    tiled = Upscaler(up.model, device=device, precision=precision, tile=256)
+    y = torch.rand(side, side)
+    rgb = (np.random.default_rng(0).random((side // 2, side // 2, 3)) * 255).astype(np.uint8)
+    x = y[None, None].to(up.device)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            up._forward(x)
+
+    mpx = side * side / 1e6
+    row = {"model": model, "device": str(up.device), "precision": str(up.dtype)[6:],
+           "side": side}
+    for name, fn in (("untiled", bare), ("tiled_default", lambda: up.run_y(y)),
+                     ("tiled_256", lambda: tiled.run_y(y)),
+                     ("pipeline_rgb", lambda: up.upscale(rgb, 2))):
+        t, peak = timed(fn, up.device, repeat)
+        row[name] = {"mpx_s": mpx / t, "seconds": t, "peak_mib": peak / 2**20}
+    row["tiling_overhead_default"] = row["tiled_default"]["seconds"] / row["untiled"]["seconds"] - 1
+    row["tiling_overhead_256"] = row["tiled_256"]["seconds"] / row["untiled"]["seconds"] - 1
+    return row
+
+
+def photo_12mp(device: str) -> dict:
+    """Upscale a 4000x3000 RGB photo x2 with the default model; peak RAM is the point."""
+    up = Upscaler(device=device)
+    img = (np.random.default_rng(1).random((3000, 4000, 3)) * 255).astype(np.uint8)
+    with PeakMemory(up.device) as mem:
+        t0 = time.perf_counter()
+        out = up.upscale(img, 2)
+        seconds = time.perf_counter() - t0
+    return {"output": f"{out.shape[1]}x{out.shape[0]}", "seconds": seconds,
+            "mpx_s": out.shape[0] * out.shape[1] / 1e6 / seconds, "peak_rss_mib": mem.peak / 2**20}
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    amx = "AMX/AVX512-BF16" if cpu_has_fast_bf16() else "no AMX"
+    return f"{cpu}, {torch.get_num_threads()} threads, {amx}"
+
+
+def table(rows: list[dict], where: str) -> str:
+    out = [f"Measured on {where}, torch {torch.__version__} (`python benchmarks/bench_engine.py`).",
+           "Output Mpx/s; Y plane of side N (model and tiles), RGB pipeline on an N/2 image x2.",
+           "", "| model | precision | N | untiled | tiled (default) | tiled 256 px | overhead "
+           "default / 256 | RGB pipeline | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(
+            f"| {r['model']} | {r['precision']} | {r['side']} | {r['untiled']['mpx_s']:.3f} | "
+            f"{r['tiled_default']['mpx_s']:.3f} | {r['tiled_256']['mpx_s']:.3f} | "
+            f"{100 * r['tiling_overhead_default']:+.0f}% / {100 * r['tiling_overhead_256']:+.0f}% | "
+            f"{r['pipeline_rgb']['mpx_s']:.3f} | {r['tiled_default']['peak_mib']:.0f} MiB |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models", nargs="+", default=["drcn-lite", "drcn"])
+    ap.add_argument("--precisions", nargs="+", default=None)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--photo", action="store_true", help="also a 12 MP photo x2 (peak RAM)")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = ap.parse_args()
+    gpu = args.device.startswith("cuda")
+    precisions = args.precisions or (["fp32", "bf16"] if gpu or cpu_has_fast_bf16() else ["fp32"])
+    rows = []
+    for model in args.models:
+        for precision in precisions:
+            heavy = model == "drcn" and not gpu
+            side = 2048 if gpu else (192 if heavy else 512)
+            rows.append(bench(model, args.device, precision, side, args.repeat))
+            print(json.dumps(rows[-1]), flush=True)
+    where = machine()
+    result = {"machine": where, "rows": rows}
+    if args.photo:
+        result["photo_12mp_x2"] = photo_12mp(args.device)
+        print(json.dumps(result["photo_12mp_x2"]), flush=True)
+    text = table(rows, where)
+    if "photo_12mp_x2" in result:
+        p = result["photo_12mp_x2"]
+        text += (f"\n\n12 MP photo x2 (default model and settings): {p['seconds']:.0f} s, "
+                 f"{p['mpx_s']:.2f} Mpx/s, peak RAM {p['peak_rss_mib']:.0f} MiB.")
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.readme:
+        tag = "gpu" if gpu else "cpu"
+        readme = ROOT / "README.md"
+        body = readme.read_text()
+        pattern = re.compile(rf"(<!-- bench:{tag} -->\n).*?(\n<!-- /bench:{tag} -->)", re.S)
+        if not pattern.search(body):
+            raise SystemExit(f"README.md has no <!-- bench:{tag} --> markers")
+        readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), body))
+
+
+if __name__ == "__main__":
+    main()
