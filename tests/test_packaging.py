@@ -1,0 +1,29 @@
+"""The wheel carries the shipped weights, and the package finds them when installed from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_weights_and_finds_them(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
+                    "-w", str(tmp_path)], check=True, timeout=300)
+    wheel = next(tmp_path.glob("drcn_plugin-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "drcn_plugin/weights/drcn-f64-d16-x234.safetensors" in names
+    assert "drcn_plugin/weights/drcn-f256-d16-x234.safetensors" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    code = ("from drcn_plugin.hub import load_model, weights_dir; m = load_model('drcn-lite'); "
+            "print(weights_dir(), m.features)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site),
+                         "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1500:]
+    where, features = out.stdout.split()
+    assert Path(where) == site / "drcn_plugin" / "weights" and features == "64"
