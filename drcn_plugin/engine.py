@@ -155,8 +155,9 @@ class Upscaler:
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def _bytes_per_pixel(self) -> int:
-        """Peak working memory of one forward pass per input pixel (measured, with headroom)."""
-        return self.model.features * (4 if self.dtype == torch.float32 else 3) * 4 + 64
+        """Working memory of one forward pass per pixel: measured on CPU as about 12.6 F bytes
+        in fp32 and 6 F in bf16 (three live F-channel maps); budgeted with 30% headroom."""
+        return self.model.features * (16 if self.dtype == torch.float32 else 8) + 64
 
     def _auto_plan(self, h: int, w: int) -> _Plan:
         avail = _available_memory(self.device)
