@@ -155,8 +155,8 @@ def main() -> None:
     rows = []
     for model in args.models:
         for precision in precisions:
-            heavy = model == "drcn" and not gpu
-            side = 2048 if gpu else (192 if heavy else 512)
+            heavy = model == "drcn" and (not gpu or precision == "fp32")
+            side = (1024 if heavy else 2048) if gpu else (192 if heavy else 512)
             rows.append(bench(model, args.device, precision, side, args.repeat))
             print(json.dumps(rows[-1]), flush=True)
     where = machine()
