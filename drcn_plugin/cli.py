@@ -101,9 +101,8 @@ def upscale(
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")] = False,
 ) -> None:
     """Upscale images with DRCN. Under torchrun, files are split across the processes."""
-    from .batch import collect_jobs, run_job
+    from .batch import collect_jobs, distributed, gather_outcomes, run_job
     from .engine import MAX_SCALE, Upscaler
-    from .batch import distributed, gather_outcomes
     from .progress import BatchProgress
 
     with user_errors():
