@@ -120,7 +120,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         get = config.get_property
         scale = get("scale")
-        options = {"model": get("custom-model").strip() or get("model"), "tile": get("tile"),
+        options = {"model": (get("custom-model") or "").strip() or get("model"), "tile": get("tile"),
                    "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
                                              or not isinstance(drawables[0], Gimp.Layer)):

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Check the DRCN GIMP plug-in in a real GIMP 3 (run as root on a Debian/Ubuntu host).
+#
+#   gimp/check_real_gimp.sh [CHROOT]      (or DRCN_GIMP_CHROOT; default /work/scratch-gimp/chroot)
+#
+# Installs GIMP 3 into a Debian 13 chroot when missing (debootstrap), bind-mounts this repository
+# and its virtual environment at the same paths so the venv's Python runs the worker, installs the
+# plug-in with `drcn gimp install --gimp-dir`, runs the filter headless on 8-bit RGB, RGBA,
+# 16-bit grey, float and a two-layer image, checks sizes, offsets and pixels against
+# `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
+# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops,
+# and screenshots the dialog under Xvfb into docs/gimp-dialog.png.
+set -euo pipefail
+
+CHROOT=$(realpath -m "${1:-${DRCN_GIMP_CHROOT:-/work/scratch-gimp/chroot}}")
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${DRCN_VENV:-$REPO/.venv}
+PY=$VENV/bin/python
+WORK=/tmp/drcn-gimp-check               # as GIMP sees it, inside the chroot
+HOSTWORK=$CHROOT$WORK
+SCREENSHOT=${DRCN_SCREENSHOT:-$REPO/docs/gimp-dialog.png}
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils imagemagick"
+MOUNTED=()
+STARTED=()
+
+say() { printf '== %s\n' "$*"; }
+
+# A clean environment, so no host Python leaks in: env -i "${CLEAN[@]}" [VAR=value ...] chroot ...
+CLEAN=(HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
+
+in_chroot() {  # in_chroot [VAR=value ...] command ...  (foreground only: a function backgrounded
+  local vars=()  # with & runs in a subshell whose $! is not the command's)
+  while [[ $# -gt 0 && $1 == *=* ]]; do vars+=("$1"); shift; done
+  env -i "${CLEAN[@]}" "${vars[@]}" chroot "$CHROOT" "$@"
+}
+
+descendant() {  # descendant PID PATTERN: a process under PID whose command line has PATTERN
+  local p found
+  for p in $(pgrep -P "$1" || true); do
+    if grep -qa -- "$2" "/proc/$p/cmdline" 2>/dev/null; then echo "$p"; return 0; fi
+    if found=$(descendant "$p" "$2"); then echo "$found"; return 0; fi
+  done
+  return 1
+}
+
+cleanup() {
+  local pid i
+  for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount "${MOUNTED[i]}" || true; done
+}
+trap cleanup EXIT
+
+bind() {  # bind SOURCE: mount SOURCE at the same path inside the chroot, once
+  local target=$CHROOT$1
+  mkdir -p "$target"
+  if ! mountpoint -q "$target"; then
+    mount --bind "$1" "$target"
+    MOUNTED+=("$target")
+  fi
+}
+
+if [[ ! -x $CHROOT/usr/bin/gimp-console-3.0 ]]; then
+  say "installing GIMP 3 into a Debian 13 chroot at $CHROOT"
+  command -v debootstrap >/dev/null || apt-get install -y debootstrap
+  [[ -x $CHROOT/usr/bin/apt-get ]] || debootstrap --variant=minbase trixie "$CHROOT" http://deb.debian.org/debian
+  cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
+  bind /proc
+  bind /dev
+  in_chroot DEBIAN_FRONTEND=noninteractive apt-get update
+  in_chroot DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PACKAGES
+fi
+bind /proc
+bind /dev
+bind "$REPO"
+[[ $VENV == "$REPO"/* ]] || bind "$VENV"
+bind "$("$PY" -c 'import sys; print(sys.base_prefix)')"   # the Python the venv links to
+say "$(in_chroot gimp-console-3.0 --version)"
+
+say "installing the plug-in"
+"$VENV/bin/drcn" gimp install --gimp-dir "$CHROOT/root/.config/GIMP/3.0"
+
+rm -rf "$HOSTWORK" && mkdir -p "$HOSTWORK"
+cp "$REPO/gimp/real_gimp_batch.py" "$HOSTWORK/"
+"$PY" "$REPO/gimp/real_gimp_compare.py" make "$CHROOT" "$WORK"
+
+gimp_batch() {  # gimp_batch JOBS [VAR=value ...]: run the jobs file in headless GIMP
+  local jobs=$1; shift
+  in_chroot "$@" timeout 600 gimp-console-3.0 -i --quit --batch-interpreter python-fu-eval \
+    -b "WORK='$WORK'; JOBS='$jobs'; exec(open(WORK + '/real_gimp_batch.py').read())" \
+    >"$HOSTWORK/$jobs.log" 2>&1 || say "gimp-console exited with $? (log: $HOSTWORK/$jobs.log)"
+}
+
+say "running the filter headless in GIMP"
+gimp_batch jobs.json
+gimp_batch jobs-broken.json DRCN_WORKER_PYTHON=/usr/bin/python3
+gimp_batch jobs-missing.json DRCN_WORKER_PYTHON=/nonexistent/bin/python3
+say "comparing with drcn upscale / the engine"
+status=0
+"$PY" "$REPO/gimp/real_gimp_compare.py" check "$CHROOT" "$WORK" || status=1
+
+say "cancel: kill the plug-in mid-run, as GIMP does when its progress is cancelled"
+env -i "${CLEAN[@]}" chroot "$CHROOT" gimp-console-3.0 -i --quit --batch-interpreter python-fu-eval \
+  -b "WORK='$WORK'; JOBS='jobs-cancel.json'; exec(open(WORK + '/real_gimp_batch.py').read())" \
+  >"$HOSTWORK/jobs-cancel.json.log" 2>&1 &
+gimp=$!
+STARTED+=("$gimp")
+plugin="" worker=""
+for _ in $(seq 120); do
+  sleep 0.5
+  plugin=$(descendant "$gimp" drcn-super-resolution.py || true)
+  [[ -n $plugin ]] && worker=$(descendant "$plugin" drcn_plugin.worker || true)
+  [[ -n $worker ]] && break
+done
+if [[ -z $worker ]]; then
+  echo "cancel: the worker never started  FAIL"; status=1
+else
+  sleep 8   # let it load the model and run some tiles
+  kill -KILL "$plugin"
+  gone=""
+  for i in $(seq 50); do
+    if ! kill -0 "$worker" 2>/dev/null; then gone=$i; break; fi
+    sleep 0.1
+  done
+  if [[ -n $gone ]]; then
+    echo "cancel: plug-in $plugin killed; worker $worker exited within $((gone * 100)) ms  PASS"
+  else
+    echo "cancel: worker $worker still running 5 s after the plug-in was killed  FAIL"; status=1
+    kill -KILL "$worker"
+  fi
+fi
+for _ in $(seq 60); do kill -0 "$gimp" 2>/dev/null || break; sleep 1; done
+
+say "dialog screenshot under Xvfb"
+env -i "${CLEAN[@]}" chroot "$CHROOT" Xvfb :99 -screen 0 1280x1024x24 -nolisten tcp \
+  >"$HOSTWORK/xvfb.log" 2>&1 &
+STARTED+=("$!")
+sleep 2
+env -i "${CLEAN[@]}" DISPLAY=:99 chroot "$CHROOT" gimp-3.0 --no-splash --batch-interpreter python-fu-eval \
+  -b "WORK='$WORK'; JOBS='jobs-dialog.json'; exec(open(WORK + '/real_gimp_batch.py').read())" \
+  >"$HOSTWORK/gimp-gui.log" 2>&1 &
+STARTED+=("$!")
+window=""
+for _ in $(seq 180); do
+  sleep 1
+  window=$(in_chroot DISPLAY=:99 xwininfo -root -tree 2>/dev/null \
+           | awk '/"DRCN Super-Resolution"/ {print $1; exit}')
+  [[ -n $window ]] && break
+done
+if [[ -z $window ]]; then
+  echo "dialog: no 'DRCN Super-Resolution' window appeared  FAIL"; status=1
+else
+  sleep 2   # let it draw
+  in_chroot DISPLAY=:99 import -window "$window" "$WORK/dialog.png"
+  mkdir -p "$(dirname "$SCREENSHOT")"
+  "$PY" -c "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB'); \
+im.quantize(64).save(sys.argv[2], optimize=True); print('dialog: window %s, %dx%d, saved %s' \
+% (sys.argv[3], im.width, im.height, sys.argv[2]))" "$HOSTWORK/dialog.png" "$SCREENSHOT" "$window"
+fi
+
+[[ $status == 0 ]] && say "ALL CHECKS PASSED" || say "SOME CHECKS FAILED"
+exit $status

@@ -1,0 +1,144 @@
+"""Host half of check_real_gimp.sh: make the test images and jobs, then check GIMP's results.
+
+``make ROOT WORK``: small crops of Set5 (8-bit RGB, RGBA, 16-bit grey) and the jobs files in
+``ROOT/WORK`` (ROOT is the chroot, WORK the folder as GIMP sees it).
+``check ROOT WORK``: compare what GIMP wrote with ``drcn upscale`` (exported PNGs) or the engine
+(raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.imagefile import read_image
+
+SET5 = Path("/work/shared/data/Set5")
+RAW = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}
+
+
+def make(root: Path, work: str) -> None:
+    """Write the inputs and the jobs files."""
+    host = root / work.lstrip("/")
+    host.mkdir(parents=True, exist_ok=True)
+    rgb = Image.open(SET5 / "butterfly.png").convert("RGB").crop((100, 100, 164, 148))
+    rgb.save(host / "rgb.png")
+    bird = np.asarray(Image.open(SET5 / "bird.png").convert("RGB").crop((120, 90, 168, 130)))
+    ramp = np.linspace(64, 255, bird.shape[1])[None, :] - 40 * np.hypot(
+        *np.mgrid[-1:1:bird.shape[0] * 1j, -1:1:bird.shape[1] * 1j]) ** 2
+    alpha = np.clip(ramp, 64, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([bird, alpha]), "RGBA").save(host / "rgba.png")
+    head = np.asarray(Image.open(SET5 / "head.png").convert("L").crop((100, 100, 156, 144)))
+    fine = np.random.default_rng(0).integers(0, 257, head.shape)
+    grey16 = np.clip(head.astype(np.int64) * 257 + fine - 128, 0, 65535).astype(np.uint16)
+    Image.fromarray(grey16).save(host / "grey16.png")
+    png = {"rgb": f"{work}/rgb.png", "rgba": f"{work}/rgba.png", "grey16": f"{work}/grey16.png"}
+    jobs = [
+        {"name": "rgb8", "input": png["rgb"], "args": {"scale": 2.0},
+         "export": f"{work}/out-rgb8.png", "cli": ["-s", "2"]},
+        {"name": "rgba8", "input": png["rgba"], "args": {"scale": 3.0, "tile": 32},
+         "export": f"{work}/out-rgba8.png", "cli": ["-s", "3", "--tile", "32"]},
+        {"name": "grey16", "input": png["grey16"], "args": {"scale": 2.0},
+         "export": f"{work}/out-grey16.png", "cli": ["-s", "2"]},
+        {"name": "float-tta", "input": png["rgb"], "float": True,
+         "args": {"scale": 2.5, "self-ensemble": True}, "engine": {"scale": 2.5, "tta": True}},
+        {"name": "scale-image", "input": png["rgb"],
+         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7]}],
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
+         "expect_error": "unknown model 'no-such-model'"},
+    ]
+    broken = {"name": "no-drcn-in-python", "input": png["rgb"], "args": {"scale": 2.0},
+              "expect_error": "No module named 'drcn_plugin'"}
+    missing = {"name": "missing-python", "input": png["rgb"], "args": {"scale": 2.0},
+               "expect_error": "does not exist"}
+    Image.open(SET5 / "butterfly.png").convert("RGB").save(host / "big.png")
+    slow = {"name": "cancel", "input": f"{work}/big.png",
+            "args": {"scale": 4.0, "tile": 16, "model": "drcn"}}
+    dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True}
+    for name, content in (("jobs.json", jobs), ("jobs-broken.json", [broken]),
+                          ("jobs-missing.json", [missing]), ("jobs-cancel.json", [slow]),
+                          ("jobs-dialog.json", [dialog])):
+        (host / name).write_text(json.dumps(content, indent=1))
+
+
+def _layers_in(job: dict, host) -> list[np.ndarray]:
+    paths = [job["input"]] + [e["input"] for e in job.get("extra_layers", [])]
+    arrays = [read_image(host(p))[0] for p in paths]
+    return [a.astype(np.float32) / 255 for a in arrays] if job.get("float") else arrays
+
+
+def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
+    """Problems found with one job's result (empty when it passed); prints one line."""
+    name = job["name"]
+    if "expect_error" in job:
+        error = result.get("error") or ""
+        ok = result["status"] != "success" and job["expect_error"] in error
+        print(f"{name:18s} GIMP error message: {error!r}  {'PASS' if ok else 'FAIL'}")
+        return [] if ok else [f"{name}: expected an error with {job['expect_error']!r}"]
+    if result["status"] != "success":
+        print(f"{name:18s} FAILED in GIMP: {result.get('error')}  FAIL")
+        return [f"{name}: {result.get('error')}"]
+    problems, lines = [], []
+    if "export" in job:
+        ref_dir = host(job["export"]).parent / f"ref-{name}"
+        subprocess.run([str(drcn), "upscale", str(host(job["input"])), "-o", str(ref_dir),
+                        "--overwrite", *job["cli"]], check=True, capture_output=True)
+        got, ref = (np.atleast_3d(read_image(p)[0])
+                    for p in (host(job["export"]), ref_dir / Path(job["input"]).name))
+        pairs = [(got, ref, "drcn upscale", None)]
+    else:
+        upscaler = Upscaler(tta=job["engine"].get("tta", False))
+        pairs = []
+        for arr, layer in zip(_layers_in(job, host), result["layers"]):
+            dtype = RAW[layer["format"].split()[-1]]
+            got = np.fromfile(host(layer["raw"]), dtype).reshape(layer["height"], layer["width"], -1)
+            pairs.append((got, np.atleast_3d(upscaler.upscale(arr, job["engine"]["scale"])), "engine",
+                          layer["offsets"]))
+    offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
+    for (got, ref, against, offsets), origin in zip(pairs, offsets_in):
+        unit = 1 / 255 if got.dtype == np.float32 else 1
+        diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / unit
+        expected_offsets = [round(v * job["args"]["scale"]) for v in origin]
+        ok = got.shape == ref.shape and diff <= 1 and offsets in (None, expected_offsets)
+        where = "" if offsets is None else f" at {offsets} (expected {expected_offsets})"
+        lines.append(f"{ref.shape[1]}x{ref.shape[0]}x{ref.shape[2]} {got.dtype}{where}: "
+                     f"GIMP {got.shape[1]}x{got.shape[0]}, max diff {diff:g} LSB vs {against}"
+                     f"{'' if got.dtype != np.float32 else ' (8-bit LSB)'}")
+        if not ok:
+            problems.append(f"{name}: {lines[-1]}")
+    print(f"{name:18s} image {result['width']}x{result['height']}; " + "; ".join(lines)
+          + ("  PASS" if not problems else "  FAIL"))
+    return problems
+
+
+def check(root: Path, work: str) -> int:
+    """Compare every jobs file's results; returns the number of failed jobs."""
+    host = lambda p: root / str(p).lstrip("/")  # noqa: E731
+    drcn = Path(sys.executable).parent / "drcn"
+    problems = []
+    for name in ("jobs.json", "jobs-broken.json", "jobs-missing.json"):
+        jobs = json.loads(host(f"{work}/{name}").read_text())
+        out = host(f"{work}/{name}.out")
+        if not out.is_file():
+            print(f"{name}: GIMP wrote no results  FAIL")
+            problems.append(name)
+            continue
+        for job, result in zip(jobs, json.loads(out.read_text())):
+            problems += _check_job(job, result, host, drcn)
+    print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems))
+    return len(problems)
+
+
+if __name__ == "__main__":
+    command, root_arg, work_arg = sys.argv[1:4]
+    if command == "make":
+        make(Path(root_arg), work_arg)
+    else:
+        sys.exit(1 if check(Path(root_arg), work_arg) else 0)
