@@ -1,0 +1,94 @@
+"""Training data: folders of images to (ILR, HR) patch pairs made with the evaluation protocol.
+
+Every pair comes from :func:`drcn_plugin.imaging.make_pair`, the same bicubic ``drcn eval`` uses.
+Augmentation: each image is also shrunk (0.9 .. 0.6 by default) before pairs are made, and batches
+get random flips and transposes. Patches are kept as one ``uint8`` tensor on the training device,
+so drawing a batch is one indexing operation (no data loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DRCNError
+from .evaluation import list_images, load_y
+from .imaging import imresize, make_pair, quantize8
+
+DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+@dataclass
+class PatchSet:
+    """``pairs[i, 0]`` is the ILR patch and ``pairs[i, 1]`` the HR patch, uint8, ``[N, 2, P, P]``."""
+
+    pairs: torch.Tensor
+    images: int
+    per_scale: dict[int, int]
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+
+def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
+    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable."""
+    if not folders:
+        raise DRCNError("no training folder given")
+    images = []
+    for folder in folders:
+        try:
+            files = list_images(Path(folder))
+        except OSError as e:
+            raise DRCNError(f"cannot read training folder {folder}: {e.strerror or e}") from e
+        images += [(str(p), load_y(p)) for p in files]
+    return images
+
+
+def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int, scales: Sequence[int]) -> None:
+    """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
+    need = max(patch, max(scales))
+    for name, y in images:
+        h, w = y.shape
+        if min(h, w) < need:
+            raise DRCNError(f"training image {name} is {w}x{h}, smaller than one {patch}x{patch} "
+                            "patch: remove it or use a smaller --patch")
+
+
+def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """All ``patch x patch`` windows of ``[C, H, W]`` at ``stride``, as ``[N, C, P, P]``."""
+    t = plane.unfold(1, patch, stride).unfold(2, patch, stride)  # C, nh, nw, P, P
+    return t.permute(1, 2, 0, 3, 4).reshape(-1, plane.shape[0], patch, patch)
+
+
+@torch.no_grad()
+def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[int], patch: int,
+                 stride: int, downscales: Sequence[float] = DOWNSCALES,
+                 device: torch.device | str = "cpu") -> PatchSet:
+    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``."""
+    check_sizes(images, patch, scales)
+    if stride < 1:
+        raise DRCNError("--stride must be at least 1")
+    chunks, per_scale = [], {s: 0 for s in scales}
+    for _, y in images:
+        y = y.to(device)
+        for f in downscales:
+            ys = y if f == 1 else quantize8(imresize(y, scale=f))
+            if min(ys.shape) < patch:
+                continue
+            for s in scales:
+                hr, _, ilr = make_pair(ys, s)
+                tiles = _tiles(torch.stack([ilr, hr]).to(torch.uint8), patch, stride)
+                per_scale[s] += tiles.shape[0]
+                chunks.append(tiles)
+    return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
+
+
+def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags`` is ``[B, 3]``."""
+    f = flags.bool()[:, :, None, None, None]
+    batch = torch.where(f[:, 0], batch.flip(-1), batch)
+    batch = torch.where(f[:, 1], batch.flip(-2), batch)
+    return torch.where(f[:, 2], batch.transpose(-2, -1), batch)

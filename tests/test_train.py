@@ -1,0 +1,156 @@
+"""Training: a tiny run learns, resume is bit-for-bit, DDP matches one process, bad input fails early."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from conftest import DATA
+from drcn_plugin.cli import app
+from drcn_plugin.data import load_images, make_patches
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.hub import load_model
+from drcn_plugin.model import DRCN
+from drcn_plugin.train import TrainConfig, drcn_loss, init_weights, train
+
+
+@pytest.fixture(scope="module")
+def t12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve T91 images: enough to learn from in a few seconds."""
+    folder = tmp_path_factory.mktemp("t12")
+    for p in sorted((DATA / "T91").iterdir())[:12]:
+        shutil.copy(p, folder)
+    return folder
+
+
+def tiny(data: Path, out: Path, **kw) -> TrainConfig:
+    """A CPU-sized recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation unless asked."""
+    base = dict(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3, patch=32,
+                stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3, warmup=5,
+                val_every=0, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path) -> None:
+    cfg = tiny(t12, tmp_path, features=16, recursions=4, steps=300, val_data=str(set5),
+               val_every=150)
+    log = train(cfg)
+    weights = tmp_path / "drcn-f16-d4-x3.safetensors"
+    model = load_model(str(weights))  # the shipped format, through the public loader
+    assert (model.features, model.recursions) == (16, 4)
+    assert set(load_file(str(weights))) == set(DRCN(16, 4).state_dict())
+
+    # The loss on the whole (fixed) patch set falls well below the starting point (= bicubic).
+    patches = make_patches(load_images([t12]), [3], 32, 32, [1.0, 0.8]).pairs.float() / 255
+    x, y = patches[:, :1], patches[:, 1:]
+    start = DRCN(16, 4)
+    init_weights(start, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before, after = drcn_loss(start, x, y, 0.0).item(), drcn_loss(model, x, y, 0.0).item()
+    assert after < 0.85 * before
+
+    set5_x3 = log["measured"]["Set5"]["3"]
+    assert set5_x3["psnr"] > set5_x3["bicubic_psnr"] + 0.3
+    assert any("val_psnr" in h for h in log["history"] if h["step"] == 150)
+    card = (tmp_path / "drcn-f16-d4-x3.md").read_text()
+    assert "| Set5 | x3 |" in card and log["sha256"] in card
+    for name in ("last.pt", "best.pt", "log.json"):
+        assert (tmp_path / name).is_file()
+
+
+def test_resume_is_bit_for_bit(t12: Path, tmp_path: Path) -> None:
+    straight = tiny(t12, tmp_path / "straight", val_every=10, alpha_decay=0.5)
+    train(straight)
+    split = replace(straight, out=str(tmp_path / "split"), stop_at=20)
+    log = train(split)
+    assert log["stopped_at"] == 20 and not (tmp_path / "split" / "drcn-f8-d3-x3.safetensors").exists()
+    train(replace(split, stop_at=0), resume=True)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 40
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(a["rng"], b["rng"])
+    assert ((tmp_path / "straight" / "drcn-f8-d3-x3.safetensors").read_bytes()
+            == (tmp_path / "split" / "drcn-f8-d3-x3.safetensors").read_bytes())
+
+
+def _ddp_worker(rank: int, port: int, cfg: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(TrainConfig.from_dict(cfg))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_one(t12: Path, tmp_path: Path) -> None:
+    cfg = tiny(t12, tmp_path / "one", steps=2, warmup=1)
+    train(cfg)
+    mp.spawn(_ddp_worker, args=(_free_port(), asdict(replace(cfg, out=str(tmp_path / "ddp")))),
+             nprocs=2)
+    one = load_file(str(tmp_path / "one" / "drcn-f8-d3-x3.safetensors"))
+    two = load_file(str(tmp_path / "ddp" / "drcn-f8-d3-x3.safetensors"))
+    start = DRCN(8, 3)
+    init_weights(start, torch.Generator().manual_seed(0))
+    moved = 0
+    for k, v in one.items():
+        torch.testing.assert_close(two[k], v, rtol=1e-5, atol=1e-6)
+        moved += int(not torch.equal(v, start.state_dict()[k]))
+    assert moved >= 4  # the step really changed the weights
+
+
+def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DRCNError, match="no images"):
+        train(tiny(empty, tmp_path / "a"))
+    with pytest.raises(DRCNError, match="not found"):
+        train(tiny(tmp_path / "missing", tmp_path / "a"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DRCNError, match="cannot read image"):
+        train(tiny(broken, tmp_path / "a"))
+    with pytest.raises(DRCNError, match="smaller than one 400x400 patch"):
+        train(tiny(t12, tmp_path / "a", patch=400, stride=200))
+    assert not (tmp_path / "a" / "last.pt").exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(t12: Path, tmp_path: Path,
+                                                       reference_weights: Path) -> None:
+    train(tiny(t12, tmp_path, stop_at=5))
+    with pytest.raises(DRCNError, match="is for F=8, D=3; this run asks for F=16, D=3"):
+        train(tiny(t12, tmp_path, features=16), resume=True)
+    with pytest.raises(DRCNError, match="nothing to resume"):
+        train(tiny(t12, tmp_path / "new"), resume=True)
+    with pytest.raises(DRCNError, match="F=64, D=16"):
+        train(tiny(t12, tmp_path / "b", init=str(reference_weights / "drcn-f64-d16-x234.safetensors")))
+
+
+def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["train", "--out", str(tmp_path), "-s", "2", "-F", "4", "-D", "2", "--patch", "32",
+              "--stride", "64", "--downscale", "1", "--batch", "4", "--device", "cpu"]
+    ok = runner.invoke(app, [*common, "--data", str(t12), "--steps", "6", "--warmup", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert load_model(str(tmp_path / "drcn-f4-d2-x2.safetensors")).features == 4
+    bad = runner.invoke(app, [*common, "--data", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "dataset folder not found" in bad.output
+    assert "Traceback" not in bad.output
