@@ -55,12 +55,6 @@ def tiny_model() -> DRCN:
 
 
 @pytest.fixture
-def tiny_factory():
-    """:func:`make_tiny` itself, for tests that need other sizes or seeds."""
-    return make_tiny
-
-
-@pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that opens a network connection."""
 
