@@ -270,8 +270,8 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
         return
     saved = comfy.get(f"/history/{pid}")[pid]["outputs"]["4"]["images"][0]
     path = folder / "output" / saved["subfolder"] / saved["filename"]
-    got = np.asarray(Image.open(path).convert("RGB"))
-    src = np.asarray(Image.open(source).convert("RGB"))
+    got = np.array(Image.open(path).convert("RGB"))
+    src = np.array(Image.open(source).convert("RGB"))
     want_size = (round(src.shape[1] * scale), round(src.shape[0] * scale))
     check((got.shape[1], got.shape[0]) == want_size,
           f"saved {path.name}: {got.shape[1]}x{got.shape[0]} (input {src.shape[1]}x"
@@ -285,7 +285,7 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
                      f"drcn upscale on the same input (exit {cli.returncode})"):
             print(cli.stderr[-800:])
             return
-        ref = np.asarray(Image.open(outs[0]).convert("RGB"))
+        ref = np.array(Image.open(outs[0]).convert("RGB"))
     engine = Upscaler("drcn-lite").upscale(src, scale)
     for name, other in (("drcn upscale", ref), ("the engine here", engine)):
         if other.shape != got.shape:
