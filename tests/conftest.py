@@ -38,20 +38,15 @@ def reference_weights() -> Path:
     return _need(REFERENCE_WEIGHTS)
 
 
-def make_tiny(features: int = 8, recursions: int = 3, seed: int = 0) -> DRCN:
-    """A small DRCN with random weights and an uneven ensemble (so depth weighting matters)."""
-    torch.manual_seed(seed)
-    model = DRCN(features=features, recursions=recursions)
-    with torch.no_grad():
-        model.ensemble.copy_(torch.rand(recursions) + 0.1)
-        model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
-    return model.eval()
-
-
 @pytest.fixture
 def tiny_model() -> DRCN:
-    """``DRCN(features=8, recursions=3)`` with seeded random weights, in eval mode."""
-    return make_tiny()
+    """``DRCN(features=8, recursions=3)``, seeded random weights, uneven ensemble, eval mode."""
+    torch.manual_seed(0)
+    model = DRCN(features=8, recursions=3)
+    with torch.no_grad():
+        model.ensemble.copy_(torch.rand(3) + 0.1)  # uneven, so depth weighting matters
+        model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
+    return model.eval()
 
 
 @pytest.fixture
