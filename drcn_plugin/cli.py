@@ -7,15 +7,43 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .errors import DRCNError
 from .hub import DEFAULT_MODEL
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="DRCN super-resolution: upscale images, evaluate and train models.")
+MULTI_SCALE_COMMANDS = {"eval", "train"}
+
+
+def expand_multi_scale(argv: list[str]) -> list[str]:
+    """Let ``eval``/``train`` take ``--scale 2 3 4`` (click wants ``--scale 2 --scale 3 ...``)."""
+    if not MULTI_SCALE_COMMANDS.intersection(argv[:1]):
+        return argv
+    out: list[str] = []
+    flag, values = None, 0
+    for tok in argv:
+        if flag is not None and (values == 0 or tok.isdigit()):
+            out += [tok] if values == 0 else [flag, tok]
+            values += 1
+            continue
+        flag, values = (tok if tok in ("--scale", "-s") else None), 0
+        out.append(tok)
+    return out
+
+
+class _Group(TyperGroup):
+    """Typer's group, with ``--scale 2 3 4`` expanded before click parses it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_scale(args))
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, help="DRCN super-resolution: upscale images, evaluate and train models.")
 console = Console(stderr=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
@@ -268,27 +296,6 @@ def train_cmd(
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
 
 
-MULTI_SCALE_COMMANDS = {"eval", "train"}
-
-
-def expand_multi_scale(argv: list[str]) -> list[str]:
-    """Let ``eval``/``train`` take ``--scale 2 3 4`` (click wants ``--scale 2 --scale 3 ...``)."""
-    if not MULTI_SCALE_COMMANDS.intersection(argv[:1]):
-        return argv
-    out: list[str] = []
-    flag = None
-    for tok in argv:
-        if flag and tok.isdigit():
-            out += [flag, tok]
-            continue
-        flag = tok if tok in ("--scale", "-s") else None
-        if flag is None:
-            out.append(tok)
-    return out
-
-
 def main() -> None:
     """Entry point of the ``drcn`` console script."""
-    import sys
-
-    app(args=expand_multi_scale(sys.argv[1:]))
+    app()

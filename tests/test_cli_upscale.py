@@ -189,3 +189,6 @@ def test_scale_lists_as_the_paper_writes_them() -> None:
     assert expand_multi_scale(["eval", "--scale", "2", "3", "4", "--json", "x"]) == [
         "eval", "--scale", "2", "--scale", "3", "--scale", "4", "--json", "x"]
     assert expand_multi_scale(["upscale", "--scale", "2", "3"]) == ["upscale", "--scale", "2", "3"]
+    assert expand_multi_scale(["eval", "-s", "2.5", "3"]) == ["eval", "-s", "2.5", "-s", "3"]
+    assert expand_multi_scale(["train", "--scale", "2", "--steps", "3"]) == [
+        "train", "--scale", "2", "--steps", "3"]
