@@ -1,4 +1,4 @@
-"""DRCN super-resolution nodes for ComfyUI; they need the drcn-plugin package in ComfyUI's Python."""
+"""DRCN super-resolution nodes for ComfyUI; they need drcn-plugin installed in ComfyUI's Python."""
 
 try:
     import drcn_plugin  # noqa: F401

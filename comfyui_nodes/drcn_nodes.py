@@ -153,18 +153,18 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                         f"batch of {image.shape[0]})")
     planes, mask_in_alpha = _split_alpha(image, mask)
     mm, cu = _comfy()
-    device = mm.get_torch_device() if mm is not None else None
+    device = "auto"
     if mm is not None:
+        device = mm.get_torch_device()
         out_pixels = round(image.shape[1] * scale) * round(image.shape[2] * scale)
         mm.free_memory(mm.module_size(model)
                        + model.features * 16 * min(out_pixels, _WORKING_PIXELS), device)
-    upscaler = Upscaler(model, device=str(device) if device is not None else "auto",
-                        tile=tile, tta=self_ensemble)
     count = planes.shape[0]
     bar = cu.ProgressBar(count) if cu is not None else None
     cancel = _interrupt_check(mm) if mm is not None else None
     outs = []
     try:
+        upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
         for i in range(count):
             outs.append(torch.from_numpy(upscaler.upscale(
                 planes[i].detach().cpu().float().numpy(), scale,

@@ -53,7 +53,7 @@ class InterruptProcessingException(Exception):
 
 
 class FakeComfy:
-    """The parts of ComfyUI's comfy.model_management / comfy.utils the nodes use, recording calls."""
+    """The parts of comfy.model_management and comfy.utils that the nodes use; records calls."""
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls: list[tuple] = []
@@ -63,7 +63,7 @@ class FakeComfy:
         mm = types.ModuleType("comfy.model_management")
         mm.InterruptProcessingException = InterruptProcessingException
         mm.get_torch_device = lambda: torch.device("cpu")
-        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.unet_offload_device = lambda: (self.calls.append(("offload",)), torch.device("cpu"))[1]
         mm.module_size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
         mm.free_memory = lambda required, device: self.calls.append(("free", required, device))
         mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
@@ -185,7 +185,7 @@ def test_progress_and_memory_hooks_through_comfy(tiny: DRCN,
     out, _ = UPSCALE.upscale(_image(2, 40, 40), tiny, 2.0, 16, False)
     assert out.shape == (2, 80, 80, 3)
     assert fake.calls[0][0] == "free" and fake.calls[0][1] > 0
-    assert ("bar", 2) in fake.calls and fake.calls[-1] == ("empty",)
+    assert ("bar", 2) in fake.calls and fake.calls[-2:] == [("offload",), ("empty",)]
     values = [v for v, _ in fake.updates]
     totals = {t for _, t in fake.updates}
     assert len(totals) == 1 and values == sorted(values) and values[-1] == totals.pop()
@@ -199,7 +199,7 @@ def test_interrupt_stops_between_tiles_and_the_next_job_runs(
     with pytest.raises(InterruptProcessingException):
         UPSCALE.upscale(_image(1, 64, 64), tiny, 2.0, 16, False)
     assert len(fake.updates) == 2 and fake.updates[-1][0] < fake.updates[-1][1]
-    assert fake.calls[-1] == ("empty",)  # model offloaded and cache freed after the interrupt
+    assert fake.calls[-2:] == [("offload",), ("empty",)]  # cleaned up after the interrupt
     again = FakeComfy().install(monkeypatch)
     out, _ = UPSCALE.upscale(_image(1, 64, 64), tiny, 2.0, 16, False)
     assert out.shape == (1, 128, 128, 3) and again.updates[-1][0] == again.updates[-1][1]
@@ -291,7 +291,8 @@ def test_example_workflows_agree_and_use_only_core_nodes_and_ours() -> None:
     for node in ui["nodes"]:
         want = api[str(node["id"])]
         assert node["type"] == want["class_type"]
-        got = {n: v for n, v in zip(_widget_names(node["type"]), node["widgets_values"])
+        got = {n: v for n, v in zip(_widget_names(node["type"]), node["widgets_values"],
+                                    strict=True)
                if n != "upload"}
         for inp in node["inputs"]:
             if inp["link"] is not None:
@@ -315,7 +316,8 @@ def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
     exe = tmp_path / "fake-python"
     answer = json.dumps([torch_version, None])
     exe.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '{answer}'; else "
-                   f"echo \"$@\" > {tmp_path}/pip-args.txt; cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
+                   f"echo \"$@\" > {tmp_path}/pip-args.txt; "
+                   f"cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
     exe.chmod(0o755)
     return exe
 

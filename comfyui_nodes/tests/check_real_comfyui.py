@@ -124,7 +124,7 @@ class WebSocket:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(1 << 16)
-            except socket.timeout:
+            except TimeoutError:
                 return None
             if not chunk:
                 raise ConnectionError("ComfyUI closed the websocket")
