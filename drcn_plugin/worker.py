@@ -1,4 +1,4 @@
-"""Pixel worker for front ends whose Python has no torch (the GIMP plug-in): ``python -m drcn_plugin.worker``.
+"""``python -m drcn_plugin.worker``: the engine for front ends whose Python has no torch (GIMP).
 
 Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved channels:
 

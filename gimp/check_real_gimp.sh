@@ -6,8 +6,8 @@
 # Installs GIMP 3 into a Debian 13 chroot when missing (debootstrap), bind-mounts this repository
 # and its virtual environment at the same paths so the venv's Python runs the worker, installs the
 # plug-in with `drcn gimp install --gimp-dir`, runs the filter headless on 8-bit RGB, RGBA,
-# 16-bit grey, float and a two-layer image, checks sizes, offsets and pixels against
-# `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
+# 16-bit grey, float and a two-layer image (offset layer in a group), checks sizes, offsets and
+# pixels against `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
 # worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops,
 # and screenshots the dialog under Xvfb into docs/gimp-dialog.png.
 set -euo pipefail
@@ -32,6 +32,11 @@ in_chroot() {  # in_chroot [VAR=value ...] command ...  (foreground only: a func
   local vars=()  # with & runs in a subshell whose $! is not the command's)
   while [[ $# -gt 0 && $1 == *=* ]]; do vars+=("$1"); shift; done
   env -i "${CLEAN[@]}" "${vars[@]}" chroot "$CHROOT" "$@"
+}
+
+running() {  # running PID: alive and not a zombie waiting for init to reap it
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ $state != Z ]]
 }
 
 descendant() {  # descendant PID PATTERN: a process under PID whose command line has PATTERN
@@ -117,12 +122,12 @@ else
   sleep 8   # let it load the model and run some tiles
   kill -KILL "$plugin"
   gone=""
-  for i in $(seq 50); do
-    if ! kill -0 "$worker" 2>/dev/null; then gone=$i; break; fi
-    sleep 0.1
+  for i in $(seq 250); do
+    if ! running "$worker"; then gone=$i; break; fi
+    sleep 0.02
   done
   if [[ -n $gone ]]; then
-    echo "cancel: plug-in $plugin killed; worker $worker exited within $((gone * 100)) ms  PASS"
+    echo "cancel: plug-in $plugin killed; worker $worker exited within $((gone * 20)) ms  PASS"
   else
     echo "cancel: worker $worker still running 5 s after the plug-in was killed  FAIL"; status=1
     kill -KILL "$worker"

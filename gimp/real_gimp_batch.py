@@ -33,14 +33,25 @@ def _dump(layer, path):
     return {"raw": path, "format": babl, "width": w, "height": h, "offsets": [x, y]}
 
 
+def _pixel_layers(items):
+    for item in items:
+        if item.is_group():
+            yield from _pixel_layers(item.get_children())
+        else:
+            yield item
+
+
 def _run_job(job):
     image = _load(job["input"])
     if job.get("float"):
         image.convert_precision(Gimp.Precision.FLOAT_NON_LINEAR)
     for extra in job.get("extra_layers", []):
         src = _load(extra["input"])
+        parent = Gimp.GroupLayer.new(image, "group") if extra.get("group") else None
+        if parent is not None:
+            image.insert_layer(parent, None, 0)
         layer = Gimp.Layer.new_from_drawable(src.get_layers()[0], image)
-        image.insert_layer(layer, None, 0)
+        image.insert_layer(layer, parent, 0)
         layer.set_offsets(*extra["offsets"])
         src.delete()
     proc = Gimp.get_pdb().lookup_procedure(PROC)
@@ -61,7 +72,7 @@ def _run_job(job):
         return out
     result = values.index(1)
     out.update(width=result.get_width(), height=result.get_height(), layers=[])
-    for i, layer in enumerate(reversed(result.get_layers())):
+    for i, layer in enumerate(reversed(list(_pixel_layers(result.get_layers())))):
         out["layers"].append(_dump(layer, f"{WORK}/{job['name']}-layer{i}.raw"))  # noqa: F821
     if job.get("export"):
         Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, result, Gio.File.new_for_path(job["export"]),

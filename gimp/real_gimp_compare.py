@@ -49,7 +49,7 @@ def make(root: Path, work: str) -> None:
         {"name": "float-tta", "input": png["rgb"], "float": True,
          "args": {"scale": 2.5, "self-ensemble": True}, "engine": {"scale": 2.5, "tta": True}},
         {"name": "scale-image", "input": png["rgb"],
-         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7]}],
+         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}],
          "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
         {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
          "expect_error": "unknown model 'no-such-model'"},
@@ -98,9 +98,10 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         pairs = []
         for arr, layer in zip(_layers_in(job, host), result["layers"]):
             dtype = RAW[layer["format"].split()[-1]]
-            got = np.fromfile(host(layer["raw"]), dtype).reshape(layer["height"], layer["width"], -1)
-            pairs.append((got, np.atleast_3d(upscaler.upscale(arr, job["engine"]["scale"])), "engine",
-                          layer["offsets"]))
+            got = np.fromfile(host(layer["raw"]), dtype)
+            got = got.reshape(layer["height"], layer["width"], -1)
+            ref = np.atleast_3d(upscaler.upscale(arr, job["engine"]["scale"]))
+            pairs.append((got, ref, "engine", layer["offsets"]))
     offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in):
         unit = 1 / 255 if got.dtype == np.float32 else 1
@@ -120,7 +121,9 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
 
 def check(root: Path, work: str) -> int:
     """Compare every jobs file's results; returns the number of failed jobs."""
-    host = lambda p: root / str(p).lstrip("/")  # noqa: E731
+    def host(path) -> Path:
+        return root / str(path).lstrip("/")
+
     drcn = Path(sys.executable).parent / "drcn"
     problems = []
     for name in ("jobs.json", "jobs-broken.json", "jobs-missing.json"):

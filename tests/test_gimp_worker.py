@@ -94,7 +94,8 @@ def test_wire_format_progress_lines_and_result(tiny):
     lines = [ln for ln in head.decode().splitlines() if ln != "alive"]
     assert lines[0] == "ready 1"
     progress = [tuple(map(int, ln.split()[1:])) for ln in lines[1:]]
-    assert all(ln.startswith("progress ") for ln in lines[1:]) and progress[-1] == (9, 9)  # 3x3 tiles
+    assert all(ln.startswith("progress ") for ln in lines[1:])
+    assert progress[-1] == (9, 9)  # 40x48 in 16-pixel tiles
     assert len(rest) == 5760
 
 
@@ -197,6 +198,11 @@ def test_silent_worker_times_out_and_is_killed(monkeypatch):
     with pytest.raises(client.WorkerError, match="did not answer for 0 s during start"):
         w.start()
     assert w.proc.poll() is not None and time.monotonic() - t0 < 10
+
+
+def test_unstartable_worker_is_reported(tmp_path):
+    with pytest.raises(client.WorkerError, match="cannot start the DRCN worker"):
+        client.Worker([str(tmp_path / "no-python"), "-m", "drcn_plugin.worker"], env=ENV).start()
 
 
 def test_version_mismatch_is_reported():

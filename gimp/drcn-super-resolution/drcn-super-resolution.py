@@ -23,7 +23,8 @@ from drcn_worker_client import (  # noqa: E402
     Worker, WorkerError, overall_fraction, pixel_format, scaled, scaled_offset, worker_command)
 
 PROC = "plug-in-drcn-super-resolution"
-MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"), ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
+MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"),
+          ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
 OUTPUTS = (("new-image", "New image from the layer"), ("scale-image", "Scale this image"))
 
 
@@ -120,8 +121,8 @@ class DRCNSuperResolution(Gimp.PlugIn):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         get = config.get_property
         scale = get("scale")
-        options = {"model": (get("custom-model") or "").strip() or get("model"), "tile": get("tile"),
-                   "tta": get("self-ensemble")}
+        options = {"model": (get("custom-model") or "").strip() or get("model"),
+                   "tile": get("tile"), "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
                                              or not isinstance(drawables[0], Gimp.Layer)):
             return procedure.new_return_values(

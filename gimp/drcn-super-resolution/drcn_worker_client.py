@@ -77,7 +77,8 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
         try:
             python = json.loads(config.read_text(encoding="utf-8"))["python"]
         except FileNotFoundError:
-            raise WorkerError(f"the DRCN worker is not set up ({config} is missing). {HINT}") from None
+            raise WorkerError(f"the DRCN worker is not set up ({config} is missing). "
+                              f"{HINT}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
     if not Path(python).is_file():
@@ -114,7 +115,8 @@ class Worker:
                 self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                 env=self.env, creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except OSError as e:
-            raise WorkerError(f"cannot start the DRCN worker {self.command[0]} ({e}). {HINT}") from e
+            raise WorkerError(f"cannot start the DRCN worker {self.command[0]} ({e}). "
+                              f"{HINT}") from e
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
         first = self._next(START_TIMEOUT_S, "start")
         if first != ("line", "ready 1"):
