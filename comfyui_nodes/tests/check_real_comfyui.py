@@ -190,6 +190,16 @@ class Comfy:
                 return msg["type"], data, progress
         return "timeout", {}, progress
 
+    def history(self, prompt_id: str, timeout: float = 60) -> dict:
+        """The /history entry of a finished prompt (it lands shortly after the websocket event)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry is not None:
+                return entry
+            time.sleep(0.5)
+        raise RuntimeError(f"prompt {prompt_id} never appeared in /history")
+
     def close(self) -> None:
         self.ws.sock.close()
         self.proc.terminate()
@@ -268,7 +278,7 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
     if not check(event == "execution_success", f"example workflow after the cancel: {event} in "
                  f"{seconds:.1f} s {data.get('exception_message', '')}".rstrip()):
         return
-    saved = comfy.get(f"/history/{pid}")[pid]["outputs"]["4"]["images"][0]
+    saved = comfy.history(pid)["outputs"]["4"]["images"][0]
     path = folder / "output" / saved["subfolder"] / saved["filename"]
     got = np.array(Image.open(path).convert("RGB"))
     src = np.array(Image.open(source).convert("RGB"))
