@@ -34,11 +34,6 @@ in_chroot() {  # in_chroot [VAR=value ...] command ...  (foreground only: a func
   env -i "${CLEAN[@]}" "${vars[@]}" chroot "$CHROOT" "$@"
 }
 
-running() {  # running PID: alive and not a zombie waiting for init to reap it
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ $state != Z ]]
-}
-
 descendant() {  # descendant PID PATTERN: a process under PID whose command line has PATTERN
   local p found
   for p in $(pgrep -P "$1" || true); do
@@ -48,10 +43,21 @@ descendant() {  # descendant PID PATTERN: a process under PID whose command line
   return 1
 }
 
-cleanup() {
+running() {  # running PID: alive and not a zombie waiting for init to reap it
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ $state != Z ]]
+}
+
+cleanup() {  # stop what this script started, let it exit, then unmount what it mounted
   local pid i
   for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do umount "${MOUNTED[i]}" || true; done
+  for pid in "${STARTED[@]}"; do
+    for i in $(seq 100); do running "$pid" || break; sleep 0.1; done
+  done
+  sleep 1   # their plug-ins exit after them
+  for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
+    umount "${MOUNTED[i]}" 2>/dev/null || umount --lazy "${MOUNTED[i]}" || true
+  done
 }
 trap cleanup EXIT
 
