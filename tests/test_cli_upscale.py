@@ -192,3 +192,12 @@ def test_scale_lists_as_the_paper_writes_them() -> None:
     assert expand_multi_scale(["eval", "-s", "2.5", "3"]) == ["eval", "-s", "2.5", "-s", "3"]
     assert expand_multi_scale(["train", "--scale", "2", "--steps", "3"]) == [
         "train", "--scale", "2", "--steps", "3"]
+
+
+def test_results_get_the_usual_file_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        imagefile.atomic_write_bytes(tmp_path / "r.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
