@@ -20,11 +20,6 @@ mkdir -p "$OUT" "$RUNS"
 exec > >(tee "$OUT/gpu_train.log") 2>&1
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# Carried wheels (.whl: typer, rich, click and their needs) pin the CLI's versions to the tested ones.
-if [ -d .whl ] && [ -z "${GPU_TRAIN_DRY:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
 python3 -c "import torch, drcn_plugin.cli; print('torch', torch.__version__, 'cuda:',
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')" || exit 1
 
@@ -37,7 +32,7 @@ if [ -n "${GPU_TRAIN_DRY:-}" ]; then
   DATA=(--data "$D/Set5"); TESTS=(--test-data "$D/Set5"); SCALES=(-s 3)
   BASE_SMALL=weights/drcn-f64-d16-x234.safetensors; BASE_BIG=$BASE_SMALL
 else
-  F_SMALL=64; F_BIG=256; REC=16; T_SMALL=100; T_BIG_MAX=300; RESERVE=175; BENCH_S=90
+  F_SMALL=64; F_BIG=256; REC=16; T_SMALL=100; T_BIG_MAX=300; RESERVE=135; BENCH_S=90
   DATA=(--data "$D/T91" --data "$D/BSD200-Y"); TESTS=(--test-data "$D/Set5" --test-data "$D/Set14")
   SCALES=(-s 2 -s 3 -s 4)
   BASE_SMALL=weights/drcn-f64-d16-x234.safetensors; BASE_BIG=weights/drcn-f256-d16-x234.safetensors

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -522,36 +523,63 @@ def model_card(log: dict) -> str:
              "the steps, then the ensemble loss alone" if c.alpha > 0 else "the ensemble loss alone")
     init = f"initialised from `{c.init}`" if c.init else \
         "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
+    names = ", ".join(f"`{Path(d).name}`" for d in c.data)
     return "\n".join([
         f"# {c.export_name()}",
         "",
-        f"DRCN (Kim, Lee & Lee, CVPR 2016), F = {c.features} features, D = {c.recursions} "
-        f"recursions, {log['parameters']:,} parameters; one model for scales "
-        f"{', '.join('x' + str(s) for s in c.scales)}. Input: the bicubic-interpolated Y channel "
-        "in 0..1 (BT.601 studio swing); output: the super-resolved Y. File: "
-        f"`{log['weights']}` (safetensors, float32), sha256 `{log['sha256']}`.",
+        (f"DRCN (Kim, Lee & Lee, CVPR 2016), F = {c.features} features, D = {c.recursions} "
+         f"recursions, {log['parameters']:,} parameters; one model for scales "
+         f"{', '.join('x' + str(s) for s in c.scales)}. Input: the bicubic-interpolated Y "
+         "channel in 0..1 (BT.601 studio swing); output: the super-resolved Y. File: "
+         f"`{log['weights']}` (safetensors, float32), sha256 `{log['sha256']}`."),
         "",
         "## Training recipe",
-        f"- data: {', '.join('`' + Path(d).name + '`' for d in c.data)} ({log['images']} images), "
-        f"protocol pairs (MATLAB bicubic) at every scale of each image shrunk by "
-        f"{', '.join(f'{f:g}' for f in c.downscales)}; {c.patch}x{c.patch} patches, stride "
-        f"{c.stride}: {log['patches']:,} patches; random flips and transposes",
+        (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
+         f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
+         f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
+         "flips and transposes"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
-        f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
-        f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; {init}",
-        f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
-        f"{log['precision']}; "
-        f"{log['train_seconds']:.0f} s of training ({log['steps_per_s']} steps/s), "
-        f"{log['data_seconds']:.0f} s to make the patches",
+        (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
+         f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
+         f"{init}"),
+        (f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
+         f"{log['precision']}; {log['train_seconds']:.0f} s of training "
+         f"({log['steps_per_s']} steps/s), {log['data_seconds']:.0f} s to make the patches"),
         "",
         "## Measured (evaluation protocol: Y, shave = scale, fp32; PSNR dB / SSIM)",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
         *rows,
         "",
-        "Reproduce with `drcn train` and the options above (see docs/training.md).",
+        "## Reproduce",
+        "```",
+        command_line(c, log["step"]),
+        "```",
         "",
     ])
+
+
+def command_line(cfg: TrainConfig, steps: int) -> str:
+    """The ``drcn train`` command that repeats ``cfg`` for a fixed number of steps."""
+    default = TrainConfig(data=[])
+    parts = ["drcn train"] + [f"--data {d}" for d in cfg.data]
+    parts += [f"-s {s}" for s in cfg.scales]
+    parts += [f"-F {cfg.features}", f"-D {cfg.recursions}", f"--steps {steps}"]
+    flags = {"features": "-F", "recursions": "-D", "downscales": "--downscale",
+             "lr_drops": "--lr-drop"}
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name in ("data", "scales", "features", "recursions", "steps", "minutes", "out",
+                      "stop_at", "device") \
+                or value == getattr(default, f.name):
+            continue
+        flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+        if f.name in ("downscales", "lr_drops", "test_data"):
+            parts += [f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}" for v in value]
+        else:
+            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
+    return " \\\n    ".join(textwrap.wrap(" ".join(parts), 90, break_long_words=False,
+                                           break_on_hyphens=False))
 
 
 def train(cfg: TrainConfig, resume: bool = False,
@@ -567,8 +595,14 @@ def train(cfg: TrainConfig, resume: bool = False,
 
 def train_with_progress(cfg: TrainConfig, resume: bool = False, console=None) -> dict:
     """:func:`train` with a rich progress bar (loss, validation PSNR, steps/s, ETA) on rank 0."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
 
     bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
               TextColumn("loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"),

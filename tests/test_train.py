@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import DATA
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import DATA
 from drcn_plugin.cli import app
 from drcn_plugin.data import load_images, make_patches
 from drcn_plugin.errors import DRCNError
@@ -44,11 +44,10 @@ def t12(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def tiny(data: Path, out: Path, **kw) -> TrainConfig:
     """A CPU-sized recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation unless asked."""
-    base = dict(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3, patch=32,
-                stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3, warmup=5,
-                val_every=0, device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
+    base = TrainConfig(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3,
+                       patch=32, stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3,
+                       warmup=5, val_every=0, device="cpu")
+    return replace(base, **kw)
 
 
 def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path) -> None:
