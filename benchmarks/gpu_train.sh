@@ -3,7 +3,9 @@
 # with at most 7 minutes of training in all; measure both on Set5 and Set14 x2/x3/x4 (evaluation
 # protocol, strict fp32) beside the shipped weights; then the lead's inference benchmark, if any.
 #
-#   device machine:  bash benchmarks/gpu_train.sh          (data in .devdata/, results in $OUT)
+#   data (git-ignored, carried to the device with carry: [".devdata"]):
+#                    mkdir -p .devdata && cp -r ../shared/data/{T91,BSD200-Y,Set5,Set14} .devdata/
+#   device machine:  bash benchmarks/gpu_train.sh          (timeout_s 590; results in $OUT)
 #   CPU dry run:     GPU_TRAIN_DRY=1 OUT=/tmp/out bash benchmarks/gpu_train.sh
 #                    (tiny models, seconds instead of minutes, Set5 only: catches typos, not quality)
 #
