@@ -249,7 +249,11 @@ class Upscaler:
         else:
             y, chroma = planes[0], None
         del planes
-        y_out = self.run_y(imresize(y, size=(oh, ow)), progress, cancel)
+        ilr = imresize(y, size=(oh, ow))
+        peak = _PEAKS.get(np.dtype(kind))
+        if peak is not None:  # the protocol rounds the ILR to the source's levels; so do we
+            ilr = ilr.mul_(peak).round_().clamp_(0, peak).div_(peak)
+        y_out = self.run_y(ilr, progress, cancel)
         parts = [y_out]
         if chroma is not None:
             parts += [imresize(c, size=(oh, ow)) for c in chroma]
@@ -264,6 +268,9 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate" in msg
 
 
+_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
 def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
     if not isinstance(image, np.ndarray):
@@ -274,7 +281,7 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
         raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
-    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+    peak = _PEAKS.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
         raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
     t = torch.from_numpy(image.astype(np.float32, copy=True))
