@@ -2,7 +2,8 @@
 
 All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
 out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
-ComfyUI's tensors, memory manager, progress bar and interrupt to it. Outside ComfyUI (no ``comfy``
+ComfyUI's tensors (8-bit images go in as uint8, as ``drcn upscale`` reads them), memory manager,
+progress bar and interrupt to it. Outside ComfyUI (no ``comfy``
 module) the nodes still import and run: automatic device, no progress bar, no interrupt.
 """
 
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 from drcn_plugin.engine import Upscaler
@@ -26,6 +28,7 @@ MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = "drcn"
 MAX_SCALE = 8.0
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
+_GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
 
 
 class DRCNNodeError(RuntimeError):
@@ -166,9 +169,9 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     try:
         upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
         for i in range(count):
-            outs.append(torch.from_numpy(upscaler.upscale(
-                planes[i].detach().cpu().float().numpy(), scale,
-                progress=_batch_progress(bar, i, count), cancel=cancel)))
+            outs.append(_from_engine(upscaler.upscale(
+                _to_engine(planes[i]), scale, progress=_batch_progress(bar, i, count),
+                cancel=cancel)))
     finally:
         if mm is not None:
             model.to(mm.unet_offload_device())
@@ -179,6 +182,23 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     if result.shape[-1] == 4:
         return result, 1.0 - result[..., 3]
     return result, torch.zeros(result.shape[:3])
+
+
+def _to_engine(image: torch.Tensor) -> np.ndarray:
+    """One ``[H, W, C]`` image as the engine's input: uint8 when every value sits on the 8-bit
+    grid (an image from Load Image), so the engine treats it exactly as ``drcn upscale`` treats
+    the file; float32 otherwise."""
+    image = image.detach().cpu().float()
+    levels = image * 255.0
+    if torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
+        return levels.round().to(torch.uint8).numpy()
+    return image.numpy()
+
+
+def _from_engine(array: np.ndarray) -> torch.Tensor:
+    """The engine's output back as ComfyUI's float 0..1 image."""
+    out = torch.from_numpy(array)
+    return out.float() / 255.0 if array.dtype == np.uint8 else out
 
 
 def _batch_progress(bar: object | None, index: int,

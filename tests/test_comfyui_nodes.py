@@ -139,6 +139,20 @@ def test_batch_non_integer_scale_matches_the_engine(tiny: DRCN) -> None:
     assert not torch.equal(out[0], out[1])
 
 
+def test_8_bit_images_take_the_engines_8_bit_path(tiny: DRCN) -> None:
+    """Load Image gives u8 / 255: the node must match the engine (and drcn upscale) on the u8."""
+    pixels = (_image(2, 11, 14, 4) * 255).round().to(torch.uint8)
+    image = pixels.float() / 255.0  # exactly what ComfyUI's Load Image computes
+    mask = 1.0 - image[..., 3]  # and its mask, from the alpha
+    out, out_mask = UPSCALE.upscale(image[..., :3], tiny, 2.3, 0, False, mask=mask)
+    engine = Upscaler(tiny, device="cpu")
+    for i in range(2):
+        want = engine.upscale(pixels[i].numpy(), 2.3)
+        assert np.array_equal(np.clip(255.0 * out[i].numpy(), 0, 255).astype(np.uint8),
+                              want[..., :3])  # Save Image's conversion gives the same bytes
+        assert torch.equal(out_mask[i], 1.0 - torch.from_numpy(want[..., 3]).float() / 255.0)
+
+
 def test_shipped_model_through_the_loader() -> None:
     (model,) = LOADER.load("drcn-lite")
     assert isinstance(model, DRCN) and model.features == 64
