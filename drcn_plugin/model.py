@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,21 +51,28 @@ class DRCN(
         return self.recursions + 4
 
     def forward(self, x: torch.Tensor, all_depths: bool = False):
-        h = self.embed(x)
+        # The convolutions run in their weights' dtype (bf16/fp16 for fast inference); the skip
+        # connection and the ensemble sum stay in x's dtype, so the output keeps full precision.
+        h = self.embed(x.to(self.embed[0].weight.dtype))
         w = self.ensemble.to(x.dtype)
         if all_depths:
             preds = []
             for _ in range(self.recursions):
-                h = torch.relu(self.recursive(h))
-                preds.append(self.reconstruct(h) + x)
+                h = self.recursive(h).relu_()
+                preds.append(self.reconstruct(h).to(x.dtype) + x)
             out = sum(wd * yd for wd, yd in zip(w, preds))
             return out, preds
-        # Inference: accumulate sum_d w_d * (f(H_d) + x) without keeping every depth alive.
-        out = x * w.sum()
+        # Inference: sum_d w_d (f(H_d) + x). The last reconstruction conv is linear, so it is
+        # applied once to sum_d w_d relu(conv(H_d)) instead of D times (same result, faster).
+        first, last = self.reconstruct[0], self.reconstruct[2]
+        acc = None
         for d in range(self.recursions):
-            h = torch.relu(self.recursive(h))
-            out = out + w[d] * self.reconstruct(h)
-        return out
+            h = self.recursive(h).relu_()
+            r = first(h).relu_() * w[d]
+            acc = r if acc is None else acc.add_(r)
+        wsum = w.sum()
+        out = F.conv2d(acc, last.weight, padding=1).to(x.dtype)
+        return out.add_(x * wsum + last.bias.to(x.dtype) * wsum)
 
     def flops_per_pixel(self) -> int:
         """Multiply-adds x 2 per output pixel: embedding, D recursions, D reconstructions."""
