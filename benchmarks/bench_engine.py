@@ -176,10 +176,10 @@ def main() -> None:
         tag = "gpu" if gpu else "cpu"
         readme = ROOT / "README.md"
         body = readme.read_text()
-        pattern = re.compile(rf"(<!-- bench:{tag} -->\n).*?(\n<!-- /bench:{tag} -->)", re.S)
+        pattern = re.compile(rf"(<!-- bench:{tag} -->\n).*?(<!-- /bench:{tag} -->)", re.S)
         if not pattern.search(body):
             raise SystemExit(f"README.md has no <!-- bench:{tag} --> markers")
-        readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), body))
+        readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body))
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def main() -> None:
     if args.readme:
         readme = ROOT / "README.md"
         body = readme.read_text()
-        pattern = re.compile(r"(<!-- quality -->\n).*?(\n<!-- /quality -->)", re.S)
-        readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), body))
+        pattern = re.compile(r"(<!-- quality -->\n).*?(<!-- /quality -->)", re.S)
+        readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body))
 
 
 if __name__ == "__main__":

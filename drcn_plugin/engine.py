@@ -31,6 +31,7 @@ MAX_SCALE = 16.0
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_TILE = 16
+_CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
 
 
 @lru_cache(maxsize=1)
@@ -172,13 +173,21 @@ class Upscaler:
         budget = avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
         halo = self.model.receptive_radius
         bpp = self._bytes_per_pixel()
+        cache_sized = self.device.type == "cpu" and self.dtype != torch.float32
         if self.tile:
             tile = self.tile
         else:
             side = int(math.sqrt(max(budget // bpp, 1))) - 2 * halo
             tile = max(_MIN_TILE, min(side, 4096))
+            if cache_sized:
+                # Measured on 2 AMX cores (drcn-lite, bf16): windows whose feature map is about
+                # 4 MiB run 1.3-6x faster than memory-sized ones (cache reuse, and no page
+                # faults on fresh large allocations), despite the larger halo share.
+                cache_side = int(math.sqrt(_CPU_MAP_BYTES / (2 * self.model.features))) - 2 * halo
+                tile = min(tile, max(5 * halo, cache_side))
         win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
-        batch = self.batch or max(1, min(16, budget // (bpp * win[0] * win[1])))
+        batch = self.batch or (1 if cache_sized else
+                               max(1, min(16, budget // (bpp * win[0] * win[1]))))
         return _Plan(tile, batch)
 
     @property
