@@ -71,6 +71,7 @@ def eval_cmd(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     per_depth: Annotated[bool, typer.Option(help="also score every depth and the ensemble")] = False,
+    tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results here")] = None,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
@@ -81,7 +82,7 @@ def eval_cmd(
         if any(s < 2 or s > 8 for s in scale):
             raise DRCNError("--scale takes integer factors from 2 to 8")
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
-                                                            precision=precision)
+                                                            precision=precision, tta=tta)
         with console.status(f"evaluating {model} on {dataset}"):
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth and upscaler is not None)
         _print_eval(model, dataset, results)
