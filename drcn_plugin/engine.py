@@ -179,12 +179,14 @@ class Upscaler:
         else:
             side = int(math.sqrt(max(budget // bpp, 1))) - 2 * halo
             tile = max(_MIN_TILE, min(side, 4096))
+            cache_side = int(math.sqrt(_CPU_MAP_BYTES / (2 * self.model.features))) - 2 * halo
+            cache_sized = cache_sized and cache_side >= 5 * halo
             if cache_sized:
                 # Measured on 2 AMX cores (drcn-lite, bf16): windows whose feature map is about
                 # 4 MiB run 1.3-6x faster than memory-sized ones (cache reuse, and no page
-                # faults on fresh large allocations), despite the larger halo share.
-                cache_side = int(math.sqrt(_CPU_MAP_BYTES / (2 * self.model.features))) - 2 * halo
-                tile = min(tile, max(5 * halo, cache_side))
+                # faults on fresh large allocations), despite the larger halo share. Wide
+                # models (F=256) would get a core under 5 halos: there big tiles win.
+                tile = min(tile, cache_side)
         win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
         batch = self.batch or (1 if cache_sized else
                                max(1, min(16, budget // (bpp * win[0] * win[1]))))

@@ -49,6 +49,17 @@ def tiny_model() -> DRCN:
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small seeded DRCN saved as ``.safetensors``: front ends load it by path, fast."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
+    return str(path)
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any test that opens a network connection."""

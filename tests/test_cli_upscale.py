@@ -11,27 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin import imagefile
 from drcn_plugin.cli import app
-from drcn_plugin.model import DRCN
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """A small DRCN saved as a .safetensors file, so the CLI runs fast."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
-    return str(path)
 
 
 @pytest.fixture()
@@ -48,8 +35,8 @@ def upscale(*args: str):
     return runner.invoke(app, ["upscale", *args])
 
 
-def test_folder_goes_beside_not_inside(photos: Path, tiny_model: str) -> None:
-    r = upscale(str(photos), "--scale", "2.5", "--model", tiny_model)
+def test_folder_goes_beside_not_inside(photos: Path, tiny_model_file: str) -> None:
+    r = upscale(str(photos), "--scale", "2.5", "--model", tiny_model_file)
     assert r.exit_code == 0, r.output
     out = photos.parent / "photos-drcn-x2.5"
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
@@ -58,31 +45,31 @@ def test_folder_goes_beside_not_inside(photos: Path, tiny_model: str) -> None:
     assert "2 done" in r.output
 
 
-def test_never_overwrites_unless_asked(photos: Path, tiny_model: str) -> None:
+def test_never_overwrites_unless_asked(photos: Path, tiny_model_file: str) -> None:
     out = photos.parent / "out"
-    assert upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model).exit_code == 0
+    assert upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file).exit_code == 0
     target = out / "a.png"
     target.write_bytes(b"precious")
-    r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 1 and "exists" in r.output
     assert target.read_bytes() == b"precious"
-    r = upscale(str(photos / "a.png"), "-o", str(out), "--skip-existing", "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 skipped" in r.output and target.read_bytes() == b"precious"
-    r = upscale(str(photos / "a.png"), "-o", str(out), "--overwrite", "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "-o", str(out), "--overwrite", "--model", tiny_model_file)
     assert r.exit_code == 0 and Image.open(target).size == (96, 80)
     # The input itself is never replaced, even with --overwrite.
     before = (photos / "a.png").read_bytes()
-    r = upscale(str(photos / "a.png"), "-o", str(photos), "--overwrite", "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "-o", str(photos), "--overwrite", "--model", tiny_model_file)
     assert r.exit_code == 1 and "input itself" in r.output
     assert (photos / "a.png").read_bytes() == before
 
 
-def test_bad_files_do_not_stop_the_batch(photos: Path, tiny_model: str) -> None:
+def test_bad_files_do_not_stop_the_batch(photos: Path, tiny_model_file: str) -> None:
     (photos / "empty.png").write_bytes(b"")
     (photos / "text.jpg").write_text("not an image")
     good = (photos / "a.png").read_bytes()
     (photos / "truncated.png").write_bytes(good[: len(good) // 2])
-    r = upscale(str(photos), "--model", tiny_model)
+    r = upscale(str(photos), "--model", tiny_model_file)
     assert r.exit_code == 1
     for name in ("empty.png", "text.jpg", "truncated.png"):
         assert any(name in line and "error" in line for line in r.output.splitlines()), name
@@ -91,25 +78,25 @@ def test_bad_files_do_not_stop_the_batch(photos: Path, tiny_model: str) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
 
 
-def test_too_large_image_is_refused(photos: Path, tiny_model: str, monkeypatch) -> None:
+def test_too_large_image_is_refused(photos: Path, tiny_model_file: str, monkeypatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a.png has 1,920 pixels
-    r = upscale(str(photos / "a.png"), "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "--model", tiny_model_file)
     assert r.exit_code == 1 and "too large" in r.output
 
 
-def test_refuses_bad_options(photos: Path, tiny_model: str) -> None:
+def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
     for scale in ("0.5", "17"):
-        r = upscale(str(photos), "--scale", scale, "--model", tiny_model)
+        r = upscale(str(photos), "--scale", scale, "--model", tiny_model_file)
         assert r.exit_code == 2 and "out of range" in r.output
     r = upscale(str(photos), "--model", "no-such-model")
     assert r.exit_code == 2 and "unknown model" in r.output and "Traceback" not in r.output
-    r = upscale(str(photos / "missing*.png"), "--model", tiny_model)
+    r = upscale(str(photos / "missing*.png"), "--model", tiny_model_file)
     assert r.exit_code == 1 and "no image files" in r.output
-    r = upscale(str(photos), "--format", "gif", "--model", tiny_model)
+    r = upscale(str(photos), "--format", "gif", "--model", tiny_model_file)
     assert r.exit_code == 2 and "--format" in r.output
 
 
-def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model: str) -> None:
+def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
     img = Image.open(SHARED / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
@@ -120,7 +107,7 @@ def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model: st
     Image.fromarray((np.arange(24 * 40).reshape(24, 40) * 60).astype(np.uint16)).save(src / "g16.png")
     Image.fromarray(np.dstack([np.asarray(img), np.full((24, 40), 77, np.uint8)])).save(src / "a.png")
     out = tmp_path / "out"
-    r = upscale(str(src), "-o", str(out), "--model", tiny_model)
+    r = upscale(str(src), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 0, r.output
     rot = Image.open(out / "rot.jpg")
     assert rot.size == (48, 80), "EXIF orientation applied (portrait)"
@@ -131,18 +118,18 @@ def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model: st
     assert g16.mode.startswith("I") and np.asarray(g16).max() > 255
     alpha = Image.open(out / "a.png")
     assert alpha.mode == "RGBA" and np.asarray(alpha)[..., 3].min() == 77
-    r = upscale(str(src / "a.png"), "-o", str(tmp_path / "j"), "--format", "jpg", "--model", tiny_model)
+    r = upscale(str(src / "a.png"), "-o", str(tmp_path / "j"), "--format", "jpg", "--model", tiny_model_file)
     assert r.exit_code == 1 and "alpha" in r.output
 
 
-def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_model: str,
+def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_model_file: str,
                                                         monkeypatch) -> None:
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(imagefile.os, "fsync", disk_full)
     out = photos.parent / "out"
-    r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model)
+    r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 1 and "disk full" in r.output
     assert list(out.iterdir()) == [], "no half-written file, no temporary left behind"
 
@@ -155,17 +142,17 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
     assert list(out.iterdir()) == []
 
 
-def test_compare_sheet(tmp_path: Path, tiny_model: str) -> None:
+def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "bird.png"
     shutil.copy(SHARED / "Set5" / "bird.png", src)
     r = runner.invoke(app, ["compare", str(src), "--scale", "3", "--crop", "64",
-                            "--model", tiny_model])
+                            "--model", tiny_model_file])
     assert r.exit_code == 0, r.output
     sheet = Image.open(tmp_path / "bird-compare-x3.png")
     assert sheet.width == 4 * 128 + 5 * 8, "nearest, bicubic, DRCN and the original, zoomed 2x"
 
 
-def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model: str) -> None:
+def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "many"
     src.mkdir()
     base = Image.open(SHARED / "Set5" / "head.png").convert("RGB").crop((0, 0, 32, 32))
@@ -175,7 +162,7 @@ def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model: 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", "29517", str(drcn), "upscale", str(src), "--model", tiny_model],
+         "--master-port", "29517", str(drcn), "upscale", str(src), "--model", tiny_model_file],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "many-drcn-x2"

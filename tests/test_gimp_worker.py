@@ -16,13 +16,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from drcn_plugin.engine import Upscaler, output_size
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.gimp_install import CONFIG_NAME, PLUGIN, default_gimp_dir, install
-from drcn_plugin.model import DRCN
 from drcn_plugin.worker import parse_header
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,12 +40,9 @@ client = _load("drcn_worker_client", PLUGIN_DIR / "drcn_worker_client.py")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    """A small random DRCN saved as .safetensors: the worker loads it by path."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
-    return str(path)
+def tiny(tiny_model_file: str) -> str:
+    """The worker loads the tiny model by path."""
+    return tiny_model_file
 
 
 @pytest.fixture(scope="module")
