@@ -156,23 +156,24 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                         f"batch of {image.shape[0]})")
     planes, mask_in_alpha = _split_alpha(image, mask)
     mm, cu = _comfy()
-    device = "auto"
-    if mm is not None:
-        device = mm.get_torch_device()
-        out_pixels = round(image.shape[1] * scale) * round(image.shape[2] * scale)
-        mm.free_memory(mm.module_size(model)
-                       + model.features * 16 * min(out_pixels, _WORKING_PIXELS), device)
+    device = mm.get_torch_device() if mm is not None else "auto"
     count = planes.shape[0]
-    bar = cu.ProgressBar(count) if cu is not None else None
     cancel = _interrupt_check(mm) if mm is not None else None
     outs = []
+    upscaler = None
     try:
         upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
+        if mm is not None:
+            out_pixels = round(image.shape[1] * scale) * round(image.shape[2] * scale)
+            mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
+                           * min(out_pixels, _WORKING_PIXELS), device)
+        bar = cu.ProgressBar(count) if cu is not None else None
         for i in range(count):
             outs.append(_from_engine(upscaler.upscale(
                 _to_engine(planes[i]), scale, progress=_batch_progress(bar, i, count),
                 cancel=cancel)))
     finally:
+        del upscaler  # its half-precision copy of the model lives on the device
         if mm is not None:
             model.to(mm.unet_offload_device())
             mm.soft_empty_cache()

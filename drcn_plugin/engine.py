@@ -162,7 +162,7 @@ class Upscaler:
         self.tile, self.batch, self.tta = tile, batch, tta
 
     # -- the tiled network on one Y plane ---------------------------------------------------
-    def _bytes_per_pixel(self) -> int:
+    def working_bytes_per_pixel(self) -> int:
         """Working memory of one forward pass per pixel: three live F-channel maps in the compute
         dtype plus the fp32 ensemble accumulator (measured on CPU: about 16 F bytes in fp32 and
         10 F in bf16), budgeted with 25% headroom."""
@@ -172,7 +172,7 @@ class Upscaler:
         avail = _available_memory(self.device)
         budget = avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
         halo = self.model.receptive_radius
-        bpp = self._bytes_per_pixel()
+        bpp = self.working_bytes_per_pixel()
         cache_sized = self.device.type == "cpu" and self.dtype != torch.float32
         if self.tile:
             tile = self.tile
