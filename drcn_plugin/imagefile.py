@@ -118,7 +118,7 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     if fmt in ("JPEG", "WEBP", "BMP") and im.mode in ("I;16", "F"):
         im = im.point(lambda v: v / 257).convert("L") if im.mode == "I;16" else \
             Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8))
-        info.notes.append(f"{fmt} stores 8 bits: reduced from 16")
+        info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
     return im
 
 
