@@ -48,6 +48,8 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
                 im.load()
                 info = ImageInfo(format=fmt, icc_profile=im.info.get("icc_profile"),
                                  dpi=_dpi(im.info.get("dpi")))
+                if getattr(im, "n_frames", 1) > 1:
+                    info.notes.append(f"{im.n_frames} frames: only the first was upscaled")
                 im = ImageOps.exif_transpose(im)
                 exif = im.getexif()
                 if exif:
