@@ -16,6 +16,7 @@ from pathlib import Path
 from .engine import CancelFn, ProgressFn, Upscaler
 from .errors import DRCNError
 from .imagefile import FORMATS, SUFFIX, atomic_save, encode, read_image, save_options
+from .sizing import TargetSize
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
             ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx", ".sgi", ".qoi", ".dds", ".avif"}
@@ -41,16 +42,17 @@ class Outcome:
     seconds: float = 0.0
 
 
-def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive: bool,
+def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, recursive: bool,
                  suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs; returns (jobs, one-line errors).
 
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
-    glob's matches -> a ``drcn-x3/`` folder beside them. ``output`` replaces that folder.
+    glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
+    ``output`` replaces that folder.
     """
     if fmt != "same" and fmt not in FORMATS:
         raise DRCNError(f"unknown --format {fmt!r}: use same, png, jpg, webp, tiff or bmp")
-    tag = f"drcn-x{scale:g}"
+    tag = f"drcn-{target.tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
     seen: set[Path] = set()
@@ -108,7 +110,7 @@ def _out_suffix(source: Path, fmt: str) -> str:
     return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
 
 
-def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quality: int = 95,
+def run_job(job: Job, upscaler: Upscaler, target: TargetSize, fmt: str = "same", quality: int = 95,
             overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file; never raises for a bad file."""
@@ -122,16 +124,16 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
             if not overwrite:
                 raise DRCNError(f"{job.target} exists (use --overwrite or --skip-existing)")
         array, info = read_image(job.source)
+        h, w = array.shape[:2]
+        oh, ow = target.resolve(h, w)
         try:
-            result = upscaler.upscale(array, scale, progress=progress, cancel=cancel)
+            result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
         except MemoryError as e:
             raise DRCNError(f"{job.source}: too large for this machine's memory") from e
         out_fmt = _out_format(job.source, fmt, info.format)
         image = encode(result, out_fmt, info)
         atomic_save(image, job.target, out_fmt, overwrite=overwrite,
-                    **save_options(out_fmt, info, scale, quality))
-        h, w = array.shape[:2]
-        oh, ow = result.shape[:2]
+                    **save_options(out_fmt, info, (ow / w, oh / h), quality))
         note = "; ".join(info.notes)
         return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0)
     except DRCNError as e:

@@ -114,7 +114,14 @@ def _print_eval(model: str, dataset: Path, results: dict) -> None:
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="image files, folders or globs")],
-    scale: Annotated[float, typer.Option("--scale", "-s", help="any factor from 1 to 16, e.g. 2, 2.5, 3")] = 2.0,
+    scale: Annotated[Optional[float], typer.Option(
+        "--scale", "-s", help="any factor from 1 to 16, e.g. 2, 2.5, 3 (default 2)")] = None,
+    width: Annotated[Optional[int], typer.Option(
+        min=1, help="output width in pixels; alone, keeps the aspect ratio")] = None,
+    height: Annotated[Optional[int], typer.Option(
+        min=1, help="output height in pixels; alone, keeps the aspect ratio")] = None,
+    long_edge: Annotated[Optional[int], typer.Option(
+        min=1, help="output length of the longer side, aspect ratio kept")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                       help="output folder (default: beside the input, never inside it)")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
@@ -129,17 +136,27 @@ def upscale(
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = from free memory)")] = 0,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")] = False,
 ) -> None:
-    """Upscale images with DRCN. Under torchrun, files are split across the processes."""
+    """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (no resize after
+    the model: DRCN runs at the exact size). Under torchrun, files are split across the
+    processes."""
     from .batch import collect_jobs, distributed, gather_outcomes, run_job
     from .engine import MAX_SCALE, Upscaler
     from .progress import BatchProgress
+    from .sizing import TargetSize
 
     with user_errors():
-        if not 1 <= scale <= MAX_SCALE:
+        if scale is not None and (width or height or long_edge):
+            raise DRCNError("--scale cannot be combined with --width, --height or --long-edge")
+        if long_edge and (width or height):
+            raise DRCNError("--long-edge cannot be combined with --width or --height")
+        if scale is not None and not 1 <= scale <= MAX_SCALE:
             raise DRCNError(f"--scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
         if overwrite and skip_existing:
             raise DRCNError("--overwrite and --skip-existing contradict each other; pick one")
-        jobs, errors = collect_jobs(inputs, scale, output, recursive, suffix, fmt)
+        exact = bool(width or height or long_edge)
+        target = TargetSize(None if exact else scale or 2.0, width or 0, height or 0,
+                            long_edge or 0)
+        jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
         rank, world, local = distributed()
         mine = jobs[rank::world]
         if device == "auto" and world > 1:
@@ -154,7 +171,7 @@ def upscale(
         with BatchProgress(console, len(mine), enabled=rank == 0) as bar:
             for job in mine:
                 bar.start(job)
-                out = run_job(job, upscaler, scale, fmt, quality, overwrite, skip_existing,
+                out = run_job(job, upscaler, target, fmt, quality, overwrite, skip_existing,
                               progress=bar.tiles)
                 bar.finish(out)
                 if out.status == "failed":

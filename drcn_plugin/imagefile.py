@@ -124,15 +124,18 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     return im
 
 
-def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
-    """Pillow save options carrying ICC, EXIF and scaled DPI (print size stays the same)."""
+def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
+                 quality: int) -> dict:
+    """Pillow save options carrying ICC, EXIF and scaled DPI (print size stays the same);
+    ``scale`` is one factor or (horizontal, vertical)."""
     opts: dict = {}
     if info.icc_profile:
         opts["icc_profile"] = info.icc_profile
     if info.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         opts["exif"] = info.exif
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
-        opts["dpi"] = (info.dpi[0] * scale, info.dpi[1] * scale)
+        sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+        opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
     if fmt in ("JPEG", "WEBP"):
         opts["quality"] = quality
     if fmt == "JPEG":
