@@ -65,7 +65,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
+def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
+    """A DRCN in eval mode from a state dict, F and D read from the tensor shapes; ``origin``
+    names the source in the error."""
     try:
         features = sd["embed.0.weight"].shape[0]
         recursions = sd["ensemble"].shape[0]
@@ -86,7 +88,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise DRCNError(f"cannot read weights file {path}: {e}") from e
-    return _from_state_dict(sd, str(path))
+    return from_state_dict(sd, str(path))
 
 
 def _load_folder(path: Path) -> DRCN:
