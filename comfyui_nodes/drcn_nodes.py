@@ -138,15 +138,6 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
     return 1.0 - mask.to(image)
 
 
-def target_size(height: int, width: int, scale: float, out_width: int = 0,
-                out_height: int = 0) -> tuple[int, int]:
-    """The output (height, width): from ``scale`` unless a target width or height is given."""
-    if not (out_width or out_height) and not 1.0 <= scale <= MAX_SCALE:
-        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
-    exact = bool(out_width or out_height)
-    return TargetSize(None if exact else scale, out_width, out_height).resolve(height, width)
-
-
 def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                   self_ensemble: bool = False, mask: torch.Tensor | None = None,
                   width: int = 0, height: int = 0,
@@ -167,7 +158,10 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     if per_batch < 0:
         raise DRCNError(f"per_batch {per_batch} must be 0 (all frames) or more")
     count, h, w, channels = image.shape
-    oh, ow = target_size(h, w, scale, width, height)
+    target = TargetSize.of(scale, width, height)
+    if not target.exact and not 1.0 <= scale <= MAX_SCALE:
+        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+    oh, ow = target.resolve(h, w)
     alpha = _mask_alpha(image, mask)
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4

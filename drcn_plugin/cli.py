@@ -153,9 +153,7 @@ def upscale(
             raise DRCNError(f"--scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
         if overwrite and skip_existing:
             raise DRCNError("--overwrite and --skip-existing contradict each other; pick one")
-        exact = bool(width or height or long_edge)
-        target = TargetSize(None if exact else scale or 2.0, width or 0, height or 0,
-                            long_edge or 0)
+        target = TargetSize.of(scale or 2.0, width or 0, height or 0, long_edge or 0)
         jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
         rank, world, local = distributed()
         mine = jobs[rank::world]
@@ -219,17 +217,28 @@ app.add_typer(gimp_app, name="gimp")
 @gimp_app.command("install")
 def gimp_install_cmd(
     gimp_dir: Annotated[Optional[Path], typer.Option(
-        help="GIMP 3 user folder (default: the platform's, e.g. ~/.config/GIMP/3.0)")] = None,
+        help="GIMP 3 user folder (default: every one found: native, Flatpak, Snap, macOS, "
+             "Windows)")] = None,
 ) -> None:
     """Install the GIMP 3 plug-in; its worker will run on this Python."""
     import sys
 
-    from .gimp_install import install
+    from .gimp_install import GimpProfile, find_gimp_profiles, install
 
     with user_errors():
-        dest = install(gimp_dir)
-    console.print(f"installed {dest} (worker Python: {sys.executable}); restart GIMP to load it",
-                  soft_wrap=True, highlight=False)
+        profiles = [GimpProfile("given", gimp_dir)] if gimp_dir else find_gimp_profiles()
+        if len(profiles) > 1:
+            console.print(f"found {len(profiles)} GIMP 3 user folders: "
+                          + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
+                          + "; installing into each", soft_wrap=True, highlight=False)
+        for profile in profiles:
+            dest = install(profile.path)
+            console.print(f"installed {dest} (worker Python: {sys.executable})",
+                          soft_wrap=True, highlight=False)
+            if profile.note():
+                console.print(f"[yellow]note:[/] {profile.note()}", soft_wrap=True,
+                              highlight=False)
+        console.print("restart GIMP to load it", highlight=False)
 
 
 comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")

@@ -33,6 +33,13 @@ class TargetSize:
         if self.scale is not None and not math.isfinite(self.scale):
             raise DRCNError(f"scale {self.scale} is not a number")
 
+    @classmethod
+    def of(cls, scale: float, width: int = 0, height: int = 0,
+           long_edge: int = 0) -> TargetSize:
+        """Front ends whose scale always has a value: any target given replaces it."""
+        exact = bool(width or height or long_edge)
+        return cls(None if exact else scale, width, height, long_edge)
+
     @property
     def exact(self) -> bool:
         """True when pixels were asked for rather than a factor."""
@@ -53,7 +60,7 @@ class TargetSize:
         return output_size(height, width, size=(oh, ow))
 
     def tag(self) -> str:
-        """A short name for folder names: ``x2.5``, ``w1000``, ``h500``, ``900x500``, ``long2048``."""
+        """A short name for folders: ``x2.5``, ``w1000``, ``h500``, ``900x500``, ``long2048``."""
         if self.long_edge:
             return f"long{self.long_edge}"
         if self.width and self.height:
