@@ -6,7 +6,14 @@ with ComfyUI's own parser, starts ComfyUI headless on 127.0.0.1 (``--cpu``), the
 1. cancels a long tiled job (POST /interrupt) and measures how far it ran on;
 2. queues the example API workflow (the next job after the cancel) and compares the saved PNG with
    ``drcn upscale`` and with the engine called here: size, PSNR, largest difference (<= 1 LSB);
-3. queues bad inputs (scale out of range, missing and corrupt weights, a too-small tile, a 0-pixel
+3. DRCN to Upscale Model -> ComfyUI's own "Upscale Image (using Model)": on an image smaller
+   than one of its tiles the pixels must equal ``drcn upscale --scale 2`` (<= 2 LSB); on a large
+   image its 512-pixel tiles are blended by ComfyUI: PSNR against ``drcn upscale``, overall and in
+   the bands where the tiles overlap;
+4. DRCN Upscale with an exact width (aspect kept) against ``drcn upscale --width``;
+5. a 120-frame 640x360 batch (RepeatImageBatch) x2 with per_batch 16 and 0: ComfyUI's peak
+   resident memory during each run (a tiny model, so frames dominate);
+6. queues bad inputs (scale out of range, missing and corrupt weights, a too-small tile, a 0-pixel
    image from a throwaway test node) and prints the message ComfyUI reports for each.
 
 Usage: python check_real_comfyui.py COMFYUI_DIR [--python PY] [--image PNG] [--port 8189]
@@ -36,13 +43,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from drcn_plugin.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.metrics import psnr
+from drcn_plugin.model import DRCN
 
 HOST = "127.0.0.1"
-WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "drcn_upscale_api.json"
+API = Path(__file__).resolve().parent.parent / "api_workflows"
+WORKFLOW = API / "drcn_upscale.json"
+MODEL_WORKFLOW = API / "drcn_upscale_model.json"
+TINY = "drcn_check_tiny.safetensors"  # a small random DRCN for the frame-batch memory run
 EMPTY_NODE = "drcn_check_empty_image.py"  # a throwaway node that outputs a 0-pixel IMAGE
 EMPTY_NODE_SOURCE = '''import torch
 
@@ -307,6 +319,123 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
               f"{int(diff.max())} LSB, {100 * float((diff > 0).mean()):.2f}% of values differ")
 
 
+def drcn_cli(source: Path, *args: str) -> np.ndarray | None:
+    """`drcn upscale SOURCE ARGS` as an RGB array, or None (reported) when it fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        drcn = shutil.which("drcn", path=str(Path(sys.executable).parent)) or "drcn"
+        cli = subprocess.run([drcn, "upscale", str(source), *args, "-o", tmp, "--format", "png"],
+                             capture_output=True, text=True)
+        outs = glob.glob(os.path.join(tmp, "*.png"))
+        if not check(cli.returncode == 0 and len(outs) == 1,
+                     f"drcn upscale {' '.join(args)} (exit {cli.returncode})"):
+            print(cli.stderr[-800:])
+            return None
+        return np.array(Image.open(outs[0]).convert("RGB"))
+
+
+def run_saved(comfy: Comfy, folder: Path, wf: dict, node: str, what: str) -> np.ndarray | None:
+    """Queue ``wf``, wait, and read the first image its output node ``node`` saved."""
+    status, answer = comfy.queue(wf)
+    if not check(status == 200, f"queue {what}: HTTP {status} {answer.get('error', '')}"):
+        return None
+    start = time.monotonic()
+    event, data, _ = comfy.wait(answer["prompt_id"])
+    if not check(event == "execution_success", f"{what}: {event} in {time.monotonic() - start:.1f}"
+                 f" s {data.get('exception_message', '')}".rstrip()):
+        return None
+    saved = comfy.history(answer["prompt_id"])["outputs"][node]["images"][0]
+    return np.array(Image.open(folder / saved["type"] / saved["subfolder"]
+                               / saved["filename"]).convert("RGB"))
+
+
+def model_checks(comfy: Comfy, folder: Path, source: Path) -> None:
+    """DRCN to Upscale Model through ComfyUI's ImageUpscaleWithModel, small and large."""
+    src = Image.open(source).convert("RGB")
+    small = src.crop((0, 0, min(src.width, 320), min(src.height, 240)))
+    large = src.resize((1000, 750), Image.BICUBIC)  # 2 x 2 of ComfyUI's 512-pixel tiles
+    for name, img in (("small", small), ("large", large)):
+        path = folder / "input" / f"drcn_check_{name}.png"
+        img.save(path)
+        wf = json.loads(MODEL_WORKFLOW.read_text())
+        wf["1"]["inputs"]["image"] = path.name
+        wf["5"]["inputs"]["filename_prefix"] = f"DRCN_model_{name}"
+        got = run_saved(comfy, folder, wf, "5", f"DRCN to Upscale Model x2 on {img.width}x"
+                        f"{img.height} through Upscale Image (using Model)")
+        ref = drcn_cli(path, "--scale", "2")
+        if got is None or ref is None:
+            continue
+        if not check(got.shape == ref.shape, f"{name}: ComfyUI {got.shape} vs drcn {ref.shape}"):
+            continue
+        diff = np.abs(got.astype(int) - ref.astype(int))
+        value = psnr(torch.from_numpy(got).double(), torch.from_numpy(ref).double())
+        if name == "small":
+            check(int(diff.max()) <= 2, f"small image (one tile): max diff {int(diff.max())} LSB,"
+                  f" PSNR {value:.2f} dB vs drcn upscale --scale 2")
+            continue
+        seam = np.zeros(got.shape[:2], bool)  # where ComfyUI's tiles (512, overlap 32) overlap
+        for axis, length in ((0, img.height), (1, img.width)):
+            for pos in range(480, length - 32, 480):
+                band = slice(2 * pos, 2 * (pos + 32))
+                if axis == 0:
+                    seam[band] = True
+                else:
+                    seam[:, band] = True
+        in_seam = psnr(torch.from_numpy(got[seam]).double(), torch.from_numpy(ref[seam]).double())
+        rest = psnr(torch.from_numpy(got[~seam]).double(), torch.from_numpy(ref[~seam]).double())
+        check(value >= 40 and in_seam >= 40, f"large image through ComfyUI's tiling: PSNR "
+              f"{value:.2f} dB vs drcn upscale (tile overlaps {in_seam:.2f} dB, elsewhere "
+              f"{rest:.2f} dB), max diff {int(diff.max())} LSB")
+
+
+def size_check(comfy: Comfy, folder: Path, image: str, source: Path) -> None:
+    """DRCN Upscale with width only: the aspect ratio is kept; same pixels as drcn --width."""
+    wf = workflow(image, 2.0, prefix="DRCN_width")
+    src = Image.open(source)
+    width = src.width * 2 + 7
+    wf["3"]["inputs"].update(width=width, height=0)
+    got = run_saved(comfy, folder, wf, "4", f"DRCN Upscale width={width}")
+    ref = drcn_cli(source, "--width", str(width))
+    if got is None or ref is None:
+        return
+    ok = got.shape == ref.shape and int(np.abs(got.astype(int) - ref.astype(int)).max()) <= 1
+    check(ok, f"exact width: ComfyUI {got.shape[1]}x{got.shape[0]}, drcn upscale --width "
+          f"{ref.shape[1]}x{ref.shape[0]} (input {src.width}x{src.height}), max diff "
+          f"{int(np.abs(got.astype(int) - ref.astype(int)).max()) if ok else 'n/a'} LSB")
+
+
+def _memory(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(field + ":"))
+
+
+def frames_check(comfy: Comfy, folder: Path, source: Path) -> None:
+    """120 frames of 640x360 x2 through DRCN Upscale: ComfyUI's peak memory per per_batch."""
+    frame = Image.open(source).convert("RGB").resize((640, 360), Image.BICUBIC)
+    rises = {}
+    for per_batch in (16, 0):
+        name = f"drcn_check_frame_{per_batch}.png"  # its own name: no cached upstream outputs
+        frame.save(folder / "input" / name)
+        wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+              "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0],
+                                                                "amount": 120}},
+              "3": {"class_type": "DRCNModelLoader", "inputs": {"model_name": TINY,
+                                                               "hub_or_path": ""}},
+              "4": {"class_type": "DRCNUpscale", "inputs": {
+                  "image": ["2", 0], "drcn_model": ["3", 0], "scale": 2.0, "tile": 0,
+                  "self_ensemble": False, "width": 0, "height": 0, "per_batch": per_batch}},
+              "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
+        rss = _memory(comfy.proc.pid, "VmRSS")
+        Path(f"/proc/{comfy.proc.pid}/clear_refs").write_text("5")  # peak := now
+        got = run_saved(comfy, folder, wf, "5", f"120 frames 640x360 x2, per_batch={per_batch}")
+        if got is None:
+            return
+        rises[per_batch] = (_memory(comfy.proc.pid, "VmHWM") - rss) / 2**30
+    output = 120 * 720 * 1280 * 3 * 4 / 2**30
+    check(rises[16] < rises[0], f"frame batch peak memory rise in ComfyUI: per_batch=16 "
+          f"{rises[16]:.2f} GiB, per_batch=0 (all) {rises[0]:.2f} GiB; the IMAGE output alone "
+          f"is {output:.2f} GiB and the 120 input frames {output / 4:.2f} GiB")
+
+
 def error_checks(comfy: Comfy, image: str) -> None:
     """Bad inputs must come back as one clear line, from validation or from our node."""
     broken = "drcn_check_broken.safetensors"
@@ -342,6 +471,7 @@ def main() -> int:
     parser.add_argument("--image", type=Path, help="test image (default: input/example.png)")
     parser.add_argument("--scale", type=float, default=2.5)
     parser.add_argument("--port", type=int, default=8189)
+    parser.add_argument("--skip-cancel", action="store_true", help="leave out the cancel check")
     args = parser.parse_args()
     folder = args.comfyui_dir.resolve()
     python = args.python or default_python(folder)
@@ -351,22 +481,29 @@ def main() -> int:
     install(folder, python)
     registry_metadata(folder, python)
     (folder / "models" / "drcn" / "drcn_check_broken.safetensors").write_bytes(b"not weights")
+    torch.manual_seed(0)
+    save_file(DRCN(features=8, recursions=3).state_dict(), str(folder / "models" / "drcn" / TINY))
     (folder / "custom_nodes" / EMPTY_NODE).write_text(EMPTY_NODE_SOURCE)
     log = Path(tempfile.gettempdir()) / "drcn-check-comfyui.log"
     comfy = Comfy(folder, python, args.port, log)
     try:
         info = comfy.get("/object_info")
         ours = {k: (v["display_name"], v["category"]) for k, v in info.items()
-                if k in ("DRCNModelLoader", "DRCNUpscale")}
-        check(len(ours) == 2, f"ComfyUI {comfy.get('/system_stats')['system']['comfyui_version']}"
+                if k in ("DRCNModelLoader", "DRCNUpscale", "DRCNToUpscaleModel")}
+        check(len(ours) == 3, f"ComfyUI {comfy.get('/system_stats')['system']['comfyui_version']}"
               f" loaded the nodes: {ours}")
-        cancel_check(comfy, image)
+        if not args.skip_cancel:
+            cancel_check(comfy, image)
         compare_check(comfy, folder, source, image, args.scale)
+        model_checks(comfy, folder, source)
+        size_check(comfy, folder, image, source)
+        frames_check(comfy, folder, source)
         error_checks(comfy, image)
     finally:
         comfy.close()
         (folder / "custom_nodes" / EMPTY_NODE).unlink()
-        (folder / "models" / "drcn" / "drcn_check_broken.safetensors").unlink()
+        for name in ("drcn_check_broken.safetensors", TINY):
+            (folder / "models" / "drcn" / name).unlink()
     failed = sum(not ok for ok, _ in RESULTS)
     print(f"{len(RESULTS) - failed} passed, {failed} failed (ComfyUI log: {log})")
     return 1 if failed else 0
