@@ -12,7 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .engine import Upscaler
 from .errors import DRCNError
-from .imaging import make_pair, protocol_y, quantize8
+from .degrade import Recipe, degraded_pair, image_y, seed_for
+from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -28,32 +29,45 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_y(path: Path) -> torch.Tensor:
-    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+def load_image8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey."""
     try:
         with Image.open(path) as im:
             im = im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
             a = torch.from_numpy(np.array(im)).double()
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise DRCNError(f"cannot read image {path}: {e}") from e
-    return a if a.dim() == 2 else protocol_y(a.permute(2, 0, 1))
+    return a if a.dim() == 2 else a.permute(2, 0, 1)
+
+
+def load_y(path: Path) -> torch.Tensor:
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+    return image_y(load_image8(path))
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
-             on_image: Callable[[int, str], None] | None = None) -> dict[str, dict]:
+             on_image: Callable[[int, str], None] | None = None,
+             degrade: Recipe | None = None) -> dict[str, dict]:
     """PSNR/SSIM (dataset means) per scale; ``upscaler=None`` scores bicubic alone.
+
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
 
     Returns ``{"3": {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds_per_image",
     "images": {name: {...}}, ["depth_psnr": [...], "ensemble_psnr": ...]}}``.
     """
     files = list_images(folder)
-    hrs = [(p.stem, load_y(p)) for p in files]
+    hrs = [(p.stem, load_y(p) if degrade is None else load_image8(p)) for p in files]
     results: dict[str, dict] = {}
     for s in scales:
         rows: dict[str, dict] = {}
-        for name, y in hrs:
-            hr, _, ilr = make_pair(y, s)
+        for name, image in hrs:
+            if degrade is None:
+                hr, _, ilr = make_pair(image, s)
+            else:
+                gen = torch.Generator().manual_seed(seed_for(name, s))
+                hr, ilr = degraded_pair(image, s, degrade, gen)
             row = {"bicubic_psnr": psnr(ilr, hr, s), "bicubic_ssim": ssim(ilr, hr, s)}
             if upscaler is None:
                 row.update(psnr=row["bicubic_psnr"], ssim=row["bicubic_ssim"], seconds=0.0)

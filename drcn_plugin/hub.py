@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .errors import DRCNError
-from .model import DRCN
+from .model import DRCN, interpolate
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
+PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
 
 
 def weights_dir() -> Path:
@@ -134,3 +135,22 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     names = ", ".join(SHIPPED)
     raise DRCNError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a model "
                     "folder, or hf:owner/name")
+
+
+def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
+    """A shipped model moved toward its photo variant: 0 is the clean model, 1 the photo model.
+
+    Between the two the weights are interpolated (the photo model was fine-tuned from the clean
+    one, so the blend is meaningful); ``spec`` may name either model of the pair.
+    """
+    clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
+    if clean is None:
+        raise DRCNError(f"model {spec!r} has no photo variant to blend with; a denoise strength "
+                        f"works with {', '.join(PHOTO_VARIANTS)}")
+    if not 0 <= strength <= 1:
+        raise DRCNError(f"denoise strength {strength:g} is outside 0..1")
+    if strength == 0:
+        return load_model(clean)
+    if strength == 1:
+        return load_model(PHOTO_VARIANTS[clean])
+    return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)
