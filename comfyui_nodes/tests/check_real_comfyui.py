@@ -352,7 +352,7 @@ def model_checks(comfy: Comfy, folder: Path, source: Path) -> None:
     """DRCN to Upscale Model through ComfyUI's ImageUpscaleWithModel, small and large."""
     src = Image.open(source).convert("RGB")
     small = src.crop((0, 0, min(src.width, 320), min(src.height, 240)))
-    large = src.resize((1000, 750), Image.BICUBIC)  # 2 x 2 of ComfyUI's 512-pixel tiles
+    large = src.resize((800, 600), Image.BICUBIC)  # 2 x 2 of ComfyUI's 512-pixel tiles
     for name, img in (("small", small), ("large", large)):
         path = folder / "input" / f"drcn_check_{name}.png"
         img.save(path)
