@@ -333,13 +333,15 @@ def drcn_cli(source: Path, *args: str) -> np.ndarray | None:
         return np.array(Image.open(outs[0]).convert("RGB"))
 
 
-def run_saved(comfy: Comfy, folder: Path, wf: dict, node: str, what: str) -> np.ndarray | None:
-    """Queue ``wf``, wait, and read the first image its output node ``node`` saved."""
+def run_saved(comfy: Comfy, folder: Path, wf: dict, node: str, what: str,
+              timeout: float = 1800) -> np.ndarray | None:
+    """Queue ``wf``, wait up to ``timeout`` s (2 busy cores are slow), and read the first image
+    its output node ``node`` saved."""
     status, answer = comfy.queue(wf)
     if not check(status == 200, f"queue {what}: HTTP {status} {answer.get('error', '')}"):
         return None
     start = time.monotonic()
-    event, data, _ = comfy.wait(answer["prompt_id"])
+    event, data, _ = comfy.wait(answer["prompt_id"], timeout)
     if not check(event == "execution_success", f"{what}: {event} in {time.monotonic() - start:.1f}"
                  f" s {data.get('exception_message', '')}".rstrip()):
         return None
