@@ -17,6 +17,7 @@ with ComfyUI's own parser, starts ComfyUI headless on 127.0.0.1 (``--cpu``), the
    image from a throwaway test node) and prints the message ComfyUI reports for each.
 
 Usage: python check_real_comfyui.py COMFYUI_DIR [--python PY] [--image PNG] [--port 8189]
+       [--checks cancel,compare,model,size,frames,errors]
 Run it with a Python that has drcn-plugin (and its ``drcn`` command); ComfyUI's own Python
 (``--python``, default: COMFYUI_DIR/venv) must have ComfyUI's requirements. Exits 1 on a failure.
 """
@@ -55,6 +56,7 @@ API = Path(__file__).resolve().parent.parent / "api_workflows"
 WORKFLOW = API / "drcn_upscale.json"
 MODEL_WORKFLOW = API / "drcn_upscale_model.json"
 TINY = "drcn_check_tiny.safetensors"  # a small random DRCN for the frame-batch memory run
+CHECKS = ("cancel", "compare", "model", "size", "frames", "errors")
 EMPTY_NODE = "drcn_check_empty_image.py"  # a throwaway node that outputs a 0-pixel IMAGE
 EMPTY_NODE_SOURCE = '''import torch
 
@@ -425,10 +427,12 @@ def frames_check(comfy: Comfy, folder: Path, source: Path) -> None:
               "4": {"class_type": "DRCNUpscale", "inputs": {
                   "image": ["2", 0], "drcn_model": ["3", 0], "scale": 2.0, "tile": 0,
                   "self_ensemble": False, "width": 0, "height": 0, "per_batch": per_batch}},
-              "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}}
+              "5": {"class_type": "ImageFromBatch", "inputs": {"image": ["4", 0],
+                                                              "batch_index": 0, "length": 1}},
+              "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}}
         rss = _memory(comfy.proc.pid, "VmRSS")
         Path(f"/proc/{comfy.proc.pid}/clear_refs").write_text("5")  # peak := now
-        got = run_saved(comfy, folder, wf, "5", f"120 frames 640x360 x2, per_batch={per_batch}")
+        got = run_saved(comfy, folder, wf, "6", f"120 frames 640x360 x2, per_batch={per_batch}")
         if got is None:
             return
         rises[per_batch] = (_memory(comfy.proc.pid, "VmHWM") - rss) / 2**30
@@ -473,7 +477,8 @@ def main() -> int:
     parser.add_argument("--image", type=Path, help="test image (default: input/example.png)")
     parser.add_argument("--scale", type=float, default=2.5)
     parser.add_argument("--port", type=int, default=8189)
-    parser.add_argument("--skip-cancel", action="store_true", help="leave out the cancel check")
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help=f"comma-separated subset of {','.join(CHECKS)} (default: all)")
     args = parser.parse_args()
     folder = args.comfyui_dir.resolve()
     python = args.python or default_python(folder)
@@ -494,13 +499,16 @@ def main() -> int:
                 if k in ("DRCNModelLoader", "DRCNUpscale", "DRCNToUpscaleModel")}
         check(len(ours) == 3, f"ComfyUI {comfy.get('/system_stats')['system']['comfyui_version']}"
               f" loaded the nodes: {ours}")
-        if not args.skip_cancel:
-            cancel_check(comfy, image)
-        compare_check(comfy, folder, source, image, args.scale)
-        model_checks(comfy, folder, source)
-        size_check(comfy, folder, image, source)
-        frames_check(comfy, folder, source)
-        error_checks(comfy, image)
+        chosen = set(args.checks.split(","))
+        for name, run in (("cancel", lambda: cancel_check(comfy, image)),
+                          ("compare", lambda: compare_check(comfy, folder, source, image,
+                                                            args.scale)),
+                          ("model", lambda: model_checks(comfy, folder, source)),
+                          ("size", lambda: size_check(comfy, folder, image, source)),
+                          ("frames", lambda: frames_check(comfy, folder, source)),
+                          ("errors", lambda: error_checks(comfy, image))):
+            if name in chosen:
+                run()
     finally:
         comfy.close()
         (folder / "custom_nodes" / EMPTY_NODE).unlink()
