@@ -75,26 +75,39 @@ def eval_cmd(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results here")] = None,
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
+    plot: Annotated[Optional[Path], typer.Option(
+        help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
+             "level, into this PNG (implies --per-depth; needs the [plot] extra)")] = None,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
+    from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
-    from .evaluation import evaluate
+    from .evaluation import evaluate, list_images
 
     with user_errors():
         if any(s < 2 or s > 8 for s in scale):
             raise DRCNError("--scale takes integer factors from 2 to 8")
         recipe = Recipe.parse(degrade) if degrade else None
+        if plot is not None:  # checked before the (long) evaluation
+            if model == "bicubic":
+                raise DRCNError("--plot draws each recursion depth of a DRCN model; "
+                                "bicubic has none")
+            check_png_target(plot, list_images(dataset))
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
                                                             precision=precision, tta=tta)
+        per_depth = (per_depth or plot is not None) and upscaler is not None
         with console.status(f"evaluating {model} on {dataset}"):
-            results = evaluate(upscaler, dataset, scale, per_depth=per_depth and upscaler is not None,
-                               degrade=recipe)
+            results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe)
         _print_eval(model, dataset, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
 
             atomic_write_bytes(json_out, json.dumps(results, indent=2).encode())
+        if plot is not None:
+            title = f"{model} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
+            recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
+            console.print(f"wrote {plot}")
 
 
 def _print_eval(model: str, dataset: Path, results: dict) -> None:
@@ -184,17 +197,24 @@ def compare(
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the small image before it is enlarged, e.g. jpeg:75 or noise:5,jpeg:85")]
+    = "",
+    seed: Annotated[int, typer.Option(help="seed of the degradation's random draws")] = 0,
 ) -> None:
     """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
     from .compare import compare_image
+    from .degrade import Recipe
     from .engine import MAX_SCALE, Upscaler
     from .imagefile import atomic_save, read_image
 
     with user_errors():
         if not 1 < scale <= MAX_SCALE:
             raise DRCNError(f"--scale {scale:g} is out of range: use more than 1, at most {MAX_SCALE:g}")
+        recipe = Recipe.parse(degrade) if degrade else None
         array, _ = read_image(image)
-        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop)
+        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop,
+                              degrade=recipe, seed=seed)
         target = output or image.with_name(f"{image.stem}-compare-x{scale:g}.png")
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}")
@@ -286,6 +306,8 @@ def train_cmd(
     = "",
     degrade_copies: Annotated[int, typer.Option(help="degraded draws of each pair")] = 3,
     val_degrade: Annotated[str, typer.Option(help="validate on LR degraded so, e.g. jpeg:75")] = "",
+    curves: Annotated[bool, typer.Option(
+        help="redraw OUT/curves.png at every validation and at the end (the [plot] extra)")] = True,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
     from .train import TrainConfig, train_with_progress
@@ -299,13 +321,26 @@ def train_cmd(
             clip=clip, alpha=alpha, alpha_decay=alpha_decay, init=init, val_data=val_data,
             val_every=val_every, test_data=test_data, baseline=baseline, name=name,
             device=device, precision=precision, seed=seed, stop_at=stop_at, degrade=degrade,
-            degrade_copies=degrade_copies, val_degrade=val_degrade)
+            degrade_copies=degrade_copies, val_degrade=val_degrade, curves=curves)
         log = train_with_progress(cfg, resume=resume, console=console)
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)")
         elif log.get("stopped_at"):
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
+
+
+@app.command("plot-train")
+def plot_train_cmd(
+    run: Annotated[Path, typer.Argument(help="a run folder (its log.json) or a training log file")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="PNG to write (default: curves.png in the run folder)")] = None,
+) -> None:
+    """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
+    from .charts import redraw_training_curves
+
+    with user_errors():
+        console.print(f"wrote {redraw_training_curves(run, output)}")
 
 
 def main() -> None:

@@ -7,3 +7,7 @@ class DRCNError(Exception):
 
 class Cancelled(DRCNError):
     """The caller asked the engine to stop between tiles."""
+
+
+class MissingDependencyError(DRCNError):
+    """An optional extra is not installed; the message says what to install."""

@@ -4,13 +4,15 @@
 the command line). Under ``torchrun`` each process takes its slice of every global batch and
 DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0 validates,
 logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full training state),
-``log.json``, and at the end ``NAME.safetensors`` (the shipped weight format) and ``NAME.md``.
+``log.json``, ``curves.png`` (redrawn at every validation), and at the end ``NAME.safetensors``
+(the shipped weight format) and ``NAME.md``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import platform
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from .charts import training_curves
 from .data import DOWNSCALES, PatchSet, augment, load_images, make_patches
 from .degrade import Recipe
 from .engine import Upscaler, pick_device
@@ -38,6 +41,7 @@ from .model import DRCN
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step", "constant")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +82,7 @@ class TrainConfig:
     degrade: str = ""  # a degradation recipe (see degrade.py) applied to the training LR images
     degrade_copies: int = 3  # degraded copies of each (image, shrink, scale) pair
     val_degrade: str = ""  # validate on LR images degraded by this fixed recipe
+    curves: bool = True  # redraw curves.png at every validation and at the end
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -273,10 +278,6 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
         model.train()
 
 
-def _mean_psnr(results: dict) -> float:
-    return sum(r["psnr"] for r in results.values()) / len(results)
-
-
 class Trainer:
     """One training run; see :func:`train`."""
 
@@ -286,10 +287,10 @@ class Trainer:
         self.out = Path(cfg.out)
         self.dist, self.device = setup_distributed(cfg.device)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
-        if ckpt is not None:  # the saved recipe wins; only where to stop may change
-            stop_at, out = cfg.stop_at, cfg.out
+        if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
+            stop_at, out, curves = cfg.stop_at, cfg.out, cfg.curves
             cfg = TrainConfig.from_dict(ckpt["config"])
-            cfg.stop_at, cfg.out = stop_at, out
+            cfg.stop_at, cfg.out, cfg.curves = stop_at, out, curves
         self.cfg, self.on_progress = cfg, on_progress
         if cfg.batch % self.dist.world:
             raise DRCNError(f"--batch {cfg.batch} does not split over {self.dist.world} processes")
@@ -320,6 +321,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(self.cfg, s, self.total or 10**12))
         self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
+        self.curves = True
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
@@ -380,12 +382,16 @@ class Trainer:
         self.total = max(int(total.item()), self.step + 1)
 
     # -- validation, checkpoints, log --------------------------------------------------------
-    def _validate(self) -> float | None:
+    def _validate(self) -> dict:
+        """``val_psnr`` (mean over scales, None without a validation folder) and, if measured,
+        ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
         if not self.val_folder:
-            return None
+            return {"val_psnr": None}
         res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device, strict_fp32=False,
                         degrade=self.val_recipe)
-        return _mean_psnr(res)
+        per_scale = {s: r["psnr"] for s, r in res.items()}
+        return {"val_psnr": sum(per_scale.values()) / len(per_scale),
+                "val_psnr_per_scale": per_scale}
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
@@ -408,7 +414,20 @@ class Trainer:
                "best_val_psnr": self.best if self.best > -math.inf else None,
                "history": self.history, **extra}
         atomic_write_bytes(self.out / "log.json", json.dumps(log, indent=2).encode())
+        self._draw_curves(log)
         return log
+
+    def _draw_curves(self, log: dict) -> None:
+        """Redraw ``curves.png`` from the log. A chart never stops a training: on the first
+        failure (matplotlib missing, say) one warning is logged and no more charts are tried."""
+        if not (self.cfg.curves and self.curves):
+            return
+        try:
+            training_curves(log, self.out / "curves.png")
+        except Exception as e:  # noqa: BLE001 - any chart failure must leave the run going
+            self.curves = False
+            logger.warning("curves.png not drawn (%s); training goes on without it",
+                           str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     def _checkpoint(self, val: float | None) -> None:
         is_best = val is not None and val > self.best
@@ -442,7 +461,7 @@ class Trainer:
                 elif self.step == 30 and calib is not None:
                     self._fit_total(started, calib)
             at_val = cfg.val_every and self.step % cfg.val_every == 0 and self.step < (self.total or 0)
-            if loss_n >= 25 or at_val or self.step == self.total:
+            if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 now = time.perf_counter()
                 self.elapsed = now - started
@@ -453,8 +472,8 @@ class Trainer:
                                      "alpha": alpha_at(cfg, self.step, self.total or 10**12),
                                      "seconds": round(self.elapsed, 2)})
                 if at_val and main:
-                    val = self._validate()
-                    self.history[-1]["val_psnr"] = val
+                    self.history[-1].update(self._validate())
+                    val = self.history[-1]["val_psnr"]
                     self._checkpoint(val)
                     self._log()
                 if main and self.on_progress:
@@ -480,10 +499,9 @@ class Trainer:
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = self._measure(model, folders)
-        val = self._validate()
-        self.history.append({"step": self.step, "event": "end", "val_psnr": val,
+        self.history.append({"step": self.step, "event": "end", **self._validate(),
                              "seconds": round(self.elapsed, 2)})
-        self._checkpoint(val)
+        self._checkpoint(self.history[-1]["val_psnr"])
         baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
             if cfg.baseline else {}
         from .hub import sha256_of
@@ -594,7 +612,7 @@ def command_line(cfg: TrainConfig, steps: int) -> str:
     for f in fields(TrainConfig):
         value = getattr(cfg, f.name)
         if f.name in ("data", "scales", "features", "recursions", "steps", "minutes", "out",
-                      "stop_at", "device") \
+                      "stop_at", "device", "curves") \
                 or value == getattr(default, f.name):
             continue
         flag = flags.get(f.name, "--" + f.name.replace("_", "-"))

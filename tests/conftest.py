@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from drcn_plugin.model import DRCN
 
@@ -71,3 +73,39 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def plotted_lines(fig) -> dict[str, list[tuple[float, float]]]:
+    """The labelled lines of a matplotlib figure, all axes: label -> [(x, y), ...] as drawn."""
+    return {line.get_label(): [(float(x), float(y)) for x, y in line.get_xydata()]
+            for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every figure the chart functions save during the test, in order (PNGs still written)."""
+    from drcn_plugin import charts
+
+    figures: list = []
+    save = charts.save_png
+
+    def record(fig, path):
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(charts, "save_png", record)
+    return figures
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def check_png(path: Path, width: int = 800, max_bytes: int = 200_000) -> None:
+    """``path`` decodes as a PNG of README width and stays small."""
+    with Image.open(path) as im:
+        im.load()
+        assert (im.format, im.width) == ("PNG", width)
+    assert path.stat().st_size < max_bytes
