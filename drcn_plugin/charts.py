@@ -38,10 +38,10 @@ def check_png_target(path: Path, inputs: Iterable[Path] = ()) -> None:
     """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
     the command's ``inputs``, or cannot be drawn because matplotlib is missing."""
     path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise DRCNError(f"{path}: charts are written as PNG; give a file name ending in .png")
     if path.is_dir():
         raise DRCNError(f"{path} is a folder; give a file name ending in .png")
+    if path.suffix.lower() != ".png":
+        raise DRCNError(f"{path}: charts are written as PNG; give a file name ending in .png")
     real = os.path.realpath(path)
     if any(os.path.realpath(p) == real for p in inputs):
         raise DRCNError(f"{path} is an input of this command; choose another file for the chart")
@@ -100,6 +100,7 @@ def training_curves(log: dict, path: Path) -> Figure:
                   color="C0", label="mean over scales")
     lr.plot([r["step"] for r in steps], [r["lr"] for r in steps], color="C2",
             label="learning rate")
+    lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     alpha.plot([r["step"] for r in steps], [r["alpha"] for r in steps], color="C3", label="alpha")
     titles = ("training loss (log scale)", "validation PSNR (dB)", "learning rate",
               "alpha (weight of the per-depth loss)")

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -58,7 +59,7 @@ def user_errors():
     try:
         yield
     except DRCNError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -107,7 +108,7 @@ def eval_cmd(
         if plot is not None:
             title = f"{model} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
-            console.print(f"wrote {plot}")
+            console.print(f"wrote {plot}", markup=False, highlight=False)
 
 
 def _print_eval(model: str, dataset: Path, results: dict) -> None:
@@ -340,7 +341,8 @@ def plot_train_cmd(
     from .charts import redraw_training_curves
 
     with user_errors():
-        console.print(f"wrote {redraw_training_curves(run, output)}")
+        console.print(f"wrote {redraw_training_curves(run, output)}", markup=False,
+                      highlight=False)
 
 
 def main() -> None:

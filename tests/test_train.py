@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from PIL import Image
 from conftest import DATA, check_png, plotted_lines
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
