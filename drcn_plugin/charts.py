@@ -158,7 +158,7 @@ def recursion_chart(results: dict, path: Path, title: str) -> Figure:
 
     ``results`` is what ``evaluate(..., per_depth=True)`` returns (``drcn eval --json``).
     """
-    fig, (ax,) = new_figure(480)
+    fig, (ax,) = new_figure(520)
     depth_max = 1
     for i, (scale, r) in enumerate(results.items()):
         depths = list(range(1, len(r["depth_psnr"]) + 1))
@@ -171,7 +171,7 @@ def recursion_chart(results: dict, path: Path, title: str) -> Figure:
     ax.set_xticks(range(1, depth_max + 1))
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.legend(fontsize=8, ncol=len(results), loc="outside lower center")  # clear of the lines
     save_png(fig, path)
     return fig
 

@@ -78,7 +78,7 @@ def eval_cmd(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
     plot: Annotated[Optional[Path], typer.Option(
         help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
-             "level, into this PNG (implies --per-depth; needs the [plot] extra)")] = None,
+             "level, into this PNG (implies --per-depth; needs matplotlib)")] = None,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
     from .charts import check_png_target, recursion_chart
@@ -308,7 +308,7 @@ def train_cmd(
     degrade_copies: Annotated[int, typer.Option(help="degraded draws of each pair")] = 3,
     val_degrade: Annotated[str, typer.Option(help="validate on LR degraded so, e.g. jpeg:75")] = "",
     curves: Annotated[bool, typer.Option(
-        help="redraw OUT/curves.png at every validation and at the end (the [plot] extra)")] = True,
+        help="redraw OUT/curves.png at every validation and at the end (needs matplotlib)")] = True,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
     from .train import TrainConfig, train_with_progress
