@@ -207,7 +207,7 @@ def gimp_install_cmd(
     """Install the GIMP 3 plug-in; its worker will run on this Python."""
     import sys
 
-    from .gimp_install import install
+    from .integrations.gimp_install import install
 
     with user_errors():
         dest = install(gimp_dir)
@@ -227,7 +227,7 @@ def comfyui_install_cmd(
     copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
 ) -> None:
     """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
-    from .comfyui_install import install
+    from .integrations.comfyui_install import install
 
     with user_errors():
         console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False)
@@ -278,7 +278,7 @@ def train_cmd(
     stop_at: Annotated[int, typer.Option(help="stop resumably after this step")] = 0,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
-    from .train import TrainConfig, train_with_progress
+    from .training.trainer import TrainConfig, train_with_progress
 
     with user_errors():
         cfg = TrainConfig(

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from drcn_plugin import comfyui_install
+from drcn_plugin.integrations import comfyui_install
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.data import load_images, make_patches
+from drcn_plugin.training.data import load_images, make_patches
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import load_model
 from drcn_plugin.model import DRCN
-from drcn_plugin.train import TrainConfig, drcn_loss, init_weights, train
+from drcn_plugin.training.trainer import TrainConfig, drcn_loss, init_weights, train
 
 
 @pytest.fixture(autouse=True)

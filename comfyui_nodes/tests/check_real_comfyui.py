@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drcn_plugin.comfyui_install import NODES_NAME, default_python
+from drcn_plugin.integrations.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.metrics import psnr
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import DRCNError
-from .evaluation import list_images, load_y
-from .imaging import imresize, make_pair, quantize8
+from ..errors import DRCNError
+from ..evaluation import list_images, load_y
+from ..imaging import imresize, make_pair, quantize8
 
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
 

@@ -27,12 +27,12 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .data import DOWNSCALES, PatchSet, augment, load_images, make_patches
-from .engine import Upscaler, pick_device
-from .errors import DRCNError
-from .evaluation import evaluate, list_images
-from .hub import load_model
-from .imagefile import atomic_write_bytes
-from .model import DRCN
+from ..engine import Upscaler, pick_device
+from ..errors import DRCNError
+from ..evaluation import evaluate, list_images
+from ..hub import load_model
+from ..imagefile import atomic_write_bytes
+from ..model import DRCN
 
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
 OPTIMIZERS = ("adam", "sgd")
@@ -473,7 +473,7 @@ class Trainer:
         if cfg.baseline:
             base = load_model(cfg.baseline).to(self.device)
             baseline = {f: _evaluate(base, f, cfg.scales, self.device, True) for f in folders}
-        from .hub import sha256_of
+        from ..hub import sha256_of
 
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))

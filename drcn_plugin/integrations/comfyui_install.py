@@ -11,8 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .errors import DRCNError
+from .. import __version__
+from ..errors import DRCNError
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -41,7 +41,7 @@ class Installed:
 
 def nodes_source() -> Path:
     """The nodes folder: inside the installed wheel, else the repository's ``comfyui_nodes/``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "comfyui_nodes", here.parent / "comfyui_nodes"):
         if (candidate / "drcn_nodes.py").is_file():
             return candidate
@@ -102,7 +102,7 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
 
 def package_spec() -> list[str]:
     """What pip installs: this source checkout as editable, else this version by name."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     if (root / "pyproject.toml").is_file() and (root / "comfyui_nodes").is_dir():
         return ["-e", str(root)]
     return [f"drcn-plugin=={__version__}"]
@@ -120,7 +120,7 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
     if torch is None:
         raise DRCNError(f"{python} has no torch: set up ComfyUI's own requirements first (else "
                         "pip would pick a torch build by itself)")
-    if origin and Path(origin).resolve() == Path(__file__).resolve().with_name("__init__.py"):
+    if origin and Path(origin).resolve() == Path(__file__).resolve().parent.parent / "__init__.py":
         return None
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"

@@ -1,4 +1,4 @@
-"""``python -m drcn_plugin.worker``: the engine for front ends whose Python has no torch (GIMP).
+"""``python -m drcn_plugin.integrations.gimp_worker``: the engine for front ends whose Python has no torch (GIMP).
 
 Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved channels:
 
@@ -26,9 +26,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engine import Upscaler
-from .errors import Cancelled, DRCNError
-from .hub import DEFAULT_MODEL
+from ..engine import Upscaler
+from ..errors import Cancelled, DRCNError
+from ..hub import DEFAULT_MODEL
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import DRCNError
+from ..errors import DRCNError
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -19,7 +19,7 @@ CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_work
 
 def plugin_source() -> Path:
     """The plug-in folder: inside the installed wheel, else the repository's ``gimp/``."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "gimp" / PLUGIN, here.parent / "gimp" / PLUGIN):
         if (candidate / f"{PLUGIN}.py").is_file():
             return candidate
