@@ -8,6 +8,7 @@ was told not to.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -16,15 +17,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DRCNError
+from .errors import (
+    BadImageError,
+    BadOptionError,
+    DatasetError,
+    OutputExistsError,
+    WriteError,
+    one_line,
+)
+from .imaging import protocol_y
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# File suffixes taken as images when scanning folders (batches, datasets, training data).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx",
+                            ".sgi", ".qoi", ".dds", ".avif"})
 
 
 @dataclass
@@ -56,13 +70,43 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
                     info.exif = exif.tobytes()
                 return _to_array(im, info), info
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DRCNError(f"{path}: too large to upscale safely ({e})") from e
+        raise BadImageError(f"{path}: too large to upscale safely ({one_line(e)})") from e
     except UnidentifiedImageError as e:
-        raise DRCNError(f"{path}: not an image Pillow can read") from e
+        raise BadImageError(f"{path}: not an image Pillow can read") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise DRCNError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from e
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except MemoryError as e:
-        raise DRCNError(f"{path}: too large for this machine's memory") from e
+        raise BadImageError(f"{path}: too large for this machine's memory") from e
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder not found: {folder}")
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e
+    if not files:
+        raise DatasetError(f"no images in {folder}")
+    return files
+
+
+def read_y(path: Path) -> torch.Tensor:
+    """An image file as the evaluation protocol's 8-bit Y plane (0..255, float64).
+
+    Decoded by :func:`read_image` (EXIF orientation applied); deeper files are rounded to 8 bits,
+    alpha is dropped and grey stays as it is.
+    """
+    array, _ = read_image(path)
+    if array.dtype == np.uint16:
+        array = np.round(array / 257.0)
+    elif array.dtype != np.uint8:
+        array = np.round(np.clip(array, 0, 1) * 255.0)
+    a = torch.from_numpy(np.asarray(array, dtype=np.float64))
+    if a.dim() == 2 or a.shape[2] <= 2:
+        return a if a.dim() == 2 else a[:, :, 0].contiguous()
+    return protocol_y(a[:, :, :3].permute(2, 0, 1))
 
 
 def _dpi(value) -> tuple[float, float] | None:
@@ -116,7 +160,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     """Build the output image and its save options; refuses combinations that would lose data."""
     im = to_pil(array)
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
-        raise DRCNError("JPEG cannot store the alpha channel: use --format png, webp or tiff")
+        raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
+                             option="format")
     if fmt in ("JPEG", "WEBP", "BMP") and im.mode in ("I;16", "F"):
         im = im.point(lambda v: v / 257).convert("L") if im.mode == "I;16" else \
             Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8))
@@ -169,12 +214,12 @@ def _atomic(path: Path, overwrite: bool, write) -> None:
             _link_new(tmp, path)
     except FileExistsError as e:
         _remove(tmp)
-        raise DRCNError(f"{path} exists (use --overwrite to replace it)") from e
+        raise OutputExistsError(f"{path} exists", path=path) from e
     except OSError as e:
         _remove(tmp)
         if e.errno == errno.ENOSPC:
-            raise DRCNError(f"disk full while writing {path}; nothing was written") from e
-        raise DRCNError(f"cannot write {path}: {e.strerror or e}") from e
+            raise WriteError(f"disk full while writing {path}; nothing was written") from e
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         _remove(tmp)
         raise
@@ -195,7 +240,5 @@ def _link_new(tmp: str, path: Path) -> None:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

@@ -85,7 +85,7 @@ def imresize(x: torch.Tensor, scale: float | None = None,
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """``[..., 3, H, W]`` RGB in 0..1 to BT.601 studio-swing YCbCr in 0..1 (MATLAB rgb2ycbcr/255)."""
+    """``[..., 3, H, W]`` RGB in 0..1 to BT.601 studio-swing YCbCr in 0..1 (MATLAB rgb2ycbcr)."""
     m = _RGB2YCC.to(rgb.device, rgb.dtype)
     off = _YCC_OFFSET.to(rgb.device, rgb.dtype)
     return torch.einsum("ij,...jhw->...ihw", m, rgb) + off[:, None, None]

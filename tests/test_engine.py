@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from drcn_plugin import Cancelled, DRCNError, Upscaler
-from drcn_plugin.engine import output_size, pick_device, pick_precision
-from drcn_plugin.evaluation import evaluate, load_y
+from drcn_plugin.devices import pick_device, pick_precision
+from drcn_plugin.engine import output_size
+from drcn_plugin.evaluation import evaluate
+from drcn_plugin.imagefile import read_y
 from drcn_plugin.imaging import imresize, make_pair, quantize8
 from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
@@ -199,9 +201,9 @@ def test_engine_is_the_evaluated_model() -> None:
     lite = Upscaler("drcn-lite", device="cpu")  # automatic precision: bf16 where the CPU has AMX
     ours = []
     for f in sorted((SHARED / "Set5").glob("*.png")):
-        hr, lr, _ = make_pair(load_y(f), 3)
+        hr, lr, _ = make_pair(read_y(f), 3)
         sr = lite.upscale(lr.numpy().astype(np.uint8), 3)
         ours.append(psnr(torch.from_numpy(sr).double(), hr, 3))
-    reference = evaluate(lite, SHARED / "Set5", [3])["3"]["psnr"]
+    reference = evaluate(lite, SHARED / "Set5", [3])[3].psnr
     assert abs(float(np.mean(ours)) - reference) < 0.01
     assert reference > 33.0

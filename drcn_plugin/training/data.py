@@ -14,16 +14,15 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DRCNError
-from ..evaluation import list_images, load_y
+from ..errors import BadOptionError, DatasetError
+from ..imagefile import list_images, read_y
 from ..imaging import imresize, make_pair, quantize8
-
-DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+from .config import DOWNSCALES
 
 
 @dataclass
 class PatchSet:
-    """``pairs[i, 0]`` is the ILR patch and ``pairs[i, 1]`` the HR patch, uint8, ``[N, 2, P, P]``."""
+    """``pairs[i, 0]`` is the ILR patch, ``pairs[i, 1]`` the HR patch; uint8, ``[N, 2, P, P]``."""
 
     pairs: torch.Tensor
     images: int
@@ -36,25 +35,19 @@ class PatchSet:
 def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
     """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable."""
     if not folders:
-        raise DRCNError("no training folder given")
-    images = []
-    for folder in folders:
-        try:
-            files = list_images(Path(folder))
-        except OSError as e:
-            raise DRCNError(f"cannot read training folder {folder}: {e.strerror or e}") from e
-        images += [(str(p), load_y(p)) for p in files]
-    return images
+        raise DatasetError("no training folder given")
+    return [(str(p), read_y(p)) for folder in folders for p in list_images(Path(folder))]
 
 
-def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int, scales: Sequence[int]) -> None:
+def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
+                scales: Sequence[int]) -> None:
     """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
     need = max(patch, max(scales))
     for name, y in images:
         h, w = y.shape
         if min(h, w) < need:
-            raise DRCNError(f"training image {name} is {w}x{h}, smaller than one {patch}x{patch} "
-                            "patch: remove it or use a smaller --patch")
+            raise DatasetError(f"training image {name} is {w}x{h}, smaller than one "
+                               f"{patch}x{patch} patch: remove it or use a smaller patch")
 
 
 def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
@@ -70,7 +63,7 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``."""
     check_sizes(images, patch, scales)
     if stride < 1:
-        raise DRCNError("--stride must be at least 1")
+        raise BadOptionError("stride must be at least 1", option="stride")
     chunks, per_scale = [], {s: 0 for s in scales}
     for _, y in images:
         y = y.to(device)
@@ -87,7 +80,7 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
 
 
 def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags`` is ``[B, 3]``."""
+    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags``: ``[B, 3]``."""
     f = flags.bool()[:, :, None, None, None]
     batch = torch.where(f[:, 0], batch.flip(-1), batch)
     batch = torch.where(f[:, 1], batch.flip(-2), batch)

@@ -1,226 +1,38 @@
-"""Training DRCN: the paper's objective, resumable checkpoints, DDP, export with a model card.
+"""The training loop: one run from a :class:`TrainConfig` to exported weights and a model card.
 
-``train(cfg)`` runs one training described by a :class:`TrainConfig` (``drcn train`` fills it from
-the command line). Under ``torchrun`` each process takes its slice of every global batch and
-DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0 validates,
-logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full training state),
-``log.json``, and at the end ``NAME.safetensors`` (the shipped weight format) and ``NAME.md``.
+``train(cfg)`` runs one training. Under ``torchrun`` each process takes its slice of every global
+batch and DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0
+validates, logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full
+training state), ``log.json``, and at the end ``NAME.safetensors`` (the shipped weight format)
+and ``NAME.md``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import platform
-import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .data import DOWNSCALES, PatchSet, augment, load_images, make_patches
-from ..engine import Upscaler, pick_device
-from ..errors import DRCNError
-from ..evaluation import evaluate, list_images
-from ..hub import load_model
-from ..imagefile import atomic_write_bytes
+from ..devices import Dist, join_torchrun
+from ..engine import Upscaler
+from ..errors import BadOptionError, ModelLoadError
+from ..evaluation import ScaleResult, evaluate
+from ..hub import load_model, sha256_of
+from ..imagefile import atomic_write_bytes, list_images
 from ..model import DRCN
-
-CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("cosine", "step", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; stored in every checkpoint and in the model card."""
-
-    data: list[str]
-    out: str = "runs/drcn"
-    scales: list[int] = field(default_factory=lambda: [2, 3, 4])
-    features: int = 64
-    recursions: int = 16
-    patch: int = 41
-    stride: int = 21
-    downscales: list[float] = field(default_factory=lambda: list(DOWNSCALES))
-    batch: int = 64
-    steps: int = 10000
-    minutes: float = 0.0  # > 0: fit the number of steps to this training time instead of `steps`
-    optimizer: str = "adam"
-    lr: float = 5e-4
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup: int = 200
-    lr_drops: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step schedule: x0.1 at
-    clip: float = 0.5
-    alpha: float = 1.0  # weight of the per-depth loss at step 0 ...
-    alpha_decay: float = 0.5  # ... decaying linearly to 0 over this fraction of the steps
-    init: str = ""  # start from these weights (a model spec), not from scratch
-    val_data: str = ""
-    val_every: int = 500
-    test_data: list[str] = field(default_factory=list)
-    baseline: str = ""  # a model spec measured beside the result in the card
-    name: str = ""
-    device: str = "auto"
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
-    seed: int = 0
-    stop_at: int = 0  # stop (resumably) after this step, keeping the schedule of the full run
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Rebuild a config saved with ``asdict`` (unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def export_name(self) -> str:
-        """File stem of the exported weights, e.g. ``drcn-f64-d16-x234``."""
-        return self.name or f"drcn-f{self.features}-d{self.recursions}-x{''.join(map(str, self.scales))}"
-
-    def check(self) -> None:
-        """Refuse option values that cannot train, before any data is touched."""
-        problems = [
-            (not self.scales or any(s < 2 or s > 8 for s in self.scales), "scales must be 2..8"),
-            (self.features < 1 or self.recursions < 1, "--features and --recursions must be >= 1"),
-            (self.patch < 2 * max(self.scales or [2]), "--patch is too small"),
-            (self.batch < 1, "--batch must be >= 1"),
-            (self.steps < 1 and self.minutes <= 0, "give --steps or --minutes"),
-            (self.optimizer not in OPTIMIZERS, f"--optimizer: use one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule not in SCHEDULES, f"--schedule: use one of {', '.join(SCHEDULES)}"),
-            (not self.lr > 0, "--lr must be positive"),
-            (not 0 <= self.alpha <= 1, "--alpha must be in 0..1"),
-            (any(not 0 < f <= 1 for f in self.downscales), "--downscale factors must be in (0, 1]"),
-            (self.precision not in ("auto", "fp32", "bf16"), "--precision: auto, fp32 or bf16"),
-        ]
-        for bad, message in problems:
-            if bad:
-                raise DRCNError(message)
-
-
-# -- the model and the objective ------------------------------------------------------------
-def init_weights(model: DRCN, generator: torch.Generator) -> None:
-    """He init; the recursive conv near the identity, the last reconstruction conv at zero.
-
-    Sixteen applications of a near-identity conv start stable, and a zero last layer makes the
-    network output the bicubic input at step 0 (the tips in weights/README.md).
-    """
-    with torch.no_grad():
-        for conv in (model.embed[0], model.embed[2], model.reconstruct[0]):
-            fan_in = conv.weight[0].numel()
-            conv.weight.normal_(0, math.sqrt(2 / fan_in), generator=generator)
-            conv.bias.zero_()
-        w = model.recursive.weight
-        w.normal_(0, 1e-3, generator=generator)
-        w[:, :, 1, 1] += torch.eye(w.shape[0])
-        model.recursive.bias.zero_()
-        model.reconstruct[2].weight.zero_()
-        model.reconstruct[2].bias.zero_()
-        model.ensemble.fill_(1.0 / model.recursions)
-
-
-def drcn_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``alpha * mean_d MSE(y_d, y) + (1 - alpha) * MSE(ensemble, y)`` (weight decay: optimiser)."""
-    if alpha <= 0:
-        return F.mse_loss(model(x).float(), y)
-    ens, preds = model(x, all_depths=True)
-    per_depth = torch.stack([F.mse_loss(p.float(), y) for p in preds]).mean()
-    return alpha * per_depth + (1 - alpha) * F.mse_loss(ens.float(), y)
-
-
-def alpha_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Recursive-supervision weight: ``cfg.alpha`` decaying linearly to 0 over ``alpha_decay``."""
-    span = cfg.alpha_decay * total
-    return cfg.alpha * max(0.0, 1.0 - step / span) if span > 0 else 0.0
-
-
-def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine to 0, x0.1 drops, or constant."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    if cfg.schedule == "cosine":
-        t = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
-        return 0.5 * (1 + math.cos(math.pi * t))
-    if cfg.schedule == "step":
-        return 0.1 ** sum(step >= d * total for d in cfg.lr_drops)
-    return 1.0
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's recipe) or AdamW; decay on conv weights only."""
-    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("weight")]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-# -- distributed -----------------------------------------------------------------------------
-@dataclass
-class Dist:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> tuple[Dist, torch.device]:
-    """Join the torchrun job named by the environment (nccl on CUDA, gloo on CPU), if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), pick_device(device)
-    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    dev = pick_device(device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", d.local_rank)
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return d, dev
-
-
-# -- checkpoints -----------------------------------------------------------------------------
-def _save_torch(path: Path, obj: dict) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for."""
-    if not path.is_file():
-        raise DRCNError(f"nothing to resume: {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types for a bad file
-        raise DRCNError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DRCNError(f"{path} is not a drcn training checkpoint")
-    saved = TrainConfig.from_dict(ckpt["config"])
-    if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
-        raise DRCNError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
-                        f"this run asks for F={cfg.features}, D={cfg.recursions}")
-    return ckpt
-
-
-def export_safetensors(model: DRCN, path: Path) -> None:
-    """The weights in the shipped format: float32, contiguous, the model's tensor names."""
-    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(path, safetensors_bytes(sd, metadata={"format": "pt"}))
+from .card import model_card
+from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
+from .config import TrainConfig
+from .data import PatchSet, augment, load_images, make_patches
+from .recipe import alpha_at, drcn_loss, init_weights, lr_factor, make_optimizer
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -244,7 +56,7 @@ def default_val_folder(cfg: TrainConfig) -> str:
 
 
 def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
-              strict_fp32: bool) -> dict:
+              strict_fp32: bool) -> dict[int, ScaleResult]:
     """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
 
     cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
@@ -261,8 +73,8 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
         model.train()
 
 
-def _mean_psnr(results: dict) -> float:
-    return sum(r["psnr"] for r in results.values()) / len(results)
+def _mean_psnr(results: dict[int, ScaleResult]) -> float:
+    return sum(r.psnr for r in results.values()) / len(results)
 
 
 class Trainer:
@@ -272,7 +84,7 @@ class Trainer:
                  on_progress: Callable[[Progress], None] | None) -> None:
         cfg.check()
         self.out = Path(cfg.out)
-        self.dist, self.device = setup_distributed(cfg.device)
+        self.dist, self.device = join_torchrun(cfg.device)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; only where to stop may change
             stop_at, out = cfg.stop_at, cfg.out
@@ -280,11 +92,13 @@ class Trainer:
             cfg.stop_at, cfg.out = stop_at, out
         self.cfg, self.on_progress = cfg, on_progress
         if cfg.batch % self.dist.world:
-            raise DRCNError(f"--batch {cfg.batch} does not split over {self.dist.world} processes")
+            raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
+                                 "processes", option="batch")
         self.val_folder = default_val_folder(cfg)
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
             list_images(Path(folder))  # fail now, not after training
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
+                                               and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -295,8 +109,9 @@ class Trainer:
         if cfg.init and ckpt is None:
             start = load_model(cfg.init)
             if (start.features, start.recursions) != (cfg.features, cfg.recursions):
-                raise DRCNError(f"--init {cfg.init} is F={start.features}, D={start.recursions}; "
-                                f"this run asks for F={cfg.features}, D={cfg.recursions}")
+                raise ModelLoadError(f"initial weights {cfg.init} are F={start.features}, "
+                                     f"D={start.recursions}; this run asks for F={cfg.features}, "
+                                     f"D={cfg.recursions}")
             self.model.load_state_dict(start.state_dict())
         else:
             init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
@@ -331,7 +146,8 @@ class Trainer:
         b = self.cfg.batch
         idx = torch.randint(len(self.patches), (b,), generator=self.gen, device=self.device)
         flags = torch.randint(2, (b, 3), generator=self.gen, device=self.device)
-        part = slice(self.dist.rank * b // self.dist.world, (self.dist.rank + 1) * b // self.dist.world)
+        rank, world = self.dist.rank, self.dist.world
+        part = slice(rank * b // world, (rank + 1) * b // world)
         pairs = augment(self.patches.pairs[idx[part]], flags[part]).float().div_(255)
         if self.device.type == "cuda":
             pairs = pairs.contiguous(memory_format=torch.channels_last)
@@ -368,7 +184,8 @@ class Trainer:
     def _validate(self) -> float | None:
         if not self.val_folder:
             return None
-        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device, strict_fp32=False)
+        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device,
+                        strict_fp32=False)
         return _mean_psnr(res)
 
     def _state(self) -> dict:
@@ -399,9 +216,12 @@ class Trainer:
         if is_best:
             self.best = val
         state = self._state()
-        _save_torch(self.out / "last.pt", state)
+        save_state(self.out / "last.pt", state)
         if is_best:
-            _save_torch(self.out / "best.pt", state)
+            save_state(self.out / "best.pt", state)
+
+    def _event(self, name: str) -> None:
+        self.history.append({"step": self.step, "event": name, "seconds": round(self.elapsed, 2)})
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -409,12 +229,13 @@ class Trainer:
         cfg, main = self.cfg, self.dist.main
         self.model.train()
         started = time.perf_counter() - self.elapsed
-        self.history.append({"step": self.step, "event": "start", "seconds": round(self.elapsed, 2)})
+        self._event("start")
         calib: tuple[int, float] | None = None
         loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
         tick, tick_step = time.perf_counter(), self.step
         while True:
-            if self.total and (self.step >= self.total or (cfg.stop_at and self.step >= cfg.stop_at)):
+            end = min(self.total, cfg.stop_at or self.total)
+            if self.total and self.step >= end:
                 break
             loss_sum += self._train_step()
             loss_n += 1
@@ -425,7 +246,8 @@ class Trainer:
                     calib = (self.step, time.perf_counter())
                 elif self.step == 30 and calib is not None:
                     self._fit_total(started, calib)
-            at_val = cfg.val_every and self.step % cfg.val_every == 0 and self.step < (self.total or 0)
+            at_val = (cfg.val_every and self.step % cfg.val_every == 0
+                      and self.step < (self.total or 0))
             if loss_n >= 25 or at_val or self.step == self.total:
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 now = time.perf_counter()
@@ -448,7 +270,7 @@ class Trainer:
             _barrier(self.dist)
             return {}
         if self.step < self.total:  # stopped early: resumable
-            self.history.append({"step": self.step, "event": "stop", "seconds": round(self.elapsed, 2)})
+            self._event("stop")
             self._checkpoint(None)
             log = self._log(stopped_at=self.step)
         else:
@@ -473,18 +295,17 @@ class Trainer:
         if cfg.baseline:
             base = load_model(cfg.baseline).to(self.device)
             baseline = {f: _evaluate(base, f, cfg.scales, self.device, True) for f in folders}
-        from ..hub import sha256_of
-
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
         return log
 
 
-def _summary(results: dict) -> dict:
+def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
     """Per dataset and scale: PSNR/SSIM and bicubic's, without the per-image rows."""
-    return {Path(ds).name: {s: {k: r[k] for k in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")}
-                            for s, r in res.items()} for ds, res in results.items()}
+    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+    return {Path(ds).name: {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
+            for ds, res in results.items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -503,85 +324,6 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def model_card(log: dict) -> str:
-    """A markdown model card from a finished run's log: recipe, data, speed, measured table."""
-    c = TrainConfig.from_dict(log["config"])
-    rows = []
-    for ds, res in log["measured"].items():
-        for s, r in res.items():
-            base = log["baseline"].get(ds, {}).get(s)
-            cells = [ds, f"x{s}", f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f}",
-                     f"{r['psnr']:.2f} / {r['ssim']:.4f}"]
-            if log["baseline"]:
-                cells += [f"{base['psnr']:.2f} / {base['ssim']:.4f}",
-                          f"{r['psnr'] - base['psnr']:+.2f}"] if base else ["", ""]
-            rows.append("| " + " | ".join(cells) + " |")
-    head = ["dataset", "scale", "bicubic", "this model"]
-    if log["baseline"]:
-        head += [c.baseline, "gain (dB)"]
-    alpha = (f"alpha = {c.alpha:g} decaying linearly to 0 over the first {c.alpha_decay:.0%} of "
-             "the steps, then the ensemble loss alone" if c.alpha > 0 else "the ensemble loss alone")
-    init = f"initialised from `{c.init}`" if c.init else \
-        "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
-    names = ", ".join(f"`{Path(d).name}`" for d in c.data)
-    return "\n".join([
-        f"# {c.export_name()}",
-        "",
-        (f"DRCN (Kim, Lee & Lee, CVPR 2016), F = {c.features} features, D = {c.recursions} "
-         f"recursions, {log['parameters']:,} parameters; one model for scales "
-         f"{', '.join('x' + str(s) for s in c.scales)}. Input: the bicubic-interpolated Y "
-         "channel in 0..1 (BT.601 studio swing); output: the super-resolved Y. File: "
-         f"`{log['weights']}` (safetensors, float32), sha256 `{log['sha256']}`."),
-        "",
-        "## Training recipe",
-        (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
-         f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
-         f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
-         "flips and transposes"),
-        f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
-        (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
-         f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
-         f"{init}"),
-        (f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
-         f"{log['precision']}; {log['train_seconds']:.0f} s of training "
-         f"({log['steps_per_s']} steps/s), {log['data_seconds']:.0f} s to make the patches"),
-        "",
-        "## Measured (evaluation protocol: Y, shave = scale, fp32; PSNR dB / SSIM)",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *rows,
-        "",
-        "## Reproduce",
-        "```",
-        command_line(c, log["step"]),
-        "```",
-        "",
-    ])
-
-
-def command_line(cfg: TrainConfig, steps: int) -> str:
-    """The ``drcn train`` command that repeats ``cfg`` for a fixed number of steps."""
-    default = TrainConfig(data=[])
-    parts = ["drcn train"] + [f"--data {d}" for d in cfg.data]
-    parts += [f"-s {s}" for s in cfg.scales]
-    parts += [f"-F {cfg.features}", f"-D {cfg.recursions}", f"--steps {steps}"]
-    flags = {"features": "-F", "recursions": "-D", "downscales": "--downscale",
-             "lr_drops": "--lr-drop"}
-    for f in fields(TrainConfig):
-        value = getattr(cfg, f.name)
-        if f.name in ("data", "scales", "features", "recursions", "steps", "minutes", "out",
-                      "stop_at", "device") \
-                or value == getattr(default, f.name):
-            continue
-        flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
-        if f.name in ("downscales", "lr_drops", "test_data"):
-            parts += [f"{flag} {v:g}" if isinstance(v, float) else f"{flag} {v}" for v in value]
-        else:
-            parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-    return " \\\n    ".join(textwrap.wrap(" ".join(parts), 90, break_long_words=False,
-                                           break_on_hyphens=False))
-
-
 def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None) -> dict:
     """Run (or resume) one training; returns the run's log (empty on ranks other than 0)."""
@@ -591,30 +333,3 @@ def train(cfg: TrainConfig, resume: bool = False,
     finally:
         if trainer.dist.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def train_with_progress(cfg: TrainConfig, resume: bool = False, console=None) -> dict:
-    """:func:`train` with a rich progress bar (loss, validation PSNR, steps/s, ETA) on rank 0."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.progress import Progress as Bar
-
-    bar = Bar(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-              TextColumn("loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"),
-              TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-              console=console, disable=int(os.environ.get("RANK", "0")) != 0)
-    with bar:
-        task = bar.add_task("train", total=None, loss="-", val="-", rate="")
-
-        def show(p: Progress) -> None:
-            bar.update(task, completed=p.step, total=p.total or None,
-                       loss=f"{p.loss:.3e}" if p.loss is not None else "-",
-                       val=f"{p.val_psnr:.2f}" if p.val_psnr is not None else "-",
-                       rate=f"{p.steps_per_s:.1f} steps/s")
-
-        return train(cfg, resume, show)
