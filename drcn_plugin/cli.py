@@ -73,18 +73,22 @@ def eval_cmd(
     = False,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
+    from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, results_json
 
     with user_errors():
         check_train_scales(scale)
+        recipe = Recipe.parse(degrade) if degrade else None
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
                                                             precision=precision, tta=tta)
         with console.status(f"evaluating {model} on {dataset}"):
             results = evaluate(upscaler, dataset, scale,
-                               per_depth=per_depth and upscaler is not None)
+                               per_depth=per_depth and upscaler is not None, degrade=recipe)
         _print_eval(model, dataset, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes

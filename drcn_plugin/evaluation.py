@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
-from .imagefile import list_images, read_y
+from .imagefile import list_images, read_image8, read_y
 from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
@@ -70,14 +71,24 @@ def results_json(results: dict[int, ScaleResult]) -> dict[str, dict]:
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
-             on_image: Callable[[int, str], None] | None = None) -> dict[int, ScaleResult]:
-    """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone."""
-    hrs = [(p.stem, read_y(p)) for p in list_images(folder)]
+             on_image: Callable[[int, str], None] | None = None,
+             degrade: Recipe | None = None) -> dict[int, ScaleResult]:
+    """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
+
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
+    """
+    read = read_y if degrade is None else read_image8
+    hrs = [(p.stem, read(p)) for p in list_images(folder)]
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
-        for name, y in hrs:
-            hr, _, ilr = make_pair(y, s)
+        for name, image in hrs:
+            if degrade is None:
+                hr, _, ilr = make_pair(image, s)
+            else:
+                gen = torch.Generator().manual_seed(seed_for(name, s))
+                hr, ilr = degraded_pair(image, s, degrade, gen)
             bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
             if upscaler is None:
                 row = ImageScore(bic_psnr, bic_ssim, bic_psnr, bic_ssim, 0.0)

@@ -28,7 +28,7 @@ from .errors import (
     WriteError,
     one_line,
 )
-from .imaging import protocol_y
+from .imaging import image_y
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -92,11 +92,11 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def read_y(path: Path) -> torch.Tensor:
-    """An image file as the evaluation protocol's 8-bit Y plane (0..255, float64).
+def read_image8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
-    Decoded by :func:`read_image` (EXIF orientation applied); deeper files are rounded to 8 bits,
-    alpha is dropped and grey stays as it is.
+    Decoded by :func:`read_image` (EXIF orientation applied); deeper files are rounded to 8 bits
+    and alpha is dropped. The evaluation protocol and training read images through this.
     """
     array, _ = read_image(path)
     if array.dtype == np.uint16:
@@ -106,7 +106,12 @@ def read_y(path: Path) -> torch.Tensor:
     a = torch.from_numpy(np.asarray(array, dtype=np.float64))
     if a.dim() == 2 or a.shape[2] <= 2:
         return a if a.dim() == 2 else a[:, :, 0].contiguous()
-    return protocol_y(a[:, :, :3].permute(2, 0, 1))
+    return a[:, :, :3].permute(2, 0, 1).contiguous()
+
+
+def read_y(path: Path) -> torch.Tensor:
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+    return image_y(read_image8(path))
 
 
 def _dpi(value) -> tuple[float, float] | None:

@@ -108,6 +108,11 @@ def protocol_y(rgb8: torch.Tensor) -> torch.Tensor:
     return quantize8(rgb_to_ycbcr(rgb8 / 255.0)[..., 0, :, :] * 255.0)
 
 
+def image_y(image: torch.Tensor) -> torch.Tensor:
+    """The protocol's Y of an 8-bit ``[3, H, W]`` image; a grey ``[H, W]`` plane as it is."""
+    return image if image.dim() == 2 else protocol_y(image)
+
+
 def modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Crop height and width down to multiples of ``scale``."""
     h, w = x.shape[-2:]

@@ -26,6 +26,8 @@ def model_card(log: dict) -> str:
     alpha = (f"alpha = {c.alpha:g} decaying linearly to 0 over the first {c.alpha_decay:.0%} of "
              "the steps, then the ensemble loss alone"
              if c.alpha > 0 else "the ensemble loss alone")
+    degrade = (f"; low-resolution images degraded by `{c.degrade}` ({c.degrade_copies} draws "
+               "per pair, whole images)" if c.degrade else "")
     init = f"initialised from `{c.init}`" if c.init else \
         "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
     names = ", ".join(f"`{Path(d).name}`" for d in c.data)
@@ -42,7 +44,7 @@ def model_card(log: dict) -> str:
         (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
          f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
          f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
-         "flips and transposes"),
+         f"flips and transposes{degrade}"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
         (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
          f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "

@@ -10,6 +10,7 @@ import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
+from ..degrade import Recipe
 from ..errors import BadOptionError
 from ..scales import check_train_scales
 
@@ -80,6 +81,10 @@ class TrainConfig:
     precision: TrainPrecision = option("auto", "auto (bf16 on CUDA), fp32 or bf16")
     seed: int = option(0, "random seed (weights, batches)")
     stop_at: int = option(0, "stop resumably after this step", card="never")
+    degrade: str = option("", "degrade the LR images, e.g. "
+                          "'blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15'")
+    degrade_copies: int = option(3, "degraded draws of each pair")
+    val_degrade: str = option("", "validate on LR degraded so, e.g. jpeg:75")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -117,10 +122,17 @@ class TrainConfig:
              "downscale factors must be in (0, 1]"),
             ("precision", self.precision not in TRAIN_PRECISIONS,
              f"precision: use one of {', '.join(TRAIN_PRECISIONS)}"),
+            ("degrade_copies", self.degrade_copies < 1, "degraded copies must be >= 1"),
         ]
         for name, bad, message in problems:
             if bad:
                 raise BadOptionError(message, option=name)
+        self.recipes()
+
+    def recipes(self) -> tuple[Recipe | None, Recipe | None]:
+        """The training and validation degradation recipes (None: clean protocol pairs)."""
+        return (Recipe.parse(self.degrade) if self.degrade else None,
+                Recipe.parse(self.val_degrade) if self.val_degrade else None)
 
 
 def _words(f: Field, value: Any) -> list[str]:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..degrade import Recipe, degraded_pair
 from ..errors import BadOptionError, DatasetError
-from ..imagefile import list_images, read_y
-from ..imaging import imresize, make_pair, quantize8
+from ..imagefile import list_images, read_image8, read_y
+from ..imaging import image_y, imresize, make_pair, quantize8
 from .config import DOWNSCALES
 
 
@@ -32,11 +33,16 @@ class PatchSet:
         return self.pairs.shape[0]
 
 
-def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
-    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable."""
+def load_images(folders: Sequence[Path],
+                colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable.
+
+    ``colour=True`` keeps RGB images as ``[3, H, W]`` 8-bit levels (degradations need colour).
+    """
     if not folders:
         raise DatasetError("no training folder given")
-    return [(str(p), read_y(p)) for folder in folders for p in list_images(Path(folder))]
+    read = read_image8 if colour else read_y
+    return [(str(p), read(p)) for folder in folders for p in list_images(Path(folder))]
 
 
 def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
@@ -44,7 +50,7 @@ def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
     """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
     need = max(patch, max(scales))
     for name, y in images:
-        h, w = y.shape
+        h, w = y.shape[-2:]
         if min(h, w) < need:
             raise DatasetError(f"training image {name} is {w}x{h}, smaller than one "
                                f"{patch}x{patch} patch: remove it or use a smaller patch")
@@ -59,23 +65,37 @@ def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
 @torch.no_grad()
 def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[int], patch: int,
                  stride: int, downscales: Sequence[float] = DOWNSCALES,
-                 device: torch.device | str = "cpu") -> PatchSet:
-    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``."""
+                 device: torch.device | str = "cpu", degrade: Recipe | None = None,
+                 copies: int = 1, seed: int = 0) -> PatchSet:
+    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``.
+
+    With ``degrade``, each pair is made ``copies`` times, each copy's low-resolution image
+    degraded with its own draw of the recipe (whole images, so JPEG sees its real block grid).
+    """
     check_sizes(images, patch, scales)
     if stride < 1:
-        raise BadOptionError("stride must be at least 1", option="stride")
+        raise BadOptionError("the patch stride must be at least 1", option="stride")
+    gen = torch.Generator().manual_seed(seed)
     chunks, per_scale = [], {s: 0 for s in scales}
-    for _, y in images:
-        y = y.to(device)
+    for _, image in images:
         for f in downscales:
-            ys = y if f == 1 else quantize8(imresize(y, scale=f))
-            if min(ys.shape) < patch:
+            im = image if f == 1 else quantize8(imresize(image, scale=f))
+            if min(im.shape[-2:]) < patch:
                 continue
             for s in scales:
-                hr, _, ilr = make_pair(ys, s)
-                tiles = _tiles(torch.stack([ilr, hr]).to(torch.uint8), patch, stride)
-                per_scale[s] += tiles.shape[0]
-                chunks.append(tiles)
+                if degrade is None:
+                    hr, _, ilr = make_pair(image_y(im).to(device), s)
+                    pairs = [(ilr, hr)]
+                else:
+                    pairs = [degraded_pair(im, s, degrade, gen)[::-1] for _ in range(copies)]
+                for ilr, hr in pairs:
+                    tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
+                    per_scale[s] += tiles.shape[0]
+                    chunks.append(tiles)
+    if not chunks:
+        raise DatasetError("no training patches: every image is smaller than one patch after "
+                           "shrinking; use larger images, a smaller patch or milder shrink "
+                           "factors")
     return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
 
 

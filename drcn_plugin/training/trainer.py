@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..degrade import Recipe
 from ..devices import Dist, join_torchrun
 from ..engine import Upscaler
 from ..errors import BadOptionError, ModelLoadError
@@ -56,7 +57,7 @@ def default_val_folder(cfg: TrainConfig) -> str:
 
 
 def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
-              strict_fp32: bool) -> dict[int, ScaleResult]:
+              strict_fp32: bool, degrade: Recipe | None = None) -> dict[int, ScaleResult]:
     """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
 
     cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
@@ -67,7 +68,8 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
     if strict_fp32:
         flags.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales)
+        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales,
+                        degrade=degrade)
     finally:
         flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
         model.train()
@@ -136,8 +138,11 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         t0 = time.perf_counter()
-        self.patches: PatchSet = make_patches(load_images([Path(p) for p in cfg.data]), cfg.scales,
-                                              cfg.patch, cfg.stride, cfg.downscales, self.device)
+        degrade, self.val_recipe = cfg.recipes()
+        images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
+        self.patches: PatchSet = make_patches(images, cfg.scales, cfg.patch, cfg.stride,
+                                              cfg.downscales, self.device, degrade,
+                                              cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
 
     # -- one step ------------------------------------------------------------------------
@@ -185,7 +190,7 @@ class Trainer:
         if not self.val_folder:
             return None
         res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device,
-                        strict_fp32=False)
+                        strict_fp32=False, degrade=self.val_recipe)
         return _mean_psnr(res)
 
     def _state(self) -> dict:
@@ -285,20 +290,25 @@ class Trainer:
         export_safetensors(self.model, weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
-        measured = {f: _evaluate(model, f, cfg.scales, self.device, True) for f in folders}
-        val = _mean_psnr(measured[self.val_folder]) if self.val_folder in measured else \
-            self._validate()
+        measured = self._measure(model, folders)
+        val = self._validate()
         self.history.append({"step": self.step, "event": "end", "val_psnr": val,
                              "seconds": round(self.elapsed, 2)})
         self._checkpoint(val)
-        baseline = {}
-        if cfg.baseline:
-            base = load_model(cfg.baseline).to(self.device)
-            baseline = {f: _evaluate(base, f, cfg.scales, self.device, True) for f in folders}
+        baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
+            if cfg.baseline else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
         return log
+
+    def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
+        """Strict-fp32 scores on each folder, clean and (if validating so) degraded."""
+        out = {f: _evaluate(model, f, self.cfg.scales, self.device, True) for f in folders}
+        if self.val_recipe is not None:
+            out |= {f"{f} [{self.val_recipe}]": _evaluate(model, f, self.cfg.scales, self.device,
+                                                          True, self.val_recipe) for f in folders}
+        return out
 
 
 def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
