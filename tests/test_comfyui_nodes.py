@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import seeded_drcn
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -45,8 +46,7 @@ UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
 
 @pytest.fixture(scope="module")
 def tiny() -> DRCN:
-    torch.manual_seed(0)
-    return DRCN(features=8, recursions=3).eval()
+    return seeded_drcn()
 
 
 class InterruptProcessingException(Exception):  # noqa: N818 (ComfyUI's name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app

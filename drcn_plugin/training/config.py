@@ -6,6 +6,7 @@ the model card renders its reproducing command from them (:func:`command_line`).
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
@@ -137,7 +138,7 @@ class TrainConfig:
 
 def _words(f: Field, value: Any) -> list[str]:
     flag = f.metadata["short"] or flag_of(f)
-    text = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    text = lambda v: f"{v:g}" if isinstance(v, float) else shlex.quote(str(v))  # noqa: E731
     values = value if isinstance(value, list) else [value]
     return [f"{flag} {text(v)}" for v in values]
 
