@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import ModelLoadError, one_line
-from .model import DRCN
+from .errors import BadOptionError, ModelLoadError, one_line
+from .model import DRCN, interpolate
 from .resources import PACKAGE, bundled
 
 
@@ -49,6 +49,7 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
+PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
 
 
 def weights_dir() -> Path:
@@ -134,3 +135,22 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     names = ", ".join(SHIPPED)
     raise ModelLoadError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a "
                          "model folder, or hf:owner/name")
+
+
+def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
+    """A shipped model moved toward its photo variant: 0 is the clean model, 1 the photo model.
+
+    Between the two the weights are interpolated (the photo model was fine-tuned from the clean
+    one, so the blend is meaningful); ``spec`` may name either model of the pair.
+    """
+    clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
+    if clean is None:
+        raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
+                             f"strength works with {', '.join(PHOTO_VARIANTS)}")
+    if not 0 <= strength <= 1:
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="strength")
+    if strength == 0:
+        return load_model(clean)
+    if strength == 1:
+        return load_model(PHOTO_VARIANTS[clean])
+    return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)

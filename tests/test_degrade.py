@@ -127,3 +127,16 @@ def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: 
     res = evaluate(Upscaler(model, device="cpu", precision="fp32"), set5, [3],
                    degrade=Recipe.parse("jpeg:75"))[3]
     assert res.psnr > res.bicubic_psnr + 0.1
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 85, 90, 95])
+def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from drcn_plugin.degrade import jpeg_quality
+
+    path = tmp_path / "q.jpg"
+    Image.new("RGB", (24, 16), (90, 140, 30)).save(path, quality=quality)
+    with Image.open(path) as im:
+        assert jpeg_quality(im.quantization) == quality
+    assert jpeg_quality(None) is None and jpeg_quality({}) is None
