@@ -20,33 +20,37 @@ from .batch import Job, Outcome
 from .engine import Upscaler
 
 if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
     from .training.trainer import Progress as TrainStep
 
 
-def _bar(console: Console, enabled: bool, *middle: TextColumn) -> Progress:
-    """The layout both displays share: label, bar, count, their own columns, times."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *middle,
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not enabled)
+class _Display:
+    """A live rich display in the layout both share: label, bar, count, own columns, times."""
+
+    def __init__(self, console: Console, enabled: bool, *middle: TextColumn) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), *middle, TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console, disable=not enabled)
+
+    def __enter__(self) -> Self:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
 
 
-class BatchProgress:
+class BatchProgress(_Display):
     """Two bars (images; tiles of the current image) and a live Mpx/s figure."""
 
     def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
-        self.progress = _bar(console, enabled, TextColumn("{task.fields[rate]}"))
+        super().__init__(console, enabled, TextColumn("{task.fields[rate]}"))
         self.images = self.progress.add_task("images", total=total, rate="")
         self.tile_task = self.progress.add_task("tiles", total=1, rate="", visible=False)
         self.out_pixels = 0
         self.busy = 0.0
         self._t0 = 0.0
-
-    def __enter__(self) -> BatchProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def start(self, job: Job) -> None:
         self._t0 = time.perf_counter()
@@ -87,20 +91,13 @@ class BatchProgress:
                       + (f" ({mpx / secs:.2f} Mpx/s)" if secs else ""))
 
 
-class TrainProgress:
+class TrainProgress(_Display):
     """One bar over the training steps with loss, validation PSNR and steps/s (rank 0 only)."""
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
-        self.progress = _bar(console, enabled, TextColumn(
+        super().__init__(console, enabled, TextColumn(
             "loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"))
         self.task = self.progress.add_task("[bold]train", total=None, loss="-", val="-", rate="")
-
-    def __enter__(self) -> TrainProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def update(self, p: TrainStep) -> None:
         """The trainer's progress callback."""

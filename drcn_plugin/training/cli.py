@@ -61,6 +61,7 @@ def train_cmd(
 
     with user_errors():
         cfg = TrainConfig(**options)
+        cfg.check()  # before the progress bar appears
         with TrainProgress(console, enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
             log = train(cfg, resume, bar.update)
         out = Path(cfg.out)
