@@ -28,6 +28,7 @@ from .errors import (
     WriteError,
     one_line,
 )
+from .degrade import jpeg_quality
 from .imaging import image_y
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
@@ -50,6 +51,8 @@ class ImageInfo:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
+    lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
+    jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -61,7 +64,9 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
                 fmt = im.format
                 im.load()
                 info = ImageInfo(format=fmt, icc_profile=im.info.get("icc_profile"),
-                                 dpi=_dpi(im.info.get("dpi")))
+                                 dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, fmt))
+                if fmt in ("JPEG", "MPO"):
+                    info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
                 if getattr(im, "n_frames", 1) > 1:
                     info.notes.append(f"{im.n_frames} frames: only the first was upscaled")
                 im = ImageOps.exif_transpose(im)
@@ -77,6 +82,21 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except MemoryError as e:
         raise BadImageError(f"{path}: too large for this machine's memory") from e
+
+
+def _lossy(path: Path, fmt: str | None) -> bool:
+    """JPEG, or WebP whose first image chunk is ``VP8 `` (lossy) rather than ``VP8L``."""
+    if fmt in ("JPEG", "MPO"):
+        return True
+    if fmt != "WEBP":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
+    return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
 
 
 def list_images(folder: Path) -> list[Path]:

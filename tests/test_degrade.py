@@ -140,3 +140,18 @@ def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path)
     with Image.open(path) as im:
         assert jpeg_quality(im.quantization) == quality
     assert jpeg_quality(None) is None and jpeg_quality({}) is None
+
+
+def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from drcn_plugin.imagefile import read_image
+
+    pixels = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8"))
+    cases = {"q.jpg": ({"quality": 63}, True, 63), "lossy.webp": ({"quality": 70}, True, None),
+             "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None)}
+    for name, (options, lossy, quality) in cases.items():
+        pixels.save(tmp_path / name, **options)
+        _, info = read_image(tmp_path / name)
+        assert (info.lossy, info.jpeg_quality) == (lossy, quality), name
