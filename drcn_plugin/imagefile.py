@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .degrade import jpeg_quality
 from .errors import (
     BadImageError,
     BadOptionError,
@@ -28,7 +29,6 @@ from .errors import (
     WriteError,
     one_line,
 )
-from .degrade import jpeg_quality
 from .imaging import image_y
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
