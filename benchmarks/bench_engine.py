@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drcn_plugin.engine import Upscaler, cpu_has_fast_bf16
+from drcn_plugin.devices import cpu_has_fast_bf16
+from drcn_plugin.engine import Upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ class PeakMemory:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self._rss())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,8 @@ from .imagefile import atomic_write_bytes
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from .evaluation import ScaleResult
 
 INSTALL_HINT = 'charts need matplotlib: pip install "drcn-plugin[plot]"'
 WIDTH_PX, DPI = 800, 100
@@ -152,20 +154,22 @@ def redraw_training_curves(source: Path, output: Path | None = None) -> Path:
 
 
 # -- the recursion study ----------------------------------------------------------------------
-def recursion_chart(results: dict, path: Path, title: str) -> Figure:
+def recursion_chart(results: Mapping[int, ScaleResult], path: Path, title: str) -> Figure:
     """PSNR of each depth's prediction against the depth, one line per scale, and the ensemble
     as a dashed level of the same colour (the paper's Figure 6/7 argument).
 
-    ``results`` is what ``evaluate(..., per_depth=True)`` returns (``drcn eval --json``).
+    ``results`` is what ``evaluate(..., per_depth=True)`` returns.
     """
     fig, (ax,) = new_figure(520)
     depth_max = 1
     for i, (scale, r) in enumerate(results.items()):
-        depths = list(range(1, len(r["depth_psnr"]) + 1))
+        if r.depth_psnr is None or r.ensemble_psnr is None:
+            raise DRCNError(f"x{scale} was evaluated without per-depth scores; nothing to draw")
+        depths = list(range(1, len(r.depth_psnr) + 1))
         depth_max = max(depth_max, depths[-1])
-        ax.plot(depths, r["depth_psnr"], marker="o", ms=4, color=f"C{i}", label=f"x{scale}")
-        ax.axhline(r["ensemble_psnr"], color=f"C{i}", ls="--", lw=1.2,
-                   label=f"x{scale} ensemble {r['ensemble_psnr']:.2f} dB")
+        ax.plot(depths, r.depth_psnr, marker="o", ms=4, color=f"C{i}", label=f"x{scale}")
+        ax.axhline(r.ensemble_psnr, color=f"C{i}", ls="--", lw=1.2,
+                   label=f"x{scale} ensemble {r.ensemble_psnr:.2f} dB")
     ax.set_xlabel("recursion depth (prediction taken after this many recursions)")
     ax.set_ylabel("PSNR (dB, Y)")
     ax.set_xticks(range(1, depth_max + 1))

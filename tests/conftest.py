@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from helpers import DATA, REFERENCE_WEIGHTS, seeded_drcn
 
 from drcn_plugin.model import DRCN
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE_WEIGHTS = SHARED / "weights"
-DATA = SHARED / "data"
 
 
 def _need(path: Path) -> Path:
@@ -43,8 +39,7 @@ def reference_weights() -> Path:
 @pytest.fixture
 def tiny_model() -> DRCN:
     """``DRCN(features=8, recursions=3)``, seeded random weights, uneven ensemble, eval mode."""
-    torch.manual_seed(0)
-    model = DRCN(features=8, recursions=3)
+    model = seeded_drcn()
     with torch.no_grad():
         model.ensemble.copy_(torch.rand(3) + 0.1)  # uneven, so depth weighting matters
         model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
@@ -56,9 +51,8 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small seeded DRCN saved as ``.safetensors``: front ends load it by path, fast."""
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
+    save_file(seeded_drcn().state_dict(), str(path))
     return str(path)
 
 
@@ -73,12 +67,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-def plotted_lines(fig) -> dict[str, list[tuple[float, float]]]:
-    """The labelled lines of a matplotlib figure, all axes: label -> [(x, y), ...] as drawn."""
-    return {line.get_label(): [(float(x), float(y)) for x, y in line.get_xydata()]
-            for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
 
 
 @pytest.fixture
@@ -101,11 +89,3 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
 def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-
-
-def check_png(path: Path, width: int = 800, max_bytes: int = 200_000) -> None:
-    """``path`` decodes as a PNG of README width and stays small."""
-    with Image.open(path) as im:
-        im.load()
-        assert (im.format, im.width) == ("PNG", width)
-    assert path.stat().st_size < max_bytes

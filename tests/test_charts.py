@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import check_png, plotted_lines
+import typer
+from helpers import check_png, plotted_lines
 from typer.testing import CliRunner
 
 from drcn_plugin.charts import training_curves
@@ -119,3 +120,9 @@ def test_bench_plot_draws_its_own_tile_sweep(tmp_path: Path, tiny_model_file: st
     default = lines[f"{label}, default tile {sweep['default_tile']} px"]
     assert default == [(sweep["default_tile"], sweep["default_mpx_s"])]
     assert result["machine"] in drawn[-1].axes[0].get_title()  # labelled with the CPU model
+
+
+def test_train_curves_switch_off() -> None:
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    assert train.make_context("train", ["--data", "x"]).params["curves"] is True
+    assert train.make_context("train", ["--data", "x", "--no-curves"]).params["curves"] is False
