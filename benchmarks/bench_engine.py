@@ -118,7 +118,7 @@ def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[i
                                                           repeat)[0]})
         print(json.dumps({"model": model, "precision": precision, **points[-1]}), flush=True)
     return {"model": model, "precision": str(up.dtype)[6:], "side": side, "points": points,
-            "default_tile": up._auto_plan(side, side).tile,
+            "default_tile": min(up._auto_plan(side, side).tile, side),  # one window at most
             "default_mpx_s": mpx / timed(lambda: up.run_y(y), up.device, repeat)[0]}
 
 
