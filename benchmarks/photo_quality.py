@@ -17,7 +17,7 @@ from pathlib import Path
 
 from drcn_plugin.degrade import Recipe
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.evaluation import evaluate
+from drcn_plugin.evaluation import evaluate, results_json
 from drcn_plugin.hub import load_denoised
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def results_for(strength: float, dataset: Path, condition: str, scales: list[int
         return json.loads(path.read_text())
     recipe = Recipe.parse(CONDITIONS[condition]) if CONDITIONS[condition] else None
     upscaler = Upscaler(load_denoised(strength), device=device, precision=precision)
-    res = evaluate(upscaler, dataset, scales, degrade=recipe)
+    res = results_json(evaluate(upscaler, dataset, scales, degrade=recipe))
     for r in res.values():
         r.pop("images", None)
     cache.mkdir(parents=True, exist_ok=True)

@@ -19,15 +19,15 @@ import numpy as np
 import torch
 
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.errors import DRCNError
+from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
 from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = "drcn"
-MAX_SCALE = 8.0
 MAX_SIDE = 16384  # ComfyUI's own largest image side (nodes.MAX_RESOLUTION)
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
@@ -43,7 +43,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DRCNError as e:
-        raise DRCNNodeError(f"DRCN: {e}") from None
+        raise DRCNNodeError(f"DRCN: {one_line(e)}") from None
 
 
 def _comfy() -> tuple[ModuleType | None, ModuleType | None]:
@@ -79,7 +79,7 @@ def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
         return load_model(model_name)
     found = fp.get_full_path(MODELS_FOLDER, model_name)
     if found is None:
-        raise DRCNError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
+        raise ModelLoadError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
     return load_weights_file(Path(found))
 
 
@@ -130,11 +130,12 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
     if tuple(mask.shape[-2:]) != (h, w):
         if not mask.any():
             return None
-        raise DRCNError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {w}x{h}")
+        raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                            f"{w}x{h}")
     if mask.shape[0] not in (1, b):
-        raise DRCNError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+        raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
     if c == 4:
-        raise DRCNError("connect a mask or an image with alpha, not both")
+        raise BadImageError("connect a mask or an image with alpha, not both")
     return 1.0 - mask.to(image)
 
 
@@ -150,18 +151,16 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     input mask, else ``1 - alpha`` of an RGBA image, else zeros.
     """
     if image.ndim != 4:
-        raise DRCNError(f"expected an IMAGE batch [batch, height, width, channels], "
+        raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                         f"got shape {tuple(image.shape)}")
     if image.numel() == 0:
-        raise DRCNError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
+        raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")
     if per_batch < 0:
-        raise DRCNError(f"per_batch {per_batch} must be 0 (all frames) or more")
+        raise BadOptionError(f"per_batch {per_batch} must be 0 (all frames) or more",
+                             option="per_batch")
     count, h, w, channels = image.shape
-    target = TargetSize.of(scale, width, height)
-    if not target.exact and not 1.0 <= scale <= MAX_SCALE:
-        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
-    oh, ow = target.resolve(h, w)
+    oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
@@ -251,7 +250,8 @@ class DRCNUpscale:
             "required": {
                 "image": ("IMAGE",),
                 "drcn_model": (MODEL_TYPE,),
-                "scale": ("FLOAT", {"default": 2.0, "min": 1.0, "max": MAX_SCALE, "step": 0.05,
+                "scale": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE,
+                                    "step": 0.05,
                                     "tooltip": "output size = round(input size x scale); "
                                                "ignored when width or height is set"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,

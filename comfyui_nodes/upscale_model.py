@@ -17,14 +17,16 @@ import torch
 from torch import nn
 
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import BadOptionError, MissingDependencyError
 from drcn_plugin.hub import from_state_dict
 from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE
 
 from .drcn_nodes import (CATEGORY, MODEL_TYPE, DRCNNodeError, _comfy, _from_engine,
                          _interrupt_check, _to_engine, user_errors)
 
 ARCH_ID = "DRCN"
-MAX_MODEL_SCALE = 8
+MAX_MODEL_SCALE = int(MAX_SCALE)
 _KEYS = ("embed.0.weight", "recursive.weight", "reconstruct.2.weight", "ensemble")
 
 
@@ -32,10 +34,10 @@ def _spandrel() -> ModuleType:
     """The spandrel package, or one line saying how to get it."""
     try:
         import spandrel
-    except ImportError:
-        raise DRCNNodeError("DRCN: this node needs the spandrel package, which ComfyUI "
-                            "installs with its requirements: run `pip install spandrel` in "
-                            "ComfyUI's Python") from None
+    except ImportError as e:
+        raise MissingDependencyError("this node needs the spandrel package, which ComfyUI "
+                                     "installs with its requirements: run `pip install "
+                                     "spandrel` in ComfyUI's Python") from e
     return spandrel
 
 
@@ -101,11 +103,12 @@ def architecture(scale: int) -> object:
 def upscale_model(drcn: DRCN, scale: int) -> object:
     """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
     move it between devices without touching the loader's model)."""
-    if not 1 <= scale <= MAX_MODEL_SCALE:
-        raise DRCNNodeError(f"DRCN: scale {scale} is out of range: use 1 to {MAX_MODEL_SCALE}")
-    arch = architecture(scale)
     with user_errors():
-        return arch.load({k: v.detach().cpu() for k, v in drcn.state_dict().items()})
+        if not 1 <= scale <= MAX_MODEL_SCALE:
+            raise BadOptionError(f"scale {scale} is out of range: use 1 to {MAX_MODEL_SCALE}",
+                                 option="scale")
+        return architecture(scale).load({k: v.detach().cpu()
+                                         for k, v in drcn.state_dict().items()})
 
 
 class DRCNToUpscaleModel:

@@ -10,16 +10,27 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .engine import CancelFn, ProgressFn, Upscaler
-from .errors import DRCNError
-from .imagefile import FORMATS, SUFFIX, atomic_save, encode, read_image, save_options
+from .errors import BadImageError, BadOptionError, DRCNError, OutputExistsError
+from .imagefile import (
+    FORMATS,
+    IMAGE_SUFFIXES,
+    SUFFIX,
+    ImageInfo,
+    atomic_save,
+    encode,
+    read_image,
+    save_options,
+)
 from .sizing import TargetSize
 
-READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
-            ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx", ".sgi", ".qoi", ".dds", ".avif"}
+Status = Literal["done", "skipped", "failed"]
+ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
 
 
 @dataclass
@@ -35,11 +46,13 @@ class Outcome:
     """What happened to one job, for the summary table."""
 
     job: Job
-    status: str  # "done", "skipped" or "failed"
+    status: Status
     message: str = ""
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
     seconds: float = 0.0
+    error: DRCNError | None = None  # why it failed, for front ends that add their own hints
+    model: str = ""  # the model this file got, when it was chosen per file
 
 
 def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, recursive: bool,
@@ -51,7 +64,8 @@ def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, rec
     ``output`` replaces that folder.
     """
     if fmt != "same" and fmt not in FORMATS:
-        raise DRCNError(f"unknown --format {fmt!r}: use same, png, jpg, webp, tiff or bmp")
+        raise BadOptionError(f"unknown format {fmt!r}: use same, png, jpg, webp, tiff or bmp",
+                             option="format")
     tag = f"drcn-{target.tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
@@ -73,7 +87,7 @@ def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, rec
         except OSError as e:
             errors.append(f"{spec}: cannot read ({e.strerror or e})")
             continue
-        images = sorted(p for p in files if p.suffix.lower() in READABLE or p == path)
+        images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p == path)
         if not images:
             errors.append(f"{spec}: no image files found")
             continue
@@ -110,49 +124,45 @@ def _out_suffix(source: Path, fmt: str) -> str:
     return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
 
 
-def run_job(job: Job, upscaler: Upscaler, target: TargetSize, fmt: str = "same", quality: int = 95,
-            overwrite: bool = False, skip_existing: bool = False,
+def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str = "same",
+            quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
-    """Read, upscale and atomically write one file; never raises for a bad file."""
+    """Read, upscale and atomically write one file; never raises for a bad file.
+
+    ``upscaler`` is one engine for every file, or a function choosing one from what the file is
+    (its :class:`ImageInfo`), returning the engine and the model's name for the report.
+    """
     t0 = time.perf_counter()
     try:
         if job.target.resolve() == job.source.resolve():
-            raise DRCNError(f"{job.target} is the input itself; choose another -o or --suffix")
+            raise BadOptionError(f"{job.target} is the input itself; choose another output folder "
+                                 "or suffix", option="output")
         if job.target.exists():
             if skip_existing:
                 return Outcome(job, "skipped", "already exists")
             if not overwrite:
-                raise DRCNError(f"{job.target} exists (use --overwrite or --skip-existing)")
+                raise OutputExistsError(f"{job.target} exists", path=job.target)
         array, info = read_image(job.source)
         h, w = array.shape[:2]
         oh, ow = target.resolve(h, w)
+        label = ""
+        if not isinstance(upscaler, Upscaler):
+            upscaler, label = upscaler(info)
         try:
             result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
         except MemoryError as e:
-            raise DRCNError(f"{job.source}: too large for this machine's memory") from e
+            raise BadImageError(f"{job.source}: too large for this machine's memory") from e
         out_fmt = _out_format(job.source, fmt, info.format)
         image = encode(result, out_fmt, info)
         atomic_save(image, job.target, out_fmt, overwrite=overwrite,
                     **save_options(out_fmt, info, (ow / w, oh / h), quality))
         note = "; ".join(info.notes)
-        return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0)
+        return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
     except DRCNError as e:
         msg = str(e)
         if str(job.source) not in msg and str(job.target) not in msg:
             msg = f"{job.source}: {msg}"
-        return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0)
-
-
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the torchrun process group when launched by it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # only file lists and outcomes travel between ranks
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+        return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, error=e)
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

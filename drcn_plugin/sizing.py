@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from .engine import output_size
-from .errors import DRCNError
+from .errors import BadOptionError
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,15 @@ class TargetSize:
         for name in ("width", "height", "long_edge"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise DRCNError(f"target {name.replace('_', ' ')} must be a whole number of "
-                                f"pixels, got {value!r}")
+                raise BadOptionError(f"target {name.replace('_', ' ')} must be a whole number "
+                                     f"of pixels, got {value!r}", option=name)
         if self.long_edge and (self.width or self.height):
-            raise DRCNError("give a long edge or a width/height, not both")
+            raise BadOptionError("give a long edge or a width/height, not both",
+                                 option="long_edge")
         if self.scale is not None and self.exact:
-            raise DRCNError("give a scale factor or a target size, not both")
+            raise BadOptionError("give a scale factor or a target size, not both", option="scale")
         if self.scale is not None and not math.isfinite(self.scale):
-            raise DRCNError(f"scale {self.scale} is not a number")
+            raise BadOptionError(f"scale {self.scale} is not a number", option="scale")
 
     @classmethod
     def of(cls, scale: float, width: int = 0, height: int = 0,

@@ -129,8 +129,8 @@ def test_without_spandrel_one_clear_line(tiny: DRCN, monkeypatch: pytest.MonkeyP
 
 
 def test_scale_out_of_range(tiny: DRCN) -> None:
-    with pytest.raises(NODES.DRCNNodeError, match="scale 9 is out of range: use 1 to 8"):
-        TO_MODEL.convert(tiny, 9)
+    with pytest.raises(NODES.DRCNNodeError, match="scale 17 is out of range: use 1 to 16"):
+        TO_MODEL.convert(tiny, 17)
 
 
 def test_spandrel_descriptor(tiny: DRCN) -> None:

@@ -14,10 +14,10 @@ import pytest
 from test_gimp_worker import ENV, PLUGIN_DIR, WORKER, client
 from typer.testing import CliRunner
 
-from drcn_plugin import gimp_install
+from drcn_plugin.integrations import gimp_install
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.gimp_install import CONFIG_NAME, PLUGIN, GimpProfile, find_gimp_profiles
+from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, GimpProfile, find_gimp_profiles
 
 
 @pytest.mark.parametrize("platform, environ, relative, kind", [
@@ -84,7 +84,7 @@ def test_flatpak_worker_runs_on_the_host(tmp_path: Path) -> None:
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"python": "/home/u/env/bin/python"}))
     command = client.worker_command(tmp_path, {"FLATPAK_ID": "org.gimp.GIMP"})
     assert command == ["flatpak-spawn", "--host", "--watch-bus", "/home/u/env/bin/python", "-m",
-                       "drcn_plugin.worker"]
+                       "drcn_plugin.integrations.gimp_worker"]
     with pytest.raises(client.WorkerError, match="does not exist"):
         client.worker_command(tmp_path, {})  # outside the sandbox the path is checked
 

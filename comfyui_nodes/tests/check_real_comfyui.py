@@ -46,8 +46,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from drcn_plugin.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.integrations.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
 
@@ -150,7 +150,7 @@ class Comfy:
 
     def __init__(self, folder: Path, python: Path, port: int, log: Path) -> None:
         self.port, self.client_id = port, uuid.uuid4().hex
-        self.log = open(log, "w")
+        self.log = open(log, "w")  # noqa: SIM115 (open while ComfyUI runs)
         self.proc = subprocess.Popen([str(python), "main.py", "--cpu", "--listen", HOST,
                                       "--port", str(port)], cwd=folder, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -1,7 +1,7 @@
 """The GIMP plug-in's pure-Python half: pixel formats, geometry and the worker client (no ``gi``).
 
-GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.worker`` (see that module for
-the protocol) running in the environment recorded by ``drcn gimp install``.
+GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.integrations.gimp_worker``
+(see that module for the protocol) running in the environment recorded by ``drcn gimp install``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 CONFIG_NAME = "drcn-worker.json"
 PYTHON_ENV = "DRCN_WORKER_PYTHON"
+WORKER_MODULE = "drcn_plugin.integrations.gimp_worker"
 START_TIMEOUT_S = 180.0
 SILENCE_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
@@ -88,10 +89,10 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
     if sandboxed:  # the host's files are not visible here; flatpak-spawn reports a bad path
-        return ["flatpak-spawn", "--host", "--watch-bus", python, "-m", "drcn_plugin.worker"]
+        return ["flatpak-spawn", "--host", "--watch-bus", python, "-m", WORKER_MODULE]
     if not Path(python).is_file():
         raise WorkerError(f"the DRCN worker's Python {python} does not exist. {HINT}")
-    return [python, "-m", "drcn_plugin.worker"]
+    return [python, "-m", WORKER_MODULE]
 
 
 def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -107,7 +108,7 @@ class Worker:
         self.command, self.env = command, dict(env) if env is not None else worker_env()
         self.proc: subprocess.Popen | None = None
         self._messages: queue.Queue = queue.Queue()
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the worker)
 
     def __enter__(self) -> Worker:
         self.start()

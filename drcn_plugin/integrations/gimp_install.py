@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DRCNError
+from ..errors import InstallError, one_line
+from ..resources import PACKAGE, bundled
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -20,11 +21,11 @@ CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_work
 
 def plugin_source() -> Path:
     """The plug-in folder: inside the installed wheel, else the repository's ``gimp/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "gimp" / PLUGIN, here.parent / "gimp" / PLUGIN):
-        if (candidate / f"{PLUGIN}.py").is_file():
-            return candidate
-    raise DRCNError(f"the GIMP plug-in files are missing from {here}; reinstall drcn-plugin")
+    source = bundled(f"gimp/{PLUGIN}", f"{PLUGIN}.py")
+    if source is None:
+        raise InstallError(f"the GIMP plug-in files are missing from {PACKAGE}; reinstall "
+                           "drcn-plugin")
+    return source
 
 
 @dataclass(frozen=True)
@@ -91,5 +92,5 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
         record = {"python": python}
         (dest / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except OSError as e:
-        raise DRCNError(f"cannot install the GIMP plug-in into {dest}: {e}") from e
+        raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e
     return dest

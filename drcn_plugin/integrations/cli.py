@@ -1,0 +1,53 @@
+"""``drcn gimp install`` and ``drcn comfyui install``: the host applications' sub-commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..terminal import console, user_errors
+
+gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
+comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
+
+
+@gimp_app.command("install")
+def gimp_install_cmd(
+    gimp_dir: Annotated[Path | None, typer.Option(
+        help="GIMP 3 user folder (default: every one found: native, Flatpak, Snap, macOS, "
+             "Windows)")] = None,
+) -> None:
+    """Install the GIMP 3 plug-in; its worker will run on this Python."""
+    from .gimp_install import GimpProfile, find_gimp_profiles, install
+
+    with user_errors():
+        profiles = [GimpProfile("given", gimp_dir)] if gimp_dir else find_gimp_profiles()
+        if len(profiles) > 1:
+            console.print(f"found {len(profiles)} GIMP 3 user folders: "
+                          + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
+                          + "; installing into each", soft_wrap=True, highlight=False)
+        for profile in profiles:
+            dest = install(profile.path)
+            console.print(f"installed {dest} (worker Python: {sys.executable})",
+                          soft_wrap=True, highlight=False)
+            if profile.note():
+                console.print(f"[yellow]note:[/] {profile.note()}", soft_wrap=True,
+                              highlight=False)
+    console.print("restart GIMP to load it", highlight=False)
+
+
+@comfyui_app.command("install")
+def comfyui_install_cmd(
+    comfyui_dir: Annotated[Path, typer.Option(help="the ComfyUI folder (main.py, custom_nodes/)")],
+    python: Annotated[Path | None, typer.Option(
+        help="ComfyUI's Python (default: its venv/ or .venv/, else this one)")] = None,
+    copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
+) -> None:
+    """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
+    from .comfyui_install import install
+
+    with user_errors():
+        console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False)
