@@ -182,7 +182,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                 _to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
                 size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel)
                 for i in frames]
-            for i, result in zip(frames, results):
+            for i, result in zip(frames, results, strict=True):
                 planes = _from_engine(result).clamp_(0.0, 1.0)
                 out_image[i] = planes[..., :channels]
                 if alpha is not None or channels == 4:

@@ -22,8 +22,16 @@ from drcn_plugin.hub import from_state_dict
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE
 
-from .drcn_nodes import (CATEGORY, MODEL_TYPE, DRCNNodeError, _comfy, _from_engine,
-                         _interrupt_check, _to_engine, user_errors)
+from .drcn_nodes import (
+    CATEGORY,
+    MODEL_TYPE,
+    DRCNNodeError,
+    _comfy,
+    _from_engine,
+    _interrupt_check,
+    _to_engine,
+    user_errors,
+)
 
 ARCH_ID = "DRCN"
 MAX_MODEL_SCALE = int(MAX_SCALE)

@@ -124,7 +124,7 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
         diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / unit
-        expected_offsets = [round(v * f) for v, f in zip(origin, factors)]
+        expected_offsets = [round(v * f) for v, f in zip(origin, factors, strict=True)]
         ok = got.shape == ref.shape and diff <= 1 and offsets in (None, expected_offsets)
         where = "" if offsets is None else f" at {offsets} (expected {expected_offsets})"
         lines.append(f"{ref.shape[1]}x{ref.shape[0]}x{ref.shape[2]} {got.dtype}{where}: "

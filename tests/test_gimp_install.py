@@ -14,10 +14,15 @@ import pytest
 from test_gimp_worker import ENV, PLUGIN_DIR, WORKER, client
 from typer.testing import CliRunner
 
-from drcn_plugin.integrations import gimp_install
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, GimpProfile, find_gimp_profiles
+from drcn_plugin.integrations import gimp_install
+from drcn_plugin.integrations.gimp_install import (
+    CONFIG_NAME,
+    PLUGIN,
+    GimpProfile,
+    find_gimp_profiles,
+)
 
 
 @pytest.mark.parametrize("platform, environ, relative, kind", [
@@ -99,9 +104,8 @@ def test_refused_flatpak_spawn_names_the_override(tmp_path: Path) -> None:
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"python": sys.executable}))
     command = client.worker_command(tmp_path, {"FLATPAK_ID": "org.gimp.GIMP"})
     env = {**ENV, "PATH": f"{tmp_path}{os.pathsep}{ENV.get('PATH', '')}"}
-    with pytest.raises(client.WorkerError) as info:
-        with client.Worker(command, env=env):
-            pass
+    with pytest.raises(client.WorkerError) as info, client.Worker(command, env=env):
+        pass
     text = str(info.value)
     assert "Portal call failed" in text and client.FLATPAK_HINT in text
 
