@@ -99,8 +99,8 @@ class DRCNSuperResolution(Gimp.PlugIn):
             name)
         proc.set_attribution("drcn-plugin authors", "drcn-plugin authors", "2026")
         rw = GObject.ParamFlags.READWRITE
-        proc.add_double_argument("scale", "_Scale", "Upscaling factor (unless Width or Height "
-                                 "is set)", 1.0, 16.0, 2.0, rw)
+        proc.add_double_argument("scale", "_Scale", "Upscaling factor; unused when Width or Height "
+                                 "is set", 1.0, 16.0, 2.0, rw)
         proc.add_int_argument("width", "_Width", "Exact output width in pixels; 0 = from Scale, "
                               "or from Height keeping the aspect ratio", 0, MAX_SIDE, 0, rw)
         proc.add_int_argument("height", "_Height", "Exact output height in pixels; 0 = from "
