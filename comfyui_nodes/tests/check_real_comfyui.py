@@ -11,8 +11,8 @@ with ComfyUI's own parser, starts ComfyUI headless on 127.0.0.1 (``--cpu``), the
    image its 512-pixel tiles are blended by ComfyUI: PSNR against ``drcn upscale``, overall and in
    the bands where the tiles overlap;
 4. DRCN Upscale with an exact width (aspect kept) against ``drcn upscale --width``;
-5. a 120-frame 640x360 batch (RepeatImageBatch) x2 with per_batch 16 and 0: ComfyUI's peak
-   resident memory during each run (a tiny model, so frames dominate);
+5. a 120-frame 640x360 batch (RepeatImageBatch) x2 with per_batch 16: ComfyUI's peak resident
+   memory during the run, under twice the upscaled batch (a tiny model, so frames dominate);
 6. queues bad inputs (scale out of range, missing and corrupt weights, a too-small tile, a 0-pixel
    image from a throwaway test node) and prints the message ComfyUI reports for each.
 
@@ -269,34 +269,35 @@ def _memory(pid: int, field: str) -> int:
         return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(field + ":"))
 
 
-def frames_check(comfy: Comfy, folder: Path, source: Path) -> None:
-    """120 frames of 640x360 x2 through DRCN Upscale: ComfyUI's peak memory per per_batch."""
+def frames_check(comfy: Comfy, folder: Path, source: Path, per_batch: int = 16) -> None:
+    """120 frames of 640x360 x2 through DRCN Upscale: ComfyUI's peak memory during the run must
+    stay under twice the upscaled batch (the old node held every upscaled frame twice). One run
+    per server: a later run reuses what the previous prompt's cached outputs freed, so its rise
+    would say little (benchmarks/comfyui_frame_memory.py compares before and after)."""
     frame = Image.open(source).convert("RGB").resize((640, 360), Image.BICUBIC)
-    rises = {}
-    for per_batch in (16, 0):
-        name = f"drcn_check_frame_{per_batch}.png"  # its own name: no cached upstream outputs
-        frame.save(folder / "input" / name)
-        wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
-              "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0],
-                                                                "amount": 120}},
-              "3": {"class_type": "DRCNModelLoader", "inputs": {"model_name": TINY,
-                                                               "hub_or_path": ""}},
-              "4": {"class_type": "DRCNUpscale", "inputs": {
-                  "image": ["2", 0], "drcn_model": ["3", 0], "scale": 2.0, "tile": 0,
-                  "self_ensemble": False, "width": 0, "height": 0, "per_batch": per_batch}},
-              "5": {"class_type": "ImageFromBatch", "inputs": {"image": ["4", 0],
-                                                              "batch_index": 0, "length": 1}},
-              "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}}
-        rss = _memory(comfy.proc.pid, "VmRSS")
-        Path(f"/proc/{comfy.proc.pid}/clear_refs").write_text("5")  # peak := now
-        got = run_saved(comfy, folder, wf, "6", f"120 frames 640x360 x2, per_batch={per_batch}")
-        if got is None:
-            return
-        rises[per_batch] = (_memory(comfy.proc.pid, "VmHWM") - rss) / 2**30
+    name = "drcn_check_frame.png"
+    frame.save(folder / "input" / name)
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+          "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 120}},
+          "3": {"class_type": "DRCNModelLoader", "inputs": {"model_name": TINY,
+                                                           "hub_or_path": ""}},
+          "4": {"class_type": "DRCNUpscale", "inputs": {
+              "image": ["2", 0], "drcn_model": ["3", 0], "scale": 2.0, "tile": 0,
+              "self_ensemble": False, "width": 0, "height": 0, "per_batch": per_batch}},
+          "5": {"class_type": "ImageFromBatch", "inputs": {"image": ["4", 0], "batch_index": 0,
+                                                          "length": 1}},
+          "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}}
+    rss = _memory(comfy.proc.pid, "VmRSS")
+    Path(f"/proc/{comfy.proc.pid}/clear_refs").write_text("5")  # peak := now
+    got = run_saved(comfy, folder, wf, "6", f"120 frames 640x360 x2, per_batch={per_batch}")
+    if got is None:
+        return
+    rise = (_memory(comfy.proc.pid, "VmHWM") - rss) / 2**30
     output = 120 * 720 * 1280 * 3 * 4 / 2**30
-    check(rises[16] < rises[0], f"frame batch peak memory rise in ComfyUI: per_batch=16 "
-          f"{rises[16]:.2f} GiB, per_batch=0 (all) {rises[0]:.2f} GiB; the IMAGE output alone "
-          f"is {output:.2f} GiB and the 120 input frames {output / 4:.2f} GiB")
+    check(rise < 2 * output, f"frame batch in ComfyUI, per_batch={per_batch}: peak memory rise "
+          f"{rise:.2f} GiB; the IMAGE output alone is {output:.2f} GiB, the 120 input frames "
+          f"{output / 4:.2f} GiB (every upscaled frame held twice would be over "
+          f"{2 * output:.2f} GiB)")
 
 
 def error_checks(comfy: Comfy, image: str) -> None:
