@@ -3,8 +3,8 @@
 Each case runs in a fresh process: 8-bit frames (a photo panned across, ComfyUI's float layout)
 are built, the peak-RSS counter is reset (``/proc/self/clear_refs``), the node's
 ``upscale_batch`` runs, and the rise of the peak over the resident size before the call is
-reported. "before" loads ``comfyui_nodes/drcn_nodes.py`` from a git revision (default: the
-commit before per_batch); the others use this checkout.
+reported. "before" loads ``comfyui_nodes/drcn_nodes.py`` from a git revision (default 984e587,
+the last one before per_batch); the others use this checkout.
 
 Usage: python benchmarks/comfyui_frame_memory.py [--frames 120] [--size 640x360] [--scale 2]
        [--model tiny|drcn-lite|PATH] [--before-rev REV]       (Linux only: reads /proc)
@@ -95,8 +95,9 @@ def main() -> None:
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--model", default="tiny", help="tiny (random F=8 D=3), drcn-lite, ...")
-    parser.add_argument("--before-rev", default="main",
-                        help="git revision whose node is 'before' (default: main)")
+    parser.add_argument("--before-rev", default="984e587",
+                        help="git revision whose node is 'before' (default: the last before "
+                             "per_batch)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
