@@ -18,7 +18,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from drcn_plugin.engine import Upscaler
+from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
 from drcn_plugin.model import DRCN
@@ -155,6 +155,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         raise DRCNError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")
     planes, mask_in_alpha = _split_alpha(image, mask)
+    check_memory(planes.shape[1], planes.shape[2], planes.shape[3], 4, scale)
     mm, cu = _comfy()
     device = mm.get_torch_device() if mm is not None else "auto"
     count = planes.shape[0]

@@ -73,14 +73,23 @@ def eval_cmd(
     per_depth: Annotated[bool, typer.Option(help="also score every depth and the ensemble")] = False,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results here")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="let --json replace an existing file that drcn did not write")] = False,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
     from .engine import Upscaler
-    from .evaluation import evaluate
+    from .evaluation import evaluate, is_results_file, list_images
 
     with user_errors():
         if any(s < 2 or s > 8 for s in scale):
             raise DRCNError("--scale takes integer factors from 2 to 8")
+        if json_out is not None:  # checked before the (long) evaluation
+            _refuse_replacing_input(json_out, list_images(dataset))
+            if json_out.is_dir():
+                raise DRCNError(f"--json {json_out} is a folder; give a file name")
+            if json_out.exists() and not overwrite and not is_results_file(json_out):
+                raise DRCNError(f"--json {json_out} exists and is not a drcn eval result; "
+                                "use --overwrite to replace it")
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
                                                             precision=precision, tta=tta)
         with console.status(f"evaluating {model} on {dataset}"):
@@ -128,17 +137,24 @@ def upscale(
     precision: PrecisionOpt = "auto",
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = from free memory)")] = 0,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")] = False,
+    debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")] = False,
 ) -> None:
     """Upscale images with DRCN. Under torchrun, files are split across the processes."""
-    from .batch import collect_jobs, distributed, gather_outcomes, run_job
+    from .batch import (OUTPUT_FORMATS, clean_stale_outputs, collect_jobs, distributed,
+                        gather_outcomes, run_job)
     from .engine import MAX_SCALE, Upscaler
+    from .imagefile import FORMATS
     from .progress import BatchProgress
 
+    _terminate_like_interrupt()
     with user_errors():
         if not 1 <= scale <= MAX_SCALE:
             raise DRCNError(f"--scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
         if overwrite and skip_existing:
             raise DRCNError("--overwrite and --skip-existing contradict each other; pick one")
+        fmt = fmt.lower()
+        if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
+            raise DRCNError(f"unknown --format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}")
         jobs, errors = collect_jobs(inputs, scale, output, recursive, suffix, fmt)
         rank, world, local = distributed()
         mine = jobs[rank::world]
@@ -148,6 +164,8 @@ def upscale(
             device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() \
                 else "cpu"
         upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tta=tta)
+        if rank == 0:
+            clean_stale_outputs(jobs)
         for e in errors if rank == 0 else []:
             console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         outcomes = []
@@ -158,13 +176,33 @@ def upscale(
                               progress=bar.tiles)
                 bar.finish(out)
                 if out.status == "failed":
-                    console.print(f"[red]error:[/] {out.message}", highlight=False, soft_wrap=True)
+                    console.print(f"[red]error:[/] {_with_hint(out.message)}", highlight=False,
+                                  soft_wrap=True)
+                    if debug and out.detail:
+                        console.print(out.detail, highlight=False, soft_wrap=True, markup=False)
                 outcomes.append(out)
         outcomes = gather_outcomes(outcomes)
         if rank == 0:
             BatchProgress.summary(console, outcomes, upscaler)
         if errors or any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+
+def _with_hint(message: str) -> str:
+    """A library message with the option that resolves it."""
+    if message.endswith(" exists"):
+        return message + " (use --overwrite or --skip-existing)"
+    return message
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) takes the same clean path as Ctrl-C: the write in
+    progress is removed and nothing half-written stays."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @app.command()
@@ -185,14 +223,32 @@ def compare(
     from .engine import MAX_SCALE, Upscaler
     from .imagefile import atomic_save, read_image
 
+    _terminate_like_interrupt()
     with user_errors():
         if not 1 < scale <= MAX_SCALE:
             raise DRCNError(f"--scale {scale:g} is out of range: use more than 1, at most {MAX_SCALE:g}")
+        if crop < 1:
+            raise DRCNError(f"--crop {crop} is too small: give the crop size in pixels (at least 1)")
+        default = f"{image.stem}-compare-x{scale:g}.png"
+        target = image.with_name(default) if output is None else \
+            output / default if output.is_dir() else output
+        _refuse_replacing_input(target, [image])
+        if target.exists() and not overwrite:
+            raise DRCNError(f"{target} exists (use --overwrite to replace it)")
         array, _ = read_image(image)
         sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop)
-        target = output or image.with_name(f"{image.stem}-compare-x{scale:g}.png")
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}")
+
+
+def _refuse_replacing_input(target: Path, inputs: list[Path]) -> None:
+    """No command may write over one of its own inputs, even when asked to overwrite."""
+    import os
+
+    real = os.path.realpath(target)
+    for p in inputs:
+        if os.path.realpath(p) == real:
+            raise DRCNError(f"{target} is an input of this command; choose another output")
 
 
 gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .engine import Upscaler, to_planes
+from .errors import DRCNError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
 
@@ -31,6 +34,8 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_orig
                   crop: int = 160, zoom: int = 2) -> Image.Image:
     """One labelled PNG of matching crops. With ``from_original`` the input is the ground truth:
     it is shrunk by ``scale`` first and every panel is scored against it (PSNR on Y)."""
+    if crop < 1:
+        raise DRCNError(f"crop size {crop} is too small: at least 1 pixel")
     planes, _ = to_planes(image)
     planes = planes[:3] if planes.shape[0] >= 3 else planes[:1]  # alpha plays no part here
     rgb = _u8(planes)
@@ -54,7 +59,7 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_orig
     tiles = []
     for name, arr in panels.items():
         label = name
-        if ref is not None and name != "original":
+        if ref is not None and name != "original" and min(ref.shape) > 2 * border:
             label += f"  {psnr(_y8(arr), ref, border):.2f} dB"
         piece = Image.fromarray(arr[r: r + crop, c: c + crop]).convert("RGB")
         piece = piece.resize((piece.width * zoom, piece.height * zoom), Image.NEAREST)
@@ -69,14 +74,26 @@ def _u8(planes: torch.Tensor) -> np.ndarray:
 
 
 def _sheet(tiles: list[tuple[str, Image.Image]], pad: int = 8, label_h: int = 28) -> Image.Image:
-    w = sum(t.width for _, t in tiles) + pad * (len(tiles) + 1)
+    """Tiles side by side, each labelled underneath; a column is as wide as its tile or its
+    label, whichever is wider, so labels never run into each other on small crops."""
+    font = ImageFont.load_default(size=16)
+    columns = label_columns(tiles, font, pad)
+    w = columns[-1][1] + pad if columns else pad
     h = max(t.height for _, t in tiles) + label_h + 2 * pad
     sheet = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=16)
-    x = pad
-    for label, tile in tiles:
+    for (label, tile), (x, _) in zip(tiles, columns):
         sheet.paste(tile, (x, pad))
         draw.text((x + 4, pad + tile.height + 5), label, fill="black", font=font)
-        x += tile.width + pad
     return sheet
+
+
+def label_columns(tiles: list[tuple[str, Image.Image]], font: ImageFont.ImageFont,
+                  pad: int = 8) -> list[tuple[int, int]]:
+    """(left, right) of each column: the tile or its label (drawn 4 px in), whichever is wider."""
+    x, out = pad, []
+    for label, tile in tiles:
+        width = max(tile.width, 4 + int(math.ceil(font.getlength(label))))
+        out.append((x, x + width))
+        x += width + pad
+    return out

@@ -83,6 +83,10 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
                 tiles = _tiles(torch.stack([ilr, hr]).to(torch.uint8), patch, stride)
                 per_scale[s] += tiles.shape[0]
                 chunks.append(tiles)
+    if not chunks:
+        smallest = min(min(y.shape) for _, y in images)
+        raise DRCNError(f"no training patches: shrunk by {max(downscales):g}, the images "
+                        f"(smallest side {smallest} px) are smaller than one {patch}x{patch} patch")
     return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .errors import Cancelled, DRCNError
+from .errors import Cancelled, DRCNError, NotEnoughMemoryError
 from .hub import DEFAULT_MODEL, load_model
 from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 from .model import DRCN
@@ -112,6 +112,26 @@ def output_size(height: int, width: int, scale: float | None = None,
     if scale < 1 or scale > MAX_SCALE:
         raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def memory_needed(height: int, width: int, channels: int, itemsize: int,
+                  scale: float | None = None, size: tuple[int, int] | None = None) -> int:
+    """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
+    interpolation temporaries, the output planes and the merged result with two copies."""
+    oh, ow = output_size(height, width, scale, size)
+    return 4 * height * width * (channels + 3) + oh * ow * (4 * (channels + 3) + 3 * channels * itemsize)
+
+
+def check_memory(height: int, width: int, channels: int, itemsize: int,
+                 scale: float | None = None, size: tuple[int, int] | None = None) -> None:
+    """Refuse, before anything is allocated, an upscale that cannot fit in available memory."""
+    need, avail = memory_needed(height, width, channels, itemsize, scale, size), \
+        _available_memory(torch.device("cpu"))
+    if need > avail:
+        oh, ow = output_size(height, width, scale, size)
+        raise NotEnoughMemoryError(
+            f"a {ow}x{oh} result needs about {need / 2**30:.1f} GiB of memory; "
+            f"{avail / 2**30:.1f} GiB is available")
 
 
 @dataclass

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from .engine import Upscaler
-from .errors import DRCNError
+from .errors import BadImageError, DRCNError
+from .imagefile import read_image
 from .imaging import make_pair, protocol_y, quantize8
 from .metrics import psnr, ssim
 
@@ -29,14 +30,38 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def load_y(path: Path) -> torch.Tensor:
-    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
-            a = torch.from_numpy(np.array(im)).double()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DRCNError(f"cannot read image {path}: {e}") from e
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is.
+
+    16-bit and float files are reduced to 8 bits by scaling (never clipping), alpha is ignored.
+    """
+    array, _ = read_image(path)
+    if array.dtype == np.uint16:
+        array = np.round(array / 257.0)
+    elif array.dtype != np.uint8:
+        array = np.round(np.clip(array, 0, 1) * 255.0)
+    if array.ndim == 3:
+        array = array[..., :3] if array.shape[2] >= 3 else array[..., 0]
+    a = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
     return a if a.dim() == 2 else protocol_y(a.permute(2, 0, 1))
+
+
+def is_results_file(path: Path) -> bool:
+    """True when ``path`` holds results as :func:`evaluate` returns them (safe to replace)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(v, dict) and "psnr" in v for v in data.values())
+
+
+def _check_size(name: str, y: torch.Tensor, scale: int) -> None:
+    """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left."""
+    need = 2 * scale + 11
+    h, w = y.shape
+    if min(h - h % scale, w - w % scale) < need:
+        raise BadImageError(f"{name} is {w}x{h}: too small to score at x{scale} "
+                            f"(at least {need}x{need} pixels)")
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
@@ -49,6 +74,9 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     """
     files = list_images(folder)
     hrs = [(p.stem, load_y(p)) for p in files]
+    for (_, y), p in zip(hrs, files):
+        for s in scales:
+            _check_size(str(p), y, s)
     results: dict[str, dict] = {}
     for s in scales:
         rows: dict[str, dict] = {}

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import DRCNError
+from .errors import DRCNError, ModelLoadError
 from .model import DRCN
 
 
@@ -66,14 +66,26 @@ def sha256_of(path: Path) -> str:
 
 
 def _from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
+    embed, ensemble = sd.get("embed.0.weight"), sd.get("ensemble")
+    if embed is None or ensemble is None or embed.dim() != 4 or ensemble.dim() != 1:
+        raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
+                             "1-d ensemble tensors)")
     try:
-        features = sd["embed.0.weight"].shape[0]
-        recursions = sd["ensemble"].shape[0]
-        model = DRCN(features=features, recursions=recursions)
+        model = DRCN(features=embed.shape[0], recursions=ensemble.shape[0])
         model.load_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as e:
-        raise DRCNError(f"{origin} does not hold DRCN weights ({str(e).splitlines()[0]})") from e
-    return model.eval()
+        raise ModelLoadError(f"{origin} does not hold DRCN weights "
+                             f"({str(e).splitlines()[0]})") from e
+    return checked(model.eval(), origin)
+
+
+def checked(model: DRCN, origin: str) -> DRCN:
+    """Refuse weights with NaN or infinite values: they would give blank images, not an error."""
+    bad = [name for name, p in model.state_dict().items()
+           if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise ModelLoadError(f"{origin} has NaN or infinite weights ({', '.join(bad[:3])})")
+    return model
 
 
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
@@ -85,7 +97,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise DRCNError(f"cannot read weights file {path}: {e}") from e
+        raise ModelLoadError(f"cannot read weights file {path}: {e}") from e
     return _from_state_dict(sd, str(path))
 
 
@@ -93,9 +105,10 @@ def _load_folder(path: Path) -> DRCN:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise DRCNError(f"{path} is not a DRCN model folder (needs config.json and model.safetensors)")
     try:
-        return DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise DRCNError(f"cannot load model folder {path}: {str(e).splitlines()[0]}") from e
+        model = DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError) as e:
+        raise ModelLoadError(f"cannot load model folder {path}: {str(e).splitlines()[0]}") from e
+    return checked(model, str(path))
 
 
 def _load_hub(spec: str) -> DRCN:
@@ -105,7 +118,8 @@ def _load_hub(spec: str) -> DRCN:
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise DRCNError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
-        return DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval()
+        return checked(DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval(),
+                       spec)
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         raise DRCNError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be reached"
                         " (offline?)") from e

@@ -99,6 +99,8 @@ class TrainConfig:
             (not 0 <= self.alpha <= 1, "--alpha must be in 0..1"),
             (any(not 0 < f <= 1 for f in self.downscales), "--downscale factors must be in (0, 1]"),
             (self.precision not in ("auto", "fp32", "bf16"), "--precision: auto, fp32 or bf16"),
+            (Path(self.out).exists() and not Path(self.out).is_dir(),
+             f"the run folder {self.out} is an existing file"),
         ]
         for bad, message in problems:
             if bad:

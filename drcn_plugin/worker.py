@@ -17,6 +17,7 @@ also stops when the client goes away (closed pipe or new parent process).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -26,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engine import Upscaler
+from .engine import Upscaler, check_memory
 from .errors import Cancelled, DRCNError
 from .hub import DEFAULT_MODEL
 
@@ -34,6 +35,8 @@ PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 HEARTBEAT_S = 2.0
 MAX_HEADER = 1 << 16
+MAX_SIDE = 1 << 17  # pixels per side a client may declare; memory is checked on top of it
+_CHUNK = 1 << 22  # pixel data is read in pieces: memory follows what arrives, not the header
 EXIT_ERROR, EXIT_CANCELLED = 2, 3
 
 
@@ -68,8 +71,8 @@ def parse_header(line: bytes) -> Request:
         raise DRCNError(f"bad header: no newline in the first {MAX_HEADER} bytes")
     try:
         fields = json.loads(line)
-    except ValueError as e:
-        raise DRCNError(f"bad header: not JSON ({e})") from e
+    except (ValueError, RecursionError) as e:
+        raise DRCNError(f"bad header: not JSON ({type(e).__name__})") from e
     if not isinstance(fields, dict):
         raise DRCNError("bad header: expected a JSON object")
     unknown = sorted(set(fields) - set(_TYPES))
@@ -80,9 +83,13 @@ def parse_header(line: bytes) -> Request:
         if not isinstance(value, _TYPES[key]) or (key != "tta" and isinstance(value, bool)):
             raise DRCNError(f"bad header: {key}={value!r} has the wrong type")
     req = Request(**{**fields, "scale": float(fields["scale"])})
-    if req.width < 1 or req.height < 1 or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
-        raise DRCNError(f"bad header: {req.width}x{req.height}, {req.channels} channels, "
-                        f"dtype {req.dtype!r} (use u8, u16 or f32)")
+    if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
+            or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
+        size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
+        raise DRCNError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
+                        f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
+    if not math.isfinite(req.scale):
+        raise DRCNError("bad header: scale must be a finite number")
     return req
 
 
@@ -108,13 +115,13 @@ class _Channel:
 
 
 def _read_exact(inp: BinaryIO, n: int) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = inp.readinto(view[got:])
-        if not k:
-            raise DRCNError(f"truncated pixel data: got {got} of {n} bytes")
-        got += k
+    """``n`` bytes, grown as they arrive (a header alone never makes the worker allocate)."""
+    buf = bytearray()
+    while len(buf) < n:
+        piece = inp.read(min(_CHUNK, n - len(buf)))
+        if not piece:
+            raise DRCNError(f"truncated pixel data: got {len(buf)} of {n} bytes")
+        buf += piece
     return buf
 
 
@@ -151,6 +158,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             if not line:
                 return 0
             req = parse_header(line)
+            check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
+                         req.scale)
             pixels = _read_exact(inp, req.nbytes)
             key = (req.model, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
@@ -167,9 +176,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     except Cancelled:
         chan.send("cancelled")
         return EXIT_CANCELLED
-    except DRCNError as e:
-        chan.send(f"error {' '.join(str(e).split())}")
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # the worker's boundary: every failure is one error line, exit 2
+        message = str(e) if isinstance(e, DRCNError) else \
+            f"unexpected {type(e).__name__}: {str(e).strip()[:200]}"
+        chan.send(f"error {' '.join(message.split())}")
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         chan.gone.set()

@@ -60,7 +60,7 @@ def test_never_overwrites_unless_asked(photos: Path, tiny_model_file: str) -> No
     # The input itself is never replaced, even with --overwrite.
     before = (photos / "a.png").read_bytes()
     r = upscale(str(photos / "a.png"), "-o", str(photos), "--overwrite", "--model", tiny_model_file)
-    assert r.exit_code == 1 and "input itself" in r.output
+    assert r.exit_code == 2 and "holds the inputs" in r.output
     assert (photos / "a.png").read_bytes() == before
 
 
