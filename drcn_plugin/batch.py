@@ -95,13 +95,17 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
         if out_dir is not None and not suffix and _same(out_dir, root):
             raise InputConflictError(f"{output} holds the inputs: results would mix with them "
                                      "(choose another folder, or a name suffix)")
+        nested_out = not _same(out_root, root)
+        before = len(jobs)
         for f in images:
             real = os.path.realpath(f)
-            if real in seen or (f != path and _inside(real, out_root)):
+            if real in seen or (nested_out and f != path and _inside(real, out_root)):
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
             jobs.append(Job(f, out_root / rel.parent / (f.stem + suffix + _out_suffix(f, fmt))))
+        if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
+            errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
     return jobs, errors
 

@@ -57,8 +57,10 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
             info.notes.append(f"decoder warning: {w}")
         return array, info
-    except DRCNError:
-        raise
+    except DRCNError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImageError(f"{path}: too large to upscale safely ({e})") from e
     except UnidentifiedImageError as e:
@@ -103,7 +105,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         array = _to_array(im, info)
     if array.dtype == np.float32:
         if not np.isfinite(array).all():
-            raise BadImageError(f"{path}: the image has NaN or infinite values")
+            raise BadImageError("the image has NaN or infinite values")
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
 
