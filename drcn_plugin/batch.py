@@ -18,8 +18,16 @@ from pathlib import Path
 
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import Cancelled, DRCNError, InputConflictError, OutputExistsError
-from .imagefile import (FORMATS, SUFFIX, atomic_save, check_writable, clean_stale_parts, encode,
-                        read_image, save_options)
+from .imagefile import (
+    FORMATS,
+    SUFFIX,
+    atomic_save,
+    check_writable,
+    clean_stale_parts,
+    encode,
+    read_image,
+    save_options,
+)
 
 READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
             ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx", ".sgi", ".qoi", ".dds", ".avif"}
@@ -229,7 +237,7 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
         if skip_existing:  # another run wrote it meanwhile
             return Outcome(job, "skipped", "written meanwhile by another run")
         return _failed(job, e, t0)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the file job's boundary: any failure is one line
         return _failed(job, e, t0)
 
 

@@ -93,7 +93,7 @@ def label_columns(tiles: list[tuple[str, Image.Image]], font: ImageFont.ImageFon
     """(left, right) of each column: the tile or its label (drawn 4 px in), whichever is wider."""
     x, out = pad, []
     for label, tile in tiles:
-        width = max(tile.width, 4 + int(math.ceil(font.getlength(label))))
+        width = max(tile.width, 4 + math.ceil(font.getlength(label)))
         out.append((x, x + width))
         x += width + pad
     return out

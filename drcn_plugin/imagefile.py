@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .errors import BadImageError, DiskFullError, DRCNError, NotEnoughMemoryError, OutputExistsError
+from .errors import (
+    BadImageError,
+    DiskFullError,
+    DRCNError,
+    NotEnoughMemoryError,
+    OutputExistsError,
+)
 from .metadata import apply_orientation, exif_for, read_exif
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
@@ -93,7 +99,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=_dpi(im.info.get("dpi")))
         try:
             frames = int(getattr(im, "n_frames", 1))
-        except Exception:  # a damaged frame table: the first frame decoded, that is enough
+        except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
             frames = 1
         if frames > 1:
             info.notes.append(f"{frames} frames: only the first was upscaled")

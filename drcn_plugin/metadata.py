@@ -36,7 +36,7 @@ def _writable(tag: int, value, ifd: int | None = None) -> bool:
             probe[ifd] = {tag: value}
         probe.tobytes()
         return True
-    except Exception:  # any failure means this tag cannot be written back
+    except Exception:  # noqa: BLE001 - any failure means this tag cannot be written back
         return False
 
 
@@ -46,7 +46,7 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         source = im.getexif()
         base = dict(source.items())
         subs = {p: dict(source.get_ifd(p).items()) for p in _SUB_IFDS if p in base}
-    except Exception:  # damaged EXIF must not cost the image
+    except Exception:  # noqa: BLE001 - damaged EXIF must not cost the image
         notes.append("EXIF unreadable: dropped")
         return None
     out = Image.Exif()
@@ -125,7 +125,7 @@ def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
     sizes = []
     for tag, value in exif.items():
         if tag in _SUB_IFDS:
-            sizes += [(len(repr(v)), tag, t) for t, v in exif[tag].items()]
+            sizes += [(len(repr(v)), tag, t) for t, v in value.items()]
         else:
             sizes.append((len(repr(value)), None, tag))
     for _, ifd, tag in sorted(sizes, reverse=True):

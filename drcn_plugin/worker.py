@@ -176,7 +176,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     except Cancelled:
         chan.send("cancelled")
         return EXIT_CANCELLED
-    except Exception as e:  # the worker's boundary: every failure is one error line, exit 2
+    except Exception as e:  # noqa: BLE001 - the worker's boundary: every failure is one error line, exit 2
         message = str(e) if isinstance(e, DRCNError) else \
             f"unexpected {type(e).__name__}: {str(e).strip()[:200]}"
         chan.send(f"error {' '.join(message.split())}")
