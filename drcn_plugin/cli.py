@@ -75,8 +75,11 @@ def eval_cmd(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write results here")] = None,
     overwrite: Annotated[bool, typer.Option(
         help="let --json replace an existing file that drcn did not write")] = False,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
+    from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, list_images
 
@@ -90,10 +93,12 @@ def eval_cmd(
             if json_out.exists() and not overwrite and not is_results_file(json_out):
                 raise DRCNError(f"--json {json_out} exists and is not a drcn eval result; "
                                 "use --overwrite to replace it")
+        recipe = Recipe.parse(degrade) if degrade else None
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
                                                             precision=precision, tta=tta)
         with console.status(f"evaluating {model} on {dataset}"):
-            results = evaluate(upscaler, dataset, scale, per_depth=per_depth and upscaler is not None)
+            results = evaluate(upscaler, dataset, scale, per_depth=per_depth and upscaler is not None,
+                               degrade=recipe)
         _print_eval(model, dataset, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
@@ -140,8 +145,14 @@ def upscale(
     debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")] = False,
 ) -> None:
     """Upscale images with DRCN. Under torchrun, files are split across the processes."""
-    from .batch import (OUTPUT_FORMATS, clean_stale_outputs, collect_jobs, distributed,
-                        gather_outcomes, run_job)
+    from .batch import (
+        OUTPUT_FORMATS,
+        clean_stale_outputs,
+        collect_jobs,
+        distributed,
+        gather_outcomes,
+        run_job,
+    )
     from .engine import MAX_SCALE, Upscaler
     from .imagefile import FORMATS
     from .progress import BatchProgress
@@ -332,6 +343,11 @@ def train_cmd(
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="continue OUT/last.pt exactly")] = False,
     stop_at: Annotated[int, typer.Option(help="stop resumably after this step")] = 0,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the LR images, e.g. 'blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15'")]
+    = "",
+    degrade_copies: Annotated[int, typer.Option(help="degraded draws of each pair")] = 3,
+    val_degrade: Annotated[str, typer.Option(help="validate on LR degraded so, e.g. jpeg:75")] = "",
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
     from .train import TrainConfig, train_with_progress
@@ -344,7 +360,8 @@ def train_cmd(
             weight_decay=weight_decay, schedule=schedule, warmup=warmup, lr_drops=lr_drop,
             clip=clip, alpha=alpha, alpha_decay=alpha_decay, init=init, val_data=val_data,
             val_every=val_every, test_data=test_data, baseline=baseline, name=name,
-            device=device, precision=precision, seed=seed, stop_at=stop_at)
+            device=device, precision=precision, seed=seed, stop_at=stop_at, degrade=degrade,
+            degrade_copies=degrade_copies, val_degrade=val_degrade)
         log = train_with_progress(cfg, resume=resume, console=console)
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "

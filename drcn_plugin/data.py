@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from .degrade import Recipe, degraded_pair, image_y
 from .errors import DRCNError
-from .evaluation import list_images, load_y
+from .evaluation import list_images, load_image8, load_y
 from .imaging import imresize, make_pair, quantize8
 
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
@@ -33,8 +34,11 @@ class PatchSet:
         return self.pairs.shape[0]
 
 
-def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
-    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable."""
+def load_images(folders: Sequence[Path], colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable.
+
+    ``colour=True`` keeps RGB images as ``[3, H, W]`` 8-bit levels (degradations need colour).
+    """
     if not folders:
         raise DRCNError("no training folder given")
     images = []
@@ -43,7 +47,7 @@ def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
             files = list_images(Path(folder))
         except OSError as e:
             raise DRCNError(f"cannot read training folder {folder}: {e.strerror or e}") from e
-        images += [(str(p), load_y(p)) for p in files]
+        images += [(str(p), load_image8(p) if colour else load_y(p)) for p in files]
     return images
 
 
@@ -51,7 +55,7 @@ def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int, scales: 
     """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
     need = max(patch, max(scales))
     for name, y in images:
-        h, w = y.shape
+        h, w = y.shape[-2:]
         if min(h, w) < need:
             raise DRCNError(f"training image {name} is {w}x{h}, smaller than one {patch}x{patch} "
                             "patch: remove it or use a smaller --patch")
@@ -66,27 +70,36 @@ def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
 @torch.no_grad()
 def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[int], patch: int,
                  stride: int, downscales: Sequence[float] = DOWNSCALES,
-                 device: torch.device | str = "cpu") -> PatchSet:
-    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``."""
+                 device: torch.device | str = "cpu", degrade: Recipe | None = None,
+                 copies: int = 1, seed: int = 0) -> PatchSet:
+    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``.
+
+    With ``degrade``, each pair is made ``copies`` times, each copy's low-resolution image
+    degraded with its own draw of the recipe (whole images, so JPEG sees its real block grid).
+    """
     check_sizes(images, patch, scales)
     if stride < 1:
-        raise DRCNError("--stride must be at least 1")
+        raise DRCNError("the patch stride must be at least 1")
+    gen = torch.Generator().manual_seed(seed)
     chunks, per_scale = [], {s: 0 for s in scales}
-    for _, y in images:
-        y = y.to(device)
+    for _, image in images:
         for f in downscales:
-            ys = y if f == 1 else quantize8(imresize(y, scale=f))
-            if min(ys.shape) < patch:
+            im = image if f == 1 else quantize8(imresize(image, scale=f))
+            if min(im.shape[-2:]) < patch:
                 continue
             for s in scales:
-                hr, _, ilr = make_pair(ys, s)
-                tiles = _tiles(torch.stack([ilr, hr]).to(torch.uint8), patch, stride)
-                per_scale[s] += tiles.shape[0]
-                chunks.append(tiles)
+                if degrade is None:
+                    hr, _, ilr = make_pair(image_y(im).to(device), s)
+                    pairs = [(ilr, hr)]
+                else:
+                    pairs = [degraded_pair(im, s, degrade, gen)[::-1] for _ in range(copies)]
+                for ilr, hr in pairs:
+                    tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
+                    per_scale[s] += tiles.shape[0]
+                    chunks.append(tiles)
     if not chunks:
-        smallest = min(min(y.shape) for _, y in images)
-        raise DRCNError(f"no training patches: shrunk by {max(downscales):g}, the images "
-                        f"(smallest side {smallest} px) are smaller than one {patch}x{patch} patch")
+        raise DRCNError("no training patches: every image is smaller than one patch after "
+                        "shrinking; use larger images, a smaller patch or milder shrink factors")
     return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
 
 

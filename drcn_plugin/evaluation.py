@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .degrade import Recipe, degraded_pair, image_y, seed_for
 from .engine import Upscaler
 from .errors import BadImageError, DRCNError
 from .imagefile import read_image
-from .imaging import make_pair, protocol_y, quantize8
+from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -29,10 +30,10 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_y(path: Path) -> torch.Tensor:
-    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is.
+def load_image8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
-    16-bit and float files are reduced to 8 bits by scaling (never clipping), alpha is ignored.
+    16-bit and float files are reduced to 8 bits by scaling (never clipping); alpha is ignored.
     """
     array, _ = read_image(path)
     if array.dtype == np.uint16:
@@ -42,7 +43,12 @@ def load_y(path: Path) -> torch.Tensor:
     if array.ndim == 3:
         array = array[..., :3] if array.shape[2] >= 3 else array[..., 0]
     a = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
-    return a if a.dim() == 2 else protocol_y(a.permute(2, 0, 1))
+    return a if a.dim() == 2 else a.permute(2, 0, 1)
+
+
+def load_y(path: Path) -> torch.Tensor:
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+    return image_y(load_image8(path))
 
 
 def is_results_file(path: Path) -> bool:
@@ -55,10 +61,10 @@ def is_results_file(path: Path) -> bool:
         isinstance(v, dict) and "psnr" in v for v in data.values())
 
 
-def _check_size(name: str, y: torch.Tensor, scale: int) -> None:
+def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
     """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left."""
     need = 2 * scale + 11
-    h, w = y.shape
+    h, w = image.shape[-2:]
     if min(h - h % scale, w - w % scale) < need:
         raise BadImageError(f"{name} is {w}x{h}: too small to score at x{scale} "
                             f"(at least {need}x{need} pixels)")
@@ -66,22 +72,30 @@ def _check_size(name: str, y: torch.Tensor, scale: int) -> None:
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
-             on_image: Callable[[int, str], None] | None = None) -> dict[str, dict]:
+             on_image: Callable[[int, str], None] | None = None,
+             degrade: Recipe | None = None) -> dict[str, dict]:
     """PSNR/SSIM (dataset means) per scale; ``upscaler=None`` scores bicubic alone.
+
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
 
     Returns ``{"3": {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds_per_image",
     "images": {name: {...}}, ["depth_psnr": [...], "ensemble_psnr": ...]}}``.
     """
     files = list_images(folder)
-    hrs = [(p.stem, load_y(p)) for p in files]
-    for (_, y), p in zip(hrs, files):
+    hrs = [(p.stem, load_y(p) if degrade is None else load_image8(p)) for p in files]
+    for (_, image), p in zip(hrs, files):
         for s in scales:
-            _check_size(str(p), y, s)
+            _check_size(str(p), image, s)
     results: dict[str, dict] = {}
     for s in scales:
         rows: dict[str, dict] = {}
-        for name, y in hrs:
-            hr, _, ilr = make_pair(y, s)
+        for name, image in hrs:
+            if degrade is None:
+                hr, _, ilr = make_pair(image, s)
+            else:
+                gen = torch.Generator().manual_seed(seed_for(name, s))
+                hr, ilr = degraded_pair(image, s, degrade, gen)
             row = {"bicubic_psnr": psnr(ilr, hr, s), "bicubic_ssim": ssim(ilr, hr, s)}
             if upscaler is None:
                 row.update(psnr=row["bicubic_psnr"], ssim=row["bicubic_ssim"], seconds=0.0)

@@ -79,3 +79,23 @@ class DRCN(
         f, d = self.features, self.recursions
         macs = 9 * (f + f * f + d * f * f + d * (f * f + f))
         return 2 * macs
+
+
+def interpolate(a: DRCN, b: DRCN, t: float) -> DRCN:
+    """A new DRCN whose weights are ``(1 - t) * a + t * b`` (``t`` = 0 gives ``a``'s exactly).
+
+    Meaningful for two models fine-tuned from one another (a clean and a photo model), as
+    Real-ESRGAN's denoise strength does; both must have the same F and D.
+    """
+    if (a.features, a.recursions) != (b.features, b.recursions):
+        raise ValueError(f"cannot blend F={a.features}, D={a.recursions} with "
+                         f"F={b.features}, D={b.recursions}")
+    if not 0 <= t <= 1:
+        raise ValueError(f"blend weight {t} is outside 0..1")
+    out = DRCN(a.features, a.recursions)
+    sb = b.state_dict()
+    with torch.no_grad():
+        blended = {k: v.float() if t == 0 else sb[k].float() if t == 1 else
+                   torch.lerp(v.float(), sb[k].float(), t) for k, v in a.state_dict().items()}
+    out.load_state_dict(blended)
+    return out.eval()

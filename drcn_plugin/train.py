@@ -27,6 +27,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .data import DOWNSCALES, PatchSet, augment, load_images, make_patches
+from .degrade import Recipe
 from .engine import Upscaler, pick_device
 from .errors import DRCNError
 from .evaluation import evaluate, list_images
@@ -74,6 +75,9 @@ class TrainConfig:
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere
     seed: int = 0
     stop_at: int = 0  # stop (resumably) after this step, keeping the schedule of the full run
+    degrade: str = ""  # a degradation recipe (see degrade.py) applied to the training LR images
+    degrade_copies: int = 3  # degraded copies of each (image, shrink, scale) pair
+    val_degrade: str = ""  # validate on LR images degraded by this fixed recipe
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -101,10 +105,17 @@ class TrainConfig:
             (self.precision not in ("auto", "fp32", "bf16"), "--precision: auto, fp32 or bf16"),
             (Path(self.out).exists() and not Path(self.out).is_dir(),
              f"the run folder {self.out} is an existing file"),
+            (self.degrade_copies < 1, "--degrade-copies must be >= 1"),
         ]
         for bad, message in problems:
             if bad:
                 raise DRCNError(message)
+        self.recipes()
+
+    def recipes(self) -> tuple[Recipe | None, Recipe | None]:
+        """The training and validation degradation recipes (None: clean protocol pairs)."""
+        return (Recipe.parse(self.degrade) if self.degrade else None,
+                Recipe.parse(self.val_degrade) if self.val_degrade else None)
 
 
 # -- the model and the objective ------------------------------------------------------------
@@ -246,7 +257,7 @@ def default_val_folder(cfg: TrainConfig) -> str:
 
 
 def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
-              strict_fp32: bool) -> dict:
+              strict_fp32: bool, degrade: Recipe | None = None) -> dict:
     """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
 
     cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
@@ -257,7 +268,8 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
     if strict_fp32:
         flags.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales)
+        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales,
+                        degrade=degrade)
     finally:
         flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
         model.train()
@@ -323,8 +335,11 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         t0 = time.perf_counter()
-        self.patches: PatchSet = make_patches(load_images([Path(p) for p in cfg.data]), cfg.scales,
-                                              cfg.patch, cfg.stride, cfg.downscales, self.device)
+        degrade, self.val_recipe = cfg.recipes()
+        images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
+        self.patches: PatchSet = make_patches(images, cfg.scales, cfg.patch, cfg.stride,
+                                              cfg.downscales, self.device, degrade,
+                                              cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
 
     # -- one step ------------------------------------------------------------------------
@@ -370,7 +385,8 @@ class Trainer:
     def _validate(self) -> float | None:
         if not self.val_folder:
             return None
-        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device, strict_fp32=False)
+        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device, strict_fp32=False,
+                        degrade=self.val_recipe)
         return _mean_psnr(res)
 
     def _state(self) -> dict:
@@ -465,22 +481,28 @@ class Trainer:
         export_safetensors(self.model, weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
-        measured = {f: _evaluate(model, f, cfg.scales, self.device, True) for f in folders}
-        val = _mean_psnr(measured[self.val_folder]) if self.val_folder in measured else \
-            self._validate()
+        measured = self._measure(model, folders)
+        val = self._validate()
         self.history.append({"step": self.step, "event": "end", "val_psnr": val,
                              "seconds": round(self.elapsed, 2)})
         self._checkpoint(val)
-        baseline = {}
-        if cfg.baseline:
-            base = load_model(cfg.baseline).to(self.device)
-            baseline = {f: _evaluate(base, f, cfg.scales, self.device, True) for f in folders}
+        baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
+            if cfg.baseline else {}
         from .hub import sha256_of
 
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
         return log
+
+
+    def _measure(self, model: DRCN, folders: list[str]) -> dict:
+        """Strict-fp32 scores on each folder, clean and (if validating so) degraded."""
+        out = {f: _evaluate(model, f, self.cfg.scales, self.device, True) for f in folders}
+        if self.val_recipe is not None:
+            out |= {f"{f} [{self.val_recipe}]": _evaluate(model, f, self.cfg.scales, self.device,
+                                                          True, self.val_recipe) for f in folders}
+        return out
 
 
 def _summary(results: dict) -> dict:
@@ -523,6 +545,8 @@ def model_card(log: dict) -> str:
         head += [c.baseline, "gain (dB)"]
     alpha = (f"alpha = {c.alpha:g} decaying linearly to 0 over the first {c.alpha_decay:.0%} of "
              "the steps, then the ensemble loss alone" if c.alpha > 0 else "the ensemble loss alone")
+    degrade = (f"; low-resolution images degraded by `{c.degrade}` ({c.degrade_copies} draws "
+               "per pair, whole images)" if c.degrade else "")
     init = f"initialised from `{c.init}`" if c.init else \
         "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
     names = ", ".join(f"`{Path(d).name}`" for d in c.data)
@@ -539,7 +563,7 @@ def model_card(log: dict) -> str:
         (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
          f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
          f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
-         "flips and transposes"),
+         f"flips and transposes{degrade}"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
         (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
          f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
