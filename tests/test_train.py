@@ -138,7 +138,7 @@ def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> N
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.png").write_bytes(b"not a png")
-    with pytest.raises(DRCNError, match="cannot read image"):
+    with pytest.raises(DRCNError, match="not an image"):
         train(tiny(broken, tmp_path / "a"))
     with pytest.raises(DRCNError, match="smaller than one 400x400 patch"):
         train(tiny(t12, tmp_path / "a", patch=400, stride=200))
