@@ -4,9 +4,11 @@ For each shipped model and precision it times the bare model call on a whole Y p
 the engine's tiled run at default settings and with 256-px tiles, and the whole colour pipeline
 (``Upscaler.upscale`` on an RGB image). ``--readme`` writes the table into README.md between the
 ``<!-- bench:DEVICE -->`` markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM.
+``--plot FILE.png`` instead sweeps the tile size and draws output Mpx/s against it ([plot] extra).
 
     python benchmarks/bench_engine.py --device cpu --readme
     python benchmarks/bench_engine.py --device cuda --json bench_gpu.json
+    python benchmarks/bench_engine.py --models drcn-lite --plot docs/tile-speed-cpu.png
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drcn_plugin.engine import Upscaler, cpu_has_fast_bf16
+from drcn_plugin.devices import cpu_has_fast_bf16
+from drcn_plugin.engine import Upscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +45,7 @@ class PeakMemory:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self._rss())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:
@@ -101,6 +104,24 @@ def bench(model: str, device: str, precision: str, side: int, repeat: int) -> di
     return row
 
 
+def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[int],
+               repeat: int) -> dict:
+    """Output Mpx/s of the engine on a Y plane of ``side`` px at each tile size (those up to the
+    side), and at the engine's default plan: the curve a tile choice acts on."""
+    up = Upscaler(model, device=device, precision=precision)
+    y = torch.rand(side, side)
+    mpx = side * side / 1e6
+    points = []
+    for tile in (t for t in tiles if t <= side):
+        run = Upscaler(up.model, device=device, precision=precision, tile=tile).run_y
+        points.append({"tile": tile, "mpx_s": mpx / timed(lambda run=run: run(y), up.device,
+                                                          repeat)[0]})
+        print(json.dumps({"model": model, "precision": precision, **points[-1]}), flush=True)
+    return {"model": model, "precision": str(up.dtype)[6:], "side": side, "points": points,
+            "default_tile": min(up._auto_plan(side, side).tile, side),  # one window at most
+            "default_mpx_s": mpx / timed(lambda: up.run_y(y), up.device, repeat)[0]}
+
+
 def photo_12mp(device: str) -> dict:
     """Upscale a 4000x3000 RGB photo x2 with the default model; peak RAM is the point."""
     up = Upscaler(device=device)
@@ -140,6 +161,24 @@ def table(rows: list[dict], where: str) -> str:
     return "\n".join(out)
 
 
+def plot_sweep(args: argparse.Namespace, precisions: list[str], gpu: bool) -> None:
+    """``--plot``: the tile sweep of every model and precision, drawn and (with --json) saved."""
+    from drcn_plugin.charts import check_png_target, tile_speed_chart
+
+    check_png_target(args.plot)
+    sweeps = [tile_sweep(model, args.device, precision,
+                         args.side or (2048 if gpu else 384 if model == "drcn" else 512),
+                         args.tiles, args.repeat)
+              for model in args.models for precision in precisions]
+    where = machine()
+    sides = sorted({sw["side"] for sw in sweeps})
+    tile_speed_chart(sweeps, args.plot, f"{where}, torch {torch.__version__}\n"
+                     f"Y plane {' / '.join(map(str, sides))} px; star: the engine's default tile")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": where, "tile_sweep": sweeps}, indent=2))
+    print(f"wrote {args.plot}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -149,9 +188,17 @@ def main() -> None:
     ap.add_argument("--photo", action="store_true", help="also a 12 MP photo x2 (peak RAM)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--plot", type=Path, help="instead of the table, sweep --tiles and draw "
+                    "output Mpx/s against the tile size into this PNG")
+    ap.add_argument("--tiles", nargs="+", type=int, default=[64, 96, 128, 192, 256, 384])
+    ap.add_argument("--side", type=int, default=0,
+                    help="plane side of the sweep (default: 512, F=256 models 384; GPUs 2048)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
     precisions = args.precisions or (["fp32", "bf16"] if gpu or cpu_has_fast_bf16() else ["fp32"])
+    if args.plot:
+        plot_sweep(args, precisions, gpu)
+        return
     rows = []
     for model in args.models:
         for precision in precisions:

@@ -13,14 +13,25 @@ import os
 import stat
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
-from .errors import Cancelled, DRCNError, InputConflictError, OutputExistsError
+from .errors import (
+    BadOptionError,
+    Cancelled,
+    DRCNError,
+    InputConflictError,
+    OutputExistsError,
+    one_line,
+)
 from .imagefile import (
     FORMATS,
+    IMAGE_SUFFIXES,
     SUFFIX,
+    ImageInfo,
     atomic_save,
     check_writable,
     clean_stale_parts,
@@ -29,10 +40,10 @@ from .imagefile import (
     save_options,
 )
 
-READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
-            ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx", ".sgi", ".qoi", ".dds", ".avif"}
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
 _NAME_MAX = 255
+Status = Literal["done", "skipped", "failed"]
+ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
 
 
 @dataclass
@@ -49,11 +60,13 @@ class Outcome:
     """What happened to one job, for the summary table."""
 
     job: Job
-    status: str  # "done", "skipped" or "failed"
+    status: Status
     message: str = ""
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
     seconds: float = 0.0
+    error: DRCNError | None = None  # why it failed, for front ends that add their own hints
+    model: str = ""  # the model this file got, when it was chosen per file
     detail: str = ""  # the traceback of an unexpected failure, for --debug
 
 
@@ -69,12 +82,14 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
-        raise DRCNError(f"unknown output format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}")
+        raise BadOptionError(f"unknown format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}",
+                             option="format")
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
-        raise InputConflictError(f"the name suffix {suffix!r} must not contain a path separator")
+        raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
     out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise InputConflictError(f"{output} is an existing file, not an output folder")
+        raise BadOptionError(f"{output} is an existing file, not an output folder",
+                             option="output")
     tag = f"drcn-x{scale:g}"
     jobs: list[Job] = []
     errors: list[str] = []
@@ -95,14 +110,14 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
         except OSError as e:
             errors.append(f"{spec}: cannot read ({e.strerror or e})")
             continue
-        images = sorted(p for p in files if p.suffix.lower() in READABLE or p == path)
+        images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p == path)
         if not images:
             errors.append(f"{spec}: no image files found")
             continue
         out_root = out_dir if out_dir is not None else default_out
         if out_dir is not None and not suffix and _same(out_dir, root):
-            raise InputConflictError(f"{output} holds the inputs: results would mix with them "
-                                     "(choose another folder, or a name suffix)")
+            raise BadOptionError(f"{output} holds the inputs: results would mix with them "
+                                 "(choose another folder, or a name suffix)", option="output")
         nested_out = not _same(out_root, root)
         before = len(jobs)
         for f in images:
@@ -222,11 +237,15 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
     return sum(clean_stale_parts(folder) for folder in {j.target.parent for j in jobs})
 
 
-def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quality: int = 95,
-            overwrite: bool = False, skip_existing: bool = False,
+def run_job(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str = "same",
+            quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
-    exception (but a cancel) becomes this file's one-line failure, and the batch goes on."""
+    exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
+
+    ``upscaler`` is one engine for every file, or a function choosing one from what the file is
+    (its :class:`ImageInfo`), returning the engine and the model's name for the report.
+    """
     t0 = time.perf_counter()
     try:
         return _run(job, upscaler, scale, fmt.lower(), quality, overwrite, skip_existing,
@@ -243,19 +262,19 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
 
 def _failed(job: Job, e: Exception, t0: float) -> Outcome:
     if isinstance(e, DRCNError):
-        msg, detail = str(e), ""
+        msg, detail = one_line(e), ""
     else:
-        kind = "not enough memory" if isinstance(e, MemoryError) else f"unexpected {type(e).__name__}"
-        text = str(e).strip()
-        msg = f"{kind}: {text.splitlines()[0]}" if text else kind
-        detail = traceback.format_exc()
+        kind = "not enough memory" if isinstance(e, MemoryError) else \
+            f"unexpected {type(e).__name__}"
+        msg, detail = f"{kind}: {one_line(e)}", traceback.format_exc()
     if str(job.source) not in msg and str(job.target) not in msg:
         msg = f"{job.source}: {msg}"
-    return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, detail=detail)
+    return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, detail=detail,
+                   error=e if isinstance(e, DRCNError) else None)
 
 
-def _run(job: Job, upscaler: Upscaler, scale: float, fmt: str, quality: int, overwrite: bool,
-         skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
+def _run(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str, quality: int,
+         overwrite: bool, skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
          t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
@@ -263,8 +282,11 @@ def _run(job: Job, upscaler: Upscaler, scale: float, fmt: str, quality: int, ove
         if skip_existing:
             return Outcome(job, "skipped", "already exists")
         if not overwrite:
-            raise OutputExistsError(f"{job.target} exists")
+            raise OutputExistsError(f"{job.target} exists", path=job.target)
     array, info = read_image(job.source)
+    label = ""
+    if not isinstance(upscaler, Upscaler):
+        upscaler, label = upscaler(info)
     out_fmt = _out_format(job.source, fmt)
     if fmt == "same" and info.format in SUFFIX and info.format != out_fmt:
         info.notes.append(f"content is {info.format}, not {out_fmt} as the name says: "
@@ -280,19 +302,7 @@ def _run(job: Job, upscaler: Upscaler, scale: float, fmt: str, quality: int, ove
                 mode=stat.S_IMODE(os.stat(job.source).st_mode) & 0o666,
                 **save_options(out_fmt, info, scale, quality))
     note = "; ".join(dict.fromkeys(info.notes))
-    return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0)
-
-
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the torchrun process group when launched by it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # only file lists and outcomes travel between ranks
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import DRCNError
-from .imaging import imresize, modcrop, protocol_y, quantize8
+from .imaging import image_y, imresize, modcrop, quantize8
 
 StepKind = Literal["blur", "noise", "jpeg"]
 _LIMITS: dict[str, tuple[float, float]] = {"blur": (0.0, 5.0), "noise": (0.0, 50.0),
@@ -87,7 +87,8 @@ class Recipe:
         return cls(tuple(steps), clean)
 
     def __str__(self) -> str:
-        return ",".join([str(s) for s in self.steps] + ([f"clean:{self.clean:g}"] if self.clean else []))
+        clean = [f"clean:{self.clean:g}"] if self.clean else []
+        return ",".join([str(s) for s in self.steps] + clean)
 
     def apply(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Degrade an 8-bit image ``[C, H, W]`` or ``[H, W]`` (0..255 floats); same shape back."""
@@ -153,11 +154,6 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     return (out.permute(2, 0, 1) if colour else out).to(image.device)
 
 
-def image_y(image: torch.Tensor) -> torch.Tensor:
-    """The protocol's Y of an 8-bit ``[3, H, W]`` image; a grey ``[H, W]`` plane as it is."""
-    return image if image.dim() == 2 else protocol_y(image)
-
-
 def seed_for(name: str, scale: int, seed: int = 0) -> int:
     """A stable per-image seed, so every run degrades each test image the same way."""
     return zlib.crc32(f"{name}|x{scale}|{seed}".encode())
@@ -200,4 +196,4 @@ def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None) -> int | None
         return None
     luma = quantization[0]
     return min(_ijg_luma_tables().items(),
-               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma)))[0]
+               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]

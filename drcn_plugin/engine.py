@@ -11,76 +11,24 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .errors import Cancelled, DRCNError, NotEnoughMemoryError
+from .devices import Precision, pick_device, pick_precision
+from .errors import BadImageError, BadOptionError, Cancelled, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_model
 from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 from .model import DRCN
+from .scales import MAX_SCALE
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
-MAX_SCALE = 16.0
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_TILE = 16
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
-
-
-@lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is about 4x faster than fp32."""
-    if sys.platform != "linux":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise DRCNError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cuda" and (not torch.cuda.is_available()
-                               or (dev.index or 0) >= torch.cuda.device_count()):
-        raise DRCNError(f"device {device!r} asked for, but no such CUDA GPU is available")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                  and torch.backends.mps.is_available()):
-        raise DRCNError("device 'mps' asked for, but Apple MPS is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise DRCNError(f"unsupported device {device!r}")
-    return dev
-
-
-def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
-    if precision not in PRECISIONS:
-        raise DRCNError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return _DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def _available_memory(device: torch.device) -> int:
@@ -103,14 +51,17 @@ def output_size(height: int, width: int, scale: float | None = None,
     if size is not None:
         oh, ow = int(size[0]), int(size[1])
         if oh < height or ow < width:
-            raise DRCNError(f"target size {ow}x{oh} is smaller than the input {width}x{height}")
+            raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
+                                 f"{width}x{height}", option="size")
         if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
-            raise DRCNError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input")
+            raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
+                                 option="size")
         return oh, ow
     if scale is None or not math.isfinite(scale):
-        raise DRCNError("give a scale factor or a target size")
+        raise BadOptionError("give a scale factor or a target size", option="scale")
     if scale < 1 or scale > MAX_SCALE:
-        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+        raise BadOptionError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}",
+                             option="scale")
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -119,7 +70,8 @@ def memory_needed(height: int, width: int, channels: int, itemsize: int,
     """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
     interpolation temporaries, the output planes and the merged result with two copies."""
     oh, ow = output_size(height, width, scale, size)
-    return 4 * height * width * (channels + 3) + oh * ow * (4 * (channels + 3) + 3 * channels * itemsize)
+    per_out = 4 * (channels + 3) + 3 * channels * itemsize
+    return 4 * height * width * (channels + 3) + oh * ow * per_out
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
@@ -129,7 +81,7 @@ def check_memory(height: int, width: int, channels: int, itemsize: int,
         _available_memory(torch.device("cpu"))
     if need > avail:
         oh, ow = output_size(height, width, scale, size)
-        raise NotEnoughMemoryError(
+        raise OutOfMemoryError(
             f"a {ow}x{oh} result needs about {need / 2**30:.1f} GiB of memory; "
             f"{avail / 2**30:.1f} GiB is available")
 
@@ -161,14 +113,16 @@ class Upscaler:
     """A DRCN model bound to a device and precision, with the tiled inference around it."""
 
     def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
-                 precision: str = "auto", tile: int = 0, batch: int = 0,
+                 precision: Precision = "auto", tile: int = 0, batch: int = 0,
                  tta: bool = False) -> None:
         self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
-            raise DRCNError("fp16 is not supported on the CPU: use fp32 or bf16")
+            raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
+                                 option="precision")
         if tile and tile < _MIN_TILE:
-            raise DRCNError(f"tile size {tile} is too small: use 0 (automatic) or at least {_MIN_TILE}")
+            raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
+                                 f"{_MIN_TILE}", option="tile")
         self.model = load_model(model) if isinstance(model, str) else model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);
@@ -243,7 +197,7 @@ class Upscaler:
             group = tiles[start: start + plan.batch]
             x = torch.stack([ilr[r[0]: r[0] + wh, c[0]: c[0] + ww] for r, c in group])
             y = self._forward(x[:, None].to(self.device, non_blocking=True))[:, 0].cpu()
-            for (r, c), yt in zip(group, y):
+            for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
                 progress(min(start + plan.batch, total), total)
@@ -272,13 +226,14 @@ class Upscaler:
                 elif plan.tile > _MIN_TILE:
                     plan = _Plan(max(_MIN_TILE, plan.tile // 2), 1)
                 else:
-                    raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
+                    raise OutOfMemoryError(
+                        f"out of memory on {self.device} even with the smallest tile") from e
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,
                 size: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None) -> np.ndarray:
-        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out."""
+        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype."""
         planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
@@ -306,7 +261,8 @@ class Upscaler:
 
 def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate" in msg
+    return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
+            or "can't allocate" in msg)
 
 
 _PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -315,21 +271,21 @@ _PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
     if not isinstance(image, np.ndarray):
-        raise DRCNError(f"expected a numpy image array, got {type(image).__name__}")
+        raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
+        raise BadImageError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+        raise BadImageError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
     peak = _PEAKS.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
-        raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+        raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
     t = torch.from_numpy(image.astype(np.float32, copy=True))
     if peak is not None:
         t.div_(peak)
     elif not torch.isfinite(t).all():
-        raise DRCNError("the image has NaN or infinite values")
+        raise BadImageError("the image has NaN or infinite values")
     return t.permute(2, 0, 1).contiguous(), image.dtype
 
 

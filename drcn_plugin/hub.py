@@ -20,8 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import DRCNError, ModelLoadError
-from .model import DRCN
+from .errors import BadOptionError, ModelLoadError, one_line
+from .model import DRCN, interpolate
+from .resources import PACKAGE, bundled
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,19 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
+PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
+# (lowest JPEG quality, denoise strength), from the strength curve measured on Set5 + Set14
+# (README, "Photos"): the first row whose quality the file reaches applies.
+DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
 
 
 def weights_dir() -> Path:
     """Where the shipped weights live: inside the installed wheel, else the repo's ``weights/``."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "weights"
-    return packaged if packaged.is_dir() else here.parent / "weights"
+    return bundled("weights") or PACKAGE.parent / "weights"
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -74,8 +78,7 @@ def _from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
         model = DRCN(features=embed.shape[0], recursions=ensemble.shape[0])
         model.load_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as e:
-        raise ModelLoadError(f"{origin} does not hold DRCN weights "
-                             f"({str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{origin} does not hold DRCN weights ({one_line(e)})") from e
     return checked(model.eval(), origin)
 
 
@@ -91,23 +94,25 @@ def checked(model: DRCN, origin: str) -> DRCN:
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
     if not path.is_file():
-        raise DRCNError(f"weights file not found: {path}")
+        raise ModelLoadError(f"weights file not found: {path}")
     if sha256 is not None and sha256_of(path) != sha256:
-        raise DRCNError(f"weights file {path} is corrupted (sha256 mismatch); reinstall drcn-plugin")
+        raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
+                             "reinstall drcn-plugin")
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read weights file {path}: {e}") from e
+        raise ModelLoadError(f"cannot read weights file {path}: {one_line(e)}") from e
     return _from_state_dict(sd, str(path))
 
 
 def _load_folder(path: Path) -> DRCN:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise DRCNError(f"{path} is not a DRCN model folder (needs config.json and model.safetensors)")
+        raise ModelLoadError(f"{path} is not a DRCN model folder (needs config.json and "
+                             "model.safetensors)")
     try:
         model = DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError) as e:
-        raise ModelLoadError(f"cannot load model folder {path}: {str(e).splitlines()[0]}") from e
+        raise ModelLoadError(f"cannot load model folder {path}: {one_line(e)}") from e
     return checked(model, str(path))
 
 
@@ -116,19 +121,19 @@ def _load_hub(spec: str) -> DRCN:
 
     repo, _, revision = spec[3:].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
-        raise DRCNError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
+        raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
         return checked(DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval(),
                        spec)
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
-        raise DRCNError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be reached"
-                        " (offline?)") from e
+        raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be "
+                             "reached (offline?)") from e
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError,
             hf_errors.EntryNotFoundError) as e:
-        raise DRCNError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
+        raise ModelLoadError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
     except (hf_errors.HfHubHTTPError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise DRCNError(f"{spec}: cannot load from the Hugging Face Hub: "
-                        f"{str(e).splitlines()[0]}") from e
+        raise ModelLoadError(f"{spec}: cannot load from the Hugging Face Hub: "
+                        f"{one_line(e)}") from e
 
 
 def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
@@ -144,5 +149,59 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     if path.is_file():
         return load_weights_file(path)
     names = ", ".join(SHIPPED)
-    raise DRCNError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a model "
-                    "folder, or hf:owner/name")
+    raise ModelLoadError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a "
+                         "model folder, or hf:owner/name")
+
+
+def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
+    """A shipped model moved toward its photo variant: 0 is the clean model, 1 the photo model.
+
+    Between the two the weights are interpolated (the photo model was fine-tuned from the clean
+    one, so the blend is meaningful); ``spec`` may name either model of the pair.
+    """
+    clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
+    if clean is None:
+        raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
+                             f"strength works with {', '.join(PHOTO_VARIANTS)}")
+    if not 0 <= strength <= 1:
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="strength")
+    if strength == 0:
+        return load_model(clean)
+    if strength == 1:
+        return load_model(PHOTO_VARIANTS[clean])
+    return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    """The model a file gets when the user names none: a shipped model and a denoise strength."""
+
+    spec: str
+    denoise: float
+
+    @property
+    def label(self) -> str:
+        """How the choice is shown to the user, e.g. ``drcn-lite`` or ``drcn-lite denoise 0.5``."""
+        if self.denoise == 0:
+            return self.spec
+        if self.denoise == 1:
+            return PHOTO_VARIANTS[self.spec]
+        return f"{self.spec} denoise {self.denoise:g}"
+
+    def load(self) -> DRCN:
+        """The model itself (the clean model, the photo model, or their blend)."""
+        return load_denoised(self.denoise, self.spec)
+
+
+def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
+    """The default model for one source file: denoise strength from its compression.
+
+    Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
+    quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP) get the
+    strength of a typical web JPEG (quality 80).
+    """
+    if not lossy:
+        return SourceChoice(DEFAULT_MODEL, 0.0)
+    quality = 80 if jpeg_quality is None else jpeg_quality
+    strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
+    return SourceChoice(DEFAULT_MODEL, strength)

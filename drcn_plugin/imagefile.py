@@ -8,6 +8,7 @@ was told not to.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -15,19 +16,27 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from .degrade import jpeg_quality
 from .errors import (
     BadImageError,
-    DiskFullError,
+    BadOptionError,
+    DatasetError,
     DRCNError,
-    NotEnoughMemoryError,
+    InputConflictError,
+    OutOfMemoryError,
     OutputExistsError,
+    WriteError,
+    one_line,
 )
+from .imaging import image_y
 from .metadata import apply_orientation, exif_for, read_exif
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
@@ -35,6 +44,10 @@ FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# File suffixes taken as images when scanning folders (batches, datasets, training data).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx",
+                            ".sgi", ".qoi", ".dds", ".avif"})
 
 
 @dataclass
@@ -47,6 +60,8 @@ class ImageInfo:
     dpi: tuple[float, float] | None = None
     value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
+    lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
+    jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -72,7 +87,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     except UnidentifiedImageError as e:
         raise BadImageError(f"{path}: not an image Pillow can read") from e
     except MemoryError as e:
-        raise NotEnoughMemoryError(f"{path}: too large for this machine's memory") from e
+        raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
     except FileNotFoundError as e:
         raise BadImageError(f"{path}: file not found") from e
     except ValueError as e:
@@ -80,14 +95,59 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
             raise BadImageError(
                 f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
                 f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
-        raise BadImageError(f"{path}: cannot decode image ({_first_line(e)})") from e
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except Exception as e:  # a hostile file must not take the caller down with it
-        raise BadImageError(f"{path}: cannot decode image ({_first_line(e)})") from e
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def _lossy(path: Path, fmt: str | None) -> bool:
+    """JPEG, or WebP whose first image chunk is ``VP8 `` (lossy) rather than ``VP8L``."""
+    if fmt in ("JPEG", "MPO"):
+        return True
+    if fmt != "WEBP":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
+    return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder not found: {folder}")
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e
+    if not files:
+        raise DatasetError(f"no images in {folder}")
+    return files
+
+
+def read_image8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
+
+    Decoded by :func:`read_image` (EXIF orientation applied); 16-bit and float files are scaled
+    to 8 bits (never clipped) and alpha is dropped. Evaluation and training read through this.
+    """
+    array, _ = read_image(path)
+    if array.dtype == np.uint16:
+        array = np.round(array / 257.0)
+    elif array.dtype != np.uint8:
+        array = np.round(np.clip(array, 0, 1) * 255.0)
+    a = torch.from_numpy(np.asarray(array, dtype=np.float64))
+    if a.dim() == 2 or a.shape[2] <= 2:
+        return a if a.dim() == 2 else a[:, :, 0].contiguous()
+    return a[:, :, :3].permute(2, 0, 1).contiguous()
+
+
+def read_y(path: Path) -> torch.Tensor:
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+    return image_y(read_image8(path))
 
 
 def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -96,7 +156,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im.load()
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=_dpi(im.info.get("dpi")))
+                         dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, im.format))
+        if im.format in ("JPEG", "MPO"):
+            info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
@@ -181,8 +243,9 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 # What each output format can store; other modes are converted (or refused) by ``encode``.
-_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"}, "WEBP": {"L", "LA", "RGB", "RGBA"},
-           "PNG": {"L", "LA", "I;16", "RGB", "RGBA"}, "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
+_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
+           "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
+           "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -193,7 +256,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     if im.mode in _STORES[fmt]:
         return im
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
-        raise BadImageError("JPEG cannot store the alpha channel: choose PNG, WebP or TIFF")
+        raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
+                             option="format")
     if im.mode == "LA":  # BMP: grey with alpha as RGBA
         return im.convert("RGBA")
     if im.mode == "F" and fmt == "PNG":
@@ -217,7 +281,7 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo, scale: float,
     except DRCNError:
         raise
     except Exception as e:  # Pillow's many ways to say "cannot write this"
-        raise BadImageError(f"cannot write this image as {fmt}: {_first_line(e)}") from e
+        raise BadImageError(f"cannot write this image as {fmt}: {one_line(e)}") from e
 
 
 def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
@@ -241,6 +305,13 @@ def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
         else:
             opts["compression"] = "tiff_adobe_deflate"
     return opts
+
+
+def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
+    """No command may write over one of its own inputs, even when asked to overwrite."""
+    real = os.path.realpath(path)
+    if any(os.path.realpath(p) == real for p in inputs):
+        raise InputConflictError(f"{path} is an input of this command; choose another file")
 
 
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
@@ -317,15 +388,15 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
             _link_new(tmp, path)
     except FileExistsError as e:
         _remove(tmp)
-        raise OutputExistsError(f"{path} exists") from e
+        raise OutputExistsError(f"{path} exists", path=path) from e
     except BaseException as e:
         _remove(tmp)
         if not isinstance(e, Exception) or isinstance(e, DRCNError):
             raise
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or _disk_full(path.parent):
-            raise DiskFullError(f"disk full while writing {path}; nothing was written") from e
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
-        raise DRCNError(f"cannot write {path}: {reason}") from e
+            raise WriteError(f"disk full while writing {path}; nothing was written") from e
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        raise WriteError(f"cannot write {path}: {reason}") from e
 
 
 def _disk_full(folder: Path) -> bool:
@@ -352,9 +423,6 @@ def _link_new(tmp: str, path: Path) -> None:
 
 
 def _remove(path: str | None) -> None:
-    if path is None:
-        return
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import DATA, REFERENCE_WEIGHTS, seeded_drcn
 
 from drcn_plugin.model import DRCN
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE_WEIGHTS = SHARED / "weights"
-DATA = SHARED / "data"
 
 
 def _need(path: Path) -> Path:
@@ -41,8 +39,7 @@ def reference_weights() -> Path:
 @pytest.fixture
 def tiny_model() -> DRCN:
     """``DRCN(features=8, recursions=3)``, seeded random weights, uneven ensemble, eval mode."""
-    torch.manual_seed(0)
-    model = DRCN(features=8, recursions=3)
+    model = seeded_drcn()
     with torch.no_grad():
         model.ensemble.copy_(torch.rand(3) + 0.1)  # uneven, so depth weighting matters
         model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
@@ -54,9 +51,8 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small seeded DRCN saved as ``.safetensors``: front ends load it by path, fast."""
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
+    save_file(seeded_drcn().state_dict(), str(path))
     return str(path)
 
 
@@ -71,3 +67,25 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every figure the chart functions save during the test, in order (PNGs still written)."""
+    from drcn_plugin import charts
+
+    figures: list = []
+    save = charts.save_png
+
+    def record(fig, path):
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(charts, "save_png", record)
+    return figures
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)

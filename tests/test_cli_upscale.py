@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import subprocess
@@ -11,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA
 from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin import imagefile
 from drcn_plugin.cli import app
+from drcn_plugin.compare import compare_panels
+from drcn_plugin.degrade import Recipe
+from drcn_plugin.engine import Upscaler
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 runner = CliRunner()
 
 
@@ -25,7 +29,7 @@ runner = CliRunner()
 def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
-    base = Image.open(SHARED / "Set5" / "bird.png").convert("RGB").crop((0, 0, 48, 40))
+    base = Image.open(DATA / "Set5" / "bird.png").convert("RGB").crop((0, 0, 48, 40))
     base.save(folder / "a.png")
     base.save(folder / "b.jpg", quality=92)
     return folder
@@ -51,7 +55,7 @@ def test_never_overwrites_unless_asked(photos: Path, tiny_model_file: str) -> No
     target = out / "a.png"
     target.write_bytes(b"precious")
     r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "exists" in r.output
+    assert r.exit_code == 1 and "exists (use --overwrite or --skip-existing)" in r.output
     assert target.read_bytes() == b"precious"
     r = upscale(str(photos / "a.png"), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 skipped" in r.output and target.read_bytes() == b"precious"
@@ -99,7 +103,7 @@ def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
 def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    img = Image.open(SHARED / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
+    img = Image.open(DATA / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     icc = b"\x00" * 128  # opaque bytes are enough to check they travel
@@ -144,7 +148,7 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
 
 def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "bird.png"
-    shutil.copy(SHARED / "Set5" / "bird.png", src)
+    shutil.copy(DATA / "Set5" / "bird.png", src)
     r = runner.invoke(app, ["compare", str(src), "--scale", "3", "--crop", "64",
                             "--model", tiny_model_file])
     assert r.exit_code == 0, r.output
@@ -155,7 +159,7 @@ def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
 def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "many"
     src.mkdir()
-    base = Image.open(SHARED / "Set5" / "head.png").convert("RGB").crop((0, 0, 32, 32))
+    base = Image.open(DATA / "Set5" / "head.png").convert("RGB").crop((0, 0, 32, 32))
     for i in range(5):
         base.save(src / f"{i}.png")
     (src / "5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))  # one rank's bad file
@@ -192,3 +196,37 @@ def test_results_get_the_usual_file_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_compare_degrades_the_small_image_before_every_method(tiny_model_file: str) -> None:
+    bird = np.asarray(Image.open(DATA / "Set5" / "bird.png").convert("RGB"))  # 288 px: x3 even
+    up = Upscaler(tiny_model_file, device="cpu")
+    clean = compare_panels(bird, 3, up, from_original=True)
+    jpeg = compare_panels(bird, 3, up, from_original=True, degrade=Recipe.parse("jpeg:75"))
+    small = clean["nearest"][::3, ::3]  # nearest x3 repeats each pixel of the shrunk image
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, "JPEG", quality=75, subsampling=2)  # 4:2:0, like a camera
+    expected = np.asarray(Image.open(buf))
+    assert np.array_equal(jpeg["nearest"][::3, ::3], expected)
+    assert np.array_equal(jpeg["original"], clean["original"])
+    assert not np.array_equal(jpeg["DRCN"], clean["DRCN"])
+    assert np.array_equal(jpeg["DRCN"], up.upscale(expected, size=bird.shape[:2]))
+
+
+def test_compare_degrade_gives_the_same_picture_every_time(tmp_path: Path,
+                                                           tiny_model_file: str) -> None:
+    src = tmp_path / "bird.png"
+    Image.open(DATA / "Set5" / "bird.png").crop((0, 0, 120, 120)).save(src)
+    common = ["compare", str(src), "--scale", "3", "--crop", "32", "--model", tiny_model_file]
+    for name, extra in (("a", ["--degrade", "noise:1-9,jpeg:40-90"]),
+                        ("b", ["--degrade", "noise:1-9,jpeg:40-90"]),
+                        ("seed", ["--degrade", "noise:1-9,jpeg:40-90", "--seed", "1"]),
+                        ("clean", [])):
+        r = runner.invoke(app, [*common, *extra, "-o", str(tmp_path / f"{name}.png")])
+        assert r.exit_code == 0, r.output
+    sheet = {n: (tmp_path / f"{n}.png").read_bytes() for n in ("a", "b", "seed", "clean")}
+    assert sheet["a"] == sheet["b"]
+    assert len(set(sheet.values())) == 3
+    bad = runner.invoke(app, [*common, "--degrade", "jpeg:500", "-o", str(tmp_path / "bad.png")])
+    assert bad.exit_code == 2 and "jpeg takes values from 1 to 100" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()

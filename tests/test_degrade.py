@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.data import make_patches
 from drcn_plugin.degrade import Recipe, degraded_pair, gaussian_blur, jpeg
 from drcn_plugin.errors import DRCNError
-from drcn_plugin.evaluation import evaluate, load_image8
+from drcn_plugin.evaluation import evaluate
+from drcn_plugin.imagefile import read_image8
+from drcn_plugin.training.data import make_patches
 
 
 def _photo() -> torch.Tensor:
-    return load_image8(DATA / "Set5" / "butterfly.png")
+    return read_image8(DATA / "Set5" / "butterfly.png")
 
 
 @pytest.mark.parametrize("text", ["jpeg:75", "noise:5,jpeg:85", "blur:0.5-1.5@0.3,jpeg:30-95",
@@ -50,7 +51,7 @@ def test_same_seed_same_images_other_seed_other_images() -> None:
 
 def test_jpeg_blocks_sit_on_the_low_resolution_grid() -> None:
     """Compressing the whole LR image puts block edges at multiples of 8 from its corner."""
-    grey = load_image8(DATA / "Set5" / "baby.png")[1, :128, :128]
+    grey = read_image8(DATA / "Set5" / "baby.png")[1, :128, :128]
     out = jpeg(grey, 10)
     col_jump = (out[:, 1:] - out[:, :-1]).abs().mean(dim=0)  # jump between col x and x+1
     on_grid = col_jump[7::8].mean()
@@ -92,11 +93,11 @@ def test_degraded_evaluation_is_reproducible_and_harder(set5: Path, tmp_path: Pa
     folder.mkdir()
     for name in ("bird.png", "butterfly.png"):
         shutil.copy(set5 / name, folder)
-    clean = evaluate(None, folder, [3])["3"]
-    first = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))["3"]
-    again = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))["3"]
-    assert first["psnr"] == again["psnr"]
-    assert first["psnr"] < clean["psnr"] - 0.5
+    clean = evaluate(None, folder, [3])[3]
+    first = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
+    again = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
+    assert first.psnr == again.psnr
+    assert first.psnr < clean.psnr - 0.5
 
 
 def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:
@@ -112,7 +113,7 @@ def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: 
 
     from drcn_plugin.engine import Upscaler
     from drcn_plugin.hub import load_model
-    from drcn_plugin.train import train
+    from drcn_plugin.training.trainer import train
 
     data = tmp_path / "t8"
     data.mkdir()
@@ -124,8 +125,8 @@ def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: 
     train(cfg)
     model = load_model(str(tmp_path / "run" / "drcn-f16-d4-x3.safetensors"))
     res = evaluate(Upscaler(model, device="cpu", precision="fp32"), set5, [3],
-                   degrade=Recipe.parse("jpeg:75"))["3"]
-    assert res["psnr"] > res["bicubic_psnr"] + 0.1
+                   degrade=Recipe.parse("jpeg:75"))[3]
+    assert res.psnr > res.bicubic_psnr + 0.1
 
 
 @pytest.mark.parametrize("quality", [30, 50, 75, 85, 90, 95])
@@ -139,3 +140,18 @@ def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path)
     with Image.open(path) as im:
         assert jpeg_quality(im.quantization) == quality
     assert jpeg_quality(None) is None and jpeg_quality({}) is None
+
+
+def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from drcn_plugin.imagefile import read_image
+
+    pixels = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8"))
+    cases = {"q.jpg": ({"quality": 63}, True, 63), "lossy.webp": ({"quality": 70}, True, None),
+             "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None)}
+    for name, (options, lossy, quality) in cases.items():
+        pixels.save(tmp_path / name, **options)
+        _, info = read_image(tmp_path / name)
+        assert (info.lossy, info.jpeg_quality) == (lossy, quality), name

@@ -3,6 +3,7 @@ formats either decode or give one BadImageError; nothing else may escape (issue 
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -84,10 +85,8 @@ def test_mutated_files_decode_or_give_one_error(tmp_path: Path, monkeypatch) -> 
                 continue
             decoded += 1
             for fmt in ("PNG", "JPEG", "TIFF", "WEBP", "BMP"):
-                try:  # the metadata of a damaged file must not break writing either
+                with contextlib.suppress(DRCNError):  # damaged metadata must not break writing
                     check_writable(array, fmt, info, 2.0, 90)
-                except DRCNError:
-                    pass
     assert decoded > 100 and refused > 100, (decoded, refused)
 
 

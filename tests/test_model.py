@@ -48,7 +48,7 @@ def test_all_depths_weighted_sum_is_the_ensemble(tiny_model):
     assert len(preds) == model.recursions == 3
     assert all(p.shape == x.shape for p in preds)
     assert not torch.allclose(preds[0], preds[-1])  # the depths really differ
-    expected = sum(w * p for w, p in zip(model.ensemble, preds))
+    expected = sum(w * p for w, p in zip(model.ensemble, preds, strict=True))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 

@@ -255,7 +255,7 @@ def test_compare_bad_crops_and_small_images(folder: Path, tiny_model_file: str) 
     font = ImageFont.load_default(size=16)
     tiles = [(f"panel {i}  33.33 dB", Image.new("RGB", (8, 8))) for i in range(4)]
     cols = label_columns(tiles, font)
-    for (label, _), (left, right) in zip(tiles, cols):
+    for (label, _), (left, right) in zip(tiles, cols, strict=True):
         assert right - left >= 4 + font.getlength(label)
     assert all(a[1] < b[0] for a, b in itertools.pairwise(cols)), "columns do not overlap"
     sheet = Image.open(folder / "s-compare-x3.png")

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from drcn_plugin import engine
 from drcn_plugin.cli import app
-from drcn_plugin.data import make_patches
 from drcn_plugin.errors import DRCNError
-from drcn_plugin.evaluation import load_y
-from drcn_plugin.worker import EXIT_ERROR, serve
+from drcn_plugin.imagefile import read_y
+from drcn_plugin.integrations.gimp_worker import EXIT_ERROR, serve
+from drcn_plugin.training.data import make_patches
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
 
 # -- 14: GIMP worker headers ----------------------------------------------------------------
 def _serve(stdin: bytes) -> tuple[int, list[str]]:
-    """Run the worker's loop in this process (as ``python -m drcn_plugin.worker`` does)."""
+    """Run the worker's loop in this process (as the worker process does)."""
     import signal
 
     old = signal.getsignal(signal.SIGTERM)
@@ -75,7 +75,7 @@ def test_worker_allocates_what_arrives_not_what_is_declared() -> None:
 def test_eval_16bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
     ramp = np.linspace(0, 65535, 40 * 40).reshape(40, 40).round().astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
-    y = load_y(tmp_path / "g16.png")
+    y = read_y(tmp_path / "g16.png")
     assert y.min() == 0 and y.max() == 255
     assert abs(float(y.mean()) - 127.5) < 1, "a clipped ramp would sit near 255"
 

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import torch
 
-from .degrade import Recipe, degraded_pair, image_y
-from .errors import DRCNError
-from .evaluation import list_images, load_image8, load_y
-from .imaging import imresize, make_pair, quantize8
-
-DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+from ..degrade import Recipe, degraded_pair
+from ..errors import BadOptionError, DatasetError
+from ..imagefile import list_images, read_image8, read_y
+from ..imaging import image_y, imresize, make_pair, quantize8
+from .config import DOWNSCALES
 
 
 @dataclass
 class PatchSet:
-    """``pairs[i, 0]`` is the ILR patch and ``pairs[i, 1]`` the HR patch, uint8, ``[N, 2, P, P]``."""
+    """``pairs[i, 0]`` is the ILR patch, ``pairs[i, 1]`` the HR patch; uint8, ``[N, 2, P, P]``."""
 
     pairs: torch.Tensor
     images: int
@@ -34,31 +33,27 @@ class PatchSet:
         return self.pairs.shape[0]
 
 
-def load_images(folders: Sequence[Path], colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+def load_images(folders: Sequence[Path],
+                colour: bool = False) -> list[tuple[str, torch.Tensor]]:
     """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable.
 
     ``colour=True`` keeps RGB images as ``[3, H, W]`` 8-bit levels (degradations need colour).
     """
     if not folders:
-        raise DRCNError("no training folder given")
-    images = []
-    for folder in folders:
-        try:
-            files = list_images(Path(folder))
-        except OSError as e:
-            raise DRCNError(f"cannot read training folder {folder}: {e.strerror or e}") from e
-        images += [(str(p), load_image8(p) if colour else load_y(p)) for p in files]
-    return images
+        raise DatasetError("no training folder given")
+    read = read_image8 if colour else read_y
+    return [(str(p), read(p)) for folder in folders for p in list_images(Path(folder))]
 
 
-def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int, scales: Sequence[int]) -> None:
+def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
+                scales: Sequence[int]) -> None:
     """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
     need = max(patch, max(scales))
     for name, y in images:
         h, w = y.shape[-2:]
         if min(h, w) < need:
-            raise DRCNError(f"training image {name} is {w}x{h}, smaller than one {patch}x{patch} "
-                            "patch: remove it or use a smaller --patch")
+            raise DatasetError(f"training image {name} is {w}x{h}, smaller than one "
+                               f"{patch}x{patch} patch: remove it or use a smaller patch")
 
 
 def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
@@ -79,7 +74,7 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     """
     check_sizes(images, patch, scales)
     if stride < 1:
-        raise DRCNError("the patch stride must be at least 1")
+        raise BadOptionError("the patch stride must be at least 1", option="stride")
     gen = torch.Generator().manual_seed(seed)
     chunks, per_scale = [], {s: 0 for s in scales}
     for _, image in images:
@@ -98,13 +93,14 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
                     per_scale[s] += tiles.shape[0]
                     chunks.append(tiles)
     if not chunks:
-        raise DRCNError("no training patches: every image is smaller than one patch after "
-                        "shrinking; use larger images, a smaller patch or milder shrink factors")
+        raise DatasetError("no training patches: every image is smaller than one patch after "
+                           "shrinking; use larger images, a smaller patch or milder shrink "
+                           "factors")
     return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
 
 
 def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags`` is ``[B, 3]``."""
+    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags``: ``[B, 3]``."""
     f = flags.bool()[:, :, None, None, None]
     batch = torch.where(f[:, 0], batch.flip(-1), batch)
     batch = torch.where(f[:, 1], batch.flip(-2), batch)

@@ -1,4 +1,5 @@
-"""``python -m drcn_plugin.worker``: the engine for front ends whose Python has no torch (GIMP).
+"""``python -m drcn_plugin.integrations.gimp_worker``: the engine for a host whose Python has no
+torch (GIMP).
 
 Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved channels:
 
@@ -16,6 +17,7 @@ also stops when the client goes away (closed pipe or new parent process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,9 +29,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engine import Upscaler, check_memory
-from .errors import Cancelled, DRCNError
-from .hub import DEFAULT_MODEL
+from ..engine import Upscaler, check_memory
+from ..errors import Cancelled, DRCNError, ProtocolError, one_line
+from ..hub import DEFAULT_MODEL
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
@@ -66,30 +68,30 @@ _TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (
 
 
 def parse_header(line: bytes) -> Request:
-    """Decode and check one header line; raises DRCNError naming the bad field."""
+    """Decode and check one header line; raises ProtocolError naming the bad field."""
     if not line.endswith(b"\n"):
-        raise DRCNError(f"bad header: no newline in the first {MAX_HEADER} bytes")
+        raise ProtocolError(f"bad header: no newline in the first {MAX_HEADER} bytes")
     try:
         fields = json.loads(line)
     except (ValueError, RecursionError) as e:
-        raise DRCNError(f"bad header: not JSON ({type(e).__name__})") from e
+        raise ProtocolError(f"bad header: not JSON ({one_line(e)})") from e
     if not isinstance(fields, dict):
-        raise DRCNError("bad header: expected a JSON object")
+        raise ProtocolError("bad header: expected a JSON object")
     unknown = sorted(set(fields) - set(_TYPES))
     missing = sorted({"width", "height", "channels", "dtype", "scale"} - set(fields))
     if unknown or missing:
-        raise DRCNError(f"bad header: unknown fields {unknown}, missing fields {missing}")
+        raise ProtocolError(f"bad header: unknown fields {unknown}, missing fields {missing}")
     for key, value in fields.items():
         if not isinstance(value, _TYPES[key]) or (key != "tta" and isinstance(value, bool)):
-            raise DRCNError(f"bad header: {key}={value!r} has the wrong type")
+            raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     req = Request(**{**fields, "scale": float(fields["scale"])})
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
             or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
         size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
-        raise DRCNError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
-                        f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
+        raise ProtocolError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
+                            f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
     if not math.isfinite(req.scale):
-        raise DRCNError("bad header: scale must be a finite number")
+        raise ProtocolError("bad header: scale must be a finite number")
     return req
 
 
@@ -120,7 +122,7 @@ def _read_exact(inp: BinaryIO, n: int) -> bytearray:
     while len(buf) < n:
         piece = inp.read(min(_CHUNK, n - len(buf)))
         if not piece:
-            raise DRCNError(f"truncated pixel data: got {len(buf)} of {n} bytes")
+            raise ProtocolError(f"truncated pixel data: got {len(buf)} of {n} bytes")
         buf += piece
     return buf
 
@@ -130,10 +132,8 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
@@ -176,10 +176,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     except Cancelled:
         chan.send("cancelled")
         return EXIT_CANCELLED
-    except Exception as e:  # noqa: BLE001 - the worker's boundary: every failure is one error line, exit 2
-        message = str(e) if isinstance(e, DRCNError) else \
-            f"unexpected {type(e).__name__}: {str(e).strip()[:200]}"
-        chan.send(f"error {' '.join(message.split())}")
+    except Exception as e:  # noqa: BLE001 - the worker's boundary: any failure is one error line
+        message = one_line(e) if isinstance(e, DRCNError) else \
+            f"unexpected {type(e).__name__}: {one_line(e)}"
+        chan.send(f"error {message}")
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
     finally:
