@@ -89,3 +89,19 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
 def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's summary table wide enough for every note to stay on one line."""
+    from drcn_plugin import cli
+
+    monkeypatch.setattr(cli.console, "width", 400)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An empty input folder ``in/`` in the test's temporary directory."""
+    d = tmp_path / "in"
+    d.mkdir()
+    return d

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import random_rgb
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -27,10 +27,9 @@ from drcn_plugin.cli import app
 from drcn_plugin.model import DRCN
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+rgb = random_rgb
 
-
-def rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))
 
 
 def upscale(*args: str):
@@ -41,19 +40,6 @@ def errors(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch) -> None:
-    """Notes in the summary table on one line each, so tests can find them."""
-    from drcn_plugin import cli
-
-    monkeypatch.setattr(cli.console, "width", 400)
-
-
-@pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    return d
 
 
 # -- data loss and wrong places -------------------------------------------------------------

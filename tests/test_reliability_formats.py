@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import random_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,29 +20,15 @@ from drcn_plugin.cli import app
 from drcn_plugin.imagefile import read_image
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+rgb = random_rgb
 
-
-def rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))
 
 
 def upscale(*args: str):
     return runner.invoke(app, ["upscale", *args])
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch) -> None:
-    """Notes in the summary table on one line each, so tests can find them."""
-    from drcn_plugin import cli
-
-    monkeypatch.setattr(cli.console, "width", 400)
-
-
-@pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    return d
 
 
 def _raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -25,10 +26,9 @@ from drcn_plugin.integrations.gimp_worker import EXIT_ERROR, serve
 from drcn_plugin.training.data import make_patches
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+rgb = random_rgb
 
-
-def rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))
 
 
 # -- 14: GIMP worker headers ----------------------------------------------------------------
