@@ -126,7 +126,7 @@ def upscale(
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = from free memory)")] = 0,
+    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, then cached)")] = 0,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")] = False,
 ) -> None:
     """Upscale images with DRCN. Under torchrun, files are split across the processes."""
@@ -147,7 +147,8 @@ def upscale(
 
             device = f"cuda:{local % torch.cuda.device_count()}" if torch.cuda.is_available() \
                 else "cpu"
-        upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tta=tta)
+        upscaler = Upscaler(model, device=device, precision=precision, tile=tile, tta=tta,
+                            notify=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
         for e in errors if rank == 0 else []:
             console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         outcomes = []

@@ -5,6 +5,7 @@ RGBA; uint8, uint16 or float in 0..1) and returns the upscaled array in the same
 It owns the colour split (Y through the network, CbCr and alpha by bicubic), the interpolation to
 any scale >= 1, tiling with a halo of the receptive-field radius (so tiles are seamless), device
 and precision choice, out-of-memory back-off, progress and cancel, and optional self-ensemble.
+Window sizes come from a measured plan (see :mod:`.tuning`) unless a tile size is given.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
+from . import tuning
 from .errors import Cancelled, DRCNError
 from .hub import DEFAULT_MODEL, load_model
 from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
@@ -26,9 +29,11 @@ from .model import DRCN
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
+NotifyFn = Callable[[str], None]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 MAX_SCALE = 16.0
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_TILE = 16
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
@@ -70,7 +75,7 @@ def pick_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def pick_precision(device: torch.device, precision: str = "auto") -> torch.dtype:
+def pick_precision(device: torch.device, precision: Precision = "auto") -> torch.dtype:
     """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
     if precision not in PRECISIONS:
         raise DRCNError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
@@ -116,8 +121,24 @@ def output_size(height: int, width: int, scale: float | None = None,
 
 @dataclass
 class _Plan:
-    tile: int
+    """Cores of ``tile_h x tile_w`` px (each window adds the halo), ``batch`` windows a call."""
+
+    tile_h: int
+    tile_w: int
     batch: int
+
+    @classmethod
+    def balanced(cls, h: int, w: int, tile: int, batch: int) -> "_Plan":
+        """Cores <= ``tile`` that split each axis evenly: as many windows, less halo work."""
+        return cls(tuning.balanced_core(h, tile), tuning.balanced_core(w, tile), batch)
+
+    def halved(self) -> "_Plan | None":
+        """The next smaller plan after an out-of-memory error, or None at the smallest."""
+        if self.batch > 1:
+            return _Plan(self.tile_h, self.tile_w, self.batch // 2)
+        if max(self.tile_h, self.tile_w) > _MIN_TILE:
+            return _Plan(max(_MIN_TILE, self.tile_h // 2), max(_MIN_TILE, self.tile_w // 2), 1)
+        return None
 
 
 def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
@@ -135,31 +156,39 @@ def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
 
 
 _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
+_TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
+
+
+def _stderr_line(message: str) -> None:
+    print(f"drcn: {message}", file=sys.stderr, flush=True)
 
 
 class Upscaler:
     """A DRCN model bound to a device and precision, with the tiled inference around it."""
 
     def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
-                 precision: str = "auto", tile: int = 0, batch: int = 0,
-                 tta: bool = False) -> None:
+                 precision: Precision = "auto", tile: int = 0, batch: int = 0,
+                 tta: bool = False, notify: NotifyFn | None = None) -> None:
         self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise DRCNError("fp16 is not supported on the CPU: use fp32 or bf16")
         if tile and tile < _MIN_TILE:
             raise DRCNError(f"tile size {tile} is too small: use 0 (automatic) or at least {_MIN_TILE}")
-        self.model = load_model(model) if isinstance(model, str) else model.eval()
+        # A private copy: device, dtype, memory format and train/eval mode of the caller's
+        # module stay as they were.
+        self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
+        self.model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);
-            # the ensemble weights stay fp32. A copy, so the caller's model is left as it was.
-            self.model = copy.deepcopy(self.model)
+            # the ensemble weights stay fp32.
             for part in (self.model.embed, self.model.recursive, self.model.reconstruct):
                 part.to(self.dtype)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.tile, self.batch, self.tta = tile, batch, tta
+        self.notify = notify if notify is not None else _stderr_line
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:
@@ -168,9 +197,17 @@ class Upscaler:
         10 F in bf16), budgeted with 25% headroom."""
         return self.model.features * (20 if self.dtype == torch.float32 else 12) + 64
 
-    def _auto_plan(self, h: int, w: int) -> _Plan:
+    def _memory_budget(self) -> int:
         avail = _available_memory(self.device)
-        budget = avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
+        return avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
+
+    def _auto_plan(self, h: int, w: int) -> _Plan:
+        """The given tile, else the measured plan cheapest for this plane, else the rule."""
+        budget = self._memory_budget()
+        if not self.tile and tuning.tuning_enabled():
+            plan = self._tuned_plan(h, w, budget)
+            if plan is not None:
+                return plan
         halo = self.model.receptive_radius
         bpp = self.working_bytes_per_pixel()
         cache_sized = self.device.type == "cpu" and self.dtype != torch.float32
@@ -190,7 +227,48 @@ class Upscaler:
         win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
         batch = self.batch or (1 if cache_sized else
                                max(1, min(16, budget // (bpp * win[0] * win[1]))))
-        return _Plan(tile, batch)
+        return _Plan.balanced(h, w, tile, batch)
+
+    def _tuned_plan(self, h: int, w: int, budget: int) -> _Plan | None:
+        """Among the measured plans that fit in memory, the one predicted fastest on h x w."""
+        halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
+        timings = [t for t in self.timings()
+                   if t.batch * (t.tile + 2 * halo) ** 2 * bpp <= budget]
+        if not timings:
+            return None
+        best = min(timings, key=lambda t: tuning.predicted_seconds(t, h, w, halo))
+        return _Plan.balanced(h, w, best.tile, self.batch or best.batch)
+
+    def timings(self) -> list[tuning.Timing]:
+        """This machine's measured window timings: from memory or the cache, else measured now."""
+        key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
+        if key not in _TIMINGS:
+            found = tuning.load_timings(key)
+            if found is None:
+                found = self._measure()
+                tuning.store_timings(key, found)
+            _TIMINGS[key] = found
+        return _TIMINGS[key]
+
+    @torch.inference_mode()
+    def _measure(self) -> list[tuning.Timing]:
+        halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
+        budget = self._memory_budget()
+        gpu = self.device.type != "cpu"
+        candidates = []
+        for tile in tuning.LADDER:
+            area = (tile + 2 * halo) ** 2
+            batch = max(1, min(16, budget // (bpp * area))) if gpu else 1
+            if tile >= (256 if gpu else 96) and area * bpp * batch <= budget:
+                candidates.append((tile, batch))
+        self.notify(f"measuring tile sizes for {tuning.device_name(self.device)} "
+                    f"(once; cached in {tuning.cache_path().parent})")
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        timings = tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
+                                 self.device, halo, candidates)
+        if not timings:
+            raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
+        return timings
 
     @property
     def channels_last(self) -> bool:
@@ -214,9 +292,10 @@ class Upscaler:
                   progress: ProgressFn | None, cancel: CancelFn | None) -> None:
         h, w = ilr.shape
         halo = self.model.receptive_radius
-        tiles = [(r, c) for r in _windows(h, plan.tile, halo) for c in _windows(w, plan.tile, halo)]
+        tiles = [(r, c) for r in _windows(h, plan.tile_h, halo)
+                 for c in _windows(w, plan.tile_w, halo)]
         total = len(tiles)
-        wh, ww = min(h, plan.tile + 2 * halo), min(w, plan.tile + 2 * halo)
+        wh, ww = min(h, plan.tile_h + 2 * halo), min(w, plan.tile_w + 2 * halo)
         for start in range(0, total, plan.batch):
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
@@ -247,11 +326,8 @@ class Upscaler:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                if plan.batch > 1:
-                    plan = _Plan(plan.tile, plan.batch // 2)
-                elif plan.tile > _MIN_TILE:
-                    plan = _Plan(max(_MIN_TILE, plan.tile // 2), 1)
-                else:
+                plan = plan.halved()
+                if plan is None:
                     raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
 
     # -- whole images ---------------------------------------------------------------------

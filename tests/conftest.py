@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from drcn_plugin.model import DRCN
+
+# No tile-size measuring inside the tests (timing-dependent, slow) unless a test turns it on; and
+# never the user's real cache folder.
+os.environ["DRCN_TILE_TUNING"] = "0"
+os.environ["DRCN_CACHE_DIR"] = tempfile.mkdtemp(prefix="drcn-test-cache-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REFERENCE_WEIGHTS = SHARED / "weights"
