@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .engine import Upscaler, to_planes
+from .engine import Upscaler
 from .imaging import imresize, protocol_y
+from .planes import to_planes
 from .metrics import psnr
 
 

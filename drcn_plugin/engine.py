@@ -24,8 +24,9 @@ import torch
 from . import tuning
 from .errors import Cancelled, DRCNError
 from .hub import DEFAULT_MODEL, load_model
-from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from .imaging import rgb_to_ycbcr
 from .model import DRCN
+from .planes import PEAKS, interpolated_y, merge, to_planes
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -259,7 +260,8 @@ class Upscaler:
         for tile in tuning.LADDER:
             area = (tile + 2 * halo) ** 2
             batch = max(1, min(16, budget // (bpp * area))) if gpu else 1
-            if tile >= (256 if gpu else 96) and area * bpp * batch <= budget:
+            # Cores under two halos spend most of their time on the halo; GPUs want big calls.
+            if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
                 candidates.append((tile, batch))
         self.notify(f"measuring tile sizes for {tuning.device_name(self.device)} "
                     f"(once; cached in {tuning.cache_path().parent})")
@@ -334,80 +336,25 @@ class Upscaler:
     def upscale(self, image: np.ndarray, scale: float | None = None,
                 size: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None) -> np.ndarray:
-        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out."""
+        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out.
+
+        Colour conversion and bicubic run on the engine's device (see :mod:`.planes`).
+        """
         planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
         colour = planes.shape[0] in (3, 4)
-        alpha = planes[-1] if planes.shape[0] in (2, 4) else None
-        if colour:
-            ycc = rgb_to_ycbcr(planes[:3])
-            y, chroma = ycc[0], ycc[1:]
-        else:
-            y, chroma = planes[0], None
+        src = planes.to(self.device)
         del planes
-        ilr = imresize(y, size=(oh, ow))
-        peak = _PEAKS.get(np.dtype(kind))
-        if peak is not None:  # the protocol rounds the ILR to the source's levels; so do we
-            ilr = ilr.mul_(peak).round_().clamp_(0, peak).div_(peak)
+        if colour:
+            src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
+        ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
         y_out = self.run_y(ilr, progress, cancel)
-        parts = [y_out]
-        if chroma is not None:
-            parts += [imresize(c, size=(oh, ow)) for c in chroma]
-        if alpha is not None:
-            parts.append(imresize(alpha, size=(oh, ow)))
-        out = from_planes(parts, colour, kind)
+        del ilr
+        out = merge(y_out, src[1:], colour, kind)
         return out[:, :, 0] if image.ndim == 2 else out
 
 
 def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate" in msg
-
-
-_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
-    """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
-    if not isinstance(image, np.ndarray):
-        raise DRCNError(f"expected a numpy image array, got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
-    peak = _PEAKS.get(image.dtype)
-    if peak is None and not np.issubdtype(image.dtype, np.floating):
-        raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
-    t = torch.from_numpy(image.astype(np.float32, copy=True))
-    if peak is not None:
-        t.div_(peak)
-    elif not torch.isfinite(t).all():
-        raise DRCNError("the image has NaN or infinite values")
-    return t.permute(2, 0, 1).contiguous(), image.dtype
-
-
-def from_planes(parts: list[torch.Tensor], colour: bool, dtype: np.dtype,
-                rows: int = 512) -> np.ndarray:
-    """Merge [Y, (Cb, Cr), (alpha)] planes back to an ``H x W x C`` array of ``dtype``.
-
-    Works in row blocks so the float temporaries stay small for very large outputs.
-    """
-    h, w = parts[0].shape
-    channels = (3 if colour else 1) + (len(parts) - (3 if colour else 1))
-    out = np.empty((h, w, channels), dtype=dtype)
-    for r in range(0, h, rows):
-        block = [p[r: r + rows] for p in parts]
-        if colour:
-            rgb = ycbcr_to_rgb(torch.stack(block[:3]))
-            block = list(rgb) + block[3:]
-        t = torch.stack(block, dim=-1)
-        if dtype == np.uint8:
-            t = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
-        elif dtype == np.uint16:
-            t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
-        out[r: r + rows] = t.numpy().astype(dtype, copy=False)
-    return out
-
