@@ -135,43 +135,49 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
+    _sync(x.device)
+    t0 = time.perf_counter()
+    forward(x)
+    _sync(x.device)
+    return time.perf_counter() - t0
+
+
 def measure(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
             candidates: list[tuple[int, int]], budget_s: float | None = None,
-            repeats: int = 3) -> list[Timing]:
-    """Time ``forward`` on random ``[batch, 1, tile + 2 halo, same]`` windows, smallest first.
+            repeats: int = 3, finalists: int = 3) -> list[Timing]:
+    """Time ``forward`` on random ``[batch, 1, tile + 2 halo, same]`` windows.
 
-    Each candidate gets a warm-up call, then the median of ``repeats`` calls (one call when a
-    single call is slow: its noise is small next to its length). Measuring stops once the budget
-    is spent or after two candidates in a row at least 15% slower per pixel than the best.
+    First a pass up the candidates, smallest first: a warm-up and one timed call each, stopping
+    once the budget is spent or after two candidates in a row at least 15% slower per pixel than
+    the best. Then the ``finalists`` fastest are timed again round-robin, ``repeats`` rounds, and
+    keep the median: a load burst then hits every finalist alike instead of one of them.
     """
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
-    start, out, best, misses = time.perf_counter(), [], math.inf, 0
+    start, first, best, misses = time.perf_counter(), {}, math.inf, 0
     for tile, batch in candidates:
-        if len(out) >= 3 and time.perf_counter() - start > budget:
+        if len(first) >= 3 and time.perf_counter() - start > budget:
             break
         win = tile + 2 * halo
         x = torch.rand(batch, 1, win, win, device=device)
         try:
-            runs = []
-            for i in range(1 + repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                forward(x)
-                _sync(device)
-                runs.append(time.perf_counter() - t0)
-                if i == 1 and runs[-1] > 0.5:
-                    break
+            _timed(forward, x)
+            first[tile, batch] = [_timed(forward, x)]
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
                 raise
             break
-        out.append(Timing(tile, batch, statistics.median(runs[1:])))
-        per_px = out[-1].seconds / (batch * tile * tile)
+        per_px = first[tile, batch][0] / (batch * tile * tile)
         misses = 0 if per_px < best * 1.15 else misses + 1
         best = min(best, per_px)
         if misses >= _MISSES:
             break
-    return out
+    ranked = sorted(first, key=lambda c: first[c][0] / (c[1] * c[0] * c[0]))[:finalists]
+    for _ in range(repeats - 1):
+        for tile, batch in ranked:
+            x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
+            first[tile, batch].append(_timed(forward, x))
+    return [Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()]
 
 
 def balanced_core(length: int, tile: int) -> int:

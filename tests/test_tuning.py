@@ -110,9 +110,13 @@ def test_measure_stops_after_misses_and_within_budget() -> None:
 
     def forward(x: torch.Tensor) -> None:
         calls.append(x.shape[-1])
+        time.sleep(0.002)  # every call costs the same: bigger windows are cheaper per pixel
 
-    out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1)], repeats=3)
-    assert [t.tile for t in out] == [8, 16, 32] and calls.count(12) == 4  # warm-up + 3
+    out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1), (48, 1)],
+                         repeats=3, finalists=2)
+    assert [t.tile for t in out] == [8, 16, 32, 48]
+    # Warm-up and a first timing each, then two more rounds for the two finalists.
+    assert [calls.count(w) for w in (12, 20, 36, 52)] == [2, 2, 4, 4]
     # Time per pixel grows with the window: 8 and 16 are both worse than 4, so 32 is not tried.
     slow = tuning.measure(lambda x: time.sleep(5e-6 * x.shape[-1] ** 3), torch.device("cpu"), 0,
                           [(4, 1), (8, 1), (16, 1), (32, 1)], repeats=1)
