@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from drcn_plugin import tuning
-from drcn_plugin.engine import Upscaler, _windows, cpu_has_fast_bf16
+from drcn_plugin.devices import cpu_has_fast_bf16
+from drcn_plugin.engine import Upscaler, _windows
 from drcn_plugin.hub import load_model
 from drcn_plugin.planes import interpolated_y, merge, to_planes
 
@@ -50,7 +51,7 @@ class PeakMemory:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, self._rss())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         else:
@@ -147,7 +148,7 @@ def tile_sweep(device: str, repeat: int) -> dict:
     print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
     for tile in SWEEP:
         fixed = Upscaler("drcn-lite", device=device, precision=short, tile=tile)
-        res["tiles"][tile] = mpx / once(lambda: fixed.upscale(img, 2), up.device, repeat)
+        res["tiles"][tile] = mpx / once(lambda f=fixed: f.upscale(img, 2), up.device, repeat)
         print(f"--tile {tile}: {res['tiles'][tile]:.3f} Mpx/s", flush=True)
     planes, _ = to_planes(img)
     src = planes.to(up.device)

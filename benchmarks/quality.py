@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.evaluation import evaluate
+from drcn_plugin.evaluation import evaluate, results_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = {  # DRCN row of the paper's table (PSNR / SSIM)
@@ -29,7 +29,8 @@ def results_for(model: str, dataset: Path, cache: Path, device: str) -> dict:
     path = cache / f"{model}-{dataset.name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    res = evaluate(Upscaler(model, device=device, precision="fp32"), dataset, [2, 3, 4])
+    res = results_json(evaluate(Upscaler(model, device=device, precision="fp32"), dataset,
+                                [2, 3, 4]))
     cache.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2))
     return res

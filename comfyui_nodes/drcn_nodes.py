@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.errors import DRCNError
+from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
 from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = "drcn"
-MAX_SCALE = 8.0
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
 
@@ -41,7 +41,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DRCNError as e:
-        raise DRCNNodeError(f"DRCN: {e}") from None
+        raise DRCNNodeError(f"DRCN: {one_line(e)}") from None
 
 
 def _comfy() -> tuple[ModuleType | None, ModuleType | None]:
@@ -77,7 +77,7 @@ def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
         return load_model(model_name)
     found = fp.get_full_path(MODELS_FOLDER, model_name)
     if found is None:
-        raise DRCNError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
+        raise ModelLoadError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
     return load_weights_file(Path(found))
 
 
@@ -129,11 +129,12 @@ def _split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.
     if tuple(mask.shape[-2:]) != (h, w):
         if not mask.any():
             return image, False
-        raise DRCNError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {w}x{h}")
+        raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                            f"{w}x{h}")
     if mask.shape[0] not in (1, b):
-        raise DRCNError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+        raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
     if c == 4:
-        raise DRCNError("connect a mask or an image with alpha, not both")
+        raise BadImageError("connect a mask or an image with alpha, not both")
     alpha = (1.0 - mask.to(image)).expand(b, h, w)[..., None]
     return torch.cat([image, alpha], dim=-1), True
 
@@ -146,13 +147,14 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     Returns ``(image, mask)``: the image keeps its channels (alpha included); the mask is the
     upscaled input mask, else ``1 - alpha`` of an RGBA image, else zeros.
     """
-    if not 1.0 <= scale <= MAX_SCALE:
-        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
+                             f"{MAX_SCALE:g}", option="scale")
     if image.ndim != 4:
-        raise DRCNError(f"expected an IMAGE batch [batch, height, width, channels], "
+        raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                         f"got shape {tuple(image.shape)}")
     if image.numel() == 0:
-        raise DRCNError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
+        raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")
     planes, mask_in_alpha = _split_alpha(image, mask)
     mm, cu = _comfy()
@@ -236,7 +238,8 @@ class DRCNUpscale:
             "required": {
                 "image": ("IMAGE",),
                 "drcn_model": (MODEL_TYPE,),
-                "scale": ("FLOAT", {"default": 2.0, "min": 1.0, "max": MAX_SCALE, "step": 0.05,
+                "scale": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE,
+                                    "step": 0.05,
                                     "tooltip": "output size = round(input size x scale)"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
                                  "tooltip": "tile size in pixels; 0 = from free memory"}),

@@ -12,13 +12,21 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .engine import CancelFn, ProgressFn, Upscaler
-from .errors import DRCNError
-from .imagefile import FORMATS, SUFFIX, atomic_save, encode, read_image, save_options
+from .errors import BadImageError, BadOptionError, DRCNError, OutputExistsError
+from .imagefile import (
+    FORMATS,
+    IMAGE_SUFFIXES,
+    SUFFIX,
+    atomic_save,
+    encode,
+    read_image,
+    save_options,
+)
 
-READABLE = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
-            ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx", ".sgi", ".qoi", ".dds", ".avif"}
+Status = Literal["done", "skipped", "failed"]
 
 
 @dataclass
@@ -34,11 +42,12 @@ class Outcome:
     """What happened to one job, for the summary table."""
 
     job: Job
-    status: str  # "done", "skipped" or "failed"
+    status: Status
     message: str = ""
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
     seconds: float = 0.0
+    error: DRCNError | None = None  # why it failed, for front ends that add their own hints
 
 
 def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive: bool,
@@ -49,7 +58,8 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
     glob's matches -> a ``drcn-x3/`` folder beside them. ``output`` replaces that folder.
     """
     if fmt != "same" and fmt not in FORMATS:
-        raise DRCNError(f"unknown --format {fmt!r}: use same, png, jpg, webp, tiff or bmp")
+        raise BadOptionError(f"unknown format {fmt!r}: use same, png, jpg, webp, tiff or bmp",
+                             option="format")
     tag = f"drcn-x{scale:g}"
     jobs: list[Job] = []
     errors: list[str] = []
@@ -71,7 +81,7 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
         except OSError as e:
             errors.append(f"{spec}: cannot read ({e.strerror or e})")
             continue
-        images = sorted(p for p in files if p.suffix.lower() in READABLE or p == path)
+        images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p == path)
         if not images:
             errors.append(f"{spec}: no image files found")
             continue
@@ -115,17 +125,18 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
     t0 = time.perf_counter()
     try:
         if job.target.resolve() == job.source.resolve():
-            raise DRCNError(f"{job.target} is the input itself; choose another -o or --suffix")
+            raise BadOptionError(f"{job.target} is the input itself; choose another output folder "
+                                 "or suffix", option="output")
         if job.target.exists():
             if skip_existing:
                 return Outcome(job, "skipped", "already exists")
             if not overwrite:
-                raise DRCNError(f"{job.target} exists (use --overwrite or --skip-existing)")
+                raise OutputExistsError(f"{job.target} exists", path=job.target)
         array, info = read_image(job.source)
         try:
             result = upscaler.upscale(array, scale, progress=progress, cancel=cancel)
         except MemoryError as e:
-            raise DRCNError(f"{job.source}: too large for this machine's memory") from e
+            raise BadImageError(f"{job.source}: too large for this machine's memory") from e
         out_fmt = _out_format(job.source, fmt, info.format)
         image = encode(result, out_fmt, info)
         atomic_save(image, job.target, out_fmt, overwrite=overwrite,
@@ -138,19 +149,7 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
         msg = str(e)
         if str(job.source) not in msg and str(job.target) not in msg:
             msg = f"{job.source}: {msg}"
-        return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0)
-
-
-def distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the torchrun process group when launched by it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")  # only file lists and outcomes travel between ranks
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+        return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, error=e)
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

@@ -8,8 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .engine import Upscaler
 from .imaging import imresize, protocol_y
-from .planes import to_planes
 from .metrics import psnr
+from .planes import to_planes
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:

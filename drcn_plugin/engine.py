@@ -15,78 +15,25 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from . import tuning
-from .errors import Cancelled, DRCNError
+from .devices import Precision, pick_device, pick_precision
+from .errors import BadOptionError, Cancelled, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import PEAKS, interpolated_y, merge, to_planes
+from .scales import MAX_SCALE
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 NotifyFn = Callable[[str], None]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
-MAX_SCALE = 16.0
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _MIN_TILE = 16
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
-
-
-@lru_cache(maxsize=1)
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is about 4x faster than fp32."""
-    if sys.platform != "linux":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise DRCNError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cuda" and (not torch.cuda.is_available()
-                               or (dev.index or 0) >= torch.cuda.device_count()):
-        raise DRCNError(f"device {device!r} asked for, but no such CUDA GPU is available")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                  and torch.backends.mps.is_available()):
-        raise DRCNError("device 'mps' asked for, but Apple MPS is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise DRCNError(f"unsupported device {device!r}")
-    return dev
-
-
-def pick_precision(device: torch.device, precision: Precision = "auto") -> torch.dtype:
-    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
-    if precision not in PRECISIONS:
-        raise DRCNError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return _DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def _available_memory(device: torch.device) -> int:
@@ -109,14 +56,17 @@ def output_size(height: int, width: int, scale: float | None = None,
     if size is not None:
         oh, ow = int(size[0]), int(size[1])
         if oh < height or ow < width:
-            raise DRCNError(f"target size {ow}x{oh} is smaller than the input {width}x{height}")
+            raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
+                                 f"{width}x{height}", option="size")
         if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
-            raise DRCNError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input")
+            raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
+                                 option="size")
         return oh, ow
     if scale is None or not math.isfinite(scale):
-        raise DRCNError("give a scale factor or a target size")
+        raise BadOptionError("give a scale factor or a target size", option="scale")
     if scale < 1 or scale > MAX_SCALE:
-        raise DRCNError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}")
+        raise BadOptionError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}",
+                             option="scale")
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -129,11 +79,11 @@ class _Plan:
     batch: int
 
     @classmethod
-    def balanced(cls, h: int, w: int, tile: int, batch: int) -> "_Plan":
+    def balanced(cls, h: int, w: int, tile: int, batch: int) -> _Plan:
         """Cores <= ``tile`` that split each axis evenly: as many windows, less halo work."""
         return cls(tuning.balanced_core(h, tile), tuning.balanced_core(w, tile), batch)
 
-    def halved(self) -> "_Plan | None":
+    def halved(self) -> _Plan | None:
         """The next smaller plan after an out-of-memory error, or None at the smallest."""
         if self.batch > 1:
             return _Plan(self.tile_h, self.tile_w, self.batch // 2)
@@ -173,9 +123,11 @@ class Upscaler:
         self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
-            raise DRCNError("fp16 is not supported on the CPU: use fp32 or bf16")
+            raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
+                                 option="precision")
         if tile and tile < _MIN_TILE:
-            raise DRCNError(f"tile size {tile} is too small: use 0 (automatic) or at least {_MIN_TILE}")
+            raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
+                                 f"{_MIN_TILE}", option="tile")
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
         self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
@@ -269,7 +221,7 @@ class Upscaler:
         timings = tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
                                  self.device, halo, candidates)
         if not timings:
-            raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
+            raise OutOfMemoryError(f"out of memory on {self.device} even with the smallest tile")
         return timings
 
     @property
@@ -304,7 +256,7 @@ class Upscaler:
             group = tiles[start: start + plan.batch]
             x = torch.stack([ilr[r[0]: r[0] + wh, c[0]: c[0] + ww] for r, c in group])
             y = self._forward(x[:, None].to(self.device, non_blocking=True))[:, 0].cpu()
-            for (r, c), yt in zip(group, y):
+            for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
                 progress(min(start + plan.batch, total), total)
@@ -330,7 +282,8 @@ class Upscaler:
                     torch.cuda.empty_cache()
                 plan = plan.halved()
                 if plan is None:
-                    raise DRCNError(f"out of memory on {self.device} even with the smallest tile")
+                    raise OutOfMemoryError(
+                        f"out of memory on {self.device} even with the smallest tile") from e
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,
@@ -357,4 +310,5 @@ class Upscaler:
 
 def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate" in msg
+    return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
+            or "can't allocate" in msg)

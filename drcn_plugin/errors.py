@@ -1,9 +1,83 @@
-"""The one exception type front ends turn into a one-line message for the user."""
+"""Every exception the library raises for a user's problem, and the one line a front end shows.
+
+Library messages describe the problem in the library's words (an option's name, a path, a size);
+each front end adds its own wording at its boundary (the CLI names its flags, ComfyUI and GIMP
+prefix ``DRCN:``), always through :func:`one_line`.
+"""
+
+from __future__ import annotations
 
 
 class DRCNError(Exception):
-    """A user-facing problem (bad option, unreadable file, missing weights, ...)."""
+    """A problem the user can fix: a bad option, an unreadable file, missing weights, ..."""
 
 
-class Cancelled(DRCNError):
-    """The caller asked the engine to stop between tiles."""
+class BadOptionError(DRCNError, ValueError):
+    """An option value that cannot work; ``option`` names it (``"scale"``, ``"patch"``, ...)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.option)
+
+
+class DeviceError(DRCNError):
+    """The device or precision asked for is not available here."""
+
+
+class BadImageError(DRCNError):
+    """An input image (file or array) that cannot be decoded or upscaled."""
+
+
+class DatasetError(DRCNError):
+    """A folder of images (dataset, training data) that is missing, unreadable or unusable."""
+
+
+class ModelLoadError(DRCNError):
+    """A model spec or weights file that does not resolve to DRCN weights."""
+
+
+class CheckpointError(DRCNError):
+    """A training checkpoint that cannot be resumed (missing, unreadable, another model)."""
+
+
+class OutputExistsError(DRCNError):
+    """The output file exists and replacing it was not asked for; ``path`` is that file."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.path)
+
+
+class WriteError(DRCNError):
+    """An output that could not be written (disk full, no permission); nothing was left behind."""
+
+
+class OutOfMemoryError(DRCNError, MemoryError):
+    """The work does not fit in the device's memory, even in its smallest pieces."""
+
+
+class ProtocolError(DRCNError):
+    """A malformed request from a front end talking to the worker process."""
+
+
+class InstallError(DRCNError):
+    """A host application (GIMP, ComfyUI) into which the integration cannot be installed."""
+
+
+class Cancelled(Exception):  # noqa: N818 (a request, not an error)
+    """The caller asked the engine to stop; not a failure, so not a :class:`DRCNError`."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's text (its type name when it has none).
+
+    The one place any exception (ours or a library's) becomes text for a user.
+    """
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -4,89 +4,126 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
-from .errors import DRCNError
-from .imaging import make_pair, protocol_y, quantize8
+from .imagefile import list_images, read_image8, read_y
+from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+@dataclass
+class ImageScore:
+    """One image at one scale: the model's and bicubic's PSNR (dB) and SSIM, and seconds taken."""
+
+    bicubic_psnr: float
+    bicubic_ssim: float
+    psnr: float
+    ssim: float
+    seconds: float
+    depth_psnr: list[float] | None = None  # with per_depth: each depth's prediction
+    ensemble_psnr: float | None = None
+
+    def to_json(self) -> dict:
+        """The ``drcn eval --json`` form: the fields in order, depth scores only when measured."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    if not folder.is_dir():
-        raise DRCNError(f"dataset folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DRCNError(f"no images in {folder}")
-    return files
+@dataclass
+class ScaleResult:
+    """Dataset means at one scale, and every image's own score."""
+
+    scale: int
+    bicubic_psnr: float
+    bicubic_ssim: float
+    psnr: float
+    ssim: float
+    seconds_per_image: float
+    images: dict[str, ImageScore]
+    depth_psnr: list[float] | None = None
+    ensemble_psnr: float | None = None
+
+    @property
+    def gain(self) -> float:
+        """PSNR over bicubic in dB."""
+        return self.psnr - self.bicubic_psnr
+
+    def to_json(self) -> dict:
+        """The ``drcn eval --json`` form of one scale."""
+        out = {"bicubic_psnr": self.bicubic_psnr, "bicubic_ssim": self.bicubic_ssim,
+               "psnr": self.psnr, "ssim": self.ssim}
+        if self.depth_psnr is not None:
+            out.update(depth_psnr=self.depth_psnr, ensemble_psnr=self.ensemble_psnr)
+        out.update(seconds_per_image=self.seconds_per_image,
+                   images={name: row.to_json() for name, row in self.images.items()})
+        return out
 
 
-def load_y(path: Path) -> torch.Tensor:
-    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if im.mode in ("1", "L", "LA") else "RGB")
-            a = torch.from_numpy(np.array(im)).double()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DRCNError(f"cannot read image {path}: {e}") from e
-    return a if a.dim() == 2 else protocol_y(a.permute(2, 0, 1))
+def results_json(results: dict[int, ScaleResult]) -> dict[str, dict]:
+    """``{"3": {...}}``: the JSON ``drcn eval --json`` writes, keyed by the scale as text."""
+    return {str(s): r.to_json() for s, r in results.items()}
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
-             on_image: Callable[[int, str], None] | None = None) -> dict[str, dict]:
-    """PSNR/SSIM (dataset means) per scale; ``upscaler=None`` scores bicubic alone.
+             on_image: Callable[[int, str], None] | None = None,
+             degrade: Recipe | None = None) -> dict[int, ScaleResult]:
+    """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
 
-    Returns ``{"3": {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim", "seconds_per_image",
-    "images": {name: {...}}, ["depth_psnr": [...], "ensemble_psnr": ...]}}``.
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
     """
-    files = list_images(folder)
-    hrs = [(p.stem, load_y(p)) for p in files]
-    results: dict[str, dict] = {}
+    read = read_y if degrade is None else read_image8
+    hrs = [(p.stem, read(p)) for p in list_images(folder)]
+    results: dict[int, ScaleResult] = {}
     for s in scales:
-        rows: dict[str, dict] = {}
-        for name, y in hrs:
-            hr, _, ilr = make_pair(y, s)
-            row = {"bicubic_psnr": psnr(ilr, hr, s), "bicubic_ssim": ssim(ilr, hr, s)}
+        rows: dict[str, ImageScore] = {}
+        for name, image in hrs:
+            if degrade is None:
+                hr, _, ilr = make_pair(image, s)
+            else:
+                gen = torch.Generator().manual_seed(seed_for(name, s))
+                hr, ilr = degraded_pair(image, s, degrade, gen)
+            bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
             if upscaler is None:
-                row.update(psnr=row["bicubic_psnr"], ssim=row["bicubic_ssim"], seconds=0.0)
+                row = ImageScore(bic_psnr, bic_ssim, bic_psnr, bic_ssim, 0.0)
             else:
                 t0 = time.perf_counter()
                 sr = quantize8(upscaler.run_y(ilr / 255.0).double() * 255.0)
-                row.update(psnr=psnr(sr, hr, s), ssim=ssim(sr, hr, s),
-                           seconds=time.perf_counter() - t0)
+                row = ImageScore(bic_psnr, bic_ssim, psnr(sr, hr, s), ssim(sr, hr, s),
+                                 time.perf_counter() - t0)
                 if per_depth:
-                    row.update(_depth_scores(upscaler, ilr, hr, s))
+                    row.depth_psnr, row.ensemble_psnr = _depth_scores(upscaler, ilr, hr, s)
             rows[name] = row
             if on_image is not None:
                 on_image(s, name)
-        keys = [k for k in next(iter(rows.values())) if k not in ("seconds",)]
-        summary = {k: _mean([r[k] for r in rows.values()]) for k in keys}
-        summary["seconds_per_image"] = float(np.mean([r["seconds"] for r in rows.values()]))
-        summary["images"] = rows
-        results[str(s)] = summary
+        results[s] = _summarise(s, rows)
     return results
 
 
-def _mean(values: list):
-    if isinstance(values[0], list):
-        return [float(np.mean(col)) for col in zip(*values)]
-    return float(np.mean(values))
+def _summarise(scale: int, rows: dict[str, ImageScore]) -> ScaleResult:
+    """Dataset means of every score (depth scores per depth)."""
+    scores = list(rows.values())
+    mean = lambda key: float(np.mean([getattr(r, key) for r in scores]))  # noqa: E731
+    depth = None
+    if scores[0].depth_psnr is not None:
+        depth = [float(np.mean(col)) for col in zip(*(r.depth_psnr for r in scores), strict=True)]
+    return ScaleResult(scale, mean("bicubic_psnr"), mean("bicubic_ssim"), mean("psnr"),
+                       mean("ssim"), mean("seconds"), rows, depth,
+                       mean("ensemble_psnr") if depth is not None else None)
 
 
 @torch.inference_mode()
-def _depth_scores(upscaler: Upscaler, ilr: torch.Tensor, hr: torch.Tensor, s: int) -> dict:
+def _depth_scores(upscaler: Upscaler, ilr: torch.Tensor, hr: torch.Tensor,
+                  s: int) -> tuple[list[float], float]:
     """PSNR of every depth's prediction and of the ensemble (the paper's recursion study)."""
     model = upscaler.model
     x = (ilr / 255.0).float()[None, None].to(upscaler.device)
     ens, preds = model(x, all_depths=True)
     to8 = lambda t: quantize8(t[0, 0].double().cpu() * 255.0)  # noqa: E731
-    return {"depth_psnr": [psnr(to8(p), hr, s) for p in preds],
-            "ensemble_psnr": psnr(to8(ens), hr, s)}
+    return [psnr(to8(p), hr, s) for p in preds], psnr(to8(ens), hr, s)

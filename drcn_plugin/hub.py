@@ -20,8 +20,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .errors import DRCNError
-from .model import DRCN
+from .errors import BadOptionError, ModelLoadError, one_line
+from .model import DRCN, interpolate
+from .resources import PACKAGE, bundled
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,16 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
+PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
 
 
 def weights_dir() -> Path:
     """Where the shipped weights live: inside the installed wheel, else the repo's ``weights/``."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "weights"
-    return packaged if packaged.is_dir() else here.parent / "weights"
+    return bundled("weights") or PACKAGE.parent / "weights"
 
 
 def sha256_of(path: Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -72,30 +73,32 @@ def _from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
         model = DRCN(features=features, recursions=recursions)
         model.load_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as e:
-        raise DRCNError(f"{origin} does not hold DRCN weights ({str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{origin} does not hold DRCN weights ({one_line(e)})") from e
     return model.eval()
 
 
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
     if not path.is_file():
-        raise DRCNError(f"weights file not found: {path}")
+        raise ModelLoadError(f"weights file not found: {path}")
     if sha256 is not None and sha256_of(path) != sha256:
-        raise DRCNError(f"weights file {path} is corrupted (sha256 mismatch); reinstall drcn-plugin")
+        raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
+                             "reinstall drcn-plugin")
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise DRCNError(f"cannot read weights file {path}: {e}") from e
+        raise ModelLoadError(f"cannot read weights file {path}: {one_line(e)}") from e
     return _from_state_dict(sd, str(path))
 
 
 def _load_folder(path: Path) -> DRCN:
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise DRCNError(f"{path} is not a DRCN model folder (needs config.json and model.safetensors)")
+        raise ModelLoadError(f"{path} is not a DRCN model folder (needs config.json and "
+                             "model.safetensors)")
     try:
         return DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise DRCNError(f"cannot load model folder {path}: {str(e).splitlines()[0]}") from e
+        raise ModelLoadError(f"cannot load model folder {path}: {one_line(e)}") from e
 
 
 def _load_hub(spec: str) -> DRCN:
@@ -103,18 +106,18 @@ def _load_hub(spec: str) -> DRCN:
 
     repo, _, revision = spec[3:].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
-        raise DRCNError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
+        raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
         return DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval()
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
-        raise DRCNError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be reached"
-                        " (offline?)") from e
+        raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be "
+                             "reached (offline?)") from e
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError,
             hf_errors.EntryNotFoundError) as e:
-        raise DRCNError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
+        raise ModelLoadError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
     except (hf_errors.HfHubHTTPError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise DRCNError(f"{spec}: cannot load from the Hugging Face Hub: "
-                        f"{str(e).splitlines()[0]}") from e
+        raise ModelLoadError(f"{spec}: cannot load from the Hugging Face Hub: "
+                        f"{one_line(e)}") from e
 
 
 def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
@@ -130,5 +133,24 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     if path.is_file():
         return load_weights_file(path)
     names = ", ".join(SHIPPED)
-    raise DRCNError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a model "
-                    "folder, or hf:owner/name")
+    raise ModelLoadError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a "
+                         "model folder, or hf:owner/name")
+
+
+def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
+    """A shipped model moved toward its photo variant: 0 is the clean model, 1 the photo model.
+
+    Between the two the weights are interpolated (the photo model was fine-tuned from the clean
+    one, so the blend is meaningful); ``spec`` may name either model of the pair.
+    """
+    clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
+    if clean is None:
+        raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
+                             f"strength works with {', '.join(PHOTO_VARIANTS)}")
+    if not 0 <= strength <= 1:
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="strength")
+    if strength == 0:
+        return load_model(clean)
+    if strength == 1:
+        return load_model(PHOTO_VARIANTS[clean])
+    return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)

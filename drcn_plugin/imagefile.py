@@ -8,6 +8,7 @@ was told not to.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -16,15 +17,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DRCNError
+from .degrade import jpeg_quality
+from .errors import (
+    BadImageError,
+    BadOptionError,
+    DatasetError,
+    OutputExistsError,
+    WriteError,
+    one_line,
+)
+from .imaging import image_y
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+# File suffixes taken as images when scanning folders (batches, datasets, training data).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx",
+                            ".sgi", ".qoi", ".dds", ".avif"})
 
 
 @dataclass
@@ -36,6 +51,8 @@ class ImageInfo:
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
+    lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
+    jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -47,7 +64,9 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
                 fmt = im.format
                 im.load()
                 info = ImageInfo(format=fmt, icc_profile=im.info.get("icc_profile"),
-                                 dpi=_dpi(im.info.get("dpi")))
+                                 dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, fmt))
+                if fmt in ("JPEG", "MPO"):
+                    info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
                 if getattr(im, "n_frames", 1) > 1:
                     info.notes.append(f"{im.n_frames} frames: only the first was upscaled")
                 im = ImageOps.exif_transpose(im)
@@ -56,13 +75,63 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
                     info.exif = exif.tobytes()
                 return _to_array(im, info), info
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DRCNError(f"{path}: too large to upscale safely ({e})") from e
+        raise BadImageError(f"{path}: too large to upscale safely ({one_line(e)})") from e
     except UnidentifiedImageError as e:
-        raise DRCNError(f"{path}: not an image Pillow can read") from e
+        raise BadImageError(f"{path}: not an image Pillow can read") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise DRCNError(f"{path}: cannot decode image ({str(e).splitlines()[0]})") from e
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except MemoryError as e:
-        raise DRCNError(f"{path}: too large for this machine's memory") from e
+        raise BadImageError(f"{path}: too large for this machine's memory") from e
+
+
+def _lossy(path: Path, fmt: str | None) -> bool:
+    """JPEG, or WebP whose first image chunk is ``VP8 `` (lossy) rather than ``VP8L``."""
+    if fmt in ("JPEG", "MPO"):
+        return True
+    if fmt != "WEBP":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
+    return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
+    if not folder.is_dir():
+        raise DatasetError(f"dataset folder not found: {folder}")
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as e:
+        raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e
+    if not files:
+        raise DatasetError(f"no images in {folder}")
+    return files
+
+
+def read_image8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
+
+    Decoded by :func:`read_image` (EXIF orientation applied); deeper files are rounded to 8 bits
+    and alpha is dropped. The evaluation protocol and training read images through this.
+    """
+    array, _ = read_image(path)
+    if array.dtype == np.uint16:
+        array = np.round(array / 257.0)
+    elif array.dtype != np.uint8:
+        array = np.round(np.clip(array, 0, 1) * 255.0)
+    a = torch.from_numpy(np.asarray(array, dtype=np.float64))
+    if a.dim() == 2 or a.shape[2] <= 2:
+        return a if a.dim() == 2 else a[:, :, 0].contiguous()
+    return a[:, :, :3].permute(2, 0, 1).contiguous()
+
+
+def read_y(path: Path) -> torch.Tensor:
+    """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
+    return image_y(read_image8(path))
 
 
 def _dpi(value) -> tuple[float, float] | None:
@@ -116,7 +185,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     """Build the output image and its save options; refuses combinations that would lose data."""
     im = to_pil(array)
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
-        raise DRCNError("JPEG cannot store the alpha channel: use --format png, webp or tiff")
+        raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
+                             option="format")
     if fmt in ("JPEG", "WEBP", "BMP") and im.mode in ("I;16", "F"):
         im = im.point(lambda v: v / 257).convert("L") if im.mode == "I;16" else \
             Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8))
@@ -169,12 +239,12 @@ def _atomic(path: Path, overwrite: bool, write) -> None:
             _link_new(tmp, path)
     except FileExistsError as e:
         _remove(tmp)
-        raise DRCNError(f"{path} exists (use --overwrite to replace it)") from e
+        raise OutputExistsError(f"{path} exists", path=path) from e
     except OSError as e:
         _remove(tmp)
         if e.errno == errno.ENOSPC:
-            raise DRCNError(f"disk full while writing {path}; nothing was written") from e
-        raise DRCNError(f"cannot write {path}: {e.strerror or e}") from e
+            raise WriteError(f"disk full while writing {path}; nothing was written") from e
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         _remove(tmp)
         raise
@@ -195,7 +265,5 @@ def _link_new(tmp: str, path: Path) -> None:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

@@ -94,7 +94,7 @@ def imresize(x: torch.Tensor, scale: float | None = None,
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
-    """``[..., 3, H, W]`` RGB in 0..1 to BT.601 studio-swing YCbCr in 0..1 (MATLAB rgb2ycbcr/255)."""
+    """``[..., 3, H, W]`` RGB in 0..1 to BT.601 studio-swing YCbCr in 0..1 (MATLAB rgb2ycbcr)."""
     m = _RGB2YCC.to(rgb.device, rgb.dtype)
     off = _YCC_OFFSET.to(rgb.device, rgb.dtype)
     return torch.einsum("ij,...jhw->...ihw", m, rgb) + off[:, None, None]
@@ -115,6 +115,11 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
 def protocol_y(rgb8: torch.Tensor) -> torch.Tensor:
     """Protocol step 1: 8-bit RGB ``[3, H, W]`` (0..255) to the rounded studio-swing Y (0..255)."""
     return quantize8(rgb_to_ycbcr(rgb8 / 255.0)[..., 0, :, :] * 255.0)
+
+
+def image_y(image: torch.Tensor) -> torch.Tensor:
+    """The protocol's Y of an 8-bit ``[3, H, W]`` image; a grey ``[H, W]`` plane as it is."""
+    return image if image.dim() == 2 else protocol_y(image)
 
 
 def modcrop(x: torch.Tensor, scale: int) -> torch.Tensor:

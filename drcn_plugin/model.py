@@ -9,9 +9,11 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 
@@ -50,7 +52,16 @@ class DRCN(
         """Pixels of context each output pixel sees on every side (20 for D = 16)."""
         return self.recursions + 4
 
-    def forward(self, x: torch.Tensor, all_depths: bool = False):
+    @overload
+    def forward(self, x: torch.Tensor, all_depths: Literal[False] = False) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, x: torch.Tensor,
+                all_depths: Literal[True]) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def forward(self, x: torch.Tensor,
+                all_depths: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The ensemble prediction; with ``all_depths`` also every depth's own prediction."""
         # The convolutions run in their weights' dtype (bf16/fp16 for fast inference); the skip
         # connection and the ensemble sum stay in x's dtype, so the output keeps full precision.
         h = self.embed(x.to(self.embed[0].weight.dtype))
@@ -60,7 +71,7 @@ class DRCN(
             for _ in range(self.recursions):
                 h = self.recursive(h).relu_()
                 preds.append(self.reconstruct(h).to(x.dtype) + x)
-            out = sum(wd * yd for wd, yd in zip(w, preds))
+            out = sum(wd * yd for wd, yd in zip(w, preds, strict=True))
             return out, preds
         # Inference: sum_d w_d (f(H_d) + x). The last reconstruction conv is linear, so it is
         # applied once to sum_d w_d relu(conv(H_d)) instead of D times (same result, faster).
@@ -79,3 +90,23 @@ class DRCN(
         f, d = self.features, self.recursions
         macs = 9 * (f + f * f + d * f * f + d * (f * f + f))
         return 2 * macs
+
+
+def interpolate(a: DRCN, b: DRCN, t: float) -> DRCN:
+    """A new DRCN whose weights are ``(1 - t) * a + t * b`` (``t`` = 0 gives ``a``'s exactly).
+
+    Meaningful for two models fine-tuned from one another (a clean and a photo model), as
+    Real-ESRGAN's denoise strength does; both must have the same F and D.
+    """
+    if (a.features, a.recursions) != (b.features, b.recursions):
+        raise ValueError(f"cannot blend F={a.features}, D={a.recursions} with "
+                         f"F={b.features}, D={b.recursions}")
+    if not 0 <= t <= 1:
+        raise ValueError(f"blend weight {t} is outside 0..1")
+    out = DRCN(a.features, a.recursions)
+    sb = b.state_dict()
+    with torch.no_grad():
+        blended = {k: v.float() if t == 0 else sb[k].float() if t == 1 else
+                   torch.lerp(v.float(), sb[k].float(), t) for k, v in a.state_dict().items()}
+    out.load_state_dict(blended)
+    return out.eval()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import DRCNError
+from .errors import BadImageError
 from .imaging import imresize, ycbcr_to_rgb
 
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -21,21 +21,21 @@ BLOCK_PIXELS = 1 << 22  # output pixels per row block (16 MiB per float plane)
 def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
     if not isinstance(image, np.ndarray):
-        raise DRCNError(f"expected a numpy image array, got {type(image).__name__}")
+        raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise DRCNError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
+        raise BadImageError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise DRCNError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+        raise BadImageError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
     peak = PEAKS.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
-        raise DRCNError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+        raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
     t = torch.from_numpy(image.astype(np.float32, copy=True))
     if peak is not None:
         t.div_(peak)
     elif not torch.isfinite(t).all():
-        raise DRCNError("the image has NaN or infinite values")
+        raise BadImageError("the image has NaN or infinite values")
     return t.permute(2, 0, 1).contiguous(), image.dtype
 
 

@@ -1,38 +1,56 @@
-"""The CLI's rich progress display (images, tiles, output megapixels per second) and summary."""
+"""The CLI's rich progress displays: batch upscaling (images, tiles, Mpx/s, summary), training."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .batch import Job, Outcome
 from .engine import Upscaler
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
-class BatchProgress:
+    from .training.trainer import Progress as TrainStep
+
+
+class _Display:
+    """A live rich display in the layout both share: label, bar, count, own columns, times."""
+
+    def __init__(self, console: Console, enabled: bool, *middle: TextColumn) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), *middle, TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console, disable=not enabled)
+
+    def __enter__(self) -> Self:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+
+class BatchProgress(_Display):
     """Two bars (images; tiles of the current image) and a live Mpx/s figure."""
 
     def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not enabled, transient=False)
+        super().__init__(console, enabled, TextColumn("{task.fields[rate]}"))
         self.images = self.progress.add_task("images", total=total, rate="")
         self.tile_task = self.progress.add_task("tiles", total=1, rate="", visible=False)
         self.out_pixels = 0
         self.busy = 0.0
         self._t0 = 0.0
-
-    def __enter__(self) -> "BatchProgress":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
 
     def start(self, job: Job) -> None:
         self._t0 = time.perf_counter()
@@ -67,6 +85,23 @@ class BatchProgress:
         mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6
         secs = sum(o.seconds for o in done)
         counts = {s: sum(o.status == s for o in outcomes) for s in colours}
-        console.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed;"
+        console.print(f"{counts['done']} done, {counts['skipped']} skipped, "
+                      f"{counts['failed']} failed;"
                       f" {mpx:.2f} output Mpx in {secs:.1f} s"
                       + (f" ({mpx / secs:.2f} Mpx/s)" if secs else ""))
+
+
+class TrainProgress(_Display):
+    """One bar over the training steps with loss, validation PSNR and steps/s (rank 0 only)."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        super().__init__(console, enabled, TextColumn(
+            "loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"))
+        self.task = self.progress.add_task("[bold]train", total=None, loss="-", val="-", rate="")
+
+    def update(self, p: TrainStep) -> None:
+        """The trainer's progress callback."""
+        self.progress.update(self.task, completed=p.step, total=p.total or None,
+                             loss=f"{p.loss:.3e}" if p.loss is not None else "-",
+                             val=f"{p.val_psnr:.2f}" if p.val_psnr is not None else "-",
+                             rate=f"{p.steps_per_s:.1f} steps/s")

@@ -119,7 +119,7 @@ plugin="" worker=""
 for _ in $(seq 120); do
   sleep 0.5
   plugin=$(descendant "$gimp" drcn-super-resolution.py || true)
-  [[ -n $plugin ]] && worker=$(descendant "$plugin" drcn_plugin.worker || true)
+  [[ -n $plugin ]] && worker=$(descendant "$plugin" drcn_plugin.integrations.gimp_worker || true)
   [[ -n $worker ]] && break
 done
 if [[ -z $worker ]]; then

@@ -96,14 +96,14 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     else:
         upscaler = Upscaler(tta=job["engine"].get("tta", False))
         pairs = []
-        for arr, layer in zip(_layers_in(job, host), result["layers"]):
+        for arr, layer in zip(_layers_in(job, host), result["layers"], strict=True):
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
             got = got.reshape(layer["height"], layer["width"], -1)
             ref = np.atleast_3d(upscaler.upscale(arr, job["engine"]["scale"]))
             pairs.append((got, ref, "engine", layer["offsets"]))
     offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
-    for (got, ref, against, offsets), origin in zip(pairs, offsets_in):
+    for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
         diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / unit
         expected_offsets = [round(v * job["args"]["scale"]) for v in origin]
@@ -133,7 +133,7 @@ def check(root: Path, work: str) -> int:
             print(f"{name}: GIMP wrote no results  FAIL")
             problems.append(name)
             continue
-        for job, result in zip(jobs, json.loads(out.read_text())):
+        for job, result in zip(jobs, json.loads(out.read_text()), strict=True):
             problems += _check_job(job, result, host, drcn)
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems))
     return len(problems)

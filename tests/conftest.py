@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DATA, REFERENCE_WEIGHTS, seeded_drcn
 
 from drcn_plugin.model import DRCN
 
@@ -16,10 +17,6 @@ from drcn_plugin.model import DRCN
 # never the user's real cache folder.
 os.environ["DRCN_TILE_TUNING"] = "0"
 os.environ["DRCN_CACHE_DIR"] = tempfile.mkdtemp(prefix="drcn-test-cache-")
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REFERENCE_WEIGHTS = SHARED / "weights"
-DATA = SHARED / "data"
 
 
 def _need(path: Path) -> Path:
@@ -48,8 +45,7 @@ def reference_weights() -> Path:
 @pytest.fixture
 def tiny_model() -> DRCN:
     """``DRCN(features=8, recursions=3)``, seeded random weights, uneven ensemble, eval mode."""
-    torch.manual_seed(0)
-    model = DRCN(features=8, recursions=3)
+    model = seeded_drcn()
     with torch.no_grad():
         model.ensemble.copy_(torch.rand(3) + 0.1)  # uneven, so depth weighting matters
         model.reconstruct[2].weight.mul_(5)  # make each depth's residual clearly non-zero
@@ -61,9 +57,8 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small seeded DRCN saved as ``.safetensors``: front ends load it by path, fast."""
     from safetensors.torch import save_file
 
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_file(DRCN(features=8, recursions=3).state_dict(), str(path))
+    save_file(seeded_drcn().state_dict(), str(path))
     return str(path)
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import DATA
 from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin import imagefile
 from drcn_plugin.cli import app
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 runner = CliRunner()
 
 
@@ -25,7 +25,7 @@ runner = CliRunner()
 def photos(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
-    base = Image.open(SHARED / "Set5" / "bird.png").convert("RGB").crop((0, 0, 48, 40))
+    base = Image.open(DATA / "Set5" / "bird.png").convert("RGB").crop((0, 0, 48, 40))
     base.save(folder / "a.png")
     base.save(folder / "b.jpg", quality=92)
     return folder
@@ -51,7 +51,7 @@ def test_never_overwrites_unless_asked(photos: Path, tiny_model_file: str) -> No
     target = out / "a.png"
     target.write_bytes(b"precious")
     r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "exists" in r.output
+    assert r.exit_code == 1 and "exists (use --overwrite or --skip-existing)" in r.output
     assert target.read_bytes() == b"precious"
     r = upscale(str(photos / "a.png"), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 skipped" in r.output and target.read_bytes() == b"precious"
@@ -99,7 +99,7 @@ def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
 def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    img = Image.open(SHARED / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
+    img = Image.open(DATA / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     icc = b"\x00" * 128  # opaque bytes are enough to check they travel
@@ -144,7 +144,7 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
 
 def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "bird.png"
-    shutil.copy(SHARED / "Set5" / "bird.png", src)
+    shutil.copy(DATA / "Set5" / "bird.png", src)
     r = runner.invoke(app, ["compare", str(src), "--scale", "3", "--crop", "64",
                             "--model", tiny_model_file])
     assert r.exit_code == 0, r.output
@@ -155,7 +155,7 @@ def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
 def test_torchrun_splits_files_across_two_processes(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "many"
     src.mkdir()
-    base = Image.open(SHARED / "Set5" / "head.png").convert("RGB").crop((0, 0, 32, 32))
+    base = Image.open(DATA / "Set5" / "head.png").convert("RGB").crop((0, 0, 32, 32))
     for i in range(5):
         base.save(src / f"{i}.png")
     drcn = Path(sys.executable).with_name("drcn")

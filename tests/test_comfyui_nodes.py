@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import seeded_drcn
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from drcn_plugin import comfyui_install
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
+from drcn_plugin.integrations import comfyui_install
 from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 
 ROOT = Path(__file__).resolve().parent.parent
 NODES_DIR = ROOT / "comfyui_nodes"
@@ -44,11 +46,10 @@ UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
 
 @pytest.fixture(scope="module")
 def tiny() -> DRCN:
-    torch.manual_seed(0)
-    return DRCN(features=8, recursions=3).eval()
+    return seeded_drcn()
 
 
-class InterruptProcessingException(Exception):
+class InterruptProcessingException(Exception):  # noqa: N818 (ComfyUI's name)
     """Stands in for comfy.model_management.InterruptProcessingException."""
 
 
@@ -131,7 +132,7 @@ def test_batch_non_integer_scale_matches_the_engine(tiny: DRCN) -> None:
     out, mask = UPSCALE.upscale(image, tiny, 1.7, 0, False)
     assert out.shape == (2, 22, 29, 3) and out.dtype == torch.float32
     assert mask.shape == (2, 22, 29) and not mask.any()
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
     engine = Upscaler(tiny, device="cpu")
     for i in range(2):
         want = np.clip(engine.upscale(image[i].numpy(), 1.7), 0, 1)
@@ -220,8 +221,8 @@ def test_interrupt_stops_between_tiles_and_the_next_job_runs(
 
 
 @pytest.mark.parametrize(("image", "scale", "tile", "message"), [
-    (torch.rand(1, 8, 8, 3), 9.0, 0, "DRCN: scale 9 is out of range: use 1 to 8"),
-    (torch.rand(1, 8, 8, 3), 0.5, 0, "DRCN: scale 0.5 is out of range: use 1 to 8"),
+    (torch.rand(1, 8, 8, 3), 17.0, 0, "DRCN: scale 17 is out of range: use 1 to 16"),
+    (torch.rand(1, 8, 8, 3), 0.5, 0, "DRCN: scale 0.5 is out of range: use 1 to 16"),
     (torch.rand(1, 0, 8, 3), 2.0, 0, "DRCN: the image is empty (8x0 pixels, batch of 1)"),
     (torch.rand(0, 8, 8, 3), 2.0, 0, "DRCN: the image is empty (8x8 pixels, batch of 0)"),
     (torch.rand(8, 8, 3), 2.0, 0, "DRCN: expected an IMAGE batch"),
@@ -278,7 +279,7 @@ def test_node_metadata() -> None:
     for cls in PKG.NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "image/upscaling/DRCN" and callable(getattr(cls, cls.FUNCTION))
     scale = UPSCALE.INPUT_TYPES()["required"]["scale"][1]
-    assert (scale["min"], scale["max"]) == (1.0, 8.0)
+    assert (scale["min"], scale["max"]) == (MIN_SCALE, MAX_SCALE)
     assert LOADER.RETURN_TYPES == ("DRCN_MODEL",)
     assert UPSCALE.INPUT_TYPES()["required"]["drcn_model"] == ("DRCN_MODEL",)
 

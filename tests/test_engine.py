@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from helpers import DATA, seeded_drcn
 from PIL import Image
 
 from drcn_plugin import Cancelled, DRCNError, Upscaler
-from drcn_plugin.engine import output_size, pick_device, pick_precision
-from drcn_plugin.evaluation import evaluate, load_y
+from drcn_plugin.devices import pick_device, pick_precision
+from drcn_plugin.engine import output_size
+from drcn_plugin.evaluation import evaluate
+from drcn_plugin.imagefile import read_y
 from drcn_plugin.imaging import imresize, make_pair, quantize8
 from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +25,11 @@ def lite() -> Upscaler:
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    return np.asarray(Image.open(SHARED / "Set5" / "butterfly.png").convert("RGB"))[40:130, 60:170]
+    return np.asarray(Image.open(DATA / "Set5" / "butterfly.png").convert("RGB"))[40:130, 60:170]
 
 
 def tiny(recursions: int = 4) -> DRCN:
-    torch.manual_seed(0)
-    return DRCN(features=8, recursions=recursions).eval()
+    return seeded_drcn(recursions=recursions)
 
 
 def test_tiles_are_seamless(lite: Upscaler, photo: np.ndarray) -> None:
@@ -198,10 +196,10 @@ def test_engine_is_the_evaluated_model() -> None:
     """Engine on the LR Y image scores what ``drcn eval`` scores (Set5 x3, within 0.01 dB)."""
     lite = Upscaler("drcn-lite", device="cpu")  # automatic precision: bf16 where the CPU has AMX
     ours = []
-    for f in sorted((SHARED / "Set5").glob("*.png")):
-        hr, lr, _ = make_pair(load_y(f), 3)
+    for f in sorted((DATA / "Set5").glob("*.png")):
+        hr, lr, _ = make_pair(read_y(f), 3)
         sr = lite.upscale(lr.numpy().astype(np.uint8), 3)
         ours.append(psnr(torch.from_numpy(sr).double(), hr, 3))
-    reference = evaluate(lite, SHARED / "Set5", [3])["3"]["psnr"]
+    reference = evaluate(lite, DATA / "Set5", [3])[3].psnr
     assert abs(float(np.mean(ours)) - reference) < 0.01
     assert reference > 33.0

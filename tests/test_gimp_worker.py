@@ -19,12 +19,12 @@ import pytest
 
 from drcn_plugin.engine import Upscaler, output_size
 from drcn_plugin.errors import DRCNError
-from drcn_plugin.gimp_install import CONFIG_NAME, PLUGIN, default_gimp_dir, install
-from drcn_plugin.worker import parse_header
+from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, default_gimp_dir, install
+from drcn_plugin.integrations.gimp_worker import parse_header
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "gimp" / PLUGIN
-WORKER = [sys.executable, "-m", "drcn_plugin.worker"]
+WORKER = [sys.executable, "-m", "drcn_plugin.integrations.gimp_worker"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -196,7 +196,7 @@ def test_silent_worker_times_out_and_is_killed(monkeypatch):
 
 def test_unstartable_worker_is_reported(tmp_path):
     with pytest.raises(client.WorkerError, match="cannot start the DRCN worker"):
-        client.Worker([str(tmp_path / "no-python"), "-m", "drcn_plugin.worker"], env=ENV).start()
+        client.Worker([str(tmp_path / "no-python"), "-m", "drcn_plugin.integrations.gimp_worker"], env=ENV).start()
 
 
 def test_version_mismatch_is_reported():

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drcn_plugin.imaging import (imresize, make_pair, modcrop, protocol_y, rgb_to_ycbcr,
-                                 ycbcr_to_rgb)
+from drcn_plugin.imaging import imresize, make_pair, modcrop, protocol_y, rgb_to_ycbcr, ycbcr_to_rgb
 
 # Keys' cubic (a = -0.5) by hand: k(0.25) = 1.5/64 - 2.5/16 + 1 = 0.8671875,
 # k(0.75) = 1.5*27/64 - 2.5*9/16 + 1 = 0.2265625, k(1.25) = -0.5*125/64 + 2.5*25/16 - 5 + 2 =

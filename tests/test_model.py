@@ -48,7 +48,7 @@ def test_all_depths_weighted_sum_is_the_ensemble(tiny_model):
     assert len(preds) == model.recursions == 3
     assert all(p.shape == x.shape for p in preds)
     assert not torch.allclose(preds[0], preds[-1])  # the depths really differ
-    expected = sum(w * p for w, p in zip(model.ensemble, preds))
+    expected = sum(w * p for w, p in zip(model.ensemble, preds, strict=True))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
 
@@ -121,3 +121,18 @@ def test_flops_per_pixel_matches_the_documented_cost():
     # weights/README.md: about 39 MFLOP per output pixel for F=256 and 2.4 for F=64.
     assert 38.5e6 < DRCN(256, 16).flops_per_pixel() < 39.5e6
     assert 2.35e6 < DRCN(64, 16).flops_per_pixel() < 2.5e6
+
+
+def test_interpolate_gives_each_end_exactly_and_the_mean_between() -> None:
+    from drcn_plugin.model import interpolate
+
+    torch.manual_seed(1)
+    a, b = DRCN(features=8, recursions=3), DRCN(features=8, recursions=3)
+    for t, want in ((0.0, a), (1.0, b)):
+        got = interpolate(a, b, t)
+        assert all(torch.equal(got.state_dict()[k], v) for k, v in want.state_dict().items())
+    mid = interpolate(a, b, 0.5).state_dict()
+    for k, v in a.state_dict().items():
+        assert torch.allclose(mid[k], (v + b.state_dict()[k]) / 2)
+    with pytest.raises(ValueError):
+        interpolate(a, DRCN(features=4, recursions=3), 0.5)

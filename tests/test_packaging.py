@@ -19,11 +19,17 @@ def test_wheel_ships_weights_and_finds_them(tmp_path: Path) -> None:
     assert "drcn_plugin/weights/drcn-f256-d16-x234.safetensors" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
+    assert "drcn_plugin/training/trainer.py" in names
+    assert "drcn_plugin/integrations/gimp_worker.py" in names
     code = ("from drcn_plugin.hub import load_model, weights_dir; m = load_model('drcn-lite'); "
-            "print(weights_dir(), m.features)")
+            "from drcn_plugin.integrations import gimp_install, comfyui_install as c; "
+            "print(weights_dir(), m.features, gimp_install.plugin_source(), c.nodes_source())")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site),
                          "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
-    where, features = out.stdout.split()
+    where, features, plugin, nodes = out.stdout.split()
     assert Path(where) == site / "drcn_plugin" / "weights" and features == "64"
+    # The host integrations find their files inside the wheel, not in a source checkout.
+    assert Path(plugin) == site / "drcn_plugin" / "gimp" / "drcn-super-resolution"
+    assert Path(nodes) == site / "drcn_plugin" / "comfyui_nodes"

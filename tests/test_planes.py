@@ -54,5 +54,5 @@ def test_row_blocks_cover_the_plane_once(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(planes, "BLOCK_PIXELS", 1000)
     blocks = planes.row_blocks(101, 300)
     assert blocks[0] == (0, 3) and blocks[-1] == (99, 101)
-    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
     assert planes.row_blocks(5, 10_000) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.data import load_images, make_patches
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import load_model
 from drcn_plugin.model import DRCN
-from drcn_plugin.train import TrainConfig, drcn_loss, init_weights, train
+from drcn_plugin.training.data import load_images, make_patches
+from drcn_plugin.training.trainer import TrainConfig, drcn_loss, init_weights, train
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +92,7 @@ def test_resume_is_bit_for_bit(t12: Path, tmp_path: Path) -> None:
     assert a["step"] == b["step"] == 40
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert torch.equal(a["rng"], b["rng"])
     assert ((tmp_path / "straight" / "drcn-f8-d3-x3.safetensors").read_bytes()
@@ -138,7 +138,7 @@ def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> N
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.png").write_bytes(b"not a png")
-    with pytest.raises(DRCNError, match="cannot read image"):
+    with pytest.raises(DRCNError, match="not an image Pillow can read"):
         train(tiny(broken, tmp_path / "a"))
     with pytest.raises(DRCNError, match="smaller than one 400x400 patch"):
         train(tiny(t12, tmp_path / "a", patch=400, stride=200))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -105,22 +104,40 @@ def test_choice_counts_halo_and_border_windows() -> None:
     assert tuning.balanced_core(1200, 141) == 134 and tuning.balanced_core(100, 128) == 100
 
 
-def test_measure_stops_after_misses_and_within_budget() -> None:
-    calls: list[int] = []
+class FakeClock:
+    """A clock that only moves when the fake network runs: timings without timing noise."""
 
-    def forward(x: torch.Tensor) -> None:
-        calls.append(x.shape[-1])
-        time.sleep(0.002)  # every call costs the same: bigger windows are cheaper per pixel
+    def __init__(self, seconds_per_call) -> None:
+        self.now, self.cost, self.calls = 0.0, seconds_per_call, []
 
-    out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1), (48, 1)],
-                         repeats=3, finalists=2)
-    assert [t.tile for t in out] == [8, 16, 32, 48]
-    # Warm-up and a first timing each, then two more rounds for the two finalists.
-    assert [calls.count(w) for w in (12, 20, 36, 52)] == [2, 2, 4, 4]
-    # Time per pixel grows with the window: 8 and 16 are both worse than 4, so 32 is not tried.
-    slow = tuning.measure(lambda x: time.sleep(5e-6 * x.shape[-1] ** 3), torch.device("cpu"), 0,
-                          [(4, 1), (8, 1), (16, 1), (32, 1)], repeats=1)
-    assert [t.tile for t in slow] == [4, 8, 16], "two candidates in a row 15% worse: stop"
+    def __call__(self) -> float:
+        return self.now
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.calls.append(x.shape[-1])
+        self.now += self.cost(x)
+
+
+def test_measure_ranks_then_retimes_the_finalists(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(lambda x: 1.0)  # every call costs the same: bigger is cheaper per pixel
+    monkeypatch.setattr(tuning, "_clock", clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 2,
+                         [(8, 1), (16, 2), (32, 1), (48, 1)], budget_s=100, repeats=3, finalists=2)
+    assert out == [Timing(8, 1, 1.0), Timing(16, 2, 1.0), Timing(32, 1, 1.0), Timing(48, 1, 1.0)]
+    # Warm-up and a first timing each, then two more rounds for the two finalists, round-robin.
+    assert clock.calls == [12, 12, 20, 20, 36, 36, 52, 52, 52, 36, 52, 36]
+
+
+def test_measure_stops_after_two_misses_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
+    monkeypatch.setattr(tuning, "_clock", clock)
+    ladder = [(4, 1), (8, 1), (16, 1), (32, 1)]
+    slow = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder, repeats=1)
+    assert [t.tile for t in slow] == [4, 8, 16], "8 and 16 both 15% worse than 4: 32 not tried"
+    clock = FakeClock(lambda x: 10.0)
+    monkeypatch.setattr(tuning, "_clock", clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder + [(64, 1)], budget_s=5)
+    assert len(out) == 3, "past the budget after the third candidate"
 
 
 @pytest.mark.parametrize("tile", [16, 24, 31, 48, 100])

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drcn_plugin.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.integrations.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.metrics import psnr
 
 HOST = "127.0.0.1"
@@ -136,7 +136,7 @@ class Comfy:
 
     def __init__(self, folder: Path, python: Path, port: int, log: Path) -> None:
         self.port, self.client_id = port, uuid.uuid4().hex
-        self.log = open(log, "w")
+        self.log = open(log, "w")  # noqa: SIM115 (open while ComfyUI runs)
         self.proc = subprocess.Popen([str(python), "main.py", "--cpu", "--listen", HOST,
                                       "--port", str(port)], cwd=folder, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -20,7 +20,14 @@ from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 PLUGIN_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(PLUGIN_DIR))
 from drcn_worker_client import (  # noqa: E402
-    Worker, WorkerError, overall_fraction, pixel_format, scaled, scaled_offset, worker_command)
+    Worker,
+    WorkerError,
+    overall_fraction,
+    pixel_format,
+    scaled,
+    scaled_offset,
+    worker_command,
+)
 
 PROC = "plug-in-drcn-super-resolution"
 MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"),
@@ -184,7 +191,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
         image.undo_group_start()
         try:
             image.scale(scaled(image.get_width(), scale), scaled(image.get_height(), scale))
-            for layer, (x, y), (fmt, data, w, h) in zip(layers, origins, results):
+            for layer, (x, y), (fmt, data, w, h) in zip(layers, origins, results, strict=True):
                 if (layer.get_width(), layer.get_height()) != (w, h):
                     layer.scale(w, h, False)
                 layer.set_offsets(scaled_offset(x, scale), scaled_offset(y, scale))

@@ -1,7 +1,7 @@
 """The GIMP plug-in's pure-Python half: pixel formats, geometry and the worker client (no ``gi``).
 
-GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.worker`` (see that module for
-the protocol) running in the environment recorded by ``drcn gimp install``.
+GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.integrations.gimp_worker``
+(see that module for the protocol) running in the environment recorded by ``drcn gimp install``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
     if not Path(python).is_file():
         raise WorkerError(f"the DRCN worker's Python {python} does not exist. {HINT}")
-    return [python, "-m", "drcn_plugin.worker"]
+    return [python, "-m", "drcn_plugin.integrations.gimp_worker"]
 
 
 def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -99,7 +99,7 @@ class Worker:
         self.command, self.env = command, dict(env) if env is not None else worker_env()
         self.proc: subprocess.Popen | None = None
         self._messages: queue.Queue = queue.Queue()
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the worker)
 
     def __enter__(self) -> Worker:
         self.start()

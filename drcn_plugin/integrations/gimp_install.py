@@ -11,7 +11,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import DRCNError
+from ..errors import InstallError, one_line
+from ..resources import PACKAGE, bundled
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -19,11 +20,11 @@ CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_work
 
 def plugin_source() -> Path:
     """The plug-in folder: inside the installed wheel, else the repository's ``gimp/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "gimp" / PLUGIN, here.parent / "gimp" / PLUGIN):
-        if (candidate / f"{PLUGIN}.py").is_file():
-            return candidate
-    raise DRCNError(f"the GIMP plug-in files are missing from {here}; reinstall drcn-plugin")
+    source = bundled(f"gimp/{PLUGIN}", f"{PLUGIN}.py")
+    if source is None:
+        raise InstallError(f"the GIMP plug-in files are missing from {PACKAGE}; reinstall "
+                           "drcn-plugin")
+    return source
 
 
 def default_gimp_dir(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
@@ -53,5 +54,5 @@ def install(gimp_dir: Path | None = None, python: str = sys.executable) -> Path:
         record = {"python": python}
         (dest / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     except OSError as e:
-        raise DRCNError(f"cannot install the GIMP plug-in into {dest}: {e}") from e
+        raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e
     return dest

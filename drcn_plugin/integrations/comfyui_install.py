@@ -11,8 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .errors import DRCNError
+from .. import __version__
+from ..errors import InstallError, one_line
+from ..resources import PACKAGE, bundled, source_checkout
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -41,11 +42,11 @@ class Installed:
 
 def nodes_source() -> Path:
     """The nodes folder: inside the installed wheel, else the repository's ``comfyui_nodes/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "comfyui_nodes", here.parent / "comfyui_nodes"):
-        if (candidate / "drcn_nodes.py").is_file():
-            return candidate
-    raise DRCNError(f"the ComfyUI node files are missing from {here}; reinstall drcn-plugin")
+    source = bundled("comfyui_nodes", "drcn_nodes.py")
+    if source is None:
+        raise InstallError(f"the ComfyUI node files are missing from {PACKAGE}; reinstall "
+                           "drcn-plugin")
+    return source
 
 
 def default_python(comfyui_dir: Path) -> Path:
@@ -64,7 +65,8 @@ def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
     returns the destination and whether it is a link."""
     custom = comfyui_dir / "custom_nodes"
     if not (comfyui_dir / "main.py").is_file() or not custom.is_dir():
-        raise DRCNError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and custom_nodes/)")
+        raise InstallError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and "
+                           "custom_nodes/)")
     source, dest = nodes_source(), custom / NODES_NAME
     try:
         if dest.is_symlink():
@@ -72,7 +74,7 @@ def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
         elif dest.is_dir() and (dest / "drcn_nodes.py").is_file():
             shutil.rmtree(dest)
         elif dest.exists():
-            raise DRCNError(f"{dest} exists and is not the DRCN nodes: move it away first")
+            raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
         if not copy:
             try:
                 dest.symlink_to(source, target_is_directory=True)
@@ -81,7 +83,7 @@ def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
                 pass  # e.g. Windows without the right to make links: copy instead
         shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "tests"))
     except OSError as e:
-        raise DRCNError(f"cannot put the nodes into {dest}: {e}") from e
+        raise InstallError(f"cannot put the nodes into {dest}: {one_line(e)}") from e
     return dest, False
 
 
@@ -92,18 +94,18 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
         done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,
                               timeout=120, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise DRCNError(f"cannot run ComfyUI's Python {python}: {e}") from e
+        raise InstallError(f"cannot run ComfyUI's Python {python}: {one_line(e)}") from e
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DRCNError(f"cannot run ComfyUI's Python {python}: {last}")
+        raise InstallError(f"cannot run ComfyUI's Python {python}: {last}")
     torch, origin = json.loads(done.stdout.strip().splitlines()[-1])
     return torch, origin
 
 
 def package_spec() -> list[str]:
     """What pip installs: this source checkout as editable, else this version by name."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file() and (root / "comfyui_nodes").is_dir():
+    root = source_checkout()
+    if root is not None:
         return ["-e", str(root)]
     return [f"drcn-plugin=={__version__}"]
 
@@ -118,16 +120,16 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
     pip command run, or None."""
     torch, origin = probe_python(python, comfyui_dir)
     if torch is None:
-        raise DRCNError(f"{python} has no torch: set up ComfyUI's own requirements first (else "
+        raise InstallError(f"{python} has no torch: set up ComfyUI's own requirements first (else "
                         "pip would pick a torch build by itself)")
-    if origin and Path(origin).resolve() == Path(__file__).resolve().with_name("__init__.py"):
+    if origin and Path(origin).resolve() == PACKAGE / "__init__.py":
         return None
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text(f"torch=={torch}\n", encoding="utf-8")
         command = pip_command(python, constraints)
         if subprocess.run(command).returncode != 0:
-            raise DRCNError(f"pip could not install drcn-plugin for {python} (its output is "
+            raise InstallError(f"pip could not install drcn-plugin for {python} (its output is "
                             "above); ComfyUI's torch was left as it was")
     return command
 
@@ -142,5 +144,5 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DRCNError(f"cannot create {models}: {e}") from e
+        raise InstallError(f"cannot create {models}: {one_line(e)}") from e
     return Installed(nodes, linked, python, command, models)

@@ -1,4 +1,5 @@
-"""``python -m drcn_plugin.worker``: the engine for front ends whose Python has no torch (GIMP).
+"""``python -m drcn_plugin.integrations.gimp_worker``: the engine for a host whose Python has no
+torch (GIMP).
 
 Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved channels:
 
@@ -16,6 +17,7 @@ also stops when the client goes away (closed pipe or new parent process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,9 +28,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engine import Upscaler
-from .errors import Cancelled, DRCNError
-from .hub import DEFAULT_MODEL
+from ..engine import Upscaler
+from ..errors import Cancelled, DRCNError, ProtocolError, one_line
+from ..hub import DEFAULT_MODEL
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
@@ -63,25 +65,25 @@ _TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (
 
 
 def parse_header(line: bytes) -> Request:
-    """Decode and check one header line; raises DRCNError naming the bad field."""
+    """Decode and check one header line; raises ProtocolError naming the bad field."""
     if not line.endswith(b"\n"):
-        raise DRCNError(f"bad header: no newline in the first {MAX_HEADER} bytes")
+        raise ProtocolError(f"bad header: no newline in the first {MAX_HEADER} bytes")
     try:
         fields = json.loads(line)
     except ValueError as e:
-        raise DRCNError(f"bad header: not JSON ({e})") from e
+        raise ProtocolError(f"bad header: not JSON ({one_line(e)})") from e
     if not isinstance(fields, dict):
-        raise DRCNError("bad header: expected a JSON object")
+        raise ProtocolError("bad header: expected a JSON object")
     unknown = sorted(set(fields) - set(_TYPES))
     missing = sorted({"width", "height", "channels", "dtype", "scale"} - set(fields))
     if unknown or missing:
-        raise DRCNError(f"bad header: unknown fields {unknown}, missing fields {missing}")
+        raise ProtocolError(f"bad header: unknown fields {unknown}, missing fields {missing}")
     for key, value in fields.items():
         if not isinstance(value, _TYPES[key]) or (key != "tta" and isinstance(value, bool)):
-            raise DRCNError(f"bad header: {key}={value!r} has the wrong type")
+            raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     req = Request(**{**fields, "scale": float(fields["scale"])})
     if req.width < 1 or req.height < 1 or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
-        raise DRCNError(f"bad header: {req.width}x{req.height}, {req.channels} channels, "
+        raise ProtocolError(f"bad header: {req.width}x{req.height}, {req.channels} channels, "
                         f"dtype {req.dtype!r} (use u8, u16 or f32)")
     return req
 
@@ -113,7 +115,7 @@ def _read_exact(inp: BinaryIO, n: int) -> bytearray:
     while got < n:
         k = inp.readinto(view[got:])
         if not k:
-            raise DRCNError(f"truncated pixel data: got {got} of {n} bytes")
+            raise ProtocolError(f"truncated pixel data: got {got} of {n} bytes")
         got += k
     return buf
 
@@ -123,10 +125,8 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
@@ -168,8 +168,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         chan.send("cancelled")
         return EXIT_CANCELLED
     except DRCNError as e:
-        chan.send(f"error {' '.join(str(e).split())}")
-        print(f"error: {e}", file=sys.stderr)
+        message = one_line(e)
+        chan.send(f"error {message}")
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         chan.gone.set()

@@ -1,0 +1,102 @@
+"""The README's photo tables: bicubic, drcn-lite and drcn-lite-photo on degraded low-res inputs.
+
+Each condition degrades the protocol's low-resolution image the way ``drcn eval --degrade`` does
+(seeded per image), and scores Y against the original. Results are cached as JSON in
+``--results``; ``--readme`` writes the tables between the ``<!-- photo -->`` and
+``<!-- denoise -->`` markers of README.md.
+
+    python benchmarks/photo_quality.py --data ../shared/data --results runs/photo-quality --readme
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from drcn_plugin.degrade import Recipe
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.evaluation import evaluate, results_json
+from drcn_plugin.hub import load_denoised
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDITIONS = {"clean": "", "JPEG q90": "jpeg:90", "JPEG q75": "jpeg:75", "JPEG q50": "jpeg:50",
+              "noise 5 + JPEG q85": "noise:5,jpeg:85"}
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CURVE_CONDITIONS = ("clean", "JPEG q90", "JPEG q75", "JPEG q50")
+
+
+def results_for(strength: float, dataset: Path, condition: str, scales: list[int], cache: Path,
+                device: str, precision: str) -> dict:
+    """``drcn eval`` of drcn-lite blended toward drcn-lite-photo by ``strength`` (cached)."""
+    name = (f"denoise{strength:g}-{dataset.name}-{condition.replace(' ', '_')}-"
+            f"x{''.join(map(str, scales))}-{precision}")
+    path = cache / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    recipe = Recipe.parse(CONDITIONS[condition]) if CONDITIONS[condition] else None
+    upscaler = Upscaler(load_denoised(strength), device=device, precision=precision)
+    res = results_json(evaluate(upscaler, dataset, scales, degrade=recipe))
+    for r in res.values():
+        r.pop("images", None)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    return res
+
+
+def photo_table(data: Path, cache: Path, device: str, precision: str) -> str:
+    rows = ["| dataset | scale | low-res input | bicubic | drcn-lite | drcn-lite-photo | "
+            "photo vs bicubic |", "|---|---|---|---|---|---|---|"]
+    for ds in ("Set5", "Set14"):
+        for s in (2, 3, 4):
+            for cond in CONDITIONS:
+                lite = results_for(0.0, data / ds, cond, [2, 3, 4], cache, device, precision)[str(s)]
+                photo = results_for(1.0, data / ds, cond, [2, 3, 4], cache, device,
+                                    precision)[str(s)]
+                rows.append(f"| {ds} | x{s} | {cond} | {lite['bicubic_psnr']:.2f} | "
+                            f"{lite['psnr']:.2f} | {photo['psnr']:.2f} | "
+                            f"{photo['psnr'] - lite['bicubic_psnr']:+.2f} |")
+    return "\n".join(rows)
+
+
+def strength_table(data: Path, cache: Path, device: str, precision: str) -> str:
+    head = " | ".join(f"{t:g}" for t in STRENGTHS)
+    rows = [f"| Set5 + Set14, x3 | bicubic | {head} |", "|---|---|" + "---|" * len(STRENGTHS)]
+    for cond in CURVE_CONDITIONS:
+        cells, bic = [], 0.0
+        for t in STRENGTHS:
+            scales = [2, 3, 4] if t in (0, 1) else [3]  # the ends are in the photo table too
+            per_ds = [results_for(t, data / ds, cond, scales, cache, device, precision)["3"]
+                      for ds in ("Set5", "Set14")]
+            bic = sum(r["bicubic_psnr"] for r in per_ds) / 2
+            cells.append(f"{sum(r['psnr'] for r in per_ds) / 2:.2f}")
+        rows.append(f"| {cond} | {bic:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _fill(body: str, marker: str, text: str) -> str:
+    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--results", type=Path, default=ROOT / "runs" / "photo-quality")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto: bf16 on GPUs and bf16-capable CPUs")
+    ap.add_argument("--readme", action="store_true")
+    args = ap.parse_args()
+    curve = strength_table(args.data, args.results, args.device, args.precision)
+    print(curve)
+    photo = photo_table(args.data, args.results, args.device, args.precision)
+    print(photo)
+    if args.readme:
+        readme = ROOT / "README.md"
+        body = _fill(_fill(readme.read_text(), "photo", photo), "denoise", curve)
+        readme.write_text(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Real-photo degradations of a low-resolution image: blur, sensor noise and JPEG.
+
+A :class:`Recipe` is written as text, one step after another, applied in that order to the 8-bit
+low-resolution image before the bicubic up-sampling: ``jpeg:75``, ``noise:5,jpeg:85``,
+``blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15``. A value ``LO-HI`` is drawn uniformly
+per image, ``@P`` applies the step with probability ``P``, and ``clean:P`` leaves a share ``P`` of
+the images untouched (training). Colour images are compressed as colour JPEG with 4:2:0 chroma,
+the way cameras and the web store them; the Y plane is taken afterwards.
+
+Everything draws from a ``torch.Generator``, so a recipe and a seed give the same image every time.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import DRCNError
+from .imaging import image_y, imresize, modcrop, quantize8
+
+StepKind = Literal["blur", "noise", "jpeg"]
+_LIMITS: dict[str, tuple[float, float]] = {"blur": (0.0, 5.0), "noise": (0.0, 50.0),
+                                           "jpeg": (1.0, 100.0)}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One degradation: blur sigma (LR pixels), noise sigma (0..255 levels) or JPEG quality."""
+
+    kind: StepKind
+    low: float
+    high: float
+    prob: float = 1.0
+
+    def __str__(self) -> str:
+        value = f"{self.low:g}" if self.low == self.high else f"{self.low:g}-{self.high:g}"
+        return f"{self.kind}:{value}" + (f"@{self.prob:g}" if self.prob < 1 else "")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered list of steps plus the share of images left clean."""
+
+    steps: tuple[Step, ...]
+    clean: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Recipe:
+        """Read ``kind:value[@prob],...``; raises :class:`DRCNError` with the reason."""
+        steps, clean = [], 0.0
+        for part in (p.strip() for p in text.split(",")):
+            kind, sep, rest = part.partition(":")
+            kind = kind.strip().lower()
+            if not sep or not rest:
+                raise DRCNError(f"degradation step {part!r}: write kind:value, e.g. jpeg:75")
+            if kind == "clean":
+                clean = _number(rest, part)
+                if not 0 <= clean <= 1:
+                    raise DRCNError(f"degradation step {part!r}: the clean share must be in 0..1")
+                continue
+            if kind not in _LIMITS:
+                raise DRCNError(f"degradation step {part!r}: use blur, noise, jpeg or clean")
+            value, _, prob_text = rest.partition("@")
+            lo_text, dash, hi_text = value.partition("-")
+            low = _number(lo_text, part)
+            high = _number(hi_text, part) if dash else low
+            prob = _number(prob_text, part) if prob_text else 1.0
+            lo_lim, hi_lim = _LIMITS[kind]
+            if not lo_lim <= low <= high <= hi_lim:
+                raise DRCNError(f"degradation step {part!r}: {kind} takes values from "
+                                f"{lo_lim:g} to {hi_lim:g}, low before high")
+            if not 0 < prob <= 1:
+                raise DRCNError(f"degradation step {part!r}: the probability must be in (0, 1]")
+            steps.append(Step(kind, low, high, prob))  # type: ignore[arg-type]
+        if not steps:
+            raise DRCNError(f"degradation {text!r} has no blur, noise or jpeg step")
+        return cls(tuple(steps), clean)
+
+    def __str__(self) -> str:
+        clean = [f"clean:{self.clean:g}"] if self.clean else []
+        return ",".join([str(s) for s in self.steps] + clean)
+
+    def apply(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Degrade an 8-bit image ``[C, H, W]`` or ``[H, W]`` (0..255 floats); same shape back."""
+        if self.clean and _uniform(generator) < self.clean:
+            return lr
+        for step in self.steps:
+            if step.prob < 1 and _uniform(generator) >= step.prob:
+                continue
+            value = step.low + (step.high - step.low) * _uniform(generator)
+            if step.kind == "blur":
+                lr = gaussian_blur(lr, value)
+            elif step.kind == "noise":
+                noise = torch.randn(lr.shape, generator=generator, dtype=torch.float64)
+                lr = quantize8(lr + value * noise.to(lr.dtype))
+            else:
+                lr = jpeg(lr, round(value))
+        return lr
+
+
+def _number(text: str, part: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DRCNError(f"degradation step {part!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DRCNError(f"degradation step {part!r}: {text!r} is not a finite number")
+    return value
+
+
+def _uniform(generator: torch.Generator) -> float:
+    return float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with mirrored borders, rounded back to 8-bit levels."""
+    if sigma <= 0:
+        return image
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).to(image.dtype)
+    planes = image.reshape(-1, 1, *image.shape[-2:])
+    pad = min(radius, planes.shape[-1] - 1, planes.shape[-2] - 1)
+    if pad < radius:  # images smaller than the kernel: trim it to what reflection allows
+        k = k[radius - pad: radius + pad + 1]
+        k = k / k.sum()
+    planes = F.conv2d(F.pad(planes, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    planes = F.conv2d(F.pad(planes, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
+    return quantize8(planes.reshape(image.shape))
+
+
+def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """Round-trip through Pillow's JPEG at ``quality``; colour with 4:2:0 chroma subsampling."""
+    a = image.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    colour = a.ndim == 3
+    pil = Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)) if colour else a,
+                          "RGB" if colour else "L")
+    buf = io.BytesIO()
+    pil.save(buf, "JPEG", quality=int(quality), subsampling=2 if colour else 0)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        out = torch.from_numpy(np.array(im)).to(image.dtype)
+    return (out.permute(2, 0, 1) if colour else out).to(image.device)
+
+
+def seed_for(name: str, scale: int, seed: int = 0) -> int:
+    """A stable per-image seed, so every run degrades each test image the same way."""
+    return zlib.crc32(f"{name}|x{scale}|{seed}".encode())
+
+
+def degraded_pair(image: torch.Tensor, scale: int, recipe: Recipe,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR Y, ILR Y), 0..255, from an 8-bit image: shrink in colour, degrade, take Y, enlarge.
+
+    Shrinking and degrading the colour image (not its Y) is what a camera's JPEG does; for a
+    grey plane this is the protocol's pair with the degradation between its two resizes.
+    """
+    hr = modcrop(image, scale)
+    size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
+    lr = recipe.apply(quantize8(imresize(hr, size=size)), generator)
+    ilr = quantize8(imresize(image_y(lr), size=tuple(hr.shape[-2:])))
+    return image_y(hr), ilr
+
+
+@lru_cache(maxsize=1)
+def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
+    """The luminance quantisation table Pillow (libjpeg's IJG scaling) writes at each quality."""
+    tables = {}
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        Image.new("L", (8, 8)).save(buf, "JPEG", quality=q)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            tables[q] = tuple(im.quantization[0])
+    return tables
+
+
+def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None) -> int | None:
+    """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
+
+    The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
+    IJG quality that quantises about as coarsely. ``None`` when the file has no tables.
+    """
+    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+        return None
+    luma = quantization[0]
+    return min(_ijg_luma_tables().items(),
+               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]

@@ -1,0 +1,106 @@
+"""Where the work runs: device and precision choice, and this process's place in a torchrun job."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal, get_args
+
+import torch
+
+from .errors import BadOptionError, DeviceError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where bf16 autocast is about 4x faster than fp32."""
+    if sys.platform != "linux":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise BadOptionError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps",
+                             option="device") from e
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise DeviceError(f"device {device!r} asked for, but no such CUDA GPU is available")
+    if dev.type == "mps" and not _mps_available():
+        raise DeviceError("device 'mps' asked for, but Apple MPS is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise BadOptionError(f"unsupported device {device!r}", option="device")
+    return dev
+
+
+def pick_precision(device: torch.device, precision: Precision = "auto") -> torch.dtype:
+    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
+    if precision not in PRECISIONS:
+        raise BadOptionError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}",
+                             option="precision")
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this process reports, validates and writes shared files."""
+        return self.rank == 0
+
+
+def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
+    """Join the torchrun job named by the environment, if any, and pick this process's device.
+
+    Under torchrun each process takes the GPU of its local rank (CUDA asked for or ``auto``).
+    ``backend`` defaults to nccl on CUDA and gloo elsewhere.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), pick_device(device)
+    import torch.distributed as dist
+
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    dev = pick_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", d.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+    return d, dev

@@ -1,0 +1,42 @@
+"""``drcn gimp install`` and ``drcn comfyui install``: the host applications' sub-commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..terminal import console, user_errors
+
+gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
+comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
+
+
+@gimp_app.command("install")
+def gimp_install_cmd(
+    gimp_dir: Annotated[Path | None, typer.Option(
+        help="GIMP 3 user folder (default: the platform's, e.g. ~/.config/GIMP/3.0)")] = None,
+) -> None:
+    """Install the GIMP 3 plug-in; its worker will run on this Python."""
+    from .gimp_install import install
+
+    with user_errors():
+        dest = install(gimp_dir)
+    console.print(f"installed {dest} (worker Python: {sys.executable}); restart GIMP to load it",
+                  soft_wrap=True, highlight=False)
+
+
+@comfyui_app.command("install")
+def comfyui_install_cmd(
+    comfyui_dir: Annotated[Path, typer.Option(help="the ComfyUI folder (main.py, custom_nodes/)")],
+    python: Annotated[Path | None, typer.Option(
+        help="ComfyUI's Python (default: its venv/ or .venv/, else this one)")] = None,
+    copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
+) -> None:
+    """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
+    from .comfyui_install import install
+
+    with user_errors():
+        console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False)

@@ -1,0 +1,26 @@
+"""The scale factors each use accepts, defined once for the engine and every front end.
+
+Upscaling takes any factor from ``MIN_SCALE`` to ``MAX_SCALE`` (the network sees the bicubic
+interpolation, so fractional factors work). Training and the evaluation protocol use integer
+factors from ``MIN_TRAIN_SCALE`` to ``MAX_TRAIN_SCALE`` (the paper trains and scores x2, x3, x4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import BadOptionError
+
+MIN_SCALE = 1.0
+MAX_SCALE = 16.0
+MIN_TRAIN_SCALE = 2
+MAX_TRAIN_SCALE = 8
+
+
+def check_train_scales(scales: Iterable[int]) -> list[int]:
+    """The integer protocol scales, or :class:`BadOptionError` naming the ``scale`` option."""
+    scales = list(scales)
+    if not scales or any(not MIN_TRAIN_SCALE <= s <= MAX_TRAIN_SCALE for s in scales):
+        raise BadOptionError(f"scales must be integers from {MIN_TRAIN_SCALE} to "
+                             f"{MAX_TRAIN_SCALE}", option="scale")
+    return scales

@@ -1,0 +1,1 @@
+"""Training DRCN: options, data, objective, checkpoints, the training loop and model cards."""

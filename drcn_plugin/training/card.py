@@ -1,0 +1,68 @@
+"""The model card written beside exported weights: recipe, data, hardware, measured table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import TrainConfig, command_line
+
+
+def model_card(log: dict) -> str:
+    """A markdown model card from a finished run's log: recipe, data, speed, measured table."""
+    c = TrainConfig.from_dict(log["config"])
+    rows = []
+    for ds, res in log["measured"].items():
+        for s, r in res.items():
+            base = log["baseline"].get(ds, {}).get(s)
+            cells = [ds, f"x{s}", f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f}",
+                     f"{r['psnr']:.2f} / {r['ssim']:.4f}"]
+            if log["baseline"]:
+                cells += [f"{base['psnr']:.2f} / {base['ssim']:.4f}",
+                          f"{r['psnr'] - base['psnr']:+.2f}"] if base else ["", ""]
+            rows.append("| " + " | ".join(cells) + " |")
+    head = ["dataset", "scale", "bicubic", "this model"]
+    if log["baseline"]:
+        head += [c.baseline, "gain (dB)"]
+    alpha = (f"alpha = {c.alpha:g} decaying linearly to 0 over the first {c.alpha_decay:.0%} of "
+             "the steps, then the ensemble loss alone"
+             if c.alpha > 0 else "the ensemble loss alone")
+    degrade = (f"; low-resolution images degraded by `{c.degrade}` ({c.degrade_copies} draws "
+               "per pair, whole images)" if c.degrade else "")
+    init = f"initialised from `{c.init}`" if c.init else \
+        "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
+    names = ", ".join(f"`{Path(d).name}`" for d in c.data)
+    return "\n".join([
+        f"# {c.export_name()}",
+        "",
+        (f"DRCN (Kim, Lee & Lee, CVPR 2016), F = {c.features} features, D = {c.recursions} "
+         f"recursions, {log['parameters']:,} parameters; one model for scales "
+         f"{', '.join('x' + str(s) for s in c.scales)}. Input: the bicubic-interpolated Y "
+         "channel in 0..1 (BT.601 studio swing); output: the super-resolved Y. File: "
+         f"`{log['weights']}` (safetensors, float32), sha256 `{log['sha256']}`."),
+        "",
+        "## Training recipe",
+        (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
+         f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
+         f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
+         f"flips and transposes{degrade}"),
+        f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
+        (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
+         f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
+         f"{init}"),
+        (f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
+         f"{log['precision']}; {log['train_seconds']:.0f} s of training "
+         f"({log['steps_per_s']} steps/s), {log['data_seconds']:.0f} s to make the patches"),
+        "",
+        "## Measured (evaluation protocol: Y, shave = scale, fp32; PSNR dB / SSIM)",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *rows,
+        "",
+        "## Reproduce",
+        "```",
+        command_line(c, log["step"]),
+        "```",
+        "",
+    ])
+
+

@@ -1,0 +1,48 @@
+"""Run files: resumable training checkpoints and the exported weights (shipped format)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from ..errors import CheckpointError, one_line
+from ..imagefile import atomic_write_bytes
+from ..model import DRCN
+from .config import TrainConfig
+
+CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
+
+
+def save_state(path: Path, obj: dict) -> None:
+    """Write a checkpoint atomically (never a half-written ``last.pt``)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
+    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for."""
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume: {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(e)}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a drcn training checkpoint")
+    saved = TrainConfig.from_dict(ckpt["config"])
+    if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
+        raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
+                        f"this run asks for F={cfg.features}, D={cfg.recursions}")
+    return ckpt
+
+
+def export_safetensors(model: DRCN, path: Path) -> None:
+    """The weights in the shipped format: float32, contiguous, the model's tensor names."""
+    sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, safetensors_bytes(sd, metadata={"format": "pt"}))
+
+

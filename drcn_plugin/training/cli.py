@@ -1,0 +1,72 @@
+"""``drcn train``: its options are built from :class:`TrainConfig`'s fields, never listed again."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..terminal import console, user_errors
+from .config import TrainConfig, default_of, flag_of
+
+app = typer.Typer()
+
+# Option types a command line can hold for each config field type (Literals become choices).
+_CLI_TYPES = {int: int, float: float, str: str}
+
+
+def _cli_type(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is list:
+        return list[_cli_type(typing.get_args(annotation)[0])]
+    return _CLI_TYPES.get(annotation, str)
+
+
+def config_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter per config field: its flag, short flag, help and default."""
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in fields(TrainConfig):
+        decls = [flag_of(f)] + ([f.metadata["short"]] if f.metadata["short"] else [])
+        info = typer.Option(*decls, help=f.metadata["help"])
+        default = inspect.Parameter.empty if f.metadata["required"] else default_of(f)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[_cli_type(hints[f.name]), info]))
+    return params
+
+
+def _with_config_options(command: typing.Callable[..., None]) -> typing.Callable[..., None]:
+    """Give ``command(resume, **config)`` the config's options, then its own."""
+    own = list(inspect.signature(command, eval_str=True).parameters.values())
+    params = config_parameters() + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own
+                                    if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+@app.command("train")
+@_with_config_options
+def train_cmd(
+    resume: Annotated[bool, typer.Option(help="continue OUT/last.pt exactly")] = False,
+    **options: Any,
+) -> None:
+    """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
+    from ..progress import TrainProgress
+    from .trainer import train
+
+    with user_errors():
+        cfg = TrainConfig(**options)
+        cfg.check()  # before the progress bar appears
+        with TrainProgress(console, enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
+            log = train(cfg, resume, bar.update)
+        out = Path(cfg.out)
+        if log.get("weights"):
+            console.print(f"wrote {out / log['weights']} and its model card "
+                          f"({log['step']} steps, {log['steps_per_s']} steps/s)")
+        elif log.get("stopped_at"):
+            console.print(f"stopped at step {log['stopped_at']}; continue with --resume")

@@ -1,0 +1,159 @@
+"""The options of a training run, declared once: value, help text and command-line flag.
+
+``drcn train`` builds its options from these fields (:mod:`.cli`), checkpoints store them, and
+the model card renders its reproducing command from them (:func:`command_line`).
+"""
+
+from __future__ import annotations
+
+import shlex
+import textwrap
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from typing import Any, Literal, get_args
+
+from ..degrade import Recipe
+from ..errors import BadOptionError
+from ..scales import check_train_scales
+
+Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["cosine", "step", "constant"]
+TrainPrecision = Literal["auto", "fp32", "bf16"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
+DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+
+
+def option(default: Any, help: str, flag: str = "", short: str = "", required: bool = False,
+           card: Literal["always", "changed", "never"] = "changed") -> Any:
+    """A config field with its command-line form.
+
+    ``flag`` defaults to ``--field-name``; ``card`` says when the model card's reproducing
+    command spells it out (always, when it differs from the default, or never).
+    """
+    meta = {"help": help, "flag": flag, "short": short, "required": required, "card": card}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def flag_of(f: Field) -> str:
+    """The long command-line flag of a config field."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in every checkpoint and in the model card."""
+
+    data: list[str] = option([], "training image folder (repeat for several)", required=True,
+                             card="always")
+    out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
+                      card="never")
+    scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",
+                               card="always")
+    features: int = option(64, "feature channels F", short="-F", card="always")
+    recursions: int = option(16, "recursions D", short="-D", card="always")
+    patch: int = option(41, "patch side (paper: 41)")
+    stride: int = option(21, "patch stride (paper: 21)")
+    downscales: list[float] = option(list(DOWNSCALES), "image shrink factors (augmentation)",
+                                     flag="--downscale")
+    batch: int = option(64, "global batch (split over torchrun processes)")
+    steps: int = option(10000, "training steps", card="always")
+    minutes: float = option(0.0, "> 0: fit the step count to this training time", card="never")
+    optimizer: Optimizer = option("adam", "adam or sgd (paper: sgd, lr 0.01, step)")
+    lr: float = option(5e-4, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(1e-4, "weight decay (paper: 1e-4)")
+    schedule: Schedule = option("cosine", "cosine, step or constant")
+    warmup: int = option(200, "linear warm-up steps")
+    lr_drops: list[float] = option([0.5, 0.75], "step schedule: x0.1 at these fractions",
+                                   flag="--lr-drop")
+    clip: float = option(0.5, "gradient-norm clipping (0 = off)")
+    alpha: float = option(1.0, "initial weight of the per-depth loss")
+    alpha_decay: float = option(0.5, "fraction of steps for alpha to reach 0")
+    init: str = option("", "start from these weights (model spec)")
+    val_data: str = option("", "validation folder (default: Set5 beside --data)")
+    val_every: int = option(500, "validate and checkpoint every N steps")
+    test_data: list[str] = option([], "folders measured at the end (card table)")
+    baseline: str = option("", "model measured beside the result in the card")
+    name: str = option("", "exported file stem (default drcn-fF-dD-xS)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", card="never")
+    precision: TrainPrecision = option("auto", "auto (bf16 on CUDA), fp32 or bf16")
+    seed: int = option(0, "random seed (weights, batches)")
+    stop_at: int = option(0, "stop resumably after this step", card="never")
+    degrade: str = option("", "degrade the LR images, e.g. "
+                          "'blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15'")
+    degrade_copies: int = option(3, "degraded draws of each pair")
+    val_degrade: str = option("", "validate on LR degraded so, e.g. jpeg:75")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Rebuild a config saved with ``asdict`` (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def export_name(self) -> str:
+        """File stem of the exported weights, e.g. ``drcn-f64-d16-x234``."""
+        scales = "".join(map(str, self.scales))
+        return self.name or f"drcn-f{self.features}-d{self.recursions}-x{scales}"
+
+    def check(self) -> None:
+        """Refuse option values that cannot train, before any data is touched.
+
+        Raises :class:`BadOptionError` whose ``option`` is the field's name.
+        """
+        check_train_scales(self.scales)
+        problems = [
+            ("data", not self.data, "no training folder given"),
+            ("features", self.features < 1, "features must be >= 1"),
+            ("recursions", self.recursions < 1, "recursions must be >= 1"),
+            ("patch", self.patch < 2 * max(self.scales),
+             f"patch {self.patch} is too small for scale {max(self.scales)}"),
+            ("stride", self.stride < 1, "stride must be at least 1"),
+            ("batch", self.batch < 1, "batch must be >= 1"),
+            ("steps", self.steps < 1 and self.minutes <= 0, "give a step count or a time budget"),
+            ("optimizer", self.optimizer not in OPTIMIZERS,
+             f"optimizer: use one of {', '.join(OPTIMIZERS)}"),
+            ("schedule", self.schedule not in SCHEDULES,
+             f"schedule: use one of {', '.join(SCHEDULES)}"),
+            ("lr", not self.lr > 0, "learning rate must be positive"),
+            ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
+            ("downscales", any(not 0 < f <= 1 for f in self.downscales),
+             "downscale factors must be in (0, 1]"),
+            ("precision", self.precision not in TRAIN_PRECISIONS,
+             f"precision: use one of {', '.join(TRAIN_PRECISIONS)}"),
+            ("degrade_copies", self.degrade_copies < 1, "degraded copies must be >= 1"),
+        ]
+        for name, bad, message in problems:
+            if bad:
+                raise BadOptionError(message, option=name)
+        self.recipes()
+
+    def recipes(self) -> tuple[Recipe | None, Recipe | None]:
+        """The training and validation degradation recipes (None: clean protocol pairs)."""
+        return (Recipe.parse(self.degrade) if self.degrade else None,
+                Recipe.parse(self.val_degrade) if self.val_degrade else None)
+
+
+def _words(f: Field, value: Any) -> list[str]:
+    flag = f.metadata["short"] or flag_of(f)
+    text = lambda v: f"{v:g}" if isinstance(v, float) else shlex.quote(str(v))  # noqa: E731
+    values = value if isinstance(value, list) else [value]
+    return [f"{flag} {text(v)}" for v in values]
+
+
+def command_line(cfg: TrainConfig, steps: int) -> str:
+    """The ``drcn train`` command that repeats ``cfg`` for a fixed number of steps."""
+    cfg, default = replace(cfg, steps=steps), TrainConfig()
+    always = [f for f in fields(TrainConfig) if f.metadata["card"] == "always"]
+    changed = [f for f in fields(TrainConfig) if f.metadata["card"] == "changed"
+               and getattr(cfg, f.name) != getattr(default, f.name)]
+    parts = ["drcn train"] + [w for f in always + changed for w in _words(f, getattr(cfg, f.name))]
+    return " \\\n    ".join(textwrap.wrap(" ".join(parts), 90, break_long_words=False,
+                                           break_on_hyphens=False))
+
+
+def default_of(f: Field) -> Any:
+    """A field's default value (a fresh list for list fields)."""
+    return f.default_factory() if f.default is MISSING else f.default

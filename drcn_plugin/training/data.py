@@ -1,0 +1,107 @@
+"""Training data: folders of images to (ILR, HR) patch pairs made with the evaluation protocol.
+
+Every pair comes from :func:`drcn_plugin.imaging.make_pair`, the same bicubic ``drcn eval`` uses.
+Augmentation: each image is also shrunk (0.9 .. 0.6 by default) before pairs are made, and batches
+get random flips and transposes. Patches are kept as one ``uint8`` tensor on the training device,
+so drawing a batch is one indexing operation (no data loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..degrade import Recipe, degraded_pair
+from ..errors import BadOptionError, DatasetError
+from ..imagefile import list_images, read_image8, read_y
+from ..imaging import image_y, imresize, make_pair, quantize8
+from .config import DOWNSCALES
+
+
+@dataclass
+class PatchSet:
+    """``pairs[i, 0]`` is the ILR patch, ``pairs[i, 1]`` the HR patch; uint8, ``[N, 2, P, P]``."""
+
+    pairs: torch.Tensor
+    images: int
+    per_scale: dict[int, int]
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+
+def load_images(folders: Sequence[Path],
+                colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable.
+
+    ``colour=True`` keeps RGB images as ``[3, H, W]`` 8-bit levels (degradations need colour).
+    """
+    if not folders:
+        raise DatasetError("no training folder given")
+    read = read_image8 if colour else read_y
+    return [(str(p), read(p)) for folder in folders for p in list_images(Path(folder))]
+
+
+def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
+                scales: Sequence[int]) -> None:
+    """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
+    need = max(patch, max(scales))
+    for name, y in images:
+        h, w = y.shape[-2:]
+        if min(h, w) < need:
+            raise DatasetError(f"training image {name} is {w}x{h}, smaller than one "
+                               f"{patch}x{patch} patch: remove it or use a smaller patch")
+
+
+def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """All ``patch x patch`` windows of ``[C, H, W]`` at ``stride``, as ``[N, C, P, P]``."""
+    t = plane.unfold(1, patch, stride).unfold(2, patch, stride)  # C, nh, nw, P, P
+    return t.permute(1, 2, 0, 3, 4).reshape(-1, plane.shape[0], patch, patch)
+
+
+@torch.no_grad()
+def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[int], patch: int,
+                 stride: int, downscales: Sequence[float] = DOWNSCALES,
+                 device: torch.device | str = "cpu", degrade: Recipe | None = None,
+                 copies: int = 1, seed: int = 0) -> PatchSet:
+    """Protocol pairs of every (image, down-scale, scale), cut into patches, kept on ``device``.
+
+    With ``degrade``, each pair is made ``copies`` times, each copy's low-resolution image
+    degraded with its own draw of the recipe (whole images, so JPEG sees its real block grid).
+    """
+    check_sizes(images, patch, scales)
+    if stride < 1:
+        raise BadOptionError("the patch stride must be at least 1", option="stride")
+    gen = torch.Generator().manual_seed(seed)
+    chunks, per_scale = [], {s: 0 for s in scales}
+    for _, image in images:
+        for f in downscales:
+            im = image if f == 1 else quantize8(imresize(image, scale=f))
+            if min(im.shape[-2:]) < patch:
+                continue
+            for s in scales:
+                if degrade is None:
+                    hr, _, ilr = make_pair(image_y(im).to(device), s)
+                    pairs = [(ilr, hr)]
+                else:
+                    pairs = [degraded_pair(im, s, degrade, gen)[::-1] for _ in range(copies)]
+                for ilr, hr in pairs:
+                    tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
+                    per_scale[s] += tiles.shape[0]
+                    chunks.append(tiles)
+    if not chunks:
+        raise DatasetError("no training patches: every image is smaller than one patch after "
+                           "shrinking; use larger images, a smaller patch or milder shrink "
+                           "factors")
+    return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
+
+
+def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Per-sample flips and transpose of square patches ``[B, C, P, P]``; ``flags``: ``[B, 3]``."""
+    f = flags.bool()[:, :, None, None, None]
+    batch = torch.where(f[:, 0], batch.flip(-1), batch)
+    batch = torch.where(f[:, 1], batch.flip(-2), batch)
+    return torch.where(f[:, 2], batch.transpose(-2, -1), batch)

@@ -1,0 +1,345 @@
+"""The training loop: one run from a :class:`TrainConfig` to exported weights and a model card.
+
+``train(cfg)`` runs one training. Under ``torchrun`` each process takes its slice of every global
+batch and DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0
+validates, logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full
+training state), ``log.json``, and at the end ``NAME.safetensors`` (the shipped weight format)
+and ``NAME.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..degrade import Recipe
+from ..devices import Dist, join_torchrun
+from ..engine import Upscaler
+from ..errors import BadOptionError, ModelLoadError
+from ..evaluation import ScaleResult, evaluate
+from ..hub import load_model, sha256_of
+from ..imagefile import atomic_write_bytes, list_images
+from ..model import DRCN
+from .card import model_card
+from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
+from .config import TrainConfig
+from .data import PatchSet, augment, load_images, make_patches
+from .recipe import alpha_at, drcn_loss, init_weights, lr_factor, make_optimizer
+
+
+# -- the run ---------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What the progress display receives after each step (rank 0 only)."""
+
+    step: int
+    total: int
+    loss: float | None
+    val_psnr: float | None
+    steps_per_s: float
+
+
+def default_val_folder(cfg: TrainConfig) -> str:
+    """``--val-data`` if given, else a ``Set5`` folder beside the first training folder, else ''."""
+    if cfg.val_data:
+        return cfg.val_data
+    guess = Path(cfg.data[0]).parent / "Set5" if cfg.data else None
+    return str(guess) if guess is not None and guess.is_dir() else ""
+
+
+def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
+              strict_fp32: bool, degrade: Recipe | None = None) -> dict[int, ScaleResult]:
+    """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
+
+    cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
+    """
+    flags = torch.backends.cudnn
+    saved = (flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    flags.benchmark = False
+    if strict_fp32:
+        flags.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales,
+                        degrade=degrade)
+    finally:
+        flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        model.train()
+
+
+def _mean_psnr(results: dict[int, ScaleResult]) -> float:
+    return sum(r.psnr for r in results.values()) / len(results)
+
+
+class Trainer:
+    """One training run; see :func:`train`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool,
+                 on_progress: Callable[[Progress], None] | None) -> None:
+        cfg.check()
+        self.out = Path(cfg.out)
+        self.dist, self.device = join_torchrun(cfg.device)
+        ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
+        if ckpt is not None:  # the saved recipe wins; only where to stop may change
+            stop_at, out = cfg.stop_at, cfg.out
+            cfg = TrainConfig.from_dict(ckpt["config"])
+            cfg.stop_at, cfg.out = stop_at, out
+        self.cfg, self.on_progress = cfg, on_progress
+        if cfg.batch % self.dist.world:
+            raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
+                                 "processes", option="batch")
+        self.val_folder = default_val_folder(cfg)
+        for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
+            list_images(Path(folder))  # fail now, not after training
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
+                                               and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        self.model = DRCN(cfg.features, cfg.recursions)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(cfg.seed)
+        if cfg.init and ckpt is None:
+            start = load_model(cfg.init)
+            if (start.features, start.recursions) != (cfg.features, cfg.recursions):
+                raise ModelLoadError(f"initial weights {cfg.init} are F={start.features}, "
+                                     f"D={start.recursions}; this run asks for F={cfg.features}, "
+                                     f"D={cfg.recursions}")
+            self.model.load_state_dict(start.state_dict())
+        else:
+            init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = make_optimizer(cfg, self.model)
+        self.total = cfg.steps if cfg.minutes <= 0 else 0  # 0: fitted to the time budget
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(self.cfg, s, self.total or 10**12))
+        self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.gen.set_state(ckpt["rng"])
+            self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
+            self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
+        self.net = self.model
+        if self.dist.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        t0 = time.perf_counter()
+        degrade, self.val_recipe = cfg.recipes()
+        images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
+        self.patches: PatchSet = make_patches(images, cfg.scales, cfg.patch, cfg.stride,
+                                              cfg.downscales, self.device, degrade,
+                                              cfg.degrade_copies, cfg.seed)
+        self.data_seconds = time.perf_counter() - t0
+
+    # -- one step ------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's slice of the global batch: the same draw on every rank, split by rank."""
+        b = self.cfg.batch
+        idx = torch.randint(len(self.patches), (b,), generator=self.gen, device=self.device)
+        flags = torch.randint(2, (b, 3), generator=self.gen, device=self.device)
+        rank, world = self.dist.rank, self.dist.world
+        part = slice(rank * b // world, (rank + 1) * b // world)
+        pairs = augment(self.patches.pairs[idx[part]], flags[part]).float().div_(255)
+        if self.device.type == "cuda":
+            pairs = pairs.contiguous(memory_format=torch.channels_last)
+        return pairs[:, :1], pairs[:, 1:]
+
+    def _train_step(self) -> torch.Tensor:
+        x, y = self._batch()
+        alpha = alpha_at(self.cfg, self.step, self.total or 10**12)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            loss = drcn_loss(self.net, x, y, alpha)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return loss.detach()
+
+    # -- time budget -----------------------------------------------------------------------
+    def _fit_total(self, started: float, rate_from: tuple[int, float]) -> None:
+        """Fix the step count so the run ends at ``cfg.minutes``; every rank gets rank 0's."""
+        s0, t0 = rate_from
+        now = time.perf_counter()
+        rate = (self.step - s0) / max(now - t0, 1e-9)
+        left = self.cfg.minutes * 60 - (now - started)
+        total = torch.tensor([self.step + max(0, int(rate * left * 0.97))], device=self.device)
+        if self.dist.world > 1:
+            dist.broadcast(total, 0)
+        self.total = max(int(total.item()), self.step + 1)
+
+    # -- validation, checkpoints, log --------------------------------------------------------
+    def _validate(self) -> float | None:
+        if not self.val_folder:
+            return None
+        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device,
+                        strict_fp32=False, degrade=self.val_recipe)
+        return _mean_psnr(res)
+
+    def _state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
+                "total": self.total, "best": self.best, "history": self.history,
+                "elapsed": self.elapsed, "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "rng": self.gen.get_state()}
+
+    def _log(self, **extra) -> dict:
+        done = self.step - self.history[0]["step"] if self.history else 0
+        log = {"config": asdict(self.cfg), "device": str(self.device),
+               "device_name": _device_name(self.device), "world_size": self.dist.world,
+               "torch": torch.__version__, "patches": len(self.patches),
+               "precision": "bf16 autocast" if self.autocast_dtype else "fp32",
+               "parameters": sum(p.numel() for p in self.model.parameters()),
+               "patch_per_scale": self.patches.per_scale, "images": self.patches.images,
+               "data_seconds": round(self.data_seconds, 2), "step": self.step, "total": self.total,
+               "train_seconds": round(self.elapsed, 2),
+               "steps_per_s": round(done / self.elapsed, 3) if self.elapsed and done else None,
+               "best_val_psnr": self.best if self.best > -math.inf else None,
+               "history": self.history, **extra}
+        atomic_write_bytes(self.out / "log.json", json.dumps(log, indent=2).encode())
+        return log
+
+    def _checkpoint(self, val: float | None) -> None:
+        is_best = val is not None and val > self.best
+        if is_best:
+            self.best = val
+        state = self._state()
+        save_state(self.out / "last.pt", state)
+        if is_best:
+            save_state(self.out / "best.pt", state)
+
+    def _event(self, name: str) -> None:
+        self.history.append({"step": self.step, "event": name, "seconds": round(self.elapsed, 2)})
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Train to the end (or ``stop_at``); on rank 0 export, measure and write the card."""
+        cfg, main = self.cfg, self.dist.main
+        self.model.train()
+        started = time.perf_counter() - self.elapsed
+        self._event("start")
+        calib: tuple[int, float] | None = None
+        loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
+        tick, tick_step = time.perf_counter(), self.step
+        while True:
+            end = min(self.total, cfg.stop_at or self.total)
+            if self.total and self.step >= end:
+                break
+            loss_sum += self._train_step()
+            loss_n += 1
+            if not self.total:  # time budget: time steps 5..30 (same steps on every rank)
+                if self.step in (5, 30):
+                    _sync(self.device)
+                if self.step == 5:
+                    calib = (self.step, time.perf_counter())
+                elif self.step == 30 and calib is not None:
+                    self._fit_total(started, calib)
+            at_val = (cfg.val_every and self.step % cfg.val_every == 0
+                      and self.step < (self.total or 0))
+            if loss_n >= 25 or at_val or self.step == self.total:
+                last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
+                now = time.perf_counter()
+                self.elapsed = now - started
+                rate = (self.step - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, self.step
+                self.history.append({"step": self.step, "loss": last_loss, "steps_per_s": rate,
+                                     "lr": self.sched.get_last_lr()[0],
+                                     "alpha": alpha_at(cfg, self.step, self.total or 10**12),
+                                     "seconds": round(self.elapsed, 2)})
+                if at_val and main:
+                    val = self._validate()
+                    self.history[-1]["val_psnr"] = val
+                    self._checkpoint(val)
+                    self._log()
+                if main and self.on_progress:
+                    self.on_progress(Progress(self.step, self.total, last_loss, val, rate))
+        self.elapsed = time.perf_counter() - started
+        if not main:
+            _barrier(self.dist)
+            return {}
+        if self.step < self.total:  # stopped early: resumable
+            self._event("stop")
+            self._checkpoint(None)
+            log = self._log(stopped_at=self.step)
+        else:
+            log = self._finish()
+        _barrier(self.dist)
+        return log
+
+    def _finish(self) -> dict:
+        """Export the final weights, measure them (strict fp32) and write log and model card."""
+        cfg = self.cfg
+        weights = self.out / f"{cfg.export_name()}.safetensors"
+        export_safetensors(self.model, weights)
+        model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
+        folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
+        measured = self._measure(model, folders)
+        val = self._validate()
+        self.history.append({"step": self.step, "event": "end", "val_psnr": val,
+                             "seconds": round(self.elapsed, 2)})
+        self._checkpoint(val)
+        baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
+            if cfg.baseline else {}
+        log = self._log(weights=weights.name, sha256=sha256_of(weights),
+                        measured=_summary(measured), baseline=_summary(baseline))
+        atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
+        return log
+
+    def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
+        """Strict-fp32 scores on each folder, clean and (if validating so) degraded."""
+        out = {f: _evaluate(model, f, self.cfg.scales, self.device, True) for f in folders}
+        if self.val_recipe is not None:
+            out |= {f"{f} [{self.val_recipe}]": _evaluate(model, f, self.cfg.scales, self.device,
+                                                          True, self.val_recipe) for f in folders}
+        return out
+
+
+def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
+    """Per dataset and scale: PSNR/SSIM and bicubic's, without the per-image rows."""
+    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
+    return {Path(ds).name: {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
+            for ds, res in results.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def train(cfg: TrainConfig, resume: bool = False,
+          on_progress: Callable[[Progress], None] | None = None) -> dict:
+    """Run (or resume) one training; returns the run's log (empty on ranks other than 0)."""
+    trainer = Trainer(cfg, resume, on_progress)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.dist.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

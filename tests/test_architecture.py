@@ -1,0 +1,154 @@
+"""The shape of the code: one option schema, one scale range per use, typed errors, import rules."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+import typer
+from helpers import REPO
+
+from drcn_plugin import errors, scales
+from drcn_plugin.batch import collect_jobs
+from drcn_plugin.cli import app
+from drcn_plugin.errors import BadOptionError, Cancelled, DRCNError, OutputExistsError, one_line
+from drcn_plugin.imagefile import atomic_write_bytes
+from drcn_plugin.training.config import TrainConfig, command_line, default_of, flag_of
+
+PACKAGE = REPO / "drcn_plugin"
+CORE = ["model", "imaging", "metrics", "hub", "engine", "imagefile", "evaluation", "devices",
+        "scales", "errors", "resources", "degrade", "batch", "compare"]
+FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.terminal",
+             "drcn_plugin.progress", "drcn_plugin.training", "drcn_plugin.integrations"}
+
+
+def _train_command():
+    group = typer.main.get_command(app)
+    return group.commands["train"]  # type: ignore[attr-defined]
+
+
+def test_every_train_option_has_a_flag_and_the_cli_defaults_are_the_configs() -> None:
+    params = {p.name: p for p in _train_command().params}
+    default = TrainConfig()
+    for f in fields(TrainConfig):
+        assert f.metadata["help"], f"{f.name} has no help"
+        assert f.name in params, f"drcn train has no option for {f.name}"
+        param = params[f.name]
+        assert flag_of(f) in param.opts and param.help == f.metadata["help"]
+        if f.metadata["required"]:
+            assert param.required
+        else:
+            assert param.default == getattr(default, f.name) == default_of(f), f.name
+    assert set(params) == {f.name for f in fields(TrainConfig)} | {"resume"}
+
+
+def test_the_cards_command_line_rebuilds_the_config() -> None:
+    cfg = TrainConfig(data=["a", "b c"], scales=[2, 4], features=32, recursions=8, patch=48,
+                      downscales=[1.0, 0.75], optimizer="sgd", lr=0.01, lr_drops=[0.4],
+                      test_data=["Set14"], degrade="jpeg:75", degrade_copies=2, minutes=5.0,
+                      device="cuda", stop_at=9)
+    text = command_line(cfg, steps=1234)
+    assert text.startswith("drcn train --data a")
+    args = shlex.split(text.replace("\\\n", " "))[2:]
+    params = _train_command().make_context("train", args).params
+    params.pop("resume")
+    rebuilt = TrainConfig(**params)
+    # Where to write, the device, the time budget and stop_at are the run's, not the recipe's.
+    expected = TrainConfig(**{**vars(cfg), "steps": 1234, "minutes": 0.0, "device": "auto",
+                              "stop_at": 0})
+    assert rebuilt == expected
+
+
+def test_gimp_plugin_scale_range_is_the_engines() -> None:
+    source = (REPO / "gimp" / "drcn-super-resolution" / "drcn-super-resolution.py").read_text()
+    call = re.search(r'add_double_argument\(\s*"scale",[^)]*\)', source)
+    assert call is not None
+    numbers = [float(v) for v in re.findall(r"\b\d+\.\d+\b", call.group(0))]
+    low, high, default = numbers
+    assert (low, high) == (scales.MIN_SCALE, scales.MAX_SCALE) and low <= default <= high
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = "drcn_plugin." + node.module if node.level and node.module else node.module
+            if node.level and not node.module:
+                base = "drcn_plugin"
+            names.add(base or "")
+            names |= {f"{base}.{a.name}" for a in node.names}
+    return names
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_import_no_front_end(module: str) -> None:
+    names = _imports(PACKAGE / f"{module}.py")
+    bad = {n for n in names for f in FRONT_END if n == f or n.startswith(f + ".")}
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_importing_the_engine_loads_no_front_end() -> None:
+    code = ("import sys, drcn_plugin.engine, drcn_plugin.evaluation, drcn_plugin.hub; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('typer', 'rich', 'click') or m.startswith(('drcn_plugin.training', "
+            "'drcn_plugin.integrations', 'drcn_plugin.cli')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_training_data_does_not_import_the_engine() -> None:
+    names = _imports(PACKAGE / "training" / "data.py")
+    assert not {n for n in names if n.startswith(("drcn_plugin.engine", "drcn_plugin.evaluation"))}
+
+
+def test_no_module_is_over_450_lines() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        assert len(path.read_text().splitlines()) <= 450, path
+
+
+def test_cancelled_is_not_an_error_and_errors_share_a_base() -> None:
+    assert not issubclass(Cancelled, DRCNError)
+    public = [c for c in vars(errors).values()
+              if isinstance(c, type) and issubclass(c, Exception) and c is not Cancelled]
+    assert len(public) >= 8 and all(issubclass(c, DRCNError) for c in public)
+
+
+def test_one_line_takes_the_first_line_or_the_type() -> None:
+    assert one_line(ValueError("\n  first\nsecond")) == "first"
+    assert one_line(KeyError()) == "KeyError"
+
+
+def test_option_errors_survive_pickling_between_ranks() -> None:
+    again = pickle.loads(pickle.dumps(BadOptionError("bad", option="scale")))
+    assert (str(again), again.option) == ("bad", "scale")
+    path = pickle.loads(pickle.dumps(OutputExistsError("x exists", path="x"))).path
+    assert path == "x"
+
+
+def test_library_messages_name_no_command_line_flag(tmp_path) -> None:
+    caught: list[DRCNError] = []
+    for bad in (dict(patch=3), dict(stride=0), dict(optimizer="rmsprop"), dict(scales=[9]),
+                dict(degrade_copies=0), dict(data=[])):
+        with pytest.raises(DRCNError) as info:
+            TrainConfig(**{"data": ["x"], **bad}).check()
+        caught.append(info.value)
+    with pytest.raises(DRCNError) as info:
+        collect_jobs([str(tmp_path)], 2.0, None, False, "", "gif")
+    caught.append(info.value)
+    (tmp_path / "out.json").write_text("{}")
+    with pytest.raises(OutputExistsError) as info:
+        atomic_write_bytes(tmp_path / "out.json", b"[]", overwrite=False)
+    caught.append(info.value)
+    for e in caught:
+        assert not re.search(r"(^|\s)--?[a-z]", str(e)), str(e)
+    assert all(isinstance(e, BadOptionError) and e.option for e in caught[:5])

@@ -1,0 +1,157 @@
+"""Degradations: the recipe grammar, determinism, the JPEG block grid, 4:2:0 chroma, training use."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import DATA
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.degrade import Recipe, degraded_pair, gaussian_blur, jpeg
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.evaluation import evaluate
+from drcn_plugin.imagefile import read_image8
+from drcn_plugin.training.data import make_patches
+
+
+def _photo() -> torch.Tensor:
+    return read_image8(DATA / "Set5" / "butterfly.png")
+
+
+@pytest.mark.parametrize("text", ["jpeg:75", "noise:5,jpeg:85", "blur:0.5-1.5@0.3,jpeg:30-95",
+                                  "noise:1-10@0.5,jpeg:40,clean:0.2"])
+def test_recipe_text_round_trips(text: str) -> None:
+    recipe = Recipe.parse(text)
+    assert str(recipe) == text
+    assert Recipe.parse(str(recipe)) == recipe
+
+
+@pytest.mark.parametrize("text", ["", "jpeg", "jpeg:abc", "jpeg:0", "jpeg:101", "noise:-1",
+                                  "jpeg:90-30", "blur:1@0", "clean:2", "clean:0.5", "sharpen:1",
+                                  "jpeg:nan"])
+def test_bad_recipes_are_refused_with_the_reason(text: str) -> None:
+    with pytest.raises(DRCNError, match="degradation"):
+        Recipe.parse(text)
+
+
+def test_same_seed_same_images_other_seed_other_images() -> None:
+    recipe = Recipe.parse("blur:0.3-1.2@0.5,noise:1-10,jpeg:30-95")
+    image = _photo()[:, :96, :120]
+    a = degraded_pair(image, 3, recipe, torch.Generator().manual_seed(7))
+    b = degraded_pair(image, 3, recipe, torch.Generator().manual_seed(7))
+    c = degraded_pair(image, 3, recipe, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])  # HR never degraded
+
+
+def test_jpeg_blocks_sit_on_the_low_resolution_grid() -> None:
+    """Compressing the whole LR image puts block edges at multiples of 8 from its corner."""
+    grey = read_image8(DATA / "Set5" / "baby.png")[1, :128, :128]
+    out = jpeg(grey, 10)
+    col_jump = (out[:, 1:] - out[:, :-1]).abs().mean(dim=0)  # jump between col x and x+1
+    on_grid = col_jump[7::8].mean()
+    off_grid = torch.cat([col_jump[k::8] for k in range(7)]).mean()
+    assert on_grid > 1.5 * off_grid
+
+
+def test_colour_jpeg_subsamples_chroma_420() -> None:
+    """Alternating red and blue columns survive 4:4:4 but blur to purple under 4:2:0."""
+    stripes = torch.zeros(3, 32, 32, dtype=torch.float64)
+    stripes[0, :, 0::2] = 255
+    stripes[2, :, 1::2] = 255
+    out = jpeg(stripes, 100)
+    assert (out[0, :, 0::2] - out[0, :, 1::2]).abs().mean() < 100  # red no longer alternates
+
+
+def test_noise_has_the_asked_sigma_and_blur_smooths() -> None:
+    flat = torch.full((3, 64, 64), 128.0, dtype=torch.float64)
+    noisy = Recipe.parse("noise:6").apply(flat, torch.Generator().manual_seed(0))
+    assert abs(float((noisy - flat).std()) - 6) < 0.3
+    blurred = gaussian_blur(noisy, 1.0)
+    assert float((blurred - flat).std()) < 0.5 * float((noisy - flat).std())
+
+
+def test_training_patches_are_windows_of_whole_degraded_images() -> None:
+    image = _photo()[:, :100, :100]
+    recipe = Recipe.parse("noise:3,jpeg:50")
+    patches = make_patches([("b", image)], [2], patch=50, stride=50, downscales=[1.0],
+                           degrade=recipe, copies=2, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    for copy in range(2):
+        hr, ilr = degraded_pair(image, 2, recipe, gen)
+        want = torch.stack([ilr[:50, :50], hr[:50, :50]]).to(torch.uint8)
+        assert torch.equal(patches.pairs[copy * 4], want)
+
+
+def test_degraded_evaluation_is_reproducible_and_harder(set5: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("bird.png", "butterfly.png"):
+        shutil.copy(set5 / name, folder)
+    clean = evaluate(None, folder, [3])[3]
+    first = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
+    again = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
+    assert first.psnr == again.psnr
+    assert first.psnr < clean.psnr - 0.5
+
+
+def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(set5), "-s", "3", "--model",
+                                      "bicubic", "--degrade", "jpeg:200"])
+    assert result.exit_code == 2
+    assert "jpeg takes values from 1 to 100" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: Path) -> None:
+    from test_train import tiny
+
+    from drcn_plugin.engine import Upscaler
+    from drcn_plugin.hub import load_model
+    from drcn_plugin.training.trainer import train
+
+    data = tmp_path / "t8"
+    data.mkdir()
+    for p in sorted((DATA / "T91").iterdir())[:8]:
+        shutil.copy(p, data)
+    torch.set_num_threads(1)
+    cfg = replace(tiny(data, tmp_path / "run"), features=16, recursions=4, steps=300,
+                  degrade="noise:1-8@0.5,jpeg:40-90", degrade_copies=2)
+    train(cfg)
+    model = load_model(str(tmp_path / "run" / "drcn-f16-d4-x3.safetensors"))
+    res = evaluate(Upscaler(model, device="cpu", precision="fp32"), set5, [3],
+                   degrade=Recipe.parse("jpeg:75"))[3]
+    assert res.psnr > res.bicubic_psnr + 0.1
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 85, 90, 95])
+def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from drcn_plugin.degrade import jpeg_quality
+
+    path = tmp_path / "q.jpg"
+    Image.new("RGB", (24, 16), (90, 140, 30)).save(path, quality=quality)
+    with Image.open(path) as im:
+        assert jpeg_quality(im.quantization) == quality
+    assert jpeg_quality(None) is None and jpeg_quality({}) is None
+
+
+def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from drcn_plugin.imagefile import read_image
+
+    pixels = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8"))
+    cases = {"q.jpg": ({"quality": 63}, True, 63), "lossy.webp": ({"quality": 70}, True, None),
+             "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None)}
+    for name, (options, lossy, quality) in cases.items():
+        pixels.save(tmp_path / name, **options)
+        _, info = read_image(tmp_path / name)
+        assert (info.lossy, info.jpeg_quality) == (lossy, quality), name
