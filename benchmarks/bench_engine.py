@@ -69,9 +69,11 @@ class PeakMemory:
             self._thread.join()
 
 
-def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
-    """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
-    fn()
+SWEEP = (128, 256, 400, 512, 768)
+
+
+def best_time(fn, device: torch.device, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls (no separate warm-up: each call is seconds long)."""
     best = float("inf")
     for _ in range(repeat):
         if device.type == "cuda":
@@ -81,6 +83,13 @@ def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
+    """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
+    fn()
+    best = best_time(fn, device, repeat)
     with PeakMemory(device) as mem:
         fn()
     return best, mem.peak
@@ -110,23 +119,6 @@ def bench(model: str, device: str, precision: str, side: int, repeat: int) -> di
     return row
 
 
-SWEEP = (128, 256, 400, 512, 768)
-
-
-def once(fn, device: torch.device, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls (no separate warm-up: each call is seconds long)."""
-    best = float("inf")
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def tile_sweep(device: str, repeat: int) -> dict:
     """The issue-11 summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline."""
     img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
@@ -144,11 +136,11 @@ def tile_sweep(device: str, repeat: int) -> dict:
                 * len(_windows(ow, plan.tile_w, halo)) * min(ow, plan.tile_w + 2 * halo))
     res["default_plan"] = {"core": f"{plan.tile_w}x{plan.tile_h}", "batch": plan.batch,
                            "halo_share": 1 - oh * ow / computed}
-    res["default"] = mpx / once(lambda: up.upscale(img, 2), up.device, repeat)
+    res["default"] = mpx / best_time(lambda: up.upscale(img, 2), up.device, repeat)
     print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
     for tile in SWEEP:
         fixed = Upscaler("drcn-lite", device=device, precision=short, tile=tile)
-        res["tiles"][tile] = mpx / once(lambda f=fixed: f.upscale(img, 2), up.device, repeat)
+        res["tiles"][tile] = mpx / best_time(lambda f=fixed: f.upscale(img, 2), up.device, repeat)
         print(f"--tile {tile}: {res['tiles'][tile]:.3f} Mpx/s", flush=True)
     planes, _ = to_planes(img)
     src = planes.to(up.device)
@@ -159,16 +151,16 @@ def tile_sweep(device: str, repeat: int) -> dict:
         with torch.inference_mode():
             up._forward(x)
 
-    res["untiled"] = mpx / once(untiled, up.device, repeat)
+    res["untiled"] = mpx / best_time(untiled, up.device, repeat)
     print(f"untiled network: {res['untiled']:.3f} Mpx/s", flush=True)
 
     def colour() -> None:
         merge(interpolated_y(src[0], (oh, ow), 255.0), src[1:], True, np.dtype(np.uint8))
 
-    res["rgb_pipeline_s"] = once(colour, up.device, repeat)
+    res["rgb_pipeline_s"] = best_time(colour, up.device, repeat)
     eager = load_model("drcn-lite").to(up.device)
     with torch.inference_mode():
-        res["fp32_eager"] = mpx / once(lambda: eager(x), up.device, 1)
+        res["fp32_eager"] = mpx / best_time(lambda: eager(x), up.device, 1)
     print(f"fp32 eager whole plane: {res['fp32_eager']:.3f} Mpx/s", flush=True)
     best = max(res["tiles"], key=res["tiles"].get)
     res["best_tile"] = best
