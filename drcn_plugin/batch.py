@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from .imagefile import (
     FORMATS,
     IMAGE_SUFFIXES,
     SUFFIX,
+    ImageInfo,
     atomic_save,
     encode,
     read_image,
@@ -27,6 +29,7 @@ from .imagefile import (
 )
 
 Status = Literal["done", "skipped", "failed"]
+ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Outcome:
     out_size: tuple[int, int] | None = None
     seconds: float = 0.0
     error: DRCNError | None = None  # why it failed, for front ends that add their own hints
+    model: str = ""  # the model this file got, when it was chosen per file
 
 
 def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive: bool,
@@ -118,10 +122,14 @@ def _out_suffix(source: Path, fmt: str) -> str:
     return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
 
 
-def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quality: int = 95,
-            overwrite: bool = False, skip_existing: bool = False,
+def run_job(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str = "same",
+            quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
-    """Read, upscale and atomically write one file; never raises for a bad file."""
+    """Read, upscale and atomically write one file; never raises for a bad file.
+
+    ``upscaler`` is one engine for every file, or a function choosing one from what the file is
+    (its :class:`ImageInfo`), returning the engine and the model's name for the report.
+    """
     t0 = time.perf_counter()
     try:
         if job.target.resolve() == job.source.resolve():
@@ -133,6 +141,9 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
             if not overwrite:
                 raise OutputExistsError(f"{job.target} exists", path=job.target)
         array, info = read_image(job.source)
+        label = ""
+        if not isinstance(upscaler, Upscaler):
+            upscaler, label = upscaler(info)
         try:
             result = upscaler.upscale(array, scale, progress=progress, cancel=cancel)
         except MemoryError as e:
@@ -144,7 +155,7 @@ def run_job(job: Job, upscaler: Upscaler, scale: float, fmt: str = "same", quali
         h, w = array.shape[:2]
         oh, ow = result.shape[:2]
         note = "; ".join(info.notes)
-        return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0)
+        return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
     except DRCNError as e:
         msg = str(e)
         if str(job.source) not in msg and str(job.target) not in msg:

@@ -14,14 +14,18 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import BadOptionError, OutputExistsError
-from .hub import DEFAULT_MODEL
+from .hub import DEFAULT_MODEL, choose_for_source, load_denoised
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import console, hint, print_error, user_errors
 from .training.cli import app as train_app
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .engine import Upscaler
     from .evaluation import ScaleResult
+    from .imagefile import ImageInfo
 
 MULTI_SCALE_COMMANDS = {"eval", "train"}
 
@@ -132,7 +136,12 @@ def upscale(
     overwrite: Annotated[bool, typer.Option(help="replace existing output files")] = False,
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
+        "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
+    denoise: Annotated[float | None, typer.Option(
+        min=0, max=1, help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noise), between: a "
+        "blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,
@@ -155,17 +164,23 @@ def upscale(
         jobs, errors = collect_jobs(inputs, scale, output, recursive, suffix, fmt)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
-        upscaler = Upscaler(model, device=str(dev) if place.world > 1 else device,
-                            precision=precision, tile=tile, tta=tta,
-                            notify=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
+        engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
+                  "tile": tile, "tta": tta,
+                  "notify": lambda m: console.print(f"[dim]{m}[/]", highlight=False)}
+        if denoise is not None:
+            upscaler = Upscaler(load_denoised(denoise, model or DEFAULT_MODEL), **engine)
+        else:
+            upscaler = Upscaler(model or DEFAULT_MODEL, **engine)
+        chooser = None if model is not None or denoise is not None else \
+            _per_source(upscaler, engine)
         for e in errors if place.main else []:
             print_error(e)
         outcomes = []
         with BatchProgress(console, len(mine), enabled=place.main) as bar:
             for job in mine:
                 bar.start(job)
-                out = run_job(job, upscaler, scale, fmt, quality, overwrite, skip_existing,
-                              progress=bar.tiles)
+                out = run_job(job, chooser or upscaler, scale, fmt, quality, overwrite,
+                              skip_existing, progress=bar.tiles)
                 bar.finish(out)
                 if out.status == "failed":
                     print_error(out.message + hint(out.error, hints))
@@ -175,6 +190,21 @@ def upscale(
             BatchProgress.summary(console, outcomes, upscaler)
         if errors or any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+
+def _per_source(clean: Upscaler, engine: dict) -> Callable[[ImageInfo], tuple[Upscaler, str]]:
+    """Each file's engine by :func:`choose_for_source`, one engine per distinct choice."""
+    from .engine import Upscaler
+
+    engines = {DEFAULT_MODEL: clean}
+
+    def choose(info: ImageInfo) -> tuple[Upscaler, str]:
+        choice = choose_for_source(info.lossy, info.jpeg_quality)
+        if choice.label not in engines:
+            engines[choice.label] = Upscaler(choice.load(), **engine)
+        return engines[choice.label], choice.label
+
+    return choose
 
 
 @app.command()

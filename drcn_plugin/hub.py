@@ -50,6 +50,9 @@ SHIPPED: dict[str, ShippedModel] = {
 }
 DEFAULT_MODEL = "drcn-lite"
 PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
+# (lowest JPEG quality, denoise strength), from the strength curve measured on Set5 + Set14
+# (README, "Photos"): the first row whose quality the file reaches applies.
+DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
 
 
 def weights_dir() -> Path:
@@ -154,3 +157,38 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
     if strength == 1:
         return load_model(PHOTO_VARIANTS[clean])
     return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    """The model a file gets when the user names none: a shipped model and a denoise strength."""
+
+    spec: str
+    denoise: float
+
+    @property
+    def label(self) -> str:
+        """How the choice is shown to the user, e.g. ``drcn-lite`` or ``drcn-lite denoise 0.5``."""
+        if self.denoise == 0:
+            return self.spec
+        if self.denoise == 1:
+            return PHOTO_VARIANTS[self.spec]
+        return f"{self.spec} denoise {self.denoise:g}"
+
+    def load(self) -> DRCN:
+        """The model itself (the clean model, the photo model, or their blend)."""
+        return load_denoised(self.denoise, self.spec)
+
+
+def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
+    """The default model for one source file: denoise strength from its compression.
+
+    Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
+    quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP) get the
+    strength of a typical web JPEG (quality 80).
+    """
+    if not lossy:
+        return SourceChoice(DEFAULT_MODEL, 0.0)
+    quality = 80 if jpeg_quality is None else jpeg_quality
+    strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
+    return SourceChoice(DEFAULT_MODEL, strength)

@@ -72,14 +72,16 @@ class BatchProgress(_Display):
     def summary(console: Console, outcomes: list[Outcome], upscaler: Upscaler) -> None:
         """A table of every file and one line of totals."""
         table = Table(title=f"drcn upscale on {upscaler.device} ({str(upscaler.dtype)[6:]})")
-        for col in ("file", "status", "in", "out", "seconds", "note"):
+        per_file_model = any(o.model for o in outcomes)
+        for col in ("file", "status", "in", "out", "seconds") + ("model",) * per_file_model:
             table.add_column(col, overflow="fold")
+        table.add_column("note", overflow="fold")
         colours = {"done": "green", "skipped": "yellow", "failed": "red"}
         for o in outcomes:
             size = lambda s: f"{s[0]}x{s[1]}" if s else ""  # noqa: E731
             table.add_row(str(o.job.source), f"[{colours[o.status]}]{o.status}[/]", size(o.in_size),
-                          size(o.out_size), f"{o.seconds:.1f}", o.message if o.status != "failed"
-                          else o.message.split(": ", 1)[-1])
+                          size(o.out_size), f"{o.seconds:.1f}", *[o.model] * per_file_model,
+                          o.message if o.status != "failed" else o.message.split(": ", 1)[-1])
         console.print(table)
         done = [o for o in outcomes if o.status == "done"]
         mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6
