@@ -199,12 +199,14 @@ class Upscaler:
             found = tuning.load_timings(key)
             if found is None:
                 found = self._measure()
-                tuning.store_timings(key, found)
+                if found:
+                    tuning.store_timings(key, found)
             _TIMINGS[key] = found
         return _TIMINGS[key]
 
     @torch.inference_mode()
     def _measure(self) -> list[tuning.Timing]:
+        """Time the candidate windows; none (then tiles are sized by rule) if none fits."""
         halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
         budget = self._memory_budget()
         gpu = self.device.type != "cpu"
@@ -215,14 +217,13 @@ class Upscaler:
             # Cores under two halos spend most of their time on the halo; GPUs want big calls.
             if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
                 candidates.append((tile, batch))
+        if not candidates:
+            return []
         self.notify(f"measuring tile sizes for {tuning.device_name(self.device)} "
                     f"(once; cached in {tuning.cache_path().parent})")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        timings = tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
-                                 self.device, halo, candidates)
-        if not timings:
-            raise OutOfMemoryError(f"out of memory on {self.device} even with the smallest tile")
-        return timings
+        return tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
+                              self.device, halo, candidates)
 
     @property
     def channels_last(self) -> bool:

@@ -60,6 +60,19 @@ def test_explicit_tile_and_switch_off_skip_measuring(tuning_on: None,
     assert notes == [] and not tuning.cache_path().exists()
 
 
+def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "_available_memory", lambda device: 400_000)
+    notes: list[str] = []
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+    x = torch.rand(40, 50)
+    with torch.inference_mode():
+        whole = up.model(x[None, None])[0, 0]
+    assert (up.run_y(x) - whole).abs().max() <= 1e-5
+    assert notes == [] and not tuning.cache_path().exists()
+    assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
+
+
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
                                   '{"version": 1, "plans": {"k": [{"tile": "x"}]}}',
                                   '{"version": 1, "plans": {"k": [{"tile": 0, "batch": 1, '
