@@ -1,15 +1,17 @@
 """Inference speed of the engine: output megapixels per second and peak memory.
 
-The summary (always): drcn-lite on an 800x600 RGB image x2 (1600x1200 out) through
+The summary (default): drcn-lite on an 800x600 RGB image x2 (1600x1200 out) through
 ``Upscaler.upscale`` at default settings (the measured tile plan) against a sweep of fixed tiles
 (128, 256, 400, 512, 768) and the untiled network, the halo share of the default plan, the time of
 the colour pipeline around the network, and the ratio to a plain fp32 eager forward of the whole
 1200x1600 plane. ``--table`` adds per-model rows (bare model on a whole Y plane, tiled default and
 256 px, RGB pipeline); ``--readme`` writes them into README.md between the ``<!-- bench:DEVICE -->``
-markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM.
+markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM. ``--plot FILE.png``
+instead sweeps the tile size on a Y plane and draws output Mpx/s against it ([plot] extra).
 
     python benchmarks/bench_engine.py
     python benchmarks/bench_engine.py --device cuda --table --json bench_gpu.json
+    python benchmarks/bench_engine.py --models drcn-lite --plot docs/tile-speed-cpu.png
 """
 
 from __future__ import annotations
@@ -119,7 +121,26 @@ def bench(model: str, device: str, precision: str, side: int, repeat: int) -> di
     return row
 
 
-def tile_sweep(device: str, repeat: int) -> dict:
+def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[int],
+               repeat: int) -> dict:
+    """Output Mpx/s of the engine on a Y plane of ``side`` px at each tile size (those up to the
+    side), and at the engine's default plan: the curve a tile choice acts on."""
+    up = Upscaler(model, device=device, precision=precision)
+    y = torch.rand(side, side)
+    mpx = side * side / 1e6
+    points = []
+    for tile in (t for t in tiles if t <= side):
+        run = Upscaler(up.model, device=device, precision=precision, tile=tile).run_y
+        points.append({"tile": tile, "mpx_s": mpx / timed(lambda run=run: run(y), up.device,
+                                                          repeat)[0]})
+        print(json.dumps({"model": model, "precision": precision, **points[-1]}), flush=True)
+    plan = up._auto_plan(side, side)
+    return {"model": model, "precision": str(up.dtype)[6:], "side": side, "points": points,
+            "default_tile": min(max(plan.tile_h, plan.tile_w), side),  # one window at most
+            "default_mpx_s": mpx / timed(lambda: up.run_y(y), up.device, repeat)[0]}
+
+
+def default_vs_fixed(device: str, repeat: int) -> dict:
     """The issue-11 summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline."""
     img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
     oh, ow = 1200, 1600
@@ -224,6 +245,24 @@ def table(rows: list[dict], where: str) -> str:
     return "\n".join(out)
 
 
+def plot_sweep(args: argparse.Namespace, precisions: list[str], gpu: bool) -> None:
+    """``--plot``: the tile sweep of every model and precision, drawn and (with --json) saved."""
+    from drcn_plugin.charts import check_png_target, tile_speed_chart
+
+    check_png_target(args.plot)
+    sweeps = [tile_sweep(model, args.device, precision,
+                         args.side or (2048 if gpu else 384 if model == "drcn" else 512),
+                         args.tiles, args.repeat)
+              for model in args.models for precision in precisions]
+    where = machine()
+    sides = sorted({sw["side"] for sw in sweeps})
+    tile_speed_chart(sweeps, args.plot, f"{where}, torch {torch.__version__}\n"
+                     f"Y plane {' / '.join(map(str, sides))} px; star: the engine's default tile")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": where, "tile_sweep": sweeps}, indent=2))
+    print(f"wrote {args.plot}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -236,13 +275,21 @@ def main() -> None:
                     help="use the tile plans cached for this user (default: measure them afresh)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--plot", type=Path, help="instead of the table, sweep --tiles and draw "
+                    "output Mpx/s against the tile size into this PNG")
+    ap.add_argument("--tiles", nargs="+", type=int, default=[64, 96, 128, 192, 256, 384])
+    ap.add_argument("--side", type=int, default=0,
+                    help="plane side of the sweep (default: 512, F=256 models 384; GPUs 2048)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
     precisions = args.precisions or (["fp32", "bf16"] if gpu or cpu_has_fast_bf16() else ["fp32"])
+    if args.plot:
+        plot_sweep(args, precisions, gpu)
+        return
     if not args.cached_plan:
         os.environ[tuning.CACHE_ENV] = tempfile.mkdtemp(prefix="drcn-bench-plans-")
     print(f"tile plans cached in {tuning.cache_path()}", flush=True)
-    sweep = tile_sweep(args.device, args.repeat)
+    sweep = default_vs_fixed(args.device, args.repeat)
     rows = []
     for model in args.models if args.table or args.readme else []:
         for precision in precisions:

@@ -79,25 +79,39 @@ def eval_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
+    plot: Annotated[Path | None, typer.Option(
+        help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
+             "level, into this PNG (implies --per-depth; needs matplotlib)")] = None,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
+    from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, results_json
+    from .imagefile import list_images
 
     with user_errors():
         check_train_scales(scale)
         recipe = Recipe.parse(degrade) if degrade else None
+        if plot is not None:  # checked before the (long) evaluation
+            if model == "bicubic":
+                raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
+                                     "has none", option="plot")
+            check_png_target(plot, list_images(dataset))
         upscaler = None if model == "bicubic" else Upscaler(model, device=device,
                                                             precision=precision, tta=tta)
+        per_depth = (per_depth or plot is not None) and upscaler is not None
         with console.status(f"evaluating {model} on {dataset}"):
-            results = evaluate(upscaler, dataset, scale,
-                               per_depth=per_depth and upscaler is not None, degrade=recipe)
+            results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe)
         _print_eval(model, dataset, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
 
             atomic_write_bytes(json_out, json.dumps(results_json(results), indent=2).encode())
+        if plot is not None:
+            title = f"{model} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
+            recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
+            console.print(f"wrote {plot}", markup=False, highlight=False)
 
 
 def _print_eval(model: str, dataset: Path, results: dict[int, ScaleResult]) -> None:
@@ -219,9 +233,14 @@ def compare(
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the small image before it is enlarged, e.g. jpeg:75 or noise:5,jpeg:85")]
+    = "",
+    seed: Annotated[int, typer.Option(help="seed of the degradation's random draws")] = 0,
 ) -> None:
     """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
     from .compare import compare_image
+    from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import atomic_save, read_image
 
@@ -229,8 +248,10 @@ def compare(
         if not MIN_SCALE < scale <= MAX_SCALE:
             raise BadOptionError(f"scale {scale:g} is out of range: use more than {MIN_SCALE:g}, "
                                  f"at most {MAX_SCALE:g}", option="scale")
+        recipe = Recipe.parse(degrade) if degrade else None
         array, _ = read_image(image)
-        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop)
+        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop,
+                              degrade=recipe, seed=seed)
         target = output or image.with_name(f"{image.stem}-compare-x{scale:g}.png")
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}")

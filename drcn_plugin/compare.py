@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .degrade import Recipe
 from .engine import Upscaler
 from .imaging import imresize, protocol_y
 from .metrics import psnr
@@ -28,10 +29,14 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
     return r * max(1, size // 4), c * max(1, size // 4)
 
 
-def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
-                  crop: int = 160, zoom: int = 2) -> Image.Image:
-    """One labelled PNG of matching crops. With ``from_original`` the input is the ground truth:
-    it is shrunk by ``scale`` first and every panel is scored against it (PSNR on Y)."""
+def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
+                   degrade: Recipe | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Whole-image panels ``{"nearest", "bicubic", "DRCN"[, "original"]}`` as 8-bit arrays.
+
+    With ``from_original`` the input is the ground truth and is shrunk by ``scale`` first. With
+    ``degrade``, the small image is degraded by the recipe (drawn from ``seed``, so the same
+    command gives the same picture) before every method enlarges it.
+    """
     planes, _ = to_planes(image)
     planes = planes[:3] if planes.shape[0] >= 3 else planes[:1]  # alpha plays no part here
     rgb = _u8(planes)
@@ -42,6 +47,8 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_orig
     else:
         low = rgb
         size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+    if degrade is not None:
+        low = _degraded(low, degrade, seed)
     panels = {
         "nearest": np.asarray(Image.fromarray(low).resize(size[::-1], Image.NEAREST)),
         "bicubic": _u8(imresize(to_planes(low)[0], size=size)),
@@ -49,18 +56,34 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_orig
     }
     if from_original:
         panels["original"] = rgb
+    return panels
+
+
+def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
+                  crop: int = 160, zoom: int = 2, degrade: Recipe | None = None,
+                  seed: int = 0) -> Image.Image:
+    """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
+    panel is scored against the original (PSNR on Y)."""
+    panels = compare_panels(image, scale, upscaler, from_original, degrade, seed)
     ref = _y8(panels["original"]) if from_original else None
     r, c = _busiest_crop(_y8(panels["DRCN"]), crop)
     border = int(np.ceil(scale))
     tiles = []
     for name, arr in panels.items():
-        label = name
+        label = f"{name} ({degrade})" if name == "nearest" and degrade is not None else name
         if ref is not None and name != "original":
             label += f"  {psnr(_y8(arr), ref, border):.2f} dB"
         piece = Image.fromarray(arr[r: r + crop, c: c + crop]).convert("RGB")
         piece = piece.resize((piece.width * zoom, piece.height * zoom), Image.NEAREST)
         tiles.append((label, piece))
     return _sheet(tiles)
+
+
+def _degraded(a: np.ndarray, recipe: Recipe, seed: int) -> np.ndarray:
+    """An 8-bit ``H x W [x 3]`` array degraded by ``recipe`` with a generator seeded by ``seed``."""
+    t = torch.from_numpy(a).double()
+    t = recipe.apply(t.permute(2, 0, 1) if t.dim() == 3 else t, torch.Generator().manual_seed(seed))
+    return (t.permute(1, 2, 0) if t.dim() == 3 else t).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _u8(planes: torch.Tensor) -> np.ndarray:

@@ -70,6 +70,11 @@ class InstallError(DRCNError):
     """A host application (GIMP, ComfyUI) into which the integration cannot be installed."""
 
 
+class MissingDependencyError(DRCNError):
+    """An optional extra (matplotlib for charts) is not installed; the message says what to
+    install."""
+
+
 class Cancelled(Exception):  # noqa: N818 (a request, not an error)
     """The caller asked the engine to stop; not a failure, so not a :class:`DRCNError`."""
 

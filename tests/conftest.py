@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,3 +74,25 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every figure the chart functions save during the test, in order (PNGs still written)."""
+    from drcn_plugin import charts
+
+    figures: list = []
+    save = charts.save_png
+
+    def record(fig, path):
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(charts, "save_png", record)
+    return figures
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)

@@ -1,10 +1,11 @@
-"""Helpers shared by the tests: where the read-only project data lives, and tiny seeded models."""
+"""Helpers shared by the tests: the read-only project data, tiny seeded models, chart readers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from drcn_plugin.model import DRCN
 
@@ -18,3 +19,17 @@ def seeded_drcn(features: int = 8, recursions: int = 3, seed: int = 0) -> DRCN:
     """A small DRCN with seeded random weights, in eval mode (fast on any CPU)."""
     torch.manual_seed(seed)
     return DRCN(features=features, recursions=recursions).eval()
+
+
+def plotted_lines(fig) -> dict[str, list[tuple[float, float]]]:
+    """The labelled lines of a matplotlib figure, all axes: label -> [(x, y), ...] as drawn."""
+    return {line.get_label(): [(float(x), float(y)) for x, y in line.get_xydata()]
+            for ax in fig.axes for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+def check_png(path: Path, width: int = 800, max_bytes: int = 200_000) -> None:
+    """``path`` decodes as a PNG of README width and stays small."""
+    with Image.open(path) as im:
+        im.load()
+        assert (im.format, im.width) == ("PNG", width)
+    assert path.stat().st_size < max_bytes

@@ -23,7 +23,7 @@ from drcn_plugin.training.config import TrainConfig, command_line, default_of, f
 
 PACKAGE = REPO / "drcn_plugin"
 CORE = ["model", "imaging", "metrics", "hub", "engine", "imagefile", "evaluation", "devices",
-        "scales", "errors", "resources", "degrade", "batch", "compare"]
+        "scales", "errors", "resources", "degrade", "batch", "compare", "charts"]
 FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.terminal",
              "drcn_plugin.progress", "drcn_plugin.training", "drcn_plugin.integrations"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ from typer.testing import CliRunner
 
 from drcn_plugin import imagefile
 from drcn_plugin.cli import app
+from drcn_plugin.compare import compare_panels
+from drcn_plugin.degrade import Recipe
+from drcn_plugin.engine import Upscaler
 
 runner = CliRunner()
 
@@ -188,3 +192,37 @@ def test_results_get_the_usual_file_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_compare_degrades_the_small_image_before_every_method(tiny_model_file: str) -> None:
+    bird = np.asarray(Image.open(DATA / "Set5" / "bird.png").convert("RGB"))  # 288 px: x3 even
+    up = Upscaler(tiny_model_file, device="cpu")
+    clean = compare_panels(bird, 3, up, from_original=True)
+    jpeg = compare_panels(bird, 3, up, from_original=True, degrade=Recipe.parse("jpeg:75"))
+    small = clean["nearest"][::3, ::3]  # nearest x3 repeats each pixel of the shrunk image
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, "JPEG", quality=75, subsampling=2)  # 4:2:0, like a camera
+    expected = np.asarray(Image.open(buf))
+    assert np.array_equal(jpeg["nearest"][::3, ::3], expected)
+    assert np.array_equal(jpeg["original"], clean["original"])
+    assert not np.array_equal(jpeg["DRCN"], clean["DRCN"])
+    assert np.array_equal(jpeg["DRCN"], up.upscale(expected, size=bird.shape[:2]))
+
+
+def test_compare_degrade_gives_the_same_picture_every_time(tmp_path: Path,
+                                                           tiny_model_file: str) -> None:
+    src = tmp_path / "bird.png"
+    Image.open(DATA / "Set5" / "bird.png").crop((0, 0, 120, 120)).save(src)
+    common = ["compare", str(src), "--scale", "3", "--crop", "32", "--model", tiny_model_file]
+    for name, extra in (("a", ["--degrade", "noise:1-9,jpeg:40-90"]),
+                        ("b", ["--degrade", "noise:1-9,jpeg:40-90"]),
+                        ("seed", ["--degrade", "noise:1-9,jpeg:40-90", "--seed", "1"]),
+                        ("clean", [])):
+        r = runner.invoke(app, [*common, *extra, "-o", str(tmp_path / f"{name}.png")])
+        assert r.exit_code == 0, r.output
+    sheet = {n: (tmp_path / f"{n}.png").read_bytes() for n in ("a", "b", "seed", "clean")}
+    assert sheet["a"] == sheet["b"]
+    assert len(set(sheet.values())) == 3
+    bad = runner.invoke(app, [*common, "--degrade", "jpeg:500", "-o", str(tmp_path / "bad.png")])
+    assert bad.exit_code == 2 and "jpeg takes values from 1 to 100" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()

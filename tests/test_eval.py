@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import check_png, plotted_lines
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -131,3 +132,47 @@ def test_eval_user_errors_are_one_line(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folder, tiny_model_file,
+                                                           drawn):
+    chart = tmp_path / "depth.png"  # no --per-depth: --plot implies it
+    results = run_eval(tmp_path / "o.json", "--model", tiny_model_file, "--dataset",
+                       str(small_folder), "--scale", "2", "3", "--plot", str(chart))
+    check_png(chart)
+    lines = plotted_lines(drawn[-1])
+    for s in ("2", "3"):
+        r = results[s]
+        assert len(r["depth_psnr"]) == 3
+        assert lines[f"x{s}"] == list(zip([1.0, 2.0, 3.0], r["depth_psnr"], strict=True))
+        (ensemble,) = [pts for label, pts in lines.items() if label.startswith(f"x{s} ensemble")]
+        assert {y for _, y in ensemble} == {r["ensemble_psnr"]}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "bicubic", "--plot", "{out}/d.png"], "bicubic has none"),
+    (["--model", "{tiny}", "--plot", "{out}/d.jpg"], "ending in .png"),
+    (["--model", "{tiny}", "--plot", "{data}/a.png"], "is an input of this command"),
+    (["--model", "{tiny}", "--plot", "{out}"], "is a folder"),
+])
+def test_eval_plot_refuses_bad_targets_before_evaluating(tmp_path, small_folder, tiny_model_file,
+                                                        args, message):
+    before = {p: p.read_bytes() for p in small_folder.iterdir()}
+    args = [a.format(out=tmp_path, data=small_folder, tiny=tiny_model_file) for a in args]
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(small_folder), *args,
+                                      "--json", str(tmp_path / "o.json")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not (tmp_path / "o.json").exists()  # refused before the evaluation
+    assert {p: p.read_bytes() for p in small_folder.iterdir()} == before
+
+
+def test_eval_plot_without_matplotlib_says_what_to_install(tmp_path, small_folder,
+                                                           tiny_model_file, no_matplotlib):
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(small_folder), "--model",
+                                      tiny_model_file, "--plot", str(tmp_path / "d.png")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        'error: charts need matplotlib: pip install "drcn-plugin[plot]"']
+    assert list(tmp_path.glob("*.png")) == []

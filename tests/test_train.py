@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import socket
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import DATA
+from helpers import DATA, check_png, plotted_lines
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -43,10 +46,11 @@ def t12(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(data: Path, out: Path, **kw) -> TrainConfig:
-    """A CPU-sized recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation unless asked."""
+    """A CPU-sized recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation or curves unless
+    asked (a chart costs about a second on a busy 2-core machine)."""
     base = TrainConfig(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3,
                        patch=32, stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3,
-                       warmup=5, val_every=0, device="cpu")
+                       warmup=5, val_every=0, device="cpu", curves=False)
     return replace(base, **kw)
 
 
@@ -163,6 +167,46 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     ok = runner.invoke(app, [*common, "--data", str(t12), "--steps", "6", "--warmup", "2"])
     assert ok.exit_code == 0, ok.output
     assert load_model(str(tmp_path / "drcn-f4-d2-x2.safetensors")).features == 4
+    check_png(tmp_path / "curves.png")  # drawn by default
     bad = runner.invoke(app, [*common, "--data", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "dataset folder not found" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_curves_follow_the_log_through_a_resume(t12: Path, set5: Path, tmp_path: Path,
+                                                drawn: list) -> None:
+    val = tmp_path / "val"  # a 96 px crop keeps the validations cheap
+    val.mkdir()
+    Image.open(set5 / "butterfly.png").crop((64, 64, 160, 160)).save(val / "butterfly.png")
+    run = tmp_path / "run"
+    cfg = tiny(t12, run, scales=[2, 3], val_every=15, val_data=str(val), stop_at=20, curves=True)
+    train(cfg)
+    check_png(run / "curves.png")
+    train(replace(cfg, stop_at=0), resume=True)
+    check_png(run / "curves.png")
+    history = json.loads((run / "log.json").read_text())["history"]
+
+    lines = plotted_lines(drawn[-1])  # the last drawing: the end of the run
+    rows = [h for h in history if "loss" in h]
+    assert [h["step"] for h in rows] == [15, 20, 30, 40]  # up to the stop, then on from it
+    assert lines["training loss"] == [(h["step"], h["loss"]) for h in rows]
+    assert lines["learning rate"] == [(h["step"], h["lr"]) for h in rows]
+    assert lines["alpha"] == [(h["step"], h["alpha"]) for h in rows]
+    validated = [h for h in history if h.get("val_psnr_per_scale")]
+    assert [h["step"] for h in validated] == [15, 30, 40]
+    for s in ("2", "3"):
+        assert lines[f"x{s}"] == [(h["step"], h["val_psnr_per_scale"][s]) for h in validated]
+    for h in validated:  # the mean is still recorded as before
+        assert h["val_psnr"] == pytest.approx(sum(h["val_psnr_per_scale"].values()) / 2)
+    resume_marks = [ln for ax in drawn[-1].axes for ln in ax.get_lines()
+                    if list(ln.get_xdata()) == [20, 20]]
+    assert len(resume_marks) == 4  # a dotted line at the resume, in every panel
+
+
+def test_training_goes_on_without_matplotlib(t12: Path, tmp_path: Path, no_matplotlib: None,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    log = train(tiny(t12, tmp_path, steps=10, val_every=5, curves=True))
+    assert (tmp_path / log["weights"]).is_file() and not (tmp_path / "curves.png").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # one line, not one per validation
+    assert 'pip install "drcn-plugin[plot]"' in warnings[0] and "\n" not in warnings[0]

@@ -17,7 +17,7 @@ from .config import TrainConfig, default_of, flag_of
 app = typer.Typer()
 
 # Option types a command line can hold for each config field type (Literals become choices).
-_CLI_TYPES = {int: int, float: float, str: str}
+_CLI_TYPES = {bool: bool, int: int, float: float, str: str}
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -31,7 +31,10 @@ def config_parameters() -> list[inspect.Parameter]:
     hints = typing.get_type_hints(TrainConfig)
     params = []
     for f in fields(TrainConfig):
-        decls = [flag_of(f)] + ([f.metadata["short"]] if f.metadata["short"] else [])
+        flag = flag_of(f)
+        if hints[f.name] is bool:  # a switch: --name/--no-name
+            flag += "/--no-" + flag.removeprefix("--")
+        decls = [flag] + ([f.metadata["short"]] if f.metadata["short"] else [])
         info = typer.Option(*decls, help=f.metadata["help"])
         default = inspect.Parameter.empty if f.metadata["required"] else default_of(f)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -70,3 +73,17 @@ def train_cmd(
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)")
         elif log.get("stopped_at"):
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
+
+
+@app.command("plot-train")
+def plot_train_cmd(
+    run: Annotated[Path, typer.Argument(help="a run folder (its log.json) or a training log file")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="PNG to write (default: curves.png in the run folder)")] = None,
+) -> None:
+    """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
+    from ..charts import redraw_training_curves
+
+    with user_errors():
+        written = redraw_training_curves(run, output)
+    console.print(f"wrote {written}", markup=False, highlight=False)

@@ -86,6 +86,8 @@ class TrainConfig:
                           "'blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15'")
     degrade_copies: int = option(3, "degraded draws of each pair")
     val_degrade: str = option("", "validate on LR degraded so, e.g. jpeg:75")
+    curves: bool = option(True, "redraw OUT/curves.png at every validation and at the end "
+                          "(needs matplotlib)", card="never")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

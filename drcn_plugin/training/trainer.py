@@ -3,13 +3,14 @@
 ``train(cfg)`` runs one training. Under ``torchrun`` each process takes its slice of every global
 batch and DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0
 validates, logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full
-training state), ``log.json``, and at the end ``NAME.safetensors`` (the shipped weight format)
-and ``NAME.md``.
+training state), ``log.json``, ``curves.png`` (redrawn at every validation), and at the end
+``NAME.safetensors`` (the shipped weight format) and ``NAME.md``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import time
@@ -21,10 +22,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..charts import training_curves
 from ..degrade import Recipe
 from ..devices import Dist, join_torchrun
 from ..engine import Upscaler
-from ..errors import BadOptionError, ModelLoadError
+from ..errors import BadOptionError, ModelLoadError, one_line
 from ..evaluation import ScaleResult, evaluate
 from ..hub import load_model, sha256_of
 from ..imagefile import atomic_write_bytes, list_images
@@ -34,6 +36,8 @@ from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, 
 from .config import TrainConfig
 from .data import PatchSet, augment, load_images, make_patches
 from .recipe import alpha_at, drcn_loss, init_weights, lr_factor, make_optimizer
+
+logger = logging.getLogger(__name__)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -75,10 +79,6 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
         model.train()
 
 
-def _mean_psnr(results: dict[int, ScaleResult]) -> float:
-    return sum(r.psnr for r in results.values()) / len(results)
-
-
 class Trainer:
     """One training run; see :func:`train`."""
 
@@ -88,10 +88,10 @@ class Trainer:
         self.out = Path(cfg.out)
         self.dist, self.device = join_torchrun(cfg.device)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
-        if ckpt is not None:  # the saved recipe wins; only where to stop may change
-            stop_at, out = cfg.stop_at, cfg.out
+        if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
+            stop_at, out, curves = cfg.stop_at, cfg.out, cfg.curves
             cfg = TrainConfig.from_dict(ckpt["config"])
-            cfg.stop_at, cfg.out = stop_at, out
+            cfg.stop_at, cfg.out, cfg.curves = stop_at, out, curves
         self.cfg, self.on_progress = cfg, on_progress
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
@@ -125,6 +125,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(self.cfg, s, self.total or 10**12))
         self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
+        self.curves_ok = True  # until a chart fails once
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
@@ -186,12 +187,16 @@ class Trainer:
         self.total = max(int(total.item()), self.step + 1)
 
     # -- validation, checkpoints, log --------------------------------------------------------
-    def _validate(self) -> float | None:
+    def _validate(self) -> dict:
+        """``val_psnr`` (mean over scales, None without a validation folder) and, if measured,
+        ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
         if not self.val_folder:
-            return None
+            return {"val_psnr": None}
         res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device,
                         strict_fp32=False, degrade=self.val_recipe)
-        return _mean_psnr(res)
+        per_scale = {str(s): r.psnr for s, r in res.items()}
+        return {"val_psnr": sum(per_scale.values()) / len(per_scale),
+                "val_psnr_per_scale": per_scale}
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
@@ -214,7 +219,19 @@ class Trainer:
                "best_val_psnr": self.best if self.best > -math.inf else None,
                "history": self.history, **extra}
         atomic_write_bytes(self.out / "log.json", json.dumps(log, indent=2).encode())
+        self._draw_curves(log)
         return log
+
+    def _draw_curves(self, log: dict) -> None:
+        """Redraw ``curves.png`` from the log. A chart never stops a training: on the first
+        failure (matplotlib missing, say) one warning is logged and no more charts are tried."""
+        if not (self.cfg.curves and self.curves_ok):
+            return
+        try:
+            training_curves(log, self.out / "curves.png")
+        except Exception as e:  # noqa: BLE001 - any chart failure must leave the run going
+            self.curves_ok = False
+            logger.warning("curves.png not drawn (%s); training goes on without it", one_line(e))
 
     def _checkpoint(self, val: float | None) -> None:
         is_best = val is not None and val > self.best
@@ -253,7 +270,7 @@ class Trainer:
                     self._fit_total(started, calib)
             at_val = (cfg.val_every and self.step % cfg.val_every == 0
                       and self.step < (self.total or 0))
-            if loss_n >= 25 or at_val or self.step == self.total:
+            if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 now = time.perf_counter()
                 self.elapsed = now - started
@@ -264,8 +281,8 @@ class Trainer:
                                      "alpha": alpha_at(cfg, self.step, self.total or 10**12),
                                      "seconds": round(self.elapsed, 2)})
                 if at_val and main:
-                    val = self._validate()
-                    self.history[-1]["val_psnr"] = val
+                    self.history[-1].update(self._validate())
+                    val = self.history[-1]["val_psnr"]
                     self._checkpoint(val)
                     self._log()
                 if main and self.on_progress:
@@ -291,10 +308,9 @@ class Trainer:
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = self._measure(model, folders)
-        val = self._validate()
-        self.history.append({"step": self.step, "event": "end", "val_psnr": val,
+        self.history.append({"step": self.step, "event": "end", **self._validate(),
                              "seconds": round(self.elapsed, 2)})
-        self._checkpoint(val)
+        self._checkpoint(self.history[-1]["val_psnr"])
         baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
             if cfg.baseline else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),

@@ -1,0 +1,209 @@
+"""Charts for people who look before they read: training curves, the recursion study, tile speed.
+
+matplotlib is an optional extra (``pip install "drcn-plugin[plot]"``). Figures are drawn on the
+Agg canvas, so no display is needed, and written as PNGs 800 px wide (README width). Each function
+takes plain data, saves the PNG atomically and returns the ``Figure``, whose lines carry the
+plotted series (``ax.get_lines()``) for callers and tests to read back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DRCNError, MissingDependencyError
+from .imagefile import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .evaluation import ScaleResult
+
+INSTALL_HINT = 'charts need matplotlib: pip install "drcn-plugin[plot]"'
+WIDTH_PX, DPI = 800, 100
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`MissingDependencyError` (a line saying what to install) without matplotlib."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HINT) from None
+
+
+def check_png_target(path: Path, inputs: Iterable[Path] = ()) -> None:
+    """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
+    the command's ``inputs``, or cannot be drawn because matplotlib is missing."""
+    path = Path(path)
+    if path.is_dir():
+        raise DRCNError(f"{path} is a folder; give a file name ending in .png")
+    if path.suffix.lower() != ".png":
+        raise DRCNError(f"{path}: charts are written as PNG; give a file name ending in .png")
+    real = os.path.realpath(path)
+    if any(os.path.realpath(p) == real for p in inputs):
+        raise DRCNError(f"{path} is an input of this command; choose another file for the chart")
+    require_matplotlib()
+
+
+def new_figure(height_px: int, rows: int = 1, cols: int = 1) -> tuple[Figure, list[Axes]]:
+    """An 800 px wide figure on the Agg canvas with a grid of axes (flattened, row by row)."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_PX / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG, atomically (a reader never sees half a file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+# -- training ---------------------------------------------------------------------------------
+def training_curves(log: dict, path: Path) -> Figure:
+    """Loss (log scale), validation PSNR per scale, learning rate and alpha against the step.
+
+    ``log`` is a run's ``log.json``: its ``history`` rows are drawn as they are, so a resumed run
+    continues its curve; each resume is marked with a dotted vertical line. Logs written before
+    per-scale validation was recorded get their mean validation PSNR instead.
+    """
+    rows = log.get("history", [])
+    steps = [r for r in rows if "loss" in r]
+    vals = [r for r in rows if r.get("val_psnr") is not None]
+    fig, (loss, psnr, lr, alpha) = new_figure(560, 2, 2)
+    loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="C0",
+              label="training loss")
+    if any(r["loss"] > 0 for r in steps):
+        from matplotlib.ticker import FuncFormatter
+
+        loss.set_yscale("log")
+        short = FuncFormatter(lambda v, _: f"{v:.2g}")  # not 2.2x10^-3 on every minor tick
+        loss.yaxis.set_major_formatter(short)
+        loss.yaxis.set_minor_formatter(short)
+    per_scale = [r for r in vals if r.get("val_psnr_per_scale")]
+    if per_scale:
+        scales = sorted({s for r in per_scale for s in r["val_psnr_per_scale"]}, key=int)
+        for i, s in enumerate(scales):
+            pts = [(r["step"], r["val_psnr_per_scale"][s]) for r in per_scale
+                   if s in r["val_psnr_per_scale"]]
+            psnr.plot(*zip(*pts, strict=True), marker="o", ms=3, color=f"C{i}", label=f"x{s}")
+    elif vals:
+        psnr.plot([r["step"] for r in vals], [r["val_psnr"] for r in vals], marker="o", ms=3,
+                  color="C0", label="mean over scales")
+    lr.plot([r["step"] for r in steps], [r["lr"] for r in steps], color="C2",
+            label="learning rate")
+    lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    alpha.plot([r["step"] for r in steps], [r["alpha"] for r in steps], color="C3", label="alpha")
+    titles = ("training loss (log scale)", "validation PSNR (dB)", "learning rate",
+              "alpha (weight of the per-depth loss)")
+    resumes = [r["step"] for r in rows if r.get("event") == "start" and r["step"] > 0]
+    for ax, title in zip((loss, psnr, lr, alpha), titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.tick_params(which="both", labelsize=8)
+        ax.grid(alpha=0.3)
+        for step in resumes:
+            ax.axvline(step, color="grey", ls=":", lw=1)
+        if not ax.get_lines():
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
+    if psnr.get_lines():
+        psnr.legend(fontsize=8)
+    cfg = log.get("config", {})
+    name = cfg.get("name") or f"F={cfg.get('features', '?')}, D={cfg.get('recursions', '?')}"
+    fig.suptitle(f"{name}: step {log.get('step', '?')} of {log.get('total') or '?'}"
+                 + (f" on {log['device_name']}" if log.get("device_name") else "")
+                 + (" (dotted: resumed)" if resumes else ""), fontsize=11)
+    save_png(fig, path)
+    return fig
+
+
+def redraw_training_curves(source: Path, output: Path | None = None) -> Path:
+    """Draw the curves of a run folder (its ``log.json``) or of a log file; returns the PNG's path
+    (default: ``curves.png`` in the folder, or ``NAME-curves.png`` beside a log file)."""
+    source = Path(source)
+    log_file = source / "log.json" if source.is_dir() else source
+    if output is None:
+        stem = source.name.removesuffix(".json").removesuffix(".log")
+        output = source / "curves.png" if source.is_dir() else \
+            source.with_name(f"{stem}-curves.png")
+    check_png_target(output, [log_file])
+    try:
+        log = json.loads(log_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DRCNError(f"{log_file} not found: give a run folder or its log.json") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DRCNError(f"cannot read {log_file}: {e}") from None
+    if not isinstance(log, dict) or not isinstance(log.get("history"), list):
+        raise DRCNError(f"{log_file} is not a drcn training log (no history)")
+    try:
+        training_curves(log, output)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DRCNError(f"{log_file} is not a drcn training log "
+                        f"({type(e).__name__}: {e})") from None
+    return output
+
+
+# -- the recursion study ----------------------------------------------------------------------
+def recursion_chart(results: Mapping[int, ScaleResult], path: Path, title: str) -> Figure:
+    """PSNR of each depth's prediction against the depth, one line per scale, and the ensemble
+    as a dashed level of the same colour (the paper's Figure 6/7 argument).
+
+    ``results`` is what ``evaluate(..., per_depth=True)`` returns.
+    """
+    fig, (ax,) = new_figure(520)
+    depth_max = 1
+    for i, (scale, r) in enumerate(results.items()):
+        if r.depth_psnr is None or r.ensemble_psnr is None:
+            raise DRCNError(f"x{scale} was evaluated without per-depth scores; nothing to draw")
+        depths = list(range(1, len(r.depth_psnr) + 1))
+        depth_max = max(depth_max, depths[-1])
+        ax.plot(depths, r.depth_psnr, marker="o", ms=4, color=f"C{i}", label=f"x{scale}")
+        ax.axhline(r.ensemble_psnr, color=f"C{i}", ls="--", lw=1.2,
+                   label=f"x{scale} ensemble {r.ensemble_psnr:.2f} dB")
+    ax.set_xlabel("recursion depth (prediction taken after this many recursions)")
+    ax.set_ylabel("PSNR (dB, Y)")
+    ax.set_xticks(range(1, depth_max + 1))
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=8, ncol=len(results), loc="outside lower center")  # clear of the lines
+    save_png(fig, path)
+    return fig
+
+
+# -- speed ------------------------------------------------------------------------------------
+def tile_speed_chart(sweeps: Sequence[dict], path: Path, machine: str) -> Figure:
+    """Output Mpx/s against tile size, one line per model and precision; the engine's default
+    tile, where given, is a star on its line.
+
+    Each sweep: ``{"model", "precision", "points": [{"tile", "mpx_s"}, ...], ["default_tile",
+    "default_mpx_s"]}``.
+    """
+    fig, (ax,) = new_figure(480)
+    for i, sw in enumerate(sweeps):
+        pts = sorted((p["tile"], p["mpx_s"]) for p in sw["points"])
+        label = f"{sw['model']} {sw['precision']}"
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=4, color=f"C{i}", label=label)
+        if sw.get("default_tile"):
+            ax.plot([sw["default_tile"]], [sw["default_mpx_s"]], marker="*", ms=12, ls="none",
+                    color=f"C{i}", label=f"{label}, default tile {sw['default_tile']} px")
+    ax.set_xscale("log", base=2)
+    ticks = sorted({p["tile"] for sw in sweeps for p in sw["points"]})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("tile core size (px, log scale)")
+    ax.set_ylabel("output Mpx/s")
+    ax.set_title(machine, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save_png(fig, path)
+    return fig

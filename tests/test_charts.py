@@ -1,0 +1,128 @@
+"""Charts: old training logs redrawn, the tile-speed sweep drawn from its own numbers, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from helpers import check_png, plotted_lines
+from typer.testing import CliRunner
+
+from drcn_plugin.charts import training_curves
+from drcn_plugin.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+H200_LOG = ROOT / "docs" / "training-runs" / "h200-2026-11-26" / "drcn-f64-d16-x234-v2.log.json"
+
+
+def plot_train(*args: str):
+    return CliRunner().invoke(app, ["plot-train", *args])
+
+
+def test_plot_train_redraws_an_old_log(tmp_path: Path, drawn: list) -> None:
+    # A log from before per-scale validation: the mean validation PSNR is drawn instead.
+    log_file = tmp_path / "drcn-f64-d16-x234-v2.log.json"
+    shutil.copy(H200_LOG, log_file)
+    r = plot_train(str(log_file))
+    assert r.exit_code == 0, r.output
+    check_png(tmp_path / "drcn-f64-d16-x234-v2-curves.png")
+    history = json.loads(log_file.read_text())["history"]
+    lines = plotted_lines(drawn[-1])
+    rows = [h for h in history if "loss" in h]
+    assert lines["training loss"] == [(h["step"], h["loss"]) for h in rows]
+    assert lines["mean over scales"] == [(h["step"], h["val_psnr"]) for h in history
+                                         if h.get("val_psnr") is not None]
+    assert drawn[-1].axes[0].get_yscale() == "log"
+
+
+def test_plot_train_run_folder_and_output(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(H200_LOG, run / "log.json")
+    assert plot_train(str(run)).exit_code == 0
+    check_png(run / "curves.png")
+    r = plot_train(str(run), "-o", str(tmp_path / "elsewhere" / "c.png"))
+    assert r.exit_code == 0, r.output
+    check_png(tmp_path / "elsewhere" / "c.png")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "not found"),
+    ("{not json", "cannot read"),
+    ('{"config": {}}', "not a drcn training log"),
+    ('{"history": [{"step": 5, "loss": 0.1}]}', "not a drcn training log"),  # no lr, alpha
+    ('[1, 2]', "not a drcn training log"),
+])
+def test_plot_train_bad_logs_are_one_line(tmp_path: Path, content: str | None,
+                                          message: str) -> None:
+    log_file = tmp_path / "log.json"
+    if content is not None:
+        log_file.write_text(content)
+    r = plot_train(str(log_file))
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.output
+    assert list(tmp_path.glob("*.png")) == []
+
+
+def test_plot_train_refuses_to_write_over_its_log(tmp_path: Path) -> None:
+    shutil.copy(H200_LOG, tmp_path / "log.json")
+    before = (tmp_path / "log.json").read_bytes()
+    r = plot_train(str(tmp_path), "-o", str(tmp_path / "log.json"))
+    assert r.exit_code == 2 and "ending in .png" in r.stderr
+    assert (tmp_path / "log.json").read_bytes() == before
+
+
+def test_plot_train_without_matplotlib(tmp_path: Path, no_matplotlib: None) -> None:
+    shutil.copy(H200_LOG, tmp_path / "log.json")
+    r = plot_train(str(tmp_path))
+    assert r.exit_code == 2
+    assert r.stderr.strip() == 'error: charts need matplotlib: pip install "drcn-plugin[plot]"'
+
+
+def test_curves_of_a_run_before_its_first_loss(tmp_path: Path) -> None:
+    fig = training_curves({"history": [{"step": 0, "event": "start", "seconds": 0.0}]},
+                          tmp_path / "c.png")
+    check_png(tmp_path / "c.png")
+    assert plotted_lines(fig)["training loss"] == []
+
+
+@pytest.fixture
+def bench_engine():
+    """``benchmarks/bench_engine.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("bench_engine",
+                                                  ROOT / "benchmarks" / "bench_engine.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_plot_draws_its_own_tile_sweep(tmp_path: Path, tiny_model_file: str, bench_engine,
+                                             drawn: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    chart, numbers = tmp_path / "speed.png", tmp_path / "speed.json"
+    monkeypatch.setattr(sys, "argv", [
+        "bench_engine.py", "--models", tiny_model_file, "--precisions", "fp32", "--side", "48",
+        "--tiles", "16", "32", "64", "--repeat", "1", "--plot", str(chart), "--json", str(numbers)])
+    bench_engine.main()
+    check_png(chart)
+    result = json.loads(numbers.read_text())
+    (sweep,) = result["tile_sweep"]
+    assert [p["tile"] for p in sweep["points"]] == [16, 32]  # 64 > the 48 px plane: not a tile
+    assert all(p["mpx_s"] > 0 for p in sweep["points"])
+    lines = plotted_lines(drawn[-1])
+    label = f"{tiny_model_file} float32"
+    assert lines[label] == [(p["tile"], p["mpx_s"]) for p in sweep["points"]]
+    default = lines[f"{label}, default tile {sweep['default_tile']} px"]
+    assert default == [(sweep["default_tile"], sweep["default_mpx_s"])]
+    assert result["machine"] in drawn[-1].axes[0].get_title()  # labelled with the CPU model
+
+
+def test_train_curves_switch_off() -> None:
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    assert train.make_context("train", ["--data", "x"]).params["curves"] is True
+    assert train.make_context("train", ["--data", "x", "--no-curves"]).params["curves"] is False
