@@ -17,7 +17,7 @@ from drcn_plugin.model import DRCN
 # No tile-size measuring inside the tests (timing-dependent, slow) unless a test turns it on; and
 # never the user's real cache folder.
 os.environ["DRCN_TILE_TUNING"] = "0"
-os.environ["DRCN_CACHE_DIR"] = tempfile.mkdtemp(prefix="drcn-test-cache-")
+os.environ["DRCN_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"drcn-test-cache-{os.getpid()}")
 
 
 def _need(path: Path) -> Path:
