@@ -243,7 +243,7 @@ class DRCNUpscale:
                                     "step": 0.05,
                                     "tooltip": "output size = round(input size x scale)"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
-                                 "tooltip": "tile size in pixels; 0 = from free memory"}),
+                                 "tooltip": "tile size in pixels; 0 = measured once, cached"}),
                 "self_ensemble": ("BOOLEAN", {"default": False,
                                               "tooltip": "average 8 flips/transposes (8x slower)"}),
             },

@@ -167,7 +167,7 @@ def upscale(
         "blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = from free memory)")] = 0,
+    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")]
     = False,
     debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")]
@@ -191,7 +191,8 @@ def upscale(
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
-                  "tile": tile, "tta": tta}
+                  "tile": tile, "tta": tta,
+                  "notify": lambda m: console.print(f"[dim]{m}[/]", highlight=False)}
         if denoise is not None:
             upscaler = Upscaler(load_denoised(denoise, model or DEFAULT_MODEL), **engine)
         else:

@@ -9,10 +9,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .engine import Upscaler, to_planes
+from .engine import Upscaler
 from .errors import BadOptionError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
+from .planes import to_planes
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:
