@@ -256,7 +256,9 @@ def compare(
     from_original: Annotated[bool, typer.Option(
         help="IMAGE is the original: shrink it first and score each panel against it")] = True,
     crop: Annotated[int, typer.Option(help="crop size in output pixels")] = 160,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[list[str], typer.Option(
+        "--model", "-m", help="model spec; repeat for one panel per model, e.g. -m drcn-lite "
+        "-m drcn-lite-photo")] = [DEFAULT_MODEL],  # noqa: B006
     device: DeviceOpt = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     degrade: Annotated[str, typer.Option(
@@ -286,7 +288,9 @@ def compare(
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)
         array, _ = read_image(image)
-        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop,
+        engines = {m: Upscaler(m, device=device) for m in dict.fromkeys(model)}
+        sheet = compare_image(array, scale, engines if len(engines) > 1 else engines[model[0]],
+                              from_original, crop,
                               degrade=recipe, seed=seed)
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -32,10 +33,12 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
     return r * max(1, size // 4), c * max(1, size // 4)
 
 
-def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
-                   degrade: Recipe | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
+                   from_original: bool, degrade: Recipe | None = None,
+                   seed: int = 0) -> dict[str, np.ndarray]:
     """Whole-image panels ``{"nearest", "bicubic", "DRCN"[, "original"]}`` as 8-bit arrays.
 
+    Several upscalers (a mapping from label to engine) give one panel each, under their labels.
     With ``from_original`` the input is the ground truth and is shrunk by ``scale`` first. With
     ``degrade``, the small image is degraded by the recipe (drawn from ``seed``, so the same
     command gives the same picture) before every method enlarges it.
@@ -52,17 +55,19 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler, from_ori
         size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
     if degrade is not None:
         low = _degraded(low, degrade, seed)
+    models = {"DRCN": upscaler} if isinstance(upscaler, Upscaler) else upscaler
     panels = {
         "nearest": np.asarray(Image.fromarray(low).resize(size[::-1], Image.NEAREST)),
         "bicubic": _u8(imresize(to_planes(low)[0], size=size)),
-        "DRCN": upscaler.upscale(low, size=size),
+        **{label: up.upscale(low, size=size) for label, up in models.items()},
     }
     if from_original:
         panels["original"] = rgb
     return panels
 
 
-def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
+def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
+                  from_original: bool,
                   crop: int = 160, zoom: int = 2, degrade: Recipe | None = None,
                   seed: int = 0) -> Image.Image:
     """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
@@ -71,7 +76,7 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_orig
         raise BadOptionError(f"crop size {crop} is too small: at least 1 pixel", option="crop")
     panels = compare_panels(image, scale, upscaler, from_original, degrade, seed)
     ref = _y8(panels["original"]) if from_original else None
-    r, c = _busiest_crop(_y8(panels["DRCN"]), crop)
+    r, c = _busiest_crop(_y8(list(panels.values())[2]), crop)  # the first model's panel
     border = int(np.ceil(scale))
     tiles = []
     for name, arr in panels.items():

@@ -230,3 +230,13 @@ def test_compare_degrade_gives_the_same_picture_every_time(tmp_path: Path,
     bad = runner.invoke(app, [*common, "--degrade", "jpeg:500", "-o", str(tmp_path / "bad.png")])
     assert bad.exit_code == 2 and "jpeg takes values from 1 to 100" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
+
+
+def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> None:
+    bird = np.asarray(Image.open(DATA / "Set5" / "bird.png").convert("RGB"))[:96, :96]
+    first, second = Upscaler(tiny_model_file, device="cpu"), Upscaler(tiny_model, device="cpu")
+    panels = compare_panels(bird, 3, {"first": first, "second": second}, from_original=True)
+    assert list(panels) == ["nearest", "bicubic", "first", "second", "original"]
+    alone = compare_panels(bird, 3, second, from_original=True)
+    assert np.array_equal(panels["second"], alone["DRCN"])
+    assert not np.array_equal(panels["first"], panels["second"])
