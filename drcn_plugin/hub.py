@@ -49,7 +49,8 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
-PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
+# clean model -> its fine-tune on real photos, for the pairs whose photo model ships
+PHOTO_VARIANTS = {c: p for c, p in {"drcn-lite": "drcn-lite-photo"}.items() if p in SHIPPED}
 # (lowest JPEG quality, denoise strength), from the strength curve measured on Set5 + Set14
 # (README, "Photos"): the first row whose quality the file reaches applies.
 DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
@@ -164,7 +165,7 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
                              f"strength works with {', '.join(PHOTO_VARIANTS)}")
     if not 0 <= strength <= 1:
-        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="strength")
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:
         return load_model(clean)
     if strength == 1:
@@ -200,7 +201,7 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
     quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP) get the
     strength of a typical web JPEG (quality 80).
     """
-    if not lossy:
+    if not lossy or DEFAULT_MODEL not in PHOTO_VARIANTS:
         return SourceChoice(DEFAULT_MODEL, 0.0)
     quality = 80 if jpeg_quality is None else jpeg_quality
     strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
