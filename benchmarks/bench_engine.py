@@ -1,13 +1,16 @@
 """Inference speed of the engine: output megapixels per second and peak memory.
 
-For each shipped model and precision it times the bare model call on a whole Y plane (untiled),
-the engine's tiled run at default settings and with 256-px tiles, and the whole colour pipeline
-(``Upscaler.upscale`` on an RGB image). ``--readme`` writes the table into README.md between the
-``<!-- bench:DEVICE -->`` markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM.
-``--plot FILE.png`` instead sweeps the tile size and draws output Mpx/s against it ([plot] extra).
+The summary (default): drcn-lite on an 800x600 RGB image x2 (1600x1200 out) through
+``Upscaler.upscale`` at default settings (the measured tile plan) against a sweep of fixed tiles
+(128, 256, 400, 512, 768) and the untiled network, the halo share of the default plan, the time of
+the colour pipeline around the network, and the ratio to a plain fp32 eager forward of the whole
+1200x1600 plane. ``--table`` adds per-model rows (bare model on a whole Y plane, tiled default and
+256 px, RGB pipeline); ``--readme`` writes them into README.md between the ``<!-- bench:DEVICE -->``
+markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM. ``--plot FILE.png``
+instead sweeps the tile size on a Y plane and draws output Mpx/s against it ([plot] extra).
 
-    python benchmarks/bench_engine.py --device cpu --readme
-    python benchmarks/bench_engine.py --device cuda --json bench_gpu.json
+    python benchmarks/bench_engine.py
+    python benchmarks/bench_engine.py --device cuda --table --json bench_gpu.json
     python benchmarks/bench_engine.py --models drcn-lite --plot docs/tile-speed-cpu.png
 """
 
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drcn_plugin import tuning
 from drcn_plugin.devices import cpu_has_fast_bf16
-from drcn_plugin.engine import Upscaler
+from drcn_plugin.engine import Upscaler, _windows
+from drcn_plugin.hub import load_model
+from drcn_plugin.planes import interpolated_y, merge, to_planes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,9 +71,11 @@ class PeakMemory:
             self._thread.join()
 
 
-def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
-    """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
-    fn()
+SWEEP = (128, 256, 400, 512, 768)
+
+
+def best_time(fn, device: torch.device, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls (no separate warm-up: each call is seconds long)."""
     best = float("inf")
     for _ in range(repeat):
         if device.type == "cuda":
@@ -75,6 +85,13 @@ def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
+    """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
+    fn()
+    best = best_time(fn, device, repeat)
     with PeakMemory(device) as mem:
         fn()
     return best, mem.peak
@@ -117,9 +134,76 @@ def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[i
         points.append({"tile": tile, "mpx_s": mpx / timed(lambda run=run: run(y), up.device,
                                                           repeat)[0]})
         print(json.dumps({"model": model, "precision": precision, **points[-1]}), flush=True)
+    plan = up._auto_plan(side, side)
     return {"model": model, "precision": str(up.dtype)[6:], "side": side, "points": points,
-            "default_tile": min(up._auto_plan(side, side).tile, side),  # one window at most
+            "default_tile": min(max(plan.tile_h, plan.tile_w), side),  # one window at most
             "default_mpx_s": mpx / timed(lambda: up.run_y(y), up.device, repeat)[0]}
+
+
+def default_vs_fixed(device: str, repeat: int) -> dict:
+    """The issue-11 summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline."""
+    img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
+    oh, ow = 1200, 1600
+    mpx = oh * ow / 1e6
+    up = Upscaler("drcn-lite", device=device)
+    t0 = time.perf_counter()
+    up.timings()  # measures the tile plan now unless it is cached
+    tuned_s = time.perf_counter() - t0
+    res = {"plan_seconds": tuned_s, "precision": str(up.dtype).removeprefix("torch."), "tiles": {}}
+    short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[up.dtype]
+    plan = up._auto_plan(oh, ow)
+    halo = up.model.receptive_radius
+    computed = (len(_windows(oh, plan.tile_h, halo)) * min(oh, plan.tile_h + 2 * halo)
+                * len(_windows(ow, plan.tile_w, halo)) * min(ow, plan.tile_w + 2 * halo))
+    res["default_plan"] = {"core": f"{plan.tile_w}x{plan.tile_h}", "batch": plan.batch,
+                           "halo_share": 1 - oh * ow / computed}
+    res["default"] = mpx / best_time(lambda: up.upscale(img, 2), up.device, repeat)
+    print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
+    for tile in SWEEP:
+        fixed = Upscaler("drcn-lite", device=device, precision=short, tile=tile)
+        res["tiles"][tile] = mpx / best_time(lambda f=fixed: f.upscale(img, 2), up.device, repeat)
+        print(f"--tile {tile}: {res['tiles'][tile]:.3f} Mpx/s", flush=True)
+    planes, _ = to_planes(img)
+    src = planes.to(up.device)
+    y = torch.rand(oh, ow)
+    x = y[None, None].to(up.device)
+
+    def untiled() -> None:
+        with torch.inference_mode():
+            up._forward(x)
+
+    res["untiled"] = mpx / best_time(untiled, up.device, repeat)
+    print(f"untiled network: {res['untiled']:.3f} Mpx/s", flush=True)
+
+    def colour() -> None:
+        merge(interpolated_y(src[0], (oh, ow), 255.0), src[1:], True, np.dtype(np.uint8))
+
+    res["rgb_pipeline_s"] = best_time(colour, up.device, repeat)
+    eager = load_model("drcn-lite").to(up.device)
+    with torch.inference_mode():
+        res["fp32_eager"] = mpx / best_time(lambda: eager(x), up.device, 1)
+    print(f"fp32 eager whole plane: {res['fp32_eager']:.3f} Mpx/s", flush=True)
+    best = max(res["tiles"], key=res["tiles"].get)
+    res["best_tile"] = best
+    res["default_vs_best_tile"] = res["default"] / res["tiles"][best]
+    res["default_vs_fp32_eager"] = res["default"] / res["fp32_eager"]
+    return res
+
+
+def sweep_text(r: dict, where: str) -> str:
+    tiles = " | ".join(f"{r['tiles'][t]:.3f}" for t in SWEEP)
+    return "\n".join([
+        f"drcn-lite, 800x600 RGB x2 -> 1600x1200, {r['precision']}, on {where}, "
+        f"torch {torch.__version__}. Output Mpx/s:", "",
+        "| default | " + " | ".join(f"--tile {t}" for t in SWEEP) + " | untiled network "
+        "| fp32 eager, whole plane |", "|---" * (len(SWEEP) + 3) + "|",
+        f"| **{r['default']:.3f}** | {tiles} | {r['untiled']:.3f} | {r['fp32_eager']:.3f} |", "",
+        f"Default plan: {r['default_plan']['core']} px cores, batch {r['default_plan']['batch']}, "
+        f"halo {100 * r['default_plan']['halo_share']:.0f}% of the computed pixels. Colour "
+        f"pipeline around the network (bicubic Y/Cb/Cr, YCbCr->RGB, 8-bit): "
+        f"{r['rgb_pipeline_s']:.2f} s. Measuring the plan took {r['plan_seconds']:.1f} s.",
+        f"Default / best fixed tile ({r['best_tile']}): {r['default_vs_best_tile']:.2f}x; "
+        f"default / fp32 eager: {r['default_vs_fp32_eager']:.1f}x."])
 
 
 def photo_12mp(device: str) -> dict:
@@ -186,6 +270,9 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="+", default=None)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--photo", action="store_true", help="also a 12 MP photo x2 (peak RAM)")
+    ap.add_argument("--table", action="store_true", help="also the per-model/precision rows")
+    ap.add_argument("--cached-plan", action="store_true",
+                    help="use the tile plans cached for this user (default: measure them afresh)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--readme", action="store_true", help="write the table into README.md")
     ap.add_argument("--plot", type=Path, help="instead of the table, sweep --tiles and draw "
@@ -199,19 +286,23 @@ def main() -> None:
     if args.plot:
         plot_sweep(args, precisions, gpu)
         return
+    if not args.cached_plan:
+        os.environ[tuning.CACHE_ENV] = tempfile.mkdtemp(prefix="drcn-bench-plans-")
+    print(f"tile plans cached in {tuning.cache_path()}", flush=True)
+    sweep = default_vs_fixed(args.device, args.repeat)
     rows = []
-    for model in args.models:
+    for model in args.models if args.table or args.readme else []:
         for precision in precisions:
             heavy = model == "drcn" and (not gpu or precision == "fp32")
             side = (1024 if heavy else 2048) if gpu else (192 if heavy else 512)
             rows.append(bench(model, args.device, precision, side, args.repeat))
             print(json.dumps(rows[-1]), flush=True)
     where = machine()
-    result = {"machine": where, "rows": rows}
+    result = {"machine": where, "sweep": sweep, "rows": rows}
     if args.photo:
         result["photo_12mp_x2"] = photo_12mp(args.device)
         print(json.dumps(result["photo_12mp_x2"]), flush=True)
-    text = table(rows, where)
+    text = sweep_text(sweep, where) + ("\n\n" + table(rows, where) if rows else "")
     if "photo_12mp_x2" in result:
         p = result["photo_12mp_x2"]
         text += (f"\n\n12 MP photo x2 (default model and settings): {p['seconds']:.0f} s, "

@@ -18,7 +18,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from drcn_plugin.engine import Upscaler
+from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
 from drcn_plugin.model import DRCN
@@ -162,6 +162,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     count, h, w, channels = image.shape
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
+    check_memory(h, w, channels + (alpha is not None), 4, size=(oh, ow))
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
@@ -255,7 +256,7 @@ class DRCNUpscale:
                                     "tooltip": "output size = round(input size x scale); "
                                                "ignored when width or height is set"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
-                                 "tooltip": "tile size in pixels; 0 = from free memory"}),
+                                 "tooltip": "tile size in pixels; 0 = measured once, cached"}),
                 "self_ensemble": ("BOOLEAN", {"default": False,
                                               "tooltip": "average 8 flips/transposes (8x slower)"}),
             },

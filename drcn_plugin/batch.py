@@ -7,38 +7,53 @@ every write is atomic. A failing file is reported and the batch goes on.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import stat
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .engine import CancelFn, ProgressFn, Upscaler
-from .errors import BadImageError, BadOptionError, DRCNError, OutputExistsError
+from .engine import CancelFn, ProgressFn, Upscaler, check_memory
+from .errors import (
+    BadOptionError,
+    Cancelled,
+    DRCNError,
+    InputConflictError,
+    OutputExistsError,
+    one_line,
+)
 from .imagefile import (
     FORMATS,
     IMAGE_SUFFIXES,
     SUFFIX,
     ImageInfo,
     atomic_save,
+    check_writable,
+    clean_stale_parts,
     encode,
     read_image,
     save_options,
 )
 from .sizing import TargetSize
 
+OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
+_NAME_MAX = 255
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
 
 
 @dataclass
 class Job:
-    """One input file and where its result goes."""
+    """One input file and where its result goes; ``problem`` is a refusal found while planning."""
 
     source: Path
     target: Path
+    problem: str = ""
 
 
 @dataclass
@@ -53,35 +68,45 @@ class Outcome:
     seconds: float = 0.0
     error: DRCNError | None = None  # why it failed, for front ends that add their own hints
     model: str = ""  # the model this file got, when it was chosen per file
+    detail: str = ""  # the traceback of an unexpected failure, for --debug
 
 
 def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, recursive: bool,
                  suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
-    """Expand files, folders and globs into jobs; returns (jobs, one-line errors).
+    """Expand files, folders and globs into jobs, every output path planned before any work;
+    returns (jobs, one-line errors).
 
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
     glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
-    ``output`` replaces that folder.
+    ``output`` replaces that folder. Two inputs that would share an output name get names that
+    keep their source extension (``photo.gif.png``); an output that would land on an input is
+    refused.
     """
-    if fmt != "same" and fmt not in FORMATS:
-        raise BadOptionError(f"unknown format {fmt!r}: use same, png, jpg, webp, tiff or bmp",
+    fmt = fmt.lower()
+    if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
+        raise BadOptionError(f"unknown format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}",
                              option="format")
+    if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
+        raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
+    out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise BadOptionError(f"{output} is an existing file, not an output folder",
+                             option="output")
     tag = f"drcn-{target.tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for spec in inputs:
-        path = Path(spec).expanduser()
+        path = Path(os.path.abspath(Path(spec).expanduser()))
         try:
             if path.is_dir():
-                files = [p for p in path.glob("**/*" if recursive else "*") if p.is_file()]
-                root, default_out = path, path.parent / f"{path.resolve().name}-{tag}"
+                files, root = _walk(path, recursive), path
+                default_out = path.parent / f"{path.name}-{tag}"
             elif path.is_file():
                 files, root = [path], path.parent
                 default_out = root / tag
             else:
-                files = [Path(p) for p in glob.glob(spec, recursive=recursive)]
-                files = [p for p in files if p.is_file()]
+                files = _glob(str(path), recursive)
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
         except OSError as e:
@@ -91,30 +116,115 @@ def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, rec
         if not images:
             errors.append(f"{spec}: no image files found")
             continue
-        out_root = output if output is not None else default_out
+        out_root = out_dir if out_dir is not None else default_out
+        if out_dir is not None and not suffix and _same(out_dir, root):
+            raise BadOptionError(f"{output} holds the inputs: results would mix with them "
+                                 "(choose another folder, or a name suffix)", option="output")
+        nested_out = not _same(out_root, root)
+        before = len(jobs)
         for f in images:
-            resolved = f.resolve()
-            if resolved in seen or (f != path and _inside(resolved, out_root)):
+            real = os.path.realpath(f)
+            if real in seen or (nested_out and f != path and _inside(real, out_root)):
                 continue  # earlier results found while scanning a folder or a glob
-            seen.add(resolved)
+            seen.add(real)
             rel = f.relative_to(root)
-            target = out_root / rel.parent / (f.stem + suffix + _out_suffix(f, fmt))
-            jobs.append(Job(f, target))
+            jobs.append(Job(f, out_root / rel.parent / (f.stem + suffix + _out_suffix(f, fmt))))
+        if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
+            errors.append(f"{spec}: only earlier results found, no inputs")
+    _unique_targets(jobs, suffix, fmt, seen)
     return jobs, errors
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
+def _same(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _out_format(source: Path, fmt: str, detected: str | None = None) -> str:
+def _inside(real: str, folder: Path) -> bool:
+    folder_real = os.path.realpath(folder)
+    return os.path.commonpath([real, folder_real]) == folder_real
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    """Files in ``root`` (and below it when ``recursive``). Symlinked folders are followed, but
+    each real folder is visited once, so links into a parent cannot loop."""
+    files: list[Path] = []
+    visited: set[str] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in visited:
+            continue
+        visited.add(real)
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files, and temporary files of an interrupted write
+            try:
+                if entry.is_dir():
+                    if recursive:
+                        stack.append(Path(entry.path))
+                elif entry.is_file():
+                    files.append(Path(entry.path))
+            except OSError:
+                continue
+    return files
+
+
+def _glob(pattern: str, recursive: bool) -> list[Path]:
+    """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
+    instead of following symlinks in circles as :func:`glob.glob` does."""
+    if not (recursive and "**" in pattern):
+        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p)]
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, rest = Path(*parts[:fixed]), parts[fixed:]
+    if not base.is_dir():
+        return []
+    return [f for f in _walk(base, True) if _match(f.relative_to(base).parts, rest)]
+
+
+def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Path components against glob components, ``**`` matching any number of folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) \
+        and _match(parts[1:], pattern[1:])
+
+
+def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
+    """Give every job its own output name, and refuse outputs that are inputs or too long."""
+    taken: dict[str, Job] = {}
+    for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
+                                           + j.source.suffix, str(j.source))):
+        target = job.target
+        if _key(target) in taken:  # keep the source's extension: photo.gif -> photo.gif.png
+            target = target.with_name(job.source.name + suffix + _out_suffix(job.source, fmt))
+        n = 2
+        while _key(target) in taken:
+            target = job.target.with_name(f"{job.source.stem}{suffix}-{n}{job.target.suffix}")
+            n += 1
+        job.target = target
+        taken[_key(target)] = job
+        if os.path.realpath(target) in inputs:
+            job.problem = f"its output {target} would replace an input"
+        elif len(target.name.encode("utf-8", "surrogateescape")) > _NAME_MAX:
+            job.problem = f"the output name would be longer than {_NAME_MAX} bytes"
+
+
+def _key(target: Path) -> str:
+    """Names that differ only in case collide on macOS and Windows file systems."""
+    return str(target).lower()
+
+
+def _out_format(source: Path, fmt: str) -> str:
+    """The output format: the one asked for, else the one the input's extension names."""
     if fmt != "same":
         return FORMATS[fmt]
-    name = detected or FORMATS.get(source.suffix.lower().lstrip("."))
+    name = FORMATS.get(source.suffix.lower().lstrip("."))
     return name if name in SUFFIX else "PNG"
 
 
@@ -124,45 +234,78 @@ def _out_suffix(source: Path, fmt: str) -> str:
     return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
 
 
+def clean_stale_outputs(jobs: list[Job]) -> int:
+    """Remove temporary files that killed earlier runs left in these jobs' output folders."""
+    return sum(clean_stale_parts(folder) for folder in {j.target.parent for j in jobs})
+
+
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str = "same",
             quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
-    """Read, upscale and atomically write one file; never raises for a bad file.
+    """Read, upscale and atomically write one file. This is the boundary of a file's job: any
+    exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
 
     ``upscaler`` is one engine for every file, or a function choosing one from what the file is
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
     """
     t0 = time.perf_counter()
     try:
-        if job.target.resolve() == job.source.resolve():
-            raise BadOptionError(f"{job.target} is the input itself; choose another output folder "
-                                 "or suffix", option="output")
-        if job.target.exists():
-            if skip_existing:
-                return Outcome(job, "skipped", "already exists")
-            if not overwrite:
-                raise OutputExistsError(f"{job.target} exists", path=job.target)
-        array, info = read_image(job.source)
-        h, w = array.shape[:2]
-        oh, ow = target.resolve(h, w)
-        label = ""
-        if not isinstance(upscaler, Upscaler):
-            upscaler, label = upscaler(info)
-        try:
-            result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
-        except MemoryError as e:
-            raise BadImageError(f"{job.source}: too large for this machine's memory") from e
-        out_fmt = _out_format(job.source, fmt, info.format)
-        image = encode(result, out_fmt, info)
-        atomic_save(image, job.target, out_fmt, overwrite=overwrite,
-                    **save_options(out_fmt, info, (ow / w, oh / h), quality))
-        note = "; ".join(info.notes)
-        return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
-    except DRCNError as e:
-        msg = str(e)
-        if str(job.source) not in msg and str(job.target) not in msg:
-            msg = f"{job.source}: {msg}"
-        return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, error=e)
+        return _run(job, upscaler, target, fmt.lower(), quality, overwrite, skip_existing,
+                    progress, cancel, t0)
+    except Cancelled:
+        raise
+    except OutputExistsError as e:
+        if skip_existing:  # another run wrote it meanwhile
+            return Outcome(job, "skipped", "written meanwhile by another run")
+        return _failed(job, e, t0)
+    except Exception as e:  # noqa: BLE001 - the file job's boundary: any failure is one line
+        return _failed(job, e, t0)
+
+
+def _failed(job: Job, e: Exception, t0: float) -> Outcome:
+    if isinstance(e, DRCNError):
+        msg, detail = one_line(e), ""
+    else:
+        kind = "not enough memory" if isinstance(e, MemoryError) else \
+            f"unexpected {type(e).__name__}"
+        msg, detail = f"{kind}: {one_line(e)}", traceback.format_exc()
+    if str(job.source) not in msg and str(job.target) not in msg:
+        msg = f"{job.source}: {msg}"
+    return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, detail=detail,
+                   error=e if isinstance(e, DRCNError) else None)
+
+
+def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, quality: int,
+         overwrite: bool, skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
+         t0: float) -> Outcome:
+    if job.problem:
+        raise InputConflictError(job.problem)
+    if os.path.lexists(job.target):
+        if skip_existing:
+            return Outcome(job, "skipped", "already exists")
+        if not overwrite:
+            raise OutputExistsError(f"{job.target} exists", path=job.target)
+    array, info = read_image(job.source)
+    label = ""
+    if not isinstance(upscaler, Upscaler):
+        upscaler, label = upscaler(info)
+    out_fmt = _out_format(job.source, fmt)
+    if fmt == "same" and info.format in SUFFIX and info.format != out_fmt:
+        info.notes.append(f"content is {info.format}, not {out_fmt} as the name says: "
+                          f"written as {out_fmt}")
+    h, w = array.shape[:2]
+    oh, ow = target.resolve(h, w)
+    scale = (ow / w, oh / h)  # per axis, for the DPI
+    check_writable(array, out_fmt, info, scale, quality)
+    check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
+    result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
+    image = encode(result, out_fmt, info)
+    del result
+    atomic_save(image, job.target, out_fmt, overwrite=overwrite,
+                mode=stat.S_IMODE(os.stat(job.source).st_mode) & 0o666,
+                **save_options(out_fmt, info, scale, quality))
+    note = "; ".join(dict.fromkeys(info.notes))
+    return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

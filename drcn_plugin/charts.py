@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DRCNError, MissingDependencyError
-from .imagefile import atomic_write_bytes
+from .imagefile import atomic_write_bytes, refuse_input_target
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,9 +43,7 @@ def check_png_target(path: Path, inputs: Iterable[Path] = ()) -> None:
         raise DRCNError(f"{path} is a folder; give a file name ending in .png")
     if path.suffix.lower() != ".png":
         raise DRCNError(f"{path}: charts are written as PNG; give a file name ending in .png")
-    real = os.path.realpath(path)
-    if any(os.path.realpath(p) == real for p in inputs):
-        raise DRCNError(f"{path} is an input of this command; choose another file for the chart")
+    refuse_input_target(path, inputs)
     require_matplotlib()
 
 

@@ -77,6 +77,8 @@ def eval_cmd(
     = False,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="let --json replace an existing file that drcn did not write")] = False,
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
     plot: Annotated[Path | None, typer.Option(
@@ -87,11 +89,18 @@ def eval_cmd(
     from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
-    from .evaluation import evaluate, results_json
-    from .imagefile import list_images
+    from .evaluation import evaluate, is_results_file, results_json
+    from .imagefile import list_images, refuse_input_target
 
-    with user_errors():
+    with user_errors({OutputExistsError: "use --overwrite to replace it"}):
         check_train_scales(scale)
+        if json_out is not None:  # checked before the (long) evaluation
+            refuse_input_target(json_out, list_images(dataset))
+            if json_out.is_dir():
+                raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
+            if json_out.exists() and not overwrite and not is_results_file(json_out):
+                raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
+                                        path=json_out)
         recipe = Recipe.parse(degrade) if degrade else None
         if plot is not None:  # checked before the (long) evaluation
             if model == "bicubic":
@@ -164,19 +173,22 @@ def upscale(
         "blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
-    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = from free memory)")] = 0,
+    tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes (8x slower)")]
+    = False,
+    debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")]
     = False,
 ) -> None:
     """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at the
     exact size: nothing is resized after it). Under torchrun, files are split across the
     processes."""
-    from .batch import collect_jobs, gather_outcomes, run_job
+    from .batch import clean_stale_outputs, collect_jobs, gather_outcomes, run_job
     from .devices import join_torchrun
     from .engine import Upscaler
     from .progress import BatchProgress
     from .sizing import TargetSize
 
+    _terminate_like_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing"}
     with user_errors(hints):
         if scale is not None and (width or height or long_edge):
@@ -195,13 +207,16 @@ def upscale(
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
-                  "tile": tile, "tta": tta}
+                  "tile": tile, "tta": tta,
+                  "notify": lambda m: console.print(f"[dim]{m}[/]", highlight=False)}
         if denoise is not None:
             upscaler = Upscaler(load_denoised(denoise, model or DEFAULT_MODEL), **engine)
         else:
             upscaler = Upscaler(model or DEFAULT_MODEL, **engine)
         chooser = None if model is not None or denoise is not None else \
             _per_source(upscaler, engine)
+        if place.main:
+            clean_stale_outputs(jobs)
         for e in errors if place.main else []:
             print_error(e)
         outcomes = []
@@ -213,12 +228,24 @@ def upscale(
                 bar.finish(out)
                 if out.status == "failed":
                     print_error(out.message + hint(out.error, hints))
+                    if debug and out.detail:
+                        console.print(out.detail, highlight=False, soft_wrap=True, markup=False)
                 outcomes.append(out)
         outcomes = gather_outcomes(outcomes)
         if place.main:
             BatchProgress.summary(console, outcomes, upscaler)
         if errors or any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) takes the same clean path as Ctrl-C: the write in
+    progress is removed and nothing half-written stays."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _per_source(clean: Upscaler, engine: dict) -> Callable[[ImageInfo], tuple[Upscaler, str]]:
@@ -245,7 +272,9 @@ def compare(
     from_original: Annotated[bool, typer.Option(
         help="IMAGE is the original: shrink it first and score each panel against it")] = True,
     crop: Annotated[int, typer.Option(help="crop size in output pixels")] = 160,
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[list[str], typer.Option(
+        "--model", "-m", help="model spec; repeat for one panel per model, e.g. -m drcn-lite "
+        "-m drcn-lite-photo")] = [DEFAULT_MODEL],  # noqa: B006
     device: DeviceOpt = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     degrade: Annotated[str, typer.Option(
@@ -257,17 +286,28 @@ def compare(
     from .compare import compare_image
     from .degrade import Recipe
     from .engine import Upscaler
-    from .imagefile import atomic_save, read_image
+    from .imagefile import atomic_save, read_image, refuse_input_target
 
+    _terminate_like_interrupt()
     with user_errors(OVERWRITE_HINT):
         if not MIN_SCALE < scale <= MAX_SCALE:
             raise BadOptionError(f"scale {scale:g} is out of range: use more than {MIN_SCALE:g}, "
                                  f"at most {MAX_SCALE:g}", option="scale")
+        if crop < 1:
+            raise BadOptionError(f"{crop} is too small: the crop size in pixels, at least 1",
+                                 option="crop")
         recipe = Recipe.parse(degrade) if degrade else None
+        default = f"{image.stem}-compare-x{scale:g}.png"
+        target = image.with_name(default) if output is None else \
+            output / default if output.is_dir() else output
+        refuse_input_target(target, [image])
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists", path=target)
         array, _ = read_image(image)
-        sheet = compare_image(array, scale, Upscaler(model, device=device), from_original, crop,
+        engines = {m: Upscaler(m, device=device) for m in dict.fromkeys(model)}
+        sheet = compare_image(array, scale, engines if len(engines) > 1 else engines[model[0]],
+                              from_original, crop,
                               degrade=recipe, seed=seed)
-        target = output or image.with_name(f"{image.stem}-compare-x{scale:g}.png")
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}")
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .engine import Upscaler, to_planes
+from .engine import Upscaler
+from .errors import BadOptionError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
+from .planes import to_planes
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:
@@ -28,10 +33,12 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
     return r * max(1, size // 4), c * max(1, size // 4)
 
 
-def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
-                   degrade: Recipe | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
+                   from_original: bool, degrade: Recipe | None = None,
+                   seed: int = 0) -> dict[str, np.ndarray]:
     """Whole-image panels ``{"nearest", "bicubic", "DRCN"[, "original"]}`` as 8-bit arrays.
 
+    Several upscalers (a mapping from label to engine) give one panel each, under their labels.
     With ``from_original`` the input is the ground truth and is shrunk by ``scale`` first. With
     ``degrade``, the small image is degraded by the recipe (drawn from ``seed``, so the same
     command gives the same picture) before every method enlarges it.
@@ -48,29 +55,33 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler, from_ori
         size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
     if degrade is not None:
         low = _degraded(low, degrade, seed)
+    models = {"DRCN": upscaler} if isinstance(upscaler, Upscaler) else upscaler
     panels = {
         "nearest": np.asarray(Image.fromarray(low).resize(size[::-1], Image.NEAREST)),
         "bicubic": _u8(imresize(to_planes(low)[0], size=size)),
-        "DRCN": upscaler.upscale(low, size=size),
+        **{label: up.upscale(low, size=size) for label, up in models.items()},
     }
     if from_original:
         panels["original"] = rgb
     return panels
 
 
-def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler, from_original: bool,
+def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
+                  from_original: bool,
                   crop: int = 160, zoom: int = 2, degrade: Recipe | None = None,
                   seed: int = 0) -> Image.Image:
     """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
     panel is scored against the original (PSNR on Y)."""
+    if crop < 1:
+        raise BadOptionError(f"crop size {crop} is too small: at least 1 pixel", option="crop")
     panels = compare_panels(image, scale, upscaler, from_original, degrade, seed)
     ref = _y8(panels["original"]) if from_original else None
-    r, c = _busiest_crop(_y8(panels["DRCN"]), crop)
+    r, c = _busiest_crop(_y8(list(panels.values())[2]), crop)  # the first model's panel
     border = int(np.ceil(scale))
     tiles = []
     for name, arr in panels.items():
         label = f"{name} ({degrade})" if name == "nearest" and degrade is not None else name
-        if ref is not None and name != "original":
+        if ref is not None and name != "original" and min(ref.shape) > 2 * border:
             label += f"  {psnr(_y8(arr), ref, border):.2f} dB"
         piece = Image.fromarray(arr[r: r + crop, c: c + crop]).convert("RGB")
         piece = piece.resize((piece.width * zoom, piece.height * zoom), Image.NEAREST)
@@ -92,14 +103,26 @@ def _u8(planes: torch.Tensor) -> np.ndarray:
 
 
 def _sheet(tiles: list[tuple[str, Image.Image]], pad: int = 8, label_h: int = 28) -> Image.Image:
-    w = sum(t.width for _, t in tiles) + pad * (len(tiles) + 1)
+    """Tiles side by side, each labelled underneath; a column is as wide as its tile or its
+    label, whichever is wider, so labels never run into each other on small crops."""
+    font = ImageFont.load_default(size=16)
+    columns = label_columns(tiles, font, pad)
+    w = columns[-1][1] + pad if columns else pad
     h = max(t.height for _, t in tiles) + label_h + 2 * pad
     sheet = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=16)
-    x = pad
-    for label, tile in tiles:
+    for (label, tile), (x, _) in zip(tiles, columns, strict=True):
         sheet.paste(tile, (x, pad))
         draw.text((x + 4, pad + tile.height + 5), label, fill="black", font=font)
-        x += tile.width + pad
     return sheet
+
+
+def label_columns(tiles: list[tuple[str, Image.Image]], font: ImageFont.ImageFont,
+                  pad: int = 8) -> list[tuple[int, int]]:
+    """(left, right) of each column: the tile or its label (drawn 4 px in), whichever is wider."""
+    x, out = pad, []
+    for label, tile in tiles:
+        width = max(tile.width, 4 + math.ceil(font.getlength(label)))
+        out.append((x, x + width))
+        x += width + pad
+    return out

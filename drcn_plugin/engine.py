@@ -5,27 +5,32 @@ RGBA; uint8, uint16 or float in 0..1) and returns the upscaled array in the same
 It owns the colour split (Y through the network, CbCr and alpha by bicubic), the interpolation to
 any scale >= 1, tiling with a halo of the receptive-field radius (so tiles are seamless), device
 and precision choice, out-of-memory back-off, progress and cancel, and optional self-ensemble.
+Window sizes come from a measured plan (see :mod:`.tuning`) unless a tile size is given.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import tuning
 from .devices import Precision, pick_device, pick_precision
-from .errors import BadImageError, BadOptionError, Cancelled, OutOfMemoryError
+from .errors import BadOptionError, Cancelled, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_model
-from .imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from .imaging import rgb_to_ycbcr
 from .model import DRCN
+from .planes import PEAKS, interpolated_y, merge, to_planes
 from .scales import MAX_SCALE
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
+NotifyFn = Callable[[str], None]
 
 _MIN_TILE = 16
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
@@ -65,10 +70,47 @@ def output_size(height: int, width: int, scale: float | None = None,
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def memory_needed(height: int, width: int, channels: int, itemsize: int,
+                  scale: float | None = None, size: tuple[int, int] | None = None) -> int:
+    """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
+    interpolation temporaries, the output planes and the merged result with two copies."""
+    oh, ow = output_size(height, width, scale, size)
+    per_out = 4 * (channels + 3) + 3 * channels * itemsize
+    return 4 * height * width * (channels + 3) + oh * ow * per_out
+
+
+def check_memory(height: int, width: int, channels: int, itemsize: int,
+                 scale: float | None = None, size: tuple[int, int] | None = None) -> None:
+    """Refuse, before anything is allocated, an upscale that cannot fit in available memory."""
+    need, avail = memory_needed(height, width, channels, itemsize, scale, size), \
+        _available_memory(torch.device("cpu"))
+    if need > avail:
+        oh, ow = output_size(height, width, scale, size)
+        raise OutOfMemoryError(
+            f"a {ow}x{oh} result needs about {need / 2**30:.1f} GiB of memory; "
+            f"{avail / 2**30:.1f} GiB is available")
+
+
 @dataclass
 class _Plan:
-    tile: int
+    """Cores of ``tile_h x tile_w`` px (each window adds the halo), ``batch`` windows a call."""
+
+    tile_h: int
+    tile_w: int
     batch: int
+
+    @classmethod
+    def balanced(cls, h: int, w: int, tile: int, batch: int) -> _Plan:
+        """Cores <= ``tile`` that split each axis evenly: as many windows, less halo work."""
+        return cls(tuning.balanced_core(h, tile), tuning.balanced_core(w, tile), batch)
+
+    def halved(self) -> _Plan | None:
+        """The next smaller plan after an out-of-memory error, or None at the smallest."""
+        if self.batch > 1:
+            return _Plan(self.tile_h, self.tile_w, self.batch // 2)
+        if max(self.tile_h, self.tile_w) > _MIN_TILE:
+            return _Plan(max(_MIN_TILE, self.tile_h // 2), max(_MIN_TILE, self.tile_w // 2), 1)
+        return None
 
 
 def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
@@ -86,6 +128,11 @@ def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
 
 
 _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
+_TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
+
+
+def _stderr_line(message: str) -> None:
+    print(f"drcn: {message}", file=sys.stderr, flush=True)
 
 
 class Upscaler:
@@ -93,7 +140,7 @@ class Upscaler:
 
     def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
                  precision: Precision = "auto", tile: int = 0, batch: int = 0,
-                 tta: bool = False) -> None:
+                 tta: bool = False, notify: NotifyFn | None = None) -> None:
         self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
@@ -102,17 +149,20 @@ class Upscaler:
         if tile and tile < _MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
                                  f"{_MIN_TILE}", option="tile")
-        self.model = load_model(model) if isinstance(model, str) else model.eval()
+        # A private copy: device, dtype, memory format and train/eval mode of the caller's
+        # module stay as they were.
+        self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
+        self.model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);
-            # the ensemble weights stay fp32. A copy, so the caller's model is left as it was.
-            self.model = copy.deepcopy(self.model)
+            # the ensemble weights stay fp32.
             for part in (self.model.embed, self.model.recursive, self.model.reconstruct):
                 part.to(self.dtype)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.tile, self.batch, self.tta = tile, batch, tta
+        self.notify = notify if notify is not None else _stderr_line
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:
@@ -121,9 +171,17 @@ class Upscaler:
         10 F in bf16), budgeted with 25% headroom."""
         return self.model.features * (20 if self.dtype == torch.float32 else 12) + 64
 
-    def _auto_plan(self, h: int, w: int) -> _Plan:
+    def _memory_budget(self) -> int:
         avail = _available_memory(self.device)
-        budget = avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
+        return avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
+
+    def _auto_plan(self, h: int, w: int) -> _Plan:
+        """The given tile, else the measured plan cheapest for this plane, else the rule."""
+        budget = self._memory_budget()
+        if not self.tile and tuning.tuning_enabled():
+            plan = self._tuned_plan(h, w, budget)
+            if plan is not None:
+                return plan
         halo = self.model.receptive_radius
         bpp = self.working_bytes_per_pixel()
         cache_sized = self.device.type == "cpu" and self.dtype != torch.float32
@@ -143,7 +201,50 @@ class Upscaler:
         win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
         batch = self.batch or (1 if cache_sized else
                                max(1, min(16, budget // (bpp * win[0] * win[1]))))
-        return _Plan(tile, batch)
+        return _Plan.balanced(h, w, tile, batch)
+
+    def _tuned_plan(self, h: int, w: int, budget: int) -> _Plan | None:
+        """Among the measured plans that fit in memory, the one predicted fastest on h x w."""
+        halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
+        timings = [t for t in self.timings()
+                   if t.batch * (t.tile + 2 * halo) ** 2 * bpp <= budget]
+        if not timings:
+            return None
+        best = min(timings, key=lambda t: tuning.predicted_seconds(t, h, w, halo))
+        return _Plan.balanced(h, w, best.tile, self.batch or best.batch)
+
+    def timings(self) -> list[tuning.Timing]:
+        """This machine's measured window timings: from memory or the cache, else measured now."""
+        key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
+        if key not in _TIMINGS:
+            found = tuning.load_timings(key)
+            if found is None:
+                found = self._measure()
+                if found:
+                    tuning.store_timings(key, found)
+            _TIMINGS[key] = found
+        return _TIMINGS[key]
+
+    @torch.inference_mode()
+    def _measure(self) -> list[tuning.Timing]:
+        """Time the candidate windows; none (then tiles are sized by rule) if none fits."""
+        halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
+        budget = self._memory_budget()
+        gpu = self.device.type != "cpu"
+        candidates = []
+        for tile in tuning.LADDER:
+            area = (tile + 2 * halo) ** 2
+            batch = max(1, min(16, budget // (bpp * area))) if gpu else 1
+            # Cores under two halos spend most of their time on the halo; GPUs want big calls.
+            if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
+                candidates.append((tile, batch))
+        if not candidates:
+            return []
+        self.notify(f"measuring tile sizes for {tuning.device_name(self.device)} "
+                    f"(once; cached in {tuning.cache_path().parent})")
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
+                              self.device, halo, candidates)
 
     @property
     def channels_last(self) -> bool:
@@ -167,9 +268,10 @@ class Upscaler:
                   progress: ProgressFn | None, cancel: CancelFn | None) -> None:
         h, w = ilr.shape
         halo = self.model.receptive_radius
-        tiles = [(r, c) for r in _windows(h, plan.tile, halo) for c in _windows(w, plan.tile, halo)]
+        tiles = [(r, c) for r in _windows(h, plan.tile_h, halo)
+                 for c in _windows(w, plan.tile_w, halo)]
         total = len(tiles)
-        wh, ww = min(h, plan.tile + 2 * halo), min(w, plan.tile + 2 * halo)
+        wh, ww = min(h, plan.tile_h + 2 * halo), min(w, plan.tile_w + 2 * halo)
         for start in range(0, total, plan.batch):
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
@@ -200,11 +302,8 @@ class Upscaler:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                if plan.batch > 1:
-                    plan = _Plan(plan.tile, plan.batch // 2)
-                elif plan.tile > _MIN_TILE:
-                    plan = _Plan(max(_MIN_TILE, plan.tile // 2), 1)
-                else:
+                plan = plan.halved()
+                if plan is None:
                     raise OutOfMemoryError(
                         f"out of memory on {self.device} even with the smallest tile") from e
 
@@ -212,29 +311,22 @@ class Upscaler:
     def upscale(self, image: np.ndarray, scale: float | None = None,
                 size: tuple[int, int] | None = None, progress: ProgressFn | None = None,
                 cancel: CancelFn | None = None) -> np.ndarray:
-        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype."""
+        """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out.
+
+        Colour conversion and bicubic run on the engine's device (see :mod:`.planes`).
+        """
         planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
         colour = planes.shape[0] in (3, 4)
-        alpha = planes[-1] if planes.shape[0] in (2, 4) else None
-        if colour:
-            ycc = rgb_to_ycbcr(planes[:3])
-            y, chroma = ycc[0], ycc[1:]
-        else:
-            y, chroma = planes[0], None
+        src = planes.to(self.device)
         del planes
-        ilr = imresize(y, size=(oh, ow))
-        peak = _PEAKS.get(np.dtype(kind))
-        if peak is not None:  # the protocol rounds the ILR to the source's levels; so do we
-            ilr = ilr.mul_(peak).round_().clamp_(0, peak).div_(peak)
+        if colour:
+            src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
+        ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
         y_out = self.run_y(ilr, progress, cancel)
-        parts = [y_out]
-        if chroma is not None:
-            parts += [imresize(c, size=(oh, ow)) for c in chroma]
-        if alpha is not None:
-            parts.append(imresize(alpha, size=(oh, ow)))
-        out = from_planes(parts, colour, kind)
+        del ilr
+        out = merge(y_out, src[1:], colour, kind)
         return out[:, :, 0] if image.ndim == 2 else out
 
 
@@ -242,51 +334,3 @@ def _is_oom(e: BaseException) -> bool:
     msg = str(e).lower()
     return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
             or "can't allocate" in msg)
-
-
-_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
-    """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
-    if not isinstance(image, np.ndarray):
-        raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise BadImageError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise BadImageError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
-    peak = _PEAKS.get(image.dtype)
-    if peak is None and not np.issubdtype(image.dtype, np.floating):
-        raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
-    t = torch.from_numpy(image.astype(np.float32, copy=True))
-    if peak is not None:
-        t.div_(peak)
-    elif not torch.isfinite(t).all():
-        raise BadImageError("the image has NaN or infinite values")
-    return t.permute(2, 0, 1).contiguous(), image.dtype
-
-
-def from_planes(parts: list[torch.Tensor], colour: bool, dtype: np.dtype,
-                rows: int = 512) -> np.ndarray:
-    """Merge [Y, (Cb, Cr), (alpha)] planes back to an ``H x W x C`` array of ``dtype``.
-
-    Works in row blocks so the float temporaries stay small for very large outputs.
-    """
-    h, w = parts[0].shape
-    channels = (3 if colour else 1) + (len(parts) - (3 if colour else 1))
-    out = np.empty((h, w, channels), dtype=dtype)
-    for r in range(0, h, rows):
-        block = [p[r: r + rows] for p in parts]
-        if colour:
-            rgb = ycbcr_to_rgb(torch.stack(block[:3]))
-            block = list(rgb) + block[3:]
-        t = torch.stack(block, dim=-1)
-        if dtype == np.uint8:
-            t = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
-        elif dtype == np.uint16:
-            t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
-        out[r: r + rows] = t.numpy().astype(dtype, copy=False)
-    return out
-

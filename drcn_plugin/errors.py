@@ -54,6 +54,10 @@ class OutputExistsError(DRCNError):
         return type(self), (str(self), self.path)
 
 
+class InputConflictError(DRCNError):
+    """An output that would land on an input, or a name that would leave the output folder."""
+
+
 class WriteError(DRCNError):
     """An output that could not be written (disk full, no permission); nothing was left behind."""
 

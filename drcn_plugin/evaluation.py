@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -12,6 +13,7 @@ import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
+from .errors import BadImageError
 from .imagefile import list_images, read_image8, read_y
 from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
@@ -69,6 +71,25 @@ def results_json(results: dict[int, ScaleResult]) -> dict[str, dict]:
     return {str(s): r.to_json() for s, r in results.items()}
 
 
+def is_results_file(path: Path) -> bool:
+    """True when ``path`` holds results as :func:`evaluate` returns them (safe to replace)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data) and all(
+        isinstance(v, dict) and "psnr" in v for v in data.values())
+
+
+def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
+    """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left."""
+    need = 2 * scale + 11
+    h, w = image.shape[-2:]
+    if min(h - h % scale, w - w % scale) < need:
+        raise BadImageError(f"{name} is {w}x{h}: too small to score at x{scale} "
+                            f"(at least {need}x{need} pixels)")
+
+
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
              on_image: Callable[[int, str], None] | None = None,
@@ -80,6 +101,9 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     """
     read = read_y if degrade is None else read_image8
     hrs = [(p.stem, read(p)) for p in list_images(folder)]
+    for name, image in hrs:
+        for s in scales:
+            _check_size(name, image, s)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}

@@ -49,7 +49,8 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
-PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}  # clean model -> its fine-tune on real photos
+# clean model -> its fine-tune on real photos, for the pairs whose photo model ships
+PHOTO_VARIANTS = {c: p for c, p in {"drcn-lite": "drcn-lite-photo"}.items() if p in SHIPPED}
 # (lowest JPEG quality, denoise strength), from the strength curve measured on Set5 + Set14
 # (README, "Photos"): the first row whose quality the file reaches applies.
 DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
@@ -72,14 +73,25 @@ def sha256_of(path: Path) -> str:
 def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
     """A DRCN in eval mode from a state dict, F and D read from the tensor shapes; ``origin``
     names the source in the error."""
+    embed, ensemble = sd.get("embed.0.weight"), sd.get("ensemble")
+    if embed is None or ensemble is None or embed.dim() != 4 or ensemble.dim() != 1:
+        raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
+                             "1-d ensemble tensors)")
     try:
-        features = sd["embed.0.weight"].shape[0]
-        recursions = sd["ensemble"].shape[0]
-        model = DRCN(features=features, recursions=recursions)
+        model = DRCN(features=embed.shape[0], recursions=ensemble.shape[0])
         model.load_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{origin} does not hold DRCN weights ({one_line(e)})") from e
-    return model.eval()
+    return checked(model.eval(), origin)
+
+
+def checked(model: DRCN, origin: str) -> DRCN:
+    """Refuse weights with NaN or infinite values: they would give blank images, not an error."""
+    bad = [name for name, p in model.state_dict().items()
+           if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise ModelLoadError(f"{origin} has NaN or infinite weights ({', '.join(bad[:3])})")
+    return model
 
 
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
@@ -101,9 +113,10 @@ def _load_folder(path: Path) -> DRCN:
         raise ModelLoadError(f"{path} is not a DRCN model folder (needs config.json and "
                              "model.safetensors)")
     try:
-        return DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        model = DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError) as e:
         raise ModelLoadError(f"cannot load model folder {path}: {one_line(e)}") from e
+    return checked(model, str(path))
 
 
 def _load_hub(spec: str) -> DRCN:
@@ -113,7 +126,8 @@ def _load_hub(spec: str) -> DRCN:
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
-        return DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval()
+        return checked(DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval(),
+                       spec)
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be "
                              "reached (offline?)") from e
@@ -153,7 +167,7 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
                              f"strength works with {', '.join(PHOTO_VARIANTS)}")
     if not 0 <= strength <= 1:
-        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="strength")
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:
         return load_model(clean)
     if strength == 1:
@@ -189,7 +203,7 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
     quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP) get the
     strength of a typical web JPEG (quality 80).
     """
-    if not lossy:
+    if not lossy or DEFAULT_MODEL not in PHOTO_VARIANTS:
         return SourceChoice(DEFAULT_MODEL, 0.0)
     quality = 80 if jpeg_quality is None else jpeg_quality
     strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)

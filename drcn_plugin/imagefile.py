@@ -10,26 +10,34 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
+import re
+import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .degrade import jpeg_quality
 from .errors import (
     BadImageError,
     BadOptionError,
     DatasetError,
+    DRCNError,
+    InputConflictError,
+    OutOfMemoryError,
     OutputExistsError,
     WriteError,
     one_line,
 )
 from .imaging import image_y
+from .metadata import apply_orientation, exif_for, read_exif
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -48,40 +56,48 @@ class ImageInfo:
 
     format: str | None
     icc_profile: bytes | None = None
-    exif: bytes | None = None
+    exif: Image.Exif | None = None
     dpi: tuple[float, float] | None = None
+    value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    """Decode ``path`` to an ``H x W x C`` array (uint8, uint16 or float32) and its metadata."""
+    """Decode ``path`` to an ``H x W x C`` array (uint8, uint16 or float32) and its metadata.
+
+    Whatever the decoder raises on a damaged or hostile file becomes one BadImageError naming
+    the file; decoder warnings become notes.
+    """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                fmt = im.format
-                im.load()
-                info = ImageInfo(format=fmt, icc_profile=im.info.get("icc_profile"),
-                                 dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, fmt))
-                if fmt in ("JPEG", "MPO"):
-                    info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
-                if getattr(im, "n_frames", 1) > 1:
-                    info.notes.append(f"{im.n_frames} frames: only the first was upscaled")
-                im = ImageOps.exif_transpose(im)
-                exif = im.getexif()
-                if exif:
-                    info.exif = exif.tobytes()
-                return _to_array(im, info), info
+            array, info = _decode(path)
+        for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
+            info.notes.append(f"decoder warning: {w}")
+        return array, info
+    except DRCNError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImageError(f"{path}: too large to upscale safely ({one_line(e)})") from e
+        raise BadImageError(f"{path}: too large to upscale safely ({e})") from e
     except UnidentifiedImageError as e:
         raise BadImageError(f"{path}: not an image Pillow can read") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except MemoryError as e:
-        raise BadImageError(f"{path}: too large for this machine's memory") from e
+        raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
+    except FileNotFoundError as e:
+        raise BadImageError(f"{path}: file not found") from e
+    except ValueError as e:
+        if "MAX_TEXT_CHUNK" in str(e):
+            raise BadImageError(
+                f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+    except Exception as e:  # a hostile file must not take the caller down with it
+        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
 def _lossy(path: Path, fmt: str | None) -> bool:
@@ -115,8 +131,8 @@ def list_images(folder: Path) -> list[Path]:
 def read_image8(path: Path) -> torch.Tensor:
     """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
-    Decoded by :func:`read_image` (EXIF orientation applied); deeper files are rounded to 8 bits
-    and alpha is dropped. The evaluation protocol and training read images through this.
+    Decoded by :func:`read_image` (EXIF orientation applied); 16-bit and float files are scaled
+    to 8 bits (never clipped) and alpha is dropped. Evaluation and training read through this.
     """
     array, _ = read_image(path)
     if array.dtype == np.uint16:
@@ -134,11 +150,56 @@ def read_y(path: Path) -> torch.Tensor:
     return image_y(read_image8(path))
 
 
+def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
+    with Image.open(path) as im:
+        alpha_bmp = _bmp_alpha(path, im)
+        im.load()
+        icc = im.info.get("icc_profile")
+        info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
+                         dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, im.format))
+        if im.format in ("JPEG", "MPO"):
+            info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
+        try:
+            frames = int(getattr(im, "n_frames", 1))
+        except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
+            frames = 1
+        if frames > 1:
+            info.notes.append(f"{frames} frames: only the first was upscaled")
+        exif = read_exif(im, info.notes)
+        if alpha_bmp is not None:
+            im = alpha_bmp
+        im, info.dpi = apply_orientation(im, exif, info.dpi)
+        info.exif = exif
+        array = _to_array(im, info)
+    if array.dtype == np.float32:
+        if not np.isfinite(array).all():
+            raise BadImageError("the image has NaN or infinite values")
+        info.value_range = (float(array.min()), float(array.max()))
+    return array, info
+
+
+def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
+    """A 32-bit BMP's fourth byte as alpha (Pillow reads it as padding) when it is not all zero;
+    Pillow itself writes RGBA that way."""
+    tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
+    if tile is None or tile.codec_name != "raw" or tile.args[0] != "BGRX":
+        return None
+    _, stride, orient = tile.args
+    with open(path, "rb") as f:
+        f.seek(tile.offset)
+        data = f.read(stride * im.height)
+    if len(data) < stride * im.height:
+        return None
+    rgba = Image.frombuffer("RGBA", im.size, data, "raw", "BGRA", stride, orient)
+    return rgba if rgba.getextrema()[3] != (0, 0) else None
+
+
 def _dpi(value) -> tuple[float, float] | None:
     try:
-        return (float(value[0]), float(value[1])) if value else None
+        dpi = (float(value[0]), float(value[1])) if value else None
     except (TypeError, ValueError, IndexError):
         return None
+    return dpi if dpi and all(np.isfinite(dpi)) and min(dpi) > 0 else None
 
 
 def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
@@ -148,7 +209,7 @@ def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
     if mode == "I":
         a = np.asarray(im)
         if a.min() < 0 or a.max() > 65535:
-            raise ValueError("32-bit integer images are not supported")
+            raise BadImageError("32-bit integer images are not supported")
         return a.astype(np.uint16)
     if mode == "F":
         return np.asarray(im, dtype=np.float32)
@@ -181,28 +242,58 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(a)
 
 
+# What each output format can store; other modes are converted (or refused) by ``encode``.
+_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
+           "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
+           "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
+
+
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """Build the output image and its save options; refuses combinations that would lose data."""
+    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data."""
+    if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
+        array = np.clip(array, *info.value_range)
     im = to_pil(array)
+    if im.mode in _STORES[fmt]:
+        return im
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
         raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
                              option="format")
-    if fmt in ("JPEG", "WEBP", "BMP") and im.mode in ("I;16", "F"):
-        im = im.point(lambda v: v / 257).convert("L") if im.mode == "I;16" else \
-            Image.fromarray((np.clip(np.asarray(im), 0, 1) * 255).round().astype(np.uint8))
+    if im.mode == "LA":  # BMP: grey with alpha as RGBA
+        return im.convert("RGBA")
+    if im.mode == "F" and fmt == "PNG":
+        info.notes.append("PNG stores integers: float result stored as 16-bit")
+        return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 65535).round().astype(np.uint16))
+    if im.mode in ("I;16", "F"):
         info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
-    return im
+        a = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode == "I;16" else 1.0)
+        return Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8))
+    raise BadImageError(f"{fmt} cannot store {im.mode} images")
+
+
+def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
+                   scale: float | tuple[float, float], quality: int) -> None:
+    """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
+    combination is refused before any upscaling is spent on it."""
+    probe = replace(info, notes=[])
+    try:
+        image = encode(array[:2, :2], fmt, probe)
+        image.save(io.BytesIO(), format=fmt, **save_options(fmt, probe, scale, quality))
+    except DRCNError:
+        raise
+    except Exception as e:  # Pillow's many ways to say "cannot write this"
+        raise BadImageError(f"cannot write this image as {fmt}: {one_line(e)}") from e
 
 
 def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
                  quality: int) -> dict:
-    """Pillow save options carrying ICC, EXIF and scaled DPI (print size stays the same);
-    ``scale`` is one factor or (horizontal, vertical)."""
+    """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
+    stays the same; ``scale`` is one factor or (horizontal, vertical)."""
     opts: dict = {}
     if info.icc_profile:
         opts["icc_profile"] = info.icc_profile
-    if info.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        opts["exif"] = info.exif
+    exif, sub_ifds = exif_for(info.exif, fmt, scale, info.notes) if fmt != "BMP" else (None, False)
+    if exif:
+        opts["exif"] = exif
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
@@ -211,14 +302,25 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     if fmt == "JPEG":
         opts["subsampling"] = 0 if quality >= 90 else 2
     if fmt == "TIFF":
-        opts["compression"] = "tiff_adobe_deflate"
+        if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
+            info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")
+        else:
+            opts["compression"] = "tiff_adobe_deflate"
     return opts
 
 
+def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
+    """No command may write over one of its own inputs, even when asked to overwrite."""
+    real = os.path.realpath(path)
+    if any(os.path.realpath(p) == real for p in inputs):
+        raise InputConflictError(f"{path} is an input of this command; choose another file")
+
+
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
-                **options) -> None:
-    """Save through a temporary file in the same folder, then rename into place."""
-    _atomic(path, overwrite, lambda f: image.save(f, format=fmt, **options))
+                mode: int | None = None, **options) -> None:
+    """Save through a temporary file in the same folder, then rename into place; ``mode``
+    sets the result's permission bits (default: the usual ones from the umask)."""
+    _atomic(path, overwrite, lambda f: image.save(f, format=fmt, **options), mode)
 
 
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
@@ -226,12 +328,58 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
     _atomic(path, overwrite, lambda f: f.write(data))
 
 
-def _atomic(path: Path, overwrite: bool, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+_NAME_MAX = 255
+_PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
+
+
+def _part_prefix(name: str) -> str:
+    """``.NAME.PID.`` with NAME cut so the temporary name fits the 255-byte name limit."""
+    tail = f".{os.getpid()}."
+    room = _NAME_MAX - len(tail.encode()) - 1 - 8 - len(".part")
+    raw = name.encode("utf-8", "surrogateescape")[:room]
+    return "." + raw.decode("utf-8", "ignore") + tail
+
+
+def clean_stale_parts(folder: Path) -> int:
+    """Remove temporary files left in ``folder`` by writers that no longer run (killed by a
+    signal or a crash); returns how many were removed. Live writers' files are left alone."""
+    removed = 0
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results get the usual mode
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        m = _PART.match(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_part_prefix(path.name),
+                                   suffix=".part")
+        # mkstemp makes 0600; results get the usual mode, or the one asked for
+        os.chmod(tmp, (0o666 & ~_UMASK) if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -243,14 +391,23 @@ def _atomic(path: Path, overwrite: bool, write) -> None:
     except FileExistsError as e:
         _remove(tmp)
         raise OutputExistsError(f"{path} exists", path=path) from e
-    except OSError as e:
+    except BaseException as e:
         _remove(tmp)
-        if e.errno == errno.ENOSPC:
+        if not isinstance(e, Exception) or isinstance(e, DRCNError):
+            raise
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or _disk_full(path.parent):
             raise WriteError(f"disk full while writing {path}; nothing was written") from e
-        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
-    except BaseException:
-        _remove(tmp)
-        raise
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        raise WriteError(f"cannot write {path}: {reason}") from e
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when ``folder``'s file system has (almost) no space left: encoders such as libtiff
+    report a full disk only as a generic error."""
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _link_new(tmp: str, path: Path) -> None:
@@ -267,6 +424,7 @@ def _link_new(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def _remove(path: str | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -48,8 +48,11 @@ def _contributions(in_len: int, out_len: int, scale: float, device: torch.device
     return idx[:, keep].to(device), weights[:, keep].to(device=device, dtype=dtype)
 
 
-def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float) -> torch.Tensor:
+def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float,
+                part: slice = slice(None)) -> torch.Tensor:
+    """Resize one dimension to ``out_len``, computing only the outputs in ``part``."""
     idx, w = _contributions(x.shape[dim], out_len, scale, x.device, x.dtype)
+    idx, w = idx[part], w[part]
     x = x.movedim(dim, -1)
     out = None
     for t in range(idx.shape[1]):  # one tap at a time keeps memory at one output's size
@@ -59,11 +62,14 @@ def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float) -> torch.
 
 
 def imresize(x: torch.Tensor, scale: float | None = None,
-             size: tuple[int, int] | None = None) -> torch.Tensor:
+             size: tuple[int, int] | None = None,
+             rows: tuple[int, int] | None = None) -> torch.Tensor:
     """MATLAB ``imresize(x, scale, 'bicubic')`` on the last two dimensions of a float tensor.
 
     Give ``scale`` (output size ``ceil(in * scale)``) or ``size`` = (height, width); with a size,
-    each dimension uses its own exact ratio. Height first, then width, as MATLAB does.
+    each dimension uses its own exact ratio. Height first, then width, as MATLAB does. ``rows`` =
+    (start, stop) returns only those output rows, bit-identical to slicing the whole result, so
+    big outputs can be made in bounded memory on any device.
     """
     if not x.is_floating_point():
         raise TypeError("imresize needs a floating-point tensor")
@@ -77,10 +83,13 @@ def imresize(x: torch.Tensor, scale: float | None = None,
         sh, sw = size[0] / h, size[1] / w
     if size[0] < 1 or size[1] < 1:
         raise ValueError(f"output size {size} is empty")
-    order = sorted([(sh, -2, size[0]), (sw, -1, size[1])], key=lambda t: t[1])  # height first
-    for s, dim, n in order:
-        if x.shape[dim] != n or s != 1:
-            x = _resize_dim(x, dim, n, s)
+    part = slice(*rows) if rows is not None else slice(None)
+    if x.shape[-2] != size[0] or sh != 1:
+        x = _resize_dim(x, -2, size[0], sh, part)
+    else:
+        x = x[..., part, :]
+    if x.shape[-1] != size[1] or sw != 1:
+        x = _resize_dim(x, -1, size[1], sw)
     return x
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,11 @@ import torch
 from helpers import DATA, REFERENCE_WEIGHTS, seeded_drcn
 
 from drcn_plugin.model import DRCN
+
+# No tile-size measuring inside the tests (timing-dependent, slow) unless a test turns it on; and
+# never the user's real cache folder.
+os.environ["DRCN_TILE_TUNING"] = "0"
+os.environ["DRCN_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"drcn-test-cache-{os.getpid()}")
 
 
 def _need(path: Path) -> Path:
@@ -89,3 +96,19 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
 def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``import matplotlib`` fail, as on an install without the [plot] extra."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's summary table wide enough for every note to stay on one line."""
+    from drcn_plugin import cli
+
+    monkeypatch.setattr(cli.console, "width", 400)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An empty input folder ``in/`` in the test's temporary directory."""
+    d = tmp_path / "in"
+    d.mkdir()
+    return d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -33,3 +34,8 @@ def check_png(path: Path, width: int = 800, max_bytes: int = 200_000) -> None:
         im.load()
         assert (im.format, im.width) == ("PNG", width)
     assert path.stat().st_size < max_bytes
+
+
+def random_rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
+    """A small seeded noise image (every pixel different, so any processing shows)."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))

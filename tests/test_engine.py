@@ -169,10 +169,10 @@ def test_out_of_memory_backs_off(photo: np.ndarray) -> None:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return self.inner(x)
 
-    picky = Picky()
-    out = Upscaler(picky, device="cpu", precision="fp32", tile=64, batch=4).upscale(photo, 2)
+    up = Upscaler(Picky(), device="cpu", precision="fp32", tile=64, batch=4)
+    out = up.upscale(photo, 2)
     assert_same8(out, reference)
-    assert max(picky.sizes) > 3000 and picky.sizes[-1] <= 3000
+    assert max(up.model.sizes) > 3000 and up.model.sizes[-1] <= 3000
 
 
 def test_self_ensemble_is_the_mean_of_eight_views() -> None:

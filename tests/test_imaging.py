@@ -154,3 +154,13 @@ def test_make_pair_shapes_and_rounding():
         assert torch.equal(plane, plane.round())
         assert plane.min() >= 0 and plane.max() <= 255
     torch.testing.assert_close(lr, imresize(cropped, 1 / 3).round().clamp(0, 255))
+
+
+@pytest.mark.parametrize("size", [(37, 23), (9, 13), (20, 11), (14, 30)])
+def test_row_ranges_equal_slices_of_the_whole_result(size):
+    """Row blocks (the engine's bounded-memory path) are bit-identical to the whole resize."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 14, 11)
+    whole = imresize(x, size=size)
+    for start, stop in [(0, 1), (0, 5), (3, 8), (size[0] - 2, size[0]), (0, size[0])]:
+        assert torch.equal(imresize(x, size=size, rows=(start, stop)), whole[..., start:stop, :])

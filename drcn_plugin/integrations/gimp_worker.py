@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..engine import Upscaler
+from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
 from ..sizing import TargetSize
@@ -39,6 +40,8 @@ PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 HEARTBEAT_S = 2.0
 MAX_HEADER = 1 << 16
+MAX_SIDE = 1 << 17  # pixels per side a client may declare; memory is checked on top of it
+_CHUNK = 1 << 22  # pixel data is read in pieces: memory follows what arrives, not the header
 EXIT_ERROR, EXIT_CANCELLED = 2, 3
 
 
@@ -85,7 +88,7 @@ def parse_header(line: bytes) -> Request:
         raise ProtocolError(f"bad header: no newline in the first {MAX_HEADER} bytes")
     try:
         fields = json.loads(line)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ProtocolError(f"bad header: not JSON ({one_line(e)})") from e
     if not isinstance(fields, dict):
         raise ProtocolError("bad header: expected a JSON object")
@@ -97,9 +100,13 @@ def parse_header(line: bytes) -> Request:
         if not isinstance(value, _TYPES[key]) or (key not in _FLAGS and isinstance(value, bool)):
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     req = Request(**{**fields, "scale": float(fields["scale"])})
-    if req.width < 1 or req.height < 1 or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
-        raise ProtocolError(f"bad header: {req.width}x{req.height}, {req.channels} channels, "
-                        f"dtype {req.dtype!r} (use u8, u16 or f32)")
+    if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
+            or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
+        size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
+        raise ProtocolError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
+                            f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
+    if not math.isfinite(req.scale):
+        raise ProtocolError("bad header: scale must be a finite number")
     return req
 
 
@@ -125,13 +132,13 @@ class _Channel:
 
 
 def _read_exact(inp: BinaryIO, n: int) -> bytearray:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = inp.readinto(view[got:])
-        if not k:
-            raise ProtocolError(f"truncated pixel data: got {got} of {n} bytes")
-        got += k
+    """``n`` bytes, grown as they arrive (a header alone never makes the worker allocate)."""
+    buf = bytearray()
+    while len(buf) < n:
+        piece = inp.read(min(_CHUNK, n - len(buf)))
+        if not piece:
+            raise ProtocolError(f"truncated pixel data: got {len(buf)} of {n} bytes")
+        buf += piece
     return buf
 
 
@@ -170,6 +177,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             if req.dry_run:
                 chan.send(f"result {size[0]} {size[1]} 0")
                 continue
+            check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
+                         size=size)
             pixels = _read_exact(inp, req.nbytes)
             key = (req.model, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
@@ -186,8 +195,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     except Cancelled:
         chan.send("cancelled")
         return EXIT_CANCELLED
-    except DRCNError as e:
-        message = one_line(e)
+    except Exception as e:  # noqa: BLE001 - the worker's boundary: any failure is one error line
+        message = one_line(e) if isinstance(e, DRCNError) else \
+            f"unexpected {type(e).__name__}: {one_line(e)}"
         chan.send(f"error {message}")
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ..degrade import Recipe
@@ -126,6 +127,8 @@ class TrainConfig:
             ("precision", self.precision not in TRAIN_PRECISIONS,
              f"precision: use one of {', '.join(TRAIN_PRECISIONS)}"),
             ("degrade_copies", self.degrade_copies < 1, "degraded copies must be >= 1"),
+            ("out", Path(self.out).exists() and not Path(self.out).is_dir(),
+             f"the run folder {self.out} is an existing file"),
         ]
         for name, bad, message in problems:
             if bad:

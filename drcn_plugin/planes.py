@@ -1,0 +1,79 @@
+"""Colour planes around the network: numpy image to float planes, bicubic and colour back.
+
+Input-sized planes go to the engine's device once; everything output-sized (bicubic of Y, Cb, Cr
+and alpha, YCbCr to RGB, quantising) is made there block by block of rows, so memory stays
+bounded for any output and a GPU is not held back by CPU work. Row blocks of ``imresize`` are
+bit-identical to slicing the whole result, so the block size never changes the pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import BadImageError
+from .imaging import imresize, ycbcr_to_rgb
+
+PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+BLOCK_PIXELS = 1 << 22  # output pixels per row block (16 MiB per float plane)
+
+
+def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
+    """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
+    if not isinstance(image, np.ndarray):
+        raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise BadImageError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise BadImageError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+    peak = PEAKS.get(image.dtype)
+    if peak is None and not np.issubdtype(image.dtype, np.floating):
+        raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+    t = torch.from_numpy(image.astype(np.float32, copy=True))
+    if peak is not None:
+        t.div_(peak)
+    elif not torch.isfinite(t).all():
+        raise BadImageError("the image has NaN or infinite values")
+    return t.permute(2, 0, 1).contiguous(), image.dtype
+
+
+def row_blocks(height: int, width: int) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of about ``BLOCK_PIXELS`` output pixels each."""
+    rows = max(1, BLOCK_PIXELS // max(1, width))
+    return [(r, min(r + rows, height)) for r in range(0, height, rows)]
+
+
+def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -> torch.Tensor:
+    """Bicubic of the Y plane to ``size``, computed on ``y``'s device, as a CPU float32 plane.
+
+    For integer sources it is rounded to the source's levels, as the evaluation protocol does.
+    """
+    out = torch.empty(size, dtype=torch.float32)
+    for r0, r1 in row_blocks(*size):
+        block = imresize(y, size=size, rows=(r0, r1))
+        if peak is not None:
+            block = block.mul_(peak).round_().clamp_(0, peak).div_(peak)
+        out[r0:r1] = block
+    return out
+
+
+def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype) -> np.ndarray:
+    """The network's Y (``[H, W]``) with ``rest`` = input-sized [Cb, Cr][, alpha] planes, bicubic
+    to the output size on ``rest``'s device, as an ``H x W x C`` array of ``dtype``."""
+    size = tuple(y_out.shape)
+    out = np.empty((*size, 1 + rest.shape[0]), dtype=dtype)
+    for r0, r1 in row_blocks(*size):
+        block = y_out[r0:r1].to(rest.device, non_blocking=True)[None]
+        if rest.shape[0]:
+            block = torch.cat([block, imresize(rest, size=size, rows=(r0, r1))])
+        if colour:
+            block = torch.cat([ycbcr_to_rgb(block[:3]), block[3:]])
+        t = block.permute(1, 2, 0)
+        if dtype == np.uint8:
+            t = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
+        elif dtype == np.uint16:
+            t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
+        out[r0:r1] = t.cpu().numpy().astype(dtype, copy=False)
+    return out

@@ -1,0 +1,194 @@
+"""Measured tile plans: time a few window and batch sizes once, remember them, pick per image.
+
+Like cuDNN's benchmark mode. The first run for a key (device, threads, torch version, model F and
+D, precision) times square windows of growing size on a synthetic plane, and the timings are kept
+as JSON in the user's cache folder. Every later run (and every other process) predicts the cost of
+each measured plan on the actual image, halo and border windows included, and takes the cheapest.
+``DRCN_TILE_TUNING=0`` turns measuring off (the engine then sizes tiles by rule) and
+``DRCN_CACHE_DIR`` moves the cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+TUNING_ENV = "DRCN_TILE_TUNING"
+CACHE_ENV = "DRCN_CACHE_DIR"
+CACHE_VERSION = 1
+LADDER = (64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048)
+_BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}  # measuring stops past this (>= 3 candidates)
+_MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
+_clock = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured plan: ``batch`` square windows of ``tile + 2 * halo`` px took ``seconds``."""
+
+    tile: int
+    batch: int
+    seconds: float
+
+
+def tuning_enabled() -> bool:
+    """False when ``DRCN_TILE_TUNING`` is 0/off/false/no."""
+    return os.environ.get(TUNING_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def cache_path() -> Path:
+    """The JSON file of measured plans: ``$DRCN_CACHE_DIR`` or the platform's user cache folder."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        import platformdirs
+
+        root = platformdirs.user_cache_dir("drcn-plugin", appauthor=False)
+    return Path(root) / "tile-plans.json"
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware, as specific as the platform tells: GPU name or CPU model string."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"mps {platform.machine()}"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                         "")
+    except OSError:
+        model = ""
+    return "cpu " + (model or platform.processor() or platform.machine())
+
+
+def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
+    """Everything the fastest plan depends on, as one string."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return (f"{device_name(device)}|threads={threads}|torch={torch.__version__}"
+            f"|F={features}|D={recursions}|{str(dtype).removeprefix('torch.')}")
+
+
+def _read(path: Path) -> dict[str, list[Timing]]:
+    """The cache's valid entries; anything corrupt, foreign or from another version is dropped."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
+            or not isinstance(data.get("plans"), dict):
+        return {}
+    plans = {}
+    for key, rows in data["plans"].items():
+        try:
+            timings = [Timing(int(r["tile"]), int(r["batch"]), float(r["seconds"])) for r in rows]
+        except (TypeError, KeyError, ValueError):
+            continue
+        if timings and all(t.tile > 0 and t.batch > 0 and 0 < t.seconds < math.inf
+                           for t in timings):
+            plans[key] = timings
+    return plans
+
+
+def load_timings(key: str) -> list[Timing] | None:
+    """Measured timings for ``key`` from the cache file, or None."""
+    return _read(cache_path()).get(key)
+
+
+def store_timings(key: str, timings: list[Timing]) -> None:
+    """Add ``key`` to the cache file: re-read, merge, write a temporary file, atomic replace.
+
+    Two processes tuning at once each leave a complete file; an unwritable folder is ignored
+    (the plan is then measured again next time).
+    """
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plans = _read(path)
+        plans[key] = timings
+        body = {"version": CACHE_VERSION,
+                "plans": {k: [asdict(t) for t in v] for k, v in plans.items()}}
+        fd, tmp = tempfile.mkstemp(prefix=".tile-plans-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(body, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
+    _sync(x.device)
+    t0 = _clock()
+    forward(x)
+    _sync(x.device)
+    return _clock() - t0
+
+
+def measure(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
+            candidates: list[tuple[int, int]], budget_s: float | None = None,
+            repeats: int = 3, finalists: int = 3) -> list[Timing]:
+    """Time ``forward`` on random ``[batch, 1, tile + 2 halo, same]`` windows.
+
+    First a pass up the candidates, smallest first: a warm-up and one timed call each, stopping
+    once the budget is spent or after two candidates in a row at least 15% slower per pixel than
+    the best. Then the ``finalists`` fastest are timed again round-robin, ``repeats`` rounds, and
+    keep the median: a load burst then hits every finalist alike instead of one of them.
+    """
+    budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
+    start, first, best, misses = _clock(), {}, math.inf, 0
+    for tile, batch in candidates:
+        if len(first) >= 3 and _clock() - start > budget:
+            break
+        win = tile + 2 * halo
+        x = torch.rand(batch, 1, win, win, device=device)
+        try:
+            _timed(forward, x)
+            first[tile, batch] = [_timed(forward, x)]
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
+                raise
+            break
+        per_px = first[tile, batch][0] / (batch * tile * tile)
+        misses = 0 if per_px < best * 1.15 else misses + 1
+        best = min(best, per_px)
+        if misses >= _MISSES:
+            break
+    ranked = sorted(first, key=lambda c: first[c][0] / (c[1] * c[0] * c[0]))[:finalists]
+    for _ in range(repeats - 1):
+        for tile, batch in ranked:
+            x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
+            first[tile, batch].append(_timed(forward, x))
+    return [Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()]
+
+
+def balanced_core(length: int, tile: int) -> int:
+    """The smallest core <= ``tile`` that covers ``length`` with as few windows as ``tile`` does."""
+    return math.ceil(length / math.ceil(length / tile))
+
+
+def predicted_seconds(t: Timing, h: int, w: int, halo: int) -> float:
+    """Time of plan ``t`` on an ``h x w`` plane: per window, scaled by the windows' actual area."""
+    ch, cw = balanced_core(h, t.tile), balanced_core(w, t.tile)
+    windows = math.ceil(h / ch) * math.ceil(w / cw)
+    area = min(h, ch + 2 * halo) * min(w, cw + 2 * halo)
+    return windows * t.seconds / t.batch * area / (t.tile + 2 * halo) ** 2

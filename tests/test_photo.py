@@ -1,0 +1,107 @@
+"""Denoise strength and the per-file default, with a stand-in photo model registered like a shipped
+one (drcn-lite's weights, perturbed): the blend's ends are each model bit for bit, lossless files
+get drcn-lite, JPEGs a strength from their quality, and a named model always wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin import hub
+from drcn_plugin.cli import app
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.hub import choose_for_source, load_denoised, load_model
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def photo_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A 'drcn-lite-photo' entry in the shipped table, checked by sha256 like the real ones."""
+    torch.manual_seed(0)
+    lite = load_model("drcn-lite")
+    weights = {k: (v + 0.02 * torch.randn_like(v)).contiguous() for k, v in lite.state_dict().items()}
+    path = tmp_path / "photo.safetensors"
+    save_file(weights, str(path))
+    entry = hub.ShippedModel("drcn-lite-photo", str(path), hub.sha256_of(path), 64, 16, "test")
+    monkeypatch.setitem(hub.SHIPPED, "drcn-lite-photo", entry)
+    monkeypatch.setattr(hub, "PHOTO_VARIANTS", {"drcn-lite": "drcn-lite-photo"})
+    return path
+
+
+def test_without_a_photo_model_everything_stays_drcn_lite() -> None:
+    if "drcn-lite-photo" in hub.SHIPPED:
+        pytest.skip("a photo model ships")
+    assert choose_for_source(True, 30).label == "drcn-lite"
+    with pytest.raises(DRCNError, match="no photo variant"):
+        load_denoised(0.5)
+
+
+def test_denoise_ends_are_the_two_models_bit_for_bit(photo_model: Path) -> None:
+    photo = load_model("drcn-lite-photo")
+    assert _same_weights(load_denoised(0.0), load_model("drcn-lite"))
+    assert _same_weights(load_denoised(1.0), photo)
+    assert _same_weights(load_denoised(1.0, "drcn-lite-photo"), photo)
+    half = load_denoised(0.5).state_dict()
+    lite = load_model("drcn-lite").state_dict()
+    for k, v in photo.state_dict().items():
+        assert torch.allclose(half[k], (v + lite[k]) / 2, atol=1e-6)
+    with pytest.raises(DRCNError, match="no photo variant"):
+        load_denoised(0.5, "drcn")
+    with pytest.raises(DRCNError, match="outside 0..1"):
+        load_denoised(1.5)
+
+
+def test_default_choice_follows_the_source(photo_model: Path) -> None:
+    assert choose_for_source(False, None).label == "drcn-lite"
+    strengths = [choose_for_source(True, q).denoise for q in range(1, 101)]
+    assert strengths == sorted(strengths, reverse=True)  # lower quality, more denoising
+    assert choose_for_source(True, 30).label == "drcn-lite-photo"
+    assert choose_for_source(True, None) == choose_for_source(True, 80)  # WebP: unknown quality
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    pixels = Image.fromarray((rng.random((20, 24, 3)) * 255).astype("uint8"))
+    pixels.save(folder / "a.png")
+    pixels.save(folder / "b.jpg", quality=40)
+    return folder
+
+
+def _run(args: list[str]) -> str:
+    result = CliRunner().invoke(app, ["upscale", *args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_denoise_cli_ends_equal_the_named_models(photo_model: Path, sources: Path,
+                                                 tmp_path: Path) -> None:
+    for strength, model in (("0", "drcn-lite"), ("1", "drcn-lite-photo")):
+        _run([str(sources / "b.jpg"), "-o", str(tmp_path / f"d{strength}"), "--denoise", strength])
+        _run([str(sources / "b.jpg"), "-o", str(tmp_path / model), "--model", model])
+        assert (tmp_path / f"d{strength}" / "b.jpg").read_bytes() == \
+            (tmp_path / model / "b.jpg").read_bytes()
+
+
+def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, sources: Path,
+                                                      tmp_path: Path) -> None:
+    out = _run([str(sources), "-o", str(tmp_path / "auto")])
+    assert "drcn-lite-photo" in out  # the quality-40 JPEG
+    _run([str(sources / "a.png"), "-o", str(tmp_path / "lite"), "--model", "drcn-lite"])
+    assert (tmp_path / "auto" / "a.png").read_bytes() == (tmp_path / "lite" / "a.png").read_bytes()
+    _run([str(sources / "b.jpg"), "-o", str(tmp_path / "photo"), "--model", "drcn-lite-photo"])
+    assert (tmp_path / "auto" / "b.jpg").read_bytes() == (tmp_path / "photo" / "b.jpg").read_bytes()
+    named = _run([str(sources), "-o", str(tmp_path / "named"), "--model", "drcn-lite"])
+    assert "drcn-lite-photo" not in named  # a named model is used for every file

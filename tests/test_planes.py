@@ -1,0 +1,58 @@
+"""The colour pipeline around the network runs on the engine's device in row blocks; on the CPU it
+must give what whole-plane bicubic and colour conversion give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from drcn_plugin import planes
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
+from drcn_plugin.model import DRCN
+
+
+def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The plain path: whole planes on the CPU, one bicubic per plane, then convert and round."""
+    x, kind = planes.to_planes(image)
+    peak = planes.PEAKS.get(np.dtype(kind))
+    ycc = torch.cat([rgb_to_ycbcr(x[:3]), x[3:]])
+    ilr = imresize(ycc[0], size=size)
+    if peak is not None:
+        ilr = (ilr * peak).round().clamp(0, peak) / peak
+    out = torch.stack([up.run_y(ilr)] + [imresize(p, size=size) for p in ycc[1:]])
+    out = torch.cat([ycbcr_to_rgb(out[:3]), out[3:]]).permute(1, 2, 0)
+    if peak is None:
+        return out.numpy()
+    return (out.clamp(0, 1) * peak).round().numpy().astype(kind)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("block", [planes.BLOCK_PIXELS, 300])
+def test_blocks_on_the_device_equal_whole_planes(monkeypatch: pytest.MonkeyPatch, dtype,
+                                                 block: int) -> None:
+    monkeypatch.setattr(planes, "BLOCK_PIXELS", block)  # 300: blocks of 3-4 rows
+    torch.manual_seed(0)
+    up = Upscaler(DRCN(features=8, recursions=3), device="cpu", precision="fp32", tile=24)
+    rng = np.random.default_rng(0)
+    image = rng.random((29, 37, 4))
+    if dtype != np.float32:
+        image = (image * np.iinfo(dtype).max).round().astype(dtype)
+    else:
+        image = image.astype(np.float32)
+    out = up.upscale(image, 2.5)
+    want = reference(up, image, (72, 92))
+    assert out.dtype == want.dtype and out.shape == (72, 92, 4)
+    if dtype == np.float32:
+        assert np.abs(out - want).max() <= 1e-6
+    else:
+        assert np.abs(out.astype(int) - want).max() <= 1 and (out == want).mean() >= 0.9999
+
+
+def test_row_blocks_cover_the_plane_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planes, "BLOCK_PIXELS", 1000)
+    blocks = planes.row_blocks(101, 300)
+    assert blocks[0] == (0, 3) and blocks[-1] == (99, 101)
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
+    assert planes.row_blocks(5, 10_000) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]

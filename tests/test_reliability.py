@@ -1,0 +1,331 @@
+"""Issue 10: no file can crash a batch, lose a result, replace an input or hang the CLI.
+
+One test (or more) per item of the issue; item numbers are in the test names' docstrings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin import engine, imagefile
+from drcn_plugin.batch import Job, collect_jobs, run_job
+from drcn_plugin.cli import app
+from drcn_plugin.model import DRCN
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+rgb = random_rgb
+
+
+
+def upscale(*args: str):
+    return runner.invoke(app, ["upscale", *args])
+
+
+def errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+
+
+# -- data loss and wrong places -------------------------------------------------------------
+def test_colliding_output_names_are_made_unique(folder: Path, tiny_model_file: str) -> None:
+    """1: photo.png + photo.gif (and .jpg + .png with --format png) never share an output."""
+    rgb().save(folder / "photo.png")
+    rgb(seed=1).save(folder / "photo.gif")
+    rgb(seed=2).save(folder / "x.jpg")
+    rgb(seed=3).save(folder / "x.png")
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "4 done" in r.output, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["photo.gif.png", "photo.png", "x.jpg",
+                                                    "x.png"]
+    r = upscale(str(folder), "-o", str(folder.parent / "png"), "--format", "png",
+                "--model", tiny_model_file)
+    assert r.exit_code == 0 and "4 done" in r.output, r.output
+    assert sorted(p.name for p in (folder.parent / "png").iterdir()) == [
+        "photo.gif.png", "photo.png", "x.jpg.png", "x.png"]
+
+
+def test_an_output_never_lands_on_an_input(folder: Path, tiny_model_file: str) -> None:
+    """1, 4: with -o on the input folder and a suffix, a.png -> a-x.png must not replace the
+    input a-x.png."""
+    rgb().save(folder / "a.png")
+    rgb(seed=1).save(folder / "a-x.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    r = upscale(str(folder / "a.png"), str(folder / "a-x.png"), "-o", str(folder), "--suffix",
+                "-x", "--overwrite", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "would replace an input" in r.output
+    assert (folder / "a-x-x.png").exists()
+    assert all((folder / n).read_bytes() == b for n, b in before.items())
+
+
+def test_compare_never_replaces_its_input(folder: Path, tiny_model_file: str) -> None:
+    """2: compare c.png -o c.png --overwrite."""
+    rgb(40, 40).save(folder / "c.png")
+    before = (folder / "c.png").read_bytes()
+    r = runner.invoke(app, ["compare", str(folder / "c.png"), "-o", str(folder / "c.png"),
+                            "--overwrite", "--model", tiny_model_file])
+    assert r.exit_code == 2 and "input" in r.output and "Traceback" not in r.output
+    assert (folder / "c.png").read_bytes() == before
+
+
+def test_eval_json_never_replaces_an_input_or_a_foreign_file(folder: Path) -> None:
+    """2: eval --json ds/a.png; an existing non-drcn file needs --overwrite."""
+    for i in range(2):
+        rgb(32, 32, seed=i).save(folder / f"{i}.png")
+    image = (folder / "0.png").read_bytes()
+    ev = ["eval", "--dataset", str(folder), "--model", "bicubic", "--scale", "2"]
+    r = runner.invoke(app, [*ev, "--json", str(folder / "0.png"), "--overwrite"])
+    assert r.exit_code == 2 and (folder / "0.png").read_bytes() == image
+    notes = folder.parent / "notes.json"
+    notes.write_text('{"mine": 1}')
+    r = runner.invoke(app, [*ev, "--json", str(notes)])
+    assert r.exit_code == 2 and "not a drcn eval result" in r.output
+    assert notes.read_text() == '{"mine": 1}'
+    assert runner.invoke(app, [*ev, "--json", str(notes), "--overwrite"]).exit_code == 0
+    assert runner.invoke(app, [*ev, "--json", str(notes)]).exit_code == 0, "own result replaced"
+
+
+def test_dot_writes_beside_the_folder_and_is_not_rescanned(folder: Path, tiny_model_file: str,
+                                                          monkeypatch) -> None:
+    """3: drcn upscale . (then . -r) resolves the folder first."""
+    rgb().save(folder / "a.png")
+    monkeypatch.chdir(folder)
+    r = upscale(".", "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+    assert (folder.parent / "in-drcn-x2" / "a.png").exists()
+    r = upscale(".", "-r", "--model", tiny_model_file, "--overwrite")
+    assert r.exit_code == 0 and "1 done" in r.output
+
+
+def test_output_naming_the_input_folder_or_a_file_is_one_line(folder: Path,
+                                                              tiny_model_file: str) -> None:
+    """4, 9: -o on the input folder, -o on an existing file."""
+    rgb().save(folder / "a.png")
+    r = upscale(str(folder), "-o", str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 2 and len(errors(r.output)) == 1 and "holds the inputs" in r.output
+    r = upscale(str(folder), "-o", str(folder / "a.png"), "--model", tiny_model_file)
+    assert r.exit_code == 2 and "existing file" in r.output and "Traceback" not in r.output
+    r = upscale(str(folder), "-o", str(folder), "--suffix", "-x2", "--model", tiny_model_file)
+    assert r.exit_code == 0 and (folder / "a-x2.png").exists(), "a suffix makes it explicit"
+
+
+# -- one file must not abort the batch ------------------------------------------------------
+def test_name_near_255_bytes(folder: Path, tiny_model_file: str) -> None:
+    """8: the temporary name must fit the 255-byte limit too."""
+    name = "é" * 120 + "x.png"  # 245 bytes
+    rgb().save(folder / name)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in out.iterdir()] == [name]
+
+
+def test_unwritable_output_folder_is_one_line_per_file(folder: Path, tiny_model_file: str,
+                                                       monkeypatch) -> None:
+    """9: a read-only output folder (simulated: tests may run as root)."""
+    rgb().save(folder / "a.png")
+    rgb().save(folder / "b.png")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(imagefile.tempfile, "mkstemp", refuse)
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len([e for e in errors(r.output) if "Permission denied" in e]) == 2
+
+
+def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_file: str,
+                                                      monkeypatch) -> None:
+    """10: a flat 1500x1500 PNG at x16 is refused before anything is allocated."""
+    Image.new("L", (1500, 1500), 128).save(folder / "flat.png")
+    rgb().save(folder / "small.png")
+    monkeypatch.setattr(engine, "_available_memory", lambda device: 2 << 30)
+    called = []
+    real = engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, a, *k, **kw: called.append(a.shape) or real(self, a, *k, **kw))
+    r = upscale(str(folder), "--scale", "16", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "GiB" in r.output and "1 done" in r.output, r.output
+    assert called == [(16, 20, 3)], "the big one never reached the engine"
+
+
+def test_unexpected_exception_is_one_line_and_debug_shows_it(folder: Path, tiny_model_file: str,
+                                                             monkeypatch) -> None:
+    """11 (structural): any exception inside a file's job is that file's one line."""
+    rgb().save(folder / "a.png")
+    rgb().save(folder / "b.png")
+
+    def boom(self, image, *args, **kwargs):
+        if image.shape[1] == 20 and not boom.done:
+            boom.done = True
+            raise struct.error("unpack requires a buffer of 4 bytes")
+        return real(self, image, *args, **kwargs)
+
+    boom.done = False
+    real = engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale", boom)
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done" in r.output and "1 failed" in r.output
+    assert len(errors(r.output)) == 1 and "unexpected error" in r.output
+    assert "Traceback" not in r.output
+    boom.done = False
+    r = upscale(str(folder), "--model", tiny_model_file, "--overwrite", "--debug")
+    assert "Traceback" in r.output
+
+
+# -- hangs ----------------------------------------------------------------------------------
+def test_symlink_loops_are_walked_once(folder: Path, tiny_model_file: str) -> None:
+    """12: two self-symlinks with a ** glob and with a folder input."""
+    rgb().save(folder / "a.png")
+    (folder / "sub").mkdir()
+    rgb().save(folder / "sub" / "b.png")
+    os.symlink(".", folder / "loop1")
+    os.symlink("..", folder / "sub" / "loop2")
+    jobs, errs = collect_jobs([str(folder / "**" / "*.png")], 2, None, True, "", "same")
+    assert sorted(j.source.name for j in jobs) == ["a.png", "b.png"] and not errs
+    jobs, _ = collect_jobs([str(folder)], 2, None, True, "", "same")
+    assert sorted(j.source.name for j in jobs) == ["a.png", "b.png"]
+    r = upscale(str(folder / "**" / "*.png"), "-r", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 done" in r.output
+
+
+# -- medium ---------------------------------------------------------------------------------
+def test_nan_weights_and_0d_ensemble_are_refused(folder: Path, tmp_path: Path) -> None:
+    """17: loading validates values and shapes."""
+    rgb().save(folder / "a.png")
+    sd = DRCN(features=4, recursions=2).state_dict()
+    sd["recursive.weight"][0, 0, 0, 0] = float("nan")
+    save_file(sd, str(tmp_path / "nan.safetensors"))
+    sd = DRCN(features=4, recursions=2).state_dict()
+    sd["ensemble"] = sd["ensemble"][0].clone()
+    save_file(sd, str(tmp_path / "zero.safetensors"))
+    r = upscale(str(folder), "--model", str(tmp_path / "nan.safetensors"))
+    assert r.exit_code == 2 and "NaN or infinite" in r.output
+    r = upscale(str(folder), "--model", str(tmp_path / "zero.safetensors"))
+    assert r.exit_code == 2 and "does not hold DRCN weights" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_compare_bad_crops_and_small_images(folder: Path, tiny_model_file: str) -> None:
+    """19, 27: --crop 0 or negative is one line; labels of small crops do not overlap."""
+    rgb(9, 9).save(folder / "s.png")
+    for crop in ("0", "-5"):
+        r = runner.invoke(app, ["compare", str(folder / "s.png"), "--crop", crop,
+                                "--model", tiny_model_file])
+        assert r.exit_code == 2 and "--crop" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["compare", str(folder / "s.png"), "--crop", "4",
+                            "--model", tiny_model_file])
+    assert r.exit_code == 0, r.output
+    from PIL import ImageFont
+
+    from drcn_plugin.compare import label_columns
+
+    font = ImageFont.load_default(size=16)
+    tiles = [(f"panel {i}  33.33 dB", Image.new("RGB", (8, 8))) for i in range(4)]
+    cols = label_columns(tiles, font)
+    for (label, _), (left, right) in zip(tiles, cols, strict=True):
+        assert right - left >= 4 + font.getlength(label)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(cols)), "columns do not overlap"
+    sheet = Image.open(folder / "s-compare-x3.png")
+    assert sheet.width >= sum(r - l_ for l_, r in cols[:3])
+
+
+# -- low ------------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_file: str) -> None:
+    """20: a killed run's hidden .part is removed on the next start."""
+    rgb().save(folder / "a.png")
+    out = folder.parent / "out"
+    out.mkdir()
+    stale = out / f".a.png.{_dead_pid()}.abcd1234.part"
+    live = out / f".a.png.{os.getppid()}.abcd1234.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    r = upscale(str(folder), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
+    assert r.exit_code == 0 and not stale.exists() and live.exists()
+
+
+def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch) -> None:
+    """20: SIGTERM while writing leaves no temporary file."""
+    from drcn_plugin.cli import _terminate_like_interrupt
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        _terminate_like_interrupt()
+
+        def terminated(fd: int) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+
+        monkeypatch.setattr(imagefile.os, "fsync", terminated)
+        with pytest.raises(KeyboardInterrupt):
+            imagefile.atomic_write_bytes(folder / "x.json", b"{}")
+        assert list(folder.iterdir()) == []
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_concurrent_skip_existing_runs(folder: Path, tiny_model_file: str, monkeypatch) -> None:
+    """21: another run writes the output while this one works: skipped, not an error."""
+    rgb().save(folder / "a.png")
+    out = folder.parent / "out"
+    real = engine.Upscaler.upscale
+
+    def other_run_wins(self, image, *args, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / "a.png").write_bytes(b"theirs")
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Upscaler, "upscale", other_run_wins)
+    r = upscale(str(folder), "-o", str(out), "--skip-existing", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 skipped" in r.output, r.output
+    assert (out / "a.png").read_bytes() == b"theirs"
+
+
+def test_suffix_cannot_escape_the_output_folder(folder: Path, tiny_model_file: str) -> None:
+    """23."""
+    rgb().save(folder / "a.png")
+    r = upscale(str(folder), "--suffix", "/../../x", "--model", tiny_model_file)
+    assert r.exit_code == 2 and "path separator" in r.output
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["in"]
+
+
+def test_outputs_keep_the_input_permissions(folder: Path, tiny_model_file: str) -> None:
+    """24."""
+    rgb().save(folder / "a.png")
+    os.chmod(folder / "a.png", 0o600)
+    out = folder.parent / "out"
+    assert upscale(str(folder), "-o", str(out), "--model", tiny_model_file).exit_code == 0
+    assert stat.S_IMODE(os.stat(out / "a.png").st_mode) == 0o600
+
+
+def test_run_job_never_raises_for_a_bad_file(tmp_path: Path, tiny_model_file: str) -> None:
+    """Structural: the library boundary itself, for callers other than the CLI."""
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    up = engine.Upscaler(tiny_model_file, device="cpu")
+    outcome = run_job(Job(bad, tmp_path / "out" / "bad.png"), up, 2.0)
+    assert outcome.status == "failed" and str(bad) in outcome.message

@@ -1,0 +1,178 @@
+"""Issue 10, formats and metadata: EXIF of every shape to every format, content that does not
+match its name, alpha in BMP, float range, messages for big ICC and full disks, impossible
+mode/format pairs refused before the upscale."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_rgb
+from PIL import Image
+from typer.testing import CliRunner
+
+from drcn_plugin import engine, imagefile
+from drcn_plugin.cli import app
+from drcn_plugin.imagefile import read_image
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+rgb = random_rgb
+
+
+
+def upscale(*args: str):
+    return runner.invoke(app, ["upscale", *args])
+
+
+
+
+def _raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """Big-endian EXIF with entries (tag, type, count, value of up to 4 bytes)."""
+    ifd = struct.pack(">H", len(entries))
+    for tag, typ, count, value in entries:
+        ifd += struct.pack(">HHI", tag, typ, count) + value.ljust(4, b"\0")
+    return b"Exif\0\0MM\0\x2a" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0)
+
+
+def test_exif_sub_ifd_goes_to_tiff(folder: Path, tiny_model_file: str) -> None:
+    """5, 22: every camera photo has an EXIF sub-IFD; TIFF output keeps the EXIF."""
+    ex = Image.Exif()
+    ex[0x8769] = {0x8827: 100}
+    ex[0x010F] = "Canon"
+    rgb().save(folder / "p.jpg", exif=ex)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", "tiff", "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    exif = Image.open(out / "p.tif").getexif()
+    assert exif.get(0x010F) == "Canon" and exif.get_ifd(0x8769).get(0x8827) == 100
+
+
+def test_wrongly_typed_exif_tag_is_dropped_not_fatal(folder: Path, tiny_model_file: str) -> None:
+    """6: XResolution stored as ASCII."""
+    exif = _raw_exif([(0x011A, 2, 3, b"72\0"), (0x010F, 2, 4, b"Sony")])
+    rgb().save(folder / "w.jpg", exif=exif)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "malformed EXIF" in r.output, r.output
+    assert Image.open(out / "w.jpg").getexif().get(0x010F) == "Sony"
+
+
+def test_exif_over_64k_is_shrunk_for_jpeg(folder: Path, tiny_model_file: str) -> None:
+    """7: EXIF > 64 KB (a big maker note) written to JPEG."""
+    ex = Image.Exif()
+    ex[0x010F] = "Nikon"
+    ex[0x8769] = {0x927C: b"m" * 70000, 0x8827: 200}
+    rgb().save(folder / "big.png", exif=ex)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", "jpg", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "64 KB" in r.output, r.output
+    exif = Image.open(out / "big.jpg").getexif()
+    assert exif.get(0x010F) == "Nikon" and exif.get_ifd(0x8769).get(0x8827) == 200
+
+
+def test_content_not_matching_extension(folder: Path, tiny_model_file: str) -> None:
+    """13: a JPEG named x.png comes back as a PNG (what its name says)."""
+    rgb().save(folder / "x.png", format="JPEG")
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "content is JPEG" in r.output
+    assert Image.open(out / "x.png").format == "PNG"
+
+
+def test_rgba_bmp_keeps_alpha(folder: Path, tiny_model_file: str) -> None:
+    """15: 32-bit BI_RGB BMP with alpha."""
+    a = np.dstack([np.asarray(rgb()), np.full((16, 20), 90, np.uint8)])
+    Image.fromarray(a).save(folder / "a.bmp")
+    assert read_image(folder / "a.bmp")[0].shape == (16, 20, 4)
+    out = folder.parent / "out"
+    assert upscale(str(folder), "-o", str(out), "--model", tiny_model_file).exit_code == 0
+    back = read_image(out / "a.bmp")[0]
+    assert back.shape == (32, 40, 4) and back[..., 3].min() == 90
+
+
+def test_exif_resolution_scaled_and_swapped(folder: Path, tiny_model_file: str) -> None:
+    """22: EXIF X/YResolution scaled like the DPI; non-square DPI swapped for orientation 6."""
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    ex[0x011A], ex[0x011B] = 100.0, 200.0
+    rgb().save(folder / "r.jpg", exif=ex, dpi=(100, 200))
+    out = folder.parent / "out"
+    assert upscale(str(folder), "-o", str(out), "--model", tiny_model_file).exit_code == 0
+    im = Image.open(out / "r.jpg")
+    assert im.size == (32, 40)
+    assert tuple(round(v) for v in im.info["dpi"]) == (400, 200)
+    exif = im.getexif()
+    assert (float(exif[0x011A]), float(exif[0x011B])) == (400.0, 200.0)
+
+
+def test_float_tiff_stays_in_the_input_range(folder: Path, tiny_model_file: str) -> None:
+    """25: bicubic overshoots on edges; the result is clamped to the input's range."""
+    board = np.kron(np.indices((4, 5)).sum(0) % 2, np.ones((4, 4))).astype(np.float32)
+    Image.fromarray(0.2 + 0.6 * board).save(folder / "f.tif")
+    out = folder.parent / "out"
+    assert upscale(str(folder), "-o", str(out), "--model", tiny_model_file).exit_code == 0
+    result = np.asarray(Image.open(out / "f.tif"))
+    assert result.dtype == np.float32
+    assert result.min() >= np.float32(0.2) and result.max() <= np.float32(0.8)
+
+
+def test_big_icc_png_message(folder: Path, tiny_model_file: str) -> None:
+    """26: a 2 MB ICC profile in a PNG is refused in words, not Pillow's constant name."""
+    icc = np.random.default_rng(0).integers(0, 256, 2_000_000, np.uint8).tobytes()
+    rgb().save(folder / "icc.png", icc_profile=icc)
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "ICC profile" in r.output and "MAX_TEXT_CHUNK" not in r.output
+
+
+def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkeypatch) -> None:
+    """26: libtiff reports a full disk as "encoder error -2"."""
+    from PIL import TiffImagePlugin
+
+    rgb().save(folder / "a.tif")
+    real_save = TiffImagePlugin._save
+
+    def full(im, fp, filename):
+        if isinstance(fp, io.BytesIO):
+            return real_save(im, fp, filename)
+        raise OSError("encoder error -2 when writing image file")
+
+    monkeypatch.setattr(TiffImagePlugin, "_save", full)
+    monkeypatch.setitem(Image.SAVE, "TIFF", full)
+    monkeypatch.setattr(imagefile.shutil, "disk_usage", lambda p: os.statvfs_result if False
+                        else type("U", (), {"free": 0})())
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "disk full" in r.output, r.output
+    assert list(out.iterdir()) == []
+
+
+def test_format_is_case_insensitive_and_pairs_checked_first(folder: Path, tiny_model_file: str,
+                                                            monkeypatch) -> None:
+    """26: --format JPG; LA to BMP and float to PNG are converted; RGBA to JPEG is refused
+    before the upscale runs."""
+    rgb().save(folder / "a.png")
+    r = upscale(str(folder / "a.png"), "-o", str(folder.parent / "j"), "--format", "JPG",
+                "--model", tiny_model_file)
+    assert r.exit_code == 0 and (folder.parent / "j" / "a.jpg").exists()
+    Image.new("LA", (8, 6), (100, 50)).save(folder / "la.png")
+    Image.fromarray(np.full((6, 8), 0.5, np.float32)).save(folder / "f.tif")
+    r = upscale(str(folder / "la.png"), "-o", str(folder.parent / "b"), "--format", "bmp",
+                "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert read_image(folder.parent / "b" / "la.bmp")[0].shape == (12, 16, 4)
+    r = upscale(str(folder / "f.tif"), "-o", str(folder.parent / "p"), "--format", "png",
+                "--model", tiny_model_file)
+    assert r.exit_code == 0 and Image.open(folder.parent / "p" / "f.png").mode.startswith("I")
+    Image.new("RGBA", (8, 6)).save(folder / "rgba.png")
+    called = []
+    monkeypatch.setattr(engine.Upscaler, "upscale", lambda *a, **k: called.append(1))
+    r = upscale(str(folder / "rgba.png"), "-o", str(folder.parent / "q"), "--format", "jpg",
+                "--model", tiny_model_file)
+    assert r.exit_code == 1 and "alpha" in r.output and called == []
+
+

@@ -1,0 +1,178 @@
+"""Measured tile plans: the cache file's robustness, the plan choice, and exact tiles for every
+plan the tuner can pick. Measuring runs here only on a tiny model with tiny candidates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from drcn_plugin import engine, tuning
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.model import DRCN
+from drcn_plugin.tuning import Timing
+
+
+def tiny() -> DRCN:
+    torch.manual_seed(0)
+    return DRCN(features=8, recursions=3).eval()
+
+
+@pytest.fixture
+def tuning_on(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Measuring on, a private cache folder, tiny candidates, nothing remembered in memory."""
+    monkeypatch.setenv(tuning.TUNING_ENV, "1")
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(tuning, "LADDER", (16, 24, 32, 48))
+    monkeypatch.setattr(engine, "_TIMINGS", {})
+
+
+def test_tiles_measured_once_then_cached(tuning_on: None) -> None:
+    notes: list[str] = []
+    x = torch.rand(70, 90)
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+    out = up.run_y(x)
+    assert len(notes) == 1 and "measuring tile sizes" in notes[0]
+    data = json.loads(tuning.cache_path().read_text())
+    key = tuning.plan_key(up.device, 8, 3, torch.float32)
+    assert data["version"] == tuning.CACHE_VERSION and key in data["plans"]
+    assert {r["tile"] for r in data["plans"][key]} <= {16, 24, 32, 48}
+    # A new process (simulated: nothing in memory) reads the file instead of measuring again.
+    engine._TIMINGS.clear()
+    again = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+    assert torch.equal(again.run_y(x), out) and len(notes) == 1
+    with torch.inference_mode():
+        whole = up.model(x[None, None])[0, 0]
+    assert (out - whole).abs().max() <= 1e-5
+
+
+def test_explicit_tile_and_switch_off_skip_measuring(tuning_on: None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    notes: list[str] = []
+    Upscaler(tiny(), device="cpu", precision="fp32", tile=20, notify=notes.append).run_y(
+        torch.rand(40, 40))
+    monkeypatch.setenv(tuning.TUNING_ENV, "0")
+    Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append).run_y(torch.rand(40, 40))
+    assert notes == [] and not tuning.cache_path().exists()
+
+
+def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "_available_memory", lambda device: 400_000)
+    notes: list[str] = []
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+    x = torch.rand(40, 50)
+    with torch.inference_mode():
+        whole = up.model(x[None, None])[0, 0]
+    assert (up.run_y(x) - whole).abs().max() <= 1e-5
+    assert notes == [] and not tuning.cache_path().exists()
+    assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
+
+
+@pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
+                                  '{"version": 1, "plans": {"k": [{"tile": "x"}]}}',
+                                  '{"version": 1, "plans": {"k": [{"tile": 0, "batch": 1, '
+                                  '"seconds": 1}]}}', "\x00\xff garbage"])
+def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
+    path = tuning.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(body, encoding="latin-1")
+    assert tuning.load_timings("k") is None
+    tuning.store_timings("mine", [Timing(128, 1, 0.5)])
+    assert tuning.load_timings("mine") == [Timing(128, 1, 0.5)]
+    assert json.loads(path.read_text())["plans"].keys() == {"mine"}
+
+
+def test_writers_merge_and_leave_no_temporary_files(tuning_on: None) -> None:
+    tuning.store_timings("a", [Timing(96, 1, 0.1)])
+    tuning.store_timings("b", [Timing(256, 4, 0.2), Timing(512, 1, 0.3)])
+    assert tuning.load_timings("a") == [Timing(96, 1, 0.1)]
+    assert len(tuning.load_timings("b")) == 2
+    assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
+
+
+def test_two_processes_writing_at_once_leave_a_valid_file(tuning_on: None) -> None:
+    code = ("import sys; from drcn_plugin.tuning import Timing, store_timings\n"
+            "for i in range(150): store_timings(f'{sys.argv[1]}{i % 7}', [Timing(64 + i, 1, 1.0)])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, name]) for name in ("p", "q")]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    plans = json.loads(tuning.cache_path().read_text())["plans"]
+    assert plans and all(k[0] in "pq" and v[0]["batch"] == 1 for k, v in plans.items())
+    assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
+
+
+def test_choice_counts_halo_and_border_windows() -> None:
+    halo = 20
+    small, big = Timing(128, 1, 1.0), Timing(512, 1, 10.0)  # big: cheaper per core pixel
+    assert tuning.predicted_seconds(big, 2000, 2000, halo) < \
+        tuning.predicted_seconds(small, 2000, 2000, halo)
+    # 140 px: the small plan needs 2 x 2 windows of 70 + 2 halos; the big one a single window
+    # clipped to the image, costed by its actual area.
+    assert tuning.predicted_seconds(small, 140, 140, halo) == pytest.approx(4 * 110 ** 2 / 168 ** 2)
+    assert tuning.predicted_seconds(big, 140, 140, halo) == pytest.approx(10 * 140 ** 2 / 552 ** 2)
+    assert tuning.balanced_core(1200, 141) == 134 and tuning.balanced_core(100, 128) == 100
+
+
+class FakeClock:
+    """A clock that only moves when the fake network runs: timings without timing noise."""
+
+    def __init__(self, seconds_per_call) -> None:
+        self.now, self.cost, self.calls = 0.0, seconds_per_call, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def forward(self, x: torch.Tensor) -> None:
+        self.calls.append(x.shape[-1])
+        self.now += self.cost(x)
+
+
+def test_measure_ranks_then_retimes_the_finalists(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(lambda x: 1.0)  # every call costs the same: bigger is cheaper per pixel
+    monkeypatch.setattr(tuning, "_clock", clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 2,
+                         [(8, 1), (16, 2), (32, 1), (48, 1)], budget_s=100, repeats=3, finalists=2)
+    assert out == [Timing(8, 1, 1.0), Timing(16, 2, 1.0), Timing(32, 1, 1.0), Timing(48, 1, 1.0)]
+    # Warm-up and a first timing each, then two more rounds for the two finalists, round-robin.
+    assert clock.calls == [12, 12, 20, 20, 36, 36, 52, 52, 52, 36, 52, 36]
+
+
+def test_measure_stops_after_two_misses_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
+    monkeypatch.setattr(tuning, "_clock", clock)
+    ladder = [(4, 1), (8, 1), (16, 1), (32, 1)]
+    slow = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder, repeats=1)
+    assert [t.tile for t in slow] == [4, 8, 16], "8 and 16 both 15% worse than 4: 32 not tried"
+    clock = FakeClock(lambda x: 10.0)
+    monkeypatch.setattr(tuning, "_clock", clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder + [(64, 1)], budget_s=5)
+    assert len(out) == 3, "past the budget after the third candidate"
+
+
+@pytest.mark.parametrize("tile", [16, 24, 31, 48, 100])
+@pytest.mark.parametrize("shape", [(53, 71), (16, 90), (97, 40)])
+def test_every_pickable_plan_is_seamless(tuning_on: None, tile: int, shape) -> None:
+    """Whatever tile the measurement favours, balanced cores give the untiled result."""
+    up = Upscaler(tiny(), device="cpu", precision="fp32")
+    key = tuning.plan_key(up.device, 8, 3, torch.float32)
+    engine._TIMINGS[key] = [Timing(tile, 3, 1.0)]
+    x = torch.rand(*shape)
+    with torch.inference_mode():
+        whole = up.model(x[None, None])[0, 0]
+    assert (up.run_y(x) - whole).abs().max() <= 1e-5
+
+
+def test_callers_model_is_left_as_it_was() -> None:
+    for precision in ("fp32", "bf16"):
+        model = DRCN(features=8, recursions=3).train()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        up = Upscaler(model, device="cpu", precision=precision, tile=16)
+        up.upscale(np.zeros((20, 30, 3), np.uint8), 2)
+        assert model.training
+        for k, v in model.state_dict().items():
+            assert v.dtype == torch.float32 and v.device.type == "cpu"
+            assert v.is_contiguous() and torch.equal(v, before[k]), k
