@@ -71,8 +71,8 @@ class Outcome:
     detail: str = ""  # the traceback of an unexpected failure, for --debug
 
 
-def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, recursive: bool,
-                 suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
+def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | None,
+                 recursive: bool, suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs, every output path planned before any work;
     returns (jobs, one-line errors).
 
@@ -92,7 +92,7 @@ def collect_jobs(inputs: list[str], target: TargetSize, output: Path | None, rec
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise BadOptionError(f"{output} is an existing file, not an output folder",
                              option="output")
-    tag = f"drcn-{target.tag()}"
+    tag = f"drcn-{TargetSize.from_value(target).tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
     seen: set[str] = set()
@@ -239,7 +239,7 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
     return sum(clean_stale_parts(folder) for folder in {j.target.parent for j in jobs})
 
 
-def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str = "same",
+def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
             quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
@@ -250,8 +250,8 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: st
     """
     t0 = time.perf_counter()
     try:
-        return _run(job, upscaler, target, fmt.lower(), quality, overwrite, skip_existing,
-                    progress, cancel, t0)
+        return _run(job, upscaler, TargetSize.from_value(target), fmt.lower(), quality,
+                    overwrite, skip_existing, progress, cancel, t0)
     except Cancelled:
         raise
     except OutputExistsError as e:

@@ -41,6 +41,11 @@ class TargetSize:
         exact = bool(width or height or long_edge)
         return cls(None if exact else scale, width, height, long_edge)
 
+    @classmethod
+    def from_value(cls, value: TargetSize | float) -> TargetSize:
+        """A ``TargetSize`` as is, or a plain scale factor wrapped in one."""
+        return value if isinstance(value, TargetSize) else cls(scale=float(value))
+
     @property
     def exact(self) -> bool:
         """True when pixels were asked for rather than a factor."""
