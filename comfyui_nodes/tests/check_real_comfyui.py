@@ -45,6 +45,7 @@ from drcn_plugin.engine import Upscaler
 from drcn_plugin.integrations.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE
 
 API = Path(__file__).resolve().parent.parent / "api_workflows"
 WORKFLOW = API / "drcn_upscale.json"
@@ -304,7 +305,7 @@ def error_checks(comfy: Comfy, image: str) -> None:
     """Bad inputs must come back as one clear line, from validation or from our node."""
     broken = "drcn_check_broken.safetensors"
     cases = [
-        ("scale out of range (9)", workflow(image, 9.0)),
+        (f"scale out of range ({MAX_SCALE + 1:g})", workflow(image, MAX_SCALE + 1)),
         ("missing weights file", workflow(image, 2.0, hub_or_path="/no/such/drcn.safetensors")),
         ("corrupt weights file in models/drcn", workflow(image, 2.0, model_name=broken)),
         ("tile too small (8)", workflow(image, 2.0, tile=8)),
