@@ -163,8 +163,9 @@ def upscale(
         "--model", "-m", help="drcn-lite, drcn, a .safetensors file, a model "
         "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
     denoise: Annotated[float | None, typer.Option(
-        min=0, max=1, help="0 = drcn-lite, 1 = its photo variant (JPEG and noise; once one ships), between: a "
-        "blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")] = None,
+        min=0, max=1, help="0 = drcn-lite, 1 = its photo variant (JPEG and noise; once one "
+        "ships), between: a blend (default: drcn-lite for lossless files, stronger for "
+        "lower-quality JPEGs)")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,
