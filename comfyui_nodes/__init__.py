@@ -7,6 +7,11 @@ except ImportError as e:
                       "--comfyui-dir PATH`, or `pip install -r requirements.txt` in this "
                       "folder") from e
 
-from .drcn_nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from . import drcn_nodes, upscale_model
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+NODE_CLASS_MAPPINGS = {**drcn_nodes.NODE_CLASS_MAPPINGS, **upscale_model.NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS = {**drcn_nodes.NODE_DISPLAY_NAME_MAPPINGS,
+                              **upscale_model.NODE_DISPLAY_NAME_MAPPINGS}
+WEB_DIRECTORY = "./web"  # web/docs/<node>.md: the help page ComfyUI shows for each node
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -23,10 +23,12 @@ from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLo
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
+from drcn_plugin.sizing import TargetSize
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = "drcn"
+MAX_SIDE = 16384  # ComfyUI's own largest image side (nodes.MAX_RESOLUTION)
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
 
@@ -116,83 +118,92 @@ class DRCNModelLoader:
             return (resolve_model(model_name, hub_or_path),)
 
 
-def _split_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
-    """Append ``1 - mask`` to an RGB batch as alpha, so the engine resizes it with the image.
+def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``1 - mask`` as ``[1 or B, H, W]`` alpha planes to upscale with the image, or None.
 
-    Returns the batch to upscale and whether the last channel came from the mask. An all-zero
-    mask of another size (LoadImage's "no alpha" mask) counts as no mask.
+    An all-zero mask of another size (LoadImage's "no alpha" mask) counts as no mask.
     """
     if mask is None:
-        return image, False
+        return None
     mask = mask[None] if mask.ndim == 2 else mask
     b, h, w, c = image.shape
     if tuple(mask.shape[-2:]) != (h, w):
         if not mask.any():
-            return image, False
+            return None
         raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                             f"{w}x{h}")
     if mask.shape[0] not in (1, b):
         raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
     if c == 4:
         raise BadImageError("connect a mask or an image with alpha, not both")
-    alpha = (1.0 - mask.to(image)).expand(b, h, w)[..., None]
-    return torch.cat([image, alpha], dim=-1), True
+    return 1.0 - mask.to(image)
 
 
 def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
-                  self_ensemble: bool = False,
-                  mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  self_ensemble: bool = False, mask: torch.Tensor | None = None,
+                  width: int = 0, height: int = 0,
+                  per_batch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Upscale a ComfyUI IMAGE batch ``[B, H, W, C]`` (0..1) image by image through the engine.
 
-    Returns ``(image, mask)``: the image keeps its channels (alpha included); the mask is the
-    upscaled input mask, else ``1 - alpha`` of an RGBA image, else zeros.
+    The output tensors are allocated once and filled ``per_batch`` frames at a time (0 = all), so
+    a long video batch holds its upscaled frames once plus one step's worth. Returns
+    ``(image, mask)``: the image keeps its channels (alpha included); the mask is the upscaled
+    input mask, else ``1 - alpha`` of an RGBA image, else zeros.
     """
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
-                             f"{MAX_SCALE:g}", option="scale")
     if image.ndim != 4:
         raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                         f"got shape {tuple(image.shape)}")
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")
-    planes, mask_in_alpha = _split_alpha(image, mask)
-    check_memory(planes.shape[1], planes.shape[2], planes.shape[3], 4, scale)
+    if per_batch < 0:
+        raise BadOptionError(f"per_batch {per_batch} must be 0 (all frames) or more",
+                             option="per_batch")
+    count, h, w, channels = image.shape
+    oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
+    alpha = _mask_alpha(image, mask)
+    check_memory(h, w, channels + (alpha is not None), 4, size=(oh, ow))
+    out_image = torch.empty((count, oh, ow, channels))
+    out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
+                else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
     mm, cu = _comfy()
     device = mm.get_torch_device() if mm is not None else "auto"
-    count = planes.shape[0]
     cancel = _interrupt_check(mm) if mm is not None else None
-    outs = []
+    step = per_batch or count
     upscaler = None
     try:
         upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
         if mm is not None:
-            out_pixels = round(image.shape[1] * scale) * round(image.shape[2] * scale)
             mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
-                           * min(out_pixels, _WORKING_PIXELS), device)
+                           * min(oh * ow, _WORKING_PIXELS), device)
         bar = cu.ProgressBar(count) if cu is not None else None
-        for i in range(count):
-            outs.append(_from_engine(upscaler.upscale(
-                _to_engine(planes[i]), scale, progress=_batch_progress(bar, i, count),
-                cancel=cancel)))
+        for start in range(0, count, step):
+            frames = range(start, min(start + step, count))
+            results = [upscaler.upscale(
+                _to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
+                size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel)
+                for i in frames]
+            for i, result in zip(frames, results, strict=True):
+                planes = _from_engine(result).clamp_(0.0, 1.0)
+                out_image[i] = planes[..., :channels]
+                if alpha is not None or channels == 4:
+                    torch.sub(1.0, planes[..., -1], out=out_mask[i])
+            del results
     finally:
         del upscaler  # its half-precision copy of the model lives on the device
         if mm is not None:
             model.to(mm.unet_offload_device())
             mm.soft_empty_cache()
-    result = torch.stack(outs).clamp_(0.0, 1.0)
-    if mask_in_alpha:
-        return result[..., :-1].contiguous(), 1.0 - result[..., -1]
-    if result.shape[-1] == 4:
-        return result, 1.0 - result[..., 3]
-    return result, torch.zeros(result.shape[:3])
+    return out_image, out_mask
 
 
-def _to_engine(image: torch.Tensor) -> np.ndarray:
-    """One ``[H, W, C]`` image as the engine's input: uint8 when every value sits on the 8-bit
-    grid (an image from Load Image), so the engine treats it exactly as ``drcn upscale`` treats
-    the file; float32 otherwise."""
+def _to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.ndarray:
+    """One ``[H, W, C]`` image (with ``alpha`` ``[H, W]`` appended) as the engine's input: uint8
+    when every value sits on the 8-bit grid (an image from Load Image), so the engine treats it
+    exactly as ``drcn upscale`` treats the file; float32 otherwise."""
     image = image.detach().cpu().float()
+    if alpha is not None:
+        image = torch.cat([image, alpha.detach().cpu().float()[..., None]], dim=-1)
     levels = image * 255.0
     if torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
         return levels.round().to(torch.uint8).numpy()
@@ -234,14 +245,16 @@ class DRCNUpscale:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:  # noqa: N802 (ComfyUI's name)
-        """Image, model, scale, tile size and self-ensemble; an optional mask rides along."""
+        """Image, model, scale, tile size and self-ensemble; optional: a mask that rides along,
+        an exact width/height, and frames per step for long batches."""
         return {
             "required": {
                 "image": ("IMAGE",),
                 "drcn_model": (MODEL_TYPE,),
                 "scale": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE,
                                     "step": 0.05,
-                                    "tooltip": "output size = round(input size x scale)"}),
+                                    "tooltip": "output size = round(input size x scale); "
+                                               "ignored when width or height is set"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
                                  "tooltip": "tile size in pixels; 0 = measured once, cached"}),
                 "self_ensemble": ("BOOLEAN", {"default": False,
@@ -249,15 +262,26 @@ class DRCNUpscale:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "resized with the image (bicubic), returned as mask"}),
+                "width": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 1,
+                                  "tooltip": "exact output width; 0 = from scale (or from height, "
+                                             "keeping the aspect ratio)"}),
+                "height": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 1,
+                                   "tooltip": "exact output height; 0 = from scale (or from "
+                                              "width, keeping the aspect ratio)"}),
+                "per_batch": ("INT", {"default": 16, "min": 0, "max": 4096,
+                                      "tooltip": "frames upscaled per step before they are "
+                                                 "written to the output (bounds memory on long "
+                                                 "video batches); 0 = all at once"}),
             },
         }
 
     def upscale(self, image: torch.Tensor, drcn_model: DRCN, scale: float, tile: int,
-                self_ensemble: bool,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                self_ensemble: bool, mask: torch.Tensor | None = None, width: int = 0,
+                height: int = 0, per_batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the engine on every image of the batch; see ``upscale_batch``."""
         with user_errors():
-            return upscale_batch(image, drcn_model, scale, tile, self_ensemble, mask)
+            return upscale_batch(image, drcn_model, scale, tile, self_ensemble, mask, width,
+                                 height, per_batch)
 
 
 NODE_CLASS_MAPPINGS = {"DRCNModelLoader": DRCNModelLoader, "DRCNUpscale": DRCNUpscale}

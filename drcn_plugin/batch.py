@@ -39,6 +39,7 @@ from .imagefile import (
     read_image,
     save_options,
 )
+from .sizing import TargetSize
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
 _NAME_MAX = 255
@@ -70,15 +71,16 @@ class Outcome:
     detail: str = ""  # the traceback of an unexpected failure, for --debug
 
 
-def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive: bool,
-                 suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
+def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | None,
+                 recursive: bool, suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs, every output path planned before any work;
     returns (jobs, one-line errors).
 
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
-    glob's matches -> a ``drcn-x3/`` folder beside them. ``output`` replaces that folder. Two
-    inputs that would share an output name get names that keep their source extension
-    (``photo.gif.png``); an output that would land on an input is refused.
+    glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
+    ``output`` replaces that folder. Two inputs that would share an output name get names that
+    keep their source extension (``photo.gif.png``); an output that would land on an input is
+    refused.
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
@@ -90,7 +92,7 @@ def collect_jobs(inputs: list[str], scale: float, output: Path | None, recursive
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise BadOptionError(f"{output} is an existing file, not an output folder",
                              option="output")
-    tag = f"drcn-x{scale:g}"
+    tag = f"drcn-{TargetSize.from_value(target).tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
     seen: set[str] = set()
@@ -237,7 +239,7 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
     return sum(clean_stale_parts(folder) for folder in {j.target.parent for j in jobs})
 
 
-def run_job(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str = "same",
+def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
             quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
@@ -248,8 +250,8 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str = "s
     """
     t0 = time.perf_counter()
     try:
-        return _run(job, upscaler, scale, fmt.lower(), quality, overwrite, skip_existing,
-                    progress, cancel, t0)
+        return _run(job, upscaler, TargetSize.from_value(target), fmt.lower(), quality,
+                    overwrite, skip_existing, progress, cancel, t0)
     except Cancelled:
         raise
     except OutputExistsError as e:
@@ -273,7 +275,7 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
                    error=e if isinstance(e, DRCNError) else None)
 
 
-def _run(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str, quality: int,
+def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, quality: int,
          overwrite: bool, skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
          t0: float) -> Outcome:
     if job.problem:
@@ -291,11 +293,12 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, scale: float, fmt: str, qualit
     if fmt == "same" and info.format in SUFFIX and info.format != out_fmt:
         info.notes.append(f"content is {info.format}, not {out_fmt} as the name says: "
                           f"written as {out_fmt}")
-    check_writable(array, out_fmt, info, scale, quality)
     h, w = array.shape[:2]
-    check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, scale)
-    result = upscaler.upscale(array, scale, progress=progress, cancel=cancel)
-    oh, ow = result.shape[:2]
+    oh, ow = target.resolve(h, w)
+    scale = (ow / w, oh / h)  # per axis, for the DPI
+    check_writable(array, out_fmt, info, scale, quality)
+    check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
+    result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
     image = encode(result, out_fmt, info)
     del result
     atomic_save(image, job.target, out_fmt, overwrite=overwrite,

@@ -145,9 +145,15 @@ def _print_eval(model: str, dataset: Path, results: dict[int, ScaleResult]) -> N
 @app.command()
 def upscale(
     inputs: Annotated[list[str], typer.Argument(help="image files, folders or globs")],
-    scale: Annotated[float, typer.Option(
-        "--scale", "-s", help=f"any factor from {MIN_SCALE:g} to {MAX_SCALE:g}, e.g. 2, 2.5, 3")]
-    = 2.0,
+    scale: Annotated[float | None, typer.Option(
+        "--scale", "-s", help=f"any factor from {MIN_SCALE:g} to {MAX_SCALE:g}, e.g. 2, 2.5, 3 "
+        "(default 2)")] = None,
+    width: Annotated[int | None, typer.Option(
+        min=1, help="output width in pixels; alone, keeps the aspect ratio")] = None,
+    height: Annotated[int | None, typer.Option(
+        min=1, help="output height in pixels; alone, keeps the aspect ratio")] = None,
+    long_edge: Annotated[int | None, typer.Option(
+        min=1, help="output length of the longer side, aspect ratio kept")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="output folder (default: beside the input, never inside it)")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
@@ -174,21 +180,31 @@ def upscale(
     debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")]
     = False,
 ) -> None:
-    """Upscale images with DRCN. Under torchrun, files are split across the processes."""
+    """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at the
+    exact size: nothing is resized after it). Under torchrun, files are split across the
+    processes."""
     from .batch import clean_stale_outputs, collect_jobs, gather_outcomes, run_job
     from .devices import join_torchrun
     from .engine import Upscaler
     from .progress import BatchProgress
+    from .sizing import TargetSize
 
     _terminate_like_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing"}
     with user_errors(hints):
-        if not MIN_SCALE <= scale <= MAX_SCALE:
+        if scale is not None and (width or height or long_edge):
+            raise BadOptionError("--scale cannot be combined with --width, --height or "
+                                 "--long-edge", option="scale")
+        if long_edge and (width or height):
+            raise BadOptionError("--long-edge cannot be combined with --width or --height",
+                                 option="long_edge")
+        if scale is not None and not MIN_SCALE <= scale <= MAX_SCALE:
             raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
                                  f"{MAX_SCALE:g}", option="scale")
         if overwrite and skip_existing:
             raise BadOptionError("--overwrite and --skip-existing contradict each other; pick one")
-        jobs, errors = collect_jobs(inputs, scale, output, recursive, suffix, fmt)
+        target = TargetSize.of(scale or 2.0, width or 0, height or 0, long_edge or 0)
+        jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
@@ -208,7 +224,7 @@ def upscale(
         with BatchProgress(console, len(mine), enabled=place.main) as bar:
             for job in mine:
                 bar.start(job)
-                out = run_job(job, chooser or upscaler, scale, fmt, quality, overwrite,
+                out = run_job(job, chooser or upscaler, target, fmt, quality, overwrite,
                               skip_existing, progress=bar.tiles)
                 bar.finish(out)
                 if out.status == "failed":

@@ -70,7 +70,9 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
+def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
+    """A DRCN in eval mode from a state dict, F and D read from the tensor shapes; ``origin``
+    names the source in the error."""
     embed, ensemble = sd.get("embed.0.weight"), sd.get("ensemble")
     if embed is None or ensemble is None or embed.dim() != 4 or ensemble.dim() != 1:
         raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
@@ -103,7 +105,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"cannot read weights file {path}: {one_line(e)}") from e
-    return _from_state_dict(sd, str(path))
+    return from_state_dict(sd, str(path))
 
 
 def _load_folder(path: Path) -> DRCN:

@@ -270,8 +270,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
 
 
-def check_writable(array: np.ndarray, fmt: str, info: ImageInfo, scale: float,
-                   quality: int) -> None:
+def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
+                   scale: float | tuple[float, float], quality: int) -> None:
     """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
     combination is refused before any upscaling is spent on it."""
     probe = replace(info, notes=[])
@@ -284,9 +284,10 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo, scale: float,
         raise BadImageError(f"cannot write this image as {fmt}: {one_line(e)}") from e
 
 
-def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
+def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
+                 quality: int) -> dict:
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
-    stays the same."""
+    stays the same; ``scale`` is one factor or (horizontal, vertical)."""
     opts: dict = {}
     if info.icc_profile:
         opts["icc_profile"] = info.icc_profile
@@ -294,7 +295,8 @@ def save_options(fmt: str, info: ImageInfo, scale: float, quality: int) -> dict:
     if exif:
         opts["exif"] = exif
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
-        opts["dpi"] = (info.dpi[0] * scale, info.dpi[1] * scale)
+        sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+        opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
     if fmt in ("JPEG", "WEBP"):
         opts["quality"] = quality
     if fmt == "JPEG":

@@ -98,18 +98,20 @@ def _scaled(value, scale: float):
         return None
 
 
-def exif_for(exif: Image.Exif | None, fmt: str, scale: float,
+def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
              notes: list[str]) -> tuple[bytes | None, bool]:
     """EXIF bytes for a ``fmt`` output and whether it holds sub-IFDs (which libtiff cannot
-    write); resolutions scaled like the DPI, shrunk or dropped to fit JPEG's limit."""
+    write); resolutions scaled like the DPI (one factor, or horizontal and vertical), shrunk or
+    dropped to fit JPEG's limit."""
     if exif is None:
         return None, False
     out = Image.Exif()
     for tag, value in exif.items():
         out[tag] = value
-    for tag in (X_RES, Y_RES):
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    for tag, factor in ((X_RES, sx), (Y_RES, sy)):
         if tag in out:
-            value = _scaled(out[tag], scale)
+            value = _scaled(out[tag], factor)
             if value is None:
                 del out[tag]
             else:

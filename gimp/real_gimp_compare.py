@@ -51,6 +51,12 @@ def make(root: Path, work: str) -> None:
         {"name": "scale-image", "input": png["rgb"],
          "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}],
          "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "exact-width", "input": png["rgb"], "args": {"width": 150},
+         "export": f"{work}/out-exact-width.png", "cli": ["--width", "150"]},
+        {"name": "scale-image-wxh", "input": png["rgb"],
+         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}],
+         "args": {"width": 150, "height": 100, "output": "scale-image"},
+         "engine": {"canvas": [150, 100]}},
         {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
          "expect_error": "unknown model 'no-such-model'"},
     ]
@@ -72,6 +78,14 @@ def _layers_in(job: dict, host) -> list[np.ndarray]:
     paths = [job["input"]] + [e["input"] for e in job.get("extra_layers", [])]
     arrays = [read_image(host(p))[0] for p in paths]
     return [a.astype(np.float32) / 255 for a in arrays] if job.get("float") else arrays
+
+
+def _factors(job: dict, canvas: np.ndarray) -> tuple[float, float]:
+    """(horizontal, vertical) factor of a job: its scale, or its canvas size over the input's."""
+    if "canvas" in job["engine"]:
+        width, height = job["engine"]["canvas"]
+        return width / canvas.shape[1], height / canvas.shape[0]
+    return job["engine"]["scale"], job["engine"]["scale"]
 
 
 def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
@@ -96,17 +110,21 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     else:
         upscaler = Upscaler(tta=job["engine"].get("tta", False))
         pairs = []
-        for arr, layer in zip(_layers_in(job, host), result["layers"], strict=True):
+        layers = _layers_in(job, host)
+        factors = _factors(job, layers[0])
+        for arr, layer in zip(layers, result["layers"], strict=True):
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
             got = got.reshape(layer["height"], layer["width"], -1)
-            ref = np.atleast_3d(upscaler.upscale(arr, job["engine"]["scale"]))
+            size = (round(arr.shape[0] * factors[1]), round(arr.shape[1] * factors[0]))
+            ref = np.atleast_3d(upscaler.upscale(arr, size=size))
             pairs.append((got, ref, "engine", layer["offsets"]))
     offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
+    factors = _factors(job, _layers_in(job, host)[0]) if "engine" in job else (1, 1)
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
         diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / unit
-        expected_offsets = [round(v * job["args"]["scale"]) for v in origin]
+        expected_offsets = [round(v * f) for v, f in zip(origin, factors, strict=True)]
         ok = got.shape == ref.shape and diff <= 1 and offsets in (None, expected_offsets)
         where = "" if offsets is None else f" at {offsets} (expected {expected_offsets})"
         lines.append(f"{ref.shape[1]}x{ref.shape[0]}x{ref.shape[2]} {got.dtype}{where}: "

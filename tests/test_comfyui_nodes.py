@@ -275,7 +275,8 @@ def test_loader_errors_are_one_line(spec: str, message: str) -> None:
 
 def test_node_metadata() -> None:
     assert PKG.NODE_DISPLAY_NAME_MAPPINGS == {"DRCNModelLoader": "DRCN Model Loader",
-                                              "DRCNUpscale": "DRCN Upscale"}
+                                              "DRCNUpscale": "DRCN Upscale",
+                                              "DRCNToUpscaleModel": "DRCN to Upscale Model"}
     for cls in PKG.NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "image/upscaling/DRCN" and callable(getattr(cls, cls.FUNCTION))
     scale = UPSCALE.INPUT_TYPES()["required"]["scale"][1]
@@ -284,7 +285,9 @@ def test_node_metadata() -> None:
     assert UPSCALE.INPUT_TYPES()["required"]["drcn_model"] == ("DRCN_MODEL",)
 
 
-_CORE_WIDGETS = {"LoadImage": ["image", "upload"], "SaveImage": ["filename_prefix"]}
+_CORE_WIDGETS = {"LoadImage": ["image", "upload"], "SaveImage": ["filename_prefix"],
+                 "ImageUpscaleWithModel": []}
+WORKFLOWS = sorted(p.name for p in (NODES_DIR / "example_workflows").glob("*.json"))
 
 
 def _widget_names(node_type: str) -> list[str]:
@@ -296,9 +299,15 @@ def _widget_names(node_type: str) -> list[str]:
             or s[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
 
 
-def test_example_workflows_agree_and_use_only_core_nodes_and_ours() -> None:
-    api = json.loads((NODES_DIR / "workflows" / "drcn_upscale_api.json").read_text())
-    ui = json.loads((NODES_DIR / "workflows" / "drcn_upscale_ui.json").read_text())
+def test_every_example_workflow_has_its_api_twin() -> None:
+    assert WORKFLOWS == ["drcn_upscale.json", "drcn_upscale_model.json"]
+    assert sorted(p.name for p in (NODES_DIR / "api_workflows").glob("*.json")) == WORKFLOWS
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_example_workflows_agree_and_use_only_core_nodes_and_ours(name: str) -> None:
+    ui = json.loads((NODES_DIR / "example_workflows" / name).read_text())
+    api = json.loads((NODES_DIR / "api_workflows" / name).read_text())
     allowed = set(_CORE_WIDGETS) | set(PKG.NODE_CLASS_MAPPINGS)
     assert {n["class_type"] for n in api.values()} <= allowed
     links = {link[0]: link for link in ui["links"]}

@@ -19,7 +19,7 @@ import pytest
 
 from drcn_plugin.engine import Upscaler, output_size
 from drcn_plugin.errors import DRCNError
-from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, default_gimp_dir, install
+from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, install
 from drcn_plugin.integrations.gimp_worker import parse_header
 
 REPO = Path(__file__).resolve().parents[1]
@@ -269,17 +269,6 @@ def test_install_command(tmp_path):
     assert result.exit_code == 2 and "cannot install the GIMP plug-in" in result.output
 
 
-def test_default_gimp_dirs():
-    home = Path("/home/u")
-    assert default_gimp_dir("linux", {}, home) == home / ".config/GIMP/3.0"
-    assert default_gimp_dir("linux", {"XDG_CONFIG_HOME": "/x"}, home) == Path("/x/GIMP/3.0")
-    assert default_gimp_dir("darwin", {}, home) == \
-        home / "Library/Application Support/GIMP/3.0"
-    assert default_gimp_dir("win32", {"APPDATA": "C:/Users/u/AppData/Roaming"}, home) == \
-        Path("C:/Users/u/AppData/Roaming/GIMP/3.0")
-    assert default_gimp_dir("linux", {"GIMP3_DIRECTORY": "/g"}, home) == Path("/g")
-
-
 def test_plugin_registers_its_arguments_with_a_stubbed_gi():
     """The plug-in file imports and declares the procedure without a real GIMP."""
     gi = mock.MagicMock()
@@ -298,6 +287,7 @@ def test_plugin_registers_its_arguments_with_a_stubbed_gi():
     proc = instance.do_create_procedure("plug-in-drcn-super-resolution")
     args = [c.args[0] for name, c in ((c[0], c) for c in proc.mock_calls)
             if name.startswith("add_") and name.endswith("_argument")]
-    assert args == ["scale", "model", "custom-model", "tile", "self-ensemble", "output"]
+    assert args == ["scale", "width", "height", "model", "custom-model", "tile", "self-ensemble",
+                    "output"]
     proc.set_menu_label.assert_called_once_with("DRCN Super-Resolution...")
     proc.add_menu_path.assert_called_once_with("<Image>/Filters/Enhance")

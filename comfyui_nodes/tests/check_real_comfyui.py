@@ -6,10 +6,18 @@ with ComfyUI's own parser, starts ComfyUI headless on 127.0.0.1 (``--cpu``), the
 1. cancels a long tiled job (POST /interrupt) and measures how far it ran on;
 2. queues the example API workflow (the next job after the cancel) and compares the saved PNG with
    ``drcn upscale`` and with the engine called here: size, PSNR, largest difference (<= 1 LSB);
-3. queues bad inputs (scale out of range, missing and corrupt weights, a too-small tile, a 0-pixel
+3. DRCN to Upscale Model -> ComfyUI's own "Upscale Image (using Model)": on an image smaller
+   than one of its tiles the pixels must equal ``drcn upscale --scale 2`` (<= 2 LSB); on a large
+   image its 512-pixel tiles are blended by ComfyUI: PSNR against ``drcn upscale``, overall and in
+   the bands where the tiles overlap;
+4. DRCN Upscale with an exact width (aspect kept) against ``drcn upscale --width``;
+5. a 120-frame 640x360 batch (RepeatImageBatch) x2 with per_batch 16: ComfyUI's peak resident
+   memory during the run, under twice the upscaled batch (a tiny model, so frames dominate);
+6. queues bad inputs (scale out of range, missing and corrupt weights, a too-small tile, a 0-pixel
    image from a throwaway test node) and prints the message ComfyUI reports for each.
 
 Usage: python check_real_comfyui.py COMFYUI_DIR [--python PY] [--image PNG] [--port 8189]
+       [--checks cancel,compare,model,size,frames,errors]
 Run it with a Python that has drcn-plugin (and its ``drcn`` command); ComfyUI's own Python
 (``--python``, default: COMFYUI_DIR/venv) must have ComfyUI's requirements. Exits 1 on a failure.
 """
@@ -17,32 +25,32 @@ Run it with a Python that has drcn-plugin (and its ``drcn`` command); ComfyUI's 
 from __future__ import annotations
 
 import argparse
-import base64
 import glob
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
+from comfy_client import Comfy  # beside this script, on sys.path when it runs
 from PIL import Image
+from safetensors.torch import save_file
 
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.integrations.comfyui_install import NODES_NAME, default_python
 from drcn_plugin.metrics import psnr
+from drcn_plugin.model import DRCN
 
-HOST = "127.0.0.1"
-WORKFLOW = Path(__file__).resolve().parent.parent / "workflows" / "drcn_upscale_api.json"
+API = Path(__file__).resolve().parent.parent / "api_workflows"
+WORKFLOW = API / "drcn_upscale.json"
+MODEL_WORKFLOW = API / "drcn_upscale_model.json"
+TINY = "drcn_check_tiny.safetensors"  # a small random DRCN for the frame-batch memory run
+CHECKS = ("cancel", "compare", "model", "size", "frames", "errors")
 EMPTY_NODE = "drcn_check_empty_image.py"  # a throwaway node that outputs a 0-pixel IMAGE
 EMPTY_NODE_SOURCE = '''import torch
 
@@ -71,143 +79,6 @@ def check(ok: bool, text: str) -> bool:
     RESULTS.append((ok, text))
     print(f"{'PASS' if ok else 'FAIL'}  {text}", flush=True)
     return ok
-
-
-class WebSocket:
-    """A minimal client for ComfyUI's /ws status stream (text frames only; binary skipped)."""
-
-    def __init__(self, port: int, client_id: str) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
-                          .encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(4096)
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        if b" 101 " not in head.split(b"\r\n")[0]:
-            raise ConnectionError(f"websocket upgrade refused: {head[:80]!r}")
-
-    def _frame(self) -> tuple[int, bytes] | None:
-        if len(self.buf) < 2:
-            return None
-        opcode, length, pos = self.buf[0] & 0x0F, self.buf[1] & 0x7F, 2
-        if length == 126:
-            if len(self.buf) < 4:
-                return None
-            length, pos = struct.unpack(">H", self.buf[2:4])[0], 4
-        elif length == 127:
-            if len(self.buf) < 10:
-                return None
-            length, pos = struct.unpack(">Q", self.buf[2:10])[0], 10
-        if len(self.buf) < pos + length:
-            return None
-        payload, self.buf = self.buf[pos: pos + length], self.buf[pos + length:]
-        return opcode, payload
-
-    def receive(self, timeout: float) -> dict | None:
-        """The next JSON message, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = self._frame()
-            if frame is not None:
-                if frame[0] == 8:
-                    raise ConnectionError("ComfyUI closed the websocket")
-                if frame[0] == 1:
-                    return json.loads(frame[1])
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except TimeoutError:
-                return None
-            if not chunk:
-                raise ConnectionError("ComfyUI closed the websocket")
-            self.buf += chunk
-
-
-class Comfy:
-    """A ComfyUI server process on 127.0.0.1 and its HTTP API."""
-
-    def __init__(self, folder: Path, python: Path, port: int, log: Path) -> None:
-        self.port, self.client_id = port, uuid.uuid4().hex
-        self.log = open(log, "w")  # noqa: SIM115 (open while ComfyUI runs)
-        self.proc = subprocess.Popen([str(python), "main.py", "--cpu", "--listen", HOST,
-                                      "--port", str(port)], cwd=folder, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; see {log}")
-            try:
-                self.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(1)
-        else:
-            raise RuntimeError(f"ComfyUI did not answer within 300 s; see {log}")
-        self.ws = WebSocket(port, self.client_id)
-
-    def request(self, path: str, body: dict | None = None) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://{HOST}:{self.port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                text = r.read()
-                return r.status, json.loads(text) if text.strip() else {}
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def get(self, path: str) -> dict:
-        return self.request(path)[1]
-
-    def queue(self, prompt: dict) -> tuple[int, dict]:
-        return self.request("/prompt", {"prompt": prompt, "client_id": self.client_id})
-
-    def wait(self, prompt_id: str, timeout: float = 600,
-             on_progress=None) -> tuple[str, dict, list[tuple[float, int, int]]]:
-        """Follow the websocket to the end of ``prompt_id``: (event, data, progress events)."""
-        progress: list[tuple[float, int, int]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.ws.receive(deadline - time.monotonic())
-            if msg is None:
-                break
-            data = msg.get("data", {})
-            if data.get("prompt_id") != prompt_id:
-                continue
-            if msg["type"] == "progress":
-                progress.append((time.monotonic(), data["value"], data["max"]))
-                if on_progress is not None:
-                    on_progress(progress)
-            elif msg["type"] in ("execution_success", "execution_error", "execution_interrupted"):
-                return msg["type"], data, progress
-        return "timeout", {}, progress
-
-    def history(self, prompt_id: str, timeout: float = 60) -> dict:
-        """The /history entry of a finished prompt (it lands shortly after the websocket event)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
-            if entry is not None:
-                return entry
-            time.sleep(0.5)
-        raise RuntimeError(f"prompt {prompt_id} never appeared in /history")
-
-    def close(self) -> None:
-        self.ws.sock.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def workflow(image: str, scale: float, tile: int = 0, prefix: str = "DRCN",
@@ -307,6 +178,128 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
               f"{int(diff.max())} LSB, {100 * float((diff > 0).mean()):.2f}% of values differ")
 
 
+def drcn_cli(source: Path, *args: str) -> np.ndarray | None:
+    """`drcn upscale SOURCE ARGS` as an RGB array, or None (reported) when it fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        drcn = shutil.which("drcn", path=str(Path(sys.executable).parent)) or "drcn"
+        cli = subprocess.run([drcn, "upscale", str(source), *args, "-o", tmp, "--format", "png"],
+                             capture_output=True, text=True)
+        outs = glob.glob(os.path.join(tmp, "*.png"))
+        if not check(cli.returncode == 0 and len(outs) == 1,
+                     f"drcn upscale {' '.join(args)} (exit {cli.returncode})"):
+            print(cli.stderr[-800:])
+            return None
+        return np.array(Image.open(outs[0]).convert("RGB"))
+
+
+def run_saved(comfy: Comfy, folder: Path, wf: dict, node: str, what: str,
+              timeout: float = 1800) -> np.ndarray | None:
+    """Queue ``wf``, wait up to ``timeout`` s (2 busy cores are slow), and read the first image
+    its output node ``node`` saved."""
+    status, answer = comfy.queue(wf)
+    if not check(status == 200, f"queue {what}: HTTP {status} {answer.get('error', '')}"):
+        return None
+    start = time.monotonic()
+    event, data, _ = comfy.wait(answer["prompt_id"], timeout)
+    if not check(event == "execution_success", f"{what}: {event} in {time.monotonic() - start:.1f}"
+                 f" s {data.get('exception_message', '')}".rstrip()):
+        return None
+    saved = comfy.history(answer["prompt_id"])["outputs"][node]["images"][0]
+    return np.array(Image.open(folder / saved["type"] / saved["subfolder"]
+                               / saved["filename"]).convert("RGB"))
+
+
+def model_checks(comfy: Comfy, folder: Path, source: Path) -> None:
+    """DRCN to Upscale Model through ComfyUI's ImageUpscaleWithModel, small and large."""
+    src = Image.open(source).convert("RGB")
+    small = src.crop((0, 0, min(src.width, 320), min(src.height, 240)))
+    large = src.resize((800, 600), Image.BICUBIC)  # 2 x 2 of ComfyUI's 512-pixel tiles
+    for name, img in (("small", small), ("large", large)):
+        path = folder / "input" / f"drcn_check_{name}.png"
+        img.save(path)
+        wf = json.loads(MODEL_WORKFLOW.read_text())
+        wf["1"]["inputs"]["image"] = path.name
+        wf["5"]["inputs"]["filename_prefix"] = f"DRCN_model_{name}"
+        got = run_saved(comfy, folder, wf, "5", f"DRCN to Upscale Model x2 on {img.width}x"
+                        f"{img.height} through Upscale Image (using Model)")
+        ref = drcn_cli(path, "--scale", "2")
+        if got is None or ref is None:
+            continue
+        if not check(got.shape == ref.shape, f"{name}: ComfyUI {got.shape} vs drcn {ref.shape}"):
+            continue
+        diff = np.abs(got.astype(int) - ref.astype(int))
+        value = psnr(torch.from_numpy(got).double(), torch.from_numpy(ref).double())
+        if name == "small":
+            check(int(diff.max()) <= 2, f"small image (one tile): max diff {int(diff.max())} LSB,"
+                  f" PSNR {value:.2f} dB vs drcn upscale --scale 2")
+            continue
+        seam = np.zeros(got.shape[:2], bool)  # where ComfyUI's tiles (512, overlap 32) overlap
+        for axis, length in ((0, img.height), (1, img.width)):
+            for pos in range(480, length - 32, 480):
+                band = slice(2 * pos, 2 * (pos + 32))
+                if axis == 0:
+                    seam[band] = True
+                else:
+                    seam[:, band] = True
+        in_seam = psnr(torch.from_numpy(got[seam]).double(), torch.from_numpy(ref[seam]).double())
+        rest = psnr(torch.from_numpy(got[~seam]).double(), torch.from_numpy(ref[~seam]).double())
+        check(value >= 40 and in_seam >= 40, f"large image through ComfyUI's tiling: PSNR "
+              f"{value:.2f} dB vs drcn upscale (tile overlaps {in_seam:.2f} dB, elsewhere "
+              f"{rest:.2f} dB), max diff {int(diff.max())} LSB")
+
+
+def size_check(comfy: Comfy, folder: Path, image: str, source: Path) -> None:
+    """DRCN Upscale with width only: the aspect ratio is kept; same pixels as drcn --width."""
+    wf = workflow(image, 2.0, prefix="DRCN_width")
+    src = Image.open(source)
+    width = src.width * 2 + 7
+    wf["3"]["inputs"].update(width=width, height=0)
+    got = run_saved(comfy, folder, wf, "4", f"DRCN Upscale width={width}")
+    ref = drcn_cli(source, "--width", str(width))
+    if got is None or ref is None:
+        return
+    ok = got.shape == ref.shape and int(np.abs(got.astype(int) - ref.astype(int)).max()) <= 1
+    check(ok, f"exact width: ComfyUI {got.shape[1]}x{got.shape[0]}, drcn upscale --width "
+          f"{ref.shape[1]}x{ref.shape[0]} (input {src.width}x{src.height}), max diff "
+          f"{int(np.abs(got.astype(int) - ref.astype(int)).max()) if ok else 'n/a'} LSB")
+
+
+def _memory(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith(field + ":"))
+
+
+def frames_check(comfy: Comfy, folder: Path, source: Path, per_batch: int = 16) -> None:
+    """120 frames of 640x360 x2 through DRCN Upscale: ComfyUI's peak memory during the run must
+    stay under twice the upscaled batch (the old node held every upscaled frame twice). One run
+    per server: a later run reuses what the previous prompt's cached outputs freed, so its rise
+    would say little (benchmarks/comfyui_frame_memory.py compares before and after)."""
+    frame = Image.open(source).convert("RGB").resize((640, 360), Image.BICUBIC)
+    name = "drcn_check_frame.png"
+    frame.save(folder / "input" / name)
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+          "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 120}},
+          "3": {"class_type": "DRCNModelLoader", "inputs": {"model_name": TINY,
+                                                           "hub_or_path": ""}},
+          "4": {"class_type": "DRCNUpscale", "inputs": {
+              "image": ["2", 0], "drcn_model": ["3", 0], "scale": 2.0, "tile": 0,
+              "self_ensemble": False, "width": 0, "height": 0, "per_batch": per_batch}},
+          "5": {"class_type": "ImageFromBatch", "inputs": {"image": ["4", 0], "batch_index": 0,
+                                                          "length": 1}},
+          "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}}
+    rss = _memory(comfy.proc.pid, "VmRSS")
+    Path(f"/proc/{comfy.proc.pid}/clear_refs").write_text("5")  # peak := now
+    got = run_saved(comfy, folder, wf, "6", f"120 frames 640x360 x2, per_batch={per_batch}")
+    if got is None:
+        return
+    rise = (_memory(comfy.proc.pid, "VmHWM") - rss) / 2**30
+    output = 120 * 720 * 1280 * 3 * 4 / 2**30
+    check(rise < 2 * output, f"frame batch in ComfyUI, per_batch={per_batch}: peak memory rise "
+          f"{rise:.2f} GiB; the IMAGE output alone is {output:.2f} GiB, the 120 input frames "
+          f"{output / 4:.2f} GiB (every upscaled frame held twice would be over "
+          f"{2 * output:.2f} GiB)")
+
+
 def error_checks(comfy: Comfy, image: str) -> None:
     """Bad inputs must come back as one clear line, from validation or from our node."""
     broken = "drcn_check_broken.safetensors"
@@ -342,6 +335,8 @@ def main() -> int:
     parser.add_argument("--image", type=Path, help="test image (default: input/example.png)")
     parser.add_argument("--scale", type=float, default=2.5)
     parser.add_argument("--port", type=int, default=8189)
+    parser.add_argument("--checks", default=",".join(CHECKS),
+                        help=f"comma-separated subset of {','.join(CHECKS)} (default: all)")
     args = parser.parse_args()
     folder = args.comfyui_dir.resolve()
     python = args.python or default_python(folder)
@@ -351,22 +346,32 @@ def main() -> int:
     install(folder, python)
     registry_metadata(folder, python)
     (folder / "models" / "drcn" / "drcn_check_broken.safetensors").write_bytes(b"not weights")
+    torch.manual_seed(0)
+    save_file(DRCN(features=8, recursions=3).state_dict(), str(folder / "models" / "drcn" / TINY))
     (folder / "custom_nodes" / EMPTY_NODE).write_text(EMPTY_NODE_SOURCE)
     log = Path(tempfile.gettempdir()) / "drcn-check-comfyui.log"
     comfy = Comfy(folder, python, args.port, log)
     try:
         info = comfy.get("/object_info")
         ours = {k: (v["display_name"], v["category"]) for k, v in info.items()
-                if k in ("DRCNModelLoader", "DRCNUpscale")}
-        check(len(ours) == 2, f"ComfyUI {comfy.get('/system_stats')['system']['comfyui_version']}"
+                if k in ("DRCNModelLoader", "DRCNUpscale", "DRCNToUpscaleModel")}
+        check(len(ours) == 3, f"ComfyUI {comfy.get('/system_stats')['system']['comfyui_version']}"
               f" loaded the nodes: {ours}")
-        cancel_check(comfy, image)
-        compare_check(comfy, folder, source, image, args.scale)
-        error_checks(comfy, image)
+        chosen = set(args.checks.split(","))
+        for name, run in (("cancel", lambda: cancel_check(comfy, image)),
+                          ("compare", lambda: compare_check(comfy, folder, source, image,
+                                                            args.scale)),
+                          ("model", lambda: model_checks(comfy, folder, source)),
+                          ("size", lambda: size_check(comfy, folder, image, source)),
+                          ("frames", lambda: frames_check(comfy, folder, source)),
+                          ("errors", lambda: error_checks(comfy, image))):
+            if name in chosen:
+                run()
     finally:
         comfy.close()
         (folder / "custom_nodes" / EMPTY_NODE).unlink()
-        (folder / "models" / "drcn" / "drcn_check_broken.safetensors").unlink()
+        for name in ("drcn_check_broken.safetensors", TINY):
+            (folder / "models" / "drcn" / name).unlink()
     failed = sum(not ok for ok, _ in RESULTS)
     print(f"{len(RESULTS) - failed} passed, {failed} failed (ComfyUI log: {log})")
     return 1 if failed else 0

@@ -17,15 +17,26 @@ comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes."
 @gimp_app.command("install")
 def gimp_install_cmd(
     gimp_dir: Annotated[Path | None, typer.Option(
-        help="GIMP 3 user folder (default: the platform's, e.g. ~/.config/GIMP/3.0)")] = None,
+        help="GIMP 3 user folder (default: every one found: native, Flatpak, Snap, macOS, "
+             "Windows)")] = None,
 ) -> None:
     """Install the GIMP 3 plug-in; its worker will run on this Python."""
-    from .gimp_install import install
+    from .gimp_install import GimpProfile, find_gimp_profiles, install
 
     with user_errors():
-        dest = install(gimp_dir)
-    console.print(f"installed {dest} (worker Python: {sys.executable}); restart GIMP to load it",
-                  soft_wrap=True, highlight=False)
+        profiles = [GimpProfile("given", gimp_dir)] if gimp_dir else find_gimp_profiles()
+        if len(profiles) > 1:
+            console.print(f"found {len(profiles)} GIMP 3 user folders: "
+                          + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
+                          + "; installing into each", soft_wrap=True, highlight=False)
+        for profile in profiles:
+            dest = install(profile.path)
+            console.print(f"installed {dest} (worker Python: {sys.executable})",
+                          soft_wrap=True, highlight=False)
+            if profile.note():
+                console.print(f"[yellow]note:[/] {profile.note()}", soft_wrap=True,
+                              highlight=False)
+    console.print("restart GIMP to load it", highlight=False)
 
 
 @comfyui_app.command("install")

@@ -9,6 +9,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InstallError, one_line
@@ -27,24 +28,61 @@ def plugin_source() -> Path:
     return source
 
 
-def default_gimp_dir(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
-                     home: Path | None = None) -> Path:
-    """GIMP 3's user folder: $GIMP3_DIRECTORY, else the platform's usual place."""
+@dataclass(frozen=True)
+class GimpProfile:
+    """One GIMP 3 user folder and the kind of GIMP that uses it."""
+
+    kind: str  # "GIMP3_DIRECTORY", "Linux", "Flatpak", "Snap", "macOS" or "Windows"
+    path: Path
+
+    def note(self) -> str:
+        """What a user of this kind of GIMP must know for the worker to start, or ""."""
+        if self.kind == "Flatpak":
+            return ("a Flatpak GIMP cannot start a Python outside its sandbox until allowed to; "
+                    f"run once: {FLATPAK_OVERRIDE}")
+        if self.kind == "Snap":
+            return ("a Snap GIMP is confined and cannot start a Python outside the snap; use "
+                    "GIMP from your distribution or Flatpak for this plug-in")
+        return ""
+
+
+FLATPAK_APP = "org.gimp.GIMP"
+# The plug-in then starts the worker on the host through `flatpak-spawn --host`.
+FLATPAK_OVERRIDE = f"flatpak override --user --talk-name=org.freedesktop.Flatpak {FLATPAK_APP}"
+
+
+def gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
+                  home: Path | None = None) -> list[GimpProfile]:
+    """Where GIMP 3 keeps its user folder on this platform, most usual first:
+    $GIMP3_DIRECTORY alone when set; else Windows' %APPDATA%, macOS' Application Support, or on
+    Linux the native (XDG), Flatpak and Snap folders."""
     if environ.get("GIMP3_DIRECTORY"):
-        return Path(environ["GIMP3_DIRECTORY"])
+        return [GimpProfile("GIMP3_DIRECTORY", Path(environ["GIMP3_DIRECTORY"]))]
     home = home or Path.home()
     if platform == "win32":
-        return Path(environ.get("APPDATA") or home / "AppData" / "Roaming") / "GIMP" / "3.0"
+        appdata = Path(environ.get("APPDATA") or home / "AppData" / "Roaming")
+        return [GimpProfile("Windows", appdata / "GIMP" / "3.0")]
     if platform == "darwin":
-        return home / "Library" / "Application Support" / "GIMP" / "3.0"
-    return Path(environ.get("XDG_CONFIG_HOME") or home / ".config") / "GIMP" / "3.0"
+        return [GimpProfile("macOS", home / "Library" / "Application Support" / "GIMP" / "3.0")]
+    xdg = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [GimpProfile("Linux", xdg / "GIMP" / "3.0"),
+            GimpProfile("Flatpak", home / ".var" / "app" / FLATPAK_APP / "config" / "GIMP" / "3.0"),
+            GimpProfile("Snap", home / "snap" / "gimp" / "current" / ".config" / "GIMP" / "3.0")]
 
 
-def install(gimp_dir: Path | None = None, python: str = sys.executable) -> Path:
+def find_gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
+                       home: Path | None = None) -> list[GimpProfile]:
+    """The GIMP 3 user folders that exist (GIMP creates its own on first start); when none does,
+    the platform's usual one, to be created."""
+    candidates = gimp_profiles(platform, environ, home)
+    return [p for p in candidates if p.path.is_dir()] or candidates[:1]
+
+
+def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/``, make it executable and write the
     worker record; returns the installed folder."""
     source = plugin_source()
-    dest = (gimp_dir or default_gimp_dir()) / "plug-ins" / PLUGIN
+    dest = gimp_dir / "plug-ins" / PLUGIN
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for path in source.glob("*.py"):

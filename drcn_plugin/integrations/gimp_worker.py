@@ -5,11 +5,13 @@ Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved c
 
 * worker: ``ready 1`` once the engine is importable;
 * client, per image: one JSON header line (``width``, ``height``, ``channels`` 1-4, ``dtype``
-  ``u8``/``u16``/``f32``, ``scale``; optional ``model``, ``tile``, ``tta``, ``device``,
-  ``precision``), then ``width * height * channels`` samples;
+  ``u8``/``u16``/``f32``, ``scale``; optional ``out_width``/``out_height`` (an exact output size,
+  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model``, ``tile``, ``tta``,
+  ``device``, ``precision``, ``dry_run``), then ``width * height * channels`` samples (none for a
+  dry run);
 * worker: ``progress DONE TOTAL`` lines, ``alive`` every 2 s, then ``result HEIGHT WIDTH NBYTES``
-  and the upscaled samples (same channels and dtype); or ``error MESSAGE`` (exit 2) or
-  ``cancelled`` (exit 3).
+  and the upscaled samples (same channels and dtype; a dry run gets its output size and 0 bytes);
+  or ``error MESSAGE`` (exit 2) or ``cancelled`` (exit 3).
 
 The worker serves images until stdin closes (exit 0). SIGTERM cancels between tiles; the worker
 also stops when the client goes away (closed pipe or new parent process).
@@ -32,6 +34,7 @@ import numpy as np
 from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
+from ..sizing import TargetSize
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
@@ -51,6 +54,9 @@ class Request:
     channels: int
     dtype: str
     scale: float
+    out_width: int = 0
+    out_height: int = 0
+    dry_run: bool = False
     model: str = DEFAULT_MODEL
     tile: int = 0
     tta: bool = False
@@ -60,11 +66,20 @@ class Request:
     @property
     def nbytes(self) -> int:
         """Size of the pixel payload that follows the header."""
+        if self.dry_run:
+            return 0
         return self.width * self.height * self.channels * DTYPES[self.dtype].itemsize
+
+    def output_size(self) -> tuple[int, int]:
+        """The result's (height, width), by the rule every front end shares."""
+        target = TargetSize.of(self.scale, self.out_width, self.out_height)
+        return target.resolve(self.height, self.width)
 
 
 _TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (int, float),
-          "model": str, "tile": int, "tta": bool, "device": str, "precision": str}
+          "out_width": int, "out_height": int, "dry_run": bool, "model": str, "tile": int,
+          "tta": bool, "device": str, "precision": str}
+_FLAGS = {"tta", "dry_run"}
 
 
 def parse_header(line: bytes) -> Request:
@@ -82,7 +97,7 @@ def parse_header(line: bytes) -> Request:
     if unknown or missing:
         raise ProtocolError(f"bad header: unknown fields {unknown}, missing fields {missing}")
     for key, value in fields.items():
-        if not isinstance(value, _TYPES[key]) or (key != "tta" and isinstance(value, bool)):
+        if not isinstance(value, _TYPES[key]) or (key not in _FLAGS and isinstance(value, bool)):
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     req = Request(**{**fields, "scale": float(fields["scale"])})
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
@@ -158,8 +173,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             if not line:
                 return 0
             req = parse_header(line)
+            size = req.output_size()
+            if req.dry_run:
+                chan.send(f"result {size[0]} {size[1]} 0")
+                continue
             check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
-                         req.scale)
+                         size=size)
             pixels = _read_exact(inp, req.nbytes)
             key = (req.model, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
@@ -169,7 +188,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
                 req.height, req.width, req.channels)
             result = np.ascontiguousarray(upscalers[key].upscale(
-                image, req.scale, progress=progress, cancel=cancel))
+                image, size=size, progress=progress, cancel=cancel))
             chan.send(f"result {result.shape[0]} {result.shape[1]} {result.nbytes}",
                       memoryview(result).cast("B"))
         raise Cancelled("cancelled")

@@ -33,6 +33,7 @@ PROC = "plug-in-drcn-super-resolution"
 MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"),
           ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
 OUTPUTS = (("new-image", "New image from the layer"), ("scale-image", "Scale this image"))
+MAX_SIDE = 524288  # GIMP's largest image side
 
 
 def _choice(entries):
@@ -98,7 +99,12 @@ class DRCNSuperResolution(Gimp.PlugIn):
             name)
         proc.set_attribution("drcn-plugin authors", "drcn-plugin authors", "2026")
         rw = GObject.ParamFlags.READWRITE
-        proc.add_double_argument("scale", "_Scale", "Upscaling factor", 1.0, 16.0, 2.0, rw)
+        proc.add_double_argument("scale", "_Scale", "Upscaling factor; unused when Width or Height "
+                                 "is set", 1.0, 16.0, 2.0, rw)
+        proc.add_int_argument("width", "_Width", "Exact output width in pixels; 0 = from Scale, "
+                              "or from Height keeping the aspect ratio", 0, MAX_SIDE, 0, rw)
+        proc.add_int_argument("height", "_Height", "Exact output height in pixels; 0 = from "
+                              "Scale, or from Width keeping the aspect ratio", 0, MAX_SIDE, 0, rw)
         proc.add_choice_argument("model", "_Model", "Shipped DRCN model", _choice(MODELS),
                                  "drcn-lite", rw)
         proc.add_string_argument("custom-model", "C_ustom model",
@@ -128,6 +134,8 @@ class DRCNSuperResolution(Gimp.PlugIn):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         get = config.get_property
         scale = get("scale")
+        size = {"out_width": get("width"), "out_height": get("height")}
+        # What the worker needs besides the size; a new dialog option adds its entry here.
         options = {"model": (get("custom-model") or "").strip() or get("model"),
                    "tile": get("tile"), "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
@@ -140,9 +148,10 @@ class DRCNSuperResolution(Gimp.PlugIn):
             with Worker(worker_command(PLUGIN_DIR)) as worker:
                 Gimp.progress_set_text("DRCN super-resolution")
                 if get("output") == "new-image":
-                    result = self._new_image(worker, image, drawables[0], scale, options)
+                    result = self._new_image(worker, image, drawables[0], scale,
+                                             {**options, **size})
                 else:
-                    result = self._scale_image(worker, image, scale, options)
+                    result = self._scale_image(worker, image, scale, size, options)
         except WorkerError as e:
             return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
                                                GLib.Error(str(e)))
@@ -179,22 +188,29 @@ class DRCNSuperResolution(Gimp.PlugIn):
         new.undo_enable()
         return new
 
-    def _scale_image(self, worker, image, scale, options):
+    def _scale_image(self, worker, image, scale, size, options):
         """Scale the whole image in one undo group; every layer's pixels come from DRCN.
 
-        All layers are upscaled before the image is touched, so a failure changes nothing.
+        The canvas gets the size asked for (the worker applies the size rule); each layer is
+        upscaled by the canvas' factor on each axis. All layers are upscaled before the image
+        is touched, so a failure changes nothing.
         """
+        iw, ih = image.get_width(), image.get_height()
+        cw, ch = worker.output_size(iw, ih, scale, {**options, **size})
+        fx, fy = (cw / iw, ch / ih) if size["out_width"] or size["out_height"] else (scale, scale)
         layers = list(_all_layers(image.get_layers()))
-        results = [self._upscale(worker, image, layer, scale, options, i, len(layers))
+        results = [self._upscale(worker, image, layer, scale,
+                                 {**options, "out_width": scaled(layer.get_width(), fx),
+                                  "out_height": scaled(layer.get_height(), fy)}, i, len(layers))
                    for i, layer in enumerate(layers)]
         origins = [_offsets(layer) for layer in layers]
         image.undo_group_start()
         try:
-            image.scale(scaled(image.get_width(), scale), scaled(image.get_height(), scale))
+            image.scale(cw, ch)
             for layer, (x, y), (fmt, data, w, h) in zip(layers, origins, results, strict=True):
                 if (layer.get_width(), layer.get_height()) != (w, h):
                     layer.scale(w, h, False)
-                layer.set_offsets(scaled_offset(x, scale), scaled_offset(y, scale))
+                layer.set_offsets(scaled_offset(x, fx), scaled_offset(y, fy))
                 _write(layer, fmt, data)
         finally:
             image.undo_group_end()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 CONFIG_NAME = "drcn-worker.json"
 PYTHON_ENV = "DRCN_WORKER_PYTHON"
+WORKER_MODULE = "drcn_plugin.integrations.gimp_worker"
 START_TIMEOUT_S = 180.0
 SILENCE_TIMEOUT_S = 60.0
 STOP_GRACE_S = 3.0
@@ -69,8 +70,14 @@ def overall_fraction(index: int, count: int, done: int, total: int) -> float:
     return (index + (done / total if total else 0.0)) / count
 
 
+FLATPAK_HINT = ("In a Flatpak GIMP, allow the plug-in to start it on the host once: flatpak "
+                "override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP")
+
+
 def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) -> list[str]:
-    """The worker's command line: the Python from $DRCN_WORKER_PYTHON or the install record."""
+    """The worker's command line: the Python from $DRCN_WORKER_PYTHON or the install record;
+    inside a Flatpak sandbox it runs on the host through ``flatpak-spawn --host``."""
+    sandboxed = "FLATPAK_ID" in environ
     python = environ.get(PYTHON_ENV)
     if not python:
         config = plugin_dir / CONFIG_NAME
@@ -81,9 +88,11 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
                               f"{HINT}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
+    if sandboxed:  # the host's files are not visible here; flatpak-spawn reports a bad path
+        return ["flatpak-spawn", "--host", "--watch-bus", python, "-m", WORKER_MODULE]
     if not Path(python).is_file():
         raise WorkerError(f"the DRCN worker's Python {python} does not exist. {HINT}")
-    return [python, "-m", "drcn_plugin.integrations.gimp_worker"]
+    return [python, "-m", WORKER_MODULE]
 
 
 def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -128,7 +137,7 @@ class Worker:
                 options: Mapping[str, object],
                 progress: Callable[[int, int], None] | None = None) -> tuple[bytes, int, int]:
         """Upscale one block of pixels; returns (pixels, width, height) in the same format."""
-        if len(pixels) != fmt.nbytes(width, height):
+        if not options.get("dry_run") and len(pixels) != fmt.nbytes(width, height):
             raise ValueError(f"{len(pixels)} bytes do not hold {width}x{height} in {fmt.babl}")
         header = {"width": width, "height": height, "channels": fmt.channels,
                   "dtype": fmt.dtype, "scale": scale, **options}
@@ -151,6 +160,14 @@ class Worker:
                 raise WorkerError(f"DRCN: {rest}")
             elif kind == "cancelled":
                 raise WorkerError("DRCN: cancelled")
+
+    def output_size(self, width: int, height: int, scale: float,
+                    options: Mapping[str, object]) -> tuple[int, int]:
+        """The (width, height) the worker would give a ``width x height`` image with these
+        options (a dry run: the size rule lives in the worker's library)."""
+        _, w, h = self.upscale(b"", width, height, PixelFormat("", "u8", 1), scale,
+                               {**options, "dry_run": True})
+        return w, h
 
     def stop(self) -> None:
         """Ask the worker to cancel (SIGTERM); kill it if it has not exited after a grace period."""
@@ -217,4 +234,5 @@ class Worker:
         lines = [ln for ln in self._stderr.read().decode("utf-8", "replace").splitlines()
                  if ln.strip()]
         last = lines[-1].strip() if lines else "no message"
-        return f"the DRCN worker exited with code {code}: {last}. {HINT}"
+        hint = FLATPAK_HINT if self.command[0] == "flatpak-spawn" else HINT
+        return f"the DRCN worker exited with code {code}: {last}. {hint}"

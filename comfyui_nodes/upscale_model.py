@@ -1,0 +1,151 @@
+"""A DRCN model as ComfyUI's ``UPSCALE_MODEL``: a spandrel ``ImageModelDescriptor``, so ComfyUI's
+"Upscale Image (using Model)", Ultimate SD Upscale and other packs that take an upscale model run
+DRCN through their own tiling.
+
+The descriptor's module is the engine on one tile: each RGB image of an NCHW batch (0..1) goes
+through ``Upscaler.upscale`` (Y through the network, CbCr by bicubic, the ILR rounded to the
+8-bit levels when the tile sits on the 8-bit grid), at a fixed integer scale. spandrel is
+ComfyUI's own dependency; it is imported only when this node runs.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import BadOptionError, MissingDependencyError
+from drcn_plugin.hub import from_state_dict
+from drcn_plugin.model import DRCN
+from drcn_plugin.scales import MAX_SCALE
+
+from .drcn_nodes import (
+    CATEGORY,
+    MODEL_TYPE,
+    DRCNNodeError,
+    _comfy,
+    _from_engine,
+    _interrupt_check,
+    _to_engine,
+    user_errors,
+)
+
+ARCH_ID = "DRCN"
+MAX_MODEL_SCALE = int(MAX_SCALE)
+_KEYS = ("embed.0.weight", "recursive.weight", "reconstruct.2.weight", "ensemble")
+
+
+def _spandrel() -> ModuleType:
+    """The spandrel package, or one line saying how to get it."""
+    try:
+        import spandrel
+    except ImportError as e:
+        raise MissingDependencyError("this node needs the spandrel package, which ComfyUI "
+                                     "installs with its requirements: run `pip install "
+                                     "spandrel` in ComfyUI's Python") from e
+    return spandrel
+
+
+class DRCNUpscaleModule(nn.Module):
+    """The engine on one tile: ``[N, 3, H, W]`` RGB in 0..1 to ``[N, 3, H*s, W*s]``.
+
+    The engine (its device, half-precision copy and tiling) is built on the first call for the
+    input's device and dropped whenever the module is moved or cast.
+    """
+
+    def __init__(self, drcn: DRCN, scale: int) -> None:
+        super().__init__()
+        self.drcn = drcn
+        self.scale = scale
+        self._engine: Upscaler | None = None
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 (torch's signature)
+        self._engine = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise DRCNNodeError(f"DRCN: expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
+        with user_errors():
+            if self._engine is None or self._engine.device != x.device:
+                self._engine = Upscaler(self.drcn, device=str(x.device))
+            mm, _ = _comfy()
+            cancel = _interrupt_check(mm) if mm is not None else None
+            out = [_from_engine(self._engine.upscale(_to_engine(frame.permute(1, 2, 0)),
+                                                     float(self.scale), cancel=cancel))
+                   for frame in x]
+        return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
+
+
+def _is_drcn(state_dict: dict) -> bool:
+    return all(key in state_dict for key in _KEYS)
+
+
+@cache
+def architecture(scale: int) -> object:
+    """A spandrel ``Architecture`` that loads DRCN state dicts as descriptors at ``scale``."""
+    spandrel = _spandrel()
+
+    class DRCNArchitecture(spandrel.Architecture):
+        """DRCN (Kim, Lee & Lee, CVPR 2016) through drcn-plugin's engine, at a fixed scale."""
+
+        def __init__(self) -> None:
+            super().__init__(id=ARCH_ID, name="DRCN", detect=_is_drcn)
+
+        def load(self, state_dict: dict) -> spandrel.ImageModelDescriptor:
+            drcn = from_state_dict(state_dict, "the state dict")
+            module = DRCNUpscaleModule(drcn, scale)
+            return spandrel.ImageModelDescriptor(
+                module, module.state_dict(), self, purpose="SR" if scale > 1 else "Restoration",
+                tags=[f"{drcn.features}nf", f"{drcn.recursions}r", f"x{scale}"],
+                supports_half=False, supports_bfloat16=False,  # the engine picks the precision
+                scale=scale, input_channels=3, output_channels=3)
+
+    return DRCNArchitecture()
+
+
+def upscale_model(drcn: DRCN, scale: int) -> object:
+    """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
+    move it between devices without touching the loader's model)."""
+    with user_errors():
+        if not 1 <= scale <= MAX_MODEL_SCALE:
+            raise BadOptionError(f"scale {scale} is out of range: use 1 to {MAX_MODEL_SCALE}",
+                                 option="scale")
+        return architecture(scale).load({k: v.detach().cpu()
+                                         for k, v in drcn.state_dict().items()})
+
+
+class DRCNToUpscaleModel:
+    """Turn a DRCN model into an UPSCALE_MODEL for ComfyUI's own upscale nodes."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("UPSCALE_MODEL",)
+    RETURN_NAMES = ("upscale_model",)
+    FUNCTION = "convert"
+    DESCRIPTION = ("Wraps a DRCN model and a whole-number scale as an UPSCALE_MODEL for "
+                   "\"Upscale Image (using Model)\" and other nodes that take one; each tile "
+                   "they pass gets what DRCN Upscale does to an image.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:  # noqa: N802 (ComfyUI's name)
+        """The DRCN model and the fixed scale (an upscale model's scale is a whole number)."""
+        return {
+            "required": {
+                "drcn_model": (MODEL_TYPE,),
+                "scale": ("INT", {"default": 2, "min": 1, "max": MAX_MODEL_SCALE,
+                                  "tooltip": "the model's fixed factor; for 2.5x or exact sizes "
+                                             "use DRCN Upscale"}),
+            },
+        }
+
+    def convert(self, drcn_model: DRCN, scale: int) -> tuple[object]:
+        """The descriptor; see ``upscale_model``."""
+        return (upscale_model(drcn_model, scale),)
+
+
+NODE_CLASS_MAPPINGS = {"DRCNToUpscaleModel": DRCNToUpscaleModel}
+NODE_DISPLAY_NAME_MAPPINGS = {"DRCNToUpscaleModel": "DRCN to Upscale Model"}

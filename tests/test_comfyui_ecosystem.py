@@ -1,0 +1,173 @@
+"""ComfyUI nodes in the host's ecosystem: DRCN as an UPSCALE_MODEL (spandrel descriptor), exact
+output sizes and per-step frame batches on DRCN Upscale, and the node pack's registry files."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_comfyui_nodes import NODES, NODES_DIR, PKG, FakeComfy, InterruptProcessingException
+
+import drcn_plugin
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.model import DRCN
+
+UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+TO_MODEL = PKG.NODE_CLASS_MAPPINGS["DRCNToUpscaleModel"]()
+MODELS = sys.modules[f"{PKG.__name__}.upscale_model"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DRCN:
+    torch.manual_seed(0)
+    return DRCN(features=8, recursions=3).eval()
+
+
+def _frames(b: int, h: int, w: int, c: int = 3, seed: int = 3) -> torch.Tensor:
+    """8-bit frames as ComfyUI holds them (u8 / 255), like a video loader's batch."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, h, w, c), generator=g).float() / 255.0
+
+
+# -- DRCN Upscale: exact sizes and per_batch -------------------------------------------------------
+
+@pytest.mark.parametrize("width, height, size", [
+    (0, 0, (24, 35)), (50, 0, (35, 50)), (0, 30, (30, 43)), (40, 33, (33, 40))])
+def test_exact_sizes(tiny: DRCN, width: int, height: int, size: tuple[int, int]) -> None:
+    image = _frames(1, 14, 20)
+    out, mask = UPSCALE.upscale(image, tiny, 1.75, 0, False, width=width, height=height)
+    assert out.shape == (1, *size, 3) and mask.shape == (1, *size)
+    want = Upscaler(tiny, device="cpu").upscale(
+        (image[0] * 255).round().to(torch.uint8).numpy(), size=size)
+    assert np.array_equal((out[0] * 255).round().to(torch.uint8).numpy(), want)
+
+
+@pytest.mark.parametrize("width, height, words", [
+    (10, 0, "target size 10x7 is smaller than the input 20x14"),
+    (0, 400, "more than 16x the input"),
+])
+def test_exact_size_refusals_are_one_line(tiny: DRCN, width: int, height: int, words: str) -> None:
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        UPSCALE.upscale(_frames(1, 14, 20), tiny, 2.0, 0, False, width=width, height=height)
+    assert str(info.value).startswith("DRCN: ") and words in str(info.value)
+
+
+@pytest.mark.parametrize("per_batch", [1, 2, 0])
+def test_per_batch_gives_the_same_frames(tiny: DRCN, per_batch: int) -> None:
+    frames = _frames(5, 12, 16)
+    mask = torch.rand(5, 12, 16, generator=torch.Generator().manual_seed(4))
+    whole, whole_mask = UPSCALE.upscale(frames, tiny, 2.0, 0, False, mask=mask, per_batch=5)
+    out, out_mask = UPSCALE.upscale(frames, tiny, 2.0, 0, False, mask=mask, per_batch=per_batch)
+    assert out.shape == (5, 24, 32, 3) and torch.equal(out, whole)
+    assert torch.equal(out_mask, whole_mask) and out_mask.std() > 0.1
+
+
+def test_per_batch_progress_and_cancel(tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeComfy(interrupt_after=3).install(monkeypatch)
+    with pytest.raises(InterruptProcessingException):
+        UPSCALE.upscale(_frames(6, 20, 20), tiny, 2.0, 16, False, per_batch=2)
+    assert len(fake.updates) == 3 and fake.calls[-2:] == [("offload",), ("empty",)]
+
+
+def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match="per_batch -1 must be 0"):
+        UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
+
+
+def test_no_mask_output_costs_no_memory_per_frame(tiny: DRCN) -> None:
+    _, mask = UPSCALE.upscale(_frames(4, 8, 8), tiny, 2.0, 0, False)
+    assert mask.shape == (4, 16, 16) and not mask.any() and mask.stride(0) == 0
+
+
+# -- DRCN to Upscale Model ------------------------------------------------------------------------
+
+def test_module_is_the_engine_on_one_tile(tiny: DRCN) -> None:
+    """8-bit tiles take the engine's 8-bit path (ILR rounding); float tiles the float path."""
+    module = MODELS.DRCNUpscaleModule(tiny, 3)
+    grid = _frames(2, 10, 13).permute(0, 3, 1, 2)
+    smooth = torch.rand(1, 3, 10, 13, generator=torch.Generator().manual_seed(5))
+    engine = Upscaler(tiny, device="cpu")
+    for batch in (grid, smooth):
+        out = module(batch)
+        assert out.shape == (batch.shape[0], 3, 30, 39) and out.dtype == batch.dtype
+        for x, y in zip(batch, out, strict=True):
+            source = x.permute(1, 2, 0)
+            if batch is grid:
+                want = engine.upscale((source * 255).round().to(torch.uint8).numpy(), 3.0)
+                assert np.array_equal((y.permute(1, 2, 0) * 255).round().byte().numpy(), want)
+            else:
+                want = engine.upscale(source.numpy(), 3.0)
+                assert torch.equal(y.permute(1, 2, 0), torch.from_numpy(want))
+    half = module(grid.half())
+    assert half.dtype == torch.float16
+
+
+def test_module_rebuilds_its_engine_after_a_move(tiny: DRCN) -> None:
+    module = MODELS.DRCNUpscaleModule(DRCN(features=8, recursions=3), 2)
+    module(torch.rand(1, 3, 6, 6))
+    assert module._engine is not None
+    module.to("cpu")
+    assert module._engine is None
+
+
+def test_module_refuses_other_layouts(tiny: DRCN) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match=r"expected an RGB batch \[N, 3, H, W\]"):
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(1, 6, 6, 3))
+
+
+def test_without_spandrel_one_clear_line(tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "spandrel", None)  # import spandrel raises ImportError
+    MODELS.architecture.cache_clear()
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        TO_MODEL.convert(tiny, 2)
+    text = str(info.value)
+    assert "needs the spandrel package" in text and "\n" not in text
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_scale_out_of_range(tiny: DRCN) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match="scale 17 is out of range: use 1 to 16"):
+        TO_MODEL.convert(tiny, 17)
+
+
+def test_spandrel_descriptor(tiny: DRCN) -> None:
+    spandrel = pytest.importorskip("spandrel")
+    MODELS.architecture.cache_clear()
+    (descriptor,) = TO_MODEL.convert(tiny, 2)
+    assert isinstance(descriptor, spandrel.ImageModelDescriptor)
+    assert (descriptor.scale, descriptor.input_channels, descriptor.output_channels) == (2, 3, 3)
+    assert descriptor.purpose == "SR" and descriptor.architecture.id == "DRCN"
+    assert descriptor.model.drcn is not tiny  # its own copy: ComfyUI may move it freely
+    x = _frames(1, 9, 11).permute(0, 3, 1, 2)
+    assert torch.equal(descriptor(x), MODELS.DRCNUpscaleModule(tiny, 2)(x))
+    assert descriptor.architecture.detect(tiny.state_dict())
+    assert not descriptor.architecture.detect({"conv.weight": torch.zeros(1)})
+    with pytest.raises(spandrel.UnsupportedDtypeError):
+        descriptor.to(torch.float16)
+
+
+# -- the node pack's registry files ---------------------------------------------------------------
+
+def test_registry_metadata_has_no_placeholders() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    meta = tomllib.loads((NODES_DIR / "pyproject.toml").read_text())
+    comfy, project = meta["tool"]["comfy"], meta["project"]
+    assert comfy["DisplayName"] == "DRCN Super-Resolution"
+    assert comfy["PublisherId"] and comfy["Icon"].startswith("https://")
+    assert project["urls"]["Repository"].startswith("https://github.com/")
+    assert comfy["includes"] == [] and comfy["requires-comfyui"].startswith(">=")
+    assert project["version"] == drcn_plugin.__version__
+    classifiers = project["classifiers"]
+    assert any(c.startswith("Operating System") for c in classifiers)
+    assert any(c.startswith("Environment :: GPU") for c in classifiers)
+    ignored = (NODES_DIR / ".comfyignore").read_text().split()
+    assert "tests/" in ignored
+
+
+def test_every_node_has_a_doc_page() -> None:
+    for name in PKG.NODE_CLASS_MAPPINGS:
+        page = NODES_DIR / PKG.WEB_DIRECTORY / "docs" / f"{name}.md"
+        assert page.is_file(), page
+        assert PKG.NODE_DISPLAY_NAME_MAPPINGS[name] in page.read_text()

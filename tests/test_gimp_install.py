@@ -1,0 +1,145 @@
+"""``drcn gimp install`` finds GIMP 3 where it really is (native Linux, Flatpak, Snap, macOS,
+Windows, $GIMP3_DIRECTORY), on fake home folders; the Flatpak route for the worker; and exact
+output sizes through the worker protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_gimp_worker import ENV, PLUGIN_DIR, WORKER, client
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.integrations import gimp_install
+from drcn_plugin.integrations.gimp_install import (
+    CONFIG_NAME,
+    PLUGIN,
+    GimpProfile,
+    find_gimp_profiles,
+)
+
+
+@pytest.mark.parametrize("platform, environ, relative, kind", [
+    ("linux", {}, ".config/GIMP/3.0", "Linux"),
+    ("linux", {}, ".var/app/org.gimp.GIMP/config/GIMP/3.0", "Flatpak"),
+    ("linux", {}, "snap/gimp/current/.config/GIMP/3.0", "Snap"),
+    ("darwin", {}, "Library/Application Support/GIMP/3.0", "macOS"),
+    ("win32", {"APPDATA": "{home}/AppData/Roaming"}, "AppData/Roaming/GIMP/3.0", "Windows"),
+])
+def test_each_layout_is_found(tmp_path: Path, platform: str, environ: dict, relative: str,
+                              kind: str) -> None:
+    environ = {k: v.format(home=tmp_path) for k, v in environ.items()}
+    (tmp_path / relative).mkdir(parents=True)
+    assert find_gimp_profiles(platform, environ, tmp_path) == \
+        [GimpProfile(kind, tmp_path / relative)]
+
+
+def test_nothing_found_means_the_platforms_usual_folder(tmp_path: Path) -> None:
+    assert find_gimp_profiles("linux", {"XDG_CONFIG_HOME": str(tmp_path / "x")}, tmp_path) == \
+        [GimpProfile("Linux", tmp_path / "x" / "GIMP" / "3.0")]
+    assert find_gimp_profiles("win32", {}, tmp_path) == \
+        [GimpProfile("Windows", tmp_path / "AppData" / "Roaming" / "GIMP" / "3.0")]
+
+
+def test_several_linux_gimps_are_all_listed(tmp_path: Path) -> None:
+    for rel in (".config/GIMP/3.0", ".var/app/org.gimp.GIMP/config/GIMP/3.0"):
+        (tmp_path / rel).mkdir(parents=True)
+    found = find_gimp_profiles("linux", {}, tmp_path)
+    assert [p.kind for p in found] == ["Linux", "Flatpak"]
+
+
+def test_gimp3_directory_wins(tmp_path: Path) -> None:
+    (tmp_path / ".config/GIMP/3.0").mkdir(parents=True)
+    assert find_gimp_profiles("linux", {"GIMP3_DIRECTORY": "/g"}, tmp_path) == \
+        [GimpProfile("GIMP3_DIRECTORY", Path("/g"))]
+
+
+def test_sandbox_notes() -> None:
+    flatpak = GimpProfile("Flatpak", Path("/f")).note()
+    assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in flatpak
+    assert "confined" in GimpProfile("Snap", Path("/s")).note()
+    assert GimpProfile("Linux", Path("/l")).note() == ""
+
+
+def test_install_command_installs_into_every_gimp_found(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for rel in (".config/GIMP/3.0", ".var/app/org.gimp.GIMP/config/GIMP/3.0"):
+        (tmp_path / rel).mkdir(parents=True)
+    monkeypatch.setattr(gimp_install.sys, "platform", "linux")
+    monkeypatch.setattr(gimp_install.Path, "home", staticmethod(lambda: tmp_path))
+    for var in ("GIMP3_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["gimp", "install"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "found 2 GIMP 3 user folders: Linux" in text and "Flatpak" in text
+    assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in text
+    for rel in (".config/GIMP/3.0", ".var/app/org.gimp.GIMP/config/GIMP/3.0"):
+        record = tmp_path / rel / "plug-ins" / PLUGIN / CONFIG_NAME
+        assert json.loads(record.read_text()) == {"python": sys.executable}
+
+
+def test_flatpak_worker_runs_on_the_host(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"python": "/home/u/env/bin/python"}))
+    command = client.worker_command(tmp_path, {"FLATPAK_ID": "org.gimp.GIMP"})
+    assert command == ["flatpak-spawn", "--host", "--watch-bus", "/home/u/env/bin/python", "-m",
+                       "drcn_plugin.integrations.gimp_worker"]
+    with pytest.raises(client.WorkerError, match="does not exist"):
+        client.worker_command(tmp_path, {})  # outside the sandbox the path is checked
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for flatpak-spawn")
+def test_refused_flatpak_spawn_names_the_override(tmp_path: Path) -> None:
+    """Without the override, flatpak-spawn fails; the message says what to run."""
+    spawn = tmp_path / "flatpak-spawn"
+    spawn.write_text("#!/bin/sh\necho 'Portal call failed: org.freedesktop.DBus.Error."
+                     "ServiceUnknown' >&2\nexit 1\n")
+    spawn.chmod(0o755)
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"python": sys.executable}))
+    command = client.worker_command(tmp_path, {"FLATPAK_ID": "org.gimp.GIMP"})
+    env = {**ENV, "PATH": f"{tmp_path}{os.pathsep}{ENV.get('PATH', '')}"}
+    with pytest.raises(client.WorkerError) as info, client.Worker(command, env=env):
+        pass
+    text = str(info.value)
+    assert "Portal call failed" in text and client.FLATPAK_HINT in text
+
+
+# -- exact sizes through the worker -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def worker():
+    with client.Worker(WORKER, env=ENV) as w:
+        yield w
+
+
+def test_worker_dry_run_and_exact_size(worker, tiny_model_file: str) -> None:
+    assert worker.output_size(40, 30, 2.0, {"out_width": 100, "out_height": 0}) == (100, 75)
+    assert worker.output_size(40, 30, 2.5, {}) == (100, 75)
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    fmt = client.PixelFormat("R'G'B' u8", "u8", 3)
+    data, w, h = worker.upscale(image.tobytes(), 40, 30, fmt, 2.0,
+                                {"model": tiny_model_file, "out_width": 90, "out_height": 50})
+    assert (w, h) == (90, 50)
+    want = Upscaler(tiny_model_file).upscale(image, size=(50, 90))
+    assert np.array_equal(np.frombuffer(data, np.uint8).reshape(50, 90, 3), want)
+
+
+def test_worker_refuses_a_smaller_size_in_one_line() -> None:
+    with client.Worker(WORKER, env=ENV) as w, \
+            pytest.raises(client.WorkerError, match="DRCN: target size 20x15 is smaller than "
+                                                    "the input 40x30"):
+        w.output_size(40, 30, 2.0, {"out_width": 20})
+
+
+def test_plugin_files_are_what_gets_installed(tmp_path: Path) -> None:
+    dest = gimp_install.install(tmp_path)
+    assert sorted(p.name for p in dest.glob("*.py")) == \
+        sorted(p.name for p in PLUGIN_DIR.glob("*.py"))
+    assert os.access(dest / f"{PLUGIN}.py", os.X_OK)
