@@ -166,11 +166,12 @@ def upscale(
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
+        "--model", "-m", help="drcn-lite, drcn, a .safetensors file, a model "
         "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
     denoise: Annotated[float | None, typer.Option(
-        min=0, max=1, help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noise), between: a "
-        "blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")] = None,
+        min=0, max=1, help="0 = drcn-lite, 1 = its photo variant (JPEG and noise; once one "
+        "ships), between: a blend (default: drcn-lite for lossless files, stronger for "
+        "lower-quality JPEGs)")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,
@@ -274,7 +275,7 @@ def compare(
     crop: Annotated[int, typer.Option(help="crop size in output pixels")] = 160,
     model: Annotated[list[str], typer.Option(
         "--model", "-m", help="model spec; repeat for one panel per model, e.g. -m drcn-lite "
-        "-m drcn-lite-photo")] = [DEFAULT_MODEL],  # noqa: B006
+        "-m drcn")] = [DEFAULT_MODEL],  # noqa: B006
     device: DeviceOpt = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     degrade: Annotated[str, typer.Option(

@@ -51,8 +51,8 @@ SHIPPED: dict[str, ShippedModel] = {
 DEFAULT_MODEL = "drcn-lite"
 # clean model -> its fine-tune on real photos, for the pairs whose photo model ships
 PHOTO_VARIANTS = {c: p for c, p in {"drcn-lite": "drcn-lite-photo"}.items() if p in SHIPPED}
-# (lowest JPEG quality, denoise strength), from the strength curve measured on Set5 + Set14
-# (README, "Photos"): the first row whose quality the file reaches applies.
+# (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
+# Provisional: to be re-fitted on the strength curve of the first photo model that ships.
 DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
 
 
