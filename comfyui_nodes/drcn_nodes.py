@@ -233,14 +233,14 @@ def _interrupt_check(mm: ModuleType) -> Callable[[], bool]:
 
 
 class DRCNUpscale:
-    """Upscale an IMAGE batch by any factor from 1 to 8 with DRCN (seamless tiles, any size)."""
+    """Upscale an IMAGE batch by any factor from 1 to 16 with DRCN (seamless tiles, any size)."""
 
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "mask")
     FUNCTION = "upscale"
     DESCRIPTION = ("Super-resolves the luminance with DRCN and resizes colour and alpha with "
-                   "bicubic; any scale from 1 to 8, tiled to fit memory, Cancel stops between "
+                   "bicubic; any scale from 1 to 16, tiled to fit memory, Cancel stops between "
                    "tiles.")
 
     @classmethod
