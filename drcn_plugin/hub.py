@@ -164,8 +164,9 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
     """
     clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
     if clean is None:
+        pairs = ", ".join(PHOTO_VARIANTS) or "no model yet (no photo model is installed)"
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
-                             f"strength works with {', '.join(PHOTO_VARIANTS)}")
+                             f"strength works with {pairs}")
     if not 0 <= strength <= 1:
         raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:
