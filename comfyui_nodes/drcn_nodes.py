@@ -20,7 +20,13 @@ import torch
 
 from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
-from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, load_weights_file
+from drcn_plugin.hub import (
+    DEFAULT_MODEL,
+    SHIPPED,
+    load_denoised,
+    load_model,
+    load_weights_file,
+)
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize
@@ -109,12 +115,21 @@ class DRCNModelLoader:
                     "default": "",
                     "tooltip": "hf:owner/name[@revision], a .safetensors file or a model folder; "
                                "overrides model_name when set"}),
+                "denoise": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                    "tooltip": "0 = the model as chosen; above 0 blends a clean model toward its "
+                               "photo variant (1 = the photo model), for JPEG and noisy photos"}),
             },
         }
 
-    def load(self, model_name: str, hub_or_path: str = "") -> tuple[DRCN]:
+    def load(self, model_name: str, hub_or_path: str = "", denoise: float = 0.0) -> tuple[DRCN]:
         """Resolve the choice to a DRCN module (on the CPU until the upscaler moves it)."""
         with user_errors():
+            if denoise > 0:
+                if hub_or_path.strip():
+                    raise BadOptionError("a denoise strength blends a shipped model with its "
+                                         "photo variant; clear hub_or_path or set denoise to 0")
+                return (load_denoised(denoise, model_name),)
             return (resolve_model(model_name, hub_or_path),)
 
 

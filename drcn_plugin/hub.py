@@ -157,23 +157,26 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
 
 
 def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
-    """A shipped model moved toward its photo variant: 0 is the clean model, 1 the photo model.
+    """A clean shipped model moved toward its photo variant: 0 is ``spec``, 1 the photo model.
 
     Between the two the weights are interpolated (the photo model was fine-tuned from the clean
-    one, so the blend is meaningful); ``spec`` may name either model of the pair.
+    one, so the blend is meaningful). ``spec`` names the clean end; the photo model is strength 1.
     """
-    clean = next((c for c, p in PHOTO_VARIANTS.items() if spec in (c, p)), None)
-    if clean is None:
+    if spec in PHOTO_VARIANTS.values():
+        clean = next(c for c, p in PHOTO_VARIANTS.items() if p == spec)
+        raise ModelLoadError(f"{spec} is the photo end of the denoise blend already; name "
+                             f"{clean} with a denoise strength (1 = {spec})")
+    if spec not in PHOTO_VARIANTS:
         pairs = ", ".join(PHOTO_VARIANTS) or "no model yet (no photo model is installed)"
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
                              f"strength works with {pairs}")
     if not 0 <= strength <= 1:
         raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:
-        return load_model(clean)
+        return load_model(spec)
     if strength == 1:
-        return load_model(PHOTO_VARIANTS[clean])
-    return interpolate(load_model(clean), load_model(PHOTO_VARIANTS[clean]), strength)
+        return load_model(PHOTO_VARIANTS[spec])
+    return interpolate(load_model(spec), load_model(PHOTO_VARIANTS[spec]), strength)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": true}\n', "wrong type"),
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "f64", "scale": 2}\n', "dtype 'f64'"),
     (b'{"width": 2, "height": 2, "channels": 5, "dtype": "u8", "scale": 2}\n', "5 channels"),
+    (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": 2, "denoise": 2}\n',
+     "denoise must be in 0..1"),
 ])
 def test_parse_header_names_the_problem(line, needle):
     with pytest.raises(DRCNError) as e:
@@ -287,7 +289,7 @@ def test_plugin_registers_its_arguments_with_a_stubbed_gi():
     proc = instance.do_create_procedure("plug-in-drcn-super-resolution")
     args = [c.args[0] for name, c in ((c[0], c) for c in proc.mock_calls)
             if name.startswith("add_") and name.endswith("_argument")]
-    assert args == ["scale", "width", "height", "model", "custom-model", "tile", "self-ensemble",
-                    "output"]
+    assert args == ["scale", "width", "height", "model", "custom-model", "denoise", "tile",
+                    "self-ensemble", "output"]
     proc.set_menu_label.assert_called_once_with("DRCN Super-Resolution...")
     proc.add_menu_path.assert_called_once_with("<Image>/Filters/Enhance")

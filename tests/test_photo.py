@@ -50,7 +50,8 @@ def test_denoise_ends_are_the_two_models_bit_for_bit(photo_model: Path) -> None:
     photo = load_model("drcn-lite-photo")
     assert _same_weights(load_denoised(0.0), load_model("drcn-lite"))
     assert _same_weights(load_denoised(1.0), photo)
-    assert _same_weights(load_denoised(1.0, "drcn-lite-photo"), photo)
+    with pytest.raises(DRCNError, match="photo end"):
+        load_denoised(1.0, "drcn-lite-photo")
     half = load_denoised(0.5).state_dict()
     lite = load_model("drcn-lite").state_dict()
     for k, v in photo.state_dict().items():
@@ -105,3 +106,35 @@ def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, source
     assert (tmp_path / "auto" / "b.jpg").read_bytes() == (tmp_path / "photo" / "b.jpg").read_bytes()
     named = _run([str(sources), "-o", str(tmp_path / "named"), "--model", "drcn-lite"])
     assert "drcn-lite-photo" not in named  # a named model is used for every file
+
+
+def test_host_denoise_inputs_load_the_blend(photo_model: Path) -> None:
+    """ComfyUI's loader and the GIMP worker take the same strength as ``--denoise``."""
+    import io
+    import signal
+
+    from test_comfyui_nodes import LOADER, NODES
+
+    from drcn_plugin.engine import Upscaler
+    from drcn_plugin.integrations.gimp_worker import serve
+
+    photo = load_model("drcn-lite-photo")
+    assert _same_weights(LOADER.load("drcn-lite", denoise=1.0)[0], photo)
+    assert _same_weights(LOADER.load("drcn-lite-photo")[0], photo)  # 0: the model as chosen
+    assert _same_weights(LOADER.load("drcn-lite", denoise=0.5)[0], load_denoised(0.5))
+    with pytest.raises(NODES.DRCNNodeError, match="photo end"):
+        LOADER.load("drcn-lite-photo", denoise=0.5)
+
+    pixels = (np.random.default_rng(1).random((9, 11, 3)) * 255).astype(np.uint8)
+    header = b'{"width": 11, "height": 9, "channels": 3, "dtype": "u8", "scale": 2, ' \
+             b'"device": "cpu", "denoise": 1}\n'
+    old = signal.getsignal(signal.SIGTERM)
+    out = io.BytesIO()
+    try:
+        assert serve(io.BytesIO(header + pixels.tobytes()), out) == 0
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    head, _, payload = out.getvalue().partition(b"\nresult 18 22 1188\n")
+    assert payload and b"error" not in head
+    want = Upscaler(photo, device="cpu").upscale(pixels, 2.0)
+    assert np.array_equal(np.frombuffer(payload, np.uint8).reshape(18, 22, 3), want)

@@ -6,8 +6,9 @@ Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved c
 * worker: ``ready 1`` once the engine is importable;
 * client, per image: one JSON header line (``width``, ``height``, ``channels`` 1-4, ``dtype``
   ``u8``/``u16``/``f32``, ``scale``; optional ``out_width``/``out_height`` (an exact output size,
-  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model``, ``tile``, ``tta``,
-  ``device``, ``precision``, ``dry_run``), then ``width * height * channels`` samples (none for a
+  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model``, ``denoise`` (0..1,
+  see ``hub.load_denoised``; 0 = the model as named), ``tile``, ``tta``, ``device``, ``precision``,
+  ``dry_run``), then ``width * height * channels`` samples (none for a
   dry run);
 * worker: ``progress DONE TOTAL`` lines, ``alive`` every 2 s, then ``result HEIGHT WIDTH NBYTES``
   and the upscaled samples (same channels and dtype; a dry run gets its output size and 0 bytes);
@@ -33,7 +34,7 @@ import numpy as np
 
 from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
-from ..hub import DEFAULT_MODEL
+from ..hub import DEFAULT_MODEL, load_denoised
 from ..sizing import TargetSize
 
 PROTOCOL = 1
@@ -58,6 +59,7 @@ class Request:
     out_height: int = 0
     dry_run: bool = False
     model: str = DEFAULT_MODEL
+    denoise: float = 0.0
     tile: int = 0
     tta: bool = False
     device: str = "auto"
@@ -77,7 +79,8 @@ class Request:
 
 
 _TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (int, float),
-          "out_width": int, "out_height": int, "dry_run": bool, "model": str, "tile": int,
+          "out_width": int, "out_height": int, "dry_run": bool, "model": str,
+          "denoise": (int, float), "tile": int,
           "tta": bool, "device": str, "precision": str}
 _FLAGS = {"tta", "dry_run"}
 
@@ -99,7 +102,8 @@ def parse_header(line: bytes) -> Request:
     for key, value in fields.items():
         if not isinstance(value, _TYPES[key]) or (key not in _FLAGS and isinstance(value, bool)):
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
-    req = Request(**{**fields, "scale": float(fields["scale"])})
+    req = Request(**{**fields, "scale": float(fields["scale"]),
+                     "denoise": float(fields.get("denoise", 0.0))})
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
             or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
         size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
@@ -107,6 +111,8 @@ def parse_header(line: bytes) -> Request:
                             f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
     if not math.isfinite(req.scale):
         raise ProtocolError("bad header: scale must be a finite number")
+    if not 0 <= req.denoise <= 1:
+        raise ProtocolError("bad header: denoise must be in 0..1")
     return req
 
 
@@ -180,10 +186,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
                          size=size)
             pixels = _read_exact(inp, req.nbytes)
-            key = (req.model, req.device, req.precision, req.tile, req.tta)
+            key = (req.model, req.denoise, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
                 upscalers.clear()
-                upscalers[key] = Upscaler(req.model, device=req.device, precision=req.precision,
+                model = load_denoised(req.denoise, req.model) if req.denoise else req.model
+                upscalers[key] = Upscaler(model, device=req.device, precision=req.precision,
                                           tile=req.tile, tta=req.tta)
             image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
                 req.height, req.width, req.channels)

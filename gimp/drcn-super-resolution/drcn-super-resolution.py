@@ -110,6 +110,9 @@ class DRCNSuperResolution(Gimp.PlugIn):
         proc.add_string_argument("custom-model", "C_ustom model",
                                  "A .safetensors file, model folder or hf:owner/name; "
                                  "used instead of Model when set", "", rw)
+        proc.add_double_argument("denoise", "_Denoise", "For JPEG and noisy photos: 0 = the "
+                                 "model as chosen, 1 = DRCN lite photo, between: a blend of "
+                                 "DRCN lite with it", 0.0, 1.0, 0.0, rw)
         proc.add_int_argument("tile", "_Tile size", "Tile side in pixels (0 = automatic)",
                               0, 4096, 0, rw)
         proc.add_boolean_argument("self-ensemble", "Self-_ensemble",
@@ -137,7 +140,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
         size = {"out_width": get("width"), "out_height": get("height")}
         # What the worker needs besides the size; a new dialog option adds its entry here.
         options = {"model": (get("custom-model") or "").strip() or get("model"),
-                   "tile": get("tile"), "tta": get("self-ensemble")}
+                   "denoise": get("denoise"), "tile": get("tile"), "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
                                              or not isinstance(drawables[0], Gimp.Layer)):
             return procedure.new_return_values(
