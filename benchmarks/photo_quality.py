@@ -21,10 +21,12 @@ from drcn_plugin.evaluation import evaluate, results_json
 from drcn_plugin.hub import load_denoised
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDITIONS = {"clean": "", "JPEG q90": "jpeg:90", "JPEG q75": "jpeg:75", "JPEG q50": "jpeg:50",
-              "noise 5 + JPEG q85": "noise:5,jpeg:85"}
+CONDITIONS = {"clean": "", "JPEG q95": "jpeg:95", "JPEG q90": "jpeg:90", "JPEG q75": "jpeg:75",
+              "JPEG q50": "jpeg:50", "noise 5 + JPEG q85": "noise:5,jpeg:85"}
+TABLE_CONDITIONS = ("clean", "JPEG q90", "JPEG q75", "JPEG q50", "noise 5 + JPEG q85")
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-CURVE_CONDITIONS = ("clean", "JPEG q90", "JPEG q75", "JPEG q50")
+# q95 is in the curve for the default rule: it is where camera and phone JPEGs sit
+CURVE_CONDITIONS = ("clean", "JPEG q95", "JPEG q90", "JPEG q75", "JPEG q50")
 
 
 def results_for(strength: float, dataset: Path, condition: str, scales: list[int], cache: Path,
@@ -46,33 +48,62 @@ def results_for(strength: float, dataset: Path, condition: str, scales: list[int
 
 
 def photo_table(data: Path, cache: Path, device: str, precision: str) -> str:
-    rows = ["| dataset | scale | low-res input | bicubic | drcn-lite | drcn-lite-photo | "
-            "photo vs bicubic |", "|---|---|---|---|---|---|---|"]
-    for ds in ("Set5", "Set14"):
-        for s in (2, 3, 4):
-            for cond in CONDITIONS:
-                lite = results_for(0.0, data / ds, cond, [2, 3, 4], cache, device, precision)[str(s)]
-                photo = results_for(1.0, data / ds, cond, [2, 3, 4], cache, device,
-                                    precision)[str(s)]
-                rows.append(f"| {ds} | x{s} | {cond} | {lite['bicubic_psnr']:.2f} | "
-                            f"{lite['psnr']:.2f} | {photo['psnr']:.2f} | "
-                            f"{photo['psnr'] - lite['bicubic_psnr']:+.2f} |")
+    """Y PSNR per scale and input: bicubic, drcn-lite, drcn-lite-photo (photo - bicubic)."""
+    head = " | ".join(f"{ds} bicubic | {ds} drcn-lite | {ds} photo (vs bicubic)"
+                      for ds in ("Set5", "Set14"))
+    rows = [f"| scale | low-res input | {head} |", "|---|---|" + "---|" * 6]
+    for s in (2, 3, 4):
+        for cond in TABLE_CONDITIONS:
+            cells = []
+            for ds in ("Set5", "Set14"):
+                lite, photo = (results_for(t, data / ds, cond, [2, 3, 4], cache, device,
+                                           precision)[str(s)] for t in (0.0, 1.0))
+                bic = lite["bicubic_psnr"]
+                cells += [f"{bic:.2f}", f"{lite['psnr']:.2f}",
+                          f"{photo['psnr']:.2f} ({photo['psnr'] - bic:+.2f})"]
+            rows.append(f"| x{s} | {cond} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def strength_table(data: Path, cache: Path, device: str, precision: str) -> str:
-    head = " | ".join(f"{t:g}" for t in STRENGTHS)
-    rows = [f"| Set5 + Set14, x3 | bicubic | {head} |", "|---|---|" + "---|" * len(STRENGTHS)]
+def strength_curve(data: Path, cache: Path, device: str,
+                   precision: str) -> dict[str, tuple[float, list[float]]]:
+    """Per curve condition: bicubic and the PSNR at each strength (mean of Set5 and Set14, x3)."""
+    curve = {}
     for cond in CURVE_CONDITIONS:
-        cells, bic = [], 0.0
+        psnrs, bic = [], 0.0
         for t in STRENGTHS:
             scales = [2, 3, 4] if t in (0, 1) else [3]  # the ends are in the photo table too
             per_ds = [results_for(t, data / ds, cond, scales, cache, device, precision)["3"]
                       for ds in ("Set5", "Set14")]
             bic = sum(r["bicubic_psnr"] for r in per_ds) / 2
-            cells.append(f"{sum(r['psnr'] for r in per_ds) / 2:.2f}")
+            psnrs.append(sum(r["psnr"] for r in per_ds) / 2)
+        curve[cond] = (bic, psnrs)
+    return curve
+
+
+def strength_table(curve: dict[str, tuple[float, list[float]]]) -> str:
+    """The curve as a Markdown table, the best strength of each row in bold."""
+    head = " | ".join(f"{t:g}" for t in STRENGTHS)
+    rows = [f"| Set5 + Set14, x3 | bicubic | {head} |", "|---|---|" + "---|" * len(STRENGTHS)]
+    for cond, (bic, psnrs) in curve.items():
+        best = max(psnrs)
+        cells = [f"**{v:.2f}**" if v == best else f"{v:.2f}" for v in psnrs]
         rows.append(f"| {cond} | {bic:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def fitted_rule(curve: dict[str, tuple[float, list[float]]]) -> tuple[tuple[int, float], ...]:
+    """``hub.DENOISE_BY_QUALITY`` from the curve: each measured JPEG quality's best strength
+    (clean counts as quality 100), switching halfway between neighbouring qualities."""
+    quality = {cond: 100 if cond == "clean" else int(cond.rsplit("q", 1)[1]) for cond in curve}
+    best = sorted(((quality[cond], STRENGTHS[psnrs.index(max(psnrs))])
+                   for cond, (_, psnrs) in curve.items()), reverse=True)
+    rows = [((q + lower) // 2 if lower is not None else 0, t)
+            for (q, t), lower in zip(best, [q for q, _ in best[1:]] + [None], strict=True)]
+    merged: list[tuple[int, float]] = []
+    for q, t in rows:  # one row per strength: the lowest quality that still gets it
+        merged = [*merged[:-1], (q, t)] if merged and merged[-1][1] == t else [*merged, (q, t)]
+    return tuple(merged)
 
 
 def _fill(body: str, marker: str, text: str) -> str:
@@ -88,13 +119,15 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="auto: bf16 on GPUs and bf16-capable CPUs")
     ap.add_argument("--readme", action="store_true")
     args = ap.parse_args()
-    curve = strength_table(args.data, args.results, args.device, args.precision)
-    print(curve)
+    curve = strength_curve(args.data, args.results, args.device, args.precision)
+    print(strength_table(curve))
+    print(f"DENOISE_BY_QUALITY fitted on this curve: {fitted_rule(curve)}")
     photo = photo_table(args.data, args.results, args.device, args.precision)
     print(photo)
     if args.readme:
         readme = ROOT / "README.md"
-        body = _fill(_fill(readme.read_text(), "photo", photo), "denoise", curve)
+        body = _fill(_fill(readme.read_text(), "photo", photo), "denoise",
+                     strength_table(curve))
         readme.write_text(body)
 
 

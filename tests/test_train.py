@@ -84,8 +84,9 @@ def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path
         assert (tmp_path / name).is_file()
 
 
-def test_resume_is_bit_for_bit(t12: Path, tmp_path: Path) -> None:
-    straight = tiny(t12, tmp_path / "straight", val_every=10, alpha_decay=0.5)
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_is_bit_for_bit(t12: Path, tmp_path: Path, ema: float) -> None:
+    straight = tiny(t12, tmp_path / "straight", val_every=10, alpha_decay=0.5, ema=ema)
     train(straight)
     split = replace(straight, out=str(tmp_path / "split"), stop_at=20)
     log = train(split)
@@ -101,6 +102,12 @@ def test_resume_is_bit_for_bit(t12: Path, tmp_path: Path) -> None:
     assert torch.equal(a["rng"], b["rng"])
     assert ((tmp_path / "straight" / "drcn-f8-d3-x3.safetensors").read_bytes()
             == (tmp_path / "split" / "drcn-f8-d3-x3.safetensors").read_bytes())
+    exported = load_file(tmp_path / "split" / "drcn-f8-d3-x3.safetensors")
+    if ema:  # the moving average is what ships, and it is not the last step's weights
+        assert all(torch.equal(exported[k], b["ema"][f"module.{k}"]) for k in exported)
+        assert not all(torch.equal(exported[k], b["model"][k]) for k in exported)
+    else:
+        assert "ema" not in b and all(torch.equal(exported[k], b["model"][k]) for k in exported)
 
 
 def _ddp_worker(rank: int, port: int, cfg: dict) -> None:

@@ -71,6 +71,8 @@ class TrainConfig:
     lr_drops: list[float] = option([0.5, 0.75], "step schedule: x0.1 at these fractions",
                                    flag="--lr-drop")
     clip: float = option(0.5, "gradient-norm clipping (0 = off)")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights, validated "
+                        "and exported instead of them (0 = off; e.g. 0.999)")
     alpha: float = option(1.0, "initial weight of the per-depth loss")
     alpha_decay: float = option(0.5, "fraction of steps for alpha to reach 0")
     init: str = option("", "start from these weights (model spec)")
@@ -121,6 +123,7 @@ class TrainConfig:
             ("schedule", self.schedule not in SCHEDULES,
              f"schedule: use one of {', '.join(SCHEDULES)}"),
             ("lr", not self.lr > 0, "learning rate must be positive"),
+            ("ema", not 0 <= self.ema < 1, "the EMA decay must be in [0, 1)"),
             ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
             ("downscales", any(not 0 < f <= 1 for f in self.downscales),
              "downscale factors must be in (0, 1]"),

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..charts import training_curves
 from ..degrade import Recipe
@@ -121,6 +122,8 @@ class Trainer:
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) \
+            if cfg.ema else None
         self.total = cfg.steps if cfg.minutes <= 0 else 0  # 0: fitted to the time budget
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(self.cfg, s, self.total or 10**12))
@@ -131,6 +134,8 @@ class Trainer:
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
             self.gen.set_state(ckpt["rng"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ckpt["ema"])
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
             self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
         self.net = self.model
@@ -171,8 +176,15 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         self.opt.step()
         self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step += 1
         return loss.detach()
+
+    @property
+    def result(self) -> DRCN:
+        """The weights that are validated and exported: the moving average when kept."""
+        return self.model if self.ema is None else self.ema.module
 
     # -- time budget -----------------------------------------------------------------------
     def _fit_total(self, started: float, rate_from: tuple[int, float]) -> None:
@@ -192,7 +204,7 @@ class Trainer:
         ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
         if not self.val_folder:
             return {"val_psnr": None}
-        res = _evaluate(self.model, self.val_folder, self.cfg.scales, self.device,
+        res = _evaluate(self.result, self.val_folder, self.cfg.scales, self.device,
                         strict_fp32=False, degrade=self.val_recipe)
         per_scale = {str(s): r.psnr for s, r in res.items()}
         return {"val_psnr": sum(per_scale.values()) / len(per_scale),
@@ -203,7 +215,8 @@ class Trainer:
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "rng": self.gen.get_state()}
+                "rng": self.gen.get_state()} | \
+            ({"ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def _log(self, **extra) -> dict:
         done = self.step - self.history[0]["step"] if self.history else 0
@@ -304,7 +317,7 @@ class Trainer:
         """Export the final weights, measure them (strict fp32) and write log and model card."""
         cfg = self.cfg
         weights = self.out / f"{cfg.export_name()}.safetensors"
-        export_safetensors(self.model, weights)
+        export_safetensors(self.result, weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = self._measure(model, folders)
