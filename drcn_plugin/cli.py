@@ -81,6 +81,9 @@ def eval_cmd(
         help="let --json replace an existing file that drcn did not write")] = False,
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
+    denoise: Annotated[float | None, typer.Option(
+        min=0, max=1, help="blend --model toward its photo variant, as drcn upscale does")]
+    = None,
     plot: Annotated[Path | None, typer.Option(
         help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
              "level, into this PNG (implies --per-depth; needs matplotlib)")] = None,
@@ -107,12 +110,17 @@ def eval_cmd(
                 raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
                                      "has none", option="plot")
             check_png_target(plot, list_images(dataset))
-        upscaler = None if model == "bicubic" else Upscaler(model, device=device,
+        if model == "bicubic" and denoise is not None:
+            raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
+                                 option="denoise")
+        weights = model if denoise is None else load_denoised(denoise, model)
+        upscaler = None if model == "bicubic" else Upscaler(weights, device=device,
                                                             precision=precision, tta=tta)
         per_depth = (per_depth or plot is not None) and upscaler is not None
         with console.status(f"evaluating {model} on {dataset}"):
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe)
-        _print_eval(model, dataset, results)
+        _print_eval(model if denoise is None else f"{model} denoise {denoise:g}", dataset,
+                    results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
 

@@ -4,6 +4,10 @@ get drcn-lite, JPEGs a strength from their quality, and a named model always win
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +19,10 @@ from typer.testing import CliRunner
 
 from drcn_plugin import hub
 from drcn_plugin.cli import app
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import choose_for_source, load_denoised, load_model
+from drcn_plugin.integrations.gimp_worker import serve
 
 
 def _same_weights(a, b) -> bool:
@@ -110,13 +116,7 @@ def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, source
 
 def test_host_denoise_inputs_load_the_blend(photo_model: Path) -> None:
     """ComfyUI's loader and the GIMP worker take the same strength as ``--denoise``."""
-    import io
-    import signal
-
     from test_comfyui_nodes import LOADER, NODES
-
-    from drcn_plugin.engine import Upscaler
-    from drcn_plugin.integrations.gimp_worker import serve
 
     photo = load_model("drcn-lite-photo")
     assert _same_weights(LOADER.load("drcn-lite", denoise=1.0)[0], photo)
@@ -138,3 +138,23 @@ def test_host_denoise_inputs_load_the_blend(photo_model: Path) -> None:
     assert payload and b"error" not in head
     want = Upscaler(photo, device="cpu").upscale(pixels, 2.0)
     assert np.array_equal(np.frombuffer(payload, np.uint8).reshape(18, 22, 3), want)
+
+
+def test_eval_denoise_scores_the_blend(photo_model: Path, set5: Path, tmp_path: Path) -> None:
+    """``drcn eval --denoise 1`` scores exactly the photo model; bicubic has nothing to blend."""
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(set5 / "baby.png", one)
+    scores = []
+    for args in (["--model", "drcn-lite", "--denoise", "1"], ["--model", "drcn-lite-photo"]):
+        out = tmp_path / f"{len(scores)}.json"
+        result = CliRunner().invoke(app, ["eval", "--dataset", str(one), "-s", "3", "--degrade",
+                                          "jpeg:60", "--device", "cpu", "--json", str(out),
+                                          *args])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(out.read_text())["3"]["psnr"])
+    assert scores[0] == scores[1]
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(one), "-s", "3", "--model",
+                                      "bicubic", "--denoise", "0.5"])
+    assert result.exit_code == 2 and "bicubic has none" in result.output
+    assert "Traceback" not in result.output
