@@ -41,21 +41,27 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_shipped_files_are_the_reference_files(reference_weights):
+REFERENCE_MODELS = ("drcn-lite", "drcn")  # the checkpoints in ../shared/weights
+
+
+def test_shipped_files_match_their_sha256_and_the_reference_files(reference_weights):
     assert DEFAULT_MODEL == "drcn-lite"
+    assert set(REFERENCE_MODELS) <= set(SHIPPED)
     assert {(m.features, m.recursions) for m in SHIPPED.values()} == {(64, 16), (256, 16)}
     for m in SHIPPED.values():
-        shipped = weights_dir() / m.filename
-        assert sha256_of(shipped) == m.sha256 == sha256_of(reference_weights / m.filename)
+        assert sha256_of(weights_dir() / m.filename) == m.sha256
+        if m.name in REFERENCE_MODELS:
+            assert sha256_of(reference_weights / m.filename) == m.sha256
 
 
-@pytest.mark.parametrize("name", ["drcn-lite", "drcn"])
+@pytest.mark.parametrize("name", list(SHIPPED))
 def test_shipped_name_loads_offline(offline, reference_weights, name):
     model = load_model(name)
     m = SHIPPED[name]
     assert (model.features, model.recursions) == (m.features, m.recursions)
     assert not model.training
-    ref = load_file(str(reference_weights / m.filename))
+    folder = reference_weights if name in REFERENCE_MODELS else weights_dir()
+    ref = load_file(str(folder / m.filename))
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
     assert not any(offline.iterdir())  # nothing fetched or cached
 
