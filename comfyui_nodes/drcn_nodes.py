@@ -96,8 +96,9 @@ class DRCNModelLoader:
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("drcn_model",)
     FUNCTION = "load"
-    DESCRIPTION = ("Loads a DRCN super-resolution model: drcn-lite (fast, default), drcn (the "
-                   "paper's size), your .safetensors files in models/drcn, or hf:owner/name.")
+    DESCRIPTION = ("Loads a DRCN super-resolution model: drcn-lite (fast, default), "
+                   "drcn-lite-photo (JPEG and noisy photos), drcn (the paper's size), your "
+                   ".safetensors files in models/drcn, or hf:owner/name.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:  # noqa: N802 (ComfyUI's name)

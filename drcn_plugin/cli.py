@@ -58,7 +58,8 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
                   help="DRCN super-resolution: upscale images, evaluate and train models.")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
-                     help="drcn-lite, drcn, a .safetensors file, a model folder or hf:owner/name")]
+                     help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
+                     "folder or hf:owner/name")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")]
 OVERWRITE_HINT = {OutputExistsError: "use --overwrite to replace it"}
@@ -174,12 +175,12 @@ def upscale(
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="drcn-lite, drcn, a .safetensors file, a model "
+        "--model", "-m", help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
         "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
     denoise: Annotated[float | None, typer.Option(
-        min=0, max=1, help="0 = drcn-lite, 1 = its photo variant (JPEG and noise; once one "
-        "ships), between: a blend (default: drcn-lite for lossless files, stronger for "
-        "lower-quality JPEGs)")] = None,
+        min=0, max=1, help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noisy photos), between: "
+        "a blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")]
+    = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     tile: Annotated[int, typer.Option(help="tile size in pixels (0 = measured once, cached)")] = 0,

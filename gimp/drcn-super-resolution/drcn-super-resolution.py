@@ -31,6 +31,7 @@ from drcn_worker_client import (  # noqa: E402
 
 PROC = "plug-in-drcn-super-resolution"
 MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"),
+          ("drcn-lite-photo", "DRCN lite photo (JPEG and noisy photos)"),
           ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
 OUTPUTS = (("new-image", "New image from the layer"), ("scale-image", "Scale this image"))
 MAX_SIDE = 524288  # GIMP's largest image side

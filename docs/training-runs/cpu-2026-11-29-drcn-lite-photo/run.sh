@@ -1,0 +1,21 @@
+#!/bin/bash
+# drcn-lite-photo, as shipped: three stages, each a fine-tune of the one before, all from drcn-lite.
+# Stage 1 is ../cpu-2026-11-29-photo/run.sh stopped at step 500 (drcn-photo-step500.safetensors).
+# Stage 2 starts from it and was stopped at step 1000 (stage2-step1000.safetensors here);
+# stage 3 starts from that with a lower learning rate and a moving average of the weights.
+# One thread per run (two ran side by side on the 2-core machine); --stop-at/--resume continue.
+cd "$(git rev-parse --show-toplevel)"
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+here=docs/training-runs/cpu-2026-11-29-drcn-lite-photo
+common=(--data ../shared/data/T91 --data ../shared/data/BSD200 -F 64 -D 16
+        --scale 2 --scale 3 --scale 4 --downscale 1.0 --downscale 0.7 --stride 27 --batch 16
+        --warmup 50 --alpha 0 --schedule cosine --degrade-copies 2
+        --degrade "noise:1-6@0.2,jpeg:30-95,clean:0.5"
+        --val-data ../shared/data/Set5 --val-degrade jpeg:75 --val-every 250 --precision bf16
+        --name drcn-lite-photo)
+if [ "$1" = stage2 ]; then
+  exec drcn train "${common[@]}" --init docs/training-runs/cpu-2026-11-29-photo/drcn-photo-step500.safetensors \
+    --lr 1e-4 --steps 6000 --stop-at 1000 --out runs/photo-stage2
+fi
+exec drcn train "${common[@]}" --init "$here/stage2-step1000.safetensors" \
+  --lr 5e-5 --steps 3500 --ema 0.999 --out runs/photo-stage3 "$@"
