@@ -55,8 +55,9 @@ DEFAULT_MODEL = "drcn-lite"
 # clean model -> its fine-tune on real photos, for the pairs whose photo model ships
 PHOTO_VARIANTS = {c: p for c, p in {"drcn-lite": "drcn-lite-photo"}.items() if p in SHIPPED}
 # (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
-# Provisional: to be re-fitted on the strength curve of the first photo model that ships.
-DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((95, 0.0), (85, 0.5), (0, 1.0))
+# Fitted on the measured strength curve (benchmarks/photo_quality.py prints the fit): each
+# measured quality's best strength, switching halfway between neighbouring qualities.
+DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (92, 0.25), (82, 0.75), (0, 1.0))
 
 
 def weights_dir() -> Path:

@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from drcn_plugin.hub import SHIPPED
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,8 +17,8 @@ def test_wheel_ships_weights_and_finds_them(tmp_path: Path) -> None:
                     "-w", str(tmp_path)], check=True, timeout=300)
     wheel = next(tmp_path.glob("drcn_plugin-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "drcn_plugin/weights/drcn-f64-d16-x234.safetensors" in names
-    assert "drcn_plugin/weights/drcn-f256-d16-x234.safetensors" in names
+    for m in SHIPPED.values():
+        assert f"drcn_plugin/weights/{m.filename}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert "drcn_plugin/training/trainer.py" in names

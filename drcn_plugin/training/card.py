@@ -48,7 +48,8 @@ def model_card(log: dict) -> str:
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
         (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
          f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
-         f"{init}"),
+         f"{init}" + (f"; exported: the moving average of the weights (decay {c.ema:g})"
+                      if c.ema else "")),
         (f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
          f"{log['precision']}; {log['train_seconds']:.0f} s of training "
          f"({log['steps_per_s']} steps/s), {log['data_seconds']:.0f} s to make the patches"),
