@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
+from drcn_plugin.hub import SHIPPED
 from drcn_plugin.integrations import comfyui_install
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
@@ -252,7 +253,7 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
               str(folder / "mine.safetensors"))
     (folder / "notes.txt").write_text("not a model")
     choices = LOADER.INPUT_TYPES()["required"]["model_name"][0]
-    assert choices == ["drcn-lite", "drcn", "mine.safetensors"]
+    assert choices == [*SHIPPED, "mine.safetensors"]
     (model,) = LOADER.load("mine.safetensors")
     assert (model.features, model.recursions) == (8, 3)
     (by_path,) = LOADER.load("drcn-lite", str(folder / "mine.safetensors"))
