@@ -158,3 +158,11 @@ def test_eval_denoise_scores_the_blend(photo_model: Path, set5: Path, tmp_path: 
                                       "bicubic", "--denoise", "0.5"])
     assert result.exit_code == 2 and "bicubic has none" in result.output
     assert "Traceback" not in result.output
+
+
+def test_shipped_pair_denoise_ends_are_the_shipped_models() -> None:
+    """The real drcn-lite / drcn-lite-photo pair: strength 0 and 1 are each file bit for bit."""
+    assert hub.PHOTO_VARIANTS == {"drcn-lite": "drcn-lite-photo"}
+    assert _same_weights(load_denoised(0.0), load_model("drcn-lite"))
+    assert _same_weights(load_denoised(1.0), load_model("drcn-lite-photo"))
+    assert not _same_weights(load_denoised(0.5), load_model("drcn-lite-photo"))
