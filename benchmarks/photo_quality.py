@@ -18,7 +18,7 @@ from pathlib import Path
 from drcn_plugin.degrade import Recipe
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate, results_json
-from drcn_plugin.hub import load_denoised
+from drcn_plugin.hub import SHIPPED, load_denoised
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {"clean": "", "JPEG q95": "jpeg:95", "JPEG q90": "jpeg:90", "JPEG q75": "jpeg:75",
@@ -31,8 +31,13 @@ CURVE_CONDITIONS = ("clean", "JPEG q95", "JPEG q90", "JPEG q75", "JPEG q50")
 
 def results_for(strength: float, dataset: Path, condition: str, scales: list[int], cache: Path,
                 device: str, precision: str) -> dict:
-    """``drcn eval`` of drcn-lite blended toward drcn-lite-photo by ``strength`` (cached)."""
-    name = (f"denoise{strength:g}-{dataset.name}-{condition.replace(' ', '_')}-"
+    """``drcn eval`` of drcn-lite blended toward drcn-lite-photo by ``strength`` (cached).
+
+    The cache key names the weights (their sha256), so new shipped weights are measured afresh.
+    """
+    models = ("drcn-lite", "drcn-lite-photo") if strength > 0 else ("drcn-lite",)
+    weights = "-".join(SHIPPED[m].sha256[:8] for m in models)
+    name = (f"denoise{strength:g}-{weights}-{dataset.name}-{condition.replace(' ', '_')}-"
             f"x{''.join(map(str, scales))}-{precision}")
     path = cache / f"{name}.json"
     if path.is_file():

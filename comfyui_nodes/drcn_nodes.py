@@ -178,14 +178,15 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     count, h, w, channels = image.shape
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
-    check_memory(h, w, channels + (alpha is not None), 4, size=(oh, ow))
+    step = min(per_batch or count, count)
+    # the output batch plus one step's engine results are held at once
+    check_memory(h, w, channels + (alpha is not None), 4, size=(oh, ow), frames=count + step - 1)
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
     mm, cu = _comfy()
     device = mm.get_torch_device() if mm is not None else "auto"
     cancel = _interrupt_check(mm) if mm is not None else None
-    step = per_batch or count
     upscaler = None
     try:
         upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)

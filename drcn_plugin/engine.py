@@ -80,14 +80,21 @@ def memory_needed(height: int, width: int, channels: int, itemsize: int,
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
-                 scale: float | None = None, size: tuple[int, int] | None = None) -> None:
-    """Refuse, before anything is allocated, an upscale that cannot fit in available memory."""
-    need, avail = memory_needed(height, width, channels, itemsize, scale, size), \
-        _available_memory(torch.device("cpu"))
+                 scale: float | None = None, size: tuple[int, int] | None = None,
+                 frames: int = 1) -> None:
+    """Refuse, before anything is allocated, an upscale that cannot fit in available memory.
+
+    ``frames`` > 1: a batch whose results are all held at once (a host's output tensor), so
+    each further frame adds its output planes to one upscale's peak.
+    """
+    oh, ow = output_size(height, width, scale, size)
+    need = memory_needed(height, width, channels, itemsize, scale, size) + \
+        (frames - 1) * oh * ow * channels * 4
+    avail = _available_memory(torch.device("cpu"))
     if need > avail:
-        oh, ow = output_size(height, width, scale, size)
+        what = f"{frames} results of {ow}x{oh}" if frames > 1 else f"a {ow}x{oh} result"
         raise OutOfMemoryError(
-            f"a {ow}x{oh} result needs about {need / 2**30:.1f} GiB of memory; "
+            f"{what} need{'s' if frames == 1 else ''} about {need / 2**30:.1f} GiB of memory; "
             f"{avail / 2**30:.1f} GiB is available")
 
 

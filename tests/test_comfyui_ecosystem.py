@@ -76,6 +76,25 @@ def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
 
 
+def test_batch_that_cannot_be_held_is_refused_before_any_frame(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One frame fits, the whole output batch does not: one line, and no frame is upscaled."""
+    from drcn_plugin import engine
+
+    one = engine.memory_needed(40, 40, 3, 4, size=(80, 80))
+    monkeypatch.setattr(engine, "_available_memory", lambda device: one + 80 * 80 * 3 * 4 * 5)
+    ran, real = [], engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    UPSCALE.upscale(_frames(1, 40, 40), tiny, 2.0, 0, False)  # must not raise: one frame fits
+    assert ran == [1]
+    ran.clear()
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        UPSCALE.upscale(_frames(30, 40, 40), tiny, 2.0, 0, False, per_batch=1)
+    assert "30 results of 80x80 need about" in str(info.value) and "GiB" in str(info.value)
+    assert ran == [], "refused before the first frame"
+
+
 def test_no_mask_output_costs_no_memory_per_frame(tiny: DRCN) -> None:
     _, mask = UPSCALE.upscale(_frames(4, 8, 8), tiny, 2.0, 0, False)
     assert mask.shape == (4, 16, 16) and not mask.any() and mask.stride(0) == 0
