@@ -44,7 +44,7 @@ SHIPPED: dict[str, ShippedModel] = {
                      "3050f3a6e48347d58b496dff3c7db6756774e2572ca70a2ef32feaf8a572f9c7", 64, 16,
                      "F=64, 112k parameters, 2.4 MFLOP/pixel: fast on CPUs (default)"),
         ShippedModel("drcn-lite-photo", "drcn-photo-f64-d16-x234.safetensors",
-                     "c518fb2e08670b56ea8ed1ca70dc5e296660f664be0b53c261e503d19f206394", 64, 16,
+                     "c40afde04cd6c64405465168b92e08111f6fd2b56fb1fabfa02cae2ced807d57", 64, 16,
                      "drcn-lite fine-tuned on JPEG and noisy low-res images: for photos"),
         ShippedModel("drcn", "drcn-f256-d16-x234.safetensors",
                      "4fc2be06d51f22123cd8c8d78383c342b4363e61ac80f23ef7b8e8a8a6ef621f", 256, 16,
