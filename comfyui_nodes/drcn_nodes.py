@@ -179,8 +179,13 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
     step = min(per_batch or count, count)
-    # the output batch plus one step's engine results are held at once
-    check_memory(h, w, channels + (alpha is not None), 4, size=(oh, ow), frames=count + step - 1)
+    # held beside one upscale: the whole output batch (image and mask planes, float32) and the
+    # rest of one step's engine results
+    first = _to_engine(image[0], None if alpha is None else alpha[0])
+    planes = channels + (alpha is not None or channels == 4)
+    held = count * oh * ow * planes * 4 + (step - 1) * oh * ow * first.shape[-1] * first.itemsize
+    check_memory(h, w, first.shape[-1], first.itemsize, size=(oh, ow), held=held,
+                 what=f"a batch of {count} frames of {ow}x{oh}")
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame

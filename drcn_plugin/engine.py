@@ -81,20 +81,18 @@ def memory_needed(height: int, width: int, channels: int, itemsize: int,
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
                  scale: float | None = None, size: tuple[int, int] | None = None,
-                 frames: int = 1) -> None:
+                 held: int = 0, what: str = "") -> None:
     """Refuse, before anything is allocated, an upscale that cannot fit in available memory.
 
-    ``frames`` > 1: a batch whose results are all held at once (a host's output tensor), so
-    each further frame adds its output planes to one upscale's peak.
+    ``held``: bytes the caller keeps beside this upscale (a host's batch of outputs); ``what``
+    names the job in the message (default: the result's size).
     """
     oh, ow = output_size(height, width, scale, size)
-    need = memory_needed(height, width, channels, itemsize, scale, size) + \
-        (frames - 1) * oh * ow * channels * 4
+    need = memory_needed(height, width, channels, itemsize, scale, size) + held
     avail = _available_memory(torch.device("cpu"))
     if need > avail:
-        what = f"{frames} results of {ow}x{oh}" if frames > 1 else f"a {ow}x{oh} result"
         raise OutOfMemoryError(
-            f"{what} need{'s' if frames == 1 else ''} about {need / 2**30:.1f} GiB of memory; "
+            f"{what or f'a {ow}x{oh} result'} needs about {need / 2**30:.1f} GiB of memory; "
             f"{avail / 2**30:.1f} GiB is available")
 
 

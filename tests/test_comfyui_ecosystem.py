@@ -76,22 +76,24 @@ def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
 
 
+@pytest.mark.parametrize("per_batch", [1, 16, 0])
 def test_batch_that_cannot_be_held_is_refused_before_any_frame(
-        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One frame fits, the whole output batch does not: one line, and no frame is upscaled."""
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, per_batch: int) -> None:
+    """One frame fits, the whole output batch does not: one line naming the batch, and no frame
+    is upscaled."""
     from drcn_plugin import engine
 
-    one = engine.memory_needed(40, 40, 3, 4, size=(80, 80))
+    one = engine.memory_needed(40, 40, 3, 1, size=(80, 80)) + 80 * 80 * 3 * 4
     monkeypatch.setattr(engine, "_available_memory", lambda device: one + 80 * 80 * 3 * 4 * 5)
     ran, real = [], engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
-    UPSCALE.upscale(_frames(1, 40, 40), tiny, 2.0, 0, False)  # must not raise: one frame fits
+    UPSCALE.upscale(_frames(1, 40, 40), tiny, 2.0, 0, False, per_batch=per_batch)  # one fits
     assert ran == [1]
     ran.clear()
     with pytest.raises(NODES.DRCNNodeError) as info:
-        UPSCALE.upscale(_frames(30, 40, 40), tiny, 2.0, 0, False, per_batch=1)
-    assert "30 results of 80x80 need about" in str(info.value) and "GiB" in str(info.value)
+        UPSCALE.upscale(_frames(30, 40, 40), tiny, 2.0, 0, False, per_batch=per_batch)
+    assert "a batch of 30 frames of 80x80 needs about" in str(info.value), str(info.value)
     assert ran == [], "refused before the first frame"
 
 

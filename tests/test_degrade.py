@@ -88,6 +88,27 @@ def test_training_patches_are_windows_of_whole_degraded_images() -> None:
         assert torch.equal(patches.pairs[copy * 4], want)
 
 
+def test_a_folder_named_twice_counts_twice_with_its_own_draws(tmp_path: Path) -> None:
+    """``--data A --data A`` weights A double, each copy degraded with its own draws."""
+    from PIL import Image
+
+    from drcn_plugin.training.data import load_images
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    Image.fromarray(_photo()[:, :64, :64].permute(1, 2, 0).to(torch.uint8).numpy()).save(
+        folder / "one.png")
+    once, twice = load_images([folder], colour=True), load_images([folder, folder], colour=True)
+    assert len(twice) == 2 * len(once) == 2
+    recipe = Recipe.parse("noise:3,jpeg:40-90")
+    one = make_patches(once, [2], 32, 32, [1.0], degrade=recipe, seed=1)
+    two = make_patches(twice, [2], 32, 32, [1.0], degrade=recipe, seed=1)
+    assert len(two) == 2 * len(one)
+    half = len(one)
+    assert torch.equal(two.pairs[:half, 1], two.pairs[half:, 1])  # the same HR patches
+    assert not torch.equal(two.pairs[:half, 0], two.pairs[half:, 0])  # other degradations
+
+
 def test_degraded_evaluation_is_reproducible_and_harder(set5: Path, tmp_path: Path) -> None:
     folder = tmp_path / "two"
     folder.mkdir()

@@ -23,7 +23,7 @@ if [ "$1" = stage4 ]; then
   t91=../shared/data/T91
   drcn train --data $t91 --data $t91 --data $t91 --data $t91 --data $t91 "${common[@]:2}" \
     --init "$here/stage3-ema.safetensors" --lr 1e-4 --steps 4500 --stop-at 1750 --ema 0.999 \
-    --seed 4 --out runs/photo-stage4 || exit
+    --seed 4 --out runs/photo-stage4 "${@:2}" || exit
   # a stopped run exports nothing: write its moving average in the shipped format
   exec python - <<'PY'
 import torch
