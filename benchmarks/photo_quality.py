@@ -18,7 +18,7 @@ from pathlib import Path
 from drcn_plugin.degrade import Recipe
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate, results_json
-from drcn_plugin.hub import SHIPPED, load_denoised
+from drcn_plugin.hub import DEFAULT_MODEL, PHOTO_VARIANTS, SHIPPED, load_denoised
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {"clean": "", "JPEG q95": "jpeg:95", "JPEG q90": "jpeg:90", "JPEG q75": "jpeg:75",
@@ -35,7 +35,7 @@ def results_for(strength: float, dataset: Path, condition: str, scales: list[int
 
     The cache key names the weights (their sha256), so new shipped weights are measured afresh.
     """
-    models = ("drcn-lite", "drcn-lite-photo") if strength > 0 else ("drcn-lite",)
+    models = (DEFAULT_MODEL, PHOTO_VARIANTS[DEFAULT_MODEL])[:1 + (strength > 0)]
     weights = "-".join(SHIPPED[m].sha256[:8] for m in models)
     name = (f"denoise{strength:g}-{weights}-{dataset.name}-{condition.replace(' ', '_')}-"
             f"x{''.join(map(str, scales))}-{precision}")
