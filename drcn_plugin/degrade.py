@@ -92,11 +92,17 @@ class Recipe:
 
     def apply(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Degrade an 8-bit image ``[C, H, W]`` or ``[H, W]`` (0..255 floats); same shape back."""
+        return self.draw(lr, generator)[0]
+
+    def draw(self, lr: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, bool]:
+        """:meth:`apply`, and whether the draw left the image clean (no step applied)."""
         if self.clean and _uniform(generator) < self.clean:
-            return lr
+            return lr, True
+        clean = True
         for step in self.steps:
             if step.prob < 1 and _uniform(generator) >= step.prob:
                 continue
+            clean = False
             value = step.low + (step.high - step.low) * _uniform(generator)
             if step.kind == "blur":
                 lr = gaussian_blur(lr, value)
@@ -105,7 +111,7 @@ class Recipe:
                 lr = quantize8(lr + value * noise.to(lr.dtype))
             else:
                 lr = jpeg(lr, round(value))
-        return lr
+        return lr, clean
 
 
 def _number(text: str, part: str) -> float:
@@ -160,17 +166,18 @@ def seed_for(name: str, scale: int, seed: int = 0) -> int:
 
 
 def degraded_pair(image: torch.Tensor, scale: int, recipe: Recipe,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(HR Y, ILR Y), 0..255, from an 8-bit image: shrink in colour, degrade, take Y, enlarge.
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(HR Y, ILR Y, clean), 0..255, from an 8-bit image: shrink in colour, degrade, take Y,
+    enlarge; ``clean`` says the draw left the low-resolution image untouched.
 
     Shrinking and degrading the colour image (not its Y) is what a camera's JPEG does; for a
     grey plane this is the protocol's pair with the degradation between its two resizes.
     """
     hr = modcrop(image, scale)
     size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
-    lr = recipe.apply(quantize8(imresize(hr, size=size)), generator)
+    lr, clean = recipe.draw(quantize8(imresize(hr, size=size)), generator)
     ilr = quantize8(imresize(image_y(lr), size=tuple(hr.shape[-2:])))
-    return image_y(hr), ilr
+    return image_y(hr), ilr, clean
 
 
 @lru_cache(maxsize=1)

@@ -112,7 +112,7 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
                 hr, _, ilr = make_pair(image, s)
             else:
                 gen = torch.Generator().manual_seed(seed_for(name, s))
-                hr, ilr = degraded_pair(image, s, degrade, gen)
+                hr, ilr, _ = degraded_pair(image, s, degrade, gen)
             bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
             if upscaler is None:
                 row = ImageScore(bic_psnr, bic_ssim, bic_psnr, bic_ssim, 0.0)

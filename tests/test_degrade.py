@@ -83,9 +83,26 @@ def test_training_patches_are_windows_of_whole_degraded_images() -> None:
                            degrade=recipe, copies=2, seed=3)
     gen = torch.Generator().manual_seed(3)
     for copy in range(2):
-        hr, ilr = degraded_pair(image, 2, recipe, gen)
+        hr, ilr, _ = degraded_pair(image, 2, recipe, gen)
         want = torch.stack([ilr[:50, :50], hr[:50, :50]]).to(torch.uint8)
         assert torch.equal(patches.pairs[copy * 4], want)
+
+
+def test_patches_know_which_draws_were_left_clean() -> None:
+    """A clean draw's patches are the undegraded pipeline's; a degraded draw's are not."""
+    image = _photo()[:, :96, :96]
+    patches = make_patches([("b", image)], [3], patch=48, stride=48, downscales=[1.0],
+                           degrade=Recipe.parse("jpeg:40,clean:0.5"), copies=8, seed=5)
+    _, untouched, _ = degraded_pair(image, 3, Recipe.parse("jpeg:40,clean:1"),
+                                    torch.Generator())
+    want = untouched.to(torch.uint8).unfold(0, 48, 48).unfold(1, 48, 48).reshape(-1, 48, 48)
+    per_copy = patches.pairs[:, 0].reshape(8, 4, 48, 48)
+    flags = patches.clean.reshape(8, 4)
+    assert flags.all(dim=1).sum() not in (0, 8) and (flags.all(dim=1) == flags.any(dim=1)).all()
+    for copy, clean in zip(per_copy, flags[:, 0], strict=True):
+        assert torch.equal(copy, want) == bool(clean)
+    plain = make_patches([("b", image)], [3], patch=48, stride=48, downscales=[1.0])
+    assert plain.clean.all() and len(plain.clean) == len(plain)
 
 
 def test_a_folder_named_twice_counts_twice_with_its_own_draws(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import load_model
 from drcn_plugin.model import DRCN
 from drcn_plugin.training.data import load_images, make_patches
+from drcn_plugin.training.recipe import distilled_target
 from drcn_plugin.training.trainer import TrainConfig, drcn_loss, init_weights, train
 
 
@@ -137,6 +138,43 @@ def test_ddp_two_processes_match_one(t12: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(two[k], v, rtol=1e-5, atol=1e-6)
         moved += int(not torch.equal(v, start.state_dict()[k]))
     assert moved >= 4  # the step really changed the weights
+
+
+def test_distilled_target_moves_only_clean_patches_toward_the_teacher() -> None:
+    teacher = DRCN(4, 2)
+    init_weights(teacher, torch.Generator().manual_seed(1))
+    torch.nn.init.normal_(teacher.reconstruct[2].weight, 0, 0.1)  # not the identity
+    x, y = torch.rand(4, 1, 12, 12), torch.rand(4, 1, 12, 12)
+    clean = torch.tensor([True, False, True, False])
+    with torch.no_grad():
+        t = teacher(x)
+    full = distilled_target(teacher, x, y, clean, 1.0)
+    half = distilled_target(teacher, x, y, clean, 0.5)
+    assert torch.allclose(full[clean], t[clean]) and torch.equal(full[~clean], y[~clean])
+    assert torch.allclose(half[clean], (y[clean] + t[clean]) / 2)
+    assert torch.equal(distilled_target(teacher, x, y, clean, 0.0), y)
+    assert not torch.allclose(t, y)
+
+
+def test_a_teacher_holds_a_fine_tune_to_its_clean_behaviour(t12: Path, tmp_path: Path) -> None:
+    """Clean patches whose target is the starting model's own output give no gradient: the run
+    stays where it started, while the same run on the real targets moves."""
+    start = tmp_path / "start"
+    train(tiny(t12, start, steps=10))
+    init = str(start / "drcn-f8-d3-x3.safetensors")
+    common = dict(steps=10, init=init, weight_decay=0.0, lr=1e-3, warmup=1, alpha=0.0)
+    held = train(tiny(t12, tmp_path / "held", teacher=init, **common))
+    free = train(tiny(t12, tmp_path / "free", **common))
+    before = load_file(init)
+    drift = {name: max((load_file(str(tmp_path / name / "drcn-f8-d3-x3.safetensors"))[k]
+                        - before[k]).abs().max().item() for k in before)
+             for name in ("held", "free")}
+    assert drift["held"] < 1e-5 < 1e-3 < drift["free"]
+    assert held["config"]["teacher"] == init and "teacher" in free["config"]
+    with pytest.raises(DRCNError, match="teacher weight"):
+        train(tiny(t12, tmp_path / "bad", teacher=init, teacher_weight=1.5))
+    with pytest.raises(DRCNError, match="not found|no such|unknown"):
+        train(tiny(t12, tmp_path / "bad", teacher=str(tmp_path / "missing.safetensors")))
 
 
 def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> None:

@@ -23,9 +23,13 @@ from .config import DOWNSCALES
 
 @dataclass
 class PatchSet:
-    """``pairs[i, 0]`` is the ILR patch, ``pairs[i, 1]`` the HR patch; uint8, ``[N, 2, P, P]``."""
+    """``pairs[i, 0]`` is the ILR patch, ``pairs[i, 1]`` the HR patch; uint8, ``[N, 2, P, P]``.
+
+    ``clean[i]`` is True where the ILR patch was not degraded (every patch of a clean run).
+    """
 
     pairs: torch.Tensor
+    clean: torch.Tensor
     images: int
     per_scale: dict[int, int]
 
@@ -76,7 +80,7 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     if stride < 1:
         raise BadOptionError("the patch stride must be at least 1", option="stride")
     gen = torch.Generator().manual_seed(seed)
-    chunks, per_scale = [], {s: 0 for s in scales}
+    chunks, clean, per_scale = [], [], {s: 0 for s in scales}
     for _, image in images:
         for f in downscales:
             im = image if f == 1 else quantize8(imresize(image, scale=f))
@@ -85,18 +89,20 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
             for s in scales:
                 if degrade is None:
                     hr, _, ilr = make_pair(image_y(im).to(device), s)
-                    pairs = [(ilr, hr)]
+                    pairs = [(hr, ilr, True)]
                 else:
-                    pairs = [degraded_pair(im, s, degrade, gen)[::-1] for _ in range(copies)]
-                for ilr, hr in pairs:
+                    pairs = [degraded_pair(im, s, degrade, gen) for _ in range(copies)]
+                for hr, ilr, untouched in pairs:
                     tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
                     per_scale[s] += tiles.shape[0]
                     chunks.append(tiles)
+                    clean.append(torch.full((tiles.shape[0],), untouched, device=device))
     if not chunks:
         raise DatasetError("no training patches: every image is smaller than one patch after "
                            "shrinking; use larger images, a smaller patch or milder shrink "
                            "factors")
-    return PatchSet(pairs=torch.cat(chunks), images=len(images), per_scale=per_scale)
+    return PatchSet(pairs=torch.cat(chunks), clean=torch.cat(clean), images=len(images),
+                    per_scale=per_scale)
 
 
 def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,21 @@ def drcn_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float) 
     return alpha * per_depth + (1 - alpha) * F.mse_loss(ens.float(), y)
 
 
+@torch.no_grad()
+def distilled_target(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor,
+                     weight: float) -> torch.Tensor:
+    """``y`` with each clean patch's target moved ``weight`` of the way to the teacher's output.
+
+    A model fine-tuned on degraded images drifts on clean ones; a teacher that is good on clean
+    images (the model it started from) gives those patches a target it can keep.
+    """
+    if weight <= 0 or not bool(clean.any()):
+        return y
+    y = y.clone()
+    y[clean] = torch.lerp(y[clean], teacher(x[clean]).to(y.dtype), weight)
+    return y
+
+
 def alpha_at(cfg: TrainConfig, step: int, total: int) -> float:
     """Recursive-supervision weight: ``cfg.alpha`` decaying linearly to 0 over ``alpha_decay``."""
     span = cfg.alpha_decay * total

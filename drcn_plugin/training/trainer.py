@@ -36,7 +36,7 @@ from .card import model_card
 from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
 from .config import TrainConfig
 from .data import PatchSet, augment, load_images, make_patches
-from .recipe import alpha_at, drcn_loss, init_weights, lr_factor, make_optimizer
+from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class Trainer:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        self.teacher = load_model(cfg.teacher).to(self.device).requires_grad_(False) \
+            if cfg.teacher else None
         self.opt = make_optimizer(cfg, self.model)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) \
             if cfg.ema else None
@@ -152,8 +154,9 @@ class Trainer:
         self.data_seconds = time.perf_counter() - t0
 
     # -- one step ------------------------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's slice of the global batch: the same draw on every rank, split by rank."""
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's slice of the global batch (ILR, HR, clean flags): the same draw on every
+        rank, split by rank."""
         b = self.cfg.batch
         idx = torch.randint(len(self.patches), (b,), generator=self.gen, device=self.device)
         flags = torch.randint(2, (b, 3), generator=self.gen, device=self.device)
@@ -162,13 +165,15 @@ class Trainer:
         pairs = augment(self.patches.pairs[idx[part]], flags[part]).float().div_(255)
         if self.device.type == "cuda":
             pairs = pairs.contiguous(memory_format=torch.channels_last)
-        return pairs[:, :1], pairs[:, 1:]
+        return pairs[:, :1], pairs[:, 1:], self.patches.clean[idx[part]]
 
     def _train_step(self) -> torch.Tensor:
-        x, y = self._batch()
+        x, y, clean = self._batch()
         alpha = alpha_at(self.cfg, self.step, self.total or 10**12)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
+            if self.teacher is not None:
+                y = distilled_target(self.teacher, x, y, clean, self.cfg.teacher_weight)
             loss = drcn_loss(self.net, x, y, alpha)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
