@@ -93,9 +93,9 @@ def test_patches_know_which_draws_were_left_clean() -> None:
     image = _photo()[:, :96, :96]
     patches = make_patches([("b", image)], [3], patch=48, stride=48, downscales=[1.0],
                            degrade=Recipe.parse("jpeg:40,clean:0.5"), copies=8, seed=5)
-    _, untouched, _ = degraded_pair(image, 3, Recipe.parse("jpeg:40,clean:1"),
+    _, clean_ilr, _ = degraded_pair(image, 3, Recipe.parse("jpeg:40,clean:1"),
                                     torch.Generator())
-    want = untouched.to(torch.uint8).unfold(0, 48, 48).unfold(1, 48, 48).reshape(-1, 48, 48)
+    want = clean_ilr.to(torch.uint8).unfold(0, 48, 48).unfold(1, 48, 48).reshape(-1, 48, 48)
     per_copy = patches.pairs[:, 0].reshape(8, 4, 48, 48)
     flags = patches.clean.reshape(8, 4)
     assert flags.all(dim=1).sum() not in (0, 8) and (flags.all(dim=1) == flags.any(dim=1)).all()

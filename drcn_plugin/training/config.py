@@ -89,9 +89,9 @@ class TrainConfig:
                           "'blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15'")
     degrade_copies: int = option(3, "degraded draws of each pair")
     val_degrade: str = option("", "validate on LR degraded so, e.g. jpeg:75")
-    teacher: str = option("", "model whose output on the clean (undegraded) patches is blended "
-                          "into their target, e.g. drcn-lite: keeps a degradation fine-tune's "
-                          "results on clean images (distillation)")
+    teacher: str = option("", "with --degrade: model whose output on the clean (undegraded) "
+                          "patches is blended into their target, e.g. drcn-lite, so that a "
+                          "fine-tune is asked to keep what it does on clean images")
     teacher_weight: float = option(1.0, "share of the teacher's output in a clean patch's target")
     curves: bool = option(True, "redraw OUT/curves.png at every validation and at the end "
                           "(needs matplotlib)", card="never")
@@ -136,6 +136,9 @@ class TrainConfig:
             ("degrade_copies", self.degrade_copies < 1, "degraded copies must be >= 1"),
             ("teacher_weight", not 0 <= self.teacher_weight <= 1,
              "the teacher weight must be in 0..1"),
+            ("teacher", bool(self.teacher) and not self.degrade,
+             "it needs --degrade (without it every patch is clean and the run would only copy "
+             "the teacher)"),
             ("out", Path(self.out).exists() and not Path(self.out).is_dir(),
              f"the run folder {self.out} is an existing file"),
         ]

@@ -49,7 +49,7 @@ def distilled_target(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, clean
     A model fine-tuned on degraded images drifts on clean ones; a teacher that is good on clean
     images (the model it started from) gives those patches a target it can keep.
     """
-    if weight <= 0 or not bool(clean.any()):
+    if weight <= 0:
         return y
     y = y.clone()
     y[clean] = torch.lerp(y[clean], teacher(x[clean]).to(y.dtype), weight)

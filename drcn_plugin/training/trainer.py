@@ -118,11 +118,8 @@ class Trainer:
             self.model.load_state_dict(start.state_dict())
         else:
             init_weights(self.model, torch.Generator().manual_seed(cfg.seed))
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
-        self.teacher = load_model(cfg.teacher).to(self.device).requires_grad_(False) \
-            if cfg.teacher else None
+        self._place(self.model)
+        self.teacher = self._load_teacher(cfg) if cfg.teacher and cfg.teacher_weight else None
         self.opt = make_optimizer(cfg, self.model)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) \
             if cfg.ema else None
@@ -153,6 +150,18 @@ class Trainer:
                                               cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
 
+    def _place(self, model: nn.Module) -> nn.Module:
+        """Move a model to the training device (channels_last on CUDA, as batches are)."""
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.device.type == "cuda" else model
+
+    def _load_teacher(self, cfg: TrainConfig) -> nn.Module:
+        try:
+            teacher = load_model(cfg.teacher)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"--teacher {cfg.teacher}: {one_line(e)}") from e
+        return self._place(teacher).requires_grad_(False)
+
     # -- one step ------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This rank's slice of the global batch (ILR, HR, clean flags): the same draw on every
@@ -172,7 +181,8 @@ class Trainer:
         alpha = alpha_at(self.cfg, self.step, self.total or 10**12)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            if self.teacher is not None:
+            if self.teacher is not None:  # at the student's precision: a student equal to
+                # its teacher then gets exactly zero loss on clean patches
                 y = distilled_target(self.teacher, x, y, clean, self.cfg.teacher_weight)
             loss = drcn_loss(self.net, x, y, alpha)
         self.opt.zero_grad(set_to_none=True)
