@@ -178,16 +178,17 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     count, h, w, channels = image.shape
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
+    has_mask = alpha is not None or channels == 4  # else the mask output is zeros
     step = min(per_batch or count, count)
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
     first = _to_engine(image[0], None if alpha is None else alpha[0])
-    planes = channels + (alpha is not None or channels == 4)
-    held = count * oh * ow * planes * 4 + (step - 1) * oh * ow * first.shape[-1] * first.itemsize
+    held = oh * ow * (count * (channels + has_mask) * 4
+                      + (step - 1) * first.shape[-1] * first.itemsize)
     check_memory(h, w, first.shape[-1], first.itemsize, size=(oh, ow), held=held,
                  what=f"a batch of {count} frames of {ow}x{oh}")
     out_image = torch.empty((count, oh, ow, channels))
-    out_mask = (torch.empty((count, oh, ow)) if alpha is not None or channels == 4
+    out_mask = (torch.empty((count, oh, ow)) if has_mask
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
     mm, cu = _comfy()
     device = mm.get_torch_device() if mm is not None else "auto"
@@ -208,7 +209,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
             for i, result in zip(frames, results, strict=True):
                 planes = _from_engine(result).clamp_(0.0, 1.0)
                 out_image[i] = planes[..., :channels]
-                if alpha is not None or channels == 4:
+                if has_mask:
                     torch.sub(1.0, planes[..., -1], out=out_mask[i])
             del results
     finally:
