@@ -293,6 +293,9 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, 
     if fmt == "same" and info.format in SUFFIX and info.format != out_fmt:
         info.notes.append(f"content is {info.format}, not {out_fmt} as the name says: "
                           f"written as {out_fmt}")
+    elif fmt == "same" and FORMATS.get(job.source.suffix.lower().lstrip(".")) != out_fmt:
+        info.notes.append(f"{job.source.suffix or 'a name without an extension'} is not an "
+                          f"output format: written as {out_fmt}")
     h, w = array.shape[:2]
     oh, ow = target.resolve(h, w)
     scale = (ow / w, oh / h)  # per axis, for the DPI

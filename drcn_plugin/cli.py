@@ -120,20 +120,22 @@ def eval_cmd(
         per_depth = (per_depth or plot is not None) and upscaler is not None
         with console.status(f"evaluating {model} on {dataset}"):
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe)
-        _print_eval(model if denoise is None else f"{model} denoise {denoise:g}", dataset,
-                    results)
+        label = model if denoise is None else f"{model} denoise {denoise:g}"
+        title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
+        _print_eval(label, title, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
 
-            atomic_write_bytes(json_out, json.dumps(results_json(results), indent=2).encode())
+            about = {"model": label, "degrade": str(recipe) if recipe else None}
+            atomic_write_bytes(json_out, json.dumps(results_json(results, about),
+                                                    indent=2).encode())
         if plot is not None:
-            title = f"{model} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             console.print(f"wrote {plot}", markup=False, highlight=False)
 
 
-def _print_eval(model: str, dataset: Path, results: dict[int, ScaleResult]) -> None:
-    table = Table(title=f"{model} on {dataset.name} (PSNR dB / SSIM, Y, shave = scale)")
+def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None:
+    table = Table(title=f"{title} (PSNR dB / SSIM, Y, shave = scale)")
     for col in ("scale", "bicubic", model, "gain", "s/image"):
         table.add_column(col, justify="right")
     for s, r in results.items():
@@ -290,7 +292,8 @@ def compare(
     degrade: Annotated[str, typer.Option(
         help="degrade the small image before it is enlarged, e.g. jpeg:75 or noise:5,jpeg:85")]
     = "",
-    seed: Annotated[int, typer.Option(help="seed of the degradation's random draws")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1,
+                                      help="seed of the degradation's random draws")] = 0,
 ) -> None:
     """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
     from .compare import compare_image
@@ -310,6 +313,10 @@ def compare(
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \
             output / default if output.is_dir() else output
+        if target.suffix.lower() != ".png":
+            raise BadOptionError(f"{target.name}: the sheet is written as PNG (lossless, so the "
+                                 "panels show the methods, not an encoder); name it .png",
+                                 option="output")
         refuse_input_target(target, [image])
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
 from .engine import Upscaler
-from .errors import BadOptionError
+from .errors import BadImageError, BadOptionError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
 from .planes import to_planes
@@ -48,6 +48,10 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     rgb = _u8(planes)
     if from_original:
         h, w = planes.shape[-2:]
+        need = 2 * math.ceil(scale) + 1
+        if min(h, w) < need:
+            raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
+                                f"(at least {need}x{need} pixels)")
         low = _u8(imresize(planes, size=(max(1, round(h / scale)), max(1, round(w / scale)))))
         size = (h, w)
     else:

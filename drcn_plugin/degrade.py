@@ -70,15 +70,17 @@ class Recipe:
                 continue
             if kind not in _LIMITS:
                 raise DRCNError(f"degradation step {part!r}: use blur, noise, jpeg or clean")
-            value, _, prob_text = rest.partition("@")
-            lo_text, dash, hi_text = value.partition("-")
-            low = _number(lo_text, part)
-            high = _number(hi_text, part) if dash else low
-            prob = _number(prob_text, part) if prob_text else 1.0
+            value, at, prob_text = rest.partition("@")
+            dash = value.find("-", 1)  # a leading minus is a sign, not the range's dash
+            low = _number(value if dash < 0 else value[:dash], part)
+            high = low if dash < 0 else _number(value[dash + 1:], part)
+            prob = _number(prob_text, part) if at else 1.0
             lo_lim, hi_lim = _LIMITS[kind]
             if not lo_lim <= low <= high <= hi_lim:
                 raise DRCNError(f"degradation step {part!r}: {kind} takes values from "
                                 f"{lo_lim:g} to {hi_lim:g}, low before high")
+            if kind == "jpeg" and not (low.is_integer() and high.is_integer()):
+                raise DRCNError(f"degradation step {part!r}: JPEG qualities are whole numbers")
             if not 0 < prob <= 1:
                 raise DRCNError(f"degradation step {part!r}: the probability must be in (0, 1]")
             steps.append(Step(kind, low, high, prob))  # type: ignore[arg-type]

@@ -66,9 +66,12 @@ class ScaleResult:
         return out
 
 
-def results_json(results: dict[int, ScaleResult]) -> dict[str, dict]:
-    """``{"3": {...}}``: the JSON ``drcn eval --json`` writes, keyed by the scale as text."""
-    return {str(s): r.to_json() for s, r in results.items()}
+def results_json(results: dict[int, ScaleResult],
+                 about: dict[str, str | None] | None = None) -> dict[str, dict]:
+    """``{"3": {...}}``: the JSON ``drcn eval --json`` writes, keyed by the scale as text;
+    ``about`` (the model, the degradation) is repeated in each scale so every entry says what
+    it measured."""
+    return {str(s): {**(about or {}), **r.to_json()} for s, r in results.items()}
 
 
 def is_results_file(path: Path) -> bool:

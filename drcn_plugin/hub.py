@@ -208,7 +208,7 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
     """The default model for one source file: denoise strength from its compression.
 
     Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
-    quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP) get the
+    quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP, AVIF) get the
     strength of a typical web JPEG (quality 80).
     """
     if not lossy or DEFAULT_MODEL not in PHOTO_VARIANTS:

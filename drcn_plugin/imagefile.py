@@ -100,25 +100,35 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
-def _lossy(path: Path, fmt: str | None) -> bool:
-    """JPEG, or WebP whose first image chunk is ``VP8 `` (lossy) rather than ``VP8L``."""
-    if fmt in ("JPEG", "MPO"):
+def _lossy(path: Path, im: Image.Image) -> bool:
+    """Whether the file went through a lossy codec: JPEG, AVIF, JPEG-compressed TIFF, WebP whose
+    first image chunk is ``VP8 `` (not ``VP8L``), JPEG 2000 with the irreversible 9/7 wavelet."""
+    fmt = im.format
+    if fmt in ("JPEG", "MPO", "AVIF"):
         return True
-    if fmt != "WEBP":
+    if fmt == "TIFF":
+        return im.info.get("compression") in ("jpeg", "tiff_jpeg")
+    if fmt not in ("WEBP", "JPEG2000"):
         return False
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
     except OSError:
         return False
-    vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
-    return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
+    if fmt == "WEBP":
+        vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
+        return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
+    # COD marker: length (2), Scod, progression, layers (2), MCT, levels, code-block w and h,
+    # style, then the transform: 0 = 9/7 irreversible (lossy), 1 = 5/3 reversible.
+    cod = head.find(b"\xff\x52")
+    return cod >= 0 and len(head) > cod + 13 and head[cod + 13] == 0
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
     if not folder.is_dir():
-        raise DatasetError(f"dataset folder not found: {folder}")
+        raise DatasetError(f"{folder} is a file, not a folder of images" if folder.exists()
+                           else f"dataset folder not found: {folder}")
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     except OSError as e:
@@ -156,7 +166,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im.load()
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, im.format))
+                         dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, im))
         if im.format in ("JPEG", "MPO"):
             info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
         try:

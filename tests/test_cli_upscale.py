@@ -232,6 +232,25 @@ def test_compare_degrade_gives_the_same_picture_every_time(tmp_path: Path,
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.png").exists()
 
 
+@pytest.mark.parametrize(("size", "args", "message"), [
+    (60, ["--degrade", "noise:5", "--seed", str(10**20)], "--seed"),
+    (60, ["-o", "{tmp}/sheet.jpg"], "name it .png"),
+    (60, ["-o", "{tmp}/sheet"], "name it .png"),
+    (1, [], "too small to shrink x3 and score (at least 7x7 pixels)"),
+])
+def test_compare_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, tiny_model_file: str,
+                                                       size: int, args: list[str],
+                                                       message: str) -> None:
+    src = tmp_path / "bird.png"
+    Image.open(DATA / "Set5" / "bird.png").crop((0, 0, size, size)).save(src)
+    before = sorted(tmp_path.iterdir())
+    r = runner.invoke(app, ["compare", str(src), "--scale", "3", "--model", tiny_model_file,
+                            *[a.format(tmp=tmp_path) for a in args]])
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and "Traceback" not in r.output
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
+
+
 def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> None:
     bird = np.asarray(Image.open(DATA / "Set5" / "bird.png").convert("RGB"))[:96, :96]
     first, second = Upscaler(tiny_model_file, device="cpu"), Upscaler(tiny_model, device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -33,9 +34,18 @@ def test_recipe_text_round_trips(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["", "jpeg", "jpeg:abc", "jpeg:0", "jpeg:101", "noise:-1",
                                   "jpeg:90-30", "blur:1@0", "clean:2", "clean:0.5", "sharpen:1",
-                                  "jpeg:nan"])
+                                  "jpeg:nan", "noise:5@", "jpeg:75.5"])
 def test_bad_recipes_are_refused_with_the_reason(text: str) -> None:
     with pytest.raises(DRCNError, match="degradation"):
+        Recipe.parse(text)
+
+
+@pytest.mark.parametrize(("text", "reason"), [("noise:-1", "noise takes values from 0 to 50"),
+                                              ("blur:-0.5-1", "blur takes values from 0 to 5"),
+                                              ("jpeg:74.5", "whole numbers"),
+                                              ("noise:2@", "'' is not a number")])
+def test_a_negative_or_fractional_value_gets_the_real_reason(text: str, reason: str) -> None:
+    with pytest.raises(DRCNError, match=re.escape(reason)):
         Recipe.parse(text)
 
 
@@ -182,13 +192,20 @@ def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path)
 
 def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -> None:
     import numpy as np
-    from PIL import Image
+    from PIL import Image, features
 
     from drcn_plugin.imagefile import read_image
 
     pixels = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8"))
     cases = {"q.jpg": ({"quality": 63}, True, 63), "lossy.webp": ({"quality": 70}, True, None),
-             "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None)}
+             "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None),
+             "a.avif": ({"quality": 50}, True, None),
+             "j.tif": ({"compression": "jpeg", "quality": 50}, True, None),
+             "lzw.tif": ({"compression": "tiff_lzw"}, False, None),
+             "wavelet97.jp2": ({"irreversible": True}, True, None),
+             "wavelet53.jp2": ({}, False, None)}
+    if not features.check("avif"):  # Pillow < 11.2 wheels read no AVIF
+        del cases["a.avif"]
     for name, (options, lossy, quality) in cases.items():
         pixels.save(tmp_path / name, **options)
         _, info = read_image(tmp_path / name)

@@ -111,6 +111,20 @@ def test_eval_any_folder_with_a_local_model(tmp_path, small_folder, tiny_model):
     assert r["psnr"] != r["bicubic_psnr"]  # the network really ran
 
 
+def test_eval_output_says_what_was_measured(tmp_path, small_folder):
+    clean = run_eval(tmp_path / "c.json", "--model", "bicubic", "--dataset", str(small_folder),
+                     "--scale", "2")["2"]
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset",
+                                      str(small_folder), "--scale", "2", "--degrade", "jpeg:60",
+                                      "--json", str(tmp_path / "d.json")])
+    assert result.exit_code == 0, result.output
+    assert "LR degraded by jpeg:60" in result.stdout
+    degraded = json.loads((tmp_path / "d.json").read_text())["2"]
+    assert (clean["model"], clean["degrade"]) == ("bicubic", None)
+    assert (degraded["model"], degraded["degrade"]) == ("bicubic", "jpeg:60")
+    assert degraded["psnr"] < clean["psnr"]
+
+
 def test_scales_as_documented(tmp_path, small_folder):
     # The form: --scale 2 3 4 (several values after one option).
     result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset", str(small_folder),
@@ -122,11 +136,14 @@ def test_scales_as_documented(tmp_path, small_folder):
 @pytest.mark.parametrize(("args", "message"), [
     (["--dataset", "{missing}"], "dataset folder not found"),
     (["--dataset", "{empty}"], "no images"),
+    (["--dataset", "{file}"], "is a file, not a folder of images"),
     (["--dataset", "{empty}", "--scale", "1"], "--scale"),
 ])
 def test_eval_user_errors_are_one_line(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
-    args = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    (tmp_path / "one.png").write_bytes(b"")
+    args = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty",
+                     file=tmp_path / "one.png") for a in args]
     result = CliRunner().invoke(app, ["eval", "--model", "bicubic", *args])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()

@@ -84,6 +84,15 @@ def test_content_not_matching_extension(folder: Path, tiny_model_file: str) -> N
     assert Image.open(out / "x.png").format == "PNG"
 
 
+def test_a_format_that_is_only_read_is_written_as_png_with_a_note(folder: Path,
+                                                                  tiny_model_file: str) -> None:
+    rgb().save(folder / "x.jp2")
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0 and ".jp2 is not an output format: written as PNG" in r.output
+    assert Image.open(out / "x.png").format == "PNG"
+
+
 def test_rgba_bmp_keeps_alpha(folder: Path, tiny_model_file: str) -> None:
     """15: 32-bit BI_RGB BMP with alpha."""
     a = np.dstack([np.asarray(rgb()), np.full((16, 20), 90, np.uint8)])
