@@ -104,3 +104,10 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
     return d, dev
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is torch running out of device or host memory (several types carry it)."""
+    msg = str(e).lower()
+    return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
+            or "can't allocate" in msg)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import tuning
-from .devices import Precision, pick_device, pick_precision
+from .devices import Precision, is_out_of_memory, pick_device, pick_precision
 from .errors import BadOptionError, Cancelled, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_model
 from .imaging import rgb_to_ycbcr
@@ -303,7 +303,7 @@ class Upscaler:
                 self._run_plan(ilr, out, plan, progress, cancel)
                 return out
             except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not _is_oom(e):
+                if not is_out_of_memory(e):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -333,9 +333,3 @@ class Upscaler:
         del ilr
         out = merge(y_out, src[1:], colour, kind)
         return out[:, :, 0] if image.ndim == 2 else out
-
-
-def _is_oom(e: BaseException) -> bool:
-    msg = str(e).lower()
-    return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
-            or "can't allocate" in msg)

@@ -43,6 +43,10 @@ class CheckpointError(DRCNError):
     """A training checkpoint that cannot be resumed (missing, unreadable, another model)."""
 
 
+class TrainingError(DRCNError):
+    """A training run that cannot go on (its loss stopped being a finite number)."""
+
+
 class OutputExistsError(DRCNError):
     """The output file exists and replacing it was not asked for; ``path`` is that file."""
 

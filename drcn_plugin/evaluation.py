@@ -93,6 +93,18 @@ def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
                             f"(at least {need}x{need} pixels)")
 
 
+def read_dataset(folder: Path, scales: Sequence[int],
+                 colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """(name, 8-bit image) of every image in ``folder``: Y planes, or colour (to degrade, as
+    :mod:`.degrade` does); refuses a file that cannot be read or is too small for a scale."""
+    read = read_image8 if colour else read_y
+    images = [(p, read(p)) for p in list_images(folder)]
+    for path, image in images:
+        for s in scales:
+            _check_size(str(path), image, s)
+    return [(path.stem, image) for path, image in images]
+
+
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
              on_image: Callable[[int, str], None] | None = None,
@@ -102,11 +114,7 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
     and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
     """
-    read = read_y if degrade is None else read_image8
-    hrs = [(p.stem, read(p)) for p in list_images(folder)]
-    for name, image in hrs:
-        for s in scales:
-            _check_size(name, image, s)
+    hrs = read_dataset(folder, scales, colour=degrade is not None)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}

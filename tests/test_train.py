@@ -225,9 +225,69 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     assert ok.exit_code == 0, ok.output
     assert load_model(str(tmp_path / "drcn-f4-d2-x2.safetensors")).features == 4
     check_png(tmp_path / "curves.png")  # drawn by default
-    bad = runner.invoke(app, [*common, "--data", str(tmp_path / "nope")])
+    weights = (tmp_path / "drcn-f4-d2-x2.safetensors").read_bytes()
+    again = runner.invoke(app, [*common, "--data", str(t12), "--steps", "6", "--seed", "1"])
+    assert again.exit_code == 2 and "holds a training run" in again.output
+    assert (tmp_path / "drcn-f4-d2-x2.safetensors").read_bytes() == weights  # the run is kept
+    bad = runner.invoke(app, [*common, "--overwrite", "--data", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "dataset folder not found" in bad.output
     assert "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lr", "inf"], "learning rate must be a positive number"),
+    (["--optimizer", "sgd", "--momentum", "-1"], "momentum must be in [0, 1)"),
+    (["--minutes", "nan"], "minutes must be a number"),
+    (["--seed", str(10**20)], "seed must be in"),
+    (["--stop-at", "-5"], "stop-at must be >= 0"),
+    (["--minutes", "1", "--stop-at", "3"], "stop-at needs a step count"),
+    (["--name", "../away"], "without folders"),
+    (["--clip", "nan"], "clip must be a number"),
+    (["--lr-drop", "1.5"], "fractions of the run"),
+    (["--val-every", "-5"], "val-every must be >= 0"),
+])
+def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, args: list[str],
+                                                    message: str) -> None:
+    r = CliRunner().invoke(app, ["train", "--data", str(t12), "--out", str(tmp_path / "run"),
+                                 "-F", "4", "-D", "2", "--steps", "4", *args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_path: Path) -> None:
+    bad_val = tmp_path / "val"
+    bad_val.mkdir()
+    (bad_val / "x.png").write_bytes(b"not a png")
+    tiny_val = tmp_path / "tiny"
+    tiny_val.mkdir()
+    Image.new("L", (12, 12), 128).save(tiny_val / "t.png")
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    for kwargs, message in ((dict(val_data=str(bad_val)), "not an image Pillow can read"),
+                            (dict(test_data=[str(tiny_val)]), "t.png is 12x12: too small"),
+                            (dict(baseline=str(tmp_path / "none.safetensors")), "none.safetensors"),
+                            (dict(out=str(blocker / "sub")), "cannot create the run folder")):
+        cfg = replace(tiny(t12, tmp_path / "run"), **kwargs)
+        with pytest.raises(DRCNError, match=message):
+            train(cfg)
+        assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_diverging_run_stops_and_writes_no_weights(t12: Path, tmp_path: Path) -> None:
+    with pytest.raises(DRCNError, match="the loss became nan"):
+        train(tiny(t12, tmp_path, lr=1e30, clip=0.0))
+    assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line(t12: Path, tmp_path: Path) -> None:
+    from drcn_plugin.training.checkpoint import CHECKPOINT_FORMAT
+
+    tmp_path.joinpath("last.pt").write_text("garbage")
+    with pytest.raises(DRCNError, match="damaged or not a drcn training checkpoint"):
+        train(tiny(t12, tmp_path), resume=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": {}}, tmp_path / "last.pt")
+    with pytest.raises(DRCNError, match="is incomplete"):
+        train(tiny(t12, tmp_path), resume=True)
 
 
 def test_curves_follow_the_log_through_a_resume(t12: Path, set5: Path, tmp_path: Path,

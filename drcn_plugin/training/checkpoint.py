@@ -14,6 +14,8 @@ from ..model import DRCN
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
+_STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model", "optimizer",
+               "scheduler", "rng")
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -25,15 +27,23 @@ def save_state(path: Path, obj: dict) -> None:
 
 def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
     """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for."""
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types for a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(e)}") from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or one_line(e)}") from e
+    except Exception as e:  # torch.load raises many types for a damaged or foreign file
+        raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a drcn training checkpoint")
-    saved = TrainConfig.from_dict(ckpt["config"])
+    config = ckpt.get("config")
+    saved = TrainConfig.from_dict(config) if isinstance(config, dict) else None
+    missing = [k for k in _STATE_KEYS if k not in ckpt] + \
+        (["ema"] if saved is not None and saved.ema and "ema" not in ckpt else [])
+    if missing or saved is None:
+        raise CheckpointError(f"checkpoint {path} is incomplete (no "
+                              f"{', '.join(missing) or 'readable config'})")
     if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
                         f"this run asks for F={cfg.features}, D={cfg.recursions}")

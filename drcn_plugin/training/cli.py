@@ -56,15 +56,22 @@ def _with_config_options(command: typing.Callable[..., None]) -> typing.Callable
 @_with_config_options
 def train_cmd(
     resume: Annotated[bool, typer.Option(help="continue OUT/last.pt exactly")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="start over in an OUT that holds a run, replacing its files")] = False,
     **options: Any,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
+    from ..errors import OutputExistsError
     from ..progress import TrainProgress
     from .trainer import train
 
-    with user_errors():
+    with user_errors({OutputExistsError: "continue it with --resume, or start over with "
+                                         "--overwrite"}):
         cfg = TrainConfig(**options)
         cfg.check()  # before the progress bar appears
+        held = [Path(cfg.out) / n for n in ("last.pt", "log.json")]
+        if not resume and not overwrite and any(p.exists() for p in held):
+            raise OutputExistsError(f"{cfg.out} holds a training run", path=Path(cfg.out))
         with TrainProgress(console, enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
             log = train(cfg, resume, bar.update)
         out = Path(cfg.out)

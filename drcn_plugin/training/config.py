@@ -6,6 +6,7 @@ the model card renders its reproducing command from them (:func:`command_line`).
 
 from __future__ import annotations
 
+import math
 import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -126,7 +127,24 @@ class TrainConfig:
              f"optimizer: use one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule not in SCHEDULES,
              f"schedule: use one of {', '.join(SCHEDULES)}"),
-            ("lr", not self.lr > 0, "learning rate must be positive"),
+            ("lr", not 0 < self.lr < math.inf, "learning rate must be a positive number"),
+            ("momentum", not 0 <= self.momentum < 1, "the SGD momentum must be in [0, 1)"),
+            ("weight_decay", not 0 <= self.weight_decay < math.inf,
+             "weight decay must be a number >= 0"),
+            ("clip", not 0 <= self.clip < math.inf, "clip must be a number >= 0 (0 = off)"),
+            ("warmup", self.warmup < 0, "warm-up steps must be >= 0"),
+            ("lr_drops", any(not 0 < f < 1 for f in self.lr_drops),
+             "learning-rate drops are fractions of the run, in (0, 1)"),
+            ("alpha_decay", not 0 <= self.alpha_decay <= 1,
+             "alpha decay is a fraction of the run, in 0..1"),
+            ("minutes", not 0 <= self.minutes < math.inf, "minutes must be a number >= 0"),
+            ("stop_at", self.stop_at < 0, "stop-at must be >= 0 (0 = run to the end)"),
+            ("stop_at", self.stop_at > 0 and self.minutes > 0,
+             "stop-at needs a step count; with --minutes the run fits its own"),
+            ("val_every", self.val_every < 0, "val-every must be >= 0 (0 = only at the end)"),
+            ("seed", not 0 <= self.seed < 2**63, "the seed must be in 0 .. 2^63 - 1"),
+            ("name", self.name in (".", "..") or any(c in self.name for c in "/\\"),
+             f"name {self.name!r} is a file stem for the run folder, without folders"),
             ("ema", not 0 <= self.ema < 1, "the EMA decay must be in [0, 1)"),
             ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
             ("downscales", any(not 0 < f <= 1 for f in self.downscales),
@@ -136,6 +154,8 @@ class TrainConfig:
             ("degrade_copies", self.degrade_copies < 1, "degraded copies must be >= 1"),
             ("teacher_weight", not 0 <= self.teacher_weight <= 1,
              "the teacher weight must be in 0..1"),
+            ("teacher", bool(self.teacher) and self.teacher_weight == 0,
+             "a teacher with weight 0 takes no part: drop --teacher or give it a weight"),
             ("teacher", bool(self.teacher) and not self.degrade,
              "it needs --degrade (without it every patch is clean and the run would only copy "
              "the teacher)"),

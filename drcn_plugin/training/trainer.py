@@ -15,7 +15,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,20 +25,22 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import Dist, join_torchrun
+from ..devices import Dist, is_out_of_memory, join_torchrun
 from ..engine import Upscaler
-from ..errors import BadOptionError, ModelLoadError, one_line
-from ..evaluation import ScaleResult, evaluate
-from ..hub import load_model, sha256_of
-from ..imagefile import atomic_write_bytes, list_images
+from ..errors import BadOptionError, ModelLoadError, OutOfMemoryError, TrainingError, one_line
+from ..evaluation import ScaleResult, evaluate, read_dataset
+from ..hub import checked, load_model, sha256_of
+from ..imagefile import atomic_write_bytes
 from ..model import DRCN
 from .card import model_card
 from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
-from .config import TrainConfig
+from .config import TrainConfig, default_of, flag_of
 from .data import PatchSet, augment, load_images, make_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 
 logger = logging.getLogger(__name__)
+# Options a resumed run takes from its command line, not from the checkpoint.
+_PER_SESSION = ("stop_at", "out", "curves", "device")
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -90,16 +92,28 @@ class Trainer:
         self.dist, self.device = join_torchrun(cfg.device)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
-            stop_at, out, curves = cfg.stop_at, cfg.out, cfg.curves
+            given = cfg
             cfg = TrainConfig.from_dict(ckpt["config"])
-            cfg.stop_at, cfg.out, cfg.curves = stop_at, out, curves
+            for name in _PER_SESSION:
+                setattr(cfg, name, getattr(given, name))
+            ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in _PER_SESSION
+                       and getattr(given, f.name) not in (getattr(cfg, f.name), default_of(f))]
+            if ignored:
+                logger.warning("resuming with the checkpoint's options; ignored: %s",
+                               ", ".join(ignored))
         self.cfg, self.on_progress = cfg, on_progress
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
                                  "processes", option="batch")
         self.val_folder = default_val_folder(cfg)
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
-            list_images(Path(folder))  # fail now, not after training
+            read_dataset(Path(folder), cfg.scales, colour=bool(cfg.val_degrade))  # now
+        self.baseline = load_model(cfg.baseline) if cfg.baseline else None
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadOptionError(f"cannot create the run folder {self.out}: "
+                                 f"{e.strerror or one_line(e)}", option="out") from e
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
                                                and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
@@ -300,6 +314,9 @@ class Trainer:
                       and self.step < (self.total or 0))
             if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
+                if not math.isfinite(last_loss):
+                    raise TrainingError(f"the loss became {last_loss} by step {self.step}: lower "
+                                        "--lr (checkpoints written before are kept)")
                 now = time.perf_counter()
                 self.elapsed = now - started
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
@@ -332,15 +349,15 @@ class Trainer:
         """Export the final weights, measure them (strict fp32) and write log and model card."""
         cfg = self.cfg
         weights = self.out / f"{cfg.export_name()}.safetensors"
-        export_safetensors(self.result, weights)
+        export_safetensors(checked(self.result, "the trained model"), weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = self._measure(model, folders)
         self.history.append({"step": self.step, "event": "end", **self._validate(),
                              "seconds": round(self.elapsed, 2)})
         self._checkpoint(self.history[-1]["val_psnr"])
-        baseline = self._measure(load_model(cfg.baseline).to(self.device), folders) \
-            if cfg.baseline else {}
+        baseline = self._measure(self.baseline.to(self.device), folders) \
+            if self.baseline is not None else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
@@ -381,9 +398,14 @@ def _device_name(device: torch.device) -> str:
 def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None) -> dict:
     """Run (or resume) one training; returns the run's log (empty on ranks other than 0)."""
-    trainer = Trainer(cfg, resume, on_progress)
+    trainer = None
     try:
+        trainer = Trainer(cfg, resume, on_progress)
         return trainer.run()
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise OutOfMemoryError("training ran out of memory: lower --batch, --patch or -F") from e
     finally:
-        if trainer.dist.world > 1 and dist.is_initialized():
+        if trainer is not None and trainer.dist.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
