@@ -48,7 +48,7 @@ run() {  # run NAME F BATCH LR SECONDS BASELINE
   local name=$1 f=$2 batch=$3 lr=$4 secs=$5 base=$6
   echo "== $name: F=$f, batch $batch, lr $lr, $secs s of training ($(left) s of wall budget left)"
   drcn train "${COMMON[@]}" -F "$f" --batch "$batch" --lr "$lr" --minutes "$(minutes "$secs")" \
-    --baseline "$base" --name "$name" --out "$RUNS/$name"
+    --baseline "$base" --name "$name" --out "$RUNS/$name" --overwrite
   cp "$RUNS/$name/$name.safetensors" "$RUNS/$name/$name.md" "$OUT/" 2>/dev/null
   cp "$RUNS/$name/log.json" "$OUT/$name.log.json" 2>/dev/null
 }

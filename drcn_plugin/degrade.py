@@ -71,7 +71,9 @@ class Recipe:
             if kind not in _LIMITS:
                 raise DRCNError(f"degradation step {part!r}: use blur, noise, jpeg or clean")
             value, at, prob_text = rest.partition("@")
-            dash = value.find("-", 1)  # a leading minus is a sign, not the range's dash
+            # The range's dash: not a leading sign, not an exponent's sign (1e-3).
+            dash = next((i for i in range(1, len(value))
+                         if value[i] == "-" and value[i - 1] not in "eE"), -1)
             low = _number(value if dash < 0 else value[:dash], part)
             high = low if dash < 0 else _number(value[dash + 1:], part)
             prob = _number(prob_text, part) if at else 1.0

@@ -156,7 +156,8 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     if path.is_file():
         return load_weights_file(path)
     if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
-        raise ModelLoadError(f"weights file not found: {path}")
+        raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "
+                             "model is written hf:owner/name)")
     names = ", ".join(SHIPPED)
     raise ModelLoadError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a "
                          "model folder, or hf:owner/name")

@@ -45,7 +45,7 @@ def test_every_train_option_has_a_flag_and_the_cli_defaults_are_the_configs() ->
             assert param.required
         else:
             assert param.default == getattr(default, f.name) == default_of(f), f.name
-    assert set(params) == {f.name for f in fields(TrainConfig)} | {"resume"}
+    assert set(params) == {f.name for f in fields(TrainConfig)} | {"resume", "overwrite"}
 
 
 def test_the_cards_command_line_rebuilds_the_config() -> None:
@@ -58,6 +58,7 @@ def test_the_cards_command_line_rebuilds_the_config() -> None:
     args = shlex.split(text.replace("\\\n", " "))[2:]
     params = _train_command().make_context("train", args).params
     params.pop("resume")
+    params.pop("overwrite")
     rebuilt = TrainConfig(**params)
     # Where to write, the device, the time budget and stop_at are the run's, not the recipe's.
     expected = TrainConfig(**{**vars(cfg), "steps": 1234, "minutes": 0.0, "device": "auto",

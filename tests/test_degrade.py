@@ -49,6 +49,12 @@ def test_a_negative_or_fractional_value_gets_the_real_reason(text: str, reason: 
         Recipe.parse(text)
 
 
+def test_exponents_are_numbers_not_ranges() -> None:
+    assert Recipe.parse("blur:5e-1").steps[0].low == 0.5
+    step = Recipe.parse("noise:1e-1-2e0").steps[0]
+    assert (step.low, step.high) == (0.1, 2.0)
+
+
 def test_same_seed_same_images_other_seed_other_images() -> None:
     recipe = Recipe.parse("blur:0.3-1.2@0.5,noise:1-10,jpeg:30-95")
     image = _photo()[:, :96, :120]

@@ -270,13 +270,34 @@ def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_p
         cfg = replace(tiny(t12, tmp_path / "run"), **kwargs)
         with pytest.raises(DRCNError, match=message):
             train(cfg)
-        assert not (tmp_path / "run" / "last.pt").exists()
+        assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_a_diverging_run_stops_and_writes_no_weights(t12: Path, tmp_path: Path) -> None:
     with pytest.raises(DRCNError, match="the loss became nan"):
         train(tiny(t12, tmp_path, lr=1e30, clip=0.0))
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_resume_names_the_options_it_ignores(t12: Path, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    train(tiny(t12, tmp_path, steps=8, stop_at=4))
+    with caplog.at_level(logging.WARNING):
+        train(tiny(t12, tmp_path, steps=8, lr=5e-3), resume=True)
+    assert "ignored: --lr" in caplog.text and "--steps" not in caplog.text
+
+
+def test_overwrite_starts_over_and_does_not_mix_with_resume(t12: Path, tmp_path: Path) -> None:
+    common = ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3", "-F", "4", "-D",
+              "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",
+              "--no-curves", "--val-every", "0"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--steps", "4", "--stop-at", "2"]).exit_code == 0
+    both = runner.invoke(app, [*common, "--steps", "4", "--resume", "--overwrite"])
+    assert both.exit_code == 2 and "give one" in both.output
+    again = runner.invoke(app, [*common, "--steps", "3", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "log.json").read_text())["step"] == 3
 
 
 def test_a_damaged_checkpoint_is_refused_in_one_line(t12: Path, tmp_path: Path) -> None:

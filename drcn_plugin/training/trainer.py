@@ -89,7 +89,6 @@ class Trainer:
                  on_progress: Callable[[Progress], None] | None) -> None:
         cfg.check()
         self.out = Path(cfg.out)
-        self.dist, self.device = join_torchrun(cfg.device)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             given = cfg
@@ -102,18 +101,21 @@ class Trainer:
                 logger.warning("resuming with the checkpoint's options; ignored: %s",
                                ", ".join(ignored))
         self.cfg, self.on_progress = cfg, on_progress
-        if cfg.batch % self.dist.world:
-            raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
-                                 "processes", option="batch")
+        # What the run needs at its end is checked before it starts (and before torchrun's
+        # process group exists, so a mistake is one line on every rank).
         self.val_folder = default_val_folder(cfg)
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
-            read_dataset(Path(folder), cfg.scales, colour=bool(cfg.val_degrade))  # now
+            read_dataset(Path(folder), cfg.scales, colour=bool(cfg.val_degrade))
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise BadOptionError(f"cannot create the run folder {self.out}: "
                                  f"{e.strerror or one_line(e)}", option="out") from e
+        self.dist, self.device = join_torchrun(cfg.device)
+        if cfg.batch % self.dist.world:
+            raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
+                                 "processes", option="batch")
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
                                                and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
@@ -315,8 +317,9 @@ class Trainer:
             if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 if not math.isfinite(last_loss):
-                    raise TrainingError(f"the loss became {last_loss} by step {self.step}: lower "
-                                        "--lr (checkpoints written before are kept)")
+                    raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
+                                        "over with a lower --lr (checkpoints written before "
+                                        "are kept)")
                 now = time.perf_counter()
                 self.elapsed = now - started
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
@@ -398,14 +401,13 @@ def _device_name(device: torch.device) -> str:
 def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None) -> dict:
     """Run (or resume) one training; returns the run's log (empty on ranks other than 0)."""
-    trainer = None
     try:
-        trainer = Trainer(cfg, resume, on_progress)
-        return trainer.run()
+        return Trainer(cfg, resume, on_progress).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
-        raise OutOfMemoryError("training ran out of memory: lower --batch, --patch or -F") from e
+        raise OutOfMemoryError("training ran out of memory: start over with a smaller --batch, "
+                               "--patch or -F, or with less data (a larger --stride)") from e
     finally:
-        if trainer is not None and trainer.dist.world > 1 and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
