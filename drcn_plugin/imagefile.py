@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from .compression import is_lossy
 from .degrade import jpeg_quality
 from .errors import (
     BadImageError,
@@ -100,43 +101,6 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
-def _lossy(path: Path, im: Image.Image) -> bool:
-    """Whether the file went through a lossy codec: JPEG, AVIF, JPEG-compressed TIFF, WebP whose
-    first image chunk is ``VP8 `` (not ``VP8L``), JPEG 2000 with the irreversible 9/7 wavelet
-    (a 5/3 file is taken as lossless, as it usually is, though rate limits can make it lossy)."""
-    fmt = im.format
-    if fmt in ("JPEG", "MPO", "AVIF"):
-        return True
-    if fmt == "TIFF":
-        return im.info.get("compression") in ("jpeg", "tiff_jpeg")
-    if fmt not in ("WEBP", "JPEG2000"):
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-    except OSError:
-        return False
-    if fmt == "WEBP":
-        vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
-        return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
-    return _j2k_transform(head) == 0
-
-
-def _j2k_transform(head: bytes) -> int | None:
-    """The wavelet of a JPEG 2000 codestream (0 = 9/7 irreversible, 1 = 5/3 reversible), read
-    from its COD segment by walking the main header's marker segments from SOC + SIZ."""
-    pos = head.find(b"\xff\x4f\xff\x51")
-    if pos < 0:
-        return None
-    pos += 2
-    while pos + 4 <= len(head) and head[pos] == 0xFF and head[pos + 1] not in (0x90, 0x93):
-        if head[pos + 1] == 0x52:  # COD: Lcod, Scod, progression, layers (2), MCT, levels,
-            # code-block width and height, style, then the transform
-            return head[pos + 13] if pos + 13 < len(head) else None
-        pos += 2 + int.from_bytes(head[pos + 2: pos + 4], "big")
-    return None
-
-
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
     if not folder.is_dir():
@@ -179,7 +143,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im.load()
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=_dpi(im.info.get("dpi")), lossy=_lossy(path, im))
+                         dpi=_dpi(im.info.get("dpi")), lossy=is_lossy(path, im))
         if im.format in ("JPEG", "MPO"):
             info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
         try:
