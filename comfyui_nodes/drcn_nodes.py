@@ -126,6 +126,9 @@ class DRCNModelLoader:
     def load(self, model_name: str, hub_or_path: str = "", denoise: float = 0.0) -> tuple[DRCN]:
         """Resolve the choice to a DRCN module (on the CPU until the upscaler moves it)."""
         with user_errors():
+            if not 0 <= denoise <= 1:
+                raise BadOptionError(f"denoise strength {denoise} is outside 0..1",
+                                     option="denoise")
             if denoise > 0:
                 if hub_or_path.strip():
                     raise BadOptionError("a denoise strength blends a shipped model with its "
@@ -143,6 +146,9 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
         return None
     mask = mask[None] if mask.ndim == 2 else mask
     b, h, w, c = image.shape
+    if mask.ndim != 3:
+        raise BadImageError(f"the mask has shape {tuple(mask.shape)}: a MASK is [H, W] or "
+                            "[B, H, W]")
     if tuple(mask.shape[-2:]) != (h, w):
         if not mask.any():
             return None

@@ -68,6 +68,8 @@ class DRCNUpscaleModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
+        if x.ndim == 4 and x.shape[0] == 0:
+            raise DRCNNodeError("DRCN: the batch is empty (0 images)")
         if x.ndim != 4 or x.shape[1] != 3:
             raise DRCNNodeError(f"DRCN: expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
         with user_errors():

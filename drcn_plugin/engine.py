@@ -324,12 +324,14 @@ class Upscaler:
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
         colour = planes.shape[0] in (3, 4)
+        body = planes[:3] if colour else planes[:1]
+        float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
         src = planes.to(self.device)
-        del planes
+        del planes, body
         if colour:
             src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
         ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
         y_out = self.run_y(ilr, progress, cancel)
         del ilr
-        out = merge(y_out, src[1:], colour, kind)
+        out = merge(y_out, src[1:], colour, kind, float_range)
         return out[:, :, 0] if image.ndim == 2 else out

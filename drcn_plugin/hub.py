@@ -150,6 +150,9 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
         return load_weights_file(weights_dir() / m.filename, sha256=m.sha256)
     if spec.startswith("hf:"):
         return _load_hub(spec)
+    if not spec.strip():
+        raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
+                             "file, a model folder, or hf:owner/name")
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_folder(path)

@@ -59,9 +59,13 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
     return out
 
 
-def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype) -> np.ndarray:
+def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype,
+          float_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """The network's Y (``[H, W]``) with ``rest`` = input-sized [Cb, Cr][, alpha] planes, bicubic
-    to the output size on ``rest``'s device, as an ``H x W x C`` array of ``dtype``."""
+    to the output size on ``rest``'s device, as an ``H x W x C`` array of ``dtype``.
+
+    Integer results are clamped to their levels; float colour to ``float_range`` (the input's
+    range, widened to 0..1, so overshoot never leaves it) and float alpha to 0..1."""
     size = tuple(y_out.shape)
     out = np.empty((*size, 1 + rest.shape[0]), dtype=dtype)
     for r0, r1 in row_blocks(*size):
@@ -75,5 +79,8 @@ def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype
             t = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
         elif dtype == np.uint16:
             t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
+        else:
+            n = 3 if colour else 1
+            t = torch.cat([t[..., :n].clamp(*float_range), t[..., n:].clamp(0, 1)], dim=-1)
         out[r0:r1] = t.cpu().numpy().astype(dtype, copy=False)
     return out

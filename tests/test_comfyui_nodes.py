@@ -243,6 +243,8 @@ def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 5, 5))
     with pytest.raises(NODES.DRCNNodeError, match="not both"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 4), tiny, 2.0, 0, False, mask=torch.ones(1, 8, 8))
+    with pytest.raises(NODES.DRCNNodeError, match=r"the mask has shape \(1, 1, 8, 8\)"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 1, 8, 8))
 
 
 def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
@@ -267,11 +269,18 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
     ("/no/such/weights.safetensors", "DRCN: weights file not found: /no/such/weights.safetensors"),
     ("hf:not-a-spec", "DRCN: bad Hub spec 'hf:not-a-spec'"),
     ("whatever", "DRCN: unknown model 'whatever'"),
+    (" ", "DRCN: no model named"),
 ])
 def test_loader_errors_are_one_line(spec: str, message: str) -> None:
     with pytest.raises(NODES.DRCNNodeError) as info:
-        LOADER.load("drcn-lite", spec)
+        LOADER.load("drcn-lite", spec) if spec.strip() else LOADER.load(spec)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("denoise", [-0.5, float("nan"), 1.5])
+def test_loader_refuses_a_denoise_outside_0_1(denoise: float) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match="outside 0..1"):
+        LOADER.load("drcn-lite", "", denoise)
 
 
 def test_node_metadata() -> None:

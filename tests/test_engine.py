@@ -70,6 +70,22 @@ def assert_same8(a: np.ndarray, b: np.ndarray) -> None:
     assert np.abs(a.astype(int) - b).max() <= 1 and (a == b).mean() >= 0.9999
 
 
+def test_float_results_stay_in_the_input_range_and_alpha_in_0_1(lite: Upscaler) -> None:
+    # Hard edges make bicubic and the network overshoot; a float result must not leave the
+    # input's range (widened to 0..1), and alpha never leaves 0..1.
+    rgba = np.full((16, 16, 4), 0.5, np.float32)
+    rgba[4:12, 4:12, :3] = 1.0
+    rgba[:, :8, 3], rgba[:, 8:, 3] = 0.0, 1.0
+    rgba[::2, ::2, 3] = 1.0 - rgba[::2, ::2, 3]
+    out = lite.upscale(rgba, 2)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out[..., 3].min() == 0.0 and out[..., 3].max() == 1.0  # reached, then held
+    hdr = np.random.default_rng(0).random((12, 12, 2)).astype(np.float32) * 3 - 1
+    out = lite.upscale(hdr, 2)
+    assert hdr[..., 0].min() <= out[..., 0].min() and out[..., 0].max() <= hdr[..., 0].max()
+    assert out[..., 1].min() >= 0.0 and out[..., 1].max() <= 1.0
+
+
 def test_colour_alpha_grey_and_16bit(lite: Upscaler, photo: np.ndarray) -> None:
     rgb = lite.upscale(photo, 2)
     assert rgb.shape == (180, 220, 3) and rgb.dtype == np.uint8

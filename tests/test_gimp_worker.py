@@ -106,7 +106,7 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
 
 
 @pytest.mark.parametrize("line,needle", [
-    (b'{"width": 2}', "no newline"),
+    (b'{"width": 2}', "input ended before its newline"),
     (b"[1, 2]\n", "JSON object"),
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": 2, "colour": 1}\n',
      "unknown fields ['colour']"),
@@ -134,6 +134,24 @@ def test_stop_cancels_the_worker_between_tiles(tiny):
         assert w.proc.returncode == 3  # cancelled cleanly, not killed
     finally:
         w.close(graceful=False)
+
+
+@pytest.mark.parametrize("payload", [b"", b"x" * 10])
+def test_sigterm_ends_a_worker_waiting_for_input(payload: bytes) -> None:
+    proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        assert proc.stdout.readline().startswith(b"ready")
+        if payload:  # a header whose pixels never finish arriving
+            proc.stdin.write(b'{"width": 8, "height": 8, "channels": 3, "dtype": "u8", '
+                             b'"scale": 2}\n' + payload)
+            proc.stdin.flush()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 3
+        assert proc.stdout.read().endswith(b"cancelled\n")
+    finally:
+        proc.kill()
 
 
 def _alive(pid: int) -> bool:

@@ -23,8 +23,9 @@ def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndar
         ilr = (ilr * peak).round().clamp(0, peak) / peak
     out = torch.stack([up.run_y(ilr)] + [imresize(p, size=size) for p in ycc[1:]])
     out = torch.cat([ycbcr_to_rgb(out[:3]), out[3:]]).permute(1, 2, 0)
-    if peak is None:
-        return out.numpy()
+    if peak is None:  # float: colour held to the input's range widened to 0..1, alpha to 0..1
+        lo, hi = min(0.0, float(x[:3].min())), max(1.0, float(x[:3].max()))
+        return torch.cat([out[..., :3].clamp(lo, hi), out[..., 3:].clamp(0, 1)], -1).numpy()
     return (out.clamp(0, 1) * peak).round().numpy().astype(kind)
 
 

@@ -88,7 +88,9 @@ _FLAGS = {"tta", "dry_run"}
 def parse_header(line: bytes) -> Request:
     """Decode and check one header line; raises ProtocolError naming the bad field."""
     if not line.endswith(b"\n"):
-        raise ProtocolError(f"bad header: no newline in the first {MAX_HEADER} bytes")
+        raise ProtocolError(f"bad header: no newline in the first {MAX_HEADER} bytes"
+                            if len(line) >= MAX_HEADER else "bad header: input ended before "
+                            "its newline")
     try:
         fields = json.loads(line)
     except (ValueError, RecursionError) as e:
@@ -162,7 +164,14 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     chan = _Channel(out)
     stop = threading.Event()
     parent = os.getppid()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    waiting = threading.Event()  # set while blocked on the client's input
+
+    def on_term(*_: object) -> None:
+        stop.set()
+        if waiting.is_set():  # a blocked read would never see the flag: leave it now
+            raise Cancelled("cancelled")
+
+    signal.signal(signal.SIGTERM, on_term)
     threading.Thread(target=chan.heartbeat, daemon=True).start()
     upscalers: dict[tuple, Upscaler] = {}
 
@@ -175,7 +184,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     chan.send(f"ready {PROTOCOL}")
     try:
         while not cancel():
+            waiting.set()
             line = inp.readline(MAX_HEADER)
+            waiting.clear()
             if not line:
                 return 0
             req = parse_header(line)
@@ -185,7 +196,9 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 continue
             check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
                          size=size)
+            waiting.set()
             pixels = _read_exact(inp, req.nbytes)
+            waiting.clear()
             key = (req.model, req.denoise, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
                 upscalers.clear()
