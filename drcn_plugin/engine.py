@@ -62,9 +62,9 @@ def output_size(height: int, width: int, scale: float | None = None,
             raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
                                  option="size")
         return oh, ow
-    if scale is None or not math.isfinite(scale):
+    if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")
-    if scale < 1 or scale > MAX_SCALE:
+    if not 1 <= scale <= MAX_SCALE:  # NaN fails this too
         raise BadOptionError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}",
                              option="scale")
     return max(1, round(height * scale)), max(1, round(width * scale))

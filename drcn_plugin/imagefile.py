@@ -382,7 +382,11 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         _remove(tmp)
         if not isinstance(e, Exception) or isinstance(e, DRCNError):
             raise
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or _disk_full(path.parent):
+        # A specific errno (permission, read-only) is the reason; encoders that report a full
+        # disk only as a generic error (no errno, or EIO) are told apart by the free space.
+        specific = isinstance(e, OSError) and e.errno not in (None, errno.EIO)
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
+                (not specific and _disk_full(path.parent)):
             raise WriteError(f"disk full while writing {path}; nothing was written") from e
         reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
         raise WriteError(f"cannot write {path}: {reason}") from e

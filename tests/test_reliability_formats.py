@@ -4,6 +4,7 @@ mode/format pairs refused before the upscale."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -158,6 +159,19 @@ def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkey
     r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 1 and "disk full" in r.output, r.output
     assert list(out.iterdir()) == []
+
+
+def test_a_refused_write_on_a_full_looking_file_system_gives_its_own_reason(
+        tmp_path: Path, monkeypatch) -> None:
+    """Pseudo and read-only file systems report no free space: the errno is the reason."""
+    monkeypatch.setattr(imagefile.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
+
+    def refused(f) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(imagefile.WriteError, match="cannot write .*: Permission denied"):
+        imagefile._atomic(tmp_path / "x.bin", True, refused)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_format_is_case_insensitive_and_pairs_checked_first(folder: Path, tiny_model_file: str,
