@@ -324,10 +324,12 @@ class Upscaler:
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
         colour = planes.shape[0] in (3, 4)
-        body = planes[:3] if colour else planes[:1]
-        float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
+        float_range = (0.0, 1.0)  # used for float images only: their range, widened to 0..1
+        if np.dtype(kind).kind == "f":
+            body = planes[:3] if colour else planes[:1]
+            float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
         src = planes.to(self.device)
-        del planes, body
+        del planes
         if colour:
             src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
         ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
