@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import tempfile
 import threading
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from drcn_plugin import tuning
-from drcn_plugin.devices import cpu_has_fast_bf16
+from drcn_plugin.devices import cpu_has_fast_bf16, device_name
 from drcn_plugin.engine import Upscaler, _windows
 from drcn_plugin.hub import load_model
 from drcn_plugin.planes import interpolated_y, merge, to_planes
@@ -219,16 +218,10 @@ def photo_12mp(device: str) -> dict:
 
 
 def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    amx = "AMX/AVX512-BF16" if cpu_has_fast_bf16() else "no AMX"
-    return f"{cpu}, {torch.get_num_threads()} threads, {amx}"
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amx = "" if dev.type == "cuda" else \
+        ", AMX/AVX512-BF16" if cpu_has_fast_bf16() else ", no AMX"
+    return f"{device_name(dev)}, {torch.get_num_threads()} threads{amx}"
 
 
 def table(rows: list[dict], where: str) -> str:

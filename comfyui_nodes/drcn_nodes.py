@@ -78,8 +78,7 @@ def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
     """Load ``hub_or_path`` if given, else a shipped name or a file from ComfyUI's models/drcn."""
     spec = hub_or_path.strip()
     if spec:
-        path = Path(spec).expanduser()
-        return load_weights_file(path) if path.suffix == ".safetensors" else load_model(spec)
+        return load_model(spec)
     fp = _folder_paths()
     if model_name in SHIPPED or fp is None:
         return load_model(model_name)
@@ -126,15 +125,12 @@ class DRCNModelLoader:
     def load(self, model_name: str, hub_or_path: str = "", denoise: float = 0.0) -> tuple[DRCN]:
         """Resolve the choice to a DRCN module (on the CPU until the upscaler moves it)."""
         with user_errors():
-            if not 0 <= denoise <= 1:
-                raise BadOptionError(f"denoise strength {denoise} is outside 0..1",
-                                     option="denoise")
-            if denoise > 0:
-                if hub_or_path.strip():
-                    raise BadOptionError("a denoise strength blends a shipped model with its "
-                                         "photo variant; clear hub_or_path or set denoise to 0")
-                return (load_denoised(denoise, model_name),)
-            return (resolve_model(model_name, hub_or_path),)
+            if denoise == 0:  # a negative or NaN strength goes on to load_denoised's refusal
+                return (resolve_model(model_name, hub_or_path),)
+            if hub_or_path.strip():
+                raise BadOptionError("a denoise strength blends a shipped model with its "
+                                     "photo variant; clear hub_or_path or set denoise to 0")
+            return (load_denoised(denoise, model_name),)
 
 
 def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -210,7 +206,8 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
             frames = range(start, min(start + step, count))
             results = [upscaler.upscale(
                 _to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
-                size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel)
+                size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
+                fill_hidden=alpha is None)  # colours under a mask are content
                 for i in frames]
             for i, result in zip(frames, results, strict=True):
                 planes = _from_engine(result).clamp_(0.0, 1.0)

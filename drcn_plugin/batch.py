@@ -27,9 +27,11 @@ from .errors import (
     OutputExistsError,
     one_line,
 )
+from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import (
     FORMATS,
     IMAGE_SUFFIXES,
+    NAME_MAX,
     SUFFIX,
     ImageInfo,
     atomic_save,
@@ -42,7 +44,6 @@ from .imagefile import (
 from .sizing import TargetSize
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
-_NAME_MAX = 255
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
 
@@ -211,8 +212,8 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
         taken[_key(target)] = job
         if os.path.realpath(target) in inputs:
             job.problem = f"its output {target} would replace an input"
-        elif len(target.name.encode("utf-8", "surrogateescape")) > _NAME_MAX:
-            job.problem = f"the output name would be longer than {_NAME_MAX} bytes"
+        elif len(target.name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            job.problem = f"the output name would be longer than {NAME_MAX} bytes"
 
 
 def _key(target: Path) -> str:
@@ -232,6 +233,21 @@ def _out_suffix(source: Path, fmt: str) -> str:
     pil = _out_format(source, fmt)
     keep = source.suffix.lower()
     return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
+
+
+def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
+    """Each file's engine by :func:`.hub.choose_for_source` (its compression), for batches where
+    the user named no model. ``clean`` serves lossless files; each other choice gets one engine,
+    built on first use with the ``engine`` options of :class:`Upscaler`."""
+    engines = {DEFAULT_MODEL: clean}
+
+    def choose(info: ImageInfo) -> tuple[Upscaler, str]:
+        choice = choose_for_source(info.lossy, info.jpeg_quality)
+        if choice.label not in engines:
+            engines[choice.label] = Upscaler(choice.spec, denoise=choice.denoise, **engine)
+        return engines[choice.label], choice.label
+
+    return choose
 
 
 def clean_stale_outputs(jobs: list[Job]) -> int:

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DRCNError, MissingDependencyError
+from .errors import (
+    BadOptionError,
+    DRCNError,
+    MissingDependencyError,
+    OutputExistsError,
+    one_line,
+)
 from .imagefile import atomic_write_bytes, refuse_input_target
 
 if TYPE_CHECKING:
@@ -35,15 +42,21 @@ def require_matplotlib() -> None:
         raise MissingDependencyError(INSTALL_HINT) from None
 
 
-def check_png_target(path: Path, inputs: Iterable[Path] = ()) -> None:
+def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = False,
+                     option: str = "output") -> None:
     """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
-    the command's ``inputs``, or cannot be drawn because matplotlib is missing."""
+    the command's ``inputs``, exists (unless ``overwrite``), or cannot be drawn because
+    matplotlib is missing. ``option`` names the target's option in the errors."""
     path = Path(path)
     if path.is_dir():
-        raise DRCNError(f"{path} is a folder; give a file name ending in .png")
+        raise BadOptionError(f"{path} is a folder; give a file name ending in .png",
+                             option=option)
     if path.suffix.lower() != ".png":
-        raise DRCNError(f"{path}: charts are written as PNG; give a file name ending in .png")
+        raise BadOptionError(f"{path}: charts are written as PNG; give a file name ending in "
+                             ".png", option=option)
     refuse_input_target(path, inputs)
+    if not overwrite and os.path.lexists(path):
+        raise OutputExistsError(f"{path} exists", path=path)
     require_matplotlib()
 
 
@@ -124,27 +137,29 @@ def training_curves(log: dict, path: Path) -> Figure:
     return fig
 
 
-def redraw_training_curves(source: Path, output: Path | None = None) -> Path:
+def redraw_training_curves(source: Path, output: Path | None = None,
+                           overwrite: bool = False) -> Path:
     """Draw the curves of a run folder (its ``log.json``) or of a log file; returns the PNG's path
-    (default: ``curves.png`` in the folder, or ``NAME-curves.png`` beside a log file)."""
+    (default: ``curves.png`` in the folder, or ``NAME-curves.png`` beside a log file). The
+    default chart is the run's own and is redrawn in place; another existing file needs
+    ``overwrite``."""
     source = Path(source)
     log_file = source / "log.json" if source.is_dir() else source
-    if output is None:
-        stem = source.name.removesuffix(".json").removesuffix(".log")
-        output = source / "curves.png" if source.is_dir() else \
-            source.with_name(f"{stem}-curves.png")
-    check_png_target(output, [log_file])
+    stem = source.name.removesuffix(".json").removesuffix(".log")
+    default = source / "curves.png" if source.is_dir() else source.with_name(f"{stem}-curves.png")
+    output = default if output is None else Path(output)
+    check_png_target(output, [log_file], overwrite or output == default)
     try:
         log = json.loads(log_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DRCNError(f"{log_file} not found: give a run folder or its log.json") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DRCNError(f"cannot read {log_file}: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DRCNError(f"cannot read {log_file}: {one_line(e)}") from None
     if not isinstance(log, dict) or not isinstance(log.get("history"), list):
         raise DRCNError(f"{log_file} is not a drcn training log (no history)")
     try:
         training_curves(log, output)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise DRCNError(f"{log_file} is not a drcn training log "
                         f"({type(e).__name__}: {e})") from None
     return output

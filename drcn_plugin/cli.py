@@ -10,22 +10,19 @@ from typing import TYPE_CHECKING, Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import BadOptionError, OutputExistsError
-from .hub import DEFAULT_MODEL, choose_for_source, load_denoised
+from .hub import DEFAULT_MODEL
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import console, hint, print_error, user_errors
 from .training.cli import app as train_app
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from .engine import Upscaler
     from .evaluation import ScaleResult
-    from .imagefile import ImageInfo
 
 MULTI_SCALE_COMMANDS = {"eval", "train"}
 
@@ -41,7 +38,10 @@ def expand_multi_scale(argv: list[str]) -> list[str]:
             out += [tok] if values == 0 else [flag, tok]
             values += 1
             continue
-        flag, values = (tok if tok in ("--scale", "-s") else None), 0
+        if tok.startswith("--scale="):  # its first value is attached
+            flag, values = "--scale", 1
+        else:
+            flag, values = (tok if tok in ("--scale", "-s") else None), 0
         out.append(tok)
     return out
 
@@ -110,32 +110,34 @@ def eval_cmd(
             if model == "bicubic":
                 raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
                                      "has none", option="plot")
-            check_png_target(plot, list_images(dataset))
+            check_png_target(plot, list_images(dataset), overwrite, option="plot")
         if model == "bicubic" and denoise is not None:
             raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
                                  option="denoise")
-        weights = model if denoise is None else load_denoised(denoise, model)
-        upscaler = None if model == "bicubic" else Upscaler(weights, device=device,
-                                                            precision=precision, tta=tta)
+        upscaler = None if model == "bicubic" else Upscaler(model, device=device, tta=tta,
+                                                            precision=precision, denoise=denoise)
         per_depth = (per_depth or plot is not None) and upscaler is not None
-        with console.status(f"evaluating {model} on {dataset}"):
-            results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe)
-        label = model if denoise is None else f"{model} denoise {denoise:g}"
+        with console.status(escape(f"evaluating {model} on {dataset}")) as status:
+            results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
+                               on_image=lambda s, name: status.update(
+                                   escape(f"evaluating {model} on {dataset}: x{s} {name} done")))
+        label = (model if denoise is None else f"{model} denoise {denoise:g}") + \
+            (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
         _print_eval(label, title, results)
         if json_out is not None:
             from .imagefile import atomic_write_bytes
 
             about = {"model": label, "degrade": str(recipe) if recipe else None}
-            atomic_write_bytes(json_out, json.dumps(results_json(results, about),
-                                                    indent=2).encode())
+            atomic_write_bytes(json_out, json.dumps(results_json(results, about), indent=2,
+                                                    allow_nan=False).encode())
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             console.print(f"wrote {plot}", markup=False, highlight=False)
 
 
 def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None:
-    table = Table(title=f"{title} (PSNR dB / SSIM, Y, shave = scale)")
+    table = Table(title=escape(f"{title} (PSNR dB / SSIM, Y, shave = scale)"))
     for col in ("scale", "bicubic", model, "gain", "s/image"):
         table.add_column(col, justify="right")
     for s, r in results.items():
@@ -194,7 +196,13 @@ def upscale(
     """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at the
     exact size: nothing is resized after it). Under torchrun, files are split across the
     processes."""
-    from .batch import clean_stale_outputs, collect_jobs, gather_outcomes, run_job
+    from .batch import (
+        clean_stale_outputs,
+        collect_jobs,
+        gather_outcomes,
+        per_source_chooser,
+        run_job,
+    )
     from .devices import join_torchrun
     from .engine import Upscaler
     from .progress import BatchProgress
@@ -203,30 +211,20 @@ def upscale(
     _terminate_like_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing"}
     with user_errors(hints):
-        if scale is not None and (width or height or long_edge):
-            raise BadOptionError("--scale cannot be combined with --width, --height or "
-                                 "--long-edge", option="scale")
-        if long_edge and (width or height):
-            raise BadOptionError("--long-edge cannot be combined with --width or --height",
-                                 option="long_edge")
-        if scale is not None and not MIN_SCALE <= scale <= MAX_SCALE:
-            raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
-                                 f"{MAX_SCALE:g}", option="scale")
         if overwrite and skip_existing:
             raise BadOptionError("--overwrite and --skip-existing contradict each other; pick one")
-        target = TargetSize.of(scale or 2.0, width or 0, height or 0, long_edge or 0)
+        sized = bool(width or height or long_edge)
+        target = TargetSize(2.0 if scale is None and not sized else scale, width or 0,
+                            height or 0, long_edge or 0)
         jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
                   "tile": tile, "tta": tta,
-                  "notify": lambda m: console.print(f"[dim]{m}[/]", highlight=False)}
-        if denoise is not None:
-            upscaler = Upscaler(load_denoised(denoise, model or DEFAULT_MODEL), **engine)
-        else:
-            upscaler = Upscaler(model or DEFAULT_MODEL, **engine)
+                  "notify": lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)}
+        upscaler = Upscaler(model or DEFAULT_MODEL, denoise=denoise, **engine)
         chooser = None if model is not None or denoise is not None else \
-            _per_source(upscaler, engine)
+            per_source_chooser(upscaler, **engine)
         if place.main:
             clean_stale_outputs(jobs)
         for e in errors if place.main else []:
@@ -260,21 +258,6 @@ def _terminate_like_interrupt() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def _per_source(clean: Upscaler, engine: dict) -> Callable[[ImageInfo], tuple[Upscaler, str]]:
-    """Each file's engine by :func:`choose_for_source`, one engine per distinct choice."""
-    from .engine import Upscaler
-
-    engines = {DEFAULT_MODEL: clean}
-
-    def choose(info: ImageInfo) -> tuple[Upscaler, str]:
-        choice = choose_for_source(info.lossy, info.jpeg_quality)
-        if choice.label not in engines:
-            engines[choice.label] = Upscaler(choice.load(), **engine)
-        return engines[choice.label], choice.label
-
-    return choose
-
-
 @app.command()
 def compare(
     image: Annotated[Path, typer.Argument(help="an image file")],
@@ -306,9 +289,6 @@ def compare(
         if not MIN_SCALE < scale <= MAX_SCALE:
             raise BadOptionError(f"scale {scale:g} is out of range: use more than {MIN_SCALE:g}, "
                                  f"at most {MAX_SCALE:g}", option="scale")
-        if crop < 1:
-            raise BadOptionError(f"{crop} is too small: the crop size in pixels, at least 1",
-                                 option="crop")
         recipe = Recipe.parse(degrade) if degrade else None
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \
@@ -326,7 +306,7 @@ def compare(
                               from_original, crop,
                               degrade=recipe, seed=seed)
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
-        console.print(f"wrote {target}")
+        console.print(f"wrote {target}", markup=False, highlight=False)
 
 
 app.add_typer(train_app)

@@ -10,11 +10,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .engine import Upscaler
+from .engine import Upscaler, output_size
 from .errors import BadImageError, BadOptionError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
-from .planes import to_planes
+from .planes import require_unit_range, to_planes
+from .scales import MAX_SCALE
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:
@@ -43,6 +44,7 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     ``degrade``, the small image is degraded by the recipe (drawn from ``seed``, so the same
     command gives the same picture) before every method enlarges it.
     """
+    require_unit_range(image, "compare")
     planes, _ = to_planes(image)
     planes = planes[:3] if planes.shape[0] >= 3 else planes[:1]  # alpha plays no part here
     rgb = _u8(planes)
@@ -52,11 +54,13 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
         if min(h, w) < need:
             raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
                                 f"(at least {need}x{need} pixels)")
-        low = _u8(imresize(planes, size=(max(1, round(h / scale)), max(1, round(w / scale)))))
+        # rounded, but never so small that enlarging it back would pass the largest factor
+        low = _u8(imresize(planes, size=tuple(max(round(n / scale), math.ceil(n / MAX_SCALE))
+                                              for n in (h, w))))
         size = (h, w)
     else:
         low = rgb
-        size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+        size = output_size(*rgb.shape[:2], scale)
     if degrade is not None:
         low = _degraded(low, degrade, seed)
     models = {"DRCN": upscaler} if isinstance(upscaler, Upscaler) else upscaler
@@ -70,9 +74,12 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     return panels
 
 
+_ZOOM = 2  # crops are shown at twice their size, pixels as blocks
+
+
 def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
                   from_original: bool,
-                  crop: int = 160, zoom: int = 2, degrade: Recipe | None = None,
+                  crop: int = 160, degrade: Recipe | None = None,
                   seed: int = 0) -> Image.Image:
     """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
     panel is scored against the original (PSNR on Y)."""
@@ -88,7 +95,7 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[
         if ref is not None and name != "original" and min(ref.shape) > 2 * border:
             label += f"  {psnr(_y8(arr), ref, border):.2f} dB"
         piece = Image.fromarray(arr[r: r + crop, c: c + crop]).convert("RGB")
-        piece = piece.resize((piece.width * zoom, piece.height * zoom), Image.NEAREST)
+        piece = piece.resize((piece.width * _ZOOM, piece.height * _ZOOM), Image.NEAREST)
         tiles.append((label, piece))
     return _sheet(tiles)
 

@@ -1,11 +1,14 @@
-"""Whether a source file went through a lossy codec: the photo models' default rests on it.
+"""What a source file's compression did to it: whether a lossy codec touched it and, for a JPEG,
+about which quality. The photo models' default rests on both.
 
-Read from the container or codestream headers, never by decoding pixels; a JPEG's quality is
-estimated separately from its tables (:func:`.degrade.jpeg_quality`).
+Read from the container or codestream headers and quantisation tables, never by decoding pixels.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -46,3 +49,29 @@ def _j2k_transform(head: bytes) -> int | None:
             return head[pos + 13] if pos + 13 < len(head) else None
         pos += 2 + int.from_bytes(head[pos + 2: pos + 4], "big")
     return None
+
+
+@lru_cache(maxsize=1)
+def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
+    """The luminance quantisation table Pillow (libjpeg's IJG scaling) writes at each quality."""
+    tables = {}
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        Image.new("L", (8, 8)).save(buf, "JPEG", quality=q)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            tables[q] = tuple(im.quantization[0])
+    return tables
+
+
+def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None) -> int | None:
+    """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
+
+    The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
+    IJG quality that quantises about as coarsely. ``None`` when the file has no tables.
+    """
+    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+        return None
+    luma = quantization[0]
+    return min(_ijg_luma_tables().items(),
+               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]

@@ -15,9 +15,7 @@ from __future__ import annotations
 import io
 import math
 import zlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -182,29 +180,3 @@ def degraded_pair(image: torch.Tensor, scale: int, recipe: Recipe,
     lr, clean = recipe.draw(quantize8(imresize(hr, size=size)), generator)
     ilr = quantize8(imresize(image_y(lr), size=tuple(hr.shape[-2:])))
     return image_y(hr), ilr, clean
-
-
-@lru_cache(maxsize=1)
-def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
-    """The luminance quantisation table Pillow (libjpeg's IJG scaling) writes at each quality."""
-    tables = {}
-    for q in range(1, 101):
-        buf = io.BytesIO()
-        Image.new("L", (8, 8)).save(buf, "JPEG", quality=q)
-        buf.seek(0)
-        with Image.open(buf) as im:
-            tables[q] = tuple(im.quantization[0])
-    return tables
-
-
-def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None) -> int | None:
-    """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
-
-    The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
-    IJG quality that quantises about as coarsely. ``None`` when the file has no tables.
-    """
-    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
-        return None
-    luma = quantization[0]
-    return min(_ijg_luma_tables().items(),
-               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,6 +105,29 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
     return d, dev
+
+
+def device_name(device: torch.device) -> str:
+    """The hardware, as specific as the platform tells: GPU name or CPU model string."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"mps {platform.machine()}"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                         "")
+    except OSError:
+        model = ""
+    return "cpu " + (model or platform.processor() or platform.machine())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so timings measure the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def is_out_of_memory(e: BaseException) -> bool:

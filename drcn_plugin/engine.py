@@ -17,15 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import torch
 
 from . import tuning
-from .devices import Precision, is_out_of_memory, pick_device, pick_precision
+from .devices import Precision, device_name, is_out_of_memory, pick_device, pick_precision
 from .errors import BadOptionError, Cancelled, OutOfMemoryError
-from .hub import DEFAULT_MODEL, load_model
+from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
-from .planes import PEAKS, interpolated_y, merge, to_planes
+from .planes import PEAKS, fill_transparent, interpolated_y, merge, to_planes
 from .scales import MAX_SCALE
 
 ProgressFn = Callable[[int, int], None]
@@ -37,17 +38,12 @@ _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
 
 
 def _available_memory(device: torch.device) -> int:
+    """Bytes free for this job: the GPU's free memory, else the host's available RAM (psutil
+    reads it on Linux, macOS and Windows alike)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+    return psutil.virtual_memory().available
 
 
 def output_size(height: int, width: int, scale: float | None = None,
@@ -132,6 +128,10 @@ def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
     return out
 
 
+class _PlanTooBigError(Exception):
+    """The network ran out of memory on one batch of windows (not a callback's exception)."""
+
+
 _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
 _TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
 
@@ -141,22 +141,38 @@ def _stderr_line(message: str) -> None:
 
 
 class Upscaler:
-    """A DRCN model bound to a device and precision, with the tiled inference around it."""
+    """A DRCN model bound to a device and precision, with the tiled inference around it.
+
+    ``denoise`` (0..1) blends a named clean model toward its photo variant (see
+    :func:`.hub.load_denoised`); None uses the model as named.
+    """
 
     def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
                  precision: Precision = "auto", tile: int = 0, batch: int = 0,
-                 tta: bool = False, notify: NotifyFn | None = None) -> None:
+                 tta: bool = False, notify: NotifyFn | None = None,
+                 denoise: float | None = None) -> None:
+        if denoise is not None and not isinstance(model, str):
+            raise BadOptionError("a denoise strength blends two shipped models: name the clean "
+                                 "one, not a loaded module", option="denoise")
         self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
                                  option="precision")
+        for name, value in (("tile", tile), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
+                                     f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
+                                     option=name)
         if tile and tile < _MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
                                  f"{_MIN_TILE}", option="tile")
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
-        self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
+        if denoise is not None:
+            self.model = load_denoised(denoise, model)
+        else:
+            self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
         self.model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);
@@ -245,7 +261,7 @@ class Upscaler:
                 candidates.append((tile, batch))
         if not candidates:
             return []
-        self.notify(f"measuring tile sizes for {tuning.device_name(self.device)} "
+        self.notify(f"measuring tile sizes for {device_name(self.device)} "
                     f"(once; cached in {tuning.cache_path().parent})")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
@@ -282,7 +298,12 @@ class Upscaler:
                 raise Cancelled("cancelled")
             group = tiles[start: start + plan.batch]
             x = torch.stack([ilr[r[0]: r[0] + wh, c[0]: c[0] + ww] for r, c in group])
-            y = self._forward(x[:, None].to(self.device, non_blocking=True))[:, 0].cpu()
+            try:
+                y = self._forward(x[:, None].to(self.device, non_blocking=True))[:, 0].cpu()
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise _PlanTooBigError from e
             for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
@@ -302,23 +323,24 @@ class Upscaler:
             try:
                 self._run_plan(ilr, out, plan, progress, cancel)
                 return out
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not is_out_of_memory(e):
-                    raise
+            except _PlanTooBigError as e:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 plan = plan.halved()
                 if plan is None:
-                    raise OutOfMemoryError(
-                        f"out of memory on {self.device} even with the smallest tile") from e
+                    raise OutOfMemoryError(f"out of memory on {self.device} even with the "
+                                           "smallest tile") from e.__cause__
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,
                 size: tuple[int, int] | None = None, progress: ProgressFn | None = None,
-                cancel: CancelFn | None = None) -> np.ndarray:
+                cancel: CancelFn | None = None, fill_hidden: bool = True) -> np.ndarray:
         """Upscale an ``H x W [x C]`` array by ``scale`` (or to ``size`` = (h, w)); same dtype out.
 
-        Colour conversion and bicubic run on the engine's device (see :mod:`.planes`).
+        Colour conversion and bicubic run on the engine's device (see :mod:`.planes`). With
+        ``fill_hidden`` fully transparent pixels first take their visible neighbours' colour
+        (:func:`.planes.fill_transparent`); pass False when the colour under alpha 0 is content,
+        as under a host's mask carried along as alpha.
         """
         planes, kind = to_planes(image)
         _, h, w = planes.shape
@@ -329,6 +351,8 @@ class Upscaler:
             body = planes[:3] if colour else planes[:1]
             float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
         src = planes.to(self.device)
+        if fill_hidden:
+            fill_transparent(src)
         del planes
         if colour:
             src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])

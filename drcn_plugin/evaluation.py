@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -70,8 +71,19 @@ def results_json(results: dict[int, ScaleResult],
                  about: dict[str, str | None] | None = None) -> dict[str, dict]:
     """``{"3": {...}}``: the JSON ``drcn eval --json`` writes, keyed by the scale as text;
     ``about`` (the model, the degradation) is repeated in each scale so every entry says what
-    it measured."""
-    return {str(s): {**(about or {}), **r.to_json()} for s, r in results.items()}
+    it measured. JSON has no infinity: an exact reconstruction's PSNR (and a mean over one) is
+    written as null."""
+    return _finite_or_null({str(s): {**(about or {}), **r.to_json()} for s, r in results.items()})
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def is_results_file(path: Path) -> bool:

@@ -12,7 +12,10 @@ A *model spec* is resolved in this order:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +56,7 @@ SHIPPED: dict[str, ShippedModel] = {
 }
 DEFAULT_MODEL = "drcn-lite"
 # clean model -> its fine-tune on real photos, for the pairs whose photo model ships
-PHOTO_VARIANTS = {c: p for c, p in {"drcn-lite": "drcn-lite-photo"}.items() if p in SHIPPED}
+PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}
 # (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
 # Fitted on the measured strength curve (benchmarks/photo_quality.py prints the fit): each
 # measured quality's best strength, switching halfway between neighbouring qualities.
@@ -112,26 +115,38 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     return from_state_dict(sd, str(path))
 
 
-def _load_folder(path: Path) -> DRCN:
+def _load_folder(path: Path, origin: str = "") -> DRCN:
+    """A ``save_pretrained`` folder (config.json + model.safetensors); ``origin`` names it in
+    errors (default: the path)."""
+    origin = origin or f"model folder {path}"
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise ModelLoadError(f"{path} is not a DRCN model folder (needs config.json and "
+        raise ModelLoadError(f"{origin} is not a DRCN model folder (needs config.json and "
                              "model.safetensors)")
     try:
-        model = DRCN.from_pretrained(path, strict=True).eval()  # strict: no silent random init
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError) as e:
-        raise ModelLoadError(f"cannot load model folder {path}: {one_line(e)}") from e
-    return checked(model, str(path))
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not a JSON object")
+        # strict: no silent random init; the mixin's progress print must not reach stdout
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = DRCN.from_pretrained(path, strict=True).eval()
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError,
+            RecursionError) as e:
+        raise ModelLoadError(f"cannot load {origin}: {one_line(e)}") from e
+    return checked(model, origin)
 
 
 def _load_hub(spec: str) -> DRCN:
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     repo, _, revision = spec[3:].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
-        return checked(DRCN.from_pretrained(repo, revision=revision or None, strict=True).eval(),
-                       spec)
+        # Downloaded (or found in the cache) first and then loaded as a folder: the mixin would
+        # take a local folder of the same name instead of the Hub model.
+        folder = snapshot_download(repo, revision=revision or None,
+                                   allow_patterns=["config.json", "model.safetensors"])
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be "
                              "reached (offline?)") from e
@@ -140,7 +155,8 @@ def _load_hub(spec: str) -> DRCN:
         raise ModelLoadError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
     except (hf_errors.HfHubHTTPError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise ModelLoadError(f"{spec}: cannot load from the Hugging Face Hub: "
-                        f"{one_line(e)}") from e
+                             f"{one_line(e)}") from e
+    return _load_folder(Path(folder), origin=spec)
 
 
 def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
@@ -158,6 +174,8 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
         return _load_folder(path)
     if path.is_file():
         return load_weights_file(path)
+    if path.exists():
+        raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
     if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
         raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "
                              "model is written hf:owner/name)")
@@ -172,16 +190,16 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
     Between the two the weights are interpolated (the photo model was fine-tuned from the clean
     one, so the blend is meaningful). ``spec`` names the clean end; the photo model is strength 1.
     """
+    if not 0 <= strength <= 1:
+        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if spec in PHOTO_VARIANTS.values():
         clean = next(c for c, p in PHOTO_VARIANTS.items() if p == spec)
         raise ModelLoadError(f"{spec} is the photo end of the denoise blend already; name "
                              f"{clean} with a denoise strength (1 = {spec})")
     if spec not in PHOTO_VARIANTS:
-        pairs = ", ".join(PHOTO_VARIANTS) or "no model yet (no photo model is installed)"
+        pairs = ", ".join(PHOTO_VARIANTS)
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
                              f"strength works with {pairs}")
-    if not 0 <= strength <= 1:
-        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:
         return load_model(spec)
     if strength == 1:
@@ -205,10 +223,6 @@ class SourceChoice:
             return PHOTO_VARIANTS[self.spec]
         return f"{self.spec} denoise {self.denoise:g}"
 
-    def load(self) -> DRCN:
-        """The model itself (the clean model, the photo model, or their blend)."""
-        return load_denoised(self.denoise, self.spec)
-
 
 def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
     """The default model for one source file: denoise strength from its compression.
@@ -217,7 +231,7 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None) -> SourceChoice:
     quality falls (:data:`DENOISE_BY_QUALITY`); lossy files of unknown quality (WebP, AVIF) get the
     strength of a typical web JPEG (quality 80).
     """
-    if not lossy or DEFAULT_MODEL not in PHOTO_VARIANTS:
+    if not lossy:
         return SourceChoice(DEFAULT_MODEL, 0.0)
     quality = 80 if jpeg_quality is None else jpeg_quality
     strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from .compression import is_lossy
-from .degrade import jpeg_quality
+from .compression import is_lossy, jpeg_quality
 from .errors import (
     BadImageError,
     BadOptionError,
@@ -38,7 +37,15 @@ from .errors import (
     one_line,
 )
 from .imaging import image_y
-from .metadata import apply_orientation, exif_for, read_exif
+from .metadata import (
+    Descriptive,
+    apply_orientation,
+    declared_dpi,
+    exif_for,
+    orientation,
+    read_exif,
+)
+from .planes import require_unit_range
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -63,6 +70,7 @@ class ImageInfo:
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
+    about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -119,9 +127,14 @@ def read_image8(path: Path) -> torch.Tensor:
     """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
     Decoded by :func:`read_image` (EXIF orientation applied); 16-bit and float files are scaled
-    to 8 bits (never clipped) and alpha is dropped. Evaluation and training read through this.
+    to 8 bits (floats must lie in 0..1) and alpha is dropped. Evaluation and training read
+    through this.
     """
     array, _ = read_image(path)
+    try:
+        require_unit_range(array, "scoring")
+    except BadImageError as e:
+        raise BadImageError(f"{path}: {e}") from None
     if array.dtype == np.uint16:
         array = np.round(array / 257.0)
     elif array.dtype != np.uint8:
@@ -140,10 +153,13 @@ def read_y(path: Path) -> torch.Tensor:
 def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     with Image.open(path) as im:
         alpha_bmp = _bmp_alpha(path, im)
+        turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         im.load()
+        turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=_dpi(im.info.get("dpi")), lossy=is_lossy(path, im))
+                         dpi=declared_dpi(im), lossy=is_lossy(path, im),
+                         about=Descriptive.read(im))
         if im.format in ("JPEG", "MPO"):
             info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
         try:
@@ -155,12 +171,10 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
-        im, info.dpi = apply_orientation(im, exif, info.dpi)
+        im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info)
     if array.dtype == np.float32:
-        if not np.isfinite(array).all():
-            raise BadImageError("the image has NaN or infinite values")
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
 
@@ -179,14 +193,6 @@ def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
         return None
     rgba = Image.frombuffer("RGBA", im.size, data, "raw", "BGRA", stride, orient)
     return rgba if rgba.getextrema()[3] != (0, 0) else None
-
-
-def _dpi(value) -> tuple[float, float] | None:
-    try:
-        dpi = (float(value[0]), float(value[1])) if value else None
-    except (TypeError, ValueError, IndexError):
-        return None
-    return dpi if dpi and all(np.isfinite(dpi)) and min(dpi) > 0 else None
 
 
 def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
@@ -247,6 +253,10 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
                              option="format")
     if im.mode == "LA":  # BMP: grey with alpha as RGBA
         return im.convert("RGBA")
+    low, high = info.value_range or (0.0, 1.0)
+    if im.mode == "F" and (low < 0 or high > 1):
+        raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and "
+                             "would clip them: write TIFF instead", option="format")
     if im.mode == "F" and fmt == "PNG":
         info.notes.append("PNG stores integers: float result stored as 16-bit")
         return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 65535).round().astype(np.uint16))
@@ -278,9 +288,11 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     opts: dict = {}
     if info.icc_profile:
         opts["icc_profile"] = info.icc_profile
-    exif, sub_ifds = exif_for(info.exif, fmt, scale, info.notes) if fmt != "BMP" else (None, False)
+    exif_tags = info.about.with_xmp(info.exif) if fmt == "TIFF" else info.exif  # XMP: a TIFF tag
+    exif, sub_ifds = exif_for(exif_tags, fmt, scale, info.notes) if fmt != "BMP" else (None, False)
     if exif:
         opts["exif"] = exif
+    opts.update(info.about.save_options(fmt, info.notes))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
@@ -315,14 +327,14 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
     _atomic(path, overwrite, lambda f: f.write(data))
 
 
-_NAME_MAX = 255
+NAME_MAX = 255  # bytes in a file name on common file systems
 _PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
 
 
 def _part_prefix(name: str) -> str:
     """``.NAME.PID.`` with NAME cut so the temporary name fits the 255-byte name limit."""
     tail = f".{os.getpid()}."
-    room = _NAME_MAX - len(tail.encode()) - 1 - 8 - len(".part")
+    room = NAME_MAX - len(tail.encode()) - 1 - 8 - len(".part")
     raw = name.encode("utf-8", "surrogateescape")[:room]
     return "." + raw.decode("utf-8", "ignore") + tail
 

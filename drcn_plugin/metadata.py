@@ -9,11 +9,16 @@ first, then the EXIF block, with a note each time.
 
 from __future__ import annotations
 
+import math
+import re
+import struct
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
-ORIENTATION, X_RES, Y_RES = 0x0112, 0x011A, 0x011B
+ORIENTATION, X_RES, Y_RES, XMP = 0x0112, 0x011A, 0x011B, 700
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 _SUB_IFDS = (EXIF_IFD, GPS_IFD)
 # Tags that describe a TIFF file's own layout (sizes, strips, ICC), never the photograph.
@@ -52,7 +57,7 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
     out = Image.Exif()
     dropped = 0
     for tag, value in base.items():
-        if tag in _LAYOUT or tag in _SUB_IFDS:
+        if tag in _LAYOUT or tag in _SUB_IFDS or tag == XMP:  # XMP: see Descriptive
             continue
         if _writable(tag, value):
             out[tag] = value
@@ -68,27 +73,54 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
     return out if len(out) else None
 
 
-def orientation(exif: Image.Exif | None) -> int:
-    """The EXIF orientation (1-8), 1 when absent or not a valid value."""
-    value = exif.get(ORIENTATION, 1) if exif is not None else 1
+def orientation(im: Image.Image) -> int:
+    """The image's EXIF orientation (1-8), 1 when absent, unreadable or not a valid value."""
+    try:
+        value = im.getexif().get(ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF reads as upright; read_exif notes it
+        return 1
     return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
-def apply_orientation(im: Image.Image, exif: Image.Exif | None,
-                      dpi: tuple[float, float] | None) -> tuple[Image.Image,
-                                                            tuple[float, float] | None]:
-    """Turn the pixels upright; swap DPI and EXIF resolutions for transposing orientations."""
-    o = orientation(exif)
+def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float, float] | None,
+                      o: int, turned: bool = False) -> tuple[Image.Image,
+                                                             tuple[float, float] | None]:
+    """Turn the pixels upright for orientation ``o`` (unless the decoder already ``turned``
+    them, as Pillow does for TIFF) and reset the tag; transposing orientations (5-8) swap the
+    DPI and the EXIF resolutions."""
     if exif is not None and ORIENTATION in exif:
         del exif[ORIENTATION]
     if o == 1:
         return im, dpi
-    im = im.transpose(_TRANSPOSE[o])
+    if not turned:
+        im = im.transpose(_TRANSPOSE[o])
     if o >= 5:
         dpi = (dpi[1], dpi[0]) if dpi else None
         if exif is not None and X_RES in exif and Y_RES in exif:
             exif[X_RES], exif[Y_RES] = exif[Y_RES], exif[X_RES]
     return im, dpi
+
+
+def declared_dpi(im: Image.Image) -> tuple[float, float] | None:
+    """The resolution the file states, or None: Pillow reports defaults for files that state
+    none (1 dpi for a TIFF without resolution tags, 72 for a JPEG with EXIF but no density)."""
+    if im.format == "TIFF" and X_RES not in getattr(im, "tag_v2", {}):
+        return None
+    if im.format in ("JPEG", "MPO") and im.info.get("jfif_unit", 0) == 0:
+        try:
+            if X_RES not in im.getexif():
+                return None
+        except Exception:  # noqa: BLE001 - damaged EXIF states nothing
+            return None
+    return _dpi(im.info.get("dpi"))
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    try:
+        dpi = (float(value[0]), float(value[1])) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    return dpi if dpi and all(math.isfinite(v) for v in dpi) and min(dpi) > 0 else None
 
 
 def _scaled(value, scale: float):
@@ -145,3 +177,87 @@ def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
             return data
     notes.append("EXIF over JPEG's 64 KB limit: dropped")
     return None
+
+
+_XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
+_JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
+_XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
+
+
+@dataclass
+class Descriptive:
+    """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
+    (PNG text chunks; a JPEG comment is the text ``Comment``) and PNG colour chunks (gamma,
+    chromaticities, sRGB intent), written back wherever the output format has a place."""
+
+    xmp: bytes | None = None
+    text: dict[str, str] = field(default_factory=dict)
+    png_colour: dict[bytes, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, im: Image.Image) -> Descriptive:
+        """From an opened file; XMP's orientation is reset, as the pixels are turned upright."""
+        xmp = im.info.get("xmp")
+        xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
+        if xmp is not None:
+            xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
+        text = {k: v for k, v in getattr(im, "text", {}).items()
+                if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY}
+        comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
+        if isinstance(comment, bytes) and comment.strip(b"\x00"):
+            text["Comment"] = comment.decode("utf-8", "replace")
+        colour = {}
+        if isinstance(im.info.get("gamma"), float):
+            colour[b"gAMA"] = struct.pack(">I", round(im.info["gamma"] * 100000))
+        if len(im.info.get("chromaticity") or ()) == 8:
+            colour[b"cHRM"] = struct.pack(">8I", *(round(v * 100000)
+                                                   for v in im.info["chromaticity"]))
+        if im.info.get("srgb") in range(4):
+            colour[b"sRGB"] = bytes([im.info["srgb"]])
+        return cls(xmp, text, colour)
+
+    def with_xmp(self, exif: Image.Exif | None) -> Image.Exif | None:
+        """``exif`` with the XMP packet as a tag, which is how TIFF stores it."""
+        if self.xmp is None:
+            return exif
+        out = Image.Exif()
+        for tag, value in (exif or {}).items():
+            out[tag] = value
+        out[XMP] = self.xmp
+        return out
+
+    def save_options(self, fmt: str, notes: list[str]) -> dict:
+        """Pillow save options for ``fmt`` (TIFF's XMP goes with the EXIF, see :meth:`with_xmp`);
+        what ``fmt`` cannot hold is noted."""
+        opts: dict = {}
+        dropped = []
+        if fmt == "PNG":
+            info = PngInfo()
+            for key, value in self.text.items():
+                if 0 < len(key) < 80 and key.isprintable():
+                    info.add_itxt(key, value)
+            if self.xmp is not None:
+                info.add_itxt(_XMP_KEY, self.xmp.decode("utf-8", "replace"))
+            for chunk, data in self.png_colour.items():
+                info.add(chunk, data)
+            if info.chunks:
+                opts["pnginfo"] = info
+            return opts
+        if self.png_colour:
+            dropped.append("PNG gamma/colour chunks")
+        if self.xmp is not None and fmt in ("JPEG", "WEBP"):
+            if fmt == "JPEG" and len(self.xmp) > _JPEG_XMP_LIMIT:
+                dropped.append("XMP (over JPEG's 64 KB)")
+            else:
+                opts["xmp"] = self.xmp
+        elif self.xmp is not None and fmt != "TIFF":
+            dropped.append("XMP")
+        carried = {"Comment"} if fmt == "JPEG" else set()
+        if "Comment" in carried and self.text.get("Comment"):
+            opts["comment"] = self.text["Comment"].encode("utf-8")
+        if set(self.text) - carried:
+            dropped.append("text chunks")
+        if dropped:
+            notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
+        return opts
+

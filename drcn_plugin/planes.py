@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import BadImageError
 from .imaging import imresize, ycbcr_to_rgb
 
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 BLOCK_PIXELS = 1 << 22  # output pixels per row block (16 MiB per float plane)
+
+
+FLOAT_LIMIT = 1e30  # colour conversion and interpolation stay finite in float32 below this
 
 
 def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
@@ -36,7 +40,20 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
         t.div_(peak)
     elif not torch.isfinite(t).all():
         raise BadImageError("the image has NaN or infinite values")
+    elif t.abs().max() > FLOAT_LIMIT:
+        raise BadImageError(f"the image has values beyond ±{FLOAT_LIMIT:g}, which overflow the "
+                            "float32 arithmetic")
     return t.permute(2, 0, 1).contiguous(), image.dtype
+
+
+def require_unit_range(image: np.ndarray, purpose: str) -> None:
+    """Refuse a float image outside 0..1 where it must become 8-bit levels (scoring, comparing):
+    clipping would score or show something else than the file holds."""
+    if np.issubdtype(image.dtype, np.floating) and image.size:
+        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        if low < 0 or high > 1:
+            raise BadImageError(f"the float values span {low:g}..{high:g}; {purpose} reads "
+                                "float images as 0..1")
 
 
 def row_blocks(height: int, width: int) -> list[tuple[int, int]]:
@@ -59,6 +76,29 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
     return out
 
 
+def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
+    """Give fully transparent pixels the colour of the visible ones around them, in place, for
+    ``[C, H, W]`` planes with alpha (C = 2 or 4); other planes are returned as they are.
+
+    Nobody sees those pixels' colour, but the network and bicubic reach across the alpha edge:
+    left as stored (often black, or another layer's colour) it would fringe the visible edge.
+    The fill is a push-pull pyramid: alpha-weighted means at halving sizes, pulled back up.
+    """
+    if planes.shape[0] not in (2, 4) or bool((planes[-1] > 0).all()):
+        return planes
+    colour, alpha = planes[None, :-1], planes[None, -1:]
+    levels = [(colour * alpha, alpha)]
+    while max(h := levels[-1][1].shape[-2], w := levels[-1][1].shape[-1]) > 1:
+        kernel = (min(h, 2), min(w, 2))
+        levels.append(tuple(F.avg_pool2d(t, kernel, ceil_mode=True) for t in levels[-1]))
+    fill = torch.zeros_like(levels[-1][0])
+    for weighted, weight in reversed(levels):
+        up = F.interpolate(fill, size=weight.shape[-2:], mode="nearest")
+        fill = torch.where(weight > 0, weighted / weight.clamp(min=1e-12), up)
+    planes[:-1] = torch.where(alpha > 0, colour, fill)[0]
+    return planes
+
+
 def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype,
           float_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """The network's Y (``[H, W]``) with ``rest`` = input-sized [Cb, Cr][, alpha] planes, bicubic
@@ -67,6 +107,7 @@ def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype
     Integer results are clamped to their levels; float colour to ``float_range`` (the input's
     range, widened to 0..1, so overshoot never leaves it) and float alpha to 0..1."""
     size = tuple(y_out.shape)
+    n = 3 if colour else 1
     out = np.empty((*size, 1 + rest.shape[0]), dtype=dtype)
     for r0, r1 in row_blocks(*size):
         block = y_out[r0:r1].to(rest.device, non_blocking=True)[None]
@@ -80,7 +121,6 @@ def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype
         elif dtype == np.uint16:
             t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
         else:
-            n = 3 if colour else 1
             t = torch.cat([t[..., :n].clamp(*float_range), t[..., n:].clamp(0, 1)], dim=-1)
         out[r0:r1] = t.cpu().numpy().astype(dtype, copy=False)
     return out

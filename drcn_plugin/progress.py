@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -54,7 +55,8 @@ class BatchProgress(_Display):
 
     def start(self, job: Job) -> None:
         self._t0 = time.perf_counter()
-        self.progress.update(self.tile_task, description=job.source.name, completed=0, total=1,
+        self.progress.update(self.tile_task, description=escape(job.source.name), completed=0,
+                             total=1,
                              visible=True)
 
     def tiles(self, done: int, total: int) -> None:
@@ -79,9 +81,10 @@ class BatchProgress(_Display):
         colours = {"done": "green", "skipped": "yellow", "failed": "red"}
         for o in outcomes:
             size = lambda s: f"{s[0]}x{s[1]}" if s else ""  # noqa: E731
-            table.add_row(str(o.job.source), f"[{colours[o.status]}]{o.status}[/]", size(o.in_size),
-                          size(o.out_size), f"{o.seconds:.1f}", *[o.model] * per_file_model,
-                          o.message if o.status != "failed" else o.message.split(": ", 1)[-1])
+            table.add_row(escape(str(o.job.source)), f"[{colours[o.status]}]{o.status}[/]",
+                          size(o.in_size), size(o.out_size), f"{o.seconds:.1f}",
+                          *[escape(o.model)] * per_file_model,
+                          escape(o.message.removeprefix(f"{o.job.source}: ")))
         console.print(table)
         done = [o for o in outcomes if o.status == "done"]
         mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6

@@ -3,11 +3,11 @@ edge. The one rule the CLI, the ComfyUI node and the GIMP worker share."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .engine import output_size
 from .errors import BadOptionError
+from .scales import MAX_SCALE, MIN_SCALE
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,16 @@ class TargetSize:
             raise BadOptionError("give a long edge or a width/height, not both",
                                  option="long_edge")
         if self.scale is not None and self.exact:
-            raise BadOptionError("give a scale factor or a target size, not both", option="scale")
-        if self.scale is not None and not math.isfinite(self.scale):
-            raise BadOptionError(f"scale {self.scale} is not a number", option="scale")
+            raise BadOptionError("give a scale factor or a target size (width, height or long "
+                                 "edge), not both", option="scale")
+        if self.scale is not None and not MIN_SCALE <= self.scale <= MAX_SCALE:  # NaN too
+            raise BadOptionError(f"scale {self.scale:g} is out of range: use {MIN_SCALE:g} to "
+                                 f"{MAX_SCALE:g}", option="scale")
 
     @classmethod
     def of(cls, scale: float, width: int = 0, height: int = 0,
            long_edge: int = 0) -> TargetSize:
-        """Front ends whose scale always has a value: any target given replaces it."""
+        """For hosts whose scale widget always has a value: any target given replaces it."""
         exact = bool(width or height or long_edge)
         return cls(None if exact else scale, width, height, long_edge)
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from .devices import device_name, is_out_of_memory, synchronize
+from .errors import WriteError
+from .imagefile import atomic_write_bytes
 
 TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"
@@ -54,21 +56,6 @@ def cache_path() -> Path:
 
         root = platformdirs.user_cache_dir("drcn-plugin", appauthor=False)
     return Path(root) / "tile-plans.json"
-
-
-def device_name(device: torch.device) -> str:
-    """The hardware, as specific as the platform tells: GPU name or CPU model string."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return f"mps {platform.machine()}"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                         "")
-    except OSError:
-        model = ""
-    return "cpu " + (model or platform.processor() or platform.machine())
 
 
 def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
@@ -105,7 +92,7 @@ def load_timings(key: str) -> list[Timing] | None:
 
 
 def store_timings(key: str, timings: list[Timing]) -> None:
-    """Add ``key`` to the cache file: re-read, merge, write a temporary file, atomic replace.
+    """Add ``key`` to the cache file: re-read, merge, write atomically.
 
     Two processes tuning at once each leave a complete file; an unwritable folder is ignored
     (the plan is then measured again next time).
@@ -117,30 +104,16 @@ def store_timings(key: str, timings: list[Timing]) -> None:
         plans[key] = timings
         body = {"version": CACHE_VERSION,
                 "plans": {k: [asdict(t) for t in v] for k, v in plans.items()}}
-        fd, tmp = tempfile.mkstemp(prefix=".tile-plans-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(body, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
+        atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+    except (OSError, WriteError):
         pass
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
-    _sync(x.device)
+    synchronize(x.device)
     t0 = _clock()
     forward(x)
-    _sync(x.device)
+    synchronize(x.device)
     return _clock() - t0
 
 
@@ -165,7 +138,7 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
             _timed(forward, x)
             first[tile, batch] = [_timed(forward, x)]
         except (torch.OutOfMemoryError, RuntimeError) as e:
-            if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
+            if not is_out_of_memory(e):
                 raise
             break
         per_px = first[tile, batch][0] / (batch * tile * tile)

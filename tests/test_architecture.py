@@ -18,14 +18,17 @@ from drcn_plugin import errors, scales
 from drcn_plugin.batch import collect_jobs
 from drcn_plugin.cli import app
 from drcn_plugin.errors import BadOptionError, Cancelled, DRCNError, OutputExistsError, one_line
+from drcn_plugin.hub import SHIPPED
 from drcn_plugin.imagefile import atomic_write_bytes
 from drcn_plugin.training.config import TrainConfig, command_line, default_of, flag_of
 
 PACKAGE = REPO / "drcn_plugin"
-CORE = ["model", "imaging", "metrics", "hub", "engine", "imagefile", "evaluation", "devices",
-        "scales", "errors", "resources", "degrade", "batch", "compare", "charts"]
 FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.terminal",
-             "drcn_plugin.progress", "drcn_plugin.training", "drcn_plugin.integrations"}
+             "drcn_plugin.progress", "drcn_plugin.training", "drcn_plugin.integrations",
+             "comfyui_nodes", "drcn_worker_client"}
+# every top-level module of the package that is not a front end: new ones are covered too
+CORE = sorted(p.stem for p in PACKAGE.glob("*.py")
+              if f"drcn_plugin.{p.stem}" not in FRONT_END)
 
 
 def _train_command():
@@ -73,6 +76,13 @@ def test_gimp_plugin_scale_range_is_the_engines() -> None:
     numbers = [float(v) for v in re.findall(r"\b\d+\.\d+\b", call.group(0))]
     low, high, default = numbers
     assert (low, high) == (scales.MIN_SCALE, scales.MAX_SCALE) and low <= default <= high
+
+
+def test_gimp_plugin_offers_every_shipped_model() -> None:
+    source = (REPO / "gimp" / "drcn-super-resolution" / "drcn-super-resolution.py").read_text()
+    block = re.search(r"^MODELS = \((.*?)\)\n[A-Z]", source, re.S | re.M)
+    assert block is not None
+    assert re.findall(r'\(\s*"([^"]+)",', block.group(1)) == list(SHIPPED)
 
 
 def _imports(path) -> set[str]:

@@ -187,6 +187,7 @@ def test_scale_lists_as_the_paper_writes_them() -> None:
     assert expand_multi_scale(["eval", "-s", "2.5", "3"]) == ["eval", "-s", "2.5", "-s", "3"]
     assert expand_multi_scale(["train", "--scale", "2", "--steps", "3"]) == [
         "train", "--scale", "2", "--steps", "3"]
+    assert expand_multi_scale(["eval", "--scale=2", "3"]) == ["eval", "--scale=2", "--scale", "3"]
 
 
 def test_results_get_the_usual_file_mode(tmp_path: Path) -> None:

@@ -266,7 +266,7 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
 
 
 @pytest.mark.parametrize(("spec", "message"), [
-    ("/no/such/weights.safetensors", "DRCN: weights file not found: /no/such/weights.safetensors"),
+    ("/no/such/weights.safetensors", "DRCN: not found: /no/such/weights.safetensors"),
     ("hf:not-a-spec", "DRCN: bad Hub spec 'hf:not-a-spec'"),
     ("whatever", "DRCN: unknown model 'whatever'"),
     (" ", "DRCN: no model named"),

@@ -187,7 +187,7 @@ def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: 
 def test_jpeg_quality_is_read_back_from_the_tables(quality: int, tmp_path: Path) -> None:
     from PIL import Image
 
-    from drcn_plugin.degrade import jpeg_quality
+    from drcn_plugin.compression import jpeg_quality
 
     path = tmp_path / "q.jpg"
     Image.new("RGB", (24, 16), (90, 140, 30)).save(path, quality=quality)

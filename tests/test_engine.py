@@ -95,7 +95,7 @@ def test_colour_alpha_grey_and_16bit(lite: Upscaler, photo: np.ndarray) -> None:
     out = lite.upscale(solid, 2)
     assert np.abs(out.astype(int) - solid[0, 0]).max() <= 2
     # Alpha is resized on its own, never through the network, never dropped.
-    alpha = np.tile(np.linspace(0, 255, photo.shape[1]).astype(np.uint8), (photo.shape[0], 1))
+    alpha = np.tile(np.linspace(1, 255, photo.shape[1]).astype(np.uint8), (photo.shape[0], 1))
     rgba = lite.upscale(np.dstack([photo, alpha]), 2)
     assert rgba.shape == (180, 220, 4)
     expect = quantize8(imresize(torch.from_numpy(alpha).double(), size=(180, 220)))
@@ -141,6 +141,31 @@ def test_bad_arrays() -> None:
     for bad in cases:
         with pytest.raises(DRCNError):
             up.upscale(bad, 2)
+
+
+    huge = np.zeros((4, 4), np.float32)
+    huge[0, 0] = 3e38  # finite, but the colour conversion and bicubic would overflow to NaN
+    with pytest.raises(DRCNError, match="overflow"):
+        up.upscale(huge, 2)
+
+
+@pytest.mark.parametrize("option", [{"batch": -1}, {"batch": 2.5}, {"tile": True},
+                                    {"tile": -16}])
+def test_bad_tile_or_batch_is_refused(option: dict) -> None:
+    with pytest.raises(DRCNError, match=next(iter(option))):
+        Upscaler(tiny(), device="cpu", **option)
+
+
+def test_a_callbacks_own_error_is_not_taken_for_out_of_memory(photo: np.ndarray) -> None:
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        raise RuntimeError("CUDA out of memory (the host's own failure)")
+
+    calls: list[int] = []
+    up = Upscaler(tiny(), device="cpu", precision="fp32", tile=16)
+    with pytest.raises(RuntimeError, match="host's own"):
+        up.upscale(photo, 2, progress=progress)
+    assert len(calls) == 1  # raised at once, not retried with smaller tiles
 
 
 def test_devices_and_precisions() -> None:
@@ -219,3 +244,20 @@ def test_engine_is_the_evaluated_model() -> None:
     reference = evaluate(lite, DATA / "Set5", [3])[3].psnr
     assert abs(float(np.mean(ours)) - reference) < 0.01
     assert reference > 33.0
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_invisible_colour_never_fringes_the_visible_edge(channels: int) -> None:
+    visible = (255, 0, 0, 255) if channels == 4 else (60, 255)
+    hidden = [(0, 255, 0, 0), (0, 0, 0, 0), (255, 0, 0, 0)] if channels == 4 else \
+        [(200, 0), (0, 0), (60, 0)]
+    up = Upscaler(tiny(), device="cpu", precision="fp32")
+    outs = []
+    for colour in hidden:  # the same picture: only the invisible pixels' colour differs
+        image = np.zeros((20, 20, channels), np.uint8)
+        image[:, :10], image[:, 10:] = visible, colour
+        outs.append(up.upscale(image, 4))
+    seen = outs[0][..., -1] > 0
+    assert (outs[0][..., -1][:, 36:44] % 255 != 0).any()  # partly transparent edge pixels
+    for out in outs[1:]:
+        assert np.array_equal(out[seen], outs[0][seen])

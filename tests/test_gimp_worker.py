@@ -114,8 +114,6 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": true}\n', "wrong type"),
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "f64", "scale": 2}\n', "dtype 'f64'"),
     (b'{"width": 2, "height": 2, "channels": 5, "dtype": "u8", "scale": 2}\n', "5 channels"),
-    (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": 2, "denoise": 2}\n',
-     "denoise must be in 0..1"),
 ])
 def test_parse_header_names_the_problem(line, needle):
     with pytest.raises(DRCNError) as e:
@@ -146,8 +144,7 @@ def test_sigterm_ends_a_worker_waiting_for_input(payload: bytes) -> None:
             proc.stdin.write(b'{"width": 8, "height": 8, "channels": 3, "dtype": "u8", '
                              b'"scale": 2}\n' + payload)
             proc.stdin.flush()
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)  # wherever it lands after "ready", the worker ends
         assert proc.wait(20) == 3
         assert proc.stdout.read().endswith(b"cancelled\n")
     finally:
@@ -208,10 +205,9 @@ def test_silent_worker_times_out_and_is_killed(monkeypatch):
     w = client.Worker([sys.executable, "-c",
                        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                        "time.sleep(60)"], env=ENV)
-    t0 = time.monotonic()
     with pytest.raises(client.WorkerError, match="did not answer for 0 s during start"):
         w.start()
-    assert w.proc.poll() is not None and time.monotonic() - t0 < 10
+    assert w.proc.returncode == -signal.SIGKILL  # killed, not waited for
 
 
 def test_unstartable_worker_is_reported(tmp_path):

@@ -127,6 +127,11 @@ def test_bad_hub_spec(offline, spec):
         load_model(spec)
 
 
+def test_a_path_that_is_neither_file_nor_folder(no_network):
+    with pytest.raises(DRCNError, match="/dev/null is neither a weights file nor a model folder"):
+        load_model("/dev/null")
+
+
 def test_unknown_spec(no_network, tmp_path):
     with pytest.raises(DRCNError, match="unknown model 'nonexistent'"):
         load_model("nonexistent")
@@ -203,6 +208,26 @@ def test_folder_whose_config_disagrees_with_the_weights(tmp_path, tiny_model):
     (folder / "config.json").write_text(json.dumps({"features": 16, "recursions": 3}))
     with pytest.raises(DRCNError, match="cannot load model folder"):
         load_model(str(folder))
+
+
+@pytest.mark.parametrize("config", ["[1, 2]", "null", "{", "[" * 100_000])
+def test_folder_whose_config_is_not_an_object(tmp_path, tiny_model, config, capsys):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    (folder / "config.json").write_text(config)
+    with pytest.raises(DRCNError, match="cannot load model folder"):
+        load_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({"features": 8, "recursions": 3}))
+    load_model(str(folder))
+    assert capsys.readouterr().out == ""  # nothing printed over a command's own output
+
+
+def test_hub_spec_never_loads_a_local_folder_of_that_name(offline, tmp_path, tiny_model,
+                                                          monkeypatch):
+    tiny_model.save_pretrained(tmp_path / "owner" / "name")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DRCNError, match="hf:owner/name: not in the local Hugging Face cache"):
+        load_model("hf:owner/name")
 
 
 def test_folder_without_weights(tmp_path, tiny_model):

@@ -44,14 +44,6 @@ def photo_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return path
 
 
-def test_without_a_photo_model_everything_stays_drcn_lite(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "PHOTO_VARIANTS", {})  # a model table with no photo pair
-    assert choose_for_source(True, 30).label == "drcn-lite"
-    with pytest.raises(DRCNError, match="no photo variant"):
-        load_denoised(0.5)
-
-
 def test_denoise_ends_are_the_two_models_bit_for_bit(photo_model: Path) -> None:
     photo = load_model("drcn-lite-photo")
     assert _same_weights(load_denoised(0.0), load_model("drcn-lite"))

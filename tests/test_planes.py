@@ -16,6 +16,7 @@ from drcn_plugin.model import DRCN
 def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The plain path: whole planes on the CPU, one bicubic per plane, then convert and round."""
     x, kind = planes.to_planes(image)
+    planes.fill_transparent(x)
     peak = planes.PEAKS.get(np.dtype(kind))
     ycc = torch.cat([rgb_to_ycbcr(x[:3]), x[3:]])
     ilr = imresize(ycc[0], size=size)

@@ -199,3 +199,83 @@ def test_format_is_case_insensitive_and_pairs_checked_first(folder: Path, tiny_m
     assert r.exit_code == 1 and "alpha" in r.output and called == []
 
 
+
+
+_STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("kind", ["jpg", "tif", "tif-2-pages", "png", "webp"])
+@pytest.mark.parametrize("value", range(2, 9))
+def test_every_orientation_is_turned_upright_once(tmp_path: Path, kind: str, value: int) -> None:
+    upright = np.zeros((20, 30, 3), np.uint8)
+    upright[:8, :10] = (255, 0, 0)  # a red corner at the top left
+    stored = Image.fromarray(upright).transpose(_STORED_AS[value])
+    exif = Image.Exif()
+    exif[0x0112] = value
+    path = tmp_path / f"o.{kind.split('-')[0]}"
+    extra = {"save_all": True, "append_images": [stored]} if kind == "tif-2-pages" else {}
+    dpi = {} if kind == "webp" else {"dpi": (72, 144)}
+    stored.save(path, exif=exif, **dpi, **extra, **({"quality": 95} if kind == "jpg" else {}))
+    array, info = read_image(path)
+    assert array.shape[:2] == (20, 30)
+    assert array[2, 2, 0] > 200 and array[-2, -2, 0] < 50
+    if dpi:
+        assert info.dpi == pytest.approx((144, 72) if value >= 5 else (72, 144), abs=0.5)
+    assert info.exif is None or info.exif.get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("name, save", [
+    ("plain.tif", {}),
+    ("exif.jpg", {"exif": Image.Exif()}),
+    ("dpi.tif", {"dpi": (300, 300)}),
+    ("dpi.jpg", {"dpi": (300, 300)}),
+])
+def test_only_a_stated_resolution_is_carried(tmp_path: Path, name: str, save: dict) -> None:
+    if "exif" in save:
+        save["exif"][0x010F] = "camera"  # EXIF without resolution tags, JFIF density unitless
+    Image.new("RGB", (16, 16)).save(tmp_path / name, **save)
+    _, info = read_image(tmp_path / name)
+    assert info.dpi == (pytest.approx((300, 300)) if "dpi" in save else None)
+
+
+_XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+        '22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        'xmlns:xmp="http://ns.adobe.com/xap/1.0/" tiff:Orientation="6" xmp:Rating="5"/>'
+        '</rdf:RDF></x:xmpmeta>')
+
+
+def _xmp_of(im: Image.Image) -> str:
+    xmp = im.info.get("xmp", b"")
+    return xmp.decode() if isinstance(xmp, bytes) else xmp
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "tiff"])
+def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: str) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", _XMP)
+    info.add_itxt("parameters", "a cat, ünïcode")
+    info.add(b"gAMA", struct.pack(">I", 100000))
+    random_rgb().save(folder / "p.png", pnginfo=info)
+    random_rgb().save(folder / "j.jpg", xmp=_XMP.encode(), comment=b"shot on film")
+    r = runner.invoke(app, ["upscale", str(folder / "p.png"), str(folder / "j.jpg"), "-m",
+                            tiny_model_file, "-f", fmt, "-o", str(folder / "out")])
+    assert r.exit_code == 0, r.output
+    ext = {"tiff": "tif"}.get(fmt, fmt)
+    for name in ("p", "j"):
+        out = Image.open(folder / "out" / f"{name}.{ext}")
+        xmp = _xmp_of(out)
+        assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # upright now
+    png_out = Image.open(folder / "out" / f"p.{ext}")
+    jpg_out = Image.open(folder / "out" / f"j.{ext}")
+    if fmt == "png":
+        assert png_out.text["parameters"] == "a cat, ünïcode" and png_out.info["gamma"] == 1.0
+        assert jpg_out.text["Comment"] == "shot on film"
+    elif fmt == "jpg":
+        assert jpg_out.info["comment"] == b"shot on film"
+    if fmt != "png":
+        assert "PNG gamma/colour chunks" in r.output and "dropped" in r.output

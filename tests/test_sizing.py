@@ -113,8 +113,8 @@ def test_cli_default_folder_names_the_size(photo: Path, tiny_model_file: str) ->
 
 
 @pytest.mark.parametrize("args, words", [
-    (("--scale", "2", "--width", "900"), "--scale cannot be combined"),
-    (("--long-edge", "900", "--height", "800"), "--long-edge cannot be combined"),
+    (("--scale", "2", "--width", "900"), "--scale: give a scale factor or a target size"),
+    (("--long-edge", "900", "--height", "800"), "--long-edge: give a long edge or a width"),
     (("--width", "0"), "--width"),
 ])
 def test_cli_option_refusals(photo: Path, tiny_model_file: str, args: tuple, words: str) -> None:

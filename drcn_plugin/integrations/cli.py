@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..terminal import console, user_errors
 
@@ -28,13 +29,14 @@ def gimp_install_cmd(
         if len(profiles) > 1:
             console.print(f"found {len(profiles)} GIMP 3 user folders: "
                           + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
-                          + "; installing into each", soft_wrap=True, highlight=False)
+                          + "; installing into each", soft_wrap=True, highlight=False,
+                          markup=False)
         for profile in profiles:
             dest = install(profile.path)
             console.print(f"installed {dest} (worker Python: {sys.executable})",
-                          soft_wrap=True, highlight=False)
+                          soft_wrap=True, highlight=False, markup=False)
             if profile.note():
-                console.print(f"[yellow]note:[/] {profile.note()}", soft_wrap=True,
+                console.print(f"[yellow]note:[/] {escape(profile.note())}", soft_wrap=True,
                               highlight=False)
     console.print("restart GIMP to load it", highlight=False)
 
@@ -50,4 +52,5 @@ def comfyui_install_cmd(
     from .comfyui_install import install
 
     with user_errors():
-        console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False)
+        console.print(str(install(comfyui_dir, python, copy)), soft_wrap=True, highlight=False,
+                      markup=False)

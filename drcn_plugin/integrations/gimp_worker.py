@@ -21,20 +21,22 @@ also stops when the client goes away (closed pipe or new parent process).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, get_type_hints
 
 import numpy as np
 
 from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
-from ..hub import DEFAULT_MODEL, load_denoised
+from ..hub import DEFAULT_MODEL
 from ..sizing import TargetSize
 
 PROTOCOL = 1
@@ -78,11 +80,10 @@ class Request:
         return target.resolve(self.height, self.width)
 
 
-_TYPES = {"width": int, "height": int, "channels": int, "dtype": str, "scale": (int, float),
-          "out_width": int, "out_height": int, "dry_run": bool, "model": str,
-          "denoise": (int, float), "tile": int,
-          "tta": bool, "device": str, "precision": str}
-_FLAGS = {"tta", "dry_run"}
+# each header field's JSON types, from Request's annotations (a JSON number may be whole)
+_TYPES = {name: (int, float) if hint is float else hint
+          for name, hint in get_type_hints(Request).items()}
+_FLAGS = {name for name, hint in _TYPES.items() if hint is bool}
 
 
 def parse_header(line: bytes) -> Request:
@@ -113,8 +114,6 @@ def parse_header(line: bytes) -> Request:
                             f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
     if not math.isfinite(req.scale):
         raise ProtocolError("bad header: scale must be a finite number")
-    if not 0 <= req.denoise <= 1:
-        raise ProtocolError("bad header: denoise must be in 0..1")
     return req
 
 
@@ -181,12 +180,21 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     def progress(done: int, total: int) -> None:
         chan.send(f"progress {done} {total}")
 
+    def wait_for_client(read: Callable[[], bytes]) -> bytes:
+        """A read that may block on the client; a SIGTERM before or during it ends the worker
+        (``waiting`` is set before the check, so no signal falls between the two)."""
+        waiting.set()
+        try:
+            if cancel():
+                raise Cancelled("cancelled")
+            return read()
+        finally:
+            waiting.clear()
+
     chan.send(f"ready {PROTOCOL}")
     try:
         while not cancel():
-            waiting.set()
-            line = inp.readline(MAX_HEADER)
-            waiting.clear()
+            line = wait_for_client(functools.partial(inp.readline, MAX_HEADER))
             if not line:
                 return 0
             req = parse_header(line)
@@ -196,15 +204,13 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 continue
             check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
                          size=size)
-            waiting.set()
-            pixels = _read_exact(inp, req.nbytes)
-            waiting.clear()
+            pixels = wait_for_client(functools.partial(_read_exact, inp, req.nbytes))
             key = (req.model, req.denoise, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:
                 upscalers.clear()
-                model = load_denoised(req.denoise, req.model) if req.denoise else req.model
-                upscalers[key] = Upscaler(model, device=req.device, precision=req.precision,
-                                          tile=req.tile, tta=req.tta)
+                upscalers[key] = Upscaler(req.model, device=req.device, precision=req.precision,
+                                          tile=req.tile, tta=req.tta,
+                                          denoise=req.denoise if req.denoise else None)
             image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
                 req.height, req.width, req.channels)
             result = np.ascontiguousarray(upscalers[key].upscale(
@@ -230,7 +236,13 @@ def main() -> None:
     _die_with_parent()
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
-    sys.exit(serve(sys.stdin.buffer, out))
+    code = serve(sys.stdin.buffer, out)
+    # The host waits for the exit after a cancel; the interpreter's teardown (a full garbage
+    # collection over torch's objects) takes seconds on a busy machine and holds nothing to save.
+    with contextlib.suppress(OSError, ValueError):
+        out.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import OutputExistsError
 from ..terminal import console, user_errors
 from .config import TrainConfig, default_of, flag_of
 
@@ -84,7 +85,7 @@ def train_cmd(
         out = Path(cfg.out)
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
-                          f"({log['step']} steps, {log['steps_per_s']} steps/s)")
+                          f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)
         elif log.get("stopped_at"):
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
 
@@ -94,10 +95,11 @@ def plot_train_cmd(
     run: Annotated[Path, typer.Argument(help="a run folder (its log.json) or a training log file")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="PNG to write (default: curves.png in the run folder)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --output")] = False,
 ) -> None:
     """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
     from ..charts import redraw_training_curves
 
-    with user_errors():
-        written = redraw_training_curves(run, output)
+    with user_errors({OutputExistsError: "use --overwrite to replace it"}):
+        written = redraw_training_curves(run, output, overwrite)
     console.print(f"wrote {written}", markup=False, highlight=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -25,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import Dist, is_out_of_memory, join_torchrun
+from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchronize
 from ..engine import Upscaler
 from ..errors import BadOptionError, ModelLoadError, OutOfMemoryError, TrainingError, one_line
 from ..evaluation import ScaleResult, evaluate, read_dataset
@@ -252,7 +251,8 @@ class Trainer:
     def _log(self, **extra) -> dict:
         done = self.step - self.history[0]["step"] if self.history else 0
         log = {"config": asdict(self.cfg), "device": str(self.device),
-               "device_name": _device_name(self.device), "world_size": self.dist.world,
+               "device_name": f"{device_name(self.device)}, {torch.get_num_threads()} threads",
+               "world_size": self.dist.world,
                "torch": torch.__version__, "patches": len(self.patches),
                "precision": "bf16 autocast" if self.autocast_dtype else "fp32",
                "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -307,7 +307,7 @@ class Trainer:
             loss_n += 1
             if not self.total:  # time budget: time steps 5..30 (same steps on every rank)
                 if self.step in (5, 30):
-                    _sync(self.device)
+                    synchronize(self.device)
                 if self.step == 5:
                     calib = (self.step, time.perf_counter())
                 elif self.step == 30 and calib is not None:
@@ -382,20 +382,9 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
             for ds, res in results.items()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def train(cfg: TrainConfig, resume: bool = False,
