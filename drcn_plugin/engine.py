@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import psutil
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from . import tuning
 from .devices import Precision, device_name, is_out_of_memory, pick_device, pick_precision
@@ -319,17 +321,37 @@ class Upscaler:
         ilr = ilr.float().cpu()
         out = torch.empty_like(ilr)
         plan = self._auto_plan(*ilr.shape)
-        while True:
-            try:
-                self._run_plan(ilr, out, plan, progress, cancel)
-                return out
-            except _PlanTooBigError as e:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                plan = plan.halved()
-                if plan is None:
-                    raise OutOfMemoryError(f"out of memory on {self.device} even with the "
-                                           "smallest tile") from e.__cause__
+        hook = self._cancel_between_recursions(cancel)
+        try:
+            while True:
+                try:
+                    self._run_plan(ilr, out, plan, progress, cancel)
+                    return out
+                except _PlanTooBigError as e:
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    plan = plan.halved()
+                    if plan is None:
+                        raise OutOfMemoryError(f"out of memory on {self.device} even with the "
+                                               "smallest tile") from e.__cause__
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _cancel_between_recursions(self, cancel: CancelFn | None) -> RemovableHandle | None:
+        """Check ``cancel`` before each recursion too, not only between batches of windows
+        (which take seconds on a slow CPU); only this thread's passes check it, as threads may
+        share an engine."""
+        recursive = getattr(self.model, "recursive", None)
+        if cancel is None or not isinstance(recursive, torch.nn.Module):
+            return None
+        me = threading.get_ident()
+
+        def check(*_: object) -> None:
+            if threading.get_ident() == me and cancel():
+                raise Cancelled("cancelled")
+
+        return recursive.register_forward_pre_hook(check)
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,

@@ -190,6 +190,21 @@ def test_cancel_between_tiles_then_next_job_runs(photo: np.ndarray) -> None:
     assert up.upscale(photo, 2).shape == (180, 220, 3)
 
 
+def test_cancel_is_seen_inside_one_long_batch(photo: np.ndarray) -> None:
+    up = Upscaler(tiny(recursions=6), device="cpu", precision="fp32", tile=512)  # one window
+    asked: list[int] = []
+    seen: list[int] = []
+
+    def cancel() -> bool:
+        asked.append(1)
+        return len(asked) >= 3  # during the second recursion of the only batch
+
+    with pytest.raises(Cancelled):
+        up.upscale(photo, 2, progress=lambda d, t: seen.append(d), cancel=cancel)
+    assert seen == [] and len(asked) == 3
+    assert up.upscale(photo, 2).shape == (180, 220, 3)  # the next job is not cancelled
+
+
 def test_out_of_memory_backs_off(photo: np.ndarray) -> None:
     model = tiny()
     reference = Upscaler(model, device="cpu", precision="fp32").upscale(photo, 2)
