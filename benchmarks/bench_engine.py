@@ -242,7 +242,7 @@ def plot_sweep(args: argparse.Namespace, precisions: list[str], gpu: bool) -> No
     """``--plot``: the tile sweep of every model and precision, drawn and (with --json) saved."""
     from drcn_plugin.charts import check_png_target, tile_speed_chart
 
-    check_png_target(args.plot)
+    check_png_target(args.plot, overwrite=True)  # regenerates the chart in docs/
     sweeps = [tile_sweep(model, args.device, precision,
                          args.side or (2048 if gpu else 384 if model == "drcn" else 512),
                          args.tiles, args.repeat)

@@ -152,7 +152,7 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
                             f"{w}x{h}")
     if mask.shape[0] not in (1, b):
         raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
-    if c == 4:
+    if c in (2, 4):
         raise BadImageError("connect a mask or an image with alpha, not both")
     return 1.0 - mask.to(image)
 
@@ -180,7 +180,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     count, h, w, channels = image.shape
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
-    has_mask = alpha is not None or channels == 4  # else the mask output is zeros
+    has_mask = alpha is not None or channels in (2, 4)  # else the mask output is zeros
     step = min(per_batch or count, count)
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
@@ -231,7 +231,8 @@ def _to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.nda
     if alpha is not None:
         image = torch.cat([image, alpha.detach().cpu().float()[..., None]], dim=-1)
     levels = image * 255.0
-    if torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
+    in_range = bool(levels.min() >= 0) and bool(levels.max() <= 255)
+    if in_range and torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
         return levels.round().to(torch.uint8).numpy()
     return image.numpy()
 

@@ -236,9 +236,8 @@ def _out_suffix(source: Path, fmt: str) -> str:
 
 
 def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
-    """Each file's engine by :func:`.hub.choose_for_source` (its compression), for batches where
-    the user named no model. ``clean`` serves lossless files; each other choice gets one engine,
-    built on first use with the ``engine`` options of :class:`Upscaler`."""
+    """Each file's engine by its compression (:func:`.hub.choose_for_source`) when no model is
+    named: ``clean`` for lossless files, one engine per other choice, built on first use."""
     engines = {DEFAULT_MODEL: clean}
 
     def choose(info: ImageInfo) -> tuple[Upscaler, str]:

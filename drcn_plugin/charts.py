@@ -139,10 +139,8 @@ def training_curves(log: dict, path: Path) -> Figure:
 
 def redraw_training_curves(source: Path, output: Path | None = None,
                            overwrite: bool = False) -> Path:
-    """Draw the curves of a run folder (its ``log.json``) or of a log file; returns the PNG's path
-    (default: ``curves.png`` in the folder, or ``NAME-curves.png`` beside a log file). The
-    default chart is the run's own and is redrawn in place; another existing file needs
-    ``overwrite``."""
+    """Draw a run's curves from its folder or log file; returns the PNG's path (default, redrawn
+    in place: the run's ``curves.png`` or ``NAME-curves.png``; another file needs overwrite)."""
     source = Path(source)
     log_file = source / "log.json" if source.is_dir() else source
     stem = source.name.removesuffix(".json").removesuffix(".log")

@@ -79,7 +79,8 @@ def eval_cmd(
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
     overwrite: Annotated[bool, typer.Option(
-        help="let --json replace an existing file that drcn did not write")] = False,
+        help="let --json replace a file drcn did not write, and --plot an existing file")]
+    = False,
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
     denoise: Annotated[float | None, typer.Option(

@@ -29,13 +29,12 @@ from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import PEAKS, fill_transparent, interpolated_y, merge, to_planes
-from .scales import MAX_SCALE
+from .scales import MAX_SCALE, check_scale
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 NotifyFn = Callable[[str], None]
 
-_MIN_TILE = 16
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
 
 
@@ -62,9 +61,7 @@ def output_size(height: int, width: int, scale: float | None = None,
         return oh, ow
     if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")
-    if not 1 <= scale <= MAX_SCALE:  # NaN fails this too
-        raise BadOptionError(f"scale {scale:g} is out of range: use 1 to {MAX_SCALE:g}",
-                             option="scale")
+    check_scale(scale)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -111,8 +108,9 @@ class _Plan:
         """The next smaller plan after an out-of-memory error, or None at the smallest."""
         if self.batch > 1:
             return _Plan(self.tile_h, self.tile_w, self.batch // 2)
-        if max(self.tile_h, self.tile_w) > _MIN_TILE:
-            return _Plan(max(_MIN_TILE, self.tile_h // 2), max(_MIN_TILE, self.tile_w // 2), 1)
+        if max(self.tile_h, self.tile_w) > tuning.MIN_TILE:
+            low = tuning.MIN_TILE
+            return _Plan(max(low, self.tile_h // 2), max(low, self.tile_w // 2), 1)
         return None
 
 
@@ -166,9 +164,9 @@ class Upscaler:
                 raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
                                      f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
                                      option=name)
-        if tile and tile < _MIN_TILE:
+        if tile and tile < tuning.MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
-                                 f"{_MIN_TILE}", option="tile")
+                                 f"{tuning.MIN_TILE}", option="tile")
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
         if denoise is not None:
@@ -212,7 +210,7 @@ class Upscaler:
             tile = self.tile
         else:
             side = int(math.sqrt(max(budget // bpp, 1))) - 2 * halo
-            tile = max(_MIN_TILE, min(side, 4096))
+            tile = max(tuning.MIN_TILE, min(side, 4096))
             cache_side = int(math.sqrt(_CPU_MAP_BYTES / (2 * self.model.features))) - 2 * halo
             cache_sized = cache_sized and cache_side >= 5 * halo
             if cache_sized:
@@ -257,7 +255,7 @@ class Upscaler:
         candidates = []
         for tile in tuning.LADDER:
             area = (tile + 2 * halo) ** 2
-            batch = max(1, min(16, budget // (bpp * area))) if gpu else 1
+            batch = max(1, min(tuning.MAX_BATCH, budget // (bpp * area))) if gpu else 1
             # Cores under two halos spend most of their time on the halo; GPUs want big calls.
             if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
                 candidates.append((tile, batch))

@@ -69,10 +69,8 @@ class ScaleResult:
 
 def results_json(results: dict[int, ScaleResult],
                  about: dict[str, str | None] | None = None) -> dict[str, dict]:
-    """``{"3": {...}}``: the JSON ``drcn eval --json`` writes, keyed by the scale as text;
-    ``about`` (the model, the degradation) is repeated in each scale so every entry says what
-    it measured. JSON has no infinity: an exact reconstruction's PSNR (and a mean over one) is
-    written as null."""
+    """``drcn eval --json``'s ``{"3": {...}}``, each scale repeating ``about`` (model,
+    degradation); an infinite PSNR (an exact reconstruction) is null, as JSON has no infinity."""
     return _finite_or_null({str(s): {**(about or {}), **r.to_json()} for s, r in results.items()})
 
 

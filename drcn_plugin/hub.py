@@ -55,7 +55,7 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
-# clean model -> its fine-tune on real photos, for the pairs whose photo model ships
+# clean model -> its fine-tune on real photos (the two ends of a denoise blend)
 PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}
 # (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
 # Fitted on the measured strength curve (benchmarks/photo_quality.py prints the fit): each

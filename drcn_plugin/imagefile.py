@@ -288,13 +288,14 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     opts: dict = {}
     if info.icc_profile:
         opts["icc_profile"] = info.icc_profile
-    exif_tags = info.about.with_xmp(info.exif) if fmt == "TIFF" else info.exif  # XMP: a TIFF tag
-    exif, sub_ifds = exif_for(exif_tags, fmt, scale, info.notes) if fmt != "BMP" else (None, False)
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    exif_tags = info.about.with_xmp(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
+    exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes) if fmt != "BMP" else \
+        (None, False)
     if exif:
         opts["exif"] = exif
-    opts.update(info.about.save_options(fmt, info.notes))
+    opts.update(info.about.save_options(fmt, (sx, sy), info.notes))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
-        sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
     if fmt in ("JPEG", "WEBP"):
         opts["quality"] = quality

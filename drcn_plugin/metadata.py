@@ -85,9 +85,8 @@ def orientation(im: Image.Image) -> int:
 def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float, float] | None,
                       o: int, turned: bool = False) -> tuple[Image.Image,
                                                              tuple[float, float] | None]:
-    """Turn the pixels upright for orientation ``o`` (unless the decoder already ``turned``
-    them, as Pillow does for TIFF) and reset the tag; transposing orientations (5-8) swap the
-    DPI and the EXIF resolutions."""
+    """Turn the pixels upright for orientation ``o`` unless the decoder already ``turned`` them
+    (Pillow does for TIFF); reset the tag, and swap the resolutions for orientations 5-8."""
     if exif is not None and ORIENTATION in exif:
         del exif[ORIENTATION]
     if o == 1:
@@ -182,6 +181,8 @@ def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
 _XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
+_XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
+_RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
 
 
 @dataclass
@@ -202,7 +203,8 @@ class Descriptive:
         if xmp is not None:
             xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
         text = {k: v for k, v in getattr(im, "text", {}).items()
-                if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY}
+                if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
+                and not k.startswith(_RAW_PROFILE)}
         comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
         if isinstance(comment, bytes) and comment.strip(b"\x00"):
             text["Comment"] = comment.decode("utf-8", "replace")
@@ -216,28 +218,41 @@ class Descriptive:
             colour[b"sRGB"] = bytes([im.info["srgb"]])
         return cls(xmp, text, colour)
 
-    def with_xmp(self, exif: Image.Exif | None) -> Image.Exif | None:
-        """``exif`` with the XMP packet as a tag, which is how TIFF stores it."""
+    def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
+        """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
+        def scaled(m: re.Match) -> bytes:
+            try:
+                value = Fraction(float(m[3])) / int(m[4] or 1) * Fraction(scale[m[2] == b"Y"])
+            except (ValueError, OverflowError, ZeroDivisionError):
+                return m[0]  # left as written: nothing to scale
+            value = value.limit_denominator(10000)
+            return m[1] + f"{value.numerator}/{value.denominator}".encode()
+
+        return None if self.xmp is None else _XMP_RESOLUTION.sub(scaled, self.xmp)
+
+    def with_xmp(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
+        """``exif`` with the (scaled) XMP packet as a tag, which is how TIFF stores it."""
         if self.xmp is None:
             return exif
         out = Image.Exif()
         for tag, value in (exif or {}).items():
             out[tag] = value
-        out[XMP] = self.xmp
+        out[XMP] = self.scaled_xmp(scale)
         return out
 
-    def save_options(self, fmt: str, notes: list[str]) -> dict:
+    def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str]) -> dict:
         """Pillow save options for ``fmt`` (TIFF's XMP goes with the EXIF, see :meth:`with_xmp`);
         what ``fmt`` cannot hold is noted."""
         opts: dict = {}
         dropped = []
+        xmp = self.scaled_xmp(scale)
         if fmt == "PNG":
             info = PngInfo()
             for key, value in self.text.items():
                 if 0 < len(key) < 80 and key.isprintable():
                     info.add_itxt(key, value)
-            if self.xmp is not None:
-                info.add_itxt(_XMP_KEY, self.xmp.decode("utf-8", "replace"))
+            if xmp is not None:
+                info.add_itxt(_XMP_KEY, xmp.decode("utf-8", "replace"))
             for chunk, data in self.png_colour.items():
                 info.add(chunk, data)
             if info.chunks:
@@ -245,19 +260,18 @@ class Descriptive:
             return opts
         if self.png_colour:
             dropped.append("PNG gamma/colour chunks")
-        if self.xmp is not None and fmt in ("JPEG", "WEBP"):
-            if fmt == "JPEG" and len(self.xmp) > _JPEG_XMP_LIMIT:
+        if xmp is not None and fmt in ("JPEG", "WEBP"):
+            if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
                 dropped.append("XMP (over JPEG's 64 KB)")
             else:
-                opts["xmp"] = self.xmp
-        elif self.xmp is not None and fmt != "TIFF":
+                opts["xmp"] = xmp
+        elif xmp is not None and fmt != "TIFF":
             dropped.append("XMP")
         carried = {"Comment"} if fmt == "JPEG" else set()
         if "Comment" in carried and self.text.get("Comment"):
             opts["comment"] = self.text["Comment"].encode("utf-8")
         if set(self.text) - carried:
-            dropped.append("text chunks")
+            dropped.append("text")
         if dropped:
             notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
         return opts
-

@@ -47,10 +47,12 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
 
 
 def require_unit_range(image: np.ndarray, purpose: str) -> None:
-    """Refuse a float image outside 0..1 where it must become 8-bit levels (scoring, comparing):
-    clipping would score or show something else than the file holds."""
+    """Refuse a float image outside 0..1 (or not finite) where it must become 8-bit levels
+    (scoring, comparing): clipping would score or show something else than the file holds."""
     if np.issubdtype(image.dtype, np.floating) and image.size:
-        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        if not np.isfinite(image).all():
+            raise BadImageError("the image has NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
         if low < 0 or high > 1:
             raise BadImageError(f"the float values span {low:g}..{high:g}; {purpose} reads "
                                 "float images as 0..1")
@@ -77,14 +79,11 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
 
 
 def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
-    """Give fully transparent pixels the colour of the visible ones around them, in place, for
-    ``[C, H, W]`` planes with alpha (C = 2 or 4); other planes are returned as they are.
-
-    Nobody sees those pixels' colour, but the network and bicubic reach across the alpha edge:
-    left as stored (often black, or another layer's colour) it would fringe the visible edge.
-    The fill is a push-pull pyramid: alpha-weighted means at halving sizes, pulled back up.
-    """
-    if planes.shape[0] not in (2, 4) or bool((planes[-1] > 0).all()):
+    """Give fully transparent pixels of ``[C, H, W]`` planes with alpha the colour of the visible
+    ones around them (in place), so their unseen colour cannot fringe the enlarged edge."""
+    # push-pull: alpha-weighted means at halving sizes, pulled back up where nothing is visible
+    visible = planes[-1] > 0 if planes.shape[0] in (2, 4) else None
+    if visible is None or bool(visible.all()) or not bool(visible.any()):
         return planes
     colour, alpha = planes[None, :-1], planes[None, -1:]
     levels = [(colour * alpha, alpha)]

@@ -17,6 +17,14 @@ MIN_TRAIN_SCALE = 2
 MAX_TRAIN_SCALE = 8
 
 
+def check_scale(scale: float) -> float:
+    """An upscaling factor within ``MIN_SCALE..MAX_SCALE``, or :class:`BadOptionError` (NaN too)."""
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
+                             f"{MAX_SCALE:g}", option="scale")
+    return scale
+
+
 def check_train_scales(scales: Iterable[int]) -> list[int]:
     """The integer protocol scales, or :class:`BadOptionError` naming the ``scale`` option."""
     scales = list(scales)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .engine import output_size
 from .errors import BadOptionError
-from .scales import MAX_SCALE, MIN_SCALE
+from .scales import check_scale
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,8 @@ class TargetSize:
         if self.scale is not None and self.exact:
             raise BadOptionError("give a scale factor or a target size (width, height or long "
                                  "edge), not both", option="scale")
-        if self.scale is not None and not MIN_SCALE <= self.scale <= MAX_SCALE:  # NaN too
-            raise BadOptionError(f"scale {self.scale:g} is out of range: use {MIN_SCALE:g} to "
-                                 f"{MAX_SCALE:g}", option="scale")
+        if self.scale is not None:
+            check_scale(self.scale)
 
     @classmethod
     def of(cls, scale: float, width: int = 0, height: int = 0,

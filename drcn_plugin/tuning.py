@@ -29,6 +29,8 @@ TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"
 CACHE_VERSION = 1
 LADDER = (64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048)
+MAX_BATCH = 16  # windows per call a plan may batch (GPUs)
+MIN_TILE = 16  # the smallest core a plan may use: below it the halo work dominates
 _BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}  # measuring stops past this (>= 3 candidates)
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 _clock = time.perf_counter
@@ -69,7 +71,7 @@ def _read(path: Path) -> dict[str, list[Timing]]:
     """The cache's valid entries; anything corrupt, foreign or from another version is dropped."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
             or not isinstance(data.get("plans"), dict):
@@ -78,10 +80,10 @@ def _read(path: Path) -> dict[str, list[Timing]]:
     for key, rows in data["plans"].items():
         try:
             timings = [Timing(int(r["tile"]), int(r["batch"]), float(r["seconds"])) for r in rows]
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError):
             continue
-        if timings and all(t.tile > 0 and t.batch > 0 and 0 < t.seconds < math.inf
-                           for t in timings):
+        if timings and all(t.tile >= MIN_TILE and 0 < t.batch <= MAX_BATCH
+                           and 0 < t.seconds < math.inf for t in timings):
             plans[key] = timings
     return plans
 

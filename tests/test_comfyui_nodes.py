@@ -241,10 +241,27 @@ def test_bad_input_is_one_clear_line(tiny: DRCN, image: torch.Tensor, scale: flo
 def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="the mask is 5x5 but the image is 8x8"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 5, 5))
-    with pytest.raises(NODES.DRCNNodeError, match="not both"):
-        UPSCALE.upscale(torch.rand(1, 8, 8, 4), tiny, 2.0, 0, False, mask=torch.ones(1, 8, 8))
+    for channels in (2, 4):  # grey + alpha too
+        with pytest.raises(NODES.DRCNNodeError, match="not both"):
+            UPSCALE.upscale(torch.rand(1, 8, 8, channels), tiny, 2.0, 0, False,
+                            mask=torch.ones(1, 8, 8))
     with pytest.raises(NODES.DRCNNodeError, match=r"the mask has shape \(1, 1, 8, 8\)"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("value", [2 * 200 / 255, 256 / 255, -1 / 255])
+def test_values_off_0_1_on_the_8_bit_grid_never_wrap_around(tiny: DRCN, value: float) -> None:
+    flat = torch.full((1, 16, 16, 3), value)
+    out, _ = UPSCALE.upscale(flat, tiny, 2.0, 0, False)
+    off_grid, _ = UPSCALE.upscale(flat + 1e-3, tiny, 2.0, 0, False)  # takes the float path
+    assert (out - off_grid).abs().max() < 0.01  # 400/255 came back as 144/255 before
+
+
+def test_grey_alpha_image_gives_its_alpha_as_the_mask(tiny: DRCN) -> None:
+    image = torch.rand(1, 8, 8, 2)
+    image[..., 1] = 0.25
+    _, mask = UPSCALE.upscale(image, tiny, 2.0, 0, False)
+    assert torch.allclose(mask, torch.full((1, 16, 16), 0.75), atol=1e-3)  # MASK = 1 - alpha
 
 
 def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,

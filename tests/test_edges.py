@@ -84,6 +84,16 @@ def test_float_images_outside_0_1_are_refused_where_they_must_become_8_bit(
     assert r.exit_code == 2 and "float values span" in r.output
 
 
+def test_a_float_image_with_nan_is_refused_by_eval(tmp_path: Path) -> None:
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    plane = np.full((48, 48), 0.5, np.float32)
+    plane[3, 3] = np.nan
+    Image.fromarray(plane).save(folder / "a.tif")
+    r = runner.invoke(app, ["eval", "--dataset", str(folder), "-s", "2"])
+    assert r.exit_code == 2 and "NaN or infinite" in r.output
+
+
 def test_names_with_markup_brackets_are_shown_as_they_are(tmp_path: Path,
                                                           tiny_model_file: str) -> None:
     folder = tmp_path / "x["

@@ -141,12 +141,18 @@ def test_bad_arrays() -> None:
     for bad in cases:
         with pytest.raises(DRCNError):
             up.upscale(bad, 2)
-
-
     huge = np.zeros((4, 4), np.float32)
     huge[0, 0] = 3e38  # finite, but the colour conversion and bicubic would overflow to NaN
     with pytest.raises(DRCNError, match="overflow"):
         up.upscale(huge, 2)
+
+
+def test_a_fully_transparent_image_keeps_its_colour() -> None:
+    image = np.zeros((12, 12, 4), np.uint8)
+    image[..., :3] = (30, 200, 90)  # nothing visible to take a colour from
+    out = Upscaler(tiny(), device="cpu", precision="fp32").upscale(image, 2)
+    opaque = Upscaler(tiny(), device="cpu", precision="fp32").upscale(image[..., :3].copy(), 2)
+    assert np.array_equal(out[..., :3], opaque) and not out[..., 3].any()
 
 
 @pytest.mark.parametrize("option", [{"batch": -1}, {"batch": 2.5}, {"tile": True},
@@ -274,5 +280,8 @@ def test_invisible_colour_never_fringes_the_visible_edge(channels: int) -> None:
         outs.append(up.upscale(image, 4))
     seen = outs[0][..., -1] > 0
     assert (outs[0][..., -1][:, 36:44] % 255 != 0).any()  # partly transparent edge pixels
-    for out in outs[1:]:
-        assert np.array_equal(out[seen], outs[0][seen])
+    opaque = np.zeros((20, 20, channels), np.uint8)
+    opaque[:] = visible
+    solid = up.upscale(opaque, 4)  # the visible colour everywhere: no edge in the colour at all
+    for out in outs:
+        assert np.array_equal(out[seen][:, :-1], solid[seen][:, :-1])

@@ -114,6 +114,8 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": true}\n', "wrong type"),
     (b'{"width": 2, "height": 2, "channels": 1, "dtype": "f64", "scale": 2}\n', "dtype 'f64'"),
     (b'{"width": 2, "height": 2, "channels": 5, "dtype": "u8", "scale": 2}\n', "5 channels"),
+    (b'{"width": 2, "height": 2, "channels": 1, "dtype": "u8", "scale": 2, "denoise": 2}\n',
+     "denoise must be in 0..1"),
 ])
 def test_parse_header_names_the_problem(line, needle):
     with pytest.raises(DRCNError) as e:
@@ -134,19 +136,21 @@ def test_stop_cancels_the_worker_between_tiles(tiny):
         w.close(graceful=False)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("payload", [b"", b"x" * 10])
-def test_sigterm_ends_a_worker_waiting_for_input(payload: bytes) -> None:
+def test_a_stop_signal_ends_a_worker_waiting_for_input(payload: bytes, sig: int) -> None:
     proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     try:
         assert proc.stdout.readline().startswith(b"ready")
         if payload:  # a header whose pixels never finish arriving
             proc.stdin.write(b'{"width": 8, "height": 8, "channels": 3, "dtype": "u8", '
                              b'"scale": 2}\n' + payload)
             proc.stdin.flush()
-        proc.send_signal(signal.SIGTERM)  # wherever it lands after "ready", the worker ends
+        proc.send_signal(sig)  # wherever it lands after "ready", the worker ends
         assert proc.wait(20) == 3
         assert proc.stdout.read().endswith(b"cancelled\n")
+        assert b"Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
 
@@ -197,6 +201,17 @@ def test_failing_worker_reports_exit_code_and_last_stderr_line():
         w.start()
     assert "exited with code 7: boom: no torch here" in str(e.value)
     assert "drcn gimp install" in str(e.value)
+
+
+def test_every_call_to_a_worker_that_has_exited_says_so(monkeypatch):
+    monkeypatch.setattr(client, "SILENCE_TIMEOUT_S", 0.5)
+    w = client.Worker([sys.executable, "-c", "import sys; print('ready 1', flush=True); "
+                       "sys.stdin.readline(); sys.stderr.write('bad request\\n'); sys.exit(2)"],
+                      env=ENV)
+    w.start()
+    for _ in range(3):  # the first call sees the exit; the later ones must not wait for it
+        with pytest.raises(client.WorkerError, match="exited with code 2: bad request"):
+            w.upscale(b"\0" * 12, 2, 2, client.PixelFormat("t", "u8", 3), 2.0, {}, None)
 
 
 def test_silent_worker_times_out_and_is_killed(monkeypatch):

@@ -199,8 +199,6 @@ def test_format_is_case_insensitive_and_pairs_checked_first(folder: Path, tiny_m
     assert r.exit_code == 1 and "alpha" in r.output and called == []
 
 
-
-
 _STORED_AS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
@@ -243,7 +241,8 @@ def test_only_a_stated_resolution_is_carried(tmp_path: Path, name: str, save: di
 
 _XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
         '22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
-        'xmlns:xmp="http://ns.adobe.com/xap/1.0/" tiff:Orientation="6" xmp:Rating="5"/>'
+        'xmlns:xmp="http://ns.adobe.com/xap/1.0/" tiff:Orientation="6" xmp:Rating="5" '
+        'tiff:XResolution="300/1"/>'
         '</rdf:RDF></x:xmpmeta>')
 
 
@@ -260,6 +259,7 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
     info.add_itxt("XML:com.adobe.xmp", _XMP)
     info.add_itxt("parameters", "a cat, ünïcode")
     info.add(b"gAMA", struct.pack(">I", 100000))
+    info.add_text("Raw profile type exif", "stale copy of the EXIF")  # ImageMagick's
     random_rgb().save(folder / "p.png", pnginfo=info)
     random_rgb().save(folder / "j.jpg", xmp=_XMP.encode(), comment=b"shot on film")
     r = runner.invoke(app, ["upscale", str(folder / "p.png"), str(folder / "j.jpg"), "-m",
@@ -270,10 +270,12 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
         out = Image.open(folder / "out" / f"{name}.{ext}")
         xmp = _xmp_of(out)
         assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # upright now
+        assert 'tiff:XResolution="600/1"' in xmp  # scaled with the image, like the DPI
     png_out = Image.open(folder / "out" / f"p.{ext}")
     jpg_out = Image.open(folder / "out" / f"j.{ext}")
     if fmt == "png":
         assert png_out.text["parameters"] == "a cat, ünïcode" and png_out.info["gamma"] == 1.0
+        assert not any(k.startswith("Raw profile") for k in png_out.text)
         assert jpg_out.text["Comment"] == "shot on film"
     elif fmt == "jpg":
         assert jpg_out.info["comment"] == b"shot on film"

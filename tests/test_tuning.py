@@ -76,7 +76,13 @@ def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
                                   '{"version": 1, "plans": {"k": [{"tile": "x"}]}}',
                                   '{"version": 1, "plans": {"k": [{"tile": 0, "batch": 1, '
-                                  '"seconds": 1}]}}', "\x00\xff garbage"])
+                                  '"seconds": 1}]}}', "\x00\xff garbage",
+                                  '{"version": 1, "plans": {"k": [{"tile": Infinity, '
+                                  '"batch": 1, "seconds": 1}]}}',
+                                  '{"version": 1, "plans": {"k": [{"tile": 1, "batch": 1, '
+                                  '"seconds": 1e-9}]}}',  # below the smallest tile: far slower
+                                  '{"version": 1, "plans": {"k": [{"tile": 64, "batch": 1e999, '
+                                  '"seconds": 1}]}}', "[" * 100_000])
 def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
     path = tuning.cache_path()
     path.parent.mkdir(parents=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -112,8 +111,8 @@ def parse_header(line: bytes) -> Request:
         size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
         raise ProtocolError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
                             f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
-    if not math.isfinite(req.scale):
-        raise ProtocolError("bad header: scale must be a finite number")
+    if not 0 <= req.denoise <= 1:  # checked before any pixels are read
+        raise ProtocolError("bad header: denoise must be in 0..1")
     return req
 
 
@@ -126,12 +125,17 @@ class _Channel:
     def send(self, line: str, payload: memoryview | None = None) -> None:
         with self.lock:
             try:
-                self.out.write(line.encode() + b"\n")
+                self._write_all(memoryview(line.encode() + b"\n"))
                 if payload is not None:
-                    self.out.write(payload)
+                    self._write_all(payload)
                 self.out.flush()
             except (BrokenPipeError, ValueError, OSError):
                 self.gone.set()
+
+    def _write_all(self, data: memoryview) -> None:
+        """Write everything: a signal handled mid-write can make one write() return short."""
+        while data:
+            data = data[self.out.write(data) or 0:]
 
     def heartbeat(self) -> None:
         while not self.gone.wait(HEARTBEAT_S):
@@ -171,6 +175,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             raise Cancelled("cancelled")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # Ctrl-C in the terminal that started GIMP
     threading.Thread(target=chan.heartbeat, daemon=True).start()
     upscalers: dict[tuple, Upscaler] = {}
 

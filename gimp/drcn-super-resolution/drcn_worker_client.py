@@ -221,6 +221,7 @@ class Worker:
             if message == ("line", "alive"):
                 continue
             if message[0] == "eof":
+                self._messages.put(message)  # every later call sees the end at once too
                 raise WorkerError(self._failure())
             return message
 
