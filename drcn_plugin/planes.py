@@ -17,8 +17,6 @@ from .imaging import imresize, ycbcr_to_rgb
 
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 BLOCK_PIXELS = 1 << 22  # output pixels per row block (16 MiB per float plane)
-
-
 FLOAT_LIMIT = 1e30  # colour conversion and interpolation stay finite in float32 below this
 
 

@@ -186,7 +186,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         chan.send(f"progress {done} {total}")
 
     def wait_for_client(read: Callable[[], bytes]) -> bytes:
-        """A read that may block on the client; a SIGTERM before or during it ends the worker
+        """A read that may block on the client; a stop signal before or during it ends the worker
         (``waiting`` is set before the check, so no signal falls between the two)."""
         waiting.set()
         try:
