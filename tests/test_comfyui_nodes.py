@@ -381,7 +381,6 @@ def test_install_links_nodes_and_skips_pip_when_already_there(tmp_path: Path) ->
     assert done.pip_command is None and (comfy / "models" / "drcn").is_dir()
     again = comfyui_install.install(comfy, Path(sys.executable), copy=True)
     assert not again.linked and not dest.is_symlink() and (dest / "drcn_nodes.py").is_file()
-    assert not (dest / "tests").exists()
     assert comfyui_install.install(comfy, Path(sys.executable)).linked  # replaces the copy
 
 
@@ -401,6 +400,37 @@ def test_install_refuses_a_python_without_torch(tmp_path: Path) -> None:
     with pytest.raises(DRCNError, match="has no torch"):
         comfyui_install.install(comfy, _fake_python(tmp_path, None))
     assert not (tmp_path / "pip-args.txt").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-ins for a Python")
+def test_a_failed_install_leaves_comfyui_as_it_was(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    for bad, words in ((_fake_python(tmp_path, None), "has no torch"),
+                       (Path("/bin/true"), "did not answer like a Python")):
+        with pytest.raises(DRCNError, match=words):
+            comfyui_install.install(comfy, bad)
+        assert not dest.exists() and not dest.is_symlink()  # no nodes that cannot import
+    comfyui_install.install(comfy, Path(sys.executable), copy=True)
+    with pytest.raises(DRCNError, match="has no torch"):
+        comfyui_install.install(comfy, _fake_python(tmp_path, None))
+    assert (dest / "drcn_nodes.py").is_file() and not dest.is_symlink()  # the copy is kept
+    _fake_python(tmp_path, "2.5.1+cpu")
+    monkeypatch.chdir(tmp_path)  # a relative --python is the user's, not ComfyUI's folder's
+    done = comfyui_install.install(comfy, Path("fake-python"))
+    assert done.python == tmp_path / "fake-python" and (tmp_path / "pip-args.txt").is_file()
+
+
+def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Dist:
+        def read_text(self, name: str) -> str | None:
+            return '{"url": "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"}'
+
+    monkeypatch.setattr(comfyui_install, "source_checkout", lambda: None)
+    monkeypatch.setattr(comfyui_install.metadata, "distribution", lambda name: Dist())
+    assert comfyui_install.package_spec() == [
+        "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
 
 
 def test_install_refuses_other_folders(tmp_path: Path) -> None:

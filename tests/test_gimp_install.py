@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import DRCNError
 from drcn_plugin.integrations import gimp_install
 from drcn_plugin.integrations.gimp_install import (
     CONFIG_NAME,
@@ -83,6 +84,23 @@ def test_install_command_installs_into_every_gimp_found(tmp_path: Path,
     for rel in (".config/GIMP/3.0", ".var/app/org.gimp.GIMP/config/GIMP/3.0"):
         record = tmp_path / rel / "plug-ins" / PLUGIN / CONFIG_NAME
         assert json.loads(record.read_text()) == {"python": sys.executable}
+
+
+def test_a_failed_update_leaves_the_old_install(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    dest = gimp_install.install(tmp_path, "/old/python")
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+
+    def full_disk(src: object, dst: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gimp_install.shutil, "copyfile", full_disk)
+    with pytest.raises(DRCNError, match="No space left"):
+        gimp_install.install(tmp_path, "/new/python")
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]  # nothing half-built left
+    with pytest.raises(DRCNError, match="give GIMP's user folder"):
+        gimp_install.install(tmp_path / "plug-ins", "/new/python")
 
 
 def test_flatpak_worker_runs_on_the_host(tmp_path: Path) -> None:

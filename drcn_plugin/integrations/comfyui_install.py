@@ -4,11 +4,13 @@ drcn-plugin into ComfyUI's Python, pinning the torch it already has so pip never
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from .. import __version__
@@ -60,31 +62,48 @@ def default_python(comfyui_dir: Path) -> Path:
     return Path(sys.executable)
 
 
-def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
-    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install;
-    returns the destination and whether it is a link."""
+def check_comfyui_folder(comfyui_dir: Path) -> Path:
+    """``comfyui_dir``'s ``custom_nodes/``, or InstallError when it is not a ComfyUI folder."""
     custom = comfyui_dir / "custom_nodes"
     if not (comfyui_dir / "main.py").is_file() or not custom.is_dir():
         raise InstallError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and "
                            "custom_nodes/)")
+    return custom
+
+
+def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
+    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install
+    only once the new one is complete; returns the destination and whether it is a link."""
+    custom = check_comfyui_folder(comfyui_dir)
     source, dest = nodes_source(), custom / NODES_NAME
+    if not dest.is_symlink() and dest.exists() and not (dest / "drcn_nodes.py").is_file():
+        raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
+    new = custom / f".{NODES_NAME}.{os.getpid()}.part"
     try:
-        if dest.is_symlink():
-            dest.unlink()
-        elif dest.is_dir() and (dest / "drcn_nodes.py").is_file():
-            shutil.rmtree(dest)
-        elif dest.exists():
-            raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
+        _remove(new)
+        linked = False
         if not copy:
             try:
-                dest.symlink_to(source, target_is_directory=True)
-                return dest, True
+                new.symlink_to(source, target_is_directory=True)
+                linked = True
             except OSError:
                 pass  # e.g. Windows without the right to make links: copy instead
-        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        if not linked:
+            shutil.copytree(source, new, ignore=shutil.ignore_patterns("__pycache__"))
+        _remove(dest)
+        new.rename(dest)
     except OSError as e:
+        _remove(new)
         raise InstallError(f"cannot put the nodes into {dest}: {one_line(e)}") from e
-    return dest, False
+    return dest, linked
+
+
+def _remove(path: Path) -> None:
+    """Remove a link, file or folder tree at ``path``, if there is one."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
@@ -98,15 +117,26 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise InstallError(f"cannot run ComfyUI's Python {python}: {last}")
-    torch, origin = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        torch, origin = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError, TypeError):
+        raise InstallError(f"{python} did not answer like a Python interpreter") from None
     return torch, origin
 
 
 def package_spec() -> list[str]:
-    """What pip installs: this source checkout as editable, else this version by name."""
+    """What pip installs: this source checkout as editable, else the wheel or folder this copy
+    was installed from (pip's ``direct_url.json``), else this version by name."""
     root = source_checkout()
     if root is not None:
         return ["-e", str(root)]
+    try:
+        origin = json.loads(metadata.distribution("drcn-plugin").read_text("direct_url.json")
+                            or "null")
+    except (metadata.PackageNotFoundError, ValueError):
+        origin = None
+    if isinstance(origin, dict) and str(origin.get("url", "")).startswith("file:"):
+        return [origin["url"]]
     return [f"drcn-plugin=={__version__}"]
 
 
@@ -135,14 +165,18 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
 
 
 def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -> Installed:
-    """Link the nodes into ComfyUI, install the package into its Python, make models/drcn."""
+    """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
+    step leaves ComfyUI as it was (no nodes that cannot import)."""
     comfyui_dir = comfyui_dir.expanduser().resolve()
-    nodes, linked = link_nodes(comfyui_dir, copy)
-    python = python or default_python(comfyui_dir)
+    check_comfyui_folder(comfyui_dir)
+    # absolute, not resolved: a venv's python is a link whose target is not the venv
+    python = Path(os.path.abspath(python.expanduser())) if python else \
+        default_python(comfyui_dir)
     command = install_package(python, comfyui_dir)
     models = comfyui_dir / "models" / MODELS_SUBDIR
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InstallError(f"cannot create {models}: {one_line(e)}") from e
+    nodes, linked = link_nodes(comfyui_dir, copy)
     return Installed(nodes, linked, python, command, models)

@@ -79,18 +79,29 @@ def find_gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] 
 
 
 def install(gimp_dir: Path, python: str = sys.executable) -> Path:
-    """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/``, make it executable and write the
-    worker record; returns the installed folder."""
+    """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/`` with its worker record, built beside
+    it and swapped in whole (a failure leaves the old install); returns the installed folder."""
+    if gimp_dir.name == "plug-ins":
+        raise InstallError(f"{gimp_dir} is a plug-ins folder: give GIMP's user folder, the one "
+                           "that holds plug-ins/")
     source = plugin_source()
     dest = gimp_dir / "plug-ins" / PLUGIN
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise InstallError(f"{dest} exists and is not a plug-in folder: move it away first")
+    new = dest.with_name(f".{PLUGIN}.{os.getpid()}.part")
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
         for path in source.glob("*.py"):
-            shutil.copyfile(path, dest / path.name)
-        main = dest / f"{PLUGIN}.py"
+            shutil.copyfile(path, new / path.name)
+        main = new / f"{PLUGIN}.py"
         main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         record = {"python": python}
-        (dest / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (new / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if dest.is_dir():
+            shutil.rmtree(dest)
+        new.rename(dest)
     except OSError as e:
+        shutil.rmtree(new, ignore_errors=True)
         raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e
     return dest

@@ -47,7 +47,7 @@ from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE
 
-API = Path(__file__).resolve().parent.parent / "api_workflows"
+API = Path(__file__).resolve().parent.parent / "comfyui_nodes" / "api_workflows"
 WORKFLOW = API / "drcn_upscale.json"
 MODEL_WORKFLOW = API / "drcn_upscale_model.json"
 TINY = "drcn_check_tiny.safetensors"  # a small random DRCN for the frame-batch memory run
