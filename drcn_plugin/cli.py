@@ -223,7 +223,7 @@ def upscale(
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
                   "tile": tile, "tta": tta,
                   "notify": lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)}
-        upscaler = Upscaler(model or DEFAULT_MODEL, denoise=denoise, **engine)
+        upscaler = Upscaler(DEFAULT_MODEL if model is None else model, denoise=denoise, **engine)
         chooser = None if model is not None or denoise is not None else \
             per_source_chooser(upscaler, **engine)
         if place.main:

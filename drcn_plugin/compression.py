@@ -10,6 +10,7 @@ import io
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -27,13 +28,25 @@ def is_lossy(path: Path, im: Image.Image) -> bool:
         return False
     try:
         with open(path, "rb") as f:
+            if fmt == "WEBP":
+                return _webp_image_chunk(f) == b"VP8 "
             head = f.read(1 << 16)
     except OSError:
         return False
-    if fmt == "WEBP":
-        vp8, vp8l = head.find(b"VP8 ", 12), head.find(b"VP8L", 12)
-        return vp8 >= 0 and (vp8l < 0 or vp8 < vp8l)
     return _j2k_transform(head) == 0
+
+
+def _webp_image_chunk(f: BinaryIO) -> bytes | None:
+    """The first image chunk's name (``VP8 `` lossy, ``VP8L`` lossless) of a WebP file, found by
+    walking the RIFF chunks by their sizes (into the first animation frame if there is one)."""
+    f.seek(12)  # RIFF, size, WEBP
+    while len(header := f.read(8)) == 8:
+        name, size = header[:4], int.from_bytes(header[4:], "little")
+        if name in (b"VP8 ", b"VP8L"):
+            return name
+        # a frame holds 16 bytes of its own, then its chunks; any other chunk is skipped whole
+        f.seek(16 if name == b"ANMF" else size + (size & 1), 1)
+    return None
 
 
 def _j2k_transform(head: bytes) -> int | None:
@@ -64,14 +77,15 @@ def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
     return tables
 
 
-def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None) -> int | None:
+def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 0) -> int | None:
     """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
 
     The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
-    IJG quality that quantises about as coarsely. ``None`` when the file has no tables.
+    IJG quality that quantises about as coarsely. ``table``: the one the first (Y) component
+    uses. ``None`` when the file has no such table.
     """
-    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+    if not quantization or table not in quantization or len(quantization[table]) != 64:
         return None
-    luma = quantization[0]
+    luma = quantization[table]
     return min(_ijg_luma_tables().items(),
                key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]

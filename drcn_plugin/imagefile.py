@@ -47,14 +47,15 @@ from .metadata import (
 )
 from .planes import require_unit_range
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF",
-           "tif": "TIFF", "bmp": "BMP"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
+           "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif",
-                            ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".ico", ".pcx",
+IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
+                            ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
+                            ".tga", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".ico", ".pcx",
                             ".sgi", ".qoi", ".dds", ".avif"})
 
 
@@ -161,7 +162,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(path, im),
                          about=Descriptive.read(im))
         if im.format in ("JPEG", "MPO"):
-            info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None))
+            layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
+            info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None),
+                                             layers[0][3] if layers else 0)
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough

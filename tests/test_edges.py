@@ -3,6 +3,7 @@ ranges, charts over existing files."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -103,3 +104,70 @@ def test_names_with_markup_brackets_are_shown_as_they_are(tmp_path: Path,
                             str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert "[bold]a[red].png" in r.output and (tmp_path / "out" / "[bold]a[red].png").is_file()
+
+
+def _swap_jpeg_tables(data: bytes) -> bytes:
+    """The same JPEG with quantisation tables 0 and 1 renumbered (and each component's choice)."""
+    d = bytearray(data)
+    sof = d.find(b"\xff\xc0")
+    for k in range(d[sof + 9]):
+        d[sof + 10 + 3 * k + 2] ^= 1
+    pos = 0
+    while (pos := d.find(b"\xff\xdb", pos)) >= 0:
+        end, p = pos + 2 + int.from_bytes(d[pos + 2: pos + 4], "big"), pos + 4
+        while p < end:
+            precision = d[p] >> 4
+            d[p] ^= 1
+            p += 1 + 64 * (2 if precision else 1)
+        pos = end
+    return bytes(d)
+
+
+def test_jpeg_quality_comes_from_the_table_the_luma_uses(tmp_path: Path) -> None:
+    from drcn_plugin.compression import jpeg_quality
+    from drcn_plugin.imagefile import read_image
+
+    buf = io.BytesIO()
+    random_rgb(48, 48).save(buf, "JPEG", quality=20)
+    luma = list(Image.open(io.BytesIO(buf.getvalue())).quantization[0])
+    buf = io.BytesIO()
+    random_rgb(48, 48).save(buf, "JPEG", qtables=[luma, [1] * 64])
+    (tmp_path / "swapped.jpg").write_bytes(_swap_jpeg_tables(buf.getvalue()))
+    assert Image.open(tmp_path / "swapped.jpg").quantization[0] == [1] * 64
+    assert read_image(tmp_path / "swapped.jpg")[1].jpeg_quality == 20
+    assert jpeg_quality({1: luma}) is None  # no table 0: not a guess
+
+
+def test_webp_lossiness_comes_from_its_image_chunk(tmp_path: Path) -> None:
+    from drcn_plugin.imagefile import read_image
+
+    image = random_rgb(32, 32)
+    image.save(tmp_path / "lossy-big-icc.webp", quality=50, icc_profile=b"\0" * 70_000)
+    image.save(tmp_path / "lossless-odd-icc.webp", lossless=True, icc_profile=b"xxVP8 yy" * 20)
+    image.save(tmp_path / "anim.webp", save_all=True, append_images=[image.rotate(90)],
+               quality=50)
+    image.save(tmp_path / "anim-lossless.webp", save_all=True, append_images=[image],
+               lossless=True)
+    lossy = {p.stem: read_image(p)[1].lossy for p in tmp_path.iterdir()}
+    assert lossy == {"lossy-big-icc": True, "lossless-odd-icc": False, "anim": True,
+                     "anim-lossless": False}
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_jpeg_suffixes_are_scanned_and_kept(tmp_path: Path, tiny_model_file: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    random_rgb().save(folder / "a.jfif", "JPEG")
+    random_rgb().save(folder / "b.jpe", "JPEG")
+    random_rgb().save(folder / "c.gif", "JPEG")  # a JPEG named .gif: written as PNG
+    r = runner.invoke(app, ["upscale", str(folder), "-m", tiny_model_file, "-o",
+                            str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jfif", "b.jpe", "c.png"]
+    assert "content is JPEG, not .gif as the name says" in " ".join(r.output.split())
+
+
+def test_an_empty_model_name_is_refused(tmp_path: Path) -> None:
+    random_rgb().save(tmp_path / "a.png")
+    r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-m", ""])
+    assert r.exit_code == 2 and "no model named" in r.output
