@@ -45,7 +45,8 @@ def gimp_install_cmd(
 def comfyui_install_cmd(
     comfyui_dir: Annotated[Path, typer.Option(help="the ComfyUI folder (main.py, custom_nodes/)")],
     python: Annotated[Path | None, typer.Option(
-        help="ComfyUI's Python (default: its venv/ or .venv/, else this one)")] = None,
+        help="ComfyUI's Python (default: its venv/ or .venv/, the portable build's "
+             "python_embeded/, else this one)")] = None,
     copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
 ) -> None:
     """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
