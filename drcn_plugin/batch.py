@@ -306,9 +306,9 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, 
         upscaler, label = upscaler(info)
     out_fmt = _out_format(job.source, fmt)
     named = FORMATS.get(job.source.suffix.lower().lstrip("."))
-    if fmt == "same" and info.format in SUFFIX and info.format != named:
-        info.notes.append(f"content is {info.format}, not {named or job.source.suffix or 'what'} "
-                          f"as the name says: written as {out_fmt}")
+    if fmt == "same" and info.format in SUFFIX and job.source.suffix and info.format != named:
+        info.notes.append(f"content is {info.format}, not {named or job.source.suffix} as the "
+                          f"name says: written as {out_fmt}")
     elif fmt == "same" and named != out_fmt:
         info.notes.append(f"{job.source.suffix or 'a name without an extension'} is not an "
                           f"output format: written as {out_fmt}")

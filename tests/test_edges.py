@@ -160,11 +160,15 @@ def test_jpeg_suffixes_are_scanned_and_kept(tmp_path: Path, tiny_model_file: str
     random_rgb().save(folder / "a.jfif", "JPEG")
     random_rgb().save(folder / "b.jpe", "JPEG")
     random_rgb().save(folder / "c.gif", "JPEG")  # a JPEG named .gif: written as PNG
-    r = runner.invoke(app, ["upscale", str(folder), "-m", tiny_model_file, "-o",
-                            str(tmp_path / "out")])
+    random_rgb().save(tmp_path / "noext", "JPEG")
+    r = runner.invoke(app, ["upscale", str(folder), str(tmp_path / "noext"), "-m",
+                            tiny_model_file, "-o", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jfif", "b.jpe", "c.png"]
-    assert "content is JPEG, not .gif as the name says" in " ".join(r.output.split())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a.jfif", "b.jpe", "c.png", "noext.png"]
+    text = " ".join(r.output.split())
+    assert "content is JPEG, not .gif as the name says" in text
+    assert "a name without an extension is not an output format" in text
 
 
 def test_an_empty_model_name_is_refused(tmp_path: Path) -> None:
