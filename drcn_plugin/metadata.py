@@ -20,6 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 ORIENTATION, X_RES, Y_RES, XMP = 0x0112, 0x011A, 0x011B, 700
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
+PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # the Exif IFD's PixelXDimension, PixelYDimension
 _SUB_IFDS = (EXIF_IFD, GPS_IFD)
 # Tags that describe a TIFF file's own layout (sizes, strips, ICC), never the photograph.
 _LAYOUT = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323,
@@ -97,6 +98,9 @@ def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float
         dpi = (dpi[1], dpi[0]) if dpi else None
         if exif is not None and X_RES in exif and Y_RES in exif:
             exif[X_RES], exif[Y_RES] = exif[Y_RES], exif[X_RES]
+        sizes = exif.get(EXIF_IFD) if exif is not None else None
+        if isinstance(sizes, dict) and PIXEL_X in sizes and PIXEL_Y in sizes:
+            exif[EXIF_IFD] = {**sizes, PIXEL_X: sizes[PIXEL_Y], PIXEL_Y: sizes[PIXEL_X]}
     return im, dpi
 
 
@@ -132,8 +136,8 @@ def _scaled(value, scale: float):
 def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
              notes: list[str]) -> tuple[bytes | None, bool]:
     """EXIF bytes for a ``fmt`` output and whether it holds sub-IFDs (which libtiff cannot
-    write); resolutions scaled like the DPI (one factor, or horizontal and vertical), shrunk or
-    dropped to fit JPEG's limit."""
+    write); resolutions and pixel dimensions scaled (one factor, or horizontal and vertical),
+    shrunk or dropped to fit JPEG's limit."""
     if exif is None:
         return None, False
     out = Image.Exif()
@@ -147,6 +151,11 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
                 del out[tag]
             else:
                 out[tag] = value
+    sizes = out.get(EXIF_IFD)
+    if isinstance(sizes, dict):  # the image's size as EXIF states it, enlarged with it
+        out[EXIF_IFD] = {t: max(1, round(v * (sx if t == PIXEL_X else sy)))
+                         if t in (PIXEL_X, PIXEL_Y) and isinstance(v, int) else v
+                         for t, v in sizes.items()}
     data = out.tobytes()
     if fmt == "JPEG" and len(data) > JPEG_EXIF_LIMIT:
         data = _shrink(out, notes)

@@ -281,3 +281,21 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
         assert jpg_out.info["comment"] == b"shot on film"
     if fmt != "png":
         assert "PNG gamma/colour chunks" in r.output and "dropped" in r.output
+
+
+@pytest.mark.parametrize("value", [1, 6])
+def test_exif_pixel_dimensions_follow_the_result(folder: Path, tiny_model_file: str,
+                                                 value: int) -> None:
+    upright = Image.new("RGB", (30, 20), (50, 60, 70))
+    stored = upright if value == 1 else upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = value
+    exif[0x8769] = {0xA002: stored.width, 0xA003: stored.height, 0x9003: "2020:01:01 00:00:00"}
+    stored.save(folder / "px.jpg", exif=exif)
+    r = runner.invoke(app, ["upscale", str(folder / "px.jpg"), "-m", tiny_model_file, "-o",
+                            str(folder / "out"), "--scale", "2"])
+    assert r.exit_code == 0, r.output
+    out = Image.open(folder / "out" / "px.jpg")
+    tags = out.getexif().get_ifd(0x8769)
+    assert out.size == (60, 40) and (tags[0xA002], tags[0xA003]) == (60, 40)
+    assert tags[0x9003] == "2020:01:01 00:00:00"  # the other Exif tags travel as they were
