@@ -63,7 +63,6 @@ def train_cmd(
     **options: Any,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
-    from ..errors import BadOptionError, OutputExistsError
     from ..progress import TrainProgress
     from .trainer import train
 
@@ -71,17 +70,8 @@ def train_cmd(
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
         cfg.check()  # before the progress bar appears
-        if resume and overwrite:
-            raise BadOptionError("--resume continues a run and --overwrite starts over: give one",
-                                 option="overwrite")
-        held = [Path(cfg.out) / n for n in ("last.pt", "log.json")]
-        if not resume and not overwrite and any(p.exists() for p in held):
-            raise OutputExistsError(f"{cfg.out} holds a training run", path=Path(cfg.out))
-        if overwrite:  # the old run's state goes, so nothing of it is mistaken for the new one
-            for name in ("last.pt", "best.pt", "log.json", "curves.png"):
-                (Path(cfg.out) / name).unlink(missing_ok=True)
         with TrainProgress(console, enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
-            log = train(cfg, resume, bar.update)
+            log = train(cfg, resume, bar.update, overwrite)
         out = Path(cfg.out)
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "

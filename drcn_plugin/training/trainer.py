@@ -26,7 +26,14 @@ from ..charts import training_curves
 from ..degrade import Recipe
 from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchronize
 from ..engine import Upscaler
-from ..errors import BadOptionError, ModelLoadError, OutOfMemoryError, TrainingError, one_line
+from ..errors import (
+    BadOptionError,
+    ModelLoadError,
+    OutOfMemoryError,
+    OutputExistsError,
+    TrainingError,
+    one_line,
+)
 from ..evaluation import ScaleResult, evaluate, read_dataset
 from ..hub import checked, load_model, sha256_of
 from ..imagefile import atomic_write_bytes
@@ -85,9 +92,10 @@ class Trainer:
     """One training run; see :func:`train`."""
 
     def __init__(self, cfg: TrainConfig, resume: bool,
-                 on_progress: Callable[[Progress], None] | None) -> None:
+                 on_progress: Callable[[Progress], None] | None, overwrite: bool = False) -> None:
         cfg.check()
         self.out = Path(cfg.out)
+        _claim_run_folder(self.out, resume, overwrite)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             given = cfg
@@ -382,16 +390,30 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
             for ds, res in results.items()}
 
 
+def _claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run never replaces a held one unasked; ``overwrite`` removes the old run's state, so
+    nothing of it is mistaken for the new one."""
+    if resume and overwrite:
+        raise BadOptionError("--resume continues a run and --overwrite starts over: give one",
+                             option="overwrite")
+    if not resume and not overwrite and any((out / n).exists() for n in ("last.pt", "log.json")):
+        raise OutputExistsError(f"{out} holds a training run", path=out)
+    if overwrite:
+        for name in ("last.pt", "best.pt", "log.json", "curves.png"):
+            (out / name).unlink(missing_ok=True)
+
+
 def _barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
 
 
 def train(cfg: TrainConfig, resume: bool = False,
-          on_progress: Callable[[Progress], None] | None = None) -> dict:
-    """Run (or resume) one training; returns the run's log (empty on ranks other than 0)."""
+          on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False) -> dict:
+    """Run (or resume, or start over with ``overwrite``) one training; returns the run's log
+    (empty on ranks other than 0)."""
     try:
-        return Trainer(cfg, resume, on_progress).run()
+        return Trainer(cfg, resume, on_progress, overwrite).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
