@@ -229,9 +229,12 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     again = runner.invoke(app, [*common, "--data", str(t12), "--steps", "6", "--seed", "1"])
     assert again.exit_code == 2 and "holds a training run" in again.output
     assert (tmp_path / "drcn-f4-d2-x2.safetensors").read_bytes() == weights  # the run is kept
+    log = (tmp_path / "log.json").read_bytes()
     bad = runner.invoke(app, [*common, "--overwrite", "--data", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "dataset folder not found" in bad.output
     assert "Traceback" not in bad.output
+    assert (tmp_path / "log.json").read_bytes() == log  # a refused start keeps the old run
+    assert (tmp_path / "last.pt").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

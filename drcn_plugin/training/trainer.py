@@ -95,7 +95,7 @@ class Trainer:
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False) -> None:
         cfg.check()
         self.out = Path(cfg.out)
-        _claim_run_folder(self.out, resume, overwrite)
+        _check_run_folder(self.out, resume, overwrite)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             given = cfg
@@ -172,6 +172,8 @@ class Trainer:
                                               cfg.downscales, self.device, degrade,
                                               cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
+        if overwrite and self.dist.rank == 0:
+            _clear_old_run(self.out)
 
     def _place(self, model: nn.Module) -> nn.Module:
         """Move a model to the training device (channels_last on CUDA, as batches are)."""
@@ -390,17 +392,20 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
             for ds, res in results.items()}
 
 
-def _claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """A new run never replaces a held one unasked; ``overwrite`` removes the old run's state, so
-    nothing of it is mistaken for the new one."""
+def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run never replaces a held one unasked."""
     if resume and overwrite:
         raise BadOptionError("--resume continues a run and --overwrite starts over: give one",
                              option="overwrite")
     if not resume and not overwrite and any((out / n).exists() for n in ("last.pt", "log.json")):
         raise OutputExistsError(f"{out} holds a training run", path=out)
-    if overwrite:
-        for name in ("last.pt", "best.pt", "log.json", "curves.png"):
-            (out / name).unlink(missing_ok=True)
+
+
+def _clear_old_run(out: Path) -> None:
+    """Remove an overwritten run's state, so nothing of it is mistaken for the new run's. Called
+    once every check has passed: a refused start keeps the old run."""
+    for name in ("last.pt", "best.pt", "log.json", "curves.png"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _barrier(d: Dist) -> None:
