@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .errors import BadOptionError, ModelLoadError, one_line
@@ -77,15 +77,33 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_shapes(shapes: dict[str, tuple[int, ...]], origin: str) -> tuple[int, int]:
+    """(F, D) of a DRCN whose tensors have exactly these shapes, checked before anything of that
+    size is allocated: a small file declaring a huge F would otherwise ask for F*F weights."""
+    embed, ensemble = shapes.get("embed.0.weight"), shapes.get("ensemble")
+    if embed is None or ensemble is None or len(embed) != 4 or len(ensemble) != 1 \
+            or not embed[0] or not ensemble[0]:
+        raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
+                             "1-d ensemble tensors)")
+    features, recursions = embed[0], ensemble[0]
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in DRCN(features, recursions).state_dict().items()}
+    wrong = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
+    if wrong:
+        raise ModelLoadError(f"{origin} does not hold DRCN weights (F={features}, "
+                             f"D={recursions} does not fit: {', '.join(wrong[:3])})")
+    return features, recursions
+
+
 def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
     """A DRCN in eval mode from a state dict, F and D read from the tensor shapes; ``origin``
     names the source in the error."""
-    embed, ensemble = sd.get("embed.0.weight"), sd.get("ensemble")
-    if embed is None or ensemble is None or embed.dim() != 4 or ensemble.dim() != 1:
-        raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
-                             "1-d ensemble tensors)")
+    shapes = {k: tuple(v.shape) for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if len(shapes) != len(sd):
+        raise ModelLoadError(f"{origin} does not hold DRCN weights (not all tensors)")
+    features, recursions = _check_shapes(shapes, origin)
     try:
-        model = DRCN(features=embed.shape[0], recursions=ensemble.shape[0])
+        model = DRCN(features=features, recursions=recursions)
         model.load_state_dict(sd)
     except (KeyError, RuntimeError, ValueError) as e:
         raise ModelLoadError(f"{origin} does not hold DRCN weights ({one_line(e)})") from e
@@ -126,6 +144,12 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise ValueError("config.json is not a JSON object")
+        with safe_open(path / "model.safetensors", "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
+        declared = (config.get("features"), config.get("recursions"))
+        if declared != _check_shapes(shapes, origin):
+            raise ValueError(f"config.json declares F={declared[0]}, D={declared[1]}; the "
+                             "weights are another size")
         # strict: no silent random init; the mixin's progress print must not reach stdout
         with contextlib.redirect_stdout(io.StringIO()):
             model = DRCN.from_pretrained(path, strict=True).eval()

@@ -191,6 +191,23 @@ def test_wrong_architecture_file(tmp_path, tiny_model, drop):
         load_model(str(path))
 
 
+def test_a_small_file_declaring_a_huge_model_is_refused_before_allocating(tmp_path, tiny_model):
+    # F = 10**6 from a 36 MB embed tensor would ask for 36 TB in the recursive conv.
+    sd = dict(tiny_model.state_dict(), **{"embed.0.weight": torch.zeros(10**6, 1, 3, 3)})
+    path = tmp_path / "huge.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(DRCNError, match=r"F=1000000, D=3 does not fit: embed.0.bias"):
+        load_model(str(path))
+
+
+def test_a_folder_declaring_a_huge_model_is_refused_before_allocating(tmp_path, tiny_model):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"features": 10**6, "recursions": 10**6}))
+    with pytest.raises(DRCNError, match="declares F=1000000, D=1000000; the weights are"):
+        load_model(str(folder))
+
+
 def test_folder_with_missing_tensor_is_refused(tmp_path, tiny_model):
     # from_pretrained loads non-strictly by default: a missing tensor must not become random init.
     folder = tmp_path / "repo"
@@ -198,7 +215,7 @@ def test_folder_with_missing_tensor_is_refused(tmp_path, tiny_model):
     sd = load_file(str(folder / "model.safetensors"))
     del sd["ensemble"]
     save_file(sd, str(folder / "model.safetensors"))
-    with pytest.raises(DRCNError, match="cannot load model folder"):
+    with pytest.raises(DRCNError, match="model folder .* does not hold DRCN weights"):
         load_model(str(folder))
 
 
