@@ -4,10 +4,10 @@ host integrations (each declared in its own package and only added here)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -49,7 +49,7 @@ def expand_multi_scale(argv: list[str]) -> list[str]:
 class _Group(TyperGroup):
     """Typer's group, with ``--scale 2 3 4`` expanded before click parses it."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, expand_multi_scale(args))
 
 
@@ -84,7 +84,7 @@ def eval_cmd(
     degrade: Annotated[str, typer.Option(
         help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
     denoise: Annotated[float | None, typer.Option(
-        min=0, max=1, help="blend --model toward its photo variant, as drcn upscale does")]
+        help="blend --model toward its photo variant, as drcn upscale does")]
     = None,
     plot: Annotated[Path | None, typer.Option(
         help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
@@ -183,7 +183,7 @@ def upscale(
         "--model", "-m", help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
         "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
     denoise: Annotated[float | None, typer.Option(
-        min=0, max=1, help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noisy photos), between: "
+        help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noisy photos), between: "
         "a blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")]
     = None,
     device: DeviceOpt = "auto",
@@ -316,5 +316,16 @@ app.add_typer(comfyui_app, name="comfyui")
 
 
 def main() -> None:
-    """Entry point of the ``drcn`` console script."""
-    app()
+    """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
+    library's errors, with the command's help named."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print_error("aborted")
+        code = 1
+    except typer.TyperException as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # the help it stands for is printed
+            ctx = getattr(e, "ctx", None)
+            print_error(e.format_message() + (f" (see {ctx.command_path} --help)" if ctx else ""))
+        code = e.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

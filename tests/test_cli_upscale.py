@@ -260,3 +260,24 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     alone = compare_panels(bird, 3, second, from_original=True)
     assert np.array_equal(panels["second"], alone["DRCN"])
     assert not np.array_equal(panels["first"], panels["second"])
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["upscale", "IMG", "--scale", "x"], "Invalid value for '--scale' / '-s'"),
+    (["upscale", "IMG", "--denoise", "nan"], "invalid value for --denoise: denoise strength nan"),
+    (["upscale", "IMG", "--bogus"], "No such option: --bogus"),
+    (["eval", "--dataset", "IMG", "--denoise", "2"], "invalid value for --denoise"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monkeypatch, capsys,
+                                                             args: list[str], says: str) -> None:
+    from drcn_plugin.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["drcn", *(str(photos / "a.png") if a == "IMG" else a
+                                                for a in args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
+    assert not list(photos.glob("*_x*"))  # nothing written
