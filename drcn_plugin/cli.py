@@ -18,7 +18,7 @@ from .errors import BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
-from .terminal import console, hint, print_error, user_errors
+from .terminal import OVERWRITE_HINT, console, hint, print_error, user_errors
 from .training.cli import app as train_app
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m",
                      "folder or hf:owner/name")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")]
-OVERWRITE_HINT = {OutputExistsError: "use --overwrite to replace it"}
 
 
 @app.command("eval")
@@ -97,7 +96,7 @@ def eval_cmd(
     from .evaluation import evaluate, is_results_file, results_json
     from .imagefile import list_images, refuse_input_target
 
-    with user_errors({OutputExistsError: "use --overwrite to replace it"}):
+    with user_errors(OVERWRITE_HINT):
         check_train_scales(scale)
         if json_out is not None:  # checked before the (long) evaluation
             refuse_input_target(json_out, list_images(dataset))

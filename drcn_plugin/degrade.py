@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import DRCNError
+from .errors import BadOptionError
 from .imaging import image_y, imresize, modcrop, quantize8
 
 StepKind = Literal["blur", "noise", "jpeg"]
@@ -53,39 +53,41 @@ class Recipe:
     clean: float = 0.0
 
     @classmethod
-    def parse(cls, text: str) -> Recipe:
-        """Read ``kind:value[@prob],...``; raises :class:`DRCNError` with the reason."""
+    def parse(cls, text: str, option: str = "degrade") -> Recipe:
+        """Read ``kind:value[@prob],...``; raises :class:`BadOptionError` for ``option`` with the
+        reason."""
         steps, clean = [], 0.0
         for part in (p.strip() for p in text.split(",")):
             kind, sep, rest = part.partition(":")
             kind = kind.strip().lower()
             if not sep or not rest:
-                raise DRCNError(f"degradation step {part!r}: write kind:value, e.g. jpeg:75")
+                raise _bad(part, option, "write kind:value, e.g. jpeg:75")
             if kind == "clean":
-                clean = _number(rest, part)
+                clean = _number(rest, part, option)
                 if not 0 <= clean <= 1:
-                    raise DRCNError(f"degradation step {part!r}: the clean share must be in 0..1")
+                    raise _bad(part, option, "the clean share must be in 0..1")
                 continue
             if kind not in _LIMITS:
-                raise DRCNError(f"degradation step {part!r}: use blur, noise, jpeg or clean")
+                raise _bad(part, option, "use blur, noise, jpeg or clean")
             value, at, prob_text = rest.partition("@")
             # The range's dash: not a leading sign, not an exponent's sign (1e-3).
             dash = next((i for i in range(1, len(value))
                          if value[i] == "-" and value[i - 1] not in "eE"), -1)
-            low = _number(value if dash < 0 else value[:dash], part)
-            high = low if dash < 0 else _number(value[dash + 1:], part)
-            prob = _number(prob_text, part) if at else 1.0
+            low = _number(value if dash < 0 else value[:dash], part, option)
+            high = low if dash < 0 else _number(value[dash + 1:], part, option)
+            prob = _number(prob_text, part, option) if at else 1.0
             lo_lim, hi_lim = _LIMITS[kind]
             if not lo_lim <= low <= high <= hi_lim:
-                raise DRCNError(f"degradation step {part!r}: {kind} takes values from "
-                                f"{lo_lim:g} to {hi_lim:g}, low before high")
+                raise _bad(part, option, f"{kind} takes values from {lo_lim:g} to {hi_lim:g}, "
+                           "low before high")
             if kind == "jpeg" and not (low.is_integer() and high.is_integer()):
-                raise DRCNError(f"degradation step {part!r}: JPEG qualities are whole numbers")
+                raise _bad(part, option, "JPEG qualities are whole numbers")
             if not 0 < prob <= 1:
-                raise DRCNError(f"degradation step {part!r}: the probability must be in (0, 1]")
+                raise _bad(part, option, "the probability must be in (0, 1]")
             steps.append(Step(kind, low, high, prob))  # type: ignore[arg-type]
         if not steps:
-            raise DRCNError(f"degradation {text!r} has no blur, noise or jpeg step")
+            raise BadOptionError(f"degradation {text!r} has no blur, noise or jpeg step",
+                                 option=option)
         return cls(tuple(steps), clean)
 
     def __str__(self) -> str:
@@ -116,13 +118,17 @@ class Recipe:
         return lr, clean
 
 
-def _number(text: str, part: str) -> float:
+def _bad(part: str, option: str, reason: str) -> BadOptionError:
+    return BadOptionError(f"degradation step {part!r}: {reason}", option=option)
+
+
+def _number(text: str, part: str, option: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise DRCNError(f"degradation step {part!r}: {text!r} is not a number") from None
+        raise _bad(part, option, f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise DRCNError(f"degradation step {part!r}: {text!r} is not a finite number")
+        raise _bad(part, option, f"{text!r} is not a finite number")
     return value
 
 

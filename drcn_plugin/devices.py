@@ -85,6 +85,14 @@ class Dist:
         """Whether this process reports, validates and writes shared files."""
         return self.rank == 0
 
+    @classmethod
+    def from_env(cls) -> Dist:
+        """This process's place as torchrun's environment names it."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
 
 def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
     """Join the torchrun job named by the environment, if any, and pick this process's device.
@@ -92,12 +100,11 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
     Under torchrun each process takes the GPU of its local rank (CUDA asked for or ``auto``).
     ``backend`` defaults to nccl on CUDA and gloo elsewhere.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), pick_device(device)
+    d = Dist.from_env()
+    if d.world <= 1:
+        return d, pick_device(device)
     import torch.distributed as dist
 
-    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     dev = pick_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", d.local_rank % torch.cuda.device_count())

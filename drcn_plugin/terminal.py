@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import BadOptionError, DRCNError, one_line
+from .errors import BadOptionError, DRCNError, OutputExistsError, one_line
 
 console = Console(stderr=True)
 Hints = Mapping[type[DRCNError], str]
+OVERWRITE_HINT: Hints = {OutputExistsError: "use --overwrite to replace it"}
 # Library option names whose flag is not ``--name``.
 _FLAGS = {"scales": "--scale", "downscales": "--downscale", "lr_drops": "--lr-drop",
           "output": "--output", "size": "--scale"}

@@ -146,6 +146,27 @@ def test_option_errors_survive_pickling_between_ranks() -> None:
     assert path == "x"
 
 
+def _flag_texts(path) -> list[str]:
+    """Message text in a module's raise statements and option-problem tables that names a flag."""
+    texts = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        parts = ast.walk(node.exc) if isinstance(node, ast.Raise) and node.exc else \
+            node.elts if isinstance(node, ast.Tuple) else ()
+        texts += [f"{path.name}:{c.lineno}: {c.value}" for c in parts
+                  if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                  and re.search(r"(^|[\s(])--?[a-zA-Z]", c.value)]
+    return texts
+
+
+def test_no_library_message_names_a_command_line_flag() -> None:
+    # Flags belong to the front ends (terminal.cli_message adds them): a library caller, the GIMP
+    # worker and ComfyUI have none.
+    fronts = {"cli.py", "terminal.py"}
+    found = [t for p in sorted(PACKAGE.rglob("*.py")) if p.name not in fronts
+             for t in _flag_texts(p)]
+    assert not found, "\n".join(found)
+
+
 def test_library_messages_name_no_command_line_flag(tmp_path) -> None:
     caught: list[DRCNError] = []
     for bad in (dict(patch=3), dict(stride=0), dict(optimizer="rmsprop"), dict(scales=[9]),

@@ -267,6 +267,7 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     (["upscale", "IMG", "--denoise", "nan"], "invalid value for --denoise: denoise strength nan"),
     (["upscale", "IMG", "--bogus"], "No such option: --bogus"),
     (["eval", "--dataset", "IMG", "--denoise", "2"], "invalid value for --denoise"),
+    (["eval", "--dataset", "IMG", "--degrade", "foo:1"], "invalid value for --degrade: "),
     (["nosuch"], "No such command 'nosuch'"),
 ])
 def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monkeypatch, capsys,

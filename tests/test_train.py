@@ -181,9 +181,9 @@ def test_a_teacher_sets_the_clean_patches_targets_only(t12: Path, tmp_path: Path
     assert all(torch.equal(out["no clean draws"][k], out["no teacher"][k]) for k in before)
     with pytest.raises(DRCNError, match="teacher weight"):
         train(tiny(t12, tmp_path / "bad", teacher=init, degrade="jpeg:40", teacher_weight=1.5))
-    with pytest.raises(DRCNError, match="needs --degrade"):
+    with pytest.raises(DRCNError, match="a teacher needs degraded training"):
         train(tiny(t12, tmp_path / "bad", teacher=init))
-    with pytest.raises(DRCNError, match="^--teacher .*missing"):
+    with pytest.raises(DRCNError, match="^teacher .*missing"):
         train(tiny(t12, tmp_path / "bad", teacher=str(tmp_path / "missing.safetensors"),
                    degrade="jpeg:40"))
     assert not (tmp_path / "bad" / "last.pt").exists()
@@ -243,7 +243,7 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--minutes", "nan"], "minutes must be a number"),
     (["--seed", str(10**20)], "seed must be in"),
     (["--stop-at", "-5"], "stop-at must be >= 0"),
-    (["--minutes", "1", "--stop-at", "3"], "stop-at needs a step count"),
+    (["--minutes", "1", "--stop-at", "3"], "a stop step needs a step count"),
     (["--name", "../away"], "without folders"),
     (["--clip", "nan"], "clip must be a number"),
     (["--lr-drop", "1.5"], "fractions of the run"),
@@ -297,7 +297,7 @@ def test_overwrite_starts_over_and_does_not_mix_with_resume(t12: Path, tmp_path:
     runner = CliRunner()
     assert runner.invoke(app, [*common, "--steps", "4", "--stop-at", "2"]).exit_code == 0
     both = runner.invoke(app, [*common, "--steps", "4", "--resume", "--overwrite"])
-    assert both.exit_code == 2 and "give one" in both.output
+    assert both.exit_code == 2 and "ask for one" in both.output
     again = runner.invoke(app, [*common, "--steps", "3", "--overwrite"])
     assert again.exit_code == 0, again.output
     assert json.loads((tmp_path / "log.json").read_text())["step"] == 3

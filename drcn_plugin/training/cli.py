@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from ..devices import Dist
 from ..errors import OutputExistsError
-from ..terminal import console, user_errors
+from ..terminal import OVERWRITE_HINT, console, user_errors
 from .config import TrainConfig, default_of, flag_of
 
 app = typer.Typer()
@@ -70,7 +70,7 @@ def train_cmd(
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
         cfg.check()  # before the progress bar appears
-        with TrainProgress(console, enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
+        with TrainProgress(console, enabled=Dist.from_env().main) as bar:
             log = train(cfg, resume, bar.update, overwrite)
         out = Path(cfg.out)
         if log.get("weights"):
@@ -90,6 +90,6 @@ def plot_train_cmd(
     """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
     from ..charts import redraw_training_curves
 
-    with user_errors({OutputExistsError: "use --overwrite to replace it"}):
+    with user_errors(OVERWRITE_HINT):
         written = redraw_training_curves(run, output, overwrite)
     console.print(f"wrote {written}", markup=False, highlight=False)

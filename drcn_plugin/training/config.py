@@ -140,7 +140,7 @@ class TrainConfig:
             ("minutes", not 0 <= self.minutes < math.inf, "minutes must be a number >= 0"),
             ("stop_at", self.stop_at < 0, "stop-at must be >= 0 (0 = run to the end)"),
             ("stop_at", self.stop_at > 0 and self.minutes > 0,
-             "stop-at needs a step count; with --minutes the run fits its own"),
+             "a stop step needs a step count; a run with a time budget fits its own"),
             ("val_every", self.val_every < 0, "val-every must be >= 0 (0 = only at the end)"),
             ("seed", not 0 <= self.seed < 2**63, "the seed must be in 0 .. 2^63 - 1"),
             ("name", self.name in (".", "..") or any(c in self.name for c in "/\\"),
@@ -155,10 +155,10 @@ class TrainConfig:
             ("teacher_weight", not 0 <= self.teacher_weight <= 1,
              "the teacher weight must be in 0..1"),
             ("teacher", bool(self.teacher) and self.teacher_weight == 0,
-             "a teacher with weight 0 takes no part: drop --teacher or give it a weight"),
+             "a teacher with weight 0 takes no part: drop the teacher or give it a weight"),
             ("teacher", bool(self.teacher) and not self.degrade,
-             "it needs --degrade (without it every patch is clean and the run would only copy "
-             "the teacher)"),
+             "a teacher needs degraded training (without degradations every patch is clean and "
+             "the run would only copy the teacher)"),
             ("out", Path(self.out).exists() and not Path(self.out).is_dir(),
              f"the run folder {self.out} is an existing file"),
         ]
@@ -170,7 +170,7 @@ class TrainConfig:
     def recipes(self) -> tuple[Recipe | None, Recipe | None]:
         """The training and validation degradation recipes (None: clean protocol pairs)."""
         return (Recipe.parse(self.degrade) if self.degrade else None,
-                Recipe.parse(self.val_degrade) if self.val_degrade else None)
+                Recipe.parse(self.val_degrade, "val_degrade") if self.val_degrade else None)
 
 
 def _words(f: Field, value: Any) -> list[str]:

@@ -184,7 +184,7 @@ class Trainer:
         try:
             teacher = load_model(cfg.teacher)
         except ModelLoadError as e:
-            raise ModelLoadError(f"--teacher {cfg.teacher}: {one_line(e)}") from e
+            raise ModelLoadError(f"teacher {cfg.teacher}: {one_line(e)}") from e
         return self._place(teacher).requires_grad_(False)
 
     # -- one step ------------------------------------------------------------------------
@@ -328,8 +328,8 @@ class Trainer:
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 if not math.isfinite(last_loss):
                     raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
-                                        "over with a lower --lr (checkpoints written before "
-                                        "are kept)")
+                                        "over with a lower learning rate (checkpoints written "
+                                        "before are kept)")
                 now = time.perf_counter()
                 self.elapsed = now - started
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
@@ -395,7 +395,7 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
 def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """A new run never replaces a held one unasked."""
     if resume and overwrite:
-        raise BadOptionError("--resume continues a run and --overwrite starts over: give one",
+        raise BadOptionError("resuming continues a run and overwriting starts over: ask for one",
                              option="overwrite")
     if not resume and not overwrite and any((out / n).exists() for n in ("last.pt", "log.json")):
         raise OutputExistsError(f"{out} holds a training run", path=out)
@@ -422,8 +422,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
-        raise OutOfMemoryError("training ran out of memory: start over with a smaller --batch, "
-                               "--patch or -F, or with less data (a larger --stride)") from e
+        raise OutOfMemoryError("training ran out of memory: start over with a smaller batch, "
+                               "patch or feature count, or with less data (a larger stride)") from e
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
