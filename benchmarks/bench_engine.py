@@ -3,8 +3,9 @@
 The summary (default): drcn-lite on an 800x600 RGB image x2 (1600x1200 out) through
 ``Upscaler.upscale`` at default settings (the measured tile plan) against a sweep of fixed tiles
 (128, 256, 400, 512, 768) and the untiled network, the halo share of the default plan, the time of
-the colour pipeline around the network, and the ratio to a plain fp32 eager forward of the whole
-1200x1600 plane. ``--table`` adds per-model rows (bare model on a whole Y plane, tiled default and
+the colour pipeline around the network, the ratio to a plain fp32 eager forward of the whole
+1200x1600 plane, and the GFLOP/s done against the machine's limit (the model's own F->F conv
+timed alone). ``--table`` adds per-model rows (bare model on a whole Y plane, tiled default and
 256 px, RGB pipeline); ``--readme`` writes them into README.md between the ``<!-- bench:DEVICE -->``
 markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM. ``--plot FILE.png``
 instead sweeps the tile size on a Y plane and draws output Mpx/s against it ([plot] extra).
@@ -96,6 +97,18 @@ def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
     return best, mem.peak
 
 
+def conv_limit(up: Upscaler, side: int = 256, repeat: int = 5) -> float:
+    """GFLOP/s of the model's own F->F 3x3 convolution (its dtype and memory format) on one
+    ``side``-px map: this machine's practical limit for DRCN, whose work is almost all that conv."""
+    f = up.model.features
+    fmt = torch.channels_last if up.channels_last else torch.contiguous_format
+    x = torch.rand(1, f, side, side, device=up.device, dtype=up.dtype).contiguous(
+        memory_format=fmt)
+    with torch.inference_mode():
+        seconds = timed(lambda: up.model.recursive(x), up.device, repeat)[0]
+    return 2 * 9 * f * f * side * side / seconds / 1e9
+
+
 def bench(model: str, device: str, precision: str, side: int, repeat: int) -> dict:
     up = Upscaler(model, device=device, precision=precision)
     tiled = Upscaler(up.model, device=device, precision=precision, tile=256)
@@ -140,7 +153,8 @@ def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[i
 
 
 def default_vs_fixed(device: str, repeat: int) -> dict:
-    """The issue-11 summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline."""
+    """The summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline, and the work
+    done against the machine's limit."""
     img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
     oh, ow = 1200, 1600
     mpx = oh * ow / 1e6
@@ -157,6 +171,9 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
     res["default_plan"] = {"core": f"{plan.tile_w}x{plan.tile_h}", "batch": plan.batch,
                            "halo_share": 1 - oh * ow / computed}
     res["default"] = mpx / best_time(lambda: up.upscale(img, 2), up.device, repeat)
+    res["mflop_per_px"] = up.model.flops_per_pixel() / 1e6
+    res["default_gflop_s"] = res["default"] * res["mflop_per_px"]
+    res["conv_limit_gflop_s"] = conv_limit(up)
     print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
     for tile in SWEEP:
         fixed = Upscaler("drcn-lite", device=device, precision=short, tile=tile)
@@ -202,7 +219,11 @@ def sweep_text(r: dict, where: str) -> str:
         f"pipeline around the network (bicubic Y/Cb/Cr, YCbCr->RGB, 8-bit): "
         f"{r['rgb_pipeline_s']:.2f} s. Measuring the plan took {r['plan_seconds']:.1f} s.",
         f"Default / best fixed tile ({r['best_tile']}): {r['default_vs_best_tile']:.2f}x; "
-        f"default / fp32 eager: {r['default_vs_fp32_eager']:.1f}x."])
+        f"default / fp32 eager: {r['default_vs_fp32_eager']:.1f}x.",
+        f"Work done: {r['default_gflop_s']:.0f} GFLOP/s at {r['mflop_per_px']:.1f} MFLOP per "
+        f"output pixel, {100 * r['default_gflop_s'] / r['conv_limit_gflop_s']:.0f}% of this "
+        f"machine's limit (the model's F->F 3x3 conv alone on a 256 px map: "
+        f"{r['conv_limit_gflop_s']:.0f} GFLOP/s)."])
 
 
 def photo_12mp(device: str) -> dict:

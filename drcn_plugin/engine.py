@@ -187,9 +187,9 @@ class Upscaler:
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:
-        """Working memory of one forward pass per pixel: three live F-channel maps in the compute
-        dtype plus the fp32 ensemble accumulator (measured on CPU: about 16 F bytes in fp32 and
-        10 F in bf16), budgeted with 25% headroom."""
+        """Working memory of one forward pass per pixel: the live F-channel maps and the ensemble
+        accumulator, all in the compute dtype (measured on CPU: about 16 F bytes in fp32 and 10 F
+        in bf16), budgeted with 25% headroom."""
         return self.model.features * (20 if self.dtype == torch.float32 else 12) + 64
 
     def _memory_budget(self) -> int:

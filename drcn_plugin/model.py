@@ -62,8 +62,9 @@ class DRCN(
     def forward(self, x: torch.Tensor,
                 all_depths: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """The ensemble prediction; with ``all_depths`` also every depth's own prediction."""
-        # The convolutions run in their weights' dtype (bf16/fp16 for fast inference); the skip
-        # connection and the ensemble sum stay in x's dtype, so the output keeps full precision.
+        # The convolutions, and on the fast path the ensemble sum of their features, run in the
+        # weights' dtype (bf16/fp16 for fast inference); the skip connection is added in x's
+        # dtype, so only the small residual carries the reduced precision.
         h = self.embed(x.to(self.embed[0].weight.dtype))
         w = self.ensemble.to(x.dtype)
         if all_depths:
