@@ -218,7 +218,6 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     finally:
         del upscaler  # its half-precision copy of the model lives on the device
         if mm is not None:
-            model.to(mm.unet_offload_device())
             mm.soft_empty_cache()
     return out_image, out_mask
 

@@ -84,8 +84,8 @@ def training_curves(log: dict, path: Path) -> Figure:
     """Loss (log scale), validation PSNR per scale, learning rate and alpha against the step.
 
     ``log`` is a run's ``log.json``: its ``history`` rows are drawn as they are, so a resumed run
-    continues its curve; each resume is marked with a dotted vertical line. Logs written before
-    per-scale validation was recorded get their mean validation PSNR instead.
+    continues its curve; each resume is marked with a dotted vertical line. Rows without
+    ``val_psnr_per_scale`` are drawn as their mean validation PSNR.
     """
     rows = log.get("history", [])
     steps = [r for r in rows if "loss" in r]

@@ -13,8 +13,8 @@ import errno
 import io
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -49,8 +49,6 @@ from .planes import require_unit_range
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
            "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).
 IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
@@ -341,6 +339,17 @@ def _part_prefix(name: str) -> str:
     return "." + raw.decode("utf-8", "ignore") + tail
 
 
+def _new_part(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` with the mode any new file gets (0666 less the
+    umask, which the kernel applies: reading it would change it for every thread)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f"{_part_prefix(path.name)}{secrets.token_hex(4)}.part")
+        with contextlib.suppress(FileExistsError):
+            return os.open(tmp, flags, 0o666), tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
 def clean_stale_parts(folder: Path) -> int:
     """Remove temporary files left in ``folder`` by writers that no longer run (killed by a
     signal or a crash); returns how many were removed. Live writers' files are left alone."""
@@ -377,10 +386,9 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_part_prefix(path.name),
-                                   suffix=".part")
-        # mkstemp makes 0600; results get the usual mode, or the one asked for
-        os.chmod(tmp, (0o666 & ~_UMASK) if mode is None else mode)
+        fd, tmp = _new_part(path)
+        if mode is not None:
+            os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

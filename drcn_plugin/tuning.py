@@ -150,9 +150,15 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
             break
     ranked = sorted(first, key=lambda c: first[c][0] / (c[1] * c[0] * c[0]))[:finalists]
     for _ in range(repeats - 1):
-        for tile, batch in ranked:
+        for tile, batch in list(ranked):
             x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
-            first[tile, batch].append(_timed(forward, x))
+            try:
+                first[tile, batch].append(_timed(forward, x))
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not is_out_of_memory(e):
+                    raise
+                del first[tile, batch]  # fitted once, not reliably: not a plan
+                ranked.remove((tile, batch))
     return [Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()]
 
 

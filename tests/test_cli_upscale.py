@@ -190,13 +190,14 @@ def test_scale_lists_as_the_paper_writes_them() -> None:
     assert expand_multi_scale(["eval", "--scale=2", "3"]) == ["eval", "--scale=2", "--scale", "3"]
 
 
-def test_results_get_the_usual_file_mode(tmp_path: Path) -> None:
-    old = os.umask(0o022)
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_results_get_the_usual_file_mode(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)  # the umask at the time of writing, not at import
     try:
         imagefile.atomic_write_bytes(tmp_path / "r.json", b"{}")
     finally:
         os.umask(old)
-    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == mode
 
 
 def test_compare_degrades_the_small_image_before_every_method(tiny_model_file: str) -> None:

@@ -1,5 +1,5 @@
 """Seeded, bounded fuzz of decoding and re-encoding: mutated bytes of small valid files of many
-formats either decode or give one BadImageError; nothing else may escape (issue 10, item 11)."""
+formats either decode or give one BadImageError; nothing else may escape."""
 
 from __future__ import annotations
 

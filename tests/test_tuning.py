@@ -147,6 +147,23 @@ def test_measure_ranks_then_retimes_the_finalists(monkeypatch: pytest.MonkeyPatc
     assert clock.calls == [12, 12, 20, 20, 36, 36, 52, 52, 52, 36, 52, 36]
 
 
+def test_a_finalist_out_of_memory_on_a_later_round_is_dropped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Memory that fitted a 52 px window once is taken by something else later.
+    clock = FakeClock(lambda x: 1.0)
+    monkeypatch.setattr(tuning, "_clock", clock)
+
+    def forward(x: torch.Tensor) -> None:
+        if x.shape[-1] == 52 and len(clock.calls) >= 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        clock.forward(x)
+
+    out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1), (48, 1)],
+                         budget_s=100, repeats=3, finalists=2)
+    assert [t.tile for t in out] == [8, 16, 32]  # 48 px dropped, the others kept
+    assert clock.calls[8:] == [36, 36]  # the remaining finalist timed in both rounds
+
+
 def test_measure_stops_after_two_misses_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
     monkeypatch.setattr(tuning, "_clock", clock)

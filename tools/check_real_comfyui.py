@@ -272,7 +272,8 @@ def _memory(pid: int, field: str) -> int:
 
 def frames_check(comfy: Comfy, folder: Path, source: Path, per_batch: int = 16) -> None:
     """120 frames of 640x360 x2 through DRCN Upscale: ComfyUI's peak memory during the run must
-    stay under twice the upscaled batch (the old node held every upscaled frame twice). One run
+    stay under twice the upscaled batch (a node keeping its results beside the output batch would
+    hold every upscaled frame twice). One run
     per server: a later run reuses what the previous prompt's cached outputs freed, so its rise
     would say little (benchmarks/comfyui_frame_memory.py compares before and after)."""
     frame = Image.open(source).convert("RGB").resize((640, 360), Image.BICUBIC)

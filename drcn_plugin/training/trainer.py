@@ -85,7 +85,6 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
                         degrade=degrade)
     finally:
         flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-        model.train()
 
 
 class Trainer:

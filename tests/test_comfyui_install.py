@@ -1,0 +1,123 @@
+"""``drcn comfyui install``: the node folder linked or copied into a (fake) ComfyUI, the package
+installed into ComfyUI's Python, and nothing changed when a step fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.errors import DRCNError
+from drcn_plugin.integrations import comfyui_install
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES_DIR = ROOT / "comfyui_nodes"
+
+
+def _fake_comfyui(root: Path) -> Path:
+    (root / "custom_nodes").mkdir(parents=True)
+    (root / "main.py").write_text("")
+    return root
+
+
+def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
+    """An 'interpreter' that answers the probe and records the pip call and its constraints."""
+    exe = tmp_path / "fake-python"
+    answer = json.dumps([torch_version, None])
+    exe.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '{answer}'; else "
+                   f"echo \"$@\" > {tmp_path}/pip-args.txt; "
+                   f"cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_install_links_nodes_and_skips_pip_when_already_there(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, Path(sys.executable))
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    assert done.linked and dest.is_symlink() and dest.resolve() == NODES_DIR.resolve()
+    assert done.pip_command is None and (comfy / "models" / "drcn").is_dir()
+    again = comfyui_install.install(comfy, Path(sys.executable), copy=True)
+    assert not again.linked and not dest.is_symlink() and (dest / "drcn_nodes.py").is_file()
+    assert comfyui_install.install(comfy, Path(sys.executable)).linked  # replaces the copy
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+def test_install_pins_comfyuis_torch(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, _fake_python(tmp_path, "2.5.1+cu124"))
+    assert (tmp_path / "pinned.txt").read_text() == "torch==2.5.1+cu124\n"
+    args = (tmp_path / "pip-args.txt").read_text().split()
+    assert args[:4] == ["-m", "pip", "install", "-c"] and args[5:] == ["-e", str(ROOT)]
+    assert done.pip_command[-2:] == ["-e", str(ROOT)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+def test_install_refuses_a_python_without_torch(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    with pytest.raises(DRCNError, match="has no torch"):
+        comfyui_install.install(comfy, _fake_python(tmp_path, None))
+    assert not (tmp_path / "pip-args.txt").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-ins for a Python")
+def test_a_failed_install_leaves_comfyui_as_it_was(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    for bad, words in ((_fake_python(tmp_path, None), "has no torch"),
+                       (Path("/bin/true"), "did not answer like a Python")):
+        with pytest.raises(DRCNError, match=words):
+            comfyui_install.install(comfy, bad)
+        assert not dest.exists() and not dest.is_symlink()  # no nodes that cannot import
+    comfyui_install.install(comfy, Path(sys.executable), copy=True)
+    with pytest.raises(DRCNError, match="has no torch"):
+        comfyui_install.install(comfy, _fake_python(tmp_path, None))
+    assert (dest / "drcn_nodes.py").is_file() and not dest.is_symlink()  # the copy is kept
+    _fake_python(tmp_path, "2.5.1+cpu")
+    monkeypatch.chdir(tmp_path)  # a relative --python is the user's, not ComfyUI's folder's
+    done = comfyui_install.install(comfy, Path("fake-python"))
+    assert done.python == tmp_path / "fake-python" and (tmp_path / "pip-args.txt").is_file()
+
+
+def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Dist:
+        def read_text(self, name: str) -> str | None:
+            return '{"url": "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"}'
+
+    monkeypatch.setattr(comfyui_install, "source_checkout", lambda: None)
+    monkeypatch.setattr(comfyui_install.metadata, "distribution", lambda name: Dist())
+    assert comfyui_install.package_spec() == [
+        "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
+
+
+def test_install_refuses_other_folders(tmp_path: Path) -> None:
+    with pytest.raises(DRCNError, match="is not a ComfyUI folder"):
+        comfyui_install.install(tmp_path, Path(sys.executable))
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    (comfy / "custom_nodes" / "comfyui-drcn").mkdir()
+    with pytest.raises(DRCNError, match="is not the DRCN nodes"):
+        comfyui_install.install(comfy, Path(sys.executable))
+
+
+def test_default_python_prefers_comfyuis_venv(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    assert comfyui_install.default_python(comfy) == Path(sys.executable)
+    (comfy / "venv" / "bin").mkdir(parents=True)
+    (comfy / "venv" / "bin" / "python").write_text("")
+    assert comfyui_install.default_python(comfy) == comfy / "venv" / "bin" / "python"
+
+
+def test_cli_comfyui_install(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["comfyui", "install", "--comfyui-dir", str(comfy),
+                             "--python", sys.executable])
+    assert ok.exit_code == 0, ok.output
+    assert "drcn-plugin already installed" in ok.output
+    bad = runner.invoke(app, ["comfyui", "install", "--comfyui-dir", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "is not a ComfyUI folder" in bad.output
