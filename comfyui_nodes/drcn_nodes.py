@@ -52,7 +52,7 @@ def user_errors() -> Iterator[None]:
         raise DRCNNodeError(f"DRCN: {one_line(e)}") from None
 
 
-def _comfy() -> tuple[ModuleType | None, ModuleType | None]:
+def comfy_modules() -> tuple[ModuleType | None, ModuleType | None]:
     """ComfyUI's ``comfy.model_management`` and ``comfy.utils``, or (None, None) outside it."""
     try:
         import comfy.model_management as mm
@@ -184,7 +184,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     step = min(per_batch or count, count)
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
-    first = _to_engine(image[0], None if alpha is None else alpha[0])
+    first = to_engine(image[0], None if alpha is None else alpha[0])
     held = oh * ow * (count * (channels + has_mask) * 4
                       + (step - 1) * first.shape[-1] * first.itemsize)
     check_memory(h, w, first.shape[-1], first.itemsize, size=(oh, ow), held=held,
@@ -192,9 +192,9 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if has_mask
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
-    mm, cu = _comfy()
+    mm, cu = comfy_modules()
     device = mm.get_torch_device() if mm is not None else "auto"
-    cancel = _interrupt_check(mm) if mm is not None else None
+    cancel = interrupt_check(mm) if mm is not None else None
     upscaler = None
     try:
         upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
@@ -205,12 +205,12 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))
             results = [upscaler.upscale(
-                _to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
+                to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
                 size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
                 fill_hidden=alpha is None)  # colours under a mask are content
                 for i in frames]
             for i, result in zip(frames, results, strict=True):
-                planes = _from_engine(result).clamp_(0.0, 1.0)
+                planes = from_engine(result).clamp_(0.0, 1.0)
                 out_image[i] = planes[..., :channels]
                 if has_mask:
                     torch.sub(1.0, planes[..., -1], out=out_mask[i])
@@ -222,7 +222,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     return out_image, out_mask
 
 
-def _to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.ndarray:
+def to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.ndarray:
     """One ``[H, W, C]`` image (with ``alpha`` ``[H, W]`` appended) as the engine's input: uint8
     when every value sits on the 8-bit grid (an image from Load Image), so the engine treats it
     exactly as ``drcn upscale`` treats the file; float32 otherwise."""
@@ -236,7 +236,7 @@ def _to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.nda
     return image.numpy()
 
 
-def _from_engine(array: np.ndarray) -> torch.Tensor:
+def from_engine(array: np.ndarray) -> torch.Tensor:
     """The engine's output back as ComfyUI's float 0..1 image."""
     out = torch.from_numpy(array)
     return out.float() / 255.0 if array.dtype == np.uint8 else out
@@ -250,7 +250,7 @@ def _batch_progress(bar: object | None, index: int,
     return lambda done, total: bar.update_absolute(index * total + done, count * total)
 
 
-def _interrupt_check(mm: ModuleType) -> Callable[[], bool]:
+def interrupt_check(mm: ModuleType) -> Callable[[], bool]:
     """The engine's cancel hook: raises ComfyUI's own interrupt exception when Cancel is pressed."""
     def check() -> bool:
         mm.throw_exception_if_processing_interrupted()

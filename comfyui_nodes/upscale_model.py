@@ -17,25 +17,23 @@ import torch
 from torch import nn
 
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.errors import BadOptionError, MissingDependencyError
-from drcn_plugin.hub import from_state_dict
+from drcn_plugin.errors import BadImageError, BadOptionError, MissingDependencyError
+from drcn_plugin.hub import from_state_dict, looks_like_drcn
 from drcn_plugin.model import DRCN
-from drcn_plugin.scales import MAX_SCALE
+from drcn_plugin.scales import MAX_SCALE, check_scale
 
 from .drcn_nodes import (
     CATEGORY,
     MODEL_TYPE,
-    DRCNNodeError,
-    _comfy,
-    _from_engine,
-    _interrupt_check,
-    _to_engine,
+    comfy_modules,
+    from_engine,
+    interrupt_check,
+    to_engine,
     user_errors,
 )
 
 ARCH_ID = "DRCN"
 MAX_MODEL_SCALE = int(MAX_SCALE)
-_KEYS = ("embed.0.weight", "recursive.weight", "reconstruct.2.weight", "ensemble")
 
 
 def _spandrel() -> ModuleType:
@@ -68,23 +66,19 @@ class DRCNUpscaleModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
-        if x.ndim == 4 and x.shape[0] == 0:
-            raise DRCNNodeError("DRCN: the batch is empty (0 images)")
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise DRCNNodeError(f"DRCN: expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
         with user_errors():
+            if x.ndim == 4 and x.shape[0] == 0:
+                raise BadImageError("the batch is empty (0 images)")
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
             if self._engine is None or self._engine.device != x.device:
                 self._engine = Upscaler(self.drcn, device=str(x.device))
-            mm, _ = _comfy()
-            cancel = _interrupt_check(mm) if mm is not None else None
-            out = [_from_engine(self._engine.upscale(_to_engine(frame.permute(1, 2, 0)),
+            mm, _ = comfy_modules()
+            cancel = interrupt_check(mm) if mm is not None else None
+            out = [from_engine(self._engine.upscale(to_engine(frame.permute(1, 2, 0)),
                                                      float(self.scale), cancel=cancel))
                    for frame in x]
         return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
-
-
-def _is_drcn(state_dict: dict) -> bool:
-    return all(key in state_dict for key in _KEYS)
 
 
 @cache
@@ -96,7 +90,7 @@ def architecture(scale: int) -> object:
         """DRCN (Kim, Lee & Lee, CVPR 2016) through drcn-plugin's engine, at a fixed scale."""
 
         def __init__(self) -> None:
-            super().__init__(id=ARCH_ID, name="DRCN", detect=_is_drcn)
+            super().__init__(id=ARCH_ID, name="DRCN", detect=looks_like_drcn)
 
         def load(self, state_dict: dict) -> spandrel.ImageModelDescriptor:
             drcn = from_state_dict(state_dict, "the state dict")
@@ -114,8 +108,9 @@ def upscale_model(drcn: DRCN, scale: int) -> object:
     """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
     move it between devices without touching the loader's model)."""
     with user_errors():
-        if not 1 <= scale <= MAX_MODEL_SCALE:
-            raise BadOptionError(f"scale {scale} is out of range: use 1 to {MAX_MODEL_SCALE}",
+        check_scale(scale)
+        if scale != int(scale):
+            raise BadOptionError(f"an upscale model's scale is a whole number, not {scale:g}",
                                  option="scale")
         return architecture(scale).load({k: v.detach().cpu()
                                          for k, v in drcn.state_dict().items()})

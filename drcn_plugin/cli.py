@@ -279,16 +279,14 @@ def compare(
                                       help="seed of the degradation's random draws")] = 0,
 ) -> None:
     """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
-    from .compare import compare_image
+    from .compare import check_compare_scale, compare_image
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import atomic_save, read_image, refuse_input_target
 
     _terminate_like_interrupt()
     with user_errors(OVERWRITE_HINT):
-        if not MIN_SCALE < scale <= MAX_SCALE:
-            raise BadOptionError(f"scale {scale:g} is out of range: use more than {MIN_SCALE:g}, "
-                                 f"at most {MAX_SCALE:g}", option="scale")
+        check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \

@@ -15,7 +15,7 @@ from .errors import BadImageError, BadOptionError
 from .imaging import imresize, protocol_y
 from .metrics import psnr
 from .planes import require_unit_range, to_planes
-from .scales import MAX_SCALE
+from .scales import MAX_SCALE, MIN_SCALE
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:
@@ -34,6 +34,14 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
     return r * max(1, size // 4), c * max(1, size // 4)
 
 
+def check_compare_scale(scale: float) -> float:
+    """An upscaling factor above 1 (at 1 every panel would be the image itself)."""
+    if not MIN_SCALE < scale <= MAX_SCALE:
+        raise BadOptionError(f"scale {scale:g} is out of range: use more than {MIN_SCALE:g}, "
+                             f"at most {MAX_SCALE:g}", option="scale")
+    return scale
+
+
 def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
                    from_original: bool, degrade: Recipe | None = None,
                    seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,6 +52,7 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     ``degrade``, the small image is degraded by the recipe (drawn from ``seed``, so the same
     command gives the same picture) before every method enlarges it.
     """
+    check_compare_scale(scale)
     require_unit_range(image, "compare")
     planes, _ = to_planes(image)
     planes = planes[:3] if planes.shape[0] >= 3 else planes[:1]  # alpha plays no part here

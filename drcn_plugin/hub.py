@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def looks_like_drcn(state_dict: Mapping[str, object]) -> bool:
+    """Whether a state dict names DRCN's tensors (its shapes are checked on loading)."""
+    return all(k in state_dict for k in ("embed.0.weight", "recursive.weight",
+                                         "reconstruct.2.weight", "ensemble"))
 
 
 def _check_shapes(shapes: dict[str, tuple[int, ...]], origin: str) -> tuple[int, int]:

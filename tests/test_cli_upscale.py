@@ -299,3 +299,13 @@ def test_a_float_tiff_gets_the_engine_result_unclipped(tmp_path: Path, tiny_mode
     expected = Upscaler(tiny_model_file, device="cpu", precision="fp32").upscale(grey, 2.0)
     assert written.min() < 0.2 or written.max() > 0.8  # overshoot kept, as in the hosts
     np.testing.assert_array_equal(written, expected)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 17.0, float("nan")])
+def test_compare_refuses_a_scale_without_panels_in_the_library_too(tiny_model_file: str,
+                                                                    scale: float) -> None:
+    from drcn_plugin.errors import BadOptionError
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(BadOptionError, match="use more than 1, at most 16"):
+        compare_panels(image, scale, Upscaler(tiny_model_file, device="cpu"), True)
