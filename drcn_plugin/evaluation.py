@@ -14,7 +14,7 @@ import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
-from .errors import BadImageError
+from .errors import BadImageError, BadOptionError
 from .imagefile import list_images, read_image8, read_y
 from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
@@ -124,6 +124,9 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
     and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
     """
+    if per_depth and upscaler is not None and upscaler.tta:
+        raise BadOptionError("the per-depth scores are of the plain network, without the "
+                             "self-ensemble: ask for one of the two", option="per_depth")
     hrs = read_dataset(folder, scales, colour=degrade is not None)
     results: dict[int, ScaleResult] = {}
     for s in scales:

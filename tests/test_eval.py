@@ -13,6 +13,10 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import BadOptionError
+from drcn_plugin.evaluation import evaluate
+from drcn_plugin.model import DRCN
 
 # ../shared/docs/evaluation-protocol.md and ../shared/weights/README.md: (PSNR, SSIM) per scale.
 BICUBIC = {"Set5": {2: (33.65, 0.9296), 3: (30.39, 0.8681), 4: (28.42, 0.8103)},
@@ -193,3 +197,9 @@ def test_eval_plot_without_matplotlib_says_what_to_install(tmp_path, small_folde
     assert result.stderr.strip().splitlines() == [
         'error: charts need matplotlib: pip install "drcn-plugin[plot]"']
     assert list(tmp_path.glob("*.png")) == []
+
+
+def test_per_depth_scores_refuse_the_self_ensemble(tiny_model: DRCN, tmp_path: Path) -> None:
+    # The depth table scores the plain network: beside a TTA score it would not be comparable.
+    with pytest.raises(BadOptionError, match="plain network, without the self-ensemble"):
+        evaluate(Upscaler(tiny_model, device="cpu", tta=True), tmp_path, [3], per_depth=True)
