@@ -65,7 +65,7 @@ class ImageInfo:
     icc_profile: bytes | None = None
     exif: Image.Exif | None = None
     dpi: tuple[float, float] | None = None
-    value_range: tuple[float, float] | None = None  # float images: the span their values take
+    value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
@@ -244,6 +244,8 @@ _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     """The output image in a mode ``fmt`` stores; refuses combinations that would lose data."""
+    if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
+        array = np.clip(array, *info.value_range)
     im = to_pil(array)
     if im.mode in _STORES[fmt]:
         return im
