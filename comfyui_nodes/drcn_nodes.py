@@ -27,13 +27,14 @@ from drcn_plugin.hub import (
     load_model,
     load_weights_file,
 )
+from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
-MODELS_FOLDER = "drcn"
+MODELS_FOLDER = MODELS_SUBDIR  # ComfyUI/models/drcn, made by `drcn comfyui install`
 MAX_SIDE = 16384  # ComfyUI's own largest image side (nodes.MAX_RESOLUTION)
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it

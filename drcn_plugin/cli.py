@@ -15,7 +15,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import BadOptionError, OutputExistsError
-from .hub import DEFAULT_MODEL
+from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import OVERWRITE_HINT, console, hint, print_error, user_errors
@@ -57,9 +57,8 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False,
                   help="DRCN super-resolution: upscale images, evaluate and train models.")
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m",
-                     help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
-                     "folder or hf:owner/name")]
+MODEL_HELP = f"{', '.join(SHIPPED)}, a .safetensors file, a model folder or hf:owner/name"
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")]
 
@@ -121,7 +120,7 @@ def eval_cmd(
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
                                on_image=lambda s, name: status.update(
                                    escape(f"evaluating {model} on {dataset}: x{s} {name} done")))
-        label = (model if denoise is None else f"{model} denoise {denoise:g}") + \
+        label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
         _print_eval(label, title, results)
@@ -179,8 +178,7 @@ def upscale(
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="drcn-lite, drcn-lite-photo, drcn, a .safetensors file, a model "
-        "folder or hf:owner/name (default: chosen per file, see --denoise)")] = None,
+        "--model", "-m", help=f"{MODEL_HELP} (default: chosen per file, see --denoise)")] = None,
     denoise: Annotated[float | None, typer.Option(
         help="0 = drcn-lite, 1 = drcn-lite-photo (JPEG and noisy photos), between: "
         "a blend (default: drcn-lite for lossless files, stronger for lower-quality JPEGs)")]

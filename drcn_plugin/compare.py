@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .degrade import Recipe
 from .engine import Upscaler, output_size
 from .errors import BadImageError, BadOptionError
-from .imaging import imresize, protocol_y
+from .imaging import image_y, imresize
 from .metrics import psnr
 from .planes import require_unit_range, to_planes
 from .scales import MAX_SCALE, MIN_SCALE
@@ -20,7 +20,7 @@ from .scales import MAX_SCALE, MIN_SCALE
 
 def _y8(a: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.array(a[..., :3] if a.ndim == 3 else a, dtype=np.float64))
-    return protocol_y(t.permute(2, 0, 1)) if t.dim() == 3 else t
+    return image_y(t.permute(2, 0, 1) if t.dim() == 3 else t)
 
 
 def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from .metadata import (
     orientation,
     read_exif,
 )
-from .planes import require_unit_range
+from .planes import require_unit_range, to_8bit
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
            "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
@@ -134,11 +135,7 @@ def read_image8(path: Path) -> torch.Tensor:
         require_unit_range(array, "scoring")
     except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
-    if array.dtype == np.uint16:
-        array = np.round(array / 257.0)
-    elif array.dtype != np.uint8:
-        array = np.round(np.clip(array, 0, 1) * 255.0)
-    a = torch.from_numpy(np.asarray(array, dtype=np.float64))
+    a = torch.from_numpy(np.asarray(to_8bit(array), dtype=np.float64))
     if a.dim() == 2 or a.shape[2] <= 2:
         return a if a.dim() == 2 else a[:, :, 0].contiguous()
     return a[:, :, :3].permute(2, 0, 1).contiguous()
@@ -225,15 +222,11 @@ def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
 def to_pil(array: np.ndarray) -> Image.Image:
     """An engine array back to a Pillow image (16-bit grey as I;16, float grey as F)."""
     a = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
-    if a.dtype == np.uint16:
-        if a.ndim == 2:
-            return Image.fromarray(a)  # I;16
-        a = (a.astype(np.float32) / 257.0).round().astype(np.uint8)  # Pillow has no 16-bit RGB
-    if np.issubdtype(a.dtype, np.floating):
-        if a.ndim == 2:
-            return Image.fromarray(a.astype(np.float32))
-        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
-    return Image.fromarray(a)
+    if a.ndim == 2 and a.dtype == np.uint16:
+        return Image.fromarray(a)  # I;16
+    if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
+        return Image.fromarray(a.astype(np.float32))
+    return Image.fromarray(to_8bit(a))  # Pillow has no 16-bit or float colour
 
 
 # What each output format can store; other modes are converted (or refused) by ``encode``.
@@ -263,8 +256,7 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
         return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 65535).round().astype(np.uint16))
     if im.mode in ("I;16", "F"):
         info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
-        a = np.asarray(im, dtype=np.float32) / (65535.0 if im.mode == "I;16" else 1.0)
-        return Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8))
+        return Image.fromarray(to_8bit(np.asarray(im)))
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
 
 
@@ -321,7 +313,21 @@ def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = Fals
                 mode: int | None = None, **options) -> None:
     """Save through a temporary file in the same folder, then rename into place; ``mode``
     sets the result's permission bits (default: the usual ones from the umask)."""
-    _atomic(path, overwrite, lambda f: image.save(f, format=fmt, **options), mode)
+    _atomic(path, overwrite, lambda f: image.save(_WithoutFileno(f), format=fmt, **options), mode)
+
+
+class _WithoutFileno:
+    """The temporary file as Pillow sees it. Given a descriptor, some encoders (JPEG, BMP) write
+    to it in C and ignore short writes: a full disk then leaves a cut-off file that looks saved.
+    Without one they write through ``write``, which raises."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def __getattr__(self, name: str) -> object:
+        if name == "fileno":
+            raise AttributeError(name)
+        return getattr(self._f, name)
 
 
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:

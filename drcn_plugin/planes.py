@@ -56,6 +56,16 @@ def require_unit_range(image: np.ndarray, purpose: str) -> None:
                                 "float images as 0..1")
 
 
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """An image array as 8-bit levels: uint8 as it is, 16-bit divided by 257, floats (0..1)
+    clipped and scaled; rounded to the nearest level."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+    return (np.clip(array, 0, 1) * 255.0).round().astype(np.uint8)
+
+
 def row_blocks(height: int, width: int) -> list[tuple[int, int]]:
     """(start, stop) row ranges of about ``BLOCK_PIXELS`` output pixels each."""
     rows = max(1, BLOCK_PIXELS // max(1, width))

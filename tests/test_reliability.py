@@ -146,7 +146,7 @@ def test_unwritable_output_folder_is_one_line_per_file(folder: Path, tiny_model_
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(imagefile.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(imagefile, "_new_part", refuse)
     r = upscale(str(folder), "--model", tiny_model_file)
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert len([e for e in errors(r.output) if "Permission denied" in e]) == 2
@@ -329,3 +329,36 @@ def test_run_job_never_raises_for_a_bad_file(tmp_path: Path, tiny_model_file: st
     up = engine.Upscaler(tiny_model_file, device="cpu")
     outcome = run_job(Job(bad, tmp_path / "out" / "bad.png"), up, 2.0)
     assert outcome.status == "failed" and str(bad) in outcome.message
+
+
+_FULL_DISK = """
+import resource, sys
+import numpy as np
+from PIL import Image
+from drcn_plugin.imagefile import atomic_save
+from drcn_plugin.errors import WriteError
+target, fmt = sys.argv[1], sys.argv[2]
+image = Image.fromarray((np.random.default_rng(0).random((128, 160, 3)) * 255).astype(np.uint8))
+resource.setrlimit(resource.RLIMIT_FSIZE, (20480, 20480))  # the file may grow to 20 KiB
+try:
+    options = {"JPEG": {"quality": 100}, "WEBP": {"lossless": True}}.get(fmt, {})
+    atomic_save(image, target, fmt, overwrite=True, **options)
+except WriteError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+@pytest.mark.parametrize("fmt", ["JPEG", "BMP", "PNG", "WEBP", "TIFF"])
+def test_a_file_size_limit_mid_encode_is_an_error_and_keeps_the_old_file(tmp_path: Path,
+                                                                         fmt: str) -> None:
+    # One encoder call that writes the whole 60 KB file and is cut short: JPEG and BMP encoders
+    # writing to the descriptor in C ignored the short write, and the cut file looked saved.
+    target = tmp_path / f"out.{fmt.lower()}"
+    target.write_bytes(b"the earlier result")
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, str(target), fmt],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "File too large" in run.stdout, run.stdout + run.stderr
+    assert target.read_bytes() == b"the earlier result"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
