@@ -284,7 +284,8 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
         kind = "not enough memory" if isinstance(e, MemoryError) else \
             f"unexpected {type(e).__name__}"
         msg, detail = f"{kind}: {one_line(e)}", traceback.format_exc()
-    if str(job.source) not in msg and str(job.target) not in msg:
+    if not any(p in msg for p in (str(job.source), str(job.target),
+                                  one_line(DRCNError(str(job.source))))):
         msg = f"{job.source}: {msg}"
     return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, detail=detail,
                    error=e if isinstance(e, DRCNError) else None)
@@ -300,6 +301,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, 
             return Outcome(job, "skipped", "already exists")
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
+    mode = stat.S_IMODE(os.stat(job.source).st_mode) & 0o666  # the input may go meanwhile
     array, info = read_image(job.source)
     label = ""
     if not isinstance(upscaler, Upscaler):
@@ -321,7 +323,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, 
     image = encode(result, out_fmt, info)
     del result
     atomic_save(image, job.target, out_fmt, overwrite=overwrite,
-                mode=stat.S_IMODE(os.stat(job.source).st_mode) & 0o666,
+                mode=mode,
                 **save_options(out_fmt, info, scale, quality))
     note = "; ".join(dict.fromkeys(info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)

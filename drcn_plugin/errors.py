@@ -88,9 +88,12 @@ class Cancelled(Exception):  # noqa: N818 (a request, not an error)
 
 
 def one_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's text (its type name when it has none).
+    """The first non-empty line of an exception's text (its type name when it has none); our own
+    messages are one line already, so a line break in them (from a file name) is shown as ``\\n``.
 
     The one place any exception (ours or a library's) becomes text for a user.
     """
+    if isinstance(error, DRCNError) and str(error).strip():
+        return str(error).strip().replace("\r", "\\r").replace("\n", "\\n")
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return lines[0] if lines else type(error).__name__

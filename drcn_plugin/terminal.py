@@ -46,7 +46,9 @@ def hint(error: BaseException | None, hints: Hints | None) -> str:
 
 
 def print_error(message: str) -> None:
-    """``error: MESSAGE`` in red on stderr, never wrapped or highlighted."""
+    """``error: MESSAGE`` in red on stderr, on one line (a line break in a file name shows as
+    ``\\n``), never wrapped or highlighted."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 

@@ -70,6 +70,8 @@ def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.
 def _read(path: Path) -> dict[str, list[Timing]]:
     """The cache's valid entries; anything corrupt, foreign or from another version is dropped."""
     try:
+        if not path.is_file():  # a FIFO or device would block the read for ever
+            return {}
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return {}

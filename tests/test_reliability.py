@@ -268,16 +268,19 @@ def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_fil
     assert r.exit_code == 0 and not stale.exists() and live.exists()
 
 
-def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch) -> None:
-    """20: SIGTERM while writing leaves no temporary file."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) -> None:
+    """20: SIGTERM (a stop) or SIGHUP (the terminal closed) while writing leaves no temporary
+    file."""
     from drcn_plugin.cli import _terminate_like_interrupt
 
-    old = signal.getsignal(signal.SIGTERM)
+    sig = getattr(signal, name)
+    old = signal.getsignal(sig)
     try:
         _terminate_like_interrupt()
 
         def terminated(fd: int) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
             time.sleep(1)
 
         monkeypatch.setattr(imagefile.os, "fsync", terminated)
@@ -285,7 +288,7 @@ def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch) -> None:
             imagefile.atomic_write_bytes(folder / "x.json", b"{}")
         assert list(folder.iterdir()) == []
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.signal(sig, old)
 
 
 def test_concurrent_skip_existing_runs(folder: Path, tiny_model_file: str, monkeypatch) -> None:
@@ -362,3 +365,10 @@ def test_a_file_size_limit_mid_encode_is_an_error_and_keeps_the_old_file(tmp_pat
     assert "File too large" in run.stdout, run.stdout + run.stderr
     assert target.read_bytes() == b"the earlier result"
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+
+def test_a_line_break_in_a_file_name_keeps_the_reason(folder: Path, tiny_model_file: str) -> None:
+    (folder / "bad\nname.png").write_bytes(b"junk")
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1
+    assert any("bad\\nname.png: not an image Pillow can read" in e for e in errors(r.output))

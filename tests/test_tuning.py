@@ -4,6 +4,7 @@ plan the tuner can pick. Measuring runs here only on a tiny model with tiny cand
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -199,3 +200,15 @@ def test_callers_model_is_left_as_it_was() -> None:
         for k, v in model.state_dict().items():
             assert v.dtype == torch.float32 and v.device.type == "cpu"
             assert v.is_contiguous() and torch.equal(v, before[k]), k
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_cache_that_is_not_a_file_is_ignored_without_blocking(tuning_on: None) -> None:
+    path = tuning.cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)  # opening it for reading would wait for a writer for ever
+    read = subprocess.run([sys.executable, "-c", "from drcn_plugin import tuning; "
+                           "print(tuning.load_timings('any'))"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, tuning.CACHE_ENV: str(path.parent)})
+    assert read.stdout.strip() == "None", read.stderr
