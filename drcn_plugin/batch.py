@@ -25,23 +25,22 @@ from .errors import (
     DRCNError,
     InputConflictError,
     OutputExistsError,
+    WriteError,
     one_line,
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import (
     FORMATS,
     IMAGE_SUFFIXES,
-    NAME_MAX,
     SUFFIX,
     ImageInfo,
-    atomic_save,
     check_writable,
-    clean_stale_parts,
     encode,
     read_image,
     save_options,
 )
 from .sizing import TargetSize
+from .writing import NAME_MAX, atomic_save, clean_stale_parts, probe_folder
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
 Status = Literal["done", "skipped", "failed"]
@@ -133,7 +132,22 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
-    return jobs, errors
+    return _writable(jobs, errors)
+
+
+def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
+    """The jobs whose output folder takes files, and one error per folder that does not (only
+    folders with something left to write are tried)."""
+    bad: dict[Path, str] = {}
+    for folder in dict.fromkeys(j.target.parent for j in jobs if not os.path.lexists(j.target)):
+        try:
+            probe_folder(folder)
+        except WriteError as e:
+            bad[folder] = one_line(e)
+    for folder, message in bad.items():
+        count = sum(j.target.parent == folder for j in jobs)
+        errors.append(f"{message} ({count} file{'s' * (count != 1)} not upscaled)")
+    return [j for j in jobs if j.target.parent not in bad], errors
 
 
 def _same(a: Path, b: Path) -> bool:

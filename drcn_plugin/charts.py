@@ -22,7 +22,7 @@ from .errors import (
     OutputExistsError,
     one_line,
 )
-from .imagefile import atomic_write_bytes, refuse_input_target
+from .writing import atomic_write_bytes, refuse_input_target
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -93,7 +93,8 @@ def eval_cmd(
     from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
-    from .imagefile import list_images, refuse_input_target
+    from .imagefile import list_images
+    from .writing import refuse_input_target
 
     with user_errors(OVERWRITE_HINT):
         check_train_scales(scale)
@@ -125,7 +126,7 @@ def eval_cmd(
         title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
         _print_eval(label, title, results)
         if json_out is not None:
-            from .imagefile import atomic_write_bytes
+            from .writing import atomic_write_bytes
 
             about = {"model": label, "degrade": str(recipe) if recipe else None}
             atomic_write_bytes(json_out, json.dumps(results_json(results, about), indent=2,
@@ -282,7 +283,8 @@ def compare(
     from .compare import check_compare_scale, compare_image
     from .degrade import Recipe
     from .engine import Upscaler
-    from .imagefile import atomic_save, read_image, refuse_input_target
+    from .imagefile import read_image
+    from .writing import atomic_save, refuse_input_target
 
     _terminate_like_interrupt()
     with user_errors(OVERWRITE_HINT):

@@ -8,18 +8,10 @@ was told not to.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
-import os
-import re
-import secrets
-import shutil
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -31,10 +23,7 @@ from .errors import (
     BadOptionError,
     DatasetError,
     DRCNError,
-    InputConflictError,
     OutOfMemoryError,
-    OutputExistsError,
-    WriteError,
     one_line,
 )
 from .imaging import image_y
@@ -300,152 +289,3 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         else:
             opts["compression"] = "tiff_adobe_deflate"
     return opts
-
-
-def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
-    """No command may write over one of its own inputs, even when asked to overwrite."""
-    real = os.path.realpath(path)
-    if any(os.path.realpath(p) == real for p in inputs):
-        raise InputConflictError(f"{path} is an input of this command; choose another file")
-
-
-def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
-                mode: int | None = None, **options) -> None:
-    """Save through a temporary file in the same folder, then rename into place; ``mode``
-    sets the result's permission bits (default: the usual ones from the umask)."""
-    _atomic(path, overwrite, lambda f: image.save(_WithoutFileno(f), format=fmt, **options), mode)
-
-
-class _WithoutFileno:
-    """The temporary file as Pillow sees it. Given a descriptor, some encoders (JPEG, BMP) write
-    to it in C and ignore short writes: a full disk then leaves a cut-off file that looks saved.
-    Without one they write through ``write``, which raises."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-
-    def __getattr__(self, name: str) -> object:
-        if name == "fileno":
-            raise AttributeError(name)
-        return getattr(self._f, name)
-
-
-def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write bytes atomically (JSON logs, cards)."""
-    _atomic(path, overwrite, lambda f: f.write(data))
-
-
-NAME_MAX = 255  # bytes in a file name on common file systems
-_PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
-
-
-def _part_prefix(name: str) -> str:
-    """``.NAME.PID.`` with NAME cut so the temporary name fits the 255-byte name limit."""
-    tail = f".{os.getpid()}."
-    room = NAME_MAX - len(tail.encode()) - 1 - 8 - len(".part")
-    raw = name.encode("utf-8", "surrogateescape")[:room]
-    return "." + raw.decode("utf-8", "ignore") + tail
-
-
-def _new_part(path: Path) -> tuple[int, str]:
-    """A new temporary file beside ``path`` with the mode any new file gets (0666 less the
-    umask, which the kernel applies: reading it would change it for every thread)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = str(path.parent / f"{_part_prefix(path.name)}{secrets.token_hex(4)}.part")
-        with contextlib.suppress(FileExistsError):
-            return os.open(tmp, flags, 0o666), tmp
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
-
-
-def clean_stale_parts(folder: Path) -> int:
-    """Remove temporary files left in ``folder`` by writers that no longer run (killed by a
-    signal or a crash); returns how many were removed. Live writers' files are left alone."""
-    removed = 0
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return 0
-    for name in names:
-        m = _PART.match(name)
-        if m and not _alive(int(m.group(1))):
-            try:
-                os.unlink(os.path.join(folder, name))
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True
-    return True
-
-
-def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_part(path)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
-    except FileExistsError as e:
-        _remove(tmp)
-        raise OutputExistsError(f"{path} exists", path=path) from e
-    except BaseException as e:
-        _remove(tmp)
-        if not isinstance(e, Exception) or isinstance(e, DRCNError):
-            raise
-        # A specific errno (permission, read-only) is the reason; encoders that report a full
-        # disk only as a generic error (no errno, or EIO) are told apart by the free space.
-        specific = isinstance(e, OSError) and e.errno not in (None, errno.EIO)
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
-                (not specific and _disk_full(path.parent)):
-            raise WriteError(f"disk full while writing {path}; nothing was written") from e
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
-        raise WriteError(f"cannot write {path}: {reason}") from e
-
-
-def _disk_full(folder: Path) -> bool:
-    """True when ``folder``'s file system has (almost) no space left: encoders such as libtiff
-    report a full disk only as a generic error."""
-    try:
-        return shutil.disk_usage(folder).free < (1 << 20)
-    except OSError:
-        return False
-
-
-def _link_new(tmp: str, path: Path) -> None:
-    """Move ``tmp`` to ``path`` only if ``path`` does not exist (hard link where supported)."""
-    try:
-        os.link(tmp, path)  # atomic and fails if the target appeared meanwhile
-    except FileExistsError:
-        raise
-    except OSError:  # file systems without hard links
-        if path.exists():
-            raise FileExistsError(path) from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _remove(path: str | None) -> None:
-    if path is not None:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

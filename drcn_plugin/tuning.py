@@ -23,7 +23,7 @@ import torch
 
 from .devices import device_name, is_out_of_memory, synchronize
 from .errors import WriteError
-from .imagefile import atomic_write_bytes
+from .writing import atomic_write_bytes
 
 TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"

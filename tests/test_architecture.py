@@ -19,8 +19,8 @@ from drcn_plugin.batch import collect_jobs
 from drcn_plugin.cli import app
 from drcn_plugin.errors import BadOptionError, Cancelled, DRCNError, OutputExistsError, one_line
 from drcn_plugin.hub import SHIPPED
-from drcn_plugin.imagefile import atomic_write_bytes
 from drcn_plugin.training.config import TrainConfig, command_line, default_of, flag_of
+from drcn_plugin.writing import atomic_write_bytes
 
 PACKAGE = REPO / "drcn_plugin"
 FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.terminal",

@@ -16,7 +16,7 @@ from helpers import DATA
 from PIL import Image
 from typer.testing import CliRunner
 
-from drcn_plugin import imagefile
+from drcn_plugin import writing
 from drcn_plugin.cli import app
 from drcn_plugin.compare import compare_panels
 from drcn_plugin.degrade import Recipe
@@ -131,7 +131,7 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(imagefile.os, "fsync", disk_full)
+    monkeypatch.setattr(writing.os, "fsync", disk_full)
     out = photos.parent / "out"
     r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 1 and "disk full" in r.output
@@ -140,9 +140,9 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
     def interrupted(fd: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imagefile.os, "fsync", interrupted)
+    monkeypatch.setattr(writing.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        imagefile.atomic_write_bytes(out / "x.json", b"{}")
+        writing.atomic_write_bytes(out / "x.json", b"{}")
     assert list(out.iterdir()) == []
 
 
@@ -194,7 +194,7 @@ def test_scale_lists_as_the_paper_writes_them() -> None:
 def test_results_get_the_usual_file_mode(tmp_path: Path, umask: int, mode: int) -> None:
     old = os.umask(umask)  # the umask at the time of writing, not at import
     try:
-        imagefile.atomic_write_bytes(tmp_path / "r.json", b"{}")
+        writing.atomic_write_bytes(tmp_path / "r.json", b"{}")
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == mode

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from drcn_plugin import engine, imagefile
+from drcn_plugin import engine, writing
 from drcn_plugin.batch import Job, collect_jobs, run_job
 from drcn_plugin.cli import app
 from drcn_plugin.model import DRCN
@@ -137,19 +137,25 @@ def test_name_near_255_bytes(folder: Path, tiny_model_file: str) -> None:
     assert [p.name for p in out.iterdir()] == [name]
 
 
-def test_unwritable_output_folder_is_one_line_per_file(folder: Path, tiny_model_file: str,
-                                                       monkeypatch) -> None:
-    """9: a read-only output folder (simulated: tests may run as root)."""
+def test_unwritable_output_folder_is_found_before_any_work(folder: Path, tiny_model_file: str,
+                                                          monkeypatch) -> None:
+    """9: a read-only output folder (simulated: tests may run as root) is one line, found while
+    planning: no file is upscaled only to be lost."""
     rgb().save(folder / "a.png")
     rgb().save(folder / "b.png")
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(imagefile, "_new_part", refuse)
+    def never(*args, **kwargs):
+        raise AssertionError("upscaled although nothing can be written")
+
+    monkeypatch.setattr(writing, "_new_part", refuse)
+    monkeypatch.setattr(engine.Upscaler, "upscale", never)
     r = upscale(str(folder), "--model", tiny_model_file)
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert len([e for e in errors(r.output) if "Permission denied" in e]) == 2
+    [line] = errors(r.output)
+    assert "cannot write into" in line and "Permission denied (2 files not upscaled)" in line
 
 
 def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_file: str,
@@ -283,9 +289,9 @@ def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) ->
             os.kill(os.getpid(), sig)
             time.sleep(1)
 
-        monkeypatch.setattr(imagefile.os, "fsync", terminated)
+        monkeypatch.setattr(writing.os, "fsync", terminated)
         with pytest.raises(KeyboardInterrupt):
-            imagefile.atomic_write_bytes(folder / "x.json", b"{}")
+            writing.atomic_write_bytes(folder / "x.json", b"{}")
         assert list(folder.iterdir()) == []
     finally:
         signal.signal(sig, old)
@@ -338,7 +344,7 @@ _FULL_DISK = """
 import resource, sys
 import numpy as np
 from PIL import Image
-from drcn_plugin.imagefile import atomic_save
+from drcn_plugin.writing import atomic_save
 from drcn_plugin.errors import WriteError
 target, fmt = sys.argv[1], sys.argv[2]
 image = Image.fromarray((np.random.default_rng(0).random((128, 160, 3)) * 255).astype(np.uint8))

@@ -16,7 +16,7 @@ from helpers import random_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
-from drcn_plugin import engine, imagefile
+from drcn_plugin import engine, imagefile, writing
 from drcn_plugin.cli import app
 from drcn_plugin.imagefile import read_image
 
@@ -153,7 +153,7 @@ def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkey
 
     monkeypatch.setattr(TiffImagePlugin, "_save", full)
     monkeypatch.setitem(Image.SAVE, "TIFF", full)
-    monkeypatch.setattr(imagefile.shutil, "disk_usage", lambda p: os.statvfs_result if False
+    monkeypatch.setattr(writing.shutil, "disk_usage", lambda p: os.statvfs_result if False
                         else type("U", (), {"free": 0})())
     out = folder.parent / "out"
     r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
@@ -164,13 +164,13 @@ def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkey
 def test_a_refused_write_on_a_full_looking_file_system_gives_its_own_reason(
         tmp_path: Path, monkeypatch) -> None:
     """Pseudo and read-only file systems report no free space: the errno is the reason."""
-    monkeypatch.setattr(imagefile.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
+    monkeypatch.setattr(writing.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
 
     def refused(f) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    with pytest.raises(imagefile.WriteError, match="cannot write .*: Permission denied"):
-        imagefile._atomic(tmp_path / "x.bin", True, refused)
+    with pytest.raises(writing.WriteError, match="cannot write .*: Permission denied"):
+        writing._atomic(tmp_path / "x.bin", True, refused)
     assert list(tmp_path.iterdir()) == []
 
 

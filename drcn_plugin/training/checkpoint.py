@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from ..errors import CheckpointError, one_line
-from ..imagefile import atomic_write_bytes
 from ..model import DRCN
+from ..writing import atomic_write_bytes
 from .config import TrainConfig
 
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"

@@ -36,8 +36,8 @@ from ..errors import (
 )
 from ..evaluation import ScaleResult, evaluate, read_dataset
 from ..hub import checked, load_model, sha256_of
-from ..imagefile import atomic_write_bytes
 from ..model import DRCN
+from ..writing import atomic_write_bytes
 from .card import model_card
 from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
 from .config import TrainConfig, default_of, flag_of
