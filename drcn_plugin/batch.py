@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .devices import is_out_of_memory
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
     BadOptionError,
@@ -295,7 +296,7 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
     if isinstance(e, DRCNError):
         msg, detail = one_line(e), ""
     else:
-        kind = "not enough memory" if isinstance(e, MemoryError) else \
+        kind = "not enough memory" if isinstance(e, MemoryError) or is_out_of_memory(e) else \
             f"unexpected {type(e).__name__}"
         msg, detail = f"{kind}: {one_line(e)}", traceback.format_exc()
     if not any(p in msg for p in (str(job.source), str(job.target),

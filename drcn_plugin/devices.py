@@ -7,8 +7,10 @@ import platform
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, get_args
 
+import psutil
 import torch
 
 from .errors import BadOptionError, DeviceError
@@ -135,6 +137,50 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def host_available_memory() -> int:
+    """Bytes of RAM this process can still take: the host's available memory (psutil, on every
+    platform), lowered by the process's cgroup limit (containers) and its address-space limit
+    (``ulimit -v``), which the host figure does not see."""
+    avail = psutil.virtual_memory().available
+    room = _cgroup_room()
+    if room is not None:
+        avail = min(avail, room)
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            avail = min(avail, max(0, soft - psutil.Process().memory_info().vms))
+    except (ImportError, OSError, ValueError):  # no such limit on this platform
+        pass
+    return avail
+
+
+def _cgroup_room(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup") -> int | None:
+    """Limit minus usage of this process's memory cgroup (v2, else v1); None without a limit."""
+    try:
+        lines = Path(proc).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2
+            base = f"{mount}{path.rstrip('/')}"
+            files = (f"{base}/memory.max", f"{base}/memory.current")
+        elif "memory" in controllers.split(","):
+            base = f"{mount}/memory{path.rstrip('/')}"
+            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit, usage = (int(Path(f).read_text(encoding="utf-8")) for f in files)
+        except (OSError, ValueError):  # "max": no limit, or the files are not visible here
+            continue
+        if limit < 1 << 60:  # v1 writes a huge number for no limit
+            return max(0, limit - usage)
+    return None
 
 
 def is_out_of_memory(e: BaseException) -> bool:

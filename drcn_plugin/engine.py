@@ -18,12 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import psutil
 import torch
 from torch.utils.hooks import RemovableHandle
 
 from . import tuning
-from .devices import Precision, device_name, is_out_of_memory, pick_device, pick_precision
+from .devices import (
+    Precision,
+    device_name,
+    host_available_memory,
+    is_out_of_memory,
+    pick_device,
+    pick_precision,
+)
 from .errors import BadOptionError, Cancelled, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
@@ -39,12 +45,11 @@ _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
 
 
 def _available_memory(device: torch.device) -> int:
-    """Bytes free for this job: the GPU's free memory, else the host's available RAM (psutil
-    reads it on Linux, macOS and Windows alike)."""
+    """Bytes free for this job: the GPU's free memory, else the RAM this process can take."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free
-    return psutil.virtual_memory().available
+    return host_available_memory()
 
 
 def output_size(height: int, width: int, scale: float | None = None,

@@ -285,3 +285,40 @@ def test_invisible_colour_never_fringes_the_visible_edge(channels: int) -> None:
     solid = up.upscale(opaque, 4)  # the visible colour everywhere: no edge in the colour at all
     for out in outs:
         assert np.array_equal(out[seen][:, :-1], solid[seen][:, :-1])
+
+
+@pytest.mark.parametrize(("cgroup", "files", "room"), [
+    ("0::/box\n", {"box/memory.max": "1000", "box/memory.current": "300"}, 700),
+    ("0::/box\n", {"box/memory.max": "max", "box/memory.current": "300"}, None),
+    ("4:memory:/box\n0::/\n", {"memory/box/memory.limit_in_bytes": "5000",
+                               "memory/box/memory.usage_in_bytes": "1000"}, 4000),
+    ("4:memory:/box\n", {"memory/box/memory.limit_in_bytes": str(2**63 - 4096),
+                         "memory/box/memory.usage_in_bytes": "1000"}, None),
+    ("0::/elsewhere\n", {}, None),
+])
+def test_a_containers_memory_limit_is_seen(tmp_path, cgroup: str, files: dict[str, str],
+                                           room: int | None) -> None:
+    from drcn_plugin.devices import _cgroup_room
+
+    (tmp_path / "cgroup").write_text(cgroup)
+    for name, text in files.items():
+        (tmp_path / "sys" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sys" / name).write_text(text)
+    assert _cgroup_room(str(tmp_path / "cgroup"), str(tmp_path / "sys")) == room
+
+
+def test_an_address_space_limit_refuses_the_job_up_front() -> None:
+    # ulimit -v: psutil's host figure does not see it, and torch's allocator failed mid-job.
+    import subprocess
+    import sys
+
+    code = ("import resource, psutil\n"
+            "from drcn_plugin.engine import check_memory\n"
+            "vms = psutil.Process().memory_info().vms\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vms + (1 << 30), vms + (1 << 30)))\n"
+            "try:\n"
+            "    check_memory(4000, 4000, 3, 1, scale=4)\n"
+            "except MemoryError as e:\n"
+            "    print(e)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "GiB of memory" in run.stdout and "available" in run.stdout, run.stdout + run.stderr

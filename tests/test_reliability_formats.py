@@ -16,7 +16,7 @@ from helpers import random_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
-from drcn_plugin import engine, imagefile, writing
+from drcn_plugin import engine, writing
 from drcn_plugin.cli import app
 from drcn_plugin.imagefile import read_image
 
