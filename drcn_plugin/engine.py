@@ -30,7 +30,7 @@ from .devices import (
     pick_device,
     pick_precision,
 )
-from .errors import BadOptionError, Cancelled, OutOfMemoryError
+from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
@@ -375,14 +375,20 @@ class Upscaler:
         if np.dtype(kind).kind == "f":
             body = planes[:3] if colour else planes[:1]
             float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
-        src = planes.to(self.device)
-        if fill_hidden:
-            fill_transparent(src)
-        del planes
-        if colour:
-            src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
-        ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
-        y_out = self.run_y(ilr, progress, cancel)
-        del ilr
-        out = merge(y_out, src[1:], colour, kind, float_range)
+        try:
+            src = planes.to(self.device)
+            if fill_hidden:
+                fill_transparent(src)
+            del planes
+            if colour:
+                src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
+            ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
+            y_out = self.run_y(ilr, progress, cancel)
+            del ilr
+            out = merge(y_out, src[1:], colour, kind, float_range)
+        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+            if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+                raise
+            raise OutOfMemoryError(f"not enough memory for a {ow}x{oh} result on {self.device}: "
+                                   "ask for a smaller size, or free memory") from e
         return out[:, :, 0] if image.ndim == 2 else out

@@ -322,3 +322,16 @@ def test_an_address_space_limit_refuses_the_job_up_front() -> None:
             "    print(e)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "GiB of memory" in run.stdout and "available" in run.stdout, run.stdout + run.stderr
+
+
+def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeypatch) -> None:
+    from drcn_plugin import engine
+    from drcn_plugin.errors import OutOfMemoryError
+
+    def no_room(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 1280000000 bytes.")
+
+    monkeypatch.setattr(engine, "merge", no_room)
+    with pytest.raises(OutOfMemoryError, match="not enough memory for a 16x16 result on cpu"):
+        Upscaler(seeded_drcn(), device="cpu").upscale(np.zeros((8, 8, 3), np.uint8), 2)
