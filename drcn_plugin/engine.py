@@ -14,7 +14,8 @@ import copy
 import math
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,19 @@ _TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process
 
 def _stderr_line(message: str) -> None:
     print(f"drcn: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _allocating(oh: int, ow: int, device: torch.device) -> Iterator[None]:
+    """Around the colour and interpolation steps: running out of memory there is the library's
+    :class:`OutOfMemoryError`, not the allocator's RuntimeError."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+        if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+            raise
+        raise OutOfMemoryError(f"not enough memory for a {ow}x{oh} result on {device}: ask for "
+                               "a smaller size, or free memory") from e
 
 
 class Upscaler:
@@ -375,7 +389,7 @@ class Upscaler:
         if np.dtype(kind).kind == "f":
             body = planes[:3] if colour else planes[:1]
             float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
-        try:
+        with _allocating(oh, ow, self.device):
             src = planes.to(self.device)
             if fill_hidden:
                 fill_transparent(src)
@@ -383,12 +397,8 @@ class Upscaler:
             if colour:
                 src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
             ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
-            y_out = self.run_y(ilr, progress, cancel)
-            del ilr
+        y_out = self.run_y(ilr, progress, cancel)  # backs off on its own out-of-memory
+        del ilr
+        with _allocating(oh, ow, self.device):
             out = merge(y_out, src[1:], colour, kind, float_range)
-        except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
-            if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
-                raise
-            raise OutOfMemoryError(f"not enough memory for a {ow}x{oh} result on {self.device}: "
-                                   "ask for a smaller size, or free memory") from e
         return out[:, :, 0] if image.ndim == 2 else out
