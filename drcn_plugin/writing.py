@@ -93,7 +93,9 @@ def probe_folder(folder: Path) -> None:
 
 def clean_stale_parts(folder: Path) -> int:
     """Remove temporary files left in ``folder`` by writers that no longer run (killed by a
-    signal or a crash); returns how many were removed. Live writers' files are left alone."""
+    signal or a crash); returns how many were removed. Live writers' files are left alone: their
+    PID runs, or they hold the part's lock (a writer in another container or on another host,
+    whose PID means nothing here)."""
     removed = 0
     try:
         names = os.listdir(folder)
@@ -101,13 +103,38 @@ def clean_stale_parts(folder: Path) -> int:
         return 0
     for name in names:
         m = _PART.match(name)
-        if m and not _alive(int(m.group(1))):
-            try:
-                os.unlink(os.path.join(folder, name))
+        if not m or _alive(int(m.group(1))):
+            continue
+        part = os.path.join(folder, name)
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd):
+                os.unlink(part)
                 removed += 1
-            except OSError:
-                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
     return removed
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive advisory lock of an open part without waiting: False while another
+    process holds it. Where there are no such locks (Windows) it always succeeds."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks
+        return True
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -131,13 +158,14 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         if mode is not None:
             os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
+            _lock(fd)  # held until the part is renamed: marks it as live for other runs
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _link_new(tmp, path)
+            if os.name == "posix":
+                _publish(tmp, path, overwrite)
+        if os.name != "posix":  # Windows renames only closed files
+            _publish(tmp, path, overwrite)
     except FileExistsError as e:
         _remove(tmp)
         raise OutputExistsError(f"{path} exists", path=path) from e
@@ -153,6 +181,13 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
             raise WriteError(f"disk full while writing {path}; nothing was written") from e
         reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
         raise WriteError(f"cannot write {path}: {reason}") from e
+
+
+def _publish(tmp: str, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+    else:
+        _link_new(tmp, path)
 
 
 def _disk_full(folder: Path) -> bool:

@@ -378,3 +378,17 @@ def test_a_line_break_in_a_file_name_keeps_the_reason(folder: Path, tiny_model_f
     r = upscale(str(folder), "--model", tiny_model_file)
     assert r.exit_code == 1
     assert any("bad\\nname.png: not an image Pillow can read" in e for e in errors(r.output))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
+    """20: a writer in another container or host has a PID that looks dead here; the lock it
+    holds on its part keeps the part alive until it is done."""
+    import fcntl
+
+    part = tmp_path / f".a.png.{_dead_pid()}.abcd1234.part"
+    part.write_bytes(b"busy")
+    with open(part, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert writing.clean_stale_parts(tmp_path) == 0 and part.exists()
+    assert writing.clean_stale_parts(tmp_path) == 1 and not part.exists()  # its writer died
