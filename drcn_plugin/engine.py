@@ -260,8 +260,10 @@ class Upscaler:
             found = tuning.load_timings(key)
             if found is None:
                 found = self._measure()
-                if found:
-                    tuning.store_timings(key, found)
+                problem = tuning.store_timings(key, found) if found else None
+                if problem:
+                    self.notify(f"{problem}: it is measured again next time (point "
+                                f"{tuning.CACHE_ENV} at a writable folder)")
             _TIMINGS[key] = found
         return _TIMINGS[key]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .devices import device_name, is_out_of_memory, synchronize
-from .errors import WriteError
+from .errors import WriteError, one_line
 from .writing import atomic_write_bytes
 
 TUNING_ENV = "DRCN_TILE_TUNING"
@@ -95,11 +95,11 @@ def load_timings(key: str) -> list[Timing] | None:
     return _read(cache_path()).get(key)
 
 
-def store_timings(key: str, timings: list[Timing]) -> None:
-    """Add ``key`` to the cache file: re-read, merge, write atomically.
+def store_timings(key: str, timings: list[Timing]) -> str | None:
+    """Add ``key`` to the cache file: re-read, merge, write atomically. Returns why the plan
+    could not be kept (then it is measured again next time), else None.
 
-    Two processes tuning at once each leave a complete file; an unwritable folder is ignored
-    (the plan is then measured again next time).
+    Two processes tuning at once each leave a complete file.
     """
     path = cache_path()
     try:
@@ -109,8 +109,10 @@ def store_timings(key: str, timings: list[Timing]) -> None:
         body = {"version": CACHE_VERSION,
                 "plans": {k: [asdict(t) for t in v] for k, v in plans.items()}}
         atomic_write_bytes(path, json.dumps(body, indent=1).encode())
-    except (OSError, WriteError):
-        pass
+    except (OSError, WriteError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+        return f"cannot keep the tile plan in {path.parent} ({reason})"
+    return None
 
 
 def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:

@@ -212,3 +212,13 @@ def test_a_cache_that_is_not_a_file_is_ignored_without_blocking(tuning_on: None)
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, tuning.CACHE_ENV: str(path.parent)})
     assert read.stdout.strip() == "None", read.stderr
+
+
+def test_a_cache_that_cannot_be_written_is_said(tuning_on: None, monkeypatch, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(tuning.CACHE_ENV, str(blocker))  # the cache folder is a file
+    notes: list[str] = []
+    Upscaler(tiny(), device="cpu", notify=notes.append).timings()
+    assert any("cannot keep the tile plan" in n and "measured again next time" in n
+               for n in notes), notes
