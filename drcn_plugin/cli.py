@@ -230,16 +230,23 @@ def upscale(
             print_error(e)
         outcomes = []
         with BatchProgress(console, len(mine), enabled=place.main) as bar:
-            for job in mine:
-                bar.start(job)
-                out = run_job(job, chooser or upscaler, target, fmt, quality, overwrite,
-                              skip_existing, progress=bar.tiles)
-                bar.finish(out)
-                if out.status == "failed":
-                    print_error(out.message + hint(out.error, hints))
-                    if debug and out.detail:
-                        console.print(out.detail, highlight=False, soft_wrap=True, markup=False)
-                outcomes.append(out)
+            try:
+                for job in mine:
+                    bar.start(job)
+                    out = run_job(job, chooser or upscaler, target, fmt, quality, overwrite,
+                                  skip_existing, progress=bar.tiles)
+                    bar.finish(out)
+                    if out.status == "failed":
+                        print_error(out.message + hint(out.error, hints))
+                        if debug and out.detail:
+                            console.print(out.detail, highlight=False, soft_wrap=True,
+                                          markup=False)
+                    outcomes.append(out)
+            except KeyboardInterrupt:
+                done = sum(o.status == "done" for o in outcomes)
+                print_error(f"interrupted: {done} of {len(mine)} files written, nothing of the "
+                            "one in progress (--skip-existing goes on from here)")
+                raise typer.Exit(130) from None
         outcomes = gather_outcomes(outcomes)
         if place.main:
             BatchProgress.summary(console, outcomes, upscaler)

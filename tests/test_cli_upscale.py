@@ -144,6 +144,9 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
     with pytest.raises(KeyboardInterrupt):
         writing.atomic_write_bytes(out / "x.json", b"{}")
     assert list(out.iterdir()) == []
+    r = upscale(str(photos), "-o", str(out), "--model", tiny_model_file)  # Ctrl-C mid-batch
+    assert r.exit_code == 130 and list(out.iterdir()) == []
+    assert "interrupted: 0 of 2 files written" in r.output and "--skip-existing" in r.output
 
 
 def test_compare_sheet(tmp_path: Path, tiny_model_file: str) -> None:
