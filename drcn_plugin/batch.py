@@ -227,7 +227,7 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
         taken[_key(target)] = job
         if os.path.realpath(target) in inputs:
             job.problem = f"its output {target} would replace an input"
-        elif len(target.name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
 
 

@@ -63,9 +63,14 @@ _PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
 def _part_prefix(name: str) -> str:
     """``.NAME.PID.`` with NAME cut so the temporary name fits the 255-byte name limit."""
     tail = f".{os.getpid()}."
-    room = NAME_MAX - len(tail.encode()) - 1 - 8 - len(".part")
-    raw = name.encode("utf-8", "surrogateescape")[:room]
-    return "." + raw.decode("utf-8", "ignore") + tail
+    room = NAME_MAX - len(tail) - 1 - 8 - len(".part")
+    kept, size = [], 0
+    for ch in name:  # whole characters, in the file system's encoding
+        size += len(os.fsencode(ch))
+        if size > room:
+            break
+        kept.append(ch)
+    return "." + "".join(kept) + tail
 
 
 def _new_part(path: Path) -> tuple[int, str]:

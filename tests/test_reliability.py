@@ -392,3 +392,16 @@ def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         assert writing.clean_stale_parts(tmp_path) == 0 and part.exists()
     assert writing.clean_stale_parts(tmp_path) == 1 and not part.exists()  # its writer died
+
+
+def test_a_non_ascii_name_under_an_ascii_locale(tmp_path: Path) -> None:
+    # The file system's encoding is ASCII there: names arrive with escaped bytes, and the
+    # temporary name must give back those bytes, not re-decode them as UTF-8.
+    code = ("import sys; from pathlib import Path; from drcn_plugin.writing import "
+            "atomic_write_bytes; atomic_write_bytes(Path(sys.argv[1]), b'x')")
+    target = tmp_path / "h\u00e9llo w\u00f6rld.json"
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = subprocess.run([sys.executable, "-c", code, str(target)], env=env, timeout=120,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert target.read_bytes() == b"x" and len(list(tmp_path.iterdir())) == 1
