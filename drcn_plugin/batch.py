@@ -214,6 +214,7 @@ def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
     """Give every job its own output name, and refuse outputs that are inputs or too long."""
     taken: dict[str, Job] = {}
+    input_ids = {_file_id(p) for p in inputs} - {None}
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
                                            + j.source.suffix, str(j.source))):
         target = job.target
@@ -225,10 +226,20 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             n += 1
         job.target = target
         taken[_key(target)] = job
-        if os.path.realpath(target) in inputs:
+        if os.path.realpath(target) in inputs or _file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
         elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
+
+
+def _file_id(path: str | Path) -> tuple[int, int] | None:
+    """The file's identity, which names differing only in case share where the file system
+    ignores case; None when there is no such file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _key(target: Path) -> str:

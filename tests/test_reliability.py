@@ -405,3 +405,16 @@ def test_a_non_ascii_name_under_an_ascii_locale(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert target.read_bytes() == b"x" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_output_that_is_an_input_under_another_name_is_refused(folder: Path,
+                                                                  tiny_model_file: str) -> None:
+    """22: where the file system ignores case, the output A_up.png is the input a_up.png. A hard
+    link gives a file two names on any file system, so it stands in for that here."""
+    rgb().save(folder / "A.png")
+    rgb(seed=1).save(folder / "other.png")
+    os.link(folder / "other.png", folder / "A_up.png")  # another name of the input other.png
+    r = upscale(str(folder / "A.png"), str(folder / "other.png"), "-o", str(folder),
+                "--suffix", "_up", "--overwrite", "--model", tiny_model_file)
+    assert "A_up.png would replace an input" in r.output
+    assert (folder / "A_up.png").read_bytes() == (folder / "other.png").read_bytes()
