@@ -216,13 +216,16 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
 
 
 def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
-    """A clean shipped model moved toward its photo variant: 0 is ``spec``, 1 the photo model.
+    """A clean shipped model moved toward its photo variant: 0 is ``spec`` as named (any model),
+    1 the photo model.
 
     Between the two the weights are interpolated (the photo model was fine-tuned from the clean
     one, so the blend is meaningful). ``spec`` names the clean end; the photo model is strength 1.
     """
     if not 0 <= strength <= 1:
         raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
+    if strength == 0:
+        return load_model(spec)
     if spec in PHOTO_VARIANTS.values():
         clean = next(c for c, p in PHOTO_VARIANTS.items() if p == spec)
         raise ModelLoadError(f"{spec} is the photo end of the denoise blend already; name "
@@ -231,8 +234,6 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
         pairs = ", ".join(PHOTO_VARIANTS)
         raise ModelLoadError(f"model {spec!r} has no photo variant to blend with; a denoise "
                              f"strength works with {pairs}")
-    if strength == 0:
-        return load_model(spec)
     if strength == 1:
         return load_model(PHOTO_VARIANTS[spec])
     return interpolate(load_model(spec), load_model(PHOTO_VARIANTS[spec]), strength)

@@ -20,8 +20,7 @@ console = Console(stderr=True)
 Hints = Mapping[type[DRCNError], str]
 OVERWRITE_HINT: Hints = {OutputExistsError: "use --overwrite to replace it"}
 # Library option names whose flag is not ``--name``.
-_FLAGS = {"scales": "--scale", "downscales": "--downscale", "lr_drops": "--lr-drop",
-          "output": "--output", "size": "--scale"}
+_FLAGS = {"downscales": "--downscale", "lr_drops": "--lr-drop", "size": "--scale"}
 
 
 def flag_for(option: str) -> str:

@@ -60,6 +60,12 @@ def test_denoise_ends_are_the_two_models_bit_for_bit(photo_model: Path) -> None:
         load_denoised(1.5)
 
 
+def test_denoise_0_is_any_model_as_named(tiny_model_file: str) -> None:
+    # The hosts' default strength: a model without a photo variant works at 0, as in the CLI.
+    assert _same_weights(load_denoised(0.0, tiny_model_file), load_model(tiny_model_file))
+    assert _same_weights(load_denoised(0.0, "drcn-lite-photo"), load_model("drcn-lite-photo"))
+
+
 def test_default_choice_follows_the_source(photo_model: Path) -> None:
     assert choose_for_source(False, None).label == "drcn-lite"
     strengths = [choose_for_source(True, q).denoise for q in range(1, 101)]

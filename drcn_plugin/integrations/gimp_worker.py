@@ -215,7 +215,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 upscalers.clear()
                 upscalers[key] = Upscaler(req.model, device=req.device, precision=req.precision,
                                           tile=req.tile, tta=req.tta,
-                                          denoise=req.denoise if req.denoise else None)
+                                          denoise=req.denoise)
             image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
                 req.height, req.width, req.channels)
             result = np.ascontiguousarray(upscalers[key].upscale(
