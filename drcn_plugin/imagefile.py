@@ -63,7 +63,8 @@ class ImageInfo:
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    """Decode ``path`` to an ``H x W x C`` array (uint8, uint16 or float32) and its metadata.
+    """Decode ``path`` to an ``H x W x C`` array (``H x W`` for grey; uint8, uint16 or float32)
+    and its metadata.
 
     Whatever the decoder raises on a damaged or hostile file becomes one BadImageError naming
     the file; decoder warnings become notes.

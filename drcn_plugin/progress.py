@@ -54,6 +54,7 @@ class BatchProgress(_Display):
         self._t0 = 0.0
 
     def start(self, job: Job) -> None:
+        """A file's job begins: its tile bar restarts under its name."""
         self._t0 = time.perf_counter()
         self.progress.update(self.tile_task, description=escape(job.source.name), completed=0,
                              total=1,
@@ -64,6 +65,7 @@ class BatchProgress(_Display):
         self.progress.update(self.tile_task, completed=done, total=total)
 
     def finish(self, outcome: Outcome) -> None:
+        """A file's job ended: one more image, and the batch's output Mpx/s so far."""
         self.busy += time.perf_counter() - self._t0
         if outcome.out_size:
             self.out_pixels += outcome.out_size[0] * outcome.out_size[1]

@@ -63,7 +63,8 @@ class TrainConfig:
     batch: int = option(64, "global batch (split over torchrun processes)")
     steps: int = option(10000, "training steps", card="always")
     minutes: float = option(0.0, "> 0: fit the step count to this training time", card="never")
-    optimizer: Optimizer = option("adam", "adam or sgd (paper: sgd, lr 0.01, step)")
+    optimizer: Optimizer = option("adam", "adam (AdamW, decoupled weight decay) or sgd (paper: "
+                                          "sgd, lr 0.01, step)")
     lr: float = option(5e-4, "peak learning rate")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(1e-4, "weight decay (paper: 1e-4)")
