@@ -148,6 +148,8 @@ def redraw_training_curves(source: Path, output: Path | None = None,
     output = default if output is None else Path(output)
     check_png_target(output, [log_file], overwrite or output == default)
     try:
+        if log_file.exists() and not log_file.is_file():  # a FIFO would block the read
+            raise DRCNError(f"{log_file} is not a regular file")
         log = json.loads(log_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DRCNError(f"{log_file} not found: give a run folder or its log.json") from None

@@ -18,7 +18,7 @@ from .errors import BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
-from .terminal import OVERWRITE_HINT, console, hint, print_error, user_errors
+from .terminal import OVERWRITE_HINT, console, hint, print_error, signals_interrupt, user_errors
 from .training.cli import app as train_app
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def upscale(
     from .progress import BatchProgress
     from .sizing import TargetSize
 
-    _terminate_like_interrupt()
+    signals_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing"}
     with user_errors(hints):
         if overwrite and skip_existing:
@@ -254,18 +254,6 @@ def upscale(
             raise typer.Exit(1)
 
 
-def _terminate_like_interrupt() -> None:
-    """SIGTERM (a scheduler's stop, ``kill``) takes the same clean path as Ctrl-C: the write in
-    progress is removed and nothing half-written stays."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):  # SIGHUP: the terminal closed; none on Windows
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.default_int_handler)
-
-
 @app.command()
 def compare(
     image: Annotated[Path, typer.Argument(help="an image file")],
@@ -293,7 +281,7 @@ def compare(
     from .imagefile import read_image
     from .writing import atomic_save, refuse_input_target
 
-    _terminate_like_interrupt()
+    signals_interrupt()
     with user_errors(OVERWRITE_HINT):
         check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None

@@ -105,7 +105,8 @@ def list_images(folder: Path) -> list[Path]:
         raise DatasetError(f"{folder} is a file, not a folder of images" if folder.exists()
                            else f"dataset folder not found: {folder}")
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and (p.is_file() or p.is_dir() or not p.exists()))  # no FIFO or device
     except OSError as e:
         raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e
     if not files:

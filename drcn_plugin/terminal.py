@@ -51,6 +51,18 @@ def print_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def signals_interrupt() -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed) take Ctrl-C's
+    clean path: the write in progress is removed and nothing half-written stays."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.default_int_handler)
+
+
 @contextmanager
 def user_errors(hints: Hints | None = None) -> Iterator[None]:
     """Turn a DRCNError into one red line and exit code 2 (never a traceback)."""

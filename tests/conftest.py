@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -112,3 +113,12 @@ def folder(tmp_path: Path) -> Path:
     d = tmp_path / "in"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def t12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve T91 images: enough to learn from in a few seconds."""
+    folder = tmp_path_factory.mktemp("t12")
+    for p in sorted(_need(DATA / "T91").iterdir())[:12]:
+        shutil.copy(p, folder)
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from drcn_plugin.model import DRCN
+from drcn_plugin.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -39,3 +41,12 @@ def check_png(path: Path, width: int = 800, max_bytes: int = 200_000) -> None:
 def random_rgb(w: int = 20, h: int = 16, seed: int = 0) -> Image.Image:
     """A small seeded noise image (every pixel different, so any processing shows)."""
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8))
+
+
+def tiny(data: Path, out: Path, **kw) -> TrainConfig:
+    """A CPU-sized training recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation or curves
+    unless asked (a chart costs about a second on a busy 2-core machine)."""
+    base = TrainConfig(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3,
+                       patch=32, stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3,
+                       warmup=5, val_every=0, device="cpu", curves=False)
+    return replace(base, **kw)

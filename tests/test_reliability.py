@@ -278,12 +278,12 @@ def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_fil
 def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) -> None:
     """20: SIGTERM (a stop) or SIGHUP (the terminal closed) while writing leaves no temporary
     file."""
-    from drcn_plugin.cli import _terminate_like_interrupt
+    from drcn_plugin.terminal import signals_interrupt
 
     sig = getattr(signal, name)
     old = signal.getsignal(sig)
     try:
-        _terminate_like_interrupt()
+        signals_interrupt()
 
         def terminated(fd: int) -> None:
             os.kill(os.getpid(), sig)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import DATA, check_png, plotted_lines
+from helpers import check_png, plotted_lines, tiny
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -35,24 +35,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def t12(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve T91 images: enough to learn from in a few seconds."""
-    folder = tmp_path_factory.mktemp("t12")
-    for p in sorted((DATA / "T91").iterdir())[:12]:
-        shutil.copy(p, folder)
-    return folder
-
-
-def tiny(data: Path, out: Path, **kw) -> TrainConfig:
-    """A CPU-sized recipe: F=8, D=3, 32x32 patches of x3 pairs, no validation or curves unless
-    asked (a chart costs about a second on a busy 2-core machine)."""
-    base = TrainConfig(data=[str(data)], out=str(out), scales=[3], features=8, recursions=3,
-                       patch=32, stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3,
-                       warmup=5, val_every=0, device="cpu", curves=False)
-    return replace(base, **kw)
 
 
 def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from ..errors import CheckpointError, one_line
+from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .config import TrainConfig
@@ -44,6 +45,15 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
     if missing or saved is None:
         raise CheckpointError(f"checkpoint {path} is incomplete (no "
                               f"{', '.join(missing) or 'readable config'})")
+    try:
+        replace(saved, out=cfg.out).check()
+    except (DRCNError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} holds options no run can use ({one_line(e)})"
+                              ) from e
+    numbers = [ckpt[k] for k in ("step", "total", "best", "elapsed")]
+    if not (all(isinstance(n, int | float) for n in numbers) and isinstance(ckpt["history"], list)
+            and 0 <= ckpt["step"] <= max(ckpt["total"], saved.steps)):
+        raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
     if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
                         f"this run asks for F={cfg.features}, D={cfg.recursions}")

@@ -12,7 +12,7 @@ import typer
 
 from ..devices import Dist
 from ..errors import OutputExistsError
-from ..terminal import OVERWRITE_HINT, console, user_errors
+from ..terminal import OVERWRITE_HINT, console, signals_interrupt, user_errors
 from .config import TrainConfig, default_of, flag_of
 
 app = typer.Typer()
@@ -66,6 +66,7 @@ def train_cmd(
     from ..progress import TrainProgress
     from .trainer import train
 
+    signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
@@ -76,8 +77,10 @@ def train_cmd(
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)
-        elif log.get("stopped_at"):
+        elif "stopped_at" in log:
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
+            if log.get("interrupted"):
+                raise typer.Exit(130)
 
 
 @app.command("plot-train")

@@ -28,9 +28,9 @@ from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchr
 from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
+    CheckpointError,
     ModelLoadError,
     OutOfMemoryError,
-    OutputExistsError,
     TrainingError,
     one_line,
 )
@@ -43,6 +43,7 @@ from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, 
 from .config import TrainConfig, default_of, flag_of
 from .data import PatchSet, augment, load_images, make_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
+from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
 
 logger = logging.getLogger(__name__)
 # Options a resumed run takes from its command line, not from the checkpoint.
@@ -94,7 +95,6 @@ class Trainer:
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False) -> None:
         cfg.check()
         self.out = Path(cfg.out)
-        _check_run_folder(self.out, resume, overwrite)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             given = cfg
@@ -113,11 +113,6 @@ class Trainer:
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
             read_dataset(Path(folder), cfg.scales, colour=bool(cfg.val_degrade))
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadOptionError(f"cannot create the run folder {self.out}: "
-                                 f"{e.strerror or one_line(e)}", option="out") from e
         self.dist, self.device = join_torchrun(cfg.device)
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
@@ -151,12 +146,16 @@ class Trainer:
         self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
         self.curves_ok = True  # until a chart fails once
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.opt.load_state_dict(ckpt["optimizer"])
-            self.sched.load_state_dict(ckpt["scheduler"])
-            self.gen.set_state(ckpt["rng"])
-            if self.ema is not None:
-                self.ema.load_state_dict(ckpt["ema"])
+            try:
+                self.model.load_state_dict(ckpt["model"])
+                self.opt.load_state_dict(ckpt["optimizer"])
+                self.sched.load_state_dict(ckpt["scheduler"])
+                self.gen.set_state(ckpt["rng"])
+                if self.ema is not None:
+                    self.ema.load_state_dict(ckpt["ema"])
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+                raise CheckpointError(f"the checkpoint in {self.out} does not fit this run "
+                                      f"({one_line(e)})") from e
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
             self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
         self.net = self.model
@@ -171,8 +170,8 @@ class Trainer:
                                               cfg.downscales, self.device, degrade,
                                               cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
-        if overwrite and self.dist.rank == 0:
-            _clear_old_run(self.out)
+        if overwrite and self.dist.main:
+            clear_old_run(cfg)
 
     def _place(self, model: nn.Module) -> nn.Module:
         """Move a model to the training device (channels_last on CUDA, as batches are)."""
@@ -300,15 +299,35 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
-        """Train to the end (or ``stop_at``); on rank 0 export, measure and write the card."""
-        cfg, main = self.cfg, self.dist.main
+        """Train to the end (or ``stop_at``, or a signal's stop); on rank 0 export, measure and
+        write the card, or at a stop the checkpoint to resume from."""
+        main = self.dist.main
         self.model.train()
         started = time.perf_counter() - self.elapsed
         self._event("start")
+        stop = StopRequest(self.dist.world == 1)
+        with stop:
+            self._loop(stop, started)
+        self.elapsed = time.perf_counter() - started
+        if not main:
+            _barrier(self.dist)
+            return {}
+        if stop.asked or self.step < self.total:  # stopped early: resumable
+            self._event("stop")
+            self._checkpoint(None)
+            log = self._log(stopped_at=self.step, interrupted=stop.asked)
+        else:
+            log = self._finish()
+        _barrier(self.dist)
+        return log
+
+    def _loop(self, stop: StopRequest, started: float) -> None:
+        """Steps until the end, ``stop_at`` or a stop request; validates and checkpoints."""
+        cfg, main = self.cfg, self.dist.main
         calib: tuple[int, float] | None = None
         loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
         tick, tick_step = time.perf_counter(), self.step
-        while True:
+        while not stop.asked:
             end = min(self.total, cfg.stop_at or self.total)
             if self.total and self.step >= end:
                 break
@@ -344,30 +363,18 @@ class Trainer:
                     self._log()
                 if main and self.on_progress:
                     self.on_progress(Progress(self.step, self.total, last_loss, val, rate))
-        self.elapsed = time.perf_counter() - started
-        if not main:
-            _barrier(self.dist)
-            return {}
-        if self.step < self.total:  # stopped early: resumable
-            self._event("stop")
-            self._checkpoint(None)
-            log = self._log(stopped_at=self.step)
-        else:
-            log = self._finish()
-        _barrier(self.dist)
-        return log
 
     def _finish(self) -> dict:
         """Export the final weights, measure them (strict fp32) and write log and model card."""
         cfg = self.cfg
+        self.history.append({"step": self.step, "event": "end", **self._validate(),
+                             "seconds": round(self.elapsed, 2)})
+        self._checkpoint(self.history[-1]["val_psnr"])  # first: a failed export loses no steps
         weights = self.out / f"{cfg.export_name()}.safetensors"
         export_safetensors(checked(self.result, "the trained model"), weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = self._measure(model, folders)
-        self.history.append({"step": self.step, "event": "end", **self._validate(),
-                             "seconds": round(self.elapsed, 2)})
-        self._checkpoint(self.history[-1]["val_psnr"])
         baseline = self._measure(self.baseline.to(self.device), folders) \
             if self.baseline is not None else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
@@ -391,22 +398,6 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
             for ds, res in results.items()}
 
 
-def _check_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """A new run never replaces a held one unasked."""
-    if resume and overwrite:
-        raise BadOptionError("resuming continues a run and overwriting starts over: ask for one",
-                             option="overwrite")
-    if not resume and not overwrite and any((out / n).exists() for n in ("last.pt", "log.json")):
-        raise OutputExistsError(f"{out} holds a training run", path=out)
-
-
-def _clear_old_run(out: Path) -> None:
-    """Remove an overwritten run's state, so nothing of it is mistaken for the new run's. Called
-    once every check has passed: a refused start keeps the old run."""
-    for name in ("last.pt", "best.pt", "log.json", "curves.png"):
-        (out / name).unlink(missing_ok=True)
-
-
 def _barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
@@ -417,7 +408,10 @@ def train(cfg: TrainConfig, resume: bool = False,
     """Run (or resume, or start over with ``overwrite``) one training; returns the run's log
     (empty on ranks other than 0)."""
     try:
-        return Trainer(cfg, resume, on_progress, overwrite).run()
+        cfg.check()
+        check_run_folder(cfg, resume, overwrite)
+        with hold_run_folder(Path(cfg.out), Dist.from_env().main):
+            return Trainer(cfg, resume, on_progress, overwrite).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise

@@ -1,0 +1,142 @@
+"""The run folder a training owns (checked, locked and, with ``overwrite``, cleared) and the
+stop a signal asks of the run.
+
+A new run never replaces a held one unasked, never writes its weights over a file it reads
+(``--init``, ``--baseline``, ``--teacher``), and learns that the folder cannot take its files
+before the first step rather than at the end. While a run trains it holds an advisory lock on
+``OUT/.lock``, so a second training in the same folder is refused instead of mixing the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, one_line
+from ..writing import NAME_MAX, clean_stale_parts, probe_folder
+from .config import TrainConfig
+
+_STATE = ("last.pt", "best.pt", "log.json", "curves.png")
+
+
+def run_files(cfg: TrainConfig) -> tuple[str, ...]:
+    """Names of everything a run writes into its folder."""
+    stem = cfg.export_name()
+    return (*_STATE, f"{stem}.safetensors", f"{stem}.md")
+
+
+def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, a start that would replace a held run or an input, or whose
+    files cannot be named or written."""
+    out = Path(cfg.out)
+    if resume and overwrite:
+        raise BadOptionError("resuming continues a run and overwriting starts over: ask for one",
+                             option="overwrite")
+    names = run_files(cfg)
+    if max(len(os.fsencode(n)) for n in names) > NAME_MAX:
+        raise BadOptionError(f"the run's file names would be longer than {NAME_MAX} bytes",
+                             option="name")
+    held = [n for n in names if (out / n).exists()]
+    if not resume and not overwrite and held:
+        raise OutputExistsError(f"{out} holds a training run ({held[0]})", path=out)
+    read = {os.path.realpath(s) for s in (cfg.init, cfg.baseline, cfg.teacher) if s}
+    for name in names:
+        if os.path.realpath(out / name) in read:
+            raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
+                                 "another run folder or name", option="out")
+    data = {os.path.realpath(d) for d in (*cfg.data, cfg.val_data, *cfg.test_data) if d}
+    if os.path.realpath(out) in data:
+        raise BadOptionError(f"{out} holds the run's images: its files would become data",
+                             option="out")
+    here = out  # the folder, or the nearest existing one it would be made in: nothing is made
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise BadOptionError(f"cannot create the run folder {out}: {here} is a file",
+                             option="out")
+    probe_folder(here)
+
+
+@contextmanager
+def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
+    """While inside, the run folder exists and (when ``lock``: the process that writes the run's
+    files) ``OUT/.lock`` is held: a folder another training holds is refused. A start refused
+    inside leaves no folder it made. Where the platform has no such locks, nothing is held."""
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"cannot create the run folder {out}: {e.strerror or one_line(e)}"
+                         ) from e
+    try:
+        with _locked(out) if lock else contextlib.nullcontext():
+            yield
+    except BaseException:
+        if made:  # refused before its first file: the folder goes again
+            (out / ".lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(out / ".lock", "ab") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainingError(f"another training is running in {out}") from None
+        except OSError:  # a file system without locks
+            pass
+        clean_stale_parts(out)
+        yield
+
+
+def clear_old_run(cfg: TrainConfig) -> None:
+    """Remove an overwritten run's files, so nothing of it is mistaken for the new run's. Called
+    once every check has passed: a refused start keeps the old run."""
+    out = Path(cfg.out)
+    for name in run_files(cfg):
+        try:
+            (out / name).unlink(missing_ok=True)
+        except OSError as e:
+            raise WriteError(f"cannot remove the old run's {out / name}: "
+                             f"{e.strerror or one_line(e)}") from e
+
+
+class StopRequest:
+    """While active, Ctrl-C, SIGTERM and SIGHUP ask the run to stop at the next step boundary
+    (where its checkpoint resumes exactly) instead of interrupting it mid-step; a second signal
+    interrupts at once. Only in the main thread of a single-process run (torchrun's ranks must
+    stop together, so they keep the default behaviour)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.asked, self._saved = enabled, False, {}
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+                if hasattr(signal, name):
+                    sig = getattr(signal, name)
+                    self._saved[sig] = signal.signal(sig, self._ask)
+        return self
+
+    def _ask(self, signum: int, frame: object) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        signal.signal(signum, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)

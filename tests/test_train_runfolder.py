@@ -1,0 +1,106 @@
+"""A training's run folder: nothing it reads or holds is replaced, its files can be written before
+the first step, one training at a time, a signal stops it resumably, a damaged checkpoint is one
+line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny
+from safetensors.torch import load_file
+
+from drcn_plugin.errors import BadOptionError, CheckpointError, DRCNError, WriteError
+from drcn_plugin.training import checkpoint, trainer
+from drcn_plugin.training.trainer import train
+
+
+def test_a_new_run_never_writes_over_weights_it_reads_or_finds(t12: Path, tmp_path: Path) -> None:
+    train(tiny(t12, tmp_path / "a", steps=4))
+    weights = tmp_path / "a" / "drcn-f8-d3-x3.safetensors"
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / weights.name).write_bytes(weights.read_bytes())  # a folder holding weights
+    with pytest.raises(DRCNError, match="holds a training run"):
+        train(tiny(t12, folder, steps=4))
+    with pytest.raises(BadOptionError, match="which it reads"):  # even when asked to overwrite
+        train(tiny(t12, folder, steps=4, init=str(folder / weights.name)), overwrite=True)
+    assert (folder / weights.name).read_bytes() == weights.read_bytes()
+
+
+def test_a_folder_of_the_runs_images_is_refused_as_its_output(t12: Path) -> None:
+    with pytest.raises(BadOptionError, match="holds the run's images"):
+        train(tiny(t12, t12, steps=4))
+
+
+def test_the_last_checkpoint_comes_before_the_export(t12: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_room(model: object, path: Path) -> None:
+        raise WriteError(f"disk full while writing {path}; nothing was written")
+
+    monkeypatch.setattr(trainer, "export_safetensors", no_room)
+    with pytest.raises(WriteError, match="disk full"):
+        train(tiny(t12, tmp_path, steps=6))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["step"] == 6  # no step is lost
+    monkeypatch.setattr(trainer, "export_safetensors", checkpoint.export_safetensors)
+    log = train(tiny(t12, tmp_path, steps=6), resume=True)  # the resume exports
+    assert log["weights"] == "drcn-f8-d3-x3.safetensors"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")
+def test_a_signal_stops_at_a_step_and_the_resume_is_exact(t12: Path, tmp_path: Path) -> None:
+    whole = train(tiny(t12, tmp_path / "whole", steps=60, val_every=20))
+
+    def signal_at_20(progress: trainer.Progress) -> None:
+        if progress.step == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cut = tiny(t12, tmp_path / "cut", steps=60, val_every=20)
+    log = train(cut, on_progress=signal_at_20)
+    assert log["interrupted"] and 20 <= log["stopped_at"] < 60
+    resumed = train(cut, resume=True)
+    assert resumed["step"] == whole["step"] == 60
+    name = "drcn-f8-d3-x3.safetensors"
+    a, b = load_file(tmp_path / "whole" / name), load_file(tmp_path / "cut" / name)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX locks")
+def test_a_second_training_in_the_same_folder_is_refused(t12: Path, tmp_path: Path) -> None:
+    from drcn_plugin.training.runfolder import hold_run_folder
+
+    with hold_run_folder(tmp_path), pytest.raises(DRCNError, match="another training is running"):
+        train(tiny(t12, tmp_path, steps=4))  # while another holds the folder
+    train(tiny(t12, tmp_path, steps=4))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("step", "x"), ("history", None), ("step", 10**9), ("model", {}), ("rng", torch.zeros(3)),
+    ("optimizer", {}), ("config", "lr"),
+])
+def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: str,
+                                                 value: object) -> None:
+    cfg = tiny(t12, tmp_path, steps=8, stop_at=4)
+    train(cfg)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    if key == "config":
+        state["config"]["lr"] = float("nan")
+    else:
+        state[key] = value
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError):
+        train(replace(cfg, stop_at=0), resume=True)
+
+
+def test_overwrite_refused_to_clear_is_one_line(t12: Path, tmp_path: Path) -> None:
+    train(tiny(t12, tmp_path, steps=8, stop_at=4))
+    (tmp_path / "log.json").unlink()
+    (tmp_path / "log.json").mkdir()  # cannot be removed as a file
+    with pytest.raises(WriteError, match="cannot remove the old run's"):
+        train(tiny(t12, tmp_path, steps=4), overwrite=True)
