@@ -159,6 +159,10 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be included
+        raise WriteError(f"cannot write {path}: cannot make its folder "
+                         f"({e.strerror or one_line(e)})") from e
+    try:
         fd, tmp = _new_part(path)
         if mode is not None:
             os.chmod(tmp, mode)

@@ -418,3 +418,9 @@ def test_an_output_that_is_an_input_under_another_name_is_refused(folder: Path,
                 "--suffix", "_up", "--overwrite", "--model", tiny_model_file)
     assert "A_up.png would replace an input" in r.output
     assert (folder / "A_up.png").read_bytes() == (folder / "other.png").read_bytes()
+
+
+def test_an_output_under_a_file_is_not_called_existing(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(writing.WriteError, match="cannot make its folder"):
+        writing.atomic_write_bytes(tmp_path / "f" / "x.json", b"{}", overwrite=False)
