@@ -104,3 +104,16 @@ def test_overwrite_refused_to_clear_is_one_line(t12: Path, tmp_path: Path) -> No
     (tmp_path / "log.json").mkdir()  # cannot be removed as a file
     with pytest.raises(WriteError, match="cannot remove the old run's"):
         train(tiny(t12, tmp_path, steps=4), overwrite=True)
+
+
+def test_changed_data_on_resume_is_named(t12: Path, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    cfg = tiny(data, tmp_path / "run", steps=8, stop_at=4)
+    train(cfg)
+    next(iter(sorted(data.iterdir()))).unlink()  # one image fewer before the resume
+    train(replace(cfg, stop_at=0), resume=True)
+    assert "the training data changed since this run started (11 images" in caplog.text

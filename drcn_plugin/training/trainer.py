@@ -170,6 +170,10 @@ class Trainer:
                                               cfg.downscales, self.device, degrade,
                                               cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
+        if ckpt is not None and ckpt.get("data", self._data()) != self._data():
+            logger.warning("the training data changed since this run started (%s, was %s): the "
+                           "resumed run differs from an uninterrupted one", self._data(),
+                           ckpt["data"])
         if overwrite and self.dist.main:
             clear_old_run(cfg)
 
@@ -248,8 +252,13 @@ class Trainer:
         return {"val_psnr": sum(per_scale.values()) / len(per_scale),
                 "val_psnr_per_scale": per_scale}
 
+    def _data(self) -> str:
+        """What the patches were cut from, to notice changed data on resuming."""
+        return f"{self.patches.images} images, {len(self.patches)} patches"
+
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
+                "data": self._data(),
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
