@@ -172,7 +172,7 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
                            "halo_share": 1 - oh * ow / computed}
     res["default"] = mpx / best_time(lambda: up.upscale(img, 2), up.device, repeat)
     res["mflop_per_px"] = up.model.flops_per_pixel() / 1e6
-    res["default_gflop_s"] = res["default"] * res["mflop_per_px"]
+    res["default_gflop_s"] = res["default"] * res["mflop_per_px"] * 1e3  # Mpx/s x MFLOP/px
     res["conv_limit_gflop_s"] = conv_limit(up)
     print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
     for tile in SWEEP:
