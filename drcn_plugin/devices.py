@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -139,6 +140,18 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM and SIGHUP where the platform has them, less those this process was told
+    to ignore (``nohup`` ignores SIGHUP, a background job SIGINT) or whose handler is not
+    Python's: the signals a command may turn into a clean stop."""
+    found = []
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            found.append(sig)
+    return found
+
+
 def host_available_memory() -> int:
     """Bytes of RAM this process can still take: the host's available memory (psutil, on every
     platform), lowered by the process's cgroup limit (containers) and its address-space limit
@@ -158,29 +171,56 @@ def host_available_memory() -> int:
     return avail
 
 
+# per cgroup version: limit file, usage file, and the reclaimable page cache's key in memory.stat
+_CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                 1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+
+
 def _cgroup_room(proc: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup") -> int | None:
-    """Limit minus usage of this process's memory cgroup (v2, else v1); None without a limit."""
+    """Memory this process's cgroups still allow: the least limit minus use over its cgroup and
+    their parents up to the mount (a container sees its own cgroup as the root there), the
+    reclaimable page cache not counted as used. None without a limit."""
     try:
         lines = Path(proc).read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
+    rooms = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2
-            base = f"{mount}{path.rstrip('/')}"
-            files = (f"{base}/memory.max", f"{base}/memory.current")
-        elif "memory" in controllers.split(","):
-            base = f"{mount}/memory{path.rstrip('/')}"
-            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
-        else:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
             continue
-        try:
-            limit, usage = (int(Path(f).read_text(encoding="utf-8")) for f in files)
-        except (OSError, ValueError):  # "max": no limit, or the files are not visible here
+        version = 2 if parts[1] == "" else 1 if "memory" in parts[1].split(",") else 0
+        if not version:
             continue
-        if limit < 1 << 60:  # v1 writes a huge number for no limit
-            return max(0, limit - usage)
-    return None
+        root = Path(mount if version == 2 else f"{mount}/memory")
+        folder = root / parts[2].strip("/")
+        while True:
+            room = _room_in(folder, _CGROUP_FILES[version])
+            if room is not None:
+                rooms.append(room)
+            if folder == root or root not in folder.parents:
+                break
+            folder = folder.parent
+    return min(rooms) if rooms else None
+
+
+def _room_in(folder: Path, files: tuple[str, str, str]) -> int | None:
+    """Limit minus use of one cgroup folder; None where it has no limit or cannot be read."""
+    try:
+        limit, usage = (int((folder / f).read_text(encoding="utf-8")) for f in files[:2])
+    except (OSError, ValueError):  # "max": no limit; or not visible from here
+        return None
+    if limit >= 1 << 60:  # v1 writes a huge number for no limit
+        return None
+    cache = 0
+    try:
+        for line in (folder / "memory.stat").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(" ")
+            if key == files[2]:
+                cache = int(value)
+    except (OSError, ValueError):
+        pass
+    return max(0, limit - max(0, usage - cache))
 
 
 def is_out_of_memory(e: BaseException) -> bool:

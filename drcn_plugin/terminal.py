@@ -57,10 +57,11 @@ def signals_interrupt() -> None:
     import signal
     import threading
 
+    from .devices import stop_signals
+
     if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.default_int_handler)
+        for sig in stop_signals():
+            signal.signal(sig, signal.default_int_handler)
 
 
 @contextmanager

@@ -80,16 +80,23 @@ def _new_part(path: Path) -> tuple[int, str]:
     for _ in range(100):
         tmp = str(path.parent / f"{_part_prefix(path.name)}{secrets.token_hex(4)}.part")
         with contextlib.suppress(FileExistsError):
-            return os.open(tmp, flags, 0o666), tmp
+            fd = os.open(tmp, flags, 0o666)
+            try_lock(fd)  # held until the part is renamed or removed: it marks the part as live
+            return fd, tmp
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
 
 
 def probe_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and check that a file can be made in it; :class:`WriteError`
-    if not, so a batch learns it before any work rather than after each upscale."""
+    """Check that files can be made in ``folder``, or where it would be made (its nearest
+    existing parent; nothing is created); :class:`WriteError` if not, so a job learns it before
+    any work rather than after it."""
+    here = Path(folder)
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        raise WriteError(f"cannot make the folder {folder}: {here} is a file")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_part(folder / "write-check")
+        fd, tmp = _new_part(here / "write-check")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
@@ -112,11 +119,12 @@ def clean_stale_parts(folder: Path) -> int:
             continue
         part = os.path.join(folder, name)
         try:
-            fd = os.open(part, os.O_RDONLY)
+            fd = os.open(part, os.O_RDWR)  # NFS takes a lock only on a file open for writing
         except OSError:
             continue
         try:
-            if _lock(fd):
+            taken = try_lock(fd)
+            if taken or (taken is None and os.name == "nt"):  # Windows: the PID is all there is
                 os.unlink(part)
                 removed += 1
         except OSError:
@@ -126,19 +134,20 @@ def clean_stale_parts(folder: Path) -> int:
     return removed
 
 
-def _lock(fd: int) -> bool:
-    """Take the exclusive advisory lock of an open part without waiting: False while another
-    process holds it. Where there are no such locks (Windows) it always succeeds."""
+def try_lock(fd: int) -> bool | None:
+    """Take the exclusive advisory lock of an open file without waiting: True when taken, False
+    while another process holds it, None where no such lock can be taken (Windows, a file
+    system without locks)."""
     try:
         import fcntl
     except ImportError:
-        return True
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
-    except OSError:  # a file system without locks
-        return True
+    except OSError:
+        return None
     return True
 
 
@@ -167,7 +176,6 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         if mode is not None:
             os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
-            _lock(fd)  # held until the part is renamed: marks it as live for other runs
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -295,6 +295,16 @@ def test_invisible_colour_never_fringes_the_visible_edge(channels: int) -> None:
     ("4:memory:/box\n", {"memory/box/memory.limit_in_bytes": str(2**63 - 4096),
                          "memory/box/memory.usage_in_bytes": "1000"}, None),
     ("0::/elsewhere\n", {}, None),
+    # page cache is reclaimable, so not counted as used
+    ("0::/box\n", {"box/memory.max": "1000", "box/memory.current": "900",
+                   "box/memory.stat": "anon 100\ninactive_file 600\n"}, 700),
+    # a parent's limit binds too (a Slurm job, a systemd slice)
+    ("0::/slice/job\n", {"slice/memory.max": "500", "slice/memory.current": "100",
+                         "slice/job/memory.max": "max", "slice/job/memory.current": "50"}, 400),
+    # a v1 container sees its own cgroup at the mount's root, not at the path it is named by
+    ("5:memory:/docker/abc\n", {"memory/memory.limit_in_bytes": "2000",
+                                "memory/memory.usage_in_bytes": "500"}, 1500),
+    ("garbage\n0::/box\n", {"box/memory.max": "10", "box/memory.current": "4"}, 6),
 ])
 def test_a_containers_memory_limit_is_seen(tmp_path, cgroup: str, files: dict[str, str],
                                            room: int | None) -> None:

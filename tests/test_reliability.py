@@ -424,3 +424,10 @@ def test_an_output_under_a_file_is_not_called_existing(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("a file")
     with pytest.raises(writing.WriteError, match="cannot make its folder"):
         writing.atomic_write_bytes(tmp_path / "f" / "x.json", b"{}", overwrite=False)
+
+
+def test_planning_makes_no_output_folder(folder: Path) -> None:
+    rgb().save(folder / "a.png")
+    out = folder.parent / "new" / "a" / "b"
+    r = upscale(str(folder / "a.png"), "-o", str(out), "--model", "nosuch")
+    assert r.exit_code == 2 and not (folder.parent / "new").exists()

@@ -117,3 +117,48 @@ def test_changed_data_on_resume_is_named(t12: Path, tmp_path: Path,
     next(iter(sorted(data.iterdir()))).unlink()  # one image fewer before the resume
     train(replace(cfg, stop_at=0), resume=True)
     assert "the training data changed since this run started (11 images" in caplog.text
+
+
+def test_a_refused_second_start_keeps_the_first_ones_folder_and_lock(tmp_path: Path) -> None:
+    from drcn_plugin.training.runfolder import hold_run_folder
+
+    out = tmp_path / "new"
+    with hold_run_folder(out):  # the first start made the folder and holds it
+        with pytest.raises(DRCNError, match="another training"), hold_run_folder(out):
+            pass
+        assert (out / ".lock").exists()
+    with pytest.raises(RuntimeError), hold_run_folder(out / "sub"):
+        raise RuntimeError("refused before its first file")
+    assert not (out / "sub").exists()  # a folder a refused start made goes again
+
+
+def test_a_time_budget_stopped_before_it_was_fitted_resumes_to_an_end(t12: Path,
+                                                                     tmp_path: Path) -> None:
+    def signal_at_25(progress: trainer.Progress) -> None:  # progress comes every 25 steps
+        if progress.step == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = tiny(t12, tmp_path, steps=0, minutes=0.02)
+    log = train(cfg, on_progress=signal_at_25)
+    assert log["stopped_at"] == 25 and log["total"] == 0  # fitted at step 30, not reached
+    def bounded(progress: trainer.Progress) -> None:
+        if progress.step > 2000:
+            raise AssertionError("the time budget was never fitted: the run would not end")
+
+    # the resumed session fits from its own steps
+    assert train(cfg, resume=True, on_progress=bounded)["weights"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGHUP")
+def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin.terminal import signals_interrupt
+    from drcn_plugin.training.runfolder import StopRequest
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts a command
+    try:
+        signals_interrupt()
+        with StopRequest(True) as stop:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and not stop.asked
+    finally:
+        signal.signal(signal.SIGHUP, old)

@@ -52,7 +52,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
                               ) from e
     numbers = [ckpt[k] for k in ("step", "total", "best", "elapsed")]
     if not (all(isinstance(n, int | float) for n in numbers) and isinstance(ckpt["history"], list)
-            and 0 <= ckpt["step"] <= max(ckpt["total"], saved.steps)):
+            and ckpt["step"] >= 0 and (ckpt["total"] == 0 or ckpt["step"] <= ckpt["total"])):
         raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
     if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "

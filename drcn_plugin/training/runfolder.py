@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..devices import stop_signals
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, one_line
-from ..writing import NAME_MAX, clean_stale_parts, probe_folder
+from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
 from .config import TrainConfig
 
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")
@@ -53,13 +54,7 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
     if os.path.realpath(out) in data:
         raise BadOptionError(f"{out} holds the run's images: its files would become data",
                              option="out")
-    here = out  # the folder, or the nearest existing one it would be made in: nothing is made
-    while not here.exists() and here != here.parent:
-        here = here.parent
-    if not here.is_dir():
-        raise BadOptionError(f"cannot create the run folder {out}: {here} is a file",
-                             option="out")
-    probe_folder(here)
+    probe_folder(out)
 
 
 @contextmanager
@@ -67,44 +62,35 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
     """While inside, the run folder exists and (when ``lock``: the process that writes the run's
     files) ``OUT/.lock`` is held: a folder another training holds is refused. A start refused
     inside leaves no folder it made. Where the platform has no such locks, nothing is held."""
-    made = not out.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.mkdir()
+        made = True  # by this process: mkdir is the one test two starting runs cannot both pass
+    except FileExistsError:
+        made = False
     except OSError as e:
         raise WriteError(f"cannot create the run folder {out}: {e.strerror or one_line(e)}"
                          ) from e
-    try:
-        with _locked(out) if lock else contextlib.nullcontext():
-            yield
-    except BaseException:
-        if made:  # refused before its first file: the folder goes again
-            (out / ".lock").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
-
-
-@contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(out / ".lock", "ab") as handle:
+    with open(out / ".lock", "ab") if lock else contextlib.nullcontext() as handle:
+        if handle is not None and try_lock(handle.fileno()) is False:
+            raise TrainingError(f"another training is running in {out}")
+        if handle is not None:
+            clean_stale_parts(out)
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TrainingError(f"another training is running in {out}") from None
-        except OSError:  # a file system without locks
-            pass
-        clean_stale_parts(out)
-        yield
+            yield
+        except BaseException:
+            if made:  # refused before its first file: the folder it made goes again
+                if handle is not None:
+                    (out / ".lock").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+            raise
 
 
 def clear_old_run(cfg: TrainConfig) -> None:
-    """Remove an overwritten run's files, so nothing of it is mistaken for the new run's. Called
-    once every check has passed: a refused start keeps the old run."""
+    """Remove the old run's files that bear the new run's names (checkpoints, log, curves,
+    weights and card), so none of them is mistaken for the new run's. Called once every check
+    has passed: a refused start keeps the old run."""
     out = Path(cfg.out)
     for name in run_files(cfg):
         try:
@@ -125,10 +111,8 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if self.enabled and threading.current_thread() is threading.main_thread():
-            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-                if hasattr(signal, name):
-                    sig = getattr(signal, name)
-                    self._saved[sig] = signal.signal(sig, self._ask)
+            for sig in stop_signals():
+                self._saved[sig] = signal.signal(sig, self._ask)
         return self
 
     def _ask(self, signum: int, frame: object) -> None:

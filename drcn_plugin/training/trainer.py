@@ -93,7 +93,6 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool,
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False) -> None:
-        cfg.check()
         self.out = Path(cfg.out)
         ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
@@ -336,18 +335,19 @@ class Trainer:
         calib: tuple[int, float] | None = None
         loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
         tick, tick_step = time.perf_counter(), self.step
+        first = self.step  # a resumed session fits a time budget from its own steps
         while not stop.asked:
             end = min(self.total, cfg.stop_at or self.total)
             if self.total and self.step >= end:
                 break
             loss_sum += self._train_step()
             loss_n += 1
-            if not self.total:  # time budget: time steps 5..30 (same steps on every rank)
-                if self.step in (5, 30):
+            if not self.total:  # time budget: time this session's steps 5..30 (on every rank)
+                if self.step - first in (5, 30):
                     synchronize(self.device)
-                if self.step == 5:
+                if self.step - first == 5:
                     calib = (self.step, time.perf_counter())
-                elif self.step == 30 and calib is not None:
+                elif self.step - first == 30 and calib is not None:
                     self._fit_total(started, calib)
             at_val = (cfg.val_every and self.step % cfg.val_every == 0
                       and self.step < (self.total or 0))
@@ -376,9 +376,13 @@ class Trainer:
     def _finish(self) -> dict:
         """Export the final weights, measure them (strict fp32) and write log and model card."""
         cfg = self.cfg
-        self.history.append({"step": self.step, "event": "end", **self._validate(),
-                             "seconds": round(self.elapsed, 2)})
-        self._checkpoint(self.history[-1]["val_psnr"])  # first: a failed export loses no steps
+        end = next((r for r in self.history if r.get("event") == "end"
+                    and r["step"] == self.step), None)  # there already: a resumed export
+        if end is None:
+            end = {"step": self.step, "event": "end", **self._validate(),
+                   "seconds": round(self.elapsed, 2)}
+            self.history.append(end)
+        self._checkpoint(end["val_psnr"])  # first: a failed export loses no steps
         weights = self.out / f"{cfg.export_name()}.safetensors"
         export_safetensors(checked(self.result, "the trained model"), weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
