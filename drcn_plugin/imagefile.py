@@ -9,6 +9,7 @@ was told not to.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,9 +102,9 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
-    if not folder.is_dir():
-        raise DatasetError(f"{folder} is a file, not a folder of images" if folder.exists()
-                           else f"dataset folder not found: {folder}")
+    if not os.path.isdir(folder):  # os.path: a name too long is "not found", not an OSError
+        raise DatasetError(f"{folder} is a file, not a folder of images"
+                           if os.path.exists(folder) else f"dataset folder not found: {folder}")
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                        and (p.is_file() or p.is_dir() or not p.exists()))  # no FIFO or device

@@ -7,6 +7,7 @@ existing output). Every message goes through :func:`drcn_plugin.errors.one_line`
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -66,9 +67,16 @@ def signals_interrupt() -> None:
 
 @contextmanager
 def user_errors(hints: Hints | None = None) -> Iterator[None]:
-    """Turn a DRCNError into one red line and exit code 2 (never a traceback)."""
+    """Turn a DRCNError, or an OSError that a path or the system raised (a name too long, a
+    permission), into one red line and exit code 2 (never a traceback)."""
     try:
         yield
     except DRCNError as e:
         print_error(cli_message(e, hints))
+        raise typer.Exit(2) from None
+    except OSError as e:
+        if e.errno == errno.EPIPE:  # the reader of our output went away: typer's to handle
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print_error(f"{e.strerror or one_line(e)}{where}")
         raise typer.Exit(2) from None

@@ -273,6 +273,7 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     (["eval", "--dataset", "IMG", "--denoise", "2"], "invalid value for --denoise"),
     (["eval", "--dataset", "IMG", "--degrade", "foo:1"], "invalid value for --degrade: "),
     (["nosuch"], "No such command 'nosuch'"),
+    (["upscale", "IMG", "-o", "q" * 300], "File name too long"),
 ])
 def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monkeypatch, capsys,
                                                              args: list[str], says: str) -> None:

@@ -82,7 +82,8 @@ def test_a_second_training_in_the_same_folder_is_refused(t12: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(("key", "value"), [
     ("step", "x"), ("history", None), ("step", 10**9), ("model", {}), ("rng", torch.zeros(3)),
-    ("optimizer", {}), ("config", "lr"),
+    ("optimizer", {}), ("config", "lr"), ("history", [1, 2]), ("history", [{"x": 1}]),
+    ("total", 10**30), ("step", 4.5), ("elapsed", float("nan")),
 ])
 def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: str,
                                                  value: object) -> None:
@@ -114,9 +115,12 @@ def test_changed_data_on_resume_is_named(t12: Path, tmp_path: Path,
     shutil.copytree(t12, data)
     cfg = tiny(data, tmp_path / "run", steps=8, stop_at=4)
     train(cfg)
-    next(iter(sorted(data.iterdir()))).unlink()  # one image fewer before the resume
+    from PIL import Image, ImageOps
+
+    first = sorted(data.iterdir())[0]  # the same image, inverted in place: same size and count
+    ImageOps.invert(Image.open(first).convert("RGB")).save(first)
     train(replace(cfg, stop_at=0), resume=True)
-    assert "the training data changed since this run started (11 images" in caplog.text
+    assert "the training data changed since this run started (12 images" in caplog.text
 
 
 def test_a_refused_second_start_keeps_the_first_ones_folder_and_lock(tmp_path: Path) -> None:
@@ -162,3 +166,36 @@ def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and not stop.asked
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+def test_the_default_validation_folder_is_refused_as_the_output(t12: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(t12, tmp_path / "T")
+    (tmp_path / "Set5").mkdir()  # found beside the data as the validation folder
+    shutil.copy(sorted(t12.iterdir())[0], tmp_path / "Set5")
+    with pytest.raises(BadOptionError, match="holds the run's images"):
+        train(tiny(tmp_path / "T", tmp_path / "Set5", steps=4))
+
+
+def test_a_signal_in_the_final_validation_keeps_the_steps(t12: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: trainer.Trainer) -> dict:
+        raise KeyboardInterrupt  # as Ctrl-C during the end's slow validation
+
+    monkeypatch.setattr(trainer.Trainer, "_validate", interrupted)
+    out = tmp_path / "new"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(t12, out, steps=6))
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 6
+
+
+def test_a_name_too_long_for_the_system_is_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from drcn_plugin.cli import app
+
+    for args in (["--data", "q" * 300], ["--data", ".", "--out", "q" * 300]):
+        r = CliRunner().invoke(app, ["train", *args, "--steps", "1"])
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert "not found" in r.output or "too long" in r.output, r.output

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +35,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
+        if e.errno == errno.EINVAL:  # what torch's zip reader says of a cut file
+            raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or one_line(e)}") from e
     except Exception as e:  # torch.load raises many types for a damaged or foreign file
         raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
@@ -50,9 +54,13 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
     except (DRCNError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} holds options no run can use ({one_line(e)})"
                               ) from e
-    numbers = [ckpt[k] for k in ("step", "total", "best", "elapsed")]
-    if not (all(isinstance(n, int | float) for n in numbers) and isinstance(ckpt["history"], list)
-            and ckpt["step"] >= 0 and (ckpt["total"] == 0 or ckpt["step"] <= ckpt["total"])):
+    step, total, history = ckpt["step"], ckpt["total"], ckpt["history"]
+    if not (isinstance(step, int) and isinstance(total, int) and 0 <= step <= 10**12
+            and (total == 0 or step <= total <= 10**12)  # 0: a time budget not fitted yet
+            and isinstance(ckpt["best"], int | float)
+            and isinstance(ckpt["elapsed"], int | float) and 0 <= ckpt["elapsed"] < math.inf
+            and isinstance(history, list)
+            and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
         raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
     if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "

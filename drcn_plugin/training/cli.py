@@ -12,7 +12,7 @@ import typer
 
 from ..devices import Dist
 from ..errors import OutputExistsError
-from ..terminal import OVERWRITE_HINT, console, signals_interrupt, user_errors
+from ..terminal import OVERWRITE_HINT, console, print_error, signals_interrupt, user_errors
 from .config import TrainConfig, default_of, flag_of
 
 app = typer.Typer()
@@ -71,9 +71,15 @@ def train_cmd(
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
         cfg.check()  # before the progress bar appears
-        with TrainProgress(console, enabled=Dist.from_env().main) as bar:
-            log = train(cfg, resume, bar.update, overwrite)
         out = Path(cfg.out)
+        with TrainProgress(console, enabled=Dist.from_env().main) as bar:
+            try:
+                log = train(cfg, resume, bar.update, overwrite)
+            except KeyboardInterrupt:
+                print_error("interrupted: " + ("--resume continues from the last checkpoint"
+                                               if (out / "last.pt").exists() else
+                                               "no checkpoint was written yet"))
+                raise typer.Exit(130) from None
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)

@@ -7,6 +7,7 @@ the model card renders its reproducing command from them (:func:`command_line`).
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -144,7 +145,8 @@ class TrainConfig:
              "a stop step needs a step count; a run with a time budget fits its own"),
             ("val_every", self.val_every < 0, "val-every must be >= 0 (0 = only at the end)"),
             ("seed", not 0 <= self.seed < 2**63, "the seed must be in 0 .. 2^63 - 1"),
-            ("name", self.name in (".", "..") or any(c in self.name for c in "/\\"),
+            ("name", self.name in (".", "..") or any(c in self.name for c in "/\\")
+             or not self.name.isprintable(),
              f"name {self.name!r} is a file stem for the run folder, without folders"),
             ("ema", not 0 <= self.ema < 1, "the EMA decay must be in [0, 1)"),
             ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
@@ -161,7 +163,7 @@ class TrainConfig:
             ("teacher", bool(self.teacher) and not self.degrade,
              "a teacher needs degraded training (without degradations every patch is clean and "
              "the run would only copy the teacher)"),
-            ("out", Path(self.out).exists() and not Path(self.out).is_dir(),
+            ("out", os.path.exists(self.out) and not os.path.isdir(self.out),
              f"the run folder {self.out} is an existing file"),
         ]
         for name, bad, message in problems:
@@ -196,3 +198,11 @@ def command_line(cfg: TrainConfig, steps: int) -> str:
 def default_of(f: Field) -> Any:
     """A field's default value (a fresh list for list fields)."""
     return f.default_factory() if f.default is MISSING else f.default
+
+
+def default_val_folder(cfg: TrainConfig) -> str:
+    """``--val-data`` if given, else a ``Set5`` folder beside the first training folder, else ''."""
+    if cfg.val_data:
+        return cfg.val_data
+    guess = Path(cfg.data[0]).parent / "Set5" if cfg.data else None
+    return str(guess) if guess is not None and os.path.isdir(guess) else ""

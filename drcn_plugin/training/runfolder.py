@@ -20,7 +20,7 @@ from pathlib import Path
 from ..devices import stop_signals
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, one_line
 from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
-from .config import TrainConfig
+from .config import TrainConfig, default_val_folder
 
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")
 
@@ -50,7 +50,8 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
         if os.path.realpath(out / name) in read:
             raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
                                  "another run folder or name", option="out")
-    data = {os.path.realpath(d) for d in (*cfg.data, cfg.val_data, *cfg.test_data) if d}
+    data = {os.path.realpath(d) for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data)
+            if d}
     if os.path.realpath(out) in data:
         raise BadOptionError(f"{out} holds the run's images: its files would become data",
                              option="out")
@@ -71,7 +72,12 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
     except OSError as e:
         raise WriteError(f"cannot create the run folder {out}: {e.strerror or one_line(e)}"
                          ) from e
-    with open(out / ".lock", "ab") if lock else contextlib.nullcontext() as handle:
+    try:
+        held = open(out / ".lock", "ab") if lock else contextlib.nullcontext()  # noqa: SIM115
+    except OSError as e:
+        raise WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
+                         f"{e.strerror or one_line(e)}") from e
+    with held as handle:
         if handle is not None and try_lock(handle.fileno()) is False:
             raise TrainingError(f"another training is running in {out}")
         if handle is not None:

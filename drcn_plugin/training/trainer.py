@@ -40,7 +40,7 @@ from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .card import model_card
 from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
-from .config import TrainConfig, default_of, flag_of
+from .config import TrainConfig, default_of, default_val_folder, flag_of
 from .data import PatchSet, augment, load_images, make_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
@@ -60,14 +60,6 @@ class Progress:
     loss: float | None
     val_psnr: float | None
     steps_per_s: float
-
-
-def default_val_folder(cfg: TrainConfig) -> str:
-    """``--val-data`` if given, else a ``Set5`` folder beside the first training folder, else ''."""
-    if cfg.val_data:
-        return cfg.val_data
-    guess = Path(cfg.data[0]).parent / "Set5" if cfg.data else None
-    return str(guess) if guess is not None and guess.is_dir() else ""
 
 
 def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
@@ -252,8 +244,9 @@ class Trainer:
                 "val_psnr_per_scale": per_scale}
 
     def _data(self) -> str:
-        """What the patches were cut from, to notice changed data on resuming."""
-        return f"{self.patches.images} images, {len(self.patches)} patches"
+        """The patches' counts and the sum of their pixels: changed data shows on resuming."""
+        total = int(self.patches.pairs.sum(dtype=torch.int64))
+        return f"{self.patches.images} images, {len(self.patches)} patches, pixel sum {total}"
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
@@ -379,6 +372,7 @@ class Trainer:
         end = next((r for r in self.history if r.get("event") == "end"
                     and r["step"] == self.step), None)  # there already: a resumed export
         if end is None:
+            self._checkpoint(None)  # before the end's slow validation: a signal there loses none
             end = {"step": self.step, "event": "end", **self._validate(),
                    "seconds": round(self.elapsed, 2)}
             self.history.append(end)
