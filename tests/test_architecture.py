@@ -23,7 +23,7 @@ from drcn_plugin.training.config import TrainConfig, command_line, default_of, f
 from drcn_plugin.writing import atomic_write_bytes
 
 PACKAGE = REPO / "drcn_plugin"
-FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.terminal",
+FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.__main__", "drcn_plugin.terminal",
              "drcn_plugin.progress", "drcn_plugin.training", "drcn_plugin.integrations",
              "comfyui_nodes", "drcn_worker_client"}
 # every top-level module of the package that is not a front end: new ones are covered too
@@ -191,3 +191,32 @@ def test_library_messages_name_no_command_line_flag(tmp_path) -> None:
     for e in caught:
         assert not re.search(r"(^|\s)--?[a-z]", str(e)), str(e)
     assert all(isinstance(e, BadOptionError) and e.option for e in caught[:5])
+
+
+def test_the_public_api_loads_on_first_use() -> None:
+    import drcn_plugin
+
+    assert set(drcn_plugin.__all__) == set(drcn_plugin._HOME)
+    assert all(getattr(drcn_plugin, name) is not None for name in drcn_plugin.__all__)
+    cold = subprocess.run([sys.executable, "-c", "import sys, drcn_plugin; "
+                           "print('torch' in sys.modules)"], capture_output=True, text=True,
+                          timeout=120)
+    assert cold.stdout.strip() == "False", cold.stderr  # `drcn` starts before torch loads
+
+
+def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> None:
+    import importlib.abc
+
+    from drcn_plugin.__main__ import main
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201 (importlib's)
+            if name == "drcn_plugin.cli":
+                raise KeyboardInterrupt  # as Ctrl-C during the seconds torch takes to load
+            return None
+
+    monkeypatch.delitem(sys.modules, "drcn_plugin.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 130 and "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,19 @@
+"""The ``drcn`` command (also ``python -m drcn_plugin``): the CLI is imported inside the Ctrl-C
+guard, since loading torch takes seconds and an interrupt then must not print a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Entry point of the ``drcn`` console script."""
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:
+        sys.exit(130)
+    run()
+
+
+if __name__ == "__main__":
+    main()
