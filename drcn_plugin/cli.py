@@ -4,6 +4,7 @@ host integrations (each declared in its own package and only added here)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -54,6 +55,7 @@ class _Group(TyperGroup):
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   pretty_exceptions_enable=False,
                   help="DRCN super-resolution: upscale images, evaluate and train models.")
 
@@ -106,6 +108,9 @@ def eval_cmd(
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
         recipe = Recipe.parse(degrade) if degrade else None
+        if plot is not None and json_out is not None and \
+                os.path.abspath(plot) == os.path.abspath(json_out):
+            raise BadOptionError("it names the same file as --json: give two", option="plot")
         if plot is not None:  # checked before the (long) evaluation
             if model == "bicubic":
                 raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "

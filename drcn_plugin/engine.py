@@ -337,8 +337,9 @@ class Upscaler:
 
         On out-of-memory the batch, then the tile, is halved and the plane is run again.
         """
-        ilr = ilr.float().cpu()
-        out = torch.empty_like(ilr)
+        with _allocating(*ilr.shape, self.device):
+            ilr = ilr.float().cpu()
+            out = torch.empty_like(ilr)
         plan = self._auto_plan(*ilr.shape)
         hook = self._cancel_between_recursions(cancel)
         try:

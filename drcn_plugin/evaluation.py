@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -86,7 +87,9 @@ def _finite_or_null(value: object) -> object:
 
 def is_results_file(path: Path) -> bool:
     """True when ``path`` holds results as :func:`evaluate` returns them (safe to replace)."""
-    try:
+    try:  # a FIFO would block the read, a huge file fill memory: neither is a results file
+        if not os.path.isfile(path) or os.path.getsize(path) > 64 << 20:
+            return False
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return False

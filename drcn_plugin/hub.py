@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ SHIPPED: dict[str, ShippedModel] = {
     )
 }
 DEFAULT_MODEL = "drcn-lite"
+MAX_FEATURES, MAX_RECURSIONS = 4096, 1024  # the largest a file may declare (and training make)
 # clean model -> its fine-tune on real photos (the two ends of a denoise blend)
 PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}
 # (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
@@ -93,6 +95,9 @@ def _check_shapes(shapes: dict[str, tuple[int, ...]], origin: str) -> tuple[int,
         raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
                              "1-d ensemble tensors)")
     features, recursions = embed[0], ensemble[0]
+    if features > MAX_FEATURES or recursions > MAX_RECURSIONS:  # bounds time as well as memory
+        raise ModelLoadError(f"{origin} declares F={features}, D={recursions}: more than DRCN "
+                             f"takes here (F <= {MAX_FEATURES}, D <= {MAX_RECURSIONS})")
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in DRCN(features, recursions).state_dict().items()}
     wrong = sorted(k for k in expected.keys() | shapes.keys() if expected.get(k) != shapes.get(k))
@@ -154,9 +159,9 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
         with safe_open(path / "model.safetensors", "pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
         declared = (config.get("features"), config.get("recursions"))
-        if declared != _check_shapes(shapes, origin):
-            raise ValueError(f"config.json declares F={declared[0]}, D={declared[1]}; the "
-                             "weights are another size")
+        if any(type(v) is not int for v in declared) or declared != _check_shapes(shapes, origin):
+            raise ValueError(f"config.json declares F={declared[0]!r}, D={declared[1]!r}; the "
+                             "weights hold whole numbers that are their size")
         # strict: no silent random init; the mixin's progress print must not reach stdout
         with contextlib.redirect_stdout(io.StringIO()):
             model = DRCN.from_pretrained(path, strict=True).eval()
@@ -200,12 +205,12 @@ def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
     if not spec.strip():
         raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
                              "file, a model folder, or hf:owner/name")
-    path = Path(spec).expanduser()
-    if path.is_dir():
+    path = Path(spec).expanduser()  # os.path: a name too long for a file is "not found"
+    if os.path.isdir(path):
         return _load_folder(path)
-    if path.is_file():
+    if os.path.isfile(path):
         return load_weights_file(path)
-    if path.exists():
+    if os.path.exists(path):
         raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
     if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
         raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "

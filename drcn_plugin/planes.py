@@ -24,6 +24,9 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
     if not isinstance(image, np.ndarray):
         raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
+    image = np.asarray(image)  # a matrix or masked array as its plain values
+    if not image.dtype.isnative:
+        image = image.astype(image.dtype.newbyteorder("="))
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):

@@ -104,8 +104,11 @@ def parse_header(line: bytes) -> Request:
     for key, value in fields.items():
         if not isinstance(value, _TYPES[key]) or (key not in _FLAGS and isinstance(value, bool)):
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
-    req = Request(**{**fields, "scale": float(fields["scale"]),
-                     "denoise": float(fields.get("denoise", 0.0))})
+    try:
+        req = Request(**{**fields, "scale": float(fields["scale"]),
+                         "denoise": float(fields.get("denoise", 0.0))})
+    except OverflowError:
+        raise ProtocolError("bad header: scale or denoise is too large a number") from None
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
             or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
         size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"

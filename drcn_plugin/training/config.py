@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 
 from ..degrade import Recipe
 from ..errors import BadOptionError
+from ..hub import MAX_FEATURES, MAX_RECURSIONS
 from ..scales import check_train_scales
 
 Optimizer = Literal["adam", "sgd"]
@@ -118,8 +119,10 @@ class TrainConfig:
         check_train_scales(self.scales)
         problems = [
             ("data", not self.data, "no training folder given"),
-            ("features", not 1 <= self.features <= 4096, "features must be in 1..4096"),
-            ("recursions", not 1 <= self.recursions <= 1024, "recursions must be in 1..1024"),
+            ("features", not 1 <= self.features <= MAX_FEATURES,
+             f"features must be in 1..{MAX_FEATURES}"),
+            ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
+             f"recursions must be in 1..{MAX_RECURSIONS}"),
             ("patch", self.patch < 2 * max(self.scales),
              f"patch {self.patch} is too small for scale {max(self.scales)}"),
             ("stride", self.stride < 1, "stride must be at least 1"),

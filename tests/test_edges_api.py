@@ -1,0 +1,109 @@
+"""Edges of the Python API, the hub and eval's outputs found by a hostile pass: each is one
+typed error or works, never a raw exception or a hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin import DRCNError, Upscaler, load_model
+from drcn_plugin.cli import app
+from drcn_plugin.errors import ModelLoadError, ProtocolError
+from drcn_plugin.integrations.gimp_worker import parse_header
+
+
+def _flat_dataset(tmp_path: Path) -> Path:
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    Image.new("RGB", (40, 40), (128, 128, 128)).save(folder / "f.png")
+    return folder
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX FIFOs")
+def test_eval_json_onto_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # reading it to see whether it holds results would block
+    r = CliRunner().invoke(app, ["eval", "--dataset", str(_flat_dataset(tmp_path)), "-s", "2",
+                                 "-m", "bicubic", "--json", str(tmp_path / "fifo")])
+    assert r.exit_code == 2 and "is not a drcn eval result" in r.output
+
+
+def test_eval_json_and_plot_on_one_file_is_refused(tmp_path: Path, tiny_model_file: str) -> None:
+    target = tmp_path / "p.png"
+    r = CliRunner().invoke(app, ["eval", "--dataset", str(_flat_dataset(tmp_path)), "-s", "2",
+                                 "-m", tiny_model_file, "--plot", str(target), "--json",
+                                 str(target)])
+    assert r.exit_code == 2 and "same file as --json" in r.output and not target.exists()
+
+
+def test_a_model_name_too_long_for_a_file_is_not_found() -> None:
+    with pytest.raises(ModelLoadError):
+        load_model("x" * 5000)
+    with pytest.raises(ModelLoadError):
+        load_model("folder/" + "x" * 5000)
+
+
+@pytest.mark.parametrize("config", [{"features": "8", "recursions": 3},
+                                    {"features": 8.0, "recursions": 3},
+                                    {"features": 8, "recursions": True}])
+def test_a_folder_config_of_the_wrong_types_is_refused(tmp_path: Path, tiny_model,
+                                                       config: dict) -> None:
+    tiny_model.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="whole numbers"):
+        load_model(str(tmp_path))
+
+
+def test_a_file_declaring_too_many_recursions_is_refused(tmp_path: Path) -> None:
+    # D=200,000 fits in 800 KB and would take minutes per tiny image
+    sd = {k: v for k, v in torch.nn.Module.state_dict(_model(1, 1)).items()}
+    sd["ensemble"] = torch.zeros(200_000)
+    save_file(sd, str(tmp_path / "deep.safetensors"))
+    with pytest.raises(ModelLoadError, match="D <= 1024"):
+        load_model(str(tmp_path / "deep.safetensors"))
+
+
+def _model(features: int, recursions: int) -> torch.nn.Module:
+    from drcn_plugin.model import DRCN
+
+    return DRCN(features, recursions)
+
+
+def test_a_header_number_too_large_for_a_float_is_a_protocol_error() -> None:
+    big = "1" + "0" * 400
+    with pytest.raises(ProtocolError, match="too large"):
+        parse_header(('{"width": 8, "height": 8, "channels": 3, "dtype": "u8", "scale": ' + big
+                      + "}\n").encode())
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # numpy's view of np.matrix
+def test_matrix_masked_and_big_endian_arrays_are_read_as_plain_images(tiny_model_file) -> None:
+    up = Upscaler(tiny_model_file, device="cpu", precision="fp32")
+    grey = np.random.default_rng(0).integers(0, 65536, (12, 12)).astype(np.uint16)
+    expected = up.upscale(grey, 2)
+    assert np.array_equal(up.upscale(grey.astype(">u2"), 2), expected)
+    assert np.array_equal(up.upscale(np.ma.masked_array(grey, grey > 30000), 2), expected)
+    as8 = (grey >> 8).astype(np.uint8)
+    assert np.array_equal(up.upscale(np.asmatrix(as8), 2), up.upscale(as8, 2))
+    with pytest.raises(DRCNError):
+        up.upscale(np.zeros((4, 4, 7), np.uint8), 2)
+
+
+def test_no_room_for_the_networks_output_plane_is_the_librarys_error(tiny_model_file, monkeypatch):
+    from drcn_plugin.errors import OutOfMemoryError
+
+    def no_room(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "491520000 bytes")
+
+    monkeypatch.setattr(torch, "empty_like", no_room)
+    with pytest.raises(OutOfMemoryError, match="not enough memory"):
+        Upscaler(tiny_model_file, device="cpu").upscale(np.zeros((8, 8), np.uint8), 2)
