@@ -56,7 +56,14 @@ def _available_memory(device: torch.device) -> int:
 def output_size(height: int, width: int, scale: float | None = None,
                 size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Output (height, width): ``round(input x scale)`` or the explicit size; refuses bad values."""
+    if size is not None and scale is not None:
+        raise BadOptionError("give a scale factor or a target size, not both", option="size")
     if size is not None:
+        if not (isinstance(size, tuple | list) and len(size) == 2
+                and all(isinstance(n, int | np.integer) and not isinstance(n, bool)
+                        for n in size)):
+            raise BadOptionError(f"target size {size!r} is not (height, width) in whole pixels",
+                                 option="size")
         oh, ow = int(size[0]), int(size[1])
         if oh < height or ow < width:
             raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "

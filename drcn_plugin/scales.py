@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from .errors import BadOptionError
 
 MIN_SCALE = 1.0
@@ -18,9 +20,13 @@ MAX_TRAIN_SCALE = 8
 
 
 def check_scale(scale: float) -> float:
-    """An upscaling factor within ``MIN_SCALE..MAX_SCALE``, or :class:`BadOptionError` (NaN too)."""
+    """An upscaling factor within ``MIN_SCALE..MAX_SCALE``, or :class:`BadOptionError` (NaN too,
+    and anything that is not a real number)."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
+        raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
     if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise BadOptionError(f"scale {scale:g} is out of range: use {MIN_SCALE:g} to "
+        shown = f"{scale:g}" if float(f"{scale:g}") == scale else repr(float(scale))
+        raise BadOptionError(f"scale {shown} is out of range: use {MIN_SCALE:g} to "
                              f"{MAX_SCALE:g}", option="scale")
     return scale
 

@@ -107,3 +107,17 @@ def test_no_room_for_the_networks_output_plane_is_the_librarys_error(tiny_model_
     monkeypatch.setattr(torch, "empty_like", no_room)
     with pytest.raises(OutOfMemoryError, match="not enough memory"):
         Upscaler(tiny_model_file, device="cpu").upscale(np.zeros((8, 8), np.uint8), 2)
+
+
+@pytest.mark.parametrize(("scale", "size", "words"), [
+    ("2", None, "is not a number"), (True, None, "is not a number"), ([2], None, "not a number"),
+    (16.0000001, None, "scale 16.0000001 is out of range"), (None, (24,), r"not \(height, width\)"),
+    (None, (24.5, 20), r"not \(height, width\)"), (None, 24, r"not \(height, width\)"),
+    (2.0, (24, 24), "not both"),
+])
+def test_odd_scales_and_sizes_are_one_typed_error(tiny_model_file, scale, size, words) -> None:
+    from drcn_plugin.errors import BadOptionError
+
+    with pytest.raises(BadOptionError, match=words):
+        Upscaler(tiny_model_file, device="cpu").upscale(np.zeros((12, 12), np.uint8), scale,
+                                                         size=size)
