@@ -159,9 +159,10 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
         with safe_open(path / "model.safetensors", "pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
         declared = (config.get("features"), config.get("recursions"))
-        if any(type(v) is not int for v in declared) or declared != _check_shapes(shapes, origin):
+        actual = _check_shapes(shapes, origin)
+        if any(type(v) is not int for v in declared) or declared != actual:
             raise ValueError(f"config.json declares F={declared[0]!r}, D={declared[1]!r}; the "
-                             "weights hold whole numbers that are their size")
+                             f"weights are F={actual[0]}, D={actual[1]}")
         # strict: no silent random init; the mixin's progress print must not reach stdout
         with contextlib.redirect_stdout(io.StringIO()):
             model = DRCN.from_pretrained(path, strict=True).eval()

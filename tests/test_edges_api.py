@@ -58,7 +58,7 @@ def test_a_folder_config_of_the_wrong_types_is_refused(tmp_path: Path, tiny_mode
                                                        config: dict) -> None:
     tiny_model.save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="whole numbers"):
+    with pytest.raises(ModelLoadError, match="the weights are F=8, D=3"):
         load_model(str(tmp_path))
 
 
