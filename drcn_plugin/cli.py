@@ -119,6 +119,10 @@ def eval_cmd(
         if model == "bicubic" and denoise is not None:
             raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
                                  option="denoise")
+        for flag, given in (("tta", tta), ("per_depth", per_depth)):
+            if model == "bicubic" and given:
+                raise BadOptionError("it works on a DRCN model; bicubic has no network",
+                                     option=flag)
         upscaler = None if model == "bicubic" else Upscaler(model, device=device, tta=tta,
                                                             precision=precision, denoise=denoise)
         per_depth = (per_depth or plot is not None) and upscaler is not None

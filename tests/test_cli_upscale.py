@@ -272,6 +272,8 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     (["upscale", "IMG", "--bogus"], "No such option: --bogus"),
     (["eval", "--dataset", "IMG", "--denoise", "2"], "invalid value for --denoise"),
     (["eval", "--dataset", "IMG", "--degrade", "foo:1"], "invalid value for --degrade: "),
+    (["eval", "--dataset", "IMG", "-m", "bicubic", "--tta"], "invalid value for --tta: "),
+    (["eval", "--dataset", "IMG", "-m", "bicubic", "--per-depth"], "invalid value for --per-depth"),
     (["nosuch"], "No such command 'nosuch'"),
     (["upscale", "IMG", "-o", "q" * 300], "File name too long"),
 ])
