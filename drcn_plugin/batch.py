@@ -28,6 +28,7 @@ from .errors import (
     OutputExistsError,
     WriteError,
     one_line,
+    single_line,
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import (
@@ -310,8 +311,7 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
         kind = "not enough memory" if isinstance(e, MemoryError) or is_out_of_memory(e) else \
             f"unexpected {type(e).__name__}"
         msg, detail = f"{kind}: {one_line(e)}", traceback.format_exc()
-    if not any(p in msg for p in (str(job.source), str(job.target),
-                                  one_line(DRCNError(str(job.source))))):
+    if not any(p in msg for p in (str(job.source), str(job.target), single_line(str(job.source)))):
         msg = f"{job.source}: {msg}"
     return Outcome(job, "failed", msg, seconds=time.perf_counter() - t0, detail=detail,
                    error=e if isinstance(e, DRCNError) else None)

@@ -87,6 +87,12 @@ class Cancelled(Exception):  # noqa: N818 (a request, not an error)
     """The caller asked the engine to stop; not a failure, so not a :class:`DRCNError`."""
 
 
+def single_line(text: str) -> str:
+    """``text`` with its line breaks shown as ``\\r`` and ``\\n``: a file name may hold them, and
+    a message must stay one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def one_line(error: BaseException) -> str:
     """The first non-empty line of an exception's text (its type name when it has none); our own
     messages are one line already, so a line break in them (from a file name) is shown as ``\\n``.
@@ -94,6 +100,6 @@ def one_line(error: BaseException) -> str:
     The one place any exception (ours or a library's) becomes text for a user.
     """
     if isinstance(error, DRCNError) and str(error).strip():
-        return str(error).strip().replace("\r", "\\r").replace("\n", "\\n")
+        return single_line(str(error).strip())
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
     return lines[0] if lines else type(error).__name__

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import BadOptionError, DRCNError, OutputExistsError, one_line
+from .errors import BadOptionError, DRCNError, OutputExistsError, one_line, single_line
 
 console = Console(stderr=True)
 Hints = Mapping[type[DRCNError], str]
@@ -48,8 +48,8 @@ def hint(error: BaseException | None, hints: Hints | None) -> str:
 def print_error(message: str) -> None:
     """``error: MESSAGE`` in red on stderr, on one line (a line break in a file name shows as
     ``\\n``), never wrapped or highlighted."""
-    message = message.replace("\r", "\\r").replace("\n", "\\n")
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(single_line(message))}", highlight=False,
+                  soft_wrap=True)
 
 
 def signals_interrupt() -> None:

@@ -161,9 +161,10 @@ class Trainer:
                                               cfg.downscales, self.device, degrade,
                                               cfg.degrade_copies, cfg.seed)
         self.data_seconds = time.perf_counter() - t0
-        if ckpt is not None and ckpt.get("data", self._data()) != self._data():
+        self.data_id = self._data()  # once: the patches do not change during the run
+        if ckpt is not None and ckpt.get("data", self.data_id) != self.data_id:
             logger.warning("the training data changed since this run started (%s, was %s): the "
-                           "resumed run differs from an uninterrupted one", self._data(),
+                           "resumed run differs from an uninterrupted one", self.data_id,
                            ckpt["data"])
         if overwrite and self.dist.main:
             clear_old_run(cfg)
@@ -250,7 +251,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
-                "data": self._data(),
+                "data": self.data_id,
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
