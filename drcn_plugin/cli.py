@@ -56,8 +56,24 @@ class _Group(TyperGroup):
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  pretty_exceptions_enable=False,
-                  help="DRCN super-resolution: upscale images, evaluate and train models.")
+                  pretty_exceptions_enable=False)
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"drcn-plugin {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool | None, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print the version and exit")] = None) -> None:
+    """DRCN super-resolution: upscale images, evaluate and train models."""
+
 
 MODEL_HELP = f"{', '.join(SHIPPED)}, a .safetensors file, a model folder or hf:owner/name"
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
@@ -318,17 +334,30 @@ app.add_typer(gimp_app, name="gimp")
 app.add_typer(comfyui_app, name="comfyui")
 
 
+def _command_path(args: list[str]) -> str:
+    """``drcn`` and the (sub)commands that ``args`` name, for errors click raises without a
+    context (an option missing its value)."""
+    command, path = typer.main.get_command(app), ["drcn"]
+    for arg in args:
+        command = getattr(command, "commands", {}).get(arg)
+        if command is None:
+            break
+        path.append(arg)
+    return " ".join(path)
+
+
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="drcn")
     except typer.Abort:
         print_error("aborted")
         code = 1
     except typer.TyperException as e:
         if type(e).__name__ != "NoArgsIsHelpError":  # the help it stands for is printed
             ctx = getattr(e, "ctx", None)
-            print_error(e.format_message() + (f" (see {ctx.command_path} --help)" if ctx else ""))
+            path = ctx.command_path if ctx else _command_path(sys.argv[1:])
+            print_error(f"{e.format_message()} (see {path} --help)")
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)

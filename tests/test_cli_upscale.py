@@ -275,6 +275,8 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     (["eval", "--dataset", "IMG", "-m", "bicubic", "--tta"], "invalid value for --tta: "),
     (["eval", "--dataset", "IMG", "-m", "bicubic", "--per-depth"], "invalid value for --per-depth"),
     (["nosuch"], "No such command 'nosuch'"),
+    (["upscale", "IMG", "--scale"], "requires an argument. (see drcn upscale --help)"),
+    (["gimp", "install", "--bogus"], "No such option: --bogus (see drcn gimp install --help)"),
     (["upscale", "IMG", "-o", "q" * 300], "File name too long"),
 ])
 def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monkeypatch, capsys,
@@ -289,6 +291,18 @@ def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monke
     assert exit_.value.code == 2
     assert err.startswith("error: ") and says in err and err.count("\n") == 1, err
     assert not list(photos.glob("*_x*"))  # nothing written
+
+
+def test_version_is_the_packages(monkeypatch, capsys) -> None:
+    from importlib.metadata import version
+
+    from drcn_plugin.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["drcn", "--version"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"drcn-plugin {version('drcn-plugin')}\n"
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 17.0, float("nan")])
