@@ -9,7 +9,10 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 
 from __future__ import annotations
 
-from typing import Literal, overload
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +49,22 @@ class DRCN(
         self.reconstruct = nn.Sequential(_conv(features, features), nn.ReLU(inplace=True),
                                          _conv(features, 1))
         self.ensemble = nn.Parameter(torch.full((recursions,), 1.0 / recursions))
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+        """The mixin's save, whole or not at all for each file: the files are written in a hidden
+        folder inside ``save_directory`` and renamed into place (weights before config), so a
+        save that fails (a full disk, an interrupt) leaves the previous model there loadable."""
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        if kwargs.get("push_to_hub") and kwargs.get("repo_id") is None:
+            kwargs["repo_id"] = target.name
+        with tempfile.TemporaryDirectory(prefix=".saving-", dir=target) as tmp:
+            result = super().save_pretrained(tmp, **kwargs)
+            for file in sorted(Path(tmp).iterdir(), key=lambda f: f.name == "config.json"):
+                if file.name == "README.md" and (target / file.name).exists():
+                    continue  # as the mixin does, a model card already there is kept
+                os.replace(file, target / file.name)
+        return result
 
     @property
     def receptive_radius(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from drcn_plugin import hub
 from drcn_plugin.cli import app
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, sha256_of, weights_dir
+from drcn_plugin.model import DRCN
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -89,6 +91,29 @@ def test_local_hub_style_folder(tmp_path, tiny_model, no_network):
     x = torch.rand(1, 1, 10, 10)
     with torch.no_grad():
         assert torch.equal(model(x), tiny_model(x))
+
+
+def test_a_failed_save_leaves_the_previous_model(tmp_path, tiny_model, monkeypatch):
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    card = (folder / "README.md").read_text() + "edited by hand"
+    (folder / "README.md").write_text(card)
+
+    def full_disk(self, directory: Path) -> None:
+        (Path(directory) / "model.safetensors").write_bytes(b"cut")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    other = DRCN(features=4, recursions=2)
+    monkeypatch.setattr(DRCN, "_save_pretrained", full_disk)
+    with pytest.raises(OSError):
+        other.save_pretrained(folder)
+    monkeypatch.undo()
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
+                                                          "model.safetensors"]
+    assert same_weights(load_model(str(folder)), tiny_model)
+    other.save_pretrained(folder)  # a save that completes replaces the model, keeps the card
+    assert same_weights(load_model(str(folder)), other)
+    assert (folder / "README.md").read_text() == card
 
 
 def _fake_cache(cache: Path, source: Path, repo: str = "owner/name") -> None:
