@@ -218,8 +218,8 @@ def upscale(
     = False,
 ) -> None:
     """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at the
-    exact size: nothing is resized after it). Under torchrun, files are split across the
-    processes."""
+    exact size, or at x2 and shrunk to it for factors below 2). Under torchrun, files are split
+    across the processes."""
     from .batch import (
         clean_stale_outputs,
         collect_jobs,

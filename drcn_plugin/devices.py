@@ -40,6 +40,9 @@ def _mps_available() -> bool:
 
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
+    if not isinstance(device, str):
+        raise BadOptionError(f"device {device!r} is not a device name: use auto, cpu, cuda, "
+                             "cuda:N or mps", option="device")
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

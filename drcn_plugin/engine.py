@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -35,8 +36,8 @@ from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
-from .planes import PEAKS, fill_transparent, interpolated_y, merge, to_planes
-from .scales import MAX_SCALE, check_scale
+from .planes import PEAKS, fill_transparent, interpolated_y, merge, resized, to_planes
+from .scales import MAX_SCALE, check_scale, scaled_length
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -55,7 +56,8 @@ def _available_memory(device: torch.device) -> int:
 
 def output_size(height: int, width: int, scale: float | None = None,
                 size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Output (height, width): ``round(input x scale)`` or the explicit size; refuses bad values."""
+    """Output (height, width): input x scale, halves rounded up (:func:`.scales.scaled_length`),
+    or the explicit size; refuses bad values."""
     if size is not None and scale is not None:
         raise BadOptionError("give a scale factor or a target size, not both", option="size")
     if size is not None:
@@ -75,16 +77,26 @@ def output_size(height: int, width: int, scale: float | None = None,
     if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")
     check_scale(scale)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return scaled_length(height, scale), scaled_length(width, scale)
+
+
+def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int]:
+    """Where the network runs for an ``out_h x out_w`` result: at least 2x the input on each
+    side. Trained at x2-x4, DRCN over-sharpens a bicubic image enlarged less than that (worse
+    than bicubic below about x1.7); its x2 result shrunk to the size scores better than both."""
+    return max(out_h, 2 * height), max(out_w, 2 * width)
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
                   scale: float | None = None, size: tuple[int, int] | None = None) -> int:
     """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
-    interpolation temporaries, the output planes and the merged result with two copies."""
+    interpolation temporaries, the output planes and the merged result with two copies, and
+    the network's two planes where it runs larger than the result."""
     oh, ow = output_size(height, width, scale, size)
+    nh, nw = network_size(height, width, oh, ow)
     per_out = 4 * (channels + 3) + 3 * channels * itemsize
-    return 4 * height * width * (channels + 3) + oh * ow * per_out
+    larger = 8 * nh * nw if (nh, nw) != (oh, ow) else 0
+    return 4 * height * width * (channels + 3) + oh * ow * per_out + larger
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
@@ -154,15 +166,15 @@ def _stderr_line(message: str) -> None:
 
 
 @contextmanager
-def _allocating(oh: int, ow: int, device: torch.device) -> Iterator[None]:
-    """Around the colour and interpolation steps: running out of memory there is the library's
-    :class:`OutOfMemoryError`, not the allocator's RuntimeError."""
+def _allocating(h: int, w: int, device: torch.device, what: str = "result") -> Iterator[None]:
+    """Around the colour and interpolation steps: running out of memory there, for an ``h x w``
+    ``what``, is the library's :class:`OutOfMemoryError`, not the allocator's RuntimeError."""
     try:
         yield
     except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
         if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
             raise
-        raise OutOfMemoryError(f"not enough memory for a {ow}x{oh} result on {device}: ask for "
+        raise OutOfMemoryError(f"not enough memory for a {w}x{h} {what} on {device}: ask for "
                                "a smaller size, or free memory") from e
 
 
@@ -173,14 +185,19 @@ class Upscaler:
     :func:`.hub.load_denoised`); None uses the model as named.
     """
 
-    def __init__(self, model: DRCN | str = DEFAULT_MODEL, device: str = "auto",
-                 precision: Precision = "auto", tile: int = 0, batch: int = 0,
-                 tta: bool = False, notify: NotifyFn | None = None,
-                 denoise: float | None = None) -> None:
-        if denoise is not None and not isinstance(model, str):
+    def __init__(self, model: DRCN | str | os.PathLike = DEFAULT_MODEL,
+                 device: str | torch.device = "auto", precision: Precision = "auto",
+                 tile: int = 0, batch: int = 0, tta: bool = False,
+                 notify: NotifyFn | None = None, denoise: float | None = None) -> None:
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
+        if not isinstance(model, str | torch.nn.Module):
+            raise BadOptionError(f"model must be a model name or path, or a DRCN module; got "
+                                 f"{type(model).__name__}", option="model")
+        if denoise is not None and not isinstance(model, str) and denoise != 0:
             raise BadOptionError("a denoise strength blends two shipped models: name the clean "
                                  "one, not a loaded module", option="denoise")
-        self.device = pick_device(device)
+        self.device = pick_device(str(device) if isinstance(device, torch.device) else device)
         self.dtype = pick_precision(self.device, precision)
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
@@ -195,7 +212,7 @@ class Upscaler:
                                  f"{tuning.MIN_TILE}", option="tile")
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
-        if denoise is not None:
+        if denoise is not None and isinstance(model, str):
             self.model = load_denoised(denoise, model)
         else:
             self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
@@ -391,9 +408,14 @@ class Upscaler:
         (:func:`.planes.fill_transparent`); pass False when the colour under alpha 0 is content,
         as under a host's mask carried along as alpha.
         """
-        planes, kind = to_planes(image)
+        h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
+        with _allocating(h, w, self.device, "input"):  # its float copy
+            planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
+        if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is
+            return np.array(np.asarray(image), dtype=kind)
+        work = network_size(h, w, oh, ow)
         colour = planes.shape[0] in (3, 4)
         float_range = (0.0, 1.0)  # used for float images only: their range, widened to 0..1
         if np.dtype(kind).kind == "f":
@@ -406,9 +428,11 @@ class Upscaler:
             del planes
             if colour:
                 src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
-            ilr = interpolated_y(src[0], (oh, ow), PEAKS.get(np.dtype(kind)))
+            ilr = interpolated_y(src[0], work, PEAKS.get(np.dtype(kind)))
         y_out = self.run_y(ilr, progress, cancel)  # backs off on its own out-of-memory
         del ilr
         with _allocating(oh, ow, self.device):
+            if work != (oh, ow):
+                y_out = resized(y_out, (oh, ow))
             out = merge(y_out, src[1:], colour, kind, float_range)
         return out[:, :, 0] if image.ndim == 2 else out

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,8 +197,12 @@ def _load_hub(spec: str) -> DRCN:
     return _load_folder(Path(folder), origin=spec)
 
 
-def load_model(spec: str = DEFAULT_MODEL) -> DRCN:
+def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     """Resolve a model spec (see module docstring) to a DRCN in eval mode, on the CPU."""
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise ModelLoadError(f"a model is named by a string or a path, not {type(spec).__name__}")
     if spec in SHIPPED:
         m = SHIPPED[spec]
         return load_weights_file(weights_dir() / m.filename, sha256=m.sha256)
@@ -228,6 +233,8 @@ def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
     Between the two the weights are interpolated (the photo model was fine-tuned from the clean
     one, so the blend is meaningful). ``spec`` names the clean end; the photo model is strength 1.
     """
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise BadOptionError(f"denoise strength {strength!r} is not a number", option="denoise")
     if not 0 <= strength <= 1:
         raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
     if strength == 0:

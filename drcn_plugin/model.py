@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .errors import BadOptionError, ModelLoadError
+
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
@@ -119,10 +121,10 @@ def interpolate(a: DRCN, b: DRCN, t: float) -> DRCN:
     Real-ESRGAN's denoise strength does; both must have the same F and D.
     """
     if (a.features, a.recursions) != (b.features, b.recursions):
-        raise ValueError(f"cannot blend F={a.features}, D={a.recursions} with "
-                         f"F={b.features}, D={b.recursions}")
+        raise ModelLoadError(f"cannot blend F={a.features}, D={a.recursions} with "
+                             f"F={b.features}, D={b.recursions}")
     if not 0 <= t <= 1:
-        raise ValueError(f"blend weight {t} is outside 0..1")
+        raise BadOptionError(f"blend weight {t} is outside 0..1", option="denoise")
     out = DRCN(a.features, a.recursions)
     sb = b.state_dict()
     with torch.no_grad():

@@ -89,6 +89,14 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
     return out
 
 
+def resized(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic (antialiased when shrinking) of an ``[H, W]`` plane to ``size``, by row blocks."""
+    out = torch.empty(size, dtype=plane.dtype)
+    for r0, r1 in row_blocks(*size):
+        out[r0:r1] = imresize(plane, size=size, rows=(r0, r1))
+    return out
+
+
 def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
     """Give fully transparent pixels of ``[C, H, W]`` planes with alpha the colour of the visible
     ones around them (in place), so their unseen colour cannot fringe the enlarged edge."""

@@ -7,6 +7,7 @@ factors from ``MIN_TRAIN_SCALE`` to ``MAX_TRAIN_SCALE`` (the paper trains and sc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -17,6 +18,12 @@ MIN_SCALE = 1.0
 MAX_SCALE = 16.0
 MIN_TRAIN_SCALE = 2
 MAX_TRAIN_SCALE = 8
+
+
+def scaled_length(length: int, scale: float) -> int:
+    """A side (at least 1 px) times ``scale``, halves rounded up (Python's ``round`` rounds them
+    to even, which would make 3 x 1.5 = 4 but 5 x 1.5 = 8)."""
+    return max(1, math.floor(length * scale + 0.5))
 
 
 def check_scale(scale: float) -> float:

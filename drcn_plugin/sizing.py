@@ -60,10 +60,10 @@ class TargetSize:
         oh, ow = self.height, self.width
         if self.long_edge:
             oh, ow = (0, self.long_edge) if width >= height else (self.long_edge, 0)
-        if not oh:
-            oh = max(1, round(height * ow / width))
+        if not oh:  # the other side keeps the aspect ratio, halves rounded up (exact integers)
+            oh = max(1, (2 * height * ow + width) // (2 * width))
         if not ow:
-            ow = max(1, round(width * oh / height))
+            ow = max(1, (2 * width * oh + height) // (2 * height))
         return output_size(height, width, size=(oh, ow))
 
     def tag(self) -> str:

@@ -121,3 +121,41 @@ def test_odd_scales_and_sizes_are_one_typed_error(tiny_model_file, scale, size, 
     with pytest.raises(BadOptionError, match=words):
         Upscaler(tiny_model_file, device="cpu").upscale(np.zeros((12, 12), np.uint8), scale,
                                                          size=size)
+
+
+def test_a_path_names_a_model_like_its_string(tmp_path: Path, tiny_model_file: str) -> None:
+    path = Path(tiny_model_file)
+    assert load_model(path).state_dict().keys() == load_model(str(path)).state_dict().keys()
+    image = np.zeros((8, 8, 3), np.uint8)
+    assert np.array_equal(Upscaler(path, device="cpu").upscale(image, 2),
+                          Upscaler(str(path), device="cpu").upscale(image, 2))
+
+
+@pytest.mark.parametrize("kwargs", [{"model": None}, {"model": 123}, {"device": None},
+                                    {"device": 0}, {"denoise": "0.5"}, {"denoise": True}])
+def test_arguments_of_the_wrong_type_are_one_typed_error(kwargs: dict) -> None:
+    with pytest.raises(DRCNError) as err:
+        Upscaler(**{"model": "drcn-lite", **kwargs})
+    assert "\n" not in str(err.value)
+
+
+def test_a_torch_device_and_a_numpy_strength_are_accepted() -> None:
+    up = Upscaler("drcn-lite", device=torch.device("cpu"), denoise=np.float32(1.0))
+    assert up.device.type == "cpu"
+
+
+def test_denoise_0_with_a_loaded_module_is_that_module(tiny_model_file: str) -> None:
+    module = load_model(tiny_model_file)
+    image = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    assert np.array_equal(Upscaler(module, device="cpu", denoise=0.0).upscale(image, 2),
+                          Upscaler(module, device="cpu").upscale(image, 2))
+
+
+def test_blending_mismatched_or_out_of_range_is_a_typed_error(tiny_model_file: str) -> None:
+    from drcn_plugin.model import DRCN, interpolate
+
+    a = load_model(tiny_model_file)
+    with pytest.raises(ModelLoadError, match="cannot blend"):
+        interpolate(a, DRCN(a.features + 1, a.recursions), 0.5)
+    with pytest.raises(DRCNError, match="outside 0..1"):
+        interpolate(a, a, float("nan"))

@@ -117,11 +117,12 @@ def test_colour_alpha_grey_and_16bit(lite: Upscaler, photo: np.ndarray) -> None:
     assert f.dtype == np.float32 and gap.mean() < 0.5 and gap.max() < 4
 
 
-@pytest.mark.parametrize("scale", [1.0, 1.5, 2.5, 3.7])
-def test_any_scale(scale: float) -> None:
+@pytest.mark.parametrize(("scale", "size"), [(1.0, (31, 17)), (1.5, (47, 26)),
+                                             (2.5, (78, 43)), (3.7, (115, 63))])
+def test_any_scale_rounds_halves_up(scale: float, size: tuple[int, int]) -> None:
     up = Upscaler(tiny(), device="cpu", precision="fp32")
-    out = up.upscale(np.zeros((31, 17, 3), np.uint8), scale)
-    assert out.shape == (round(31 * scale), round(17 * scale), 3)
+    assert up.upscale(np.zeros((31, 17, 3), np.uint8), scale).shape == (*size, 3)
+    assert output_size(3, 5, 1.5) == (5, 8)  # 4.5 and 7.5 both up (not to even)
 
 
 def test_explicit_size_and_bad_scales() -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from itertools import pairwise
 from pathlib import Path
 from unittest import mock
 
@@ -271,7 +272,19 @@ def test_geometry_matches_the_engine():
         for scale in (1.0, 1.5, 2.0, 2.5, 3.3, 4.0):
             assert (client.scaled(n, scale), client.scaled(n + 2, scale)) == \
                 output_size(n, n + 2, scale)
-    assert client.scaled_offset(-5, 2.5) == -12 and client.scaled_offset(7, 1.5) == 10
+    assert client.scaled_span(-5, 2, 2.5) == (-12, 5) and client.scaled_span(7, 3, 1.5) == (11, 4)
+
+
+@pytest.mark.parametrize("scale", [1.3, 1.5, 2.5, 1.01, 3.7])
+def test_touching_layers_stay_touching_when_scaled(scale):
+    # layers side by side from 0: each one's scaled span starts where the previous one ended
+    edges = [0, 1, 3, 4, 7, 12, 13, 20]
+    spans = [client.scaled_span(a, b - a, scale) for a, b in pairwise(edges)]
+    for (start, length), (next_start, _) in pairwise(spans):
+        assert start + length == next_start
+    for (a, b), (_, length) in zip(pairwise(edges), spans, strict=True):
+        assert length >= b - a  # never smaller than the layer (the worker refuses that)
+    assert spans[-1][0] + spans[-1][1] == client.scaled(edges[-1], scale)
     assert client.overall_fraction(1, 4, 5, 10) == pytest.approx(0.375)
 
 

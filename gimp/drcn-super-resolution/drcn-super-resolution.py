@@ -24,8 +24,7 @@ from drcn_worker_client import (  # noqa: E402
     WorkerError,
     overall_fraction,
     pixel_format,
-    scaled,
-    scaled_offset,
+    scaled_span,
     worker_command,
 )
 
@@ -203,18 +202,19 @@ class DRCNSuperResolution(Gimp.PlugIn):
         cw, ch = worker.output_size(iw, ih, scale, {**options, **size})
         fx, fy = (cw / iw, ch / ih) if size["out_width"] or size["out_height"] else (scale, scale)
         layers = list(_all_layers(image.get_layers()))
+        spans = [(scaled_span(x, layer.get_width(), fx), scaled_span(y, layer.get_height(), fy))
+                 for layer, (x, y) in zip(layers, map(_offsets, layers), strict=True)]
         results = [self._upscale(worker, image, layer, scale,
-                                 {**options, "out_width": scaled(layer.get_width(), fx),
-                                  "out_height": scaled(layer.get_height(), fy)}, i, len(layers))
-                   for i, layer in enumerate(layers)]
-        origins = [_offsets(layer) for layer in layers]
+                                 {**options, "out_width": sx[1], "out_height": sy[1]},
+                                 i, len(layers))
+                   for i, (layer, (sx, sy)) in enumerate(zip(layers, spans, strict=True))]
         image.undo_group_start()
         try:
             image.scale(cw, ch)
-            for layer, (x, y), (fmt, data, w, h) in zip(layers, origins, results, strict=True):
+            for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results, strict=True):
                 if (layer.get_width(), layer.get_height()) != (w, h):
                     layer.scale(w, h, False)
-                layer.set_offsets(scaled_offset(x, fx), scaled_offset(y, fy))
+                layer.set_offsets(sx[0], sy[0])
                 _write(layer, fmt, data)
         finally:
             image.undo_group_end()

@@ -7,6 +7,7 @@ GIMP's Python has no torch, so pixels go to ``python -m drcn_plugin.integrations
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import subprocess
@@ -56,13 +57,15 @@ def pixel_format(gray: bool, alpha: bool, precision: str) -> PixelFormat:
 
 
 def scaled(length: int, scale: float) -> int:
-    """An output side length, rounded exactly as the engine rounds it."""
-    return max(1, round(length * scale))
+    """An output side length, rounded exactly as the engine rounds it (halves up)."""
+    return max(1, math.floor(length * scale + 0.5))
 
 
-def scaled_offset(offset: int, scale: float) -> int:
-    """A layer offset on the scaled canvas."""
-    return round(offset * scale)
+def scaled_span(offset: int, length: int, scale: float) -> tuple[int, int]:
+    """A layer's (offset, length) on the scaled canvas: both edges scaled, so layers that touch
+    keep touching (rounding offset and length apart can open a 1 px gap)."""
+    start, end = math.floor(offset * scale + 0.5), math.floor((offset + length) * scale + 0.5)
+    return start, max(1, end - start)
 
 
 def overall_fraction(index: int, count: int, done: int, total: int) -> float:
