@@ -139,7 +139,10 @@ def read_y(path: Path) -> torch.Tensor:
 
 
 def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    with Image.open(path) as im:
+    # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
+    # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
+    # the turned size for the stored pixels, scrambling them.
+    with open(path, "rb") as f, Image.open(f) as im:
         alpha_bmp = _bmp_alpha(path, im)
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         im.load()
