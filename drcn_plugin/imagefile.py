@@ -144,6 +144,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # the turned size for the stored pixels, scrambling them.
     with open(path, "rb") as f, Image.open(f) as im:
         alpha_bmp = _bmp_alpha(path, im)
+        stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         im.load()
         turned = turn != 1 and orientation(im) == 1
@@ -164,6 +165,11 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
+        if ";16" in stored and im.mode in ("RGB", "RGBA"):  # Pillow decodes these to 8 bits
+            grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
+            info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
+            if grey:
+                im = im.convert("LA")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info)
@@ -188,10 +194,29 @@ def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
     return rgba if rgba.getextrema()[3] != (0, 0) else None
 
 
+_EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
+
+
+def _stored_mode(im: Image.Image) -> str:
+    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``);
+    empty when unknown."""
+    args = im.tile[0].args if im.tile else None
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
+
+
 def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
     mode = im.mode
+    trns = im.info.get("transparency")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N") and isinstance(trns, int):
+        # PNG's transparent grey level as alpha; Pillow writes grey with alpha at 8 bits only
+        info.notes.append(_EIGHT_BITS.format("grey with alpha"))
+        grey = np.asarray(im, dtype=np.uint16)
+        return np.dstack([to_8bit(grey), np.where(grey == trns, 0, 255).astype(np.uint8)])
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return np.asarray(im, dtype=np.uint16)
+    if mode in ("L", "RGB") and trns is not None:  # PNG's transparent colour as alpha
+        return np.asarray(im.convert("LA" if mode == "L" else "RGBA"))
     if mode == "I":
         a = np.asarray(im)
         if a.min() < 0 or a.max() > 65535:

@@ -4,6 +4,8 @@ data, what BMP and JPEG cannot hold, and outputs that cannot be written."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +68,51 @@ def test_turned_grey_tiff_is_upscaled_upright(folder: Path, tiny_model_file: str
                 str(folder / "out"))
     assert r.exit_code == 0, r.output
     assert Image.open(folder / "out" / "o6.tif").size == (80, 120)
+
+
+def _png16(path: Path, array: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = array.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("mode, key", [("RGB", (255, 0, 255)), ("L", 7), ("I;16", 5)])
+def test_png_transparent_colour_becomes_alpha(tmp_path: Path, mode: str, key) -> None:
+    ramp = _ramp()
+    base = {"RGB": np.stack([ramp, ramp, ramp], -1), "L": ramp,
+            "I;16": ramp.astype(np.uint16) * 257}[mode]
+    base[:3, :4] = key  # the transparent colour in the top left corner only
+    Image.fromarray(base).save(tmp_path / "t.png", transparency=key)
+    array, info = read_image(tmp_path / "t.png")
+    assert array.shape == ramp.shape + (4 if mode == "RGB" else 2,)
+    alpha = array[..., -1]
+    assert (alpha[:3, :4] == 0).all() and (alpha[3:] == 255).all() and (alpha[:, 4:] == 255).all()
+    grey = array[..., 0]
+    assert np.array_equal(grey[3:], ramp[3:])  # 16 bits to 8 keeps each ramp level
+    assert ("16-bit grey with alpha read and written as 8 bits" in " ".join(info.notes)) \
+        == (mode == "I;16")
+
+
+def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
+                                                        tiny_model_file: str) -> None:
+    """tRNS colours came out opaque; 16-bit colour became 8-bit without a note and 16-bit grey
+    with alpha came out as an RGBA colour image."""
+    ramp = _ramp().astype(np.uint16) * 257
+    rgb = np.stack([ramp, ramp // 2, 65535 - ramp], -1)
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "t.png", transparency=(0, 0, 0))
+    _png16(folder / "c16.png", rgb, 2)
+    _png16(folder / "la16.png", np.stack([ramp, np.full_like(ramp, 40000)], -1), 4)
+    r = upscale(str(folder), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    modes = {n: Image.open(folder / "out" / n).mode for n in ("t.png", "c16.png", "la16.png")}
+    assert modes == {"t.png": "RGBA", "c16.png": "RGB", "la16.png": "LA"}
+    assert "16-bit colour read and written as 8 bits" in r.output
+    assert "16-bit grey with alpha read and written as 8 bits" in r.output
+    alpha = np.asarray(Image.open(folder / "out" / "la16.png"))[..., 1]
+    assert (alpha == round(40000 / 257)).all()
