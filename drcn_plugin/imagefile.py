@@ -310,7 +310,9 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
-    if fmt in ("JPEG", "WEBP"):
+    if fmt == "WEBP" and info.format == "WEBP" and not info.lossy:
+        opts["lossless"] = True  # a lossless source stays lossless
+    elif fmt in ("JPEG", "WEBP"):
         opts["quality"] = quality
     if fmt == "JPEG":
         opts["subsampling"] = 0 if quality >= 90 else 2

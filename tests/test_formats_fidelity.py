@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
+from drcn_plugin.compression import is_lossy
 from drcn_plugin.imagefile import read_image
 
 runner = CliRunner()
@@ -116,3 +117,16 @@ def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
     assert "16-bit grey with alpha read and written as 8 bits" in r.output
     alpha = np.asarray(Image.open(folder / "out" / "la16.png"))[..., 1]
     assert (alpha == round(40000 / 257)).all()
+
+
+@pytest.mark.parametrize("fmt", ["same", "webp"])
+def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: str) -> None:
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "l.webp", lossless=True)
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "y.webp", quality=80)
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", fmt, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    lossy = {}
+    for name in ("l", "y"):
+        with Image.open(folder / "out" / f"{name}.webp") as im:
+            lossy[name] = is_lossy(folder / "out" / f"{name}.webp", im)
+    assert lossy == {"l": False, "y": True}
