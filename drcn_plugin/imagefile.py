@@ -233,10 +233,30 @@ def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
     elif mode in ("RGBa", "PA"):
         im = im.convert("RGBA")
     elif mode not in ("RGB", "RGBA"):
-        info.notes.append(f"{mode} converted to RGB")
-        info.icc_profile = None  # the profile described the old colour space
-        im = im.convert("RGB")
+        im = _to_rgb(im, info)
     return np.asarray(im)
+
+
+def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
+    """CMYK and other colour spaces as RGB: through the embedded ICC profile to sRGB (the result
+    is tagged sRGB), else Pillow's plain conversion, which ignores how the inks look."""
+    why = ""
+    if info.icc_profile:
+        try:
+            from PIL import ImageCms  # a Pillow built without littlecms lacks it
+
+            srgb = ImageCms.createProfile("sRGB")
+            rgb = ImageCms.profileToProfile(
+                im, ImageCms.ImageCmsProfile(io.BytesIO(info.icc_profile)), srgb,
+                outputMode="RGB")
+            info.icc_profile = ImageCms.ImageCmsProfile(srgb).tobytes()
+            info.notes.append(f"{im.mode} converted to sRGB through its ICC profile")
+            return rgb
+        except Exception as e:  # noqa: BLE001 - an unusable profile: the plain conversion
+            why = f" without its ICC profile, which cannot be used ({one_line(e)})"
+    info.notes.append(f"{im.mode} converted to RGB{why}")
+    info.icc_profile = None  # the profile described the old colour space
+    return im.convert("RGB")
 
 
 def to_pil(array: np.ndarray) -> Image.Image:

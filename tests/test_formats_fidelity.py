@@ -4,6 +4,8 @@ data, what BMP and JPEG cannot hold, and outputs that cannot be written."""
 
 from __future__ import annotations
 
+import io
+import itertools
 import struct
 import zlib
 from pathlib import Path
@@ -130,3 +132,66 @@ def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: s
         with Image.open(folder / "out" / f"{name}.webp") as im:
             lossy[name] = is_lossy(folder / "out" / f"{name}.webp", im)
     assert lossy == {"l": False, "y": True}
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _cmyk_profile() -> bytes:
+    """A minimal ICC v2 CMYK printer profile (352 bytes): one lut16 A2B0 tag from a 2-point
+    CMYK grid to Lab, with coloured inks unlike Pillow's plain conversion."""
+    clut = b""
+    for c, m, y, k in itertools.product((0, 1), repeat=4):
+        light = (1 - 0.7 * k) * (1 - 0.25 * (c + m + y))
+        a, b = 60 * (m - c), 60 * (y - m)
+        clut += struct.pack(">3H", round(light * 0xFF00), round((a + 128) * 256),
+                            round((b + 128) * 256))
+    ramp = struct.pack(">2H", 0, 0xFFFF)
+    lut = (b"mft2" + bytes(4) + bytes([4, 3, 2, 0])
+           + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+           + struct.pack(">2H", 2, 2) + ramp * 4 + clut + ramp * 3)
+    d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    tags = [(b"A2B0", lut), (b"wtpt", b"XYZ " + bytes(4) + d50)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, body in tags:
+        table += sig + struct.pack(">2I", offset + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = (struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000)
+              + b"prtrCMYKLab " + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
+    return header + table + data
+
+
+def _cmyk() -> Image.Image:
+    ramp = _ramp()
+    return Image.fromarray(np.stack([ramp, 255 - ramp, ramp // 2, ramp // 3], -1), "CMYK")
+
+
+def test_cmyk_goes_through_its_profile_to_srgb(folder: Path, tiny_model_file: str) -> None:
+    """CMYK with a profile was converted as if the profile were not there."""
+    cms = pytest.importorskip("PIL.ImageCms")
+    profile = _cmyk_profile()
+    _cmyk().save(folder / "c.tif", icc_profile=profile)
+    array, info = read_image(folder / "c.tif")
+    expected = cms.profileToProfile(_cmyk(), cms.ImageCmsProfile(io.BytesIO(profile)),
+                                    cms.createProfile("sRGB"), outputMode="RGB")
+    assert np.array_equal(array, np.asarray(expected))
+    assert np.abs(array.astype(int) - np.asarray(_cmyk().convert("RGB"))).mean() > 20
+    assert "CMYK converted to sRGB through its ICC profile" in info.notes
+    r = upscale(str(folder / "c.tif"), "-m", tiny_model_file, "-f", "png", "-o",
+                str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    embedded = Image.open(folder / "out" / "c.png").info["icc_profile"]
+    assert cms.ImageCmsProfile(io.BytesIO(embedded)).profile.xcolor_space.strip() == "RGB"
+
+
+def test_cmyk_with_an_unusable_profile_is_converted_plainly(tmp_path: Path) -> None:
+    cms = pytest.importorskip("PIL.ImageCms")
+    srgb = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()  # RGB: wrong for CMYK
+    _cmyk().save(tmp_path / "c.tif", icc_profile=srgb)
+    array, info = read_image(tmp_path / "c.tif")
+    assert np.array_equal(array, np.asarray(_cmyk().convert("RGB")))
+    assert info.icc_profile is None
+    assert any(n.startswith("CMYK converted to RGB without its ICC profile, which cannot be used")
+               for n in info.notes)
