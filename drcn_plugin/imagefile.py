@@ -283,6 +283,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     if im.mode in _STORES[fmt]:
         return im
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
+        if im.getextrema()[-1][0] == 255:  # all opaque: the alpha holds nothing to lose
+            return im.convert(im.mode[:-1])
         raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
                              option="format")
     if im.mode == "LA":  # BMP: grey with alpha as RGBA
@@ -305,8 +307,11 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
     """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
     combination is refused before any upscaling is spent on it."""
     probe = replace(info, notes=[])
+    corner = array[:2, :2].copy()
+    if corner.ndim == 3 and corner.shape[2] in (2, 4):
+        corner[..., -1] = array[..., -1].min()  # whether any pixel is see-through matters
     try:
-        image = encode(array[:2, :2], fmt, probe)
+        image = encode(corner, fmt, probe)
         image.save(io.BytesIO(), format=fmt, **save_options(fmt, probe, scale, quality))
     except DRCNError:
         raise

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from drcn_plugin import engine
 from drcn_plugin.cli import app
 from drcn_plugin.compression import is_lossy
 from drcn_plugin.imagefile import read_image
@@ -195,3 +196,27 @@ def test_cmyk_with_an_unusable_profile_is_converted_plainly(tmp_path: Path) -> N
     assert info.icc_profile is None
     assert any(n.startswith("CMYK converted to RGB without its ICC profile, which cannot be used")
                for n in info.notes)
+
+
+def test_jpeg_takes_images_whose_alpha_is_all_opaque(folder: Path, tiny_model_file: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An all-opaque alpha (or a palette's unused transparent index) was refused for JPEG."""
+    ramp = _ramp()
+    colour = np.stack([ramp, 255 - ramp, ramp // 2], -1)
+    Image.fromarray(np.dstack([colour, np.full_like(ramp, 255)])).save(folder / "opaque.png")
+    Image.fromarray(np.dstack([ramp, np.full_like(ramp, 255)]), "LA").save(folder / "la.png")
+    palette = Image.fromarray(colour).quantize(16)
+    palette.save(folder / "p.png", transparency=16)  # an index no pixel uses
+    seen = np.dstack([colour, np.full_like(ramp, 255)])
+    seen[-1, -1, 3] = 0  # one see-through pixel away from the probed corner
+    Image.fromarray(seen).save(folder / "seen.png")
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", "jpg", "-o", str(folder / "out"))
+    assert r.exit_code == 1, r.output
+    modes = {n: Image.open(folder / "out" / f"{n}.jpg").mode for n in ("opaque", "la", "p")}
+    assert modes == {"opaque": "RGB", "la": "L", "p": "RGB"}
+    assert not (folder / "out" / "seen.jpg").exists() and "alpha" in r.output
+    calls = []  # the see-through one is refused before its upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale", lambda *a, **k: calls.append(1))
+    upscale(str(folder / "seen.png"), "-m", tiny_model_file, "-f", "jpg", "-o",
+            str(folder / "out2"))
+    assert calls == []
