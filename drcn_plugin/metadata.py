@@ -25,6 +25,9 @@ _SUB_IFDS = (EXIF_IFD, GPS_IFD)
 # Tags that describe a TIFF file's own layout (sizes, strips, ICC), never the photograph.
 _LAYOUT = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323,
            324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 532, 34675, INTEROP_IFD}
+# Photoshop's image resources and layers (ImageSourceData) in a TIFF: they describe the image
+# before the upscale (its size, thumbnail, layers); IPTC (33723) describes the photograph and stays.
+_PHOTOSHOP = {34377, 37724}
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -57,9 +60,12 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         return None
     out = Image.Exif()
     dropped = 0
+    if _PHOTOSHOP & base.keys():
+        notes.append("Photoshop resources and layers dropped: they describe the image before "
+                     "the upscale")
     for tag, value in base.items():
-        if tag in _LAYOUT or tag in _SUB_IFDS or tag == XMP:  # XMP: see Descriptive
-            continue
+        if tag in _LAYOUT or tag in _PHOTOSHOP or tag in _SUB_IFDS or tag == XMP:
+            continue  # XMP: see Descriptive
         if _writable(tag, value):
             out[tag] = value
         else:
