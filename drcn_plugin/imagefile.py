@@ -276,7 +276,19 @@ _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data."""
+    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data.
+    An ICC profile for another colour space than the file will hold is dropped (noted)."""
+    im = _in_stored_mode(array, fmt, info)
+    space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
+    grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
+    if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
+        info.notes.append(f"{'grey' if space == b'GRAY' else 'RGB'} ICC profile dropped: {fmt} "
+                          f"stores this image as {'grey' if grey else 'RGB'}")
+        info.icc_profile = None
+    return im
+
+
+def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, *info.value_range)
     im = to_pil(array)

@@ -140,8 +140,8 @@ def _s15(value: float) -> bytes:
 
 
 def _cmyk_profile() -> bytes:
-    """A minimal ICC v2 CMYK printer profile (352 bytes): one lut16 A2B0 tag from a 2-point
-    CMYK grid to Lab, with coloured inks unlike Pillow's plain conversion."""
+    """A minimal CMYK printer profile (352 bytes): one lut16 A2B0 tag from a 2-point CMYK grid
+    to Lab, with coloured inks unlike Pillow's plain conversion."""
     clut = b""
     for c, m, y, k in itertools.product((0, 1), repeat=4):
         light = (1 - 0.7 * k) * (1 - 0.25 * (c + m + y))
@@ -152,15 +152,20 @@ def _cmyk_profile() -> bytes:
     lut = (b"mft2" + bytes(4) + bytes([4, 3, 2, 0])
            + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
            + struct.pack(">2H", 2, 2) + ramp * 4 + clut + ramp * 3)
+    return _icc(b"prtrCMYKLab ", [(b"A2B0", lut)])
+
+
+def _icc(kind: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2 profile: ``kind`` is class, colour space and PCS; a D50 white point is added."""
     d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
-    tags = [(b"A2B0", lut), (b"wtpt", b"XYZ " + bytes(4) + d50)]
+    tags = [*tags, (b"wtpt", b"XYZ " + bytes(4) + d50)]
     offset = 128 + 4 + 12 * len(tags)
     table, data = struct.pack(">I", len(tags)), b""
     for sig, body in tags:
         table += sig + struct.pack(">2I", offset + len(data), len(body))
         data += body + bytes(-len(body) % 4)
     header = (struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000)
-              + b"prtrCMYKLab " + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
+              + kind + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
     return header + table + data
 
 
@@ -239,3 +244,21 @@ def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
     written = Image.open(folder / "out" / "ps.tif").tag_v2
     assert 34377 not in written and 37724 not in written and written[33723] == iptc
     assert "Photoshop resources and layers dropped" in r.output
+
+
+
+def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file: str) -> None:
+    """WebP has no grey: a grey image is stored as RGB, where a grey profile is wrong."""
+    cms = pytest.importorskip("PIL.ImageCms")
+    grey = _icc(b"mntrGRAYXYZ ", [(b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, 0x0233))])
+    assert cms.ImageCmsProfile(io.BytesIO(grey)).profile.xcolor_space.strip() == "GRAY"
+    Image.fromarray(_ramp()).save(folder / "g.png", icc_profile=grey)
+    for fmt in ("webp", "png"):
+        r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-f", fmt, "-o",
+                    str(folder / fmt))
+        assert r.exit_code == 0, r.output
+        with Image.open(folder / fmt / f"g.{fmt}") as out:
+            kept = out.info.get("icc_profile")
+        assert kept == (None if fmt == "webp" else grey)
+        assert ("grey ICC profile dropped: WEBP stores this image as RGB" in r.output) \
+            == (fmt == "webp")
