@@ -336,15 +336,20 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical)."""
     opts: dict = {}
-    if info.icc_profile:
-        opts["icc_profile"] = info.icc_profile
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
-    exif_tags = info.about.with_xmp(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
-    exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes) if fmt != "BMP" else \
-        (None, False)
+    if fmt == "BMP":  # BMP has no place for either
+        lost = [name for name, value in (("ICC profile", info.icc_profile), ("EXIF", info.exif))
+                if value]
+        exif, sub_ifds = None, False
+    else:
+        lost = []
+        if info.icc_profile:
+            opts["icc_profile"] = info.icc_profile
+        exif_tags = info.about.with_xmp(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
+        exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
     if exif:
         opts["exif"] = exif
-    opts.update(info.about.save_options(fmt, (sx, sy), info.notes))
+    opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -255,11 +256,12 @@ class Descriptive:
         out[XMP] = self.scaled_xmp(scale)
         return out
 
-    def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str]) -> dict:
+    def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str],
+                     lost: Sequence[str] = ()) -> dict:
         """Pillow save options for ``fmt`` (TIFF's XMP goes with the EXIF, see :meth:`with_xmp`);
-        what ``fmt`` cannot hold is noted."""
+        what ``fmt`` cannot hold is noted in one note, with the ``lost`` metadata named first."""
         opts: dict = {}
-        dropped = []
+        dropped = list(lost)
         xmp = self.scaled_xmp(scale)
         if fmt == "PNG":
             info = PngInfo()

@@ -262,3 +262,15 @@ def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file:
         assert kept == (None if fmt == "webp" else grey)
         assert ("grey ICC profile dropped: WEBP stores this image as RGB" in r.output) \
             == (fmt == "webp")
+
+
+def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: str) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    Image.fromarray(_ramp()).convert("RGB").save(folder / "m.png", exif=exif,
+                                                 icc_profile=_icc(b"mntrRGB XYZ ", []))
+    Image.fromarray(_ramp()).convert("RGB").save(folder / "plain.png")
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", "bmp", "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert r.output.count("ICC profile, EXIF dropped: BMP has no place for them") == 1
+    assert Image.open(folder / "out" / "m.bmp").size == (36, 24)
