@@ -274,3 +274,20 @@ def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: 
     assert r.exit_code == 0, r.output
     assert r.output.count("ICC profile, EXIF dropped: BMP has no place for them") == 1
     assert Image.open(folder / "out" / "m.bmp").size == (36, 24)
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_the_upscale(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_ramp()).save(folder / "a.png")
+    Image.fromarray(_ramp()).save(folder / "b.png")
+    (folder / "out" / "a.png").mkdir(parents=True)
+    calls = []
+    upscale_one = engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: calls.append(1) or upscale_one(self, *a, **k))
+    r = upscale(str(folder / "a.png"), str(folder / "b.png"), "-m", tiny_model_file,
+                "--overwrite", "-o", str(folder / "out"))
+    assert r.exit_code == 1
+    assert f"its output {folder / 'out' / 'a.png'} is an existing folder" in r.output
+    assert "Traceback" not in r.output and calls == [1]  # only b.png was upscaled
+    assert (folder / "out" / "a.png").is_dir() and (folder / "out" / "b.png").is_file()
