@@ -345,7 +345,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         lost = []
         if info.icc_profile:
             opts["icc_profile"] = info.icc_profile
-        exif_tags = info.about.with_xmp(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
+        exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
         exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
     if exif:
         opts["exif"] = exif

@@ -291,3 +291,35 @@ def test_an_output_name_taken_by_a_folder_is_refused_before_the_upscale(
     assert f"its output {folder / 'out' / 'a.png'} is an existing folder" in r.output
     assert "Traceback" not in r.output and calls == [1]  # only b.png was upscaled
     assert (folder / "out" / "a.png").is_dir() and (folder / "out" / "b.png").is_file()
+
+
+def _resource(number: int, data: bytes, name: bytes = b"") -> bytes:
+    """One Photoshop image resource: ``8BIM``, id, Pascal name and data, each padded to even."""
+    title = bytes([len(name)]) + name
+    return (b"8BIM" + number.to_bytes(2, "big") + title + bytes(len(title) & 1)
+            + len(data).to_bytes(4, "big") + data + bytes(len(data) & 1))
+
+
+def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file: str) -> None:
+    """A JPEG's IPTC (APP13 resource 0x0404) was dropped; its thumbnail and resolution
+    resources describe the small original and must not follow."""
+    iptc = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x00\x03cat"
+    block = (b"Photoshop 3.0\x00" + _resource(0x03ED, bytes(16), b"res")
+             + _resource(0x0404, iptc) + _resource(0x040C, b"thumbnail"))
+    Image.fromarray(_ramp()).save(folder / "i.jpg", quality=95)
+    data = (folder / "i.jpg").read_bytes()
+    segment = b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block
+    (folder / "i.jpg").write_bytes(data[:2] + segment + data[2:])  # right after SOI
+    outputs = {}
+    for fmt in ("jpg", "tiff", "png"):
+        r = upscale(str(folder / "i.jpg"), "-m", tiny_model_file, "-f", fmt, "-o",
+                    str(folder / fmt))
+        assert r.exit_code == 0, r.output
+        outputs[fmt] = r.output
+    with Image.open(folder / "jpg" / "i.jpg") as out:
+        app13 = [d for m, d in out.applist if m == "APP13"]
+    assert app13 == [b"Photoshop 3.0\x00" + _resource(0x0404, iptc)]
+    with Image.open(folder / "tiff" / "i.tif") as out:
+        assert out.tag_v2[33723] == iptc
+    assert "IPTC dropped: PNG has no place for them" in outputs["png"]
+    assert "IPTC" not in outputs["jpg"] + outputs["tiff"]
