@@ -213,7 +213,8 @@ def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
-    """Give every job its own output name, and refuse outputs that are inputs or too long."""
+    """Give every job its own output name, and refuse outputs that are inputs, folders or too
+    long."""
     taken: dict[str, Job] = {}
     input_ids = {_file_id(p) for p in inputs} - {None}
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
@@ -231,6 +232,8 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             job.problem = f"its output {target} would replace an input"
         elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
+        elif os.path.isdir(target) and not os.path.islink(target):  # even --overwrite cannot
+            job.problem = f"its output {target} is an existing folder"
 
 
 def _file_id(path: str | Path) -> tuple[int, int] | None:

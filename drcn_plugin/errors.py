@@ -59,7 +59,8 @@ class OutputExistsError(DRCNError):
 
 
 class InputConflictError(DRCNError):
-    """An output that would land on an input, or a name that would leave the output folder."""
+    """An output that would land on an input or a folder, or a name that would leave the output
+    folder."""
 
 
 class WriteError(DRCNError):

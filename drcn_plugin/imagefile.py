@@ -139,8 +139,12 @@ def read_y(path: Path) -> torch.Tensor:
 
 
 def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
-    with Image.open(path) as im:
+    # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
+    # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
+    # the turned size for the stored pixels, scrambling them.
+    with open(path, "rb") as f, Image.open(f) as im:
         alpha_bmp = _bmp_alpha(path, im)
+        stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         im.load()
         turned = turn != 1 and orientation(im) == 1
@@ -161,6 +165,11 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
+        if ";16" in stored and im.mode in ("RGB", "RGBA"):  # Pillow decodes these to 8 bits
+            grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
+            info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
+            if grey:
+                im = im.convert("LA")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info)
@@ -185,10 +194,29 @@ def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
     return rgba if rgba.getextrema()[3] != (0, 0) else None
 
 
+_EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
+
+
+def _stored_mode(im: Image.Image) -> str:
+    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``);
+    empty when unknown."""
+    args = im.tile[0].args if im.tile else None
+    raw = args[0] if isinstance(args, tuple) and args else args
+    return raw if isinstance(raw, str) else ""
+
+
 def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
     mode = im.mode
+    trns = im.info.get("transparency")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N") and isinstance(trns, int):
+        # PNG's transparent grey level as alpha; Pillow writes grey with alpha at 8 bits only
+        info.notes.append(_EIGHT_BITS.format("grey with alpha"))
+        grey = np.asarray(im, dtype=np.uint16)
+        return np.dstack([to_8bit(grey), np.where(grey == trns, 0, 255).astype(np.uint8)])
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return np.asarray(im, dtype=np.uint16)
+    if mode in ("L", "RGB") and trns is not None:  # PNG's transparent colour as alpha
+        return np.asarray(im.convert("LA" if mode == "L" else "RGBA"))
     if mode == "I":
         a = np.asarray(im)
         if a.min() < 0 or a.max() > 65535:
@@ -205,10 +233,30 @@ def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
     elif mode in ("RGBa", "PA"):
         im = im.convert("RGBA")
     elif mode not in ("RGB", "RGBA"):
-        info.notes.append(f"{mode} converted to RGB")
-        info.icc_profile = None  # the profile described the old colour space
-        im = im.convert("RGB")
+        im = _to_rgb(im, info)
     return np.asarray(im)
+
+
+def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
+    """CMYK and other colour spaces as RGB: through the embedded ICC profile to sRGB (the result
+    is tagged sRGB), else Pillow's plain conversion, which ignores how the inks look."""
+    why = ""
+    if info.icc_profile:
+        try:
+            from PIL import ImageCms  # a Pillow built without littlecms lacks it
+
+            srgb = ImageCms.createProfile("sRGB")
+            rgb = ImageCms.profileToProfile(
+                im, ImageCms.ImageCmsProfile(io.BytesIO(info.icc_profile)), srgb,
+                outputMode="RGB")
+            info.icc_profile = ImageCms.ImageCmsProfile(srgb).tobytes()
+            info.notes.append(f"{im.mode} converted to sRGB through its ICC profile")
+            return rgb
+        except Exception as e:  # noqa: BLE001 - an unusable profile: the plain conversion
+            why = f" without its ICC profile, which cannot be used ({one_line(e)})"
+    info.notes.append(f"{im.mode} converted to RGB{why}")
+    info.icc_profile = None  # the profile described the old colour space
+    return im.convert("RGB")
 
 
 def to_pil(array: np.ndarray) -> Image.Image:
@@ -228,13 +276,27 @@ _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data."""
+    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data.
+    An ICC profile for another colour space than the file will hold is dropped (noted)."""
+    im = _in_stored_mode(array, fmt, info)
+    space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
+    grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
+    if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
+        info.notes.append(f"{'grey' if space == b'GRAY' else 'RGB'} ICC profile dropped: {fmt} "
+                          f"stores this image as {'grey' if grey else 'RGB'}")
+        info.icc_profile = None
+    return im
+
+
+def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
         array = np.clip(array, *info.value_range)
     im = to_pil(array)
     if im.mode in _STORES[fmt]:
         return im
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
+        if im.getextrema()[-1][0] == 255:  # all opaque: the alpha holds nothing to lose
+            return im.convert(im.mode[:-1])
         raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
                              option="format")
     if im.mode == "LA":  # BMP: grey with alpha as RGBA
@@ -257,8 +319,11 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
     """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
     combination is refused before any upscaling is spent on it."""
     probe = replace(info, notes=[])
+    corner = array[:2, :2].copy()
+    if corner.ndim == 3 and corner.shape[2] in (2, 4):
+        corner[..., -1] = array[..., -1].min()  # whether any pixel is see-through matters
     try:
-        image = encode(array[:2, :2], fmt, probe)
+        image = encode(corner, fmt, probe)
         image.save(io.BytesIO(), format=fmt, **save_options(fmt, probe, scale, quality))
     except DRCNError:
         raise
@@ -271,18 +336,25 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical)."""
     opts: dict = {}
-    if info.icc_profile:
-        opts["icc_profile"] = info.icc_profile
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
-    exif_tags = info.about.with_xmp(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
-    exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes) if fmt != "BMP" else \
-        (None, False)
+    if fmt == "BMP":  # BMP has no place for either
+        lost = [name for name, value in (("ICC profile", info.icc_profile), ("EXIF", info.exif))
+                if value]
+        exif, sub_ifds = None, False
+    else:
+        lost = []
+        if info.icc_profile:
+            opts["icc_profile"] = info.icc_profile
+        exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
+        exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
     if exif:
         opts["exif"] = exif
-    opts.update(info.about.save_options(fmt, (sx, sy), info.notes))
+    opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
-    if fmt in ("JPEG", "WEBP"):
+    if fmt == "WEBP" and info.format == "WEBP" and not info.lossy:
+        opts["lossless"] = True  # a lossless source stays lossless
+    elif fmt in ("JPEG", "WEBP"):
         opts["quality"] = quality
     if fmt == "JPEG":
         opts["subsampling"] = 0 if quality >= 90 else 2

@@ -12,19 +12,23 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-ORIENTATION, X_RES, Y_RES, XMP = 0x0112, 0x011A, 0x011B, 700
+ORIENTATION, X_RES, Y_RES, XMP, IPTC = 0x0112, 0x011A, 0x011B, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # the Exif IFD's PixelXDimension, PixelYDimension
 _SUB_IFDS = (EXIF_IFD, GPS_IFD)
 # Tags that describe a TIFF file's own layout (sizes, strips, ICC), never the photograph.
 _LAYOUT = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323,
            324, 325, 330, 338, 339, 340, 341, 347, 513, 514, 532, 34675, INTEROP_IFD}
+# Photoshop's image resources and layers (ImageSourceData) in a TIFF: they describe the image
+# before the upscale (its size, thumbnail, layers); IPTC describes the photograph and stays.
+_PHOTOSHOP_TAGS = {34377, 37724}
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -57,9 +61,12 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         return None
     out = Image.Exif()
     dropped = 0
+    if _PHOTOSHOP_TAGS & base.keys():
+        notes.append("Photoshop resources and layers dropped: they describe the image before "
+                     "the upscale")
     for tag, value in base.items():
-        if tag in _LAYOUT or tag in _SUB_IFDS or tag == XMP:  # XMP: see Descriptive
-            continue
+        if tag in _LAYOUT or tag in _PHOTOSHOP_TAGS or tag in _SUB_IFDS or tag == XMP:
+            continue  # XMP: see Descriptive
         if _writable(tag, value):
             out[tag] = value
         else:
@@ -191,18 +198,21 @@ _XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
+_APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
 
 
 @dataclass
 class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
-    (PNG text chunks; a JPEG comment is the text ``Comment``) and PNG colour chunks (gamma,
-    chromaticities, sRGB intent), written back wherever the output format has a place."""
+    (PNG text chunks; a JPEG comment is the text ``Comment``), PNG colour chunks (gamma,
+    chromaticities, sRGB intent) and a JPEG's IPTC records (captions, keywords, credits), written
+    back wherever the output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)
+    iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
 
     @classmethod
     def read(cls, im: Image.Image) -> Descriptive:
@@ -225,7 +235,9 @@ class Descriptive:
                                                    for v in im.info["chromaticity"]))
         if im.info.get("srgb") in range(4):
             colour[b"sRGB"] = bytes([im.info["srgb"]])
-        return cls(xmp, text, colour)
+        iptc = next((_iptc(data) for marker, data in getattr(im, "applist", [])
+                     if marker == "APP13" and data.startswith(_APP13)), None)
+        return cls(xmp, text, colour, iptc)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
@@ -239,21 +251,26 @@ class Descriptive:
 
         return None if self.xmp is None else _XMP_RESOLUTION.sub(scaled, self.xmp)
 
-    def with_xmp(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
-        """``exif`` with the (scaled) XMP packet as a tag, which is how TIFF stores it."""
-        if self.xmp is None:
+    def tiff_tags(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
+        """``exif`` with the (scaled) XMP packet and the IPTC records as tags, which is how TIFF
+        stores them."""
+        if self.xmp is None and self.iptc is None:
             return exif
         out = Image.Exif()
         for tag, value in (exif or {}).items():
             out[tag] = value
-        out[XMP] = self.scaled_xmp(scale)
+        if self.xmp is not None:
+            out[XMP] = self.scaled_xmp(scale)
+        if self.iptc is not None:
+            out[IPTC] = self.iptc
         return out
 
-    def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str]) -> dict:
-        """Pillow save options for ``fmt`` (TIFF's XMP goes with the EXIF, see :meth:`with_xmp`);
-        what ``fmt`` cannot hold is noted."""
+    def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str],
+                     lost: Sequence[str] = ()) -> dict:
+        """Pillow save options for ``fmt`` (TIFF's XMP and IPTC go with the EXIF, see
+        :meth:`tiff_tags`); what ``fmt`` cannot hold is noted in one note, ``lost`` named first."""
         opts: dict = {}
-        dropped = []
+        dropped = list(lost)
         xmp = self.scaled_xmp(scale)
         if fmt == "PNG":
             info = PngInfo()
@@ -266,21 +283,56 @@ class Descriptive:
                 info.add(chunk, data)
             if info.chunks:
                 opts["pnginfo"] = info
-            return opts
-        if self.png_colour:
-            dropped.append("PNG gamma/colour chunks")
-        if xmp is not None and fmt in ("JPEG", "WEBP"):
-            if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
-                dropped.append("XMP (over JPEG's 64 KB)")
+        else:
+            if self.png_colour:
+                dropped.append("PNG gamma/colour chunks")
+            if xmp is not None and fmt in ("JPEG", "WEBP"):
+                if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
+                    dropped.append("XMP (over JPEG's 64 KB)")
+                else:
+                    opts["xmp"] = xmp
+            elif xmp is not None and fmt != "TIFF":
+                dropped.append("XMP")
+            carried = {"Comment"} if fmt == "JPEG" else set()
+            if "Comment" in carried and self.text.get("Comment"):
+                opts["comment"] = self.text["Comment"].encode("utf-8")
+            if set(self.text) - carried:
+                dropped.append("text")
+        if self.iptc is not None and fmt == "JPEG":
+            segment = _app13(self.iptc)
+            if segment is None:
+                dropped.append("IPTC (over JPEG's 64 KB)")
             else:
-                opts["xmp"] = xmp
-        elif xmp is not None and fmt != "TIFF":
-            dropped.append("XMP")
-        carried = {"Comment"} if fmt == "JPEG" else set()
-        if "Comment" in carried and self.text.get("Comment"):
-            opts["comment"] = self.text["Comment"].encode("utf-8")
-        if set(self.text) - carried:
-            dropped.append("text")
+                opts["extra"] = segment
+        elif self.iptc is not None and fmt != "TIFF":
+            dropped.append("IPTC")
         if dropped:
             notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
         return opts
+
+
+def _iptc(app13: bytes) -> bytes | None:
+    """The IPTC records (image resource 0x0404) of a JPEG's APP13 Photoshop block, or None.
+
+    The block is a run of ``8BIM``, resource id, Pascal name padded to even, size, data padded
+    to even; the other resources (thumbnail, resolution) describe the image before the upscale.
+    """
+    pos = len(_APP13)
+    while app13[pos:pos + 4] == b"8BIM" and pos + 7 <= len(app13):
+        resource = int.from_bytes(app13[pos + 4:pos + 6], "big")
+        pos += 6 + ((app13[pos + 6] + 2) & ~1)
+        size = int.from_bytes(app13[pos:pos + 4], "big")
+        pos += 4
+        if resource == 0x0404 and pos + size <= len(app13):
+            return app13[pos:pos + size]
+        pos += size + (size & 1)
+    return None
+
+
+def _app13(iptc: bytes) -> bytes | None:
+    """A JPEG APP13 segment holding only the IPTC resource; None when over a segment's 64 KB."""
+    payload = (_APP13 + b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+               + bytes(len(iptc) & 1))
+    if len(payload) + 2 > 0xFFFF:
+        return None
+    return b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload

@@ -1,0 +1,325 @@
+"""Pixels and metadata that must survive reading and writing: orientation of every TIFF mode,
+transparency, lossless WebP, 16-bit and grey+alpha sources, colour profiles, stale Photoshop
+data, what BMP and JPEG cannot hold, and outputs that cannot be written."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from drcn_plugin import engine
+from drcn_plugin.cli import app
+from drcn_plugin.compression import is_lossy
+from drcn_plugin.imagefile import read_image
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+# How a stored image is turned upright for each EXIF orientation.
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def upscale(*args: str):
+    return runner.invoke(app, ["upscale", *args])
+
+
+def _ramp(h: int = 12, w: int = 18) -> np.ndarray:
+    """Every pixel different, so a wrong turn or a scrambled row shows."""
+    return (np.arange(h * w).reshape(h, w) * 7 % 251).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "I;16", "I;16B", "RGB"])
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_tiff_of_every_mode_is_turned_upright(tmp_path: Path, mode: str,
+                                              compression: str | None) -> None:
+    """Uncompressed L, P and 16-bit grey TIFFs with orientation 5-8 came back scrambled and
+    unturned (Pillow memory-maps them with the turned size)."""
+    ramp = _ramp()
+    stored = {"L": Image.fromarray(ramp), "P": Image.fromarray(ramp).convert("P"),
+              "I;16": Image.fromarray(ramp.astype(np.uint16) * 257),
+              "I;16B": Image.fromarray((ramp.astype(np.uint16) * 257).astype(">u2")),
+              "RGB": Image.fromarray(np.stack([ramp, 255 - ramp, ramp // 2], -1))}[mode]
+    for value in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = value
+        path = tmp_path / f"o{value}.tif"
+        stored.save(path, exif=exif, **({"compression": compression} if compression else {}))
+        with Image.open(path) as check:  # libtiff compresses big-endian 16-bit as little
+            assert check.mode == mode or (compression, mode) == ("tiff_lzw", "I;16B")
+        upright = stored.transpose(_UPRIGHT[value]) if value > 1 else stored
+        expected = np.asarray(upright.convert("RGB") if mode == "P" else upright)
+        array, info = read_image(path)
+        assert array.shape == expected.shape and np.array_equal(array, expected), value
+        assert info.exif is None or info.exif.get(0x0112, 1) == 1
+
+
+def test_turned_grey_tiff_is_upscaled_upright(folder: Path, tiny_model_file: str) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_ramp(40, 60)).save(folder / "o6.tif", exif=exif)
+    r = upscale(str(folder / "o6.tif"), "-m", tiny_model_file, "--scale", "2", "-o",
+                str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert Image.open(folder / "out" / "o6.tif").size == (80, 120)
+
+
+def _png16(path: Path, array: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = array.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("mode, key", [("RGB", (255, 0, 255)), ("L", 7), ("I;16", 5)])
+def test_png_transparent_colour_becomes_alpha(tmp_path: Path, mode: str, key) -> None:
+    ramp = _ramp()
+    base = {"RGB": np.stack([ramp, ramp, ramp], -1), "L": ramp,
+            "I;16": ramp.astype(np.uint16) * 257}[mode]
+    base[:3, :4] = key  # the transparent colour in the top left corner only
+    Image.fromarray(base).save(tmp_path / "t.png", transparency=key)
+    array, info = read_image(tmp_path / "t.png")
+    assert array.shape == ramp.shape + (4 if mode == "RGB" else 2,)
+    alpha = array[..., -1]
+    assert (alpha[:3, :4] == 0).all() and (alpha[3:] == 255).all() and (alpha[:, 4:] == 255).all()
+    grey = array[..., 0]
+    assert np.array_equal(grey[3:], ramp[3:])  # 16 bits to 8 keeps each ramp level
+    assert ("16-bit grey with alpha read and written as 8 bits" in " ".join(info.notes)) \
+        == (mode == "I;16")
+
+
+def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
+                                                        tiny_model_file: str) -> None:
+    """tRNS colours came out opaque; 16-bit colour became 8-bit without a note and 16-bit grey
+    with alpha came out as an RGBA colour image."""
+    ramp = _ramp().astype(np.uint16) * 257
+    rgb = np.stack([ramp, ramp // 2, 65535 - ramp], -1)
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "t.png", transparency=(0, 0, 0))
+    _png16(folder / "c16.png", rgb, 2)
+    _png16(folder / "la16.png", np.stack([ramp, np.full_like(ramp, 40000)], -1), 4)
+    r = upscale(str(folder), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    modes = {n: Image.open(folder / "out" / n).mode for n in ("t.png", "c16.png", "la16.png")}
+    assert modes == {"t.png": "RGBA", "c16.png": "RGB", "la16.png": "LA"}
+    assert "16-bit colour read and written as 8 bits" in r.output
+    assert "16-bit grey with alpha read and written as 8 bits" in r.output
+    alpha = np.asarray(Image.open(folder / "out" / "la16.png"))[..., 1]
+    assert (alpha == round(40000 / 257)).all()
+
+
+@pytest.mark.parametrize("fmt", ["same", "webp"])
+def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: str) -> None:
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "l.webp", lossless=True)
+    Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "y.webp", quality=80)
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", fmt, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    lossy = {}
+    for name in ("l", "y"):
+        with Image.open(folder / "out" / f"{name}.webp") as im:
+            lossy[name] = is_lossy(folder / "out" / f"{name}.webp", im)
+    assert lossy == {"l": False, "y": True}
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _cmyk_profile() -> bytes:
+    """A minimal CMYK printer profile (352 bytes): one lut16 A2B0 tag from a 2-point CMYK grid
+    to Lab, with coloured inks unlike Pillow's plain conversion."""
+    clut = b""
+    for c, m, y, k in itertools.product((0, 1), repeat=4):
+        light = (1 - 0.7 * k) * (1 - 0.25 * (c + m + y))
+        a, b = 60 * (m - c), 60 * (y - m)
+        clut += struct.pack(">3H", round(light * 0xFF00), round((a + 128) * 256),
+                            round((b + 128) * 256))
+    ramp = struct.pack(">2H", 0, 0xFFFF)
+    lut = (b"mft2" + bytes(4) + bytes([4, 3, 2, 0])
+           + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
+           + struct.pack(">2H", 2, 2) + ramp * 4 + clut + ramp * 3)
+    return _icc(b"prtrCMYKLab ", [(b"A2B0", lut)])
+
+
+def _icc(kind: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2 profile: ``kind`` is class, colour space and PCS; a D50 white point is added."""
+    d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    tags = [*tags, (b"wtpt", b"XYZ " + bytes(4) + d50)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, body in tags:
+        table += sig + struct.pack(">2I", offset + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = (struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000)
+              + kind + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))
+    return header + table + data
+
+
+def _cmyk() -> Image.Image:
+    ramp = _ramp()
+    return Image.fromarray(np.stack([ramp, 255 - ramp, ramp // 2, ramp // 3], -1), "CMYK")
+
+
+def test_cmyk_goes_through_its_profile_to_srgb(folder: Path, tiny_model_file: str) -> None:
+    """CMYK with a profile was converted as if the profile were not there."""
+    cms = pytest.importorskip("PIL.ImageCms")
+    profile = _cmyk_profile()
+    _cmyk().save(folder / "c.tif", icc_profile=profile)
+    array, info = read_image(folder / "c.tif")
+    expected = cms.profileToProfile(_cmyk(), cms.ImageCmsProfile(io.BytesIO(profile)),
+                                    cms.createProfile("sRGB"), outputMode="RGB")
+    assert np.array_equal(array, np.asarray(expected))
+    assert np.abs(array.astype(int) - np.asarray(_cmyk().convert("RGB"))).mean() > 20
+    assert "CMYK converted to sRGB through its ICC profile" in info.notes
+    r = upscale(str(folder / "c.tif"), "-m", tiny_model_file, "-f", "png", "-o",
+                str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    embedded = Image.open(folder / "out" / "c.png").info["icc_profile"]
+    assert cms.ImageCmsProfile(io.BytesIO(embedded)).profile.xcolor_space.strip() == "RGB"
+
+
+def test_cmyk_with_an_unusable_profile_is_converted_plainly(tmp_path: Path) -> None:
+    cms = pytest.importorskip("PIL.ImageCms")
+    srgb = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()  # RGB: wrong for CMYK
+    _cmyk().save(tmp_path / "c.tif", icc_profile=srgb)
+    array, info = read_image(tmp_path / "c.tif")
+    assert np.array_equal(array, np.asarray(_cmyk().convert("RGB")))
+    assert info.icc_profile is None
+    assert any(n.startswith("CMYK converted to RGB without its ICC profile, which cannot be used")
+               for n in info.notes)
+
+
+def test_jpeg_takes_images_whose_alpha_is_all_opaque(folder: Path, tiny_model_file: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An all-opaque alpha (or a palette's unused transparent index) was refused for JPEG."""
+    ramp = _ramp()
+    colour = np.stack([ramp, 255 - ramp, ramp // 2], -1)
+    Image.fromarray(np.dstack([colour, np.full_like(ramp, 255)])).save(folder / "opaque.png")
+    Image.fromarray(np.dstack([ramp, np.full_like(ramp, 255)]), "LA").save(folder / "la.png")
+    palette = Image.fromarray(colour).quantize(16)
+    palette.save(folder / "p.png", transparency=16)  # an index no pixel uses
+    seen = np.dstack([colour, np.full_like(ramp, 255)])
+    seen[-1, -1, 3] = 0  # one see-through pixel away from the probed corner
+    Image.fromarray(seen).save(folder / "seen.png")
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", "jpg", "-o", str(folder / "out"))
+    assert r.exit_code == 1, r.output
+    modes = {n: Image.open(folder / "out" / f"{n}.jpg").mode for n in ("opaque", "la", "p")}
+    assert modes == {"opaque": "RGB", "la": "L", "p": "RGB"}
+    assert not (folder / "out" / "seen.jpg").exists() and "alpha" in r.output
+    calls = []  # the see-through one is refused before its upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale", lambda *a, **k: calls.append(1))
+    upscale(str(folder / "seen.png"), "-m", tiny_model_file, "-f", "jpg", "-o",
+            str(folder / "out2"))
+    assert calls == []
+
+
+def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
+                                                       tiny_model_file: str) -> None:
+    """Photoshop's resources and layers (tags 34377, 37724) described the small original."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    tags = ImageFileDirectory_v2()
+    iptc = b"\x1c\x02\x05\x00\x04test"
+    for tag, value in ((34377, b"8BIM\x04\x04\x00\x00\x00\x00\x00\x00"),
+                       (37724, b"Adobe Photoshop Document Data Block\x00"), (33723, iptc)):
+        tags[tag] = value
+        tags.tagtype[tag] = 7  # UNDEFINED
+    Image.fromarray(_ramp()).save(folder / "ps.tif", tiffinfo=tags)
+    r = upscale(str(folder / "ps.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    written = Image.open(folder / "out" / "ps.tif").tag_v2
+    assert 34377 not in written and 37724 not in written and written[33723] == iptc
+    assert "Photoshop resources and layers dropped" in r.output
+
+
+
+def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file: str) -> None:
+    """WebP has no grey: a grey image is stored as RGB, where a grey profile is wrong."""
+    cms = pytest.importorskip("PIL.ImageCms")
+    grey = _icc(b"mntrGRAYXYZ ", [(b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, 0x0233))])
+    assert cms.ImageCmsProfile(io.BytesIO(grey)).profile.xcolor_space.strip() == "GRAY"
+    Image.fromarray(_ramp()).save(folder / "g.png", icc_profile=grey)
+    for fmt in ("webp", "png"):
+        r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-f", fmt, "-o",
+                    str(folder / fmt))
+        assert r.exit_code == 0, r.output
+        with Image.open(folder / fmt / f"g.{fmt}") as out:
+            kept = out.info.get("icc_profile")
+        assert kept == (None if fmt == "webp" else grey)
+        assert ("grey ICC profile dropped: WEBP stores this image as RGB" in r.output) \
+            == (fmt == "webp")
+
+
+def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: str) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    Image.fromarray(_ramp()).convert("RGB").save(folder / "m.png", exif=exif,
+                                                 icc_profile=_icc(b"mntrRGB XYZ ", []))
+    Image.fromarray(_ramp()).convert("RGB").save(folder / "plain.png")
+    r = upscale(str(folder), "-m", tiny_model_file, "-f", "bmp", "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert r.output.count("ICC profile, EXIF dropped: BMP has no place for them") == 1
+    assert Image.open(folder / "out" / "m.bmp").size == (36, 24)
+
+
+def test_an_output_name_taken_by_a_folder_is_refused_before_the_upscale(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_ramp()).save(folder / "a.png")
+    Image.fromarray(_ramp()).save(folder / "b.png")
+    (folder / "out" / "a.png").mkdir(parents=True)
+    calls = []
+    upscale_one = engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: calls.append(1) or upscale_one(self, *a, **k))
+    r = upscale(str(folder / "a.png"), str(folder / "b.png"), "-m", tiny_model_file,
+                "--overwrite", "-o", str(folder / "out"))
+    assert r.exit_code == 1
+    assert f"its output {folder / 'out' / 'a.png'} is an existing folder" in r.output
+    assert "Traceback" not in r.output and calls == [1]  # only b.png was upscaled
+    assert (folder / "out" / "a.png").is_dir() and (folder / "out" / "b.png").is_file()
+
+
+def _resource(number: int, data: bytes, name: bytes = b"") -> bytes:
+    """One Photoshop image resource: ``8BIM``, id, Pascal name and data, each padded to even."""
+    title = bytes([len(name)]) + name
+    return (b"8BIM" + number.to_bytes(2, "big") + title + bytes(len(title) & 1)
+            + len(data).to_bytes(4, "big") + data + bytes(len(data) & 1))
+
+
+def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file: str) -> None:
+    """A JPEG's IPTC (APP13 resource 0x0404) was dropped; its thumbnail and resolution
+    resources describe the small original and must not follow."""
+    iptc = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x00\x03cat"
+    block = (b"Photoshop 3.0\x00" + _resource(0x03ED, bytes(16), b"res")
+             + _resource(0x0404, iptc) + _resource(0x040C, b"thumbnail"))
+    Image.fromarray(_ramp()).save(folder / "i.jpg", quality=95)
+    data = (folder / "i.jpg").read_bytes()
+    segment = b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block
+    (folder / "i.jpg").write_bytes(data[:2] + segment + data[2:])  # right after SOI
+    outputs = {}
+    for fmt in ("jpg", "tiff", "png"):
+        r = upscale(str(folder / "i.jpg"), "-m", tiny_model_file, "-f", fmt, "-o",
+                    str(folder / fmt))
+        assert r.exit_code == 0, r.output
+        outputs[fmt] = r.output
+    with Image.open(folder / "jpg" / "i.jpg") as out:
+        app13 = [d for m, d in out.applist if m == "APP13"]
+    assert app13 == [b"Photoshop 3.0\x00" + _resource(0x0404, iptc)]
+    with Image.open(folder / "tiff" / "i.tif") as out:
+        assert out.tag_v2[33723] == iptc
+    assert "IPTC dropped: PNG has no place for them" in outputs["png"]
+    assert "IPTC" not in outputs["jpg"] + outputs["tiff"]
