@@ -270,19 +270,22 @@ class Upscaler:
     def _tuned_plan(self, h: int, w: int, budget: int) -> _Plan | None:
         """Among the measured plans that fit in memory, the one predicted fastest on h x w."""
         halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
-        timings = [t for t in self.timings()
+        timings = [t for t in self.timings(measure=h * w >= tuning.MEASURE_MIN_PIXELS) or []
                    if t.batch * (t.tile + 2 * halo) ** 2 * bpp <= budget]
         if not timings:
             return None
         best = min(timings, key=lambda t: tuning.predicted_seconds(t, h, w, halo))
         return _Plan.balanced(h, w, best.tile, self.batch or best.batch)
 
-    def timings(self) -> list[tuning.Timing]:
-        """This machine's measured window timings: from memory or the cache, else measured now."""
+    def timings(self, measure: bool = True) -> list[tuning.Timing] | None:
+        """This machine's measured window timings: from memory or the cache, else measured now
+        (None when not yet measured and ``measure`` is False)."""
         key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
         if key not in _TIMINGS:
             found = tuning.load_timings(key)
             if found is None:
+                if not measure:
+                    return None
                 found = self._measure()
                 problem = tuning.store_timings(key, found) if found else None
                 if problem:
@@ -364,9 +367,9 @@ class Upscaler:
         with _allocating(*ilr.shape, self.device):
             ilr = ilr.float().cpu()
             out = torch.empty_like(ilr)
-        plan = self._auto_plan(*ilr.shape)
-        hook = self._cancel_between_recursions(cancel)
+        hook = self._cancel_between_recursions(cancel)  # measuring a plan checks it too
         try:
+            plan = self._auto_plan(*ilr.shape)
             while True:
                 try:
                     self._run_plan(ilr, out, plan, progress, cancel)

@@ -31,6 +31,9 @@ CACHE_VERSION = 1
 LADDER = (64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048)
 MAX_BATCH = 16  # windows per call a plan may batch (GPUs)
 MIN_TILE = 16  # the smallest core a plan may use: below it the halo work dominates
+# Smaller planes do not start a measurement (they take the rule's plan until one exists): their
+# upscale takes about as long as measuring does, and any plan is one window or a few.
+MEASURE_MIN_PIXELS = 512 * 512
 _BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}  # measuring stops past this (>= 3 candidates)
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 _clock = time.perf_counter

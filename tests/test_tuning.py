@@ -29,6 +29,7 @@ def tuning_on(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv(tuning.TUNING_ENV, "1")
     monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(tuning, "LADDER", (16, 24, 32, 48))
+    monkeypatch.setattr(tuning, "MEASURE_MIN_PIXELS", 40 * 40)
     monkeypatch.setattr(engine, "_TIMINGS", {})
 
 
@@ -49,6 +50,27 @@ def test_tiles_measured_once_then_cached(tuning_on: None) -> None:
     with torch.inference_mode():
         whole = up.model(x[None, None])[0, 0]
     assert (out - whole).abs().max() <= 1e-5
+
+
+def test_small_planes_do_not_start_a_measurement_but_use_one(tuning_on: None) -> None:
+    notes: list[str] = []
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+    up.run_y(torch.rand(30, 50))  # 1,500 px: below the threshold
+    assert notes == [] and not tuning.cache_path().exists()
+    up.run_y(torch.rand(50, 50))
+    assert len(notes) == 1 and tuning.cache_path().exists()
+    key = tuning.plan_key(up.device, 8, 3, torch.float32)
+    engine._TIMINGS[key] = [Timing(16, 1, 1.0)]  # a measured plan is used on small planes too
+    assert up._auto_plan(32, 32).tile_h == 16
+
+
+def test_cancel_is_seen_while_measuring(tuning_on: None) -> None:
+    from drcn_plugin import Cancelled
+
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=lambda _: None)
+    with pytest.raises(Cancelled):
+        up.run_y(torch.rand(60, 60), cancel=lambda: True)
+    assert not tuning.cache_path().exists()  # the measurement stopped, nothing half kept
 
 
 def test_explicit_tile_and_switch_off_skip_measuring(tuning_on: None,
