@@ -10,6 +10,7 @@ module) the nodes still import and run: automatic device, no progress bar, no in
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from drcn_plugin.devices import DEVICE_TYPES
 from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import (
@@ -61,6 +63,22 @@ def comfy_modules() -> tuple[ModuleType | None, ModuleType | None]:
     except ImportError:
         return None, None
     return mm, cu
+
+
+def engine_device(device: torch.device | str) -> str:
+    """ComfyUI's device for the engine; one the engine does not run on (Intel XPU, DirectML,
+    Ascend NPU) falls back to the CPU, said once per kind in ComfyUI's log."""
+    kind = torch.device(device).type
+    if kind in DEVICE_TYPES:
+        return str(device)
+    if kind not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(kind)
+        print(f"DRCN: ComfyUI runs on {kind}, which drcn-plugin does not support: DRCN runs on "
+              "the CPU", file=sys.stderr, flush=True)
+    return "cpu"
+
+
+_FALLBACKS_SAID: set[str] = set()
 
 
 def _folder_paths() -> ModuleType | None:
@@ -194,14 +212,15 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     out_mask = (torch.empty((count, oh, ow)) if has_mask
                 else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
     mm, cu = comfy_modules()
-    device = mm.get_torch_device() if mm is not None else "auto"
+    comfy_device = mm.get_torch_device() if mm is not None else None
+    device = engine_device(comfy_device) if comfy_device is not None else "auto"
     cancel = interrupt_check(mm) if mm is not None else None
     upscaler = None
     try:
-        upscaler = Upscaler(model, device=str(device), tile=tile, tta=self_ensemble)
-        if mm is not None:
+        upscaler = Upscaler(model, device=device, tile=tile, tta=self_ensemble)
+        if mm is not None and device == str(comfy_device):  # not fallen back to the CPU
             mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
-                           * min(oh * ow, _WORKING_PIXELS), device)
+                           * min(oh * ow, _WORKING_PIXELS), comfy_device)
         bar = cu.ProgressBar(count) if cu is not None else None
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))

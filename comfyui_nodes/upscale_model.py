@@ -26,6 +26,7 @@ from .drcn_nodes import (
     CATEGORY,
     MODEL_TYPE,
     comfy_modules,
+    engine_device,
     from_engine,
     interrupt_check,
     to_engine,
@@ -71,8 +72,9 @@ class DRCNUpscaleModule(nn.Module):
                 raise BadImageError("the batch is empty (0 images)")
             if x.ndim != 4 or x.shape[1] != 3:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
-            if self._engine is None or self._engine.device != x.device:
-                self._engine = Upscaler(self.drcn, device=str(x.device))
+            device = torch.device(engine_device(x.device))
+            if self._engine is None or self._engine.device != device:
+                self._engine = Upscaler(self.drcn, device=str(device))
             mm, _ = comfy_modules()
             cancel = interrupt_check(mm) if mm is not None else None
             out = [from_engine(self._engine.upscale(to_engine(frame.permute(1, 2, 0)),

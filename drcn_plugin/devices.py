@@ -38,6 +38,8 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # the torch device types the engine runs on
+
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
     if not isinstance(device, str):
@@ -59,7 +61,7 @@ def pick_device(device: str = "auto") -> torch.device:
         raise DeviceError(f"device {device!r} asked for, but no such CUDA GPU is available")
     if dev.type == "mps" and not _mps_available():
         raise DeviceError("device 'mps' asked for, but Apple MPS is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
+    if dev.type not in DEVICE_TYPES:
         raise BadOptionError(f"unsupported device {device!r}", option="device")
     return dev
 

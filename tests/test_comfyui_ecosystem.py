@@ -34,7 +34,7 @@ def _frames(b: int, h: int, w: int, c: int = 3, seed: int = 3) -> torch.Tensor:
 # -- DRCN Upscale: exact sizes and per_batch -------------------------------------------------------
 
 @pytest.mark.parametrize("width, height, size", [
-    (0, 0, (24, 35)), (50, 0, (35, 50)), (0, 30, (30, 43)), (40, 33, (33, 40))])
+    (0, 0, (25, 35)), (50, 0, (35, 50)), (0, 30, (30, 43)), (40, 33, (33, 40))])  # 24.5 up
 def test_exact_sizes(tiny: DRCN, width: int, height: int, size: tuple[int, int]) -> None:
     image = _frames(1, 14, 20)
     out, mask = UPSCALE.upscale(image, tiny, 1.75, 0, False, width=width, height=height)
@@ -194,3 +194,19 @@ def test_every_node_has_a_doc_page() -> None:
         page = NODES_DIR / PKG.WEB_DIRECTORY / "docs" / f"{name}.md"
         assert page.is_file(), page
         assert PKG.NODE_DISPLAY_NAME_MAPPINGS[name] in page.read_text()
+
+
+def test_a_device_the_engine_does_not_run_on_falls_back_to_the_cpu(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    frames = _frames(2, 9, 11)
+    reference, _ = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]().upscale(frames, tiny, 2.0, 0, False)
+    fake = FakeComfy().install(monkeypatch)
+    fake.mm.get_torch_device = lambda: torch.device("xpu")  # Intel Arc; DirectML, NPU alike
+    monkeypatch.setattr(NODES, "_FALLBACKS_SAID", set())
+    for _ in range(2):
+        out, _ = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]().upscale(frames, tiny, 2.0, 0, False)
+        assert torch.equal(out, reference)
+    assert not [c for c in fake.calls if c[0] == "free"]  # ComfyUI's device is not used
+    assert capsys.readouterr().err.count("ComfyUI runs on xpu") == 1
+    assert [NODES.engine_device(d) for d in ("privateuseone:0", "hpu", "cuda:1", "cpu")] == \
+        ["cpu", "cpu", "cuda:1", "cpu"]
