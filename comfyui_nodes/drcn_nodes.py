@@ -171,6 +171,8 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
                             f"{w}x{h}")
     if mask.shape[0] not in (1, b):
         raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise BadImageError("the mask has NaN or infinite values")
     if c in (2, 4):
         raise BadImageError("connect a mask or an image with alpha, not both")
     return 1.0 - mask.to(image)
