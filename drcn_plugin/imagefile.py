@@ -165,14 +165,14 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
-        if ";16" in stored and im.mode in ("RGB", "RGBA"):  # Pillow decodes these to 8 bits
+        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA"):  # decoded to 8 bits
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
-        array = _to_array(im, info)
+        array = _to_array(im, info, stored)
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
@@ -195,6 +195,9 @@ def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
 
 
 _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
+_SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+_LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
 
 
 def _stored_mode(im: Image.Image) -> str:
@@ -205,18 +208,31 @@ def _stored_mode(im: Image.Image) -> str:
     return raw if isinstance(raw, str) else ""
 
 
-def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
-    mode = im.mode
+def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:
+    """PNG's transparent colour (tRNS on grey or RGB) as an alpha plane; None when the image has
+    none or no pixel has that colour (then no alpha is added)."""
     trns = im.info.get("transparency")
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N") and isinstance(trns, int):
-        # PNG's transparent grey level as alpha; Pillow writes grey with alpha at 8 bits only
-        info.notes.append(_EIGHT_BITS.format("grey with alpha"))
-        grey = np.asarray(im, dtype=np.uint16)
-        return np.dstack([to_8bit(grey), np.where(grey == trns, 0, 255).astype(np.uint8)])
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+    if trns is None or im.mode not in ("1", "L", "RGB", *_GREY16):
+        return None
+    depth = _LOW_GREY_DEPTHS.get(stored)
+    if depth and isinstance(trns, int) and trns < 1 << depth:  # Pillow leaves the stored level
+        trns *= 255 // ((1 << depth) - 1)
+    pixels = np.asarray(im.convert("L") if im.mode == "1" else im,
+                        dtype=np.uint16 if im.mode in _GREY16 else np.uint8)
+    key = pixels == trns if pixels.ndim == 2 else (pixels == np.asarray(trns)).all(axis=-1)
+    return np.where(key, 0, 255).astype(np.uint8) if key.any() else None
+
+
+def _to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
+    mode = im.mode
+    alpha = _keyed_alpha(im, stored)
+    if alpha is not None:
+        if mode in _GREY16:  # Pillow writes grey with alpha at 8 bits only
+            info.notes.append(_EIGHT_BITS.format("grey with alpha"))
+            return np.dstack([to_8bit(np.asarray(im, dtype=np.uint16)), alpha])
+        return np.dstack([np.asarray(im.convert("L") if mode == "1" else im), alpha])
+    if mode in _GREY16:
         return np.asarray(im, dtype=np.uint16)
-    if mode in ("L", "RGB") and trns is not None:  # PNG's transparent colour as alpha
-        return np.asarray(im.convert("LA" if mode == "L" else "RGBA"))
     if mode == "I":
         a = np.asarray(im)
         if a.min() < 0 or a.max() > 65535:

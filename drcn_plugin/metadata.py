@@ -199,6 +199,7 @@ _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 s
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
 _APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
+_IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
 
 
@@ -235,9 +236,9 @@ class Descriptive:
                                                    for v in im.info["chromaticity"]))
         if im.info.get("srgb") in range(4):
             colour[b"sRGB"] = bytes([im.info["srgb"]])
-        iptc = next((_iptc(data) for marker, data in getattr(im, "applist", [])
-                     if marker == "APP13" and data.startswith(_APP13)), None)
-        return cls(xmp, text, colour, iptc)
+        resources = im.info.get("photoshop") if im.format in ("JPEG", "MPO") else None
+        iptc = resources.get(_IPTC_RESOURCE) if isinstance(resources, dict) else None
+        return cls(xmp, text, colour, iptc if isinstance(iptc, bytes) else None)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
@@ -311,27 +312,10 @@ class Descriptive:
         return opts
 
 
-def _iptc(app13: bytes) -> bytes | None:
-    """The IPTC records (image resource 0x0404) of a JPEG's APP13 Photoshop block, or None.
-
-    The block is a run of ``8BIM``, resource id, Pascal name padded to even, size, data padded
-    to even; the other resources (thumbnail, resolution) describe the image before the upscale.
-    """
-    pos = len(_APP13)
-    while app13[pos:pos + 4] == b"8BIM" and pos + 7 <= len(app13):
-        resource = int.from_bytes(app13[pos + 4:pos + 6], "big")
-        pos += 6 + ((app13[pos + 6] + 2) & ~1)
-        size = int.from_bytes(app13[pos:pos + 4], "big")
-        pos += 4
-        if resource == 0x0404 and pos + size <= len(app13):
-            return app13[pos:pos + size]
-        pos += size + (size & 1)
-    return None
-
-
 def _app13(iptc: bytes) -> bytes | None:
     """A JPEG APP13 segment holding only the IPTC resource; None when over a segment's 64 KB."""
-    payload = (_APP13 + b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    payload = (_APP13 + b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
+               + len(iptc).to_bytes(4, "big") + iptc
                + bytes(len(iptc) & 1))
     if len(payload) + 2 > 0xFFFF:
         return None

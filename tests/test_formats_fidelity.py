@@ -103,10 +103,60 @@ def test_png_transparent_colour_becomes_alpha(tmp_path: Path, mode: str, key) ->
         == (mode == "I;16")
 
 
+def _grey_png(path: Path, levels: np.ndarray, depth: int, trns: int) -> None:
+    """A 1/2/4-bit grey PNG with a transparent level (Pillow writes only 8-bit grey)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = levels.shape
+    rows = b""
+    for row in levels:
+        bits = "".join(format(int(v), f"0{depth}b") for v in row)
+        bits += "0" * (-len(bits) % 8)
+        rows += b"\0" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0))
+                     + chunk(b"tRNS", struct.pack(">H", trns))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_low_bit_grey_transparent_level_becomes_alpha(tmp_path: Path, depth: int) -> None:
+    levels = np.arange(6 * 8).reshape(6, 8) % (1 << depth)
+    _grey_png(tmp_path / "g.png", levels, depth, trns=1)
+    array, _ = read_image(tmp_path / "g.png")
+    assert array.shape == (6, 8, 2)
+    assert np.array_equal(array[..., 1] == 0, levels == 1)
+    assert np.array_equal(array[..., 0], (levels * (255 // ((1 << depth) - 1))).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode, key", [("RGB", (255, 0, 255)), ("L", 7), ("I;16", 5)])
+def test_a_transparent_colour_no_pixel_has_adds_nothing(tmp_path: Path, mode: str, key) -> None:
+    ramp = _ramp() + 10  # no pixel at the key
+    base = {"RGB": np.stack([ramp, ramp, ramp], -1), "L": ramp,
+            "I;16": ramp.astype(np.uint16) * 257}[mode]
+    Image.fromarray(base).save(tmp_path / "t.png", transparency=key)
+    array, info = read_image(tmp_path / "t.png")
+    assert array.dtype == base.dtype and np.array_equal(array, base) and not info.notes
+
+
+def test_a_5_6_5_bmp_is_not_called_16_bit_colour(tmp_path: Path) -> None:
+    w, h = 4, 2
+    pixels = np.arange(w * h, dtype="<u2").reshape(h, w) * 2049  # 5-6-5 packed
+    body = pixels.tobytes()
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 16, 3, len(body), 2835, 2835, 0, 0)
+    masks = struct.pack("<III", 0xF800, 0x07E0, 0x001F)
+    offset = 14 + len(info) + len(masks)
+    header = b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset)
+    (tmp_path / "c.bmp").write_bytes(header + info + masks + body)
+    array, info_ = read_image(tmp_path / "c.bmp")
+    assert array.shape == (h, w, 3) and not any("16-bit" in n for n in info_.notes)
+
+
 def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
                                                         tiny_model_file: str) -> None:
-    """tRNS colours came out opaque; 16-bit colour became 8-bit without a note and 16-bit grey
-    with alpha came out as an RGBA colour image."""
+    """A tRNS colour gives RGBA; 16-bit colour is 8-bit with a note; 16-bit grey with alpha stays
+    grey with alpha (LA)."""
     ramp = _ramp().astype(np.uint16) * 257
     rgb = np.stack([ramp, ramp // 2, 65535 - ramp], -1)
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "t.png", transparency=(0, 0, 0))
@@ -300,16 +350,20 @@ def _resource(number: int, data: bytes, name: bytes = b"") -> bytes:
             + len(data).to_bytes(4, "big") + data + bytes(len(data) & 1))
 
 
-def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file: str) -> None:
-    """A JPEG's IPTC (APP13 resource 0x0404) was dropped; its thumbnail and resolution
-    resources describe the small original and must not follow."""
+@pytest.mark.parametrize("segments", [1, 2])
+def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file: str,
+                                                  segments: int) -> None:
+    """A JPEG's IPTC (APP13 resource 0x0404), in the first Photoshop block or a later one,
+    travels; its thumbnail and resolution resources describe the small original and stay."""
     iptc = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x00\x03cat"
-    block = (b"Photoshop 3.0\x00" + _resource(0x03ED, bytes(16), b"res")
-             + _resource(0x0404, iptc) + _resource(0x040C, b"thumbnail"))
+    resources = [_resource(0x03ED, bytes(16), b"res"), _resource(0x0404, iptc),
+                 _resource(0x040C, b"thumbnail")]
+    blocks = [b"".join(resources)] if segments == 1 else [resources[0], b"".join(resources[1:])]
     Image.fromarray(_ramp()).save(folder / "i.jpg", quality=95)
     data = (folder / "i.jpg").read_bytes()
-    segment = b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block
-    (folder / "i.jpg").write_bytes(data[:2] + segment + data[2:])  # right after SOI
+    app13 = b"".join(b"\xff\xed" + (len(b) + 16).to_bytes(2, "big") + b"Photoshop 3.0\x00" + b
+                     for b in blocks)
+    (folder / "i.jpg").write_bytes(data[:2] + app13 + data[2:])  # right after SOI
     outputs = {}
     for fmt in ("jpg", "tiff", "png"):
         r = upscale(str(folder / "i.jpg"), "-m", tiny_model_file, "-f", fmt, "-o",

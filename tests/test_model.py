@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from drcn_plugin.errors import DRCNError
 from drcn_plugin.model import DRCN
 
 REFERENCE = [("drcn-f64-d16-x234.safetensors", 64, 112_017),
@@ -134,5 +135,5 @@ def test_interpolate_gives_each_end_exactly_and_the_mean_between() -> None:
     mid = interpolate(a, b, 0.5).state_dict()
     for k, v in a.state_dict().items():
         assert torch.allclose(mid[k], (v + b.state_dict()[k]) / 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(DRCNError, match="cannot blend"):
         interpolate(a, DRCN(features=4, recursions=3), 0.5)
