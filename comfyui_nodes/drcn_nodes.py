@@ -301,7 +301,8 @@ class DRCNUpscale:
                 "drcn_model": (MODEL_TYPE,),
                 "scale": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE,
                                     "step": 0.05,
-                                    "tooltip": "output size = round(input size x scale); "
+                                    "tooltip": "output size = input size x scale, halves "
+                                               "rounded up; "
                                                "ignored when width or height is set"}),
                 "tile": ("INT", {"default": 0, "min": 0, "max": 4096,
                                  "tooltip": "tile size in pixels; 0 = measured once, cached"}),

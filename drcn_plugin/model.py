@@ -54,8 +54,9 @@ class DRCN(
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
         """The mixin's save, whole or not at all for each file: the files are written in a hidden
-        folder inside ``save_directory`` and renamed into place (weights before config), so a
-        save that fails (a full disk, an interrupt) leaves the previous model there loadable."""
+        folder inside ``save_directory`` and renamed into place (weights, then config), so a save
+        that fails while writing (a full disk, an interrupt) leaves the previous files as they
+        were; only a crash between the two renames can pair new weights with the old config."""
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
         if kwargs.get("push_to_hub") and kwargs.get("repo_id") is None:

@@ -76,9 +76,11 @@ def row_blocks(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -> torch.Tensor:
-    """Bicubic of the Y plane to ``size``, computed on ``y``'s device, as a CPU float32 plane.
+    """Bicubic of the Y plane to ``size`` (antialiased when shrinking), computed on ``y``'s
+    device, as a CPU float32 plane.
 
-    For integer sources it is rounded to the source's levels, as the evaluation protocol does.
+    With a ``peak`` (integer sources) it is rounded to the source's levels, as the evaluation
+    protocol does.
     """
     out = torch.empty(size, dtype=torch.float32)
     for r0, r1 in row_blocks(*size):
@@ -86,14 +88,6 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
         if peak is not None:
             block = block.mul_(peak).round_().clamp_(0, peak).div_(peak)
         out[r0:r1] = block
-    return out
-
-
-def resized(plane: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic (antialiased when shrinking) of an ``[H, W]`` plane to ``size``, by row blocks."""
-    out = torch.empty(size, dtype=plane.dtype)
-    for r0, r1 in row_blocks(*size):
-        out[r0:r1] = imresize(plane, size=size, rows=(r0, r1))
     return out
 
 

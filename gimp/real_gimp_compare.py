@@ -19,6 +19,9 @@ from PIL import Image
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.imagefile import read_image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "drcn-super-resolution"))
+from drcn_worker_client import scaled_span  # noqa: E402 (the plug-in's folder, put on the path)
+
 SET5 = Path("/work/shared/data/Set5")
 RAW = {"u8": np.uint8, "u16": np.uint16, "float": np.float32}
 
@@ -100,6 +103,7 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         print(f"{name:18s} FAILED in GIMP: {result.get('error')}  FAIL")
         return [f"{name}: {result.get('error')}"]
     problems, lines = [], []
+    offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
     if "export" in job:
         ref_dir = host(job["export"]).parent / f"ref-{name}"
         subprocess.run([str(drcn), "upscale", str(host(job["input"])), "-o", str(ref_dir),
@@ -112,19 +116,19 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         pairs = []
         layers = _layers_in(job, host)
         factors = _factors(job, layers[0])
-        for arr, layer in zip(layers, result["layers"], strict=True):
+        for arr, layer, (x, y) in zip(layers, result["layers"], offsets_in, strict=False):
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
             got = got.reshape(layer["height"], layer["width"], -1)
-            size = (round(arr.shape[0] * factors[1]), round(arr.shape[1] * factors[0]))
+            size = (scaled_span(y, arr.shape[0], factors[1])[1],
+                    scaled_span(x, arr.shape[1], factors[0])[1])
             ref = np.atleast_3d(upscaler.upscale(arr, size=size))
             pairs.append((got, ref, "engine", layer["offsets"]))
-    offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
     factors = _factors(job, _layers_in(job, host)[0]) if "engine" in job else (1, 1)
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
         diff = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) / unit
-        expected_offsets = [round(v * f) for v, f in zip(origin, factors, strict=True)]
+        expected_offsets = [scaled_span(v, 1, f)[0] for v, f in zip(origin, factors, strict=True)]
         ok = got.shape == ref.shape and diff <= 1 and offsets in (None, expected_offsets)
         where = "" if offsets is None else f" at {offsets} (expected {expected_offsets})"
         lines.append(f"{ref.shape[1]}x{ref.shape[0]}x{ref.shape[2]} {got.dtype}{where}: "

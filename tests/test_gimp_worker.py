@@ -270,7 +270,7 @@ def test_pixel_format(gray, alpha, precision, babl, dtype, channels):
 def test_geometry_matches_the_engine():
     for n in (1, 5, 7, 33, 101):
         for scale in (1.0, 1.5, 2.0, 2.5, 3.3, 4.0):
-            assert (client.scaled(n, scale), client.scaled(n + 2, scale)) == \
+            assert (client.scaled_span(0, n, scale)[1], client.scaled_span(0, n + 2, scale)[1]) == \
                 output_size(n, n + 2, scale)
     assert client.scaled_span(-5, 2, 2.5) == (-12, 5) and client.scaled_span(7, 3, 1.5) == (11, 4)
 
@@ -284,7 +284,7 @@ def test_touching_layers_stay_touching_when_scaled(scale):
         assert start + length == next_start
     for (a, b), (_, length) in zip(pairwise(edges), spans, strict=True):
         assert length >= b - a  # never smaller than the layer (the worker refuses that)
-    assert spans[-1][0] + spans[-1][1] == client.scaled(edges[-1], scale)
+    assert sum(spans[-1]) == client.scaled_span(0, edges[-1], scale)[1]
     assert client.overall_fraction(1, 4, 5, 10) == pytest.approx(0.375)
 
 

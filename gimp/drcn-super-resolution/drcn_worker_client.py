@@ -56,14 +56,10 @@ def pixel_format(gray: bool, alpha: bool, precision: str) -> PixelFormat:
     return PixelFormat(babl, dtype, (1 if gray else 3) + int(alpha))
 
 
-def scaled(length: int, scale: float) -> int:
-    """An output side length, rounded exactly as the engine rounds it (halves up)."""
-    return max(1, math.floor(length * scale + 0.5))
-
-
 def scaled_span(offset: int, length: int, scale: float) -> tuple[int, int]:
-    """A layer's (offset, length) on the scaled canvas: both edges scaled, so layers that touch
-    keep touching (rounding offset and length apart can open a 1 px gap)."""
+    """A layer's (offset, length) on the scaled canvas: both edges scaled, halves rounded up as
+    the engine rounds sizes, so layers that touch keep touching (rounding offset and length
+    apart can open a 1 px gap)."""
     start, end = math.floor(offset * scale + 0.5), math.floor((offset + length) * scale + 0.5)
     return start, max(1, end - start)
 
