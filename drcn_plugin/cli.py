@@ -217,9 +217,9 @@ def upscale(
     debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")]
     = False,
 ) -> None:
-    """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at the
-    exact size, or at x2 and shrunk to it for factors below 2). Under torchrun, files are split
-    across the processes."""
+    """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at a
+    whole factor from 2 to 4 and bicubic takes it to the exact size). Under torchrun, files are
+    split across the processes."""
     from .batch import (
         clean_stale_outputs,
         collect_jobs,

@@ -36,7 +36,7 @@ from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
-from .planes import PEAKS, fill_transparent, interpolated_y, merge, resized, to_planes
+from .planes import PEAKS, fill_transparent, interpolated_y, merge, to_planes
 from .scales import MAX_SCALE, check_scale, scaled_length
 
 ProgressFn = Callable[[int, int], None]
@@ -80,23 +80,29 @@ def output_size(height: int, width: int, scale: float | None = None,
     return scaled_length(height, scale), scaled_length(width, scale)
 
 
+NETWORK_FACTORS = (2, 4)  # the whole factors the shipped models were trained at
+
+
 def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int]:
-    """Where the network runs for an ``out_h x out_w`` result: at least 2x the input on each
-    side. Trained at x2-x4, DRCN over-sharpens a bicubic image enlarged less than that (worse
-    than bicubic below about x1.7); its x2 result shrunk to the size scores better than both."""
-    return max(out_h, 2 * height), max(out_w, 2 * width)
+    """Where the network runs for an ``out_h x out_w`` result: on each side at the next whole
+    factor up within ``NETWORK_FACTORS`` (x2.5 at x3, x1.5 at x2, x6 at x4), and bicubic takes
+    its result to the size. The shipped models, trained at x2-x4, score best so on Set5 + Set14
+    (``benchmarks/scale_quality.py``): run at x1.5 or x6 itself, DRCN is no better than bicubic."""
+    low, high = NETWORK_FACTORS
+    return tuple(min(max(-(-out // side), low), high) * side
+                 for side, out in ((height, out_h), (width, out_w)))
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
                   scale: float | None = None, size: tuple[int, int] | None = None) -> int:
     """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
     interpolation temporaries, the output planes and the merged result with two copies, and
-    the network's two planes where it runs larger than the result."""
+    the network's two planes where it runs at another size than the result."""
     oh, ow = output_size(height, width, scale, size)
     nh, nw = network_size(height, width, oh, ow)
     per_out = 4 * (channels + 3) + 3 * channels * itemsize
-    larger = 8 * nh * nw if (nh, nw) != (oh, ow) else 0
-    return 4 * height * width * (channels + 3) + oh * ow * per_out + larger
+    network = 8 * nh * nw if (nh, nw) != (oh, ow) else 0
+    return 4 * height * width * (channels + 3) + oh * ow * per_out + network
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
@@ -435,7 +441,7 @@ class Upscaler:
         y_out = self.run_y(ilr, progress, cancel)  # backs off on its own out-of-memory
         del ilr
         with _allocating(oh, ow, self.device):
-            if work != (oh, ow):
-                y_out = resized(y_out, (oh, ow))
+            if work != (oh, ow):  # the network's result to the size, on the engine's device
+                y_out = interpolated_y(y_out.to(self.device), (oh, ow), None)
             out = merge(y_out, src[1:], colour, kind, float_range)
         return out[:, :, 0] if image.ndim == 2 else out

@@ -1,5 +1,6 @@
-"""Factors below x2: the network runs at x2 and its result is shrunk to the size asked for (it
-over-sharpens a bicubic image enlarged less than it was trained for); x1 is the input itself."""
+"""Factors the shipped models were not trained at: the network runs at the next whole factor up
+within x2-x4 and bicubic takes its result to the size (run at x1.5 or x6 itself, it is no
+better than bicubic); x1 is the input itself."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from helpers import DATA, seeded_drcn
-from PIL import Image
 
 from drcn_plugin import Upscaler
 from drcn_plugin.engine import memory_needed, network_size
-from drcn_plugin.imaging import imresize, protocol_y
+from drcn_plugin.imagefile import read_y
+from drcn_plugin.imaging import imresize, quantize8
 from drcn_plugin.metrics import psnr
+from drcn_plugin.planes import interpolated_y
 
 
 @pytest.fixture(scope="module")
@@ -20,21 +22,23 @@ def lite() -> Upscaler:
     return Upscaler("drcn-lite", device="cpu", precision="fp32")
 
 
-def _y_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    to_y = lambda x: protocol_y(torch.from_numpy(x).permute(2, 0, 1).double())  # noqa: E731
-    return psnr(to_y(a), to_y(b), border=3)
+@pytest.fixture(scope="module")
+def butterfly_y() -> torch.Tensor:
+    return read_y(DATA / "Set5" / "butterfly.png")[40:184, 40:184]
 
 
-@pytest.mark.parametrize("scale", [1.1, 1.25, 1.5, 1.75])
-def test_low_scales_beat_bicubic(lite: Upscaler, scale: float) -> None:
-    hr = np.asarray(Image.open(DATA / "Set5" / "butterfly.png").convert("RGB"))[60:156, 60:156]
-    h, w = hr.shape[:2]
-    small = (round(h / scale), round(w / scale))
-    t = torch.from_numpy(hr).permute(2, 0, 1).double()
-    lr = imresize(t, size=small).round().clamp(0, 255)
-    bicubic = imresize(lr, size=(h, w)).round().clamp(0, 255).permute(1, 2, 0).numpy()
-    out = lite.upscale(lr.permute(1, 2, 0).numpy().astype(np.uint8), size=(h, w))
-    assert _y_psnr(out, hr) > _y_psnr(bicubic.astype(np.uint8), hr) + 0.5
+@pytest.mark.parametrize(("scale", "over_at_factor"), [(1.25, 3.0), (1.75, 0.5), (2.5, 0.5),
+                                                       (6.0, 1.0)])
+def test_untrained_factors_beat_bicubic_and_the_network_run_at_them(
+        lite: Upscaler, butterfly_y: torch.Tensor, scale: float, over_at_factor: float) -> None:
+    hr = butterfly_y
+    size = tuple(hr.shape)
+    lr = quantize8(imresize(hr, size=(round(size[0] / scale), round(size[1] / scale))))
+    bicubic = quantize8(imresize(lr, size=size))
+    at_factor = quantize8(lite.run_y(interpolated_y(lr / 255.0, size, 255.0)).double() * 255.0)
+    out = torch.from_numpy(lite.upscale(lr.numpy().astype(np.uint8), size=size)).double()
+    assert psnr(out, hr, 3) > psnr(bicubic, hr, 3) + 0.5
+    assert psnr(out, hr, 3) > psnr(at_factor, hr, 3) + over_at_factor
 
 
 @pytest.mark.parametrize("image", [np.arange(60, dtype=np.uint8).reshape(5, 4, 3),
@@ -47,9 +51,11 @@ def test_x1_is_the_input_itself(image: np.ndarray) -> None:
         assert not np.shares_memory(out, image)
 
 
-def test_the_network_runs_at_x2_at_least_on_each_side() -> None:
+def test_the_network_runs_at_the_next_whole_factor_within_2_to_4() -> None:
     assert network_size(10, 20, 15, 25) == (20, 40)
     assert network_size(10, 20, 15, 60) == (20, 60)  # x3 across stays x3
     assert network_size(10, 20, 30, 60) == (30, 60)
+    assert network_size(10, 20, 25, 50) == (30, 60)  # x2.5 runs at x3
+    assert network_size(10, 20, 41, 160) == (40, 80)  # past x4: x4, bicubic the rest
     # the network's two float planes at 200x200 come on top of the 150x150 result's planes
     assert memory_needed(100, 100, 1, 1, scale=1.5) >= 8 * 200 * 200 + 150 * 150 * (4 * 4 + 3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from drcn_plugin import planes
-from drcn_plugin.engine import Upscaler
+from drcn_plugin.engine import Upscaler, network_size
 from drcn_plugin.imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 from drcn_plugin.model import DRCN
 
@@ -19,10 +19,13 @@ def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndar
     planes.fill_transparent(x)
     peak = planes.PEAKS.get(np.dtype(kind))
     ycc = torch.cat([rgb_to_ycbcr(x[:3]), x[3:]])
-    ilr = imresize(ycc[0], size=size)
+    work = network_size(*x.shape[1:], *size)
+    ilr = imresize(ycc[0], size=work)
     if peak is not None:
         ilr = (ilr * peak).round().clamp(0, peak) / peak
-    out = torch.stack([up.run_y(ilr)] + [imresize(p, size=size) for p in ycc[1:]])
+    y = up.run_y(ilr)
+    y = imresize(y, size=size) if work != size else y
+    out = torch.stack([y] + [imresize(p, size=size) for p in ycc[1:]])
     out = torch.cat([ycbcr_to_rgb(out[:3]), out[3:]]).permute(1, 2, 0)
     if peak is None:  # float: colour held to the input's range widened to 0..1, alpha to 0..1
         lo, hi = min(0.0, float(x[:3].min())), max(1.0, float(x[:3].max()))
@@ -32,8 +35,10 @@ def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndar
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize("block", [planes.BLOCK_PIXELS, 300])
+@pytest.mark.parametrize(("scale", "size"), [(2.5, (73, 93)), (3.0, (87, 111))])
 def test_blocks_on_the_device_equal_whole_planes(monkeypatch: pytest.MonkeyPatch, dtype,
-                                                 block: int) -> None:
+                                                 block: int, scale: float,
+                                                 size: tuple[int, int]) -> None:
     monkeypatch.setattr(planes, "BLOCK_PIXELS", block)  # 300: blocks of 3-4 rows
     torch.manual_seed(0)
     up = Upscaler(DRCN(features=8, recursions=3), device="cpu", precision="fp32", tile=24)
@@ -43,9 +48,9 @@ def test_blocks_on_the_device_equal_whole_planes(monkeypatch: pytest.MonkeyPatch
         image = (image * np.iinfo(dtype).max).round().astype(dtype)
     else:
         image = image.astype(np.float32)
-    out = up.upscale(image, 2.5)
-    want = reference(up, image, (72, 92))
-    assert out.dtype == want.dtype and out.shape == (72, 92, 4)
+    out = up.upscale(image, scale)
+    want = reference(up, image, size)
+    assert out.dtype == want.dtype and out.shape == (*size, 4)
     if dtype == np.float32:
         assert np.abs(out - want).max() <= 1e-6
     else:
