@@ -48,7 +48,7 @@ def main() -> None:
     images = [read_y(p) for s in args.sets for p in list_images(args.data / s)]
     print(f"{args.model}, {len(images)} images ({' + '.join(args.sets)}), {up.dtype}, "
           f"{platform.processor() or platform.machine()}, {args.threads} threads")
-    print("| factor | bicubic | network at the factor | engine (x2 at least, shrunk) |")
+    print("| factor | bicubic | network at the factor | engine (next whole factor in 2-4) |")
     print("|---|---|---|---|")
     for factor in args.factors:
         rows = np.array([scores(up, hr, factor) for hr in images])

@@ -422,8 +422,13 @@ class Upscaler:
             planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
-        if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is
-            return np.array(np.asarray(image), dtype=kind)
+        if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is (float alpha in 0..1)
+            out = np.array(np.asarray(image), dtype=kind)
+            if np.dtype(kind).kind == "f" and planes.shape[0] in (2, 4):
+                np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])
+            if progress is not None:
+                progress(1, 1)
+            return out
         work = network_size(h, w, oh, ow)
         colour = planes.shape[0] in (3, 4)
         float_range = (0.0, 1.0)  # used for float images only: their range, widened to 0..1

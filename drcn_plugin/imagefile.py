@@ -150,8 +150,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=declared_dpi(im), lossy=is_lossy(path, im),
-                         about=Descriptive.read(im))
+                         dpi=declared_dpi(im), lossy=is_lossy(path, im))
+        info.about = Descriptive.read(im, info.notes)
         if im.format in ("JPEG", "MPO"):
             layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
             info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None),
@@ -225,6 +225,10 @@ def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:
 
 def _to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
     mode = im.mode
+    if mode == "RGB" and "transparency" in im.info and stored.endswith(_SIXTEEN_BITS):
+        # the key is in 16-bit samples, the decoded pixels in 8: no match can be told exactly
+        info.notes.append("transparent colour dropped: Pillow reads 16-bit colour as 8 bits")
+        return np.asarray(im)
     alpha = _keyed_alpha(im, stored)
     if alpha is not None:
         if mode in _GREY16:  # Pillow writes grey with alpha at 8 bits only

@@ -216,8 +216,9 @@ class Descriptive:
     iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
 
     @classmethod
-    def read(cls, im: Image.Image) -> Descriptive:
-        """From an opened file; XMP's orientation is reset, as the pixels are turned upright."""
+    def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
+        """From an opened file; XMP's orientation is reset, as the pixels are turned upright.
+        What cannot be carried (damaged IPTC) is named in ``notes``."""
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
@@ -236,9 +237,12 @@ class Descriptive:
                                                    for v in im.info["chromaticity"]))
         if im.info.get("srgb") in range(4):
             colour[b"sRGB"] = bytes([im.info["srgb"]])
-        resources = im.info.get("photoshop") if im.format in ("JPEG", "MPO") else None
-        iptc = resources.get(_IPTC_RESOURCE) if isinstance(resources, dict) else None
-        return cls(xmp, text, colour, iptc if isinstance(iptc, bytes) else None)
+        iptc = None
+        if im.format in ("JPEG", "MPO"):
+            iptc = _jpeg_iptc(getattr(im, "applist", []))
+            if iptc is False:
+                notes.append("IPTC dropped: its Photoshop block is damaged")
+        return cls(xmp, text, colour, iptc or None)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
@@ -300,11 +304,7 @@ class Descriptive:
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":
-            segment = _app13(self.iptc)
-            if segment is None:
-                dropped.append("IPTC (over JPEG's 64 KB)")
-            else:
-                opts["extra"] = segment
+            opts["extra"] = _app13(self.iptc)
         elif self.iptc is not None and fmt != "TIFF":
             dropped.append("IPTC")
         if dropped:
@@ -312,11 +312,31 @@ class Descriptive:
         return opts
 
 
-def _app13(iptc: bytes) -> bytes | None:
-    """A JPEG APP13 segment holding only the IPTC resource; None when over a segment's 64 KB."""
-    payload = (_APP13 + b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
-               + len(iptc).to_bytes(4, "big") + iptc
-               + bytes(len(iptc) & 1))
-    if len(payload) + 2 > 0xFFFF:
-        return None
-    return b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
+def _jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:
+    """The IPTC records (resource 0x0404) of a JPEG's Photoshop block, which may run on over
+    several APP13 segments (Photoshop splits one over 64 KB); None when there are none, False
+    when the block is damaged (a resource runs past its end)."""
+    block = b"".join(data[len(_APP13):] for marker, data in applist
+                     if marker == "APP13" and data.startswith(_APP13))
+    records, pos = [], 0
+    while pos + 12 <= len(block) and block[pos:pos + 4] == b"8BIM":
+        resource = int.from_bytes(block[pos + 4:pos + 6], "big")
+        pos += 6 + ((block[pos + 6] + 2) & ~1)  # Pascal name padded to even
+        size = int.from_bytes(block[pos:pos + 4], "big")
+        pos += 4
+        if pos + size > len(block):
+            return False
+        if resource == _IPTC_RESOURCE:
+            records.append(block[pos:pos + size])
+        pos += size + (size & 1)
+    return b"".join(records) or None
+
+
+def _app13(iptc: bytes) -> bytes:
+    """JPEG APP13 segments holding only the IPTC resource, split as Photoshop splits a block
+    over a segment's 64 KB (each segment repeats the ``Photoshop 3.0`` header)."""
+    block = (b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
+             + len(iptc).to_bytes(4, "big") + iptc + bytes(len(iptc) & 1))
+    room = 0xFFFF - 2 - len(_APP13)
+    return b"".join(b"\xff\xed" + (len(_APP13) + len(part) + 2).to_bytes(2, "big") + _APP13 + part
+                    for part in (block[i:i + room] for i in range(0, len(block), room)))

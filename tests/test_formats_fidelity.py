@@ -74,7 +74,7 @@ def test_turned_grey_tiff_is_upscaled_upright(folder: Path, tiny_model_file: str
     assert Image.open(folder / "out" / "o6.tif").size == (80, 120)
 
 
-def _png16(path: Path, array: np.ndarray, colour_type: int) -> None:
+def _png16(path: Path, array: np.ndarray, colour_type: int, trns: bytes = b"") -> None:
     """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -83,7 +83,17 @@ def _png16(path: Path, array: np.ndarray, colour_type: int) -> None:
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
     path.write_bytes(b"\x89PNG\r\n\x1a\n"
                      + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + (chunk(b"tRNS", trns) if trns else b"")
                      + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_a_16_bit_rgb_transparent_colour_is_named_when_dropped(tmp_path: Path) -> None:
+    rgb = np.zeros((6, 8, 3), np.uint16) + np.array([1000, 2000, 3000], np.uint16)
+    rgb[3:] = 40000
+    _png16(tmp_path / "k.png", rgb, 2, trns=struct.pack(">3H", 1000, 2000, 3000))
+    array, info = read_image(tmp_path / "k.png")
+    assert array.shape == (6, 8, 3)
+    assert "transparent colour dropped: Pillow reads 16-bit colour as 8 bits" in info.notes
 
 
 @pytest.mark.parametrize("mode, key", [("RGB", (255, 0, 255)), ("L", 7), ("I;16", 5)])
@@ -377,3 +387,36 @@ def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file:
         assert out.tag_v2[33723] == iptc
     assert "IPTC dropped: PNG has no place for them" in outputs["png"]
     assert "IPTC" not in outputs["jpg"] + outputs["tiff"]
+
+
+def _with_app13(path: Path, block: bytes, room: int = 60000) -> None:
+    """``path`` (a JPEG) with ``block`` in APP13 segments of at most ``room`` bytes each."""
+    data = path.read_bytes()
+    segments = b"".join(b"\xff\xed" + (len(part) + 16).to_bytes(2, "big") + b"Photoshop 3.0\x00"
+                        + part for part in (block[i:i + room] for i in range(0, len(block), room)))
+    path.write_bytes(data[:2] + segments + data[2:])
+
+
+def test_iptc_over_one_segment_travels_whole(folder: Path, tiny_model_file: str) -> None:
+    caption = b"\x1c\x02\x78" + (30000).to_bytes(2, "big") + b"c" * 30000
+    iptc = b"\x1c\x02\x05\x00\x01T" + caption * 3 + b"\x1c\x02\x19\x00\x03dog"  # 90 KB
+    Image.fromarray(_ramp()).save(folder / "big.jpg", quality=95)
+    _with_app13(folder / "big.jpg", _resource(0x0404, iptc))
+    for fmt in ("jpg", "tiff"):
+        r = upscale(str(folder / "big.jpg"), "-m", tiny_model_file, "-f", fmt, "-o",
+                     str(folder / fmt))
+        assert r.exit_code == 0 and "IPTC" not in r.output, r.output
+    with Image.open(folder / "jpg" / "big.jpg") as out:
+        parts = [d[14:] for m, d in out.applist if m == "APP13"]
+    assert len(parts) == 2 and b"".join(parts) == _resource(0x0404, iptc)
+    with Image.open(folder / "tiff" / "big.tif") as out:
+        assert out.tag_v2[33723] == iptc
+
+
+def test_a_damaged_iptc_block_is_dropped_with_a_note(folder: Path, tiny_model_file: str) -> None:
+    Image.fromarray(_ramp()).save(folder / "d.jpg", quality=95)
+    _with_app13(folder / "d.jpg", _resource(0x0404, b"\x1c\x02\x05\x00\x01T")[:-4])  # cut short
+    r = upscale(str(folder / "d.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0 and "IPTC dropped: its Photoshop block is damaged" in r.output
+    with Image.open(folder / "out" / "d.jpg") as out:
+        assert not [m for m, _ in out.applist if m == "APP13"]
