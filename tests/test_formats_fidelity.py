@@ -235,7 +235,7 @@ def _cmyk() -> Image.Image:
 
 
 def test_cmyk_goes_through_its_profile_to_srgb(folder: Path, tiny_model_file: str) -> None:
-    """CMYK with a profile was converted as if the profile were not there."""
+    """CMYK with a profile is converted through it to sRGB and tagged sRGB."""
     cms = pytest.importorskip("PIL.ImageCms")
     profile = _cmyk_profile()
     _cmyk().save(folder / "c.tif", icc_profile=profile)
@@ -265,7 +265,7 @@ def test_cmyk_with_an_unusable_profile_is_converted_plainly(tmp_path: Path) -> N
 
 def test_jpeg_takes_images_whose_alpha_is_all_opaque(folder: Path, tiny_model_file: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """An all-opaque alpha (or a palette's unused transparent index) was refused for JPEG."""
+    """An all-opaque alpha (or a palette's unused transparent index) is dropped for JPEG."""
     ramp = _ramp()
     colour = np.stack([ramp, 255 - ramp, ramp // 2], -1)
     Image.fromarray(np.dstack([colour, np.full_like(ramp, 255)])).save(folder / "opaque.png")
