@@ -29,7 +29,7 @@ def scores(up: Upscaler, hr: torch.Tensor, factor: float) -> tuple[float, float,
     h, w = hr.shape
     lr = quantize8(imresize(hr, size=(round(h / factor), round(w / factor))))
     bicubic = quantize8(imresize(lr, size=(h, w)))
-    at_factor = up.run_y(interpolated_y(lr / 255.0, (h, w), 255.0)).double() * 255.0
+    at_factor = up.run_y(interpolated_y(lr.float() / 255.0, (h, w), 255.0)).double() * 255.0
     engine = up.upscale(lr.numpy().astype(np.uint8), size=(h, w)).astype(np.float64)
     return tuple(psnr(quantize8(x), hr, border=3)
                  for x in (bicubic, at_factor, torch.from_numpy(engine)))

@@ -36,7 +36,7 @@ from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
-from .planes import PEAKS, fill_transparent, interpolated_y, merge, to_planes
+from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
 from .scales import MAX_SCALE, check_scale, scaled_length
 
 ProgressFn = Callable[[int, int], None]
@@ -96,13 +96,15 @@ def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
                   scale: float | None = None, size: tuple[int, int] | None = None) -> int:
     """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
-    interpolation temporaries, the output planes and the merged result with two copies, and
-    the network's two planes where it runs at another size than the result."""
+    the network's input and output planes, the merged result with two copies in the encode, one
+    row block's temporaries (bicubic, colour conversion, clamping: at most 4C + 6 floats per
+    pixel) and the allocator's own overhead (measured on Linux: 3-4 MiB)."""
     oh, ow = output_size(height, width, scale, size)
     nh, nw = network_size(height, width, oh, ow)
-    per_out = 4 * (channels + 3) + 3 * channels * itemsize
-    network = 8 * nh * nw if (nh, nw) != (oh, ow) else 0
-    return 4 * height * width * (channels + 3) + oh * ow * per_out + network
+    network = 8 * nh * nw + (4 * oh * ow if (nh, nw) != (oh, ow) else 0)
+    block = 4 * (4 * channels + 6) * min(oh * ow, BLOCK_PIXELS)
+    return (4 * height * width * (channels + 3) + network + 3 * channels * itemsize * oh * ow
+            + block + (16 << 20))
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,

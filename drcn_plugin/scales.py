@@ -22,8 +22,9 @@ MAX_TRAIN_SCALE = 8
 
 def scaled_length(length: int, scale: float) -> int:
     """A side (at least 1 px) times ``scale``, halves rounded up (Python's ``round`` rounds them
-    to even, which would make 3 x 1.5 = 4 but 5 x 1.5 = 8)."""
-    return max(1, math.floor(length * scale + 0.5))
+    to even, which would make 3 x 1.5 = 4 but 5 x 1.5 = 8). The product is first rounded to 9
+    decimals, so a decimal factor's half is a half (50 x 1.15 is 57.49999999999999 in binary)."""
+    return max(1, math.floor(round(length * scale, 9) + 0.5))
 
 
 def check_scale(scale: float) -> float:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +127,7 @@ def test_any_scale_rounds_halves_up(scale: float, size: tuple[int, int]) -> None
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     assert up.upscale(np.zeros((31, 17, 3), np.uint8), scale).shape == (*size, 3)
     assert output_size(3, 5, 1.5) == (5, 8)  # 4.5 and 7.5 both up (not to even)
+    assert output_size(50, 25, 1.15) == (58, 29)  # 57.5 in decimal, 57.4999... in binary
 
 
 def test_explicit_size_and_bad_scales() -> None:
@@ -320,9 +325,6 @@ def test_a_containers_memory_limit_is_seen(tmp_path, cgroup: str, files: dict[st
 
 def test_an_address_space_limit_refuses_the_job_up_front() -> None:
     # ulimit -v: psutil's host figure does not see it, and torch's allocator failed mid-job.
-    import subprocess
-    import sys
-
     code = ("import resource, psutil\n"
             "from drcn_plugin.engine import check_memory\n"
             "vms = psutil.Process().memory_info().vms\n"
@@ -346,3 +348,27 @@ def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeyp
     monkeypatch.setattr(engine, "merge", no_room)
     with pytest.raises(OutOfMemoryError, match="not enough memory for a 16x16 result on cpu"):
         Upscaler(seeded_drcn(), device="cpu").upscale(np.zeros((8, 8, 3), np.uint8), 2)
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
+@pytest.mark.parametrize(("dtype", "channels", "side", "scale"), [
+    ("uint8", 3, 128, 1.5), ("uint8", 3, 256, 6.0), ("uint16", 4, 128, 2.5)])
+def test_the_memory_estimate_bounds_the_real_peak(tiny_model_file: str, dtype: str,
+                                                  channels: int, side: int, scale: float) -> None:
+    code = f"""
+import numpy as np
+from drcn_plugin.engine import Upscaler, memory_needed
+up = Upscaler({tiny_model_file!r}, device="cpu", precision="fp32", tile=32)
+image = np.zeros(({side}, {side}, {channels}), np.{dtype})
+up.upscale(image, {scale})  # warm: allocator pools, lazy imports
+def vm(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # the peak is reset to what is resident now
+base = vm("VmRSS:")
+up.upscale(image, {scale})
+print(vm("VmHWM:") - base, memory_needed({side}, {side}, {channels},
+                                         np.dtype(np.{dtype}).itemsize, {scale}))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    peak, estimate = map(int, run.stdout.split())
+    assert peak <= estimate, (peak, estimate)

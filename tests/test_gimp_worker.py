@@ -269,7 +269,7 @@ def test_pixel_format(gray, alpha, precision, babl, dtype, channels):
 
 def test_geometry_matches_the_engine():
     for n in (1, 5, 7, 33, 101):
-        for scale in (1.0, 1.5, 2.0, 2.5, 3.3, 4.0):
+        for scale in (1.0, 1.15, 1.5, 2.0, 2.3, 2.5, 3.3, 4.0):
             assert (client.scaled_span(0, n, scale)[1], client.scaled_span(0, n + 2, scale)[1]) == \
                 output_size(n, n + 2, scale)
     assert client.scaled_span(-5, 2, 2.5) == (-12, 5) and client.scaled_span(7, 3, 1.5) == (11, 4)

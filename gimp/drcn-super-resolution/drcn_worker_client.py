@@ -60,7 +60,7 @@ def scaled_span(offset: int, length: int, scale: float) -> tuple[int, int]:
     """A layer's (offset, length) on the scaled canvas: both edges scaled, halves rounded up as
     the engine rounds sizes, so layers that touch keep touching (rounding offset and length
     apart can open a 1 px gap)."""
-    start, end = math.floor(offset * scale + 0.5), math.floor((offset + length) * scale + 0.5)
+    start, end = (math.floor(round(edge * scale, 9) + 0.5) for edge in (offset, offset + length))
     return start, max(1, end - start)
 
 
