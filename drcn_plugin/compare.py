@@ -10,12 +10,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .engine import Upscaler, output_size
+from .engine import Upscaler
 from .errors import BadImageError, BadOptionError
 from .imaging import image_y, imresize
 from .metrics import psnr
 from .planes import require_unit_range, to_planes
 from .scales import MAX_SCALE, MIN_SCALE
+from .sizing import output_size
 
 
 def _y8(a: np.ndarray) -> torch.Tensor:

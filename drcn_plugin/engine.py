@@ -37,7 +37,7 @@ from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
-from .scales import MAX_SCALE, check_scale, scaled_length
+from .sizing import network_size, output_size
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -52,45 +52,6 @@ def _available_memory(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free
     return host_available_memory()
-
-
-def output_size(height: int, width: int, scale: float | None = None,
-                size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Output (height, width): input x scale, halves rounded up (:func:`.scales.scaled_length`),
-    or the explicit size; refuses bad values."""
-    if size is not None and scale is not None:
-        raise BadOptionError("give a scale factor or a target size, not both", option="size")
-    if size is not None:
-        if not (isinstance(size, tuple | list) and len(size) == 2
-                and all(isinstance(n, int | np.integer) and not isinstance(n, bool)
-                        for n in size)):
-            raise BadOptionError(f"target size {size!r} is not (height, width) in whole pixels",
-                                 option="size")
-        oh, ow = int(size[0]), int(size[1])
-        if oh < height or ow < width:
-            raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
-                                 f"{width}x{height}", option="size")
-        if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
-            raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
-                                 option="size")
-        return oh, ow
-    if scale is None:
-        raise BadOptionError("give a scale factor or a target size", option="scale")
-    check_scale(scale)
-    return scaled_length(height, scale), scaled_length(width, scale)
-
-
-NETWORK_FACTORS = (2, 4)  # the whole factors the shipped models were trained at
-
-
-def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int]:
-    """Where the network runs for an ``out_h x out_w`` result: on each side at the next whole
-    factor up within ``NETWORK_FACTORS`` (x2.5 at x3, x1.5 at x2, x6 at x4), and bicubic takes
-    its result to the size. The shipped models, trained at x2-x4, score best so on Set5 + Set14
-    (``benchmarks/scale_quality.py``): run at x1.5 or x6 itself, DRCN is no better than bicubic."""
-    low, high = NETWORK_FACTORS
-    return tuple(min(max(-(-out // side), low), high) * side
-                 for side, out in ((height, out_h), (width, out_w)))
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,

@@ -5,9 +5,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import output_size
+import numpy as np
+
 from .errors import BadOptionError
-from .scales import check_scale
+from .scales import MAX_SCALE, check_scale, scaled_length
+
+
+def output_size(height: int, width: int, scale: float | None = None,
+                size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Output (height, width): input x scale, halves rounded up (:func:`.scales.scaled_length`),
+    or the explicit size; refuses bad values."""
+    if size is not None and scale is not None:
+        raise BadOptionError("give a scale factor or a target size, not both", option="size")
+    if size is not None:
+        if not (isinstance(size, tuple | list) and len(size) == 2
+                and all(isinstance(n, int | np.integer) and not isinstance(n, bool)
+                        for n in size)):
+            raise BadOptionError(f"target size {size!r} is not (height, width) in whole pixels",
+                                 option="size")
+        oh, ow = int(size[0]), int(size[1])
+        if oh < height or ow < width:
+            raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
+                                 f"{width}x{height}", option="size")
+        if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
+            raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
+                                 option="size")
+        return oh, ow
+    if scale is None:
+        raise BadOptionError("give a scale factor or a target size", option="scale")
+    check_scale(scale)
+    return scaled_length(height, scale), scaled_length(width, scale)
+
+
+NETWORK_FACTORS = (2, 4)  # the whole factors the shipped models were trained at
+
+
+def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int]:
+    """Where the network runs for an ``out_h x out_w`` result: on each side at the next whole
+    factor up within ``NETWORK_FACTORS`` (x2.5 at x3, x1.5 at x2, x6 at x4), or at the one just
+    under when the factor is at most 5% above it (x2.03 at x2), and bicubic takes its result to
+    the size. The shipped models, trained at x2-x4, score best so on Set5 + Set14
+    (``benchmarks/scale_quality.py``): run at x1.5 or x6 itself, DRCN is no better than bicubic."""
+    low, high = NETWORK_FACTORS
+    return tuple(min(max(-((side - 20 * out) // (20 * side)), low), high) * side
+                 for side, out in ((height, out_h), (width, out_w)))
 
 
 @dataclass(frozen=True)

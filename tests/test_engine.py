@@ -14,12 +14,12 @@ from PIL import Image
 
 from drcn_plugin import Cancelled, DRCNError, Upscaler
 from drcn_plugin.devices import pick_device, pick_precision
-from drcn_plugin.engine import output_size
 from drcn_plugin.evaluation import evaluate
 from drcn_plugin.imagefile import read_y
 from drcn_plugin.imaging import imresize, make_pair, quantize8
 from drcn_plugin.metrics import psnr
 from drcn_plugin.model import DRCN
+from drcn_plugin.sizing import output_size
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,11 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from drcn_plugin.engine import Upscaler, output_size
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, install
 from drcn_plugin.integrations.gimp_worker import parse_header
+from drcn_plugin.sizing import output_size
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "gimp" / PLUGIN

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from drcn_plugin import planes
-from drcn_plugin.engine import Upscaler, network_size
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.imaging import imresize, rgb_to_ycbcr, ycbcr_to_rgb
 from drcn_plugin.model import DRCN
+from drcn_plugin.sizing import network_size
 
 
 def reference(up: Upscaler, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
