@@ -1,5 +1,6 @@
-"""How big an upscaled image should be: a scale factor, an exact width and/or height, or a long
-edge. The one rule the CLI, the ComfyUI node and the GIMP worker share."""
+"""How big an upscaled image should be (a scale factor, an exact width and/or height, or a long
+edge), and at which size the network runs for it. The one rule the CLI, the ComfyUI node, the
+GIMP worker and the engine share."""
 
 from __future__ import annotations
 
