@@ -11,12 +11,12 @@ it (as ``drcn upscale`` runs).
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from drcn_plugin.devices import device_name
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.imagefile import list_images, read_y
 from drcn_plugin.imaging import imresize, quantize8
@@ -47,7 +47,7 @@ def main() -> None:
     up = Upscaler(args.model, device="cpu")
     images = [read_y(p) for s in args.sets for p in list_images(args.data / s)]
     print(f"{args.model}, {len(images)} images ({' + '.join(args.sets)}), {up.dtype}, "
-          f"{platform.processor() or platform.machine()}, {args.threads} threads")
+          f"{device_name(up.device)}, {args.threads} threads")
     print("| factor | bicubic | network at the factor | engine (next whole factor in 2-4) |")
     print("|---|---|---|---|")
     for factor in args.factors:
