@@ -9,16 +9,16 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image
 
 
-def is_lossy(path: Path, im: Image.Image) -> bool:
+def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
     """Whether the file went through a lossy codec: JPEG, AVIF, JPEG-compressed TIFF, WebP whose
     first image chunk is ``VP8 `` (not ``VP8L``), JPEG 2000 with the irreversible 9/7 wavelet
-    (a 5/3 file is taken as lossless, as it usually is, though rate limits can make it lossy)."""
+    (a 5/3 file is taken as lossless, as it usually is, though rate limits can make it lossy).
+    ``f`` is the file ``im`` was opened from; its position is kept."""
     fmt = im.format
     if fmt in ("JPEG", "MPO", "AVIF"):
         return True
@@ -26,13 +26,16 @@ def is_lossy(path: Path, im: Image.Image) -> bool:
         return im.info.get("compression") in ("jpeg", "tiff_jpeg")
     if fmt not in ("WEBP", "JPEG2000"):
         return False
+    where = f.tell()
     try:
-        with open(path, "rb") as f:
-            if fmt == "WEBP":
-                return _webp_image_chunk(f) == b"VP8 "
-            head = f.read(1 << 16)
+        f.seek(0)
+        if fmt == "WEBP":
+            return _webp_image_chunk(f) == b"VP8 "
+        head = f.read(1 << 16)
     except OSError:
         return False
+    finally:
+        f.seek(where)
     return _j2k_transform(head) == 0
 
 

@@ -13,6 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -143,14 +144,14 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
     # the turned size for the stored pixels, scrambling them.
     with open(path, "rb") as f, Image.open(f) as im:
-        alpha_bmp = _bmp_alpha(path, im)
+        alpha_bmp = _bmp_alpha(f, im)
         stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         im.load()
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=declared_dpi(im), lossy=is_lossy(path, im))
+                         dpi=declared_dpi(im), lossy=is_lossy(f, im))
         info.about = Descriptive.read(im, info.notes)
         if im.format in ("JPEG", "MPO"):
             layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
@@ -178,16 +179,17 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     return array, info
 
 
-def _bmp_alpha(path: Path, im: Image.Image) -> Image.Image | None:
+def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
     """A 32-bit BMP's fourth byte as alpha (Pillow reads it as padding) when it is not all zero;
-    Pillow itself writes RGBA that way."""
+    Pillow itself writes RGBA that way. Read from ``f``, the open file, whose position is kept."""
     tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
     if tile is None or tile.codec_name != "raw" or tile.args[0] != "BGRX":
         return None
     _, stride, orient = tile.args
-    with open(path, "rb") as f:
-        f.seek(tile.offset)
-        data = f.read(stride * im.height)
+    where = f.tell()
+    f.seek(tile.offset)
+    data = f.read(stride * im.height)
+    f.seek(where)
     if len(data) < stride * im.height:
         return None
     rgba = Image.frombuffer("RGBA", im.size, data, "raw", "BGRA", stride, orient)

@@ -190,8 +190,8 @@ def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: s
     assert r.exit_code == 0, r.output
     lossy = {}
     for name in ("l", "y"):
-        with Image.open(folder / "out" / f"{name}.webp") as im:
-            lossy[name] = is_lossy(folder / "out" / f"{name}.webp", im)
+        with open(folder / "out" / f"{name}.webp", "rb") as f, Image.open(f) as im:
+            lossy[name] = is_lossy(f, im)
     assert lossy == {"l": False, "y": True}
 
 
