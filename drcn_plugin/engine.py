@@ -158,12 +158,8 @@ class Upscaler:
                  device: str | torch.device = "auto", precision: Precision = "auto",
                  tile: int = 0, batch: int = 0, tta: bool = False,
                  notify: NotifyFn | None = None, denoise: float | None = None) -> None:
-        if isinstance(model, os.PathLike):
-            model = os.fspath(model)
-        if not isinstance(model, str | torch.nn.Module):
-            raise BadOptionError(f"model must be a model name or path, or a DRCN module; got "
-                                 f"{type(model).__name__}", option="model")
-        if denoise is not None and not isinstance(model, str) and denoise != 0:
+        loaded = isinstance(model, torch.nn.Module)  # else a spec for the hub (which checks it)
+        if denoise is not None and loaded and denoise != 0:
             raise BadOptionError("a denoise strength blends two shipped models: name the clean "
                                  "one, not a loaded module", option="denoise")
         self.device = pick_device(str(device) if isinstance(device, torch.device) else device)
@@ -181,10 +177,10 @@ class Upscaler:
                                  f"{tuning.MIN_TILE}", option="tile")
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
-        if denoise is not None and isinstance(model, str):
-            self.model = load_denoised(denoise, model)
+        if loaded:
+            self.model = copy.deepcopy(model)
         else:
-            self.model = load_model(model) if isinstance(model, str) else copy.deepcopy(model)
+            self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);

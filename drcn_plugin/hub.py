@@ -226,7 +226,7 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
                          "model folder, or hf:owner/name")
 
 
-def load_denoised(strength: float, spec: str = DEFAULT_MODEL) -> DRCN:
+def load_denoised(strength: float, spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     """A clean shipped model moved toward its photo variant: 0 is ``spec`` as named (any model),
     1 the photo model.
 
