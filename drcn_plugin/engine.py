@@ -243,25 +243,29 @@ class Upscaler:
         return _Plan.balanced(h, w, best.tile, self.batch or best.batch)
 
     def timings(self, measure: bool = True) -> list[tuning.Timing] | None:
-        """This machine's measured window timings: from memory or the cache, else measured now
-        (None when not yet measured and ``measure`` is False)."""
+        """This machine's measured window timings: from memory or the cache, else measured now;
+        an unsettled measurement in the cache is taken up again (None when not yet measured and
+        ``measure`` is False)."""
         key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
         if key not in _TIMINGS:
-            found = tuning.load_timings(key)
-            if found is None:
-                if not measure:
-                    return None
-                found = self._measure()
-                problem = tuning.store_timings(key, found) if found else None
+            found = tuning.load_plans(key)
+            if measure and (found is None or not found.settled):
+                found = self._measure(found)
+                problem = tuning.store_plans(key, found) if found else None
                 if problem:
                     self.notify(f"{problem}: it is measured again next time (point "
                                 f"{tuning.CACHE_ENV} at a writable folder)")
-            _TIMINGS[key] = found
+            elif found is not None and not found.settled:
+                return found.timings  # read again until a run may take it up
+            if found is None:
+                return None
+            _TIMINGS[key] = found.timings
         return _TIMINGS[key]
 
     @torch.inference_mode()
-    def _measure(self) -> list[tuning.Timing]:
-        """Time the candidate windows; none (then tiles are sized by rule) if none fits."""
+    def _measure(self, before: tuning.Plans | None) -> tuning.Plans | None:
+        """Time the candidate windows, or take ``before`` up again from its best tile; None
+        (then tiles are sized by rule) if nothing fits."""
         halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
         budget = self._memory_budget()
         gpu = self.device.type != "cpu"
@@ -272,13 +276,17 @@ class Upscaler:
             # Cores under two halos spend most of their time on the halo; GPUs want big calls.
             if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
                 candidates.append((tile, batch))
+        if before is not None:
+            candidates = before.candidates(candidates)
         if not candidates:
-            return []
-        self.notify(f"measuring tile sizes for {device_name(self.device)} "
-                    f"(once; cached in {tuning.cache_path().parent})")
+            return before
+        again = " again, as the last try was cut short or shared the CPU" if before else ""
+        self.notify(f"measuring tile sizes for {device_name(self.device)}{again} "
+                    f"(cached in {tuning.cache_path().parent})")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
-                              self.device, halo, candidates)
+        m = tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),
+                           self.device, halo, candidates)
+        return tuning.Plans.measured(m, before) if m.timings or before else None
 
     @property
     def channels_last(self) -> bool:

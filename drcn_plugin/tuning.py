@@ -4,6 +4,9 @@ Like cuDNN's benchmark mode. The first run for a key (device, threads, torch ver
 D, precision) times square windows of growing size on a synthetic plane, and the timings are kept
 as JSON in the user's cache folder. Every later run (and every other process) predicts the cost of
 each measured plan on the actual image, halo and border windows included, and takes the cheapest.
+A measurement is unsettled when its time budget cut the ladder short or other work took part of
+the CPU meanwhile; the next runs that may measure take it up again from its best plan, until it
+settles or has been tried ``MAX_TRIES`` times.
 ``DRCN_TILE_TUNING=0`` turns measuring off (the engine then sizes tiles by rule) and
 ``DRCN_CACHE_DIR`` moves the cache folder.
 """
@@ -27,7 +30,7 @@ from .writing import atomic_write_bytes
 
 TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 LADDER = (64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048)
 MAX_BATCH = 16  # windows per call a plan may batch (GPUs)
 MIN_TILE = 16  # the smallest core a plan may use: below it the halo work dominates
@@ -36,7 +39,11 @@ MIN_TILE = 16  # the smallest core a plan may use: below it the halo work domina
 MEASURE_MIN_PIXELS = 512 * 512
 _BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}  # measuring stops past this (>= 3 candidates)
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
+MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
+# Below this share of its threads' CPU time, a measurement shared the CPU with other work.
+BUSY_SHARE = 0.7
 _clock = time.perf_counter
+_cpu_clock = time.process_time
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,43 @@ class Timing:
     tile: int
     batch: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What :func:`measure` found: the timings, whether its budget stopped it before the
+    candidates ran out or turned worse, and whether other work held part of the CPU meanwhile."""
+
+    timings: list[Timing]
+    cut: bool = False
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class Plans:
+    """A plan key's timings as kept in the cache, and whether they are final."""
+
+    timings: list[Timing]
+    settled: bool = True
+    tries: int = 1
+
+    def candidates(self, ladder: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Where an unsettled measurement is taken up again: its best tile and the larger ones."""
+        best = min(self.timings, key=lambda t: t.seconds / (t.batch * t.tile ** 2))
+        return [c for c in ladder if c[0] >= best.tile]
+
+    @classmethod
+    def measured(cls, m: Measurement, before: Plans | None = None) -> Plans:
+        """The plans after ``m``, which took up ``before``; settled when ``m`` was neither cut
+        short nor busy, or at the last try. A window timed in both keeps the faster timing: load
+        only ever slows a call down."""
+        tries = before.tries + 1 if before else 1
+        fastest: dict[tuple[int, int], Timing] = {}
+        for t in (before.timings if before else []) + m.timings:
+            old = fastest.setdefault((t.tile, t.batch), t)
+            fastest[t.tile, t.batch] = min(old, t, key=lambda t: t.seconds)
+        return cls(sorted(fastest.values(), key=lambda t: (t.tile, t.batch)),
+                   not (m.cut or m.busy) or tries >= MAX_TRIES, tries)
 
 
 def tuning_enabled() -> bool:
@@ -70,7 +114,7 @@ def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.
             f"|F={features}|D={recursions}|{str(dtype).removeprefix('torch.')}")
 
 
-def _read(path: Path) -> dict[str, list[Timing]]:
+def _read(path: Path) -> dict[str, Plans]:
     """The cache's valid entries; anything corrupt, foreign or from another version is dropped."""
     try:
         if not path.is_file():  # a FIFO or device would block the read for ever
@@ -82,35 +126,37 @@ def _read(path: Path) -> dict[str, list[Timing]]:
             or not isinstance(data.get("plans"), dict):
         return {}
     plans = {}
-    for key, rows in data["plans"].items():
+    for key, entry in data["plans"].items():
         try:
-            timings = [Timing(int(r["tile"]), int(r["batch"]), float(r["seconds"])) for r in rows]
+            timings = [Timing(int(r["tile"]), int(r["batch"]), float(r["seconds"]))
+                       for r in entry["timings"]]
+            settled, tries = entry["settled"], int(entry["tries"])
         except (TypeError, KeyError, ValueError, OverflowError):
             continue
-        if timings and all(t.tile >= MIN_TILE and 0 < t.batch <= MAX_BATCH
-                           and 0 < t.seconds < math.inf for t in timings):
-            plans[key] = timings
+        if timings and isinstance(settled, bool) and 1 <= tries <= MAX_TRIES \
+                and all(t.tile >= MIN_TILE and 0 < t.batch <= MAX_BATCH
+                        and 0 < t.seconds < math.inf for t in timings):
+            plans[key] = Plans(timings, settled, tries)
     return plans
 
 
-def load_timings(key: str) -> list[Timing] | None:
-    """Measured timings for ``key`` from the cache file, or None."""
+def load_plans(key: str) -> Plans | None:
+    """Measured plans for ``key`` from the cache file, or None."""
     return _read(cache_path()).get(key)
 
 
-def store_timings(key: str, timings: list[Timing]) -> str | None:
-    """Add ``key`` to the cache file: re-read, merge, write atomically. Returns why the plan
-    could not be kept (then it is measured again next time), else None.
+def store_plans(key: str, plans: Plans) -> str | None:
+    """Add ``key`` to the cache file: re-read, merge, write atomically. Returns why the plans
+    could not be kept (then they are measured again next time), else None.
 
     Two processes tuning at once each leave a complete file.
     """
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        plans = _read(path)
-        plans[key] = timings
-        body = {"version": CACHE_VERSION,
-                "plans": {k: [asdict(t) for t in v] for k, v in plans.items()}}
+        kept = _read(path)
+        kept[key] = plans
+        body = {"version": CACHE_VERSION, "plans": {k: asdict(v) for k, v in kept.items()}}
         atomic_write_bytes(path, json.dumps(body, indent=1).encode())
     except (OSError, WriteError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
@@ -128,18 +174,21 @@ def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
 
 def measure(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
             candidates: list[tuple[int, int]], budget_s: float | None = None,
-            repeats: int = 3, finalists: int = 3) -> list[Timing]:
+            repeats: int = 3, finalists: int = 3) -> Measurement:
     """Time ``forward`` on random ``[batch, 1, tile + 2 halo, same]`` windows.
 
     First a pass up the candidates, smallest first: a warm-up and one timed call each, stopping
     once the budget is spent or after two candidates in a row at least 15% slower per pixel than
     the best. Then the ``finalists`` fastest are timed again round-robin, ``repeats`` rounds, and
-    keep the median: a load burst then hits every finalist alike instead of one of them.
+    keep the median: a load burst then hits every finalist alike instead of one of them. On a
+    CPU, the process's CPU time against its threads' wall time tells whether it was busy.
     """
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
-    start, first, best, misses = _clock(), {}, math.inf, 0
+    start, cpu_start, first, best, misses = _clock(), _cpu_clock(), {}, math.inf, 0
+    cut = False
     for tile, batch in candidates:
         if len(first) >= 3 and _clock() - start > budget:
+            cut = True
             break
         win = tile + 2 * halo
         x = torch.rand(batch, 1, win, win, device=device)
@@ -166,7 +215,10 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
                     raise
                 del first[tile, batch]  # fitted once, not reliably: not a plan
                 ranked.remove((tile, batch))
-    return [Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()]
+    wall = (_clock() - start) * (torch.get_num_threads() if device.type == "cpu" else 0)
+    busy = wall > 0 and (_cpu_clock() - cpu_start) < BUSY_SHARE * wall
+    return Measurement([Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()],
+                       cut, busy)
 
 
 def balanced_core(length: int, tile: int) -> int:

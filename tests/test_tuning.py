@@ -15,7 +15,7 @@ import torch
 from drcn_plugin import engine, tuning
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.model import DRCN
-from drcn_plugin.tuning import Timing
+from drcn_plugin.tuning import Measurement, Plans, Timing
 
 
 def tiny() -> DRCN:
@@ -25,11 +25,13 @@ def tiny() -> DRCN:
 
 @pytest.fixture
 def tuning_on(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """Measuring on, a private cache folder, tiny candidates, nothing remembered in memory."""
+    """Measuring on, a private cache folder, tiny candidates, nothing remembered in memory,
+    measurements never taken for busy ones."""
     monkeypatch.setenv(tuning.TUNING_ENV, "1")
     monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(tuning, "LADDER", (16, 24, 32, 48))
     monkeypatch.setattr(tuning, "MEASURE_MIN_PIXELS", 40 * 40)
+    monkeypatch.setattr(tuning, "BUSY_SHARE", 0.0)  # other tests running beside: not busy here
     monkeypatch.setattr(engine, "_TIMINGS", {})
 
 
@@ -42,7 +44,7 @@ def test_tiles_measured_once_then_cached(tuning_on: None) -> None:
     data = json.loads(tuning.cache_path().read_text())
     key = tuning.plan_key(up.device, 8, 3, torch.float32)
     assert data["version"] == tuning.CACHE_VERSION and key in data["plans"]
-    assert {r["tile"] for r in data["plans"][key]} <= {16, 24, 32, 48}
+    assert {r["tile"] for r in data["plans"][key]["timings"]} <= {16, 24, 32, 48}
     # A new process (simulated: nothing in memory) reads the file instead of measuring again.
     engine._TIMINGS.clear()
     again = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
@@ -96,41 +98,50 @@ def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
     assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
 
 
+def entry(rows: str, settled: str = "true", tries: str = "1") -> str:
+    """A cache file holding one key ``k`` with these timing rows."""
+    return (f'{{"version": 2, "plans": {{"k": {{"timings": [{rows}], "settled": {settled}, '
+            f'"tries": {tries}}}}}}}')
+
+
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
-                                  '{"version": 1, "plans": {"k": [{"tile": "x"}]}}',
-                                  '{"version": 1, "plans": {"k": [{"tile": 0, "batch": 1, '
-                                  '"seconds": 1}]}}', "\x00\xff garbage",
-                                  '{"version": 1, "plans": {"k": [{"tile": Infinity, '
-                                  '"batch": 1, "seconds": 1}]}}',
-                                  '{"version": 1, "plans": {"k": [{"tile": 1, "batch": 1, '
-                                  '"seconds": 1e-9}]}}',  # below the smallest tile: far slower
-                                  '{"version": 1, "plans": {"k": [{"tile": 64, "batch": 1e999, '
-                                  '"seconds": 1}]}}', "[" * 100_000])
+                                  '{"version": 1, "plans": {"k": [{"tile": 64, "batch": 1, '
+                                  '"seconds": 1}]}}',  # the first format
+                                  entry('{"tile": "x"}'), "\x00\xff garbage",
+                                  entry('{"tile": 0, "batch": 1, "seconds": 1}'),
+                                  entry('{"tile": Infinity, "batch": 1, "seconds": 1}'),
+                                  # below the smallest tile: far slower
+                                  entry('{"tile": 1, "batch": 1, "seconds": 1e-9}'),
+                                  entry('{"tile": 64, "batch": 1e999, "seconds": 1}'),
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', settled='"no"'),
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="0"),
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="1e9"),
+                                  entry(""), '{"version": 2, "plans": {"k": [1]}}', "[" * 100_000])
 def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
     path = tuning.cache_path()
     path.parent.mkdir(parents=True)
     path.write_text(body, encoding="latin-1")
-    assert tuning.load_timings("k") is None
-    tuning.store_timings("mine", [Timing(128, 1, 0.5)])
-    assert tuning.load_timings("mine") == [Timing(128, 1, 0.5)]
+    assert tuning.load_plans("k") is None
+    tuning.store_plans("mine", Plans([Timing(128, 1, 0.5)]))
+    assert tuning.load_plans("mine") == Plans([Timing(128, 1, 0.5)])
     assert json.loads(path.read_text())["plans"].keys() == {"mine"}
 
 
 def test_writers_merge_and_leave_no_temporary_files(tuning_on: None) -> None:
-    tuning.store_timings("a", [Timing(96, 1, 0.1)])
-    tuning.store_timings("b", [Timing(256, 4, 0.2), Timing(512, 1, 0.3)])
-    assert tuning.load_timings("a") == [Timing(96, 1, 0.1)]
-    assert len(tuning.load_timings("b")) == 2
+    tuning.store_plans("a", Plans([Timing(96, 1, 0.1)]))
+    tuning.store_plans("b", Plans([Timing(256, 4, 0.2), Timing(512, 1, 0.3)], False, 2))
+    assert tuning.load_plans("a") == Plans([Timing(96, 1, 0.1)])
+    assert tuning.load_plans("b") == Plans([Timing(256, 4, 0.2), Timing(512, 1, 0.3)], False, 2)
     assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
 
 
 def test_two_processes_writing_at_once_leave_a_valid_file(tuning_on: None) -> None:
-    code = ("import sys; from drcn_plugin.tuning import Timing, store_timings\n"
-            "for i in range(150): store_timings(f'{sys.argv[1]}{i % 7}', [Timing(64 + i, 1, 1.0)])")
+    code = ("import sys; from drcn_plugin.tuning import Plans, Timing, store_plans\n"
+            "for i in range(150): store_plans(f'{sys.argv[1]}{i % 7}', Plans([Timing(64 + i, 1, 1)]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, name]) for name in ("p", "q")]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     plans = json.loads(tuning.cache_path().read_text())["plans"]
-    assert plans and all(k[0] in "pq" and v[0]["batch"] == 1 for k, v in plans.items())
+    assert plans and all(k[0] in "pq" and v["timings"][0]["batch"] == 1 for k, v in plans.items())
     assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
 
 
@@ -147,25 +158,35 @@ def test_choice_counts_halo_and_border_windows() -> None:
 
 
 class FakeClock:
-    """A clock that only moves when the fake network runs: timings without timing noise."""
+    """A clock that only moves when the fake network runs: timings without timing noise. Its
+    ``cpu`` clock gives the process ``share`` of its threads' time."""
 
-    def __init__(self, seconds_per_call) -> None:
-        self.now, self.cost, self.calls = 0.0, seconds_per_call, []
+    def __init__(self, seconds_per_call, share: float = 1.0) -> None:
+        self.now, self.cost, self.calls, self.share = 0.0, seconds_per_call, [], share
 
     def __call__(self) -> float:
         return self.now
+
+    def cpu(self) -> float:
+        return self.now * torch.get_num_threads() * self.share
 
     def forward(self, x: torch.Tensor) -> None:
         self.calls.append(x.shape[-1])
         self.now += self.cost(x)
 
 
+def clocks(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    monkeypatch.setattr(tuning, "_clock", clock)
+    monkeypatch.setattr(tuning, "_cpu_clock", clock.cpu)
+
+
 def test_measure_ranks_then_retimes_the_finalists(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(lambda x: 1.0)  # every call costs the same: bigger is cheaper per pixel
-    monkeypatch.setattr(tuning, "_clock", clock)
+    clocks(monkeypatch, clock)
     out = tuning.measure(clock.forward, torch.device("cpu"), 2,
                          [(8, 1), (16, 2), (32, 1), (48, 1)], budget_s=100, repeats=3, finalists=2)
-    assert out == [Timing(8, 1, 1.0), Timing(16, 2, 1.0), Timing(32, 1, 1.0), Timing(48, 1, 1.0)]
+    assert not out.cut and not out.busy
+    assert out.timings == [Timing(8, 1, 1.0), Timing(16, 2, 1.0), Timing(32, 1, 1.0), Timing(48, 1, 1.0)]
     # Warm-up and a first timing each, then two more rounds for the two finalists, round-robin.
     assert clock.calls == [12, 12, 20, 20, 36, 36, 52, 52, 52, 36, 52, 36]
 
@@ -174,7 +195,7 @@ def test_a_finalist_out_of_memory_on_a_later_round_is_dropped(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Memory that fitted a 52 px window once is taken by something else later.
     clock = FakeClock(lambda x: 1.0)
-    monkeypatch.setattr(tuning, "_clock", clock)
+    clocks(monkeypatch, clock)
 
     def forward(x: torch.Tensor) -> None:
         if x.shape[-1] == 52 and len(clock.calls) >= 8:
@@ -183,20 +204,68 @@ def test_a_finalist_out_of_memory_on_a_later_round_is_dropped(
 
     out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1), (48, 1)],
                          budget_s=100, repeats=3, finalists=2)
-    assert [t.tile for t in out] == [8, 16, 32]  # 48 px dropped, the others kept
+    assert [t.tile for t in out.timings] == [8, 16, 32]  # 48 px dropped, the others kept
     assert clock.calls[8:] == [36, 36]  # the remaining finalist timed in both rounds
 
 
 def test_measure_stops_after_two_misses_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
-    monkeypatch.setattr(tuning, "_clock", clock)
+    clocks(monkeypatch, clock)
     ladder = [(4, 1), (8, 1), (16, 1), (32, 1)]
     slow = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder, repeats=1)
-    assert [t.tile for t in slow] == [4, 8, 16], "8 and 16 both 15% worse than 4: 32 not tried"
+    assert [t.tile for t in slow.timings] == [4, 8, 16], "8 and 16 both 15% worse than 4"
+    assert not slow.cut, "the timings turned: a whole measurement"
     clock = FakeClock(lambda x: 10.0)
-    monkeypatch.setattr(tuning, "_clock", clock)
+    clocks(monkeypatch, clock)
     out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder + [(64, 1)], budget_s=5)
-    assert len(out) == 3, "past the budget after the third candidate"
+    assert len(out.timings) == 3 and out.cut, "past the budget after the third candidate"
+    clock = FakeClock(lambda x: 10.0)
+    clocks(monkeypatch, clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder[:3], budget_s=5)
+    assert len(out.timings) == 3 and not out.cut, "every candidate measured"
+
+
+@pytest.mark.parametrize(("share", "busy"), [(1.0, False), (0.75, False), (0.5, True)])
+def test_measure_tells_when_other_work_held_the_cpu(monkeypatch: pytest.MonkeyPatch,
+                                                    share: float, busy: bool) -> None:
+    clock = FakeClock(lambda x: 1.0, share)
+    clocks(monkeypatch, clock)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1), (16, 1)])
+    assert out.busy is busy and not out.cut
+
+
+def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
+        tuning_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut short or busy, a measurement is kept and used, and the next runs that may measure
+    start again from its best tile (re-timed) and the larger ones; the last try settles it. A
+    window timed twice keeps its faster timing."""
+    tried: list[list[int]] = []
+    results = iter([Measurement([Timing(16, 1, 1.0), Timing(24, 1, 1.5)], cut=True),
+                    Measurement([Timing(24, 1, 1.0), Timing(32, 1, 1.5)], busy=True),
+                    Measurement([Timing(32, 1, 1.8), Timing(48, 1, 5.0)], busy=True)])
+    # (the second try's 24 px timing is faster than the first's, the third's 32 px slower)
+
+    def fake_measure(forward, device, halo, candidates, **kw) -> Measurement:
+        tried.append([tile for tile, _ in candidates])
+        return next(results)
+
+    monkeypatch.setattr(tuning, "measure", fake_measure)
+    notes: list[str] = []
+    key = tuning.plan_key(torch.device("cpu"), 8, 3, torch.float32)
+    for run in range(4):
+        engine._TIMINGS.clear()  # a new process each time
+        up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
+        up.run_y(torch.rand(20, 20))  # a small plane uses what is there, and never measures
+        up.run_y(torch.rand(60, 60))
+        plans = tuning.load_plans(key)
+        assert plans.tries == min(run + 1, tuning.MAX_TRIES)
+        assert plans.settled is (run + 1 >= tuning.MAX_TRIES)
+    assert tried == [[16, 24, 32, 48], [24, 32, 48], [32, 48]]  # then settled: no 4th
+    assert plans.timings == [Timing(16, 1, 1.0), Timing(24, 1, 1.0), Timing(32, 1, 1.5),
+                             Timing(48, 1, 5.0)]
+    assert len(notes) == 3 and all("again" in n for n in notes[1:]) and "again" not in notes[0]
+    assert up._auto_plan(60, 60).tile_h in (30, 32)  # 32 px measured cheapest per pixel
+
 
 
 @pytest.mark.parametrize("tile", [16, 24, 31, 48, 100])
@@ -230,7 +299,7 @@ def test_a_cache_that_is_not_a_file_is_ignored_without_blocking(tuning_on: None)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)  # opening it for reading would wait for a writer for ever
     read = subprocess.run([sys.executable, "-c", "from drcn_plugin import tuning; "
-                           "print(tuning.load_timings('any'))"],
+                           "print(tuning.load_plans('any'))"],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, tuning.CACHE_ENV: str(path.parent)})
     assert read.stdout.strip() == "None", read.stderr
