@@ -37,7 +37,9 @@ MIN_TILE = 16  # the smallest core a plan may use: below it the halo work domina
 # Smaller planes do not start a measurement (they take the rule's plan until one exists): their
 # upscale takes about as long as measuring does, and any plan is one window or a few.
 MEASURE_MIN_PIXELS = 512 * 512
-_BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}  # measuring stops past this (>= 3 candidates)
+# The first pass stops where its next candidate would end past this (after two candidates); the
+# finalists' rounds stop where one would end past twice this.
+_BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
 # Below this share of its threads' CPU time, a measurement shared the CPU with other work.
@@ -178,19 +180,22 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     """Time ``forward`` on random ``[batch, 1, tile + 2 halo, same]`` windows.
 
     First a pass up the candidates, smallest first: a warm-up and one timed call each, stopping
-    once the budget is spent or after two candidates in a row at least 15% slower per pixel than
-    the best. Then the ``finalists`` fastest are timed again round-robin, ``repeats`` rounds, and
-    keep the median: a load burst then hits every finalist alike instead of one of them. On a
-    CPU, the process's CPU time against its threads' wall time tells whether it was busy.
+    before a candidate predicted (from the last one's time per pixel) to end past the budget, or
+    after two candidates in a row at least 15% slower per pixel than the best. Then the
+    ``finalists`` fastest are timed again round-robin, up to ``repeats`` rounds within twice the
+    budget, and keep the median: a load burst then hits every finalist alike instead of one of
+    them. The budget bounds the cost on slow devices and wide models, where one call of a
+    large window can take seconds. On a CPU, the process's CPU time against its threads' wall
+    time tells whether it was busy.
     """
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
     start, cpu_start, first, best, misses = _clock(), _cpu_clock(), {}, math.inf, 0
-    cut = False
+    cut, last_per_px = False, 0.0
     for tile, batch in candidates:
-        if len(first) >= 3 and _clock() - start > budget:
+        win = tile + 2 * halo
+        if len(first) >= 2 and _clock() - start + 2 * last_per_px * batch * win * win > budget:
             cut = True
             break
-        win = tile + 2 * halo
         x = torch.rand(batch, 1, win, win, device=device)
         try:
             _timed(forward, x)
@@ -199,6 +204,7 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
             if not is_out_of_memory(e):
                 raise
             break
+        last_per_px = first[tile, batch][0] / (batch * win * win)
         per_px = first[tile, batch][0] / (batch * tile * tile)
         misses = 0 if per_px < best * 1.15 else misses + 1
         best = min(best, per_px)
@@ -206,6 +212,8 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
             break
     ranked = sorted(first, key=lambda c: first[c][0] / (c[1] * c[0] * c[0]))[:finalists]
     for _ in range(repeats - 1):
+        if _clock() - start + sum(first[c][0] for c in ranked) > 2 * budget:
+            break
         for tile, batch in list(ranked):
             x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
             try:

@@ -208,20 +208,25 @@ def test_a_finalist_out_of_memory_on_a_later_round_is_dropped(
     assert clock.calls[8:] == [36, 36]  # the remaining finalist timed in both rounds
 
 
-def test_measure_stops_after_two_misses_and_at_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_measure_stops_after_two_misses_and_before_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
     clocks(monkeypatch, clock)
     ladder = [(4, 1), (8, 1), (16, 1), (32, 1)]
     slow = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder, repeats=1)
     assert [t.tile for t in slow.timings] == [4, 8, 16], "8 and 16 both 15% worse than 4"
     assert not slow.cut, "the timings turned: a whole measurement"
-    clock = FakeClock(lambda x: 10.0)
+    # A call costs 1 ms per window pixel: 1.6 s at 40 px, 3.6 s at 60 px, 6.4 s at 80 px.
+    clock = FakeClock(lambda x: x.shape[-1] ** 2 * 1e-3)
     clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder + [(64, 1)], budget_s=5)
-    assert len(out.timings) == 3 and out.cut, "past the budget after the third candidate"
-    clock = FakeClock(lambda x: 10.0)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(40, 1), (60, 1), (80, 1)],
+                         budget_s=10)
+    assert [t.tile for t in out.timings] == [40, 60] and out.cut, \
+        "at 10.4 s, 80 px (2 x 6.4 s) would end past the budget"
+    assert clock.calls[:4] == [40, 40, 60, 60] and sorted(clock.calls[4:]) == [40, 60], \
+        "one round of the finalists within 20 s"
+    clock = FakeClock(lambda x: x.shape[-1] ** 2 * 1e-3)
     clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder[:3], budget_s=5)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder[:3], budget_s=10)
     assert len(out.timings) == 3 and not out.cut, "every candidate measured"
 
 
