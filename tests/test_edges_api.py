@@ -159,3 +159,21 @@ def test_blending_mismatched_or_out_of_range_is_a_typed_error(tiny_model_file: s
         interpolate(a, DRCN(a.features + 1, a.recursions), 0.5)
     with pytest.raises(DRCNError, match="outside 0..1"):
         interpolate(a, a, float("nan"))
+
+
+@pytest.mark.parametrize("platform", ["linux", "win32", "darwin"])
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_on_any_os_whose_cpu_has_it(monkeypatch: pytest.MonkeyPatch, platform: str,
+                                        has_bf16: bool) -> None:
+    """A Windows or macOS CPU with AVX512-BF16 (a Ryzen 7040 laptop) gets the fast bf16 path;
+    only where torch cannot tell are the Linux flags read."""
+    from drcn_plugin import devices
+
+    devices.cpu_has_fast_bf16.cache_clear()
+    monkeypatch.setattr(devices.sys, "platform", platform)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
+    try:
+        want = torch.bfloat16 if has_bf16 else torch.float32
+        assert devices.pick_precision(torch.device("cpu")) == want
+    finally:
+        devices.cpu_has_fast_bf16.cache_clear()
