@@ -285,13 +285,14 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
 
 
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
-            quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
+            quality: int | None = None, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
     exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
 
     ``upscaler`` is one engine for every file, or a function choosing one from what the file is
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
+    ``quality``: JPEG/WebP quality the user gave (None: the default, lossless WebP kept).
     """
     t0 = time.perf_counter()
     try:
@@ -320,9 +321,9 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
                    error=e if isinstance(e, DRCNError) else None)
 
 
-def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, quality: int,
-         overwrite: bool, skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
-         t0: float) -> Outcome:
+def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
+         quality: int | None, overwrite: bool, skip_existing: bool, progress: ProgressFn | None,
+         cancel: CancelFn | None, t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
     if os.path.lexists(job.target):

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from .errors import BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
+from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import (
@@ -218,7 +219,9 @@ def upscale(
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
     fmt: Annotated[str, typer.Option("--format", "-f", help="same, png, jpg, webp, tiff or bmp")]
     = "same",
-    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality")] = 95,
+    quality: Annotated[int | None, typer.Option(
+        min=1, max=100, help=f"JPEG/WebP quality (default {DEFAULT_QUALITY}; a lossless WebP "
+        "stays lossless unless a quality is given)")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders")]
     = False,
     overwrite: Annotated[bool, typer.Option(help="replace existing output files")] = False,

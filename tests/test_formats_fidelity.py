@@ -182,17 +182,19 @@ def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
     assert (alpha == round(40000 / 257)).all()
 
 
-@pytest.mark.parametrize("fmt", ["same", "webp"])
-def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: str) -> None:
+@pytest.mark.parametrize(("args", "lossless_kept"), [
+    (["-f", "same"], True), (["-f", "webp"], True), (["--quality", "60"], False)])
+def test_lossless_webp_stays_lossless_unless_a_quality_is_given(
+        folder: Path, tiny_model_file: str, args: list[str], lossless_kept: bool) -> None:
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "l.webp", lossless=True)
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "y.webp", quality=80)
-    r = upscale(str(folder), "-m", tiny_model_file, "-f", fmt, "-o", str(folder / "out"))
+    r = upscale(str(folder), "-m", tiny_model_file, *args, "-o", str(folder / "out"))
     assert r.exit_code == 0, r.output
     lossy = {}
     for name in ("l", "y"):
         with open(folder / "out" / f"{name}.webp", "rb") as f, Image.open(f) as im:
             lossy[name] = is_lossy(f, im)
-    assert lossy == {"l": False, "y": True}
+    assert lossy == {"l": not lossless_kept, "y": True}
 
 
 def _s15(value: float) -> bytes:
