@@ -232,8 +232,9 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             job.problem = f"its output {target} would replace an input"
         elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
-        elif os.path.isdir(target) and not os.path.islink(target):  # even --overwrite cannot
-            job.problem = f"its output {target} is an existing folder"
+        elif os.path.isdir(target):  # --overwrite must not replace it, nor --skip-existing skip
+            kind = "a link to a folder" if os.path.islink(target) else "an existing folder"
+            job.problem = f"its output {target} is {kind}"
 
 
 def _file_id(path: str | Path) -> tuple[int, int] | None:
