@@ -82,7 +82,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
     ``output`` replaces that folder. Two inputs that would share an output name get names that
     keep their source extension (``photo.gif.png``); an output that would land on an input is
-    refused.
+    refused. Results of an earlier run found while scanning are not inputs: those inside the
+    output folder, and, when the output folder is the input folder (with a suffix), those named
+    as another file's result would be.
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
@@ -122,11 +124,12 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if out_dir is not None and not suffix and _same(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
-        nested_out = not _same(out_root, root)
+        earlier = _results_beside(images, suffix, fmt) if _same(out_root, root) else \
+            {f for f in images if _inside(os.path.realpath(f), out_root)}
         before = len(jobs)
         for f in images:
             real = os.path.realpath(f)
-            if real in seen or (nested_out and f != path and _inside(real, out_root)):
+            if real in seen or (f in earlier and f != path):
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
@@ -135,6 +138,15 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
             errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
     return _writable(jobs, errors)
+
+
+def _results_beside(files: list[Path], suffix: str, fmt: str) -> set[Path]:
+    """The files named as another file's result would be, in its own folder: with the output
+    folder on the input folder, an earlier run's results (upscaling them again would make
+    ``a_x_x.png``, and their own inputs would fail for want of an output name)."""
+    names = {f.parent / (name + suffix + _out_suffix(f, fmt)) for f in files
+             for name in (f.stem, f.name)}  # the first and the second choice, as planned
+    return {f for f in files if f in names}
 
 
 def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
