@@ -93,9 +93,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
         raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
     out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None
-    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise BadOptionError(f"{output} is an existing file, not an output folder",
-                             option="output")
+    if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
+        raise BadOptionError(f"{output} is {kind}, not an output folder", option="output")
     tag = f"drcn-{TargetSize.from_value(target).tag()}"
     jobs: list[Job] = []
     errors: list[str] = []

@@ -95,10 +95,13 @@ def probe_folder(folder: Path) -> None:
     existing parent; nothing is created); :class:`WriteError` if not, so a job learns it before
     any work rather than after it."""
     here = Path(folder)
-    while not here.exists() and here != here.parent:
+    # Path.exists raises for a name too long for the file system (one line for the user),
+    # where os.path.lexists would only say no
+    while not here.exists() and not here.is_symlink() and here != here.parent:
         here = here.parent
     if not here.is_dir():
-        raise WriteError(f"cannot make the folder {folder}: {here} is a file")
+        kind = "a file" if here.exists() else "a broken link"
+        raise WriteError(f"cannot make the folder {folder}: {here} is {kind}")
     try:
         fd, tmp = _new_part(here / "write-check")
         os.close(fd)
