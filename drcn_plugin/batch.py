@@ -82,7 +82,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
     ``output`` replaces that folder. Two inputs that would share an output name get names that
     keep their source extension (``photo.gif.png``); an output that would land on an input is
-    refused.
+    refused. Results of an earlier run found while scanning are not inputs: those inside the
+    output folder, and, when the output folder is the input folder (with a suffix), those named
+    as another file's result would be.
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
@@ -91,9 +93,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
         raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
     out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None
-    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise BadOptionError(f"{output} is an existing file, not an output folder",
-                             option="output")
+    if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
+        raise BadOptionError(f"{output} is {kind}, not an output folder", option="output")
     tag = f"drcn-{TargetSize.from_value(target).tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
@@ -122,11 +124,12 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if out_dir is not None and not suffix and _same(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
-        nested_out = not _same(out_root, root)
+        earlier = _results_beside(images, suffix, fmt) if _same(out_root, root) else \
+            {f for f in images if _inside(os.path.realpath(f), out_root)}
         before = len(jobs)
         for f in images:
             real = os.path.realpath(f)
-            if real in seen or (nested_out and f != path and _inside(real, out_root)):
+            if real in seen or (f in earlier and f != path):
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
@@ -135,6 +138,15 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
             errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
     return _writable(jobs, errors)
+
+
+def _results_beside(files: list[Path], suffix: str, fmt: str) -> set[Path]:
+    """The files named as another file's result would be, in its own folder: with the output
+    folder on the input folder, an earlier run's results (upscaling them again would make
+    ``a_x_x.png``, and their own inputs would fail for want of an output name)."""
+    names = {f.parent / (name + suffix + _out_suffix(f, fmt)) for f in files
+             for name in (f.stem, f.name)}  # the first and the second choice, as planned
+    return {f for f in files if f in names}
 
 
 def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
@@ -232,8 +244,9 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             job.problem = f"its output {target} would replace an input"
         elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
-        elif os.path.isdir(target) and not os.path.islink(target):  # even --overwrite cannot
-            job.problem = f"its output {target} is an existing folder"
+        elif os.path.isdir(target):  # --overwrite must not replace it, nor --skip-existing skip
+            kind = "a link to a folder" if os.path.islink(target) else "an existing folder"
+            job.problem = f"its output {target} is {kind}"
 
 
 def _file_id(path: str | Path) -> tuple[int, int] | None:
@@ -285,13 +298,14 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
 
 
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
-            quality: int = 95, overwrite: bool = False, skip_existing: bool = False,
+            quality: int | None = None, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
     exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
 
     ``upscaler`` is one engine for every file, or a function choosing one from what the file is
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
+    ``quality``: JPEG/WebP quality the user gave (None: the default, lossless WebP kept).
     """
     t0 = time.perf_counter()
     try:
@@ -320,9 +334,9 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
                    error=e if isinstance(e, DRCNError) else None)
 
 
-def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str, quality: int,
-         overwrite: bool, skip_existing: bool, progress: ProgressFn | None, cancel: CancelFn | None,
-         t0: float) -> Outcome:
+def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
+         quality: int | None, overwrite: bool, skip_existing: bool, progress: ProgressFn | None,
+         cancel: CancelFn | None, t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
     if os.path.lexists(job.target):

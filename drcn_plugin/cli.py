@@ -10,16 +10,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
+from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
-from .terminal import OVERWRITE_HINT, console, hint, print_error, signals_interrupt, user_errors
+from .terminal import (
+    OVERWRITE_HINT,
+    PIPE_EXIT,
+    ReaderGone,
+    console,
+    hint,
+    note,
+    print_error,
+    reader_gone,
+    require_stdout,
+    result_console,
+    signals_interrupt,
+    silence,
+    user_errors,
+)
 from .training.cli import app as train_app
 
 if TYPE_CHECKING:
@@ -64,7 +78,7 @@ def _print_version(value: bool) -> None:
     if value:
         from . import __version__
 
-        typer.echo(f"drcn-plugin {__version__}")
+        result_console.print(f"drcn-plugin {__version__}", markup=False, highlight=False)
         raise typer.Exit()
 
 
@@ -106,7 +120,8 @@ def eval_cmd(
         help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
              "level, into this PNG (implies --per-depth; needs matplotlib)")] = None,
 ) -> None:
-    """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM)."""
+    """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM). Files
+    asked for are written before the tables are printed, so a stdout that fails loses none."""
     from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
@@ -115,6 +130,7 @@ def eval_cmd(
     from .writing import refuse_input_target
 
     with user_errors(OVERWRITE_HINT):
+        require_stdout()
         check_train_scales(scale)
         if json_out is not None:  # checked before the (long) evaluation
             refuse_input_target(json_out, list_images(dataset))
@@ -139,17 +155,22 @@ def eval_cmd(
             if model == "bicubic" and given:
                 raise BadOptionError("it works on a DRCN model; bicubic has no network",
                                      option=flag)
-        upscaler = None if model == "bicubic" else Upscaler(model, device=device, tta=tta,
-                                                            precision=precision, denoise=denoise)
+        upscaler = None if model == "bicubic" else Upscaler(
+            model, device=device, tta=tta, precision=precision, denoise=denoise, notify=note)
         per_depth = (per_depth or plot is not None) and upscaler is not None
+        printed_only = json_out is None and plot is None
+
+        def on_image(s: int, name: str) -> None:
+            if printed_only and reader_gone():  # no one reads the tables: stop working for them
+                raise ReaderGone
+            status.update(escape(f"evaluating {model} on {dataset}: x{s} {name} done"))
+
         with console.status(escape(f"evaluating {model} on {dataset}")) as status:
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
-                               on_image=lambda s, name: status.update(
-                                   escape(f"evaluating {model} on {dataset}: x{s} {name} done")))
+                              on_image=on_image)
         label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
-        _print_eval(label, title, results)
         if json_out is not None:
             from .writing import atomic_write_bytes
 
@@ -159,6 +180,7 @@ def eval_cmd(
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             console.print(f"wrote {plot}", markup=False, highlight=False)
+        _print_eval(label, title, results)
 
 
 def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None:
@@ -169,7 +191,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
         table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}",
                       f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
                       f"{r.seconds_per_image:.2f}")
-    Console().print(table)
+    result_console.print(table)
     for s, r in results.items():
         if r.depth_psnr is not None:
             depth = Table(title=f"x{s}: each depth's prediction vs the ensemble (PSNR dB)")
@@ -177,7 +199,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
                 depth.add_column(f"d{d + 1}", justify="right")
             depth.add_column("ensemble", justify="right", style="bold")
             depth.add_row(*[f"{v:.2f}" for v in r.depth_psnr], f"{r.ensemble_psnr:.2f}")
-            Console().print(depth)
+            result_console.print(depth)
 
 
 @app.command()
@@ -197,7 +219,9 @@ def upscale(
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
     fmt: Annotated[str, typer.Option("--format", "-f", help="same, png, jpg, webp, tiff or bmp")]
     = "same",
-    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality")] = 95,
+    quality: Annotated[int | None, typer.Option(
+        min=1, max=100, help=f"JPEG/WebP quality (default {DEFAULT_QUALITY}; a lossless WebP "
+        "stays lossless unless a quality is given)")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders")]
     = False,
     overwrite: Annotated[bool, typer.Option(help="replace existing output files")] = False,
@@ -244,8 +268,7 @@ def upscale(
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
-                  "tile": tile, "tta": tta,
-                  "notify": lambda m: console.print(f"[dim]{escape(m)}[/]", highlight=False)}
+                  "tile": tile, "tta": tta, "notify": note}
         upscaler = Upscaler(DEFAULT_MODEL if model is None else model, denoise=denoise, **engine)
         chooser = None if model is not None or denoise is not None else \
             per_source_chooser(upscaler, **engine)
@@ -351,6 +374,9 @@ def main() -> None:
     library's errors, with the command's help named."""
     try:
         code = app(standalone_mode=False, prog_name="drcn")
+    except ReaderGone:  # quietly, as SIGPIPE ends git or grep; a file the command wrote stays
+        silence(sys.stdout)
+        code = PIPE_EXIT
     except typer.Abort:
         print_error("aborted")
         code = 1

@@ -291,6 +291,7 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(to_8bit(a))  # Pillow has no 16-bit or float colour
 
 
+DEFAULT_QUALITY = 95  # JPEG and WebP quality when none is given
 # What each output format can store; other modes are converted (or refused) by ``encode``.
 _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
            "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
@@ -337,7 +338,7 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
 
 
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
-                   scale: float | tuple[float, float], quality: int) -> None:
+                   scale: float | tuple[float, float], quality: int | None = None) -> None:
     """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
     combination is refused before any upscaling is spent on it."""
     probe = replace(info, notes=[])
@@ -354,9 +355,10 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
 
 
 def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
-                 quality: int) -> dict:
+                 quality: int | None = None) -> dict:
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
-    stays the same; ``scale`` is one factor or (horizontal, vertical)."""
+    stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
+    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless)."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either
@@ -374,12 +376,12 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
     if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
-    if fmt == "WEBP" and info.format == "WEBP" and not info.lossy:
-        opts["lossless"] = True  # a lossless source stays lossless
+    if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
+        opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
     elif fmt in ("JPEG", "WEBP"):
-        opts["quality"] = quality
+        opts["quality"] = DEFAULT_QUALITY if quality is None else quality
     if fmt == "JPEG":
-        opts["subsampling"] = 0 if quality >= 90 else 2
+        opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
     if fmt == "TIFF":
         if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
             info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")

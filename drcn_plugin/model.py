@@ -10,7 +10,6 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -20,6 +19,9 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .errors import BadOptionError, ModelLoadError
+from .writing import clean_stale_folders, temporary_folder
+
+_SAVING = ".saving-"  # the hidden folder a save writes in, inside its target
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
@@ -56,14 +58,17 @@ class DRCN(
         """The mixin's save, whole or not at all for each file: the files are written in a hidden
         folder inside ``save_directory`` and renamed into place (weights, then config), so a save
         that fails while writing (a full disk, an interrupt) leaves the previous files as they
-        were; only a crash between the two renames can pair new weights with the old config."""
+        were; only a crash between the two renames can pair new weights with the old config.
+        Hidden folders that killed saves left there are removed (never a running save's)."""
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
+        clean_stale_folders(target, _SAVING)
         if kwargs.get("push_to_hub") and kwargs.get("repo_id") is None:
             kwargs["repo_id"] = target.name
-        with tempfile.TemporaryDirectory(prefix=".saving-", dir=target) as tmp:
+        with temporary_folder(target, _SAVING) as tmp:
             result = super().save_pretrained(tmp, **kwargs)
-            for file in sorted(Path(tmp).iterdir(), key=lambda f: f.name == "config.json"):
+            files = [f for f in tmp.iterdir() if not f.name.startswith(".")]  # not the lock
+            for file in sorted(files, key=lambda f: f.name == "config.json"):
                 if file.name == "README.md" and (target / file.name).exists():
                     continue  # as the mixin does, a model card already there is kept
                 os.replace(file, target / file.name)

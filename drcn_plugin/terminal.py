@@ -7,17 +7,54 @@ existing output). Every message goes through :func:`drcn_plugin.errors.one_line`
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import TextIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import BadOptionError, DRCNError, OutputExistsError, one_line, single_line
+from .errors import BadOptionError, DRCNError, OutputExistsError, WriteError, one_line, single_line
 
-console = Console(stderr=True)
+PIPE_EXIT = 128 + 13  # how a shell reports a process that SIGPIPE ended (git, grep): 141
+
+
+class ReaderGone(Exception):  # noqa: N818 (an event, not an error of the user's)
+    """The reader of stdout went away (``drcn eval | head -1``): the command stops without a
+    word and exits with :data:`PIPE_EXIT`, as SIGPIPE ends git or grep."""
+
+
+def silence(stream: TextIO | None) -> None:
+    """Point ``stream``'s descriptor at the null device, so that later writes, down to the
+    interpreter's last flush, go nowhere instead of failing again (Python's "Note on SIGPIPE")."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+
+
+class _Console(Console):
+    """A rich console whose broken pipe is not rich's ``SystemExit(1)`` (which also silences
+    stdout when stderr broke): reports on stderr fall silent and the work goes on, since the
+    files it writes are its result; results on stdout end the command with :class:`ReaderGone`."""
+
+    def on_broken_pipe(self) -> None:
+        """The reader of this console's stream went away."""
+        self.quiet = True
+        silence(self.file)
+        if not self.stderr:
+            raise ReaderGone
+
+
+console = _Console(stderr=True)  # reports: progress, notes, errors
+result_console = _Console()  # stdout: a command's printed result (eval's tables, the version)
 Hints = Mapping[type[DRCNError], str]
 OVERWRITE_HINT: Hints = {OutputExistsError: "use --overwrite to replace it"}
 # Library option names whose flag is not ``--name``.
@@ -52,6 +89,32 @@ def print_error(message: str) -> None:
                   soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """A dim report line on stderr (the engine's notices: tile sizes being measured, ...)."""
+    console.print(f"[dim]{escape(message)}[/]", highlight=False)
+
+
+def require_stdout() -> None:
+    """Refuse to start a command whose result is printed when stdout is closed (``>&-``): like
+    a full disk, a result that went nowhere is an error, and it is found before the work."""
+    if sys.stdout is None:
+        raise WriteError("stdout is closed, so the results would go nowhere (to discard them, "
+                         "send them to /dev/null)")
+
+
+def reader_gone() -> bool:
+    """True when stdout is a pipe whose reader has gone (the poll reports an error or a hang-up
+    on it): work done only for what is still to be printed there can stop."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), 0)  # errors and hang-ups are reported regardless
+    except (AttributeError, OSError, ValueError):  # Windows has no poll; a captured stdout no fd
+        return False
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+
+
 def signals_interrupt() -> None:
     """SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed) take Ctrl-C's
     clean path: the write in progress is removed and nothing half-written stays."""
@@ -75,8 +138,8 @@ def user_errors(hints: Hints | None = None) -> Iterator[None]:
         print_error(cli_message(e, hints))
         raise typer.Exit(2) from None
     except OSError as e:
-        if e.errno == errno.EPIPE:  # the reader of our output went away: typer's to handle
-            raise
+        if e.errno == errno.EPIPE:  # a write to a pipe whose reader went away
+            raise ReaderGone from None
         where = f": {e.filename}" if e.filename else ""
         print_error(f"{e.strerror or one_line(e)}{where}")
         raise typer.Exit(2) from None

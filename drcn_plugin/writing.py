@@ -3,7 +3,9 @@
 Every result goes to a temporary ``.NAME.PID.XXXXXXXX.part`` beside its target, is flushed and
 fsynced, then renamed into place (or linked, when an existing file must not be replaced). A
 failure removes the temporary file and keeps any earlier file of that name; parts left by
-writers that were killed are removed by the next run in that folder.
+writers that were killed are removed by the next run in that folder. A writer that makes
+several files at once (``DRCN.save_pretrained``) does so in a :func:`temporary_folder`, and the
+folders of writers that were killed are removed the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,10 +95,13 @@ def probe_folder(folder: Path) -> None:
     existing parent; nothing is created); :class:`WriteError` if not, so a job learns it before
     any work rather than after it."""
     here = Path(folder)
-    while not here.exists() and here != here.parent:
+    # Path.exists raises for a name too long for the file system (one line for the user),
+    # where os.path.lexists would only say no
+    while not here.exists() and not here.is_symlink() and here != here.parent:
         here = here.parent
     if not here.is_dir():
-        raise WriteError(f"cannot make the folder {folder}: {here} is a file")
+        kind = "a file" if here.exists() else "a broken link"
+        raise WriteError(f"cannot make the folder {folder}: {here} is {kind}")
     try:
         fd, tmp = _new_part(here / "write-check")
         os.close(fd)
@@ -115,22 +122,74 @@ def clean_stale_parts(folder: Path) -> int:
         return 0
     for name in names:
         m = _PART.match(name)
-        if not m or _alive(int(m.group(1))):
-            continue
         part = os.path.join(folder, name)
-        try:
-            fd = os.open(part, os.O_RDWR)  # NFS takes a lock only on a file open for writing
-        except OSError:
-            continue
-        try:
-            taken = try_lock(fd)
-            if taken or (taken is None and os.name == "nt"):  # Windows: the PID is all there is
+        if m and writer_gone(part, int(m.group(1))):
+            with contextlib.suppress(OSError):
                 os.unlink(part)
                 removed += 1
-        except OSError:
-            pass
+    return removed
+
+
+def writer_gone(path: str, pid: int) -> bool:
+    """True when the writer of ``path`` (a part, a temporary folder's lock file), process
+    ``pid``, no longer runs: the PID runs nowhere here and no process holds the file's lock (a
+    writer in another container or on another host, whose PID means nothing here, holds it).
+    Our own PID counts as running: opening and closing a file whose lock this process holds
+    would drop that lock where flock is emulated by POSIX locks (NFS)."""
+    if _alive(pid):
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)  # NFS takes a lock only on a file open for writing
+    except OSError:
+        return False
+    try:
+        taken = try_lock(fd)
+    finally:
+        os.close(fd)
+    return bool(taken) or (taken is None and os.name == "nt")  # Windows: the PID is all there is
+
+
+_LOCK = ".lock"  # in a temporary folder, held by its writer
+UNLOCKED_STALE_S = 3600.0  # a temporary folder without a lock file is stale after this long
+
+
+@contextlib.contextmanager
+def temporary_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new hidden folder ``PREFIX<pid>-XXXXXXXX`` in ``parent``, removed on exit, holding a
+    ``.lock`` file whose lock this process keeps meanwhile, so that
+    :func:`clean_stale_folders` removes it only once its writer is gone (killed, crashed)."""
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=parent) as tmp:
+        fd = os.open(os.path.join(tmp, _LOCK), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            try_lock(fd)
+            yield Path(tmp)
         finally:
-            os.close(fd)
+            os.close(fd)  # before the removal: Windows removes only closed files
+
+
+def clean_stale_folders(parent: Path, prefix: str) -> int:
+    """Remove the folders :func:`temporary_folder` made in ``parent`` with ``prefix`` whose
+    writers no longer run; returns how many. Only real folders (not links) whose name starts
+    with ``prefix`` are considered; one without a lock file (from a version that made none, or
+    a writer killed between making it and locking) goes once unchanged for an hour."""
+    removed = 0
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return 0
+    for name in names:
+        folder = os.path.join(parent, name)
+        if not name.startswith(prefix) or os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        pid = re.match(r"(\d+)-", name[len(prefix):])
+        lock = os.path.join(folder, _LOCK)
+        if pid and os.path.isfile(lock):
+            stale = writer_gone(lock, int(pid.group(1)))
+        else:
+            stale = time.time() - _mtime(folder) > UNLOCKED_STALE_S
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += not os.path.lexists(folder)
     return removed
 
 
@@ -149,6 +208,14 @@ def try_lock(fd: int) -> bool | None:
     except OSError:
         return None
     return True
+
+
+def _mtime(path: str) -> float:
+    """When ``path`` last changed; now (never stale) when that cannot be read."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
 
 
 def _alive(pid: int) -> bool:

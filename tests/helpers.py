@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,3 +52,10 @@ def tiny(data: Path, out: Path, **kw) -> TrainConfig:
                        patch=32, stride=32, downscales=[1.0, 0.8], batch=16, steps=40, lr=2e-3,
                        warmup=5, val_every=0, device="cpu", curves=False)
     return replace(base, **kw)
+
+
+def dead_pid() -> int:
+    """The PID of a process that has ended (what a killed writer left in its file names)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

@@ -182,17 +182,19 @@ def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
     assert (alpha == round(40000 / 257)).all()
 
 
-@pytest.mark.parametrize("fmt", ["same", "webp"])
-def test_lossless_webp_stays_lossless(folder: Path, tiny_model_file: str, fmt: str) -> None:
+@pytest.mark.parametrize(("args", "lossless_kept"), [
+    (["-f", "same"], True), (["-f", "webp"], True), (["--quality", "60"], False)])
+def test_lossless_webp_stays_lossless_unless_a_quality_is_given(
+        folder: Path, tiny_model_file: str, args: list[str], lossless_kept: bool) -> None:
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "l.webp", lossless=True)
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "y.webp", quality=80)
-    r = upscale(str(folder), "-m", tiny_model_file, "-f", fmt, "-o", str(folder / "out"))
+    r = upscale(str(folder), "-m", tiny_model_file, *args, "-o", str(folder / "out"))
     assert r.exit_code == 0, r.output
     lossy = {}
     for name in ("l", "y"):
         with open(folder / "out" / f"{name}.webp", "rb") as f, Image.open(f) as im:
             lossy[name] = is_lossy(f, im)
-    assert lossy == {"l": False, "y": True}
+    assert lossy == {"l": not lossless_kept, "y": True}
 
 
 def _s15(value: float) -> bytes:
@@ -336,21 +338,32 @@ def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: 
     assert Image.open(folder / "out" / "m.bmp").size == (36, 24)
 
 
+@pytest.mark.parametrize("flag", ["--overwrite", "--skip-existing"])
+@pytest.mark.parametrize("link", [False, True])
 def test_an_output_name_taken_by_a_folder_is_refused_before_the_upscale(
-        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, flag: str,
+        link: bool) -> None:
+    """A folder, or a link to one, is neither replaced nor counted as a result done."""
     Image.fromarray(_ramp()).save(folder / "a.png")
     Image.fromarray(_ramp()).save(folder / "b.png")
-    (folder / "out" / "a.png").mkdir(parents=True)
+    taken = folder / "out" / "a.png"
+    if link:
+        (folder.parent / "elsewhere").mkdir()
+        taken.parent.mkdir()
+        taken.symlink_to(folder.parent / "elsewhere", target_is_directory=True)
+    else:
+        taken.mkdir(parents=True)
     calls = []
     upscale_one = engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",
                         lambda self, *a, **k: calls.append(1) or upscale_one(self, *a, **k))
     r = upscale(str(folder / "a.png"), str(folder / "b.png"), "-m", tiny_model_file,
-                "--overwrite", "-o", str(folder / "out"))
+                flag, "-o", str(folder / "out"))
     assert r.exit_code == 1
-    assert f"its output {folder / 'out' / 'a.png'} is an existing folder" in r.output
+    kind = "a link to a folder" if link else "an existing folder"
+    assert f"its output {taken} is {kind}" in r.output
     assert "Traceback" not in r.output and calls == [1]  # only b.png was upscaled
-    assert (folder / "out" / "a.png").is_dir() and (folder / "out" / "b.png").is_file()
+    assert taken.is_dir() and taken.is_symlink() == link and (folder / "out" / "b.png").is_file()
 
 
 def _resource(number: int, data: bytes, name: bytes = b"") -> bytes:

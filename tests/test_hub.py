@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+from helpers import dead_pid
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from drcn_plugin import hub
+from drcn_plugin import hub, writing
 from drcn_plugin.cli import app
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import DEFAULT_MODEL, SHIPPED, load_model, sha256_of, weights_dir
@@ -114,6 +119,51 @@ def test_a_failed_save_leaves_the_previous_model(tmp_path, tiny_model, monkeypat
     other.save_pretrained(folder)  # a save that completes replaces the model, keeps the card
     assert same_weights(load_model(str(folder)), other)
     assert (folder / "README.md").read_text() == card
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_save_removes_what_killed_saves_left_and_nothing_else(tmp_path, tiny_model):
+    """A SIGKILL leaves the hidden folder a save writes in; the next save into the folder removes
+    it, but never a running save's (it holds its lock) nor anything that is not such a folder."""
+    import fcntl
+
+    folder = tmp_path / "repo"
+    tiny_model.save_pretrained(folder)
+    killed, running = (folder / f".saving-{dead_pid()}-{tag}" for tag in ("abcd1234", "efgh5678"))
+    old, fresh = folder / ".saving-q1w2e3r4", folder / ".saving-t5y6u7i8"  # no lock: older code
+    for d in (killed, running, old, fresh):
+        d.mkdir()
+    for d in (killed, running):
+        (d / ".lock").touch()
+    (killed / "config.json").write_text('{"features": 4, "recursions": 2}')
+    os.utime(old, (time.time() - 2 * 3600,) * 2)  # unchanged for two hours
+    (folder / ".saving-notes").write_text("a file, not a save's folder")
+    (tmp_path / "elsewhere").mkdir()
+    (folder / ".saving-link").symlink_to(tmp_path / "elsewhere")
+    assert same_weights(load_model(str(folder)), tiny_model)  # the leftovers confuse no loader
+    with open(running / ".lock", "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        tiny_model.save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        ".saving-link", ".saving-notes", running.name, fresh.name, "README.md", "config.json",
+        "model.safetensors"])
+    assert (tmp_path / "elsewhere").is_dir() and same_weights(load_model(str(folder)), tiny_model)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_temporary_folder_lives_as_long_as_its_writer(tmp_path):
+    code = ("import sys, time; from pathlib import Path; from drcn_plugin.writing import "
+            "temporary_folder\nwith temporary_folder(Path(sys.argv[1]), '.saving-') as d:\n"
+            "    print(d, flush=True); time.sleep(60)")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    made = Path(writer.stdout.readline().strip())
+    assert writing.clean_stale_folders(tmp_path, ".saving-") == 0 and made.is_dir()
+    writer.kill()  # SIGKILL: no cleanup runs
+    writer.wait()
+    writer.stdout.close()
+    assert made.is_dir() and writing.clean_stale_folders(tmp_path, ".saving-") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 def _fake_cache(cache: Path, source: Path, repo: str = "owner/name") -> None:

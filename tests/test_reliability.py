@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import random_rgb
+from helpers import dead_pid, random_rgb
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -255,18 +255,12 @@ def test_compare_bad_crops_and_small_images(folder: Path, tiny_model_file: str) 
 
 
 # -- low ------------------------------------------------------------------------------------
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_file: str) -> None:
     """20: a killed run's hidden .part is removed on the next start."""
     rgb().save(folder / "a.png")
     out = folder.parent / "out"
     out.mkdir()
-    stale = out / f".a.png.{_dead_pid()}.abcd1234.part"
+    stale = out / f".a.png.{dead_pid()}.abcd1234.part"
     live = out / f".a.png.{os.getppid()}.abcd1234.part"
     stale.write_bytes(b"half")
     live.write_bytes(b"busy")
@@ -386,7 +380,7 @@ def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
     holds on its part keeps the part alive until it is done."""
     import fcntl
 
-    part = tmp_path / f".a.png.{_dead_pid()}.abcd1234.part"
+    part = tmp_path / f".a.png.{dead_pid()}.abcd1234.part"
     part.write_bytes(b"busy")
     with open(part, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)

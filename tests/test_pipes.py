@@ -1,0 +1,98 @@
+"""The CLI's standard streams: a reader that goes away (``| head -1``) and a closed stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+
+from drcn_plugin import cli, terminal
+
+DRCN = [sys.executable, "-m", "drcn_plugin"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+@pytest.fixture
+def two_images(tmp_path: Path) -> Path:
+    """A folder of two small images (a dataset for eval, a batch for upscale)."""
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for i in range(2):
+        random_rgb(24, 24, seed=i).save(folder / f"{i}.png")
+    return folder
+
+
+def drcn(args: list[str], child_setup) -> subprocess.CompletedProcess:
+    """Run ``drcn ARGS`` with stderr captured, after ``child_setup`` ran in the child."""
+    return subprocess.run(DRCN + args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, timeout=120, preexec_fn=child_setup)
+
+
+def reader_gone_on(fd: int):
+    """A child setup making ``fd`` a pipe whose reading end is already closed."""
+
+    def setup() -> None:
+        r, w = os.pipe()
+        os.close(r)
+        os.dup2(w, fd)
+        os.close(w)
+
+    return setup
+
+
+@pytest.mark.parametrize("with_json", [False, True])
+def test_eval_into_a_pipe_whose_reader_left_ends_quietly(two_images: Path, tmp_path: Path,
+                                                        with_json: bool) -> None:
+    """As git or grep under SIGPIPE: exit 141 without a word; a --json result is still written."""
+    out = tmp_path / "r.json"
+    args = ["eval", "--dataset", str(two_images), "--scale", "2", "--model", "bicubic"]
+    args += ["--json", str(out)] * with_json
+    proc = drcn(args, reader_gone_on(1))
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr  # 128 + SIGPIPE
+    assert out.exists() == with_json
+    if with_json:
+        assert set(json.loads(out.read_text())) >= {"2"}
+
+
+def test_upscale_finishes_its_files_when_the_reader_of_its_reports_left(
+        two_images: Path, tmp_path: Path, tiny_model_file: str) -> None:
+    """The files are the result; the progress and the summary on stderr are only reports."""
+    out = tmp_path / "out"
+    proc = drcn(["upscale", str(two_images), "-o", str(out), "--model", tiny_model_file],
+                reader_gone_on(2))
+    assert proc.returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+
+
+def test_eval_with_stdout_closed_is_one_line_before_any_work(two_images: Path) -> None:
+    """``>&-``: the results would go nowhere, which is an error like ``> /dev/full``."""
+    proc = drcn(["eval", "--dataset", str(two_images), "--scale", "2", "--model", "bicubic"],
+                lambda: os.close(1))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: stdout is closed") and proc.stderr.count("\n") == 1
+
+
+def test_eval_stops_working_when_no_one_reads_its_only_output(two_images: Path, monkeypatch,
+                                                              capsys) -> None:
+    polls: list[bool] = []
+    monkeypatch.setattr(cli, "reader_gone", lambda: polls.append(True) or True)
+    monkeypatch.setattr(sys, "argv", ["drcn", "eval", "--dataset", str(two_images), "--scale",
+                                      "2", "3", "--model", "bicubic"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == terminal.PIPE_EXIT and polls == [True], "stopped at the first image"
+    assert capsys.readouterr().out == ""
+
+
+def test_reader_gone_sees_a_pipe_without_reader(monkeypatch) -> None:
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert not terminal.reader_gone()
+        os.close(r)
+        assert terminal.reader_gone()

@@ -1,0 +1,59 @@
+"""``drcn upscale`` output places under hostile conditions: reruns, results beside their inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+
+def upscale(*args: str):
+    return runner.invoke(app, ["upscale", *args])
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_results_beside_their_inputs_are_not_upscaled_again(folder: Path,
+                                                            tiny_model_file: str) -> None:
+    """-o on the input folder with a --suffix: the next run (resumed with --skip-existing, or
+    redone with --overwrite) takes the first run's results for results, not for inputs."""
+    random_rgb().save(folder / "a.png")
+    random_rgb(seed=1).save(folder / "b.jpg")
+    args = (str(folder), "-o", str(folder), "--suffix", "_x", "--model", tiny_model_file)
+    assert upscale(*args).exit_code == 0
+    first = names(folder)
+    assert first == ["a.png", "a_x.png", "b.jpg", "b_x.jpg"]
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "0 done, 2 skipped, 0 failed" in r.output, r.output
+    r = upscale(*args, "--overwrite")
+    assert r.exit_code == 0 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+    assert names(folder) == first
+
+
+def test_an_output_folder_that_is_a_broken_link_is_one_line_before_any_work(
+        folder: Path, tiny_model_file: str) -> None:
+    """A link to nothing where the output folder (or a subfolder of it) goes: one line before
+    the upscale, not one "File exists" per file after it."""
+    (folder / "sub").mkdir()
+    random_rgb().save(folder / "sub" / "a.png")
+    out = folder.parent / "out"
+    out.symlink_to(folder.parent / "nowhere")
+    r = upscale(str(folder), "-r", "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 2 and r.output.startswith("error: invalid value for --output: ")
+    assert "is a broken link, not an output folder" in r.output and r.output.count("\n") == 1
+    out.unlink()
+    out.mkdir()
+    (out / "sub").symlink_to(folder.parent / "nowhere")
+    r = upscale(str(folder), "-r", "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "0 done" in r.output
+    assert f"{out / 'sub'} is a broken link (1 file not upscaled)" in r.output
+    assert names(out) == ["sub"] and not (folder.parent / "nowhere").exists()
