@@ -240,9 +240,10 @@ def photo_12mp(device: str) -> dict:
 
 def machine() -> str:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amx = "" if dev.type == "cuda" else \
-        ", AMX/AVX512-BF16" if cpu_has_fast_bf16() else ", no AMX"
-    return f"{device_name(dev)}, {torch.get_num_threads()} threads{amx}"
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    isa = "" if dev.type == "cuda" else ", AMX" if has_amx else \
+        ", AVX512-BF16, no AMX" if cpu_has_fast_bf16() else ", no AVX512-BF16"
+    return f"{device_name(dev)}, {torch.get_num_threads()} threads{isa}"
 
 
 def table(rows: list[dict], where: str) -> str:
