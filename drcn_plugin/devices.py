@@ -26,12 +26,12 @@ def cpu_has_fast_bf16() -> bool:
     """True on CPUs with AVX512-BF16 (every CPU with AMX has it too), on any OS, where bf16 runs
     about 3x (AVX512-BF16 alone) to 5x (AMX) faster than fp32.
 
-    torch's own CPUID check (``torch.cpu._is_avx512_bf16_supported``) answers where this torch
-    has it; without it, the flags Linux lists in /proc/cpuinfo do, and other systems answer False.
+    Either torch's own CPUID check (``torch.cpu._is_avx512_bf16_supported``, where this torch
+    has it) or, on Linux, the flags listed in /proc/cpuinfo.
     """
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    if callable(check):
-        return bool(check())
+    if callable(check) and check():
+        return True
     if sys.platform != "linux":
         return False
     try:
@@ -40,6 +40,22 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (``taskset``, a scheduler's
+    placement), capped by a cgroup v2 CPU quota (a container's ``--cpus``)."""
+    try:
+        n = len(psutil.Process().cpu_affinity() or []) or os.cpu_count() or 1
+    except (AttributeError, psutil.Error, OSError):  # macOS has no affinity
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
 
 
 def _mps_available() -> bool:

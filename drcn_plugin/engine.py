@@ -249,17 +249,15 @@ class Upscaler:
         key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
         if key not in _TIMINGS:
             found = tuning.load_plans(key)
-            if measure and (found is None or not found.settled):
+            if not measure and (found is None or not found.settled):
+                return found.timings if found else None  # unsettled: read again till taken up
+            if found is None or not found.settled:
                 found = self._measure(found)
                 problem = tuning.store_plans(key, found) if found else None
                 if problem:
                     self.notify(f"{problem}: it is measured again next time (point "
                                 f"{tuning.CACHE_ENV} at a writable folder)")
-            elif found is not None and not found.settled:
-                return found.timings  # read again until a run may take it up
-            if found is None:
-                return None
-            _TIMINGS[key] = found.timings
+            _TIMINGS[key] = found.timings if found else []  # none fits: the rule, and no retry
         return _TIMINGS[key]
 
     @torch.inference_mode()
@@ -278,9 +276,12 @@ class Upscaler:
                 candidates.append((tile, batch))
         if before is not None:
             candidates = before.candidates(candidates)
-        if not candidates:
-            return before
-        again = " again, as the last try was cut short or shared the CPU" if before else ""
+            if not candidates:  # nothing left that fits: as measured as it can be
+                return tuning.Plans.measured(tuning.Measurement([]), before)
+        elif not candidates:
+            return None
+        again = "" if before is None else " again: other work shared the CPU last time" \
+            if before.busy else " again, from its best tile up: the last try ran out of time"
         self.notify(f"measuring tile sizes for {device_name(self.device)}{again} "
                     f"(cached in {tuning.cache_path().parent})")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .devices import device_name, is_out_of_memory, synchronize
+from .devices import device_name, is_out_of_memory, synchronize, usable_cpus
 from .errors import WriteError, one_line
 from .writing import atomic_write_bytes
 
@@ -69,29 +69,41 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Plans:
-    """A plan key's timings as kept in the cache, and whether they are final."""
+    """A plan key's timings as kept in the cache, whether they are final, how many measurements
+    made them, and whether the last one shared the CPU with other work."""
 
     timings: list[Timing]
     settled: bool = True
     tries: int = 1
+    busy: bool = False
 
     def candidates(self, ladder: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Where an unsettled measurement is taken up again: its best tile and the larger ones."""
-        best = min(self.timings, key=lambda t: t.seconds / (t.batch * t.tile ** 2))
-        return [c for c in ladder if c[0] >= best.tile]
+        """Where an unsettled measurement is taken up again: from its best tile upward, or from
+        the rung below it when the last try was busy (load may have hidden the best there)."""
+        best = min(self.timings, key=lambda t: t.seconds / (t.batch * t.tile ** 2)).tile
+        below = [tile for tile, _ in ladder if tile < best]
+        start = below[-1] if self.busy and below else best
+        return [c for c in ladder if c[0] >= start]
 
     @classmethod
     def measured(cls, m: Measurement, before: Plans | None = None) -> Plans:
         """The plans after ``m``, which took up ``before``; settled when ``m`` was neither cut
-        short nor busy, or at the last try. A window timed in both keeps the faster timing: load
-        only ever slows a call down."""
+        short nor busy, or at the last try."""
         tries = before.tries + 1 if before else 1
+        return cls(m.timings, not (m.cut or m.busy) or tries >= MAX_TRIES, tries,
+                   m.busy).merged(before)
+
+    def merged(self, older: Plans | None) -> Plans:
+        """These plans with ``older``'s timings: a window timed in both keeps the faster one
+        (load only ever slows a call down); settled if either is, tried as often as the most."""
+        if older is None:
+            return self
         fastest: dict[tuple[int, int], Timing] = {}
-        for t in (before.timings if before else []) + m.timings:
-            old = fastest.setdefault((t.tile, t.batch), t)
-            fastest[t.tile, t.batch] = min(old, t, key=lambda t: t.seconds)
-        return cls(sorted(fastest.values(), key=lambda t: (t.tile, t.batch)),
-                   not (m.cut or m.busy) or tries >= MAX_TRIES, tries)
+        for t in older.timings + self.timings:
+            fastest[t.tile, t.batch] = min(fastest.get((t.tile, t.batch), t), t,
+                                           key=lambda t: t.seconds)
+        return Plans(sorted(fastest.values(), key=lambda t: (t.tile, t.batch)),
+                     self.settled or older.settled, max(self.tries, older.tries), self.busy)
 
 
 def tuning_enabled() -> bool:
@@ -106,7 +118,7 @@ def cache_path() -> Path:
         import platformdirs
 
         root = platformdirs.user_cache_dir("drcn-plugin", appauthor=False)
-    return Path(root) / "tile-plans.json"
+    return Path(root) / f"tile-plans-v{CACHE_VERSION}.json"  # versions side by side never clash
 
 
 def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
@@ -132,13 +144,14 @@ def _read(path: Path) -> dict[str, Plans]:
         try:
             timings = [Timing(int(r["tile"]), int(r["batch"]), float(r["seconds"]))
                        for r in entry["timings"]]
-            settled, tries = entry["settled"], int(entry["tries"])
+            settled, tries, busy = entry["settled"], int(entry["tries"]), entry["busy"]
         except (TypeError, KeyError, ValueError, OverflowError):
             continue
-        if timings and isinstance(settled, bool) and 1 <= tries <= MAX_TRIES \
+        if timings and isinstance(settled, bool) and isinstance(busy, bool) \
+                and 1 <= tries <= MAX_TRIES \
                 and all(t.tile >= MIN_TILE and 0 < t.batch <= MAX_BATCH
                         and 0 < t.seconds < math.inf for t in timings):
-            plans[key] = Plans(timings, settled, tries)
+            plans[key] = Plans(timings, settled, tries, busy)
     return plans
 
 
@@ -148,8 +161,9 @@ def load_plans(key: str) -> Plans | None:
 
 
 def store_plans(key: str, plans: Plans) -> str | None:
-    """Add ``key`` to the cache file: re-read, merge, write atomically. Returns why the plans
-    could not be kept (then they are measured again next time), else None.
+    """Add ``key`` to the cache file: re-read, merge (with what another process stored for
+    ``key`` meanwhile, too), write atomically. Returns why the plans could not be kept (then
+    they are measured again next time), else None.
 
     Two processes tuning at once each leave a complete file.
     """
@@ -157,7 +171,7 @@ def store_plans(key: str, plans: Plans) -> str | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = _read(path)
-        kept[key] = plans
+        kept[key] = plans.merged(kept.get(key))
         body = {"version": CACHE_VERSION, "plans": {k: asdict(v) for k, v in kept.items()}}
         atomic_write_bytes(path, json.dumps(body, indent=1).encode())
     except (OSError, WriteError) as e:
@@ -185,8 +199,9 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     ``finalists`` fastest are timed again round-robin, up to ``repeats`` rounds within twice the
     budget, and keep the median: a load burst then hits every finalist alike instead of one of
     them. The budget bounds the cost on slow devices and wide models, where one call of a
-    large window can take seconds. On a CPU, the process's CPU time against its threads' wall
-    time tells whether it was busy.
+    large window can take seconds; two candidates are always timed, so that a measurement taken
+    up again makes progress. On a CPU, the process's CPU time against its threads' wall time
+    (threads capped by the CPUs it may use) tells whether it was busy.
     """
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
     start, cpu_start, first, best, misses = _clock(), _cpu_clock(), {}, math.inf, 0
@@ -223,7 +238,8 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
                     raise
                 del first[tile, batch]  # fitted once, not reliably: not a plan
                 ranked.remove((tile, batch))
-    wall = (_clock() - start) * (torch.get_num_threads() if device.type == "cpu" else 0)
+    threads = min(torch.get_num_threads(), usable_cpus()) if device.type == "cpu" else 0
+    wall = (_clock() - start) * threads
     busy = wall > 0 and (_cpu_clock() - cpu_start) < BUSY_SHARE * wall
     return Measurement([Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()],
                        cut, busy)

@@ -161,12 +161,12 @@ def test_blending_mismatched_or_out_of_range_is_a_typed_error(tiny_model_file: s
         interpolate(a, a, float("nan"))
 
 
-@pytest.mark.parametrize("platform", ["linux", "win32", "darwin"])
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_bf16_on_any_os_whose_cpu_has_it(monkeypatch: pytest.MonkeyPatch, platform: str,
                                         has_bf16: bool) -> None:
-    """A Windows or macOS CPU with AVX512-BF16 (a Ryzen 7040 laptop) gets the fast bf16 path;
-    only where torch cannot tell are the Linux flags read."""
+    """A Windows or macOS CPU with AVX512-BF16 (a Ryzen 7040 laptop) gets the fast bf16 path,
+    told by torch's CPUID check (Linux also reads its flags)."""
     from drcn_plugin import devices
 
     devices.cpu_has_fast_bf16.cache_clear()
@@ -175,5 +175,24 @@ def test_bf16_on_any_os_whose_cpu_has_it(monkeypatch: pytest.MonkeyPatch, platfo
     try:
         want = torch.bfloat16 if has_bf16 else torch.float32
         assert devices.pick_precision(torch.device("cpu")) == want
+    finally:
+        devices.cpu_has_fast_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_without_torchs_cpu_check_linux_reads_the_flags(monkeypatch: pytest.MonkeyPatch,
+                                                        platform: str) -> None:
+    from drcn_plugin import devices
+
+    devices.cpu_has_fast_bf16.cache_clear()
+    monkeypatch.setattr(devices.sys, "platform", platform)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    try:
+        flags = ""
+        if platform == "linux" and os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as f:
+                flags = next((ln for ln in f if ln.startswith("flags")), "")
+        assert devices.cpu_has_fast_bf16() == ("avx512_bf16" in flags.split()
+                                               or "amx_bf16" in flags.split())
     finally:
         devices.cpu_has_fast_bf16.cache_clear()

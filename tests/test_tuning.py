@@ -98,10 +98,10 @@ def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
     assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
 
 
-def entry(rows: str, settled: str = "true", tries: str = "1") -> str:
+def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false") -> str:
     """A cache file holding one key ``k`` with these timing rows."""
     return (f'{{"version": 2, "plans": {{"k": {{"timings": [{rows}], "settled": {settled}, '
-            f'"tries": {tries}}}}}}}')
+            f'"tries": {tries}, "busy": {busy}}}}}}}')
 
 
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
@@ -116,6 +116,7 @@ def entry(rows: str, settled: str = "true", tries: str = "1") -> str:
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', settled='"no"'),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="0"),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="1e9"),
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', busy="1"),
                                   entry(""), '{"version": 2, "plans": {"k": [1]}}', "[" * 100_000])
 def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
     path = tuning.cache_path()
@@ -132,7 +133,7 @@ def test_writers_merge_and_leave_no_temporary_files(tuning_on: None) -> None:
     tuning.store_plans("b", Plans([Timing(256, 4, 0.2), Timing(512, 1, 0.3)], False, 2))
     assert tuning.load_plans("a") == Plans([Timing(96, 1, 0.1)])
     assert tuning.load_plans("b") == Plans([Timing(256, 4, 0.2), Timing(512, 1, 0.3)], False, 2)
-    assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
+    assert [p.name for p in tuning.cache_path().parent.iterdir()] == [tuning.cache_path().name]
 
 
 def test_two_processes_writing_at_once_leave_a_valid_file(tuning_on: None) -> None:
@@ -142,7 +143,7 @@ def test_two_processes_writing_at_once_leave_a_valid_file(tuning_on: None) -> No
     assert all(p.wait(timeout=120) == 0 for p in procs)
     plans = json.loads(tuning.cache_path().read_text())["plans"]
     assert plans and all(k[0] in "pq" and v["timings"][0]["batch"] == 1 for k, v in plans.items())
-    assert [p.name for p in tuning.cache_path().parent.iterdir()] == ["tile-plans.json"]
+    assert [p.name for p in tuning.cache_path().parent.iterdir()] == [tuning.cache_path().name]
 
 
 def test_choice_counts_halo_and_border_windows() -> None:
@@ -161,14 +162,15 @@ class FakeClock:
     """A clock that only moves when the fake network runs: timings without timing noise. Its
     ``cpu`` clock gives the process ``share`` of its threads' time."""
 
-    def __init__(self, seconds_per_call, share: float = 1.0) -> None:
+    def __init__(self, seconds_per_call, share: float = 1.0, cpus: int = 0) -> None:
         self.now, self.cost, self.calls, self.share = 0.0, seconds_per_call, [], share
+        self.cpus = cpus or min(torch.get_num_threads(), tuning.usable_cpus())
 
     def __call__(self) -> float:
         return self.now
 
     def cpu(self) -> float:
-        return self.now * torch.get_num_threads() * self.share
+        return self.now * self.cpus * self.share
 
     def forward(self, x: torch.Tensor) -> None:
         self.calls.append(x.shape[-1])
@@ -242,13 +244,14 @@ def test_measure_tells_when_other_work_held_the_cpu(monkeypatch: pytest.MonkeyPa
 def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
         tuning_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cut short or busy, a measurement is kept and used, and the next runs that may measure
-    start again from its best tile (re-timed) and the larger ones; the last try settles it. A
-    window timed twice keeps its faster timing."""
+    start again from its best tile (re-timed; from the rung below after a busy try) and the
+    larger ones; the last try settles it. A window timed twice keeps its faster timing."""
     tried: list[list[int]] = []
     results = iter([Measurement([Timing(16, 1, 1.0), Timing(24, 1, 1.5)], cut=True),
                     Measurement([Timing(24, 1, 1.0), Timing(32, 1, 1.5)], busy=True),
                     Measurement([Timing(32, 1, 1.8), Timing(48, 1, 5.0)], busy=True)])
-    # (the second try's 24 px timing is faster than the first's, the third's 32 px slower)
+    # (the second try's 24 px timing is faster than the first's, the third's 32 px slower; after
+    # the busy second try, the third starts a rung below the best, 32 px)
 
     def fake_measure(forward, device, halo, candidates, **kw) -> Measurement:
         tried.append([tile for tile, _ in candidates])
@@ -265,12 +268,56 @@ def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
         plans = tuning.load_plans(key)
         assert plans.tries == min(run + 1, tuning.MAX_TRIES)
         assert plans.settled is (run + 1 >= tuning.MAX_TRIES)
-    assert tried == [[16, 24, 32, 48], [24, 32, 48], [32, 48]]  # then settled: no 4th
+    assert tried == [[16, 24, 32, 48], [24, 32, 48], [24, 32, 48]]  # then settled: no 4th
     assert plans.timings == [Timing(16, 1, 1.0), Timing(24, 1, 1.0), Timing(32, 1, 1.5),
                              Timing(48, 1, 5.0)]
-    assert len(notes) == 3 and all("again" in n for n in notes[1:]) and "again" not in notes[0]
+    assert len(notes) == 3 and "again" not in notes[0]
+    assert "ran out of time" in notes[1] and "other work shared the CPU" in notes[2]
     assert up._auto_plan(60, 60).tile_h in (30, 32)  # 32 px measured cheapest per pixel
 
+
+
+def test_the_busy_share_counts_only_the_cpus_the_process_may_use(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads in a container limited to two CPUs use both fully: not busy."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    for usable, busy in ((2, False), (4, True)):
+        monkeypatch.setattr(tuning, "usable_cpus", lambda n=usable: n)
+        clock = FakeClock(lambda x: 1.0, cpus=2)
+        clocks(monkeypatch, clock)
+        assert tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1)]).busy is busy
+
+
+def test_a_measurement_without_any_timing_is_not_repeated_in_the_process(
+        tuning_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def nothing_fits(forward, device, halo, candidates, **kw) -> Measurement:
+        calls.append(1)  # out of memory at the first candidate
+        return Measurement([])
+
+    monkeypatch.setattr(tuning, "measure", nothing_fits)
+    up = Upscaler(tiny(), device="cpu", precision="fp32", notify=lambda _: None)
+    for _ in range(3):
+        up.run_y(torch.rand(60, 60))
+    assert calls == [1] and not tuning.cache_path().exists()
+
+
+def test_an_entry_with_nothing_left_to_try_settles(tuning_on: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tuning.plan_key(torch.device("cpu"), 8, 3, torch.float32)
+    tuning.store_plans(key, Plans([Timing(16, 1, 2.0), Timing(48, 1, 1.0)], False, 1))
+    monkeypatch.setattr(tuning, "LADDER", (16, 24))  # nothing from the best, 48 px, up
+    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("nothing to measure"))
+    Upscaler(tiny(), device="cpu", precision="fp32").run_y(torch.rand(60, 60))
+    assert tuning.load_plans(key) == Plans([Timing(16, 1, 2.0), Timing(48, 1, 1.0)], True, 2)
+
+
+def test_two_processes_taking_up_one_entry_keep_both_tries(tuning_on: None) -> None:
+    tuning.store_plans("k", Plans([Timing(96, 1, 0.1), Timing(128, 1, 0.3)], False, 2, True))
+    tuning.store_plans("k", Plans([Timing(96, 1, 0.2), Timing(160, 1, 0.4)], False, 2, False))
+    assert tuning.load_plans("k") == Plans([Timing(96, 1, 0.1), Timing(128, 1, 0.3),
+                                            Timing(160, 1, 0.4)], False, 2, False)
 
 
 @pytest.mark.parametrize("tile", [16, 24, 31, 48, 100])
