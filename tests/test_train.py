@@ -276,6 +276,19 @@ def test_resume_names_the_options_it_ignores(t12: Path, tmp_path: Path,
     assert "ignored: --lr" in caplog.text and "--steps" not in caplog.text
 
 
+def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    common = ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3", "-F", "4", "-D",
+              "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",
+              "--no-curves", "--val-every", "0", "--steps", "4"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--lr", "1e-3", "--stop-at", "2"]).exit_code == 0
+    with caplog.at_level(logging.WARNING):  # 5e-4 is --lr's default; seed 0 is the run's
+        r = runner.invoke(app, [*common, "--resume", "--lr", "5e-4", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    assert "ignored: --lr" in caplog.text and "--seed" not in caplog.text
+
+
 def test_overwrite_starts_over_and_does_not_mix_with_resume(t12: Path, tmp_path: Path) -> None:
     common = ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3", "-F", "4", "-D",
               "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",

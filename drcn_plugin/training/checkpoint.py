@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import math
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -14,11 +16,14 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import TrainConfig
+from .config import TrainConfig, default_of, flag_of
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
 _STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model", "optimizer",
                "scheduler", "rng")
+# Options a resumed run takes from its command line, not from the checkpoint.
+PER_SESSION = ("stop_at", "out", "curves", "device")
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -66,6 +71,24 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
                         f"this run asks for F={cfg.features}, D={cfg.recursions}")
     return ckpt
+
+
+def resumed_config(ckpt: dict, cfg: TrainConfig,
+                   given: Collection[str] | None = None) -> TrainConfig:
+    """The checkpoint's recipe with this session's :data:`PER_SESSION` options, warning of the
+    other options given here that differ from it (they are ignored).
+
+    ``given`` names the options the user gave (the command line knows); None takes those not at
+    their default, as a caller building a :class:`TrainConfig` in Python cannot say.
+    """
+    saved = TrainConfig.from_dict(ckpt["config"])
+    asked = (lambda f: f.name in given) if given is not None else \
+        (lambda f: getattr(cfg, f.name) != default_of(f))
+    ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
+               and asked(f) and getattr(cfg, f.name) != getattr(saved, f.name)]
+    if ignored:
+        logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
+    return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION})
 
 
 def export_safetensors(model: DRCN, path: Path) -> None:
