@@ -289,6 +289,21 @@ def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path
     assert "ignored: --lr" in caplog.text and "--seed" not in caplog.text
 
 
+def test_a_resume_need_not_repeat_the_architecture(t12: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3",
+                                "-F", "4", "-D", "2", "--patch", "32", "--stride", "64",
+                                "--batch", "4", "--no-curves", "--steps", "4", "--stop-at", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, ["train", "--resume", "--data", str(t12), "--out", str(tmp_path),
+                                  "--no-curves"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_model(str(tmp_path / "drcn-f4-d2-x3.safetensors")).recursions == 2
+    other = runner.invoke(app, ["train", "--resume", "--data", str(t12), "--out", str(tmp_path),
+                                "-D", "3"])
+    assert other.exit_code == 2 and "is for F=4, D=2; this run asks for D=3" in other.output
+
+
 def test_overwrite_starts_over_and_does_not_mix_with_resume(t12: Path, tmp_path: Path) -> None:
     common = ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3", "-F", "4", "-D",
               "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",

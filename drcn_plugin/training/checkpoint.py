@@ -33,8 +33,9 @@ def save_state(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for."""
+def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None = None) -> dict:
+    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for (only
+    the F and D in ``given``, the options the user gave, when it is known)."""
     if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     try:
@@ -67,9 +68,12 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
             and isinstance(history, list)
             and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
         raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
-    if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
+    asked = [(k, getattr(saved, n), getattr(cfg, n)) for k, n in (("F", "features"),
+                                                                  ("D", "recursions"))
+             if given is None or n in given]  # a resume need not repeat them
+    if any(was != now for _, was, now in asked):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
-                        f"this run asks for F={cfg.features}, D={cfg.recursions}")
+                              "this run asks for " + ", ".join(f"{k}={v}" for k, _, v in asked))
     return ckpt
 
 

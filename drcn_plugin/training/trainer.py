@@ -91,7 +91,7 @@ class Trainer:
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False,
                  given: Collection[str] | None = None) -> None:
         self.out = Path(cfg.out)
-        ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
+        ckpt = load_checkpoint(self.out / "last.pt", cfg, given) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             cfg = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
