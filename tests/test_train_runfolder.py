@@ -199,3 +199,36 @@ def test_a_name_too_long_for_the_system_is_one_line() -> None:
         r = CliRunner().invoke(app, ["train", *args, "--steps", "1"])
         assert r.exit_code == 2 and "Traceback" not in r.output
         assert "not found" in r.output or "too long" in r.output, r.output
+
+
+def test_a_resume_from_another_folder_reads_what_its_start_read(
+        t12: Path, tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(t12, project / "data")
+    (project / "test").mkdir()
+    shutil.copy(sorted(t12.iterdir())[0], project / "test")
+    shutil.copy(tiny_model_file, project / "w.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(project)  # every path relative, as typed there
+    cfg = tiny(Path("data"), Path("straight"), steps=8, test_data=["test"],
+               baseline="w.safetensors")
+    straight = train(cfg)
+    train(replace(cfg, out="split", stop_at=4))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    split = train(replace(cfg, out=str(project / "split")), resume=True)
+    assert split["measured"] == straight["measured"] and split["baseline"] == straight["baseline"]
+    name = "drcn-f8-d3-x3.safetensors"
+    assert (project / "split" / name).read_bytes() == (project / "straight" / name).read_bytes()
+
+
+def test_rooted_paths_leave_shipped_and_hub_models_named() -> None:
+    from drcn_plugin.training.config import rooted
+
+    cfg = rooted(tiny(Path("data"), Path("run"), test_data=["t", "/abs/u"], init="w.safetensors",
+                      baseline="drcn-lite", teacher="hf:owner/repo"), "/start")
+    assert (cfg.data, cfg.test_data, cfg.init) == (["/start/data"], ["/start/t", "/abs/u"],
+                                                   "/start/w.safetensors")
+    assert (cfg.baseline, cfg.teacher, cfg.val_data, cfg.out) == ("drcn-lite", "hf:owner/repo",
+                                                                  "", "run")

@@ -6,6 +6,7 @@ import errno
 import io
 import logging
 import math
+import os
 from collections.abc import Collection
 from dataclasses import fields, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import TrainConfig, default_of, flag_of
+from .config import TrainConfig, default_of, flag_of, rooted
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
@@ -65,7 +66,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
             and (total == 0 or step <= total <= 10**12)  # 0: a time budget not fitted yet
             and isinstance(ckpt["best"], int | float)
             and isinstance(ckpt["elapsed"], int | float) and 0 <= ckpt["elapsed"] < math.inf
-            and isinstance(history, list)
+            and isinstance(ckpt.get("cwd", ""), str) and isinstance(history, list)
             and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
         raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
     asked = [(k, getattr(saved, n), getattr(cfg, n)) for k, n in (("F", "features"),
@@ -78,21 +79,30 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
 
 
 def resumed_config(ckpt: dict, cfg: TrainConfig,
-                   given: Collection[str] | None = None) -> TrainConfig:
-    """The checkpoint's recipe with this session's :data:`PER_SESSION` options, warning of the
-    other options given here that differ from it (they are ignored).
+                   given: Collection[str] | None = None) -> tuple[TrainConfig, str]:
+    """The checkpoint's recipe with this session's :data:`PER_SESSION` options, and the folder
+    its relative paths are found from; warns of the other options given here that differ from
+    it (they are ignored).
 
-    ``given`` names the options the user gave (the command line knows); None takes those not at
-    their default, as a caller building a :class:`TrainConfig` in Python cannot say.
+    A run resumed from another working directory reads what its start read: relative paths are
+    taken from the start's folder (while it exists). ``given`` names the options the user gave
+    (the command line knows); None takes those not at their default, as a caller building a
+    :class:`TrainConfig` in Python cannot say.
     """
-    saved = TrainConfig.from_dict(ckpt["config"])
+    here = os.getcwd()
+    start = ckpt.get("cwd") or here  # a checkpoint from before the folder was kept: from here
+    start = start if os.path.isdir(start) else here
+    saved, typed = TrainConfig.from_dict(ckpt["config"]), rooted(cfg, here)
+    found = rooted(saved, start)
     asked = (lambda f: f.name in given) if given is not None else \
         (lambda f: getattr(cfg, f.name) != default_of(f))
     ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
-               and asked(f) and getattr(cfg, f.name) != getattr(saved, f.name)]
+               and asked(f) and getattr(typed, f.name) != getattr(found, f.name)]
     if ignored:
         logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
-    return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION})
+    if not os.path.samefile(start, here):
+        saved = found
+    return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION}), start
 
 
 def export_safetensors(model: DRCN, path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 
 from ..degrade import Recipe
 from ..errors import BadOptionError
-from ..hub import MAX_FEATURES, MAX_RECURSIONS
+from ..hub import MAX_FEATURES, MAX_RECURSIONS, names_a_path
 from ..scales import check_train_scales
 
 Optimizer = Literal["adam", "sgd"]
@@ -26,6 +26,8 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+FOLDER_OPTIONS = ("data", "val_data", "test_data")
+MODEL_OPTIONS = ("init", "baseline", "teacher")  # model specs: a path, or a shipped or Hub name
 
 
 def option(default: Any, help: str, flag: str = "", short: str = "", required: bool = False,
@@ -209,3 +211,19 @@ def default_val_folder(cfg: TrainConfig) -> str:
         return cfg.val_data
     guess = Path(cfg.data[0]).parent / "Set5" if cfg.data else None
     return str(guess) if guess is not None and os.path.isdir(guess) else ""
+
+
+def rooted(cfg: TrainConfig, folder: str) -> TrainConfig:
+    """``cfg`` with its folders and model files as absolute real paths, relative ones taken from
+    ``folder``: what a run started there reads, wherever it is resumed from."""
+    def root(path: str) -> str:
+        return os.path.realpath(os.path.join(folder, path)) if path else path
+
+    changes: dict[str, Any] = {}
+    for name in FOLDER_OPTIONS:
+        value = getattr(cfg, name)
+        changes[name] = [root(p) for p in value] if isinstance(value, list) else root(value)
+    for name in MODEL_OPTIONS:
+        if names_a_path(spec := getattr(cfg, name)):
+            changes[name] = root(os.path.expanduser(spec))
+    return replace(cfg, **changes)

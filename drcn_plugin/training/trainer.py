@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
@@ -90,10 +91,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool,
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False,
                  given: Collection[str] | None = None) -> None:
-        self.out = Path(cfg.out)
+        self.out, self.cwd = Path(cfg.out), os.getcwd()  # kept: where relative paths start
         ckpt = load_checkpoint(self.out / "last.pt", cfg, given) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
-            cfg = resumed_config(ckpt, cfg, given)
+            cfg, self.cwd = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
         # What the run needs at its end is checked before it starts (and before torchrun's
         # process group exists, so a mistake is one line on every rank).
@@ -248,7 +249,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
-                "data": self.data_id,
+                "data": self.data_id, "cwd": self.cwd,
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
