@@ -192,6 +192,18 @@ def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> N
     assert not (tmp_path / "a" / "last.pt").exists()
 
 
+def test_images_a_scale_crops_below_one_patch_give_no_patches(tmp_path: Path) -> None:
+    images = [("a", torch.full((40, 40), 128.0))]  # shrunk by 0.8: 32, cropped for x3 to 30
+    assert make_patches(images, [2, 3], 32, 8, [1.0, 0.8]).per_scale == {2: 4 + 1, 3: 1}
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.new("L", (32, 32), 128).save(folder / "a.png")  # one 32x32 patch, but not at x3
+    with pytest.raises(DRCNError, match="a.png is 32x32, smaller than one 32x32 patch once "
+                                        "cropped to a multiple of scale 3"):
+        train(tiny(folder, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_of_another_architecture_is_refused(t12: Path, tmp_path: Path,
                                                        reference_weights: Path) -> None:
     train(tiny(t12, tmp_path, stop_at=5))
