@@ -246,6 +246,8 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--clip", "nan"], "clip must be a number"),
     (["--lr-drop", "1.5"], "fractions of the run"),
     (["--val-every", "-5"], "val-every must be >= 0"),
+    (["--data", ""], "--data: an empty folder name"),
+    (["--test-data", ""], "--test-data: an empty folder name"),
 ])
 def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, args: list[str],
                                                     message: str) -> None:
@@ -253,6 +255,14 @@ def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, a
                                  "-F", "4", "-D", "2", "--steps", "4", *args])
     assert r.exit_code == 2 and message in r.output, r.output
     assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_an_empty_run_folder_name_is_refused(t12: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not a run in the working directory
+    r = CliRunner().invoke(app, ["train", "--data", str(t12), "--out", "", "--steps", "4"])
+    assert r.exit_code == 2 and "--out: an empty folder name" in r.output, r.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_path: Path) -> None:

@@ -121,6 +121,9 @@ class TrainConfig:
         check_train_scales(self.scales)
         problems = [
             ("data", not self.data, "no training folder given"),
+            ("data", "" in self.data, "an empty folder name (an unset variable?)"),
+            ("test_data", "" in self.test_data, "an empty folder name (an unset variable?)"),
+            ("out", not self.out, "an empty folder name (an unset variable?)"),
             ("features", not 1 <= self.features <= MAX_FEATURES,
              f"features must be in 1..{MAX_FEATURES}"),
             ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
