@@ -311,18 +311,18 @@ def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path
     assert "ignored: --lr" in caplog.text and "--seed" not in caplog.text
 
 
-def test_a_resume_need_not_repeat_the_architecture(t12: Path, tmp_path: Path) -> None:
+def test_a_resume_need_not_repeat_the_recipe(t12: Path, tmp_path: Path) -> None:
     runner = CliRunner()
+    none = runner.invoke(app, ["train", "--out", str(tmp_path / "new")])
+    assert none.exit_code == 2 and "--data: no training folder given" in none.output
     first = runner.invoke(app, ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3",
                                 "-F", "4", "-D", "2", "--patch", "32", "--stride", "64",
                                 "--batch", "4", "--no-curves", "--steps", "4", "--stop-at", "2"])
     assert first.exit_code == 0, first.output
-    resumed = runner.invoke(app, ["train", "--resume", "--data", str(t12), "--out", str(tmp_path),
-                                  "--no-curves"])
+    resumed = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "--no-curves"])
     assert resumed.exit_code == 0, resumed.output
     assert load_model(str(tmp_path / "drcn-f4-d2-x3.safetensors")).recursions == 2
-    other = runner.invoke(app, ["train", "--resume", "--data", str(t12), "--out", str(tmp_path),
-                                "-D", "3"])
+    other = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "-D", "3"])
     assert other.exit_code == 2 and "is for F=4, D=2; this run asks for D=3" in other.output
 
 

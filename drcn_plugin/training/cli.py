@@ -40,8 +40,8 @@ def config_parameters() -> list[inspect.Parameter]:
             flag += "/--no-" + flag.removeprefix("--")
         decls = [flag] + ([f.metadata["short"]] if f.metadata["short"] else [])
         info = typer.Option(*decls, help=f.metadata["help"])
-        default = inspect.Parameter.empty if f.metadata["required"] else default_of(f)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=default_of(f),
                                         annotation=Annotated[_cli_type(hints[f.name]), info]))
     return params
 
@@ -81,7 +81,7 @@ def train_cmd(
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
-        cfg.check()  # before the progress bar appears
+        cfg.check(resume)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
             try:

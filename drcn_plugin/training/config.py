@@ -30,14 +30,14 @@ FOLDER_OPTIONS = ("data", "val_data", "test_data")
 MODEL_OPTIONS = ("init", "baseline", "teacher")  # model specs: a path, or a shipped or Hub name
 
 
-def option(default: Any, help: str, flag: str = "", short: str = "", required: bool = False,
+def option(default: Any, help: str, flag: str = "", short: str = "",
            card: Literal["always", "changed", "never"] = "changed") -> Any:
     """A config field with its command-line form.
 
     ``flag`` defaults to ``--field-name``; ``card`` says when the model card's reproducing
     command spells it out (always, when it differs from the default, or never).
     """
-    meta = {"help": help, "flag": flag, "short": short, "required": required, "card": card}
+    meta = {"help": help, "flag": flag, "short": short, "card": card}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -52,8 +52,8 @@ def flag_of(f: Field) -> str:
 class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in the model card."""
 
-    data: list[str] = option([], "training image folder (repeat for several)", required=True,
-                             card="always")
+    data: list[str] = option([], "training image folder (repeat for several; a resume reads "
+                             "its run's)", card="always")
     out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
                       card="never")
     scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",
@@ -113,14 +113,15 @@ class TrainConfig:
         scales = "".join(map(str, self.scales))
         return self.name or f"drcn-f{self.features}-d{self.recursions}-x{scales}"
 
-    def check(self) -> None:
+    def check(self, resume: bool = False) -> None:
         """Refuse option values that cannot train, before any data is touched.
 
-        Raises :class:`BadOptionError` whose ``option`` is the field's name.
+        Raises :class:`BadOptionError` whose ``option`` is the field's name. A ``resume`` needs
+        no training folder: it reads its checkpoint's.
         """
         check_train_scales(self.scales)
         problems = [
-            ("data", not self.data, "no training folder given"),
+            ("data", not self.data and not resume, "no training folder given"),
             ("data", "" in self.data, "an empty folder name (an unset variable?)"),
             ("test_data", "" in self.test_data, "an empty folder name (an unset variable?)"),
             ("out", not self.out, "an empty folder name (an unset variable?)"),

@@ -416,7 +416,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     (empty on ranks other than 0). ``given``: the option names the user gave, which a resume
     names when the checkpoint overrides them (None: those not at their default)."""
     try:
-        cfg.check()
+        cfg.check(resume)
         check_run_folder(cfg, resume, overwrite)
         with hold_run_folder(Path(cfg.out), Dist.from_env().main):
             return Trainer(cfg, resume, on_progress, overwrite, given).run()
