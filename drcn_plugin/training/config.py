@@ -120,11 +120,12 @@ class TrainConfig:
         no training folder: it reads its checkpoint's.
         """
         check_train_scales(self.scales)
+        empty = "an empty folder name (an unset variable?)"
         problems = [
             ("data", not self.data and not resume, "no training folder given"),
-            ("data", "" in self.data, "an empty folder name (an unset variable?)"),
-            ("test_data", "" in self.test_data, "an empty folder name (an unset variable?)"),
-            ("out", not self.out, "an empty folder name (an unset variable?)"),
+            ("data", any(not d for d in self.data), empty),
+            ("test_data", any(not d for d in self.test_data), empty),
+            ("out", not self.out, empty),
             ("features", not 1 <= self.features <= MAX_FEATURES,
              f"features must be in 1..{MAX_FEATURES}"),
             ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
