@@ -82,8 +82,10 @@ def test_a_second_training_in_the_same_folder_is_refused(t12: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(("key", "value"), [
     ("step", "x"), ("history", None), ("step", 10**9), ("model", {}), ("rng", torch.zeros(3)),
-    ("optimizer", {}), ("config", "lr"), ("history", [1, 2]), ("history", [{"x": 1}]),
-    ("total", 10**30), ("step", 4.5), ("elapsed", float("nan")),
+    ("optimizer", {}), ("config", {"lr": float("nan")}), ("history", [1, 2]),
+    ("history", [{"x": 1}]), ("total", 10**30), ("step", 4.5), ("elapsed", float("nan")),
+    ("config", {"test_data": "x"}), ("config", {"features": "8"}), ("config", {"downscales": []}),
+    ("cwd", 5),
 ])
 def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: str,
                                                  value: object) -> None:
@@ -91,7 +93,7 @@ def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: 
     train(cfg)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     if key == "config":
-        state["config"]["lr"] = float("nan")
+        state["config"].update(value)
     else:
         state[key] = value
     torch.save(state, tmp_path / "last.pt")

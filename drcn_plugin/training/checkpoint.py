@@ -68,7 +68,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
             and isinstance(ckpt["elapsed"], int | float) and 0 <= ckpt["elapsed"] < math.inf
             and isinstance(ckpt.get("cwd", ""), str) and isinstance(history, list)
             and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
-        raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
+        raise CheckpointError(f"checkpoint {path} is damaged (its step, times, history or start "
+                              "folder)")
     asked = [(k, getattr(saved, n), getattr(cfg, n)) for k, n in (("F", "features"),
                                                                   ("D", "recursions"))
              if given is None or n in given]  # a resume need not repeat them

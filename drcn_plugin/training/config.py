@@ -12,7 +12,7 @@ import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from ..degrade import Recipe
 from ..errors import BadOptionError
@@ -41,6 +41,14 @@ def option(default: Any, help: str, flag: str = "", short: str = "",
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a config value is of its field's type (a float field also takes an int)."""
+    if get_origin(hint) is list:
+        return isinstance(value, list) and all(_has_type(v, get_args(hint)[0]) for v in value)
+    kinds = {bool: bool, int: int, float: int | float}.get(hint, str)  # the Literals are str
+    return isinstance(value, kinds) and (hint is bool or not isinstance(value, bool))
 
 
 def flag_of(f: Field) -> str:
@@ -119,6 +127,13 @@ class TrainConfig:
         Raises :class:`BadOptionError` whose ``option`` is the field's name. A ``resume`` needs
         no training folder: it reads its checkpoint's.
         """
+        hints = get_type_hints(TrainConfig)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, hint := hints[f.name]):
+                want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+                raise BadOptionError(f"{f.name} must be {want}, not {type(value).__name__}",
+                                     option=f.name)
         check_train_scales(self.scales)
         empty = "an empty folder name (an unset variable?)"
         problems = [
@@ -160,6 +175,7 @@ class TrainConfig:
              f"name {self.name!r} is a file stem for the run folder, without folders"),
             ("ema", not 0 <= self.ema < 1, "the EMA decay must be in [0, 1)"),
             ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
+            ("downscales", not self.downscales, "give at least one downscale factor"),
             ("downscales", any(not 0.05 <= f <= 1 for f in self.downscales),
              "downscale factors must be in 0.05..1"),
             ("precision", self.precision not in TRAIN_PRECISIONS,
