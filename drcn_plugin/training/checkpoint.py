@@ -93,12 +93,12 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     here = os.getcwd()
     start = ckpt.get("cwd") or here  # a checkpoint from before the folder was kept: from here
     start = start if os.path.isdir(start) else here
-    saved, typed = TrainConfig.from_dict(ckpt["config"]), rooted(cfg, here)
-    found = rooted(saved, start)
+    saved = TrainConfig.from_dict(ckpt["config"])
+    this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead
     asked = (lambda f: f.name in given) if given is not None else \
         (lambda f: getattr(cfg, f.name) != default_of(f))
     ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
-               and asked(f) and getattr(typed, f.name) != getattr(found, f.name)]
+               and asked(f) and getattr(this, f.name) != getattr(found, f.name)]
     if ignored:
         logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
     if not os.path.samefile(start, here):
