@@ -122,11 +122,11 @@ def training_curves(log: dict, path: Path) -> Figure:
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(which="both", labelsize=8)
         ax.grid(alpha=0.3)
+        if not ax.get_lines():  # asked before the resume marks, which are lines too
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
         for step in resumes:
             ax.axvline(step, color="grey", ls=":", lw=1)
-        if not ax.get_lines():
-            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
-    if psnr.get_lines():
+    if vals:
         psnr.legend(fontsize=8)
     cfg = log.get("config", {})
     name = cfg.get("name") or f"F={cfg.get('features', '?')}, D={cfg.get('recursions', '?')}"

@@ -226,6 +226,12 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
                          "model folder, or hf:owner/name")
 
 
+def names_a_path(spec: str) -> bool:
+    """Whether :func:`load_model` takes a spec as a local file or folder (not a shipped name, not
+    the Hub, not blank): such a spec is relative to the working directory it was given in."""
+    return bool(spec.strip()) and spec not in SHIPPED and not spec.startswith("hf:")
+
+
 def load_denoised(strength: float, spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     """A clean shipped model moved toward its photo variant: 0 is ``spec`` as named (any model),
     1 the photo model.

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,17 @@ def test_curves_of_a_run_before_its_first_loss(tmp_path: Path) -> None:
                           tmp_path / "c.png")
     check_png(tmp_path / "c.png")
     assert plotted_lines(fig)["training loss"] == []
+
+
+def test_curves_of_a_resumed_run_without_validation(tmp_path: Path) -> None:
+    rows = [{"step": s, "loss": 0.01, "lr": 1e-3, "alpha": 0.5} for s in (25, 50)]
+    log = {"history": [{"step": 0, "event": "start"}, rows[0], {"step": 25, "event": "start"},
+                       rows[1]]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no artists with labels" legend warning
+        fig = training_curves(log, tmp_path / "c.png")
+    psnr = fig.axes[1]
+    assert [t.get_text() for t in psnr.texts] == ["no data yet"] and psnr.get_legend() is None
 
 
 @pytest.fixture

@@ -192,6 +192,18 @@ def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> N
     assert not (tmp_path / "a" / "last.pt").exists()
 
 
+def test_images_a_scale_crops_below_one_patch_give_no_patches(tmp_path: Path) -> None:
+    images = [("a", torch.full((40, 40), 128.0))]  # shrunk by 0.8: 32, cropped for x3 to 30
+    assert make_patches(images, [2, 3], 32, 8, [1.0, 0.8]).per_scale == {2: 4 + 1, 3: 1}
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.new("L", (32, 32), 128).save(folder / "a.png")  # one 32x32 patch, but not at x3
+    with pytest.raises(DRCNError, match="a.png is 32x32, smaller than one 32x32 patch once "
+                                        "cropped to a multiple of scale 3"):
+        train(tiny(folder, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_of_another_architecture_is_refused(t12: Path, tmp_path: Path,
                                                        reference_weights: Path) -> None:
     train(tiny(t12, tmp_path, stop_at=5))
@@ -234,6 +246,8 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--clip", "nan"], "clip must be a number"),
     (["--lr-drop", "1.5"], "fractions of the run"),
     (["--val-every", "-5"], "val-every must be >= 0"),
+    (["--data", ""], "--data: an empty folder name"),
+    (["--test-data", ""], "--test-data: an empty folder name"),
 ])
 def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, args: list[str],
                                                     message: str) -> None:
@@ -241,6 +255,14 @@ def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, a
                                  "-F", "4", "-D", "2", "--steps", "4", *args])
     assert r.exit_code == 2 and message in r.output, r.output
     assert "Traceback" not in r.output and not (tmp_path / "run").exists()
+
+
+def test_an_empty_run_folder_name_is_refused(t12: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not a run in the working directory
+    r = CliRunner().invoke(app, ["train", "--data", str(t12), "--out", "", "--steps", "4"])
+    assert r.exit_code == 2 and "--out: an empty folder name" in r.output, r.output
+    assert not list(tmp_path.iterdir())
 
 
 def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_path: Path) -> None:
@@ -274,6 +296,34 @@ def test_resume_names_the_options_it_ignores(t12: Path, tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         train(tiny(t12, tmp_path, steps=8, lr=5e-3), resume=True)
     assert "ignored: --lr" in caplog.text and "--steps" not in caplog.text
+
+
+def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    common = ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3", "-F", "4", "-D",
+              "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",
+              "--no-curves", "--val-every", "0", "--steps", "4"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--lr", "1e-3", "--stop-at", "2"]).exit_code == 0
+    with caplog.at_level(logging.WARNING):  # 5e-4 is --lr's default; seed 0 is the run's
+        r = runner.invoke(app, [*common, "--resume", "--lr", "5e-4", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    assert "ignored: --lr" in caplog.text and "--seed" not in caplog.text
+
+
+def test_a_resume_need_not_repeat_the_recipe(t12: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    none = runner.invoke(app, ["train", "--out", str(tmp_path / "new")])
+    assert none.exit_code == 2 and "--data: no training folder given" in none.output
+    first = runner.invoke(app, ["train", "--data", str(t12), "--out", str(tmp_path), "-s", "3",
+                                "-F", "4", "-D", "2", "--patch", "32", "--stride", "64",
+                                "--batch", "4", "--no-curves", "--steps", "4", "--stop-at", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "--no-curves"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_model(str(tmp_path / "drcn-f4-d2-x3.safetensors")).recursions == 2
+    other = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path), "-D", "3"])
+    assert other.exit_code == 2 and "is for F=4, D=2; this run asks for D=3" in other.output
 
 
 def test_overwrite_starts_over_and_does_not_mix_with_resume(t12: Path, tmp_path: Path) -> None:

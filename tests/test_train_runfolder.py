@@ -82,8 +82,10 @@ def test_a_second_training_in_the_same_folder_is_refused(t12: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(("key", "value"), [
     ("step", "x"), ("history", None), ("step", 10**9), ("model", {}), ("rng", torch.zeros(3)),
-    ("optimizer", {}), ("config", "lr"), ("history", [1, 2]), ("history", [{"x": 1}]),
-    ("total", 10**30), ("step", 4.5), ("elapsed", float("nan")),
+    ("optimizer", {}), ("config", {"lr": float("nan")}), ("history", [1, 2]),
+    ("history", [{"x": 1}]), ("total", 10**30), ("step", 4.5), ("elapsed", float("nan")),
+    ("config", {"test_data": "x"}), ("config", {"features": "8"}), ("config", {"downscales": []}),
+    ("cwd", 5),
 ])
 def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: str,
                                                  value: object) -> None:
@@ -91,7 +93,7 @@ def test_a_damaged_checkpoint_field_is_one_line(t12: Path, tmp_path: Path, key: 
     train(cfg)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     if key == "config":
-        state["config"]["lr"] = float("nan")
+        state["config"].update(value)
     else:
         state[key] = value
     torch.save(state, tmp_path / "last.pt")
@@ -199,3 +201,36 @@ def test_a_name_too_long_for_the_system_is_one_line() -> None:
         r = CliRunner().invoke(app, ["train", *args, "--steps", "1"])
         assert r.exit_code == 2 and "Traceback" not in r.output
         assert "not found" in r.output or "too long" in r.output, r.output
+
+
+def test_a_resume_from_another_folder_reads_what_its_start_read(
+        t12: Path, tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(t12, project / "data")
+    (project / "test").mkdir()
+    shutil.copy(sorted(t12.iterdir())[0], project / "test")
+    shutil.copy(tiny_model_file, project / "w.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(project)  # every path relative, as typed there
+    cfg = tiny(Path("data"), Path("straight"), steps=8, test_data=["test"],
+               baseline="w.safetensors")
+    straight = train(cfg)
+    train(replace(cfg, out="split", stop_at=4))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    split = train(replace(cfg, out=str(project / "split")), resume=True)
+    assert split["measured"] == straight["measured"] and split["baseline"] == straight["baseline"]
+    name = "drcn-f8-d3-x3.safetensors"
+    assert (project / "split" / name).read_bytes() == (project / "straight" / name).read_bytes()
+
+
+def test_rooted_paths_leave_shipped_and_hub_models_named() -> None:
+    from drcn_plugin.training.config import rooted
+
+    cfg = rooted(tiny(Path("data"), Path("run"), test_data=["t", "/abs/u"], init="w.safetensors",
+                      baseline="drcn-lite", teacher="hf:owner/repo"), "/start")
+    assert (cfg.data, cfg.test_data, cfg.init) == (["/start/data"], ["/start/t", "/abs/u"],
+                                                   "/start/w.safetensors")
+    assert (cfg.baseline, cfg.teacher, cfg.val_data, cfg.out) == ("drcn-lite", "hf:owner/repo",
+                                                                  "", "run")

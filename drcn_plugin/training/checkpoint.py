@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import math
-from dataclasses import replace
+import os
+from collections.abc import Collection
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -14,11 +17,14 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import TrainConfig
+from .config import TrainConfig, default_of, flag_of, rooted
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
 _STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model", "optimizer",
                "scheduler", "rng")
+# Options a resumed run takes from its command line, not from the checkpoint.
+PER_SESSION = ("stop_at", "out", "curves", "device")
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -28,8 +34,9 @@ def save_state(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
-    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for."""
+def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None = None) -> dict:
+    """A training checkpoint, checked to be ours and of the architecture ``cfg`` asks for (only
+    the F and D in ``given``, the options the user gave, when it is known)."""
     if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
     try:
@@ -59,13 +66,44 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict:
             and (total == 0 or step <= total <= 10**12)  # 0: a time budget not fitted yet
             and isinstance(ckpt["best"], int | float)
             and isinstance(ckpt["elapsed"], int | float) and 0 <= ckpt["elapsed"] < math.inf
-            and isinstance(history, list)
+            and isinstance(ckpt.get("cwd", ""), str) and isinstance(history, list)
             and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
-        raise CheckpointError(f"checkpoint {path} is damaged (its step, times or history)")
-    if (saved.features, saved.recursions) != (cfg.features, cfg.recursions):
+        raise CheckpointError(f"checkpoint {path} is damaged (its step, times, history or start "
+                              "folder)")
+    asked = [(k, getattr(saved, n), getattr(cfg, n)) for k, n in (("F", "features"),
+                                                                  ("D", "recursions"))
+             if given is None or n in given]  # a resume need not repeat them
+    if any(was != now for _, was, now in asked):
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
-                        f"this run asks for F={cfg.features}, D={cfg.recursions}")
+                              "this run asks for " + ", ".join(f"{k}={v}" for k, _, v in asked))
     return ckpt
+
+
+def resumed_config(ckpt: dict, cfg: TrainConfig,
+                   given: Collection[str] | None = None) -> tuple[TrainConfig, str]:
+    """The checkpoint's recipe with this session's :data:`PER_SESSION` options, and the folder
+    its relative paths are found from; warns of the other options given here that differ from
+    it (they are ignored).
+
+    A run resumed from another working directory reads what its start read: relative paths are
+    taken from the start's folder (while it exists). ``given`` names the options the user gave
+    (the command line knows); None takes those not at their default, as a caller building a
+    :class:`TrainConfig` in Python cannot say.
+    """
+    here = os.getcwd()
+    start = ckpt.get("cwd") or here  # a checkpoint from before the folder was kept: from here
+    start = start if os.path.isdir(start) else here
+    saved = TrainConfig.from_dict(ckpt["config"])
+    this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead
+    asked = (lambda f: f.name in given) if given is not None else \
+        (lambda f: getattr(cfg, f.name) != default_of(f))
+    ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
+               and asked(f) and getattr(this, f.name) != getattr(found, f.name)]
+    if ignored:
+        logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
+    if not os.path.samefile(start, here):
+        saved = found
+    return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION}), start
 
 
 def export_safetensors(model: DRCN, path: Path) -> None:

@@ -19,6 +19,9 @@ app = typer.Typer()
 
 # Option types a command line can hold for each config field type (Literals become choices).
 _CLI_TYPES = {bool: bool, int: int, float: float, str: str}
+# Where an option the user gave comes from (typer's vendored click.core.ParameterSource, by name:
+# typer does not export the enum).
+_GIVEN = ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -37,8 +40,8 @@ def config_parameters() -> list[inspect.Parameter]:
             flag += "/--no-" + flag.removeprefix("--")
         decls = [flag] + ([f.metadata["short"]] if f.metadata["short"] else [])
         info = typer.Option(*decls, help=f.metadata["help"])
-        default = inspect.Parameter.empty if f.metadata["required"] else default_of(f)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                        default=default_of(f),
                                         annotation=Annotated[_cli_type(hints[f.name]), info]))
     return params
 
@@ -53,9 +56,17 @@ def _with_config_options(command: typing.Callable[..., None]) -> typing.Callable
     return command
 
 
+def given_options(ctx: typer.Context, options: dict[str, Any]) -> set[str]:
+    """The options the user typed (or set in the environment), even at their default: a resume
+    names those its checkpoint overrides."""
+    return {name for name in options
+            if getattr(ctx.get_parameter_source(name), "name", None) in _GIVEN}
+
+
 @app.command("train")
 @_with_config_options
 def train_cmd(
+    ctx: typer.Context,
     resume: Annotated[bool, typer.Option(help="continue OUT/last.pt exactly")] = False,
     overwrite: Annotated[bool, typer.Option(
         help="start over in an OUT that holds a run (its checkpoints and log are removed)")]
@@ -70,11 +81,11 @@ def train_cmd(
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
         cfg = TrainConfig(**options)
-        cfg.check()  # before the progress bar appears
+        cfg.check(resume)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
             try:
-                log = train(cfg, resume, bar.update, overwrite)
+                log = train(cfg, resume, bar.update, overwrite, given_options(ctx, options))
             except KeyboardInterrupt:
                 print_error("interrupted: " + ("--resume continues from the last checkpoint"
                                                if (out / "last.pt").exists() else

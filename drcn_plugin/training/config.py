@@ -12,11 +12,11 @@ import shlex
 import textwrap
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from ..degrade import Recipe
 from ..errors import BadOptionError
-from ..hub import MAX_FEATURES, MAX_RECURSIONS
+from ..hub import MAX_FEATURES, MAX_RECURSIONS, names_a_path
 from ..scales import check_train_scales
 
 Optimizer = Literal["adam", "sgd"]
@@ -26,19 +26,29 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+FOLDER_OPTIONS = ("data", "val_data", "test_data")
+MODEL_OPTIONS = ("init", "baseline", "teacher")  # model specs: a path, or a shipped or Hub name
 
 
-def option(default: Any, help: str, flag: str = "", short: str = "", required: bool = False,
+def option(default: Any, help: str, flag: str = "", short: str = "",
            card: Literal["always", "changed", "never"] = "changed") -> Any:
     """A config field with its command-line form.
 
     ``flag`` defaults to ``--field-name``; ``card`` says when the model card's reproducing
     command spells it out (always, when it differs from the default, or never).
     """
-    meta = {"help": help, "flag": flag, "short": short, "required": required, "card": card}
+    meta = {"help": help, "flag": flag, "short": short, "card": card}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a config value is of its field's type (a float field also takes an int)."""
+    if get_origin(hint) is list:
+        return isinstance(value, list) and all(_has_type(v, get_args(hint)[0]) for v in value)
+    kinds = {bool: bool, int: int, float: int | float}.get(hint, str)  # the Literals are str
+    return isinstance(value, kinds) and (hint is bool or not isinstance(value, bool))
 
 
 def flag_of(f: Field) -> str:
@@ -50,8 +60,8 @@ def flag_of(f: Field) -> str:
 class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in the model card."""
 
-    data: list[str] = option([], "training image folder (repeat for several)", required=True,
-                             card="always")
+    data: list[str] = option([], "training image folder (repeat for several; a resume reads "
+                             "its run's)", card="always")
     out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
                       card="never")
     scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",
@@ -111,14 +121,26 @@ class TrainConfig:
         scales = "".join(map(str, self.scales))
         return self.name or f"drcn-f{self.features}-d{self.recursions}-x{scales}"
 
-    def check(self) -> None:
+    def check(self, resume: bool = False) -> None:
         """Refuse option values that cannot train, before any data is touched.
 
-        Raises :class:`BadOptionError` whose ``option`` is the field's name.
+        Raises :class:`BadOptionError` whose ``option`` is the field's name. A ``resume`` needs
+        no training folder: it reads its checkpoint's.
         """
+        hints = get_type_hints(TrainConfig)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, hint := hints[f.name]):
+                want = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+                raise BadOptionError(f"{f.name} must be {want}, not {type(value).__name__}",
+                                     option=f.name)
         check_train_scales(self.scales)
+        empty = "an empty folder name (an unset variable?)"
         problems = [
-            ("data", not self.data, "no training folder given"),
+            ("data", not self.data and not resume, "no training folder given"),
+            ("data", any(not d for d in self.data), empty),
+            ("test_data", any(not d for d in self.test_data), empty),
+            ("out", not self.out, empty),
             ("features", not 1 <= self.features <= MAX_FEATURES,
              f"features must be in 1..{MAX_FEATURES}"),
             ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
@@ -153,6 +175,7 @@ class TrainConfig:
              f"name {self.name!r} is a file stem for the run folder, without folders"),
             ("ema", not 0 <= self.ema < 1, "the EMA decay must be in [0, 1)"),
             ("alpha", not 0 <= self.alpha <= 1, "alpha must be in 0..1"),
+            ("downscales", not self.downscales, "give at least one downscale factor"),
             ("downscales", any(not 0.05 <= f <= 1 for f in self.downscales),
              "downscale factors must be in 0.05..1"),
             ("precision", self.precision not in TRAIN_PRECISIONS,
@@ -209,3 +232,19 @@ def default_val_folder(cfg: TrainConfig) -> str:
         return cfg.val_data
     guess = Path(cfg.data[0]).parent / "Set5" if cfg.data else None
     return str(guess) if guess is not None and os.path.isdir(guess) else ""
+
+
+def rooted(cfg: TrainConfig, folder: str) -> TrainConfig:
+    """``cfg`` with its folders and model files as absolute real paths, relative ones taken from
+    ``folder``: what a run started there reads, wherever it is resumed from."""
+    def root(path: str) -> str:
+        return os.path.realpath(os.path.join(folder, path)) if path else path
+
+    changes: dict[str, Any] = {}
+    for name in FOLDER_OPTIONS:
+        value = getattr(cfg, name)
+        changes[name] = [root(p) for p in value] if isinstance(value, list) else root(value)
+    for name in MODEL_OPTIONS:
+        if names_a_path(spec := getattr(cfg, name)):
+            changes[name] = root(os.path.expanduser(spec))
+    return replace(cfg, **changes)

@@ -49,15 +49,23 @@ def load_images(folders: Sequence[Path],
     return [(str(p), read(p)) for folder in folders for p in list_images(Path(folder))]
 
 
+def _fits(side: int, patch: int, scale: int) -> bool:
+    """Whether a side still holds one patch once cropped to a multiple of the scale (as pairs
+    are)."""
+    return side // scale * scale >= patch
+
+
 def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
                 scales: Sequence[int]) -> None:
     """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
-    need = max(patch, max(scales))
     for name, y in images:
         h, w = y.shape[-2:]
-        if min(h, w) < need:
+        small = [s for s in scales if not _fits(min(h, w), patch, s)]
+        if small:
+            crop = f" once cropped to a multiple of scale {max(small)}" if min(h, w) >= patch \
+                else ""
             raise DatasetError(f"training image {name} is {w}x{h}, smaller than one "
-                               f"{patch}x{patch} patch: remove it or use a smaller patch")
+                               f"{patch}x{patch} patch{crop}: remove it or use a smaller patch")
 
 
 def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
@@ -84,9 +92,9 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     for _, image in images:
         for f in downscales:
             im = image if f == 1 else quantize8(imresize(image, scale=f))
-            if min(im.shape[-2:]) < patch:
-                continue
             for s in scales:
+                if not _fits(min(im.shape[-2:]), patch, s):  # shrunk below one patch
+                    continue
                 if degrade is None:
                     hr, _, ilr = make_pair(image_y(im).to(device), s)
                     pairs = [(hr, ilr, True)]

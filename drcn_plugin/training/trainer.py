@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -39,15 +40,19 @@ from ..hub import checked, load_model, sha256_of
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .card import model_card
-from .checkpoint import CHECKPOINT_FORMAT, export_safetensors, load_checkpoint, save_state
-from .config import TrainConfig, default_of, default_val_folder, flag_of
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    export_safetensors,
+    load_checkpoint,
+    resumed_config,
+    save_state,
+)
+from .config import TrainConfig, default_val_folder
 from .data import PatchSet, augment, load_images, make_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
 
 logger = logging.getLogger(__name__)
-# Options a resumed run takes from its command line, not from the checkpoint.
-_PER_SESSION = ("stop_at", "out", "curves", "device")
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -84,19 +89,12 @@ class Trainer:
     """One training run; see :func:`train`."""
 
     def __init__(self, cfg: TrainConfig, resume: bool,
-                 on_progress: Callable[[Progress], None] | None, overwrite: bool = False) -> None:
-        self.out = Path(cfg.out)
-        ckpt = load_checkpoint(self.out / "last.pt", cfg) if resume else None
+                 on_progress: Callable[[Progress], None] | None, overwrite: bool = False,
+                 given: Collection[str] | None = None) -> None:
+        self.out, self.cwd = Path(cfg.out), os.getcwd()  # kept: where relative paths start
+        ckpt = load_checkpoint(self.out / "last.pt", cfg, given) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
-            given = cfg
-            cfg = TrainConfig.from_dict(ckpt["config"])
-            for name in _PER_SESSION:
-                setattr(cfg, name, getattr(given, name))
-            ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in _PER_SESSION
-                       and getattr(given, f.name) not in (getattr(cfg, f.name), default_of(f))]
-            if ignored:
-                logger.warning("resuming with the checkpoint's options; ignored: %s",
-                               ", ".join(ignored))
+            cfg, self.cwd = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
         # What the run needs at its end is checked before it starts (and before torchrun's
         # process group exists, so a mistake is one line on every rank).
@@ -251,7 +249,7 @@ class Trainer:
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
-                "data": self.data_id,
+                "data": self.data_id, "cwd": self.cwd,
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
@@ -412,14 +410,16 @@ def _barrier(d: Dist) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False,
-          on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False) -> dict:
+          on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False,
+          given: Collection[str] | None = None) -> dict:
     """Run (or resume, or start over with ``overwrite``) one training; returns the run's log
-    (empty on ranks other than 0)."""
+    (empty on ranks other than 0). ``given``: the option names the user gave, which a resume
+    names when the checkpoint overrides them (None: those not at their default)."""
     try:
-        cfg.check()
+        cfg.check(resume)
         check_run_folder(cfg, resume, overwrite)
         with hold_run_folder(Path(cfg.out), Dist.from_env().main):
-            return Trainer(cfg, resume, on_progress, overwrite).run()
+            return Trainer(cfg, resume, on_progress, overwrite, given).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
