@@ -44,10 +44,8 @@ def test_every_train_option_has_a_flag_and_the_cli_defaults_are_the_configs() ->
         assert f.name in params, f"drcn train has no option for {f.name}"
         param = params[f.name]
         assert flag_of(f) in param.opts and param.help == f.metadata["help"]
-        if f.metadata["required"]:
-            assert param.required
-        else:
-            assert param.default == getattr(default, f.name) == default_of(f), f.name
+        assert not param.required, "a resume reads its run's options, --data included"
+        assert param.default == getattr(default, f.name) == default_of(f), f.name
     assert set(params) == {f.name for f in fields(TrainConfig)} | {"resume", "overwrite"}
 
 
