@@ -48,7 +48,8 @@ from .checkpoint import (
     save_state,
 )
 from .config import TrainConfig, default_val_folder
-from .data import PatchSet, augment, load_images, make_patches
+from .data import PatchSet, augment
+from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
 
@@ -153,11 +154,9 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         t0 = time.perf_counter()
-        degrade, self.val_recipe = cfg.recipes()
-        images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
-        self.patches: PatchSet = make_patches(images, cfg.scales, cfg.patch, cfg.stride,
-                                              cfg.downscales, self.device, degrade,
-                                              cfg.degrade_copies, cfg.seed)
+        self.val_recipe = cfg.recipes()[1]
+        self.patches: PatchSet = fitting_patches(cfg, self.device, self.dist.world, use_bf16,
+                                                 resumed=ckpt is not None)
         self.data_seconds = time.perf_counter() - t0
         self.data_id = self._data()  # once: the patches do not change during the run
         if ckpt is not None and ckpt.get("data", self.data_id) != self.data_id:
@@ -244,8 +243,8 @@ class Trainer:
 
     def _data(self) -> str:
         """The patches' counts and the sum of their pixels: changed data shows on resuming."""
-        total = int(self.patches.pairs.sum(dtype=torch.int64))
-        return f"{self.patches.images} images, {len(self.patches)} patches, pixel sum {total}"
+        return (f"{self.patches.images} images, {len(self.patches)} patches, pixel sum "
+                f"{self.patches.pixel_sum()}")
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
