@@ -46,6 +46,7 @@ from .checkpoint import (
     load_checkpoint,
     resumed_config,
     save_state,
+    stop_reached,
 )
 from .config import TrainConfig, default_val_folder
 from .data import PatchSet, augment
@@ -89,11 +90,10 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
 class Trainer:
     """One training run; see :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool,
+    def __init__(self, cfg: TrainConfig, ckpt: dict | None,
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False,
                  given: Collection[str] | None = None) -> None:
         self.out, self.cwd = Path(cfg.out), os.getcwd()  # kept: where relative paths start
-        ckpt = load_checkpoint(self.out / "last.pt", cfg, given) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             cfg, self.cwd = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
@@ -412,13 +412,16 @@ def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False,
           given: Collection[str] | None = None) -> dict:
     """Run (or resume, or start over with ``overwrite``) one training; returns the run's log
-    (empty on ranks other than 0). ``given``: the option names the user gave, which a resume
-    names when the checkpoint overrides them (None: those not at their default)."""
+    (empty on ranks other than 0; a resume already at its stop step: :func:`stop_reached`'s).
+    ``given``: the option names the user gave, which a resume names when the checkpoint
+    overrides them (None: those not at their default)."""
     try:
         cfg.check(resume)
         check_run_folder(cfg, resume, overwrite)
         with hold_run_folder(Path(cfg.out), Dist.from_env().main):
-            return Trainer(cfg, resume, on_progress, overwrite, given).run()
+            ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
+            return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
+                                                      given).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
