@@ -200,6 +200,15 @@ def host_available_memory() -> int:
     return avail
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a job on ``device``: the GPU's free memory, else the RAM this process can
+    take."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    return host_available_memory()
+
+
 # per cgroup version: limit file, usage file, and the reclaimable page cache's key in memory.stat
 _CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
                  1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}

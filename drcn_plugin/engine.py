@@ -27,11 +27,11 @@ from . import tuning
 from .devices import (
     Precision,
     device_name,
-    host_available_memory,
     is_out_of_memory,
     pick_device,
     pick_precision,
 )
+from .devices import available_memory as _available_memory  # its own name: tests replace it
 from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
@@ -44,14 +44,6 @@ CancelFn = Callable[[], bool]
 NotifyFn = Callable[[str], None]
 
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
-
-
-def _available_memory(device: torch.device) -> int:
-    """Bytes free for this job: the GPU's free memory, else the RAM this process can take."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    return host_available_memory()
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,

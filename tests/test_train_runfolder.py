@@ -234,3 +234,20 @@ def test_rooted_paths_leave_shipped_and_hub_models_named() -> None:
                                                    "/start/w.safetensors")
     assert (cfg.baseline, cfg.teacher, cfg.val_data, cfg.out) == ("drcn-lite", "hf:owner/repo",
                                                                   "", "run")
+
+
+def test_a_resume_already_at_its_stop_step_says_so_and_touches_nothing(t12: Path,
+                                                                       tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from drcn_plugin.cli import app
+
+    train(tiny(t12, tmp_path, steps=8, stop_at=4))
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    log = train(tiny(t12, tmp_path, steps=8, stop_at=4), resume=True)
+    assert log == {"step": 4, "total": 8, "stopped_at": 4, "interrupted": False,
+                   "nothing_to_do": True}  # a stop at the checkpoint's step, as the first one
+    r = CliRunner().invoke(app, ["train", "--out", str(tmp_path), "--resume", "--stop-at", "2"])
+    assert r.exit_code == 0 and r.output.splitlines()[-1] == (
+        "already at step 4, past --stop-at 2: nothing to do; give a later --stop-at or none")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files

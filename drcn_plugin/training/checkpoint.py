@@ -106,6 +106,17 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION}), start
 
 
+def stop_reached(ckpt: dict | None, cfg: TrainConfig) -> dict | None:
+    """For a resume whose checkpoint is at or past this session's ``stop_at`` but not at its end,
+    the log ``train`` returns instead of training (None otherwise): a stop at the checkpoint's
+    step, as the stop that wrote it returned, marked ``nothing_to_do``. Nothing needs to be
+    trained or written, so the run's files are left as they are."""
+    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < ckpt["total"]:
+        return None
+    return {"step": ckpt["step"], "total": ckpt["total"], "stopped_at": ckpt["step"],
+            "interrupted": False, "nothing_to_do": True}
+
+
 def export_safetensors(model: DRCN, path: Path) -> None:
     """The weights in the shipped format: float32, contiguous, the model's tensor names."""
     sd = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}

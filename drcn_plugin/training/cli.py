@@ -94,6 +94,11 @@ def train_cmd(
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)
+        elif log.get("nothing_to_do"):
+            where = "past" if log["step"] > cfg.stop_at else "at"
+            console.print(f"already at step {log['step']}, {where} --stop-at {cfg.stop_at}: "
+                          "nothing to do; give a later --stop-at or none", markup=False,
+                          soft_wrap=True)
         elif "stopped_at" in log:
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
             if log.get("interrupted"):

@@ -3,12 +3,14 @@
 Every pair comes from :func:`drcn_plugin.imaging.make_pair`, the same bicubic ``drcn eval`` uses.
 Augmentation: each image is also shrunk (0.9 .. 0.6 by default) before pairs are made, and batches
 get random flips and transposes. Patches are kept as one ``uint8`` tensor on the training device,
-so drawing a batch is one indexing operation (no data loader).
+so drawing a batch is one indexing operation (no data loader); it is counted first and allocated
+once, so making it never holds more than the set itself and one image's pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,11 @@ class PatchSet:
 
     def __len__(self) -> int:
         return self.pairs.shape[0]
+
+    def pixel_sum(self) -> int:
+        """The sum of every patch's pixels, in slices: summing the whole set as int64 at once
+        would first copy it at eight times its size."""
+        return sum(int(part.sum(dtype=torch.int64)) for part in self.pairs.view(-1).split(1 << 24))
 
 
 def load_images(folders: Sequence[Path],
@@ -68,10 +75,40 @@ def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
                                f"{patch}x{patch} patch{crop}: remove it or use a smaller patch")
 
 
+def _shrunk(shape: Sequence[int], f: float) -> tuple[int, int]:
+    """The size of an image shrunk by ``f`` (``imresize``'s, which rounds up)."""
+    h, w = shape[-2:]
+    return (h, w) if f == 1 else (math.ceil(h * f), math.ceil(w * f))
+
+
+def _grid(size: tuple[int, int], patch: int, stride: int, scale: int) -> tuple[int, int]:
+    """Patches down and across an image of ``size`` cropped to a multiple of ``scale``."""
+    h, w = (side // scale * scale for side in size)
+    return (h - patch) // stride + 1, (w - patch) // stride + 1
+
+
+def _cuts(shapes: Sequence[Sequence[int]], scales: Sequence[int], patch: int, stride: int,
+          downscales: Sequence[float]) -> Iterator[tuple[int, float, list[tuple[int, int, int]]]]:
+    """Per image and shrink factor: (image index, factor, [(scale, patches down, patches
+    across)] for each scale whose pair still holds a patch), as :func:`make_patches` cuts."""
+    for i, shape in enumerate(shapes):
+        for f in downscales:
+            size = _shrunk(shape, f)
+            yield i, f, [(s, *_grid(size, patch, stride, s)) for s in scales
+                         if _fits(min(size), patch, s)]
+
+
+def count_patches(shapes: Sequence[Sequence[int]], scales: Sequence[int], patch: int, stride: int,
+                  downscales: Sequence[float] = DOWNSCALES, copies: int = 1) -> int:
+    """How many patches :func:`make_patches` cuts from images of these shapes, without cutting."""
+    cuts = _cuts(shapes, scales, patch, stride, downscales)
+    return copies * sum(nh * nw for *_, grids in cuts for _, nh, nw in grids)
+
+
 def _tiles(plane: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
-    """All ``patch x patch`` windows of ``[C, H, W]`` at ``stride``, as ``[N, C, P, P]``."""
-    t = plane.unfold(1, patch, stride).unfold(2, patch, stride)  # C, nh, nw, P, P
-    return t.permute(1, 2, 0, 3, 4).reshape(-1, plane.shape[0], patch, patch)
+    """All ``patch x patch`` windows of ``[C, H, W]`` at ``stride``, as a ``[nh, nw, C, P, P]``
+    view (no copy)."""
+    return plane.unfold(1, patch, stride).unfold(2, patch, stride).permute(1, 2, 0, 3, 4)
 
 
 @torch.no_grad()
@@ -87,30 +124,33 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     check_sizes(images, patch, scales)
     if stride < 1:
         raise BadOptionError("the patch stride must be at least 1", option="stride")
-    gen = torch.Generator().manual_seed(seed)
-    chunks, clean, per_scale = [], [], {s: 0 for s in scales}
-    for _, image in images:
-        for f in downscales:
-            im = image if f == 1 else quantize8(imresize(image, scale=f))
-            for s in scales:
-                if not _fits(min(im.shape[-2:]), patch, s):  # shrunk below one patch
-                    continue
-                if degrade is None:
-                    hr, _, ilr = make_pair(image_y(im).to(device), s)
-                    pairs = [(hr, ilr, True)]
-                else:
-                    pairs = [degraded_pair(im, s, degrade, gen) for _ in range(copies)]
-                for hr, ilr, untouched in pairs:
-                    tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
-                    per_scale[s] += tiles.shape[0]
-                    chunks.append(tiles)
-                    clean.append(torch.full((tiles.shape[0],), untouched, device=device))
-    if not chunks:
+    copies = copies if degrade is not None else 1
+    n = count_patches([y.shape for _, y in images], scales, patch, stride, downscales, copies)
+    if not n:
         raise DatasetError("no training patches: every image is smaller than one patch after "
                            "shrinking; use larger images, a smaller patch or milder shrink "
                            "factors")
-    return PatchSet(pairs=torch.cat(chunks), clean=torch.cat(clean), images=len(images),
-                    per_scale=per_scale)
+    out = torch.empty((n, 2, patch, patch), dtype=torch.uint8, device=device)
+    clean = torch.empty(n, dtype=torch.bool, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    per_scale, at = {s: 0 for s in scales}, 0
+    for i, f, grids in _cuts([y.shape for _, y in images], scales, patch, stride, downscales):
+        if not grids:
+            continue
+        im = images[i][1] if f == 1 else quantize8(imresize(images[i][1], scale=f))
+        for s, nh, nw in grids:
+            if degrade is None:
+                hr, _, ilr = make_pair(image_y(im).to(device), s)
+                pairs = [(hr, ilr, True)]
+            else:
+                pairs = [degraded_pair(im, s, degrade, gen) for _ in range(copies)]
+            for hr, ilr, untouched in pairs:
+                tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
+                out[at:at + nh * nw].view(tiles.shape).copy_(tiles)
+                clean[at:at + nh * nw] = untouched
+                per_scale[s] += nh * nw
+                at += nh * nw
+    return PatchSet(pairs=out, clean=clean, images=len(images), per_scale=per_scale)
 
 
 def augment(batch: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:

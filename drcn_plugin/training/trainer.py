@@ -46,9 +46,11 @@ from .checkpoint import (
     load_checkpoint,
     resumed_config,
     save_state,
+    stop_reached,
 )
 from .config import TrainConfig, default_val_folder
-from .data import PatchSet, augment, load_images, make_patches
+from .data import PatchSet, augment
+from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
 
@@ -88,11 +90,10 @@ def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
 class Trainer:
     """One training run; see :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool,
+    def __init__(self, cfg: TrainConfig, ckpt: dict | None,
                  on_progress: Callable[[Progress], None] | None, overwrite: bool = False,
                  given: Collection[str] | None = None) -> None:
         self.out, self.cwd = Path(cfg.out), os.getcwd()  # kept: where relative paths start
-        ckpt = load_checkpoint(self.out / "last.pt", cfg, given) if resume else None
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             cfg, self.cwd = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
@@ -153,11 +154,9 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         t0 = time.perf_counter()
-        degrade, self.val_recipe = cfg.recipes()
-        images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
-        self.patches: PatchSet = make_patches(images, cfg.scales, cfg.patch, cfg.stride,
-                                              cfg.downscales, self.device, degrade,
-                                              cfg.degrade_copies, cfg.seed)
+        self.val_recipe = cfg.recipes()[1]
+        self.patches: PatchSet = fitting_patches(cfg, self.device, self.dist.world, use_bf16,
+                                                 resumed=ckpt is not None)
         self.data_seconds = time.perf_counter() - t0
         self.data_id = self._data()  # once: the patches do not change during the run
         if ckpt is not None and ckpt.get("data", self.data_id) != self.data_id:
@@ -244,8 +243,8 @@ class Trainer:
 
     def _data(self) -> str:
         """The patches' counts and the sum of their pixels: changed data shows on resuming."""
-        total = int(self.patches.pairs.sum(dtype=torch.int64))
-        return f"{self.patches.images} images, {len(self.patches)} patches, pixel sum {total}"
+        return (f"{self.patches.images} images, {len(self.patches)} patches, pixel sum "
+                f"{self.patches.pixel_sum()}")
 
     def _state(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
@@ -413,13 +412,16 @@ def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False,
           given: Collection[str] | None = None) -> dict:
     """Run (or resume, or start over with ``overwrite``) one training; returns the run's log
-    (empty on ranks other than 0). ``given``: the option names the user gave, which a resume
-    names when the checkpoint overrides them (None: those not at their default)."""
+    (empty on ranks other than 0; a resume already at its stop step: :func:`stop_reached`'s).
+    ``given``: the option names the user gave, which a resume names when the checkpoint
+    overrides them (None: those not at their default)."""
     try:
         cfg.check(resume)
         check_run_folder(cfg, resume, overwrite)
         with hold_run_folder(Path(cfg.out), Dist.from_env().main):
-            return Trainer(cfg, resume, on_progress, overwrite, given).run()
+            ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
+            return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
+                                                      given).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise

@@ -1,0 +1,84 @@
+"""The memory a training run needs, estimated before its patches and batches are allocated.
+
+Options that cannot fit (a huge ``--batch``, ``--stride 1`` on a real folder) would otherwise
+allocate until the system kills the process with no message; :func:`check_fits` refuses them in
+one line naming what to change. The estimate leans low, so that a run that fits is never refused:
+measured on a CPU, making the patches takes what :func:`patch_set_bytes` says (1.00x), and a step
+of F=8..64, D=3..16 takes 1.0-1.8x :func:`step_bytes` (near 1.0x for large batches, more for small
+ones, whose convolution scratch is left out).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..devices import available_memory
+from ..errors import BadOptionError, OutOfMemoryError
+from .config import TrainConfig
+from .data import PatchSet, count_patches, load_images, make_patches
+
+
+def patch_set_bytes(cfg: TrainConfig, shapes: Sequence[Sequence[int]]) -> int:
+    """Bytes of the patch set cut from images of these shapes: uint8 ILR and HR patches and one
+    clean flag each (``--degrade-copies`` draws of every pair with ``--degrade``)."""
+    copies = cfg.degrade_copies if cfg.degrade else 1
+    n = count_patches(shapes, cfg.scales, cfg.patch, cfg.stride, cfg.downscales, copies)
+    return n * (2 * cfg.patch**2 + 1)
+
+
+def step_bytes(cfg: TrainConfig, batch: int, itemsize: int) -> int:
+    """Bytes one training step of ``batch`` patches holds at least: per pixel, the F-channel maps
+    backward keeps (two per recursion, three more) and the gradients it holds at once (three),
+    in ``itemsize`` bytes (2 under bf16 autocast), and a few float planes (each depth's
+    prediction, the batch). The convolutions' own scratch, which depends on torch's choice of
+    kernel, is left out."""
+    per_pixel = itemsize * cfg.features * (2 * cfg.recursions + 6) + 4 * (cfg.recursions + 6)
+    return batch * cfg.patch**2 * per_pixel
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_fits(cfg: TrainConfig, shapes: Sequence[Sequence[int]], device: torch.device,
+               world: int, bf16: bool, resumed: bool = False) -> None:
+    """Refuse a run whose patch set and one step (this process's share of the batch) need more
+    memory than ``device`` has free, in one line naming the option to change.
+
+    A new run gets a :class:`BadOptionError` naming ``batch`` or ``stride`` (whichever needs
+    more); a resumed run keeps its checkpoint's options, so it gets an
+    :class:`OutOfMemoryError` saying so. On the CPU every process of a torchrun job on this host
+    holds its own patch set.
+    """
+    patches = patch_set_bytes(cfg, shapes)
+    step = step_bytes(cfg, -(-cfg.batch // world), 2 if bf16 else 4)
+    free = available_memory(device)
+    if device.type == "cpu":
+        free //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if patches + step <= free:
+        return
+    need = f"the patches need ~{_size(patches)} and one step of a batch of {cfg.batch} " \
+           f"~{_size(step)}, {_size(free)} is free"
+    if resumed:
+        raise OutOfMemoryError(f"{need}: a resumed run keeps its options; free memory, resume on "
+                               "another device, or start a new run with a larger stride or a "
+                               "smaller batch")
+    if step > patches:
+        raise BadOptionError(f"{need}: lower the batch (or the patch size, features or "
+                             "recursions)", option="batch")
+    fewer = "fewer training folders" + (" or degraded copies" if cfg.degrade else "")
+    raise BadOptionError(f"{need}: raise the stride or use {fewer}", option="stride")
+
+
+def fitting_patches(cfg: TrainConfig, device: torch.device, world: int, bf16: bool,
+                    resumed: bool = False) -> PatchSet:
+    """The run's patch set on ``device``, made once :func:`check_fits` has found room for it."""
+    degrade = cfg.recipes()[0]
+    images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
+    check_fits(cfg, [y.shape for _, y in images], device, world, bf16, resumed)
+    return make_patches(images, cfg.scales, cfg.patch, cfg.stride, cfg.downscales, device,
+                        degrade, cfg.degrade_copies, cfg.seed)
