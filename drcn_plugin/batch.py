@@ -82,9 +82,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
     ``output`` replaces that folder. Two inputs that would share an output name get names that
     keep their source extension (``photo.gif.png``); an output that would land on an input is
-    refused. Results of an earlier run found while scanning are not inputs: those inside the
-    output folder, and, when the output folder is the input folder (with a suffix), those named
-    as another file's result would be.
+    refused. Results of an earlier run found while scanning are not inputs: the files that sit
+    where another input's result would be written.
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
@@ -106,9 +105,12 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
             if path.is_dir():
                 files, root = _walk(path, recursive), path
                 default_out = path.parent / f"{path.name}-{tag}"
-            elif path.is_file():
+            elif path.is_file() or _broken_link(path):  # a broken link fails as its job
                 files, root = [path], path.parent
                 default_out = root / tag
+            elif not glob.has_magic(spec):
+                errors.append(f"{spec}: no such file or folder")
+                continue
             else:
                 files = _glob(str(path), recursive)
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
@@ -124,8 +126,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if out_dir is not None and not suffix and _same(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
-        earlier = _results_beside(images, suffix, fmt) if _same(out_root, root) else \
-            {f for f in images if _inside(os.path.realpath(f), out_root)}
+        earlier = _earlier_results(images, root, out_root, suffix, fmt)
         before = len(jobs)
         for f in images:
             real = os.path.realpath(f)
@@ -140,13 +141,17 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     return _writable(jobs, errors)
 
 
-def _results_beside(files: list[Path], suffix: str, fmt: str) -> set[Path]:
-    """The files named as another file's result would be, in its own folder: with the output
-    folder on the input folder, an earlier run's results (upscaling them again would make
-    ``a_x_x.png``, and their own inputs would fail for want of an output name)."""
-    names = {f.parent / (name + suffix + _out_suffix(f, fmt)) for f in files
-             for name in (f.stem, f.name)}  # the first and the second choice, as planned
-    return {f for f in files if f in names}
+def _earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,
+                     fmt: str) -> set[Path]:
+    """The files that sit where another file's result would be written: an earlier run's
+    results, found when the output folder is, or is inside, a folder being scanned (upscaling
+    them again would make ``a_x_x.png``). Other files there are inputs like any other."""
+    def real(p: Path) -> str:
+        return os.path.join(os.path.realpath(p.parent), p.name)
+
+    names = {real(out_root / f.relative_to(root).parent / (name + suffix + _out_suffix(f, fmt)))
+             for f in files for name in (f.stem, f.name)}  # the first and the second choice
+    return {f for f in files if real(f) in names}
 
 
 def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
@@ -168,9 +173,10 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _inside(real: str, folder: Path) -> bool:
-    folder_real = os.path.realpath(folder)
-    return os.path.commonpath([real, folder_real]) == folder_real
+def _broken_link(path: str | Path) -> bool:
+    """A symbolic link to nothing: listed as an input so that its job says so, where a folder
+    scan would otherwise pass over a picture the user sees in the folder."""
+    return os.path.islink(path) and not os.path.exists(path)
 
 
 def _walk(root: Path, recursive: bool) -> list[Path]:
@@ -194,7 +200,7 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
                 if entry.is_dir():
                     if recursive:
                         stack.append(Path(entry.path))
-                elif entry.is_file():
+                elif entry.is_file() or _broken_link(entry.path):  # fails as a job
                     files.append(Path(entry.path))
             except OSError:
                 continue
@@ -205,7 +211,7 @@ def _glob(pattern: str, recursive: bool) -> list[Path]:
     """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
     instead of following symlinks in circles as :func:`glob.glob` does."""
     if not (recursive and "**" in pattern):
-        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p)]
+        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p) or _broken_link(p)]
     parts = Path(pattern).parts
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base, rest = Path(*parts[:fixed]), parts[fixed:]
@@ -344,8 +350,8 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
             return Outcome(job, "skipped", "already exists")
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
-    mode = stat.S_IMODE(os.stat(job.source).st_mode) & 0o666  # the input may go meanwhile
     array, info = read_image(job.source)
+    mode = _permissions(job.source)  # read now: the input may go during the upscale
     label = ""
     if not isinstance(upscaler, Upscaler):
         upscaler, label = upscaler(info)
@@ -370,6 +376,14 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
                 **save_options(out_fmt, info, scale, quality))
     note = "; ".join(dict.fromkeys(info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
+
+
+def _permissions(path: Path) -> int | None:
+    """The read/write bits the result copies from its source (None, the default, if it is gone)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o666
+    except OSError:
+        return None
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

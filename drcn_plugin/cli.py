@@ -277,7 +277,7 @@ def upscale(
         for e in errors if place.main else []:
             print_error(e)
         outcomes = []
-        with BatchProgress(console, len(mine), enabled=place.main) as bar:
+        with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
             try:
                 for job in mine:
                     bar.start(job)
@@ -296,7 +296,7 @@ def upscale(
                             "one in progress (--skip-existing goes on from here)")
                 raise typer.Exit(130) from None
         outcomes = gather_outcomes(outcomes)
-        if place.main:
+        if place.main and jobs:
             BatchProgress.summary(console, outcomes, upscaler)
         if errors or any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)

@@ -90,7 +90,9 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     except MemoryError as e:
         raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
     except FileNotFoundError as e:
-        raise BadImageError(f"{path}: file not found") from e
+        what = f"a broken link (to {os.readlink(path)})" if os.path.islink(path) else \
+            "file not found"
+        raise BadImageError(f"{path}: {what}") from e
     except ValueError as e:
         if "MAX_TEXT_CHUNK" in str(e):
             raise BadImageError(

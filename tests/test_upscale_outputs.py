@@ -54,6 +54,38 @@ def test_an_output_folder_that_is_a_broken_link_is_one_line_before_any_work(
     out.mkdir()
     (out / "sub").symlink_to(folder.parent / "nowhere")
     r = upscale(str(folder), "-r", "-o", str(out), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "0 done" in r.output
+    assert r.exit_code == 1 and r.output.count("\n") == 1, "nothing to do: no empty table"
     assert f"{out / 'sub'} is a broken link (1 file not upscaled)" in r.output
     assert names(out) == ["sub"] and not (folder.parent / "nowhere").exists()
+
+
+def test_an_output_folder_inside_the_scanned_one_takes_only_results_for_results(
+        folder: Path, tiny_model_file: str) -> None:
+    """``-r -o in/sub``: the photos already in ``in/sub`` are inputs like the others; only the
+    files where another input's result goes are an earlier run's results."""
+    (folder / "sub").mkdir()
+    random_rgb().save(folder / "a.png")
+    random_rgb(seed=1).save(folder / "sub" / "b.png")
+    args = (str(folder), "-r", "-o", str(folder / "sub"), "--model", tiny_model_file)
+    r = upscale(*args)
+    assert r.exit_code == 0 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+    assert names(folder / "sub") == ["a.png", "b.png", "sub"]
+    assert names(folder / "sub" / "sub") == ["b.png"]
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "0 done, 2 skipped, 0 failed" in r.output, r.output
+
+
+def test_broken_links_and_missing_inputs_are_named(folder: Path, tiny_model_file: str) -> None:
+    """A link to nothing in a scanned folder fails as its own job, saying where it points; a
+    named input that is not there is one line, with no empty table after it."""
+    random_rgb().save(folder / "a.png")
+    (folder / "gone.png").symlink_to("elsewhere.png")
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done, 0 skipped, 1 failed" in r.output, r.output
+    assert "gone.png: a broken link (to elsewhere.png)" in r.output
+    assert "Traceback" not in r.output and "unexpected" not in r.output
+    r = upscale(str(folder / "gone.png"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "gone.png: a broken link (to elsewhere.png)" in r.output
+    missing = str(folder / "missing.png")
+    r = upscale(missing, "--model", tiny_model_file)
+    assert r.exit_code == 1 and r.output == f"error: {missing}: no such file or folder\n"
