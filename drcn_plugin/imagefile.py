@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -71,7 +73,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     Whatever the decoder raises on a damaged or hostile file becomes one BadImageError naming
     the file; decoder warnings become notes.
     """
-    try:
+    with _decoding(path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,6 +81,23 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
             info.notes.append(f"decoder warning: {w}")
         return array, info
+
+
+def image_shape8(path: Path) -> tuple[int, ...]:
+    """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
+    from the file's header (orientation applied) without decoding its pixels."""
+    with _decoding(path), open(path, "rb") as f, Image.open(f) as im:
+        w, h = im.size
+        if orientation(im) >= 5 and im.format != "TIFF":  # Pillow gives a TIFF its turned size
+            h, w = w, h
+        return (h, w) if im.mode in _GREY_MODES else (3, h, w)
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn whatever reading ``path`` raises into one error naming the file."""
+    try:
+        yield
     except DRCNError as e:
         if str(path) in str(e):
             raise
@@ -202,6 +221,7 @@ _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 _LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
+_GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
 
 
 def _stored_mode(im: Image.Image) -> str:

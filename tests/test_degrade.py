@@ -131,7 +131,7 @@ def test_a_folder_named_twice_counts_twice_with_its_own_draws(tmp_path: Path) ->
     folder.mkdir()
     Image.fromarray(_photo()[:, :64, :64].permute(1, 2, 0).to(torch.uint8).numpy()).save(
         folder / "one.png")
-    once, twice = load_images([folder], colour=True), load_images([folder, folder], colour=True)
+    once, twice = load_images([folder]), load_images([folder, folder])
     assert len(twice) == 2 * len(once) == 2
     recipe = Recipe.parse("noise:3,jpeg:40-90")
     one = make_patches(once, [2], 32, 32, [1.0], degrade=recipe, seed=1)

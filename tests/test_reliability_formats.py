@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from drcn_plugin import engine, writing
 from drcn_plugin.cli import app
-from drcn_plugin.imagefile import read_image
+from drcn_plugin.imagefile import image_shape8, read_image
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -220,6 +220,7 @@ def test_every_orientation_is_turned_upright_once(tmp_path: Path, kind: str, val
     array, info = read_image(path)
     assert array.shape[:2] == (20, 30)
     assert array[2, 2, 0] > 200 and array[-2, -2, 0] < 50
+    assert image_shape8(path) == (3, 20, 30), "training's header-only size turns it too"
     if dpi:
         assert info.dpi == pytest.approx((144, 72) if value >= 5 else (72, 144), abs=0.5)
     assert info.exif is None or info.exif.get(0x0112, 1) == 1

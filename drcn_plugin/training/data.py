@@ -4,7 +4,7 @@ Every pair comes from :func:`drcn_plugin.imaging.make_pair`, the same bicubic ``
 Augmentation: each image is also shrunk (0.9 .. 0.6 by default) before pairs are made, and batches
 get random flips and transposes. Patches are kept as one ``uint8`` tensor on the training device,
 so drawing a batch is one indexing operation (no data loader); it is counted first and allocated
-once, so making it never holds more than the set itself and one image's pairs.
+once, so making it never holds more than the set itself, the 8-bit images and one image's pairs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from ..degrade import Recipe, degraded_pair
 from ..errors import BadOptionError, DatasetError
-from ..imagefile import list_images, read_image8, read_y
+from ..imagefile import list_images, read_image8
 from ..imaging import image_y, imresize, make_pair, quantize8
 from .config import DOWNSCALES
 
@@ -44,16 +44,18 @@ class PatchSet:
         return sum(int(part.sum(dtype=torch.int64)) for part in self.pairs.view(-1).split(1 << 24))
 
 
-def load_images(folders: Sequence[Path],
-                colour: bool = False) -> list[tuple[str, torch.Tensor]]:
-    """Every image of the folders as its protocol Y plane (0..255); clear errors when unusable.
-
-    ``colour=True`` keeps RGB images as ``[3, H, W]`` 8-bit levels (degradations need colour).
-    """
+def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
+    """Every image of the folders as 8-bit levels in uint8 (``[3, H, W]`` RGB, ``[H, W]`` grey),
+    a third of the float Y plane's memory; clear errors when unusable. :func:`make_patches`
+    takes the protocol's Y, or degrades the colour image, one image at a time."""
     if not folders:
         raise DatasetError("no training folder given")
-    read = read_image8 if colour else read_y
-    return [(str(p), read(p)) for folder in folders for p in list_images(Path(folder))]
+    return [(str(p), read_image8(p).to(torch.uint8)) for p in image_files(folders)]
+
+
+def image_files(folders: Sequence[Path]) -> list[Path]:
+    """The image files of the training folders, in the order they are loaded."""
+    return [p for folder in folders for p in list_images(Path(folder))]
 
 
 def _fits(side: int, patch: int, scale: int) -> bool:
@@ -137,10 +139,12 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     for i, f, grids in _cuts([y.shape for _, y in images], scales, patch, stride, downscales):
         if not grids:
             continue
-        im = images[i][1] if f == 1 else quantize8(imresize(images[i][1], scale=f))
+        im = images[i][1].double()
+        im = im if degrade is not None else image_y(im)
+        im = im if f == 1 else quantize8(imresize(im, scale=f))
         for s, nh, nw in grids:
             if degrade is None:
-                hr, _, ilr = make_pair(image_y(im).to(device), s)
+                hr, _, ilr = make_pair(im.to(device), s)
                 pairs = [(hr, ilr, True)]
             else:
                 pairs = [degraded_pair(im, s, degrade, gen) for _ in range(copies)]

@@ -10,6 +10,7 @@ ones, whose convolution scratch is left out).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch
 
 from ..devices import available_memory
 from ..errors import BadOptionError, OutOfMemoryError
+from ..imagefile import image_shape8
 from .config import TrainConfig
-from .data import PatchSet, count_patches, load_images, make_patches
+from .data import PatchSet, count_patches, image_files, load_images, make_patches
 
 
 def patch_set_bytes(cfg: TrainConfig, shapes: Sequence[Sequence[int]]) -> int:
@@ -44,29 +46,42 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
+def images_bytes(shapes: Sequence[Sequence[int]]) -> int:
+    """Bytes the training images take while the patches are cut: 8-bit levels, as loaded."""
+    return sum(math.prod(shape) for shape in shapes)
+
+
 def check_fits(cfg: TrainConfig, shapes: Sequence[Sequence[int]], device: torch.device,
                world: int, bf16: bool, resumed: bool = False) -> None:
-    """Refuse a run whose patch set and one step (this process's share of the batch) need more
-    memory than ``device`` has free, in one line naming the option to change.
+    """Refuse a run whose images (``shapes`` as :func:`.data.load_images` gives them), patch set
+    and one step (this process's share of the batch) need more memory than ``device`` has free,
+    in one line naming the option to change.
 
-    A new run gets a :class:`BadOptionError` naming ``batch`` or ``stride`` (whichever needs
-    more); a resumed run keeps its checkpoint's options, so it gets an
+    A new run gets a :class:`BadOptionError` naming ``batch``, ``stride`` or ``data`` (whichever
+    needs the most); a resumed run keeps its checkpoint's options, so it gets an
     :class:`OutOfMemoryError` saying so. On the CPU every process of a torchrun job on this host
-    holds its own patch set.
+    holds its own images and patch set; on a GPU the images stay in host memory.
     """
     patches = patch_set_bytes(cfg, shapes)
     step = step_bytes(cfg, -(-cfg.batch // world), 2 if bf16 else 4)
-    free = available_memory(device)
-    if device.type == "cpu":
-        free //= int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if patches + step <= free:
+    images = images_bytes(shapes)
+    host = available_memory(torch.device("cpu")) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type != "cpu" and images > host:  # a GPU run holds its images in host memory
+        raise BadOptionError(f"the images need ~{_size(images)} of host memory, {_size(host)} "
+                             "is free: train on fewer or smaller images", option="data")
+    free, held = (host, images) if device.type == "cpu" else (available_memory(device), 0)
+    if held + patches + step <= free:
         return
-    need = f"the patches need ~{_size(patches)} and one step of a batch of {cfg.batch} " \
-           f"~{_size(step)}, {_size(free)} is free"
+    parts = [f"the images ~{_size(held)}"] * bool(held) + [
+        f"the patches ~{_size(patches)}", f"one step of a batch of {cfg.batch} ~{_size(step)}"]
+    need = f"{', '.join(parts[:-1])} and {parts[-1]}".replace(" ~", " need ~", 1) + \
+        f"; {_size(free)} is free"
     if resumed:
         raise OutOfMemoryError(f"{need}: a resumed run keeps its options; free memory, resume on "
                                "another device, or start a new run with a larger stride or a "
                                "smaller batch")
+    if held >= max(step, patches):
+        raise BadOptionError(f"{need}: train on fewer or smaller images", option="data")
     if step > patches:
         raise BadOptionError(f"{need}: lower the batch (or the patch size, features or "
                              "recursions)", option="batch")
@@ -76,9 +91,10 @@ def check_fits(cfg: TrainConfig, shapes: Sequence[Sequence[int]], device: torch.
 
 def fitting_patches(cfg: TrainConfig, device: torch.device, world: int, bf16: bool,
                     resumed: bool = False) -> PatchSet:
-    """The run's patch set on ``device``, made once :func:`check_fits` has found room for it."""
-    degrade = cfg.recipes()[0]
-    images = load_images([Path(p) for p in cfg.data], colour=degrade is not None)
-    check_fits(cfg, [y.shape for _, y in images], device, world, bf16, resumed)
-    return make_patches(images, cfg.scales, cfg.patch, cfg.stride, cfg.downscales, device,
-                        degrade, cfg.degrade_copies, cfg.seed)
+    """The run's patch set on ``device``, made once :func:`check_fits` has found room for it and
+    for the images, whose sizes are read from the files' headers first."""
+    files = image_files([Path(p) for p in cfg.data])
+    check_fits(cfg, [image_shape8(p) for p in files], device, world, bf16, resumed)
+    return make_patches(load_images([Path(p) for p in cfg.data]), cfg.scales, cfg.patch,
+                        cfg.stride, cfg.downscales, device, cfg.recipes()[0], cfg.degrade_copies,
+                        cfg.seed)
