@@ -42,6 +42,18 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cpu_bf16_unproven() -> bool:
+    """Whether torch can run bf16 on this CPU (oneDNN: AVX512 without its BF16 instructions, or
+    Arm's BF16) though :func:`cpu_has_fast_bf16` does not vouch for its speed: there only a
+    measurement tells whether it beats fp32."""
+    if cpu_has_fast_bf16():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask (``taskset``, a scheduler's
     placement), capped by a cgroup v2 CPU quota (a container's ``--cpus``)."""
@@ -91,7 +103,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_precision(device: torch.device, precision: Precision = "auto") -> torch.dtype:
-    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32."""
+    """bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on MPS, else fp32 (the
+    engine measures bf16 against fp32 where :func:`cpu_bf16_unproven`)."""
     if precision not in PRECISIONS:
         raise BadOptionError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}",
                              option="precision")

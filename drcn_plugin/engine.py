@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 from . import tuning
 from .devices import (
     Precision,
+    cpu_bf16_unproven,
     device_name,
     is_out_of_memory,
     pick_device,
@@ -174,16 +175,37 @@ class Upscaler:
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
-        if self.dtype != torch.float32:
-            # Convolutions in half precision, cast once (autocast would recast every call);
-            # the ensemble weights stay fp32.
-            for part in (self.model.embed, self.model.recursive, self.model.reconstruct):
-                part.to(self.dtype)
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
         self.tile, self.batch, self.tta = tile, batch, tta
         self.notify = notify if notify is not None else _stderr_line
+        if precision == "auto" and self.device.type == "cpu" and cpu_bf16_unproven() \
+                and tuning.tuning_enabled():
+            self.dtype = self._faster_cpu_dtype()
+        self.model = self._placed(self.model)
+
+    def _placed(self, model: DRCN) -> DRCN:
+        """``model`` (fp32) on the device in ``self.dtype``: the convolutions cast once (autocast
+        would recast every call), the ensemble weights kept fp32, NHWC where it pays."""
+        if self.dtype != torch.float32:
+            for part in (model.embed, model.recursive, model.reconstruct):
+                part.to(self.dtype)
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def _faster_cpu_dtype(self) -> torch.dtype:
+        """bf16 if its measured plans beat fp32's by 15% (its numbers are coarser), else fp32.
+
+        Both precisions' tile plans are measured (or read from the cache) as the engine's own,
+        so the choice costs one measurement more once per machine and model.
+        """
+        fp32, per_pixel = self.model, {}
+        for dtype in (torch.float32, torch.bfloat16):
+            self.dtype = dtype
+            self.model = self._placed(copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
+            per_pixel[dtype] = min((t.seconds / (t.batch * t.tile ** 2) for t in self.timings()),
+                                   default=math.inf)
+        self.model = fp32
+        bf16_wins = per_pixel[torch.bfloat16] * 1.15 < per_pixel[torch.float32]
+        return torch.bfloat16 if bf16_wins else torch.float32
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:
@@ -274,7 +296,8 @@ class Upscaler:
             return None
         again = "" if before is None else " again: other work shared the CPU last time" \
             if before.busy else " again, from its best tile up: the last try ran out of time"
-        self.notify(f"measuring tile sizes for {device_name(self.device)}{again} "
+        self.notify(f"measuring {str(self.dtype).removeprefix('torch.')} tile sizes for "
+                    f"{device_name(self.device)}{again} "
                     f"(cached in {tuning.cache_path().parent})")
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         m = tuning.measure(lambda x: self.model(x.contiguous(memory_format=fmt)),

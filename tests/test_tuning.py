@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from drcn_plugin import engine, tuning
+from drcn_plugin import devices, engine, tuning
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.model import DRCN
 from drcn_plugin.tuning import Measurement, Plans, Timing
@@ -40,7 +40,7 @@ def test_tiles_measured_once_then_cached(tuning_on: None) -> None:
     x = torch.rand(70, 90)
     up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
     out = up.run_y(x)
-    assert len(notes) == 1 and "measuring tile sizes" in notes[0]
+    assert len(notes) == 1 and "measuring float32 tile sizes" in notes[0]
     data = json.loads(tuning.cache_path().read_text())
     key = tuning.plan_key(up.device, 8, 3, torch.float32)
     assert data["version"] == tuning.CACHE_VERSION and key in data["plans"]
@@ -365,3 +365,45 @@ def test_a_cache_that_cannot_be_written_is_said(tuning_on: None, monkeypatch, tm
     Upscaler(tiny(), device="cpu", notify=notes.append).timings()
     assert any("cannot keep the tile plan" in n and "measured again next time" in n
                for n in notes), notes
+
+
+def test_unproven_bf16_is_measured_against_fp32_once(tuning_on: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch runs bf16 but no instruction set vouches for its speed, ``auto`` measures both
+    precisions' plans, takes the faster, and later engines read the choice from the cache."""
+    monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as it is where unproven
+    notes: list[str] = []
+    model = tiny()
+    up = Upscaler(model, device="cpu", notify=notes.append)
+    assert [n.split(" tile sizes")[0] for n in notes] == ["measuring float32", "measuring bfloat16"]
+    assert model.embed[0].weight.dtype == torch.float32, "the caller's module is left as it was"
+    plans = json.loads(tuning.cache_path().read_text())["plans"]
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        timings = plans[tuning.plan_key(up.device, 8, 3, dtype)]["timings"]
+        best[dtype] = min(t["seconds"] / (t["batch"] * t["tile"] ** 2) for t in timings)
+    faster = torch.bfloat16 if best[torch.bfloat16] * 1.15 < best[torch.float32] else torch.float32
+    assert up.dtype == faster and up.model.embed[0].weight.dtype == faster
+    engine._TIMINGS.clear()
+    assert Upscaler(tiny(), device="cpu", notify=notes.append).dtype == faster and len(notes) == 2
+    assert Upscaler(tiny(), device="cpu", precision="fp32").dtype == torch.float32
+
+
+@pytest.mark.parametrize(("bf16_speedup", "chosen"), [
+    (0.5, torch.float32), (1.1, torch.float32), (1.3, torch.bfloat16), (3.0, torch.bfloat16)])
+def test_the_measured_plans_choose_the_precision(tuning_on: None, monkeypatch: pytest.MonkeyPatch,
+                                                 bf16_speedup: float, chosen: torch.dtype) -> None:
+    """bf16 is taken when its plans are at least 15% faster than fp32's (its numbers are coarser);
+    with measuring off, fp32 as the rule says."""
+    monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as it is where unproven
+    cpu = torch.device("cpu")
+    for dtype, seconds in ((torch.float32, 1.0), (torch.bfloat16, 1.0 / bf16_speedup)):
+        assert tuning.store_plans(tuning.plan_key(cpu, 8, 3, dtype),
+                                  Plans([Timing(32, 1, seconds), Timing(48, 1, 3 * seconds)])) \
+            is None
+    notes: list[str] = []
+    assert Upscaler(tiny(), device="cpu", notify=notes.append).dtype == chosen and not notes
+    monkeypatch.setenv(tuning.TUNING_ENV, "0")
+    assert Upscaler(tiny(), device="cpu").dtype == torch.float32
