@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from drcn_plugin import tuning
-from drcn_plugin.devices import cpu_has_fast_bf16, device_name
+from drcn_plugin.devices import cpu_bf16_unproven, cpu_has_fast_bf16, device_name
 from drcn_plugin.engine import Upscaler, _windows
 from drcn_plugin.hub import load_model
 from drcn_plugin.planes import interpolated_y, merge, to_planes
@@ -297,7 +297,8 @@ def main() -> None:
                     help="plane side of the sweep (default: 512, F=256 models 384; GPUs 2048)")
     args = ap.parse_args()
     gpu = args.device.startswith("cuda")
-    precisions = args.precisions or (["fp32", "bf16"] if gpu or cpu_has_fast_bf16() else ["fp32"])
+    precisions = args.precisions or (["fp32", "bf16"] if gpu or cpu_has_fast_bf16()
+                                      or cpu_bf16_unproven() else ["fp32"])
     if args.plot:
         plot_sweep(args, precisions, gpu)
         return
