@@ -174,6 +174,27 @@ def device_name(device: torch.device) -> str:
     return "cpu " + (model or platform.processor() or platform.machine())
 
 
+@lru_cache(maxsize=1)
+def cpu_signature(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """What tells apart CPUs that share a model string (a virtual machine may say only "AMD
+    EPYC", an Arm host nothing): the vector ISA torch dispatches to, fast bf16, and on Linux the
+    first CPU's family and model (x86) or implementer and part (Arm) numbers."""
+    wanted = ("cpu family", "model", "CPU implementer", "CPU part")
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo, encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if not line.strip() and fields:
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                if key.strip() in wanted:
+                    fields.setdefault(key.strip().replace(" ", "_"), value.strip())
+    except OSError:
+        pass
+    parts = [torch.backends.cpu.get_cpu_capability(), f"bf16={int(cpu_has_fast_bf16())}"]
+    return ",".join(parts + [f"{k}={v}" for k, v in fields.items()])
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so timings measure the work."""
     if device.type == "cuda":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .devices import device_name, is_out_of_memory, synchronize, usable_cpus
+from .devices import cpu_signature, device_name, is_out_of_memory, synchronize, usable_cpus
 from .errors import WriteError, one_line
 from .writing import atomic_write_bytes
 
@@ -123,8 +123,9 @@ def cache_path() -> Path:
 
 def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
     """Everything the fastest plan depends on, as one string."""
-    threads = torch.get_num_threads() if device.type == "cpu" else 0
-    return (f"{device_name(device)}|threads={threads}|torch={torch.__version__}"
+    cpu = device.type == "cpu"
+    return (f"{device_name(device)}{f'|{cpu_signature()}' if cpu else ''}"
+            f"|threads={torch.get_num_threads() if cpu else 0}|torch={torch.__version__}"
             f"|F={features}|D={recursions}|{str(dtype).removeprefix('torch.')}")
 
 

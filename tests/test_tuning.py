@@ -407,3 +407,27 @@ def test_the_measured_plans_choose_the_precision(tuning_on: None, monkeypatch: p
     assert Upscaler(tiny(), device="cpu", notify=notes.append).dtype == chosen and not notes
     monkeypatch.setenv(tuning.TUNING_ENV, "0")
     assert Upscaler(tiny(), device="cpu").dtype == torch.float32
+
+
+def test_cpus_sharing_a_model_string_get_their_own_plans(tmp_path, monkeypatch) -> None:
+    """Two virtual machines that both say "AMD EPYC" (Zen 4 and Zen 5), or two Arm hosts that
+    say nothing, must not share a tile plan: the key holds the family/model or part numbers."""
+    def signature(text: str) -> str:
+        path = tmp_path / f"cpuinfo{len(list(tmp_path.iterdir()))}"
+        path.write_text(text)
+        return devices.cpu_signature(str(path))
+
+    zen = "processor\t: {n}\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n\n"
+    zen4 = signature(zen.format(n=0, family=25, model=17) + zen.format(n=1, family=26, model=2))
+    zen5 = signature(zen.format(n=0, family=26, model=2))
+    arm = "processor\t: 0\nCPU implementer\t: 0x41\nCPU part\t: {part}\n\n"
+    n1, v1 = signature(arm.format(part="0xd0c")), signature(arm.format(part="0xd40"))
+    assert zen4.endswith("cpu_family=25,model=17") and zen5.endswith("cpu_family=26,model=2")
+    assert n1.endswith("CPU_implementer=0x41,CPU_part=0xd0c") and v1.endswith("CPU_part=0xd40")
+    assert len({zen4, zen5, n1, v1}) == 4
+    assert signature("") == signature("not a cpuinfo") != zen4  # the ISA and bf16 still count
+    keys = set()
+    for sig in (zen4, zen5):
+        monkeypatch.setattr(tuning, "cpu_signature", lambda sig=sig: sig)
+        keys.add(tuning.plan_key(torch.device("cpu"), 64, 16, torch.bfloat16))
+    assert len(keys) == 2
