@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import psutil
 from PIL import Image
 
 from .errors import DRCNError, InputConflictError, OutputExistsError, WriteError, one_line
@@ -132,11 +133,12 @@ def clean_stale_parts(folder: Path) -> int:
 
 def writer_gone(path: str, pid: int) -> bool:
     """True when the writer of ``path`` (a part, a temporary folder's lock file), process
-    ``pid``, no longer runs: the PID runs nowhere here and no process holds the file's lock (a
-    writer in another container or on another host, whose PID means nothing here, holds it).
-    Our own PID counts as running: opening and closing a file whose lock this process holds
+    ``pid``, no longer runs: no process with that PID that started before the file last changed
+    runs here, and no process holds the file's lock (a writer in another container or on another
+    host, whose PID means nothing here, holds it). Such a process, this one included, counts as
+    the writer without a lock test: opening and closing a file whose lock this process holds
     would drop that lock where flock is emulated by POSIX locks (NFS)."""
-    if _alive(pid):
+    if _may_have_written(path, pid):
         return False
     try:
         fd = os.open(path, os.O_RDWR)  # NFS takes a lock only on a file open for writing
@@ -150,6 +152,7 @@ def writer_gone(path: str, pid: int) -> bool:
 
 
 _LOCK = ".lock"  # in a temporary folder, held by its writer
+_START_SLACK_S = 2.0  # a process's start time is known to about a second (Linux: boot time)
 UNLOCKED_STALE_S = 3600.0  # a temporary folder without a lock file is stale after this long
 
 
@@ -218,16 +221,21 @@ def _mtime(path: str) -> float:
         return time.time()
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _may_have_written(path: str, pid: int) -> bool:
+    """Whether process ``pid`` runs and started before ``path`` last changed. A process that
+    started later holds a reused PID and did not write it: a container's PID 1 after a restart,
+    this very process included."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except (PermissionError, OverflowError, OSError):
+    except (psutil.Error, OverflowError, ValueError, OSError):
+        return True  # running, but not ours to inspect
+    try:
+        changed = os.stat(path).st_mtime
+    except OSError:
         return True
-    return True
+    return started <= changed + _START_SLACK_S
 
 
 def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:

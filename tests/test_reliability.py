@@ -388,6 +388,27 @@ def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
     assert writing.clean_stale_parts(tmp_path) == 1 and not part.exists()  # its writer died
 
 
+def test_a_part_older_than_the_process_holding_its_pid_is_stale(tmp_path: Path) -> None:
+    """20: in a container every run is PID 1, so a killed run's part names a PID that runs again,
+    this process's own among them. A part last changed before that process started is not its
+    own; a lock still keeps one that a writer elsewhere holds."""
+    import fcntl
+
+    week_ago = time.time() - 7 * 86400
+    old_own = tmp_path / f".a.png.{os.getpid()}.abcd1234.part"
+    old_other = tmp_path / f".b.png.{os.getppid()}.abcd1234.part"
+    locked = tmp_path / f".c.png.{os.getppid()}.abcd1234.part"
+    fresh_own = tmp_path / f".d.png.{os.getpid()}.abcd1234.part"
+    for part in (old_own, old_other, locked, fresh_own):
+        part.write_bytes(b"half")
+        if part is not fresh_own:
+            os.utime(part, (week_ago, week_ago))
+    with open(locked, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        assert writing.clean_stale_parts(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([locked.name, fresh_own.name])
+
+
 def test_a_non_ascii_name_under_an_ascii_locale(tmp_path: Path) -> None:
     # The file system's encoding is ASCII there: names arrive with escaped bytes, and the
     # temporary name must give back those bytes, not re-decode them as UTF-8.
