@@ -36,6 +36,7 @@ from .metadata import (
     exif_for,
     orientation,
     read_exif,
+    scaled_dpi,
 )
 from .planes import require_unit_range, to_8bit
 
@@ -374,8 +375,9 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     if exif:
         opts["exif"] = exif
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
-    if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
-        opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
+    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes)
+    if dpi:
+        opts["dpi"] = dpi
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
         opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
     elif fmt in ("JPEG", "WEBP"):

@@ -133,11 +133,36 @@ def _dpi(value: object) -> tuple[float, float] | None:
     return dpi if dpi and all(math.isfinite(v) for v in dpi) and min(dpi) > 0 else None
 
 
+RATIONAL_MAX = 2**32 - 1  # an EXIF or TIFF rational's numerator and denominator
+# The resolutions (dpi) each format's field holds: JPEG's JFIF density is a 16-bit count of dots
+# per inch, PNG's and BMP's pixels per metre 32 bits (BMP's signed), TIFF's a 32-bit rational.
+# Pillow wraps (JPEG) or overflows (PNG, BMP: the image is not written) or writes NaN (TIFF)
+# beyond them.
+_DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0127, 1.09e8), "BMP": (0.0127, 5.45e7),
+              "TIFF": (1 / RATIONAL_MAX, RATIONAL_MAX)}
+
+
+def scaled_dpi(dpi: tuple[float, float] | None, fmt: str, scale: tuple[float, float],
+               notes: list[str]) -> tuple[float, float] | None:
+    """The resolution for a ``fmt`` file, scaled by (horizontal, vertical) so the print size
+    stays; None where ``fmt`` has no place for it, or (noted) where its field cannot hold it."""
+    if dpi is None or fmt not in _DPI_RANGE:
+        return None
+    out = (dpi[0] * scale[0], dpi[1] * scale[1])
+    low, high = _DPI_RANGE[fmt]
+    if all(low <= v <= high for v in out):
+        return out
+    notes.append(f"resolution {out[0]:g}x{out[1]:g} dpi dropped: {fmt} cannot store it")
+    return None
+
+
 def _scaled(value, scale: float):
+    """A resolution tag's value scaled, as a rational EXIF can hold; None when it cannot."""
     try:
-        return Fraction(float(value) * scale).limit_denominator(10000)
+        scaled = Fraction(float(value) * scale).limit_denominator(10000)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
+    return scaled if 0 < scaled <= RATIONAL_MAX else None
 
 
 def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
@@ -155,6 +180,7 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
         if tag in out:
             value = _scaled(out[tag], factor)
             if value is None:
+                notes.append("EXIF resolution dropped: scaled with the image, it does not fit EXIF")
                 del out[tag]
             else:
                 out[tag] = value

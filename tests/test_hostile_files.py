@@ -1,0 +1,49 @@
+"""Odd files and metadata through `drcn upscale`: values an output format's fields cannot hold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+from PIL import Image, TiffImagePlugin
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+
+def upscale(*args: str):
+    return runner.invoke(app, ["upscale", *args])
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "bmp", "tiff"])
+def test_a_resolution_the_output_cannot_hold_is_dropped_not_wrapped_or_fatal(
+        folder: Path, tiny_model_file: str, fmt: str) -> None:
+    # x2 makes 80,000 dpi (a microscope's scan), over JPEG's 16-bit density: Pillow wrapped it to
+    # 14,464 dpi. 6e9 dpi (an odd TIFF rational) overflowed PNG's and BMP's pixels per metre,
+    # so the image was refused for its metadata, and TIFF got NaN resolutions.
+    random_rgb().save(folder / "scan.png", dpi=(40000, 40000))
+    exif = Image.Exif()
+    exif[0x011A] = exif[0x011B] = TiffImagePlugin.IFDRational(3_000_000_000, 1)
+    exif[0x0128] = 2
+    random_rgb().save(folder / "odd.tif", dpi=(3e9, 3e9), exif=exif)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", fmt, "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    suffix = {"jpg": ".jpg", "png": ".png", "bmp": ".bmp", "tiff": ".tif"}[fmt]
+    for name, stated in (("scan", 80000.0), ("odd", None)):
+        with Image.open(out / (name + suffix)) as im:
+            dpi = im.info.get("dpi")
+            x_res = im.getexif().get(0x011A)
+        assert dpi is None or all(math.isfinite(v) for v in dpi), dpi
+        if stated is not None and dpi is not None:  # stated right, or not at all (JPEG)
+            assert dpi == pytest.approx((stated, stated), rel=1e-4)
+        if name == "scan" and fmt == "jpg":
+            assert dpi is None
+        if name == "odd" and fmt != "bmp":  # BMP: no place for the resolution of 6e9 dpi
+            assert x_res is None, x_res  # not NaN, not clamped to 4294967295
+    assert "dpi dropped" in r.output
