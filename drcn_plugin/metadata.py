@@ -222,6 +222,7 @@ def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
 
 _XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
+_JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
 _APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
@@ -232,7 +233,8 @@ _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale a
 @dataclass
 class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
-    (PNG text chunks; a JPEG comment is the text ``Comment``), PNG colour chunks (gamma,
+    (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
+    byte, as it states no encoding), PNG colour chunks (gamma,
     chromaticities, sRGB intent) and a JPEG's IPTC records (captions, keywords, credits), written
     back wherever the output format has a place."""
 
@@ -240,6 +242,7 @@ class Descriptive:
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)
     iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
+    comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod
     def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
@@ -253,8 +256,13 @@ class Descriptive:
                 if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
         comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
-        if isinstance(comment, bytes) and comment.strip(b"\x00"):
-            text["Comment"] = comment.decode("utf-8", "replace")
+        if not (isinstance(comment, bytes) and comment.strip(b"\x00")):
+            comment = None
+        else:  # not UTF-8: Latin-1, which reads any bytes, is what older software wrote
+            try:
+                text["Comment"] = comment.decode("utf-8")
+            except UnicodeDecodeError:
+                text["Comment"] = comment.decode("latin-1")
         colour = {}
         if isinstance(im.info.get("gamma"), float):
             colour[b"gAMA"] = struct.pack(">I", round(im.info["gamma"] * 100000))
@@ -268,7 +276,7 @@ class Descriptive:
             iptc = _jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
-        return cls(xmp, text, colour, iptc or None)
+        return cls(xmp, text, colour, iptc or None, comment)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
@@ -326,7 +334,11 @@ class Descriptive:
                 dropped.append("XMP")
             carried = {"Comment"} if fmt == "JPEG" else set()
             if "Comment" in carried and self.text.get("Comment"):
-                opts["comment"] = self.text["Comment"].encode("utf-8")
+                comment = self.comment or self.text["Comment"].encode("utf-8")
+                if len(comment) > _JPEG_SEGMENT:
+                    dropped.append("comment (over JPEG's 64 KB)")
+                else:
+                    opts["comment"] = comment
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":

@@ -47,3 +47,30 @@ def test_a_resolution_the_output_cannot_hold_is_dropped_not_wrapped_or_fatal(
         if name == "odd" and fmt != "bmp":  # BMP: no place for the resolution of 6e9 dpi
             assert x_res is None, x_res  # not NaN, not clamped to 4294967295
     assert "dpi dropped" in r.output
+
+
+def test_a_jpeg_comment_travels_byte_for_byte_and_one_too_long_costs_nothing(
+        folder: Path, tiny_model_file: str) -> None:
+    # A comment states no encoding; older software wrote Latin-1. It was decoded as UTF-8 with
+    # replacement characters, so "Café" came back as "Caf\ufffd", and 30,000 such bytes grew to
+    # 90,000, over a JPEG segment: the image was refused ("Comment is too long"), as it was for
+    # a PNG whose Comment text is over 64 KB.
+    from PIL.PngImagePlugin import PngInfo
+
+    latin1 = "Café au lait, ©2003".encode("latin-1")
+    random_rgb().save(folder / "old.jpg", comment=latin1)
+    random_rgb().save(folder / "long.jpg", comment=b"\xe9" * 30000)
+    text = PngInfo()
+    text.add_text("Comment", "x" * 70000)
+    random_rgb().save(folder / "huge.png", pnginfo=text)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", "jpg", "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert Image.open(out / "old.jpg").info["comment"] == latin1
+    assert Image.open(out / "long.jpg").info["comment"] == b"\xe9" * 30000
+    assert "comment" not in Image.open(out / "huge.jpg").info
+    assert "comment (over JPEG's 64 KB) dropped" in r.output
+    r = upscale(str(folder / "old.jpg"), "-o", str(out), "--format", "png",
+                "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert Image.open(out / "old.png").text["Comment"] == "Café au lait, ©2003"
