@@ -338,10 +338,20 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
 
 
+# The longest side each format's encoder takes (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
+
+
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
-                   scale: float | tuple[float, float], quality: int | None = None) -> None:
-    """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
+                   scale: float | tuple[float, float], quality: int | None = None,
+                   size: tuple[int, int] | None = None) -> None:
+    """Encode a 2x2 corner with the real options, and hold the result's ``size`` (height,
+    width) against the format's largest side, so an impossible mode, format, metadata or size
     combination is refused before any upscaling is spent on it."""
+    side = MAX_SIDE.get(fmt)
+    if size is not None and side is not None and max(size) > side:
+        raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
+                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
     if corner.ndim == 3 and corner.shape[2] in (2, 4):

@@ -74,3 +74,31 @@ def test_a_jpeg_comment_travels_byte_for_byte_and_one_too_long_costs_nothing(
                 "--model", tiny_model_file)
     assert r.exit_code == 0, r.output
     assert Image.open(out / "old.png").text["Comment"] == "Café au lait, ©2003"
+
+
+@pytest.mark.parametrize(("fmt", "width"), [("webp", 4096), ("jpg", 16376)])
+def test_a_result_too_large_for_its_format_is_refused_before_the_upscale(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, fmt: str,
+        width: int) -> None:
+    # x4 gives 16384 (over WebP's 16383) and 65504 pixels (over libjpeg's 65500): the encoder
+    # refused only after the whole upscale (hours for a photo), for JPEG in words that did not
+    # say why ("broken data stream").
+    from drcn_plugin import engine
+
+    Image.new("RGB", (width, 2)).save(folder / "wide.png")
+    Image.new("RGB", (2, 2)).save(folder / "small.png")
+    upscaled: list[tuple[int, ...]] = []
+    real = engine.Upscaler.upscale
+
+    def counted(self, image, *args, **kwargs):
+        upscaled.append(image.shape)
+        return real(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Upscaler, "upscale", counted)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", fmt, "--scale", "4",
+                "--model", tiny_model_file)
+    assert r.exit_code == 1
+    assert upscaled == [(2, 2, 3)], "only the file that fits was upscaled"
+    assert f"pixels a side, the result would be {width * 4}x8" in r.output
+    assert sorted(p.name for p in out.iterdir()) == [f"small.{fmt}"]
