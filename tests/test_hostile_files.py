@@ -102,3 +102,47 @@ def test_a_result_too_large_for_its_format_is_refused_before_the_upscale(
     assert upscaled == [(2, 2, 3)], "only the file that fits was upscaled"
     assert f"pixels a side, the result would be {width * 4}x8" in r.output
     assert sorted(p.name for p in out.iterdir()) == [f"small.{fmt}"]
+
+
+_STOPPED_MID_UPSCALE = """
+import os, signal, sys, time
+from drcn_plugin import engine
+from drcn_plugin.cli import main
+
+STOP = getattr(signal, sys.argv[1])
+
+def stopped(self, *args, **kwargs):
+    os.kill(os.getpid(), STOP)
+    time.sleep(5)
+
+engine.Upscaler.__init__ = lambda self, *args, **kwargs: None
+engine.Upscaler.upscale = stopped
+sys.argv = ["drcn", "upscale", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(("name", "status"), [("SIGINT", 130), ("SIGTERM", 143),
+                                              ("SIGHUP", 129)])
+def test_the_exit_status_names_the_signal_that_stopped_the_batch(
+        folder: Path, name: str, status: int) -> None:
+    # A stop is 128 + the signal's number, as the shell reports a process that signal ended;
+    # SIGTERM and SIGHUP took Ctrl-C's path and exited 130, which tells a scheduler the user
+    # pressed Ctrl-C.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if not hasattr(signal, name):
+        pytest.skip(f"no {name} here")
+    random_rgb().save(folder / "a.png")
+    out = folder.parent / "out"
+    run = subprocess.run([sys.executable, "-c", _STOPPED_MID_UPSCALE, name, str(folder), "-o",
+                          str(out)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         start_new_session=True)  # SIGINT not ignored as in a background job
+    assert run.returncode == status, run.stderr
+    assert "interrupted: 0 of 1 files written" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists() or list(out.iterdir()) == []
