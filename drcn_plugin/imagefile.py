@@ -293,6 +293,7 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 DEFAULT_QUALITY = 95  # JPEG and WebP quality when none is given
+_JPEG_ICC_LIMIT = 255 * (65533 - 14)  # APP2 segments numbered in one byte, less their header
 # What each output format can store; other modes are converted (or refused) by ``encode``.
 _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
            "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
@@ -378,7 +379,9 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         exif, sub_ifds = None, False
     else:
         lost = []
-        if info.icc_profile:
+        if fmt == "JPEG" and len(info.icc_profile or b"") > _JPEG_ICC_LIMIT:
+            lost.append("ICC profile (over JPEG's 255 segments)")
+        elif info.icc_profile:
             opts["icc_profile"] = info.icc_profile
         exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
         exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)

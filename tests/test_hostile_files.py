@@ -146,3 +146,15 @@ def test_the_exit_status_names_the_signal_that_stopped_the_batch(
     assert "interrupted: 0 of 1 files written" in run.stderr
     assert "Traceback" not in run.stderr
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_an_icc_profile_over_what_jpeg_holds_is_dropped_with_a_note(
+        folder: Path, tiny_model_file: str) -> None:
+    # JPEG numbers its ICC segments in one byte: past 255 of them Pillow wrapped the numbers and
+    # wrote a 17 MB profile that no reader takes back, without a word.
+    random_rgb().save(folder / "lut.tif", icc_profile=bytes(17 << 20))  # 255 segments: 16.7 MB
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--format", "jpg", "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert "ICC profile (over JPEG's 255 segments) dropped" in r.output
+    assert (out / "lut.jpg").stat().st_size < 1 << 20
