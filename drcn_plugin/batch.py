@@ -366,7 +366,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     h, w = array.shape[:2]
     oh, ow = target.resolve(h, w)
     scale = (ow / w, oh / h)  # per axis, for the DPI
-    check_writable(array, out_fmt, info, scale, quality)
+    check_writable(array, out_fmt, info, scale, quality, size=(oh, ow))
     check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
     result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
     image = encode(result, out_fmt, info)

@@ -19,6 +19,7 @@ from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
+from .stops import stopped_status
 from .terminal import (
     OVERWRITE_HINT,
     PIPE_EXIT,
@@ -294,7 +295,7 @@ def upscale(
                 done = sum(o.status == "done" for o in outcomes)
                 print_error(f"interrupted: {done} of {len(mine)} files written, nothing of the "
                             "one in progress (--skip-existing goes on from here)")
-                raise typer.Exit(130) from None
+                raise typer.Exit(stopped_status()) from None
         outcomes = gather_outcomes(outcomes)
         if place.main and jobs:
             BatchProgress.summary(console, outcomes, upscaler)
@@ -374,6 +375,8 @@ def main() -> None:
     library's errors, with the command's help named."""
     try:
         code = app(standalone_mode=False, prog_name="drcn")
+        if code == 130:  # typer's status for an interrupt; a stop signal names its own
+            code = stopped_status()
     except ReaderGone:  # quietly, as SIGPIPE ends git or grep; a file the command wrote stays
         silence(sys.stdout)
         code = PIPE_EXIT

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -201,18 +200,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-def stop_signals() -> list[signal.Signals]:
-    """SIGINT, SIGTERM and SIGHUP where the platform has them, less those this process was told
-    to ignore (``nohup`` ignores SIGHUP, a background job SIGINT) or whose handler is not
-    Python's: the signals a command may turn into a clean stop."""
-    found = []
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
-            found.append(sig)
-    return found
 
 
 def host_available_memory() -> int:

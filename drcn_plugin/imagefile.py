@@ -38,6 +38,7 @@ from .metadata import (
     exif_for,
     orientation,
     read_exif,
+    scaled_dpi,
 )
 from .planes import require_unit_range, to_8bit
 
@@ -314,6 +315,7 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 DEFAULT_QUALITY = 95  # JPEG and WebP quality when none is given
+_JPEG_ICC_LIMIT = 255 * (65533 - 14)  # APP2 segments numbered in one byte, less their header
 # What each output format can store; other modes are converted (or refused) by ``encode``.
 _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
            "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
@@ -359,10 +361,20 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
 
 
+# The longest side each format's encoder takes (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
+
+
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
-                   scale: float | tuple[float, float], quality: int | None = None) -> None:
-    """Encode a 2x2 corner with the real options, so an impossible mode, format or metadata
+                   scale: float | tuple[float, float], quality: int | None = None,
+                   size: tuple[int, int] | None = None) -> None:
+    """Encode a 2x2 corner with the real options, and hold the result's ``size`` (height,
+    width) against the format's largest side, so an impossible mode, format, metadata or size
     combination is refused before any upscaling is spent on it."""
+    side = MAX_SIDE.get(fmt)
+    if size is not None and side is not None and max(size) > side:
+        raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
+                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
     if corner.ndim == 3 and corner.shape[2] in (2, 4):
@@ -389,15 +401,18 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         exif, sub_ifds = None, False
     else:
         lost = []
-        if info.icc_profile:
+        if fmt == "JPEG" and len(info.icc_profile or b"") > _JPEG_ICC_LIMIT:
+            lost.append("ICC profile (over JPEG's 255 segments)")
+        elif info.icc_profile:
             opts["icc_profile"] = info.icc_profile
         exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
         exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
     if exif:
         opts["exif"] = exif
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
-    if info.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
-        opts["dpi"] = (info.dpi[0] * sx, info.dpi[1] * sy)
+    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes)
+    if dpi:
+        opts["dpi"] = dpi
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
         opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
     elif fmt in ("JPEG", "WEBP"):

@@ -133,11 +133,36 @@ def _dpi(value: object) -> tuple[float, float] | None:
     return dpi if dpi and all(math.isfinite(v) for v in dpi) and min(dpi) > 0 else None
 
 
+RATIONAL_MAX = 2**32 - 1  # an EXIF or TIFF rational's numerator and denominator
+# The resolutions (dpi) each format's field holds: JPEG's JFIF density is a 16-bit count of dots
+# per inch, PNG's and BMP's pixels per metre 32 bits (BMP's signed), TIFF's a 32-bit rational.
+# Pillow wraps (JPEG) or overflows (PNG, BMP: the image is not written) or writes NaN (TIFF)
+# beyond them.
+_DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0127, 1.09e8), "BMP": (0.0127, 5.45e7),
+              "TIFF": (1 / RATIONAL_MAX, RATIONAL_MAX)}
+
+
+def scaled_dpi(dpi: tuple[float, float] | None, fmt: str, scale: tuple[float, float],
+               notes: list[str]) -> tuple[float, float] | None:
+    """The resolution for a ``fmt`` file, scaled by (horizontal, vertical) so the print size
+    stays; None where ``fmt`` has no place for it, or (noted) where its field cannot hold it."""
+    if dpi is None or fmt not in _DPI_RANGE:
+        return None
+    out = (dpi[0] * scale[0], dpi[1] * scale[1])
+    low, high = _DPI_RANGE[fmt]
+    if all(low <= v <= high for v in out):
+        return out
+    notes.append(f"resolution {out[0]:g}x{out[1]:g} dpi dropped: {fmt} cannot store it")
+    return None
+
+
 def _scaled(value, scale: float):
+    """A resolution tag's value scaled, as a rational EXIF can hold; None when it cannot."""
     try:
-        return Fraction(float(value) * scale).limit_denominator(10000)
+        scaled = Fraction(float(value) * scale).limit_denominator(10000)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
+    return scaled if 0 < scaled <= RATIONAL_MAX else None
 
 
 def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
@@ -155,6 +180,7 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
         if tag in out:
             value = _scaled(out[tag], factor)
             if value is None:
+                notes.append("EXIF resolution dropped: scaled with the image, it does not fit EXIF")
                 del out[tag]
             else:
                 out[tag] = value
@@ -196,6 +222,7 @@ def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
 
 _XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
+_JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
 _APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
@@ -206,7 +233,8 @@ _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale a
 @dataclass
 class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
-    (PNG text chunks; a JPEG comment is the text ``Comment``), PNG colour chunks (gamma,
+    (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
+    byte, as it states no encoding), PNG colour chunks (gamma,
     chromaticities, sRGB intent) and a JPEG's IPTC records (captions, keywords, credits), written
     back wherever the output format has a place."""
 
@@ -214,6 +242,7 @@ class Descriptive:
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)
     iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
+    comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod
     def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
@@ -227,8 +256,13 @@ class Descriptive:
                 if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
         comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
-        if isinstance(comment, bytes) and comment.strip(b"\x00"):
-            text["Comment"] = comment.decode("utf-8", "replace")
+        if not (isinstance(comment, bytes) and comment.strip(b"\x00")):
+            comment = None
+        else:  # not UTF-8: Latin-1, which reads any bytes, is what older software wrote
+            try:
+                text["Comment"] = comment.decode("utf-8")
+            except UnicodeDecodeError:
+                text["Comment"] = comment.decode("latin-1")
         colour = {}
         if isinstance(im.info.get("gamma"), float):
             colour[b"gAMA"] = struct.pack(">I", round(im.info["gamma"] * 100000))
@@ -242,7 +276,7 @@ class Descriptive:
             iptc = _jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
-        return cls(xmp, text, colour, iptc or None)
+        return cls(xmp, text, colour, iptc or None, comment)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
@@ -300,7 +334,11 @@ class Descriptive:
                 dropped.append("XMP")
             carried = {"Comment"} if fmt == "JPEG" else set()
             if "Comment" in carried and self.text.get("Comment"):
-                opts["comment"] = self.text["Comment"].encode("utf-8")
+                comment = self.comment or self.text["Comment"].encode("utf-8")
+                if len(comment) > _JPEG_SEGMENT:
+                    dropped.append("comment (over JPEG's 64 KB)")
+                else:
+                    opts["comment"] = comment
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":

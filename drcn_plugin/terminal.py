@@ -117,15 +117,17 @@ def reader_gone() -> bool:
 
 def signals_interrupt() -> None:
     """SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed) take Ctrl-C's
-    clean path: the write in progress is removed and nothing half-written stays."""
+    clean path: the write in progress is removed and nothing half-written stays; the exit
+    status then names the signal (:func:`.stops.stopped_status`)."""
     import signal
     import threading
 
-    from .devices import stop_signals
+    from .stops import interrupt, record_stop, stop_signals
 
+    record_stop(signal.SIGINT)  # until a signal comes, an interrupt is a plain Ctrl-C's
     if threading.current_thread() is threading.main_thread():
         for sig in stop_signals():
-            signal.signal(sig, signal.default_int_handler)
+            signal.signal(sig, interrupt)
 
 
 @contextmanager

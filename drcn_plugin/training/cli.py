@@ -12,6 +12,7 @@ import typer
 
 from ..devices import Dist
 from ..errors import OutputExistsError
+from ..stops import stopped_status
 from ..terminal import OVERWRITE_HINT, console, print_error, signals_interrupt, user_errors
 from .config import TrainConfig, default_of, flag_of
 
@@ -90,7 +91,7 @@ def train_cmd(
                 print_error("interrupted: " + ("--resume continues from the last checkpoint"
                                                if (out / "last.pt").exists() else
                                                "no checkpoint was written yet"))
-                raise typer.Exit(130) from None
+                raise typer.Exit(stopped_status()) from None
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)
@@ -102,7 +103,7 @@ def train_cmd(
         elif "stopped_at" in log:
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
             if log.get("interrupted"):
-                raise typer.Exit(130)
+                raise typer.Exit(stopped_status())
 
 
 @app.command("plot-train")

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..devices import stop_signals
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, one_line
+from ..stops import interrupt, record_stop, stop_signals
 from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
 from .config import TrainConfig, default_val_folder
 
@@ -125,7 +125,8 @@ class StopRequest:
         if self.asked:
             raise KeyboardInterrupt
         self.asked = True
-        signal.signal(signum, signal.default_int_handler)
+        record_stop(signum)
+        signal.signal(signum, interrupt)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():

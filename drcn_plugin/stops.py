@@ -1,0 +1,38 @@
+"""The signals that stop a command cleanly, and the exit status they leave (no torch here: the
+command's front end asks for it before the library is loaded)."""
+
+from __future__ import annotations
+
+import signal
+
+
+def stop_signals() -> list[signal.Signals]:
+    """SIGINT, SIGTERM and SIGHUP where the platform has them, less those this process was told
+    to ignore (``nohup`` ignores SIGHUP, a background job SIGINT) or whose handler is not
+    Python's: the signals a command may turn into a clean stop."""
+    found = []
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) not in (signal.SIG_IGN, None):
+            found.append(sig)
+    return found
+
+
+_STOPPED_BY = [int(signal.SIGINT)]  # the last stop signal, for the exit status
+
+
+def record_stop(signum: int) -> None:
+    """Remember ``signum`` as the signal that stops the command (SIGINT: a plain Ctrl-C)."""
+    _STOPPED_BY[0] = signum
+
+
+def interrupt(signum: int, frame: object = None) -> None:
+    """A stop signal's handler: Ctrl-C's KeyboardInterrupt, the signal remembered."""
+    record_stop(signum)
+    raise KeyboardInterrupt
+
+
+def stopped_status() -> int:
+    """The exit status of a command a stop signal ended, as a shell reports a process that
+    signal killed: 128 + its number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    return 128 + _STOPPED_BY[0]
