@@ -37,7 +37,7 @@ from .hub import DEFAULT_MODEL, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
-from .sizing import network_size, output_size
+from .sizing import network_size, output_size, whole_number
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -160,7 +160,7 @@ class Upscaler:
             raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
                                  option="precision")
         for name, value in (("tile", tile), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if whole_number(value) is None:
                 raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
                                      f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
                                      option=name)
@@ -182,7 +182,7 @@ class Upscaler:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.tile, self.batch, self.tta = tile, batch, tta
+        self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), tta
         self.notify = notify if notify is not None else _stderr_line
 
     # -- the tiled network on one Y plane ---------------------------------------------------
