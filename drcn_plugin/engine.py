@@ -32,8 +32,8 @@ from .devices import (
     pick_precision,
 )
 from .devices import available_memory as _available_memory  # its own name: tests replace it
-from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
-from .hub import DEFAULT_MODEL, load_denoised, load_model
+from .errors import BadOptionError, Cancelled, DRCNError, ModelLoadError, OutOfMemoryError
+from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
@@ -44,6 +44,8 @@ CancelFn = Callable[[], bool]
 NotifyFn = Callable[[str], None]
 
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
+_NEEDS = ("features", "recursions", "receptive_radius")  # what a loaded module must have
+_HALF_PARTS = ("embed", "recursive", "reconstruct")  # cast for half precision; not the ensemble
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
@@ -170,15 +172,20 @@ class Upscaler:
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
         if loaded:
-            self.model = copy.deepcopy(model)
+            needs = _NEEDS + (_HALF_PARTS if self.dtype != torch.float32 else ())
+            missing = [name for name in needs if not hasattr(model, name)]
+            if missing:
+                raise ModelLoadError(f"a {type(model).__name__} module is not a DRCN model (it "
+                                     f"has no {', '.join(missing)}): pass a DRCN or a model spec")
+            self.model = checked(copy.deepcopy(model), f"the {type(model).__name__} module")
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
         if self.dtype != torch.float32:
             # Convolutions in half precision, cast once (autocast would recast every call);
             # the ensemble weights stay fp32.
-            for part in (self.model.embed, self.model.recursive, self.model.reconstruct):
-                part.to(self.dtype)
+            for part in _HALF_PARTS:
+                getattr(self.model, part).to(self.dtype)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
