@@ -33,18 +33,20 @@ from .devices import (
     pick_precision,
 )
 from .devices import available_memory as _available_memory  # its own name: tests replace it
-from .errors import BadOptionError, Cancelled, DRCNError, OutOfMemoryError
-from .hub import DEFAULT_MODEL, load_denoised, load_model
+from .errors import BadOptionError, Cancelled, DRCNError, ModelLoadError, OutOfMemoryError
+from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
 from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
-from .sizing import network_size, output_size
+from .sizing import network_size, output_size, whole_number
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 NotifyFn = Callable[[str], None]
 
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
+_NEEDS = ("features", "recursions", "receptive_radius")  # what a loaded module must have
+_HALF_PARTS = ("embed", "recursive", "reconstruct")  # cast for half precision; not the ensemble
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
@@ -161,7 +163,7 @@ class Upscaler:
             raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
                                  option="precision")
         for name, value in (("tile", tile), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if whole_number(value) is None:
                 raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
                                      f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
                                      option=name)
@@ -171,11 +173,16 @@ class Upscaler:
         # A private copy: device, dtype, memory format and train/eval mode of the caller's
         # module stay as they were.
         if loaded:
-            self.model = copy.deepcopy(model)
+            needs = _NEEDS + (_HALF_PARTS if self.dtype != torch.float32 else ())
+            missing = [name for name in needs if not hasattr(model, name)]
+            if missing:
+                raise ModelLoadError(f"a {type(model).__name__} module is not a DRCN model (it "
+                                     f"has no {', '.join(missing)}): pass a DRCN or a model spec")
+            self.model = checked(copy.deepcopy(model), f"the {type(model).__name__} module")
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
-        self.tile, self.batch, self.tta = tile, batch, tta
+        self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), tta
         self.notify = notify if notify is not None else _stderr_line
         if precision == "auto" and self.device.type == "cpu" and cpu_bf16_unproven() \
                 and tuning.tuning_enabled():
@@ -186,8 +193,8 @@ class Upscaler:
         """``model`` (fp32) on the device in ``self.dtype``: the convolutions cast once (autocast
         would recast every call), the ensemble weights kept fp32, NHWC where it pays."""
         if self.dtype != torch.float32:
-            for part in (model.embed, model.recursive, model.reconstruct):
-                part.to(self.dtype)
+            for part in _HALF_PARTS:
+                getattr(model, part).to(self.dtype)
         model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 

@@ -28,15 +28,16 @@ def scaled_length(length: int, scale: float) -> int:
 
 
 def check_scale(scale: float) -> float:
-    """An upscaling factor within ``MIN_SCALE..MAX_SCALE``, or :class:`BadOptionError` (NaN too,
-    and anything that is not a real number)."""
+    """An upscaling factor within ``MIN_SCALE..MAX_SCALE`` as a Python float (a numpy scalar's
+    own arithmetic would overflow or round sizes), or :class:`BadOptionError` (NaN too, and
+    anything that is not a real number)."""
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
     if not MIN_SCALE <= scale <= MAX_SCALE:
         shown = f"{scale:g}" if float(f"{scale:g}") == scale else repr(float(scale))
         raise BadOptionError(f"scale {shown} is out of range: use {MIN_SCALE:g} to "
                              f"{MAX_SCALE:g}", option="scale")
-    return scale
+    return float(scale)
 
 
 def check_train_scales(scales: Iterable[int]) -> list[int]:

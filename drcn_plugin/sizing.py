@@ -34,8 +34,16 @@ def output_size(height: int, width: int, scale: float | None = None,
         return oh, ow
     if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")
-    check_scale(scale)
+    scale = check_scale(scale)
     return scaled_length(height, scale), scaled_length(width, scale)
+
+
+def whole_number(value: object) -> int | None:
+    """``value`` as an int when it is a whole number of at least 0 (a numpy integer too, not a
+    bool), else None: the check behind every pixel-count option."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        return None
+    return int(value)
 
 
 NETWORK_FACTORS = (2, 4)  # the whole factors the shipped models were trained at
@@ -65,9 +73,10 @@ class TargetSize:
     def __post_init__(self) -> None:
         for name in ("width", "height", "long_edge"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if whole_number(value) is None:
                 raise BadOptionError(f"target {name.replace('_', ' ')} must be a whole number "
                                      f"of pixels, got {value!r}", option=name)
+            object.__setattr__(self, name, whole_number(value))
         if self.long_edge and (self.width or self.height):
             raise BadOptionError("give a long edge or a width/height, not both",
                                  option="long_edge")
@@ -75,7 +84,7 @@ class TargetSize:
             raise BadOptionError("give a scale factor or a target size (width, height or long "
                                  "edge), not both", option="scale")
         if self.scale is not None:
-            check_scale(self.scale)
+            object.__setattr__(self, "scale", check_scale(self.scale))
 
     @classmethod
     def of(cls, scale: float, width: int = 0, height: int = 0,

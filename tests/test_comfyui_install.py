@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,17 @@ def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
     return exe
 
 
+@pytest.fixture
+def this_copy_installed() -> None:
+    """Skip unless the test's own Python imports this very checkout (from a neutral folder):
+    given as ComfyUI's Python, it would otherwise get this checkout pip-installed into it for
+    real, as from a second worktree over a shared environment."""
+    _, origin = comfyui_install.probe_python(Path(sys.executable), Path(tempfile.gettempdir()))
+    if not origin or Path(origin).resolve() != comfyui_install.PACKAGE / "__init__.py":
+        pytest.skip(f"{sys.executable} imports drcn_plugin from {origin}, not this checkout")
+
+
+@pytest.mark.usefixtures("this_copy_installed")
 def test_install_links_nodes_and_skips_pip_when_already_there(tmp_path: Path) -> None:
     comfy = _fake_comfyui(tmp_path / "ComfyUI")
     done = comfyui_install.install(comfy, Path(sys.executable))
@@ -65,6 +77,7 @@ def test_install_refuses_a_python_without_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-ins for a Python")
+@pytest.mark.usefixtures("this_copy_installed")
 def test_a_failed_install_leaves_comfyui_as_it_was(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     comfy = _fake_comfyui(tmp_path / "ComfyUI")
@@ -95,6 +108,7 @@ def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.Monke
         "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
 
 
+@pytest.mark.usefixtures("this_copy_installed")
 def test_install_refuses_other_folders(tmp_path: Path) -> None:
     with pytest.raises(DRCNError, match="is not a ComfyUI folder"):
         comfyui_install.install(tmp_path, Path(sys.executable))
@@ -112,6 +126,7 @@ def test_default_python_prefers_comfyuis_venv(tmp_path: Path) -> None:
     assert comfyui_install.default_python(comfy) == comfy / "venv" / "bin" / "python"
 
 
+@pytest.mark.usefixtures("this_copy_installed")
 def test_cli_comfyui_install(tmp_path: Path) -> None:
     comfy = _fake_comfyui(tmp_path / "ComfyUI")
     runner = CliRunner()

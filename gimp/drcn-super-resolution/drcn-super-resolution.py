@@ -195,8 +195,9 @@ class DRCNSuperResolution(Gimp.PlugIn):
         """Scale the whole image in one undo group; every layer's pixels come from DRCN.
 
         The canvas gets the size asked for (the worker applies the size rule); each layer is
-        upscaled by the canvas' factor on each axis. All layers are upscaled before the image
-        is touched, so a failure changes nothing.
+        upscaled by the canvas' factor on each axis, all of it whatever is selected (the
+        selection is scaled with the image, as GIMP's Scale Image does). All layers are upscaled
+        before the image is touched, so a failure changes nothing.
         """
         iw, ih = image.get_width(), image.get_height()
         cw, ch = worker.output_size(iw, ih, scale, {**options, **size})
@@ -211,11 +212,20 @@ class DRCNSuperResolution(Gimp.PlugIn):
         image.undo_group_start()
         try:
             image.scale(cw, ch)
-            for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results, strict=True):
-                if (layer.get_width(), layer.get_height()) != (w, h):
-                    layer.scale(w, h, False)
-                layer.set_offsets(sx[0], sy[0])
-                _write(layer, fmt, data)
+            # merge_shadow writes only inside a selection: set it aside (scaled with the image)
+            kept = None if Gimp.Selection.is_empty(image) else Gimp.Selection.save(image)
+            Gimp.Selection.none(image)
+            try:
+                for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results,
+                                                              strict=True):
+                    if (layer.get_width(), layer.get_height()) != (w, h):
+                        layer.scale(w, h, False)
+                    layer.set_offsets(sx[0], sy[0])
+                    _write(layer, fmt, data)
+            finally:
+                if kept is not None:
+                    image.select_item(Gimp.ChannelOps.REPLACE, kept)
+                    image.remove_channel(kept)
         finally:
             image.undo_group_end()
         return image
