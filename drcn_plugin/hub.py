@@ -108,6 +108,17 @@ def _check_shapes(shapes: dict[str, tuple[int, ...]], origin: str) -> tuple[int,
     return features, recursions
 
 
+def _check_float(dtypes: Mapping[str, str], origin: str) -> None:
+    """Refuse integer, bool and complex tensors: loading would cast them into the float weights
+    without a word, and the model would give garbage."""
+    bad = {k: v for k, v in dtypes.items() if not v.upper().startswith(("F", "BF", "TORCH.F",
+                                                                       "TORCH.BF"))}
+    if bad:
+        name, dtype = next(iter(sorted(bad.items())))
+        raise ModelLoadError(f"{origin} does not hold DRCN weights ({name} is "
+                             f"{dtype.removeprefix('torch.')}, not floating point)")
+
+
 def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
     """A DRCN in eval mode from a state dict, F and D read from the tensor shapes; ``origin``
     names the source in the error."""
@@ -115,6 +126,7 @@ def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
     if len(shapes) != len(sd):
         raise ModelLoadError(f"{origin} does not hold DRCN weights (not all tensors)")
     features, recursions = _check_shapes(shapes, origin)
+    _check_float({k: str(v.dtype) for k, v in sd.items()}, origin)
     try:
         model = DRCN(features=features, recursions=recursions)
         model.load_state_dict(sd)
@@ -159,8 +171,10 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
             raise ValueError("config.json is not a JSON object")
         with safe_open(path / "model.safetensors", "pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
+            dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
         declared = (config.get("features"), config.get("recursions"))
         actual = _check_shapes(shapes, origin)
+        _check_float(dtypes, origin)
         if any(type(v) is not int for v in declared) or declared != actual:
             raise ValueError(f"config.json declares F={declared[0]!r}, D={declared[1]!r}; the "
                              f"weights are F={actual[0]}, D={actual[1]}")

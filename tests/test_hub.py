@@ -336,3 +336,22 @@ def test_cli_unknown_model_is_one_line(set5, no_network):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nonexistent" in lines[0] and lines[0].startswith("error:")
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+def test_weights_that_are_not_floating_point_are_refused(tmp_path: Path, dtype: torch.dtype) -> None:
+    """Integer, bool or complex tensors of the right shapes would be cast into the float weights
+    without a word (garbage images): a file and a model folder are refused, naming a tensor."""
+    from drcn_plugin.errors import ModelLoadError
+
+    sd = {k: v.to(dtype) for k, v in DRCN(4, 2).state_dict().items()}
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    DRCN(4, 2).save_pretrained(tmp_path / "folder")
+    save_file(sd, str(tmp_path / "folder" / "model.safetensors"))
+    for spec in (tmp_path / "w.safetensors", tmp_path / "folder"):
+        with pytest.raises(ModelLoadError, match=r"does not hold DRCN weights \(embed\.0\.bias is "
+                                                  r"\w+, not floating point\)"):
+            load_model(str(spec))
+    half = {k: v.half() for k, v in DRCN(4, 2).state_dict().items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    assert load_model(str(tmp_path / "half.safetensors")).features == 4
