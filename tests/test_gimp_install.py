@@ -161,3 +161,24 @@ def test_plugin_files_are_what_gets_installed(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.glob("*.py")) == \
         sorted(p.name for p in PLUGIN_DIR.glob("*.py"))
     assert os.access(dest / f"{PLUGIN}.py", os.X_OK)
+
+
+def test_an_install_replaces_only_what_installs_wrote(tmp_path: Path) -> None:
+    dest = tmp_path / "plug-ins" / PLUGIN
+    dest.mkdir(parents=True)
+    (dest / "my-notes.txt").write_text("mine")  # a user's file, or another plug-in of this name
+    with pytest.raises(DRCNError, match="did not write .my-notes.txt.*move it away"):
+        gimp_install.install(tmp_path, "/new/python")
+    assert [p.name for p in dest.iterdir()] == ["my-notes.txt"]
+    assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]
+    (dest / "my-notes.txt").unlink()
+    gimp_install.install(tmp_path, "/old/python")
+    (dest / "__pycache__").mkdir()  # what GIMP's Python writes
+    (dest / "__pycache__" / "drcn_worker_client.cpython-312.pyc").write_bytes(b"")
+    (dest / "gone-in-this-version.py").write_text("")  # an earlier version's file, recorded
+    (dest / ".drcn-installed").write_text((dest / ".drcn-installed").read_text()
+                                          + "gone-in-this-version.py\n")
+    gimp_install.install(tmp_path, "/new/python")
+    assert json.loads((dest / CONFIG_NAME).read_text()) == {"python": "/new/python"}
+    assert not (dest / "gone-in-this-version.py").exists()
+    assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]
