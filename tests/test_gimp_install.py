@@ -182,3 +182,19 @@ def test_an_install_replaces_only_what_installs_wrote(tmp_path: Path) -> None:
     assert json.loads((dest / CONFIG_NAME).read_text()) == {"python": "/new/python"}
     assert not (dest / "gone-in-this-version.py").exists()
     assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]
+
+
+@pytest.mark.parametrize("args", [["gimp", "install", "--gimp-dir", ""],
+                                  ["comfyui", "install", "--comfyui-dir", ""],
+                                  ["comfyui", "install", "--comfyui-dir", ".", "--python", ""]])
+def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "custom_nodes").mkdir()  # here is a ComfyUI folder, with its Python
+    (tmp_path / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: invalid value for {args[-2]}: an empty path (an unset variable?)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom_nodes", "main.py"]
+    assert list((tmp_path / "custom_nodes").iterdir()) == []
