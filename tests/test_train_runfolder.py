@@ -136,6 +136,9 @@ def test_a_refused_second_start_keeps_the_first_ones_folder_and_lock(tmp_path: P
     with pytest.raises(RuntimeError), hold_run_folder(out / "sub"):
         raise RuntimeError("refused before its first file")
     assert not (out / "sub").exists()  # a folder a refused start made goes again
+    with pytest.raises(RuntimeError), hold_run_folder(out / "a" / "b" / "run"):
+        raise RuntimeError("a typo in --data found while the patches are made")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # and so do the parents it made
 
 
 def test_a_time_budget_stopped_before_it_was_fitted_resumes_to_an_end(t12: Path,
