@@ -284,6 +284,17 @@ def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_p
         assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_test_folders_of_one_name_are_both_measured(t12: Path, set5: Path, tmp_path: Path) -> None:
+    folders = [tmp_path / "a" / "Set5", tmp_path / "b" / "Set5"]
+    shutil.copytree(set5, folders[0])
+    folders[1].mkdir(parents=True)
+    shutil.copy(sorted(set5.iterdir())[0], folders[1])
+    log = train(tiny(t12, tmp_path / "run", steps=2, test_data=[str(f) for f in folders]))
+    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # one no longer hides one
+    a, b = (log["measured"][str(f)]["3"]["bicubic_psnr"] for f in folders)
+    assert a != b
+
+
 def test_a_diverging_run_stops_and_writes_no_weights(t12: Path, tmp_path: Path) -> None:
     with pytest.raises(DRCNError, match="the loss became nan"):
         train(tiny(t12, tmp_path, lr=1e30, clip=0.0))

@@ -397,10 +397,13 @@ class Trainer:
 
 
 def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
-    """Per dataset and scale: PSNR/SSIM and bicubic's, without the per-image rows."""
+    """Per dataset (its folder's name, or its path where two share a name) and scale: PSNR/SSIM
+    and bicubic's, without the per-image rows."""
     keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
-    return {Path(ds).name: {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
-            for ds, res in results.items()}
+    names = [Path(ds).name for ds in results]
+    return {name if names.count(name) == 1 else ds:
+            {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
+            for name, (ds, res) in zip(names, results.items(), strict=True)}
 
 
 def _barrier(d: Dist) -> None:
