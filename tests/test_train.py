@@ -241,6 +241,7 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--minutes", "nan"], "minutes must be a number"),
     (["--seed", str(10**20)], "seed must be in"),
     (["--stop-at", "-5"], "stop-at must be >= 0"),
+    (["--steps", "20000000000000", "--stop-at", "1"], "steps must be at most 1e+12"),  # unresumable
     (["--minutes", "1", "--stop-at", "3"], "a stop step needs a step count"),
     (["--name", "../away"], "without folders"),
     (["--clip", "nan"], "clip must be a number"),
