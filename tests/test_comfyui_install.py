@@ -136,3 +136,24 @@ def test_cli_comfyui_install(tmp_path: Path) -> None:
     assert "drcn-plugin already installed" in ok.output
     bad = runner.invoke(app, ["comfyui", "install", "--comfyui-dir", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "is not a ComfyUI folder" in bad.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+def test_a_nodes_folder_an_install_did_not_write_is_kept(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    (dest / ".git").mkdir(parents=True)  # a git clone of the nodes, with its history
+    (dest / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (dest / "drcn_nodes.py").write_text("# edited\n")
+    with pytest.raises(DRCNError, match=r"did not write \(.git/HEAD\).*move it away"):
+        comfyui_install.install(comfy, _fake_python(tmp_path, "2.5.1+cpu"))
+    assert not (tmp_path / "pip-args.txt").exists()  # refused before pip changed its Python
+    assert (dest / ".git" / "HEAD").is_file() and not dest.is_symlink()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]
+    (dest / ".git" / "HEAD").unlink()
+    (dest / ".git").rmdir()  # now only the nodes' own file: an earlier copy, replaced
+    comfyui_install.link_nodes(comfy, copy=True)
+    (dest / "__pycache__").mkdir()  # what ComfyUI's Python writes
+    (dest / "__pycache__" / "drcn_nodes.cpython-312.pyc").write_bytes(b"")
+    assert comfyui_install.link_nodes(comfy, copy=True)[0] == dest
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]

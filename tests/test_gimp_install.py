@@ -161,3 +161,40 @@ def test_plugin_files_are_what_gets_installed(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.glob("*.py")) == \
         sorted(p.name for p in PLUGIN_DIR.glob("*.py"))
     assert os.access(dest / f"{PLUGIN}.py", os.X_OK)
+
+
+def test_an_install_replaces_only_what_installs_wrote(tmp_path: Path) -> None:
+    dest = tmp_path / "plug-ins" / PLUGIN
+    dest.mkdir(parents=True)
+    (dest / "my-notes.txt").write_text("mine")  # a user's file, or another plug-in of this name
+    with pytest.raises(DRCNError, match="did not write .my-notes.txt.*move it away"):
+        gimp_install.install(tmp_path, "/new/python")
+    assert [p.name for p in dest.iterdir()] == ["my-notes.txt"]
+    assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]
+    (dest / "my-notes.txt").unlink()
+    gimp_install.install(tmp_path, "/old/python")
+    (dest / "__pycache__").mkdir()  # what GIMP's Python writes
+    (dest / "__pycache__" / "drcn_worker_client.cpython-312.pyc").write_bytes(b"")
+    (dest / "gone-in-this-version.py").write_text("")  # an earlier version's file, recorded
+    (dest / ".drcn-installed").write_text((dest / ".drcn-installed").read_text()
+                                          + "gone-in-this-version.py\n")
+    gimp_install.install(tmp_path, "/new/python")
+    assert json.loads((dest / CONFIG_NAME).read_text()) == {"python": "/new/python"}
+    assert not (dest / "gone-in-this-version.py").exists()
+    assert [p.name for p in dest.parent.iterdir()] == [PLUGIN]
+
+
+@pytest.mark.parametrize("args", [["gimp", "install", "--gimp-dir", ""],
+                                  ["comfyui", "install", "--comfyui-dir", ""],
+                                  ["comfyui", "install", "--comfyui-dir", ".", "--python", ""]])
+def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "custom_nodes").mkdir()  # here is a ComfyUI folder, with its Python
+    (tmp_path / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: invalid value for {args[-2]}: an empty path (an unset variable?)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom_nodes", "main.py"]
+    assert list((tmp_path / "custom_nodes").iterdir()) == []

@@ -187,8 +187,9 @@ def test_bad_training_data_fails_before_training(t12: Path, tmp_path: Path) -> N
     (broken / "x.png").write_bytes(b"not a png")
     with pytest.raises(DRCNError, match="not an image Pillow can read"):
         train(tiny(broken, tmp_path / "a"))
-    with pytest.raises(DRCNError, match="smaller than one 400x400 patch"):
-        train(tiny(t12, tmp_path / "a", patch=400, stride=200))
+    for batch in (16, 4096):  # the images are named, not the memory a step of such patches needs
+        with pytest.raises(DRCNError, match="smaller than one 400x400 patch"):
+            train(tiny(t12, tmp_path / "a", patch=400, stride=200, batch=batch))
     assert not (tmp_path / "a" / "last.pt").exists()
 
 
@@ -241,6 +242,7 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--minutes", "nan"], "minutes must be a number"),
     (["--seed", str(10**20)], "seed must be in"),
     (["--stop-at", "-5"], "stop-at must be >= 0"),
+    (["--steps", "20000000000000", "--stop-at", "1"], "steps must be at most 1e+12"),  # unresumable
     (["--minutes", "1", "--stop-at", "3"], "a stop step needs a step count"),
     (["--name", "../away"], "without folders"),
     (["--clip", "nan"], "clip must be a number"),
@@ -282,6 +284,17 @@ def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_p
         with pytest.raises(DRCNError, match=message):
             train(cfg)
         assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_test_folders_of_one_name_are_both_measured(t12: Path, set5: Path, tmp_path: Path) -> None:
+    folders = [tmp_path / "a" / "Set5", tmp_path / "b" / "Set5"]
+    shutil.copytree(set5, folders[0])
+    folders[1].mkdir(parents=True)
+    shutil.copy(sorted(set5.iterdir())[0], folders[1])
+    log = train(tiny(t12, tmp_path / "run", steps=2, test_data=[str(f) for f in folders]))
+    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # one no longer hides one
+    a, b = (log["measured"][str(f)]["3"]["bicubic_psnr"] for f in folders)
+    assert a != b
 
 
 def test_a_diverging_run_stops_and_writes_no_weights(t12: Path, tmp_path: Path) -> None:

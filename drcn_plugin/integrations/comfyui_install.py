@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled, source_checkout
+from .owned import check_replaceable, files_under, record_files, remove, swap_in
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -71,16 +72,24 @@ def check_comfyui_folder(comfyui_dir: Path) -> Path:
     return custom
 
 
-def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
-    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install
-    only once the new one is complete; returns the destination and whether it is a link."""
-    custom = check_comfyui_folder(comfyui_dir)
-    source, dest = nodes_source(), custom / NODES_NAME
+def check_nodes_folder(comfyui_dir: Path) -> Path:
+    """Where the nodes go, or InstallError when the folder is not ComfyUI's or that place holds
+    something an install of the nodes did not write (a git clone, another pack)."""
+    dest = check_comfyui_folder(comfyui_dir) / NODES_NAME
     if not dest.is_symlink() and dest.exists() and not (dest / "drcn_nodes.py").is_file():
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
-    new = custom / f".{NODES_NAME}.{os.getpid()}.part"
+    check_replaceable(dest, [n for n in files_under(nodes_source()) if "__pycache__" not in n])
+    return dest
+
+
+def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
+    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install
+    only once the new one is complete and only while it holds nothing an install did not write;
+    returns the destination and whether it is a link."""
+    source, dest = nodes_source(), check_nodes_folder(comfyui_dir)
+    new = dest.parent / f".{NODES_NAME}.{os.getpid()}.part"
     try:
-        _remove(new)
+        remove(new)
         linked = False
         if not copy:
             try:
@@ -90,20 +99,12 @@ def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
                 pass  # e.g. Windows without the right to make links: copy instead
         if not linked:
             shutil.copytree(source, new, ignore=shutil.ignore_patterns("__pycache__"))
-        _remove(dest)
-        new.rename(dest)
+            record_files(new)
+        swap_in(new, dest)
     except OSError as e:
-        _remove(new)
+        remove(new)
         raise InstallError(f"cannot put the nodes into {dest}: {one_line(e)}") from e
     return dest, linked
-
-
-def _remove(path: Path) -> None:
-    """Remove a link, file or folder tree at ``path``, if there is one."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
 
 
 def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
@@ -168,7 +169,7 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
     """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
     step leaves ComfyUI as it was (no nodes that cannot import)."""
     comfyui_dir = comfyui_dir.expanduser().resolve()
-    check_comfyui_folder(comfyui_dir)
+    check_nodes_folder(comfyui_dir)
     # absolute, not resolved: a venv's python is a link whose target is not the venv
     python = Path(os.path.abspath(python.expanduser())) if python else \
         default_python(comfyui_dir)

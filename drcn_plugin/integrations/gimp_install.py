@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled
+from .owned import check_replaceable, record_files, swap_in
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -80,7 +81,8 @@ def find_gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] 
 
 def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/`` with its worker record, built beside
-    it and swapped in whole (a failure leaves the old install); returns the installed folder."""
+    it and swapped in whole (a failure leaves the old install, and a folder holding files no
+    install wrote is refused); returns the installed folder."""
     if gimp_dir.name == "plug-ins":
         raise InstallError(f"{gimp_dir} is a plug-ins folder: give GIMP's user folder, the one "
                            "that holds plug-ins/")
@@ -88,19 +90,20 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     dest = gimp_dir / "plug-ins" / PLUGIN
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise InstallError(f"{dest} exists and is not a plug-in folder: move it away first")
+    files = sorted(source.glob("*.py"))
+    check_replaceable(dest, [p.name for p in files] + [CONFIG_NAME])
     new = dest.with_name(f".{PLUGIN}.{os.getpid()}.part")
     try:
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir(parents=True)
-        for path in source.glob("*.py"):
+        for path in files:
             shutil.copyfile(path, new / path.name)
         main = new / f"{PLUGIN}.py"
         main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         record = {"python": python}
         (new / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        new.rename(dest)
+        record_files(new)
+        swap_in(new, dest)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
         raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e

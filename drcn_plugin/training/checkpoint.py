@@ -17,7 +17,7 @@ from safetensors.torch import save as safetensors_bytes
 from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import TrainConfig, default_of, flag_of, rooted
+from .config import MAX_STEPS, TrainConfig, default_of, flag_of, rooted
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
@@ -62,8 +62,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
         raise CheckpointError(f"checkpoint {path} holds options no run can use ({one_line(e)})"
                               ) from e
     step, total, history = ckpt["step"], ckpt["total"], ckpt["history"]
-    if not (isinstance(step, int) and isinstance(total, int) and 0 <= step <= 10**12
-            and (total == 0 or step <= total <= 10**12)  # 0: a time budget not fitted yet
+    if not (isinstance(step, int) and isinstance(total, int) and 0 <= step <= MAX_STEPS
+            and (total == 0 or step <= total <= MAX_STEPS)  # 0: a time budget not fitted yet
             and isinstance(ckpt["best"], int | float)
             and isinstance(ckpt["elapsed"], int | float) and 0 <= ckpt["elapsed"] < math.inf
             and isinstance(ckpt.get("cwd", ""), str) and isinstance(history, list)

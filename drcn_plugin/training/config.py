@@ -26,6 +26,7 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
 DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
+MAX_STEPS = 10**12  # more than any run takes; a checkpoint past it is damaged
 FOLDER_OPTIONS = ("data", "val_data", "test_data")
 MODEL_OPTIONS = ("init", "baseline", "teacher")  # model specs: a path, or a shipped or Hub name
 
@@ -150,6 +151,7 @@ class TrainConfig:
             ("stride", self.stride < 1, "stride must be at least 1"),
             ("batch", self.batch < 1, "batch must be >= 1"),
             ("steps", self.steps < 1 and self.minutes <= 0, "give a step count or a time budget"),
+            ("steps", self.steps > MAX_STEPS, f"steps must be at most {MAX_STEPS:.0e}"),
             ("optimizer", self.optimizer not in OPTIMIZERS,
              f"optimizer: use one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule not in SCHEDULES,

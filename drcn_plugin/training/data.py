@@ -64,11 +64,12 @@ def _fits(side: int, patch: int, scale: int) -> bool:
     return side // scale * scale >= patch
 
 
-def check_sizes(images: Sequence[tuple[str, torch.Tensor]], patch: int,
+def check_sizes(images: Sequence[tuple[str, Sequence[int]]], patch: int,
                 scales: Sequence[int]) -> None:
-    """Refuse images too small to give one patch at full size (a likely mistake in the folder)."""
-    for name, y in images:
-        h, w = y.shape[-2:]
+    """Refuse images (name and shape) too small to give one patch at full size (a likely mistake
+    in the folder)."""
+    for name, shape in images:
+        h, w = shape[-2:]
         small = [s for s in scales if not _fits(min(h, w), patch, s)]
         if small:
             crop = f" once cropped to a multiple of scale {max(small)}" if min(h, w) >= patch \
@@ -123,7 +124,7 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
     With ``degrade``, each pair is made ``copies`` times, each copy's low-resolution image
     degraded with its own draw of the recipe (whole images, so JPEG sees its real block grid).
     """
-    check_sizes(images, patch, scales)
+    check_sizes([(name, y.shape) for name, y in images], patch, scales)
     if stride < 1:
         raise BadOptionError("the patch stride must be at least 1", option="stride")
     copies = copies if degrade is not None else 1

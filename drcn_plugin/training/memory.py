@@ -21,7 +21,7 @@ from ..devices import available_memory
 from ..errors import BadOptionError, OutOfMemoryError
 from ..imagefile import image_shape8
 from .config import TrainConfig
-from .data import PatchSet, count_patches, image_files, load_images, make_patches
+from .data import PatchSet, check_sizes, count_patches, image_files, load_images, make_patches
 
 
 def patch_set_bytes(cfg: TrainConfig, shapes: Sequence[Sequence[int]]) -> int:
@@ -92,9 +92,13 @@ def check_fits(cfg: TrainConfig, shapes: Sequence[Sequence[int]], device: torch.
 def fitting_patches(cfg: TrainConfig, device: torch.device, world: int, bf16: bool,
                     resumed: bool = False) -> PatchSet:
     """The run's patch set on ``device``, made once :func:`check_fits` has found room for it and
-    for the images, whose sizes are read from the files' headers first."""
+    for the images, whose sizes are read from the files' headers first (an image smaller than
+    a patch is named before the memory a patch that large would take)."""
     files = image_files([Path(p) for p in cfg.data])
-    check_fits(cfg, [image_shape8(p) for p in files], device, world, bf16, resumed)
+    shapes = [image_shape8(p) for p in files]
+    check_sizes([(str(p), shape) for p, shape in zip(files, shapes, strict=True)], cfg.patch,
+                cfg.scales)
+    check_fits(cfg, shapes, device, world, bf16, resumed)
     return make_patches(load_images([Path(p) for p in cfg.data]), cfg.scales, cfg.patch,
                         cfg.stride, cfg.downscales, device, cfg.recipes()[0], cfg.degrade_copies,
                         cfg.seed)

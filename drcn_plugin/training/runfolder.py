@@ -50,6 +50,12 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
         if os.path.realpath(out / name) in read:
             raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
                                  "another run folder or name", option="out")
+    images = [os.path.realpath(d) for d in cfg.data]
+    twice = next((d for d, real in zip(cfg.data, images, strict=True)
+                  if images.count(real) > 1), None)
+    if twice is not None and not resume:  # a resume reads its checkpoint's folders
+        raise BadOptionError(f"the training folder {twice} is given twice (its images would "
+                             "count double)", option="data")
     data = {os.path.realpath(d) for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data)
             if d}
     if os.path.realpath(out) in data:
@@ -62,7 +68,9 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
 def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
     """While inside, the run folder exists and (when ``lock``: the process that writes the run's
     files) ``OUT/.lock`` is held: a folder another training holds is refused. A start refused
-    inside leaves no folder it made. Where the platform has no such locks, nothing is held."""
+    inside leaves no folder it made, its parents included. Where the platform has no such
+    locks, nothing is held."""
+    missing = [p for p in out.parents if not p.exists()]  # nearest first, as they go again
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.mkdir()
@@ -88,8 +96,9 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
             if made:  # refused before its first file: the folder it made goes again
                 if handle is not None:
                     (out / ".lock").unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    out.rmdir()
+                for folder in (out, *missing):
+                    with contextlib.suppress(OSError):  # one another process fills is kept
+                        folder.rmdir()
             raise
 
 

@@ -48,7 +48,7 @@ from .checkpoint import (
     save_state,
     stop_reached,
 )
-from .config import TrainConfig, default_val_folder
+from .config import MAX_STEPS, TrainConfig, default_val_folder
 from .data import PatchSet, augment
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
@@ -132,7 +132,7 @@ class Trainer:
             if cfg.ema else None
         self.total = cfg.steps if cfg.minutes <= 0 else 0  # 0: fitted to the time budget
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(self.cfg, s, self.total or 10**12))
+            self.opt, lambda s: lr_factor(self.cfg, s, self.total or MAX_STEPS))
         self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
         self.curves_ok = True  # until a chart fails once
         if ckpt is not None:
@@ -194,7 +194,7 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         x, y, clean = self._batch()
-        alpha = alpha_at(self.cfg, self.step, self.total or 10**12)
+        alpha = alpha_at(self.cfg, self.step, self.total or MAX_STEPS)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             if self.teacher is not None:  # at the student's precision: a student equal to
@@ -227,7 +227,7 @@ class Trainer:
         total = torch.tensor([self.step + max(0, int(rate * left * 0.97))], device=self.device)
         if self.dist.world > 1:
             dist.broadcast(total, 0)
-        self.total = max(int(total.item()), self.step + 1)
+        self.total = min(max(int(total.item()), self.step + 1), MAX_STEPS)
 
     # -- validation, checkpoints, log --------------------------------------------------------
     def _validate(self) -> dict:
@@ -354,7 +354,7 @@ class Trainer:
                 tick, tick_step = now, self.step
                 self.history.append({"step": self.step, "loss": last_loss, "steps_per_s": rate,
                                      "lr": self.sched.get_last_lr()[0],
-                                     "alpha": alpha_at(cfg, self.step, self.total or 10**12),
+                                     "alpha": alpha_at(cfg, self.step, self.total or MAX_STEPS),
                                      "seconds": round(self.elapsed, 2)})
                 if at_val and main:
                     self.history[-1].update(self._validate())
@@ -397,10 +397,13 @@ class Trainer:
 
 
 def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
-    """Per dataset and scale: PSNR/SSIM and bicubic's, without the per-image rows."""
+    """Per dataset (its folder's name, or its path where two share a name) and scale: PSNR/SSIM
+    and bicubic's, without the per-image rows."""
     keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
-    return {Path(ds).name: {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
-            for ds, res in results.items()}
+    names = [Path(ds).name for ds in results]
+    return {name if names.count(name) == 1 else ds:
+            {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
+            for name, (ds, res) in zip(names, results.items(), strict=True)}
 
 
 def _barrier(d: Dist) -> None:

@@ -1,0 +1,83 @@
+"""The folders the installers own in a host's plug-in folder: built beside their place, then
+swapped in; an earlier one is replaced only while it holds nothing the installer did not write.
+
+A copied install records the files it wrote in ``.drcn-installed``, so a later install (of
+another version, with other files) knows them; a folder without that record (from before it
+was kept) may hold only the files the installer writes now. Python's ``__pycache__`` folders,
+which the host writes when it loads the code, are the installer's too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+from ..errors import InstallError
+
+MANIFEST = ".drcn-installed"
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every file and link below ``folder``, as relative POSIX paths (links not followed)."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        here = Path(top).relative_to(folder)
+        links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        found += [(here / name).as_posix() for name in files + links]
+    return sorted(found)
+
+
+def record_files(folder: Path) -> None:
+    """Write ``folder``'s manifest: the files an install put there."""
+    names = [n for n in files_under(folder) if n != MANIFEST]
+    (folder / MANIFEST).write_text("\n".join(names) + "\n", encoding="utf-8")
+
+
+def check_replaceable(dest: Path, writes: Collection[str]) -> None:
+    """Refuse to replace ``dest`` (a real folder) when it holds a file no install wrote there:
+    neither in its manifest nor in ``writes`` (what this install writes), nor Python's cache."""
+    if dest.is_symlink() or not dest.is_dir():
+        return
+    try:
+        recorded = (dest / MANIFEST).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        recorded = []
+    except (OSError, UnicodeDecodeError) as e:
+        raise InstallError(f"cannot read {dest / MANIFEST}: {e}") from e
+    known = {*writes, *recorded, MANIFEST}
+    foreign = [n for n in files_under(dest) if n not in known
+               and "__pycache__" not in n.split("/")[:-1]]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise InstallError(f"{dest} holds files this installer did not write ({foreign[0]}"
+                           f"{more}): move it away first")
+
+
+def swap_in(new: Path, dest: Path) -> None:
+    """Put the complete folder (or link) ``new`` at ``dest``; an earlier ``dest`` is moved aside
+    first, put back if the move fails, then removed (if that fails, it stays hidden beside)."""
+    old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+    had = dest.is_symlink() or dest.exists()
+    if had:
+        remove(old)  # left by a process of this PID long gone
+        dest.rename(old)
+    try:
+        new.rename(dest)
+    except OSError:
+        if had:
+            old.rename(dest)
+        raise
+    if had:
+        with contextlib.suppress(OSError):  # the new install is in place either way
+            remove(old)
+
+
+def remove(path: Path) -> None:
+    """Remove a link, file or folder tree at ``path``, if there is one."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
