@@ -38,15 +38,6 @@ def test_a_folder_of_the_runs_images_is_refused_as_its_output(t12: Path) -> None
         train(tiny(t12, t12, steps=4))
 
 
-def test_a_training_folder_given_twice_is_refused(t12: Path, tmp_path: Path) -> None:
-    (tmp_path / "link").symlink_to(t12)
-    for twice in ([str(t12), f"{t12}/"], [str(t12), str(tmp_path / "link")]):
-        with pytest.raises(BadOptionError, match="given twice") as e:
-            train(replace(tiny(t12, tmp_path / "run", steps=4), data=twice))
-        assert e.value.option == "data"
-    assert not (tmp_path / "run").exists()
-
-
 def test_the_last_checkpoint_comes_before_the_export(t12: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def no_room(model: object, path: Path) -> None:

@@ -61,8 +61,9 @@ def flag_of(f: Field) -> str:
 class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in the model card."""
 
-    data: list[str] = option([], "training image folder (repeat for several; a resume reads "
-                             "its run's)", card="always")
+    data: list[str] = option([], "training image folder (repeat for several; one given twice "
+                             "counts twice, with its own draws; a resume reads its run's)",
+                             card="always")
     out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
                       card="never")
     scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",

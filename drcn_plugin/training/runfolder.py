@@ -50,12 +50,6 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
         if os.path.realpath(out / name) in read:
             raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
                                  "another run folder or name", option="out")
-    images = [os.path.realpath(d) for d in cfg.data]
-    twice = next((d for d, real in zip(cfg.data, images, strict=True)
-                  if images.count(real) > 1), None)
-    if twice is not None and not resume:  # a resume reads its checkpoint's folders
-        raise BadOptionError(f"the training folder {twice} is given twice (its images would "
-                             "count double)", option="data")
     data = {os.path.realpath(d) for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data)
             if d}
     if os.path.realpath(out) in data:
