@@ -31,7 +31,7 @@ import torch
 
 from drcn_plugin import tuning
 from drcn_plugin.devices import cpu_bf16_unproven, cpu_has_fast_bf16, device_name
-from drcn_plugin.engine import Upscaler, _windows
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.hub import load_model
 from drcn_plugin.planes import interpolated_y, merge, to_planes
 
@@ -166,8 +166,8 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
     short = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[up.dtype]
     plan = up._auto_plan(oh, ow)
     halo = up.model.receptive_radius
-    computed = (len(_windows(oh, plan.tile_h, halo)) * min(oh, plan.tile_h + 2 * halo)
-                * len(_windows(ow, plan.tile_w, halo)) * min(ow, plan.tile_w + 2 * halo))
+    computed = (len(tuning.windows(oh, plan.tile_h, halo)) * min(oh, plan.tile_h + 2 * halo)
+                * len(tuning.windows(ow, plan.tile_w, halo)) * min(ow, plan.tile_w + 2 * halo))
     res["default_plan"] = {"core": f"{plan.tile_w}x{plan.tile_h}", "batch": plan.batch,
                            "halo_share": 1 - oh * ow / computed}
     res["default"] = mpx / best_time(lambda: up.upscale(img, 2), up.device, repeat)

@@ -17,7 +17,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,43 +77,6 @@ def check_memory(height: int, width: int, channels: int, itemsize: int,
         raise OutOfMemoryError(
             f"{what or f'a {ow}x{oh} result'} needs about {need / 2**30:.1f} GiB of memory; "
             f"{avail / 2**30:.1f} GiB is available")
-
-
-@dataclass
-class _Plan:
-    """Cores of ``tile_h x tile_w`` px (each window adds the halo), ``batch`` windows a call."""
-
-    tile_h: int
-    tile_w: int
-    batch: int
-
-    @classmethod
-    def balanced(cls, h: int, w: int, tile: int, batch: int) -> _Plan:
-        """Cores <= ``tile`` that split each axis evenly: as many windows, less halo work."""
-        return cls(tuning.balanced_core(h, tile), tuning.balanced_core(w, tile), batch)
-
-    def halved(self) -> _Plan | None:
-        """The next smaller plan after an out-of-memory error, or None at the smallest."""
-        if self.batch > 1:
-            return _Plan(self.tile_h, self.tile_w, self.batch // 2)
-        if max(self.tile_h, self.tile_w) > tuning.MIN_TILE:
-            low = tuning.MIN_TILE
-            return _Plan(max(low, self.tile_h // 2), max(low, self.tile_w // 2), 1)
-        return None
-
-
-def _windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
-    """(window start, core start, core end) along one axis; every window has the same length.
-
-    Windows are shifted inward at the image border instead of clipped, so all tiles share one
-    shape (batchable) and each core keeps a full halo or touches the image edge.
-    """
-    win = min(length, core + 2 * halo)
-    out = []
-    for cs in range(0, length, core):
-        ws = min(max(cs - halo, 0), length - win)
-        out.append((ws, cs, min(cs + core, length)))
-    return out
 
 
 class _PlanTooBigError(Exception):
@@ -184,9 +146,10 @@ class Upscaler:
         self.model.eval()
         self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), tta
         self.notify = notify if notify is not None else _stderr_line
-        if precision == "auto" and self.device.type == "cpu" and cpu_bf16_unproven() \
-                and tuning.tuning_enabled():
-            self.dtype = self._faster_cpu_dtype()
+        self._precision_open = precision == "auto" and self.device.type == "cpu" \
+            and cpu_bf16_unproven() and tuning.tuning_enabled()
+        if self._precision_open:
+            self._settle_precision(measure=False)
         self.model = self._placed(self.model)
 
     def _placed(self, model: DRCN) -> DRCN:
@@ -198,21 +161,35 @@ class Upscaler:
         model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
-    def _faster_cpu_dtype(self) -> torch.dtype:
-        """bf16 if its measured plans beat fp32's by 15% (its numbers are coarser), else fp32.
-
-        Both precisions' tile plans are measured (or read from the cache) as the engine's own,
-        so the choice costs one measurement more once per machine and model.
-        """
+    def _settle_precision(self, measure: bool, cancel: CancelFn | None = None) -> None:
+        """Where bf16 is unproven on this CPU: bf16 if its measured plans beat fp32's by 15% (its
+        numbers are coarser), else fp32. Without ``measure`` only cached plans decide, else the
+        choice stays open (fp32 meanwhile) until the first plane that starts a tile measurement,
+        where a cancel stops it; it costs one measurement more, once per machine and model."""
         fp32, per_pixel = self.model, {}
-        for dtype in (torch.float32, torch.bfloat16):
-            self.dtype = dtype
-            self.model = self._placed(copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
-            per_pixel[dtype] = min((t.seconds / (t.batch * t.tile ** 2) for t in self.timings()),
-                                   default=math.inf)
-        self.model = fp32
-        bf16_wins = per_pixel[torch.bfloat16] * 1.15 < per_pixel[torch.float32]
-        return torch.bfloat16 if bf16_wins else torch.float32
+        try:
+            for dtype in (torch.float32, torch.bfloat16):
+                self.dtype = dtype
+                with torch.inference_mode(False):
+                    self.model = self._placed(copy.deepcopy(fp32) if dtype != torch.float32
+                                              else fp32)
+                hook = self._cancel_between_recursions(cancel)
+                try:
+                    timings = self.timings(measure)
+                finally:
+                    if hook is not None:
+                        hook.remove()
+                if timings is None:
+                    return
+                per_pixel[dtype] = min((t.seconds / (t.batch * t.tile ** 2) for t in timings),
+                                       default=math.inf)
+        finally:
+            self.model, self.dtype = fp32, torch.float32
+        self._precision_open = False
+        if per_pixel[torch.bfloat16] * 1.15 < per_pixel[torch.float32]:
+            self.dtype = torch.bfloat16
+            with torch.inference_mode(False):
+                self.model = self._placed(copy.deepcopy(fp32))
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:
@@ -225,7 +202,7 @@ class Upscaler:
         avail = _available_memory(self.device)
         return avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
 
-    def _auto_plan(self, h: int, w: int) -> _Plan:
+    def _auto_plan(self, h: int, w: int) -> tuning.Plan:
         """The given tile, else the measured plan cheapest for this plane, else the rule."""
         budget = self._memory_budget()
         if not self.tile and tuning.tuning_enabled():
@@ -251,9 +228,9 @@ class Upscaler:
         win = (min(h, tile + 2 * halo), min(w, tile + 2 * halo))
         batch = self.batch or (1 if cache_sized else
                                max(1, min(16, budget // (bpp * win[0] * win[1]))))
-        return _Plan.balanced(h, w, tile, batch)
+        return tuning.Plan.balanced(h, w, tile, batch)
 
-    def _tuned_plan(self, h: int, w: int, budget: int) -> _Plan | None:
+    def _tuned_plan(self, h: int, w: int, budget: int) -> tuning.Plan | None:
         """Among the measured plans that fit in memory, the one predicted fastest on h x w."""
         halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
         timings = [t for t in self.timings(measure=h * w >= tuning.MEASURE_MIN_PIXELS) or []
@@ -261,7 +238,7 @@ class Upscaler:
         if not timings:
             return None
         best = min(timings, key=lambda t: tuning.predicted_seconds(t, h, w, halo))
-        return _Plan.balanced(h, w, best.tile, self.batch or best.batch)
+        return tuning.Plan.balanced(h, w, best.tile, self.batch or best.batch)
 
     def timings(self, measure: bool = True) -> list[tuning.Timing] | None:
         """This machine's measured window timings: from memory or the cache, else measured now;
@@ -329,12 +306,12 @@ class Upscaler:
             acc += y.transpose(-2, -1) if transpose else y
         return acc / len(_TTA)
 
-    def _run_plan(self, ilr: torch.Tensor, out: torch.Tensor, plan: _Plan,
+    def _run_plan(self, ilr: torch.Tensor, out: torch.Tensor, plan: tuning.Plan,
                   progress: ProgressFn | None, cancel: CancelFn | None) -> None:
         h, w = ilr.shape
         halo = self.model.receptive_radius
-        tiles = [(r, c) for r in _windows(h, plan.tile_h, halo)
-                 for c in _windows(w, plan.tile_w, halo)]
+        tiles = [(r, c) for r in tuning.windows(h, plan.tile_h, halo)
+                 for c in tuning.windows(w, plan.tile_w, halo)]
         total = len(tiles)
         wh, ww = min(h, plan.tile_h + 2 * halo), min(w, plan.tile_w + 2 * halo)
         for start in range(0, total, plan.batch):
@@ -363,6 +340,8 @@ class Upscaler:
         with _allocating(*ilr.shape, self.device):
             ilr = ilr.float().cpu()
             out = torch.empty_like(ilr)
+        if self._precision_open and not self.tile and ilr.numel() >= tuning.MEASURE_MIN_PIXELS:
+            self._settle_precision(measure=True, cancel=cancel)
         hook = self._cancel_between_recursions(cancel)  # measuring a plan checks it too
         try:
             plan = self._auto_plan(*ilr.shape)

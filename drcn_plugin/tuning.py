@@ -251,6 +251,43 @@ def balanced_core(length: int, tile: int) -> int:
     return math.ceil(length / math.ceil(length / tile))
 
 
+@dataclass
+class Plan:
+    """Cores of ``tile_h x tile_w`` px (each window adds the halo), ``batch`` windows a call."""
+
+    tile_h: int
+    tile_w: int
+    batch: int
+
+    @classmethod
+    def balanced(cls, h: int, w: int, tile: int, batch: int) -> Plan:
+        """Cores <= ``tile`` that split each axis evenly: as many windows, less halo work."""
+        return cls(balanced_core(h, tile), balanced_core(w, tile), batch)
+
+    def halved(self) -> Plan | None:
+        """The next smaller plan after an out-of-memory error, or None at the smallest."""
+        if self.batch > 1:
+            return Plan(self.tile_h, self.tile_w, self.batch // 2)
+        if max(self.tile_h, self.tile_w) > MIN_TILE:
+            low = MIN_TILE
+            return Plan(max(low, self.tile_h // 2), max(low, self.tile_w // 2), 1)
+        return None
+
+
+def windows(length: int, core: int, halo: int) -> list[tuple[int, int, int]]:
+    """(window start, core start, core end) along one axis; every window has the same length.
+
+    Windows are shifted inward at the image border instead of clipped, so all tiles share one
+    shape (batchable) and each core keeps a full halo or touches the image edge.
+    """
+    win = min(length, core + 2 * halo)
+    out = []
+    for cs in range(0, length, core):
+        ws = min(max(cs - halo, 0), length - win)
+        out.append((ws, cs, min(cs + core, length)))
+    return out
+
+
 def predicted_seconds(t: Timing, h: int, w: int, halo: int) -> float:
     """Time of plan ``t`` on an ``h x w`` plane: per window, scaled by the windows' actual area."""
     ch, cw = balanced_core(h, t.tile), balanced_core(w, t.tile)

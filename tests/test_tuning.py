@@ -14,6 +14,7 @@ import torch
 
 from drcn_plugin import devices, engine, tuning
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import Cancelled
 from drcn_plugin.model import DRCN
 from drcn_plugin.tuning import Measurement, Plans, Timing
 
@@ -370,12 +371,23 @@ def test_a_cache_that_cannot_be_written_is_said(tuning_on: None, monkeypatch, tm
 def test_unproven_bf16_is_measured_against_fp32_once(tuning_on: None,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Where torch runs bf16 but no instruction set vouches for its speed, ``auto`` measures both
-    precisions' plans, takes the faster, and later engines read the choice from the cache."""
+    precisions' plans on the first plane large enough to start a measurement (not when the engine
+    is made, nor for small planes or a given tile), takes the faster, and later engines read the
+    choice from the cache; a cancel stops the measuring."""
     monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: True)
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as it is where unproven
     notes: list[str] = []
     model = tiny()
     up = Upscaler(model, device="cpu", notify=notes.append)
+    up.run_y(torch.rand(30, 30))  # under MEASURE_MIN_PIXELS
+    Upscaler(tiny(), device="cpu", tile=32, notify=notes.append).run_y(torch.rand(60, 60))
+    assert up.dtype == torch.float32 and not notes
+    with pytest.raises(Cancelled):
+        up.run_y(torch.rand(60, 60), cancel=lambda: True)
+    assert up.dtype == torch.float32 and not tuning.cache_path().exists()
+    assert [n.split(" tile sizes")[0] for n in notes] == ["measuring float32"]
+    notes.clear()
+    out = up.run_y(torch.rand(60, 60))
     assert [n.split(" tile sizes")[0] for n in notes] == ["measuring float32", "measuring bfloat16"]
     assert model.embed[0].weight.dtype == torch.float32, "the caller's module is left as it was"
     plans = json.loads(tuning.cache_path().read_text())["plans"]
@@ -385,6 +397,7 @@ def test_unproven_bf16_is_measured_against_fp32_once(tuning_on: None,
         best[dtype] = min(t["seconds"] / (t["batch"] * t["tile"] ** 2) for t in timings)
     faster = torch.bfloat16 if best[torch.bfloat16] * 1.15 < best[torch.float32] else torch.float32
     assert up.dtype == faster and up.model.embed[0].weight.dtype == faster
+    assert out.shape == (60, 60) and torch.isfinite(out).all()
     engine._TIMINGS.clear()
     assert Upscaler(tiny(), device="cpu", notify=notes.append).dtype == faster and len(notes) == 2
     assert Upscaler(tiny(), device="cpu", precision="fp32").dtype == torch.float32
