@@ -86,10 +86,12 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
-    from the file's header (orientation applied) without decoding its pixels."""
+    from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
+    follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
     with _decoding(path), open(path, "rb") as f, Image.open(f) as im:
         w, h = im.size
-        if orientation(im) >= 5 and im.format != "TIFF":  # Pillow gives a TIFF its turned size
+        known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
+        if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
             h, w = w, h
         return (h, w) if im.mode in _GREY_MODES else (3, h, w)
 
@@ -138,22 +140,26 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def read_image8(path: Path) -> torch.Tensor:
-    """An image file as 8-bit levels (0..255, float64): ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
+def read_levels8(path: Path) -> torch.Tensor:
+    """An image file as 8-bit levels in uint8: ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
     Decoded by :func:`read_image` (EXIF orientation applied); 16-bit and float files are scaled
-    to 8 bits (floats must lie in 0..1) and alpha is dropped. Evaluation and training read
-    through this.
+    to 8 bits (floats must lie in 0..1) and alpha is dropped. Training holds its images so.
     """
     array, _ = read_image(path)
     try:
         require_unit_range(array, "scoring")
     except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
-    a = torch.from_numpy(np.asarray(to_8bit(array), dtype=np.float64))
+    a = torch.from_numpy(np.require(to_8bit(array), requirements=["C", "W"]))
     if a.dim() == 2 or a.shape[2] <= 2:
         return a if a.dim() == 2 else a[:, :, 0].contiguous()
     return a[:, :, :3].permute(2, 0, 1).contiguous()
+
+
+def read_image8(path: Path) -> torch.Tensor:
+    """:func:`read_levels8` as float64 levels (0..255), what evaluation computes with."""
+    return read_levels8(path).double()
 
 
 def read_y(path: Path) -> torch.Tensor:

@@ -125,13 +125,13 @@ def test_a_folder_named_twice_counts_twice_with_its_own_draws(tmp_path: Path) ->
     """``--data A --data A`` weights A double, each copy degraded with its own draws."""
     from PIL import Image
 
-    from drcn_plugin.training.data import load_images
+    from drcn_plugin.training.data import image_files, load_images
 
     folder = tmp_path / "a"
     folder.mkdir()
     Image.fromarray(_photo()[:, :64, :64].permute(1, 2, 0).to(torch.uint8).numpy()).save(
         folder / "one.png")
-    once, twice = load_images([folder]), load_images([folder, folder])
+    once, twice = (load_images(image_files(f)) for f in ([folder], [folder, folder]))
     assert len(twice) == 2 * len(once) == 2
     recipe = Recipe.parse("noise:3,jpeg:40-90")
     one = make_patches(once, [2], 32, 32, [1.0], degrade=recipe, seed=1)

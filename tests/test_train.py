@@ -22,7 +22,7 @@ from drcn_plugin.cli import app
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import load_model
 from drcn_plugin.model import DRCN
-from drcn_plugin.training.data import load_images, make_patches
+from drcn_plugin.training.data import image_files, load_images, make_patches
 from drcn_plugin.training.recipe import distilled_target
 from drcn_plugin.training.trainer import TrainConfig, drcn_loss, init_weights, train
 
@@ -50,7 +50,7 @@ def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path
     assert set(load_file(str(weights))) == set(DRCN(16, 4).state_dict())
 
     # The loss on the whole (fixed) patch set falls well below the starting point (= bicubic).
-    patches = make_patches(load_images([t12]), [3], 32, 32, [1.0, 0.8]).pairs.float() / 255
+    patches = make_patches(load_images(image_files([t12])), [3], 32, 32, [1.0, 0.8]).pairs.float() / 255
     x, y = patches[:, :1], patches[:, 1:]
     start = DRCN(16, 4)
     init_weights(start, torch.Generator().manual_seed(0))

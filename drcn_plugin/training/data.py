@@ -18,7 +18,7 @@ import torch
 
 from ..degrade import Recipe, degraded_pair
 from ..errors import BadOptionError, DatasetError
-from ..imagefile import list_images, read_image8
+from ..imagefile import list_images, read_levels8
 from ..imaging import image_y, imresize, make_pair, quantize8
 from .config import DOWNSCALES
 
@@ -44,17 +44,18 @@ class PatchSet:
         return sum(int(part.sum(dtype=torch.int64)) for part in self.pairs.view(-1).split(1 << 24))
 
 
-def load_images(folders: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
-    """Every image of the folders as 8-bit levels in uint8 (``[3, H, W]`` RGB, ``[H, W]`` grey),
-    a third of the float Y plane's memory; clear errors when unusable. :func:`make_patches`
-    takes the protocol's Y, or degrades the colour image, one image at a time."""
-    if not folders:
-        raise DatasetError("no training folder given")
-    return [(str(p), read_image8(p).to(torch.uint8)) for p in image_files(folders)]
+def load_images(files: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
+    """The training images as 8-bit levels in uint8 (``[3, H, W]`` RGB, ``[H, W]`` grey): 3/8 of
+    a float64 Y plane's memory for colour, 1/8 for grey. :func:`make_patches` takes the protocol's
+    Y, or degrades the colour image, one image at a time."""
+    return [(str(p), read_levels8(p)) for p in files]
 
 
 def image_files(folders: Sequence[Path]) -> list[Path]:
-    """The image files of the training folders, in the order they are loaded."""
+    """The image files of the training folders, in order (a folder given twice counts twice);
+    clear errors when a folder is unusable."""
+    if not folders:
+        raise DatasetError("no training folder given")
     return [p for folder in folders for p in list_images(Path(folder))]
 
 
