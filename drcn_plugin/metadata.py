@@ -156,13 +156,14 @@ def scaled_dpi(dpi: tuple[float, float] | None, fmt: str, scale: tuple[float, fl
     return None
 
 
-def _scaled(value, scale: float):
-    """A resolution tag's value scaled, as a rational EXIF can hold; None when it cannot."""
+def _scaled(value, scale: float) -> Fraction | None:
+    """A resolution tag's value scaled, as a rational; None when it is not a number >= 0 (0, as
+    some cameras write for "unknown", stays 0)."""
     try:
         scaled = Fraction(float(value) * scale).limit_denominator(10000)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError):
         return None
-    return scaled if 0 < scaled <= RATIONAL_MAX else None
+    return scaled if scaled >= 0 else None
 
 
 def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
@@ -179,8 +180,10 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
     for tag, factor in ((X_RES, sx), (Y_RES, sy)):
         if tag in out:
             value = _scaled(out[tag], factor)
-            if value is None:
+            if value is not None and value > RATIONAL_MAX:
                 notes.append("EXIF resolution dropped: scaled with the image, it does not fit EXIF")
+                value = None
+            if value is None:
                 del out[tag]
             else:
                 out[tag] = value

@@ -18,8 +18,8 @@ from drcn_plugin.sizing import TargetSize
 
 @pytest.mark.parametrize("scale", [np.uint8(3), np.int8(3), np.float16(3), np.float32(3)])
 def test_a_numpy_scalar_scale_gives_the_size_of_its_value(tiny_model_file: str, scale) -> None:
-    """100 * np.uint8(3) wrapped around to 44 (a result smaller than the input); float16
-    overflowed in the rounding and raised a bare ValueError."""
+    """A numpy scalar counts as its value: in uint8 arithmetic 100 * 3 wraps around to 44, and
+    a float16 product overflows in the rounding."""
     out = Upscaler(tiny_model_file, device="cpu").upscale(np.zeros((100, 90), np.uint8), scale)
     assert out.shape == (300, 270)
 
@@ -33,8 +33,8 @@ def test_numpy_integers_are_whole_numbers_of_pixels(tiny_model_file: str) -> Non
 
 
 def test_a_loaded_module_with_nan_weights_is_refused_not_a_black_image() -> None:
-    """A diverged model held in memory gave an all-black uint8 image and an all-NaN float one;
-    the same weights in a file were refused."""
+    """A diverged model held in memory is refused as the same weights in a file are: NaN weights
+    would give an all-black uint8 image and an all-NaN float one."""
     model = seeded_drcn()
     with torch.no_grad():
         model.ensemble[1] = float("nan")
@@ -44,7 +44,7 @@ def test_a_loaded_module_with_nan_weights_is_refused_not_a_black_image() -> None
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_module_that_is_not_drcn_is_one_typed_error(precision: str) -> None:
-    """It raised a bare AttributeError from inside the engine."""
+    """Any other module is one typed error, not an AttributeError from inside the engine."""
     with pytest.raises(ModelLoadError, match="a Linear module is not a DRCN model") as err:
         Upscaler(torch.nn.Linear(2, 2), device="cpu", precision=precision)
     assert "\n" not in str(err.value)

@@ -23,9 +23,9 @@ def upscale(*args: str):
 @pytest.mark.parametrize("fmt", ["jpg", "png", "bmp", "tiff"])
 def test_a_resolution_the_output_cannot_hold_is_dropped_not_wrapped_or_fatal(
         folder: Path, tiny_model_file: str, fmt: str) -> None:
-    # x2 makes 80,000 dpi (a microscope's scan), over JPEG's 16-bit density: Pillow wrapped it to
-    # 14,464 dpi. 6e9 dpi (an odd TIFF rational) overflowed PNG's and BMP's pixels per metre,
-    # so the image was refused for its metadata, and TIFF got NaN resolutions.
+    # x2 makes 80,000 dpi (a microscope's scan), over JPEG's 16-bit density, which Pillow wraps
+    # (to 14,464 dpi). 6e9 dpi (an odd TIFF rational) overflows PNG's and BMP's pixels per metre,
+    # where Pillow refuses to write, and TIFF's rational, where it writes NaN.
     random_rgb().save(folder / "scan.png", dpi=(40000, 40000))
     exif = Image.Exif()
     exif[0x011A] = exif[0x011B] = TiffImagePlugin.IFDRational(3_000_000_000, 1)
@@ -51,10 +51,10 @@ def test_a_resolution_the_output_cannot_hold_is_dropped_not_wrapped_or_fatal(
 
 def test_a_jpeg_comment_travels_byte_for_byte_and_one_too_long_costs_nothing(
         folder: Path, tiny_model_file: str) -> None:
-    # A comment states no encoding; older software wrote Latin-1. It was decoded as UTF-8 with
-    # replacement characters, so "Café" came back as "Caf\ufffd", and 30,000 such bytes grew to
-    # 90,000, over a JPEG segment: the image was refused ("Comment is too long"), as it was for
-    # a PNG whose Comment text is over 64 KB.
+    # A comment states no encoding; older software wrote Latin-1. Decoded as UTF-8 with
+    # replacement characters, "Café" would come back as "Caf\ufffd", and 30,000 such bytes would
+    # grow to 90,000, over a JPEG segment, which Pillow refuses ("Comment is too long"), as it
+    # does a PNG's Comment text over 64 KB.
     from PIL.PngImagePlugin import PngInfo
 
     latin1 = "Café au lait, ©2003".encode("latin-1")
@@ -80,9 +80,9 @@ def test_a_jpeg_comment_travels_byte_for_byte_and_one_too_long_costs_nothing(
 def test_a_result_too_large_for_its_format_is_refused_before_the_upscale(
         folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, fmt: str,
         width: int) -> None:
-    # x4 gives 16384 (over WebP's 16383) and 65504 pixels (over libjpeg's 65500): the encoder
-    # refused only after the whole upscale (hours for a photo), for JPEG in words that did not
-    # say why ("broken data stream").
+    # x4 gives 16384 (over WebP's 16383) and 65504 pixels (over libjpeg's 65500): the encoders
+    # refuse them only once the whole upscale is done (hours for a photo), libjpeg in words that
+    # do not say why ("broken data stream").
     from drcn_plugin import engine
 
     Image.new("RGB", (width, 2)).save(folder / "wide.png")
@@ -126,9 +126,8 @@ main()
                                               ("SIGHUP", 129)])
 def test_the_exit_status_names_the_signal_that_stopped_the_batch(
         folder: Path, name: str, status: int) -> None:
-    # A stop is 128 + the signal's number, as the shell reports a process that signal ended;
-    # SIGTERM and SIGHUP took Ctrl-C's path and exited 130, which tells a scheduler the user
-    # pressed Ctrl-C.
+    # A stop is 128 + the signal's number, as the shell reports a process that signal ended:
+    # 130 would tell a scheduler that the user pressed Ctrl-C.
     import os
     import signal
     import subprocess
@@ -150,8 +149,8 @@ def test_the_exit_status_names_the_signal_that_stopped_the_batch(
 
 def test_an_icc_profile_over_what_jpeg_holds_is_dropped_with_a_note(
         folder: Path, tiny_model_file: str) -> None:
-    # JPEG numbers its ICC segments in one byte: past 255 of them Pillow wrapped the numbers and
-    # wrote a 17 MB profile that no reader takes back, without a word.
+    # JPEG numbers its ICC segments in one byte: past 255 of them Pillow wraps the numbers and
+    # writes a 17 MB profile that no reader takes back, without a word.
     random_rgb().save(folder / "lut.tif", icc_profile=bytes(17 << 20))  # 255 segments: 16.7 MB
     out = folder.parent / "out"
     r = upscale(str(folder), "-o", str(out), "--format", "jpg", "--model", tiny_model_file)
