@@ -108,8 +108,10 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
             elif path.is_file() or _broken_link(path):  # a broken link fails as its job
                 files, root = [path], path.parent
                 default_out = root / tag
-            elif not glob.has_magic(spec):
-                errors.append(f"{spec}: no such file or folder")
+            elif os.path.lexists(path) or not glob.has_magic(spec):
+                what = "not a file or folder (a pipe, device or socket)" \
+                    if os.path.lexists(path) else "no such file or folder"
+                errors.append(f"{spec}: {what}")
                 continue
             else:
                 files = _glob(str(path), recursive)
@@ -134,7 +136,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
-            jobs.append(Job(f, out_root / rel.parent / (f.stem + suffix + _out_suffix(f, fmt))))
+            jobs.append(Job(f, out_root / rel.parent / _result_name(f, f.stem, suffix, fmt)))
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
@@ -149,9 +151,15 @@ def _earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,
     def real(p: Path) -> str:
         return os.path.join(os.path.realpath(p.parent), p.name)
 
-    names = {real(out_root / f.relative_to(root).parent / (name + suffix + _out_suffix(f, fmt)))
+    names = {real(out_root / f.relative_to(root).parent / _result_name(f, name, suffix, fmt))
              for f in files for name in (f.stem, f.name)}  # the first and the second choice
     return {f for f in files if real(f) in names}
+
+
+def _result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
+    """The file name of ``source``'s result: ``stem`` (its stem, or its whole name as the second
+    choice when two results would share one), the suffix, the output format's extension."""
+    return stem + suffix + _out_suffix(source, fmt)
 
 
 def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
@@ -239,7 +247,7 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
                                            + j.source.suffix, str(j.source))):
         target = job.target
         if _key(target) in taken:  # keep the source's extension: photo.gif -> photo.gif.png
-            target = target.with_name(job.source.name + suffix + _out_suffix(job.source, fmt))
+            target = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
         n = 2
         while _key(target) in taken:
             target = job.target.with_name(f"{job.source.stem}{suffix}-{n}{job.target.suffix}")

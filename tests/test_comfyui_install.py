@@ -108,8 +108,7 @@ def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.Monke
         "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
 
 
-@pytest.mark.usefixtures("this_copy_installed")
-def test_install_refuses_other_folders(tmp_path: Path) -> None:
+def test_install_refuses_other_folders(tmp_path: Path) -> None:  # both before pip runs
     with pytest.raises(DRCNError, match="is not a ComfyUI folder"):
         comfyui_install.install(tmp_path, Path(sys.executable))
     comfy = _fake_comfyui(tmp_path / "ComfyUI")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,6 @@ def test_broken_links_and_missing_inputs_are_named(folder: Path, tiny_model_file
     missing = str(folder / "missing.png")
     r = upscale(missing, "--model", tiny_model_file)
     assert r.exit_code == 1 and r.output == f"error: {missing}: no such file or folder\n"
+    os.mkfifo(folder / "pipe.png")  # named: a clear line, not "no such file", and no hang
+    r = upscale(str(folder / "pipe.png"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "pipe.png: not a file or folder (a pipe" in r.output, r.output
