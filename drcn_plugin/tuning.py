@@ -26,7 +26,7 @@ import torch
 
 from .devices import cpu_signature, device_name, is_out_of_memory, synchronize, usable_cpus
 from .errors import WriteError, one_line
-from .writing import atomic_write_bytes
+from .writing import atomic_write_bytes, clean_stale_parts, locked_folder
 
 TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"
@@ -44,6 +44,7 @@ _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the be
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
 # Below this share of its threads' CPU time, a measurement shared the CPU with other work.
 BUSY_SHARE = 0.7
+LOCK_WAIT_S = 10.0  # the longest a store waits for the cache folder's lock, then writes anyway
 _clock = time.perf_counter
 _cpu_clock = time.process_time
 
@@ -166,15 +167,18 @@ def store_plans(key: str, plans: Plans) -> str | None:
     ``key`` meanwhile, too), write atomically. Returns why the plans could not be kept (then
     they are measured again next time), else None.
 
-    Two processes tuning at once each leave a complete file.
+    Processes storing at once take turns under the cache folder's lock, so none loses what
+    another stored; temporary files of writers that were killed are removed.
     """
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        kept = _read(path)
-        kept[key] = plans.merged(kept.get(key))
-        body = {"version": CACHE_VERSION, "plans": {k: asdict(v) for k, v in kept.items()}}
-        atomic_write_bytes(path, json.dumps(body, indent=1).encode())
+        with locked_folder(path.parent, LOCK_WAIT_S):
+            clean_stale_parts(path.parent)
+            kept = _read(path)
+            kept[key] = plans.merged(kept.get(key))
+            body = {"version": CACHE_VERSION, "plans": {k: asdict(v) for k, v in kept.items()}}
+            atomic_write_bytes(path, json.dumps(body, indent=1).encode())
     except (OSError, WriteError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
         return f"cannot keep the tile plan in {path.parent} ({reason})"

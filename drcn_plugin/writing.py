@@ -196,6 +196,26 @@ def clean_stale_folders(parent: Path, prefix: str) -> int:
     return removed
 
 
+@contextlib.contextmanager
+def locked_folder(folder: Path, wait_s: float = 10.0) -> Iterator[None]:
+    """Hold ``folder``'s exclusive advisory lock while inside, so that processes that read, merge
+    and rewrite a file there take turns instead of dropping each other's changes. Where no lock
+    can be taken (Windows, a file system without locks), or after ``wait_s`` seconds of waiting
+    (a holder that is stuck never stops a run), the body runs without it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while try_lock(fd) is False and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
 def try_lock(fd: int) -> bool | None:
     """Take the exclusive advisory lock of an open file without waiting: True when taken, False
     while another process holds it, None where no such lock can be taken (Windows, a file
