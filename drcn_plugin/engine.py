@@ -166,13 +166,13 @@ class Upscaler:
         numbers are coarser), else fp32. Without ``measure`` only cached plans decide, else the
         choice stays open (fp32 meanwhile) until the first plane that starts a tile measurement,
         where a cancel stops it; it costs one measurement more, once per machine and model."""
-        fp32, per_pixel = self.model, {}
+        fp32, placed, per_pixel = self.model, {}, {}
         try:
             for dtype in (torch.float32, torch.bfloat16):
                 self.dtype = dtype
                 with torch.inference_mode(False):
-                    self.model = self._placed(copy.deepcopy(fp32) if dtype != torch.float32
-                                              else fp32)
+                    self.model = placed[dtype] = self._placed(
+                        copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
                 hook = self._cancel_between_recursions(cancel)
                 try:
                     timings = self.timings(measure)
@@ -181,15 +181,12 @@ class Upscaler:
                         hook.remove()
                 if timings is None:
                     return
-                per_pixel[dtype] = min((t.seconds / (t.batch * t.tile ** 2) for t in timings),
-                                       default=math.inf)
+                per_pixel[dtype] = min((t.per_pixel for t in timings), default=math.inf)
         finally:
             self.model, self.dtype = fp32, torch.float32
         self._precision_open = False
         if per_pixel[torch.bfloat16] * 1.15 < per_pixel[torch.float32]:
-            self.dtype = torch.bfloat16
-            with torch.inference_mode(False):
-                self.model = self._placed(copy.deepcopy(fp32))
+            self.model, self.dtype = placed[torch.bfloat16], torch.bfloat16
 
     # -- the tiled network on one Y plane ---------------------------------------------------
     def working_bytes_per_pixel(self) -> int:

@@ -57,6 +57,11 @@ class Timing:
     batch: int
     seconds: float
 
+    @property
+    def per_pixel(self) -> float:
+        """Seconds per core pixel, how plans of different sizes compare."""
+        return self.seconds / (self.batch * self.tile ** 2)
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -81,7 +86,7 @@ class Plans:
     def candidates(self, ladder: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Where an unsettled measurement is taken up again: from its best tile upward, or from
         the rung below it when the last try was busy (load may have hidden the best there)."""
-        best = min(self.timings, key=lambda t: t.seconds / (t.batch * t.tile ** 2)).tile
+        best = min(self.timings, key=lambda t: t.per_pixel).tile
         below = [tile for tile, _ in ladder if tile < best]
         start = below[-1] if self.busy and below else best
         return [c for c in ladder if c[0] >= start]

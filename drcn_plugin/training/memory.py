@@ -1,12 +1,12 @@
 """The memory a training run needs, estimated before its patches and batches are allocated.
 
 Images or options that cannot fit (a folder of large photos, a huge ``--batch``, ``--stride 1``
-on a real folder) would otherwise
-allocate until the system kills the process with no message; :func:`check_fits` refuses them in
-one line naming what to change. The estimate leans low, so that a run that fits is never refused:
-measured on a CPU, making the patches takes what :func:`patch_set_bytes` says (1.00x), and a step
-of F=8..64, D=3..16 takes 1.0-1.8x :func:`step_bytes` (near 1.0x for large batches, more for small
-ones, whose convolution scratch is left out).
+on a real folder) would otherwise allocate until the system kills the process with no message;
+:func:`check_fits` refuses them in one line naming what to change. The estimate leans low, so
+that a run that fits is never refused: measured on a CPU, making the patches takes what
+:func:`patch_set_bytes` says (1.00x), and a step of F=8..64, D=3..16 takes 1.0-1.8x
+:func:`step_bytes` (near 1.0x for large batches, more for small ones, whose convolution scratch
+is left out).
 """
 
 from __future__ import annotations
