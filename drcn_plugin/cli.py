@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from PIL import Image
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
@@ -373,6 +374,7 @@ def _command_path(args: list[str]) -> str:
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
+    Image.MAX_IMAGE_PIXELS = None  # the process is drcn's: reads check the memory instead
     try:
         code = app(standalone_mode=False, prog_name="drcn")
         if code == 130:  # typer's status for an interrupt; a stop signal names its own

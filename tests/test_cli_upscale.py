@@ -82,10 +82,44 @@ def test_bad_files_do_not_stop_the_batch(photos: Path, tiny_model_file: str) -> 
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
 
 
-def test_too_large_image_is_refused(photos: Path, tiny_model_file: str, monkeypatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # a.png has 1,920 pixels
+def test_pixel_count_alone_does_not_refuse_what_memory_holds(photos: Path, tiny_model_file: str,
+                                                             monkeypatch, capsys) -> None:
+    """Pillow's pixel limit (89 MP warns, 179 MP refuses) is not drcn's: a 100 MP photo fits in
+    memory. a.png has 1,920 pixels, between the warning and the error of a 1,000-pixel limit."""
+    from drcn_plugin.cli import main
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    r = upscale(str(photos / "a.png"), "-o", str(photos / "w"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "decompression" not in r.output, r.output
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: Pillow refuses
+    r = upscale(str(photos / "a.png"), "-o", str(photos / "e"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "MAX_IMAGE_PIXELS" in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(sys, "argv", ["drcn", "upscale", str(photos / "a.png"), "-o",
+                                      str(photos / "c"), "--model", tiny_model_file])
+    with pytest.raises(SystemExit) as exit_:
+        main()  # the console script owns its process and checks memory instead
+    assert exit_.value.code == 0, capsys.readouterr().err
+    assert Image.open(photos / "c" / "a.png").size == (96, 80)
+
+
+def test_a_decode_that_cannot_fit_is_refused_from_the_header(photos: Path, tiny_model_file: str,
+                                                             monkeypatch) -> None:
+    from PIL import ImageFile
+
+    from drcn_plugin import devices, imagefile
+
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: loads.append(im) or real_load(im))
+    need = 48 * 40 * imagefile.DECODE_BYTES_PER_PIXEL
+    monkeypatch.setattr(devices, "host_available_memory", lambda: need - 1)
+    with pytest.raises(imagefile.OutOfMemoryError, match="a.png: a 48x40 image needs"):
+        imagefile.read_image(photos / "a.png")
+    assert not loads, "refused before any pixel was decoded"
     r = upscale(str(photos / "a.png"), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "too large" in r.output
+    assert r.exit_code == 1 and "to decode" in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(devices, "host_available_memory", lambda: need)
+    assert imagefile.read_image(photos / "a.png")[0].shape == (40, 48, 3) and loads
 
 
 def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
