@@ -1,10 +1,9 @@
 """Image files: decode with Pillow to engine arrays, encode back with metadata, write atomically.
 
 Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile and DPI, and
-keeps 16-bit grey at 16 bits. Before decoding, the header's size is checked against the memory
-available, which is what Pillow's fixed pixel limit stands in for. Writing goes to a temporary
-file in the target folder, then a rename, so an interrupted run never leaves a half-written
-image and never replaces a file it was told not to.
+keeps 16-bit grey at 16 bits. Writing goes to a temporary file in the target folder, then a
+rename, so an interrupted run never leaves a half-written image and never replaces a file it
+was told not to.
 """
 
 from __future__ import annotations
@@ -48,8 +47,8 @@ FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "
            "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).
-# Decoding takes at most this much per pixel: Pillow's 4-byte pixels, once more for a palette or
-# CMYK conversion and an EXIF turn, and a float32 RGBA array (measured: 10-11 for RGB, 4 for grey).
+# Most bytes a decode takes per pixel: Pillow's 4-byte pixels, converted and turned, and a float32
+# RGBA array (measured: 10-11 for RGB, 4 for grey). Pillow's fixed pixel limit stands in for it.
 DECODE_BYTES_PER_PIXEL = 32
 IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
                             ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
