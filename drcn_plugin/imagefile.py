@@ -111,8 +111,7 @@ def _decoding(path: Path) -> Iterator[None]:
             raise
         raise type(e)(f"{path}: {e}") from e
     except Image.DecompressionBombError as e:
-        raise BadImageError(f"{path}: too large for this process's Pillow pixel limit "
-                            f"(PIL.Image.MAX_IMAGE_PIXELS): {one_line(e)}") from e
+        raise BadImageError(f"{path}: over PIL.Image.MAX_IMAGE_PIXELS ({one_line(e)})") from e
     except UnidentifiedImageError as e:
         raise BadImageError(f"{path}: not an image Pillow can read") from e
     except MemoryError as e:
