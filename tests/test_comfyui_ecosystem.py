@@ -71,6 +71,15 @@ def test_per_batch_progress_and_cancel(tiny: DRCN, monkeypatch: pytest.MonkeyPat
     assert len(fake.updates) == 3 and fake.calls[-1] == ("empty",)
 
 
+def test_cancel_stops_a_batch_at_scale_1_between_frames(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At scale 1 there are no tiles to check Cancel between: it is checked before each frame."""
+    fake = FakeComfy(interrupt_after=2).install(monkeypatch)
+    with pytest.raises(InterruptProcessingException):
+        UPSCALE.upscale(_frames(6, 8, 8), tiny, 1.0, 0, False, per_batch=1)
+    assert len(fake.updates) == 2 and fake.calls[-1] == ("empty",)
+
+
 def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="per_batch -1 must be 0"):
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
