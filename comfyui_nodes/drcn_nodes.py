@@ -203,12 +203,17 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     alpha = _mask_alpha(image, mask)
     has_mask = alpha is not None or channels in (2, 4)  # else the mask output is zeros
     step = min(per_batch or count, count)
+
+    def frame(i: int) -> np.ndarray:
+        return to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]])
+
+    # each frame goes in as uint8 or float32: estimate with the widest any frame takes
+    planes = channels + (alpha is not None)
+    itemsize = 4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
-    first = to_engine(image[0], None if alpha is None else alpha[0])
-    held = oh * ow * (count * (channels + has_mask) * 4
-                      + (step - 1) * first.shape[-1] * first.itemsize)
-    check_memory(h, w, first.shape[-1], first.itemsize, size=(oh, ow), held=held,
+    held = oh * ow * (count * (channels + has_mask) * 4 + (step - 1) * planes * itemsize)
+    check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
                  what=f"a batch of {count} frames of {ow}x{oh}")
     out_image = torch.empty((count, oh, ow, channels))
     out_mask = (torch.empty((count, oh, ow)) if has_mask
@@ -227,8 +232,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))
             results = [upscaler.upscale(
-                to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
-                size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
+                frame(i), size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
                 fill_hidden=alpha is None)  # colours under a mask are content
                 for i in frames]
             for i, result in zip(frames, results, strict=True):

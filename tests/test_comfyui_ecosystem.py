@@ -106,6 +106,21 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
     assert ran == [], "refused before the first frame"
 
 
+def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose first frame is 8-bit (1 byte a value in the engine) but whose others are not
+    (4 bytes) is estimated at 4 bytes a value; a batch all on the 8-bit grid at 1."""
+    seen = []
+    monkeypatch.setattr(NODES, "check_memory", lambda *a, **k: seen.append((a[3], k["held"])))
+    mixed = _frames(3, 8, 8)
+    mixed[1:] += 0.3 / 255  # off the 8-bit grid: the float path
+    for frames in (mixed, _frames(3, 8, 8)):
+        UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=3)
+    (mixed_size, mixed_held), (grid_size, grid_held) = seen
+    assert (mixed_size, grid_size) == (4, 1)
+    assert mixed_held - grid_held == 16 * 16 * 2 * 3 * (4 - 1)  # two more results held, 3 planes
+
+
 def test_no_mask_output_costs_no_memory_per_frame(tiny: DRCN) -> None:
     _, mask = UPSCALE.upscale(_frames(4, 8, 8), tiny, 2.0, 0, False)
     assert mask.shape == (4, 16, 16) and not mask.any() and mask.stride(0) == 0
