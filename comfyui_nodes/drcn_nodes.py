@@ -212,12 +212,12 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     itemsize = 4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
-    held = oh * ow * (count * (channels + has_mask) * 4 + (step - 1) * planes * itemsize)
+    held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
     check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
                  what=f"a batch of {count} frames of {ow}x{oh}")
     out_image = torch.empty((count, oh, ow, channels))
-    out_mask = (torch.empty((count, oh, ow)) if has_mask
-                else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
+    # a plane per frame even when unused: nodes downstream may write into a MASK in place
+    out_mask = torch.empty((count, oh, ow)) if has_mask else torch.zeros((count, oh, ow))
     mm, cu = comfy_modules()
     comfy_device = mm.get_torch_device() if mm is not None else None
     device = engine_device(comfy_device) if comfy_device is not None else "auto"

@@ -121,9 +121,16 @@ def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
     assert mixed_held - grid_held == 16 * 16 * 2 * 3 * (4 - 1)  # two more results held, 3 planes
 
 
-def test_no_mask_output_costs_no_memory_per_frame(tiny: DRCN) -> None:
-    _, mask = UPSCALE.upscale(_frames(4, 8, 8), tiny, 2.0, 0, False)
-    assert mask.shape == (4, 16, 16) and not mask.any() and mask.stride(0) == 0
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_an_unused_mask_output_is_a_tensor_of_its_own(tiny: DRCN, scale: float) -> None:
+    """With no mask to carry, the MASK output is still real zeros, one plane per frame: a node
+    downstream writing into one frame in place changes that frame only."""
+    side = int(8 * scale)
+    for mask in (None, torch.zeros(1, 64, 64)):  # none, and Load Image's "no alpha" mask
+        _, out = UPSCALE.upscale(_frames(3, 8, 8), tiny, scale, 0, False, mask=mask)
+        assert out.shape == (3, side, side) and out.is_contiguous() and not out.any()
+        out[0] += 1.0
+        assert out[1:].sum() == 0 and out[0].sum() == side * side
 
 
 # -- DRCN to Upscale Model ------------------------------------------------------------------------
