@@ -152,6 +152,18 @@ class DRCNModelLoader:
             return (load_denoised(denoise, model_name),)
 
 
+def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """``tensor`` if it holds values to read as 0..1 (float, or bool), else one line naming it: a
+    'meta' tensor has a shape but no data, and integer levels would read as far above 1."""
+    if tensor.is_meta:
+        raise BadImageError(f"the {what} is a 'meta' tensor: it has a shape but no values")
+    if not (tensor.is_floating_point() or tensor.dtype == torch.bool):
+        raise BadImageError(f"the {what} holds {str(tensor.dtype).removeprefix('torch.')} "
+                            f"values: an {'IMAGE' if what == 'image' else 'MASK'} holds floats "
+                            "in 0..1")
+    return tensor
+
+
 def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """``1 - mask`` as ``[1 or B, H, W]`` alpha planes to upscale with the image, or None.
 
@@ -159,6 +171,7 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
     """
     if mask is None:
         return None
+    mask = readable(mask, "mask")
     mask = mask[None] if mask.ndim == 2 else mask
     b, h, w, c = image.shape
     if mask.ndim != 3:
@@ -192,6 +205,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     if image.ndim != 4:
         raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                         f"got shape {tuple(image.shape)}")
+    readable(image, "image")
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")

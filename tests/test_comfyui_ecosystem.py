@@ -169,6 +169,8 @@ def test_module_refuses_other_layouts(tiny: DRCN) -> None:
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(1, 6, 6, 3))
     with pytest.raises(NODES.DRCNNodeError, match="the batch is empty"):
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.zeros(0, 3, 6, 6))
+    with pytest.raises(NODES.DRCNNodeError, match="the image is a 'meta' tensor"):
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.empty(1, 3, 6, 6, device="meta"))
 
 
 def test_without_spandrel_one_clear_line(tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:

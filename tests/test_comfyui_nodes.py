@@ -223,6 +223,9 @@ def test_interrupt_stops_between_tiles_and_the_next_job_runs(
     (torch.rand(0, 8, 8, 3), 2.0, 0, "DRCN: the image is empty (8x8 pixels, batch of 0)"),
     (torch.rand(8, 8, 3), 2.0, 0, "DRCN: expected an IMAGE batch"),
     (torch.rand(1, 8, 8, 3), 2.0, 8, "DRCN: tile size 8 is too small"),
+    (torch.empty(1, 8, 8, 3, device="meta"), 2.0, 0, "DRCN: the image is a 'meta' tensor"),
+    (torch.full((1, 8, 8, 3), 200, dtype=torch.uint8), 2.0, 0,
+     "DRCN: the image holds uint8 values: an IMAGE holds floats in 0..1"),
 ])
 def test_bad_input_is_one_clear_line(tiny: DRCN, image: torch.Tensor, scale: float, tile: int,
                                      message: str) -> None:
@@ -245,6 +248,9 @@ def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="the mask has NaN"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
                         mask=torch.full((1, 8, 8), float("nan")))
+    with pytest.raises(NODES.DRCNNodeError, match="the mask is a 'meta' tensor"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
+                        mask=torch.empty(1, 8, 8, device="meta"))
 
 
 @pytest.mark.parametrize("value", [2 * 200 / 255, 256 / 255, -1 / 255])
