@@ -188,7 +188,7 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
         raise BadImageError("the mask has NaN or infinite values")
     if c in (2, 4):
         raise BadImageError("connect a mask or an image with alpha, not both")
-    return 1.0 - mask.to(image)
+    return 1.0 - mask.float()  # not in the image's dtype: a bfloat16 image would round it
 
 
 def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
