@@ -156,6 +156,20 @@ def test_module_is_the_engine_on_one_tile(tiny: DRCN) -> None:
     assert half.dtype == torch.float16
 
 
+@pytest.mark.parametrize("scale", [1, 3])
+def test_module_takes_tiles_as_image_upscale_with_model_cuts_them(tiny: DRCN, scale: int) -> None:
+    """ComfyUI's node moves the channels first (a view) and narrows it to tiles down to 1 px; each
+    result must be exactly ``scale`` times its tile, and the image stays as it was."""
+    image = _frames(2, 20, 17)
+    kept = image.clone()
+    channels_first = image.movedim(-1, -3)
+    module = MODELS.DRCNUpscaleModule(tiny, scale)
+    for y, h, x, w in [(0, 20, 0, 17), (4, 16, 3, 14), (19, 1, 16, 1)]:
+        tile = channels_first[1:2].narrow(2, y, h).narrow(3, x, w)
+        assert module(tile).shape == (1, 3, h * scale, w * scale)
+    assert torch.equal(image, kept)
+
+
 def test_module_rebuilds_its_engine_after_a_move(tiny: DRCN) -> None:
     module = MODELS.DRCNUpscaleModule(DRCN(features=8, recursions=3), 2)
     module(torch.rand(1, 3, 6, 6))
