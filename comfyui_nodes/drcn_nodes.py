@@ -152,6 +152,18 @@ class DRCNModelLoader:
             return (load_denoised(denoise, model_name),)
 
 
+def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """``tensor`` if it holds values to read as 0..1 (float, or bool), else one line naming it: a
+    'meta' tensor has a shape but no data, and integer levels would read as far above 1."""
+    if tensor.is_meta:
+        raise BadImageError(f"the {what} is a 'meta' tensor: it has a shape but no values")
+    if not (tensor.is_floating_point() or tensor.dtype == torch.bool):
+        raise BadImageError(f"the {what} holds {str(tensor.dtype).removeprefix('torch.')} "
+                            f"values: an {'IMAGE' if what == 'image' else 'MASK'} holds floats "
+                            "in 0..1")
+    return tensor
+
+
 def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """``1 - mask`` as ``[1 or B, H, W]`` alpha planes to upscale with the image, or None.
 
@@ -159,6 +171,7 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
     """
     if mask is None:
         return None
+    mask = readable(mask, "mask")
     mask = mask[None] if mask.ndim == 2 else mask
     b, h, w, c = image.shape
     if mask.ndim != 3:
@@ -175,7 +188,7 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
         raise BadImageError("the mask has NaN or infinite values")
     if c in (2, 4):
         raise BadImageError("connect a mask or an image with alpha, not both")
-    return 1.0 - mask.to(image)
+    return 1.0 - mask.float()  # not in the image's dtype: a bfloat16 image would round it
 
 
 def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
@@ -192,6 +205,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     if image.ndim != 4:
         raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                         f"got shape {tuple(image.shape)}")
+    readable(image, "image")
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                         f"batch of {image.shape[0]})")
@@ -203,16 +217,21 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     alpha = _mask_alpha(image, mask)
     has_mask = alpha is not None or channels in (2, 4)  # else the mask output is zeros
     step = min(per_batch or count, count)
+
+    def frame(i: int) -> np.ndarray:
+        return to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]])
+
+    # each frame goes in as uint8 or float32: estimate with the widest any frame takes
+    planes = channels + (alpha is not None)
+    itemsize = 4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1
     # held beside one upscale: the whole output batch (image and mask planes, float32) and the
     # rest of one step's engine results
-    first = to_engine(image[0], None if alpha is None else alpha[0])
-    held = oh * ow * (count * (channels + has_mask) * 4
-                      + (step - 1) * first.shape[-1] * first.itemsize)
-    check_memory(h, w, first.shape[-1], first.itemsize, size=(oh, ow), held=held,
+    held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
+    check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
                  what=f"a batch of {count} frames of {ow}x{oh}")
     out_image = torch.empty((count, oh, ow, channels))
-    out_mask = (torch.empty((count, oh, ow)) if has_mask
-                else torch.zeros((1, oh, ow)).expand(count, oh, ow))  # a view: no memory per frame
+    # a plane per frame even when unused: nodes downstream may write into a MASK in place
+    out_mask = torch.empty((count, oh, ow)) if has_mask else torch.zeros((count, oh, ow))
     mm, cu = comfy_modules()
     comfy_device = mm.get_torch_device() if mm is not None else None
     device = engine_device(comfy_device) if comfy_device is not None else "auto"
@@ -227,8 +246,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))
             results = [upscaler.upscale(
-                to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]]),
-                size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
+                frame(i), size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
                 fill_hidden=alpha is None)  # colours under a mask are content
                 for i in frames]
             for i, result in zip(frames, results, strict=True):

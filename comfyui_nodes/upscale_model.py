@@ -29,6 +29,7 @@ from .drcn_nodes import (
     engine_device,
     from_engine,
     interrupt_check,
+    readable,
     to_engine,
     user_errors,
 )
@@ -72,6 +73,7 @@ class DRCNUpscaleModule(nn.Module):
                 raise BadImageError("the batch is empty (0 images)")
             if x.ndim != 4 or x.shape[1] != 3:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
+            readable(x, "image")
             device = torch.device(engine_device(x.device))
             if self._engine is None or self._engine.device != device:
                 self._engine = Upscaler(self.drcn, device=str(device))

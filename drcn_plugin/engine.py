@@ -389,6 +389,8 @@ class Upscaler:
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
         if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is (float alpha in 0..1)
+            if cancel is not None and cancel():  # no tiles to check it between: a batch still stops
+                raise Cancelled("cancelled")
             out = np.array(np.asarray(image), dtype=kind)
             if np.dtype(kind).kind == "f" and planes.shape[0] in (2, 4):
                 np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])

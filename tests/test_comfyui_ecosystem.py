@@ -71,6 +71,15 @@ def test_per_batch_progress_and_cancel(tiny: DRCN, monkeypatch: pytest.MonkeyPat
     assert len(fake.updates) == 3 and fake.calls[-1] == ("empty",)
 
 
+def test_cancel_stops_a_batch_at_scale_1_between_frames(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At scale 1 there are no tiles to check Cancel between: it is checked before each frame."""
+    fake = FakeComfy(interrupt_after=2).install(monkeypatch)
+    with pytest.raises(InterruptProcessingException):
+        UPSCALE.upscale(_frames(6, 8, 8), tiny, 1.0, 0, False, per_batch=1)
+    assert len(fake.updates) == 2 and fake.calls[-1] == ("empty",)
+
+
 def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="per_batch -1 must be 0"):
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
@@ -97,9 +106,31 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
     assert ran == [], "refused before the first frame"
 
 
-def test_no_mask_output_costs_no_memory_per_frame(tiny: DRCN) -> None:
-    _, mask = UPSCALE.upscale(_frames(4, 8, 8), tiny, 2.0, 0, False)
-    assert mask.shape == (4, 16, 16) and not mask.any() and mask.stride(0) == 0
+def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose first frame is 8-bit (1 byte a value in the engine) but whose others are not
+    (4 bytes) is estimated at 4 bytes a value; a batch all on the 8-bit grid at 1."""
+    seen = []
+    monkeypatch.setattr(NODES, "check_memory", lambda *a, **k: seen.append((a[3], k["held"])))
+    mixed = _frames(3, 8, 8)
+    mixed[1:] += 0.3 / 255  # off the 8-bit grid: the float path
+    for frames in (mixed, _frames(3, 8, 8)):
+        UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=3)
+    (mixed_size, mixed_held), (grid_size, grid_held) = seen
+    assert (mixed_size, grid_size) == (4, 1)
+    assert mixed_held - grid_held == 16 * 16 * 2 * 3 * (4 - 1)  # two more results held, 3 planes
+
+
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_an_unused_mask_output_is_a_tensor_of_its_own(tiny: DRCN, scale: float) -> None:
+    """With no mask to carry, the MASK output is still real zeros, one plane per frame: a node
+    downstream writing into one frame in place changes that frame only."""
+    side = int(8 * scale)
+    for mask in (None, torch.zeros(1, 64, 64)):  # none, and Load Image's "no alpha" mask
+        _, out = UPSCALE.upscale(_frames(3, 8, 8), tiny, scale, 0, False, mask=mask)
+        assert out.shape == (3, side, side) and out.is_contiguous() and not out.any()
+        out[0] += 1.0
+        assert out[1:].sum() == 0 and out[0].sum() == side * side
 
 
 # -- DRCN to Upscale Model ------------------------------------------------------------------------
@@ -125,6 +156,20 @@ def test_module_is_the_engine_on_one_tile(tiny: DRCN) -> None:
     assert half.dtype == torch.float16
 
 
+@pytest.mark.parametrize("scale", [1, 3])
+def test_module_takes_tiles_as_image_upscale_with_model_cuts_them(tiny: DRCN, scale: int) -> None:
+    """ComfyUI's node moves the channels first (a view) and narrows it to tiles down to 1 px; each
+    result must be exactly ``scale`` times its tile, and the image stays as it was."""
+    image = _frames(2, 20, 17)
+    kept = image.clone()
+    channels_first = image.movedim(-1, -3)
+    module = MODELS.DRCNUpscaleModule(tiny, scale)
+    for y, h, x, w in [(0, 20, 0, 17), (4, 16, 3, 14), (19, 1, 16, 1)]:
+        tile = channels_first[1:2].narrow(2, y, h).narrow(3, x, w)
+        assert module(tile).shape == (1, 3, h * scale, w * scale)
+    assert torch.equal(image, kept)
+
+
 def test_module_rebuilds_its_engine_after_a_move(tiny: DRCN) -> None:
     module = MODELS.DRCNUpscaleModule(DRCN(features=8, recursions=3), 2)
     module(torch.rand(1, 3, 6, 6))
@@ -138,6 +183,8 @@ def test_module_refuses_other_layouts(tiny: DRCN) -> None:
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(1, 6, 6, 3))
     with pytest.raises(NODES.DRCNNodeError, match="the batch is empty"):
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.zeros(0, 3, 6, 6))
+    with pytest.raises(NODES.DRCNNodeError, match="the image is a 'meta' tensor"):
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.empty(1, 3, 6, 6, device="meta"))
 
 
 def test_without_spandrel_one_clear_line(tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:

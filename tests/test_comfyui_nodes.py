@@ -190,6 +190,15 @@ def test_mask_rides_along_with_an_rgb_image(tiny: DRCN) -> None:
     assert torch.equal(empty, plain) and zeros.shape == (2, 32, 32) and not zeros.any()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_image_keeps_its_masks_precision(tiny: DRCN, dtype: torch.dtype) -> None:
+    """The mask is read in float32 whatever the image's dtype: cast to bfloat16 with the image, a
+    mask came back up to 0.003 off at scale 1."""
+    mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
+    _, out = UPSCALE.upscale(_image(2, 8, 8).to(dtype), tiny, 1.0, 0, False, mask=mask)
+    assert (out - mask).abs().max() < 1e-6
+
+
 def test_progress_and_memory_hooks_through_comfy(tiny: DRCN,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeComfy().install(monkeypatch)
@@ -223,6 +232,9 @@ def test_interrupt_stops_between_tiles_and_the_next_job_runs(
     (torch.rand(0, 8, 8, 3), 2.0, 0, "DRCN: the image is empty (8x8 pixels, batch of 0)"),
     (torch.rand(8, 8, 3), 2.0, 0, "DRCN: expected an IMAGE batch"),
     (torch.rand(1, 8, 8, 3), 2.0, 8, "DRCN: tile size 8 is too small"),
+    (torch.empty(1, 8, 8, 3, device="meta"), 2.0, 0, "DRCN: the image is a 'meta' tensor"),
+    (torch.full((1, 8, 8, 3), 200, dtype=torch.uint8), 2.0, 0,
+     "DRCN: the image holds uint8 values: an IMAGE holds floats in 0..1"),
 ])
 def test_bad_input_is_one_clear_line(tiny: DRCN, image: torch.Tensor, scale: float, tile: int,
                                      message: str) -> None:
@@ -245,6 +257,9 @@ def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="the mask has NaN"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
                         mask=torch.full((1, 8, 8), float("nan")))
+    with pytest.raises(NODES.DRCNNodeError, match="the mask is a 'meta' tensor"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
+                        mask=torch.empty(1, 8, 8, device="meta"))
 
 
 @pytest.mark.parametrize("value", [2 * 200 / 255, 256 / 255, -1 / 255])
