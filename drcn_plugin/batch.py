@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from .compression import jpeg_history
 from .devices import is_out_of_memory
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
@@ -46,7 +49,7 @@ from .writing import NAME_MAX, atomic_save, clean_stale_parts, probe_folder
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
 Status = Literal["done", "skipped", "failed"]
-ChooseFn = Callable[[ImageInfo], tuple[Upscaler, str]]
+ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
 
 
 @dataclass
@@ -294,11 +297,15 @@ def _out_suffix(source: Path, fmt: str) -> str:
 
 def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
     """Each file's engine by its compression (:func:`.hub.choose_for_source`) when no model is
-    named: ``clean`` for lossless files, one engine per other choice, built on first use."""
+    named: ``clean`` for lossless files whose pixels show no JPEG grid
+    (:func:`.compression.jpeg_history`), one engine per other choice, built on first use."""
     engines = {DEFAULT_MODEL: clean}
 
-    def choose(info: ImageInfo) -> tuple[Upscaler, str]:
-        choice = choose_for_source(info.lossy, info.jpeg_quality)
+    def choose(info: ImageInfo, levels: np.ndarray) -> tuple[Upscaler, str]:
+        quality = info.jpeg_quality if info.lossy else jpeg_history(levels)
+        if not info.lossy and quality is not None:
+            info.notes.append(f"JPEG q{quality} blocks in its pixels: upscaled as that JPEG")
+        choice = choose_for_source(info.lossy or quality is not None, quality)
         if choice.label not in engines:
             engines[choice.label] = Upscaler(choice.spec, denoise=choice.denoise, **engine)
         return engines[choice.label], choice.label
@@ -362,7 +369,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     mode = _permissions(job.source)  # read now: the input may go during the upscale
     label = ""
     if not isinstance(upscaler, Upscaler):
-        upscaler, label = upscaler(info)
+        upscaler, label = upscaler(info, array)
     out_fmt = _out_format(job.source, fmt)
     named = FORMATS.get(job.source.suffix.lower().lstrip("."))
     if fmt == "same" and info.format in SUFFIX and job.source.suffix and info.format != named:

@@ -1,7 +1,8 @@
 """What a source file's compression did to it: whether a lossy codec touched it and, for a JPEG,
 about which quality. The photo models' default rests on both.
 
-Read from the container or codestream headers and quantisation tables, never by decoding pixels.
+Read from the container or codestream headers and quantisation tables; a lossless file's pixels
+are looked at only for the 8x8 grid of a JPEG they once went through (:func:`jpeg_history`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import BinaryIO
 
+import numpy as np
 from PIL import Image
 
 
@@ -92,3 +94,53 @@ def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 
     luma = quantization[table]
     return min(_ijg_luma_tables().items(),
                key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]
+
+
+# jpeg_history: blocks sampled per grid offset, the low-frequency coefficients whose steps are
+# tested (AC, row-major (i, j)), the high frequencies a JPEG grid leaves weakest, and the fit a
+# quality's steps need (a mean cosine: 0 for clean pixels, 0.45 at most over Set14/T91/BSD200).
+_HISTORY_BLOCKS = 2048
+_PROBES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2), (0, 3), (3, 0))
+_HIGH = np.add.outer(np.arange(8), np.arange(8)) >= 6
+_FIT = 0.5
+_DCT = np.array([[np.sqrt((1 if k == 0 else 2) / 8) * np.cos((2 * n + 1) * k * np.pi / 16)
+                  for n in range(8)] for k in range(8)])
+
+
+def jpeg_history(levels: np.ndarray) -> int | None:
+    """The quality of a JPEG that 8-bit pixels went through before a lossless save (a photo kept
+    as PNG, a screenshot of one), or None when they show none.
+
+    On the 8x8 grid where the DCT's high frequencies are weakest, a JPEG's coefficients sit on
+    multiples of its quantisation steps: the quality is the IJG table whose steps they fit best.
+    A resize or a filter after the JPEG wipes the grid out, and the pixels count as clean.
+    """
+    if levels.dtype != np.uint8 or min(levels.shape[:2]) < 16:
+        return None
+    rows, cols = (levels.shape[0] - 8) // 8, (levels.shape[1] - 8) // 8
+    picked = np.random.default_rng(0).permutation(rows * cols)[:_HISTORY_BLOCKS]
+    top = (picked // cols * 8)[:, None, None] + np.arange(8)[:, None]
+    left = (picked % cols * 8)[:, None, None] + np.arange(8)
+
+    def dct(dy: int, dx: int) -> np.ndarray:  # of the sampled blocks' Y, moved by (dy, dx)
+        block = levels[top + dy, left + dx].astype(np.float32)
+        if block.ndim == 4:  # JPEG's luma from RGB; grey (and grey + alpha) as it is
+            block = block[..., :3] @ np.float32([0.299, 0.587, 0.114]) if block.shape[3] >= 3 \
+                else block[..., 0]
+        return _DCT @ (block - 128) @ _DCT.T
+
+    blocks = [dct(dy, dx) for dy in range(8) for dx in range(8)]
+    coeffs = min(blocks, key=lambda b: float(np.abs(b[:, _HIGH]).mean()))
+    fits = {}
+    for quality, table in _ijg_luma_tables().items():
+        steps = np.reshape(table, (8, 8))
+        fit = []
+        for i, j in _PROBES:
+            c = coeffs[:, i, j]
+            c = c[np.abs(c) > steps[i, j] / 2]  # zeros fit any step
+            if steps[i, j] >= 2 and len(c) >= 32:
+                fit.append(float(np.cos(2 * np.pi * c / steps[i, j]).mean()))
+        if len(fit) >= 3:
+            fits[quality] = sum(fit) / len(fit)
+    best = max(fits.values(), default=0.0)
+    return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None

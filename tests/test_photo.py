@@ -1,6 +1,7 @@
 """Denoise strength and the per-file default, with a stand-in photo model registered like a shipped
 one (drcn-lite's weights, perturbed): the blend's ends are each model bit for bit, lossless files
-get drcn-lite, JPEGs a strength from their quality, and a named model always wins."""
+get drcn-lite, JPEGs (and lossless files holding a JPEG's pixels) a strength from their quality,
+and a named model always wins."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import DATA
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from drcn_plugin import hub
 from drcn_plugin.cli import app
+from drcn_plugin.compression import jpeg_history
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import choose_for_source, load_denoised, load_model
@@ -74,6 +77,30 @@ def test_default_choice_follows_the_source(photo_model: Path) -> None:
     assert choose_for_source(True, None) == choose_for_source(True, 80)  # WebP: unknown quality
 
 
+def _through_jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+@pytest.mark.parametrize("name", ["Set5/bird", "Set14/baboon", "Set14/comic", "Set14/monarch"])
+def test_jpeg_history_is_read_from_the_pixels(name: str) -> None:
+    """A lossless copy of a JPEG's pixels gives the JPEG's quality, wherever the crop put its
+    grid and whatever the channels; clean, resized, 16-bit or tiny pixels give None."""
+    image = Image.open(DATA / f"{name}.png").convert("RGB").crop((16, 16, 144, 144))
+    assert jpeg_history(np.asarray(image)) is None
+    for quality in (90, 75, 50, 30):
+        jpeg = _through_jpeg(image, quality)
+        assert abs(jpeg_history(np.asarray(jpeg)) - quality) <= 2, quality
+    jpeg = _through_jpeg(image, 75)
+    assert jpeg_history(np.asarray(jpeg.crop((3, 5, 128, 128)))) == 75
+    assert jpeg_history(np.asarray(jpeg.convert("RGBA"))) == 75
+    assert jpeg_history(np.asarray(_through_jpeg(image.convert("L"), 75))) == 75
+    assert jpeg_history(np.asarray(jpeg.resize((115, 115), Image.BICUBIC))) is None
+    assert jpeg_history(np.asarray(jpeg).astype(np.uint16) * 257) is None
+    assert jpeg_history(np.asarray(jpeg)[:15]) is None
+
+
 @pytest.fixture
 def sources(tmp_path: Path) -> Path:
     folder = tmp_path / "in"
@@ -110,6 +137,20 @@ def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, source
     assert (tmp_path / "auto" / "b.jpg").read_bytes() == (tmp_path / "photo" / "b.jpg").read_bytes()
     named = _run([str(sources), "-o", str(tmp_path / "named"), "--model", "drcn-lite"])
     assert "drcn-lite-photo" not in named  # a named model is used for every file
+
+
+def test_a_lossless_copy_of_a_jpeg_is_upscaled_as_that_jpeg(photo_model: Path,
+                                                            tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
+    _through_jpeg(crop, 40).save(folder / "saved-as.png")
+    r = CliRunner().invoke(app, ["upscale", str(folder), "-o", str(tmp_path / "auto")],
+                           env={"COLUMNS": "250"})
+    assert "drcn-lite-photo" in r.output and "JPEG q40 blocks" in r.output, r.output
+    _run([str(folder), "-o", str(tmp_path / "photo"), "--model", "drcn-lite-photo"])
+    assert (tmp_path / "auto" / "saved-as.png").read_bytes() == \
+        (tmp_path / "photo" / "saved-as.png").read_bytes()
 
 
 def test_host_denoise_inputs_load_the_blend(photo_model: Path) -> None:
