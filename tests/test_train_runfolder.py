@@ -282,3 +282,10 @@ def test_a_checkpoint_names_the_version_that_wrote_it(t12: Path, tmp_path: Path)
     train(tiny(t12, tmp_path, steps=2))
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (state["format"], state["drcn_plugin"]) == (checkpoint.CHECKPOINT_FORMAT, __version__)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_checkpoint_that_is_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "last.pt")  # torch.load would wait for a writer for ever
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint.load_checkpoint(tmp_path / "last.pt", tiny(tmp_path, tmp_path))

@@ -43,6 +43,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
     the F and D in ``given``, the options the user gave, when it is known)."""
     if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
+    if not path.is_file():  # a FIFO would block the read for ever
+        raise CheckpointError(f"{path} is not a regular file, so not a checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
