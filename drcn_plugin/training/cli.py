@@ -117,5 +117,6 @@ def plot_train_cmd(
     from ..charts import redraw_training_curves
 
     with user_errors(OVERWRITE_HINT):
-        written = redraw_training_curves(run, output, overwrite)
+        written = redraw_training_curves(run, output, overwrite, notify=lambda text: console.print(
+            text, markup=False, highlight=False, soft_wrap=True))  # one line, however narrow
     console.print(f"wrote {written}", markup=False, highlight=False)
