@@ -141,8 +141,7 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
         short = FuncFormatter(lambda v, _: f"{v:.2g}")  # not 2.2x10^-3 on every minor tick
         loss.yaxis.set_major_formatter(short)
         loss.yaxis.set_minor_formatter(short)
-    per_scale = [r for r in vals if isinstance(r.get("val_psnr_per_scale"), dict)
-                 and r["val_psnr_per_scale"]]
+    per_scale = [r for r in vals if r.get("val_psnr_per_scale")]
     if per_scale:
         scales = sorted({s for r in per_scale for s in r["val_psnr_per_scale"]}, key=int)
         for i, s in enumerate(scales):

@@ -79,7 +79,8 @@ def test_plot_train_draws_what_it_can_and_names_what_it_skipped(tmp_path: Path,
     rows = [{"step": 10, **row}, {"step": 20, **row, "loss": float("inf"), "val_psnr": 1e308},
             {"step": 30, **row, "loss": float("nan"), "lr": 1e308, "alpha": float("nan")},
             {"step": 40, **row, "loss": -1.0, "val_psnr": 30.0},
-            {"step": 50, **row, "loss": 1e-300}, {"step": 1e308, **row}, {"step": 60, **row}]
+            {"step": 50, **row, "loss": 1e-300}, {"step": 1e308, **row}, {"step": 10**400, **row},
+            {"step": 60, **row}]
     (tmp_path / "log.json").write_text(json.dumps({"history": rows}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's overflow warnings, printed by matplotlib
@@ -87,8 +88,8 @@ def test_plot_train_draws_what_it_can_and_names_what_it_skipped(tmp_path: Path,
     assert r.exit_code == 0, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("wrote"), r.output
-    assert "skipped" in lines[0] and "5 of 7 training loss" in lines[0], lines[0]
-    assert "1 of 2 validation PSNR" in lines[0] and "2 of 7 learning rate" in lines[0]
+    assert "skipped" in lines[0] and "6 of 8 training loss" in lines[0], lines[0]
+    assert "1 of 2 validation PSNR" in lines[0] and "3 of 8 learning rate" in lines[0]
     drawn_lines = plotted_lines(drawn[-1])
     assert drawn_lines["training loss"] == [(10, 0.01), (60, 0.01)]
     assert drawn_lines["mean over scales"] == [(40, 30.0)]

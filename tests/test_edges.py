@@ -55,7 +55,6 @@ def test_charts_never_replace_a_file_unasked(tmp_path: Path, tiny_model_file: st
 @pytest.mark.parametrize("log", [
     {"history": [{"step": 1, "loss": 0.1, "lr": 1e-3, "alpha": 0.5, "val_psnr": 30,
                   "val_psnr_per_scale": [2, 3]}]},
-    {"history": [{"step": 10**400, "loss": 0.1, "lr": 1e-3, "alpha": 0.5}]},
     '{"history": ' + "[" * 100_000,
 ])
 def test_damaged_training_logs_are_one_line(tmp_path: Path, log: dict | str) -> None:
