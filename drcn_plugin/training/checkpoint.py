@@ -112,7 +112,7 @@ def _refuse_newer(path: Path, number: int | None, writer: object = None) -> None
         "a newer drcn-plugin"
     raise CheckpointError(f"{path} was written by {by} (checkpoint format {number}); this is "
                           f"drcn-plugin {__version__}, which reads format {ours}: upgrade "
-                          "drcn-plugin (pip install -U drcn-plugin) to resume it")
+                          "drcn-plugin to resume it")
 
 
 def resumed_config(ckpt: dict, cfg: TrainConfig,
