@@ -33,6 +33,7 @@ from .terminal import (
     result_console,
     signals_interrupt,
     silence,
+    stopped_cleanly,
     user_errors,
 )
 from .training.cli import app as train_app
@@ -130,7 +131,9 @@ def eval_cmd(
     from .imagefile import list_images
     from .writing import refuse_input_target
 
-    with user_errors(OVERWRITE_HINT):
+    signals_interrupt()
+    written: list[str] = []
+    with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
         require_stdout()
         check_train_scales(scale)
         if json_out is not None:  # checked before the (long) evaluation
@@ -178,8 +181,10 @@ def eval_cmd(
             about = {"model": label, "degrade": str(recipe) if recipe else None}
             atomic_write_bytes(json_out, json.dumps(results_json(results, about), indent=2,
                                                     allow_nan=False).encode())
+            written.append(str(json_out))
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
+            written.append(str(plot))
             console.print(f"wrote {plot}", markup=False, highlight=False)
         _print_eval(label, title, results)
 
@@ -331,7 +336,7 @@ def compare(
     from .writing import atomic_save, refuse_input_target
 
     signals_interrupt()
-    with user_errors(OVERWRITE_HINT):
+    with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None
         default = f"{image.stem}-compare-x{scale:g}.png"

@@ -174,3 +174,55 @@ def test_an_empty_model_name_is_refused(tmp_path: Path) -> None:
     random_rgb().save(tmp_path / "a.png")
     r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-m", ""])
     assert r.exit_code == 2 and "no model named" in r.output
+
+
+def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, module: object, name: str,
+                       call: int = 1) -> None:
+    """``module.name`` raises KeyboardInterrupt (Ctrl-C) on its ``call``-th call."""
+    real, calls = getattr(module, name), []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, stopped)
+
+
+def test_ctrl_c_mid_eval_is_one_line_and_keeps_the_old_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin import evaluation
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for seed in (1, 2):
+        random_rgb(40, 40, seed).save(folder / f"{seed}.png")
+    out = tmp_path / "r.json"
+    args = ["eval", "--dataset", str(folder), "-s", "2", "-m", "bicubic", "--json", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = out.read_bytes()
+    _interrupt_on_call(monkeypatch, evaluation, "ssim", call=2)  # after the first image
+    r = runner.invoke(app, [*args, "-s", "3"])
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines() == ["error: interrupted: nothing written"]
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "r.json", "two"]
+
+
+def test_ctrl_c_in_compare_and_plot_train_is_one_line(tmp_path: Path, tiny_model_file: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin import charts, compare
+
+    random_rgb(40, 40).save(tmp_path / "a.png")
+    _interrupt_on_call(monkeypatch, compare, "_sheet")
+    r = runner.invoke(app, ["compare", str(tmp_path / "a.png"), "-m", tiny_model_file])
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines() == ["error: interrupted: nothing written"]
+    (tmp_path / "log.json").write_text(json.dumps({"history": [{"step": 1, "loss": 0.1,
+                                                                "lr": 1e-3, "alpha": 1.0}]}))
+    _interrupt_on_call(monkeypatch, charts, "save_png")
+    r = runner.invoke(app, ["plot-train", str(tmp_path)])
+    assert r.exit_code == 130, r.output
+    assert r.stderr.strip().splitlines() == ["error: interrupted: nothing written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "log.json"]
