@@ -22,7 +22,7 @@ from .errors import (
     OutputExistsError,
     one_line,
 )
-from .writing import atomic_write_bytes, refuse_input_target
+from .writing import atomic_write_bytes, probe_folder, refuse_input_target
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -45,8 +45,9 @@ def require_matplotlib() -> None:
 def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = False,
                      option: str = "output") -> None:
     """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
-    the command's ``inputs``, exists (unless ``overwrite``), or cannot be drawn because
-    matplotlib is missing. ``option`` names the target's option in the errors."""
+    the command's ``inputs``, exists (unless ``overwrite``), cannot be written (its folder), or
+    cannot be drawn because matplotlib is missing. ``option`` names the target's option in the
+    errors."""
     path = Path(path)
     if path.is_dir():
         raise BadOptionError(f"{path} is a folder; give a file name ending in .png",
@@ -57,6 +58,7 @@ def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = 
     refuse_input_target(path, inputs)
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(f"{path} exists", path=path)
+    probe_folder(path.parent)
     require_matplotlib()
 
 

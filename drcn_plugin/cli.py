@@ -129,7 +129,7 @@ def eval_cmd(
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
     from .imagefile import list_images
-    from .writing import refuse_input_target
+    from .writing import probe_folder, refuse_input_target
 
     signals_interrupt()
     written: list[str] = []
@@ -143,6 +143,7 @@ def eval_cmd(
             if json_out.exists() and not overwrite and not is_results_file(json_out):
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
+            probe_folder(json_out.parent)
         recipe = Recipe.parse(degrade) if degrade else None
         if plot is not None and json_out is not None and \
                 os.path.abspath(plot) == os.path.abspath(json_out):
@@ -333,7 +334,7 @@ def compare(
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
-    from .writing import atomic_save, refuse_input_target
+    from .writing import atomic_save, probe_folder, refuse_input_target
 
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
@@ -349,6 +350,7 @@ def compare(
         refuse_input_target(target, [image])
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)
+        probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
         engines = {m: Upscaler(m, device=device) for m in dict.fromkeys(model)}
         sheet = compare_image(array, scale, engines if len(engines) > 1 else engines[model[0]],

@@ -226,3 +226,17 @@ def test_ctrl_c_in_compare_and_plot_train_is_one_line(tmp_path: Path, tiny_model
     assert r.exit_code == 130, r.output
     assert r.stderr.strip().splitlines() == ["error: interrupted: nothing written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "log.json"]
+
+
+def test_compare_output_that_cannot_be_written_is_refused_before_the_work(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin import compare
+
+    calls: list = []
+    monkeypatch.setattr(compare, "compare_image", lambda *a, **k: calls.append(a))
+    random_rgb(40, 40).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["compare", str(tmp_path / "a.png"), "-m", tiny_model_file, "-o",
+                            str(tmp_path / "a.png" / "sheet.png")])
+    assert r.exit_code == 2 and calls == []
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a file" in lines[0], r.output

@@ -203,3 +203,20 @@ def test_per_depth_scores_refuse_the_self_ensemble(tiny_model: DRCN, tmp_path: P
     # The depth table scores the plain network: beside a TTA score it would not be comparable.
     with pytest.raises(BadOptionError, match="plain network, without the self-ensemble"):
         evaluate(Upscaler(tiny_model, device="cpu", tta=True), tmp_path, [3], per_depth=True)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_an_output_that_cannot_be_written_is_refused_before_evaluating(
+        tmp_path, small_folder, tiny_model_file, flag, monkeypatch):
+    from drcn_plugin import evaluation
+
+    calls = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(a))
+    (tmp_path / "file").write_text("a file, not a folder")
+    name = "o.json" if flag == "--json" else "d.png"
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(small_folder), "-m",
+                                      tiny_model_file, flag, str(tmp_path / "file" / name)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a file" in lines[0], result.output
+    assert calls == []  # refused before the (long) evaluation, not after it
