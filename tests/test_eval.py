@@ -220,3 +220,9 @@ def test_an_output_that_cannot_be_written_is_refused_before_evaluating(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a file" in lines[0], result.output
     assert calls == []  # refused before the (long) evaluation, not after it
+
+
+def test_a_scale_given_twice_is_evaluated_once(small_folder):
+    done = []
+    results = evaluate(None, small_folder, [2, 3, 2], on_image=lambda s, name: done.append(s))
+    assert list(results) == [2, 3] and done == [2, 2, 2, 3, 3, 3]
