@@ -240,3 +240,15 @@ def test_compare_output_that_cannot_be_written_is_refused_before_the_work(
     assert r.exit_code == 2 and calls == []
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a file" in lines[0], r.output
+
+
+def test_a_folder_where_an_image_is_expected_is_named_so(tmp_path: Path,
+                                                         tiny_model_file: str) -> None:
+    (tmp_path / "ds" / "sub.png").mkdir(parents=True)  # a folder with an image's name
+    random_rgb(40, 40).save(tmp_path / "ds" / "a.png")
+    for args in (["compare", str(tmp_path / "ds"), "-m", tiny_model_file],
+                 ["eval", "--dataset", str(tmp_path / "ds"), "-s", "2", "-m", "bicubic"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith("a folder, not an image file"), r.output
