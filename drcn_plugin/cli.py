@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .errors import BadOptionError, OutputExistsError
+from .errors import BadImageError, BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
@@ -340,6 +340,8 @@ def compare(
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None
+        if image.is_dir():  # "" or "." has no name to build the sheet's from
+            raise BadImageError(f"{image}: a folder, not an image file")
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \
             output / default if output.is_dir() else output

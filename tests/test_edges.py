@@ -242,11 +242,13 @@ def test_compare_output_that_cannot_be_written_is_refused_before_the_work(
     assert len(lines) == 1 and "is a file" in lines[0], r.output
 
 
-def test_a_folder_where_an_image_is_expected_is_named_so(tmp_path: Path,
-                                                         tiny_model_file: str) -> None:
+def test_a_folder_where_an_image_is_expected_is_named_so(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "ds" / "sub.png").mkdir(parents=True)  # a folder with an image's name
     random_rgb(40, 40).save(tmp_path / "ds" / "a.png")
+    monkeypatch.chdir(tmp_path / "ds")
     for args in (["compare", str(tmp_path / "ds"), "-m", tiny_model_file],
+                 ["compare", "", "-m", tiny_model_file],  # "": the current folder, no name
                  ["eval", "--dataset", str(tmp_path / "ds"), "-s", "2", "-m", "bicubic"]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2
