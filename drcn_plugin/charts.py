@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from .errors import (
     OutputExistsError,
     one_line,
 )
-from .writing import atomic_write_bytes, refuse_input_target
+from .writing import atomic_write_bytes, probe_folder, refuse_input_target
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -45,8 +45,9 @@ def require_matplotlib() -> None:
 def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = False,
                      option: str = "output") -> None:
     """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
-    the command's ``inputs``, exists (unless ``overwrite``), or cannot be drawn because
-    matplotlib is missing. ``option`` names the target's option in the errors."""
+    the command's ``inputs``, exists (unless ``overwrite``), cannot be written (its folder), or
+    cannot be drawn because matplotlib is missing. ``option`` names the target's option in the
+    errors."""
     path = Path(path)
     if path.is_dir():
         raise BadOptionError(f"{path} is a folder; give a file name ending in .png",
@@ -57,6 +58,7 @@ def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = 
     refuse_input_target(path, inputs)
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(f"{path} exists", path=path)
+    probe_folder(path.parent)
     require_matplotlib()
 
 
@@ -80,20 +82,61 @@ def save_png(fig: Figure, path: Path) -> None:
 
 
 # -- training ---------------------------------------------------------------------------------
-def training_curves(log: dict, path: Path) -> Figure:
+_LIMIT = 1e100  # magnitudes past this overflow matplotlib's scale and tick arithmetic
+
+
+def _drawable(value: object, positive: bool = False) -> bool:
+    """A real number an axis can place: finite, within :data:`_LIMIT`, and (on a log axis,
+    ``positive``) above 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (1 / _LIMIT if positive else -_LIMIT) <= value <= _LIMIT  # NaN is neither
+
+
+class _Points:
+    """The drawable points of a run's curves, counting per curve the ones left out."""
+
+    def __init__(self) -> None:
+        self.skipped: dict[str, list[int]] = {}  # curve -> [left out, of]
+
+    def __call__(self, rows: Sequence[dict], curve: str, key: str | Callable[[dict], object],
+                 positive: bool = False) -> tuple[list, list]:
+        """Steps and values of ``key`` (a field, or a function of a row) in ``rows``."""
+        xs, ys = [], []
+        for r in rows:
+            x, y = r["step"], r[key] if isinstance(key, str) else key(r)
+            if _drawable(x) and _drawable(y, positive):
+                xs.append(x)
+                ys.append(y)
+        count = self.skipped.setdefault(curve, [0, 0])
+        count[0] += len(rows) - len(xs)
+        count[1] += len(rows)
+        return xs, ys
+
+    def report(self) -> str | None:
+        """One line naming what was left out, or None when everything was drawn."""
+        left = [f"{n} of {of} {curve} points" for curve, (n, of) in self.skipped.items() if n]
+        return None if not left else ("skipped what cannot be drawn (not a finite number, past "
+                                      f"{_LIMIT:.0e}, or a loss not above 0): ".replace("e+", "e")
+                                      + ", ".join(left))
+
+
+def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None = None) -> Figure:
     """Loss (log scale), validation PSNR per scale, learning rate and alpha against the step.
 
     ``log`` is a run's ``log.json``: its ``history`` rows are drawn as they are, so a resumed run
     continues its curve; each resume is marked with a dotted vertical line. Rows without
-    ``val_psnr_per_scale`` are drawn as their mean validation PSNR.
+    ``val_psnr_per_scale`` are drawn as their mean validation PSNR. Points no axis can place
+    (inf, NaN, a loss not above 0) are left out, and ``notify`` is told so in one line.
     """
     rows = log.get("history", [])
     steps = [r for r in rows if "loss" in r]
     vals = [r for r in rows if r.get("val_psnr") is not None]
+    points = _Points()
     fig, (loss, psnr, lr, alpha) = new_figure(560, 2, 2)
-    loss.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="C0",
-              label="training loss")
-    if any(r["loss"] > 0 for r in steps):
+    xs, ys = points(steps, "training loss", "loss", positive=True)
+    loss.plot(xs, ys, color="C0", label="training loss")
+    if ys:
         from matplotlib.ticker import FuncFormatter
 
         loss.set_yscale("log")
@@ -104,19 +147,19 @@ def training_curves(log: dict, path: Path) -> Figure:
     if per_scale:
         scales = sorted({s for r in per_scale for s in r["val_psnr_per_scale"]}, key=int)
         for i, s in enumerate(scales):
-            pts = [(r["step"], r["val_psnr_per_scale"][s]) for r in per_scale
-                   if s in r["val_psnr_per_scale"]]
-            psnr.plot(*zip(*pts, strict=True), marker="o", ms=3, color=f"C{i}", label=f"x{s}")
+            xs, ys = points([r for r in per_scale if s in r["val_psnr_per_scale"]],
+                            "validation PSNR", lambda r, s=s: r["val_psnr_per_scale"][s])
+            psnr.plot(xs, ys, marker="o", ms=3, color=f"C{i}", label=f"x{s}")
     elif vals:
-        psnr.plot([r["step"] for r in vals], [r["val_psnr"] for r in vals], marker="o", ms=3,
-                  color="C0", label="mean over scales")
-    lr.plot([r["step"] for r in steps], [r["lr"] for r in steps], color="C2",
-            label="learning rate")
+        psnr.plot(*points(vals, "validation PSNR", "val_psnr"), marker="o", ms=3, color="C0",
+                  label="mean over scales")
+    lr.plot(*points(steps, "learning rate", "lr"), color="C2", label="learning rate")
     lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    alpha.plot([r["step"] for r in steps], [r["alpha"] for r in steps], color="C3", label="alpha")
+    alpha.plot(*points(steps, "alpha", "alpha"), color="C3", label="alpha")
     titles = ("training loss (log scale)", "validation PSNR (dB)", "learning rate",
               "alpha (weight of the per-depth loss)")
-    resumes = [r["step"] for r in rows if r.get("event") == "start" and r["step"] > 0]
+    resumes = [r["step"] for r in rows if r.get("event") == "start" and _drawable(r["step"])
+               and r["step"] > 0]
     for ax, title in zip((loss, psnr, lr, alpha), titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=9)
@@ -134,13 +177,16 @@ def training_curves(log: dict, path: Path) -> Figure:
                  + (f" on {log['device_name']}" if log.get("device_name") else "")
                  + (" (dotted: resumed)" if resumes else ""), fontsize=11)
     save_png(fig, path)
+    if notify is not None and points.report():
+        notify(points.report())
     return fig
 
 
-def redraw_training_curves(source: Path, output: Path | None = None,
-                           overwrite: bool = False) -> Path:
+def redraw_training_curves(source: Path, output: Path | None = None, overwrite: bool = False,
+                           notify: Callable[[str], None] | None = None) -> Path:
     """Draw a run's curves from its folder or log file; returns the PNG's path (default, redrawn
-    in place: the run's ``curves.png`` or ``NAME-curves.png``; another file needs overwrite)."""
+    in place: the run's ``curves.png`` or ``NAME-curves.png``; another file needs overwrite).
+    ``notify`` hears of the points no axis can place, which are left out."""
     source = Path(source)
     log_file = source / "log.json" if source.is_dir() else source
     stem = source.name.removesuffix(".json").removesuffix(".log")
@@ -158,7 +204,7 @@ def redraw_training_curves(source: Path, output: Path | None = None,
     if not isinstance(log, dict) or not isinstance(log.get("history"), list):
         raise DRCNError(f"{log_file} is not a drcn training log (no history)")
     try:
-        training_curves(log, output)
+        training_curves(log, output, notify)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise DRCNError(f"{log_file} is not a drcn training log "
                         f"({type(e).__name__}: {e})") from None

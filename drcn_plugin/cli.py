@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .errors import BadOptionError, OutputExistsError
+from .errors import BadImageError, BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
@@ -34,6 +34,7 @@ from .terminal import (
     result_console,
     signals_interrupt,
     silence,
+    stopped_cleanly,
     user_errors,
 )
 from .training.cli import app as train_app
@@ -129,9 +130,11 @@ def eval_cmd(
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
     from .imagefile import list_images
-    from .writing import refuse_input_target
+    from .writing import probe_folder, refuse_input_target
 
-    with user_errors(OVERWRITE_HINT):
+    signals_interrupt()
+    written: list[str] = []
+    with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
         require_stdout()
         check_train_scales(scale)
         if json_out is not None:  # checked before the (long) evaluation
@@ -141,6 +144,7 @@ def eval_cmd(
             if json_out.exists() and not overwrite and not is_results_file(json_out):
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
+            probe_folder(json_out.parent)
         recipe = Recipe.parse(degrade) if degrade else None
         if plot is not None and json_out is not None and \
                 os.path.abspath(plot) == os.path.abspath(json_out):
@@ -179,8 +183,10 @@ def eval_cmd(
             about = {"model": label, "degrade": str(recipe) if recipe else None}
             atomic_write_bytes(json_out, json.dumps(results_json(results, about), indent=2,
                                                     allow_nan=False).encode())
+            written.append(str(json_out))
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
+            written.append(str(plot))
             console.print(f"wrote {plot}", markup=False, highlight=False)
         _print_eval(label, title, results)
 
@@ -329,12 +335,14 @@ def compare(
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
-    from .writing import atomic_save, refuse_input_target
+    from .writing import atomic_save, probe_folder, refuse_input_target
 
     signals_interrupt()
-    with user_errors(OVERWRITE_HINT):
+    with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None
+        if image.is_dir():  # "" or "." has no name to build the sheet's from
+            raise BadImageError(f"{image}: a folder, not an image file")
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \
             output / default if output.is_dir() else output
@@ -345,6 +353,7 @@ def compare(
         refuse_input_target(target, [image])
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)
+        probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
         engines = {m: Upscaler(m, device=device) for m in dict.fromkeys(model)}
         sheet = compare_image(array, scale, engines if len(engines) > 1 else engines[model[0]],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Literal
@@ -56,14 +57,16 @@ class Recipe:
     def parse(cls, text: str, option: str = "degrade") -> Recipe:
         """Read ``kind:value[@prob],...``; raises :class:`BadOptionError` for ``option`` with the
         reason."""
-        steps, clean = [], 0.0
+        steps, clean, clean_given = [], 0.0, False
         for part in (p.strip() for p in text.split(",")):
             kind, sep, rest = part.partition(":")
             kind = kind.strip().lower()
             if not sep or not rest:
                 raise _bad(part, option, "write kind:value, e.g. jpeg:75")
             if kind == "clean":
-                clean = _number(rest, part, option)
+                if clean_given:
+                    raise _bad(part, option, "the clean share is given twice; give it once")
+                clean, clean_given = _number(rest, part, option), True
                 if not 0 <= clean <= 1:
                     raise _bad(part, option, "the clean share must be in 0..1")
                 continue
@@ -122,14 +125,15 @@ def _bad(part: str, option: str, reason: str) -> BadOptionError:
     return BadOptionError(f"degradation step {part!r}: {reason}", option=option)
 
 
+# A decimal in ASCII digits, with an optional sign and exponent; float() alone would also take
+# 7_5, spaces, other scripts' digits, inf and nan, and a typo would pass as another number.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(text: str, part: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad(part, option, f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise _bad(part, option, f"{text!r} is not a finite number")
-    return value
+    if not _DECIMAL.fullmatch(text):
+        raise _bad(part, option, f"{text!r} is not a number (write digits, e.g. 75 or 0.5)")
+    return float(text)  # one too large for a float is inf, which every range check refuses
 
 
 def _uniform(generator: torch.Generator) -> float:

@@ -130,6 +130,7 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     if per_depth and upscaler is not None and upscaler.tta:
         raise BadOptionError("the per-depth scores are of the plain network, without the "
                              "self-ensemble: ask for one of the two", option="per_depth")
+    scales = list(dict.fromkeys(scales))  # --scale 2 3 2: each scale's table once
     hrs = read_dataset(folder, scales, colour=degrade is not None)
     results: dict[int, ScaleResult] = {}
     for s in scales:

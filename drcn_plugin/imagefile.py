@@ -116,6 +116,8 @@ def _decoding(path: Path) -> Iterator[None]:
         raise BadImageError(f"{path}: not an image Pillow can read") from e
     except MemoryError as e:
         raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
+    except IsADirectoryError as e:
+        raise BadImageError(f"{path}: a folder, not an image file") from e
     except FileNotFoundError as e:
         what = f"a broken link (to {os.readlink(path)})" if os.path.islink(path) else \
             "file not found"

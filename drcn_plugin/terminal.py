@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .errors import BadOptionError, DRCNError, OutputExistsError, WriteError, one_line, single_line
+from .stops import stopped_status
 
 PIPE_EXIT = 128 + 13  # how a shell reports a process that SIGPIPE ended (git, grep): 141
 
@@ -128,6 +129,19 @@ def signals_interrupt() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in stop_signals():
             signal.signal(sig, interrupt)
+
+
+@contextmanager
+def stopped_cleanly(written: list[str]) -> Iterator[None]:
+    """Ctrl-C or a stop signal inside ends the command with one line saying which files it had
+    written (``written``, named as each is complete; a write in progress leaves nothing) and
+    the signal's exit status, instead of typer's silent 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print_error("interrupted: " + (f"wrote {', '.join(written)} before that" if written
+                                       else "nothing written"))
+        raise typer.Exit(stopped_status()) from None
 
 
 @contextmanager

@@ -71,6 +71,31 @@ def test_plot_train_bad_logs_are_one_line(tmp_path: Path, content: str | None,
     assert list(tmp_path.glob("*.png")) == []
 
 
+def test_plot_train_draws_what_it_can_and_names_what_it_skipped(tmp_path: Path,
+                                                               drawn: list) -> None:
+    """Absurd numbers (inf, NaN, a loss not above 0, magnitudes matplotlib overflows on) are
+    left out with one line saying so, never a matplotlib warning or a refusal."""
+    row = {"loss": 0.01, "lr": 1e-3, "alpha": 0.5}
+    rows = [{"step": 10, **row}, {"step": 20, **row, "loss": float("inf"), "val_psnr": 1e308},
+            {"step": 30, **row, "loss": float("nan"), "lr": 1e308, "alpha": float("nan")},
+            {"step": 40, **row, "loss": -1.0, "val_psnr": 30.0},
+            {"step": 50, **row, "loss": 1e-300}, {"step": 1e308, **row}, {"step": 10**400, **row},
+            {"step": 60, **row}]
+    (tmp_path / "log.json").write_text(json.dumps({"history": rows}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's overflow warnings, printed by matplotlib
+        r = plot_train(str(tmp_path))
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("wrote"), r.output
+    assert "skipped" in lines[0] and "6 of 8 training loss" in lines[0], lines[0]
+    assert "1 of 2 validation PSNR" in lines[0] and "3 of 8 learning rate" in lines[0]
+    drawn_lines = plotted_lines(drawn[-1])
+    assert drawn_lines["training loss"] == [(10, 0.01), (60, 0.01)]
+    assert drawn_lines["mean over scales"] == [(40, 30.0)]
+    check_png(tmp_path / "curves.png")
+
+
 def test_plot_train_refuses_to_write_over_its_log(tmp_path: Path) -> None:
     shutil.copy(H200_LOG, tmp_path / "log.json")
     before = (tmp_path / "log.json").read_bytes()

@@ -49,6 +49,23 @@ def test_a_negative_or_fractional_value_gets_the_real_reason(text: str, reason: 
         Recipe.parse(text)
 
 
+@pytest.mark.parametrize("text", ["jpeg:7_5", "jpeg: 75", "jpeg:\u0667\u0665", "jpeg:\u00a075",
+                                  "noise:1_0-20", "noise:1-2_0", "blur:1@0.5_0", "jpeg:75,clean:0._1",
+                                  "noise:\uff15", "jpeg:75@\t1", "jpeg:infinity", "noise:-nan",
+                                  "jpeg:nan"])
+def test_numbers_are_plain_ascii_decimals(text: str) -> None:
+    """Python's float() also reads 7_5, spaces, other scripts' digits, inf and nan: a typo must
+    not pass as another number."""
+    with pytest.raises(DRCNError, match="is not a number"):
+        Recipe.parse(text)
+
+
+def test_the_clean_share_is_given_once() -> None:
+    with pytest.raises(DRCNError, match="clean share is given twice"):
+        Recipe.parse("jpeg:75,clean:0.1,clean:0.2")
+    assert len(Recipe.parse("jpeg:90,jpeg:60").steps) == 2  # a re-compression is a recipe
+
+
 def test_exponents_are_numbers_not_ranges() -> None:
     assert Recipe.parse("blur:5e-1").steps[0].low == 0.5
     step = Recipe.parse("noise:1e-1-2e0").steps[0]

@@ -203,3 +203,26 @@ def test_per_depth_scores_refuse_the_self_ensemble(tiny_model: DRCN, tmp_path: P
     # The depth table scores the plain network: beside a TTA score it would not be comparable.
     with pytest.raises(BadOptionError, match="plain network, without the self-ensemble"):
         evaluate(Upscaler(tiny_model, device="cpu", tta=True), tmp_path, [3], per_depth=True)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_an_output_that_cannot_be_written_is_refused_before_evaluating(
+        tmp_path, small_folder, tiny_model_file, flag, monkeypatch):
+    from drcn_plugin import evaluation
+
+    calls = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: calls.append(a))
+    (tmp_path / "file").write_text("a file, not a folder")
+    name = "o.json" if flag == "--json" else "d.png"
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(small_folder), "-m",
+                                      tiny_model_file, flag, str(tmp_path / "file" / name)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a file" in lines[0], result.output
+    assert calls == []  # refused before the (long) evaluation, not after it
+
+
+def test_a_scale_given_twice_is_evaluated_once(small_folder):
+    done = []
+    results = evaluate(None, small_folder, [2, 3, 2], on_image=lambda s, name: done.append(s))
+    assert list(results) == [2, 3] and done == [2, 2, 2, 3, 3, 3]

@@ -254,3 +254,38 @@ def test_a_resume_already_at_its_stop_step_says_so_and_touches_nothing(t12: Path
     assert r.exit_code == 0 and r.output.splitlines()[-1] == (
         "already at step 4, past --stop-at 2: nothing to do; give a later --stop-at or none")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+class _Newer:
+    """A type a newer drcn-plugin might pickle into its checkpoint (weights_only refuses it)."""
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ({"format": "drcn-train-checkpoint-2", "drcn_plugin": "9.1.0"},
+     r"written by drcn-plugin 9\.1\.0 \(checkpoint format 2\); this is drcn-plugin "),
+    ({"format": "drcn-train-checkpoint-12"}, r"written by a newer drcn-plugin \(checkpoint "
+                                             r"format 12\)"),
+    ({"format": "drcn-train-checkpoint-3", "extra": _Newer()}, r"a newer drcn-plugin \(checkpoint "
+                                                               r"format 3\)"),
+])
+def test_a_checkpoint_from_a_newer_version_asks_for_an_upgrade(tmp_path: Path, state: dict,
+                                                              message: str) -> None:
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=message + ".*upgrade") as caught:
+        checkpoint.load_checkpoint(tmp_path / "last.pt", tiny(tmp_path, tmp_path))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_names_the_version_that_wrote_it(t12: Path, tmp_path: Path) -> None:
+    from drcn_plugin import __version__
+
+    train(tiny(t12, tmp_path, steps=2))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert (state["format"], state["drcn_plugin"]) == (checkpoint.CHECKPOINT_FORMAT, __version__)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_checkpoint_that_is_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "last.pt")  # torch.load would wait for a writer for ever
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint.load_checkpoint(tmp_path / "last.pt", tiny(tmp_path, tmp_path))

@@ -7,6 +7,8 @@ import io
 import logging
 import math
 import os
+import re
+import zipfile
 from collections.abc import Collection
 from dataclasses import fields, replace
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from .. import __version__
 from ..errors import CheckpointError, DRCNError, one_line
 from ..model import DRCN
 from ..writing import atomic_write_bytes
@@ -21,6 +24,7 @@ from .config import MAX_STEPS, TrainConfig, default_of, flag_of, rooted
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
+_FORMAT = re.compile(rb"drcn-train-checkpoint-([0-9]{1,9})")
 _STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model", "optimizer",
                "scheduler", "rng")
 # Options a resumed run takes from its command line, not from the checkpoint.
@@ -39,6 +43,8 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
     the F and D in ``given``, the options the user gave, when it is known)."""
     if not path.exists():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
+    if not path.is_file():  # a FIFO would block the read for ever
+        raise CheckpointError(f"{path} is not a regular file, so not a checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
@@ -46,7 +52,11 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
             raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or one_line(e)}") from e
     except Exception as e:  # torch.load raises many types for a damaged or foreign file
+        _refuse_newer(path, _format_inside(path))  # a newer one may hold types this one lacks
         raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("format"), str):
+        found = _FORMAT.fullmatch(ckpt["format"].encode())
+        _refuse_newer(path, int(found[1]) if found else None, ckpt.get("drcn_plugin"))
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a drcn training checkpoint")
     config = ckpt.get("config")
@@ -77,6 +87,32 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
                               "this run asks for " + ", ".join(f"{k}={v}" for k, _, v in asked))
     return ckpt
+
+
+def _format_inside(path: Path) -> int | None:
+    """The checkpoint format named in the pickle of a file ``torch.save`` wrote (a zip whose
+    entries are stored, not compressed), without unpickling it; None when none is found."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            head = z.open(name).read(1 << 16) if name else b""
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    found = _FORMAT.search(head)
+    return int(found[1]) if found else None
+
+
+def _refuse_newer(path: Path, number: int | None, writer: object = None) -> None:
+    """Refuse a checkpoint whose format is newer than this version reads, naming both versions
+    (the writer's when it recorded it) and the way out: an upgrade."""
+    ours = int(_FORMAT.fullmatch(CHECKPOINT_FORMAT.encode())[1])
+    if number is None or number <= ours:
+        return
+    by = f"drcn-plugin {writer}" if isinstance(writer, str) and 0 < len(writer) <= 40 else \
+        "a newer drcn-plugin"
+    raise CheckpointError(f"{path} was written by {by} (checkpoint format {number}); this is "
+                          f"drcn-plugin {__version__}, which reads format {ours}: upgrade "
+                          "drcn-plugin to resume it")
 
 
 def resumed_config(ckpt: dict, cfg: TrainConfig,

@@ -13,7 +13,14 @@ import typer
 from ..devices import Dist
 from ..errors import OutputExistsError
 from ..stops import stopped_status
-from ..terminal import OVERWRITE_HINT, console, print_error, signals_interrupt, user_errors
+from ..terminal import (
+    OVERWRITE_HINT,
+    console,
+    print_error,
+    signals_interrupt,
+    stopped_cleanly,
+    user_errors,
+)
 from .config import TrainConfig, default_of, flag_of
 
 app = typer.Typer()
@@ -116,6 +123,8 @@ def plot_train_cmd(
     """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
     from ..charts import redraw_training_curves
 
-    with user_errors(OVERWRITE_HINT):
-        written = redraw_training_curves(run, output, overwrite)
+    signals_interrupt()
+    with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
+        written = redraw_training_curves(run, output, overwrite, notify=lambda text: console.print(
+            text, markup=False, highlight=False, soft_wrap=True))  # one line, however narrow
     console.print(f"wrote {written}", markup=False, highlight=False)

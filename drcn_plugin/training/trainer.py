@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .. import __version__
 from ..charts import training_curves
 from ..degrade import Recipe
 from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchronize
@@ -247,7 +248,8 @@ class Trainer:
                 f"{self.patches.pixel_sum()}")
 
     def _state(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.cfg), "step": self.step,
+        return {"format": CHECKPOINT_FORMAT, "drcn_plugin": __version__,
+                "config": asdict(self.cfg), "step": self.step,
                 "data": self.data_id, "cwd": self.cwd,
                 "total": self.total, "best": self.best, "history": self.history,
                 "elapsed": self.elapsed, "model": self.model.state_dict(),
