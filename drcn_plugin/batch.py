@@ -22,6 +22,7 @@ import numpy as np
 
 from .compression import jpeg_history
 from .devices import is_out_of_memory
+from .encoding import check_writable, encode, save_options
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
     BadOptionError,
@@ -34,16 +35,7 @@ from .errors import (
     single_line,
 )
 from .hub import DEFAULT_MODEL, choose_for_source
-from .imagefile import (
-    FORMATS,
-    IMAGE_SUFFIXES,
-    SUFFIX,
-    ImageInfo,
-    check_writable,
-    encode,
-    read_image,
-    save_options,
-)
+from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .sizing import TargetSize
 from .writing import NAME_MAX, atomic_save, clean_stale_parts, probe_folder
 

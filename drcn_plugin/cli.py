@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from .encoding import DEFAULT_QUALITY
 from .errors import BadImageError, BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
-from .imagefile import DEFAULT_QUALITY
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .stops import stopped_status

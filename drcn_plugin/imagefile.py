@@ -1,9 +1,8 @@
-"""Image files: decode with Pillow to engine arrays, encode back with metadata, write atomically.
+"""Image files: decode with Pillow to engine arrays with their metadata (:mod:`.encoding` writes
+them back).
 
 Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile and DPI, and
-keeps 16-bit grey at 16 bits. Writing goes to a temporary file in the target folder, then a
-rename, so an interrupted run never leaves a half-written image and never replaces a file it
-was told not to.
+keeps 16-bit grey at 16 bits; a damaged or hostile file is one error naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +24,6 @@ from . import devices
 from .compression import is_lossy, jpeg_quality
 from .errors import (
     BadImageError,
-    BadOptionError,
     DatasetError,
     DRCNError,
     OutOfMemoryError,
@@ -36,10 +34,8 @@ from .metadata import (
     Descriptive,
     apply_orientation,
     declared_dpi,
-    exif_for,
     orientation,
     read_exif,
-    scaled_dpi,
 )
 from .planes import require_unit_range, to_8bit
 
@@ -327,126 +323,3 @@ def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
     info.notes.append(f"{im.mode} converted to RGB{why}")
     info.icc_profile = None  # the profile described the old colour space
     return im.convert("RGB")
-
-
-def to_pil(array: np.ndarray) -> Image.Image:
-    """An engine array back to a Pillow image (16-bit grey as I;16, float grey as F)."""
-    a = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
-    if a.ndim == 2 and a.dtype == np.uint16:
-        return Image.fromarray(a)  # I;16
-    if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
-        return Image.fromarray(a.astype(np.float32))
-    return Image.fromarray(to_8bit(a))  # Pillow has no 16-bit or float colour
-
-
-DEFAULT_QUALITY = 95  # JPEG and WebP quality when none is given
-_JPEG_ICC_LIMIT = 255 * (65533 - 14)  # APP2 segments numbered in one byte, less their header
-# What each output format can store; other modes are converted (or refused) by ``encode``.
-_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
-           "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
-           "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
-
-
-def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data.
-    An ICC profile for another colour space than the file will hold is dropped (noted)."""
-    im = _in_stored_mode(array, fmt, info)
-    space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
-    grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
-    if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
-        info.notes.append(f"{'grey' if space == b'GRAY' else 'RGB'} ICC profile dropped: {fmt} "
-                          f"stores this image as {'grey' if grey else 'RGB'}")
-        info.icc_profile = None
-    return im
-
-
-def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
-        array = np.clip(array, *info.value_range)
-    im = to_pil(array)
-    if im.mode in _STORES[fmt]:
-        return im
-    if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
-        if im.getextrema()[-1][0] == 255:  # all opaque: the alpha holds nothing to lose
-            return im.convert(im.mode[:-1])
-        raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
-                             option="format")
-    if im.mode == "LA":  # BMP: grey with alpha as RGBA
-        return im.convert("RGBA")
-    low, high = info.value_range or (0.0, 1.0)
-    if im.mode == "F" and (low < 0 or high > 1):
-        raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and "
-                             "would clip them: write TIFF instead", option="format")
-    if im.mode == "F" and fmt == "PNG":
-        info.notes.append("PNG stores integers: float result stored as 16-bit")
-        return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 65535).round().astype(np.uint16))
-    if im.mode in ("I;16", "F"):
-        info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
-        return Image.fromarray(to_8bit(np.asarray(im)))
-    raise BadImageError(f"{fmt} cannot store {im.mode} images")
-
-
-# The longest side each format's encoder takes (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION).
-MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
-
-
-def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
-                   scale: float | tuple[float, float], quality: int | None = None,
-                   size: tuple[int, int] | None = None) -> None:
-    """Encode a 2x2 corner with the real options, and hold the result's ``size`` (height,
-    width) against the format's largest side, so an impossible mode, format, metadata or size
-    combination is refused before any upscaling is spent on it."""
-    side = MAX_SIDE.get(fmt)
-    if size is not None and side is not None and max(size) > side:
-        raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
-                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
-    probe = replace(info, notes=[])
-    corner = array[:2, :2].copy()
-    if corner.ndim == 3 and corner.shape[2] in (2, 4):
-        corner[..., -1] = array[..., -1].min()  # whether any pixel is see-through matters
-    try:
-        image = encode(corner, fmt, probe)
-        image.save(io.BytesIO(), format=fmt, **save_options(fmt, probe, scale, quality))
-    except DRCNError:
-        raise
-    except Exception as e:  # Pillow's many ways to say "cannot write this"
-        raise BadImageError(f"cannot write this image as {fmt}: {one_line(e)}") from e
-
-
-def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
-                 quality: int | None = None) -> dict:
-    """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
-    stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
-    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless)."""
-    opts: dict = {}
-    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
-    if fmt == "BMP":  # BMP has no place for either
-        lost = [name for name, value in (("ICC profile", info.icc_profile), ("EXIF", info.exif))
-                if value]
-        exif, sub_ifds = None, False
-    else:
-        lost = []
-        if fmt == "JPEG" and len(info.icc_profile or b"") > _JPEG_ICC_LIMIT:
-            lost.append("ICC profile (over JPEG's 255 segments)")
-        elif info.icc_profile:
-            opts["icc_profile"] = info.icc_profile
-        exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
-        exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
-    if exif:
-        opts["exif"] = exif
-    opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
-    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes)
-    if dpi:
-        opts["dpi"] = dpi
-    if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
-        opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
-    elif fmt in ("JPEG", "WEBP"):
-        opts["quality"] = DEFAULT_QUALITY if quality is None else quality
-    if fmt == "JPEG":
-        opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
-    if fmt == "TIFF":
-        if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
-            info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")
-        else:
-            opts["compression"] = "tiff_adobe_deflate"
-    return opts

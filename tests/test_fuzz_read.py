@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from drcn_plugin.encoding import check_writable
 from drcn_plugin.errors import DRCNError
-from drcn_plugin.imagefile import check_writable, read_image
+from drcn_plugin.imagefile import read_image
 
 CASES_PER_FORMAT = 300
 SEED = 10
