@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from .encoding import DEFAULT_QUALITY
 from .errors import BadImageError, BadOptionError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
+from .imagefile import memory_pixel_limit
 from .integrations.cli import comfyui_app, gimp_app
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .stops import stopped_status
@@ -383,7 +384,8 @@ def _command_path(args: list[str]) -> str:
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
-    Image.MAX_IMAGE_PIXELS = None  # the process is drcn's: reads check the memory instead
+    limit = Image.MAX_IMAGE_PIXELS  # put back on return: a caller in-process keeps its own
+    Image.MAX_IMAGE_PIXELS = memory_pixel_limit()  # not Pillow's fixed one: what memory holds
     try:
         code = app(standalone_mode=False, prog_name="drcn")
         if code == 130:  # typer's status for an interrupt; a stop signal names its own
@@ -400,4 +402,6 @@ def main() -> None:
             path = ctx.command_path if ctx else _command_path(sys.argv[1:])
             print_error(f"{e.format_message()} (see {path} --help)")
         code = e.exit_code
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     sys.exit(code if isinstance(code, int) else 0)

@@ -43,13 +43,13 @@ FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "
            "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).
-# Most bytes a decode takes per pixel: Pillow's 4-byte pixels, converted and turned, and a float32
-# RGBA array (measured: 10-11 for RGB, 4 for grey). Pillow's fixed pixel limit stands in for it.
-DECODE_BYTES_PER_PIXEL = 32
 IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
                             ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
                             ".tga", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".ico", ".pcx",
                             ".sgi", ".qoi", ".dds", ".avif"})
+# Most bytes a decode takes per pixel: Pillow's 4-byte pixels, converted and turned, and a float32
+# RGBA array (measured: 10-18, CMYK the most). It stands in for Pillow's fixed pixel limit.
+DECODE_BYTES_PER_PIXEL = 32
 
 
 @dataclass
@@ -220,6 +220,14 @@ def _check_decode_memory(im: Image.Image) -> None:
     if need > avail:
         raise OutOfMemoryError(f"a {w}x{h} image needs about {need / 2**30:.1f} GiB of memory "
                                f"to decode; {avail / 2**30:.1f} GiB is available")
+
+
+def memory_pixel_limit() -> int:
+    """A value for ``PIL.Image.MAX_IMAGE_PIXELS`` in a process that is drcn's own: Pillow then
+    refuses (at twice it) what the memory available now cannot decode. Pillow also checks the
+    images nested in a file with it (an icon's frames, which it decodes on opening), where the
+    check from the file's header (:func:`read_image`) sees only the size the file declares."""
+    return max(1, devices.host_available_memory() // (2 * DECODE_BYTES_PER_PIXEL))
 
 
 def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:

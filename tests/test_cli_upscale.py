@@ -99,6 +99,8 @@ def test_pixel_count_alone_does_not_refuse_what_memory_holds(photos: Path, tiny_
     with pytest.raises(SystemExit) as exit_:
         main()  # the console script owns its process and checks memory instead
     assert exit_.value.code == 0, capsys.readouterr().err
+    assert Image.MAX_IMAGE_PIXELS == 500  # as main() found it
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
     assert Image.open(photos / "c" / "a.png").size == (96, 80)
 
 
@@ -120,6 +122,42 @@ def test_a_decode_that_cannot_fit_is_refused_from_the_header(photos: Path, tiny_
     assert r.exit_code == 1 and "to decode" in r.output and "Traceback" not in r.output
     monkeypatch.setattr(devices, "host_available_memory", lambda: need)
     assert imagefile.read_image(photos / "a.png")[0].shape == (40, 48, 3) and loads
+
+
+def test_an_image_nested_in_a_file_is_checked_before_it_is_decoded(photos: Path,
+                                                                   tiny_model_file: str,
+                                                                   monkeypatch, capsys) -> None:
+    """An icon's directory says 16x16 and its PNG frame is 200x160: the header check sees the
+    16x16, so in drcn's process Pillow's own check of the frame must stand, at a limit set from
+    the memory available (here room for a 100x80 decode), and refuse it before it is decoded.
+    The console script leaves Pillow's process-wide limit as it found it."""
+    import struct
+
+    from PIL import ImageFile
+
+    from drcn_plugin import devices
+    from drcn_plugin.cli import main
+    from drcn_plugin.imagefile import DECODE_BYTES_PER_PIXEL
+
+    frame = io.BytesIO()
+    Image.open(photos / "a.png").resize((200, 160)).save(frame, "PNG")
+    (photos / "lie.ico").write_bytes(struct.pack("<3H", 0, 1, 1) + struct.pack(
+        "<4B2H2I", 16, 16, 0, 0, 1, 32, len(frame.getvalue()), 22) + frame.getvalue())
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    before = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(devices, "host_available_memory",
+                        lambda: 100 * 80 * DECODE_BYTES_PER_PIXEL)
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: loads.append(im) or real_load(im))
+    monkeypatch.setattr(sys, "argv", ["drcn", "upscale", str(photos / "lie.ico"), "-o",
+                                      str(photos / "out"), "--model", tiny_model_file])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "lie.ico" in err and "Traceback" not in err, err
+    assert not loads, "refused before the frame was decoded"
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
