@@ -92,6 +92,10 @@ def test_jpeg_history_is_read_from_the_pixels(name: str) -> None:
     for quality in (90, 75, 50, 30):
         jpeg = _through_jpeg(image, quality)
         assert abs(jpeg_history(np.asarray(jpeg)) - quality) <= 2, quality
+    for quality in (95, 97, 100):  # the README: 95 and up count as clean
+        assert jpeg_history(np.asarray(_through_jpeg(image, quality))) is None, quality
+    found = jpeg_history(np.asarray(_through_jpeg(image, 93)))
+    assert found is None or abs(found - 93) <= 2  # 92-94: clean here, found there
     jpeg = _through_jpeg(image, 75)
     assert jpeg_history(np.asarray(jpeg.crop((3, 5, 128, 128)))) == 75
     assert jpeg_history(np.asarray(jpeg.convert("RGBA"))) == 75
