@@ -107,7 +107,8 @@ def _decoding(path: Path) -> Iterator[None]:
             raise
         raise type(e)(f"{path}: {e}") from e
     except Image.DecompressionBombError as e:
-        raise BadImageError(f"{path}: over PIL.Image.MAX_IMAGE_PIXELS ({one_line(e)})") from e
+        raise BadImageError(f"{path}: more pixels than PIL.Image.MAX_IMAGE_PIXELS allows (drcn "
+                            f"sets it from the memory available): {one_line(e)}") from e
     except UnidentifiedImageError as e:
         raise BadImageError(f"{path}: not an image Pillow can read") from e
     except MemoryError as e:
