@@ -17,12 +17,13 @@ from PIL import Image
 
 
 def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
-    """Whether the file went through a lossy codec: JPEG, AVIF, JPEG-compressed TIFF, WebP whose
-    first image chunk is ``VP8 `` (not ``VP8L``), JPEG 2000 with the irreversible 9/7 wavelet
-    (a 5/3 file is taken as lossless, as it usually is, though rate limits can make it lossy).
+    """Whether the file went through a lossy codec: JPEG, AVIF, HEIF, JPEG-compressed TIFF, WebP
+    whose first image chunk is ``VP8 `` (not ``VP8L``), JPEG 2000 with the irreversible 9/7
+    wavelet (a 5/3 file is taken as lossless, as it usually is, though rate limits can make it
+    lossy).
     ``f`` is the file ``im`` was opened from; its position is kept."""
     fmt = im.format
-    if fmt in ("JPEG", "MPO", "AVIF"):
+    if fmt in ("JPEG", "MPO", "AVIF", "HEIF"):
         return True
     if fmt == "TIFF":
         return im.info.get("compression") in ("jpeg", "tiff_jpeg")

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,7 +47,8 @@ SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP":
 IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
                             ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",
                             ".tga", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".ico", ".pcx",
-                            ".sgi", ".qoi", ".dds", ".avif"})
+                            ".sgi", ".qoi", ".dds", ".avif", ".heic", ".heif", ".hif"})
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 # Most bytes a decode takes per pixel: Pillow's 4-byte pixels, converted and turned, and a float32
 # RGBA array (measured: 10-18, CMYK the most). It stands in for Pillow's fixed pixel limit.
 DECODE_BYTES_PER_PIXEL = 32
@@ -97,9 +99,31 @@ def image_shape8(path: Path) -> tuple[int, ...]:
         return (h, w) if im.mode in _GREY_MODES else (3, h, w)
 
 
+@lru_cache(maxsize=1)
+def _heif_opener() -> bool:
+    """Let Pillow open HEIF/HEIC (phone photos) through pillow-heif, when it is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def _heif_brand(path: Path) -> bool:
+    """Whether ``path`` starts as a HEIF file does (an ISO media ``ftyp`` box with a HEIF brand)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
 @contextmanager
 def _decoding(path: Path) -> Iterator[None]:
     """Turn whatever reading ``path`` raises into one error naming the file."""
+    _heif_opener()
     try:
         yield
     except DRCNError as e:
@@ -110,6 +134,9 @@ def _decoding(path: Path) -> Iterator[None]:
         raise BadImageError(f"{path}: more pixels than PIL.Image.MAX_IMAGE_PIXELS allows (drcn "
                             f"sets it from the memory available): {one_line(e)}") from e
     except UnidentifiedImageError as e:
+        if _heif_brand(path) and not _heif_opener():
+            raise BadImageError(f"{path}: a HEIF/HEIC image; Pillow reads those with the "
+                                "pillow-heif package (pip install pillow-heif)") from e
         raise BadImageError(f"{path}: not an image Pillow can read") from e
     except MemoryError as e:
         raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e

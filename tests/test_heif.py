@@ -1,0 +1,62 @@
+"""HEIF/HEIC photos, phones' default format: read through pillow-heif when it is installed
+(upright, metadata kept, found in folders, counted lossy), one line naming the package when not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+from PIL import Image
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.imagefile import image_shape8, read_image
+
+pillow_heif = pytest.importorskip("pillow_heif")
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+
+@pytest.fixture
+def phone_photo(tmp_path: Path) -> Path:
+    """A 40x24 HEIC taken with the phone turned (EXIF orientation 6) and a camera make."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "PhoneMaker"
+    path = tmp_path / "photos" / "IMG_0001.HEIC"
+    path.parent.mkdir()
+    # written by pillow-heif itself: reading must not rely on an opener the test registered
+    pillow_heif.from_pillow(random_rgb(40, 24)).save(path, quality=90, exif=exif.tobytes())
+    return path
+
+
+def test_a_heic_is_read_upright_with_its_metadata(phone_photo: Path) -> None:
+    array, info = read_image(phone_photo)
+    assert array.shape == (40, 24, 3) and array.dtype.name == "uint8"  # turned: 24 wide
+    assert image_shape8(phone_photo) == (3, 40, 24)
+    assert info.format == "HEIF" and info.lossy
+    assert info.exif is not None and info.exif.get(0x010F) == "PhoneMaker"
+    assert info.exif.get(0x0112, 1) == 1  # the pixels are upright: no second turn
+
+
+def test_a_folder_of_heic_photos_is_upscaled_not_passed_over(phone_photo: Path,
+                                                            tiny_model_file: str) -> None:
+    Image.new("RGB", (8, 8)).save(phone_photo.parent / "other.png")
+    r = CliRunner().invoke(app, ["upscale", str(phone_photo.parent), "-o",
+                                 str(phone_photo.parent.parent / "out"), "--model",
+                                 tiny_model_file])
+    assert r.exit_code == 0 and "2 done" in r.output, r.output
+    result = Image.open(phone_photo.parent.parent / "out" / "IMG_0001.png")
+    assert result.size == (48, 80) and result.getexif().get(0x010F) == "PhoneMaker"
+
+
+def test_without_pillow_heif_a_heic_names_the_package(phone_photo: Path) -> None:
+    code = ("import sys; sys.modules['pillow_heif'] = None\n"  # as if it were not installed
+            "from pathlib import Path\n"
+            "from drcn_plugin.imagefile import read_image\n"
+            f"read_image(Path({str(phone_photo)!r}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and "BadImageError" in last and "pip install pillow-heif" in last
