@@ -231,6 +231,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
+        depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
+        if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
+            info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import random_rgb
 from PIL import Image
@@ -39,6 +40,15 @@ def test_a_heic_is_read_upright_with_its_metadata(phone_photo: Path) -> None:
     assert info.format == "HEIF" and info.lossy
     assert info.exif is not None and info.exif.get(0x010F) == "PhoneMaker"
     assert info.exif.get(0x0112, 1) == 1  # the pixels are upright: no second turn
+
+
+def test_a_deep_heic_says_it_is_read_as_8_bits(tmp_path: Path) -> None:
+    levels = (np.arange(64 * 80 * 3, dtype=np.uint32) * 2654435761 % 65536).astype(np.uint16)
+    deep = pillow_heif.from_bytes(mode="RGB;16", size=(80, 64), data=levels.tobytes())
+    deep.save(tmp_path / "deep.heic", quality=80)
+    array, info = read_image(tmp_path / "deep.heic")
+    assert array.dtype == np.uint8 and any("-bit HEIF read and written as 8 bits" in n
+                                           for n in info.notes), info.notes
 
 
 def test_a_folder_of_heic_photos_is_upscaled_not_passed_over(phone_photo: Path,
