@@ -381,9 +381,19 @@ def _command_path(args: list[str]) -> str:
     return " ".join(path)
 
 
+def _stdout_file() -> tuple[int, int] | None:
+    """Which file descriptor 1 is (device, inode), to see whether it was pointed elsewhere."""
+    try:
+        st = os.fstat(1)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
+    stdout_at = _stdout_file()
     limit = Image.MAX_IMAGE_PIXELS  # put back on return: a caller in-process keeps its own
     Image.MAX_IMAGE_PIXELS = memory_pixel_limit()  # not Pillow's fixed one: what memory holds
     try:
@@ -393,6 +403,8 @@ def main() -> None:
     except ReaderGone:  # quietly, as SIGPIPE ends git or grep; a file the command wrote stays
         silence(sys.stdout)
         code = PIPE_EXIT
+    except SystemExit as e:  # rich ends a help whose reader left: stdout to /dev/null, status 1
+        code = PIPE_EXIT if e.code == 1 and stdout_at != _stdout_file() else e.code
     except typer.Abort:
         print_error("aborted")
         code = 1

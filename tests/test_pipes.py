@@ -45,6 +45,12 @@ def reader_gone_on(fd: int):
     return setup
 
 
+@pytest.mark.parametrize("args", [["--help"], ["upscale", "--help"], ["--version"]])
+def test_help_into_a_pipe_whose_reader_left_ends_quietly(args: list[str]) -> None:
+    proc = drcn(args, reader_gone_on(1))
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
 @pytest.mark.parametrize("with_json", [False, True])
 def test_eval_into_a_pipe_whose_reader_left_ends_quietly(two_images: Path, tmp_path: Path,
                                                         with_json: bool) -> None:
