@@ -289,15 +289,17 @@ def _out_suffix(source: Path, fmt: str) -> str:
 
 def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
     """Each file's engine by its compression (:func:`.hub.choose_for_source`) when no model is
-    named: ``clean`` for lossless files whose pixels show no JPEG grid
-    (:func:`.compression.jpeg_history`), one engine per other choice, built on first use."""
+    named, one engine per choice, built on first use. The pixels count too
+    (:func:`.compression.jpeg_history`): a lossless file holding a JPEG's pixels, or a JPEG
+    re-saved from a stronger one, is upscaled as that JPEG; ``clean`` is for the rest."""
     engines = {DEFAULT_MODEL: clean}
 
     def choose(info: ImageInfo, levels: np.ndarray) -> tuple[Upscaler, str]:
-        quality = info.jpeg_quality if info.lossy else jpeg_history(levels)
-        if not info.lossy and quality is not None:
-            info.notes.append(f"JPEG q{quality} blocks in its pixels: upscaled as that JPEG")
-        choice = choose_for_source(info.lossy or quality is not None, quality)
+        choice = choose_for_source(info.lossy, info.jpeg_quality)
+        seen = jpeg_history(levels)
+        if seen is not None and choose_for_source(True, seen).denoise > choice.denoise:
+            info.notes.append(f"JPEG q{seen} blocks in its pixels: upscaled as that JPEG")
+            choice = choose_for_source(True, seen)
         if choice.label not in engines:
             engines[choice.label] = Upscaler(choice.spec, denoise=choice.denoise, **engine)
         return engines[choice.label], choice.label

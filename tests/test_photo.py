@@ -143,16 +143,30 @@ def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, source
     assert "drcn-lite-photo" not in named  # a named model is used for every file
 
 
-def test_a_lossless_copy_of_a_jpeg_is_upscaled_as_that_jpeg(photo_model: Path,
-                                                            tmp_path: Path) -> None:
+def test_a_lossless_copy_of_a_jpeg_is_upscaled_as_that_jpeg(photo_model: Path, tmp_path: Path,
+                                                            wide_console: None) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
     _through_jpeg(crop, 40).save(folder / "saved-as.png")
-    assert "q40" in _run([str(folder), "-o", str(tmp_path / "auto")])  # the note (wrapped)
+    assert "q40" in _run([str(folder), "-o", str(tmp_path / "auto")])  # the note
     _run([str(folder), "-o", str(tmp_path / "photo"), "--model", "drcn-lite-photo"])
     assert (tmp_path / "auto" / "saved-as.png").read_bytes() == \
         (tmp_path / "photo" / "saved-as.png").read_bytes()  # the model it got
+
+
+def test_a_jpeg_resaved_from_a_stronger_one_is_upscaled_as_the_stronger(
+        photo_model: Path, tmp_path: Path, wide_console: None) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
+    _through_jpeg(crop, 40).save(folder / "edited.jpg", quality=95)  # its tables say 95
+    crop.save(folder / "fine.jpg", quality=95)
+    out = _run([str(folder), "-o", str(tmp_path / "auto")])
+    assert "q40" in out and "drcn-lite denoise 0.25" in out  # only fine.jpg goes by its tables
+    _run([str(folder / "edited.jpg"), "-o", str(tmp_path / "photo"), "--model", "drcn-lite-photo"])
+    assert (tmp_path / "auto" / "edited.jpg").read_bytes() == \
+        (tmp_path / "photo" / "edited.jpg").read_bytes()
 
 
 def test_host_denoise_inputs_load_the_blend(photo_model: Path) -> None:
