@@ -109,12 +109,13 @@ _DCT = np.array([[np.sqrt((1 if k == 0 else 2) / 8) * np.cos((2 * n + 1) * k * n
 
 
 def jpeg_history(levels: np.ndarray) -> int | None:
-    """The quality of a JPEG that 8-bit pixels went through before a lossless save (a photo kept
-    as PNG, a screenshot of one), or None when they show none.
+    """The quality of a JPEG that 8-bit pixels went through (a photo kept as PNG, a screenshot
+    of one, a JPEG re-saved from a stronger one), or None when they show none.
 
     On the 8x8 grid where the DCT's high frequencies are weakest, a JPEG's coefficients sit on
     multiples of its quantisation steps: the quality is the IJG table whose steps they fit best.
-    A resize or a filter after the JPEG wipes the grid out, and the pixels count as clean.
+    Under a re-save at quality 85 or more, the first JPEG's coarser steps still fit best. A
+    resize or a filter after the JPEG wipes the grid out, and the pixels count as clean.
     """
     if levels.dtype != np.uint8 or min(levels.shape[:2]) < 16:
         return None
