@@ -96,6 +96,8 @@ def test_jpeg_history_is_read_from_the_pixels(name: str) -> None:
         assert jpeg_history(np.asarray(_through_jpeg(image, quality))) is None, quality
     found = jpeg_history(np.asarray(_through_jpeg(image, 93)))
     assert found is None or abs(found - 93) <= 2  # 92-94: clean here, found there
+    resaved = _through_jpeg(_through_jpeg(image, 60), 95)  # the first, stronger JPEG shows
+    assert abs(jpeg_history(np.asarray(resaved)) - 60) <= 2
     jpeg = _through_jpeg(image, 75)
     assert jpeg_history(np.asarray(jpeg.crop((3, 5, 128, 128)))) == 75
     assert jpeg_history(np.asarray(jpeg.convert("RGBA"))) == 75
