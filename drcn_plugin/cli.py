@@ -404,7 +404,9 @@ def main() -> None:
         silence(sys.stdout)
         code = PIPE_EXIT
     except SystemExit as e:  # rich ends a help whose reader left: stdout to /dev/null, status 1
-        code = PIPE_EXIT if e.code == 1 and stdout_at != _stdout_file() else e.code
+        if e.code != 1 or stdout_at == _stdout_file():
+            raise
+        code = PIPE_EXIT
     except typer.Abort:
         print_error("aborted")
         code = 1
