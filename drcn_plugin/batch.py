@@ -297,9 +297,10 @@ def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
     def choose(info: ImageInfo, levels: np.ndarray) -> tuple[Upscaler, str]:
         choice = choose_for_source(info.lossy, info.jpeg_quality)
         seen = jpeg_history(levels)
-        if seen is not None and choose_for_source(True, seen).denoise > choice.denoise:
+        by_pixels = None if seen is None else choose_for_source(True, seen)
+        if by_pixels is not None and by_pixels.denoise > choice.denoise:
             info.notes.append(f"JPEG q{seen} blocks in its pixels: upscaled as that JPEG")
-            choice = choose_for_source(True, seen)
+            choice = by_pixels
         if choice.label not in engines:
             engines[choice.label] = Upscaler(choice.spec, denoise=choice.denoise, **engine)
         return engines[choice.label], choice.label

@@ -1,8 +1,8 @@
 """What a source file's compression did to it: whether a lossy codec touched it and, for a JPEG,
 about which quality. The photo models' default rests on both.
 
-Read from the container or codestream headers and quantisation tables; a lossless file's pixels
-are looked at only for the 8x8 grid of a JPEG they once went through (:func:`jpeg_history`).
+Read from the container or codestream headers and quantisation tables; the pixels are looked
+at only for the 8x8 grid of a JPEG they went through (:func:`jpeg_history`).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class ImageInfo:
     dpi: tuple[float, float] | None = None
     value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
-    lossy: bool = False  # JPEG or lossy WebP: compression artefacts are likely
+    lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
 
