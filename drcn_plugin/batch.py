@@ -22,7 +22,7 @@ import numpy as np
 
 from .compression import jpeg_history
 from .devices import is_out_of_memory
-from .encoding import check_writable, encode, save_options
+from .encoding import check_writable, encode, require_encoder, save_options
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
     BadOptionError,
@@ -39,7 +39,7 @@ from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .sizing import TargetSize
 from .writing import NAME_MAX, atomic_save, clean_stale_parts, probe_folder
 
-OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "tiff", "bmp")
+OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
 
@@ -84,6 +84,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
         raise BadOptionError(f"unknown format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}",
                              option="format")
+    if fmt != "same":
+        require_encoder(FORMATS[fmt])
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
         raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
     out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None

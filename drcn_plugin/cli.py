@@ -226,10 +226,10 @@ def upscale(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="output folder (default: beside the input, never inside it)")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
-    fmt: Annotated[str, typer.Option("--format", "-f", help="same, png, jpg, webp, tiff or bmp")]
-    = "same",
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="same, png, jpg, webp, avif, tiff or bmp")] = "same",
     quality: Annotated[int | None, typer.Option(
-        min=1, max=100, help=f"JPEG/WebP quality (default {DEFAULT_QUALITY}; a lossless WebP "
+        min=1, max=100, help=f"JPEG/WebP/AVIF quality (default {DEFAULT_QUALITY}; a lossless WebP "
         "stays lossless unless a quality is given)")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders")]
     = False,

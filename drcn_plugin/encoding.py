@@ -8,7 +8,7 @@ import io
 from dataclasses import replace
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
@@ -26,12 +26,21 @@ def to_pil(array: np.ndarray) -> Image.Image:
     return Image.fromarray(to_8bit(a))  # Pillow has no 16-bit or float colour
 
 
-DEFAULT_QUALITY = 95  # JPEG and WebP quality when none is given
+DEFAULT_QUALITY = 95  # JPEG, WebP and AVIF quality when none is given
 _JPEG_ICC_LIMIT = 255 * (65533 - 14)  # APP2 segments numbered in one byte, less their header
 # What each output format can store; other modes are converted (or refused) by ``encode``.
-_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"},
+_STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"}, "AVIF": {"L", "RGB", "RGBA"},
            "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
            "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
+_FEATURE = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}  # codecs a Pillow build may lack
+
+
+def require_encoder(fmt: str) -> None:
+    """Refuse, before any work, an output format this Pillow was built without."""
+    feature = _FEATURE.get(fmt)
+    if feature is not None and not features.check(feature):
+        raise BadOptionError(f"this Pillow was built without {fmt} support: use PNG or TIFF",
+                             option="format")
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -58,7 +67,7 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
             return im.convert(im.mode[:-1])
         raise BadOptionError("JPEG cannot store the alpha channel: use PNG, WebP or TIFF",
                              option="format")
-    if im.mode == "LA":  # BMP: grey with alpha as RGBA
+    if im.mode == "LA":  # BMP and AVIF: grey with alpha as RGBA
         return im.convert("RGBA")
     low, high = info.value_range or (0.0, 1.0)
     if im.mode == "F" and (low < 0 or high > 1):
@@ -73,19 +82,24 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
 
 
-# The longest side each format's encoder takes (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION).
-MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}
+# The longest side of each format (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION), and for
+# AVIF the most libavif reads back (side and pixels): it writes larger files that none then opens.
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "AVIF": 32768}
+MAX_PIXELS = {"AVIF": 16384 * 16384}
 
 
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
                    scale: float | tuple[float, float], quality: int | None = None,
                    size: tuple[int, int] | None = None) -> None:
     """Encode a 2x2 corner with the real options, and hold the result's ``size`` (height,
-    width) against the format's largest side, so an impossible mode, format, metadata or size
-    combination is refused before any upscaling is spent on it."""
-    side = MAX_SIDE.get(fmt)
+    width) against the format's largest side and pixel count, so an impossible mode, format,
+    metadata or size combination is refused before any upscaling is spent on it."""
+    side, pixels = MAX_SIDE.get(fmt), MAX_PIXELS.get(fmt)
     if size is not None and side is not None and max(size) > side:
         raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
+                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
+    if size is not None and pixels is not None and size[0] * size[1] > pixels:
+        raise BadOptionError(f"{fmt} images hold at most {pixels / 1e6:.0f} MP, the result would "
                              f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
@@ -127,7 +141,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         opts["dpi"] = dpi
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
         opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
-    elif fmt in ("JPEG", "WEBP"):
+    elif fmt in ("JPEG", "WEBP", "AVIF"):
         opts["quality"] = DEFAULT_QUALITY if quality is None else quality
     if fmt == "JPEG":
         opts["subsampling"] = 0 if opts["quality"] >= 90 else 2

@@ -41,8 +41,10 @@ from .metadata import (
 from .planes import require_unit_range, to_8bit
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
-           "mpo": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
-SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+           "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF", "tif": "TIFF",
+           "bmp": "BMP"}
+SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "AVIF": ".avif", "TIFF": ".tif",
+          "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).
 IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp",
                             ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm",

@@ -328,7 +328,7 @@ class Descriptive:
         else:
             if self.png_colour:
                 dropped.append("PNG gamma/colour chunks")
-            if xmp is not None and fmt in ("JPEG", "WEBP"):
+            if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
                 if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
                     dropped.append("XMP (over JPEG's 64 KB)")
                 else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from drcn_plugin.encoding import check_writable
 from drcn_plugin.errors import DRCNError
@@ -49,6 +49,14 @@ def _seeds() -> dict[str, bytes]:
     save("a.ppm", rgb, "PPM")
     save("a.dds", rgba, "DDS")
     save("g16.png", Image.fromarray(rng.integers(0, 65536, (9, 7), dtype=np.uint16)), "PNG")
+    if features.check("avif"):
+        save("a.avif", rgba, "AVIF", exif=exif.tobytes(), quality=80)
+    with contextlib.suppress(ImportError):
+        from pillow_heif import from_pillow
+
+        buf = io.BytesIO()
+        from_pillow(rgb).save(buf, quality=80, exif=exif.tobytes())
+        out["a.heic"] = buf.getvalue()
     return out
 
 
@@ -85,7 +93,7 @@ def test_mutated_files_decode_or_give_one_error(tmp_path: Path, monkeypatch) -> 
                 refused += 1
                 continue
             decoded += 1
-            for fmt in ("PNG", "JPEG", "TIFF", "WEBP", "BMP"):
+            for fmt in ("PNG", "JPEG", "TIFF", "WEBP", "AVIF", "BMP"):
                 with contextlib.suppress(DRCNError):  # damaged metadata must not break writing
                     check_writable(array, fmt, info, 2.0, 90)
     assert decoded > 100 and refused > 100, (decoded, refused)
