@@ -97,6 +97,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     errors: list[str] = []
     seen: set[str] = set()
     for spec in inputs:
+        if not spec:  # Path("") is the current folder
+            errors.append("'': an empty path (an unset variable?)")
+            continue
         path = Path(os.path.abspath(Path(spec).expanduser()))
         try:
             if path.is_dir():

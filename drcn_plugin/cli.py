@@ -29,6 +29,7 @@ from .terminal import (
     console,
     hint,
     note,
+    path_value,
     print_error,
     reader_gone,
     require_stdout,
@@ -101,7 +102,7 @@ PrecisionOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")]
 
 @app.command("eval")
 def eval_cmd(
-    dataset: Annotated[Path, typer.Option(help="folder of ground-truth images")],
+    dataset: Annotated[Path, typer.Option(parser=path_value, help="folder of ground-truth images")],
     scale: Annotated[list[int], typer.Option("--scale", "-s", help=(
         f"integer scales from {MIN_TRAIN_SCALE} to {MAX_TRAIN_SCALE}, e.g. --scale 2 3 4"))]
     = [2, 3, 4],  # noqa: B006
@@ -111,7 +112,8 @@ def eval_cmd(
     per_depth: Annotated[bool, typer.Option(help="also score every depth and the ensemble")]
     = False,
     tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", parser=path_value, help="write results here")] = None,
     overwrite: Annotated[bool, typer.Option(
         help="let --json replace a file drcn did not write, and --plot an existing file")]
     = False,
@@ -121,8 +123,9 @@ def eval_cmd(
         help="blend --model toward its photo variant, as drcn upscale does")]
     = None,
     plot: Annotated[Path | None, typer.Option(
-        help="draw PSNR against recursion depth, one line per scale, the ensemble as a dashed "
-             "level, into this PNG (implies --per-depth; needs matplotlib)")] = None,
+        parser=path_value, help="draw PSNR against recursion depth, one line per scale, the "
+        "ensemble as a dashed level, into this PNG (implies --per-depth; needs matplotlib)")]
+    = None,
 ) -> None:
     """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM). Files
     asked for are written before the tables are printed, so a stdout that fails loses none."""
@@ -223,7 +226,7 @@ def upscale(
         min=1, help="output height in pixels; alone, keeps the aspect ratio")] = None,
     long_edge: Annotated[int | None, typer.Option(
         min=1, help="output length of the longer side, aspect ratio kept")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
+    output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
                       help="output folder (default: beside the input, never inside it)")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
     fmt: Annotated[str, typer.Option(
@@ -313,9 +316,9 @@ def upscale(
 
 @app.command()
 def compare(
-    image: Annotated[Path, typer.Argument(help="an image file")],
+    image: Annotated[Path, typer.Argument(parser=path_value, help="an image file")],
     scale: Annotated[float, typer.Option("--scale", "-s")] = 3.0,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
+    output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
                       help="PNG to write (default: IMAGE-compare-xS.png beside it)")] = None,
     from_original: Annotated[bool, typer.Option(
         help="IMAGE is the original: shrink it first and score each panel against it")] = True,

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
 import typer
@@ -81,6 +82,14 @@ def hint(error: BaseException | None, hints: Hints | None) -> str:
         if isinstance(error, kind):
             return f" ({text})"
     return ""
+
+
+def path_value(value: str) -> Path:
+    """Parser of path options and arguments: an empty one (an unset variable) is a usage error,
+    never taken as the current folder."""
+    if not value:
+        raise typer.BadParameter("an empty path (an unset variable?)")
+    return Path(value)
 
 
 def print_error(message: str) -> None:

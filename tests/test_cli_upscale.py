@@ -350,6 +350,14 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     (["upscale", "IMG", "--scale"], "requires an argument. (see drcn upscale --help)"),
     (["gimp", "install", "--bogus"], "No such option: --bogus (see drcn gimp install --help)"),
     (["upscale", "IMG", "-o", "q" * 300], "File name too long"),
+    (["upscale", "IMG", "-o", ""], "'--output' / '-o': an empty path (an unset variable?)"),
+    (["eval", "--dataset", ""], "'--dataset': an empty path (an unset variable?)"),
+    (["eval", "--dataset", "IMG", "--json", ""], "'--json': an empty path"),
+    (["eval", "--dataset", "IMG", "--plot", ""], "'--plot': an empty path"),
+    (["compare", ""], "'image': an empty path (an unset variable?)"),
+    (["compare", "IMG", "-o", ""], "'--output' / '-o': an empty path"),
+    (["plot-train", ""], "'run': an empty path (an unset variable?)"),
+    (["plot-train", "IMG", "-o", ""], "'--output' / '-o': an empty path"),
 ])
 def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monkeypatch, capsys,
                                                              args: list[str], says: str) -> None:

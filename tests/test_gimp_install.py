@@ -187,14 +187,18 @@ def test_an_install_replaces_only_what_installs_wrote(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["gimp", "install", "--gimp-dir", ""],
                                   ["comfyui", "install", "--comfyui-dir", ""],
                                   ["comfyui", "install", "--comfyui-dir", ".", "--python", ""]])
-def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list[str],
+def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list[str], capsys,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin.cli import main
+
     (tmp_path / "custom_nodes").mkdir()  # here is a ComfyUI folder, with its Python
     (tmp_path / "main.py").write_text("")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [
-        f"error: invalid value for {args[-2]}: an empty path (an unset variable?)"]
+    monkeypatch.setattr(sys, "argv", ["drcn", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert f"error: Invalid value for '{args[-2]}': an empty path (an unset variable?)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["custom_nodes", "main.py"]
     assert list((tmp_path / "custom_nodes").iterdir()) == []

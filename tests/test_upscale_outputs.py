@@ -93,3 +93,15 @@ def test_broken_links_and_missing_inputs_are_named(folder: Path, tiny_model_file
     os.mkfifo(folder / "pipe.png")  # named: a clear line, not "no such file", and no hang
     r = upscale(str(folder / "pipe.png"), "--model", tiny_model_file)
     assert r.exit_code == 1 and "pipe.png: not a file or folder (a pipe" in r.output, r.output
+
+
+def test_an_empty_input_is_one_line_not_the_current_folder(folder: Path, tiny_model_file: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``drcn upscale "$UNSET"`` names the mistake; it does not upscale the folder it runs in."""
+    random_rgb().save(folder / "a.png")
+    monkeypatch.chdir(folder)
+    r = upscale("", "--model", tiny_model_file)
+    assert r.exit_code == 1 and r.output == "error: '': an empty path (an unset variable?)\n"
+    assert names(folder.parent) == ["in"]
+    r = upscale("", "a.png", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done" in r.output and "an empty path" in r.output, r.output

@@ -9,32 +9,23 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..errors import BadOptionError
-from ..terminal import console, user_errors
+from ..terminal import console, path_value, user_errors
 
 gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
 comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
 
 
-def given_path(value: str, option: str) -> Path:
-    """A path option as typed; an empty one (an unset variable) is refused, never taken as the
-    current folder."""
-    if not value:
-        raise BadOptionError("an empty path (an unset variable?)", option=option)
-    return Path(value)
-
-
 @gimp_app.command("install")
 def gimp_install_cmd(
-    gimp_dir: Annotated[str | None, typer.Option(
-        help="GIMP 3 user folder (default: every one found: native, Flatpak, Snap, macOS, "
-             "Windows)")] = None,
+    gimp_dir: Annotated[Path | None, typer.Option(
+        parser=path_value, help="GIMP 3 user folder (default: every one found: native, "
+        "Flatpak, Snap, macOS, Windows)")] = None,
 ) -> None:
     """Install the GIMP 3 plug-in; its worker will run on this Python."""
     from .gimp_install import GimpProfile, find_gimp_profiles, install
 
     with user_errors():
-        profiles = [GimpProfile("given", given_path(gimp_dir, "gimp_dir"))] \
+        profiles = [GimpProfile("given", gimp_dir)] \
             if gimp_dir is not None else find_gimp_profiles()
         if len(profiles) > 1:
             console.print(f"found {len(profiles)} GIMP 3 user folders: "
@@ -53,16 +44,16 @@ def gimp_install_cmd(
 
 @comfyui_app.command("install")
 def comfyui_install_cmd(
-    comfyui_dir: Annotated[str, typer.Option(help="the ComfyUI folder (main.py, custom_nodes/)")],
-    python: Annotated[str | None, typer.Option(
-        help="ComfyUI's Python (default: its venv/ or .venv/, the portable build's "
-             "python_embeded/, else this one)")] = None,
+    comfyui_dir: Annotated[Path, typer.Option(
+        parser=path_value, help="the ComfyUI folder (main.py, custom_nodes/)")],
+    python: Annotated[Path | None, typer.Option(
+        parser=path_value, help="ComfyUI's Python (default: its venv/ or .venv/, the portable "
+        "build's python_embeded/, else this one)")] = None,
     copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
 ) -> None:
     """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
     from .comfyui_install import install
 
     with user_errors():
-        done = install(given_path(comfyui_dir, "comfyui_dir"),
-                       None if python is None else given_path(python, "python"), copy)
+        done = install(comfyui_dir, python, copy)
         console.print(str(done), soft_wrap=True, highlight=False, markup=False)

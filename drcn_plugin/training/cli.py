@@ -16,6 +16,7 @@ from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
     console,
+    path_value,
     print_error,
     signals_interrupt,
     stopped_cleanly,
@@ -115,9 +116,11 @@ def train_cmd(
 
 @app.command("plot-train")
 def plot_train_cmd(
-    run: Annotated[Path, typer.Argument(help="a run folder (its log.json) or a training log file")],
+    run: Annotated[Path, typer.Argument(
+        parser=path_value, help="a run folder (its log.json) or a training log file")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="PNG to write (default: curves.png in the run folder)")] = None,
+        "--output", "-o", parser=path_value,
+        help="PNG to write (default: curves.png in the run folder)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --output")] = False,
 ) -> None:
     """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
