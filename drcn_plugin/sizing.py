@@ -52,8 +52,8 @@ NETWORK_FACTORS = (2, 4)  # the whole factors the shipped models were trained at
 def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, int]:
     """Where the network runs for an ``out_h x out_w`` result: on each side at the next whole
     factor up within ``NETWORK_FACTORS`` (x2.5 at x3, x1.5 at x2, x6 at x4), or at the one just
-    under when the factor is at most 5% above it (x2.03 at x2), and bicubic takes its result to
-    the size. The shipped models, trained at x2-x4, score best so on Set5 + Set14
+    under when the factor is at most 0.05 above it (x2.05 at x2, x2.06 at x3), and bicubic takes
+    its result to the size. The shipped models, trained at x2-x4, score best so on Set5 + Set14
     (``benchmarks/scale_quality.py``): run at x1.5 or x6 itself, DRCN is no better than bicubic."""
     low, high = NETWORK_FACTORS
     return tuple(min(max(-((side - 20 * out) // (20 * side)), low), high) * side
