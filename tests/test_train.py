@@ -250,6 +250,10 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--val-every", "-5"], "val-every must be >= 0"),
     (["--data", ""], "--data: an empty folder name"),
     (["--test-data", ""], "--test-data: an empty folder name"),
+    (["--val-data", ""], "--val-data: an empty name (an unset variable?)"),
+    (["--init", ""], "--init: an empty name (an unset variable?)"),
+    (["--teacher", "", "--degrade", "jpeg:75"], "--teacher: an empty name"),
+    (["--baseline", ""], "--baseline: an empty name"),
 ])
 def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, args: list[str],
                                                     message: str) -> None:

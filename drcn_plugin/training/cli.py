@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..devices import Dist
-from ..errors import OutputExistsError
+from ..errors import BadOptionError, OutputExistsError
 from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
@@ -22,7 +22,7 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import TrainConfig, default_of, flag_of
+from .config import FOLDER_OPTIONS, MODEL_OPTIONS, TrainConfig, default_of, flag_of
 
 app = typer.Typer()
 
@@ -89,12 +89,16 @@ def train_cmd(
     signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
+        given = given_options(ctx, options)
+        for name in sorted(given & {*FOLDER_OPTIONS, *MODEL_OPTIONS}):
+            if options[name] == "":  # "" is also these options' "not given"
+                raise BadOptionError("an empty name (an unset variable?)", option=name)
         cfg = TrainConfig(**options)
         cfg.check(resume)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
             try:
-                log = train(cfg, resume, bar.update, overwrite, given_options(ctx, options))
+                log = train(cfg, resume, bar.update, overwrite, given)
             except KeyboardInterrupt:
                 print_error("interrupted: " + ("--resume continues from the last checkpoint"
                                                if (out / "last.pt").exists() else
