@@ -3,6 +3,7 @@ systems leave them."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,3 +38,9 @@ def test_a_run_resumes_on_another_kind_of_device(t12: Path, tmp_path: Path,
     with pytest.raises(CheckpointError, match="does not fit this run"):
         train(replace(cfg, stop_at=0), resume=True)
 
+
+def test_hidden_files_in_a_training_folder_are_skipped(t12: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    (data / "._t1.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS AppleDouble metadata
+    assert train(tiny(data, tmp_path / "run", steps=2))["images"] == 12  # as upscale skips them
