@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import tiny
 
-from drcn_plugin.errors import CheckpointError
+from drcn_plugin.errors import CheckpointError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
 
@@ -44,3 +44,12 @@ def test_hidden_files_in_a_training_folder_are_skipped(t12: Path, tmp_path: Path
     shutil.copytree(t12, data)
     (data / "._t1.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS AppleDouble metadata
     assert train(tiny(data, tmp_path / "run", steps=2))["images"] == 12  # as upscale skips them
+
+
+def test_a_checkpoint_given_as_initial_weights_says_what_to_give(t12: Path,
+                                                                 tmp_path: Path) -> None:
+    train(tiny(t12, tmp_path / "a", steps=4, stop_at=2))
+    with pytest.raises(ModelLoadError, match=r"last\.pt is a zip archive \(as torch\.save "
+                                             r"writes\), not \.safetensors weights: a training"):
+        train(tiny(t12, tmp_path / "b", init=str(tmp_path / "a" / "last.pt")))
+    assert not (tmp_path / "b").exists()
