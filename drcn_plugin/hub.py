@@ -18,6 +18,7 @@ import io
 import json
 import numbers
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,10 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
+        if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
+            raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
+                                 ".safetensors weights: a training run exports its weights as "
+                                 "NAME.safetensors beside its checkpoints") from e
         raise ModelLoadError(f"cannot read weights file {path}: {one_line(e)}") from e
     return from_state_dict(sd, str(path))
 

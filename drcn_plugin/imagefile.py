@@ -159,12 +159,16 @@ def _decoding(path: Path) -> Iterator[None]:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder."""
+    """Image files directly inside ``folder``, sorted by name; refuses a missing or empty folder.
+
+    Hidden files are skipped, as ``drcn upscale`` skips them: macOS leaves a ``._NAME.png`` of
+    metadata beside each image on the drives and shares it copies to."""
     if not os.path.isdir(folder):  # os.path: a name too long is "not found", not an OSError
         raise DatasetError(f"{folder} is a file, not a folder of images"
                            if os.path.exists(folder) else f"dataset folder not found: {folder}")
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith(".")
                        and (p.is_file() or p.is_dir() or not p.exists()))  # no FIFO or device
     except OSError as e:
         raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e

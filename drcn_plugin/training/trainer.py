@@ -141,7 +141,7 @@ class Trainer:
                 self.model.load_state_dict(ckpt["model"])
                 self.opt.load_state_dict(ckpt["optimizer"])
                 self.sched.load_state_dict(ckpt["scheduler"])
-                self.gen.set_state(ckpt["rng"])
+                self._resume_draws(ckpt["rng"], ckpt["step"])
                 if self.ema is not None:
                     self.ema.load_state_dict(ckpt["ema"])
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
@@ -166,6 +166,21 @@ class Trainer:
                            ckpt["data"])
         if overwrite and self.dist.main:
             clear_old_run(cfg)
+
+    def _resume_draws(self, state: torch.Tensor, step: int) -> None:
+        """Continue the checkpoint's batch draws. A state saved on another kind of device (a GPU
+        run resumed on the CPU, or the other way, as ``--device`` may change) cannot seed this
+        generator (a byte state of another size): the draws then start afresh from the seed and
+        step, with a warning. Any other state is damaged, and ``set_state`` refuses it."""
+        ours = self.gen.get_state()
+        if not (isinstance(state, torch.Tensor) and state.dtype == ours.dtype
+                and state.shape != ours.shape):
+            self.gen.set_state(state)
+            return
+        self.gen.manual_seed(self.cfg.seed + step)
+        logger.warning("the checkpoint holds the random state of another kind of device than %s: "
+                       "batches are drawn afresh, so the resumed run differs from an "
+                       "uninterrupted one", self.device.type)
 
     def _place(self, model: nn.Module) -> nn.Module:
         """Move a model to the training device (channels_last on CUDA, as batches are)."""

@@ -1,0 +1,55 @@
+"""Training's edges found by a hostile pass: a resume on another kind of device, folders as other
+systems leave them."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny
+
+from drcn_plugin.errors import CheckpointError, ModelLoadError
+from drcn_plugin.training.trainer import train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from a second thread (see test_train.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_run_resumes_on_another_kind_of_device(t12: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    cfg = tiny(t12, tmp_path, steps=8, stop_at=4)
+    train(cfg)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state["rng"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: seed, offset
+    torch.save(state, tmp_path / "last.pt")
+    assert train(replace(cfg, stop_at=0), resume=True)["step"] == 8
+    assert "random state of another kind of device" in caplog.text
+    state["rng"] = [1, 2]  # damaged, not another device's: refused as before
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="does not fit this run"):
+        train(replace(cfg, stop_at=0), resume=True)
+
+
+def test_hidden_files_in_a_training_folder_are_skipped(t12: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    (data / "._t1.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS AppleDouble metadata
+    assert train(tiny(data, tmp_path / "run", steps=2))["images"] == 12  # as upscale skips them
+
+
+def test_a_checkpoint_given_as_initial_weights_says_what_to_give(t12: Path,
+                                                                 tmp_path: Path) -> None:
+    train(tiny(t12, tmp_path / "a", steps=4, stop_at=2))
+    with pytest.raises(ModelLoadError, match=r"last\.pt is a zip archive \(as torch\.save "
+                                             r"writes\), not \.safetensors weights: a training"):
+        train(tiny(t12, tmp_path / "b", init=str(tmp_path / "a" / "last.pt")))
+    assert not (tmp_path / "b").exists()
