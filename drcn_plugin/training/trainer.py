@@ -168,10 +168,8 @@ class Trainer:
             clear_old_run(cfg)
 
     def _resume_draws(self, state: torch.Tensor, step: int) -> None:
-        """Continue the checkpoint's batch draws. A state saved on another kind of device (a GPU
-        run resumed on the CPU, or the other way, as ``--device`` may change) cannot seed this
-        generator (a byte state of another size): the draws then start afresh from the seed and
-        step, with a warning. Any other state is damaged, and ``set_state`` refuses it."""
+        """Continue the checkpoint's batch draws; a state of another kind of device (``--device``
+        may change on a resume) restarts them from the seed and step, with a warning."""
         ours = self.gen.get_state()
         if not (isinstance(state, torch.Tensor) and state.dtype == ours.dtype
                 and state.shape != ours.shape):
