@@ -209,6 +209,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         alpha_bmp = _bmp_alpha(f, im)
         stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
+        white = _white_is_zero(im)
         im.load()
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
@@ -239,6 +240,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)
+    if white:
+        array = np.subtract(65535, array, dtype=np.uint16)
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
@@ -280,11 +283,26 @@ def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
     return rgba if rgba.getextrema()[3] != (0, 0) else None
 
 
+_PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)
 _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 _LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
+
+
+def _white_is_zero(im: Image.Image) -> bool:
+    """Whether ``im`` is 16-bit grey a TIFF stores with 0 as white (PhotometricInterpretation 0),
+    which Pillow reads as if 0 were black (it inverts only 1- to 8-bit grey); float or 32-bit
+    grey so stored is refused rather than shown as its negative."""
+    if (im.format != "TIFF" or im.tag_v2.get(_PHOTOMETRIC) != 0
+            or im.mode not in (*_GREY16, "I", "F")):
+        return False
+    if im.mode in ("I", "F"):
+        kind = "float" if im.mode == "F" else "32-bit integer"
+        raise BadImageError(f"{kind} grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
+                            "is not supported")
+    return True
 
 
 def _stored_mode(im: Image.Image) -> str:

@@ -1,0 +1,62 @@
+"""Odd but valid files a photographer, designer or scientist may have: each is read with its
+true values (white-is-zero grey, deep samples, extra channels) or refused in one line, and any
+loss on the way is named in a note."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
+WHITE_IS_ZERO, BLACK_IS_ZERO = 0, 1  # TIFF PhotometricInterpretation
+SAMPLE_FORMAT, FLOAT_SAMPLES = 339, 3
+
+
+def _tiff(path: Path, pixels: np.ndarray, photometric: int,
+          tags: dict[int, list[int]] | None = None) -> None:
+    """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
+    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
+    h, w = pixels.shape[:2]
+    samples = 1 if pixels.ndim == 2 else pixels.shape[2]
+    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    data += b"\0" * (len(data) % 2)
+    entries = {256: [w], 257: [h], 258: [pixels.dtype.itemsize * 8] * samples, 259: [1],
+               262: [photometric], 273: [8], 277: [samples], 278: [h], 279: [len(data)],
+               **(tags or {})}
+    ifd = 8 + len(data)
+    spill = ifd + 2 + 12 * len(entries) + 4  # values over four bytes follow the IFD
+    table, blobs = struct.pack("<H", len(entries)), b""
+    for tag, values in sorted(entries.items()):
+        kind, fmt = (4, "I") if tag in (273, 279) else (3, "H")
+        raw = struct.pack(f"<{len(values)}{fmt}", *values)
+        if len(raw) > 4:
+            raw, blobs = struct.pack("<I", spill + len(blobs)), blobs + raw
+        table += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd) + data + table + b"\0\0\0\0" + blobs)
+
+
+def _ramp16(h: int = 6, w: int = 9) -> np.ndarray:
+    """Distinct 16-bit levels, none symmetric about mid-grey, so an inversion shows."""
+    return (np.arange(h * w).reshape(h, w) * 1000 + 123).astype(np.uint16)
+
+
+def test_a_16_bit_white_is_zero_tiff_is_read_with_its_true_levels(tmp_path: Path) -> None:
+    """Pillow undoes white-is-zero only up to 8 bits; 16-bit scans came out as a negative."""
+    grey = _ramp16()
+    _tiff(tmp_path / "w.tif", 65535 - grey, WHITE_IS_ZERO)
+    array, _ = read_image(tmp_path / "w.tif")
+    assert array.dtype == np.uint16 and np.array_equal(array, grey)
+    _tiff(tmp_path / "b.tif", grey, BLACK_IS_ZERO)
+    assert np.array_equal(read_image(tmp_path / "b.tif")[0], grey)
+
+
+def test_a_float_white_is_zero_tiff_is_refused_not_read_as_a_negative(tmp_path: Path) -> None:
+    _tiff(tmp_path / "f.tif", np.linspace(0, 1, 54, dtype=np.float32).reshape(6, 9),
+          WHITE_IS_ZERO, {SAMPLE_FORMAT: [FLOAT_SAMPLES]})
+    with pytest.raises(BadImageError, match="white-is-zero"):
+        read_image(tmp_path / "f.tif")
