@@ -229,7 +229,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
-        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA"):  # decoded to 8 bits
+        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):  # 8 bits
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
@@ -306,11 +306,16 @@ def _white_is_zero(im: Image.Image) -> bool:
 
 
 def _stored_mode(im: Image.Image) -> str:
-    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``);
-    empty when unknown."""
-    args = im.tile[0].args if im.tile else None
+    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``, and
+    so for a PPM whose maxval over 255 makes its samples 16-bit); empty when unknown."""
+    tile = im.tile[0] if im.tile else None
+    args = tile.args if tile else None
     raw = args[0] if isinstance(args, tuple) and args else args
-    return raw if isinstance(raw, str) else ""
+    if not isinstance(raw, str):
+        return ""
+    deep_ppm = tile.codec_name.startswith("ppm") and isinstance(args, tuple) and len(args) > 1 \
+        and isinstance(args[1], int) and args[1] > 255  # (raw mode, maxval)
+    return f"{raw};16B" if deep_ppm else raw
 
 
 def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:

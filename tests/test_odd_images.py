@@ -60,3 +60,28 @@ def test_a_float_white_is_zero_tiff_is_refused_not_read_as_a_negative(tmp_path: 
           WHITE_IS_ZERO, {SAMPLE_FORMAT: [FLOAT_SAMPLES]})
     with pytest.raises(BadImageError, match="white-is-zero"):
         read_image(tmp_path / "f.tif")
+
+
+SEPARATED = 5  # TIFF PhotometricInterpretation: CMYK inks
+_COLOUR_NOTE = "16-bit colour read and written as 8 bits: Pillow has no 16-bit colour"
+
+
+@pytest.mark.parametrize("magic, maxval", [(b"P6", 65535), (b"P6", 1000), (b"P3", 4095)])
+def test_deep_ppm_colour_says_it_is_read_as_8_bits(tmp_path: Path, magic: bytes,
+                                                   maxval: int) -> None:
+    """A PPM with a maxval over 255 holds 16-bit samples, which Pillow reads as 8-bit RGB."""
+    rgb = np.linspace(0, maxval, 6 * 9 * 3).round().astype(">u2").reshape(6, 9, 3)
+    body = rgb.tobytes() if magic == b"P6" else " ".join(map(str, rgb.ravel())).encode()
+    (tmp_path / "deep.ppm").write_bytes(magic + b"\n9 6\n%d\n" % maxval + body)
+    array, info = read_image(tmp_path / "deep.ppm")
+    assert array.dtype == np.uint8 and array.shape == (6, 9, 3)
+    assert np.abs(array / 255.0 - rgb / maxval).max() < 1 / 255
+    assert _COLOUR_NOTE in info.notes
+
+
+def test_16_bit_cmyk_says_it_is_read_as_8_bits(tmp_path: Path) -> None:
+    inks = np.zeros((6, 9, 4), np.uint16)
+    inks[..., 0] = _ramp16()
+    _tiff(tmp_path / "cmyk.tif", inks, SEPARATED)
+    array, info = read_image(tmp_path / "cmyk.tif")
+    assert array.shape == (6, 9, 3) and _COLOUR_NOTE in info.notes
