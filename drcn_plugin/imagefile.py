@@ -226,6 +226,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             frames = 1
         if frames > 1:
             info.notes.append(f"{frames} frames: only the first was upscaled")
+        if unmarked := _unmarked_channels(im):
+            info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
+                              "dropped")
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
@@ -284,6 +287,7 @@ def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
 
 
 _PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)
+_EXTRA_SAMPLES = 338  # the TIFF tag saying what each channel past the colours is (0: unknown)
 _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -303,6 +307,13 @@ def _white_is_zero(im: Image.Image) -> bool:
         raise BadImageError(f"{kind} grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
                             "is not supported")
     return True
+
+
+def _unmarked_channels(im: Image.Image) -> int:
+    """How many extra channels a TIFF does not mark as alpha (ExtraSamples 0: a mask, depth, a
+    spot colour), which Pillow reads past."""
+    extra = im.tag_v2.get(_EXTRA_SAMPLES, ()) if im.format == "TIFF" else ()
+    return (extra if isinstance(extra, tuple) else (extra,)).count(0)
 
 
 def _stored_mode(im: Image.Image) -> str:

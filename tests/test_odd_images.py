@@ -85,3 +85,22 @@ def test_16_bit_cmyk_says_it_is_read_as_8_bits(tmp_path: Path) -> None:
     _tiff(tmp_path / "cmyk.tif", inks, SEPARATED)
     array, info = read_image(tmp_path / "cmyk.tif")
     assert array.shape == (6, 9, 3) and _COLOUR_NOTE in info.notes
+
+
+EXTRA_SAMPLES, UNSPECIFIED, UNASSOCIATED_ALPHA = 338, 0, 2
+
+
+@pytest.mark.parametrize("photometric, extras, channels", [
+    (BLACK_IS_ZERO, [UNSPECIFIED], 1), (2, [UNSPECIFIED], 3),
+    (2, [UNASSOCIATED_ALPHA, UNSPECIFIED, UNSPECIFIED], 4)])
+def test_tiff_channels_not_marked_as_alpha_are_named_when_dropped(
+        tmp_path: Path, photometric: int, extras: list[int], channels: int) -> None:
+    """A scientist's or a designer's extra planes (a mask, depth) that the TIFF does not call
+    alpha: Pillow reads past them, the note says so; marked alpha stays."""
+    colours = 1 if photometric == BLACK_IS_ZERO else 3
+    pixels = np.full((6, 9, colours + len(extras)), 200, np.uint8)
+    _tiff(tmp_path / "x.tif", pixels, photometric, {EXTRA_SAMPLES: extras})
+    array, info = read_image(tmp_path / "x.tif")
+    assert (array.shape[2] if array.ndim == 3 else 1) == channels
+    dropped = extras.count(UNSPECIFIED)
+    assert f"{dropped} extra channel(s) the TIFF does not mark as alpha dropped" in info.notes
