@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -269,21 +270,44 @@ def memory_pixel_limit() -> int:
     return max(1, devices.host_available_memory() // (2 * DECODE_BYTES_PER_PIXEL))
 
 
+# Pillow's raw modes for BMP pixels whose alpha it reads past, and the same pixels with it.
+_BMP_WITH_ALPHA = {"BGRX": "BGRA", "BGR;15": "BGRA;15"}
+_BMP_ALPHA_BIT = 0x8000  # a 16-bit BMP's alpha mask (ARGB1555)
+
+
 def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
-    """A 32-bit BMP's fourth byte as alpha (Pillow reads it as padding) when it is not all zero;
-    Pillow itself writes RGBA that way. Read from ``f``, the open file, whose position is kept."""
+    """A 32-bit BMP's fourth byte (Pillow reads it as padding), or a 16-bit one's top bit where
+    the header masks it as alpha (Pillow drops it), as alpha when it is not all zero; Pillow
+    itself writes RGBA the first way. Read from ``f``, the open file, whose position is kept."""
     tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
-    if tile is None or tile.codec_name != "raw" or tile.args[0] != "BGRX":
+    if tile is None or tile.codec_name != "raw" or tile.args[0] not in _BMP_WITH_ALPHA:
         return None
-    _, stride, orient = tile.args
+    raw, stride, orient = tile.args
     where = f.tell()
-    f.seek(tile.offset)
-    data = f.read(stride * im.height)
-    f.seek(where)
+    try:
+        if raw == "BGR;15" and _bmp_alpha_mask(f) != _BMP_ALPHA_BIT:
+            return None
+        f.seek(tile.offset)
+        data = f.read(stride * im.height)
+    finally:
+        f.seek(where)
     if len(data) < stride * im.height:
         return None
-    rgba = Image.frombuffer("RGBA", im.size, data, "raw", "BGRA", stride, orient)
+    rgba = Image.frombuffer("RGBA", im.size, data, "raw", _BMP_WITH_ALPHA[raw], stride, orient)
     return rgba if rgba.getextrema()[3] != (0, 0) else None
+
+
+def _bmp_alpha_mask(f: BinaryIO) -> int:
+    """The alpha mask a BMP's header declares, 0 when none: a header of 56 bytes or more (V4,
+    V5) holds it after the colour masks, as a 40-byte one does with BI_ALPHABITFIELDS (6)."""
+    f.seek(14)  # past the file header
+    head = f.read(56)
+    if len(head) < 56:
+        return 0
+    size, compression = struct.unpack_from("<I", head)[0], struct.unpack_from("<I", head, 16)[0]
+    if compression not in (3, 6) or (size < 56 and compression != 6):  # 3: BI_BITFIELDS
+        return 0
+    return struct.unpack_from("<I", head, 52)[0]
 
 
 _PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)

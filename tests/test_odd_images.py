@@ -104,3 +104,29 @@ def test_tiff_channels_not_marked_as_alpha_are_named_when_dropped(
     assert (array.shape[2] if array.ndim == 3 else 1) == channels
     dropped = extras.count(UNSPECIFIED)
     assert f"{dropped} extra channel(s) the TIFF does not mark as alpha dropped" in info.notes
+
+
+def _bmp16(path: Path, pixels: np.ndarray, masks: tuple[int, int, int, int]) -> None:
+    """A 16-bit BMP with a V4 header whose bit fields ``masks`` (red, green, blue, alpha) say how
+    ``pixels`` (``H x W`` uint16, top row first) hold their colours, as texture tools write."""
+    h, w = pixels.shape
+    rows = pixels[::-1].astype("<u2")
+    data = b"".join(row.tobytes().ljust((w * 2 + 3) // 4 * 4, b"\0") for row in rows)
+    header = struct.pack("<IiiHHIIiiII4I4s48x", 108, w, h, 1, 16, 3, len(data), 2835, 2835, 0,
+                         0, *masks, b"sRGB")
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + 108 + len(data), 0, 0, 14 + 108)
+                     + header + data)
+
+
+def test_a_16_bit_bmp_keeps_the_alpha_bit_its_header_declares(tmp_path: Path) -> None:
+    """ARGB1555: Pillow reads the colours and drops the alpha bit the header's mask names."""
+    opaque = np.zeros((6, 9), bool)
+    opaque[:, 4:] = True
+    pixels = (opaque.astype(np.uint16) << 15) | (20 << 10) | (10 << 5) | 31
+    _bmp16(tmp_path / "a.bmp", pixels, (0x7C00, 0x3E0, 0x1F, 0x8000))
+    array, _ = read_image(tmp_path / "a.bmp")
+    assert array.shape == (6, 9, 4) and np.array_equal(array[..., 3], opaque * 255)
+    _bmp16(tmp_path / "x.bmp", pixels, (0x7C00, 0x3E0, 0x1F, 0))  # the top bit unused: no alpha
+    colours, _ = read_image(tmp_path / "x.bmp")
+    assert colours.shape == (6, 9, 3)
+    assert np.abs(array[..., :3].astype(int) - colours).max() <= 1  # 5 bits widened to 8
