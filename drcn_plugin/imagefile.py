@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -213,6 +214,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         alpha_bmp = _bmp_alpha(f, im)
         stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
+        white = _white_is_zero(im)
         im.load()
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
@@ -229,10 +231,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             frames = 1
         if frames > 1:
             info.notes.append(f"{frames} frames: only the first was upscaled")
+        if unmarked := _unmarked_channels(im):
+            info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
+                              "dropped")
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
-        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA"):  # decoded to 8 bits
+        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):  # 8 bits
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
@@ -243,6 +248,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)
+    if white:
+        array = np.subtract(65535, array, dtype=np.uint16)
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
@@ -267,23 +274,48 @@ def memory_pixel_limit() -> int:
     return max(1, devices.host_available_memory() // (2 * DECODE_BYTES_PER_PIXEL))
 
 
+# Pillow's raw modes for BMP pixels whose alpha it reads past, and the same pixels with it.
+_BMP_WITH_ALPHA = {"BGRX": "BGRA", "BGR;15": "BGRA;15"}
+_BMP_ALPHA_BIT = 0x8000  # a 16-bit BMP's alpha mask (ARGB1555)
+
+
 def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
-    """A 32-bit BMP's fourth byte as alpha (Pillow reads it as padding) when it is not all zero;
-    Pillow itself writes RGBA that way. Read from ``f``, the open file, whose position is kept."""
+    """A 32-bit BMP's fourth byte (Pillow reads it as padding), or a 16-bit one's top bit where
+    the header masks it as alpha (Pillow drops it), as alpha when it is not all zero; Pillow
+    itself writes RGBA the first way. Read from ``f``, the open file, whose position is kept."""
     tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
-    if tile is None or tile.codec_name != "raw" or tile.args[0] != "BGRX":
+    if tile is None or tile.codec_name != "raw" or tile.args[0] not in _BMP_WITH_ALPHA:
         return None
-    _, stride, orient = tile.args
+    raw, stride, orient = tile.args
     where = f.tell()
-    f.seek(tile.offset)
-    data = f.read(stride * im.height)
-    f.seek(where)
+    try:
+        if raw == "BGR;15" and _bmp_alpha_mask(f) != _BMP_ALPHA_BIT:
+            return None
+        f.seek(tile.offset)
+        data = f.read(stride * im.height)
+    finally:
+        f.seek(where)
     if len(data) < stride * im.height:
         return None
-    rgba = Image.frombuffer("RGBA", im.size, data, "raw", "BGRA", stride, orient)
+    rgba = Image.frombuffer("RGBA", im.size, data, "raw", _BMP_WITH_ALPHA[raw], stride, orient)
     return rgba if rgba.getextrema()[3] != (0, 0) else None
 
 
+def _bmp_alpha_mask(f: BinaryIO) -> int:
+    """The alpha mask a BMP's header declares, 0 when none: a header of 56 bytes or more (V4,
+    V5) holds it after the colour masks, as a 40-byte one does with BI_ALPHABITFIELDS (6)."""
+    f.seek(14)  # past the file header
+    head = f.read(56)
+    if len(head) < 56:
+        return 0
+    size, compression = struct.unpack_from("<I", head)[0], struct.unpack_from("<I", head, 16)[0]
+    if compression not in (3, 6) or (size < 56 and compression != 6):  # 3: BI_BITFIELDS
+        return 0
+    return struct.unpack_from("<I", head, 52)[0]
+
+
+_PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)
+_EXTRA_SAMPLES = 338  # the TIFF tag saying what each channel past the colours is (0: unknown)
 _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -291,12 +323,38 @@ _LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
 
 
+def _white_is_zero(im: Image.Image) -> bool:
+    """Whether ``im`` is 16-bit grey a TIFF stores with 0 as white (PhotometricInterpretation 0),
+    which Pillow reads as if 0 were black (it inverts only 1- to 8-bit grey); float or 32-bit
+    grey so stored is refused rather than shown as its negative."""
+    if (im.format != "TIFF" or im.tag_v2.get(_PHOTOMETRIC) != 0
+            or im.mode not in (*_GREY16, "I", "F")):
+        return False
+    if im.mode in ("I", "F"):
+        kind = "float" if im.mode == "F" else "32-bit integer"
+        raise BadImageError(f"{kind} grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
+                            "is not supported")
+    return True
+
+
+def _unmarked_channels(im: Image.Image) -> int:
+    """How many extra channels a TIFF does not mark as alpha (ExtraSamples 0: a mask, depth, a
+    spot colour), which Pillow reads past."""
+    extra = im.tag_v2.get(_EXTRA_SAMPLES, ()) if im.format == "TIFF" else ()
+    return (extra if isinstance(extra, tuple) else (extra,)).count(0)
+
+
 def _stored_mode(im: Image.Image) -> str:
-    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``);
-    empty when unknown."""
-    args = im.tile[0].args if im.tile else None
+    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``, and
+    so for a PPM whose maxval over 255 makes its samples 16-bit); empty when unknown."""
+    tile = im.tile[0] if im.tile else None
+    args = tile.args if tile else None
     raw = args[0] if isinstance(args, tuple) and args else args
-    return raw if isinstance(raw, str) else ""
+    if not isinstance(raw, str):
+        return ""
+    deep_ppm = tile.codec_name.startswith("ppm") and isinstance(args, tuple) and len(args) > 1 \
+        and isinstance(args[1], int) and args[1] > 255  # (raw mode, maxval)
+    return f"{raw};16B" if deep_ppm else raw
 
 
 def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:

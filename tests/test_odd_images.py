@@ -1,0 +1,132 @@
+"""Odd but valid files a photographer, designer or scientist may have: each is read with its
+true values (white-is-zero grey, deep samples, extra channels) or refused in one line, and any
+loss on the way is named in a note."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
+WHITE_IS_ZERO, BLACK_IS_ZERO = 0, 1  # TIFF PhotometricInterpretation
+SAMPLE_FORMAT, FLOAT_SAMPLES = 339, 3
+
+
+def _tiff(path: Path, pixels: np.ndarray, photometric: int,
+          tags: dict[int, list[int]] | None = None) -> None:
+    """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
+    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
+    h, w = pixels.shape[:2]
+    samples = 1 if pixels.ndim == 2 else pixels.shape[2]
+    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    data += b"\0" * (len(data) % 2)
+    entries = {256: [w], 257: [h], 258: [pixels.dtype.itemsize * 8] * samples, 259: [1],
+               262: [photometric], 273: [8], 277: [samples], 278: [h], 279: [len(data)],
+               **(tags or {})}
+    ifd = 8 + len(data)
+    spill = ifd + 2 + 12 * len(entries) + 4  # values over four bytes follow the IFD
+    table, blobs = struct.pack("<H", len(entries)), b""
+    for tag, values in sorted(entries.items()):
+        kind, fmt = (4, "I") if tag in (273, 279) else (3, "H")
+        raw = struct.pack(f"<{len(values)}{fmt}", *values)
+        if len(raw) > 4:
+            raw, blobs = struct.pack("<I", spill + len(blobs)), blobs + raw
+        table += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd) + data + table + b"\0\0\0\0" + blobs)
+
+
+def _ramp16(h: int = 6, w: int = 9) -> np.ndarray:
+    """Distinct 16-bit levels, none symmetric about mid-grey, so an inversion shows."""
+    return (np.arange(h * w).reshape(h, w) * 1000 + 123).astype(np.uint16)
+
+
+def test_a_16_bit_white_is_zero_tiff_is_read_with_its_true_levels(tmp_path: Path) -> None:
+    """Pillow undoes white-is-zero only up to 8 bits; 16-bit scans came out as a negative."""
+    grey = _ramp16()
+    _tiff(tmp_path / "w.tif", 65535 - grey, WHITE_IS_ZERO)
+    array, _ = read_image(tmp_path / "w.tif")
+    assert array.dtype == np.uint16 and np.array_equal(array, grey)
+    _tiff(tmp_path / "b.tif", grey, BLACK_IS_ZERO)
+    assert np.array_equal(read_image(tmp_path / "b.tif")[0], grey)
+
+
+def test_a_float_white_is_zero_tiff_is_refused_not_read_as_a_negative(tmp_path: Path) -> None:
+    _tiff(tmp_path / "f.tif", np.linspace(0, 1, 54, dtype=np.float32).reshape(6, 9),
+          WHITE_IS_ZERO, {SAMPLE_FORMAT: [FLOAT_SAMPLES]})
+    with pytest.raises(BadImageError, match="white-is-zero"):
+        read_image(tmp_path / "f.tif")
+
+
+SEPARATED = 5  # TIFF PhotometricInterpretation: CMYK inks
+_COLOUR_NOTE = "16-bit colour read and written as 8 bits: Pillow has no 16-bit colour"
+
+
+@pytest.mark.parametrize("magic, maxval", [(b"P6", 65535), (b"P6", 1000), (b"P3", 4095)])
+def test_deep_ppm_colour_says_it_is_read_as_8_bits(tmp_path: Path, magic: bytes,
+                                                   maxval: int) -> None:
+    """A PPM with a maxval over 255 holds 16-bit samples, which Pillow reads as 8-bit RGB."""
+    rgb = np.linspace(0, maxval, 6 * 9 * 3).round().astype(">u2").reshape(6, 9, 3)
+    body = rgb.tobytes() if magic == b"P6" else " ".join(map(str, rgb.ravel())).encode()
+    (tmp_path / "deep.ppm").write_bytes(magic + b"\n9 6\n%d\n" % maxval + body)
+    array, info = read_image(tmp_path / "deep.ppm")
+    assert array.dtype == np.uint8 and array.shape == (6, 9, 3)
+    assert np.abs(array / 255.0 - rgb / maxval).max() < 1 / 255
+    assert _COLOUR_NOTE in info.notes
+
+
+def test_16_bit_cmyk_says_it_is_read_as_8_bits(tmp_path: Path) -> None:
+    inks = np.zeros((6, 9, 4), np.uint16)
+    inks[..., 0] = _ramp16()
+    _tiff(tmp_path / "cmyk.tif", inks, SEPARATED)
+    array, info = read_image(tmp_path / "cmyk.tif")
+    assert array.shape == (6, 9, 3) and _COLOUR_NOTE in info.notes
+
+
+EXTRA_SAMPLES, UNSPECIFIED, UNASSOCIATED_ALPHA = 338, 0, 2
+
+
+@pytest.mark.parametrize("photometric, extras, channels", [
+    (BLACK_IS_ZERO, [UNSPECIFIED], 1), (2, [UNSPECIFIED], 3),
+    (2, [UNASSOCIATED_ALPHA, UNSPECIFIED, UNSPECIFIED], 4)])
+def test_tiff_channels_not_marked_as_alpha_are_named_when_dropped(
+        tmp_path: Path, photometric: int, extras: list[int], channels: int) -> None:
+    """A scientist's or a designer's extra planes (a mask, depth) that the TIFF does not call
+    alpha: Pillow reads past them, the note says so; marked alpha stays."""
+    colours = 1 if photometric == BLACK_IS_ZERO else 3
+    pixels = np.full((6, 9, colours + len(extras)), 200, np.uint8)
+    _tiff(tmp_path / "x.tif", pixels, photometric, {EXTRA_SAMPLES: extras})
+    array, info = read_image(tmp_path / "x.tif")
+    assert (array.shape[2] if array.ndim == 3 else 1) == channels
+    dropped = extras.count(UNSPECIFIED)
+    assert f"{dropped} extra channel(s) the TIFF does not mark as alpha dropped" in info.notes
+
+
+def _bmp16(path: Path, pixels: np.ndarray, masks: tuple[int, int, int, int]) -> None:
+    """A 16-bit BMP with a V4 header whose bit fields ``masks`` (red, green, blue, alpha) say how
+    ``pixels`` (``H x W`` uint16, top row first) hold their colours, as texture tools write."""
+    h, w = pixels.shape
+    rows = pixels[::-1].astype("<u2")
+    data = b"".join(row.tobytes().ljust((w * 2 + 3) // 4 * 4, b"\0") for row in rows)
+    header = struct.pack("<IiiHHIIiiII4I4s48x", 108, w, h, 1, 16, 3, len(data), 2835, 2835, 0,
+                         0, *masks, b"sRGB")
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + 108 + len(data), 0, 0, 14 + 108)
+                     + header + data)
+
+
+def test_a_16_bit_bmp_keeps_the_alpha_bit_its_header_declares(tmp_path: Path) -> None:
+    """ARGB1555: Pillow reads the colours and drops the alpha bit the header's mask names."""
+    opaque = np.zeros((6, 9), bool)
+    opaque[:, 4:] = True
+    pixels = (opaque.astype(np.uint16) << 15) | (20 << 10) | (10 << 5) | 31
+    _bmp16(tmp_path / "a.bmp", pixels, (0x7C00, 0x3E0, 0x1F, 0x8000))
+    array, _ = read_image(tmp_path / "a.bmp")
+    assert array.shape == (6, 9, 4) and np.array_equal(array[..., 3], opaque * 255)
+    _bmp16(tmp_path / "x.bmp", pixels, (0x7C00, 0x3E0, 0x1F, 0))  # the top bit unused: no alpha
+    colours, _ = read_image(tmp_path / "x.bmp")
+    assert colours.shape == (6, 9, 3)
+    assert np.abs(array[..., :3].astype(int) - colours).max() <= 1  # 5 bits widened to 8
