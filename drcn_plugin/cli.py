@@ -345,7 +345,7 @@ def compare(
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         recipe = Recipe.parse(degrade) if degrade else None
-        if image.is_dir():  # "" or "." has no name to build the sheet's from
+        if image.is_dir():  # "." has no name to build the sheet's from
             raise BadImageError(f"{image}: a folder, not an image file")
         default = f"{image.stem}-compare-x{scale:g}.png"
         target = image.with_name(default) if output is None else \

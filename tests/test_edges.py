@@ -248,7 +248,7 @@ def test_a_folder_where_an_image_is_expected_is_named_so(
     random_rgb(40, 40).save(tmp_path / "ds" / "a.png")
     monkeypatch.chdir(tmp_path / "ds")
     for args in (["compare", str(tmp_path / "ds"), "-m", tiny_model_file],
-                 ["compare", "", "-m", tiny_model_file],  # "": the current folder, no name
+                 ["compare", ".", "-m", tiny_model_file],  # the current folder: no name
                  ["eval", "--dataset", str(tmp_path / "ds"), "-s", "2", "-m", "bicubic"]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2
