@@ -25,6 +25,7 @@ from .devices import is_out_of_memory
 from .encoding import check_writable, encode, require_encoder, save_options
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
+    EMPTY_PATH,
     BadOptionError,
     Cancelled,
     DRCNError,
@@ -98,7 +99,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     seen: set[str] = set()
     for spec in inputs:
         if not spec:  # Path("") is the current folder
-            errors.append("'': an empty path (an unset variable?)")
+            errors.append(f"'': {EMPTY_PATH}")
             continue
         path = Path(os.path.abspath(Path(spec).expanduser()))
         try:

@@ -8,7 +8,7 @@ import io
 from dataclasses import replace
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image
 
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
@@ -32,15 +32,16 @@ _JPEG_ICC_LIMIT = 255 * (65533 - 14)  # APP2 segments numbered in one byte, less
 _STORES = {"JPEG": {"L", "RGB"}, "BMP": {"L", "RGB", "RGBA"}, "AVIF": {"L", "RGB", "RGBA"},
            "WEBP": {"L", "LA", "RGB", "RGBA"}, "PNG": {"L", "LA", "I;16", "RGB", "RGBA"},
            "TIFF": {"L", "LA", "I;16", "F", "RGB", "RGBA"}}
-_FEATURE = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}  # codecs a Pillow build may lack
 
 
 def require_encoder(fmt: str) -> None:
-    """Refuse, before any work, an output format this Pillow was built without."""
-    feature = _FEATURE.get(fmt)
-    if feature is not None and not features.check(feature):
-        raise BadOptionError(f"this Pillow was built without {fmt} support: use PNG or TIFF",
-                             option="format")
+    """Refuse, before any work, an output format this Pillow cannot write (its codecs are
+    optional at build time, and older versions have no AVIF): a 1x1 image is encoded."""
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except (KeyError, OSError, ValueError) as e:
+        raise BadOptionError(f"this Pillow cannot write {fmt} (its build or version has no "
+                             "encoder for it): use PNG or TIFF", option="format") from e
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -136,13 +137,15 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     if exif:
         opts["exif"] = exif
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
-    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes)
+    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes, info.exif)
     if dpi:
         opts["dpi"] = dpi
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:
         opts["lossless"] = True  # a lossless source stays lossless, unless a quality was given
     elif fmt in ("JPEG", "WEBP", "AVIF"):
         opts["quality"] = DEFAULT_QUALITY if quality is None else quality
+    # JPEG keeps full colour resolution at high qualities; AVIF keeps Pillow's 4:2:0 (4:0:0 for
+    # grey): only Y goes through the network, the colour planes are bicubic-smooth
     if fmt == "JPEG":
         opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
     if fmt == "TIFF":

@@ -7,6 +7,8 @@ prefix ``DRCN:``), always through :func:`one_line`.
 
 from __future__ import annotations
 
+EMPTY_PATH = "an empty path (an unset variable?)"  # "" must never mean the current folder
+
 
 class DRCNError(Exception):
     """A problem the user can fix: a bad option, an unreadable file, missing weights, ..."""

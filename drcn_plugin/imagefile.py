@@ -302,16 +302,14 @@ def _bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
 
 
 def _bmp_alpha_mask(f: BinaryIO) -> int:
-    """The alpha mask a BMP's header declares, 0 when none: a header of 56 bytes or more (V4,
-    V5) holds it after the colour masks, as a 40-byte one does with BI_ALPHABITFIELDS (6)."""
+    """The alpha mask a BMP's header declares, 0 when none: a BI_BITFIELDS header of 56 bytes
+    or more (V4, V5) holds it after the colour masks."""
     f.seek(14)  # past the file header
     head = f.read(56)
     if len(head) < 56:
         return 0
     size, compression = struct.unpack_from("<I", head)[0], struct.unpack_from("<I", head, 16)[0]
-    if compression not in (3, 6) or (size < 56 and compression != 6):  # 3: BI_BITFIELDS
-        return 0
-    return struct.unpack_from("<I", head, 52)[0]
+    return struct.unpack_from("<I", head, 52)[0] if compression == 3 and size >= 56 else 0
 
 
 _PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)
@@ -325,14 +323,12 @@ _GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane
 
 def _white_is_zero(im: Image.Image) -> bool:
     """Whether ``im`` is 16-bit grey a TIFF stores with 0 as white (PhotometricInterpretation 0),
-    which Pillow reads as if 0 were black (it inverts only 1- to 8-bit grey); float or 32-bit
-    grey so stored is refused rather than shown as its negative."""
-    if (im.format != "TIFF" or im.tag_v2.get(_PHOTOMETRIC) != 0
-            or im.mode not in (*_GREY16, "I", "F")):
+    which Pillow reads as if 0 were black (it inverts only 1- to 8-bit grey). Float grey so
+    stored is refused rather than shown as its negative."""
+    if im.format != "TIFF" or im.tag_v2.get(_PHOTOMETRIC) != 0 or im.mode not in (*_GREY16, "F"):
         return False
-    if im.mode in ("I", "F"):
-        kind = "float" if im.mode == "F" else "32-bit integer"
-        raise BadImageError(f"{kind} grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
+    if im.mode == "F":
+        raise BadImageError("float grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
                             "is not supported")
     return True
 

@@ -143,16 +143,22 @@ _DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0127, 1.09e8), "BMP": (0.0127, 5
 
 
 def scaled_dpi(dpi: tuple[float, float] | None, fmt: str, scale: tuple[float, float],
-               notes: list[str]) -> tuple[float, float] | None:
+               notes: list[str], exif: Image.Exif | None = None) -> tuple[float, float] | None:
     """The resolution for a ``fmt`` file, scaled by (horizontal, vertical) so the print size
-    stays; None where ``fmt`` has no place for it, or (noted) where its field cannot hold it."""
-    if dpi is None or fmt not in _DPI_RANGE:
+    stays; None (noted) where its field cannot hold it, or where ``fmt`` has no field for it and
+    the ``exif`` written with it carries none either."""
+    if dpi is None:
         return None
     out = (dpi[0] * scale[0], dpi[1] * scale[1])
+    if fmt not in _DPI_RANGE:
+        if exif is None or X_RES not in exif:
+            notes.append(f"resolution {out[0]:.4g}x{out[1]:.4g} dpi dropped: {fmt} stores it only "
+                         "in EXIF, and this image has no EXIF resolution")
+        return None
     low, high = _DPI_RANGE[fmt]
     if all(low <= v <= high for v in out):
         return out
-    notes.append(f"resolution {out[0]:g}x{out[1]:g} dpi dropped: {fmt} cannot store it")
+    notes.append(f"resolution {out[0]:.4g}x{out[1]:.4g} dpi dropped: {fmt} cannot store it")
     return None
 
 

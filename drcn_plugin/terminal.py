@@ -20,7 +20,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import BadOptionError, DRCNError, OutputExistsError, WriteError, one_line, single_line
+from .errors import (
+    EMPTY_PATH,
+    BadOptionError,
+    DRCNError,
+    OutputExistsError,
+    WriteError,
+    one_line,
+    single_line,
+)
 from .stops import stopped_status
 
 PIPE_EXIT = 128 + 13  # how a shell reports a process that SIGPIPE ended (git, grep): 141
@@ -88,7 +96,7 @@ def path_value(value: str) -> Path:
     """Parser of path options and arguments: an empty one (an unset variable) is a usage error,
     never taken as the current folder."""
     if not value:
-        raise typer.BadParameter("an empty path (an unset variable?)")
+        raise typer.BadParameter(EMPTY_PATH)
     return Path(value)
 
 

@@ -12,9 +12,8 @@ from helpers import random_rgb
 from PIL import Image, ImageCms, features
 from typer.testing import CliRunner
 
-from drcn_plugin import encoding
 from drcn_plugin.cli import app
-from drcn_plugin.encoding import check_writable
+from drcn_plugin.encoding import check_writable, save_options
 from drcn_plugin.errors import BadOptionError
 from drcn_plugin.imagefile import ImageInfo, read_image
 
@@ -40,7 +39,7 @@ def test_an_avif_comes_back_as_avif_with_its_metadata(folder: Path, tiny_model_f
         assert im.getexif().get(0x010F) == "Maker" and im.info["icc_profile"] == icc
         assert b"image/avif" in im.info["xmp"]
     _, info = read_image(folder / "web.avif")
-    assert info.lossy  # the default model treats it as a lossy photo
+    assert info.lossy  # an AVIF's artefacts are likely: upscaled as a lossy source by default
 
 
 def test_format_avif_keeps_grey_and_alpha(folder: Path, tiny_model_file: str) -> None:
@@ -64,10 +63,24 @@ def test_format_avif_keeps_grey_and_alpha(folder: Path, tiny_model_file: str) ->
 def test_a_pillow_without_avif_is_one_line_before_any_work(folder: Path, tiny_model_file: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     random_rgb().save(folder / "a.png")
-    monkeypatch.setattr(encoding.features, "check", lambda name: name != "avif")
+    monkeypatch.delitem(Image.SAVE, "AVIF")  # as in a Pillow older than its AVIF plugin
     r = runner.invoke(app, ["upscale", str(folder), "-f", "AVIF", "-m", tiny_model_file])
-    assert r.exit_code == 2 and "built without AVIF" in r.output, r.output
+    assert r.exit_code == 2 and "this Pillow cannot write AVIF" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
     assert not (folder.parent / "in-drcn-x2").exists()
+
+
+def test_a_resolution_avif_cannot_hold_is_named(folder: Path, tiny_model_file: str) -> None:
+    random_rgb().save(folder / "print.png", dpi=(300, 300))  # pHYs only: AVIF has no such field
+    r = runner.invoke(app, ["upscale", str(folder), "-f", "avif", "-m", tiny_model_file])
+    assert r.exit_code == 0 and "resolution 600x600 dpi dropped: AVIF stores it only in EXIF" \
+        in r.output, r.output
+
+
+def test_avif_takes_the_default_or_given_quality() -> None:
+    info = ImageInfo(format="PNG")
+    assert save_options("AVIF", info, 2.0)["quality"] == 95
+    assert save_options("AVIF", info, 2.0, quality=60)["quality"] == 60
 
 
 def test_an_avif_too_large_to_open_is_refused_before_the_upscale() -> None:

@@ -248,12 +248,12 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     (["--clip", "nan"], "clip must be a number"),
     (["--lr-drop", "1.5"], "fractions of the run"),
     (["--val-every", "-5"], "val-every must be >= 0"),
-    (["--data", ""], "--data: an empty folder name"),
-    (["--test-data", ""], "--test-data: an empty folder name"),
-    (["--val-data", ""], "--val-data: an empty name (an unset variable?)"),
-    (["--init", ""], "--init: an empty name (an unset variable?)"),
-    (["--teacher", "", "--degrade", "jpeg:75"], "--teacher: an empty name"),
-    (["--baseline", ""], "--baseline: an empty name"),
+    (["--data", ""], "--data: an empty path (an unset variable?)"),
+    (["--test-data", ""], "--test-data: an empty path"),
+    (["--val-data", ""], "--val-data: an empty path (an unset variable?)"),
+    (["--init", ""], "--init: an empty path"),
+    (["--teacher", "", "--degrade", "jpeg:75"], "--teacher: an empty path"),
+    (["--baseline", ""], "--baseline: an empty path"),
 ])
 def test_train_refuses_bad_numbers_before_it_starts(t12: Path, tmp_path: Path, args: list[str],
                                                     message: str) -> None:
@@ -267,7 +267,7 @@ def test_an_empty_run_folder_name_is_refused(t12: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # not a run in the working directory
     r = CliRunner().invoke(app, ["train", "--data", str(t12), "--out", "", "--steps", "4"])
-    assert r.exit_code == 2 and "--out: an empty folder name" in r.output, r.output
+    assert r.exit_code == 2 and "--out: an empty path (an unset variable?)" in r.output, r.output
     assert not list(tmp_path.iterdir())
 
 

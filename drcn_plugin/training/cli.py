@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..devices import Dist
-from ..errors import BadOptionError, OutputExistsError
+from ..errors import EMPTY_PATH, BadOptionError, OutputExistsError
 from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
@@ -22,7 +22,7 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import FOLDER_OPTIONS, MODEL_OPTIONS, TrainConfig, default_of, flag_of
+from .config import MODEL_OPTIONS, TrainConfig, default_of, flag_of
 
 app = typer.Typer()
 
@@ -90,9 +90,9 @@ def train_cmd(
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
         given = given_options(ctx, options)
-        for name in sorted(given & {*FOLDER_OPTIONS, *MODEL_OPTIONS}):
+        for name in sorted(given & {"val_data", *MODEL_OPTIONS}):
             if options[name] == "":  # "" is also these options' "not given"
-                raise BadOptionError("an empty name (an unset variable?)", option=name)
+                raise BadOptionError(EMPTY_PATH, option=name)
         cfg = TrainConfig(**options)
         cfg.check(resume)  # before the progress bar appears
         out = Path(cfg.out)

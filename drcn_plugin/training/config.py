@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from ..degrade import Recipe
-from ..errors import BadOptionError
+from ..errors import EMPTY_PATH, BadOptionError
 from ..hub import MAX_FEATURES, MAX_RECURSIONS, names_a_path
 from ..scales import check_train_scales
 
@@ -137,12 +137,11 @@ class TrainConfig:
                 raise BadOptionError(f"{f.name} must be {want}, not {type(value).__name__}",
                                      option=f.name)
         check_train_scales(self.scales)
-        empty = "an empty folder name (an unset variable?)"
         problems = [
             ("data", not self.data and not resume, "no training folder given"),
-            ("data", any(not d for d in self.data), empty),
-            ("test_data", any(not d for d in self.test_data), empty),
-            ("out", not self.out, empty),
+            ("data", any(not d for d in self.data), EMPTY_PATH),
+            ("test_data", any(not d for d in self.test_data), EMPTY_PATH),
+            ("out", not self.out, EMPTY_PATH),
             ("features", not 1 <= self.features <= MAX_FEATURES,
              f"features must be in 1..{MAX_FEATURES}"),
             ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
