@@ -51,7 +51,7 @@ SHIPPED: dict[str, ShippedModel] = {
                      "3050f3a6e48347d58b496dff3c7db6756774e2572ca70a2ef32feaf8a572f9c7", 64, 16,
                      "F=64, 112k parameters, 2.4 MFLOP/pixel: fast on CPUs (default)"),
         ShippedModel("drcn-lite-photo", "drcn-photo-f64-d16-x234.safetensors",
-                     "c40afde04cd6c64405465168b92e08111f6fd2b56fb1fabfa02cae2ced807d57", 64, 16,
+                     "12eacf5a707201acdeb32506b76d9b8c34e9e08b42229e39717afba15fb88dc0", 64, 16,
                      "drcn-lite fine-tuned on JPEG and noisy low-res images: for photos"),
         ShippedModel("drcn", "drcn-f256-d16-x234.safetensors",
                      "4fc2be06d51f22123cd8c8d78383c342b4363e61ac80f23ef7b8e8a8a6ef621f", 256, 16,
@@ -65,7 +65,7 @@ PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}
 # (lowest JPEG quality, denoise strength): the first row whose quality the file reaches applies.
 # Fitted on the measured strength curve (benchmarks/photo_quality.py prints the fit): each
 # measured quality's best strength, switching halfway between neighbouring qualities.
-DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (92, 0.25), (82, 0.75), (0, 1.0))
+DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (92, 0.5), (0, 1.0))
 
 
 def weights_dir() -> Path:
