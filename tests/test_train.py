@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import torch.multiprocessing as mp
 from helpers import check_png, plotted_lines, tiny
 from PIL import Image
 from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
@@ -98,6 +100,8 @@ def _ddp_worker(rank: int, port: int, cfg: dict) -> None:
                       RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     train(TrainConfig.from_dict(cfg))
+    # its DDP wrapper went before the process group did (freed at exit, gloo can abort)
+    assert not any(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
 
 
 def _free_port() -> int:

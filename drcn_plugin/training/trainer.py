@@ -1,14 +1,14 @@
 """The training loop: one run from a :class:`TrainConfig` to exported weights and a model card.
 
-``train(cfg)`` runs one training. Under ``torchrun`` each process takes its slice of every global
-batch and DistributedDataParallel averages the gradients (gloo on CPU, nccl on CUDA); rank 0
-validates, logs and writes checkpoints. A run folder holds ``last.pt`` and ``best.pt`` (full
-training state), ``log.json``, ``curves.png`` (redrawn at every validation), and at the end
-``NAME.safetensors`` (the shipped weight format) and ``NAME.md``.
+Under ``torchrun`` each process takes its slice of every global batch and DistributedDataParallel
+averages the gradients (gloo on CPU, nccl on CUDA); rank 0 validates, logs and writes checkpoints.
+A run folder holds ``last.pt`` and ``best.pt`` (full training state), ``log.json``, ``curves.png``
+(redrawn at every validation), and at the end ``NAME.safetensors`` and ``NAME.md``.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -168,8 +168,7 @@ class Trainer:
             clear_old_run(cfg)
 
     def _resume_draws(self, state: torch.Tensor, step: int) -> None:
-        """Continue the checkpoint's batch draws; a state of another kind of device (``--device``
-        may change on a resume) restarts them from the seed and step, with a warning."""
+        """Continue the checkpoint's batch draws; another device kind's state restarts them."""
         ours = self.gen.get_state()
         if not (isinstance(state, torch.Tensor) and state.dtype == ours.dtype
                 and state.shape != ours.shape):
@@ -447,4 +446,5 @@ def train(cfg: TrainConfig, resume: bool = False,
                                "patch or feature count, or with less data (a larger stride)") from e
     finally:
         if dist.is_initialized():
+            gc.collect()  # the trainer (a reference cycle) and its DDP wrapper go before the group
             dist.destroy_process_group()
