@@ -108,6 +108,16 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine
+    OpenMP threads waiting for each other make training over ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """An empty input folder ``in/`` in the test's temporary directory."""
     d = tmp_path / "in"

@@ -179,6 +179,7 @@ def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: Path) -> None:
     from test_train import tiny
 
@@ -190,7 +191,6 @@ def test_tiny_degraded_run_beats_bicubic_on_degraded_set5(set5: Path, tmp_path: 
     data.mkdir()
     for p in sorted((DATA / "T91").iterdir())[:8]:
         shutil.copy(p, data)
-    torch.set_num_threads(1)
     cfg = replace(tiny(data, tmp_path / "run"), features=16, recursions=4, steps=300,
                   degrade="noise:1-8@0.5,jpeg:40-90", degrade_copies=2)
     train(cfg)

@@ -28,15 +28,7 @@ from drcn_plugin.training.data import image_files, load_images, make_patches
 from drcn_plugin.training.recipe import distilled_target
 from drcn_plugin.training.trainer import TrainConfig, drcn_loss, init_weights, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine
-    OpenMP threads waiting for each other make training over ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_run_learns_and_beats_bicubic(t12: Path, set5: Path, tmp_path: Path) -> None:

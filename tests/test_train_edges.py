@@ -14,14 +14,7 @@ from helpers import tiny
 from drcn_plugin.errors import CheckpointError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a second thread (see test_train.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_run_resumes_on_another_kind_of_device(t12: Path, tmp_path: Path,
