@@ -133,11 +133,11 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         elif info.icc_profile:
             opts["icc_profile"] = info.icc_profile
         exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
-        exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes)
+        exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes, info.dpi)
     if exif:
         opts["exif"] = exif
     opts.update(info.about.save_options(fmt, (sx, sy), info.notes, lost))
-    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes, info.exif)
+    dpi = scaled_dpi(info.dpi, fmt, (sx, sy), info.notes)
     if dpi:
         opts["dpi"] = dpi
     if fmt == "WEBP" and info.format == "WEBP" and not info.lossy and quality is None:

@@ -19,7 +19,7 @@ from fractions import Fraction
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-ORIENTATION, X_RES, Y_RES, XMP, IPTC = 0x0112, 0x011A, 0x011B, 700, 33723
+ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # the Exif IFD's PixelXDimension, PixelYDimension
 _SUB_IFDS = (EXIF_IFD, GPS_IFD)
@@ -122,7 +122,20 @@ def declared_dpi(im: Image.Image) -> tuple[float, float] | None:
                 return None
         except Exception:  # noqa: BLE001 - damaged EXIF states nothing
             return None
+    if im.format in _EXIF_ONLY:
+        return _exif_dpi(im)
     return _dpi(im.info.get("dpi"))
+
+
+def _exif_dpi(im: Image.Image) -> tuple[float, float] | None:
+    """The resolution the EXIF states in dots per inch (unit 2, the default) or per centimetre
+    (unit 3); None without one."""
+    try:
+        exif = im.getexif()
+        unit = {2: 1.0, 3: 2.54}.get(exif.get(RES_UNIT, 2))
+        return _dpi((float(exif[X_RES]) * unit, float(exif.get(Y_RES, exif[X_RES])) * unit))
+    except Exception:  # noqa: BLE001 - absent, damaged or odd tags state nothing
+        return None
 
 
 def _dpi(value: object) -> tuple[float, float] | None:
@@ -140,21 +153,16 @@ RATIONAL_MAX = 2**32 - 1  # an EXIF or TIFF rational's numerator and denominator
 # beyond them.
 _DPI_RANGE = {"JPEG": (1.0, 65535.0), "PNG": (0.0127, 1.09e8), "BMP": (0.0127, 5.45e7),
               "TIFF": (1 / RATIONAL_MAX, RATIONAL_MAX)}
+_EXIF_ONLY = ("WEBP", "AVIF", "HEIF")  # formats whose only place for a resolution is EXIF
 
 
 def scaled_dpi(dpi: tuple[float, float] | None, fmt: str, scale: tuple[float, float],
-               notes: list[str], exif: Image.Exif | None = None) -> tuple[float, float] | None:
-    """The resolution for a ``fmt`` file, scaled by (horizontal, vertical) so the print size
-    stays; None (noted) where its field cannot hold it, or where ``fmt`` has no field for it and
-    the ``exif`` written with it carries none either."""
-    if dpi is None:
+               notes: list[str]) -> tuple[float, float] | None:
+    """The resolution for a ``fmt`` file's own field, scaled by (horizontal, vertical) so the
+    print size stays; None where ``fmt`` has no such field, or (noted) where it cannot hold it."""
+    if dpi is None or fmt not in _DPI_RANGE:
         return None
     out = (dpi[0] * scale[0], dpi[1] * scale[1])
-    if fmt not in _DPI_RANGE:
-        if exif is None or X_RES not in exif:
-            notes.append(f"resolution {out[0]:.4g}x{out[1]:.4g} dpi dropped: {fmt} stores it only "
-                         "in EXIF, and this image has no EXIF resolution")
-        return None
     low, high = _DPI_RANGE[fmt]
     if all(low <= v <= high for v in out):
         return out
@@ -173,15 +181,19 @@ def _scaled(value, scale: float) -> Fraction | None:
 
 
 def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, float],
-             notes: list[str]) -> tuple[bytes | None, bool]:
+             notes: list[str], dpi: tuple[float, float] | None = None) -> tuple[bytes | None, bool]:
     """EXIF bytes for a ``fmt`` output and whether it holds sub-IFDs (which libtiff cannot
     write); resolutions and pixel dimensions scaled (one factor, or horizontal and vertical),
-    shrunk or dropped to fit JPEG's limit."""
-    if exif is None:
+    shrunk or dropped to fit JPEG's limit. For a format whose only place for the resolution is
+    EXIF, the file's ``dpi`` is added where the EXIF states none."""
+    keep_dpi = dpi is not None and fmt in _EXIF_ONLY and (exif is None or X_RES not in exif)
+    if exif is None and not keep_dpi:
         return None, False
     out = Image.Exif()
-    for tag, value in exif.items():
+    for tag, value in (exif or {}).items():
         out[tag] = value
+    if keep_dpi:
+        out[X_RES], out[Y_RES], out[RES_UNIT] = dpi[0], dpi[1], 2
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     for tag, factor in ((X_RES, sx), (Y_RES, sy)):
         if tag in out:

@@ -70,11 +70,24 @@ def test_a_pillow_without_avif_is_one_line_before_any_work(folder: Path, tiny_mo
     assert not (folder.parent / "in-drcn-x2").exists()
 
 
-def test_a_resolution_avif_cannot_hold_is_named(folder: Path, tiny_model_file: str) -> None:
-    random_rgb().save(folder / "print.png", dpi=(300, 300))  # pHYs only: AVIF has no such field
-    r = runner.invoke(app, ["upscale", str(folder), "-f", "avif", "-m", tiny_model_file])
-    assert r.exit_code == 0 and "resolution 600x600 dpi dropped: AVIF stores it only in EXIF" \
-        in r.output, r.output
+@pytest.mark.parametrize("fmt", ["avif", "webp"])
+def test_a_resolution_travels_in_exif_where_the_format_has_no_field(
+        folder: Path, tiny_model_file: str, fmt: str) -> None:
+    random_rgb().save(folder / "print.png", dpi=(300, 150))  # pHYs: AVIF and WebP have no such field
+    out = folder.parent / "out"
+    r = runner.invoke(app, ["upscale", str(folder), "-f", fmt, "-m", tiny_model_file, "-o", str(out)])
+    assert r.exit_code == 0 and "dropped" not in r.output, r.output
+    written = next(out.iterdir())
+    with Image.open(written) as im:
+        exif = im.getexif()
+    assert exif[0x0128] == 2  # inches; PNG stored 300 x 150 dpi as dots per metre
+    assert (float(exif[0x011A]), float(exif[0x011B])) == pytest.approx((600, 300), rel=1e-3)
+    back = folder.parent / "back"
+    r = runner.invoke(app, ["upscale", str(written), "-f", "png", "-m", tiny_model_file,
+                            "-o", str(back)])
+    assert r.exit_code == 0, r.output
+    with Image.open(next(back.iterdir())) as im:  # read back as the file's resolution, scaled
+        assert im.info["dpi"] == pytest.approx((1200, 600), rel=1e-3)
 
 
 def test_avif_takes_the_default_or_given_quality() -> None:
