@@ -279,7 +279,7 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     if not spec.strip():
         raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
                              "file, a model folder, or hf:owner/name")
-    path = Path(spec).expanduser()
+    path = Path(os.path.expanduser(spec))  # as a shell does, ~nosuchuser stays as written
     mode = _mode(path)  # a name too long for a file is "not found"
     if mode is not None and stat.S_ISDIR(mode):
         return _load_folder(path)

@@ -71,6 +71,12 @@ def test_a_misspelled_shipped_name_suggests_the_close_one(typo: str, meant: str,
         load_model(typo)
 
 
+def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
+    """pathlib's expanduser raised RuntimeError (a traceback in the CLI) for ~nosuchuser."""
+    with pytest.raises(ModelLoadError, match="not found: ~no-such-user-drcn/w.safetensors"):
+        load_model("~no-such-user-drcn/w.safetensors")
+
+
 def test_a_hub_spec_with_nothing_after_the_at_is_refused(no_network) -> None:
     """``hf:a/b@$REV`` with REV unset must not quietly load the default branch."""
     with pytest.raises(ModelLoadError, match="bad Hub spec 'hf:a/b@'"):
