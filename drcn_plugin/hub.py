@@ -205,13 +205,24 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     return from_state_dict(sd, str(path))
 
 
+def _weights_inside(folder: Path) -> str:
+    """``; it holds NAME.safetensors, ...`` for the weights files in a folder that is no model
+    folder (a training run's, which exports NAME.safetensors), else ``""``."""
+    try:
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.suffix.lower() == ".safetensors" and os.path.isfile(p))
+    except OSError:
+        return ""
+    return f"; it holds {', '.join(names[:3])}: name the weights file itself" if names else ""
+
+
 def _load_folder(path: Path, origin: str = "") -> DRCN:
     """A ``save_pretrained`` folder (config.json + model.safetensors); ``origin`` names it in
     errors (default: the path)."""
-    origin = origin or f"model folder {path}"
+    local, origin = not origin, origin or f"model folder {path}"
     if not _is_file(path / "config.json") or not _is_file(path / "model.safetensors"):
         raise ModelLoadError(f"{origin} is not a DRCN model folder (needs config.json and "
-                             "model.safetensors)")
+                             f"model.safetensors){_weights_inside(path) if local else ''}")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict):

@@ -71,6 +71,15 @@ def test_a_misspelled_shipped_name_suggests_the_close_one(typo: str, meant: str,
         load_model(typo)
 
 
+def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network) -> None:
+    """``--model runs/r1`` (a training run: NAME.safetensors beside its checkpoints) said only
+    that a model folder needs config.json and model.safetensors."""
+    save_file(seeded_drcn().state_dict(), str(tmp_path / "drcn-f8-d3-x3.safetensors"))
+    with pytest.raises(ModelLoadError, match="it holds drcn-f8-d3-x3.safetensors: name the "):
+        load_model(tmp_path)
+    assert load_model(tmp_path / "drcn-f8-d3-x3.safetensors").features == 8
+
+
 def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
     """pathlib's expanduser raised RuntimeError (a traceback in the CLI) for ~nosuchuser."""
     with pytest.raises(ModelLoadError, match="not found: ~no-such-user-drcn/w.safetensors"):
