@@ -13,11 +13,13 @@ A *model spec* is resolved in this order:
 from __future__ import annotations
 
 import contextlib
+import difflib
+import errno
 import hashlib
 import io
 import json
-import numbers
 import os
+import stat
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,8 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import BadOptionError, ModelLoadError, one_line
-from .model import DRCN, interpolate
+from .errors import ModelLoadError, one_line
+from .model import DRCN, blend_weight, interpolate
 from .resources import PACKAGE, bundled
 
 
@@ -82,6 +84,37 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _mode(path: Path) -> int | None:
+    """``path``'s stat mode, None when nothing is there (a name too long or holding a NUL too);
+    a failure that hides what is there (a permission, a symbolic link loop) is a
+    :class:`ModelLoadError` saying so, never "not found"."""
+    try:
+        return os.stat(path).st_mode
+    except ValueError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None
+        raise ModelLoadError(f"cannot read {path}: {_reason(e)}") from e
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (see :func:`_mode` for what cannot be told)."""
+    return stat.S_ISREG(_mode(path) or 0)
+
+
+def _reason(error: BaseException) -> str:
+    """An OSError's own words (``Permission denied``), without the path the message names."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else one_line(error)
+
+
+def _open_once(path: Path) -> None:
+    """Open ``path`` for reading and close it: safetensors reports any failure to open (a
+    permission) as "No such file or directory", so the real reason is found here first."""
+    with open(path, "rb"):
+        pass
+
+
 def looks_like_drcn(state_dict: Mapping[str, object]) -> bool:
     """Whether a state dict names DRCN's tensors (its shapes are checked on loading)."""
     return all(k in state_dict for k in ("embed.0.weight", "recursive.weight",
@@ -92,11 +125,19 @@ def _check_shapes(shapes: dict[str, tuple[int, ...]], origin: str) -> tuple[int,
     """(F, D) of a DRCN whose tensors have exactly these shapes, checked before anything of that
     size is allocated: a small file declaring a huge F would otherwise ask for F*F weights."""
     embed, ensemble = shapes.get("embed.0.weight"), shapes.get("ensemble")
-    if embed is None or ensemble is None or len(embed) != 4 or len(ensemble) != 1 \
-            or not embed[0] or not ensemble[0]:
+    if embed is None or ensemble is None or len(embed) != 4 or len(ensemble) != 1:
+        prefix = next((k.removesuffix("embed.0.weight") for k in sorted(shapes)
+                       if k.endswith(".embed.0.weight")), None) if embed is None else None
+        if prefix is not None:  # a wrapper's state dict (DDP's module., Lightning's model.)
+            raise ModelLoadError(f"{origin} does not hold DRCN weights as DRCN names them: its "
+                                 f"tensors are named {prefix}embed.0.weight, ...; save the DRCN's "
+                                 f"own state_dict, without the {prefix!r} prefix")
         raise ModelLoadError(f"{origin} does not hold DRCN weights (no 4-d embed.0.weight and "
                              "1-d ensemble tensors)")
     features, recursions = embed[0], ensemble[0]
+    if not features or not recursions:
+        raise ModelLoadError(f"{origin} declares F={features}, D={recursions}: a DRCN has at "
+                             "least one feature channel and one recursion")
     if features > MAX_FEATURES or recursions > MAX_RECURSIONS:  # bounds time as well as memory
         raise ModelLoadError(f"{origin} declares F={features}, D={recursions}: more than DRCN "
                              f"takes here (F <= {MAX_FEATURES}, D <= {MAX_RECURSIONS})")
@@ -147,33 +188,46 @@ def checked(model: DRCN, origin: str) -> DRCN:
 
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
-    if not path.is_file():
+    if not _is_file(path):
         raise ModelLoadError(f"weights file not found: {path}")
-    if sha256 is not None and sha256_of(path) != sha256:
-        raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
-                             "reinstall drcn-plugin")
     try:
+        _open_once(path)
+        if sha256 is not None and sha256_of(path) != sha256:
+            raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
+                                 "reinstall drcn-plugin")
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
             raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
                                  ".safetensors weights: a training run exports its weights as "
                                  "NAME.safetensors beside its checkpoints") from e
-        raise ModelLoadError(f"cannot read weights file {path}: {one_line(e)}") from e
+        raise ModelLoadError(f"cannot read weights file {path}: {_reason(e)}") from e
     return from_state_dict(sd, str(path))
+
+
+def _weights_inside(folder: Path) -> str:
+    """``; it holds NAME.safetensors, ...`` for the weights files in a folder that is no model
+    folder (a training run's, which exports NAME.safetensors), else ``""``."""
+    try:
+        names = sorted(p.name for p in folder.iterdir()
+                       if p.suffix.lower() == ".safetensors" and os.path.isfile(p))
+    except OSError:
+        return ""
+    return f"; it holds {', '.join(names[:3])}: name the weights file itself" if names else ""
 
 
 def _load_folder(path: Path, origin: str = "") -> DRCN:
     """A ``save_pretrained`` folder (config.json + model.safetensors); ``origin`` names it in
     errors (default: the path)."""
-    origin = origin or f"model folder {path}"
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+    local, origin = not origin, origin or f"model folder {path}"
+    if not _is_file(path / "config.json") or not _is_file(path / "model.safetensors"):
         raise ModelLoadError(f"{origin} is not a DRCN model folder (needs config.json and "
-                             "model.safetensors)")
+                             f"model.safetensors){_weights_inside(path) if local else ''}")
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise ValueError("config.json is not a JSON object")
+        _open_once(path / "model.safetensors")
         with safe_open(path / "model.safetensors", "pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
             dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
@@ -196,8 +250,8 @@ def _load_hub(spec: str) -> DRCN:
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
-    repo, _, revision = spec[3:].partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
+    repo, at, revision = spec[3:].partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")) or (at and not revision):
         raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
     try:
         # Downloaded (or found in the cache) first and then loaded as a folder: the mixin would
@@ -216,12 +270,18 @@ def _load_hub(spec: str) -> DRCN:
     return _load_folder(Path(folder), origin=spec)
 
 
-def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
-    """Resolve a model spec (see module docstring) to a DRCN in eval mode, on the CPU."""
+def _spec_text(spec: object) -> str:
+    """A model spec as text (a path's too), else :class:`ModelLoadError`."""
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str):
         raise ModelLoadError(f"a model is named by a string or a path, not {type(spec).__name__}")
+    return spec
+
+
+def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
+    """Resolve a model spec (see module docstring) to a DRCN in eval mode, on the CPU."""
+    spec = _spec_text(spec)
     if spec in SHIPPED:
         m = SHIPPED[spec]
         return load_weights_file(weights_dir() / m.filename, sha256=m.sha256)
@@ -230,19 +290,22 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     if not spec.strip():
         raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
                              "file, a model folder, or hf:owner/name")
-    path = Path(spec).expanduser()  # os.path: a name too long for a file is "not found"
-    if os.path.isdir(path):
+    path = Path(os.path.expanduser(spec))  # as a shell does, ~nosuchuser stays as written
+    mode = _mode(path)  # a name too long for a file is "not found"
+    if mode is not None and stat.S_ISDIR(mode):
         return _load_folder(path)
-    if os.path.isfile(path):
+    if mode is not None and stat.S_ISREG(mode):
         return load_weights_file(path)
-    if os.path.exists(path):
+    if mode is not None:
         raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
     if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
         raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "
                              "model is written hf:owner/name)")
+    close = difflib.get_close_matches(spec.lower(), SHIPPED, n=1)
+    meant = f" (did you mean {close[0]}?)" if close else ""
     names = ", ".join(SHIPPED)
-    raise ModelLoadError(f"unknown model {spec!r}: use one of {names}, a .safetensors file, a "
-                         "model folder, or hf:owner/name")
+    raise ModelLoadError(f"unknown model {spec!r}{meant}: use one of {names}, a .safetensors "
+                         "file, a model folder, or hf:owner/name")
 
 
 def names_a_path(spec: str) -> bool:
@@ -258,10 +321,8 @@ def load_denoised(strength: float, spec: str | os.PathLike = DEFAULT_MODEL) -> D
     Between the two the weights are interpolated (the photo model was fine-tuned from the clean
     one, so the blend is meaningful). ``spec`` names the clean end; the photo model is strength 1.
     """
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
-        raise BadOptionError(f"denoise strength {strength!r} is not a number", option="denoise")
-    if not 0 <= strength <= 1:
-        raise BadOptionError(f"denoise strength {strength:g} is outside 0..1", option="denoise")
+    strength = blend_weight(strength, "denoise strength")
+    spec = _spec_text(spec)
     if strength == 0:
         return load_model(spec)
     if spec in PHOTO_VARIANTS.values():

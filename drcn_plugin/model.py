@@ -9,6 +9,8 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -43,10 +45,12 @@ class DRCN(
 
     def __init__(self, features: int = 256, recursions: int = 16) -> None:
         super().__init__()
-        if features < 1 or recursions < 1:
-            raise ValueError("features and recursions must be positive")
-        self.features = features
-        self.recursions = recursions
+        for name, value in (("features", features), ("recursions", recursions)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise BadOptionError(f"{name} must be a positive whole number, got {value!r}",
+                                     option=name)
+        self.features = features = int(features)
+        self.recursions = recursions = int(recursions)
         self.embed = nn.Sequential(_conv(1, features), nn.ReLU(inplace=True),
                                    _conv(features, features), nn.ReLU(inplace=True))
         self.recursive = _conv(features, features)
@@ -120,6 +124,20 @@ class DRCN(
         return 2 * macs
 
 
+def blend_weight(t: object, what: str = "blend weight") -> float:
+    """``t`` as a float in 0..1 (``what`` names it in the error), else :class:`BadOptionError`
+    for the ``denoise`` option: NaN, and anything that is not a real number, too."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise BadOptionError(f"{what} {t!r} is not a number", option="denoise")
+    try:
+        value = float(t)
+    except OverflowError:  # an int or a fraction too large for a float
+        value = math.inf if t > 0 else -math.inf
+    if not 0 <= value <= 1:
+        raise BadOptionError(f"{what} {value:g} is outside 0..1", option="denoise")
+    return value
+
+
 def interpolate(a: DRCN, b: DRCN, t: float) -> DRCN:
     """A new DRCN whose weights are ``(1 - t) * a + t * b`` (``t`` = 0 gives ``a``'s exactly).
 
@@ -129,8 +147,7 @@ def interpolate(a: DRCN, b: DRCN, t: float) -> DRCN:
     if (a.features, a.recursions) != (b.features, b.recursions):
         raise ModelLoadError(f"cannot blend F={a.features}, D={a.recursions} with "
                              f"F={b.features}, D={b.recursions}")
-    if not 0 <= t <= 1:
-        raise BadOptionError(f"blend weight {t} is outside 0..1", option="denoise")
+    t = blend_weight(t)
     out = DRCN(a.features, a.recursions)
     sb = b.state_dict()
     with torch.no_grad():

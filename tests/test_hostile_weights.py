@@ -1,0 +1,134 @@
+"""Hostile model specs and weights: each is a typed error (one line in the CLI), never a bare
+exception from the OS, safetensors or torch, and never a misleading "not found"."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import random_rgb, seeded_drcn
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.errors import BadOptionError, ModelLoadError
+from drcn_plugin.hub import load_denoised, load_model
+from drcn_plugin.model import DRCN, interpolate
+
+
+def _unreadable(path: Path) -> Path:
+    """``path`` with every permission taken away (skips the test where that does not stop a
+    read: root)."""
+    path.chmod(0)
+    if os.access(path, os.R_OK if path.is_file() else os.X_OK):
+        path.chmod(0o700)
+        pytest.skip("permissions do not stop this user (root)")
+    return path
+
+
+def test_unreadable_weights_say_so_not_missing(tmp_path: Path, no_network) -> None:
+    """safetensors calls any file it cannot open "No such file or directory", and a folder that
+    cannot be searched raised a bare PermissionError."""
+    model = seeded_drcn()
+    file = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), str(file))
+    model.save_pretrained(tmp_path / "saved")
+    model.save_pretrained(tmp_path / "locked")
+    try:
+        _unreadable(file)
+        _unreadable(tmp_path / "saved" / "model.safetensors")
+        _unreadable(tmp_path / "locked")
+        for spec in (file, tmp_path / "saved", tmp_path / "locked",
+                     tmp_path / "locked" / "model.safetensors"):
+            with pytest.raises(ModelLoadError, match="Permission denied") as err:
+                load_model(spec)
+            assert "No such file" not in str(err.value) and "not found" not in str(err.value)
+    finally:
+        for path in (file, tmp_path / "saved" / "model.safetensors", tmp_path / "locked"):
+            path.chmod(0o700)
+
+
+def test_a_symlink_loop_is_named_as_one(tmp_path: Path, no_network) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(ModelLoadError, match="cannot read .*a: Too many levels of symbolic links"):
+        load_model(tmp_path / "a")
+    random_rgb().save(tmp_path / "in.png")
+    r = CliRunner().invoke(app, ["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out"),
+                                 "--model", str(tmp_path / "a")])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "symbolic links" in lines[0], r.output
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("drcn-lit", "drcn-lite"), ("Drcn-Lite", "drcn-lite"),
+                                             ("drcn_lite_photo", "drcn-lite-photo")])
+def test_a_misspelled_shipped_name_suggests_the_close_one(typo: str, meant: str,
+                                                          no_network) -> None:
+    with pytest.raises(ModelLoadError, match=rf"unknown model '{typo}' \(did you mean {meant}\?\)"):
+        load_model(typo)
+
+
+def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network) -> None:
+    """``--model runs/r1`` (a training run: NAME.safetensors beside its checkpoints) said only
+    that a model folder needs config.json and model.safetensors."""
+    save_file(seeded_drcn().state_dict(), str(tmp_path / "drcn-f8-d3-x3.safetensors"))
+    with pytest.raises(ModelLoadError, match="it holds drcn-f8-d3-x3.safetensors: name the "):
+        load_model(tmp_path)
+    assert load_model(tmp_path / "drcn-f8-d3-x3.safetensors").features == 8
+
+
+def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
+    """pathlib's expanduser raised RuntimeError (a traceback in the CLI) for ~nosuchuser."""
+    with pytest.raises(ModelLoadError, match="not found: ~no-such-user-drcn/w.safetensors"):
+        load_model("~no-such-user-drcn/w.safetensors")
+
+
+def test_a_hub_spec_with_nothing_after_the_at_is_refused(no_network) -> None:
+    """``hf:a/b@$REV`` with REV unset must not quietly load the default branch."""
+    with pytest.raises(ModelLoadError, match="bad Hub spec 'hf:a/b@'"):
+        load_model("hf:a/b@")
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+def test_a_wrapped_state_dict_names_its_prefix(tmp_path: Path, prefix: str) -> None:
+    path = tmp_path / "wrapped.safetensors"
+    save_file({prefix + k: v for k, v in seeded_drcn().state_dict().items()}, str(path))
+    with pytest.raises(ModelLoadError, match=f"named {prefix}embed.0.weight, .*'{prefix}' prefix"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(("tensor", "shape", "declared"), [("ensemble", (0,), "F=8, D=0"),
+                                                           ("embed.0.weight", (0, 1, 3, 3),
+                                                            "F=0, D=3")])
+def test_a_file_declaring_no_features_or_no_recursions_says_so(
+        tmp_path: Path, tensor: str, shape: tuple[int, ...], declared: str) -> None:
+    path = tmp_path / "empty.safetensors"
+    save_file(dict(seeded_drcn().state_dict(), **{tensor: torch.zeros(shape)}), str(path))
+    with pytest.raises(ModelLoadError, match=f"declares {declared}: a DRCN has at least one"):
+        load_model(path)
+
+
+def test_blend_weights_and_specs_of_any_type_get_typed_errors() -> None:
+    """Before: a list spec raised TypeError (unhashable), a Fraction passed the check and failed
+    in torch.lerp, a huge int overflowed formatting the message, a string reached ``<=``."""
+    with pytest.raises(ModelLoadError, match="not list"):
+        load_denoised(0.5, ["drcn-lite"])
+    with pytest.raises(BadOptionError, match="outside 0..1"):
+        load_denoised(10**400)
+    with pytest.raises(BadOptionError, match="blend weight '0.5' is not a number"):
+        interpolate(seeded_drcn(), seeded_drcn(seed=1), "0.5")
+    a, b = seeded_drcn(), seeded_drcn(seed=1)
+    half = interpolate(a, b, Fraction(1, 2)).state_dict()
+    assert all(torch.allclose(half[k], (v + b.state_dict()[k]) / 2)
+               for k, v in a.state_dict().items())
+
+
+@pytest.mark.parametrize("size", [0, 2.5, "8", True])
+def test_a_drcn_of_a_size_that_is_not_a_whole_number_is_a_bad_option(size: object) -> None:
+    with pytest.raises(BadOptionError, match="features must be a positive whole number"):
+        DRCN(features=size, recursions=3)
+    with pytest.raises(BadOptionError, match="recursions must be a positive whole number"):
+        DRCN(features=8, recursions=size)
