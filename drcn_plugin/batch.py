@@ -89,7 +89,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         require_encoder(FORMATS[fmt])
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
         raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
-    out_dir = Path(os.path.abspath(output.expanduser())) if output is not None else None
+    out_dir = Path(os.path.abspath(os.path.expanduser(output))) if output is not None else None
     if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
         raise BadOptionError(f"{output} is {kind}, not an output folder", option="output")
@@ -101,7 +101,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if not spec:  # Path("") is the current folder
             errors.append(f"'': {EMPTY_PATH}")
             continue
-        path = Path(os.path.abspath(Path(spec).expanduser()))
+        path = Path(os.path.abspath(os.path.expanduser(spec)))
         try:
             if path.is_dir():
                 files, root = _walk(path, recursive), path

@@ -33,11 +33,15 @@ def check_scale(scale: float) -> float:
     anything that is not a real number)."""
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        shown = f"{scale:g}" if float(f"{scale:g}") == scale else repr(float(scale))
+    try:
+        value = float(scale)
+    except OverflowError:  # an int too large for a float
+        value = math.inf if scale > 0 else -math.inf
+    if not MIN_SCALE <= value <= MAX_SCALE:
+        shown = f"{value:g}" if float(f"{value:g}") == value else repr(value)
         raise BadOptionError(f"scale {shown} is out of range: use {MIN_SCALE:g} to "
                              f"{MAX_SCALE:g}", option="scale")
-    return float(scale)
+    return value
 
 
 def check_train_scales(scales: Iterable[int]) -> list[int]:

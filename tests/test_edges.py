@@ -254,3 +254,15 @@ def test_a_folder_where_an_image_is_expected_is_named_so(
         assert r.exit_code == 2
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].endswith("a folder, not an image file"), r.output
+
+
+def test_a_tilde_path_naming_no_user_is_a_path_as_written(tmp_path: Path, tiny_model_file: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # as a shell leaves a quoted "~nosuchuser/...": relative
+    r = runner.invoke(app, ["upscale", "~nosuchuser/a.png", "-m", tiny_model_file],
+                      catch_exceptions=False)
+    assert r.exit_code == 1 and "~nosuchuser/a.png" in r.output, r.output
+    random_rgb(12, 12).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["upscale", "a.png", "-o", "~nosuchuser/out", "-m", tiny_model_file],
+                      catch_exceptions=False)
+    assert r.exit_code == 0 and (tmp_path / "~nosuchuser" / "out" / "a.png").is_file(), r.output

@@ -111,7 +111,8 @@ def test_no_room_for_the_networks_output_plane_is_the_librarys_error(tiny_model_
 
 @pytest.mark.parametrize(("scale", "size", "words"), [
     ("2", None, "is not a number"), (True, None, "is not a number"), ([2], None, "not a number"),
-    (16.0000001, None, "scale 16.0000001 is out of range"), (None, (24,), r"not \(height, width\)"),
+    (16.0000001, None, "scale 16.0000001 is out of range"), (10**400, None, "scale inf is out"),
+    (None, (24,), r"not \(height, width\)"),
     (None, (24.5, 20), r"not \(height, width\)"), (None, 24, r"not \(height, width\)"),
     (2.0, (24, 24), "not both"),
 ])
