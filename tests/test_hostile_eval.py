@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 from helpers import random_rgb
+from typer.testing import CliRunner
 
+from drcn_plugin import compare, devices
+from drcn_plugin.cli import app
 from drcn_plugin.evaluation import evaluate
 
 
@@ -24,3 +27,17 @@ def test_images_sharing_a_stem_are_each_scored(folder: Path) -> None:
     assert both.images["a.png"].psnr == alone["a.png"] != alone["a.jpg"]
     assert both.psnr == pytest.approx((alone["a.png"] + alone["a.jpg"]) / 2)
 
+
+def test_compare_too_big_for_memory_is_one_line_before_any_work(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    random_rgb(30, 20).save(tmp_path / "in.png")
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 1 << 20)
+    panels = []
+    monkeypatch.setattr(compare, "compare_panels", lambda *a, **k: panels.append(a))
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "--scale", "16",
+                                      "--no-from-original", "-m", tiny_model_file, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "480x320 panels needs about" in lines[0], result.output
+    assert "available" in lines[0] and not panels and not out.exists()
