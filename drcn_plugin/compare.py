@@ -26,14 +26,17 @@ def _y8(a: np.ndarray) -> torch.Tensor:
 
 
 def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
-    """Top-left corner of the ``size`` square with the most gradient energy (where SR shows)."""
+    """Top-left corner of the ``size`` square with the most gradient energy (where SR shows); on
+    an image narrower or shorter than ``size``, the busiest window along its other side."""
     h, w = y.shape
-    if h <= size or w <= size:
+    if (h <= size and w <= size) or min(h, w) < 2:
         return 0, 0
     g = (y[1:, :-1] - y[:-1, :-1]).abs() + (y[:-1, 1:] - y[:-1, :-1]).abs()
-    pooled = torch.nn.functional.avg_pool2d(g[None, None], size, stride=max(1, size // 4))[0, 0]
+    step = max(1, size // 4)
+    window = (min(size, h - 1), min(size, w - 1))
+    pooled = torch.nn.functional.avg_pool2d(g[None, None], window, stride=step)[0, 0]
     r, c = divmod(int(pooled.argmax()), pooled.shape[1])
-    return r * max(1, size // 4), c * max(1, size // 4)
+    return r * step, c * step
 
 
 def check_compare_scale(scale: float) -> float:

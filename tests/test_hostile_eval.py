@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import random_rgb
 from typer.testing import CliRunner
 
@@ -41,3 +42,12 @@ def test_compare_too_big_for_memory_is_one_line_before_any_work(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "480x320 panels needs about" in lines[0], result.output
     assert "available" in lines[0] and not panels and not out.exists()
+
+
+@pytest.mark.parametrize("shape", [(40, 400), (400, 40)])
+def test_the_crop_of_a_strip_shorter_than_it_finds_the_detail(shape: tuple[int, int]) -> None:
+    y = torch.zeros(shape, dtype=torch.float64)
+    detail = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y[-200:, -200:] = 255 * detail[-200:, -200:]  # only the far end has any detail
+    r, c = compare._busiest_crop(y, 160)
+    assert max(r, c) >= 200 - 40 and min(r, c) == 0
