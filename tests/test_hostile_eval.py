@@ -51,3 +51,15 @@ def test_the_crop_of_a_strip_shorter_than_it_finds_the_detail(shape: tuple[int, 
     y[-200:, -200:] = 255 * detail[-200:, -200:]  # only the far end has any detail
     r, c = compare._busiest_crop(y, 160)
     assert max(r, c) >= 200 - 40 and min(r, c) == 0
+
+
+@pytest.mark.parametrize("spec", [".", ".."])
+def test_eval_of_the_current_folder_names_it(folder: Path, spec: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    random_rgb(24, 24).save(folder / "a.png")
+    sub = folder / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(folder if spec == "." else sub)
+    result = CliRunner().invoke(app, ["eval", "--dataset", spec, "-m", "bicubic", "-s", "2"])
+    assert result.exit_code == 0, result.output
+    assert "bicubic on in (PSNR" in " ".join(result.output.split())
