@@ -180,7 +180,8 @@ def eval_cmd(
                               on_image=on_image)
         label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
-        title = f"{label} on {dataset.name}" + (f", LR degraded by {recipe}" if recipe else "")
+        where = Path(os.path.abspath(dataset)).name or str(dataset)  # "." and ".." named too
+        title = f"{label} on {where}" + (f", LR degraded by {recipe}" if recipe else "")
         if json_out is not None:
             from .writing import atomic_write_bytes
 

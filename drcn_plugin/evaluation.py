@@ -109,13 +109,17 @@ def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
 def read_dataset(folder: Path, scales: Sequence[int],
                  colour: bool = False) -> list[tuple[str, torch.Tensor]]:
     """(name, 8-bit image) of every image in ``folder``: Y planes, or colour (to degrade, as
-    :mod:`.degrade` does); refuses a file that cannot be read or is too small for a scale."""
+    :mod:`.degrade` does); refuses a file that cannot be read or is too small for a scale.
+
+    An image is named by its file's stem (``baby``), or, when two files share a stem (``a.png``
+    and ``a.jpg``), every image by its file name, so that no score replaces another's."""
     read = read_image8 if colour else read_y
     images = [(p, read(p)) for p in list_images(folder)]
     for path, image in images:
         for s in scales:
             _check_size(str(path), image, s)
-    return [(path.stem, image) for path, image in images]
+    unique = len({path.stem for path, _ in images}) == len(images)
+    return [(path.stem if unique else path.name, image) for path, image in images]
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],

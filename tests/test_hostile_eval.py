@@ -1,0 +1,65 @@
+"""``drcn eval`` and ``drcn compare`` against awkward datasets and inputs (a hostile pass)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import random_rgb
+from typer.testing import CliRunner
+
+from drcn_plugin import compare, devices
+from drcn_plugin.cli import app
+from drcn_plugin.evaluation import evaluate
+
+
+def test_images_sharing_a_stem_are_each_scored(folder: Path) -> None:
+    random_rgb(24, 24, seed=1).save(folder / "a.png")
+    random_rgb(24, 24, seed=2).save(folder / "a.jpg", quality=90)
+    both = evaluate(None, folder, [2])[2]
+    assert set(both.images) == {"a.jpg", "a.png"}
+    alone = {}
+    for name in ("a.png", "a.jpg"):
+        single = folder.parent / name.replace(".", "-")
+        single.mkdir()
+        (folder / name).rename(single / name)
+        alone[name] = evaluate(None, single, [2])[2].psnr
+    assert both.images["a.png"].psnr == alone["a.png"] != alone["a.jpg"]
+    assert both.psnr == pytest.approx((alone["a.png"] + alone["a.jpg"]) / 2)
+
+
+def test_compare_too_big_for_memory_is_one_line_before_any_work(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    random_rgb(30, 20).save(tmp_path / "in.png")
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 1 << 20)
+    panels = []
+    monkeypatch.setattr(compare, "compare_panels", lambda *a, **k: panels.append(a))
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "--scale", "16",
+                                      "--no-from-original", "-m", tiny_model_file, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "480x320 panels needs about" in lines[0], result.output
+    assert "available" in lines[0] and not panels and not out.exists()
+
+
+@pytest.mark.parametrize("shape", [(40, 400), (400, 40)])
+def test_the_crop_of_a_strip_shorter_than_it_finds_the_detail(shape: tuple[int, int]) -> None:
+    y = torch.zeros(shape, dtype=torch.float64)
+    detail = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y[-200:, -200:] = 255 * detail[-200:, -200:]  # only the far end has any detail
+    r, c = compare._busiest_crop(y, 160)
+    assert max(r, c) >= 200 - 40 and min(r, c) == 0
+
+
+@pytest.mark.parametrize("spec", [".", ".."])
+def test_eval_of_the_current_folder_names_it(folder: Path, spec: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    random_rgb(24, 24).save(folder / "a.png")
+    sub = folder / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(folder if spec == "." else sub)
+    result = CliRunner().invoke(app, ["eval", "--dataset", spec, "-m", "bicubic", "-s", "2"])
+    assert result.exit_code == 0, result.output
+    assert "bicubic on in (PSNR" in " ".join(result.output.split())
