@@ -336,7 +336,7 @@ def compare(
                                       help="seed of the degradation's random draws")] = 0,
 ) -> None:
     """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
-    from .compare import check_compare_scale, compare_image
+    from .compare import check_compare_scale, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
@@ -360,10 +360,10 @@ def compare(
             raise OutputExistsError(f"{target} exists", path=target)
         probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
-        engines = {m: Upscaler(m, device=device) for m in dict.fromkeys(model)}
-        sheet = compare_image(array, scale, engines if len(engines) > 1 else engines[model[0]],
-                              from_original, crop,
-                              degrade=recipe, seed=seed)
+        engines = {label: Upscaler(m, device=device) for m, label in panel_labels(model).items()}
+        upscaler = engines if len(engines) > 1 else next(iter(engines.values()))
+        sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
+                              seed=seed)
         atomic_save(sheet, target, "PNG", overwrite=overwrite)
         console.print(f"wrote {target}", markup=False, highlight=False)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from .degrade import Recipe
 from .devices import available_memory
 from .engine import Upscaler
 from .errors import BadImageError, BadOptionError, OutOfMemoryError
+from .hub import names_a_path
 from .imaging import image_y, imresize
 from .metrics import psnr
 from .planes import require_unit_range, to_planes
@@ -37,6 +39,13 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
     pooled = torch.nn.functional.avg_pool2d(g[None, None], window, stride=step)[0, 0]
     r, c = divmod(int(pooled.argmax()), pooled.shape[1])
     return r * step, c * step
+
+
+def panel_labels(specs: Sequence[str]) -> dict[str, str]:
+    """A panel label for each model spec: a local file's or folder's own name (the sheet's
+    columns stay narrow), the whole spec where two names would read the same."""
+    short = {spec: Path(spec).name if names_a_path(spec) else spec for spec in specs}
+    return short if len(set(short.values())) == len(short) else {spec: spec for spec in specs}
 
 
 def check_compare_scale(scale: float) -> float:

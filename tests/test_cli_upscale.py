@@ -338,6 +338,15 @@ def test_compare_gives_one_panel_per_model(tiny_model_file: str, tiny_model) -> 
     assert not np.array_equal(panels["first"], panels["second"])
 
 
+def test_compare_labels_a_model_file_by_its_name_unless_two_read_the_same() -> None:
+    from drcn_plugin.compare import panel_labels
+
+    assert panel_labels(["drcn-lite", "/runs/a/best.safetensors", "hf:u/m", "drcn-lite"]) == {
+        "drcn-lite": "drcn-lite", "/runs/a/best.safetensors": "best.safetensors", "hf:u/m": "hf:u/m"}
+    both = ["/runs/a/best.safetensors", "runs/b/best.safetensors"]
+    assert panel_labels(both) == {spec: spec for spec in both}
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["upscale", "IMG", "--scale", "x"], "Invalid value for '--scale' / '-s'"),
     (["upscale", "IMG", "--denoise", "nan"], "invalid value for --denoise: denoise strength nan"),
