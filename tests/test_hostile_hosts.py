@@ -1,0 +1,64 @@
+"""Hostile inputs to the host front ends: ComfyUI batches refused before any frame is read or
+upscaled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import seeded_drcn
+from test_comfyui_nodes import NODES, PKG
+
+from drcn_plugin import engine
+from drcn_plugin.model import DRCN
+
+UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DRCN:
+    return seeded_drcn()
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every frame the node converts for the engine (each costs a pass over the frame)."""
+    reads: list[int] = []
+    real = NODES.to_engine
+    monkeypatch.setattr(NODES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
+    return reads
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_its_frames_are_read(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 1080p frames at x2 took 4 minutes to refuse: every frame was converted first, to pick
+    the estimate's bytes per value."""
+    reads = _count_reads(monkeypatch)
+    monkeypatch.setattr(engine, "_available_memory", lambda device: 1 << 28)
+    frames = torch.zeros(1, 1, 1, 3).expand(64, 270, 480, 3)
+    with pytest.raises(NODES.DRCNNodeError, match="a batch of 64 frames of 960x540 needs about"):
+        UPSCALE.upscale(frames, tiny, 2.0, 0, False)
+    assert reads == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_frame_with_nan_is_named_before_any_frame_is_upscaled(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
+    """A VAE decode in half precision can give NaN frames: the batch ran up to that frame, then
+    failed without saying which one."""
+    ran, real = [], engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    frames = torch.rand(4, 8, 8, 3, generator=torch.Generator().manual_seed(1))
+    frames[2, 3, 3, 1] = bad
+    kept = frames.clone()
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=1)
+    assert str(info.value) == "DRCN: frame 3 of 4 has NaN or infinite values"
+    assert ran == [] and torch.equal(frames.nan_to_num(), kept.nan_to_num())
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: the image has NaN or infinite values$"):
+        UPSCALE.upscale(frames[2:3], tiny, 2.0, 0, False)
+
+
+def test_a_masks_type_is_named_with_its_article(tiny: DRCN) -> None:
+    with pytest.raises(NODES.DRCNNodeError, match="a MASK holds floats in 0..1"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
+                        mask=torch.ones(1, 8, 8, dtype=torch.int64))
