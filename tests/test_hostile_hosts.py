@@ -1,7 +1,9 @@
 """Hostile inputs to the host front ends: ComfyUI batches refused before any frame is read or
-upscaled."""
+upscaled, and the UPSCALE_MODEL module's refusals (memory, empty tiles) before it upscales."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from drcn_plugin import engine
 from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+MODELS = sys.modules[f"{PKG.__name__}.upscale_model"]
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,29 @@ def test_a_masks_type_is_named_with_its_article(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match="a MASK holds floats in 0..1"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
                         mask=torch.ones(1, 8, 8, dtype=torch.int64))
+
+
+def test_the_upscale_model_refuses_what_cannot_fit_before_upscaling(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called on a whole image (not ComfyUI's 512 px tiles), the module upscaled with no memory
+    estimate: a result larger than memory went on until the allocator or the OS stopped it."""
+    ran, real = [], engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    module = MODELS.DRCNUpscaleModule(tiny, 4)
+    tile = torch.rand(2, 3, 40, 30, generator=torch.Generator().manual_seed(2))
+    assert module(tile).shape == (2, 3, 160, 120) and len(ran) == 2
+    ran.clear()
+    one = engine.memory_needed(40, 30, 3, 4, size=(160, 120)) + 160 * 120 * 3 * 4 * 2
+    monkeypatch.setattr(engine, "_available_memory", lambda device: one)
+    with pytest.raises(NODES.DRCNNodeError, match="a batch of 2 tiles of 120x160 needs about"):
+        module(tile)
+    assert ran == []
+    assert module(tile[:1]).shape == (1, 3, 160, 120)  # one result, stacked: fits
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 6, 6), (1, 3, 0, 5), (2, 3, 5, 0)])
+def test_the_upscale_model_refuses_an_empty_batch_in_one_line(tiny: DRCN, shape: tuple) -> None:
+    """A tile of zero rows or columns raised torch's own RuntimeError from ``min()``."""
+    with pytest.raises(NODES.DRCNNodeError, match=r"^DRCN: the batch is empty \("):
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(*shape))
