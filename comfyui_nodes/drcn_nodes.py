@@ -159,8 +159,8 @@ def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
         raise BadImageError(f"the {what} is a 'meta' tensor: it has a shape but no values")
     if not (tensor.is_floating_point() or tensor.dtype == torch.bool):
         raise BadImageError(f"the {what} holds {str(tensor.dtype).removeprefix('torch.')} "
-                            f"values: an {'IMAGE' if what == 'image' else 'MASK'} holds floats "
-                            "in 0..1")
+                            f"values: {'an IMAGE' if what == 'image' else 'a MASK'} holds "
+                            "floats in 0..1")
     return tensor
 
 
@@ -221,14 +221,19 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     def frame(i: int) -> np.ndarray:
         return to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]])
 
-    # each frame goes in as uint8 or float32: estimate with the widest any frame takes
     planes = channels + (alpha is not None)
-    itemsize = 4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1
-    # held beside one upscale: the whole output batch (image and mask planes, float32) and the
-    # rest of one step's engine results
-    held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
-    check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
-                 what=f"a batch of {count} frames of {ow}x{oh}")
+
+    def fits(itemsize: int) -> None:
+        # held beside one upscale: the whole output batch (image and mask planes, float32) and
+        # the rest of one step's engine results
+        held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
+        check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
+                     what=f"a batch of {count} frames of {ow}x{oh}")
+
+    fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
+    finite_frames(image)
+    # each frame goes in as uint8 or float32: estimate with the widest any frame takes
+    fits(4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1)
     out_image = torch.empty((count, oh, ow, channels))
     # a plane per frame even when unused: nodes downstream may write into a MASK in place
     out_mask = torch.empty((count, oh, ow)) if has_mask else torch.zeros((count, oh, ow))
@@ -260,6 +265,16 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         if mm is not None:
             mm.soft_empty_cache()
     return out_image, out_mask
+
+
+def finite_frames(image: torch.Tensor) -> None:
+    """Refuse a batch with NaN or infinite values (a half-precision VAE decode can give them)
+    before any frame is upscaled, naming the first such frame."""
+    count = image.shape[0]
+    for i in range(count):
+        if not bool(torch.isfinite(image[i]).all()):
+            raise BadImageError(f"frame {i + 1} of {count} has NaN or infinite values"
+                                if count > 1 else "the image has NaN or infinite values")
 
 
 def to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from drcn_plugin.engine import Upscaler
+from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, MissingDependencyError
 from drcn_plugin.hub import from_state_dict, looks_like_drcn
 from drcn_plugin.model import DRCN
@@ -69,19 +69,25 @@ class DRCNUpscaleModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
         with user_errors():
-            if x.ndim == 4 and x.shape[0] == 0:
-                raise BadImageError("the batch is empty (0 images)")
             if x.ndim != 4 or x.shape[1] != 3:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
+            count, _, h, w = x.shape
+            if x.numel() == 0:
+                raise BadImageError(f"the batch is empty ({count} images of {w}x{h} pixels)")
             readable(x, "image")
+            tiles = [to_engine(frame.permute(1, 2, 0)) for frame in x]
+            itemsize = max(tile.itemsize for tile in tiles)
+            oh, ow = h * self.scale, w * self.scale
+            # held beside one upscale: the float32 results and the batch stacked from them
+            check_memory(h, w, 3, itemsize, size=(oh, ow), held=8 * count * oh * ow * 3,
+                         what=f"a batch of {count} tiles of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
             if self._engine is None or self._engine.device != device:
                 self._engine = Upscaler(self.drcn, device=str(device))
             mm, _ = comfy_modules()
             cancel = interrupt_check(mm) if mm is not None else None
-            out = [from_engine(self._engine.upscale(to_engine(frame.permute(1, 2, 0)),
-                                                     float(self.scale), cancel=cancel))
-                   for frame in x]
+            out = [from_engine(self._engine.upscale(tile, float(self.scale), cancel=cancel))
+                   for tile in tiles]
         return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
 
 
