@@ -22,7 +22,7 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import MODEL_OPTIONS, TrainConfig, default_of, flag_of
+from .config import MODEL_OPTIONS, TrainConfig, check_options, default_of, flag_of
 
 app = typer.Typer()
 
@@ -94,7 +94,7 @@ def train_cmd(
             if options[name] == "":  # "" is also these options' "not given"
                 raise BadOptionError(EMPTY_PATH, option=name)
         cfg = TrainConfig(**options)
-        cfg.check(resume)  # before the progress bar appears
+        check_options(cfg, resume, given)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
             try:
