@@ -1,5 +1,5 @@
-"""Training's option combinations found by a hostile pass: an option the others leave without
-effect is refused in one line."""
+"""Training's option combinations and interrupts found by a hostile pass: an option the others
+leave without effect is refused in one line, and an interrupt before the steps says so."""
 
 from __future__ import annotations
 
@@ -64,3 +64,21 @@ def test_the_library_refuses_a_combination_before_making_the_run_folder(t12: Pat
     with pytest.raises(BadOptionError, match="only with the sgd optimizer") as info:
         train(tiny(t12, tmp_path / "run", momentum=0.5))
     assert info.value.option == "momentum" and not (tmp_path / "run").exists()
+
+
+def test_an_interrupt_before_the_steps_is_one_line(t12: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainConfig, "check", interrupted)
+    code, output = _cli(t12, tmp_path / "run")
+    assert code == 130 and output.strip() == "error: interrupted: no checkpoint was written yet"
+
+
+def test_the_closing_line_is_not_wrapped(t12: Path, tmp_path: Path) -> None:
+    out = tmp_path / ("a-long-run-folder-name-" * 3)
+    code, output = _cli(t12, out)
+    assert code == 0, output
+    assert f"wrote {out / 'drcn-f4-d2-x2.safetensors'} and its model card (4 steps, " in output
+    assert output.rstrip().endswith(" steps/s)") and "\nsteps/s" not in output
