@@ -278,7 +278,8 @@ def test_train_checks_what_it_needs_at_the_end_before_it_starts(t12: Path, tmp_p
     blocker.write_text("")
     for kwargs, message in ((dict(val_data=str(bad_val)), "not an image Pillow can read"),
                             (dict(test_data=[str(tiny_val)]), "t.png is 12x12: too small"),
-                            (dict(baseline=str(tmp_path / "none.safetensors")), "none.safetensors"),
+                            (dict(baseline=str(tmp_path / "none.safetensors"), val_data=str(t12)),
+                             "none.safetensors"),
                             (dict(out=str(blocker / "sub")), "cannot make the folder")):
         cfg = replace(tiny(t12, tmp_path / "run"), **kwargs)
         with pytest.raises(DRCNError, match=message):

@@ -22,7 +22,7 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import MODEL_OPTIONS, TrainConfig, default_of, flag_of
+from .config import MODEL_OPTIONS, TrainConfig, check_options, default_of, flag_of
 
 app = typer.Typer()
 
@@ -83,10 +83,22 @@ def train_cmd(
     **options: Any,
 ) -> None:
     """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
+    signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
+    out = Path(options["out"])
+    try:  # from here (the trainer's imports take seconds) an interrupt is one line
+        _train(ctx, resume, overwrite, options)
+    except KeyboardInterrupt:
+        print_error("interrupted: " + ("--resume continues from the last checkpoint"
+                                       if (out / "last.pt").exists() else
+                                       "no checkpoint was written yet"))
+        raise typer.Exit(stopped_status()) from None
+
+
+def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str, Any]) -> None:
+    """``drcn train``'s work: options checked, the run, and its one-line outcome."""
     from ..progress import TrainProgress
     from .trainer import train
 
-    signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
     with user_errors({OutputExistsError: "continue it with --resume, or start over with "
                                          "--overwrite"}):
         given = given_options(ctx, options)
@@ -94,19 +106,14 @@ def train_cmd(
             if options[name] == "":  # "" is also these options' "not given"
                 raise BadOptionError(EMPTY_PATH, option=name)
         cfg = TrainConfig(**options)
-        cfg.check(resume)  # before the progress bar appears
+        check_options(cfg, resume, given)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
-            try:
-                log = train(cfg, resume, bar.update, overwrite, given)
-            except KeyboardInterrupt:
-                print_error("interrupted: " + ("--resume continues from the last checkpoint"
-                                               if (out / "last.pt").exists() else
-                                               "no checkpoint was written yet"))
-                raise typer.Exit(stopped_status()) from None
+            log = train(cfg, resume, bar.update, overwrite, given)
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
-                          f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False)
+                          f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,
+                          soft_wrap=True)
         elif log.get("nothing_to_do"):
             where = "past" if log["step"] > cfg.stop_at else "at"
             console.print(f"already at step {log['step']}, {where} --stop-at {cfg.stop_at}: "

@@ -10,6 +10,7 @@ import math
 import os
 import shlex
 import textwrap
+from collections.abc import Collection
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -203,6 +204,46 @@ class TrainConfig:
         """The training and validation degradation recipes (None: clean protocol pairs)."""
         return (Recipe.parse(self.degrade) if self.degrade else None,
                 Recipe.parse(self.val_degrade, "val_degrade") if self.val_degrade else None)
+
+
+def check_options(cfg: TrainConfig, resume: bool, given: Collection[str] | None) -> None:
+    """:meth:`TrainConfig.check`, and for a new run :func:`check_combination` (a resume takes
+    its checkpoint's recipe, so only its values are checked here)."""
+    cfg.check(resume)
+    if not resume:
+        check_combination(cfg, given)
+
+
+def check_combination(cfg: TrainConfig, given: Collection[str] | None = None) -> None:
+    """Refuse options the user gave that the others leave without effect (a duplicate scale,
+    drops with another schedule, ...): silently ignored, they would train another recipe than
+    the one asked for. ``given``: the options given (None: those not at their default)."""
+    asked = set(given) if given is not None else \
+        {f.name for f in fields(cfg) if getattr(cfg, f.name) != default_of(f)}
+    fixed = cfg.minutes <= 0  # a time budget fits the step count itself
+    measured = bool(cfg.test_data or default_val_folder(cfg))
+    if len(set(cfg.scales)) < len(cfg.scales):
+        raise BadOptionError(f"scales {', '.join(map(str, cfg.scales))} name one twice: give "
+                             "each once", option="scale")
+    problems = [
+        ("lr_drops", cfg.schedule != "step",
+         f"learning-rate drops act only with the step schedule, not {cfg.schedule}"),
+        ("momentum", cfg.optimizer != "sgd",
+         f"the momentum acts only with the sgd optimizer, not {cfg.optimizer}"),
+        ("degrade_copies", not cfg.degrade, "degraded copies need a degradation recipe"),
+        ("teacher_weight", not cfg.teacher, "a teacher weight needs a teacher"),
+        ("alpha_decay", cfg.alpha <= 0, "with alpha 0 there is no per-depth loss to decay"),
+        ("steps", not fixed and cfg.steps > 0,
+         "a time budget fits its own step count: give one or the other (or steps 0)"),
+        ("stop_at", fixed and cfg.stop_at >= cfg.steps,
+         f"step {cfg.stop_at} is not before the run's end ({cfg.steps} steps), so the run would "
+         "not stop there"),
+        ("val_degrade", not measured, "there is no validation or test folder to degrade"),
+        ("baseline", not measured, "there is no validation or test folder to measure it on"),
+    ]
+    for name, bad, message in problems:
+        if bad and name in asked:
+            raise BadOptionError(message, option=name)
 
 
 def _words(f: Field, value: Any) -> list[str]:

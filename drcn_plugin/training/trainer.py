@@ -49,7 +49,7 @@ from .checkpoint import (
     save_state,
     stop_reached,
 )
-from .config import MAX_STEPS, TrainConfig, default_val_folder
+from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, resume: bool = False,
     ``given``: the option names the user gave, which a resume names when the checkpoint
     overrides them (None: those not at their default)."""
     try:
-        cfg.check(resume)
+        check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
         with hold_run_folder(Path(cfg.out), Dist.from_env().main):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
