@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Literal, get_args
 import psutil
 import torch
 
-from .errors import BadOptionError, DeviceError
+from .errors import BadOptionError, DeviceError, DRCNError, OutOfMemoryError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -287,3 +289,16 @@ def is_out_of_memory(e: BaseException) -> bool:
     msg = str(e).lower()
     return (isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg
             or "can't allocate" in msg)
+
+
+@contextmanager
+def allocating(h: int, w: int, device: torch.device, what: str = "result") -> Iterator[None]:
+    """Around the colour and interpolation steps: running out of memory there, for an ``h x w``
+    ``what``, is the library's :class:`OutOfMemoryError`, not the allocator's RuntimeError."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
+        if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+            raise
+        raise OutOfMemoryError(f"not enough memory for a {w}x{h} {what} on {device}: ask for "
+                               "a smaller size, or free memory") from e

@@ -15,8 +15,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from torch.utils.hooks import RemovableHandle
 from . import tuning
 from .devices import (
     Precision,
+    allocating,
     cpu_bf16_unproven,
     device_name,
     is_out_of_memory,
@@ -32,11 +32,19 @@ from .devices import (
     pick_precision,
 )
 from .devices import available_memory as _available_memory  # its own name: tests replace it
-from .errors import BadOptionError, Cancelled, DRCNError, ModelLoadError, OutOfMemoryError
+from .errors import BadImageError, BadOptionError, Cancelled, ModelLoadError, OutOfMemoryError
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
-from .planes import BLOCK_PIXELS, PEAKS, fill_transparent, interpolated_y, merge, to_planes
+from .planes import (
+    BLOCK_PIXELS,
+    PEAKS,
+    fill_transparent,
+    interpolated_y,
+    kept_range,
+    merge,
+    to_planes,
+)
 from .sizing import network_size, output_size, whole_number
 
 ProgressFn = Callable[[int, int], None]
@@ -91,17 +99,12 @@ def _stderr_line(message: str) -> None:
     print(f"drcn: {message}", file=sys.stderr, flush=True)
 
 
-@contextmanager
-def _allocating(h: int, w: int, device: torch.device, what: str = "result") -> Iterator[None]:
-    """Around the colour and interpolation steps: running out of memory there, for an ``h x w``
-    ``what``, is the library's :class:`OutOfMemoryError`, not the allocator's RuntimeError."""
-    try:
-        yield
-    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as e:
-        if isinstance(e, DRCNError) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
-            raise
-        raise OutOfMemoryError(f"not enough memory for a {w}x{h} {what} on {device}: ask for "
-                               "a smaller size, or free memory") from e
+def _require_callable(**callbacks: object) -> None:
+    """Refuse a callback that is neither a function nor None (it would fail mid-job)."""
+    for name, fn in callbacks.items():
+        if fn is not None and not callable(fn):
+            raise BadOptionError(f"{name} must be a function or None, got {type(fn).__name__}",
+                                 option=name)
 
 
 class Upscaler:
@@ -129,6 +132,9 @@ class Upscaler:
                 raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
                                      f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
                                      option=name)
+        _require_callable(notify=notify)
+        if not isinstance(tta, bool | np.bool_):  # "no" or "false" would turn it on
+            raise BadOptionError(f"tta must be True or False, got {tta!r}", option="tta")
         if tile and tile < tuning.MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
                                  f"{tuning.MIN_TILE}", option="tile")
@@ -144,7 +150,7 @@ class Upscaler:
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
-        self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), tta
+        self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), bool(tta)
         self.notify = notify if notify is not None else _stderr_line
         self._precision_open = precision == "auto" and self.device.type == "cpu" \
             and cpu_bf16_unproven() and tuning.tuning_enabled()
@@ -322,6 +328,10 @@ class Upscaler:
                 if not is_out_of_memory(e):
                     raise
                 raise _PlanTooBigError from e
+            if not torch.isfinite(y).all():  # not blank or NaN pixels in a result
+                raise BadImageError(f"the model gave NaN or infinite values for this image in "
+                                    f"{str(self.dtype).removeprefix('torch.')}"
+                                    + (": use precision fp32" * (self.dtype != torch.float32)))
             for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
@@ -334,7 +344,7 @@ class Upscaler:
 
         On out-of-memory the batch, then the tile, is halved and the plane is run again.
         """
-        with _allocating(*ilr.shape, self.device):
+        with allocating(*ilr.shape, self.device):
             ilr = ilr.float().cpu()
             out = torch.empty_like(ilr)
         if self._precision_open and not self.tile and ilr.numel() >= tuning.MEASURE_MIN_PIXELS:
@@ -383,8 +393,9 @@ class Upscaler:
         (:func:`.planes.fill_transparent`); pass False when the colour under alpha 0 is content,
         as under a host's mask carried along as alpha.
         """
+        _require_callable(progress=progress, cancel=cancel)
         h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
-        with _allocating(h, w, self.device, "input"):  # its float copy
+        with allocating(h, w, self.device, "input"):  # its float copy
             planes, kind = to_planes(image)
         _, h, w = planes.shape
         oh, ow = output_size(h, w, scale, size)
@@ -399,11 +410,8 @@ class Upscaler:
             return out
         work = network_size(h, w, oh, ow)
         colour = planes.shape[0] in (3, 4)
-        float_range = (0.0, 1.0)  # used for float images only: their range, widened to 0..1
-        if np.dtype(kind).kind == "f":
-            body = planes[:3] if colour else planes[:1]
-            float_range = (min(0.0, float(body.min())), max(1.0, float(body.max())))
-        with _allocating(oh, ow, self.device):
+        float_range = kept_range(image) if np.dtype(kind).kind == "f" else (0.0, 1.0)
+        with allocating(oh, ow, self.device):
             src = planes.to(self.device)
             if fill_hidden:
                 fill_transparent(src)
@@ -413,7 +421,7 @@ class Upscaler:
             ilr = interpolated_y(src[0], work, PEAKS.get(np.dtype(kind)))
         y_out = self.run_y(ilr, progress, cancel)  # backs off on its own out-of-memory
         del ilr
-        with _allocating(oh, ow, self.device):
+        with allocating(oh, ow, self.device):
             if work != (oh, ow):  # the network's result to the size, on the engine's device
                 y_out = interpolated_y(y_out.to(self.device), (oh, ow), None)
             out = merge(y_out, src[1:], colour, kind, float_range)

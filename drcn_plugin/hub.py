@@ -179,6 +179,8 @@ def from_state_dict(sd: dict[str, torch.Tensor], origin: str) -> DRCN:
 
 def checked(model: DRCN, origin: str) -> DRCN:
     """Refuse weights with NaN or infinite values: they would give blank images, not an error."""
+    if any(p.is_meta for p in model.state_dict().values()):
+        raise ModelLoadError(f"{origin} has no weight values (meta tensors): load its weights")
     bad = [name for name, p in model.state_dict().items()
            if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:

@@ -36,15 +36,24 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     peak = PEAKS.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
         raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
+    if peak is None:  # checked in the image's own dtype: float64 beyond float32 is no NaN
+        if not np.isfinite(image).all():
+            raise BadImageError("the image has NaN or infinite values")
+        if max(-float(image.min()), float(image.max())) > FLOAT_LIMIT:
+            raise BadImageError(f"the image has values beyond ±{FLOAT_LIMIT:g}, which overflow "
+                                "the float32 arithmetic")
     t = torch.from_numpy(image.astype(np.float32, copy=True))
     if peak is not None:
         t.div_(peak)
-    elif not torch.isfinite(t).all():
-        raise BadImageError("the image has NaN or infinite values")
-    elif t.abs().max() > FLOAT_LIMIT:
-        raise BadImageError(f"the image has values beyond ±{FLOAT_LIMIT:g}, which overflow the "
-                            "float32 arithmetic")
     return t.permute(2, 0, 1).contiguous(), image.dtype
+
+
+def kept_range(image: np.ndarray) -> tuple[float, float]:
+    """The range a float image's result keeps: its colour (or grey) values' range widened to
+    0..1, read in the image's own dtype (exact as Python floats), not through float32."""
+    image = np.asarray(image)
+    body = image if image.ndim == 2 else image[..., :3] if image.shape[2] > 2 else image[..., :1]
+    return min(0.0, float(body.min())), max(1.0, float(body.max()))
 
 
 def require_unit_range(image: np.ndarray, purpose: str) -> None:
@@ -135,4 +144,6 @@ def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype
         else:
             t = torch.cat([t[..., :n].clamp(*float_range), t[..., n:].clamp(0, 1)], dim=-1)
         out[r0:r1] = t.cpu().numpy().astype(dtype, copy=False)
+        if out.dtype.kind == "f":  # float32 bounds can round past a float64 range: clip again
+            np.clip(out[r0:r1, :, :n], *float_range, out=out[r0:r1, :, :n])
     return out

@@ -257,7 +257,8 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
 
 def balanced_core(length: int, tile: int) -> int:
     """The smallest core <= ``tile`` that covers ``length`` with as few windows as ``tile`` does."""
-    return math.ceil(length / math.ceil(length / tile))
+    windows = -(-length // tile)  # integer ceilings: a tile of 10**400 px is one window
+    return -(-length // windows)
 
 
 @dataclass

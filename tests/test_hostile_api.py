@@ -1,0 +1,101 @@
+"""A hostile pass over ``Upscaler(...).upscale(...)`` as a library user calls it: each odd
+argument is one typed error or a right result, never a raw exception or a wrong image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_drcn
+
+from drcn_plugin import BadImageError, BadOptionError, ModelLoadError, Upscaler
+from drcn_plugin.tuning import balanced_core
+
+
+@pytest.fixture
+def up(one_thread: None) -> Upscaler:
+    return Upscaler(seeded_drcn(), device="cpu", precision="fp32")
+
+
+def test_float64_results_stay_exactly_within_the_inputs_range(up: Upscaler) -> None:
+    # The bounds used to be float32: 1.1 became 1.100000023841858 in a float64 result.
+    image = np.full((12, 12), 1.1)
+    image[:, 6:], image[::3, ::3] = -0.05, 0.5
+    for layout in (image, np.dstack([image] * 3), np.dstack([image, np.ones_like(image)])):
+        out = up.upscale(layout, 2)
+        body = out if out.ndim == 2 else out[..., :3] if out.shape[2] > 2 else out[..., :1]
+        assert out.dtype == np.float64 and body.min() == -0.05 and body.max() == 1.1
+
+
+def test_finite_float64_beyond_float32_is_named_as_too_large(up: Upscaler) -> None:
+    with pytest.raises(BadImageError, match="beyond"):  # was "NaN or infinite", and a warning
+        up.upscale(np.full((4, 4), 1e300), 2)
+
+
+class _Broken(torch.nn.Module):
+    """A DRCN whose output has NaN or infinite pixels, as fp16 overflow gives."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.inner, self.value = seeded_drcn(), value
+        self.features, self.recursions = self.inner.features, self.inner.recursions
+        self.receptive_radius = self.inner.receptive_radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        y[..., 2, 2] = self.value
+        return y
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_non_finite_network_output_is_an_error_not_black_or_nan_pixels(
+        one_thread: None, value: float, dtype: type) -> None:
+    up = Upscaler(_Broken(value), device="cpu", precision="fp32")
+    with pytest.raises(BadImageError, match="NaN or infinite values"):
+        up.upscale(np.ones((10, 10, 3), dtype), 2)
+
+
+@pytest.mark.parametrize("name", ["progress", "cancel"])
+def test_a_callback_that_cannot_be_called_is_refused_before_any_work(up: Upscaler,
+                                                                     name: str) -> None:
+    with pytest.raises(BadOptionError, match=f"{name} must be a function"):
+        up.upscale(np.zeros((8, 8), np.uint8), 2, **{name: True})
+
+
+@pytest.mark.parametrize("kwargs", [{"tta": "no"}, {"tta": 1}, {"tta": None},
+                                    {"notify": "stderr"}])
+def test_tta_must_be_a_bool_and_notify_a_function(one_thread: None, kwargs: dict) -> None:
+    with pytest.raises(BadOptionError, match=next(iter(kwargs))):  # "no" was self-ensemble on
+        Upscaler(seeded_drcn(), device="cpu", **kwargs)
+
+
+def test_a_tile_larger_than_any_float_is_one_window(one_thread: None) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (20, 20), np.uint8)
+    huge = Upscaler(seeded_drcn(), device="cpu", precision="fp32", tile=10**400)
+    assert np.array_equal(huge.upscale(image, 2),  # was ZeroDivisionError
+                          Upscaler(seeded_drcn(), device="cpu", precision="fp32").upscale(image, 2))
+    assert balanced_core(40, 10**400) == 40 and balanced_core(40, 16) == 14
+
+
+def test_a_module_without_weight_values_is_a_model_error(one_thread: None) -> None:
+    with pytest.raises(ModelLoadError, match="meta tensors"):  # was Tensor.item()'s RuntimeError
+        Upscaler(seeded_drcn().to("meta"), device="cpu")
+
+
+def test_tiled_equals_untiled_and_the_input_is_left_alone(up: Upscaler) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((30, 26, 4)).astype(np.float32)
+    image[..., 3][image[..., 3] < 0.3] = 0  # transparent pixels get filled, on a copy
+    image = image[::-1]  # negative strides, and read-only
+    image.flags.writeable = False
+    before = image.copy()
+    whole = up.upscale(image, 2.5)
+    for tile in (16, 17, 23):
+        tiled = Upscaler(up.model, device="cpu", precision="fp32", tile=tile, batch=3)
+        assert np.abs(tiled.upscale(image, 2.5) - whole).max() <= 1e-6
+    assert np.array_equal(image, before) and whole.shape == (75, 65, 4)
+
+
+def test_17x13_at_x2_5_is_43x33_halves_rounded_up(up: Upscaler) -> None:
+    assert up.upscale(np.zeros((17, 13, 3), np.uint8), 2.5).shape == (43, 33, 3)
