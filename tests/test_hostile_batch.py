@@ -4,6 +4,7 @@ some file systems, stops before the first file, and install targets that cannot 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sys
@@ -15,14 +16,24 @@ from helpers import random_rgb
 from rich.console import Console
 from typer.testing import CliRunner
 
-from drcn_plugin import engine
+from drcn_plugin import engine, writing
 from drcn_plugin.batch import Job, Outcome, collect_jobs, run_job
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import WriteError
+from drcn_plugin.integrations import comfyui_install, gimp_install
 from drcn_plugin.progress import BatchProgress
 
 runner = CliRunner()
-posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and shell scripts")
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new file refused as in a read-only folder (the tests may run as root)."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(writing, "_new_part", refuse)
 
 
 @posix_only
@@ -88,3 +99,47 @@ def test_a_stop_before_the_first_file_is_one_line(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(engine.Upscaler, "__init__", interrupted)
     r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-m", tiny_model_file])
     assert r.exit_code == 130 and "error: interrupted: nothing written" in r.output, r.output
+
+
+def test_gimp_install_names_a_file_or_read_only_folder_in_its_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the cause, not errno text about a hidden temporary folder."""
+    (tmp_path / "file").write_text("mine")
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir", str(tmp_path / "file" / "GIMP")])
+    assert r.exit_code == 2 and f"{tmp_path / 'file'} is a file" in r.output, r.output
+    assert ".part" not in r.output and (tmp_path / "file").read_text() == "mine"
+    _read_only(monkeypatch)
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir", str(tmp_path / "GIMP 3")])
+    assert r.exit_code == 2 and "cannot write into" in r.output and "Permission denied" in \
+        r.output, r.output
+
+
+def test_gimp_install_expands_a_tilde_the_shell_left(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gimp-dir=~/GIMP`` (no shell expands a tilde after ``=``) is the home's folder, not a
+    folder named ``~`` made in the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir=~/GIMP"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "home" / "GIMP" / "plug-ins" / gimp_install.PLUGIN).is_dir()
+    assert list((tmp_path / "here").iterdir()) == []
+
+
+@posix_only
+def test_comfyui_install_into_a_read_only_folder_is_refused_before_pip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip must not change ComfyUI's Python for nodes that then cannot be put in place."""
+    comfy = tmp_path / "Comfy UI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").write_text("")
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo "
+                      f"'{json.dumps(['2.5.1', None])}'; else touch {tmp_path}/pip-ran; fi\n")
+    python.chmod(0o755)
+    _read_only(monkeypatch)
+    with pytest.raises(WriteError, match="cannot write into .*custom_nodes"):
+        comfyui_install.install(comfy, python)
+    assert not (tmp_path / "pip-ran").exists()
+    assert sorted(p.name for p in comfy.iterdir()) == ["custom_nodes", "main.py"]
