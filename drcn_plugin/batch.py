@@ -13,6 +13,7 @@ import os
 import stat
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,8 +248,9 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
                                            + j.source.suffix, str(j.source))):
         target = job.target
-        if _key(target) in taken:  # keep the source's extension: photo.gif -> photo.gif.png
-            target = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
+        second = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
+        if _key(target) in taken and len(os.fsencode(second.name)) <= NAME_MAX:
+            target = second  # keep the source's extension: photo.gif -> photo.gif.png
         n = 2
         while _key(target) in taken:
             target = job.target.with_name(f"{job.source.stem}{suffix}-{n}{job.target.suffix}")
@@ -275,8 +277,10 @@ def _file_id(path: str | Path) -> tuple[int, int] | None:
 
 
 def _key(target: Path) -> str:
-    """Names that differ only in case collide on macOS and Windows file systems."""
-    return str(target).lower()
+    """Names that differ only in case collide on macOS and Windows file systems, and on macOS's
+    also names that differ only in how an accent is encoded (é as one character, or e and a
+    combining accent)."""
+    return unicodedata.normalize("NFC", str(target)).lower()
 
 
 def _out_format(source: Path, fmt: str) -> str:

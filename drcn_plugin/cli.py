@@ -271,7 +271,8 @@ def upscale(
 
     signals_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing"}
-    with user_errors(hints):
+    written: list[str] = []  # for a stop outside the loop: while planning, loading, summing up
+    with user_errors(hints), stopped_cleanly(written):
         if overwrite and skip_existing:
             raise BadOptionError("--overwrite and --skip-existing contradict each other; pick one")
         sized = bool(width or height or long_edge)
@@ -303,6 +304,8 @@ def upscale(
                             console.print(out.detail, highlight=False, soft_wrap=True,
                                           markup=False)
                     outcomes.append(out)
+                    if out.status == "done":
+                        written.append(str(out.job.target))
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)
                 print_error(f"interrupted: {done} of {len(mine)} files written, nothing of the "

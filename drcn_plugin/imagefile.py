@@ -7,8 +7,10 @@ keeps 16-bit grey at 16 bits; a damaged or hostile file is one error naming it.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -94,12 +96,28 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
-    with _decoding(path), open(path, "rb") as f, Image.open(f) as im:
+    with _decoding(path), open_regular(path) as f, Image.open(f) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
         if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
             h, w = w, h
         return (h, w) if im.mode in _GREY_MODES else (3, h, w)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file: a pipe or device put in its place (an
+    input swapped during a batch) would block the read for ever, so it is refused at once."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise BadImageError(f"{path}: not a regular file (a pipe, device or socket)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @lru_cache(maxsize=1)
@@ -209,7 +227,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
     # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
     # the turned size for the stored pixels, scrambling them.
-    with open(path, "rb") as f, Image.open(f) as im:
+    with open_regular(path) as f, Image.open(f) as im:
         _check_decode_memory(im)
         alpha_bmp = _bmp_alpha(f, im)
         stored = _stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles

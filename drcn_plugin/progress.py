@@ -19,6 +19,7 @@ from rich.table import Table
 
 from .batch import Job, Outcome
 from .engine import Upscaler
+from .errors import single_line
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -56,9 +57,8 @@ class BatchProgress(_Display):
     def start(self, job: Job) -> None:
         """A file's job begins: its tile bar restarts under its name."""
         self._t0 = time.perf_counter()
-        self.progress.update(self.tile_task, description=escape(job.source.name), completed=0,
-                             total=1,
-                             visible=True)
+        self.progress.update(self.tile_task, description=escape(single_line(job.source.name)),
+                             completed=0, total=1, visible=True)
 
     def tiles(self, done: int, total: int) -> None:
         """Engine progress callback."""
@@ -83,10 +83,11 @@ class BatchProgress(_Display):
         colours = {"done": "green", "skipped": "yellow", "failed": "red"}
         for o in outcomes:
             size = lambda s: f"{s[0]}x{s[1]}" if s else ""  # noqa: E731
-            table.add_row(escape(str(o.job.source)), f"[{colours[o.status]}]{o.status}[/]",
-                          size(o.in_size), size(o.out_size), f"{o.seconds:.1f}",
+            table.add_row(escape(single_line(str(o.job.source))),
+                          f"[{colours[o.status]}]{o.status}[/]", size(o.in_size),
+                          size(o.out_size), f"{o.seconds:.1f}",
                           *[escape(o.model)] * per_file_model,
-                          escape(o.message.removeprefix(f"{o.job.source}: ")))
+                          escape(single_line(o.message.removeprefix(f"{o.job.source}: "))))
         console.print(table)
         done = [o for o in outcomes if o.status == "done"]
         mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6

@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled, source_checkout
+from ..writing import probe_folder
 from .owned import check_replaceable, files_under, record_files, remove, swap_in
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
@@ -169,12 +170,13 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
     """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
     step leaves ComfyUI as it was (no nodes that cannot import)."""
     comfyui_dir = Path(os.path.expanduser(comfyui_dir)).resolve()
-    check_nodes_folder(comfyui_dir)
+    models = comfyui_dir / "models" / MODELS_SUBDIR
+    for folder in (check_nodes_folder(comfyui_dir).parent, models):
+        probe_folder(folder)  # before pip changes ComfyUI's Python, not after
     # absolute, not resolved: a venv's python is a link whose target is not the venv
     python = Path(os.path.abspath(os.path.expanduser(python))) if python else \
         default_python(comfyui_dir)
     command = install_package(python, comfyui_dir)
-    models = comfyui_dir / "models" / MODELS_SUBDIR
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,0 +1,145 @@
+"""Hostile batches and host installs: inputs that change during a run, names that collide only on
+some file systems, stops before the first file, and install targets that cannot take files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb
+from rich.console import Console
+from typer.testing import CliRunner
+
+from drcn_plugin import engine, writing
+from drcn_plugin.batch import Job, Outcome, collect_jobs, run_job
+from drcn_plugin.cli import app
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.errors import WriteError
+from drcn_plugin.integrations import comfyui_install, gimp_install
+from drcn_plugin.progress import BatchProgress
+
+runner = CliRunner()
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes and shell scripts")
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new file refused as in a read-only folder (the tests may run as root)."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(writing, "_new_part", refuse)
+
+
+@posix_only
+def test_an_input_swapped_for_a_pipe_fails_at_once(tmp_path: Path, tiny_model_file: str) -> None:
+    """An input that became a FIFO after planning is refused, not read for ever."""
+    source = tmp_path / "a.png"
+    os.mkfifo(source)
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("the read of a pipe blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        out = run_job(Job(source, tmp_path / "out" / "a.png"), Upscaler(tiny_model_file), 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert out.status == "failed" and "not a regular file" in out.message, out.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_line_break_in_a_name_stays_on_its_row_of_the_summary(tiny_model_file: str) -> None:
+    """The summary shows ``\\n`` as error lines do, never a second row that reads as a file."""
+    source = Path("/photos/nl\nx.png")
+    console = Console(file=io.StringIO(), width=200)
+    BatchProgress.summary(console, [Outcome(Job(source, Path("/out/nl\nx.png")), "failed",
+                                            f"{source}: bad\nthing")], Upscaler(tiny_model_file))
+    rows = [line for line in console.file.getvalue().splitlines() if "photos" in line]
+    assert len(rows) == 1 and "nl\\nx.png" in rows[0] and "bad\\nthing" in rows[0], rows
+
+
+def test_names_differing_only_in_accent_encoding_get_their_own_outputs(tmp_path: Path) -> None:
+    """café.png as one é (Linux, Windows) and as e + a combining accent (macOS) are one name on
+    macOS's file systems: two results must not share it."""
+    for folder, form in (("a", "NFC"), ("b", "NFD")):
+        (tmp_path / folder).mkdir()
+        random_rgb().save(tmp_path / folder / unicodedata.normalize(form, "café.png"))
+    jobs, errs = collect_jobs([str(tmp_path / "a"), str(tmp_path / "b")], 2, tmp_path / "out",
+                              False, "", "same")
+    names = {unicodedata.normalize("NFC", j.target.name).lower() for j in jobs}
+    assert not errs and len(jobs) == 2 and len(names) == 2, [j.target for j in jobs]
+
+
+def test_a_second_choice_name_too_long_falls_back_to_a_number(tmp_path: Path) -> None:
+    """x.png and x.gif with a 249-byte stem: x.gif.png would pass 255 bytes, x-2.png fits."""
+    stem = "n" * 249
+    for ext in ("png", "gif"):
+        random_rgb().save(tmp_path / f"{stem}.{ext}")
+    jobs, errs = collect_jobs([str(tmp_path)], 2, tmp_path.parent / "out", False, "", "png")
+    assert not errs and not any(j.problem for j in jobs), [j.problem for j in jobs]
+    assert sorted(j.target.name for j in jobs) == [f"{stem}-2.png", f"{stem}.png"]
+
+
+def test_a_stop_before_the_first_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   tiny_model_file: str) -> None:
+    """Ctrl-C while the model loads says nothing was written, as compare and eval do."""
+    random_rgb().save(tmp_path / "a.png")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.Upscaler, "__init__", interrupted)
+    r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-m", tiny_model_file])
+    assert r.exit_code == 130 and "error: interrupted: nothing written" in r.output, r.output
+
+
+def test_gimp_install_names_a_file_or_read_only_folder_in_its_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the cause, not errno text about a hidden temporary folder."""
+    (tmp_path / "file").write_text("mine")
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir", str(tmp_path / "file" / "GIMP")])
+    assert r.exit_code == 2 and f"{tmp_path / 'file'} is a file" in r.output, r.output
+    assert ".part" not in r.output and (tmp_path / "file").read_text() == "mine"
+    _read_only(monkeypatch)
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir", str(tmp_path / "GIMP 3")])
+    assert r.exit_code == 2 and "cannot write into" in r.output and "Permission denied" in \
+        r.output, r.output
+
+
+def test_gimp_install_expands_a_tilde_the_shell_left(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gimp-dir=~/GIMP`` (no shell expands a tilde after ``=``) is the home's folder, not a
+    folder named ``~`` made in the current one."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    r = runner.invoke(app, ["gimp", "install", "--gimp-dir=~/GIMP"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "home" / "GIMP" / "plug-ins" / gimp_install.PLUGIN).is_dir()
+    assert list((tmp_path / "here").iterdir()) == []
+
+
+@posix_only
+def test_comfyui_install_into_a_read_only_folder_is_refused_before_pip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip must not change ComfyUI's Python for nodes that then cannot be put in place."""
+    comfy = tmp_path / "Comfy UI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").write_text("")
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo "
+                      f"'{json.dumps(['2.5.1', None])}'; else touch {tmp_path}/pip-ran; fi\n")
+    python.chmod(0o755)
+    _read_only(monkeypatch)
+    with pytest.raises(WriteError, match="cannot write into .*custom_nodes"):
+        comfyui_install.install(comfy, python)
+    assert not (tmp_path / "pip-ran").exists()
+    assert sorted(p.name for p in comfy.iterdir()) == ["custom_nodes", "main.py"]
