@@ -16,7 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .encoding import DEFAULT_QUALITY
-from .errors import BadImageError, BadOptionError, OutputExistsError
+from .errors import BadImageError, BadOptionError, DiskFullError, OutputExistsError
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import memory_pixel_limit
 from .integrations.cli import comfyui_app, gimp_app
@@ -306,6 +306,12 @@ def upscale(
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))
+                    left = len(mine) - len(outcomes)
+                    if isinstance(out.error, DiskFullError) and left:  # each would fail too
+                        print_error(f"stopped: the disk is full; {len(written)} of {len(mine)} "
+                                    f"files written, {left} not started (free space, then "
+                                    "--skip-existing goes on from here)")
+                        break
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)
                 print_error(f"interrupted: {done} of {len(mine)} files written, nothing of the "

@@ -69,6 +69,11 @@ class WriteError(DRCNError):
     """An output that could not be written (disk full, no permission); nothing was left behind."""
 
 
+class DiskFullError(WriteError):
+    """An output that did not fit on its disk; a batch stops there, as every next one would
+    spend its upscale and fail the same way."""
+
+
 class OutOfMemoryError(DRCNError, MemoryError):
     """The work does not fit in the device's memory, even in its smallest pieces."""
 

@@ -25,7 +25,14 @@ from typing import BinaryIO
 import psutil
 from PIL import Image
 
-from .errors import DRCNError, InputConflictError, OutputExistsError, WriteError, one_line
+from .errors import (
+    DiskFullError,
+    DRCNError,
+    InputConflictError,
+    OutputExistsError,
+    WriteError,
+    one_line,
+)
 
 
 def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
@@ -290,7 +297,7 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         specific = isinstance(e, OSError) and e.errno not in (None, errno.EIO)
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
                 (not specific and _disk_full(path.parent)):
-            raise WriteError(f"disk full while writing {path}; nothing was written") from e
+            raise DiskFullError(f"disk full while writing {path}; nothing was written") from e
         reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
         raise WriteError(f"cannot write {path}: {reason}") from e
 

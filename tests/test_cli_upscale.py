@@ -208,6 +208,9 @@ def test_interrupted_or_full_disk_leaves_no_partial_file(photos: Path, tiny_mode
     r = upscale(str(photos / "a.png"), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 1 and "disk full" in r.output
     assert list(out.iterdir()) == [], "no half-written file, no temporary left behind"
+    r = upscale(str(photos), "-o", str(out), "--model", tiny_model_file)  # the batch stops there
+    assert r.exit_code == 1 and "stopped: the disk is full; 0 of 2 files written, 1 not " \
+        "started" in r.output and r.output.count("disk full while writing") == 1, r.output
 
     def interrupted(fd: int) -> None:
         raise KeyboardInterrupt
