@@ -27,6 +27,7 @@ from .drcn_nodes import (
     MODEL_TYPE,
     comfy_modules,
     engine_device,
+    finite_frames,
     from_engine,
     interrupt_check,
     readable,
@@ -75,6 +76,7 @@ class DRCNUpscaleModule(nn.Module):
             if x.numel() == 0:
                 raise BadImageError(f"the batch is empty ({count} images of {w}x{h} pixels)")
             readable(x, "image")
+            finite_frames(x)  # before the first tile, not after some
             tiles = [to_engine(frame.permute(1, 2, 0)) for frame in x]
             itemsize = max(tile.itemsize for tile in tiles)
             oh, ow = h * self.scale, w * self.scale

@@ -34,6 +34,7 @@ from .errors import (
     OutputExistsError,
     WriteError,
     one_line,
+    reason,
     single_line,
 )
 from .hub import DEFAULT_MODEL, choose_for_source
@@ -90,7 +91,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         require_encoder(FORMATS[fmt])
     if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
         raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
-    out_dir = Path(os.path.abspath(os.path.expanduser(output))) if output is not None else None
+    out_dir = Path(os.path.abspath(output)) if output is not None else None
     if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
         raise BadOptionError(f"{output} is {kind}, not an output folder", option="output")
@@ -120,7 +121,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
         except OSError as e:
-            errors.append(f"{spec}: cannot read ({e.strerror or e})")
+            errors.append(f"{spec}: cannot read ({reason(e)})")
             continue
         images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p == path)
         if not images:
@@ -253,7 +254,7 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             target = second  # keep the source's extension: photo.gif -> photo.gif.png
         n = 2
         while _key(target) in taken:
-            target = job.target.with_name(f"{job.source.stem}{suffix}-{n}{job.target.suffix}")
+            target = _numbered(job, suffix, n)
             n += 1
         job.target = target
         taken[_key(target)] = job
@@ -264,6 +265,16 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
         elif os.path.isdir(target):  # --overwrite must not replace it, nor --skip-existing skip
             kind = "a link to a folder" if os.path.islink(target) else "an existing folder"
             job.problem = f"its output {target} is {kind}"
+
+
+def _numbered(job: Job, suffix: str, n: int) -> Path:
+    """``STEM-N.EXT`` for a result whose names are taken, the stem cut (by whole characters) so
+    the name fits a file system's 255 bytes."""
+    tail = f"{suffix}-{n}{job.target.suffix}"
+    stem = job.source.stem
+    while stem and len(os.fsencode(stem + tail)) > NAME_MAX:
+        stem = stem[:-1]
+    return job.target.with_name(stem + tail)
 
 
 def _file_id(path: str | Path) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .encoding import DEFAULT_QUALITY
-from .errors import BadImageError, BadOptionError, DiskFullError, OutputExistsError
+from .errors import BadImageError, BadOptionError, DiskFullError, OutputExistsError, path_name
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import memory_pixel_limit
 from .integrations.cli import comfyui_app, gimp_app
@@ -180,8 +180,8 @@ def eval_cmd(
                               on_image=on_image)
         label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
-        where = Path(os.path.abspath(dataset)).name or str(dataset)  # "." and ".." named too
-        title = f"{label} on {where}" + (f", LR degraded by {recipe}" if recipe else "")
+        title = f"{label} on {path_name(dataset)}" + \
+            (f", LR degraded by {recipe}" if recipe else "")
         if json_out is not None:
             from .writing import atomic_write_bytes
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .devices import available_memory
-from .engine import Upscaler
-from .errors import BadImageError, BadOptionError, OutOfMemoryError
+from .engine import Upscaler, refuse_over
+from .errors import BadImageError, BadOptionError, path_name
 from .hub import names_a_path
 from .imaging import image_y, imresize
 from .metrics import psnr
@@ -44,7 +42,7 @@ def _busiest_crop(y: torch.Tensor, size: int) -> tuple[int, int]:
 def panel_labels(specs: Sequence[str]) -> dict[str, str]:
     """A panel label for each model spec: a local file's or folder's own name (the sheet's
     columns stay narrow), the whole spec where two names would read the same."""
-    short = {spec: Path(spec).name if names_a_path(spec) else spec for spec in specs}
+    short = {spec: path_name(spec) if names_a_path(spec) else spec for spec in specs}
     return short if len(set(short.values())) == len(short) else {spec: spec for spec in specs}
 
 
@@ -114,11 +112,8 @@ def check_compare_memory(image: np.ndarray, scale: float, models: int,
     channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
     panels = models + 2 + from_original
     need = oh * ow * (channels * (_BYTES_PER_CHANNEL + panels) + _ORIGINAL_BYTES * from_original)
-    avail = available_memory(torch.device("cpu"))
-    if need > avail:
-        raise OutOfMemoryError(f"a comparison of {ow}x{oh} panels needs about "
-                               f"{need / 2**30:.1f} GiB of memory; {avail / 2**30:.1f} GiB is "
-                               "available: compare a smaller image, or at a smaller scale")
+    refuse_over(need, f"a comparison of {ow}x{oh} panels",
+                "compare a smaller image, or at a smaller scale")
 
 
 def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],

@@ -79,12 +79,18 @@ def check_memory(height: int, width: int, channels: int, itemsize: int,
     names the job in the message (default: the result's size).
     """
     oh, ow = output_size(height, width, scale, size)
-    need = memory_needed(height, width, channels, itemsize, scale, size) + held
+    refuse_over(memory_needed(height, width, channels, itemsize, scale, size) + held,
+                what or f"a {ow}x{oh} result")
+
+
+def refuse_over(need: int, what: str, advice: str = "") -> None:
+    """:class:`OutOfMemoryError` when ``need`` bytes of host memory for ``what`` are more than
+    is available (cgroup limits and ``ulimit -v`` counted)."""
     avail = _available_memory(torch.device("cpu"))
     if need > avail:
-        raise OutOfMemoryError(
-            f"{what or f'a {ow}x{oh} result'} needs about {need / 2**30:.1f} GiB of memory; "
-            f"{avail / 2**30:.1f} GiB is available")
+        raise OutOfMemoryError(f"{what} needs about {need / 2**30:.1f} GiB of memory; "
+                               f"{avail / 2**30:.1f} GiB is available"
+                               + (f": {advice}" if advice else ""))
 
 
 class _PlanTooBigError(Exception):

@@ -7,6 +7,9 @@ prefix ``DRCN:``), always through :func:`one_line`.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 EMPTY_PATH = "an empty path (an unset variable?)"  # "" must never mean the current folder
 
 
@@ -99,6 +102,18 @@ def single_line(text: str) -> str:
     """``text`` with its line breaks shown as ``\\r`` and ``\\n``: a file name may hold them, and
     a message must stay one line."""
     return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def path_name(path: str | os.PathLike) -> str:
+    """A path's last name as labels and titles show it; ``.`` and ``..`` are named by the folder
+    they are, not left blank."""
+    return Path(os.path.abspath(path)).name or str(path)
+
+
+def reason(error: BaseException) -> str:
+    """Why something failed, in the system's words (``Permission denied``) without the path an
+    OSError's text repeats; else the error's one line."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else one_line(error)
 
 
 def one_line(error: BaseException) -> str:

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .errors import ModelLoadError, one_line
+from .errors import ModelLoadError, one_line, reason
 from .model import DRCN, blend_weight, interpolate
 from .resources import PACKAGE, bundled
 
@@ -95,17 +95,12 @@ def _mode(path: Path) -> int | None:
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
             return None
-        raise ModelLoadError(f"cannot read {path}: {_reason(e)}") from e
+        raise ModelLoadError(f"cannot read {path}: {reason(e)}") from e
 
 
 def _is_file(path: Path) -> bool:
     """Whether ``path`` is a regular file (see :func:`_mode` for what cannot be told)."""
     return stat.S_ISREG(_mode(path) or 0)
-
-
-def _reason(error: BaseException) -> str:
-    """An OSError's own words (``Permission denied``), without the path the message names."""
-    return error.strerror if isinstance(error, OSError) and error.strerror else one_line(error)
 
 
 def _open_once(path: Path) -> None:
@@ -203,7 +198,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
             raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
                                  ".safetensors weights: a training run exports its weights as "
                                  "NAME.safetensors beside its checkpoints") from e
-        raise ModelLoadError(f"cannot read weights file {path}: {_reason(e)}") from e
+        raise ModelLoadError(f"cannot read weights file {path}: {reason(e)}") from e
     return from_state_dict(sd, str(path))
 
 

@@ -26,13 +26,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
 from .compression import is_lossy, jpeg_quality
-from .errors import (
-    BadImageError,
-    DatasetError,
-    DRCNError,
-    OutOfMemoryError,
-    one_line,
-)
+from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
     Descriptive,
@@ -114,6 +108,8 @@ def open_regular(path: Path) -> BinaryIO:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(mode):
             raise BadImageError(f"{path}: not a regular file (a pipe, device or socket)")
+        if hasattr(os, "O_NONBLOCK"):  # reads of a regular file block, on every file system
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -190,7 +186,7 @@ def list_images(folder: Path) -> list[Path]:
                        and not p.name.startswith(".")
                        and (p.is_file() or p.is_dir() or not p.exists()))  # no FIFO or device
     except OSError as e:
-        raise DatasetError(f"cannot read folder {folder}: {e.strerror or e}") from e
+        raise DatasetError(f"cannot read folder {folder}: {reason(e)}") from e
     if not files:
         raise DatasetError(f"no images in {folder}")
     return files

@@ -27,6 +27,7 @@ from .errors import (
     OutputExistsError,
     WriteError,
     one_line,
+    reason,
     single_line,
 )
 from .stops import stopped_status
@@ -94,10 +95,10 @@ def hint(error: BaseException | None, hints: Hints | None) -> str:
 
 def path_value(value: str) -> Path:
     """Parser of path options and arguments: an empty one (an unset variable) is a usage error,
-    never taken as the current folder."""
+    never taken as the current folder; a leading ``~`` is the home folder, as in a shell."""
     if not value:
         raise typer.BadParameter(EMPTY_PATH)
-    return Path(value)
+    return Path(os.path.expanduser(value))  # --opt=~/x reaches us as the shell left it
 
 
 def print_error(message: str) -> None:
@@ -156,8 +157,9 @@ def stopped_cleanly(written: list[str]) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        print_error("interrupted: " + (f"wrote {', '.join(written)} before that" if written
-                                       else "nothing written"))
+        more = f" and {len(written) - 3} more" if len(written) > 3 else ""
+        print_error("interrupted: " + (f"wrote {', '.join(written[:3])}{more} before that"
+                                       if written else "nothing written"))
         raise typer.Exit(stopped_status()) from None
 
 
@@ -174,5 +176,5 @@ def user_errors(hints: Hints | None = None) -> Iterator[None]:
         if e.errno == errno.EPIPE:  # a write to a pipe whose reader went away
             raise ReaderGone from None
         where = f": {e.filename}" if e.filename else ""
-        print_error(f"{e.strerror or one_line(e)}{where}")
+        print_error(f"{reason(e)}{where}")
         raise typer.Exit(2) from None

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .devices import cpu_signature, device_name, is_out_of_memory, synchronize, usable_cpus
-from .errors import WriteError, one_line
+from .errors import WriteError, reason
 from .writing import atomic_write_bytes, clean_stale_parts, locked_folder
 
 TUNING_ENV = "DRCN_TILE_TUNING"
@@ -185,8 +185,7 @@ def store_plans(key: str, plans: Plans) -> str | None:
             body = {"version": CACHE_VERSION, "plans": {k: asdict(v) for k, v in kept.items()}}
             atomic_write_bytes(path, json.dumps(body, indent=1).encode())
     except (OSError, WriteError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
-        return f"cannot keep the tile plan in {path.parent} ({reason})"
+        return f"cannot keep the tile plan in {path.parent} ({reason(e)})"
     return None
 
 

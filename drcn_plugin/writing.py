@@ -31,7 +31,7 @@ from .errors import (
     InputConflictError,
     OutputExistsError,
     WriteError,
-    one_line,
+    reason,
 )
 
 
@@ -115,7 +115,7 @@ def probe_folder(folder: Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise WriteError(f"cannot write into {folder}: {e.strerror or one_line(e)}") from e
+        raise WriteError(f"cannot write into {folder}: {reason(e)}") from e
 
 
 def clean_stale_parts(folder: Path) -> int:
@@ -272,7 +272,7 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be included
         raise WriteError(f"cannot write {path}: cannot make its folder "
-                         f"({e.strerror or one_line(e)})") from e
+                         f"({reason(e)})") from e
     try:
         fd, tmp = _new_part(path)
         if mode is not None:
@@ -298,8 +298,7 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
                 (not specific and _disk_full(path.parent)):
             raise DiskFullError(f"disk full while writing {path}; nothing was written") from e
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
-        raise WriteError(f"cannot write {path}: {reason}") from e
+        raise WriteError(f"cannot write {path}: {reason(e)}") from e
 
 
 def _publish(tmp: str, path: Path, overwrite: bool) -> None:

@@ -348,6 +348,7 @@ def test_compare_labels_a_model_file_by_its_name_unless_two_read_the_same() -> N
         "drcn-lite": "drcn-lite", "/runs/a/best.safetensors": "best.safetensors", "hf:u/m": "hf:u/m"}
     both = ["/runs/a/best.safetensors", "runs/b/best.safetensors"]
     assert panel_labels(both) == {spec: spec for spec in both}
+    assert panel_labels(["."]) == {".": Path.cwd().name}  # a model folder given as "."
 
 
 @pytest.mark.parametrize(("args", "says"), [

@@ -12,6 +12,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import typer
 from helpers import random_rgb
 from rich.console import Console
 from typer.testing import CliRunner
@@ -78,14 +79,20 @@ def test_names_differing_only_in_accent_encoding_get_their_own_outputs(tmp_path:
     assert not errs and len(jobs) == 2 and len(names) == 2, [j.target for j in jobs]
 
 
-def test_a_second_choice_name_too_long_falls_back_to_a_number(tmp_path: Path) -> None:
-    """x.png and x.gif with a 249-byte stem: x.gif.png would pass 255 bytes, x-2.png fits."""
-    stem = "n" * 249
+@pytest.mark.parametrize("length", [249, 251])
+def test_a_second_choice_name_too_long_falls_back_to_a_number(tmp_path: Path,
+                                                               length: int) -> None:
+    """x.png and x.gif with a long stem: x.gif.png would pass 255 bytes; x-2.png fits, or with a
+    stem over 249 bytes its stem is cut to fit."""
+    stem = "é" + "n" * (length - 2)  # a two-byte character first: cut by characters, not bytes
     for ext in ("png", "gif"):
         random_rgb().save(tmp_path / f"{stem}.{ext}")
     jobs, errs = collect_jobs([str(tmp_path)], 2, tmp_path.parent / "out", False, "", "png")
     assert not errs and not any(j.problem for j in jobs), [j.problem for j in jobs]
-    assert sorted(j.target.name for j in jobs) == [f"{stem}-2.png", f"{stem}.png"]
+    names = sorted(j.target.name for j in jobs)
+    assert names[1] == f"{stem}.png" and names[0].endswith("-2.png") and \
+        stem.startswith(names[0].removesuffix("-2.png")), names
+    assert max(len(os.fsencode(n)) for n in names) <= 255
 
 
 def test_a_stop_before_the_first_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -143,3 +150,13 @@ def test_comfyui_install_into_a_read_only_folder_is_refused_before_pip(
         comfyui_install.install(comfy, python)
     assert not (tmp_path / "pip-ran").exists()
     assert sorted(p.name for p in comfy.iterdir()) == ["custom_nodes", "main.py"]
+
+
+def test_a_stop_names_at_most_three_written_files(capsys: pytest.CaptureFixture) -> None:
+    from drcn_plugin.terminal import stopped_cleanly
+
+    with pytest.raises(typer.Exit), stopped_cleanly([f"out/{i}.png" for i in range(1000)]):
+        raise KeyboardInterrupt
+    err = capsys.readouterr()
+    said = err.out + err.err
+    assert "wrote out/0.png, out/1.png, out/2.png and 997 more before that" in said, said

@@ -169,12 +169,12 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
 def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -> Installed:
     """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
     step leaves ComfyUI as it was (no nodes that cannot import)."""
-    comfyui_dir = Path(os.path.expanduser(comfyui_dir)).resolve()
+    comfyui_dir = comfyui_dir.resolve()
     models = comfyui_dir / "models" / MODELS_SUBDIR
     for folder in (check_nodes_folder(comfyui_dir).parent, models):
         probe_folder(folder)  # before pip changes ComfyUI's Python, not after
     # absolute, not resolved: a venv's python is a link whose target is not the venv
-    python = Path(os.path.abspath(os.path.expanduser(python))) if python else \
+    python = Path(os.path.abspath(python)) if python else \
         default_python(comfyui_dir)
     command = install_package(python, comfyui_dir)
     try:

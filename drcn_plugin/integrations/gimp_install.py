@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InstallError, WriteError, one_line
+from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled
 from ..writing import probe_folder
 from .owned import check_replaceable, record_files, swap_in
@@ -84,7 +84,6 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/`` with its worker record, built beside
     it and swapped in whole (a failure leaves the old install, and a folder holding files no
     install wrote is refused); returns the installed folder."""
-    gimp_dir = Path(os.path.expanduser(gimp_dir))  # --gimp-dir=~/x reaches us unexpanded
     if gimp_dir.name == "plug-ins":
         raise InstallError(f"{gimp_dir} is a plug-ins folder: give GIMP's user folder, the one "
                            "that holds plug-ins/")
@@ -94,10 +93,7 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
         raise InstallError(f"{dest} exists and is not a plug-in folder: move it away first")
     files = sorted(source.glob("*.py"))
     check_replaceable(dest, [p.name for p in files] + [CONFIG_NAME])
-    try:  # a file or a read-only folder in the way, named as such
-        probe_folder(dest.parent)
-    except WriteError as e:
-        raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e
+    probe_folder(dest.parent)  # a file or a read-only folder in the way, named as such
     new = dest.with_name(f".{PLUGIN}.{os.getpid()}.part")
     try:
         shutil.rmtree(new, ignore_errors=True)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..errors import CheckpointError, DRCNError, one_line
+from ..errors import CheckpointError, DRCNError, one_line, reason
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .config import MAX_STEPS, TrainConfig, default_of, flag_of, rooted
@@ -50,7 +50,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
     except OSError as e:
         if e.errno == errno.EINVAL:  # what torch's zip reader says of a cut file
             raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or one_line(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason(e)}") from e
     except Exception as e:  # torch.load raises many types for a damaged or foreign file
         _refuse_newer(path, _format_inside(path))  # a newer one may hold types this one lacks
         raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e

@@ -143,6 +143,8 @@ class TrainConfig:
             ("data", any(not d for d in self.data), EMPTY_PATH),
             ("test_data", any(not d for d in self.test_data), EMPTY_PATH),
             ("out", not self.out, EMPTY_PATH),
+            ("scale", len(set(self.scales)) < len(self.scales),
+             f"scales {', '.join(map(str, self.scales))} name one twice: give each once"),
             ("features", not 1 <= self.features <= MAX_FEATURES,
              f"features must be in 1..{MAX_FEATURES}"),
             ("recursions", not 1 <= self.recursions <= MAX_RECURSIONS,
@@ -215,16 +217,13 @@ def check_options(cfg: TrainConfig, resume: bool, given: Collection[str] | None)
 
 
 def check_combination(cfg: TrainConfig, given: Collection[str] | None = None) -> None:
-    """Refuse options the user gave that the others leave without effect (a duplicate scale,
-    drops with another schedule, ...): silently ignored, they would train another recipe than
+    """Refuse options the user gave that the others leave without effect (drops with another
+    schedule, ...): silently ignored, they would train another recipe than
     the one asked for. ``given``: the options given (None: those not at their default)."""
     asked = set(given) if given is not None else \
         {f.name for f in fields(cfg) if getattr(cfg, f.name) != default_of(f)}
     fixed = cfg.minutes <= 0  # a time budget fits the step count itself
     measured = bool(cfg.test_data or default_val_folder(cfg))
-    if len(set(cfg.scales)) < len(cfg.scales):
-        raise BadOptionError(f"scales {', '.join(map(str, cfg.scales))} name one twice: give "
-                             "each once", option="scale")
     problems = [
         ("lr_drops", cfg.schedule != "step",
          f"learning-rate drops act only with the step schedule, not {cfg.schedule}"),

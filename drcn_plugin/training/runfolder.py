@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, one_line
+from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
 from ..stops import interrupt, record_stop, stop_signals
 from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
 from .config import TrainConfig, default_val_folder
@@ -72,13 +72,13 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
     except FileExistsError:
         made = False
     except OSError as e:
-        raise WriteError(f"cannot create the run folder {out}: {e.strerror or one_line(e)}"
+        raise WriteError(f"cannot create the run folder {out}: {reason(e)}"
                          ) from e
     try:
         held = open(out / ".lock", "ab") if lock else contextlib.nullcontext()  # noqa: SIM115
     except OSError as e:
         raise WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
-                         f"{e.strerror or one_line(e)}") from e
+                         f"{reason(e)}") from e
     with held as handle:
         if handle is not None and try_lock(handle.fileno()) is False:
             raise TrainingError(f"another training is running in {out}")
@@ -106,7 +106,7 @@ def clear_old_run(cfg: TrainConfig) -> None:
             (out / name).unlink(missing_ok=True)
         except OSError as e:
             raise WriteError(f"cannot remove the old run's {out / name}: "
-                             f"{e.strerror or one_line(e)}") from e
+                             f"{reason(e)}") from e
 
 
 class StopRequest:
