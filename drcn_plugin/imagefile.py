@@ -36,6 +36,7 @@ from .metadata import (
     Descriptive,
     apply_orientation,
     declared_dpi,
+    nclx_loss,
     orientation,
     read_exif,
 )
@@ -246,6 +247,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
         if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
             info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
+        if colours := nclx_loss(im):
+            info.notes.append(colours)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)

@@ -115,6 +115,19 @@ def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float
     return im, dpi
 
 
+def nclx_loss(im: Image.Image) -> str | None:
+    """A note when a HEIF's colours are described only by its nclx box (no ICC profile), as other
+    than sRGB or BT.709 (a phone's Display P3, BT.2020, HDR): no output format here carries it."""
+    nclx = im.info.get("nclx_profile")
+    if im.info.get("icc_profile") or not isinstance(nclx, dict):
+        return None
+    primaries, transfer = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
+    if primaries in (1, 2) and transfer in (1, 2, 6, 13):  # BT.709/sRGB, or unspecified
+        return None
+    return (f"HEIF colour space (nclx primaries {primaries}, transfer {transfer}) dropped: "
+            "the result will be shown as sRGB")
+
+
 def declared_dpi(im: Image.Image) -> tuple[float, float] | None:
     """The resolution the file states, or None: Pillow reports defaults for files that state
     none (1 dpi for a TIFF without resolution tags, 72 for a JPEG with EXIF but no density)."""
