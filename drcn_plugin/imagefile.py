@@ -7,10 +7,8 @@ keeps 16-bit grey at 16 bits; a damaged or hostile file is one error naming it.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
-import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -32,9 +30,11 @@ from .metadata import (
     Descriptive,
     apply_orientation,
     declared_dpi,
+    nclx_loss,
     orientation,
     read_exif,
 )
+from .opening import open_regular, reader_refusal
 from .planes import require_unit_range, to_8bit
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
@@ -98,24 +98,6 @@ def image_shape8(path: Path) -> tuple[int, ...]:
         return (h, w) if im.mode in _GREY_MODES else (3, h, w)
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading if it is a regular file: a pipe or device put in its place (an
-    input swapped during a batch) would block the read for ever, so it is refused at once."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise BadImageError(f"{path}: not a regular file (a pipe, device or socket)")
-        if hasattr(os, "O_NONBLOCK"):  # reads of a regular file block, on every file system
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 @lru_cache(maxsize=1)
 def _heif_opener() -> bool:
     """Let Pillow open HEIF/HEIC (phone photos) through pillow-heif, when it is installed."""
@@ -154,7 +136,7 @@ def _decoding(path: Path) -> Iterator[None]:
         if _heif_brand(path) and not _heif_opener():
             raise BadImageError(f"{path}: a HEIF/HEIC image; Pillow reads those with the "
                                 "pillow-heif package (pip install pillow-heif)") from e
-        raise BadImageError(f"{path}: not an image Pillow can read") from e
+        raise BadImageError(f"{path}: not an image Pillow can read{reader_refusal(path)}") from e
     except MemoryError as e:
         raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
     except IsADirectoryError as e:
@@ -259,6 +241,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
         if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
             info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
+        if colours := nclx_loss(im):
+            info.notes.append(colours)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from PIL import Image
+from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
@@ -56,9 +56,13 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         source = im.getexif()
         base = dict(source.items())
         subs = {p: dict(source.get_ifd(p).items()) for p in _SUB_IFDS if p in base}
+        # a TIFF's next IFD is its next page, not a thumbnail
+        thumbnail = im.format != "TIFF" and bool(source.get_ifd(ExifTags.IFD.IFD1))
     except Exception:  # noqa: BLE001 - damaged EXIF must not cost the image
         notes.append("EXIF unreadable: dropped")
         return None
+    if thumbnail:  # Pillow writes no IFD1; its preview would also be stale once turned upright
+        notes.append("EXIF thumbnail dropped: it shows the image before the upscale")
     out = Image.Exif()
     dropped = 0
     if _PHOTOSHOP_TAGS & base.keys():
@@ -94,21 +98,34 @@ def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float
                       o: int, turned: bool = False) -> tuple[Image.Image,
                                                              tuple[float, float] | None]:
     """Turn the pixels upright for orientation ``o`` unless the decoder already ``turned`` them
-    (Pillow does for TIFF); reset the tag, and swap the resolutions for orientations 5-8."""
+    (Pillow does for TIFF); reset the tag, swap the resolutions for orientations 5-8, and set
+    the EXIF pixel dimensions to the upright size (an editor's crop may have left them stale)."""
     if exif is not None and ORIENTATION in exif:
         del exif[ORIENTATION]
-    if o == 1:
-        return im, dpi
-    if not turned:
+    if o != 1 and not turned:
         im = im.transpose(_TRANSPOSE[o])
     if o >= 5:
         dpi = (dpi[1], dpi[0]) if dpi else None
         if exif is not None and X_RES in exif and Y_RES in exif:
             exif[X_RES], exif[Y_RES] = exif[Y_RES], exif[X_RES]
-        sizes = exif.get(EXIF_IFD) if exif is not None else None
-        if isinstance(sizes, dict) and PIXEL_X in sizes and PIXEL_Y in sizes:
-            exif[EXIF_IFD] = {**sizes, PIXEL_X: sizes[PIXEL_Y], PIXEL_Y: sizes[PIXEL_X]}
+    sizes = exif.get(EXIF_IFD) if exif is not None else None
+    if isinstance(sizes, dict) and (PIXEL_X in sizes or PIXEL_Y in sizes):
+        exif[EXIF_IFD] = {**sizes, **{t: v for t, v in ((PIXEL_X, im.width), (PIXEL_Y, im.height))
+                                      if t in sizes}}
     return im, dpi
+
+
+def nclx_loss(im: Image.Image) -> str | None:
+    """A note when a HEIF's colours are described only by its nclx box (no ICC profile), as other
+    than sRGB or BT.709 (a phone's Display P3, BT.2020, HDR): no output format here carries it."""
+    nclx = im.info.get("nclx_profile")
+    if im.info.get("icc_profile") or not isinstance(nclx, dict):
+        return None
+    primaries, transfer = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
+    if primaries in (1, 2) and transfer in (1, 2, 6, 13):  # BT.709/sRGB, or unspecified
+        return None
+    return (f"HEIF colour space (nclx primaries {primaries}, transfer {transfer}) dropped: "
+            "the result will be shown as sRGB")
 
 
 def declared_dpi(im: Image.Image) -> tuple[float, float] | None:

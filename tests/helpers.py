@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from dataclasses import replace
@@ -59,3 +60,26 @@ def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,
+          tags: dict[int, list[int]] | None = None) -> None:
+    """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
+    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
+    h, w = pixels.shape[:2]
+    samples = 1 if pixels.ndim == 2 else pixels.shape[2]
+    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    data += b"\0" * (len(data) % 2)
+    entries = {256: [w], 257: [h], 258: [pixels.dtype.itemsize * 8] * samples, 259: [1],
+               262: [photometric], 273: [8], 277: [samples], 278: [h], 279: [len(data)],
+               **(tags or {})}
+    ifd = 8 + len(data)
+    spill = ifd + 2 + 12 * len(entries) + 4  # values over four bytes follow the IFD
+    table, blobs = struct.pack("<H", len(entries)), b""
+    for tag, values in sorted(entries.items()):
+        kind, fmt = (4, "I") if tag in (273, 279) else (3, "H")
+        raw = struct.pack(f"<{len(values)}{fmt}", *values)
+        if len(raw) > 4:
+            raw, blobs = struct.pack("<I", spill + len(blobs)), blobs + raw
+        table += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd) + data + table + b"\0\0\0\0" + blobs)

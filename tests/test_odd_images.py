@@ -9,35 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import hand_tiff
 
 from drcn_plugin.errors import BadImageError
 from drcn_plugin.imagefile import read_image
 
 WHITE_IS_ZERO, BLACK_IS_ZERO = 0, 1  # TIFF PhotometricInterpretation
 SAMPLE_FORMAT, FLOAT_SAMPLES = 339, 3
-
-
-def _tiff(path: Path, pixels: np.ndarray, photometric: int,
-          tags: dict[int, list[int]] | None = None) -> None:
-    """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
-    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
-    h, w = pixels.shape[:2]
-    samples = 1 if pixels.ndim == 2 else pixels.shape[2]
-    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-    data += b"\0" * (len(data) % 2)
-    entries = {256: [w], 257: [h], 258: [pixels.dtype.itemsize * 8] * samples, 259: [1],
-               262: [photometric], 273: [8], 277: [samples], 278: [h], 279: [len(data)],
-               **(tags or {})}
-    ifd = 8 + len(data)
-    spill = ifd + 2 + 12 * len(entries) + 4  # values over four bytes follow the IFD
-    table, blobs = struct.pack("<H", len(entries)), b""
-    for tag, values in sorted(entries.items()):
-        kind, fmt = (4, "I") if tag in (273, 279) else (3, "H")
-        raw = struct.pack(f"<{len(values)}{fmt}", *values)
-        if len(raw) > 4:
-            raw, blobs = struct.pack("<I", spill + len(blobs)), blobs + raw
-        table += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
-    path.write_bytes(b"II*\0" + struct.pack("<I", ifd) + data + table + b"\0\0\0\0" + blobs)
 
 
 def _ramp16(h: int = 6, w: int = 9) -> np.ndarray:
@@ -48,15 +26,15 @@ def _ramp16(h: int = 6, w: int = 9) -> np.ndarray:
 def test_a_16_bit_white_is_zero_tiff_is_read_with_its_true_levels(tmp_path: Path) -> None:
     """Pillow undoes white-is-zero only up to 8 bits; 16-bit scans came out as a negative."""
     grey = _ramp16()
-    _tiff(tmp_path / "w.tif", 65535 - grey, WHITE_IS_ZERO)
+    hand_tiff(tmp_path / "w.tif", 65535 - grey, WHITE_IS_ZERO)
     array, _ = read_image(tmp_path / "w.tif")
     assert array.dtype == np.uint16 and np.array_equal(array, grey)
-    _tiff(tmp_path / "b.tif", grey, BLACK_IS_ZERO)
+    hand_tiff(tmp_path / "b.tif", grey, BLACK_IS_ZERO)
     assert np.array_equal(read_image(tmp_path / "b.tif")[0], grey)
 
 
 def test_a_float_white_is_zero_tiff_is_refused_not_read_as_a_negative(tmp_path: Path) -> None:
-    _tiff(tmp_path / "f.tif", np.linspace(0, 1, 54, dtype=np.float32).reshape(6, 9),
+    hand_tiff(tmp_path / "f.tif", np.linspace(0, 1, 54, dtype=np.float32).reshape(6, 9),
           WHITE_IS_ZERO, {SAMPLE_FORMAT: [FLOAT_SAMPLES]})
     with pytest.raises(BadImageError, match="white-is-zero"):
         read_image(tmp_path / "f.tif")
@@ -82,7 +60,7 @@ def test_deep_ppm_colour_says_it_is_read_as_8_bits(tmp_path: Path, magic: bytes,
 def test_16_bit_cmyk_says_it_is_read_as_8_bits(tmp_path: Path) -> None:
     inks = np.zeros((6, 9, 4), np.uint16)
     inks[..., 0] = _ramp16()
-    _tiff(tmp_path / "cmyk.tif", inks, SEPARATED)
+    hand_tiff(tmp_path / "cmyk.tif", inks, SEPARATED)
     array, info = read_image(tmp_path / "cmyk.tif")
     assert array.shape == (6, 9, 3) and _COLOUR_NOTE in info.notes
 
@@ -99,7 +77,7 @@ def test_tiff_channels_not_marked_as_alpha_are_named_when_dropped(
     alpha: Pillow reads past them, the note says so; marked alpha stays."""
     colours = 1 if photometric == BLACK_IS_ZERO else 3
     pixels = np.full((6, 9, colours + len(extras)), 200, np.uint8)
-    _tiff(tmp_path / "x.tif", pixels, photometric, {EXTRA_SAMPLES: extras})
+    hand_tiff(tmp_path / "x.tif", pixels, photometric, {EXTRA_SAMPLES: extras})
     array, info = read_image(tmp_path / "x.tif")
     assert (array.shape[2] if array.ndim == 3 else 1) == channels
     dropped = extras.count(UNSPECIFIED)

@@ -1,0 +1,129 @@
+"""Files a photographer really has: stale EXIF sizes, EXIF thumbnails, 12-bit JPEGs and half-float
+TIFFs, animations and multi-page files, premultiplied alpha. Each comes out the right size and
+colour, or says in a note what it lost, or is one line saying why it cannot be read."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import hand_tiff, random_rgb
+from PIL import Image
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("wide_console")
+EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003
+RGB, EXTRA_SAMPLES, ASSOCIATED, FLOAT_SAMPLES = 2, 338, 1, 3
+
+
+def _exif_with_thumbnail(thumbnail: bytes) -> bytes:
+    """Little-endian EXIF as cameras write it: IFD0 (a make), then IFD1 holding a JPEG preview."""
+    ifd0 = struct.pack("<HHHI", 1, 0x010F, 2, 4) + b"Cam\0"
+    ifd1_at = 8 + len(ifd0) + 4
+    preview_at = ifd1_at + 2 + 2 * 12 + 4
+    ifd1 = struct.pack("<HHHII", 2, 513, 4, 1, preview_at) + \
+        struct.pack("<HHII", 514, 4, 1, len(thumbnail)) + b"\0\0\0\0"
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd0 + struct.pack("<I", ifd1_at) + ifd1 + \
+        thumbnail
+
+
+def test_stale_exif_pixel_dimensions_become_the_results_size(folder: Path,
+                                                              tiny_model_file: str) -> None:
+    """An editor's crop that left PixelXDimension at the camera's size was scaled as it was
+    (999x7 came out as 1998x14 for an 80x48 result)."""
+    exif = Image.Exif()
+    exif[EXIF_IFD] = {PIXEL_X: 999, PIXEL_Y: 7}
+    random_rgb(40, 24).save(folder / "crop.jpg", exif=exif, quality=95)
+    r = runner.invoke(app, ["upscale", str(folder / "crop.jpg"), "-m", tiny_model_file, "-o",
+                            str(folder.parent / "out"), "--scale", "2"])
+    assert r.exit_code == 0, r.output
+    out = Image.open(folder.parent / "out" / "crop.jpg")
+    tags = out.getexif().get_ifd(EXIF_IFD)
+    assert out.size == (80, 48) and (tags[PIXEL_X], tags[PIXEL_Y]) == (80, 48)
+
+
+def test_a_dropped_exif_thumbnail_is_named(tmp_path: Path) -> None:
+    """Pillow writes no IFD1, so a camera JPEG's preview vanished without a word; a TIFF's next
+    IFD is its next page, which the frame note names instead."""
+    preview = io.BytesIO()
+    random_rgb(8, 5).save(preview, "JPEG")
+    random_rgb(40, 24).save(tmp_path / "cam.jpg", exif=_exif_with_thumbnail(preview.getvalue()))
+    _, info = read_image(tmp_path / "cam.jpg")
+    assert info.exif is not None and info.exif[0x010F] == "Cam"
+    assert any("EXIF thumbnail dropped" in n for n in info.notes), info.notes
+    random_rgb().save(tmp_path / "pages.tif", save_all=True, append_images=[random_rgb(seed=1)])
+    _, info = read_image(tmp_path / "pages.tif")
+    assert info.notes == ["2 frames: only the first was upscaled"]
+
+
+def _twelve_bit_jpeg(path: Path) -> None:
+    """A JPEG whose frame header declares 12-bit samples (as scientific and medical cameras
+    write), which Pillow's 8-bit libjpeg interface cannot decode."""
+    data = io.BytesIO()
+    random_rgb().save(data, "JPEG")
+    raw = bytearray(data.getvalue())
+    raw[raw.index(b"\xff\xc0") + 4] = 12  # SOF0's sample precision
+    path.write_bytes(bytes(raw))
+
+
+def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
+    """Pillow's "cannot identify image file" hid the reason: a 12-bit JPEG and a half-float TIFF
+    were "not an image Pillow can read", like a text file."""
+    _twelve_bit_jpeg(tmp_path / "deep.jpg")
+    with pytest.raises(BadImageError, match=r"deep\.jpg: .*JPEG reader: cannot handle 12-bit"):
+        read_image(tmp_path / "deep.jpg")
+    hand_tiff(tmp_path / "half.tif", np.zeros((4, 6, 3), np.float16), RGB,
+              {339: [FLOAT_SAMPLES] * 3})
+    with pytest.raises(BadImageError, match=r"half\.tif: .*its TIFF reader: "):
+        read_image(tmp_path / "half.tif")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(BadImageError, match=r"notes\.jpg: not an image Pillow can read$"):
+        read_image(tmp_path / "notes.jpg")
+
+
+@pytest.mark.parametrize("name, save", [
+    ("a.apng", dict(format="PNG")), ("a.gif", dict()), ("a.webp", dict(lossless=True)),
+    ("a.tif", dict()), ("a.mpo", dict()),
+])
+def test_every_animation_or_multi_frame_file_names_the_frames_it_drops(
+        tmp_path: Path, name: str, save: dict) -> None:
+    first, *more = [random_rgb(seed=s) for s in range(3)]
+    first.save(tmp_path / name, save_all=True, append_images=more, **save)
+    array, info = read_image(tmp_path / name)
+    assert array.shape[:2] == (16, 20)
+    assert "3 frames: only the first was upscaled" in info.notes
+
+
+def test_premultiplied_tiff_alpha_is_unpremultiplied(tmp_path: Path) -> None:
+    """TIFF ExtraSamples 1 (associated alpha, Photoshop's and compositors' choice) stores colour
+    times alpha; the result must carry the true colour, as an unassociated TIFF does."""
+    colour = np.asarray(random_rgb(), dtype=np.uint16)
+    alpha = np.tile(np.linspace(60, 255, 20).astype(np.uint16), (16, 1))
+    hand_tiff(tmp_path / "pre.tif",
+              np.dstack([colour * alpha[..., None] // 255, alpha]).astype(np.uint8), RGB,
+              {EXTRA_SAMPLES: [ASSOCIATED]})
+    array, info = read_image(tmp_path / "pre.tif")
+    assert array.shape == (16, 20, 4) and not info.notes
+    assert np.array_equal(array[..., 3], alpha)
+    assert np.abs(array[..., :3].astype(int) - colour).max() <= 5  # rounding at low alpha
+
+
+@pytest.mark.parametrize("primaries, named", [(12, True), (1, False)])
+def test_a_heic_whose_colours_only_nclx_describes_names_their_loss(
+        tmp_path: Path, primaries: int, named: bool) -> None:
+    """A phone's Display P3 HEIC without an ICC profile (nclx primaries 12) came out as
+    untagged sRGB, its colours changed without a word; an sRGB one loses nothing."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    nclx = {"color_primaries": primaries, "transfer_characteristics": 13,
+            "matrix_coefficients": 6, "full_range_flag": 1}
+    pillow_heif.from_pillow(random_rgb()).save(tmp_path / "p.heic", nclx_profile=nclx)
+    _, info = read_image(tmp_path / "p.heic")
+    assert any("nclx primaries 12" in n for n in info.notes) == named, info.notes
