@@ -30,11 +30,12 @@ left() { echo $(( WALL - ($(date +%s) - START) )); }
 minutes() { python3 -c "print(round($1 / 60, 4))"; }
 
 if [ -n "${GPU_TRAIN_DRY:-}" ]; then
-  F_SMALL=8; F_BIG=12; REC=3; T_SMALL=4; T_BIG_MAX=6; RESERVE=30; BENCH_S=20
-  DATA=(--data "$D/Set5"); TESTS=(--test-data "$D/Set5"); SCALES=(-s 3)
+  F_SMALL=8; F_BIG=12; REC=3; T_SMALL=4; T_BIG_MAX=6; T_MIN=3; RESERVE=30; BENCH_S=20
+  BENCH_DEVICE=cpu; DATA=(--data "$D/Set5"); TESTS=(--test-data "$D/Set5"); SCALES=(-s 3)
   BASE_SMALL=weights/drcn-f64-d16-x234.safetensors; BASE_BIG=$BASE_SMALL
 else
-  F_SMALL=64; F_BIG=256; REC=16; T_SMALL=100; T_BIG_MAX=300; RESERVE=135; BENCH_S=90
+  F_SMALL=64; F_BIG=256; REC=16; T_SMALL=100; T_BIG_MAX=300; T_MIN=20; RESERVE=135; BENCH_S=90
+  BENCH_DEVICE=cuda
   DATA=(--data "$D/T91" --data "$D/BSD200-Y"); TESTS=(--test-data "$D/Set5" --test-data "$D/Set14")
   SCALES=(-s 2 -s 3 -s 4)
   BASE_SMALL=weights/drcn-f64-d16-x234.safetensors; BASE_BIG=weights/drcn-f256-d16-x234.safetensors
@@ -55,7 +56,7 @@ run() {  # run NAME F BATCH LR SECONDS BASELINE
 
 run "drcn-f$F_SMALL-d$REC-x234-v2" "$F_SMALL" 56 5e-4 "$T_SMALL" "$BASE_SMALL"
 T_BIG=$(( $(left) - RESERVE )); T_BIG=$(( T_BIG < T_BIG_MAX ? T_BIG : T_BIG_MAX ))
-if [ "$T_BIG" -gt 20 ]; then
+if [ "$T_BIG" -gt "$T_MIN" ]; then
   run "drcn-f$F_BIG-d$REC-x234-v2" "$F_BIG" 28 2e-4 "$T_BIG" "$BASE_BIG"
 else
   echo "== skipping F=$F_BIG: only $(left) s of wall budget left"
@@ -84,7 +85,8 @@ if [ -f benchmarks/bench_engine.py ]; then
   B=$(( $(left) - 5 )); B=$(( B < BENCH_S ? B : BENCH_S ))
   if [ "$B" -gt 10 ]; then
     echo "== bench_engine.py (timeout $B s)"
-    timeout "$B" python3 benchmarks/bench_engine.py --device cuda --json "$OUT/bench_gpu.json"
+    timeout "$B" python3 benchmarks/bench_engine.py --device "$BENCH_DEVICE" \
+      --json "$OUT/bench_$BENCH_DEVICE.json"
   fi
 fi
 echo "== done in $(( $(date +%s) - START )) s"
