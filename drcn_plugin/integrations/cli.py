@@ -42,6 +42,28 @@ def gimp_install_cmd(
     console.print("restart GIMP to load it", highlight=False)
 
 
+@gimp_app.command("uninstall")
+def gimp_uninstall_cmd(
+    gimp_dir: Annotated[Path | None, typer.Option(
+        parser=path_value, help="GIMP 3 user folder (default: every one found)")] = None,
+) -> None:
+    """Remove the GIMP 3 plug-in (a folder holding files no install wrote is left as it is)."""
+    from .gimp_install import GimpProfile, find_gimp_profiles, remove_plugin
+
+    with user_errors():
+        profiles = [GimpProfile("given", gimp_dir)] \
+            if gimp_dir is not None else find_gimp_profiles()
+        removed = [dest for p in profiles if (dest := remove_plugin(p.path)) is not None]
+    for dest in removed:
+        console.print(f"removed {dest}", soft_wrap=True, highlight=False, markup=False)
+    if not removed:
+        console.print("no DRCN plug-in to remove in "
+                      + ", ".join(str(p.path) for p in profiles), soft_wrap=True,
+                      highlight=False, markup=False)
+    else:
+        console.print("restart GIMP to unload it", highlight=False)
+
+
 @comfyui_app.command("install")
 def comfyui_install_cmd(
     comfyui_dir: Annotated[Path, typer.Option(
@@ -57,3 +79,22 @@ def comfyui_install_cmd(
     with user_errors():
         done = install(comfyui_dir, python, copy)
         console.print(str(done), soft_wrap=True, highlight=False, markup=False)
+
+
+@comfyui_app.command("uninstall")
+def comfyui_uninstall_cmd(
+    comfyui_dir: Annotated[Path, typer.Option(
+        parser=path_value, help="the ComfyUI folder (main.py, custom_nodes/)")],
+) -> None:
+    """Remove the DRCN nodes from ComfyUI; models/drcn and the package in its Python stay."""
+    from .comfyui_install import remove_nodes
+
+    with user_errors():
+        dest = remove_nodes(comfyui_dir)
+    console.print(f"removed {dest}" if dest else
+                  f"no DRCN nodes to remove in {comfyui_dir / 'custom_nodes'}",
+                  soft_wrap=True, highlight=False, markup=False)
+    if dest:
+        console.print("kept: your models in models/drcn, and drcn-plugin in ComfyUI's Python "
+                      "(its pip uninstall drcn-plugin removes it); restart ComfyUI",
+                      soft_wrap=True, highlight=False, markup=False)

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled, source_checkout
 from ..writing import probe_folder
-from .owned import check_replaceable, files_under, record_files, remove, swap_in
+from .owned import check_replaceable, files_under, record_files, remove, swap_in, uninstall
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -81,6 +81,13 @@ def check_nodes_folder(comfyui_dir: Path) -> Path:
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
     check_replaceable(dest, [n for n in files_under(nodes_source()) if "__pycache__" not in n])
     return dest
+
+
+def remove_nodes(comfyui_dir: Path) -> Path | None:
+    """Remove the nodes from ComfyUI (never a file no install wrote; ``models/drcn`` and the
+    package in ComfyUI's Python stay); the place removed, or None when there was none."""
+    dest = check_nodes_folder(comfyui_dir.resolve())
+    return dest if uninstall(dest) else None
 
 
 def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:

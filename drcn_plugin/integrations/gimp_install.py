@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled
 from ..writing import probe_folder
-from .owned import check_replaceable, record_files, swap_in
+from .owned import check_replaceable, record_files, swap_in, uninstall
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -80,19 +80,32 @@ def find_gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] 
     return [p for p in candidates if p.path.is_dir()] or candidates[:1]
 
 
+def installed_plugin(gimp_dir: Path) -> Path:
+    """Where the plug-in goes in ``gimp_dir``, or InstallError when that place holds something
+    else (a file, a link, a folder with files no install wrote)."""
+    if gimp_dir.name == "plug-ins":
+        raise InstallError(f"{gimp_dir} is a plug-ins folder: give GIMP's user folder, the one "
+                           "that holds plug-ins/")
+    dest = gimp_dir / "plug-ins" / PLUGIN
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise InstallError(f"{dest} exists and is not a plug-in folder: move it away first")
+    check_replaceable(dest, [p.name for p in plugin_source().glob("*.py")] + [CONFIG_NAME])
+    return dest
+
+
+def remove_plugin(gimp_dir: Path) -> Path | None:
+    """Remove the plug-in from ``gimp_dir`` (never a file no install wrote); the folder removed,
+    or None when there was none."""
+    dest = installed_plugin(gimp_dir)
+    return dest if uninstall(dest) else None
+
+
 def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     """Copy the plug-in to ``<gimp_dir>/plug-ins/<name>/`` with its worker record, built beside
     it and swapped in whole (a failure leaves the old install, and a folder holding files no
     install wrote is refused); returns the installed folder."""
-    if gimp_dir.name == "plug-ins":
-        raise InstallError(f"{gimp_dir} is a plug-ins folder: give GIMP's user folder, the one "
-                           "that holds plug-ins/")
-    source = plugin_source()
-    dest = gimp_dir / "plug-ins" / PLUGIN
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise InstallError(f"{dest} exists and is not a plug-in folder: move it away first")
-    files = sorted(source.glob("*.py"))
-    check_replaceable(dest, [p.name for p in files] + [CONFIG_NAME])
+    dest = installed_plugin(gimp_dir)
+    files = sorted(plugin_source().glob("*.py"))
     probe_folder(dest.parent)  # a file or a read-only folder in the way, named as such
     new = dest.with_name(f".{PLUGIN}.{os.getpid()}.part")
     try:

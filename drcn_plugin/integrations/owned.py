@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-from ..errors import InstallError
+from ..errors import InstallError, reason
 
 MANIFEST = ".drcn-installed"
 
@@ -81,3 +81,15 @@ def remove(path: Path) -> None:
         path.unlink()
     elif path.is_dir():
         shutil.rmtree(path)
+
+
+def uninstall(dest: Path) -> bool:
+    """Remove the install at ``dest`` (checked by the caller to be one that holds nothing but
+    what installs wrote); False when there is none."""
+    if not (dest.is_symlink() or dest.exists()):
+        return False
+    try:
+        remove(dest)
+    except OSError as e:
+        raise InstallError(f"cannot remove {dest}: {reason(e)}") from e
+    return True

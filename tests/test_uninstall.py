@@ -1,0 +1,60 @@
+"""``drcn gimp uninstall`` and ``drcn comfyui uninstall``: what an install wrote goes, a folder
+holding a user's own file is left whole, and a user's models and the package stay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from drcn_plugin.cli import app
+from drcn_plugin.integrations import comfyui_install, gimp_install
+
+runner = CliRunner()
+
+
+def test_gimp_uninstall_removes_only_an_install(tmp_path: Path) -> None:
+    gimp = tmp_path / "GIMP 3"
+    assert runner.invoke(app, ["gimp", "install", "--gimp-dir", str(gimp)]).exit_code == 0
+    dest = gimp / "plug-ins" / gimp_install.PLUGIN
+    (dest / "__pycache__").mkdir()  # what GIMP's Python writes when it loads the plug-in
+    (dest / "__pycache__" / "drcn_worker_client.cpython-312.pyc").write_bytes(b"")
+    mine = gimp / "plug-ins" / "other-plugin"
+    mine.mkdir()
+    r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(gimp)])
+    assert r.exit_code == 0 and f"removed {dest}" in r.output, r.output
+    assert not dest.exists() and mine.is_dir()
+    r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(gimp)])
+    assert r.exit_code == 0 and "no DRCN plug-in to remove" in r.output, r.output
+
+
+def test_gimp_uninstall_keeps_a_folder_holding_a_users_file(tmp_path: Path) -> None:
+    gimp_install.install(tmp_path)
+    dest = tmp_path / "plug-ins" / gimp_install.PLUGIN
+    (dest / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "did not write (notes.txt)" in r.output, r.output
+    assert (dest / "notes.txt").read_text() == "mine" and (dest / f"{gimp_install.PLUGIN}.py").is_file()
+
+
+def test_comfyui_uninstall_keeps_models_and_foreign_folders(tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True)
+    (comfy / "main.py").write_text("")
+    (comfy / "models" / "drcn").mkdir(parents=True)
+    (comfy / "models" / "drcn" / "mine.safetensors").write_bytes(b"weights")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)])
+    assert r.exit_code == 0 and f"removed {dest}" in r.output and "models/drcn" in r.output
+    assert not dest.exists() and (comfy / "models" / "drcn" / "mine.safetensors").is_file()
+    r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)])
+    assert r.exit_code == 0 and "no DRCN nodes to remove" in r.output, r.output
+    comfyui_install.link_nodes(comfy)  # a link: only the link goes, never what it points to
+    source = comfyui_install.nodes_source()
+    assert runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)]).exit_code == 0
+    assert not dest.is_symlink() and (source / "drcn_nodes.py").is_file()
+    (dest / ".git").mkdir(parents=True)  # someone's clone of other nodes under that name
+    r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)])
+    assert r.exit_code == 2 and "is not the DRCN nodes" in r.output and (dest / ".git").is_dir()
+    r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "is not a ComfyUI folder" in r.output
