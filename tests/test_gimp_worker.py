@@ -21,7 +21,7 @@ import pytest
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, install
-from drcn_plugin.integrations.gimp_worker import parse_header
+from drcn_plugin.integrations.gimp_worker import EXIT_CANCELLED, parse_header
 from drcn_plugin.sizing import output_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,3 +337,16 @@ def test_plugin_registers_its_arguments_with_a_stubbed_gi():
                     "self-ensemble", "output"]
     proc.set_menu_label.assert_called_once_with("DRCN Super-Resolution...")
     proc.add_menu_path.assert_called_once_with("<Image>/Filters/Enhance")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_whose_client_stops_reading_leaves_even_with_its_input_open() -> None:
+    proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        assert proc.stdout.readline().startswith(b"ready")
+        proc.stdout.close()  # the client's end of the replies gone, its end of the requests kept
+        assert proc.wait(timeout=30) == EXIT_CANCELLED  # at the next heartbeat, not never
+    finally:
+        proc.kill()
+        proc.stdin.close()

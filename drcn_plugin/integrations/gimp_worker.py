@@ -177,9 +177,14 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         if waiting.is_set():  # a blocked read would never see the flag: leave it now
             raise Cancelled("cancelled")
 
+    def watch() -> None:
+        chan.heartbeat()  # returns once the client stops taking lines
+        if waiting.is_set():  # blocked on its input, which it may hold open: leave that read
+            os.kill(os.getpid(), signal.SIGTERM)
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)  # Ctrl-C in the terminal that started GIMP
-    threading.Thread(target=chan.heartbeat, daemon=True).start()
+    threading.Thread(target=watch, daemon=True).start()
     upscalers: dict[tuple, Upscaler] = {}
 
     def cancel() -> bool:
