@@ -97,6 +97,10 @@ class _PlanTooBigError(Exception):
     """The network ran out of memory on one batch of windows (not a callback's exception)."""
 
 
+class _NotFiniteError(Exception):
+    """The network gave NaN or infinite values (half precision overflowing on huge inputs)."""
+
+
 _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
 _TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
 
@@ -130,6 +134,7 @@ class Upscaler:
                                  "one, not a loaded module", option="denoise")
         self.device = pick_device(str(device) if isinstance(device, torch.device) else device)
         self.dtype = pick_precision(self.device, precision)
+        self._auto_precision = precision == "auto"
         if self.device.type == "cpu" and self.dtype == torch.float16:
             raise BadOptionError("fp16 is not supported on the CPU: use fp32 or bf16",
                                  option="precision")
@@ -335,9 +340,7 @@ class Upscaler:
                     raise
                 raise _PlanTooBigError from e
             if not torch.isfinite(y).all():  # not blank or NaN pixels in a result
-                raise BadImageError(f"the model gave NaN or infinite values for this image in "
-                                    f"{str(self.dtype).removeprefix('torch.')}"
-                                    + (": use precision fp32" * (self.dtype != torch.float32)))
+                raise _NotFiniteError
             for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
@@ -362,6 +365,8 @@ class Upscaler:
                 try:
                     self._run_plan(ilr, out, plan, progress, cancel)
                     return out
+                except _NotFiniteError:
+                    self._leave_half_precision()
                 except _PlanTooBigError as e:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -372,6 +377,17 @@ class Upscaler:
         finally:
             if hook is not None:
                 hook.remove()
+
+    def _leave_half_precision(self) -> None:
+        """After NaN or infinite results: a precision the engine chose goes to fp32 for good (the
+        plane runs again), one the caller chose is :class:`BadImageError`."""
+        name = str(self.dtype).removeprefix("torch.")
+        if self.dtype == torch.float32 or not self._auto_precision:
+            raise BadImageError(f"the model gave NaN or infinite values for this image in {name}"
+                                + (": use precision fp32" * (self.dtype != torch.float32)))
+        self.notify(f"{name} overflowed on this image: running in fp32 from here")
+        self.dtype = torch.float32
+        self.model = self._placed(self.model.float())
 
     def _cancel_between_recursions(self, cancel: CancelFn | None) -> RemovableHandle | None:
         """Check ``cancel`` before each recursion too, not only between batches of windows

@@ -56,6 +56,37 @@ def test_a_non_finite_network_output_is_an_error_not_black_or_nan_pixels(
         up.upscale(np.ones((10, 10, 3), dtype), 2)
 
 
+class _OverflowsInHalf(torch.nn.Module):
+    """A DRCN that gives infinities while its convolutions run in a half precision."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = seeded_drcn()
+        for name in ("features", "recursions", "receptive_radius", "embed", "recursive",
+                     "reconstruct"):
+            setattr(self, name, getattr(self.inner, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        return y if self.recursive.weight.dtype == torch.float32 else y + float("inf")
+
+
+def test_an_overflow_in_a_precision_the_engine_chose_reruns_in_fp32(
+        one_thread: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drcn_plugin import engine
+
+    monkeypatch.setattr(engine, "pick_precision", lambda device, p: torch.bfloat16)
+    monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: False)
+    said: list[str] = []
+    image = np.random.default_rng(0).random((12, 12))
+    out = Upscaler(_OverflowsInHalf(), device="cpu", notify=said.append).upscale(image, 2)
+    assert np.isfinite(out).all() and said == ["bfloat16 overflowed on this image: running in "
+                                               "fp32 from here"]
+    chosen = Upscaler(_OverflowsInHalf(), device="cpu", precision="bf16")
+    with pytest.raises(BadImageError, match="in bfloat16: use precision fp32"):
+        chosen.upscale(image, 2)
+
+
 @pytest.mark.parametrize("name", ["progress", "cancel"])
 def test_a_callback_that_cannot_be_called_is_refused_before_any_work(up: Upscaler,
                                                                      name: str) -> None:
