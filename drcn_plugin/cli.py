@@ -308,9 +308,10 @@ def upscale(
                         written.append(str(out.job.target))
                     left = len(mine) - len(outcomes)
                     if isinstance(out.error, DiskFullError) and left:  # each would fail too
-                        print_error(f"stopped: the disk is full; {len(written)} of {len(mine)} "
-                                    f"files written, {left} not started (free space, then "
-                                    "--skip-existing goes on from here)")
+                        mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"
+                        print_error(f"stopped: the disk is full; {len(written)} of {len(mine)}"
+                                    f"{mine_of} files written, {left} not started (free space, "
+                                    "then --skip-existing goes on from here)")
                         break
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)

@@ -11,6 +11,7 @@ Window sizes come from a measured plan (see :mod:`.tuning`) unless a tile size i
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
@@ -97,16 +98,8 @@ class _PlanTooBigError(Exception):
     """The network ran out of memory on one batch of windows (not a callback's exception)."""
 
 
-class _NotFiniteError(Exception):
-    """The network gave NaN or infinite values (half precision overflowing on huge inputs)."""
-
-
 _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
 _TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
-
-
-def _stderr_line(message: str) -> None:
-    print(f"drcn: {message}", file=sys.stderr, flush=True)
 
 
 def _require_callable(**callbacks: object) -> None:
@@ -162,7 +155,7 @@ class Upscaler:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
         self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), bool(tta)
-        self.notify = notify if notify is not None else _stderr_line
+        self.notify = notify or functools.partial(print, "drcn:", file=sys.stderr, flush=True)
         self._precision_open = precision == "auto" and self.device.type == "cpu" \
             and cpu_bf16_unproven() and tuning.tuning_enabled()
         if self._precision_open:
@@ -321,7 +314,8 @@ class Upscaler:
         return acc / len(_TTA)
 
     def _run_plan(self, ilr: torch.Tensor, out: torch.Tensor, plan: tuning.Plan,
-                  progress: ProgressFn | None, cancel: CancelFn | None) -> None:
+                  progress: ProgressFn | None, cancel: CancelFn | None) -> bool:
+        """Whether the plan ran with finite results (never NaN or blank pixels in a result)."""
         h, w = ilr.shape
         halo = self.model.receptive_radius
         tiles = [(r, c) for r in tuning.windows(h, plan.tile_h, halo)
@@ -339,12 +333,13 @@ class Upscaler:
                 if not is_out_of_memory(e):
                     raise
                 raise _PlanTooBigError from e
-            if not torch.isfinite(y).all():  # not blank or NaN pixels in a result
-                raise _NotFiniteError
+            if not torch.isfinite(y).all():  # half precision overflowing on huge inputs
+                return False
             for (r, c), yt in zip(group, y, strict=True):
                 out[r[1]: r[2], c[1]: c[2]] = yt[r[1] - r[0]: r[2] - r[0], c[1] - c[0]: c[2] - c[0]]
             if progress is not None:
                 progress(min(start + plan.batch, total), total)
+        return True
 
     @torch.inference_mode()
     def run_y(self, ilr: torch.Tensor, progress: ProgressFn | None = None,
@@ -362,11 +357,12 @@ class Upscaler:
         try:
             plan = self._auto_plan(*ilr.shape)
             while True:
+                ran = self.dtype
                 try:
-                    self._run_plan(ilr, out, plan, progress, cancel)
-                    return out
-                except _NotFiniteError:
-                    self._leave_half_precision()
+                    if self._run_plan(ilr, out, plan, progress, cancel):
+                        return out
+                    self._leave_half_precision(ran)  # or an error
+                    plan = self._auto_plan(*ilr.shape)  # fp32 takes more memory a pixel
                 except _PlanTooBigError as e:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -378,16 +374,19 @@ class Upscaler:
             if hook is not None:
                 hook.remove()
 
-    def _leave_half_precision(self) -> None:
-        """After NaN or infinite results: a precision the engine chose goes to fp32 for good (the
-        plane runs again), one the caller chose is :class:`BadImageError`."""
-        name = str(self.dtype).removeprefix("torch.")
-        if self.dtype == torch.float32 or not self._auto_precision:
+    def _leave_half_precision(self, ran: torch.dtype) -> None:
+        """After NaN or infinite results in ``ran``: a precision the engine chose goes to fp32 for
+        good (a new model, as other threads may still run the old), else :class:`BadImageError`."""
+        name = str(ran).removeprefix("torch.")
+        if ran == torch.float32 or not self._auto_precision:
             raise BadImageError(f"the model gave NaN or infinite values for this image in {name}"
-                                + (": use precision fp32" * (self.dtype != torch.float32)))
-        self.notify(f"{name} overflowed on this image: running in fp32 from here")
-        self.dtype = torch.float32
-        self.model = self._placed(self.model.float())
+                                + (": use precision fp32" * (ran != torch.float32)))
+        if self.dtype == ran:  # not yet switched by another thread
+            self.notify(f"{name} overflowed on this image: running in fp32 from here")
+            with torch.inference_mode(False):
+                fp32 = copy.deepcopy(self.model).float().to(memory_format=torch.contiguous_format)
+            self.dtype = torch.float32
+            self.model = self._placed(fp32)
 
     def _cancel_between_recursions(self, cancel: CancelFn | None) -> RemovableHandle | None:
         """Check ``cancel`` before each recursion too, not only between batches of windows

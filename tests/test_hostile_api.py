@@ -79,9 +79,13 @@ def test_an_overflow_in_a_precision_the_engine_chose_reruns_in_fp32(
     monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: False)
     said: list[str] = []
     image = np.random.default_rng(0).random((12, 12))
-    out = Upscaler(_OverflowsInHalf(), device="cpu", notify=said.append).upscale(image, 2)
+    up = Upscaler(_OverflowsInHalf(), device="cpu", notify=said.append)
+    out = up.upscale(image, 2)
     assert np.isfinite(out).all() and said == ["bfloat16 overflowed on this image: running in "
                                                "fp32 from here"]
+    weight = up.model.recursive.weight  # a model of its own, usable outside inference mode
+    assert weight.dtype == torch.float32 and not weight.is_inference()
+    assert weight.is_contiguous() and np.array_equal(up.upscale(image, 2), out)
     chosen = Upscaler(_OverflowsInHalf(), device="cpu", precision="bf16")
     with pytest.raises(BadImageError, match="in bfloat16: use precision fp32"):
         chosen.upscale(image, 2)

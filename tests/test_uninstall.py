@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
@@ -58,3 +59,23 @@ def test_comfyui_uninstall_keeps_models_and_foreign_folders(tmp_path: Path) -> N
     assert r.exit_code == 2 and "is not the DRCN nodes" in r.output and (dest / ".git").is_dir()
     r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(tmp_path)])
     assert r.exit_code == 2 and "is not a ComfyUI folder" in r.output
+
+
+def test_gimp_uninstall_goes_on_past_a_refused_folder(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder refused (a user's file in it) neither stops nor hides the other folders' removal."""
+    folders = [tmp_path / rel for rel in (".config/GIMP/3.0",
+                                          ".var/app/org.gimp.GIMP/config/GIMP/3.0")]
+    monkeypatch.setattr(gimp_install.sys, "platform", "linux")
+    monkeypatch.setattr(gimp_install.Path, "home", staticmethod(lambda: tmp_path))
+    for var in ("GIMP3_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for folder in folders:
+        gimp_install.install(folder)
+    kept = folders[0] / "plug-ins" / gimp_install.PLUGIN
+    (kept / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["gimp", "uninstall"])
+    gone = folders[1] / "plug-ins" / gimp_install.PLUGIN
+    assert r.exit_code == 2 and "did not write (notes.txt)" in r.output, r.output
+    assert f"removed {gone}" in " ".join(r.output.split()) and not gone.exists()
+    assert (kept / "notes.txt").is_file() and not list(gone.parent.iterdir())  # nothing aside

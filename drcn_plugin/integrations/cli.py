@@ -50,18 +50,25 @@ def gimp_uninstall_cmd(
     """Remove the GIMP 3 plug-in (a folder holding files no install wrote is left as it is)."""
     from .gimp_install import GimpProfile, find_gimp_profiles, remove_plugin
 
-    with user_errors():
-        profiles = [GimpProfile("given", gimp_dir)] \
-            if gimp_dir is not None else find_gimp_profiles()
-        removed = [dest for p in profiles if (dest := remove_plugin(p.path)) is not None]
-    for dest in removed:
-        console.print(f"removed {dest}", soft_wrap=True, highlight=False, markup=False)
-    if not removed:
-        console.print("no DRCN plug-in to remove in "
-                      + ", ".join(str(p.path) for p in profiles), soft_wrap=True,
-                      highlight=False, markup=False)
-    else:
+    profiles = [GimpProfile("given", gimp_dir)] if gimp_dir is not None else find_gimp_profiles()
+    removed, failed = 0, False
+    for profile in profiles:  # each folder on its own: one refused never hides another's removal
+        try:
+            with user_errors():
+                dest = remove_plugin(profile.path)
+        except typer.Exit:
+            failed = True
+            continue
+        if dest is not None:
+            removed += 1
+            console.print(f"removed {dest}", soft_wrap=True, highlight=False, markup=False)
+    if removed:
         console.print("restart GIMP to unload it", highlight=False)
+    elif not failed:
+        console.print("no DRCN plug-in to remove in " + ", ".join(str(p.path) for p in profiles),
+                      soft_wrap=True, highlight=False, markup=False)
+    if failed:
+        raise typer.Exit(2)
 
 
 @comfyui_app.command("install")

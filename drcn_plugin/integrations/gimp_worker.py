@@ -180,7 +180,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     def watch() -> None:
         chan.heartbeat()  # returns once the client stops taking lines
         if waiting.is_set():  # blocked on its input, which it may hold open: leave that read
-            os.kill(os.getpid(), signal.SIGTERM)
+            if hasattr(signal, "pthread_kill"):  # to the thread that reads, where on_term runs
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+            else:  # Windows: no signal interrupts the read
+                os._exit(EXIT_CANCELLED)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)  # Ctrl-C in the terminal that started GIMP

@@ -88,8 +88,12 @@ def uninstall(dest: Path) -> bool:
     what installs wrote); False when there is none."""
     if not (dest.is_symlink() or dest.exists()):
         return False
-    try:
-        remove(dest)
+    aside = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+    try:  # moved aside whole first: a removal that fails midway leaves no half install
+        remove(aside)
+        dest.rename(aside)
     except OSError as e:
         raise InstallError(f"cannot remove {dest}: {reason(e)}") from e
+    with contextlib.suppress(OSError):  # gone from its place either way
+        remove(aside)
     return True
