@@ -33,15 +33,14 @@ rgb = random_rgb
 
 # -- 14: GIMP worker headers ----------------------------------------------------------------
 def _serve(stdin: bytes) -> tuple[int, list[str]]:
-    """Run the worker's loop in this process (as the worker process does)."""
+    """Run the worker's loop in this process (as the worker process does), checking that it
+    leaves this process's signal handlers as they were."""
     import signal
 
-    old = signal.getsignal(signal.SIGTERM)
+    before = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     out = io.BytesIO()
-    try:
-        code = serve(io.BytesIO(stdin), out)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    code = serve(io.BytesIO(stdin), out)
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == before
     return code, out.getvalue().decode().splitlines()
 
 

@@ -185,8 +185,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             else:  # Windows: no signal interrupts the read
                 os._exit(EXIT_CANCELLED)
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)  # Ctrl-C in the terminal that started GIMP
+    handlers = {s: signal.signal(s, on_term)  # SIGINT: Ctrl-C in the terminal GIMP started in
+                for s in (signal.SIGTERM, signal.SIGINT)}
     threading.Thread(target=watch, daemon=True).start()
     upscalers: dict[tuple, Upscaler] = {}
 
@@ -245,6 +245,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
         return EXIT_ERROR
     finally:
         chan.gone.set()
+        for s, handler in handlers.items():  # as they were, for a caller in this process
+            signal.signal(s, handler)
 
 
 def main() -> None:
