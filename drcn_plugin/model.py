@@ -9,7 +9,6 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .errors import BadOptionError, ModelLoadError
+from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
 
 _SAVING = ".saving-"  # the hidden folder a save writes in, inside its target
@@ -129,10 +129,7 @@ def blend_weight(t: object, what: str = "blend weight") -> float:
     for the ``denoise`` option: NaN, and anything that is not a real number, too."""
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
         raise BadOptionError(f"{what} {t!r} is not a number", option="denoise")
-    try:
-        value = float(t)
-    except OverflowError:  # an int or a fraction too large for a float
-        value = math.inf if t > 0 else -math.inf
+    value = as_float(t)
     if not 0 <= value <= 1:
         raise BadOptionError(f"{what} {value:g} is outside 0..1", option="denoise")
     return value

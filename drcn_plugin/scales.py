@@ -27,16 +27,22 @@ def scaled_length(length: int, scale: float) -> int:
     return max(1, math.floor(round(length * scale, 9) + 0.5))
 
 
+def as_float(value: float) -> float:
+    """A real number as a float; one too large for a float (an int of 400 digits) as +-inf, so
+    a range check refuses it instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def check_scale(scale: float) -> float:
     """An upscaling factor within ``MIN_SCALE..MAX_SCALE`` as a Python float (a numpy scalar's
     own arithmetic would overflow or round sizes), or :class:`BadOptionError` (NaN too, and
     anything that is not a real number)."""
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
-    try:
-        value = float(scale)
-    except OverflowError:  # an int too large for a float
-        value = math.inf if scale > 0 else -math.inf
+    value = as_float(scale)
     if not MIN_SCALE <= value <= MAX_SCALE:
         shown = f"{value:g}" if float(f"{value:g}") == value else repr(value)
         raise BadOptionError(f"scale {shown} is out of range: use {MIN_SCALE:g} to "
