@@ -75,7 +75,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True,
                   context_settings={"help_option_names": ["-h", "--help"]},
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 
@@ -127,7 +127,9 @@ def eval_cmd(
         "ensemble as a dashed level, into this PNG (implies --per-depth; needs matplotlib)")]
     = None,
 ) -> None:
-    """Score a model with the paper's protocol (Y, MATLAB bicubic, shave s, PSNR/SSIM). Files
+    """Score a model with the paper's protocol (PSNR/SSIM on Y).
+
+    The ground truth is shrunk with MATLAB-style bicubic and a border of s pixels is shaved. Files
     asked for are written before the tables are printed, so a stdout that fails loses none."""
     from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
@@ -254,9 +256,10 @@ def upscale(
     debug: Annotated[bool, typer.Option(help="print the traceback of unexpected failures")]
     = False,
 ) -> None:
-    """Upscale images with DRCN, by --scale or to --width/--height/--long-edge (DRCN runs at a
-    whole factor from 2 to 4 and bicubic takes it to the exact size). Under torchrun, files are
-    split across the processes."""
+    """Upscale images with DRCN.
+
+    By --scale, or to --width/--height/--long-edge: DRCN runs at a whole factor from 2 to 4 and
+    bicubic takes it to the exact size. Under torchrun, files are split across the processes."""
     from .batch import (
         clean_stale_outputs,
         collect_jobs,
@@ -345,7 +348,9 @@ def compare(
     seed: Annotated[int, typer.Option(min=0, max=2**63 - 1,
                                       help="seed of the degradation's random draws")] = 0,
 ) -> None:
-    """Write one PNG with matching crops: nearest, bicubic, DRCN (and the original), with PSNR."""
+    """Write one PNG of matching crops, each with its PSNR.
+
+    Nearest, bicubic and DRCN side by side, and the original when it is known."""
     from .compare import check_compare_scale, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
@@ -395,19 +400,9 @@ def _command_path(args: list[str]) -> str:
     return " ".join(path)
 
 
-def _stdout_file() -> tuple[int, int] | None:
-    """Which file descriptor 1 is (device, inode), to see whether it was pointed elsewhere."""
-    try:
-        st = os.fstat(1)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
-    stdout_at = _stdout_file()
     limit = Image.MAX_IMAGE_PIXELS  # put back on return: a caller in-process keeps its own
     Image.MAX_IMAGE_PIXELS = memory_pixel_limit()  # not Pillow's fixed one: what memory holds
     try:
@@ -417,8 +412,8 @@ def main() -> None:
     except ReaderGone:  # quietly, as SIGPIPE ends git or grep; a file the command wrote stays
         silence(sys.stdout)
         code = PIPE_EXIT
-    except SystemExit as e:  # rich ends a help whose reader left: stdout to /dev/null, status 1
-        if e.code != 1 or stdout_at == _stdout_file():
+    except SystemExit as e:  # click ends a help whose reader left with status 1
+        if e.code != 1 or not reader_gone():
             raise
         code = PIPE_EXIT
     except typer.Abort:

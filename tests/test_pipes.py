@@ -102,3 +102,22 @@ def test_reader_gone_sees_a_pipe_without_reader(monkeypatch) -> None:
         assert not terminal.reader_gone()
         os.close(r)
         assert terminal.reader_gone()
+
+
+@pytest.mark.parametrize("group", [[], ["gimp"], ["comfyui"]])
+def test_help_lists_each_command_with_its_whole_summary(group: list[str]) -> None:
+    """In an 80-column terminal every command's one-line summary is printed whole: neither cut
+    with "..." nor broken where its docstring's source line broke."""
+    import typer.main
+
+    command = typer.main.get_command(cli.app)
+    for name in group:
+        command = command.commands[name]
+    proc = subprocess.run(DRCN + [*group, "--help"], env={**ENV, "COLUMNS": "80"},
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    listed = lines[lines.index("Commands:") + 1:]
+    assert len(listed) == len(command.commands)
+    for line, (name, sub) in zip(listed, command.commands.items(), strict=True):
+        summary = sub.help.split("\n\n")[0]
+        assert "\n" not in summary and line.split() == [name, *summary.split()], line

@@ -47,7 +47,9 @@ def gimp_uninstall_cmd(
     gimp_dir: Annotated[Path | None, typer.Option(
         parser=path_value, help="GIMP 3 user folder (default: every one found)")] = None,
 ) -> None:
-    """Remove the GIMP 3 plug-in (a folder holding files no install wrote is left as it is)."""
+    """Remove the GIMP 3 plug-in.
+
+    A folder holding files no install wrote is left as it is."""
     from .gimp_install import GimpProfile, find_gimp_profiles, remove_plugin
 
     profiles = [GimpProfile("given", gimp_dir)] if gimp_dir is not None else find_gimp_profiles()
@@ -80,7 +82,9 @@ def comfyui_install_cmd(
         "build's python_embeded/, else this one)")] = None,
     copy: Annotated[bool, typer.Option(help="copy the nodes instead of linking them")] = False,
 ) -> None:
-    """Put the DRCN nodes into ComfyUI and install drcn-plugin into its Python (torch kept)."""
+    """Put the DRCN nodes into ComfyUI.
+
+    drcn-plugin is installed into ComfyUI's Python too, keeping the torch it has."""
     from .comfyui_install import install
 
     with user_errors():
@@ -93,7 +97,9 @@ def comfyui_uninstall_cmd(
     comfyui_dir: Annotated[Path, typer.Option(
         parser=path_value, help="the ComfyUI folder (main.py, custom_nodes/)")],
 ) -> None:
-    """Remove the DRCN nodes from ComfyUI; models/drcn and the package in its Python stay."""
+    """Remove the DRCN nodes from ComfyUI.
+
+    models/drcn and the package in ComfyUI's Python stay."""
     from .comfyui_install import remove_nodes
 
     with user_errors():

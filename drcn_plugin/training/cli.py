@@ -82,7 +82,9 @@ def train_cmd(
     = False,
     **options: Any,
 ) -> None:
-    """Train DRCN (recursive supervision, multi-scale); works under torchrun with DDP."""
+    """Train DRCN (recursive supervision, multi-scale).
+
+    Works under torchrun with DDP."""
     signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
     out = Path(options["out"])
     try:  # from here (the trainer's imports take seconds) an interrupt is one line
@@ -134,7 +136,9 @@ def plot_train_cmd(
         help="PNG to write (default: curves.png in the run folder)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --output")] = False,
 ) -> None:
-    """Redraw a training run's curves (loss, validation PSNR, learning rate, alpha) from its log."""
+    """Redraw a training run's curves from its log.
+
+    Loss, validation PSNR, learning rate and alpha, one panel each."""
     from ..charts import redraw_training_curves
 
     signals_interrupt()
