@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -83,7 +85,7 @@ class BatchProgress(_Display):
         colours = {"done": "green", "skipped": "yellow", "failed": "red"}
         for o in outcomes:
             size = lambda s: f"{s[0]}x{s[1]}" if s else ""  # noqa: E731
-            table.add_row(escape(single_line(str(o.job.source))),
+            table.add_row(escape(single_line(_shown(o.job.source))),
                           f"[{colours[o.status]}]{o.status}[/]", size(o.in_size),
                           size(o.out_size), f"{o.seconds:.1f}",
                           *[escape(o.model)] * per_file_model,
@@ -97,6 +99,13 @@ class BatchProgress(_Display):
                       f"{counts['failed']} failed;"
                       f" {mpx:.2f} output Mpx in {secs:.1f} s"
                       + (f" ({mpx / secs:.2f} Mpx/s)" if secs else ""))
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it, as the user named it."""
+    with contextlib.suppress(OSError, ValueError):  # a removed working folder; one elsewhere
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 class TrainProgress(_Display):

@@ -406,3 +406,17 @@ def test_compare_refuses_a_scale_without_panels_in_the_library_too(tiny_model_fi
     image = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(BadOptionError, match="use more than 1, at most 16"):
         compare_panels(image, scale, Upscaler(tiny_model_file, device="cpu"), True)
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_summary_names_files_as_the_user_did(photos: Path, tmp_path: Path, tiny_model_file: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file under the working folder is listed by its relative path, one elsewhere in full."""
+    monkeypatch.chdir(photos.parent)
+    r = upscale("photos", "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if " done " in line]
+    assert [row.split()[1] for row in rows] == [str(Path("photos", n)) for n in ("a.png", "b.jpg")]
+    monkeypatch.chdir(tmp_path / "out")
+    r = upscale(str(photos / "a.png"), "-o", str(tmp_path / "out2"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and str(photos / "a.png") in r.output, r.output
