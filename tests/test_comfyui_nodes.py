@@ -50,8 +50,22 @@ class InterruptProcessingException(Exception):  # noqa: N818 (ComfyUI's name)
     """Stands in for comfy.model_management.InterruptProcessingException."""
 
 
+class FakeModelPatcher:
+    """comfy.model_patcher.ModelPatcher's constructor (ComfyUI 0.3.64 comfy/model_patcher.py
+    218-229: a model without a ``device`` gets the offload device as one) and what
+    ``load_models_gpu`` does with it on a full load (``load``: ``self.model.to(device_to)``)."""
+
+    def __init__(self, model: torch.nn.Module, load_device: torch.device,
+                 offload_device: torch.device, size: int = 0,
+                 weight_inplace_update: bool = False) -> None:
+        self.model, self.load_device, self.offload_device = model, load_device, offload_device
+        if getattr(model, "device", None) is None:
+            model.device = offload_device
+
+
 class FakeComfy:
-    """The parts of comfy.model_management and comfy.utils that the nodes use; records calls."""
+    """The parts of comfy.model_management, comfy.utils and comfy.model_patcher that the nodes
+    use; records calls."""
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls: list[tuple] = []
@@ -65,6 +79,10 @@ class FakeComfy:
         mm.free_memory = lambda required, device: self.calls.append(("free", required, device))
         mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
         mm.throw_exception_if_processing_interrupted = self._throw
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        mm.load_models_gpu = self._load_models_gpu
+        patcher = types.ModuleType("comfy.model_patcher")
+        patcher.ModelPatcher = FakeModelPatcher
         utils = types.ModuleType("comfy.utils")
         fake = self
 
@@ -80,7 +98,16 @@ class FakeComfy:
         utils.ProgressBar = ProgressBar
         self.comfy = types.ModuleType("comfy")
         self.comfy.model_management, self.comfy.utils = mm, utils
-        self.mm, self.utils = mm, utils
+        self.comfy.model_patcher = patcher
+        self.mm, self.utils, self.patcher = mm, utils, patcher
+
+    def _load_models_gpu(self, models: list, memory_required: int = 0,
+                         force_patch_weights: bool = False,
+                         minimum_memory_required: int | None = None,
+                         force_full_load: bool = False) -> None:
+        self.calls.append(("load", models, force_full_load))
+        for patcher in models:
+            patcher.model.to(patcher.load_device)
 
     def _throw(self) -> None:
         self.calls.append(("check",))
@@ -92,6 +119,7 @@ class FakeComfy:
         monkeypatch.setitem(sys.modules, "comfy", self.comfy)
         monkeypatch.setitem(sys.modules, "comfy.model_management", self.mm)
         monkeypatch.setitem(sys.modules, "comfy.utils", self.utils)
+        monkeypatch.setitem(sys.modules, "comfy.model_patcher", self.patcher)
         return self
 
 
