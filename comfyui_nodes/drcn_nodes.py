@@ -82,14 +82,16 @@ _FALLBACKS_SAID: set[str] = set()
 
 
 def _folder_paths() -> ModuleType | None:
-    """ComfyUI's ``folder_paths`` with a ``models/drcn`` folder registered, or None outside it."""
+    """ComfyUI's ``folder_paths`` with ``models/drcn`` registered beside any ``drcn:`` folders of
+    extra_model_paths.yaml, listing .safetensors files only; None outside ComfyUI."""
     try:
         import folder_paths
     except ImportError:
         return None
-    if MODELS_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[MODELS_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, MODELS_FOLDER)], {".safetensors"})
+    folder_paths.add_model_folder_path(MODELS_FOLDER,
+                                       os.path.join(folder_paths.models_dir, MODELS_FOLDER))
+    paths, _ = folder_paths.folder_names_and_paths[MODELS_FOLDER]
+    folder_paths.folder_names_and_paths[MODELS_FOLDER] = (paths, {".safetensors"})
     return folder_paths
 
 

@@ -125,15 +125,23 @@ class FakeComfy:
 
 @pytest.fixture
 def fake_folder_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """ComfyUI's folder_paths interface over tmp_path/models."""
+    """ComfyUI's folder_paths interface over tmp_path/models (ComfyUI 0.3.64 folder_paths.py:
+    add_model_folder_path 214-230, filter_files_extensions 277-278: an empty set lists every
+    file)."""
     fp = types.ModuleType("folder_paths")
     fp.models_dir = str(tmp_path / "models")
     fp.folder_names_and_paths = {}
 
+    def add_model_folder_path(name: str, path: str, is_default: bool = False) -> None:
+        if name not in fp.folder_names_and_paths:
+            fp.folder_names_and_paths[name] = ([path], set())
+        elif path not in (paths := fp.folder_names_and_paths[name][0]):
+            paths.insert(0, path) if is_default else paths.append(path)
+
     def get_filename_list(name: str) -> list[str]:
         dirs, exts = fp.folder_names_and_paths[name]
         return sorted(f for d in dirs if os.path.isdir(d) for f in os.listdir(d)
-                      if not exts or os.path.splitext(f)[1] in exts)
+                      if not exts or os.path.splitext(f)[1].lower() in exts)
 
     def get_full_path(name: str, filename: str) -> str | None:
         for d in fp.folder_names_and_paths[name][0]:
@@ -142,6 +150,7 @@ def fake_folder_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.
         return None
 
     fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+    fp.add_model_folder_path = add_model_folder_path
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
     return fp
 
@@ -321,6 +330,27 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
     (folder / "mine.safetensors").unlink()
     with pytest.raises(NODES.DRCNNodeError, match="'mine.safetensors' not found in models/drcn"):
         LOADER.load("mine.safetensors")
+
+
+def test_loader_keeps_models_drcn_beside_extra_model_paths(
+        tiny: DRCN, tmp_path: Path, fake_folder_paths: types.ModuleType) -> None:
+    """ComfyUI registers extra_model_paths.yaml's folders before it loads custom nodes
+    (utils/extra_config.py:34 calls add_model_folder_path(name, path, is_default)): a ``drcn:``
+    entry there must not hide models/drcn, nor list files that are not weights."""
+    weights = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    extra, own = tmp_path / "shared_models", tmp_path / "models" / "drcn"
+    for folder, name in ((extra, "shared.safetensors"), (own, "mine.safetensors")):
+        folder.mkdir(parents=True)
+        save_file(weights, str(folder / name))
+        (folder / "notes.txt").write_text("not a model")
+    fake_folder_paths.add_model_folder_path("drcn", str(extra))
+    choices = LOADER.INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == [*SHIPPED, "mine.safetensors", "shared.safetensors"]
+    for name in ("mine.safetensors", "shared.safetensors"):
+        assert LOADER.load(name)[0].features == 8
+    LOADER.INPUT_TYPES()  # registering again adds nothing
+    assert fake_folder_paths.folder_names_and_paths["drcn"] == ([str(extra), str(own)],
+                                                                {".safetensors"})
 
 
 @pytest.mark.parametrize(("spec", "message"), [
