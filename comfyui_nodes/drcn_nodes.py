@@ -19,7 +19,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from drcn_plugin.devices import DEVICE_TYPES
+from drcn_plugin.devices import DEVICE_TYPES, Precision
 from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import (
@@ -79,6 +79,15 @@ def engine_device(device: torch.device | str) -> str:
 
 
 _FALLBACKS_SAID: set[str] = set()
+
+
+def engine_precision(mm: ModuleType | None, device: str) -> Precision:
+    """The engine's own choice, or fp32 where ComfyUI rules out both half precisions on its GPU
+    (``--force-fp32``; GTX 16xx cards, whose fp16 is broken). On the CPU the engine decides."""
+    if mm is None or torch.device(device).type == "cpu":
+        return "auto"
+    gpu = torch.device(device)
+    return "auto" if mm.should_use_fp16(gpu) or mm.should_use_bf16(gpu) else "fp32"
 
 
 def _folder_paths() -> ModuleType | None:
@@ -245,7 +254,8 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     cancel = interrupt_check(mm) if mm is not None else None
     upscaler = None
     try:
-        upscaler = Upscaler(model, device=device, tile=tile, tta=self_ensemble)
+        upscaler = Upscaler(model, device=device, precision=engine_precision(mm, device),
+                            tile=tile, tta=self_ensemble)
         if mm is not None and device == str(comfy_device):  # not fallen back to the CPU
             mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
                            * min(oh * ow, _WORKING_PIXELS), comfy_device)

@@ -27,6 +27,7 @@ from .drcn_nodes import (
     MODEL_TYPE,
     comfy_modules,
     engine_device,
+    engine_precision,
     finite_frames,
     from_engine,
     interrupt_check,
@@ -84,9 +85,10 @@ class DRCNUpscaleModule(nn.Module):
             check_memory(h, w, 3, itemsize, size=(oh, ow), held=8 * count * oh * ow * 3,
                          what=f"a batch of {count} tiles of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
-            if self._engine is None or self._engine.device != device:
-                self._engine = Upscaler(self.drcn, device=str(device))
             mm, _ = comfy_modules()
+            if self._engine is None or self._engine.device != device:
+                self._engine = Upscaler(self.drcn, device=str(device),
+                                        precision=engine_precision(mm, str(device)))
             cancel = interrupt_check(mm) if mm is not None else None
             out = [from_engine(self._engine.upscale(tile, float(self.scale), cancel=cancel))
                    for tile in tiles]

@@ -290,6 +290,38 @@ def test_upscale_model_runs_in_comfyuis_own_upscale_node(
     MODELS.architecture.cache_clear()
 
 
+class _Built(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a stand-in Upscaler once it has recorded how the node built it."""
+
+
+@pytest.mark.parametrize(("fp16", "bf16", "want"), [
+    (False, False, "fp32"), (True, False, "auto"), (False, True, "auto"), (True, True, "auto")])
+def test_half_precision_follows_comfyuis_choice_on_the_gpu(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, fp16: bool, bf16: bool, want: str) -> None:
+    """ComfyUI's should_use_fp16 / should_use_bf16 (comfy/model_management.py 1227, 1297) say no
+    to both under --force-fp32 and on GTX 16xx cards, whose fp16 is broken: both nodes then run
+    the engine in fp32 instead of the half precision it would pick on a GPU."""
+    fake = FakeComfy().install(monkeypatch)
+    fake.half.update(fp16=fp16, bf16=bf16)
+    fake.mm.get_torch_device = lambda: torch.device("cuda", 0)
+    seen = []
+
+    def built(model: DRCN, **options: object) -> None:
+        seen.append((options["device"], options["precision"]))
+        raise _Built
+
+    for module in (NODES, MODELS):
+        monkeypatch.setattr(module, "Upscaler", built)
+    with pytest.raises(_Built):
+        UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False)
+    monkeypatch.setattr(MODELS, "engine_device", lambda device: "cuda:0")
+    with pytest.raises(_Built):
+        MODELS.DRCNUpscaleModule(tiny, 2)(_frames(1, 8, 8).movedim(-1, -3))
+    assert seen == [("cuda:0", want)] * 2
+    assert NODES.engine_precision(fake.mm, "cpu") == "auto"  # the engine measures bf16 there
+    assert NODES.engine_precision(None, "auto") == "auto"  # outside ComfyUI
+
+
 # -- the node pack's registry files ---------------------------------------------------------------
 
 def test_registry_metadata_has_no_placeholders() -> None:

@@ -80,6 +80,10 @@ class FakeComfy:
         mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
         mm.throw_exception_if_processing_interrupted = self._throw
         mm.unet_offload_device = lambda: torch.device("cpu")
+        # model_management.py 1227/1297: False on the CPU and under --force-fp32
+        self.half = {"fp16": False, "bf16": False}
+        mm.should_use_fp16 = lambda device=None, *_, **__: self.half["fp16"]
+        mm.should_use_bf16 = lambda device=None, *_, **__: self.half["bf16"]
         mm.load_models_gpu = self._load_models_gpu
         patcher = types.ModuleType("comfy.model_patcher")
         patcher.ModelPatcher = FakeModelPatcher
