@@ -19,7 +19,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from drcn_plugin.devices import DEVICE_TYPES
+from drcn_plugin.devices import DEVICE_TYPES, Precision
 from drcn_plugin.engine import Upscaler, check_memory
 from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
 from drcn_plugin.hub import (
@@ -81,15 +81,26 @@ def engine_device(device: torch.device | str) -> str:
 _FALLBACKS_SAID: set[str] = set()
 
 
+def engine_precision(mm: ModuleType | None, device: str) -> Precision:
+    """The engine's own choice, or fp32 where ComfyUI rules out both half precisions on its GPU
+    (``--force-fp32``; GTX 16xx cards, whose fp16 is broken). On the CPU the engine decides."""
+    if mm is None or torch.device(device).type == "cpu":
+        return "auto"
+    gpu = torch.device(device)
+    return "auto" if mm.should_use_fp16(gpu) or mm.should_use_bf16(gpu) else "fp32"
+
+
 def _folder_paths() -> ModuleType | None:
-    """ComfyUI's ``folder_paths`` with a ``models/drcn`` folder registered, or None outside it."""
+    """ComfyUI's ``folder_paths`` with ``models/drcn`` registered beside any ``drcn:`` folders of
+    extra_model_paths.yaml, listing .safetensors files only; None outside ComfyUI."""
     try:
         import folder_paths
     except ImportError:
         return None
-    if MODELS_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.folder_names_and_paths[MODELS_FOLDER] = (
-            [os.path.join(folder_paths.models_dir, MODELS_FOLDER)], {".safetensors"})
+    folder_paths.add_model_folder_path(MODELS_FOLDER,
+                                       os.path.join(folder_paths.models_dir, MODELS_FOLDER))
+    paths, _ = folder_paths.folder_names_and_paths[MODELS_FOLDER]
+    folder_paths.folder_names_and_paths[MODELS_FOLDER] = (paths, {".safetensors"})
     return folder_paths
 
 
@@ -243,7 +254,8 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     cancel = interrupt_check(mm) if mm is not None else None
     upscaler = None
     try:
-        upscaler = Upscaler(model, device=device, tile=tile, tta=self_ensemble)
+        upscaler = Upscaler(model, device=device, precision=engine_precision(mm, device),
+                            tile=tile, tta=self_ensemble)
         if mm is not None and device == str(comfy_device):  # not fallen back to the CPU
             mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
                            * min(oh * ow, _WORKING_PIXELS), comfy_device)

@@ -27,6 +27,7 @@ from .drcn_nodes import (
     MODEL_TYPE,
     comfy_modules,
     engine_device,
+    engine_precision,
     finite_frames,
     from_engine,
     interrupt_check,
@@ -84,9 +85,10 @@ class DRCNUpscaleModule(nn.Module):
             check_memory(h, w, 3, itemsize, size=(oh, ow), held=8 * count * oh * ow * 3,
                          what=f"a batch of {count} tiles of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
-            if self._engine is None or self._engine.device != device:
-                self._engine = Upscaler(self.drcn, device=str(device))
             mm, _ = comfy_modules()
+            if self._engine is None or self._engine.device != device:
+                self._engine = Upscaler(self.drcn, device=str(device),
+                                        precision=engine_precision(mm, str(device)))
             cancel = interrupt_check(mm) if mm is not None else None
             out = [from_engine(self._engine.upscale(tile, float(self.scale), cancel=cancel))
                    for tile in tiles]
@@ -116,6 +118,21 @@ def architecture(scale: int) -> object:
     return DRCNArchitecture()
 
 
+def attach_patcher(descriptor: object) -> object:
+    """``descriptor`` with ComfyUI's model patcher as ``.patcher``, built as ComfyUI's Load Upscale
+    Model builds it: newer ComfyUI's Upscale Image (using Model) loads the model and picks its
+    device through ``upscale_model.patcher``. Outside ComfyUI the descriptor is left bare."""
+    mm, _ = comfy_modules()
+    if mm is None:
+        return descriptor
+    import comfy.model_patcher as mp  # in every ComfyUI that has comfy.model_management
+
+    patcher = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
+    descriptor.patcher = patcher(descriptor.model, load_device=mm.get_torch_device(),
+                                 offload_device=mm.unet_offload_device())
+    return descriptor
+
+
 def upscale_model(drcn: DRCN, scale: int) -> object:
     """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
     move it between devices without touching the loader's model)."""
@@ -124,8 +141,8 @@ def upscale_model(drcn: DRCN, scale: int) -> object:
         if scale != int(scale):
             raise BadOptionError(f"an upscale model's scale is a whole number, not {scale:g}",
                                  option="scale")
-        return architecture(scale).load({k: v.detach().cpu()
-                                         for k, v in drcn.state_dict().items()})
+        return attach_patcher(architecture(scale).load(
+            {k: v.detach().cpu() for k, v in drcn.state_dict().items()}))
 
 
 class DRCNToUpscaleModel:

@@ -4,11 +4,19 @@ output sizes and per-step frame batches on DRCN Upscale, and the node pack's reg
 from __future__ import annotations
 
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
-from test_comfyui_nodes import NODES, NODES_DIR, PKG, FakeComfy, InterruptProcessingException
+from test_comfyui_nodes import (
+    NODES,
+    NODES_DIR,
+    PKG,
+    FakeComfy,
+    FakeModelPatcher,
+    InterruptProcessingException,
+)
 
 import drcn_plugin
 from drcn_plugin.engine import Upscaler
@@ -217,6 +225,101 @@ def test_spandrel_descriptor(tiny: DRCN) -> None:
     assert not descriptor.architecture.detect({"conv.weight": torch.zeros(1)})
     with pytest.raises(spandrel.UnsupportedDtypeError):
         descriptor.to(torch.float16)
+
+
+def _fake_spandrel() -> types.ModuleType:
+    """spandrel 0.4.2's descriptor interface (libs/spandrel/spandrel/__helpers/model_descriptor.py:
+    Architecture.__init__ keyword-only id/detect/name, 44-53; ModelBase loads the state dict into
+    the module, 217, and ``to`` moves it, 331; ImageModelDescriptor.__call__ clamps, 478)."""
+    spandrel = types.ModuleType("spandrel")
+
+    class Architecture:
+        def __init__(self, *, id: str, detect: object, name: str | None = None) -> None:  # noqa: A002
+            self.id, self.name, self.detect = id, name or id, detect
+
+    class ImageModelDescriptor:
+        def __init__(self, model: torch.nn.Module, state_dict: dict, architecture: object,
+                     purpose: str, tags: list[str], supports_half: bool,
+                     supports_bfloat16: bool, scale: int, input_channels: int,
+                     output_channels: int, **_: object) -> None:
+            self.model, self.architecture, self.purpose, self.scale = (
+                model, architecture, purpose, scale)
+            self.input_channels, self.output_channels = input_channels, output_channels
+            model.load_state_dict(state_dict)
+
+        def to(self, device: torch.device) -> ImageModelDescriptor:
+            self.model.to(device=device)
+            return self
+
+        def __call__(self, image: torch.Tensor) -> torch.Tensor:
+            return self.model(image).clamp_(0, 1)
+
+    spandrel.Architecture, spandrel.ImageModelDescriptor = Architecture, ImageModelDescriptor
+    return spandrel
+
+
+@pytest.mark.parametrize("core", [False, True])
+def test_upscale_model_runs_in_comfyuis_own_upscale_node(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, core: bool) -> None:
+    """ComfyUI's Upscale Image (using Model) (Comfy-Org/ComfyUI comfy_extras/
+    nodes_upscale_model.py at 30a7443, ImageUpscaleWithModel.execute) takes its device from
+    ``upscale_model.patcher.load_device`` and loads ``[upscale_model.patcher]`` with
+    ``load_models_gpu``; its Load Upscale Model builds that patcher as
+    ``comfy.model_patcher.CoreModelPatcher(out.model, load_device=get_torch_device(),
+    offload_device=unet_offload_device())`` (ModelPatcher before CoreModelPatcher existed)."""
+    monkeypatch.setitem(sys.modules, "spandrel", _fake_spandrel())
+    MODELS.architecture.cache_clear()
+    fake = FakeComfy().install(monkeypatch)
+    if core:
+        fake.patcher.CoreModelPatcher = type("CoreModelPatcher", (FakeModelPatcher,), {})
+    (descriptor,) = TO_MODEL.convert(tiny, 2)
+    patcher = descriptor.patcher
+    assert type(patcher).__name__ == ("CoreModelPatcher" if core else "FakeModelPatcher")
+    assert patcher.model is descriptor.model
+    assert (patcher.load_device, patcher.offload_device) == (torch.device("cpu"),) * 2
+    # the host node's steps, tiling aside (one tile: the image is smaller than 512)
+    image = _frames(1, 9, 11)
+    device = descriptor.patcher.load_device
+    fake.mm.load_models_gpu([descriptor.patcher], memory_required=1, force_full_load=True)
+    descriptor.to(device)
+    out = descriptor(image.movedim(-1, -3).to(device).float()).movedim(-3, -1)
+    assert ("load", [patcher], True) in fake.calls
+    want = Upscaler(tiny, device="cpu").upscale(
+        (image[0] * 255).round().to(torch.uint8).numpy(), 2.0)
+    assert np.array_equal((out[0] * 255).round().to(torch.uint8).numpy(), want)
+    MODELS.architecture.cache_clear()
+
+
+class _Built(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by a stand-in Upscaler once it has recorded how the node built it."""
+
+
+@pytest.mark.parametrize(("fp16", "bf16", "want"), [
+    (False, False, "fp32"), (True, False, "auto"), (False, True, "auto"), (True, True, "auto")])
+def test_half_precision_follows_comfyuis_choice_on_the_gpu(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, fp16: bool, bf16: bool, want: str) -> None:
+    """ComfyUI's should_use_fp16 / should_use_bf16 (comfy/model_management.py 1227, 1297) say no
+    to both under --force-fp32 and on GTX 16xx cards, whose fp16 is broken: both nodes then run
+    the engine in fp32 instead of the half precision it would pick on a GPU."""
+    fake = FakeComfy().install(monkeypatch)
+    fake.half.update(fp16=fp16, bf16=bf16)
+    fake.mm.get_torch_device = lambda: torch.device("cuda", 0)
+    seen = []
+
+    def built(model: DRCN, **options: object) -> None:
+        seen.append((options["device"], options["precision"]))
+        raise _Built
+
+    for module in (NODES, MODELS):
+        monkeypatch.setattr(module, "Upscaler", built)
+    with pytest.raises(_Built):
+        UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False)
+    monkeypatch.setattr(MODELS, "engine_device", lambda device: "cuda:0")
+    with pytest.raises(_Built):
+        MODELS.DRCNUpscaleModule(tiny, 2)(_frames(1, 8, 8).movedim(-1, -3))
+    assert seen == [("cuda:0", want)] * 2
+    assert NODES.engine_precision(fake.mm, "cpu") == "auto"  # the engine measures bf16 there
+    assert NODES.engine_precision(None, "auto") == "auto"  # outside ComfyUI
 
 
 # -- the node pack's registry files ---------------------------------------------------------------

@@ -50,8 +50,22 @@ class InterruptProcessingException(Exception):  # noqa: N818 (ComfyUI's name)
     """Stands in for comfy.model_management.InterruptProcessingException."""
 
 
+class FakeModelPatcher:
+    """comfy.model_patcher.ModelPatcher's constructor (ComfyUI 0.3.64 comfy/model_patcher.py
+    218-229: a model without a ``device`` gets the offload device as one) and what
+    ``load_models_gpu`` does with it on a full load (``load``: ``self.model.to(device_to)``)."""
+
+    def __init__(self, model: torch.nn.Module, load_device: torch.device,
+                 offload_device: torch.device, size: int = 0,
+                 weight_inplace_update: bool = False) -> None:
+        self.model, self.load_device, self.offload_device = model, load_device, offload_device
+        if getattr(model, "device", None) is None:
+            model.device = offload_device
+
+
 class FakeComfy:
-    """The parts of comfy.model_management and comfy.utils that the nodes use; records calls."""
+    """The parts of comfy.model_management, comfy.utils and comfy.model_patcher that the nodes
+    use; records calls."""
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls: list[tuple] = []
@@ -65,6 +79,14 @@ class FakeComfy:
         mm.free_memory = lambda required, device: self.calls.append(("free", required, device))
         mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
         mm.throw_exception_if_processing_interrupted = self._throw
+        mm.unet_offload_device = lambda: torch.device("cpu")
+        # model_management.py 1227/1297: False on the CPU and under --force-fp32
+        self.half = {"fp16": False, "bf16": False}
+        mm.should_use_fp16 = lambda device=None, *_, **__: self.half["fp16"]
+        mm.should_use_bf16 = lambda device=None, *_, **__: self.half["bf16"]
+        mm.load_models_gpu = self._load_models_gpu
+        patcher = types.ModuleType("comfy.model_patcher")
+        patcher.ModelPatcher = FakeModelPatcher
         utils = types.ModuleType("comfy.utils")
         fake = self
 
@@ -80,7 +102,16 @@ class FakeComfy:
         utils.ProgressBar = ProgressBar
         self.comfy = types.ModuleType("comfy")
         self.comfy.model_management, self.comfy.utils = mm, utils
-        self.mm, self.utils = mm, utils
+        self.comfy.model_patcher = patcher
+        self.mm, self.utils, self.patcher = mm, utils, patcher
+
+    def _load_models_gpu(self, models: list, memory_required: int = 0,
+                         force_patch_weights: bool = False,
+                         minimum_memory_required: int | None = None,
+                         force_full_load: bool = False) -> None:
+        self.calls.append(("load", models, force_full_load))
+        for patcher in models:
+            patcher.model.to(patcher.load_device)
 
     def _throw(self) -> None:
         self.calls.append(("check",))
@@ -92,20 +123,29 @@ class FakeComfy:
         monkeypatch.setitem(sys.modules, "comfy", self.comfy)
         monkeypatch.setitem(sys.modules, "comfy.model_management", self.mm)
         monkeypatch.setitem(sys.modules, "comfy.utils", self.utils)
+        monkeypatch.setitem(sys.modules, "comfy.model_patcher", self.patcher)
         return self
 
 
 @pytest.fixture
 def fake_folder_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """ComfyUI's folder_paths interface over tmp_path/models."""
+    """ComfyUI's folder_paths interface over tmp_path/models (ComfyUI 0.3.64 folder_paths.py:
+    add_model_folder_path 214-230, filter_files_extensions 277-278: an empty set lists every
+    file)."""
     fp = types.ModuleType("folder_paths")
     fp.models_dir = str(tmp_path / "models")
     fp.folder_names_and_paths = {}
 
+    def add_model_folder_path(name: str, path: str, is_default: bool = False) -> None:
+        if name not in fp.folder_names_and_paths:
+            fp.folder_names_and_paths[name] = ([path], set())
+        elif path not in (paths := fp.folder_names_and_paths[name][0]):
+            paths.insert(0, path) if is_default else paths.append(path)
+
     def get_filename_list(name: str) -> list[str]:
         dirs, exts = fp.folder_names_and_paths[name]
         return sorted(f for d in dirs if os.path.isdir(d) for f in os.listdir(d)
-                      if not exts or os.path.splitext(f)[1] in exts)
+                      if not exts or os.path.splitext(f)[1].lower() in exts)
 
     def get_full_path(name: str, filename: str) -> str | None:
         for d in fp.folder_names_and_paths[name][0]:
@@ -114,6 +154,7 @@ def fake_folder_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> types.
         return None
 
     fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+    fp.add_model_folder_path = add_model_folder_path
     monkeypatch.setitem(sys.modules, "folder_paths", fp)
     return fp
 
@@ -293,6 +334,27 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
     (folder / "mine.safetensors").unlink()
     with pytest.raises(NODES.DRCNNodeError, match="'mine.safetensors' not found in models/drcn"):
         LOADER.load("mine.safetensors")
+
+
+def test_loader_keeps_models_drcn_beside_extra_model_paths(
+        tiny: DRCN, tmp_path: Path, fake_folder_paths: types.ModuleType) -> None:
+    """ComfyUI registers extra_model_paths.yaml's folders before it loads custom nodes
+    (utils/extra_config.py:34 calls add_model_folder_path(name, path, is_default)): a ``drcn:``
+    entry there must not hide models/drcn, nor list files that are not weights."""
+    weights = {k: v.contiguous() for k, v in tiny.state_dict().items()}
+    extra, own = tmp_path / "shared_models", tmp_path / "models" / "drcn"
+    for folder, name in ((extra, "shared.safetensors"), (own, "mine.safetensors")):
+        folder.mkdir(parents=True)
+        save_file(weights, str(folder / name))
+        (folder / "notes.txt").write_text("not a model")
+    fake_folder_paths.add_model_folder_path("drcn", str(extra))
+    choices = LOADER.INPUT_TYPES()["required"]["model_name"][0]
+    assert choices == [*SHIPPED, "mine.safetensors", "shared.safetensors"]
+    for name in ("mine.safetensors", "shared.safetensors"):
+        assert LOADER.load(name)[0].features == 8
+    LOADER.INPUT_TYPES()  # registering again adds nothing
+    assert fake_folder_paths.folder_names_and_paths["drcn"] == ([str(extra), str(own)],
+                                                                {".safetensors"})
 
 
 @pytest.mark.parametrize(("spec", "message"), [
