@@ -43,8 +43,8 @@ def _ramp(h: int = 12, w: int = 18) -> np.ndarray:
 @pytest.mark.parametrize("compression", [None, "tiff_lzw"])
 def test_tiff_of_every_mode_is_turned_upright(tmp_path: Path, mode: str,
                                               compression: str | None) -> None:
-    """Uncompressed L, P and 16-bit grey TIFFs with orientation 5-8 came back scrambled and
-    unturned (Pillow memory-maps them with the turned size)."""
+    """Uncompressed L, P and 16-bit grey TIFFs with orientation 5-8 (which Pillow memory-maps
+    with the turned size) come back upright and unscrambled, like every other mode."""
     ramp = _ramp()
     stored = {"L": Image.fromarray(ramp), "P": Image.fromarray(ramp).convert("P"),
               "I;16": Image.fromarray(ramp.astype(np.uint16) * 257),

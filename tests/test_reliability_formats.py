@@ -270,7 +270,7 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
     for name in ("p", "j"):
         out = Image.open(folder / "out" / f"{name}.{ext}")
         xmp = _xmp_of(out)
-        assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # upright now
+        assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # stored upright
         assert 'tiff:XResolution="600/1"' in xmp  # scaled with the image, like the DPI
     png_out = Image.open(folder / "out" / f"p.{ext}")
     jpg_out = Image.open(folder / "out" / f"j.{ext}")

@@ -293,7 +293,7 @@ def test_test_folders_of_one_name_are_both_measured(t12: Path, set5: Path, tmp_p
     folders[1].mkdir(parents=True)
     shutil.copy(sorted(set5.iterdir())[0], folders[1])
     log = train(tiny(t12, tmp_path / "run", steps=2, test_data=[str(f) for f in folders]))
-    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # one no longer hides one
+    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # each under its own path
     a, b = (log["measured"][str(f)]["3"]["bicubic_psnr"] for f in folders)
     assert a != b
 
