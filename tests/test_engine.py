@@ -69,7 +69,7 @@ def test_batched_tiles_match(photo: np.ndarray) -> None:
 
 
 def assert_same8(a: np.ndarray, b: np.ndarray) -> None:
-    """The issue's bar for 8-bit results: at least 99.99% identical, none off by more than 1."""
+    """The bar for 8-bit results: at least 99.99% identical, none off by more than 1."""
     assert a.shape == b.shape
     assert np.abs(a.astype(int) - b).max() <= 1 and (a == b).mean() >= 0.9999
 
