@@ -43,7 +43,7 @@ def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
 
 
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
-                mode: int | None = None, **options) -> None:
+                mode: int | None = None, **options: object) -> None:
     """Save through a temporary file in the same folder, then rename into place; ``mode``
     sets the result's permission bits (default: the usual ones from the umask)."""
     _atomic(path, overwrite, lambda f: image.save(_WithoutFileno(f), format=fmt, **options), mode)
