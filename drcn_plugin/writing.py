@@ -204,7 +204,7 @@ def clean_stale_folders(parent: Path, prefix: str) -> int:
 
 
 @contextlib.contextmanager
-def locked_folder(folder: Path, wait_s: float = 10.0) -> Iterator[None]:
+def locked_folder(folder: Path, wait_s: float) -> Iterator[None]:
     """Hold ``folder``'s exclusive advisory lock while inside, so that processes that read, merge
     and rewrite a file there take turns instead of dropping each other's changes. Where no lock
     can be taken (Windows, a file system without locks), or after ``wait_s`` seconds of waiting
