@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import upscale
 from PIL import Image
-from typer.testing import CliRunner
 
 from drcn_plugin import engine
-from drcn_plugin.cli import app
 from drcn_plugin.compression import is_lossy
 from drcn_plugin.imagefile import read_image
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
 
 # How a stored image is turned upright for each EXIF orientation.
@@ -28,10 +26,6 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_90}
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 def _ramp(h: int = 12, w: int = 18) -> np.ndarray:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dead_pid, random_rgb
+from helpers import dead_pid, random_rgb, upscale
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -28,10 +28,6 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
 rgb = random_rgb
 
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 def errors(output: str) -> list[str]:

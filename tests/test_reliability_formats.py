@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_rgb
+from helpers import random_rgb, upscale
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,10 +24,6 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
 rgb = random_rgb
 
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 
