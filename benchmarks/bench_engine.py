@@ -24,6 +24,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ class PeakMemory:
 SWEEP = (128, 256, 400, 512, 768)
 
 
-def best_time(fn, device: torch.device, repeat: int) -> float:
+def best_time(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
     """Best wall time of ``repeat`` calls (no separate warm-up: each call is seconds long)."""
     best = float("inf")
     for _ in range(repeat):
@@ -88,7 +89,7 @@ def best_time(fn, device: torch.device, repeat: int) -> float:
     return best
 
 
-def timed(fn, device: torch.device, repeat: int) -> tuple[float, int]:
+def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple[float, int]:
     """Best wall time of ``repeat`` calls after one warm-up, and peak memory of one call."""
     fn()
     best = best_time(fn, device, repeat)
@@ -110,6 +111,8 @@ def conv_limit(up: Upscaler, side: int = 256, repeat: int = 5) -> float:
 
 
 def bench(model: str, device: str, precision: str, side: int, repeat: int) -> dict:
+    """One ``--table`` row: untiled, tiled (default and 256 px) and RGB-pipeline speed and peak
+    memory of ``model`` on a ``side``-px Y plane."""
     up = Upscaler(model, device=device, precision=precision)
     tiled = Upscaler(up.model, device=device, precision=precision, tile=256)
     y = torch.rand(side, side)
@@ -207,6 +210,7 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
 
 
 def sweep_text(r: dict, where: str) -> str:
+    """The README's summary of :func:`default_vs_fixed`'s result ``r``, measured on ``where``."""
     tiles = " | ".join(f"{r['tiles'][t]:.3f}" for t in SWEEP)
     return "\n".join([
         f"drcn-lite, 800x600 RGB x2 -> 1600x1200, {r['precision']}, on {where}, "
@@ -239,6 +243,7 @@ def photo_12mp(device: str) -> dict:
 
 
 def machine() -> str:
+    """This machine in words: the device, the threads and the CPU's bf16 support."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     isa = "" if dev.type == "cuda" else ", AMX" if has_amx else \
@@ -247,6 +252,7 @@ def machine() -> str:
 
 
 def table(rows: list[dict], where: str) -> str:
+    """The ``--table`` rows of :func:`bench` as a Markdown table."""
     out = [f"Measured on {where}, torch {torch.__version__} (`python benchmarks/bench_engine.py`).",
            "Output Mpx/s; Y plane of side N (model and tiles), RGB pipeline on an N/2 image x2.",
            "", "| model | precision | N | untiled | tiled (default) | tiled 256 px | overhead "
@@ -279,6 +285,7 @@ def plot_sweep(args: argparse.Namespace, precisions: list[str], gpu: bool) -> No
 
 
 def main() -> None:
+    """Measure what the options ask for (see the module docstring) and print it."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", nargs="+", default=["drcn-lite", "drcn"])

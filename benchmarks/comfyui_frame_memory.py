@@ -90,6 +90,7 @@ def run_case(args: argparse.Namespace, mode: str, per_batch: int | None) -> dict
 
 
 def main() -> None:
+    """Measure each mode in its own process and print the peaks (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--size", default="640x360")

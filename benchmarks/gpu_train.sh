@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared GPU run of issue 4: train DRCN F=64, then F=256, on the 291 set (T91 + BSD200-Y)
+# The prepared GPU training run: train DRCN F=64, then F=256, on the 291 set (T91 + BSD200-Y)
 # with at most 7 minutes of training in all; measure both on Set5 and Set14 x2/x3/x4 (evaluation
-# protocol, strict fp32) beside the shipped weights; then the lead's inference benchmark, if any.
+# protocol, strict fp32) beside the shipped weights; then the inference benchmark (bench_engine.py).
 #
 #   data (git-ignored, carried to the device with carry: [".devdata"]):
 #                    mkdir -p .devdata && cp -r ../shared/data/{T91,BSD200-Y,Set5,Set14} .devdata/

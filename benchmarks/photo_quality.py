@@ -117,6 +117,7 @@ def _fill(body: str, marker: str, text: str) -> str:
 
 
 def main() -> None:
+    """Print the strength curve, the fitted rule and the photo table; ``--readme`` writes them."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--results", type=Path, default=ROOT / "runs" / "photo-quality")

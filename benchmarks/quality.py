@@ -26,6 +26,7 @@ MODELS = ("drcn-lite", "drcn")
 
 
 def results_for(model: str, dataset: Path, cache: Path, device: str) -> dict:
+    """``drcn eval``'s JSON of ``model`` on ``dataset`` at x2-x4 in fp32, cached in ``cache``."""
     path = cache / f"{model}-{dataset.name}.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -37,6 +38,8 @@ def results_for(model: str, dataset: Path, cache: Path, device: str) -> dict:
 
 
 def render(tables: dict[tuple[str, str], dict]) -> str:
+    """The README's table: PSNR / SSIM of bicubic, each model and the paper, per dataset and
+    scale."""
     rows = ["| dataset | scale | bicubic | drcn-lite (F=64) | drcn (F=256) | paper DRCN |",
             "|---|---|---|---|---|---|"]
     for (dataset, scale), paper in PAPER.items():
@@ -55,6 +58,7 @@ def render(tables: dict[tuple[str, str], dict]) -> str:
 
 
 def main() -> None:
+    """Print the quality table; ``--readme`` writes it into README.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--results", type=Path, default=ROOT / "runs" / "quality")

@@ -215,11 +215,11 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     """
     if image.ndim != 4:
         raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
-                        f"got shape {tuple(image.shape)}")
+                            f"got shape {tuple(image.shape)}")
     readable(image, "image")
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
-                        f"batch of {image.shape[0]})")
+                            f"batch of {image.shape[0]})")
     if per_batch < 0:
         raise BadOptionError(f"per_batch {per_batch} must be 0 (all frames) or more",
                              option="per_batch")

@@ -107,6 +107,7 @@ def architecture(scale: int) -> object:
             super().__init__(id=ARCH_ID, name="DRCN", detect=looks_like_drcn)
 
         def load(self, state_dict: dict) -> spandrel.ImageModelDescriptor:
+            """The descriptor of a DRCN state dict (spandrel's loading hook)."""
             drcn = from_state_dict(state_dict, "the state dict")
             module = DRCNUpscaleModule(drcn, scale)
             return spandrel.ImageModelDescriptor(

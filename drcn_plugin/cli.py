@@ -31,6 +31,7 @@ from .terminal import (
     note,
     path_value,
     print_error,
+    print_plain,
     reader_gone,
     require_stdout,
     result_console,
@@ -304,8 +305,7 @@ def upscale(
                     if out.status == "failed":
                         print_error(out.message + hint(out.error, hints))
                         if debug and out.detail:
-                            console.print(out.detail, highlight=False, soft_wrap=True,
-                                          markup=False)
+                            print_plain(out.detail)
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))

@@ -108,6 +108,12 @@ def print_error(message: str) -> None:
                   soft_wrap=True)
 
 
+def print_plain(text: str) -> None:
+    """``text`` on stderr exactly as given: no markup, highlighting or wrapping (a path in it
+    stays whole on one line, however narrow the terminal)."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)
+
+
 def note(message: str) -> None:
     """A dim report line on stderr (the engine's notices: tile sizes being measured, ...)."""
     console.print(f"[dim]{escape(message)}[/]", highlight=False)

@@ -43,7 +43,7 @@ def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
 
 
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
-                mode: int | None = None, **options) -> None:
+                mode: int | None = None, **options: object) -> None:
     """Save through a temporary file in the same folder, then rename into place; ``mode``
     sets the result's permission bits (default: the usual ones from the umask)."""
     _atomic(path, overwrite, lambda f: image.save(_WithoutFileno(f), format=fmt, **options), mode)
@@ -204,7 +204,7 @@ def clean_stale_folders(parent: Path, prefix: str) -> int:
 
 
 @contextlib.contextmanager
-def locked_folder(folder: Path, wait_s: float = 10.0) -> Iterator[None]:
+def locked_folder(folder: Path, wait_s: float) -> Iterator[None]:
     """Hold ``folder``'s exclusive advisory lock while inside, so that processes that read, merge
     and rewrite a file there take turns instead of dropping each other's changes. Where no lock
     can be taken (Windows, a file system without locks), or after ``wait_s`` seconds of waiting

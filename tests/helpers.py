@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from click.testing import Result
 from PIL import Image
+from typer.testing import CliRunner
 
+from drcn_plugin.cli import app
 from drcn_plugin.model import DRCN
 from drcn_plugin.training.config import TrainConfig
 
@@ -55,6 +58,11 @@ def tiny(data: Path, out: Path, **kw) -> TrainConfig:
     return replace(base, **kw)
 
 
+def upscale(*args: str) -> Result:
+    """``drcn upscale ARGS`` run in this process through typer's test runner."""
+    return CliRunner().invoke(app, ["upscale", *args])
+
+
 def dead_pid() -> int:
     """The PID of a process that has ended (what a killed writer left in its file names)."""
     p = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -63,7 +71,7 @@ def dead_pid() -> int:
 
 
 def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,
-          tags: dict[int, list[int]] | None = None) -> None:
+              tags: dict[int, list[int]] | None = None) -> None:
     """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
     for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
     h, w = pixels.shape[:2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DATA
+from helpers import DATA, upscale
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -33,10 +33,6 @@ def photos(tmp_path: Path) -> Path:
     base.save(folder / "a.png")
     base.save(folder / "b.jpg", quality=92)
     return folder
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 def test_folder_goes_beside_not_inside(photos: Path, tiny_model_file: str) -> None:

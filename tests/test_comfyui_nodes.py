@@ -234,7 +234,7 @@ def test_mask_rides_along_with_an_rgb_image(tiny: DRCN) -> None:
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_a_half_precision_image_keeps_its_masks_precision(tiny: DRCN, dtype: torch.dtype) -> None:
     """The mask is read in float32 whatever the image's dtype: cast to bfloat16 with the image, a
-    mask came back up to 0.003 off at scale 1."""
+    mask would come back up to 0.003 off at scale 1."""
     mask = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
     _, out = UPSCALE.upscale(_image(2, 8, 8).to(dtype), tiny, 1.0, 0, False, mask=mask)
     assert (out - mask).abs().max() < 1e-6

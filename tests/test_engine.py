@@ -69,7 +69,7 @@ def test_batched_tiles_match(photo: np.ndarray) -> None:
 
 
 def assert_same8(a: np.ndarray, b: np.ndarray) -> None:
-    """The issue's bar for 8-bit results: at least 99.99% identical, none off by more than 1."""
+    """The bar for 8-bit results: at least 99.99% identical, none off by more than 1."""
     assert a.shape == b.shape
     assert np.abs(a.astype(int) - b).max() <= 1 and (a == b).mean() >= 0.9999
 
@@ -324,7 +324,7 @@ def test_a_containers_memory_limit_is_seen(tmp_path, cgroup: str, files: dict[st
 
 
 def test_an_address_space_limit_refuses_the_job_up_front() -> None:
-    # ulimit -v: psutil's host figure does not see it, and torch's allocator failed mid-job.
+    # ulimit -v: psutil's host figure does not see it; unchecked, torch's allocator fails mid-job.
     code = ("import resource, psutil\n"
             "from drcn_plugin.engine import check_memory\n"
             "vms = psutil.Process().memory_info().vms\n"

@@ -130,7 +130,7 @@ def test_eval_output_says_what_was_measured(tmp_path, small_folder):
 
 
 def test_scales_as_documented(tmp_path, small_folder):
-    # The form: --scale 2 3 4 (several values after one option).
+    # The documented form: --scale 2 3 4 (several values after one option).
     result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset", str(small_folder),
                                       "--scale", "2", "3", "4", "--json", str(tmp_path / "o.json")])
     assert result.exit_code == 0, result.output

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import upscale
 from PIL import Image
-from typer.testing import CliRunner
 
 from drcn_plugin import engine
-from drcn_plugin.cli import app
 from drcn_plugin.compression import is_lossy
 from drcn_plugin.imagefile import read_image
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
 
 # How a stored image is turned upright for each EXIF orientation.
@@ -28,10 +26,6 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_90}
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 def _ramp(h: int = 12, w: int = 18) -> np.ndarray:
@@ -43,8 +37,8 @@ def _ramp(h: int = 12, w: int = 18) -> np.ndarray:
 @pytest.mark.parametrize("compression", [None, "tiff_lzw"])
 def test_tiff_of_every_mode_is_turned_upright(tmp_path: Path, mode: str,
                                               compression: str | None) -> None:
-    """Uncompressed L, P and 16-bit grey TIFFs with orientation 5-8 came back scrambled and
-    unturned (Pillow memory-maps them with the turned size)."""
+    """Uncompressed L, P and 16-bit grey TIFFs with orientation 5-8 (which Pillow memory-maps
+    with the turned size) come back upright and unscrambled, like every other mode."""
     ramp = _ramp()
     stored = {"L": Image.fromarray(ramp), "P": Image.fromarray(ramp).convert("P"),
               "I;16": Image.fromarray(ramp.astype(np.uint16) * 257),

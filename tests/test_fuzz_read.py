@@ -20,8 +20,8 @@ SEED = 10
 
 
 def _seeds() -> dict[str, bytes]:
-    """Small valid files with the metadata that broke decoding before: EXIF sub-IFDs, ICC,
-    DPI, several frames, alpha."""
+    """Small valid files with the metadata decoding must handle: EXIF sub-IFDs, ICC, DPI,
+    several frames, alpha."""
     rng = np.random.default_rng(SEED)
     rgb = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
     rgba = Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8))

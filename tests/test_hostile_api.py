@@ -18,7 +18,7 @@ def up(one_thread: None) -> Upscaler:
 
 
 def test_float64_results_stay_exactly_within_the_inputs_range(up: Upscaler) -> None:
-    # The bounds used to be float32: 1.1 became 1.100000023841858 in a float64 result.
+    # Bounds taken in float32 would turn 1.1 into 1.100000023841858 in a float64 result.
     image = np.full((12, 12), 1.1)
     image[:, 6:], image[::3, ::3] = -0.05, 0.5
     for layout in (image, np.dstack([image] * 3), np.dstack([image, np.ones_like(image)])):
@@ -28,7 +28,7 @@ def test_float64_results_stay_exactly_within_the_inputs_range(up: Upscaler) -> N
 
 
 def test_finite_float64_beyond_float32_is_named_as_too_large(up: Upscaler) -> None:
-    with pytest.raises(BadImageError, match="beyond"):  # was "NaN or infinite", and a warning
+    with pytest.raises(BadImageError, match="beyond"):  # not "NaN or infinite", nor a warning
         up.upscale(np.full((4, 4), 1e300), 2)
 
 
@@ -101,20 +101,20 @@ def test_a_callback_that_cannot_be_called_is_refused_before_any_work(up: Upscale
 @pytest.mark.parametrize("kwargs", [{"tta": "no"}, {"tta": 1}, {"tta": None},
                                     {"notify": "stderr"}])
 def test_tta_must_be_a_bool_and_notify_a_function(one_thread: None, kwargs: dict) -> None:
-    with pytest.raises(BadOptionError, match=next(iter(kwargs))):  # "no" was self-ensemble on
+    with pytest.raises(BadOptionError, match=next(iter(kwargs))):  # "no" does not turn it on
         Upscaler(seeded_drcn(), device="cpu", **kwargs)
 
 
 def test_a_tile_larger_than_any_float_is_one_window(one_thread: None) -> None:
     image = np.random.default_rng(0).integers(0, 256, (20, 20), np.uint8)
     huge = Upscaler(seeded_drcn(), device="cpu", precision="fp32", tile=10**400)
-    assert np.array_equal(huge.upscale(image, 2),  # was ZeroDivisionError
+    assert np.array_equal(huge.upscale(image, 2),  # no ZeroDivisionError
                           Upscaler(seeded_drcn(), device="cpu", precision="fp32").upscale(image, 2))
     assert balanced_core(40, 10**400) == 40 and balanced_core(40, 16) == 14
 
 
 def test_a_module_without_weight_values_is_a_model_error(one_thread: None) -> None:
-    with pytest.raises(ModelLoadError, match="meta tensors"):  # was Tensor.item()'s RuntimeError
+    with pytest.raises(ModelLoadError, match="meta tensors"):  # not Tensor.item()'s RuntimeError
         Upscaler(seeded_drcn().to("meta"), device="cpu")
 
 

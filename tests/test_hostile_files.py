@@ -6,18 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import random_rgb
+from helpers import random_rgb, upscale
 from PIL import Image, TiffImagePlugin
-from typer.testing import CliRunner
 
-from drcn_plugin.cli import app
-
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png", "bmp", "tiff"])

@@ -32,8 +32,8 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_a_batch_that_cannot_fit_is_refused_before_its_frames_are_read(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """600 1080p frames at x2 took 4 minutes to refuse: every frame was converted first, to pick
-    the estimate's bytes per value."""
+    """The estimate's bytes per value come from the dtype, not from converting every frame
+    (which would take 4 minutes on 600 1080p frames at x2)."""
     reads = _count_reads(monkeypatch)
     monkeypatch.setattr(engine, "_available_memory", lambda device: 1 << 28)
     frames = torch.zeros(1, 1, 1, 3).expand(64, 270, 480, 3)
@@ -45,8 +45,8 @@ def test_a_batch_that_cannot_fit_is_refused_before_its_frames_are_read(
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_frame_with_nan_is_named_before_any_frame_is_upscaled(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch, bad: float) -> None:
-    """A VAE decode in half precision can give NaN frames: the batch ran up to that frame, then
-    failed without saying which one."""
+    """A VAE decode in half precision can give NaN frames: the batch is checked first, and the
+    error names the frame, rather than failing midway without saying which one."""
     ran, real = [], engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
@@ -69,8 +69,8 @@ def test_a_masks_type_is_named_with_its_article(tiny: DRCN) -> None:
 
 def test_the_upscale_model_refuses_what_cannot_fit_before_upscaling(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Called on a whole image (not ComfyUI's 512 px tiles), the module upscaled with no memory
-    estimate: a result larger than memory went on until the allocator or the OS stopped it."""
+    """Called on a whole image (not ComfyUI's 512 px tiles), the module checks the memory
+    estimate first: a result larger than memory is refused, not left to the allocator or the OS."""
     ran, real = [], engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))

@@ -37,8 +37,8 @@ def _exif_with_thumbnail(thumbnail: bytes) -> bytes:
 
 def test_stale_exif_pixel_dimensions_become_the_results_size(folder: Path,
                                                               tiny_model_file: str) -> None:
-    """An editor's crop that left PixelXDimension at the camera's size was scaled as it was
-    (999x7 came out as 1998x14 for an 80x48 result)."""
+    """An editor's crop that left PixelXDimension at the camera's size gets the result's size,
+    not the stale one scaled (999x7 must not become 1998x14 for an 80x48 result)."""
     exif = Image.Exif()
     exif[EXIF_IFD] = {PIXEL_X: 999, PIXEL_Y: 7}
     random_rgb(40, 24).save(folder / "crop.jpg", exif=exif, quality=95)
@@ -75,8 +75,8 @@ def _twelve_bit_jpeg(path: Path) -> None:
 
 
 def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
-    """Pillow's "cannot identify image file" hid the reason: a 12-bit JPEG and a half-float TIFF
-    were "not an image Pillow can read", like a text file."""
+    """A 12-bit JPEG and a half-float TIFF are named with their reader's reason, not Pillow's
+    "cannot identify image file" (which would make them "not an image", like a text file)."""
     _twelve_bit_jpeg(tmp_path / "deep.jpg")
     with pytest.raises(BadImageError, match=r"deep\.jpg: .*JPEG reader: cannot handle 12-bit"):
         read_image(tmp_path / "deep.jpg")
@@ -119,8 +119,8 @@ def test_premultiplied_tiff_alpha_is_unpremultiplied(tmp_path: Path) -> None:
 @pytest.mark.parametrize("primaries, named", [(12, True), (1, False)])
 def test_a_heic_whose_colours_only_nclx_describes_names_their_loss(
         tmp_path: Path, primaries: int, named: bool) -> None:
-    """A phone's Display P3 HEIC without an ICC profile (nclx primaries 12) came out as
-    untagged sRGB, its colours changed without a word; an sRGB one loses nothing."""
+    """A phone's Display P3 HEIC without an ICC profile (nclx primaries 12) comes out as
+    untagged sRGB with a note naming the colour loss; an sRGB one loses nothing."""
     pillow_heif = pytest.importorskip("pillow_heif")
     nclx = {"color_primaries": primaries, "transfer_characteristics": 13,
             "matrix_coefficients": 6, "full_range_flag": 1}

@@ -72,8 +72,8 @@ def test_a_misspelled_shipped_name_suggests_the_close_one(typo: str, meant: str,
 
 
 def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network) -> None:
-    """``--model runs/r1`` (a training run: NAME.safetensors beside its checkpoints) said only
-    that a model folder needs config.json and model.safetensors."""
+    """``--model runs/r1`` (a training run: NAME.safetensors beside its checkpoints) names the
+    weights file to give, not only that a model folder needs config.json and model.safetensors."""
     save_file(seeded_drcn().state_dict(), str(tmp_path / "drcn-f8-d3-x3.safetensors"))
     with pytest.raises(ModelLoadError, match="it holds drcn-f8-d3-x3.safetensors: name the "):
         load_model(tmp_path)
@@ -112,8 +112,8 @@ def test_a_file_declaring_no_features_or_no_recursions_says_so(
 
 
 def test_blend_weights_and_specs_of_any_type_get_typed_errors() -> None:
-    """Before: a list spec raised TypeError (unhashable), a Fraction passed the check and failed
-    in torch.lerp, a huge int overflowed formatting the message, a string reached ``<=``."""
+    """A list spec (unhashable), a Fraction (torch.lerp refuses it), a huge int (overflows a
+    float in the message) and a string (cannot be compared) each get a typed error."""
     with pytest.raises(ModelLoadError, match="not list"):
         load_denoised(0.5, ["drcn-lite"])
     with pytest.raises(BadOptionError, match="outside 0..1"):

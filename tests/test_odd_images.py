@@ -24,7 +24,8 @@ def _ramp16(h: int = 6, w: int = 9) -> np.ndarray:
 
 
 def test_a_16_bit_white_is_zero_tiff_is_read_with_its_true_levels(tmp_path: Path) -> None:
-    """Pillow undoes white-is-zero only up to 8 bits; 16-bit scans came out as a negative."""
+    """Pillow undoes white-is-zero only up to 8 bits; a 16-bit scan is inverted here, not left a
+    negative."""
     grey = _ramp16()
     hand_tiff(tmp_path / "w.tif", 65535 - grey, WHITE_IS_ZERO)
     array, _ = read_image(tmp_path / "w.tif")

@@ -1,7 +1,5 @@
-"""Issue 10: no file can crash a batch, lose a result, replace an input or hang the CLI.
-
-One test (or more) per item of the issue; item numbers are in the test names' docstrings.
-"""
+"""No file can crash a batch, lose a result, replace an input or hang the CLI: output names,
+output places, stale and concurrent writers, signals, weights and sizes refused up front."""
 
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import dead_pid, random_rgb
+from helpers import dead_pid, random_rgb, upscale
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -32,10 +30,6 @@ rgb = random_rgb
 
 
 
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
-
-
 def errors(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error:")]
 
@@ -44,7 +38,7 @@ def errors(output: str) -> list[str]:
 
 # -- data loss and wrong places -------------------------------------------------------------
 def test_colliding_output_names_are_made_unique(folder: Path, tiny_model_file: str) -> None:
-    """1: photo.png + photo.gif (and .jpg + .png with --format png) never share an output."""
+    """Inputs photo.png + photo.gif (and .jpg + .png with --format png) never share an output."""
     rgb().save(folder / "photo.png")
     rgb(seed=1).save(folder / "photo.gif")
     rgb(seed=2).save(folder / "x.jpg")
@@ -62,7 +56,7 @@ def test_colliding_output_names_are_made_unique(folder: Path, tiny_model_file: s
 
 
 def test_an_output_never_lands_on_an_input(folder: Path, tiny_model_file: str) -> None:
-    """1, 4: with -o on the input folder and a suffix, a.png -> a-x.png must not replace the
+    """With -o on the input folder and a suffix, a.png -> a-x.png must not replace the
     input a-x.png."""
     rgb().save(folder / "a.png")
     rgb(seed=1).save(folder / "a-x.png")
@@ -75,7 +69,7 @@ def test_an_output_never_lands_on_an_input(folder: Path, tiny_model_file: str) -
 
 
 def test_compare_never_replaces_its_input(folder: Path, tiny_model_file: str) -> None:
-    """2: compare c.png -o c.png --overwrite."""
+    """``drcn compare c.png -o c.png --overwrite`` leaves c.png as it is."""
     rgb(40, 40).save(folder / "c.png")
     before = (folder / "c.png").read_bytes()
     r = runner.invoke(app, ["compare", str(folder / "c.png"), "-o", str(folder / "c.png"),
@@ -85,7 +79,7 @@ def test_compare_never_replaces_its_input(folder: Path, tiny_model_file: str) ->
 
 
 def test_eval_json_never_replaces_an_input_or_a_foreign_file(folder: Path) -> None:
-    """2: eval --json ds/a.png; an existing non-drcn file needs --overwrite."""
+    """``drcn eval --json ds/a.png`` keeps the input; an existing non-drcn file needs --overwrite."""
     for i in range(2):
         rgb(32, 32, seed=i).save(folder / f"{i}.png")
     image = (folder / "0.png").read_bytes()
@@ -103,7 +97,7 @@ def test_eval_json_never_replaces_an_input_or_a_foreign_file(folder: Path) -> No
 
 def test_dot_writes_beside_the_folder_and_is_not_rescanned(folder: Path, tiny_model_file: str,
                                                           monkeypatch) -> None:
-    """3: drcn upscale . (then . -r) resolves the folder first."""
+    """``drcn upscale .`` (then ``. -r``) resolves the folder first."""
     rgb().save(folder / "a.png")
     monkeypatch.chdir(folder)
     r = upscale(".", "--model", tiny_model_file)
@@ -116,7 +110,7 @@ def test_dot_writes_beside_the_folder_and_is_not_rescanned(folder: Path, tiny_mo
 
 def test_output_naming_the_input_folder_or_a_file_is_one_line(folder: Path,
                                                               tiny_model_file: str) -> None:
-    """4, 9: -o on the input folder, -o on an existing file."""
+    """``-o`` naming the input folder or an existing file is one line."""
     rgb().save(folder / "a.png")
     r = upscale(str(folder), "-o", str(folder), "--model", tiny_model_file)
     assert r.exit_code == 2 and len(errors(r.output)) == 1 and "holds the inputs" in r.output
@@ -128,7 +122,7 @@ def test_output_naming_the_input_folder_or_a_file_is_one_line(folder: Path,
 
 # -- one file must not abort the batch ------------------------------------------------------
 def test_name_near_255_bytes(folder: Path, tiny_model_file: str) -> None:
-    """8: the temporary name must fit the 255-byte limit too."""
+    """The temporary name must fit the 255-byte limit too."""
     name = "é" * 120 + "x.png"  # 245 bytes
     rgb().save(folder / name)
     out = folder.parent / "out"
@@ -139,7 +133,7 @@ def test_name_near_255_bytes(folder: Path, tiny_model_file: str) -> None:
 
 def test_unwritable_output_folder_is_found_before_any_work(folder: Path, tiny_model_file: str,
                                                           monkeypatch) -> None:
-    """9: a read-only output folder (simulated: tests may run as root) is one line, found while
+    """A read-only output folder (simulated: tests may run as root) is one line, found while
     planning: no file is upscaled only to be lost."""
     rgb().save(folder / "a.png")
     rgb().save(folder / "b.png")
@@ -160,7 +154,7 @@ def test_unwritable_output_folder_is_found_before_any_work(folder: Path, tiny_mo
 
 def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_file: str,
                                                       monkeypatch) -> None:
-    """10: a flat 1500x1500 PNG at x16 is refused before anything is allocated."""
+    """A flat 1500x1500 PNG at x16 is refused before anything is allocated."""
     Image.new("L", (1500, 1500), 128).save(folder / "flat.png")
     rgb().save(folder / "small.png")
     monkeypatch.setattr(engine, "_available_memory", lambda device: 2 << 30)
@@ -175,7 +169,7 @@ def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_f
 
 def test_unexpected_exception_is_one_line_and_debug_shows_it(folder: Path, tiny_model_file: str,
                                                              monkeypatch) -> None:
-    """11 (structural): any exception inside a file's job is that file's one line."""
+    """Any exception inside a file's job is that file's one line."""
     rgb().save(folder / "a.png")
     rgb().save(folder / "b.png")
 
@@ -199,7 +193,7 @@ def test_unexpected_exception_is_one_line_and_debug_shows_it(folder: Path, tiny_
 
 # -- hangs ----------------------------------------------------------------------------------
 def test_symlink_loops_are_walked_once(folder: Path, tiny_model_file: str) -> None:
-    """12: two self-symlinks with a ** glob and with a folder input."""
+    """Two self-symlinks with a ** glob and with a folder input."""
     rgb().save(folder / "a.png")
     (folder / "sub").mkdir()
     rgb().save(folder / "sub" / "b.png")
@@ -215,7 +209,7 @@ def test_symlink_loops_are_walked_once(folder: Path, tiny_model_file: str) -> No
 
 # -- medium ---------------------------------------------------------------------------------
 def test_nan_weights_and_0d_ensemble_are_refused(folder: Path, tmp_path: Path) -> None:
-    """17: loading validates values and shapes."""
+    """Loading validates values and shapes."""
     rgb().save(folder / "a.png")
     sd = DRCN(features=4, recursions=2).state_dict()
     sd["recursive.weight"][0, 0, 0, 0] = float("nan")
@@ -231,7 +225,7 @@ def test_nan_weights_and_0d_ensemble_are_refused(folder: Path, tmp_path: Path) -
 
 
 def test_compare_bad_crops_and_small_images(folder: Path, tiny_model_file: str) -> None:
-    """19, 27: --crop 0 or negative is one line; labels of small crops do not overlap."""
+    """``--crop`` 0 or negative is one line; labels of small crops do not overlap."""
     rgb(9, 9).save(folder / "s.png")
     for crop in ("0", "-5"):
         r = runner.invoke(app, ["compare", str(folder / "s.png"), "--crop", crop,
@@ -256,7 +250,7 @@ def test_compare_bad_crops_and_small_images(folder: Path, tiny_model_file: str) 
 
 # -- low ------------------------------------------------------------------------------------
 def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_file: str) -> None:
-    """20: a killed run's hidden .part is removed on the next start."""
+    """A killed run's hidden .part is removed on the next start."""
     rgb().save(folder / "a.png")
     out = folder.parent / "out"
     out.mkdir()
@@ -270,7 +264,7 @@ def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_fil
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) -> None:
-    """20: SIGTERM (a stop) or SIGHUP (the terminal closed) while writing leaves no temporary
+    """SIGTERM (a stop) or SIGHUP (the terminal closed) while writing leaves no temporary
     file."""
     from drcn_plugin.terminal import signals_interrupt
 
@@ -292,7 +286,7 @@ def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) ->
 
 
 def test_concurrent_skip_existing_runs(folder: Path, tiny_model_file: str, monkeypatch) -> None:
-    """21: another run writes the output while this one works: skipped, not an error."""
+    """Another run writes the output while this one works: skipped, not an error."""
     rgb().save(folder / "a.png")
     out = folder.parent / "out"
     real = engine.Upscaler.upscale
@@ -309,7 +303,7 @@ def test_concurrent_skip_existing_runs(folder: Path, tiny_model_file: str, monke
 
 
 def test_suffix_cannot_escape_the_output_folder(folder: Path, tiny_model_file: str) -> None:
-    """23."""
+    """A suffix holding a path separator is refused; nothing is written outside the folder."""
     rgb().save(folder / "a.png")
     r = upscale(str(folder), "--suffix", "/../../x", "--model", tiny_model_file)
     assert r.exit_code == 2 and "path separator" in r.output
@@ -317,7 +311,7 @@ def test_suffix_cannot_escape_the_output_folder(folder: Path, tiny_model_file: s
 
 
 def test_outputs_keep_the_input_permissions(folder: Path, tiny_model_file: str) -> None:
-    """24."""
+    """Each output gets its input's permission bits."""
     rgb().save(folder / "a.png")
     os.chmod(folder / "a.png", 0o600)
     out = folder.parent / "out"
@@ -376,7 +370,7 @@ def test_a_line_break_in_a_file_name_keeps_the_reason(folder: Path, tiny_model_f
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
-    """20: a writer in another container or host has a PID that looks dead here; the lock it
+    """A writer in another container or host has a PID that looks dead here; the lock it
     holds on its part keeps the part alive until it is done."""
     import fcntl
 
@@ -389,7 +383,7 @@ def test_a_locked_part_of_a_pid_unknown_here_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_part_older_than_the_process_holding_its_pid_is_stale(tmp_path: Path) -> None:
-    """20: in a container every run is PID 1, so a killed run's part names a PID that runs again,
+    """In a container every run is PID 1, so a killed run's part names a PID that runs again,
     this process's own among them. A part last changed before that process started is not its
     own; a lock still keeps one that a writer elsewhere holds."""
     import fcntl
@@ -424,7 +418,7 @@ def test_a_non_ascii_name_under_an_ascii_locale(tmp_path: Path) -> None:
 
 def test_an_output_that_is_an_input_under_another_name_is_refused(folder: Path,
                                                                   tiny_model_file: str) -> None:
-    """22: where the file system ignores case, the output A_up.png is the input a_up.png. A hard
+    """Where the file system ignores case, the output A_up.png is the input a_up.png. A hard
     link gives a file two names on any file system, so it stands in for that here."""
     rgb().save(folder / "A.png")
     rgb(seed=1).save(folder / "other.png")

@@ -1,4 +1,4 @@
-"""Issue 10, formats and metadata: EXIF of every shape to every format, content that does not
+"""Reliability of formats and metadata: EXIF of every shape to every format, content that does not
 match its name, alpha in BMP, float range, messages for big ICC and full disks, impossible
 mode/format pairs refused before the upscale."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_rgb
+from helpers import random_rgb, upscale
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,10 +26,6 @@ rgb = random_rgb
 
 
 
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
-
-
 
 
 def _raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
@@ -41,7 +37,7 @@ def _raw_exif(entries: list[tuple[int, int, int, bytes]]) -> bytes:
 
 
 def test_exif_sub_ifd_goes_to_tiff(folder: Path, tiny_model_file: str) -> None:
-    """5, 22: every camera photo has an EXIF sub-IFD; TIFF output keeps the EXIF."""
+    """Every camera photo has an EXIF sub-IFD; TIFF output keeps the EXIF."""
     ex = Image.Exif()
     ex[0x8769] = {0x8827: 100}
     ex[0x010F] = "Canon"
@@ -54,7 +50,7 @@ def test_exif_sub_ifd_goes_to_tiff(folder: Path, tiny_model_file: str) -> None:
 
 
 def test_wrongly_typed_exif_tag_is_dropped_not_fatal(folder: Path, tiny_model_file: str) -> None:
-    """6: XResolution stored as ASCII."""
+    """XResolution stored as ASCII."""
     exif = _raw_exif([(0x011A, 2, 3, b"72\0"), (0x010F, 2, 4, b"Sony")])
     rgb().save(folder / "w.jpg", exif=exif)
     out = folder.parent / "out"
@@ -64,7 +60,7 @@ def test_wrongly_typed_exif_tag_is_dropped_not_fatal(folder: Path, tiny_model_fi
 
 
 def test_exif_over_64k_is_shrunk_for_jpeg(folder: Path, tiny_model_file: str) -> None:
-    """7: EXIF > 64 KB (a big maker note) written to JPEG."""
+    """EXIF > 64 KB (a big maker note) written to JPEG."""
     ex = Image.Exif()
     ex[0x010F] = "Nikon"
     ex[0x8769] = {0x927C: b"m" * 70000, 0x8827: 200}
@@ -77,7 +73,7 @@ def test_exif_over_64k_is_shrunk_for_jpeg(folder: Path, tiny_model_file: str) ->
 
 
 def test_content_not_matching_extension(folder: Path, tiny_model_file: str) -> None:
-    """13: a JPEG named x.png comes back as a PNG (what its name says)."""
+    """A JPEG named x.png comes back as a PNG (what its name says)."""
     rgb().save(folder / "x.png", format="JPEG")
     out = folder.parent / "out"
     r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
@@ -95,7 +91,7 @@ def test_a_format_that_is_only_read_is_written_as_png_with_a_note(folder: Path,
 
 
 def test_rgba_bmp_keeps_alpha(folder: Path, tiny_model_file: str) -> None:
-    """15: 32-bit BI_RGB BMP with alpha."""
+    """32-bit BI_RGB BMP with alpha."""
     a = np.dstack([np.asarray(rgb()), np.full((16, 20), 90, np.uint8)])
     Image.fromarray(a).save(folder / "a.bmp")
     assert read_image(folder / "a.bmp")[0].shape == (16, 20, 4)
@@ -106,7 +102,7 @@ def test_rgba_bmp_keeps_alpha(folder: Path, tiny_model_file: str) -> None:
 
 
 def test_exif_resolution_scaled_and_swapped(folder: Path, tiny_model_file: str) -> None:
-    """22: EXIF X/YResolution scaled like the DPI; non-square DPI swapped for orientation 6."""
+    """EXIF X/YResolution scaled like the DPI; non-square DPI swapped for orientation 6."""
     ex = Image.Exif()
     ex[0x0112] = 6
     ex[0x011A], ex[0x011B] = 100.0, 200.0
@@ -121,7 +117,7 @@ def test_exif_resolution_scaled_and_swapped(folder: Path, tiny_model_file: str) 
 
 
 def test_float_tiff_stays_in_the_input_range(folder: Path, tiny_model_file: str) -> None:
-    """25: bicubic overshoots on edges; the result is clamped to the input's range."""
+    """Bicubic overshoots on edges; the result is clamped to the input's range."""
     board = np.kron(np.indices((4, 5)).sum(0) % 2, np.ones((4, 4))).astype(np.float32)
     Image.fromarray(0.2 + 0.6 * board).save(folder / "f.tif")
     out = folder.parent / "out"
@@ -132,7 +128,7 @@ def test_float_tiff_stays_in_the_input_range(folder: Path, tiny_model_file: str)
 
 
 def test_big_icc_png_message(folder: Path, tiny_model_file: str) -> None:
-    """26: a 2 MB ICC profile in a PNG is refused in words, not Pillow's constant name."""
+    """A 2 MB ICC profile in a PNG is refused in words, not Pillow's constant name."""
     icc = np.random.default_rng(0).integers(0, 256, 2_000_000, np.uint8).tobytes()
     rgb().save(folder / "icc.png", icc_profile=icc)
     r = upscale(str(folder), "--model", tiny_model_file)
@@ -140,7 +136,7 @@ def test_big_icc_png_message(folder: Path, tiny_model_file: str) -> None:
 
 
 def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkeypatch) -> None:
-    """26: libtiff reports a full disk as "encoder error -2"."""
+    """libtiff reports a full disk as "encoder error -2"."""
     from PIL import TiffImagePlugin
 
     rgb().save(folder / "a.tif")
@@ -176,7 +172,7 @@ def test_a_refused_write_on_a_full_looking_file_system_gives_its_own_reason(
 
 def test_format_is_case_insensitive_and_pairs_checked_first(folder: Path, tiny_model_file: str,
                                                             monkeypatch) -> None:
-    """26: --format JPG; LA to BMP and float to PNG are converted; RGBA to JPEG is refused
+    """``--format JPG``; LA to BMP and float to PNG are converted; RGBA to JPEG is refused
     before the upscale runs."""
     rgb().save(folder / "a.png")
     r = upscale(str(folder / "a.png"), "-o", str(folder.parent / "j"), "--format", "JPG",
@@ -270,7 +266,7 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
     for name in ("p", "j"):
         out = Image.open(folder / "out" / f"{name}.{ext}")
         xmp = _xmp_of(out)
-        assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # upright now
+        assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # stored upright
         assert 'tiff:XResolution="600/1"' in xmp  # scaled with the image, like the DPI
     png_out = Image.open(folder / "out" / f"p.{ext}")
     jpg_out = Image.open(folder / "out" / f"j.{ext}")

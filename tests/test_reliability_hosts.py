@@ -1,5 +1,5 @@
-"""Issue 10 in the other front ends and commands: the GIMP worker (14), eval (16), train (18),
-and the acceptance run over a folder that mixes every case (torchrun: test_cli_upscale)."""
+"""Reliability in the other front ends and commands: the GIMP worker, eval, train, and the
+acceptance run over a folder that mixes every hostile case (torchrun: test_cli_upscale)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def _mixed_folder(root: Path) -> tuple[list[str], list[str]]:
-    """Every case of the issue in one folder; returns (good names, bad names)."""
+    """Every hostile case in one folder; returns (good names, bad names)."""
     d = root / "mixed"
     d.mkdir()
     good, bad = [], []

@@ -293,7 +293,7 @@ def test_test_folders_of_one_name_are_both_measured(t12: Path, set5: Path, tmp_p
     folders[1].mkdir(parents=True)
     shutil.copy(sorted(set5.iterdir())[0], folders[1])
     log = train(tiny(t12, tmp_path / "run", steps=2, test_data=[str(f) for f in folders]))
-    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # one no longer hides one
+    assert sorted(log["measured"]) == sorted(str(f) for f in folders)  # each under its own path
     a, b = (log["measured"][str(f)]["3"]["bicubic_psnr"] for f in folders)
     assert a != b
 
@@ -387,7 +387,7 @@ def test_curves_follow_the_log_through_a_resume(t12: Path, set5: Path, tmp_path:
     assert [h["step"] for h in validated] == [15, 30, 40]
     for s in ("2", "3"):
         assert lines[f"x{s}"] == [(h["step"], h["val_psnr_per_scale"][s]) for h in validated]
-    for h in validated:  # the mean is still recorded as before
+    for h in validated:  # beside the per-scale scores, their mean
         assert h["val_psnr"] == pytest.approx(sum(h["val_psnr_per_scale"].values()) / 2)
     resume_marks = [ln for ax in drawn[-1].axes for ln in ax.get_lines()
                     if list(ln.get_xdata()) == [20, 20]]

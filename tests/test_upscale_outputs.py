@@ -6,17 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import random_rgb
-from typer.testing import CliRunner
+from helpers import random_rgb, upscale
 
-from drcn_plugin.cli import app
-
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
-
-
-def upscale(*args: str):
-    return runner.invoke(app, ["upscale", *args])
 
 
 def names(folder: Path) -> list[str]:

@@ -94,6 +94,7 @@ def workflow(image: str, scale: float, tile: int = 0, prefix: str = "DRCN",
 
 
 def install(folder: Path, python: Path) -> None:
+    """``drcn comfyui install`` into the ComfyUI at ``folder``; checks that the nodes landed."""
     drcn = shutil.which("drcn", path=str(Path(sys.executable).parent)) or shutil.which("drcn")
     cmd = [drcn, "comfyui", "install", "--comfyui-dir", str(folder), "--python", str(python)]
     print("$", " ".join(cmd), flush=True)
@@ -104,6 +105,7 @@ def install(folder: Path, python: Path) -> None:
 
 
 def registry_metadata(folder: Path, python: Path) -> None:
+    """Check that ComfyUI's own ``comfy_config`` parser reads the node pack's [tool.comfy]."""
     code = ("from comfy_config import config_parser as p; c = p.extract_node_configuration("
             f"{str(folder / 'custom_nodes' / NODES_NAME)!r}); print(c.project.name, "
             "c.project.version, repr(c.tool_comfy.publisher_id), repr(c.tool_comfy.display_name))")
@@ -331,6 +333,7 @@ def error_checks(comfy: Comfy, image: str) -> None:
 
 
 def main() -> int:
+    """Run the chosen checks against a real ComfyUI; exit status 1 when any failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comfyui_dir", type=Path)
     parser.add_argument("--python", type=Path, help="ComfyUI's Python (default: its venv/)")

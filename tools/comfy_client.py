@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -99,6 +100,7 @@ class Comfy:
         self.ws = WebSocket(port, self.client_id)
 
     def request(self, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """GET ``path`` (POST ``body`` as JSON when given): the HTTP status and the JSON answer."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"http://{HOST}:{self.port}{path}", data=data,
                                      headers={"Content-Type": "application/json"})
@@ -110,13 +112,16 @@ class Comfy:
             return e.code, json.loads(e.read() or b"{}")
 
     def get(self, path: str) -> dict:
+        """The JSON answer to a GET of ``path``."""
         return self.request(path)[1]
 
     def queue(self, prompt: dict) -> tuple[int, dict]:
+        """Queue an API-format workflow: the status and ComfyUI's answer (its prompt_id)."""
         return self.request("/prompt", {"prompt": prompt, "client_id": self.client_id})
 
     def wait(self, prompt_id: str, timeout: float = 600,
-             on_progress=None) -> tuple[str, dict, list[tuple[float, int, int]]]:
+             on_progress: Callable[[list[tuple[float, int, int]]], object] | None = None,
+             ) -> tuple[str, dict, list[tuple[float, int, int]]]:
         """Follow the websocket to the end of ``prompt_id``: (event, data, progress events)."""
         progress: list[tuple[float, int, int]] = []
         deadline = time.monotonic() + timeout
@@ -146,6 +151,7 @@ class Comfy:
         raise RuntimeError(f"prompt {prompt_id} never appeared in /history")
 
     def close(self) -> None:
+        """Close the websocket and stop ComfyUI (killed after 30 s)."""
         self.ws.sock.close()
         self.proc.terminate()
         try:

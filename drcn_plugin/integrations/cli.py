@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..terminal import console, path_value, user_errors
+from ..terminal import console, path_value, print_plain, user_errors
 
 gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
 comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
@@ -28,14 +28,12 @@ def gimp_install_cmd(
         profiles = [GimpProfile("given", gimp_dir)] \
             if gimp_dir is not None else find_gimp_profiles()
         if len(profiles) > 1:
-            console.print(f"found {len(profiles)} GIMP 3 user folders: "
-                          + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
-                          + "; installing into each", soft_wrap=True, highlight=False,
-                          markup=False)
+            print_plain(f"found {len(profiles)} GIMP 3 user folders: "
+                        + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
+                        + "; installing into each")
         for profile in profiles:
             dest = install(profile.path)
-            console.print(f"installed {dest} (worker Python: {sys.executable})",
-                          soft_wrap=True, highlight=False, markup=False)
+            print_plain(f"installed {dest} (worker Python: {sys.executable})")
             if profile.note():
                 console.print(f"[yellow]note:[/] {escape(profile.note())}", soft_wrap=True,
                               highlight=False)
@@ -63,12 +61,11 @@ def gimp_uninstall_cmd(
             continue
         if dest is not None:
             removed += 1
-            console.print(f"removed {dest}", soft_wrap=True, highlight=False, markup=False)
+            print_plain(f"removed {dest}")
     if removed:
         console.print("restart GIMP to unload it", highlight=False)
     elif not failed:
-        console.print("no DRCN plug-in to remove in " + ", ".join(str(p.path) for p in profiles),
-                      soft_wrap=True, highlight=False, markup=False)
+        print_plain("no DRCN plug-in to remove in " + ", ".join(str(p.path) for p in profiles))
     if failed:
         raise typer.Exit(2)
 
@@ -89,7 +86,7 @@ def comfyui_install_cmd(
 
     with user_errors():
         done = install(comfyui_dir, python, copy)
-        console.print(str(done), soft_wrap=True, highlight=False, markup=False)
+        print_plain(str(done))
 
 
 @comfyui_app.command("uninstall")
@@ -104,10 +101,8 @@ def comfyui_uninstall_cmd(
 
     with user_errors():
         dest = remove_nodes(comfyui_dir)
-    console.print(f"removed {dest}" if dest else
-                  f"no DRCN nodes to remove in {comfyui_dir / 'custom_nodes'}",
-                  soft_wrap=True, highlight=False, markup=False)
+    print_plain(f"removed {dest}" if dest else
+                f"no DRCN nodes to remove in {comfyui_dir / 'custom_nodes'}")
     if dest:
-        console.print("kept: your models in models/drcn, and drcn-plugin in ComfyUI's Python "
-                      "(its pip uninstall drcn-plugin removes it); restart ComfyUI",
-                      soft_wrap=True, highlight=False, markup=False)
+        print_plain("kept: your models in models/drcn, and drcn-plugin in ComfyUI's Python "
+                    "(its pip uninstall drcn-plugin removes it); restart ComfyUI")

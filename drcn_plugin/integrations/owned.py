@@ -2,9 +2,9 @@
 swapped in; an earlier one is replaced only while it holds nothing the installer did not write.
 
 A copied install records the files it wrote in ``.drcn-installed``, so a later install (of
-another version, with other files) knows them; a folder without that record (from before it
-was kept) may hold only the files the installer writes now. Python's ``__pycache__`` folders,
-which the host writes when it loads the code, are the installer's too.
+another version, with other files) knows them; a folder without that record (written by a
+version that kept none) may hold only the files this installer writes. Python's
+``__pycache__`` folders, which the host writes when it loads the code, are the installer's too.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     :class:`TrainConfig` in Python cannot say.
     """
     here = os.getcwd()
-    start = ckpt.get("cwd") or here  # a checkpoint from before the folder was kept: from here
+    start = ckpt.get("cwd") or here  # a checkpoint that records no folder: from here
     start = start if os.path.isdir(start) else here
     saved = TrainConfig.from_dict(ckpt["config"])
     this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead

@@ -18,6 +18,7 @@ from ..terminal import (
     console,
     path_value,
     print_error,
+    print_plain,
     signals_interrupt,
     stopped_cleanly,
     user_errors,
@@ -143,6 +144,5 @@ def plot_train_cmd(
 
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
-        written = redraw_training_curves(run, output, overwrite, notify=lambda text: console.print(
-            text, markup=False, highlight=False, soft_wrap=True))  # one line, however narrow
+        written = redraw_training_curves(run, output, overwrite, notify=print_plain)
     console.print(f"wrote {written}", markup=False, highlight=False)

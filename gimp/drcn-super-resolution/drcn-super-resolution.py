@@ -80,12 +80,15 @@ class DRCNSuperResolution(Gimp.PlugIn):
     """The plug-in: one image procedure."""
 
     def do_query_procedures(self):
+        """The procedures this plug-in registers: the one."""
         return [PROC]
 
     def do_set_i18n(self, name):
+        """No translations: GIMP looks for no catalogue."""
         return False
 
     def do_create_procedure(self, name):
+        """The procedure, its menu place and its arguments (the dialog shows them in order)."""
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -126,6 +129,8 @@ class DRCNSuperResolution(Gimp.PlugIn):
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, data):
+        """Show the dialog when interactive, then upscale through the worker; a WorkerError is
+        the procedure's one-line error."""
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(PROC)
             dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config,
