@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from readme_markers import fill_readme
 
 from drcn_plugin import tuning
 from drcn_plugin.devices import cpu_bf16_unproven, cpu_has_fast_bf16, device_name
@@ -335,12 +335,7 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2))
     if args.readme:
         tag = "gpu" if gpu else "cpu"
-        readme = ROOT / "README.md"
-        body = readme.read_text()
-        pattern = re.compile(rf"(<!-- bench:{tag} -->\n).*?(<!-- /bench:{tag} -->)", re.S)
-        if not pattern.search(body):
-            raise SystemExit(f"README.md has no <!-- bench:{tag} --> markers")
-        readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body))
+        fill_readme({f"bench:{tag}": text})
 
 
 if __name__ == "__main__":

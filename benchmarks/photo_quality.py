@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from readme_markers import fill_readme
 
 from drcn_plugin.degrade import Recipe
 from drcn_plugin.engine import Upscaler
@@ -111,11 +112,6 @@ def fitted_rule(curve: dict[str, tuple[float, list[float]]]) -> tuple[tuple[int,
     return tuple(merged)
 
 
-def _fill(body: str, marker: str, text: str) -> str:
-    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body)
-
-
 def main() -> None:
     """Print the strength curve, the fitted rule and the photo table; ``--readme`` writes them."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,10 +127,7 @@ def main() -> None:
     photo = photo_table(args.data, args.results, args.device, args.precision)
     print(photo)
     if args.readme:
-        readme = ROOT / "README.md"
-        body = _fill(_fill(readme.read_text(), "photo", photo), "denoise",
-                     strength_table(curve))
-        readme.write_text(body)
+        fill_readme({"photo": photo, "denoise": strength_table(curve)})
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
+
+from readme_markers import fill_readme
 
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate, results_json
@@ -70,10 +71,7 @@ def main() -> None:
     text = render(tables)
     print(text)
     if args.readme:
-        readme = ROOT / "README.md"
-        body = readme.read_text()
-        pattern = re.compile(r"(<!-- quality -->\n).*?(<!-- /quality -->)", re.S)
-        readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), body))
+        fill_readme({"quality": text})
 
 
 if __name__ == "__main__":

@@ -130,8 +130,9 @@ def test_curves_of_a_resumed_run_without_validation(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def bench_engine():
-    """``benchmarks/bench_engine.py`` as a module."""
+def bench_engine(monkeypatch: pytest.MonkeyPatch):
+    """``benchmarks/bench_engine.py`` as a module (its folder on the path, as when it is run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_engine",
                                                   ROOT / "benchmarks" / "bench_engine.py")
     module = importlib.util.module_from_spec(spec)
@@ -163,3 +164,17 @@ def test_train_curves_switch_off() -> None:
     train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     assert train.make_context("train", ["--data", "x"]).params["curves"] is True
     assert train.make_context("train", ["--data", "x", "--no-curves"]).params["curves"] is False
+
+
+def test_readme_tables_fill_their_markers_or_leave_the_file_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from readme_markers import fill_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- t -->\nold\n<!-- /t -->\nb\n")
+    fill_readme({"t": "new | 1"}, readme)
+    assert readme.read_text() == "a\n<!-- t -->\nnew | 1\n<!-- /t -->\nb\n"
+    with pytest.raises(SystemExit, match="no <!-- other --> markers"):
+        fill_readme({"t": "newer", "other": "x"}, readme)
+    assert readme.read_text() == "a\n<!-- t -->\nnew | 1\n<!-- /t -->\nb\n"
