@@ -160,7 +160,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
                                                GLib.Error(str(e)))
         finally:
             Gimp.progress_end()
-        if run_mode == Gimp.RunMode.INTERACTIVE and result != image:
+        if run_mode != Gimp.RunMode.NONINTERACTIVE and result != image:  # Repeat Last too
             Gimp.Display.new(result)
         Gimp.displays_flush()
         values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
