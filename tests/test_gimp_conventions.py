@@ -215,3 +215,13 @@ def test_a_new_image_from_repeat_last_gets_a_display(plugin, run_mode, shown) ->
     new = plugin.Gimp.Image.new_with_precision.return_value
     displayed = [c.args[0] for c in plugin.Gimp.Display.new.call_args_list]
     assert displayed == ([new] if shown else [])
+
+
+def test_a_new_image_keeps_the_source_resolution(plugin) -> None:
+    """Gimp.Image.new gives GIMP's default resolution: a 300 ppi scan came out at 72 ppi,
+    unlike Scale this image, where image.scale keeps the resolution."""
+    layer = FakeLayer([], 6, 4)
+    image = FakeImage().setup([], 6, 4, [layer])
+    plugin.DRCNSuperResolution()._new_image(FakeWorker([]), image, layer, 2.0, {})
+    new = plugin.Gimp.Image.new_with_precision.return_value
+    new.set_resolution.assert_called_once_with(300.0, 240.0)

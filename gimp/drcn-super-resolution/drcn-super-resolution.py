@@ -181,6 +181,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
         fmt, data, w, h = self._upscale(worker, image, layer, scale, options)
         new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
         new.undo_disable()
+        new.set_resolution(*image.get_resolution()[-2:])  # same pixels per inch as the source
         profile = image.get_color_profile()
         if profile is not None:
             new.set_color_profile(profile)
