@@ -225,3 +225,21 @@ def test_a_new_image_keeps_the_source_resolution(plugin) -> None:
     plugin.DRCNSuperResolution()._new_image(FakeWorker([]), image, layer, 2.0, {})
     new = plugin.Gimp.Image.new_with_precision.return_value
     new.set_resolution.assert_called_once_with(300.0, 240.0)
+
+
+def test_an_indexed_image_is_refused_in_one_line(plugin) -> None:
+    """Image types gate only the menu (app/plug-in/gimppluginprocedure.c, get_sensitive): a
+    script reached the upscale with an indexed image, whose new image had no palette."""
+    layer = FakeLayer([], 6, 4)
+    image = FakeImage().setup([], 6, 4, [layer])
+    image.get_base_type.return_value = ImageBaseType.INDEXED
+    procedure = mock.MagicMock()
+    started = mock.Mock()
+    plugin.worker_command = started
+    plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image, [layer],
+                                     _config("scale-image"), None)
+    assert procedure.new_return_values.call_args.args[0] == \
+        plugin.Gimp.PDBStatusType.CALLING_ERROR
+    message = plugin.GLib.Error.call_args.args[0]
+    assert "indexed" in message and "Image > Mode > RGB" in message and "\n" not in message
+    assert not started.called and not image.scale.called

@@ -126,6 +126,11 @@ class DRCNSuperResolution(Gimp.PlugIn):
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, data):
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:  # scripts skip the image types
+            return procedure.new_return_values(
+                Gimp.PDBStatusType.CALLING_ERROR,
+                GLib.Error("DRCN: an indexed image cannot hold the new colours of an upscale; "
+                           "convert it with Image > Mode > RGB or Grayscale first"))
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(PROC)
             dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config,
