@@ -243,3 +243,20 @@ def test_an_indexed_image_is_refused_in_one_line(plugin) -> None:
     message = plugin.GLib.Error.call_args.args[0]
     assert "indexed" in message and "Image > Mode > RGB" in message and "\n" not in message
     assert not started.called and not image.scale.called
+
+
+def test_scale_this_image_is_offered_with_several_layers_selected(plugin) -> None:
+    """With only DRAWABLE in the sensitivity mask GIMP greys the menu entry out when two
+    layers are selected (app/plug-in/gimppluginprocedure.c), though Scale this image upscales
+    every layer whatever is selected."""
+    proc = plugin.DRCNSuperResolution().do_create_procedure("plug-in-drcn-super-resolution")
+    mask = proc.set_sensitivity_mask.call_args.args[0]
+    assert mask & SensitivityMask.DRAWABLE and mask & SensitivityMask.DRAWABLES
+    log: list = []
+    layers = [FakeLayer(log, 6, 4), FakeLayer(log, 3, 2, 1, 1)]
+    image = FakeImage().setup(log, 6, 4, layers)
+    procedure = mock.MagicMock()
+    plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image, layers,
+                                     _config("scale-image"), None)
+    assert procedure.new_return_values.call_args.args[0] == plugin.Gimp.PDBStatusType.SUCCESS
+    assert all(layer.written for layer in layers)

@@ -88,7 +88,9 @@ class DRCNSuperResolution(Gimp.PlugIn):
     def do_create_procedure(self, name):
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
-        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        # Scale this image works whatever is selected; a new image needs exactly one layer
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
+                                  | Gimp.ProcedureSensitivityMask.DRAWABLES)
         proc.set_menu_label("DRCN Super-Resolution...")
         proc.add_menu_path("<Image>/Filters/Enhance")
         proc.set_documentation(
