@@ -260,3 +260,27 @@ def test_scale_this_image_is_offered_with_several_layers_selected(plugin) -> Non
                                      _config("scale-image"), None)
     assert procedure.new_return_values.call_args.args[0] == plugin.Gimp.PDBStatusType.SUCCESS
     assert all(layer.written for layer in layers)
+
+
+def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -> None:
+    """GIMP refused the plug-in's writes to a layer with locked pixels or position (or inside
+    a locked group): Scale Image had already scaled it, so it kept GIMP's interpolation, its
+    size or offset off by the rounding, among DRCN-upscaled layers."""
+    log: list = []
+    pixels = FakeLayer(log, 5, 3, 1, 1, lock_content=True)
+    moved = FakeLayer(log, 3, 3, 3, 1, lock_position=True)
+    inner = FakeLayer(log, 3, 1, 1, 2)
+    group = FakeLayer(log, 3, 1, 1, 2, children=[inner], lock_content=True,
+                      lock_position=True)
+    image = FakeImage().setup(log, 7, 5, [pixels, moved, group])
+    plugin.DRCNSuperResolution()._scale_image(FakeWorker([]), image, 2.5,
+                                              {"out_width": 0, "out_height": 0}, {})
+    spans = plugin.scaled_span
+    for layer, (x, y, w, h) in ((pixels, (1, 1, 5, 3)), (moved, (3, 1, 3, 3)),
+                                (inner, (1, 2, 3, 1))):
+        assert layer.written
+        assert ((layer.x, layer.w), (layer.y, layer.h)) == (spans(x, w, 2.5), spans(y, h, 2.5))
+    assert (pixels.lock_content, moved.lock_position) == (True, True)
+    assert (group.lock_content, group.lock_position, inner.lock_content) == (True, True, False)
+    changes = [entry for entry in log if entry not in ("undo start", "undo end")]
+    assert log[0] == "undo start" and log[-1] == "undo end" and len(changes) == 8
