@@ -7,6 +7,7 @@ image or into the whole image scaled in place (one undo step). Scripts call
 ``plug-in-drcn-super-resolution`` with the same arguments as the dialog.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -43,13 +44,36 @@ def _choice(entries):
     return choice
 
 
-def _all_layers(items):
-    """Every pixel layer, descending into layer groups (groups follow their children)."""
+def _tree(items):
+    """Every layer of a layer tree, each group before its children."""
     for item in items:
+        yield item
         if item.is_group():
-            yield from _all_layers(item.get_children())
-        else:
-            yield item
+            yield from _tree(item.get_children())
+
+
+@contextlib.contextmanager
+def _unlocked(items):
+    """Lift the pixel and position locks of ``items`` while the block runs, then set them again.
+
+    GIMP refuses a plug-in's ``merge_shadow``, ``scale`` and ``set_offsets`` on a locked layer
+    (or a layer in a locked group), while Scale Image scales and moves locked layers too; inside
+    the caller's undo group, one undo restores the locks with everything else.
+    """
+    locks = [(item, item.get_lock_content(), item.get_lock_position()) for item in items]
+    for item, content, position in locks:
+        if content:
+            item.set_lock_content(False)
+        if position:
+            item.set_lock_position(False)
+    try:
+        yield
+    finally:
+        for item, content, position in locks:
+            if content:
+                item.set_lock_content(True)
+            if position:
+                item.set_lock_position(True)
 
 
 def _format_of(image, drawable):
@@ -91,7 +115,9 @@ class DRCNSuperResolution(Gimp.PlugIn):
         """The procedure, its menu place and its arguments (the dialog shows them in order)."""
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
-        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        # Scale this image works whatever is selected; a new image needs exactly one layer
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
+                                  | Gimp.ProcedureSensitivityMask.DRAWABLES)
         proc.set_menu_label("DRCN Super-Resolution...")
         proc.add_menu_path("<Image>/Filters/Enhance")
         proc.set_documentation(
@@ -131,6 +157,11 @@ class DRCNSuperResolution(Gimp.PlugIn):
     def run(self, procedure, run_mode, image, drawables, config, data):
         """Show the dialog when interactive, then upscale through the worker; a WorkerError is
         the procedure's one-line error."""
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:  # scripts skip the image types
+            return procedure.new_return_values(
+                Gimp.PDBStatusType.CALLING_ERROR,
+                GLib.Error("DRCN: an indexed image cannot hold the new colours of an upscale; "
+                           "convert it with Image > Mode > RGB or Grayscale first"))
         if run_mode == Gimp.RunMode.INTERACTIVE:
             GimpUi.init(PROC)
             dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config,
@@ -165,7 +196,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
                                                GLib.Error(str(e)))
         finally:
             Gimp.progress_end()
-        if run_mode == Gimp.RunMode.INTERACTIVE and result != image:
+        if run_mode != Gimp.RunMode.NONINTERACTIVE and result != image:  # Repeat Last too
             Gimp.Display.new(result)
         Gimp.displays_flush()
         values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
@@ -186,6 +217,7 @@ class DRCNSuperResolution(Gimp.PlugIn):
         fmt, data, w, h = self._upscale(worker, image, layer, scale, options)
         new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
         new.undo_disable()
+        new.set_resolution(*image.get_resolution()[-2:])  # same pixels per inch as the source
         profile = image.get_color_profile()
         if profile is not None:
             new.set_color_profile(profile)
@@ -207,7 +239,8 @@ class DRCNSuperResolution(Gimp.PlugIn):
         iw, ih = image.get_width(), image.get_height()
         cw, ch = worker.output_size(iw, ih, scale, {**options, **size})
         fx, fy = (cw / iw, ch / ih) if size["out_width"] or size["out_height"] else (scale, scale)
-        layers = list(_all_layers(image.get_layers()))
+        items = list(_tree(image.get_layers()))
+        layers = [item for item in items if not item.is_group()]  # groups follow their children
         spans = [(scaled_span(x, layer.get_width(), fx), scaled_span(y, layer.get_height(), fy))
                  for layer, (x, y) in zip(layers, map(_offsets, layers), strict=True)]
         results = [self._upscale(worker, image, layer, scale,
@@ -221,12 +254,13 @@ class DRCNSuperResolution(Gimp.PlugIn):
             kept = None if Gimp.Selection.is_empty(image) else Gimp.Selection.save(image)
             Gimp.Selection.none(image)
             try:
-                for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results,
-                                                              strict=True):
-                    if (layer.get_width(), layer.get_height()) != (w, h):
-                        layer.scale(w, h, False)
-                    layer.set_offsets(sx[0], sy[0])
-                    _write(layer, fmt, data)
+                with _unlocked(items):
+                    for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results,
+                                                                  strict=True):
+                        if (layer.get_width(), layer.get_height()) != (w, h):
+                            layer.scale(w, h, False)
+                        layer.set_offsets(sx[0], sy[0])
+                        _write(layer, fmt, data)
             finally:
                 if kept is not None:
                     image.select_item(Gimp.ChannelOps.REPLACE, kept)
