@@ -142,15 +142,16 @@ class Upscaler:
         if tile and tile < tuning.MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
                                  f"{tuning.MIN_TILE}", option="tile")
-        # A private copy: device, dtype, memory format and train/eval mode of the caller's
-        # module stay as they were.
+        # A private fp32 copy, cast to the precision: the caller's module keeps its device, dtype,
+        # memory format and mode, and one in another dtype runs in the precision asked for.
         if loaded:
             needs = _NEEDS + (_HALF_PARTS if self.dtype != torch.float32 else ())
             missing = [name for name in needs if not hasattr(model, name)]
             if missing:
                 raise ModelLoadError(f"a {type(model).__name__} module is not a DRCN model (it "
                                      f"has no {', '.join(missing)}): pass a DRCN or a model spec")
-            self.model = checked(copy.deepcopy(model), f"the {type(model).__name__} module")
+            self.model = checked(copy.deepcopy(model).float(),
+                                 f"the {type(model).__name__} module")
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()

@@ -54,10 +54,12 @@ def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float,
     idx, w = _contributions(x.shape[dim], out_len, scale, x.device, x.dtype)
     idx, w = idx[part], w[part]
     x = x.movedim(dim, -1)
-    out = None
+    # Taps weigh differences from the nearest source pixel, which the weights summing to one
+    # makes the same sum, and a constant (an opaque alpha, a neutral chroma) stays exact.
+    base = x[..., idx.gather(1, w.argmax(1, keepdim=True))[:, 0]]
+    out = base.clone()
     for t in range(idx.shape[1]):  # one tap at a time keeps memory at one output's size
-        term = x[..., idx[:, t]] * w[:, t]
-        out = term if out is None else out.add_(term)
+        out.add_(x[..., idx[:, t]].sub_(base).mul_(w[:, t]))
     return out.movedim(-1, dim)
 
 
@@ -96,8 +98,13 @@ def imresize(x: torch.Tensor, scale: float | None = None,
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """``[..., 3, H, W]`` RGB in 0..1 to BT.601 studio-swing YCbCr in 0..1 (MATLAB rgb2ycbcr)."""
     m = _RGB2YCC.to(rgb.device, rgb.dtype)
-    off = _YCC_OFFSET.to(rgb.device, rgb.dtype)
-    return torch.einsum("ij,...jhw->...ihw", m, rgb) + off[:, None, None]
+    off = _YCC_OFFSET.to(rgb.device, rgb.dtype)[:, None, None]
+    ycc = torch.einsum("ij,...jhw->...ihw", m, rgb).add_(off)
+    # Cb and Cr from R - G and B - G (their rows sum to zero): a neutral colour's are then
+    # exactly the offset, so grey comes back with R = G = B.
+    diff = rgb[..., 0::2, :, :] - rgb[..., 1:2, :, :]
+    ycc[..., 1:, :, :] = torch.einsum("ij,...jhw->...ihw", m[1:, 0::2], diff).add_(off[1:])
+    return ycc
 
 
 def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:

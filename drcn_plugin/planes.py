@@ -107,7 +107,8 @@ def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
     visible = planes[-1] > 0 if planes.shape[0] in (2, 4) else None
     if visible is None or bool(visible.all()) or not bool(visible.any()):
         return planes
-    colour, alpha = planes[None, :-1], planes[None, -1:]
+    # alpha as it is shown (0..1): a float one under 0 would weigh the means negatively
+    colour, alpha = planes[None, :-1], planes[None, -1:].clamp(0, 1)
     levels = [(colour * alpha, alpha)]
     while max(h := levels[-1][1].shape[-2], w := levels[-1][1].shape[-1]) > 1:
         kernel = (min(h, 2), min(w, 2))

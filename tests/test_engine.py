@@ -161,6 +161,17 @@ def test_a_fully_transparent_image_keeps_its_colour() -> None:
     assert np.array_equal(out[..., :3], opaque) and not out[..., 3].any()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_grey_colour_stays_exactly_grey_and_opaque_alpha_exactly_opaque(
+        lite: Upscaler, photo: np.ndarray, dtype: type) -> None:
+    peak = {np.uint8: 255, np.uint16: 65535, np.float32: 1.0}[dtype]
+    grey = (photo[..., 1] / 255 * peak).astype(dtype)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, peak)])
+    out = lite.upscale(rgba, 2.5)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    assert (out[..., 3] == peak).all()
+
+
 @pytest.mark.parametrize("option", [{"batch": -1}, {"batch": 2.5}, {"tile": True},
                                     {"tile": -16}])
 def test_bad_tile_or_batch_is_refused(option: dict) -> None:

@@ -134,3 +134,16 @@ def test_tiled_equals_untiled_and_the_input_is_left_alone(up: Upscaler) -> None:
 
 def test_17x13_at_x2_5_is_43x33_halves_rounded_up(up: Upscaler) -> None:
     assert up.upscale(np.zeros((17, 13, 3), np.uint8), 2.5).shape == (43, 33, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_a_module_in_another_dtype_runs_in_the_precision_asked_for(one_thread: None,
+                                                                   dtype: torch.dtype) -> None:
+    # a bfloat16 module ran its convolutions in bfloat16 under precision="fp32" (2.6 levels off)
+    module = seeded_drcn().to(dtype)
+    image = np.random.default_rng(0).random((20, 24, 3)).astype(np.float32)
+    up = Upscaler(module, device="cpu", precision="fp32")
+    same = Upscaler(seeded_drcn().to(dtype).float(), device="cpu", precision="fp32")
+    assert np.array_equal(up.upscale(image, 2), same.upscale(image, 2))
+    assert {p.dtype for p in up.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in module.parameters()} == {dtype}  # the caller's module as it was

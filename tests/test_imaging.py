@@ -164,3 +164,21 @@ def test_row_ranges_equal_slices_of_the_whole_result(size):
     whole = imresize(x, size=size)
     for start, stop in [(0, 1), (0, 5), (3, 8), (size[0] - 2, size[0]), (0, size[0])]:
         assert torch.equal(imresize(x, size=size, rows=(start, stop)), whole[..., start:stop, :])
+
+
+@pytest.mark.parametrize("value", [1.0, 128 / 255, 0.3, 1 / 3])
+def test_a_float32_constant_stays_exactly_constant(value):
+    # float32 weights do not sum to exactly one: a weighted sum of the values would turn an
+    # opaque alpha of 1.0 into 0.9999999
+    x = torch.full((2, 9, 11), value, dtype=torch.float32)
+    for scale, size in ((None, (23, 27)), (None, (5, 4)), (2.5, None), (3.99, None)):
+        out = imresize(x, scale=scale, size=size)
+        assert torch.equal(out, torch.full_like(out, value))
+
+
+def test_neutral_colours_have_exactly_neutral_chroma():
+    grey = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0)).expand(3, -1, -1)
+    ycc = rgb_to_ycbcr(grey)
+    assert torch.equal(ycc[1:], torch.full_like(ycc[1:], 128 / 255))
+    rgb = ycbcr_to_rgb(ycc)
+    assert torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])

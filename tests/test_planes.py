@@ -64,3 +64,17 @@ def test_row_blocks_cover_the_plane_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert blocks[0] == (0, 3) and blocks[-1] == (99, 101)
     assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:], strict=False))
     assert planes.row_blocks(5, 10_000) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
+
+
+def test_hidden_pixels_take_a_mean_of_the_visible_colours_whatever_the_alpha() -> None:
+    # float alpha a little under 0 or over 1 (ringing from an earlier resize) weighed the
+    # means with negative weights: hidden pixels got colours far outside the visible ones
+    # (-0.7..1.8 from colours in 0..1), which bicubic then spread into the visible edge
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((4, 16, 16), dtype=np.float32))
+    x[3, :, :8] = torch.from_numpy(rng.choice([1.0, 1.02], (16, 8)).astype(np.float32))
+    x[3, :, 8:] = torch.from_numpy(rng.choice([-1e-3, 2e-3, 0.0], (16, 8)).astype(np.float32))
+    visible = x[:3][:, x[3] > 0]
+    filled = planes.fill_transparent(x.clone())[:3]
+    low, high = visible.min(dim=1).values, visible.max(dim=1).values
+    assert ((filled >= low[:, None, None]) & (filled <= high[:, None, None])).all()
