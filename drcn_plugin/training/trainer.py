@@ -314,7 +314,6 @@ class Trainer:
     def run(self) -> dict:
         """Train to the end (or ``stop_at``, or a signal's stop); on rank 0 export, measure and
         write the card, or at a stop the checkpoint to resume from."""
-        main = self.dist.main
         self.model.train()
         started = time.perf_counter() - self.elapsed
         self._event("start")
@@ -322,17 +321,13 @@ class Trainer:
         with stop:
             self._loop(stop, started)
         self.elapsed = time.perf_counter() - started
-        if not main:
-            _barrier(self.dist)
-            return {}
+        if not self.dist.main:  # ends at once: waiting in a collective for rank 0's end (a
+            return {}  # long measurement) could time out, and nothing needs it after the steps
         if stop.asked or self.step < self.total:  # stopped early: resumable
             self._event("stop")
             self._checkpoint(None)
-            log = self._log(stopped_at=self.step, interrupted=stop.asked)
-        else:
-            log = self._finish()
-        _barrier(self.dist)
-        return log
+            return self._log(stopped_at=self.step, interrupted=stop.asked)
+        return self._finish()
 
     def _loop(self, stop: StopRequest, started: float) -> None:
         """Steps until the end, ``stop_at`` or a stop request; validates and checkpoints."""
@@ -418,11 +413,6 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
     return {name if names.count(name) == 1 else ds:
             {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
             for name, (ds, res) in zip(names, results.items(), strict=True)}
-
-
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
 
 
 def train(cfg: TrainConfig, resume: bool = False,
