@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,6 +188,29 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
             raise DistributedError(f"cannot join the torchrun job ({one_line(e)}): start it "
                                    "with torchrun") from e
     return d, dev
+
+
+def is_peer_lost(e: BaseException) -> bool:
+    """Whether ``e`` is a collective of a torchrun job failing because another process of it
+    died or stopped answering (torch's DistError, or gloo's plain RuntimeError)."""
+    import torch.distributed as dist
+
+    lost = getattr(dist, "DistError", ())
+    return isinstance(e, lost) or (isinstance(e, RuntimeError) and "gloo/" in str(e))
+
+
+@contextmanager
+def peers_lost(left: str) -> Iterator[None]:
+    """Inside, a collective that fails because another process of the torchrun job stopped is
+    one :class:`DistributedError` line ending with ``left``: what this process's work left."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, DRCNError) or not is_peer_lost(e):
+            raise
+        why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
+        raise DistributedError(f"another process of this torchrun job stopped or cannot be "
+                               f"reached ({why}; its own output says why): {left}") from e
 
 
 def device_name(device: torch.device) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import socket
 import time
 from dataclasses import asdict
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny
+from helpers import DATA, tiny
+from PIL import Image
 from typer.testing import CliRunner
 
+from drcn_plugin import batch
 from drcn_plugin.cli import app
 from drcn_plugin.devices import Dist, join_torchrun
 from drcn_plugin.errors import DistributedError
@@ -52,6 +55,66 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_at_step_3(self: Trainer) -> torch.Tensor:
+    if self.step == 3:
+        os._exit(9)
+    return _step(self)
+
+
+_step = Trainer._train_step
+
+
+def _rank(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """One process of a two-process job running ``drcn ARGV``; rank 1 dies in the middle (at
+    training step 3, or as an upscale gathers the outcomes). Rank 0 reports its exit code and
+    output in ``report``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    if rank == 1:
+        Trainer._train_step = _die_at_step_3
+        batch.gather_outcomes = lambda outcomes: os._exit(9)
+    r = runner.invoke(app, argv)
+    report.write_text(f"{r.exit_code}\n{r.output}")
+
+
+def _job(argv: list[str], report: Path) -> tuple[int, str]:
+    """Rank 0's exit code and output in a job whose rank 1 dies."""
+    ctx, port = multiprocessing.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_rank, args=(rank, port, argv, report)) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode is not None, "a process of the job hangs"
+    code, _, output = report.read_text().partition("\n")
+    return int(code), output
+
+
+def test_a_process_of_the_job_that_dies_is_one_line_on_the_others(
+        t12: Path, tmp_path: Path, tiny_model_file: str) -> None:
+    out = tmp_path / "run"
+    code, text = _job(["train", "--data", str(t12), "--out", str(out), "-s", "3", "-F", "8",
+                       "-D", "3", "--patch", "32", "--stride", "32", "--batch", "4",
+                       "--steps", "40", "--val-every", "2", "--device", "cpu", "--no-curves"],
+                      tmp_path / "train.txt")
+    assert code == 2 and "Traceback" not in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "another process of this torchrun job stopped" in lines[0], text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # what --resume continues
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        shutil.copy(DATA / "Set5" / "head.png", photos / f"{i}.png")
+        Image.open(photos / f"{i}.png").crop((0, 0, 24, 24)).save(photos / f"{i}.png")
+    code, text = _job(["upscale", str(photos), "-o", str(tmp_path / "up"), "--model",
+                       tiny_model_file, "--device", "cpu"], tmp_path / "upscale.txt")
+    assert code == 2 and "Traceback" not in text, text
+    assert "this process's 2 files are written" in text, text
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["0.png", "1.png", "2.png"]
 
 
 def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchronize
+from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, peers_lost, synchronize
 from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
@@ -425,7 +425,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     try:
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
-        with hold_run_folder(Path(cfg.out), Dist.from_env().main):
+        with hold_run_folder(Path(cfg.out), Dist.from_env().main), \
+                peers_lost("the run stops; --resume continues from its last checkpoint"):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
