@@ -352,6 +352,9 @@ class Trainer:
             at_val = (cfg.val_every and self.step % cfg.val_every == 0
                       and self.step < (self.total or 0))
             if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
+                if self.dist.world > 1:  # the mean of every rank's share: the batch's loss, and
+                    dist.all_reduce(loss_sum)  # the same on every rank, so all stop if it diverges
+                    loss_sum /= self.dist.world
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 if not math.isfinite(last_loss):
                     raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
