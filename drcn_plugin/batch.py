@@ -421,9 +421,16 @@ def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
     """Every rank's outcomes on every rank (the identity outside torchrun)."""
     import torch.distributed as dist
 
+    from .devices import peers_lost
+
     if not (dist.is_available() and dist.is_initialized()):
         return outcomes
     parts: list[list[Outcome]] = [[] for _ in range(dist.get_world_size())]
-    dist.all_gather_object(parts, outcomes)
-    dist.destroy_process_group()
+    done = sum(o.status == "done" for o in outcomes)
+    try:
+        with peers_lost(f"this process's {done} files are written; --skip-existing goes on "
+                        "with the others"):
+            dist.all_gather_object(parts, outcomes)
+    finally:
+        dist.destroy_process_group()
     return [o for part in parts for o in part]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,14 @@ from typing import Literal, get_args
 import psutil
 import torch
 
-from .errors import BadOptionError, DeviceError, DRCNError, OutOfMemoryError
+from .errors import (
+    BadOptionError,
+    DeviceError,
+    DistributedError,
+    DRCNError,
+    OutOfMemoryError,
+    one_line,
+)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -133,11 +141,29 @@ class Dist:
 
     @classmethod
     def from_env(cls) -> Dist:
-        """This process's place as torchrun's environment names it."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        """This process's place as torchrun's environment names it; a ``WORLD_SIZE`` over 1
+        without a ``RANK`` inside it (a variable left over in a shell, torchrun not used) is a
+        :class:`DistributedError`."""
+        world = _env_int("WORLD_SIZE", "1")
         if world <= 1:
             return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        rank, local = _env_int("RANK", ""), _env_int("LOCAL_RANK", "0")
+        if not 0 <= rank < world or local < 0:
+            raise DistributedError(f"RANK {rank} and LOCAL_RANK {local} do not fit WORLD_SIZE "
+                                   f"{world}: start the job with torchrun")
+        return cls(rank, world, local)
+
+
+def _env_int(name: str, default: str) -> int:
+    """A whole number from the environment (``default`` when unset; "" for none)."""
+    value = os.environ.get(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        said = f"is {value!r}" if value else "is not set"
+        raise DistributedError(f"{name} {said}, where a torchrun job sets a whole number: "
+                               "start the job with torchrun, or unset WORLD_SIZE to run alone"
+                               ) from None
 
 
 def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
@@ -156,8 +182,35 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
         dev = torch.device("cuda", d.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+        try:
+            dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+        except (ValueError, RuntimeError) as e:  # the rendezvous' variables missing or wrong
+            raise DistributedError(f"cannot join the torchrun job ({one_line(e)}): start it "
+                                   "with torchrun") from e
     return d, dev
+
+
+def is_peer_lost(e: BaseException) -> bool:
+    """Whether ``e`` is a collective of a torchrun job failing because another process of it
+    died or stopped answering (torch's DistError, or gloo's plain RuntimeError)."""
+    import torch.distributed as dist
+
+    lost = getattr(dist, "DistError", ())
+    return isinstance(e, lost) or (isinstance(e, RuntimeError) and "gloo/" in str(e))
+
+
+@contextmanager
+def peers_lost(left: str) -> Iterator[None]:
+    """Inside, a collective that fails because another process of the torchrun job stopped is
+    one :class:`DistributedError` line ending with ``left``: what this process's work left."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, DRCNError) or not is_peer_lost(e):
+            raise
+        why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
+        raise DistributedError(f"another process of this torchrun job stopped or cannot be "
+                               f"reached ({why}; its own output says why): {left}") from e
 
 
 def device_name(device: torch.device) -> str:

@@ -52,6 +52,11 @@ class TrainingError(DRCNError):
     """A training run that cannot go on (its loss stopped being a finite number)."""
 
 
+class DistributedError(DRCNError):
+    """A torchrun job this process cannot join (its environment is incomplete), or whose other
+    processes stopped or cannot be reached."""
+
+
 class OutputExistsError(DRCNError):
     """The output file exists and replacing it was not asked for; ``path`` is that file."""
 

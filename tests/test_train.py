@@ -116,6 +116,9 @@ def test_ddp_two_processes_match_one(t12: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(two[k], v, rtol=1e-5, atol=1e-6)
         moved += int(not torch.equal(v, start.state_dict()[k]))
     assert moved >= 4  # the step really changed the weights
+    losses = [[h["loss"] for h in json.loads((tmp_path / run / "log.json").read_text())["history"]
+               if "loss" in h] for run in ("one", "ddp")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)  # the whole batch's, not rank 0's share
 
 
 def test_distilled_target_moves_only_clean_patches_toward_the_teacher() -> None:

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, synchronize
+from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, peers_lost, synchronize
 from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
@@ -314,7 +314,6 @@ class Trainer:
     def run(self) -> dict:
         """Train to the end (or ``stop_at``, or a signal's stop); on rank 0 export, measure and
         write the card, or at a stop the checkpoint to resume from."""
-        main = self.dist.main
         self.model.train()
         started = time.perf_counter() - self.elapsed
         self._event("start")
@@ -322,17 +321,13 @@ class Trainer:
         with stop:
             self._loop(stop, started)
         self.elapsed = time.perf_counter() - started
-        if not main:
-            _barrier(self.dist)
-            return {}
+        if not self.dist.main:  # ends at once: waiting in a collective for rank 0's end (a
+            return {}  # long measurement) could time out, and nothing needs it after the steps
         if stop.asked or self.step < self.total:  # stopped early: resumable
             self._event("stop")
             self._checkpoint(None)
-            log = self._log(stopped_at=self.step, interrupted=stop.asked)
-        else:
-            log = self._finish()
-        _barrier(self.dist)
-        return log
+            return self._log(stopped_at=self.step, interrupted=stop.asked)
+        return self._finish()
 
     def _loop(self, stop: StopRequest, started: float) -> None:
         """Steps until the end, ``stop_at`` or a stop request; validates and checkpoints."""
@@ -357,6 +352,9 @@ class Trainer:
             at_val = (cfg.val_every and self.step % cfg.val_every == 0
                       and self.step < (self.total or 0))
             if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
+                if self.dist.world > 1:  # the mean of every rank's share: the batch's loss, and
+                    dist.all_reduce(loss_sum)  # the same on every rank, so all stop if it diverges
+                    loss_sum /= self.dist.world
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
                 if not math.isfinite(last_loss):
                     raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
@@ -420,11 +418,6 @@ def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
             for name, (ds, res) in zip(names, results.items(), strict=True)}
 
 
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
-
-
 def train(cfg: TrainConfig, resume: bool = False,
           on_progress: Callable[[Progress], None] | None = None, overwrite: bool = False,
           given: Collection[str] | None = None) -> dict:
@@ -435,7 +428,8 @@ def train(cfg: TrainConfig, resume: bool = False,
     try:
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
-        with hold_run_folder(Path(cfg.out), Dist.from_env().main):
+        with hold_run_folder(Path(cfg.out), Dist.from_env().main), \
+                peers_lost("the run stops; --resume continues from its last checkpoint"):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()

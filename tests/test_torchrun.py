@@ -1,0 +1,145 @@
+"""torchrun jobs: an environment that names no job, a process of the job that dies, and what rank 0
+logs for the whole job."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import DATA, tiny
+from PIL import Image
+from typer.testing import CliRunner
+
+from drcn_plugin import batch
+from drcn_plugin.cli import app
+from drcn_plugin.devices import Dist, join_torchrun
+from drcn_plugin.errors import DistributedError
+from drcn_plugin.training.trainer import TrainConfig, Trainer, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"WORLD_SIZE": "2"}, "RANK is not set"),
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE is 'two'"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK 2 and LOCAL_RANK 0 do not fit WORLD_SIZE 2"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),
+])
+def test_a_job_environment_torchrun_did_not_set_is_one_line(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+        said: str) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DistributedError, match=said):
+        Dist.from_env()
+        join_torchrun("cpu")
+    cfg = tiny(t12, tmp_path / "run")
+    r = runner.invoke(app, ["train", "--data", cfg.data[0], "--out", cfg.out, "-s", "3",
+                            "-F", "8", "-D", "3", "--steps", "2", "--device", "cpu"])
+    assert r.exit_code == 2, r.output
+    assert said in r.output and r.output.count("error:") == 1 and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_at_step_3(self: Trainer) -> torch.Tensor:
+    if self.step == 3:
+        os._exit(9)
+    return _step(self)
+
+
+_step = Trainer._train_step
+
+
+def _rank(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """One process of a two-process job running ``drcn ARGV``; rank 1 dies in the middle (at
+    training step 3, or as an upscale gathers the outcomes). Rank 0 reports its exit code and
+    output in ``report``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    if rank == 1:
+        Trainer._train_step = _die_at_step_3
+        batch.gather_outcomes = lambda outcomes: os._exit(9)
+    r = runner.invoke(app, argv)
+    report.write_text(f"{r.exit_code}\n{r.output}")
+
+
+def _job(argv: list[str], report: Path) -> tuple[int, str]:
+    """Rank 0's exit code and output in a job whose rank 1 dies."""
+    ctx, port = multiprocessing.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_rank, args=(rank, port, argv, report)) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode is not None, "a process of the job hangs"
+    code, _, output = report.read_text().partition("\n")
+    return int(code), output
+
+
+def test_a_process_of_the_job_that_dies_is_one_line_on_the_others(
+        t12: Path, tmp_path: Path, tiny_model_file: str) -> None:
+    out = tmp_path / "run"
+    code, text = _job(["train", "--data", str(t12), "--out", str(out), "-s", "3", "-F", "8",
+                       "-D", "3", "--patch", "32", "--stride", "32", "--batch", "4",
+                       "--steps", "40", "--val-every", "2", "--device", "cpu", "--no-curves"],
+                      tmp_path / "train.txt")
+    assert code == 2 and "Traceback" not in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "another process of this torchrun job stopped" in lines[0], text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # what --resume continues
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        shutil.copy(DATA / "Set5" / "head.png", photos / f"{i}.png")
+        Image.open(photos / f"{i}.png").crop((0, 0, 24, 24)).save(photos / f"{i}.png")
+    code, text = _job(["upscale", str(photos), "-o", str(tmp_path / "up"), "--model",
+                       tiny_model_file, "--device", "cpu"], tmp_path / "upscale.txt")
+    assert code == 2 and "Traceback" not in text, text
+    assert "this process's 2 files are written" in text, text
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["0.png", "1.png", "2.png"]
+
+
+def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:
+    """One process of a two-process training whose rank 0 takes 2 s more over its end (on a
+    big test set the measurement takes minutes); each notes the time it returns."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    finish = Trainer._finish
+    Trainer._finish = lambda self: time.sleep(2) or finish(self)
+    train(TrainConfig.from_dict(cfg))
+    (Path(cfg["out"]) / f"rank{rank}.end").write_text(str(time.monotonic()))
+
+
+def test_the_other_ranks_do_not_wait_on_rank_0s_end(t12: Path, tmp_path: Path) -> None:
+    cfg = tiny(t12, tmp_path, steps=2, warmup=1)
+    ctx, port = multiprocessing.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_slow_end_rank, args=(rank, port, asdict(cfg))) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert (tmp_path / "drcn-f8-d3-x3.md").is_file()
+    # rank 1 ended without waiting in a collective for rank 0's end, where its timeout (30 min
+    # for gloo, 10 for nccl) would end it and torchrun then rank 0's measurement
+    end = [float((tmp_path / f"rank{rank}.end").read_text()) for rank in (0, 1)]
+    assert end[1] < end[0] - 1.5
