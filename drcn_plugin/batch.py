@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import itertools
 import os
 import stat
 import time
@@ -418,7 +419,8 @@ def _permissions(path: Path) -> int | None:
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
-    """Every rank's outcomes on every rank (the identity outside torchrun)."""
+    """Every rank's outcomes on every rank, in the batch's order (rank r took files r, r + world,
+    ...); the identity outside torchrun."""
     import torch.distributed as dist
 
     from .devices import peers_lost
@@ -433,4 +435,4 @@ def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
             dist.all_gather_object(parts, outcomes)
     finally:
         dist.destroy_process_group()
-    return [o for part in parts for o in part]
+    return [o for row in itertools.zip_longest(*parts) for o in row if o is not None]

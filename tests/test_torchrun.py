@@ -143,3 +143,19 @@ def test_the_other_ranks_do_not_wait_on_rank_0s_end(t12: Path, tmp_path: Path) -
     # for gloo, 10 for nccl) would end it and torchrun then rank 0's measurement
     end = [float((tmp_path / f"rank{rank}.end").read_text()) for rank in (0, 1)]
     assert end[1] < end[0] - 1.5
+
+
+def test_gathered_outcomes_are_in_the_batchs_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank r upscales files r, r + world, ...: the summary lists them as the batch named them,
+    also when a rank stopped early (a full disk) with fewer."""
+    import torch.distributed as dist
+
+    jobs = [batch.Outcome(batch.Job(Path(f"{i}.png"), Path(f"out/{i}.png")), "done")
+            for i in range(7)]
+    parts = [jobs[0::3], jobs[1::3], jobs[2:3]]  # rank 2 stopped after its first file
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, _: out.__setitem__(slice(None), parts))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
+    names = [o.job.source.name for o in batch.gather_outcomes(parts[0])]
+    assert names == ["0.png", "1.png", "2.png", "3.png", "4.png", "6.png"]
