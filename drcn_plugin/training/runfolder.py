@@ -80,7 +80,8 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
         raise WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
                          f"{reason(e)}") from e
     with held as handle:
-        if handle is not None and try_lock(handle.fileno()) is False:
+        locked = try_lock(handle.fileno()) if handle is not None else None
+        if locked is False:
             raise TrainingError(f"another training is running in {out}")
         if handle is not None:
             clean_stale_parts(out)
@@ -89,7 +90,10 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
         except BaseException:
             if made:  # refused before its first file: the folder it made goes again
                 if handle is not None:
-                    (out / ".lock").unlink(missing_ok=True)
+                    if not locked:  # no lock to keep till it goes; Windows removes no open file
+                        handle.close()
+                    with contextlib.suppress(OSError):  # one another start holds open is kept
+                        (out / ".lock").unlink(missing_ok=True)
                 for folder in (out, *missing):
                     with contextlib.suppress(OSError):  # one another process fills is kept
                         folder.rmdir()
