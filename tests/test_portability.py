@@ -1,15 +1,20 @@
-"""Other platforms, simulated on Linux: Apple's MPS (no float64) stood in for by the meta device."""
+"""Other platforms, simulated on Linux: Apple's MPS (no float64) stood in for by the meta device,
+and a case-insensitive file system's second name for a file (macOS, Windows) by a hard link."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import random_rgb
 from torch.overrides import TorchFunctionMode
+from typer.testing import CliRunner
 
 from drcn_plugin import devices
+from drcn_plugin.cli import app
 from drcn_plugin.evaluation import _depth_scores
 from drcn_plugin.training.data import load_images, make_patches
 
@@ -67,3 +72,40 @@ def test_per_depth_scores_of_a_model_on_a_device_without_float64(
     hr = torch.full((24, 24), 128.0, dtype=torch.float64)
     depths, ensemble = _depth_scores(engine, hr.clone(), hr, 2)
     assert len(depths) == tiny_model.recursions and ensemble >= 0
+
+
+@pytest.mark.parametrize("command", ["compare", "eval-json", "eval-plot"])
+def test_a_target_that_is_an_input_under_another_name_is_refused(
+        tmp_path: Path, tiny_model_file: str, command: str) -> None:
+    """On macOS and Windows ``C.PNG`` names the input ``c.png``: ``--overwrite`` replaced it. A
+    hard link is such a second name on Linux: the same file, which the check compares."""
+    image, other = tmp_path / "ds" / "c.png", tmp_path / "C.PNG"  # not listed with the inputs
+    image.parent.mkdir()
+    random_rgb(32, 32).save(image)
+    before = image.read_bytes()
+    os.link(image, other)
+    args = {"compare": ["compare", str(image), "-o", str(other), "--model", tiny_model_file],
+            "eval-json": ["eval", "--dataset", str(image.parent), "--model", "bicubic",
+                          "--scale", "2", "--json", str(other)],
+            "eval-plot": ["eval", "--dataset", str(image.parent), "--model", tiny_model_file,
+                          "--scale", "2", "--plot", str(other)]}[command]
+    r = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert r.exit_code == 2 and "is an input of this command" in r.output, r.output
+    assert image.read_bytes() == before
+
+
+def test_a_run_never_writes_over_weights_it_reads_under_another_name(
+        t12: Path, tmp_path: Path, tiny_model_file: str) -> None:
+    """``--init run/DRCN-F8-D3-X3.safetensors`` is the run's own export name on macOS."""
+    from helpers import tiny
+
+    from drcn_plugin.errors import BadOptionError
+    from drcn_plugin.training.trainer import train
+
+    init = tmp_path / "elsewhere.safetensors"
+    init.write_bytes(Path(tiny_model_file).read_bytes())
+    (tmp_path / "run").mkdir()
+    os.link(init, tmp_path / "run" / "drcn-f8-d3-x3.safetensors")
+    with pytest.raises(BadOptionError, match="which it reads"):
+        train(tiny(t12, tmp_path / "run", steps=4, init=str(init)), overwrite=True)
+    assert init.read_bytes() == Path(tiny_model_file).read_bytes()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
 from ..stops import interrupt, record_stop, stop_signals
-from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
+from ..writing import NAME_MAX, clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
 
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")
@@ -45,14 +45,13 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
     held = [n for n in names if (out / n).exists()]
     if not resume and not overwrite and held:
         raise OutputExistsError(f"{out} holds a training run ({held[0]})", path=out)
-    read = {os.path.realpath(s) for s in (cfg.init, cfg.baseline, cfg.teacher) if s}
+    read = [s for s in (cfg.init, cfg.baseline, cfg.teacher) if s]
     for name in names:
-        if os.path.realpath(out / name) in read:
+        if any(same_file(out / name, r) for r in read):
             raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
                                  "another run folder or name", option="out")
-    data = {os.path.realpath(d) for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data)
-            if d}
-    if os.path.realpath(out) in data:
+    data = [d for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data) if d]
+    if any(same_file(out, d) for d in data):
         raise BadOptionError(f"{out} holds the run's images: its files would become data",
                              option="out")
     probe_folder(out)
