@@ -41,7 +41,14 @@ from .errors import (
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .sizing import TargetSize
-from .writing import NAME_MAX, atomic_save, clean_stale_parts, probe_folder
+from .writing import (
+    NAME_MAX,
+    atomic_save,
+    clean_stale_parts,
+    file_id,
+    probe_folder,
+    same_file,
+)
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
 Status = Literal["done", "skipped", "failed"]
@@ -129,7 +136,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
             errors.append(f"{spec}: no image files found")
             continue
         out_root = out_dir if out_dir is not None else default_out
-        if out_dir is not None and not suffix and _same(out_dir, root):
+        if out_dir is not None and not suffix and same_file(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
         earlier = _earlier_results(images, root, out_root, suffix, fmt)
@@ -179,10 +186,6 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
         count = sum(j.target.parent == folder for j in jobs)
         errors.append(f"{message} ({count} file{'s' * (count != 1)} not upscaled)")
     return [j for j in jobs if j.target.parent not in bad], errors
-
-
-def _same(a: Path, b: Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _broken_link(path: str | Path) -> bool:
@@ -246,7 +249,7 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
     """Give every job its own output name, and refuse outputs that are inputs, folders or too
     long."""
     taken: dict[str, Job] = {}
-    input_ids = {_file_id(p) for p in inputs} - {None}
+    input_ids = {file_id(p) for p in inputs} - {None}
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
                                            + j.source.suffix, str(j.source))):
         target = job.target
@@ -259,7 +262,7 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             n += 1
         job.target = target
         taken[_key(target)] = job
-        if os.path.realpath(target) in inputs or _file_id(target) in input_ids:
+        if os.path.realpath(target) in inputs or file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
         elif len(os.fsencode(target.name)) > NAME_MAX:
             job.problem = f"the output name would be longer than {NAME_MAX} bytes"
@@ -276,16 +279,6 @@ def _numbered(job: Job, suffix: str, n: int) -> Path:
     while stem and len(os.fsencode(stem + tail)) > NAME_MAX:
         stem = stem[:-1]
     return job.target.with_name(stem + tail)
-
-
-def _file_id(path: str | Path) -> tuple[int, int] | None:
-    """The file's identity, which names differing only in case share where the file system
-    ignores case; None when there is no such file."""
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _key(target: Path) -> str:

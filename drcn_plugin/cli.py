@@ -38,6 +38,7 @@ from .terminal import (
     signals_interrupt,
     silence,
     stopped_cleanly,
+    unencodable_escaped,
     user_errors,
 )
 from .training.cli import app as train_app
@@ -406,7 +407,8 @@ def main() -> None:
     limit = Image.MAX_IMAGE_PIXELS  # put back on return: a caller in-process keeps its own
     Image.MAX_IMAGE_PIXELS = memory_pixel_limit()  # not Pillow's fixed one: what memory holds
     try:
-        code = app(standalone_mode=False, prog_name="drcn")
+        with unencodable_escaped(sys.stdout):
+            code = app(standalone_mode=False, prog_name="drcn")
         if code == 130:  # typer's status for an interrupt; a stop signal names its own
             code = stopped_status()
     except ReaderGone:  # quietly, as SIGPIPE ends git or grep; a file the command wrote stays

@@ -84,6 +84,15 @@ def _mps_available() -> bool:
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")  # the torch device types the engine runs on
+NO_FLOAT64 = {"mps"}  # device types without float64 (Apple's Metal has none)
+
+
+def float64_device(device: torch.device | str) -> torch.device:
+    """Where float64 maths for work on ``device`` runs (the protocol's exact resizes): the
+    device itself, or the CPU for one without float64."""
+    device = torch.device(device)
+    return torch.device("cpu") if device.type in NO_FLOAT64 else device
+
 
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""

@@ -181,5 +181,5 @@ def _depth_scores(upscaler: Upscaler, ilr: torch.Tensor, hr: torch.Tensor,
     model = upscaler.model
     x = (ilr / 255.0).float()[None, None].to(upscaler.device)
     ens, preds = model(x, all_depths=True)
-    to8 = lambda t: quantize8(t[0, 0].double().cpu() * 255.0)  # noqa: E731
+    to8 = lambda t: quantize8(t[0, 0].cpu().double() * 255.0)  # noqa: E731 (MPS: no float64)
     return [psnr(to8(p), hr, s) for p in preds], psnr(to8(ens), hr, s)

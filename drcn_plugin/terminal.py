@@ -119,6 +119,24 @@ def note(message: str) -> None:
     console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
+@contextmanager
+def unencodable_escaped(stream: TextIO | None) -> Iterator[None]:
+    """While inside, characters ``stream``'s encoding lacks are written as ``\\uXXXX``, as
+    Python writes them to stderr, instead of raising: a Windows stdout redirected to a file or a
+    pipe is cp1252, and a folder name outside it would end a command after its work."""
+    errors = getattr(stream, "errors", None)
+    try:
+        stream.reconfigure(errors="backslashreplace")
+    except (AttributeError, ValueError, OSError):  # not a text stream, or closed
+        errors = None
+    try:
+        yield
+    finally:
+        if errors is not None:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors=errors)
+
+
 def require_stdout() -> None:
     """Refuse to start a command whose result is printed when stdout is closed (``>&-``): like
     a full disk, a result that went nowhere is an error, and it is found before the work."""

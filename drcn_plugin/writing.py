@@ -36,10 +36,29 @@ from .errors import (
 
 
 def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
-    """No command may write over one of its own inputs, even when asked to overwrite."""
-    real = os.path.realpath(path)
-    if any(os.path.realpath(p) == real for p in inputs):
+    """No command may write over one of its own inputs, even when asked to overwrite: not by
+    its name, nor by another name for the same file (case on macOS and Windows, a hard link)."""
+    if any(same_file(path, p) for p in inputs):
         raise InputConflictError(f"{path} is an input of this command; choose another file")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two names are one file or folder: the same path once links are resolved, or the
+    same identity (names differing in case on macOS and Windows, hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    ident = file_id(a)
+    return ident is not None and ident == file_id(b)
+
+
+def file_id(path: str | Path) -> tuple[int, int] | None:
+    """The file's identity, which names differing only in case share where the file system
+    ignores case; None when there is no such file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import subprocess
 import sys
@@ -68,6 +70,26 @@ def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def as_on_windows(monkeypatch) -> None:
+    """Windows' file rules for the rest of a test: no ``fcntl`` (no advisory locks), and a file
+    this process holds open cannot be removed (DeleteFile's sharing violation), which Linux
+    allows."""
+    real = os.unlink
+
+    def unlink(path, *, dir_fd=None):
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        if os.path.realpath(path) in held:
+            raise PermissionError(13, "the file is being used by another process", path)
+        return real(path, dir_fd=dir_fd)
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl: ImportError
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "remove", unlink)
 
 
 def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,

@@ -121,3 +121,25 @@ def test_help_lists_each_command_with_its_whole_summary(group: list[str]) -> Non
     for line, (name, sub) in zip(listed, command.commands.items(), strict=True):
         summary = sub.help.split("\n\n")[0]
         assert "\n" not in summary and line.split() == [name, *summary.split()], line
+
+
+def test_eval_table_naming_a_folder_a_windows_pipe_cannot_encode_is_printed(
+        tmp_path: Path, monkeypatch) -> None:
+    """A Windows stdout redirected to a file or a pipe is cp1252 and strict: a folder name
+    outside it in eval's title is written escaped, not a UnicodeEncodeError after the work."""
+    import io
+
+    folder = tmp_path / "写真"
+    folder.mkdir()
+    random_rgb(24, 24).save(folder / "a.png")
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    monkeypatch.setattr(cli, "reader_gone", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["drcn", "eval", "--dataset", str(folder), "--scale", "2",
+                                      "--model", "bicubic"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    stdout.flush()
+    printed = stdout.buffer.getvalue().decode("cp1252")
+    assert exit_.value.code == 0 and "\\u5199\\u771f" in printed and "x2" in printed
+    assert stdout.errors == "strict", "a caller in this process keeps its stream as it was"

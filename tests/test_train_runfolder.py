@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny
+from helpers import as_on_windows, tiny
 from safetensors.torch import load_file
 
 from drcn_plugin.errors import BadOptionError, CheckpointError, DRCNError, WriteError
@@ -139,6 +139,18 @@ def test_a_refused_second_start_keeps_the_first_ones_folder_and_lock(tmp_path: P
     with pytest.raises(RuntimeError), hold_run_folder(out / "a" / "b" / "run"):
         raise RuntimeError("a typo in --data found while the patches are made")
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # and so do the parents it made
+
+
+def test_a_refused_start_on_windows_removes_the_folder_it_made(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """Windows removes no open file: the run folder's lock is closed before it goes, so the
+    refusal is what the user reads, not a PermissionError, and no folder stays behind."""
+    from drcn_plugin.training.runfolder import hold_run_folder
+
+    as_on_windows(monkeypatch)
+    with pytest.raises(RuntimeError, match="refused"), hold_run_folder(tmp_path / "a" / "run"):
+        raise RuntimeError("refused before its first file")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_time_budget_stopped_before_it_was_fitted_resumes_to_an_end(t12: Path,

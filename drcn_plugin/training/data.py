@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..degrade import Recipe, degraded_pair
+from ..devices import float64_device
 from ..errors import BadOptionError, DatasetError
 from ..imagefile import list_images, read_levels8
 from ..imaging import image_y, imresize, make_pair, quantize8
@@ -146,12 +147,12 @@ def make_patches(images: Sequence[tuple[str, torch.Tensor]], scales: Sequence[in
         im = im if f == 1 else quantize8(imresize(im, scale=f))
         for s, nh, nw in grids:
             if degrade is None:
-                hr, _, ilr = make_pair(im.to(device), s)
+                hr, _, ilr = make_pair(im.to(float64_device(device)), s)
                 pairs = [(hr, ilr, True)]
             else:
                 pairs = [degraded_pair(im, s, degrade, gen) for _ in range(copies)]
             for hr, ilr, untouched in pairs:
-                tiles = _tiles(torch.stack([ilr, hr]).to(device, torch.uint8), patch, stride)
+                tiles = _tiles(torch.stack([ilr, hr]).to(torch.uint8).to(device), patch, stride)
                 out[at:at + nh * nw].view(tiles.shape).copy_(tiles)
                 clean[at:at + nh * nw] = untouched
                 per_scale[s] += nh * nw

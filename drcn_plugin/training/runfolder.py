@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
 from ..stops import interrupt, record_stop, stop_signals
-from ..writing import NAME_MAX, clean_stale_parts, probe_folder, try_lock
+from ..writing import NAME_MAX, clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
 
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")
@@ -45,14 +45,13 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
     held = [n for n in names if (out / n).exists()]
     if not resume and not overwrite and held:
         raise OutputExistsError(f"{out} holds a training run ({held[0]})", path=out)
-    read = {os.path.realpath(s) for s in (cfg.init, cfg.baseline, cfg.teacher) if s}
+    read = [s for s in (cfg.init, cfg.baseline, cfg.teacher) if s]
     for name in names:
-        if os.path.realpath(out / name) in read:
+        if any(same_file(out / name, r) for r in read):
             raise BadOptionError(f"the run would write {out / name}, which it reads: choose "
                                  "another run folder or name", option="out")
-    data = {os.path.realpath(d) for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data)
-            if d}
-    if os.path.realpath(out) in data:
+    data = [d for d in (*cfg.data, default_val_folder(cfg), *cfg.test_data) if d]
+    if any(same_file(out, d) for d in data):
         raise BadOptionError(f"{out} holds the run's images: its files would become data",
                              option="out")
     probe_folder(out)
@@ -80,7 +79,8 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
         raise WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
                          f"{reason(e)}") from e
     with held as handle:
-        if handle is not None and try_lock(handle.fileno()) is False:
+        locked = try_lock(handle.fileno()) if handle is not None else None
+        if locked is False:
             raise TrainingError(f"another training is running in {out}")
         if handle is not None:
             clean_stale_parts(out)
@@ -89,7 +89,10 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
         except BaseException:
             if made:  # refused before its first file: the folder it made goes again
                 if handle is not None:
-                    (out / ".lock").unlink(missing_ok=True)
+                    if not locked:  # no lock to keep till it goes; Windows removes no open file
+                        handle.close()
+                    with contextlib.suppress(OSError):  # one another start holds open is kept
+                        (out / ".lock").unlink(missing_ok=True)
                 for folder in (out, *missing):
                     with contextlib.suppress(OSError):  # one another process fills is kept
                         folder.rmdir()
