@@ -3,6 +3,7 @@ systems leave them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -46,3 +47,11 @@ def test_a_checkpoint_given_as_initial_weights_says_what_to_give(t12: Path,
                                              r"writes\), not \.safetensors weights: a training"):
         train(tiny(t12, tmp_path / "b", init=str(tmp_path / "a" / "last.pt")))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_data_folder_whose_name_is_not_utf8_gets_its_model_card(t12: Path, tmp_path: Path) -> None:
+    data = tmp_path / os.fsdecode(b"photos\xe9")  # Latin-1, as an old drive names it
+    shutil.copytree(t12, data)
+    train(tiny(data, tmp_path / "run", steps=2))
+    card = (tmp_path / "run" / "drcn-f8-d3-x3.md").read_bytes()
+    assert b"`photos\xe9`" in card and os.fsencode(data) in card  # the reproducing command

@@ -396,7 +396,8 @@ class Trainer:
             if self.baseline is not None else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
-        atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
+        card = model_card(log).encode(errors="surrogateescape")  # folders named as their bytes
+        atomic_write_bytes(self.out / f"{cfg.export_name()}.md", card)
         return log
 
     def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
