@@ -191,7 +191,7 @@ def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     if unread and left_out is not None:
         left_out.append(f"{path}: {'; '.join(unread)}")
     try:
-        require_unit_range(array, "scoring")
+        require_unit_range(array, "training, like scoring,")
     except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
     a = torch.from_numpy(np.require(to_8bit(array), requirements=["C", "W"]))

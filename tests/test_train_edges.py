@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import random_rgb, tiny
 
-from drcn_plugin.errors import CheckpointError, ModelLoadError
+from drcn_plugin.errors import BadImageError, CheckpointError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -74,3 +74,14 @@ def test_files_read_only_in_part_are_named(t12: Path, tmp_path: Path,
     assert said.count(f"{odd / 'cut.png'}: transparent pixels are read as the colour stored "
                       "under them") == 2
     assert len(said) == 4, said  # not t12's images, nor an opaque alpha
+
+
+def test_a_float_image_outside_0_to_1_is_refused_as_training_reads_it(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("F", (48, 48), 2.0).save(data / "hdr.tif")
+    with pytest.raises(BadImageError, match=r"^\S+hdr\.tif: the float values span 2\.\.2; "
+                                            "training, like scoring, reads float images as 0..1$"):
+        train(tiny(data, tmp_path / "run"))
