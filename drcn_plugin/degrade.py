@@ -173,8 +173,9 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def seed_for(name: str, scale: int, seed: int = 0) -> int:
-    """A stable per-image seed, so every run degrades each test image the same way."""
-    return zlib.crc32(f"{name}|x{scale}|{seed}".encode())
+    """A stable per-image seed, so every run degrades each test image the same way (a file name
+    that is not UTF-8 counts by its bytes)."""
+    return zlib.crc32(f"{name}|x{scale}|{seed}".encode(errors="surrogateescape"))
 
 
 def degraded_pair(image: torch.Tensor, scale: int, recipe: Recipe,

@@ -16,8 +16,8 @@ import torch
 from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
 from .errors import BadImageError, BadOptionError
-from .imagefile import list_images, read_image8, read_y
-from .imaging import make_pair, quantize8
+from .imagefile import list_images, read_levels8
+from .imaging import image_y, make_pair, quantize8
 from .metrics import psnr, ssim
 
 
@@ -106,15 +106,16 @@ def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
                             f"(at least {need}x{need} pixels)")
 
 
-def read_dataset(folder: Path, scales: Sequence[int],
-                 colour: bool = False) -> list[tuple[str, torch.Tensor]]:
+def read_dataset(folder: Path, scales: Sequence[int], colour: bool = False,
+                 left_out: list[str] | None = None) -> list[tuple[str, torch.Tensor]]:
     """(name, 8-bit image) of every image in ``folder``: Y planes, or colour (to degrade, as
     :mod:`.degrade` does); refuses a file that cannot be read or is too small for a scale.
+    Files read only in part are named in ``left_out`` (see :func:`.imagefile.read_levels8`).
 
     An image is named by its file's stem (``baby``), or, when two files share a stem (``a.png``
     and ``a.jpg``), every image by its file name, so that no score replaces another's."""
-    read = read_image8 if colour else read_y
-    images = [(p, read(p)) for p in list_images(folder)]
+    levels = [(p, read_levels8(p, left_out).double()) for p in list_images(folder)]
+    images = [(p, image if colour else image_y(image)) for p, image in levels]
     for path, image in images:
         for s in scales:
             _check_size(str(path), image, s)

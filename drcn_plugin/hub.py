@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
 
 from .errors import ModelLoadError, one_line, reason
 from .model import DRCN, blend_weight, interpolate
@@ -101,6 +101,16 @@ def _mode(path: Path) -> int | None:
 def _is_file(path: Path) -> bool:
     """Whether ``path`` is a regular file (see :func:`_mode` for what cannot be told)."""
     return stat.S_ISREG(_mode(path) or 0)
+
+
+def _utf8(path: Path) -> bool:
+    """Whether ``path`` is UTF-8, as safetensors needs a path it opens to be (a name in another
+    encoding is read by Python instead)."""
+    try:
+        str(path).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _open_once(path: Path) -> None:
@@ -192,7 +202,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
         if sha256 is not None and sha256_of(path) != sha256:
             raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
                                  "reinstall drcn-plugin")
-        sd = load_file(str(path))
+        sd = load_file(path) if _utf8(path) else load(path.read_bytes())
     except (SafetensorError, OSError, ValueError) as e:
         if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
             raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "

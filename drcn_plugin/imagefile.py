@@ -35,7 +35,7 @@ from .metadata import (
     read_exif,
 )
 from .opening import open_regular, reader_refusal
-from .planes import require_unit_range, to_8bit
+from .planes import PEAKS, require_unit_range, to_8bit
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
            "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF", "tif": "TIFF",
@@ -66,6 +66,7 @@ class ImageInfo:
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
+    frames: int = 1  # an animation's or a multi-page file's; the array is the first
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -174,15 +175,23 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
-def read_levels8(path: Path) -> torch.Tensor:
+def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     """An image file as 8-bit levels in uint8: ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
     Decoded by :func:`read_image` (EXIF orientation applied); 16-bit and float files are scaled
     to 8 bits (floats must lie in 0..1) and alpha is dropped. Training holds its images so.
+    What the levels leave out of the file (frames past the first, transparency) is added to
+    ``left_out`` as one line naming it, so that a caller can say so.
     """
-    array, _ = read_image(path)
+    array, info = read_image(path)
+    unread = [f"{info.frames} frames: only the first is read"] * (info.frames > 1)
+    if array.ndim == 3 and array.shape[2] in (2, 4) and \
+            array[..., -1].min() < PEAKS.get(array.dtype, 1.0):
+        unread.append("transparent pixels are read as the colour stored under them")
+    if unread and left_out is not None:
+        left_out.append(f"{path}: {'; '.join(unread)}")
     try:
-        require_unit_range(array, "scoring")
+        require_unit_range(array, "training, like scoring,")
     except BadImageError as e:
         raise BadImageError(f"{path}: {e}") from None
     a = torch.from_numpy(np.require(to_8bit(array), requirements=["C", "W"]))
@@ -225,6 +234,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
             frames = 1
+        info.frames = frames
         if frames > 1:
             info.notes.append(f"{frames} frames: only the first was upscaled")
         if unmarked := _unmarked_channels(im):

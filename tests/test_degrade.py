@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from dataclasses import replace
@@ -169,6 +170,14 @@ def test_degraded_evaluation_is_reproducible_and_harder(set5: Path, tmp_path: Pa
     again = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
     assert first.psnr == again.psnr
     assert first.psnr < clean.psnr - 0.5
+
+
+def test_a_file_name_that_is_not_utf8_is_degraded_by_its_bytes(set5: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(set5 / "bird.png", folder / os.fsdecode(b"bird\xe9.png"))  # Latin-1, as old drives
+    first = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
+    assert first.psnr == evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3].psnr
 
 
 def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:

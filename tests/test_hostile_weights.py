@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import random_rgb, seeded_drcn
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
@@ -132,3 +132,11 @@ def test_a_drcn_of_a_size_that_is_not_a_whole_number_is_a_bad_option(size: objec
         DRCN(features=size, recursions=3)
     with pytest.raises(BadOptionError, match="recursions must be a positive whole number"):
         DRCN(features=8, recursions=size)
+
+
+def test_weights_in_a_folder_whose_name_is_not_utf8_load(tmp_path: Path) -> None:
+    folder = tmp_path / os.fsdecode(b"run\xe9")  # a training run's --out, say (Latin-1)
+    folder.mkdir()
+    path = folder / "w.safetensors"
+    path.write_bytes(save(seeded_drcn().state_dict()))  # as a run exports (save_file takes UTF-8)
+    assert torch.equal(load_model(str(path)).recursive.weight, seeded_drcn().recursive.weight)

@@ -3,15 +3,16 @@ systems leave them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny
+from helpers import random_rgb, tiny
 
-from drcn_plugin.errors import CheckpointError, ModelLoadError
+from drcn_plugin.errors import BadImageError, CheckpointError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,3 +47,41 @@ def test_a_checkpoint_given_as_initial_weights_says_what_to_give(t12: Path,
                                              r"writes\), not \.safetensors weights: a training"):
         train(tiny(t12, tmp_path / "b", init=str(tmp_path / "a" / "last.pt")))
     assert not (tmp_path / "b").exists()
+
+
+def test_a_data_folder_whose_name_is_not_utf8_gets_its_model_card(t12: Path, tmp_path: Path) -> None:
+    data = tmp_path / os.fsdecode(b"photos\xe9")  # Latin-1, as an old drive names it
+    shutil.copytree(t12, data)
+    train(tiny(data, tmp_path / "run", steps=2))
+    card = (tmp_path / "run" / "drcn-f8-d3-x3.md").read_bytes()
+    assert b"`photos\xe9`" in card and os.fsencode(data) in card  # the reproducing command
+
+
+def test_files_read_only_in_part_are_named(t12: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    frames = [random_rgb(48, 48, seed) for seed in (1, 2)]
+    frames[0].save(odd / "anim.gif", save_all=True, append_images=frames[1:])
+    rgba = random_rgb(48, 48).convert("RGBA")
+    rgba.putalpha(rgba.getchannel("R").point(lambda v: 255 * (v > 64)))  # a cut-out
+    rgba.save(odd / "cut.png")
+    random_rgb(48, 48).convert("RGBA").save(odd / "opaque.png")  # alpha, none of it transparent
+    cfg = tiny(t12, tmp_path / "run", val_data=str(odd), steps=2)
+    train(replace(cfg, data=[str(t12), str(odd)]))
+    said = [r.getMessage() for r in caplog.records]  # the data's and the validation folder's
+    assert said.count(f"{odd / 'anim.gif'}: 2 frames: only the first is read") == 2
+    assert said.count(f"{odd / 'cut.png'}: transparent pixels are read as the colour stored "
+                      "under them") == 2
+    assert len(said) == 4, said  # not t12's images, nor an opaque alpha
+
+
+def test_a_float_image_outside_0_to_1_is_refused_as_training_reads_it(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("F", (48, 48), 2.0).save(data / "hdr.tif")
+    with pytest.raises(BadImageError, match=r"^\S+hdr\.tif: the float values span 2\.\.2; "
+                                            "training, like scoring, reads float images as 0..1$"):
+        train(tiny(data, tmp_path / "run"))

@@ -9,6 +9,7 @@ once, so making it never holds more than the set itself, the 8-bit images and on
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from ..errors import BadOptionError, DatasetError
 from ..imagefile import list_images, read_levels8
 from ..imaging import image_y, imresize, make_pair, quantize8
 from .config import DOWNSCALES
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,8 +51,13 @@ class PatchSet:
 def load_images(files: Sequence[Path]) -> list[tuple[str, torch.Tensor]]:
     """The training images as 8-bit levels in uint8 (``[3, H, W]`` RGB, ``[H, W]`` grey): 3/8 of
     a float64 Y plane's memory for colour, 1/8 for grey. :func:`make_patches` takes the protocol's
-    Y, or degrades the colour image, one image at a time."""
-    return [(str(p), read_levels8(p)) for p in files]
+    Y, or degrades the colour image, one image at a time. A file read only in part (an
+    animation's first frame) is named in a warning."""
+    left_out: list[str] = []
+    images = [(str(p), read_levels8(p, left_out)) for p in files]
+    for line in left_out:
+        logger.warning(line)
+    return images
 
 
 def image_files(folders: Sequence[Path]) -> list[Path]:

@@ -101,8 +101,11 @@ class Trainer:
         # What the run needs at its end is checked before it starts (and before torchrun's
         # process group exists, so a mistake is one line on every rank).
         self.val_folder = default_val_folder(cfg)
+        left_out: list[str] = []  # said once here, not at every validation
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
-            read_dataset(Path(folder), cfg.scales, colour=bool(cfg.val_degrade))
+            read_dataset(Path(folder), cfg.scales, bool(cfg.val_degrade), left_out)
+        for line in left_out:
+            logger.warning(line)
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
         self.dist, self.device = join_torchrun(cfg.device)
         if cfg.batch % self.dist.world:
@@ -396,7 +399,8 @@ class Trainer:
             if self.baseline is not None else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
                         measured=_summary(measured), baseline=_summary(baseline))
-        atomic_write_bytes(self.out / f"{cfg.export_name()}.md", model_card(log).encode())
+        card = model_card(log).encode(errors="surrogateescape")  # folders named as their bytes
+        atomic_write_bytes(self.out / f"{cfg.export_name()}.md", card)
         return log
 
     def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
