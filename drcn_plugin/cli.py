@@ -181,7 +181,7 @@ def eval_cmd(
 
         with console.status(escape(f"evaluating {model} on {dataset}")) as status:
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
-                              on_image=on_image)
+                              on_image=on_image, notify=note)
         label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {path_name(dataset)}" + \

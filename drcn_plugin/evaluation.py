@@ -16,8 +16,8 @@ import torch
 from .degrade import Recipe, degraded_pair, seed_for
 from .engine import Upscaler
 from .errors import BadImageError, BadOptionError
-from .imagefile import list_images, read_levels8
-from .imaging import image_y, make_pair, quantize8
+from .imagefile import list_images, read_image8, read_y
+from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
 
@@ -114,8 +114,8 @@ def read_dataset(folder: Path, scales: Sequence[int], colour: bool = False,
 
     An image is named by its file's stem (``baby``), or, when two files share a stem (``a.png``
     and ``a.jpg``), every image by its file name, so that no score replaces another's."""
-    levels = [(p, read_levels8(p, left_out).double()) for p in list_images(folder)]
-    images = [(p, image if colour else image_y(image)) for p, image in levels]
+    read = read_image8 if colour else read_y
+    images = [(p, read(p, left_out)) for p in list_images(folder)]
     for path, image in images:
         for s in scales:
             _check_size(str(path), image, s)
@@ -126,8 +126,10 @@ def read_dataset(folder: Path, scales: Sequence[int], colour: bool = False,
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
              on_image: Callable[[int, str], None] | None = None,
-             degrade: Recipe | None = None) -> dict[int, ScaleResult]:
+             degrade: Recipe | None = None,
+             notify: Callable[[str], None] | None = None) -> dict[int, ScaleResult]:
     """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
+    ``notify`` hears of each file read only in part (an animation's first frame, say).
 
     With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
     and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
@@ -136,7 +138,10 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
         raise BadOptionError("the per-depth scores are of the plain network, without the "
                              "self-ensemble: ask for one of the two", option="per_depth")
     scales = list(dict.fromkeys(scales))  # --scale 2 3 2: each scale's table once
-    hrs = read_dataset(folder, scales, colour=degrade is not None)
+    left_out: list[str] = []
+    hrs = read_dataset(folder, scales, degrade is not None, left_out)
+    for line in left_out if notify else []:
+        notify(line)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}

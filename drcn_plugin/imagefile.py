@@ -200,14 +200,14 @@ def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     return a[:, :, :3].permute(2, 0, 1).contiguous()
 
 
-def read_image8(path: Path) -> torch.Tensor:
+def read_image8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     """:func:`read_levels8` as float64 levels (0..255), what evaluation computes with."""
-    return read_levels8(path).double()
+    return read_levels8(path, left_out).double()
 
 
-def read_y(path: Path) -> torch.Tensor:
+def read_y(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     """Protocol step 1: an image file as its 8-bit Y plane (0..255, float64); grey stays as is."""
-    return image_y(read_image8(path))
+    return image_y(read_image8(path, left_out))
 
 
 def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:

@@ -63,3 +63,22 @@ def test_eval_of_the_current_folder_names_it(folder: Path, spec: str,
     result = CliRunner().invoke(app, ["eval", "--dataset", spec, "-m", "bicubic", "-s", "2"])
     assert result.exit_code == 0, result.output
     assert "bicubic on in (PSNR" in " ".join(result.output.split())
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_eval_names_a_file_it_scores_in_part(folder: Path) -> None:
+    """A cut-out is scored on the colour under its transparent pixels, an animation on its first
+    frame: each such file is named once, the clean ones not at all."""
+    random_rgb(24, 24, seed=1).save(folder / "plain.png")
+    cut = random_rgb(24, 24, seed=2).convert("RGBA")
+    cut.putpixel((3, 3), (0, 0, 0, 0))
+    cut.save(folder / "cut.png")
+    frames = [random_rgb(24, 24, seed=s) for s in (3, 4)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "bicubic",
+                                      "-s", "2", "-s", "3"])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if str(folder) in line]
+    assert len(said) == 2 and "plain" not in " ".join(said), said
+    assert any("anim.gif: 2 frames" in line for line in said)
+    assert any("cut.png: transparent pixels" in line for line in said)
