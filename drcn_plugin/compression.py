@@ -44,7 +44,8 @@ def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
 
 def _webp_image_chunk(f: BinaryIO) -> bytes | None:
     """The first image chunk's name (``VP8 `` lossy, ``VP8L`` lossless) of a WebP file, found by
-    walking the RIFF chunks by their sizes (into the first animation frame if there is one)."""
+    walking the RIFF chunks by their sizes (into the first animation frame if there is one);
+    ``f`` is left at the chunk's data."""
     f.seek(12)  # RIFF, size, WEBP
     while len(header := f.read(8)) == 8:
         name, size = header[:4], int.from_bytes(header[4:], "little")
@@ -53,6 +54,81 @@ def _webp_image_chunk(f: BinaryIO) -> bytes | None:
         # a frame holds 16 bytes of its own, then its chunks; any other chunk is skipped whole
         f.seek(16 if name == b"ANMF" else size + (size & 1), 1)
     return None
+
+
+def webp_quantizer(f: BinaryIO) -> float | None:
+    """The mean luma AC quantiser index (0 finest .. 127 coarsest) of a lossy WebP's first frame,
+    over its segments: how coarsely the encoder quantised, whatever quality setting asked for it.
+    None for a lossless or unreadable file. ``f``'s position is kept."""
+    where = f.tell()
+    try:
+        f.seek(0)
+        if _webp_image_chunk(f) != b"VP8 ":
+            return None
+        frame = f.read(1 << 12)  # the frame header fits in the first partition's start
+    except OSError:
+        return None
+    finally:
+        f.seek(where)
+    if len(frame) < 12 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":  # a key frame's start
+        return None
+    return _vp8_quantizer(_BoolDecoder(frame[10:]))
+
+
+class _BoolDecoder:
+    """VP8's boolean entropy decoder (RFC 6386, section 7) for the frame header's fields."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.range, self.shift = data, 2, 255, 0
+        self.value = int.from_bytes(data[:2], "big")
+
+    def bit(self) -> int:
+        split = 1 + ((self.range - 1) * 128 >> 8)  # the header's fields use probability 1/2
+        one = self.value >= split << 8
+        self.range = self.range - split if one else split
+        self.value -= (split << 8) if one else 0
+        while self.range < 128:
+            self.value, self.range, self.shift = self.value << 1, self.range << 1, self.shift + 1
+            if self.shift == 8:
+                self.shift = 0
+                self.value |= self.data[self.pos] if self.pos < len(self.data) else 0
+                self.pos += 1
+        return int(one)
+
+    def number(self, bits: int, signed: bool = False) -> int:
+        value = 0
+        for _ in range(bits):
+            value = value << 1 | self.bit()
+        return -value if signed and self.bit() else value
+
+
+def _vp8_quantizer(d: _BoolDecoder) -> float:
+    """The mean luma AC quantiser of a VP8 key frame's header (RFC 6386, section 9.2-9.6),
+    read up to it field by field."""
+    d.number(2)  # colour space, clamping
+    segments, absolute = None, False
+    if d.bit():  # segmentation
+        update_map, update_data = d.bit(), d.bit()
+        if update_data:
+            absolute = d.bit()
+            segments = [d.number(7, signed=True) if d.bit() else 0 for _ in range(4)]
+            for _ in range(4):  # loop filter levels
+                if d.bit():
+                    d.number(6, signed=True)
+        if update_map:
+            for _ in range(3):
+                if d.bit():
+                    d.number(8)
+    d.number(10)  # filter type, level, sharpness
+    if d.bit() and d.bit():  # loop filter deltas
+        for _ in range(8):
+            if d.bit():
+                d.number(6, signed=True)
+    d.number(2)  # DCT partitions
+    base = d.number(7)
+    if segments is None:
+        return float(base)
+    return sum(q if absolute else min(max(base + q, 0), 127) for q in segments) / 4
 
 
 def _j2k_transform(head: bytes) -> int | None:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
-from .compression import is_lossy, jpeg_quality
+from .compression import is_lossy, jpeg_quality, webp_quantizer
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
@@ -65,6 +65,7 @@ class ImageInfo:
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
+    webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
 
@@ -230,6 +231,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
             info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None),
                                              layers[0][3] if layers else 0)
+        if im.format == "WEBP":
+            info.webp_quantizer = webp_quantizer(f)
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough

@@ -219,3 +219,38 @@ def test_shipped_pair_denoise_ends_are_the_shipped_models() -> None:
     assert _same_weights(load_denoised(0.0), load_model("drcn-lite"))
     assert _same_weights(load_denoised(1.0), load_model("drcn-lite-photo"))
     assert not _same_weights(load_denoised(0.5), load_model("drcn-lite-photo"))
+
+
+def test_a_lossy_webp_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_path: Path,
+                                                        wide_console: None) -> None:
+    """Read from the VP8 frame header: a fine WebP keeps drcn-lite, a coarse one the photo
+    model; the first frame of an animation counts, a lossless or damaged one reads as None."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
+    for quality in (95, 90, 50):
+        crop.save(folder / f"q{quality}.webp", quality=quality)
+    out = _run([str(folder), "-o", str(tmp_path / "out")]).splitlines()
+    rows = {q: next(line for line in out if f"q{q}.webp" in line and "done" in line)
+            for q in (95, 90, 50)}
+    assert "drcn-lite " in rows[95] and "photo" not in rows[95] and "denoise" not in rows[95]
+    assert "denoise 0.5" in rows[90]
+    assert "drcn-lite-photo" in rows[50]
+
+    from drcn_plugin.compression import webp_quantizer
+
+    def quantiser(**options: object) -> float | None:
+        buf = io.BytesIO()
+        crop.save(buf, "WEBP", **options)
+        return webp_quantizer(buf)
+
+    fine, coarse = quantiser(quality=95), quantiser(quality=50)
+    assert 0 <= fine < hub.DENOISE_BY_VP8_QUANTIZER[1][0] < hub.DENOISE_BY_VP8_QUANTIZER[0][0] \
+        <= coarse <= 127
+    animated = quantiser(quality=50, save_all=True, append_images=[crop.rotate(90)])
+    assert animated is not None and animated >= hub.DENOISE_BY_VP8_QUANTIZER[0][0]
+    assert quantiser(lossless=True) is None
+    data = (folder / "q50.webp").read_bytes()
+    assert webp_quantizer(io.BytesIO(data[:30])) is None  # cut inside the frame's header
+    cut = webp_quantizer(io.BytesIO(data[:40]))  # header fields read past the end as zeros
+    assert cut is None or 0 <= cut <= 127
