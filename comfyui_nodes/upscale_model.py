@@ -86,11 +86,14 @@ class DRCNUpscaleModule(nn.Module):
                          what=f"a batch of {count} tiles of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
             mm, _ = comfy_modules()
-            if self._engine is None or self._engine.device != device:
-                self._engine = Upscaler(self.drcn, device=str(device),
-                                        precision=engine_precision(mm, str(device)))
+            # the whole batch on one engine: another thread may move the module meanwhile,
+            # which drops or replaces ``_engine``
+            engine = self._engine
+            if engine is None or engine.device != device:
+                engine = self._engine = Upscaler(self.drcn, device=str(device),
+                                                 precision=engine_precision(mm, str(device)))
             cancel = interrupt_check(mm) if mm is not None else None
-            out = [from_engine(self._engine.upscale(tile, float(self.scale), cancel=cancel))
+            out = [from_engine(engine.upscale(tile, float(self.scale), cancel=cancel))
                    for tile in tiles]
         return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
 

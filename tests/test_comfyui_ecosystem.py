@@ -4,6 +4,7 @@ output sizes and per-step frame batches on DRCN Upscale, and the node pack's reg
 from __future__ import annotations
 
 import sys
+import threading
 import types
 
 import numpy as np
@@ -361,3 +362,30 @@ def test_a_device_the_engine_does_not_run_on_falls_back_to_the_cpu(
     assert capsys.readouterr().err.count("ComfyUI runs on xpu") == 1
     assert [NODES.engine_device(d) for d in ("privateuseone:0", "hpu", "cuda:1", "cpu")] == \
         ["cpu", "cpu", "cuda:1", "cpu"]
+
+
+def test_module_moved_by_another_thread_mid_batch_finishes_the_batch(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's model management moves (``.to``) a model from its own thread while a batch of
+    tiles runs: the batch finishes on the engine it started with, as a batch run alone would."""
+    module = MODELS.DRCNUpscaleModule(tiny, 2)
+    tiles = torch.rand(2, 3, 8, 9, generator=torch.Generator().manual_seed(4))
+    alone = MODELS.DRCNUpscaleModule(tiny, 2)(tiles)
+    first_tile, moved = threading.Event(), threading.Event()
+    real = Upscaler.upscale
+
+    def upscale(self: Upscaler, *args: object, **kwargs: object) -> np.ndarray:
+        if not first_tile.is_set():
+            first_tile.set()
+            assert moved.wait(10)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Upscaler, "upscale", upscale)
+    out: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: out.append(module(tiles)))
+    worker.start()
+    assert first_tile.wait(10)
+    module.to("cpu")  # drops the engine while the first tile is in it
+    moved.set()
+    worker.join(10)
+    assert len(out) == 1 and torch.equal(out[0], alone)
