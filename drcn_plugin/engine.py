@@ -10,17 +10,17 @@ Window sizes come from a measured plan (see :mod:`.tuning`) unless a tile size i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.hooks import RemovableHandle
 
 from . import tuning
 from .devices import (
@@ -157,6 +157,7 @@ class Upscaler:
         self.model.eval()
         self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), bool(tta)
         self.notify = notify or functools.partial(print, "drcn:", file=sys.stderr, flush=True)
+        self._settling = threading.Lock()  # held by the thread that measures the precision
         self._precision_open = precision == "auto" and self.device.type == "cpu" \
             and cpu_bf16_unproven() and tuning.tuning_enabled()
         if self._precision_open:
@@ -176,25 +177,20 @@ class Upscaler:
         """Where bf16 is unproven on this CPU: bf16 if its measured plans beat fp32's by 15% (its
         numbers are coarser), else fp32. Without ``measure`` only cached plans decide, else the
         choice stays open (fp32 meanwhile) until the first plane that starts a tile measurement,
-        where a cancel stops it; it costs one measurement more, once per machine and model."""
+        where a cancel stops it; it costs one measurement more, once per machine and model. Each
+        precision is timed on a copy of the engine: threads sharing it run on in fp32."""
         fp32, placed, per_pixel = self.model, {}, {}
-        try:
-            for dtype in (torch.float32, torch.bfloat16):
-                self.dtype = dtype
-                with torch.inference_mode(False):
-                    self.model = placed[dtype] = self._placed(
-                        copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
-                hook = self._cancel_between_recursions(cancel)
-                try:
-                    timings = self.timings(measure)
-                finally:
-                    if hook is not None:
-                        hook.remove()
-                if timings is None:
-                    return
-                per_pixel[dtype] = min((t.per_pixel for t in timings), default=math.inf)
-        finally:
-            self.model, self.dtype = fp32, torch.float32
+        for dtype in (torch.float32, torch.bfloat16):
+            trial = copy.copy(self)
+            trial.dtype = dtype
+            with torch.inference_mode(False):
+                trial.model = placed[dtype] = trial._placed(
+                    copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
+            with trial._cancel_between_recursions(cancel):
+                timings = trial.timings(measure)
+            if timings is None:
+                return
+            per_pixel[dtype] = min((t.per_pixel for t in timings), default=math.inf)
         self._precision_open = False
         if per_pixel[torch.bfloat16] * 1.15 < per_pixel[torch.float32]:
             self.model, self.dtype = placed[torch.bfloat16], torch.bfloat16
@@ -270,16 +266,9 @@ class Upscaler:
     def _measure(self, before: tuning.Plans | None) -> tuning.Plans | None:
         """Time the candidate windows, or take ``before`` up again from its best tile; None
         (then tiles are sized by rule) if nothing fits."""
-        halo, bpp = self.model.receptive_radius, self.working_bytes_per_pixel()
-        budget = self._memory_budget()
-        gpu = self.device.type != "cpu"
-        candidates = []
-        for tile in tuning.LADDER:
-            area = (tile + 2 * halo) ** 2
-            batch = max(1, min(tuning.MAX_BATCH, budget // (bpp * area))) if gpu else 1
-            # Cores under two halos spend most of their time on the halo; GPUs want big calls.
-            if tile >= max(2 * halo, 256 if gpu else 0) and area * bpp * batch <= budget:
-                candidates.append((tile, batch))
+        halo = self.model.receptive_radius
+        candidates = tuning.candidates(halo, self.working_bytes_per_pixel(),
+                                       self._memory_budget(), gpu=self.device.type != "cpu")
         if before is not None:
             candidates = before.candidates(candidates)
             if not candidates:  # nothing left that fits: as measured as it can be
@@ -345,25 +334,33 @@ class Upscaler:
     @torch.inference_mode()
     def run_y(self, ilr: torch.Tensor, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None) -> torch.Tensor:
-        """The network over an interpolated Y plane ``[H, W]`` (0..1), tiled; returns ``[H, W]``.
-
-        On out-of-memory the batch, then the tile, is halved and the plane is run again.
-        """
+        """The network over an interpolated Y plane ``[H, W]`` (0..1), tiled; returns ``[H, W]``
+        (on out-of-memory the batch, then the tile, is halved and the plane is run again)."""
         with allocating(*ilr.shape, self.device):
             ilr = ilr.float().cpu()
             out = torch.empty_like(ilr)
-        if self._precision_open and not self.tile and ilr.numel() >= tuning.MEASURE_MIN_PIXELS:
-            self._settle_precision(measure=True, cancel=cancel)
-        hook = self._cancel_between_recursions(cancel)  # measuring a plan checks it too
-        try:
+        if self._precision_open and not self.tile and ilr.numel() >= tuning.MEASURE_MIN_PIXELS \
+                and self._settling.acquire(blocking=False):  # one thread measures, others go on
+            try:
+                if self._precision_open:
+                    self._settle_precision(measure=True, cancel=cancel)
+            finally:
+                self._settling.release()
+        while True:
+            bound = copy.copy(self)  # the whole plane on one model and precision, whatever
+            if bound._run_bound(ilr, out, progress, cancel):  # another thread switches meanwhile
+                return out
+            self._leave_half_precision(bound.dtype)  # or an error
+
+    def _run_bound(self, ilr: torch.Tensor, out: torch.Tensor, progress: ProgressFn | None,
+                   cancel: CancelFn | None) -> bool:
+        """The network over the plane into ``out``, the batch, then the tile halved on
+        out-of-memory; False when it gave NaN or infinite values."""
+        with self._cancel_between_recursions(cancel):  # measuring a plan checks it too
             plan = self._auto_plan(*ilr.shape)
             while True:
-                ran = self.dtype
                 try:
-                    if self._run_plan(ilr, out, plan, progress, cancel):
-                        return out
-                    self._leave_half_precision(ran)  # or an error
-                    plan = self._auto_plan(*ilr.shape)  # fp32 takes more memory a pixel
+                    return self._run_plan(ilr, out, plan, progress, cancel)
                 except _PlanTooBigError as e:
                     if self.device.type == "cuda":
                         torch.cuda.empty_cache()
@@ -371,9 +368,6 @@ class Upscaler:
                     if plan is None:
                         raise OutOfMemoryError(f"out of memory on {self.device} even with the "
                                                "smallest tile") from e.__cause__
-        finally:
-            if hook is not None:
-                hook.remove()
 
     def _leave_half_precision(self, ran: torch.dtype) -> None:
         """After NaN or infinite results in ``ran``: a precision the engine chose goes to fp32 for
@@ -389,20 +383,25 @@ class Upscaler:
             self.dtype = torch.float32
             self.model = self._placed(fp32)
 
-    def _cancel_between_recursions(self, cancel: CancelFn | None) -> RemovableHandle | None:
-        """Check ``cancel`` before each recursion too, not only between batches of windows
-        (which take seconds on a slow CPU); only this thread's passes check it, as threads may
-        share an engine."""
+    @contextlib.contextmanager
+    def _cancel_between_recursions(self, cancel: CancelFn | None) -> Iterator[None]:
+        """While inside, check ``cancel`` before each recursion too, not only between batches of
+        windows (which take seconds on a slow CPU); only this thread's passes check it, as
+        threads may share an engine."""
         recursive = getattr(self.model, "recursive", None)
-        if cancel is None or not isinstance(recursive, torch.nn.Module):
-            return None
         me = threading.get_ident()
 
         def check(*_: object) -> None:
             if threading.get_ident() == me and cancel():
                 raise Cancelled("cancelled")
 
-        return recursive.register_forward_pre_hook(check)
+        hook = None if cancel is None or not isinstance(recursive, torch.nn.Module) else \
+            recursive.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            if hook is not None:
+                hook.remove()
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,

@@ -189,6 +189,20 @@ def store_plans(key: str, plans: Plans) -> str | None:
     return None
 
 
+def candidates(halo: int, bytes_per_pixel: int, budget: int,
+               gpu: bool) -> list[tuple[int, int]]:
+    """The (tile, batch) windows of the ladder a measurement may time: those whose batch fits in
+    ``budget`` bytes of working memory, of ``bytes_per_pixel``."""
+    out = []
+    for tile in LADDER:
+        area = (tile + 2 * halo) ** 2
+        batch = max(1, min(MAX_BATCH, budget // (bytes_per_pixel * area))) if gpu else 1
+        # Cores under two halos spend most of their time on the halo; GPUs want big calls.
+        if tile >= max(2 * halo, 256 if gpu else 0) and area * bytes_per_pixel * batch <= budget:
+            out.append((tile, batch))
+    return out
+
+
 def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
     synchronize(x.device)
     t0 = _clock()

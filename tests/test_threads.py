@@ -1,0 +1,73 @@
+"""One engine shared by threads (ComfyUI's worker thread, a thread pool over the Python API):
+every plane runs start to end on one model and precision, whatever another thread measures or
+switches meanwhile."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from drcn_plugin import devices, engine, tuning
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.model import DRCN
+from drcn_plugin.tuning import Measurement, Timing
+
+
+def tiny() -> DRCN:
+    torch.manual_seed(0)
+    return DRCN(features=8, recursions=3).eval()
+
+
+@pytest.fixture
+def unproven_bf16(monkeypatch: pytest.MonkeyPatch, tmp_path, one_thread: None) -> None:
+    """A CPU where bf16 runs but only a measurement tells whether it pays, measuring on, a
+    private cache, nothing remembered in memory, planes of 40x40 px enough to measure."""
+    monkeypatch.setenv(tuning.TUNING_ENV, "1")
+    monkeypatch.setenv(tuning.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(tuning, "MEASURE_MIN_PIXELS", 40 * 40)
+    monkeypatch.setattr(engine, "_TIMINGS", {})
+    monkeypatch.setattr(engine, "cpu_bf16_unproven", lambda: True)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+
+
+def test_a_plane_keeps_its_precision_while_another_thread_settles_it(
+        unproven_bf16: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thread A's large plane measures fp32, then bf16 (which wins); thread B's small plane runs
+    meanwhile, and A's choice lands between B's windows: B's plane is all fp32, as the engine
+    stood when B began, never bf16 windows of a measurement nor a mix of the two."""
+    in_bf16, go_a, b_paused, go_b = (threading.Event() for _ in range(4))
+    measured: list[int] = []
+
+    def measure(forward, device, halo, candidates) -> Measurement:
+        measured.append(1)
+        if len(measured) == 2:  # bf16's measurement: wait while B runs
+            in_bf16.set()
+            assert go_a.wait(10)
+        return Measurement([Timing(16, 1, 1.0 / len(measured) ** 4)])  # bf16 16x faster
+
+    monkeypatch.setattr(tuning, "measure", measure)
+    up = Upscaler(tiny(), device="cpu", notify=lambda _: None)
+    small = torch.rand(30, 30, generator=torch.Generator().manual_seed(1))  # 4 windows of 16
+    results: dict[str, torch.Tensor] = {}
+
+    def pause_after_first_window(done: int, total: int) -> None:
+        if done == 1:
+            b_paused.set()
+            assert go_b.wait(10)
+
+    a = threading.Thread(target=lambda: results.update(a=up.run_y(torch.rand(60, 60))))
+    b = threading.Thread(target=lambda: results.update(
+        b=up.run_y(small, progress=pause_after_first_window)))
+    a.start()
+    assert in_bf16.wait(10)
+    b.start()
+    assert b_paused.wait(10)
+    go_a.set()
+    a.join(10)
+    go_b.set()
+    b.join(10)
+    assert up.dtype == torch.bfloat16 and set(results) == {"a", "b"}
+    alone = Upscaler(tiny(), device="cpu", precision="fp32", tile=16, batch=1).run_y(small)
+    assert torch.equal(results["b"], alone)
