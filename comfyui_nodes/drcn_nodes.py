@@ -97,8 +97,10 @@ def _folder_paths() -> ModuleType | None:
         import folder_paths
     except ImportError:
         return None
-    folder_paths.add_model_folder_path(MODELS_FOLDER,
-                                       os.path.join(folder_paths.models_dir, MODELS_FOLDER))
+    own = os.path.join(folder_paths.models_dir, MODELS_FOLDER)
+    # once: older ComfyUI appends a folder it holds again, and this runs at every model list
+    if own not in folder_paths.folder_names_and_paths.get(MODELS_FOLDER, ([], None))[0]:
+        folder_paths.add_model_folder_path(MODELS_FOLDER, own)
     paths, _ = folder_paths.folder_names_and_paths[MODELS_FOLDER]
     folder_paths.folder_names_and_paths[MODELS_FOLDER] = (paths, {".safetensors"})
     return folder_paths

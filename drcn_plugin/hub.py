@@ -12,11 +12,9 @@ A *model spec* is resolved in this order:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import errno
 import hashlib
-import io
 import json
 import os
 import stat
@@ -26,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load, load_file
 
 from .errors import ModelLoadError, one_line, reason
@@ -107,21 +105,17 @@ def _is_file(path: Path) -> bool:
     return stat.S_ISREG(_mode(path) or 0)
 
 
-def _utf8(path: Path) -> bool:
-    """Whether ``path`` is UTF-8, as safetensors needs a path it opens to be (a name in another
-    encoding is read by Python instead)."""
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file. Opened here first: safetensors reports any
+    failure to open (a permission) as "No such file or directory", and opens only UTF-8 names,
+    so a name in another encoding is read by Python."""
+    with open(path, "rb"):
+        pass
     try:
         str(path).encode()
     except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _open_once(path: Path) -> None:
-    """Open ``path`` for reading and close it: safetensors reports any failure to open (a
-    permission) as "No such file or directory", so the real reason is found here first."""
-    with open(path, "rb"):
-        pass
+        return load(path.read_bytes())
+    return load_file(path)
 
 
 def looks_like_drcn(state_dict: Mapping[str, object]) -> bool:
@@ -202,11 +196,10 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     if not _is_file(path):
         raise ModelLoadError(f"weights file not found: {path}")
     try:
-        _open_once(path)
         if sha256 is not None and sha256_of(path) != sha256:
             raise ModelLoadError(f"weights file {path} is corrupted (sha256 mismatch); "
                                  "reinstall drcn-plugin")
-        sd = load_file(path) if _utf8(path) else load(path.read_bytes())
+        sd = _read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
             raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
@@ -238,23 +231,16 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict):
             raise ValueError("config.json is not a JSON object")
-        _open_once(path / "model.safetensors")
-        with safe_open(path / "model.safetensors", "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not iterable)
-            dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
-        declared = (config.get("features"), config.get("recursions"))
-        actual = _check_shapes(shapes, origin)
-        _check_float(dtypes, origin)
+        model = from_state_dict(_read_safetensors(path / "model.safetensors"), origin)
+        declared, actual = (config.get("features"), config.get("recursions")), \
+            (model.features, model.recursions)
         if any(type(v) is not int for v in declared) or declared != actual:
             raise ValueError(f"config.json declares F={declared[0]!r}, D={declared[1]!r}; the "
                              f"weights are F={actual[0]}, D={actual[1]}")
-        # strict: no silent random init; the mixin's progress print must not reach stdout
-        with contextlib.redirect_stdout(io.StringIO()):
-            model = DRCN.from_pretrained(path, strict=True).eval()
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError,
             RecursionError) as e:
         raise ModelLoadError(f"cannot load {origin}: {one_line(e)}") from e
-    return checked(model, origin)
+    return model
 
 
 def _load_hub(spec: str) -> DRCN:

@@ -336,11 +336,16 @@ def test_loader_lists_and_loads_models_drcn(tiny: DRCN, tmp_path: Path,
         LOADER.load("mine.safetensors")
 
 
+@pytest.mark.parametrize("dedups", [True, False])
 def test_loader_keeps_models_drcn_beside_extra_model_paths(
-        tiny: DRCN, tmp_path: Path, fake_folder_paths: types.ModuleType) -> None:
+        tiny: DRCN, tmp_path: Path, fake_folder_paths: types.ModuleType, dedups: bool) -> None:
     """ComfyUI registers extra_model_paths.yaml's folders before it loads custom nodes
     (utils/extra_config.py:34 calls add_model_folder_path(name, path, is_default)): a ``drcn:``
-    entry there must not hide models/drcn, nor list files that are not weights."""
+    entry there must not hide models/drcn, nor list files that are not weights. Older ComfyUI's
+    add_model_folder_path appends a folder it holds again: every model list would add one."""
+    if not dedups:
+        fake_folder_paths.add_model_folder_path = lambda name, path, is_default=False: \
+            fake_folder_paths.folder_names_and_paths.setdefault(name, ([], set()))[0].append(path)
     weights = {k: v.contiguous() for k, v in tiny.state_dict().items()}
     extra, own = tmp_path / "shared_models", tmp_path / "models" / "drcn"
     for folder, name in ((extra, "shared.safetensors"), (own, "mine.safetensors")):

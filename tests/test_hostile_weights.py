@@ -140,3 +140,10 @@ def test_weights_in_a_folder_whose_name_is_not_utf8_load(tmp_path: Path) -> None
     path = folder / "w.safetensors"
     path.write_bytes(save(seeded_drcn().state_dict()))  # as a run exports (save_file takes UTF-8)
     assert torch.equal(load_model(str(path)).recursive.weight, seeded_drcn().recursive.weight)
+
+
+def test_a_model_folder_whose_name_is_not_utf8_loads(tmp_path: Path) -> None:
+    """A save_pretrained folder (or the Hub cache) under such a name is read as its file is."""
+    folder = tmp_path / os.fsdecode(b"mod\xe8le")
+    seeded_drcn().save_pretrained(folder)
+    assert torch.equal(load_model(str(folder)).recursive.weight, seeded_drcn().recursive.weight)
