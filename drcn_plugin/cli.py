@@ -16,7 +16,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .encoding import DEFAULT_QUALITY
-from .errors import BadImageError, BadOptionError, DiskFullError, OutputExistsError, path_name
+from .errors import (
+    BadImageError,
+    BadOptionError,
+    DiskFullError,
+    OutputExistsError,
+    path_name,
+    reason,
+)
 from .hub import DEFAULT_MODEL, SHIPPED, SourceChoice
 from .imagefile import memory_pixel_limit
 from .integrations.cli import comfyui_app, gimp_app
@@ -418,6 +425,10 @@ def main() -> None:
         if e.code != 1 or not reader_gone():
             raise
         code = PIPE_EXIT
+    except OSError as e:  # stdout failed outside a command's own checks (help to /dev/full)
+        silence(sys.stdout)
+        print_error(f"cannot write to stdout: {reason(e)}")
+        code = 2
     except typer.Abort:
         print_error("aborted")
         code = 1

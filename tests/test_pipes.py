@@ -143,3 +143,14 @@ def test_eval_table_naming_a_folder_a_windows_pipe_cannot_encode_is_printed(
     printed = stdout.buffer.getvalue().decode("cp1252")
     assert exit_.value.code == 0 and "\\u5199\\u771f" in printed and "x2" in printed
     assert stdout.errors == "strict", "a caller in this process keeps its stream as it was"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--version"], ["eval", "--help"]])
+def test_a_full_stdout_is_one_line(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(DRCN + args, env=ENV, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: cannot write to stdout: No space left "
+                                                "on device"], proc.stderr
