@@ -53,12 +53,13 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 def file_id(path: str | Path) -> tuple[int, int] | None:
     """The file's identity, which names differing only in case share where the file system
-    ignores case; None when there is no such file."""
+    ignores case; None when there is no such file, or the file system gives no file numbers
+    (0 on some Windows volumes, where every file would otherwise be one)."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return None
-    return st.st_dev, st.st_ino
+    return (st.st_dev, st.st_ino) if st.st_ino else None
 
 
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,

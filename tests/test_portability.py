@@ -109,3 +109,23 @@ def test_a_run_never_writes_over_weights_it_reads_under_another_name(
     with pytest.raises(BadOptionError, match="which it reads"):
         train(tiny(t12, tmp_path / "run", steps=4, init=str(init)), overwrite=True)
     assert init.read_bytes() == Path(tiny_model_file).read_bytes()
+
+
+def test_a_volume_without_file_numbers_keeps_files_apart(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some Windows volumes report file number 0 for every file: two files are then told apart
+    by their paths, and an upscale beside its input is not refused as writing over it."""
+    from drcn_plugin import writing
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    random_rgb(8, 8).save(a)
+    random_rgb(8, 8, seed=1).save(b)
+    real_stat = os.stat
+
+    def no_numbers(path, *args, **kwargs):
+        st = real_stat(path, *args, **kwargs)
+        return os.stat_result((st.st_mode, 0, *st[2:10]))
+
+    monkeypatch.setattr(writing.os, "stat", no_numbers)
+    assert not writing.same_file(a, b) and writing.same_file(a, tmp_path / "." / "a.png")
+    writing.refuse_input_target(b, [a])
