@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -79,3 +81,31 @@ def test_ssim_is_symmetric_and_ignores_the_shaved_border():
     z[:4, :] = 0
     assert ssim(x, z) < 1
     assert ssim(x, z, border=4) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ssim_is_the_dense_11x11_gaussian_window_of_the_protocol():
+    # The protocol's definition written out with a dense 2-D window, on an uneven shape.
+    x, y = image(2, (37, 52)), image(3, (37, 52))
+    t = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-t * t / (2 * 1.5**2))
+    w = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+    blur = lambda p: torch.nn.functional.conv2d(p[None, None], w)[0, 0]  # noqa: E731
+    a, b = shave(x, 2), shave(y, 2)
+    mx, my = blur(a), blur(b)
+    sxx, syy, sxy = blur(a * a) - mx**2, blur(b * b) - my**2, blur(a * b) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    expected = ((2 * mx * my + c1) * (2 * sxy + c2)
+                / ((mx**2 + my**2 + c1) * (sxx + syy + c2))).mean()
+    assert ssim(x, y, border=2) == pytest.approx(float(expected), abs=1e-12)
+
+
+def test_ssim_of_a_large_plane_needs_a_few_planes_of_memory():
+    # A dense 11x11 window unfolds every pixel 121 times (about 23 GB for a 24 MP ground truth).
+    code = ("import resource, torch; from drcn_plugin.metrics import ssim; torch.set_num_threads(1);"
+            "x = torch.rand(1500, 2000, dtype=torch.float64) * 255; y = x.flip(0);"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; ssim(x, y, 4);"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")
+    grown_kib = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout)
+    plane_kib = 1500 * 2000 * 8 / 1024
+    assert grown_kib < 16 * plane_kib
