@@ -8,6 +8,7 @@ every write is atomic. A failing file is reported and the batch goes on.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import itertools
 import os
@@ -40,9 +41,9 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
+from .names import check_name_part, name_max, windows_device
 from .sizing import TargetSize
 from .writing import (
-    NAME_MAX,
     atomic_save,
     clean_stale_parts,
     file_id,
@@ -97,8 +98,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                              option="format")
     if fmt != "same":
         require_encoder(FORMATS[fmt])
-    if any(sep and sep in suffix for sep in ("/", "\\", os.sep, os.altsep, "\0")):
-        raise BadOptionError(f"{suffix!r} must not contain a path separator", option="suffix")
+    check_name_part(suffix, "suffix")
     out_dir = Path(os.path.abspath(output)) if output is not None else None
     if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
@@ -151,6 +151,12 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
     _unique_targets(jobs, suffix, fmt, seen)
+    device = next((j for j in jobs if windows_device(j.target.name)
+                   and not windows_device(j.source.name)), None)  # only a suffix makes one
+    if device is not None:
+        raise BadOptionError(f"{suffix!r} would name {device.source}'s result "
+                             f"{device.target.name}, which Windows reserves for a device",
+                             option="suffix")
     return _writable(jobs, errors)
 
 
@@ -247,36 +253,38 @@ def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
     """Give every job its own output name, and refuse outputs that are inputs, folders or too
-    long."""
+    long for their folder's file system."""
     taken: dict[str, Job] = {}
     input_ids = {file_id(p) for p in inputs} - {None}
+    limit_of = functools.cache(name_max)
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
                                            + j.source.suffix, str(j.source))):
-        target = job.target
+        target, limit = job.target, limit_of(job.target.parent)
         second = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
-        if _key(target) in taken and len(os.fsencode(second.name)) <= NAME_MAX:
+        if _key(target) in taken and len(os.fsencode(second.name)) <= limit:
             target = second  # keep the source's extension: photo.gif -> photo.gif.png
         n = 2
         while _key(target) in taken:
-            target = _numbered(job, suffix, n)
+            target = _numbered(job, suffix, n, limit)
             n += 1
         job.target = target
         taken[_key(target)] = job
         if os.path.realpath(target) in inputs or file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
-        elif len(os.fsencode(target.name)) > NAME_MAX:
-            job.problem = f"the output name would be longer than {NAME_MAX} bytes"
+        elif (size := len(os.fsencode(target.name))) > limit:
+            job.problem = f"its output name would be {size} bytes, longer than the {limit} " \
+                          f"that {target.parent}'s file system takes"
         elif os.path.isdir(target):  # --overwrite must not replace it, nor --skip-existing skip
             kind = "a link to a folder" if os.path.islink(target) else "an existing folder"
             job.problem = f"its output {target} is {kind}"
 
 
-def _numbered(job: Job, suffix: str, n: int) -> Path:
+def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
     """``STEM-N.EXT`` for a result whose names are taken, the stem cut (by whole characters) so
-    the name fits a file system's 255 bytes."""
+    the name fits the ``limit`` bytes of its file system."""
     tail = f"{suffix}-{n}{job.target.suffix}"
     stem = job.source.stem
-    while stem and len(os.fsencode(stem + tail)) > NAME_MAX:
+    while stem and len(os.fsencode(stem + tail)) > limit:
         stem = stem[:-1]
     return job.target.with_name(stem + tail)
 

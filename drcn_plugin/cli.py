@@ -240,7 +240,8 @@ def upscale(
         min=1, help="output length of the longer side, aspect ratio kept")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
                       help="output folder (default: beside the input, never inside it)")] = None,
-    suffix: Annotated[str, typer.Option(help="added to each output file name")] = "",
+    suffix: Annotated[str, typer.Option(help="added to each output file name, before its "
+                      "extension (no path separator, control character or < > : \" | ? *)")] = "",
     fmt: Annotated[str, typer.Option(
         "--format", "-f", help="same, png, jpg, webp, avif, tiff or bmp")] = "same",
     quality: Annotated[int | None, typer.Option(

@@ -8,6 +8,7 @@ prefix ``DRCN:``), always through :func:`one_line`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 EMPTY_PATH = "an empty path (an unset variable?)"  # "" must never mean the current folder
@@ -103,10 +104,27 @@ class Cancelled(Exception):  # noqa: N818 (a request, not an error)
     """The caller asked the engine to stop; not a failure, so not a :class:`DRCNError`."""
 
 
+# Characters a message shows escaped: control characters (line breaks; ESC, which starts the
+# sequences a terminal obeys), line and paragraph separators, the bidirectional overrides and
+# isolates that reorder what is shown, and surrogates (a name's bytes that are not text).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def single_line(text: str) -> str:
-    """``text`` with its line breaks shown as ``\\r`` and ``\\n``: a file name may hold them, and
-    a message must stay one line."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` as one line of characters shown as they are: a file name may hold line breaks
+    (``\\n``), terminal escapes (``\\x1b``) or bytes that are not text (``\\xe9``, as
+    surrogate escapes decode them), and no name may break a message or forge a terminal's output."""
+    return _UNSAFE.sub(lambda m: _escaped(m.group()), text)
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if 0xDC80 <= code <= 0xDCFF and os.name == "posix":  # os.fsdecode's stand-in for a byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def path_name(path: str | os.PathLike) -> str:
@@ -130,4 +148,4 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, DRCNError) and str(error).strip():
         return single_line(str(error).strip())
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0] if lines else type(error).__name__
+    return single_line(lines[0]) if lines else type(error).__name__

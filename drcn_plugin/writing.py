@@ -33,6 +33,7 @@ from .errors import (
     WriteError,
     reason,
 )
+from .names import name_max
 
 
 def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
@@ -88,14 +89,13 @@ def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
     _atomic(path, overwrite, lambda f: f.write(data))
 
 
-NAME_MAX = 255  # bytes in a file name on common file systems
 _PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
 
 
-def _part_prefix(name: str) -> str:
-    """``.NAME.PID.`` with NAME cut so the temporary name fits the 255-byte name limit."""
-    tail = f".{os.getpid()}."
-    room = NAME_MAX - len(tail) - 1 - 8 - len(".part")
+def _part_prefix(path: Path) -> str:
+    """``.NAME.PID.`` with NAME cut so the temporary name fits the names of ``path``'s folder."""
+    name, tail = path.name, f".{os.getpid()}."
+    room = name_max(path.parent) - len(tail) - 1 - 8 - len(".part")
     kept, size = [], 0
     for ch in name:  # whole characters, in the file system's encoding
         size += len(os.fsencode(ch))
@@ -110,7 +110,7 @@ def _new_part(path: Path) -> tuple[int, str]:
     umask, which the kernel applies: reading it would change it for every thread)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = str(path.parent / f"{_part_prefix(path.name)}{secrets.token_hex(4)}.part")
+        tmp = str(path.parent / f"{_part_prefix(path)}{secrets.token_hex(4)}.part")
         with contextlib.suppress(FileExistsError):
             fd = os.open(tmp, flags, 0o666)
             try_lock(fd)  # held until the part is renamed or removed: it marks the part as live

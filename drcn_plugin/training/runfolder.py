@@ -18,8 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
+from ..names import NAME_MAX
 from ..stops import interrupt, record_stop, stop_signals
-from ..writing import NAME_MAX, clean_stale_parts, probe_folder, same_file, try_lock
+from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
 
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")

@@ -1,0 +1,52 @@
+"""File names that every common file system takes: results written on Linux to an NTFS or exFAT
+disk, a USB stick, or a folder synced to Windows later must open there too, and must fit the
+file system they are written to."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import BadOptionError
+
+NAME_MAX = 255  # bytes in a file name on common file systems; no name is made longer
+# Windows refuses these in names (and "/" everywhere separates folders); control characters,
+# and bytes that are not text (surrogate escapes), no file system that Windows reads takes.
+_REFUSED = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\ud800-\udfff]')
+# Names Windows keeps for devices, whatever their case or extension (COM¹ is COM1).
+_DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"{port}{n}" for port in ("COM", "LPT")
+                                          for n in "0123456789\u00b9\u00b2\u00b3"}
+
+
+def check_name_part(text: str, option: str) -> None:
+    """Refuse a part of file names (``--suffix``) holding a character Windows or its file
+    systems refuse, a path separator or a control character (:class:`BadOptionError`)."""
+    bad = _REFUSED.search(text)
+    if bad is None:
+        return
+    ch = bad.group()
+    what = "a path separator" if ch in "/\\" else \
+        f"{ch!r}, which Windows refuses in file names" if ch in '<>:"|?*' else \
+        f"the control character {ch!r}" if ch < "\ud800" else \
+        f"{ch!r}, a byte that is not text in this system's encoding"
+    raise BadOptionError(f"{text!r} holds {what}", option=option)
+
+
+def windows_device(name: str) -> bool:
+    """Whether Windows takes the file name ``name`` for a device (``CON``, ``com1.png``,
+    ``aux .tar.gz``): the part before its first dot, spaces at its end ignored."""
+    return name.split(".", 1)[0].rstrip(" ").upper() in _DEVICES
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name in bytes that ``folder``'s file system takes (the file system of
+    its nearest existing parent when it is still to be made), at most :data:`NAME_MAX`."""
+    here = Path(folder)
+    while not os.path.isdir(here) and here != here.parent:
+        here = here.parent
+    try:
+        limit = os.pathconf(here, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return NAME_MAX
+    return min(limit, NAME_MAX) if limit > 0 else NAME_MAX
