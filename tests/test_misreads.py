@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_rgb, upscale
+from helpers import png_chunk, random_rgb, tga16, upscale
 from PIL import Image
 
 from drcn_plugin.errors import BadImageError
@@ -22,10 +22,6 @@ pytestmark = pytest.mark.usefixtures("wide_console")
 
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
           (0, 1, 1, 2))
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _units(pixels: np.ndarray, interlaced: bool) -> list[bytes]:
@@ -43,11 +39,11 @@ def _png(pixels: np.ndarray, interlaced: bool = False, keep: int | None = None,
     ``keep`` rows (passes when interlaced; all when None), in IDAT chunks of ``idat_size``."""
     h, w = pixels.shape[:2]
     data = zlib.compress(b"".join(_units(pixels, interlaced)[:keep]))
-    idats = b"".join(_chunk(b"IDAT", data[i:i + idat_size])
+    idats = b"".join(png_chunk(b"IDAT", data[i:i + idat_size])
                      for i in range(0, len(data), idat_size))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0,
-                                                                int(interlaced)))
-            + idats + _chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + idats
+            + png_chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("interlaced", [False, True])
@@ -134,19 +130,6 @@ def test_a_damaged_icc_profile_is_dropped_with_a_note_and_the_pixels_written(
         assert im.info["icc_profile"] == srgb
 
 
-def _tga16(pixels: np.ndarray, alpha_bits: int, rle: bool = False) -> bytes:
-    """A top-down 16-bit colour TGA (ARGB1555, little-endian) whose header's descriptor declares
-    ``alpha_bits`` attribute bits; RLE as raw packets of at most 128 pixels."""
-    h, w = pixels.shape
-    head = struct.pack("<BBBHHBHHHHBB", 0, 0, 10 if rle else 2, 0, 0, 0, 0, 0, w, h, 16,
-                       0x20 | alpha_bits)
-    flat = pixels.astype("<u2").ravel()
-    if not rle:
-        return head + flat.tobytes()
-    return head + b"".join(bytes([len(part) - 1]) + part.tobytes()
-                           for part in (flat[i:i + 128] for i in range(0, len(flat), 128)))
-
-
 @pytest.mark.parametrize("rle", [False, True])
 def test_a_16_bit_tga_reads_the_alpha_bit_its_header_declares(tmp_path: Path, rle: bool) -> None:
     """The top bit is alpha (1 opaque, as GIMP, ImageMagick and stb read it) only where the
@@ -156,14 +139,14 @@ def test_a_16_bit_tga_reads_the_alpha_bit_its_header_declares(tmp_path: Path, rl
     opaque[:, 4:] = True
     colours = (20 << 10) | (10 << 5) | 31
     pixels = (opaque.astype(np.uint16) << 15) | colours
-    (tmp_path / "a.tga").write_bytes(_tga16(pixels, 1, rle))
+    (tmp_path / "a.tga").write_bytes(tga16(pixels, 1, rle))
     array, _ = read_image(tmp_path / "a.tga")
     assert array.shape == (6, 9, 4) and np.array_equal(array[..., 3], opaque * 255)
     expected = np.array([round(20 * 255 / 31), round(10 * 255 / 31), 255])
     assert np.abs(array[..., :3].astype(int) - expected).max() <= 1
     for name, bits, stored in (("undeclared", 0, pixels), ("all-set", 0, pixels | 0x8000),
                                ("all-clear", 1, pixels & 0x7FFF)):
-        (tmp_path / f"{name}.tga").write_bytes(_tga16(stored, bits, rle))
+        (tmp_path / f"{name}.tga").write_bytes(tga16(stored, bits, rle))
         colour, _ = read_image(tmp_path / f"{name}.tga")
         assert colour.shape == (6, 9, 3), name  # no alpha: every pixel shows
         assert np.array_equal(colour, array[..., :3]), name
@@ -198,7 +181,7 @@ def test_a_colour_mapped_tga_keeps_the_alpha_of_its_colour_map(tmp_path: Path) -
 def test_a_16_bit_tga_with_alpha_comes_out_as_rgba(folder: Path, tiny_model_file: str) -> None:
     opaque = np.zeros((8, 10), bool)
     opaque[:, 5:] = True
-    (folder / "a.tga").write_bytes(_tga16((opaque.astype(np.uint16) << 15) | 0x3DEF, 1))
+    (folder / "a.tga").write_bytes(tga16((opaque.astype(np.uint16) << 15) | 0x3DEF, 1))
     out = folder.parent / "out"
     r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 0, r.output
