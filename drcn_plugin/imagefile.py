@@ -34,6 +34,7 @@ from .metadata import (
     orientation,
     read_exif,
 )
+from .misreads import require_whole_png, tga_alpha, usable_icc
 from .opening import open_regular, reader_refusal
 from .planes import PEAKS, require_unit_range, to_8bit
 
@@ -222,10 +223,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         white = _white_is_zero(im)
         im.load()
+        if im.format == "PNG":
+            require_whole_png(f, im)
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
                          dpi=declared_dpi(im), lossy=is_lossy(f, im))
+        info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
         if im.format in ("JPEG", "MPO"):
             layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
@@ -246,6 +250,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         exif = read_exif(im, info.notes)
         if alpha_bmp is not None:
             im = alpha_bmp
+        im = tga_alpha(f, im, stored)
         if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):  # 8 bits
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
@@ -404,8 +409,9 @@ def _to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
         return np.asarray(im.convert("L"))
     if mode in ("LA", "La"):
         return np.asarray(im.convert("LA"))
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode == "P":  # a transparent index, or an alpha in the palette itself (TGA's)
+        alpha = "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
+        im = im.convert("RGBA" if alpha else "RGB")
     elif mode in ("RGBa", "PA"):
         im = im.convert("RGBA")
     elif mode not in ("RGB", "RGBA"):

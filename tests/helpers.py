@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,3 +114,21 @@ def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,
             raw, blobs = struct.pack("<I", spill + len(blobs)), blobs + raw
         table += struct.pack("<HHI", tag, kind, len(values)) + raw.ljust(4, b"\0")
     path.write_bytes(b"II*\0" + struct.pack("<I", ifd) + data + table + b"\0\0\0\0" + blobs)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC, for PNGs written by hand."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def tga16(pixels: np.ndarray, alpha_bits: int, rle: bool = False) -> bytes:
+    """A top-down 16-bit colour TGA (ARGB1555, little-endian) whose header's descriptor declares
+    ``alpha_bits`` attribute bits; RLE as raw packets of at most 128 pixels."""
+    h, w = pixels.shape
+    head = struct.pack("<BBBHHBHHHHBB", 0, 0, 10 if rle else 2, 0, 0, 0, 0, 0, w, h, 16,
+                       0x20 | alpha_bits)
+    flat = pixels.astype("<u2").ravel()
+    if not rle:
+        return head + flat.tobytes()
+    return head + b"".join(bytes([len(part) - 1]) + part.tobytes()
+                           for part in (flat[i:i + 128] for i in range(0, len(flat), 128)))

@@ -174,7 +174,8 @@ def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model_fil
     img = Image.open(DATA / "Set5" / "bird.png").convert("RGB").crop((0, 0, 40, 24))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
-    icc = b"\x00" * 128  # opaque bytes are enough to check they travel
+    cms = pytest.importorskip("PIL.ImageCms")
+    icc = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()  # travels byte for byte
     img.save(src / "rot.jpg", exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300))
     Image.fromarray((np.arange(24 * 40).reshape(24, 40) * 60).astype(np.uint16)).save(src / "g16.png")
     Image.fromarray(np.dstack([np.asarray(img), np.full((24, 40), 77, np.uint8)])).save(src / "a.png")

@@ -321,10 +321,11 @@ def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file:
 
 
 def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: str) -> None:
+    cms = pytest.importorskip("PIL.ImageCms")
     exif = Image.Exif()
     exif[0x010F] = "Canon"
-    Image.fromarray(_ramp()).convert("RGB").save(folder / "m.png", exif=exif,
-                                                 icc_profile=_icc(b"mntrRGB XYZ ", []))
+    srgb = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()  # one a viewer can use
+    Image.fromarray(_ramp()).convert("RGB").save(folder / "m.png", exif=exif, icc_profile=srgb)
     Image.fromarray(_ramp()).convert("RGB").save(folder / "plain.png")
     r = upscale(str(folder), "-m", tiny_model_file, "-f", "bmp", "-o", str(folder / "out"))
     assert r.exit_code == 0, r.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,10 @@ def test_an_icc_profile_over_what_jpeg_holds_is_dropped_with_a_note(
         folder: Path, tiny_model_file: str) -> None:
     # JPEG numbers its ICC segments in one byte: past 255 of them Pillow wraps the numbers and
     # writes a 17 MB profile that no reader takes back, without a word.
-    random_rgb().save(folder / "lut.tif", icc_profile=bytes(17 << 20))  # 255 segments: 16.7 MB
+    cms = pytest.importorskip("PIL.ImageCms")
+    srgb = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()
+    big = srgb + bytes(17 << 20)  # a profile a viewer can use, over 255 segments (16.7 MB)
+    random_rgb().save(folder / "lut.tif", icc_profile=struct.pack(">I", len(big)) + big[4:])
     out = folder.parent / "out"
     r = upscale(str(folder), "-o", str(out), "--format", "jpg", "--model", tiny_model_file)
     assert r.exit_code == 0, r.output

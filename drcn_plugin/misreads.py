@@ -1,0 +1,139 @@
+"""What Pillow reads wrong without a word, refused or mended as a careful reader would: a PNG
+whose compressed pixels end early (Pillow leaves the missing rows black), an ICC profile no
+colour engine can use (it would be copied into the result), a 16-bit TGA's alpha bit (Pillow
+reads it inverted, and also where the header declares none)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import BinaryIO
+
+from PIL import Image
+
+from .errors import BadImageError, one_line
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
+# Adam7's passes: first column, first row, column step, row step
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+_INFLATE_STEP = 1 << 20  # bytes inflated at a time: the check holds no more
+
+
+def png_data_size(width: int, height: int, depth: int, colour: int, interlaced: bool) -> int:
+    """How many bytes a PNG's pixels inflate to: each row of each pass, a filter byte first."""
+    bits = depth * _CHANNELS.get(colour, 1)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7 if interlaced else ((0, 0, 1, 1),):
+        columns, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if columns and rows:
+            total += rows * (1 + (columns * bits + 7) // 8)
+    return total
+
+
+def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
+    """Refuse a loaded PNG whose pixel data (its IDAT chunks, zlib) inflates to less than its
+    header's size needs: Pillow stops where the zlib stream ends and leaves the rows after it
+    black (zero), libpng refuses it ("Not enough image data"). A non-interlaced image whose last
+    pixel is not zero was decoded to its end, and is not inflated again. Read from ``f``, the
+    open file, whose position is kept."""
+    last = im.getpixel((im.width - 1, im.height - 1))
+    if not im.info.get("interlace") and any(last if isinstance(last, tuple) else (last,)):
+        return
+    where = f.tell()
+    try:
+        need, got = _png_inflated(f)
+    except zlib.error as e:
+        raise BadImageError(f"damaged PNG: its pixel data cannot be inflated ({e})") from e
+    finally:
+        f.seek(where)
+    if got < need:
+        raise BadImageError(f"damaged PNG: its pixel data ends early ({got} of {need} bytes; "
+                            "the rest would be black)")
+
+
+def _png_inflated(f: BinaryIO) -> tuple[int, int]:
+    """The bytes a PNG's pixels need, and those its IDAT chunks inflate to (counted up to the
+    need, holding one step of them at a time)."""
+    f.seek(8)  # past the signature
+    need = got = 0
+    inflate, started = zlib.decompressobj(), False
+    while len(head := f.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IHDR" and length >= 13:
+            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
+            need = png_data_size(width, height, depth, colour, interlace == 1)
+            length -= 13
+        elif kind == b"IDAT":
+            started = True
+            while length and got < need and not inflate.eof:
+                data = f.read(min(_INFLATE_STEP, length))
+                if not data:
+                    return need, got
+                length -= len(data)
+                while True:  # more may wait inside zlib when a step came out full
+                    out = len(inflate.decompress(data, _INFLATE_STEP))
+                    got, data = got + out, inflate.unconsumed_tail
+                    if (not data and out < _INFLATE_STEP) or got >= need:
+                        break
+            if got >= need or inflate.eof:
+                return need, got
+        elif started:  # the IDAT chunks are consecutive: the pixel data is over
+            return need, got
+        f.seek(length + 4, io.SEEK_CUR)  # the rest of the chunk, and its CRC
+    return need, got
+
+
+_CMS_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour spaces as Pillow modes
+
+
+def usable_icc(profile: bytes | None, notes: list[str]) -> bytes | None:
+    """``profile`` when littlecms reads it and can build a transform from it to sRGB (which
+    reads the tags a viewer needs); else None, with a note: a damaged profile copied into the
+    result makes viewers fail on it or ignore it. Kept unchecked where Pillow has no littlecms."""
+    if not profile:
+        return profile
+    try:
+        from PIL import ImageCms
+    except ImportError:
+        return profile
+    try:
+        opened = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        mode = _CMS_MODES.get(opened.profile.xcolor_space.strip())
+        if mode is not None:
+            ImageCms.buildTransform(opened, ImageCms.createProfile("sRGB"), mode, "RGB")
+    except Exception as e:  # noqa: BLE001 - littlecms's many ways to say "damaged"
+        notes.append(f"ICC profile dropped: damaged (littlecms: {one_line(e)})")
+        return None
+    return profile
+
+
+_TGA_16_BITS = "BGRA;15Z"  # Pillow's raw mode of 16-bit TGA colours: the top bit read as 0 alpha
+_TGA_ALPHA_BITS = 0x0F  # of the descriptor (header byte 17): how many bits of a pixel are alpha
+
+
+def tga_alpha(f: BinaryIO, im: Image.Image, stored: str) -> Image.Image:
+    """A loaded TGA of 16-bit colours (in its pixels or its colour map) with the alpha its
+    header declares: the top bit, 1 opaque (as GIMP, ImageMagick and stb read it), where the
+    descriptor declares an attribute bit and some pixel sets it (all clear is an alpha no writer
+    meant: the image would be invisible); else no alpha. Pillow reads the bit inverted, whatever
+    the header says. Other images are returned as they are; ``f`` is the open file, whose
+    position is kept."""
+    if im.format != "TGA" or im.mode not in ("RGBA", "P"):
+        return im
+    where = f.tell()
+    try:
+        f.seek(0)
+        head = f.read(18)
+    finally:
+        f.seek(where)
+    mapped16 = im.mode == "P" and len(head) == 18 and head[7] == 16  # the map's entry size
+    if stored != _TGA_16_BITS and not mapped16:
+        return im
+    rgba = im.convert("RGBA")
+    alpha = rgba.getchannel("A")  # 0 where the bit is set, 255 where it is clear
+    if not head[17] & _TGA_ALPHA_BITS or alpha.getextrema()[0] == 255:
+        return rgba.convert("RGB")
+    rgba.putalpha(alpha.point(lambda v: 255 - v))
+    return rgba

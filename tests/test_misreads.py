@@ -1,0 +1,200 @@
+"""Files Pillow reads wrong without a word: a PNG whose compressed pixels end early (black rows),
+an ICC profile no colour engine can use (copied into the result), a 16-bit TGA's alpha bit (read
+inverted, or where the header declares none). Each is refused in one line, dropped with a note,
+or read as the file means it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import png_chunk, random_rgb, tga16, upscale
+from PIL import Image
+
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))
+
+
+def _units(pixels: np.ndarray, interlaced: bool) -> list[bytes]:
+    """The filtered pixel data (filter 0) of an 8-bit RGB PNG, row by row, or pass by pass when
+    ``interlaced`` (Adam7)."""
+    if not interlaced:
+        return [b"\0" + row.tobytes() for row in pixels]
+    return [b"".join(b"\0" + row.tobytes() for row in pixels[y0::dy, x0::dx] if row.size)
+            for x0, y0, dx, dy in _ADAM7]
+
+
+def _png(pixels: np.ndarray, interlaced: bool = False, keep: int | None = None,
+         idat_size: int = 1 << 20) -> bytes:
+    """An 8-bit RGB PNG of ``pixels`` whose zlib stream is whole but holds only the first
+    ``keep`` rows (passes when interlaced; all when None), in IDAT chunks of ``idat_size``."""
+    h, w = pixels.shape[:2]
+    data = zlib.compress(b"".join(_units(pixels, interlaced)[:keep]))
+    idats = b"".join(png_chunk(b"IDAT", data[i:i + idat_size])
+                     for i in range(0, len(data), idat_size))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + idats
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_a_png_whose_pixel_data_ends_early_is_refused_not_read_black(
+        tmp_path: Path, interlaced: bool) -> None:
+    """A zlib stream that ends after whole rows (or passes) leaves the rest black in Pillow; one
+    cut inside a row it already refuses as truncated."""
+    pixels = np.asarray(random_rgb(20, 13))
+    black = pixels.copy()
+    black[-1, -1] = 0  # a last pixel as missing rows leave it: inflated again to be sure
+    whole = tmp_path / "whole.png"
+    whole.write_bytes(_png(black, interlaced, idat_size=100))  # several IDAT chunks
+    assert np.array_equal(read_image(whole)[0], black)
+    for keep in (1, len(_units(pixels, interlaced)) - 1):
+        path = tmp_path / f"short-{keep}.png"
+        path.write_bytes(_png(pixels, interlaced, keep))
+        with Image.open(path) as im:  # what this guards against: Pillow fills in black
+            im.load()
+        with pytest.raises(BadImageError) as caught:
+            read_image(path)
+        assert str(caught.value).startswith(f"{path}: damaged PNG: its pixel data ends early")
+
+
+@pytest.mark.parametrize("mode, bits", [("1", 1), ("L", 8), ("LA", 8), ("P", 2), ("P", 4),
+                                        ("I;16", 16), ("RGB", 8), ("RGBA", 8)])
+def test_whole_pngs_of_every_depth_are_not_taken_for_short_ones(tmp_path: Path, mode: str,
+                                                                 bits: int) -> None:
+    """Rows of 1, 2 and 4 bits end inside a byte; a black last pixel makes the check inflate."""
+    rng = np.random.default_rng(1)
+    top = {"1": 2, "P": 1 << bits, "I;16": 65536}.get(mode, 256)
+    shape = (7, 13, len(mode)) if mode in ("LA", "RGB", "RGBA") else (7, 13)
+    levels = rng.integers(1, top, shape)
+    levels[-1, -1] = 0
+    if mode == "1":
+        im = Image.fromarray(levels.astype(bool))
+    elif mode == "P":
+        im = Image.fromarray(levels.astype(np.uint8), "P")
+        im.putpalette(bytes(range(3 * top)))
+    elif mode == "I;16":
+        im = Image.fromarray(levels.astype(np.uint16))
+    else:
+        im = Image.fromarray(levels.astype(np.uint8), mode)
+    im.save(tmp_path / "w.png", bits=bits)
+    with Image.open(tmp_path / "w.png") as check:
+        assert check.mode == mode and check.getpixel((12, 6)) in (0, (0,) * len(mode))
+    array, _ = read_image(tmp_path / "w.png")
+    assert array.shape[:2] == (7, 13)
+
+
+def test_a_png_with_short_pixel_data_is_one_line_and_no_result(folder: Path,
+                                                               tiny_model_file: str) -> None:
+    (folder / "short.png").write_bytes(_png(np.asarray(random_rgb()), keep=9))
+    random_rgb().save(folder / "good.png")
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done, 0 skipped, 1 failed" in r.output, r.output
+    assert "short.png: damaged PNG: its pixel data ends early" in r.output
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
+def _srgb() -> bytes:
+    cms = pytest.importorskip("PIL.ImageCms")
+    return cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "cut"])
+@pytest.mark.parametrize("name", ["p.png", "j.jpg"])
+def test_a_damaged_icc_profile_is_dropped_with_a_note_and_the_pixels_written(
+        folder: Path, tiny_model_file: str, kind: str, name: str) -> None:
+    """Garbage no colour engine opens, or a cut profile whose header opens but whose tags do
+    not: copied through, it makes viewers fail on the result or ignore it."""
+    srgb = _srgb()
+    profile = {"garbage": b"not an ICC profile " * 10, "cut": srgb[:len(srgb) // 2]}[kind]
+    random_rgb().save(folder / name, icc_profile=profile)
+    random_rgb().save(folder / f"good-{name}", icc_profile=srgb)
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert r.output.count("ICC profile dropped: damaged") == 1, r.output
+    with Image.open(out / name) as im:
+        assert im.size == (40, 32) and "icc_profile" not in im.info
+    with Image.open(out / f"good-{name}") as im:
+        assert im.info["icc_profile"] == srgb
+
+
+@pytest.mark.parametrize("rle", [False, True])
+def test_a_16_bit_tga_reads_the_alpha_bit_its_header_declares(tmp_path: Path, rle: bool) -> None:
+    """The top bit is alpha (1 opaque, as GIMP, ImageMagick and stb read it) only where the
+    header declares an attribute bit and some pixel sets it; Pillow reads it inverted, also
+    where the header declares none."""
+    opaque = np.zeros((6, 9), bool)
+    opaque[:, 4:] = True
+    colours = (20 << 10) | (10 << 5) | 31
+    pixels = (opaque.astype(np.uint16) << 15) | colours
+    (tmp_path / "a.tga").write_bytes(tga16(pixels, 1, rle))
+    array, _ = read_image(tmp_path / "a.tga")
+    assert array.shape == (6, 9, 4) and np.array_equal(array[..., 3], opaque * 255)
+    expected = np.array([round(20 * 255 / 31), round(10 * 255 / 31), 255])
+    assert np.abs(array[..., :3].astype(int) - expected).max() <= 1
+    for name, bits, stored in (("undeclared", 0, pixels), ("all-set", 0, pixels | 0x8000),
+                               ("all-clear", 1, pixels & 0x7FFF)):
+        (tmp_path / f"{name}.tga").write_bytes(tga16(stored, bits, rle))
+        colour, _ = read_image(tmp_path / f"{name}.tga")
+        assert colour.shape == (6, 9, 3), name  # no alpha: every pixel shows
+        assert np.array_equal(colour, array[..., :3]), name
+
+
+def _mapped_tga(entries: list[bytes], depth: int, indices: np.ndarray, alpha_bits: int) -> bytes:
+    """A top-down colour-mapped TGA: ``entries`` of ``depth`` bits (BGRA or ARGB1555), one
+    byte per pixel."""
+    h, w = indices.shape
+    head = struct.pack("<BBBHHBHHHHBB", 0, 1, 1, 0, len(entries), depth, 0, 0, w, h, 8,
+                       0x20 | alpha_bits)
+    return head + b"".join(entries) + indices.astype(np.uint8).tobytes()
+
+
+def test_a_colour_mapped_tga_keeps_the_alpha_of_its_colour_map(tmp_path: Path) -> None:
+    """32-bit entries hold 8-bit alpha; 16-bit ones the alpha bit, read as in 16-bit pixels."""
+    indices = np.array([[0, 1, 1, 0]] * 3)
+    red_clear = {32: bytes([0, 0, 255, 0]), 16: struct.pack("<H", 31 << 10)}
+    green_set = {32: bytes([0, 255, 0, 255]), 16: struct.pack("<H", 0x8000 | 31 << 5)}
+    for depth, bits in ((32, 8), (16, 1)):
+        data = _mapped_tga([red_clear[depth], green_set[depth]], depth, indices, bits)
+        (tmp_path / f"m{depth}.tga").write_bytes(data)
+        array, _ = read_image(tmp_path / f"m{depth}.tga")
+        assert array.shape == (3, 4, 4), depth
+        assert np.array_equal(array[0], [[255, 0, 0, 0], [0, 255, 0, 255], [0, 255, 0, 255],
+                                         [255, 0, 0, 0]]), depth
+    (tmp_path / "none.tga").write_bytes(_mapped_tga([red_clear[16], green_set[16]], 16,
+                                                    indices, 0))
+    assert read_image(tmp_path / "none.tga")[0].shape == (3, 4, 3)
+
+
+def test_a_16_bit_tga_with_alpha_comes_out_as_rgba(folder: Path, tiny_model_file: str) -> None:
+    opaque = np.zeros((8, 10), bool)
+    opaque[:, 5:] = True
+    (folder / "a.tga").write_bytes(tga16((opaque.astype(np.uint16) << 15) | 0x3DEF, 1))
+    out = folder.parent / "out"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    with Image.open(out / "a.png") as im:
+        alpha = np.asarray(im.getchannel("A")) if im.mode == "RGBA" else None
+    assert alpha is not None and alpha.shape == (16, 20)
+    assert (alpha[:, :6] == 0).all() and (alpha[:, 14:] == 255).all()
+
+
+def test_an_icc_profile_that_is_kept_is_the_files_own_bytes(tmp_path: Path) -> None:
+    srgb = _srgb()
+    buf = io.BytesIO()
+    random_rgb().save(buf, "PNG", icc_profile=srgb)
+    (tmp_path / "s.png").write_bytes(buf.getvalue())
+    _, info = read_image(tmp_path / "s.png")
+    assert info.icc_profile == srgb and not info.notes
