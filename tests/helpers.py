@@ -121,6 +121,17 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def hand_png(size: tuple[int, int], depth: int, colour: int, rows: bytes, chunks: bytes = b"",
+             interlaced: bool = False, idat_size: int = 1 << 20) -> bytes:
+    """A PNG written by hand (depths and kinds Pillow does not write): ``rows`` are its filtered
+    rows (a filter byte first), compressed into IDAT chunks of ``idat_size``, after ``chunks``."""
+    data = zlib.compress(rows)
+    header = struct.pack(">IIBBBBB", *size, depth, colour, 0, 0, int(interlaced))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + chunks
+            + b"".join(png_chunk(b"IDAT", data[i:i + idat_size])
+                       for i in range(0, len(data), idat_size)) + png_chunk(b"IEND", b""))
+
+
 def tga16(pixels: np.ndarray, alpha_bits: int, rle: bool = False) -> bytes:
     """A top-down 16-bit colour TGA (ARGB1555, little-endian) whose header's descriptor declares
     ``alpha_bits`` attribute bits; RLE as raw packets of at most 128 pixels."""

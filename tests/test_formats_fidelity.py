@@ -7,12 +7,11 @@ from __future__ import annotations
 import io
 import itertools
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import upscale
+from helpers import hand_png, png_chunk, upscale
 from PIL import Image
 
 from drcn_plugin import engine
@@ -70,15 +69,10 @@ def test_turned_grey_tiff_is_upscaled_upright(folder: Path, tiny_model_file: str
 
 def _png16(path: Path, array: np.ndarray, colour_type: int, trns: bytes = b"") -> None:
     """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     h, w = array.shape[:2]
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
-                     + (chunk(b"tRNS", trns) if trns else b"")
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(hand_png((w, h), 16, colour_type, rows,
+                              png_chunk(b"tRNS", trns) if trns else b""))
 
 
 def test_a_16_bit_rgb_transparent_colour_is_named_when_dropped(tmp_path: Path) -> None:
@@ -109,19 +103,13 @@ def test_png_transparent_colour_becomes_alpha(tmp_path: Path, mode: str, key) ->
 
 def _grey_png(path: Path, levels: np.ndarray, depth: int, trns: int) -> None:
     """A 1/2/4-bit grey PNG with a transparent level (Pillow writes only 8-bit grey)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     h, w = levels.shape
     rows = b""
     for row in levels:
         bits = "".join(format(int(v), f"0{depth}b") for v in row)
         bits += "0" * (-len(bits) % 8)
         rows += b"\0" + int(bits, 2).to_bytes(len(bits) // 8, "big")
-    path.write_bytes(b"\x89PNG\r\n\x1a\n"
-                     + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0))
-                     + chunk(b"tRNS", struct.pack(">H", trns))
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(hand_png((w, h), depth, 0, rows, png_chunk(b"tRNS", struct.pack(">H", trns))))
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import png_chunk, random_rgb, tga16, upscale
+from helpers import hand_png, random_rgb, tga16, upscale
 from PIL import Image
 
 from drcn_plugin.errors import BadImageError
@@ -38,12 +37,8 @@ def _png(pixels: np.ndarray, interlaced: bool = False, keep: int | None = None,
     """An 8-bit RGB PNG of ``pixels`` whose zlib stream is whole but holds only the first
     ``keep`` rows (passes when interlaced; all when None), in IDAT chunks of ``idat_size``."""
     h, w = pixels.shape[:2]
-    data = zlib.compress(b"".join(_units(pixels, interlaced)[:keep]))
-    idats = b"".join(png_chunk(b"IDAT", data[i:i + idat_size])
-                     for i in range(0, len(data), idat_size))
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, int(interlaced))
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + idats
-            + png_chunk(b"IEND", b""))
+    return hand_png((w, h), 8, 2, b"".join(_units(pixels, interlaced)[:keep]),
+                    interlaced=interlaced, idat_size=idat_size)
 
 
 @pytest.mark.parametrize("interlaced", [False, True])

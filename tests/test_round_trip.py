@@ -6,14 +6,12 @@ RGB or RGBA) and its alpha and colours where they were."""
 from __future__ import annotations
 
 import importlib.util
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import png_chunk, tga16, upscale
+from helpers import hand_png, tga16, upscale
 from PIL import Image, features
 
 from drcn_plugin.imagefile import read_image
@@ -42,9 +40,7 @@ def _palette(path: Path, transparent: bool) -> None:
 def _png16_rgb(path: Path) -> None:
     """16-bit RGB, which Pillow reads (as 8 bits) but cannot write."""
     rows = b"".join(b"\0" + (row.astype(">u2") * 257).tobytes() for row in RGB)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 16,
-                                                                             2, 0, 0, 0))
-                     + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b""))
+    path.write_bytes(hand_png((W, H), 16, 2, rows))
 
 
 def _tga16(path: Path) -> None:
