@@ -218,6 +218,21 @@ def test_a_name_too_long_for_the_system_is_one_line() -> None:
         assert "not found" in r.output or "too long" in r.output, r.output
 
 
+def test_a_run_name_too_long_for_its_file_system_is_refused_before_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eCryptfs takes 143-byte names: a 140-byte --name (``NAME.safetensors``) is refused there,
+    and taken where names may be 255 bytes."""
+    from drcn_plugin.training.runfolder import check_run_folder
+
+    cfg = tiny(tmp_path, tmp_path / "run", name="r" * 140)
+    check_run_folder(cfg, resume=False, overwrite=False)
+    real = os.pathconf
+    monkeypatch.setattr(os, "pathconf", lambda path, name: 143 if name == "PC_NAME_MAX"
+                        else real(path, name))
+    with pytest.raises(BadOptionError, match="longer than the 143 bytes"):
+        check_run_folder(cfg, resume=False, overwrite=False)
+
+
 def test_a_resume_from_another_folder_reads_what_its_start_read(
         t12: Path, tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil

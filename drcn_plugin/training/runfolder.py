@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
-from ..names import NAME_MAX
+from ..names import name_max
 from ..stops import interrupt, record_stop, stop_signals
 from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
@@ -40,9 +40,10 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
         raise BadOptionError("resuming continues a run and overwriting starts over: ask for one",
                              option="overwrite")
     names = run_files(cfg)
-    if max(len(os.fsencode(n)) for n in names) > NAME_MAX:
-        raise BadOptionError(f"the run's file names would be longer than {NAME_MAX} bytes",
-                             option="name")
+    limit = name_max(out)
+    if max(len(os.fsencode(n)) for n in names) > limit:
+        raise BadOptionError(f"the run's file names would be longer than the {limit} bytes "
+                             f"that {out}'s file system takes", option="name")
     held = [n for n in names if (out / n).exists()]
     if not resume and not overwrite and held:
         raise OutputExistsError(f"{out} holds a training run ({held[0]})", path=out)
