@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import BadOptionError
+from .errors import BadOptionError, single_line
 
 NAME_MAX = 255  # bytes in a file name on common file systems; no name is made longer
 # Windows refuses these in names (and "/" everywhere separates folders); control characters,
@@ -26,11 +26,12 @@ def check_name_part(text: str, option: str) -> None:
     if bad is None:
         return
     ch = bad.group()
+    shown = single_line(ch)
     what = "a path separator" if ch in "/\\" else \
-        f"{ch!r}, which Windows refuses in file names" if ch in '<>:"|?*' else \
-        f"the control character {ch!r}" if ch < "\ud800" else \
-        f"{ch!r}, a byte that is not text in this system's encoding"
-    raise BadOptionError(f"{text!r} holds {what}", option=option)
+        f"'{ch}', which Windows refuses in file names" if ch in '<>:"|?*' else \
+        f"the control character {shown}" if ch < "\ud800" else \
+        f"the byte {shown}, which is not text in this system's encoding"
+    raise BadOptionError(f"'{single_line(text)}' holds {what}", option=option)
 
 
 def windows_device(name: str) -> bool:

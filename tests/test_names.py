@@ -31,6 +31,7 @@ def test_a_suffix_windows_cannot_hold_is_one_line_before_any_work(
     r = upscale(str(folder), "--suffix", suffix, "--model", tiny_model_file)
     assert r.exit_code == 2 and "invalid value for --suffix" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and "\x1b" not in r.output, r.output
+    assert "\\udc" not in r.output, r.output  # a byte that is not text is shown as \xe9
     assert sorted(p.name for p in folder.parent.iterdir()) == ["in"]
 
 
