@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageCms, features
 
 from drcn_plugin.encoding import check_writable
 from drcn_plugin.errors import DRCNError
@@ -30,6 +30,7 @@ def _seeds() -> dict[str, bytes]:
     exif[0x0112] = 6
     exif[0x011A] = 300.0
     exif[0x8769] = {0x8827: 100, 0x829A: (1, 200)}
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     out: dict[str, bytes] = {}
 
     def save(name: str, im: Image.Image, fmt: str, **kw) -> None:
@@ -37,8 +38,8 @@ def _seeds() -> dict[str, bytes]:
         im.save(buf, fmt, **kw)
         out[name] = buf.getvalue()
 
-    save("a.png", rgba, "PNG", exif=exif.tobytes(), icc_profile=b"\0" * 64, dpi=(72, 96))
-    save("a.jpg", rgb, "JPEG", exif=exif.tobytes(), quality=80)
+    save("a.png", rgba, "PNG", exif=exif.tobytes(), icc_profile=icc, dpi=(72, 96))
+    save("a.jpg", rgb, "JPEG", exif=exif.tobytes(), icc_profile=icc, quality=80)
     save("a.webp", rgb, "WEBP", exif=exif.tobytes())
     save("a.tif", rgb, "TIFF", exif=exif.tobytes(), dpi=(300, 300))
     save("b.tif", Image.fromarray(rng.random((8, 9), dtype=np.float32)), "TIFF",
@@ -81,7 +82,7 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
 def test_mutated_files_decode_or_give_one_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1 << 14)  # keep mutated sizes cheap
     rng = np.random.default_rng(SEED)
-    decoded = refused = 0
+    decoded = refused = dropped = 0
     for name, data in _seeds().items():
         path = tmp_path / name
         for _ in range(CASES_PER_FORMAT):
@@ -93,10 +94,12 @@ def test_mutated_files_decode_or_give_one_error(tmp_path: Path, monkeypatch) -> 
                 refused += 1
                 continue
             decoded += 1
+            dropped += any(n.startswith("ICC profile dropped") for n in info.notes)
             for fmt in ("PNG", "JPEG", "TIFF", "WEBP", "AVIF", "BMP"):
                 with contextlib.suppress(DRCNError):  # damaged metadata must not break writing
                     check_writable(array, fmt, info, 2.0, 90)
     assert decoded > 100 and refused > 100, (decoded, refused)
+    assert dropped > 5, "damaged ICC profiles reached the profile check"
 
 
 @pytest.mark.parametrize("name", ["a.jpg", "a.tif", "a.png"])
@@ -106,3 +109,4 @@ def test_seeds_round_trip_with_their_metadata(tmp_path: Path, name: str) -> None
     array, info = read_image(path)
     assert array.shape[:2] == (10, 12), "orientation 6 applied"
     assert info.exif is not None and info.exif.get(0x010F) == "Camera"
+    assert (info.icc_profile is not None) == (name != "a.tif"), "a sound profile is kept"
