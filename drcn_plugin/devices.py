@@ -6,7 +6,7 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -148,6 +148,17 @@ class Dist:
         """Whether this process reports, validates and writes shared files."""
         return self.rank == 0
 
+    def from_main(self, value: object) -> object:
+        """Rank 0's ``value`` on every process of the joined job (``value`` itself when alone):
+        what only rank 0 can learn, such as whether the run folder is free."""
+        if self.world <= 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     @classmethod
     def from_env(cls) -> Dist:
         """This process's place as torchrun's environment names it; a ``WORLD_SIZE`` over 1
@@ -209,9 +220,10 @@ def is_peer_lost(e: BaseException) -> bool:
 
 
 @contextmanager
-def peers_lost(left: str) -> Iterator[None]:
+def peers_lost(left: str | Callable[[], str]) -> Iterator[None]:
     """Inside, a collective that fails because another process of the torchrun job stopped is
-    one :class:`DistributedError` line ending with ``left``: what this process's work left."""
+    one :class:`DistributedError` line ending with ``left``: what this process's work left (a
+    function of no arguments: asked when it happens)."""
     try:
         yield
     except RuntimeError as e:
@@ -219,7 +231,8 @@ def peers_lost(left: str) -> Iterator[None]:
             raise
         why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
         raise DistributedError(f"another process of this torchrun job stopped or cannot be "
-                               f"reached ({why}; its own output says why): {left}") from e
+                               f"reached ({why}; its own output says why): "
+                               f"{left() if callable(left) else left}") from e
 
 
 def device_name(device: torch.device) -> str:

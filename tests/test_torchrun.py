@@ -104,6 +104,7 @@ def test_a_process_of_the_job_that_dies_is_one_line_on_the_others(
     lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "another process of this torchrun job stopped" in lines[0], text
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 2  # what --resume continues
+    assert "--resume continues" in lines[0], text
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -115,6 +116,60 @@ def test_a_process_of_the_job_that_dies_is_one_line_on_the_others(
     assert code == 2 and "Traceback" not in text, text
     assert "this process's 2 files are written" in text, text
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["0.png", "1.png", "2.png"]
+
+
+def test_a_job_that_loses_a_process_before_its_first_checkpoint_says_start_again(
+        t12: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = _job(["train", "--data", str(t12), "--out", str(out), "-s", "3", "-F", "8",
+                       "-D", "3", "--patch", "32", "--stride", "32", "--batch", "4",
+                       "--steps", "40", "--val-every", "20", "--device", "cpu", "--no-curves"],
+                      tmp_path / "train.txt")
+    assert code == 2 and "Traceback" not in text, text
+    assert not (out / "last.pt").exists()
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "start it again (nothing to resume)" in lines[0], text
+
+
+def _plain_rank(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """One process of a two-process job running ``drcn ARGV``; its exit code and output go to
+    ``report`` with the rank appended."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    r = runner.invoke(app, argv)
+    Path(f"{report}{rank}").write_text(f"{r.exit_code}\n{r.output}")
+
+
+def test_a_job_refused_by_another_trainings_lock_ends_on_every_rank_at_once(
+        t12: Path, tmp_path: Path) -> None:
+    """Rank 0 finds the run folder held and stops; the other ranks learn it from rank 0 and stop
+    too, with the same line, instead of waiting for a rank 0 that never comes."""
+    from drcn_plugin.training.runfolder import hold_run_folder
+
+    out, report = tmp_path / "run", tmp_path / "rank"
+    argv = ["train", "--data", str(t12), "--out", str(out), "-s", "3", "-F", "8", "-D", "3",
+            "--patch", "32", "--stride", "32", "--batch", "4", "--steps", "4", "--device", "cpu",
+            "--no-curves"]
+    ctx, port = multiprocessing.get_context("spawn"), _free_port()
+    with hold_run_folder(out):
+        procs = [ctx.Process(target=_plain_rank, args=(rank, port, argv, report))
+                 for rank in (0, 1)]
+        start = time.monotonic()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(max(1.0, start + 60 - time.monotonic()))
+        hung = [p.pid for p in procs if p.exitcode is None]
+        for p in procs:
+            p.kill()
+        assert not hung, "a rank waits for a job that will not start"
+    for rank in (0, 1):
+        code, _, text = Path(f"{report}{rank}").read_text().partition("\n")
+        assert code == "2" and "Traceback" not in text, text
+        lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+        assert len(lines) == 1 and f"another training is running in {out}" in lines[0], text
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
 def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:

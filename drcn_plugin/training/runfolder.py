@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..devices import Dist
 from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
 from ..names import name_max
 from ..stops import interrupt, record_stop, stop_signals
 from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
 
+_ALONE = Dist()  # a process that is not part of a torchrun job
 _STATE = ("last.pt", "best.pt", "log.json", "curves.png")
 
 
@@ -60,11 +62,12 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
 
 
 @contextmanager
-def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
-    """While inside, the run folder exists and (when ``lock``: the process that writes the run's
-    files) ``OUT/.lock`` is held: a folder another training holds is refused. A start refused
-    inside leaves no folder it made, its parents included. Where the platform has no such
-    locks, nothing is held."""
+def hold_run_folder(out: Path, job: Dist = _ALONE) -> Iterator[None]:
+    """While inside, the run folder exists and (on the ``job``'s rank 0, which writes the run's
+    files) ``OUT/.lock`` is held: a folder another training holds is refused, on every rank of
+    a joined torchrun job. A start refused inside leaves no folder it made, its parents
+    included. Where the platform has no such locks, nothing is held."""
+    lock = job.main
     missing = [p for p in out.parents if not p.exists()]  # nearest first, as they go again
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +85,10 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
                          f"{reason(e)}") from e
     with held as handle:
         locked = try_lock(handle.fileno()) if handle is not None else None
-        if locked is False:
-            raise TrainingError(f"another training is running in {out}")
+        refusal = job.from_main(f"another training is running in {out}" if locked is False
+                                else None)
+        if refusal:
+            raise TrainingError(refusal)
         if handle is not None:
             clean_stale_parts(out)
         try:
@@ -99,6 +104,14 @@ def hold_run_folder(out: Path, lock: bool = True) -> Iterator[None]:
                     with contextlib.suppress(OSError):  # one another process fills is kept
                         folder.rmdir()
             raise
+
+
+def what_is_left(out: Path) -> str:
+    """What a run that stops early (a process of its torchrun job lost) leaves in ``out``: a
+    checkpoint to resume from, or nothing yet."""
+    if (out / "last.pt").is_file():
+        return "the run stops; --resume continues from its last checkpoint"
+    return "the run stops before its first checkpoint: start it again (nothing to resume)"
 
 
 def clear_old_run(cfg: TrainConfig) -> None:

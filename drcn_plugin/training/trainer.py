@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import Dist, device_name, is_out_of_memory, join_torchrun, peers_lost, synchronize
+from ..devices import device_name, is_out_of_memory, join_torchrun, peers_lost, synchronize
 from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
@@ -53,7 +53,7 @@ from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
-from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder
+from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, what_is_left
 
 logger = logging.getLogger(__name__)
 
@@ -432,8 +432,9 @@ def train(cfg: TrainConfig, resume: bool = False,
     try:
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
-        with hold_run_folder(Path(cfg.out), Dist.from_env().main), \
-                peers_lost("the run stops; --resume continues from its last checkpoint"):
+        job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
+        with hold_run_folder(Path(cfg.out), job), \
+                peers_lost(lambda: what_is_left(Path(cfg.out))):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
