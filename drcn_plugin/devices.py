@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -158,6 +159,19 @@ class Dist:
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    @contextmanager
+    def warn_once(self, logger: str) -> Iterator[None]:
+        """Inside, the warnings of ``logger`` and its children show on rank 0 alone: every
+        process of a torchrun job reads the same data and options, and would say each again."""
+        log = logging.getLogger(logger)
+        level = log.level
+        if not self.main:
+            log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            log.setLevel(level)
 
     @classmethod
     def from_env(cls) -> Dist:

@@ -172,6 +172,26 @@ def test_a_job_refused_by_another_trainings_lock_ends_on_every_rank_at_once(
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
 
 
+def test_a_warning_about_the_data_is_said_once_for_the_job(t12: Path, tmp_path: Path) -> None:
+    """Every process reads the same data: a file read only in part is named by rank 0 alone."""
+    data, report = tmp_path / "data", tmp_path / "rank"
+    shutil.copytree(t12, data)
+    frames = [Image.open(data / name).convert("RGB") for name in sorted(os.listdir(data))[:2]]
+    frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:])
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "-s", "3", "-F", "8",
+            "-D", "3", "--patch", "32", "--stride", "32", "--batch", "4", "--steps", "2",
+            "--device", "cpu", "--no-curves"]
+    ctx, port = multiprocessing.get_context("spawn"), _free_port()
+    procs = [ctx.Process(target=_plain_rank, args=(rank, port, argv, report)) for rank in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    said = [Path(f"{report}{rank}").read_text().count("anim.gif: 2 frames: only the first is read")
+            for rank in (0, 1)]
+    assert [p.exitcode for p in procs] == [0, 0] and said == [1, 0], said
+
+
 def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:
     """One process of a two-process training whose rank 0 takes 2 s more over its end (on a
     big test set the measurement takes minutes); each notes the time it returns."""

@@ -98,8 +98,8 @@ class Trainer:
         if ckpt is not None:  # the saved recipe wins; where to stop and curves may change
             cfg, self.cwd = resumed_config(ckpt, cfg, given)
         self.cfg, self.on_progress = cfg, on_progress
-        # What the run needs at its end is checked before it starts (and before torchrun's
-        # process group exists, so a mistake is one line on every rank).
+        # What the run needs at its end is checked before it starts, on every rank alike, so a
+        # mistake is one line on each.
         self.val_folder = default_val_folder(cfg)
         left_out: list[str] = []  # said once here, not at every validation
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
         job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
-        with hold_run_folder(Path(cfg.out), job), \
+        with hold_run_folder(Path(cfg.out), job), job.warn_once(__package__), \
                 peers_lost(lambda: what_is_left(Path(cfg.out))):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
