@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,15 +81,26 @@ def _rank(rank: int, port: int, argv: list[str], report: Path) -> None:
     report.write_text(f"{r.exit_code}\n{r.output}")
 
 
-def _job(argv: list[str], report: Path) -> tuple[int, str]:
-    """Rank 0's exit code and output in a job whose rank 1 dies."""
+def _two_ranks(target: Callable[..., None], *args: object, timeout: float = 120
+               ) -> list[int | None]:
+    """Run ``target(rank, port, *args)`` as the two processes of a job; their exit codes (None:
+    still running after ``timeout`` seconds, and then killed)."""
     ctx, port = multiprocessing.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=_rank, args=(rank, port, argv, report)) for rank in (0, 1)]
+    procs = [ctx.Process(target=target, args=(rank, port, *args)) for rank in (0, 1)]
     for p in procs:
         p.start()
+    end = time.monotonic() + timeout
     for p in procs:
-        p.join(120)
-        assert p.exitcode is not None, "a process of the job hangs"
+        p.join(max(0.0, end - time.monotonic()))
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        p.kill()
+    return codes
+
+
+def _job(argv: list[str], report: Path) -> tuple[int, str]:
+    """Rank 0's exit code and output in a job whose rank 1 dies."""
+    assert None not in _two_ranks(_rank, argv, report), "a process of the job hangs"
     code, _, output = report.read_text().partition("\n")
     return int(code), output
 
@@ -151,19 +163,9 @@ def test_a_job_refused_by_another_trainings_lock_ends_on_every_rank_at_once(
 
     out, report = tmp_path / "run", tmp_path / "rank"
     argv = _tiny_train(t12, out, "--steps", "4")
-    ctx, port = multiprocessing.get_context("spawn"), _free_port()
     with hold_run_folder(out):
-        procs = [ctx.Process(target=_plain_rank, args=(rank, port, argv, report))
-                 for rank in (0, 1)]
-        start = time.monotonic()
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(max(1.0, start + 60 - time.monotonic()))
-        hung = [p.pid for p in procs if p.exitcode is None]
-        for p in procs:
-            p.kill()
-        assert not hung, "a rank waits for a job that will not start"
+        codes = _two_ranks(_plain_rank, argv, report, timeout=60)
+    assert None not in codes, "a rank waits for a job that will not start"
     for rank in (0, 1):
         code, _, text = Path(f"{report}{rank}").read_text().partition("\n")
         assert code == "2" and "Traceback" not in text, text
@@ -179,15 +181,10 @@ def test_a_warning_about_the_data_is_said_once_for_the_job(t12: Path, tmp_path: 
     frames = [Image.open(data / name).convert("RGB") for name in sorted(os.listdir(data))[:2]]
     frames[0].save(data / "anim.gif", save_all=True, append_images=frames[1:])
     argv = _tiny_train(data, tmp_path / "run", "--steps", "2")
-    ctx, port = multiprocessing.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=_plain_rank, args=(rank, port, argv, report)) for rank in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
+    codes = _two_ranks(_plain_rank, argv, report)
     said = [Path(f"{report}{rank}").read_text().count("anim.gif: 2 frames: only the first is read")
             for rank in (0, 1)]
-    assert [p.exitcode for p in procs] == [0, 0] and said == [1, 0], said
+    assert codes == [0, 0] and said == [1, 0], said
 
 
 def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:
@@ -204,13 +201,7 @@ def _slow_end_rank(rank: int, port: int, cfg: dict) -> None:
 
 def test_the_other_ranks_do_not_wait_on_rank_0s_end(t12: Path, tmp_path: Path) -> None:
     cfg = tiny(t12, tmp_path, steps=2, warmup=1)
-    ctx, port = multiprocessing.get_context("spawn"), _free_port()
-    procs = [ctx.Process(target=_slow_end_rank, args=(rank, port, asdict(cfg))) for rank in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert _two_ranks(_slow_end_rank, asdict(cfg)) == [0, 0]
     assert (tmp_path / "drcn-f8-d3-x3.md").is_file()
     # rank 1 ended without waiting in a collective for rank 0's end, where its timeout (30 min
     # for gloo, 10 for nccl) would end it and torchrun then rank 0's measurement
