@@ -70,6 +70,10 @@ DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (92, 0.5), (0, 1
 # crops the indices of libwebp's qualities 95, 90, 85 and 80 fall in 3.5-4.5, 7.5-9, 12.5-15 and
 # 17-20.5, whose best strengths are 0, 0.5, 0.5 and 1 (0.5 and 1 tie at 80).
 DENOISE_BY_VP8_QUANTIZER: tuple[tuple[float, float], ...] = ((16, 1.0), (6, 0.5), (0, 0.0))
+# (lowest AV1 base_q_idx, denoise strength) for AVIF (benchmarks/avif_strength.py, Set5/Set14 x3):
+# libavif's qualities 95, 90, 80, 70 and 50 give base_q_idx 16, 32, 60, 92 and 148, whose best
+# strengths are 0, 0, 0.5, 0.5 and 1; the bounds sit between the measured indices.
+DENOISE_BY_AV1_Q_INDEX: tuple[tuple[int, float], ...] = ((120, 1.0), (46, 0.5), (0, 0.0))
 
 
 def weights_dir() -> Path:
@@ -352,20 +356,21 @@ class SourceChoice:
         return f"{self.spec} denoise {self.denoise:g}"
 
 
-def choose_for_source(lossy: bool, jpeg_quality: int | None,
-                      webp_quantizer: float | None = None) -> SourceChoice:
+def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: float | None = None,
+                      av1_q_index: int | None = None) -> SourceChoice:
     """The default model for one source file: denoise strength from its compression.
 
     Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
-    quality falls (:data:`DENOISE_BY_QUALITY`), lossy WebPs as their quantiser coarsens
-    (:data:`DENOISE_BY_VP8_QUANTIZER`); lossy files of unknown quality (AVIF) get the strength of
-    a typical web JPEG (quality 80).
+    quality falls (:data:`DENOISE_BY_QUALITY`), lossy WebPs and AVIFs as their quantiser
+    coarsens (:data:`DENOISE_BY_VP8_QUANTIZER`, :data:`DENOISE_BY_AV1_Q_INDEX`); lossy files of
+    unknown quality get the strength of a typical web JPEG (quality 80).
     """
     if not lossy:
         return SourceChoice(DEFAULT_MODEL, 0.0)
-    if webp_quantizer is not None:
-        strength = next(t for q, t in DENOISE_BY_VP8_QUANTIZER if webp_quantizer >= q)
-        return SourceChoice(DEFAULT_MODEL, strength)
+    for index, table in ((webp_quantizer, DENOISE_BY_VP8_QUANTIZER),
+                         (av1_q_index, DENOISE_BY_AV1_Q_INDEX)):
+        if index is not None:
+            return SourceChoice(DEFAULT_MODEL, next(t for q, t in table if index >= q))
     quality = 80 if jpeg_quality is None else jpeg_quality
     strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
     return SourceChoice(DEFAULT_MODEL, strength)

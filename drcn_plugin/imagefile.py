@@ -23,6 +23,7 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
+from .av1header import avif_base_q_idx
 from .compression import is_lossy, jpeg_quality, webp_quantizer
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
@@ -67,6 +68,7 @@ class ImageInfo:
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
     jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
+    av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
 
@@ -237,6 +239,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                                              layers[0][3] if layers else 0)
         if im.format == "WEBP":
             info.webp_quantizer = webp_quantizer(f)
+        if im.format == "AVIF":
+            info.av1_q_index = avif_base_q_idx(f)
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough

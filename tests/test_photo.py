@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 from helpers import DATA
-from PIL import Image
+from PIL import Image, features
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from drcn_plugin import hub
+from drcn_plugin.av1header import avif_base_q_idx
 from drcn_plugin.cli import app
 from drcn_plugin.compression import jpeg_history
 from drcn_plugin.engine import Upscaler
@@ -254,3 +255,52 @@ def test_a_lossy_webp_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_
     assert webp_quantizer(io.BytesIO(data[:30])) is None  # cut inside the frame's header
     cut = webp_quantizer(io.BytesIO(data[:40]))  # header fields read past the end as zeros
     assert cut is None or 0 <= cut <= 127
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
+def test_an_avif_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_path: Path,
+                                                     wide_console: None) -> None:
+    """Read from the AV1 frame header: a fine AVIF keeps drcn-lite, a middling one denoise 0.5,
+    a coarse one the photo model; the index falls as the quality rises."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
+    for quality in (95, 75, 40):
+        crop.save(folder / f"q{quality}.avif", quality=quality)
+    out = _run([str(folder), "-o", str(tmp_path / "out")]).splitlines()
+    rows = {q: next(line for line in out if f"q{q}.avif" in line and "done" in line)
+            for q in (95, 75, 40)}
+    assert "drcn-lite " in rows[95] and "photo" not in rows[95] and "denoise" not in rows[95]
+    assert "denoise 0.5" in rows[75]
+    assert "drcn-lite-photo" in rows[40]
+
+    def index(quality: int, image: Image.Image = crop) -> int | None:
+        buf = io.BytesIO()
+        image.save(buf, "AVIF", quality=quality)
+        return avif_base_q_idx(buf)
+
+    indices = [index(q) for q in (0, 20, 50, 80, 95, 100)]
+    assert indices[0] == 255 and indices[-1] == 0 and indices == sorted(indices, reverse=True)
+    assert index(50, crop.convert("RGBA")) == indices[2]  # the alpha item is not the image
+    assert index(50, crop.resize((4200, 2800))) == indices[2]  # several tiles
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
+def test_a_damaged_or_foreign_avif_has_no_quantiser_and_no_error() -> None:
+    buf = io.BytesIO()
+    Image.open(DATA / "Set5" / "bird.png").save(buf, "AVIF", quality=50)
+    data = buf.getvalue()
+    rng = np.random.default_rng(0)
+    assert avif_base_q_idx(io.BytesIO(rng.bytes(4000))) is None
+    whole, pixels = avif_base_q_idx(io.BytesIO(data)), data.find(b"mdat")
+    for cut in range(0, 600, 7):  # inside the boxes, then the headers, then past them
+        got = avif_base_q_idx(io.BytesIO(data[:cut]))
+        assert got is None if cut < pixels + 20 else got in (None, whole), (cut, got)
+    for _ in range(300):
+        mutated = bytearray(data)
+        for i in rng.integers(0, 600, 3):
+            mutated[i] = int(rng.integers(256))
+        f = io.BytesIO(bytes(mutated))
+        f.seek(5)
+        got = avif_base_q_idx(f)
+        assert (got is None or 0 <= got <= 255) and f.tell() == 5

@@ -1,0 +1,213 @@
+"""The quantiser of an AVIF still: ``base_q_idx`` (0 finest .. 255 coarsest) from the AV1 frame
+header of the file's primary item, found through the ISOBMFF boxes ``meta``/``pitm``/``iloc``.
+
+Only the reduced still-picture header (what libavif writes for a still image) is read; any
+other layout, or damage, gives None. Every read is bounded by the bytes present.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+_HEAD_BYTES = 1 << 16  # of the primary item: its sequence and frame headers come first
+_META_BYTES = 1 << 20  # a larger meta box (a huge thumbnail table) is not searched
+_OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
+
+
+class _Bits:
+    """Most-significant-bit-first reader of an AV1 header; reading past the end raises
+    ValueError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def f(self, n: int) -> int:
+        """``n`` bits as an unsigned number (the spec's ``f(n)``)."""
+        if self.pos + n > 8 * len(self.data):
+            raise ValueError("header cut short")
+        value = 0
+        for _ in range(n):
+            value = value << 1 | (self.data[self.pos >> 3] >> (7 - (self.pos & 7)) & 1)
+            self.pos += 1
+        return value
+
+    def ns(self, n: int) -> int:
+        """A number below ``n`` in the spec's non-symmetric code ``ns(n)``."""
+        w = n.bit_length()
+        m = (1 << w) - n
+        v = self.f(w - 1)
+        return v if v < m else (v << 1) - m + self.f(1)
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISOBMFF boxes in ``data[start:end]``."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        head = 8
+        if size == 1 and start + 16 <= end:
+            size, head = struct.unpack_from(">Q", data, start + 8)[0], 16
+        elif size == 0:
+            size = end - start
+        if size < head or start + size > end:
+            return
+        yield kind, start + head, start + size
+        start += size
+
+
+def _primary_extent(meta: bytes) -> tuple[int, int] | None:
+    """File offset and length of the primary item's first extent, from a ``meta`` payload."""
+    boxes = {kind: (a, b) for kind, a, b in _boxes(meta, 4)}  # past meta's version and flags
+    if b"pitm" not in boxes or b"iloc" not in boxes:
+        return None
+    a, _ = boxes[b"pitm"]
+    primary = struct.unpack_from(">H" if meta[a] == 0 else ">I", meta, a + 4)[0]
+    a, b = boxes[b"iloc"]
+    version, sizes = meta[a], meta[a + 4: a + 6]
+    offset_size, length_size, base_size = sizes[0] >> 4, sizes[0] & 15, sizes[1] >> 4
+    index_size = sizes[1] & 15 if version in (1, 2) else 0
+    pos = a + 6
+
+    def number(size: int) -> int:
+        nonlocal pos
+        value = int.from_bytes(meta[pos: pos + size], "big") if size else 0
+        pos += size
+        return value
+
+    count = number(4 if version == 2 else 2)
+    for _ in range(count):
+        item = number(4 if version == 2 else 2)
+        method = number(2) & 15 if version in (1, 2) else 0
+        number(2)  # data_reference_index
+        base = number(base_size)
+        extents = [(number(index_size), number(offset_size), number(length_size))
+                   for _ in range(number(2))]
+        if pos > b:
+            return None
+        if item == primary:
+            return (base + extents[0][1], extents[0][2]) if extents and method == 0 else None
+    return None
+
+
+def _obus(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of the OBUs in ``data`` (each with its size field, as AVIF stores them)."""
+    pos = 0
+    while pos < len(data):
+        header = data[pos]
+        pos += 1 + (header >> 2 & 1)  # the extension byte, if any
+        if not header >> 1 & 1:
+            return
+        size = shift = 0
+        while pos < len(data) and shift < 56:  # leb128
+            byte = data[pos]
+            size, pos, shift = size | (byte & 0x7F) << shift, pos + 1, shift + 7
+            if not byte & 0x80:
+                break
+        yield header >> 3 & 15, data[pos: pos + size]
+        pos += size
+
+
+def _still_sequence(bits: _Bits) -> dict[str, int] | None:
+    """What the frame header needs from a reduced still-picture sequence header."""
+    bits.f(3)  # seq_profile
+    bits.f(1)  # still_picture
+    if not bits.f(1):  # reduced_still_picture_header
+        return None
+    bits.f(5)  # seq_level_idx
+    width_bits, height_bits = bits.f(4) + 1, bits.f(4) + 1
+    seq = {"width": bits.f(width_bits) + 1, "height": bits.f(height_bits) + 1,
+           "sb128": bits.f(1)}
+    bits.f(2)  # enable_filter_intra, enable_intra_edge_filter
+    seq["superres"] = bits.f(1)
+    return seq
+
+
+def _tile_log2(size: int, target: int) -> int:
+    k = 0
+    while size << k < target:
+        k += 1
+    return k
+
+
+def _skip_tile_info(bits: _Bits, width: int, height: int, sb128: int) -> None:
+    """Read past ``tile_info()`` of a frame of ``width`` x ``height`` pixels."""
+    mi_cols, mi_rows = 2 * ((width + 7) >> 3), 2 * ((height + 7) >> 3)
+    shift = 5 if sb128 else 4
+    sb_cols, sb_rows = (mi_cols + (1 << shift) - 1) >> shift, (mi_rows + (1 << shift) - 1) >> shift
+    sb_size = shift + 2
+    max_width_sb, max_area_sb = 4096 >> sb_size, (4096 * 2304) >> (2 * sb_size)
+    min_cols_log2 = _tile_log2(max_width_sb, sb_cols)
+    max_cols_log2, max_rows_log2 = _tile_log2(1, min(sb_cols, 64)), _tile_log2(1, min(sb_rows, 64))
+    min_log2 = max(min_cols_log2, _tile_log2(max_area_sb, sb_rows * sb_cols))
+    if bits.f(1):  # uniform_tile_spacing_flag
+        cols_log2 = min_cols_log2
+        while cols_log2 < max_cols_log2 and bits.f(1):
+            cols_log2 += 1
+        rows_log2 = max(min_log2 - cols_log2, 0)
+        while rows_log2 < max_rows_log2 and bits.f(1):
+            rows_log2 += 1
+    else:
+        start = widest = cols = 0
+        while start < sb_cols:
+            size = bits.ns(min(sb_cols - start, max_width_sb)) + 1
+            widest, start, cols = max(widest, size), start + size, cols + 1
+        area = (sb_rows * sb_cols) >> (min_log2 + 1) if min_log2 else sb_rows * sb_cols
+        max_height_sb, start, rows = max(area // widest, 1), 0, 0
+        while start < sb_rows:
+            start += bits.ns(min(sb_rows - start, max_height_sb)) + 1
+            rows += 1
+        cols_log2, rows_log2 = _tile_log2(1, cols), _tile_log2(1, rows)
+    if cols_log2 or rows_log2:
+        bits.f(cols_log2 + rows_log2 + 2)  # context_update_tile_id, tile_size_bytes_minus_1
+
+
+def _still_base_q_idx(bits: _Bits, seq: dict[str, int]) -> int:
+    """``base_q_idx`` of a reduced still-picture frame header (a shown key frame)."""
+    bits.f(1)  # disable_cdf_update
+    screen_tools = bits.f(1)  # allow_screen_content_tools (the sequence leaves it to the frame)
+    if screen_tools:
+        bits.f(1)  # force_integer_mv
+    width = seq["width"]
+    if seq["superres"] and bits.f(1):  # use_superres: the coded width is scaled down
+        width = _superres_width(width, bits)
+    if bits.f(1):  # render_and_frame_size_different
+        bits.f(32)
+    if screen_tools and width == seq["width"]:
+        bits.f(1)  # allow_intrabc
+    _skip_tile_info(bits, width, seq["height"], seq["sb128"])
+    return bits.f(8)
+
+
+def _superres_width(width: int, bits: _Bits) -> int:
+    """The coded width of a frame that superres up-scales to ``width``."""
+    denominator = bits.f(3) + 9
+    return (width * 8 + denominator // 2) // denominator
+
+
+def avif_base_q_idx(f: BinaryIO) -> int | None:
+    """The primary image's ``base_q_idx`` of the AVIF file ``f`` (its position kept), or None
+    where the file is laid out otherwise or damaged."""
+    where = f.tell()
+    try:
+        f.seek(0)
+        top = f.read(_META_BYTES)
+        meta = next((top[a:b] for kind, a, b in _boxes(top) if kind == b"meta"), None)
+        extent = _primary_extent(meta) if meta else None
+        if extent is None:
+            return None
+        f.seek(extent[0])
+        seq = None
+        for kind, payload in _obus(f.read(min(extent[1], _HEAD_BYTES))):
+            if kind == _OBU_SEQUENCE_HEADER:
+                seq = _still_sequence(_Bits(payload))
+                if seq is None:
+                    return None
+            elif kind in (_OBU_FRAME_HEADER, _OBU_FRAME) and seq is not None:
+                return _still_base_q_idx(_Bits(payload), seq)
+        return None
+    except (ValueError, IndexError, struct.error, OSError):
+        return None
+    finally:
+        f.seek(where)
