@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from drcn_plugin import hub
 from drcn_plugin.av1header import avif_base_q_idx
 from drcn_plugin.cli import app
-from drcn_plugin.compression import jpeg_history
+from drcn_plugin.compression import jpeg_history, webp_quantizer
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.hub import choose_for_source, load_denoised, load_model
@@ -222,28 +222,44 @@ def test_shipped_pair_denoise_ends_are_the_shipped_models() -> None:
     assert not _same_weights(load_denoised(0.5), load_model("drcn-lite-photo"))
 
 
-def test_a_lossy_webp_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_path: Path,
-                                                        wide_console: None) -> None:
-    """Read from the VP8 frame header: a fine WebP keeps drcn-lite, a coarse one the photo
-    model; the first frame of an animation counts, a lossless or damaged one reads as None."""
+def _monarch_crop() -> Image.Image:
+    return Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
+
+
+@pytest.mark.parametrize(("ext", "qualities"), [
+    ("webp", (95, 90, 50)),
+    pytest.param("avif", (95, 75, 40), marks=pytest.mark.skipif(
+        not features.check("avif"), reason="Pillow without AVIF")),
+])
+def test_a_lossy_file_gets_the_strength_of_its_quantiser(
+        photo_model: Path, tmp_path: Path, wide_console: None, ext: str,
+        qualities: tuple[int, int, int]) -> None:
+    """Read from the VP8 or AV1 frame header: a fine file keeps drcn-lite, a middling one
+    denoise 0.5, a coarse one the photo model."""
     folder = tmp_path / "in"
     folder.mkdir()
-    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
-    for quality in (95, 90, 50):
-        crop.save(folder / f"q{quality}.webp", quality=quality)
+    for quality in qualities:
+        _monarch_crop().save(folder / f"q{quality}.{ext}", quality=quality)
     out = _run([str(folder), "-o", str(tmp_path / "out")]).splitlines()
-    rows = {q: next(line for line in out if f"q{q}.webp" in line and "done" in line)
-            for q in (95, 90, 50)}
-    assert "drcn-lite " in rows[95] and "photo" not in rows[95] and "denoise" not in rows[95]
-    assert "denoise 0.5" in rows[90]
-    assert "drcn-lite-photo" in rows[50]
+    fine, middling, coarse = (next(line for line in out if f"q{q}.{ext}" in line
+                                   and "done" in line) for q in qualities)
+    assert "drcn-lite " in fine and "photo" not in fine and "denoise" not in fine
+    assert "denoise 0.5" in middling
+    assert "drcn-lite-photo" in coarse
 
-    from drcn_plugin.compression import webp_quantizer
 
-    def quantiser(**options: object) -> float | None:
+def test_a_webp_quantiser_is_its_first_frames_and_none_when_lossless_or_cut() -> None:
+    """Fine and coarse files fall either side of the rule's bounds; the first frame of an
+    animation counts; a lossless file, or one cut inside its frame header, reads as None."""
+    crop = _monarch_crop()
+
+    def saved(**options: object) -> bytes:
         buf = io.BytesIO()
         crop.save(buf, "WEBP", **options)
-        return webp_quantizer(buf)
+        return buf.getvalue()
+
+    def quantiser(**options: object) -> float | None:
+        return webp_quantizer(io.BytesIO(saved(**options)))
 
     fine, coarse = quantiser(quality=95), quantiser(quality=50)
     assert 0 <= fine < hub.DENOISE_BY_VP8_QUANTIZER[1][0] < hub.DENOISE_BY_VP8_QUANTIZER[0][0] \
@@ -251,28 +267,16 @@ def test_a_lossy_webp_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_
     animated = quantiser(quality=50, save_all=True, append_images=[crop.rotate(90)])
     assert animated is not None and animated >= hub.DENOISE_BY_VP8_QUANTIZER[0][0]
     assert quantiser(lossless=True) is None
-    data = (folder / "q50.webp").read_bytes()
+    data = saved(quality=50)
     assert webp_quantizer(io.BytesIO(data[:30])) is None  # cut inside the frame's header
     cut = webp_quantizer(io.BytesIO(data[:40]))  # header fields read past the end as zeros
     assert cut is None or 0 <= cut <= 127
 
 
 @pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
-def test_an_avif_gets_the_strength_of_its_quantiser(photo_model: Path, tmp_path: Path,
-                                                     wide_console: None) -> None:
-    """Read from the AV1 frame header: a fine AVIF keeps drcn-lite, a middling one denoise 0.5,
-    a coarse one the photo model; the index falls as the quality rises."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    crop = Image.open(DATA / "Set14" / "monarch.png").convert("RGB").crop((0, 0, 96, 64))
-    for quality in (95, 75, 40):
-        crop.save(folder / f"q{quality}.avif", quality=quality)
-    out = _run([str(folder), "-o", str(tmp_path / "out")]).splitlines()
-    rows = {q: next(line for line in out if f"q{q}.avif" in line and "done" in line)
-            for q in (95, 75, 40)}
-    assert "drcn-lite " in rows[95] and "photo" not in rows[95] and "denoise" not in rows[95]
-    assert "denoise 0.5" in rows[75]
-    assert "drcn-lite-photo" in rows[40]
+def test_an_avif_quantiser_falls_as_its_quality_rises() -> None:
+    """255 at quality 0, 0 (lossless) at 100; an alpha item or several tiles read alike."""
+    crop = _monarch_crop()
 
     def index(quality: int, image: Image.Image = crop) -> int | None:
         buf = io.BytesIO()
