@@ -129,8 +129,10 @@ def pick_precision(device: torch.device, precision: Precision = "auto") -> torch
                              option="precision")
     if precision != "auto":
         return _DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":  # bf16 in hardware (compute capability 8+): torch's default
+        # answer also counts the slow emulation of a T4 or RTX 20xx, without bf16 convolutions
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.bfloat16 if native else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
