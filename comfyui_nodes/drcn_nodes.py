@@ -180,16 +180,18 @@ def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
 def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
     """``1 - mask`` as ``[1 or B, H, W]`` alpha planes to upscale with the image, or None.
 
-    An all-zero mask of another size (LoadImage's "no alpha" mask) counts as no mask.
+    An all-zero mask of another size (LoadImage's "no alpha" mask) counts as no mask. Leading
+    dimensions are read as ComfyUI's own mask nodes read them (``reshape(-1, H, W)``), so a
+    ``[B, 1, H, W]`` mask is B masks.
     """
     if mask is None:
         return None
     mask = readable(mask, "mask")
-    mask = mask[None] if mask.ndim == 2 else mask
     b, h, w, c = image.shape
-    if mask.ndim != 3:
+    if mask.ndim < 2:
         raise BadImageError(f"the mask has shape {tuple(mask.shape)}: a MASK is [H, W] or "
                             "[B, H, W]")
+    mask = mask.reshape(-1, *mask.shape[-2:])
     if tuple(mask.shape[-2:]) != (h, w):
         if not mask.any():
             return None

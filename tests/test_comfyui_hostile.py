@@ -1,13 +1,23 @@
 """ComfyUI nodes against what ComfyUI itself and its users hand them: its GPUs' precision rules
-(fakes of ComfyUI's modules from test_comfyui_nodes)."""
+and the mask layouts its own mask nodes accept (fakes of ComfyUI's modules from
+test_comfyui_nodes)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from test_comfyui_nodes import NODES, FakeComfy
+from helpers import seeded_drcn
+from test_comfyui_nodes import NODES, PKG, FakeComfy
 
 from drcn_plugin.devices import pick_precision
+from drcn_plugin.model import DRCN
+
+UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DRCN:
+    return seeded_drcn()
 
 
 def test_a_gpu_without_bf16_hardware_runs_in_fp16_as_comfyui_says(
@@ -25,3 +35,13 @@ def test_a_gpu_without_bf16_hardware_runs_in_fp16_as_comfyui_says(
     asked = NODES.engine_precision(fake.mm, "cuda:0")
     assert pick_precision(torch.device("cuda", 0), asked) == torch.float16
 
+
+@pytest.mark.parametrize("layout", [(2, 1, 8, 8), (1, 2, 8, 8), (2, 8, 8)])
+def test_masks_in_the_layouts_comfyuis_mask_nodes_take(tiny: DRCN, layout: tuple) -> None:
+    """ComfyUI's own mask nodes read a MASK as ``reshape(-1, H, W)`` (nodes_mask.py): a
+    ``[B, 1, H, W]`` mask from a custom node is the same B masks, not a refusal."""
+    image = torch.rand(2, 8, 8, 3, generator=torch.Generator().manual_seed(1))
+    masks = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(2))
+    want_image, want_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=masks)
+    out, out_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=masks.reshape(layout))
+    assert torch.equal(out, want_image) and torch.equal(out_mask, want_mask)

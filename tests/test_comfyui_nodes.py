@@ -293,8 +293,8 @@ def test_mask_mismatch_is_reported(tiny: DRCN) -> None:
         with pytest.raises(NODES.DRCNNodeError, match="not both"):
             UPSCALE.upscale(torch.rand(1, 8, 8, channels), tiny, 2.0, 0, False,
                             mask=torch.ones(1, 8, 8))
-    with pytest.raises(NODES.DRCNNodeError, match=r"the mask has shape \(1, 1, 8, 8\)"):
-        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(1, 1, 8, 8))
+    with pytest.raises(NODES.DRCNNodeError, match=r"the mask has shape \(8,\)"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.ones(8))
     with pytest.raises(NODES.DRCNNodeError, match="the mask has NaN"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False,
                         mask=torch.full((1, 8, 8), float("nan")))
