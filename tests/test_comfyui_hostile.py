@@ -1,18 +1,22 @@
-"""ComfyUI nodes against what ComfyUI itself and its users hand them: its GPUs' precision rules
-and the mask layouts its own mask nodes accept (fakes of ComfyUI's modules from
-test_comfyui_nodes)."""
+"""ComfyUI nodes against what ComfyUI itself and its users hand them: its GPUs' precision rules,
+the mask layouts its own mask nodes accept and the paths its users paste (fakes of ComfyUI's
+modules from test_comfyui_nodes)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import seeded_drcn
+from safetensors.torch import save_file
 from test_comfyui_nodes import NODES, PKG, FakeComfy
 
 from drcn_plugin.devices import pick_precision
 from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+LOADER = PKG.NODE_CLASS_MAPPINGS["DRCNModelLoader"]()
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +49,13 @@ def test_masks_in_the_layouts_comfyuis_mask_nodes_take(tiny: DRCN, layout: tuple
     want_image, want_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=masks)
     out, out_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=masks.reshape(layout))
     assert torch.equal(out, want_image) and torch.equal(out_mask, want_mask)
+
+
+@pytest.mark.parametrize("quoted", ['"{}"', "  '{}' "])
+def test_a_path_pasted_with_quotes_loads(tiny: DRCN, tmp_path: Path, quoted: str) -> None:
+    """Windows Explorer's "Copy as path" wraps the path in double quotes, and users paste it
+    into hub_or_path as it is (ComfyUI's video loaders strip them too)."""
+    weights = tmp_path / "my drcn.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(weights))
+    (model,) = LOADER.load("drcn-lite", quoted.format(weights))
+    assert (model.features, model.recursions) == (tiny.features, tiny.recursions)
