@@ -404,3 +404,20 @@ def test_training_goes_on_without_matplotlib(t12: Path, tmp_path: Path, no_matpl
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1  # one line, not one per validation
     assert 'pip install "drcn-plugin[plot]"' in warnings[0] and "\n" not in warnings[0]
+
+
+@pytest.mark.parametrize(("precision", "device", "native", "want"), [
+    ("auto", "cuda", True, torch.bfloat16), ("auto", "cuda", False, None),
+    ("auto", "cpu", True, None), ("bf16", "cuda", False, torch.bfloat16),
+    ("fp32", "cuda", True, None)])
+def test_auto_trains_in_bf16_only_on_gpus_built_for_it(
+        monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native: bool,
+        want: torch.dtype | None) -> None:
+    """A T4 or RTX 20xx answers ``is_bf16_supported()`` True through slow emulation; ``auto``
+    asks for the hardware (``including_emulation=False``) and trains in fp32 without it."""
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cfg = TrainConfig(data=["t91"], precision=precision)
+    assert cfg.autocast_dtype(torch.device(device)) == want

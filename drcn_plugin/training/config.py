@@ -15,7 +15,10 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+import torch
+
 from ..degrade import Recipe
+from ..devices import pick_precision
 from ..errors import EMPTY_PATH, BadOptionError
 from ..hub import MAX_FEATURES, MAX_RECURSIONS, names_a_path
 from ..scales import check_train_scales
@@ -99,7 +102,7 @@ class TrainConfig:
     baseline: str = option("", "model measured beside the result in the card")
     name: str = option("", "exported file stem (default drcn-fF-dD-xS)")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", card="never")
-    precision: TrainPrecision = option("auto", "auto (bf16 on CUDA), fp32 or bf16")
+    precision: TrainPrecision = option("auto", "auto (bf16 on GPUs with native bf16), fp32 or bf16")
     seed: int = option(0, "random seed (weights, batches)")
     stop_at: int = option(0, "stop resumably after this step", card="never")
     degrade: str = option("", "degrade the LR images, e.g. "
@@ -206,6 +209,15 @@ class TrainConfig:
         """The training and validation degradation recipes (None: clean protocol pairs)."""
         return (Recipe.parse(self.degrade) if self.degrade else None,
                 Recipe.parse(self.val_degrade, "val_degrade") if self.val_degrade else None)
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """bf16 autocast when asked, or for ``auto`` on a GPU with bf16 hardware; None is fp32.
+
+        A T4 or RTX 20xx only emulates bf16 (slowly), so ``auto`` trains in fp32 there.
+        """
+        native = device.type == "cuda" and pick_precision(device) == torch.bfloat16
+        return torch.bfloat16 if self.precision == "bf16" or (self.precision == "auto"
+                                                              and native) else None
 
 
 def check_options(cfg: TrainConfig, resume: bool, given: Collection[str] | None) -> None:

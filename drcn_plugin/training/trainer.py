@@ -111,9 +111,7 @@ class Trainer:
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
                                  "processes", option="batch")
-        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto"
-                                               and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = cfg.autocast_dtype(self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -159,7 +157,8 @@ class Trainer:
 
         t0 = time.perf_counter()
         self.val_recipe = cfg.recipes()[1]
-        self.patches: PatchSet = fitting_patches(cfg, self.device, self.dist.world, use_bf16,
+        self.patches: PatchSet = fitting_patches(cfg, self.device, self.dist.world,
+                                                 self.autocast_dtype is not None,
                                                  resumed=ckpt is not None)
         self.data_seconds = time.perf_counter() - t0
         self.data_id = self._data()  # once: the patches do not change during the run
