@@ -78,6 +78,19 @@ class DRCN(
                 os.replace(file, target / file.name)
         return result
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *,
+                        revision: str | None = None, map_location: str | torch.device = "cpu",
+                        strict: bool = True, **download: Any) -> DRCN:
+        """A model folder or Hub repo id (the mixin's convention) loaded with
+        :func:`.hub.load_model`'s checks, as a :class:`ModelLoadError` when it fails: shapes read
+        before anything is allocated, config.json against the weights, finite float weights.
+        Loading is always strict (``strict`` is taken for the mixin's signature); ``download``
+        goes to ``huggingface_hub.snapshot_download`` (``cache_dir``, ``token``, ...)."""
+        from .hub import load_pretrained
+
+        return load_pretrained(pretrained_model_name_or_path, revision, **download).to(map_location)
+
     @property
     def receptive_radius(self) -> int:
         """Pixels of context each output pixel sees on every side (20 for D = 16)."""
