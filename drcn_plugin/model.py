@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .errors import BadOptionError, ModelLoadError
+from .errors import EMPTY_PATH, BadOptionError, ModelLoadError
 from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
 
@@ -64,6 +64,8 @@ class DRCN(
         that fails while writing (a full disk, an interrupt) leaves the previous files as they
         were; only a crash between the two renames can pair new weights with the old config.
         Hidden folders that killed saves left there are removed (never a running save's)."""
+        if isinstance(save_directory, str) and not save_directory:  # Path("") would be "."
+            raise BadOptionError(EMPTY_PATH, option="save_directory")
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
         clean_stale_folders(target, _SAVING)

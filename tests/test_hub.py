@@ -382,3 +382,13 @@ def test_from_pretrained_checks_what_it_loads_as_load_model_does(offline, tmp_pa
     tiny_model.save_pretrained(tmp_path / "nan")
     with pytest.raises(ModelLoadError, match="NaN or infinite weights"):
         DRCN.from_pretrained(tmp_path / "nan")
+
+
+def test_saving_to_an_empty_path_is_refused_not_the_current_folder(tmp_path, tiny_model,
+                                                                   monkeypatch):
+    from drcn_plugin.errors import BadOptionError
+
+    monkeypatch.chdir(tmp_path)  # Path("") is ".": the files landed here
+    with pytest.raises(BadOptionError, match="an empty path"):
+        tiny_model.save_pretrained("")
+    assert list(tmp_path.iterdir()) == []
