@@ -195,6 +195,16 @@ def checked(model: DRCN, origin: str) -> DRCN:
     return model
 
 
+def _is_pickle(path: Path) -> bool:
+    """Whether a file starts as a pickle of protocol 2 or later does (PROTO opcode, version)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
     if not _is_file(path):
@@ -205,10 +215,12 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
                                  "reinstall drcn-plugin")
         sd = _read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
-        if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
-            raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
-                                 ".safetensors weights: a training run exports its weights as "
-                                 "NAME.safetensors beside its checkpoints") from e
+        kind = "a zip archive (as torch.save writes)" if zipfile.is_zipfile(path) else \
+            "a Python pickle (as torch.save's legacy format is)" if _is_pickle(path) else None
+        if kind:  # a checkpoint: a run's last.pt or best.pt, say, or a .pth from elsewhere
+            raise ModelLoadError(f"{path} is {kind}, not .safetensors weights: a training run "
+                                 "exports its weights as NAME.safetensors beside its "
+                                 "checkpoints") from e
         raise ModelLoadError(f"cannot read weights file {path}: {reason(e)}") from e
     return from_state_dict(sd, str(path))
 
