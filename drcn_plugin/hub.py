@@ -335,7 +335,8 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
         return load_weights_file(path)
     if mode is not None:
         raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
-    if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
+    if path.suffix.lower() == ".safetensors" or any(sep and sep in spec
+                                                    for sep in (os.sep, os.altsep)):
         raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "
                              "model is written hf:owner/name)")
     close = difflib.get_close_matches(spec.lower(), SHIPPED, n=1)

@@ -96,6 +96,13 @@ def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
         load_model("~no-such-user-drcn/w.safetensors")
 
 
+@pytest.mark.parametrize("spec", ["./my-run", "my-run/", "../my-run"])
+def test_a_missing_path_written_as_one_is_not_found(spec: str, no_network) -> None:
+    """``./my-run`` is a path however few names it has: not an "unknown model"."""
+    with pytest.raises(ModelLoadError, match="not found: "):
+        load_model(spec)
+
+
 def test_a_hub_spec_with_nothing_after_the_at_is_refused(no_network) -> None:
     """``hf:a/b@$REV`` with REV unset must not quietly load the default branch."""
     with pytest.raises(ModelLoadError, match="bad Hub spec 'hf:a/b@'"):
