@@ -145,7 +145,11 @@ def one_line(error: BaseException) -> str:
 
     The one place any exception (ours or a library's) becomes text for a user.
     """
-    if isinstance(error, DRCNError) and str(error).strip():
-        return single_line(str(error).strip())
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    try:
+        text = str(error)
+    except Exception:  # a __str__ that fails itself: the type's name is all there is to show
+        text = ""
+    if isinstance(error, DRCNError) and text.strip():
+        return single_line(text.strip())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return single_line(lines[0]) if lines else type(error).__name__

@@ -195,6 +195,16 @@ def checked(model: DRCN, origin: str) -> DRCN:
     return model
 
 
+def _is_pickle(path: Path) -> bool:
+    """Whether a file starts as a pickle of protocol 2 or later does (PROTO opcode, version)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
     if not _is_file(path):
@@ -205,10 +215,12 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
                                  "reinstall drcn-plugin")
         sd = _read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
-        if zipfile.is_zipfile(path):  # what torch.save writes: a run's last.pt or best.pt, say
-            raise ModelLoadError(f"{path} is a zip archive (as torch.save writes), not "
-                                 ".safetensors weights: a training run exports its weights as "
-                                 "NAME.safetensors beside its checkpoints") from e
+        kind = "a zip archive (as torch.save writes)" if zipfile.is_zipfile(path) else \
+            "a Python pickle (as torch.save's legacy format is)" if _is_pickle(path) else None
+        if kind:  # a checkpoint: a run's last.pt or best.pt, say, or a .pth from elsewhere
+            raise ModelLoadError(f"{path} is {kind}, not .safetensors weights: a training run "
+                                 "exports its weights as NAME.safetensors beside its "
+                                 "checkpoints") from e
         raise ModelLoadError(f"cannot read weights file {path}: {reason(e)}") from e
     return from_state_dict(sd, str(path))
 
@@ -248,27 +260,51 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
 
 
 def _load_hub(spec: str) -> DRCN:
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import snapshot_download
-
     repo, at, revision = spec[3:].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")) or (at and not revision):
         raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
+    return _load_folder(_hub_folder(repo, revision or None, spec), origin=spec)
+
+
+def _hub_folder(repo: str, revision: str | None, origin: str, **download: object) -> Path:
+    """The local folder holding a Hub model's config.json and model.safetensors, downloaded or
+    found in the cache (``download``: more of ``snapshot_download``'s options); any failure is a
+    :class:`ModelLoadError` naming ``origin``."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
+
     try:
         # Downloaded (or found in the cache) first and then loaded as a folder: the mixin would
         # take a local folder of the same name instead of the Hub model.
-        folder = snapshot_download(repo, revision=revision or None,
-                                   allow_patterns=["config.json", "model.safetensors"])
+        return Path(snapshot_download(repo, revision=revision, **download,
+                                      allow_patterns=["config.json", "model.safetensors"]))
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
-        raise ModelLoadError(f"{spec}: not in the local Hugging Face cache and the Hub cannot be "
-                             "reached (offline?)") from e
+        raise ModelLoadError(f"{origin}: not in the local Hugging Face cache and the Hub cannot "
+                             "be reached (offline?)") from e
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError,
             hf_errors.EntryNotFoundError) as e:
-        raise ModelLoadError(f"{spec}: no such DRCN model on the Hugging Face Hub") from e
+        raise ModelLoadError(f"{origin}: no such DRCN model on the Hugging Face Hub") from e
     except (hf_errors.HfHubHTTPError, OSError, ValueError, RuntimeError, TypeError) as e:
-        raise ModelLoadError(f"{spec}: cannot load from the Hugging Face Hub: "
+        raise ModelLoadError(f"{origin}: cannot load from the Hugging Face Hub: "
                              f"{one_line(e)}") from e
-    return _load_folder(Path(folder), origin=spec)
+
+
+def load_pretrained(model_id: str | os.PathLike, revision: str | None = None,
+                    **download: object) -> DRCN:
+    """What ``DRCN.from_pretrained`` loads: a local model folder, else a Hub repo id (``owner/
+    name``), with :func:`load_model`'s checks (the mixin's own loader builds the model that
+    config.json declares before reading the weights, and takes NaN weights)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    spec = _spec_text(model_id)
+    if (mode := _mode(Path(spec))) is not None and stat.S_ISDIR(mode):
+        return _load_folder(Path(spec))
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as e:
+        raise ModelLoadError(f"not found: {spec} (no such model folder, nor a Hub repo id "
+                             "owner/name)") from e
+    return _load_folder(_hub_folder(spec, revision, spec, **download), origin=spec)
 
 
 def _spec_text(spec: object) -> str:
@@ -299,7 +335,8 @@ def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
         return load_weights_file(path)
     if mode is not None:
         raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
-    if path.suffix.lower() == ".safetensors" or len(path.parts) > 1:
+    if path.suffix.lower() == ".safetensors" or any(sep and sep in spec
+                                                    for sep in (os.sep, os.altsep)):
         raise ModelLoadError(f"not found: {path} (no such weights file or model folder; a Hub "
                              "model is written hf:owner/name)")
     close = difflib.get_close_matches(spec.lower(), SHIPPED, n=1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .errors import BadOptionError, ModelLoadError
+from .errors import EMPTY_PATH, BadOptionError, ModelLoadError
 from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
 
@@ -64,6 +64,8 @@ class DRCN(
         that fails while writing (a full disk, an interrupt) leaves the previous files as they
         were; only a crash between the two renames can pair new weights with the old config.
         Hidden folders that killed saves left there are removed (never a running save's)."""
+        if isinstance(save_directory, str) and not save_directory:  # Path("") would be "."
+            raise BadOptionError(EMPTY_PATH, option="save_directory")
         target = Path(save_directory)
         target.mkdir(parents=True, exist_ok=True)
         clean_stale_folders(target, _SAVING)
@@ -77,6 +79,19 @@ class DRCN(
                     continue  # as the mixin does, a model card already there is kept
                 os.replace(file, target / file.name)
         return result
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *,
+                        revision: str | None = None, map_location: str | torch.device = "cpu",
+                        strict: bool = True, **download: Any) -> DRCN:
+        """A model folder or Hub repo id (the mixin's convention) loaded with
+        :func:`.hub.load_model`'s checks, as a :class:`ModelLoadError` when it fails: shapes read
+        before anything is allocated, config.json against the weights, finite float weights.
+        Loading is always strict (``strict`` is taken for the mixin's signature); ``download``
+        goes to ``huggingface_hub.snapshot_download`` (``cache_dir``, ``token``, ...)."""
+        from .hub import load_pretrained
+
+        return load_pretrained(pretrained_model_name_or_path, revision, **download).to(map_location)
 
     @property
     def receptive_radius(self) -> int:

@@ -144,6 +144,16 @@ def test_one_line_takes_the_first_line_or_the_type() -> None:
     assert one_line(KeyError()) == "KeyError"
 
 
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("a __str__ that fails itself")
+
+
+def test_an_exception_that_cannot_be_shown_is_named_by_its_type() -> None:
+    # batch.run_job turns any exception into its file's line: one_line must not raise there
+    assert one_line(_UnprintableError()) == "_UnprintableError"
+
+
 def test_option_errors_survive_pickling_between_ranks() -> None:
     again = pickle.loads(pickle.dumps(BadOptionError("bad", option="scale")))
     assert (str(again), again.option) == ("bad", "scale")

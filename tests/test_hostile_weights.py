@@ -80,10 +80,27 @@ def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network
     assert load_model(tmp_path / "drcn-f8-d3-x3.safetensors").features == 8
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_pickled_checkpoint_is_named_as_one(tmp_path: Path, protocol: int) -> None:
+    """torch.save's legacy format and plain pickles (a .pth, a .pt) were "header too large"."""
+    path = tmp_path / "model.pth"
+    torch.save(seeded_drcn().state_dict(), path, pickle_protocol=protocol,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelLoadError, match="model.pth is a Python pickle .*, not .safetensors"):
+        load_model(path)
+
+
 def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
     """pathlib's expanduser raised RuntimeError (a traceback in the CLI) for ~nosuchuser."""
     with pytest.raises(ModelLoadError, match="not found: ~no-such-user-drcn/w.safetensors"):
         load_model("~no-such-user-drcn/w.safetensors")
+
+
+@pytest.mark.parametrize("spec", ["./my-run", "my-run/", "../my-run"])
+def test_a_missing_path_written_as_one_is_not_found(spec: str, no_network) -> None:
+    """``./my-run`` is a path however few names it has: not an "unknown model"."""
+    with pytest.raises(ModelLoadError, match="not found: "):
+        load_model(spec)
 
 
 def test_a_hub_spec_with_nothing_after_the_at_is_refused(no_network) -> None:

@@ -355,3 +355,40 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path: Path, dtype: 
     half = {k: v.half() for k, v in DRCN(4, 2).state_dict().items()}
     save_file(half, str(tmp_path / "half.safetensors"))
     assert load_model(str(tmp_path / "half.safetensors")).features == 4
+
+
+def test_from_pretrained_checks_what_it_loads_as_load_model_does(offline, tmp_path, tiny_model,
+                                                                 capsys):
+    """The mixin's own loader built the model from config.json before reading the weights (a
+    config declaring F=200000 asked for 1.4 TB), loaded NaN weights without a word and raised
+    torch's and huggingface_hub's exceptions; it is the checked folder and Hub loader now."""
+    from drcn_plugin.errors import ModelLoadError
+
+    tiny_model.save_pretrained(tmp_path / "saved")
+    _fake_cache(offline, tmp_path / "saved")
+    for source in (tmp_path / "saved", str(tmp_path / "saved"), "owner/name"):
+        assert same_weights(DRCN.from_pretrained(source), tiny_model)
+    assert capsys.readouterr().out == ""  # not the mixin's "Loading weights from ..."
+    with pytest.raises(ModelLoadError, match="owner/unknown: not in the local Hugging Face"):
+        DRCN.from_pretrained("owner/unknown")
+    with pytest.raises(ModelLoadError, match="not found: .*nowhere"):
+        DRCN.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "saved" / "config.json").write_text(json.dumps({"features": 200_000,
+                                                                "recursions": 3}))
+    with pytest.raises(ModelLoadError, match="declares F=200000, D=3; the weights are F=8"):
+        DRCN.from_pretrained(tmp_path / "saved")
+    with torch.no_grad():
+        tiny_model.ensemble[0] = float("nan")
+    tiny_model.save_pretrained(tmp_path / "nan")
+    with pytest.raises(ModelLoadError, match="NaN or infinite weights"):
+        DRCN.from_pretrained(tmp_path / "nan")
+
+
+def test_saving_to_an_empty_path_is_refused_not_the_current_folder(tmp_path, tiny_model,
+                                                                   monkeypatch):
+    from drcn_plugin.errors import BadOptionError
+
+    monkeypatch.chdir(tmp_path)  # Path("") is ".": the files landed here
+    with pytest.raises(BadOptionError, match="an empty path"):
+        tiny_model.save_pretrained("")
+    assert list(tmp_path.iterdir()) == []
