@@ -193,6 +193,7 @@ def plugin():
     gimp.PlugIn = type("PlugIn", (), {"__gtype__": "gtype"})
     gimp.RunMode, gimp.ImageBaseType = RunMode, ImageBaseType
     gimp.ProcedureSensitivityMask, gimp.Layer = SensitivityMask, FakeLayer
+    gimp.LayerMask = type("LayerMask", (), {})
     gimp.Selection.is_empty.return_value = True
     with mock.patch.dict(sys.modules, {"gi": gi, "gi.repository": gi.repository}), \
             mock.patch.object(sys, "path", list(sys.path)):
@@ -333,3 +334,32 @@ def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
     worker = RecordingWorker([])
     plugin.DRCNSuperResolution()._new_image(worker, image, layer, 2.0, {})
     assert [fmt.babl for fmt in worker.formats] == [babl]
+
+
+def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_not(plugin):
+    """The menu entry was greyed out with no layer selected (no NO_DRAWABLES in the mask), though
+    Scale this image needs no selected layer; a new image then asks for one in one line."""
+    proc = plugin.DRCNSuperResolution().do_create_procedure("plug-in-drcn-super-resolution")
+    assert proc.set_sensitivity_mask.call_args.args[0] & SensitivityMask.NO_DRAWABLES
+    layer = FakeLayer([], 6, 4)
+    image = FakeImage().setup([], 6, 4, [layer])
+    for output, status in (("scale-image", "SUCCESS"), ("new-image", "CALLING_ERROR")):
+        procedure = mock.MagicMock()
+        plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image, [],
+                                         _config(output), None)
+        assert procedure.new_return_values.call_args.args[0] == \
+            getattr(plugin.Gimp.PDBStatusType, status)
+    assert layer.written and "select exactly one layer" in plugin.GLib.Error.call_args.args[0]
+
+
+def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
+    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the user,
+    seeing one layer selected, was told to 'select exactly one layer'."""
+    image = FakeImage().setup([], 6, 4, [FakeLayer([], 6, 4)])
+    procedure = mock.MagicMock()
+    plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image,
+                                     [plugin.Gimp.LayerMask()], _config("new-image"), None)
+    assert procedure.new_return_values.call_args.args[0] == \
+        plugin.Gimp.PDBStatusType.CALLING_ERROR
+    message = plugin.GLib.Error.call_args.args[0]
+    assert "layer mask is selected" in message and "\n" not in message

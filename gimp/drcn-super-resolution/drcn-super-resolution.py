@@ -120,9 +120,10 @@ class DRCNSuperResolution(Gimp.PlugIn):
         """The procedure, its menu place and its arguments (the dialog shows them in order)."""
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
-        # Scale this image works whatever is selected; a new image needs exactly one layer
+        # Scale this image works whatever is selected, nothing too; a new image needs one layer
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                  | Gimp.ProcedureSensitivityMask.DRAWABLES)
+                                  | Gimp.ProcedureSensitivityMask.DRAWABLES
+                                  | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
         proc.set_menu_label("DRCN Super-Resolution...")
         proc.add_menu_path("<Image>/Filters/Enhance")
         proc.set_documentation(
@@ -184,9 +185,12 @@ class DRCNSuperResolution(Gimp.PlugIn):
                    "denoise": get("denoise"), "tile": get("tile"), "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
                                              or not isinstance(drawables[0], Gimp.Layer)):
+            mask = len(drawables) == 1 and isinstance(drawables[0], Gimp.LayerMask)
             return procedure.new_return_values(
                 Gimp.PDBStatusType.CALLING_ERROR,
-                GLib.Error("DRCN: select exactly one layer to upscale into a new image"))
+                GLib.Error("DRCN: the layer mask is selected; click the layer's own thumbnail "
+                           "in the Layers dialog to upscale the layer into a new image" if mask
+                           else "DRCN: select exactly one layer to upscale into a new image"))
         Gimp.progress_init("DRCN: starting the worker")
         try:
             with Worker(worker_command(PLUGIN_DIR)) as worker:
