@@ -40,14 +40,17 @@ class FakeLayer:
     """A Gimp.Layer whose PDB calls refuse locked items as GIMP 3 does: ``merge_shadow`` needs
     unlocked pixels (pdb/groups/drawable.pdb, drawable_merge_shadow), ``set_offsets`` an
     unlocked position and ``scale`` both (pdb/groups/layer.pdb); a group's locks hold for its
-    children (app/core/gimpitem.c, gimp_item_is_content_locked). Refused calls return False."""
+    children (app/core/gimpitem.c, gimp_item_is_content_locked). Refused calls return False.
+    ``merge_shadow`` keeps the alpha of an alpha-locked layer or group's child
+    (app/core/gimplayer.c, gimp_layer_get_active_mask)."""
 
     def __init__(self, log: list, w: int, h: int, x: int = 0, y: int = 0, parent=None,
                  children: list | None = None, lock_content: bool = False,
-                 lock_position: bool = False) -> None:
+                 lock_position: bool = False, lock_alpha: bool = False) -> None:
         self.log, self.w, self.h, self.x, self.y = log, w, h, x, y
         self.parent, self.children = parent, children
         self.lock_content, self.lock_position, self.written = lock_content, lock_position, False
+        self.lock_alpha, self.alpha_written = lock_alpha, False
         for child in children or []:
             child.parent = self
 
@@ -92,6 +95,13 @@ class FakeLayer:
         self.log.append(("lock_position", value))
         self.lock_position = value
 
+    def get_lock_alpha(self) -> bool:
+        return self.lock_alpha
+
+    def set_lock_alpha(self, value: bool) -> None:
+        self.log.append(("lock_alpha", value))
+        self.lock_alpha = value
+
     def scale(self, w: int, h: int, local_origin: bool) -> bool:
         if self._locked("content") or self._locked("position"):
             return False
@@ -107,7 +117,7 @@ class FakeLayer:
     def merge_shadow(self, undo: bool) -> bool:
         if self._locked("content"):
             return False
-        self.written = True
+        self.written, self.alpha_written = True, not self._locked("alpha")
         return True
 
     def get_buffer(self) -> mock.MagicMock:
@@ -183,6 +193,7 @@ def plugin():
     gimp.PlugIn = type("PlugIn", (), {"__gtype__": "gtype"})
     gimp.RunMode, gimp.ImageBaseType = RunMode, ImageBaseType
     gimp.ProcedureSensitivityMask, gimp.Layer = SensitivityMask, FakeLayer
+    gimp.LayerMask = type("LayerMask", (), {})
     gimp.Selection.is_empty.return_value = True
     with mock.patch.dict(sys.modules, {"gi": gi, "gi.repository": gi.repository}), \
             mock.patch.object(sys, "path", list(sys.path)):
@@ -284,3 +295,71 @@ def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -
     assert (group.lock_content, group.lock_position, inner.lock_content) == (True, True, False)
     changes = [entry for entry in log if entry not in ("undo start", "undo end")]
     assert log[0] == "undo start" and log[-1] == "undo end" and len(changes) == 8
+
+
+def test_scale_this_image_gives_alpha_locked_layers_drcn_alpha_too(plugin) -> None:
+    """merge_shadow keeps an alpha-locked layer's alpha: Scale this image left it as Scale
+    Image had interpolated it, beside DRCN-upscaled colour (and a group's lock held for its
+    children)."""
+    log: list = []
+    alone = FakeLayer(log, 4, 4, lock_alpha=True)
+    inner = FakeLayer(log, 2, 2)
+    group = FakeLayer(log, 2, 2, children=[inner], lock_alpha=True)
+    image = FakeImage().setup(log, 4, 4, [alone, group])
+    plugin.DRCNSuperResolution()._scale_image(FakeWorker([]), image, 2.0,
+                                              {"out_width": 0, "out_height": 0}, {})
+    assert alone.alpha_written and inner.alpha_written
+    assert (alone.lock_alpha, group.lock_alpha, inner.lock_alpha) == (True, True, False)
+    assert log[0] == "undo start" and log[-1] == "undo end"
+
+
+class RecordingWorker(FakeWorker):
+    """FakeWorker noting the pixel format each layer travels in."""
+
+    def upscale(self, pixels, w, h, fmt, scale, options, progress=None):
+        self.formats = [*getattr(self, "formats", []), fmt]
+        return super().upscale(pixels, w, h, fmt, scale, options, progress)
+
+
+@pytest.mark.parametrize("srgb,gray,babl", [(False, False, "R'G'B' float"),
+                                            (True, False, "R'G'B' u8"),
+                                            (False, True, "Y' u8")])
+def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
+    """A babl format name is sRGB: an 8-bit Adobe RGB photo went to the worker converted to
+    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled)."""
+    layer = FakeLayer([], 6, 4)
+    layer.is_gray = lambda: gray
+    image = FakeImage().setup([], 6, 4, [layer])
+    image.get_color_profile.return_value.is_equal.return_value = srgb
+    worker = RecordingWorker([])
+    plugin.DRCNSuperResolution()._new_image(worker, image, layer, 2.0, {})
+    assert [fmt.babl for fmt in worker.formats] == [babl]
+
+
+def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_not(plugin):
+    """The menu entry was greyed out with no layer selected (no NO_DRAWABLES in the mask), though
+    Scale this image needs no selected layer; a new image then asks for one in one line."""
+    proc = plugin.DRCNSuperResolution().do_create_procedure("plug-in-drcn-super-resolution")
+    assert proc.set_sensitivity_mask.call_args.args[0] & SensitivityMask.NO_DRAWABLES
+    layer = FakeLayer([], 6, 4)
+    image = FakeImage().setup([], 6, 4, [layer])
+    for output, status in (("scale-image", "SUCCESS"), ("new-image", "CALLING_ERROR")):
+        procedure = mock.MagicMock()
+        plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image, [],
+                                         _config(output), None)
+        assert procedure.new_return_values.call_args.args[0] == \
+            getattr(plugin.Gimp.PDBStatusType, status)
+    assert layer.written and "select exactly one layer" in plugin.GLib.Error.call_args.args[0]
+
+
+def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
+    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the user,
+    seeing one layer selected, was told to 'select exactly one layer'."""
+    image = FakeImage().setup([], 6, 4, [FakeLayer([], 6, 4)])
+    procedure = mock.MagicMock()
+    plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image,
+                                     [plugin.Gimp.LayerMask()], _config("new-image"), None)
+    assert procedure.new_return_values.call_args.args[0] == \
+        plugin.Gimp.PDBStatusType.CALLING_ERROR
+    message = plugin.GLib.Error.call_args.args[0]
+    assert "layer mask is selected" in message and "\n" not in message

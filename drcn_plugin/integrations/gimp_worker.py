@@ -250,9 +250,15 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
 
 
 def main() -> None:
-    """Entry point: serve stdin/stdout; stray prints go to stderr so they cannot corrupt pixels."""
+    """Entry point: serve stdin/stdout; stray output goes to stderr so it cannot corrupt pixels.
+
+    The protocol keeps a private copy of file descriptor 1, which then points at stderr: C code
+    (a GPU driver, a native library) writes there directly, past ``sys.stdout``.
+    """
     _die_with_parent()
-    out = sys.stdout.buffer
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     code = serve(sys.stdin.buffer, out)
     # The host waits for the exit after a cancel; the interpreter's teardown (a full garbage

@@ -54,30 +54,35 @@ def _tree(items):
 
 @contextlib.contextmanager
 def _unlocked(items):
-    """Lift the pixel and position locks of ``items`` while the block runs, then set them again.
+    """Lift the pixel, position and alpha locks of ``items`` while the block runs, then set
+    them again.
 
     GIMP refuses a plug-in's ``merge_shadow``, ``scale`` and ``set_offsets`` on a locked layer
-    (or a layer in a locked group), while Scale Image scales and moves locked layers too; inside
-    the caller's undo group, one undo restores the locks with everything else.
+    (or a layer in a locked group), and ``merge_shadow`` leaves an alpha-locked layer's alpha
+    as it was, while Scale Image scales and moves locked layers too; inside the caller's undo
+    group, one undo restores the locks with everything else.
     """
-    locks = [(item, item.get_lock_content(), item.get_lock_position()) for item in items]
-    for item, content, position in locks:
-        if content:
-            item.set_lock_content(False)
-        if position:
-            item.set_lock_position(False)
+    locks = [(item, kind) for item in items for kind in ("content", "position", "alpha")
+             if getattr(item, f"get_lock_{kind}")()]
+    for item, kind in locks:
+        getattr(item, f"set_lock_{kind}")(False)
     try:
         yield
     finally:
-        for item, content, position in locks:
-            if content:
-                item.set_lock_content(True)
-            if position:
-                item.set_lock_position(True)
+        for item, kind in locks:
+            getattr(item, f"set_lock_{kind}")(True)
 
 
 def _format_of(image, drawable):
-    return pixel_format(drawable.is_gray(), drawable.has_alpha(), image.get_precision().value_nick)
+    """How the drawable's pixels travel. A babl format name means sRGB: an RGB image in another
+    colour space (Adobe RGB, ProPhoto) travels as float, which holds the colours outside sRGB
+    that 8 or 16 bits would clip on the way there and back."""
+    precision = image.get_precision().value_nick
+    profile = image.get_color_profile()
+    if not drawable.is_gray() and profile is not None \
+            and not profile.is_equal(Gimp.ColorProfile.new_rgb_srgb()):
+        precision = "float"
+    return pixel_format(drawable.is_gray(), drawable.has_alpha(), precision)
 
 
 def _read(drawable, fmt):
@@ -115,9 +120,10 @@ class DRCNSuperResolution(Gimp.PlugIn):
         """The procedure, its menu place and its arguments (the dialog shows them in order)."""
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
-        # Scale this image works whatever is selected; a new image needs exactly one layer
+        # Scale this image works whatever is selected, nothing too; a new image needs one layer
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                  | Gimp.ProcedureSensitivityMask.DRAWABLES)
+                                  | Gimp.ProcedureSensitivityMask.DRAWABLES
+                                  | Gimp.ProcedureSensitivityMask.NO_DRAWABLES)
         proc.set_menu_label("DRCN Super-Resolution...")
         proc.add_menu_path("<Image>/Filters/Enhance")
         proc.set_documentation(
@@ -179,9 +185,12 @@ class DRCNSuperResolution(Gimp.PlugIn):
                    "denoise": get("denoise"), "tile": get("tile"), "tta": get("self-ensemble")}
         if get("output") == "new-image" and (len(drawables) != 1
                                              or not isinstance(drawables[0], Gimp.Layer)):
+            mask = len(drawables) == 1 and isinstance(drawables[0], Gimp.LayerMask)
             return procedure.new_return_values(
                 Gimp.PDBStatusType.CALLING_ERROR,
-                GLib.Error("DRCN: select exactly one layer to upscale into a new image"))
+                GLib.Error("DRCN: the layer mask is selected; click the layer's own thumbnail "
+                           "in the Layers dialog to upscale the layer into a new image" if mask
+                           else "DRCN: select exactly one layer to upscale into a new image"))
         Gimp.progress_init("DRCN: starting the worker")
         try:
             with Worker(worker_command(PLUGIN_DIR)) as worker:

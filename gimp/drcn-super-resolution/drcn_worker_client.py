@@ -10,6 +10,7 @@ import json
 import math
 import os
 import queue
+import signal
 import subprocess
 import tempfile
 import threading
@@ -150,10 +151,15 @@ class Worker:
             message = self._next(SILENCE_TIMEOUT_S, "run")
             if message[0] == "result":
                 _, h, w, data = message
+                if not options.get("dry_run") and len(data) != fmt.nbytes(w, h):
+                    self._garbled(f"result {h} {w} {len(data)}")
                 return data, w, h
             kind, _, rest = message[1].partition(" ")
             if kind == "progress" and progress is not None:
-                done, total = (int(v) for v in rest.split())
+                try:
+                    done, total = (int(v) for v in rest.split())
+                except ValueError:
+                    self._garbled(message[1])
                 progress(done, total)
             elif kind == "error":
                 raise WorkerError(f"DRCN: {rest}")
@@ -197,7 +203,13 @@ class Worker:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if line.startswith("result "):
-                    h, w, n = (int(v) for v in line.split()[1:])
+                    try:
+                        h, w, n = (int(v) for v in line.split()[1:])
+                        if min(h, w, n) < 0:
+                            raise ValueError(line)
+                    except ValueError:  # the stream is out of step: nothing after it can be read
+                        self._messages.put(("garbled", line))
+                        return
                     data = stream.read(n)
                     if len(data) != n:
                         break
@@ -222,14 +234,33 @@ class Worker:
             if message[0] == "eof":
                 self._messages.put(message)  # every later call sees the end at once too
                 raise WorkerError(self._failure())
+            if message[0] == "garbled":
+                self._garbled(message[1])
             return message
 
+    def _garbled(self, reply: str) -> None:
+        """Stop a worker whose reply breaks the protocol and say so in one line."""
+        self.stop()
+        shown = reply if len(reply) <= 60 else reply[:57] + "..."
+        raise WorkerError(f"the DRCN worker replied {shown!r}, which is not the DRCN protocol "
+                          f"(something in its environment writes to its output). {HINT}")
+
     def _failure(self) -> str:
+        """Why the worker's output ended: its exit code and last stderr line, or the signal that
+        killed it (a reinstall cannot help there, so the install hint is left out)."""
         try:
             code = self.proc.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             self.stop()
-            code = self.proc.returncode
+            return f"the DRCN worker closed its output without exiting and was stopped. {HINT}"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return (f"the DRCN worker was killed by {name} mid-job; when nobody stopped it, the "
+                    "system most likely ran out of memory: try a smaller Tile size or Scale, "
+                    "or close other programs")
         self._stderr.seek(0)
         lines = [ln for ln in self._stderr.read().decode("utf-8", "replace").splitlines()
                  if ln.strip()]

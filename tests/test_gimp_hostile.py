@@ -1,0 +1,81 @@
+"""The GIMP plug-in and its worker under hostile conditions: a garbled or polluted protocol pipe,
+a worker killed mid-job, locks and channel settings that would keep GIMP's own pixels."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_gimp_worker import ENV, client
+
+
+def _fake_worker(script: str) -> client.Worker:
+    """A started client on a stand-in worker that says ``ready 1`` and then runs ``script``."""
+    worker = client.Worker([sys.executable, "-c", "import sys, os, time\n"
+                            "print('ready 1', flush=True)\nsys.stdin.readline()\n" + script],
+                           env=ENV)
+    worker.start()
+    return worker
+
+
+@pytest.mark.parametrize("reply", [
+    "progress 3\n",  # a field missing
+    "progress a b\n",
+    "result 4 4\n",  # a result header cut short
+    "result 2 2 5\nxxxxx",  # a payload that does not hold 2x2 RGB
+])
+def test_a_garbled_reply_is_one_worker_error(reply: str) -> None:
+    """A reply that breaks the protocol was a ValueError traceback in GIMP (or, for a bad result
+    header, 'exited with code -15: no message' after the plug-in stopped a live worker)."""
+    worker = _fake_worker(f"sys.stdout.write({reply!r}); sys.stdout.flush(); time.sleep(30)")
+    try:
+        with pytest.raises(client.WorkerError) as e:
+            worker.upscale(bytes(12), 2, 2, client.PixelFormat("t", "u8", 3), 2.0, {},
+                           lambda done, total: None)
+        message = str(e.value)
+        assert "not the DRCN protocol" in message and "\n" not in message
+        assert worker.proc.poll() is not None  # the stand-in was stopped, not left running
+    finally:
+        worker.close(graceful=False)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_killed_mid_job_is_named_as_such() -> None:
+    """The OOM killer's SIGKILL read 'exited with code -9: <some earlier warning>. Install
+    drcn-plugin ...', sending the user to reinstall what works."""
+    worker = _fake_worker("sys.stderr.write('UserWarning: something\\n'); sys.stderr.flush(); "
+                          "os.kill(os.getpid(), 9)")
+    try:
+        with pytest.raises(client.WorkerError) as e:
+            worker.upscale(bytes(12), 2, 2, client.PixelFormat("t", "u8", 3), 2.0, {}, None)
+        message = str(e.value)
+        assert "killed" in message and "memory" in message and "SIGKILL" in message
+        assert "drcn gimp install" not in message and "\n" not in message
+    finally:
+        worker.close(graceful=False)
+
+
+def test_the_worker_keeps_c_level_writes_off_the_protocol_pipe(tiny_model_file: str) -> None:
+    """A library writing to file descriptor 1 (C code, not ``print``) mixed its text into the
+    replies: without a newline it glued itself to ``result``, the client read the pixels as
+    lines and, with the heartbeat still coming, waited forever."""
+    code = ("import os\n"
+            "from drcn_plugin.integrations import gimp_worker as g\n"
+            "class Noisy(g.Upscaler):\n"
+            "    def upscale(self, *a, **k):\n"
+            "        os.write(1, b'libfoo: warming up')\n"
+            "        return super().upscale(*a, **k)\n"
+            "g.Upscaler = Noisy\n"
+            "g.main()\n")
+    image = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
+    header = {"width": 5, "height": 6, "channels": 3, "dtype": "u8", "scale": 2,
+              "model": tiny_model_file}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, env=ENV, timeout=120,
+                         input=json.dumps(header).encode() + b"\n" + image.tobytes())
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.split(b"\n")
+    assert lines[0] == b"ready 1" and b"result 12 10 360" in lines
+    assert b"libfoo" not in run.stdout and b"libfoo: warming up" in run.stderr
