@@ -33,7 +33,15 @@ from .devices import (
     pick_precision,
 )
 from .devices import available_memory as _available_memory  # its own name: tests replace it
-from .errors import BadImageError, BadOptionError, Cancelled, ModelLoadError, OutOfMemoryError
+from .errors import (
+    BadImageError,
+    BadOptionError,
+    Cancelled,
+    ModelLoadError,
+    OutOfMemoryError,
+    require_callable,
+    require_flag,
+)
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
 from .model import DRCN
@@ -102,14 +110,6 @@ _TTA = [(t, f) for t in (False, True) for f in ((), (-1,), (-2,), (-2, -1))]
 _TIMINGS: dict[str, list[tuning.Timing]] = {}  # measured or loaded this process, by plan key
 
 
-def _require_callable(**callbacks: object) -> None:
-    """Refuse a callback that is neither a function nor None (it would fail mid-job)."""
-    for name, fn in callbacks.items():
-        if fn is not None and not callable(fn):
-            raise BadOptionError(f"{name} must be a function or None, got {type(fn).__name__}",
-                                 option=name)
-
-
 class Upscaler:
     """A DRCN model bound to a device and precision, with the tiled inference around it.
 
@@ -136,9 +136,8 @@ class Upscaler:
                 raise BadOptionError(f"{name} must be 0 (automatic) or a whole number of "
                                      f"{'pixels' if name == 'tile' else 'windows'}, got {value!r}",
                                      option=name)
-        _require_callable(notify=notify)
-        if not isinstance(tta, bool | np.bool_):  # "no" or "false" would turn it on
-            raise BadOptionError(f"tta must be True or False, got {tta!r}", option="tta")
+        require_callable(notify=notify)
+        require_flag(tta=tta)
         if tile and tile < tuning.MIN_TILE:
             raise BadOptionError(f"tile size {tile} is too small: use 0 (automatic) or at least "
                                  f"{tuning.MIN_TILE}", option="tile")
@@ -414,7 +413,8 @@ class Upscaler:
         (:func:`.planes.fill_transparent`); pass False when the colour under alpha 0 is content,
         as under a host's mask carried along as alpha.
         """
-        _require_callable(progress=progress, cancel=cancel)
+        require_callable(progress=progress, cancel=cancel)
+        require_flag(fill_hidden=fill_hidden)
         h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
         with allocating(h, w, self.device, "input"):  # its float copy
             planes, kind = to_planes(image)

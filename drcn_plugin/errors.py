@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 EMPTY_PATH = "an empty path (an unset variable?)"  # "" must never mean the current folder
 
 
@@ -153,3 +155,18 @@ def one_line(error: BaseException) -> str:
         return single_line(text.strip())
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return single_line(lines[0]) if lines else type(error).__name__
+
+
+def require_callable(**callbacks: object) -> None:
+    """Refuse an API callback that is neither a function nor None (it would fail mid-job)."""
+    for name, fn in callbacks.items():
+        if fn is not None and not callable(fn):
+            raise BadOptionError(f"{name} must be a function or None, got {type(fn).__name__}",
+                                 option=name)
+
+
+def require_flag(**flags: object) -> None:
+    """Refuse an API switch that is not True or False: "no" or "false" would turn it on."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise BadOptionError(f"{name} must be True or False, got {value!r}", option=name)

@@ -91,11 +91,14 @@ def test_an_overflow_in_a_precision_the_engine_chose_reruns_in_fp32(
         chosen.upscale(image, 2)
 
 
-@pytest.mark.parametrize("name", ["progress", "cancel"])
-def test_a_callback_that_cannot_be_called_is_refused_before_any_work(up: Upscaler,
-                                                                     name: str) -> None:
-    with pytest.raises(BadOptionError, match=f"{name} must be a function"):
-        up.upscale(np.zeros((8, 8), np.uint8), 2, **{name: True})
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("progress", True, "must be a function"), ("cancel", True, "must be a function"),
+    ("fill_hidden", "false", "must be True or False"), ("fill_hidden", None, "must be True or False")])
+def test_a_callback_or_switch_of_the_wrong_kind_is_refused_before_any_work(
+        up: Upscaler, name: str, value: object, words: str) -> None:
+    """A string "false" for ``fill_hidden`` would otherwise turn the filling on."""
+    with pytest.raises(BadOptionError, match=f"{name} {words}"):
+        up.upscale(np.zeros((8, 8, 4), np.uint8), 2, **{name: value})
 
 
 @pytest.mark.parametrize("kwargs", [{"tta": "no"}, {"tta": 1}, {"tta": None},
