@@ -82,3 +82,16 @@ def test_the_closing_line_is_not_wrapped(t12: Path, tmp_path: Path) -> None:
     assert code == 0, output
     assert f"wrote {out / 'drcn-f4-d2-x2.safetensors'} and its model card (4 steps, " in output
     assert output.rstrip().endswith(" steps/s)") and "\nsteps/s" not in output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lr", "1e38"], "--lr: learning rate must be a positive number up to 1000"),
+    (["--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "1e39"],
+     "--weight-decay: weight decay must be a number in 0..1000"),
+])
+def test_a_rate_too_large_for_float32_is_refused_not_a_traceback(t12: Path, tmp_path: Path,
+                                                                 args: list[str],
+                                                                 message: str) -> None:
+    code, output = _cli(t12, tmp_path / "run", *args)  # beyond float32 in the step
+    assert code == 2 and message in output, output
+    assert "Traceback" not in output and not (tmp_path / "run").exists()

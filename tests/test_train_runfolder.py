@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -316,3 +317,19 @@ def test_a_checkpoint_that_is_a_fifo_is_refused_not_read(tmp_path: Path) -> None
     os.mkfifo(tmp_path / "last.pt")  # torch.load would wait for a writer for ever
     with pytest.raises(CheckpointError, match="not a regular file"):
         checkpoint.load_checkpoint(tmp_path / "last.pt", tiny(tmp_path, tmp_path))
+
+
+def test_a_checkpoint_whose_bytes_changed_is_refused(t12: Path, tmp_path: Path) -> None:
+    cfg = tiny(t12, tmp_path, steps=8, stop_at=4)
+    train(cfg)
+    with zipfile.ZipFile(tmp_path / "last.pt") as z:  # the first tensor's stored bytes
+        name = next(n for n in z.namelist() if n.endswith("/data/0"))
+        at = z.getinfo(name).header_offset
+    raw = bytearray((tmp_path / "last.pt").read_bytes())
+    at += 30 + int.from_bytes(raw[at + 26:at + 28], "little") + \
+        int.from_bytes(raw[at + 28:at + 30], "little")  # past the entry's local header
+    raw[at] ^= 0x40  # one bit, as a failing disk or copy flips it: torch.load reads it silently
+    (tmp_path / "last.pt").write_bytes(raw)
+    with pytest.raises(CheckpointError, match=r"last.pt is damaged \(.*data/0 fails its "
+                                              r"checksum\)"):
+        train(replace(cfg, stop_at=0), resume=True)

@@ -54,6 +54,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
     except Exception as e:  # torch.load raises many types for a damaged or foreign file
         _refuse_newer(path, _format_inside(path))  # a newer one may hold types this one lacks
         raise CheckpointError(f"{path} is damaged or not a drcn training checkpoint") from e
+    if (changed := _failed_checksum(path)) is not None:  # torch.load checks no CRC
+        raise CheckpointError(f"{path} is damaged ({changed} fails its checksum): resume from "
+                              "a copy, or start over")
     if isinstance(ckpt, dict) and isinstance(ckpt.get("format"), str):
         found = _FORMAT.fullmatch(ckpt["format"].encode())
         _refuse_newer(path, int(found[1]) if found else None, ckpt.get("drcn_plugin"))
@@ -87,6 +90,17 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
         raise CheckpointError(f"checkpoint {path} is for F={saved.features}, D={saved.recursions}; "
                               "this run asks for " + ", ".join(f"{k}={v}" for k, _, v in asked))
     return ckpt
+
+
+def _failed_checksum(path: Path) -> str | None:
+    """The first entry of a checkpoint (a zip, as ``torch.save`` writes) whose bytes no longer
+    match the CRC stored beside them, or None: a flipped bit in a weight would otherwise resume
+    a different run without a word."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (OSError, ValueError, zipfile.BadZipFile):  # changed since torch.load read it
+        return None
 
 
 def _format_inside(path: Path) -> int | None:

@@ -33,6 +33,9 @@ DOWNSCALES = (1.0, 0.9, 0.8, 0.7, 0.6)
 MAX_STEPS = 10**12  # more than any run takes; a checkpoint past it is damaged
 FOLDER_OPTIONS = ("data", "val_data", "test_data")
 MODEL_OPTIONS = ("init", "baseline", "teacher")  # model specs: a path, or a shipped or Hub name
+# Far above any useful learning rate or weight decay; from about 1e37 the optimizer's step no
+# longer fits a float32 and torch raises instead of training.
+MAX_RATE = 1000.0
 
 
 def option(default: Any, help: str, flag: str = "", short: str = "",
@@ -162,10 +165,11 @@ class TrainConfig:
              f"optimizer: use one of {', '.join(OPTIMIZERS)}"),
             ("schedule", self.schedule not in SCHEDULES,
              f"schedule: use one of {', '.join(SCHEDULES)}"),
-            ("lr", not 0 < self.lr < math.inf, "learning rate must be a positive number"),
+            ("lr", not 0 < self.lr <= MAX_RATE,
+             f"learning rate must be a positive number up to {MAX_RATE:g}"),
             ("momentum", not 0 <= self.momentum < 1, "the SGD momentum must be in [0, 1)"),
-            ("weight_decay", not 0 <= self.weight_decay < math.inf,
-             "weight decay must be a number >= 0"),
+            ("weight_decay", not 0 <= self.weight_decay <= MAX_RATE,
+             f"weight decay must be a number in 0..{MAX_RATE:g}"),
             ("clip", not 0 <= self.clip < math.inf, "clip must be a number >= 0 (0 = off)"),
             ("warmup", self.warmup < 0, "warm-up steps must be >= 0"),
             ("lr_drops", any(not 0 < f < 1 for f in self.lr_drops),
