@@ -104,7 +104,6 @@ def _options(version: Annotated[bool | None, typer.Option(
 
 
 MODEL_HELP = f"{', '.join(SHIPPED)}, a .safetensors file, a model folder or hf:owner/name"
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")]
 
@@ -115,7 +114,8 @@ def eval_cmd(
     scale: Annotated[list[int], typer.Option("--scale", "-s", help=(
         f"integer scales from {MIN_TRAIN_SCALE} to {MAX_TRAIN_SCALE}, e.g. --scale 2 3 4"))]
     = [2, 3, 4],  # noqa: B006
-    model: ModelOpt = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option("--model", "-m", help=(
+        f"{MODEL_HELP}; bicubic scores the interpolation alone"))] = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     per_depth: Annotated[bool, typer.Option(help="also score every depth and the ensemble")]
@@ -340,7 +340,8 @@ def upscale(
 @app.command()
 def compare(
     image: Annotated[Path, typer.Argument(parser=path_value, help="an image file")],
-    scale: Annotated[float, typer.Option("--scale", "-s")] = 3.0,
+    scale: Annotated[float, typer.Option("--scale", "-s", help=(
+        f"upscaling factor, above {MIN_SCALE:g} and at most {MAX_SCALE:g}, e.g. 2, 2.5, 3"))] = 3.0,
     output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
                       help="PNG to write (default: IMAGE-compare-xS.png beside it)")] = None,
     from_original: Annotated[bool, typer.Option(

@@ -41,6 +41,14 @@ def test_plot_train_redraws_an_old_log(tmp_path: Path, drawn: list) -> None:
     assert drawn[-1].axes[0].get_yscale() == "log"
 
 
+
+def test_plot_train_help_names_where_a_log_files_curves_go() -> None:
+    """The default output of a NAME.log.json (as the test above writes) is in --help, beside
+    the run folder's curves.png."""
+    text = " ".join(plot_train("--help").output.split())
+    assert "curves.png in the run folder" in text and "NAME-curves.png beside" in text, text
+
+
 def test_plot_train_run_folder_and_output(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -119,7 +119,7 @@ def test_shipped_lite_sees_20_pixels(reference_weights):
 
 
 def test_flops_per_pixel_matches_the_documented_cost():
-    # weights/README.md: about 39 MFLOP per output pixel for F=256 and 2.4 for F=64.
+    # The model cards (weights/drcn-*.md): about 39 MFLOP per output pixel for F=256, 2.45 for F=64.
     assert 38.5e6 < DRCN(256, 16).flops_per_pixel() < 39.5e6
     assert 2.35e6 < DRCN(64, 16).flops_per_pixel() < 2.5e6
 

@@ -123,6 +123,24 @@ def test_help_lists_each_command_with_its_whole_summary(group: list[str]) -> Non
         assert "\n" not in summary and line.split() == [name, *summary.split()], line
 
 
+
+def test_every_option_says_in_its_help_what_it_takes() -> None:
+    """No option's line in ``--help`` is bare (compare's --scale was), and eval's --model names
+    bicubic, the interpolation alone, which it scores as the README says."""
+    import click
+    import typer.main
+
+    def bare(command: click.Command, path: str) -> list[str]:
+        if isinstance(command, click.Group):
+            return [b for name, sub in command.commands.items() for b in bare(sub, f"{path} {name}")]
+        return [f"{path} {p.name}" for p in command.params if not getattr(p, "help", None)]
+
+    root = typer.main.get_command(cli.app)
+    assert bare(root, "drcn") == []
+    model = next(p for p in root.commands["eval"].params if p.name == "model")
+    assert "bicubic" in model.help
+
+
 def test_eval_table_naming_a_folder_a_windows_pipe_cannot_encode_is_printed(
         tmp_path: Path, monkeypatch) -> None:
     """A Windows stdout redirected to a file or a pipe is cp1252 and strict: a folder name

@@ -134,7 +134,8 @@ def plot_train_cmd(
         parser=path_value, help="a run folder (its log.json) or a training log file")],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", parser=path_value,
-        help="PNG to write (default: curves.png in the run folder)")] = None,
+        help="PNG to write (default: curves.png in the run folder, NAME-curves.png "
+        "beside a NAME.log.json)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --output")] = False,
 ) -> None:
     """Redraw a training run's curves from its log.
