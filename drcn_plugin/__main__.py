@@ -12,7 +12,12 @@ def main() -> None:
         from .cli import main as run
     except KeyboardInterrupt:
         sys.exit(130)
-    run()
+    try:
+        run()
+    finally:  # the command has ended: only the interpreter's exit handlers are left
+        from .stops import end_on_stop
+
+        end_on_stop()
 
 
 if __name__ == "__main__":

@@ -195,8 +195,9 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
 
 
 def _broken_link(path: str | Path) -> bool:
-    """A symbolic link to nothing: listed as an input so that its job says so, where a folder
-    scan would otherwise pass over a picture the user sees in the folder."""
+    """A symbolic link to nothing, or one in a loop of links: listed as an input so that its job
+    says so, where a folder scan would otherwise pass over a picture the user sees in the
+    folder."""
     return os.path.islink(path) and not os.path.exists(path)
 
 
@@ -218,10 +219,12 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
             if entry.name.startswith("."):
                 continue  # hidden files, and temporary files of an interrupted write
             try:
-                if entry.is_dir():
+                if _broken_link(entry.path):  # first: is_dir() raises for a loop; fails as a job
+                    files.append(Path(entry.path))
+                elif entry.is_dir():
                     if recursive:
                         stack.append(Path(entry.path))
-                elif entry.is_file() or _broken_link(entry.path):  # fails as a job
+                elif entry.is_file():
                     files.append(Path(entry.path))
             except OSError:
                 continue

@@ -156,6 +156,10 @@ def _decoding(path: Path) -> Iterator[None]:
                 f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
                 f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+    except OSError as e:
+        if e.errno is None:  # a decoder's complaint (a truncated file), not the system's
+            raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+        raise BadImageError(f"{path}: cannot read ({reason(e)})") from e
     except Exception as e:  # a hostile file must not take the caller down with it
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 

@@ -3,7 +3,10 @@ command's front end asks for it before the library is loaded)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -36,3 +39,19 @@ def stopped_status() -> int:
     """The exit status of a command a stop signal ended, as a shell reports a process that
     signal killed: 128 + its number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
     return 128 + _STOPPED_BY[0]
+
+
+def _end_now(signum: int, frame: object = None) -> None:
+    """A stop signal's handler once the command has ended: the process ends at once with that
+    signal's status, its standard streams flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed stream, or one this signal cut into
+            stream.flush()
+    os._exit(128 + signum)
+
+
+def end_on_stop() -> None:
+    """For a process whose command has ended: a stop signal that comes now (Ctrl-C pressed
+    twice) ends it at once, where it would interrupt an exit handler with a traceback."""
+    for sig in stop_signals():
+        signal.signal(sig, _end_now)

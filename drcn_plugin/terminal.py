@@ -54,7 +54,8 @@ def silence(stream: TextIO | None) -> None:
 class _Console(Console):
     """A rich console whose broken pipe is not rich's ``SystemExit(1)`` (which also silences
     stdout when stderr broke): reports on stderr fall silent and the work goes on, since the
-    files it writes are its result; results on stdout end the command with :class:`ReaderGone`."""
+    files it writes are its result; results on stdout end the command with :class:`ReaderGone`.
+    Reports whose write fails otherwise (a log file on a full disk) fall silent the same way."""
 
     def on_broken_pipe(self) -> None:
         """The reader of this console's stream went away."""
@@ -62,6 +63,16 @@ class _Console(Console):
         silence(self.file)
         if not self.stderr:
             raise ReaderGone
+
+    def _check_buffer(self) -> None:
+        """Rich's write of what was printed; on stderr, an error writing it silences the
+        reports instead of ending the work (stdout's failures stay the command's errors)."""
+        try:
+            super()._check_buffer()
+        except OSError:
+            if not self.stderr:
+                raise
+            self.on_broken_pipe()
 
 
 console = _Console(stderr=True)  # reports: progress, notes, errors

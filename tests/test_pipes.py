@@ -65,13 +65,29 @@ def test_eval_into_a_pipe_whose_reader_left_ends_quietly(two_images: Path, tmp_p
         assert set(json.loads(out.read_text())) >= {"2"}
 
 
+def full_disk_on(fd: int):
+    """A child setup making ``fd`` a file on a full disk (a log file: ``2>>batch.log``)."""
+
+    def setup() -> None:
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)
+        os.close(full)
+
+    return setup
+
+
+@pytest.mark.parametrize("reports", ["reader gone", "disk full"])
 def test_upscale_finishes_its_files_when_the_reader_of_its_reports_left(
-        two_images: Path, tmp_path: Path, tiny_model_file: str) -> None:
-    """The files are the result; the progress and the summary on stderr are only reports."""
+        two_images: Path, tmp_path: Path, tiny_model_file: str, reports: str) -> None:
+    """The files are the result; the progress, a bad file's error line and the summary on
+    stderr are only reports, whether their reader left or their log file's disk is full."""
+    if reports == "disk full" and not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    (two_images / "0-bad.png").write_bytes(b"")  # the first file: its error line comes first
     out = tmp_path / "out"
     proc = drcn(["upscale", str(two_images), "-o", str(out), "--model", tiny_model_file],
-                reader_gone_on(2))
-    assert proc.returncode == 0
+                reader_gone_on(2) if reports == "reader gone" else full_disk_on(2))
+    assert proc.returncode == 1  # the bad file failed
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
 
 

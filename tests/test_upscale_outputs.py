@@ -97,3 +97,15 @@ def test_an_empty_input_is_one_line_not_the_current_folder(folder: Path, tiny_mo
     assert names(folder.parent) == ["in"]
     r = upscale("", "a.png", "--model", tiny_model_file)
     assert r.exit_code == 1 and "1 done" in r.output and "an empty path" in r.output, r.output
+
+
+def test_a_link_in_a_loop_fails_as_its_own_job(folder: Path, tiny_model_file: str) -> None:
+    """Links that point at each other in a scanned folder are named in the summary, as a link to
+    nothing is, in the system's words, not passed over without a word nor called undecodable."""
+    random_rgb().save(folder / "a.png")
+    (folder / "b.png").symlink_to("c.png")
+    (folder / "c.png").symlink_to("b.png")
+    r = upscale(str(folder), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done, 0 skipped, 2 failed" in r.output, r.output
+    assert "b.png: cannot read (Too many levels of symbolic links)" in r.output, r.output
+    assert "decode" not in r.output and "Errno" not in r.output
