@@ -443,3 +443,7 @@ def main() -> None:
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # python -m drcn_plugin.cli: the same command as the drcn script
+    main()

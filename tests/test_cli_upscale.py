@@ -417,3 +417,12 @@ def test_summary_names_files_as_the_user_did(photos: Path, tmp_path: Path, tiny_
     monkeypatch.chdir(tmp_path / "out")
     r = upscale(str(photos / "a.png"), "-o", str(tmp_path / "out2"), "--model", tiny_model_file)
     assert r.exit_code == 0 and str(photos / "a.png") in r.output, r.output
+
+
+@pytest.mark.parametrize("module", ["drcn_plugin", "drcn_plugin.cli"])
+def test_python_m_runs_the_command(module: str) -> None:
+    """``python -m drcn_plugin.cli`` ran nothing and exited 0: a user's script went on as if the
+    command had worked."""
+    run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert (run.returncode, run.stdout.split()[:1]) == (0, ["drcn-plugin"]), run.stderr
