@@ -129,9 +129,9 @@ def pick_precision(device: torch.device, precision: Precision = "auto") -> torch
                              option="precision")
     if precision != "auto":
         return _DTYPES[precision]
-    if device.type == "cuda":  # bf16 in hardware (compute capability 8+): torch's default
-        # answer also counts the slow emulation of a T4 or RTX 20xx, without bf16 convolutions
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cuda":  # bf16 in this GPU's hardware: compute capability 8+, every ROCm
+        # GPU; torch.cuda.is_bf16_supported() also counts a T4's or RTX 20xx's slow emulation
+        native = torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
         return torch.bfloat16 if native else torch.float16
     if device.type == "mps":
         return torch.float16

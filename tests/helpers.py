@@ -93,6 +93,18 @@ def as_on_windows(monkeypatch) -> None:
     monkeypatch.setattr(os, "remove", unlink)
 
 
+def cuda_gpus(monkeypatch, *capabilities: tuple[int, int]) -> None:
+    """CUDA GPUs ``cuda:0``, ``cuda:1``, ... of these compute capabilities, as torch reports
+    them; ``torch.cuda.is_bf16_supported`` takes torch 2.2's no argument and answers True, as
+    bf16 emulation makes it answer on every GPU."""
+    def capability(device: torch.device | int | None = None) -> tuple[int, int]:
+        index = device.index if isinstance(device, torch.device) else device
+        return capabilities[index or 0]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+
+
 def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,
               tags: dict[int, list[int]] | None = None) -> None:
     """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import seeded_drcn
+from helpers import cuda_gpus, seeded_drcn
 from safetensors.torch import save_file
 from test_comfyui_nodes import NODES, PKG, FakeComfy
 
@@ -30,10 +30,7 @@ def test_a_gpu_without_bf16_hardware_runs_in_fp16_as_comfyui_says(
     capability under 8, comfy/model_management.py), yet ``torch.cuda.is_bf16_supported()``
     answers True there, as bf16 is emulated (slow; cuDNN has no bf16 convolutions below 8.0).
     The node leaves the choice to the engine, which must then pick fp16, not emulated bf16."""
-    def is_bf16_supported(including_emulation: bool = True) -> bool:
-        return including_emulation  # torch on compute capability 7.5
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    cuda_gpus(monkeypatch, (7, 5))
     fake = FakeComfy().install(monkeypatch)
     fake.half.update(fp16=True, bf16=False)
     asked = NODES.engine_precision(fake.mm, "cuda:0")

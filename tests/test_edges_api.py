@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cuda_gpus
 from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -160,6 +161,18 @@ def test_blending_mismatched_or_out_of_range_is_a_typed_error(tiny_model_file: s
         interpolate(a, DRCN(a.features + 1, a.recursions), 0.5)
     with pytest.raises(DRCNError, match="outside 0..1"):
         interpolate(a, a, float("nan"))
+
+
+def test_auto_precision_reads_the_hardware_of_the_gpu_asked_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 where the GPU computes it (compute capability 8+), fp16 on a T4 or RTX 20xx beside
+    it; torch 2.2's ``is_bf16_supported()`` takes no argument (it was a TypeError there)."""
+    from drcn_plugin import devices
+
+    cuda_gpus(monkeypatch, (7, 5), (8, 6))
+    assert devices.pick_precision(torch.device("cuda", 0)) == torch.float16
+    assert devices.pick_precision(torch.device("cuda", 1)) == torch.bfloat16
+    assert devices.pick_precision(torch.device("cuda")) == torch.float16  # the current GPU, 0
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin"])

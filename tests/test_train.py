@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import check_png, plotted_lines, tiny
+from helpers import check_png, cuda_gpus, plotted_lines, tiny
 from PIL import Image
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
@@ -414,10 +414,7 @@ def test_auto_trains_in_bf16_only_on_gpus_built_for_it(
         monkeypatch: pytest.MonkeyPatch, precision: str, device: str, native: bool,
         want: torch.dtype | None) -> None:
     """A T4 or RTX 20xx answers ``is_bf16_supported()`` True through slow emulation; ``auto``
-    asks for the hardware (``including_emulation=False``) and trains in fp32 without it."""
-    def is_bf16_supported(including_emulation: bool = True) -> bool:
-        return native or including_emulation
-
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    reads the hardware (compute capability 8+) and trains in fp32 without it."""
+    cuda_gpus(monkeypatch, (8, 0) if native else (7, 5))
     cfg = TrainConfig(data=["t91"], precision=precision)
     assert cfg.autocast_dtype(torch.device(device)) == want
