@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, load_file
 
-from .errors import ModelLoadError, one_line, reason
+from .errors import EMPTY_PATH, ModelLoadError, one_line, reason
 from .model import DRCN, blend_weight, interpolate
 from .resources import PACKAGE, bundled
 
@@ -297,6 +297,8 @@ def load_pretrained(model_id: str | os.PathLike, revision: str | None = None,
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     spec = _spec_text(model_id)
+    if not spec:  # Path("") is the current folder
+        raise ModelLoadError(f"{EMPTY_PATH} names no model folder or Hub repo")
     if (mode := _mode(Path(spec))) is not None and stat.S_ISDIR(mode):
         return _load_folder(Path(spec))
     try:

@@ -358,7 +358,7 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path: Path, dtype: 
 
 
 def test_from_pretrained_checks_what_it_loads_as_load_model_does(offline, tmp_path, tiny_model,
-                                                                 capsys):
+                                                                 capsys, monkeypatch):
     """The mixin's own loader built the model from config.json before reading the weights (a
     config declaring F=200000 asked for 1.4 TB), loaded NaN weights without a word and raised
     torch's and huggingface_hub's exceptions; it is the checked folder and Hub loader now."""
@@ -373,6 +373,9 @@ def test_from_pretrained_checks_what_it_loads_as_load_model_does(offline, tmp_pa
         DRCN.from_pretrained("owner/unknown")
     with pytest.raises(ModelLoadError, match="not found: .*nowhere"):
         DRCN.from_pretrained(tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path / "saved")  # "" (an unset variable) must not load this folder
+    with pytest.raises(ModelLoadError, match="an empty path"):
+        DRCN.from_pretrained("")
     (tmp_path / "saved" / "config.json").write_text(json.dumps({"features": 200_000,
                                                                 "recursions": 3}))
     with pytest.raises(ModelLoadError, match="declares F=200000, D=3; the weights are F=8"):
