@@ -97,15 +97,21 @@ def test_a_failed_install_leaves_comfyui_as_it_was(tmp_path: Path,
     assert done.python == tmp_path / "fake-python" and (tmp_path / "pip-args.txt").is_file()
 
 
-def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wheel_install_reinstalls_from_where_it_came(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = tmp_path / "Down loads" / "drcn_plugin-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"")
+
     class Dist:
         def read_text(self, name: str) -> str | None:
-            return '{"url": "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"}'
+            return json.dumps({"url": wheel.as_uri()})
 
     monkeypatch.setattr(comfyui_install, "source_checkout", lambda: None)
     monkeypatch.setattr(comfyui_install.metadata, "distribution", lambda name: Dist())
-    assert comfyui_install.package_spec() == [
-        "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
+    assert comfyui_install.package_spec() == [wheel.as_uri()]
+    wheel.unlink()  # the downloaded wheel cleaned away since: pip would fail on its path
+    assert comfyui_install.package_spec() == [f"drcn-plugin=={comfyui_install.__version__}"]
 
 
 def test_install_refuses_other_folders(tmp_path: Path) -> None:  # both before pip runs

@@ -12,6 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from .. import __version__
 from ..errors import InstallError, one_line
@@ -135,7 +137,8 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
 
 def package_spec() -> list[str]:
     """What pip installs: this source checkout as editable, else the wheel or folder this copy
-    was installed from (pip's ``direct_url.json``), else this version by name."""
+    was installed from (pip's ``direct_url.json``) while it is still there, else this version by
+    name."""
     root = source_checkout()
     if root is not None:
         return ["-e", str(root)]
@@ -144,8 +147,9 @@ def package_spec() -> list[str]:
                             or "null")
     except (metadata.PackageNotFoundError, ValueError):
         origin = None
-    if isinstance(origin, dict) and str(origin.get("url", "")).startswith("file:"):
-        return [origin["url"]]
+    url = str(origin.get("url", "")) if isinstance(origin, dict) else ""
+    if url.startswith("file:") and Path(url2pathname(urlparse(url).path)).exists():
+        return [url]
     return [f"drcn-plugin=={__version__}"]
 
 
