@@ -25,10 +25,11 @@ def _fake_comfyui(root: Path) -> Path:
     return root
 
 
-def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
-    """An 'interpreter' that answers the probe and records the pip call and its constraints."""
+def _fake_python(tmp_path: Path, torch_version: str | None, package: Path | None = None) -> Path:
+    """An 'interpreter' that answers the probe (its torch, and drcn_plugin imported from
+    ``package``, if given) and records the pip call and its constraints."""
     exe = tmp_path / "fake-python"
-    answer = json.dumps([torch_version, None])
+    answer = json.dumps([torch_version, str(package / "__init__.py") if package else None])
     exe.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '{answer}'; else "
                    f"echo \"$@\" > {tmp_path}/pip-args.txt; "
                    f"cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
@@ -66,6 +67,21 @@ def test_install_pins_comfyuis_torch(tmp_path: Path) -> None:
     args = (tmp_path / "pip-args.txt").read_text().split()
     assert args[:4] == ["-m", "pip", "install", "-c"] and args[5:] == ["-e", str(ROOT)]
     assert done.pip_command[-2:] == ["-e", str(ROOT)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_nodes_are_those_of_the_package_comfyui_imports(tmp_path: Path, copy: bool) -> None:
+    """Not this environment's: a link into it would break once it is removed, and its nodes
+    would drift from ComfyUI's drcn-plugin when only this one is upgraded."""
+    package = tmp_path / "comfyui-venv" / "site-packages" / "drcn_plugin"
+    (package / "comfyui_nodes").mkdir(parents=True)
+    (package / "comfyui_nodes" / "drcn_nodes.py").write_text("# ComfyUI's own version\n")
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, _fake_python(tmp_path, "2.5.1+cpu", package), copy)
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    assert done.pip_command and done.linked != copy
+    assert (dest / "drcn_nodes.py").read_text() == "# ComfyUI's own version\n"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")

@@ -55,6 +55,16 @@ def nodes_source() -> Path:
     return source
 
 
+def comfyuis_nodes(python: Path, comfyui_dir: Path) -> Path:
+    """The nodes shipped with the drcn-plugin that ComfyUI's Python imports, else this copy's:
+    linked to this environment's, they would break once it is removed and drift from ComfyUI's
+    package when only this one is upgraded."""
+    _, origin = probe_python(python, comfyui_dir)
+    found = bundled("comfyui_nodes", "drcn_nodes.py", Path(origin).resolve().parent) \
+        if origin else None
+    return found or nodes_source()
+
+
 def default_python(comfyui_dir: Path) -> Path:
     """ComfyUI's own interpreter: its venv/ or .venv/, the portable build's python_embeded/,
     else the Python running drcn."""
@@ -75,13 +85,15 @@ def check_comfyui_folder(comfyui_dir: Path) -> Path:
     return custom
 
 
-def check_nodes_folder(comfyui_dir: Path) -> Path:
+def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
     """Where the nodes go, or InstallError when the folder is not ComfyUI's or that place holds
-    something an install of the nodes did not write (a git clone, another pack)."""
+    something an install of the nodes (from ``source``, default this copy's) did not write (a
+    git clone, another pack)."""
     dest = check_comfyui_folder(comfyui_dir) / NODES_NAME
     if not dest.is_symlink() and dest.exists() and not (dest / "drcn_nodes.py").is_file():
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
-    check_replaceable(dest, [n for n in files_under(nodes_source()) if "__pycache__" not in n])
+    writes = files_under(source or nodes_source())
+    check_replaceable(dest, [n for n in writes if "__pycache__" not in n])
     return dest
 
 
@@ -92,11 +104,14 @@ def remove_nodes(comfyui_dir: Path) -> Path | None:
     return dest if uninstall(dest) else None
 
 
-def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
-    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install
-    only once the new one is complete and only while it holds nothing an install did not write;
-    returns the destination and whether it is a link."""
-    source, dest = nodes_source(), check_nodes_folder(comfyui_dir)
+def link_nodes(comfyui_dir: Path, copy: bool = False,
+               source: Path | None = None) -> tuple[Path, bool]:
+    """Symlink (or copy) the nodes folder ``source`` (default this copy's) to
+    ``custom_nodes/comfyui-drcn``, replacing an earlier install only once the new one is complete
+    and only while it holds nothing an install did not write; returns the destination and
+    whether it is a link."""
+    source = source or nodes_source()
+    dest = check_nodes_folder(comfyui_dir, source)
     new = dest.parent / f".{NODES_NAME}.{os.getpid()}.part"
     try:
         remove(new)
@@ -178,8 +193,8 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
 
 
 def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -> Installed:
-    """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
-    step leaves ComfyUI as it was (no nodes that cannot import)."""
+    """Install the package into ComfyUI's Python, make models/drcn, then link the nodes of the
+    package it installed: a failed step leaves ComfyUI as it was (no nodes that cannot import)."""
     comfyui_dir = comfyui_dir.resolve()
     models = comfyui_dir / "models" / MODELS_SUBDIR
     for folder in (check_nodes_folder(comfyui_dir).parent, models):
@@ -192,5 +207,6 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InstallError(f"cannot create {models}: {one_line(e)}") from e
-    nodes, linked = link_nodes(comfyui_dir, copy)
+    source = comfyuis_nodes(python, comfyui_dir) if command else nodes_source()
+    nodes, linked = link_nodes(comfyui_dir, copy, source)
     return Installed(nodes, linked, python, command, models)
