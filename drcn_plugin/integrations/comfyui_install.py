@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled, source_checkout
 from ..writing import probe_folder
-from .owned import check_replaceable, files_under, record_files, remove, swap_in, uninstall
+from .owned import beside, check_replaceable, files_under, record_files, remove, swap_in, uninstall
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -112,7 +112,7 @@ def link_nodes(comfyui_dir: Path, copy: bool = False,
     whether it is a link."""
     source = source or nodes_source()
     dest = check_nodes_folder(comfyui_dir, source)
-    new = dest.parent / f".{NODES_NAME}.{os.getpid()}.part"
+    new = beside(dest, "part")
     try:
         remove(new)
         linked = False
