@@ -127,3 +127,12 @@ def test_an_earlier_copy_that_cannot_be_removed_is_not_loaded_by_comfyui(
     assert _comfyui_loads(dest.parent) == ["comfyui-drcn"]
     dest = comfyui_install.remove_nodes(removed)
     assert dest is not None and _comfyui_loads(dest.parent) == []
+
+
+def test_an_unreadable_install_record_is_one_line_naming_it_once(tmp_path: Path) -> None:
+    dest = gimp_install.install(tmp_path)
+    (dest / ".drcn-installed").unlink()
+    (dest / ".drcn-installed").mkdir()  # unreadable as a file (a permission error as a user)
+    r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(tmp_path)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert r.output.count(".drcn-installed") == 1 and "Is a directory" in r.output, r.output

@@ -54,7 +54,7 @@ def check_replaceable(dest: Path, writes: Collection[str]) -> None:
     except FileNotFoundError:
         recorded = []
     except (OSError, UnicodeDecodeError) as e:
-        raise InstallError(f"cannot read {dest / MANIFEST}: {e}") from e
+        raise InstallError(f"cannot read {dest / MANIFEST}: {reason(e)}") from e
     known = {*writes, *recorded, MANIFEST}
     foreign = [n for n in files_under(dest) if n not in known
                and "__pycache__" not in n.split("/")[:-1]]
