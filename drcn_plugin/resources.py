@@ -12,10 +12,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
-def bundled(relative: str, marker: str = "") -> Path | None:
-    """The folder ``relative`` inside the package, else in the source checkout; the first that
-    exists (and holds ``marker``, when given), or None."""
-    for base in (PACKAGE, PACKAGE.parent):
+def bundled(relative: str, marker: str = "", package: Path = PACKAGE) -> Path | None:
+    """The folder ``relative`` inside ``package`` (this one, or a copy installed for another
+    Python), else in its source checkout; the first that exists (and holds ``marker``, when
+    given), or None."""
+    for base in (package, package.parent):
         folder = base / relative
         if (folder / marker).is_file() if marker else folder.is_dir():
             return folder

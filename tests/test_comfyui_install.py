@@ -25,10 +25,11 @@ def _fake_comfyui(root: Path) -> Path:
     return root
 
 
-def _fake_python(tmp_path: Path, torch_version: str | None) -> Path:
-    """An 'interpreter' that answers the probe and records the pip call and its constraints."""
+def _fake_python(tmp_path: Path, torch_version: str | None, package: Path | None = None) -> Path:
+    """An 'interpreter' that answers the probe (its torch, and drcn_plugin imported from
+    ``package``, if given) and records the pip call and its constraints."""
     exe = tmp_path / "fake-python"
-    answer = json.dumps([torch_version, None])
+    answer = json.dumps([torch_version, str(package / "__init__.py") if package else None])
     exe.write_text(f"#!/bin/sh\nif [ \"$1\" = \"-c\" ]; then echo '{answer}'; else "
                    f"echo \"$@\" > {tmp_path}/pip-args.txt; "
                    f"cat \"$5\" > {tmp_path}/pinned.txt; fi\n")
@@ -69,6 +70,21 @@ def test_install_pins_comfyuis_torch(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_nodes_are_those_of_the_package_comfyui_imports(tmp_path: Path, copy: bool) -> None:
+    """Not this environment's: a link into it would break once it is removed, and its nodes
+    would drift from ComfyUI's drcn-plugin when only this one is upgraded."""
+    package = tmp_path / "comfyui-venv" / "site-packages" / "drcn_plugin"
+    (package / "comfyui_nodes").mkdir(parents=True)
+    (package / "comfyui_nodes" / "drcn_nodes.py").write_text("# ComfyUI's own version\n")
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    done = comfyui_install.install(comfy, _fake_python(tmp_path, "2.5.1+cpu", package), copy)
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    assert done.pip_command and done.linked != copy
+    assert (dest / "drcn_nodes.py").read_text() == "# ComfyUI's own version\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell-script stand-in for a Python")
 def test_install_refuses_a_python_without_torch(tmp_path: Path) -> None:
     comfy = _fake_comfyui(tmp_path / "ComfyUI")
     with pytest.raises(DRCNError, match="has no torch"):
@@ -97,15 +113,21 @@ def test_a_failed_install_leaves_comfyui_as_it_was(tmp_path: Path,
     assert done.python == tmp_path / "fake-python" and (tmp_path / "pip-args.txt").is_file()
 
 
-def test_a_wheel_install_reinstalls_from_where_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wheel_install_reinstalls_from_where_it_came(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = tmp_path / "Down loads" / "drcn_plugin-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"")
+
     class Dist:
         def read_text(self, name: str) -> str | None:
-            return '{"url": "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"}'
+            return json.dumps({"url": wheel.as_uri()})
 
     monkeypatch.setattr(comfyui_install, "source_checkout", lambda: None)
     monkeypatch.setattr(comfyui_install.metadata, "distribution", lambda name: Dist())
-    assert comfyui_install.package_spec() == [
-        "file:///downloads/drcn_plugin-0.1.0-py3-none-any.whl"]
+    assert comfyui_install.package_spec() == [wheel.as_uri()]
+    wheel.unlink()  # the downloaded wheel cleaned away since: pip would fail on its path
+    assert comfyui_install.package_spec() == [f"drcn-plugin=={comfyui_install.__version__}"]
 
 
 def test_install_refuses_other_folders(tmp_path: Path) -> None:  # both before pip runs

@@ -3,9 +3,13 @@ holding a user's own file is left whole, and a user's models and the package sta
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
+from test_comfyui_install import _fake_comfyui
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
@@ -79,3 +83,56 @@ def test_gimp_uninstall_goes_on_past_a_refused_folder(tmp_path: Path,
     assert r.exit_code == 2 and "did not write (notes.txt)" in r.output, r.output
     assert f"removed {gone}" in " ".join(r.output.split()) and not gone.exists()
     assert (kept / "notes.txt").is_file() and not list(gone.parent.iterdir())  # nothing aside
+
+
+def _comfyui_loads(custom_nodes: Path) -> list[str]:
+    """What ComfyUI imports as node packs: every folder (hidden ones too) and .py file there but
+    ``__pycache__`` and names ending in ``.disabled``."""
+    return sorted(p.name for p in custom_nodes.iterdir() if p.name != "__pycache__"
+                  and not p.name.endswith(".disabled") and (p.is_dir() or p.suffix == ".py"))
+
+
+def test_a_read_only_folder_in_an_install_does_not_leave_it_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    comfy = _fake_comfyui(tmp_path / "Comfy UI")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    rmtree = shutil.rmtree
+
+    def rmtree_as_a_user(path: Path, *args: object, **kwargs: object) -> None:
+        """shutil.rmtree as anyone but root sees it (the tests may run as root)."""
+        for top, dirs, files in os.walk(path):
+            if (dirs or files) and not os.stat(top).st_mode & stat.S_IWUSR:
+                raise PermissionError(13, "Permission denied", top)
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_as_a_user)
+    (dest / "web").chmod(0o555)  # e.g. copied from a read-only medium
+    comfyui_install.link_nodes(comfy, copy=True)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]
+    (dest / "web" / "docs").chmod(0o555)
+    assert comfyui_install.remove_nodes(comfy) == dest
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_an_earlier_copy_that_cannot_be_removed_is_not_loaded_by_comfyui(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def busy(path: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(16, "Device or resource busy", str(path))  # e.g. a file open on Windows
+
+    updated, removed = (_fake_comfyui(tmp_path / name) for name in ("updated", "removed"))
+    for comfy in (updated, removed):
+        comfyui_install.link_nodes(comfy, copy=True)
+    monkeypatch.setattr(shutil, "rmtree", busy)
+    dest, _ = comfyui_install.link_nodes(updated, copy=True)  # the earlier copy stays beside
+    assert _comfyui_loads(dest.parent) == ["comfyui-drcn"]
+    dest = comfyui_install.remove_nodes(removed)
+    assert dest is not None and _comfyui_loads(dest.parent) == []
+
+
+def test_an_unreadable_install_record_is_one_line_naming_it_once(tmp_path: Path) -> None:
+    dest = gimp_install.install(tmp_path)
+    (dest / ".drcn-installed").unlink()
+    (dest / ".drcn-installed").mkdir()  # unreadable as a file (a permission error as a user)
+    r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(tmp_path)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert r.output.count(".drcn-installed") == 1 and "Is a directory" in r.output, r.output

@@ -12,12 +12,14 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from .. import __version__
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled, source_checkout
 from ..writing import probe_folder
-from .owned import check_replaceable, files_under, record_files, remove, swap_in, uninstall
+from .owned import beside, check_replaceable, files_under, record_files, remove, swap_in, uninstall
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
@@ -53,6 +55,16 @@ def nodes_source() -> Path:
     return source
 
 
+def comfyuis_nodes(python: Path, comfyui_dir: Path) -> Path:
+    """The nodes shipped with the drcn-plugin that ComfyUI's Python imports, else this copy's:
+    linked to this environment's, they would break once it is removed and drift from ComfyUI's
+    package when only this one is upgraded."""
+    _, origin = probe_python(python, comfyui_dir)
+    found = bundled("comfyui_nodes", "drcn_nodes.py", Path(origin).resolve().parent) \
+        if origin else None
+    return found or nodes_source()
+
+
 def default_python(comfyui_dir: Path) -> Path:
     """ComfyUI's own interpreter: its venv/ or .venv/, the portable build's python_embeded/,
     else the Python running drcn."""
@@ -73,13 +85,15 @@ def check_comfyui_folder(comfyui_dir: Path) -> Path:
     return custom
 
 
-def check_nodes_folder(comfyui_dir: Path) -> Path:
+def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
     """Where the nodes go, or InstallError when the folder is not ComfyUI's or that place holds
-    something an install of the nodes did not write (a git clone, another pack)."""
+    something an install of the nodes (from ``source``, default this copy's) did not write (a
+    git clone, another pack)."""
     dest = check_comfyui_folder(comfyui_dir) / NODES_NAME
     if not dest.is_symlink() and dest.exists() and not (dest / "drcn_nodes.py").is_file():
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
-    check_replaceable(dest, [n for n in files_under(nodes_source()) if "__pycache__" not in n])
+    writes = files_under(source or nodes_source())
+    check_replaceable(dest, [n for n in writes if "__pycache__" not in n])
     return dest
 
 
@@ -90,12 +104,15 @@ def remove_nodes(comfyui_dir: Path) -> Path | None:
     return dest if uninstall(dest) else None
 
 
-def link_nodes(comfyui_dir: Path, copy: bool = False) -> tuple[Path, bool]:
-    """Symlink (or copy) the nodes to ``custom_nodes/comfyui-drcn``, replacing an earlier install
-    only once the new one is complete and only while it holds nothing an install did not write;
-    returns the destination and whether it is a link."""
-    source, dest = nodes_source(), check_nodes_folder(comfyui_dir)
-    new = dest.parent / f".{NODES_NAME}.{os.getpid()}.part"
+def link_nodes(comfyui_dir: Path, copy: bool = False,
+               source: Path | None = None) -> tuple[Path, bool]:
+    """Symlink (or copy) the nodes folder ``source`` (default this copy's) to
+    ``custom_nodes/comfyui-drcn``, replacing an earlier install only once the new one is complete
+    and only while it holds nothing an install did not write; returns the destination and
+    whether it is a link."""
+    source = source or nodes_source()
+    dest = check_nodes_folder(comfyui_dir, source)
+    new = beside(dest, "part")
     try:
         remove(new)
         linked = False
@@ -135,7 +152,8 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
 
 def package_spec() -> list[str]:
     """What pip installs: this source checkout as editable, else the wheel or folder this copy
-    was installed from (pip's ``direct_url.json``), else this version by name."""
+    was installed from (pip's ``direct_url.json``) while it is still there, else this version by
+    name."""
     root = source_checkout()
     if root is not None:
         return ["-e", str(root)]
@@ -144,8 +162,9 @@ def package_spec() -> list[str]:
                             or "null")
     except (metadata.PackageNotFoundError, ValueError):
         origin = None
-    if isinstance(origin, dict) and str(origin.get("url", "")).startswith("file:"):
-        return [origin["url"]]
+    url = str(origin.get("url", "")) if isinstance(origin, dict) else ""
+    if url.startswith("file:") and Path(url2pathname(urlparse(url).path)).exists():
+        return [url]
     return [f"drcn-plugin=={__version__}"]
 
 
@@ -174,8 +193,8 @@ def install_package(python: Path, comfyui_dir: Path) -> list[str] | None:
 
 
 def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -> Installed:
-    """Install the package into ComfyUI's Python, make models/drcn, then link the nodes: a failed
-    step leaves ComfyUI as it was (no nodes that cannot import)."""
+    """Install the package into ComfyUI's Python, make models/drcn, then link the nodes of the
+    package it installed: a failed step leaves ComfyUI as it was (no nodes that cannot import)."""
     comfyui_dir = comfyui_dir.resolve()
     models = comfyui_dir / "models" / MODELS_SUBDIR
     for folder in (check_nodes_folder(comfyui_dir).parent, models):
@@ -188,5 +207,6 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InstallError(f"cannot create {models}: {one_line(e)}") from e
-    nodes, linked = link_nodes(comfyui_dir, copy)
+    source = comfyuis_nodes(python, comfyui_dir) if command else nodes_source()
+    nodes, linked = link_nodes(comfyui_dir, copy, source)
     return Installed(nodes, linked, python, command, models)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InstallError, one_line
 from ..resources import PACKAGE, bundled
 from ..writing import probe_folder
-from .owned import check_replaceable, record_files, swap_in, uninstall
+from .owned import beside, check_replaceable, record_files, swap_in, uninstall
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -107,7 +107,7 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     dest = installed_plugin(gimp_dir)
     files = sorted(plugin_source().glob("*.py"))
     probe_folder(dest.parent)  # a file or a read-only folder in the way, named as such
-    new = dest.with_name(f".{PLUGIN}.{os.getpid()}.part")
+    new = beside(dest, "part")
     try:
         shutil.rmtree(new, ignore_errors=True)
         new.mkdir(parents=True)

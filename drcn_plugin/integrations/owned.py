@@ -12,12 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import InstallError, reason
 
 MANIFEST = ".drcn-installed"
+
+
+def beside(dest: Path, kind: str) -> Path:
+    """A hidden place beside ``dest`` for this process's new (``part``) or earlier (``old``)
+    install; named ``*.disabled`` because ComfyUI loads every folder in ``custom_nodes/``, hidden
+    ones too, but those."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{kind}.disabled")
 
 
 def files_under(folder: Path) -> list[str]:
@@ -46,7 +54,7 @@ def check_replaceable(dest: Path, writes: Collection[str]) -> None:
     except FileNotFoundError:
         recorded = []
     except (OSError, UnicodeDecodeError) as e:
-        raise InstallError(f"cannot read {dest / MANIFEST}: {e}") from e
+        raise InstallError(f"cannot read {dest / MANIFEST}: {reason(e)}") from e
     known = {*writes, *recorded, MANIFEST}
     foreign = [n for n in files_under(dest) if n not in known
                and "__pycache__" not in n.split("/")[:-1]]
@@ -59,7 +67,7 @@ def check_replaceable(dest: Path, writes: Collection[str]) -> None:
 def swap_in(new: Path, dest: Path) -> None:
     """Put the complete folder (or link) ``new`` at ``dest``; an earlier ``dest`` is moved aside
     first, put back if the move fails, then removed (if that fails, it stays hidden beside)."""
-    old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+    old = beside(dest, "old")
     had = dest.is_symlink() or dest.exists()
     if had:
         remove(old)  # left by a process of this PID long gone
@@ -76,11 +84,28 @@ def swap_in(new: Path, dest: Path) -> None:
 
 
 def remove(path: Path) -> None:
-    """Remove a link, file or folder tree at ``path``, if there is one."""
+    """Remove a link, file or folder tree at ``path``, if there is one; a read-only folder (or
+    file, which Windows will not delete) in the tree is made writable first."""
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.is_dir():
-        shutil.rmtree(path)
+        try:
+            shutil.rmtree(path)
+        except PermissionError:
+            _make_writable(path)
+            shutil.rmtree(path)
+
+
+def _make_writable(path: Path) -> None:
+    """Give the owner write (and, for folders, list) rights throughout ``path``'s tree."""
+    if path.is_symlink():
+        return
+    extra = stat.S_IRWXU if path.is_dir() else stat.S_IWUSR
+    with contextlib.suppress(OSError):  # rmtree names what still cannot go
+        path.chmod(path.stat().st_mode | extra)
+    if path.is_dir():
+        for child in path.iterdir():
+            _make_writable(child)
 
 
 def uninstall(dest: Path) -> bool:
@@ -88,7 +113,7 @@ def uninstall(dest: Path) -> bool:
     what installs wrote); False when there is none."""
     if not (dest.is_symlink() or dest.exists()):
         return False
-    aside = dest.with_name(f".{dest.name}.{os.getpid()}.old")
+    aside = beside(dest, "old")
     try:  # moved aside whole first: a removal that fails midway leaves no half install
         remove(aside)
         dest.rename(aside)
