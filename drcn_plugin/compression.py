@@ -209,6 +209,17 @@ def jpeg_history(levels: np.ndarray) -> int | None:
 
     blocks = [dct(dy, dx) for dy in range(8) for dx in range(8)]
     coeffs = min(blocks, key=lambda b: float(np.abs(b[:, _HIGH]).mean()))
+    # A turn by 90 degrees (a portrait photo turned upright by its EXIF orientation, then kept)
+    # transposes the blocks; flips only change signs, which the fit ignores.
+    fits = max((_lattice_fits(c) for c in (coeffs, coeffs.transpose(0, 2, 1))),
+               key=lambda f: max(f.values(), default=0.0))
+    best = max(fits.values(), default=0.0)
+    return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None
+
+
+def _lattice_fits(coeffs: np.ndarray) -> dict[int, float]:
+    """How well blocks' DCT coefficients sit on each IJG quality's steps: the mean cosine over
+    the probed frequencies with enough nonzero coefficients, by quality."""
     fits = {}
     for quality, table in _ijg_luma_tables().items():
         steps = np.reshape(table, (8, 8))
@@ -220,5 +231,4 @@ def jpeg_history(levels: np.ndarray) -> int | None:
                 fit.append(float(np.cos(2 * np.pi * c / steps[i, j]).mean()))
         if len(fit) >= 3:
             fits[quality] = sum(fit) / len(fit)
-    best = max(fits.values(), default=0.0)
-    return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None
+    return fits

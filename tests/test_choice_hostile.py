@@ -1,0 +1,43 @@
+"""The per-file default choice on files as cameras, phones and editors leave them: turned photos,
+tiled patterns and JPEG-compressed TIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import DATA
+from PIL import Image
+from test_photo import _run, _through_jpeg
+
+from drcn_plugin.compression import jpeg_history
+
+
+def _crop(name: str = "Set14/lenna") -> Image.Image:
+    return Image.open(DATA / f"{name}.png").convert("RGB").crop((8, 8, 168, 128))
+
+
+@pytest.mark.parametrize("name", ["Set14/lenna", "Set14/baboon", "Set5/bird"])
+def test_jpeg_history_is_read_from_turned_pixels(name: str) -> None:
+    """A JPEG's pixels turned by 90 degrees (a portrait photo turned upright by its EXIF
+    orientation, then kept as PNG) show the same quality as upright ones."""
+    for quality in (30, 50, 75, 90):
+        jpeg = _through_jpeg(_crop(name), quality)
+        for turn in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270,
+                     Image.Transpose.TRANSPOSE):
+            found = jpeg_history(np.asarray(jpeg.transpose(turn)))
+            assert found is not None and abs(found - quality) <= 2, (quality, turn, found)
+
+
+def test_a_portrait_photo_resaved_upright_is_upscaled_as_its_first_jpeg(
+        tmp_path: Path, wide_console: None) -> None:
+    """A phone's quality-40 portrait photo (stored sideways, EXIF orientation 6) re-saved at 95
+    with its orientation kept: read upright, its first JPEG's grid still gives the photo model."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _through_jpeg(_crop(), 40).save(folder / "portrait.jpg", quality=95, exif=exif)
+    out = _run([str(folder), "-o", str(tmp_path / "out")])
+    assert "q40" in out and "drcn-lite-photo" in out
