@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+from PIL.JpegImagePlugin import zigzag_index
 
 
 def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
@@ -171,6 +172,39 @@ def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 
     luma = quantization[table]
     return min(_ijg_luma_tables().items(),
                key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]
+
+
+def file_jpeg_quality(im: Image.Image) -> int | None:
+    """The estimated quality of a JPEG file's, or a JPEG-compressed TIFF's, luma table (a TIFF
+    keeps its tables in the JPEGTables tag); None for other files or when no table is read."""
+    if im.format in ("JPEG", "MPO"):
+        layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
+        return jpeg_quality(getattr(im, "quantization", None), layers[0][3] if layers else 0)
+    tags = getattr(im, "tag_v2", None)
+    if im.format != "TIFF" or im.info.get("compression") != "jpeg" or tags is None:
+        return None
+    tables = tags.get(347)  # JPEGTables: an abbreviated JPEG stream of DQT and DHT segments
+    return jpeg_quality(_dqt_tables(tables)) if isinstance(tables, bytes) else None
+
+
+def _dqt_tables(stream: bytes) -> dict[int, list[int]]:
+    """The quantisation tables of a JPEG stream's DQT segments before its scan, in natural order
+    as Pillow reports a JPEG's; the marker segments are walked by their lengths."""
+    tables, pos = {}, 2 if stream[:2] == b"\xff\xd8" else 0
+    while pos + 4 <= len(stream) and stream[pos] == 0xFF and stream[pos + 1] not in (0xDA, 0xD9):
+        end = min(pos + 2 + int.from_bytes(stream[pos + 2: pos + 4], "big"), len(stream))
+        at = pos + 4
+        while stream[pos + 1] == 0xDB and at < end:
+            wide = stream[at] >> 4  # 1: 16-bit entries
+            data = stream[at + 1: min(at + 1 + 64 * (1 + wide), end)]
+            if wide > 1 or len(data) < 64 * (1 + wide):
+                break
+            values = [int.from_bytes(data[i: i + 1 + wide], "big")
+                      for i in range(0, len(data), 1 + wide)]
+            tables[stream[at] & 15] = [values[i] for i in zigzag_index]
+            at += 1 + len(data)
+        pos = end
+    return tables
 
 
 # jpeg_history: blocks sampled per grid offset, the low-frequency coefficients whose steps are

@@ -11,7 +11,8 @@ from helpers import DATA
 from PIL import Image
 from test_photo import _run, _through_jpeg
 
-from drcn_plugin.compression import jpeg_history
+from drcn_plugin.compression import file_jpeg_quality, jpeg_history
+from drcn_plugin.hub import choose_for_source
 
 
 def _crop(name: str = "Set14/lenna") -> Image.Image:
@@ -41,3 +42,23 @@ def test_a_portrait_photo_resaved_upright_is_upscaled_as_its_first_jpeg(
     _through_jpeg(_crop(), 40).save(folder / "portrait.jpg", quality=95, exif=exif)
     out = _run([str(folder), "-o", str(tmp_path / "out")])
     assert "q40" in out and "drcn-lite-photo" in out
+
+
+def test_a_jpeg_compressed_tiff_gets_the_strength_of_its_tables(
+        tmp_path: Path, wide_console: None) -> None:
+    """A TIFF keeps its JPEG tables in its JPEGTables tag: they give its quality as a JPEG's
+    own tables do, not the quality-80 guess of a file whose quality is unknown."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for quality in (95, 40):
+        _crop().save(folder / f"q{quality}.tif", compression="jpeg", quality=quality)
+        with Image.open(folder / f"q{quality}.tif") as im:
+            assert file_jpeg_quality(im) == quality
+    out = _run([str(folder), "-o", str(tmp_path / "out")]).splitlines()
+    fine, coarse = (next(line for line in out if f"q{q}.tif" in line and "done" in line)
+                    for q in (95, 40))
+    assert choose_for_source(True, 95).label in fine and "photo" not in fine
+    assert "drcn-lite-photo" in coarse
+    damaged = Image.open(folder / "q95.tif")
+    damaged.tag_v2[347] = damaged.tag_v2[347][:40]  # cut inside its first table
+    assert file_jpeg_quality(damaged) is None
