@@ -243,6 +243,9 @@ def jpeg_history(levels: np.ndarray) -> int | None:
 
     blocks = [dct(dy, dx) for dy in range(8) for dx in range(8)]
     coeffs = min(blocks, key=lambda b: float(np.abs(b[:, _HIGH]).mean()))
+    # Each block counts once: a pattern repeating every 8 or 16 pixels (a tiled background)
+    # gives a few blocks again and again, whose few values can fit some quality's steps.
+    coeffs = np.unique(coeffs.reshape(-1, 64), axis=0).reshape(-1, 8, 8)
     # A turn by 90 degrees (a portrait photo turned upright by its EXIF orientation, then kept)
     # transposes the blocks; flips only change signs, which the fit ignores.
     fits = max((_lattice_fits(c) for c in (coeffs, coeffs.transpose(0, 2, 1))),

@@ -62,3 +62,21 @@ def test_a_jpeg_compressed_tiff_gets_the_strength_of_its_tables(
     damaged = Image.open(folder / "q95.tif")
     damaged.tag_v2[347] = damaged.tag_v2[347][:40]  # cut inside its first table
     assert file_jpeg_quality(damaged) is None
+
+
+def test_a_pattern_tiled_every_8_or_16_pixels_shows_no_jpeg() -> None:
+    """A background tiled from one small swatch, or diagonal stripes, repeats a few blocks whose
+    few coefficient values can fit some quality's steps: the pixels must still count as clean."""
+    rng = np.random.default_rng(0)
+    photo = np.asarray(_crop().convert("L"))
+    for period in (8, 16):
+        for _ in range(6):
+            y, x = rng.integers(0, 100, 2)
+            for swatch in (rng.random((period, period)) * 255, photo[y: y + period, x: x + period],
+                           np.where(rng.random((period, period)) > 0.5, 220, 40)):
+                tiled = np.tile(swatch, (152 // period, 192 // period)).astype(np.uint8)
+                assert jpeg_history(tiled) is None, period
+    i, j = np.indices((152, 192))
+    for period, dark in ((4, 0), (8, 0), (16, 204)):
+        stripes = np.where((i + j) // period % 2, 255, dark).astype(np.uint8)
+        assert jpeg_history(stripes) is None, period
