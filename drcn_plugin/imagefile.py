@@ -66,7 +66,7 @@ class ImageInfo:
     value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
-    jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
+    jpeg_quality: int | None = None  # from a JPEG's (or JPEG TIFF's) quantisation tables
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
