@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+from PIL.JpegImagePlugin import zigzag_index
 
 
 def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
@@ -173,6 +174,39 @@ def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 
                key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]
 
 
+def file_jpeg_quality(im: Image.Image) -> int | None:
+    """The estimated quality of a JPEG file's, or a JPEG-compressed TIFF's, luma table (a TIFF
+    keeps its tables in the JPEGTables tag); None for other files or when no table is read."""
+    if im.format in ("JPEG", "MPO"):
+        layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
+        return jpeg_quality(getattr(im, "quantization", None), layers[0][3] if layers else 0)
+    tags = getattr(im, "tag_v2", None)
+    if im.format != "TIFF" or im.info.get("compression") != "jpeg" or tags is None:
+        return None
+    tables = tags.get(347)  # JPEGTables: an abbreviated JPEG stream of DQT and DHT segments
+    return jpeg_quality(_dqt_tables(tables)) if isinstance(tables, bytes) else None
+
+
+def _dqt_tables(stream: bytes) -> dict[int, list[int]]:
+    """The quantisation tables of a JPEG stream's DQT segments before its scan, in natural order
+    as Pillow reports a JPEG's; the marker segments are walked by their lengths."""
+    tables, pos = {}, 2 if stream[:2] == b"\xff\xd8" else 0
+    while pos + 4 <= len(stream) and stream[pos] == 0xFF and stream[pos + 1] not in (0xDA, 0xD9):
+        end = min(pos + 2 + int.from_bytes(stream[pos + 2: pos + 4], "big"), len(stream))
+        at = pos + 4
+        while stream[pos + 1] == 0xDB and at < end:
+            wide = stream[at] >> 4  # 1: 16-bit entries
+            data = stream[at + 1: min(at + 1 + 64 * (1 + wide), end)]
+            if wide > 1 or len(data) < 64 * (1 + wide):
+                break
+            values = [int.from_bytes(data[i: i + 1 + wide], "big")
+                      for i in range(0, len(data), 1 + wide)]
+            tables[stream[at] & 15] = [values[i] for i in zigzag_index]
+            at += 1 + len(data)
+        pos = end
+    return tables
+
+
 # jpeg_history: blocks sampled per grid offset, the low-frequency coefficients whose steps are
 # tested (AC, row-major (i, j)), the high frequencies a JPEG grid leaves weakest, and the fit a
 # quality's steps need (a mean cosine: 0 for clean pixels, 0.45 at most over Set14/T91/BSD200).
@@ -209,6 +243,20 @@ def jpeg_history(levels: np.ndarray) -> int | None:
 
     blocks = [dct(dy, dx) for dy in range(8) for dx in range(8)]
     coeffs = min(blocks, key=lambda b: float(np.abs(b[:, _HIGH]).mean()))
+    # Each block counts once: a pattern repeating every 8 or 16 pixels (a tiled background)
+    # gives a few blocks again and again, whose few values can fit some quality's steps.
+    coeffs = np.unique(coeffs.reshape(-1, 64), axis=0).reshape(-1, 8, 8)
+    # A turn by 90 degrees (a portrait photo turned upright by its EXIF orientation, then kept)
+    # transposes the blocks; flips only change signs, which the fit ignores.
+    fits = max((_lattice_fits(c) for c in (coeffs, coeffs.transpose(0, 2, 1))),
+               key=lambda f: max(f.values(), default=0.0))
+    best = max(fits.values(), default=0.0)
+    return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None
+
+
+def _lattice_fits(coeffs: np.ndarray) -> dict[int, float]:
+    """How well blocks' DCT coefficients sit on each IJG quality's steps: the mean cosine over
+    the probed frequencies with enough nonzero coefficients, by quality."""
     fits = {}
     for quality, table in _ijg_luma_tables().items():
         steps = np.reshape(table, (8, 8))
@@ -220,5 +268,4 @@ def jpeg_history(levels: np.ndarray) -> int | None:
                 fit.append(float(np.cos(2 * np.pi * c / steps[i, j]).mean()))
         if len(fit) >= 3:
             fits[quality] = sum(fit) / len(fit)
-    best = max(fits.values(), default=0.0)
-    return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None
+    return fits

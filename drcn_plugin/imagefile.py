@@ -24,7 +24,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
 from .av1header import avif_base_q_idx
-from .compression import is_lossy, jpeg_quality, webp_quantizer
+from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
@@ -66,7 +66,7 @@ class ImageInfo:
     value_range: tuple[float, float] | None = None  # float images: outputs stay inside it
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
-    jpeg_quality: int | None = None  # estimated from a JPEG's quantisation tables
+    jpeg_quality: int | None = None  # from a JPEG's (or JPEG TIFF's) quantisation tables
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
@@ -237,10 +237,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(f, im))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
-        if im.format in ("JPEG", "MPO"):
-            layers = getattr(im, "layer", None)  # (component, h, v, quantisation table)
-            info.jpeg_quality = jpeg_quality(getattr(im, "quantization", None),
-                                             layers[0][3] if layers else 0)
+        info.jpeg_quality = file_jpeg_quality(im)
         if im.format == "WEBP":
             info.webp_quantizer = webp_quantizer(f)
         if im.format == "AVIF":

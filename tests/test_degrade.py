@@ -232,7 +232,7 @@ def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -
     cases = {"q.jpg": ({"quality": 63}, True, 63), "lossy.webp": ({"quality": 70}, True, None),
              "lossless.webp": ({"lossless": True}, False, None), "p.png": ({}, False, None),
              "a.avif": ({"quality": 50}, True, None),
-             "j.tif": ({"compression": "jpeg", "quality": 50}, True, None),
+             "j.tif": ({"compression": "jpeg", "quality": 50}, True, 50),
              "lzw.tif": ({"compression": "tiff_lzw"}, False, None),
              "wavelet97.jp2": ({"irreversible": True}, True, None),
              "wavelet53.jp2": ({}, False, None)}
