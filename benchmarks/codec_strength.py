@@ -1,8 +1,9 @@
-"""The denoise strength for AVIF files by their quantiser: Set5/Set14 at x3, the protocol's low-res
-image saved as AVIF (Pillow's libavif, 4:2:0) at several qualities, each read back and upscaled at
-denoise 0, 0.5 and 1; Y PSNR against the original, and the ``base_q_idx`` each quality gave.
+"""The denoise strength for AVIF and HEIF files: Set5/Set14 at x3, the protocol's low-res image
+saved as AVIF (Pillow's libavif) or HEIF (pillow-heif's x265), 4:2:0, at several qualities, each
+read back and upscaled at denoise 0, 0.5 and 1; Y PSNR against the original, and for AVIF the
+``base_q_idx`` each quality gave.
 
-    python benchmarks/avif_strength.py --data ../shared/data
+    python benchmarks/codec_strength.py --data ../shared/data [--codec heif]
 """
 
 from __future__ import annotations
@@ -20,29 +21,30 @@ from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate
 from drcn_plugin.hub import load_denoised
 
-QUALITIES = (50, 70, 80, 90, 95)
+QUALITIES = {"avif": (50, 70, 80, 90, 95), "heif": (30, 50, 70, 80, 90, 95)}
 STRENGTHS = (0.0, 0.5, 1.0)
 
 
-class AvifRoundTrip:
+class CodecRoundTrip:
     """A degradation (as :class:`drcn_plugin.degrade.Recipe` is used) that saves the low-res
-    colour image as AVIF at ``quality`` and reads it back; notes the ``base_q_idx`` it got."""
+    colour image as ``codec`` at ``quality`` and reads it back; notes an AVIF's ``base_q_idx``."""
 
-    def __init__(self, quality: int) -> None:
-        self.quality, self.q_idx = quality, []
+    def __init__(self, codec: str, quality: int) -> None:
+        self.codec, self.quality, self.q_idx = codec, quality, []
 
     def __str__(self) -> str:
-        return f"avif:{self.quality}"
+        return f"{self.codec}:{self.quality}"
 
     def draw(self, lr: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, bool]:
-        """``lr`` (``[3, H, W]`` or grey ``[H, W]``, 0..255) through an AVIF file; never clean."""
+        """``lr`` (``[3, H, W]`` or grey ``[H, W]``, 0..255) through a file; never clean."""
         a = lr.round().clamp(0, 255).to(torch.uint8).numpy()
         colour = a.ndim == 3
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0) if colour else a)).save(
-            buf, "AVIF", quality=self.quality)
+            buf, self.codec.upper(), quality=self.quality)
         buf.seek(0)
-        self.q_idx.append(avif_base_q_idx(buf))
+        if self.codec == "avif":
+            self.q_idx.append(avif_base_q_idx(buf))
         with Image.open(buf) as im:
             out = torch.from_numpy(np.array(im.convert("RGB" if colour else "L"))).to(lr.dtype)
         return (out.permute(2, 0, 1) if colour else out), False
@@ -52,21 +54,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--sets", nargs="+", default=["Set5", "Set14"])
+    ap.add_argument("--codec", choices=sorted(QUALITIES), default="avif")
     args = ap.parse_args()
+    if args.codec == "heif":
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
     torch.set_num_threads(2)
     upscalers = {s: Upscaler(load_denoised(s), device="cpu") for s in STRENGTHS}
     print("| set | quality | base_q_idx | " + " | ".join(f"denoise {s:g}" for s in STRENGTHS)
           + " | best |")
     print("|---|---|---|" + "---|" * (len(STRENGTHS) + 1))
     for name in args.sets:
-        for quality in QUALITIES:
+        for quality in QUALITIES[args.codec]:
             psnr, q_idx = [], []
             for s in STRENGTHS:
-                recipe = AvifRoundTrip(quality)
+                recipe = CodecRoundTrip(args.codec, quality)
                 psnr.append(evaluate(upscalers[s], args.data / name, [3], degrade=recipe)[3].psnr)
                 q_idx += recipe.q_idx
             best = STRENGTHS[int(np.argmax(psnr))]
-            print(f"| {name} | {quality} | {min(q_idx)}-{max(q_idx)} | "
+            found = f"{min(q_idx)}-{max(q_idx)}" if q_idx else "-"
+            print(f"| {name} | {quality} | {found} | "
                   + " | ".join(f"{p:.2f}" for p in psnr) + f" | {best:g} |", flush=True)
 
 
