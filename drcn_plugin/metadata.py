@@ -56,6 +56,8 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         source = im.getexif()
         base = dict(source.items())
         subs = {p: dict(source.get_ifd(p).items()) for p in _SUB_IFDS if p in base}
+        # the interoperability index (R03: Adobe RGB) says how a camera's colours look
+        interop = dict(source.get_ifd(INTEROP_IFD).items()) if EXIF_IFD in subs else {}
         # a TIFF's next IFD is its next page, not a thumbnail
         thumbnail = im.format != "TIFF" and bool(source.get_ifd(ExifTags.IFD.IFD1))
     except Exception:  # noqa: BLE001 - damaged EXIF must not cost the image
@@ -77,7 +79,12 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
             dropped += 1
     for ifd, tags in subs.items():
         good = {t: v for t, v in tags.items() if t != INTEROP_IFD and _writable(t, v, ifd)}
-        dropped += len(tags) - len(good)
+        dropped += len(tags) - len(good) - (INTEROP_IFD in tags)
+        if ifd == EXIF_IFD and interop:
+            index = {t: v for t, v in interop.items() if _writable(INTEROP_IFD, {t: v}, ifd)}
+            dropped += len(interop) - len(index)
+            if index:
+                good[INTEROP_IFD] = index
         if good:
             out[ifd] = good
     if dropped:
@@ -226,7 +233,10 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
     if isinstance(sizes, dict):  # the image's size as EXIF states it, enlarged with it
         out[EXIF_IFD] = {t: max(1, round(v * (sx if t == PIXEL_X else sy)))
                          if t in (PIXEL_X, PIXEL_Y) and isinstance(v, int) else v
-                         for t, v in sizes.items()}
+                         for t, v in sizes.items() if t != INTEROP_IFD or fmt != "TIFF"}
+        if fmt == "TIFF" and INTEROP_IFD in sizes:  # Pillow's TIFF writer would leave it dangling
+            notes.append("EXIF interoperability index (R03: Adobe RGB) dropped: Pillow cannot "
+                         "write it to TIFF")
     data = out.tobytes()
     if fmt == "JPEG" and len(data) > JPEG_EXIF_LIMIT:
         data = _shrink(out, notes)

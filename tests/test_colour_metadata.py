@@ -1,0 +1,50 @@
+"""What says how an image's colours look travels with it: an Adobe RGB camera JPEG's EXIF
+interoperability marker, a PNG's cICP chunk (HDR, wide gamut), XMP's pixel size, the copyright
+of a PNG's text chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb, upscale
+from PIL import Image
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+INTEROP = 0xA005
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif"])
+def test_an_adobe_rgb_camera_jpeg_keeps_its_interoperability_marker(
+        folder: Path, tiny_model_file: str, fmt: str) -> None:
+    """Cameras set to Adobe RGB embed no ICC profile: EXIF ColorSpace 'uncalibrated' with the
+    interoperability index R03 is what tells a viewer the colours are Adobe RGB; without it
+    they are shown as sRGB, dull."""
+    exif = Image.Exif()
+    exif[0x8769] = {0xA001: 65535, INTEROP: {1: "R03", 2: b"0100"}}
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "malformed" not in r.output
+    out = next((folder / "out").iterdir())
+    with Image.open(out) as im:
+        tags = im.getexif()
+        assert tags.get_ifd(0x8769)[0xA001] == 65535
+        assert tags.get_ifd(INTEROP).get(1) == "R03"
+
+
+def test_tiff_names_the_interoperability_marker_it_cannot_hold(folder: Path,
+                                                              tiny_model_file: str) -> None:
+    """Pillow's TIFF writer keeps the Exif sub-IFD but not the IFD nested in it: the marker is
+    named, not left as a pointer to nothing."""
+    exif = Image.Exif()
+    exif[0x8769] = {0xA001: 65535, INTEROP: {1: "R03", 2: b"0100"}}
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "tiff")
+    assert r.exit_code == 0, r.output
+    assert "interoperability index (R03: Adobe RGB) dropped" in r.output
+    with Image.open(folder / "out" / "cam.tif") as im:
+        tags = im.getexif().get_ifd(0x8769)
+        assert tags[0xA001] == 65535 and INTEROP not in tags
