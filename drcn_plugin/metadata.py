@@ -282,9 +282,9 @@ _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale a
 class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
     (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
-    byte, as it states no encoding), PNG colour chunks (gamma,
-    chromaticities, sRGB intent) and a JPEG's IPTC records (captions, keywords, credits), written
-    back wherever the output format has a place."""
+    byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
+    cICP) and a JPEG's IPTC records (captions, keywords, credits), written back wherever the
+    output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
@@ -372,7 +372,8 @@ class Descriptive:
                 opts["pnginfo"] = info
         else:
             if self.png_colour:
-                dropped.append("PNG gamma/colour chunks")
+                names = ", ".join(chunk.decode() for chunk in self.png_colour)
+                dropped.append(f"PNG gamma/colour chunks ({names})")
             if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
                 if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
                     dropped.append("XMP (over JPEG's 64 KB)")

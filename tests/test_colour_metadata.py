@@ -4,10 +4,12 @@ of a PNG's text chunks."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import random_rgb, upscale
+from helpers import hand_png, png_chunk, random_rgb, upscale
 from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -48,3 +50,40 @@ def test_tiff_names_the_interoperability_marker_it_cannot_hold(folder: Path,
     with Image.open(folder / "out" / "cam.tif") as im:
         tags = im.getexif().get_ifd(0x8769)
         assert tags[0xA001] == 65535 and INTEROP not in tags
+
+
+def _cicp_png(path: Path) -> None:
+    """A 24x16 RGB PNG whose cICP chunk says BT.2020 primaries, PQ transfer (HDR10), which
+    Pillow reads past."""
+    pixels = np.asarray(random_rgb(24, 16))
+    rows = b"".join(b"\0" + row.tobytes() for row in pixels)
+    path.write_bytes(hand_png((24, 16), 8, 2, rows, png_chunk(b"cICP", bytes([9, 16, 0, 1]))))
+
+
+def _chunks(path: Path) -> dict[bytes, bytes]:
+    data, pos, out = path.read_bytes(), 8, {}
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        out.setdefault(kind, data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    return out
+
+
+def test_an_hdr_png_keeps_its_cicp_chunk(folder: Path, tiny_model_file: str) -> None:
+    """Without its cICP chunk a PQ (HDR10) PNG is shown as sRGB: washed out and dim."""
+    _cicp_png(folder / "hdr.png")
+    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    chunks = _chunks(folder / "out" / "hdr.png")
+    assert chunks[b"cICP"] == bytes([9, 16, 0, 1])
+    kinds = list(chunks)
+    assert kinds.index(b"cICP") < kinds.index(b"IDAT")
+
+
+def test_a_cicp_chunk_other_formats_cannot_hold_is_named(folder: Path,
+                                                        tiny_model_file: str) -> None:
+    _cicp_png(folder / "hdr.png")
+    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "PNG gamma/colour chunks (cICP) dropped" in r.output
