@@ -273,6 +273,9 @@ _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 s
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
+# the pixel size XMP states (Lightroom: exif:, some writers tiff:), in an attribute or an element
+_XMP_SIZE = re.compile(rb"""((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))"""
+                       rb"""(?:\s*=\s*["']|>))\d+""")
 _APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
 _IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
@@ -300,6 +303,9 @@ class Descriptive:
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
             xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
+            # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
+            size = im.size[::-1] if orientation(im) >= 5 else im.size
+            xmp = _XMP_SIZE.sub(lambda m: m[1] + str(size[_vertical(m)]).encode(), xmp)
         text = {k: v for k, v in getattr(im, "text", {}).items()
                 if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
@@ -327,7 +333,8 @@ class Descriptive:
         return cls(xmp, text, colour, iptc or None, comment)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
-        """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
+        """The XMP with its resolutions and pixel size scaled by (horizontal, vertical), like
+        the DPI and the EXIF's pixel size."""
         def scaled(m: re.Match) -> bytes:
             try:
                 value = Fraction(float(m[3])) / int(m[4] or 1) * Fraction(scale[m[2] == b"Y"])
@@ -336,7 +343,13 @@ class Descriptive:
             value = value.limit_denominator(10000)
             return m[1] + f"{value.numerator}/{value.denominator}".encode()
 
-        return None if self.xmp is None else _XMP_RESOLUTION.sub(scaled, self.xmp)
+        def enlarged(m: re.Match) -> bytes:
+            pixels = int(m[0][len(m[1]):]) * scale[_vertical(m)]
+            return m[1] + str(max(1, round(pixels))).encode()
+
+        if self.xmp is None:
+            return None
+        return _XMP_SIZE.sub(enlarged, _XMP_RESOLUTION.sub(scaled, self.xmp))
 
     def tiff_tags(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
         """``exif`` with the (scaled) XMP packet and the IPTC records as tags, which is how TIFF
@@ -397,6 +410,11 @@ class Descriptive:
         if dropped:
             notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
         return opts
+
+
+def _vertical(m: re.Match) -> int:
+    """1 when an :data:`_XMP_SIZE` match is the height, 0 the width."""
+    return int(m[2] == b"Y" or m[3] == b"Length")
 
 
 def _jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:

@@ -87,3 +87,31 @@ def test_a_cicp_chunk_other_formats_cannot_hold_is_named(folder: Path,
                 "--format", "jpeg")
     assert r.exit_code == 0, r.output
     assert "PNG gamma/colour chunks (cICP) dropped" in r.output
+
+
+_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+        b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'xmlns:exif="http://ns.adobe.com/exif/1.0/" tiff:Orientation="6" '
+        b"exif:PixelXDimension='24' exif:PixelYDimension=\"16\"><tiff:ImageWidth>24"
+        b"</tiff:ImageWidth><tiff:ImageLength>16</tiff:ImageLength></rdf:Description>"
+        b"</rdf:RDF></x:xmpmeta>")
+
+
+@pytest.mark.parametrize("fmt", ["same", "png", "tiff", "webp"])
+def test_xmp_states_the_results_upright_size(folder: Path, tiny_model_file: str,
+                                             fmt: str) -> None:
+    """XMP's pixel size (as Lightroom and exiftool write it, in attributes or elements) is the
+    result's, upright, as the EXIF's is; the small original's would contradict the file."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24x16, upright 16x24
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif, xmp=_XMP)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    with Image.open(next((folder / "out").iterdir())) as im:
+        assert im.size == (32, 48)
+        xmp = im.info.get("xmp") or im.getexif().get(700)
+    xmp = xmp if isinstance(xmp, bytes) else xmp.encode()
+    for tag in (b"exif:PixelXDimension='32'", b'exif:PixelYDimension="48"',
+                b"<tiff:ImageWidth>32<", b"<tiff:ImageLength>48<", b'tiff:Orientation="1"'):
+        assert tag in xmp, xmp
