@@ -19,6 +19,8 @@ from fractions import Fraction
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
+from .iptc import app13, jpeg_iptc
+
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # the Exif IFD's PixelXDimension, PixelYDimension
@@ -276,9 +278,9 @@ _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?
 # the pixel size XMP states (Lightroom: exif:, some writers tiff:), in an attribute or an element
 _XMP_SIZE = re.compile(rb"""((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))"""
                        rb"""(?:\s*=\s*["']|>))\d+""")
-_APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
-_IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
+# PNG's standard text keywords that EXIF has a tag for: Copyright, Artist, ImageDescription
+_TEXT_TAGS = {"Copyright": 0x8298, "Author": 0x013B, "Description": 0x010E}
 
 
 @dataclass
@@ -327,7 +329,7 @@ class Descriptive:
             colour[b"sRGB"] = bytes([im.info["srgb"]])
         iptc = None
         if im.format in ("JPEG", "MPO"):
-            iptc = _jpeg_iptc(getattr(im, "applist", []))
+            iptc = jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
         return cls(xmp, text, colour, iptc or None, comment)
@@ -351,24 +353,41 @@ class Descriptive:
             return None
         return _XMP_SIZE.sub(enlarged, _XMP_RESOLUTION.sub(scaled, self.xmp))
 
-    def tiff_tags(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
-        """``exif`` with the (scaled) XMP packet and the IPTC records as tags, which is how TIFF
-        stores them."""
-        if self.xmp is None and self.iptc is None:
+    def text_tags(self) -> dict[str, tuple[int, str]]:
+        """PNG text under a standard keyword that has an EXIF tag (keyword: tag, value), where
+        the value is ASCII, which is all Pillow writes there (a copyright sign as ``(c)``)."""
+        tags = {}
+        for key, tag in _TEXT_TAGS.items():
+            value = self.text.get(key, "").replace("\u00a9", "(c)")
+            if value and value.isascii():
+                tags[key] = (tag, value)
+        return tags
+
+    def exif_tags(self, exif: Image.Exif | None, fmt: str,
+                  scale: tuple[float, float]) -> Image.Exif | None:
+        """``exif`` for a ``fmt`` file other than PNG: with the PNG text that has EXIF tags
+        (those it states itself kept), and for TIFF the (scaled) XMP packet and the IPTC
+        records as tags, which is how TIFF stores them."""
+        text = self.text_tags() if fmt != "PNG" else {}
+        tiff = fmt == "TIFF" and (self.xmp is not None or self.iptc is not None)
+        if not text and not tiff:
             return exif
         out = Image.Exif()
         for tag, value in (exif or {}).items():
             out[tag] = value
-        if self.xmp is not None:
+        for tag, value in text.values():
+            out.setdefault(tag, value)
+        if fmt == "TIFF" and self.xmp is not None:
             out[XMP] = self.scaled_xmp(scale)
-        if self.iptc is not None:
+        if fmt == "TIFF" and self.iptc is not None:
             out[IPTC] = self.iptc
         return out
 
     def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str],
                      lost: Sequence[str] = ()) -> dict:
-        """Pillow save options for ``fmt`` (TIFF's XMP and IPTC go with the EXIF, see
-        :meth:`tiff_tags`); what ``fmt`` cannot hold is noted in one note, ``lost`` named first."""
+        """Pillow save options for ``fmt`` (TIFF's XMP and IPTC, and text that has EXIF tags, go
+        with the EXIF, see :meth:`exif_tags`); what ``fmt`` cannot hold is noted in one note,
+        ``lost`` named first."""
         opts: dict = {}
         dropped = list(lost)
         xmp = self.scaled_xmp(scale)
@@ -395,6 +414,7 @@ class Descriptive:
             elif xmp is not None and fmt != "TIFF":
                 dropped.append("XMP")
             carried = {"Comment"} if fmt == "JPEG" else set()
+            carried |= set(self.text_tags()) if fmt != "BMP" else set()
             if "Comment" in carried and self.text.get("Comment"):
                 comment = self.comment or self.text["Comment"].encode("utf-8")
                 if len(comment) > _JPEG_SEGMENT:
@@ -404,7 +424,7 @@ class Descriptive:
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":
-            opts["extra"] = _app13(self.iptc)
+            opts["extra"] = app13(self.iptc)
         elif self.iptc is not None and fmt != "TIFF":
             dropped.append("IPTC")
         if dropped:
@@ -415,33 +435,3 @@ class Descriptive:
 def _vertical(m: re.Match) -> int:
     """1 when an :data:`_XMP_SIZE` match is the height, 0 the width."""
     return int(m[2] == b"Y" or m[3] == b"Length")
-
-
-def _jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:
-    """The IPTC records (resource 0x0404) of a JPEG's Photoshop block, which may run on over
-    several APP13 segments (Photoshop splits one over 64 KB); None when there are none, False
-    when the block is damaged (a resource runs past its end)."""
-    block = b"".join(data[len(_APP13):] for marker, data in applist
-                     if marker == "APP13" and data.startswith(_APP13))
-    records, pos = [], 0
-    while pos + 12 <= len(block) and block[pos:pos + 4] == b"8BIM":
-        resource = int.from_bytes(block[pos + 4:pos + 6], "big")
-        pos += 6 + ((block[pos + 6] + 2) & ~1)  # Pascal name padded to even
-        size = int.from_bytes(block[pos:pos + 4], "big")
-        pos += 4
-        if pos + size > len(block):
-            return False
-        if resource == _IPTC_RESOURCE:
-            records.append(block[pos:pos + size])
-        pos += size + (size & 1)
-    return b"".join(records) or None
-
-
-def _app13(iptc: bytes) -> bytes:
-    """JPEG APP13 segments holding only the IPTC resource, split as Photoshop splits a block
-    over a segment's 64 KB (each segment repeats the ``Photoshop 3.0`` header)."""
-    block = (b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
-             + len(iptc).to_bytes(4, "big") + iptc + bytes(len(iptc) & 1))
-    room = 0xFFFF - 2 - len(_APP13)
-    return b"".join(b"\xff\xed" + (len(_APP13) + len(part) + 2).to_bytes(2, "big") + _APP13 + part
-                    for part in (block[i:i + room] for i in range(0, len(block), room)))

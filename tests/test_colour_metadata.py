@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import hand_png, png_chunk, random_rgb, upscale
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 INTEROP = 0xA005
@@ -115,3 +116,37 @@ def test_xmp_states_the_results_upright_size(folder: Path, tiny_model_file: str,
     for tag in (b"exif:PixelXDimension='32'", b'exif:PixelYDimension="48"',
                 b"<tiff:ImageWidth>32<", b"<tiff:ImageLength>48<", b'tiff:Orientation="1"'):
         assert tag in xmp, xmp
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "tiff", "avif"])
+def test_a_pngs_copyright_author_and_description_go_to_exif(folder: Path, tiny_model_file: str,
+                                                            fmt: str) -> None:
+    """PNG's standard keywords have EXIF tags in every other format: the copyright is not lost,
+    and only text with no such place is named as dropped."""
+    info = PngInfo()
+    info.add_text("Copyright", "© 2024 Jane Doe")
+    info.add_itxt("Author", "Jane Doe")
+    info.add_text("Description", "harbour at dawn", zip=True)
+    info.add_text("Mood", "calm")
+    random_rgb(24, 16).save(folder / "art.png", pnginfo=info)
+    r = upscale(str(folder / "art.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "text dropped" in r.output
+    with Image.open(next((folder / "out").iterdir())) as im:
+        exif = im.getexif()
+    assert (exif[0x8298], exif[0x013B], exif[0x010E]) == ("(c) 2024 Jane Doe", "Jane Doe",
+                                                          "harbour at dawn")
+
+
+def test_a_png_with_only_carried_text_names_nothing_dropped(folder: Path,
+                                                            tiny_model_file: str) -> None:
+    info = PngInfo()
+    info.add_text("Copyright", "Jane Doe")
+    random_rgb(24, 16).save(folder / "art.png", pnginfo=info)
+    r = upscale(str(folder / "art.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "dropped" not in r.output
+    with Image.open(folder / "out" / "art.jpg") as im:
+        assert im.getexif()[0x8298] == "Jane Doe"
