@@ -132,7 +132,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
             lost.append("ICC profile (over JPEG's 255 segments)")
         elif info.icc_profile:
             opts["icc_profile"] = info.icc_profile
-        exif_tags = info.about.tiff_tags(info.exif, (sx, sy)) if fmt == "TIFF" else info.exif
+        exif_tags = info.about.exif_tags(info.exif, fmt, (sx, sy))
         exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes, info.dpi)
     if exif:
         opts["exif"] = exif

@@ -35,7 +35,7 @@ from .metadata import (
     orientation,
     read_exif,
 )
-from .misreads import require_whole_png, tga_alpha, usable_icc
+from .misreads import png_cicp, require_whole_png, tga_alpha, usable_icc
 from .opening import open_regular, reader_refusal
 from .planes import PEAKS, require_unit_range, to_8bit
 
@@ -237,6 +237,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(f, im))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
+        info.about.png_colour.update(png_cicp(f) if im.format == "PNG" else {})
         info.jpeg_quality = file_jpeg_quality(im)
         if im.format == "WEBP":
             info.webp_quantizer = webp_quantizer(f)

@@ -19,6 +19,8 @@ from fractions import Fraction
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
+from .iptc import app13, jpeg_iptc
+
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 PIXEL_X, PIXEL_Y = 0xA002, 0xA003  # the Exif IFD's PixelXDimension, PixelYDimension
@@ -56,6 +58,8 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
         source = im.getexif()
         base = dict(source.items())
         subs = {p: dict(source.get_ifd(p).items()) for p in _SUB_IFDS if p in base}
+        # the interoperability index (R03: Adobe RGB) says how a camera's colours look
+        interop = dict(source.get_ifd(INTEROP_IFD).items()) if EXIF_IFD in subs else {}
         # a TIFF's next IFD is its next page, not a thumbnail
         thumbnail = im.format != "TIFF" and bool(source.get_ifd(ExifTags.IFD.IFD1))
     except Exception:  # noqa: BLE001 - damaged EXIF must not cost the image
@@ -77,7 +81,12 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
             dropped += 1
     for ifd, tags in subs.items():
         good = {t: v for t, v in tags.items() if t != INTEROP_IFD and _writable(t, v, ifd)}
-        dropped += len(tags) - len(good)
+        dropped += len(tags) - len(good) - (INTEROP_IFD in tags)
+        if ifd == EXIF_IFD and interop:
+            index = {t: v for t, v in interop.items() if _writable(INTEROP_IFD, {t: v}, ifd)}
+            dropped += len(interop) - len(index)
+            if index:
+                good[INTEROP_IFD] = index
         if good:
             out[ifd] = good
     if dropped:
@@ -226,7 +235,10 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
     if isinstance(sizes, dict):  # the image's size as EXIF states it, enlarged with it
         out[EXIF_IFD] = {t: max(1, round(v * (sx if t == PIXEL_X else sy)))
                          if t in (PIXEL_X, PIXEL_Y) and isinstance(v, int) else v
-                         for t, v in sizes.items()}
+                         for t, v in sizes.items() if t != INTEROP_IFD or fmt != "TIFF"}
+        if fmt == "TIFF" and INTEROP_IFD in sizes:  # Pillow's TIFF writer would leave it dangling
+            notes.append("EXIF interoperability index (R03: Adobe RGB) dropped: Pillow cannot "
+                         "write it to TIFF")
     data = out.tobytes()
     if fmt == "JPEG" and len(data) > JPEG_EXIF_LIMIT:
         data = _shrink(out, notes)
@@ -263,18 +275,21 @@ _JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 s
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
-_APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
-_IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
+# the pixel size XMP states (Lightroom: exif:, some writers tiff:), in an attribute or an element
+_XMP_SIZE = re.compile(rb"""((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))"""
+                       rb"""(?:\s*=\s*["']|>))\d+""")
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
+# PNG's standard text keywords that EXIF has a tag for: Copyright, Artist, ImageDescription
+_TEXT_TAGS = {"Copyright": 0x8298, "Author": 0x013B, "Description": 0x010E}
 
 
 @dataclass
 class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
     (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
-    byte, as it states no encoding), PNG colour chunks (gamma,
-    chromaticities, sRGB intent) and a JPEG's IPTC records (captions, keywords, credits), written
-    back wherever the output format has a place."""
+    byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
+    cICP) and a JPEG's IPTC records (captions, keywords, credits), written back wherever the
+    output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
@@ -290,6 +305,9 @@ class Descriptive:
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
             xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
+            # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
+            size = im.size[::-1] if orientation(im) >= 5 else im.size
+            xmp = _XMP_SIZE.sub(lambda m: m[1] + str(size[_vertical(m)]).encode(), xmp)
         text = {k: v for k, v in getattr(im, "text", {}).items()
                 if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
@@ -311,13 +329,14 @@ class Descriptive:
             colour[b"sRGB"] = bytes([im.info["srgb"]])
         iptc = None
         if im.format in ("JPEG", "MPO"):
-            iptc = _jpeg_iptc(getattr(im, "applist", []))
+            iptc = jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
         return cls(xmp, text, colour, iptc or None, comment)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
-        """The XMP with its resolutions scaled by (horizontal, vertical), like the DPI."""
+        """The XMP with its resolutions and pixel size scaled by (horizontal, vertical), like
+        the DPI and the EXIF's pixel size."""
         def scaled(m: re.Match) -> bytes:
             try:
                 value = Fraction(float(m[3])) / int(m[4] or 1) * Fraction(scale[m[2] == b"Y"])
@@ -326,26 +345,49 @@ class Descriptive:
             value = value.limit_denominator(10000)
             return m[1] + f"{value.numerator}/{value.denominator}".encode()
 
-        return None if self.xmp is None else _XMP_RESOLUTION.sub(scaled, self.xmp)
+        def enlarged(m: re.Match) -> bytes:
+            pixels = int(m[0][len(m[1]):]) * scale[_vertical(m)]
+            return m[1] + str(max(1, round(pixels))).encode()
 
-    def tiff_tags(self, exif: Image.Exif | None, scale: tuple[float, float]) -> Image.Exif | None:
-        """``exif`` with the (scaled) XMP packet and the IPTC records as tags, which is how TIFF
-        stores them."""
-        if self.xmp is None and self.iptc is None:
+        if self.xmp is None:
+            return None
+        return _XMP_SIZE.sub(enlarged, _XMP_RESOLUTION.sub(scaled, self.xmp))
+
+    def text_tags(self) -> dict[str, tuple[int, str]]:
+        """PNG text under a standard keyword that has an EXIF tag (keyword: tag, value), where
+        the value is ASCII, which is all Pillow writes there (a copyright sign as ``(c)``)."""
+        tags = {}
+        for key, tag in _TEXT_TAGS.items():
+            value = self.text.get(key, "").replace("\u00a9", "(c)")
+            if value and value.isascii():
+                tags[key] = (tag, value)
+        return tags
+
+    def exif_tags(self, exif: Image.Exif | None, fmt: str,
+                  scale: tuple[float, float]) -> Image.Exif | None:
+        """``exif`` for a ``fmt`` file other than PNG: with the PNG text that has EXIF tags
+        (those it states itself kept), and for TIFF the (scaled) XMP packet and the IPTC
+        records as tags, which is how TIFF stores them."""
+        text = self.text_tags() if fmt != "PNG" else {}
+        tiff = fmt == "TIFF" and (self.xmp is not None or self.iptc is not None)
+        if not text and not tiff:
             return exif
         out = Image.Exif()
         for tag, value in (exif or {}).items():
             out[tag] = value
-        if self.xmp is not None:
+        for tag, value in text.values():
+            out.setdefault(tag, value)
+        if fmt == "TIFF" and self.xmp is not None:
             out[XMP] = self.scaled_xmp(scale)
-        if self.iptc is not None:
+        if fmt == "TIFF" and self.iptc is not None:
             out[IPTC] = self.iptc
         return out
 
     def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str],
                      lost: Sequence[str] = ()) -> dict:
-        """Pillow save options for ``fmt`` (TIFF's XMP and IPTC go with the EXIF, see
-        :meth:`tiff_tags`); what ``fmt`` cannot hold is noted in one note, ``lost`` named first."""
+        """Pillow save options for ``fmt`` (TIFF's XMP and IPTC, and text that has EXIF tags, go
+        with the EXIF, see :meth:`exif_tags`); what ``fmt`` cannot hold is noted in one note,
+        ``lost`` named first."""
         opts: dict = {}
         dropped = list(lost)
         xmp = self.scaled_xmp(scale)
@@ -362,7 +404,8 @@ class Descriptive:
                 opts["pnginfo"] = info
         else:
             if self.png_colour:
-                dropped.append("PNG gamma/colour chunks")
+                names = ", ".join(chunk.decode() for chunk in self.png_colour)
+                dropped.append(f"PNG gamma/colour chunks ({names})")
             if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
                 if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
                     dropped.append("XMP (over JPEG's 64 KB)")
@@ -371,6 +414,7 @@ class Descriptive:
             elif xmp is not None and fmt != "TIFF":
                 dropped.append("XMP")
             carried = {"Comment"} if fmt == "JPEG" else set()
+            carried |= set(self.text_tags()) if fmt != "BMP" else set()
             if "Comment" in carried and self.text.get("Comment"):
                 comment = self.comment or self.text["Comment"].encode("utf-8")
                 if len(comment) > _JPEG_SEGMENT:
@@ -380,7 +424,7 @@ class Descriptive:
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":
-            opts["extra"] = _app13(self.iptc)
+            opts["extra"] = app13(self.iptc)
         elif self.iptc is not None and fmt != "TIFF":
             dropped.append("IPTC")
         if dropped:
@@ -388,31 +432,6 @@ class Descriptive:
         return opts
 
 
-def _jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:
-    """The IPTC records (resource 0x0404) of a JPEG's Photoshop block, which may run on over
-    several APP13 segments (Photoshop splits one over 64 KB); None when there are none, False
-    when the block is damaged (a resource runs past its end)."""
-    block = b"".join(data[len(_APP13):] for marker, data in applist
-                     if marker == "APP13" and data.startswith(_APP13))
-    records, pos = [], 0
-    while pos + 12 <= len(block) and block[pos:pos + 4] == b"8BIM":
-        resource = int.from_bytes(block[pos + 4:pos + 6], "big")
-        pos += 6 + ((block[pos + 6] + 2) & ~1)  # Pascal name padded to even
-        size = int.from_bytes(block[pos:pos + 4], "big")
-        pos += 4
-        if pos + size > len(block):
-            return False
-        if resource == _IPTC_RESOURCE:
-            records.append(block[pos:pos + size])
-        pos += size + (size & 1)
-    return b"".join(records) or None
-
-
-def _app13(iptc: bytes) -> bytes:
-    """JPEG APP13 segments holding only the IPTC resource, split as Photoshop splits a block
-    over a segment's 64 KB (each segment repeats the ``Photoshop 3.0`` header)."""
-    block = (b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
-             + len(iptc).to_bytes(4, "big") + iptc + bytes(len(iptc) & 1))
-    room = 0xFFFF - 2 - len(_APP13)
-    return b"".join(b"\xff\xed" + (len(_APP13) + len(part) + 2).to_bytes(2, "big") + _APP13 + part
-                    for part in (block[i:i + room] for i in range(0, len(block), room)))
+def _vertical(m: re.Match) -> int:
+    """1 when an :data:`_XMP_SIZE` match is the height, 0 the width."""
+    return int(m[2] == b"Y" or m[3] == b"Length")

@@ -1,7 +1,8 @@
 """What Pillow reads wrong without a word, refused or mended as a careful reader would: a PNG
 whose compressed pixels end early (Pillow leaves the missing rows black), an ICC profile no
 colour engine can use (it would be copied into the result), a 16-bit TGA's alpha bit (Pillow
-reads it inverted, and also where the header declares none)."""
+reads it inverted, and also where the header declares none), a PNG's cICP chunk (Pillow reads
+past it)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,26 @@ def _png_inflated(f: BinaryIO) -> tuple[int, int]:
             return need, got
         f.seek(length + 4, io.SEEK_CUR)  # the rest of the chunk, and its CRC
     return need, got
+
+
+def png_cicp(f: BinaryIO) -> dict[bytes, bytes]:
+    """A PNG's cICP chunk (coding-independent code points: BT.2020 primaries, PQ or HLG
+    transfer) as ``{b"cICP": data}``, empty when it has none; Pillow reads past it, and writes
+    it back. Without it an HDR or wide-gamut PNG is shown as sRGB. Read from ``f``, the open
+    file, whose position is kept."""
+    where = f.tell()
+    try:
+        f.seek(8)  # past the signature
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IDAT":  # cICP comes before the pixel data
+                return {}
+            if kind == b"cICP" and length == 4:
+                return {kind: f.read(4)}
+            f.seek(length + 4, io.SEEK_CUR)  # the rest of the chunk, and its CRC
+    finally:
+        f.seek(where)
+    return {}
 
 
 _CMS_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour spaces as Pillow modes

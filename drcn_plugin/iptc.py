@@ -1,0 +1,37 @@
+"""A JPEG's IPTC records (captions, keywords, credits), read from and written to its Photoshop
+APP13 block, the way Photoshop splits that block over segments."""
+
+from __future__ import annotations
+
+_APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
+_IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
+
+
+def jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:
+    """The IPTC records (resource 0x0404) of a JPEG's Photoshop block, which may run on over
+    several APP13 segments (Photoshop splits one over 64 KB); None when there are none, False
+    when the block is damaged (a resource runs past its end)."""
+    block = b"".join(data[len(_APP13):] for marker, data in applist
+                     if marker == "APP13" and data.startswith(_APP13))
+    records, pos = [], 0
+    while pos + 12 <= len(block) and block[pos:pos + 4] == b"8BIM":
+        resource = int.from_bytes(block[pos + 4:pos + 6], "big")
+        pos += 6 + ((block[pos + 6] + 2) & ~1)  # Pascal name padded to even
+        size = int.from_bytes(block[pos:pos + 4], "big")
+        pos += 4
+        if pos + size > len(block):
+            return False
+        if resource == _IPTC_RESOURCE:
+            records.append(block[pos:pos + size])
+        pos += size + (size & 1)
+    return b"".join(records) or None
+
+
+def app13(iptc: bytes) -> bytes:
+    """JPEG APP13 segments holding only the IPTC resource, split as Photoshop splits a block
+    over a segment's 64 KB (each segment repeats the ``Photoshop 3.0`` header)."""
+    block = (b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00"
+             + len(iptc).to_bytes(4, "big") + iptc + bytes(len(iptc) & 1))
+    room = 0xFFFF - 2 - len(_APP13)
+    return b"".join(b"\xff\xed" + (len(_APP13) + len(part) + 2).to_bytes(2, "big") + _APP13 + part
+                    for part in (block[i:i + room] for i in range(0, len(block), room)))

@@ -1,0 +1,152 @@
+"""What says how an image's colours look travels with it: an Adobe RGB camera JPEG's EXIF
+interoperability marker, a PNG's cICP chunk (HDR, wide gamut), XMP's pixel size, the copyright
+of a PNG's text chunks."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import hand_png, png_chunk, random_rgb, upscale
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+INTEROP = 0xA005
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif"])
+def test_an_adobe_rgb_camera_jpeg_keeps_its_interoperability_marker(
+        folder: Path, tiny_model_file: str, fmt: str) -> None:
+    """Cameras set to Adobe RGB embed no ICC profile: EXIF ColorSpace 'uncalibrated' with the
+    interoperability index R03 is what tells a viewer the colours are Adobe RGB; without it
+    they are shown as sRGB, dull."""
+    exif = Image.Exif()
+    exif[0x8769] = {0xA001: 65535, INTEROP: {1: "R03", 2: b"0100"}}
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "malformed" not in r.output
+    out = next((folder / "out").iterdir())
+    with Image.open(out) as im:
+        tags = im.getexif()
+        assert tags.get_ifd(0x8769)[0xA001] == 65535
+        assert tags.get_ifd(INTEROP).get(1) == "R03"
+
+
+def test_tiff_names_the_interoperability_marker_it_cannot_hold(folder: Path,
+                                                              tiny_model_file: str) -> None:
+    """Pillow's TIFF writer keeps the Exif sub-IFD but not the IFD nested in it: the marker is
+    named, not left as a pointer to nothing."""
+    exif = Image.Exif()
+    exif[0x8769] = {0xA001: 65535, INTEROP: {1: "R03", 2: b"0100"}}
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "tiff")
+    assert r.exit_code == 0, r.output
+    assert "interoperability index (R03: Adobe RGB) dropped" in r.output
+    with Image.open(folder / "out" / "cam.tif") as im:
+        tags = im.getexif().get_ifd(0x8769)
+        assert tags[0xA001] == 65535 and INTEROP not in tags
+
+
+def _cicp_png(path: Path) -> None:
+    """A 24x16 RGB PNG whose cICP chunk says BT.2020 primaries, PQ transfer (HDR10), which
+    Pillow reads past."""
+    pixels = np.asarray(random_rgb(24, 16))
+    rows = b"".join(b"\0" + row.tobytes() for row in pixels)
+    path.write_bytes(hand_png((24, 16), 8, 2, rows, png_chunk(b"cICP", bytes([9, 16, 0, 1]))))
+
+
+def _chunks(path: Path) -> dict[bytes, bytes]:
+    data, pos, out = path.read_bytes(), 8, {}
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        out.setdefault(kind, data[pos + 8:pos + 8 + length])
+        pos += 12 + length
+    return out
+
+
+def test_an_hdr_png_keeps_its_cicp_chunk(folder: Path, tiny_model_file: str) -> None:
+    """Without its cICP chunk a PQ (HDR10) PNG is shown as sRGB: washed out and dim."""
+    _cicp_png(folder / "hdr.png")
+    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    chunks = _chunks(folder / "out" / "hdr.png")
+    assert chunks[b"cICP"] == bytes([9, 16, 0, 1])
+    kinds = list(chunks)
+    assert kinds.index(b"cICP") < kinds.index(b"IDAT")
+
+
+def test_a_cicp_chunk_other_formats_cannot_hold_is_named(folder: Path,
+                                                        tiny_model_file: str) -> None:
+    _cicp_png(folder / "hdr.png")
+    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "PNG gamma/colour chunks (cICP) dropped" in r.output
+
+
+_XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+        b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'xmlns:exif="http://ns.adobe.com/exif/1.0/" tiff:Orientation="6" '
+        b"exif:PixelXDimension='24' exif:PixelYDimension=\"16\"><tiff:ImageWidth>24"
+        b"</tiff:ImageWidth><tiff:ImageLength>16</tiff:ImageLength></rdf:Description>"
+        b"</rdf:RDF></x:xmpmeta>")
+
+
+@pytest.mark.parametrize("fmt", ["same", "png", "tiff", "webp"])
+def test_xmp_states_the_results_upright_size(folder: Path, tiny_model_file: str,
+                                             fmt: str) -> None:
+    """XMP's pixel size (as Lightroom and exiftool write it, in attributes or elements) is the
+    result's, upright, as the EXIF's is; the small original's would contradict the file."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 24x16, upright 16x24
+    random_rgb(24, 16).save(folder / "cam.jpg", exif=exif, xmp=_XMP)
+    r = upscale(str(folder / "cam.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    with Image.open(next((folder / "out").iterdir())) as im:
+        assert im.size == (32, 48)
+        xmp = im.info.get("xmp") or im.getexif().get(700)
+    xmp = xmp if isinstance(xmp, bytes) else xmp.encode()
+    for tag in (b"exif:PixelXDimension='32'", b'exif:PixelYDimension="48"',
+                b"<tiff:ImageWidth>32<", b"<tiff:ImageLength>48<", b'tiff:Orientation="1"'):
+        assert tag in xmp, xmp
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "tiff", "avif"])
+def test_a_pngs_copyright_author_and_description_go_to_exif(folder: Path, tiny_model_file: str,
+                                                            fmt: str) -> None:
+    """PNG's standard keywords have EXIF tags in every other format: the copyright is not lost,
+    and only text with no such place is named as dropped."""
+    info = PngInfo()
+    info.add_text("Copyright", "© 2024 Jane Doe")
+    info.add_itxt("Author", "Jane Doe")
+    info.add_text("Description", "harbour at dawn", zip=True)
+    info.add_text("Mood", "calm")
+    random_rgb(24, 16).save(folder / "art.png", pnginfo=info)
+    r = upscale(str(folder / "art.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "text dropped" in r.output
+    with Image.open(next((folder / "out").iterdir())) as im:
+        exif = im.getexif()
+    assert (exif[0x8298], exif[0x013B], exif[0x010E]) == ("(c) 2024 Jane Doe", "Jane Doe",
+                                                          "harbour at dawn")
+
+
+def test_a_png_with_only_carried_text_names_nothing_dropped(folder: Path,
+                                                            tiny_model_file: str) -> None:
+    info = PngInfo()
+    info.add_text("Copyright", "Jane Doe")
+    random_rgb(24, 16).save(folder / "art.png", pnginfo=info)
+    r = upscale(str(folder / "art.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "dropped" not in r.output
+    with Image.open(folder / "out" / "art.jpg") as im:
+        assert im.getexif()[0x8298] == "Jane Doe"
