@@ -74,6 +74,11 @@ DENOISE_BY_VP8_QUANTIZER: tuple[tuple[float, float], ...] = ((16, 1.0), (6, 0.5)
 # libavif's qualities 95, 90, 80, 70 and 50 give base_q_idx 16, 32, 60, 92 and 148, whose best
 # strengths are 0, 0, 0.5, 0.5 and 1; the bounds sit between the measured indices.
 DENOISE_BY_AV1_Q_INDEX: tuple[tuple[int, float], ...] = ((120, 1.0), (46, 0.5), (0, 0.0))
+# Denoise strength of lossy files whose quality is not read from them, by Pillow's format name
+# (others: a quality-80 JPEG's). HEIF's HEVC, with its in-loop deblocking, leaves less to remove
+# than JPEG: on Set5/Set14 x3 (benchmarks/codec_strength.py --codec heif) drcn-lite is best at
+# x265 qualities 70-95 and within 0.07 dB of the best at 50, and phones save HEIC high.
+DENOISE_BY_FORMAT: dict[str, float] = {"HEIF": 0.0}
 
 
 def weights_dir() -> Path:
@@ -396,13 +401,14 @@ class SourceChoice:
 
 
 def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: float | None = None,
-                      av1_q_index: int | None = None) -> SourceChoice:
+                      av1_q_index: int | None = None, fmt: str | None = None) -> SourceChoice:
     """The default model for one source file: denoise strength from its compression.
 
     Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
     quality falls (:data:`DENOISE_BY_QUALITY`), lossy WebPs and AVIFs as their quantiser
     coarsens (:data:`DENOISE_BY_VP8_QUANTIZER`, :data:`DENOISE_BY_AV1_Q_INDEX`); lossy files of
-    unknown quality get the strength of a typical web JPEG (quality 80).
+    unknown quality get their format's strength (:data:`DENOISE_BY_FORMAT`, Pillow's ``fmt``),
+    else that of a typical web JPEG (quality 80).
     """
     if not lossy:
         return SourceChoice(DEFAULT_MODEL, 0.0)
@@ -410,6 +416,8 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: flo
                          (av1_q_index, DENOISE_BY_AV1_Q_INDEX)):
         if index is not None:
             return SourceChoice(DEFAULT_MODEL, next(t for q, t in table if index >= q))
+    if jpeg_quality is None and fmt in DENOISE_BY_FORMAT:
+        return SourceChoice(DEFAULT_MODEL, DENOISE_BY_FORMAT[fmt])
     quality = 80 if jpeg_quality is None else jpeg_quality
     strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
     return SourceChoice(DEFAULT_MODEL, strength)

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
+from drcn_plugin.hub import choose_for_source
 from drcn_plugin.imagefile import image_shape8, read_image
 
 pillow_heif = pytest.importorskip("pillow_heif")
@@ -70,3 +71,15 @@ def test_without_pillow_heif_a_heic_names_the_package(phone_photo: Path) -> None
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and "BadImageError" in last and "pip install pillow-heif" in last
+
+
+def test_a_heic_gets_the_clean_model_when_none_is_named(phone_photo: Path) -> None:
+    """HEVC's in-loop deblocking leaves little for the photo model at the qualities phones save
+    (benchmarks/codec_strength.py --codec heif): a HEIC is upscaled as drcn-lite, where other
+    lossy files of unknown quality get a quality-80 JPEG's strength."""
+    assert choose_for_source(True, None, fmt="HEIF").label == "drcn-lite"
+    assert choose_for_source(True, None, fmt="JPEG2000") == choose_for_source(True, 80)
+    out = phone_photo.parent.parent / "out"
+    r = CliRunner().invoke(app, ["upscale", str(phone_photo), "-o", str(out)])
+    row = next(line for line in r.output.splitlines() if "IMG_0001" in line and "done" in line)
+    assert r.exit_code == 0 and "│ drcn-lite │" in row, r.output
