@@ -70,7 +70,7 @@ DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (92, 0.5), (0, 1
 # crops the indices of libwebp's qualities 95, 90, 85 and 80 fall in 3.5-4.5, 7.5-9, 12.5-15 and
 # 17-20.5, whose best strengths are 0, 0.5, 0.5 and 1 (0.5 and 1 tie at 80).
 DENOISE_BY_VP8_QUANTIZER: tuple[tuple[float, float], ...] = ((16, 1.0), (6, 0.5), (0, 0.0))
-# (lowest AV1 base_q_idx, denoise strength) for AVIF (benchmarks/avif_strength.py, Set5/Set14 x3):
+# (lowest AV1 base_q_idx, denoise strength) for AVIF (benchmarks/codec_strength.py, Set5/Set14 x3):
 # libavif's qualities 95, 90, 80, 70 and 50 give base_q_idx 16, 32, 60, 92 and 148, whose best
 # strengths are 0, 0, 0.5, 0.5 and 1; the bounds sit between the measured indices.
 DENOISE_BY_AV1_Q_INDEX: tuple[tuple[int, float], ...] = ((120, 1.0), (46, 0.5), (0, 0.0))
