@@ -244,21 +244,21 @@ class Upscaler:
         return tuning.Plan.balanced(h, w, best.tile, self.batch or best.batch)
 
     def timings(self, measure: bool = True) -> list[tuning.Timing] | None:
-        """This machine's measured window timings: from memory or the cache, else measured now;
-        an unsettled measurement in the cache is taken up again (None when not yet measured and
-        ``measure`` is False)."""
+        """This machine's window timings from memory or the cache, else measured now (unsettled
+        ones taken up again); unmeasured without ``measure`` or while another thread measures."""
         key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
-        if key not in _TIMINGS:
-            found = tuning.load_plans(key)
-            if not measure and (found is None or not found.settled):
-                return found.timings if found else None  # unsettled: read again till taken up
-            if found is None or not found.settled:
-                found = self._measure(found)
-                problem = tuning.store_plans(key, found) if found else None
-                if problem:
-                    self.notify(f"{problem}: it is measured again next time (point "
-                                f"{tuning.CACHE_ENV} at a writable folder)")
-            _TIMINGS[key] = found.timings if found else []  # none fits: the rule, and no retry
+        with tuning.measuring_alone(key) as alone:  # one thread measures it, the others go on
+            if key not in _TIMINGS:
+                found = tuning.load_plans(key)
+                if not (measure and alone) and (found is None or not found.settled):
+                    return found.timings if found else None  # unsettled: read again till taken up
+                if found is None or not found.settled:
+                    found = self._measure(found)
+                    problem = tuning.store_plans(key, found) if found else None
+                    if problem:
+                        self.notify(f"{problem}: it is measured again next time (point "
+                                    f"{tuning.CACHE_ENV} at a writable folder)")
+                _TIMINGS[key] = found.timings if found else []  # none fits: rule, and no retry
         return _TIMINGS[key]
 
     @torch.inference_mode()
@@ -289,6 +289,7 @@ class Upscaler:
         """NHWC pays off on GPUs and for half precision on CPUs (oneDNN's fast path)."""
         return self.device.type != "cpu" or self.dtype != torch.float32
 
+    @tuning.network_pass()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if not self.tta:
