@@ -4,6 +4,7 @@ switches meanwhile."""
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import pytest
@@ -137,3 +138,48 @@ def test_a_measurement_beside_another_threads_pass_is_not_final(
         b.join(10)
     plans = tuning.load_plans(tuning.plan_key(up.device, 8, 3, torch.float32))
     assert plans is not None and plans.busy and not plans.settled
+
+
+def test_a_finished_jobs_cancel_never_stops_the_next_one(
+        unproven_bf16: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker thread's job is paused (its cancel watching the shared model) while another
+    thread settles the precision on a copy of that model: the copy kept the job's cancel, so
+    once it turned true (the user pressed Cancel after the job ended), the worker's next job,
+    which has no cancel, stopped as cancelled."""
+    measured: list[int] = []
+
+    def measure(forward, device, halo, candidates) -> Measurement:
+        measured.append(1)
+        return Measurement([Timing(16, 1, 1.0 / len(measured) ** 4)])  # bf16 16x faster
+
+    monkeypatch.setattr(tuning, "measure", measure)
+    up = Upscaler(tiny(), device="cpu", notify=lambda _: None)
+    paused, go, pressed = threading.Event(), threading.Event(), threading.Event()
+    jobs: queue.Queue = queue.Queue()
+    done: queue.Queue = queue.Queue()
+
+    def worker() -> None:  # one thread for every job, as a host's worker
+        for job in iter(jobs.get, None):
+            try:
+                done.put(up.run_y(torch.rand(30, 30), **job))
+            except Exception as e:  # noqa: BLE001 (handed to the test)
+                done.put(e)
+
+    def pause_once(n: int, total: int) -> None:
+        if n == 1:
+            paused.set()
+            assert go.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    jobs.put({"progress": pause_once, "cancel": pressed.is_set})
+    assert paused.wait(10)
+    up.run_y(torch.rand(60, 60))  # settles the precision meanwhile: bf16
+    go.set()
+    assert isinstance(done.get(timeout=10), torch.Tensor)
+    pressed.set()
+    jobs.put({})
+    jobs.put(None)
+    second = done.get(timeout=10)
+    thread.join(10)
+    assert up.dtype == torch.bfloat16 and isinstance(second, torch.Tensor), second
