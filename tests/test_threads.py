@@ -4,7 +4,10 @@ switches meanwhile."""
 
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -183,3 +186,21 @@ def test_a_finished_jobs_cancel_never_stops_the_next_one(
     second = done.get(timeout=10)
     thread.join(10)
     assert up.dtype == torch.bfloat16 and isinstance(second, torch.Tensor), second
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_runs_the_parents_engine() -> None:
+    """torch's OpenMP threads do not survive a fork: a child using an engine that had run on
+    several threads in its parent waited for them for ever."""
+    code = ("import multiprocessing as mp, numpy as np, torch\n"
+            "from drcn_plugin import Upscaler\nfrom drcn_plugin.model import DRCN\n"
+            "torch.set_num_threads(2)\ntorch.manual_seed(0)\n"
+            "up = Upscaler(DRCN(8, 3), device='cpu', precision='fp32')\n"
+            "image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)\n"
+            "mine = up.upscale(image, 2)\nq = mp.get_context('fork').SimpleQueue()\n"
+            "child = mp.get_context('fork').Process(target=lambda: q.put(up.upscale(image, 2)))\n"
+            "child.start()\nchild.join(60)\nchild.kill()\n"
+            "print(child.exitcode, not q.empty() and np.array_equal(q.get(), mine))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, tuning.TUNING_ENV: "0"})
+    assert run.stdout.split() == ["0", "True"], run.stderr
