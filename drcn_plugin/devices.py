@@ -64,6 +64,17 @@ def cpu_bf16_unproven() -> bool:
         return False
 
 
+def _one_thread_after_fork() -> None:
+    """In a forked child: the parent's OpenMP threads are gone, and torch's next parallel region
+    waits for them for ever (libgomp), so the child runs torch on one thread."""
+    if torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask (``taskset``, a scheduler's
     placement), capped by a cgroup v2 CPU quota (a container's ``--cpus``)."""

@@ -10,14 +10,13 @@ Window sizes come from a measured plan (see :mod:`.tuning`) unless a tile size i
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
-from .model import DRCN
+from .model import DRCN, cancel_checked, watch_cancel
 from .planes import (
     BLOCK_PIXELS,
     PEAKS,
@@ -154,6 +153,7 @@ class Upscaler:
         else:
             self.model = load_model(model) if denoise is None else load_denoised(denoise, model)
         self.model.eval()
+        watch_cancel(self.model)  # its copies here (other precisions) keep the hook
         self.tile, self.batch, self.tta = whole_number(tile), whole_number(batch), bool(tta)
         self.notify = notify or functools.partial(print, "drcn:", file=sys.stderr, flush=True)
         self._settling = threading.Lock()  # held by the thread that measures the precision
@@ -185,7 +185,7 @@ class Upscaler:
             with torch.inference_mode(False):
                 trial.model = placed[dtype] = trial._placed(
                     copy.deepcopy(fp32) if dtype != torch.float32 else fp32)
-            with trial._cancel_between_recursions(cancel):
+            with cancel_checked(cancel):
                 timings = trial.timings(measure)
             if timings is None:
                 return
@@ -244,21 +244,21 @@ class Upscaler:
         return tuning.Plan.balanced(h, w, best.tile, self.batch or best.batch)
 
     def timings(self, measure: bool = True) -> list[tuning.Timing] | None:
-        """This machine's measured window timings: from memory or the cache, else measured now;
-        an unsettled measurement in the cache is taken up again (None when not yet measured and
-        ``measure`` is False)."""
+        """This machine's window timings from memory or the cache, else measured now (unsettled
+        ones taken up again); unmeasured without ``measure`` or while another thread measures."""
         key = tuning.plan_key(self.device, self.model.features, self.model.recursions, self.dtype)
-        if key not in _TIMINGS:
-            found = tuning.load_plans(key)
-            if not measure and (found is None or not found.settled):
-                return found.timings if found else None  # unsettled: read again till taken up
-            if found is None or not found.settled:
-                found = self._measure(found)
-                problem = tuning.store_plans(key, found) if found else None
-                if problem:
-                    self.notify(f"{problem}: it is measured again next time (point "
-                                f"{tuning.CACHE_ENV} at a writable folder)")
-            _TIMINGS[key] = found.timings if found else []  # none fits: the rule, and no retry
+        with tuning.measuring_alone(key) as alone:  # one thread measures it, the others go on
+            if key not in _TIMINGS:
+                found = tuning.load_plans(key)
+                if not (measure and alone) and (found is None or not found.settled):
+                    return found.timings if found else None  # unsettled: read again till taken up
+                if found is None or not found.settled:
+                    found = self._measure(found)
+                    problem = tuning.store_plans(key, found) if found else None
+                    if problem:
+                        self.notify(f"{problem}: it is measured again next time (point "
+                                    f"{tuning.CACHE_ENV} at a writable folder)")
+                _TIMINGS[key] = found.timings if found else []  # none fits: rule, and no retry
         return _TIMINGS[key]
 
     @torch.inference_mode()
@@ -289,6 +289,7 @@ class Upscaler:
         """NHWC pays off on GPUs and for half precision on CPUs (oneDNN's fast path)."""
         return self.device.type != "cpu" or self.dtype != torch.float32
 
+    @tuning.network_pass()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if not self.tta:
@@ -355,7 +356,7 @@ class Upscaler:
                    cancel: CancelFn | None) -> bool:
         """The network over the plane into ``out``, the batch, then the tile halved on
         out-of-memory; False when it gave NaN or infinite values."""
-        with self._cancel_between_recursions(cancel):  # measuring a plan checks it too
+        with cancel_checked(cancel):  # measuring a plan checks it too
             plan = self._auto_plan(*ilr.shape)
             while True:
                 try:
@@ -381,26 +382,6 @@ class Upscaler:
                 fp32 = copy.deepcopy(self.model).float().to(memory_format=torch.contiguous_format)
             self.dtype = torch.float32
             self.model = self._placed(fp32)
-
-    @contextlib.contextmanager
-    def _cancel_between_recursions(self, cancel: CancelFn | None) -> Iterator[None]:
-        """While inside, check ``cancel`` before each recursion too, not only between batches of
-        windows (which take seconds on a slow CPU); only this thread's passes check it, as
-        threads may share an engine."""
-        recursive = getattr(self.model, "recursive", None)
-        me = threading.get_ident()
-
-        def check(*_: object) -> None:
-            if threading.get_ident() == me and cancel():
-                raise Cancelled("cancelled")
-
-        hook = None if cancel is None or not isinstance(recursive, torch.nn.Module) else \
-            recursive.register_forward_pre_hook(check)
-        try:
-            yield
-        finally:
-            if hook is not None:
-                hook.remove()
 
     # -- whole images ---------------------------------------------------------------------
     def upscale(self, image: np.ndarray, scale: float | None = None,

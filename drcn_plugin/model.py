@@ -9,8 +9,11 @@ depth). The Hugging Face mixin gives ``save_pretrained``/``from_pretrained``/``p
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -19,11 +22,40 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .errors import EMPTY_PATH, BadOptionError, ModelLoadError
+from .errors import EMPTY_PATH, BadOptionError, Cancelled, ModelLoadError
 from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
 
 _SAVING = ".saving-"  # the hidden folder a save writes in, inside its target
+_CANCEL = threading.local()  # ``check``: the cancel of the job this thread runs, if any
+
+
+def _check_cancel(module: nn.Module, args: object) -> None:
+    check = getattr(_CANCEL, "check", None)
+    if check is not None and check():
+        raise Cancelled("cancelled")
+
+
+def watch_cancel(model: nn.Module) -> None:
+    """Make ``model`` check, before each recursion, the cancel of the job the calling thread
+    runs (:func:`cancel_checked`): one hook for good, which copies of the model keep, as it
+    names no job (a job's own hook, copied by another thread, outlived the job)."""
+    recursive = getattr(model, "recursive", None)
+    if isinstance(recursive, nn.Module) \
+            and _check_cancel not in recursive._forward_pre_hooks.values():
+        recursive.register_forward_pre_hook(_check_cancel)
+
+
+@contextlib.contextmanager
+def cancel_checked(cancel: Callable[[], bool] | None) -> Iterator[None]:
+    """While inside, this thread's passes of a watched model check ``cancel`` before each
+    recursion (not only between batches of windows, which take seconds on a slow CPU)."""
+    before = getattr(_CANCEL, "check", None)
+    _CANCEL.check = cancel
+    try:
+        yield
+    finally:
+        _CANCEL.check = before
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:

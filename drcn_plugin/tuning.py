@@ -13,13 +13,15 @@ settles or has been tried ``MAX_TRIES`` times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import statistics
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +49,9 @@ BUSY_SHARE = 0.7
 LOCK_WAIT_S = 10.0  # the longest a store waits for the cache folder's lock, then writes anyway
 _clock = time.perf_counter
 _cpu_clock = time.process_time
+_MEASURING: dict[str, threading.Lock] = {}  # by plan key: held by the thread measuring it
+_PASSES = threading.Lock()
+_passes = [0, 0]  # the network's passes in flight in this process, and started in all
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,33 @@ def candidates(halo: int, bytes_per_pixel: int, budget: int,
     return out
 
 
+@contextlib.contextmanager
+def measuring_alone(key: str) -> Iterator[bool]:
+    """Whether this thread may measure ``key``: False while another thread of this process
+    measures it (that one would be slowed by the same measurement beside it); none waits."""
+    lock = _MEASURING.setdefault(key, threading.Lock())
+    alone = lock.acquire(blocking=False)
+    try:
+        yield alone
+    finally:
+        if alone:
+            lock.release()
+
+
+@contextlib.contextmanager
+def network_pass() -> Iterator[None]:
+    """Around one pass of the network over windows: a measurement that one ran beside is busy
+    (the process's CPU time, which the busy check reads, counts both)."""
+    with _PASSES:
+        _passes[0] += 1
+        _passes[1] += 1
+    try:
+        yield
+    finally:
+        with _PASSES:
+            _passes[0] -= 1
+
+
 def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
     synchronize(x.device)
     t0 = _clock()
@@ -224,8 +256,21 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     them. The budget bounds the cost on slow devices and wide models, where one call of a
     large window can take seconds; two candidates are always timed, so that a measurement taken
     up again makes progress. On a CPU, the process's CPU time against its threads' wall time
-    (threads capped by the CPUs it may use) tells whether it was busy.
+    (threads capped by the CPUs it may use) tells whether it was busy; and anywhere, a pass of
+    the network in another thread of this process during it (:func:`network_pass`).
     """
+    with _PASSES:
+        beside, started = _passes[0] > 0, _passes[1]
+    m = _measured(forward, device, halo, candidates, budget_s, repeats, finalists)
+    with _PASSES:
+        beside = beside or _passes[1] != started
+    return replace(m, busy=m.busy or beside)
+
+
+def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
+              candidates: list[tuple[int, int]], budget_s: float | None, repeats: int,
+              finalists: int) -> Measurement:
+    """:func:`measure`'s timings, busy by its CPU time alone."""
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
     start, cpu_start, first, best, misses = _clock(), _cpu_clock(), {}, math.inf, 0
     cut, last_per_px = False, 0.0
