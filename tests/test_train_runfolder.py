@@ -16,7 +16,13 @@ import torch
 from helpers import as_on_windows, tiny
 from safetensors.torch import load_file
 
-from drcn_plugin.errors import BadOptionError, CheckpointError, DRCNError, WriteError
+from drcn_plugin.errors import (
+    BadOptionError,
+    CheckpointError,
+    DiskFullError,
+    DRCNError,
+    WriteError,
+)
 from drcn_plugin.training import checkpoint, trainer
 from drcn_plugin.training.trainer import train
 
@@ -42,11 +48,11 @@ def test_a_folder_of_the_runs_images_is_refused_as_its_output(t12: Path) -> None
 def test_the_last_checkpoint_comes_before_the_export(t12: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def no_room(model: object, path: Path) -> None:
-        raise WriteError(f"disk full while writing {path}; nothing was written")
+        raise DiskFullError(f"disk full while writing {path}; nothing was written")
 
     monkeypatch.setattr(trainer, "export_safetensors", no_room)
-    with pytest.raises(WriteError, match="disk full"):
-        train(tiny(t12, tmp_path, steps=6))
+    with pytest.raises(DiskFullError, match="disk full .*--resume continues from its last chec"):
+        train(tiny(t12, tmp_path, steps=6))  # the line says how to go on once there is room
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
     assert saved["step"] == 6  # no step is lost
     monkeypatch.setattr(trainer, "export_safetensors", checkpoint.export_safetensors)

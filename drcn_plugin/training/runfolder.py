@@ -17,8 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..devices import Dist
-from ..errors import BadOptionError, OutputExistsError, TrainingError, WriteError, reason
+from ..devices import Dist, peers_lost
+from ..errors import (
+    BadOptionError,
+    DiskFullError,
+    OutputExistsError,
+    TrainingError,
+    WriteError,
+    reason,
+)
 from ..names import name_max
 from ..stops import interrupt, record_stop, stop_signals
 from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
@@ -112,6 +119,17 @@ def what_is_left(out: Path) -> str:
     if (out / "last.pt").is_file():
         return "the run stops; --resume continues from its last checkpoint"
     return "the run stops before its first checkpoint: start it again (nothing to resume)"
+
+
+@contextmanager
+def left_behind(out: Path) -> Iterator[None]:
+    """A run ended early by a lost torchrun process or a full disk says what it leaves in
+    ``out`` (:func:`what_is_left`): a checkpoint to resume from once there is room, or nothing."""
+    with peers_lost(lambda: what_is_left(out)):
+        try:
+            yield
+        except DiskFullError as e:
+            raise DiskFullError(f"{e}; {what_is_left(out)}") from e
 
 
 def clear_old_run(cfg: TrainConfig) -> None:

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .. import __version__
 from ..charts import training_curves
 from ..degrade import Recipe
-from ..devices import device_name, is_out_of_memory, join_torchrun, peers_lost, synchronize
+from ..devices import device_name, is_out_of_memory, join_torchrun, synchronize
 from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
@@ -53,7 +53,7 @@ from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
-from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, what_is_left
+from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         check_run_folder(cfg, resume, overwrite)
         job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
         with hold_run_folder(Path(cfg.out), job), job.warn_once(__package__), \
-                peers_lost(lambda: what_is_left(Path(cfg.out))):
+                left_behind(Path(cfg.out)):
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
