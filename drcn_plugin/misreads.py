@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from PIL import Image
@@ -54,18 +55,26 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
                             "the rest would be black)")
 
 
+def _png_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """A PNG's chunks as (type, length), with ``f`` at each one's data; the next step moves past
+    the chunk, whatever of it was read, and its CRC."""
+    f.seek(8)  # past the signature
+    while len(head := f.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        end = f.tell() + length + 4
+        yield kind, length
+        f.seek(end)
+
+
 def _png_inflated(f: BinaryIO) -> tuple[int, int]:
     """The bytes a PNG's pixels need, and those its IDAT chunks inflate to (counted up to the
     need, holding one step of them at a time)."""
-    f.seek(8)  # past the signature
     need = got = 0
     inflate, started = zlib.decompressobj(), False
-    while len(head := f.read(8)) == 8:
-        length, kind = struct.unpack(">I4s", head)
+    for kind, length in _png_chunks(f):
         if kind == b"IHDR" and length >= 13:
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
             need = png_data_size(width, height, depth, colour, interlace == 1)
-            length -= 13
         elif kind == b"IDAT":
             started = True
             while length and got < need and not inflate.eof:
@@ -82,7 +91,6 @@ def _png_inflated(f: BinaryIO) -> tuple[int, int]:
                 return need, got
         elif started:  # the IDAT chunks are consecutive: the pixel data is over
             return need, got
-        f.seek(length + 4, io.SEEK_CUR)  # the rest of the chunk, and its CRC
     return need, got
 
 
@@ -93,14 +101,11 @@ def png_cicp(f: BinaryIO) -> dict[bytes, bytes]:
     file, whose position is kept."""
     where = f.tell()
     try:
-        f.seek(8)  # past the signature
-        while len(head := f.read(8)) == 8:
-            length, kind = struct.unpack(">I4s", head)
+        for kind, length in _png_chunks(f):
             if kind == b"IDAT":  # cICP comes before the pixel data
                 return {}
             if kind == b"cICP" and length == 4:
                 return {kind: f.read(4)}
-            f.seek(length + 4, io.SEEK_CUR)  # the rest of the chunk, and its CRC
     finally:
         f.seek(where)
     return {}
