@@ -25,9 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
 from ..charts import training_curves
-from ..degrade import Recipe
 from ..devices import device_name, is_out_of_memory, join_torchrun, synchronize
-from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
     CheckpointError,
@@ -36,7 +34,7 @@ from ..errors import (
     TrainingError,
     one_line,
 )
-from ..evaluation import ScaleResult, evaluate, read_dataset
+from ..evaluation import read_dataset
 from ..hub import checked, load_model, sha256_of
 from ..model import DRCN
 from ..writing import atomic_write_bytes
@@ -51,6 +49,7 @@ from .checkpoint import (
 )
 from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
+from .measurement import measure, scores, summary
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
@@ -68,24 +67,6 @@ class Progress:
     loss: float | None
     val_psnr: float | None
     steps_per_s: float
-
-
-def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
-              strict_fp32: bool, degrade: Recipe | None = None) -> dict[int, ScaleResult]:
-    """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
-
-    cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
-    """
-    flags = torch.backends.cudnn
-    saved = (flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    flags.benchmark = False
-    if strict_fp32:
-        flags.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales,
-                        degrade=degrade)
-    finally:
-        flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Trainer:
@@ -250,8 +231,8 @@ class Trainer:
         ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
         if not self.val_folder:
             return {"val_psnr": None}
-        res = _evaluate(self.result, self.val_folder, self.cfg.scales, self.device,
-                        strict_fp32=False, degrade=self.val_recipe)
+        res = scores(self.result, self.val_folder, self.cfg.scales, self.device,
+                     strict_fp32=False, degrade=self.val_recipe)
         per_scale = {str(s): r.psnr for s, r in res.items()}
         return {"val_psnr": sum(per_scale.values()) / len(per_scale),
                 "val_psnr_per_scale": per_scale}
@@ -393,32 +374,14 @@ class Trainer:
         export_safetensors(checked(self.result, "the trained model"), weights)
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
-        measured = self._measure(model, folders)
-        baseline = self._measure(self.baseline.to(self.device), folders) \
-            if self.baseline is not None else {}
+        measured = measure(model, folders, cfg.scales, self.device, self.val_recipe)
+        baseline = measure(self.baseline.to(self.device), folders, cfg.scales, self.device,
+                           self.val_recipe) if self.baseline is not None else {}
         log = self._log(weights=weights.name, sha256=sha256_of(weights),
-                        measured=_summary(measured), baseline=_summary(baseline))
+                        measured=summary(measured), baseline=summary(baseline))
         card = model_card(log).encode(errors="surrogateescape")  # folders named as their bytes
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", card)
         return log
-
-    def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
-        """Strict-fp32 scores on each folder, clean and (if validating so) degraded."""
-        out = {f: _evaluate(model, f, self.cfg.scales, self.device, True) for f in folders}
-        if self.val_recipe is not None:
-            out |= {f"{f} [{self.val_recipe}]": _evaluate(model, f, self.cfg.scales, self.device,
-                                                          True, self.val_recipe) for f in folders}
-        return out
-
-
-def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
-    """Per dataset (its folder's name, or its path where two share a name) and scale: PSNR/SSIM
-    and bicubic's, without the per-image rows."""
-    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
-    names = [Path(ds).name for ds in results]
-    return {name if names.count(name) == 1 else ds:
-            {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
-            for name, (ds, res) in zip(names, results.items(), strict=True)}
 
 
 def train(cfg: TrainConfig, resume: bool = False,
