@@ -35,7 +35,7 @@ from ..errors import (
     one_line,
 )
 from ..evaluation import read_dataset
-from ..hub import checked, load_model, sha256_of
+from ..hub import load_model, sha256_of
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .card import model_card
@@ -43,6 +43,7 @@ from .checkpoint import (
     CHECKPOINT_FORMAT,
     export_safetensors,
     load_checkpoint,
+    non_finite,
     resumed_config,
     save_state,
     stop_reached,
@@ -131,6 +132,7 @@ class Trainer:
                                       f"({one_line(e)})") from e
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
             self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
+        self.saved = ckpt["step"] if ckpt is not None else None  # the step last.pt holds
         self.net = self.model
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -281,7 +283,26 @@ class Trainer:
             self.curves_ok = False
             logger.warning("curves.png not drawn (%s); training goes on without it", one_line(e))
 
+    def _check_finite(self, loss: float | None = None) -> None:
+        """End a run whose loss or state (weights, optimizer, moving average) is no longer
+        finite, before a checkpoint or the export takes it: the checkpoint written before stays
+        the one to go back to. The same on every rank: the loss is the job's, and each rank
+        holds the same state."""
+        if loss is not None and not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        elif (part := non_finite(self._state())) is not None:
+            what = f"{part} became NaN or infinite"
+        else:
+            return
+        kept = f"{self.out / 'last.pt'} (step {self.saved}) is kept" \
+            if self.saved is not None else "no checkpoint was written"
+        raise TrainingError(f"training diverged: {what} by step {self.step}; {kept}: start "
+                            "over with a lower learning rate")
+
     def _checkpoint(self, val: float | None) -> None:
+        """Save ``last.pt`` (and ``best.pt`` at a new best ``val``), never from a diverged
+        state."""
+        self._check_finite()
         is_best = val is not None and val > self.best
         if is_best:
             self.best = val
@@ -339,10 +360,7 @@ class Trainer:
                     dist.all_reduce(loss_sum)  # the same on every rank, so all stop if it diverges
                     loss_sum /= self.dist.world
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
-                if not math.isfinite(last_loss):
-                    raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
-                                        "over with a lower learning rate (checkpoints written "
-                                        "before are kept)")
+                self._check_finite(last_loss)
                 now = time.perf_counter()
                 self.elapsed = now - started
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
@@ -356,6 +374,8 @@ class Trainer:
                     val = self.history[-1]["val_psnr"]
                     self._checkpoint(val)
                     self._log()
+                if at_val:  # on every rank: a divergence names the checkpoint it keeps
+                    self.saved = self.step
                 if main and self.on_progress:
                     self.on_progress(Progress(self.step, self.total, last_loss, val, rate))
 
@@ -371,7 +391,7 @@ class Trainer:
             self.history.append(end)
         self._checkpoint(end["val_psnr"])  # first: a failed export loses no steps
         weights = self.out / f"{cfg.export_name()}.safetensors"
-        export_safetensors(checked(self.result, "the trained model"), weights)
+        export_safetensors(self.result, weights)  # _checkpoint found it finite
         model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
         folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
         measured = measure(model, folders, cfg.scales, self.device, self.val_recipe)
