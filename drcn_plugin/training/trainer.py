@@ -415,8 +415,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
         job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
-        with hold_run_folder(Path(cfg.out), job), job.warn_once(__package__), \
-                left_behind(Path(cfg.out)):
+        with left_behind(Path(cfg.out)), hold_run_folder(Path(cfg.out), job), \
+                job.warn_once(__package__):  # a process lost as the ranks meet there: one line
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
