@@ -15,7 +15,8 @@ from helpers import tiny
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.errors import CheckpointError, TrainingError
+from drcn_plugin.errors import CheckpointError, DiskFullError, TrainingError
+from drcn_plugin.training import checkpoint, trainer
 from drcn_plugin.training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,3 +91,24 @@ def test_a_checkpoint_holding_nan_weights_is_not_resumed(t12: Path, tmp_path: Pa
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match="NaN or infinite values in the optimizer state"):
         train(tiny(t12, tmp_path, steps=8), resume=True)
+
+
+def test_a_disk_that_fills_between_the_two_checkpoints_of_a_best_loses_no_best(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """last.pt was written first: when best.pt then failed, last.pt counted a best that best.pt
+    did not hold, and the resume, already past it, never wrote those weights again."""
+    monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
+    written: list[str] = []  # every validation is a new best: each writes both files
+
+    def fills_at_the_fourth(path: Path, state: dict) -> None:
+        if len(written) == 3:
+            raise DiskFullError(f"disk full while writing {path}; nothing was written")
+        written.append(path.name)
+        checkpoint.save_state(path, state)
+
+    monkeypatch.setattr(trainer, "save_state", fills_at_the_fourth)
+    with pytest.raises(DiskFullError, match="--resume continues from its last checkpoint"):
+        train(tiny(t12, tmp_path, steps=40, val_every=2))
+    best, last = (torch.load(tmp_path / name, weights_only=True) for name in ("best.pt", "last.pt"))
+    assert (best["step"], best["best"]) == (4, 4.0)  # the new best's weights are kept
+    assert last["best"] <= best["best"]  # and the resume, from step 2, reaches it again

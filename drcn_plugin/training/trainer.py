@@ -307,9 +307,9 @@ class Trainer:
         if is_best:
             self.best = val
         state = self._state()
+        if is_best:  # first: a failure between the two leaves no last.pt counting a best that
+            save_state(self.out / "best.pt", state)  # best.pt does not hold
         save_state(self.out / "last.pt", state)
-        if is_best:
-            save_state(self.out / "best.pt", state)
 
     def _event(self, name: str) -> None:
         self.history.append({"step": self.step, "event": name, "seconds": round(self.elapsed, 2)})
