@@ -112,3 +112,21 @@ def test_a_disk_that_fills_between_the_two_checkpoints_of_a_best_loses_no_best(
     best, last = (torch.load(tmp_path / name, weights_only=True) for name in ("best.pt", "last.pt"))
     assert (best["step"], best["best"]) == (4, 4.0)  # the new best's weights are kept
     assert last["best"] <= best["best"]  # and the resume, from step 2, reaches it again
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_stop_step_given_to_a_time_budget_not_yet_fitted_is_kept(t12: Path,
+                                                                   tmp_path: Path) -> None:
+    """A time-budget run stopped before it fitted its step count (30 steps into a session)
+    trained on past a --stop-at given to its resume, even one before the checkpoint's step, and
+    saved a checkpoint that no resume would then take (a stop step with a time budget)."""
+    def stop_at_25(progress: trainer.Progress) -> None:  # progress comes every 25 steps
+        if progress.step == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train(tiny(t12, tmp_path, steps=0, minutes=0.05), on_progress=stop_at_25)["total"] == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert train(tiny(t12, tmp_path, stop_at=10), resume=True)["nothing_to_do"]
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert train(tiny(t12, tmp_path, stop_at=28), resume=True)["stopped_at"] == 28
+    assert train(tiny(t12, tmp_path), resume=True)["weights"]  # the checkpoint resumes to an end

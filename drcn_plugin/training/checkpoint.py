@@ -90,7 +90,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
         raise CheckpointError(f"checkpoint {path} is incomplete (no "
                               f"{', '.join(missing) or 'readable config'})")
     try:
-        replace(saved, out=cfg.out).check()
+        replace(saved, out=cfg.out, stop_at=0).check()  # the stop step was its session's
     except (DRCNError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} holds options no run can use ({one_line(e)})"
                               ) from e
@@ -184,7 +184,7 @@ def stop_reached(ckpt: dict | None, cfg: TrainConfig) -> dict | None:
     the log ``train`` returns instead of training (None otherwise): a stop at the checkpoint's
     step, as the stop that wrote it returned, marked ``nothing_to_do``. Nothing needs to be
     trained or written, so the run's files are left as they are."""
-    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < ckpt["total"]:
+    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < (ckpt["total"] or MAX_STEPS):
         return None
     return {"step": ckpt["step"], "total": ckpt["total"], "stopped_at": ckpt["step"],
             "interrupted": False, "nothing_to_do": True}

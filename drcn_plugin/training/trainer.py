@@ -327,7 +327,7 @@ class Trainer:
         self.elapsed = time.perf_counter() - started
         if not self.dist.main:  # ends at once: waiting in a collective for rank 0's end (a
             return {}  # long measurement) could time out, and nothing needs it after the steps
-        if stop.asked or self.step < self.total:  # stopped early: resumable
+        if stop.asked or self.step < (self.total or MAX_STEPS):  # stopped early: resumable
             self._event("stop")
             self._checkpoint(None)
             return self._log(stopped_at=self.step, interrupted=stop.asked)
@@ -340,9 +340,8 @@ class Trainer:
         loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
         tick, tick_step = time.perf_counter(), self.step
         first = self.step  # a resumed session fits a time budget from its own steps
-        while not stop.asked:
-            end = min(self.total, cfg.stop_at or self.total)
-            if self.total and self.step >= end:
+        while not stop.asked:  # a time budget not yet fitted (total 0) ends only at stop_at
+            if self.step >= min(self.total or MAX_STEPS, cfg.stop_at or MAX_STEPS):
                 break
             loss_sum += self._train_step()
             loss_n += 1
