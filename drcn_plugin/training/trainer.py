@@ -35,7 +35,7 @@ from ..errors import (
     one_line,
 )
 from ..evaluation import read_dataset
-from ..hub import load_model, sha256_of
+from ..hub import load_model
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .card import model_card
@@ -50,7 +50,7 @@ from .checkpoint import (
 )
 from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
-from .measurement import measure, scores, summary
+from .measurement import measured_export, validation
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
@@ -229,15 +229,9 @@ class Trainer:
 
     # -- validation, checkpoints, log --------------------------------------------------------
     def _validate(self) -> dict:
-        """``val_psnr`` (mean over scales, None without a validation folder) and, if measured,
-        ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
-        if not self.val_folder:
-            return {"val_psnr": None}
-        res = scores(self.result, self.val_folder, self.cfg.scales, self.device,
-                     strict_fp32=False, degrade=self.val_recipe)
-        per_scale = {str(s): r.psnr for s, r in res.items()}
-        return {"val_psnr": sum(per_scale.values()) / len(per_scale),
-                "val_psnr_per_scale": per_scale}
+        """The validation's keys of a history row (:func:`validation`)."""
+        return validation(self.result, self.val_folder, self.cfg.scales, self.device,
+                          self.val_recipe)
 
     def _data(self) -> str:
         """The patches' counts and the sum of their pixels: changed data shows on resuming."""
@@ -391,13 +385,9 @@ class Trainer:
         self._checkpoint(end["val_psnr"])  # first: a failed export loses no steps
         weights = self.out / f"{cfg.export_name()}.safetensors"
         export_safetensors(self.result, weights)  # _checkpoint found it finite
-        model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
-        folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
-        measured = measure(model, folders, cfg.scales, self.device, self.val_recipe)
-        baseline = measure(self.baseline.to(self.device), folders, cfg.scales, self.device,
-                           self.val_recipe) if self.baseline is not None else {}
-        log = self._log(weights=weights.name, sha256=sha256_of(weights),
-                        measured=summary(measured), baseline=summary(baseline))
+        log = self._log(**measured_export(
+            weights, cfg.test_data or ([self.val_folder] if self.val_folder else []), cfg.scales,
+            self.device, self.val_recipe, self.baseline))
         card = model_card(log).encode(errors="surrogateescape")  # folders named as their bytes
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", card)
         return log
