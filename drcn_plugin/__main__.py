@@ -1,5 +1,6 @@
-"""The ``drcn`` command (also ``python -m drcn_plugin``): the CLI is imported inside the Ctrl-C
-guard, since loading torch takes seconds and an interrupt then must not print a traceback."""
+"""The ``drcn`` command (also ``python -m drcn_plugin`` and ``python -m drcn_plugin.cli``): the
+CLI is imported inside the Ctrl-C guard, since loading torch takes seconds and an interrupt then
+must not print a traceback."""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@ host integrations (each declared in its own package and only added here)."""
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m drcn_plugin.cli: the drcn script, whose Ctrl-C guard
+    from drcn_plugin.__main__ import main  # covers the imports below (torch takes seconds)
+    raise SystemExit(main())
+
 import json
 import os
 import sys
@@ -443,7 +447,3 @@ def main() -> None:
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     sys.exit(code if isinstance(code, int) else 0)
-
-
-if __name__ == "__main__":  # python -m drcn_plugin.cli: the same command as the drcn script
-    main()

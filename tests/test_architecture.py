@@ -228,3 +228,30 @@ def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> 
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 130 and "Traceback" not in capsys.readouterr().err
+
+
+_CTRL_C_AT_IMPORT = '''
+import importlib.abc, sys
+
+class Interrupted(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "typer":  # the command line's first import that takes a while
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, Interrupted())
+'''
+
+
+@pytest.mark.parametrize("module", ["drcn_plugin", "drcn_plugin.cli"])
+def test_ctrl_c_while_python_m_loads_the_command_is_no_traceback(module: str, tmp_path) -> None:
+    """``python -m drcn_plugin.cli`` ran its imports outside the guard the ``drcn`` script puts
+    around them: a Ctrl-C then was a traceback."""
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(_CTRL_C_AT_IMPORT)  # before the module is run
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert (run.returncode, run.stdout) == (130, ""), run.stderr
+    assert "Traceback" not in run.stderr, run.stderr

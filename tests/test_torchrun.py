@@ -165,13 +165,49 @@ def test_a_job_refused_by_another_trainings_lock_ends_on_every_rank_at_once(
     argv = _tiny_train(t12, out, "--steps", "4")
     with hold_run_folder(out):
         codes = _two_ranks(_plain_rank, argv, report, timeout=60)
+    _every_rank_said(codes, report, f"another training is running in {out}")
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def _every_rank_said(codes: list[int | None], report: Path, said: str) -> None:
+    """Each rank of a refused job ended with status 2 and one error line, the same: ``said``."""
     assert None not in codes, "a rank waits for a job that will not start"
     for rank in (0, 1):
         code, _, text = Path(f"{report}{rank}").read_text().partition("\n")
         assert code == "2" and "Traceback" not in text, text
         lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-        assert len(lines) == 1 and f"another training is running in {out}" in lines[0], text
+        assert len(lines) == 1 and said in lines[0], text
+
+
+def test_a_lock_rank_0_cannot_open_is_the_same_line_on_every_rank(t12: Path,
+                                                                  tmp_path: Path) -> None:
+    """Rank 0 alone opens the run folder's lock; when it could not, the other ranks said a gloo
+    error of a lost process instead of why."""
+    out, report = tmp_path / "run", tmp_path / "rank"
+    (out / ".lock").mkdir(parents=True)  # the lock's name taken by a folder
+    codes = _two_ranks(_plain_rank, _tiny_train(t12, out, "--steps", "4"), report, timeout=60)
+    _every_rank_said(codes, report, f"cannot open the run folder's lock {out / '.lock'}")
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def _rank_1_lost_at_the_lock(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """:func:`_plain_rank`, whose rank 1 ends as the job learns from rank 0 about the lock."""
+    if rank == 1:
+        Dist.from_main = lambda self, value: os._exit(9)
+    _plain_rank(rank, port, argv, report)
+
+
+def test_a_process_lost_as_the_job_takes_the_folder_is_one_line(t12: Path,
+                                                                tmp_path: Path) -> None:
+    out, report = tmp_path / "run", tmp_path / "rank"
+    codes = _two_ranks(_rank_1_lost_at_the_lock, _tiny_train(t12, out, "--steps", "4"), report,
+                       timeout=60)
+    assert codes[0] is not None, "rank 0 waits for a process that has gone"
+    code, _, text = Path(f"{report}0").read_text().partition("\n")
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert code == "2" and len(lines) == 1, text
+    assert "another process of this torchrun job stopped" in lines[0], text
+    assert "start it again (nothing to resume)" in lines[0], text
 
 
 def test_a_warning_about_the_data_is_said_once_for_the_job(t12: Path, tmp_path: Path) -> None:

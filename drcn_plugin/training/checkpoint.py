@@ -9,7 +9,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -36,6 +36,26 @@ def save_state(path: Path, obj: dict) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def non_finite(state: dict) -> str | None:
+    """The part of a training state (weights, optimizer state, moving average) that holds a NaN
+    or an infinity, or None: a checkpoint holding one would resume a run of NaN."""
+    for key, part in (("model", "the weights"), ("optimizer", "the optimizer state"),
+                      ("ema", "the moving average of the weights")):
+        if not all(torch.isfinite(t).all() for t in _tensors(state.get(key))
+                   if t.is_floating_point()):
+            return part
+    return None
+
+
+def _tensors(obj: object) -> Iterator[torch.Tensor]:
+    """The tensors in a state dict, its nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict | list | tuple):
+        for item in obj.values() if isinstance(obj, dict) else obj:
+            yield from _tensors(item)
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None = None) -> dict:
@@ -70,7 +90,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
         raise CheckpointError(f"checkpoint {path} is incomplete (no "
                               f"{', '.join(missing) or 'readable config'})")
     try:
-        replace(saved, out=cfg.out).check()
+        replace(saved, out=cfg.out, stop_at=0).check()  # the stop step was its session's
     except (DRCNError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} holds options no run can use ({one_line(e)})"
                               ) from e
@@ -83,6 +103,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
             and all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history)):
         raise CheckpointError(f"checkpoint {path} is damaged (its step, times, history or start "
                               "folder)")
+    if (part := non_finite(ckpt)) is not None:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite values in {part}: the "
+                              "run had diverged; start over with a lower learning rate")
     asked = [(k, getattr(saved, n), getattr(cfg, n)) for k, n in (("F", "features"),
                                                                   ("D", "recursions"))
              if given is None or n in given]  # a resume need not repeat them
@@ -161,7 +184,7 @@ def stop_reached(ckpt: dict | None, cfg: TrainConfig) -> dict | None:
     the log ``train`` returns instead of training (None otherwise): a stop at the checkpoint's
     step, as the stop that wrote it returned, marked ``nothing_to_do``. Nothing needs to be
     trained or written, so the run's files are left as they are."""
-    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < ckpt["total"]:
+    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < (ckpt["total"] or MAX_STEPS):
         return None
     return {"step": ckpt["step"], "total": ckpt["total"], "stopped_at": ckpt["step"],
             "interrupted": False, "nothing_to_do": True}

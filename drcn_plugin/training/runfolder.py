@@ -71,10 +71,10 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
 @contextmanager
 def hold_run_folder(out: Path, job: Dist = _ALONE) -> Iterator[None]:
     """While inside, the run folder exists and (on the ``job``'s rank 0, which writes the run's
-    files) ``OUT/.lock`` is held: a folder another training holds is refused, on every rank of
-    a joined torchrun job. A start refused inside leaves no folder it made, its parents
-    included. Where the platform has no such locks, nothing is held."""
-    lock = job.main
+    files) ``OUT/.lock`` is held: a folder another training holds, or whose lock cannot be
+    opened, is refused with rank 0's line on every rank of a joined torchrun job. A start
+    refused inside leaves no folder it made, its parents included. Where the platform has no
+    such locks, nothing is held."""
     missing = [p for p in out.parents if not p.exists()]  # nearest first, as they go again
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -85,20 +85,24 @@ def hold_run_folder(out: Path, job: Dist = _ALONE) -> Iterator[None]:
     except OSError as e:
         raise WriteError(f"cannot create the run folder {out}: {reason(e)}"
                          ) from e
-    try:
-        held = open(out / ".lock", "ab") if lock else contextlib.nullcontext()  # noqa: SIM115
-    except OSError as e:
-        raise WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
-                         f"{reason(e)}") from e
-    with held as handle:
-        locked = try_lock(handle.fileno()) if handle is not None else None
-        refusal = job.from_main(f"another training is running in {out}" if locked is False
-                                else None)
-        if refusal:
-            raise TrainingError(refusal)
-        if handle is not None:
-            clean_stale_parts(out)
+    handle, locked, refusal = None, None, None
+    if job.main:
         try:
+            handle = open(out / ".lock", "ab")  # noqa: SIM115 - held until the run ends
+        except OSError as e:
+            refusal = WriteError(f"cannot open the run folder's lock {out / '.lock'}: "
+                                 f"{reason(e)}")
+        else:
+            locked = try_lock(handle.fileno())
+            if locked is False:
+                refusal = TrainingError(f"another training is running in {out}")
+    refusal = job.from_main(refusal)  # every rank stops with rank 0's line, none waits for it
+    with handle if handle is not None else contextlib.nullcontext():
+        try:
+            if refusal is not None:
+                raise refusal
+            if handle is not None:
+                clean_stale_parts(out)
             yield
         except BaseException:
             if made:  # refused before its first file: the folder it made goes again

@@ -25,9 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
 from ..charts import training_curves
-from ..degrade import Recipe
 from ..devices import device_name, is_out_of_memory, join_torchrun, synchronize
-from ..engine import Upscaler
 from ..errors import (
     BadOptionError,
     CheckpointError,
@@ -36,8 +34,8 @@ from ..errors import (
     TrainingError,
     one_line,
 )
-from ..evaluation import ScaleResult, evaluate, read_dataset
-from ..hub import checked, load_model, sha256_of
+from ..evaluation import read_dataset
+from ..hub import load_model
 from ..model import DRCN
 from ..writing import atomic_write_bytes
 from .card import model_card
@@ -45,12 +43,14 @@ from .checkpoint import (
     CHECKPOINT_FORMAT,
     export_safetensors,
     load_checkpoint,
+    non_finite,
     resumed_config,
     save_state,
     stop_reached,
 )
 from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
+from .measurement import measured_export, validation
 from .memory import fitting_patches
 from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
@@ -68,24 +68,6 @@ class Progress:
     loss: float | None
     val_psnr: float | None
     steps_per_s: float
-
-
-def _evaluate(model: DRCN, folder: str, scales: list[int], device: torch.device,
-              strict_fp32: bool, degrade: Recipe | None = None) -> dict[int, ScaleResult]:
-    """``evaluation.evaluate`` on the bare model in fp32 (TF32 off when ``strict_fp32``).
-
-    cuDNN autotuning is off meanwhile: every image size would otherwise be tuned anew.
-    """
-    flags = torch.backends.cudnn
-    saved = (flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    flags.benchmark = False
-    if strict_fp32:
-        flags.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        return evaluate(Upscaler(model, device=str(device), precision="fp32"), Path(folder), scales,
-                        degrade=degrade)
-    finally:
-        flags.benchmark, flags.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Trainer:
@@ -150,6 +132,7 @@ class Trainer:
                                       f"({one_line(e)})") from e
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
             self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
+        self.saved = ckpt["step"] if ckpt is not None else None  # the step last.pt holds
         self.net = self.model
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -246,15 +229,9 @@ class Trainer:
 
     # -- validation, checkpoints, log --------------------------------------------------------
     def _validate(self) -> dict:
-        """``val_psnr`` (mean over scales, None without a validation folder) and, if measured,
-        ``val_psnr_per_scale`` (``{"3": dB, ...}``): the keys a history row gets."""
-        if not self.val_folder:
-            return {"val_psnr": None}
-        res = _evaluate(self.result, self.val_folder, self.cfg.scales, self.device,
-                        strict_fp32=False, degrade=self.val_recipe)
-        per_scale = {str(s): r.psnr for s, r in res.items()}
-        return {"val_psnr": sum(per_scale.values()) / len(per_scale),
-                "val_psnr_per_scale": per_scale}
+        """The validation's keys of a history row (:func:`validation`)."""
+        return validation(self.result, self.val_folder, self.cfg.scales, self.device,
+                          self.val_recipe)
 
     def _data(self) -> str:
         """The patches' counts and the sum of their pixels: changed data shows on resuming."""
@@ -300,14 +277,33 @@ class Trainer:
             self.curves_ok = False
             logger.warning("curves.png not drawn (%s); training goes on without it", one_line(e))
 
+    def _check_finite(self, loss: float | None = None) -> None:
+        """End a run whose loss or state (weights, optimizer, moving average) is no longer
+        finite, before a checkpoint or the export takes it: the checkpoint written before stays
+        the one to go back to. The same on every rank: the loss is the job's, and each rank
+        holds the same state."""
+        if loss is not None and not math.isfinite(loss):
+            what = f"the loss became {loss}"
+        elif (part := non_finite(self._state())) is not None:
+            what = f"{part} became NaN or infinite"
+        else:
+            return
+        kept = f"{self.out / 'last.pt'} (step {self.saved}) is kept" \
+            if self.saved is not None else "no checkpoint was written"
+        raise TrainingError(f"training diverged: {what} by step {self.step}; {kept}: start "
+                            "over with a lower learning rate")
+
     def _checkpoint(self, val: float | None) -> None:
+        """Save ``last.pt`` (and ``best.pt`` at a new best ``val``), never from a diverged
+        state."""
+        self._check_finite()
         is_best = val is not None and val > self.best
         if is_best:
             self.best = val
         state = self._state()
+        if is_best:  # first: a failure between the two leaves no last.pt counting a best that
+            save_state(self.out / "best.pt", state)  # best.pt does not hold
         save_state(self.out / "last.pt", state)
-        if is_best:
-            save_state(self.out / "best.pt", state)
 
     def _event(self, name: str) -> None:
         self.history.append({"step": self.step, "event": name, "seconds": round(self.elapsed, 2)})
@@ -325,7 +321,7 @@ class Trainer:
         self.elapsed = time.perf_counter() - started
         if not self.dist.main:  # ends at once: waiting in a collective for rank 0's end (a
             return {}  # long measurement) could time out, and nothing needs it after the steps
-        if stop.asked or self.step < self.total:  # stopped early: resumable
+        if stop.asked or self.step < (self.total or MAX_STEPS):  # stopped early: resumable
             self._event("stop")
             self._checkpoint(None)
             return self._log(stopped_at=self.step, interrupted=stop.asked)
@@ -338,9 +334,8 @@ class Trainer:
         loss_sum, loss_n, last_loss, val = torch.zeros((), device=self.device), 0, None, None
         tick, tick_step = time.perf_counter(), self.step
         first = self.step  # a resumed session fits a time budget from its own steps
-        while not stop.asked:
-            end = min(self.total, cfg.stop_at or self.total)
-            if self.total and self.step >= end:
+        while not stop.asked:  # a time budget not yet fitted (total 0) ends only at stop_at
+            if self.step >= min(self.total or MAX_STEPS, cfg.stop_at or MAX_STEPS):
                 break
             loss_sum += self._train_step()
             loss_n += 1
@@ -358,10 +353,7 @@ class Trainer:
                     dist.all_reduce(loss_sum)  # the same on every rank, so all stop if it diverges
                     loss_sum /= self.dist.world
                 last_loss, loss_sum, loss_n = (loss_sum / loss_n).item(), loss_sum * 0, 0
-                if not math.isfinite(last_loss):
-                    raise TrainingError(f"the loss became {last_loss} by step {self.step}: start "
-                                        "over with a lower learning rate (checkpoints written "
-                                        "before are kept)")
+                self._check_finite(last_loss)
                 now = time.perf_counter()
                 self.elapsed = now - started
                 rate = (self.step - tick_step) / max(now - tick, 1e-9)
@@ -375,6 +367,8 @@ class Trainer:
                     val = self.history[-1]["val_psnr"]
                     self._checkpoint(val)
                     self._log()
+                if at_val:  # on every rank: a divergence names the checkpoint it keeps
+                    self.saved = self.step
                 if main and self.on_progress:
                     self.on_progress(Progress(self.step, self.total, last_loss, val, rate))
 
@@ -390,35 +384,13 @@ class Trainer:
             self.history.append(end)
         self._checkpoint(end["val_psnr"])  # first: a failed export loses no steps
         weights = self.out / f"{cfg.export_name()}.safetensors"
-        export_safetensors(checked(self.result, "the trained model"), weights)
-        model = load_model(str(weights)).to(self.device)  # measure exactly what was exported
-        folders = cfg.test_data or ([self.val_folder] if self.val_folder else [])
-        measured = self._measure(model, folders)
-        baseline = self._measure(self.baseline.to(self.device), folders) \
-            if self.baseline is not None else {}
-        log = self._log(weights=weights.name, sha256=sha256_of(weights),
-                        measured=_summary(measured), baseline=_summary(baseline))
+        export_safetensors(self.result, weights)  # _checkpoint found it finite
+        log = self._log(**measured_export(
+            weights, cfg.test_data or ([self.val_folder] if self.val_folder else []), cfg.scales,
+            self.device, self.val_recipe, self.baseline))
         card = model_card(log).encode(errors="surrogateescape")  # folders named as their bytes
         atomic_write_bytes(self.out / f"{cfg.export_name()}.md", card)
         return log
-
-    def _measure(self, model: DRCN, folders: list[str]) -> dict[str, dict[int, ScaleResult]]:
-        """Strict-fp32 scores on each folder, clean and (if validating so) degraded."""
-        out = {f: _evaluate(model, f, self.cfg.scales, self.device, True) for f in folders}
-        if self.val_recipe is not None:
-            out |= {f"{f} [{self.val_recipe}]": _evaluate(model, f, self.cfg.scales, self.device,
-                                                          True, self.val_recipe) for f in folders}
-        return out
-
-
-def _summary(results: dict[str, dict[int, ScaleResult]]) -> dict:
-    """Per dataset (its folder's name, or its path where two share a name) and scale: PSNR/SSIM
-    and bicubic's, without the per-image rows."""
-    keys = ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim")
-    names = [Path(ds).name for ds in results]
-    return {name if names.count(name) == 1 else ds:
-            {str(s): {k: getattr(r, k) for k in keys} for s, r in res.items()}
-            for name, (ds, res) in zip(names, results.items(), strict=True)}
 
 
 def train(cfg: TrainConfig, resume: bool = False,
@@ -432,8 +404,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         check_options(cfg, resume, given)
         check_run_folder(cfg, resume, overwrite)
         job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
-        with hold_run_folder(Path(cfg.out), job), job.warn_once(__package__), \
-                left_behind(Path(cfg.out)):
+        with left_behind(Path(cfg.out)), hold_run_folder(Path(cfg.out), job), \
+                job.warn_once(__package__):  # a process lost as the ranks meet there: one line
             ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
