@@ -52,7 +52,7 @@ class CheckpointError(DRCNError):
 
 
 class TrainingError(DRCNError):
-    """A training run that cannot go on (its loss stopped being a finite number)."""
+    """A training run that cannot go on (its loss, weights or optimizer state went non-finite)."""
 
 
 class DistributedError(DRCNError):
