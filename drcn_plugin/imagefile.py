@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
 from .av1header import avif_base_q_idx
+from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
@@ -31,11 +32,10 @@ from .metadata import (
     Descriptive,
     apply_orientation,
     declared_dpi,
-    nclx_loss,
     orientation,
     read_exif,
 )
-from .misreads import png_cicp, require_whole_png, tga_alpha, usable_icc
+from .misreads import require_whole_png, tga_alpha, usable_icc
 from .opening import open_regular, reader_refusal
 from .planes import PEAKS, require_unit_range, to_8bit
 
@@ -237,7 +237,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(f, im))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
-        info.about.png_colour.update(png_cicp(f) if im.format == "PNG" else {})
+        info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
         if im.format == "WEBP":
             info.webp_quantizer = webp_quantizer(f)
@@ -265,8 +265,6 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
         if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
             info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
-        if colours := nclx_loss(im):
-            info.notes.append(colours)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored)
