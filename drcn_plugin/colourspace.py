@@ -7,6 +7,7 @@ cannot state is refused, as its result would be shown as washed-out SDR."""
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from typing import BinaryIO
@@ -33,7 +34,22 @@ _SRGB = _PRIMARIES[1]
 # The power of light each H.273 transfer characteristic stores (None: sRGB's curve)
 _CURVES = {8: 1.0, 4: 2.2, **dict.fromkeys(_SRGB_TRANSFERS)}
 _META_BYTES = 1 << 20  # an AVIF's meta box is searched in the file's first MiB
-_NCLX_SIZE = 19  # a colr box of type nclx: size, 'colr', 'nclx', 3 x 16 bits, 8 bits
+
+
+# What makes an image a gain-map HDR one (Android's Ultra HDR, Adobe's, Apple's): XMP attributes
+# and elements, and the container directory that locates the gain map, a second image after it
+_GAIN_MAP = re.compile(
+    rb"""\s(?:hdrgm|HDRGainMap):[\w.]+\s*=\s*(?:"[^"]*"|'[^']*')"""
+    rb"""|<(hdrgm|HDRGainMap):([\w.]+)\b[^>]*?(?:/>|>.*?</\1:\2\s*>)"""
+    rb"""|<Container:Directory\b.*?</Container:Directory\s*>""", re.S)
+GAIN_MAP_NOTE = ("HDR gain map dropped (the result is the SDR image); its XMP no longer "
+                 "promises one")
+
+
+def without_gain_map(xmp: bytes) -> bytes:
+    """``xmp`` without what promises a gain map: the result has none (Pillow reads the first
+    image), and a viewer that trusts the promise looks for one after it."""
+    return _GAIN_MAP.sub(b"", xmp)
 
 
 def read_colour_chunks(f: BinaryIO, im: Image.Image) -> dict[bytes, bytes]:

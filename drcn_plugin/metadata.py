@@ -19,7 +19,7 @@ from fractions import Fraction
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
-from .colourspace import PILLOW_WRITES
+from .colourspace import GAIN_MAP_NOTE, PILLOW_WRITES, without_gain_map
 from .iptc import app13, jpeg_iptc
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
@@ -293,6 +293,9 @@ class Descriptive:
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
+            if (kept := without_gain_map(xmp)) != xmp:
+                xmp = kept
+                notes.append(GAIN_MAP_NOTE)
             xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
             # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
             size = im.size[::-1] if orientation(im) >= 5 else im.size

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -201,3 +202,40 @@ def test_sdr_code_points_travel_as_an_icc_profile_or_are_named(
     if kept:  # P3's pure green is beyond sRGB's: littlecms clips it, red and blue stay low
         green = _to_srgb(profile, (0, 255, 0))
         assert green[1] == 255 and green[0] < 60 and green[2] < 60
+
+
+_ULTRA_HDR = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+              b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:Container="http://ns.google.com/'
+              b'photos/1.0/container/" xmlns:Item="http://ns.google.com/photos/1.0/container/'
+              b'item/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" xmlns:xmp="http://'
+              b'ns.adobe.com/xap/1.0/" hdrgm:Version="1.0" xmp:Rating="4"><Container:Directory>'
+              b'<rdf:Seq><rdf:li rdf:parseType="Resource"><Container:Item Item:Semantic="Primary"'
+              b' Item:Mime="image/jpeg"/></rdf:li><rdf:li rdf:parseType="Resource"><Container:'
+              b'Item Item:Semantic="GainMap" Item:Mime="image/jpeg" Item:Length="1234"/></rdf:li>'
+              b'</rdf:Seq></Container:Directory></rdf:Description></rdf:RDF></x:xmpmeta>')
+_APPLE = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+          b'22-rdf-syntax-ns#"><rdf:Description xmlns:HDRGainMap="http://ns.apple.com/HDRGainMap'
+          b'/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="4"><HDRGainMap:'
+          b'HDRGainMapVersion>65536</HDRGainMap:HDRGainMapVersion></rdf:Description></rdf:RDF>'
+          b'</x:xmpmeta>')
+
+
+@pytest.mark.parametrize("xmp", [_ULTRA_HDR, _APPLE], ids=["ultra-hdr", "apple"])
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_a_gain_map_photo_no_longer_promises_its_gain_map(folder: Path, tiny_model_file: str,
+                                                          xmp: bytes, fmt: str) -> None:
+    """An Ultra HDR or iPhone JPEG holds its gain map as a second image (MPF) that the result
+    does not have: its XMP must not send a viewer looking for one; the rest of the XMP stays."""
+    gain_map = Image.new("L", (6, 4), 128)
+    random_rgb(24, 16).save(folder / "hdr.jpg", "MPO", save_all=True, append_images=[gain_map],
+                            xmp=xmp)
+    r = upscale(str(folder / "hdr.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "HDR gain map dropped" in r.output
+    with Image.open(next((folder / "out").iterdir())) as im:
+        kept = im.info["xmp"] if fmt == "jpeg" else im.text["XML:com.adobe.xmp"].encode()
+    promises = (b"<HDRGainMap:", b"hdrgm:Version", b"Container:Directory")
+    assert not any(promise in kept for promise in promises)
+    assert b'xmp:Rating="4"' in kept
+    ElementTree.fromstring(kept)  # still well-formed XML
