@@ -120,9 +120,12 @@ def with_chunks(data: bytes, fmt: str, chunks: dict[bytes, bytes]) -> bytes:
         if kind in (b"PLTE", b"IDAT"):
             break
         pos += 12 + length
-    extra = b"".join(struct.pack(">I", len(v)) + k + v + struct.pack(">I", zlib.crc32(k + v))
-                     for k, v in chunks.items())
-    return data[:pos] + extra + data[pos:]
+    return data[:pos] + b"".join(png_chunk(k, v) for k, v in chunks.items()) + data[pos:]
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def refuse_unstated_hdr(chunks: dict[bytes, bytes], fmt: str) -> None:

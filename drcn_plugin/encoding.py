@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .colourspace import refuse_unstated_hdr, unsaid_colour
+from .deep import DEEP_PIXELS
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
@@ -51,6 +52,11 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     file will hold is dropped (noted); a PNG's colour chunks become one where ``fmt`` has no
     place for them."""
     im = _in_stored_mode(array, fmt, info)
+    if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA"):  # Pillow's colour is 8-bit
+        if fmt == "PNG":
+            im.info[DEEP_PIXELS] = array  # written at 16 bits by atomic_save
+        else:
+            info.notes.append(f"Pillow writes {fmt} colour at 8 bits: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
     grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
     if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:

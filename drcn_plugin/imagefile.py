@@ -26,6 +26,7 @@ from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
+from .deep import heif_pixels16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
@@ -262,12 +263,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
+        deep = heif_pixels16(f, im) if turn == 1 else None  # pillow-heif turned its pixels
         depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
-        if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
+        if deep is None and isinstance(depth, int) and depth > 8 and im.mode in _DEEP_MODES:
             info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
-        array = _to_array(im, info, stored)
+        array = _to_array(im, info, stored) if deep is None else deep
     if white:
         array = np.subtract(65535, array, dtype=np.uint16)
     if array.dtype == np.float32:
@@ -338,6 +340,7 @@ _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 _LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
+_DEEP_MODES = ("L", "LA", "RGB", "RGBA")  # a HEIF's, at 8 bits
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
 
 

@@ -27,6 +27,7 @@ import psutil
 from PIL import Image
 
 from .colourspace import with_chunks
+from .deep import DEEP_PIXELS, png_pixels16
 from .errors import (
     DiskFullError,
     DRCNError,
@@ -69,16 +70,20 @@ def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = Fals
                 mode: int | None = None, **options: object) -> None:
     """Save through a temporary file in the same folder, then rename into place; ``mode``
     sets the result's permission bits (default: the usual ones from the umask). The option
-    ``colour_chunks`` holds PNG colour chunks Pillow does not write, for :func:`with_chunks`."""
+    ``colour_chunks`` holds PNG colour chunks Pillow does not write, for :func:`with_chunks`;
+    16-bit colour that :func:`.encoding.encode` kept beside a PNG's image is written too."""
     chunks = options.pop("colour_chunks", None)
+    deep = image.info.get(DEEP_PIXELS) if fmt == "PNG" else None
 
     def write(f: BinaryIO) -> None:
-        if not chunks:
+        if not chunks and deep is None:
             image.save(_WithoutFileno(f), format=fmt, **options)
             return
         encoded = io.BytesIO()
         image.save(encoded, format=fmt, **options)
-        f.write(with_chunks(encoded.getvalue(), fmt, chunks))
+        data = encoded.getvalue()
+        data = png_pixels16(data, deep) if deep is not None else data
+        f.write(with_chunks(data, fmt, chunks) if chunks else data)
 
     _atomic(path, overwrite, write, mode)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -239,3 +240,47 @@ def test_a_gain_map_photo_no_longer_promises_its_gain_map(folder: Path, tiny_mod
     assert not any(promise in kept for promise in promises)
     assert b'xmp:Rating="4"' in kept
     ElementTree.fromstring(kept)  # still well-formed XML
+
+
+def _png16(path: Path) -> np.ndarray:
+    """A 16-bit RGB PNG's samples, decoded here (filters None and Sub) as the PNG spec says."""
+    data, pos, idat = path.read_bytes(), 8, b""
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+    assert (depth, colour) == (16, 2)
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        idat += data[pos + 8:pos + 8 + length] if kind == b"IDAT" else b""
+        pos += 12 + length
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, -1)
+    out = rows[:, 1:].astype(np.uint32)
+    for y in range(height):
+        assert rows[y, 0] in (0, 1)
+        if rows[y, 0] == 1:
+            for x in range(6, out.shape[1]):
+                out[y, x] = (out[y, x] + out[y, x - 6]) % 256
+    pairs = out.reshape(height, width, 3, 2)
+    return (pairs[..., 0] << 8 | pairs[..., 1]).astype(np.uint16)
+
+
+def test_a_10_bit_hdr_heic_comes_back_as_a_16_bit_png(folder: Path,
+                                                     tiny_model_file: str) -> None:
+    """PQ at 8 bits bands in gradients: the PNG keeps the HEIC's 10 bits and its code points;
+    Pillow still reads it (at 8 bits), as other readers do."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    ramp = np.linspace(0, 65535, 24 * 16 * 3).astype(np.uint16).reshape(16, 24, 3)
+    heic = pillow_heif.from_bytes(mode="RGB;16", size=(24, 16), data=ramp.tobytes())
+    heic.save(folder / "pq.heic", quality=-1, color_primaries=9, transfer_characteristics=16,
+              matrix_coefficients=9, full_range_flag=1)
+    r = upscale(str(folder / "pq.heic"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert "8 bits" not in r.output
+    out = folder / "out" / "pq.png"
+    assert _chunks_of(out) == {b"cICP": PQ}
+    deep = _png16(out)
+    assert deep.shape == (32, 48, 3) and len(np.unique(deep)) > 256
+    with Image.open(out) as im:
+        assert np.abs(np.asarray(im.convert("RGB"), dtype=int) - (deep >> 8)).max() <= 1
+    r = upscale(str(folder / "pq.heic"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "avif")
+    assert r.exit_code == 0, r.output
+    assert "Pillow writes AVIF colour at 8 bits" in r.output
