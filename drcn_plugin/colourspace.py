@@ -79,15 +79,15 @@ def says_srgb(cicp: bytes) -> bool:
 def _nclx_at(data: bytes) -> int | None:
     """Where an AVIF's first nclx colour box (meta, iprp, ipco, colr) holds its code points;
     None when it has none."""
-    for kind, a, b in _boxes(data):
-        if kind == b"meta":
-            for kind2, a2, b2 in _boxes(data, a + 4, b):  # past meta's version and flags
-                if kind2 == b"iprp":
-                    ipco = next(((x, y) for k, x, y in _boxes(data, a2, b2) if k == b"ipco"),
-                                None)
-                    for kind3, a3, b3 in _boxes(data, *ipco) if ipco else ():
-                        if kind3 == b"colr" and data[a3:a3 + 4] == b"nclx" and b3 - a3 >= 11:
-                            return a3 + 4
+    span: tuple[int, int] | None = (0, len(data))
+    for kind, skip in ((b"meta", 0), (b"iprp", 4), (b"ipco", 0)):  # 4: meta's version, flags
+        a, b = span
+        span = next(((x, y) for k, x, y in _boxes(data, a + skip, b) if k == kind), None)
+        if span is None:
+            return None
+    for kind, a, b in _boxes(data, *span):
+        if kind == b"colr" and data[a:a + 4] == b"nclx" and b - a >= 11:
+            return a + 4
     return None
 
 
@@ -148,10 +148,9 @@ def unsaid_colour(chunks: dict[bytes, bytes], fmt: str, icc: bytes | None,
         return icc, {}
     if fmt == "BMP":  # no place for ICC either
         return icc, chunks
-    if cicp is not None:  # cICP overrides the rest, ICC included
-        made = None if fmt == "AVIF" else _cicp_icc(cicp, grey)
-    else:
-        made = _gamma_icc(chunks, grey)
+    if cicp is not None and fmt == "AVIF":  # said in its nclx box, which ICC would override
+        return None, chunks
+    made = _cicp_icc(cicp, grey) if cicp is not None else _gamma_icc(chunks, grey)
     if made == b"":  # the chunks say sRGB
         return icc, {}
     if made is None:

@@ -77,14 +77,18 @@ def test_an_hdr_image_is_refused_where_the_format_cannot_say_so(folder: Path,
 
 def test_an_hdr_png_written_as_avif_says_pq_in_its_nclx_box(folder: Path,
                                                            tiny_model_file: str) -> None:
-    _hdr_png(folder / "hdr.png", png_chunk(b"cICP", PQ), png_chunk(b"cLLi", CLLI))
+    """cICP overrides an ICC profile in a PNG; an AVIF viewer would take the profile over the
+    nclx box, so the profile is not written."""
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _hdr_png(folder / "hdr.png", png_chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(srgb)),
+             png_chunk(b"cICP", PQ), png_chunk(b"cLLi", CLLI))
     r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
                 "--format", "avif")
     assert r.exit_code == 0, r.output
     assert _avif_points(folder / "out" / "hdr.avif") == (9, 16)
     assert "(cLLi) dropped" in r.output  # Pillow writes no clli box
     with Image.open(folder / "out" / "hdr.avif") as im:
-        assert im.size == (48, 32)
+        assert im.size == (48, 32) and "icc_profile" not in im.info
 
 
 def test_an_hlg_avif_stays_hlg(folder: Path, tiny_model_file: str) -> None:
