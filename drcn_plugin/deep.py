@@ -19,25 +19,32 @@ _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
 
-def heif_pixels16(f: BinaryIO, im: Image.Image) -> np.ndarray | None:
-    """A 10- or 12-bit colour HEIF's pixels as uint16 (0..65535), as pillow-heif's Pillow
-    plugin turns them; None for other images, or where pillow-heif does not give them. ``f``
-    is the open file, whose position is kept."""
+def heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
+                  turns: bool = False) -> np.ndarray | None:
+    """A 10- or 12-bit colour HEIF's pixels as uint16 (0..65535), turned as pillow-heif's
+    Pillow plugin turns them; None for other images. A deep HEIF read at 8 bits after all
+    (grey, pillow-heif failing, or pixels the caller still ``turns``) is noted. ``f`` is the
+    open file, whose position is kept."""
     depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
-    if not (isinstance(depth, int) and depth > 8 and im.mode in ("RGB", "RGBA")):
+    if not (isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA")):
         return None
-    where = f.tell()
-    try:
-        from pillow_heif import open_heif
+    pixels = None
+    if not turns and im.mode in ("RGB", "RGBA"):
+        where = f.tell()
+        try:
+            from pillow_heif import open_heif
 
-        f.seek(0)
-        pixels = np.asarray(open_heif(f, convert_hdr_to_8bit=False))
-    except Exception:  # noqa: BLE001 - the 8-bit decode stands, with its note
+            f.seek(0)
+            pixels = np.asarray(open_heif(f, convert_hdr_to_8bit=False))
+        except Exception:  # noqa: BLE001 - the 8-bit decode stands, noted
+            pixels = None
+        finally:
+            f.seek(where)
+    shape = (im.height, im.width, len(im.mode))  # RGB or RGBA
+    if pixels is None or pixels.dtype != np.uint16 or pixels.shape != shape:
+        notes.append(f"{depth}-bit HEIF read and written as 8 bits")
         return None
-    finally:
-        f.seek(where)
-    shape = (im.height, im.width, len(im.mode))
-    return pixels if pixels.dtype == np.uint16 and pixels.shape == shape else None
+    return pixels
 
 
 def png_pixels16(data: bytes, pixels: np.ndarray) -> bytes:

@@ -49,8 +49,8 @@ def require_encoder(fmt: str) -> None:
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
     """The output image in a mode ``fmt`` stores; refuses combinations that would lose data (an
     HDR image where ``fmt`` cannot say so). An ICC profile for another colour space than the
-    file will hold is dropped (noted); a PNG's colour chunks become one where ``fmt`` has no
-    place for them."""
+    file will hold is dropped (noted); a PNG's colour chunks become an ICC profile where ``fmt``
+    has no place for them, and 16-bit colour is kept beside the image for PNG."""
     im = _in_stored_mode(array, fmt, info)
     if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA"):  # Pillow's colour is 8-bit
         if fmt == "PNG":

@@ -1,8 +1,9 @@
 """Image files: decode with Pillow to engine arrays with their metadata (:mod:`.encoding` writes
 them back).
 
-Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile and DPI, and
-keeps 16-bit grey at 16 bits; a damaged or hostile file is one error naming it.
+Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile, DPI and
+colour code points, 16-bit grey and a 10/12-bit HEIF at 16 bits; a damaged or hostile file is
+one error naming it.
 """
 
 from __future__ import annotations
@@ -263,10 +264,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
-        deep = heif_pixels16(f, im) if turn == 1 else None  # pillow-heif turned its pixels
-        depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
-        if deep is None and isinstance(depth, int) and depth > 8 and im.mode in _DEEP_MODES:
-            info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
+        deep = heif_pixels16(f, im, info.notes, turns=turn != 1)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = _to_array(im, info, stored) if deep is None else deep
@@ -340,7 +338,6 @@ _EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
 _SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 _LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
-_DEEP_MODES = ("L", "LA", "RGB", "RGBA")  # a HEIF's, at 8 bits
 _GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
 
 

@@ -289,7 +289,7 @@ class Descriptive:
     @classmethod
     def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
         """From an opened file; XMP's orientation is reset, as the pixels are turned upright.
-        What cannot be carried (damaged IPTC) is named in ``notes``."""
+        What cannot be carried (damaged IPTC, a gain map) is named in ``notes``."""
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
