@@ -1,7 +1,8 @@
 """Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
-through pillow-heif at 16 bits, and a 16-bit colour result written as PNG by giving the file
-Pillow wrote at 8 bits (with every chunk it keeps) a 16-bit header and pixel data. An HDR (PQ,
-HLG) photo's gradients band at 8 bits."""
+through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
+a 16-bit colour result written as PNG by giving the file Pillow wrote at 8 bits (with every
+chunk it keeps) a 16-bit header and pixel data. An HDR (PQ, HLG) image's gradients band at 8
+bits."""
 
 from __future__ import annotations
 
@@ -19,7 +20,36 @@ _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
 
-def heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
+# Pillow's raw modes of 16-bit PNG colour, and those that unpack the other byte of each sample
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str],
+             turns: bool = False) -> np.ndarray | None:
+    """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's, as
+    Pillow turns them); None for other images, or where the caller still ``turns`` them or
+    needs Pillow's reading (a PNG's transparent colour). ``stored`` is Pillow's raw mode of
+    the file's pixels; ``f`` the open file, whose position is kept."""
+    if im.format == "HEIF":
+        return _heif_pixels16(f, im, notes, turns)
+    if im.format != "PNG" or stored not in _LOW_BYTES or turns or "transparency" in im.info \
+            or getattr(im, "n_frames", 1) > 1:
+        return None
+    where = f.tell()
+    try:
+        f.seek(0)
+        with Image.open(f) as low:
+            tile = low.tile[0] if len(low.tile) == 1 else None
+            if tile is None or tile.args != stored:
+                return None
+            low.tile = [tile._replace(args=_LOW_BYTES[stored])]
+            low.load()
+            return np.asarray(im, dtype=np.uint16) << 8 | np.asarray(low, dtype=np.uint16)
+    finally:
+        f.seek(where)
+
+
+def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
                   turns: bool = False) -> np.ndarray | None:
     """A 10- or 12-bit colour HEIF's pixels as uint16 (0..65535), turned as pillow-heif's
     Pillow plugin turns them; None for other images. A deep HEIF read at 8 bits after all
