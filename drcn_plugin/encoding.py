@@ -10,6 +10,8 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
+from .colourspace import refuse_unstated_hdr, unsaid_colour
+from .deep import DEEP_PIXELS
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
@@ -45,15 +47,27 @@ def require_encoder(fmt: str) -> None:
 
 
 def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data.
-    An ICC profile for another colour space than the file will hold is dropped (noted)."""
+    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data (an
+    HDR image where ``fmt`` cannot say so). An ICC profile for another colour space than the
+    file will hold is dropped (noted); a PNG's colour chunks become an ICC profile where ``fmt``
+    has no place for them, and 16-bit colour is kept beside the image for PNG."""
     im = _in_stored_mode(array, fmt, info)
+    if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA"):  # Pillow's colour is 8-bit
+        if fmt == "PNG":
+            im.info[DEEP_PIXELS] = array  # written at 16 bits by atomic_save
+        else:
+            info.notes.append(f"Pillow writes {fmt} colour at 8 bits: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
     grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
     if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
         info.notes.append(f"{'grey' if space == b'GRAY' else 'RGB'} ICC profile dropped: {fmt} "
                           f"stores this image as {'grey' if grey else 'RGB'}")
         info.icc_profile = None
+    if fmt != "PNG" and info.about.png_colour:
+        refuse_unstated_hdr(info.about.png_colour, fmt)
+        info.icc_profile, unsaid = unsaid_colour(info.about.png_colour, fmt, info.icc_profile,
+                                                 grey)
+        info.about = replace(info.about, png_colour=unsaid)
     return im
 
 

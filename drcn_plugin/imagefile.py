@@ -1,8 +1,9 @@
 """Image files: decode with Pillow to engine arrays with their metadata (:mod:`.encoding` writes
 them back).
 
-Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile and DPI, and
-keeps 16-bit grey at 16 bits; a damaged or hostile file is one error naming it.
+Reading applies the EXIF orientation (and resets the tag), keeps the ICC profile, DPI and
+colour code points, 16-bit grey and a 10/12-bit HEIF at 16 bits; a damaged or hostile file is
+one error naming it.
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import devices
 from .av1header import avif_base_q_idx
+from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
+from .deep import pixels16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
     Descriptive,
     apply_orientation,
     declared_dpi,
-    nclx_loss,
     orientation,
     read_exif,
 )
-from .misreads import png_cicp, require_whole_png, tga_alpha, usable_icc
+from .misreads import require_whole_png, tga_alpha, usable_icc
 from .opening import open_regular, reader_refusal
 from .planes import PEAKS, require_unit_range, to_8bit
 
@@ -237,7 +239,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(f, im))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
-        info.about.png_colour.update(png_cicp(f) if im.format == "PNG" else {})
+        info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
         if im.format == "WEBP":
             info.webp_quantizer = webp_quantizer(f)
@@ -257,19 +259,15 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)
-        if stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):  # 8 bits
+        deep = pixels16(f, im, stored, info.notes, turns=turn != 1)
+        if deep is None and stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
-        depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
-        if isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA"):
-            info.notes.append(f"{depth}-bit HEIF read and written as 8 bits")
-        if colours := nclx_loss(im):
-            info.notes.append(colours)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
-        array = _to_array(im, info, stored)
+        array = _to_array(im, info, stored) if deep is None else deep
     if white:
         array = np.subtract(65535, array, dtype=np.uint16)
     if array.dtype == np.float32:

@@ -19,6 +19,7 @@ from fractions import Fraction
 from PIL import ExifTags, Image
 from PIL.PngImagePlugin import PngInfo
 
+from .colourspace import GAIN_MAP_NOTE, PILLOW_WRITES, without_gain_map
 from .iptc import app13, jpeg_iptc
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
@@ -122,19 +123,6 @@ def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float
         exif[EXIF_IFD] = {**sizes, **{t: v for t, v in ((PIXEL_X, im.width), (PIXEL_Y, im.height))
                                       if t in sizes}}
     return im, dpi
-
-
-def nclx_loss(im: Image.Image) -> str | None:
-    """A note when a HEIF's colours are described only by its nclx box (no ICC profile), as other
-    than sRGB or BT.709 (a phone's Display P3, BT.2020, HDR): no output format here carries it."""
-    nclx = im.info.get("nclx_profile")
-    if im.info.get("icc_profile") or not isinstance(nclx, dict):
-        return None
-    primaries, transfer = nclx.get("color_primaries"), nclx.get("transfer_characteristics")
-    if primaries in (1, 2) and transfer in (1, 2, 6, 13):  # BT.709/sRGB, or unspecified
-        return None
-    return (f"HEIF colour space (nclx primaries {primaries}, transfer {transfer}) dropped: "
-            "the result will be shown as sRGB")
 
 
 def declared_dpi(im: Image.Image) -> tuple[float, float] | None:
@@ -288,22 +276,26 @@ class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
     (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
     byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
-    cICP) and a JPEG's IPTC records (captions, keywords, credits), written back wherever the
+    cICP, mDCv, cLLi; a HEIF's or AVIF's code points as cICP; see :mod:`.colourspace`) and a
+    JPEG's IPTC records (captions, keywords, credits), written back wherever the
     output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
-    png_colour: dict[bytes, bytes] = field(default_factory=dict)
+    png_colour: dict[bytes, bytes] = field(default_factory=dict)  # by chunk type
     iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod
     def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
         """From an opened file; XMP's orientation is reset, as the pixels are turned upright.
-        What cannot be carried (damaged IPTC) is named in ``notes``."""
+        What cannot be carried (damaged IPTC, a gain map) is named in ``notes``."""
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
+            if (kept := without_gain_map(xmp)) != xmp:
+                xmp = kept
+                notes.append(GAIN_MAP_NOTE)
             xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
             # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
             size = im.size[::-1] if orientation(im) >= 5 else im.size
@@ -399,12 +391,18 @@ class Descriptive:
             if xmp is not None:
                 info.add_itxt(_XMP_KEY, xmp.decode("utf-8", "replace"))
             for chunk, data in self.png_colour.items():
-                info.add(chunk, data)
+                if chunk in PILLOW_WRITES:
+                    info.add(chunk, data)
+                else:
+                    opts.setdefault("colour_chunks", {})[chunk] = data
             if info.chunks:
                 opts["pnginfo"] = info
         else:
-            if self.png_colour:
-                names = ", ".join(chunk.decode() for chunk in self.png_colour)
+            unsaid = dict(self.png_colour)
+            if fmt == "AVIF" and b"cICP" in unsaid:  # into its nclx box, see with_chunks
+                opts["colour_chunks"] = {b"cICP": unsaid.pop(b"cICP")}
+            if unsaid:
+                names = ", ".join(chunk.decode() for chunk in unsaid)
                 dropped.append(f"PNG gamma/colour chunks ({names})")
             if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
                 if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:

@@ -1,8 +1,8 @@
 """What Pillow reads wrong without a word, refused or mended as a careful reader would: a PNG
 whose compressed pixels end early (Pillow leaves the missing rows black), an ICC profile no
 colour engine can use (it would be copied into the result), a 16-bit TGA's alpha bit (Pillow
-reads it inverted, and also where the header declares none), a PNG's cICP chunk (Pillow reads
-past it)."""
+reads it inverted, and also where the header declares none), a PNG's cICP, mDCv and cLLi
+chunks (Pillow reads past them)."""
 
 from __future__ import annotations
 
@@ -94,21 +94,25 @@ def _png_inflated(f: BinaryIO) -> tuple[int, int]:
     return need, got
 
 
-def png_cicp(f: BinaryIO) -> dict[bytes, bytes]:
+_HDR_CHUNKS = {b"cICP": 4, b"mDCv": 24, b"cLLi": 8}  # and the length each has
+
+
+def png_hdr_chunks(f: BinaryIO) -> dict[bytes, bytes]:
     """A PNG's cICP chunk (coding-independent code points: BT.2020 primaries, PQ or HLG
-    transfer) as ``{b"cICP": data}``, empty when it has none; Pillow reads past it, and writes
-    it back. Without it an HDR or wide-gamut PNG is shown as sRGB. Read from ``f``, the open
-    file, whose position is kept."""
-    where = f.tell()
+    transfer) and the mDCv and cLLi chunks that go with it (mastering display, content light
+    levels), by type, the first of each; Pillow reads past them, and writes them back. Without
+    cICP an HDR or wide-gamut PNG is shown as sRGB. Read from ``f``, the open file, whose
+    position is kept."""
+    where, found = f.tell(), {}
     try:
         for kind, length in _png_chunks(f):
-            if kind == b"IDAT":  # cICP comes before the pixel data
-                return {}
-            if kind == b"cICP" and length == 4:
-                return {kind: f.read(4)}
+            if kind == b"IDAT":  # they come before the pixel data
+                break
+            if _HDR_CHUNKS.get(kind) == length and kind not in found:
+                found[kind] = f.read(length)
     finally:
         f.seek(where)
-    return {}
+    return found
 
 
 _CMS_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour spaces as Pillow modes

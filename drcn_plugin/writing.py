@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import secrets
@@ -25,6 +26,8 @@ from typing import BinaryIO
 import psutil
 from PIL import Image
 
+from .colourspace import with_chunks
+from .deep import DEEP_PIXELS, png_pixels16
 from .errors import (
     DiskFullError,
     DRCNError,
@@ -66,8 +69,23 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
 def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
                 mode: int | None = None, **options: object) -> None:
     """Save through a temporary file in the same folder, then rename into place; ``mode``
-    sets the result's permission bits (default: the usual ones from the umask)."""
-    _atomic(path, overwrite, lambda f: image.save(_WithoutFileno(f), format=fmt, **options), mode)
+    sets the result's permission bits (default: the usual ones from the umask). The option
+    ``colour_chunks`` holds PNG colour chunks Pillow does not write, for :func:`with_chunks`;
+    16-bit colour that :func:`.encoding.encode` kept beside a PNG's image is written too."""
+    chunks = options.pop("colour_chunks", None)
+    deep = image.info.get(DEEP_PIXELS) if fmt == "PNG" else None
+
+    def write(f: BinaryIO) -> None:
+        if not chunks and deep is None:
+            image.save(_WithoutFileno(f), format=fmt, **options)
+            return
+        encoded = io.BytesIO()
+        image.save(encoded, format=fmt, **options)
+        data = encoded.getvalue()
+        data = png_pixels16(data, deep) if deep is not None else data
+        f.write(with_chunks(data, fmt, chunks) if chunks else data)
+
+    _atomic(path, overwrite, write, mode)
 
 
 class _WithoutFileno:

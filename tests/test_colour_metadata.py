@@ -81,15 +81,6 @@ def test_an_hdr_png_keeps_its_cicp_chunk(folder: Path, tiny_model_file: str) -> 
     assert kinds.index(b"cICP") < kinds.index(b"IDAT")
 
 
-def test_a_cicp_chunk_other_formats_cannot_hold_is_named(folder: Path,
-                                                        tiny_model_file: str) -> None:
-    _cicp_png(folder / "hdr.png")
-    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
-                "--format", "jpeg")
-    assert r.exit_code == 0, r.output
-    assert "PNG gamma/colour chunks (cICP) dropped" in r.output
-
-
 _XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
         b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
         b'xmlns:exif="http://ns.adobe.com/exif/1.0/" tiff:Orientation="6" '

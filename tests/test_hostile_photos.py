@@ -116,14 +116,15 @@ def test_premultiplied_tiff_alpha_is_unpremultiplied(tmp_path: Path) -> None:
     assert np.abs(array[..., :3].astype(int) - colour).max() <= 5  # rounding at low alpha
 
 
-@pytest.mark.parametrize("primaries, named", [(12, True), (1, False)])
-def test_a_heic_whose_colours_only_nclx_describes_names_their_loss(
-        tmp_path: Path, primaries: int, named: bool) -> None:
-    """A phone's Display P3 HEIC without an ICC profile (nclx primaries 12) comes out as
-    untagged sRGB with a note naming the colour loss; an sRGB one loses nothing."""
+@pytest.mark.parametrize("primaries, kept", [(12, True), (1, False)])
+def test_a_heic_whose_colours_only_nclx_describes_keeps_them(
+        tmp_path: Path, primaries: int, kept: bool) -> None:
+    """A phone's Display P3 HEIC without an ICC profile (nclx primaries 12) keeps its colour
+    space as PNG's cICP code points (written to PNG, or as an ICC profile); sRGB needs none."""
     pillow_heif = pytest.importorskip("pillow_heif")
     nclx = {"color_primaries": primaries, "transfer_characteristics": 13,
             "matrix_coefficients": 6, "full_range_flag": 1}
     pillow_heif.from_pillow(random_rgb()).save(tmp_path / "p.heic", nclx_profile=nclx)
     _, info = read_image(tmp_path / "p.heic")
-    assert any("nclx primaries 12" in n for n in info.notes) == named, info.notes
+    assert info.about.png_colour == ({b"cICP": bytes([12, 13, 0, 1])} if kept else {})
+    assert not info.notes

@@ -1,7 +1,7 @@
 """Every kind of file the README says `drcn upscale` reads, through one batch with format `same`:
 each result has the format its name asks for (PNG for read-only formats), twice the size, the
-kind of pixels the README promises (grey stays grey, 16-bit grey 16-bit, float float, palettes
-RGB or RGBA) and its alpha and colours where they were."""
+kind of pixels the README promises (grey stays grey, 16-bit grey and PNG colour 16-bit, float
+float, palettes RGB or RGBA) and its alpha and colours where they were."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _palette(path: Path, transparent: bool) -> None:
 
 
 def _png16_rgb(path: Path) -> None:
-    """16-bit RGB, which Pillow reads (as 8 bits) but cannot write."""
+    """16-bit RGB, which Pillow reads (as 8 bits) but cannot write: it comes back 16-bit."""
     rows = b"".join(b"\0" + (row.astype(">u2") * 257).tobytes() for row in RGB)
     path.write_bytes(hand_png((W, H), 16, 2, rows))
 
@@ -70,7 +70,7 @@ CASES = [
     ("png-grey-alpha.png", _save(np.dstack([GREY, ALPHA]), "LA"), "png-grey-alpha.png", "LA",
      ALPHA),
     ("png-grey16.png", _save(GREY.astype(np.uint16) * 257), "png-grey16.png", "I;16", None),
-    ("png-rgb16.png", _png16_rgb, "png-rgb16.png", "RGB", None),
+    ("png-rgb16.png", _png16_rgb, "png-rgb16.png", "RGB16", None),
     ("png-palette.png", lambda p: _palette(p, False), "png-palette.png", "RGB", None),
     ("png-palette-alpha.png", lambda p: _palette(p, True), "png-palette-alpha.png", "RGBA",
      BIT_ALPHA),
@@ -95,7 +95,7 @@ if importlib.util.find_spec("pillow_heif"):
     CASES.append(("heic-rgb.heic", _heic, "heic-rgb.png", "RGB", None))
 # how each kind of pixels is held as an array: channels (0: a plane) and type
 KINDS = {"L": (0, np.uint8), "LA": (2, np.uint8), "RGB": (3, np.uint8), "RGBA": (4, np.uint8),
-         "I;16": (0, np.uint16), "F": (0, np.float32)}
+         "I;16": (0, np.uint16), "RGB16": (3, np.uint16), "F": (0, np.float32)}
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".bmp": "BMP",
                   ".avif": "AVIF"}
 

@@ -1,0 +1,104 @@
+"""Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
+through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
+a 16-bit colour result written as PNG by giving the file Pillow wrote at 8 bits (with every
+chunk it keeps) a 16-bit header and pixel data. An HDR (PQ, HLG) image's gradients band at 8
+bits."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from .colourspace import png_chunk
+
+DEEP_PIXELS = "drcn.pixels16"  # the info key of an encoded image's 16-bit colour, for PNG
+_IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
+_SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
+
+
+# Pillow's raw modes of 16-bit PNG colour, and those that unpack the other byte of each sample
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+
+
+def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str],
+             turns: bool = False) -> np.ndarray | None:
+    """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's, as
+    Pillow turns them); None for other images, or where the caller still ``turns`` them or
+    needs Pillow's reading (a PNG's transparent colour). ``stored`` is Pillow's raw mode of
+    the file's pixels; ``f`` the open file, whose position is kept."""
+    if im.format == "HEIF":
+        return _heif_pixels16(f, im, notes, turns)
+    if im.format != "PNG" or stored not in _LOW_BYTES or turns or "transparency" in im.info \
+            or getattr(im, "n_frames", 1) > 1:
+        return None
+    where = f.tell()
+    try:
+        f.seek(0)
+        with Image.open(f) as low:
+            tile = low.tile[0] if len(low.tile) == 1 else None
+            if tile is None or tile.args != stored:
+                return None
+            low.tile = [tile._replace(args=_LOW_BYTES[stored])]
+            low.load()
+            return np.asarray(im, dtype=np.uint16) << 8 | np.asarray(low, dtype=np.uint16)
+    finally:
+        f.seek(where)
+
+
+def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
+                  turns: bool = False) -> np.ndarray | None:
+    """A 10- or 12-bit colour HEIF's pixels as uint16 (0..65535), turned as pillow-heif's
+    Pillow plugin turns them; None for other images. A deep HEIF read at 8 bits after all
+    (grey, pillow-heif failing, or pixels the caller still ``turns``) is noted. ``f`` is the
+    open file, whose position is kept."""
+    depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
+    if not (isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA")):
+        return None
+    pixels = None
+    if not turns and im.mode in ("RGB", "RGBA"):
+        where = f.tell()
+        try:
+            from pillow_heif import open_heif
+
+            f.seek(0)
+            pixels = np.asarray(open_heif(f, convert_hdr_to_8bit=False))
+        except Exception:  # noqa: BLE001 - the 8-bit decode stands, noted
+            pixels = None
+        finally:
+            f.seek(where)
+    shape = (im.height, im.width, len(im.mode))  # RGB or RGBA
+    if pixels is None or pixels.dtype != np.uint16 or pixels.shape != shape:
+        notes.append(f"{depth}-bit HEIF read and written as 8 bits")
+        return None
+    return pixels
+
+
+def png_pixels16(data: bytes, pixels: np.ndarray) -> bytes:
+    """The RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it) holding the
+    16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks stay."""
+    height = pixels.shape[0]
+    raw = pixels.astype(">u2").view(np.uint8).reshape(height, -1)
+    step = 2 * pixels.shape[2]  # bytes a pixel
+    rows = np.empty((height, raw.shape[1] + 1), np.uint8)
+    rows[:, 0] = _SUB
+    rows[:, 1:step + 1] = raw[:, :step]
+    np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, step + 1:])  # wraps, as PNG's does
+    compressed = zlib.compress(rows.tobytes(), 6)
+    out, pos, idat = [data[:8]], 8, True
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IHDR":
+            head = data[pos + 8:pos + 8 + length]
+            out.append(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
+        elif kind != b"IDAT":
+            out.append(data[pos:pos + 12 + length])
+        elif idat:  # the new pixel data where the old began
+            out += [png_chunk(kind, compressed[i:i + _IDAT_SIZE])
+                    for i in range(0, len(compressed), _IDAT_SIZE)]
+            idat = False
+        pos += 12 + length
+    return b"".join(out)
