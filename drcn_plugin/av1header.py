@@ -41,8 +41,10 @@ class _Bits:
         return v if v < m else (v << 1) - m + self.f(1)
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, payload end) of the ISOBMFF boxes in ``data[start:end]``."""
+def isobmff_boxes(data: bytes, start: int = 0,
+                  end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISOBMFF boxes (AVIF's and HEIF's container) in
+    ``data[start:end]``; a box running past the end stops the walk."""
     end = len(data) if end is None else end
     while start + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, start)
@@ -59,7 +61,7 @@ def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tupl
 
 def _primary_extent(meta: bytes) -> tuple[int, int] | None:
     """File offset and length of the primary item's first extent, from a ``meta`` payload."""
-    boxes = {kind: (a, b) for kind, a, b in _boxes(meta, 4)}  # past meta's version and flags
+    boxes = {kind: (a, b) for kind, a, b in isobmff_boxes(meta, 4)}  # past meta's version, flags
     if b"pitm" not in boxes or b"iloc" not in boxes:
         return None
     a, _ = boxes[b"pitm"]
@@ -193,7 +195,7 @@ def avif_base_q_idx(f: BinaryIO) -> int | None:
     try:
         f.seek(0)
         top = f.read(_META_BYTES)
-        meta = next((top[a:b] for kind, a, b in _boxes(top) if kind == b"meta"), None)
+        meta = next((top[a:b] for kind, a, b in isobmff_boxes(top) if kind == b"meta"), None)
         extent = _primary_extent(meta) if meta else None
         if extent is None:
             return None

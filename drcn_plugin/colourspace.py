@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .av1header import _boxes
+from .av1header import isobmff_boxes
 from .errors import BadOptionError
 from .misreads import png_hdr_chunks
 
@@ -82,10 +82,10 @@ def _nclx_at(data: bytes) -> int | None:
     span: tuple[int, int] | None = (0, len(data))
     for kind, skip in ((b"meta", 0), (b"iprp", 4), (b"ipco", 0)):  # 4: meta's version, flags
         a, b = span
-        span = next(((x, y) for k, x, y in _boxes(data, a + skip, b) if k == kind), None)
+        span = next(((x, y) for k, x, y in isobmff_boxes(data, a + skip, b) if k == kind), None)
         if span is None:
             return None
-    for kind, a, b in _boxes(data, *span):
+    for kind, a, b in isobmff_boxes(data, *span):
         if kind == b"colr" and data[a:a + 4] == b"nclx" and b - a >= 11:
             return a + 4
     return None
