@@ -38,18 +38,47 @@ _META_BYTES = 1 << 20  # an AVIF's meta box is searched in the file's first MiB
 
 # What makes an image a gain-map HDR one (Android's Ultra HDR, Adobe's, Apple's): XMP attributes
 # and elements, and the container directory that locates the gain map, a second image after it
-_GAIN_MAP = re.compile(
-    rb"""\s(?:hdrgm|HDRGainMap):[\w.]+\s*=\s*(?:"[^"]*"|'[^']*')"""
-    rb"""|<(hdrgm|HDRGainMap):([\w.]+)\b[^>]*?(?:/>|>.*?</\1:\2\s*>)"""
-    rb"""|<Container:Directory\b.*?</Container:Directory\s*>""", re.S)
+_GAIN_MAP_ATTRIBUTE = re.compile(rb"""\s(?:hdrgm|HDRGainMap):[\w.-]+\s*=\s*(?:"[^"]*"|'[^']*')""")
+_GAIN_MAP_ELEMENTS = (b"hdrgm:", b"HDRGainMap:")
+_DIRECTORY = b"Container:Directory"
+# An XML tag: the slash of a closing tag, the name, the attributes (a value holds no '<', so a
+# match never crosses one, and finding every tag of any text takes linear time)
+_TAG = re.compile(rb"""<(/?)([\w.:-]+)((?:[^<>"']|"[^"<]*"|'[^'<]*')*)>""")
 GAIN_MAP_NOTE = ("HDR gain map dropped (the result is the SDR image); its XMP no longer "
                  "promises one")
 
 
 def without_gain_map(xmp: bytes) -> bytes:
-    """``xmp`` without what promises a gain map: the result has none (Pillow reads the first
-    image), and a viewer that trusts the promise looks for one after it."""
-    return _GAIN_MAP.sub(b"", xmp)
+    """``xmp`` without what promises a gain map (hdrgm: and HDRGainMap: attributes and elements,
+    a container directory listing one): the result has none (Pillow reads the first image), and
+    a viewer that trusts the promise looks for one after it. One pass over the tags, so that any
+    XMP takes linear time; an element left unclosed, or closed out of order, stays."""
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in file order
+    opened: list[tuple[bytes, int]] = []  # the elements open here: name, start
+    within = 0  # how many of them are gain-map elements or directories
+    for tag in _TAG.finditer(xmp):
+        closing, name, attributes = tag.groups()
+        candidate = name.startswith(_GAIN_MAP_ELEMENTS) or name == _DIRECTORY
+        start, end = tag.span()
+        if closing:
+            if not opened or opened[-1][0] != name:
+                continue
+            start = opened.pop()[1]
+            within -= candidate
+        elif not attributes.endswith(b"/"):
+            opened.append((name, start))
+            within += candidate
+        if candidate and not within and (name != _DIRECTORY or b"GainMap" in xmp[start:end]):
+            while edits and edits[-1][0] >= start:  # inside what goes
+                edits.pop()
+            edits.append((start, end, b""))
+        elif not closing and (kept := _GAIN_MAP_ATTRIBUTE.sub(b"", tag[0])) != tag[0]:
+            edits.append((start, end, kept))
+    out, pos = [], 0
+    for start, end, replacement in edits:
+        out += [xmp[pos:start], replacement]
+        pos = end
+    return b"".join(out) + xmp[pos:]
 
 
 def read_colour_chunks(f: BinaryIO, im: Image.Image) -> dict[bytes, bytes]:

@@ -1,0 +1,72 @@
+"""Odd and hostile HDR, wide-gamut and deep-colour files: whatever their XMP, colour chunks or
+pixel depth, the result is written whole and right, or the file is refused in one line."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from helpers import upscale
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+_NS = (b'xmlns:x="adobe:ns:meta/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
+       b'xmlns:Container="http://ns.google.com/photos/1.0/container/" '
+       b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/"')
+
+
+def _png_with_xmp(path: Path, xmp: bytes) -> None:
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+    Image.new("RGB", (8, 6), (90, 120, 150)).save(path, pnginfo=info)
+
+
+def _xmp_of(path: Path) -> bytes:
+    with Image.open(path) as im:
+        return im.text["XML:com.adobe.xmp"].encode()
+
+
+def test_unclosed_gain_map_tags_in_a_large_xmp_do_not_hang_the_read(folder: Path) -> None:
+    """Each unclosed <hdrgm: tag sent the search to the end of the XMP: a 1 MB XMP of them
+    took minutes to read; the rest of the XMP is kept as it was."""
+    from drcn_plugin.imagefile import read_image
+
+    xmp = b"<x:xmpmeta " + _NS + b">" + b"<hdrgm:Gain>" * 100_000 + b"</x:xmpmeta>"
+    _png_with_xmp(folder / "big.png", xmp)
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("reading a 1 MB XMP took over 30 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        _, info = read_image(folder / "big.png")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert info.about.xmp == xmp
+
+
+@pytest.mark.parametrize("inner, gone", [
+    (b"<hdrgm:Min><hdrgm:Min>0.5</hdrgm:Min></hdrgm:Min>", True),  # nested, one name
+    (b'<Container:Directory><Item:Seq Item:Semantic="GainMap"/></Container:Directory>', True),
+    (b'<Container:Directory><Item:Seq Item:Semantic="MotionPhoto"/></Container:Directory>',
+     False),  # a motion photo's directory: no gain map promised
+    (b'<x:Note>the hdrgm:Version="1.0" attribute</x:Note>', False),  # text, not an attribute
+], ids=["nested", "gain-map-directory", "motion-photo-directory", "text"])
+def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
+        folder: Path, tiny_model_file: str, inner: bytes, gone: bool) -> None:
+    """A nested element left its end tag behind (XML no reader parses); a directory of other
+    items, or text that quotes the attribute, was taken as a gain map's promise."""
+    xmp = b'<x:xmpmeta ' + _NS + b' x:Rating="4">' + inner + b"</x:xmpmeta>"
+    _png_with_xmp(folder / "p.png", xmp)
+    r = upscale(str(folder / "p.png"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert ("HDR gain map dropped" in r.output) == gone
+    kept = _xmp_of(folder / "out" / "p.png")
+    ElementTree.fromstring(kept)
+    assert (inner not in kept) == gone and b'x:Rating="4"' in kept
+
