@@ -270,7 +270,9 @@ def icc_profile(white_and_rgb: tuple[float, ...], exponent: float | None,
 
 
 def _s15(value: float) -> bytes:
-    """An ICC s15Fixed16Number."""
+    """An ICC s15Fixed16Number; ValueError beyond its range (chromaticities with y near 0)."""
+    if not -32768 <= value <= 32767:
+        raise ValueError(f"{value} is beyond an ICC number's range")
     return struct.pack(">i", round(value * 65536))
 
 

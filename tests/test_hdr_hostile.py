@@ -4,6 +4,7 @@ pixel depth, the result is written whole and right, or the file is refused in on
 from __future__ import annotations
 
 import signal
+import struct
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -70,3 +71,18 @@ def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
     ElementTree.fromstring(kept)
     assert (inner not in kept) == gone and b'x:Rating="4"' in kept
 
+
+def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
+        folder: Path, tiny_model_file: str) -> None:
+    """A grey PNG's gAMA with a white point of y near 0 made a number no ICC profile holds: the
+    image failed with "'i' format requires ...". Now its chunks are named as dropped."""
+    info = PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 100000))
+    info.add(b"cHRM", struct.pack(">8I", 90000, 1, 95000, 1, 1, 1, 1, 99000))
+    Image.new("L", (8, 6), 100).save(folder / "g.png", pnginfo=info)
+    r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "(gAMA, cHRM) dropped" in r.output
+    with Image.open(folder / "out" / "g.jpg") as im:
+        assert im.size == (16, 12) and "icc_profile" not in im.info
