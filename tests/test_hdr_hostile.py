@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import signal
 import struct
+import tracemalloc
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import pytest
 from helpers import upscale
 from PIL import Image
@@ -86,3 +88,24 @@ def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
     assert "(gAMA, cHRM) dropped" in r.output
     with Image.open(folder / "out" / "g.jpg") as im:
         assert im.size == (16, 12) and "icc_profile" not in im.info
+
+
+def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Path) -> None:
+    """Its 16-bit pixel data was built whole: big-endian copy, filtered rows, their bytes, the
+    compressed data and the file, each as large as the pixels. Now a block of rows at a time;
+    the file still holds every sample."""
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo, read_image
+    from drcn_plugin.writing import atomic_save
+
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+    tracemalloc.start()
+    try:
+        atomic_save(image, folder / "deep.png", "PNG")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes / 2, peak
+    assert (read_image(folder / "deep.png")[0] == pixels).all()
