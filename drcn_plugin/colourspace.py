@@ -83,12 +83,15 @@ def without_gain_map(xmp: bytes) -> bytes:
 
 def read_colour_chunks(f: BinaryIO, im: Image.Image) -> dict[bytes, bytes]:
     """The colour signalling Pillow reads past, as PNG chunks: a PNG's cICP, mDCv and cLLi; a
-    HEIF's nclx profile (Pillow's info, when the file has no ICC) or an AVIF's nclx box as cICP,
-    when it says other than sRGB. ``f`` is the open file, whose position is kept."""
+    HEIF's nclx profile (Pillow's info) or an AVIF's nclx box as cICP, when it says other than
+    sRGB and the file has no ICC profile (which viewers take over it). ``f`` is the open file,
+    whose position is kept."""
     if im.format == "PNG":
         return png_hdr_chunks(f)
+    if im.info.get("icc_profile"):
+        return {}
     nclx = im.info.get("nclx_profile") if im.format == "HEIF" else None
-    if isinstance(nclx, dict) and not im.info.get("icc_profile"):
+    if isinstance(nclx, dict):
         points = (nclx.get("color_primaries"), nclx.get("transfer_characteristics"))
     elif im.format == "AVIF":
         points = _avif_code_points(f)
@@ -106,17 +109,50 @@ def says_srgb(cicp: bytes) -> bool:
 
 
 def _nclx_at(data: bytes) -> int | None:
-    """Where an AVIF's first nclx colour box (meta, iprp, ipco, colr) holds its code points;
-    None when it has none."""
-    span: tuple[int, int] | None = (0, len(data))
-    for kind, skip in ((b"meta", 0), (b"iprp", 4), (b"ipco", 0)):  # 4: meta's version, flags
-        a, b = span
-        span = next(((x, y) for k, x, y in isobmff_boxes(data, a + skip, b) if k == kind), None)
-        if span is None:
-            return None
-    for kind, a, b in isobmff_boxes(data, *span):
-        if kind == b"colr" and data[a:a + 4] == b"nclx" and b - a >= 11:
+    """Where an AVIF's primary image's nclx colour box (meta, iprp, ipco, colr) holds its code
+    points; None when it has none. Another item's (an alpha plane's, a gain map's) describes
+    that image, not the one Pillow reads; without item associations, the first nclx box."""
+    meta = _first_box(data, 0, len(data), b"meta")
+    iprp = meta and _first_box(data, meta[0] + 4, meta[1], b"iprp")  # 4: meta's version, flags
+    ipco = iprp and _first_box(data, *iprp, b"ipco")
+    if not ipco:
+        return None
+    primary = _primary_properties(data, meta, iprp)
+    for index, (kind, a, b) in enumerate(isobmff_boxes(data, *ipco), 1):
+        if (primary is None or index in primary) and kind == b"colr" \
+                and data[a:a + 4] == b"nclx" and b - a >= 11:
             return a + 4
+    return None
+
+
+def _first_box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """The payload span of the first ``kind`` box in ``data[start:end]``; None without one."""
+    return next(((a, b) for k, a, b in isobmff_boxes(data, start, end) if k == kind), None)
+
+
+def _primary_properties(data: bytes, meta: tuple[int, int],
+                        iprp: tuple[int, int]) -> set[int] | None:
+    """The ipco indices (from 1) of the properties that the ipma box gives the primary item
+    (pitm); None where either box is missing or damaged."""
+    pitm, ipma = _first_box(data, meta[0] + 4, meta[1], b"pitm"), _first_box(data, *iprp, b"ipma")
+    if pitm is None or ipma is None or ipma[1] - ipma[0] < 8:
+        return None
+    size = 2 if data[pitm[0]:pitm[0] + 1] == b"\0" else 4  # an item ID's bytes: version 0, else
+    if pitm[1] - pitm[0] < 4 + size:
+        return None
+    primary = int.from_bytes(data[pitm[0] + 4:pitm[0] + 4 + size], "big")
+    pos, end = ipma
+    size, wide = (2 if data[pos] == 0 else 4), data[pos + 3] & 1  # version, flags
+    step = 2 if wide else 1  # an association's bytes: 15-bit index, else 7, after the essential bit
+    pos += 8  # past version, flags and the count of entries
+    while pos + size < end:
+        item, count = int.from_bytes(data[pos:pos + size], "big"), data[pos + size]
+        pos += size + 1 + count * step
+        if pos > end:
+            return None
+        if item == primary:
+            return {int.from_bytes(data[i:i + step], "big") & (0x7FFF if wide else 0x7F)
+                    for i in range(pos - count * step, pos, step)}
     return None
 
 

@@ -11,8 +11,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from helpers import upscale
-from PIL import Image
+from helpers import random_rgb, upscale
+from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -109,3 +109,35 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
         tracemalloc.stop()
     assert peak < pixels.nbytes / 2, peak
     assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def _avif_pq_elsewhere(path: Path, where: str) -> None:
+    """An RGBA AVIF whose nclx box says PQ for an image other than the primary one: its alpha
+    plane's (Pillow writes one colour box, for the colour image: it moves to the alpha), or
+    beside an ICC profile, which viewers take over it."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    random_rgb(12, 8).convert("RGBA").save(path, icc_profile=icc if where == "icc" else None)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"colrnclx") + 8
+    data[at:at + 4] = struct.pack(">HH", 9, 16)
+    if where == "alpha":
+        ipma = data.find(b"ipma") + 4  # version, flags, 2 entries: ID, count, 4 indices each
+        assert data[ipma + 11:ipma + 15] == bytes([1, 2, 0x83, 4]), "Pillow's ipma changed"
+        data[ipma + 14] = 1  # the colour image: ispe again in place of colr
+        data[ipma + 19] = 4  # the alpha plane: colr in place of its pixi
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("where", ["alpha", "icc"])
+def test_an_avif_nclx_box_that_is_not_the_images_own_is_not_carried(
+        folder: Path, tiny_model_file: str, where: str) -> None:
+    """The first nclx box in the file was taken as the image's, whichever item it belongs to,
+    and over an ICC profile: an SDR image came back marked PQ (shown far too bright)."""
+    _avif_pq_elsewhere(folder / "a.avif", where)
+    r = upscale(str(folder / "a.avif"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "png")
+    assert r.exit_code == 0, r.output
+    data = (folder / "out" / "a.png").read_bytes()
+    assert b"cICP" not in data[:data.find(b"IDAT")]
+    with Image.open(folder / "out" / "a.png") as im:
+        assert im.size == (24, 16) and ("icc_profile" in im.info) == (where == "icc")
