@@ -38,28 +38,60 @@ _META_BYTES = 1 << 20  # an AVIF's meta box is searched in the file's first MiB
 
 # What makes an image a gain-map HDR one (Android's Ultra HDR, Adobe's, Apple's): XMP attributes
 # and elements, and the container directory that locates the gain map, a second image after it
-_GAIN_MAP = re.compile(
-    rb"""\s(?:hdrgm|HDRGainMap):[\w.]+\s*=\s*(?:"[^"]*"|'[^']*')"""
-    rb"""|<(hdrgm|HDRGainMap):([\w.]+)\b[^>]*?(?:/>|>.*?</\1:\2\s*>)"""
-    rb"""|<Container:Directory\b.*?</Container:Directory\s*>""", re.S)
+_GAIN_MAP_ATTRIBUTE = re.compile(rb"""\s(?:hdrgm|HDRGainMap):[\w.-]+\s*=\s*(?:"[^"]*"|'[^']*')""")
+_GAIN_MAP_ELEMENTS = (b"hdrgm:", b"HDRGainMap:")
+_DIRECTORY = b"Container:Directory"
+# An XML tag: the slash of a closing tag, the name, the attributes (a value holds no '<', so a
+# match never crosses one, and finding every tag of any text takes linear time)
+_TAG = re.compile(rb"""<(/?)([\w.:-]+)((?:[^<>"']|"[^"<]*"|'[^'<]*')*)>""")
 GAIN_MAP_NOTE = ("HDR gain map dropped (the result is the SDR image); its XMP no longer "
                  "promises one")
 
 
 def without_gain_map(xmp: bytes) -> bytes:
-    """``xmp`` without what promises a gain map: the result has none (Pillow reads the first
-    image), and a viewer that trusts the promise looks for one after it."""
-    return _GAIN_MAP.sub(b"", xmp)
+    """``xmp`` without what promises a gain map (hdrgm: and HDRGainMap: attributes and elements,
+    a container directory listing one): the result has none (Pillow reads the first image), and
+    a viewer that trusts the promise looks for one after it. One pass over the tags, so that any
+    XMP takes linear time; an element left unclosed, or closed out of order, stays."""
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in file order
+    opened: list[tuple[bytes, int]] = []  # the elements open here: name, start
+    within = 0  # how many of them are gain-map elements or directories
+    for tag in _TAG.finditer(xmp):
+        closing, name, attributes = tag.groups()
+        candidate = name.startswith(_GAIN_MAP_ELEMENTS) or name == _DIRECTORY
+        start, end = tag.span()
+        if closing:
+            if not opened or opened[-1][0] != name:
+                continue
+            start = opened.pop()[1]
+            within -= candidate
+        elif not attributes.endswith(b"/"):
+            opened.append((name, start))
+            within += candidate
+        if candidate and not within and (name != _DIRECTORY or b"GainMap" in xmp[start:end]):
+            while edits and edits[-1][0] >= start:  # inside what goes
+                edits.pop()
+            edits.append((start, end, b""))
+        elif not closing and (kept := _GAIN_MAP_ATTRIBUTE.sub(b"", tag[0])) != tag[0]:
+            edits.append((start, end, kept))
+    out, pos = [], 0
+    for start, end, replacement in edits:
+        out += [xmp[pos:start], replacement]
+        pos = end
+    return b"".join(out) + xmp[pos:]
 
 
 def read_colour_chunks(f: BinaryIO, im: Image.Image) -> dict[bytes, bytes]:
     """The colour signalling Pillow reads past, as PNG chunks: a PNG's cICP, mDCv and cLLi; a
-    HEIF's nclx profile (Pillow's info, when the file has no ICC) or an AVIF's nclx box as cICP,
-    when it says other than sRGB. ``f`` is the open file, whose position is kept."""
+    HEIF's nclx profile (Pillow's info) or an AVIF's nclx box as cICP, when it says other than
+    sRGB and the file has no ICC profile (which viewers take over it). ``f`` is the open file,
+    whose position is kept."""
     if im.format == "PNG":
         return png_hdr_chunks(f)
+    if im.info.get("icc_profile"):
+        return {}
     nclx = im.info.get("nclx_profile") if im.format == "HEIF" else None
-    if isinstance(nclx, dict) and not im.info.get("icc_profile"):
+    if isinstance(nclx, dict):
         points = (nclx.get("color_primaries"), nclx.get("transfer_characteristics"))
     elif im.format == "AVIF":
         points = _avif_code_points(f)
@@ -77,17 +109,50 @@ def says_srgb(cicp: bytes) -> bool:
 
 
 def _nclx_at(data: bytes) -> int | None:
-    """Where an AVIF's first nclx colour box (meta, iprp, ipco, colr) holds its code points;
-    None when it has none."""
-    span: tuple[int, int] | None = (0, len(data))
-    for kind, skip in ((b"meta", 0), (b"iprp", 4), (b"ipco", 0)):  # 4: meta's version, flags
-        a, b = span
-        span = next(((x, y) for k, x, y in isobmff_boxes(data, a + skip, b) if k == kind), None)
-        if span is None:
-            return None
-    for kind, a, b in isobmff_boxes(data, *span):
-        if kind == b"colr" and data[a:a + 4] == b"nclx" and b - a >= 11:
+    """Where an AVIF's primary image's nclx colour box (meta, iprp, ipco, colr) holds its code
+    points; None when it has none. Another item's (an alpha plane's, a gain map's) describes
+    that image, not the one Pillow reads; without item associations, the first nclx box."""
+    meta = _first_box(data, 0, len(data), b"meta")
+    iprp = meta and _first_box(data, meta[0] + 4, meta[1], b"iprp")  # 4: meta's version, flags
+    ipco = iprp and _first_box(data, *iprp, b"ipco")
+    if not ipco:
+        return None
+    primary = _primary_properties(data, meta, iprp)
+    for index, (kind, a, b) in enumerate(isobmff_boxes(data, *ipco), 1):
+        if (primary is None or index in primary) and kind == b"colr" \
+                and data[a:a + 4] == b"nclx" and b - a >= 11:
             return a + 4
+    return None
+
+
+def _first_box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    """The payload span of the first ``kind`` box in ``data[start:end]``; None without one."""
+    return next(((a, b) for k, a, b in isobmff_boxes(data, start, end) if k == kind), None)
+
+
+def _primary_properties(data: bytes, meta: tuple[int, int],
+                        iprp: tuple[int, int]) -> set[int] | None:
+    """The ipco indices (from 1) of the properties that the ipma box gives the primary item
+    (pitm); None where either box is missing or damaged."""
+    pitm, ipma = _first_box(data, meta[0] + 4, meta[1], b"pitm"), _first_box(data, *iprp, b"ipma")
+    if pitm is None or ipma is None or ipma[1] - ipma[0] < 8:
+        return None
+    size = 2 if data[pitm[0]:pitm[0] + 1] == b"\0" else 4  # an item ID's bytes: version 0, else
+    if pitm[1] - pitm[0] < 4 + size:
+        return None
+    primary = int.from_bytes(data[pitm[0] + 4:pitm[0] + 4 + size], "big")
+    pos, end = ipma
+    size, wide = (2 if data[pos] == 0 else 4), data[pos + 3] & 1  # version, flags
+    step = 2 if wide else 1  # an association's bytes: 15-bit index, else 7, after the essential bit
+    pos += 8  # past version, flags and the count of entries
+    while pos + size < end:
+        item, count = int.from_bytes(data[pos:pos + size], "big"), data[pos + size]
+        pos += size + 1 + count * step
+        if pos > end:
+            return None
+        if item == primary:
+            return {int.from_bytes(data[i:i + step], "big") & (0x7FFF if wide else 0x7F)
+                    for i in range(pos - count * step, pos, step)}
     return None
 
 
@@ -241,7 +306,9 @@ def icc_profile(white_and_rgb: tuple[float, ...], exponent: float | None,
 
 
 def _s15(value: float) -> bytes:
-    """An ICC s15Fixed16Number."""
+    """An ICC s15Fixed16Number; ValueError beyond its range (chromaticities with y near 0)."""
+    if not -32768 <= value <= 32767:
+        raise ValueError(f"{value} is beyond an ICC number's range")
     return struct.pack(">i", round(value * 65536))
 
 

@@ -77,28 +77,40 @@ def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
     return pixels
 
 
-def png_pixels16(data: bytes, pixels: np.ndarray) -> bytes:
-    """The RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it) holding the
-    16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks stay."""
-    height = pixels.shape[0]
-    raw = pixels.astype(">u2").view(np.uint8).reshape(height, -1)
-    step = 2 * pixels.shape[2]  # bytes a pixel
-    rows = np.empty((height, raw.shape[1] + 1), np.uint8)
-    rows[:, 0] = _SUB
-    rows[:, 1:step + 1] = raw[:, :step]
-    np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, step + 1:])  # wraps, as PNG's does
-    compressed = zlib.compress(rows.tobytes(), 6)
-    out, pos, idat = [data[:8]], 8, True
+def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
+    """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it)
+    holding the 16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks
+    stay. The pixels are filtered and compressed a block of rows at a time, so that writing
+    takes little memory beside them."""
+    pos, idat = 8, True
+    f.write(data[:pos])
     while pos + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         if kind == b"IHDR":
             head = data[pos + 8:pos + 8 + length]
-            out.append(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
+            f.write(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
         elif kind != b"IDAT":
-            out.append(data[pos:pos + 12 + length])
+            f.write(data[pos:pos + 12 + length])
         elif idat:  # the new pixel data where the old began
-            out += [png_chunk(kind, compressed[i:i + _IDAT_SIZE])
-                    for i in range(0, len(compressed), _IDAT_SIZE)]
+            _write_idat16(f, pixels)
             idat = False
         pos += 12 + length
-    return b"".join(out)
+
+
+def _write_idat16(f: BinaryIO, pixels: np.ndarray) -> None:
+    """16-bit ``pixels`` as PNG's IDAT chunks of at most ``_IDAT_SIZE`` bytes."""
+    height, width, channels = pixels.shape
+    step = 2 * channels  # bytes a pixel
+    block = max(1, _IDAT_SIZE // (width * step + 1))  # rows filtered at a time
+    deflate, pending = zlib.compressobj(6), bytearray()
+    for y in range(0, height, block):
+        raw = pixels[y:y + block].astype(">u2").view(np.uint8).reshape(-1, width * step)
+        rows = np.empty((len(raw), raw.shape[1] + 1), np.uint8)
+        rows[:, 0] = _SUB
+        rows[:, 1:step + 1] = raw[:, :step]
+        np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, step + 1:])  # wraps, as PNG's does
+        pending += deflate.compress(rows)
+        while len(pending) >= _IDAT_SIZE:
+            f.write(png_chunk(b"IDAT", bytes(pending[:_IDAT_SIZE])))
+            del pending[:_IDAT_SIZE]
+    f.write(png_chunk(b"IDAT", bytes(pending + deflate.flush())))

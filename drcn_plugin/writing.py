@@ -27,7 +27,7 @@ import psutil
 from PIL import Image
 
 from .colourspace import with_chunks
-from .deep import DEEP_PIXELS, png_pixels16
+from .deep import DEEP_PIXELS, write_png16
 from .errors import (
     DiskFullError,
     DRCNError,
@@ -82,8 +82,11 @@ def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = Fals
         encoded = io.BytesIO()
         image.save(encoded, format=fmt, **options)
         data = encoded.getvalue()
-        data = png_pixels16(data, deep) if deep is not None else data
-        f.write(with_chunks(data, fmt, chunks) if chunks else data)
+        data = with_chunks(data, fmt, chunks) if chunks else data
+        if deep is None:
+            f.write(data)
+        else:
+            write_png16(f, data, deep)
 
     _atomic(path, overwrite, write, mode)
 

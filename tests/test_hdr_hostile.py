@@ -1,0 +1,143 @@
+"""Odd and hostile HDR, wide-gamut and deep-colour files: whatever their XMP, colour chunks or
+pixel depth, the result is written whole and right, or the file is refused in one line."""
+
+from __future__ import annotations
+
+import signal
+import struct
+import tracemalloc
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+from helpers import random_rgb, upscale
+from PIL import Image, ImageCms
+from PIL.PngImagePlugin import PngInfo
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+_NS = (b'xmlns:x="adobe:ns:meta/" xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
+       b'xmlns:Container="http://ns.google.com/photos/1.0/container/" '
+       b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/"')
+
+
+def _png_with_xmp(path: Path, xmp: bytes) -> None:
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+    Image.new("RGB", (8, 6), (90, 120, 150)).save(path, pnginfo=info)
+
+
+def _xmp_of(path: Path) -> bytes:
+    with Image.open(path) as im:
+        return im.text["XML:com.adobe.xmp"].encode()
+
+
+def test_unclosed_gain_map_tags_in_a_large_xmp_do_not_hang_the_read(folder: Path) -> None:
+    """Each unclosed <hdrgm: tag sent the search to the end of the XMP: a 1 MB XMP of them
+    took minutes to read; the rest of the XMP is kept as it was."""
+    from drcn_plugin.imagefile import read_image
+
+    xmp = b"<x:xmpmeta " + _NS + b">" + b"<hdrgm:Gain>" * 100_000 + b"</x:xmpmeta>"
+    _png_with_xmp(folder / "big.png", xmp)
+
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError("reading a 1 MB XMP took over 30 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        _, info = read_image(folder / "big.png")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert info.about.xmp == xmp
+
+
+@pytest.mark.parametrize("inner, gone", [
+    (b"<hdrgm:Min><hdrgm:Min>0.5</hdrgm:Min></hdrgm:Min>", True),  # nested, one name
+    (b'<Container:Directory><Item:Seq Item:Semantic="GainMap"/></Container:Directory>', True),
+    (b'<Container:Directory><Item:Seq Item:Semantic="MotionPhoto"/></Container:Directory>',
+     False),  # a motion photo's directory: no gain map promised
+    (b'<x:Note>the hdrgm:Version="1.0" attribute</x:Note>', False),  # text, not an attribute
+], ids=["nested", "gain-map-directory", "motion-photo-directory", "text"])
+def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
+        folder: Path, tiny_model_file: str, inner: bytes, gone: bool) -> None:
+    """A nested element left its end tag behind (XML no reader parses); a directory of other
+    items, or text that quotes the attribute, was taken as a gain map's promise."""
+    xmp = b'<x:xmpmeta ' + _NS + b' x:Rating="4">' + inner + b"</x:xmpmeta>"
+    _png_with_xmp(folder / "p.png", xmp)
+    r = upscale(str(folder / "p.png"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    assert ("HDR gain map dropped" in r.output) == gone
+    kept = _xmp_of(folder / "out" / "p.png")
+    ElementTree.fromstring(kept)
+    assert (inner not in kept) == gone and b'x:Rating="4"' in kept
+
+
+def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
+        folder: Path, tiny_model_file: str) -> None:
+    """A grey PNG's gAMA with a white point of y near 0 made a number no ICC profile holds: the
+    image failed with "'i' format requires ...". Now its chunks are named as dropped."""
+    info = PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 100000))
+    info.add(b"cHRM", struct.pack(">8I", 90000, 1, 95000, 1, 1, 1, 1, 99000))
+    Image.new("L", (8, 6), 100).save(folder / "g.png", pnginfo=info)
+    r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "(gAMA, cHRM) dropped" in r.output
+    with Image.open(folder / "out" / "g.jpg") as im:
+        assert im.size == (16, 12) and "icc_profile" not in im.info
+
+
+def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Path) -> None:
+    """Its 16-bit pixel data was built whole: big-endian copy, filtered rows, their bytes, the
+    compressed data and the file, each as large as the pixels. Now a block of rows at a time;
+    the file still holds every sample."""
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo, read_image
+    from drcn_plugin.writing import atomic_save
+
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+    tracemalloc.start()
+    try:
+        atomic_save(image, folder / "deep.png", "PNG")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes / 2, peak
+    assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def _avif_pq_elsewhere(path: Path, where: str) -> None:
+    """An RGBA AVIF whose nclx box says PQ for an image other than the primary one: its alpha
+    plane's (Pillow writes one colour box, for the colour image: it moves to the alpha), or
+    beside an ICC profile, which viewers take over it."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    random_rgb(12, 8).convert("RGBA").save(path, icc_profile=icc if where == "icc" else None)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"colrnclx") + 8
+    data[at:at + 4] = struct.pack(">HH", 9, 16)
+    if where == "alpha":
+        ipma = data.find(b"ipma") + 4  # version, flags, 2 entries: ID, count, 4 indices each
+        assert data[ipma + 11:ipma + 15] == bytes([1, 2, 0x83, 4]), "Pillow's ipma changed"
+        data[ipma + 14] = 1  # the colour image: ispe again in place of colr
+        data[ipma + 19] = 4  # the alpha plane: colr in place of its pixi
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("where", ["alpha", "icc"])
+def test_an_avif_nclx_box_that_is_not_the_images_own_is_not_carried(
+        folder: Path, tiny_model_file: str, where: str) -> None:
+    """The first nclx box in the file was taken as the image's, whichever item it belongs to,
+    and over an ICC profile: an SDR image came back marked PQ (shown far too bright)."""
+    _avif_pq_elsewhere(folder / "a.avif", where)
+    r = upscale(str(folder / "a.avif"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "png")
+    assert r.exit_code == 0, r.output
+    data = (folder / "out" / "a.png").read_bytes()
+    assert b"cICP" not in data[:data.find(b"IDAT")]
+    with Image.open(folder / "out" / "a.png") as im:
+        assert im.size == (24, 16) and ("icc_profile" in im.info) == (where == "icc")
