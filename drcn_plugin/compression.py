@@ -160,18 +160,37 @@ def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
     return tables
 
 
+@lru_cache(maxsize=1)
+def _ijg_coarseness() -> dict[int, float]:
+    """Each IJG quality's coarseness: the mean log step of its luma table."""
+    return {q: _coarseness(t) for q, t in _ijg_luma_tables().items()}
+
+
+def _coarseness(table: Sequence[int]) -> float:
+    """How coarsely a table quantises: the mean of its steps' logs (a geometric mean), which
+    weighs a table that is finer at high frequencies and coarser at low ones (Photoshop's, a
+    flat one) as a whole rather than by its largest steps."""
+    return float(np.log(np.maximum(np.asarray(table, dtype=np.float64), 1)).mean())
+
+
 def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 0) -> int | None:
     """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
 
-    The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
-    IJG quality that quantises about as coarsely. ``table``: the one the first (Y) component
-    uses. ``None`` when the file has no such table.
+    An IJG-scaled luminance table (libjpeg's, Pillow's, GIMP's, ImageMagick's) gives its own
+    quality. Any other (mozjpeg's, Photoshop's, a camera's, a flat one) gives the IJG quality
+    whose table has the same geometric-mean step: the strength that quality gets was the best
+    one for such tables (benchmarks/foreign_jpeg.py), where the nearest IJG table by summed
+    differences is dominated by the high-frequency steps, where the encoders differ most.
+    ``table``: the one the first (Y) component uses. ``None`` when the file has no such table.
     """
     if not quantization or table not in quantization or len(quantization[table]) != 64:
         return None
-    luma = quantization[table]
-    return min(_ijg_luma_tables().items(),
-               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]
+    luma = tuple(quantization[table])
+    exact = next((q for q, t in _ijg_luma_tables().items() if t == luma), None)
+    if exact is not None:
+        return exact
+    coarse = _coarseness(luma)
+    return min(_ijg_coarseness().items(), key=lambda kv: abs(kv[1] - coarse))[0]
 
 
 def file_jpeg_quality(im: Image.Image) -> int | None:
