@@ -2,9 +2,9 @@
 Photoshop's and flat tables. Set5/Set14 at x3, the protocol's low-res image saved with each table
 set (and read back), upscaled at denoise 0, 0.5 and 1: Y PSNR against the original, the best
 strength, the qualities the per-file default reads from the files' tables and from their pixels,
-and what the default's strength loses to the best: for the JPEG (from its tables, or from its
-pixels when they ask for more, as ``drcn upscale`` does) and for a PNG kept from it (from its
-pixels). PSNRs are cached as JSON in ``--results``; the readings are taken afresh.
+and what the default's strength loses to the best: for the JPEG from its tables alone, as
+``drcn upscale`` does (its tables, or its pixels when they ask for more), and for a PNG kept
+from it (its pixels). PSNRs are cached as JSON in ``--results``; the readings are taken afresh.
 
     python benchmarks/foreign_jpeg.py --data ../shared/data --results runs/foreign-jpeg
 """
@@ -106,24 +106,27 @@ def rule(quality: int | None) -> float:
 def measure(label: str, options: dict, data: Path, sets: list[str], cache: Path,
             precision: str) -> tuple[list[float], dict[str, float], list]:
     """The mean of the sets' PSNR at each strength, the readings, and what the default loses
-    to the best of those strengths: as a JPEG (its tables, or its pixels when they ask for
-    more; mean of the sets) and as a PNG kept from it (its pixels alone; over the images whose
+    to the best of those strengths: as a JPEG read from its tables alone, and as ``drcn upscale``
+    reads it (its tables, or its pixels when they ask for more; means of the sets), and as a PNG kept from it (its pixels alone; over the images whose
     pixels show a JPEG, so a grid missed on a small image does not count as a wrong quality)."""
-    curve, jpeg, seen, kept = np.zeros(len(STRENGTHS)), 0.0, [], []
+    curve, seen, kept = np.zeros(len(STRENGTHS)), [], []
+    got = {"tables": 0.0, "jpeg": 0.0}
     for ds in sets:
         scores = [psnr_at(s, label, options, data / ds, cache, precision) for s in STRENGTHS]
         read = readings(options, data / ds)
         seen += read
         curve += [np.mean(list(sc.values())) for sc in scores]
         rows = [[sc[name] for sc in scores] for name in scores[0]]
-        jpeg += np.mean([row[STRENGTHS.index(max(rule(q), rule(h)))]
-                         for row, (q, h) in zip(rows, read, strict=True)])
+        for key, pick in (("tables", lambda q, h: rule(q)),
+                          ("jpeg", lambda q, h: max(rule(q), rule(h)))):
+            got[key] += np.mean([row[STRENGTHS.index(pick(q, h))]
+                                 for row, (q, h) in zip(rows, read, strict=True)])
         kept += [(row, h) for row, (_, h) in zip(rows, read, strict=True) if h is not None]
     curve /= len(sets)
     best = int(np.argmax(curve))
-    loss = {"jpeg": float(curve[best] - jpeg / len(sets)),
-            "png": float(np.mean([row[best] - row[STRENGTHS.index(rule(h))] for row, h in kept]))
-            if kept else float("nan")}
+    loss = {key: float(curve[best] - v / len(sets)) for key, v in got.items()}
+    loss["png"] = (float(np.mean([row[best] - row[STRENGTHS.index(rule(h))] for row, h in kept]))
+                   if kept else float("nan"))
     return list(curve), loss, seen
 
 
@@ -137,9 +140,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     print("| tables | file q | pixels q | " + " | ".join(f"denoise {s:g}" for s in STRENGTHS)
-          + " | best | JPEG loses | PNG loses |")
-    print("|---|---|---|" + "---|" * (len(STRENGTHS) + 3))
-    losses: dict[str, list[float]] = {"jpeg": [], "png": []}
+          + " | best | loses: tables | JPEG | PNG |")
+    print("|---|---|---|" + "---|" * (len(STRENGTHS) + 4))
+    losses: dict[str, list[float]] = {"tables": [], "jpeg": [], "png": []}
     for label, options in conditions().items():
         if args.only and label not in args.only:
             continue
@@ -149,7 +152,8 @@ def main() -> None:
             losses[key] += [] if np.isnan(loss[key]) else [loss[key]]
         print(f"| {label} | {_span([q for q, _ in seen])} | {_span([h for _, h in seen])} | "
               + " | ".join(f"{v:.2f}" for v in curve)
-              + f" | {STRENGTHS[int(np.argmax(curve))]:g} | {loss['jpeg']:.2f} | {loss['png']:.2f} |",
+              + f" | {STRENGTHS[int(np.argmax(curve))]:g} | "
+              + " | ".join(f"{loss[k]:.2f}" for k in losses) + " |",
               flush=True)
     for key, values in losses.items():
         print(f"mean loss to the best of {STRENGTHS} ({key}): {np.mean(values):.3f} dB "

@@ -7,11 +7,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import DATA
 from PIL import Image
 
-from drcn_plugin.compression import jpeg_quality
+from drcn_plugin.compression import jpeg_history, jpeg_quality
 from drcn_plugin.hub import choose_for_source
 from drcn_plugin.imagefile import read_image
 
@@ -41,7 +42,7 @@ def test_every_ijg_quality_is_read_back_exactly() -> None:
 
 # label in foreign_jpeg.conditions() -> the best of denoise 0, 0.5 and 1 measured for it
 MEASURED_BEST = {"mozjpeg q95": 0.5, "mozjpeg q90": 1.0, "mozjpeg q85": 1.0,
-                 "mozjpeg table 2 q85": 1.0, "Photoshop maximum": 0.5, "Photoshop medium": 1.0,
+                 "mozjpeg table 2 q85": 1.0, "Photoshop maximum": 0.5, "Photoshop medium": 1.0, "Photoshop low": 1.0,
                  "flat 5": 0.5, "flat 8": 0.5}
 
 
@@ -59,3 +60,14 @@ def test_coarser_tables_never_read_as_finer(foreign) -> None:
     for base in (foreign.MOZJPEG_3, foreign.MOZJPEG_2_LUMA, (5,) * 64):
         found = [jpeg_quality({0: foreign.scaled(base, q)}) for q in range(5, 100)]
         assert found == sorted(found), base
+
+
+@pytest.mark.parametrize("label", ["flat 5", "flat 8"])
+def test_a_flat_table_jpeg_kept_as_png_gets_the_measured_strength(label: str, foreign) -> None:
+    """The pixels of a flat-table JPEG (as some cameras write) fit that flat table, not the IJG
+    table of the same low-frequency steps (q81 for flat 5, the photo model's strength)."""
+    buf = io.BytesIO()
+    Image.open(DATA / "Set14/lenna.png").convert("RGB").crop((16, 16, 176, 144)).save(
+        buf, "JPEG", **foreign.conditions()[label])
+    found = jpeg_history(np.asarray(Image.open(buf).convert("RGB")))
+    assert choose_for_source(True, found).denoise == MEASURED_BEST[label], found
