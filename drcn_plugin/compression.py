@@ -178,9 +178,9 @@ def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 
 
     An IJG-scaled luminance table (libjpeg's, Pillow's, GIMP's, ImageMagick's) gives its own
     quality. Any other (mozjpeg's, Photoshop's, a camera's, a flat one) gives the IJG quality
-    whose table has the same geometric-mean step: the strength that quality gets was the best
-    one for such tables (benchmarks/foreign_jpeg.py), where the nearest IJG table by summed
-    differences is dominated by the high-frequency steps, where the encoders differ most.
+    whose table has the same geometric-mean step: the strength that quality gets is the best
+    one for such tables (benchmarks/foreign_jpeg.py); the nearest IJG table by summed
+    differences would be decided by the high-frequency steps, where encoders differ most.
     ``table``: the one the first (Y) component uses. ``None`` when the file has no such table.
     """
     if not quantization or table not in quantization or len(quantization[table]) != 64:
