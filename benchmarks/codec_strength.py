@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from drcn_plugin.av1header import avif_base_q_idx
+from drcn_plugin.compression import file_jpeg_quality, jpeg_history
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate
 from drcn_plugin.hub import load_denoised
@@ -27,10 +28,14 @@ STRENGTHS = (0.0, 0.5, 1.0)
 
 class CodecRoundTrip:
     """A degradation (as :class:`drcn_plugin.degrade.Recipe` is used) that saves the low-res
-    colour image as ``codec`` at ``quality`` and reads it back; notes an AVIF's ``base_q_idx``."""
+    colour image as ``codec`` at ``quality`` (or with the writer's ``options`` alone, such as a
+    JPEG's own ``qtables``) and reads it back; notes an AVIF's ``base_q_idx`` and a JPEG's
+    quality as the per-file default reads it, from its tables and from its pixels."""
 
-    def __init__(self, codec: str, quality: int) -> None:
-        self.codec, self.quality, self.q_idx = codec, quality, []
+    def __init__(self, codec: str, quality: int | None, **options: object) -> None:
+        self.codec, self.quality, self.options = codec, quality, options
+        self.q_idx: list[int] = []
+        self.jpeg: list[tuple[int | None, int | None]] = []  # (file_jpeg_quality, jpeg_history)
 
     def __str__(self) -> str:
         return f"{self.codec}:{self.quality}"
@@ -40,13 +45,17 @@ class CodecRoundTrip:
         a = lr.round().clamp(0, 255).to(torch.uint8).numpy()
         colour = a.ndim == 3
         buf = io.BytesIO()
+        quality = {} if self.quality is None else {"quality": self.quality}
         Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0) if colour else a)).save(
-            buf, self.codec.upper(), quality=self.quality)
+            buf, self.codec.upper(), **quality, **self.options)
         buf.seek(0)
         if self.codec == "avif":
             self.q_idx.append(avif_base_q_idx(buf))
         with Image.open(buf) as im:
-            out = torch.from_numpy(np.array(im.convert("RGB" if colour else "L"))).to(lr.dtype)
+            levels = np.array(im.convert("RGB" if colour else "L"))
+            if self.codec == "jpeg":
+                self.jpeg.append((file_jpeg_quality(im), jpeg_history(levels)))
+        out = torch.from_numpy(levels).to(lr.dtype)
         return (out.permute(2, 0, 1) if colour else out), False
 
 

@@ -160,18 +160,37 @@ def _ijg_luma_tables() -> dict[int, tuple[int, ...]]:
     return tables
 
 
+@lru_cache(maxsize=1)
+def _ijg_coarseness() -> dict[int, float]:
+    """Each IJG quality's coarseness: the mean log step of its luma table."""
+    return {q: _coarseness(t) for q, t in _ijg_luma_tables().items()}
+
+
+def _coarseness(table: Sequence[int]) -> float:
+    """How coarsely a table quantises: the mean of its steps' logs (a geometric mean), which
+    weighs a table that is finer at high frequencies and coarser at low ones (Photoshop's, a
+    flat one) as a whole rather than by its largest steps."""
+    return float(np.log(np.maximum(np.asarray(table, dtype=np.float64), 1)).mean())
+
+
 def jpeg_quality(quantization: Mapping[int, Sequence[int]] | None, table: int = 0) -> int | None:
     """Estimate a JPEG's quality (1..100) from its quantisation tables, as Pillow reports them.
 
-    The nearest IJG-scaled luminance table wins; files from cameras with their own tables get the
-    IJG quality that quantises about as coarsely. ``table``: the one the first (Y) component
-    uses. ``None`` when the file has no such table.
+    An IJG-scaled luminance table (libjpeg's, Pillow's, GIMP's, ImageMagick's) gives its own
+    quality. Any other (mozjpeg's, Photoshop's, a camera's, a flat one) gives the IJG quality
+    whose table has the same geometric-mean step: the strength that quality gets is the best
+    one for such tables (benchmarks/foreign_jpeg.py); the nearest IJG table by summed
+    differences would be decided by the high-frequency steps, where encoders differ most.
+    ``table``: the one the first (Y) component uses. ``None`` when the file has no such table.
     """
     if not quantization or table not in quantization or len(quantization[table]) != 64:
         return None
-    luma = quantization[table]
-    return min(_ijg_luma_tables().items(),
-               key=lambda kv: sum(abs(a - b) for a, b in zip(kv[1], luma, strict=False)))[0]
+    luma = tuple(quantization[table])
+    exact = next((q for q, t in _ijg_luma_tables().items() if t == luma), None)
+    if exact is not None:
+        return exact
+    coarse = _coarseness(luma)
+    return min(_ijg_coarseness().items(), key=lambda kv: abs(kv[1] - coarse))[0]
 
 
 def file_jpeg_quality(im: Image.Image) -> int | None:
@@ -209,11 +228,12 @@ def _dqt_tables(stream: bytes) -> dict[int, list[int]]:
 
 # jpeg_history: blocks sampled per grid offset, the low-frequency coefficients whose steps are
 # tested (AC, row-major (i, j)), the high frequencies a JPEG grid leaves weakest, and the fit a
-# quality's steps need (a mean cosine: 0 for clean pixels, 0.45 at most over Set14/T91/BSD200).
+# quality's steps need (a mean cosine: 0 for clean pixels, 0.45 at most over Set14/T91/BSD200)
+# and that a flat table's need (see _history_tables).
 _HISTORY_BLOCKS = 2048
 _PROBES = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (1, 2), (2, 1), (2, 2), (0, 3), (3, 0))
 _HIGH = np.add.outer(np.arange(8), np.arange(8)) >= 6
-_FIT = 0.5
+_FIT, _FLAT_FIT = 0.5, 0.7
 _DCT = np.array([[np.sqrt((1 if k == 0 else 2) / 8) * np.cos((2 * n + 1) * k * np.pi / 16)
                   for n in range(8)] for k in range(8)])
 
@@ -254,18 +274,30 @@ def jpeg_history(levels: np.ndarray) -> int | None:
     return max(q for q, f in fits.items() if f >= best - 0.02) if best > _FIT else None
 
 
+@lru_cache(maxsize=1)
+def _history_tables() -> tuple[tuple[int, np.ndarray, float], ...]:
+    """The tables a JPEG grid is fitted to, with the quality each stands for and the fit it
+    needs: IJG's, and flat ones (every step 3..32, as some cameras write) at the quality
+    :func:`jpeg_quality` reads from them, so that a flat table's grid does not pass for the
+    IJG table of the same low-frequency steps. One step everywhere is a lattice that stripes
+    can fit by chance (Set14's zebra fits step 6 at 0.51), so a flat table needs
+    :data:`_FLAT_FIT` (the JPEGs of flat tables 5 and 8 fit at 0.9 and more)."""
+    ijg = [(q, np.reshape(t, (8, 8)), 0.0) for q, t in _ijg_luma_tables().items()]
+    flat = [(jpeg_quality({0: [s] * 64}), np.full((8, 8), s), _FLAT_FIT) for s in range(3, 33)]
+    return tuple(ijg + flat)
+
+
 def _lattice_fits(coeffs: np.ndarray) -> dict[int, float]:
-    """How well blocks' DCT coefficients sit on each IJG quality's steps: the mean cosine over
-    the probed frequencies with enough nonzero coefficients, by quality."""
-    fits = {}
-    for quality, table in _ijg_luma_tables().items():
-        steps = np.reshape(table, (8, 8))
+    """How well blocks' DCT coefficients sit on each table's steps: the mean cosine over the
+    probed frequencies with enough nonzero coefficients, by the quality the table stands for."""
+    fits: dict[int, float] = {}
+    for quality, steps, least in _history_tables():
         fit = []
         for i, j in _PROBES:
             c = coeffs[:, i, j]
             c = c[np.abs(c) > steps[i, j] / 2]  # zeros fit any step
             if steps[i, j] >= 2 and len(c) >= 32:
                 fit.append(float(np.cos(2 * np.pi * c / steps[i, j]).mean()))
-        if len(fit) >= 3:
-            fits[quality] = sum(fit) / len(fit)
+        if len(fit) >= 3 and sum(fit) / len(fit) >= least:
+            fits[quality] = max(fits.get(quality, -1.0), sum(fit) / len(fit))
     return fits
