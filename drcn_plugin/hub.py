@@ -66,7 +66,7 @@ PHOTO_VARIANTS = {"drcn-lite": "drcn-lite-photo"}
 # Fitted on the measured strength curve (benchmarks/photo_quality.py prints the fit): each
 # measured quality's best strength, switching halfway between neighbouring qualities, except
 # that 0.5 starts at 91, not 92: flat step-8 tables, read as 91, are best at 0.5 (by 0.06 dB,
-# benchmarks/foreign_jpeg.py), where IJG's quality 90 is best at 1 (by 0.04).
+# benchmarks/foreign_jpeg.py), while IJG's quality 91 loses 0.025 dB at 0.5 (best at 1).
 DENOISE_BY_QUALITY: tuple[tuple[int, float], ...] = ((97, 0.0), (91, 0.5), (0, 1.0))
 # (lowest mean VP8 quantiser index, denoise strength) for lossy WebP, the same way: on Set5/Set14
 # crops the indices of libwebp's qualities 95, 90, 85 and 80 fall in 3.5-4.5, 7.5-9, 12.5-15 and
