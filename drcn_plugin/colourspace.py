@@ -199,14 +199,12 @@ def unsaid_colour(chunks: dict[bytes, bytes], fmt: str, icc: bytes | None,
     cicp = chunks.get(b"cICP")
     if cicp is None and (icc or b"sRGB" in chunks):  # ICC and sRGB override gAMA/cHRM
         return icc, {}
-    if fmt == "BMP":  # no place for ICC either
-        return icc, chunks
     if cicp is not None and fmt == "AVIF":  # said in its nclx box, which ICC would override
         return None, chunks
     made = _cicp_icc(cicp, grey) if cicp is not None else _gamma_icc(chunks, grey)
     if made == b"":  # the chunks say sRGB
         return icc, {}
-    if made is None:
+    if made is None or fmt == "BMP":  # BMP has no place for ICC either
         return icc, chunks
     return made, {k: v for k, v in chunks.items() if k in (b"mDCv", b"cLLi")}
 
