@@ -99,8 +99,9 @@ def strength_table(curve: dict[str, tuple[float, list[float]]]) -> str:
 
 
 def fitted_rule(curve: dict[str, tuple[float, list[float]]]) -> tuple[tuple[int, float], ...]:
-    """``hub.DENOISE_BY_QUALITY`` from the curve: each measured JPEG quality's best strength
-    (clean counts as quality 100), switching halfway between neighbouring qualities."""
+    """The rule the curve gives: each measured JPEG quality's best strength (clean counts as
+    quality 100), switching halfway between neighbouring qualities. ``hub.DENOISE_BY_QUALITY``
+    follows it except where its comment says (benchmarks/foreign_jpeg.py moved a boundary)."""
     quality = {cond: 100 if cond == "clean" else int(cond.rsplit("q", 1)[1]) for cond in curve}
     best = sorted(((quality[cond], STRENGTHS[psnrs.index(max(psnrs))])
                    for cond, (_, psnrs) in curve.items()), reverse=True)

@@ -59,13 +59,38 @@ def isobmff_boxes(data: bytes, start: int = 0,
         start += size
 
 
+def first_box(data: bytes, kind: bytes, start: int = 0,
+              end: int | None = None) -> tuple[int, int] | None:
+    """The payload span of the first ``kind`` box in ``data[start:end]``; None without one."""
+    return next(((a, b) for k, a, b in isobmff_boxes(data, start, end) if k == kind), None)
+
+
+def primary_item(data: bytes, pitm: tuple[int, int]) -> int | None:
+    """The primary item's ID, from the payload span of a ``pitm`` box in ``data``; None where
+    the box is cut short."""
+    a, b = pitm
+    size = 2 if data[a:a + 1] == b"\0" else 4  # an item ID's bytes: version 0, else
+    return int.from_bytes(data[a + 4:a + 4 + size], "big") if b - a >= 4 + size else None
+
+
+def avif_head(f: BinaryIO) -> bytes:
+    """The start of the AVIF file ``f`` (its position kept), where its meta box is looked for."""
+    where = f.tell()
+    try:
+        f.seek(0)
+        return f.read(_META_BYTES)
+    finally:
+        f.seek(where)
+
+
 def _primary_extent(meta: bytes) -> tuple[int, int] | None:
     """File offset and length of the primary item's first extent, from a ``meta`` payload."""
     boxes = {kind: (a, b) for kind, a, b in isobmff_boxes(meta, 4)}  # past meta's version, flags
     if b"pitm" not in boxes or b"iloc" not in boxes:
         return None
-    a, _ = boxes[b"pitm"]
-    primary = struct.unpack_from(">H" if meta[a] == 0 else ">I", meta, a + 4)[0]
+    primary = primary_item(meta, boxes[b"pitm"])
+    if primary is None:
+        return None
     a, b = boxes[b"iloc"]
     version, sizes = meta[a], meta[a + 4: a + 6]
     offset_size, length_size, base_size = sizes[0] >> 4, sizes[0] & 15, sizes[1] >> 4
@@ -193,10 +218,9 @@ def avif_base_q_idx(f: BinaryIO) -> int | None:
     where the file is laid out otherwise or damaged."""
     where = f.tell()
     try:
-        f.seek(0)
-        top = f.read(_META_BYTES)
-        meta = next((top[a:b] for kind, a, b in isobmff_boxes(top) if kind == b"meta"), None)
-        extent = _primary_extent(meta) if meta else None
+        top = avif_head(f)
+        meta = first_box(top, b"meta")
+        extent = _primary_extent(top[meta[0]:meta[1]]) if meta else None
         if extent is None:
             return None
         f.seek(extent[0])

@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .av1header import isobmff_boxes
+from .av1header import avif_head, first_box, isobmff_boxes, primary_item
 from .errors import BadOptionError
 from .misreads import png_hdr_chunks
 
@@ -33,7 +33,6 @@ _PRIMARIES = {1: (.3127, .329, .64, .33, .3, .6, .15, .06),
 _SRGB = _PRIMARIES[1]
 # The power of light each H.273 transfer characteristic stores (None: sRGB's curve)
 _CURVES = {8: 1.0, 4: 2.2, **dict.fromkeys(_SRGB_TRANSFERS)}
-_META_BYTES = 1 << 20  # an AVIF's meta box is searched in the file's first MiB
 
 
 # What makes an image a gain-map HDR one (Android's Ultra HDR, Adobe's, Apple's): XMP attributes
@@ -112,9 +111,9 @@ def _nclx_at(data: bytes) -> int | None:
     """Where an AVIF's primary image's nclx colour box (meta, iprp, ipco, colr) holds its code
     points; None when it has none. Another item's (an alpha plane's, a gain map's) describes
     that image, not the one Pillow reads; without item associations, the first nclx box."""
-    meta = _first_box(data, 0, len(data), b"meta")
-    iprp = meta and _first_box(data, meta[0] + 4, meta[1], b"iprp")  # 4: meta's version, flags
-    ipco = iprp and _first_box(data, *iprp, b"ipco")
+    meta = first_box(data, b"meta")
+    iprp = meta and first_box(data, b"iprp", meta[0] + 4, meta[1])  # 4: meta's version, flags
+    ipco = iprp and first_box(data, b"ipco", *iprp)
     if not ipco:
         return None
     primary = _primary_properties(data, meta, iprp)
@@ -125,22 +124,16 @@ def _nclx_at(data: bytes) -> int | None:
     return None
 
 
-def _first_box(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
-    """The payload span of the first ``kind`` box in ``data[start:end]``; None without one."""
-    return next(((a, b) for k, a, b in isobmff_boxes(data, start, end) if k == kind), None)
-
-
 def _primary_properties(data: bytes, meta: tuple[int, int],
                         iprp: tuple[int, int]) -> set[int] | None:
     """The ipco indices (from 1) of the properties that the ipma box gives the primary item
     (pitm); None where either box is missing or damaged."""
-    pitm, ipma = _first_box(data, meta[0] + 4, meta[1], b"pitm"), _first_box(data, *iprp, b"ipma")
+    pitm, ipma = first_box(data, b"pitm", meta[0] + 4, meta[1]), first_box(data, b"ipma", *iprp)
     if pitm is None or ipma is None or ipma[1] - ipma[0] < 8:
         return None
-    size = 2 if data[pitm[0]:pitm[0] + 1] == b"\0" else 4  # an item ID's bytes: version 0, else
-    if pitm[1] - pitm[0] < 4 + size:
+    primary = primary_item(data, pitm)
+    if primary is None:
         return None
-    primary = int.from_bytes(data[pitm[0] + 4:pitm[0] + 4 + size], "big")
     pos, end = ipma
     size, wide = (2 if data[pos] == 0 else 4), data[pos + 3] & 1  # version, flags
     step = 2 if wide else 1  # an association's bytes: 15-bit index, else 7, after the essential bit
@@ -159,12 +152,7 @@ def _primary_properties(data: bytes, meta: tuple[int, int],
 def _avif_code_points(f: BinaryIO) -> tuple[int, int]:
     """An AVIF's colour primaries and transfer characteristics from its nclx box; (2, 2),
     unspecified, without one. ``f``'s position is kept."""
-    where = f.tell()
-    try:
-        f.seek(0)
-        data = f.read(_META_BYTES)
-    finally:
-        f.seek(where)
+    data = avif_head(f)
     at = _nclx_at(data)
     return struct.unpack_from(">HH", data, at) if at is not None else (2, 2)
 
@@ -211,14 +199,12 @@ def unsaid_colour(chunks: dict[bytes, bytes], fmt: str, icc: bytes | None,
     cicp = chunks.get(b"cICP")
     if cicp is None and (icc or b"sRGB" in chunks):  # ICC and sRGB override gAMA/cHRM
         return icc, {}
-    if fmt == "BMP":  # no place for ICC either
-        return icc, chunks
     if cicp is not None and fmt == "AVIF":  # said in its nclx box, which ICC would override
         return None, chunks
     made = _cicp_icc(cicp, grey) if cicp is not None else _gamma_icc(chunks, grey)
     if made == b"":  # the chunks say sRGB
         return icc, {}
-    if made is None:
+    if made is None or fmt == "BMP":  # BMP has no place for ICC either
         return icc, chunks
     return made, {k: v for k, v in chunks.items() if k in (b"mDCv", b"cLLi")}
 

@@ -24,15 +24,14 @@ _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 
 
-def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str],
-             turns: bool = False) -> np.ndarray | None:
+def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
     """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's, as
-    Pillow turns them); None for other images, or where the caller still ``turns`` them or
-    needs Pillow's reading (a PNG's transparent colour). ``stored`` is Pillow's raw mode of
-    the file's pixels; ``f`` the open file, whose position is kept."""
+    Pillow holds them, not yet turned upright: see :func:`transpose16`); None for other images,
+    or where the caller needs Pillow's reading (a PNG's transparent colour). ``stored`` is
+    Pillow's raw mode of the file's pixels; ``f`` the open file, whose position is kept."""
     if im.format == "HEIF":
-        return _heif_pixels16(f, im, notes, turns)
-    if im.format != "PNG" or stored not in _LOW_BYTES or turns or "transparency" in im.info \
+        return _heif_pixels16(f, im, notes)
+    if im.format != "PNG" or stored not in _LOW_BYTES or "transparency" in im.info \
             or getattr(im, "n_frames", 1) > 1:
         return None
     where = f.tell()
@@ -49,17 +48,15 @@ def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str],
         f.seek(where)
 
 
-def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
-                  turns: bool = False) -> np.ndarray | None:
+def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str]) -> np.ndarray | None:
     """A 10- or 12-bit colour HEIF's pixels as uint16 (0..65535), turned as pillow-heif's
     Pillow plugin turns them; None for other images. A deep HEIF read at 8 bits after all
-    (grey, pillow-heif failing, or pixels the caller still ``turns``) is noted. ``f`` is the
-    open file, whose position is kept."""
+    (grey, pillow-heif failing) is noted. ``f`` is the open file, whose position is kept."""
     depth = im.info.get("bit_depth", 8) if im.format == "HEIF" else 8
     if not (isinstance(depth, int) and depth > 8 and im.mode in ("L", "LA", "RGB", "RGBA")):
         return None
     pixels = None
-    if not turns and im.mode in ("RGB", "RGBA"):
+    if im.mode in ("RGB", "RGBA"):
         where = f.tell()
         try:
             from pillow_heif import open_heif
@@ -75,6 +72,13 @@ def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str],
         notes.append(f"{depth}-bit HEIF read and written as 8 bits")
         return None
     return pixels
+
+
+def transpose16(pixels: np.ndarray, method: Image.Transpose) -> np.ndarray:
+    """16-bit colour ``pixels`` turned as Pillow's ``transpose(method)`` turns an image, a
+    channel at a time: Pillow holds 16 bits in one channel (I;16), not in colour."""
+    return np.dstack([np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]))
+                                 .transpose(method)) for c in range(pixels.shape[2])])
 
 
 def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:

@@ -27,10 +27,11 @@ from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
-from .deep import pixels16
+from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .imaging import image_y
 from .metadata import (
+    TRANSPOSE,
     Descriptive,
     apply_orientation,
     declared_dpi,
@@ -259,13 +260,15 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)
-        deep = pixels16(f, im, stored, info.notes, turns=turn != 1)
+        deep = pixels16(f, im, stored, info.notes)
         if deep is None and stored.endswith(_SIXTEEN_BITS) and im.mode in ("RGB", "RGBA", "CMYK"):
             grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
             info.notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
             if grey:
                 im = im.convert("LA")
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
+        if deep is not None and turn != 1 and not turned:
+            deep = transpose16(deep, TRANSPOSE[turn])
         info.exif = exif
         array = _to_array(im, info, stored) if deep is None else deep
     if white:

@@ -32,10 +32,11 @@ _LAYOUT = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317,
 # Photoshop's image resources and layers (ImageSourceData) in a TIFF: they describe the image
 # before the upscale (its size, thumbnail, layers); IPTC describes the photograph and stays.
 _PHOTOSHOP_TAGS = {34377, 37724}
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}
+# What turns the pixels of each EXIF orientation upright
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+             6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}
 JPEG_EXIF_LIMIT = 65533  # an APP1 segment's payload
 
 
@@ -113,7 +114,7 @@ def apply_orientation(im: Image.Image, exif: Image.Exif | None, dpi: tuple[float
     if exif is not None and ORIENTATION in exif:
         del exif[ORIENTATION]
     if o != 1 and not turned:
-        im = im.transpose(_TRANSPOSE[o])
+        im = im.transpose(TRANSPOSE[o])
     if o >= 5:
         dpi = (dpi[1], dpi[0]) if dpi else None
         if exif is not None and X_RES in exif and Y_RES in exif:

@@ -100,9 +100,9 @@ _HDR_CHUNKS = {b"cICP": 4, b"mDCv": 24, b"cLLi": 8}  # and the length each has
 def png_hdr_chunks(f: BinaryIO) -> dict[bytes, bytes]:
     """A PNG's cICP chunk (coding-independent code points: BT.2020 primaries, PQ or HLG
     transfer) and the mDCv and cLLi chunks that go with it (mastering display, content light
-    levels), by type, the first of each; Pillow reads past them, and writes them back. Without
-    cICP an HDR or wide-gamut PNG is shown as sRGB. Read from ``f``, the open file, whose
-    position is kept."""
+    levels), by type, the first of each; Pillow reads past them, and writes back only cICP
+    (:func:`.colourspace.with_chunks` inserts the others). Without cICP an HDR or wide-gamut
+    PNG is shown as sRGB. Read from ``f``, the open file, whose position is kept."""
     where, found = f.tell(), {}
     try:
         for kind, length in _png_chunks(f):

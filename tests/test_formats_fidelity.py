@@ -67,12 +67,14 @@ def test_turned_grey_tiff_is_upscaled_upright(folder: Path, tiny_model_file: str
     assert Image.open(folder / "out" / "o6.tif").size == (80, 120)
 
 
-def _png16(path: Path, array: np.ndarray, colour_type: int, trns: bytes = b"") -> None:
-    """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA."""
+def _png16(path: Path, array: np.ndarray, colour_type: int, trns: bytes = b"",
+           chunks: bytes = b"") -> None:
+    """A 16-bit PNG (Pillow cannot write 16-bit colour): colour type 2 RGB, 4 grey+alpha, 6 RGBA;
+    ``chunks`` go before its pixels."""
     h, w = array.shape[:2]
     rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in array)
     path.write_bytes(hand_png((w, h), 16, colour_type, rows,
-                              png_chunk(b"tRNS", trns) if trns else b""))
+                              (png_chunk(b"tRNS", trns) if trns else b"") + chunks))
 
 
 @pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4)])
@@ -83,6 +85,21 @@ def test_16_bit_png_colour_is_read_at_16_bits(tmp_path: Path, colour_type: int,
     _png16(tmp_path / "d.png", deep, colour_type)
     array, info = read_image(tmp_path / "d.png")
     assert array.dtype == np.uint16 and np.array_equal(array, deep) and not info.notes
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_a_turned_16_bit_png_is_read_upright_at_16_bits(tmp_path: Path, orientation: int) -> None:
+    """A 16-bit PNG with an EXIF orientation (an eXIf chunk) was read at 8 bits: its deep
+    pixels were not turned. Each byte of each sample turns as Pillow turns 8-bit colour."""
+    deep = np.random.default_rng(1).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    _png16(tmp_path / "t.png", deep, 2, chunks=png_chunk(b"eXIf", exif.tobytes()))
+    array, info = read_image(tmp_path / "t.png")
+    high, low = (np.asarray(Image.fromarray((deep >> s & 255).astype(np.uint8))
+                            .transpose(_UPRIGHT[orientation])) for s in (8, 0))
+    assert array.dtype == np.uint16 and not info.notes, info.notes
+    assert np.array_equal(array, high.astype(np.uint16) << 8 | low)
 
 
 def test_a_16_bit_rgb_transparent_colour_is_named_when_dropped(tmp_path: Path) -> None:
