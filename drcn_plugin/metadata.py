@@ -404,7 +404,7 @@ class Descriptive:
                 opts["colour_chunks"] = {b"cICP": unsaid.pop(b"cICP")}
             if unsaid:
                 names = ", ".join(chunk.decode() for chunk in unsaid)
-                dropped.append(f"PNG gamma/colour chunks ({names})")
+                dropped.append(f"colour signalling ({names})")
             if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
                 if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
                     dropped.append("XMP (over JPEG's 64 KB)")

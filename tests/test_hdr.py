@@ -203,7 +203,7 @@ def test_sdr_code_points_travel_as_an_icc_profile_or_are_named(
     r = upscale(str(folder / "wide.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
                 "--format", "jpeg")
     assert r.exit_code == 0, r.output
-    assert ("PNG gamma/colour chunks (cICP) dropped" in r.output) != kept
+    assert ("colour signalling (cICP) dropped" in r.output) != kept
     with Image.open(folder / "out" / "wide.jpg") as im:
         profile = im.info.get("icc_profile")
     assert (profile is not None) == kept
