@@ -29,6 +29,7 @@ from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .deep import pixels16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
+from .hevcheader import heif_slice_qp
 from .imaging import image_y
 from .metadata import (
     Descriptive,
@@ -71,6 +72,7 @@ class ImageInfo:
     jpeg_quality: int | None = None  # from a JPEG's (or JPEG TIFF's) quantisation tables
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
+    hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
 
@@ -245,6 +247,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.webp_quantizer = webp_quantizer(f)
         if im.format == "AVIF":
             info.av1_q_index = avif_base_q_idx(f)
+        if im.format == "HEIF":
+            info.hevc_qp = heif_slice_qp(f)
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
