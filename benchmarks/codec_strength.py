@@ -1,7 +1,7 @@
 """The denoise strength for AVIF and HEIF files: Set5/Set14 at x3, the protocol's low-res image
 saved as AVIF (Pillow's libavif) or HEIF (pillow-heif's x265), 4:2:0, at several qualities, each
-read back and upscaled at denoise 0, 0.5 and 1; Y PSNR against the original, and for AVIF the
-``base_q_idx`` each quality gave.
+read back and upscaled at denoise 0, 0.5 and 1; Y PSNR against the original, and the quantiser
+each quality gave (an AVIF's ``base_q_idx``, a HEIF's slice QP).
 
     python benchmarks/codec_strength.py --data ../shared/data [--codec heif]
 """
@@ -20,6 +20,7 @@ from drcn_plugin.av1header import avif_base_q_idx
 from drcn_plugin.compression import file_jpeg_quality, jpeg_history
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.evaluation import evaluate
+from drcn_plugin.hevcheader import heif_slice_qp
 from drcn_plugin.hub import load_denoised
 
 QUALITIES = {"avif": (50, 70, 80, 90, 95), "heif": (30, 50, 70, 80, 90, 95)}
@@ -29,8 +30,8 @@ STRENGTHS = (0.0, 0.5, 1.0)
 class CodecRoundTrip:
     """A degradation (as :class:`drcn_plugin.degrade.Recipe` is used) that saves the low-res
     colour image as ``codec`` at ``quality`` (or with the writer's ``options`` alone, such as a
-    JPEG's own ``qtables``) and reads it back; notes an AVIF's ``base_q_idx`` and a JPEG's
-    quality as the per-file default reads it, from its tables and from its pixels."""
+    JPEG's own ``qtables``) and reads it back; notes an AVIF's ``base_q_idx`` (a HEIF's slice QP)
+    and a JPEG's quality as the per-file default reads it, from its tables and from its pixels."""
 
     def __init__(self, codec: str, quality: int | None, **options: object) -> None:
         self.codec, self.quality, self.options = codec, quality, options
@@ -49,8 +50,8 @@ class CodecRoundTrip:
         Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0) if colour else a)).save(
             buf, self.codec.upper(), **quality, **self.options)
         buf.seek(0)
-        if self.codec == "avif":
-            self.q_idx.append(avif_base_q_idx(buf))
+        if self.codec in ("avif", "heif"):
+            self.q_idx.append((avif_base_q_idx if self.codec == "avif" else heif_slice_qp)(buf))
         with Image.open(buf) as im:
             levels = np.array(im.convert("RGB" if colour else "L"))
             if self.codec == "jpeg":
@@ -71,7 +72,7 @@ def main() -> None:
         register_heif_opener()
     torch.set_num_threads(2)
     upscalers = {s: Upscaler(load_denoised(s), device="cpu") for s in STRENGTHS}
-    print("| set | quality | base_q_idx | " + " | ".join(f"denoise {s:g}" for s in STRENGTHS)
+    print(f"| set | quality | {'base_q_idx' if args.codec == 'avif' else 'slice QP'} | " + " | ".join(f"denoise {s:g}" for s in STRENGTHS)
           + " | best |")
     print("|---|---|---|" + "---|" * (len(STRENGTHS) + 1))
     for name in args.sets:

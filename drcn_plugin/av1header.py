@@ -2,7 +2,8 @@
 header of the file's primary item, found through the ISOBMFF boxes ``meta``/``pitm``/``iloc``.
 
 Only the reduced still-picture header (what libavif writes for a still image) is read; any
-other layout, or damage, gives None. Every read is bounded by the bytes present.
+other layout, or damage, gives None. Every read is bounded by the bytes present. The box walk,
+item lookup and bit reader are HEIF's too (:mod:`.hevcheader`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ _META_BYTES = 1 << 20  # a larger meta box (a huge thumbnail table) is not searc
 _OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
 
 
-class _Bits:
-    """Most-significant-bit-first reader of an AV1 header; reading past the end raises
-    ValueError."""
+class Bits:
+    """Most-significant-bit-first reader of a codec header (AV1's, HEVC's); reading past the end
+    raises ValueError."""
 
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
@@ -74,7 +75,8 @@ def primary_item(data: bytes, pitm: tuple[int, int]) -> int | None:
 
 
 def avif_head(f: BinaryIO) -> bytes:
-    """The start of the AVIF file ``f`` (its position kept), where its meta box is looked for."""
+    """The start of an AVIF or HEIF file ``f`` (its position kept), where its meta box is looked
+    for."""
     where = f.tell()
     try:
         f.seek(0)
@@ -83,13 +85,30 @@ def avif_head(f: BinaryIO) -> bytes:
         f.seek(where)
 
 
-def _primary_extent(meta: bytes) -> tuple[int, int] | None:
-    """File offset and length of the primary item's first extent, from a ``meta`` payload."""
-    boxes = {kind: (a, b) for kind, a, b in isobmff_boxes(meta, 4)}  # past meta's version, flags
-    if b"pitm" not in boxes or b"iloc" not in boxes:
-        return None
-    primary = primary_item(meta, boxes[b"pitm"])
-    if primary is None:
+def read_meta(f: BinaryIO) -> bytes | None:
+    """The payload of the top-level ``meta`` box in the first MiB of ``f`` (AVIF's and HEIF's
+    item tables), or None; ``f``'s position is kept."""
+    top = avif_head(f)
+    meta = first_box(top, b"meta")
+    return top[meta[0]:meta[1]] if meta else None
+
+
+def meta_children(meta: bytes) -> dict[bytes, tuple[int, int]]:
+    """(payload start, end) in ``meta`` of each of its child boxes, by type."""
+    return {kind: (a, b) for kind, a, b in isobmff_boxes(meta, 4)}  # past meta's version, flags
+
+
+def meta_primary_item(meta: bytes) -> int | None:
+    """The primary item's ID, from a ``meta`` payload's ``pitm`` box; None without one."""
+    pitm = meta_children(meta).get(b"pitm")
+    return primary_item(meta, pitm) if pitm else None
+
+
+def item_extent(meta: bytes, wanted: int) -> tuple[int, int] | None:
+    """File offset and length of item ``wanted``'s first extent, from a ``meta`` payload's
+    ``iloc`` box; None for an item stored otherwise than in the file itself."""
+    boxes = meta_children(meta)
+    if b"iloc" not in boxes:
         return None
     a, b = boxes[b"iloc"]
     version, sizes = meta[a], meta[a + 4: a + 6]
@@ -113,7 +132,7 @@ def _primary_extent(meta: bytes) -> tuple[int, int] | None:
                    for _ in range(number(2))]
         if pos > b:
             return None
-        if item == primary:
+        if item == wanted:
             return (base + extents[0][1], extents[0][2]) if extents and method == 0 else None
     return None
 
@@ -136,7 +155,7 @@ def _obus(data: bytes) -> Iterator[tuple[int, bytes]]:
         pos += size
 
 
-def _still_sequence(bits: _Bits) -> dict[str, int] | None:
+def _still_sequence(bits: Bits) -> dict[str, int] | None:
     """What the frame header needs from a reduced still-picture sequence header."""
     bits.f(3)  # seq_profile
     bits.f(1)  # still_picture
@@ -158,7 +177,7 @@ def _tile_log2(size: int, target: int) -> int:
     return k
 
 
-def _skip_tile_info(bits: _Bits, width: int, height: int, sb128: int) -> None:
+def _skip_tile_info(bits: Bits, width: int, height: int, sb128: int) -> None:
     """Read past ``tile_info()`` of a frame of ``width`` x ``height`` pixels."""
     mi_cols, mi_rows = 2 * ((width + 7) >> 3), 2 * ((height + 7) >> 3)
     shift = 5 if sb128 else 4
@@ -190,7 +209,7 @@ def _skip_tile_info(bits: _Bits, width: int, height: int, sb128: int) -> None:
         bits.f(cols_log2 + rows_log2 + 2)  # context_update_tile_id, tile_size_bytes_minus_1
 
 
-def _still_base_q_idx(bits: _Bits, seq: dict[str, int]) -> int:
+def _still_base_q_idx(bits: Bits, seq: dict[str, int]) -> int:
     """``base_q_idx`` of a reduced still-picture frame header (a shown key frame)."""
     bits.f(1)  # disable_cdf_update
     screen_tools = bits.f(1)  # allow_screen_content_tools (the sequence leaves it to the frame)
@@ -207,7 +226,7 @@ def _still_base_q_idx(bits: _Bits, seq: dict[str, int]) -> int:
     return bits.f(8)
 
 
-def _superres_width(width: int, bits: _Bits) -> int:
+def _superres_width(width: int, bits: Bits) -> int:
     """The coded width of a frame that superres up-scales to ``width``."""
     denominator = bits.f(3) + 9
     return (width * 8 + denominator // 2) // denominator
@@ -218,20 +237,20 @@ def avif_base_q_idx(f: BinaryIO) -> int | None:
     where the file is laid out otherwise or damaged."""
     where = f.tell()
     try:
-        top = avif_head(f)
-        meta = first_box(top, b"meta")
-        extent = _primary_extent(top[meta[0]:meta[1]]) if meta else None
+        meta = read_meta(f)
+        primary = meta_primary_item(meta) if meta else None
+        extent = None if primary is None else item_extent(meta, primary)
         if extent is None:
             return None
         f.seek(extent[0])
         seq = None
         for kind, payload in _obus(f.read(min(extent[1], _HEAD_BYTES))):
             if kind == _OBU_SEQUENCE_HEADER:
-                seq = _still_sequence(_Bits(payload))
+                seq = _still_sequence(Bits(payload))
                 if seq is None:
                     return None
             elif kind in (_OBU_FRAME_HEADER, _OBU_FRAME) and seq is not None:
-                return _still_base_q_idx(_Bits(payload), seq)
+                return _still_base_q_idx(Bits(payload), seq)
         return None
     except (ValueError, IndexError, struct.error, OSError):
         return None

@@ -322,7 +322,7 @@ def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
 
     def choose(info: ImageInfo, levels: np.ndarray) -> tuple[Upscaler, str]:
         choice = choose_for_source(info.lossy, info.jpeg_quality, info.webp_quantizer,
-                                   info.av1_q_index, info.format)
+                                   info.av1_q_index, info.format, info.hevc_qp)
         seen = jpeg_history(levels)
         by_pixels = None if seen is None else choose_for_source(True, seen)
         if by_pixels is not None and by_pixels.denoise > choice.denoise:

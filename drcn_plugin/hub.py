@@ -76,10 +76,16 @@ DENOISE_BY_VP8_QUANTIZER: tuple[tuple[float, float], ...] = ((16, 1.0), (6, 0.5)
 # libavif's qualities 95, 90, 80, 70 and 50 give base_q_idx 16, 32, 60, 92 and 148, whose best
 # strengths are 0, 0, 0.5, 0.5 and 1; the bounds sit between the measured indices.
 DENOISE_BY_AV1_Q_INDEX: tuple[tuple[int, float], ...] = ((120, 1.0), (46, 0.5), (0, 0.0))
+# (lowest HEVC slice QP, denoise strength) for HEIF (benchmarks/codec_strength.py --codec heif,
+# Set5/Set14 x3): pillow-heif's x265 qualities 30, 50, 70, 80, 90 and 95 give QP 32, 22, 12, 7, 2
+# and 0 on every image, whose best strengths are 1, 0.5, 0, 0, 0 and 0; the bounds sit halfway
+# between the measured QPs (-48 is the floor of a 16-bit image's QP).
+DENOISE_BY_HEVC_QP: tuple[tuple[int, float], ...] = ((27, 1.0), (17, 0.5), (-48, 0.0))
 # Denoise strength of lossy files whose quality is not read from them, by Pillow's format name
-# (others: a quality-80 JPEG's). HEIF's HEVC, with its in-loop deblocking, leaves less to remove
-# than JPEG: on Set5/Set14 x3 (benchmarks/codec_strength.py --codec heif) drcn-lite is best at
-# x265 qualities 70-95 and within 0.07 dB of the best at 50, and phones save HEIC high.
+# (others: a quality-80 JPEG's). A HEIF whose QP is not read gets drcn-lite: HEVC, with its
+# in-loop deblocking, leaves less to remove than JPEG: on Set5/Set14 x3
+# (benchmarks/codec_strength.py --codec heif) drcn-lite is best at x265 qualities 70-95 and
+# within 0.07 dB of the best at 50, and phones save HEIC high.
 DENOISE_BY_FORMAT: dict[str, float] = {"HEIF": 0.0}
 
 
@@ -403,19 +409,20 @@ class SourceChoice:
 
 
 def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: float | None = None,
-                      av1_q_index: int | None = None, fmt: str | None = None) -> SourceChoice:
+                      av1_q_index: int | None = None, fmt: str | None = None,
+                      hevc_qp: int | None = None) -> SourceChoice:
     """The default model for one source file: denoise strength from its compression.
 
     Lossless sources get the clean model. JPEGs get a strength that grows as their estimated
-    quality falls (:data:`DENOISE_BY_QUALITY`), lossy WebPs and AVIFs as their quantiser
-    coarsens (:data:`DENOISE_BY_VP8_QUANTIZER`, :data:`DENOISE_BY_AV1_Q_INDEX`); lossy files of
-    unknown quality get their format's strength (:data:`DENOISE_BY_FORMAT`, Pillow's ``fmt``),
-    else that of a typical web JPEG (quality 80).
+    quality falls (:data:`DENOISE_BY_QUALITY`), lossy WebPs, AVIFs and HEIFs as their quantiser
+    coarsens (:data:`DENOISE_BY_VP8_QUANTIZER`, :data:`DENOISE_BY_AV1_Q_INDEX`,
+    :data:`DENOISE_BY_HEVC_QP`); lossy files of unknown quality get their format's strength
+    (:data:`DENOISE_BY_FORMAT`, Pillow's ``fmt``), else that of a typical web JPEG (quality 80).
     """
     if not lossy:
         return SourceChoice(DEFAULT_MODEL, 0.0)
     for index, table in ((webp_quantizer, DENOISE_BY_VP8_QUANTIZER),
-                         (av1_q_index, DENOISE_BY_AV1_Q_INDEX)):
+                         (av1_q_index, DENOISE_BY_AV1_Q_INDEX), (hevc_qp, DENOISE_BY_HEVC_QP)):
         if index is not None:
             return SourceChoice(DEFAULT_MODEL, next(t for q, t in table if index >= q))
     if jpeg_quality is None and fmt in DENOISE_BY_FORMAT:

@@ -29,6 +29,7 @@ from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
+from .hevcheader import heif_slice_qp
 from .imaging import image_y
 from .metadata import (
     TRANSPOSE,
@@ -72,6 +73,7 @@ class ImageInfo:
     jpeg_quality: int | None = None  # from a JPEG's (or JPEG TIFF's) quantisation tables
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
+    hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
 
@@ -242,10 +244,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         info.about = Descriptive.read(im, info.notes)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
-        if im.format == "WEBP":
-            info.webp_quantizer = webp_quantizer(f)
-        if im.format == "AVIF":
-            info.av1_q_index = avif_base_q_idx(f)
+        info.webp_quantizer = webp_quantizer(f) if im.format == "WEBP" else None
+        info.av1_q_index = avif_base_q_idx(f) if im.format == "AVIF" else None
+        info.hevc_qp = heif_slice_qp(f) if im.format == "HEIF" else None
         try:
             frames = int(getattr(im, "n_frames", 1))
         except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough

@@ -82,11 +82,24 @@ def test_without_pillow_heif_a_heic_names_the_package(phone_photo: Path) -> None
 
 def test_a_heic_gets_the_clean_model_when_none_is_named(phone_photo: Path) -> None:
     """HEVC's in-loop deblocking leaves little for the photo model at the qualities phones save
-    (benchmarks/codec_strength.py --codec heif): a HEIC is upscaled as drcn-lite, where other
-    lossy files of unknown quality get a quality-80 JPEG's strength."""
+    (benchmarks/codec_strength.py --codec heif): a quality-90 HEIC is upscaled as drcn-lite, and
+    so is one whose QP is not read, where other lossy files of unknown quality get a quality-80
+    JPEG's strength."""
     assert choose_for_source(True, None, fmt="HEIF").label == "drcn-lite"
     assert choose_for_source(True, None, fmt="JPEG2000") == choose_for_source(True, 80)
     out = phone_photo.parent.parent / "out"
     r = CliRunner().invoke(app, ["upscale", str(phone_photo), "-o", str(out)])
     row = next(line for line in r.output.splitlines() if "IMG_0001" in line and "done" in line)
     assert r.exit_code == 0 and "│ drcn-lite │" in row, r.output
+
+
+@pytest.mark.parametrize(("quality", "model"), [(30, "drcn-lite-photo"), (50, "drcn-lite denoise 0.5")])
+def test_a_heavily_compressed_heic_gets_the_photo_model(tmp_path: Path, quality: int,
+                                                        model: str) -> None:
+    """Its slice QP is read (32 at x265 quality 30, 22 at 50), where the photo model is best on
+    Set5/Set14 x3 at 30 and 0.5 at 50."""
+    path = tmp_path / "IMG_0002.HEIC"
+    pillow_heif.from_pillow(random_rgb(40, 24)).save(path, quality=quality)
+    r = CliRunner().invoke(app, ["upscale", str(path), "-o", str(tmp_path / "out")])
+    row = next(line for line in r.output.splitlines() if "IMG_0002" in line and "done" in line)
+    assert r.exit_code == 0 and f"│ {model} │" in row, r.output
