@@ -153,7 +153,7 @@ def main() -> None:
         print(f"| {label} | {_span([q for q, _ in seen])} | {_span([h for _, h in seen])} | "
               + " | ".join(f"{v:.2f}" for v in curve)
               + f" | {STRENGTHS[int(np.argmax(curve))]:g} | "
-              + " | ".join(f"{loss[k]:.2f}" for k in losses) + " |",
+              + " | ".join("-" if np.isnan(loss[k]) else f"{loss[k]:.2f}" for k in losses) + " |",
               flush=True)
     for key, values in losses.items():
         print(f"mean loss to the best of {STRENGTHS} ({key}): {np.mean(values):.3f} dB "
