@@ -195,18 +195,20 @@ def unsaid_colour(chunks: dict[bytes, bytes], fmt: str, icc: bytes | None,
                   grey: bool) -> tuple[bytes | None, dict[bytes, bytes]]:
     """For a ``fmt`` other than PNG: the ICC profile (the file's, or one made to say what its
     gAMA/cHRM or SDR cICP say), and the chunks left to say otherwise (an AVIF's cICP, in its
-    nclx box) or to name in a note. Chunks that say sRGB, or that ICC overrides, need nothing."""
+    nclx box) or to name in a note. Chunks that say sRGB, or that ICC overrides, need nothing;
+    mDCv and cLLi, which only a PNG holds, are always left to name."""
     cicp = chunks.get(b"cICP")
+    hints = {k: v for k, v in chunks.items() if k in (b"mDCv", b"cLLi")}
     if cicp is None and (icc or b"sRGB" in chunks):  # ICC and sRGB override gAMA/cHRM
-        return icc, {}
+        return icc, hints
     if cicp is not None and fmt == "AVIF":  # said in its nclx box, which ICC would override
         return None, chunks
     made = _cicp_icc(cicp, grey) if cicp is not None else _gamma_icc(chunks, grey)
     if made == b"":  # the chunks say sRGB
-        return icc, {}
+        return icc, hints
     if made is None or fmt == "BMP":  # BMP has no place for ICC either
         return icc, chunks
-    return made, {k: v for k, v in chunks.items() if k in (b"mDCv", b"cLLi")}
+    return made, hints
 
 
 def _cicp_icc(cicp: bytes, grey: bool) -> bytes | None:

@@ -291,3 +291,20 @@ def test_a_10_bit_hdr_heic_comes_back_as_a_16_bit_png(folder: Path,
                 "--format", "avif")
     assert r.exit_code == 0, r.output
     assert "Pillow writes AVIF colour at 8 bits" in r.output
+
+
+@pytest.mark.parametrize("colour", ["icc", "srgb"])
+def test_light_levels_a_format_cannot_hold_are_named_beside_a_profile(
+        folder: Path, tiny_model_file: str, colour: str) -> None:
+    """mDCv/cLLi beside an ICC profile, or beside cICP code points that say sRGB, have no place
+    in a JPEG: the note names them instead of losing them without a word."""
+    if colour == "icc":
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        first = png_chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(srgb))
+    else:
+        first = png_chunk(b"cICP", bytes([1, 13, 0, 1]))
+    _hdr_png(folder / "hdr.png", first, png_chunk(b"mDCv", MDCV), png_chunk(b"cLLi", CLLI))
+    r = upscale(str(folder / "hdr.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--format", "jpeg")
+    assert r.exit_code == 0, r.output
+    assert "colour signalling (mDCv, cLLi) dropped" in " ".join(r.output.split())
