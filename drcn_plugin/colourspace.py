@@ -7,6 +7,7 @@ cannot state is refused, as its result would be shown as washed-out SDR."""
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
@@ -17,7 +18,7 @@ from PIL import Image
 
 from .av1header import avif_head, first_box, isobmff_boxes, primary_item
 from .errors import BadOptionError
-from .misreads import png_hdr_chunks
+from .misreads import png_chunks, png_hdr_chunks
 
 HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
 CICP_FORMATS = ("PNG", "AVIF")  # formats whose files state code points (cICP, nclx)
@@ -167,12 +168,11 @@ def with_chunks(data: bytes, fmt: str, chunks: dict[bytes, bytes]) -> bytes:
             return data
         cicp = chunks[b"cICP"]
         return data[:at] + struct.pack(">HH", cicp[0], cicp[1]) + data[at + 4:]
-    pos = 8  # past the PNG signature
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
+    encoded, pos = io.BytesIO(data), len(data)
+    for kind, _ in png_chunks(encoded):
         if kind in (b"PLTE", b"IDAT"):
+            pos = encoded.tell() - 8  # the chunk's start, before its length and type
             break
-        pos += 12 + length
     return data[:pos] + b"".join(png_chunk(k, v) for k, v in chunks.items()) + data[pos:]
 
 

@@ -6,7 +6,7 @@ bits."""
 
 from __future__ import annotations
 
-import struct
+import io
 import zlib
 from typing import BinaryIO
 
@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .colourspace import png_chunk
+from .misreads import png_chunks
 
 DEEP_PIXELS = "drcn.pixels16"  # the info key of an encoded image's 16-bit colour, for PNG
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
@@ -86,19 +87,18 @@ def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
     holding the 16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks
     stay. The pixels are filtered and compressed a block of rows at a time, so that writing
     takes little memory beside them."""
-    pos, idat = 8, True
-    f.write(data[:pos])
-    while pos + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
+    encoded, idat = io.BytesIO(data), True
+    f.write(data[:8])  # the signature
+    for kind, length in png_chunks(encoded):
+        start = encoded.tell() - 8  # the chunk's start, before its length and type
         if kind == b"IHDR":
-            head = data[pos + 8:pos + 8 + length]
+            head = encoded.read(length)
             f.write(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
         elif kind != b"IDAT":
-            f.write(data[pos:pos + 12 + length])
+            f.write(data[start:start + 12 + length])
         elif idat:  # the new pixel data where the old began
             _write_idat16(f, pixels)
             idat = False
-        pos += 12 + length
 
 
 def _write_idat16(f: BinaryIO, pixels: np.ndarray) -> None:

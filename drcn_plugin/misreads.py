@@ -55,7 +55,7 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
                             "the rest would be black)")
 
 
-def _png_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
+def png_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
     """A PNG's chunks as (type, length), with ``f`` at each one's data; the next step moves past
     the chunk, whatever of it was read, and its CRC."""
     f.seek(8)  # past the signature
@@ -71,7 +71,7 @@ def _png_inflated(f: BinaryIO) -> tuple[int, int]:
     need, holding one step of them at a time)."""
     need = got = 0
     inflate, started = zlib.decompressobj(), False
-    for kind, length in _png_chunks(f):
+    for kind, length in png_chunks(f):
         if kind == b"IHDR" and length >= 13:
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", f.read(13))
             need = png_data_size(width, height, depth, colour, interlace == 1)
@@ -105,7 +105,7 @@ def png_hdr_chunks(f: BinaryIO) -> dict[bytes, bytes]:
     PNG is shown as sRGB. Read from ``f``, the open file, whose position is kept."""
     where, found = f.tell(), {}
     try:
-        for kind, length in _png_chunks(f):
+        for kind, length in png_chunks(f):
             if kind == b"IDAT":  # they come before the pixel data
                 break
             if _HDR_CHUNKS.get(kind) == length and kind not in found:
