@@ -102,9 +102,9 @@ def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's summary table wide enough for every note to stay on one line."""
-    from drcn_plugin import cli
+    from drcn_plugin import terminal
 
-    monkeypatch.setattr(cli.console, "width", 400)
+    monkeypatch.setattr(terminal.console, "width", 400)
 
 
 @pytest.fixture

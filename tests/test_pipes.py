@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import random_rgb
 
-from drcn_plugin import cli, terminal
+from drcn_plugin import cli, cli_measure, terminal
 
 DRCN = [sys.executable, "-m", "drcn_plugin"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -102,7 +102,7 @@ def test_eval_with_stdout_closed_is_one_line_before_any_work(two_images: Path) -
 def test_eval_stops_working_when_no_one_reads_its_only_output(two_images: Path, monkeypatch,
                                                               capsys) -> None:
     polls: list[bool] = []
-    monkeypatch.setattr(cli, "reader_gone", lambda: polls.append(True) or True)
+    monkeypatch.setattr(cli_measure, "reader_gone", lambda: polls.append(True) or True)
     monkeypatch.setattr(sys, "argv", ["drcn", "eval", "--dataset", str(two_images), "--scale",
                                       "2", "3", "--model", "bicubic"])
     with pytest.raises(SystemExit) as exit_:
@@ -168,7 +168,7 @@ def test_eval_table_naming_a_folder_a_windows_pipe_cannot_encode_is_printed(
     random_rgb(24, 24).save(folder / "a.png")
     stdout = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
     monkeypatch.setattr(sys, "stdout", stdout)
-    monkeypatch.setattr(cli, "reader_gone", lambda: False)
+    monkeypatch.setattr(cli_measure, "reader_gone", lambda: False)
     monkeypatch.setattr(sys, "argv", ["drcn", "eval", "--dataset", str(folder), "--scale", "2",
                                       "--model", "bicubic"])
     with pytest.raises(SystemExit) as exit_:

@@ -162,9 +162,9 @@ def _mixed_folder(root: Path) -> tuple[list[str], list[str]]:
 def test_acceptance_mixed_folder(tmp_path: Path, tiny_model_file: str, monkeypatch) -> None:
     """Every good file processed, one line per bad one, exit 1, no temporary file left, every
     input byte-identical afterwards."""
-    from drcn_plugin import cli
+    from drcn_plugin import terminal
 
-    monkeypatch.setattr(cli.console, "width", 400)
+    monkeypatch.setattr(terminal.console, "width", 400)
     good, bad = _mixed_folder(tmp_path)
     monkeypatch.setattr(engine, "_available_memory",
                         lambda device: engine.memory_needed(300, 300, 1, 1, 2.0) - 1)

@@ -1,0 +1,207 @@
+"""The commands that measure a model: ``drcn eval`` (the paper's protocol over a folder of
+ground truth, PSNR/SSIM on Y per scale, as tables, JSON and a chart) and ``drcn compare`` (one
+image's crops side by side, each with its PSNR). :mod:`.cli` registers them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
+from .errors import BadImageError, BadOptionError, OutputExistsError, path_name
+from .hub import DEFAULT_MODEL, SourceChoice
+from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
+from .terminal import (
+    OVERWRITE_HINT,
+    ReaderGone,
+    console,
+    note,
+    path_value,
+    reader_gone,
+    require_stdout,
+    result_console,
+    signals_interrupt,
+    stopped_cleanly,
+    user_errors,
+)
+
+if TYPE_CHECKING:
+    from .evaluation import ScaleResult
+
+
+def eval_cmd(
+    dataset: Annotated[Path, typer.Option(parser=path_value, help="folder of ground-truth images")],
+    scale: Annotated[list[int], typer.Option("--scale", "-s", help=(
+        f"integer scales from {MIN_TRAIN_SCALE} to {MAX_TRAIN_SCALE}, e.g. --scale 2 3 4"))]
+    = [2, 3, 4],  # noqa: B006
+    model: Annotated[str, typer.Option("--model", "-m", help=(
+        f"{MODEL_HELP}; bicubic scores the interpolation alone"))] = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    per_depth: Annotated[bool, typer.Option(help="also score every depth and the ensemble")]
+    = False,
+    tta: Annotated[bool, typer.Option(help="self-ensemble of 8 flips/transposes")] = False,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", parser=path_value, help="write results here")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="let --json replace a file drcn did not write, and --plot an existing file")]
+    = False,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the LR first, e.g. jpeg:75 or noise:5,jpeg:85 (seeded per image)")] = "",
+    denoise: Annotated[float | None, typer.Option(
+        help="blend --model toward its photo variant, as drcn upscale does")]
+    = None,
+    plot: Annotated[Path | None, typer.Option(
+        parser=path_value, help="draw PSNR against recursion depth, one line per scale, the "
+        "ensemble as a dashed level, into this PNG (implies --per-depth; needs matplotlib)")]
+    = None,
+) -> None:
+    """Score a model with the paper's protocol (PSNR/SSIM on Y).
+
+    The ground truth is shrunk with MATLAB-style bicubic and a border of s pixels is shaved. Files
+    asked for are written before the tables are printed, so a stdout that fails loses none."""
+    from .charts import check_png_target, recursion_chart
+    from .degrade import Recipe
+    from .engine import Upscaler
+    from .evaluation import evaluate, is_results_file, results_json
+    from .imagefile import list_images
+    from .writing import probe_folder, refuse_input_target
+
+    signals_interrupt()
+    written: list[str] = []
+    with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
+        require_stdout()
+        check_train_scales(scale)
+        if json_out is not None:  # checked before the (long) evaluation
+            refuse_input_target(json_out, list_images(dataset))
+            if json_out.is_dir():
+                raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
+            if json_out.exists() and not overwrite and not is_results_file(json_out):
+                raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
+                                        path=json_out)
+            probe_folder(json_out.parent)
+        recipe = Recipe.parse(degrade) if degrade else None
+        if plot is not None and json_out is not None and \
+                os.path.abspath(plot) == os.path.abspath(json_out):
+            raise BadOptionError("it names the same file as --json: give two", option="plot")
+        if plot is not None:  # checked before the (long) evaluation
+            if model == "bicubic":
+                raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
+                                     "has none", option="plot")
+            check_png_target(plot, list_images(dataset), overwrite, option="plot")
+        if model == "bicubic" and denoise is not None:
+            raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
+                                 option="denoise")
+        for flag, given in (("tta", tta), ("per_depth", per_depth)):
+            if model == "bicubic" and given:
+                raise BadOptionError("it works on a DRCN model; bicubic has no network",
+                                     option=flag)
+        upscaler = None if model == "bicubic" else Upscaler(
+            model, device=device, tta=tta, precision=precision, denoise=denoise, notify=note)
+        per_depth = (per_depth or plot is not None) and upscaler is not None
+        printed_only = json_out is None and plot is None
+
+        def on_image(s: int, name: str) -> None:
+            if printed_only and reader_gone():  # no one reads the tables: stop working for them
+                raise ReaderGone
+            status.update(escape(f"evaluating {model} on {dataset}: x{s} {name} done"))
+
+        with console.status(escape(f"evaluating {model} on {dataset}")) as status:
+            results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
+                              on_image=on_image, notify=note)
+        label = (model if denoise is None else SourceChoice(model, denoise).label) + \
+            (" with tta" if tta and upscaler is not None else "")
+        title = f"{label} on {path_name(dataset)}" + \
+            (f", LR degraded by {recipe}" if recipe else "")
+        if json_out is not None:
+            from .writing import atomic_write_bytes
+
+            about = {"model": label, "degrade": str(recipe) if recipe else None}
+            atomic_write_bytes(json_out, json.dumps(results_json(results, about), indent=2,
+                                                    allow_nan=False).encode())
+            written.append(str(json_out))
+        if plot is not None:
+            recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
+            written.append(str(plot))
+            console.print(f"wrote {plot}", markup=False, highlight=False)
+        _print_eval(label, title, results)
+
+
+def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None:
+    table = Table(title=escape(f"{title} (PSNR dB / SSIM, Y, shave = scale)"))
+    for col in ("scale", "bicubic", model, "gain", "s/image"):
+        table.add_column(col, justify="right")
+    for s, r in results.items():
+        table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}",
+                      f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
+                      f"{r.seconds_per_image:.2f}")
+    result_console.print(table)
+    for s, r in results.items():
+        if r.depth_psnr is not None:
+            depth = Table(title=f"x{s}: each depth's prediction vs the ensemble (PSNR dB)")
+            for d in range(len(r.depth_psnr)):
+                depth.add_column(f"d{d + 1}", justify="right")
+            depth.add_column("ensemble", justify="right", style="bold")
+            depth.add_row(*[f"{v:.2f}" for v in r.depth_psnr], f"{r.ensemble_psnr:.2f}")
+            result_console.print(depth)
+
+
+def compare(
+    image: Annotated[Path, typer.Argument(parser=path_value, help="an image file")],
+    scale: Annotated[float, typer.Option("--scale", "-s", help=(
+        f"upscaling factor, above {MIN_SCALE:g} and at most {MAX_SCALE:g}, e.g. 2, 2.5, 3"))] = 3.0,
+    output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
+                      help="PNG to write (default: IMAGE-compare-xS.png beside it)")] = None,
+    from_original: Annotated[bool, typer.Option(
+        help="IMAGE is the original: shrink it first and score each panel against it")] = True,
+    crop: Annotated[int, typer.Option(help="crop size in output pixels")] = 160,
+    model: Annotated[list[str], typer.Option(
+        "--model", "-m", help="model spec; repeat for one panel per model, e.g. -m drcn-lite "
+        "-m drcn")] = [DEFAULT_MODEL],  # noqa: B006
+    device: DeviceOpt = "auto",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    degrade: Annotated[str, typer.Option(
+        help="degrade the small image before it is enlarged, e.g. jpeg:75 or noise:5,jpeg:85")]
+    = "",
+    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1,
+                                      help="seed of the degradation's random draws")] = 0,
+) -> None:
+    """Write one PNG of matching crops, each with its PSNR.
+
+    Nearest, bicubic and DRCN side by side, and the original when it is known."""
+    from .compare import check_compare_scale, compare_image, panel_labels
+    from .degrade import Recipe
+    from .engine import Upscaler
+    from .imagefile import read_image
+    from .writing import atomic_save, probe_folder, refuse_input_target
+
+    signals_interrupt()
+    with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
+        check_compare_scale(scale)
+        recipe = Recipe.parse(degrade) if degrade else None
+        if image.is_dir():  # "." has no name to build the sheet's from
+            raise BadImageError(f"{image}: a folder, not an image file")
+        default = f"{image.stem}-compare-x{scale:g}.png"
+        target = image.with_name(default) if output is None else \
+            output / default if output.is_dir() else output
+        if target.suffix.lower() != ".png":
+            raise BadOptionError(f"{target.name}: the sheet is written as PNG (lossless, so the "
+                                 "panels show the methods, not an encoder); name it .png",
+                                 option="output")
+        refuse_input_target(target, [image])
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists", path=target)
+        probe_folder(target.parent)  # before the (long) work, not after it
+        array, _ = read_image(image)
+        engines = {label: Upscaler(m, device=device) for m, label in panel_labels(model).items()}
+        upscaler = engines if len(engines) > 1 else next(iter(engines.values()))
+        sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
+                              seed=seed)
+        atomic_save(sheet, target, "PNG", overwrite=overwrite)
+        console.print(f"wrote {target}", markup=False, highlight=False)

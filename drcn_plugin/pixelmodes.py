@@ -1,0 +1,184 @@
+"""How a decoded Pillow image becomes an engine array: each Pillow mode (1-bit, grey, 16-bit
+grey, 32-bit integer, float, palette, CMYK and other colour spaces) as ``H x W`` or ``H x W x C``
+uint8, uint16 or float32, with what Pillow reads past or gets wrong put right from the file: a
+BMP's alpha, a TIFF's white-is-zero grey and unmarked extra channels, PNG's transparent colour,
+16-bit samples Pillow holds at 8 bits. :mod:`.imagefile` opens and decodes the file; what a
+conversion changes or drops becomes one of the image's notes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from .errors import BadImageError, one_line
+from .planes import to_8bit
+
+if TYPE_CHECKING:
+    from .imagefile import ImageInfo
+
+# Pillow's raw modes for BMP pixels whose alpha it reads past, and the same pixels with it.
+_BMP_WITH_ALPHA = {"BGRX": "BGRA", "BGR;15": "BGRA;15"}
+_BMP_ALPHA_BIT = 0x8000  # a 16-bit BMP's alpha mask (ARGB1555)
+
+
+def bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
+    """A 32-bit BMP's fourth byte (Pillow reads it as padding), or a 16-bit one's top bit where
+    the header masks it as alpha (Pillow drops it), as alpha when it is not all zero; Pillow
+    itself writes RGBA the first way. Read from ``f``, the open file, whose position is kept."""
+    tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
+    if tile is None or tile.codec_name != "raw" or tile.args[0] not in _BMP_WITH_ALPHA:
+        return None
+    raw, stride, orient = tile.args
+    where = f.tell()
+    try:
+        if raw == "BGR;15" and _bmp_alpha_mask(f) != _BMP_ALPHA_BIT:
+            return None
+        f.seek(tile.offset)
+        data = f.read(stride * im.height)
+    finally:
+        f.seek(where)
+    if len(data) < stride * im.height:
+        return None
+    rgba = Image.frombuffer("RGBA", im.size, data, "raw", _BMP_WITH_ALPHA[raw], stride, orient)
+    return rgba if rgba.getextrema()[3] != (0, 0) else None
+
+
+def _bmp_alpha_mask(f: BinaryIO) -> int:
+    """The alpha mask a BMP's header declares, 0 when none: a BI_BITFIELDS header of 56 bytes
+    or more (V4, V5) holds it after the colour masks."""
+    f.seek(14)  # past the file header
+    head = f.read(56)
+    if len(head) < 56:
+        return 0
+    size, compression = struct.unpack_from("<I", head)[0], struct.unpack_from("<I", head, 16)[0]
+    return struct.unpack_from("<I", head, 52)[0] if compression == 3 and size >= 56 else 0
+
+
+_PHOTOMETRIC = 262  # the TIFF tag saying how samples map to colours (0: grey, 0 is white)
+_EXTRA_SAMPLES = 338  # the TIFF tag saying what each channel past the colours is (0: unknown)
+_EIGHT_BITS = "16-bit {0} read and written as 8 bits: Pillow has no 16-bit {0}"
+_SIXTEEN_BITS = (";16B", ";16L", ";16N")  # raw modes of 16-bit samples (not BMP's 5-6-5 BGR;16)
+_GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+_LOW_GREY_DEPTHS = {"L;2": 2, "L;4": 4}
+GREY_MODES = ("1", "L", "LA", "La", "I", "F", *_GREY16)  # decoded as one plane (and alpha)
+
+
+def white_is_zero(im: Image.Image) -> bool:
+    """Whether ``im`` is 16-bit grey a TIFF stores with 0 as white (PhotometricInterpretation 0),
+    which Pillow reads as if 0 were black (it inverts only 1- to 8-bit grey). Float grey so
+    stored is refused rather than shown as its negative."""
+    if im.format != "TIFF" or im.tag_v2.get(_PHOTOMETRIC) != 0 or im.mode not in (*_GREY16, "F"):
+        return False
+    if im.mode == "F":
+        raise BadImageError("float grey stored white-is-zero (TIFF PhotometricInterpretation 0) "
+                            "is not supported")
+    return True
+
+
+def unmarked_channels(im: Image.Image) -> int:
+    """How many extra channels a TIFF does not mark as alpha (ExtraSamples 0: a mask, depth, a
+    spot colour), which Pillow reads past."""
+    extra = im.tag_v2.get(_EXTRA_SAMPLES, ()) if im.format == "TIFF" else ()
+    return (extra if isinstance(extra, tuple) else (extra,)).count(0)
+
+
+def stored_mode(im: Image.Image) -> str:
+    """How the file stores its pixels (Pillow's raw mode of the first tile, e.g. ``RGB;16B``, and
+    so for a PPM whose maxval over 255 makes its samples 16-bit); empty when unknown."""
+    tile = im.tile[0] if im.tile else None
+    args = tile.args if tile else None
+    raw = args[0] if isinstance(args, tuple) and args else args
+    if not isinstance(raw, str):
+        return ""
+    deep_ppm = tile.codec_name.startswith("ppm") and isinstance(args, tuple) and len(args) > 1 \
+        and isinstance(args[1], int) and args[1] > 255  # (raw mode, maxval)
+    return f"{raw};16B" if deep_ppm else raw
+
+
+def held_at_8_bits(im: Image.Image, stored: str, notes: list[str]) -> Image.Image:
+    """``im`` where the file stores 16-bit colour that Pillow decoded at 8 bits: noted, and grey
+    with alpha (which Pillow reads as RGBA) put back to LA; else ``im`` as it is."""
+    if not stored.endswith(_SIXTEEN_BITS) or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
+    notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
+    return im.convert("LA") if grey else im
+
+
+def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:
+    """PNG's transparent colour (tRNS on grey or RGB) as an alpha plane; None when the image has
+    none or no pixel has that colour (then no alpha is added)."""
+    trns = im.info.get("transparency")
+    if trns is None or im.mode not in ("1", "L", "RGB", *_GREY16):
+        return None
+    depth = _LOW_GREY_DEPTHS.get(stored)
+    if depth and isinstance(trns, int) and trns < 1 << depth:  # Pillow leaves the stored level
+        trns *= 255 // ((1 << depth) - 1)
+    pixels = np.asarray(im.convert("L") if im.mode == "1" else im,
+                        dtype=np.uint16 if im.mode in _GREY16 else np.uint8)
+    key = pixels == trns if pixels.ndim == 2 else (pixels == np.asarray(trns)).all(axis=-1)
+    return np.where(key, 0, 255).astype(np.uint8) if key.any() else None
+
+
+def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
+    """``im``, decoded from pixels the file stores as ``stored``, as an engine array; what the
+    conversion changes or drops is added to ``info``'s notes (and its ICC profile follows)."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" in im.info and stored.endswith(_SIXTEEN_BITS):
+        # the key is in 16-bit samples, the decoded pixels in 8: no match can be told exactly
+        info.notes.append("transparent colour dropped: Pillow reads 16-bit colour as 8 bits")
+        return np.asarray(im)
+    alpha = _keyed_alpha(im, stored)
+    if alpha is not None:
+        if mode in _GREY16:  # Pillow writes grey with alpha at 8 bits only
+            info.notes.append(_EIGHT_BITS.format("grey with alpha"))
+            return np.dstack([to_8bit(np.asarray(im, dtype=np.uint16)), alpha])
+        return np.dstack([np.asarray(im.convert("L") if mode == "1" else im), alpha])
+    if mode in _GREY16:
+        return np.asarray(im, dtype=np.uint16)
+    if mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise BadImageError("32-bit integer images are not supported")
+        return a.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"))
+    if mode in ("LA", "La"):
+        return np.asarray(im.convert("LA"))
+    if mode == "P":  # a transparent index, or an alpha in the palette itself (TGA's)
+        alpha = "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
+        im = im.convert("RGBA" if alpha else "RGB")
+    elif mode in ("RGBa", "PA"):
+        im = im.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        im = _to_rgb(im, info)
+    return np.asarray(im)
+
+
+def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
+    """CMYK and other colour spaces as RGB: through the embedded ICC profile to sRGB (the result
+    is tagged sRGB), else Pillow's plain conversion, which ignores how the inks look."""
+    why = ""
+    if info.icc_profile:
+        try:
+            from PIL import ImageCms  # a Pillow built without littlecms lacks it
+
+            srgb = ImageCms.createProfile("sRGB")
+            rgb = ImageCms.profileToProfile(
+                im, ImageCms.ImageCmsProfile(io.BytesIO(info.icc_profile)), srgb,
+                outputMode="RGB")
+            info.icc_profile = ImageCms.ImageCmsProfile(srgb).tobytes()
+            info.notes.append(f"{im.mode} converted to sRGB through its ICC profile")
+            return rgb
+        except Exception as e:  # noqa: BLE001 - an unusable profile: the plain conversion
+            why = f" without its ICC profile, which cannot be used ({one_line(e)})"
+    info.notes.append(f"{im.mode} converted to RGB{why}")
+    info.icc_profile = None  # the profile described the old colour space
+    return im.convert("RGB")
