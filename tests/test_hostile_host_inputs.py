@@ -1,4 +1,5 @@
-"""What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors."""
+"""What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, and a
+GIMP layer's levels on their way to the worker and back."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from helpers import seeded_drcn
 from test_comfyui_nodes import NODES, PKG
+from test_gimp_worker import client
 
 from drcn_plugin.model import DRCN
 
@@ -37,3 +39,37 @@ def test_an_image_that_is_not_a_tensor_is_one_line(tiny: DRCN, bad: object) -> N
     with pytest.raises(NODES.DRCNNodeError, match=f"^DRCN: the mask is of type {kind}, not a "
                        "torch tensor: the node that made it does not give ComfyUI's MASK type$"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=bad)
+
+
+# -- GIMP: every level of a layer comes back -------------------------------------------------------
+
+def _to_srgb(v: np.ndarray) -> np.ndarray:
+    """sRGB's transfer curve, linear to perceptual (IEC 61966-2-1), as babl applies it."""
+    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1 / 2.4) - 0.055)
+
+
+def _from_srgb(v: np.ndarray) -> np.ndarray:
+    """sRGB's transfer curve, perceptual to linear."""
+    return np.where(v <= 0.04045, v / 12.92, np.power((v + 0.055) / 1.055, 2.4))
+
+
+@pytest.mark.parametrize("precision", ["u8-linear", "u8-non-linear", "u8-perceptual",
+                                       "u16-linear", "u16-non-linear"])
+def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> None:
+    """The plug-in reads a layer in a perceptual (R'G'B') format and writes the result back in
+    it; babl converts a linear layer's levels there and back. An 8-bit linear layer travelled as
+    8-bit R'G'B', which has fewer levels in the highlights: 73 of its 256 levels came back as a
+    neighbour (Scale this image at an unchanged size altered the picture, and upscaled highlights
+    came back combed); a 16-bit linear one lost levels the same way."""
+    fmt = client.pixel_format(False, False, precision)
+    peak = 255 if precision.startswith("u8") else 65535
+    levels = np.arange(peak + 1)
+    linear = precision.partition("-")[2] == "linear"
+    sent = _to_srgb(levels / peak) if linear else levels / peak
+    if fmt.dtype == "f32":
+        sent = sent.astype(np.float32).astype(np.float64)
+    else:  # an integer format holds its own levels only
+        top = {"u8": 255, "u16": 65535}[fmt.dtype]
+        sent = np.round(sent * top) / top
+    back = np.round((_from_srgb(sent) if linear else sent) * peak)
+    assert np.array_equal(back, levels), f"{np.count_nonzero(back != levels)} levels changed"

@@ -49,9 +49,11 @@ class PixelFormat:
 def pixel_format(gray: bool, alpha: bool, precision: str) -> PixelFormat:
     """The format to read a drawable in at its own precision (a Gimp.Precision nick such as
     ``u16-non-linear``): u8 and u16 stay integer, everything else (u32, half, float, double) is
-    read as 32-bit float. Values are always the perceptual (gamma) encoding the network expects."""
-    kind = precision.split("-", 1)[0]
-    dtype = kind if kind in ("u8", "u16") else "f32"
+    read as 32-bit float. Values are always the perceptual (gamma) encoding the network expects,
+    so linear u8 and u16 travel as float too: their levels do not map one to one onto the
+    perceptual ones (73 of an 8-bit layer's 256 would come back as a neighbour)."""
+    kind, _, trc = precision.partition("-")
+    dtype = kind if kind in ("u8", "u16") and trc != "linear" else "f32"
     model = ("Y'" if gray else "R'G'B'") + ("A" if alpha else "")
     babl = f"{model} {'float' if dtype == 'f32' else dtype}"
     return PixelFormat(babl, dtype, (1 if gray else 3) + int(alpha))
