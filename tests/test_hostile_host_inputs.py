@@ -1,16 +1,17 @@
-"""What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, and a
-GIMP layer's levels on their way to the worker and back."""
+"""What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, a
+GIMP layer's levels on their way to the worker and back, and a worker that stops reading."""
 
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from helpers import seeded_drcn
 from test_comfyui_nodes import NODES, PKG
-from test_gimp_worker import client
+from test_gimp_worker import ENV, client
 
 from drcn_plugin.model import DRCN
 
@@ -73,3 +74,30 @@ def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> No
         sent = np.round(sent * top) / top
     back = np.round((_from_srgb(sent) if linear else sent) * peak)
     assert np.array_equal(back, levels), f"{np.count_nonzero(back != levels)} levels changed"
+
+
+# -- GIMP: a worker that stops reading -------------------------------------------------------------
+
+def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker wedged before it reads the pixels (a GPU driver hanging in its first call, a
+    stopped process) left the plug-in blocked in its write for good, past the silence timeout
+    that covers the rest of a run: GIMP's progress bar stood still until the user cancelled."""
+    monkeypatch.setattr(client, "SILENCE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(client, "STOP_GRACE_S", 0.5)
+    worker = client.Worker([sys.executable, "-c", "import time\nprint('ready 1', flush=True)\n"
+                            "time.sleep(60)"], env=ENV)
+    worker.start()
+    errors: list[str] = []
+
+    def run() -> None:  # more than a pipe holds, so a plain write blocks
+        try:
+            worker.upscale(bytes(3 << 20), 1024, 1024, client.PixelFormat("t", "u8", 3), 2.0, {})
+        except client.WorkerError as e:
+            errors.append(str(e))
+
+    call = threading.Thread(target=run, daemon=True)
+    call.start()
+    call.join(60)  # a guard against the hang, not a timing check
+    worker.close(graceful=False)
+    assert errors and "did not answer for 0 s during run and was stopped" in errors[0]

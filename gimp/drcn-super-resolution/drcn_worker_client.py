@@ -143,12 +143,10 @@ class Worker:
             raise ValueError(f"{len(pixels)} bytes do not hold {width}x{height} in {fmt.babl}")
         header = {"width": width, "height": height, "channels": fmt.channels,
                   "dtype": fmt.dtype, "scale": scale, **options}
-        try:
-            self.proc.stdin.write(json.dumps(header).encode() + b"\n")
-            self.proc.stdin.write(pixels)
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # the worker died; the reader reports how
+        # written beside the wait for replies: a worker that stops reading (wedged, stopped)
+        # would block a plain write past the pipe's buffer, and the silence timeout with it
+        threading.Thread(target=self._send, daemon=True,
+                         args=(json.dumps(header).encode() + b"\n", pixels)).start()
         while True:
             message = self._next(SILENCE_TIMEOUT_S, "run")
             if message[0] == "result":
@@ -199,6 +197,16 @@ class Worker:
         self._stderr.close()
 
     # -- internals ----------------------------------------------------------------------------
+    def _send(self, header: bytes, pixels: bytes) -> None:
+        """Writer thread: one request to the worker; a worker that died is reported by the
+        reader, and one stopped for silence ends this write with a broken pipe."""
+        try:
+            self.proc.stdin.write(header)
+            self.proc.stdin.write(pixels)
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
     def _read(self, stream) -> None:
         """Reader thread: split stdout into lines and result payloads."""
         try:
