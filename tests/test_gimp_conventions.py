@@ -323,10 +323,14 @@ class RecordingWorker(FakeWorker):
 
 @pytest.mark.parametrize("srgb,gray,babl", [(False, False, "R'G'B' float"),
                                             (True, False, "R'G'B' u8"),
-                                            (False, True, "Y' u8")])
+                                            (False, True, "Y' float"),
+                                            (True, True, "Y' u8")])
 def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
     """A babl format name is sRGB: an 8-bit Adobe RGB photo went to the worker converted to
-    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled)."""
+    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled). A grey
+    image with a profile other than GIMP's own grey (``srgb`` here: equal to it) went as 8-bit
+    sRGB-curve grey: a Gray Gamma 2.2 layer's levels 1-5, 7, 8, 10 and 15 came back as
+    neighbours (its darkest shadows merged)."""
     layer = FakeLayer([], 6, 4)
     layer.is_gray = lambda: gray
     image = FakeImage().setup([], 6, 4, [layer])

@@ -74,13 +74,15 @@ def _unlocked(items):
 
 
 def _format_of(image, drawable):
-    """How the drawable's pixels travel. A babl format name means sRGB: an RGB image in another
-    colour space (Adobe RGB, ProPhoto) travels as float, which holds the colours outside sRGB
-    that 8 or 16 bits would clip on the way there and back."""
+    """How the drawable's pixels travel. A babl format name means sRGB: an image in another
+    colour space travels as float, which holds the colours outside sRGB (Adobe RGB, ProPhoto)
+    that 8 or 16 bits would clip on the way there and back, and every level of another tone
+    curve (a Gray Gamma 2.2 image's darkest levels fall together on sRGB's 8-bit levels)."""
     precision = image.get_precision().value_nick
     profile = image.get_color_profile()
-    if not drawable.is_gray() and profile is not None \
-            and not profile.is_equal(Gimp.ColorProfile.new_rgb_srgb()):
+    own = Gimp.ColorProfile.new_d65_gray_srgb_trc() if drawable.is_gray() \
+        else Gimp.ColorProfile.new_rgb_srgb()
+    if profile is not None and not profile.is_equal(own):
         precision = "float"
     return pixel_format(drawable.is_gray(), drawable.has_alpha(), precision)
 
