@@ -224,8 +224,14 @@ class DRCNSuperResolution(Gimp.PlugIn):
         return fmt, data, w, h
 
     def _new_image(self, worker, image, layer, scale, options):
-        """The layer, upscaled, as the only layer of a new image with the same precision."""
-        fmt, data, w, h = self._upscale(worker, image, layer, scale, options)
+        """The layer, upscaled, as the only layer of a new image with the same precision; its
+        layer mask, upscaled to the same size, stays its mask (else what it hides would show)."""
+        mask = layer.get_mask()
+        count = 1 if mask is None else 2
+        fmt, data, w, h = self._upscale(worker, image, layer, scale, options, 0, count)
+        if mask is not None:
+            mask_fmt, mask_data, _, _ = self._upscale(
+                worker, image, mask, scale, {**options, "out_width": w, "out_height": h}, 1, 2)
         new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
         new.undo_disable()
         new.set_resolution(*image.get_resolution()[-2:])  # same pixels per inch as the source
@@ -236,6 +242,10 @@ class DRCNSuperResolution(Gimp.PlugIn):
                              Gimp.LayerMode.NORMAL)
         new.insert_layer(out, None, 0)
         _write(out, fmt, data)
+        if mask is not None:
+            out.add_mask(out.create_mask(Gimp.AddMaskType.WHITE))
+            _write(out.get_mask(), mask_fmt, mask_data)
+            out.set_apply_mask(layer.get_apply_mask())
         new.undo_enable()
         return new
 
