@@ -1,10 +1,13 @@
 """What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, a
-GIMP layer's levels on their way to the worker and back, and a worker that stops reading."""
+GIMP layer's levels on their way to the worker and back, a hand-edited worker record, and a
+worker that stops reading."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,7 +79,20 @@ def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> No
     assert np.array_equal(back, levels), f"{np.count_nonzero(back != levels)} levels changed"
 
 
-# -- GIMP: a worker that stops reading -------------------------------------------------------------
+# -- GIMP: the worker record and a worker that stops reading ---------------------------------------
+
+@pytest.mark.parametrize("value", [123, None, ["/usr/bin/python3"], "", "  "])
+def test_a_worker_record_without_a_python_path_is_one_line(tmp_path: Path, value: object) -> None:
+    """A drcn-worker.json edited by hand to a number, null or a list made the plug-in fail with
+    a TypeError traceback ('expected str, bytes or os.PathLike object, not int'); an empty path
+    read as 'the DRCN worker's Python  does not exist'."""
+    (tmp_path / client.CONFIG_NAME).write_text(json.dumps({"python": value}))
+    for environ in ({}, {"FLATPAK_ID": "org.gimp.GIMP"}):
+        with pytest.raises(client.WorkerError) as e:
+            client.worker_command(tmp_path, environ)
+        assert f'names no Python for the worker ("python": {json.dumps(value)})' in str(e.value)
+        assert "drcn gimp install" in str(e.value)
+
 
 def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
         monkeypatch: pytest.MonkeyPatch) -> None:

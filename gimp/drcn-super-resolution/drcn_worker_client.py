@@ -90,6 +90,9 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
                               f"{HINT}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
+        if not isinstance(python, str) or not python.strip():  # a record edited by hand
+            raise WorkerError(f"{config} names no Python for the worker (\"python\": "
+                              f"{json.dumps(python)}). {HINT}")
     if sandboxed:  # the host's files are not visible here; flatpak-spawn reports a bad path
         return ["flatpak-spawn", "--host", "--watch-bus", python, "-m", WORKER_MODULE]
     if not Path(python).is_file():
