@@ -176,7 +176,11 @@ class DRCNModelLoader:
 
 def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
     """``tensor`` if it holds values to read as 0..1 (float, or bool), else one line naming it: a
-    'meta' tensor has a shape but no data, and integer levels would read as far above 1."""
+    'meta' tensor has a shape but no data, integer levels would read as far above 1, and another
+    pack's node may hand on a numpy array or a list where ComfyUI passes tensors."""
+    if not isinstance(tensor, torch.Tensor):
+        raise BadImageError(f"the {what} is of type {type(tensor).__name__}, not a torch tensor: "
+                            f"the node that made it does not give ComfyUI's {what.upper()} type")
     if tensor.is_meta:
         raise BadImageError(f"the {what} is a 'meta' tensor: it has a shape but no values")
     if not (tensor.is_floating_point() or tensor.dtype == torch.bool):
@@ -226,10 +230,9 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     ``(image, mask)``: the image keeps its channels (alpha included); the mask is the upscaled
     input mask, else ``1 - alpha`` of an RGBA image, else zeros.
     """
-    if image.ndim != 4:
+    if readable(image, "image").ndim != 4:
         raise BadImageError(f"expected an IMAGE batch [batch, height, width, channels], "
                             f"got shape {tuple(image.shape)}")
-    readable(image, "image")
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                             f"batch of {image.shape[0]})")

@@ -71,12 +71,11 @@ class DRCNUpscaleModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
         with user_errors():
-            if x.ndim != 4 or x.shape[1] != 3:
+            if readable(x, "image").ndim != 4 or x.shape[1] != 3:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
             count, _, h, w = x.shape
             if x.numel() == 0:
                 raise BadImageError(f"the batch is empty ({count} images of {w}x{h} pixels)")
-            readable(x, "image")
             finite_frames(x)  # before the first tile, not after some
             tiles = [to_engine(frame.permute(1, 2, 0)) for frame in x]
             itemsize = max(tile.itemsize for tile in tiles)

@@ -72,6 +72,7 @@ def test_scale_image_writes_every_pixel_whatever_is_selected(selected: str | Non
     gimp.Selection.none.side_effect = lambda image: selection.update(mask=None)
     image = mock.MagicMock()
     image.get_width.return_value, image.get_height.return_value = 10, 8
+    image.get_precision.return_value.value_nick = "u8-non-linear"  # a Gimp.Precision nick
     image.select_item.side_effect = lambda op, item: selection.update(mask=item)
     layers = [mock.MagicMock(), mock.MagicMock()]
     for layer in layers:

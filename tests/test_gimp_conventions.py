@@ -51,6 +51,7 @@ class FakeLayer:
         self.parent, self.children = parent, children
         self.lock_content, self.lock_position, self.written = lock_content, lock_position, False
         self.lock_alpha, self.alpha_written = lock_alpha, False
+        self.mask, self.apply_mask = None, True
         for child in children or []:
             child.parent = self
 
@@ -119,6 +120,23 @@ class FakeLayer:
             return False
         self.written, self.alpha_written = True, not self._locked("alpha")
         return True
+
+    def get_mask(self) -> FakeLayer | None:
+        return self.mask
+
+    def create_mask(self, mask_type: object) -> FakeLayer:
+        """A mask of the layer's size (a Gimp.LayerMask is a drawable like a layer)."""
+        return FakeLayer([], self.w, self.h)
+
+    def add_mask(self, mask: FakeLayer) -> bool:
+        self.mask = mask
+        return True
+
+    def get_apply_mask(self) -> bool:
+        return self.apply_mask
+
+    def set_apply_mask(self, value: bool) -> None:
+        self.apply_mask = value
 
     def get_buffer(self) -> mock.MagicMock:
         return mock.MagicMock()
@@ -314,19 +332,24 @@ def test_scale_this_image_gives_alpha_locked_layers_drcn_alpha_too(plugin) -> No
 
 
 class RecordingWorker(FakeWorker):
-    """FakeWorker noting the pixel format each layer travels in."""
+    """FakeWorker noting the pixel format and the options each layer travels with."""
 
     def upscale(self, pixels, w, h, fmt, scale, options, progress=None):
         self.formats = [*getattr(self, "formats", []), fmt]
+        self.sizes = [*getattr(self, "sizes", []), options]
         return super().upscale(pixels, w, h, fmt, scale, options, progress)
 
 
 @pytest.mark.parametrize("srgb,gray,babl", [(False, False, "R'G'B' float"),
                                             (True, False, "R'G'B' u8"),
-                                            (False, True, "Y' u8")])
+                                            (False, True, "Y' float"),
+                                            (True, True, "Y' u8")])
 def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
     """A babl format name is sRGB: an 8-bit Adobe RGB photo went to the worker converted to
-    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled)."""
+    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled). A grey
+    image with a profile other than GIMP's own grey (``srgb`` here: equal to it) went as 8-bit
+    sRGB-curve grey: a Gray Gamma 2.2 layer's levels 1-5, 7, 8, 10 and 15 came back as
+    neighbours (its darkest shadows merged)."""
     layer = FakeLayer([], 6, 4)
     layer.is_gray = lambda: gray
     image = FakeImage().setup([], 6, 4, [layer])
@@ -363,3 +386,21 @@ def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
         plugin.Gimp.PDBStatusType.CALLING_ERROR
     message = plugin.GLib.Error.call_args.args[0]
     assert "layer mask is selected" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("applied", [True, False])
+def test_a_new_image_keeps_the_layers_mask(plugin, applied) -> None:
+    """A new image from a layer with a layer mask got the layer's pixels alone: what the mask hid
+    showed in the result. The mask now goes through DRCN to the layer's new size and is the new
+    layer's mask, applied or not as it was."""
+    layer, mask = FakeLayer([], 6, 4), FakeLayer([], 6, 4)
+    mask.is_gray = lambda: True
+    layer.mask, layer.apply_mask = mask, applied
+    image = FakeImage().setup([], 6, 4, [layer])
+    worker = RecordingWorker([])
+    new = plugin.DRCNSuperResolution()._new_image(worker, image, layer, 2.5, {"tile": 0})
+    (out, _, _), _ = new.insert_layer.call_args
+    assert [fmt.channels for fmt in worker.formats] == [3, 1]  # the layer, then its mask
+    assert (worker.sizes[1]["out_width"], worker.sizes[1]["out_height"]) == (out.w, out.h)
+    assert out.mask is not None and out.mask.written and (out.mask.w, out.mask.h) == (12, 8)
+    assert out.apply_mask is applied

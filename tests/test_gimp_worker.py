@@ -257,7 +257,8 @@ def test_worker_command_from_record_env_or_error(tmp_path):
 @pytest.mark.parametrize("gray,alpha,precision,babl,dtype,channels", [
     (False, False, "u8-non-linear", "R'G'B' u8", "u8", 3),
     (False, True, "u8-perceptual", "R'G'B'A u8", "u8", 4),
-    (True, False, "u16-linear", "Y' u16", "u16", 1),
+    (True, False, "u16-non-linear", "Y' u16", "u16", 1),
+    (True, False, "u16-linear", "Y' float", "f32", 1),
     (True, True, "half-non-linear", "Y'A float", "f32", 2),
     (False, True, "u32-linear", "R'G'B'A float", "f32", 4),
     (False, False, "double-perceptual", "R'G'B' float", "f32", 3),

@@ -74,13 +74,15 @@ def _unlocked(items):
 
 
 def _format_of(image, drawable):
-    """How the drawable's pixels travel. A babl format name means sRGB: an RGB image in another
-    colour space (Adobe RGB, ProPhoto) travels as float, which holds the colours outside sRGB
-    that 8 or 16 bits would clip on the way there and back."""
+    """How the drawable's pixels travel. A babl format name means sRGB: an image in another
+    colour space travels as float, which holds the colours outside sRGB (Adobe RGB, ProPhoto)
+    that 8 or 16 bits would clip on the way there and back, and every level of another tone
+    curve (a Gray Gamma 2.2 image's darkest levels fall together on sRGB's 8-bit levels)."""
     precision = image.get_precision().value_nick
     profile = image.get_color_profile()
-    if not drawable.is_gray() and profile is not None \
-            and not profile.is_equal(Gimp.ColorProfile.new_rgb_srgb()):
+    own = Gimp.ColorProfile.new_d65_gray_srgb_trc() if drawable.is_gray() \
+        else Gimp.ColorProfile.new_rgb_srgb()
+    if profile is not None and not profile.is_equal(own):
         precision = "float"
     return pixel_format(drawable.is_gray(), drawable.has_alpha(), precision)
 
@@ -222,8 +224,14 @@ class DRCNSuperResolution(Gimp.PlugIn):
         return fmt, data, w, h
 
     def _new_image(self, worker, image, layer, scale, options):
-        """The layer, upscaled, as the only layer of a new image with the same precision."""
-        fmt, data, w, h = self._upscale(worker, image, layer, scale, options)
+        """The layer, upscaled, as the only layer of a new image with the same precision; its
+        layer mask, upscaled to the same size, stays its mask (else what it hides would show)."""
+        mask = layer.get_mask()
+        count = 1 if mask is None else 2
+        fmt, data, w, h = self._upscale(worker, image, layer, scale, options, 0, count)
+        if mask is not None:
+            mask_fmt, mask_data, _, _ = self._upscale(
+                worker, image, mask, scale, {**options, "out_width": w, "out_height": h}, 1, 2)
         new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
         new.undo_disable()
         new.set_resolution(*image.get_resolution()[-2:])  # same pixels per inch as the source
@@ -234,6 +242,10 @@ class DRCNSuperResolution(Gimp.PlugIn):
                              Gimp.LayerMode.NORMAL)
         new.insert_layer(out, None, 0)
         _write(out, fmt, data)
+        if mask is not None:
+            out.add_mask(out.create_mask(Gimp.AddMaskType.WHITE))
+            _write(out.get_mask(), mask_fmt, mask_data)
+            out.set_apply_mask(layer.get_apply_mask())
         new.undo_enable()
         return new
 

@@ -49,9 +49,11 @@ class PixelFormat:
 def pixel_format(gray: bool, alpha: bool, precision: str) -> PixelFormat:
     """The format to read a drawable in at its own precision (a Gimp.Precision nick such as
     ``u16-non-linear``): u8 and u16 stay integer, everything else (u32, half, float, double) is
-    read as 32-bit float. Values are always the perceptual (gamma) encoding the network expects."""
-    kind = precision.split("-", 1)[0]
-    dtype = kind if kind in ("u8", "u16") else "f32"
+    read as 32-bit float. Values are always the perceptual (gamma) encoding the network expects,
+    so linear u8 and u16 travel as float too: their levels do not map one to one onto the
+    perceptual ones (73 of an 8-bit layer's 256 would come back as a neighbour)."""
+    kind, _, trc = precision.partition("-")
+    dtype = kind if kind in ("u8", "u16") and trc != "linear" else "f32"
     model = ("Y'" if gray else "R'G'B'") + ("A" if alpha else "")
     babl = f"{model} {'float' if dtype == 'f32' else dtype}"
     return PixelFormat(babl, dtype, (1 if gray else 3) + int(alpha))
@@ -88,6 +90,9 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
                               f"{HINT}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise WorkerError(f"cannot read {config} ({e}). {HINT}") from None
+        if not isinstance(python, str) or not python.strip():  # a record edited by hand
+            raise WorkerError(f"{config} names no Python for the worker (\"python\": "
+                              f"{json.dumps(python)}). {HINT}")
     if sandboxed:  # the host's files are not visible here; flatpak-spawn reports a bad path
         return ["flatpak-spawn", "--host", "--watch-bus", python, "-m", WORKER_MODULE]
     if not Path(python).is_file():
@@ -141,12 +146,10 @@ class Worker:
             raise ValueError(f"{len(pixels)} bytes do not hold {width}x{height} in {fmt.babl}")
         header = {"width": width, "height": height, "channels": fmt.channels,
                   "dtype": fmt.dtype, "scale": scale, **options}
-        try:
-            self.proc.stdin.write(json.dumps(header).encode() + b"\n")
-            self.proc.stdin.write(pixels)
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # the worker died; the reader reports how
+        # written beside the wait for replies: a worker that stops reading (wedged, stopped)
+        # would block a plain write past the pipe's buffer, and the silence timeout with it
+        threading.Thread(target=self._send, daemon=True,
+                         args=(json.dumps(header).encode() + b"\n", pixels)).start()
         while True:
             message = self._next(SILENCE_TIMEOUT_S, "run")
             if message[0] == "result":
@@ -197,6 +200,16 @@ class Worker:
         self._stderr.close()
 
     # -- internals ----------------------------------------------------------------------------
+    def _send(self, header: bytes, pixels: bytes) -> None:
+        """Writer thread: one request to the worker; a worker that died is reported by the
+        reader, and one stopped for silence ends this write with a broken pipe."""
+        try:
+            self.proc.stdin.write(header)
+            self.proc.stdin.write(pixels)
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
     def _read(self, stream) -> None:
         """Reader thread: split stdout into lines and result payloads."""
         try:

@@ -1,0 +1,119 @@
+"""What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, a
+GIMP layer's levels on their way to the worker and back, a hand-edited worker record, and a
+worker that stops reading."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_drcn
+from test_comfyui_nodes import NODES, PKG
+from test_gimp_worker import ENV, client
+
+from drcn_plugin.model import DRCN
+
+UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
+MODELS = sys.modules[f"{PKG.__name__}.upscale_model"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DRCN:
+    return seeded_drcn()
+
+
+# -- ComfyUI: an IMAGE or MASK that is not a tensor ------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.zeros((1, 8, 8, 3), np.float32), [[0.5]]],
+                         ids=["numpy", "list"])
+def test_an_image_that_is_not_a_tensor_is_one_line(tiny: DRCN, bad: object) -> None:
+    """Another pack's node that hands on a numpy array (or a list) as its IMAGE gave an
+    AttributeError traceback ('numpy.ndarray' object has no attribute 'is_meta')."""
+    kind = type(bad).__name__
+    with pytest.raises(NODES.DRCNNodeError, match=f"^DRCN: the image is of type {kind}, not a "
+                       "torch tensor: the node that made it does not give ComfyUI's IMAGE type$"):
+        UPSCALE.upscale(bad, tiny, 2.0, 0, False)
+    with pytest.raises(NODES.DRCNNodeError, match=f"^DRCN: the image is of type {kind}, not"):
+        MODELS.DRCNUpscaleModule(tiny, 2)(bad)
+    with pytest.raises(NODES.DRCNNodeError, match=f"^DRCN: the mask is of type {kind}, not a "
+                       "torch tensor: the node that made it does not give ComfyUI's MASK type$"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=bad)
+
+
+# -- GIMP: every level of a layer comes back -------------------------------------------------------
+
+def _to_srgb(v: np.ndarray) -> np.ndarray:
+    """sRGB's transfer curve, linear to perceptual (IEC 61966-2-1), as babl applies it."""
+    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1 / 2.4) - 0.055)
+
+
+def _from_srgb(v: np.ndarray) -> np.ndarray:
+    """sRGB's transfer curve, perceptual to linear."""
+    return np.where(v <= 0.04045, v / 12.92, np.power((v + 0.055) / 1.055, 2.4))
+
+
+@pytest.mark.parametrize("precision", ["u8-linear", "u8-non-linear", "u8-perceptual",
+                                       "u16-linear", "u16-non-linear"])
+def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> None:
+    """The plug-in reads a layer in a perceptual (R'G'B') format and writes the result back in
+    it; babl converts a linear layer's levels there and back. An 8-bit linear layer travelled as
+    8-bit R'G'B', which has fewer levels in the highlights: 73 of its 256 levels came back as a
+    neighbour (Scale this image at an unchanged size altered the picture, and upscaled highlights
+    came back combed); a 16-bit linear one lost levels the same way."""
+    fmt = client.pixel_format(False, False, precision)
+    peak = 255 if precision.startswith("u8") else 65535
+    levels = np.arange(peak + 1)
+    linear = precision.partition("-")[2] == "linear"
+    sent = _to_srgb(levels / peak) if linear else levels / peak
+    if fmt.dtype == "f32":
+        sent = sent.astype(np.float32).astype(np.float64)
+    else:  # an integer format holds its own levels only
+        top = {"u8": 255, "u16": 65535}[fmt.dtype]
+        sent = np.round(sent * top) / top
+    back = np.round((_from_srgb(sent) if linear else sent) * peak)
+    assert np.array_equal(back, levels), f"{np.count_nonzero(back != levels)} levels changed"
+
+
+# -- GIMP: the worker record and a worker that stops reading ---------------------------------------
+
+@pytest.mark.parametrize("value", [123, None, ["/usr/bin/python3"], "", "  "])
+def test_a_worker_record_without_a_python_path_is_one_line(tmp_path: Path, value: object) -> None:
+    """A drcn-worker.json edited by hand to a number, null or a list made the plug-in fail with
+    a TypeError traceback ('expected str, bytes or os.PathLike object, not int'); an empty path
+    read as 'the DRCN worker's Python  does not exist'."""
+    (tmp_path / client.CONFIG_NAME).write_text(json.dumps({"python": value}))
+    for environ in ({}, {"FLATPAK_ID": "org.gimp.GIMP"}):
+        with pytest.raises(client.WorkerError) as e:
+            client.worker_command(tmp_path, environ)
+        assert f'names no Python for the worker ("python": {json.dumps(value)})' in str(e.value)
+        assert "drcn gimp install" in str(e.value)
+
+
+def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker wedged before it reads the pixels (a GPU driver hanging in its first call, a
+    stopped process) left the plug-in blocked in its write for good, past the silence timeout
+    that covers the rest of a run: GIMP's progress bar stood still until the user cancelled."""
+    monkeypatch.setattr(client, "SILENCE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(client, "STOP_GRACE_S", 0.5)
+    worker = client.Worker([sys.executable, "-c", "import time\nprint('ready 1', flush=True)\n"
+                            "time.sleep(60)"], env=ENV)
+    worker.start()
+    errors: list[str] = []
+
+    def run() -> None:  # more than a pipe holds, so a plain write blocks
+        try:
+            worker.upscale(bytes(3 << 20), 1024, 1024, client.PixelFormat("t", "u8", 3), 2.0, {})
+        except client.WorkerError as e:
+            errors.append(str(e))
+
+    call = threading.Thread(target=run, daemon=True)
+    call.start()
+    call.join(60)  # a guard against the hang, not a timing check
+    worker.close(graceful=False)
+    assert errors and "did not answer for 0 s during run and was stopped" in errors[0]
