@@ -85,3 +85,22 @@ def test_a_float_image_outside_0_to_1_is_refused_as_training_reads_it(tmp_path: 
     with pytest.raises(BadImageError, match=r"^\S+hdr\.tif: the float values span 2\.\.2; "
                                             "training, like scoring, reads float images as 0..1$"):
         train(tiny(data, tmp_path / "run"))
+
+
+def test_a_run_whose_data_moved_resumes_from_the_new_place(t12: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A resume read only its run's folders: once they were moved (or the run was taken to
+    another machine), --data was ignored and the run could not go on."""
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    straight = train(tiny(data, tmp_path / "straight", steps=8))
+    train(tiny(data, tmp_path / "run", steps=8, stop_at=4))
+    moved = data.rename(tmp_path / "moved")
+    log = train(tiny(moved, tmp_path / "run", steps=8), resume=True, given={"data"})
+    assert f"the run's --data {data} no longer exists: reading {moved} instead" in caplog.text
+    assert "ignored" not in caplog.text and "data changed" not in caplog.text, caplog.text
+    assert log["config"]["data"] == [str(moved)] and log["sha256"] == straight["sha256"]
+    other = tmp_path / "other"
+    shutil.copytree(moved, other)  # the run's folder is there: another one is still ignored
+    train(tiny(other, tmp_path / "run", steps=8), resume=True, given={"data"})
+    assert "ignored: --data" in caplog.text

@@ -18,9 +18,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
 from ..errors import CheckpointError, DRCNError, one_line, reason
+from ..hub import names_a_path
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import MAX_STEPS, TrainConfig, default_of, flag_of, rooted
+from .config import FOLDER_OPTIONS, MAX_STEPS, TrainConfig, default_of, flag_of, rooted
 from .runfolder import resume_point
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ PER_SESSION = ("stop_at", "out", "curves", "device")
 # Options a resume takes from its command line when given there: the peak learning rate, lowered
 # to go on from a run that diverged (the trainer rescales its schedule and records the change).
 RESUME_OVERRIDES = ("lr",)
+# Inputs a resume reads from where its command line says when the run's own are gone (a moved
+# folder, another machine); the trainer names training images that differ from the run's.
+MOVABLE = (*FOLDER_OPTIONS, "baseline", "teacher")
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -185,16 +189,35 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead
     asked = (lambda f: f.name in given) if given is not None else \
         (lambda f: getattr(cfg, f.name) != default_of(f))
-    ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
-               and f.name not in RESUME_OVERRIDES and asked(f)
+    differs = [f for f in fields(TrainConfig) if f.name not in PER_SESSION and asked(f)
                and getattr(this, f.name) != getattr(found, f.name)]
+    moved = [f.name for f in differs if f.name in MOVABLE and _gone(f.name, getattr(found, f.name))]
+    for f in differs:
+        if f.name in moved:
+            logger.warning("the run's %s %s no longer exists: reading %s instead", flag_of(f),
+                           _shown(found, f.name), _shown(this, f.name))
+    ignored = [flag_of(f) for f in differs if f.name not in (*RESUME_OVERRIDES, *moved)]
     if ignored:
         logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
     if not os.path.samefile(start, here):
         saved = found
     taken = [f.name for f in fields(TrainConfig) if f.name in PER_SESSION
              or (f.name in RESUME_OVERRIDES and asked(f))]
-    return replace(saved, **{name: getattr(cfg, name) for name in taken}), start
+    return replace(saved, **{name: getattr(cfg, name) for name in taken},
+                   **{name: getattr(this, name) for name in moved}), start
+
+
+def _gone(name: str, value: str | list[str]) -> bool:
+    """Whether an input option of a run (rooted: folders, or a model spec) names a path that no
+    longer exists."""
+    return any(p and (name in FOLDER_OPTIONS or names_a_path(p)) and not os.path.exists(p)
+               for p in (value if isinstance(value, list) else [value]))
+
+
+def _shown(cfg: TrainConfig, name: str) -> str:
+    """An input option's value for a message: its paths, comma-separated."""
+    value = getattr(cfg, name)
+    return ", ".join(value) if isinstance(value, list) else value
 
 
 def resume_draws(gen: torch.Generator, state: torch.Tensor, seed: int) -> None:

@@ -69,8 +69,8 @@ class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in the model card."""
 
     data: list[str] = option([], "training image folder (repeat for several; one given twice "
-                             "counts twice, with its own draws; a resume reads its run's)",
-                             card="always")
+                             "counts twice, with its own draws; a resume reads its run's, or "
+                             "these once its are gone)", card="always")
     out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
                       card="never")
     scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",
