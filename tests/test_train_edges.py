@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import random_rgb, tiny
 
-from drcn_plugin.errors import BadImageError, CheckpointError, ModelLoadError
+from drcn_plugin.errors import BadImageError, CheckpointError, DistributedError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,3 +104,20 @@ def test_a_run_whose_data_moved_resumes_from_the_new_place(t12: Path, tmp_path: 
     shutil.copytree(moved, other)  # the run's folder is there: another one is still ignored
     train(tiny(other, tmp_path / "run", steps=8), resume=True, given={"data"})
     assert "ignored: --data" in caplog.text
+
+
+def test_a_resume_on_processes_its_batch_does_not_split_over_says_what_to_change(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume keeps its run's batch (another --batch is ignored), so 'invalid value for
+    --batch' sent the user to an option the resume then ignored."""
+    from drcn_plugin.devices import Dist
+    from drcn_plugin.training import trainer
+    from drcn_plugin.training.checkpoint import load_checkpoint
+
+    train(tiny(t12, tmp_path, steps=8, stop_at=4))  # batch 16, one process
+    monkeypatch.setattr(trainer, "join_torchrun",
+                        lambda device: (Dist(rank=0, world=3), torch.device("cpu")))
+    cfg = tiny(t12, tmp_path, steps=8)
+    with pytest.raises(DistributedError, match="the run's batch 16 does not split over 3 "
+                       "processes: resume it with a number of processes that divides 16"):
+        trainer.Trainer(cfg, load_checkpoint(tmp_path / "last.pt", cfg), None)

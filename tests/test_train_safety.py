@@ -76,6 +76,15 @@ def test_a_diverged_run_goes_on_from_its_checkpoint_with_a_lower_learning_rate(
     assert "--lr 0.002" in card and "--stop-at 4\ndrcn train --resume --lr 0.0002\n" in card, card
 
 
+def test_a_new_rate_for_a_run_with_no_steps_left_is_not_recorded(
+        t12: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    train(tiny(t12, tmp_path, steps=4))
+    with caplog.at_level(logging.WARNING):
+        log = train(tiny(t12, tmp_path, steps=4, lr=1e-4), resume=True)  # exports again
+    assert "the new learning rate is ignored: the run has no steps left" in caplog.text
+    assert log["config"]["lr"] == 2e-3 and not [r for r in log["history"] if r.get("event") == "lr"]
+
+
 def test_the_divergence_line_names_the_options_to_go_on_with(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     common = ["train", "--out", str(tmp_path), "--no-curves"]

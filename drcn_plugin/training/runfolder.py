@@ -121,7 +121,7 @@ def resume_point(out: Path) -> Path | None:
     """The checkpoint ``--resume`` continues from: ``last.pt``, else ``best.pt`` (a disk that
     fills at a run's first validation leaves only it, holding the state ``last.pt`` was to hold),
     else None."""
-    return next((p for p in (out / "last.pt", out / "best.pt") if p.is_file()), None)
+    return next((p for p in (out / "last.pt", out / "best.pt") if p.exists()), None)
 
 
 def what_is_left(out: Path) -> str:

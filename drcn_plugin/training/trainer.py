@@ -29,6 +29,7 @@ from ..devices import device_name, is_out_of_memory, join_torchrun, synchronize
 from ..errors import (
     BadOptionError,
     CheckpointError,
+    DistributedError,
     DivergedError,
     ModelLoadError,
     OutOfMemoryError,
@@ -99,6 +100,10 @@ class Trainer:
             logger.warning(line)
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
         self.dist, self.device = join_torchrun(cfg.device)
+        if cfg.batch % self.dist.world and ckpt is not None:  # its batch is the run's
+            raise DistributedError(f"the run's batch {cfg.batch} does not split over "
+                                   f"{self.dist.world} processes: resume it with a number of "
+                                   f"processes that divides {cfg.batch}")
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
                                  "processes", option="batch")
