@@ -55,6 +55,18 @@ class TrainingError(DRCNError):
     """A training run that cannot go on (its loss, weights or optimizer state went non-finite)."""
 
 
+class DivergedError(TrainingError):
+    """A run whose loss or state went non-finite; ``rate`` is a lower peak learning rate to try,
+    and ``resumable`` says whether a checkpoint of the run is kept to go on from with it."""
+
+    def __init__(self, message: str, rate: float = 0.0, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.rate, self.resumable = rate, resumable
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.rate, self.resumable)
+
+
 class DistributedError(DRCNError):
     """A torchrun job this process cannot join (its environment is incomplete), or whose other
     processes stopped or cannot be reached."""

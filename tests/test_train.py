@@ -311,8 +311,8 @@ def test_resume_names_the_options_it_ignores(t12: Path, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     train(tiny(t12, tmp_path, steps=8, stop_at=4))
     with caplog.at_level(logging.WARNING):
-        train(tiny(t12, tmp_path, steps=8, lr=5e-3), resume=True)
-    assert "ignored: --lr" in caplog.text and "--steps" not in caplog.text
+        train(tiny(t12, tmp_path, steps=8, weight_decay=1e-3), resume=True)
+    assert "ignored: --weight-decay" in caplog.text and "--steps" not in caplog.text
 
 
 def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path,
@@ -321,11 +321,11 @@ def test_a_resume_names_an_option_typed_at_its_default(t12: Path, tmp_path: Path
               "2", "--patch", "32", "--stride", "64", "--batch", "4", "--device", "cpu",
               "--no-curves", "--val-every", "0", "--steps", "4"]
     runner = CliRunner()
-    assert runner.invoke(app, [*common, "--lr", "1e-3", "--stop-at", "2"]).exit_code == 0
-    with caplog.at_level(logging.WARNING):  # 5e-4 is --lr's default; seed 0 is the run's
-        r = runner.invoke(app, [*common, "--resume", "--lr", "5e-4", "--seed", "0"])
+    assert runner.invoke(app, [*common, "--weight-decay", "1e-3", "--stop-at", "2"]).exit_code == 0
+    with caplog.at_level(logging.WARNING):  # 1e-4 is --weight-decay's default; seed 0 the run's
+        r = runner.invoke(app, [*common, "--resume", "--weight-decay", "1e-4", "--seed", "0"])
     assert r.exit_code == 0, r.output
-    assert "ignored: --lr" in caplog.text and "--seed" not in caplog.text
+    assert "ignored: --weight-decay" in caplog.text and "--seed" not in caplog.text
 
 
 def test_a_resume_need_not_repeat_the_recipe(t12: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import random_rgb, tiny
 
-from drcn_plugin.errors import BadImageError, CheckpointError, ModelLoadError
+from drcn_plugin.errors import BadImageError, CheckpointError, DistributedError, ModelLoadError
 from drcn_plugin.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,3 +85,39 @@ def test_a_float_image_outside_0_to_1_is_refused_as_training_reads_it(tmp_path: 
     with pytest.raises(BadImageError, match=r"^\S+hdr\.tif: the float values span 2\.\.2; "
                                             "training, like scoring, reads float images as 0..1$"):
         train(tiny(data, tmp_path / "run"))
+
+
+def test_a_run_whose_data_moved_resumes_from_the_new_place(t12: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A resume read only its run's folders: once they were moved (or the run was taken to
+    another machine), --data was ignored and the run could not go on."""
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    straight = train(tiny(data, tmp_path / "straight", steps=8))
+    train(tiny(data, tmp_path / "run", steps=8, stop_at=4))
+    moved = data.rename(tmp_path / "moved")
+    log = train(tiny(moved, tmp_path / "run", steps=8), resume=True, given={"data"})
+    assert f"the run's --data {data} no longer exists: reading {moved} instead" in caplog.text
+    assert "ignored" not in caplog.text and "data changed" not in caplog.text, caplog.text
+    assert log["config"]["data"] == [str(moved)] and log["sha256"] == straight["sha256"]
+    other = tmp_path / "other"
+    shutil.copytree(moved, other)  # the run's folder is there: another one is still ignored
+    train(tiny(other, tmp_path / "run", steps=8), resume=True, given={"data"})
+    assert "ignored: --data" in caplog.text
+
+
+def test_a_resume_on_processes_its_batch_does_not_split_over_says_what_to_change(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume keeps its run's batch (another --batch is ignored), so 'invalid value for
+    --batch' sent the user to an option the resume then ignored."""
+    from drcn_plugin.devices import Dist
+    from drcn_plugin.training import trainer
+    from drcn_plugin.training.checkpoint import load_checkpoint
+
+    train(tiny(t12, tmp_path, steps=8, stop_at=4))  # batch 16, one process
+    monkeypatch.setattr(trainer, "join_torchrun",
+                        lambda device: (Dist(rank=0, world=3), torch.device("cpu")))
+    cfg = tiny(t12, tmp_path, steps=8)
+    with pytest.raises(DistributedError, match="the run's batch 16 does not split over 3 "
+                       "processes: resume it with a number of processes that divides 16"):
+        trainer.Trainer(cfg, load_checkpoint(tmp_path / "last.pt", cfg), None)

@@ -3,6 +3,7 @@ with one line and the last good checkpoint kept."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -15,8 +16,9 @@ from helpers import tiny
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.errors import CheckpointError, DiskFullError, TrainingError
+from drcn_plugin.errors import CheckpointError, DiskFullError, DivergedError, TrainingError
 from drcn_plugin.training import checkpoint, trainer
+from drcn_plugin.training.recipe import lr_factor
 from drcn_plugin.training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,20 +40,69 @@ def _poisoned_at(step: int, stop: bool) -> object:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_stop_after_the_weights_went_nan_keeps_the_good_checkpoint(
-        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny(t12, tmp_path, steps=40, stop_at=4)
-    train(cfg)  # a good last.pt at step 4
+def test_a_diverged_run_goes_on_from_its_checkpoint_with_a_lower_learning_rate(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A stop as the weights go NaN keeps the good checkpoint, and a resume given a lower peak
+    rate trains on with it: the schedule is the one a run started with that rate has from the
+    resumed step, recorded in the checkpoint, the log's history and the model card."""
+    train(tiny(t12, tmp_path, steps=40, stop_at=4))  # a good last.pt at step 4, peak rate 2e-3
     before = (tmp_path / "last.pt").read_bytes()
     monkeypatch.setattr(Trainer, "_train_step", _poisoned_at(7, stop=True))
-    with pytest.raises(TrainingError) as e:
+    with pytest.raises(DivergedError) as e:
         train(tiny(t12, tmp_path, steps=40), resume=True)
     assert (tmp_path / "last.pt").read_bytes() == before  # not NaN weights over the good ones
     said = str(e.value)
-    assert "diverged" in said and "by step 7" in said and "lower learning rate" in said, said
-    assert f"{tmp_path / 'last.pt'} (step 4) is kept" in said, said
+    assert "diverged" in said and "by step 7" in said, said
+    assert f"the checkpoint of step 4 is kept in {tmp_path}: resume it with a lower learning " \
+        "rate, such as 0.0002" in said, said
+    assert e.value.resumable and e.value.rate == pytest.approx(2e-4)
     monkeypatch.setattr(Trainer, "_train_step", _step)
-    assert train(tiny(t12, tmp_path, steps=40, stop_at=8), resume=True)["stopped_at"] == 8
+    with caplog.at_level(logging.WARNING):
+        resumed = train(tiny(t12, tmp_path, steps=40, lr=2e-4, stop_at=8), resume=True)
+    assert resumed["stopped_at"] == 8 and "ignored" not in caplog.text, caplog.text
+    assert "learning rate 0.0002 from step 4 on (was 0.002)" in caplog.text, caplog.text
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    rate = 2e-4 * lr_factor(tiny(t12, tmp_path), 8, 40)  # the rate such a run has at step 8
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([rate] * 2)
+    assert state["scheduler"]["base_lrs"] == [2e-4] * 2 and state["config"]["lr"] == 2e-4
+    assert [r for r in state["history"] if "loss" in r][-1]["lr"] == pytest.approx(rate)
+    change = [r for r in state["history"] if r.get("event") == "lr"]
+    assert [(r["step"], r["peak_lr"], r["was"]) for r in change] == [(4, 2e-4, 2e-3)]
+    log = train(tiny(t12, tmp_path, steps=40, lr=2e-4), resume=True)  # on to the end
+    assert log["config"]["lr"] == 2e-4
+    card = (tmp_path / f"{log['weights'].removesuffix('.safetensors')}.md").read_text()
+    assert "learning rate 0.002, 0.0002 from step 4, cosine schedule" in card, card
+    assert "--lr 0.002" in card and "--stop-at 4\ndrcn train --resume --lr 0.0002\n" in card, card
+
+
+def test_a_new_rate_for_a_run_with_no_steps_left_is_not_recorded(
+        t12: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    train(tiny(t12, tmp_path, steps=4))
+    with caplog.at_level(logging.WARNING):
+        log = train(tiny(t12, tmp_path, steps=4, lr=1e-4), resume=True)  # exports again
+    assert "the new learning rate is ignored: the run has no steps left" in caplog.text
+    assert log["config"]["lr"] == 2e-3 and not [r for r in log["history"] if r.get("event") == "lr"]
+
+
+def test_the_divergence_line_names_the_options_to_go_on_with(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    common = ["train", "--out", str(tmp_path), "--no-curves"]
+    recipe = ["--data", str(t12), "-s", "3", "-F", "4", "-D", "2", "--patch", "32", "--stride",
+              "64", "--batch", "4", "--device", "cpu", "--val-every", "0", "--steps", "40",
+              "--warmup", "1", "--lr", "1e-3"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, *recipe, "--stop-at", "3"]).exit_code == 0
+    monkeypatch.setattr(Trainer, "_train_step", _poisoned_at(5, stop=False))
+    r = runner.invoke(app, [*common, "--resume", "--stop-at", "6"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "the checkpoint of step 3 is kept" in r.output, r.output
+    assert f"(drcn train --resume --out {tmp_path} --lr 0.0001)" in r.output, r.output
+    monkeypatch.setattr(Trainer, "_train_step", _step)
+    r = runner.invoke(app, [*common, "--resume", "--lr", "1e-4", "--stop-at", "6"])
+    assert r.exit_code == 0 and "stopped at step 6" in r.output, r.output
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["scheduler"]["base_lrs"] == [1e-4] * 2 and state["config"]["lr"] == 1e-4
 
 
 @pytest.mark.parametrize("kind", ["stop_at", "end", "validation"])
@@ -80,6 +131,7 @@ def test_the_loss_and_the_weights_end_the_run_with_the_same_line(t12: Path,
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "training diverged: the loss became nan" in lines[0], r.output
     assert "no checkpoint was written" in lines[0] and "lower learning rate" in lines[0]
+    assert lines[0].endswith("such as 100 (the same command with --lr 100)"), lines[0]
 
 
 def test_a_checkpoint_holding_nan_weights_is_not_resumed(t12: Path, tmp_path: Path) -> None:
@@ -112,6 +164,33 @@ def test_a_disk_that_fills_between_the_two_checkpoints_of_a_best_loses_no_best(
     best, last = (torch.load(tmp_path / name, weights_only=True) for name in ("best.pt", "last.pt"))
     assert (best["step"], best["best"]) == (4, 4.0)  # the new best's weights are kept
     assert last["best"] <= best["best"]  # and the resume, from step 2, reaches it again
+
+
+def test_a_disk_that_fills_at_the_first_validation_leaves_a_run_to_resume(
+        t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """best.pt is written before last.pt: a full disk between the two at the first validation
+    left best.pt alone, which --resume did not read and a new run refused without --overwrite."""
+    monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
+    whole = train(tiny(t12, tmp_path / "whole", steps=8, val_every=4))  # never interrupted
+
+    def no_room_for_last(path: Path, state: dict) -> None:
+        if path.name == "last.pt":
+            raise DiskFullError(f"disk full while writing {path}; nothing was written")
+        checkpoint.save_state(path, state)
+
+    monkeypatch.setattr(trainer, "save_state", no_room_for_last)
+    run = tmp_path / "run"
+    cfg = tiny(t12, run, steps=8, val_every=4)
+    with pytest.raises(DiskFullError, match="--resume continues from its last checkpoint"):
+        train(cfg)
+    assert (run / "best.pt").is_file() and not (run / "last.pt").exists()
+    monkeypatch.setattr(trainer, "save_state", checkpoint.save_state)  # room again
+    with caplog.at_level(logging.WARNING):
+        log = train(cfg, resume=True)
+    assert f"{run / 'last.pt'} is missing: resuming from " \
+        f"{run / 'best.pt'} (step 4)" in caplog.text, caplog.text
+    assert log["sha256"] == whole["sha256"]  # the same weights as the run never interrupted
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

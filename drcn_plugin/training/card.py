@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .config import TrainConfig, command_line
+
+
+def _lr_changes(history: list[dict]) -> list[tuple[int, float]]:
+    """The peak learning rates a run trained with, each with the step it took over from: the
+    first run's, then each resume's ``--lr`` (several at one step: the last one trained)."""
+    changes = [r for r in history if r.get("event") == "lr"]
+    rates = [(0, changes[0]["was"])] if changes else []
+    for r in changes:
+        if rates[-1][0] == r["step"]:
+            rates.pop()
+        if not rates or rates[-1][1] != r["peak_lr"]:
+            rates.append((r["step"], r["peak_lr"]))
+    return rates
+
+
+def _reproduce(c: TrainConfig, steps: int, rates: list[tuple[int, float]]) -> list[str]:
+    """The commands that train the run again: one, or where a resume changed the learning
+    rate, one up to each change and a resume with its rate."""
+    if len(rates) < 2:
+        return [command_line(c, steps)]
+    ends = [step for step, _ in rates[1:]] + [0]
+    return [command_line(replace(c, lr=rates[0][1]), steps, ends[0])] + \
+        [f"drcn train --resume --lr {lr:g}" + (f" --stop-at {end}" if end else "")
+         for (_, lr), end in zip(rates[1:], ends[1:], strict=True)]
 
 
 def model_card(log: dict) -> str:
@@ -31,6 +56,9 @@ def model_card(log: dict) -> str:
     init = f"initialised from `{c.init}`" if c.init else \
         "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
     names = ", ".join(f"`{Path(d).name}`" for d in c.data)
+    rates = _lr_changes(log["history"])
+    lr = ", ".join([f"{rates[0][1]:g}"] + [f"{r:g} from step {s:,}" for s, r in rates[1:]]) \
+        if len(rates) > 1 else f"{c.lr:g}"
     return "\n".join([
         f"# {c.export_name()}",
         "",
@@ -46,7 +74,7 @@ def model_card(log: dict) -> str:
          f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
          f"flips and transposes{degrade}"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
-        (f"- optimiser: {c.optimizer}, learning rate {c.lr:g}, {c.schedule} schedule, "
+        (f"- optimiser: {c.optimizer}, learning rate {lr}, {c.schedule} schedule, "
          f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
          f"{init}" + (f"; exported: the moving average of the weights (decay {c.ema:g})"
                       if c.ema else "")),
@@ -61,7 +89,7 @@ def model_card(log: dict) -> str:
         "",
         "## Reproduce",
         "```",
-        command_line(c, log["step"]),
+        *_reproduce(c, log["step"], rates),
         "```",
         "",
     ])

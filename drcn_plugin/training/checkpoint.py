@@ -18,9 +18,11 @@ from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
 from ..errors import CheckpointError, DRCNError, one_line, reason
+from ..hub import names_a_path
 from ..model import DRCN
 from ..writing import atomic_write_bytes
-from .config import MAX_STEPS, TrainConfig, default_of, flag_of, rooted
+from .config import FOLDER_OPTIONS, MAX_STEPS, TrainConfig, default_of, flag_of, rooted
+from .runfolder import resume_point
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "drcn-train-checkpoint-1"
@@ -29,6 +31,12 @@ _STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model",
                "scheduler", "rng")
 # Options a resumed run takes from its command line, not from the checkpoint.
 PER_SESSION = ("stop_at", "out", "curves", "device")
+# Options a resume takes from its command line when given there: the peak learning rate, lowered
+# to go on from a run that diverged (the trainer rescales its schedule and records the change).
+RESUME_OVERRIDES = ("lr",)
+# Inputs a resume reads from where its command line says when the run's own are gone (a moved
+# folder, another machine); the trainer names training images that differ from the run's.
+MOVABLE = (*FOLDER_OPTIONS, "baseline", "teacher")
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -115,6 +123,17 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
     return ckpt
 
 
+def load_resume_point(out: Path, cfg: TrainConfig, given: Collection[str] | None = None) -> dict:
+    """The checkpoint a resume continues from (:func:`resume_point`), loaded as
+    :func:`load_checkpoint` does; one read from ``best.pt`` is named in a warning."""
+    path = resume_point(out) or out / "last.pt"
+    ckpt = load_checkpoint(path, cfg, given)
+    if path.name != "last.pt":
+        logger.warning("%s is missing: resuming from %s (step %d)", out / "last.pt", path,
+                       ckpt["step"])
+    return ckpt
+
+
 def _failed_checksum(path: Path) -> str | None:
     """The first entry of a checkpoint (a zip, as ``torch.save`` writes) whose bytes no longer
     match the CRC stored beside them, or None: a flipped bit in a weight would otherwise resume
@@ -154,9 +173,9 @@ def _refuse_newer(path: Path, number: int | None, writer: object = None) -> None
 
 def resumed_config(ckpt: dict, cfg: TrainConfig,
                    given: Collection[str] | None = None) -> tuple[TrainConfig, str]:
-    """The checkpoint's recipe with this session's :data:`PER_SESSION` options, and the folder
-    its relative paths are found from; warns of the other options given here that differ from
-    it (they are ignored).
+    """The checkpoint's recipe with this session's :data:`PER_SESSION` options and the
+    :data:`RESUME_OVERRIDES` given here, and the folder its relative paths are found from; warns
+    of the other options given here that differ from it (they are ignored).
 
     A run resumed from another working directory reads what its start read: relative paths are
     taken from the start's folder (while it exists). ``given`` names the options the user gave
@@ -170,13 +189,49 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead
     asked = (lambda f: f.name in given) if given is not None else \
         (lambda f: getattr(cfg, f.name) != default_of(f))
-    ignored = [flag_of(f) for f in fields(TrainConfig) if f.name not in PER_SESSION
-               and asked(f) and getattr(this, f.name) != getattr(found, f.name)]
+    differs = [f for f in fields(TrainConfig) if f.name not in PER_SESSION and asked(f)
+               and getattr(this, f.name) != getattr(found, f.name)]
+    moved = [f.name for f in differs if f.name in MOVABLE and _gone(f.name, getattr(found, f.name))]
+    for f in differs:
+        if f.name in moved:
+            logger.warning("the run's %s %s no longer exists: reading %s instead", flag_of(f),
+                           _shown(found, f.name), _shown(this, f.name))
+    ignored = [flag_of(f) for f in differs if f.name not in (*RESUME_OVERRIDES, *moved)]
     if ignored:
         logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
     if not os.path.samefile(start, here):
         saved = found
-    return replace(saved, **{name: getattr(cfg, name) for name in PER_SESSION}), start
+    taken = [f.name for f in fields(TrainConfig) if f.name in PER_SESSION
+             or (f.name in RESUME_OVERRIDES and asked(f))]
+    return replace(saved, **{name: getattr(cfg, name) for name in taken},
+                   **{name: getattr(this, name) for name in moved}), start
+
+
+def _gone(name: str, value: str | list[str]) -> bool:
+    """Whether an input option of a run (rooted: folders, or a model spec) names a path that no
+    longer exists."""
+    return any(p and (name in FOLDER_OPTIONS or names_a_path(p)) and not os.path.exists(p)
+               for p in (value if isinstance(value, list) else [value]))
+
+
+def _shown(cfg: TrainConfig, name: str) -> str:
+    """An input option's value for a message: its paths, comma-separated."""
+    value = getattr(cfg, name)
+    return ", ".join(value) if isinstance(value, list) else value
+
+
+def resume_draws(gen: torch.Generator, state: torch.Tensor, seed: int) -> None:
+    """Continue a checkpoint's batch draws in ``gen``; the state of another kind of device (its
+    generator's state has another shape) restarts them from ``seed`` instead, with a warning."""
+    ours = gen.get_state()
+    if not (isinstance(state, torch.Tensor) and state.dtype == ours.dtype
+            and state.shape != ours.shape):
+        gen.set_state(state)
+        return
+    gen.manual_seed(seed)
+    logger.warning("the checkpoint holds the random state of another kind of device than %s: "
+                   "batches are drawn afresh, so the resumed run differs from an "
+                   "uninterrupted one", gen.device.type)
 
 
 def stop_reached(ckpt: dict | None, cfg: TrainConfig) -> dict | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shlex
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from ..devices import Dist
-from ..errors import EMPTY_PATH, BadOptionError, OutputExistsError
+from ..errors import EMPTY_PATH, BadOptionError, DivergedError, OutputExistsError
 from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
@@ -24,6 +25,7 @@ from ..terminal import (
     user_errors,
 )
 from .config import MODEL_OPTIONS, TrainConfig, check_options, default_of, flag_of
+from .runfolder import resume_point
 
 app = typer.Typer()
 
@@ -77,7 +79,8 @@ def given_options(ctx: typer.Context, options: dict[str, Any]) -> set[str]:
 @_with_config_options
 def train_cmd(
     ctx: typer.Context,
-    resume: Annotated[bool, typer.Option(help="continue OUT/last.pt exactly")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="continue the run in OUT exactly (its last checkpoint), or with a new --lr")] = False,
     overwrite: Annotated[bool, typer.Option(
         help="start over in an OUT that holds a run (its checkpoints and log are removed)")]
     = False,
@@ -92,7 +95,7 @@ def train_cmd(
         _train(ctx, resume, overwrite, options)
     except KeyboardInterrupt:
         print_error("interrupted: " + ("--resume continues from the last checkpoint"
-                                       if (out / "last.pt").exists() else
+                                       if resume_point(out) is not None else
                                        "no checkpoint was written yet"))
         raise typer.Exit(stopped_status()) from None
 
@@ -112,7 +115,12 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
         check_options(cfg, resume, given)  # before the progress bar appears
         out = Path(cfg.out)
         with TrainProgress(console, enabled=Dist.from_env().main) as bar:
-            log = train(cfg, resume, bar.update, overwrite, given)
+            try:
+                log = train(cfg, resume, bar.update, overwrite, given)
+            except DivergedError as e:  # its advice in this command's options
+                again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {e.rate:g}" \
+                    if e.resumable else f"the same command with --lr {e.rate:g}"
+                raise DivergedError(f"{e} ({again})", e.rate, e.resumable) from None
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,

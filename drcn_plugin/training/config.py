@@ -69,8 +69,8 @@ class TrainConfig:
     """Everything that defines a run; stored in every checkpoint and in the model card."""
 
     data: list[str] = option([], "training image folder (repeat for several; one given twice "
-                             "counts twice, with its own draws; a resume reads its run's)",
-                             card="always")
+                             "counts twice, with its own draws; a resume reads its run's, or "
+                             "these once its are gone)", card="always")
     out: str = option("runs/drcn", "run folder: checkpoints, log, exported weights",
                       card="never")
     scales: list[int] = option([2, 3, 4], "repeat for multi-scale", flag="--scale", short="-s",
@@ -86,7 +86,8 @@ class TrainConfig:
     minutes: float = option(0.0, "> 0: fit the step count to this training time", card="never")
     optimizer: Optimizer = option("adam", "adam (AdamW, decoupled weight decay) or sgd (paper: "
                                           "sgd, lr 0.01, step)")
-    lr: float = option(5e-4, "peak learning rate")
+    lr: float = option(5e-4, "peak learning rate (with --resume: the new peak from the "
+                       "checkpoint's step on)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(1e-4, "weight decay (paper: 1e-4)")
     schedule: Schedule = option("cosine", "cosine, step or constant")
@@ -268,13 +269,15 @@ def _words(f: Field, value: Any) -> list[str]:
     return [f"{flag} {text(v)}" for v in values]
 
 
-def command_line(cfg: TrainConfig, steps: int) -> str:
-    """The ``drcn train`` command that repeats ``cfg`` for a fixed number of steps."""
+def command_line(cfg: TrainConfig, steps: int, stop_at: int = 0) -> str:
+    """The ``drcn train`` command that repeats ``cfg`` for a fixed number of steps (stopping
+    resumably after ``stop_at``, when given)."""
     cfg, default = replace(cfg, steps=steps), TrainConfig()
     always = [f for f in fields(TrainConfig) if f.metadata["card"] == "always"]
     changed = [f for f in fields(TrainConfig) if f.metadata["card"] == "changed"
                and getattr(cfg, f.name) != getattr(default, f.name)]
     parts = ["drcn train"] + [w for f in always + changed for w in _words(f, getattr(cfg, f.name))]
+    parts += [f"--stop-at {stop_at}"] if stop_at else []
     return " \\\n    ".join(textwrap.wrap(" ".join(parts), 90, break_long_words=False,
                                            break_on_hyphens=False))
 

@@ -85,3 +85,14 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+
+
+def set_peak_lr(sched: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
+    """Make ``lr`` a schedule's peak rate from its current step on: each step's rate becomes
+    ``lr`` times the schedule's factor there (warm-up, cosine or drops keep their shape), as in
+    a run started with it."""
+    sched.base_lrs = [lr] * len(sched.base_lrs)
+    rates = [lr * factor(sched.last_epoch) for factor in sched.lr_lambdas]
+    for group, rate in zip(sched.optimizer.param_groups, rates, strict=True):
+        group["initial_lr"], group["lr"] = lr, rate
+    sched.load_state_dict(sched.state_dict() | {"_last_lr": rates})  # what get_last_lr() says

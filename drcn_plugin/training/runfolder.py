@@ -117,10 +117,17 @@ def hold_run_folder(out: Path, job: Dist = _ALONE) -> Iterator[None]:
             raise
 
 
+def resume_point(out: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from: ``last.pt``, else ``best.pt`` (a disk that
+    fills at a run's first validation leaves only it, holding the state ``last.pt`` was to hold),
+    else None."""
+    return next((p for p in (out / "last.pt", out / "best.pt") if p.exists()), None)
+
+
 def what_is_left(out: Path) -> str:
     """What a run that stops early (a process of its torchrun job lost) leaves in ``out``: a
     checkpoint to resume from, or nothing yet."""
-    if (out / "last.pt").is_file():
+    if resume_point(out) is not None:
         return "the run stops; --resume continues from its last checkpoint"
     return "the run stops before its first checkpoint: start it again (nothing to resume)"
 

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,9 +29,10 @@ from ..devices import device_name, is_out_of_memory, join_torchrun, synchronize
 from ..errors import (
     BadOptionError,
     CheckpointError,
+    DistributedError,
+    DivergedError,
     ModelLoadError,
     OutOfMemoryError,
-    TrainingError,
     one_line,
 )
 from ..evaluation import read_dataset
@@ -42,8 +43,9 @@ from .card import model_card
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     export_safetensors,
-    load_checkpoint,
+    load_resume_point,
     non_finite,
+    resume_draws,
     resumed_config,
     save_state,
     stop_reached,
@@ -52,7 +54,15 @@ from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
 from .measurement import measured_export, validation
 from .memory import fitting_patches
-from .recipe import alpha_at, distilled_target, drcn_loss, init_weights, lr_factor, make_optimizer
+from .recipe import (
+    alpha_at,
+    distilled_target,
+    drcn_loss,
+    init_weights,
+    lr_factor,
+    make_optimizer,
+    set_peak_lr,
+)
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
 
 logger = logging.getLogger(__name__)
@@ -90,6 +100,10 @@ class Trainer:
             logger.warning(line)
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
         self.dist, self.device = join_torchrun(cfg.device)
+        if cfg.batch % self.dist.world and ckpt is not None:  # its batch is the run's
+            raise DistributedError(f"the run's batch {cfg.batch} does not split over "
+                                   f"{self.dist.world} processes: resume it with a number of "
+                                   f"processes that divides {cfg.batch}")
         if cfg.batch % self.dist.world:
             raise BadOptionError(f"batch {cfg.batch} does not split over {self.dist.world} "
                                  "processes", option="batch")
@@ -124,7 +138,7 @@ class Trainer:
                 self.model.load_state_dict(ckpt["model"])
                 self.opt.load_state_dict(ckpt["optimizer"])
                 self.sched.load_state_dict(ckpt["scheduler"])
-                self._resume_draws(ckpt["rng"], ckpt["step"])
+                resume_draws(self.gen, ckpt["rng"], cfg.seed + ckpt["step"])
                 if self.ema is not None:
                     self.ema.load_state_dict(ckpt["ema"])
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
@@ -132,7 +146,8 @@ class Trainer:
                                       f"({one_line(e)})") from e
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
             self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
-        self.saved = ckpt["step"] if ckpt is not None else None  # the step last.pt holds
+            self._take_lr(TrainConfig.from_dict(ckpt["config"]).lr)
+        self.saved = ckpt["step"] if ckpt is not None else None  # the kept checkpoint's step
         self.net = self.model
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -152,17 +167,22 @@ class Trainer:
         if overwrite and self.dist.main:
             clear_old_run(cfg)
 
-    def _resume_draws(self, state: torch.Tensor, step: int) -> None:
-        """Continue the checkpoint's batch draws; another device kind's state restarts them."""
-        ours = self.gen.get_state()
-        if not (isinstance(state, torch.Tensor) and state.dtype == ours.dtype
-                and state.shape != ours.shape):
-            self.gen.set_state(state)
+    def _take_lr(self, was: float) -> None:
+        """A resume given another ``--lr`` trains on with it as the schedule's peak rate from the
+        resumed step, a change the history (log, curves, card) records; a run with no steps
+        left keeps its rate."""
+        if self.cfg.lr == was:
             return
-        self.gen.manual_seed(self.cfg.seed + step)
-        logger.warning("the checkpoint holds the random state of another kind of device than %s: "
-                       "batches are drawn afresh, so the resumed run differs from an "
-                       "uninterrupted one", self.device.type)
+        if self.step >= (self.total or MAX_STEPS):
+            logger.warning("the new learning rate is ignored: the run has no steps left to train")
+            self.cfg = replace(self.cfg, lr=was)
+            return
+        set_peak_lr(self.sched, self.cfg.lr)
+        self.history.append({"step": self.step, "event": "lr", "peak_lr": self.cfg.lr, "was": was,
+                             "seconds": round(self.elapsed, 2)})
+        logger.warning("peak learning rate %g from step %d on (was %g); the %s schedule's rate "
+                       "there is %.3g", self.cfg.lr, self.step, was, self.cfg.schedule,
+                       self.sched.get_last_lr()[0])
 
     def _place(self, model: nn.Module) -> nn.Module:
         """Move a model to the training device (channels_last on CUDA, as batches are)."""
@@ -288,10 +308,12 @@ class Trainer:
             what = f"{part} became NaN or infinite"
         else:
             return
-        kept = f"{self.out / 'last.pt'} (step {self.saved}) is kept" \
-            if self.saved is not None else "no checkpoint was written"
-        raise TrainingError(f"training diverged: {what} by step {self.step}; {kept}: start "
-                            "over with a lower learning rate")
+        lower = self.cfg.lr / 10  # a tenth, as the step schedule's drops
+        then = (f"the checkpoint of step {self.saved} is kept in {self.out}: resume it with a "
+                "lower learning rate") if self.saved is not None else \
+            "no checkpoint was written: start over with a lower learning rate"
+        raise DivergedError(f"training diverged: {what} by step {self.step}; {then}, such as "
+                            f"{lower:g}", rate=lower, resumable=self.saved is not None)
 
     def _checkpoint(self, val: float | None) -> None:
         """Save ``last.pt`` (and ``best.pt`` at a new best ``val``), never from a diverged
@@ -406,7 +428,7 @@ def train(cfg: TrainConfig, resume: bool = False,
         job, _ = join_torchrun(cfg.device)  # the ranks meet before rank 0 takes the folder
         with left_behind(Path(cfg.out)), hold_run_folder(Path(cfg.out), job), \
                 job.warn_once(__package__):  # a process lost as the ranks meet there: one line
-            ckpt = load_checkpoint(Path(cfg.out) / "last.pt", cfg, given) if resume else None
+            ckpt = load_resume_point(Path(cfg.out), cfg, given) if resume else None
             return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
                                                       given).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
