@@ -7,6 +7,7 @@ bits."""
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from typing import BinaryIO
 
@@ -83,17 +84,18 @@ def transpose16(pixels: np.ndarray, method: Image.Transpose) -> np.ndarray:
 
 
 def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
-    """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it)
-    holding the 16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks
-    stay. The pixels are filtered and compressed a block of rows at a time, so that writing
-    takes little memory beside them."""
+    """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it,
+    of any size: only its chunks are kept) holding the 16-bit ``pixels`` instead, each row
+    Sub-filtered. The pixels are filtered and compressed a block of rows at a time, so that
+    writing takes little memory beside them."""
     encoded, idat = io.BytesIO(data), True
+    height, width = pixels.shape[:2]
     f.write(data[:8])  # the signature
     for kind, length in png_chunks(encoded):
         start = encoded.tell() - 8  # the chunk's start, before its length and type
         if kind == b"IHDR":
             head = encoded.read(length)
-            f.write(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
+            f.write(png_chunk(kind, struct.pack(">IIB", width, height, 16) + head[9:]))
         elif kind != b"IDAT":
             f.write(data[start:start + 12 + length])
         elif idat:  # the new pixel data where the old began

@@ -3,6 +3,7 @@ pixel depth, the result is written whole and right, or the file is refused in on
 
 from __future__ import annotations
 
+import io
 import signal
 import struct
 import tracemalloc
@@ -108,6 +109,51 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
     finally:
         tracemalloc.stop()
     assert peak < pixels.nbytes / 2, peak
+    assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
+        folder: Path) -> None:
+    """Its 8-bit stand-in was made through whole-image float32 copies (24 bytes an output pixel,
+    over a GiB at 48 MP) and compressed whole only for the chunks around its pixel data. Now
+    quantised a block of rows at a time, the chunks taken from a crop: the same chunks, in the
+    same order, as Pillow's 8-bit file with every option."""
+    from drcn_plugin.colourspace import icc_profile, with_chunks
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo, read_image
+    from drcn_plugin.misreads import png_chunks
+    from drcn_plugin.writing import atomic_save
+
+    y, x = np.mgrid[0:1000, 0:1500]
+    pixels = np.stack([x * 40, y * 60, (x + y) * 25, x * 13 + 9], axis=-1).astype(np.uint16)
+    text = PngInfo()
+    text.add_itxt("Title", "deep")
+    text.add(b"cICP", bytes([9, 16, 0, 1]))
+    exif = Image.Exif()
+    exif[0x0131] = "drcn"
+    options = {"icc_profile": icc_profile((.3127, .329, .64, .33, .3, .6, .15, .06), None),
+               "exif": exif.tobytes(), "dpi": (300, 300), "pnginfo": text}
+    hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
+    tracemalloc.start()
+    try:
+        image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+        atomic_save(image, folder / "deep.png", "PNG", colour_chunks=hdr, **options)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes, peak  # the 8-bit image (4 bytes a pixel) and row blocks
+
+    def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+        f = io.BytesIO(data)
+        return [(kind, f.read(length)) for kind, length in png_chunks(f)]
+
+    eight = io.BytesIO()
+    image.save(eight, format="PNG", **options)
+    want = chunks(with_chunks(eight.getvalue(), "PNG", hdr))
+    got = chunks((folder / "deep.png").read_bytes())
+    assert [c for c in got if c[0] != b"IDAT"] == [
+        (b"IHDR", struct.pack(">IIBBBBB", 1500, 1000, 16, 6, 0, 0, 0)),
+        *(c for c in want if c[0] not in (b"IHDR", b"IDAT"))]
     assert (read_image(folder / "deep.png")[0] == pixels).all()
 
 
