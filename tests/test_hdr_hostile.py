@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from helpers import random_rgb, upscale
+from helpers import hand_png, random_rgb, upscale
 from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
@@ -155,6 +155,25 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
         (b"IHDR", struct.pack(">IIBBBBB", 1500, 1000, 16, 6, 0, 0, 0)),
         *(c for c in want if c[0] not in (b"IHDR", b"IDAT"))]
     assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
+    """Its two 8-bit decodes (high bytes, low bytes) were joined through whole-image copies,
+    15 bytes a pixel of arrays for a 6-byte result. Now a block of rows at a time."""
+    from drcn_plugin.imagefile import read_image
+
+    y, x = np.mgrid[0:1000, 0:1500]
+    pixels = np.stack([x * 40, y * 60, (x + y) * 25], axis=-1).astype(np.uint16)
+    rows = np.zeros((1000, 1 + 1500 * 6), np.uint8)  # filter type 0 (none) before each row
+    rows[:, 1:] = pixels.astype(">u2").view(np.uint8).reshape(1000, -1)
+    (folder / "deep.png").write_bytes(hand_png((1500, 1000), 16, 2, rows.tobytes()))
+    tracemalloc.start()
+    try:
+        array = read_image(folder / "deep.png")[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (array == pixels).all() and peak < pixels.nbytes * 1.5, peak
 
 
 def _avif_pq_elsewhere(path: Path, where: str) -> None:
