@@ -149,12 +149,31 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
 
     eight = io.BytesIO()
     image.save(eight, format="PNG", **options)
-    want = chunks(with_chunks(eight.getvalue(), "PNG", hdr))
+    want = chunks(b"".join(with_chunks(eight.getvalue(), "PNG", hdr)))
     got = chunks((folder / "deep.png").read_bytes())
     assert [c for c in got if c[0] != b"IDAT"] == [
         (b"IHDR", struct.pack(">IIBBBBB", 1500, 1000, 16, 6, 0, 0, 0)),
         *(c for c in want if c[0] not in (b"IHDR", b"IDAT"))]
     assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder: Path) -> None:
+    """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
+    file: three copies of it at once. Now its parts are written from the one encoding."""
+    from drcn_plugin.misreads import png_hdr_chunks
+    from drcn_plugin.writing import atomic_save
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
+    hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
+    tracemalloc.start()
+    try:
+        atomic_save(Image.fromarray(pixels), folder / "hdr.png", "PNG", colour_chunks=hdr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (folder / "hdr.png").stat().st_size, peak
+    with open(folder / "hdr.png", "rb") as f, Image.open(f) as im:
+        assert png_hdr_chunks(f) == hdr and (np.asarray(im) == pixels).all()
 
 
 def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
