@@ -1,8 +1,8 @@
 """Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
 through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
-a 16-bit colour result written as PNG by giving the file Pillow wrote at 8 bits (with every
-chunk it keeps) a 16-bit header and pixel data. An HDR (PQ, HLG) image's gradients band at 8
-bits."""
+a 16-bit colour result written as PNG by giving the file Pillow writes at 8 bits for a 1x1 crop
+(with every chunk it keeps) the result's size, 16 bits and pixel data. An HDR (PQ, HLG) image's
+gradients band at 8 bits."""
 
 from __future__ import annotations
 
