@@ -158,22 +158,24 @@ def _avif_code_points(f: BinaryIO) -> tuple[int, int]:
     return struct.unpack_from(">HH", data, at) if at is not None else (2, 2)
 
 
-def with_chunks(data: bytes, fmt: str, chunks: dict[bytes, bytes]) -> bytes:
-    """An encoded file that states the colour ``chunks`` Pillow does not write: a PNG's (mDCv,
-    cLLi) inserted before its pixels; an AVIF's cICP as the primaries and transfer of its nclx
-    box (libavif writes sRGB's), whose matrix and range stay: they describe its YUV coding."""
+def with_chunks(data: bytes, fmt: str, chunks: dict[bytes, bytes]) -> list[bytes | memoryview]:
+    """The pieces, in order, of an encoded file that states the colour ``chunks`` Pillow does
+    not write: a PNG's (mDCv, cLLi) inserted before its pixels, which stay views of ``data`` (no
+    copy of them is made); an AVIF's cICP as the primaries and transfer of its nclx box (libavif
+    writes sRGB's), whose matrix and range stay: they describe its YUV coding."""
     if fmt == "AVIF":
         at = _nclx_at(data)
         if at is None or b"cICP" not in chunks:
-            return data
+            return [data]
         cicp = chunks[b"cICP"]
-        return data[:at] + struct.pack(">HH", cicp[0], cicp[1]) + data[at + 4:]
+        return [data[:at], struct.pack(">HH", cicp[0], cicp[1]), data[at + 4:]]
     encoded, pos = io.BytesIO(data), len(data)
     for kind, _ in png_chunks(encoded):
         if kind in (b"PLTE", b"IDAT"):
             pos = encoded.tell() - 8  # the chunk's start, before its length and type
             break
-    return data[:pos] + b"".join(png_chunk(k, v) for k, v in chunks.items()) + data[pos:]
+    view = memoryview(data)
+    return [view[:pos], b"".join(png_chunk(k, v) for k, v in chunks.items()), view[pos:]]
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

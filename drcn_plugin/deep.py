@@ -1,12 +1,13 @@
 """Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
 through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
-a 16-bit colour result written as PNG by giving the file Pillow wrote at 8 bits (with every
-chunk it keeps) a 16-bit header and pixel data. An HDR (PQ, HLG) image's gradients band at 8
-bits."""
+a 16-bit colour result written as PNG by giving the file Pillow writes at 8 bits for a 1x1 crop
+(with every chunk it keeps) the result's size, 16 bits and pixel data. An HDR (PQ, HLG) image's
+gradients band at 8 bits."""
 
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from typing import BinaryIO
 
@@ -18,6 +19,7 @@ from .misreads import png_chunks
 
 DEEP_PIXELS = "drcn.pixels16"  # the info key of an encoded image's 16-bit colour, for PNG
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
+_JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at a time
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
 
@@ -44,9 +46,23 @@ def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.
                 return None
             low.tile = [tile._replace(args=_LOW_BYTES[stored])]
             low.load()
-            return np.asarray(im, dtype=np.uint16) << 8 | np.asarray(low, dtype=np.uint16)
+            return _joined(im, low)
     finally:
         f.seek(where)
+
+
+def _joined(high: Image.Image, low: Image.Image) -> np.ndarray:
+    """The uint16 samples whose high and low bytes two 8-bit images hold, made a block of rows
+    at a time: no whole-image copy of either is made beside the result."""
+    out = np.empty((high.height, high.width, len(high.getbands())), np.uint16)
+    step = max(1, _JOIN_SAMPLES // out[:1].size)  # rows a block
+    for y in range(0, high.height, step):
+        box = (0, y, high.width, min(y + step, high.height))
+        rows = out[y:y + step]
+        rows[...] = np.asarray(high.crop(box))
+        rows <<= 8
+        rows |= np.asarray(low.crop(box))
+    return out
 
 
 def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str]) -> np.ndarray | None:
@@ -75,25 +91,37 @@ def _heif_pixels16(f: BinaryIO, im: Image.Image, notes: list[str]) -> np.ndarray
     return pixels
 
 
+# Pillow's transpositions as views of an H x W x C array: its axes swapped, then rows or columns
+# reversed
+_TURNS = {Image.Transpose.FLIP_LEFT_RIGHT: (False, np.s_[:, ::-1]),
+          Image.Transpose.FLIP_TOP_BOTTOM: (False, np.s_[::-1]),
+          Image.Transpose.ROTATE_90: (True, np.s_[::-1]),
+          Image.Transpose.ROTATE_180: (False, np.s_[::-1, ::-1]),
+          Image.Transpose.ROTATE_270: (True, np.s_[:, ::-1]),
+          Image.Transpose.TRANSPOSE: (True, np.s_[:]),
+          Image.Transpose.TRANSVERSE: (True, np.s_[::-1, ::-1])}
+
+
 def transpose16(pixels: np.ndarray, method: Image.Transpose) -> np.ndarray:
-    """16-bit colour ``pixels`` turned as Pillow's ``transpose(method)`` turns an image, a
-    channel at a time: Pillow holds 16 bits in one channel (I;16), not in colour."""
-    return np.dstack([np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c]))
-                                 .transpose(method)) for c in range(pixels.shape[2])])
+    """16-bit colour ``pixels`` turned as Pillow's ``transpose(method)`` turns an image, in one
+    copy: Pillow holds 16 bits in one channel (I;16), not in colour."""
+    swap, flip = _TURNS[method]
+    return np.ascontiguousarray((pixels.swapaxes(0, 1) if swap else pixels)[flip])
 
 
 def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
-    """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it)
-    holding the 16-bit ``pixels`` of the same size instead, each row Sub-filtered; other chunks
-    stay. The pixels are filtered and compressed a block of rows at a time, so that writing
-    takes little memory beside them."""
+    """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it,
+    of any size: only its chunks are kept) holding the 16-bit ``pixels`` instead, each row
+    Sub-filtered. The pixels are filtered and compressed a block of rows at a time, so that
+    writing takes little memory beside them."""
     encoded, idat = io.BytesIO(data), True
+    height, width = pixels.shape[:2]
     f.write(data[:8])  # the signature
     for kind, length in png_chunks(encoded):
         start = encoded.tell() - 8  # the chunk's start, before its length and type
         if kind == b"IHDR":
             head = encoded.read(length)
-            f.write(png_chunk(kind, head[:8] + b"\x10" + head[9:]))
+            f.write(png_chunk(kind, struct.pack(">IIB", width, height, 16) + head[9:]))
         elif kind != b"IDAT":
             f.write(data[start:start + 12 + length])
         elif idat:  # the new pixel data where the old began

@@ -15,17 +15,20 @@ from .deep import DEEP_PIXELS
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
-from .planes import to_8bit
+from .planes import quantised, to_8bit
 
 
-def to_pil(array: np.ndarray) -> Image.Image:
-    """An engine array back to a Pillow image (16-bit grey as I;16, float grey as F)."""
+def to_pil(array: np.ndarray, within: tuple[float, float] | None = None) -> Image.Image:
+    """An engine array back to a Pillow image (16-bit grey as I;16, float grey as F), float
+    values first clipped to ``within`` where given."""
     a = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
     if a.ndim == 2 and a.dtype == np.uint16:
         return Image.fromarray(a)  # I;16
     if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
+        if within is not None:  # clipping makes the copy that the F image may share
+            return Image.fromarray(np.clip(a, *within).astype(np.float32, copy=False))
         return Image.fromarray(a.astype(np.float32))
-    return Image.fromarray(to_8bit(a))  # Pillow has no 16-bit or float colour
+    return Image.fromarray(to_8bit(a, within))  # Pillow has no 16-bit or float colour
 
 
 DEFAULT_QUALITY = 95  # JPEG, WebP and AVIF quality when none is given
@@ -72,9 +75,7 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
 
 
 def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    if info.value_range is not None and np.issubdtype(array.dtype, np.floating):
-        array = np.clip(array, *info.value_range)
-    im = to_pil(array)
+    im = to_pil(array, info.value_range if np.issubdtype(array.dtype, np.floating) else None)
     if im.mode in _STORES[fmt]:
         return im
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
@@ -90,7 +91,7 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
                              "would clip them: write TIFF instead", option="format")
     if im.mode == "F" and fmt == "PNG":
         info.notes.append("PNG stores integers: float result stored as 16-bit")
-        return Image.fromarray((np.clip(np.asarray(im), 0, 1) * 65535).round().astype(np.uint16))
+        return Image.fromarray(quantised(np.asarray(im), np.dtype(np.uint16)))
     if im.mode in ("I;16", "F"):
         info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
         return Image.fromarray(to_8bit(np.asarray(im)))

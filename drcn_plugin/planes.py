@@ -17,6 +17,7 @@ from .imaging import imresize, ycbcr_to_rgb
 
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 BLOCK_PIXELS = 1 << 22  # output pixels per row block (16 MiB per float plane)
+CONVERT_SAMPLES = 1 << 18  # samples quantised at a time (1 MiB per float32 temporary)
 FLOAT_LIMIT = 1e30  # colour conversion and interpolation stay finite in float32 below this
 
 
@@ -68,14 +69,29 @@ def require_unit_range(image: np.ndarray, purpose: str) -> None:
                                 "float images as 0..1")
 
 
-def to_8bit(array: np.ndarray) -> np.ndarray:
+def to_8bit(array: np.ndarray, within: tuple[float, float] | None = None) -> np.ndarray:
     """An image array as 8-bit levels: uint8 as it is, 16-bit divided by 257, floats (0..1)
-    clipped and scaled; rounded to the nearest level."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        return (array.astype(np.float32) / 257.0).round().astype(np.uint8)
-    return (np.clip(array, 0, 1) * 255.0).round().astype(np.uint8)
+    clipped (first to ``within``, where given) and scaled; rounded to the nearest level."""
+    return array if array.dtype == np.uint8 else quantised(array, np.dtype(np.uint8), within)
+
+
+def quantised(array: np.ndarray, dtype: np.dtype,
+              within: tuple[float, float] | None = None) -> np.ndarray:
+    """Float samples (0..1, first clipped to ``within`` where given) as ``dtype`` levels, or
+    16-bit ones as 8-bit, rounded to the nearest; a block of rows at a time, so that no
+    whole-image float copy is made beside the result (a 48 MP result's would be a GiB)."""
+    dtype = np.dtype(dtype)
+    out = np.empty(array.shape, dtype)
+    step = max(1, CONVERT_SAMPLES // max(1, array[:1].size))  # rows a block
+    for r in range(0, len(array), step):
+        block = array[r:r + step]
+        if block.dtype == np.uint16:  # round(v / 257), exactly, in integers
+            block = (block + np.uint32(128)) // 257
+        else:
+            block = np.clip(block, *within) if within is not None else block
+            block = (np.clip(block, 0, 1) * PEAKS[dtype]).round()
+        out[r:r + step] = block
+    return out
 
 
 def row_blocks(height: int, width: int) -> list[tuple[int, int]]:

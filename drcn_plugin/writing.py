@@ -79,14 +79,15 @@ def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = Fals
         if not chunks and deep is None:
             image.save(_WithoutFileno(f), format=fmt, **options)
             return
+        # Pillow's chunks depend on the mode, info and options, not on the pixels: those of a
+        # 1x1 crop are the image's own, and no 8-bit pixel data is compressed only to be replaced
         encoded = io.BytesIO()
-        image.save(encoded, format=fmt, **options)
-        data = encoded.getvalue()
-        data = with_chunks(data, fmt, chunks) if chunks else data
+        (image if deep is None else image.crop((0, 0, 1, 1))).save(encoded, format=fmt, **options)
+        pieces = with_chunks(encoded.getvalue(), fmt, chunks) if chunks else [encoded.getvalue()]
         if deep is None:
-            f.write(data)
+            f.writelines(pieces)
         else:
-            write_png16(f, data, deep)
+            write_png16(f, b"".join(pieces), deep)
 
     _atomic(path, overwrite, write, mode)
 

@@ -3,6 +3,7 @@ pixel depth, the result is written whole and right, or the file is refused in on
 
 from __future__ import annotations
 
+import io
 import signal
 import struct
 import tracemalloc
@@ -11,7 +12,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from helpers import random_rgb, upscale
+from helpers import hand_png, random_rgb, upscale
 from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
@@ -109,6 +110,89 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
         tracemalloc.stop()
     assert peak < pixels.nbytes / 2, peak
     assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
+        folder: Path) -> None:
+    """Its 8-bit stand-in was made through whole-image float32 copies (24 bytes an output pixel,
+    over a GiB at 48 MP) and compressed whole only for the chunks around its pixel data. Now
+    quantised a block of rows at a time, the chunks taken from a crop: the same chunks, in the
+    same order, as Pillow's 8-bit file with every option."""
+    from drcn_plugin.colourspace import icc_profile, with_chunks
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo, read_image
+    from drcn_plugin.misreads import png_chunks
+    from drcn_plugin.writing import atomic_save
+
+    y, x = np.mgrid[0:1000, 0:1500]
+    pixels = np.stack([x * 40, y * 60, (x + y) * 25, x * 13 + 9], axis=-1).astype(np.uint16)
+    text = PngInfo()
+    text.add_itxt("Title", "deep")
+    text.add(b"cICP", bytes([9, 16, 0, 1]))
+    exif = Image.Exif()
+    exif[0x0131] = "drcn"
+    options = {"icc_profile": icc_profile((.3127, .329, .64, .33, .3, .6, .15, .06), None),
+               "exif": exif.tobytes(), "dpi": (300, 300), "pnginfo": text}
+    hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
+    tracemalloc.start()
+    try:
+        image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+        atomic_save(image, folder / "deep.png", "PNG", colour_chunks=hdr, **options)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes, peak  # the 8-bit image (4 bytes a pixel) and row blocks
+
+    def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+        f = io.BytesIO(data)
+        return [(kind, f.read(length)) for kind, length in png_chunks(f)]
+
+    eight = io.BytesIO()
+    image.save(eight, format="PNG", **options)
+    want = chunks(b"".join(with_chunks(eight.getvalue(), "PNG", hdr)))
+    got = chunks((folder / "deep.png").read_bytes())
+    assert [c for c in got if c[0] != b"IDAT"] == [
+        (b"IHDR", struct.pack(">IIBBBBB", 1500, 1000, 16, 6, 0, 0, 0)),
+        *(c for c in want if c[0] not in (b"IHDR", b"IDAT"))]
+    assert (read_image(folder / "deep.png")[0] == pixels).all()
+
+
+def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder: Path) -> None:
+    """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
+    file: three copies of it at once. Now its parts are written from the one encoding."""
+    from drcn_plugin.misreads import png_hdr_chunks
+    from drcn_plugin.writing import atomic_save
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
+    hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
+    tracemalloc.start()
+    try:
+        atomic_save(Image.fromarray(pixels), folder / "hdr.png", "PNG", colour_chunks=hdr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (folder / "hdr.png").stat().st_size, peak
+    with open(folder / "hdr.png", "rb") as f, Image.open(f) as im:
+        assert png_hdr_chunks(f) == hdr and (np.asarray(im) == pixels).all()
+
+
+def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
+    """Its two 8-bit decodes (high bytes, low bytes) were joined through whole-image copies,
+    15 bytes a pixel of arrays for a 6-byte result. Now a block of rows at a time."""
+    from drcn_plugin.imagefile import read_image
+
+    y, x = np.mgrid[0:1000, 0:1500]
+    pixels = np.stack([x * 40, y * 60, (x + y) * 25], axis=-1).astype(np.uint16)
+    rows = np.zeros((1000, 1 + 1500 * 6), np.uint8)  # filter type 0 (none) before each row
+    rows[:, 1:] = pixels.astype(">u2").view(np.uint8).reshape(1000, -1)
+    (folder / "deep.png").write_bytes(hand_png((1500, 1000), 16, 2, rows.tobytes()))
+    tracemalloc.start()
+    try:
+        array = read_image(folder / "deep.png")[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (array == pixels).all() and peak < pixels.nbytes * 1.5, peak
 
 
 def _avif_pq_elsewhere(path: Path, where: str) -> None:

@@ -3,6 +3,8 @@ must give what whole-plane bicubic and colour conversion give."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,38 @@ def test_hidden_pixels_take_a_mean_of_the_visible_colours_whatever_the_alpha() -
     filled = planes.fill_transparent(x.clone())[:3]
     low, high = visible.min(dim=1).values, visible.max(dim=1).values
     assert ((filled >= low[:, None, None]) & (filled <= high[:, None, None])).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("within", [None, (0.1, 0.8)])
+def test_levels_made_by_row_blocks_are_the_whole_image_formulas(
+        monkeypatch: pytest.MonkeyPatch, dtype, within) -> None:
+    """Quantising a block of rows at a time gives the levels of the whole-image formulas:
+    16-bit divided by 257, floats clipped (to ``within``, then 0..1), scaled and rounded."""
+    monkeypatch.setattr(planes, "CONVERT_SAMPLES", 1000)  # blocks of 2 rows, the last 1
+    rng = np.random.default_rng(0)
+    if dtype == np.uint16:  # every 16-bit value
+        image = rng.permutation(np.arange(1 << 16, dtype=np.uint16)).reshape(-1, 128, 2)
+        assert (planes.to_8bit(image) == (image / 257.0).round()).all()
+        return
+    image = rng.uniform(-0.2, 1.2, (37, 150, 3)).astype(dtype)
+    image[0, :, 0] = (np.arange(150) + 0.5) / 255  # halfway between levels
+    clipped = image if within is None else np.clip(image, *within)
+    for kind, peak in ((np.uint8, 255.0), (np.uint16, 65535.0)):
+        got = planes.quantised(image, np.dtype(kind), within)
+        assert got.dtype == kind
+        assert (got == (np.clip(clipped, 0, 1) * peak).round().astype(kind)).all()
+
+
+def test_a_float_colour_result_becomes_8_bit_without_whole_image_float_copies() -> None:
+    """Float colour became 8-bit through whole-image float temporaries (clipped, scaled,
+    rounded), 24 bytes a pixel beside a float32 RGB result: over a GiB for a 48 MP one. Now a
+    block of rows at a time, beside the result only."""
+    image = np.random.default_rng(1).uniform(0, 1, (1000, 2000, 3)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        out = planes.to_8bit(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and peak < out.nbytes + image.nbytes / 4, peak
