@@ -21,7 +21,14 @@ import torch
 
 from drcn_plugin.devices import DEVICE_TYPES, Precision
 from drcn_plugin.engine import Upscaler, check_memory
-from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
+from drcn_plugin.errors import (
+    BadImageError,
+    BadOptionError,
+    DRCNError,
+    ModelLoadError,
+    counted,
+    one_line,
+)
 from drcn_plugin.hub import (
     DEFAULT_MODEL,
     SHIPPED,
@@ -211,7 +218,8 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
         raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                             f"{w}x{h}")
     if mask.shape[0] not in (1, b):
-        raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+        raise BadImageError(f"{counted(mask.shape[0], 'mask')} for {counted(b, 'image')}: give "
+                            "one mask or one per image")
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise BadImageError("the mask has NaN or infinite values")
     if c in (2, 4):
@@ -255,7 +263,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         # the rest of one step's engine results
         held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
         check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
-                     what=f"a batch of {count} frames of {ow}x{oh}")
+                     what=f"a batch of {counted(count, 'frame')} of {ow}x{oh}")
 
     fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
     finite_frames(image)

@@ -1,6 +1,6 @@
 """What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, a
-GIMP layer's levels on their way to the worker and back, a hand-edited worker record, and a
-worker that stops reading."""
+GIMP layer's levels on their way to the worker and back, a hand-edited worker record, a worker
+that stops reading and counts in messages."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from helpers import seeded_drcn
 from test_comfyui_nodes import NODES, PKG
 from test_gimp_worker import ENV, client
 
+from drcn_plugin.errors import counted
 from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
@@ -117,3 +118,18 @@ def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
     call.join(60)  # a guard against the hang, not a timing check
     worker.close(graceful=False)
     assert errors and "did not answer for 0 s during run and was stopped" in errors[0]
+
+
+# -- counts in messages -----------------------------------------------------------------------------
+
+def test_counts_read_right() -> None:
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert counted(1, "patch", "patches") == "1 patch" and counted(3, "patch", "patches") == \
+        "3 patches"
+
+
+def test_a_mask_count_for_one_image_reads_right(tiny: DRCN) -> None:
+    """'2 masks for 1 images'."""
+    with pytest.raises(NODES.DRCNNodeError, match=r"^DRCN: 2 masks for 1 image: give one mask "
+                       "or one per image$"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.rand(2, 8, 8))
