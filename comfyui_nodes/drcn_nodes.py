@@ -38,6 +38,7 @@ from drcn_plugin.hub import (
 )
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.model import DRCN
+from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize
 
@@ -113,18 +114,9 @@ def _folder_paths() -> ModuleType | None:
     return folder_paths
 
 
-def pasted(text: str) -> str:
-    """``text`` without the spaces and the one pair of quotes around it that a pasted path brings
-    (Windows Explorer's "Copy as path" adds double quotes)."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    return text
-
-
 def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
     """Load ``hub_or_path`` if given, else a shipped name or a file from ComfyUI's models/drcn."""
-    spec = pasted(hub_or_path)
+    spec = pasted_path(hub_or_path)
     if spec:
         return load_model(spec)
     fp = _folder_paths()
@@ -175,7 +167,7 @@ class DRCNModelLoader:
         with user_errors():
             if denoise == 0:  # a negative or NaN strength goes on to load_denoised's refusal
                 return (resolve_model(model_name, hub_or_path),)
-            if pasted(hub_or_path):
+            if pasted_path(hub_or_path):
                 raise BadOptionError("a denoise strength blends a shipped model with its "
                                      "photo variant; clear hub_or_path or set denoise to 0")
             return (load_denoised(denoise, model_name),)

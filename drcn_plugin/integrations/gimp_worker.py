@@ -6,10 +6,10 @@ Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved c
 * worker: ``ready 1`` once the engine is importable;
 * client, per image: one JSON header line (``width``, ``height``, ``channels`` 1-4, ``dtype``
   ``u8``/``u16``/``f32``, ``scale``; optional ``out_width``/``out_height`` (an exact output size,
-  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model``, ``denoise`` (0..1,
-  see ``hub.load_denoised``; 0 = the model as named), ``tile``, ``tta``, ``device``, ``precision``,
-  ``dry_run``), then ``width * height * channels`` samples (none for a
-  dry run);
+  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model`` (read as a pasted
+  path, see ``pasting``), ``denoise`` (0..1, see ``hub.load_denoised``; 0 = the model as named),
+  ``tile``, ``tta``, ``device``, ``precision``, ``dry_run``), then ``width * height * channels``
+  samples (none for a dry run);
 * worker: ``progress DONE TOTAL`` lines, ``alive`` every 2 s, then ``result HEIGHT WIDTH NBYTES``
   and the upscaled samples (same channels and dtype; a dry run gets its output size and 0 bytes);
   or ``error MESSAGE`` (exit 2) or ``cancelled`` (exit 3).
@@ -36,6 +36,7 @@ import numpy as np
 from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
+from ..pasting import pasted_path
 from ..sizing import TargetSize
 
 PROTOCOL = 1
@@ -106,7 +107,8 @@ def parse_header(line: bytes) -> Request:
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     try:
         req = Request(**{**fields, "scale": float(fields["scale"]),
-                         "denoise": float(fields.get("denoise", 0.0))})
+                         "denoise": float(fields.get("denoise", 0.0)),
+                         "model": pasted_path(fields.get("model", DEFAULT_MODEL))})
     except OverflowError:
         raise ProtocolError("bad header: scale or denoise is too large a number") from None
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
