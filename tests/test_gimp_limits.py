@@ -157,3 +157,18 @@ def test_a_side_past_gimps_largest_is_named_in_the_users_terms() -> None:
         parse_header(b'{"width": 600000, "height": 2, "channels": 3, "dtype": "u8", "scale": 2}\n')
     assert str(e.value) == ("a 600000x2 px image is outside the 1 to 524288 px a side that the "
                             "DRCN worker takes")
+
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_one_line(
+        plugin, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Scale this image keeps its results in a temporary file: a missing or full temporary folder
+    is one line before the image is touched, not an OSError traceback."""
+    monkeypatch.setattr(client.tempfile, "tempdir", str(tmp_path / "gone"))
+    layers = _layers()
+    image = FakeImage().setup([], 6, 4, layers)
+    with pytest.raises(client.WorkerError, match=r"^DRCN: cannot keep the upscaled layers in "
+                       r".*gone until the last is done \(No such file or directory\)$"):
+        plugin.DRCNSuperResolution()._scale_image(SpoolingWorker(), image, 2.0,
+                                                  {"out_width": 0, "out_height": 0}, {})
+    assert not image.scale.called and all(layer.pixels is None for layer in layers)
