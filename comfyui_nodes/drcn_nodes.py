@@ -21,7 +21,14 @@ import torch
 
 from drcn_plugin.devices import DEVICE_TYPES, Precision
 from drcn_plugin.engine import Upscaler, check_memory
-from drcn_plugin.errors import BadImageError, BadOptionError, DRCNError, ModelLoadError, one_line
+from drcn_plugin.errors import (
+    BadImageError,
+    BadOptionError,
+    DRCNError,
+    ModelLoadError,
+    counted,
+    one_line,
+)
 from drcn_plugin.hub import (
     DEFAULT_MODEL,
     SHIPPED,
@@ -31,6 +38,7 @@ from drcn_plugin.hub import (
 )
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.model import DRCN
+from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize
 
@@ -106,18 +114,9 @@ def _folder_paths() -> ModuleType | None:
     return folder_paths
 
 
-def pasted(text: str) -> str:
-    """``text`` without the spaces and the one pair of quotes around it that a pasted path brings
-    (Windows Explorer's "Copy as path" adds double quotes)."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    return text
-
-
 def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
     """Load ``hub_or_path`` if given, else a shipped name or a file from ComfyUI's models/drcn."""
-    spec = pasted(hub_or_path)
+    spec = pasted_path(hub_or_path)
     if spec:
         return load_model(spec)
     fp = _folder_paths()
@@ -168,7 +167,7 @@ class DRCNModelLoader:
         with user_errors():
             if denoise == 0:  # a negative or NaN strength goes on to load_denoised's refusal
                 return (resolve_model(model_name, hub_or_path),)
-            if pasted(hub_or_path):
+            if pasted_path(hub_or_path):
                 raise BadOptionError("a denoise strength blends a shipped model with its "
                                      "photo variant; clear hub_or_path or set denoise to 0")
             return (load_denoised(denoise, model_name),)
@@ -211,7 +210,8 @@ def _mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor 
         raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
                             f"{w}x{h}")
     if mask.shape[0] not in (1, b):
-        raise BadImageError(f"{mask.shape[0]} masks for {b} images: give one mask or one per image")
+        raise BadImageError(f"{counted(mask.shape[0], 'mask')} for {counted(b, 'image')}: give "
+                            "one mask or one per image")
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise BadImageError("the mask has NaN or infinite values")
     if c in (2, 4):
@@ -255,7 +255,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         # the rest of one step's engine results
         held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
         check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
-                     what=f"a batch of {count} frames of {ow}x{oh}")
+                     what=f"a batch of {counted(count, 'frame')} of {ow}x{oh}")
 
     fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
     finite_frames(image)

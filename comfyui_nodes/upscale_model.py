@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from drcn_plugin.engine import Upscaler, check_memory
-from drcn_plugin.errors import BadImageError, BadOptionError, MissingDependencyError
+from drcn_plugin.errors import BadImageError, BadOptionError, MissingDependencyError, counted
 from drcn_plugin.hub import from_state_dict, looks_like_drcn
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, check_scale
@@ -75,14 +75,15 @@ class DRCNUpscaleModule(nn.Module):
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
             count, _, h, w = x.shape
             if x.numel() == 0:
-                raise BadImageError(f"the batch is empty ({count} images of {w}x{h} pixels)")
+                raise BadImageError(f"the batch is empty ({counted(count, 'image')} of {w}x{h} "
+                                    "pixels)")
             finite_frames(x)  # before the first tile, not after some
             tiles = [to_engine(frame.permute(1, 2, 0)) for frame in x]
             itemsize = max(tile.itemsize for tile in tiles)
             oh, ow = h * self.scale, w * self.scale
             # held beside one upscale: the float32 results and the batch stacked from them
             check_memory(h, w, 3, itemsize, size=(oh, ow), held=8 * count * oh * ow * 3,
-                         what=f"a batch of {count} tiles of {ow}x{oh}")
+                         what=f"a batch of {counted(count, 'tile')} of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
             mm, _ = comfy_modules()
             # the whole batch on one engine: another thread may move the module meanwhile,

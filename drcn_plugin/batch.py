@@ -35,6 +35,7 @@ from .errors import (
     InputConflictError,
     OutputExistsError,
     WriteError,
+    counted,
     one_line,
     reason,
     single_line,
@@ -190,7 +191,7 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
             bad[folder] = one_line(e)
     for folder, message in bad.items():
         count = sum(j.target.parent == folder for j in jobs)
-        errors.append(f"{message} ({count} file{'s' * (count != 1)} not upscaled)")
+        errors.append(f"{message} ({counted(count, 'file')} not upscaled)")
     return [j for j in jobs if j.target.parent not in bad], errors
 
 
@@ -435,7 +436,7 @@ def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
     parts: list[list[Outcome]] = [[] for _ in range(dist.get_world_size())]
     done = sum(o.status == "done" for o in outcomes)
     try:
-        with peers_lost(f"this process's {done} files are written; --skip-existing goes on "
+        with peers_lost(f"this process wrote {counted(done, 'file')}; --skip-existing goes on "
                         "with the others"):
             dist.all_gather_object(parts, outcomes)
     finally:

@@ -11,7 +11,7 @@ import typer
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .encoding import DEFAULT_QUALITY
-from .errors import BadOptionError, DiskFullError, OutputExistsError
+from .errors import BadOptionError, DiskFullError, OutputExistsError, counted
 from .hub import DEFAULT_MODEL
 from .scales import MAX_SCALE, MIN_SCALE
 from .stops import stopped_status
@@ -128,8 +128,8 @@ def upscale(
                         break
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)
-                print_error(f"interrupted: {done} of {len(mine)} files written, nothing of the "
-                            "one in progress (--skip-existing goes on from here)")
+                print_error(f"interrupted: {done} of {counted(len(mine), 'file')} written, "
+                            "nothing of the one in progress (--skip-existing goes on from here)")
                 raise typer.Exit(stopped_status()) from None
         outcomes = gather_outcomes(outcomes)
         if place.main and jobs:

@@ -147,6 +147,12 @@ def path_name(path: str | os.PathLike) -> str:
     return Path(os.path.abspath(path)).name or str(path)
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """``count`` and its noun as a message reads them: ``1 image``, ``0 images``, ``2 images``
+    (``plural`` for a noun whose plural is not ``noun + "s"``)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def reason(error: BaseException) -> str:
     """Why something failed, in the system's words (``Permission denied``) without the path an
     OSError's text repeats; else the error's one line."""

@@ -83,8 +83,8 @@ def test_scale_image_writes_every_pixel_whatever_is_selected(selected: str | Non
     image.get_layers.return_value = layers
 
     class Worker:
-        def output_size(self, w, h, scale, options):
-            return 2 * w, 2 * h
+        def output_size(self, w, h, scale, options, fmt=None):
+            return options.get("out_width") or 2 * w, options.get("out_height") or 2 * h
 
         def upscale(self, pixels, w, h, fmt, scale, options, progress=None):
             return b"", options["out_width"], options["out_height"]

@@ -196,11 +196,12 @@ class FakeWorker:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def output_size(self, w: int, h: int, scale: float, options: dict) -> tuple[int, int]:
-        return 2 * w, 2 * h
+    def output_size(self, w: int, h: int, scale: float, options: dict,
+                    fmt=None) -> tuple[int, int]:
+        return options.get("out_width") or 2 * w, options.get("out_height") or 2 * h
 
     def upscale(self, pixels, w, h, fmt, scale, options, progress=None):
-        return b"", options.get("out_width") or 2 * w, options.get("out_height") or 2 * h
+        return b"", *self.output_size(w, h, scale, options)
 
 
 @pytest.fixture

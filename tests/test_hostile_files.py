@@ -139,7 +139,7 @@ def test_the_exit_status_names_the_signal_that_stopped_the_batch(
                          env={**os.environ, "OMP_NUM_THREADS": "1"},
                          start_new_session=True)  # SIGINT not ignored as in a background job
     assert run.returncode == status, run.stderr
-    assert "interrupted: 0 of 1 files written" in run.stderr
+    assert "interrupted: 0 of 1 file written" in run.stderr
     assert "Traceback" not in run.stderr
     assert not out.exists() or list(out.iterdir()) == []
 

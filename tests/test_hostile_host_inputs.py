@@ -1,6 +1,6 @@
 """What the host front ends are handed, hostile pass two: ComfyUI inputs that are not tensors, a
-GIMP layer's levels on their way to the worker and back, a hand-edited worker record, and a
-worker that stops reading."""
+GIMP layer's levels on their way to the worker and back, a hand-edited worker record, a worker
+that stops reading, paths as users paste them and counts in messages."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 from helpers import seeded_drcn
+from safetensors.torch import save_file
 from test_comfyui_nodes import NODES, PKG
-from test_gimp_worker import ENV, client
+from test_gimp_worker import ENV, WORKER, client
 
+from drcn_plugin.errors import counted
 from drcn_plugin.model import DRCN
+from drcn_plugin.pasting import pasted_path
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
 MODELS = sys.modules[f"{PKG.__name__}.upscale_model"]
@@ -117,3 +120,47 @@ def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
     call.join(60)  # a guard against the hang, not a timing check
     worker.close(graceful=False)
     assert errors and "did not answer for 0 s during run and was stopped" in errors[0]
+
+
+# -- paths as a user pastes them, in either host -----------------------------------------------
+
+PASTED = ['"{path}"', "  '{path}' ", "{uri}", ' "{uri}" ']
+
+
+@pytest.mark.parametrize("form", PASTED)
+def test_a_pasted_path_names_the_same_file(tmp_path: Path, form: str) -> None:
+    weights = tmp_path / "my drcn 100%.safetensors"
+    assert pasted_path(form.format(path=weights, uri=weights.as_uri())) == str(weights)
+    assert pasted_path("  drcn-lite ") == "drcn-lite" and pasted_path("hf:a/b") == "hf:a/b"
+
+
+@pytest.mark.parametrize("form", PASTED[1:])
+def test_a_pasted_path_loads_in_comfyui_and_gimp(tiny: DRCN, tmp_path: Path, form: str) -> None:
+    """GIMP's Custom model field sent a quoted path (Windows Explorer's "Copy as path") to the
+    worker as it was: 'not found: "C:\\...safetensors"', where ComfyUI's loader took it. A
+    ``file://`` URL, what a file manager may copy, failed in both."""
+    weights = tmp_path / "my drcn.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(weights))
+    spec = form.format(path=weights, uri=weights.as_uri())
+    (model,) = NODES.DRCNModelLoader().load("drcn-lite", spec)
+    assert (model.features, model.recursions) == (tiny.features, tiny.recursions)
+    image = np.arange(6 * 5 * 3, dtype=np.uint8).reshape(6, 5, 3)
+    with client.Worker(WORKER, env=ENV) as worker:
+        _, w, h = worker.upscale(image.tobytes(), 5, 6, client.PixelFormat("t", "u8", 3), 2.0,
+                                 {"model": spec})
+    assert (w, h) == (10, 12)
+
+
+# -- counts in messages -----------------------------------------------------------------------------
+
+def test_counts_read_right() -> None:
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert counted(1, "patch", "patches") == "1 patch" and counted(3, "patch", "patches") == \
+        "3 patches"
+
+
+def test_a_mask_count_for_one_image_reads_right(tiny: DRCN) -> None:
+    """'2 masks for 1 images'."""
+    with pytest.raises(NODES.DRCNNodeError, match=r"^DRCN: 2 masks for 1 image: give one mask "
+                       "or one per image$"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 2.0, 0, False, mask=torch.rand(2, 8, 8))

@@ -141,7 +141,7 @@ def test_an_upscale_that_loses_a_process_keeps_what_this_one_wrote(
     code, text = _job(["upscale", str(photos), "-o", str(tmp_path / "up"), "--model",
                        tiny_model_file, "--device", "cpu"], tmp_path / "upscale.txt")
     assert code == 2 and "Traceback" not in text, text
-    assert "this process's 2 files are written" in text, text
+    assert "this process wrote 2 files" in text, text
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["0.png", "1.png", "2.png"]
 
 

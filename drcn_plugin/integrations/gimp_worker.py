@@ -6,13 +6,15 @@ Protocol on stdin/stdout, raw pixels in native byte order, rows of interleaved c
 * worker: ``ready 1`` once the engine is importable;
 * client, per image: one JSON header line (``width``, ``height``, ``channels`` 1-4, ``dtype``
   ``u8``/``u16``/``f32``, ``scale``; optional ``out_width``/``out_height`` (an exact output size,
-  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model``, ``denoise`` (0..1,
-  see ``hub.load_denoised``; 0 = the model as named), ``tile``, ``tta``, ``device``, ``precision``,
-  ``dry_run``), then ``width * height * channels`` samples (none for a
-  dry run);
+  see ``sizing.TargetSize``; either alone keeps the aspect ratio), ``model`` (read as a pasted
+  path, see ``pasting``), ``denoise`` (0..1, see ``hub.load_denoised``; 0 = the model as named),
+  ``tile``, ``tta``, ``device``, ``precision``, ``dry_run``, ``memory_check``), then
+  ``width * height * channels`` samples (none for a dry run);
 * worker: ``progress DONE TOTAL`` lines, ``alive`` every 2 s, then ``result HEIGHT WIDTH NBYTES``
-  and the upscaled samples (same channels and dtype; a dry run gets its output size and 0 bytes);
-  or ``error MESSAGE`` (exit 2) or ``cancelled`` (exit 3).
+  and the upscaled samples (same channels and dtype; a dry run gets its output size and 0 bytes,
+  after the memory check the real run would make when ``memory_check`` is set, so a client can
+  refuse an image before it reads its pixels); or ``error MESSAGE`` (exit 2) or ``cancelled``
+  (exit 3).
 
 The worker serves images until stdin closes (exit 0). SIGTERM cancels between tiles; the worker
 also stops when the client goes away (closed pipe or new parent process).
@@ -36,13 +38,14 @@ import numpy as np
 from ..engine import Upscaler, check_memory
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
+from ..pasting import pasted_path
 from ..sizing import TargetSize
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
 HEARTBEAT_S = 2.0
 MAX_HEADER = 1 << 16
-MAX_SIDE = 1 << 17  # pixels per side a client may declare; memory is checked on top of it
+MAX_SIDE = 1 << 19  # GIMP's largest layer side (GIMP_MAX_IMAGE_SIZE); memory decides below it
 _CHUNK = 1 << 22  # pixel data is read in pieces: memory follows what arrives, not the header
 EXIT_ERROR, EXIT_CANCELLED = 2, 3
 
@@ -59,6 +62,7 @@ class Request:
     out_width: int = 0
     out_height: int = 0
     dry_run: bool = False
+    memory_check: bool = False
     model: str = DEFAULT_MODEL
     denoise: float = 0.0
     tile: int = 0
@@ -106,14 +110,17 @@ def parse_header(line: bytes) -> Request:
             raise ProtocolError(f"bad header: {key}={value!r} has the wrong type")
     try:
         req = Request(**{**fields, "scale": float(fields["scale"]),
-                         "denoise": float(fields.get("denoise", 0.0))})
+                         "denoise": float(fields.get("denoise", 0.0)),
+                         "model": pasted_path(fields.get("model", DEFAULT_MODEL))})
     except OverflowError:
         raise ProtocolError("bad header: scale or denoise is too large a number") from None
-    if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE) \
-            or not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
+    if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE):
         size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
-        raise ProtocolError(f"bad header: {size}, {req.channels} channels, dtype {req.dtype!r} "
-                            f"(sides 1..{MAX_SIDE}, 1-4 channels, u8, u16 or f32)")
+        raise ProtocolError(f"a {size} px image is outside the 1 to {MAX_SIDE} px a side that "
+                            "the DRCN worker takes")
+    if not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
+        raise ProtocolError(f"bad header: {req.channels} channels, dtype {req.dtype!r} "
+                            "(1-4 channels, u8, u16 or f32)")
     if not 0 <= req.denoise <= 1:  # checked before any pixels are read
         raise ProtocolError("bad header: denoise must be in 0..1")
     return req
@@ -215,11 +222,12 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
                 return 0
             req = parse_header(line)
             size = req.output_size()
+            if req.memory_check or not req.dry_run:
+                check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
+                             size=size)
             if req.dry_run:
                 chan.send(f"result {size[0]} {size[1]} 0")
                 continue
-            check_memory(req.height, req.width, req.channels, DTYPES[req.dtype].itemsize,
-                         size=size)
             pixels = wait_for_client(functools.partial(_read_exact, inp, req.nbytes))
             key = (req.model, req.denoise, req.device, req.precision, req.tile, req.tta)
             if key not in upscalers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..errors import counted
 from .config import TrainConfig, command_line
 
 
@@ -69,8 +70,8 @@ def model_card(log: dict) -> str:
          f"`{log['weights']}` (safetensors, float32), sha256 `{log['sha256']}`."),
         "",
         "## Training recipe",
-        (f"- data: {names} ({log['images']} images), protocol pairs (MATLAB bicubic) at every "
-         f"scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
+        (f"- data: {names} ({counted(log['images'], 'image')}), protocol pairs (MATLAB bicubic) "
+         f"at every scale of each image shrunk by {', '.join(f'{f:g}' for f in c.downscales)}; "
          f"{c.patch}x{c.patch} patches, stride {c.stride}: {log['patches']:,} patches; random "
          f"flips and transposes{degrade}"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",

@@ -21,8 +21,11 @@ from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
 PLUGIN_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(PLUGIN_DIR))
 from drcn_worker_client import (  # noqa: E402
+    MAX_SIDE,
+    Spool,
     Worker,
     WorkerError,
+    check_result_size,
     overall_fraction,
     pixel_format,
     scaled_span,
@@ -34,7 +37,6 @@ MODELS = (("drcn-lite", "DRCN lite (fast, F=64)"),
           ("drcn-lite-photo", "DRCN lite photo (JPEG and noisy photos)"),
           ("drcn", "DRCN (paper size, F=256, best on GPUs)"))
 OUTPUTS = (("new-image", "New image from the layer"), ("scale-image", "Scale this image"))
-MAX_SIDE = 524288  # GIMP's largest image side
 
 
 def _choice(entries):
@@ -100,6 +102,14 @@ def _write(drawable, fmt, data):
     shadow.flush()
     drawable.merge_shadow(True)
     drawable.update(0, 0, w, h)
+
+
+def _place(layer, x, y, fmt, data, w, h):
+    """Give a scaled layer its upscaled size, offset and pixels."""
+    if (layer.get_width(), layer.get_height()) != (w, h):
+        layer.scale(w, h, False)
+    layer.set_offsets(x, y)
+    _write(layer, fmt, data)
 
 
 def _offsets(layer):
@@ -216,22 +226,36 @@ class DRCNSuperResolution(Gimp.PlugIn):
         return values
 
     @staticmethod
-    def _upscale(worker, image, layer, scale, options, index=0, count=1):
-        fmt = _format_of(image, layer)
-        data, w, h = worker.upscale(
-            _read(layer, fmt), layer.get_width(), layer.get_height(), fmt, scale, options,
+    def _plan(worker, image, drawable, scale, options):
+        """How ``drawable``'s pixels travel and its result's (width, height), checked before they
+        are read: a result larger than GIMP's images, or an upscale the worker's memory cannot
+        take, is refused in one line."""
+        fmt = _format_of(image, drawable)
+        size = drawable.get_width(), drawable.get_height()
+        w, h = worker.output_size(*size, scale, options)
+        check_result_size(w, h)
+        worker.output_size(*size, scale, options, fmt)
+        return fmt, w, h
+
+    @staticmethod
+    def _upscale(worker, drawable, fmt, scale, options, index=0, count=1):
+        return worker.upscale(
+            _read(drawable, fmt), drawable.get_width(), drawable.get_height(), fmt, scale,
+            options,
             lambda done, total: Gimp.progress_update(overall_fraction(index, count, done, total)))
-        return fmt, data, w, h
 
     def _new_image(self, worker, image, layer, scale, options):
         """The layer, upscaled, as the only layer of a new image with the same precision; its
         layer mask, upscaled to the same size, stays its mask (else what it hides would show)."""
         mask = layer.get_mask()
         count = 1 if mask is None else 2
-        fmt, data, w, h = self._upscale(worker, image, layer, scale, options, 0, count)
+        fmt, w, h = self._plan(worker, image, layer, scale, options)
+        if mask is not None:  # to the layer's result size, checked before either is read
+            mask_options = {**options, "out_width": w, "out_height": h}
+            mask_fmt, _, _ = self._plan(worker, image, mask, scale, mask_options)
+        data, w, h = self._upscale(worker, layer, fmt, scale, options, 0, count)
         if mask is not None:
-            mask_fmt, mask_data, _, _ = self._upscale(
-                worker, image, mask, scale, {**options, "out_width": w, "out_height": h}, 1, 2)
+            mask_data, _, _ = self._upscale(worker, mask, mask_fmt, scale, mask_options, 1, 2)
         new = Gimp.Image.new_with_precision(w, h, image.get_base_type(), image.get_precision())
         new.undo_disable()
         new.set_resolution(*image.get_resolution()[-2:])  # same pixels per inch as the source
@@ -254,40 +278,42 @@ class DRCNSuperResolution(Gimp.PlugIn):
 
         The canvas gets the size asked for (the worker applies the size rule); each layer is
         upscaled by the canvas' factor on each axis, all of it whatever is selected (the
-        selection is scaled with the image, as GIMP's Scale Image does). All layers are upscaled
-        before the image is touched, so a failure changes nothing.
+        selection is scaled with the image, as GIMP's Scale Image does). Every size and memory
+        check comes before the first layer is read, and every layer is upscaled (kept in a
+        temporary file, not in memory) before the image is touched, so a failure changes
+        nothing.
         """
         iw, ih = image.get_width(), image.get_height()
         cw, ch = worker.output_size(iw, ih, scale, {**options, **size})
+        check_result_size(cw, ch)
         fx, fy = (cw / iw, ch / ih) if size["out_width"] or size["out_height"] else (scale, scale)
         items = list(_tree(image.get_layers()))
         layers = [item for item in items if not item.is_group()]  # groups follow their children
         spans = [(scaled_span(x, layer.get_width(), fx), scaled_span(y, layer.get_height(), fy))
                  for layer, (x, y) in zip(layers, map(_offsets, layers), strict=True)]
-        results = [self._upscale(worker, image, layer, scale,
-                                 {**options, "out_width": sx[1], "out_height": sy[1]},
-                                 i, len(layers))
-                   for i, (layer, (sx, sy)) in enumerate(zip(layers, spans, strict=True))]
-        image.undo_group_start()
-        try:
-            image.scale(cw, ch)
-            # merge_shadow writes only inside a selection: set it aside (scaled with the image)
-            kept = None if Gimp.Selection.is_empty(image) else Gimp.Selection.save(image)
-            Gimp.Selection.none(image)
+        jobs = [(layer, {**options, "out_width": sx[1], "out_height": sy[1]})
+                for layer, (sx, sy) in zip(layers, spans, strict=True)]
+        formats = [self._plan(worker, image, layer, scale, opts)[0] for layer, opts in jobs]
+        with Spool() as spool:
+            for i, ((layer, opts), fmt) in enumerate(zip(jobs, formats, strict=True)):
+                spool.add(*self._upscale(worker, layer, fmt, scale, opts, i, len(layers)))
+            image.undo_group_start()
             try:
-                with _unlocked(items):
-                    for layer, (sx, sy), (fmt, data, w, h) in zip(layers, spans, results,
-                                                                  strict=True):
-                        if (layer.get_width(), layer.get_height()) != (w, h):
-                            layer.scale(w, h, False)
-                        layer.set_offsets(sx[0], sy[0])
-                        _write(layer, fmt, data)
+                image.scale(cw, ch)
+                # merge_shadow writes only inside a selection: set it aside (scaled with the image)
+                kept = None if Gimp.Selection.is_empty(image) else Gimp.Selection.save(image)
+                Gimp.Selection.none(image)
+                try:
+                    with _unlocked(items):
+                        for i, (layer, (sx, sy), fmt) in enumerate(zip(layers, spans, formats,
+                                                                       strict=True)):
+                            _place(layer, sx[0], sy[0], fmt, *spool.get(i))
+                finally:
+                    if kept is not None:
+                        image.select_item(Gimp.ChannelOps.REPLACE, kept)
+                        image.remove_channel(kept)
             finally:
-                if kept is not None:
-                    image.select_item(Gimp.ChannelOps.REPLACE, kept)
-                    image.remove_channel(kept)
-        finally:
-            image.undo_group_end()
+                image.undo_group_end()
         return image
 
 

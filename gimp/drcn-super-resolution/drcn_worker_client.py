@@ -27,10 +27,11 @@ STOP_GRACE_S = 3.0
 HINT = ("Install drcn-plugin in a Python environment and run `drcn gimp install` from it "
         f"(or set {PYTHON_ENV} to that Python).")
 _ITEMSIZE = {"u8": 1, "u16": 2, "f32": 4}
+MAX_SIDE = 524288  # GIMP's largest image side: GIMP_MAX_IMAGE_SIZE, libgimpbase/gimplimits.h
 
 
 class WorkerError(Exception):
-    """A one-line message for the GIMP user about the worker process."""
+    """A one-line message for the GIMP user: a refusal before the work, or the worker's."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,14 @@ def scaled_span(offset: int, length: int, scale: float) -> tuple[int, int]:
     return start, max(1, end - start)
 
 
+def check_result_size(width: int, height: int) -> None:
+    """Refuse, before any work, a result larger than GIMP's images can be (its new image or
+    Scale Image would fail with a traceback after the whole upscale)."""
+    if max(width, height) > MAX_SIDE:
+        raise WorkerError(f"DRCN: the result would be {width}x{height} px, and GIMP's images are "
+                          f"at most {MAX_SIDE} px a side: choose a smaller Scale or size")
+
+
 def overall_fraction(index: int, count: int, done: int, total: int) -> float:
     """Progress over ``count`` layers when layer ``index`` has ``done`` of ``total`` tiles."""
     return (index + (done / total if total else 0.0)) / count
@@ -98,6 +107,43 @@ def worker_command(plugin_dir: Path, environ: Mapping[str, str] = os.environ) ->
     if not Path(python).is_file():
         raise WorkerError(f"the DRCN worker's Python {python} does not exist. {HINT}")
     return [python, "-m", WORKER_MODULE]
+
+
+class Spool:
+    """Upscaled blocks kept in a temporary file until all have arrived: Scale this image writes
+    none before the last is done (so a failure leaves the image as it was), and held in memory
+    they would take every scaled layer at once."""
+
+    def __init__(self) -> None:
+        self._file = _temp_io(tempfile.TemporaryFile)
+        self._blocks: list[tuple[int, int, int, int]] = []  # offset, bytes, width, height
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def add(self, data: bytes, width: int, height: int) -> None:
+        """Keep one ``width x height`` block."""
+        offset = _temp_io(self._file.seek, 0, os.SEEK_END)
+        _temp_io(self._file.write, data)
+        self._blocks.append((offset, len(data), width, height))
+
+    def get(self, index: int) -> tuple[bytes, int, int]:
+        """The block added ``index``-th, as (pixels, width, height)."""
+        offset, size, width, height = self._blocks[index]
+        _temp_io(self._file.seek, offset)
+        return _temp_io(self._file.read, size), width, height
+
+
+def _temp_io(call: Callable, *args: object):
+    """``call(*args)``, its OSError (a full disk, a missing temporary folder) one line."""
+    try:
+        return call(*args)
+    except OSError as e:
+        raise WorkerError(f"DRCN: cannot keep the upscaled layers in {tempfile.gettempdir()} "
+                          f"until the last is done ({e.strerror or e})") from None
 
 
 def worker_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -169,12 +215,14 @@ class Worker:
             elif kind == "cancelled":
                 raise WorkerError("DRCN: cancelled")
 
-    def output_size(self, width: int, height: int, scale: float,
-                    options: Mapping[str, object]) -> tuple[int, int]:
+    def output_size(self, width: int, height: int, scale: float, options: Mapping[str, object],
+                    fmt: PixelFormat | None = None) -> tuple[int, int]:
         """The (width, height) the worker would give a ``width x height`` image with these
-        options (a dry run: the size rule lives in the worker's library)."""
-        _, w, h = self.upscale(b"", width, height, PixelFormat("", "u8", 1), scale,
-                               {**options, "dry_run": True})
+        options (a dry run: the size rule lives in the worker's library). With ``fmt``, the
+        worker also makes the memory check of a real run of that block, so one too big for
+        memory is refused before its pixels are read out of GIMP."""
+        _, w, h = self.upscale(b"", width, height, fmt or PixelFormat("", "u8", 1), scale,
+                               {**options, "dry_run": True, "memory_check": fmt is not None})
         return w, h
 
     def stop(self) -> None:
