@@ -7,7 +7,6 @@ every write is atomic. A failing file is reported and the batch goes on.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import glob
 import itertools
@@ -43,6 +42,7 @@ from .errors import (
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, name_max, windows_device
+from .scanning import broken_link, glob_files, walk
 from .sizing import TargetSize
 from .writing import (
     atomic_save,
@@ -115,9 +115,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         path = Path(os.path.abspath(os.path.expanduser(spec)))
         try:
             if path.is_dir():
-                files, root = _walk(path, recursive), path
+                files, root = walk(path, recursive, errors), path
                 default_out = path.parent / f"{path.name}-{tag}"
-            elif path.is_file() or _broken_link(path):  # a broken link fails as its job
+            elif path.is_file() or broken_link(path):  # a broken link fails as its job
                 files, root = [path], path.parent
                 default_out = root / tag
             elif os.path.lexists(path) or not glob.has_magic(spec):
@@ -126,7 +126,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 errors.append(f"{spec}: {what}")
                 continue
             else:
-                files = _glob(str(path), recursive)
+                files = glob_files(str(path), recursive, errors)
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
         except OSError as e:
@@ -193,66 +193,6 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
         count = sum(j.target.parent == folder for j in jobs)
         errors.append(f"{message} ({counted(count, 'file')} not upscaled)")
     return [j for j in jobs if j.target.parent not in bad], errors
-
-
-def _broken_link(path: str | Path) -> bool:
-    """A symbolic link to nothing, or one in a loop of links: listed as an input so that its job
-    says so, where a folder scan would otherwise pass over a picture the user sees in the
-    folder."""
-    return os.path.islink(path) and not os.path.exists(path)
-
-
-def _walk(root: Path, recursive: bool) -> list[Path]:
-    """Files in ``root`` (and below it when ``recursive``). Symlinked folders are followed, but
-    each real folder is visited once, so links into a parent cannot loop."""
-    files: list[Path] = []
-    visited: set[str] = set()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files, and temporary files of an interrupted write
-            try:
-                if _broken_link(entry.path):  # first: is_dir() raises for a loop; fails as a job
-                    files.append(Path(entry.path))
-                elif entry.is_dir():
-                    if recursive:
-                        stack.append(Path(entry.path))
-                elif entry.is_file():
-                    files.append(Path(entry.path))
-            except OSError:
-                continue
-    return files
-
-
-def _glob(pattern: str, recursive: bool) -> list[Path]:
-    """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
-    instead of following symlinks in circles as :func:`glob.glob` does."""
-    if not (recursive and "**" in pattern):
-        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p) or _broken_link(p)]
-    parts = Path(pattern).parts
-    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    base, rest = Path(*parts[:fixed]), parts[fixed:]
-    if not base.is_dir():
-        return []
-    return [f for f in _walk(base, True) if _match(f.relative_to(base).parts, rest)]
-
-
-def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    """Path components against glob components, ``**`` matching any number of folders."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        return any(_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) \
-        and _match(parts[1:], pattern[1:])
 
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:

@@ -109,3 +109,28 @@ def test_a_link_in_a_loop_fails_as_its_own_job(folder: Path, tiny_model_file: st
     assert r.exit_code == 1 and "1 done, 0 skipped, 2 failed" in r.output, r.output
     assert "b.png: cannot read (Too many levels of symbolic links)" in r.output, r.output
     assert "decode" not in r.output and "Errno" not in r.output
+
+
+def test_a_subfolder_that_cannot_be_read_costs_only_its_own_images(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user may not list inside the one scanned (a drive's ``lost+found``) is one
+    line naming it; the images beside it and in the other subfolders are still upscaled, by a
+    folder walk and by a ``**`` glob alike."""
+    for sub in ("lost+found", "trip"):
+        (folder / sub).mkdir()
+        random_rgb().save(folder / sub / "b.png")
+    random_rgb().save(folder / "a.png")
+    locked, listing = folder / "lost+found", os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:  # as for a folder of mode 700 another user owns
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for spec in (str(folder), str(folder / "**" / "*.png")):
+        r = upscale(spec, "-r", "-o", str(folder.parent / "out"), "--model", tiny_model_file,
+                    "--overwrite")
+        assert r.exit_code == 1 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+        assert f"{locked}: cannot read this folder (Permission denied)" in r.output, r.output
+    assert names(folder.parent / "out") == ["a.png", "trip"]
