@@ -37,7 +37,7 @@ from .metadata import (
     read_exif,
 )
 from .misreads import require_whole_png, tga_alpha, usable_icc
-from .opening import open_regular, reader_refusal
+from .opening import open_image, open_regular, reader_refusal
 from .pixelmodes import (
     GREY_MODES,
     bmp_alpha,
@@ -106,7 +106,7 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
-    with _decoding(path), open_regular(path) as f, Image.open(f) as im:
+    with _decoding(path), open_regular(path) as f, open_image(f) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
         if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
@@ -233,7 +233,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
     # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
     # the turned size for the stored pixels, scrambling them.
-    with open_regular(path) as f, Image.open(f) as im:
+    with open_regular(path) as f, open_image(f) as im:
         _check_decode_memory(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles

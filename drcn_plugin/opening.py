@@ -1,15 +1,19 @@
-"""Opening image files: regular files only, and why Pillow refused one it has a reader for."""
+"""Opening image files: regular files only, each through the Pillow reader that reads it right,
+and why Pillow refused one it has a reader for."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BadImageError, one_line
 
@@ -30,6 +34,44 @@ def open_regular(path: Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+_PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
+_TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
+_LIBTIFF_SWITCH = threading.Lock()
+
+
+def open_image(f: BinaryIO) -> Image.Image:
+    """Pillow's image of the open file ``f`` (from its start). An uncompressed TIFF that stores
+    each channel as its own plane is read through libtiff, as Pillow reads compressed ones:
+    Pillow's own reader of such planes takes 16-bit samples for 8-bit ones (a 16-bit scan comes
+    out scrambled, without an error) and refuses 16-bit grey or an unmarked extra channel."""
+    try:
+        im = Image.open(f)
+    except UnidentifiedImageError:
+        f.seek(0)
+        if f.read(4) not in _TIFF_HEADS:
+            raise
+        f.seek(0)
+        with _libtiff_reading():
+            return Image.open(f)
+    if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
+        return im
+    f.seek(0)  # not im.close(), which would close f too
+    with _libtiff_reading():
+        return Image.open(f)
+
+
+@contextmanager
+def _libtiff_reading() -> Iterator[None]:
+    """Pillow's TIFF reader set up to read through libtiff while a file is opened (the reader
+    reads its switch then)."""
+    with _LIBTIFF_SWITCH:
+        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            yield
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = before
 
 
 def reader_refusal(path: Path) -> str:
