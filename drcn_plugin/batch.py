@@ -53,6 +53,7 @@ from .writing import (
 )
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
+QUALITY_FORMATS = ("JPEG", "WEBP", "AVIF")  # the output formats whose encoder takes a quality
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
 
@@ -159,6 +160,16 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                              f"{device.target.name}, which Windows reserves for a device",
                              option="suffix")
     return _writable(jobs, errors)
+
+
+def check_quality(jobs: list[Job], quality: int | None) -> None:
+    """Refuse a quality that no result of the batch takes (every one PNG, TIFF or BMP, which
+    are lossless), rather than ignore it without a word."""
+    formats = {FORMATS.get(j.target.suffix.lower().lstrip("."), "PNG") for j in jobs}
+    if quality is not None and formats and not formats.intersection(QUALITY_FORMATS):
+        raise BadOptionError(f"no result takes a quality: {' and '.join(sorted(formats))} "
+                             f"{'is' if len(formats) == 1 else 'are'} lossless (it sets JPEG, "
+                             "WebP and AVIF quality)", option="quality")
 
 
 def _earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,

@@ -72,6 +72,7 @@ def upscale(
     By --scale, or to --width/--height/--long-edge: DRCN runs at a whole factor from 2 to 4 and
     bicubic takes it to the exact size. Under torchrun, files are split across the processes."""
     from .batch import (
+        check_quality,
         clean_stale_outputs,
         collect_jobs,
         gather_outcomes,
@@ -93,6 +94,7 @@ def upscale(
         target = TargetSize(2.0 if scale is None and not sized else scale, width or 0,
                             height or 0, long_edge or 0)
         jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
+        check_quality(jobs, quality)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,

@@ -168,6 +168,21 @@ def test_refuses_bad_options(photos: Path, tiny_model_file: str) -> None:
     assert r.exit_code == 2 and "--format" in r.output
 
 
+
+def test_a_quality_no_result_takes_is_refused_before_any_work(photos: Path,
+                                                               tiny_model_file: str) -> None:
+    """--quality on a batch whose every result is lossless (PNG, TIFF, BMP) would change
+    nothing: one line naming why; where one result is a JPEG, WebP or AVIF it is taken."""
+    args = ("--quality", "60", "--model", tiny_model_file, "-o", str(photos.parent / "q"))
+    for fmt in ("png", "tiff", "bmp"):
+        r = upscale(str(photos), "--format", fmt, *args)
+        assert r.exit_code == 2 and r.output == (
+            f"error: invalid value for --quality: no result takes a quality: {fmt.upper()} is "
+            "lossless (it sets JPEG, WebP and AVIF quality)\n"), r.output
+    assert not (photos.parent / "q").exists()
+    r = upscale(str(photos), "--format", "webp", *args)
+    assert r.exit_code == 0 and {p.suffix for p in (photos.parent / "q").iterdir()} == {".webp"}
+
 def test_metadata_orientation_icc_dpi_16bit_alpha(tmp_path: Path, tiny_model_file: str) -> None:
     src = tmp_path / "in"
     src.mkdir()
