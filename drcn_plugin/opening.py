@@ -76,13 +76,15 @@ def _libtiff_reading() -> Iterator[None]:
 
 def reader_refusal(path: Path) -> str:
     """Why the Pillow reader that claims ``path``'s first bytes refused it (a 12-bit JPEG, a
-    half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out; empty
-    when no reader claims the file."""
+    half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out, or that
+    the file is empty; empty when no reader claims the file."""
     Image.init()
     try:
         with open_regular(path) as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the reader's complaints on the way are not the reason
             head = f.read(16)
+            if not head:  # an interrupted copy, a cloud drive's placeholder
+                return " (the file is empty: 0 bytes)"
             for fmt in Image.ID:
                 factory, accept = Image.OPEN[fmt]
                 try:  # a reader taking any bytes (no check) says little
