@@ -398,6 +398,25 @@ def test_usage_mistakes_are_one_line_from_the_console_script(photos: Path, monke
     assert not list(photos.glob("*_x*"))  # nothing written
 
 
+
+def test_a_file_whose_name_starts_with_a_dash_is_named_how_to_give(
+        photos: Path, monkeypatch, capsys) -> None:
+    """``drcn upscale -night.png`` reads as options: the one line says how to name the file;
+    an unknown option that is no file's name gets no such hint."""
+    from drcn_plugin.cli import main
+
+    (photos / "a.png").rename(photos / "-night.png")
+    monkeypatch.chdir(photos)
+    for args, hint in ((["-night.png"], True), (["b.jpg", "--bogus"], False)):
+        monkeypatch.setattr(sys, "argv", ["drcn", "upscale", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, err
+        said = "; -night.png is a file: name it ./-night.png, or put -- before it\n"
+        assert err.endswith(said) == hint, err
+    assert sorted(p.name for p in photos.iterdir()) == ["-night.png", "b.jpg"]
+
 def test_version_is_the_packages(monkeypatch, capsys) -> None:
     from importlib.metadata import version
 
