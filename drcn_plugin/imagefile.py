@@ -40,8 +40,10 @@ from .misreads import require_whole_png, tga_alpha, usable_icc
 from .opening import open_image, open_regular, reader_refusal
 from .pixelmodes import (
     GREY_MODES,
+    NEGATIVE,
     bmp_alpha,
     held_at_8_bits,
+    signed_bytes,
     stored_mode,
     to_array,
     unmarked_channels,
@@ -238,7 +240,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
-        white = white_is_zero(im)
+        white, signed = white_is_zero(im), signed_bytes(im)
         im.load()
         if im.format == "PNG":
             require_whole_png(f, im)
@@ -277,6 +279,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         array = to_array(im, info, stored) if deep is None else deep
     if white:
         array = np.subtract(65535, array, dtype=np.uint16)
+    if signed and array.max() >= 128:  # the bytes of negative samples; none: the levels stand
+        raise BadImageError(NEGATIVE)
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info

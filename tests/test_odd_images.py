@@ -131,3 +131,22 @@ def test_an_uncompressed_tiff_stored_a_plane_per_channel_is_read_with_its_pixels
     assert planar.dtype == chunky.dtype and np.array_equal(planar, chunky)
     assert planar_info.notes == chunky_info.notes
     assert image_shape8(tmp_path / "planar.tif") == image_shape8(tmp_path / "chunky.tif")
+
+
+SIGNED_SAMPLES = 2  # TIFF SampleFormat: two's complement integers
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_signed_samples_are_read_when_none_is_negative_and_refused_when_one_is(
+        tmp_path: Path, dtype: type) -> None:
+    """A signed TIFF (a scientist's, a height map) whose samples are all 0 or more holds plain
+    levels; with one below zero it is refused in words that say so, not read as the wrong
+    picture (Pillow reads signed bytes as unsigned: -1 as 255) nor called 32-bit."""
+    levels = np.arange(54, dtype=dtype).reshape(6, 9)
+    hand_tiff(tmp_path / "plain.tif", levels, BLACK_IS_ZERO, {SAMPLE_FORMAT: [SIGNED_SAMPLES]})
+    assert np.array_equal(read_image(tmp_path / "plain.tif")[0], levels)
+    hand_tiff(tmp_path / "below.tif", levels - 20, BLACK_IS_ZERO,
+              {SAMPLE_FORMAT: [SIGNED_SAMPLES]})
+    with pytest.raises(BadImageError, match=r"below\.tif: samples below zero \(signed integers\) "
+                                            r"are not supported$"):
+        read_image(tmp_path / "below.tif")
