@@ -42,7 +42,7 @@ from .errors import (
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, name_max, windows_device
-from .scanning import broken_link, glob_files, walk
+from .scanning import broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
 from .writing import (
     atomic_save,
@@ -88,7 +88,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     returns (jobs, one-line errors).
 
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
-    glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
+    glob's matching files -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target
+    size), the folders it matches as if each were named.
     ``output`` replaces that folder. Two inputs that would share an output name get names that
     keep their source extension (``photo.gif.png``); an output that would land on an input is
     refused. Results of an earlier run found while scanning are not inputs: the files that sit
@@ -109,7 +110,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     jobs: list[Job] = []
     errors: list[str] = []
     seen: set[str] = set()
-    for spec in inputs:
+    queue = list(inputs)
+    for spec in queue:  # the folders a glob matches join the queue as inputs of their own
         if not spec:  # Path("") is the current folder
             errors.append(f"'': {EMPTY_PATH}")
             continue
@@ -130,6 +132,11 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 files = glob_files(str(path), recursive, errors)
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
+                folders = matched_folders(str(path))
+                queue += [str(f) for f in folders  # not the results of another one
+                          if not any(f.name == f"{o.name}-{tag}" for o in folders)]
+                if folders and not files:
+                    continue
         except OSError as e:
             errors.append(f"{spec}: cannot read ({reason(e)})")
             continue

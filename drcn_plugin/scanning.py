@@ -1,6 +1,6 @@
 """Which files the folders and globs of a batch name: folders walked (each real folder once, so
-links cannot loop), hidden files passed over, and a subfolder that cannot be read named while
-the rest of the walk goes on."""
+links cannot loop), hidden files passed over, a subfolder that cannot be read named while the
+rest of the walk goes on, and the folders a glob matches taken as a shell would give them."""
 
 from __future__ import annotations
 
@@ -69,6 +69,15 @@ def glob_files(pattern: str, recursive: bool, unread: list[str]) -> list[Path]:
     if not base.is_dir():
         return []
     return [f for f in walk(base, True, unread) if _match(f.relative_to(base).parts, rest)]
+
+
+def matched_folders(pattern: str) -> list[Path]:
+    """The folders ``pattern`` matches, to be upscaled as folders named alone are: bash expands
+    a glob to its folders and files alike, where Windows' cmd passes it on as written. A ``**``
+    glob walks the folders itself."""
+    if "**" in pattern:
+        return []
+    return sorted(Path(p) for p in glob.glob(pattern) if os.path.isdir(p))
 
 
 def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:

@@ -134,3 +134,23 @@ def test_a_subfolder_that_cannot_be_read_costs_only_its_own_images(
         assert r.exit_code == 1 and "2 done, 0 skipped, 0 failed" in r.output, r.output
         assert f"{locked}: cannot read this folder (Permission denied)" in r.output, r.output
     assert names(folder.parent / "out") == ["a.png", "trip"]
+
+
+def test_a_glob_left_unexpanded_takes_the_folders_it_matches(folder: Path,
+                                                             tiny_model_file: str) -> None:
+    """``drcn upscale "shoot*"`` as Windows' cmd passes it (bash expands it first): the folders
+    it matches are upscaled as folders named alone are, beside the files it matches; on the
+    next run the folders of the first one's results are not taken for inputs."""
+    for name in ("shoot1", "shoot2"):
+        (folder / name).mkdir()
+        random_rgb().save(folder / name / f"{name}.png")
+    random_rgb().save(folder / "shoot3.png")
+    args = (str(folder / "shoot*"), "--model", tiny_model_file)
+    r = upscale(*args)
+    assert r.exit_code == 0 and "3 done, 0 skipped, 0 failed" in r.output, r.output
+    assert names(folder) == ["drcn-x2", "shoot1", "shoot1-drcn-x2", "shoot2", "shoot2-drcn-x2",
+                             "shoot3.png"]
+    assert names(folder / "shoot2-drcn-x2") == ["shoot2.png"]
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "0 done, 3 skipped, 0 failed" in r.output, r.output
+    assert "shoot1-drcn-x2-drcn-x2" not in names(folder)
