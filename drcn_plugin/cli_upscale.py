@@ -48,8 +48,8 @@ def upscale(
     quality: Annotated[int | None, typer.Option(
         min=1, max=100, help=f"JPEG/WebP/AVIF quality (default {DEFAULT_QUALITY}; a lossless WebP "
         "stays lossless unless a quality is given)")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders")]
-    = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders "
+                         "(but those of earlier results: drcn-x2, photos-drcn-x2, ...)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace existing output files")] = False,
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import reason
+from .sizing import RESULT_FOLDER
 
 
 def broken_link(path: str | Path) -> bool:
@@ -20,8 +21,9 @@ def broken_link(path: str | Path) -> bool:
 
 
 def walk(root: Path, recursive: bool, unread: list[str]) -> list[Path]:
-    """Files in ``root`` (and below it when ``recursive``). Symlinked folders are followed, but
-    each real folder is visited once, so links into a parent cannot loop. ``root`` itself that
+    """Files in ``root`` (and below it when ``recursive``, but for the folders of earlier
+    results: ``drcn-x2``, ``photos-drcn-w1000``). Symlinked folders are followed, but each real
+    folder is visited once, so links into a parent cannot loop. ``root`` itself that
     cannot be read raises OSError; a subfolder that cannot be read (a drive's ``lost+found``,
     ``System Volume Information``) is added to ``unread`` as one line and the walk goes on."""
     files: list[Path] = []
@@ -49,7 +51,7 @@ def walk(root: Path, recursive: bool, unread: list[str]) -> list[Path]:
                 if broken_link(entry.path):  # first: is_dir() raises for a loop; fails as a job
                     files.append(Path(entry.path))
                 elif entry.is_dir():
-                    if recursive:
+                    if recursive and not RESULT_FOLDER.fullmatch(entry.name):
                         stack.append(Path(entry.path))
                 elif entry.is_file():
                     files.append(Path(entry.path))

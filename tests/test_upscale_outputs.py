@@ -154,3 +154,22 @@ def test_a_glob_left_unexpanded_takes_the_folders_it_matches(folder: Path,
     r = upscale(*args, "--skip-existing")
     assert r.exit_code == 0 and "0 done, 3 skipped, 0 failed" in r.output, r.output
     assert "shoot1-drcn-x2-drcn-x2" not in names(folder)
+
+
+def test_a_recursive_scan_passes_over_the_folders_of_earlier_results(
+        folder: Path, tiny_model_file: str) -> None:
+    """Results written beside a file (``drcn-x2/``) or a subfolder (``trip-drcn-w40/``) by
+    earlier runs are not upscaled again when the folder holding them is scanned with -r; a
+    folder of results named on its own is an input like any other."""
+    (folder / "trip").mkdir()
+    random_rgb().save(folder / "a.png")
+    random_rgb().save(folder / "trip" / "b.png")
+    assert upscale(str(folder / "a.png"), "--model", tiny_model_file).exit_code == 0
+    assert upscale(str(folder / "trip"), "--width", "40", "--model", tiny_model_file).exit_code == 0
+    assert names(folder) == ["a.png", "drcn-x2", "trip", "trip-drcn-w40"]
+    r = upscale(str(folder), "-r", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+    assert sorted(str(p.relative_to(folder.parent / "in-drcn-x2"))
+                  for p in (folder.parent / "in-drcn-x2").rglob("*.png")) == ["a.png", "trip/b.png"]
+    r = upscale(str(folder / "drcn-x2"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 done" in r.output, r.output
