@@ -153,7 +153,9 @@ def test_a_glob_left_unexpanded_takes_the_folders_it_matches(folder: Path,
     assert names(folder / "shoot2-drcn-x2") == ["shoot2.png"]
     r = upscale(*args, "--skip-existing")
     assert r.exit_code == 0 and "0 done, 3 skipped, 0 failed" in r.output, r.output
-    assert "shoot1-drcn-x2-drcn-x2" not in names(folder)
+    r = upscale(*args, "--scale", "3")
+    assert r.exit_code == 0 and "3 done, 0 skipped, 0 failed" in r.output, r.output
+    assert "shoot1-drcn-x2-drcn-x3" not in names(folder)
 
 
 def test_a_recursive_scan_passes_over_the_folders_of_earlier_results(
