@@ -37,7 +37,7 @@ from .metadata import (
     read_exif,
 )
 from .misreads import require_whole_png, tga_alpha, usable_icc
-from .opening import open_image, open_regular, reader_refusal
+from .opening import load_pixels, open_image, open_regular, reader_refusal
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -241,7 +241,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         white, signed = white_is_zero(im), signed_bytes(im)
-        im.load()
+        load_pixels(im)
         if im.format == "PNG":
             require_whole_png(f, im)
         turned = turn != 1 and orientation(im) == 1

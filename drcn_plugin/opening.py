@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
@@ -39,6 +41,7 @@ def open_regular(path: Path) -> BinaryIO:
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _LIBTIFF_SWITCH = threading.Lock()
+_STDERR_SWITCH = threading.Lock()
 
 
 def open_image(f: BinaryIO) -> Image.Image:
@@ -72,6 +75,42 @@ def _libtiff_reading() -> Iterator[None]:
             yield
         finally:
             TiffImagePlugin.READ_LIBTIFF = before
+
+
+def load_pixels(im: Image.Image) -> None:
+    """``im.load()``. libtiff (Pillow's decoder of compressed and planar TIFFs) writes its reasons
+    straight to the process's stderr, beside drcn's own line, and Pillow then says only "decoder
+    error -2": what it writes is caught, and becomes the error's reason, or on success a
+    warning (which :func:`.imagefile.read_image` makes a note)."""
+    if not getattr(im, "use_load_libtiff", False):
+        im.load()
+        return
+    with _STDERR_SWITCH:  # one thread's catch at a time, each putting back the stderr it found
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (AttributeError, OSError, ValueError):  # no stderr to catch (a GUI host's)
+            im.load()
+            return
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                im.load()
+            except OSError as e:
+                failed: OSError | None = e
+            else:
+                failed = None
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            caught.seek(0)
+            text = caught.read().decode("utf-8", "replace")
+    said = [line.strip().rstrip(".") for line in text.splitlines() if line.strip()]
+    if failed is not None:
+        raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
+            from failed
+    for line in said:
+        warnings.warn(line, stacklevel=2)
 
 
 def reader_refusal(path: Path) -> str:

@@ -193,3 +193,18 @@ def test_an_icc_profile_that_is_kept_is_the_files_own_bytes(tmp_path: Path) -> N
     (tmp_path / "s.png").write_bytes(buf.getvalue())
     _, info = read_image(tmp_path / "s.png")
     assert info.icc_profile == srgb and not info.notes
+
+
+def test_a_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(tmp_path: Path,
+                                                                     capfd) -> None:
+    """libtiff writes why it cannot decode a strip straight to the process's stderr, beside
+    drcn's line, and Pillow then says "decoder error -2": its reason is the error's, and nothing
+    else reaches the terminal."""
+    random_rgb(48, 40).save(tmp_path / "z.tif", compression="tiff_adobe_deflate")
+    data = bytearray((tmp_path / "z.tif").read_bytes())
+    data[40:400] = b"\x55" * 360  # inside the compressed strip, which Pillow writes first
+    (tmp_path / "z.tif").write_bytes(bytes(data))
+    with pytest.raises(BadImageError, match=r"z\.tif: cannot decode image \(ZIPDecode: "
+                                            r"Decoding error .*, incorrect data check\)$"):
+        read_image(tmp_path / "z.tif")
+    assert capfd.readouterr().err == ""
