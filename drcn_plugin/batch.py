@@ -167,7 +167,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         raise BadOptionError(f"{suffix!r} would name {device.source}'s result "
                              f"{device.target.name}, which Windows reserves for a device",
                              option="suffix")
-    return _writable(jobs, errors)
+    return _writable(jobs, errors, chosen=out_dir is not None)
 
 
 def check_quality(jobs: list[Job], quality: int | None) -> None:
@@ -199,9 +199,10 @@ def _result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
     return stem + suffix + _out_suffix(source, fmt)
 
 
-def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
+def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Job], list[str]]:
     """The jobs whose output folder takes files, and one error per folder that does not (only
-    folders with something left to write are tried)."""
+    folders with something left to write are tried); where the user ``chosen`` no folder (the
+    default beside a read-only card or share), the error says how to."""
     bad: dict[Path, str] = {}
     for folder in dict.fromkeys(j.target.parent for j in jobs if not os.path.lexists(j.target)):
         try:
@@ -210,7 +211,8 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
             bad[folder] = one_line(e)
     for folder, message in bad.items():
         count = sum(j.target.parent == folder for j in jobs)
-        errors.append(f"{message} ({counted(count, 'file')} not upscaled)")
+        errors.append(f"{message} ({counted(count, 'file')} not upscaled"
+                      f"{'' if chosen else '; -o names another output folder'})")
     return [j for j in jobs if j.target.parent not in bad], errors
 
 
