@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -42,6 +43,7 @@ _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _LIBTIFF_SWITCH = threading.Lock()
 _STDERR_SWITCH = threading.Lock()
+_LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
 
 
 def open_image(f: BinaryIO) -> Image.Image:
@@ -81,7 +83,8 @@ def load_pixels(im: Image.Image) -> None:
     """``im.load()``. libtiff (Pillow's decoder of compressed and planar TIFFs) writes its reasons
     straight to the process's stderr, beside drcn's own line, and Pillow then says only "decoder
     error -2": what it writes is caught, and becomes the error's reason, or on success a
-    warning (which :func:`.imagefile.read_image` makes a note)."""
+    warning (which :func:`.imagefile.read_image` makes a note). What others write meanwhile (a
+    live progress display) is passed on to stderr."""
     if not getattr(im, "use_load_libtiff", False):
         im.load()
         return
@@ -104,8 +107,11 @@ def load_pixels(im: Image.Image) -> None:
                 os.dup2(saved, 2)
                 os.close(saved)
             caught.seek(0)
-            text = caught.read().decode("utf-8", "replace")
-    said = [line.strip().rstrip(".") for line in text.splitlines() if line.strip()]
+            lines = caught.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    said = [line.strip().rstrip(".") for line in lines if _LIBTIFF_SAYS.match(line)]
+    others = "".join(line for line in lines if not _LIBTIFF_SAYS.match(line))
+    if others:  # another thread's, a live progress display's: theirs, written where they meant
+        os.write(2, others.encode("utf-8", "surrogateescape"))
     if failed is not None:
         raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
             from failed
