@@ -7,7 +7,6 @@ every write is atomic. A failing file is reported and the batch goes on.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import glob
 import itertools
@@ -43,7 +42,8 @@ from .errors import (
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, name_max, windows_device
-from .sizing import TargetSize
+from .scanning import broken_link, glob_files, matched_folders, walk
+from .sizing import RESULT_FOLDER, TargetSize
 from .writing import (
     atomic_save,
     clean_stale_parts,
@@ -53,6 +53,7 @@ from .writing import (
 )
 
 OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
+QUALITY_FORMATS = ("JPEG", "WEBP", "AVIF")  # the output formats whose encoder takes a quality
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
 
@@ -87,7 +88,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     returns (jobs, one-line errors).
 
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
-    glob's matches -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target size).
+    glob's matching files -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target
+    size), the folders it matches as if each were named.
     ``output`` replaces that folder. Two inputs that would share an output name get names that
     keep their source extension (``photo.gif.png``); an output that would land on an input is
     refused. Results of an earlier run found while scanning are not inputs: the files that sit
@@ -108,16 +110,17 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     jobs: list[Job] = []
     errors: list[str] = []
     seen: set[str] = set()
-    for spec in inputs:
+    queue = list(inputs)
+    for spec in queue:  # the folders a glob matches join the queue as inputs of their own
         if not spec:  # Path("") is the current folder
             errors.append(f"'': {EMPTY_PATH}")
             continue
         path = Path(os.path.abspath(os.path.expanduser(spec)))
         try:
             if path.is_dir():
-                files, root = _walk(path, recursive), path
+                files, root = walk(path, recursive, errors), path
                 default_out = path.parent / f"{path.name}-{tag}"
-            elif path.is_file() or _broken_link(path):  # a broken link fails as its job
+            elif path.is_file() or broken_link(path):  # a broken link fails as its job
                 files, root = [path], path.parent
                 default_out = root / tag
             elif os.path.lexists(path) or not glob.has_magic(spec):
@@ -126,9 +129,15 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 errors.append(f"{spec}: {what}")
                 continue
             else:
-                files = _glob(str(path), recursive)
+                files = glob_files(str(path), recursive, errors)
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
+                folders = matched_folders(str(path))
+                queue += [str(f) for f in folders  # not the results of another one
+                          if not (RESULT_FOLDER.fullmatch(f.name)
+                                  and any(f.name.startswith(f"{o.name}-drcn-") for o in folders))]
+                if folders and not files:
+                    continue
         except OSError as e:
             errors.append(f"{spec}: cannot read ({reason(e)})")
             continue
@@ -158,7 +167,17 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         raise BadOptionError(f"{suffix!r} would name {device.source}'s result "
                              f"{device.target.name}, which Windows reserves for a device",
                              option="suffix")
-    return _writable(jobs, errors)
+    return _writable(jobs, errors, chosen=out_dir is not None)
+
+
+def check_quality(jobs: list[Job], quality: int | None) -> None:
+    """Refuse a quality that no result of the batch takes (every one PNG, TIFF or BMP, which
+    are lossless), rather than ignore it without a word."""
+    formats = {FORMATS.get(j.target.suffix.lower().lstrip("."), "PNG") for j in jobs}
+    if quality is not None and formats and not formats.intersection(QUALITY_FORMATS):
+        raise BadOptionError(f"no result takes a quality: {' and '.join(sorted(formats))} "
+                             f"{'is' if len(formats) == 1 else 'are'} lossless (it sets JPEG, "
+                             "WebP and AVIF quality)", option="quality")
 
 
 def _earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,
@@ -180,9 +199,10 @@ def _result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
     return stem + suffix + _out_suffix(source, fmt)
 
 
-def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]:
+def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Job], list[str]]:
     """The jobs whose output folder takes files, and one error per folder that does not (only
-    folders with something left to write are tried)."""
+    folders with something left to write are tried); where the user ``chosen`` no folder (the
+    default beside a read-only card or share), the error says how to."""
     bad: dict[Path, str] = {}
     for folder in dict.fromkeys(j.target.parent for j in jobs if not os.path.lexists(j.target)):
         try:
@@ -191,68 +211,9 @@ def _writable(jobs: list[Job], errors: list[str]) -> tuple[list[Job], list[str]]
             bad[folder] = one_line(e)
     for folder, message in bad.items():
         count = sum(j.target.parent == folder for j in jobs)
-        errors.append(f"{message} ({counted(count, 'file')} not upscaled)")
+        errors.append(f"{message} ({counted(count, 'file')} not upscaled"
+                      f"{'' if chosen else '; -o names another output folder'})")
     return [j for j in jobs if j.target.parent not in bad], errors
-
-
-def _broken_link(path: str | Path) -> bool:
-    """A symbolic link to nothing, or one in a loop of links: listed as an input so that its job
-    says so, where a folder scan would otherwise pass over a picture the user sees in the
-    folder."""
-    return os.path.islink(path) and not os.path.exists(path)
-
-
-def _walk(root: Path, recursive: bool) -> list[Path]:
-    """Files in ``root`` (and below it when ``recursive``). Symlinked folders are followed, but
-    each real folder is visited once, so links into a parent cannot loop."""
-    files: list[Path] = []
-    visited: set[str] = set()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in visited:
-            continue
-        visited.add(real)
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files, and temporary files of an interrupted write
-            try:
-                if _broken_link(entry.path):  # first: is_dir() raises for a loop; fails as a job
-                    files.append(Path(entry.path))
-                elif entry.is_dir():
-                    if recursive:
-                        stack.append(Path(entry.path))
-                elif entry.is_file():
-                    files.append(Path(entry.path))
-            except OSError:
-                continue
-    return files
-
-
-def _glob(pattern: str, recursive: bool) -> list[Path]:
-    """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
-    instead of following symlinks in circles as :func:`glob.glob` does."""
-    if not (recursive and "**" in pattern):
-        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p) or _broken_link(p)]
-    parts = Path(pattern).parts
-    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    base, rest = Path(*parts[:fixed]), parts[fixed:]
-    if not base.is_dir():
-        return []
-    return [f for f in _walk(base, True) if _match(f.relative_to(base).parts, rest)]
-
-
-def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
-    """Path components against glob components, ``**`` matching any number of folders."""
-    if not pattern:
-        return not parts
-    if pattern[0] == "**":
-        return any(_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) \
-        and _match(parts[1:], pattern[1:])
 
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:

@@ -10,6 +10,7 @@ if __name__ == "__main__":  # python -m drcn_plugin.cli: the drcn script, whose 
     from drcn_plugin.__main__ import main  # covers the imports below (torch takes seconds)
     raise SystemExit(main())
 
+import os
 import sys
 from typing import Annotated
 
@@ -104,6 +105,16 @@ def _command_path(args: list[str]) -> str:
     return " ".join(path)
 
 
+def _dashed_file(e: typer.TyperException) -> str:
+    """For an unknown option that is a file's name (``-night.png``), how to name the file."""
+    if type(e).__name__ != "NoSuchOption":  # typer's own copy of click's
+        return ""
+    named = next((a for a in sys.argv[1:] if a.startswith("-") and len(a) > 1
+                  and os.path.lexists(a)), None)
+    return "" if named is None else \
+        f"; {named} is a file: name it ./{named}, or put -- before it"
+
+
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
@@ -132,7 +143,7 @@ def main() -> None:
         if type(e).__name__ != "NoArgsIsHelpError":  # the help it stands for is printed
             ctx = getattr(e, "ctx", None)
             path = ctx.command_path if ctx else _command_path(sys.argv[1:])
-            print_error(f"{e.format_message()} (see {path} --help)")
+            print_error(f"{e.format_message()} (see {path} --help){_dashed_file(e)}")
         code = e.exit_code
     finally:
         Image.MAX_IMAGE_PIXELS = limit

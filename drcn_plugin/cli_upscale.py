@@ -48,8 +48,8 @@ def upscale(
     quality: Annotated[int | None, typer.Option(
         min=1, max=100, help=f"JPEG/WebP/AVIF quality (default {DEFAULT_QUALITY}; a lossless WebP "
         "stays lossless unless a quality is given)")] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders")]
-    = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="descend into subfolders "
+                         "(but those of earlier results: drcn-x2, photos-drcn-x2, ...)")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace existing output files")] = False,
     skip_existing: Annotated[bool, typer.Option(help="skip files already done (resume a batch)")]
     = False,
@@ -72,6 +72,7 @@ def upscale(
     By --scale, or to --width/--height/--long-edge: DRCN runs at a whole factor from 2 to 4 and
     bicubic takes it to the exact size. Under torchrun, files are split across the processes."""
     from .batch import (
+        check_quality,
         clean_stale_outputs,
         collect_jobs,
         gather_outcomes,
@@ -93,6 +94,7 @@ def upscale(
         target = TargetSize(2.0 if scale is None and not sized else scale, width or 0,
                             height or 0, long_edge or 0)
         jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
+        check_quality(jobs, quality)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,

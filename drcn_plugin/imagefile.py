@@ -37,11 +37,13 @@ from .metadata import (
     read_exif,
 )
 from .misreads import require_whole_png, tga_alpha, usable_icc
-from .opening import open_regular, reader_refusal
+from .opening import load_pixels, open_image, open_regular, reader_refusal
 from .pixelmodes import (
     GREY_MODES,
+    NEGATIVE,
     bmp_alpha,
     held_at_8_bits,
+    signed_bytes,
     stored_mode,
     to_array,
     unmarked_channels,
@@ -106,7 +108,7 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
-    with _decoding(path), open_regular(path) as f, Image.open(f) as im:
+    with _decoding(path), open_regular(path) as f, open_image(f) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
         if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
@@ -233,13 +235,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
     # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
     # the turned size for the stored pixels, scrambling them.
-    with open_regular(path) as f, Image.open(f) as im:
+    with open_regular(path) as f, open_image(f) as im:
         _check_decode_memory(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
-        white = white_is_zero(im)
-        im.load()
+        white, signed = white_is_zero(im), signed_bytes(im)
+        load_pixels(im)
         if im.format == "PNG":
             require_whole_png(f, im)
         turned = turn != 1 and orientation(im) == 1
@@ -277,6 +279,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         array = to_array(im, info, stored) if deep is None else deep
     if white:
         array = np.subtract(65535, array, dtype=np.uint16)
+    if signed and array.max() >= 128:  # the bytes of negative samples; none: the levels stand
+        raise BadImageError(NEGATIVE)
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info

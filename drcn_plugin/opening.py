@@ -1,15 +1,22 @@
-"""Opening image files: regular files only, and why Pillow refused one it has a reader for."""
+"""Opening image files: regular files only, each through the Pillow reader that reads it right,
+and why Pillow refused one it has a reader for."""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BadImageError, one_line
 
@@ -32,15 +39,97 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+_PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
+_TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
+_LIBTIFF_SWITCH = threading.Lock()
+_STDERR_SWITCH = threading.Lock()
+_LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
+
+
+def open_image(f: BinaryIO) -> Image.Image:
+    """Pillow's image of the open file ``f`` (from its start). An uncompressed TIFF that stores
+    each channel as its own plane is read through libtiff, as Pillow reads compressed ones:
+    Pillow's own reader of such planes takes 16-bit samples for 8-bit ones (a 16-bit scan comes
+    out scrambled, without an error) and refuses 16-bit grey or an unmarked extra channel."""
+    try:
+        im = Image.open(f)
+    except UnidentifiedImageError:
+        f.seek(0)
+        if f.read(4) not in _TIFF_HEADS:
+            raise
+        f.seek(0)
+        with _libtiff_reading():
+            return Image.open(f)
+    if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
+        return im
+    f.seek(0)  # not im.close(), which would close f too
+    with _libtiff_reading():
+        return Image.open(f)
+
+
+@contextmanager
+def _libtiff_reading() -> Iterator[None]:
+    """Pillow's TIFF reader set up to read through libtiff while a file is opened (the reader
+    reads its switch then)."""
+    with _LIBTIFF_SWITCH:
+        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+        try:
+            yield
+        finally:
+            TiffImagePlugin.READ_LIBTIFF = before
+
+
+def load_pixels(im: Image.Image) -> None:
+    """``im.load()``. libtiff (Pillow's decoder of compressed and planar TIFFs) writes its reasons
+    straight to the process's stderr, beside drcn's own line, and Pillow then says only "decoder
+    error -2": what it writes is caught, and becomes the error's reason, or on success a
+    warning (which :func:`.imagefile.read_image` makes a note). What others write meanwhile (a
+    live progress display) is passed on to stderr."""
+    if not getattr(im, "use_load_libtiff", False):
+        im.load()
+        return
+    with _STDERR_SWITCH:  # one thread's catch at a time, each putting back the stderr it found
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (AttributeError, OSError, ValueError):  # no stderr to catch (a GUI host's)
+            im.load()
+            return
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                im.load()
+            except OSError as e:
+                failed: OSError | None = e
+            else:
+                failed = None
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
+    said = [line.strip().rstrip(".") for line in lines if _LIBTIFF_SAYS.match(line)]
+    others = "".join(line for line in lines if not _LIBTIFF_SAYS.match(line))
+    if others:  # another thread's, a live progress display's: theirs, written where they meant
+        os.write(2, others.encode("utf-8", "surrogateescape"))
+    if failed is not None:
+        raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
+            from failed
+    for line in said:
+        warnings.warn(line, stacklevel=2)
+
+
 def reader_refusal(path: Path) -> str:
     """Why the Pillow reader that claims ``path``'s first bytes refused it (a 12-bit JPEG, a
-    half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out; empty
-    when no reader claims the file."""
+    half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out, or that
+    the file is empty; empty when no reader claims the file."""
     Image.init()
     try:
         with open_regular(path) as f, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the reader's complaints on the way are not the reason
             head = f.read(16)
+            if not head:  # an interrupted copy, a cloud drive's placeholder
+                return " (the file is empty: 0 bytes)"
             for fmt in Image.ID:
                 factory, accept = Image.OPEN[fmt]
                 try:  # a reader taking any bytes (no check) says little

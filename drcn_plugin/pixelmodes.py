@@ -80,6 +80,19 @@ def white_is_zero(im: Image.Image) -> bool:
     return True
 
 
+_SAMPLE_FORMAT, _SIGNED = 339, 2  # the TIFF tag saying how samples are numbers; signed integers
+NEGATIVE = "samples below zero (signed integers) are not supported"
+
+
+def signed_bytes(im: Image.Image) -> bool:
+    """Whether ``im`` is a TIFF of signed 8-bit samples, which Pillow reads as unsigned: -1 as
+    255, a shadow as a highlight. (Deeper signed samples Pillow reads with their sign.)"""
+    if im.format != "TIFF" or im.mode != "L":
+        return False
+    kinds = im.tag_v2.get(_SAMPLE_FORMAT, ())
+    return _SIGNED in (kinds if isinstance(kinds, tuple) else (kinds,))
+
+
 def unmarked_channels(im: Image.Image) -> int:
     """How many extra channels a TIFF does not mark as alpha (ExtraSamples 0: a mask, depth, a
     spot colour), which Pillow reads past."""
@@ -143,7 +156,9 @@ def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
         return np.asarray(im, dtype=np.uint16)
     if mode == "I":
         a = np.asarray(im)
-        if a.min() < 0 or a.max() > 65535:
+        if a.min() < 0:
+            raise BadImageError(NEGATIVE)
+        if a.max() > 65535:
             raise BadImageError("32-bit integer images are not supported")
         return a.astype(np.uint16)
     if mode == "F":

@@ -4,6 +4,7 @@ GIMP worker and the engine share."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,10 @@ def network_size(height: int, width: int, out_h: int, out_w: int) -> tuple[int, 
     low, high = NETWORK_FACTORS
     return tuple(min(max(-((side - 20 * out) // (20 * side)), low), high) * side
                  for side, out in ((height, out_h), (width, out_w)))
+
+# The names of the folders drcn upscale writes results to (``drcn-`` and a :meth:`TargetSize.tag`,
+# after the input folder's name for a folder): a recursive scan passes over them.
+RESULT_FOLDER = re.compile(r"(?:.+-)?drcn-(?:x\d+(?:\.\d+)?|w\d+|h\d+|\d+x\d+|long\d+)")
 
 
 @dataclass(frozen=True)

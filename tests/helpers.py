@@ -106,16 +106,21 @@ def cuda_gpus(monkeypatch, *capabilities: tuple[int, int]) -> None:
 
 
 def hand_tiff(path: Path, pixels: np.ndarray, photometric: int,
-              tags: dict[int, list[int]] | None = None) -> None:
+              tags: dict[int, list[int]] | None = None, planar: bool = False) -> None:
     """An uncompressed little-endian TIFF of ``pixels`` (``H x W [x samples]``), written by hand
-    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all."""
+    for the tags Pillow's writer sets itself (PhotometricInterpretation) or not at all;
+    ``planar`` stores each channel as its own plane (PlanarConfiguration 2), as scanners may."""
     h, w = pixels.shape[:2]
     samples = 1 if pixels.ndim == 2 else pixels.shape[2]
-    data = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    little = pixels.astype(pixels.dtype.newbyteorder("<"))
+    planes = [np.ascontiguousarray(little.reshape(h, w, samples)[..., c]).tobytes()
+              for c in range(samples)] if planar else [little.tobytes()]
+    data = b"".join(planes)
     data += b"\0" * (len(data) % 2)
     entries = {256: [w], 257: [h], 258: [pixels.dtype.itemsize * 8] * samples, 259: [1],
-               262: [photometric], 273: [8], 277: [samples], 278: [h], 279: [len(data)],
-               **(tags or {})}
+               262: [photometric], 273: [8 + i * len(planes[0]) for i in range(len(planes))],
+               277: [samples], 278: [h], 279: [len(p) for p in planes],
+               **({284: [2]} if planar else {}), **(tags or {})}
     ifd = 8 + len(data)
     spill = ifd + 2 + 12 * len(entries) + 4  # values over four bytes follow the IFD
     table, blobs = struct.pack("<H", len(entries)), b""

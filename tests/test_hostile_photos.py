@@ -76,7 +76,8 @@ def _twelve_bit_jpeg(path: Path) -> None:
 
 def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
     """A 12-bit JPEG and a half-float TIFF are named with their reader's reason, not Pillow's
-    "cannot identify image file" (which would make them "not an image", like a text file)."""
+    "cannot identify image file" (which would make them "not an image", like a text file); an
+    empty file is named as one."""
     _twelve_bit_jpeg(tmp_path / "deep.jpg")
     with pytest.raises(BadImageError, match=r"deep\.jpg: .*JPEG reader: cannot handle 12-bit"):
         read_image(tmp_path / "deep.jpg")
@@ -87,6 +88,9 @@ def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(BadImageError, match=r"notes\.jpg: not an image Pillow can read$"):
         read_image(tmp_path / "notes.jpg")
+    (tmp_path / "placeholder.jpg").write_bytes(b"")  # an interrupted copy, a cloud placeholder
+    with pytest.raises(BadImageError, match=r"placeholder\.jpg: .* \(the file is empty: 0 bytes\)$"):
+        read_image(tmp_path / "placeholder.jpg")
 
 
 @pytest.mark.parametrize("name, save", [

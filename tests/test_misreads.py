@@ -6,13 +6,14 @@ or read as the file means it."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import hand_png, random_rgb, tga16, upscale
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from drcn_plugin.errors import BadImageError
 from drcn_plugin.imagefile import read_image
@@ -193,3 +194,29 @@ def test_an_icc_profile_that_is_kept_is_the_files_own_bytes(tmp_path: Path) -> N
     (tmp_path / "s.png").write_bytes(buf.getvalue())
     _, info = read_image(tmp_path / "s.png")
     assert info.icc_profile == srgb and not info.notes
+
+
+def test_a_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(
+        tmp_path: Path, capfd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libtiff writes why it cannot decode a strip straight to the process's stderr, beside
+    drcn's line, and Pillow then says "decoder error -2": its reason is the error's, and nothing
+    else of it reaches the terminal. What a live progress display writes meanwhile still does,
+    and is no note of a file decoded whole."""
+    random_rgb(48, 40).save(tmp_path / "good.tif", compression="tiff_adobe_deflate")
+    data = bytearray((tmp_path / "good.tif").read_bytes())
+    data[40:400] = b"\x55" * 360  # inside the compressed strip, which Pillow writes first
+    (tmp_path / "z.tif").write_bytes(bytes(data))
+    refresh, load = "\x1b[2K\rimages \u2501\u2501 1/2\n", TiffImagePlugin.TiffImageFile.load
+
+    def displayed_meanwhile(im):
+        if not hasattr(im, "shown"):  # once a decode: Pillow's load() calls itself again
+            im.shown = os.write(2, refresh.encode())  # as rich's refresh thread may, any time
+        return load(im)
+
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "load", displayed_meanwhile)
+    with pytest.raises(BadImageError, match=r"z\.tif: cannot decode image \(ZIPDecode: "
+                                            r"Decoding error .*, incorrect data check\)$"):
+        read_image(tmp_path / "z.tif")
+    assert capfd.readouterr().err == refresh
+    assert read_image(tmp_path / "good.tif")[1].notes == []
+    assert capfd.readouterr().err == refresh

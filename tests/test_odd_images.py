@@ -12,7 +12,7 @@ import pytest
 from helpers import hand_tiff
 
 from drcn_plugin.errors import BadImageError
-from drcn_plugin.imagefile import read_image
+from drcn_plugin.imagefile import image_shape8, read_image
 
 WHITE_IS_ZERO, BLACK_IS_ZERO = 0, 1  # TIFF PhotometricInterpretation
 SAMPLE_FORMAT, FLOAT_SAMPLES = 339, 3
@@ -109,3 +109,44 @@ def test_a_16_bit_bmp_keeps_the_alpha_bit_its_header_declares(tmp_path: Path) ->
     colours, _ = read_image(tmp_path / "x.bmp")
     assert colours.shape == (6, 9, 3)
     assert np.abs(array[..., :3].astype(int) - colours).max() <= 1  # 5 bits widened to 8
+
+
+@pytest.mark.parametrize("photometric, channels, extras", [
+    (2, 3, []), (2, 4, [UNASSOCIATED_ALPHA]), (BLACK_IS_ZERO, 1, []), (2, 4, [UNSPECIFIED])])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_an_uncompressed_tiff_stored_a_plane_per_channel_is_read_with_its_pixels(
+        tmp_path: Path, photometric: int, channels: int, extras: list[int], dtype: type) -> None:
+    """A scanner's TIFF with each channel in its own plane (PlanarConfiguration 2): Pillow's own
+    reader of such planes scrambled 16-bit colour without an error and refused 16-bit grey and
+    an unmarked extra plane; each is read as the same pixels stored interleaved are."""
+    pixels = (np.arange(6 * 9 * channels).reshape(6, 9, channels) * 37 % 251).astype(dtype)
+    if dtype == np.uint16:
+        pixels = pixels * 257 + np.arange(channels, dtype=np.uint16)  # both bytes of a sample
+    pixels = pixels[..., 0] if channels == 1 else pixels
+    tags = {EXTRA_SAMPLES: extras} if extras else {}
+    hand_tiff(tmp_path / "chunky.tif", pixels, photometric, tags)
+    hand_tiff(tmp_path / "planar.tif", pixels, photometric, tags, planar=True)
+    chunky, chunky_info = read_image(tmp_path / "chunky.tif")
+    planar, planar_info = read_image(tmp_path / "planar.tif")
+    assert planar.dtype == chunky.dtype and np.array_equal(planar, chunky)
+    assert planar_info.notes == chunky_info.notes
+    assert image_shape8(tmp_path / "planar.tif") == image_shape8(tmp_path / "chunky.tif")
+
+
+SIGNED_SAMPLES = 2  # TIFF SampleFormat: two's complement integers
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_signed_samples_are_read_when_none_is_negative_and_refused_when_one_is(
+        tmp_path: Path, dtype: type) -> None:
+    """A signed TIFF (a scientist's, a height map) whose samples are all 0 or more holds plain
+    levels; with one below zero it is refused in words that say so, not read as the wrong
+    picture (Pillow reads signed bytes as unsigned: -1 as 255) nor called 32-bit."""
+    levels = np.arange(54, dtype=dtype).reshape(6, 9)
+    hand_tiff(tmp_path / "plain.tif", levels, BLACK_IS_ZERO, {SAMPLE_FORMAT: [SIGNED_SAMPLES]})
+    assert np.array_equal(read_image(tmp_path / "plain.tif")[0], levels)
+    hand_tiff(tmp_path / "below.tif", levels - 20, BLACK_IS_ZERO,
+              {SAMPLE_FORMAT: [SIGNED_SAMPLES]})
+    with pytest.raises(BadImageError, match=r"below\.tif: samples below zero \(signed integers\) "
+                                            r"are not supported$"):
+        read_image(tmp_path / "below.tif")

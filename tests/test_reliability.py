@@ -134,7 +134,8 @@ def test_name_near_255_bytes(folder: Path, tiny_model_file: str) -> None:
 def test_unwritable_output_folder_is_found_before_any_work(folder: Path, tiny_model_file: str,
                                                           monkeypatch) -> None:
     """A read-only output folder (simulated: tests may run as root) is one line, found while
-    planning: no file is upscaled only to be lost."""
+    planning: no file is upscaled only to be lost. Where the folder is the default one, beside
+    the inputs (a locked card, a read-only share), the line says how to choose another."""
     rgb().save(folder / "a.png")
     rgb().save(folder / "b.png")
 
@@ -149,7 +150,11 @@ def test_unwritable_output_folder_is_found_before_any_work(folder: Path, tiny_mo
     r = upscale(str(folder), "--model", tiny_model_file)
     assert r.exit_code == 1 and "Traceback" not in r.output
     [line] = errors(r.output)
-    assert "cannot write into" in line and "Permission denied (2 files not upscaled)" in line
+    assert "cannot write into" in line and line.endswith(
+        "Permission denied (2 files not upscaled; -o names another output folder)"), line
+    r = upscale(str(folder), "-o", str(folder.parent / "out"), "--model", tiny_model_file)
+    [line] = errors(r.output)
+    assert line.endswith("Permission denied (2 files not upscaled)"), line
 
 
 def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_file: str,

@@ -109,3 +109,69 @@ def test_a_link_in_a_loop_fails_as_its_own_job(folder: Path, tiny_model_file: st
     assert r.exit_code == 1 and "1 done, 0 skipped, 2 failed" in r.output, r.output
     assert "b.png: cannot read (Too many levels of symbolic links)" in r.output, r.output
     assert "decode" not in r.output and "Errno" not in r.output
+
+
+def test_a_subfolder_that_cannot_be_read_costs_only_its_own_images(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the user may not list inside the one scanned (a drive's ``lost+found``) is one
+    line naming it; the images beside it and in the other subfolders are still upscaled, by a
+    folder walk and by a ``**`` glob alike."""
+    for sub in ("lost+found", "trip"):
+        (folder / sub).mkdir()
+        random_rgb().save(folder / sub / "b.png")
+    random_rgb().save(folder / "a.png")
+    locked, listing = folder / "lost+found", os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:  # as for a folder of mode 700 another user owns
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    for spec in (str(folder), str(folder / "**" / "*.png")):
+        r = upscale(spec, "-r", "-o", str(folder.parent / "out"), "--model", tiny_model_file,
+                    "--overwrite")
+        assert r.exit_code == 1 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+        assert f"{locked}: cannot read this folder (Permission denied)" in r.output, r.output
+    assert names(folder.parent / "out") == ["a.png", "trip"]
+
+
+def test_a_glob_left_unexpanded_takes_the_folders_it_matches(folder: Path,
+                                                             tiny_model_file: str) -> None:
+    """``drcn upscale "shoot*"`` as Windows' cmd passes it (bash expands it first): the folders
+    it matches are upscaled as folders named alone are, beside the files it matches; on the
+    next run the folders of the first one's results are not taken for inputs."""
+    for name in ("shoot1", "shoot2"):
+        (folder / name).mkdir()
+        random_rgb().save(folder / name / f"{name}.png")
+    random_rgb().save(folder / "shoot3.png")
+    args = (str(folder / "shoot*"), "--model", tiny_model_file)
+    r = upscale(*args)
+    assert r.exit_code == 0 and "3 done, 0 skipped, 0 failed" in r.output, r.output
+    assert names(folder) == ["drcn-x2", "shoot1", "shoot1-drcn-x2", "shoot2", "shoot2-drcn-x2",
+                             "shoot3.png"]
+    assert names(folder / "shoot2-drcn-x2") == ["shoot2.png"]
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "0 done, 3 skipped, 0 failed" in r.output, r.output
+    r = upscale(*args, "--scale", "3")
+    assert r.exit_code == 0 and "3 done, 0 skipped, 0 failed" in r.output, r.output
+    assert "shoot1-drcn-x2-drcn-x3" not in names(folder)
+
+
+def test_a_recursive_scan_passes_over_the_folders_of_earlier_results(
+        folder: Path, tiny_model_file: str) -> None:
+    """Results written beside a file (``drcn-x2/``) or a subfolder (``trip-drcn-w40/``) by
+    earlier runs are not upscaled again when the folder holding them is scanned with -r; a
+    folder of results named on its own is an input like any other."""
+    (folder / "trip").mkdir()
+    random_rgb().save(folder / "a.png")
+    random_rgb().save(folder / "trip" / "b.png")
+    assert upscale(str(folder / "a.png"), "--model", tiny_model_file).exit_code == 0
+    assert upscale(str(folder / "trip"), "--width", "40", "--model", tiny_model_file).exit_code == 0
+    assert names(folder) == ["a.png", "drcn-x2", "trip", "trip-drcn-w40"]
+    r = upscale(str(folder), "-r", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 done, 0 skipped, 0 failed" in r.output, r.output
+    assert sorted(str(p.relative_to(folder.parent / "in-drcn-x2"))
+                  for p in (folder.parent / "in-drcn-x2").rglob("*.png")) == ["a.png", "trip/b.png"]
+    r = upscale(str(folder / "drcn-x2"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 done" in r.output, r.output
