@@ -85,8 +85,8 @@ def quantised(array: np.ndarray, dtype: np.dtype,
     step = max(1, CONVERT_SAMPLES // max(1, array[:1].size))  # rows a block
     for r in range(0, len(array), step):
         block = array[r:r + step]
-        if block.dtype == np.uint16:  # round(v / 257), exactly, in integers
-            block = (block + np.uint32(128)) // 257
+        if block.dtype == np.uint16:  # round(v / 257), exactly, in integers wide enough for
+            block = (block.astype(np.uint32) + 128) // 257  # v + 128 under any NumPy's promotion
         else:
             block = np.clip(block, *within) if within is not None else block
             block = (np.clip(block, 0, 1) * PEAKS[dtype]).round()

@@ -85,8 +85,6 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-
-
 def set_peak_lr(sched: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
     """Make ``lr`` a schedule's peak rate from its current step on: each step's rate becomes
     ``lr`` times the schedule's factor there (warm-up, cosine or drops keep their shape), as in
