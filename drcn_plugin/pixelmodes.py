@@ -2,9 +2,9 @@
 grey, 32-bit integer, float, palette, CMYK and other colour spaces) as ``H x W`` or ``H x W x C``
 uint8, uint16 or float32, with what Pillow reads past or gets wrong put right from the file (a
 BMP's alpha, PNG's transparent colour, 16-bit samples Pillow holds at 8 bits) or found for
-:mod:`.imagefile` to act on (a TIFF's white-is-zero grey, which it inverts; signed bytes, which it
-refuses; unmarked extra channels, which it notes). :mod:`.imagefile` opens and decodes the file;
-what a conversion changes or drops becomes one of the image's notes.
+:mod:`.imagefile` to act on (a TIFF's white-is-zero grey, which it inverts; signed bytes
+holding negatives, which it refuses; unmarked extra channels, which it notes). :mod:`.imagefile`
+opens and decodes the file; what a conversion changes or drops becomes one of the image's notes.
 """
 
 from __future__ import annotations
