@@ -28,6 +28,7 @@ from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
+from .jpegparts import extra_images, extra_images_note
 from .metadata import (
     TRANSPOSE,
     Descriptive,
@@ -255,13 +256,15 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         info.webp_quantizer = webp_quantizer(f) if im.format == "WEBP" else None
         info.av1_q_index = avif_base_q_idx(f) if im.format == "AVIF" else None
         info.hevc_qp = heif_slice_qp(f) if im.format == "HEIF" else None
-        try:
-            frames = int(getattr(im, "n_frames", 1))
-        except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
-            frames = 1
-        info.frames = frames
-        if frames > 1:
-            info.notes.append(f"{frames} frames: only the first was upscaled")
+        if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
+            info.notes.append(extra_images_note(extras, info.notes))
+        else:
+            try:
+                info.frames = int(getattr(im, "n_frames", 1))
+            except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
+                info.frames = 1
+        if info.frames > 1:
+            info.notes.append(f"{info.frames} frames: only the first was upscaled")
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
