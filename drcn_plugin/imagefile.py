@@ -28,7 +28,7 @@ from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
-from .jpegparts import extra_images, extra_images_note
+from .jpegparts import damage_note, extra_images, extra_images_note
 from .metadata import (
     TRANSPOSE,
     Descriptive,
@@ -255,6 +255,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         info.about = Descriptive.read(im, info.notes)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
+        if damaged := damage_note(f, im, upright=turn == 1):
+            info.notes.append(damaged)
         info.webp_quantizer = webp_quantizer(f) if im.format == "WEBP" else None
         info.av1_q_index = avif_base_q_idx(f) if im.format == "AVIF" else None
         info.hevc_qp = heif_slice_qp(f) if im.format == "HEIF" else None

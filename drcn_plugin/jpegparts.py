@@ -2,10 +2,12 @@
 DC-007) index: a phone's HDR gain map or depth map, a camera's large previews, a 3D camera's
 second view. Pillow opens such a file as an MPO of several frames; what each extra image is
 comes from its MP type code or, for type "undefined" (gain maps, depth maps), from the XMP of
-the image itself."""
+the image itself. And damage to a JPEG's data that its restart markers show, which Pillow
+decodes without a word."""
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -105,3 +107,97 @@ def extra_images_note(kinds: list[str], notes: list[str]) -> str:
         notes.remove(GAIN_MAP_NOTE)
         note += "; its XMP no longer promises a gain map"
     return note
+
+
+# A marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00 nor fill 0xFF
+_MARKER = re.compile(rb"\xff[^\x00\xff]")
+_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn: DHT, JPG and DAC are not
+_RST0, _RST7, _SOS, _DRI, _EOI = 0xD0, 0xD7, 0xDA, 0xDD, 0xD9
+
+
+def _damaged_row(data: bytes) -> int | None:
+    """The row (of the stored image) from about which a JPEG's entropy-coded data is damaged, as
+    its restart markers show it: out of sequence, or more or fewer in a scan than its restart
+    interval and size call for (data lost, or garbage put in). None when they show nothing, or
+    the file has none: an error between two markers shows only to a full decode."""
+    pos, interval, size, sampling = 2, 0, (0, 0), {}
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xFF:  # fill before a marker
+            pos += 1
+            continue
+        if marker == _EOI or length < 2:
+            return None
+        segment, pos = data[pos + 4:pos + 2 + length], pos + 2 + length
+        if marker in _FRAMES and len(segment) >= 6:
+            size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
+            sampling = {segment[i]: (segment[i + 1] >> 4, segment[i + 1] & 15)
+                        for i in range(6, len(segment) - 2, 3)}
+        elif marker == _DRI and len(segment) >= 2:
+            interval = int.from_bytes(segment[:2], "big")
+        elif marker == _SOS and segment:
+            restarts = 0
+            for m in _MARKER.finditer(data, pos):
+                if not _RST0 <= data[m.start() + 1] <= _RST7:
+                    pos = m.start()
+                    break
+                if data[m.start() + 1] - _RST0 != restarts % 8:
+                    return _row(restarts * interval, segment, size, sampling)
+                restarts += 1
+            else:
+                return None  # no end: a truncated file, which the decoder refuses
+            mcus = _mcus(segment, size, sampling)
+            if interval and mcus and restarts != _up(mcus, interval) - 1:
+                return _row(min(restarts, mcus // interval) * interval, segment, size, sampling)
+    return None
+
+
+def _scan_blocks(scan: bytes, size: tuple[int, int],
+                 sampling: dict[int, tuple[int, int]]) -> tuple[int, int, int] | None:
+    """A scan's MCUs across, down, and the image rows each MCU row covers; None when its frame
+    header is missing or damaged."""
+    ids = [scan[1 + 2 * i] for i in range(scan[0]) if 2 + 2 * i < len(scan)]
+    if not ids or not all(i in sampling for i in ids) or not all(all(s) for s in sampling.values()):
+        return None
+    h_max, v_max = (max(s[k] for s in sampling.values()) for k in (0, 1))
+    (w, h), (ch, cv) = size, sampling[ids[0]]
+    if len(ids) > 1:  # interleaved: an MCU covers the largest sampling factors' blocks
+        return _up(w, 8 * h_max), _up(h, 8 * v_max), 8 * v_max
+    return _up(_up(w * ch, h_max), 8), _up(_up(h * cv, v_max), 8), 8 * v_max // cv
+
+
+def _up(a: int, b: int) -> int:
+    """``a / b`` rounded up."""
+    return -(-a // b)
+
+
+def _mcus(scan: bytes, size: tuple[int, int], sampling: dict[int, tuple[int, int]]) -> int:
+    """How many MCUs a scan holds (0 when unknown, as with a height set by a DNL marker)."""
+    blocks = _scan_blocks(scan, size, sampling)
+    return blocks[0] * blocks[1] if blocks else 0
+
+
+def _row(mcu: int, scan: bytes, size: tuple[int, int], sampling: dict[int, tuple[int, int]]) -> int:
+    """The first image row of MCU number ``mcu`` of a scan."""
+    blocks = _scan_blocks(scan, size, sampling)
+    return min(mcu // blocks[0] * blocks[2], size[1] - 1) if blocks else 0
+
+
+def damage_note(f: BinaryIO, im: Image.Image, upright: bool) -> str | None:
+    """A note that a JPEG's data is damaged (see :func:`_damaged_row`), with the row it starts
+    from when the stored image is the upright one; None for other files. Pillow drops libjpeg's
+    warnings and decodes what it can. ``f`` is the open file, whose position is kept."""
+    if im.format not in ("JPEG", "MPO"):
+        return None
+    where = f.tell()
+    try:
+        f.seek(0)
+        row = _damaged_row(f.read())
+    except OSError:
+        return None
+    finally:
+        f.seek(where)
+    if row is None:
+        return None
+    return f"the JPEG's data is damaged{f' from about row {row}' if upright else ''}: " \
+        "the result may show it"
