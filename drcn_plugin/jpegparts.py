@@ -157,7 +157,8 @@ def _scan_blocks(scan: bytes, size: tuple[int, int],
     """A scan's MCUs across, down, and the image rows each MCU row covers; None when its frame
     header is missing or damaged."""
     ids = [scan[1 + 2 * i] for i in range(scan[0]) if 2 + 2 * i < len(scan)]
-    if not ids or not all(i in sampling for i in ids) or not all(all(s) for s in sampling.values()):
+    if not ids or not all(size) or not all(i in sampling for i in ids) \
+            or not all(all(s) for s in sampling.values()):
         return None
     h_max, v_max = (max(s[k] for s in sampling.values()) for k in (0, 1))
     (w, h), (ch, cv) = size, sampling[ids[0]]
