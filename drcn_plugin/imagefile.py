@@ -28,6 +28,7 @@ from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
+from .jpegparts import damage_note, extra_images, extra_images_note
 from .metadata import (
     TRANSPOSE,
     Descriptive,
@@ -36,7 +37,7 @@ from .metadata import (
     orientation,
     read_exif,
 )
-from .misreads import require_whole_png, tga_alpha, usable_icc
+from .misreads import require_whole_png, tga_alpha, usable_icc, without_damaged_chunks
 from .opening import load_pixels, open_image, open_regular, reader_refusal
 from .pixelmodes import (
     GREY_MODES,
@@ -108,7 +109,8 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
-    with _decoding(path), open_regular(path) as f, open_image(f) as im:
+    with _decoding(path), open_regular(path) as raw, \
+            open_image(without_damaged_chunks(raw, [])) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
         if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
@@ -235,7 +237,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # Opened from a file object, not a path: Pillow then reads the pixels instead of memory-mapping
     # them, and its mapping of an uncompressed L, P or 16-bit grey TIFF with orientation 5-8 uses
     # the turned size for the stored pixels, scrambling them.
-    with open_regular(path) as f, open_image(f) as im:
+    notes: list[str] = []
+    with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
         _check_decode_memory(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
@@ -247,21 +250,25 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=declared_dpi(im), lossy=is_lossy(f, im))
+                         dpi=declared_dpi(im), lossy=is_lossy(f, im), notes=notes)
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
+        if damaged := damage_note(f, im, upright=turn == 1):
+            info.notes.append(damaged)
         info.webp_quantizer = webp_quantizer(f) if im.format == "WEBP" else None
         info.av1_q_index = avif_base_q_idx(f) if im.format == "AVIF" else None
         info.hevc_qp = heif_slice_qp(f) if im.format == "HEIF" else None
-        try:
-            frames = int(getattr(im, "n_frames", 1))
-        except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
-            frames = 1
-        info.frames = frames
-        if frames > 1:
-            info.notes.append(f"{frames} frames: only the first was upscaled")
+        if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
+            info.notes.append(extra_images_note(extras, info.notes))
+        else:
+            try:
+                info.frames = int(getattr(im, "n_frames", 1))
+            except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
+                info.frames = 1
+        if info.frames > 1:
+            info.notes.append(f"{info.frames} frames: only the first was upscaled")
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")

@@ -2,7 +2,8 @@
 whose compressed pixels end early (Pillow leaves the missing rows black), an ICC profile no
 colour engine can use (it would be copied into the result), a 16-bit TGA's alpha bit (Pillow
 reads it inverted, and also where the header declares none), a PNG's cICP, mDCv and cLLi
-chunks (Pillow reads past them)."""
+chunks (Pillow reads past them), a PNG chunk whose checksum is wrong (Pillow refuses the whole
+file for a damaged text chunk, and reads damaged pixel data)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,49 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
     if got < need:
         raise BadImageError(f"damaged PNG: its pixel data ends early ({got} of {need} bytes; "
                             "the rest would be black)")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def without_damaged_chunks(f: BinaryIO, notes: list[str]) -> BinaryIO:
+    """``f``, the open file, or where it is a PNG with an ancillary chunk (text, time, physical
+    size...) whose checksum is wrong, a copy in memory without that chunk, named in ``notes``:
+    Pillow refuses the whole file (or keeps such a chunk after the pixels), where libpng, which
+    browsers and GIMP read with, drops the chunk and shows the image. A critical chunk's (IHDR,
+    PLTE, IDAT) wrong checksum is refused as libpng refuses it: Pillow reads damaged pixel data
+    without a word. A truncated file is left to the decoder, which says so."""
+    f.seek(0)
+    if f.read(8) != _PNG_SIGNATURE:
+        f.seek(0)
+        return f
+    damaged: list[tuple[bytes, int, int]] = []  # type, start, end
+    for kind, length in png_chunks(f):
+        if kind == b"IEND" or not kind.isalpha():
+            break
+        start, crc, left = f.tell() - 8, zlib.crc32(kind), length
+        while left and (data := f.read(min(_INFLATE_STEP, left))):
+            crc, left = zlib.crc32(data, crc), left - len(data)
+        stored = f.read(4)
+        if left or len(stored) < 4:
+            break
+        if crc != int.from_bytes(stored, "big"):
+            name = kind.decode("ascii")
+            if not kind[0] & 0x20:  # an upper-case first letter: a critical chunk
+                raise BadImageError(f"damaged PNG: its {name} chunk's checksum is wrong "
+                                    f"({'its pixel data is' if name == 'IDAT' else 'it is'} "
+                                    "damaged)")
+            damaged.append((kind, start, start + 12 + length))
+    f.seek(0)
+    if not damaged:
+        return f
+    data, kept, pos = f.read(), [], 0
+    for _, start, end in damaged:
+        kept.append(data[pos:start])
+        pos = end
+    names = ", ".join(dict.fromkeys(kind.decode("ascii") for kind, _, _ in damaged))
+    notes.append(f"damaged PNG chunk dropped: {names} (wrong checksum; the pixels are whole)")
+    return io.BytesIO(b"".join(kept) + data[pos:])
 
 
 def png_chunks(f: BinaryIO) -> Iterator[tuple[bytes, int]]:

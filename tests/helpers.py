@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import subprocess
@@ -160,3 +161,28 @@ def tga16(pixels: np.ndarray, alpha_bits: int, rle: bool = False) -> bytes:
         return head + flat.tobytes()
     return head + b"".join(bytes([len(part) - 1]) + part.tobytes()
                            for part in (flat[i:i + 128] for i in range(0, len(flat), 128)))
+
+
+def jpeg_bytes(im: Image.Image, **save) -> bytes:
+    """``im`` saved as a JPEG, in memory."""
+    out = io.BytesIO()
+    im.save(out, "JPEG", **save)
+    return out.getvalue()
+
+
+def mpf_jpeg(photo: bytes, extras: list[tuple[int, bytes]]) -> bytes:
+    """A JPEG ``photo`` followed by the JPEGs ``extras`` (MP type code, data), listed in an MPF
+    index (CIPA DC-007: an APP2 segment holding a little-endian TIFF directory) put right after
+    its SOI, as cameras and phones write them."""
+    n = len(extras) + 1
+    entries = 8 + 2 + 3 * 12 + 4  # the MP entries follow the header and the directory
+    ifd = struct.pack("<HHHI4sHHIIHHII", 3, 0xB000, 7, 4, b"0100", 0xB001, 4, 1, n, 0xB002, 7,
+                      16 * n, entries)
+    base, size = 10, len(photo) + 8 + entries + 16 * n  # the TIFF header's offset; the photo's
+    table, at = struct.pack("<IIIHH", 0x20030000, size, 0, 0, 0), size
+    for mp_type, data in extras:
+        table += struct.pack("<IIIHH", mp_type, len(data), at - base, 0, 0)
+        at += len(data)
+    tiff = b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + table
+    segment = b"\xff\xe2" + struct.pack(">H", 2 + 4 + len(tiff)) + b"MPF\0" + tiff
+    return photo[:2] + segment + photo[2:] + b"".join(data for _, data in extras)

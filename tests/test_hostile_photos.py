@@ -95,7 +95,7 @@ def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name, save", [
     ("a.apng", dict(format="PNG")), ("a.gif", dict()), ("a.webp", dict(lossless=True)),
-    ("a.tif", dict()), ("a.mpo", dict()),
+    ("a.tif", dict()),
 ])
 def test_every_animation_or_multi_frame_file_names_the_frames_it_drops(
         tmp_path: Path, name: str, save: dict) -> None:

@@ -1,7 +1,7 @@
 """Files Pillow reads wrong without a word: a PNG whose compressed pixels end early (black rows),
 an ICC profile no colour engine can use (copied into the result), a 16-bit TGA's alpha bit (read
-inverted, or where the header declares none). Each is refused in one line, dropped with a note,
-or read as the file means it."""
+inverted, or where the header declares none), PNG chunks whose checksum is wrong. Each is refused
+in one line, dropped with a note, or read as the file means it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import hand_png, random_rgb, tga16, upscale
+from helpers import hand_png, png_chunk, random_rgb, tga16, upscale
 from PIL import Image, TiffImagePlugin
 
 from drcn_plugin.errors import BadImageError
@@ -220,3 +220,50 @@ def test_a_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(
     assert capfd.readouterr().err == refresh
     assert read_image(tmp_path / "good.tif")[1].notes == []
     assert capfd.readouterr().err == refresh
+
+
+def _spoiled(data: bytes, kind: bytes) -> bytes:
+    """A PNG with one bit of ``kind`` chunk's checksum flipped."""
+    pos = data.index(kind) - 4
+    end = pos + 8 + int.from_bytes(data[pos:pos + 4], "big")
+    return data[:end] + bytes([data[end] ^ 1]) + data[end + 1:]
+
+
+@pytest.mark.parametrize("kind, before", [(b"tEXt", True), (b"tIME", False)],
+                         ids=["text-before-pixels", "time-after-pixels"])
+def test_a_png_chunk_with_a_bad_checksum_is_dropped_and_the_image_upscaled(
+        folder: Path, tiny_model_file: str, kind: bytes, before: bool) -> None:
+    """A text or time chunk whose checksum is wrong made Pillow refuse the whole PNG (before
+    the pixels), or was carried over as it was (after them); libpng-based readers drop the
+    chunk and show the image, and so does drcn now, naming the chunk."""
+    pixels = np.asarray(random_rgb(12, 8))
+    extra = png_chunk(kind, b"Title\0holiday" if kind == b"tEXt" else bytes(7))
+    clean = hand_png((12, 8), 8, 2, b"".join(b"\0" + row.tobytes() for row in pixels),
+                     chunks=extra if before else b"")
+    if not before:  # after the pixel data, before IEND
+        clean = clean[:-12] + extra + clean[-12:]
+    (folder / "clean.png").write_bytes(clean)
+    (folder / "damaged.png").write_bytes(_spoiled(clean, kind))
+    array, info = read_image(folder / "damaged.png")
+    assert (array == pixels).all() and "Title" not in info.about.text
+    assert info.notes == [f"damaged PNG chunk dropped: {kind.decode()} (wrong checksum; the "
+                          "pixels are whole)"]
+    r = upscale(str(folder), "-m", tiny_model_file, "-o", str(folder.parent / "out"))
+    assert r.exit_code == 0, r.output
+    assert f"dropped: {kind.decode()}" in r.output
+    results = [np.asarray(Image.open(folder.parent / "out" / name)) for name in
+               ("clean.png", "damaged.png")]
+    assert (results[0] == results[1]).all()
+
+
+@pytest.mark.parametrize("kind", [b"IHDR", b"IDAT"])
+def test_a_png_whose_critical_chunk_has_a_bad_checksum_is_refused(tmp_path: Path,
+                                                                   kind: bytes) -> None:
+    """A wrong checksum on the header or the pixel data is refused, as libpng refuses it;
+    Pillow read damaged pixel data without a word."""
+    data = io.BytesIO()
+    random_rgb(12, 8).save(data, "PNG")
+    (tmp_path / "bad.png").write_bytes(_spoiled(data.getvalue(), kind))
+    with pytest.raises(BadImageError, match=rf"bad\.png: damaged PNG: its {kind.decode()} "
+                                            r"chunk's checksum is wrong \(.*damaged\)$"):
+        read_image(tmp_path / "bad.png")
