@@ -7,6 +7,7 @@ import io
 import signal
 import struct
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -101,10 +102,10 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
 
     y, x = np.mgrid[0:1500, 0:2000]
     pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
-    image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+    encoded = encode(pixels, "PNG", ImageInfo(format="PNG"), 1.0)
     tracemalloc.start()
     try:
-        atomic_save(image, folder / "deep.png", "PNG")
+        atomic_save(encoded, folder / "deep.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -112,16 +113,35 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
     assert (read_image(folder / "deep.png")[0] == pixels).all()
 
 
+def test_a_16_bit_png_result_is_encoded_without_an_8_bit_image(folder: Path) -> None:
+    """A 16-bit colour PNG result was first made a full-size 8-bit Pillow image (its array and
+    the image: 7 bytes an output pixel) of which a 1x1 crop was all that was written. Now no
+    image of its size is made."""
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo
+
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    tracemalloc.start()
+    try:
+        encode(pixels, "PNG", ImageInfo(format="PNG"), 2.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes / 50, peak
+
+
 def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
         folder: Path) -> None:
     """Its 8-bit stand-in was made through whole-image float32 copies (24 bytes an output pixel,
     over a GiB at 48 MP) and compressed whole only for the chunks around its pixel data. Now
-    quantised a block of rows at a time, the chunks taken from a crop: the same chunks, in the
-    same order, as Pillow's 8-bit file with every option."""
+    Pillow writes a 1x1 image for the chunks: the same chunks, in the same order, as Pillow's
+    8-bit file with every option."""
     from drcn_plugin.colourspace import icc_profile, with_chunks
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo, read_image
     from drcn_plugin.misreads import png_chunks
+    from drcn_plugin.planes import to_8bit
     from drcn_plugin.writing import atomic_save
 
     y, x = np.mgrid[0:1000, 0:1500]
@@ -136,19 +156,20 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
     hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
     tracemalloc.start()
     try:
-        image = encode(pixels, "PNG", ImageInfo(format="PNG"))
-        atomic_save(image, folder / "deep.png", "PNG", colour_chunks=hdr, **options)
+        encoded = replace(encode(pixels, "PNG", ImageInfo(format="PNG"), 1.0),
+                          options=options, chunks=hdr)
+        atomic_save(encoded, folder / "deep.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < pixels.nbytes, peak  # the 8-bit image (4 bytes a pixel) and row blocks
+    assert peak < pixels.nbytes / 2, peak  # blocks of rows
 
     def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         f = io.BytesIO(data)
         return [(kind, f.read(length)) for kind, length in png_chunks(f)]
 
     eight = io.BytesIO()
-    image.save(eight, format="PNG", **options)
+    Image.fromarray(to_8bit(pixels)).save(eight, format="PNG", **options)
     want = chunks(b"".join(with_chunks(eight.getvalue(), "PNG", hdr)))
     got = chunks((folder / "deep.png").read_bytes())
     assert [c for c in got if c[0] != b"IDAT"] == [
@@ -161,13 +182,13 @@ def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder:
     """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
     file: three copies of it at once. Now its parts are written from the one encoding."""
     from drcn_plugin.misreads import png_hdr_chunks
-    from drcn_plugin.writing import atomic_save
+    from drcn_plugin.writing import Encoded, atomic_save
 
     pixels = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
     hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
     tracemalloc.start()
     try:
-        atomic_save(Image.fromarray(pixels), folder / "hdr.png", "PNG", colour_chunks=hdr)
+        atomic_save(Encoded(Image.fromarray(pixels), "PNG", chunks=hdr), folder / "hdr.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
