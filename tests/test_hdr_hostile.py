@@ -4,8 +4,11 @@ pixel depth, the result is written whole and right, or the file is refused in on
 from __future__ import annotations
 
 import io
+import os
 import signal
 import struct
+import subprocess
+import sys
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +16,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from helpers import hand_png, random_rgb, upscale
+from helpers import hand_png, png_chunk, random_rgb, upscale
 from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
@@ -214,6 +217,41 @@ def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
     finally:
         tracemalloc.stop()
     assert (array == pixels).all() and peak < pixels.nbytes * 1.5, peak
+
+
+_READ_PEAK = """
+import sys
+from drcn_plugin.imagefile import read_image
+def vm(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+read_image(sys.argv[2])  # warm: lazy imports, Pillow's plugins
+open("/proc/self/clear_refs", "w").write("5")  # the peak is reset to what is resident now
+base = vm("VmRSS:")
+read_image(sys.argv[1])
+print(vm("VmHWM:") - base)
+"""
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
+def test_a_turned_16_bit_png_is_read_in_about_the_memory_of_an_upright_one(folder: Path) -> None:
+    """Its 8-bit decode was turned while the 16-bit pixels were not yet, then those were: both
+    8-bit images and both 16-bit arrays held at once, 20 bytes a pixel against 14 upright. Now
+    the 16-bit pixels are turned first, and their unturned copy is gone before Pillow turns."""
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    rows = np.zeros((1500, 1 + 2000 * 6), np.uint8)  # filter type 0 (none) before each row
+    rows[:, 1:] = pixels.astype(">u2").view(np.uint8).reshape(1500, -1)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter
+    turned = png_chunk(b"eXIf", exif.tobytes())
+    (folder / "upright.png").write_bytes(hand_png((2000, 1500), 16, 2, rows.tobytes()))
+    (folder / "turned.png").write_bytes(hand_png((2000, 1500), 16, 2, rows.tobytes(), turned))
+    (folder / "small.png").write_bytes(hand_png((2, 1), 16, 2, bytes(13), turned))
+    peaks = {name: int(subprocess.run([sys.executable, "-c", _READ_PEAK, str(folder / name),
+                                       str(folder / "small.png")], capture_output=True,
+                                      text=True, timeout=120, check=True).stdout)
+             for name in ("upright.png", "turned.png")}
+    assert peaks["turned.png"] < 1.25 * peaks["upright.png"], peaks
 
 
 def _avif_pq_elsewhere(path: Path, where: str) -> None:
