@@ -24,7 +24,7 @@ import numpy as np
 
 from .compression import jpeg_history
 from .devices import is_out_of_memory
-from .encoding import check_writable, encode, require_encoder, save_options
+from .encoding import check_writable, encode, require_encoder
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
     EMPTY_PATH,
@@ -368,11 +368,9 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     check_writable(array, out_fmt, info, scale, quality, size=(oh, ow))
     check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
     result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
-    image = encode(result, out_fmt, info)
+    encoded = encode(result, out_fmt, info, scale, quality)
     del result
-    atomic_save(image, job.target, out_fmt, overwrite=overwrite,
-                mode=mode,
-                **save_options(out_fmt, info, scale, quality))
+    atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
     note = "; ".join(dict.fromkeys(info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
 

@@ -179,7 +179,7 @@ def compare(
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
-    from .writing import atomic_save, probe_folder, refuse_input_target
+    from .writing import Encoded, atomic_save, probe_folder, refuse_input_target
 
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
@@ -203,5 +203,5 @@ def compare(
         upscaler = engines if len(engines) > 1 else next(iter(engines.values()))
         sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
                               seed=seed)
-        atomic_save(sheet, target, "PNG", overwrite=overwrite)
+        atomic_save(Encoded(sheet, "PNG"), target, overwrite=overwrite)
         console.print(f"wrote {target}", markup=False, highlight=False)

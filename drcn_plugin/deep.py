@@ -1,8 +1,8 @@
 """Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
 through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
-a 16-bit colour result written as PNG by giving the file Pillow writes at 8 bits for a 1x1 crop
-(with every chunk it keeps) the result's size, 16 bits and pixel data. An HDR (PQ, HLG) image's
-gradients band at 8 bits."""
+a 16-bit colour result written as PNG by giving the file Pillow writes at 8 bits for a 1x1
+image of its mode (with every chunk it keeps) the result's size, 16 bits and pixel data. An HDR
+(PQ, HLG) image's gradients band at 8 bits."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from PIL import Image
 from .colourspace import png_chunk
 from .misreads import png_chunks
 
-DEEP_PIXELS = "drcn.pixels16"  # the info key of an encoded image's 16-bit colour, for PNG
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
 _JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at a time
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before

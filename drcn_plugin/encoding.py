@@ -11,11 +11,11 @@ import numpy as np
 from PIL import Image
 
 from .colourspace import refuse_unstated_hdr, unsaid_colour
-from .deep import DEEP_PIXELS
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
 from .planes import quantised, to_8bit
+from .writing import Encoded
 
 
 def to_pil(array: np.ndarray, within: tuple[float, float] | None = None) -> Image.Image:
@@ -49,17 +49,20 @@ def require_encoder(fmt: str) -> None:
                              "encoder for it): use PNG or TIFF", option="format") from e
 
 
-def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
-    """The output image in a mode ``fmt`` stores; refuses combinations that would lose data (an
-    HDR image where ``fmt`` cannot say so). An ICC profile for another colour space than the
-    file will hold is dropped (noted); a PNG's colour chunks become an ICC profile where ``fmt``
-    has no place for them, and 16-bit colour is kept beside the image for PNG."""
-    im = _in_stored_mode(array, fmt, info)
-    if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA"):  # Pillow's colour is 8-bit
-        if fmt == "PNG":
-            im.info[DEEP_PIXELS] = array  # written at 16 bits by atomic_save
-        else:
-            info.notes.append(f"Pillow writes {fmt} colour at 8 bits: result reduced to 8 bits")
+def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[float, float],
+           quality: int | None = None) -> Encoded:
+    """The result as a ``fmt`` file to write: in a mode ``fmt`` stores, with the save options of
+    :func:`save_options`; refuses combinations that would lose data (an HDR image where ``fmt``
+    cannot say so). An ICC profile for another colour space than the file will hold is dropped
+    (noted); a PNG's colour chunks become an ICC profile where ``fmt`` has no place for them.
+    16-bit colour for PNG is kept at 16 bits: no 8-bit image of it is made."""
+    deep = fmt == "PNG" and array.dtype == np.uint16 and array.ndim == 3 \
+        and array.shape[2] in (3, 4)  # 16-bit colour, which Pillow holds at 8 bits
+    # whose image is a 1x1 stand-in in its mode: Pillow's chunks depend on the mode, info and
+    # options, not on the pixels, and write_png16 gives the file it writes the 16-bit pixels
+    im = _in_stored_mode(array[:1, :1] if deep else array, fmt, info)
+    if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA") and not deep:
+        info.notes.append(f"Pillow writes {fmt} colour at 8 bits: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
     grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
     if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
@@ -71,7 +74,9 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
         info.icc_profile, unsaid = unsaid_colour(info.about.png_colour, fmt, info.icc_profile,
                                                  grey)
         info.about = replace(info.about, png_colour=unsaid)
-    return im
+    options = save_options(fmt, info, scale, quality)
+    chunks = options.pop("colour_chunks", {})  # not Pillow's: Encoded.write adds them
+    return Encoded(im, fmt, options, chunks, array if deep else None)
 
 
 def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -122,8 +127,7 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
     if corner.ndim == 3 and corner.shape[2] in (2, 4):
         corner[..., -1] = array[..., -1].min()  # whether any pixel is see-through matters
     try:
-        image = encode(corner, fmt, probe)
-        image.save(io.BytesIO(), format=fmt, **save_options(fmt, probe, scale, quality))
+        encode(corner, fmt, probe, scale, quality).write(io.BytesIO())
     except DRCNError:
         raise
     except Exception as e:  # Pillow's many ways to say "cannot write this"
@@ -134,7 +138,8 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
                  quality: int | None = None) -> dict:
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
-    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless)."""
+    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless).
+    The colour chunks Pillow does not write come as ``colour_chunks``, for :func:`encode`."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either

@@ -279,9 +279,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         deep = pixels16(f, im, stored, info.notes)
         if deep is None:
             im = held_at_8_bits(im, stored, info.notes)
-        im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
-        if deep is not None and turn != 1 and not turned:
+        elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
             deep = transpose16(deep, TRANSPOSE[turn])
+        im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = to_array(im, info, stored) if deep is None else deep
     if white:

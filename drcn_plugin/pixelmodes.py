@@ -154,28 +154,42 @@ def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
             return np.dstack([to_8bit(np.asarray(im, dtype=np.uint16)), alpha])
         return np.dstack([np.asarray(im.convert("L") if mode == "1" else im), alpha])
     if mode in _GREY16:
-        return np.asarray(im, dtype=np.uint16)
+        return _as_array(im, np.uint16)
     if mode == "I":
-        a = np.asarray(im)
+        a = _as_array(im)
         if a.min() < 0:
             raise BadImageError(NEGATIVE)
         if a.max() > 65535:
             raise BadImageError("32-bit integer images are not supported")
         return a.astype(np.uint16)
     if mode == "F":
-        return np.asarray(im, dtype=np.float32)
-    if mode in ("1", "L"):
-        return np.asarray(im.convert("L"))
-    if mode in ("LA", "La"):
-        return np.asarray(im.convert("LA"))
-    if mode == "P":  # a transparent index, or an alpha in the palette itself (TGA's)
+        return _as_array(im, np.float32)
+    if mode in ("1", "La"):  # 1-bit as levels, premultiplied alpha undone
+        im = im.convert("LA" if mode == "La" else "L")
+    elif mode == "P":  # a transparent index, or an alpha in the palette itself (TGA's)
         alpha = "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
         im = im.convert("RGBA" if alpha else "RGB")
     elif mode in ("RGBa", "PA"):
         im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA"):
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
         im = _to_rgb(im, info)
-    return np.asarray(im)
+    return _as_array(im)
+
+
+_COPY_SAMPLES = 1 << 18  # samples copied from a Pillow image to its array at a time
+
+
+def _as_array(im: Image.Image, dtype: type | None = None) -> np.ndarray:
+    """``np.asarray(im, dtype)`` made a block of rows at a time: Pillow's whole-image
+    ``tobytes``, which ``np.asarray`` reads, joins a copy of the pixels into another (twice the
+    result beside the image's own pixels)."""
+    first = np.asarray(im.crop((0, 0, im.width, 1)), dtype=dtype)
+    out = np.empty((im.height, *first.shape[1:]), first.dtype)
+    step = max(1, _COPY_SAMPLES // max(1, first.size))  # rows a block
+    for y in range(0, im.height, step):
+        box = (0, y, im.width, min(y + step, im.height))
+        out[y:y + step] = np.asarray(im.crop(box), dtype=dtype)
+    return out
 
 
 def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:

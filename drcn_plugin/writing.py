@@ -20,14 +20,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import psutil
 from PIL import Image
 
 from .colourspace import with_chunks
-from .deep import DEEP_PIXELS, write_png16
+from .deep import write_png16
 from .errors import (
     DiskFullError,
     DRCNError,
@@ -66,30 +68,37 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if st.st_ino else None
 
 
-def atomic_save(image: Image.Image, path: Path, fmt: str, overwrite: bool = False,
-                mode: int | None = None, **options: object) -> None:
-    """Save through a temporary file in the same folder, then rename into place; ``mode``
-    sets the result's permission bits (default: the usual ones from the umask). The option
-    ``colour_chunks`` holds PNG colour chunks Pillow does not write, for :func:`with_chunks`;
-    16-bit colour that :func:`.encoding.encode` kept beside a PNG's image is written too."""
-    chunks = options.pop("colour_chunks", None)
-    deep = image.info.get(DEEP_PIXELS) if fmt == "PNG" else None
+@dataclass
+class Encoded:
+    """A result file ready to write: Pillow's ``image`` in a mode ``format`` stores and its save
+    ``options``, with what Pillow cannot write: colour ``chunks`` (see :func:`with_chunks`) and
+    a PNG's 16-bit colour ``pixels16``, for which ``image`` is a 1x1 stand-in in its mode."""
 
-    def write(f: BinaryIO) -> None:
-        if not chunks and deep is None:
-            image.save(_WithoutFileno(f), format=fmt, **options)
+    image: Image.Image
+    format: str
+    options: dict = field(default_factory=dict)
+    chunks: dict[bytes, bytes] = field(default_factory=dict)
+    pixels16: np.ndarray | None = None
+
+    def write(self, f: BinaryIO) -> None:
+        """Write the file to ``f``."""
+        if not self.chunks and self.pixels16 is None:
+            self.image.save(_WithoutFileno(f), format=self.format, **self.options)
             return
-        # Pillow's chunks depend on the mode, info and options, not on the pixels: those of a
-        # 1x1 crop are the image's own, and no 8-bit pixel data is compressed only to be replaced
-        encoded = io.BytesIO()
-        (image if deep is None else image.crop((0, 0, 1, 1))).save(encoded, format=fmt, **options)
-        pieces = with_chunks(encoded.getvalue(), fmt, chunks) if chunks else [encoded.getvalue()]
-        if deep is None:
+        encoded = io.BytesIO()  # Pillow's file, to which the chunks and 16-bit pixels are added
+        self.image.save(encoded, format=self.format, **self.options)
+        pieces = with_chunks(encoded.getvalue(), self.format, self.chunks)
+        if self.pixels16 is None:
             f.writelines(pieces)
         else:
-            write_png16(f, b"".join(pieces), deep)
+            write_png16(f, b"".join(pieces), self.pixels16)
 
-    _atomic(path, overwrite, write, mode)
+
+def atomic_save(encoded: Encoded, path: Path, overwrite: bool = False,
+                mode: int | None = None) -> None:
+    """Write ``encoded`` through a temporary file in the same folder, then rename it into place;
+    ``mode`` sets the result's permission bits (default: the usual ones from the umask)."""
+    _atomic(path, overwrite, encoded.write, mode)
 
 
 class _WithoutFileno:

@@ -4,15 +4,19 @@ pixel depth, the result is written whole and right, or the file is refused in on
 from __future__ import annotations
 
 import io
+import os
 import signal
 import struct
+import subprocess
+import sys
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from helpers import hand_png, random_rgb, upscale
+from helpers import hand_png, png_chunk, random_rgb, upscale
 from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 
@@ -101,10 +105,10 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
 
     y, x = np.mgrid[0:1500, 0:2000]
     pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
-    image = encode(pixels, "PNG", ImageInfo(format="PNG"))
+    encoded = encode(pixels, "PNG", ImageInfo(format="PNG"), 1.0)
     tracemalloc.start()
     try:
-        atomic_save(image, folder / "deep.png", "PNG")
+        atomic_save(encoded, folder / "deep.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -112,16 +116,35 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
     assert (read_image(folder / "deep.png")[0] == pixels).all()
 
 
+def test_a_16_bit_png_result_is_encoded_without_an_8_bit_image(folder: Path) -> None:
+    """A 16-bit colour PNG result was first made a full-size 8-bit Pillow image (its array and
+    the image: 7 bytes an output pixel) of which a 1x1 crop was all that was written. Now no
+    image of its size is made."""
+    from drcn_plugin.encoding import encode
+    from drcn_plugin.imagefile import ImageInfo
+
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    tracemalloc.start()
+    try:
+        encode(pixels, "PNG", ImageInfo(format="PNG"), 2.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes / 50, peak
+
+
 def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
         folder: Path) -> None:
     """Its 8-bit stand-in was made through whole-image float32 copies (24 bytes an output pixel,
     over a GiB at 48 MP) and compressed whole only for the chunks around its pixel data. Now
-    quantised a block of rows at a time, the chunks taken from a crop: the same chunks, in the
-    same order, as Pillow's 8-bit file with every option."""
+    Pillow writes a 1x1 image for the chunks: the same chunks, in the same order, as Pillow's
+    8-bit file with every option."""
     from drcn_plugin.colourspace import icc_profile, with_chunks
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo, read_image
     from drcn_plugin.misreads import png_chunks
+    from drcn_plugin.planes import to_8bit
     from drcn_plugin.writing import atomic_save
 
     y, x = np.mgrid[0:1000, 0:1500]
@@ -136,19 +159,20 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
     hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
     tracemalloc.start()
     try:
-        image = encode(pixels, "PNG", ImageInfo(format="PNG"))
-        atomic_save(image, folder / "deep.png", "PNG", colour_chunks=hdr, **options)
+        encoded = replace(encode(pixels, "PNG", ImageInfo(format="PNG"), 1.0),
+                          options=options, chunks=hdr)
+        atomic_save(encoded, folder / "deep.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < pixels.nbytes, peak  # the 8-bit image (4 bytes a pixel) and row blocks
+    assert peak < pixels.nbytes / 2, peak  # blocks of rows
 
     def chunks(data: bytes) -> list[tuple[bytes, bytes]]:
         f = io.BytesIO(data)
         return [(kind, f.read(length)) for kind, length in png_chunks(f)]
 
     eight = io.BytesIO()
-    image.save(eight, format="PNG", **options)
+    Image.fromarray(to_8bit(pixels)).save(eight, format="PNG", **options)
     want = chunks(b"".join(with_chunks(eight.getvalue(), "PNG", hdr)))
     got = chunks((folder / "deep.png").read_bytes())
     assert [c for c in got if c[0] != b"IDAT"] == [
@@ -161,13 +185,13 @@ def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder:
     """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
     file: three copies of it at once. Now its parts are written from the one encoding."""
     from drcn_plugin.misreads import png_hdr_chunks
-    from drcn_plugin.writing import atomic_save
+    from drcn_plugin.writing import Encoded, atomic_save
 
     pixels = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), np.uint8)
     hdr = {b"mDCv": bytes(range(24)), b"cLLi": struct.pack(">II", 10000000, 400000)}
     tracemalloc.start()
     try:
-        atomic_save(Image.fromarray(pixels), folder / "hdr.png", "PNG", colour_chunks=hdr)
+        atomic_save(Encoded(Image.fromarray(pixels), "PNG", chunks=hdr), folder / "hdr.png")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -193,6 +217,41 @@ def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
     finally:
         tracemalloc.stop()
     assert (array == pixels).all() and peak < pixels.nbytes * 1.5, peak
+
+
+_READ_PEAK = """
+import sys
+from drcn_plugin.imagefile import read_image
+def vm(key):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
+read_image(sys.argv[2])  # warm: lazy imports, Pillow's plugins
+open("/proc/self/clear_refs", "w").write("5")  # the peak is reset to what is resident now
+base = vm("VmRSS:")
+read_image(sys.argv[1])
+print(vm("VmHWM:") - base)
+"""
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
+def test_a_turned_16_bit_png_is_read_in_about_the_memory_of_an_upright_one(folder: Path) -> None:
+    """Its 8-bit decode was turned while the 16-bit pixels were not yet, then those were: both
+    8-bit images and both 16-bit arrays held at once, 20 bytes a pixel against 14 upright. Now
+    the 16-bit pixels are turned first, and their unturned copy is gone before Pillow turns."""
+    y, x = np.mgrid[0:1500, 0:2000]
+    pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
+    rows = np.zeros((1500, 1 + 2000 * 6), np.uint8)  # filter type 0 (none) before each row
+    rows[:, 1:] = pixels.astype(">u2").view(np.uint8).reshape(1500, -1)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter
+    turned = png_chunk(b"eXIf", exif.tobytes())
+    (folder / "upright.png").write_bytes(hand_png((2000, 1500), 16, 2, rows.tobytes()))
+    (folder / "turned.png").write_bytes(hand_png((2000, 1500), 16, 2, rows.tobytes(), turned))
+    (folder / "small.png").write_bytes(hand_png((2, 1), 16, 2, bytes(13), turned))
+    peaks = {name: int(subprocess.run([sys.executable, "-c", _READ_PEAK, str(folder / name),
+                                       str(folder / "small.png")], capture_output=True,
+                                      text=True, timeout=120, check=True).stdout)
+             for name in ("upright.png", "turned.png")}
+    assert peaks["turned.png"] < 1.25 * peaks["upright.png"], peaks
 
 
 def _avif_pq_elsewhere(path: Path, where: str) -> None:

@@ -93,7 +93,7 @@ def test_temporary_names_fit_a_file_system_with_short_names(
     monkeypatch.setattr(os, "pathconf", lambda path, name: 143)
     monkeypatch.setattr(writing.os, "open", recording)
     target = tmp_path / ("n" * 136 + ".png")
-    writing.atomic_save(random_rgb(), target, "PNG")
+    writing.atomic_save(writing.Encoded(random_rgb(), "PNG"), target)
     assert target.is_file() and made and max(len(os.fsencode(n)) for n in made) <= 143, made
 
 

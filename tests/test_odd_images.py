@@ -5,11 +5,13 @@ loss on the way is named in a note."""
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import hand_tiff
+from PIL import Image
 
 from drcn_plugin.errors import BadImageError
 from drcn_plugin.imagefile import image_shape8, read_image
@@ -150,3 +152,28 @@ def test_signed_samples_are_read_when_none_is_negative_and_refused_when_one_is(
     with pytest.raises(BadImageError, match=r"below\.tif: samples below zero \(signed integers\) "
                                             r"are not supported$"):
         read_image(tmp_path / "below.tif")
+
+
+@pytest.mark.parametrize(("mode", "name"), [("RGB", "c.png"), ("RGBA", "c.png"), ("L", "g.png"),
+                                            ("LA", "g.png"), ("I;16", "g.png"), ("F", "f.tif"),
+                                            ("RGB", "c.jpg")])
+def test_an_image_is_read_without_a_whole_image_copy_beside_its_array(
+        tmp_path: Path, mode: str, name: str) -> None:
+    """Its array was made by ``np.asarray`` of the decoded image, which joins a whole copy of
+    the pixels' bytes into another: a peak of twice the array beside Pillow's own pixels (10
+    bytes a pixel for RGB). Now copied a block of rows at a time."""
+    y, x = np.mgrid[0:1500, 0:2000]
+    channels = len(Image.new(mode, (1, 1)).getbands())
+    planes = [(x * (3 + c) + y * (5 - c)) % 256 for c in range(channels)]
+    pixels = np.dstack(planes) if channels > 1 else planes[0]
+    pixels = pixels.astype({"I;16": np.uint16, "F": np.float32}.get(mode, np.uint8))
+    image = Image.fromarray(pixels / np.float32(255) if mode == "F" else pixels)
+    assert image.mode == mode
+    image.save(tmp_path / name)
+    tracemalloc.start()
+    try:
+        array = read_image(tmp_path / name)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert array.shape == pixels.shape and peak < array.nbytes * 1.25, peak

@@ -337,14 +337,14 @@ _FULL_DISK = """
 import resource, sys
 import numpy as np
 from PIL import Image
-from drcn_plugin.writing import atomic_save
+from drcn_plugin.writing import Encoded, atomic_save
 from drcn_plugin.errors import WriteError
 target, fmt = sys.argv[1], sys.argv[2]
 image = Image.fromarray((np.random.default_rng(0).random((128, 160, 3)) * 255).astype(np.uint8))
 resource.setrlimit(resource.RLIMIT_FSIZE, (20480, 20480))  # the file may grow to 20 KiB
 try:
     options = {"JPEG": {"quality": 100}, "WEBP": {"lossless": True}}.get(fmt, {})
-    atomic_save(image, target, fmt, overwrite=True, **options)
+    atomic_save(Encoded(image, fmt, options), target, overwrite=True)
 except WriteError as e:
     print(e)
 """
