@@ -15,8 +15,9 @@ import pytest
 from helpers import hand_png, png_chunk, random_rgb, tga16, upscale
 from PIL import Image, TiffImagePlugin
 
+from drcn_plugin import imagefile
 from drcn_plugin.errors import BadImageError
-from drcn_plugin.imagefile import read_image
+from drcn_plugin.imagefile import image_shape8, read_image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 
@@ -267,3 +268,25 @@ def test_a_png_whose_critical_chunk_has_a_bad_checksum_is_refused(tmp_path: Path
     with pytest.raises(BadImageError, match=rf"bad\.png: damaged PNG: its {kind.decode()} "
                                             r"chunk's checksum is wrong \(.*damaged\)$"):
         read_image(tmp_path / "bad.png")
+
+
+def test_the_shape_of_a_png_is_read_without_reading_its_pixel_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``image_shape8`` (a training run's memory estimate, for every file of a data set) reads
+    a PNG's header: the checksum check of its chunks stops at the pixel data instead of reading
+    the whole file."""
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)).save(
+        data, "PNG")
+    data = data.getvalue()
+    (tmp_path / "big.png").write_bytes(data)
+    read: list[int] = []
+
+    class Counted(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            read.append(len(got := super().read(size)))
+            return got
+
+    monkeypatch.setattr(imagefile, "open_regular", lambda path: Counted(io.FileIO(path)))
+    assert image_shape8(tmp_path / "big.png") == (3, 256, 256)
+    assert sum(read) < len(data) // 4, (sum(read), len(data))
