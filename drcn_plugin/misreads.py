@@ -57,6 +57,11 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What the image loses with a dropped chunk of each kind, where more than words about it
+_DROPPING_COSTS = {b"tRNS": "its transparency is lost",
+                   b"eXIf": "its EXIF, orientation included, is lost",
+                   **dict.fromkeys((b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP"),
+                                   "its colours are read as sRGB")}
 
 
 def without_damaged_chunks(f: BinaryIO, notes: list[str], header: bool = False) -> BinaryIO:
@@ -97,7 +102,9 @@ def without_damaged_chunks(f: BinaryIO, notes: list[str], header: bool = False) 
         kept.append(data[pos:start])
         pos = end
     names = ", ".join(dict.fromkeys(kind.decode("ascii") for kind, _, _ in damaged))
-    notes.append(f"damaged PNG chunk dropped: {names} (wrong checksum; the pixels are whole)")
+    costs = "; ".join(dict.fromkeys(_DROPPING_COSTS[kind] for kind, _, _ in damaged
+                                    if kind in _DROPPING_COSTS)) or "the pixels are whole"
+    notes.append(f"damaged PNG chunk dropped: {names} (wrong checksum; {costs})")
     return io.BytesIO(b"".join(kept) + data[pos:])
 
 

@@ -290,3 +290,20 @@ def test_the_shape_of_a_png_is_read_without_reading_its_pixel_data(
     monkeypatch.setattr(imagefile, "open_regular", lambda path: Counted(io.FileIO(path)))
     assert image_shape8(tmp_path / "big.png") == (3, 256, 256)
     assert sum(read) < len(data) // 4, (sum(read), len(data))
+
+
+@pytest.mark.parametrize("kind, data, lost", [
+    (b"tRNS", bytes([0, 255]), "transparency"),
+    (b"eXIf", b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0", "orientation"),
+    (b"gAMA", (45455).to_bytes(4, "big"), "sRGB")], ids=["tRNS", "eXIf", "gAMA"])
+def test_a_dropped_png_chunk_that_changed_the_image_says_what_it_changed(
+        tmp_path: Path, kind: bytes, data: bytes, lost: str) -> None:
+    """A damaged transparency, EXIF or colour chunk is dropped as libpng drops it, but the
+    result then differs from what the file meant (opaque, unturned, colours read as sRGB): the
+    note says so instead of "the pixels are whole"."""
+    palette = png_chunk(b"PLTE", bytes(range(6)))
+    clean = hand_png((4, 2), 8, 3, b"\0\0\1\0\1" * 2, chunks=palette + png_chunk(kind, data))
+    (tmp_path / "damaged.png").write_bytes(_spoiled(clean, kind))
+    notes = read_image(tmp_path / "damaged.png")[1].notes
+    assert len(notes) == 1 and f"dropped: {kind.decode()}" in notes[0], notes
+    assert lost in notes[0] and "the pixels are whole" not in notes[0], notes
