@@ -110,7 +110,7 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
     with _decoding(path), open_regular(path) as raw, \
-            open_image(without_damaged_chunks(raw, [])) as im:
+            open_image(without_damaged_chunks(raw, [], header=True)) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
         if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size

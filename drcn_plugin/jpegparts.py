@@ -147,7 +147,10 @@ def _damaged_row(data: bytes) -> int | None:
             else:
                 return None  # no end: a truncated file, which the decoder refuses
             mcus = _mcus(segment, size, sampling)
-            if interval and mcus and restarts != _up(mcus, interval) - 1:
+            # a marker between each two intervals; some encoders also put one after the last
+            # interval when it is a whole one, which libjpeg passes over
+            if interval and mcus and restarts != _up(mcus, interval) - 1 \
+                    and not (mcus % interval == 0 and restarts == mcus // interval):
                 return _row(min(restarts, mcus // interval) * interval, segment, size, sampling)
     return None
 

@@ -57,22 +57,29 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What the image loses with a dropped chunk of each kind, where more than words about it
+_DROPPING_COSTS = {b"tRNS": "its transparency is lost",
+                   b"eXIf": "its EXIF, orientation included, is lost",
+                   **dict.fromkeys((b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP"),
+                                   "its colours are read as sRGB")}
 
 
-def without_damaged_chunks(f: BinaryIO, notes: list[str]) -> BinaryIO:
+def without_damaged_chunks(f: BinaryIO, notes: list[str], header: bool = False) -> BinaryIO:
     """``f``, the open file, or where it is a PNG with an ancillary chunk (text, time, physical
     size...) whose checksum is wrong, a copy in memory without that chunk, named in ``notes``:
     Pillow refuses the whole file (or keeps such a chunk after the pixels), where libpng, which
     browsers and GIMP read with, drops the chunk and shows the image. A critical chunk's (IHDR,
     PLTE, IDAT) wrong checksum is refused as libpng refuses it: Pillow reads damaged pixel data
-    without a word. A truncated file is left to the decoder, which says so."""
+    without a word. A truncated file is left to the decoder, which says so. With ``header``,
+    only the chunks before the pixel data are checked: all that opening a file (not decoding
+    it) reads, so the rest of the file is not read."""
     f.seek(0)
     if f.read(8) != _PNG_SIGNATURE:
         f.seek(0)
         return f
     damaged: list[tuple[bytes, int, int]] = []  # type, start, end
     for kind, length in png_chunks(f):
-        if kind == b"IEND" or not kind.isalpha():
+        if kind == b"IEND" or not kind.isalpha() or (header and kind == b"IDAT"):
             break
         start, crc, left = f.tell() - 8, zlib.crc32(kind), length
         while left and (data := f.read(min(_INFLATE_STEP, left))):
@@ -95,7 +102,9 @@ def without_damaged_chunks(f: BinaryIO, notes: list[str]) -> BinaryIO:
         kept.append(data[pos:start])
         pos = end
     names = ", ".join(dict.fromkeys(kind.decode("ascii") for kind, _, _ in damaged))
-    notes.append(f"damaged PNG chunk dropped: {names} (wrong checksum; the pixels are whole)")
+    costs = "; ".join(dict.fromkeys(_DROPPING_COSTS[kind] for kind, _, _ in damaged
+                                    if kind in _DROPPING_COSTS)) or "the pixels are whole"
+    notes.append(f"damaged PNG chunk dropped: {names} (wrong checksum; {costs})")
     return io.BytesIO(b"".join(kept) + data[pos:])
 
 

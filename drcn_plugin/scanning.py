@@ -76,10 +76,15 @@ def glob_files(pattern: str, recursive: bool, unread: list[str]) -> list[Path]:
 def matched_folders(pattern: str) -> list[Path]:
     """The folders ``pattern`` matches, to be upscaled as folders named alone are: bash expands
     a glob to its folders and files alike, where Windows' cmd passes it on as written. A ``**``
-    glob walks the folders itself."""
+    glob walks the folders itself. A ``drcn-x2``-style folder beside files the glob matches is
+    where an earlier run of it wrote those files' results, not an input."""
     if "**" in pattern:
         return []
-    return sorted(Path(p) for p in glob.glob(pattern) if os.path.isdir(p))
+    matches = [Path(p) for p in glob.glob(pattern)]
+    beside_files = {p.parent for p in matches if not p.is_dir()}
+    return sorted(p for p in matches if p.is_dir() and not (
+        p.parent in beside_files and p.name.startswith("drcn-")
+        and RESULT_FOLDER.fullmatch(p.name)))
 
 
 def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:

@@ -15,8 +15,9 @@ import pytest
 from helpers import hand_png, png_chunk, random_rgb, tga16, upscale
 from PIL import Image, TiffImagePlugin
 
+from drcn_plugin import imagefile
 from drcn_plugin.errors import BadImageError
-from drcn_plugin.imagefile import read_image
+from drcn_plugin.imagefile import image_shape8, read_image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 
@@ -267,3 +268,42 @@ def test_a_png_whose_critical_chunk_has_a_bad_checksum_is_refused(tmp_path: Path
     with pytest.raises(BadImageError, match=rf"bad\.png: damaged PNG: its {kind.decode()} "
                                             r"chunk's checksum is wrong \(.*damaged\)$"):
         read_image(tmp_path / "bad.png")
+
+
+def test_the_shape_of_a_png_is_read_without_reading_its_pixel_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``image_shape8`` (a training run's memory estimate, for every file of a data set) reads
+    a PNG's header: the checksum check of its chunks stops at the pixel data instead of reading
+    the whole file."""
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)).save(
+        data, "PNG")
+    data = data.getvalue()
+    (tmp_path / "big.png").write_bytes(data)
+    read: list[int] = []
+
+    class Counted(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            read.append(len(got := super().read(size)))
+            return got
+
+    monkeypatch.setattr(imagefile, "open_regular", lambda path: Counted(io.FileIO(path)))
+    assert image_shape8(tmp_path / "big.png") == (3, 256, 256)
+    assert sum(read) < len(data) // 4, (sum(read), len(data))
+
+
+@pytest.mark.parametrize("kind, data, lost", [
+    (b"tRNS", bytes([0, 255]), "transparency"),
+    (b"eXIf", b"MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0", "orientation"),
+    (b"gAMA", (45455).to_bytes(4, "big"), "sRGB")], ids=["tRNS", "eXIf", "gAMA"])
+def test_a_dropped_png_chunk_that_changed_the_image_says_what_it_changed(
+        tmp_path: Path, kind: bytes, data: bytes, lost: str) -> None:
+    """A damaged transparency, EXIF or colour chunk is dropped as libpng drops it, but the
+    result then differs from what the file meant (opaque, unturned, colours read as sRGB): the
+    note says so instead of "the pixels are whole"."""
+    palette = png_chunk(b"PLTE", bytes(range(6)))
+    clean = hand_png((4, 2), 8, 3, b"\0\0\1\0\1" * 2, chunks=palette + png_chunk(kind, data))
+    (tmp_path / "damaged.png").write_bytes(_spoiled(clean, kind))
+    notes = read_image(tmp_path / "damaged.png")[1].notes
+    assert len(notes) == 1 and f"dropped: {kind.decode()}" in notes[0], notes
+    assert lost in notes[0] and "the pixels are whole" not in notes[0], notes

@@ -123,3 +123,15 @@ def test_whole_jpegs_of_every_kind_are_not_taken_for_damaged_ones(mode: str) -> 
                             restart_marker_blocks=2)
     with Image.open(stereo) as opened:
         assert damage_note(stereo, opened, True) is None
+
+
+def test_a_redundant_restart_marker_at_the_end_of_a_scan_is_not_damage(tmp_path: Path) -> None:
+    """Some encoders write a restart marker after the last interval too when the MCU count is a
+    multiple of the interval; libjpeg decodes such a file whole, so no damage is noted."""
+    data, rst = _restart_jpeg()
+    assert data.endswith(b"\xff\xd9") and len(rst) == 5  # 6 MCU rows: 5 markers between them
+    (tmp_path / "trailing.jpg").write_bytes(data[:-2] + b"\xff\xd5\xff\xd9")
+    array, info = read_image(tmp_path / "trailing.jpg")
+    assert info.notes == []
+    with Image.open(io.BytesIO(data)) as clean:
+        assert (array == np.asarray(clean.convert("RGB"))).all()

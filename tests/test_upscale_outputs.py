@@ -175,3 +175,19 @@ def test_a_recursive_scan_passes_over_the_folders_of_earlier_results(
                   for p in (folder.parent / "in-drcn-x2").rglob("*.png")) == ["a.png", "trip/b.png"]
     r = upscale(str(folder / "drcn-x2"), "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 done" in r.output, r.output
+
+
+def test_a_glob_matching_its_own_results_folder_does_not_upscale_it_again(
+        folder: Path, tiny_model_file: str) -> None:
+    """``drcn upscale "*"`` as Windows' cmd passes it: the second run's ``*`` also matches the
+    ``drcn-x2/`` folder the first run wrote the matched files' results to; those results are not
+    inputs (no ``drcn-x2-drcn-x2/``)."""
+    (folder / "trip").mkdir()
+    random_rgb().save(folder / "a.png")
+    random_rgb().save(folder / "trip" / "b.png")
+    args = (str(folder / "*"), "--model", tiny_model_file)
+    assert upscale(*args).exit_code == 0
+    assert names(folder) == ["a.png", "drcn-x2", "trip", "trip-drcn-x2"]
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "0 done, 2 skipped, 0 failed" in r.output, r.output
+    assert names(folder) == ["a.png", "drcn-x2", "trip", "trip-drcn-x2"]
