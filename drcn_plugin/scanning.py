@@ -60,6 +60,18 @@ def walk(root: Path, recursive: bool, unread: list[str]) -> list[Path]:
     return files
 
 
+def absolute_pattern(spec: str) -> str:
+    """The glob ``spec`` as an absolute pattern whose added part (the current folder, a home
+    folder for ``~``) is taken literally: a folder named ``Trip [2020]`` holds no glob syntax."""
+    head, sep, rest = spec.partition(os.sep) if spec.startswith("~") else ("", "", spec)
+    home = os.path.expanduser(head) if head else ""
+    if home == head:  # no ~, or a ~user that names nobody: as written
+        head, sep, rest, home = "", "", spec, ""
+    base = glob.escape(home) + sep if home else \
+        "" if os.path.isabs(rest) else glob.escape(os.getcwd()) + os.sep
+    return os.path.normpath(base + rest)
+
+
 def glob_files(pattern: str, recursive: bool, unread: list[str]) -> list[Path]:
     """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
     instead of following symlinks in circles as :func:`glob.glob` does."""

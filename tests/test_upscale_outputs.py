@@ -191,3 +191,22 @@ def test_a_glob_matching_its_own_results_folder_does_not_upscale_it_again(
     r = upscale(*args, "--skip-existing")
     assert r.exit_code == 0 and "0 done, 2 skipped, 0 failed" in r.output, r.output
     assert names(folder) == ["a.png", "drcn-x2", "trip", "trip-drcn-x2"]
+
+
+@pytest.mark.parametrize("where", ["cwd", "home"])
+def test_a_glob_under_a_folder_named_with_brackets_finds_its_files(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """``drcn upscale "*.png"`` run in ``Trip [2020]`` (or ``~/*.png`` with that home folder):
+    the folder's own name is not glob syntax, so its images are found."""
+    trip = folder / "Trip [2020]"
+    trip.mkdir()
+    random_rgb().save(trip / "a.png")
+    if where == "cwd":
+        monkeypatch.chdir(trip)
+        spec = "*.png"
+    else:
+        monkeypatch.setenv("HOME", str(trip))
+        spec = "~/*.png"
+    r = upscale(spec, "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 done, 0 skipped, 0 failed" in r.output, r.output
+    assert names(trip / "drcn-x2") == ["a.png"]
