@@ -12,7 +12,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,11 +91,16 @@ def load_pixels(im: Image.Image) -> None:
     with _STDERR_SWITCH:  # one thread's catch at a time, each putting back the stderr it found
         try:
             sys.stderr.flush()
-            saved = os.dup(2)
-        except (AttributeError, OSError, ValueError):  # no stderr to catch (a GUI host's)
-            im.load()
+            caught = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the with below
+        except (AttributeError, OSError, ValueError):  # no stderr (a GUI host's), or no room for
+            im.load()  # a temporary file: libtiff's lines go where they would
             return
-        with tempfile.TemporaryFile() as caught:
+        with caught:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no file descriptor 2 to catch
+                im.load()
+                return
             os.dup2(caught.fileno(), 2)
             try:
                 im.load()
@@ -111,7 +116,8 @@ def load_pixels(im: Image.Image) -> None:
     said = [line.strip().rstrip(".") for line in lines if _LIBTIFF_SAYS.match(line)]
     others = "".join(line for line in lines if not _LIBTIFF_SAYS.match(line))
     if others:  # another thread's, a live progress display's: theirs, written where they meant
-        os.write(2, others.encode("utf-8", "surrogateescape"))
+        with suppress(OSError):  # a reader of stderr that left fails their write, not this image
+            os.write(2, others.encode("utf-8", "surrogateescape"))
     if failed is not None:
         raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
             from failed

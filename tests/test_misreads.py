@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,22 @@ def test_a_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(
     assert capfd.readouterr().err == refresh
     assert read_image(tmp_path / "good.tif")[1].notes == []
     assert capfd.readouterr().err == refresh
+
+
+def test_a_compressed_tiff_reads_when_no_temporary_file_can_be_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libtiff's stderr is caught in a temporary file; a full or unwritable temporary folder
+    failed every compressed TIFF with that unrelated reason. The image now reads as it would
+    without the catch."""
+    random_rgb(48, 40).save(tmp_path / "good.tif", compression="tiff_adobe_deflate")
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_room)
+    array, info = read_image(tmp_path / "good.tif")
+    assert array.shape == (40, 48, 3) and info.notes == []
+    assert (array == np.asarray(random_rgb(48, 40))).all()
 
 
 def _spoiled(data: bytes, kind: bytes) -> bytes:
