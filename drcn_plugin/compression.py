@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 from PIL.JpegImagePlugin import zigzag_index
 
+from .jpegparts import marker_segments
+
 
 def is_lossy(f: BinaryIO, im: Image.Image) -> bool:
     """Whether the file went through a lossy codec: JPEG, AVIF, HEIF, JPEG-compressed TIFF, WebP
@@ -208,21 +210,19 @@ def file_jpeg_quality(im: Image.Image) -> int | None:
 
 def _dqt_tables(stream: bytes) -> dict[int, list[int]]:
     """The quantisation tables of a JPEG stream's DQT segments before its scan, in natural order
-    as Pillow reports a JPEG's; the marker segments are walked by their lengths."""
-    tables, pos = {}, 2 if stream[:2] == b"\xff\xd8" else 0
-    while pos + 4 <= len(stream) and stream[pos] == 0xFF and stream[pos + 1] not in (0xDA, 0xD9):
-        end = min(pos + 2 + int.from_bytes(stream[pos + 2: pos + 4], "big"), len(stream))
-        at = pos + 4
-        while stream[pos + 1] == 0xDB and at < end:
-            wide = stream[at] >> 4  # 1: 16-bit entries
-            data = stream[at + 1: min(at + 1 + 64 * (1 + wide), end)]
+    as Pillow reports a JPEG's."""
+    tables = {}
+    for marker, segment, _ in marker_segments(stream, 2 if stream[:2] == b"\xff\xd8" else 0):
+        at = 0
+        while marker == 0xDB and at < len(segment):
+            wide = segment[at] >> 4  # 1: 16-bit entries
+            data = segment[at + 1: at + 1 + 64 * (1 + wide)]
             if wide > 1 or len(data) < 64 * (1 + wide):
                 break
             values = [int.from_bytes(data[i: i + 1 + wide], "big")
                       for i in range(0, len(data), 1 + wide)]
-            tables[stream[at] & 15] = [values[i] for i in zigzag_index]
+            tables[segment[at] & 15] = [values[i] for i in zigzag_index]
             at += 1 + len(data)
-        pos = end
     return tables
 
 

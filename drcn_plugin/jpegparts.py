@@ -3,7 +3,8 @@ DC-007) index: a phone's HDR gain map or depth map, a camera's large previews, a
 second view. Pillow opens such a file as an MPO of several frames; what each extra image is
 comes from its MP type code or, for type "undefined" (gain maps, depth maps), from the XMP of
 the image itself. And damage to a JPEG's data that its restart markers show, which Pillow
-decodes without a word."""
+decodes without a word. :func:`marker_segments` is the walk over a JPEG stream's marker segments
+that reading its tables (:mod:`.compression`) shares."""
 
 from __future__ import annotations
 
@@ -115,20 +116,32 @@ _FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn: DHT, JPG an
 _RST0, _RST7, _SOS, _DRI, _EOI = 0xD0, 0xD7, 0xDA, 0xDD, 0xD9
 
 
-def _damaged_row(data: bytes) -> int | None:
-    """The row (of the stored image) from about which a JPEG's entropy-coded data is damaged, as
-    its restart markers show it: out of sequence, or more or fewer in a scan than its restart
-    interval and size call for (data lost, or garbage put in). None when they show nothing, or
-    the file has none: an error between two markers shows only to a full decode."""
-    pos, interval, size, sampling = 2, 0, (0, 0), {}
+def marker_segments(data: bytes, pos: int = 0) -> Iterator[tuple[int, bytes, int]]:
+    """The marker segments of a JPEG stream from ``pos`` (past its SOI), each as (marker, its
+    data, where the next one starts), fill bytes passed over, up to and including the next
+    scan's header (SOS; its entropy-coded data follows); they end at EOI, a length below 2, or
+    bytes that are no marker."""
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
         if marker == 0xFF:  # fill before a marker
             pos += 1
             continue
         if marker == _EOI or length < 2:
-            return None
-        segment, pos = data[pos + 4:pos + 2 + length], pos + 2 + length
+            return
+        pos += 2 + length
+        yield marker, data[pos - length + 2:pos], pos
+        if marker == _SOS:
+            return
+
+
+def _damaged_row(data: bytes) -> int | None:
+    """The row (of the stored image) from about which a JPEG's entropy-coded data is damaged, as
+    its restart markers show it: out of sequence, or more or fewer in a scan than its restart
+    interval and size call for (data lost, or garbage put in). None when they show nothing, or
+    the file has none: an error between two markers shows only to a full decode."""
+    interval, size, sampling, segments = 0, (0, 0), {}, marker_segments(data, 2)
+    while (item := next(segments, None)) is not None:
+        marker, segment, pos = item
         if marker in _FRAMES and len(segment) >= 6:
             size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
             sampling = {segment[i]: (segment[i + 1] >> 4, segment[i + 1] & 15)
@@ -139,7 +152,7 @@ def _damaged_row(data: bytes) -> int | None:
             restarts = 0
             for m in _MARKER.finditer(data, pos):
                 if not _RST0 <= data[m.start() + 1] <= _RST7:
-                    pos = m.start()
+                    segments = marker_segments(data, m.start())  # those after the scan
                     break
                 if data[m.start() + 1] - _RST0 != restarts % 8:
                     return _row(restarts * interval, segment, size, sampling)
