@@ -149,6 +149,9 @@ class FakeLayer:
     def is_gray(self) -> bool:
         return False
 
+    def is_layer_mask(self) -> bool:
+        return False
+
     def has_alpha(self) -> bool:
         return False
 
@@ -395,13 +398,16 @@ def test_a_new_image_keeps_the_layers_mask(plugin, applied) -> None:
     showed in the result. The mask now goes through DRCN to the layer's new size and is the new
     layer's mask, applied or not as it was."""
     layer, mask = FakeLayer([], 6, 4), FakeLayer([], 6, 4)
-    mask.is_gray = lambda: True
+    mask.is_gray = mask.is_layer_mask = lambda: True
     layer.mask, layer.apply_mask = mask, applied
     image = FakeImage().setup([], 6, 4, [layer])
     worker = RecordingWorker([])
     new = plugin.DRCNSuperResolution()._new_image(worker, image, layer, 2.5, {"tile": 0})
     (out, _, _), _ = new.insert_layer.call_args
     assert [fmt.channels for fmt in worker.formats] == [3, 1]  # the layer, then its mask
+    # GIMP stores a mask linear in every image (gimp_babl_mask_format): as float, none of its
+    # levels merge on the way to the network's perceptual values and back
+    assert [fmt.dtype for fmt in worker.formats] == ["u8", "f32"]
     assert (worker.sizes[1]["out_width"], worker.sizes[1]["out_height"]) == (out.w, out.h)
     assert out.mask is not None and out.mask.written and (out.mask.w, out.mask.h) == (12, 8)
     assert out.apply_mask is applied

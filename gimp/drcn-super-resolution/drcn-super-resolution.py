@@ -79,12 +79,14 @@ def _format_of(image, drawable):
     """How the drawable's pixels travel. A babl format name means sRGB: an image in another
     colour space travels as float, which holds the colours outside sRGB (Adobe RGB, ProPhoto)
     that 8 or 16 bits would clip on the way there and back, and every level of another tone
-    curve (a Gray Gamma 2.2 image's darkest levels fall together on sRGB's 8-bit levels)."""
+    curve (a Gray Gamma 2.2 image's darkest levels fall together on sRGB's 8-bit levels). A layer
+    mask travels as float too: GIMP stores masks linear ("Y u8", "Y u16": gimp_babl_mask_format)
+    whatever the image's curve, and 8 or 16 perceptual bits would merge their light levels."""
     precision = image.get_precision().value_nick
     profile = image.get_color_profile()
     own = Gimp.ColorProfile.new_d65_gray_srgb_trc() if drawable.is_gray() \
         else Gimp.ColorProfile.new_rgb_srgb()
-    if profile is not None and not profile.is_equal(own):
+    if drawable.is_layer_mask() or (profile is not None and not profile.is_equal(own)):
         precision = "float"
     return pixel_format(drawable.is_gray(), drawable.has_alpha(), precision)
 
