@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from ..devices import Dist
-from ..errors import EMPTY_PATH, BadOptionError, DivergedError, OutputExistsError
+from ..errors import (
+    EMPTY_PATH,
+    BadOptionError,
+    DivergedError,
+    InputGoneError,
+    OutputExistsError,
+)
 from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
@@ -24,7 +30,14 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import MODEL_OPTIONS, TrainConfig, check_options, default_of, flag_of
+from .config import (
+    FOLDER_OPTIONS,
+    MODEL_OPTIONS,
+    TrainConfig,
+    check_options,
+    default_of,
+    flag_of,
+)
 from .runfolder import resume_point
 
 app = typer.Typer()
@@ -34,6 +47,7 @@ _CLI_TYPES = {bool: bool, int: int, float: float, str: str}
 # Where an option the user gave comes from (typer's vendored click.core.ParameterSource, by name:
 # typer does not export the enum).
 _GIVEN = ("COMMANDLINE", "ENVIRONMENT")
+_FLAGS = {f.name: flag_of(f) for f in fields(TrainConfig)}  # each config option's flag
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -121,6 +135,10 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
                 again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {e.rate:g}" \
                     if e.resumable else f"the same command with --lr {e.rate:g}"
                 raise DivergedError(f"{e} ({again})", e.rate, e.resumable) from None
+            except InputGoneError as e:
+                new = "NEW_FOLDER" if e.option in FOLDER_OPTIONS else "NEW_PATH"
+                raise InputGoneError(e.missing, e.role, e.option, "give their new place with "
+                                     f"{_FLAGS[e.option]} {new}") from None
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,
