@@ -67,6 +67,20 @@ class DivergedError(TrainingError):
         return type(self), (str(self), self.rate, self.resumable)
 
 
+class InputGoneError(DRCNError):
+    """An input of a run being resumed (its data folders, baseline or teacher) that is gone from
+    where the run read it: ``missing`` says what is not found, ``role`` what it is to the run,
+    ``option`` which option takes its new place, and ``advice`` how (a front end's own words)."""
+
+    def __init__(self, missing: str, role: str, option: str, advice: str = "") -> None:
+        advice = advice or f"resume with {option} set to their new place"
+        super().__init__(f"{missing} (the run's {role}; {advice})")
+        self.missing, self.role, self.option, self.advice = missing, role, option, advice
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.missing, self.role, self.option, self.advice)
+
+
 class DistributedError(DRCNError):
     """A torchrun job this process cannot join (its environment is incomplete), or whose other
     processes stopped or cannot be reached."""

@@ -12,7 +12,13 @@ import pytest
 import torch
 from helpers import random_rgb, tiny
 
-from drcn_plugin.errors import BadImageError, CheckpointError, DistributedError, ModelLoadError
+from drcn_plugin.errors import (
+    BadImageError,
+    CheckpointError,
+    DistributedError,
+    InputGoneError,
+    ModelLoadError,
+)
 from drcn_plugin.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,3 +127,40 @@ def test_a_resume_on_processes_its_batch_does_not_split_over_says_what_to_change
     with pytest.raises(DistributedError, match="the run's batch 16 does not split over 3 "
                        "processes: resume it with a number of processes that divides 16"):
         trainer.Trainer(cfg, load_checkpoint(tmp_path / "last.pt", cfg), None)
+
+
+def test_a_resume_whose_inputs_are_gone_says_how_to_give_their_new_place(
+        t12: Path, tmp_path: Path, tiny_model_file: str) -> None:
+    """A resume whose run's data folder was moved, with no --data, said only "dataset folder not
+    found: OLD", and one whose baseline was moved only that it was not found."""
+    from typer.testing import CliRunner
+
+    from drcn_plugin.cli import app
+
+    data, baseline, run = tmp_path / "data", tmp_path / "w.safetensors", tmp_path / "run"
+    shutil.copytree(t12, data)
+    shutil.copy(tiny_model_file, baseline)
+    train(tiny(data, run, steps=8, stop_at=2, baseline=str(baseline), test_data=[str(t12)]))
+    data.rename(tmp_path / "moved")
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--resume", "--out", str(run)])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: dataset folder not found: {os.path.realpath(data)} (the run's training images; "
+        "give their new place with --data NEW_FOLDER)"), r.output
+    with pytest.raises(InputGoneError, match=r"\(the run's training images; resume with data "
+                                             r"set to their new place\)$") as e:
+        train(tiny(data, run, steps=8), resume=True)  # the run's own place, given again
+    assert e.value.option == "data"
+    fresh = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "new"),
+                                "--device", "cpu"])
+    assert fresh.exit_code == 2 and fresh.output.strip().splitlines()[-1].endswith(
+        f"dataset folder not found: {data}"), fresh.output  # a new run's line, as it was
+    (tmp_path / "moved").rename(data)
+    baseline.rename(tmp_path / "w2.safetensors")
+    r = runner.invoke(app, ["train", "--resume", "--out", str(run)])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: model not found: {os.path.realpath(baseline)} (the run's baseline weights; "
+        "give their new place with --baseline NEW_PATH)"), r.output
+    r = runner.invoke(app, ["train", "--resume", "--out", str(run), "--stop-at", "4",
+                            "--baseline", str(tmp_path / "w2.safetensors")])
+    assert r.exit_code == 0 and "stopped at step 4" in r.output, r.output

@@ -105,6 +105,29 @@ def test_the_divergence_line_names_the_options_to_go_on_with(
     assert state["scheduler"]["base_lrs"] == [1e-4] * 2 and state["config"]["lr"] == 1e-4
 
 
+def test_the_divergence_line_of_a_torchrun_job_says_the_torchrun_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun the line said "drcn train --resume ...", which resumes on one process."""
+    from drcn_plugin.devices import Dist
+    from drcn_plugin.training.cli import diverged_advice
+
+    error = DivergedError("training diverged", rate=1e-4, resumable=True)
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1"),
+                        ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)  # as torchrun --nproc-per-node 2 sets them
+    assert diverged_advice(error, tmp_path, Dist.from_env()) == (
+        f"torchrun --nproc-per-node 2 --no-python drcn train --resume --out {tmp_path} "
+        "--lr 0.0001")
+    assert diverged_advice(DivergedError("x", 1e-4), tmp_path, Dist.from_env()) == \
+        "the same command with --lr 0.0001"
+    monkeypatch.setenv("WORLD_SIZE", "4")  # two machines of two processes each
+    assert diverged_advice(error, tmp_path, Dist.from_env()) == \
+        f"the job's torchrun launch of drcn train --resume --out {tmp_path} --lr 0.0001"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert diverged_advice(error, tmp_path, Dist.from_env()) == \
+        f"drcn train --resume --out {tmp_path} --lr 0.0001"
+
+
 @pytest.mark.parametrize("kind", ["stop_at", "end", "validation"])
 def test_weights_that_went_nan_are_never_saved(t12: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch, kind: str) -> None:

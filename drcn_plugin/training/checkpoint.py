@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..errors import CheckpointError, DRCNError, one_line, reason
+from ..errors import CheckpointError, DRCNError, InputGoneError, one_line, reason
 from ..hub import names_a_path
 from ..model import DRCN
 from ..writing import atomic_write_bytes
@@ -35,8 +35,11 @@ PER_SESSION = ("stop_at", "out", "curves", "device")
 # to go on from a run that diverged (the trainer rescales its schedule and records the change).
 RESUME_OVERRIDES = ("lr",)
 # Inputs a resume reads from where its command line says when the run's own are gone (a moved
-# folder, another machine); the trainer names training images that differ from the run's.
-MOVABLE = (*FOLDER_OPTIONS, "baseline", "teacher")
+# folder, another machine), and what each is to the run; the trainer names training images that
+# differ from the run's.
+MOVABLE = {"data": "training images", "val_data": "validation images",
+           "test_data": "test images", "baseline": "baseline weights",
+           "teacher": "teacher weights"}
 
 
 def save_state(path: Path, obj: dict) -> None:
@@ -178,9 +181,10 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     of the other options given here that differ from it (they are ignored).
 
     A run resumed from another working directory reads what its start read: relative paths are
-    taken from the start's folder (while it exists). ``given`` names the options the user gave
-    (the command line knows); None takes those not at their default, as a caller building a
-    :class:`TrainConfig` in Python cannot say.
+    taken from the start's folder (while it exists). A :data:`MOVABLE` input of the run that is
+    gone, with no new place given, is refused before any is read (:class:`InputGoneError`).
+    ``given`` names the options the user gave (the command line knows); None takes those not at
+    their default, as a caller building a :class:`TrainConfig` in Python cannot say.
     """
     here = os.getcwd()
     start = ckpt.get("cwd") or here  # a checkpoint that records no folder: from here
@@ -192,6 +196,10 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     differs = [f for f in fields(TrainConfig) if f.name not in PER_SESSION and asked(f)
                and getattr(this, f.name) != getattr(found, f.name)]
     moved = [f.name for f in differs if f.name in MOVABLE and _gone(f.name, getattr(found, f.name))]
+    for name in MOVABLE:  # before any is read: its new place is worth more than "not found"
+        if name not in moved and (gone := _gone(name, getattr(found, name))):
+            missing = "dataset folder not found" if name in FOLDER_OPTIONS else "model not found"
+            raise InputGoneError(f"{missing}: {gone}", MOVABLE[name], name)
     for f in differs:
         if f.name in moved:
             logger.warning("the run's %s %s no longer exists: reading %s instead", flag_of(f),
@@ -207,11 +215,12 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
                    **{name: getattr(this, name) for name in moved}), start
 
 
-def _gone(name: str, value: str | list[str]) -> bool:
-    """Whether an input option of a run (rooted: folders, or a model spec) names a path that no
-    longer exists."""
-    return any(p and (name in FOLDER_OPTIONS or names_a_path(p)) and not os.path.exists(p)
-               for p in (value if isinstance(value, list) else [value]))
+def _gone(name: str, value: str | list[str]) -> str:
+    """The first path an input option of a run (rooted: folders, or a model spec) names that no
+    longer exists, or ''."""
+    return next((p for p in (value if isinstance(value, list) else [value])
+                 if p and (name in FOLDER_OPTIONS or names_a_path(p)) and not os.path.exists(p)),
+                "")
 
 
 def _shown(cfg: TrainConfig, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import shlex
 import typing
 from dataclasses import fields
@@ -12,7 +13,13 @@ from typing import Annotated, Any
 import typer
 
 from ..devices import Dist
-from ..errors import EMPTY_PATH, BadOptionError, DivergedError, OutputExistsError
+from ..errors import (
+    EMPTY_PATH,
+    BadOptionError,
+    DivergedError,
+    InputGoneError,
+    OutputExistsError,
+)
 from ..stops import stopped_status
 from ..terminal import (
     OVERWRITE_HINT,
@@ -24,7 +31,14 @@ from ..terminal import (
     stopped_cleanly,
     user_errors,
 )
-from .config import MODEL_OPTIONS, TrainConfig, check_options, default_of, flag_of
+from .config import (
+    FOLDER_OPTIONS,
+    MODEL_OPTIONS,
+    TrainConfig,
+    check_options,
+    default_of,
+    flag_of,
+)
 from .runfolder import resume_point
 
 app = typer.Typer()
@@ -34,6 +48,7 @@ _CLI_TYPES = {bool: bool, int: int, float: float, str: str}
 # Where an option the user gave comes from (typer's vendored click.core.ParameterSource, by name:
 # typer does not export the enum).
 _GIVEN = ("COMMANDLINE", "ENVIRONMENT")
+_FLAGS = {f.name: flag_of(f) for f in fields(TrainConfig)}  # each config option's flag
 
 
 def _cli_type(annotation: Any) -> Any:
@@ -113,14 +128,17 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
                 raise BadOptionError(EMPTY_PATH, option=name)
         cfg = TrainConfig(**options)
         check_options(cfg, resume, given)  # before the progress bar appears
-        out = Path(cfg.out)
-        with TrainProgress(console, enabled=Dist.from_env().main) as bar:
+        out, job = Path(cfg.out), Dist.from_env()
+        with TrainProgress(console, enabled=job.main) as bar:
             try:
                 log = train(cfg, resume, bar.update, overwrite, given)
             except DivergedError as e:  # its advice in this command's options
-                again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {e.rate:g}" \
-                    if e.resumable else f"the same command with --lr {e.rate:g}"
-                raise DivergedError(f"{e} ({again})", e.rate, e.resumable) from None
+                raise DivergedError(f"{e} ({diverged_advice(e, out, job)})", e.rate,
+                                    e.resumable) from None
+            except InputGoneError as e:
+                new = "NEW_FOLDER" if e.option in FOLDER_OPTIONS else "NEW_PATH"
+                raise InputGoneError(e.missing, e.role, e.option, "give their new place with "
+                                     f"{_FLAGS[e.option]} {new}") from None
         if log.get("weights"):
             console.print(f"wrote {out / log['weights']} and its model card "
                           f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,
@@ -134,6 +152,21 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
             console.print(f"stopped at step {log['stopped_at']}; continue with --resume")
             if log.get("interrupted"):
                 raise typer.Exit(stopped_status())
+
+
+def diverged_advice(error: DivergedError, out: Path, job: Dist) -> str:
+    """The command that goes on from a diverged run with its lower rate: the resume of the run in
+    ``out``, launched as ``job`` was (a one-machine torchrun job as docs/training.md starts one;
+    a job over several machines by its own launch), or, with no checkpoint kept, the same
+    command."""
+    if not error.resumable:
+        return f"the same command with --lr {error.rate:g}"
+    again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {error.rate:g}"
+    per_machine = os.environ.get("LOCAL_WORLD_SIZE", "")  # torchrun's processes on this machine
+    if job.world > 1 and per_machine.isdigit() and int(per_machine) < job.world:
+        return f"the job's torchrun launch of {again}"
+    return f"torchrun --nproc-per-node {job.world} --no-python {again}" if job.world > 1 \
+        else again
 
 
 @app.command("plot-train")
