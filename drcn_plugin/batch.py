@@ -43,7 +43,7 @@ from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
-from .sizing import RESULT_FOLDER, TargetSize
+from .sizing import TargetSize
 from .writing import (
     atomic_save,
     clean_stale_parts,
@@ -134,9 +134,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 root = Path(os.path.commonpath([str(p.parent) for p in files])) if files else path
                 default_out = root / tag
                 folders = matched_folders(pattern)
-                queue += [str(f) for f in folders  # not the results of another one
-                          if not (RESULT_FOLDER.fullmatch(f.name)
-                                  and any(f.name.startswith(f"{o.name}-drcn-") for o in folders))]
+                queue += [str(f) for f in folders]
                 if folders and not files:
                     continue
         except OSError as e:

@@ -88,15 +88,19 @@ def glob_files(pattern: str, recursive: bool, unread: list[str]) -> list[Path]:
 def matched_folders(pattern: str) -> list[Path]:
     """The folders ``pattern`` matches, to be upscaled as folders named alone are: bash expands
     a glob to its folders and files alike, where Windows' cmd passes it on as written. A ``**``
-    glob walks the folders itself. A ``drcn-x2``-style folder beside files the glob matches is
-    where an earlier run of it wrote those files' results, not an input."""
+    glob walks the folders itself. Where an earlier run of the glob wrote its results is not an
+    input: a ``drcn-x2``-style folder beside files it matches, or a ``NAME-drcn-x2`` one beside a
+    folder ``NAME`` it matches."""
     if "**" in pattern:
         return []
     matches = [Path(p) for p in glob.glob(pattern)]
     beside_files = {p.parent for p in matches if not p.is_dir()}
-    return sorted(p for p in matches if p.is_dir() and not (
+    folders = [p for p in matches if p.is_dir() and not (
         p.parent in beside_files and p.name.startswith("drcn-")
-        and RESULT_FOLDER.fullmatch(p.name)))
+        and RESULT_FOLDER.fullmatch(p.name))]
+    return sorted(p for p in folders if not (
+        RESULT_FOLDER.fullmatch(p.name)
+        and any(p.name.startswith(f"{o.name}-drcn-") for o in folders)))
 
 
 def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
