@@ -74,9 +74,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
         info.icc_profile, unsaid = unsaid_colour(info.about.png_colour, fmt, info.icc_profile,
                                                  grey)
         info.about = replace(info.about, png_colour=unsaid)
-    options = save_options(fmt, info, scale, quality)
-    chunks = options.pop("colour_chunks", {})  # not Pillow's: Encoded.write adds them
-    return Encoded(im, fmt, options, chunks, array if deep else None)
+    return Encoded(im, fmt, save_options(fmt, info, scale, quality), info.about.added_chunks(fmt),
+                   array if deep else None)
 
 
 def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -138,8 +137,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
                  quality: int | None = None) -> dict:
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
-    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless).
-    The colour chunks Pillow does not write come as ``colour_chunks``, for :func:`encode`."""
+    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless)."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either

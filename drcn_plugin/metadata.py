@@ -376,6 +376,15 @@ class Descriptive:
             out[IPTC] = self.iptc
         return out
 
+    def added_chunks(self, fmt: str) -> dict[bytes, bytes]:
+        """The colour chunks Pillow does not write for ``fmt``, which the written file gets
+        beside what Pillow writes (:func:`.colourspace.with_chunks`): a PNG's mDCv and cLLi, an
+        AVIF's cICP (into its nclx box)."""
+        if fmt == "PNG":
+            return {c: d for c, d in self.png_colour.items() if c not in PILLOW_WRITES}
+        return {b"cICP": self.png_colour[b"cICP"]} \
+            if fmt == "AVIF" and b"cICP" in self.png_colour else {}
+
     def save_options(self, fmt: str, scale: tuple[float, float], notes: list[str],
                      lost: Sequence[str] = ()) -> dict:
         """Pillow save options for ``fmt`` (TIFF's XMP and IPTC, and text that has EXIF tags, go
@@ -394,14 +403,11 @@ class Descriptive:
             for chunk, data in self.png_colour.items():
                 if chunk in PILLOW_WRITES:
                     info.add(chunk, data)
-                else:
-                    opts.setdefault("colour_chunks", {})[chunk] = data
             if info.chunks:
                 opts["pnginfo"] = info
         else:
-            unsaid = dict(self.png_colour)
-            if fmt == "AVIF" and b"cICP" in unsaid:  # into its nclx box, see with_chunks
-                opts["colour_chunks"] = {b"cICP": unsaid.pop(b"cICP")}
+            added = self.added_chunks(fmt)
+            unsaid = [chunk for chunk in self.png_colour if chunk not in added]
             if unsaid:
                 names = ", ".join(chunk.decode() for chunk in unsaid)
                 dropped.append(f"colour signalling ({names})")
