@@ -65,6 +65,7 @@ class Job:
     source: Path
     target: Path
     problem: str = ""
+    fmt: str = ""  # the output format the named output file's extension chose (else the batch's)
 
 
 @dataclass
@@ -90,10 +91,11 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     Default output: ``photos/`` -> ``photos-drcn-x3/`` beside it (subfolders kept); a file or a
     glob's matching files -> a ``drcn-x3/`` folder beside them (``drcn-w1000/`` etc. for a target
     size), the folders it matches as if each were named.
-    ``output`` replaces that folder. Two inputs that would share an output name get names that
-    keep their source extension (``photo.gif.png``); an output that would land on an input is
-    refused. Results of an earlier run found while scanning are not inputs: the files that sit
-    where another input's result would be written.
+    ``output`` replaces that folder, or names the one result's file (:func:`_output_file`).
+    Two inputs that would share an output name get names that keep their source extension
+    (``photo.gif.png``); an output that would land on an input is refused. Results of an earlier
+    run found while scanning for an output folder are not inputs: the files that sit where
+    another input's result would be written.
     """
     fmt = fmt.lower()
     if fmt not in OUTPUT_FORMATS and fmt not in FORMATS:
@@ -102,7 +104,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     if fmt != "same":
         require_encoder(FORMATS[fmt])
     check_name_part(suffix, "suffix")
-    out_dir = Path(os.path.abspath(output)) if output is not None else None
+    out_file = _output_file(output, suffix, fmt)
+    out_dir = Path(os.path.abspath(output)) if output is not None and out_file is None else None
     if out_dir is not None and os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         kind = "an existing file" if os.path.exists(out_dir) else "a broken link"
         raise BadOptionError(f"{output} is {kind}, not an output folder", option="output")
@@ -148,7 +151,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
         if out_dir is not None and not suffix and same_file(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
-        earlier = _earlier_results(images, root, out_root, suffix, fmt)
+        earlier = _earlier_results(images, root, out_root, suffix, fmt) if out_file is None \
+            else set()  # where one file's result goes, every file found is an input
         before = len(jobs)
         for f in images:
             real = os.path.realpath(f)
@@ -156,17 +160,47 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
-            jobs.append(Job(f, out_root / rel.parent / _result_name(f, f.stem, suffix, fmt)))
+            target = out_file or out_root / rel.parent / _result_name(f, f.stem, suffix, fmt)
+            jobs.append(Job(f, target, fmt=target.suffix[1:].lower() if out_file else ""))
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
+    if out_file is not None and len(jobs) > 1:
+        raise BadOptionError(f"{output} names a file, but {len(jobs)} images were given: name a "
+                             "folder for their results", option="output")
     _unique_targets(jobs, suffix, fmt, seen)
-    device = next((j for j in jobs if windows_device(j.target.name)
+    if out_file is not None and jobs and jobs[0].problem:
+        raise BadOptionError(f"{jobs[0].source}: {jobs[0].problem}", option="output")
+    device = next((j for j in jobs if suffix and windows_device(j.target.name)
                    and not windows_device(j.source.name)), None)  # only a suffix makes one
     if device is not None:
         raise BadOptionError(f"{suffix!r} would name {device.source}'s result "
                              f"{device.target.name}, which Windows reserves for a device",
                              option="suffix")
-    return _writable(jobs, errors, chosen=out_dir is not None)
+    return _writable(jobs, errors, chosen=output is not None)
+
+
+def _output_file(output: Path | None, suffix: str, fmt: str) -> Path | None:
+    """The file ``output`` names when it ends in an output format's extension (``big.png``) and
+    is no folder (an existing folder named so stays the output folder); None for a folder.
+    Refuses a ``fmt`` other than the extension's and a ``suffix`` (the name is the user's), and
+    a name of an image format drcn does not write (``big.gif``), which would become a folder."""
+    if output is None or os.path.isdir(output):
+        return None
+    ext = output.suffix.lower()
+    if ext in IMAGE_SUFFIXES and ext[1:] not in FORMATS:
+        raise BadOptionError(f"{output} names a {ext[1:].upper()} file, which drcn does not "
+                             f"write: name a {', '.join(OUTPUT_FORMATS[1:-1])} or "
+                             f"{OUTPUT_FORMATS[-1]} file, or a folder", option="output")
+    if ext[1:] not in FORMATS:
+        return None
+    require_encoder(FORMATS[ext[1:]])
+    if fmt != "same" and FORMATS[fmt] != FORMATS[ext[1:]]:
+        raise BadOptionError(f"{fmt} contradicts the output file {output}, whose extension says "
+                             f"{FORMATS[ext[1:]]}: drop one or make them agree", option="format")
+    if suffix:
+        raise BadOptionError(f"'{suffix}' has no place when the output names the file itself "
+                             f"({output}): put it in that name", option="suffix")
+    return Path(os.path.abspath(output))
 
 
 def check_quality(jobs: list[Job], quality: int | None) -> None:
@@ -310,10 +344,11 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float,
     ``upscaler`` is one engine for every file, or a function choosing one from what the file is
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
     ``quality``: JPEG/WebP quality the user gave (None: the default, lossless WebP kept).
+    ``fmt`` is the batch's format; a job's own (its named output file's) comes first.
     """
     t0 = time.perf_counter()
     try:
-        return _run(job, upscaler, TargetSize.from_value(target), fmt.lower(), quality,
+        return _run(job, upscaler, TargetSize.from_value(target), (job.fmt or fmt).lower(), quality,
                     overwrite, skip_existing, progress, cancel, t0)
     except Cancelled:
         raise

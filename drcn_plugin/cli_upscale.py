@@ -40,7 +40,8 @@ def upscale(
     long_edge: Annotated[int | None, typer.Option(
         min=1, help="output length of the longer side, aspect ratio kept")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
-                      help="output folder (default: beside the input, never inside it)")] = None,
+                      help="output folder (default: beside the input, never inside it), or "
+                      "for one image its file: big.png, whose extension sets the format")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name, before its "
                       "extension (no path separator, control character or < > : \" | ? *)")] = "",
     fmt: Annotated[str, typer.Option(

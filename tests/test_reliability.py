@@ -112,9 +112,10 @@ def test_output_naming_the_input_folder_or_a_file_is_one_line(folder: Path,
                                                               tiny_model_file: str) -> None:
     """``-o`` naming the input folder or an existing file is one line."""
     rgb().save(folder / "a.png")
+    (folder / "notes.txt").write_text("mine")
     r = upscale(str(folder), "-o", str(folder), "--model", tiny_model_file)
     assert r.exit_code == 2 and len(errors(r.output)) == 1 and "holds the inputs" in r.output
-    r = upscale(str(folder), "-o", str(folder / "a.png"), "--model", tiny_model_file)
+    r = upscale(str(folder), "-o", str(folder / "notes.txt"), "--model", tiny_model_file)
     assert r.exit_code == 2 and "existing file" in r.output and "Traceback" not in r.output
     r = upscale(str(folder), "-o", str(folder), "--suffix", "-x2", "--model", tiny_model_file)
     assert r.exit_code == 0 and (folder / "a-x2.png").exists(), "a suffix makes it explicit"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers import random_rgb, upscale
+from PIL import Image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 
@@ -210,3 +211,119 @@ def test_a_glob_under_a_folder_named_with_brackets_finds_its_files(
     r = upscale(spec, "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 done, 0 skipped, 0 failed" in r.output, r.output
     assert names(trip / "drcn-x2") == ["a.png"]
+
+
+def written_as(path: Path) -> str:
+    """The format a file's first bytes say it is, whatever its name says."""
+    head = path.read_bytes()[:12]
+    magics = (("PNG", b"\x89PNG\r\n\x1a\n"), ("JPEG", b"\xff\xd8\xff"), ("TIFF", b"II*\0"),
+              ("TIFF", b"MM\0*"), ("BMP", b"BM"))
+    found = next((fmt for fmt, magic in magics if head.startswith(magic)), "?")
+    return "WEBP" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else found
+
+
+def test_an_output_file_is_written_in_the_format_its_extension_names(
+        folder: Path, tiny_model_file: str) -> None:
+    """``drcn upscale photo.jpg -o big.png``: exactly that file, in the format of its extension
+    (any case), its missing folders made as for an output folder, its name the user's (``con``
+    too: only a suffix is refused for making a Windows device name); a folder that exists
+    stays the output folder whatever its name."""
+    random_rgb().save(folder / "photo.jpg")
+    out = folder.parent / "out"
+    for name, fmt in [("big.png", "PNG"), ("big.WEBP", "WEBP"), ("new/deep/big.tif", "TIFF"),
+                      ("big.jpeg", "JPEG"), ("con.bmp", "BMP")]:
+        r = upscale(str(folder / "photo.jpg"), "-o", str(out / name), "--model", tiny_model_file)
+        assert r.exit_code == 0 and "1 done" in r.output, r.output
+        assert (out / name).is_file() and written_as(out / name) == fmt, name
+        assert Image.open(out / name).size == (40, 32)
+    assert names(out) == ["big.WEBP", "big.jpeg", "big.png", "con.bmp", "new"]
+    assert names(out / "new" / "deep") == ["big.tif"], "nothing but the file"
+    assert names(folder) == ["photo.jpg"]
+    (out / "dir.png").mkdir()
+    r = upscale(str(folder / "photo.jpg"), "-o", str(out / "dir.png"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and names(out / "dir.png") == ["photo.jpg"]
+    assert written_as(out / "dir.png" / "photo.jpg") == "JPEG"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["-o", "{out}/big.png", "-f", "jpg"],
+     "invalid value for --format: jpg contradicts the output file {out}/big.png, whose extension "
+     "says PNG"),
+    (["-o", "{out}/big.png", "--suffix", "_x2"],
+     "invalid value for --suffix: '_x2' has no place when the output names the file itself"),
+    (["-o", "{out}/big.gif"],
+     "invalid value for --output: {out}/big.gif names a GIF file, which drcn does not write"),
+    (["{in}/b.png", "-o", "{out}/big.png"],
+     "invalid value for --output: {out}/big.png names a file, but 2 images were given: name a "
+     "folder"),
+    (["-o", "{in}/a.png", "--overwrite"], "{in}/a.png would replace an input"),
+    (["-o", "{in}/link.png", "--overwrite"], "{in}/link.png would replace an input"),
+    (["-o", "{in}/hard.png", "--overwrite"], "{in}/hard.png would replace an input"),
+    (["-o", "{in}/../in/./a.png", "--overwrite"], "{in}/a.png would replace an input"),
+])
+def test_an_output_file_that_cannot_be_is_one_line_before_any_work(
+        folder: Path, tiny_model_file: str, extra: list[str], message: str) -> None:
+    """A ``--format`` or ``--suffix`` the file's name contradicts, an extension drcn does not
+    write, several images for one file, or the input itself under any name: one line, exit
+    code 2, nothing written and no input replaced, even with ``--overwrite``."""
+    random_rgb().save(folder / "a.png")
+    random_rgb(seed=1).save(folder / "b.png")
+    (folder / "link.png").symlink_to(folder / "a.png")
+    os.link(folder / "a.png", folder / "hard.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = folder.parent / "out"
+    args = [a.format(out=out, **{"in": folder}) for a in extra]
+    r = upscale(str(folder / "a.png"), *args, "--model", tiny_model_file)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert message.format(out=out, **{"in": folder}) in r.output
+    assert not out.exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_several_images_found_for_an_output_file_are_refused(folder: Path,
+                                                             tiny_model_file: str) -> None:
+    """A folder or glob is fine when it holds one image; more is one line before any work."""
+    random_rgb().save(folder / "a.png")
+    out = folder.parent / "big.jpg"
+    r = upscale(str(folder), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0 and written_as(out) == "JPEG", r.output
+    out.unlink()
+    random_rgb(seed=1).save(folder / "b.png")
+    for spec in (str(folder), str(folder / "*.png")):
+        r = upscale(spec, "-o", str(out), "--model", tiny_model_file)
+        assert r.exit_code == 2 and "but 2 images were given" in r.output, r.output
+        assert not out.exists() and names(folder.parent) == ["in"]
+
+
+def test_an_existing_output_file_is_replaced_only_when_asked(folder: Path,
+                                                             tiny_model_file: str) -> None:
+    """As in an output folder: kept (``--no-overwrite``, the default) with one line and exit
+    code 1, kept by ``--skip-existing``, replaced by ``--overwrite``."""
+    random_rgb().save(folder / "a.png")
+    out = folder.parent / "big.png"
+    out.write_bytes(b"precious")
+    for flags in ([], ["--no-overwrite"]):
+        r = upscale(str(folder / "a.png"), "-o", str(out), *flags, "--model", tiny_model_file)
+        assert r.exit_code == 1 and f"{out} exists (use --overwrite or --skip-existing)" in r.output
+        assert out.read_bytes() == b"precious"
+    r = upscale(str(folder / "a.png"), "-o", str(out), "--skip-existing", "--model",
+                tiny_model_file)
+    assert r.exit_code == 0 and "0 done, 1 skipped" in r.output, r.output
+    assert out.read_bytes() == b"precious"
+    r = upscale(str(folder / "a.png"), "-o", str(out), "--overwrite", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 done" in r.output and written_as(out) == "PNG", r.output
+    assert names(folder.parent) == ["big.png", "in"], "no temporary file left"
+    r = upscale(str(folder), "-o", str(folder / "a.png"), "--overwrite", "--model",
+                tiny_model_file)
+    assert r.exit_code == 2 and "would replace an input" in r.output, "a found file is an input"
+
+
+def test_an_output_file_where_none_can_be_made_is_one_line(folder: Path,
+                                                           tiny_model_file: str) -> None:
+    """Its folder cannot be made (a file is in the way): one line naming it, nothing else."""
+    random_rgb().save(folder / "a.png")
+    r = upscale(str(folder / "a.png"), "-o", str(folder / "a.png" / "big.png"), "--model",
+                tiny_model_file)
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert f"cannot make the folder {folder / 'a.png'}: {folder / 'a.png'} is a file (1 file " \
+           "not upscaled)" in r.output
