@@ -1,21 +1,24 @@
 """Colour at more than 8 bits, which Pillow holds only at 8: a 10- or 12-bit HEIF's pixels read
-through pillow-heif at 16 bits, a 16-bit PNG's by decoding it twice (high bytes, low bytes), and
-a 16-bit colour result written as PNG by giving the file Pillow writes at 8 bits for a 1x1
-image of its mode (with every chunk it keeps) the result's size, 16 bits and pixel data. An HDR
-(PQ, HLG) image's gradients band at 8 bits."""
+through pillow-heif at 16 bits, a 16-bit PNG's or TIFF's (:mod:`.tiff16` says which) by decoding
+it twice (high bytes, low bytes), and a 16-bit colour result written as PNG by giving the file
+Pillow writes at 8 bits for a 1x1 image of its mode (with every chunk it keeps) the result's
+size, 16 bits and pixel data. An HDR (PQ, HLG) image's gradients band at 8 bits."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from functools import partial
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .colourspace import png_chunk
 from .misreads import png_chunks
+from .opening import load_pixels
+from .tiff16 import low_byte_tiles
 
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
 _JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at a time
@@ -27,27 +30,42 @@ _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
 
 
 def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
-    """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's, as
-    Pillow holds them, not yet turned upright: see :func:`transpose16`); None for other images,
-    or where the caller needs Pillow's reading (a PNG's transparent colour). ``stored`` is
+    """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's or
+    TIFF's, turned as Pillow turns them: see :func:`transpose16`); None for other images, or
+    where the caller needs Pillow's reading (a PNG's transparent colour). ``stored`` is
     Pillow's raw mode of the file's pixels; ``f`` the open file, whose position is kept."""
     if im.format == "HEIF":
         return _heif_pixels16(f, im, notes)
-    if im.format != "PNG" or stored not in _LOW_BYTES or "transparency" in im.info \
-            or getattr(im, "n_frames", 1) > 1:
+    if im.format == "TIFF":
+        low_tiles = partial(low_byte_tiles, im, stored)
+    elif im.format == "PNG" and stored in _LOW_BYTES and "transparency" not in im.info \
+            and getattr(im, "n_frames", 1) == 1:
+        low_tiles = partial(_png_low_tiles, stored)
+    else:
         return None
     where = f.tell()
     try:
         f.seek(0)
-        with Image.open(f) as low:
-            tile = low.tile[0] if len(low.tile) == 1 else None
-            if tile is None or tile.args != stored:
+        try:  # Pillow's own reader, whose tiles are a PNG's pixels, a TIFF's strips
+            low = Image.open(f)
+        except UnidentifiedImageError:  # a TIFF only libtiff reads: its 8-bit reading stands
+            return None
+        with low:
+            tiles = low_tiles(low.tile)
+            if tiles is None or low.mode != im.mode:
                 return None
-            low.tile = [tile._replace(args=_LOW_BYTES[stored])]
-            low.load()
-            return _joined(im, low)
+            low.tile = tiles
+            load_pixels(low)  # turned upright as ``im`` was
+            return _joined(im, low) if low.size == im.size else None
     finally:
         f.seek(where)
+
+
+def _png_low_tiles(stored: str, tiles: list[ImageFile._Tile]) -> list[ImageFile._Tile] | None:
+    """A 16-bit PNG's one tile made to unpack the low byte of each sample; None for others."""
+    if len(tiles) != 1 or tiles[0].args != stored:
+        return None
+    return [tiles[0]._replace(args=_LOW_BYTES[stored])]
 
 
 def _joined(high: Image.Image, low: Image.Image) -> np.ndarray:

@@ -15,6 +15,7 @@ from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
 from .planes import quantised, to_8bit
+from .tiff16 import TIFF16_MAX_BYTES
 from .writing import Encoded
 
 
@@ -55,14 +56,17 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     :func:`save_options`; refuses combinations that would lose data (an HDR image where ``fmt``
     cannot say so). An ICC profile for another colour space than the file will hold is dropped
     (noted); a PNG's colour chunks become an ICC profile where ``fmt`` has no place for them.
-    16-bit colour for PNG is kept at 16 bits: no 8-bit image of it is made."""
-    deep = fmt == "PNG" and array.dtype == np.uint16 and array.ndim == 3 \
-        and array.shape[2] in (3, 4)  # 16-bit colour, which Pillow holds at 8 bits
-    # whose image is a 1x1 stand-in in its mode: Pillow's chunks depend on the mode, info and
-    # options, not on the pixels, and write_png16 gives the file it writes the 16-bit pixels
+    16-bit colour for PNG and TIFF (up to what a TIFF holds) is kept at 16 bits: no 8-bit image
+    of it is made."""
+    colour16 = array.dtype == np.uint16 and array.ndim == 3 and array.shape[2] in (3, 4)
+    deep = colour16 and (fmt == "PNG" or fmt == "TIFF" and array.nbytes <= TIFF16_MAX_BYTES)
+    # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,
+    # info and options, not on the pixels, and write_png16 and write_tiff16 give the file it
+    # writes the 16-bit pixels
     im = _in_stored_mode(array[:1, :1] if deep else array, fmt, info)
-    if array.dtype == np.uint16 and im.mode in ("RGB", "RGBA") and not deep:
-        info.notes.append(f"Pillow writes {fmt} colour at 8 bits: result reduced to 8 bits")
+    if colour16 and not deep:
+        why = "a TIFF holds 4 GB" if fmt == "TIFF" else f"Pillow writes {fmt} colour at 8 bits"
+        info.notes.append(f"{why}: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
     grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
     if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
@@ -74,8 +78,8 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
         info.icc_profile, unsaid = unsaid_colour(info.about.png_colour, fmt, info.icc_profile,
                                                  grey)
         info.about = replace(info.about, png_colour=unsaid)
-    return Encoded(im, fmt, save_options(fmt, info, scale, quality), info.about.added_chunks(fmt),
-                   array if deep else None)
+    return Encoded(im, fmt, save_options(fmt, info, scale, quality, deep),
+                   info.about.added_chunks(fmt), array if deep else None)
 
 
 def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -134,10 +138,12 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
 
 
 def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
-                 quality: int | None = None) -> dict:
+                 quality: int | None = None, deep: bool = False) -> dict:
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
-    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless)."""
+    the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless).
+    ``deep``: for the stand-in of 16-bit colour, whose TIFF Pillow then writes itself (every
+    tag kept) and :func:`.tiff16.write_tiff16` compresses."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either
@@ -166,7 +172,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     # grey): only Y goes through the network, the colour planes are bicubic-smooth
     if fmt == "JPEG":
         opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
-    if fmt == "TIFF":
+    if fmt == "TIFF" and not deep:
         if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
             info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")
         else:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import BadImageError, one_line
 from .planes import to_8bit
+from .tiff16 import why_8_bits
 
 if TYPE_CHECKING:
     from .imagefile import ImageInfo
@@ -120,7 +121,9 @@ def held_at_8_bits(im: Image.Image, stored: str, notes: list[str]) -> Image.Imag
     if not stored.endswith(_SIXTEEN_BITS) or im.mode not in ("RGB", "RGBA", "CMYK"):
         return im
     grey = stored.startswith("LA")  # Pillow reads 16-bit grey with alpha as RGBA
-    notes.append(_EIGHT_BITS.format("grey with alpha" if grey else "colour"))
+    why = why_8_bits(im, stored)  # a TIFF whose 16-bit colour drcn could not read
+    notes.append(f"16-bit colour read and written as 8 bits: {why}" if why else
+                 _EIGHT_BITS.format("grey with alpha" if grey else "colour"))
     return im.convert("LA") if grey else im
 
 

@@ -39,6 +39,10 @@ from .errors import (
     reason,
 )
 from .names import name_max
+from .tiff16 import write_tiff16
+
+# What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
+_WRITE16 = {"PNG": write_png16, "TIFF": write_tiff16}
 
 
 def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
@@ -72,7 +76,8 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
 class Encoded:
     """A result file ready to write: Pillow's ``image`` in a mode ``format`` stores and its save
     ``options``, with what Pillow cannot write: colour ``chunks`` (see :func:`with_chunks`) and
-    a PNG's 16-bit colour ``pixels16``, for which ``image`` is a 1x1 stand-in in its mode."""
+    a PNG's or TIFF's 16-bit colour ``pixels16``, for which ``image`` is a 1x1 stand-in in its
+    mode."""
 
     image: Image.Image
     format: str
@@ -87,11 +92,12 @@ class Encoded:
             return
         encoded = io.BytesIO()  # Pillow's file, to which the chunks and 16-bit pixels are added
         self.image.save(encoded, format=self.format, **self.options)
-        pieces = with_chunks(encoded.getvalue(), self.format, self.chunks)
+        data = encoded.getvalue()
+        pieces = with_chunks(data, self.format, self.chunks) if self.chunks else [data]
         if self.pixels16 is None:
             f.writelines(pieces)
         else:
-            write_png16(f, b"".join(pieces), self.pixels16)
+            _WRITE16[self.format](f, b"".join(pieces), self.pixels16)
 
 
 def atomic_save(encoded: Encoded, path: Path, overwrite: bool = False,
