@@ -121,12 +121,12 @@ def test_steps_not_past_the_checkpoint_are_refused_in_one_line(t12: Path,
         assert r.exit_code == 2 and r.output.count("error") == 1, r.output
         assert r.output.strip().splitlines()[-1] == (
             "error: invalid value for --steps: the run is at step 4: a resume trains on to a "
-            "larger total (or leave --steps out)"), r.output
+            "larger total, or to the run's own with none given"), r.output
     r = runner.invoke(app, [*common, "--resume", "--minutes", "5"])
     assert r.exit_code == 2 and r.output.count("error") == 1, r.output
     assert r.output.strip().splitlines()[-1] == (
         "error: invalid value for --minutes: a resume takes no time budget: give the run's new "
-        "total with --steps N (past its step, 4)"), r.output
+        "total in steps instead (past its step, 4)"), r.output
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # nothing changed
     r = runner.invoke(app, [*common, "--resume", "--steps", "8", "--stop-at", "6"])  # its total
     assert r.exit_code == 0 and "stopped at step 6" in r.output, r.output

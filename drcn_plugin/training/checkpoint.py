@@ -35,6 +35,7 @@ PER_SESSION = ("stop_at", "out", "curves", "device")
 # to go on from a run that diverged (the trainer rescales its schedule and records the change),
 # and how often to validate and checkpoint. The run's length is :func:`resumed_total`'s.
 RESUME_OVERRIDES = ("lr", "val_every")
+# The options that set a run's length: a resume's are :func:`resumed_total`'s to take or refuse.
 LENGTH = ("steps", "minutes")
 # Inputs a resume reads from where its command line says when the run's own are gone (a moved
 # folder, another machine), and what each is to the run; the trainer names training images that
@@ -227,13 +228,13 @@ def resumed_total(ckpt: dict, cfg: TrainConfig, given: Collection[str] | None = 
     saved, asked = TrainConfig.from_dict(ckpt["config"]), _asker(cfg, given)
     by_name = {f.name: f for f in fields(TrainConfig)}
     if asked(by_name["minutes"]) and cfg.minutes != saved.minutes:
-        raise BadOptionError("a resume takes no time budget: give the run's new total with "
-                             f"--steps N (past its step, {ckpt['step']})", option="minutes")
+        raise BadOptionError("a resume takes no time budget: give the run's new total in steps "
+                             f"instead (past its step, {ckpt['step']})", option="minutes")
     if not asked(by_name["steps"]) or cfg.steps in (saved.steps, ckpt["total"]):
         return ckpt["total"]
     if cfg.steps <= ckpt["step"]:
         raise BadOptionError(f"the run is at step {ckpt['step']}: a resume trains on to a "
-                             "larger total (or leave --steps out)", option="steps")
+                             "larger total, or to the run's own with none given", option="steps")
     return cfg.steps
 
 

@@ -176,7 +176,7 @@ class Trainer:
         logger.warning("training on to step %d (the run's total was %d); the %s schedule's rate "
                        "at step %d is %.3g%s", self.total, self.extended[-1][1], self.cfg.schedule,
                        self.step, self.sched.get_last_lr()[0], " (it had ended at 0: a warm "
-                       "restart from the peak; --lr sets another)" if was == 0 else "")
+                       "restart from the peak)" if was == 0 else "")
 
     def _take_lr(self, was: float) -> None:
         """A resume given another ``--lr`` trains on with it as the schedule's peak rate from the
