@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
 from drcn_plugin.training.schedule import alpha_at, lr_factor
-from drcn_plugin.training.trainer import train
+from drcn_plugin.training.trainer import Progress, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,6 +109,34 @@ def test_a_cosine_extended_during_warm_up_is_the_longer_run_s(t12: Path) -> None
     twice = [(15, 20), (18, 30)]  # extended again: still no jump, still 0 at the end
     assert lr_factor(cfg, 18, 50, twice) == lr_factor(cfg, 18, 30, twice[:1])
     assert lr_factor(cfg, 50, 50, twice) == 0.0 < lr_factor(cfg, 49, 50, twice)
+
+
+def test_a_shortened_cosine_goes_on_from_its_rate_to_0_at_the_new_total(t12: Path) -> None:
+    cfg = tiny(t12, t12)  # 5 warm-up steps
+    shorter = [(20, 40)]
+    assert lr_factor(cfg, 20, 30, shorter) == lr_factor(cfg, 20, 40)
+    assert lr_factor(cfg, 21, 30, shorter) < lr_factor(cfg, 21, 40)  # it decays faster
+    assert lr_factor(cfg, 30, 30, shorter) == 0.0 < lr_factor(cfg, 29, 30, shorter)
+    assert alpha_at(cfg, 12, 30, [(12, 40)]) == alpha_at(cfg, 12, 40) == pytest.approx(0.4)
+    assert alpha_at(cfg, 15, 30, [(12, 40)]) == 0.0 < alpha_at(cfg, 14, 30, [(12, 40)])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_time_budget_run_given_steps_trains_to_them(t12: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    def signal_at_25(progress: Progress) -> None:  # progress comes every 25 steps
+        if progress.step == 25:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = tiny(t12, tmp_path, steps=0, minutes=0.5)
+    log = train(cfg, on_progress=signal_at_25)
+    assert log["stopped_at"] == 25 and log["total"] == 0  # the budget not fitted yet (step 30)
+    with caplog.at_level(logging.WARNING):
+        log = train(replace(cfg, steps=40), resume=True)
+    assert "training on to step 40 (the run's total was its time budget's)" in caplog.text
+    assert log["step"] == _rows(tmp_path)[-1]["step"] == 40 and log["config"]["minutes"] == 0
+    card = (tmp_path / f"{log['weights'].removesuffix('.safetensors')}.md").read_text()
+    assert "40 steps (planned as a time budget, then 40 from step 25)" in card, card
 
 
 def test_steps_not_past_the_checkpoint_are_refused_in_one_line(t12: Path,

@@ -70,7 +70,8 @@ def model_card(log: dict) -> str:
     rates = _changes(log["history"], "lr", "peak_lr")
     totals = _changes(log["history"], "steps", "total")
     length = f"{log['step']:,} steps" + (" (planned as " + ", then ".join(
-        [f"{totals[0][1]:,}"] + [f"{n:,} from step {s:,}" for s, n in totals[1:]]) + ")"
+        [f"{totals[0][1]:,}" if totals[0][1] else "a time budget"]
+        + [f"{n:,} from step {s:,}" for s, n in totals[1:]]) + ")"
         if len(totals) > 1 else "")
     lr = ", ".join([f"{rates[0][1]:g}"] + [f"{r:g} from step {s:,}" for s, r in rates[1:]]) \
         if len(rates) > 1 else f"{c.lr:g}"

@@ -173,10 +173,10 @@ class Trainer:
         self._event("steps", total=self.cfg.steps, was=self.total)
         was, self.total = self.sched.get_last_lr()[0], self.cfg.steps
         set_peak_lr(self.sched, self.sched.base_lrs[0])  # the re-fitted schedule's rate here
-        logger.warning("training on to step %d (the run's total was %d); the %s schedule's rate "
-                       "at step %d is %.3g%s", self.total, self.extended[-1][1], self.cfg.schedule,
-                       self.step, self.sched.get_last_lr()[0], " (it had ended at 0: a warm "
-                       "restart from the peak)" if was == 0 else "")
+        logger.warning("training on to step %d (the run's total was %s); the %s schedule's rate "
+                       "at step %d is %.3g%s", self.total, self.extended[-1][1] or "its time "
+                       "budget's", self.cfg.schedule, self.step, self.sched.get_last_lr()[0],
+                       " (it had ended at 0: a warm restart from the peak)" if was == 0 else "")
 
     def _take_lr(self, was: float) -> None:
         """A resume given another ``--lr`` trains on with it as the schedule's peak rate from the
