@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from drcn_plugin.cli import app
 from drcn_plugin.errors import CheckpointError, DiskFullError, DivergedError, TrainingError
 from drcn_plugin.training import checkpoint, trainer
-from drcn_plugin.training.recipe import lr_factor
+from drcn_plugin.training.schedule import lr_factor
 from drcn_plugin.training.trainer import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

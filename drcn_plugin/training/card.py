@@ -9,28 +9,38 @@ from ..errors import counted
 from .config import TrainConfig, command_line
 
 
-def _lr_changes(history: list[dict]) -> list[tuple[int, float]]:
-    """The peak learning rates a run trained with, each with the step it took over from: the
-    first run's, then each resume's ``--lr`` (several at one step: the last one trained)."""
-    changes = [r for r in history if r.get("event") == "lr"]
-    rates = [(0, changes[0]["was"])] if changes else []
+def _changes(history: list[dict], event: str, key: str) -> list[tuple[int, float]]:
+    """The values a run trained with that a resume can change (``event`` rows of its history
+    hold them under ``key``), each with the step it took over from: the first run's, then each
+    resume's (several at one step: the last one trained)."""
+    changes = [r for r in history if r.get("event") == event]
+    values = [(0, changes[0]["was"])] if changes else []
     for r in changes:
-        if rates[-1][0] == r["step"]:
-            rates.pop()
-        if not rates or rates[-1][1] != r["peak_lr"]:
-            rates.append((r["step"], r["peak_lr"]))
-    return rates
+        if values[-1][0] == r["step"]:
+            values.pop()
+        if not values or values[-1][1] != r[key]:
+            values.append((r["step"], r[key]))
+    return values
 
 
-def _reproduce(c: TrainConfig, steps: int, rates: list[tuple[int, float]]) -> list[str]:
-    """The commands that train the run again: one, or where a resume changed the learning
-    rate, one up to each change and a resume with its rate."""
-    if len(rates) < 2:
+def _reproduce(c: TrainConfig, steps: int, rates: list[tuple[int, float]],
+               totals: list[tuple[int, float]]) -> list[str]:
+    """The commands that train the run again: one, or where a resume changed the learning rate
+    or the run's length, one up to each change and a resume with its new values."""
+    starts = sorted({step for step, _ in rates[1:] + totals[1:]})
+    if not starts:
         return [command_line(c, steps)]
-    ends = [step for step, _ in rates[1:]] + [0]
-    return [command_line(replace(c, lr=rates[0][1]), steps, ends[0])] + \
-        [f"drcn train --resume --lr {lr:g}" + (f" --stop-at {end}" if end else "")
-         for (_, lr), end in zip(rates[1:], ends[1:], strict=True)]
+    rate, total = dict(rates), dict(totals)
+    planned = int(totals[0][1]) or steps if totals else steps
+    ends = [*starts[1:], 0]
+    commands = [command_line(replace(c, lr=rates[0][1] if rates else c.lr), planned,
+                             starts[0] if starts[0] < planned else 0)]
+    for start, end in zip(starts, ends, strict=True):
+        planned = int(total.get(start, planned))
+        commands.append("drcn train --resume" + (f" --steps {planned}" if start in total else "")
+                        + (f" --lr {rate[start]:g}" if start in rate else "")
+                        + (f" --stop-at {end}" if end and end < planned else ""))
+    return commands
 
 
 def model_card(log: dict) -> str:
@@ -57,7 +67,12 @@ def model_card(log: dict) -> str:
     init = f"initialised from `{c.init}`" if c.init else \
         "from scratch (recursive conv near the identity, last reconstruction conv at zero)"
     names = ", ".join(f"`{Path(d).name}`" for d in c.data)
-    rates = _lr_changes(log["history"])
+    rates = _changes(log["history"], "lr", "peak_lr")
+    totals = _changes(log["history"], "steps", "total")
+    length = f"{log['step']:,} steps" + (" (planned as " + ", then ".join(
+        [f"{totals[0][1]:,}" if totals[0][1] else "a time budget"]
+        + [f"{n:,} from step {s:,}" for s, n in totals[1:]]) + ")"
+        if len(totals) > 1 else "")
     lr = ", ".join([f"{rates[0][1]:g}"] + [f"{r:g} from step {s:,}" for s, r in rates[1:]]) \
         if len(rates) > 1 else f"{c.lr:g}"
     return "\n".join([
@@ -76,7 +91,7 @@ def model_card(log: dict) -> str:
          f"flips and transposes{degrade}"),
         f"- objective: {alpha}; weight decay {c.weight_decay:g}; gradient-norm clipping {c.clip:g}",
         (f"- optimiser: {c.optimizer}, learning rate {lr}, {c.schedule} schedule, "
-         f"{c.warmup} warm-up steps; batch {c.batch}; {log['step']:,} steps; seed {c.seed}; "
+         f"{c.warmup} warm-up steps; batch {c.batch}; {length}; seed {c.seed}; "
          f"{init}" + (f"; exported: the moving average of the weights (decay {c.ema:g})"
                       if c.ema else "")),
         (f"- hardware: {log['device_name']} x {log['world_size']}, torch {log['torch']}, "
@@ -90,7 +105,7 @@ def model_card(log: dict) -> str:
         "",
         "## Reproduce",
         "```",
-        *_reproduce(c, log["step"], rates),
+        *_reproduce(c, log["step"], rates, totals),
         "```",
         "",
     ])

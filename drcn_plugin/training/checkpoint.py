@@ -9,15 +9,15 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Collection, Iterator
-from dataclasses import fields, replace
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import Field, fields, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
 from .. import __version__
-from ..errors import CheckpointError, DRCNError, InputGoneError, one_line, reason
+from ..errors import BadOptionError, CheckpointError, DRCNError, InputGoneError, one_line, reason
 from ..hub import names_a_path
 from ..model import DRCN
 from ..writing import atomic_write_bytes
@@ -32,8 +32,11 @@ _STATE_KEYS = ("config", "step", "total", "best", "history", "elapsed", "model",
 # Options a resumed run takes from its command line, not from the checkpoint.
 PER_SESSION = ("stop_at", "out", "curves", "device")
 # Options a resume takes from its command line when given there: the peak learning rate, lowered
-# to go on from a run that diverged (the trainer rescales its schedule and records the change).
-RESUME_OVERRIDES = ("lr",)
+# to go on from a run that diverged (the trainer rescales its schedule and records the change),
+# and how often to validate and checkpoint. The run's length is :func:`resumed_total`'s.
+RESUME_OVERRIDES = ("lr", "val_every")
+# The options that set a run's length: a resume's are :func:`resumed_total`'s to take or refuse.
+LENGTH = ("steps", "minutes")
 # Inputs a resume reads from where its command line says when the run's own are gone (a moved
 # folder, another machine), and what each is to the run; the trainer names training images that
 # differ from the run's.
@@ -186,13 +189,13 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
     ``given`` names the options the user gave (the command line knows); None takes those not at
     their default, as a caller building a :class:`TrainConfig` in Python cannot say.
     """
+    total = resumed_total(ckpt, cfg, given)
     here = os.getcwd()
     start = ckpt.get("cwd") or here  # a checkpoint that records no folder: from here
     start = start if os.path.isdir(start) else here
     saved = TrainConfig.from_dict(ckpt["config"])
     this, found = rooted(cfg, here), rooted(saved, start)  # paths compared where they lead
-    asked = (lambda f: f.name in given) if given is not None else \
-        (lambda f: getattr(cfg, f.name) != default_of(f))
+    asked = _asker(cfg, given)
     differs = [f for f in fields(TrainConfig) if f.name not in PER_SESSION and asked(f)
                and getattr(this, f.name) != getattr(found, f.name)]
     moved = [f.name for f in differs if f.name in MOVABLE and _gone(f.name, getattr(found, f.name))]
@@ -204,15 +207,42 @@ def resumed_config(ckpt: dict, cfg: TrainConfig,
         if f.name in moved:
             logger.warning("the run's %s %s no longer exists: reading %s instead", flag_of(f),
                            _shown(found, f.name), _shown(this, f.name))
-    ignored = [flag_of(f) for f in differs if f.name not in (*RESUME_OVERRIDES, *moved)]
+    ignored = [flag_of(f) for f in differs if f.name not in (*RESUME_OVERRIDES, *LENGTH, *moved)]
     if ignored:
         logger.warning("resuming with the checkpoint's options; ignored: %s", ", ".join(ignored))
     if not os.path.samefile(start, here):
         saved = found
     taken = [f.name for f in fields(TrainConfig) if f.name in PER_SESSION
              or (f.name in RESUME_OVERRIDES and asked(f))]
+    length = {"steps": total, "minutes": 0.0} if total != ckpt["total"] else {}
     return replace(saved, **{name: getattr(cfg, name) for name in taken},
-                   **{name: getattr(this, name) for name in moved}), start
+                   **{name: getattr(this, name) for name in moved}, **length), start
+
+
+def resumed_total(ckpt: dict, cfg: TrainConfig, given: Collection[str] | None = None) -> int:
+    """The total steps a resume trains to (0: a time budget not fitted yet): the run's, or a
+    ``--steps`` given here, which makes the run that long (a fixed step count, also for a run
+    that had a time budget). A ``--steps`` equal to the run's own option changes nothing; one
+    not past the checkpoint's step is refused, and so is another ``--minutes``: a budget is
+    fitted from a whole run's start, so the run's new total is the way to a longer one."""
+    saved, asked = TrainConfig.from_dict(ckpt["config"]), _asker(cfg, given)
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    if asked(by_name["minutes"]) and cfg.minutes != saved.minutes:
+        raise BadOptionError("a resume takes no time budget: give the run's new total in steps "
+                             f"instead (past its step, {ckpt['step']})", option="minutes")
+    if not asked(by_name["steps"]) or cfg.steps in (saved.steps, ckpt["total"]):
+        return ckpt["total"]
+    if cfg.steps <= ckpt["step"]:
+        raise BadOptionError(f"the run is at step {ckpt['step']}: a resume trains on to a "
+                             "larger total, or to the run's own with none given", option="steps")
+    return cfg.steps
+
+
+def _asker(cfg: TrainConfig, given: Collection[str] | None) -> Callable[[Field], bool]:
+    """Whether the user gave an option: named in ``given``, or (None) not at its default."""
+    if given is not None:
+        return lambda f: f.name in given
+    return lambda f: getattr(cfg, f.name) != default_of(f)
 
 
 def _gone(name: str, value: str | list[str]) -> str:
@@ -243,12 +273,14 @@ def resume_draws(gen: torch.Generator, state: torch.Tensor, seed: int) -> None:
                    "uninterrupted one", gen.device.type)
 
 
-def stop_reached(ckpt: dict | None, cfg: TrainConfig) -> dict | None:
-    """For a resume whose checkpoint is at or past this session's ``stop_at`` but not at its end,
-    the log ``train`` returns instead of training (None otherwise): a stop at the checkpoint's
-    step, as the stop that wrote it returned, marked ``nothing_to_do``. Nothing needs to be
-    trained or written, so the run's files are left as they are."""
-    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < (ckpt["total"] or MAX_STEPS):
+def stop_reached(ckpt: dict | None, cfg: TrainConfig,
+                 given: Collection[str] | None = None) -> dict | None:
+    """For a resume whose checkpoint is at or past this session's ``stop_at`` but not at its end
+    (:func:`resumed_total`'s), the log ``train`` returns instead of training (None otherwise): a
+    stop at the checkpoint's step, as the stop that wrote it returned, marked ``nothing_to_do``.
+    Nothing needs to be trained or written, so the run's files are left as they are."""
+    if ckpt is None or not 0 < cfg.stop_at <= ckpt["step"] < (resumed_total(ckpt, cfg, given)
+                                                                or MAX_STEPS):
         return None
     return {"step": ckpt["step"], "total": ckpt["total"], "stopped_at": ckpt["step"],
             "interrupted": False, "nothing_to_do": True}

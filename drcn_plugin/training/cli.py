@@ -95,7 +95,8 @@ def given_options(ctx: typer.Context, options: dict[str, Any]) -> set[str]:
 def train_cmd(
     ctx: typer.Context,
     resume: Annotated[bool, typer.Option(
-        help="continue the run in OUT exactly (its last checkpoint), or with a new --lr")] = False,
+        help="continue the run in OUT exactly (its last checkpoint), or with a new --lr, "
+        "--steps or --val-every")] = False,
     overwrite: Annotated[bool, typer.Option(
         help="start over in an OUT that holds a run (its checkpoints and log are removed)")]
     = False,

@@ -82,7 +82,8 @@ class TrainConfig:
     downscales: list[float] = option(list(DOWNSCALES), "image shrink factors (augmentation)",
                                      flag="--downscale")
     batch: int = option(64, "global batch (split over torchrun processes)")
-    steps: int = option(10000, "training steps", card="always")
+    steps: int = option(10000, "training steps (with --resume: the run's new total)",
+                        card="always")
     minutes: float = option(0.0, "> 0: fit the step count to this training time", card="never")
     optimizer: Optimizer = option("adam", "adam (AdamW, decoupled weight decay) or sgd (paper: "
                                           "sgd, lr 0.01, step)")

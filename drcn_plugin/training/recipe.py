@@ -1,4 +1,5 @@
-"""The training recipe: weight initialisation, the paper's objective and the schedules."""
+"""The training recipe: weight initialisation, the paper's objective and the optimiser (the
+schedules: :mod:`.schedule`)."""
 
 from __future__ import annotations
 
@@ -56,24 +57,6 @@ def distilled_target(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, clean
     return y
 
 
-def alpha_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Recursive-supervision weight: ``cfg.alpha`` decaying linearly to 0 over ``alpha_decay``."""
-    span = cfg.alpha_decay * total
-    return cfg.alpha * max(0.0, 1.0 - step / span) if span > 0 else 0.0
-
-
-def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine to 0, x0.1 drops, or constant."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    if cfg.schedule == "cosine":
-        t = min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))
-        return 0.5 * (1 + math.cos(math.pi * t))
-    if cfg.schedule == "step":
-        return 0.1 ** sum(step >= d * total for d in cfg.lr_drops)
-    return 1.0
-
-
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's recipe) or AdamW; decay on conv weights only."""
     decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
@@ -83,14 +66,3 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def set_peak_lr(sched: torch.optim.lr_scheduler.LambdaLR, lr: float) -> None:
-    """Make ``lr`` a schedule's peak rate from its current step on: each step's rate becomes
-    ``lr`` times the schedule's factor there (warm-up, cosine or drops keep their shape), as in
-    a run started with it."""
-    sched.base_lrs = [lr] * len(sched.base_lrs)
-    rates = [lr * factor(sched.last_epoch) for factor in sched.lr_lambdas]
-    for group, rate in zip(sched.optimizer.param_groups, rates, strict=True):
-        group["initial_lr"], group["lr"] = lr, rate
-    sched.load_state_dict(sched.state_dict() | {"_last_lr": rates})  # what get_last_lr() says

@@ -54,16 +54,9 @@ from .config import MAX_STEPS, TrainConfig, check_options, default_val_folder
 from .data import PatchSet, augment
 from .measurement import measured_export, validation
 from .memory import fitting_patches
-from .recipe import (
-    alpha_at,
-    distilled_target,
-    drcn_loss,
-    init_weights,
-    lr_factor,
-    make_optimizer,
-    set_peak_lr,
-)
+from .recipe import distilled_target, drcn_loss, init_weights, make_optimizer
 from .runfolder import StopRequest, check_run_folder, clear_old_run, hold_run_folder, left_behind
+from .schedule import alpha_at, extensions, fitted_total, lr_factor, set_peak_lr
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +122,9 @@ class Trainer:
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) \
             if cfg.ema else None
         self.total = cfg.steps if cfg.minutes <= 0 else 0  # 0: fitted to the time budget
+        self.extended: list[tuple[int, int]] = []  # changes of the run's length (lr_factor)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(self.cfg, s, self.total or MAX_STEPS))
+            self.opt, lambda s: lr_factor(self.cfg, s, self.total, self.extended))
         self.step, self.best, self.history, self.elapsed = 0, -math.inf, [], 0.0
         self.curves_ok = True  # until a chart fails once
         if ckpt is not None:
@@ -141,11 +135,13 @@ class Trainer:
                 resume_draws(self.gen, ckpt["rng"], cfg.seed + ckpt["step"])
                 if self.ema is not None:
                     self.ema.load_state_dict(ckpt["ema"])
+                self.history, self.extended = ckpt["history"], extensions(ckpt["history"])
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
                 raise CheckpointError(f"the checkpoint in {self.out} does not fit this run "
                                       f"({one_line(e)})") from e
             self.step, self.total, self.best = ckpt["step"], ckpt["total"], ckpt["best"]
-            self.history, self.elapsed = ckpt["history"], ckpt["elapsed"]
+            self.elapsed = ckpt["elapsed"]
+            self._take_steps()
             self._take_lr(TrainConfig.from_dict(ckpt["config"]).lr)
         self.saved = ckpt["step"] if ckpt is not None else None  # the kept checkpoint's step
         self.net = self.model
@@ -167,6 +163,21 @@ class Trainer:
         if overwrite and self.dist.main:
             clear_old_run(cfg)
 
+    def _take_steps(self) -> None:
+        """A resume given another ``--steps`` (:func:`resumed_total`) trains on to that total,
+        its schedule and alpha re-fitted from the resumed step (:func:`lr_factor`), a change the
+        history (log, curves, card) records."""
+        if self.cfg.minutes > 0 or self.cfg.steps == self.total:
+            return
+        self.extended.append((self.step, self.total))
+        self._event("steps", total=self.cfg.steps, was=self.total)
+        was, self.total = self.sched.get_last_lr()[0], self.cfg.steps
+        set_peak_lr(self.sched, self.sched.base_lrs[0])  # the re-fitted schedule's rate here
+        logger.warning("training on to step %d (the run's total was %s); the %s schedule's rate "
+                       "at step %d is %.3g%s", self.total, self.extended[-1][1] or "its time "
+                       "budget's", self.cfg.schedule, self.step, self.sched.get_last_lr()[0],
+                       " (it had ended at 0: a warm restart from the peak)" if was == 0 else "")
+
     def _take_lr(self, was: float) -> None:
         """A resume given another ``--lr`` trains on with it as the schedule's peak rate from the
         resumed step, a change the history (log, curves, card) records; a run with no steps
@@ -178,8 +189,7 @@ class Trainer:
             self.cfg = replace(self.cfg, lr=was)
             return
         set_peak_lr(self.sched, self.cfg.lr)
-        self.history.append({"step": self.step, "event": "lr", "peak_lr": self.cfg.lr, "was": was,
-                             "seconds": round(self.elapsed, 2)})
+        self._event("lr", peak_lr=self.cfg.lr, was=was)
         logger.warning("peak learning rate %g from step %d on (was %g); the %s schedule's rate "
                        "there is %.3g", self.cfg.lr, self.step, was, self.cfg.schedule,
                        self.sched.get_last_lr()[0])
@@ -212,7 +222,7 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         x, y, clean = self._batch()
-        alpha = alpha_at(self.cfg, self.step, self.total or MAX_STEPS)
+        alpha = alpha_at(self.cfg, self.step, self.total, self.extended)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             if self.teacher is not None:  # at the student's precision: a student equal to
@@ -234,18 +244,6 @@ class Trainer:
     def result(self) -> DRCN:
         """The weights that are validated and exported: the moving average when kept."""
         return self.model if self.ema is None else self.ema.module
-
-    # -- time budget -----------------------------------------------------------------------
-    def _fit_total(self, started: float, rate_from: tuple[int, float]) -> None:
-        """Fix the step count so the run ends at ``cfg.minutes``; every rank gets rank 0's."""
-        s0, t0 = rate_from
-        now = time.perf_counter()
-        rate = (self.step - s0) / max(now - t0, 1e-9)
-        left = self.cfg.minutes * 60 - (now - started)
-        total = torch.tensor([self.step + max(0, int(rate * left * 0.97))], device=self.device)
-        if self.dist.world > 1:
-            dist.broadcast(total, 0)
-        self.total = min(max(int(total.item()), self.step + 1), MAX_STEPS)
 
     # -- validation, checkpoints, log --------------------------------------------------------
     def _validate(self) -> dict:
@@ -327,8 +325,9 @@ class Trainer:
             save_state(self.out / "best.pt", state)  # best.pt does not hold
         save_state(self.out / "last.pt", state)
 
-    def _event(self, name: str) -> None:
-        self.history.append({"step": self.step, "event": name, "seconds": round(self.elapsed, 2)})
+    def _event(self, name: str, **detail: float) -> None:
+        self.history.append({"step": self.step, "event": name, **detail,
+                             "seconds": round(self.elapsed, 2)})
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -367,7 +366,8 @@ class Trainer:
                 if self.step - first == 5:
                     calib = (self.step, time.perf_counter())
                 elif self.step - first == 30 and calib is not None:
-                    self._fit_total(started, calib)
+                    self.total = fitted_total(cfg, self.step, started, calib, self.device,
+                                              self.dist)
             at_val = (cfg.val_every and self.step % cfg.val_every == 0
                       and self.step < (self.total or 0))
             if loss_n >= 25 or at_val or self.step in (self.total, cfg.stop_at):
@@ -382,7 +382,7 @@ class Trainer:
                 tick, tick_step = now, self.step
                 self.history.append({"step": self.step, "loss": last_loss, "steps_per_s": rate,
                                      "lr": self.sched.get_last_lr()[0],
-                                     "alpha": alpha_at(cfg, self.step, self.total or MAX_STEPS),
+                                     "alpha": alpha_at(cfg, self.step, self.total, self.extended),
                                      "seconds": round(self.elapsed, 2)})
                 if at_val and main:
                     self.history[-1].update(self._validate())
@@ -429,8 +429,8 @@ def train(cfg: TrainConfig, resume: bool = False,
         with left_behind(Path(cfg.out)), hold_run_folder(Path(cfg.out), job), \
                 job.warn_once(__package__):  # a process lost as the ranks meet there: one line
             ckpt = load_resume_point(Path(cfg.out), cfg, given) if resume else None
-            return stop_reached(ckpt, cfg) or Trainer(cfg, ckpt, on_progress, overwrite,
-                                                      given).run()
+            return stop_reached(ckpt, cfg, given) or Trainer(cfg, ckpt, on_progress, overwrite,
+                                                             given).run()
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise
