@@ -1,5 +1,6 @@
 """Quality at any factor: bicubic, the network run at the factor itself, and the engine's rule
-(``engine.network_size``: at least x2, then shrunk to the size), as Y PSNR on real images.
+(``sizing.network_size``: the next whole factor from 2 to 4, then bicubic to the size), as Y
+PSNR on real images.
 
 Each ground-truth image is shrunk by 1/factor with the protocol's bicubic (its Y plane, 8-bit
 levels) and enlarged back to its own size; 3 px borders are shaved. CPU, bf16 where the CPU has

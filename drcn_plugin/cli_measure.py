@@ -157,7 +157,8 @@ def compare(
     scale: Annotated[float, typer.Option("--scale", "-s", help=(
         f"upscaling factor, above {MIN_SCALE:g} and at most {MAX_SCALE:g}, e.g. 2, 2.5, 3"))] = 3.0,
     output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
-                      help="PNG to write (default: IMAGE-compare-xS.png beside it)")] = None,
+                      help="PNG to write (default: beside IMAGE, named after it: "
+                           "photo-compare-x3.png for photo.jpg at x3)")] = None,
     from_original: Annotated[bool, typer.Option(
         help="IMAGE is the original: shrink it first and score each panel against it")] = True,
     crop: Annotated[int, typer.Option(help="crop size in output pixels")] = 160,
