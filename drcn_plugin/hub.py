@@ -41,21 +41,17 @@ class ShippedModel:
     sha256: str
     features: int
     recursions: int
-    summary: str
 
 
 SHIPPED: dict[str, ShippedModel] = {
     m.name: m
     for m in (
         ShippedModel("drcn-lite", "drcn-f64-d16-x234.safetensors",
-                     "3050f3a6e48347d58b496dff3c7db6756774e2572ca70a2ef32feaf8a572f9c7", 64, 16,
-                     "F=64, 112k parameters, 2.4 MFLOP/pixel: fast on CPUs (default)"),
+                     "3050f3a6e48347d58b496dff3c7db6756774e2572ca70a2ef32feaf8a572f9c7", 64, 16),
         ShippedModel("drcn-lite-photo", "drcn-photo-f64-d16-x234.safetensors",
-                     "12eacf5a707201acdeb32506b76d9b8c34e9e08b42229e39717afba15fb88dc0", 64, 16,
-                     "drcn-lite fine-tuned on JPEG and noisy low-res images: for photos"),
+                     "12eacf5a707201acdeb32506b76d9b8c34e9e08b42229e39717afba15fb88dc0", 64, 16),
         ShippedModel("drcn", "drcn-f256-d16-x234.safetensors",
-                     "4fc2be06d51f22123cd8c8d78383c342b4363e61ac80f23ef7b8e8a8a6ef621f", 256, 16,
-                     "F=256 (the paper's size), 1.78M parameters, 39 MFLOP/pixel: best on GPUs"),
+                     "4fc2be06d51f22123cd8c8d78383c342b4363e61ac80f23ef7b8e8a8a6ef621f", 256, 16),
     )
 }
 DEFAULT_MODEL = "drcn-lite"

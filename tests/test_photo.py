@@ -41,7 +41,7 @@ def photo_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     weights = {k: (v + 0.02 * torch.randn_like(v)).contiguous() for k, v in lite.state_dict().items()}
     path = tmp_path / "photo.safetensors"
     save_file(weights, str(path))
-    entry = hub.ShippedModel("drcn-lite-photo", str(path), hub.sha256_of(path), 64, 16, "test")
+    entry = hub.ShippedModel("drcn-lite-photo", str(path), hub.sha256_of(path), 64, 16)
     monkeypatch.setitem(hub.SHIPPED, "drcn-lite-photo", entry)
     monkeypatch.setattr(hub, "PHOTO_VARIANTS", {"drcn-lite": "drcn-lite-photo"})
     return path

@@ -226,6 +226,7 @@ def test_cli_trains_and_reports_errors_in_one_line(t12: Path, tmp_path: Path) ->
     weights = (tmp_path / "drcn-f4-d2-x2.safetensors").read_bytes()
     again = runner.invoke(app, [*common, "--data", str(t12), "--steps", "6", "--seed", "1"])
     assert again.exit_code == 2 and "holds a training run" in again.output
+    assert again.output.strip().count("\n") == 0  # the line alone: no progress bar before it
     assert (tmp_path / "drcn-f4-d2-x2.safetensors").read_bytes() == weights  # the run is kept
     log = (tmp_path / "log.json").read_bytes()
     bad = runner.invoke(app, [*common, "--overwrite", "--data", str(tmp_path / "nope")])

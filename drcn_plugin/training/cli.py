@@ -39,7 +39,7 @@ from .config import (
     default_of,
     flag_of,
 )
-from .runfolder import resume_point
+from .runfolder import check_run_folder, resume_point
 
 app = typer.Typer()
 
@@ -129,6 +129,7 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
                 raise BadOptionError(EMPTY_PATH, option=name)
         cfg = TrainConfig(**options)
         check_options(cfg, resume, given)  # before the progress bar appears
+        check_run_folder(cfg, resume, overwrite)
         out, job = Path(cfg.out), Dist.from_env()
         with TrainProgress(console, enabled=job.main) as bar:
             try:
