@@ -66,7 +66,7 @@ def eval_cmd(
 
     The ground truth is shrunk with MATLAB-style bicubic and a border of s pixels is shaved. Files
     asked for are written before the tables are printed, so a stdout that fails loses none."""
-    from .charts import check_png_target, recursion_chart
+    from .charts import check_file_target, check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
@@ -82,6 +82,7 @@ def eval_cmd(
             refuse_input_target(json_out, list_images(dataset))
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
+            check_file_target(json_out, "json")
             if json_out.exists() and not overwrite and not is_results_file(json_out):
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
@@ -175,6 +176,7 @@ def compare(
     """Write one PNG of matching crops, each with its PSNR.
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
+    from .charts import check_file_target
     from .compare import check_compare_scale, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
@@ -195,6 +197,7 @@ def compare(
                                  "panels show the methods, not an encoder); name it .png",
                                  option="output")
         refuse_input_target(target, [image])
+        check_file_target(target, "output")
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)
         probe_folder(target.parent)  # before the (long) work, not after it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,24 @@ def test_eval_names_a_file_it_scores_in_part(folder: Path) -> None:
     assert len(said) == 2 and "plain" not in " ".join(said), said
     assert any("anim.gif: 2 frames" in line for line in said)
     assert any("cut.png: transparent pixels" in line for line in said)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize(("command", "flag"), [("eval", "--json"), ("eval", "--plot"),
+                                               ("compare", "-o"), ("plot-train", "-o")])
+def test_an_output_that_is_a_pipe_is_refused_even_with_overwrite(
+        folder: Path, tiny_model_file: str, command: str, flag: str) -> None:
+    """An atomic write renames a file over its target: over a pipe or a device (``/dev/null``,
+    as root) it would put a file in its place."""
+    random_rgb(24, 24).save(folder / "a.png")
+    (folder / "log.json").write_text(json.dumps({"history": []}))
+    pipe = folder.parent / ("out.json" if flag == "--json" else "out.png")
+    os.mkfifo(pipe)
+    first = {"eval": ["eval", "--dataset", str(folder), "-m", tiny_model_file, "-s", "2"],
+             "compare": ["compare", str(folder / "a.png"), "-s", "2", "-m", tiny_model_file],
+             "plot-train": ["plot-train", str(folder / "log.json")]}[command]
+    result = CliRunner().invoke(app, [*first, flag, str(pipe), "--overwrite"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "is not a regular file" in lines[0], result.output
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
