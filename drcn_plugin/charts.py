@@ -184,7 +184,7 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
     name = cfg.get("name") or f"F={cfg.get('features', '?')}, D={cfg.get('recursions', '?')}"
     fig.suptitle(f"{name}: step {log.get('step', '?')} of {log.get('total') or '?'}"
                  + (f" on {log['device_name']}" if log.get("device_name") else "")
-                 + (" (dotted: resumed)" if resumes else ""), fontsize=11)
+                 + (" (dotted: resumed)" if resumes else ""), fontsize=11, parse_math=False)
     save_png(fig, path)
     if notify is not None and points.report():
         notify(points.report())
@@ -240,7 +240,7 @@ def recursion_chart(results: Mapping[int, ScaleResult], path: Path, title: str) 
     ax.set_xlabel("recursion depth (prediction taken after this many recursions)")
     ax.set_ylabel("PSNR (dB, Y)")
     ax.set_xticks(range(1, depth_max + 1))
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11, parse_math=False)  # names in it: a "$" is no TeX
     ax.grid(alpha=0.3)
     fig.legend(fontsize=8, ncol=len(results), loc="outside lower center")  # clear of the lines
     save_png(fig, path)
@@ -269,7 +269,7 @@ def tile_speed_chart(sweeps: Sequence[dict], path: Path, machine: str) -> Figure
     ax.minorticks_off()
     ax.set_xlabel("tile core size (px, log scale)")
     ax.set_ylabel("output Mpx/s")
-    ax.set_title(machine, fontsize=10)
+    ax.set_title(machine, fontsize=10, parse_math=False)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     save_png(fig, path)

@@ -106,3 +106,21 @@ def test_an_output_that_is_a_pipe_is_refused_even_with_overwrite(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "is not a regular file" in lines[0], result.output
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+
+def test_a_dollar_in_a_charts_title_is_drawn_as_it_is(tmp_path: Path, tiny_model_file: str,
+                                                      drawn: list) -> None:
+    """Folder and run names go into the titles: "$...$" in one is text, not matplotlib's TeX
+    (which drew "a$b$c" in italics and refused "a$^$b" after the whole evaluation)."""
+    data = tmp_path / "a$^$b"
+    data.mkdir()
+    random_rgb(24, 24).save(data / "a.png")
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(data), "-m", tiny_model_file,
+                                      "-s", "2", "--plot", str(tmp_path / "depth.png")])
+    assert result.exit_code == 0, result.output
+    (log := tmp_path / "log.json").write_text(json.dumps({"config": {"name": "x$_$y"},
+                                                          "history": []}))
+    result = CliRunner().invoke(app, ["plot-train", str(log)])
+    assert result.exit_code == 0, result.output
+    assert "a$^$b" in drawn[0].axes[0].get_title()
+    assert (tmp_path / "depth.png").exists() and (tmp_path / "log-curves.png").exists()
