@@ -143,14 +143,18 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
                       f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
                       f"{r.seconds_per_image:.2f}")
     result_console.print(table)
-    for s, r in results.items():
-        if r.depth_psnr is not None:
-            depth = Table(title=f"x{s}: each depth's prediction vs the ensemble (PSNR dB)")
-            for d in range(len(r.depth_psnr)):
-                depth.add_column(f"d{d + 1}", justify="right")
-            depth.add_column("ensemble", justify="right", style="bold")
-            depth.add_row(*[f"{v:.2f}" for v in r.depth_psnr], f"{r.ensemble_psnr:.2f}")
-            result_console.print(depth)
+    scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
+    if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
+        depth = Table(title="each depth's prediction vs the ensemble (PSNR dB)")
+        for col in ("depth", *(f"x{s}" for s in scored)):
+            depth.add_column(col, justify="right")
+        depths = len(next(iter(scored.values())).depth_psnr)
+        names = [*(f"d{d + 1}" for d in range(depths)), "ensemble"]
+        rows = zip(*([*r.depth_psnr, r.ensemble_psnr] for r in scored.values()), strict=True)
+        for name, row in zip(names, rows, strict=True):
+            depth.add_row(name, *(f"{v:.2f}" for v in row),
+                          style="bold" if name == "ensemble" else None)
+        result_console.print(depth)
 
 
 def compare(

@@ -124,3 +124,21 @@ def test_a_dollar_in_a_charts_title_is_drawn_as_it_is(tmp_path: Path, tiny_model
     assert result.exit_code == 0, result.output
     assert "a$^$b" in drawn[0].axes[0].get_title()
     assert (tmp_path / "depth.png").exists() and (tmp_path / "log-curves.png").exists()
+
+
+def test_every_depth_score_is_printed_whole_in_80_columns(folder: Path, tmp_path: Path) -> None:
+    """A 16-depth model's table, as a file or a narrow terminal gets it: a row per depth, so no
+    score is cut to "1…"."""
+    random_rgb(24, 24).save(folder / "a.png")
+    out = tmp_path / "o.json"
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "drcn-lite",
+                                      "-s", "2", "3", "--per-depth", "--json", str(out)],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    cells = [line.replace("│", " ").split() for line in result.stdout.splitlines()]
+    rows = {row[0]: row[1:] for row in cells if row[:1] and row[0].startswith(("d", "ens"))}
+    for column, r in enumerate(json.loads(out.read_text()).values()):
+        assert [rows[f"d{d + 1}"][column] for d in range(16)] == \
+            [f"{v:.2f}" for v in r["depth_psnr"]]
+        assert rows["ensemble"][column] == f"{r['ensemble_psnr']:.2f}"
