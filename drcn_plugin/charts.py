@@ -174,7 +174,8 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(which="both", labelsize=8)
         ax.grid(alpha=0.3)
-        if not ax.get_lines():  # asked before the resume marks, which are lines too
+        # asked before the resume marks, which are lines too; a curve with no point is none
+        if not any(len(line.get_xdata()) for line in ax.get_lines()):
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
         for step in resumes:
             ax.axvline(step, color="grey", ls=":", lw=1)

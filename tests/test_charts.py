@@ -124,6 +124,7 @@ def test_curves_of_a_run_before_its_first_loss(tmp_path: Path) -> None:
                           tmp_path / "c.png")
     check_png(tmp_path / "c.png")
     assert plotted_lines(fig)["training loss"] == []
+    assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [["no data yet"]] * 4
 
 
 def test_curves_of_a_resumed_run_without_validation(tmp_path: Path) -> None:
