@@ -130,6 +130,16 @@ class _Points:
                                       + ", ".join(left))
 
 
+def short_labels(ticks: Sequence[float]) -> list[str]:
+    """Tick labels with the fewest significant digits, at least 2, that tell every tick apart
+    (a loss that moves little has ticks 0.00215, 0.0022, 0.00225)."""
+    for digits in range(2, 7):
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
 def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None = None) -> Figure:
     """Loss (log scale), validation PSNR per scale, learning rate and alpha against the step.
 
@@ -146,10 +156,17 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
     xs, ys = points(steps, "training loss", "loss", positive=True)
     loss.plot(xs, ys, color="C0", label="training loss")
     if ys:
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import Formatter
+
+        class Short(Formatter):  # not 2.2x10^-3 on every minor tick
+            def __call__(self, x: float, pos: int | None = None) -> str:
+                return short_labels([x])[0]
+
+            def format_ticks(self, values: Sequence[float]) -> list[str]:
+                return short_labels(values)
 
         loss.set_yscale("log")
-        short = FuncFormatter(lambda v, _: f"{v:.2g}")  # not 2.2x10^-3 on every minor tick
+        short = Short()
         loss.yaxis.set_major_formatter(short)
         loss.yaxis.set_minor_formatter(short)
     per_scale = [r for r in vals if r.get("val_psnr_per_scale")]
