@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from drcn_plugin import compare, devices
 from drcn_plugin.cli import app
+from drcn_plugin.errors import BadImageError
 from drcn_plugin.evaluation import evaluate
 
 
@@ -142,3 +143,16 @@ def test_every_depth_score_is_printed_whole_in_80_columns(folder: Path, tmp_path
         assert [rows[f"d{d + 1}"][column] for d in range(16)] == \
             [f"{v:.2f}" for v in r["depth_psnr"]]
         assert rows["ensemble"][column] == f"{r['ensemble_psnr']:.2f}"
+
+
+@pytest.mark.parametrize(("scale", "least"), [(2, 16), (3, 18), (4, 20), (5, 25)])
+def test_the_smallest_size_eval_names_is_one_it_scores(folder: Path, scale: int,
+                                                        least: int) -> None:
+    """The image is cropped to a multiple of the scale before the border is shaved: a 15-pixel
+    side at x2 is 14 pixels scored, so the least size named is 16, and 16 is scored."""
+    random_rgb(least, least - 1).save(folder / "a.png")
+    with pytest.raises(BadImageError, match=f"too small to score at x{scale} "
+                                            rf"\(at least {least}x{least} pixels\)"):
+        evaluate(None, folder, [scale])
+    random_rgb(least, least).save(folder / "a.png")
+    assert evaluate(None, folder, [scale])[scale].images["a"].psnr > 0
