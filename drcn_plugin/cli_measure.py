@@ -95,6 +95,10 @@ def eval_cmd(
             if model == "bicubic":
                 raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
                                      "has none", option="plot")
+            if tta:  # --plot implies --per-depth, which evaluate would name instead
+                raise BadOptionError("it draws the plain network's depths, without the "
+                                     "self-ensemble (--tta): ask for one of the two",
+                                     option="plot")
             check_png_target(plot, list_images(dataset), overwrite, option="plot")
         if model == "bicubic" and denoise is not None:
             raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
