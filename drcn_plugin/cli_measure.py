@@ -185,7 +185,7 @@ def compare(
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
     from .charts import check_file_target
-    from .compare import check_compare_scale, compare_image, panel_labels
+    from .compare import check_compare_scale, check_crop, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
@@ -194,6 +194,7 @@ def compare(
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
+        check_crop(crop)
         recipe = Recipe.parse(degrade) if degrade else None
         if image.is_dir():  # "." has no name to build the sheet's from
             raise BadImageError(f"{image}: a folder, not an image file")

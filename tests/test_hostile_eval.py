@@ -156,3 +156,14 @@ def test_the_smallest_size_eval_names_is_one_it_scores(folder: Path, scale: int,
         evaluate(None, folder, [scale])
     random_rgb(least, least).save(folder / "a.png")
     assert evaluate(None, folder, [scale])[scale].images["a"].psnr > 0
+
+
+@pytest.mark.parametrize("crop", ["0", "-5"])
+def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path: Path,
+                                                                       crop: str) -> None:
+    (tmp_path / "in.png").write_bytes(b"not a png")  # neither it nor the model is read
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "--crop", crop,
+                                      "-m", str(tmp_path / "none.safetensors")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: invalid value for --crop: crop size {crop} is too small: at least 1 pixel"]
