@@ -149,7 +149,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
     result_console.print(table)
     scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
     if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
-        depth = Table(title="each depth's prediction vs the ensemble (PSNR dB)")
+        depth = Table(title="PSNR (dB) by depth")  # one line over a single scale's column
         for col in ("depth", *(f"x{s}" for s in scored)):
             depth.add_column(col, justify="right")
         depths = len(next(iter(scored.values())).depth_psnr)
