@@ -52,6 +52,7 @@ def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = 
     if path.is_dir():
         raise BadOptionError(f"{path} is a folder; give a file name ending in .png",
                              option=option)
+    check_file_target(path, option)
     if path.suffix.lower() != ".png":
         raise BadOptionError(f"{path}: charts are written as PNG; give a file name ending in "
                              ".png", option=option)
@@ -60,6 +61,14 @@ def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = 
         raise OutputExistsError(f"{path} exists", path=path)
     probe_folder(path.parent)
     require_matplotlib()
+
+
+def check_file_target(path: Path, option: str) -> None:
+    """Refuse an output named by a pipe, device or socket (``/dev/null``): the atomic write would
+    put a regular file in its place, even a new ``/dev/null`` when run as root."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise BadOptionError(f"{path} is not a regular file (a pipe, device or socket); give a "
+                             "file name", option=option)
 
 
 def new_figure(height_px: int, rows: int = 1, cols: int = 1) -> tuple[Figure, list[Axes]]:
@@ -121,6 +130,16 @@ class _Points:
                                       + ", ".join(left))
 
 
+def short_labels(ticks: Sequence[float]) -> list[str]:
+    """Tick labels with the fewest significant digits, at least 2, that tell every tick apart
+    (a loss that moves little has ticks 0.00215, 0.0022, 0.00225)."""
+    for digits in range(2, 7):
+        labels = [f"{t:.{digits}g}" for t in ticks]
+        if len(set(labels)) == len(labels):
+            break
+    return labels
+
+
 def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None = None) -> Figure:
     """Loss (log scale), validation PSNR per scale, learning rate and alpha against the step.
 
@@ -137,10 +156,17 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
     xs, ys = points(steps, "training loss", "loss", positive=True)
     loss.plot(xs, ys, color="C0", label="training loss")
     if ys:
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import Formatter
+
+        class Short(Formatter):  # not 2.2x10^-3 on every minor tick
+            def __call__(self, x: float, pos: int | None = None) -> str:
+                return short_labels([x])[0]
+
+            def format_ticks(self, values: Sequence[float]) -> list[str]:
+                return short_labels(values)
 
         loss.set_yscale("log")
-        short = FuncFormatter(lambda v, _: f"{v:.2g}")  # not 2.2x10^-3 on every minor tick
+        short = Short()
         loss.yaxis.set_major_formatter(short)
         loss.yaxis.set_minor_formatter(short)
     per_scale = [r for r in vals if r.get("val_psnr_per_scale")]
@@ -165,7 +191,8 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(which="both", labelsize=8)
         ax.grid(alpha=0.3)
-        if not ax.get_lines():  # asked before the resume marks, which are lines too
+        # asked before the resume marks, which are lines too; a curve with no point is none
+        if not any(len(line.get_xdata()) for line in ax.get_lines()):
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
         for step in resumes:
             ax.axvline(step, color="grey", ls=":", lw=1)
@@ -175,7 +202,7 @@ def training_curves(log: dict, path: Path, notify: Callable[[str], None] | None 
     name = cfg.get("name") or f"F={cfg.get('features', '?')}, D={cfg.get('recursions', '?')}"
     fig.suptitle(f"{name}: step {log.get('step', '?')} of {log.get('total') or '?'}"
                  + (f" on {log['device_name']}" if log.get("device_name") else "")
-                 + (" (dotted: resumed)" if resumes else ""), fontsize=11)
+                 + (" (dotted: resumed)" if resumes else ""), fontsize=11, parse_math=False)
     save_png(fig, path)
     if notify is not None and points.report():
         notify(points.report())
@@ -231,7 +258,7 @@ def recursion_chart(results: Mapping[int, ScaleResult], path: Path, title: str) 
     ax.set_xlabel("recursion depth (prediction taken after this many recursions)")
     ax.set_ylabel("PSNR (dB, Y)")
     ax.set_xticks(range(1, depth_max + 1))
-    ax.set_title(title, fontsize=11)
+    ax.set_title(title, fontsize=11, parse_math=False)  # names in it: a "$" is no TeX
     ax.grid(alpha=0.3)
     fig.legend(fontsize=8, ncol=len(results), loc="outside lower center")  # clear of the lines
     save_png(fig, path)
@@ -260,7 +287,7 @@ def tile_speed_chart(sweeps: Sequence[dict], path: Path, machine: str) -> Figure
     ax.minorticks_off()
     ax.set_xlabel("tile core size (px, log scale)")
     ax.set_ylabel("output Mpx/s")
-    ax.set_title(machine, fontsize=10)
+    ax.set_title(machine, fontsize=10, parse_math=False)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     save_png(fig, path)

@@ -66,7 +66,7 @@ def eval_cmd(
 
     The ground truth is shrunk with MATLAB-style bicubic and a border of s pixels is shaved. Files
     asked for are written before the tables are printed, so a stdout that fails loses none."""
-    from .charts import check_png_target, recursion_chart
+    from .charts import check_file_target, check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
@@ -82,6 +82,7 @@ def eval_cmd(
             refuse_input_target(json_out, list_images(dataset))
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
+            check_file_target(json_out, "json")
             if json_out.exists() and not overwrite and not is_results_file(json_out):
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
@@ -94,6 +95,10 @@ def eval_cmd(
             if model == "bicubic":
                 raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
                                      "has none", option="plot")
+            if tta:  # --plot implies --per-depth, which evaluate would name instead
+                raise BadOptionError("it draws the plain network's depths, without the "
+                                     "self-ensemble (--tta): ask for one of the two",
+                                     option="plot")
             check_png_target(plot, list_images(dataset), overwrite, option="plot")
         if model == "bicubic" and denoise is not None:
             raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
@@ -142,14 +147,18 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
                       f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
                       f"{r.seconds_per_image:.2f}")
     result_console.print(table)
-    for s, r in results.items():
-        if r.depth_psnr is not None:
-            depth = Table(title=f"x{s}: each depth's prediction vs the ensemble (PSNR dB)")
-            for d in range(len(r.depth_psnr)):
-                depth.add_column(f"d{d + 1}", justify="right")
-            depth.add_column("ensemble", justify="right", style="bold")
-            depth.add_row(*[f"{v:.2f}" for v in r.depth_psnr], f"{r.ensemble_psnr:.2f}")
-            result_console.print(depth)
+    scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
+    if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
+        depth = Table(title="PSNR (dB) by depth")  # one line over a single scale's column
+        for col in ("depth", *(f"x{s}" for s in scored)):
+            depth.add_column(col, justify="right")
+        depths = len(next(iter(scored.values())).depth_psnr)
+        names = [*(f"d{d + 1}" for d in range(depths)), "ensemble"]
+        rows = zip(*([*r.depth_psnr, r.ensemble_psnr] for r in scored.values()), strict=True)
+        for name, row in zip(names, rows, strict=True):
+            depth.add_row(name, *(f"{v:.2f}" for v in row),
+                          style="bold" if name == "ensemble" else None)
+        result_console.print(depth)
 
 
 def compare(
@@ -176,7 +185,8 @@ def compare(
     """Write one PNG of matching crops, each with its PSNR.
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
-    from .compare import check_compare_scale, compare_image, panel_labels
+    from .charts import check_file_target
+    from .compare import check_compare_scale, check_crop, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
@@ -185,6 +195,7 @@ def compare(
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
+        check_crop(crop)
         recipe = Recipe.parse(degrade) if degrade else None
         if image.is_dir():  # "." has no name to build the sheet's from
             raise BadImageError(f"{image}: a folder, not an image file")
@@ -196,6 +207,7 @@ def compare(
                                  "panels show the methods, not an encoder); name it .png",
                                  option="output")
         refuse_input_target(target, [image])
+        check_file_target(target, "output")
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists", path=target)
         probe_folder(target.parent)  # before the (long) work, not after it

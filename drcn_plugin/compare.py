@@ -54,6 +54,13 @@ def check_compare_scale(scale: float) -> float:
     return scale
 
 
+def check_crop(crop: int) -> int:
+    """A crop of at least one output pixel."""
+    if crop < 1:
+        raise BadOptionError(f"crop size {crop} is too small: at least 1 pixel", option="crop")
+    return crop
+
+
 def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[str, Upscaler],
                    from_original: bool, degrade: Recipe | None = None,
                    seed: int = 0) -> dict[str, np.ndarray]:
@@ -122,8 +129,7 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[
                   seed: int = 0) -> Image.Image:
     """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
     panel is scored against the original (PSNR on Y)."""
-    if crop < 1:
-        raise BadOptionError(f"crop size {crop} is too small: at least 1 pixel", option="crop")
+    check_crop(crop)
     check_compare_memory(image, scale, 1 if isinstance(upscaler, Upscaler) else len(upscaler),
                          from_original)
     panels = compare_panels(image, scale, upscaler, from_original, degrade, seed)

@@ -98,10 +98,11 @@ def is_results_file(path: Path) -> bool:
 
 
 def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
-    """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left."""
-    need = 2 * scale + 11
+    """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left, of
+    the image cropped to a multiple of ``scale``: 16 pixels at x2, not 15."""
+    need = -(-(2 * scale + 11) // scale) * scale
     h, w = image.shape[-2:]
-    if min(h - h % scale, w - w % scale) < need:
+    if min(h, w) < need:
         raise BadImageError(f"{name} is {w}x{h}: too small to score at x{scale} "
                             f"(at least {need}x{need} pixels)")
 

@@ -124,6 +124,20 @@ def test_curves_of_a_run_before_its_first_loss(tmp_path: Path) -> None:
                           tmp_path / "c.png")
     check_png(tmp_path / "c.png")
     assert plotted_lines(fig)["training loss"] == []
+    assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [["no data yet"]] * 4
+
+
+def test_a_loss_that_moves_little_has_a_different_label_on_every_tick(tmp_path: Path) -> None:
+    rows = [{"step": s, "loss": loss, "lr": 1e-3, "alpha": 0.5}
+            for s, loss in ((25, 0.00222), (50, 0.00218), (100, 0.00205))]
+    fig = training_curves({"history": rows}, tmp_path / "c.png")
+    axis = fig.axes[0].yaxis
+    low, high = axis.get_view_interval()
+    ticks = [t for t in axis.get_major_ticks() + axis.get_minor_ticks()
+             if low <= t.get_loc() <= high and t.label1.get_text()]
+    labels = [t.label1.get_text() for t in ticks]
+    assert len(labels) >= 4 and len(set(labels)) == len(labels), labels
+    assert all(float(t.label1.get_text()) == pytest.approx(t.get_loc(), rel=0.01) for t in ticks)
 
 
 def test_curves_of_a_resumed_run_without_validation(tmp_path: Path) -> None:

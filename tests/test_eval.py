@@ -175,6 +175,7 @@ def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folde
     (["--model", "{tiny}", "--plot", "{out}/d.jpg"], "ending in .png"),
     (["--model", "{tiny}", "--plot", "{data}/a.png"], "is an input of this command"),
     (["--model", "{tiny}", "--plot", "{out}"], "is a folder"),
+    (["--model", "{tiny}", "--plot", "{out}/d.png", "--tta"], "--plot: it draws the plain"),
 ])
 def test_eval_plot_refuses_bad_targets_before_evaluating(tmp_path, small_folder, tiny_model_file,
                                                         args, message):

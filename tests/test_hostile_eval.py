@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 
 from drcn_plugin import compare, devices
 from drcn_plugin.cli import app
+from drcn_plugin.errors import BadImageError
 from drcn_plugin.evaluation import evaluate
 
 
@@ -82,3 +86,84 @@ def test_eval_names_a_file_it_scores_in_part(folder: Path) -> None:
     assert len(said) == 2 and "plain" not in " ".join(said), said
     assert any("anim.gif: 2 frames" in line for line in said)
     assert any("cut.png: transparent pixels" in line for line in said)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize(("command", "flag"), [("eval", "--json"), ("eval", "--plot"),
+                                               ("compare", "-o"), ("plot-train", "-o")])
+def test_an_output_that_is_a_pipe_is_refused_even_with_overwrite(
+        folder: Path, tiny_model_file: str, command: str, flag: str) -> None:
+    """An atomic write renames a file over its target: over a pipe or a device (``/dev/null``,
+    as root) it would put a file in its place."""
+    random_rgb(24, 24).save(folder / "a.png")
+    (folder / "log.json").write_text(json.dumps({"history": []}))
+    pipe = folder.parent / ("out.json" if flag == "--json" else "out.png")
+    os.mkfifo(pipe)
+    first = {"eval": ["eval", "--dataset", str(folder), "-m", tiny_model_file, "-s", "2"],
+             "compare": ["compare", str(folder / "a.png"), "-s", "2", "-m", tiny_model_file],
+             "plot-train": ["plot-train", str(folder / "log.json")]}[command]
+    result = CliRunner().invoke(app, [*first, flag, str(pipe), "--overwrite"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "is not a regular file" in lines[0], result.output
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+
+def test_a_dollar_in_a_charts_title_is_drawn_as_it_is(tmp_path: Path, tiny_model_file: str,
+                                                      drawn: list) -> None:
+    """Folder and run names go into the titles: "$...$" in one is text, not matplotlib's TeX
+    (which drew "a$b$c" in italics and refused "a$^$b" after the whole evaluation)."""
+    data = tmp_path / "a$^$b"
+    data.mkdir()
+    random_rgb(24, 24).save(data / "a.png")
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(data), "-m", tiny_model_file,
+                                      "-s", "2", "--plot", str(tmp_path / "depth.png")])
+    assert result.exit_code == 0, result.output
+    (log := tmp_path / "log.json").write_text(json.dumps({"config": {"name": "x$_$y"},
+                                                          "history": []}))
+    result = CliRunner().invoke(app, ["plot-train", str(log)])
+    assert result.exit_code == 0, result.output
+    assert "a$^$b" in drawn[0].axes[0].get_title()
+    assert (tmp_path / "depth.png").exists() and (tmp_path / "log-curves.png").exists()
+
+
+def test_every_depth_score_is_printed_whole_in_80_columns(folder: Path, tmp_path: Path) -> None:
+    """A 16-depth model's table, as a file or a narrow terminal gets it: a row per depth, so no
+    score is cut to "1…"."""
+    random_rgb(24, 24).save(folder / "a.png")
+    out = tmp_path / "o.json"
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "drcn-lite",
+                                      "-s", "2", "3", "--per-depth", "--json", str(out)],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    cells = [line.replace("│", " ").split() for line in result.stdout.splitlines()]
+    rows = {row[0]: row[1:] for row in cells if row[:1] and row[0].startswith(("d", "ens"))}
+    for column, r in enumerate(json.loads(out.read_text()).values()):
+        assert [rows[f"d{d + 1}"][column] for d in range(16)] == \
+            [f"{v:.2f}" for v in r["depth_psnr"]]
+        assert rows["ensemble"][column] == f"{r['ensemble_psnr']:.2f}"
+
+
+@pytest.mark.parametrize(("scale", "least"), [(2, 16), (3, 18), (4, 20), (5, 25)])
+def test_the_smallest_size_eval_names_is_one_it_scores(folder: Path, scale: int,
+                                                        least: int) -> None:
+    """The image is cropped to a multiple of the scale before the border is shaved: a 15-pixel
+    side at x2 is 14 pixels scored, so the least size named is 16, and 16 is scored."""
+    random_rgb(least, least - 1).save(folder / "a.png")
+    with pytest.raises(BadImageError, match=f"too small to score at x{scale} "
+                                            rf"\(at least {least}x{least} pixels\)"):
+        evaluate(None, folder, [scale])
+    random_rgb(least, least).save(folder / "a.png")
+    assert evaluate(None, folder, [scale])[scale].images["a"].psnr > 0
+
+
+@pytest.mark.parametrize("crop", ["0", "-5"])
+def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path: Path,
+                                                                       crop: str) -> None:
+    (tmp_path / "in.png").write_bytes(b"not a png")  # neither it nor the model is read
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "--crop", crop,
+                                      "-m", str(tmp_path / "none.safetensors")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: invalid value for --crop: crop size {crop} is too small: at least 1 pixel"]
