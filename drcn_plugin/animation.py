@@ -1,25 +1,31 @@
 """Animated GIF, PNG and WebP files upscaled frame by frame into an animated result: every frame
 as a viewer shows it (Pillow composites each over the ones before, as its disposal says),
 upscaled by the still path's own function, and written with each frame's duration and the loop
-count as an animated PNG, WebP or AVIF. Pillow's writers hold every frame until the file is
-written, so an animation whose frames do not fit in the memory available is refused first."""
+count as an animated PNG, WebP or AVIF. Results are held until the file is written (a PNG's
+compressed), so an animation whose frames do not fit in the memory available is refused first,
+as is one of more frames than :data:`MAX_FRAMES`."""
 
 from __future__ import annotations
 
+import io
+import itertools
+import struct
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
+from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
-from .misreads import without_damaged_chunks
+from .misreads import png_chunks, without_damaged_chunks
 from .opening import open_image, open_regular
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
@@ -62,32 +68,93 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     _check_memory(first, count, first.shape[2] if first.ndim == 3 else 1, fmt, size)
     frames = _survey(path)
     _check_memory(first, count, frames.channels, fmt, size)
-    images = []
+    head, later = None, []
     for k, array in enumerate(_arrays(path, first, frames.channels)):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         report = None if progress is None else \
             lambda done, total, k=k: progress(k * total + done, count * total)
         about = info if k == 0 else replace(info, notes=[])  # frame 0's notes are the file's
-        images.append(upscaled(array, about, report))
+        encoded = upscaled(array, about, report)
         del array
-    head = images[0]
+        if head is None:
+            head = encoded
+        else:  # a PNG frame is held compressed, as the file will hold it
+            later.append(_idats(encoded.image) if fmt == "PNG" else encoded.image)
     info.notes.remove(first_frame_only(count))
     info.notes.append(f"{count} frames upscaled ({ANIMATED[fmt]})")
     if fmt == "AVIF" and frames.loop != 0:
         info.notes.append(f"loop count {frames.loop} not kept: Pillow's AVIF writer loops for "
                           "ever")
-    options = {**head.options, "save_all": True, "append_images": [e.image for e in images[1:]],
+    if fmt == "PNG":
+        still = io.BytesIO()
+        head.write(still)
+        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames))
+    options = {**head.options, "save_all": True, "append_images": later,
                "duration": frames.durations, "loop": frames.loop}
     return Encoded(head.image, fmt, options, head.chunks)
 
 
+@dataclass
+class _Made(Encoded):
+    """A file already encoded, in ``pieces`` (Pillow's APNG writer holds every frame
+    uncompressed, twice: drcn writes the animation chunks itself)."""
+
+    pieces: list[bytes] = field(default_factory=list)
+
+    def write(self, f: BinaryIO) -> None:
+        """Write the file to ``f``."""
+        f.writelines(self.pieces)
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, data)."""
+    f = io.BytesIO(data)
+    return [(kind, f.read(length)) for kind, length in png_chunks(f)]
+
+
+def _idats(image: Image.Image) -> list[bytes]:
+    """The compressed pixels (IDAT data) of ``image`` written as a PNG."""
+    f = io.BytesIO()
+    image.save(f, "PNG")
+    return [data for kind, data in _chunks(f.getvalue()) if kind == b"IDAT"]
+
+
+def _apng(still: bytes, later: list[list[bytes]], frames: _Frames) -> list[bytes]:
+    """The animated PNG of the PNG ``still`` (frame 0 with all the file's metadata) and the
+    IDAT data of each ``later`` frame (in the same mode): every frame whole, shown for its
+    duration, replacing the one before."""
+    chunks = _chunks(still)
+    width, height = struct.unpack(">2I", chunks[0][1][:8])  # IHDR's
+    numbers = itertools.count()  # fcTL and fdAT chunks share one sequence
+
+    def control(k: int) -> bytes:
+        ms = frames.durations[k]  # in ms, or in hundredths of a second past 65535 ms
+        delay = (ms, 1000) if ms < 1 << 16 else (min(round(ms / 10), 0xFFFF), 100)
+        return png_chunk(b"fcTL", struct.pack(">5I2H2B", next(numbers), width, height, 0, 0,
+                                              *delay, 0, 0))
+
+    pieces, started = [still[:8]], False  # the signature
+    for kind, data in chunks:
+        if kind == b"IDAT" and not started:
+            pieces += [png_chunk(b"acTL", struct.pack(">2I", len(frames.durations),
+                                                      frames.loop)), control(0)]
+            started = True
+        elif kind == b"IEND":
+            for k, idats in enumerate(later, 1):
+                pieces.append(control(k))
+                pieces += [png_chunk(b"fdAT", struct.pack(">I", next(numbers)) + d)
+                           for d in idats]
+        pieces.append(png_chunk(kind, data))
+    return pieces
+
+
 def _check_memory(first: np.ndarray, count: int, channels: int, fmt: str,
                   size: tuple[int, int]) -> None:
-    """Refuse an animation whose ``count`` results, which Pillow's writers hold together (its
-    PNG writer a copy of each besides), and one upscale beside them do not fit in memory."""
+    """Refuse an animation whose ``count`` results and one upscale beside them do not fit in
+    memory: Pillow's WebP and AVIF writers hold every frame (a PNG's are held compressed)."""
     (h, w), (oh, ow) = first.shape[:2], size
-    held = count * oh * ow * channels * first.itemsize * (2 if fmt == "PNG" else 1)
+    held = count * oh * ow * channels * first.itemsize
     refuse_over(memory_needed(h, w, channels, first.itemsize, size=size) + held,
                 f"an animation of {count} frames of {ow}x{oh}")
 
