@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import upscale
-from PIL import Image
+from PIL import Image, features
 
 from drcn_plugin import engine
 from drcn_plugin.batch import Job, run_job
@@ -120,6 +120,21 @@ def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
     assert len(got) == 3
     for k, frame in enumerate(shown(source, "RGB")):
         np.testing.assert_array_equal(got[k], still.upscale(frame, scale=2), err_msg=f"frame {k}")
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF codec")
+def test_avif_asked_for_is_an_animated_avif_whose_loop_count_is_noted(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Pillow writes animated AVIF with each frame's duration but no loop count: a loop count
+    other than for ever is named as not kept."""
+    source = animation(tmp_path / "a.gif", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "-f", "avif", "--model",
+                tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert "4 frames upscaled (animated AVIF)" in r.output and "loop count 3 not kept" in r.output
+    with Image.open(tmp_path / "out" / "a.avif") as im:
+        assert (im.n_frames, im.size) == (4, (24, 20))
+    assert durations_and_loop(tmp_path / "out" / "a.avif")[0] == DURATIONS
 
 
 def test_a_format_that_cannot_animate_gets_the_first_frame_with_a_note(
