@@ -45,12 +45,14 @@ def animates(info: ImageInfo, fmt: str) -> bool:
 
 @dataclass
 class _Frames:
-    """What every frame shares: how long each shows (ms), the loop count (0: for ever) and the
-    channels that hold all of them (grey only if every frame is; alpha if any frame has it)."""
+    """What the animation's frames share: how long each shows (ms), the loop count (0: for
+    ever), the channels that hold all of them (grey only if every frame is; alpha if any frame
+    has it), and the first (1 where an APNG's first image is only for viewers of stills)."""
 
     durations: list[int]
     loop: int
     channels: int
+    start: int
 
 
 def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tuple[int, int],
@@ -61,15 +63,15 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     each frame's duration and the loop count. ``progress`` counts the tiles of all frames; a
     cancel stops between frames. Refused before any upscaling: more than :data:`MAX_FRAMES`
     frames, or frames whose results do not fit in memory together."""
-    count = info.frames
-    if count > MAX_FRAMES:
-        raise BadImageError(f"{path}: {count} frames; drcn upscales animations of at most "
-                            f"{MAX_FRAMES}")
-    _check_memory(first, count, first.shape[2] if first.ndim == 3 else 1, fmt, size)
+    if info.frames > MAX_FRAMES:
+        raise BadImageError(f"{path}: {info.frames} frames; drcn upscales animations of at "
+                            f"most {MAX_FRAMES}")
+    _check_memory(first, info.frames, first.shape[2] if first.ndim == 3 else 1, fmt, size)
     frames = _survey(path)
-    _check_memory(first, count, frames.channels, fmt, size)
+    _check_memory(first, info.frames, frames.channels, fmt, size)
     head, later = None, []
-    for k, array in enumerate(_arrays(path, first, frames.channels)):
+    count = len(frames.durations)
+    for k, array in enumerate(_arrays(path, first, frames)):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         report = None if progress is None else \
@@ -81,7 +83,7 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
             head = encoded
         else:  # a PNG frame is held compressed, as the file will hold it
             later.append(_idats(encoded.image) if fmt == "PNG" else encoded.image)
-    info.notes.remove(first_frame_only(count))
+    info.notes.remove(first_frame_only(info.frames))
     info.notes.append(f"{count} frames upscaled ({ANIMATED[fmt]})")
     if fmt == "AVIF" and frames.loop != 0:
         info.notes.append(f"loop count {frames.loop} not kept: Pillow's AVIF writer loops for "
@@ -189,21 +191,25 @@ def _survey(path: Path) -> _Frames:
     without one plays once), the channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
-        loop = int(im.info.get("loop", 1))
+        loop, start = int(im.info.get("loop", 1)), int(bool(im.info.get("default_image")))
         for k in range(getattr(im, "n_frames", 1)):
             array = _frame(path, im, k)
-            durations.append(int(im.info.get("duration", 0)))
+            if k < start:
+                continue
+            durations.append(round(im.info.get("duration", 0)))
             channels = array.shape[2] if array.ndim == 3 else 1
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
-    return _Frames(durations, loop, (1 if grey else 3) + alpha)
+    return _Frames(durations, loop, (1 if grey else 3) + alpha, start)
 
 
-def _arrays(path: Path, first: np.ndarray, channels: int) -> Iterator[np.ndarray]:
-    """Each frame's array in ``channels`` (``first`` as frame 0), decoded as it is needed."""
-    yield _in_channels(first, channels)
+def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarray]:
+    """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
+    needed."""
+    if frames.start == 0:
+        yield _in_channels(first, frames.channels)
     with _opened(path) as im:
         for k in range(1, getattr(im, "n_frames", 1)):
-            yield _in_channels(_frame(path, im, k), channels)
+            yield _in_channels(_frame(path, im, k), frames.channels)
 
 
 def _in_channels(array: np.ndarray, channels: int) -> np.ndarray:

@@ -137,6 +137,21 @@ def test_avif_asked_for_is_an_animated_avif_whose_loop_count_is_noted(
     assert durations_and_loop(tmp_path / "out" / "a.avif")[0] == DURATIONS
 
 
+def test_an_apng_first_image_outside_the_animation_is_left_out(tmp_path: Path,
+                                                                tiny_model_file: str) -> None:
+    """An APNG's first image may be only for viewers of stills (no fcTL before its IDAT): the
+    animation is the frames after it, as an APNG viewer shows them."""
+    frames = noise_frames(count=3)
+    source = animation(tmp_path / "a.png", frames, default_image=True)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 frames upscaled (animated PNG)" in r.output, r.output
+    assert durations_and_loop(tmp_path / "out" / "a.png") == (DURATIONS[:2], 3)
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    got = shown(tmp_path / "out" / "a.png", "RGB")
+    for k, frame in enumerate(frames[1:]):
+        np.testing.assert_array_equal(got[k], still.upscale(np.asarray(frame), scale=2))
+
+
 def test_a_format_that_cannot_animate_gets_the_first_frame_with_a_note(
         tmp_path: Path, tiny_model_file: str) -> None:
     source = animation(tmp_path / "a.png", noise_frames())
