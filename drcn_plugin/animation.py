@@ -153,10 +153,12 @@ def _apng(still: bytes, later: list[list[bytes]], frames: _Frames) -> list[bytes
 
 def _check_memory(first: np.ndarray, count: int, channels: int, fmt: str,
                   size: tuple[int, int]) -> None:
-    """Refuse an animation whose ``count`` results and one upscale beside them do not fit in
-    memory: Pillow's WebP and AVIF writers hold every frame (a PNG's are held compressed)."""
+    """Refuse an animation whose ``count`` results, as its writer holds them, and one upscale
+    beside them do not fit in memory."""
     (h, w), (oh, ow) = first.shape[:2], size
-    held = count * oh * ow * channels * first.itemsize
+    # a PNG's frames are held compressed (at most their bytes); libwebp's encoder took 2.6 times
+    # the frames' bytes besides (30 frames of 1280x960), and Pillow's AVIF writer holds them too
+    held = count * oh * ow * channels * first.itemsize * (1 if fmt == "PNG" else 3)
     refuse_over(memory_needed(h, w, channels, first.itemsize, size=size) + held,
                 f"an animation of {count} frames of {ow}x{oh}")
 
