@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from .animation import animated, animates
 from .compression import jpeg_history
 from .devices import is_out_of_memory
 from .encoding import check_writable, encode, require_encoder
@@ -45,6 +46,7 @@ from .names import check_name_part, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
 from .writing import (
+    Encoded,
     atomic_save,
     clean_stale_parts,
     file_id,
@@ -400,10 +402,17 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     oh, ow = target.resolve(h, w)
     scale = (ow / w, oh / h)  # per axis, for the DPI
     check_writable(array, out_fmt, info, scale, quality, size=(oh, ow))
-    check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
-    result = upscaler.upscale(array, size=(oh, ow), progress=progress, cancel=cancel)
-    encoded = encode(result, out_fmt, info, scale, quality)
-    del result
+
+    def upscaled(a: np.ndarray, about: ImageInfo, report: ProgressFn | None) -> Encoded:
+        """A still, or an animation's frame, upscaled and encoded as the result."""
+        return encode(upscaler.upscale(a, size=(oh, ow), progress=report, cancel=cancel),
+                      out_fmt, about, scale, quality)
+
+    if animates(info, out_fmt):
+        encoded = animated(job.source, array, info, out_fmt, (oh, ow), upscaled, progress, cancel)
+    else:
+        check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
+        encoded = upscaled(array, info, progress)
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
     note = "; ".join(dict.fromkeys(info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)

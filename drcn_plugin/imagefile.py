@@ -95,7 +95,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     the file; decoder warnings become notes. An image whose decoding cannot fit in the memory
     available is refused from its header (OutOfMemoryError), whatever its pixel count.
     """
-    with _decoding(path):
+    with decoding(path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
@@ -109,7 +109,7 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
     from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
-    with _decoding(path), open_regular(path) as raw, \
+    with decoding(path), open_regular(path) as raw, \
             open_image(without_damaged_chunks(raw, [], header=True)) as im:
         w, h = im.size
         known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
@@ -140,7 +140,7 @@ def _heif_brand(path: Path) -> bool:
 
 
 @contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+def decoding(path: Path) -> Iterator[None]:
     """Turn whatever reading ``path`` raises into one error naming the file."""
     _heif_opener()
     try:
@@ -177,6 +177,11 @@ def _decoding(path: Path) -> Iterator[None]:
         raise BadImageError(f"{path}: cannot read ({reason(e)})") from e
     except Exception as e:  # a hostile file must not take the caller down with it
         raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+
+
+def first_frame_only(frames: int) -> str:
+    """The note of a file of several ``frames`` whose first alone is upscaled."""
+    return f"{frames} frames: only the first was upscaled"
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -268,7 +273,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
                 info.frames = 1
         if info.frames > 1:
-            info.notes.append(f"{info.frames} frames: only the first was upscaled")
+            info.notes.append(first_frame_only(info.frames))
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")

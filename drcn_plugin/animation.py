@@ -1,0 +1,229 @@
+"""Animated GIF, PNG and WebP files upscaled frame by frame into an animated result: every frame
+as a viewer shows it (Pillow composites each over the ones before, as its disposal says),
+upscaled by the still path's own function, and written with each frame's duration and the loop
+count as an animated PNG, WebP or AVIF. Results are held until the file is written (a PNG's
+compressed), so an animation whose frames do not fit in the memory available is refused first,
+as is one of more frames than :data:`MAX_FRAMES`."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from .colourspace import png_chunk
+from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
+from .errors import BadImageError, Cancelled
+from .imagefile import ImageInfo, decoding, first_frame_only
+from .metadata import TRANSPOSE, orientation
+from .misreads import png_chunks, without_damaged_chunks
+from .opening import open_image, open_regular
+from .pixelmodes import stored_mode, to_array
+from .planes import PEAKS
+from .writing import Encoded
+
+SOURCES = ("GIF", "PNG", "WEBP")  # the formats whose frames are an animation
+ANIMATED = {"PNG": "animated PNG", "WEBP": "animated WebP", "AVIF": "animated AVIF"}
+MAX_FRAMES = 10_000  # about 17 minutes at 10 frames a second; more is a video, or a bomb
+EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
+
+
+def animates(info: ImageInfo, fmt: str) -> bool:
+    """Whether a file read as ``info`` is an animation that a ``fmt`` result keeps animated."""
+    return info.frames > 1 and info.format in SOURCES and fmt in ANIMATED \
+        and fmt in Image.SAVE_ALL
+
+
+@dataclass
+class _Frames:
+    """What the animation's frames share: how long each shows (ms), the loop count (0: for
+    ever), the channels that hold all of them (grey only if every frame is; alpha if any frame
+    has it), and the first (1 where an APNG's first image is only for viewers of stills)."""
+
+    durations: list[int]
+    loop: int
+    channels: int
+    start: int
+
+
+def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tuple[int, int],
+             upscaled: EncodeFn, progress: ProgressFn | None = None,
+             cancel: CancelFn | None = None) -> Encoded:
+    """Every frame of the animation at ``path`` through ``upscaled`` (``first`` is frame 0 as
+    :func:`.imagefile.read_image` gave it, with ``info``), as one ``fmt`` file to write with
+    each frame's duration and the loop count. ``progress`` counts the tiles of all frames; a
+    cancel stops between frames. Refused before any upscaling: more than :data:`MAX_FRAMES`
+    frames, or frames whose results do not fit in memory together."""
+    if info.frames > MAX_FRAMES:
+        raise BadImageError(f"{path}: {info.frames} frames; drcn upscales animations of at "
+                            f"most {MAX_FRAMES}")
+    _check_memory(first, info.frames, first.shape[2] if first.ndim == 3 else 1, fmt, size)
+    frames = _survey(path)
+    _check_memory(first, info.frames, frames.channels, fmt, size)
+    head, later = None, []
+    count = len(frames.durations)
+    for k, array in enumerate(_arrays(path, first, frames)):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        report = None if progress is None else \
+            lambda done, total, k=k: progress(k * total + done, count * total)
+        about = info if k == 0 else replace(info, notes=[])  # frame 0's notes are the file's
+        encoded = upscaled(array, about, report)
+        del array
+        if head is None:
+            head = encoded
+        else:  # a PNG frame is held compressed, as the file will hold it
+            later.append(_idats(encoded.image) if fmt == "PNG" else encoded.image)
+    info.notes.remove(first_frame_only(info.frames))
+    info.notes.append(f"{count} frames upscaled ({ANIMATED[fmt]})")
+    if fmt == "AVIF" and frames.loop != 0:
+        info.notes.append(f"loop count {frames.loop} not kept: Pillow's AVIF writer loops for "
+                          "ever")
+    if fmt == "PNG":
+        still = io.BytesIO()
+        head.write(still)
+        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames))
+    options = {**head.options, "save_all": True, "append_images": later,
+               "duration": frames.durations, "loop": frames.loop}
+    return Encoded(head.image, fmt, options, head.chunks)
+
+
+@dataclass
+class _Made(Encoded):
+    """A file already encoded, in ``pieces`` (Pillow's APNG writer holds every frame
+    uncompressed, twice: drcn writes the animation chunks itself)."""
+
+    pieces: list[bytes] = field(default_factory=list)
+
+    def write(self, f: BinaryIO) -> None:
+        """Write the file to ``f``."""
+        f.writelines(self.pieces)
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, data)."""
+    f = io.BytesIO(data)
+    return [(kind, f.read(length)) for kind, length in png_chunks(f)]
+
+
+def _idats(image: Image.Image) -> list[bytes]:
+    """The compressed pixels (IDAT data) of ``image`` written as a PNG."""
+    f = io.BytesIO()
+    image.save(f, "PNG")
+    return [data for kind, data in _chunks(f.getvalue()) if kind == b"IDAT"]
+
+
+def _apng(still: bytes, later: list[list[bytes]], frames: _Frames) -> list[bytes]:
+    """The animated PNG of the PNG ``still`` (frame 0 with all the file's metadata) and the
+    IDAT data of each ``later`` frame (in the same mode): every frame whole, shown for its
+    duration, replacing the one before."""
+    chunks = _chunks(still)
+    width, height = struct.unpack(">2I", chunks[0][1][:8])  # IHDR's
+    numbers = itertools.count()  # fcTL and fdAT chunks share one sequence
+
+    def control(k: int) -> bytes:
+        ms = frames.durations[k]  # in ms, or in hundredths of a second past 65535 ms
+        delay = (ms, 1000) if ms < 1 << 16 else (min(round(ms / 10), 0xFFFF), 100)
+        return png_chunk(b"fcTL", struct.pack(">5I2H2B", next(numbers), width, height, 0, 0,
+                                              *delay, 0, 0))
+
+    pieces, started = [still[:8]], False  # the signature
+    for kind, data in chunks:
+        if kind == b"IDAT" and not started:
+            pieces += [png_chunk(b"acTL", struct.pack(">2I", len(frames.durations),
+                                                      frames.loop)), control(0)]
+            started = True
+        elif kind == b"IEND":
+            for k, idats in enumerate(later, 1):
+                pieces.append(control(k))
+                pieces += [png_chunk(b"fdAT", struct.pack(">I", next(numbers)) + d)
+                           for d in idats]
+        pieces.append(png_chunk(kind, data))
+    return pieces
+
+
+def _check_memory(first: np.ndarray, count: int, channels: int, fmt: str,
+                  size: tuple[int, int]) -> None:
+    """Refuse an animation whose ``count`` results, as its writer holds them, and one upscale
+    beside them do not fit in memory."""
+    (h, w), (oh, ow) = first.shape[:2], size
+    # a PNG's frames are held compressed (at most their bytes); libwebp's encoder took 2.6 times
+    # the frames' bytes besides (30 frames of 1280x960), and Pillow's AVIF writer holds them too
+    held = count * oh * ow * channels * first.itemsize * (1 if fmt == "PNG" else 3)
+    refuse_over(memory_needed(h, w, channels, first.itemsize, size=size) + held,
+                f"an animation of {count} frames of {ow}x{oh}")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``path`` open in Pillow; only opening is read as the file's fault (one line naming it)."""
+    with decoding(path):
+        raw = open_regular(path)
+    with raw:
+        with decoding(path):
+            im = open_image(without_damaged_chunks(raw, []))
+        with im:
+            yield im
+
+
+def _frame(path: Path, im: Image.Image, k: int) -> np.ndarray:
+    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (the
+    orientation its EXIF states applied, as to the first frame)."""
+    with decoding(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
+        turn = orientation(im)
+        im.seek(k)
+        stored = stored_mode(im)
+        im.load()
+        frame = im.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else im
+        return to_array(frame, ImageInfo(im.format), stored)
+
+
+def _survey(path: Path) -> _Frames:
+    """Every frame decoded once, before any upscaling: their durations, the loop count (a GIF
+    without one plays once), the channels that hold them all; a damaged frame is refused now."""
+    durations, grey, alpha = [], True, False
+    with _opened(path) as im:
+        loop, start = int(im.info.get("loop", 1)), int(bool(im.info.get("default_image")))
+        for k in range(getattr(im, "n_frames", 1)):
+            array = _frame(path, im, k)
+            if k < start:
+                continue
+            durations.append(round(im.info.get("duration", 0)))
+            channels = array.shape[2] if array.ndim == 3 else 1
+            grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
+    return _Frames(durations, loop, (1 if grey else 3) + alpha, start)
+
+
+def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarray]:
+    """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
+    needed."""
+    if frames.start == 0:
+        yield _in_channels(first, frames.channels)
+    with _opened(path) as im:
+        for k in range(1, getattr(im, "n_frames", 1)):
+            yield _in_channels(_frame(path, im, k), frames.channels)
+
+
+def _in_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """``array`` with grey made RGB and an opaque alpha added as ``channels`` asks."""
+    have = array.shape[2] if array.ndim == 3 else 1
+    if have == channels:
+        return array
+    planes = array.reshape(*array.shape[:2], have)
+    split = 1 if have <= 2 else 3  # grey or colour, then alpha
+    colour, alpha = planes[..., :split], planes[..., split:]
+    if channels >= 3 and colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    if channels in (2, 4) and not alpha.shape[2]:
+        alpha = np.full((*array.shape[:2], 1), PEAKS.get(array.dtype, 1.0), array.dtype)
+    return np.concatenate([colour, alpha], axis=2)

@@ -1,0 +1,240 @@
+"""Animated GIF, PNG and WebP inputs: every frame upscaled as a still of it would be, written
+animated with its durations and loop count; refused in one line, with nothing written, when
+its frames cannot be held or are too many; a stop between frames leaves nothing."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import upscale
+from PIL import Image, features
+
+from drcn_plugin import engine
+from drcn_plugin.batch import Job, run_job
+from drcn_plugin.errors import Cancelled
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+DURATIONS = [100, 150, 200, 250]
+SAVE = {"gif": {}, "png": {}, "webp": {"lossless": True}}
+
+
+def noise_frames(mode: str = "RGB", count: int = 4, size: tuple[int, int] = (12, 10)) -> list:
+    """``count`` different seeded noise frames (every pixel differs from frame to frame)."""
+    rng = np.random.default_rng(7)
+    shape = (size[1], size[0], len(mode))[:2 if len(mode) == 1 else 3]
+    return [Image.fromarray(rng.integers(0, 256, shape, np.uint8), mode) for _ in range(count)]
+
+
+def animation(path: Path, frames: list, loop: int = 3, **save) -> Path:
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=DURATIONS[:len(frames)],
+                   loop=loop, **SAVE[path.suffix[1:]], **save)
+    return path
+
+
+def shown(path: Path, mode: str) -> list[np.ndarray]:
+    """Each frame of ``path`` as a viewer shows it, in ``mode``."""
+    with Image.open(path) as im:
+        out = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            out.append(np.asarray(im.convert(mode)))
+        return out
+
+
+def durations_and_loop(path: Path) -> tuple[list[int], int | None]:
+    with Image.open(path) as im:
+        durations = []
+        for k in range(im.n_frames):
+            im.seek(k)
+            im.load()
+            durations.append(round(im.info["duration"]))
+        return durations, im.info.get("loop")
+
+
+@pytest.mark.parametrize(("ext", "out_name", "fmt"), [("gif", "a.png", "PNG"),
+                                                     ("png", "a.png", "PNG"),
+                                                     ("webp", "a.webp", "WEBP")])
+def test_every_frame_is_upscaled_as_a_still_of_it_would_be(tmp_path: Path, tiny_model_file: str,
+                                                           ext: str, out_name: str,
+                                                           fmt: str) -> None:
+    source = animation(tmp_path / f"a.{ext}", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    label = "animated WebP" if fmt == "WEBP" else "animated PNG"
+    assert f"4 frames upscaled ({label})" in r.output and "only the first" not in r.output
+    result = tmp_path / "out" / out_name
+    with Image.open(result) as im:
+        assert (im.format, im.n_frames, im.size) == (fmt, 4, (24, 20))
+    assert durations_and_loop(result) == (DURATIONS, 3)
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    expected = [still.upscale(frame, scale=2) for frame in shown(source, "RGB")]
+    got = shown(result, "RGB")
+    assert len({f.tobytes() for f in got}) == 4, "four different frames"
+    for k, (want, have) in enumerate(zip(expected, got, strict=True)):
+        np.testing.assert_array_equal(have, want, err_msg=f"frame {k}")
+
+
+def test_a_gif_whose_later_frames_are_see_through_comes_back_with_alpha(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Frames 1 and 2 of a GIF are cleared to its transparent index (disposal 2) on the left,
+    frame 0 is opaque: every frame comes back RGBA, as the viewer composites it."""
+    rng = np.random.default_rng(7)
+    palette = rng.integers(0, 256, 768).tolist()
+    frames = []
+    for k in range(3):
+        indices = rng.integers(1, 64, (10, 12), np.uint8)
+        indices[:, :6 if k else 0] = 0  # index 0 is the transparent one
+        frames.append(Image.fromarray(indices, "P"))
+        frames[-1].putpalette(palette)
+    source = animation(tmp_path / "a.gif", frames, transparency=0, disposal=2, optimize=False)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    got = shown(tmp_path / "out" / "a.png", "RGBA")
+    assert got[1][..., 3].min() == 0 and got[0][..., 3].min() == 255
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    for k, frame in enumerate(shown(source, "RGBA")):
+        want = still.upscale(frame, scale=2)
+        np.testing.assert_array_equal(got[k][..., 3], want[..., 3], err_msg=f"frame {k}")
+        seen = want[..., 3] > 0  # under alpha 0 the colour is nobody's
+        np.testing.assert_array_equal(got[k][seen], want[seen], err_msg=f"frame {k}")
+
+
+def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Pillow reads such a GIF's first frame as grey, its last as RGB: every frame comes back
+    RGB, the grey one as a still of it in RGB would."""
+    frames = noise_frames("L", count=1) + [Image.fromarray(np.asarray(f) // 64 * 64)
+                                           for f in noise_frames(count=3)[1:]]
+    source = animation(tmp_path / "a.gif", frames, optimize=False)
+    with Image.open(source) as im:
+        assert im.mode == "L"
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    got = shown(tmp_path / "out" / "a.png", "RGB")
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    assert len(got) == 3
+    for k, frame in enumerate(shown(source, "RGB")):
+        np.testing.assert_array_equal(got[k], still.upscale(frame, scale=2), err_msg=f"frame {k}")
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF codec")
+def test_avif_asked_for_is_an_animated_avif_whose_loop_count_is_noted(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Pillow writes animated AVIF with each frame's duration but no loop count: a loop count
+    other than for ever is named as not kept."""
+    source = animation(tmp_path / "a.gif", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "-f", "avif", "--model",
+                tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert "4 frames upscaled (animated AVIF)" in r.output and "loop count 3 not kept" in r.output
+    with Image.open(tmp_path / "out" / "a.avif") as im:
+        assert (im.n_frames, im.size) == (4, (24, 20))
+    assert durations_and_loop(tmp_path / "out" / "a.avif")[0] == DURATIONS
+
+
+def test_an_apng_first_image_outside_the_animation_is_left_out(tmp_path: Path,
+                                                                tiny_model_file: str) -> None:
+    """An APNG's first image may be only for viewers of stills (no fcTL before its IDAT): the
+    animation is the frames after it, as an APNG viewer shows them."""
+    frames = noise_frames(count=3)
+    source = animation(tmp_path / "a.png", frames, default_image=True)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 frames upscaled (animated PNG)" in r.output, r.output
+    assert durations_and_loop(tmp_path / "out" / "a.png") == (DURATIONS[:2], 3)
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    got = shown(tmp_path / "out" / "a.png", "RGB")
+    for k, frame in enumerate(frames[1:]):
+        np.testing.assert_array_equal(got[k], still.upscale(np.asarray(frame), scale=2))
+
+
+def test_a_format_that_cannot_animate_gets_the_first_frame_with_a_note(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    source = animation(tmp_path / "a.png", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "-f", "bmp", "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    assert "4 frames: only the first was upscaled" in r.output
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    with Image.open(tmp_path / "out" / "a.bmp") as im:
+        assert getattr(im, "n_frames", 1) == 1
+        np.testing.assert_array_equal(np.asarray(im), still.upscale(shown(source, "RGB")[0], 2))
+
+
+def test_an_animation_whose_frames_cannot_be_held_is_one_line_and_nothing_written(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for one frame's upscale and two results: a still of the first frame would fit, the
+    four frames do not."""
+    source = animation(tmp_path / "a.webp", noise_frames(size=(40, 30)))
+    room = engine.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
+    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    upscaled = []
+    real = engine.Upscaler.upscale
+    monkeypatch.setattr(engine.Upscaler, "upscale",
+                        lambda self, *a, **k: upscaled.append(1) or real(self, *a, **k))
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 1
+    failed = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(failed) == 1 and "an animation of 4 frames of 80x60" in failed[0], r.output
+    assert "Traceback" not in r.output and not upscaled
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def _claiming(path: Path, frames: int) -> Path:
+    """``path``, an APNG, with its acTL chunk claiming ``frames`` frames."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"acTL")
+    data[at + 4:at + 8] = struct.pack(">I", frames)
+    data[at + 12:at + 16] = struct.pack(">I", zlib.crc32(bytes(data[at:at + 12])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("frames", "size", "said"), [
+    (100_000, (12, 10), "100000 frames; drcn upscales animations of at most 10000"),
+    (9_000, (3000, 2000), "an animation of 9000 frames of 6000x4000 needs about")])
+def test_an_animation_claiming_absurd_frames_is_one_line_before_any_work(
+        tmp_path: Path, tiny_model_file: str, frames: int, size: tuple[int, int],
+        said: str) -> None:
+    """An APNG says how many frames it holds: a claim of 100,000, or of 9,000 large ones (a bomb
+    of frames), is refused from it, at once, before a frame is decoded past the first."""
+    source = _claiming(animation(tmp_path / "a.png", [Image.new("RGB", size, c)
+                                                      for c in ("red", "blue")]), frames)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_an_animation_holding_fewer_frames_than_it_claims_is_one_line(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    source = _claiming(animation(tmp_path / "a.png", noise_frames(count=2)), 5)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and f"{source}: cannot decode image" in r.output, r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("stop", ["cancel", "ctrl-c"])
+def test_a_stop_during_the_third_frame_leaves_nothing_written(tmp_path: Path,
+                                                              tiny_model_file: str,
+                                                              stop: str) -> None:
+    source = animation(tmp_path / "a.gif", noise_frames())
+    job = Job(source, tmp_path / "out" / "a.png")
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if stop == "ctrl-c" and done * 4 > total * 2:  # a tile of the third frame
+            raise KeyboardInterrupt
+
+    def cancel() -> bool:
+        return bool(seen) and seen[-1][0] * 4 >= seen[-1][1] * 2  # two frames done
+
+    with pytest.raises(Cancelled if stop == "cancel" else KeyboardInterrupt):
+        run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0, progress=progress,
+                cancel=cancel if stop == "cancel" else None)
+    assert not job.target.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert seen[-1][1] % 4 == 0 and seen[-1][0] <= seen[-1][1], "progress counts all 4 frames"
