@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drcn_plugin.deep import write_png16
 from drcn_plugin.cpus import usable_cpus
+from drcn_plugin.deep import write_png16
 from drcn_plugin.devices import device_name
 from drcn_plugin.tiff16 import write_tiff16
 
