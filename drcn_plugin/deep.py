@@ -22,7 +22,8 @@ from .opening import load_pixels
 from .tiff16 import DEFLATE_LEVEL, low_byte_tiles
 
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
-_PIECE_SIZE = 1 << 20  # bytes of 16-bit pixels filtered and deflated on one thread
+_PIECE_SIZE = 1 << 18  # bytes of 16-bit pixels filtered and deflated on one thread (as a
+# TIFF strip): a dictionary lost each piece made a 12 MP PNG 0.06 % larger
 _JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at a time
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
