@@ -16,11 +16,14 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .colourspace import png_chunk
+from .cpus import in_order
 from .misreads import png_chunks
 from .opening import load_pixels
-from .tiff16 import low_byte_tiles
+from .tiff16 import DEFLATE_LEVEL, low_byte_tiles
 
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
+_PIECE_SIZE = 1 << 18  # bytes of 16-bit pixels filtered and deflated on one thread (as a
+# TIFF strip): a dictionary lost each piece made a 12 MP PNG 0.06 % larger
 _JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at a time
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
@@ -126,11 +129,12 @@ def transpose16(pixels: np.ndarray, method: Image.Transpose) -> np.ndarray:
     return np.ascontiguousarray((pixels.swapaxes(0, 1) if swap else pixels)[flip])
 
 
-def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
+def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray, *, level: int = DEFLATE_LEVEL,
+                threads: int | None = None) -> None:
     """Write to ``f`` the RGB or RGBA PNG file ``data`` (8 bits a sample, as Pillow writes it,
     of any size: only its chunks are kept) holding the 16-bit ``pixels`` instead, each row
-    Sub-filtered. The pixels are filtered and compressed a block of rows at a time, so that
-    writing takes little memory beside them."""
+    Sub-filtered, compressed at zlib ``level`` on ``threads`` threads (default: every usable
+    CPU; see :func:`_write_idat16`)."""
     encoded, idat = io.BytesIO(data), True
     height, width = pixels.shape[:2]
     f.write(data[:8])  # the signature
@@ -142,24 +146,38 @@ def write_png16(f: BinaryIO, data: bytes, pixels: np.ndarray) -> None:
         elif kind != b"IDAT":
             f.write(data[start:start + 12 + length])
         elif idat:  # the new pixel data where the old began
-            _write_idat16(f, pixels)
+            _write_idat16(f, pixels, level, threads)
             idat = False
 
 
-def _write_idat16(f: BinaryIO, pixels: np.ndarray) -> None:
-    """16-bit ``pixels`` as PNG's IDAT chunks of at most ``_IDAT_SIZE`` bytes."""
+def _write_idat16(f: BinaryIO, pixels: np.ndarray, level: int, threads: int | None) -> None:
+    """16-bit ``pixels`` as PNG's IDAT chunks of at most ``_IDAT_SIZE`` bytes: one zlib stream
+    made as pigz makes it, of blocks of rows filtered and deflated each on its own on threads
+    (all but the last ending in a sync flush, so that they join), the Adler-32 of the whole
+    taken as they come back. Only a few blocks are in memory at a time."""
     height, width, channels = pixels.shape
-    step = 2 * channels  # bytes a pixel
-    block = max(1, _IDAT_SIZE // (width * step + 1))  # rows filtered at a time
-    deflate, pending = zlib.compressobj(6), bytearray()
-    for y in range(0, height, block):
-        raw = pixels[y:y + block].astype(">u2").view(np.uint8).reshape(-1, width * step)
-        rows = np.empty((len(raw), raw.shape[1] + 1), np.uint8)
-        rows[:, 0] = _SUB
-        rows[:, 1:step + 1] = raw[:, :step]
-        np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, step + 1:])  # wraps, as PNG's does
-        pending += deflate.compress(rows)
+    block = max(1, _PIECE_SIZE // (width * 2 * channels))  # rows a piece
+    pieces = ((pixels[y:y + block], y + block >= height) for y in range(0, height, block))
+    pending, adler = bytearray(zlib.compress(b"", level)[:2]), 1  # the zlib header
+    for rows, deflated in in_order(partial(_deflated, level), pieces, threads):
+        adler = zlib.adler32(rows, adler)
+        pending += deflated
         while len(pending) >= _IDAT_SIZE:
             f.write(png_chunk(b"IDAT", bytes(pending[:_IDAT_SIZE])))
             del pending[:_IDAT_SIZE]
-    f.write(png_chunk(b"IDAT", bytes(pending + deflate.flush())))
+    f.write(png_chunk(b"IDAT", bytes(pending + struct.pack(">I", adler))))
+
+
+def _deflated(level: int, piece: tuple[np.ndarray, bool]) -> tuple[np.ndarray, bytes]:
+    """A block of 16-bit rows Sub-filtered as PNG's rows, and them as raw Deflate at ``level``
+    ending in a sync flush (a final block, for the image's last rows)."""
+    pixels, last = piece
+    step = 2 * pixels.shape[2]  # bytes a pixel
+    raw = pixels.astype(">u2").view(np.uint8).reshape(len(pixels), -1)
+    rows = np.empty((len(raw), raw.shape[1] + 1), np.uint8)
+    rows[:, 0] = _SUB
+    rows[:, 1:step + 1] = raw[:, :step]
+    np.subtract(raw[:, step:], raw[:, :-step], out=rows[:, step + 1:])  # wraps, as PNG's does
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return rows, deflate.compress(rows) + deflate.flush(zlib.Z_FINISH if last else
+                                                         zlib.Z_SYNC_FLUSH)

@@ -75,22 +75,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (``taskset``, a scheduler's
-    placement), capped by a cgroup v2 CPU quota (a container's ``--cpus``)."""
-    try:
-        n = len(psutil.Process().cpu_affinity() or []) or os.cpu_count() or 1
-    except (AttributeError, psutil.Error, OSError):  # macOS has no affinity
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return n
-
-
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 

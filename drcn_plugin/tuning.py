@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .devices import cpu_signature, device_name, is_out_of_memory, synchronize, usable_cpus
+from .cpus import usable_cpus
+from .devices import cpu_signature, device_name, is_out_of_memory, synchronize
 from .errors import WriteError, reason
 from .writing import atomic_write_bytes, clean_stale_parts, locked_folder
 
