@@ -34,7 +34,7 @@ def test_eval_json_onto_a_fifo_is_refused_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")  # reading it to see whether it holds results would block
     r = CliRunner().invoke(app, ["eval", "--dataset", str(_flat_dataset(tmp_path)), "-s", "2",
                                  "-m", "bicubic", "--json", str(tmp_path / "fifo")])
-    assert r.exit_code == 2 and "is not a drcn eval result" in r.output
+    assert r.exit_code == 2 and "is not a regular file" in r.output
 
 
 def test_eval_json_and_plot_on_one_file_is_refused(tmp_path: Path, tiny_model_file: str) -> None:
