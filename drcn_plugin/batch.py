@@ -42,7 +42,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
-from .names import check_name_part, name_max, windows_device
+from .names import check_name_part, check_output_file, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
 from .writing import (
@@ -188,6 +188,7 @@ def _output_file(output: Path | None, suffix: str, fmt: str) -> Path | None:
     a name of an image format drcn does not write (``big.gif``), which would become a folder."""
     if output is None or os.path.isdir(output):
         return None
+    check_output_file(output, IMAGE_SUFFIXES)
     ext = output.suffix.lower()
     if ext in IMAGE_SUFFIXES and ext[1:] not in FORMATS:
         raise BadOptionError(f"{output} names a {ext[1:].upper()} file, which drcn does not "

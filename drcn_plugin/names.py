@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import BadOptionError, single_line
@@ -32,6 +33,21 @@ def check_name_part(text: str, option: str) -> None:
         f"the control character {shown}" if ch < "\ud800" else \
         f"the byte {shown}, which is not text in this system's encoding"
     raise BadOptionError(f"'{single_line(text)}' holds {what}", option=option)
+
+
+def check_output_file(output: Path, extensions: Iterable[str]) -> None:
+    """Refuse an output that is no file or folder name drcn should make: ``-`` (results are
+    files, not standard output) and a name whose image extension is followed by dots or
+    spaces (``big.png.``), which Windows drops and Linux keeps, making a folder of it."""
+    name = output.name
+    if str(output) == "-":
+        raise BadOptionError("'-' would be a folder named '-': drcn writes results to files, "
+                             "not to standard output (name a file or folder)", option="output")
+    meant = name.rstrip(". ")
+    if meant != name and os.path.splitext(meant)[1].lower() in extensions:
+        raise BadOptionError(f"'{single_line(str(output))}' ends in a dot or space after its "
+                             f"extension, which Windows drops: name the file {meant}, or a "
+                             "folder", option="output")
 
 
 def windows_device(name: str) -> bool:

@@ -253,6 +253,10 @@ def test_an_output_file_is_written_in_the_format_its_extension_names(
      "invalid value for --suffix: '_x2' has no place when the output names the file itself"),
     (["-o", "{out}/big.gif"],
      "invalid value for --output: {out}/big.gif names a GIF file, which drcn does not write"),
+    (["-o", "{out}/big.png."],
+     "invalid value for --output: '{out}/big.png.' ends in a dot or space after its extension, "
+     "which Windows drops: name the file big.png, or a folder"),
+    (["-o", "{out}/big.PNG "], "'{out}/big.PNG ' ends in a dot or space after its extension"),
     (["{in}/b.png", "-o", "{out}/big.png"],
      "invalid value for --output: {out}/big.png names a file, but 2 images were given: name a "
      "folder"),
@@ -278,6 +282,21 @@ def test_an_output_file_that_cannot_be_is_one_line_before_any_work(
     assert message.format(out=out, **{"in": folder}) in r.output
     assert not out.exists()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_an_output_of_a_dash_is_refused_not_made_a_folder(folder: Path, tiny_model_file: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o -`` asks for standard output, which drcn does not write: one line, no folder named
+    ``-``; an existing folder of that name stays an output folder."""
+    random_rgb().save(folder / "a.png")
+    monkeypatch.chdir(folder.parent)
+    r = upscale(str(folder / "a.png"), "-o", "-", "--model", tiny_model_file)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "drcn writes results to files, not to standard output" in r.output
+    assert names(folder.parent) == ["in"]
+    (folder.parent / "-").mkdir()
+    r = upscale(str(folder / "a.png"), "-o", "-", "--model", tiny_model_file)
+    assert r.exit_code == 0 and names(folder.parent / "-") == ["a.png"], r.output
 
 
 def test_several_images_found_for_an_output_file_are_refused(folder: Path,
