@@ -85,7 +85,7 @@ class Outcome:
     detail: str = ""  # the traceback of an unexpected failure, for --debug
 
 
-def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | None,
+def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | str | None,
                  recursive: bool, suffix: str, fmt: str) -> tuple[list[Job], list[str]]:
     """Expand files, folders and globs into jobs, every output path planned before any work;
     returns (jobs, one-line errors).
@@ -181,13 +181,15 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | N
     return _writable(jobs, errors, chosen=output is not None)
 
 
-def _output_file(output: Path | None, suffix: str, fmt: str) -> Path | None:
+def _output_file(output: Path | str | None, suffix: str, fmt: str) -> Path | None:
     """The file ``output`` names when it ends in an output format's extension (``big.png``) and
     is no folder (an existing folder named so stays the output folder); None for a folder.
     Refuses a ``fmt`` other than the extension's and a ``suffix`` (the name is the user's), and
-    a name of an image format drcn does not write (``big.gif``), which would become a folder."""
-    if output is None or os.path.isdir(output):
+    a name of an image format drcn does not write (``big.gif``), which would become a folder.
+    A name ending in a separator (``big.png/``) is a folder."""
+    if output is None or os.path.isdir(output) or str(output).endswith(("/", os.sep)):
         return None
+    output = Path(output)
     check_output_file(output, IMAGE_SUFFIXES)
     ext = output.suffix.lower()
     if ext in IMAGE_SUFFIXES and ext[1:] not in FORMATS:

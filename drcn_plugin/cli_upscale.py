@@ -4,7 +4,6 @@ processes. :mod:`.batch` plans and runs each file; :mod:`.cli` registers the com
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +18,7 @@ from .terminal import (
     console,
     hint,
     note,
-    path_value,
+    output_value,
     print_error,
     print_plain,
     signals_interrupt,
@@ -39,7 +38,7 @@ def upscale(
         min=1, help="output height in pixels; alone, keeps the aspect ratio")] = None,
     long_edge: Annotated[int | None, typer.Option(
         min=1, help="output length of the longer side, aspect ratio kept")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", parser=path_value,
+    output: Annotated[str | None, typer.Option("--output", "-o", parser=output_value,
                       help="output folder (default: beside the input, never inside it), or "
                       "for one image its file: big.png, whose extension sets the format")] = None,
     suffix: Annotated[str, typer.Option(help="added to each output file name, before its "

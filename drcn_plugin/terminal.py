@@ -112,6 +112,13 @@ def path_value(value: str) -> Path:
     return Path(os.path.expanduser(value))  # --opt=~/x reaches us as the shell left it
 
 
+def output_value(value: str) -> str:
+    """Parser of an output that names a file or a folder: :func:`path_value`'s, the text kept
+    as given (a ``Path`` drops the trailing ``/`` that says ``big.png/`` is a folder)."""
+    return os.path.join(path_value(value), "") if value.endswith(("/", os.sep)) \
+        else str(path_value(value))
+
+
 def print_error(message: str) -> None:
     """``error: MESSAGE`` in red on stderr, on one line (a line break in a file name shows as
     ``\\n``), never wrapped or highlighted."""

@@ -226,8 +226,8 @@ def test_an_output_file_is_written_in_the_format_its_extension_names(
         folder: Path, tiny_model_file: str) -> None:
     """``drcn upscale photo.jpg -o big.png``: exactly that file, in the format of its extension
     (any case), its missing folders made as for an output folder, its name the user's (``con``
-    too: only a suffix is refused for making a Windows device name); a folder that exists
-    stays the output folder whatever its name."""
+    too: only a suffix is refused for making a Windows device name); a folder that exists, or
+    a name ending in ``/``, stays the output folder whatever its name."""
     random_rgb().save(folder / "photo.jpg")
     out = folder.parent / "out"
     for name, fmt in [("big.png", "PNG"), ("big.WEBP", "WEBP"), ("new/deep/big.tif", "TIFF"),
@@ -239,6 +239,8 @@ def test_an_output_file_is_written_in_the_format_its_extension_names(
     assert names(out) == ["big.WEBP", "big.jpeg", "big.png", "con.bmp", "new"]
     assert names(out / "new" / "deep") == ["big.tif"], "nothing but the file"
     assert names(folder) == ["photo.jpg"]
+    r = upscale(str(folder / "photo.jpg"), "-o", f"{out}/made.png/", "--model", tiny_model_file)
+    assert r.exit_code == 0 and names(out / "made.png") == ["photo.jpg"], "a '/' says folder"
     (out / "dir.png").mkdir()
     r = upscale(str(folder / "photo.jpg"), "-o", str(out / "dir.png"), "--model", tiny_model_file)
     assert r.exit_code == 0 and names(out / "dir.png") == ["photo.jpg"]
