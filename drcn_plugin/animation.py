@@ -175,16 +175,18 @@ def _opened(path: Path) -> Iterator[Image.Image]:
             yield im
 
 
-def _frame(path: Path, im: Image.Image, k: int) -> np.ndarray:
-    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (the
-    orientation its EXIF states applied, as to the first frame)."""
+def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it: in
+    the first frame's ``size`` (a GIF frame reaching past it grows Pillow's canvas, which the
+    result's frames would be squeezed from), the orientation its EXIF states applied."""
     with decoding(path), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
         turn = orientation(im)
         im.seek(k)
         stored = stored_mode(im)
         im.load()
-        frame = im.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else im
+        shown = im if im.size == size else im.crop((0, 0, *size))
+        frame = shown.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else shown
         return to_array(frame, ImageInfo(im.format), stored)
 
 
@@ -194,8 +196,9 @@ def _survey(path: Path) -> _Frames:
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
         loop, start = int(im.info.get("loop", 1)), int(bool(im.info.get("default_image")))
+        size = im.size  # the first frame's
         for k in range(getattr(im, "n_frames", 1)):
-            array = _frame(path, im, k)
+            array = _frame(path, im, k, size)
             if k < start:
                 continue
             durations.append(round(im.info.get("duration", 0)))
@@ -210,8 +213,9 @@ def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarr
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
     with _opened(path) as im:
+        size = im.size  # the first frame's
         for k in range(1, getattr(im, "n_frames", 1)):
-            yield _in_channels(_frame(path, im, k), frames.channels)
+            yield _in_channels(_frame(path, im, k, size), frames.channels)
 
 
 def _in_channels(array: np.ndarray, channels: int) -> np.ndarray:

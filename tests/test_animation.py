@@ -104,6 +104,31 @@ def test_a_gif_whose_later_frames_are_see_through_comes_back_with_alpha(
         np.testing.assert_array_equal(got[k][seen], want[seen], err_msg=f"frame {k}")
 
 
+def test_a_gif_frame_reaching_past_the_first_is_cut_to_it_not_squeezed(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A later frame placed past the first frame's right edge grows Pillow's canvas from 12 to
+    14 pixels: that frame comes back as a still of the first 12 columns would, not squeezed."""
+    base = np.asarray(noise_frames(count=1)[0])
+    frames = [base.copy() for _ in range(3)]
+    for k in (1, 2):
+        frames[k][2:6, 3:7] = (255 * (k - 1), 0, 200)
+    source = animation(tmp_path / "a.gif", [Image.fromarray(f) for f in frames], optimize=False)
+    data = bytearray(source.read_bytes())
+    at = data.index(b"\x2c" + struct.pack("<4H", 3, 2, 4, 4), 20)  # frame 2's descriptor
+    data[at + 1:at + 3] = struct.pack("<H", 10)  # its 4 columns start at x = 10 of 12
+    source.write_bytes(bytes(data))
+    with Image.open(source) as im:
+        im.seek(2)
+        im.load()
+        assert im.size == (14, 10), "Pillow grows its canvas"
+        last = np.asarray(im.convert("RGB"))[:, :12]
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "3 frames upscaled" in r.output, r.output
+    got = shown(tmp_path / "out" / "a.png", "RGB")
+    want = engine.Upscaler(tiny_model_file, device="cpu").upscale(last, scale=2)
+    np.testing.assert_array_equal(got[2], want)
+
+
 def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
         tmp_path: Path, tiny_model_file: str) -> None:
     """Pillow reads such a GIF's first frame as grey, its last as RGB: every frame comes back
