@@ -146,9 +146,10 @@ def read_dataset(files: Sequence[DatasetFile], colour: bool = False,
 
 # Peak host bytes per ground-truth pixel of scoring one image (decoding, the float64 planes of
 # HR, ILR and SSIM's blurs; the colour image and its draws with a degradation), bicubic's or a
-# model's (whose tiled run stays under SSIM's peak). Measured as peak RSS on Linux: 112 clean
-# and 132 degraded at 5 MP, 142 and 163 at 1.3 MP; counted low, so an image that fits is never
-# refused. ``--per-depth`` runs the network on the whole image at once, which it leaves out.
+# model's (whose tiled run stays under SSIM's peak: drcn-lite's 111 at 5 MP). Measured as peak
+# RSS on Linux: 112 clean and 132 degraded at 5 MP, 142 and 163 at 1.3 MP; counted low, so an
+# image that fits is never refused. ``--per-depth`` runs the network on the whole image at once,
+# which this leaves out.
 _SCORING_BYTES_PER_PIXEL = {False: 104, True: 120}
 
 
@@ -183,6 +184,7 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
+        # a file read in part is named as it is first read, at the first scale only
         left_out: list[str] | None = [] if notify and s == scales[0] else None
         for name, image in read_dataset(files, degrade is not None, left_out):
             while left_out:
