@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
-from .engine import Upscaler
+from .engine import Upscaler, refuse_over
 from .errors import BadImageError, BadOptionError
-from .imagefile import list_images, read_image8, read_y
+from .imagefile import image_shape8, list_images, read_image8, read_y
 from .imaging import make_pair, quantize8
 from .metrics import psnr, ssim
 
@@ -54,8 +54,8 @@ class ScaleResult:
 
     @property
     def gain(self) -> float:
-        """PSNR over bicubic in dB."""
-        return self.psnr - self.bicubic_psnr
+        """PSNR over bicubic in dB: 0 where both are equal, both exact (infinite) among them."""
+        return 0.0 if self.psnr == self.bicubic_psnr else self.psnr - self.bicubic_psnr
 
     def to_json(self) -> dict:
         """The ``drcn eval --json`` form of one scale."""
@@ -97,31 +97,69 @@ def is_results_file(path: Path) -> bool:
         isinstance(v, dict) and "psnr" in v for v in data.values())
 
 
-def _check_size(name: str, image: torch.Tensor, scale: int) -> None:
+def _check_size(name: str, shape: Sequence[int], scale: int) -> None:
     """The protocol shaves ``scale`` pixels and SSIM needs an 11x11 window in what is left, of
     the image cropped to a multiple of ``scale``: 16 pixels at x2, not 15."""
     need = -(-(2 * scale + 11) // scale) * scale
-    h, w = image.shape[-2:]
+    h, w = shape[-2:]
     if min(h, w) < need:
         raise BadImageError(f"{name} is {w}x{h}: too small to score at x{scale} "
                             f"(at least {need}x{need} pixels)")
 
 
-def read_dataset(folder: Path, scales: Sequence[int], colour: bool = False,
-                 left_out: list[str] | None = None) -> list[tuple[str, torch.Tensor]]:
-    """(name, 8-bit image) of every image in ``folder``: Y planes, or colour (to degrade, as
-    :mod:`.degrade` does); refuses a file that cannot be read or is too small for a scale.
-    Files read only in part are named in ``left_out`` (see :func:`.imagefile.read_levels8`).
+@dataclass(frozen=True)
+class DatasetFile:
+    """One image of a dataset: its name in the results, its file, and the shape
+    :func:`.imagefile.read_image8` gives it (read from the header)."""
+
+    name: str
+    path: Path
+    shape: tuple[int, ...]
+
+
+def dataset_files(folder: Path, scales: Sequence[int]) -> list[DatasetFile]:
+    """Every image of ``folder``, its size read from its header and checked for every scale, so
+    that a file too small (or not an image) is refused before any is scored.
 
     An image is named by its file's stem (``baby``), or, when two files share a stem (``a.png``
     and ``a.jpg``), every image by its file name, so that no score replaces another's."""
-    read = read_image8 if colour else read_y
-    images = [(p, read(p, left_out)) for p in list_images(folder)]
-    for path, image in images:
+    paths = list_images(folder)
+    shapes = [image_shape8(p) for p in paths]
+    for path, shape in zip(paths, shapes, strict=True):
         for s in scales:
-            _check_size(str(path), image, s)
-    unique = len({path.stem for path, _ in images}) == len(images)
-    return [(path.stem if unique else path.name, image) for path, image in images]
+            _check_size(str(path), shape, s)
+    unique = len({p.stem for p in paths}) == len(paths)
+    return [DatasetFile(p.stem if unique else p.name, p, shape)
+            for p, shape in zip(paths, shapes, strict=True)]
+
+
+def read_dataset(files: Sequence[DatasetFile], colour: bool = False,
+                 left_out: list[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, 8-bit image) of each of ``files``, decoded one at a time as it is asked for, so
+    that a folder of any size holds one image: Y planes, or colour (to degrade, as
+    :mod:`.degrade` does). Files read only in part are named in ``left_out`` (see
+    :func:`.imagefile.read_levels8`)."""
+    read = read_image8 if colour else read_y
+    for file in files:
+        yield file.name, read(file.path, left_out)
+
+
+# Peak host bytes per ground-truth pixel of scoring one image (decoding, the float64 planes of
+# HR, ILR and SSIM's blurs; the colour image and its draws with a degradation), bicubic's or a
+# model's (whose tiled run stays under SSIM's peak: drcn-lite's 111 at 5 MP). Measured as peak
+# RSS on Linux: 112 clean and 132 degraded at 5 MP, 142 and 163 at 1.3 MP; counted low, so an
+# image that fits is never refused. ``--per-depth`` runs the network on the whole image at once,
+# which this leaves out.
+_SCORING_BYTES_PER_PIXEL = {False: 104, True: 120}
+
+
+def check_scoring_memory(files: Sequence[DatasetFile], degrade: bool) -> None:
+    """Refuse, before any image is scored, one whose scoring cannot fit in the memory available
+    (:class:`.errors.OutOfMemoryError`): a folder is scored one image at a time."""
+    for file in files:
+        h, w = file.shape[-2:]
+        refuse_over(_SCORING_BYTES_PER_PIXEL[degrade] * h * w,
+                    f"scoring {file.path} ({w}x{h})", "score smaller images")
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
@@ -130,43 +168,53 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              degrade: Recipe | None = None,
              notify: Callable[[str], None] | None = None) -> dict[int, ScaleResult]:
     """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
-    ``notify`` hears of each file read only in part (an animation's first frame, say).
+    ``notify`` hears of each file read only in part (an animation's first frame, say), once.
 
-    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
-    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
+    Each image is read, scored and dropped in turn (and read again for each scale), so memory
+    holds one image whatever the folder's size. With ``degrade``, each low-resolution image is
+    degraded by the recipe (seeded by image name and scale, so the table is reproducible)
+    before it is enlarged; see :mod:`.degrade`.
     """
     if per_depth and upscaler is not None and upscaler.tta:
         raise BadOptionError("the per-depth scores are of the plain network, without the "
                              "self-ensemble: ask for one of the two", option="per_depth")
     scales = list(dict.fromkeys(scales))  # --scale 2 3 2: each scale's table once
-    left_out: list[str] = []
-    hrs = read_dataset(folder, scales, degrade is not None, left_out)
-    for line in left_out if notify else []:
-        notify(line)
+    files = dataset_files(folder, scales)
+    check_scoring_memory(files, degrade is not None)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
-        for name, image in hrs:
-            if degrade is None:
-                hr, _, ilr = make_pair(image, s)
-            else:
-                gen = torch.Generator().manual_seed(seed_for(name, s))
-                hr, ilr, _ = degraded_pair(image, s, degrade, gen)
-            bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
-            if upscaler is None:
-                row = ImageScore(bic_psnr, bic_ssim, bic_psnr, bic_ssim, 0.0)
-            else:
-                t0 = time.perf_counter()
-                sr = quantize8(upscaler.run_y(ilr / 255.0).double() * 255.0)
-                row = ImageScore(bic_psnr, bic_ssim, psnr(sr, hr, s), ssim(sr, hr, s),
-                                 time.perf_counter() - t0)
-                if per_depth:
-                    row.depth_psnr, row.ensemble_psnr = _depth_scores(upscaler, ilr, hr, s)
-            rows[name] = row
+        # a file read in part is named as it is first read, at the first scale only
+        left_out: list[str] | None = [] if notify and s == scales[0] else None
+        for name, image in read_dataset(files, degrade is not None, left_out):
+            while left_out:
+                notify(left_out.pop(0))
+            rows[name] = _score(upscaler, image, name, s, per_depth, degrade)
+            del image
             if on_image is not None:
                 on_image(s, name)
         results[s] = _summarise(s, rows)
     return results
+
+
+def _score(upscaler: Upscaler | None, image: torch.Tensor, name: str, s: int, per_depth: bool,
+           degrade: Recipe | None) -> ImageScore:
+    """One image's scores at scale ``s``: bicubic's, and the model's unless ``upscaler`` is None."""
+    if degrade is None:
+        hr, _, ilr = make_pair(image, s)
+    else:
+        gen = torch.Generator().manual_seed(seed_for(name, s))
+        hr, ilr, _ = degraded_pair(image, s, degrade, gen)
+    bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
+    if upscaler is None:
+        return ImageScore(bic_psnr, bic_ssim, bic_psnr, bic_ssim, 0.0)
+    t0 = time.perf_counter()
+    sr = quantize8(upscaler.run_y(ilr / 255.0).double() * 255.0)
+    row = ImageScore(bic_psnr, bic_ssim, psnr(sr, hr, s), ssim(sr, hr, s),
+                     time.perf_counter() - t0)
+    if per_depth:
+        row.depth_psnr, row.ensemble_psnr = _depth_scores(upscaler, ilr, hr, s)
+    return row
 
 
 def _summarise(scale: int, rows: dict[str, ImageScore]) -> ScaleResult:

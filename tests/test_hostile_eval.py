@@ -167,3 +167,101 @@ def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path:
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: invalid value for --crop: crop size {crop} is too small: at least 1 pixel"]
+
+
+def test_each_score_is_the_protocols_on_that_image_alone(folder: Path, tiny_model) -> None:
+    """Read one image at a time, eval still scores each as the protocol does (the degradation
+    seeded by the image's name and scale): the same numbers as computed directly."""
+    from drcn_plugin.degrade import Recipe, degraded_pair, seed_for
+    from drcn_plugin.engine import Upscaler
+    from drcn_plugin.imagefile import read_image8, read_y
+    from drcn_plugin.imaging import make_pair, quantize8
+    from drcn_plugin.metrics import psnr, ssim
+
+    random_rgb(26, 21, seed=1).save(folder / "a.png")
+    random_rgb(24, 30, seed=2).convert("L").save(folder / "b.png")
+    up, recipe = Upscaler(tiny_model, device="cpu"), Recipe.parse("noise:5,jpeg:60")
+    for degrade in (None, recipe):
+        results = evaluate(up, folder, [2, 3], degrade=degrade)
+        for s, name in ((s, n) for s in (2, 3) for n in ("a", "b")):
+            if degrade is None:
+                hr, _, ilr = make_pair(read_y(folder / f"{name}.png"), s)
+            else:
+                hr, ilr, _ = degraded_pair(read_image8(folder / f"{name}.png"), s, recipe,
+                                           torch.Generator().manual_seed(seed_for(name, s)))
+            sr = quantize8(up.run_y(ilr / 255.0).double() * 255.0)
+            row = results[s].images[name]
+            assert (row.bicubic_psnr, row.bicubic_ssim, row.psnr, row.ssim) == \
+                (psnr(ilr, hr, s), ssim(ilr, hr, s), psnr(sr, hr, s), ssim(sr, hr, s))
+
+
+@pytest.mark.parametrize("degrade", [None, "jpeg:75"])
+def test_eval_holds_one_image_at_a_time(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                        degrade: str | None) -> None:
+    """A folder of camera photos would fill memory held all at once: when an image is read, no
+    image read before it is alive any more."""
+    import weakref
+
+    from drcn_plugin import evaluation
+    from drcn_plugin.degrade import Recipe
+
+    for seed in range(4):
+        random_rgb(24, 20, seed=seed).save(folder / f"{seed}.png")
+    read, alive_at_read = {"read_y": evaluation.read_y, "read_image8": evaluation.read_image8}, []
+    refs: list[weakref.ref] = []
+
+    def counted(name: str):
+        def reader(*args, **kwargs):
+            alive_at_read.append(sum(r() is not None for r in refs))
+            image = read[name](*args, **kwargs)
+            refs.append(weakref.ref(image))
+            return image
+        return reader
+
+    for name in read:
+        monkeypatch.setattr(evaluation, name, counted(name))
+    evaluate(None, folder, [2, 3], degrade=Recipe.parse(degrade) if degrade else None)
+    assert len(alive_at_read) >= 4 and set(alive_at_read) == {0}, alive_at_read
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_a_flat_image_both_reconstruct_exactly_gains_nothing(folder: Path, tmp_path: Path) -> None:
+    """Bicubic and the model both exact (PSNR inf): the gain is +0.00, not inf - inf's +nan; the
+    JSON keeps null for an infinite PSNR."""
+    from PIL import Image
+
+    Image.new("RGB", (24, 24), (90, 120, 200)).save(folder / "flat.png")
+    out = tmp_path / "o.json"
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "bicubic",
+                                      "-s", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "x2" in line)
+    assert "+0.00" in row and "nan" not in result.stdout.lower(), result.stdout
+    assert json.loads(out.read_text())["2"]["psnr"] is None
+
+
+def test_an_image_too_large_to_score_is_refused_from_its_header_first(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12000x9000 header (a small file) among small images: one line naming it before any
+    image is read or scored, from the header alone (as drcn's own process limits Pillow)."""
+    import struct
+
+    from helpers import hand_png
+    from PIL import Image
+
+    from drcn_plugin import evaluation
+    from drcn_plugin.imagefile import memory_pixel_limit
+
+    random_rgb(24, 24).save(folder / "a.png")
+    (folder / "b.png").write_bytes(hand_png((12000, 9000), 8, 2, b""))
+    assert struct.unpack(">II", (folder / "b.png").read_bytes()[16:24]) == (12000, 9000)
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 8 << 30)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", memory_pixel_limit())
+    reads = []
+    monkeypatch.setattr(evaluation, "read_y", lambda *a, **k: reads.append(a))
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "bicubic",
+                                      "-s", "2"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "scoring " + str(folder / "b.png") + " (12000x9000)" in lines[0], lines
+    assert "GiB of memory; 8.0 GiB is available" in lines[0] and reads == []
