@@ -22,7 +22,7 @@ from .errors import (
     OutputExistsError,
     one_line,
 )
-from .writing import atomic_write_bytes, probe_folder, refuse_input_target
+from .writing import atomic_write_bytes, check_file_target, probe_folder, refuse_input_target
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,14 +61,6 @@ def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = 
         raise OutputExistsError(f"{path} exists", path=path)
     probe_folder(path.parent)
     require_matplotlib()
-
-
-def check_file_target(path: Path, option: str) -> None:
-    """Refuse an output named by a pipe, device or socket (``/dev/null``): the atomic write would
-    put a regular file in its place, even a new ``/dev/null`` when run as root."""
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
-        raise BadOptionError(f"{path} is not a regular file (a pipe, device or socket); give a "
-                             "file name", option=option)
 
 
 def new_figure(height_px: int, rows: int = 1, cols: int = 1) -> tuple[Figure, list[Axes]]:

@@ -66,12 +66,12 @@ def eval_cmd(
 
     The ground truth is shrunk with MATLAB-style bicubic and a border of s pixels is shaved. Files
     asked for are written before the tables are printed, so a stdout that fails loses none."""
-    from .charts import check_file_target, check_png_target, recursion_chart
+    from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
     from .evaluation import evaluate, is_results_file, results_json
     from .imagefile import list_images
-    from .writing import probe_folder, refuse_input_target
+    from .writing import check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
     written: list[str] = []
@@ -185,12 +185,11 @@ def compare(
     """Write one PNG of matching crops, each with its PSNR.
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
-    from .charts import check_file_target
     from .compare import check_compare_scale, check_crop, compare_image, panel_labels
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
-    from .writing import Encoded, atomic_save, probe_folder, refuse_input_target
+    from .writing import Encoded, atomic_save, check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last

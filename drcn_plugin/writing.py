@@ -31,6 +31,7 @@ from PIL import Image
 from .colourspace import with_chunks
 from .deep import write_png16
 from .errors import (
+    BadOptionError,
     DiskFullError,
     DRCNError,
     InputConflictError,
@@ -50,6 +51,20 @@ def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
     its name, nor by another name for the same file (case on macOS and Windows, a hard link)."""
     if any(same_file(path, p) for p in inputs):
         raise InputConflictError(f"{path} is an input of this command; choose another file")
+
+
+def special_file(path: str | Path) -> bool:
+    """Whether ``path`` names a pipe, device or socket (``/dev/null``), in whose place an atomic
+    write would put a regular file (as root, a new ``/dev/null``)."""
+    return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
+
+
+def check_file_target(path: Path, option: str) -> None:
+    """Refuse, before any work, an output named by a pipe, device or socket (:func:`special_file`),
+    which no write replaces."""
+    if special_file(path):
+        raise BadOptionError(f"{path} is not a regular file (a pipe, device or socket); give a "
+                             "file name", option=option)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -330,6 +345,8 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
     except OSError as e:  # a file where a folder should be included
         raise WriteError(f"cannot write {path}: cannot make its folder "
                          f"({reason(e)})") from e
+    if special_file(path):
+        raise WriteError(f"cannot write {path}: a pipe, device or socket, not a regular file")
     try:
         fd, tmp = _new_part(path)
         if mode is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -348,3 +349,16 @@ def test_an_output_file_where_none_can_be_made_is_one_line(folder: Path,
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
     assert f"cannot make the folder {folder / 'a.png'}: {folder / 'a.png'} is a file (1 file " \
            "not upscaled)" in r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_an_output_file_that_is_a_pipe_is_never_replaced(folder: Path, tiny_model_file: str) -> None:
+    """Even with ``--overwrite``: the atomic rename would put a regular file in a pipe's place
+    (a device's, as root); the write refuses it in one line and the pipe stays."""
+    random_rgb().save(folder / "a.png")
+    pipe = folder.parent / "big.png"
+    os.mkfifo(pipe)
+    r = upscale(str(folder / "a.png"), "-o", str(pipe), "--overwrite", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "a pipe, device or socket, not a regular file" in r.output, \
+        r.output
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and names(folder.parent) == ["big.png", "in"]
