@@ -32,6 +32,7 @@ _LAYOUT = {254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317,
 # Photoshop's image resources and layers (ImageSourceData) in a TIFF: they describe the image
 # before the upscale (its size, thumbnail, layers); IPTC describes the photograph and stays.
 _PHOTOSHOP_TAGS = {34377, 37724}
+DESCRIPTION = 270
 # What turns the pixels of each EXIF orientation upright
 TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -74,6 +75,11 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
     if _PHOTOSHOP_TAGS & base.keys():
         notes.append("Photoshop resources and layers dropped: they describe the image before "
                      "the upscale")
+    # tifffile's JSON description ({"shape": ...}) states the size it reads the pixels in
+    if str(base.get(DESCRIPTION)).startswith('{"shape":'):
+        notes.append("tifffile's shape description dropped: it states the size before the "
+                     "upscale")
+        del base[DESCRIPTION]
     for tag, value in base.items():
         if tag in _LAYOUT or tag in _PHOTOSHOP_TAGS or tag in _SUB_IFDS or tag == XMP:
             continue  # XMP: see Descriptive

@@ -318,6 +318,19 @@ def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
     assert "Photoshop resources and layers dropped" in r.output
 
 
+@pytest.mark.parametrize(("description", "kept"), [('{"shape": [12, 18, 3]}', False),
+                                                   ("Sunset over the harbour", True)])
+def test_tifffile_shape_description_is_dropped_and_a_caption_kept(
+        folder: Path, tiny_model_file: str, description: str, kept: bool) -> None:
+    """tifffile reads the pixels by the shape its JSON description states: the small one."""
+    Image.fromarray(_ramp()).save(folder / "t.tif", tiffinfo={270: description})
+    r = upscale(str(folder / "t.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    with Image.open(folder / "out" / "t.tif") as im:
+        assert (im.tag_v2.get(270) == description) == kept
+    assert ("shape description dropped" in r.output) != kept
+
+
 
 def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file: str) -> None:
     """WebP has no grey: a grey image is stored as RGB, where a grey profile is wrong."""
