@@ -14,7 +14,6 @@ import os
 import stat
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
-from .names import check_name_part, check_output_file, name_max, windows_device
+from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
 from .writing import (
@@ -264,14 +263,14 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
                                            + j.source.suffix, str(j.source))):
         target, limit = job.target, limit_of(job.target.parent)
         second = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
-        if _key(target) in taken and len(os.fsencode(second.name)) <= limit:
+        if collision_key(target) in taken and len(os.fsencode(second.name)) <= limit:
             target = second  # keep the source's extension: photo.gif -> photo.gif.png
         n = 2
-        while _key(target) in taken:
+        while collision_key(target) in taken:
             target = _numbered(job, suffix, n, limit)
             n += 1
         job.target = target
-        taken[_key(target)] = job
+        taken[collision_key(target)] = job
         if os.path.realpath(target) in inputs or file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
         elif (size := len(os.fsencode(target.name))) > limit:
@@ -290,13 +289,6 @@ def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
     while stem and len(os.fsencode(stem + tail)) > limit:
         stem = stem[:-1]
     return job.target.with_name(stem + tail)
-
-
-def _key(target: Path) -> str:
-    """Names that differ only in case collide on macOS and Windows file systems, and on macOS's
-    also names that differ only in how an accent is encoded (é as one character, or e and a
-    combining accent)."""
-    return unicodedata.normalize("NFC", str(target)).lower()
 
 
 def _out_format(source: Path, fmt: str) -> str:
