@@ -59,10 +59,10 @@ class _Frames:
 
 def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tuple[int, int],
              upscaled: EncodeFn, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None) -> Encoded:
+             cancel: CancelFn | None = None) -> tuple[Encoded, int]:
     """Every frame of the animation at ``path`` through ``upscaled`` (``first`` is frame 0 as
-    :func:`.imagefile.read_image` gave it, with ``info``), as one ``fmt`` file to write with
-    each frame's duration and the source's number of plays.
+    :func:`.imagefile.read_image` gave it, with ``info``): one ``fmt`` file to write, with each
+    frame's duration and the source's number of plays, and the number of its frames.
     ``progress`` counts the tiles of all frames; a cancel stops between frames. Refused before
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
     memory together."""
@@ -97,12 +97,12 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     if fmt == "PNG":
         still = io.BytesIO()
         head.write(still)
-        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames))
+        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames)), count
     # WebP's loop count has 16 bits: a GIF's 65535 repeats (65536 plays) become 65535, as in
     # gif2webp
     options = {**head.options, "save_all": True, "append_images": later,
                "duration": frames.durations, "loop": min(frames.plays or 0, 0xFFFF)}
-    return Encoded(head.image, fmt, options, head.chunks)
+    return Encoded(head.image, fmt, options, head.chunks), count
 
 
 @dataclass

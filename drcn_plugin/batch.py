@@ -78,6 +78,7 @@ class Outcome:
     message: str = ""
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
+    frames: int = 1  # the result's, each of ``out_size`` (an animation's, else one)
     seconds: float = 0.0
     error: DRCNError | None = None  # why it failed, for front ends that add their own hints
     model: str = ""  # the model this file got, when it was chosen per file
@@ -404,13 +405,15 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
                       out_fmt, about, scale, quality)
 
     if animates(info, out_fmt):
-        encoded = animated(job.source, array, info, out_fmt, (oh, ow), upscaled, progress, cancel)
+        encoded, frames = animated(job.source, array, info, out_fmt, (oh, ow), upscaled,
+                                   progress, cancel)
     else:
         check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
-        encoded = upscaled(array, info, progress)
+        encoded, frames = upscaled(array, info, progress), 1
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
     note = "; ".join(dict.fromkeys(info.notes))
-    return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
+    return Outcome(job, "done", note, (w, h), (ow, oh), frames, time.perf_counter() - t0,
+                   model=label)
 
 
 def _permissions(path: Path) -> int | None:

@@ -1,10 +1,11 @@
 """Animated GIF, PNG, WebP and AVIF inputs: every frame upscaled as a still of it would be,
 written animated with its durations, playing as many times as the source; refused in one line,
 with nothing written, when its frames cannot be held or are too many; a stop between frames
-leaves nothing."""
+leaves nothing; the summary's output Mpx counts every frame."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 from helpers import upscale
 from PIL import Image, features
+from rich.console import Console
 
 from drcn_plugin import engine
 from drcn_plugin.batch import Job, run_job
 from drcn_plugin.errors import Cancelled
+from drcn_plugin.progress import BatchProgress
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF codec")
@@ -230,6 +233,23 @@ def test_the_result_plays_as_many_times_as_the_source(tmp_path: Path, tiny_model
         f"(the source plays {plays} time" if out == "avif" and plays else None
     assert ("loop count not kept" in outcome.message) == (note is not None), outcome.message
     assert note is None or note in outcome.message, outcome.message
+
+
+def test_the_summary_counts_the_output_pixels_of_every_frame(tmp_path: Path,
+                                                             tiny_model_file: str) -> None:
+    """Four frames of 120x100 are 0.048 output Mpx (one of them 0.012), in the live rate and
+    the summary's total alike."""
+    source = animation(tmp_path / "a.gif", noise_frames(size=(60, 50)))
+    job = Job(source, tmp_path / "out" / "a.png")
+    console = Console(file=io.StringIO(), width=200)
+    upscaler = engine.Upscaler(tiny_model_file, device="cpu")
+    live = BatchProgress(console, total=1, enabled=False)
+    live.start(job)
+    outcome = run_job(job, upscaler, 2.0)
+    live.finish(outcome)
+    assert (outcome.status, outcome.out_size, live.out_pixels) == ("done", (120, 100), 48_000)
+    BatchProgress.summary(console, [outcome], upscaler)
+    assert "1 done, 0 skipped, 0 failed; 0.05 output Mpx in" in console.file.getvalue()
 
 
 def test_an_apng_first_image_outside_the_animation_is_left_out(tmp_path: Path,
