@@ -1,9 +1,10 @@
-"""Animated GIF, PNG and WebP files upscaled frame by frame into an animated result: every frame
-as a viewer shows it (Pillow composites each over the ones before, as its disposal says),
-upscaled by the still path's own function, and written with each frame's duration and the loop
-count as an animated PNG, WebP or AVIF. Results are held until the file is written (a PNG's
-compressed), so an animation whose frames do not fit in the memory available is refused first,
-as is one of more frames than :data:`MAX_FRAMES`."""
+"""Animated GIF, PNG, WebP and AVIF files upscaled frame by frame into an animated result: every
+frame as a viewer shows it (Pillow composites a GIF's, PNG's or WebP's each over the ones before,
+as its disposal says; an AVIF's are whole), upscaled by the still path's own function, and
+written with each frame's duration, playing as many times as the source, as an animated PNG,
+WebP or AVIF. Results are held until the file is written (a PNG's compressed), so an animation
+whose frames do not fit in the memory available is refused first, as is one of more frames than
+:data:`MAX_FRAMES`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from PIL import Image
 
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
-from .errors import BadImageError, Cancelled
+from .errors import BadImageError, Cancelled, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
@@ -31,7 +32,7 @@ from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
 
-SOURCES = ("GIF", "PNG", "WEBP")  # the formats whose frames are an animation
+SOURCES = ("GIF", "PNG", "WEBP", "AVIF")  # the formats whose frames are an animation
 ANIMATED = {"PNG": "animated PNG", "WEBP": "animated WebP", "AVIF": "animated AVIF"}
 MAX_FRAMES = 10_000  # about 17 minutes at 10 frames a second; more is a video, or a bomb
 EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
@@ -45,24 +46,26 @@ def animates(info: ImageInfo, fmt: str) -> bool:
 
 @dataclass
 class _Frames:
-    """What the animation's frames share: how long each shows (ms), the loop count (0: for
-    ever), the channels that hold all of them (grey only if every frame is; alpha if any frame
-    has it), and the first (1 where an APNG's first image is only for viewers of stills)."""
+    """What the animation's frames share: how long each shows (ms), how many times it plays (0:
+    for ever; None: not known), the channels that hold all of them (grey only if every frame
+    is; alpha if any frame has it), and the first (1 where an APNG's first image is only for
+    viewers of stills)."""
 
     durations: list[int]
-    loop: int
+    plays: int | None
     channels: int
     start: int
 
 
 def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tuple[int, int],
              upscaled: EncodeFn, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None) -> Encoded:
+             cancel: CancelFn | None = None) -> tuple[Encoded, int]:
     """Every frame of the animation at ``path`` through ``upscaled`` (``first`` is frame 0 as
-    :func:`.imagefile.read_image` gave it, with ``info``), as one ``fmt`` file to write with
-    each frame's duration and the loop count. ``progress`` counts the tiles of all frames; a
-    cancel stops between frames. Refused before any upscaling: more than :data:`MAX_FRAMES`
-    frames, or frames whose results do not fit in memory together."""
+    :func:`.imagefile.read_image` gave it, with ``info``): one ``fmt`` file to write, with each
+    frame's duration and the source's number of plays, and the number of its frames.
+    ``progress`` counts the tiles of all frames; a cancel stops between frames. Refused before
+    any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
+    memory together."""
     if info.frames > MAX_FRAMES:
         raise BadImageError(f"{path}: {info.frames} frames; drcn upscales animations of at "
                             f"most {MAX_FRAMES}")
@@ -85,16 +88,21 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
             later.append(_idats(encoded.image) if fmt == "PNG" else encoded.image)
     info.notes.remove(first_frame_only(info.frames))
     info.notes.append(f"{count} frames upscaled ({ANIMATED[fmt]})")
-    if fmt == "AVIF" and frames.loop != 0:
-        info.notes.append(f"loop count {frames.loop} not kept: Pillow's AVIF writer loops for "
-                          "ever")
+    if frames.plays is None:
+        info.notes.append("loop count not kept (Pillow reads none from AVIF): the result loops "
+                          "for ever")
+    elif fmt == "AVIF" and frames.plays != 0:
+        info.notes.append(f"loop count not kept (the source plays {counted(frames.plays, 'time')}"
+                          "): Pillow's AVIF writer loops for ever")
     if fmt == "PNG":
         still = io.BytesIO()
         head.write(still)
-        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames))
+        return _Made(head.image, fmt, pieces=_apng(still.getvalue(), later, frames)), count
+    # WebP's loop count has 16 bits: a GIF's 65535 repeats (65536 plays) become 65535, as in
+    # gif2webp
     options = {**head.options, "save_all": True, "append_images": later,
-               "duration": frames.durations, "loop": frames.loop}
-    return Encoded(head.image, fmt, options, head.chunks)
+               "duration": frames.durations, "loop": min(frames.plays or 0, 0xFFFF)}
+    return Encoded(head.image, fmt, options, head.chunks), count
 
 
 @dataclass
@@ -140,7 +148,7 @@ def _apng(still: bytes, later: list[list[bytes]], frames: _Frames) -> list[bytes
     for kind, data in chunks:
         if kind == b"IDAT" and not started:
             pieces += [png_chunk(b"acTL", struct.pack(">2I", len(frames.durations),
-                                                      frames.loop)), control(0)]
+                                                      frames.plays or 0)), control(0)]
             started = True
         elif kind == b"IEND":
             for k, idats in enumerate(later, 1):
@@ -191,11 +199,11 @@ def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.nda
 
 
 def _survey(path: Path) -> _Frames:
-    """Every frame decoded once, before any upscaling: their durations, the loop count (a GIF
-    without one plays once), the channels that hold them all; a damaged frame is refused now."""
+    """Every frame decoded once, before any upscaling: their durations, the number of plays, the
+    channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
-        loop, start = int(im.info.get("loop", 1)), int(bool(im.info.get("default_image")))
+        start = int(bool(im.info.get("default_image")))
         size = im.size  # the first frame's
         for k in range(getattr(im, "n_frames", 1)):
             array = _frame(path, im, k, size)
@@ -204,7 +212,20 @@ def _survey(path: Path) -> _Frames:
             durations.append(round(im.info.get("duration", 0)))
             channels = array.shape[2] if array.ndim == 3 else 1
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
-    return _Frames(durations, loop, (1 if grey else 3) + alpha, start)
+        plays = _plays(im)  # read last: a GIF's loop extension may follow its first frame
+    return _Frames(durations, plays, (1 if grey else 3) + alpha, start)
+
+
+def _plays(im: Image.Image) -> int | None:
+    """How many times the open animation ``im`` plays: 0 for ever, None where Pillow reads no
+    count (AVIF). APNG's and WebP's count is of plays; a GIF's (NETSCAPE) is of repeats after
+    the first, as browsers play it (gif2webp adds one), and a GIF without one plays once."""
+    if im.format == "AVIF":
+        return None
+    loop = im.info.get("loop")
+    if im.format == "GIF":
+        return 1 if loop is None else 0 if loop == 0 else int(loop) + 1
+    return int(loop or 0)
 
 
 def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarray]:

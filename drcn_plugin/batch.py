@@ -14,7 +14,6 @@ import os
 import stat
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
-from .names import check_name_part, check_output_file, name_max, windows_device
+from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
 from .writing import (
@@ -79,6 +78,7 @@ class Outcome:
     message: str = ""
     in_size: tuple[int, int] | None = None
     out_size: tuple[int, int] | None = None
+    frames: int = 1  # the result's, each of ``out_size`` (an animation's, else one)
     seconds: float = 0.0
     error: DRCNError | None = None  # why it failed, for front ends that add their own hints
     model: str = ""  # the model this file got, when it was chosen per file
@@ -264,14 +264,14 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
                                            + j.source.suffix, str(j.source))):
         target, limit = job.target, limit_of(job.target.parent)
         second = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
-        if _key(target) in taken and len(os.fsencode(second.name)) <= limit:
+        if collision_key(target) in taken and len(os.fsencode(second.name)) <= limit:
             target = second  # keep the source's extension: photo.gif -> photo.gif.png
         n = 2
-        while _key(target) in taken:
+        while collision_key(target) in taken:
             target = _numbered(job, suffix, n, limit)
             n += 1
         job.target = target
-        taken[_key(target)] = job
+        taken[collision_key(target)] = job
         if os.path.realpath(target) in inputs or file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
         elif (size := len(os.fsencode(target.name))) > limit:
@@ -290,13 +290,6 @@ def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
     while stem and len(os.fsencode(stem + tail)) > limit:
         stem = stem[:-1]
     return job.target.with_name(stem + tail)
-
-
-def _key(target: Path) -> str:
-    """Names that differ only in case collide on macOS and Windows file systems, and on macOS's
-    also names that differ only in how an accent is encoded (é as one character, or e and a
-    combining accent)."""
-    return unicodedata.normalize("NFC", str(target)).lower()
 
 
 def _out_format(source: Path, fmt: str) -> str:
@@ -412,13 +405,15 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
                       out_fmt, about, scale, quality)
 
     if animates(info, out_fmt):
-        encoded = animated(job.source, array, info, out_fmt, (oh, ow), upscaled, progress, cancel)
+        encoded, frames = animated(job.source, array, info, out_fmt, (oh, ow), upscaled,
+                                   progress, cancel)
     else:
         check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
-        encoded = upscaled(array, info, progress)
+        encoded, frames = upscaled(array, info, progress), 1
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
     note = "; ".join(dict.fromkeys(info.notes))
-    return Outcome(job, "done", note, (w, h), (ow, oh), time.perf_counter() - t0, model=label)
+    return Outcome(job, "done", note, (w, h), (ow, oh), frames, time.perf_counter() - t0,
+                   model=label)
 
 
 def _permissions(path: Path) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,3 +68,10 @@ def name_max(folder: Path) -> int:
     except (AttributeError, OSError, ValueError):  # Windows has no pathconf
         return NAME_MAX
     return min(limit, NAME_MAX) if limit > 0 else NAME_MAX
+
+
+def collision_key(path: Path) -> str:
+    """``path`` as a file system compares it: names that differ only in case collide on macOS
+    and Windows file systems, and on macOS's also names that differ only in how an accent is
+    encoded (é as one character, or e and a combining accent)."""
+    return unicodedata.normalize("NFC", str(path)).lower()

@@ -69,8 +69,7 @@ class BatchProgress(_Display):
     def finish(self, outcome: Outcome) -> None:
         """A file's job ended: one more image, and the batch's output Mpx/s so far."""
         self.busy += time.perf_counter() - self._t0
-        if outcome.out_size:
-            self.out_pixels += outcome.out_size[0] * outcome.out_size[1]
+        self.out_pixels += _out_pixels(outcome)
         rate = f"{self.out_pixels / 1e6 / self.busy:.2f} Mpx/s" if self.busy > 0 else ""
         self.progress.update(self.images, advance=1, rate=rate)
 
@@ -92,13 +91,18 @@ class BatchProgress(_Display):
                           escape(single_line(o.message.removeprefix(f"{o.job.source}: "))))
         console.print(table)
         done = [o for o in outcomes if o.status == "done"]
-        mpx = sum(o.out_size[0] * o.out_size[1] for o in done) / 1e6
+        mpx = sum(map(_out_pixels, done)) / 1e6
         secs = sum(o.seconds for o in done)
         counts = {s: sum(o.status == s for o in outcomes) for s in colours}
         console.print(f"{counts['done']} done, {counts['skipped']} skipped, "
                       f"{counts['failed']} failed;"
                       f" {mpx:.2f} output Mpx in {secs:.1f} s"
                       + (f" ({mpx / secs:.2f} Mpx/s)" if secs else ""))
+
+
+def _out_pixels(outcome: Outcome) -> int:
+    """The pixels ``outcome``'s result holds: every frame of an animation counts."""
+    return outcome.out_size[0] * outcome.out_size[1] * outcome.frames if outcome.out_size else 0
 
 
 def _shown(path: Path) -> str:

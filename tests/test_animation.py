@@ -1,9 +1,11 @@
-"""Animated GIF, PNG and WebP inputs: every frame upscaled as a still of it would be, written
-animated with its durations and loop count; refused in one line, with nothing written, when
-its frames cannot be held or are too many; a stop between frames leaves nothing."""
+"""Animated GIF, PNG, WebP and AVIF inputs: every frame upscaled as a still of it would be,
+written animated with its durations, playing as many times as the source; refused in one line,
+with nothing written, when its frames cannot be held or are too many; a stop between frames
+leaves nothing; the summary's output Mpx counts every frame."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -12,15 +14,19 @@ import numpy as np
 import pytest
 from helpers import upscale
 from PIL import Image, features
+from rich.console import Console
 
 from drcn_plugin import engine
 from drcn_plugin.batch import Job, run_job
 from drcn_plugin.errors import Cancelled
+from drcn_plugin.progress import BatchProgress
 
 pytestmark = pytest.mark.usefixtures("wide_console")
+needs_avif = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF codec")
 
 DURATIONS = [100, 150, 200, 250]
-SAVE = {"gif": {}, "png": {}, "webp": {"lossless": True}}
+ERROR_BOUND = 8  # mean levels from an AVIF result frame to its still (2.5; to another, 47-53)
+SAVE = {"gif": {}, "png": {}, "webp": {"lossless": True}, "avif": {"quality": 90}}
 
 
 def noise_frames(mode: str = "RGB", count: int = 4, size: tuple[int, int] = (12, 10)) -> list:
@@ -70,7 +76,7 @@ def test_every_frame_is_upscaled_as_a_still_of_it_would_be(tmp_path: Path, tiny_
     result = tmp_path / "out" / out_name
     with Image.open(result) as im:
         assert (im.format, im.n_frames, im.size) == (fmt, 4, (24, 20))
-    assert durations_and_loop(result) == (DURATIONS, 3)
+    assert durations_and_loop(result) == (DURATIONS, 4 if ext == "gif" else 3)  # plays, as GIF's
     still = engine.Upscaler(tiny_model_file, device="cpu")
     expected = [still.upscale(frame, scale=2) for frame in shown(source, "RGB")]
     got = shown(result, "RGB")
@@ -147,19 +153,103 @@ def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
         np.testing.assert_array_equal(got[k], still.upscale(frame, scale=2), err_msg=f"frame {k}")
 
 
-@pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF codec")
+@needs_avif
 def test_avif_asked_for_is_an_animated_avif_whose_loop_count_is_noted(
         tmp_path: Path, tiny_model_file: str) -> None:
-    """Pillow writes animated AVIF with each frame's duration but no loop count: a loop count
-    other than for ever is named as not kept."""
+    """Pillow writes animated AVIF with each frame's duration but no loop count: a number of
+    plays other than for ever is named as not kept (a GIF's loop 3 plays 4 times)."""
     source = animation(tmp_path / "a.gif", noise_frames())
     r = upscale(str(source), "-o", str(tmp_path / "out"), "-f", "avif", "--model",
                 tiny_model_file)
     assert r.exit_code == 0, r.output
-    assert "4 frames upscaled (animated AVIF)" in r.output and "loop count 3 not kept" in r.output
+    assert "4 frames upscaled (animated AVIF)" in r.output
+    assert "loop count not kept (the source plays 4 times)" in r.output
     with Image.open(tmp_path / "out" / "a.avif") as im:
         assert (im.n_frames, im.size) == (4, (24, 20))
     assert durations_and_loop(tmp_path / "out" / "a.avif")[0] == DURATIONS
+
+
+@needs_avif
+def test_an_animated_avif_is_upscaled_frame_by_frame(tmp_path: Path,
+                                                     tiny_model_file: str) -> None:
+    """An AVIF's frames are whole: as an APNG, frame k is a still of the source's frame k
+    upscaled, shown for its duration; its loop count, which Pillow does not read, is named."""
+    source = animation(tmp_path / "a.avif", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "-f", "png", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "4 frames upscaled (animated PNG)" in r.output, r.output
+    assert "loop count not kept (Pillow reads none from AVIF)" in r.output
+    result = tmp_path / "out" / "a.png"
+    with Image.open(result) as im:
+        assert (im.n_frames, im.size) == (4, (24, 20))
+    assert durations_and_loop(result) == (DURATIONS, 0)
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    got = shown(result, "RGB")
+    for k, frame in enumerate(shown(source, "RGB")):
+        np.testing.assert_array_equal(got[k], still.upscale(frame, scale=2), err_msg=f"frame {k}")
+
+
+@needs_avif
+def test_an_animated_avif_comes_back_an_animated_avif(tmp_path: Path,
+                                                      tiny_model_file: str) -> None:
+    """AVIF is lossy both ways: each frame of the result is nearest a still of its own source
+    frame upscaled."""
+    source = animation(tmp_path / "a.avif", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "4 frames upscaled (animated AVIF)" in r.output, r.output
+    result = tmp_path / "out" / "a.avif"
+    with Image.open(result) as im:
+        assert (im.format, im.n_frames, im.size) == ("AVIF", 4, (24, 20))
+    assert durations_and_loop(result)[0] == DURATIONS
+    still = engine.Upscaler(tiny_model_file, device="cpu")
+    want = [still.upscale(frame, scale=2).astype(int) for frame in shown(source, "RGB")]
+    for k, have in enumerate(shown(result, "RGB")):
+        errors = [float(np.abs(have.astype(int) - w).mean()) for w in want]
+        assert np.argmin(errors) == k and errors[k] < ERROR_BOUND, (k, errors)
+
+
+PLAYS = [("gif", None, 1), ("gif", 0, 0), ("gif", 3, 4), ("png", 0, 0), ("png", 3, 3),
+         ("webp", 0, 0), ("webp", 3, 3), pytest.param("avif", None, 0, marks=needs_avif)]
+
+
+@pytest.mark.parametrize("out", ["png", "webp", pytest.param("avif", marks=needs_avif)])
+@pytest.mark.parametrize(("ext", "loop", "plays"), PLAYS)
+def test_the_result_plays_as_many_times_as_the_source(tmp_path: Path, tiny_model_file: str,
+                                                      ext: str, loop: int | None, plays: int,
+                                                      out: str) -> None:
+    """A GIF's loop count is of repeats after the first play (browsers play loop 3 four times,
+    and a GIF without one once), APNG's and WebP's of plays (0: for ever): the count written
+    plays the result as often. Pillow reads none from AVIF (the result loops for ever) and
+    writes none (AVIF loops for ever): each noted where it loses a count."""
+    source = animation(tmp_path / f"a.{ext}", noise_frames(count=2, size=(6, 4)), loop=loop)
+    with Image.open(source) as im:
+        assert im.info.get("loop") == loop
+    job = Job(source, tmp_path / f"b.{out}", fmt=out)
+    outcome = run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0)
+    assert outcome.status == "done", outcome.message
+    with Image.open(job.target) as im:
+        assert im.n_frames == 2
+        assert im.info.get("loop") == (None if out == "avif" else plays)
+    note = "(Pillow reads none from AVIF)" if ext == "avif" else \
+        f"(the source plays {plays} time" if out == "avif" and plays else None
+    assert ("loop count not kept" in outcome.message) == (note is not None), outcome.message
+    assert note is None or note in outcome.message, outcome.message
+
+
+def test_the_summary_counts_the_output_pixels_of_every_frame(tmp_path: Path,
+                                                             tiny_model_file: str) -> None:
+    """Four frames of 120x100 are 0.048 output Mpx (one of them 0.012), in the live rate and
+    the summary's total alike."""
+    source = animation(tmp_path / "a.gif", noise_frames(size=(60, 50)))
+    job = Job(source, tmp_path / "out" / "a.png")
+    console = Console(file=io.StringIO(), width=200)
+    upscaler = engine.Upscaler(tiny_model_file, device="cpu")
+    live = BatchProgress(console, total=1, enabled=False)
+    live.start(job)
+    outcome = run_job(job, upscaler, 2.0)
+    live.finish(outcome)
+    assert (outcome.status, outcome.out_size, live.out_pixels) == ("done", (120, 100), 48_000)
+    BatchProgress.summary(console, [outcome], upscaler)
+    assert "1 done, 0 skipped, 0 failed; 0.05 output Mpx in" in console.file.getvalue()
 
 
 def test_an_apng_first_image_outside_the_animation_is_left_out(tmp_path: Path,
@@ -189,11 +279,12 @@ def test_a_format_that_cannot_animate_gets_the_first_frame_with_a_note(
         np.testing.assert_array_equal(np.asarray(im), still.upscale(shown(source, "RGB")[0], 2))
 
 
+@pytest.mark.parametrize("ext", ["webp", pytest.param("avif", marks=needs_avif)])
 def test_an_animation_whose_frames_cannot_be_held_is_one_line_and_nothing_written(
-        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, ext: str) -> None:
     """Room for one frame's upscale and two results: a still of the first frame would fit, the
     four frames do not."""
-    source = animation(tmp_path / "a.webp", noise_frames(size=(40, 30)))
+    source = animation(tmp_path / f"a.{ext}", noise_frames(size=(40, 30)))
     room = engine.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
     monkeypatch.setattr(engine, "_available_memory", lambda device: room)
     upscaled = []
@@ -205,6 +296,17 @@ def test_an_animation_whose_frames_cannot_be_held_is_one_line_and_nothing_writte
     failed = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert len(failed) == 1 and "an animation of 4 frames of 80x60" in failed[0], r.output
     assert "Traceback" not in r.output and not upscaled
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@needs_avif
+def test_an_avif_of_more_frames_than_drcn_takes_is_one_line(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drcn_plugin.animation.MAX_FRAMES", 3)
+    source = animation(tmp_path / "a.avif", noise_frames())
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 1, r.output
+    assert "4 frames; drcn upscales animations of at most 3" in r.output, r.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
