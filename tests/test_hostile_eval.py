@@ -265,3 +265,70 @@ def test_an_image_too_large_to_score_is_refused_from_its_header_first(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "scoring " + str(folder / "b.png") + " (12000x9000)" in lines[0], lines
     assert "GiB of memory; 8.0 GiB is available" in lines[0] and reads == []
+
+
+def test_per_depth_refuses_an_image_too_large_for_every_depth_before_scoring(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--per-depth runs the network on the whole image and holds every depth's prediction: an
+    image whose plain scoring fits but whose per-depth run does not is one line, before any
+    image is scored (plain eval of the same folder runs)."""
+    from drcn_plugin import evaluation
+
+    random_rgb(64, 64).save(folder / "a.png")
+    plain = evaluation._SCORING_BYTES_PER_PIXEL[False] * 64 * 64
+    monkeypatch.setattr(devices, "host_available_memory", lambda: plain + 40 * 64 * 64)
+    scored = []
+
+    def score(*args: object) -> None:
+        scored.append(args)
+        raise LookupError("scored")
+
+    monkeypatch.setattr(evaluation, "_score", score)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", tiny_model_file,
+                                      "-s", "2", "--per-depth", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"scoring {folder / 'a.png'} (64x64) at every depth" in lines[0]
+    assert "available" in lines[0] and scored == []
+    with pytest.raises(LookupError, match="scored"):  # the plain run gets to the scoring
+        evaluate(None, folder, [2])
+    assert len(scored) == 1
+
+
+@pytest.mark.parametrize("args", [[], ["--per-depth", "--tta"], ["--plot", "p.png", "--tta"]])
+def test_eval_of_a_hub_model_refuses_before_downloading_it(
+        folder: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """The refusals that need no model (options, the dataset's files, memory) come before the
+    Hub download, which can take minutes."""
+    from drcn_plugin import hub
+
+    random_rgb(200, 200).save(folder / "a.png")
+    if not args:  # the memory refusal
+        monkeypatch.setattr(devices, "host_available_memory", lambda: 1 << 20)
+    downloads = []
+    monkeypatch.setattr(hub, "_hub_folder", lambda *a, **k: downloads.append(a))
+    monkeypatch.chdir(folder.parent)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "hf:owner/name",
+                                      "-s", "2", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and downloads == [], result.output
+    assert ("needs about" if not args else "self-ensemble") in lines[0], lines
+
+
+def test_per_depth_on_a_gpu_counts_the_network_in_its_memory(
+        tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the whole-image run is held in the GPU's memory, the scoring in the host's."""
+    from drcn_plugin import engine
+    from drcn_plugin.errors import OutOfMemoryError
+    from drcn_plugin.evaluation import DatasetFile, check_scoring_memory
+
+    upscaler = engine.Upscaler(tiny_model, device="cpu", precision="fp32")
+    upscaler.device = torch.device("cuda", 0)
+    files = [DatasetFile("a", Path("a.png"), (3, 1000, 1000))]
+    room = {"cpu": 1 << 30, "cuda": 1 << 20}
+    monkeypatch.setattr(engine, "_available_memory", lambda device: room[device.type])
+    with pytest.raises(OutOfMemoryError, match=r"a.png \(1000x1000\) at every depth .* on cuda:0"):
+        check_scoring_memory(files, False, upscaler)
+    room["cuda"] = 1 << 30
+    check_scoring_memory(files, False, upscaler)
