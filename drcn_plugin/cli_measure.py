@@ -195,7 +195,13 @@ def compare(
     """Write one PNG of matching crops, each with its PSNR.
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
-    from .compare import check_compare_scale, check_crop, compare_image, panel_labels
+    from .compare import (
+        check_compare_input,
+        check_compare_scale,
+        check_crop,
+        compare_image,
+        panel_labels,
+    )
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
@@ -221,7 +227,9 @@ def compare(
             raise OutputExistsError(f"{target} exists", path=target)
         probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
-        engines = {label: Upscaler(m, device=device) for m, label in panel_labels(model).items()}
+        labels = panel_labels(model)
+        check_compare_input(array, scale, len(labels), from_original)  # before any download
+        engines = {label: Upscaler(m, device=device) for m, label in labels.items()}
         upscaler = engines if len(engines) > 1 else next(iter(engines.values()))
         sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
                               seed=seed)

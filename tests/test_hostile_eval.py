@@ -332,3 +332,22 @@ def test_per_depth_on_a_gpu_counts_the_network_in_its_memory(
         check_scoring_memory(files, False, upscaler)
     room["cuda"] = 1 << 30
     check_scoring_memory(files, False, upscaler)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (300, 300)])
+def test_compare_of_a_hub_model_refuses_before_downloading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    """An image too small to shrink and score, or panels too large for memory: one line before
+    the Hub download."""
+    from drcn_plugin import hub
+
+    random_rgb(*size).save(tmp_path / "in.png")
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 8 << 20)  # decodes it
+    downloads = []
+    monkeypatch.setattr(hub, "_hub_folder", lambda *a, **k: downloads.append(a))
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "-s", "3",
+                                      "-m", "hf:owner/name", "-m", "hf:owner/other"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and downloads == [], result.output
+    assert ("too small" if size == (2, 2) else "needs about") in lines[0], lines
