@@ -144,6 +144,17 @@ def read_dataset(files: Sequence[DatasetFile], colour: bool = False,
         yield file.name, read(file.path, left_out)
 
 
+def check_decodes(files: Sequence[DatasetFile], colour: bool = False,
+                  left_out: list[str] | None = None) -> None:
+    """Decode each of ``files`` once, holding one at a time: a file whose header reads but whose
+    pixels do not (one cut short) is named before any image is scored, not after the images
+    before it were. Files read only in part are named in ``left_out``, as
+    :func:`read_dataset` does."""
+    images = read_dataset(files, colour, left_out)
+    while next(images, None) is not None:  # each dropped before the next is read
+        pass
+
+
 # Peak host bytes per ground-truth pixel of scoring one image (decoding, the float64 planes of
 # HR, ILR and SSIM's blurs; the colour image and its draws with a degradation), bicubic's or a
 # model's (whose tiled run stays under SSIM's peak: drcn-lite's 111 at 5 MP). Measured as peak
@@ -196,26 +207,27 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
     ``notify`` hears of each file read only in part (an animation's first frame, say), once.
 
-    Each image is read, scored and dropped in turn (and read again for each scale), so memory
-    holds one image whatever the folder's size. With ``degrade``, each low-resolution image is
-    degraded by the recipe (seeded by image name and scale, so the table is reproducible)
-    before it is enlarged; see :mod:`.degrade`. ``files``: ``folder``'s, as
-    :func:`dataset_files` gave them for ``scales``, where the caller listed them already (to
-    refuse before it loads a model).
+    Each image is decoded once first (:func:`check_decodes`), then read, scored and dropped in
+    turn (and read again for each scale), so memory holds one image whatever the folder's size.
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
+    ``files``: ``folder``'s, as :func:`dataset_files` gave them for ``scales``, where the caller
+    listed them already (to refuse before it loads a model).
     """
     per_depth = per_depth and upscaler is not None
     check_depth_options(per_depth, upscaler is not None and upscaler.tta)
     scales = list(dict.fromkeys(scales))  # --scale 2 3 2: each scale's table once
     files = dataset_files(folder, scales) if files is None else files
     check_scoring_memory(files, degrade is not None, upscaler if per_depth else None)
+    left_out: list[str] = []
+    check_decodes(files, degrade is not None, left_out)
+    if notify is not None:
+        for line in left_out:
+            notify(line)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
-        # a file read in part is named as it is first read, at the first scale only
-        left_out: list[str] | None = [] if notify and s == scales[0] else None
-        for name, image in read_dataset(files, degrade is not None, left_out):
-            while left_out:
-                notify(left_out.pop(0))
+        for name, image in read_dataset(files, degrade is not None):
             rows[name] = _score(upscaler, image, name, s, per_depth, degrade)
             del image
             if on_image is not None:

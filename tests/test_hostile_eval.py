@@ -351,3 +351,21 @@ def test_compare_of_a_hub_model_refuses_before_downloading_it(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and downloads == [], result.output
     assert ("too small" if size == (2, 2) else "needs about") in lines[0], lines
+
+
+def test_a_file_cut_short_among_good_ones_is_named_before_any_is_scored(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its header reads (so the size checks pass) but its pixels do not: one line naming it
+    before the first image is scored, not after the images before it were."""
+    from drcn_plugin import evaluation
+
+    random_rgb(24, 24, seed=1).save(folder / "a.png")
+    random_rgb(24, 24, seed=2).save(folder / "b.png")
+    (folder / "b.png").write_bytes((folder / "b.png").read_bytes()[:200])
+    scored = []
+    monkeypatch.setattr(evaluation, "_score", lambda *a: scored.append(a))
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "bicubic",
+                                      "-s", "2"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(folder / "b.png") in lines[0] and scored == [], lines
