@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
+from .devices import allocating
 from .engine import Upscaler, refuse_over
 from .errors import BadImageError, BadOptionError
 from .imagefile import image_shape8, list_images, read_image8, read_y
@@ -272,8 +273,8 @@ def _summarise(scale: int, rows: dict[str, ImageScore]) -> ScaleResult:
 def _depth_scores(upscaler: Upscaler, ilr: torch.Tensor, hr: torch.Tensor,
                   s: int) -> tuple[list[float], float]:
     """PSNR of every depth's prediction and of the ensemble (the paper's recursion study)."""
-    model = upscaler.model
-    x = (ilr / 255.0).float()[None, None].to(upscaler.device)
-    ens, preds = model(x, all_depths=True)
+    with allocating(*ilr.shape, upscaler.device, "image at every depth"):
+        x = (ilr / 255.0).float()[None, None].to(upscaler.device)
+        ens, preds = upscaler.model(x, all_depths=True)
     to8 = lambda t: quantize8(t[0, 0].cpu().double() * 255.0)  # noqa: E731 (MPS: no float64)
     return [psnr(to8(p), hr, s) for p in preds], psnr(to8(ens), hr, s)

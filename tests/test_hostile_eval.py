@@ -369,3 +369,25 @@ def test_a_file_cut_short_among_good_ones_is_named_before_any_is_scored(
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(folder / "b.png") in lines[0] and scored == [], lines
+
+
+def test_running_out_of_memory_at_every_depth_is_one_line(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory taken by another process after the check: the allocator's error (a GPU's, here
+    raised by hand) is the one line of an out-of-memory refusal, not a traceback."""
+    from drcn_plugin.model import DRCN
+
+    random_rgb(24, 24).save(folder / "a.png")
+    forward = DRCN.forward
+
+    def short_of_memory(self: DRCN, x: torch.Tensor, all_depths: bool = False) -> object:
+        if all_depths:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(DRCN, "forward", short_of_memory)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", tiny_model_file,
+                                      "-s", "2", "--per-depth", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not enough memory for a 24x24 image at every depth" in lines[0]
