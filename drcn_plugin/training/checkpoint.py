@@ -146,7 +146,7 @@ def load_resume_point(out: Path, cfg: TrainConfig, given: Collection[str] | None
         except CheckpointError:
             raise e from None
         raise CheckpointError(f"{e}; {best} (step {step}) is whole: move {path.name} aside "
-                              "and --resume goes on from it") from e
+                              "and a resume goes on from it") from e
     if path.name != "last.pt":
         logger.warning("%s is missing: resuming from %s (step %d)", out / "last.pt", path,
                        ckpt["step"])
