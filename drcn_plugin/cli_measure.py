@@ -69,8 +69,14 @@ def eval_cmd(
     from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
     from .engine import Upscaler
-    from .evaluation import evaluate, is_results_file, results_json
-    from .imagefile import list_images
+    from .evaluation import (
+        check_depth_options,
+        check_scoring_memory,
+        dataset_files,
+        evaluate,
+        is_results_file,
+        results_json,
+    )
     from .writing import check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
@@ -78,8 +84,26 @@ def eval_cmd(
     with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
         require_stdout()
         check_train_scales(scale)
+        recipe = Recipe.parse(degrade) if degrade else None
+        # every refusal that needs no model comes before it is loaded (a Hub download)
+        if model == "bicubic" and denoise is not None:
+            raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
+                                 option="denoise")
+        if model == "bicubic" and plot is not None:
+            raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic has "
+                                 "none", option="plot")
+        for flag, given in (("tta", tta), ("per_depth", per_depth)):
+            if model == "bicubic" and given:
+                raise BadOptionError("it works on a DRCN model; bicubic has no network",
+                                     option=flag)
+        if plot is not None and tta:  # --plot implies --per-depth: named as the user wrote it
+            raise BadOptionError("it draws the plain network's depths, without the "
+                                 "self-ensemble (--tta): ask for one of the two", option="plot")
+        check_depth_options(per_depth, tta)
+        files = dataset_files(dataset, scale)
+        inputs = [f.path for f in files]
         if json_out is not None:  # checked before the (long) evaluation
-            refuse_input_target(json_out, list_images(dataset))
+            refuse_input_target(json_out, inputs)
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
             check_file_target(json_out, "json")
@@ -87,26 +111,12 @@ def eval_cmd(
                 raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
                                         path=json_out)
             probe_folder(json_out.parent)
-        recipe = Recipe.parse(degrade) if degrade else None
         if plot is not None and json_out is not None and \
                 os.path.abspath(plot) == os.path.abspath(json_out):
             raise BadOptionError("it names the same file as --json: give two", option="plot")
-        if plot is not None:  # checked before the (long) evaluation
-            if model == "bicubic":
-                raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic "
-                                     "has none", option="plot")
-            if tta:  # --plot implies --per-depth, which evaluate would name instead
-                raise BadOptionError("it draws the plain network's depths, without the "
-                                     "self-ensemble (--tta): ask for one of the two",
-                                     option="plot")
-            check_png_target(plot, list_images(dataset), overwrite, option="plot")
-        if model == "bicubic" and denoise is not None:
-            raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
-                                 option="denoise")
-        for flag, given in (("tta", tta), ("per_depth", per_depth)):
-            if model == "bicubic" and given:
-                raise BadOptionError("it works on a DRCN model; bicubic has no network",
-                                     option=flag)
+        if plot is not None:
+            check_png_target(plot, inputs, overwrite, option="plot")
+        check_scoring_memory(files, recipe is not None)
         upscaler = None if model == "bicubic" else Upscaler(
             model, device=device, tta=tta, precision=precision, denoise=denoise, notify=note)
         per_depth = (per_depth or plot is not None) and upscaler is not None
@@ -119,7 +129,7 @@ def eval_cmd(
 
         with console.status(escape(f"evaluating {model} on {dataset}")) as status:
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
-                              on_image=on_image, notify=note)
+                              on_image=on_image, notify=note, files=files)
         label = (model if denoise is None else SourceChoice(model, denoise).label) + \
             (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {path_name(dataset)}" + \
@@ -185,7 +195,13 @@ def compare(
     """Write one PNG of matching crops, each with its PSNR.
 
     Nearest, bicubic and DRCN side by side, and the original when it is known."""
-    from .compare import check_compare_scale, check_crop, compare_image, panel_labels
+    from .compare import (
+        check_compare_input,
+        check_compare_scale,
+        check_crop,
+        compare_image,
+        panel_labels,
+    )
     from .degrade import Recipe
     from .engine import Upscaler
     from .imagefile import read_image
@@ -211,7 +227,9 @@ def compare(
             raise OutputExistsError(f"{target} exists", path=target)
         probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
-        engines = {label: Upscaler(m, device=device) for m, label in panel_labels(model).items()}
+        labels = panel_labels(model)
+        check_compare_input(array, scale, len(labels), from_original)  # before any download
+        engines = {label: Upscaler(m, device=device) for m, label in labels.items()}
         upscaler = engines if len(engines) > 1 else next(iter(engines.values()))
         sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
                               seed=seed)

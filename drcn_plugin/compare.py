@@ -78,10 +78,7 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     rgb = _u8(planes)
     if from_original:
         h, w = planes.shape[-2:]
-        need = 2 * math.ceil(scale) + 1
-        if min(h, w) < need:
-            raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
-                                f"(at least {need}x{need} pixels)")
+        _check_shrinkable(h, w, scale)
         # rounded, but never so small that enlarging it back would pass the largest factor
         low = _u8(imresize(planes, size=tuple(max(round(n / scale), math.ceil(n / MAX_SCALE))
                                               for n in (h, w))))
@@ -102,6 +99,14 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     return panels
 
 
+def _check_shrinkable(h: int, w: int, scale: float) -> None:
+    """An original large enough to shrink by ``scale`` and score with the border shaved."""
+    need = 2 * math.ceil(scale) + 1
+    if min(h, w) < need:
+        raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
+                            f"(at least {need}x{need} pixels)")
+
+
 _ZOOM = 2  # crops are shown at twice their size, pixels as blocks
 # Peak host bytes per pixel of the panels, besides the 8-bit panels: per channel (the float64
 # copies of the crop search and the PSNR labels), and the original's planes and Y held with
@@ -110,11 +115,14 @@ _ZOOM = 2  # crops are shown at twice their size, pixels as blocks
 _BYTES_PER_CHANNEL, _ORIGINAL_BYTES = 36, 32
 
 
-def check_compare_memory(image: np.ndarray, scale: float, models: int,
-                         from_original: bool) -> None:
-    """Refuse, before anything is allocated, a sheet whose whole-image panels (``models`` DRCN
-    panels among them) cannot fit in the memory available: :class:`OutOfMemoryError`."""
+def check_compare_input(image: np.ndarray, scale: float, models: int,
+                        from_original: bool) -> None:
+    """Refuse, before a model is loaded or anything allocated, an original too small to shrink
+    and score, or a sheet whose whole-image panels (``models`` DRCN panels among them) cannot
+    fit in the memory available: :class:`OutOfMemoryError`."""
     h, w = image.shape[:2]
+    if from_original:
+        _check_shrinkable(h, w, scale)
     oh, ow = (h, w) if from_original else output_size(h, w, check_compare_scale(scale))
     channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
     panels = models + 2 + from_original
@@ -130,8 +138,8 @@ def compare_image(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping[
     """One labelled PNG of matching crops of :func:`compare_panels`; with ``from_original`` every
     panel is scored against the original (PSNR on Y)."""
     check_crop(crop)
-    check_compare_memory(image, scale, 1 if isinstance(upscaler, Upscaler) else len(upscaler),
-                         from_original)
+    check_compare_input(image, scale, 1 if isinstance(upscaler, Upscaler) else len(upscaler),
+                        from_original)
     panels = compare_panels(image, scale, upscaler, from_original, degrade, seed)
     ref = _y8(panels["original"]) if from_original else None
     r, c = _busiest_crop(_y8(list(panels.values())[2]), crop)  # the first model's panel

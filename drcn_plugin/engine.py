@@ -91,12 +91,14 @@ def check_memory(height: int, width: int, channels: int, itemsize: int,
                 what or f"a {ow}x{oh} result")
 
 
-def refuse_over(need: int, what: str, advice: str = "") -> None:
-    """:class:`OutOfMemoryError` when ``need`` bytes of host memory for ``what`` are more than
-    is available (cgroup limits and ``ulimit -v`` counted)."""
-    avail = _available_memory(torch.device("cpu"))
+def refuse_over(need: int, what: str, advice: str = "", device: torch.device | None = None) -> None:
+    """:class:`OutOfMemoryError` when ``need`` bytes of host memory (or ``device``'s) for ``what``
+    are more than is available (cgroup limits and ``ulimit -v`` counted)."""
+    device = device or torch.device("cpu")
+    avail = _available_memory(device)
     if need > avail:
-        raise OutOfMemoryError(f"{what} needs about {need / 2**30:.1f} GiB of memory; "
+        where = "" if device.type == "cpu" else f" on {device}"
+        raise OutOfMemoryError(f"{what} needs about {need / 2**30:.1f} GiB of memory{where}; "
                                f"{avail / 2**30:.1f} GiB is available"
                                + (f": {advice}" if advice else ""))
 

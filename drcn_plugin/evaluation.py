@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
+from .devices import allocating
 from .engine import Upscaler, refuse_over
 from .errors import BadImageError, BadOptionError
 from .imagefile import image_shape8, list_images, read_image8, read_y
@@ -144,51 +145,90 @@ def read_dataset(files: Sequence[DatasetFile], colour: bool = False,
         yield file.name, read(file.path, left_out)
 
 
+def check_decodes(files: Sequence[DatasetFile], colour: bool = False,
+                  left_out: list[str] | None = None) -> None:
+    """Decode each of ``files`` once, holding one at a time: a file whose header reads but whose
+    pixels do not (one cut short) is named before any image is scored, not after the images
+    before it were. Files read only in part are named in ``left_out``, as
+    :func:`read_dataset` does."""
+    images = read_dataset(files, colour, left_out)
+    while next(images, None) is not None:  # each dropped before the next is read
+        pass
+
+
 # Peak host bytes per ground-truth pixel of scoring one image (decoding, the float64 planes of
 # HR, ILR and SSIM's blurs; the colour image and its draws with a degradation), bicubic's or a
 # model's (whose tiled run stays under SSIM's peak: drcn-lite's 111 at 5 MP). Measured as peak
 # RSS on Linux: 112 clean and 132 degraded at 5 MP, 142 and 163 at 1.3 MP; counted low, so an
-# image that fits is never refused. ``--per-depth`` runs the network on the whole image at once,
-# which this leaves out.
+# image that fits is never refused.
 _SCORING_BYTES_PER_PIXEL = {False: 104, True: 120}
 
 
-def check_scoring_memory(files: Sequence[DatasetFile], degrade: bool) -> None:
+def _depth_bytes_per_pixel(upscaler: Upscaler) -> int:
+    """``--per-depth`` runs the network on the whole image: three F-channel maps live at once in
+    the compute dtype, and every depth's fp32 prediction and the ensemble are held to the end
+    (peak RSS over plain scoring at 2.25 MP in fp32: 12 F + 4 D bytes, for F/D 64/16, 128/4
+    and 32/32)."""
+    itemsize = torch.finfo(upscaler.dtype).bits // 8
+    return 3 * upscaler.model.features * itemsize + 4 * (upscaler.model.recursions + 1)
+
+
+def check_scoring_memory(files: Sequence[DatasetFile], degrade: bool,
+                         per_depth: Upscaler | None = None) -> None:
     """Refuse, before any image is scored, one whose scoring cannot fit in the memory available
-    (:class:`.errors.OutOfMemoryError`): a folder is scored one image at a time."""
+    (:class:`.errors.OutOfMemoryError`): a folder is scored one image at a time. With
+    ``per_depth`` (the engine whose every depth is scored) its whole-image run is counted too,
+    in host memory or on its device."""
     for file in files:
         h, w = file.shape[-2:]
-        refuse_over(_SCORING_BYTES_PER_PIXEL[degrade] * h * w,
-                    f"scoring {file.path} ({w}x{h})", "score smaller images")
+        what, host = f"scoring {file.path} ({w}x{h})", _SCORING_BYTES_PER_PIXEL[degrade] * h * w
+        if per_depth is not None:
+            what += " at every depth"
+            net = _depth_bytes_per_pixel(per_depth) * h * w
+            if per_depth.device.type == "cpu":
+                host += net
+            else:
+                refuse_over(net, what, "score smaller images", per_depth.device)
+        refuse_over(host, what, "score smaller images")
+
+
+def check_depth_options(per_depth: bool, tta: bool) -> None:
+    """The per-depth scores are of the plain network: refuse them with the self-ensemble."""
+    if per_depth and tta:
+        raise BadOptionError("the per-depth scores are of the plain network, without the "
+                             "self-ensemble: ask for one of the two", option="per_depth")
 
 
 def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
              per_depth: bool = False,
              on_image: Callable[[int, str], None] | None = None,
              degrade: Recipe | None = None,
-             notify: Callable[[str], None] | None = None) -> dict[int, ScaleResult]:
+             notify: Callable[[str], None] | None = None,
+             files: Sequence[DatasetFile] | None = None) -> dict[int, ScaleResult]:
     """PSNR/SSIM per scale over the images of ``folder``; ``upscaler=None`` scores bicubic alone.
     ``notify`` hears of each file read only in part (an animation's first frame, say), once.
 
-    Each image is read, scored and dropped in turn (and read again for each scale), so memory
-    holds one image whatever the folder's size. With ``degrade``, each low-resolution image is
-    degraded by the recipe (seeded by image name and scale, so the table is reproducible)
-    before it is enlarged; see :mod:`.degrade`.
+    Each image is decoded once first (:func:`check_decodes`), then read, scored and dropped in
+    turn (and read again for each scale), so memory holds one image whatever the folder's size.
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
+    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
+    ``files``: ``folder``'s, as :func:`dataset_files` gave them for ``scales``, where the caller
+    listed them already (to refuse before it loads a model).
     """
-    if per_depth and upscaler is not None and upscaler.tta:
-        raise BadOptionError("the per-depth scores are of the plain network, without the "
-                             "self-ensemble: ask for one of the two", option="per_depth")
+    per_depth = per_depth and upscaler is not None
+    check_depth_options(per_depth, upscaler is not None and upscaler.tta)
     scales = list(dict.fromkeys(scales))  # --scale 2 3 2: each scale's table once
-    files = dataset_files(folder, scales)
-    check_scoring_memory(files, degrade is not None)
+    files = dataset_files(folder, scales) if files is None else files
+    check_scoring_memory(files, degrade is not None, upscaler if per_depth else None)
+    left_out: list[str] = []
+    check_decodes(files, degrade is not None, left_out)
+    if notify is not None:
+        for line in left_out:
+            notify(line)
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
-        # a file read in part is named as it is first read, at the first scale only
-        left_out: list[str] | None = [] if notify and s == scales[0] else None
-        for name, image in read_dataset(files, degrade is not None, left_out):
-            while left_out:
-                notify(left_out.pop(0))
+        for name, image in read_dataset(files, degrade is not None):
             rows[name] = _score(upscaler, image, name, s, per_depth, degrade)
             del image
             if on_image is not None:
@@ -233,8 +273,8 @@ def _summarise(scale: int, rows: dict[str, ImageScore]) -> ScaleResult:
 def _depth_scores(upscaler: Upscaler, ilr: torch.Tensor, hr: torch.Tensor,
                   s: int) -> tuple[list[float], float]:
     """PSNR of every depth's prediction and of the ensemble (the paper's recursion study)."""
-    model = upscaler.model
-    x = (ilr / 255.0).float()[None, None].to(upscaler.device)
-    ens, preds = model(x, all_depths=True)
+    with allocating(*ilr.shape, upscaler.device, "image at every depth"):
+        x = (ilr / 255.0).float()[None, None].to(upscaler.device)
+        ens, preds = upscaler.model(x, all_depths=True)
     to8 = lambda t: quantize8(t[0, 0].cpu().double() * 255.0)  # noqa: E731 (MPS: no float64)
     return [psnr(to8(p), hr, s) for p in preds], psnr(to8(ens), hr, s)

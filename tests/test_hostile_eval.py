@@ -265,3 +265,129 @@ def test_an_image_too_large_to_score_is_refused_from_its_header_first(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "scoring " + str(folder / "b.png") + " (12000x9000)" in lines[0], lines
     assert "GiB of memory; 8.0 GiB is available" in lines[0] and reads == []
+
+
+def test_per_depth_refuses_an_image_too_large_for_every_depth_before_scoring(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--per-depth runs the network on the whole image and holds every depth's prediction: an
+    image whose plain scoring fits but whose per-depth run does not is one line, before any
+    image is scored (plain eval of the same folder runs)."""
+    from drcn_plugin import evaluation
+
+    random_rgb(64, 64).save(folder / "a.png")
+    plain = evaluation._SCORING_BYTES_PER_PIXEL[False] * 64 * 64
+    monkeypatch.setattr(devices, "host_available_memory", lambda: plain + 40 * 64 * 64)
+    scored = []
+
+    def score(*args: object) -> None:
+        scored.append(args)
+        raise LookupError("scored")
+
+    monkeypatch.setattr(evaluation, "_score", score)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", tiny_model_file,
+                                      "-s", "2", "--per-depth", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and f"scoring {folder / 'a.png'} (64x64) at every depth" in lines[0]
+    assert "available" in lines[0] and scored == []
+    with pytest.raises(LookupError, match="scored"):  # the plain run gets to the scoring
+        evaluate(None, folder, [2])
+    assert len(scored) == 1
+
+
+@pytest.mark.parametrize("args", [[], ["--per-depth", "--tta"], ["--plot", "p.png", "--tta"]])
+def test_eval_of_a_hub_model_refuses_before_downloading_it(
+        folder: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """The refusals that need no model (options, the dataset's files, memory) come before the
+    Hub download, which can take minutes."""
+    from drcn_plugin import hub
+
+    random_rgb(200, 200).save(folder / "a.png")
+    if not args:  # the memory refusal
+        monkeypatch.setattr(devices, "host_available_memory", lambda: 1 << 20)
+    downloads = []
+    monkeypatch.setattr(hub, "_hub_folder", lambda *a, **k: downloads.append(a))
+    monkeypatch.chdir(folder.parent)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "hf:owner/name",
+                                      "-s", "2", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and downloads == [], result.output
+    assert ("needs about" if not args else "self-ensemble") in lines[0], lines
+
+
+def test_per_depth_on_a_gpu_counts_the_network_in_its_memory(
+        tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the whole-image run is held in the GPU's memory, the scoring in the host's."""
+    from drcn_plugin import engine
+    from drcn_plugin.errors import OutOfMemoryError
+    from drcn_plugin.evaluation import DatasetFile, check_scoring_memory
+
+    upscaler = engine.Upscaler(tiny_model, device="cpu", precision="fp32")
+    upscaler.device = torch.device("cuda", 0)
+    files = [DatasetFile("a", Path("a.png"), (3, 1000, 1000))]
+    room = {"cpu": 1 << 30, "cuda": 1 << 20}
+    monkeypatch.setattr(engine, "_available_memory", lambda device: room[device.type])
+    with pytest.raises(OutOfMemoryError, match=r"a.png \(1000x1000\) at every depth .* on cuda:0"):
+        check_scoring_memory(files, False, upscaler)
+    room["cuda"] = 1 << 30
+    check_scoring_memory(files, False, upscaler)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (300, 300)])
+def test_compare_of_a_hub_model_refuses_before_downloading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    """An image too small to shrink and score, or panels too large for memory: one line before
+    the Hub download."""
+    from drcn_plugin import hub
+
+    random_rgb(*size).save(tmp_path / "in.png")
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 8 << 20)  # decodes it
+    downloads = []
+    monkeypatch.setattr(hub, "_hub_folder", lambda *a, **k: downloads.append(a))
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "in.png"), "-s", "3",
+                                      "-m", "hf:owner/name", "-m", "hf:owner/other"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and downloads == [], result.output
+    assert ("too small" if size == (2, 2) else "needs about") in lines[0], lines
+
+
+def test_a_file_cut_short_among_good_ones_is_named_before_any_is_scored(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its header reads (so the size checks pass) but its pixels do not: one line naming it
+    before the first image is scored, not after the images before it were."""
+    from drcn_plugin import evaluation
+
+    random_rgb(24, 24, seed=1).save(folder / "a.png")
+    random_rgb(24, 24, seed=2).save(folder / "b.png")
+    (folder / "b.png").write_bytes((folder / "b.png").read_bytes()[:200])
+    scored = []
+    monkeypatch.setattr(evaluation, "_score", lambda *a: scored.append(a))
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", "bicubic",
+                                      "-s", "2"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(folder / "b.png") in lines[0] and scored == [], lines
+
+
+def test_running_out_of_memory_at_every_depth_is_one_line(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory taken by another process after the check: the allocator's error (a GPU's, here
+    raised by hand) is the one line of an out-of-memory refusal, not a traceback."""
+    from drcn_plugin.model import DRCN
+
+    random_rgb(24, 24).save(folder / "a.png")
+    forward = DRCN.forward
+
+    def short_of_memory(self: DRCN, x: torch.Tensor, all_depths: bool = False) -> object:
+        if all_depths:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(DRCN, "forward", short_of_memory)
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(folder), "-m", tiny_model_file,
+                                      "-s", "2", "--per-depth", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not enough memory for a 24x24 image at every depth" in lines[0]

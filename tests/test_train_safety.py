@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,48 @@ def test_a_stop_step_given_to_a_time_budget_not_yet_fitted_is_kept(t12: Path,
     assert (tmp_path / "last.pt").read_bytes() == before
     assert train(tiny(t12, tmp_path, stop_at=28), resume=True)["stopped_at"] == 28
     assert train(tiny(t12, tmp_path), resume=True)["weights"]  # the checkpoint resumes to an end
+
+
+def test_a_damaged_last_checkpoint_names_the_whole_best_one(t12: Path, tmp_path: Path) -> None:
+    """last.pt cut short (a copy of the run folder that stopped) beside a whole best.pt: the
+    refusal names best.pt and its step, and moving last.pt aside resumes from it."""
+    from helpers import random_rgb
+
+    (tmp_path / "val").mkdir()
+    random_rgb(24, 24).save(tmp_path / "val" / "a.png")
+    run = tmp_path / "run"
+    cfg = tiny(t12, run, steps=8, val_every=4, stop_at=4, val_data=str(tmp_path / "val"))
+    train(cfg)
+    last = run / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    result = CliRunner().invoke(app, ["train", "--out", str(run), "--resume",
+                                      "--device", "cpu", "--no-curves"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert f"{last} is damaged" in line and f"{run / 'best.pt'} (step 4) is whole" in line
+    last.rename(run / "last.pt.damaged")
+    assert train(replace(cfg, stop_at=0), resume=True)["weights"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE")
+def test_a_file_size_limit_at_a_checkpoint_keeps_the_previous_one(t12: Path,
+                                                                  tmp_path: Path) -> None:
+    """A resume whose checkpoint cannot be written (``ulimit -f``, as a full disk): one line, and
+    the previous checkpoint is left as it was, so a later resume goes on from it."""
+    import resource
+
+    cfg = tiny(t12, tmp_path, steps=8, val_every=4, stop_at=4)
+    train(cfg)
+    before = (tmp_path / "last.pt").read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))  # Python ignores SIGXFSZ
+    try:
+        result = CliRunner().invoke(app, ["train", "--out", str(tmp_path), "--resume",
+                                          "--device", "cpu", "--no-curves"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and "File too large" in errors[0], result.output
+    assert "Traceback" not in result.output and (tmp_path / "last.pt").read_bytes() == before
+    assert train(replace(cfg, stop_at=0), resume=True)["step"] == 8

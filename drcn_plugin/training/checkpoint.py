@@ -131,9 +131,22 @@ def load_checkpoint(path: Path, cfg: TrainConfig, given: Collection[str] | None 
 
 def load_resume_point(out: Path, cfg: TrainConfig, given: Collection[str] | None = None) -> dict:
     """The checkpoint a resume continues from (:func:`resume_point`), loaded as
-    :func:`load_checkpoint` does; one read from ``best.pt`` is named in a warning."""
+    :func:`load_checkpoint` does; one read from ``best.pt`` is named in a warning, and one
+    whole beside a ``last.pt`` that cannot be resumed is named in the refusal (never taken
+    unasked: its state is older)."""
     path = resume_point(out) or out / "last.pt"
-    ckpt = load_checkpoint(path, cfg, given)
+    try:
+        ckpt = load_checkpoint(path, cfg, given)
+    except CheckpointError as e:
+        best = out / "best.pt"
+        if path == best or not best.is_file():
+            raise
+        try:
+            step = load_checkpoint(best, cfg, given)["step"]
+        except CheckpointError:
+            raise e from None
+        raise CheckpointError(f"{e}; {best} (step {step}) is whole: move {path.name} aside "
+                              "and a resume goes on from it") from e
     if path.name != "last.pt":
         logger.warning("%s is missing: resuming from %s (step %d)", out / "last.pt", path,
                        ckpt["step"])

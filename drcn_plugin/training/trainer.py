@@ -35,7 +35,7 @@ from ..errors import (
     OutOfMemoryError,
     one_line,
 )
-from ..evaluation import dataset_files, read_dataset
+from ..evaluation import check_decodes, dataset_files
 from ..hub import load_model
 from ..model import DRCN
 from ..writing import atomic_write_bytes
@@ -88,9 +88,7 @@ class Trainer:
         self.val_folder = default_val_folder(cfg)
         left_out: list[str] = []  # said once here, not at every validation
         for folder in ([self.val_folder] if self.val_folder else []) + cfg.test_data:
-            for _ in read_dataset(dataset_files(Path(folder), cfg.scales), bool(cfg.val_degrade),
-                                  left_out):  # each decodes: a bad file is named now, not later
-                pass
+            check_decodes(dataset_files(Path(folder), cfg.scales), bool(cfg.val_degrade), left_out)
         for line in left_out:
             logger.warning(line)
         self.baseline = load_model(cfg.baseline) if cfg.baseline else None
