@@ -120,6 +120,12 @@ class TrainProgress(_Display):
             "loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"))
         self.task = self.progress.add_task("[bold]train", total=None, loss="-", val="-", rate="")
 
+    def __exit__(self, *exc: object) -> None:
+        # a run that fails before its first step leaves no empty bar above its error line
+        if exc[0] is not None and not self.progress.tasks[0].completed:
+            self.progress.live.transient = True
+        super().__exit__(*exc)
+
     def update(self, p: TrainStep) -> None:
         """The trainer's progress callback."""
         self.progress.update(self.task, completed=p.step, total=p.total or None,

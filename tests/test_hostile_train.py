@@ -95,3 +95,15 @@ def test_a_rate_too_large_for_float32_is_refused_not_a_traceback(t12: Path, tmp_
     code, output = _cli(t12, tmp_path / "run", *args)  # beyond float32 in the step
     assert code == 2 and message in output, output
     assert "Traceback" not in output and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_training_image_is_the_only_line(t12: Path, tmp_path: Path) -> None:
+    """The bar shown while the data loads goes when the run fails before its first step."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for source in sorted(t12.iterdir())[:2]:
+        (data / source.name).write_bytes(source.read_bytes())
+    (data / "zz_cut.png").write_bytes(source.read_bytes()[:600])
+    code, output = _cli(data, tmp_path / "run")
+    assert code != 0 and output.strip().splitlines() == [
+        f"error: {data / 'zz_cut.png'}: cannot decode image (image file is truncated)"], output
