@@ -144,7 +144,7 @@ def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: f
     """Run the example workflow; compare its PNG with `drcn upscale` and the engine here. The
     first run on a machine measures tile sizes, which takes minutes on two busy cores."""
     got = run_saved(comfy, folder, workflow(image, scale), "4",
-                    f"the example workflow (x{scale:g}) after the cancel")
+                    f"the example workflow (x{scale:g})")
     if got is None:
         return
     src = np.array(Image.open(source).convert("RGB"))
