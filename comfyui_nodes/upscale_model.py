@@ -51,6 +51,16 @@ def _spandrel() -> ModuleType:
     return spandrel
 
 
+def _not_rgb(channels: int) -> str:
+    """Why an upscale model refuses a tile of ``channels`` channels, and what to use instead: the
+    host node sizes its output for RGB, so alpha or grey cannot ride along through it."""
+    kind = {1: "a grey image", 2: "a grey image with alpha", 4: "an RGBA image"}.get(channels)
+    if kind is None:
+        return f"an upscale model takes RGB batches [N, 3, H, W], not {channels} channels"
+    return (f"an upscale model takes RGB images, not {kind}: use DRCN Upscale, which keeps "
+            "alpha and grey")
+
+
 class DRCNUpscaleModule(nn.Module):
     """The engine on one tile: ``[N, 3, H, W]`` RGB in 0..1 to ``[N, 3, H*s, W*s]``.
 
@@ -71,9 +81,11 @@ class DRCNUpscaleModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
         with user_errors():
-            if readable(x, "image").ndim != 4 or x.shape[1] != 3:
+            if readable(x, "image").ndim != 4:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
-            count, _, h, w = x.shape
+            count, channels, h, w = x.shape
+            if channels != 3:
+                raise BadImageError(_not_rgb(channels))
             if x.numel() == 0:
                 raise BadImageError(f"the batch is empty ({counted(count, 'image')} of {w}x{h} "
                                     "pixels)")

@@ -190,6 +190,8 @@ def test_module_rebuilds_its_engine_after_a_move(tiny: DRCN) -> None:
 
 def test_module_refuses_other_layouts(tiny: DRCN) -> None:
     with pytest.raises(NODES.DRCNNodeError, match=r"expected an RGB batch \[N, 3, H, W\]"):
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(6, 6, 3))
+    with pytest.raises(NODES.DRCNNodeError, match=r"takes RGB batches \[N, 3, H, W\], not 6 "):
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(1, 6, 6, 3))
     with pytest.raises(NODES.DRCNNodeError, match="the batch is empty"):
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.zeros(0, 3, 6, 6))

@@ -4,6 +4,7 @@ modules from test_comfyui_nodes)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
 LOADER = PKG.NODE_CLASS_MAPPINGS["DRCNModelLoader"]()
+MODELS = sys.modules[f"{PKG.__name__}.upscale_model"]
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,17 @@ def test_a_path_pasted_with_quotes_loads(tiny: DRCN, tmp_path: Path, quoted: str
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(weights))
     (model,) = LOADER.load("drcn-lite", quoted.format(weights))
     assert (model.features, model.recursions) == (tiny.features, tiny.recursions)
+
+
+@pytest.mark.parametrize(("channels", "kind"), [(4, "an RGBA image"), (1, "a grey image"),
+                                                 (2, "a grey image with alpha")])
+def test_upscale_model_names_alpha_and_grey_not_a_tile_shape(tiny: DRCN, channels: int,
+                                                               kind: str) -> None:
+    """Join Image with Alpha (RGBA) or a grey image into Upscale Image (using Model): that node
+    hands the model NCHW tiles and sizes its output for RGB, so the model refuses; the line says
+    what the image is and which node keeps alpha, not the shape of a tile the artist never made."""
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(1, channels, 32, 48))
+    text = str(info.value)
+    assert text == f"DRCN: an upscale model takes RGB images, not {kind}: use DRCN Upscale, " \
+                   "which keeps alpha and grey"

@@ -141,35 +141,20 @@ def cancel_check(comfy: Comfy, image: str) -> None:
 
 
 def compare_check(comfy: Comfy, folder: Path, source: Path, image: str, scale: float) -> None:
-    """Run the example workflow; compare its PNG with `drcn upscale` and the engine here."""
-    status, answer = comfy.queue(workflow(image, scale))
-    if not check(status == 200, f"queue the example workflow (x{scale:g}): HTTP {status}"):
+    """Run the example workflow; compare its PNG with `drcn upscale` and the engine here. The
+    first run on a machine measures tile sizes, which takes minutes on two busy cores."""
+    got = run_saved(comfy, folder, workflow(image, scale), "4",
+                    f"the example workflow (x{scale:g})")
+    if got is None:
         return
-    pid = answer["prompt_id"]
-    start = time.monotonic()
-    event, data, _ = comfy.wait(pid)
-    seconds = time.monotonic() - start
-    if not check(event == "execution_success", f"example workflow after the cancel: {event} in "
-                 f"{seconds:.1f} s {data.get('exception_message', '')}".rstrip()):
-        return
-    saved = comfy.history(pid)["outputs"]["4"]["images"][0]
-    path = folder / "output" / saved["subfolder"] / saved["filename"]
-    got = np.array(Image.open(path).convert("RGB"))
     src = np.array(Image.open(source).convert("RGB"))
     want_size = (round(src.shape[1] * scale), round(src.shape[0] * scale))
     check((got.shape[1], got.shape[0]) == want_size,
-          f"saved {path.name}: {got.shape[1]}x{got.shape[0]} (input {src.shape[1]}x"
+          f"saved image: {got.shape[1]}x{got.shape[0]} (input {src.shape[1]}x"
           f"{src.shape[0]} x{scale:g} -> {want_size[0]}x{want_size[1]})")
-    with tempfile.TemporaryDirectory() as tmp:
-        drcn = shutil.which("drcn", path=str(Path(sys.executable).parent)) or "drcn"
-        cli = subprocess.run([drcn, "upscale", str(source), "--scale", str(scale), "-o", tmp,
-                              "--format", "png"], capture_output=True, text=True)
-        outs = glob.glob(os.path.join(tmp, "*.png"))
-        if not check(cli.returncode == 0 and len(outs) == 1,
-                     f"drcn upscale on the same input (exit {cli.returncode})"):
-            print(cli.stderr[-800:])
-            return
-        ref = np.array(Image.open(outs[0]).convert("RGB"))
+    ref = drcn_cli(source, "--scale", str(scale))
+    if ref is None:
+        return
     engine = Upscaler("drcn-lite").upscale(src, scale)
     for name, other in (("drcn upscale", ref), ("the engine here", engine)):
         if other.shape != got.shape:
