@@ -230,8 +230,24 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
             raise ModelLoadError(f"{path} is {kind}, not .safetensors weights: a training run "
                                  "exports its weights as NAME.safetensors beside its "
                                  "checkpoints") from e
-        raise ModelLoadError(f"cannot read weights file {path}: {reason(e)}") from e
+        why = _unreadable(path) if isinstance(e, SafetensorError) else reason(e)
+        raise ModelLoadError(f"cannot read weights file {path}: {why}") from e
     return from_state_dict(sd, str(path))
+
+
+def _unreadable(path: Path) -> str:
+    """Why safetensors could not read ``path``, in a user's words: empty, not .safetensors at
+    all (its 8-byte length is followed by a JSON header), or damaged or cut short."""
+    try:
+        with open(path, "rb") as f:
+            head, size = f.read(9), os.fstat(f.fileno()).st_size
+    except OSError as e:
+        return reason(e)
+    if not head:
+        return "the file is empty"
+    if len(head) < 9 or head[8:9] != b"{":
+        return "not .safetensors weights (no safetensors header)"
+    return f"the file is damaged or cut short ({size:,} bytes; a partial download or copy?)"
 
 
 def _weights_inside(folder: Path) -> str:
@@ -262,8 +278,10 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
         if any(type(v) is not int for v in declared) or declared != actual:
             raise ValueError(f"config.json declares F={declared[0]!r}, D={declared[1]!r}; the "
                              f"weights are F={actual[0]}, D={actual[1]}")
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, IndexError,
-            RecursionError) as e:
+    except SafetensorError as e:
+        raise ModelLoadError(f"cannot load {origin}: model.safetensors: "
+                             f"{_unreadable(path / 'model.safetensors')}") from e
+    except (OSError, ValueError, RuntimeError, TypeError, IndexError, RecursionError) as e:
         raise ModelLoadError(f"cannot load {origin}: {one_line(e)}") from e
     return model
 

@@ -4,6 +4,7 @@ exception from the OS, safetensors or torch, and never a misleading "not found".
 from __future__ import annotations
 
 import os
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -164,3 +165,26 @@ def test_a_model_folder_whose_name_is_not_utf8_loads(tmp_path: Path) -> None:
     folder = tmp_path / os.fsdecode(b"mod\xe8le")
     seeded_drcn().save_pretrained(folder)
     assert torch.equal(load_model(str(folder)).recursive.weight, seeded_drcn().recursive.weight)
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (lambda whole: b"", "the file is empty"),
+    (lambda whole: b"\x89PNG\r\n\x1a\n" + bytes(64), "not .safetensors weights"),
+    (lambda whole: whole[:100], "the file is damaged or cut short (100 bytes"),
+    (lambda whole: whole[:-100], "the file is damaged or cut short"),
+])
+def test_an_unreadable_weights_file_says_what_it_is(tmp_path: Path, content, says: str) -> None:
+    """safetensors' own words ("header too large", "incomplete metadata, file not fully
+    covered") told a user nothing about an image, an empty file or a partial download."""
+    whole = tmp_path / "whole.safetensors"
+    save_file(seeded_drcn().state_dict(), str(whole))
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(content(whole.read_bytes()))
+    with pytest.raises(ModelLoadError, match=re.escape(f"cannot read weights file {path}: {says}")):
+        load_model(path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"features": 8, "recursions": 3}')
+    (folder / "model.safetensors").write_bytes(path.read_bytes())
+    with pytest.raises(ModelLoadError, match=f"model.safetensors: {re.escape(says)}"):
+        load_model(folder)
