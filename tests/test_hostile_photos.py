@@ -93,6 +93,21 @@ def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
         read_image(tmp_path / "placeholder.jpg")
 
 
+@pytest.mark.parametrize("samples, photometric, tags, words", [
+    (np.zeros((4, 6, 2), np.uint16), 1, {EXTRA_SAMPLES: [2]}, "16-bit grey with alpha"),
+    (np.zeros((4, 6, 3), np.float16), RGB, {339: [FLOAT_SAMPLES] * 3}, "16-bit float RGB"),
+    (np.zeros((4, 6, 4), np.float32), RGB, {339: [FLOAT_SAMPLES] * 4, EXTRA_SAMPLES: [2]},
+     "32-bit float RGB with alpha"),
+])
+def test_a_tiff_pillow_has_no_mode_for_is_named_by_what_it_holds(
+        tmp_path: Path, samples: np.ndarray, photometric: int, tags: dict, words: str) -> None:
+    """GIMP's and Photoshop's 16-bit grey with transparency, a float RGB render: valid TIFFs,
+    named by their samples rather than by Pillow's "unknown pixel mode"."""
+    hand_tiff(tmp_path / "x.tif", samples, photometric, tags)
+    with pytest.raises(BadImageError, match=rf"x\.tif: .*\(its TIFF reader: no mode for {words}\)$"):
+        read_image(tmp_path / "x.tif")
+
+
 @pytest.mark.parametrize("name, save", [
     ("a.apng", dict(format="PNG")), ("a.gif", dict()), ("a.webp", dict(lossless=True)),
     ("a.tif", dict()),
