@@ -38,7 +38,7 @@ from .metadata import (
     read_exif,
 )
 from .misreads import require_whole_png, tga_alpha, usable_icc, without_damaged_chunks
-from .opening import load_pixels, open_image, open_regular, reader_refusal
+from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -245,6 +245,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     notes: list[str] = []
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
         _check_decode_memory(im)
+        refuse_preview(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()

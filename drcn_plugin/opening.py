@@ -125,6 +125,16 @@ def load_pixels(im: Image.Image) -> None:
         warnings.warn(line, stacklevel=2)
 
 
+def refuse_preview(im: Image.Image) -> None:
+    """Refuse a TIFF whose image is a reduced-resolution copy of another (NewSubfileType bit
+    0), as a camera raw's first image (DNG, NEF, ...) is a preview of the raw Pillow cannot
+    read: upscaled, the preview would pass for the photo."""
+    subfile = im.tag_v2.get(_NEW_SUBFILE_TYPE, 0) if im.format == "TIFF" else 0
+    if isinstance(subfile, int) and subfile & _REDUCED:
+        raise BadImageError(f"its image is a {im.width}x{im.height} reduced-resolution preview, "
+                            "not the photo (a camera raw file?): convert it to TIFF or JPEG first")
+
+
 def reader_refusal(path: Path) -> str:
     """Why the Pillow reader that claims ``path``'s first bytes refused it (a 12-bit JPEG, a
     half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out, or that
@@ -155,6 +165,7 @@ def reader_refusal(path: Path) -> str:
     return ""
 
 
+_NEW_SUBFILE_TYPE, _REDUCED = 254, 1  # a TIFF's tag, and its bit for a reduced-resolution copy
 _NO_MODE = "unknown pixel mode"  # Pillow's TIFF reader on samples it has no mode for
 _SAMPLE_KINDS = {2: "signed ", 3: "float "}  # TIFF's SampleFormat, beside unsigned integers
 _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK",

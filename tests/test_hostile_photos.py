@@ -108,6 +108,21 @@ def test_a_tiff_pillow_has_no_mode_for_is_named_by_what_it_holds(
         read_image(tmp_path / "x.tif")
 
 
+@pytest.mark.parametrize("subfile_type", [0, 1, 3])
+def test_a_tiffs_reduced_resolution_preview_is_not_upscaled_as_the_photo(
+        tmp_path: Path, subfile_type: int) -> None:
+    """A camera raw (DNG, NEF, ...) is a TIFF whose first image is a small preview of the raw,
+    which Pillow cannot read: upscaled, the preview would pass for the photo."""
+    hand_tiff(tmp_path / "IMG_1.dng", np.full((6, 8, 3), 200, np.uint8), RGB,
+              {254: [subfile_type]})
+    if subfile_type & 1:  # reduced resolution (3: also a page of several)
+        with pytest.raises(BadImageError, match=r"IMG_1\.dng: its image is a 8x6 reduced-"
+                                                r"resolution preview, not the photo"):
+            read_image(tmp_path / "IMG_1.dng")
+    else:  # the full-resolution image itself
+        assert read_image(tmp_path / "IMG_1.dng")[0].shape == (6, 8, 3)
+
+
 @pytest.mark.parametrize("name, save", [
     ("a.apng", dict(format="PNG")), ("a.gif", dict()), ("a.webp", dict(lossless=True)),
     ("a.tif", dict()),
