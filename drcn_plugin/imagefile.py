@@ -28,8 +28,10 @@ from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
+from .iptc import tiff_iptc
 from .jpegparts import damage_note, extra_images, extra_images_note
 from .metadata import (
+    IPTC,
     TRANSPOSE,
     Descriptive,
     apply_orientation,
@@ -99,6 +101,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
+            warnings.filterwarnings("ignore", "Metadata Warning, tag 33723 ")  # see tiff_iptc
             array, info = _decode(path)
         for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
             info.notes.append(f"decoder warning: {w}")
@@ -279,6 +282,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
         exif = read_exif(im, info.notes)
+        if im.format == "TIFF" and exif is not None and IPTC in exif:
+            exif[IPTC] = tiff_iptc(f) or exif[IPTC]  # as stored: Pillow reads one value of it
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)
