@@ -102,6 +102,8 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
             warnings.filterwarnings("ignore", "Metadata Warning, tag 33723 ")  # see tiff_iptc
+            # another object's file collected meanwhile says nothing about this one
+            warnings.simplefilter("ignore", ResourceWarning)
             array, info = _decode(path)
         for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
             info.notes.append(f"decoder warning: {w}")

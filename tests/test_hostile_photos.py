@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,20 @@ def test_a_heic_whose_colours_only_nclx_describes_keeps_them(
     _, info = read_image(tmp_path / "p.heic")
     assert info.about.png_colour == ({b"cICP": bytes([12, 13, 0, 1])} if kept else {})
     assert not info.notes
+
+
+def test_a_file_left_open_elsewhere_is_not_a_note_on_the_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoder warnings become the image's notes; a ResourceWarning is Python collecting some
+    other file left open (a caller's, a test's) while this one decodes, not about the image."""
+    from drcn_plugin import imagefile
+
+    decode = imagefile._decode
+
+    def collected_meanwhile(path: Path):
+        warnings.warn("unclosed file <_io.FileIO name='other.jpg'>", ResourceWarning, stacklevel=1)
+        return decode(path)
+
+    monkeypatch.setattr(imagefile, "_decode", collected_meanwhile)
+    random_rgb().save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png")[1].notes == []
