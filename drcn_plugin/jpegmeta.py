@@ -18,9 +18,10 @@ EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # how an extension's segm
 _PORTION = 0xFFFF - 2 - len(EXTENSION) - 32 - 8  # extension bytes a segment holds
 _CLAIM = re.compile(rb"""\s*xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"""
                     rb"""|<xmpNote:HasExtendedXMP>\s*([0-9A-Fa-f]{32})\s*</xmpNote:HasExtendedXMP>""")
-# a tag (its closing slash, name, self-closing slash), comment or processing instruction
-_TAG = re.compile(rb"""<(?:!--.*?-->|\?.*?\?>|!\[CDATA\[.*?]]>|"""
-                  rb"""(/?)([^\s/>!?]+)(?:[^>"']|"[^"]*"|'[^']*')*?(/?)>)""", re.S)
+# an element's tag (its closing slash, name, self-closing slash): no "<" within, as XML has none
+# there, so that each match ends by the next "<" and a scan stays linear in the packet's size
+_TAG = re.compile(rb"""<(/?)([^\s/<>!?]+)(?:[^<>"']|"[^"<]*"|'[^'<]*')*?(/?)>""")
+_SKIPPED = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"), (b"<!", b">"))
 _PACKET_WRAPPER = re.compile(rb"<\?xpacket.*?\?>\s*", re.S)
 _ABOUT = re.compile(rb"""\srdf:about\s*=\s*("[^"]*"|'[^']*')""")
 
@@ -121,11 +122,19 @@ def _claim(about: re.Match | None, guid: bytes) -> bytes:
 def _top_level(packet: bytes) -> tuple[list[tuple[int, int]], int] | None:
     """Where each element directly inside ``rdf:RDF`` starts and stops, and where that
     element's content ends; None when the packet holds no well-nested ``rdf:RDF``."""
-    depth, start, children, inside = 0, 0, [], False
-    for tag in _TAG.finditer(packet):
-        closing, name, empty = tag[1], tag[2], tag[3]
-        if name is None:  # a comment or processing instruction
+    depth, start, children, inside, at = 0, 0, [], False, 0
+    while (at := packet.find(b"<", at)) >= 0:
+        skipped = next(((o, c) for o, c in _SKIPPED if packet.startswith(o, at)), None)
+        if skipped:  # a comment, CDATA, processing instruction or declaration
+            end = packet.find(skipped[1], at + len(skipped[0]))
+            if end < 0:
+                return None
+            at = end + len(skipped[1])
             continue
+        tag = _TAG.match(packet, at)
+        if tag is None:
+            return None
+        closing, name, empty, at = tag[1], tag[2], tag[3], tag.end()
         if not inside:
             inside = name == b"rdf:RDF" and not closing and not empty
         elif closing and depth == 0:

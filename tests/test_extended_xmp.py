@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from helpers import random_rgb, upscale
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from drcn_plugin.jpegmeta import EXTENSION, joined_xmp
+from drcn_plugin.jpegmeta import EXTENSION, joined_xmp, split_xmp
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 _RDF = 'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"'
@@ -114,3 +115,13 @@ def test_an_extension_missing_a_segment_is_dropped_with_a_note(
     xmp = _xmp(out / "cut.png")
     assert b"<rdf:li>Jane</rdf:li>" in xmp  # the main packet travels
     assert b"HasExtendedXMP" not in xmp and b"crs:Look" not in xmp
+
+
+@pytest.mark.parametrize("junk", [b'<a b="', b"<", b"<!--", b"<a>"])
+def test_a_hostile_packet_is_split_or_refused_in_linear_time(junk: bytes) -> None:
+    """Unclosed tags, quotes or comments, repeated: a scan that looked past each to the end of
+    the packet would take minutes here (hours for a few MB), and hang the batch."""
+    packet = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>' + junk * (120_000 // len(junk))
+    started = time.perf_counter()
+    assert split_xmp(packet) is None  # not well-nested: dropped, with the note
+    assert time.perf_counter() - started < 1
