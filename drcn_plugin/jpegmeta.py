@@ -12,17 +12,16 @@ import struct
 
 from PIL import Image
 
+from .colourspace import XML_TAG
+
 JPEG_EXIF_LIMIT = 65533  # an APP1 segment's payload
 MAIN_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # XMP in one APP1 segment
 EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # how an extension's segments begin
 _PORTION = 0xFFFF - 2 - len(EXTENSION) - 32 - 8  # extension bytes a segment holds
-_CLAIM = re.compile(rb"""\s*xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"""
+_CLAIM = re.compile(rb"""xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"""
                     rb"""|<xmpNote:HasExtendedXMP>\s*([0-9A-Fa-f]{32})\s*</xmpNote:HasExtendedXMP>""")
-# an element's tag (its closing slash, name, self-closing slash): no "<" within, as XML has none
-# there, so that each match ends by the next "<" and a scan stays linear in the packet's size
-_TAG = re.compile(rb"""<(/?)([^\s/<>!?]+)(?:[^<>"']|"[^"<]*"|'[^'<]*')*?(/?)>""")
 _SKIPPED = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"), (b"<!", b">"))
-_PACKET_WRAPPER = re.compile(rb"<\?xpacket.*?\?>\s*", re.S)
+_PACKET_WRAPPER = re.compile(rb"<\?xpacket[^<>]*\?>\s*")  # no "<" within: linear time
 _ABOUT = re.compile(rb"""\srdf:about\s*=\s*("[^"]*"|'[^']*')""")
 
 
@@ -131,10 +130,10 @@ def _top_level(packet: bytes) -> tuple[list[tuple[int, int]], int] | None:
                 return None
             at = end + len(skipped[1])
             continue
-        tag = _TAG.match(packet, at)
+        tag = XML_TAG.match(packet, at)
         if tag is None:
             return None
-        closing, name, empty, at = tag[1], tag[2], tag[3], tag.end()
+        closing, name, empty, at = tag[1], tag[2], tag[3].endswith(b"/"), tag.end()
         if not inside:
             inside = name == b"rdf:RDF" and not closing and not empty
         elif closing and depth == 0:

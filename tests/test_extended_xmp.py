@@ -117,11 +117,15 @@ def test_an_extension_missing_a_segment_is_dropped_with_a_note(
     assert b"HasExtendedXMP" not in xmp and b"crs:Look" not in xmp
 
 
-@pytest.mark.parametrize("junk", [b'<a b="', b"<", b"<!--", b"<a>"])
-def test_a_hostile_packet_is_split_or_refused_in_linear_time(junk: bytes) -> None:
-    """Unclosed tags, quotes or comments, repeated: a scan that looked past each to the end of
-    the packet would take minutes here (hours for a few MB), and hang the batch."""
-    packet = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>' + junk * (120_000 // len(junk))
+@pytest.mark.parametrize("junk", [b'<a b="', b"<", b"<!--", b"<a>", b"<?xpacket ", b" "])
+def test_a_hostile_packet_is_read_and_split_or_refused_in_linear_time(junk: bytes) -> None:
+    """Unclosed tags, quotes, comments or packet wrappers, or blank space, repeated: a pattern
+    that looked past each to the end of the packet would take minutes here (hours for a few
+    MB), and hang the batch."""
+    junk *= 300_000 // len(junk)
     started = time.perf_counter()
-    assert split_xmp(packet) is None  # not well-nested: dropped, with the note
+    for packet in (b"<x:xmpmeta><rdf:RDF>" + junk,  # inside, or after what is well-nested
+                   b"<x:xmpmeta><rdf:RDF><rdf:Description/></rdf:RDF>" + junk):
+        assert joined_xmp(packet, [], []) == packet  # names no extension
+        assert split_xmp(packet) is None  # not well-nested, or no room: dropped, noted
     assert time.perf_counter() - started < 1
