@@ -43,7 +43,7 @@ _GAIN_MAP_ELEMENTS = (b"hdrgm:", b"HDRGainMap:")
 _DIRECTORY = b"Container:Directory"
 # An XML tag: the slash of a closing tag, the name, the attributes (a value holds no '<', so a
 # match never crosses one, and finding every tag of any text takes linear time)
-_TAG = re.compile(rb"""<(/?)([\w.:-]+)((?:[^<>"']|"[^"<]*"|'[^'<]*')*)>""")
+XML_TAG = re.compile(rb"""<(/?)([\w.:-]+)((?:[^<>"']|"[^"<]*"|'[^'<]*')*)>""")
 GAIN_MAP_NOTE = ("HDR gain map dropped (the result is the SDR image); its XMP no longer "
                  "promises one")
 
@@ -56,7 +56,7 @@ def without_gain_map(xmp: bytes) -> bytes:
     edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in file order
     opened: list[tuple[bytes, int]] = []  # the elements open here: name, start
     within = 0  # how many of them are gain-map elements or directories
-    for tag in _TAG.finditer(xmp):
+    for tag in XML_TAG.finditer(xmp):
         closing, name, attributes = tag.groups()
         candidate = name.startswith(_GAIN_MAP_ELEMENTS) or name == _DIRECTORY
         start, end = tag.span()

@@ -28,8 +28,10 @@ from .deep import pixels16, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
+from .iptc import tiff_iptc
 from .jpegparts import damage_note, extra_images, extra_images_note
 from .metadata import (
+    IPTC,
     TRANSPOSE,
     Descriptive,
     apply_orientation,
@@ -38,7 +40,7 @@ from .metadata import (
     read_exif,
 )
 from .misreads import require_whole_png, tga_alpha, usable_icc, without_damaged_chunks
-from .opening import load_pixels, open_image, open_regular, reader_refusal
+from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -99,6 +101,9 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
+            warnings.filterwarnings("ignore", "Metadata Warning, tag 33723 ")  # see tiff_iptc
+            # another object's file collected meanwhile says nothing about this one
+            warnings.simplefilter("ignore", ResourceWarning)
             array, info = _decode(path)
         for w in dict.fromkeys(str(w.message).splitlines()[0] for w in caught if str(w.message)):
             info.notes.append(f"decoder warning: {w}")
@@ -245,6 +250,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     notes: list[str] = []
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
         _check_decode_memory(im)
+        refuse_preview(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
@@ -278,6 +284,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
         exif = read_exif(im, info.notes)
+        if im.format == "TIFF" and exif is not None and IPTC in exif:
+            exif[IPTC] = tiff_iptc(f) or exif[IPTC]  # as stored: Pillow reads one value of it
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)

@@ -21,6 +21,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from .colourspace import GAIN_MAP_NOTE, PILLOW_WRITES, without_gain_map
 from .iptc import app13, jpeg_iptc
+from .jpegmeta import JPEG_EXIF_LIMIT, joined_xmp, shrink_exif, split_xmp
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
@@ -38,7 +39,6 @@ TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
              8: Image.Transpose.ROTATE_90}
-JPEG_EXIF_LIMIT = 65533  # an APP1 segment's payload
 
 
 def _writable(tag: int, value, ifd: int | None = None) -> bool:
@@ -236,37 +236,11 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
                          "write it to TIFF")
     data = out.tobytes()
     if fmt == "JPEG" and len(data) > JPEG_EXIF_LIMIT:
-        data = _shrink(out, notes)
+        data = shrink_exif(out, notes, _SUB_IFDS)
     return data, any(p in out for p in _SUB_IFDS)
 
 
-def _shrink(exif: Image.Exif, notes: list[str]) -> bytes | None:
-    """Drop the largest tags until the EXIF fits a JPEG segment; None when nothing useful fits."""
-    sizes = []
-    for tag, value in exif.items():
-        if tag in _SUB_IFDS:
-            sizes += [(len(repr(v)), tag, t) for t, v in value.items()]
-        else:
-            sizes.append((len(repr(value)), None, tag))
-    for _, ifd, tag in sorted(sizes, reverse=True):
-        if ifd is None:
-            del exif[tag]
-        else:
-            sub = {t: v for t, v in exif[ifd].items() if t != tag}
-            if sub:
-                exif[ifd] = sub
-            else:
-                del exif[ifd]
-        data = exif.tobytes()
-        if len(data) <= JPEG_EXIF_LIMIT:
-            notes.append("EXIF over JPEG's 64 KB limit: its largest tags were dropped")
-            return data
-    notes.append("EXIF over JPEG's 64 KB limit: dropped")
-    return None
-
-
 _XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
-_JPEG_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # one APP1 segment
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
@@ -300,6 +274,7 @@ class Descriptive:
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
+            xmp = joined_xmp(xmp, getattr(im, "applist", []), notes)  # a JPEG's extended XMP
             if (kept := without_gain_map(xmp)) != xmp:
                 xmp = kept
                 notes.append(GAIN_MAP_NOTE)
@@ -418,10 +393,13 @@ class Descriptive:
                 names = ", ".join(chunk.decode() for chunk in unsaid)
                 dropped.append(f"colour signalling ({names})")
             if xmp is not None and fmt in ("JPEG", "WEBP", "AVIF"):
-                if fmt == "JPEG" and len(xmp) > _JPEG_XMP_LIMIT:
+                split = split_xmp(xmp) if fmt == "JPEG" else (xmp, b"")
+                if split is None:
                     dropped.append("XMP (over JPEG's 64 KB)")
-                else:
-                    opts["xmp"] = xmp
+                else:  # over one JPEG segment: as extended XMP
+                    opts["xmp"], extension = split
+                    if extension:
+                        opts["extra"] = extension
             elif xmp is not None and fmt != "TIFF":
                 dropped.append("XMP")
             carried = {"Comment"} if fmt == "JPEG" else set()
@@ -435,7 +413,7 @@ class Descriptive:
             if set(self.text) - carried:
                 dropped.append("text")
         if self.iptc is not None and fmt == "JPEG":
-            opts["extra"] = app13(self.iptc)
+            opts["extra"] = opts.get("extra", b"") + app13(self.iptc)
         elif self.iptc is not None and fmt != "TIFF":
             dropped.append("IPTC")
         if dropped:

@@ -125,6 +125,16 @@ def load_pixels(im: Image.Image) -> None:
         warnings.warn(line, stacklevel=2)
 
 
+def refuse_preview(im: Image.Image) -> None:
+    """Refuse a TIFF whose image is a reduced-resolution copy of another (NewSubfileType bit
+    0), as a camera raw's first image (DNG, NEF, ...) is a preview of the raw Pillow cannot
+    read: upscaled, the preview would pass for the photo."""
+    subfile = im.tag_v2.get(_NEW_SUBFILE_TYPE, 0) if im.format == "TIFF" else 0
+    if isinstance(subfile, int) and subfile & _REDUCED:
+        raise BadImageError(f"its image is a {im.width}x{im.height} reduced-resolution preview, "
+                            "not the photo (a camera raw file?): convert it to TIFF or JPEG first")
+
+
 def reader_refusal(path: Path) -> str:
     """Why the Pillow reader that claims ``path``'s first bytes refused it (a 12-bit JPEG, a
     half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out, or that
@@ -148,7 +158,36 @@ def reader_refusal(path: Path) -> str:
                 try:
                     factory(f, str(path)).close()
                 except Exception as e:  # noqa: BLE001 - its reason is what is wanted
-                    return f" (its {fmt} reader: {one_line(e)})"
+                    layout = _tiff_layout(f) if fmt == "TIFF" and str(e) == _NO_MODE else ""
+                    return f" (its {fmt} reader: {layout or one_line(e)})"
     except (OSError, BadImageError):
         pass
     return ""
+
+
+_NEW_SUBFILE_TYPE, _REDUCED = 254, 1  # a TIFF's tag, and its bit for a reduced-resolution copy
+_NO_MODE = "unknown pixel mode"  # Pillow's TIFF reader on samples it has no mode for
+_SAMPLE_KINDS = {2: "signed ", 3: "float "}  # TIFF's SampleFormat, beside unsigned integers
+_PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK",
+                6: "YCbCr", 8: "CIELab", 32844: "LogL", 32845: "LogLuv"}
+
+
+def _tiff_layout(f: BinaryIO) -> str:
+    """What a TIFF's first image holds that Pillow has no mode for, from its tags, as ``no mode
+    for 16-bit grey with alpha``; empty when the tags cannot be read."""
+    try:
+        f.seek(0)
+        head = f.read(16)
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(head if head[2] == 43 else head[:8])  # BigTIFF
+        f.seek(ifd.next)
+        ifd.load(f)
+        bits, kinds = ifd.get(258, (1,)), ifd.get(339, (1,))
+        colour, extra = _PHOTOMETRIC.get(ifd.get(262), "colour"), ifd.get(338, ())
+    except Exception:  # noqa: BLE001 - damaged tags: Pillow's reason alone
+        return ""
+    depth = "/".join(map(str, dict.fromkeys(bits))) + "-bit"  # 16-bit, or 16/8-bit if mixed
+    kind = _SAMPLE_KINDS.get(kinds[0], "") if kinds else ""
+    alpha = sum(e in (1, 2) for e in extra)  # associated or unassociated alpha
+    others = len(extra) - alpha
+    return (f"no mode for {depth} {kind}{colour}" + (" with alpha" if alpha else "")
+            + (f" and {others} extra channel(s)" if others else ""))

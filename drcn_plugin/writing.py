@@ -28,6 +28,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from .bmpalpha import write_bmp_rgba
 from .colourspace import with_chunks
 from .deep import write_png16
 from .errors import (
@@ -102,6 +103,9 @@ class Encoded:
 
     def write(self, f: BinaryIO) -> None:
         """Write the file to ``f``."""
+        if self.format == "BMP" and self.image.mode == "RGBA":
+            write_bmp_rgba(_WithoutFileno(f), self.image, self.options.get("dpi"))
+            return
         if not self.chunks and self.pixels16 is None:
             self.image.save(_WithoutFileno(f), format=self.format, **self.options)
             return

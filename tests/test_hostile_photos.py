@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,36 @@ def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
         read_image(tmp_path / "placeholder.jpg")
 
 
+@pytest.mark.parametrize("samples, photometric, tags, words", [
+    (np.zeros((4, 6, 2), np.uint16), 1, {EXTRA_SAMPLES: [2]}, "16-bit grey with alpha"),
+    (np.zeros((4, 6, 3), np.float16), RGB, {339: [FLOAT_SAMPLES] * 3}, "16-bit float RGB"),
+    (np.zeros((4, 6, 4), np.float32), RGB, {339: [FLOAT_SAMPLES] * 4, EXTRA_SAMPLES: [2]},
+     "32-bit float RGB with alpha"),
+])
+def test_a_tiff_pillow_has_no_mode_for_is_named_by_what_it_holds(
+        tmp_path: Path, samples: np.ndarray, photometric: int, tags: dict, words: str) -> None:
+    """GIMP's and Photoshop's 16-bit grey with transparency, a float RGB render: valid TIFFs,
+    named by their samples rather than by Pillow's "unknown pixel mode"."""
+    hand_tiff(tmp_path / "x.tif", samples, photometric, tags)
+    with pytest.raises(BadImageError, match=rf"x\.tif: .*\(its TIFF reader: no mode for {words}\)$"):
+        read_image(tmp_path / "x.tif")
+
+
+@pytest.mark.parametrize("subfile_type", [0, 1, 3])
+def test_a_tiffs_reduced_resolution_preview_is_not_upscaled_as_the_photo(
+        tmp_path: Path, subfile_type: int) -> None:
+    """A camera raw (DNG, NEF, ...) is a TIFF whose first image is a small preview of the raw,
+    which Pillow cannot read: upscaled, the preview would pass for the photo."""
+    hand_tiff(tmp_path / "IMG_1.dng", np.full((6, 8, 3), 200, np.uint8), RGB,
+              {254: [subfile_type]})
+    if subfile_type & 1:  # reduced resolution (3: also a page of several)
+        with pytest.raises(BadImageError, match=r"IMG_1\.dng: its image is a 8x6 reduced-"
+                                                r"resolution preview, not the photo"):
+            read_image(tmp_path / "IMG_1.dng")
+    else:  # the full-resolution image itself
+        assert read_image(tmp_path / "IMG_1.dng")[0].shape == (6, 8, 3)
+
+
 @pytest.mark.parametrize("name, save", [
     ("a.apng", dict(format="PNG")), ("a.gif", dict()), ("a.webp", dict(lossless=True)),
     ("a.tif", dict()),
@@ -132,3 +163,20 @@ def test_a_heic_whose_colours_only_nclx_describes_keeps_them(
     _, info = read_image(tmp_path / "p.heic")
     assert info.about.png_colour == ({b"cICP": bytes([12, 13, 0, 1])} if kept else {})
     assert not info.notes
+
+
+def test_a_file_left_open_elsewhere_is_not_a_note_on_the_image(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoder warnings become the image's notes; a ResourceWarning is Python collecting some
+    other file left open (a caller's, a test's) while this one decodes, not about the image."""
+    from drcn_plugin import imagefile
+
+    decode = imagefile._decode
+
+    def collected_meanwhile(path: Path):
+        warnings.warn("unclosed file <_io.FileIO name='other.jpg'>", ResourceWarning, stacklevel=1)
+        return decode(path)
+
+    monkeypatch.setattr(imagefile, "_decode", collected_meanwhile)
+    random_rgb().save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png")[1].notes == []

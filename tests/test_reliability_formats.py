@@ -90,14 +90,21 @@ def test_a_format_that_is_only_read_is_written_as_png_with_a_note(folder: Path,
 
 
 def test_rgba_bmp_keeps_alpha(folder: Path, tiny_model_file: str) -> None:
-    """32-bit BI_RGB BMP with alpha."""
-    a = np.dstack([np.asarray(rgb()), np.full((16, 20), 90, np.uint8)])
+    """32-bit BI_RGB BMP with alpha; the result states its alpha in a BITMAPV4HEADER's mask,
+    where readers that keep to the format (Pillow's) look: BI_RGB's fourth byte is unused."""
+    a = np.dstack([np.asarray(rgb()), np.tile(np.arange(0, 200, 10, dtype=np.uint8), (16, 1))])
     Image.fromarray(a).save(folder / "a.bmp")
     assert read_image(folder / "a.bmp")[0].shape == (16, 20, 4)
     out = folder.parent / "out"
     assert upscale(str(folder), "-o", str(out), "--model", tiny_model_file).exit_code == 0
     back = read_image(out / "a.bmp")[0]
-    assert back.shape == (32, 40, 4) and back[..., 3].min() == 90
+    assert back.shape == (32, 40, 4) and back[..., 3].min() == 0
+    with Image.open(out / "a.bmp") as im:  # Pillow's own reader, as other programs read it
+        assert im.mode == "RGBA" and im.info["dpi"] == pytest.approx((192, 192), rel=1e-3)
+        assert np.array_equal(np.asarray(im), back)  # rows and channels in their places
+    head = (out / "a.bmp").read_bytes()[:54]
+    assert struct.unpack("<IIIHHI", head[2:6] + head[10:18] + head[26:34]) == (
+        (out / "a.bmp").stat().st_size, 122, 108, 1, 32, 3)  # size, offset, V4, BI_BITFIELDS
 
 
 def test_exif_resolution_scaled_and_swapped(folder: Path, tiny_model_file: str) -> None:

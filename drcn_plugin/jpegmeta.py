@@ -1,0 +1,150 @@
+"""Metadata through JPEG's 64 KB segments: EXIF shrunk to fit its one segment, and XMP over one
+segment carried as extended XMP (XMP Specification Part 3, 1.1.3.1: a main packet naming, by
+the MD5 of its text, an extension spread over APP1 segments). Read, a JPEG's extension is
+joined to its main packet (other formats hold XMP of any size); written to JPEG, a packet over
+one segment is split again, whole top-level ``rdf:Description`` elements at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+
+from PIL import Image
+
+from .colourspace import XML_TAG
+
+JPEG_EXIF_LIMIT = 65533  # an APP1 segment's payload
+MAIN_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # XMP in one APP1 segment
+EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # how an extension's segments begin
+_PORTION = 0xFFFF - 2 - len(EXTENSION) - 32 - 8  # extension bytes a segment holds
+_CLAIM = re.compile(rb"""xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"""
+                    rb"""|<xmpNote:HasExtendedXMP>\s*([0-9A-Fa-f]{32})\s*</xmpNote:HasExtendedXMP>""")
+_SKIPPED = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"), (b"<!", b">"))
+_PACKET_WRAPPER = re.compile(rb"<\?xpacket[^<>]*\?>\s*")  # no "<" within: linear time
+_ABOUT = re.compile(rb"""\srdf:about\s*=\s*("[^"]*"|'[^']*')""")
+
+
+def shrink_exif(exif: Image.Exif, notes: list[str], sub_ifds: tuple[int, ...]) -> bytes | None:
+    """Drop the largest tags until the EXIF fits a JPEG segment; None when nothing useful fits."""
+    sizes = []
+    for tag, value in exif.items():
+        if tag in sub_ifds:
+            sizes += [(len(repr(v)), tag, t) for t, v in value.items()]
+        else:
+            sizes.append((len(repr(value)), None, tag))
+    for _, ifd, tag in sorted(sizes, reverse=True):
+        if ifd is None:
+            del exif[tag]
+        else:
+            sub = {t: v for t, v in exif[ifd].items() if t != tag}
+            if sub:
+                exif[ifd] = sub
+            else:
+                del exif[ifd]
+        data = exif.tobytes()
+        if len(data) <= JPEG_EXIF_LIMIT:
+            notes.append("EXIF over JPEG's 64 KB limit: its largest tags were dropped")
+            return data
+    notes.append("EXIF over JPEG's 64 KB limit: dropped")
+    return None
+
+
+def joined_xmp(xmp: bytes, applist: list[tuple[str, bytes]], notes: list[str]) -> bytes:
+    """A JPEG's main XMP packet with the extension it names joined to it (its top-level
+    elements added to the main packet's, the claim dropped); ``xmp`` as it is when it names
+    none that the file holds. An extension whose segments do not add up is dropped, noted."""
+    claim = _CLAIM.search(xmp)
+    if claim is None:
+        return xmp
+    guid = (claim[2] or claim[3]).upper()
+    parts, total = {}, None
+    for marker, data in applist:
+        head = data[len(EXTENSION):]
+        if marker == "APP1" and data.startswith(EXTENSION) and head[:32].upper() == guid:
+            total, offset = struct.unpack(">II", head[32:40].rjust(8, b"\0"))
+            parts[offset] = head[40:]
+    if not parts:
+        return xmp
+    main = xmp[:claim.start()] + xmp[claim.end():]
+    extension, at = bytearray(), 0
+    while at in parts and parts[at] and len(extension) < total:
+        extension += parts[at]
+        at += len(parts[at])
+    children, _ = _top_level(bytes(extension)) or ([], 0)
+    top = _top_level(main)
+    if len(extension) != total or not children or top is None:
+        notes.append("extended XMP dropped: its segments are incomplete or unreadable")
+        return main
+    added = b"".join(extension[start:stop] for start, stop in children)
+    return main[:top[1]] + added + main[top[1]:]
+
+
+def split_xmp(xmp: bytes) -> tuple[bytes, bytes] | None:
+    """``xmp`` for a JPEG: its main packet, and the APP1 segments of its extension (empty when
+    the packet fits one segment); None when even the main packet's frame is over a segment or
+    the packet has no ``rdf:RDF`` to split."""
+    if len(xmp) <= MAIN_XMP_LIMIT:
+        return xmp, b""
+    top = _top_level(xmp)
+    if top is None or not top[0]:
+        return None
+    children, end = top
+    head, tail = xmp[:children[0][0]], xmp[end:]
+    about = _ABOUT.search(xmp, children[0][0], children[0][1])
+    room = MAIN_XMP_LIMIT - len(head) - len(tail) - len(_claim(about, b"0" * 32))
+    kept, moved = [], []
+    for start, stop in children:  # in order, each kept while the main packet has room
+        fits = stop - start <= room
+        (kept if fits else moved).append(xmp[start:stop])
+        room -= stop - start if fits else 0
+    if room < 0:
+        return None
+    extension = (_PACKET_WRAPPER.sub(b"", head) + b"".join(moved)
+                 + _PACKET_WRAPPER.sub(b"", tail))
+    guid = hashlib.md5(extension).hexdigest().upper().encode()  # noqa: S324 - as the spec says
+    segments = b"".join(
+        b"\xff\xe1" + struct.pack(">H", 2 + len(EXTENSION) + 40 + len(part)) + EXTENSION + guid
+        + struct.pack(">II", len(extension), at) + part
+        for at, part in ((at, extension[at:at + _PORTION])
+                         for at in range(0, len(extension), _PORTION)))
+    return head + b"".join(kept) + _claim(about, guid) + tail, segments
+
+
+def _claim(about: re.Match | None, guid: bytes) -> bytes:
+    """The element by which a main packet names its extension, about what its others are."""
+    return (b"<rdf:Description rdf:about=" + (about[1] if about else b'""')
+            + b' xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="'
+            + guid + b'"/>')
+
+
+def _top_level(packet: bytes) -> tuple[list[tuple[int, int]], int] | None:
+    """Where each element directly inside ``rdf:RDF`` starts and stops, and where that
+    element's content ends; None when the packet holds no well-nested ``rdf:RDF``."""
+    depth, start, children, inside, at = 0, 0, [], False, 0
+    while (at := packet.find(b"<", at)) >= 0:
+        skipped = next(((o, c) for o, c in _SKIPPED if packet.startswith(o, at)), None)
+        if skipped:  # a comment, CDATA, processing instruction or declaration
+            end = packet.find(skipped[1], at + len(skipped[0]))
+            if end < 0:
+                return None
+            at = end + len(skipped[1])
+            continue
+        tag = XML_TAG.match(packet, at)
+        if tag is None:
+            return None
+        closing, name, empty, at = tag[1], tag[2], tag[3].endswith(b"/"), tag.end()
+        if not inside:
+            inside = name == b"rdf:RDF" and not closing and not empty
+        elif closing and depth == 0:
+            return children, tag.start()
+        elif closing:
+            depth -= 1
+            if depth == 0:
+                children.append((start, tag.end()))
+        elif empty and depth == 0:
+            children.append((tag.start(), tag.end()))
+        elif not empty:
+            start = tag.start() if depth == 0 else start
+            depth += 1
+    return None

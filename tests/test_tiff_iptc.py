@@ -1,0 +1,56 @@
+"""A TIFF's IPTC records (captions, keywords, credits: its tag 33723, beside the EXIF) travel as
+stored, also where the writer typed the tag LONG as Photoshop does (Pillow keeps 4 bytes of
+that), and go to a JPEG result where JPEG's readers look for them: its Photoshop APP13 block."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from helpers import random_rgb, upscale
+from PIL import Image, IptcImagePlugin
+from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+_IPTC = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x00\x04tree"
+_UNDEFINED, _LONG = 7, 4
+
+
+def _photoshop_tiff(path: Path, tagtype: int) -> None:
+    """A TIFF with IPTC records and an artist, its IPTC tag typed ``tagtype``."""
+    tags = ImageFileDirectory_v2()
+    tags[33723], tags.tagtype[33723] = _IPTC, _UNDEFINED
+    tags[315] = "Jane"
+    random_rgb().save(path, tiffinfo=tags)
+    if tagtype == _LONG:  # as Photoshop types it: the same bytes, counted in 4-byte numbers
+        data = path.read_bytes()
+        entry = struct.pack("<HHI", 33723, _UNDEFINED, len(_IPTC))
+        assert data.count(entry) == 1
+        path.write_bytes(data.replace(entry, struct.pack("<HHI", 33723, _LONG, len(_IPTC) // 4)))
+
+
+@pytest.mark.parametrize("tagtype", [_UNDEFINED, _LONG])
+def test_a_tiffs_iptc_goes_to_a_jpegs_app13(folder: Path, tiny_model_file: str,
+                                            tagtype: int) -> None:
+    _photoshop_tiff(folder / "ps.tif", tagtype)
+    out = folder.parent / "out"
+    r = upscale(str(folder / "ps.tif"), "-f", "jpg", "-o", str(out), "-m", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    with Image.open(out / "ps.jpg") as im:
+        records = IptcImagePlugin.getiptcinfo(im)
+        exif = im.getexif()
+    assert records is not None, "no IPTC where JPEG's readers look"
+    assert records[(2, 120)] == b"Caption" and records[(2, 25)] == b"tree"
+    assert 33723 not in exif and exif[315] == "Jane"  # moved, not copied; the rest stays
+    assert "IPTC" not in r.output and "warning" not in r.output
+
+
+def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file: str) -> None:
+    _photoshop_tiff(folder / "ps.tif", _LONG)
+    out = folder.parent / "out"
+    r = upscale(str(folder / "ps.tif"), "-o", str(out), "-m", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    with Image.open(out / "ps.tif") as im:
+        assert im.tag_v2[33723] == _IPTC  # not b"540", its first 4 bytes as a number
+    assert "warning" not in r.output
