@@ -77,6 +77,7 @@ def eval_cmd(
         is_results_file,
         results_json,
     )
+    from .model import blend_weight
     from .writing import check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
@@ -89,6 +90,8 @@ def eval_cmd(
         if model == "bicubic" and denoise is not None:
             raise BadOptionError("a denoise strength blends two DRCN models; bicubic has none",
                                  option="denoise")
+        if denoise is not None:
+            blend_weight(denoise, "denoise strength")
         if model == "bicubic" and plot is not None:
             raise BadOptionError("it draws each recursion depth of a DRCN model; bicubic has "
                                  "none", option="plot")

@@ -299,39 +299,6 @@ def test_jpeg_takes_images_whose_alpha_is_all_opaque(folder: Path, tiny_model_fi
     assert calls == []
 
 
-def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
-                                                       tiny_model_file: str) -> None:
-    """Photoshop's resources and layers (tags 34377, 37724) described the small original."""
-    from PIL.TiffImagePlugin import ImageFileDirectory_v2
-
-    tags = ImageFileDirectory_v2()
-    iptc = b"\x1c\x02\x05\x00\x04test"
-    for tag, value in ((34377, b"8BIM\x04\x04\x00\x00\x00\x00\x00\x00"),
-                       (37724, b"Adobe Photoshop Document Data Block\x00"), (33723, iptc)):
-        tags[tag] = value
-        tags.tagtype[tag] = 7  # UNDEFINED
-    Image.fromarray(_ramp()).save(folder / "ps.tif", tiffinfo=tags)
-    r = upscale(str(folder / "ps.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
-    assert r.exit_code == 0, r.output
-    written = Image.open(folder / "out" / "ps.tif").tag_v2
-    assert 34377 not in written and 37724 not in written and written[33723] == iptc
-    assert "Photoshop resources and layers dropped" in r.output
-
-
-@pytest.mark.parametrize(("description", "kept"), [('{"shape": [12, 18, 3]}', False),
-                                                   ("Sunset over the harbour", True)])
-def test_tifffile_shape_description_is_dropped_and_a_caption_kept(
-        folder: Path, tiny_model_file: str, description: str, kept: bool) -> None:
-    """tifffile reads the pixels by the shape its JSON description states: the small one."""
-    Image.fromarray(_ramp()).save(folder / "t.tif", tiffinfo={270: description})
-    r = upscale(str(folder / "t.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
-    assert r.exit_code == 0, r.output
-    with Image.open(folder / "out" / "t.tif") as im:
-        assert (im.tag_v2.get(270) == description) == kept
-    assert ("shape description dropped" in r.output) != kept
-
-
-
 def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file: str) -> None:
     """WebP has no grey: a grey image is stored as RGB, where a grey profile is wrong."""
     cms = pytest.importorskip("PIL.ImageCms")

@@ -1,6 +1,8 @@
-"""A TIFF's IPTC records (captions, keywords, credits: its tag 33723, beside the EXIF) travel as
-stored, also where the writer typed the tag LONG as Photoshop does (Pillow keeps 4 bytes of
-that), and go to a JPEG result where JPEG's readers look for them: its Photoshop APP13 block."""
+"""A TIFF's own metadata tags. Its IPTC records (captions, keywords, credits: its tag 33723,
+beside the EXIF) travel as stored, also where the writer typed the tag LONG as Photoshop does
+(Pillow keeps 4 bytes of that), and go to a JPEG result where JPEG's readers look for them: its
+Photoshop APP13 block. What describes the image before the upscale (Photoshop's resources and
+layers, tifffile's shape) is dropped with a note."""
 
 from __future__ import annotations
 
@@ -54,3 +56,33 @@ def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file
     with Image.open(out / "ps.tif") as im:
         assert im.tag_v2[33723] == _IPTC  # not b"540", its first 4 bytes as a number
     assert "warning" not in r.output
+
+
+def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
+                                                       tiny_model_file: str) -> None:
+    """Photoshop's resources and layers (tags 34377, 37724) described the small original."""
+    tags = ImageFileDirectory_v2()
+    iptc = b"\x1c\x02\x05\x00\x04test"
+    for tag, value in ((34377, b"8BIM\x04\x04\x00\x00\x00\x00\x00\x00"),
+                       (37724, b"Adobe Photoshop Document Data Block\x00"), (33723, iptc)):
+        tags[tag] = value
+        tags.tagtype[tag] = 7  # UNDEFINED
+    random_rgb().save(folder / "ps.tif", tiffinfo=tags)
+    r = upscale(str(folder / "ps.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    written = Image.open(folder / "out" / "ps.tif").tag_v2
+    assert 34377 not in written and 37724 not in written and written[33723] == iptc
+    assert "Photoshop resources and layers dropped" in r.output
+
+
+@pytest.mark.parametrize(("description", "kept"), [('{"shape": [12, 18, 3]}', False),
+                                                   ("Sunset over the harbour", True)])
+def test_tifffile_shape_description_is_dropped_and_a_caption_kept(
+        folder: Path, tiny_model_file: str, description: str, kept: bool) -> None:
+    """tifffile reads the pixels by the shape its JSON description states: the small one."""
+    random_rgb().save(folder / "t.tif", tiffinfo={270: description})
+    r = upscale(str(folder / "t.tif"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    with Image.open(folder / "out" / "t.tif") as im:
+        assert (im.tag_v2.get(270) == description) == kept
+    assert ("shape description dropped" in r.output) != kept
