@@ -22,6 +22,7 @@ SCREENSHOT=${DRCN_SCREENSHOT:-$REPO/docs/gimp-dialog.png}
 PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils imagemagick"
 MOUNTED=()
 STARTED=()
+CREATED=""
 
 say() { printf '== %s\n' "$*"; }
 
@@ -58,11 +59,12 @@ cleanup() {  # stop what this script started, let it exit, then unmount what it 
   for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
     umount "${MOUNTED[i]}" 2>/dev/null || umount --lazy "${MOUNTED[i]}" || true
   done
+  [[ -z $CREATED ]] || rmdir "$CREATED" 2>/dev/null || true
 }
 trap cleanup EXIT
 
-bind() {  # bind SOURCE: mount SOURCE at the same path inside the chroot, once
-  local target=$CHROOT$1
+bind() {  # bind SOURCE [AT]: mount SOURCE at AT (default: the same path) in the chroot, once
+  local target=$CHROOT${2:-$1}
   mkdir -p "$target"
   if ! mountpoint -q "$target"; then
     mount --bind "$1" "$target"
@@ -83,9 +85,23 @@ fi
 bind /proc
 bind /dev
 bind "$REPO"
+# The checkout the venv imports drcn_plugin from (an editable install names one). When that is
+# another checkout, this one is mounted in its place inside the chroot, where the worker runs
+# with GIMP's environment, and put first on the path here: every step runs this repository's code.
+CODE=$(env -u PYTHONPATH "$PY" -c \
+  'import drcn_plugin, pathlib; print(pathlib.Path(drcn_plugin.__file__).resolve().parent.parent)')
+export PYTHONPATH=$REPO
+if [[ $CODE != "$REPO" && $CODE != "$VENV"/* ]]; then
+  [[ -e $REPO/.venv ]] || CREATED=$REPO/.venv   # the mount point below, made through the bind
+  bind "$REPO" "$CODE"
+fi
 [[ $VENV == "$REPO"/* ]] || bind "$VENV"
 bind "$("$PY" -c 'import sys; print(sys.base_prefix)')"   # the Python the venv links to
 say "$(in_chroot gimp-console-3.0 --version)"
+ran=$(in_chroot "$PY" -c 'import drcn_plugin; print(drcn_plugin.__file__)')
+[[ $CHROOT$ran -ef $REPO/drcn_plugin/__init__.py ]] \
+  || { say "the worker would import $ran, not $REPO's drcn_plugin"; exit 1; }
+say "the worker imports $ran ($REPO's code)"
 
 say "installing the plug-in"
 "$VENV/bin/drcn" gimp install --gimp-dir "$CHROOT/root/.config/GIMP/3.0"
@@ -103,6 +119,7 @@ gimp_batch() {  # gimp_batch JOBS [VAR=value ...]: run the jobs file in headless
 
 say "running the filter headless in GIMP"
 gimp_batch jobs.json
+gimp_batch jobs-hostile.json
 gimp_batch jobs-broken.json DRCN_WORKER_PYTHON=/usr/bin/python3
 gimp_batch jobs-missing.json DRCN_WORKER_PYTHON=/nonexistent/bin/python3
 say "comparing with drcn upscale / the engine"

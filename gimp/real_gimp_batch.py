@@ -30,7 +30,9 @@ def _dump(layer, path):
     with open(path, "wb") as f:
         f.write(data)
     _, x, y = layer.get_offsets()
-    return {"raw": path, "format": babl, "width": w, "height": h, "offsets": [x, y]}
+    mask = layer.get_mask()
+    return {"raw": path, "format": babl, "width": w, "height": h, "offsets": [x, y],
+            "mask": None if mask is None else [mask.get_width(), mask.get_height()]}
 
 
 def _pixel_layers(items):
@@ -41,7 +43,57 @@ def _pixel_layers(items):
             yield item
 
 
-def _run_job(job):
+def _prepare(image, job):
+    """What a GIMP user's image may hold besides pixels: a layer mask, a text layer on top (then
+    the selected layer), a selection, a palette."""
+    if job.get("mask"):
+        layer = image.get_layers()[0]
+        layer.add_mask(layer.create_mask(getattr(Gimp.AddMaskType, job["mask"])))
+    if "text" in job:
+        text = Gimp.TextLayer.new(image, job["text"], Gimp.context_get_font(), 12.0,
+                                  Gimp.Unit.pixel())
+        image.insert_layer(text, None, 0)
+        text.set_offsets(3, 2)
+    if "select" in job:
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, *job["select"])
+    if job.get("indexed"):
+        image.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE,
+                              255, False, False, "")
+
+
+def _call(image, job):
+    """Run the procedure on ``image`` (its top layer selected) with the job's arguments."""
+    proc = Gimp.get_pdb().lookup_procedure(PROC)
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE if job.get("interactive")
+                     else Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", image.get_layers()[:1])
+    for key, value in job["args"].items():
+        cfg.set_property(key, value)
+    return proc.run(cfg)
+
+
+def _state(image):
+    """What the filter should leave as GIMP's own Scale Image does: the selection's bounds and
+    the layers that are still text layers."""
+    return {"selection": None if Gimp.Selection.is_empty(image)
+            else list(Gimp.Selection.bounds(image)[-4:]),
+            "text_layers": [layer.get_name() for layer in _pixel_layers(image.get_layers())
+                            if layer.is_text_layer()]}
+
+
+def _native(image, scale):
+    """_state of a copy of ``image`` after GIMP's own Scale Image by ``scale``."""
+    copy = image.duplicate()
+    copy.scale(*(int(n * scale + 0.5) for n in (image.get_width(), image.get_height())))
+    state = _state(copy)
+    copy.delete()
+    return state
+
+
+def _build(job):
+    """The job's image: its input, as float when asked, with its extra layers."""
     image = _load(job["input"])
     if job.get("float"):
         image.convert_precision(Gimp.Precision.FLOAT_NON_LINEAR)
@@ -54,34 +106,40 @@ def _run_job(job):
         image.insert_layer(layer, parent, 0)
         layer.set_offsets(*extra["offsets"])
         src.delete()
-    proc = Gimp.get_pdb().lookup_procedure(PROC)
-    cfg = proc.create_config()
+    _prepare(image, job)
+    return image
+
+
+def _run_job(job):
+    image = _build(job)
+    out = {"name": job["name"]}
+    if job.get("native"):
+        out["native"] = _native(image, job["args"]["scale"])
     if job.get("interactive"):
         Gimp.Display.new(image)
-    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE if job.get("interactive")
-                     else Gimp.RunMode.NONINTERACTIVE)
-    cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", image.get_layers()[:1])
-    for key, value in job["args"].items():
-        cfg.set_property(key, value)
-    values = proc.run(cfg)
-    status = values.index(0)
-    out = {"name": job["name"], "status": status.value_nick}
-    if status != Gimp.PDBStatusType.SUCCESS:
-        out["error"] = values.index(1) if values.length() > 1 else None
+    results = []
+    try:
+        for _ in range(job.get("repeat", 1)):  # a script running the filter again
+            values = _call(image, job)
+            status = values.index(0)
+            out["status"] = status.value_nick
+            if status != Gimp.PDBStatusType.SUCCESS:
+                out["error"] = values.index(1) if values.length() > 1 else None
+                return out
+            results.append(values.index(1))
+        result = results[-1]
+        out.update(width=result.get_width(), height=result.get_height(), layers=[],
+                   **_state(result))
+        for i, layer in enumerate(reversed(list(_pixel_layers(result.get_layers())))):
+            out["layers"].append(_dump(layer, f"{WORK}/{job['name']}-layer{i}.raw"))  # noqa: F821
+        if job.get("export"):
+            Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, result,
+                           Gio.File.new_for_path(job["export"]), None)
+            out["export"] = job["export"]
         return out
-    result = values.index(1)
-    out.update(width=result.get_width(), height=result.get_height(), layers=[])
-    for i, layer in enumerate(reversed(list(_pixel_layers(result.get_layers())))):
-        out["layers"].append(_dump(layer, f"{WORK}/{job['name']}-layer{i}.raw"))  # noqa: F821
-    if job.get("export"):
-        Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, result, Gio.File.new_for_path(job["export"]),
-                       None)
-        out["export"] = job["export"]
-    if result != image:
-        result.delete()
-    image.delete()
-    return out
+    finally:
+        for made in [r for r in results if r != image] + [image]:
+            made.delete()
 
 
 with open(f"{WORK}/{JOBS}") as f:  # noqa: F821

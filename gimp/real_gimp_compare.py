@@ -63,17 +63,43 @@ def make(root: Path, work: str) -> None:
         {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
          "expect_error": "unknown model 'no-such-model'"},
     ]
+    hostile = [  # what a GIMP user's image holds besides one plain layer, and scripts' habits
+        {"name": "selection-new", "input": png["rgb"], "select": [10, 10, 20, 20],
+         "args": {"scale": 2.0}, "export": f"{work}/out-selection-new.png", "cli": ["-s", "2"]},
+        {"name": "selection-scale", "input": png["rgb"], "select": [10, 10, 20, 20],
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0},
+         "native": True},
+        {"name": "indexed", "input": png["rgb"], "indexed": True, "args": {"scale": 2.0},
+         "expect_error": "indexed image"},
+        {"name": "mask-new", "input": png["rgba"], "mask": "ALPHA", "args": {"scale": 2.0},
+         "engine": {"scale": 2.0}},
+        {"name": "mask-scale", "input": png["rgba"], "mask": "ALPHA",
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "text-new", "input": png["rgb"], "text": "DRCN", "args": {"scale": 2.0},
+         "expect_size": None},
+        {"name": "text-scale", "input": png["rgb"], "text": "DRCN", "native": True,
+         "args": {"scale": 2.0, "output": "scale-image"}, "expect_size": [128, 96]},
+        {"name": "past-16x", "input": png["rgb"], "args": {"width": 524287},
+         "expect_error": "more than 16x"},
+        {"name": "too-big-for-memory", "input": f"{work}/huge.png", "args": {"scale": 16.0},
+         "expect_error": "GiB of memory"},
+        {"name": "twice-new", "input": png["rgb"], "repeat": 2, "args": {"scale": 2.0},
+         "export": f"{work}/out-twice-new.png", "cli": ["-s", "2"]},
+        {"name": "twice-scale", "input": png["rgb"], "repeat": 2,
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0, "repeat": 2}},
+    ]
     broken = {"name": "no-drcn-in-python", "input": png["rgb"], "args": {"scale": 2.0},
               "expect_error": "No module named 'drcn_plugin'"}
     missing = {"name": "missing-python", "input": png["rgb"], "args": {"scale": 2.0},
                "expect_error": "does not exist"}
     Image.open(SET5 / "butterfly.png").convert("RGB").save(host / "big.png")
+    Image.new("RGB", (8000, 6000), (90, 120, 150)).save(host / "huge.png")  # 16x: ~150 GiB
     slow = {"name": "cancel", "input": f"{work}/big.png",
             "args": {"scale": 4.0, "tile": 16, "model": "drcn"}}
     dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True}
-    for name, content in (("jobs.json", jobs), ("jobs-broken.json", [broken]),
-                          ("jobs-missing.json", [missing]), ("jobs-cancel.json", [slow]),
-                          ("jobs-dialog.json", [dialog])):
+    for name, content in (("jobs.json", jobs), ("jobs-hostile.json", hostile),
+                          ("jobs-broken.json", [broken]), ("jobs-missing.json", [missing]),
+                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [dialog])):
         (host / name).write_text(json.dumps(content, indent=1))
 
 
@@ -91,6 +117,17 @@ def _factors(job: dict, canvas: np.ndarray) -> tuple[float, float]:
     return job["engine"]["scale"], job["engine"]["scale"]
 
 
+def _native_problems(job: dict, result: dict) -> list[str]:
+    """Where the result's selection or text layers differ from GIMP's own Scale Image's."""
+    if not job.get("native"):
+        return []
+    problems = [f"{job['name']}: {key} {result[key]}, GIMP's Scale Image gives {value}"
+                for key, value in result["native"].items() if result[key] != value]
+    if "select" in job and result["selection"] is None:
+        problems.append(f"{job['name']}: the selection was lost")
+    return problems
+
+
 def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     """Problems found with one job's result (empty when it passed); prints one line."""
     name = job["name"]
@@ -102,6 +139,14 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     if result["status"] != "success":
         print(f"{name:18s} FAILED in GIMP: {result.get('error')}  FAIL")
         return [f"{name}: {result.get('error')}"]
+    native = _native_problems(job, result)
+    if "expect_size" in job:  # no reference for a text layer's pixels: its size and fate
+        size = [result["width"], result["height"]]
+        ok = job["expect_size"] in (None, size) and not native
+        print(f"{name:18s} image {size[0]}x{size[1]}, text layers after: "
+              f"{result['text_layers']}  {'PASS' if ok else 'FAIL'}")
+        return native + ([] if job["expect_size"] in (None, size) else
+                         [f"{name}: image {size}, expected {job['expect_size']}"])
     problems, lines = [], []
     offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
     if "export" in job:
@@ -120,10 +165,12 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
             got = got.reshape(layer["height"], layer["width"], -1)
-            size = (scaled_span(y, arr.shape[0], factors[1])[1],
-                    scaled_span(x, arr.shape[1], factors[0])[1])
-            ref = np.atleast_3d(upscaler.upscale(arr, size=size))
-            pairs.append((got, ref, "engine", layer["offsets"]))
+            ref = arr
+            for _ in range(job["engine"].get("repeat", 1)):  # the filter run again on its result
+                (y, h), (x, w) = (scaled_span(y, ref.shape[0], factors[1]),
+                                  scaled_span(x, ref.shape[1], factors[0]))
+                ref = upscaler.upscale(ref, size=(h, w))
+            pairs.append((got, np.atleast_3d(ref), "engine", layer["offsets"]))
     factors = _factors(job, _layers_in(job, host)[0]) if "engine" in job else (1, 1)
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
@@ -136,6 +183,15 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
                      f"{'' if got.dtype != np.float32 else ' (8-bit LSB)'}")
         if not ok:
             problems.append(f"{name}: {lines[-1]}")
+    if job.get("mask"):  # the layer keeps a mask of its own new size
+        layer = result["layers"][0]
+        lines.append(f"mask {layer['mask']}")
+        if layer["mask"] != [layer["width"], layer["height"]]:
+            problems.append(f"{name}: mask {layer['mask']}, layer {layer['width']}x"
+                            f"{layer['height']}")
+    if "select" in job:
+        lines.append(f"selection {result['selection']}")
+    problems += native
     print(f"{name:18s} image {result['width']}x{result['height']}; " + "; ".join(lines)
           + ("  PASS" if not problems else "  FAIL"))
     return problems
@@ -148,7 +204,7 @@ def check(root: Path, work: str) -> int:
 
     drcn = Path(sys.executable).parent / "drcn"
     problems = []
-    for name in ("jobs.json", "jobs-broken.json", "jobs-missing.json"):
+    for name in ("jobs.json", "jobs-hostile.json", "jobs-broken.json", "jobs-missing.json"):
         jobs = json.loads(host(f"{work}/{name}").read_text())
         out = host(f"{work}/{name}.out")
         if not out.is_file():
