@@ -8,8 +8,10 @@
 # plug-in with `drcn gimp install --gimp-dir`, runs the filter headless on 8-bit RGB, RGBA,
 # 16-bit grey, float and a two-layer image (offset layer in a group), checks sizes, offsets and
 # pixels against `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
-# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops,
-# and screenshots the dialog under Xvfb into docs/gimp-dialog.png.
+# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops, runs
+# hostile cases (selection, indexed, masks, text and pasted layers, too big, twice in a row),
+# and under Xvfb checks that one Ctrl+Z undoes Scale this image and screenshots the dialog into
+# docs/gimp-dialog.png.
 set -euo pipefail
 
 CHROOT=$(realpath -m "${1:-${DRCN_GIMP_CHROOT:-/work/scratch-gimp/chroot}}")
@@ -19,7 +21,7 @@ PY=$VENV/bin/python
 WORK=/tmp/drcn-gimp-check               # as GIMP sees it, inside the chroot
 HOSTWORK=$CHROOT$WORK
 SCREENSHOT=${DRCN_SCREENSHOT:-$REPO/docs/gimp-dialog.png}
-PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils imagemagick"
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils xdotool imagemagick"
 MOUNTED=()
 STARTED=()
 CREATED=""
@@ -72,7 +74,7 @@ bind() {  # bind SOURCE [AT]: mount SOURCE at AT (default: the same path) in the
   fi
 }
 
-if [[ ! -x $CHROOT/usr/bin/gimp-console-3.0 ]]; then
+if [[ ! -x $CHROOT/usr/bin/gimp-console-3.0 || ! -x $CHROOT/usr/bin/xdotool ]]; then
   say "installing GIMP 3 into a Debian 13 chroot at $CHROOT"
   command -v debootstrap >/dev/null || apt-get install -y debootstrap
   [[ -x $CHROOT/usr/bin/apt-get ]] || debootstrap --variant=minbase trixie "$CHROOT" http://deb.debian.org/debian
@@ -158,7 +160,7 @@ else
 fi
 for _ in $(seq 60); do kill -0 "$gimp" 2>/dev/null || break; sleep 1; done
 
-say "dialog screenshot under Xvfb"
+say "GIMP under Xvfb: one Ctrl+Z after Scale this image, then the dialog's screenshot"
 env -i "${CLEAN[@]}" chroot "$CHROOT" Xvfb :99 -screen 0 1280x1024x24 -nolisten tcp \
   >"$HOSTWORK/xvfb.log" 2>&1 &
 STARTED+=("$!")
@@ -167,6 +169,14 @@ env -i "${CLEAN[@]}" DISPLAY=:99 chroot "$CHROOT" gimp-3.0 --no-splash --batch-i
   -b "WORK='$WORK'; JOBS='jobs-dialog.json'; exec(open(WORK + '/real_gimp_batch.py').read())" \
   >"$HOSTWORK/gimp-gui.log" 2>&1 &
 STARTED+=("$!")
+for _ in $(seq 180); do [[ -f $HOSTWORK/undo-ran ]] && break; sleep 1; done
+if [[ -f $HOSTWORK/undo-ran ]]; then
+  image=$(in_chroot DISPLAY=:99 xdotool search --name rgb | head -1 || true)
+  [[ -z $image ]] || in_chroot DISPLAY=:99 xdotool windowfocus --sync "$image" key ctrl+z
+fi
+touch "$HOSTWORK/undo-done"
+for _ in $(seq 30); do grep -qs '"undo"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1; done
+"$PY" "$REPO/gimp/real_gimp_compare.py" undo "$CHROOT" "$WORK" || status=1
 window=""
 for _ in $(seq 180); do
   sleep 1

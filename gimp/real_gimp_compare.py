@@ -4,6 +4,7 @@
 ``ROOT/WORK`` (ROOT is the chroot, WORK the folder as GIMP sees it).
 ``check ROOT WORK``: compare what GIMP wrote with ``drcn upscale`` (exported PNGs) or the engine
 (raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB).
+``undo ROOT WORK``: one Ctrl+Z after Scale this image gave the image back as it was.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def make(root: Path, work: str) -> None:
     fine = np.random.default_rng(0).integers(0, 257, head.shape)
     grey16 = np.clip(head.astype(np.int64) * 257 + fine - 128, 0, 65535).astype(np.uint16)
     Image.fromarray(grey16).save(host / "grey16.png")
+    Image.new("RGB", (1, 1), (200, 30, 60)).save(host / "one.png")
+    Image.fromarray(np.dstack([head[:40, :48], alpha[:40, :48]]), "LA").save(host / "greya.png")
     png = {"rgb": f"{work}/rgb.png", "rgba": f"{work}/rgba.png", "grey16": f"{work}/grey16.png"}
     jobs = [
         {"name": "rgb8", "input": png["rgb"], "args": {"scale": 2.0},
@@ -83,6 +86,20 @@ def make(root: Path, work: str) -> None:
          "expect_error": "more than 16x"},
         {"name": "too-big-for-memory", "input": f"{work}/huge.png", "args": {"scale": 16.0},
          "expect_error": "GiB of memory"},
+        {"name": "paste-new", "input": png["rgb"], "paste": True, "args": {"scale": 2.0},
+         "export": f"{work}/out-paste-new.png", "cli": ["-s", "2"]},
+        {"name": "paste-scale", "input": png["rgb"], "paste": True,
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "group-new", "input": png["rgb"], "args": {"scale": 2.0}, "expect_size": [96, 80],
+         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]},
+        {"name": "one-pixel", "input": f"{work}/one.png", "args": {"scale": 3.0},
+         "export": f"{work}/out-one-pixel.png", "cli": ["-s", "3"]},
+        {"name": "grey-alpha", "input": f"{work}/greya.png", "args": {"scale": 2.0},
+         "export": f"{work}/out-grey-alpha.png", "cli": ["-s", "2"]},
+        {"name": "locked-scale", "input": png["rgba"], "lock": ["content", "position", "alpha"],
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "off-canvas", "input": png["rgb"], "args": {"scale": 2.5, "output": "scale-image"},
+         "extra_layers": [{"input": png["rgba"], "offsets": [-10, -6]}], "engine": {"scale": 2.5}},
         {"name": "twice-new", "input": png["rgb"], "repeat": 2, "args": {"scale": 2.0},
          "export": f"{work}/out-twice-new.png", "cli": ["-s", "2"]},
         {"name": "twice-scale", "input": png["rgb"], "repeat": 2,
@@ -96,15 +113,24 @@ def make(root: Path, work: str) -> None:
     Image.new("RGB", (8000, 6000), (90, 120, 150)).save(host / "huge.png")  # 16x: ~150 GiB
     slow = {"name": "cancel", "input": f"{work}/big.png",
             "args": {"scale": 4.0, "tile": 16, "model": "drcn"}}
+    undo = {"name": "undo", "input": png["rgb"], "undo": True, "select": [10, 10, 20, 20],
+            "text": "DRCN", "args": {"scale": 2.0, "output": "scale-image"},
+            "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]}
     dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True}
     for name, content in (("jobs.json", jobs), ("jobs-hostile.json", hostile),
                           ("jobs-broken.json", [broken]), ("jobs-missing.json", [missing]),
-                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [dialog])):
+                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [undo, dialog])):
         (host / name).write_text(json.dumps(content, indent=1))
 
 
+def _sources(job: dict) -> list[tuple[str, list[int]]]:
+    """(input, offsets) of each pixel layer of a job's image, bottom first (as dumped)."""
+    layers = [(job["input"], [0, 0])] * (2 if job.get("paste") else 1)  # pasted on top
+    return layers + [(e["input"], e["offsets"]) for e in job.get("extra_layers", [])]
+
+
 def _layers_in(job: dict, host) -> list[np.ndarray]:
-    paths = [job["input"]] + [e["input"] for e in job.get("extra_layers", [])]
+    paths = [path for path, _ in _sources(job)]
     arrays = [read_image(host(p))[0] for p in paths]
     return [a.astype(np.float32) / 255 for a in arrays] if job.get("float") else arrays
 
@@ -148,7 +174,7 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         return native + ([] if job["expect_size"] in (None, size) else
                          [f"{name}: image {size}, expected {job['expect_size']}"])
     problems, lines = [], []
-    offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
+    offsets_in = [offsets for _, offsets in _sources(job)]
     if "export" in job:
         ref_dir = host(job["export"]).parent / f"ref-{name}"
         subprocess.run([str(drcn), "upscale", str(host(job["input"])), "-o", str(ref_dir),
@@ -161,6 +187,8 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         pairs = []
         layers = _layers_in(job, host)
         factors = _factors(job, layers[0])
+        if len(result["layers"]) != len(layers):
+            problems.append(f"{name}: {len(result['layers'])} layers, expected {len(layers)}")
         for arr, layer, (x, y) in zip(layers, result["layers"], offsets_in, strict=False):
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
@@ -189,6 +217,11 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         if layer["mask"] != [layer["width"], layer["height"]]:
             problems.append(f"{name}: mask {layer['mask']}, layer {layer['width']}x"
                             f"{layer['height']}")
+    if "lock" in job:  # the locks lifted for the writes are set again
+        locks = result["layers"][-1]["locks"]
+        lines.append(f"locks {locks}")
+        if locks != job["lock"]:
+            problems.append(f"{name}: locks {locks}, expected {job['lock']}")
     if "select" in job:
         lines.append(f"selection {result['selection']}")
     problems += native
@@ -217,9 +250,25 @@ def check(root: Path, work: str) -> int:
     return len(problems)
 
 
+def undo(root: Path, work: str) -> int:
+    """Check that one Ctrl+Z after Scale this image gives back the image as it was (size,
+    layers' sizes and offsets, selection, text layers); 1 when it does not."""
+    out = root / work.lstrip("/") / "jobs-dialog.json.out"
+    result = json.loads(out.read_text())[0] if out.is_file() else {}
+    states = result.get("undo")
+    if states is None:
+        print(f"undo: no result ({result.get('error', 'GIMP wrote none')})  FAIL")
+        return 1
+    ok = states["undone"] == states["before"] != states["after"]
+    print(f"undo: image {states['before']['size']} -> {states['after']['size']} -> "
+          f"{states['undone']['size']} after one Ctrl+Z; layers, selection and text layers "
+          f"{'as before' if ok else 'differ: ' + json.dumps(states)}  {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
 if __name__ == "__main__":
     command, root_arg, work_arg = sys.argv[1:4]
     if command == "make":
         make(Path(root_arg), work_arg)
     else:
-        sys.exit(1 if check(Path(root_arg), work_arg) else 0)
+        sys.exit(1 if {"check": check, "undo": undo}[command](Path(root_arg), work_arg) else 0)
