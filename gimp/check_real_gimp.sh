@@ -61,7 +61,7 @@ cleanup() {  # stop what this script started, let it exit, then unmount what it 
   for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
     umount "${MOUNTED[i]}" 2>/dev/null || umount --lazy "${MOUNTED[i]}" || true
   done
-  [[ -z $CREATED ]] || rmdir "$CREATED" 2>/dev/null || true
+  [[ -z $CREATED ]] || find "$CREATED" -depth -type d -empty -delete 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -90,20 +90,26 @@ bind "$REPO"
 # The checkout the venv imports drcn_plugin from (an editable install names one). When that is
 # another checkout, this one is mounted in its place inside the chroot, where the worker runs
 # with GIMP's environment, and put first on the path here: every step runs this repository's code.
+# An installed (not editable) drcn-plugin in the venv is what runs everywhere.
 CODE=$(env -u PYTHONPATH "$PY" -c \
   'import drcn_plugin, pathlib; print(pathlib.Path(drcn_plugin.__file__).resolve().parent.parent)')
-export PYTHONPATH=$REPO
 if [[ $CODE != "$REPO" && $CODE != "$VENV"/* ]]; then
-  [[ -e $REPO/.venv ]] || CREATED=$REPO/.venv   # the mount point below, made through the bind
+  export PYTHONPATH=$REPO
+  if [[ $VENV == "$CODE"/* ]]; then  # the venv's mount point, made in this checkout through it
+    rel=${VENV#"$CODE"/}
+    [[ -e $REPO/${rel%%/*} ]] || CREATED=$REPO/${rel%%/*}
+  fi
   bind "$REPO" "$CODE"
 fi
 [[ $VENV == "$REPO"/* ]] || bind "$VENV"
 bind "$("$PY" -c 'import sys; print(sys.base_prefix)')"   # the Python the venv links to
 say "$(in_chroot gimp-console-3.0 --version)"
 ran=$(in_chroot "$PY" -c 'import drcn_plugin; print(drcn_plugin.__file__)')
-[[ $CHROOT$ran -ef $REPO/drcn_plugin/__init__.py ]] \
-  || { say "the worker would import $ran, not $REPO's drcn_plugin"; exit 1; }
-say "the worker imports $ran ($REPO's code)"
+if [[ $CHROOT$ran -ef $REPO/drcn_plugin/__init__.py ]]; then
+  say "the worker imports $ran (this checkout's code)"
+else
+  say "the worker imports $ran (an installed drcn-plugin, not this checkout's code)"
+fi
 
 say "installing the plug-in"
 "$VENV/bin/drcn" gimp install --gimp-dir "$CHROOT/root/.config/GIMP/3.0"
