@@ -10,8 +10,8 @@
 # pixels against `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
 # worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops, runs
 # hostile cases (selection, indexed, masks, text and pasted layers, too big, twice in a row),
-# and under Xvfb checks that one Ctrl+Z undoes Scale this image and screenshots the dialog into
-# docs/gimp-dialog.png.
+# and under Xvfb checks that one Ctrl+Z undoes Scale this image, screenshots the dialog into
+# docs/gimp-dialog.png and presses its OK.
 set -euo pipefail
 
 CHROOT=$(realpath -m "${1:-${DRCN_GIMP_CHROOT:-/work/scratch-gimp/chroot}}")
@@ -166,7 +166,7 @@ else
 fi
 for _ in $(seq 60); do kill -0 "$gimp" 2>/dev/null || break; sleep 1; done
 
-say "GIMP under Xvfb: one Ctrl+Z after Scale this image, then the dialog's screenshot"
+say "GIMP under Xvfb: one Ctrl+Z after Scale this image; the dialog's screenshot, then its OK"
 env -i "${CLEAN[@]}" chroot "$CHROOT" Xvfb :99 -screen 0 1280x1024x24 -nolisten tcp \
   >"$HOSTWORK/xvfb.log" 2>&1 &
 STARTED+=("$!")
@@ -199,6 +199,9 @@ else
   "$PY" -c "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB'); \
 im.quantize(64).save(sys.argv[2], optimize=True); print('dialog: window %s, %dx%d, saved %s' \
 % (sys.argv[3], im.width, im.height, sys.argv[2]))" "$HOSTWORK/dialog.png" "$SCREENSHOT" "$window"
+  in_chroot DISPLAY=:99 xdotool windowfocus --sync "$window" key Return   # OK
+  for _ in $(seq 120); do grep -qs '"dialog"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1; done
+  "$PY" "$REPO/gimp/real_gimp_compare.py" dialog "$CHROOT" "$WORK" || status=1
 fi
 
 [[ $status == 0 ]] && say "ALL CHECKS PASSED" || say "SOME CHECKS FAILED"

@@ -174,8 +174,10 @@ def _run_job(job):
     finally:
         if display is not None:
             display.delete()
-        for made in [r for r in results if r != image] + [image]:
-            made.delete()
+        # the dialog's new image has the display the plug-in gave it: left to the GUI's end
+        made = [] if job.get("interactive") else [r for r in results if r != image]
+        for item in made + [image]:
+            item.delete()
 
 
 with open(f"{WORK}/{JOBS}") as f:  # noqa: F821

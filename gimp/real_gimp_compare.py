@@ -5,6 +5,7 @@
 ``check ROOT WORK``: compare what GIMP wrote with ``drcn upscale`` (exported PNGs) or the engine
 (raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB).
 ``undo ROOT WORK``: one Ctrl+Z after Scale this image gave the image back as it was.
+``dialog ROOT WORK``: OK in the dialog ran the filter with its default values.
 """
 
 from __future__ import annotations
@@ -113,13 +114,14 @@ def make(root: Path, work: str) -> None:
     Image.new("RGB", (8000, 6000), (90, 120, 150)).save(host / "huge.png")  # 16x: ~150 GiB
     slow = {"name": "cancel", "input": f"{work}/big.png",
             "args": {"scale": 4.0, "tile": 16, "model": "drcn"}}
-    undo = {"name": "undo", "input": png["rgb"], "undo": True, "select": [10, 10, 20, 20],
-            "text": "DRCN", "args": {"scale": 2.0, "output": "scale-image"},
-            "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]}
-    dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True}
+    gui_undo = {"name": "undo", "input": png["rgb"], "undo": True, "select": [10, 10, 20, 20],
+                "text": "DRCN", "args": {"scale": 2.0, "output": "scale-image"},
+                "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]}
+    dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True,
+              "export": f"{work}/out-dialog.png", "cli": ["-s", "2"]}  # the defaults
     for name, content in (("jobs.json", jobs), ("jobs-hostile.json", hostile),
                           ("jobs-broken.json", [broken]), ("jobs-missing.json", [missing]),
-                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [undo, dialog])):
+                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [gui_undo, dialog])):
         (host / name).write_text(json.dumps(content, indent=1))
 
 
@@ -230,12 +232,14 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     return problems
 
 
+DRCN = Path(sys.executable).parent / "drcn"
+
+
 def check(root: Path, work: str) -> int:
     """Compare every jobs file's results; returns the number of failed jobs."""
     def host(path) -> Path:
         return root / str(path).lstrip("/")
 
-    drcn = Path(sys.executable).parent / "drcn"
     problems = []
     for name in ("jobs.json", "jobs-hostile.json", "jobs-broken.json", "jobs-missing.json"):
         jobs = json.loads(host(f"{work}/{name}").read_text())
@@ -245,9 +249,23 @@ def check(root: Path, work: str) -> int:
             problems.append(name)
             continue
         for job, result in zip(jobs, json.loads(out.read_text()), strict=True):
-            problems += _check_job(job, result, host, drcn)
+            problems += _check_job(job, result, host, DRCN)
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems))
     return len(problems)
+
+
+def dialog(root: Path, work: str) -> int:
+    """Check the run the dialog's OK started (its default values) against ``drcn upscale``;
+    1 when it failed or made no result."""
+    folder = root / work.lstrip("/")
+    out = folder / "jobs-dialog.json.out"
+    results = json.loads(out.read_text()) if out.is_file() else []
+    if len(results) < 2:
+        print("dialog: OK made no result  FAIL")
+        return 1
+    job = json.loads((folder / "jobs-dialog.json").read_text())[1]
+    return 1 if _check_job(job, results[1], lambda path: root / str(path).lstrip("/"), DRCN) \
+        else 0
 
 
 def undo(root: Path, work: str) -> int:
@@ -271,4 +289,5 @@ if __name__ == "__main__":
     if command == "make":
         make(Path(root_arg), work_arg)
     else:
-        sys.exit(1 if {"check": check, "undo": undo}[command](Path(root_arg), work_arg) else 0)
+        commands = {"check": check, "dialog": dialog, "undo": undo}
+        sys.exit(1 if commands[command](Path(root_arg), work_arg) else 0)
