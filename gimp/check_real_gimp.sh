@@ -178,7 +178,8 @@ STARTED+=("$!")
 for _ in $(seq 180); do [[ -f $HOSTWORK/undo-ran ]] && break; sleep 1; done
 if [[ -f $HOSTWORK/undo-ran ]]; then
   image=$(in_chroot DISPLAY=:99 xdotool search --name rgb | head -1 || true)
-  [[ -z $image ]] || in_chroot DISPLAY=:99 xdotool windowfocus --sync "$image" key ctrl+z
+  [[ -z $image ]] \
+    || in_chroot DISPLAY=:99 timeout 20 xdotool windowfocus --sync "$image" key ctrl+z || true
 fi
 touch "$HOSTWORK/undo-done"
 for _ in $(seq 30); do grep -qs '"undo"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1; done
@@ -199,8 +200,10 @@ else
   "$PY" -c "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB'); \
 im.quantize(64).save(sys.argv[2], optimize=True); print('dialog: window %s, %dx%d, saved %s' \
 % (sys.argv[3], im.width, im.height, sys.argv[2]))" "$HOSTWORK/dialog.png" "$SCREENSHOT" "$window"
-  in_chroot DISPLAY=:99 xdotool windowfocus --sync "$window" key Return   # OK
-  for _ in $(seq 120); do grep -qs '"dialog"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1; done
+  in_chroot DISPLAY=:99 timeout 20 xdotool windowfocus --sync "$window" key Return || true  # OK
+  for _ in $(seq 120); do
+    grep -qs '"dialog"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1
+  done
   "$PY" "$REPO/gimp/real_gimp_compare.py" dialog "$CHROOT" "$WORK" || status=1
 fi
 
