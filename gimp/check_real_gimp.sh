@@ -8,8 +8,10 @@
 # plug-in with `drcn gimp install --gimp-dir`, runs the filter headless on 8-bit RGB, RGBA,
 # 16-bit grey, float and a two-layer image (offset layer in a group), checks sizes, offsets and
 # pixels against `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
-# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops,
-# and screenshots the dialog under Xvfb into docs/gimp-dialog.png.
+# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops, runs
+# hostile cases (selection, indexed, masks, text and pasted layers, too big, twice in a row),
+# and under Xvfb checks that one Ctrl+Z undoes Scale this image, screenshots the dialog into
+# docs/gimp-dialog.png and presses its OK.
 set -euo pipefail
 
 CHROOT=$(realpath -m "${1:-${DRCN_GIMP_CHROOT:-/work/scratch-gimp/chroot}}")
@@ -19,9 +21,10 @@ PY=$VENV/bin/python
 WORK=/tmp/drcn-gimp-check               # as GIMP sees it, inside the chroot
 HOSTWORK=$CHROOT$WORK
 SCREENSHOT=${DRCN_SCREENSHOT:-$REPO/docs/gimp-dialog.png}
-PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils imagemagick"
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth x11-utils xdotool imagemagick"
 MOUNTED=()
 STARTED=()
+CREATED=""
 
 say() { printf '== %s\n' "$*"; }
 
@@ -58,11 +61,12 @@ cleanup() {  # stop what this script started, let it exit, then unmount what it 
   for ((i = ${#MOUNTED[@]} - 1; i >= 0; i--)); do
     umount "${MOUNTED[i]}" 2>/dev/null || umount --lazy "${MOUNTED[i]}" || true
   done
+  [[ -z $CREATED ]] || find "$CREATED" -depth -type d -empty -delete 2>/dev/null || true
 }
 trap cleanup EXIT
 
-bind() {  # bind SOURCE: mount SOURCE at the same path inside the chroot, once
-  local target=$CHROOT$1
+bind() {  # bind SOURCE [AT]: mount SOURCE at AT (default: the same path) in the chroot, once
+  local target=$CHROOT${2:-$1}
   mkdir -p "$target"
   if ! mountpoint -q "$target"; then
     mount --bind "$1" "$target"
@@ -70,7 +74,7 @@ bind() {  # bind SOURCE: mount SOURCE at the same path inside the chroot, once
   fi
 }
 
-if [[ ! -x $CHROOT/usr/bin/gimp-console-3.0 ]]; then
+if [[ ! -x $CHROOT/usr/bin/gimp-console-3.0 || ! -x $CHROOT/usr/bin/xdotool ]]; then
   say "installing GIMP 3 into a Debian 13 chroot at $CHROOT"
   command -v debootstrap >/dev/null || apt-get install -y debootstrap
   [[ -x $CHROOT/usr/bin/apt-get ]] || debootstrap --variant=minbase trixie "$CHROOT" http://deb.debian.org/debian
@@ -83,9 +87,29 @@ fi
 bind /proc
 bind /dev
 bind "$REPO"
+# The checkout the venv imports drcn_plugin from (an editable install names one). When that is
+# another checkout, this one is mounted in its place inside the chroot, where the worker runs
+# with GIMP's environment, and put first on the path here: every step runs this repository's code.
+# An installed (not editable) drcn-plugin in the venv is what runs everywhere.
+CODE=$(env -u PYTHONPATH "$PY" -c \
+  'import drcn_plugin, pathlib; print(pathlib.Path(drcn_plugin.__file__).resolve().parent.parent)')
+if [[ $CODE != "$REPO" && $CODE != "$VENV"/* ]]; then
+  export PYTHONPATH=$REPO
+  if [[ $VENV == "$CODE"/* ]]; then  # the venv's mount point, made in this checkout through it
+    rel=${VENV#"$CODE"/}
+    [[ -e $REPO/${rel%%/*} ]] || CREATED=$REPO/${rel%%/*}
+  fi
+  bind "$REPO" "$CODE"
+fi
 [[ $VENV == "$REPO"/* ]] || bind "$VENV"
 bind "$("$PY" -c 'import sys; print(sys.base_prefix)')"   # the Python the venv links to
 say "$(in_chroot gimp-console-3.0 --version)"
+ran=$(in_chroot "$PY" -c 'import drcn_plugin; print(drcn_plugin.__file__)')
+if [[ $CHROOT$ran -ef $REPO/drcn_plugin/__init__.py ]]; then
+  say "the worker imports $ran (this checkout's code)"
+else
+  say "the worker imports $ran (an installed drcn-plugin, not this checkout's code)"
+fi
 
 say "installing the plug-in"
 "$VENV/bin/drcn" gimp install --gimp-dir "$CHROOT/root/.config/GIMP/3.0"
@@ -103,6 +127,7 @@ gimp_batch() {  # gimp_batch JOBS [VAR=value ...]: run the jobs file in headless
 
 say "running the filter headless in GIMP"
 gimp_batch jobs.json
+gimp_batch jobs-hostile.json
 gimp_batch jobs-broken.json DRCN_WORKER_PYTHON=/usr/bin/python3
 gimp_batch jobs-missing.json DRCN_WORKER_PYTHON=/nonexistent/bin/python3
 say "comparing with drcn upscale / the engine"
@@ -141,7 +166,7 @@ else
 fi
 for _ in $(seq 60); do kill -0 "$gimp" 2>/dev/null || break; sleep 1; done
 
-say "dialog screenshot under Xvfb"
+say "GIMP under Xvfb: one Ctrl+Z after Scale this image; the dialog's screenshot, then its OK"
 env -i "${CLEAN[@]}" chroot "$CHROOT" Xvfb :99 -screen 0 1280x1024x24 -nolisten tcp \
   >"$HOSTWORK/xvfb.log" 2>&1 &
 STARTED+=("$!")
@@ -150,6 +175,15 @@ env -i "${CLEAN[@]}" DISPLAY=:99 chroot "$CHROOT" gimp-3.0 --no-splash --batch-i
   -b "WORK='$WORK'; JOBS='jobs-dialog.json'; exec(open(WORK + '/real_gimp_batch.py').read())" \
   >"$HOSTWORK/gimp-gui.log" 2>&1 &
 STARTED+=("$!")
+for _ in $(seq 180); do [[ -f $HOSTWORK/undo-ran ]] && break; sleep 1; done
+if [[ -f $HOSTWORK/undo-ran ]]; then
+  image=$(in_chroot DISPLAY=:99 xdotool search --name rgb | head -1 || true)
+  [[ -z $image ]] \
+    || in_chroot DISPLAY=:99 timeout 20 xdotool windowfocus --sync "$image" key ctrl+z || true
+fi
+touch "$HOSTWORK/undo-done"
+for _ in $(seq 30); do grep -qs '"undo"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1; done
+"$PY" "$REPO/gimp/real_gimp_compare.py" undo "$CHROOT" "$WORK" || status=1
 window=""
 for _ in $(seq 180); do
   sleep 1
@@ -166,6 +200,11 @@ else
   "$PY" -c "import sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB'); \
 im.quantize(64).save(sys.argv[2], optimize=True); print('dialog: window %s, %dx%d, saved %s' \
 % (sys.argv[3], im.width, im.height, sys.argv[2]))" "$HOSTWORK/dialog.png" "$SCREENSHOT" "$window"
+  in_chroot DISPLAY=:99 timeout 20 xdotool windowfocus --sync "$window" key Return || true  # OK
+  for _ in $(seq 120); do
+    grep -qs '"dialog"' "$HOSTWORK/jobs-dialog.json.out" && break; sleep 1
+  done
+  "$PY" "$REPO/gimp/real_gimp_compare.py" dialog "$CHROOT" "$WORK" || status=1
 fi
 
 [[ $status == 0 ]] && say "ALL CHECKS PASSED" || say "SOME CHECKS FAILED"

@@ -4,6 +4,8 @@
 ``ROOT/WORK`` (ROOT is the chroot, WORK the folder as GIMP sees it).
 ``check ROOT WORK``: compare what GIMP wrote with ``drcn upscale`` (exported PNGs) or the engine
 (raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB).
+``undo ROOT WORK``: one Ctrl+Z after Scale this image gave the image back as it was.
+``dialog ROOT WORK``: OK in the dialog ran the filter with its default values.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def make(root: Path, work: str) -> None:
     fine = np.random.default_rng(0).integers(0, 257, head.shape)
     grey16 = np.clip(head.astype(np.int64) * 257 + fine - 128, 0, 65535).astype(np.uint16)
     Image.fromarray(grey16).save(host / "grey16.png")
+    Image.new("RGB", (1, 1), (200, 30, 60)).save(host / "one.png")
+    Image.fromarray(np.dstack([head[:40, :48], alpha[:40, :48]]), "LA").save(host / "greya.png")
     png = {"rgb": f"{work}/rgb.png", "rgba": f"{work}/rgba.png", "grey16": f"{work}/grey16.png"}
     jobs = [
         {"name": "rgb8", "input": png["rgb"], "args": {"scale": 2.0},
@@ -63,22 +67,72 @@ def make(root: Path, work: str) -> None:
         {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
          "expect_error": "unknown model 'no-such-model'"},
     ]
+    hostile = [  # what a GIMP user's image holds besides one plain layer, and scripts' habits
+        {"name": "selection-new", "input": png["rgb"], "select": [10, 10, 20, 20],
+         "args": {"scale": 2.0}, "export": f"{work}/out-selection-new.png", "cli": ["-s", "2"]},
+        {"name": "selection-scale", "input": png["rgb"], "select": [10, 10, 20, 20],
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0},
+         "native": True},
+        {"name": "indexed", "input": png["rgb"], "indexed": True, "args": {"scale": 2.0},
+         "expect_error": "indexed image"},
+        {"name": "mask-new", "input": png["rgba"], "mask": "ALPHA", "args": {"scale": 2.0},
+         "engine": {"scale": 2.0}},
+        {"name": "mask-scale", "input": png["rgba"], "mask": "ALPHA",
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "text-new", "input": png["rgb"], "text": "DRCN", "args": {"scale": 2.0},
+         "expect_size": None},
+        {"name": "text-scale", "input": png["rgb"], "text": "DRCN", "native": True,
+         "args": {"scale": 2.0, "output": "scale-image"}, "expect_size": [128, 96]},
+        {"name": "past-16x", "input": png["rgb"], "args": {"width": 524287},
+         "expect_error": "more than 16x"},
+        {"name": "too-big-for-memory", "input": f"{work}/huge.png", "args": {"scale": 16.0},
+         "expect_error": "GiB of memory"},
+        {"name": "paste-new", "input": png["rgb"], "paste": True, "args": {"scale": 2.0},
+         "export": f"{work}/out-paste-new.png", "cli": ["-s", "2"]},
+        {"name": "paste-scale", "input": png["rgb"], "paste": True,
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "group-new", "input": png["rgb"], "args": {"scale": 2.0}, "expect_size": [96, 80],
+         "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]},
+        {"name": "one-pixel", "input": f"{work}/one.png", "args": {"scale": 3.0},
+         "export": f"{work}/out-one-pixel.png", "cli": ["-s", "3"]},
+        {"name": "grey-alpha", "input": f"{work}/greya.png", "args": {"scale": 2.0},
+         "export": f"{work}/out-grey-alpha.png", "cli": ["-s", "2"]},
+        {"name": "locked-scale", "input": png["rgba"], "lock": ["content", "position", "alpha"],
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0}},
+        {"name": "off-canvas", "input": png["rgb"], "args": {"scale": 2.5, "output": "scale-image"},
+         "extra_layers": [{"input": png["rgba"], "offsets": [-10, -6]}], "engine": {"scale": 2.5}},
+        {"name": "twice-new", "input": png["rgb"], "repeat": 2, "args": {"scale": 2.0},
+         "export": f"{work}/out-twice-new.png", "cli": ["-s", "2"]},
+        {"name": "twice-scale", "input": png["rgb"], "repeat": 2,
+         "args": {"scale": 2.0, "output": "scale-image"}, "engine": {"scale": 2.0, "repeat": 2}},
+    ]
     broken = {"name": "no-drcn-in-python", "input": png["rgb"], "args": {"scale": 2.0},
               "expect_error": "No module named 'drcn_plugin'"}
     missing = {"name": "missing-python", "input": png["rgb"], "args": {"scale": 2.0},
                "expect_error": "does not exist"}
     Image.open(SET5 / "butterfly.png").convert("RGB").save(host / "big.png")
+    Image.new("RGB", (8000, 6000), (90, 120, 150)).save(host / "huge.png")  # 16x: ~150 GiB
     slow = {"name": "cancel", "input": f"{work}/big.png",
             "args": {"scale": 4.0, "tile": 16, "model": "drcn"}}
-    dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True}
-    for name, content in (("jobs.json", jobs), ("jobs-broken.json", [broken]),
-                          ("jobs-missing.json", [missing]), ("jobs-cancel.json", [slow]),
-                          ("jobs-dialog.json", [dialog])):
+    gui_undo = {"name": "undo", "input": png["rgb"], "undo": True, "select": [10, 10, 20, 20],
+                "text": "DRCN", "args": {"scale": 2.0, "output": "scale-image"},
+                "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}]}
+    dialog = {"name": "dialog", "input": png["rgb"], "args": {}, "interactive": True,
+              "export": f"{work}/out-dialog.png", "cli": ["-s", "2"]}  # the defaults
+    for name, content in (("jobs.json", jobs), ("jobs-hostile.json", hostile),
+                          ("jobs-broken.json", [broken]), ("jobs-missing.json", [missing]),
+                          ("jobs-cancel.json", [slow]), ("jobs-dialog.json", [gui_undo, dialog])):
         (host / name).write_text(json.dumps(content, indent=1))
 
 
+def _sources(job: dict) -> list[tuple[str, list[int]]]:
+    """(input, offsets) of each pixel layer of a job's image, bottom first (as dumped)."""
+    layers = [(job["input"], [0, 0])] * (2 if job.get("paste") else 1)  # pasted on top
+    return layers + [(e["input"], e["offsets"]) for e in job.get("extra_layers", [])]
+
+
 def _layers_in(job: dict, host) -> list[np.ndarray]:
-    paths = [job["input"]] + [e["input"] for e in job.get("extra_layers", [])]
+    paths = [path for path, _ in _sources(job)]
     arrays = [read_image(host(p))[0] for p in paths]
     return [a.astype(np.float32) / 255 for a in arrays] if job.get("float") else arrays
 
@@ -89,6 +143,17 @@ def _factors(job: dict, canvas: np.ndarray) -> tuple[float, float]:
         width, height = job["engine"]["canvas"]
         return width / canvas.shape[1], height / canvas.shape[0]
     return job["engine"]["scale"], job["engine"]["scale"]
+
+
+def _native_problems(job: dict, result: dict) -> list[str]:
+    """Where the result's selection or text layers differ from GIMP's own Scale Image's."""
+    if not job.get("native"):
+        return []
+    problems = [f"{job['name']}: {key} {result[key]}, GIMP's Scale Image gives {value}"
+                for key, value in result["native"].items() if result[key] != value]
+    if "select" in job and result["selection"] is None:
+        problems.append(f"{job['name']}: the selection was lost")
+    return problems
 
 
 def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
@@ -102,8 +167,16 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     if result["status"] != "success":
         print(f"{name:18s} FAILED in GIMP: {result.get('error')}  FAIL")
         return [f"{name}: {result.get('error')}"]
+    native = _native_problems(job, result)
+    if "expect_size" in job:  # no reference for a text layer's pixels: its size and fate
+        size = [result["width"], result["height"]]
+        ok = job["expect_size"] in (None, size) and not native
+        print(f"{name:18s} image {size[0]}x{size[1]}, text layers after: "
+              f"{result['text_layers']}  {'PASS' if ok else 'FAIL'}")
+        return native + ([] if job["expect_size"] in (None, size) else
+                         [f"{name}: image {size}, expected {job['expect_size']}"])
     problems, lines = [], []
-    offsets_in = [[0, 0]] + [e["offsets"] for e in job.get("extra_layers", [])]
+    offsets_in = [offsets for _, offsets in _sources(job)]
     if "export" in job:
         ref_dir = host(job["export"]).parent / f"ref-{name}"
         subprocess.run([str(drcn), "upscale", str(host(job["input"])), "-o", str(ref_dir),
@@ -116,14 +189,18 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         pairs = []
         layers = _layers_in(job, host)
         factors = _factors(job, layers[0])
+        if len(result["layers"]) != len(layers):
+            problems.append(f"{name}: {len(result['layers'])} layers, expected {len(layers)}")
         for arr, layer, (x, y) in zip(layers, result["layers"], offsets_in, strict=False):
             dtype = RAW[layer["format"].split()[-1]]
             got = np.fromfile(host(layer["raw"]), dtype)
             got = got.reshape(layer["height"], layer["width"], -1)
-            size = (scaled_span(y, arr.shape[0], factors[1])[1],
-                    scaled_span(x, arr.shape[1], factors[0])[1])
-            ref = np.atleast_3d(upscaler.upscale(arr, size=size))
-            pairs.append((got, ref, "engine", layer["offsets"]))
+            ref = arr
+            for _ in range(job["engine"].get("repeat", 1)):  # the filter run again on its result
+                (y, h), (x, w) = (scaled_span(y, ref.shape[0], factors[1]),
+                                  scaled_span(x, ref.shape[1], factors[0]))
+                ref = upscaler.upscale(ref, size=(h, w))
+            pairs.append((got, np.atleast_3d(ref), "engine", layer["offsets"]))
     factors = _factors(job, _layers_in(job, host)[0]) if "engine" in job else (1, 1)
     for (got, ref, against, offsets), origin in zip(pairs, offsets_in, strict=False):
         unit = 1 / 255 if got.dtype == np.float32 else 1
@@ -136,9 +213,26 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
                      f"{'' if got.dtype != np.float32 else ' (8-bit LSB)'}")
         if not ok:
             problems.append(f"{name}: {lines[-1]}")
+    if job.get("mask"):  # the layer keeps a mask of its own new size
+        layer = result["layers"][0]
+        lines.append(f"mask {layer['mask']}")
+        if layer["mask"] != [layer["width"], layer["height"]]:
+            problems.append(f"{name}: mask {layer['mask']}, layer {layer['width']}x"
+                            f"{layer['height']}")
+    if "lock" in job:  # the locks lifted for the writes are set again
+        locks = result["layers"][-1]["locks"]
+        lines.append(f"locks {locks}")
+        if locks != job["lock"]:
+            problems.append(f"{name}: locks {locks}, expected {job['lock']}")
+    if "select" in job:
+        lines.append(f"selection {result['selection']}")
+    problems += native
     print(f"{name:18s} image {result['width']}x{result['height']}; " + "; ".join(lines)
           + ("  PASS" if not problems else "  FAIL"))
     return problems
+
+
+DRCN = Path(sys.executable).parent / "drcn"
 
 
 def check(root: Path, work: str) -> int:
@@ -146,9 +240,8 @@ def check(root: Path, work: str) -> int:
     def host(path) -> Path:
         return root / str(path).lstrip("/")
 
-    drcn = Path(sys.executable).parent / "drcn"
     problems = []
-    for name in ("jobs.json", "jobs-broken.json", "jobs-missing.json"):
+    for name in ("jobs.json", "jobs-hostile.json", "jobs-broken.json", "jobs-missing.json"):
         jobs = json.loads(host(f"{work}/{name}").read_text())
         out = host(f"{work}/{name}.out")
         if not out.is_file():
@@ -156,9 +249,39 @@ def check(root: Path, work: str) -> int:
             problems.append(name)
             continue
         for job, result in zip(jobs, json.loads(out.read_text()), strict=True):
-            problems += _check_job(job, result, host, drcn)
+            problems += _check_job(job, result, host, DRCN)
     print(f"{len(problems)} problem(s)" + "".join(f"\n  {p}" for p in problems))
     return len(problems)
+
+
+def dialog(root: Path, work: str) -> int:
+    """Check the run the dialog's OK started (its default values) against ``drcn upscale``;
+    1 when it failed or made no result."""
+    folder = root / work.lstrip("/")
+    out = folder / "jobs-dialog.json.out"
+    results = json.loads(out.read_text()) if out.is_file() else []
+    if len(results) < 2:
+        print("dialog: OK made no result  FAIL")
+        return 1
+    job = json.loads((folder / "jobs-dialog.json").read_text())[1]
+    return 1 if _check_job(job, results[1], lambda path: root / str(path).lstrip("/"), DRCN) \
+        else 0
+
+
+def undo(root: Path, work: str) -> int:
+    """Check that one Ctrl+Z after Scale this image gives back the image as it was (size,
+    layers' sizes and offsets, selection, text layers); 1 when it does not."""
+    out = root / work.lstrip("/") / "jobs-dialog.json.out"
+    result = json.loads(out.read_text())[0] if out.is_file() else {}
+    states = result.get("undo")
+    if states is None:
+        print(f"undo: no result ({result.get('error', 'GIMP wrote none')})  FAIL")
+        return 1
+    ok = states["undone"] == states["before"] != states["after"]
+    print(f"undo: image {states['before']['size']} -> {states['after']['size']} -> "
+          f"{states['undone']['size']} after one Ctrl+Z; layers, selection and text layers "
+          f"{'as before' if ok else 'differ: ' + json.dumps(states)}  {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
@@ -166,4 +289,5 @@ if __name__ == "__main__":
     if command == "make":
         make(Path(root_arg), work_arg)
     else:
-        sys.exit(1 if check(Path(root_arg), work_arg) else 0)
+        commands = {"check": check, "dialog": dialog, "undo": undo}
+        sys.exit(1 if commands[command](Path(root_arg), work_arg) else 0)
