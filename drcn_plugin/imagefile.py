@@ -54,9 +54,9 @@ from .pixelmodes import (
 )
 from .planes import PEAKS, require_unit_range, to_8bit
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "jfif": "JPEG",
-           "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF", "tif": "TIFF",
-           "bmp": "BMP"}
+FORMATS = {"png": "PNG", "apng": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG",
+           "jfif": "JPEG", "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
+           "tif": "TIFF", "bmp": "BMP"}
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "AVIF": ".avif", "TIFF": ".tif",
           "BMP": ".bmp"}
 # File suffixes taken as images when scanning folders (batches, datasets, training data).

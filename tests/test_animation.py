@@ -365,3 +365,16 @@ def test_a_stop_during_the_third_frame_leaves_nothing_written(tmp_path: Path,
     assert not job.target.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     assert seen[-1][1] % 4 == 0 and seen[-1][0] <= seen[-1][1], "progress counts all 4 frames"
+
+
+def test_an_apng_named_so_stays_an_apng_without_a_note(tmp_path: Path,
+                                                      tiny_model_file: str) -> None:
+    """.apng is a PNG's own extension: the result keeps it, animated, and no note says the
+    content is not what the name says."""
+    frames = noise_frames()
+    frames[0].save(tmp_path / "a.apng", "PNG", save_all=True, append_images=frames[1:],
+                   duration=DURATIONS[:len(frames)], loop=0)
+    r = upscale(str(tmp_path / "a.apng"), "-m", tiny_model_file, "-o", str(tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    assert "name says" not in r.output and "not an output format" not in r.output
+    assert durations_and_loop(tmp_path / "out" / "a.apng") == (DURATIONS[:len(frames)], 0)
