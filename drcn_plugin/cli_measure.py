@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .errors import BadImageError, BadOptionError, OutputExistsError, path_name
-from .hub import DEFAULT_MODEL, SourceChoice
+from .hub import DEFAULT_MODEL, SourceChoice, model_loader
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import (
     OVERWRITE_HINT,
@@ -68,6 +68,7 @@ def eval_cmd(
     asked for are written before the tables are printed, so a stdout that fails loses none."""
     from .charts import check_png_target, recursion_chart
     from .degrade import Recipe
+    from .devices import pick_device, pick_precision
     from .engine import Upscaler
     from .evaluation import (
         check_depth_options,
@@ -103,6 +104,9 @@ def eval_cmd(
             raise BadOptionError("it draws the plain network's depths, without the "
                                  "self-ensemble (--tta): ask for one of the two", option="plot")
         check_depth_options(per_depth, tta)
+        if model != "bicubic":  # named without a download; the Upscaler loads it below
+            pick_precision(pick_device(device), precision)
+            model_loader(model)
         files = dataset_files(dataset, scale)
         inputs = [f.path for f in files]
         if json_out is not None:  # checked before the (long) evaluation

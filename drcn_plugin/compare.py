@@ -121,9 +121,10 @@ def check_compare_input(image: np.ndarray, scale: float, models: int,
     and score, or a sheet whose whole-image panels (``models`` DRCN panels among them) cannot
     fit in the memory available: :class:`OutOfMemoryError`."""
     h, w = image.shape[:2]
+    scale = check_compare_scale(scale)
     if from_original:
         _check_shrinkable(h, w, scale)
-    oh, ow = (h, w) if from_original else output_size(h, w, check_compare_scale(scale))
+    oh, ow = (h, w) if from_original else output_size(h, w, scale)
     channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
     panels = models + 2 + from_original
     need = oh * ow * (channels * (_BYTES_PER_CHANNEL + panels) + _ORIGINAL_BYTES * from_original)

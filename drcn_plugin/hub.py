@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import difflib
 import errno
+import functools
 import hashlib
 import json
 import os
 import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from safetensors.torch import load, load_file
 from .errors import EMPTY_PATH, ModelLoadError, one_line, reason
 from .model import DRCN, blend_weight, interpolate
 from .resources import PACKAGE, bundled
+from .weightfiles import is_pickle, unreadable
 
 
 @dataclass(frozen=True)
@@ -204,16 +206,6 @@ def checked(model: DRCN, origin: str) -> DRCN:
     return model
 
 
-def _is_pickle(path: Path) -> bool:
-    """Whether a file starts as a pickle of protocol 2 or later does (PROTO opcode, version)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError:
-        return False
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-
-
 def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
     """Load a ``.safetensors`` DRCN checkpoint, checking its sha256 when one is given."""
     if not _is_file(path):
@@ -225,29 +217,14 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
         sd = _read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         kind = "a zip archive (as torch.save writes)" if zipfile.is_zipfile(path) else \
-            "a Python pickle (as torch.save's legacy format is)" if _is_pickle(path) else None
+            "a Python pickle (as torch.save's legacy format is)" if is_pickle(path) else None
         if kind:  # a checkpoint: a run's last.pt or best.pt, say, or a .pth from elsewhere
             raise ModelLoadError(f"{path} is {kind}, not .safetensors weights: a training run "
                                  "exports its weights as NAME.safetensors beside its "
                                  "checkpoints") from e
-        why = _unreadable(path) if isinstance(e, SafetensorError) else reason(e)
+        why = unreadable(path) if isinstance(e, SafetensorError) else reason(e)
         raise ModelLoadError(f"cannot read weights file {path}: {why}") from e
     return from_state_dict(sd, str(path))
-
-
-def _unreadable(path: Path) -> str:
-    """Why safetensors could not read ``path``, in a user's words: empty, not .safetensors at
-    all (its 8-byte length is followed by a JSON header), or damaged or cut short."""
-    try:
-        with open(path, "rb") as f:
-            head, size = f.read(9), os.fstat(f.fileno()).st_size
-    except OSError as e:
-        return reason(e)
-    if not head:
-        return "the file is empty"
-    if len(head) < 9 or head[8:9] != b"{":
-        return "not .safetensors weights (no safetensors header)"
-    return f"the file is damaged or cut short ({size:,} bytes; a partial download or copy?)"
 
 
 def _weights_inside(folder: Path) -> str:
@@ -280,17 +257,18 @@ def _load_folder(path: Path, origin: str = "") -> DRCN:
                              f"weights are F={actual[0]}, D={actual[1]}")
     except SafetensorError as e:
         raise ModelLoadError(f"cannot load {origin}: model.safetensors: "
-                             f"{_unreadable(path / 'model.safetensors')}") from e
+                             f"{unreadable(path / 'model.safetensors')}") from e
     except (OSError, ValueError, RuntimeError, TypeError, IndexError, RecursionError) as e:
         raise ModelLoadError(f"cannot load {origin}: {one_line(e)}") from e
     return model
 
 
-def _load_hub(spec: str) -> DRCN:
+def _hub_loader(spec: str) -> Callable[[], DRCN]:
+    """The download and load of the Hub spec ``hf:owner/name[@revision]``, its form checked."""
     repo, at, revision = spec[3:].partition("@")
     if repo.count("/") != 1 or not all(repo.split("/")) or (at and not revision):
         raise ModelLoadError(f"bad Hub spec {spec!r}: use hf:owner/name or hf:owner/name@revision")
-    return _load_folder(_hub_folder(repo, revision or None, spec), origin=spec)
+    return lambda: _load_folder(_hub_folder(repo, revision or None, spec), origin=spec)
 
 
 def _hub_folder(repo: str, revision: str | None, origin: str, **download: object) -> Path:
@@ -347,21 +325,27 @@ def _spec_text(spec: object) -> str:
 
 def load_model(spec: str | os.PathLike = DEFAULT_MODEL) -> DRCN:
     """Resolve a model spec (see module docstring) to a DRCN in eval mode, on the CPU."""
+    return model_loader(spec)()
+
+
+def model_loader(spec: str | os.PathLike = DEFAULT_MODEL) -> Callable[[], DRCN]:
+    """What loads ``spec``, found without reading or downloading weights: an unknown name or a
+    missing path is refused here, so a command can refuse it before its other checks."""
     spec = _spec_text(spec)
     if spec in SHIPPED:
         m = SHIPPED[spec]
-        return load_weights_file(weights_dir() / m.filename, sha256=m.sha256)
+        return functools.partial(load_weights_file, weights_dir() / m.filename, sha256=m.sha256)
     if spec.startswith("hf:"):
-        return _load_hub(spec)
+        return _hub_loader(spec)
     if not spec.strip():
         raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
                              "file, a model folder, or hf:owner/name")
     path = Path(os.path.expanduser(spec))  # as a shell does, ~nosuchuser stays as written
     mode = _mode(path)  # a name too long for a file is "not found"
     if mode is not None and stat.S_ISDIR(mode):
-        return _load_folder(path)
+        return functools.partial(_load_folder, path)
     if mode is not None and stat.S_ISREG(mode):
-        return load_weights_file(path)
+        return functools.partial(load_weights_file, path)
     if mode is not None:
         raise ModelLoadError(f"{path} is neither a weights file nor a model folder")
     if path.suffix.lower() == ".safetensors" or any(sep and sep in spec

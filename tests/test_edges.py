@@ -266,3 +266,14 @@ def test_a_tilde_path_naming_no_user_is_a_path_as_written(tmp_path: Path, tiny_m
     r = runner.invoke(app, ["upscale", "a.png", "-o", "~nosuchuser/out", "-m", tiny_model_file],
                       catch_exceptions=False)
     assert r.exit_code == 0 and (tmp_path / "~nosuchuser" / "out" / "a.png").is_file(), r.output
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.5, 17.0])
+@pytest.mark.parametrize("from_original", [False, True])
+def test_compare_input_names_a_bad_scale_first(scale: float, from_original: bool) -> None:
+    """The library's check: NaN was a ValueError, 17 'too small to shrink' from the original."""
+    from drcn_plugin.compare import check_compare_input
+    from drcn_plugin.errors import BadOptionError
+
+    with pytest.raises(BadOptionError, match="out of range"):
+        check_compare_input(np.zeros((32, 32, 3), np.uint8), scale, 1, from_original)
