@@ -13,7 +13,7 @@ from PIL import Image
 from .colourspace import refuse_unstated_hdr, unsaid_colour
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
-from .metadata import IPTC, exif_for, scaled_dpi
+from .metadata import exif_for, scaled_dpi
 from .planes import quantised, to_8bit
 from .tiff16 import TIFF16_MAX_BYTES
 from .writing import Encoded
@@ -157,10 +157,6 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         elif info.icc_profile:
             opts["icc_profile"] = info.icc_profile
         exif_tags = info.about.exif_tags(info.exif, fmt, (sx, sy))
-        if fmt == "JPEG" and isinstance(iptc := (exif_tags or {}).get(IPTC), bytes):
-            # a TIFF's IPTC, a tag beside its EXIF: JPEG's readers look for it in APP13
-            exif_tags = _without(exif_tags, IPTC)
-            info.about = replace(info.about, iptc=info.about.iptc or iptc)
         exif, sub_ifds = exif_for(exif_tags, fmt, (sx, sy), info.notes, info.dpi)
     if exif:
         opts["exif"] = exif
@@ -182,12 +178,3 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
         else:
             opts["compression"] = "tiff_adobe_deflate"
     return opts
-
-
-def _without(exif: Image.Exif, tag: int) -> Image.Exif:
-    """A copy of ``exif`` without ``tag``."""
-    out = Image.Exif()
-    for key, value in exif.items():
-        if key != tag:
-            out[key] = value
-    return out

@@ -285,7 +285,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                               "dropped")
         exif = read_exif(im, info.notes)
         if im.format == "TIFF" and exif is not None and IPTC in exif:
-            exif[IPTC] = tiff_iptc(f) or exif[IPTC]  # as stored: Pillow reads one value of it
+            # kept where a JPEG's is, so each output format puts it where its readers look
+            read = exif.pop(IPTC)
+            iptc = tiff_iptc(f) or read  # as stored: Pillow reads one value of it
+            if isinstance(iptc, bytes):
+                info.about.iptc = iptc
+            else:
+                info.notes.append("IPTC dropped: its TIFF tag could not be read as stored")
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)

@@ -257,14 +257,14 @@ class Descriptive:
     """What a file says about its picture beside EXIF: XMP (ratings, keywords, edits), text
     (PNG text chunks; a JPEG comment is the text ``Comment``, and goes back to JPEG byte for
     byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
-    cICP, mDCv, cLLi; a HEIF's or AVIF's code points as cICP; see :mod:`.colourspace`) and a
-    JPEG's IPTC records (captions, keywords, credits), written back wherever the
-    output format has a place."""
+    cICP, mDCv, cLLi; a HEIF's or AVIF's code points as cICP; see :mod:`.colourspace`) and
+    IPTC records (captions, keywords, credits: a JPEG's Photoshop block, a TIFF's IPTC tag),
+    written back wherever the output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)  # by chunk type
-    iptc: bytes | None = None  # a JPEG's IPTC records (a TIFF's travel with its EXIF)
+    iptc: bytes | None = None  # as stored; a TIFF's is set by imagefile, from its tag
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod

@@ -1,8 +1,9 @@
 """A TIFF's own metadata tags. Its IPTC records (captions, keywords, credits: its tag 33723,
 beside the EXIF) travel as stored, also where the writer typed the tag LONG as Photoshop does
 (Pillow keeps 4 bytes of that), and go to a JPEG result where JPEG's readers look for them: its
-Photoshop APP13 block. What describes the image before the upscale (Photoshop's resources and
-layers, tifffile's shape) is dropped with a note."""
+Photoshop APP13 block; a format with no place for them drops them with a note. What describes
+the image before the upscale (Photoshop's resources and layers, tifffile's shape) is dropped
+with a note."""
 
 from __future__ import annotations
 
@@ -16,20 +17,22 @@ from PIL.TiffImagePlugin import ImageFileDirectory_v2
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 _IPTC = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x00\x04tree"
-_UNDEFINED, _LONG = 7, 4
+_UNDEFINED, _LONG, _SHORT = 7, 4, 3
 
 
 def _photoshop_tiff(path: Path, tagtype: int) -> None:
-    """A TIFF with IPTC records and an artist, its IPTC tag typed ``tagtype``."""
+    """A TIFF with IPTC records and an artist, its IPTC tag typed ``tagtype`` (LONG as
+    Photoshop types it; SHORT as no writer does)."""
     tags = ImageFileDirectory_v2()
     tags[33723], tags.tagtype[33723] = _IPTC, _UNDEFINED
     tags[315] = "Jane"
     random_rgb().save(path, tiffinfo=tags)
-    if tagtype == _LONG:  # as Photoshop types it: the same bytes, counted in 4-byte numbers
+    if tagtype != _UNDEFINED:  # the same bytes, counted in 4- or 2-byte numbers
         data = path.read_bytes()
         entry = struct.pack("<HHI", 33723, _UNDEFINED, len(_IPTC))
         assert data.count(entry) == 1
-        path.write_bytes(data.replace(entry, struct.pack("<HHI", 33723, _LONG, len(_IPTC) // 4)))
+        count = len(_IPTC) // (4 if tagtype == _LONG else 2)
+        path.write_bytes(data.replace(entry, struct.pack("<HHI", 33723, tagtype, count)))
 
 
 @pytest.mark.parametrize("tagtype", [_UNDEFINED, _LONG])
@@ -48,6 +51,20 @@ def test_a_tiffs_iptc_goes_to_a_jpegs_app13(folder: Path, tiny_model_file: str,
     assert "IPTC" not in r.output and "warning" not in r.output
 
 
+@pytest.mark.parametrize("fmt", ["webp", "png", "avif"])
+def test_a_tiffs_iptc_is_dropped_with_a_note_where_the_format_has_no_place(
+        folder: Path, tiny_model_file: str, fmt: str) -> None:
+    """Not written as tag 33723 in the output's EXIF, where no reader looks for it."""
+    _photoshop_tiff(folder / "ps.tif", _UNDEFINED)
+    out = folder.parent / "out"
+    r = upscale(str(folder / "ps.tif"), "-f", fmt, "-o", str(out), "-m", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    with Image.open(out / f"ps.{fmt}") as im:
+        exif = im.getexif()
+    assert 33723 not in exif and exif[315] == "Jane"
+    assert f"IPTC dropped: {fmt.upper()} has no place for them" in r.output
+
+
 def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file: str) -> None:
     _photoshop_tiff(folder / "ps.tif", _LONG)
     out = folder.parent / "out"
@@ -56,6 +73,18 @@ def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file
     with Image.open(out / "ps.tif") as im:
         assert im.tag_v2[33723] == _IPTC  # not b"540", its first 4 bytes as a number
     assert "warning" not in r.output
+
+
+def test_a_tiffs_iptc_read_only_in_part_is_dropped_with_a_note(folder: Path,
+                                                               tiny_model_file: str) -> None:
+    """Typed SHORT, Pillow reads it as numbers: not the records as stored."""
+    _photoshop_tiff(folder / "ps.tif", _SHORT)
+    out = folder.parent / "out"
+    r = upscale(str(folder / "ps.tif"), "-o", str(out), "-m", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    with Image.open(out / "ps.tif") as im:
+        assert 33723 not in im.tag_v2 and im.tag_v2[315] == "Jane"
+    assert "IPTC dropped: its TIFF tag could not be read as stored" in r.output
 
 
 def test_stale_photoshop_data_is_dropped_and_iptc_kept(folder: Path,
