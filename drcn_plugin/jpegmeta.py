@@ -23,6 +23,8 @@ _CLAIM = re.compile(rb"""xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"
 _SKIPPED = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"), (b"<!", b">"))
 _PACKET_WRAPPER = re.compile(rb"<\?xpacket[^<>]*\?>\s*")  # no "<" within: linear time
 _ABOUT = re.compile(rb"""\srdf:about\s*=\s*("[^"]*"|'[^']*')""")
+_QUOTED = re.compile(rb""""[^"]*"|'[^']*'""")  # within one tag XML_TAG matched: balanced
+_PADDING_END = b"<?xpacket end="
 
 
 def shrink_exif(exif: Image.Exif, notes: list[str], sub_ifds: tuple[int, ...]) -> bytes | None:
@@ -54,19 +56,20 @@ def joined_xmp(xmp: bytes, applist: list[tuple[str, bytes]], notes: list[str]) -
     """A JPEG's main XMP packet with the extension it names joined to it (its top-level
     elements added to the main packet's, the claim dropped); ``xmp`` as it is when it names
     none that the file holds. An extension whose segments do not add up is dropped, noted."""
-    claim = _CLAIM.search(xmp)
-    if claim is None:
-        return xmp
-    guid = (claim[2] or claim[3]).upper()
-    parts, total = {}, None
+    claims = [(claim[2] or claim[3]).upper() for claim in _CLAIM.finditer(xmp)]
+    named, found = set(claims), {}
     for marker, data in applist:
         head = data[len(EXTENSION):]
-        if marker == "APP1" and data.startswith(EXTENSION) and head[:32].upper() == guid:
-            total, offset = struct.unpack(">II", head[32:40].rjust(8, b"\0"))
-            parts[offset] = head[40:]
-    if not parts:
+        if marker == "APP1" and data.startswith(EXTENSION) and head[:32].upper() in named:
+            found.setdefault(head[:32].upper(), []).append(head)
+    guid = next((guid for guid in claims if guid in found), None)  # a stale claim names none
+    if guid is None:
         return xmp
-    main = xmp[:claim.start()] + xmp[claim.end():]
+    parts, total = {}, None
+    for head in found[guid]:
+        total, offset = struct.unpack(">II", head[32:40].rjust(8, b"\0"))
+        parts[offset] = head[40:]
+    main = _unclaimed(xmp)
     extension, at = bytearray(), 0
     while at in parts and parts[at] and len(extension) < total:
         extension += parts[at]
@@ -83,9 +86,15 @@ def joined_xmp(xmp: bytes, applist: list[tuple[str, bytes]], notes: list[str]) -
 def split_xmp(xmp: bytes) -> tuple[bytes, bytes] | None:
     """``xmp`` for a JPEG: its main packet, and the APP1 segments of its extension (empty when
     the packet fits one segment); None when even the main packet's frame is over a segment or
-    the packet has no ``rdf:RDF`` to split."""
+    the packet has no ``rdf:RDF`` to split. A claim it holds already is dropped: it names
+    segments this JPEG will not have, and would hide the extension written here."""
+    xmp = _unclaimed(xmp)
     if len(xmp) <= MAIN_XMP_LIMIT:
         return xmp, b""
+    if (padding := xmp.rfind(_PADDING_END)) >= 0:  # blank space kept for editing, not content
+        xmp = xmp[:padding].rstrip() + xmp[padding:]
+        if len(xmp) <= MAIN_XMP_LIMIT:
+            return xmp, b""
     top = _top_level(xmp)
     if top is None or not top[0]:
         return None
@@ -94,7 +103,7 @@ def split_xmp(xmp: bytes) -> tuple[bytes, bytes] | None:
     about = _ABOUT.search(xmp, children[0][0], children[0][1])
     room = MAIN_XMP_LIMIT - len(head) - len(tail) - len(_claim(about, b"0" * 32))
     kept, moved = [], []
-    for start, stop in children:  # in order, each kept while the main packet has room
+    for start, stop in children:  # first fit: in order, each kept that fits the room left
         fits = stop - start <= room
         (kept if fits else moved).append(xmp[start:stop])
         room -= stop - start if fits else 0
@@ -116,6 +125,36 @@ def _claim(about: re.Match | None, guid: bytes) -> bytes:
     return (b"<rdf:Description rdf:about=" + (about[1] if about else b'""')
             + b' xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="'
             + guid + b'"/>')
+
+
+def _unclaimed(packet: bytes) -> bytes:
+    """``packet`` without its claims to an extension, and without the top-level elements that
+    held nothing else (as ``_claim`` writes them), so that reading and writing a JPEG again
+    leaves the packet as it was."""
+    top = _top_level(packet)
+    if top is None:
+        return _CLAIM.sub(b"", packet)
+    kept, at = [], 0
+    for start, stop in top[0]:
+        child = _CLAIM.sub(b"", packet[start:stop])
+        if len(child) < stop - start and _says_nothing(child):
+            child = b""
+        kept += [packet[at:start], child]
+        at = stop
+    return b"".join(kept) + packet[at:]
+
+
+def _says_nothing(element: bytes) -> bool:
+    """Whether ``element`` is an ``rdf:Description`` with no content and no property: only
+    ``rdf:about`` and namespace declarations."""
+    tag = XML_TAG.match(element)
+    if tag is None or tag[2] != b"rdf:Description":
+        return False
+    content = element[tag.end():].strip()
+    if content != (b"" if tag[3].endswith(b"/") else b"</rdf:Description>"):
+        return False
+    names = _QUOTED.sub(b" ", tag[3].rstrip(b"/")).replace(b"=", b" ").split()
+    return all(name == b"rdf:about" or name.startswith(b"xmlns") for name in names)
 
 
 def _top_level(packet: bytes) -> tuple[list[tuple[int, int]], int] | None:

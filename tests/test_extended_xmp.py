@@ -129,3 +129,48 @@ def test_a_hostile_packet_is_read_and_split_or_refused_in_linear_time(junk: byte
         assert joined_xmp(packet, [], []) == packet  # names no extension
         assert split_xmp(packet) is None  # not well-nested, or no room: dropped, noted
     assert time.perf_counter() - started < 1
+
+
+def _to(path: Path, out: Path, fmt: str, model: str) -> Path:
+    """``path`` upscaled to ``fmt`` in ``out``, nothing said about XMP."""
+    r = upscale(str(path), "-f", fmt, "-o", str(out), "-m", model)
+    assert r.exit_code == 0, r.output
+    assert "XMP" not in r.output
+    return out / f"{path.stem}.{fmt}"
+
+
+def test_a_stale_claim_does_not_hide_the_extension(folder: Path, tiny_model_file: str) -> None:
+    """A packet already naming an extension (a stale claim, or a big XMP that came from a JPEG)
+    keeps all it holds through JPEG: the claim written names the segments written."""
+    stale = ' xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="' + "0" * 32 + '"'
+    parts = [f'<rdf:Description rdf:about="" xmlns:p="p:/" p:n="{n}">{"D" * 3000}</rdf:Description>'
+             for n in range(40)]
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", _packet(_creator(stale), *parts).decode())
+    random_rgb().save(folder / "s.png", pnginfo=info)
+    jpeg = _to(folder / "s.png", folder.parent / "jpg", "jpg", tiny_model_file)
+    xmp = _xmp(_to(jpeg, folder.parent / "png", "png", tiny_model_file))
+    assert all(f'p:n="{n}"'.encode() in xmp for n in range(40))
+    assert b"<rdf:li>Jane</rdf:li>" in xmp and b"HasExtendedXMP" not in xmp
+
+
+def test_jpeg_round_trips_leave_the_xmp_as_it_was(folder: Path, tiny_model_file: str) -> None:
+    """Reading a JPEG drops the element that named its extension, so each trip through JPEG
+    leaves the joined XMP as it was, not one empty element longer."""
+    _with_extended_xmp(folder / "a.jpg")
+    b = _to(folder / "a.jpg", folder.parent / "b", "jpg", tiny_model_file)
+    c = _to(b, folder.parent / "c", "jpg", tiny_model_file)
+    assert _xmp(c) == _xmp(b)
+    assert _xmp(b).count(b"<rdf:Description") == 2  # the creator's, and the settings'
+
+
+def test_padding_does_not_push_xmp_out_of_a_jpeg(folder: Path, tiny_model_file: str) -> None:
+    """Padding (blank space left for editing in place) is not content: a small packet padded
+    past 64 KB goes to JPEG without it, whole, in one segment."""
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+                  + _packet(_creator()).decode() + " " * 70_000 + '<?xpacket end="w"?>')
+    random_rgb().save(folder / "pad.png", pnginfo=info)
+    main = Image.open(_to(folder / "pad.png", folder.parent / "out", "jpg", tiny_model_file))
+    assert b"<rdf:li>Jane</rdf:li>" in main.info["xmp"]
+    assert main.info["xmp"].endswith(b'</x:xmpmeta><?xpacket end="w"?>')
