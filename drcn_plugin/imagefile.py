@@ -196,7 +196,7 @@ def list_images(folder: Path) -> list[Path]:
     metadata beside each image on the drives and shares it copies to."""
     if not os.path.isdir(folder):  # os.path: a name too long is "not found", not an OSError
         raise DatasetError(f"{folder} is a file, not a folder of images"
-                           if os.path.exists(folder) else f"dataset folder not found: {folder}")
+                           if os.path.exists(folder) else _not_found(folder))
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                        and not p.name.startswith(".")
@@ -206,6 +206,16 @@ def list_images(folder: Path) -> list[Path]:
     if not files:
         raise DatasetError(f"no images in {folder}")
     return files
+
+
+def _not_found(folder: Path) -> str:
+    """Why a dataset folder that is not there is not, naming a link that leads nowhere."""
+    try:
+        os.stat(folder)
+    except OSError as e:
+        if os.path.islink(folder):
+            return f"dataset folder {folder} is a link that leads nowhere: {reason(e)}"
+    return f"dataset folder not found: {folder}"
 
 
 def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:

@@ -391,3 +391,15 @@ def test_running_out_of_memory_at_every_depth_is_one_line(
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "not enough memory for a 24x24 image at every depth" in lines[0]
+
+
+@pytest.mark.parametrize(("target", "why"), [("loop", "Too many levels of symbolic links"),
+                                             ("nowhere", "No such file or directory")])
+def test_a_dataset_link_that_leads_nowhere_is_named_as_one(tmp_path: Path, target: str,
+                                                           why: str) -> None:
+    """A link in a loop or to a removed folder was 'dataset folder not found', as if mistyped."""
+    (tmp_path / "loop").symlink_to(tmp_path / target)
+    r = CliRunner().invoke(app, ["eval", "--dataset", str(tmp_path / "loop"), "-s", "2",
+                                 "-m", "bicubic"])
+    assert r.exit_code == 2 and r.output.strip() == (
+        f"error: dataset folder {tmp_path / 'loop'} is a link that leads nowhere: {why}"), r.output
