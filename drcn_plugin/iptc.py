@@ -3,13 +3,14 @@ APP13 block, the way Photoshop splits that block over segments; a TIFF's, from i
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
+
+from .opening import first_ifd
 
 _APP13 = b"Photoshop 3.0\x00"  # how a JPEG's APP13 image resource block begins
 _IPTC_RESOURCE = 0x0404  # the IPTC records among the image resources (Pillow parses them all)
 _TIFF_IPTC = 33723  # a TIFF's IPTC tag
-_TYPE_SIZES = {1: 1, 2: 1, 4: 4, 7: 1}  # bytes per value of the types writers give that tag
+_IPTC_TYPES = (1, 2, 4, 7)  # BYTE, ASCII, LONG, UNDEFINED: the types writers give that tag
 
 
 def jpeg_iptc(applist: list[tuple[str, bytes]]) -> bytes | bool | None:
@@ -43,23 +44,10 @@ def app13(iptc: bytes) -> bytes:
 
 
 def tiff_iptc(f: BinaryIO) -> bytes | None:
-    """The IPTC records of a TIFF's first image (its tag 33723) as stored, read from ``f``:
-    Pillow reads that tag as one value, which keeps 4 bytes of one typed LONG (as Photoshop
-    types it). None without the tag, or for a BigTIFF."""
-    f.seek(0)
-    head = f.read(8)
-    order = {b"II*\0": "<", b"MM\0*": ">"}.get(head[:4])
-    if order is None:
+    """The IPTC records of a TIFF's or BigTIFF's first image (its tag 33723) as stored, read
+    from ``f``: Pillow decodes that tag as one value, which keeps 4 bytes of one typed LONG (as
+    Photoshop types it), so its stored bytes are taken before decoding. None without the tag."""
+    ifd = first_ifd(f)
+    if ifd is None or ifd.tagtype.get(_TIFF_IPTC) not in _IPTC_TYPES:
         return None
-    f.seek(struct.unpack(order + "I", head[4:])[0])
-    count = f.read(2)
-    entries = f.read(12 * struct.unpack(order + "H", count)[0]) if len(count) == 2 else b""
-    for at in range(0, len(entries) - 11, 12):
-        tag, kind, n, value = struct.unpack(order + "HHI4s", entries[at:at + 12])
-        if tag == _TIFF_IPTC and kind in _TYPE_SIZES:
-            size = n * _TYPE_SIZES[kind]
-            if size > 4:
-                f.seek(struct.unpack(order + "I", value)[0])
-            data = value[:size] if size <= 4 else f.read(size)
-            return data if len(data) == size else None
-    return None
+    return ifd._tagdata.get(_TIFF_IPTC)  # where Pillow's IFD keeps a tag's bytes, as documented

@@ -7,6 +7,7 @@ import errno
 import os
 import re
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -172,15 +173,26 @@ _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMY
                 6: "YCbCr", 8: "CIELab", 32844: "LogL", 32845: "LogLuv"}
 
 
+def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
+    """The tags of a TIFF's or BigTIFF's first image, read from ``f`` by Pillow, which keeps each
+    tag's stored bytes until it is read; None when ``f`` holds no TIFF header."""
+    f.seek(0)
+    head = f.read(16)
+    try:
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(head if head[2:3] == b"+" else head[:8])
+        f.seek(ifd.next)
+    except (SyntaxError, struct.error, OverflowError, ValueError):  # no header, or an offset past
+        return None                                                # what a file can hold
+    ifd.load(f)  # damaged entries: Pillow's warnings, and the tags before them
+    return ifd
+
+
 def _tiff_layout(f: BinaryIO) -> str:
     """What a TIFF's first image holds that Pillow has no mode for, from its tags, as ``no mode
     for 16-bit grey with alpha``; empty when the tags cannot be read."""
     try:
-        f.seek(0)
-        head = f.read(16)
-        ifd = TiffImagePlugin.ImageFileDirectory_v2(head if head[2] == 43 else head[:8])  # BigTIFF
-        f.seek(ifd.next)
-        ifd.load(f)
+        if (ifd := first_ifd(f)) is None:
+            return ""
         bits, kinds = ifd.get(258, (1,)), ifd.get(339, (1,))
         colour, extra = _PHOTOMETRIC.get(ifd.get(262), "colour"), ifd.get(338, ())
     except Exception:  # noqa: BLE001 - damaged tags: Pillow's reason alone

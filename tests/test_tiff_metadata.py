@@ -1,6 +1,6 @@
 """A TIFF's own metadata tags. Its IPTC records (captions, keywords, credits: its tag 33723,
 beside the EXIF) travel as stored, also where the writer typed the tag LONG as Photoshop does
-(Pillow keeps 4 bytes of that), and go to a JPEG result where JPEG's readers look for them: its
+(Pillow keeps 4 bytes of that), in a classic TIFF or a BigTIFF, and go to a JPEG result where JPEG's readers look for them: its
 Photoshop APP13 block; a format with no place for them drops them with a note. What describes
 the image before the upscale (Photoshop's resources and layers, tifffile's shape) is dropped
 with a note."""
@@ -20,25 +20,27 @@ _IPTC = b"\x1c\x02\x00\x00\x02\x00\x04\x1c\x02\x78\x00\x07Caption\x1c\x02\x19\x0
 _UNDEFINED, _LONG, _SHORT = 7, 4, 3
 
 
-def _photoshop_tiff(path: Path, tagtype: int) -> None:
-    """A TIFF with IPTC records and an artist, its IPTC tag typed ``tagtype`` (LONG as
-    Photoshop types it; SHORT as no writer does)."""
+def _photoshop_tiff(path: Path, tagtype: int, big_tiff: bool = False) -> None:
+    """A TIFF (or BigTIFF) with IPTC records and an artist, its IPTC tag typed ``tagtype``
+    (LONG as Photoshop types it; SHORT as no writer does)."""
     tags = ImageFileDirectory_v2()
     tags[33723], tags.tagtype[33723] = _IPTC, _UNDEFINED
     tags[315] = "Jane"
-    random_rgb().save(path, tiffinfo=tags)
+    random_rgb().save(path, tiffinfo=tags, big_tiff=big_tiff)
     if tagtype != _UNDEFINED:  # the same bytes, counted in 4- or 2-byte numbers
         data = path.read_bytes()
-        entry = struct.pack("<HHI", 33723, _UNDEFINED, len(_IPTC))
-        assert data.count(entry) == 1
+        entry = "<HHQ" if big_tiff else "<HHI"  # a BigTIFF counts in 8 bytes
+        assert data.count(struct.pack(entry, 33723, _UNDEFINED, len(_IPTC))) == 1
         count = len(_IPTC) // (4 if tagtype == _LONG else 2)
-        path.write_bytes(data.replace(entry, struct.pack("<HHI", 33723, tagtype, count)))
+        path.write_bytes(data.replace(struct.pack(entry, 33723, _UNDEFINED, len(_IPTC)),
+                                      struct.pack(entry, 33723, tagtype, count)))
 
 
-@pytest.mark.parametrize("tagtype", [_UNDEFINED, _LONG])
+@pytest.mark.parametrize(("tagtype", "big_tiff"),
+                         [(_UNDEFINED, False), (_LONG, False), (_LONG, True)])
 def test_a_tiffs_iptc_goes_to_a_jpegs_app13(folder: Path, tiny_model_file: str,
-                                            tagtype: int) -> None:
-    _photoshop_tiff(folder / "ps.tif", tagtype)
+                                            tagtype: int, big_tiff: bool) -> None:
+    _photoshop_tiff(folder / "ps.tif", tagtype, big_tiff)
     out = folder.parent / "out"
     r = upscale(str(folder / "ps.tif"), "-f", "jpg", "-o", str(out), "-m", tiny_model_file)
     assert r.exit_code == 0, r.output
@@ -65,8 +67,10 @@ def test_a_tiffs_iptc_is_dropped_with_a_note_where_the_format_has_no_place(
     assert f"IPTC dropped: {fmt.upper()} has no place for them" in r.output
 
 
-def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file: str) -> None:
-    _photoshop_tiff(folder / "ps.tif", _LONG)
+@pytest.mark.parametrize("big_tiff", [False, True])
+def test_a_tiffs_iptc_typed_long_travels_as_stored(folder: Path, tiny_model_file: str,
+                                                   big_tiff: bool) -> None:
+    _photoshop_tiff(folder / "ps.tif", _LONG, big_tiff)
     out = folder.parent / "out"
     r = upscale(str(folder / "ps.tif"), "-o", str(out), "-m", tiny_model_file)
     assert r.exit_code == 0, r.output
