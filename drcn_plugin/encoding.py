@@ -112,6 +112,17 @@ MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "AVIF": 32768}
 MAX_PIXELS = {"AVIF": 16384 * 16384}
 
 
+BMP_MAX_BYTES = 2**32 - 1  # a BMP states its file size in 32 bits
+
+
+def _bmp_bytes(array: np.ndarray, size: tuple[int, int]) -> int:
+    """The size of a BMP of ``array``'s channels at ``size``: grey as 8-bit palette entries,
+    colour as 24 bits, alpha as 32, each row padded to 4 bytes, after the largest header."""
+    channels = array.shape[2] if array.ndim == 3 else 1
+    depth = 4 if channels in (2, 4) else channels
+    return 14 + 108 + 1024 + size[0] * ((size[1] * depth + 3) // 4 * 4)
+
+
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
                    scale: float | tuple[float, float], quality: int | None = None,
                    size: tuple[int, int] | None = None) -> None:
@@ -125,6 +136,10 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
     if size is not None and pixels is not None and size[0] * size[1] > pixels:
         raise BadOptionError(f"{fmt} images hold at most {pixels / 1e6:.0f} MP, the result would "
                              f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
+    if size is not None and fmt == "BMP" and (need := _bmp_bytes(array, size)) > BMP_MAX_BYTES:
+        raise BadOptionError(f"BMP files hold at most 4 GiB, the result would be {size[1]}x"
+                             f"{size[0]} ({need / 2**30:.1f} GiB): use PNG or TIFF",
+                             option="format")
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
     if corner.ndim == 3 and corner.shape[2] in (2, 4):

@@ -302,3 +302,20 @@ def test_exif_pixel_dimensions_follow_the_result(folder: Path, tiny_model_file: 
     tags = out.getexif().get_ifd(0x8769)
     assert out.size == (60, 40) and (tags[0xA002], tags[0xA003]) == (60, 40)
     assert tags[0x9003] == "2020:01:01 00:00:00"  # the other Exif tags travel as they were
+
+
+@pytest.mark.parametrize(("channels", "fits", "over"), [(1, (65535, 65536), (65536, 65536)),
+                                                     (3, (37837, 37837), (37837, 37838)),
+                                                     (4, (32767, 32768), (32768, 32768))])
+def test_a_bmp_past_4_gib_is_refused_before_the_upscale(channels: int, fits: tuple[int, int],
+                                                       over: tuple[int, int]) -> None:
+    """A BMP states its size in 32 bits: Pillow refused one past it only when writing it."""
+    from drcn_plugin.encoding import check_writable
+    from drcn_plugin.errors import BadOptionError
+    from drcn_plugin.imagefile import ImageInfo
+
+    array = np.zeros((4, 4, channels)[:2 if channels == 1 else 3], np.uint8)
+    check_writable(array, "BMP", ImageInfo(format="PNG"), 2.0, size=fits)
+    with pytest.raises(BadOptionError, match=r"BMP files hold at most 4 GiB, the result would be "
+                                             rf"{over[1]}x{over[0]} \(4\.0 GiB\)"):
+        check_writable(array, "BMP", ImageInfo(format="PNG"), 2.0, size=over)
