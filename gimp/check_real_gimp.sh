@@ -6,10 +6,12 @@
 # Installs GIMP 3 into a Debian 13 chroot when missing (debootstrap), bind-mounts this repository
 # and its virtual environment at the same paths so the venv's Python runs the worker, installs the
 # plug-in with `drcn gimp install --gimp-dir`, runs the filter headless on 8-bit RGB, RGBA,
-# 16-bit grey, float and a two-layer image (offset layer in a group), checks sizes, offsets and
-# pixels against `drcn upscale` / the engine (<= 1 LSB), checks the error messages for a broken or missing
-# worker, kills the plug-in mid-run (what GIMP does on Cancel) and checks the worker stops, runs
-# hostile cases (selection, indexed, masks, text and pasted layers, too big, twice in a row),
+# 16-bit grey, float and a two-layer image (offset layer in a group), on linear float and 16-bit
+# images and 8-bit ones with an Adobe RGB or linear sRGB profile (precision and profile kept),
+# checks sizes, offsets and pixels against `drcn upscale` / the engine (<= 1 LSB), checks the
+# error messages for a broken or missing worker, kills the plug-in mid-run (what GIMP does on
+# Cancel) and checks the worker stops, runs hostile cases (selection, indexed, masks, text and
+# pasted layers, too big, twice in a row),
 # and under Xvfb checks that one Ctrl+Z undoes Scale this image, screenshots the dialog into
 # docs/gimp-dialog.png and presses its OK.
 set -euo pipefail

@@ -23,11 +23,13 @@ def _load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
 
-def _dump(layer, path):
-    """Raw pixels of a layer in its own precision class; returns its geometry."""
+def _dump(layer, path, babl=None):
+    """Raw pixels of a layer in ``babl``, by default its own precision class; returns its
+    geometry."""
     precision = layer.get_image().get_precision().value_nick.split("-")[0]
     kind = precision if precision in ("u8", "u16") else "float"
-    babl = ("Y'" if layer.is_gray() else "R'G'B'") + ("A" if layer.has_alpha() else "") + " " + kind
+    babl = babl or ("Y'" if layer.is_gray() else "R'G'B'") + ("A" if layer.has_alpha() else "") \
+        + " " + kind
     w, h = layer.get_width(), layer.get_height()
     data = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, babl, Gegl.AbyssPolicy.CLAMP)
     with open(path, "wb") as f:
@@ -124,11 +126,21 @@ def _native(image, scale):
     return state
 
 
+def _colour(image):
+    """The image's precision and assigned colour profile (None: GIMP's built-in one)."""
+    profile = image.get_color_profile()
+    return {"precision": image.get_precision().value_nick,
+            "profile": None if profile is None else profile.get_description()}
+
+
 def _build(job):
-    """The job's image: its input, as float when asked, with its extra layers."""
+    """The job's image: its input, converted to the job's precision and assigned its colour
+    profile when asked, with its extra layers."""
     image = _load(job["input"])
-    if job.get("float"):
-        image.convert_precision(Gimp.Precision.FLOAT_NON_LINEAR)
+    if "precision" in job:
+        image.convert_precision(getattr(Gimp.Precision, job["precision"]))
+    if "profile" in job:  # assigned, as Image > Color Management > Assign: the numbers stay
+        image.set_color_profile(getattr(Gimp.ColorProfile, f"new_{job['profile']}")())
     for extra in job.get("extra_layers", []):
         src = _load(extra["input"])
         parent = Gimp.GroupLayer.new(image, "group") if extra.get("group") else None
@@ -149,6 +161,11 @@ def _run_job(job):
         out["native"] = _native(image, job["args"]["scale"])
     display = Gimp.Display.new(image) if job.get("interactive") or job.get("undo") else None
     before = _geometry(image) if job.get("undo") else None
+    if "read" in job:  # the pixels as the plug-in reads them, and what the result must keep
+        out["input"] = _dump(image.get_layers()[0], f"{WORK}/{job['name']}-in.raw",  # noqa: F821
+                             job["read"])
+        out["colour_before"] = _colour(image)
+        profile_before = image.get_color_profile()
     results = []
     try:
         for _ in range(job.get("repeat", 1)):  # a script running the filter again
@@ -165,7 +182,13 @@ def _run_job(job):
         out.update(width=result.get_width(), height=result.get_height(), layers=[],
                    **_state(result))
         for i, layer in enumerate(reversed(list(_pixel_layers(result.get_layers())))):
-            out["layers"].append(_dump(layer, f"{WORK}/{job['name']}-layer{i}.raw"))  # noqa: F821
+            out["layers"].append(_dump(layer, f"{WORK}/{job['name']}-layer{i}.raw",  # noqa: F821
+                                       job.get("read")))
+        if "read" in job:
+            profile = result.get_color_profile()
+            out["colour_after"] = _colour(result)
+            out["same_profile"] = (profile is None and profile_before is None) or (
+                None not in (profile, profile_before) and profile.is_equal(profile_before))
         if job.get("export"):
             Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, result,
                            Gio.File.new_for_path(job["export"]), None)

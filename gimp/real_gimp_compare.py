@@ -3,7 +3,9 @@
 ``make ROOT WORK``: small crops of Set5 (8-bit RGB, RGBA, 16-bit grey) and the jobs files in
 ``ROOT/WORK`` (ROOT is the chroot, WORK the folder as GIMP sees it).
 ``check ROOT WORK``: compare what GIMP wrote with ``drcn upscale`` (exported PNGs) or the engine
-(raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB).
+(raw float and multi-layer dumps): sizes, offsets and max difference (must be <= 1 LSB). Linear
+and Adobe RGB images are compared with the engine on the pixels as the plug-in reads them (sRGB
+encoded float), in the image's own encoding, and must keep their precision and profile.
 ``undo ROOT WORK``: one Ctrl+Z after Scale this image gave the image back as it was.
 ``dialog ROOT WORK``: OK in the dialog ran the filter with its default values.
 """
@@ -53,7 +55,7 @@ def make(root: Path, work: str) -> None:
          "export": f"{work}/out-rgba8.png", "cli": ["-s", "3", "--tile", "32"]},
         {"name": "grey16", "input": png["grey16"], "args": {"scale": 2.0},
          "export": f"{work}/out-grey16.png", "cli": ["-s", "2"]},
-        {"name": "float-tta", "input": png["rgb"], "float": True,
+        {"name": "float-tta", "input": png["rgb"], "precision": "FLOAT_NON_LINEAR",
          "args": {"scale": 2.5, "self-ensemble": True}, "engine": {"scale": 2.5, "tta": True}},
         {"name": "scale-image", "input": png["rgb"],
          "extra_layers": [{"input": png["rgba"], "offsets": [5, 7], "group": True}],
@@ -66,6 +68,27 @@ def make(root: Path, work: str) -> None:
          "engine": {"canvas": [150, 100]}},
         {"name": "bad-model", "input": png["rgb"], "args": {"custom-model": "no-such-model"},
          "expect_error": "unknown model 'no-such-model'"},
+    ]
+    # linear light and another colour space: read as the plug-in reads them, kept as they were
+    rgb_read, rgba_read = "R'G'B' float", "R'G'B'A float"
+    jobs += [
+        {"name": "linear-float-new", "input": png["rgb"], "precision": "FLOAT_LINEAR",
+         "args": {"scale": 2.0}, "read": rgb_read, "storage": ["linear", 0]},
+        {"name": "linear-float-scale", "input": png["rgba"], "precision": "FLOAT_LINEAR",
+         "args": {"scale": 2.0, "output": "scale-image"}, "read": rgba_read,
+         "storage": ["linear", 0]},
+        {"name": "linear16-new", "input": png["rgb"], "precision": "U16_LINEAR",
+         "args": {"scale": 2.0}, "read": rgb_read, "storage": ["linear", 65535]},
+        {"name": "linear16-scale", "input": png["rgb"], "precision": "U16_LINEAR",
+         "args": {"scale": 3.0, "output": "scale-image"}, "read": rgb_read,
+         "storage": ["linear", 65535]},
+        {"name": "adobe8-new", "input": png["rgb"], "profile": "rgb_adobe", "args": {"scale": 2.0},
+         "read": rgb_read, "storage": ["adobe", 255]},
+        {"name": "adobe8-scale", "input": png["rgba"], "profile": "rgb_adobe",
+         "args": {"scale": 2.0, "output": "scale-image"}, "read": rgba_read,
+         "storage": ["adobe", 255]},
+        {"name": "linear-profile8-new", "input": png["rgb"], "profile": "rgb_srgb_linear",
+         "args": {"scale": 2.0}, "read": rgb_read, "storage": ["linear", 255]},
     ]
     hostile = [  # what a GIMP user's image holds besides one plain layer, and scripts' habits
         {"name": "selection-new", "input": png["rgb"], "select": [10, 10, 20, 20],
@@ -134,7 +157,81 @@ def _sources(job: dict) -> list[tuple[str, list[int]]]:
 def _layers_in(job: dict, host) -> list[np.ndarray]:
     paths = [path for path, _ in _sources(job)]
     arrays = [read_image(host(p))[0] for p in paths]
-    return [a.astype(np.float32) / 255 for a in arrays] if job.get("float") else arrays
+    return [a.astype(np.float32) / 255 for a in arrays] if "precision" in job else arrays
+
+
+def _raw(layer: dict, host) -> np.ndarray:
+    """A dumped layer's pixels as H x W x C."""
+    got = np.fromfile(host(layer["raw"]), RAW[layer["format"].split()[-1]])
+    return got.reshape(layer["height"], layer["width"], -1)
+
+
+def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB's curve as babl has it: its straight part goes on below 0 (colours outside sRGB)."""
+    return np.where(v <= 0.04045, v / 12.92, ((np.maximum(v, 0.04045) + 0.055) / 1.055) ** 2.4)
+
+
+# linear sRGB -> linear Adobe RGB (1998) through XYZ D50, as babl converts with ICC colorants:
+# inv(Adobe RGB's RGB->XYZ) @ babl's sRGB RGB->XYZ
+_SRGB_XYZ = np.array([[0.436065674, 0.385147095, 0.143066406],
+                      [0.222488403, 0.716873169, 0.060607910],
+                      [0.013916016, 0.097076416, 0.714096069]])
+_ADOBE_XYZ = np.array([[0.6097559, 0.2052401, 0.1492240], [0.3111242, 0.6256560, 0.0632197],
+                       [0.0194811, 0.0608902, 0.7448387]])
+_SRGB_TO_ADOBE = np.linalg.solve(_ADOBE_XYZ, _SRGB_XYZ)
+
+
+def _stored(pixels: np.ndarray, curve: str, levels: int) -> np.ndarray:
+    """sRGB-encoded pixels (as the plug-in reads them) in an image's own encoding: linear light,
+    or Adobe RGB's primaries and 563/256 gamma, clipped to 0..1 when stored as integers (as
+    GIMP clips the engine's overshoot there); alpha as it is."""
+    lin = _srgb_to_linear(pixels[..., :3].astype(np.float64))
+    if curve == "adobe":
+        lin = lin @ _SRGB_TO_ADOBE.T
+        lin = np.sign(lin) * np.abs(lin) ** (256 / 563)
+    out = np.concatenate([lin, pixels[..., 3:]], axis=-1)
+    return np.clip(out, 0, 1) if levels else out
+
+
+def _model_error(src: np.ndarray, curve: str, levels: int) -> float:
+    """How far this colour model misses GIMP's own conversion, in steps of the stored values:
+    the input's stored values are whole levels (0 for float storage)."""
+    if not levels:
+        return 0.0
+    stored = _stored(src, curve, levels)[..., :3] * levels
+    return float(np.abs(stored - np.round(stored)).max())
+
+
+def _check_colour(job: dict, result: dict, host) -> list[str]:
+    """A linear or non-sRGB job: the result equals the engine on the pixels as the plug-in read
+    them, in the image's own encoding (within 1 step of its storage, 1/255 for float, plus the
+    colour model's own error), and the result keeps the image's precision and profile; prints
+    one line."""
+    name, (curve, levels) = job["name"], job["storage"]
+    src = _raw(result["input"], host)
+    got = _raw(result["layers"][0], host)
+    scale = job["args"]["scale"]
+    size = tuple(scaled_span(0, n, scale)[1] for n in src.shape[:2])
+    ref = Upscaler().upscale(src, size=size)
+    problems = []
+    if got.shape != ref.shape:
+        problems.append(f"{name}: GIMP {got.shape}, engine {ref.shape}")
+        ref = got
+    read_diff = float(np.abs(got.astype(np.float64) - ref).max()) * 255
+    unit = levels or 255
+    diff = float(np.abs(_stored(got, curve, levels) - _stored(ref, curve, levels)).max()) * unit
+    model = _model_error(src, curve, levels)
+    before, after = result["colour_before"], result["colour_after"]
+    if diff > 1 + model:
+        problems.append(f"{name}: max diff {diff:.3g} steps of the stored values")
+    if before != after or not result["same_profile"]:
+        problems.append(f"{name}: {before} became {after}")
+    print(f"{name:18s} {got.shape[1]}x{got.shape[0]}x{got.shape[2]} {after['precision']}, "
+          f"profile {after['profile']!r} (before: {before['precision']}, "
+          f"{before['profile']!r}); max diff vs engine {diff:.3g} "
+          f"{'8-bit LSB' if not levels else f'1/{levels}'} {curve} (model error {model:.2g}), "
+          f"{read_diff:.3g} 8-bit LSB as read{'  PASS' if not problems else '  FAIL'}")
+    return problems
 
 
 def _factors(job: dict, canvas: np.ndarray) -> tuple[float, float]:
@@ -167,6 +264,8 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
     if result["status"] != "success":
         print(f"{name:18s} FAILED in GIMP: {result.get('error')}  FAIL")
         return [f"{name}: {result.get('error')}"]
+    if "read" in job:
+        return _check_colour(job, result, host)
     native = _native_problems(job, result)
     if "expect_size" in job:  # no reference for a text layer's pixels: its size and fate
         size = [result["width"], result["height"]]
@@ -192,10 +291,7 @@ def _check_job(job: dict, result: dict, host, drcn: Path) -> list[str]:
         if len(result["layers"]) != len(layers):
             problems.append(f"{name}: {len(result['layers'])} layers, expected {len(layers)}")
         for arr, layer, (x, y) in zip(layers, result["layers"], offsets_in, strict=False):
-            dtype = RAW[layer["format"].split()[-1]]
-            got = np.fromfile(host(layer["raw"]), dtype)
-            got = got.reshape(layer["height"], layer["width"], -1)
-            ref = arr
+            got, ref = _raw(layer, host), arr
             for _ in range(job["engine"].get("repeat", 1)):  # the filter run again on its result
                 (y, h), (x, w) = (scaled_span(y, ref.shape[0], factors[1]),
                                   scaled_span(x, ref.shape[1], factors[0]))
