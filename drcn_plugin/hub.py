@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import stat
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from safetensors.torch import load, load_file
 from .errors import EMPTY_PATH, ModelLoadError, one_line, reason
 from .model import DRCN, blend_weight, interpolate
 from .resources import PACKAGE, bundled
-from .weightfiles import is_pickle, unreadable
+from .weightfiles import checkpoint_kind, unreadable
 
 
 @dataclass(frozen=True)
@@ -216,9 +215,7 @@ def load_weights_file(path: Path, sha256: str | None = None) -> DRCN:
                                  "reinstall drcn-plugin")
         sd = _read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
-        kind = "a zip archive (as torch.save writes)" if zipfile.is_zipfile(path) else \
-            "a Python pickle (as torch.save's legacy format is)" if is_pickle(path) else None
-        if kind:  # a checkpoint: a run's last.pt or best.pt, say, or a .pth from elsewhere
+        if kind := checkpoint_kind(path):
             raise ModelLoadError(f"{path} is {kind}, not .safetensors weights: a training run "
                                  "exports its weights as NAME.safetensors beside its "
                                  "checkpoints") from e

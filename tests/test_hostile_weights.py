@@ -188,3 +188,13 @@ def test_an_unreadable_weights_file_says_what_it_is(tmp_path: Path, content, say
     (folder / "model.safetensors").write_bytes(path.read_bytes())
     with pytest.raises(ModelLoadError, match=f"model.safetensors: {re.escape(says)}"):
         load_model(folder)
+
+
+def test_a_model_folder_holding_a_torch_checkpoint_names_it(tmp_path: Path) -> None:
+    """A torch.save file as model.safetensors: named as a checkpoint, as a weights file is."""
+    (tmp_path / "config.json").write_text('{"features": 8, "recursions": 3}')
+    torch.save(seeded_drcn().state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=re.escape(
+            "model.safetensors: it is a zip archive (as torch.save writes), not .safetensors "
+            "weights")):
+        load_model(tmp_path)
