@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from .av1header import avif_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, counted
@@ -89,8 +90,8 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     info.notes.remove(first_frame_only(info.frames))
     info.notes.append(f"{count} frames upscaled ({ANIMATED[fmt]})")
     if frames.plays is None:
-        info.notes.append("loop count not kept (Pillow reads none from AVIF): the result loops "
-                          "for ever")
+        info.notes.append("loop count not kept (the AVIF's edit list is unreadable): the result "
+                          "loops for ever")
     elif fmt == "AVIF" and frames.plays != 0:
         info.notes.append(f"loop count not kept (the source plays {counted(frames.plays, 'time')}"
                           "): Pillow's AVIF writer loops for ever")
@@ -212,16 +213,18 @@ def _survey(path: Path) -> _Frames:
             durations.append(round(im.info.get("duration", 0)))
             channels = array.shape[2] if array.ndim == 3 else 1
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
-        plays = _plays(im)  # read last: a GIF's loop extension may follow its first frame
+        plays = _plays(path, im)  # read last: a GIF's loop extension may follow its first frame
     return _Frames(durations, plays, (1 if grey else 3) + alpha, start)
 
 
-def _plays(im: Image.Image) -> int | None:
-    """How many times the open animation ``im`` plays: 0 for ever, None where Pillow reads no
-    count (AVIF). APNG's and WebP's count is of plays; a GIF's (NETSCAPE) is of repeats after
-    the first, as browsers play it (gif2webp adds one), and a GIF without one plays once."""
+def _plays(path: Path, im: Image.Image) -> int | None:
+    """How many times the animation at ``path``, open as ``im``, plays: 0 for ever, None where
+    an AVIF's count is unreadable. APNG's and WebP's count is of plays; a GIF's (NETSCAPE) is
+    of repeats after the first, as browsers play it (gif2webp adds one), and a GIF without one
+    plays once; an AVIF's, which Pillow does not read, is in its edit list."""
     if im.format == "AVIF":
-        return None
+        with decoding(path), open_regular(path) as f:
+            return avif_plays(f)
     loop = im.info.get("loop")
     if im.format == "GIF":
         return 1 if loop is None else 0 if loop == 0 else int(loop) + 1

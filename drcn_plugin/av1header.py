@@ -14,6 +14,9 @@ from typing import BinaryIO
 
 _HEAD_BYTES = 1 << 16  # of the primary item: its sequence and frame headers come first
 _META_BYTES = 1 << 20  # a larger meta box (a huge thumbnail table) is not searched
+_MOVIE_BYTES = 16 << 20  # a larger movie box (sample tables of millions of frames) is not read
+_TOP_BOXES = 64  # top-level boxes looked through for the movie box (ftyp, meta, mdat, free...)
+_INDEFINITE = (1 << 32) - 1, (1 << 64) - 1  # a track duration "not known" (tkhd version 0, 1)
 _OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
 
 
@@ -42,20 +45,29 @@ class Bits:
         return v if v < m else (v << 1) - m + self.f(1)
 
 
+def _box_header(data: bytes, start: int, end: int) -> tuple[bytes, int, int] | None:
+    """(type, header length, size) of the box at ``data[start:]`` in a container that ends at
+    ``end`` (a size of 0 runs to there); None where its header is cut short or its size is
+    impossible. ``data`` may hold only the header (a box read from a file)."""
+    room = min(end, len(data))
+    if start + 8 > room:
+        return None
+    size, kind = struct.unpack_from(">I4s", data, start)
+    head = 8
+    if size == 1 and start + 16 <= room:
+        size, head = struct.unpack_from(">Q", data, start + 8)[0], 16
+    elif size == 0:
+        size = end - start
+    return (kind, head, size) if head <= size <= end - start else None
+
+
 def isobmff_boxes(data: bytes, start: int = 0,
                   end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
     """(type, payload start, payload end) of the ISOBMFF boxes (AVIF's and HEIF's container) in
     ``data[start:end]``; a box running past the end stops the walk."""
     end = len(data) if end is None else end
-    while start + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, start)
-        head = 8
-        if size == 1 and start + 16 <= end:
-            size, head = struct.unpack_from(">Q", data, start + 8)[0], 16
-        elif size == 0:
-            size = end - start
-        if size < head or start + size > end:
-            return
+    while (box := _box_header(data, start, end)) is not None:
+        kind, head, size = box
         yield kind, start + head, start + size
         start += size
 
@@ -135,6 +147,74 @@ def item_extent(meta: bytes, wanted: int) -> tuple[int, int] | None:
         if item == wanted:
             return (base + extents[0][1], extents[0][2]) if extents and method == 0 else None
     return None
+
+
+def avif_plays(f: BinaryIO) -> int | None:
+    """How many times the AVIF image sequence ``f`` plays (0: for ever), as libavif reads it
+    from its colour track's edit list (``moov/trak/edts/elst``): once unless the list repeats
+    (flag 1), then for ever where the track's duration is indefinite, else as often as the list
+    fits in that duration. Without an edit list for ever, as browsers play it; None where the
+    boxes are damaged or past what is searched. ``f``'s position is kept."""
+    where = f.tell()
+    try:
+        moov = _top_level_box(f, b"moov")
+        if moov is None:
+            return None
+        for kind, a, b in isobmff_boxes(moov):
+            if kind != b"trak":
+                continue
+            boxes = {k: (x, y) for k, x, y in isobmff_boxes(moov, a, b)}
+            auxiliary = b"tref" in boxes and first_box(moov, b"auxl", *boxes[b"tref"])
+            if b"tkhd" in boxes and not auxiliary:  # the colour track, not an alpha plane's
+                return _track_plays(moov, boxes)
+        return None
+    except (struct.error, OSError):
+        return None
+    finally:
+        f.seek(where)
+
+
+def _top_level_box(f: BinaryIO, wanted: bytes) -> bytes | None:
+    """The payload of the first top-level ``wanted`` box of ``f``, wherever it lies (a movie
+    box may follow the media data, which is not read); None without one."""
+    end = f.seek(0, 2)
+    pos = 0
+    for _ in range(_TOP_BOXES):
+        f.seek(pos)
+        box = _box_header(f.read(16), 0, end - pos)
+        if box is None:
+            return None
+        kind, head, size = box
+        if kind == wanted:
+            f.seek(pos + head)
+            return f.read(size - head) if size - head <= _MOVIE_BYTES else None
+        pos += size
+    return None
+
+
+def _track_plays(moov: bytes, boxes: dict[bytes, tuple[int, int]]) -> int | None:
+    """The plays of a track whose child boxes ``boxes`` (payload spans in ``moov``) holds, as
+    :func:`avif_plays` reads them."""
+    if b"edts" not in boxes:
+        return 0  # libavif's "unknown" count, which Chrome loops for ever
+    elst = first_box(moov, b"elst", *boxes[b"edts"])
+    if elst is None or elst[1] - elst[0] < 4:
+        return None
+    a, b = elst
+    if not moov[a + 3] & 1:  # flags: the list is not repeated
+        return 1
+    t, u = boxes[b"tkhd"]
+    version, tkhd = moov[a], moov[t] if u > t else 2  # 1: 64-bit durations, 0: 32-bit
+    if version > 1 or tkhd > 1 or b - a < (16 if version else 12) or u - t < (36 if tkhd else 24):
+        return None
+    count, segment = struct.unpack_from(">IQ" if version else ">II", moov, a + 4)
+    duration = struct.unpack_from(">Q" if tkhd else ">I", moov, t + (28 if tkhd else 20))[0]
+    if count != 1 or segment == 0 or duration == 0:
+        return None
+    if duration == _INDEFINITE[tkhd]:
+        return 0
+    plays = -(-duration // segment)  # the list repeated to fill the duration, the last cut short
+    return 0 if plays > 1 << 31 else plays  # past libavif's int: for ever, as libavif has it
 
 
 def _obus(data: bytes) -> Iterator[tuple[int, bytes]]:

@@ -19,6 +19,7 @@ from PIL import Image
 from .av1header import avif_head, first_box, isobmff_boxes, primary_item
 from .errors import BadOptionError
 from .misreads import png_chunks, png_hdr_chunks
+from .xmp import xml_tags
 
 HDR_TRANSFERS = {16: "PQ", 18: "HLG"}
 CICP_FORMATS = ("PNG", "AVIF")  # formats whose files state code points (cICP, nclx)
@@ -41,9 +42,6 @@ _CURVES = {8: 1.0, 4: 2.2, **dict.fromkeys(_SRGB_TRANSFERS)}
 _GAIN_MAP_ATTRIBUTE = re.compile(rb"""\s(?:hdrgm|HDRGainMap):[\w.-]+\s*=\s*(?:"[^"]*"|'[^']*')""")
 _GAIN_MAP_ELEMENTS = (b"hdrgm:", b"HDRGainMap:")
 _DIRECTORY = b"Container:Directory"
-# An XML tag: the slash of a closing tag, the name, the attributes (a value holds no '<', so a
-# match never crosses one, and finding every tag of any text takes linear time)
-XML_TAG = re.compile(rb"""<(/?)([\w.:-]+)((?:[^<>"']|"[^"<]*"|'[^'<]*')*)>""")
 GAIN_MAP_NOTE = ("HDR gain map dropped (the result is the SDR image); its XMP no longer "
                  "promises one")
 
@@ -52,11 +50,14 @@ def without_gain_map(xmp: bytes) -> bytes:
     """``xmp`` without what promises a gain map (hdrgm: and HDRGainMap: attributes and elements,
     a container directory listing one): the result has none (Pillow reads the first image), and
     a viewer that trusts the promise looks for one after it. One pass over the tags, so that any
-    XMP takes linear time; an element left unclosed, or closed out of order, stays."""
+    XMP takes linear time; an element left unclosed, or closed out of order, stays, as does what
+    a comment or CDATA holds (text, not elements)."""
     edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), in file order
     opened: list[tuple[bytes, int]] = []  # the elements open here: name, start
     within = 0  # how many of them are gain-map elements or directories
-    for tag in XML_TAG.finditer(xmp):
+    for tag in xml_tags(xmp):
+        if tag is None:  # a stray "<": text
+            continue
         closing, name, attributes = tag.groups()
         candidate = name.startswith(_GAIN_MAP_ELEMENTS) or name == _DIRECTORY
         start, end = tag.span()

@@ -12,7 +12,7 @@ import struct
 
 from PIL import Image
 
-from .colourspace import XML_TAG
+from .xmp import XML_TAG, xml_tags
 
 JPEG_EXIF_LIMIT = 65533  # an APP1 segment's payload
 MAIN_XMP_LIMIT = 65502 - len(b"http://ns.adobe.com/xap/1.0/\x00")  # XMP in one APP1 segment
@@ -20,7 +20,6 @@ EXTENSION = b"http://ns.adobe.com/xmp/extension/\x00"  # how an extension's segm
 _PORTION = 0xFFFF - 2 - len(EXTENSION) - 32 - 8  # extension bytes a segment holds
 _CLAIM = re.compile(rb"""xmpNote:HasExtendedXMP\s*=\s*(["'])([0-9A-Fa-f]{32})\1"""
                     rb"""|<xmpNote:HasExtendedXMP>\s*([0-9A-Fa-f]{32})\s*</xmpNote:HasExtendedXMP>""")
-_SKIPPED = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"), (b"<?", b"?>"), (b"<!", b">"))
 _PACKET_WRAPPER = re.compile(rb"<\?xpacket[^<>]*\?>\s*")  # no "<" within: linear time
 _ABOUT = re.compile(rb"""\srdf:about\s*=\s*("[^"]*"|'[^']*')""")
 _QUOTED = re.compile(rb""""[^"]*"|'[^']*'""")  # within one tag XML_TAG matched: balanced
@@ -160,19 +159,11 @@ def _says_nothing(element: bytes) -> bool:
 def _top_level(packet: bytes) -> tuple[list[tuple[int, int]], int] | None:
     """Where each element directly inside ``rdf:RDF`` starts and stops, and where that
     element's content ends; None when the packet holds no well-nested ``rdf:RDF``."""
-    depth, start, children, inside, at = 0, 0, [], False, 0
-    while (at := packet.find(b"<", at)) >= 0:
-        skipped = next(((o, c) for o, c in _SKIPPED if packet.startswith(o, at)), None)
-        if skipped:  # a comment, CDATA, processing instruction or declaration
-            end = packet.find(skipped[1], at + len(skipped[0]))
-            if end < 0:
-                return None
-            at = end + len(skipped[1])
-            continue
-        tag = XML_TAG.match(packet, at)
-        if tag is None:
+    depth, start, children, inside = 0, 0, [], False
+    for tag in xml_tags(packet):
+        if tag is None:  # a stray or unclosed "<": not XML to split
             return None
-        closing, name, empty, at = tag[1], tag[2], tag[3].endswith(b"/"), tag.end()
+        closing, name, empty = tag[1], tag[2], tag[3].endswith(b"/")
         if not inside:
             inside = name == b"rdf:RDF" and not closing and not empty
         elif closing and depth == 0:

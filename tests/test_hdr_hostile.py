@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -221,6 +222,7 @@ def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
 
 _READ_PEAK = """
 import sys
+import time
 from drcn_plugin.imagefile import read_image
 def vm(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
@@ -284,3 +286,31 @@ def test_an_avif_nclx_box_that_is_not_the_images_own_is_not_carried(
     assert b"cICP" not in data[:data.find(b"IDAT")]
     with Image.open(folder / "out" / "a.png") as im:
         assert im.size == (24, 16) and ("icc_profile" in im.info) == (where == "icc")
+
+
+@pytest.mark.parametrize("xmp, kept", [
+    (b"<x:xmpmeta><!-- <hdrgm:Version>1.0</hdrgm:Version> --></x:xmpmeta>",
+     b"<x:xmpmeta><!-- <hdrgm:Version>1.0</hdrgm:Version> --></x:xmpmeta>"),
+    (b"<x:xmpmeta><hdrgm:Version><![CDATA[<b>]]>1.0</hdrgm:Version></x:xmpmeta>",
+     b"<x:xmpmeta></x:xmpmeta>"),
+], ids=["comment", "cdata"])
+def test_a_comment_or_cdata_is_text_to_the_gain_map_scan(xmp: bytes, kept: bytes) -> None:
+    """A gain-map element commented out was cut from inside the comment (and named as a gain
+    map dropped); CDATA holding a "<" was taken for an element left open, so the gain-map
+    element around it stayed. Both are text, as jpegmeta's walk over the same tags reads them."""
+    from drcn_plugin.colourspace import without_gain_map
+
+    assert without_gain_map(xmp) == kept
+
+
+@pytest.mark.parametrize("junk", [b"<!--", b"<![CDATA[", b"<?", b"<!"])
+def test_unclosed_comments_in_a_large_xmp_are_scanned_in_linear_time(junk: bytes) -> None:
+    """Each unclosed comment, CDATA or declaration is looked past once: searching for its end
+    from each of them would take minutes on 300 KB of them."""
+    from drcn_plugin.colourspace import without_gain_map
+
+    junk *= 300_000 // len(junk)
+    started = time.perf_counter()
+    assert without_gain_map(b"<x:xmpmeta><hdrgm:Version>1</hdrgm:Version>" + junk) \
+        == b"<x:xmpmeta>" + junk
+    assert time.perf_counter() - started < 1
