@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .av1header import avif_plays
+from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, counted
@@ -66,7 +66,8 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     frame's duration and the source's number of plays, and the number of its frames.
     ``progress`` counts the tiles of all frames; a cancel stops between frames. Refused before
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
-    memory together."""
+    memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
+    it cannot be."""
     if info.frames > MAX_FRAMES:
         raise BadImageError(f"{path}: {info.frames} frames; drcn upscales animations of at "
                             f"most {MAX_FRAMES}")
@@ -92,9 +93,6 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     if frames.plays is None:
         info.notes.append("loop count not kept (the AVIF's edit list is unreadable): the result "
                           "loops for ever")
-    elif fmt == "AVIF" and frames.plays != 0:
-        info.notes.append(f"loop count not kept (the source plays {counted(frames.plays, 'time')}"
-                          "): Pillow's AVIF writer loops for ever")
     if fmt == "PNG":
         still = io.BytesIO()
         head.write(still)
@@ -103,7 +101,32 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     # gif2webp
     options = {**head.options, "save_all": True, "append_images": later,
                "duration": frames.durations, "loop": min(frames.plays or 0, 0xFFFF)}
+    if fmt == "AVIF" and frames.plays:
+        return _Counted(head.image, fmt, options, head.chunks, plays=frames.plays,
+                        notes=info.notes), count
     return Encoded(head.image, fmt, options, head.chunks), count
+
+
+@dataclass
+class _Counted(Encoded):
+    """An animated AVIF that plays ``plays`` times, which Pillow's writer cannot say (it loops
+    for ever): the file it writes is edited as libavif writes the count before it is written
+    out; where that cannot be done it is written as it is and ``notes`` says so."""
+
+    plays: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, f: BinaryIO) -> None:
+        """Write the file to ``f``."""
+        encoded = io.BytesIO()
+        super().write(encoded)
+        data = encoded.getvalue()
+        edited = avif_with_plays(data, self.plays)
+        if edited is None:
+            self.notes.append(f"loop count not kept (the source plays "
+                              f"{counted(self.plays, 'time')}): Pillow's AVIF writer loops for "
+                              "ever")
+        f.write(data if edited is None else edited)
 
 
 @dataclass

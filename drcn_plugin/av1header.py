@@ -1,5 +1,6 @@
 """The quantiser of an AVIF still: ``base_q_idx`` (0 finest .. 255 coarsest) from the AV1 frame
-header of the file's primary item, found through the ISOBMFF boxes ``meta``/``pitm``/``iloc``.
+header of the file's primary item, found through the ISOBMFF boxes ``meta``/``pitm``/``iloc``;
+an AVIF sequence's number of plays, read from and written into its edit list as libavif does.
 
 Only the reduced still-picture header (what libavif writes for a still image) is read; any
 other layout, or damage, gives None. Every read is bounded by the bytes present. The box walk,
@@ -8,6 +9,7 @@ item lookup and bit reader are HEIF's too (:mod:`.hevcheader`).
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -16,7 +18,8 @@ _HEAD_BYTES = 1 << 16  # of the primary item: its sequence and frame headers com
 _META_BYTES = 1 << 20  # a larger meta box (a huge thumbnail table) is not searched
 _MOVIE_BYTES = 16 << 20  # a larger movie box (sample tables of millions of frames) is not read
 _TOP_BOXES = 64  # top-level boxes looked through for the movie box (ftyp, meta, mdat, free...)
-_INDEFINITE = (1 << 32) - 1, (1 << 64) - 1  # a track duration "not known" (tkhd version 0, 1)
+_INDEFINITE = (1 << 32) - 1, (1 << 64) - 1  # a duration "not known" (mvhd, tkhd version 0, 1)
+_MVHD_DURATION, _TKHD_DURATION = (16, 24), (20, 28)  # where in the payload: version 0, 1
 _OBU_SEQUENCE_HEADER, _OBU_FRAME_HEADER, _OBU_FRAME = 1, 3, 6
 
 
@@ -200,21 +203,77 @@ def _track_plays(moov: bytes, boxes: dict[bytes, tuple[int, int]]) -> int | None
     elst = first_box(moov, b"elst", *boxes[b"edts"])
     if elst is None or elst[1] - elst[0] < 4:
         return None
-    a, b = elst
-    if not moov[a + 3] & 1:  # flags: the list is not repeated
+    if not moov[elst[0] + 3] & 1:  # flags: the list is not repeated
         return 1
-    t, u = boxes[b"tkhd"]
-    version, tkhd = moov[a], moov[t] if u > t else 2  # 1: 64-bit durations, 0: 32-bit
-    if version > 1 or tkhd > 1 or b - a < (16 if version else 12) or u - t < (36 if tkhd else 24):
+    segment, at = _segment(moov, elst), _duration_at(moov, boxes[b"tkhd"], _TKHD_DURATION)
+    if segment is None or at is None:
         return None
-    count, segment = struct.unpack_from(">IQ" if version else ">II", moov, a + 4)
-    duration = struct.unpack_from(">Q" if tkhd else ">I", moov, t + (28 if tkhd else 20))[0]
-    if count != 1 or segment == 0 or duration == 0:
+    duration = struct.unpack_from(">Q" if at[1] else ">I", moov, at[0])[0]
+    if duration == 0:
         return None
-    if duration == _INDEFINITE[tkhd]:
+    if duration == _INDEFINITE[at[1]]:
         return 0
     plays = -(-duration // segment)  # the list repeated to fill the duration, the last cut short
     return 0 if plays > 1 << 31 else plays  # past libavif's int: for ever, as libavif has it
+
+
+def _segment(data: bytes, elst: tuple[int, int]) -> int | None:
+    """The length of the one edit of the edit list whose payload span in ``data`` is ``elst``;
+    None for several edits (which libavif refuses), one of length 0, or a damaged box."""
+    a, b = elst
+    version = data[a] if b > a else 2  # 1: 64-bit lengths, 0: 32-bit
+    if version > 1 or b - a < (16 if version else 12):
+        return None
+    count, segment = struct.unpack_from(">IQ" if version else ">II", data, a + 4)
+    return segment if count == 1 and segment else None
+
+
+def _duration_at(data: bytes, box: tuple[int, int],
+                 offsets: tuple[int, int]) -> tuple[int, int] | None:
+    """(position in ``data``, box version) of the duration of the ``mvhd`` or ``tkhd`` payload
+    span ``box``, which lies at ``offsets[version]``; None for another version or a box cut
+    short."""
+    a, b = box
+    version = data[a] if b > a else 2  # 1: a 64-bit duration, 0: 32-bit
+    if version > 1 or b - a < offsets[version] + 4 + 4 * version:
+        return None
+    return a + offsets[version], version
+
+
+def avif_with_plays(data: bytes, plays: int) -> bytes | None:
+    """The AVIF image sequence ``data`` made to play ``plays`` (1 or more) times, as libavif's
+    writer says a finite count: the movie's and every track's duration (an alpha plane's too)
+    the one edit's length times ``plays``, the edit list repeated (flag 1) only for more than
+    one play. None where the boxes are laid out otherwise (no edit list, several edits, tracks
+    whose edits differ), a field cannot hold the count, or the result would not read back as
+    ``plays``: the file is then kept as it is rather than damaged."""
+    moov = first_box(data, b"moov")
+    if moov is None or plays < 1:
+        return None
+    durations, flags, segments = [], [], set()
+    for kind, a, b in isobmff_boxes(data, *moov):
+        if kind == b"mvhd":
+            durations.append(_duration_at(data, (a, b), _MVHD_DURATION))
+        elif kind == b"trak":
+            boxes = {k: (x, y) for k, x, y in isobmff_boxes(data, a, b)}
+            elst = first_box(data, b"elst", *boxes[b"edts"]) if b"edts" in boxes else None
+            if elst is None or b"tkhd" not in boxes:
+                return None
+            durations.append(_duration_at(data, boxes[b"tkhd"], _TKHD_DURATION))
+            segments.add(_segment(data, elst))
+            flags.append(elst[0] + 3)  # the low byte of the list's flags
+    if len(durations) != len(flags) + 1 or not flags or len(segments) != 1 or None in segments \
+            or None in durations:  # one movie header, tracks whose one edit agrees
+        return None
+    total = segments.pop() * plays
+    edited = bytearray(data)
+    for at, version in durations:
+        if total >= _INDEFINITE[version]:
+            return None
+        struct.pack_into(">Q" if version else ">I", edited, at, total)
+    for at in flags:
+        edited[at] = edited[at] & 0xFE | (plays > 1)
+    return bytes(edited) if avif_plays(io.BytesIO(edited)) == plays else None
 
 
 def _obus(data: bytes) -> Iterator[tuple[int, bytes]]:
