@@ -20,7 +20,6 @@ from typing import BinaryIO
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BadImageError, one_line
-from .tiffdeep import open_stand_in
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -66,6 +65,8 @@ def open_image(f: BinaryIO) -> Image.Image:
             try:
                 return Image.open(f)
             except UnidentifiedImageError:
+                from .tiffdeep import open_stand_in  # which reads tags and pixels with these
+
                 if (stand_in := open_stand_in(f)) is None:
                     raise
                 return stand_in

@@ -160,7 +160,7 @@ def _float_deflated(level: int, rows: np.ndarray) -> bytes:
     bytes put in planes from most to least significant, then each byte less the one a pixel
     before, wrapping), compressed at zlib ``level``."""
     height, width, channels = rows.shape
-    planes = rows.astype(">f4").view(np.uint8).reshape(height, width * channels, 4)
+    planes = np.ascontiguousarray(rows, ">f4").view(np.uint8).reshape(height, width * channels, 4)
     planes = np.ascontiguousarray(planes.swapaxes(1, 2)).reshape(height, -1)
     out = planes.copy()
     np.subtract(planes[:, channels:], planes[:, :-channels], out=out[:, channels:])

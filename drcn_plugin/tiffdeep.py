@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from .errors import BadImageError
+from .opening import first_ifd, load_pixels
 
 # TIFF tags read or written here
 _WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _FILL_ORDER = 256, 257, 258, 259, 262, 266
@@ -60,7 +61,7 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
     alpha = [colours + i for i, e in enumerate(extra) if e in (_PREMULTIPLIED, _ALPHA)][:1]
     kind, depth = kinds[0] if kinds else _UNSIGNED, bits[0]
     if kind == _FLOAT and depth in (16, 32, 64):
-        if colours == 1 and not alpha and depth == 32:  # Pillow's own F
+        if samples == 1 and depth == 32:  # Pillow's own F
             return None
         number = f"{depth}-bit float"
     elif kind == _UNSIGNED and depth == 16 and colours == 1 and alpha:
@@ -107,6 +108,7 @@ class StandIn(TiffImagePlugin.TiffImageFile):
     nothing: :func:`deep_pixels` reads the file's), and not turned upright."""
 
     def load(self) -> Image.core.PixelAccess | None:
+        """Blank pixels, made at the first load, as stored (not turned upright)."""
         if self.tile:
             self.tile = []
             self.im = Image.core.fill(self.mode, self._tile_size, 0)
@@ -117,8 +119,6 @@ def open_stand_in(f: BinaryIO) -> StandIn | None:
     """The TIFF open as ``f`` as a :class:`StandIn`, where its first image holds samples
     :func:`deep_layout` knows; None for others. One that cannot be read (its compression, its
     predictor) is refused in one line."""
-    from .opening import first_ifd  # here: opening imports this module
-
     tags = first_ifd(f)
     layout = deep_layout(tags) if tags is not None else None
     if layout is None:
@@ -126,8 +126,11 @@ def open_stand_in(f: BinaryIO) -> StandIn | None:
     if why := refusal(tags, layout):
         raise BadImageError(why)
     f.seek(0)
-    with stand_in_modes(layout):
-        im = StandIn(f)
+    try:
+        with stand_in_modes(layout):
+            im = StandIn(f)
+    except SyntaxError:  # laid out in a way Pillow's reader does not take: its refusal stands
+        return None
     Image._decompression_bomb_check(im.size)  # noqa: SLF001 - as Image.open checks
     return im
 
@@ -154,9 +157,7 @@ def deep_pixels(f: BinaryIO, im: Image.Image, layout: DeepLayout) -> np.ndarray:
     """The pixels of the TIFF open as ``f`` (Pillow's stand-in ``im``) as uint16 or float32
     ``H x W x C``, as stored (not yet turned upright): colour, then alpha, unpremultiplied."""
     tags = im.tag_v2
-    if why := refusal(tags, layout):
-        raise BadImageError(why)
-    width, height = im._tile_size  # as stored, before Pillow's orientation  # noqa: SLF001
+    width, height = tags[_WIDTH], tags[_HEIGHT]  # as stored, before Pillow's orientation
     where = f.tell()
     try:
         f.seek(0)
@@ -171,6 +172,7 @@ def deep_pixels(f: BinaryIO, im: Image.Image, layout: DeepLayout) -> np.ndarray:
     pixels = pixels[..., list(layout.kept)]
     if tags.get(_PHOTOMETRIC) == 0:  # grey with 0 as white: integers only (see refusal)
         pixels[..., 0] = 65535 - pixels[..., 0]
+    pixels = np.ascontiguousarray(pixels)  # as the writers of 16-bit and float pixels take them
     return _unpremultiplied(pixels) if layout.premultiplied else pixels
 
 
@@ -186,6 +188,9 @@ def _plane(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2, layout: Dee
         across, down = tags.get(_TILE_WIDTH), tags.get(_TILE_LENGTH)
         if not (isinstance(across, int) and isinstance(down, int) and across > 0 and down > 0):
             raise BadImageError("its tile size is missing or damaged")
+        if across * down > max(4 * width * height, 1 << 20):  # each tile is decoded whole
+            raise BadImageError(f"its {across}x{down} tiles are far larger than its "
+                                f"{width}x{height} image")
         columns, rows = -(-width // across), -(-height // down)
         offsets, sizes, count = _TILES, _TILE_SIZES, columns * rows
         standin = {_WIDTH: columns * across * step, _HEIGHT: rows * down,
@@ -233,8 +238,6 @@ def _bytes_rows(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2,
     """The bytes of the strips or tiles ``layout`` names in the file ``data``, decompressed by
     Pillow as the rows of an 8-bit grey image of that layout: a directory saying so is added at
     the file's end and made its first."""
-    from .opening import load_pixels  # here: opening imports this module
-
     big, order = data[2:3] == b"+", "<" if data[:2] == b"II" else ">"
     at = len(data) + len(data) % 2  # a directory starts on a word boundary
     if at > 0xFFFFFFFF and not big:
