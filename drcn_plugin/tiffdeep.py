@@ -169,7 +169,8 @@ def deep_pixels(f: BinaryIO, im: Image.Image, layout: DeepLayout) -> np.ndarray:
     planes = [_plane(data, tags, layout, (width, height), group, groups)
               for group in range(groups)]
     pixels = np.concatenate(planes, axis=2) if planar else planes[0]
-    pixels = pixels[..., list(layout.kept)]
+    if len(layout.kept) < layout.samples:  # channels not marked as alpha dropped (noted)
+        pixels = pixels[..., list(layout.kept)]
     if tags.get(_PHOTOMETRIC) == 0:  # grey with 0 as white: integers only (see refusal)
         pixels[..., 0] = 65535 - pixels[..., 0]
     pixels = np.ascontiguousarray(pixels)  # as the writers of 16-bit and float pixels take them
@@ -229,8 +230,11 @@ def _float_predicted(pieces: np.ndarray, dtype: np.dtype, samples: int) -> np.nd
     summed = pieces.reshape(height, columns, length // samples, samples)
     summed = np.cumsum(summed, axis=2, dtype=np.uint8)
     planes = summed.reshape(height, columns, size, length // size)
-    big = np.ascontiguousarray(planes.swapaxes(2, 3)).view(dtype.newbyteorder(">"))
-    return big.astype(dtype.newbyteorder("=")).reshape(height, columns, -1, samples)
+    bits = np.zeros((height, columns, length // size), f"u{size}")  # each value's bit pattern
+    for plane in range(size):  # most significant first: a pass over each plane as it lies
+        bits <<= 8
+        bits |= planes[:, :, plane]
+    return bits.view(f"f{size}").reshape(height, columns, -1, samples)
 
 
 def _bytes_rows(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2,
@@ -246,8 +250,8 @@ def _bytes_rows(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2,
             _SAMPLES: 1, _PLANAR: 1}
     head = data[:8] + struct.pack(f"{order}Q", at) if big else \
         data[:4] + struct.pack(f"{order}L", at)
-    patched = head + data[len(head):] + b"\0" * (at - len(data)) + _directory(tags, at, order,
-                                                                               big)
+    patched = b"".join((head, memoryview(data)[len(head):], b"\0" * (at - len(data)),
+                        _directory(tags, at, order, big)))  # one copy of the file
     with Image.open(io.BytesIO(patched)) as rows:
         if rows.mode != "L":
             raise BadImageError("its strips or tiles cannot be read")
