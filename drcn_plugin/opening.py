@@ -65,7 +65,7 @@ def open_image(f: BinaryIO) -> Image.Image:
             try:
                 return Image.open(f)
             except UnidentifiedImageError:
-                from .tiffdeep import open_stand_in  # which reads tags and pixels with these
+                from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
 
                 if (stand_in := open_stand_in(f)) is None:
                     raise
