@@ -20,6 +20,7 @@ from .cpus import in_order
 from .misreads import png_chunks
 from .opening import load_pixels
 from .tiff16 import DEFLATE_LEVEL, low_byte_tiles
+from .tiffdeep import StandIn, deep_layout, deep_pixels
 
 _IDAT_SIZE = 1 << 20  # bytes of pixel data in each IDAT chunk
 _PIECE_SIZE = 1 << 18  # bytes of 16-bit pixels filtered and deflated on one thread (as a
@@ -39,6 +40,8 @@ def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.
     Pillow's raw mode of the file's pixels; ``f`` the open file, whose position is kept."""
     if im.format == "HEIF":
         return _heif_pixels16(f, im, notes)
+    if isinstance(im, StandIn):  # samples Pillow has no mode for
+        return deep_pixels(f, im, deep_layout(im.tag_v2))
     if im.format == "TIFF":
         low_tiles = partial(low_byte_tiles, im, stored)
     elif im.format == "PNG" and stored in _LOW_BYTES and "transparency" not in im.info \

@@ -56,15 +56,20 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     :func:`save_options`; refuses combinations that would lose data (an HDR image where ``fmt``
     cannot say so). An ICC profile for another colour space than the file will hold is dropped
     (noted); a PNG's colour chunks become an ICC profile where ``fmt`` has no place for them.
-    16-bit colour for PNG and TIFF (up to what a TIFF holds) is kept at 16 bits: no 8-bit image
-    of it is made."""
-    colour16 = array.dtype == np.uint16 and array.ndim == 3 and array.shape[2] in (3, 4)
-    deep = colour16 and (fmt == "PNG" or fmt == "TIFF" and array.nbytes <= TIFF16_MAX_BYTES)
+    16-bit colour (or grey with alpha) for PNG and TIFF (up to what a TIFF holds) is kept at 16
+    bits, float colour for TIFF as 32-bit float: no 8-bit image of it is made."""
+    bands = array.ndim == 3 and array.shape[2] in (2, 3, 4)  # what Pillow holds at 8 bits only
+    if bands and np.issubdtype(array.dtype, np.floating) and fmt != "TIFF":
+        array = _float_as_levels(array, fmt, info)  # a format of integers: 16 bits or 8, noted
+    colour16 = bands and array.dtype == np.uint16
+    floats = bands and np.issubdtype(array.dtype, np.floating)  # for TIFF: written as 32-bit
+    size = array.size * (2 if colour16 else 4)  # the bytes of the samples written
+    deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF" and size <= TIFF16_MAX_BYTES)
     # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,
     # info and options, not on the pixels, and write_png16 and write_tiff16 give the file it
-    # writes the 16-bit pixels
+    # writes the 16-bit or float pixels
     im = _in_stored_mode(array[:1, :1] if deep else array, fmt, info)
-    if colour16 and not deep:
+    if (colour16 or floats) and not deep:
         why = "a TIFF holds 4 GB" if fmt == "TIFF" else f"Pillow writes {fmt} colour at 8 bits"
         info.notes.append(f"{why}: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
@@ -93,10 +98,8 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
                              option="format")
     if im.mode == "LA":  # BMP and AVIF: grey with alpha as RGBA
         return im.convert("RGBA")
-    low, high = info.value_range or (0.0, 1.0)
-    if im.mode == "F" and (low < 0 or high > 1):
-        raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and "
-                             "would clip them: write TIFF instead", option="format")
+    if im.mode == "F":
+        _require_unit_range(fmt, info)
     if im.mode == "F" and fmt == "PNG":
         info.notes.append("PNG stores integers: float result stored as 16-bit")
         return Image.fromarray(quantised(np.asarray(im), np.dtype(np.uint16)))
@@ -104,6 +107,25 @@ def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image
         info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
         return Image.fromarray(to_8bit(np.asarray(im)))
     raise BadImageError(f"{fmt} cannot store {im.mode} images")
+
+
+def _float_as_levels(array: np.ndarray, fmt: str, info: ImageInfo) -> np.ndarray:
+    """Float colour (or grey with alpha) as the levels ``fmt``, a format of integers, stores:
+    16-bit for PNG, 8-bit for others, noted as float grey is; refused where it would clip."""
+    _require_unit_range(fmt, info)
+    if fmt == "PNG":
+        info.notes.append("PNG stores integers: float result stored as 16-bit")
+        return quantised(array, np.dtype(np.uint16))
+    info.notes.append(f"{fmt} stores 8 bits: result reduced to 8 bits")
+    return to_8bit(array)
+
+
+def _require_unit_range(fmt: str, info: ImageInfo) -> None:
+    """Refuse a float result whose values leave 0..1 for ``fmt``, which would clip them."""
+    low, high = info.value_range or (0.0, 1.0)
+    if low < 0 or high > 1:
+        raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and "
+                             "would clip them: write TIFF instead", option="format")
 
 
 # The longest side of each format (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION), and for

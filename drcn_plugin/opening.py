@@ -51,7 +51,9 @@ def open_image(f: BinaryIO) -> Image.Image:
     """Pillow's image of the open file ``f`` (from its start). An uncompressed TIFF that stores
     each channel as its own plane is read through libtiff, as Pillow reads compressed ones:
     Pillow's own reader of such planes takes 16-bit samples for 8-bit ones (a 16-bit scan comes
-    out scrambled, without an error) and refuses 16-bit grey or an unmarked extra channel."""
+    out scrambled, without an error) and refuses 16-bit grey or an unmarked extra channel. A
+    TIFF of samples Pillow has no mode for (16-bit grey with alpha, float colour) is opened as
+    :mod:`.tiffdeep`'s stand-in, whose pixels :mod:`.deep` reads."""
     try:
         im = Image.open(f)
     except UnidentifiedImageError:
@@ -60,7 +62,14 @@ def open_image(f: BinaryIO) -> Image.Image:
             raise
         f.seek(0)
         with _libtiff_reading():
-            return Image.open(f)
+            try:
+                return Image.open(f)
+            except UnidentifiedImageError:
+                from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
+
+                if (stand_in := open_stand_in(f)) is None:
+                    raise
+                return stand_in
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
     f.seek(0)  # not im.close(), which would close f too

@@ -1,8 +1,9 @@
 """16-bit colour TIFF, which Pillow holds only at 8 bits: which files :mod:`.deep` can read at 16
 bits by decoding them twice (Pillow's unpacker of each sample's other byte), and a 16-bit
-colour result written as TIFF by giving the tags of the file Pillow writes for a 1x1 image of
-its mode (ICC profile, resolution, EXIF, XMP, IPTC) the result's size, 16 bits and pixels,
-Deflate-compressed with the horizontal predictor a strip at a time."""
+colour (or grey with alpha) result written as TIFF by giving the tags of the file Pillow writes
+for a 1x1 image of its mode (ICC profile, resolution, EXIF, XMP, IPTC) the result's size, 16
+bits and pixels, Deflate-compressed with the horizontal predictor a strip at a time; a float
+one so, as 32-bit floats with the floating-point predictor."""
 
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ _STRIP_SIZE = 1 << 18  # bytes of 16-bit pixels in each strip written
 # on one thread, took 4.1 s at level 6 (55.44 MB), 2.7 s at 3 (55.55 MB), 1.8 s at 1 (55.80 MB);
 # over Set14 at 2000x1500 level 1 was 0.6-1.3 % larger than 6 for photos, 5 % for a slide (ppt3).
 DEFLATE_LEVEL = 1
-_ADOBE_DEFLATE, _HORIZONTAL = 8, 2  # the Compression and Predictor written
+_ADOBE_DEFLATE, _HORIZONTAL, _FLOATING_POINT = 8, 2, 3  # the Compression and Predictors written
+_IEEE_FLOAT = 3  # the SampleFormat of float samples
 _LAYOUT = (TiffImagePlugin.IMAGEWIDTH, TiffImagePlugin.IMAGELENGTH,
            TiffImagePlugin.BITSPERSAMPLE, TiffImagePlugin.COMPRESSION,
            TiffImagePlugin.STRIPOFFSETS, TiffImagePlugin.ROWSPERSTRIP,
-           TiffImagePlugin.STRIPBYTECOUNTS, TiffImagePlugin.PREDICTOR)
+           TiffImagePlugin.STRIPBYTECOUNTS, TiffImagePlugin.PREDICTOR,
+           TiffImagePlugin.SAMPLEFORMAT)
 # the most bytes of 16-bit pixels written as a TIFF, whose offsets are 32-bit: Deflate's worst
 # case adds about 0.03 %, and the tags (ICC profile, XMP) take room too
 TIFF16_MAX_BYTES = 2**32 - 2**26
@@ -87,23 +90,30 @@ def why_8_bits(im: Image.Image, stored: str) -> str:
 
 def write_tiff16(f: BinaryIO, data: bytes, pixels: np.ndarray, *, level: int = DEFLATE_LEVEL,
                  threads: int | None = None) -> None:
-    """Write to ``f`` (which must be seekable) the RGB or RGBA TIFF file ``data``
-    (Pillow's, of any size: only its tags are kept) holding the 16-bit ``pixels`` instead.
-    The strips are differenced and compressed at zlib ``level`` on ``threads`` threads
+    """Write to ``f`` (which must be seekable) the grey-with-alpha, RGB or RGBA TIFF file
+    ``data`` (Pillow's, of any size: only its tags are kept) holding the 16-bit ``pixels``
+    instead, or float ones as 32-bit floats. The strips are differenced (TIFF's horizontal or
+    floating-point predictor) and compressed at zlib ``level`` on ``threads`` threads
     (default: every usable CPU), a few at a time, so that writing takes little memory beside
     the pixels; the directory, written first, gets the strips' sizes last."""
     height, width, channels = pixels.shape
-    rows = max(1, _STRIP_SIZE // (2 * width * channels))  # rows a strip
+    floats = pixels.dtype.kind == "f"
+    size = 4 if floats else 2  # bytes a sample
+    rows = max(1, _STRIP_SIZE // (size * width * channels))  # rows a strip
     ifd = _tags(data)
     ifd[TiffImagePlugin.IMAGEWIDTH], ifd[TiffImagePlugin.IMAGELENGTH] = width, height
-    ifd[TiffImagePlugin.BITSPERSAMPLE] = (16,) * channels
-    ifd[TiffImagePlugin.COMPRESSION], ifd[TiffImagePlugin.PREDICTOR] = _ADOBE_DEFLATE, _HORIZONTAL
+    ifd[TiffImagePlugin.BITSPERSAMPLE] = (8 * size,) * channels
+    ifd[TiffImagePlugin.COMPRESSION] = _ADOBE_DEFLATE
+    ifd[TiffImagePlugin.PREDICTOR] = _FLOATING_POINT if floats else _HORIZONTAL
+    if floats:
+        ifd[TiffImagePlugin.SAMPLEFORMAT] = (_IEEE_FLOAT,) * channels
     ifd[TiffImagePlugin.ROWSPERSTRIP] = rows
     sizes = [0] * -(-height // rows)
     start = f.tell()
     f.write(_directory(ifd, sizes))
     strips = (pixels[y:y + rows] for y in range(0, height, rows))
-    for i, strip in enumerate(in_order(partial(_deflated, level), strips, threads)):
+    deflated = _float_deflated if floats else _deflated
+    for i, strip in enumerate(in_order(partial(deflated, level), strips, threads)):
         sizes[i] = len(strip)
         f.write(strip)
     end = f.tell()
@@ -142,4 +152,16 @@ def _deflated(level: int, rows: np.ndarray) -> bytes:
     out = np.empty(rows.shape, "<u2")
     out[:, 0] = rows[:, 0]
     np.subtract(rows[:, 1:], rows[:, :-1], out=out[:, 1:])
+    return zlib.compress(out, level)
+
+
+def _float_deflated(level: int, rows: np.ndarray) -> bytes:
+    """Float ``rows`` as 32-bit floats stored with TIFF's floating-point predictor (each row's
+    bytes put in planes from most to least significant, then each byte less the one a pixel
+    before, wrapping), compressed at zlib ``level``."""
+    height, width, channels = rows.shape
+    planes = np.ascontiguousarray(rows, ">f4").view(np.uint8).reshape(height, width * channels, 4)
+    planes = np.ascontiguousarray(planes.swapaxes(1, 2)).reshape(height, -1)
+    out = planes.copy()
+    np.subtract(planes[:, channels:], planes[:, :-channels], out=out[:, channels:])
     return zlib.compress(out, level)

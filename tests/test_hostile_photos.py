@@ -22,7 +22,7 @@ from drcn_plugin.imagefile import read_image
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("wide_console")
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003
-RGB, EXTRA_SAMPLES, ASSOCIATED, FLOAT_SAMPLES = 2, 338, 1, 3
+RGB, EXTRA_SAMPLES, ASSOCIATED = 2, 338, 1
 
 
 def _exif_with_thumbnail(thumbnail: bytes) -> bytes:
@@ -76,16 +76,15 @@ def _twelve_bit_jpeg(path: Path) -> None:
 
 
 def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
-    """A 12-bit JPEG and a half-float TIFF are named with their reader's reason, not Pillow's
+    """A 12-bit JPEG and a 32-bit integer RGB TIFF are named with their reader's reason, not Pillow's
     "cannot identify image file" (which would make them "not an image", like a text file); an
     empty file is named as one."""
     _twelve_bit_jpeg(tmp_path / "deep.jpg")
     with pytest.raises(BadImageError, match=r"deep\.jpg: .*JPEG reader: cannot handle 12-bit"):
         read_image(tmp_path / "deep.jpg")
-    hand_tiff(tmp_path / "half.tif", np.zeros((4, 6, 3), np.float16), RGB,
-              {339: [FLOAT_SAMPLES] * 3})
-    with pytest.raises(BadImageError, match=r"half\.tif: .*its TIFF reader: "):
-        read_image(tmp_path / "half.tif")
+    hand_tiff(tmp_path / "int32.tif", np.zeros((4, 6, 3), np.uint32), RGB)
+    with pytest.raises(BadImageError, match=r"int32\.tif: .*its TIFF reader: "):
+        read_image(tmp_path / "int32.tif")
     (tmp_path / "notes.jpg").write_text("not an image")
     with pytest.raises(BadImageError, match=r"notes\.jpg: not an image Pillow can read$"):
         read_image(tmp_path / "notes.jpg")
@@ -95,15 +94,15 @@ def test_a_file_its_reader_refuses_says_why(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("samples, photometric, tags, words", [
-    (np.zeros((4, 6, 2), np.uint16), 1, {EXTRA_SAMPLES: [2]}, "16-bit grey with alpha"),
-    (np.zeros((4, 6, 3), np.float16), RGB, {339: [FLOAT_SAMPLES] * 3}, "16-bit float RGB"),
-    (np.zeros((4, 6, 4), np.float32), RGB, {339: [FLOAT_SAMPLES] * 4, EXTRA_SAMPLES: [2]},
-     "32-bit float RGB with alpha"),
+    (np.zeros((4, 6, 2), np.uint32), 1, {EXTRA_SAMPLES: [2]}, "32-bit grey with alpha"),
+    (np.zeros((4, 6, 3), np.int16), RGB, {339: [2] * 3}, "16-bit signed RGB"),
+    (np.zeros((4, 6, 4), np.uint32), RGB, {EXTRA_SAMPLES: [2]}, "32-bit RGB with alpha"),
 ])
 def test_a_tiff_pillow_has_no_mode_for_is_named_by_what_it_holds(
         tmp_path: Path, samples: np.ndarray, photometric: int, tags: dict, words: str) -> None:
-    """GIMP's and Photoshop's 16-bit grey with transparency, a float RGB render: valid TIFFs,
-    named by their samples rather than by Pillow's "unknown pixel mode"."""
+    """32-bit integer and signed samples (16-bit grey with alpha and float colour are read: see
+    test_tiff_deep_modes): valid TIFFs, named by their samples rather than by Pillow's "unknown
+    pixel mode"."""
     hand_tiff(tmp_path / "x.tif", samples, photometric, tags)
     with pytest.raises(BadImageError, match=rf"x\.tif: .*\(its TIFF reader: no mode for {words}\)$"):
         read_image(tmp_path / "x.tif")
