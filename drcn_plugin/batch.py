@@ -43,7 +43,7 @@ from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
-from .targets import check_replaceable, output_problem, permission_bits
+from .targets import check_replaceable, output_problem, permission_bits, shared_ends
 from .writing import (
     Encoded,
     atomic_save,
@@ -255,8 +255,8 @@ def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Jo
 
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
-    """Give every job its own output name, and refuse outputs that are inputs, folders or too
-    long for their folder's file system."""
+    """Give every job its own output name, and refuse outputs that are inputs, folders, links to
+    nothing or to another result, or too long for their folder's file system."""
     taken: dict[str, Job] = {}
     input_ids = {file_id(p) for p in inputs} - {None}
     limit_of = functools.cache(name_max)
@@ -278,7 +278,10 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
             job.problem = f"its output name would be {size} bytes, longer than the {limit} " \
                           f"that {target.parent}'s file system takes"
         elif problem := output_problem(target):  # a folder, a link to nothing
-            job.problem = problem
+            job.problem = f"its output {problem}"
+    shared = shared_ends([j.target for j in jobs])  # a result whose name is no link goes on
+    for job in (j for j in jobs if j.target in shared and not j.problem):
+        job.problem = f"its output {job.target} leads to {shared[job.target]}, another result"
 
 
 def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:

@@ -8,9 +8,11 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import WriteError
+from .names import collision_key
 
 
 def link_target(path: Path) -> Path:
@@ -25,6 +27,16 @@ def link_target(path: Path) -> Path:
         what = "a link in a loop" if e.errno == errno.ELOOP else \
             f"a link to {os.readlink(path)}, which does not exist"
         raise WriteError(f"{path} is {what}: remove it or name another file") from e
+
+
+def shared_ends(targets: Iterable[Path]) -> dict[Path, Path]:
+    """The ``targets`` that are links leading to a file another target names or leads to, each
+    with that file: written through, one result would replace another's."""
+    ends: dict[str, list[Path]] = {}
+    for target in targets:
+        ends.setdefault(collision_key(Path(os.path.realpath(target))), []).append(target)
+    return {t: Path(os.path.realpath(t)) for same in ends.values() if len(same) > 1
+            for t in same if os.path.islink(t)}
 
 
 def check_replaceable(path: Path) -> None:
@@ -45,7 +57,7 @@ def output_problem(path: Path) -> str:
     which --overwrite must not replace nor --skip-existing skip, or a link to nothing."""
     if os.path.isdir(path):
         kind = "a link to a folder" if os.path.islink(path) else "an existing folder"
-        return f"its output {path} is {kind}"
+        return f"{path} is {kind}"
     try:
         link_target(path)
     except WriteError as e:

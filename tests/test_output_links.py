@@ -9,12 +9,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import random_rgb, upscale
+from helpers import random_rgb, tiny, upscale
 from PIL import Image
 from typer.testing import CliRunner
 
 from drcn_plugin import writing
 from drcn_plugin.cli import app
+from drcn_plugin.errors import BadOptionError
+from drcn_plugin.training.runfolder import check_run_folder
 
 pytestmark = [pytest.mark.usefixtures("wide_console"),
               pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt",
@@ -180,3 +182,36 @@ def test_compare_writes_its_sheet_through_a_link(folder: Path, tiny_model_file: 
     (folder.parent / "gone.png").symlink_to("nowhere/s.png")
     r = CliRunner().invoke(app, [*common, "-o", str(folder.parent / "gone.png")])
     assert r.exit_code == 2 and "which does not exist" in r.output, r.output
+
+
+def test_two_results_never_land_on_one_file(folder: Path, tiny_model_file: str) -> None:
+    """A result's place that is a link to another result's file: written through, one result
+    would replace the other's (both reported done); that job is refused and the other's result
+    kept, as two results sharing a name are given two names."""
+    random_rgb().save(folder / "a.png")
+    random_rgb(seed=1).save(folder / "b.png")
+    out = folder.parent / "out"
+    out.mkdir()
+    (out / "b.png").write_bytes(b"old")
+    (out / "a.png").symlink_to("b.png")
+    r = upscale(str(folder), "-o", str(out), "--overwrite", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "1 done, 0 skipped, 1 failed" in r.output, r.output
+    assert f"its output {out / 'a.png'} leads to {out / 'b.png'}, another result" in r.output
+    alone = folder.parent / "alone"
+    assert upscale(str(folder / "b.png"), "-o", str(alone), "--model", tiny_model_file).exit_code == 0
+    assert (out / "a.png").is_symlink()
+    assert Image.open(out / "b.png").tobytes() == Image.open(alone / "b.png").tobytes()
+
+
+def test_a_training_run_folder_with_a_link_to_nothing_is_refused_before_its_first_step(
+        tmp_path: Path) -> None:
+    """A run's files share the writer: a link among them that leads nowhere is refused when the
+    run is checked, not at its first checkpoint; --overwrite removes it as it does the rest."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.json").symlink_to("gone/log.json")
+    cfg = tiny(tmp_path, out)
+    with pytest.raises(BadOptionError, match="log.json is a link to gone/log.json, which does "
+                                             "not exist"):
+        check_run_folder(cfg, resume=False, overwrite=False)
+    check_run_folder(cfg, resume=False, overwrite=True)
