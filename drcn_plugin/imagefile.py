@@ -46,7 +46,14 @@ from .misreads import (
     usable_icc,
     without_damaged_chunks,
 )
-from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
+from .opening import (
+    frame_count,
+    load_pixels,
+    open_image,
+    open_regular,
+    reader_refusal,
+    refuse_preview,
+)
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -267,7 +274,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
         _check_decode_memory(im)
         refuse_preview(im)
-        frames = _frame_count(im)
+        frames = frame_count(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
@@ -325,17 +332,6 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
-
-
-def _frame_count(im: Image.Image) -> int:
-    """How many frames (pages) ``im`` has, counted before its pixels are loaded: counting seeks
-    back to the first, which after loading resets a TIFF's size but not its pixels, turned by
-    Pillow. A damaged frame table counts one: the first frame is enough."""
-    try:
-        return int(getattr(im, "n_frames", 1))
-    except Exception:  # noqa: BLE001 - any failure of the count, as above
-        im.seek(0)  # where the count stopped on another frame
-        return 1
 
 
 def _check_decode_memory(im: Image.Image) -> None:

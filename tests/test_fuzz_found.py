@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_rgb
+from helpers import hand_tiff, random_rgb
 from PIL import Image
 
 from drcn_plugin.encoding import check_writable, encode
@@ -36,6 +36,22 @@ def test_a_multipage_tiff_turned_by_its_xmp_reads_upright(
     assert info.frames == 2
     expected = np.asarray(random_rgb(20, 16).transpose(Image.Transpose.ROTATE_270))
     assert np.array_equal(array, expected)
+
+
+def test_a_multipage_planar_tiff_reads_its_first_page_exactly(tmp_path: Path) -> None:
+    # opened through libtiff (Pillow's own reader scrambles 16-bit planes); counting the pages
+    # set the first page up again without it, and its 16-bit samples came out scrambled
+    pixels = np.random.default_rng(0).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    path = tmp_path / "planes.tif"
+    hand_tiff(path, pixels, 2, planar=True)
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    end = ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0]
+    struct.pack_into("<I", data, end, len(data))  # a second page: the same directory again
+    path.write_bytes(bytes(data) + data[ifd:end] + bytes(4))
+    array, info = read_image(path)
+    assert info.frames == 2
+    assert array.dtype == np.uint16 and np.array_equal(array, pixels)
 
 
 def test_a_png_cut_short_after_its_pixel_data_reads_with_a_note(tmp_path: Path) -> None:
