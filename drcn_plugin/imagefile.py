@@ -46,14 +46,7 @@ from .misreads import (
     usable_icc,
     without_damaged_chunks,
 )
-from .opening import (
-    frame_count,
-    load_pixels,
-    open_image,
-    open_regular,
-    reader_refusal,
-    refuse_preview,
-)
+from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -274,7 +267,6 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
         _check_decode_memory(im)
         refuse_preview(im)
-        frames = frame_count(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
@@ -299,7 +291,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
             info.notes.append(extra_images_note(extras, info.notes))
         else:
-            info.frames = frames
+            info.frames = _frame_count(path, im)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
         if unmarked := unmarked_channels(im):
@@ -332,6 +324,21 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
+
+
+def _frame_count(path: Path, im: Image.Image) -> int:
+    """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
+    on an image of its own: counting seeks back to the first page, which sets its reader up
+    again (without the switches it was opened with: libtiff for planes) and resets its size but
+    not its pixels, which Pillow turned upright in loading. A damaged frame table counts one:
+    the first frame decoded, that is enough."""
+    try:
+        if im.format != "TIFF":
+            return int(getattr(im, "n_frames", 1))
+        with open_regular(path) as raw, open_image(raw) as pages:
+            return int(getattr(pages, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - any failure of the count, as above
+        return 1
 
 
 def _check_decode_memory(im: Image.Image) -> None:

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,19 +78,6 @@ def _libtiff_reading() -> Iterator[None]:
             yield
         finally:
             TiffImagePlugin.READ_LIBTIFF = before
-
-
-def frame_count(im: Image.Image) -> int:
-    """How many frames (pages) ``im`` has, counted before its pixels are loaded: counting seeks
-    back to the first, which sets its reader up again (through libtiff where it was opened so)
-    and, after loading, would reset a TIFF's size but not its pixels, turned by Pillow. A
-    damaged frame table counts one: the first frame is enough."""
-    with _libtiff_reading() if getattr(im, "use_load_libtiff", False) else nullcontext():
-        try:
-            return int(getattr(im, "n_frames", 1))
-        except Exception:  # noqa: BLE001 - any failure of the count, as above
-            im.seek(0)  # where the count stopped on another frame
-            return 1
 
 
 def load_pixels(im: Image.Image) -> None:
