@@ -1,7 +1,7 @@
 """Failures a mutation fuzz of the reading path found (mutated seeds of every format read, run
 through `drcn upscale`'s file job): each rebuilt here as a small file, read and checked for
 writing back as the CLI does. Each once gave a catch-all error ("cannot decode image
-(AssertionError)") or refused a file whose pixels are whole."""
+(AssertionError)"), refused a file whose pixels are whole, or read pixels wrong without a word."""
 
 from __future__ import annotations
 
