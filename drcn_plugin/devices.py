@@ -318,6 +318,29 @@ def available_memory(device: torch.device) -> int:
     return host_available_memory()
 
 
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` in this process's C library; None elsewhere (macOS, Windows and
+    musl have none)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap pages freed since the last call back to the OS (glibc keeps them, so a
+    batch of varied sizes sat 100-150 MB above its live memory); whether it could."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    return trim is not None
+
 # per cgroup version: limit file, usage file, and the reclaimable page cache's key in memory.stat
 _CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
                  1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}

@@ -30,6 +30,7 @@ from .devices import (
     is_out_of_memory,
     pick_device,
     pick_precision,
+    release_freed_memory,
 )
 from .devices import available_memory as _available_memory  # its own name: tests replace it
 from .errors import (
@@ -351,6 +352,7 @@ class Upscaler:
         while True:
             bound = copy.copy(self)  # the whole plane on one model and precision, whatever
             if bound._run_bound(ilr, out, progress, cancel):  # another thread switches meanwhile
+                release_freed_memory()  # the windows' maps: glibc would keep them between images
                 return out
             self._leave_half_precision(bound.dtype)  # or an error
 
