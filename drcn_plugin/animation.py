@@ -24,7 +24,7 @@ from PIL import Image
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
-from .errors import BadImageError, Cancelled, counted
+from .errors import BadImageError, Cancelled, OutOfMemoryError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
@@ -228,9 +228,9 @@ def _survey(path: Path) -> _Frames:
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
         start = int(bool(im.info.get("default_image")))
-        size = im.size  # the first frame's
-        for k in range(getattr(im, "n_frames", 1)):
-            array = _frame(path, im, k, size)
+        size, count = im.size, getattr(im, "n_frames", 1)  # the first frame's size
+        for k in range(count):
+            array = _numbered_frame(path, im, k, count, size)
             if k < start:
                 continue
             durations.append(round(im.info.get("duration", 0)))
@@ -238,6 +238,18 @@ def _survey(path: Path) -> _Frames:
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
         plays = _plays(path, im)  # read last: a GIF's loop extension may follow its first frame
     return _Frames(durations, plays, (1 if grey else 3) + alpha, start)
+
+
+def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
+                    size: tuple[int, int]) -> np.ndarray:
+    """:func:`_frame`, a damaged frame refused by its number: Pillow's reason ("no more images
+    in APNG file", a wrong argument count) says nothing to a user; memory refusals pass."""
+    try:
+        return _frame(path, im, k, size)
+    except OutOfMemoryError:
+        raise
+    except BadImageError as e:
+        raise BadImageError(f"{path}: frame {k + 1} of {count} is damaged or cut short") from e
 
 
 def _plays(path: Path, im: Image.Image) -> int | None:

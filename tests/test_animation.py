@@ -342,7 +342,7 @@ def test_an_animation_holding_fewer_frames_than_it_claims_is_one_line(
         tmp_path: Path, tiny_model_file: str) -> None:
     source = _claiming(animation(tmp_path / "a.png", noise_frames(count=2)), 5)
     r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
-    assert r.exit_code == 1 and f"{source}: cannot decode image" in r.output, r.output
+    assert r.exit_code == 1 and f"{source}: frame 3 of 5 is damaged or cut short" in r.output, r.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 

@@ -1,0 +1,32 @@
+"""Animations whose later frames are damaged or cut short: refused in one line that names the
+frame and says why, not with Pillow's internal reason."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import upscale
+from PIL import Image
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+
+
+@pytest.mark.parametrize("ext", ["gif", "png"])
+def test_a_cut_short_animation_names_its_damaged_frame(tmp_path: Path, tiny_model_file: str,
+                                                       ext: str) -> None:
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (24, 20, 3), np.uint8)) for _ in range(6)]
+    whole = tmp_path / f"whole.{ext}"
+    frames[0].save(whole, save_all=True, append_images=frames[1:], duration=100)
+    data = whole.read_bytes()
+    source = tmp_path / f"cut.{ext}"
+    source.write_bytes(data[:int(len(data) * 0.6)])  # frame 0 whole, a later one cut
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code != 0
+    line = " ".join(r.output.split())
+    assert re.search(r"frame [2-6] of [2-6] is damaged or cut short", line), r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
