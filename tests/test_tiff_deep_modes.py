@@ -242,7 +242,8 @@ def test_x1_results_are_the_input_itself_at_their_depth(folder: Path, tiny_model
 
 def test_16_bit_grey_with_alpha_goes_to_a_16_bit_grey_with_alpha_png(
         folder: Path, tiny_model_file: str) -> None:
-    """PNG's colour type 4 at 16 bits (drcn and Pillow read it at 8: its high bytes)."""
+    """PNG's colour type 4 at 16 bits, which drcn reads back exactly (Pillow at 8 bits: its
+    high bytes, as RGBA)."""
     pixels = _samples("grey16+alpha", seed=8)
     _deep_tiff(folder / "a.tif", pixels, "grey16+alpha")
     r = upscale(str(folder / "a.tif"), "-m", tiny_model_file, "-o", str(folder.parent / "o"),
@@ -253,6 +254,8 @@ def test_16_bit_grey_with_alpha_goes_to_a_16_bit_grey_with_alpha_png(
     with Image.open(folder.parent / "o" / "a.png") as im:
         high = np.asarray(im)
     assert np.array_equal(high[..., [0, 3]], pixels >> 8)
+    array, info = read_image(folder.parent / "o" / "a.png")
+    assert array.dtype == np.uint16 and np.array_equal(array, pixels) and not info.notes
 
 
 def test_float_colour_goes_to_png_as_16_bits_or_is_refused_where_it_would_clip(
