@@ -35,7 +35,7 @@ _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
 
 
-def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
+def read_deep(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
     """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's or
     TIFF's colour or grey with alpha, turned as Pillow turns them: see :func:`transpose16`), or
     a float TIFF's as float32; None for other images, or where the caller needs Pillow's

@@ -24,7 +24,7 @@ from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
-from .deep import pixels16, transpose16
+from .deep import read_deep, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
@@ -307,7 +307,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)
-        deep = pixels16(f, im, stored, info.notes)
+        deep = read_deep(f, im, stored, info.notes)
         if deep is None:
             im = held_at_8_bits(im, stored, info.notes)
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
