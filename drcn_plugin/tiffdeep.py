@@ -39,9 +39,10 @@ _STAND_IN_SWITCH = threading.Lock()
 _PIECE_BYTES = 1 << 22  # bytes of samples decoded at a time: as many whole strips, at least one
 # Memory reading a piece takes beside its compressed bytes (twice: as read, and in the file made
 # of them): Pillow's rows, numpy's copy, the floating-point predictor's sums and bit patterns
-# (3 copies of the samples at once, measured on one 96 MB strip), and what the allocator holds
-# on to between pieces (5.4 copies of 4 MB strips, 5.8 of 12 MB rows of tiles, measured by RSS)
-_PIECE_COPIES, _PIECE_SLACK = 4, 8 << 20
+# (3 copies of the samples at once, measured by RSS on one 96 MB strip), and what the allocator
+# holds on to between pieces (of 4 MB pieces of a 3000x2000 float RGBA image, 22 MB beside the
+# result's 92 MB in strips, 27 MB in 256x256 tiles)
+_PIECE_COPIES, _PIECE_SLACK = 4, 16 << 20
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def refusal(tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout) -> 
 def deep_pixels(f: BinaryIO, im: Image.Image, layout: DeepLayout) -> np.ndarray:
     """The pixels of the TIFF open as ``f`` (Pillow's stand-in ``im``) as uint16 or float32
     ``H x W x C``, as stored (not yet turned upright): colour, then alpha, unpremultiplied.
-    They are decoded a few strips (a row of tiles) at a time into the result, which is all the
+    They are decoded a few strips or tiles at a time into the result, which is all the
     memory the reading takes beside them (see :func:`decode_bytes`)."""
     tags = im.tag_v2
     width, height = tags[_WIDTH], tags[_HEIGHT]  # as stored, before Pillow's orientation
@@ -223,7 +224,8 @@ class _Geometry:
     tiled: bool
     starts: tuple[int, ...]  # this plane's strips or tiles
     lengths: tuple[int, ...]
-    together: int  # strips or tiles decoded at a time
+    row: int  # strips or tiles in a row of them: the tiles across, or all the strips
+    together: int  # strips or tiles decoded at a time, of one row
 
     @classmethod
     def of(cls, tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout, plane: int,
@@ -243,14 +245,15 @@ class _Geometry:
             if across * down > max(4 * width * height, 1 << 20):  # each tile is decoded whole
                 raise BadImageError(f"its {across}x{down} tiles are far larger than its "
                                     f"{width}x{height} image")
-            columns = -(-width // across)
-            count, together = columns * -(-height // down), columns  # a row of tiles at a time
+            row = -(-width // across)
+            count = row * -(-height // down)
+            together = min(row, max(1, _PIECE_BYTES // (across * down * step)))
             offsets, sizes = _TILES, _TILE_SIZES
         else:
             down = tags.get(_ROWS, height)
             across, down = width, min(down, height) if isinstance(down, int) and down > 0 \
                 else height
-            count = -(-height // down)
+            count = row = -(-height // down)
             together = min(count, max(1, _PIECE_BYTES // (down * width * step)))
             offsets, sizes = _STRIPS, _STRIP_SIZES
         starts, lengths = _per_sample(tags.get(offsets, ())), _per_sample(tags.get(sizes, ()))
@@ -259,7 +262,7 @@ class _Geometry:
             raise BadImageError("its strip or tile table is shorter than its image")
         part = slice(plane * count, (plane + 1) * count)
         return cls(tags, layout.dtype, samples, (width, height), (across, down), tiled,
-                   starts[part], tuple(min(n, file_size) for n in lengths[part]), together)
+                   starts[part], tuple(min(n, file_size) for n in lengths[part]), row, together)
 
     @property
     def piece_bytes(self) -> int:
@@ -267,26 +270,31 @@ class _Geometry:
         return self.together * self.tile[0] * self.tile[1] * self.samples * self.dtype.itemsize
 
     def pieces(self) -> Iterator[slice]:
-        """The strips or tiles decoded together, in turn, as slices of :attr:`starts`."""
-        return (slice(i, i + self.together) for i in range(0, len(self.starts), self.together))
+        """The strips or tiles decoded together, in turn, as slices of :attr:`starts`: strips
+        one below the other, or tiles side by side."""
+        return (slice(i, min(i + self.together, first + self.row))
+                for first in range(0, len(self.starts), self.row)
+                for i in range(first, first + self.row, self.together))
 
 
 def _read_plane(f: BinaryIO, geometry: _Geometry, out: np.ndarray, kept: tuple[int, ...]) -> None:
     """Decode into ``out`` (``H x W x C``) the samples ``kept`` of the plane of the file open
-    as ``f`` that ``geometry`` describes, a few strips or a row of tiles at a time."""
+    as ``f`` that ``geometry`` describes, a few strips or tiles at a time."""
     (width, height), (across, down) = geometry.size, geometry.tile
     step = geometry.dtype.itemsize * geometry.samples  # bytes a pixel of this plane
     predictor = geometry.tags.get(_PREDICTOR, _NO_PREDICTOR)
     for part in geometry.pieces():
-        y = part.start // (geometry.together if geometry.tiled else 1) * down
-        rows = down if geometry.tiled else min(part.stop * down, height) - y
-        stand_in = {_WIDTH: geometry.together * across * step if geometry.tiled else width * step,
-                    _HEIGHT: rows}
+        if geometry.tiled:  # tiles side by side, in a row of them
+            (down_by, x), columns = divmod(part.start, geometry.row), part.stop - part.start
+            y, x, rows = down_by * down, x * across, down
+        else:  # whole strips one below the other
+            y, x, columns = part.start * down, 0, 1
+            rows = min(part.stop * down, height) - y
+        stand_in = {_WIDTH: columns * across * step, _HEIGHT: rows}
         stand_in.update({_TILE_WIDTH: across * step, _TILE_LENGTH: down} if geometry.tiled
                         else {_ROWS: down})
         block = _bytes_rows(f, geometry.tags, stand_in, geometry.starts[part],
                             geometry.lengths[part])
-        columns = geometry.together if geometry.tiled else 1
         # each tile's or strip's rows, as the predictor saw them: columns of whole tiles
         pieces = block.reshape(rows, columns, across * step)
         if predictor == _FLOAT_PREDICTOR:
@@ -298,9 +306,10 @@ def _read_plane(f: BinaryIO, geometry: _Geometry, out: np.ndarray, kept: tuple[i
                 unsigned = values.view(f"u{values.itemsize}")
                 np.cumsum(unsigned, axis=2, dtype=unsigned.dtype, out=unsigned)
         values = values.reshape(rows, columns * across, geometry.samples)
-        end = min(y + rows, height)
+        bottom, right = min(y + rows, height), min(x + columns * across, width)
         channels = np.s_[:] if kept == tuple(range(geometry.samples)) else list(kept)
-        out[y:end] = values[:end - y, :width, channels]  # to the result's type, native order
+        # to the result's type, in native order; the padding of tiles at the edges left out
+        out[y:bottom, x:right] = values[:bottom - y, :right - x, channels]
 
 
 def _float_predicted(pieces: np.ndarray, dtype: np.dtype, samples: int) -> np.ndarray:
