@@ -11,7 +11,6 @@ import functools
 import glob
 import itertools
 import os
-import stat
 import time
 import traceback
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
+from .targets import check_replaceable, output_problem, permission_bits, shared_ends
 from .writing import (
     Encoded,
     atomic_save,
@@ -255,8 +255,8 @@ def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Jo
 
 
 def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
-    """Give every job its own output name, and refuse outputs that are inputs, folders or too
-    long for their folder's file system."""
+    """Give every job its own output name, and refuse outputs that are inputs, folders, links to
+    nothing or to another result, or too long for their folder's file system."""
     taken: dict[str, Job] = {}
     input_ids = {file_id(p) for p in inputs} - {None}
     limit_of = functools.cache(name_max)
@@ -277,9 +277,11 @@ def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) ->
         elif (size := len(os.fsencode(target.name))) > limit:
             job.problem = f"its output name would be {size} bytes, longer than the {limit} " \
                           f"that {target.parent}'s file system takes"
-        elif os.path.isdir(target):  # --overwrite must not replace it, nor --skip-existing skip
-            kind = "a link to a folder" if os.path.islink(target) else "an existing folder"
-            job.problem = f"its output {target} is {kind}"
+        elif problem := output_problem(target):  # a folder, a link to nothing
+            job.problem = f"its output {problem}"
+    shared = shared_ends([j.target for j in jobs])  # a result whose name is no link goes on
+    for job in (j for j in jobs if j.target in shared and not j.problem):
+        job.problem = f"its output {job.target} leads to {shared[job.target]}, another result"
 
 
 def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
@@ -330,7 +332,8 @@ def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
 
 def clean_stale_outputs(jobs: list[Job]) -> int:
     """Remove temporary files that killed earlier runs left in these jobs' output folders."""
-    return sum(clean_stale_parts(folder) for folder in {j.target.parent for j in jobs})
+    folders = {Path(os.path.realpath(j.target)).parent for j in jobs}  # parts go beside targets
+    return sum(clean_stale_parts(folder) for folder in folders)
 
 
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
@@ -381,8 +384,9 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
             return Outcome(job, "skipped", "already exists")
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
+        check_replaceable(job.target)  # before the upscale, as the write would
     array, info = read_image(job.source)
-    mode = _permissions(job.source)  # read now: the input may go during the upscale
+    mode = permission_bits(job.source)  # read now: the input may go during the upscale
     label = ""
     if not isinstance(upscaler, Upscaler):
         upscaler, label = upscaler(info, array)
@@ -414,14 +418,6 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     note = "; ".join(dict.fromkeys(info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), frames, time.perf_counter() - t0,
                    model=label)
-
-
-def _permissions(path: Path) -> int | None:
-    """The read/write bits the result copies from its source (None, the default, if it is gone)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode) & 0o666
-    except OSError:
-        return None
 
 
 def gather_outcomes(outcomes: list[Outcome]) -> list[Outcome]:

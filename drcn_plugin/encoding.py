@@ -214,4 +214,33 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
             info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")
         else:
             opts["compression"] = "tiff_adobe_deflate"
+            if exif:
+                opts["exif"] = _libtiff_settable(exif, info.notes)
     return opts
+
+
+def _libtiff_settable(exif: bytes, notes: list[str]) -> bytes:
+    """``exif`` (without sub-IFDs) less the tags libtiff, Pillow's writer of compressed TIFF,
+    refuses to set (noted): values TIFF does not allow, as a resolution unit of 7, which Pillow
+    reads and would write back as they are; libtiff's refusal lost the whole image."""
+    if _libtiff_takes(exif):
+        return exif
+    tags, kept = Image.Exif(), Image.Exif()
+    tags.load(exif)
+    for tag, value in tags.items():
+        one = Image.Exif()
+        one[tag] = value
+        if _libtiff_takes(one.tobytes()):
+            kept[tag] = value
+    notes.append(f"{len(tags) - len(kept)} EXIF tag(s) libtiff cannot write to TIFF dropped")
+    return kept.tobytes()
+
+
+def _libtiff_takes(exif: bytes) -> bool:
+    """Whether libtiff writes a compressed TIFF with these tags (a 1x1 one, in memory)."""
+    try:
+        Image.new("L", (1, 1)).save(io.BytesIO(), "TIFF", compression="tiff_adobe_deflate",
+                                    exif=exif)
+    except Exception:  # noqa: BLE001 - Pillow's RuntimeError, or another way to say no
+        return False
+    return True

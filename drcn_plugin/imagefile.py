@@ -39,7 +39,13 @@ from .metadata import (
     orientation,
     read_exif,
 )
-from .misreads import require_whole_png, tga_alpha, usable_icc, without_damaged_chunks
+from .misreads import (
+    require_whole_png,
+    require_whole_tiff,
+    tga_alpha,
+    usable_icc,
+    without_damaged_chunks,
+)
 from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
 from .pixelmodes import (
     GREY_MODES,
@@ -267,6 +273,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         white, signed = white_is_zero(im), signed_bytes(im)
+        require_whole_tiff(im)
         load_pixels(im)
         if im.format == "PNG":
             require_whole_png(f, im)
@@ -286,10 +293,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
             info.notes.append(extra_images_note(extras, info.notes))
         else:
-            try:
-                info.frames = int(getattr(im, "n_frames", 1))
-            except Exception:  # noqa: BLE001 - a damaged frame table: the first frame decoded, that is enough
-                info.frames = 1
+            info.frames = _frame_count(path, im)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
         if unmarked := unmarked_channels(im):
@@ -322,6 +326,21 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     if array.dtype == np.float32:
         info.value_range = (float(array.min()), float(array.max()))
     return array, info
+
+
+def _frame_count(path: Path, im: Image.Image) -> int:
+    """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
+    on an image of its own: counting seeks back to the first page, which sets its reader up
+    again (without the switches it was opened with: libtiff for planes) and resets its size but
+    not its pixels, which Pillow turned upright in loading. A damaged frame table counts one:
+    the first frame decoded, that is enough."""
+    try:
+        if im.format != "TIFF":
+            return int(getattr(im, "n_frames", 1))
+        with open_regular(path) as raw, open_image(raw) as pages:
+            return int(getattr(pages, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - any failure of the count, as above
+        return 1
 
 
 def _check_decode_memory(im: Image.Image) -> None:

@@ -282,7 +282,7 @@ class Descriptive:
             # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
             size = im.size[::-1] if orientation(im) >= 5 else im.size
             xmp = _XMP_SIZE.sub(lambda m: m[1] + str(size[_vertical(m)]).encode(), xmp)
-        text = {k: v for k, v in getattr(im, "text", {}).items()
+        text = {k: v for k, v in _text_chunks(im, notes).items()
                 if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
         comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
@@ -419,6 +419,20 @@ class Descriptive:
         if dropped:
             notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
         return opts
+
+
+def _text_chunks(im: Image.Image, notes: list[str]) -> dict:
+    """A PNG's text chunks; those after a still's pixel data are lost (noted) where the file is
+    cut short or damaged there: Pillow then fails reading them, once the pixels are whole. An
+    animation's are read by decoding its frames: a failure there is the animation's own."""
+    try:
+        return getattr(im, "text", {})
+    except Exception:  # noqa: BLE001 - Pillow's many ways (AssertionError too) to say so
+        if getattr(im, "is_animated", False):
+            raise
+        notes.append("PNG cut short or damaged after its pixel data: its chunks there (text, "
+                     "EXIF) dropped")
+        return {}
 
 
 def _vertical(m: re.Match) -> int:

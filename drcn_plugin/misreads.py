@@ -56,6 +56,22 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
                             "the rest would be black)")
 
 
+def require_whole_tiff(im: Image.Image) -> None:
+    """Refuse, before loading, a TIFF whose strips or tiles cover less of the image than its
+    header declares, where Pillow reads them itself (uncompressed): it leaves the rest black
+    (a 2 KB file may so declare a 100-megapixel image), and libtiff, its reader of compressed
+    TIFFs, refuses the file."""
+    if im.format != "TIFF" or getattr(im, "use_load_libtiff", False) or not im.tile:
+        return
+    covered = sum(max(0, x1 - x0) * max(0, y1 - y0) for x0, y0, x1, y1 in
+                  (tile.extents for tile in im.tile))
+    planes = len(im.getbands()) if getattr(im, "tag_v2", {}).get(284) == 2 else 1
+    need = im.width * im.height * planes
+    if covered < need:
+        raise BadImageError(f"damaged TIFF: its strips or tiles hold {covered} of the "
+                            f"{need} pixels its header declares (the rest would be black)")
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # What the image loses with a dropped chunk of each kind, where more than words about it
 _DROPPING_COSTS = {b"tRNS": "its transparency is lost",

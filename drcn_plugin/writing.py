@@ -2,7 +2,8 @@
 
 Every result goes to a temporary ``.NAME.PID.XXXXXXXX.part`` beside its target, is flushed and
 fsynced, then renamed into place (or linked, when an existing file must not be replaced). A
-failure removes the temporary file and keeps any earlier file of that name; parts left by
+link is written through to the file it leads to, the part beside that file (:mod:`.targets`).
+A failure removes the temporary file and keeps any earlier file of that name; parts left by
 writers that were killed are removed by the next run in that folder. A writer that makes
 several files at once (``DRCN.save_pretrained``) does so in a :func:`temporary_folder`, and the
 folders of writers that were killed are removed the same way.
@@ -41,6 +42,7 @@ from .errors import (
     reason,
 )
 from .names import name_max
+from .targets import check_replaceable, keep_mode, link_target
 from .tiff16 import write_tiff_deep
 
 # What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
@@ -62,10 +64,15 @@ def special_file(path: str | Path) -> bool:
 
 def check_file_target(path: Path, option: str) -> None:
     """Refuse, before any work, an output named by a pipe, device or socket (:func:`special_file`),
-    which no write replaces."""
+    which no write replaces, a link to nothing or a write-protected file (:func:`link_target`,
+    :func:`check_replaceable`)."""
     if special_file(path):
         raise BadOptionError(f"{path} is not a regular file (a pipe, device or socket); give a "
                              "file name", option=option)
+    try:
+        check_replaceable(link_target(path))
+    except WriteError as e:
+        raise BadOptionError(str(e), option=option) from e
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
@@ -122,7 +129,8 @@ class Encoded:
 def atomic_save(encoded: Encoded, path: Path, overwrite: bool = False,
                 mode: int | None = None) -> None:
     """Write ``encoded`` through a temporary file in the same folder, then rename it into place;
-    ``mode`` sets the result's permission bits (default: the usual ones from the umask)."""
+    a new file gets the permission bits the umask gives, limited to ``mode`` (an input's, so a
+    private photo's result stays private); a replaced one keeps its own."""
     _atomic(path, overwrite, encoded.write, mode)
 
 
@@ -343,26 +351,28 @@ def _may_have_written(path: str, pid: int) -> bool:
 
 def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:
     path = Path(path)
+    final = link_target(path)  # messages name ``path``, as the user did
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be included
         raise WriteError(f"cannot write {path}: cannot make its folder "
                          f"({reason(e)})") from e
-    if special_file(path):
+    if special_file(final):
         raise WriteError(f"cannot write {path}: a pipe, device or socket, not a regular file")
+    if overwrite:
+        check_replaceable(final)
     try:
-        fd, tmp = _new_part(path)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        fd, tmp = _new_part(final)  # beside the final file: a rename across disks fails
+        keep_mode(tmp, final if overwrite else None, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
             if os.name == "posix":
-                _publish(tmp, path, overwrite)
+                _publish(tmp, final, overwrite)
         if os.name != "posix":  # Windows renames only closed files
-            _publish(tmp, path, overwrite)
+            _publish(tmp, final, overwrite)
     except FileExistsError as e:
         _remove(tmp)
         raise OutputExistsError(f"{path} exists", path=path) from e
@@ -374,7 +384,7 @@ def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None
         # disk only as a generic error (no errno, or EIO) are told apart by the free space.
         specific = isinstance(e, OSError) and e.errno not in (None, errno.EIO)
         if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
-                (not specific and _disk_full(path.parent)):
+                (not specific and _disk_full(final.parent)):
             raise DiskFullError(f"disk full while writing {path}; nothing was written") from e
         raise WriteError(f"cannot write {path}: {reason(e)}") from e
 

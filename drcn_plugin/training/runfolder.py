@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..names import name_max
 from ..stops import interrupt, record_stop, stop_signals
+from ..targets import output_problem
 from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
 
@@ -56,6 +57,9 @@ def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
     held = [n for n in names if (out / n).exists()]
     if not resume and not overwrite and held:
         raise OutputExistsError(f"{out} holds a training run ({held[0]})", path=out)
+    for name in () if overwrite else names:  # --overwrite removes them first
+        if problem := output_problem(out / name):  # a folder, a link to nothing
+            raise BadOptionError(problem, option="out")
     read = [s for s in (cfg.init, cfg.baseline, cfg.teacher) if s]
     for name in names:
         if any(same_file(out / name, r) for r in read):

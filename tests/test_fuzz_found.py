@@ -1,0 +1,105 @@
+"""Failures a mutation fuzz of the reading path found (mutated seeds of every format read, run
+through `drcn upscale`'s file job): each rebuilt here as a small file, read and checked for
+writing back as the CLI does. Each once gave a catch-all error ("cannot decode image
+(AssertionError)"), refused a file whose pixels are whole, or read pixels wrong without a word."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import hand_tiff, random_rgb
+from PIL import Image
+
+from drcn_plugin.encoding import check_writable, encode
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
+
+@pytest.mark.parametrize("compression", [None, "tiff_adobe_deflate"])
+def test_a_multipage_tiff_turned_by_its_xmp_reads_upright(
+        tmp_path: Path, compression: str | None) -> None:
+    # Pillow turns a TIFF's pixels in load(), by its XMP's orientation where no tag states one;
+    # counting the pages afterwards seeks back to the first, which re-reads the stored size and
+    # the XMP: the pixels, decoded and turned again, no longer fitted the size
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.'
+           b'com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    path = tmp_path / "scan.tif"
+    random_rgb(20, 16).save(path, save_all=True, append_images=[random_rgb(20, 16, seed=1)],
+                            tiffinfo={700: xmp}, compression=compression)
+    array, info = read_image(path)
+    assert array.shape == (20, 16, 3), "turned upright"
+    assert info.frames == 2
+    expected = np.asarray(random_rgb(20, 16).transpose(Image.Transpose.ROTATE_270))
+    assert np.array_equal(array, expected)
+
+
+def test_a_multipage_planar_tiff_reads_its_first_page_exactly(tmp_path: Path) -> None:
+    # opened through libtiff (Pillow's own reader scrambles 16-bit planes); counting the pages
+    # set the first page up again without it, and its 16-bit samples came out scrambled
+    pixels = np.random.default_rng(0).integers(0, 65536, (6, 5, 3), dtype=np.uint16)
+    path = tmp_path / "planes.tif"
+    hand_tiff(path, pixels, 2, planar=True)
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    end = ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0]
+    struct.pack_into("<I", data, end, len(data))  # a second page: the same directory again
+    path.write_bytes(bytes(data) + data[ifd:end] + bytes(4))
+    array, info = read_image(path)
+    assert info.frames == 2
+    assert array.dtype == np.uint16 and np.array_equal(array, pixels)
+
+
+def test_a_png_cut_short_after_its_pixel_data_reads_with_a_note(tmp_path: Path) -> None:
+    # a download cut short in a text chunk after the pixels: Pillow fails reading that chunk
+    # once the pixels are decoded, and reading the text then failed ("AssertionError")
+    buf = io.BytesIO()
+    random_rgb().save(buf, "PNG")
+    data = buf.getvalue()
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[:data.index(b"IEND") - 4] + struct.pack(">I", 1000)
+                     + b"tEXtComment\0cut sh")
+    array, info = read_image(path)
+    assert np.array_equal(array, np.asarray(random_rgb()))
+    assert any("after its pixel data" in n for n in info.notes), info.notes
+
+
+def test_tiff_tags_libtiff_refuses_are_dropped_not_the_image(tmp_path: Path) -> None:
+    # a resolution unit of 7 (TIFF knows 1-3): Pillow writes and reads it, libtiff (Pillow's
+    # compressed TIFF writer) refuses to set it, and the whole result was refused
+    exif = Image.Exif()
+    exif[0x0128] = 7
+    exif[0x010F] = "Scanner"
+    path = tmp_path / "odd.tif"
+    random_rgb().save(path, exif=exif)
+    array, info = read_image(path)
+    check_writable(array, "TIFF", info, 2.0)
+    notes: list[str] = []
+    info.notes = notes
+    out = io.BytesIO()
+    encode(array, "TIFF", info, 2.0).write(out)
+    with Image.open(out) as im:
+        assert im.getexif().get(0x010F) == "Scanner" and 0x0128 not in im.getexif()
+    assert any("libtiff" in n for n in notes), notes
+
+
+def test_an_uncompressed_tiff_taller_than_its_strips_is_refused(tmp_path: Path) -> None:
+    # its height tag raised to 4000 rows, its one strip holding 16: Pillow read the rest as
+    # black, a 2 KB file so declaring any size (libtiff refuses a compressed one)
+    buf = io.BytesIO()
+    random_rgb(20, 16).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, at)[0] == 257:
+            struct.pack_into("<HI", data, at + 2, 4, 1)
+            struct.pack_into("<I", data, at + 8, 4000)
+    path = tmp_path / "tall.tif"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadImageError, match=r"tall\.tif: damaged TIFF: .*320 of the 80000 pixels"):
+        read_image(path)
