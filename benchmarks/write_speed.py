@@ -1,5 +1,5 @@
 """Speed of writing a 16-bit colour result: seconds, MB/s of raw pixels and file size of a
-PNG (:func:`drcn_plugin.deep.write_png16`) and a TIFF (:func:`drcn_plugin.tiff16.write_tiff16`)
+PNG (:func:`drcn_plugin.deep.write_png16`) and a TIFF (:func:`drcn_plugin.tiff16.write_tiff_deep`)
 at several zlib levels, on one thread and on every CPU this process may use.
 
 The image is a real 16-bit one: a reference image upscaled by bicubic in floating point to
@@ -28,9 +28,9 @@ from PIL import Image
 from drcn_plugin.cpus import usable_cpus
 from drcn_plugin.deep import write_png16
 from drcn_plugin.devices import device_name
-from drcn_plugin.tiff16 import write_tiff16
+from drcn_plugin.tiff16 import write_tiff_deep
 
-WRITERS: dict[str, Callable[..., None]] = {"PNG": write_png16, "TIFF": write_tiff16}
+WRITERS: dict[str, Callable[..., None]] = {"PNG": write_png16, "TIFF": write_tiff_deep}
 
 
 def deep_image(path: Path, size: tuple[int, int], grain: float, seed: int = 0) -> np.ndarray:

@@ -29,15 +29,18 @@ _JOIN_SAMPLES = 1 << 18  # samples of a 16-bit PNG's two 8-bit decodes joined at
 _SUB = 1  # PNG's filter type that stores each byte less the one a pixel before
 
 
-# Pillow's raw modes of 16-bit PNG colour, and those that unpack the other byte of each sample
-_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+# Pillow's raw modes of 16-bit PNG colour, and those that unpack the other byte of each sample;
+# 16-bit grey with alpha, which Pillow reads as RGBA from the high bytes, is unpacked as the RGBA
+# of its four bytes (grey's high and low, alpha's)
+_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
 
 
-def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
+def read_deep(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
     """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's or
-    TIFF's, turned as Pillow turns them: see :func:`transpose16`); None for other images, or
-    where the caller needs Pillow's reading (a PNG's transparent colour). ``stored`` is
-    Pillow's raw mode of the file's pixels; ``f`` the open file, whose position is kept."""
+    TIFF's colour or grey with alpha, turned as Pillow turns them: see :func:`transpose16`), or
+    a float TIFF's as float32; None for other images, or where the caller needs Pillow's
+    reading (a PNG's transparent colour). ``stored`` is Pillow's raw mode of the file's pixels;
+    ``f`` the open file, whose position is kept."""
     if im.format == "HEIF":
         return _heif_pixels16(f, im, notes)
     if isinstance(im, StandIn):  # samples Pillow has no mode for
@@ -62,7 +65,9 @@ def pixels16(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.
                 return None
             low.tile = tiles
             load_pixels(low)  # turned upright as ``im`` was
-            return _joined(im, low) if low.size == im.size else None
+            if low.size != im.size:
+                return None
+            return _grey_alpha_joined(low) if stored == "LA;16B" else _joined(im, low)
     finally:
         f.seek(where)
 
@@ -85,6 +90,20 @@ def _joined(high: Image.Image, low: Image.Image) -> np.ndarray:
         rows[...] = np.asarray(high.crop(box))
         rows <<= 8
         rows |= np.asarray(low.crop(box))
+    return out
+
+
+def _grey_alpha_joined(both: Image.Image) -> np.ndarray:
+    """16-bit grey with alpha from the RGBA image of its bytes (grey's high and low, alpha's
+    high and low), made a block of rows at a time."""
+    out = np.empty((both.height, both.width, 2), np.uint16)
+    step = max(1, _JOIN_SAMPLES // out[:1].size)  # rows a block
+    for y in range(0, both.height, step):
+        box = (0, y, both.width, min(y + step, both.height))
+        rows, pixels = out[y:y + step], np.asarray(both.crop(box))
+        rows[...] = pixels[..., 0::2]
+        rows <<= 8
+        rows |= pixels[..., 1::2]
     return out
 
 

@@ -66,7 +66,7 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     size = array.size * (2 if colour16 else 4)  # the bytes of the samples written
     deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF" and size <= TIFF16_MAX_BYTES)
     # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,
-    # info and options, not on the pixels, and write_png16 and write_tiff16 give the file it
+    # info and options, not on the pixels, and write_png16 and write_tiff_deep give the file it
     # writes the 16-bit or float pixels
     im = _in_stored_mode(array[:1, :1] if deep else array, fmt, info)
     if (colour16 or floats) and not deep:
@@ -180,7 +180,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
     the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless).
     ``deep``: for the stand-in of 16-bit colour, whose TIFF Pillow then writes itself (every
-    tag kept) and :func:`.tiff16.write_tiff16` compresses."""
+    tag kept) and :func:`.tiff16.write_tiff_deep` compresses."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either

@@ -24,7 +24,7 @@ from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
-from .deep import pixels16, transpose16
+from .deep import read_deep, transpose16
 from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
@@ -59,6 +59,7 @@ from .pixelmodes import (
     white_is_zero,
 )
 from .planes import PEAKS, require_unit_range, to_8bit
+from .tiffdeep import StandIn, decode_bytes
 
 FORMATS = {"png": "PNG", "apng": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG",
            "jfif": "JPEG", "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
@@ -71,8 +72,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", "
                             ".tga", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".ico", ".pcx",
                             ".sgi", ".qoi", ".dds", ".avif", ".heic", ".heif", ".hif"})
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
-# Most bytes a decode takes per pixel: Pillow's 4-byte pixels, converted and turned, and a float32
-# RGBA array (measured: 10-18, CMYK the most). It stands in for Pillow's fixed pixel limit.
+# Most bytes a decode through Pillow takes per pixel: Pillow's 4-byte pixels, converted and
+# turned, and a float32 RGBA array (measured: 10-18, CMYK the most). It stands in for Pillow's
+# fixed pixel limit. A TIFF of samples Pillow has no mode for says what its own reading takes.
 DECODE_BYTES_PER_PIXEL = 32
 
 
@@ -309,7 +311,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if alpha_bmp is not None:
             im = alpha_bmp
         im = tga_alpha(f, im, stored)
-        deep = pixels16(f, im, stored, info.notes)
+        deep = read_deep(f, im, stored, info.notes)
         if deep is None:
             im = held_at_8_bits(im, stored, info.notes)
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
@@ -343,9 +345,10 @@ def _frame_count(path: Path, im: Image.Image) -> int:
 
 def _check_decode_memory(im: Image.Image) -> None:
     """Refuse, from the header, an image whose decoding cannot fit in the memory available (a
-    small file may claim any size)."""
+    small file may claim any size), by what the path that will decode it takes."""
     w, h = im.size
-    need = w * h * DECODE_BYTES_PER_PIXEL
+    need = decode_bytes(im, orientation(im) != 1) if isinstance(im, StandIn) else \
+        w * h * DECODE_BYTES_PER_PIXEL
     avail = devices.host_available_memory()
     if need > avail:
         raise OutOfMemoryError(f"a {w}x{h} image needs about {need / 2**30:.1f} GiB of memory "

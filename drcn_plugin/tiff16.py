@@ -88,8 +88,8 @@ def why_8_bits(im: Image.Image, stored: str) -> str:
     return ""
 
 
-def write_tiff16(f: BinaryIO, data: bytes, pixels: np.ndarray, *, level: int = DEFLATE_LEVEL,
-                 threads: int | None = None) -> None:
+def write_tiff_deep(f: BinaryIO, data: bytes, pixels: np.ndarray, *,
+                    level: int = DEFLATE_LEVEL, threads: int | None = None) -> None:
     """Write to ``f`` (which must be seekable) the grey-with-alpha, RGB or RGBA TIFF file
     ``data`` (Pillow's, of any size: only its tags are kept) holding the 16-bit ``pixels``
     instead, or float ones as 32-bit floats. The strips are differenced (TIFF's horizontal or

@@ -2,9 +2,10 @@
 (GIMP's export of a 16-bit grey layer with transparency) and floating-point grey with alpha,
 RGB and RGBA (16, 32 or 64 bits: Photoshop's and GIMP's 32-bit, HDR work). Pillow opens such a
 file as a stand-in of an 8-bit mode with the same bands (its tags, ICC profile, EXIF and
-orientation read as for any TIFF); its pixels come from a second opening of the file's strips or
-tiles as 8-bit grey rows of the bytes they hold, which Pillow (and libtiff, for LZW and
-Deflate) decompresses: the samples are then put together, and predictors undone, with numpy."""
+orientation read as for any TIFF); its pixels come from its strips or tiles, a few at a time,
+opened as the 8-bit grey rows of the bytes they hold, which Pillow (and libtiff, for LZW and
+Deflate) decompresses: the samples are then put together, and predictors undone, with numpy,
+into the result, so that reading takes little memory beside it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import BinaryIO
 
 import numpy as np
@@ -34,6 +36,13 @@ _BYTE_CODECS = {1: "uncompressed", 5: "LZW", 8: "Deflate", 32946: "Deflate",
                 32773: "PackBits"}
 _CODEC_NAMES = {7: "JPEG", 34925: "LZMA", 50000: "Zstandard", 50001: "WebP"}
 _STAND_IN_SWITCH = threading.Lock()
+_PIECE_BYTES = 1 << 22  # bytes of samples decoded at a time: as many whole strips, at least one
+# Memory reading a piece takes beside its compressed bytes (twice: as read, and in the file made
+# of them): Pillow's rows, numpy's copy, the floating-point predictor's sums and bit patterns
+# (3 copies of the samples at once, measured by RSS on one 96 MB strip), and what the allocator
+# holds on to between pieces (of 4 MB pieces of a 3000x2000 float RGBA image, 22 MB beside the
+# result's 92 MB in strips, 27 MB in 256x256 tiles)
+_PIECE_COPIES, _PIECE_SLACK = 4, 16 << 20
 
 
 @dataclass(frozen=True)
@@ -155,71 +164,152 @@ def refusal(tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout) -> 
 
 def deep_pixels(f: BinaryIO, im: Image.Image, layout: DeepLayout) -> np.ndarray:
     """The pixels of the TIFF open as ``f`` (Pillow's stand-in ``im``) as uint16 or float32
-    ``H x W x C``, as stored (not yet turned upright): colour, then alpha, unpremultiplied."""
+    ``H x W x C``, as stored (not yet turned upright): colour, then alpha, unpremultiplied.
+    They are decoded a few strips or tiles at a time into the result, which is all the
+    memory the reading takes beside them (see :func:`decode_bytes`)."""
     tags = im.tag_v2
     width, height = tags[_WIDTH], tags[_HEIGHT]  # as stored, before Pillow's orientation
+    pixels = np.empty((height, width, len(layout.kept)),
+                      np.uint16 if layout.dtype.kind == "u" else np.float32)
     where = f.tell()
     try:
-        f.seek(0)
-        data = f.read()
+        for geometry, channels, kept in _planes(f, tags, layout):
+            _read_plane(f, geometry, pixels[..., channels], kept)
     finally:
         f.seek(where)
-    planar = tags.get(_PLANAR, 1) == 2
-    groups = layout.samples if planar else 1  # planes, each holding samples of every pixel
-    planes = [_plane(data, tags, layout, (width, height), group, groups)
-              for group in range(groups)]
-    pixels = np.concatenate(planes, axis=2) if planar else planes[0]
-    if len(layout.kept) < layout.samples:  # channels not marked as alpha dropped (noted)
-        pixels = pixels[..., list(layout.kept)]
     if tags.get(_PHOTOMETRIC) == 0:  # grey with 0 as white: integers only (see refusal)
-        pixels[..., 0] = 65535 - pixels[..., 0]
-    pixels = np.ascontiguousarray(pixels)  # as the writers of 16-bit and float pixels take them
+        np.subtract(65535, pixels[..., 0], out=pixels[..., 0])
     return _unpremultiplied(pixels) if layout.premultiplied else pixels
 
 
-def _plane(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout,
-           size: tuple[int, int], group: int, groups: int) -> np.ndarray:
-    """The samples one plane of the file ``data`` holds (all of them where the pixels are
-    stored whole), as ``H x W x samples`` in native byte order."""
-    width, height = size
-    samples = layout.samples // groups
-    step = layout.dtype.itemsize * samples  # bytes a pixel of this plane
-    tiled = _TILES in tags
-    if tiled:
-        across, down = tags.get(_TILE_WIDTH), tags.get(_TILE_LENGTH)
-        if not (isinstance(across, int) and isinstance(down, int) and across > 0 and down > 0):
-            raise BadImageError("its tile size is missing or damaged")
-        if across * down > max(4 * width * height, 1 << 20):  # each tile is decoded whole
-            raise BadImageError(f"its {across}x{down} tiles are far larger than its "
-                                f"{width}x{height} image")
-        columns, rows = -(-width // across), -(-height // down)
-        offsets, sizes, count = _TILES, _TILE_SIZES, columns * rows
-        standin = {_WIDTH: columns * across * step, _HEIGHT: rows * down,
-                   _TILE_WIDTH: across * step, _TILE_LENGTH: down}
-    else:
-        down = tags.get(_ROWS, height)
-        down = min(down, height) if isinstance(down, int) and down > 0 else height
-        columns, across, count = 1, width, -(-height // down)
-        offsets, sizes = _STRIPS, _STRIP_SIZES
-        standin = {_WIDTH: width * step, _HEIGHT: height, _ROWS: down}
-    starts, lengths = _per_sample(tags.get(offsets, ())), _per_sample(tags.get(sizes, ()))
-    if len(starts) < count * groups or len(lengths) < count * groups:
-        raise BadImageError("its strip or tile table is shorter than its image")
-    part = slice(group * count, (group + 1) * count)
-    rows = _bytes_rows(data, tags, {**standin, offsets: starts[part], sizes: lengths[part]})
-    # each tile's or strip's rows, as the predictor saw them: columns of whole tiles
-    pieces = rows.reshape(len(rows), columns, across * step)
-    predictor = tags.get(_PREDICTOR, _NO_PREDICTOR)
-    if predictor == _FLOAT_PREDICTOR:
-        values = _float_predicted(pieces, layout.dtype, samples)
-    else:
-        values = pieces.view(layout.dtype).astype(layout.dtype.newbyteorder("="))
-        values = values.reshape(len(rows), columns, across, samples)
-        if predictor == _HORIZONTAL:  # each sample less the one a pixel before, wrapping
-            unsigned = values.view(f"u{values.itemsize}")
-            np.cumsum(unsigned, axis=2, dtype=unsigned.dtype, out=unsigned)
-    values = values.reshape(len(rows), columns * across, samples)[:height, :width]
-    return values.astype(np.uint16 if layout.dtype.kind == "u" else np.float32, copy=False)
+def decode_bytes(im: StandIn, turned: bool) -> int:
+    """Bytes of memory reading the stand-in ``im``'s pixels takes at most: its blank pixels
+    and the result (each twice where ``turned`` upright, as a copy), and the largest piece read
+    at a time (see :data:`_PIECE_COPIES`)."""
+    layout = deep_layout(im.tag_v2)
+    out = 2 if layout.dtype.kind == "u" else 4  # bytes a sample of the result
+    pixels = im.width * im.height * (4 + out * len(layout.kept))  # Pillow's blank: 4 a pixel
+    where = im.fp.tell()
+    try:
+        geometries = [geometry for geometry, _, _ in _planes(im.fp, im.tag_v2, layout)]
+    finally:
+        im.fp.seek(where)
+    largest = max(sum(g.lengths[part]) for g in geometries for part in g.pieces())
+    return pixels * (1 + turned) + 2 * largest + _PIECE_COPIES * geometries[0].piece_bytes \
+        + _PIECE_SLACK
+
+
+def _planes(f: BinaryIO, tags: TiffImagePlugin.ImageFileDirectory_v2,
+            layout: DeepLayout) -> list[tuple[_Geometry, slice, tuple[int, ...]]]:
+    """How each plane read of the TIFF open as ``f`` is stored, the result's channels it
+    holds and its samples they are: one plane where the samples are stored whole (channels
+    not marked as alpha dropped: noted), each kept sample's where each has its own."""
+    file_size = f.seek(0, io.SEEK_END)
+    if tags.get(_PLANAR, 1) != 2:
+        return [(_Geometry.of(tags, layout, 0, file_size), np.s_[:], layout.kept)]
+    return [(_Geometry.of(tags, layout, sample, file_size), np.s_[i:i + 1], (0,))
+            for i, sample in enumerate(layout.kept)]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How one plane of a TIFF's image (all of it where its samples are stored whole) is cut
+    in strips or tiles, and which of them are decoded together."""
+
+    tags: TiffImagePlugin.ImageFileDirectory_v2
+    dtype: np.dtype  # one sample, as stored
+    samples: int  # in a pixel of this plane
+    size: tuple[int, int]  # of the image, as stored
+    tile: tuple[int, int]  # a tile's, or the width and rows of a strip
+    tiled: bool
+    starts: tuple[int, ...]  # this plane's strips or tiles
+    lengths: tuple[int, ...]
+    row: int  # strips or tiles in a row of them: the tiles across, or all the strips
+    together: int  # strips or tiles decoded at a time, of one row
+
+    @classmethod
+    def of(cls, tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout, plane: int,
+           file_size: int) -> _Geometry:
+        """The geometry of ``plane`` (0 where the samples are stored whole) of a file of
+        ``file_size`` bytes (no strip or tile is longer)."""
+        width, height = tags[_WIDTH], tags[_HEIGHT]
+        planar = tags.get(_PLANAR, 1) == 2
+        samples = 1 if planar else layout.samples
+        step = layout.dtype.itemsize * samples  # bytes a pixel of this plane
+        tiled = _TILES in tags
+        if tiled:
+            across, down = tags.get(_TILE_WIDTH), tags.get(_TILE_LENGTH)
+            if not (isinstance(across, int) and isinstance(down, int) and across > 0
+                    and down > 0):
+                raise BadImageError("its tile size is missing or damaged")
+            if across * down > max(4 * width * height, 1 << 20):  # each tile is decoded whole
+                raise BadImageError(f"its {across}x{down} tiles are far larger than its "
+                                    f"{width}x{height} image")
+            row = -(-width // across)
+            count = row * -(-height // down)
+            together = min(row, max(1, _PIECE_BYTES // (across * down * step)))
+            offsets, sizes = _TILES, _TILE_SIZES
+        else:
+            down = tags.get(_ROWS, height)
+            across, down = width, min(down, height) if isinstance(down, int) and down > 0 \
+                else height
+            count = row = -(-height // down)
+            together = min(count, max(1, _PIECE_BYTES // (down * width * step)))
+            offsets, sizes = _STRIPS, _STRIP_SIZES
+        starts, lengths = _per_sample(tags.get(offsets, ())), _per_sample(tags.get(sizes, ()))
+        planes = layout.samples if planar else 1
+        if len(starts) < count * planes or len(lengths) < count * planes:
+            raise BadImageError("its strip or tile table is shorter than its image")
+        part = slice(plane * count, (plane + 1) * count)
+        return cls(tags, layout.dtype, samples, (width, height), (across, down), tiled,
+                   starts[part], tuple(min(n, file_size) for n in lengths[part]), row, together)
+
+    @property
+    def piece_bytes(self) -> int:
+        """Bytes of the samples of the strips or tiles decoded at a time."""
+        return self.together * self.tile[0] * self.tile[1] * self.samples * self.dtype.itemsize
+
+    def pieces(self) -> Iterator[slice]:
+        """The strips or tiles decoded together, in turn, as slices of :attr:`starts`: strips
+        one below the other, or tiles side by side."""
+        return (slice(i, min(i + self.together, first + self.row))
+                for first in range(0, len(self.starts), self.row)
+                for i in range(first, first + self.row, self.together))
+
+
+def _read_plane(f: BinaryIO, geometry: _Geometry, out: np.ndarray, kept: tuple[int, ...]) -> None:
+    """Decode into ``out`` (``H x W x C``) the samples ``kept`` of the plane of the file open
+    as ``f`` that ``geometry`` describes, a few strips or tiles at a time."""
+    (width, height), (across, down) = geometry.size, geometry.tile
+    step = geometry.dtype.itemsize * geometry.samples  # bytes a pixel of this plane
+    predictor = geometry.tags.get(_PREDICTOR, _NO_PREDICTOR)
+    for part in geometry.pieces():
+        if geometry.tiled:  # tiles side by side, in a row of them
+            (down_by, x), columns = divmod(part.start, geometry.row), part.stop - part.start
+            y, x, rows = down_by * down, x * across, down
+        else:  # whole strips one below the other
+            y, x, columns = part.start * down, 0, 1
+            rows = min(part.stop * down, height) - y
+        stand_in = {_WIDTH: columns * across * step, _HEIGHT: rows}
+        stand_in.update({_TILE_WIDTH: across * step, _TILE_LENGTH: down} if geometry.tiled
+                        else {_ROWS: down})
+        block = _bytes_rows(f, geometry.tags, stand_in, geometry.starts[part],
+                            geometry.lengths[part])
+        # each tile's or strip's rows, as the predictor saw them: columns of whole tiles
+        pieces = block.reshape(rows, columns, across * step)
+        if predictor == _FLOAT_PREDICTOR:
+            values = _float_predicted(pieces, geometry.dtype, geometry.samples)
+        else:
+            values = pieces.view(geometry.dtype).reshape(rows, columns, across, geometry.samples)
+            if predictor == _HORIZONTAL:  # each sample less the one a pixel before, wrapping
+                values = values.astype(values.dtype.newbyteorder("="))
+                unsigned = values.view(f"u{values.itemsize}")
+                np.cumsum(unsigned, axis=2, dtype=unsigned.dtype, out=unsigned)
+        values = values.reshape(rows, columns * across, geometry.samples)
+        bottom, right = min(y + rows, height), min(x + columns * across, width)
+        channels = np.s_[:] if kept == tuple(range(geometry.samples)) else list(kept)
+        # to the result's type, in native order; the padding of tiles at the edges left out
+        out[y:bottom, x:right] = values[:bottom - y, :right - x, channels]
 
 
 def _float_predicted(pieces: np.ndarray, dtype: np.dtype, samples: int) -> np.ndarray:
@@ -237,22 +327,31 @@ def _float_predicted(pieces: np.ndarray, dtype: np.dtype, samples: int) -> np.nd
     return bits.view(f"f{size}").reshape(height, columns, -1, samples)
 
 
-def _bytes_rows(data: bytes, tags: TiffImagePlugin.ImageFileDirectory_v2,
-                layout: dict[int, object]) -> np.ndarray:
-    """The bytes of the strips or tiles ``layout`` names in the file ``data``, decompressed by
-    Pillow as the rows of an 8-bit grey image of that layout: a directory saying so is added at
-    the file's end and made its first."""
-    big, order = data[2:3] == b"+", "<" if data[:2] == b"II" else ">"
-    at = len(data) + len(data) % 2  # a directory starts on a word boundary
-    if at > 0xFFFFFFFF and not big:
-        raise BadImageError("a TIFF over 4 GB is not read at its depth")
-    tags = {**layout, _BITS: 8, _COMPRESSION: tags.get(_COMPRESSION, 1), _PHOTOMETRIC: 1,
-            _SAMPLES: 1, _PLANAR: 1}
-    head = data[:8] + struct.pack(f"{order}Q", at) if big else \
-        data[:4] + struct.pack(f"{order}L", at)
-    patched = b"".join((head, memoryview(data)[len(head):], b"\0" * (at - len(data)),
-                        _directory(tags, at, order, big)))  # one copy of the file
-    with Image.open(io.BytesIO(patched)) as rows:
+def _bytes_rows(f: BinaryIO, tags: TiffImagePlugin.ImageFileDirectory_v2,
+                layout: dict[int, object], starts: tuple[int, ...],
+                lengths: tuple[int, ...]) -> np.ndarray:
+    """The bytes of the strips or tiles at ``starts`` (``lengths`` bytes long) of the TIFF open
+    as ``f``, decompressed by Pillow as the rows of an 8-bit grey image of ``layout``: a TIFF
+    of just them is made, with a directory saying so."""
+    data = []
+    for start, length in zip(starts, lengths, strict=True):
+        f.seek(start)
+        data.append(f.read(length))
+    big = sum(map(len, data)) > 0xFFFF0000  # past what a TIFF's 32-bit offsets reach
+    order, head = ("<", b"II") if tags.prefix == b"II" else (">", b"MM")
+    head += struct.pack(f"{order}HHHQ", 43, 8, 0, 0) if big else struct.pack(f"{order}HL", 42, 0)
+    offsets = tuple(accumulate(map(len, data[:-1]), initial=len(head)))
+    at = offsets[-1] + len(data[-1])
+    at += at % 2  # a directory starts on a word boundary
+    where, sizes = (_TILES, _TILE_SIZES) if _TILE_WIDTH in layout else (_STRIPS, _STRIP_SIZES)
+    directory = {**layout, _BITS: 8, _COMPRESSION: tags.get(_COMPRESSION, 1), _PHOTOMETRIC: 1,
+                 _SAMPLES: 1, _PLANAR: 1, where: offsets, sizes: tuple(map(len, data))}
+    head = head[:-8] + struct.pack(f"{order}Q", at) if big else \
+        head[:-4] + struct.pack(f"{order}L", at)
+    made = b"".join((head, *data, bytes(at - offsets[-1] - len(data[-1])),
+                     _directory(directory, at, order, big)))
+    del data  # the pieces are in ``made`` now
+    with Image.open(io.BytesIO(made)) as rows:
         if rows.mode != "L":
             raise BadImageError("its strips or tiles cannot be read")
         load_pixels(rows)

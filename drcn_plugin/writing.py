@@ -43,10 +43,10 @@ from .errors import (
 )
 from .names import name_max
 from .targets import check_replaceable, keep_mode, link_target
-from .tiff16 import write_tiff16
+from .tiff16 import write_tiff_deep
 
 # What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
-_WRITE16 = {"PNG": write_png16, "TIFF": write_tiff16}
+_WRITE_DEEP = {"PNG": write_png16, "TIFF": write_tiff_deep}
 
 
 def refuse_input_target(path: Path, inputs: Iterable[Path]) -> None:
@@ -99,31 +99,31 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
 class Encoded:
     """A result file ready to write: Pillow's ``image`` in a mode ``format`` stores and its save
     ``options``, with what Pillow cannot write: colour ``chunks`` (see :func:`with_chunks`) and
-    a PNG's or TIFF's 16-bit colour ``pixels16``, for which ``image`` is a 1x1 stand-in in its
-    mode."""
+    a PNG's or TIFF's 16-bit colour (or grey with alpha), or a TIFF's float colour,
+    ``pixels_deep``, for which ``image`` is a 1x1 stand-in in its mode."""
 
     image: Image.Image
     format: str
     options: dict = field(default_factory=dict)
     chunks: dict[bytes, bytes] = field(default_factory=dict)
-    pixels16: np.ndarray | None = None
+    pixels_deep: np.ndarray | None = None
 
     def write(self, f: BinaryIO) -> None:
         """Write the file to ``f``."""
         if self.format == "BMP" and self.image.mode == "RGBA":
             write_bmp_rgba(_WithoutFileno(f), self.image, self.options.get("dpi"))
             return
-        if not self.chunks and self.pixels16 is None:
+        if not self.chunks and self.pixels_deep is None:
             self.image.save(_WithoutFileno(f), format=self.format, **self.options)
             return
-        encoded = io.BytesIO()  # Pillow's file, to which the chunks and 16-bit pixels are added
+        encoded = io.BytesIO()  # Pillow's file, to which the chunks and deep pixels are added
         self.image.save(encoded, format=self.format, **self.options)
         data = encoded.getvalue()
         pieces = with_chunks(data, self.format, self.chunks) if self.chunks else [data]
-        if self.pixels16 is None:
+        if self.pixels_deep is None:
             f.writelines(pieces)
         else:
-            _WRITE16[self.format](f, b"".join(pieces), self.pixels16)
+            _WRITE_DEEP[self.format](f, b"".join(pieces), self.pixels_deep)
 
 
 def atomic_save(encoded: Encoded, path: Path, overwrite: bool = False,

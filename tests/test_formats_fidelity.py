@@ -77,10 +77,11 @@ def _png16(path: Path, array: np.ndarray, colour_type: int, trns: bytes = b"",
                               (png_chunk(b"tRNS", trns) if trns else b"") + chunks))
 
 
-@pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4)])
+@pytest.mark.parametrize("colour_type, channels", [(2, 3), (6, 4), (4, 2)])
 def test_16_bit_png_colour_is_read_at_16_bits(tmp_path: Path, colour_type: int,
                                               channels: int) -> None:
-    """Pillow reads 16-bit colour as 8 bits; the low byte of each sample is read too."""
+    """Pillow reads 16-bit colour (and grey with alpha) as 8 bits; the low byte of each sample
+    is read too."""
     deep = np.random.default_rng(0).integers(0, 65536, (7, 9, channels), dtype=np.uint16)
     _png16(tmp_path / "d.png", deep, colour_type)
     array, info = read_image(tmp_path / "d.png")
@@ -175,7 +176,8 @@ def test_a_5_6_5_bmp_is_not_called_16_bit_colour(tmp_path: Path) -> None:
 def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
                                                         tiny_model_file: str) -> None:
     """A tRNS colour gives RGBA; 16-bit colour stays 16-bit (Pillow reads the result at 8);
-    16-bit grey with alpha stays grey with alpha (LA), at 8 bits with a note."""
+    16-bit grey with alpha stays 16-bit grey with alpha, which drcn reads back at 16 bits
+    (Pillow reads it as RGBA at 8)."""
     ramp = _ramp().astype(np.uint16) * 257
     rgb = np.stack([ramp, ramp // 2, 65535 - ramp], -1)
     Image.fromarray(np.stack([_ramp()] * 3, -1)).save(folder / "t.png", transparency=(0, 0, 0))
@@ -184,12 +186,13 @@ def test_transparent_colour_and_16_bit_sources_upscale(folder: Path,
     r = upscale(str(folder), "-m", tiny_model_file, "-o", str(folder / "out"))
     assert r.exit_code == 0, r.output
     modes = {n: Image.open(folder / "out" / n).mode for n in ("t.png", "c16.png", "la16.png")}
-    assert modes == {"t.png": "RGBA", "c16.png": "RGB", "la16.png": "LA"}
-    assert "16-bit colour read and written as 8 bits" not in r.output
+    assert modes == {"t.png": "RGBA", "c16.png": "RGB", "la16.png": "RGBA"}
+    assert "read and written as 8 bits" not in r.output
     assert (folder / "out" / "c16.png").read_bytes()[24] == 16  # IHDR's bit depth
-    assert "16-bit grey with alpha read and written as 8 bits" in r.output
-    alpha = np.asarray(Image.open(folder / "out" / "la16.png"))[..., 1]
-    assert (alpha == round(40000 / 257)).all()
+    assert (folder / "out" / "la16.png").read_bytes()[24:26] == bytes([16, 4])  # grey+alpha
+    grey_alpha, _ = read_image(folder / "out" / "la16.png")
+    assert grey_alpha.dtype == np.uint16 and grey_alpha.shape[2] == 2
+    assert (grey_alpha[..., 1] == 40000).all()  # not 40000 // 257 * 257: the low bytes read
 
 
 @pytest.mark.parametrize(("args", "lossless_kept"), [

@@ -242,7 +242,8 @@ def test_x1_results_are_the_input_itself_at_their_depth(folder: Path, tiny_model
 
 def test_16_bit_grey_with_alpha_goes_to_a_16_bit_grey_with_alpha_png(
         folder: Path, tiny_model_file: str) -> None:
-    """PNG's colour type 4 at 16 bits (drcn and Pillow read it at 8: its high bytes)."""
+    """PNG's colour type 4 at 16 bits, which drcn reads back exactly (Pillow at 8 bits: its
+    high bytes, as RGBA)."""
     pixels = _samples("grey16+alpha", seed=8)
     _deep_tiff(folder / "a.tif", pixels, "grey16+alpha")
     r = upscale(str(folder / "a.tif"), "-m", tiny_model_file, "-o", str(folder.parent / "o"),
@@ -253,6 +254,8 @@ def test_16_bit_grey_with_alpha_goes_to_a_16_bit_grey_with_alpha_png(
     with Image.open(folder.parent / "o" / "a.png") as im:
         high = np.asarray(im)
     assert np.array_equal(high[..., [0, 3]], pixels >> 8)
+    array, info = read_image(folder.parent / "o" / "a.png")
+    assert array.dtype == np.uint16 and np.array_equal(array, pixels) and not info.notes
 
 
 def test_float_colour_goes_to_png_as_16_bits_or_is_refused_where_it_would_clip(
@@ -268,3 +271,53 @@ def test_float_colour_goes_to_png_as_16_bits_or_is_refused_where_it_would_clip(
     assert array.dtype == np.uint16 and np.array_equal(array, np.round(rgb * 65535))
     with pytest.raises(BadOptionError, match="span -0.5..1; PNG stores 0..1"):
         encode(rgb, "PNG", ImageInfo(format="TIFF", value_range=(-0.5, 1.0)), 1.0)
+
+
+_BIG_TYPES = {3: "H", 4: "L", 16: "Q"}  # SHORT, LONG and BigTIFF's LONG8, as struct packs them
+
+
+def _big_tiff(path: Path, pixels: np.ndarray, kind: str, compression: int, predictor: int,
+              rows: int = 3) -> None:
+    """A little-endian BigTIFF (8-byte offsets and counts, 20-byte entries) of ``pixels`` as
+    ``kind`` stores them, in strips of ``rows`` rows, written with struct as libtiff does."""
+    _, photometric, channels, sample_format = KINDS[kind]
+    h, w = pixels.shape[:2]
+    stored = pixels.astype(pixels.dtype.newbyteorder("<"))
+    strips = [_PACK[compression](_predicted(stored[y:y + rows], predictor))
+              for y in range(0, h, rows)]
+    bits = (8 * pixels.dtype.itemsize,) * channels
+    tags = {256: (4, (w,)), 257: (4, (h,)), 258: (3, bits), 259: (3, (compression,)),
+            262: (3, (photometric,)), 273: (16, ()), 277: (3, (channels,)), 278: (4, (rows,)),
+            279: (16, tuple(map(len, strips))), 317: (3, (predictor,)),
+            339: (3, (sample_format,) * channels)}
+    if channels in (2, 4):
+        tags[338] = (3, (ALPHA,))
+    at = 16 + 8 + 20 * len(tags) + 8  # past the header and the directory: its tables, strips
+    starts = (0,) * len(strips)
+    for _ in range(2):  # the second time with the strips' starts, past the tables' known size
+        tags[273] = (16, starts)
+        tables, entries = b"", []
+        for tag, (kind_, values) in sorted(tags.items()):
+            packed = struct.pack(f"<{len(values)}{_BIG_TYPES[kind_]}", *values)
+            if len(packed) > 8:  # what does not fit an entry goes after the directory
+                packed, tables = struct.pack("<Q", at + len(tables)), tables + packed
+            entries.append(struct.pack("<HHQ", tag, kind_, len(values))
+                           + packed.ljust(8, b"\0"))
+        starts = tuple(at + len(tables) + sum(map(len, strips[:i])) for i in range(len(strips)))
+    head = b"II" + struct.pack("<HHHQ", 43, 8, 0, 16)
+    ifd = struct.pack("<Q", len(tags)) + b"".join(entries) + bytes(8)
+    path.write_bytes(head + ifd + tables + b"".join(strips))
+
+
+@pytest.mark.parametrize("compression", [NONE, ADOBE_DEFLATE])
+@pytest.mark.parametrize("kind", ["grey16+alpha", "rgb-float32"])
+def test_a_bigtiff_is_read_exactly(tmp_path: Path, kind: str, compression: int) -> None:
+    """BigTIFF (what libtiff writes past 4 GB, and on request) of 16-bit grey with alpha and of
+    float RGB, with the predictor each is stored with. Little-endian only: Pillow 13 takes a
+    big-endian BigTIFF's header for a classic one's (it looks for 43 in its third byte)."""
+    pixels = _samples(kind, seed=10, h=11, w=13)
+    predictor = 1 if compression == NONE else 2 if pixels.dtype == np.uint16 else 3
+    _big_tiff(tmp_path / "b.tif", pixels, kind, compression, predictor)
+    assert (tmp_path / "b.tif").read_bytes()[:4] == b"II+\0"
+    array, info = read_image(tmp_path / "b.tif")
+    assert array.dtype == pixels.dtype and np.array_equal(array, pixels) and not info.notes
