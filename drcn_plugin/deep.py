@@ -19,6 +19,7 @@ from .colourspace import png_chunk
 from .cpus import in_order
 from .misreads import png_chunks
 from .opening import load_pixels
+from .pixelmodes import with_key_alpha
 from .tiff16 import DEFLATE_LEVEL, low_byte_tiles
 from .tiffdeep import StandIn, deep_layout, deep_pixels
 
@@ -37,19 +38,20 @@ _LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
 
 def read_deep(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np.ndarray | None:
     """A loaded deep colour image's pixels as uint16 (a 10/12-bit HEIF's, a 16-bit PNG's or
-    TIFF's colour or grey with alpha, turned as Pillow turns them: see :func:`transpose16`), or
-    a float TIFF's as float32; None for other images, or where the caller needs Pillow's
-    reading (a PNG's transparent colour). ``stored`` is Pillow's raw mode of the file's pixels;
-    ``f`` the open file, whose position is kept."""
+    TIFF's colour or grey with alpha, turned as Pillow turns them: see :func:`transpose16`; a
+    16-bit RGB PNG's transparent colour as alpha), or a float TIFF's as float32; None for other
+    images. ``stored`` is Pillow's raw mode of the file's pixels; ``f`` the open file, whose
+    position is kept."""
     if im.format == "HEIF":
         return _heif_pixels16(f, im, notes)
     if isinstance(im, StandIn):  # samples Pillow has no mode for
         return deep_pixels(f, im, deep_layout(im.tag_v2))
+    key = None  # a 16-bit RGB PNG's transparent colour (tRNS), which Pillow gives in 16 bits
     if im.format == "TIFF":
         low_tiles = partial(low_byte_tiles, im, stored)
-    elif im.format == "PNG" and stored in _LOW_BYTES and "transparency" not in im.info \
-            and getattr(im, "n_frames", 1) == 1:
+    elif im.format == "PNG" and stored in _LOW_BYTES and getattr(im, "n_frames", 1) == 1:
         low_tiles = partial(_png_low_tiles, stored)
+        key = im.info.get("transparency") if stored == "RGB;16B" else None
     else:
         return None
     where = f.tell()
@@ -67,9 +69,10 @@ def read_deep(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np
             load_pixels(low)  # turned upright as ``im`` was
             if low.size != im.size:
                 return None
-            return _grey_alpha_joined(low) if stored == "LA;16B" else _joined(im, low)
+            pixels = _grey_alpha_joined(low) if stored == "LA;16B" else _joined(im, low)
     finally:
         f.seek(where)
+    return pixels if key is None else with_key_alpha(pixels, key)
 
 
 def _png_low_tiles(stored: str, tiles: list[ImageFile._Tile]) -> list[ImageFile._Tile] | None:

@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadImageError, one_line
-from .planes import to_8bit
 from .tiff16 import why_8_bits
 
 if TYPE_CHECKING:
@@ -127,19 +126,33 @@ def held_at_8_bits(im: Image.Image, stored: str, notes: list[str]) -> Image.Imag
     return im.convert("LA") if grey else im
 
 
-def _keyed_alpha(im: Image.Image, stored: str) -> np.ndarray | None:
-    """PNG's transparent colour (tRNS on grey or RGB) as an alpha plane; None when the image has
-    none or no pixel has that colour (then no alpha is added)."""
+def _keyed(im: Image.Image, stored: str) -> np.ndarray | None:
+    """``im``'s pixels with PNG's transparent colour (tRNS on grey or RGB) as alpha (see
+    :func:`with_key_alpha`); None when it has no transparent colour. 16-bit grey is keyed in 16
+    bits."""
     trns = im.info.get("transparency")
     if trns is None or im.mode not in ("1", "L", "RGB", *_GREY16):
         return None
     depth = _LOW_GREY_DEPTHS.get(stored)
     if depth and isinstance(trns, int) and trns < 1 << depth:  # Pillow leaves the stored level
         trns *= 255 // ((1 << depth) - 1)
-    pixels = np.asarray(im.convert("L") if im.mode == "1" else im,
-                        dtype=np.uint16 if im.mode in _GREY16 else np.uint8)
-    key = pixels == trns if pixels.ndim == 2 else (pixels == np.asarray(trns)).all(axis=-1)
-    return np.where(key, 0, 255).astype(np.uint8) if key.any() else None
+    return with_key_alpha(_as_array(im.convert("L") if im.mode == "1" else im,
+                                    np.uint16 if im.mode in _GREY16 else np.uint8), trns)
+
+
+def with_key_alpha(pixels: np.ndarray, key: int | tuple[int, ...]) -> np.ndarray:
+    """Grey or RGB ``pixels`` (uint8 or uint16) with an alpha channel made from PNG's
+    transparent colour ``key`` (a level, or one per channel, at the pixels' depth): 0 where a
+    pixel is the key, the full level elsewhere; ``pixels`` as they are where none is."""
+    hit = pixels == key if pixels.ndim == 2 else (pixels == np.asarray(key)).all(axis=-1)
+    if not hit.any():
+        return pixels
+    channels = pixels.reshape(*hit.shape, -1)  # grey as one channel
+    out = np.empty((*hit.shape, channels.shape[2] + 1), pixels.dtype)
+    out[..., :-1] = channels
+    out[..., -1] = np.iinfo(pixels.dtype).max
+    out[..., -1][hit] = 0
+    return out
 
 
 def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
@@ -150,12 +163,9 @@ def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
         # the key is in 16-bit samples, the decoded pixels in 8: no match can be told exactly
         info.notes.append("transparent colour dropped: Pillow reads 16-bit colour as 8 bits")
         return np.asarray(im)
-    alpha = _keyed_alpha(im, stored)
-    if alpha is not None:
-        if mode in _GREY16:  # Pillow writes grey with alpha at 8 bits only
-            info.notes.append(_EIGHT_BITS.format("grey with alpha"))
-            return np.dstack([to_8bit(np.asarray(im, dtype=np.uint16)), alpha])
-        return np.dstack([np.asarray(im.convert("L") if mode == "1" else im), alpha])
+    keyed = _keyed(im, stored)
+    if keyed is not None:
+        return keyed
     if mode in _GREY16:
         return _as_array(im, np.uint16)
     if mode == "I":
