@@ -153,6 +153,9 @@ def refusal(tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout) -> 
                f"not {name}"
     if predictor not in (_NO_PREDICTOR, _HORIZONTAL, _FLOAT_PREDICTOR):
         return f"{layout.what} with TIFF predictor {predictor} is not supported"
+    if predictor == _FLOAT_PREDICTOR and layout.dtype.kind != "f":
+        return f"{layout.what} with TIFF predictor 3 is not supported: it is the floating-point " \
+               "predictor, for float samples"
     if tags.get(_FILL_ORDER, 1) != 1:
         return f"{layout.what} with its bits stored in reverse order (FillOrder 2) is not " \
                "supported"

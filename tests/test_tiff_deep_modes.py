@@ -155,7 +155,10 @@ def test_white_is_zero_grey_with_alpha_is_inverted(tmp_path: Path) -> None:
                   "compressed, not JPEG"),
     ({317: 5}, "32-bit float RGB with TIFF predictor 5 is not supported"),
     ({262: 0, 338: ALPHA, 277: 2, 258: (32, 32), 339: (3, 3)},
-     "float grey stored white-is-zero")])
+     "float grey stored white-is-zero"),
+    ({262: 1, 338: ALPHA, 277: 2, 258: (16, 16), 339: (1, 1), 317: 3},
+     "16-bit grey with alpha with TIFF predictor 3 is not supported: it is the floating-point "
+     "predictor, for float samples")])
 def test_what_cannot_be_read_is_refused_in_one_line(folder: Path, tiny_model_file: str,
                                                     tags: dict, why: str) -> None:
     _deep_tiff(folder / "r.tif", _samples("rgb-float32"), "rgb-float32", tags=tags)
