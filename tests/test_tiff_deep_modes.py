@@ -15,6 +15,7 @@ from helpers import upscale
 from PIL import Image, ImageCms, TiffImagePlugin
 from test_tiff16 import _PACK, ADOBE_DEFLATE, ALPHA, ICC, LZW, NONE, PACKBITS, PREMULTIPLIED
 
+from drcn_plugin import tiffdeep
 from drcn_plugin.encoding import encode
 from drcn_plugin.errors import BadImageError, BadOptionError
 from drcn_plugin.imagefile import ImageInfo, read_image
@@ -130,9 +131,11 @@ def test_predictors_tiles_and_planes_are_undone(tmp_path: Path, kind: str,
 
 @pytest.mark.parametrize("kind, colour, alpha, stored", [
     ("grey16+alpha", 30000, 32768, 15000), ("rgba-float32", 0.5, 0.5, 0.25)])
-def test_premultiplied_alpha_is_undone(tmp_path: Path, kind: str, colour: float, alpha: float,
-                                       stored: float) -> None:
-    """Colour stored multiplied by alpha comes back as meant; under no alpha, as stored."""
+def test_premultiplied_alpha_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+                                       colour: float, alpha: float, stored: float) -> None:
+    """Colour stored multiplied by alpha comes back as meant; under no alpha, as stored. Undone
+    a block of rows at a time: here a row or two each."""
+    monkeypatch.setattr(tiffdeep, "_PIECE_BYTES", 150)
     pixels = _samples(kind, seed=2)
     pixels[..., :-1], pixels[..., -1] = stored, alpha
     pixels[0, 0, -1] = 0
