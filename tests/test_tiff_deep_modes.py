@@ -145,6 +145,35 @@ def test_premultiplied_alpha_is_undone(tmp_path: Path, monkeypatch: pytest.Monke
     assert np.array_equal(array[..., -1], pixels[..., -1]) and (array[0, 0, :-1] == stored).all()
 
 
+def _second_page(path: Path, loop: bool = False) -> None:
+    """The classic TIFF at ``path`` given a second page: a copy of its directory, appended, whose
+    values' offsets still reach the first's tables and strips; where ``loop``, its link to a next
+    page leads back to the first, as a damaged file's may."""
+    data = path.read_bytes()
+    order = "<" if data[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(f"{order}L", data, 4)
+    (count,) = struct.unpack_from(f"{order}H", data, first)
+    link = first + 2 + 12 * count  # where the first directory names the next one
+    second = len(data) + len(data) % 2
+    copy = data[first:link] + struct.pack(f"{order}L", first if loop else 0)
+    path.write_bytes(data[:link] + struct.pack(f"{order}L", second) + data[link + 4:]
+                     + bytes(len(data) % 2) + copy)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("kind", ["grey16+alpha", "rgb-float32"])
+def test_a_second_page_is_named_in_the_first_frame_note(tmp_path: Path, kind: str,
+                                                        loop: bool) -> None:
+    """As for any TIFF of several pages: the first alone is upscaled, and the note says so; a
+    chain of pages that loops back is counted once round."""
+    pixels = _samples(kind, seed=11)
+    _deep_tiff(tmp_path / "two.tif", pixels, kind, ">")
+    _second_page(tmp_path / "two.tif", loop)
+    array, info = read_image(tmp_path / "two.tif")
+    assert np.array_equal(array, pixels) and info.frames == 2
+    assert info.notes == ["2 frames: only the first was upscaled"]
+
+
 def test_white_is_zero_grey_with_alpha_is_inverted(tmp_path: Path) -> None:
     pixels = _samples("grey16+alpha", seed=3)
     stored = pixels.copy()
