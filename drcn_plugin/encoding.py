@@ -58,13 +58,16 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     (noted); a PNG's colour chunks become an ICC profile where ``fmt`` has no place for them.
     16-bit colour (or grey with alpha) for PNG and TIFF (up to what a TIFF holds) is kept at 16
     bits, float colour for TIFF as 32-bit float: no 8-bit image of it is made."""
-    bands = array.ndim == 3 and array.shape[2] in (2, 3, 4)  # what Pillow holds at 8 bits only
+    bands = _bands(array)
     if bands and np.issubdtype(array.dtype, np.floating) and fmt != "TIFF":
         array = _float_as_levels(array, fmt, info)  # a format of integers: 16 bits or 8, noted
     colour16 = bands and array.dtype == np.uint16
     floats = bands and np.issubdtype(array.dtype, np.floating)  # for TIFF: written as 32-bit
-    size = array.size * (2 if colour16 else 4)  # the bytes of the samples written
-    deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF" and size <= TIFF16_MAX_BYTES)
+    pixels = array.shape[0] * array.shape[1]
+    deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF"
+                                     and not _tiff_at_8_bits(array, pixels))
+    if floats and not deep:  # a TIFF too large for float samples: 8 bits, 0..1, in its place
+        _require_unit_range(fmt, info)
     # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,
     # info and options, not on the pixels, and write_png16 and write_tiff_deep give the file it
     # writes the 16-bit or float pixels
@@ -85,6 +88,11 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
         info.about = replace(info.about, png_colour=unsaid)
     return Encoded(im, fmt, save_options(fmt, info, scale, quality, deep),
                    info.about.added_chunks(fmt), array if deep else None)
+
+
+def _bands(array: np.ndarray) -> bool:
+    """Whether ``array`` is colour or grey with alpha: what Pillow holds at 8 bits only."""
+    return array.ndim == 3 and array.shape[2] in (2, 3, 4)
 
 
 def _in_stored_mode(array: np.ndarray, fmt: str, info: ImageInfo) -> Image.Image:
@@ -121,11 +129,25 @@ def _float_as_levels(array: np.ndarray, fmt: str, info: ImageInfo) -> np.ndarray
 
 
 def _require_unit_range(fmt: str, info: ImageInfo) -> None:
-    """Refuse a float result whose values leave 0..1 for ``fmt``, which would clip them."""
+    """Refuse a float result whose values leave 0..1 for ``fmt``, which would clip them: a
+    format of integers, or a TIFF (only where too large for float samples: see
+    :func:`_tiff_at_8_bits`)."""
     low, high = info.value_range or (0.0, 1.0)
-    if low < 0 or high > 1:
-        raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and "
-                             "would clip them: write TIFF instead", option="format")
+    if not (low < 0 or high > 1):
+        return
+    if fmt == "TIFF":
+        raise BadOptionError(f"the float values span {low:g}..{high:g}; a TIFF this large is "
+                             "written at 8 bits, 0..1, which would clip them (a TIFF holds 4 GB):"
+                             " upscale it less", option="scale")
+    raise BadOptionError(f"the float values span {low:g}..{high:g}; {fmt} stores 0..1 and would "
+                         "clip them: write TIFF instead", option="format")
+
+
+def _tiff_at_8_bits(array: np.ndarray, pixels: int) -> bool:
+    """Whether a TIFF holds ``pixels`` pixels of ``array``'s 16-bit or float colour (or grey
+    with alpha) at 8 bits only: their samples (floats as 32-bit) pass what its 32-bit offsets
+    reach (:data:`.tiff16.TIFF16_MAX_BYTES`)."""
+    return pixels * array.shape[2] * (2 if array.dtype == np.uint16 else 4) > TIFF16_MAX_BYTES
 
 
 # The longest side of each format (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION), and for
@@ -162,6 +184,9 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
         raise BadOptionError(f"BMP files hold at most 4 GiB, the result would be {size[1]}x"
                              f"{size[0]} ({need / 2**30:.1f} GiB): use PNG or TIFF",
                              option="format")
+    floats = _bands(array) and np.issubdtype(array.dtype, np.floating)
+    if size is not None and fmt == "TIFF" and floats and _tiff_at_8_bits(array, size[0] * size[1]):
+        _require_unit_range(fmt, info)  # the corner encoded below fits a TIFF at 32 bits
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
     if corner.ndim == 3 and corner.shape[2] in (2, 4):

@@ -46,7 +46,14 @@ from .misreads import (
     usable_icc,
     without_damaged_chunks,
 )
-from .opening import load_pixels, open_image, open_regular, reader_refusal, refuse_preview
+from .opening import (
+    load_pixels,
+    open_image,
+    open_regular,
+    reader_refusal,
+    refuse_preview,
+    tiff_pages,
+)
 from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
@@ -330,15 +337,16 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 def _frame_count(path: Path, im: Image.Image) -> int:
     """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
-    on an image of its own: counting seeks back to the first page, which sets its reader up
-    again (without the switches it was opened with: libtiff for planes) and resets its size but
-    not its pixels, which Pillow turned upright in loading. A damaged frame table counts one:
-    the first frame decoded, that is enough."""
+    from its chain of directories, read from a file of its own: Pillow's count would set its
+    reader up again at the first page, without the switches it was opened with (libtiff for
+    planes, the stand-in's modes for samples Pillow has no mode for), and reset its size but not
+    its pixels, which Pillow turned upright in loading. A damaged frame table counts one: the
+    first frame decoded, that is enough."""
     try:
         if im.format != "TIFF":
             return int(getattr(im, "n_frames", 1))
-        with open_regular(path) as raw, open_image(raw) as pages:
-            return int(getattr(pages, "n_frames", 1))
+        with open_regular(path) as raw:
+            return max(1, tiff_pages(raw))
     except Exception:  # noqa: BLE001 - any failure of the count, as above
         return 1
 

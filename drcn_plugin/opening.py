@@ -196,6 +196,36 @@ def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
     return ifd
 
 
+def tiff_pages(f: BinaryIO) -> int:
+    """How many images (pages) the TIFF or BigTIFF open as ``f`` chains, from its directories'
+    entry counts and links alone (their tags and pixels unread: Pillow has no mode for some).
+    A directory cut off by the file's end ends the count, and so does a link back to one
+    already counted (a loop); 0 when ``f`` holds no TIFF header."""
+    f.seek(0)
+    head = f.read(16)
+    if head[:4] not in _TIFF_HEADS:
+        return 0
+    order, big = "<" if head[:2] == b"II" else ">", head[:4] in _TIFF_HEADS[2:]
+    count, entry, link = (f"{order}Q", 20, f"{order}Q") if big else (f"{order}H", 12, f"{order}L")
+    try:
+        (where,) = struct.unpack_from(link, head, 8 if big else 4)
+    except struct.error:  # a header cut off
+        return 0
+    end, seen = f.seek(0, os.SEEK_END), set()
+    while where and where not in seen:
+        f.seek(min(where, end))
+        raw = f.read(struct.calcsize(count))
+        if len(raw) < struct.calcsize(count):
+            break
+        f.seek(min(where + len(raw) + struct.unpack(count, raw)[0] * entry, end))
+        raw = f.read(struct.calcsize(link))
+        if len(raw) < struct.calcsize(link):
+            break
+        seen.add(where)
+        (where,) = struct.unpack(link, raw)
+    return len(seen)
+
+
 def _tiff_layout(f: BinaryIO) -> str:
     """What a TIFF's first image holds that Pillow has no mode for, from its tags, as ``no mode
     for 16-bit grey with alpha``; empty when the tags cannot be read."""

@@ -153,6 +153,9 @@ def refusal(tags: TiffImagePlugin.ImageFileDirectory_v2, layout: DeepLayout) -> 
                f"not {name}"
     if predictor not in (_NO_PREDICTOR, _HORIZONTAL, _FLOAT_PREDICTOR):
         return f"{layout.what} with TIFF predictor {predictor} is not supported"
+    if predictor == _FLOAT_PREDICTOR and layout.dtype.kind != "f":
+        return f"{layout.what} with TIFF predictor 3 is not supported: it is the floating-point " \
+               "predictor, for float samples"
     if tags.get(_FILL_ORDER, 1) != 1:
         return f"{layout.what} with its bits stored in reverse order (FillOrder 2) is not " \
                "supported"
@@ -378,14 +381,23 @@ def _directory(tags: dict[int, object], at: int, order: str, big: bool) -> bytes
 
 def _unpremultiplied(pixels: np.ndarray) -> np.ndarray:
     """Colour stored multiplied by its alpha (the last channel) divided by it again, rounded
-    and kept within range for 16-bit samples; colour under no alpha is left as stored."""
-    if pixels.dtype == np.uint16:
-        alpha = pixels[..., -1:].astype(np.uint32)
-        colour = (pixels[..., :-1].astype(np.uint32) * 65535 + alpha // 2) // np.maximum(alpha, 1)
-        pixels[..., :-1] = np.where(alpha > 0, np.minimum(colour, 65535), pixels[..., :-1])
-    else:
-        alpha = pixels[..., -1:]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pixels[..., :-1] = np.where(alpha > 0, pixels[..., :-1] / alpha, pixels[..., :-1])
+    and kept within range for 16-bit samples; colour under no alpha is left as stored. In place,
+    a block of rows at a time: their 32-bit copies (:data:`_PIECE_BYTES` of them, within what
+    :func:`decode_bytes` counts for the pieces) are all the memory it takes."""
+    height, width, channels = pixels.shape
+    rows = max(1, _PIECE_BYTES // (width * channels * 4))
+    for top in range(0, height, rows):
+        block = pixels[top:top + rows]
+        colour, alpha = block[..., :-1], block[..., -1:]
+        if pixels.dtype == np.uint16:
+            wide = alpha.astype(np.uint32)
+            divided = colour.astype(np.uint32)
+            divided *= 65535  # at most 65535 * 65535 + 32767: within 32 bits
+            divided += wide >> 1  # rounded to the nearest
+            divided //= np.maximum(wide, 1)
+            np.minimum(divided, 65535, out=divided)
+            np.copyto(colour, divided, casting="unsafe", where=wide > 0)
+        else:
+            with np.errstate(invalid="ignore"):  # infinite colour under infinite alpha: NaN
+                np.divide(colour, alpha, out=colour, where=alpha > 0)
     return pixels
-

@@ -16,7 +16,8 @@ from helpers import hand_png, upscale
 from PIL import Image, ImageCms, TiffImagePlugin
 
 from drcn_plugin import encoding, tiff16
-from drcn_plugin.encoding import encode
+from drcn_plugin.encoding import check_writable, encode
+from drcn_plugin.errors import BadOptionError
 from drcn_plugin.imagefile import ImageInfo, read_image
 
 NONE, LZW, DEFLATE, PACKBITS, ADOBE_DEFLATE = 1, 5, 32946, 32773, 8  # TIFF Compression
@@ -152,6 +153,28 @@ def test_a_16_bit_tiff_over_4_gb_is_written_at_8_bits_with_a_note(
     with Image.open(io.BytesIO(_written(_levels(3, h=5, w=8), info))) as im:
         assert im.tag_v2[258] == (8, 8, 8)
     assert "a TIFF holds 4 GB: result reduced to 8 bits" in info.notes
+
+
+def test_a_float_tiff_over_4_gb_is_written_at_8_bits_only_where_that_clips_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too large for 32-bit float samples, as 16-bit colour is: in 0..1, written at 8 bits with
+    the note; past it (HDR), refused rather than clipped, and before any upscaling: from the
+    result's size, which the 2x2 corner that check_writable encodes does not show."""
+    monkeypatch.setattr(encoding, "TIFF16_MAX_BYTES", 1000)  # 20x20 float RGB: 4800 bytes
+    rgb = np.random.default_rng(12).random((20, 20, 3)).astype(np.float32)
+    info = ImageInfo(format="TIFF", value_range=(0.0, 1.0))
+    with Image.open(io.BytesIO(_written(rgb, info))) as im:
+        assert im.mode == "RGB" and np.abs(np.asarray(im) - rgb * 255).max() <= 0.5
+    assert info.notes == ["a TIFF holds 4 GB: result reduced to 8 bits"]
+    check_writable(rgb[:5, :5], "TIFF", info, 4.0, size=(20, 20))
+    hdr = ImageInfo(format="TIFF", value_range=(-0.5, 1.5))
+    why = r"span -0.5..1.5; a TIFF this large is written at 8 bits, 0..1, which would clip them"
+    with pytest.raises(BadOptionError, match=why):
+        _written(rgb, hdr)
+    check_writable(rgb[:5, :5], "TIFF", hdr, 1.0, size=(5, 5))
+    with pytest.raises(BadOptionError, match=why):
+        check_writable(rgb[:5, :5], "TIFF", hdr, 4.0, size=(20, 20))
+    assert not hdr.notes
 
 
 def _photo(path: Path, pixels: np.ndarray) -> dict:

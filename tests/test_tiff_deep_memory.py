@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import upscale
-from test_tiff16 import ADOBE_DEFLATE, LZW
+from test_tiff16 import ADOBE_DEFLATE, LZW, PREMULTIPLIED
 from test_tiff_deep_modes import _deep_tiff, _samples
 
 from drcn_plugin import devices, tiffdeep
@@ -25,7 +25,9 @@ ORIENTATION = 274
 @pytest.mark.parametrize("kind, layout", [
     ("rgba-float32", {"rows": 8}), ("rgba-float32", {"tile": 16}),
     ("grey16+alpha", {"rows": 5}), ("rgb-float16", {"planar": True, "rows": 4}),
-    ("rgb-float32", {"rows": 8, "tags": {ORIENTATION: 6}})])
+    ("rgb-float32", {"rows": 8, "tags": {ORIENTATION: 6}}),
+    ("rgba-float32", {"rows": 8, "extra": PREMULTIPLIED}),
+    ("grey16+alpha", {"rows": 5, "extra": PREMULTIPLIED})])
 def test_reading_takes_no_more_than_the_check_before_it_asks_for(
         folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch, kind: str,
         layout: dict) -> None:
@@ -35,6 +37,9 @@ def test_reading_takes_no_more_than_the_check_before_it_asks_for(
     monkeypatch.setattr(tiffdeep, "_PIECE_BYTES", 1 << 14)  # a few strips at a time, as for a photo
     monkeypatch.setattr(tiffdeep, "_PIECE_SLACK", 0)  # the allocator's: tracemalloc misses it
     pixels = _samples(kind, seed=9, h=320, w=400)
+    if layout.get("extra") == PREMULTIPLIED:  # colour under full or no alpha comes back as stored
+        pixels[..., -1] = np.where(pixels[..., -1] < pixels[..., -1].mean(), 0,
+                                   65535 if pixels.dtype == np.uint16 else 1)
     compression, predictor = (LZW, 2) if pixels.dtype == np.uint16 else (ADOBE_DEFLATE, 3)
     _deep_tiff(folder / "m.tif", pixels, kind, "<", compression, predictor, **layout)
     read_image(folder / "m.tif")  # what a first reading imports and caches is not counted

@@ -15,6 +15,7 @@ from helpers import upscale
 from PIL import Image, ImageCms, TiffImagePlugin
 from test_tiff16 import _PACK, ADOBE_DEFLATE, ALPHA, ICC, LZW, NONE, PACKBITS, PREMULTIPLIED
 
+from drcn_plugin import tiffdeep
 from drcn_plugin.encoding import encode
 from drcn_plugin.errors import BadImageError, BadOptionError
 from drcn_plugin.imagefile import ImageInfo, read_image
@@ -130,9 +131,11 @@ def test_predictors_tiles_and_planes_are_undone(tmp_path: Path, kind: str,
 
 @pytest.mark.parametrize("kind, colour, alpha, stored", [
     ("grey16+alpha", 30000, 32768, 15000), ("rgba-float32", 0.5, 0.5, 0.25)])
-def test_premultiplied_alpha_is_undone(tmp_path: Path, kind: str, colour: float, alpha: float,
-                                       stored: float) -> None:
-    """Colour stored multiplied by alpha comes back as meant; under no alpha, as stored."""
+def test_premultiplied_alpha_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+                                       colour: float, alpha: float, stored: float) -> None:
+    """Colour stored multiplied by alpha comes back as meant; under no alpha, as stored. Undone
+    a block of rows at a time: here a row or two each."""
+    monkeypatch.setattr(tiffdeep, "_PIECE_BYTES", 150)
     pixels = _samples(kind, seed=2)
     pixels[..., :-1], pixels[..., -1] = stored, alpha
     pixels[0, 0, -1] = 0
@@ -140,6 +143,35 @@ def test_premultiplied_alpha_is_undone(tmp_path: Path, kind: str, colour: float,
     array, _ = read_image(tmp_path / "m.tif")
     assert np.abs(array[1:, :, :-1].astype(np.float64) - colour).max() <= 1  # 16 bits: rounding
     assert np.array_equal(array[..., -1], pixels[..., -1]) and (array[0, 0, :-1] == stored).all()
+
+
+def _second_page(path: Path, loop: bool = False) -> None:
+    """The classic TIFF at ``path`` given a second page: a copy of its directory, appended, whose
+    values' offsets still reach the first's tables and strips; where ``loop``, its link to a next
+    page leads back to the first, as a damaged file's may."""
+    data = path.read_bytes()
+    order = "<" if data[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(f"{order}L", data, 4)
+    (count,) = struct.unpack_from(f"{order}H", data, first)
+    link = first + 2 + 12 * count  # where the first directory names the next one
+    second = len(data) + len(data) % 2
+    copy = data[first:link] + struct.pack(f"{order}L", first if loop else 0)
+    path.write_bytes(data[:link] + struct.pack(f"{order}L", second) + data[link + 4:]
+                     + bytes(len(data) % 2) + copy)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("kind", ["grey16+alpha", "rgb-float32"])
+def test_a_second_page_is_named_in_the_first_frame_note(tmp_path: Path, kind: str,
+                                                        loop: bool) -> None:
+    """As for any TIFF of several pages: the first alone is upscaled, and the note says so; a
+    chain of pages that loops back is counted once round."""
+    pixels = _samples(kind, seed=11)
+    _deep_tiff(tmp_path / "two.tif", pixels, kind, ">")
+    _second_page(tmp_path / "two.tif", loop)
+    array, info = read_image(tmp_path / "two.tif")
+    assert np.array_equal(array, pixels) and info.frames == 2
+    assert info.notes == ["2 frames: only the first was upscaled"]
 
 
 def test_white_is_zero_grey_with_alpha_is_inverted(tmp_path: Path) -> None:
@@ -155,7 +187,10 @@ def test_white_is_zero_grey_with_alpha_is_inverted(tmp_path: Path) -> None:
                   "compressed, not JPEG"),
     ({317: 5}, "32-bit float RGB with TIFF predictor 5 is not supported"),
     ({262: 0, 338: ALPHA, 277: 2, 258: (32, 32), 339: (3, 3)},
-     "float grey stored white-is-zero")])
+     "float grey stored white-is-zero"),
+    ({262: 1, 338: ALPHA, 277: 2, 258: (16, 16), 339: (1, 1), 317: 3},
+     "16-bit grey with alpha with TIFF predictor 3 is not supported: it is the floating-point "
+     "predictor, for float samples")])
 def test_what_cannot_be_read_is_refused_in_one_line(folder: Path, tiny_model_file: str,
                                                     tags: dict, why: str) -> None:
     _deep_tiff(folder / "r.tif", _samples("rgb-float32"), "rgb-float32", tags=tags)
