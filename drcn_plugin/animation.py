@@ -68,12 +68,12 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
     memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
     it cannot be."""
-    if info.frames > MAX_FRAMES:
-        raise BadImageError(f"{path}: {info.frames} frames; drcn upscales animations of at "
-                            f"most {MAX_FRAMES}")
-    _check_memory(first, info.frames, first.shape[2] if first.ndim == 3 else 1, fmt, size)
+    check_frame_count(path, info.frames)
+    (h, w), itemsize = first.shape[:2], first.itemsize
+    check_frames_memory(h, w, itemsize, info.frames, first.shape[2] if first.ndim == 3 else 1,
+                        fmt, size)
     frames = _survey(path)
-    _check_memory(first, info.frames, frames.channels, fmt, size)
+    check_frames_memory(h, w, itemsize, info.frames, frames.channels, fmt, size)
     head, later = None, []
     count = len(frames.durations)
     for k, array in enumerate(_arrays(path, first, frames)):
@@ -183,15 +183,24 @@ def _apng(still: bytes, later: list[list[bytes]], frames: _Frames) -> list[bytes
     return pieces
 
 
-def _check_memory(first: np.ndarray, count: int, channels: int, fmt: str,
-                  size: tuple[int, int]) -> None:
-    """Refuse an animation whose ``count`` results, as its writer holds them, and one upscale
-    beside them do not fit in memory."""
-    (h, w), (oh, ow) = first.shape[:2], size
+def check_frame_count(path: Path, count: int) -> None:
+    """Refuse the animation at ``path`` of ``count`` frames where they are more than
+    :data:`MAX_FRAMES`."""
+    if count > MAX_FRAMES:
+        raise BadImageError(f"{path}: {count} frames; drcn upscales animations of at most "
+                            f"{MAX_FRAMES}")
+
+
+def check_frames_memory(h: int, w: int, itemsize: int, count: int, channels: int, fmt: str,
+                        size: tuple[int, int]) -> None:
+    """Refuse an animation of ``h x w`` frames (of ``channels`` samples of ``itemsize`` bytes)
+    whose ``count`` results, as its writer holds them, and one upscale beside them do not fit in
+    memory."""
+    oh, ow = size
     # a PNG's frames are held compressed (at most their bytes); libwebp's encoder took 2.6 times
     # the frames' bytes besides (30 frames of 1280x960), and Pillow's AVIF writer holds them too
-    held = count * oh * ow * channels * first.itemsize * (1 if fmt == "PNG" else 3)
-    refuse_over(memory_needed(h, w, channels, first.itemsize, size=size) + held,
+    held = count * oh * ow * channels * itemsize * (1 if fmt == "PNG" else 3)
+    refuse_over(memory_needed(h, w, channels, itemsize, size=size) + held,
                 f"an animation of {count} frames of {ow}x{oh}")
 
 

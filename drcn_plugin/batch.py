@@ -38,6 +38,7 @@ from .errors import (
     reason,
     single_line,
 )
+from .headercheck import refuse_early
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
@@ -385,12 +386,13 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
         check_replaceable(job.target)  # before the upscale, as the write would
+    out_fmt = _out_format(job.source, fmt)
+    refuse_early(job.source, out_fmt, target)  # what the header alone condemns: no decoding
     array, info = read_image(job.source)
     mode = permission_bits(job.source)  # read now: the input may go during the upscale
     label = ""
     if not isinstance(upscaler, Upscaler):
         upscaler, label = upscaler(info, array)
-    out_fmt = _out_format(job.source, fmt)
     named = FORMATS.get(job.source.suffix.lower().lstrip("."))
     if fmt == "same" and info.format in SUFFIX and job.source.suffix and info.format != named:
         info.notes.append(f"content is {info.format}, not {named or job.source.suffix} as the "

@@ -159,31 +159,39 @@ MAX_PIXELS = {"AVIF": 16384 * 16384}
 BMP_MAX_BYTES = 2**32 - 1  # a BMP states its file size in 32 bits
 
 
-def _bmp_bytes(array: np.ndarray, size: tuple[int, int]) -> int:
-    """The size of a BMP of ``array``'s channels at ``size``: grey as 8-bit palette entries,
-    colour as 24 bits, alpha as 32, each row padded to 4 bytes, after the largest header."""
-    channels = array.shape[2] if array.ndim == 3 else 1
+def _bmp_bytes(channels: int, size: tuple[int, int]) -> int:
+    """The size of a BMP of ``channels`` at ``size``: grey as 8-bit palette entries, colour as
+    24 bits, alpha as 32, each row padded to 4 bytes, after the largest header."""
     depth = 4 if channels in (2, 4) else channels
     return 14 + 108 + 1024 + size[0] * ((size[1] * depth + 3) // 4 * 4)
+
+
+def check_size(fmt: str, size: tuple[int, int], channels: int | None) -> None:
+    """Refuse a result of ``size`` (height, width) past the format's largest side or pixel
+    count, or for BMP (given the result's ``channels``) past 4 GiB: known from a file's header
+    (:mod:`.headercheck`) as from its pixels."""
+    side, pixels = MAX_SIDE.get(fmt), MAX_PIXELS.get(fmt)
+    if side is not None and max(size) > side:
+        raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
+                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
+    if pixels is not None and size[0] * size[1] > pixels:
+        raise BadOptionError(f"{fmt} images hold at most {pixels / 1e6:.0f} MP, the result would "
+                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
+    if channels is not None and fmt == "BMP" and \
+            (need := _bmp_bytes(channels, size)) > BMP_MAX_BYTES:
+        raise BadOptionError(f"BMP files hold at most 4 GiB, the result would be {size[1]}x"
+                             f"{size[0]} ({need / 2**30:.1f} GiB): use PNG or TIFF",
+                             option="format")
 
 
 def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
                    scale: float | tuple[float, float], quality: int | None = None,
                    size: tuple[int, int] | None = None) -> None:
     """Encode a 2x2 corner with the real options, and hold the result's ``size`` (height,
-    width) against the format's largest side and pixel count, so an impossible mode, format,
+    width) against the format's limits (:func:`check_size`), so an impossible mode, format,
     metadata or size combination is refused before any upscaling is spent on it."""
-    side, pixels = MAX_SIDE.get(fmt), MAX_PIXELS.get(fmt)
-    if size is not None and side is not None and max(size) > side:
-        raise BadOptionError(f"{fmt} images are at most {side} pixels a side, the result would "
-                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
-    if size is not None and pixels is not None and size[0] * size[1] > pixels:
-        raise BadOptionError(f"{fmt} images hold at most {pixels / 1e6:.0f} MP, the result would "
-                             f"be {size[1]}x{size[0]}: use PNG or TIFF", option="format")
-    if size is not None and fmt == "BMP" and (need := _bmp_bytes(array, size)) > BMP_MAX_BYTES:
-        raise BadOptionError(f"BMP files hold at most 4 GiB, the result would be {size[1]}x"
-                             f"{size[0]} ({need / 2**30:.1f} GiB): use PNG or TIFF",
-                             option="format")
+    if size is not None:
+        check_size(fmt, size, array.shape[2] if array.ndim == 3 else 1)
     floats = _bands(array) and np.issubdtype(array.dtype, np.floating)
     if size is not None and fmt == "TIFF" and floats and _tiff_at_8_bits(array, size[0] * size[1]):
         _require_unit_range(fmt, info)  # the corner encoded below fits a TIFF at 32 bits

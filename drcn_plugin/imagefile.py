@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from .metadata import (
     read_exif,
 )
 from .misreads import (
+    png_chunks,
     require_whole_png,
     require_whole_tiff,
     tga_alpha,
@@ -58,6 +60,7 @@ from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
     bmp_alpha,
+    decoded_planes,
     held_at_8_bits,
     signed_bytes,
     stored_mode,
@@ -131,11 +134,70 @@ def image_shape8(path: Path) -> tuple[int, ...]:
     follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
     with decoding(path), open_regular(path) as raw, \
             open_image(without_damaged_chunks(raw, [], header=True)) as im:
-        w, h = im.size
-        known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
-        if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
-            h, w = w, h
+        h, w = _upright_size(im)
         return (h, w) if im.mode in GREY_MODES else (3, h, w)
+
+
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    """The (height, width) of the opened ``im`` turned as its EXIF orientation says; a PNG's
+    EXIF that follows its pixels is not seen (Pillow finds it only by decoding)."""
+    w, h = im.size
+    known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
+    if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
+        return w, h
+    return h, w
+
+
+# The formats whose opened size is the decoded one (an icon's is its directory's claim, which
+# decoding may correct).
+_SIZED_BY_HEADER = frozenset({"PNG", "JPEG", "MPO", "WEBP", "AVIF", "HEIF", "TIFF", "BMP", "GIF",
+                              "PPM", "TGA", "JPEG2000", "PCX", "SGI", "QOI", "DDS"})
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says of the array :func:`read_image` would decode from it."""
+
+    size: tuple[int, int]  # (height, width), upright
+    planes: tuple[int, int] | None  # channels and bytes a sample; None where the pixels decide
+    format: str
+    frames: int
+
+
+def read_header(path: Path) -> Header | None:
+    """``path``'s :class:`Header`, read without decoding its pixels, so that an impossible result
+    is refused before the decoding is spent; None where the header cannot be read (decoding then
+    says why) or leaves the decoded size open (a PNG whose EXIF follows its pixels, an icon).
+    What :func:`read_image` refuses from the header alone it refuses too, in the same words."""
+    _heif_opener()
+    try:
+        raw = open_regular(path)
+    except Exception:  # noqa: BLE001 - the reading says what is wrong with the file
+        return None
+    with raw, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reading's warnings become its notes
+        try:
+            im = open_image(f := without_damaged_chunks(raw, [], header=True))
+        except Exception:  # noqa: BLE001 - as above
+            return None
+        with im:
+            with decoding(path):
+                _refuse_from_header(im)
+            try:
+                if im.format not in _SIZED_BY_HEADER or _exif_after_pixels(f, im):
+                    return None
+                return Header(_upright_size(im),
+                              None if isinstance(im, StandIn) else decoded_planes(im), im.format,
+                              1 if extra_images(f, im) else _frame_count(path, im))
+            except Exception:  # noqa: BLE001 - as above
+                return None
+
+
+def _exif_after_pixels(f: BinaryIO, im: Image.Image) -> bool:
+    """Whether the opened PNG ``im`` (of the file ``f``) has an EXIF chunk past its pixel data,
+    which Pillow reads only by decoding: its orientation may turn the image."""
+    return im.format == "PNG" and "exif" not in im.info and \
+        any(kind == b"eXIf" for kind, _ in png_chunks(f))
 
 
 @lru_cache(maxsize=1)
@@ -274,13 +336,11 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # the turned size for the stored pixels, scrambling them.
     notes: list[str] = []
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
-        _check_decode_memory(im)
-        refuse_preview(im)
+        _refuse_from_header(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         white, signed = white_is_zero(im), signed_bytes(im)
-        require_whole_tiff(im)
         load_pixels(im)
         if im.format == "PNG":
             require_whole_png(f, im)
@@ -349,6 +409,14 @@ def _frame_count(path: Path, im: Image.Image) -> int:
             return max(1, tiff_pages(raw))
     except Exception:  # noqa: BLE001 - any failure of the count, as above
         return 1
+
+
+def _refuse_from_header(im: Image.Image) -> None:
+    """Refuse, before its pixels are decoded, what the opened ``im``'s header alone condemns: a
+    decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips fall short."""
+    _check_decode_memory(im)
+    refuse_preview(im)
+    require_whole_tiff(im)
 
 
 def _check_decode_memory(im: Image.Image) -> None:

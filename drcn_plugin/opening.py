@@ -40,6 +40,7 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+_WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp refuses a file
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _LIBTIFF_SWITCH = threading.Lock()
@@ -53,7 +54,8 @@ def open_image(f: BinaryIO) -> Image.Image:
     Pillow's own reader of such planes takes 16-bit samples for 8-bit ones (a 16-bit scan comes
     out scrambled, without an error) and refuses 16-bit grey or an unmarked extra channel. A
     TIFF of samples Pillow has no mode for (16-bit grey with alpha, float colour) is opened as
-    :mod:`.tiffdeep`'s stand-in, whose pixels :mod:`.deep` reads."""
+    :mod:`.tiffdeep`'s stand-in, whose pixels :mod:`.deep` reads. A WebP libwebp cannot read
+    (Pillow says only that it "could not create decoder object") is refused as damaged."""
     try:
         im = Image.open(f)
     except UnidentifiedImageError:
@@ -70,6 +72,11 @@ def open_image(f: BinaryIO) -> Image.Image:
                 if (stand_in := open_stand_in(f)) is None:
                     raise
                 return stand_in
+    except OSError as e:
+        f.seek(8)
+        if str(e) != _WEBP_UNREAD or f.read(4) != b"WEBP":  # RIFF, its size, then the form
+            raise
+        raise BadImageError("the WebP is damaged or cut short (libwebp cannot read it)") from e
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
     f.seek(0)  # not im.close(), which would close f too

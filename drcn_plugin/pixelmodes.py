@@ -14,7 +14,7 @@ import struct
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from .errors import BadImageError, one_line
 from .tiff16 import why_8_bits
@@ -31,8 +31,7 @@ def bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
     """A 32-bit BMP's fourth byte (Pillow reads it as padding), or a 16-bit one's top bit where
     the header masks it as alpha (Pillow drops it), as alpha when it is not all zero; Pillow
     itself writes RGBA the first way. Read from ``f``, the open file, whose position is kept."""
-    tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
-    if tile is None or tile.codec_name != "raw" or tile.args[0] not in _BMP_WITH_ALPHA:
+    if (tile := _bmp_alpha_tile(im)) is None:
         return None
     raw, stride, orient = tile.args
     where = f.tell()
@@ -47,6 +46,15 @@ def bmp_alpha(f: BinaryIO, im: Image.Image) -> Image.Image | None:
         return None
     rgba = Image.frombuffer("RGBA", im.size, data, "raw", _BMP_WITH_ALPHA[raw], stride, orient)
     return rgba if rgba.getextrema()[3] != (0, 0) else None
+
+
+def _bmp_alpha_tile(im: Image.Image) -> ImageFile._Tile | None:
+    """A BMP's one raw tile whose pixels may hold an alpha Pillow reads past (:func:`bmp_alpha`);
+    None for other images."""
+    tile = im.tile[0] if im.format == "BMP" and len(im.tile) == 1 else None
+    if tile is None or tile.codec_name != "raw" or tile.args[0] not in _BMP_WITH_ALPHA:
+        return None
+    return tile
 
 
 def _bmp_alpha_mask(f: BinaryIO) -> int:
@@ -126,12 +134,24 @@ def held_at_8_bits(im: Image.Image, stored: str, notes: list[str]) -> Image.Imag
     return im.convert("LA") if grey else im
 
 
+def _has_key(im: Image.Image) -> bool:
+    """Whether ``im`` has a transparent colour (PNG's tRNS on grey or RGB), which makes an alpha
+    plane where some pixel has it."""
+    return im.info.get("transparency") is not None and im.mode in ("1", "L", "RGB", *_GREY16)
+
+
+def _palette_alpha(im: Image.Image) -> bool:
+    """Whether the palette image ``im`` has a transparent index, or an alpha in the palette
+    itself (TGA's): it is read as RGBA, else as RGB."""
+    return "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
+
+
 def _keyed(im: Image.Image, stored: str) -> np.ndarray | None:
     """``im``'s pixels with PNG's transparent colour (tRNS on grey or RGB) as alpha (see
     :func:`with_key_alpha`); None when it has no transparent colour. 16-bit grey is keyed in 16
     bits."""
     trns = im.info.get("transparency")
-    if trns is None or im.mode not in ("1", "L", "RGB", *_GREY16):
+    if not _has_key(im):
         return None
     depth = _LOW_GREY_DEPTHS.get(stored)
     if depth and isinstance(trns, int) and trns < 1 << depth:  # Pillow leaves the stored level
@@ -179,9 +199,8 @@ def to_array(im: Image.Image, info: ImageInfo, stored: str) -> np.ndarray:
         return _as_array(im, np.float32)
     if mode in ("1", "La"):  # 1-bit as levels, premultiplied alpha undone
         im = im.convert("LA" if mode == "La" else "L")
-    elif mode == "P":  # a transparent index, or an alpha in the palette itself (TGA's)
-        alpha = "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
-        im = im.convert("RGBA" if alpha else "RGB")
+    elif mode == "P":
+        im = im.convert("RGBA" if _palette_alpha(im) else "RGB")
     elif mode in ("RGBa", "PA"):
         im = im.convert("RGBA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
@@ -225,3 +244,25 @@ def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
     info.notes.append(f"{im.mode} converted to RGB{why}")
     info.icc_profile = None  # the profile described the old colour space
     return im.convert("RGB")
+
+
+_CHANNELS = {"1": 1, "L": 1, "LA": 2, "La": 2, "RGBA": 4, "RGBa": 4, "PA": 4}  # others: RGB
+
+
+def decoded_planes(im: Image.Image) -> tuple[int, int] | None:
+    """The channels and bytes a sample of the array reading ``im`` (opened, not decoded) gives,
+    as :func:`to_array` and the readers before it make it, for refusing an impossible result
+    from the header; None where the pixels decide (a transparent colour, a BMP's or TGA's alpha)
+    or the reading of deeper samples may (16-bit colour, a 10-bit HEIF)."""
+    mode = im.mode
+    if _has_key(im) or _bmp_alpha_tile(im) is not None or \
+            (im.format == "TGA" and mode in ("RGBA", "P")) or \
+            (im.format == "HEIF" and im.info.get("bit_depth", 8) != 8):
+        return None
+    if mode in (*_GREY16, "I"):  # 32-bit integers are read as 16-bit, or refused
+        return 1, 2
+    if mode == "F":
+        return 1, 4
+    if stored_mode(im).endswith(_SIXTEEN_BITS):
+        return None
+    return (3 + _palette_alpha(im) if mode == "P" else _CHANNELS.get(mode, 3)), 1

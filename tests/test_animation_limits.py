@@ -11,6 +11,9 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imagefile import read_image
+
 pytestmark = pytest.mark.usefixtures("wide_console")
 
 
@@ -30,3 +33,20 @@ def test_a_cut_short_animation_names_its_damaged_frame(tmp_path: Path, tiny_mode
     assert re.search(r"frame [2-6] of [2-6] is damaged or cut short", line), r.output
     assert "Traceback" not in r.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("frames", [4, 1])
+def test_a_cut_short_webp_is_said_to_be_so(tmp_path: Path, frames: int) -> None:
+    """libwebp refuses a WebP cut short (an animated one, or a still) as a whole, before any
+    frame: Pillow said only "could not create decoder object"."""
+    rng = np.random.default_rng(2)
+    images = [Image.fromarray(rng.integers(0, 256, (24, 20, 3), np.uint8)) for _ in range(frames)]
+    whole = tmp_path / "whole.webp"
+    images[0].save(whole, save_all=frames > 1, append_images=images[1:], duration=100,
+                   lossless=True)
+    source = tmp_path / "cut.webp"
+    source.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.6)])
+    with pytest.raises(BadImageError) as caught:
+        read_image(source)
+    assert str(caught.value) == f"{source}: the WebP is damaged or cut short (libwebp cannot " \
+                                "read it)"
