@@ -48,11 +48,12 @@ from .model import DRCN, cancel_checked, watch_cancel
 from .planes import (
     BLOCK_PIXELS,
     PEAKS,
+    checked_image,
     fill_transparent,
+    float_planes,
     interpolated_y,
     kept_range,
     merge,
-    to_planes,
 )
 from .sizing import network_size, output_size, whole_number
 
@@ -401,27 +402,32 @@ class Upscaler:
         require_callable(progress=progress, cancel=cancel)
         require_flag(fill_hidden=fill_hidden)
         h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
-        with allocating(h, w, self.device, "input"):  # its float copy
-            planes, kind = to_planes(image)
-        _, h, w = planes.shape
+        with allocating(h, w, self.device, "input"):  # a byte-swapped copy, the NaN check
+            pixels = checked_image(image)
+        h, w, channels = pixels.shape
+        kind = pixels.dtype
         oh, ow = output_size(h, w, scale, size)
         if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is (float alpha in 0..1)
             if cancel is not None and cancel():  # no tiles to check it between: a batch still stops
                 raise Cancelled("cancelled")
             out = np.array(np.asarray(image), dtype=kind)
-            if np.dtype(kind).kind == "f" and planes.shape[0] in (2, 4):
+            if kind.kind == "f" and channels in (2, 4):
                 np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])
             if progress is not None:
                 progress(1, 1)
             return out
+        # As the front ends do: refused now, not after the network pass or by the OOM killer.
+        check_memory(h, w, channels, kind.itemsize, size=(oh, ow))
         work = network_size(h, w, oh, ow)
-        colour = planes.shape[0] in (3, 4)
-        float_range = kept_range(image) if np.dtype(kind).kind == "f" else (0.0, 1.0)
+        colour = channels in (3, 4)
+        float_range = kept_range(image) if kind.kind == "f" else (0.0, 1.0)
+        with allocating(h, w, self.device, "input"):  # its float copy
+            planes = float_planes(pixels)
         with allocating(oh, ow, self.device):
             src = planes.to(self.device)
             if fill_hidden:
                 fill_transparent(src)
-            del planes
+            del planes, pixels  # pixels: a copy where the input's byte order was foreign
             if colour:
                 src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
             ilr = interpolated_y(src[0], work, PEAKS.get(np.dtype(kind)))

@@ -23,6 +23,13 @@ FLOAT_LIMIT = 1e30  # colour conversion and interpolation stay finite in float32
 
 def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     """``H x W [x C]`` uint8/uint16/float array to float32 planes ``[C, H, W]`` in 0..1."""
+    image = checked_image(image)
+    return float_planes(image), image.dtype
+
+
+def checked_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as a native-order ``H x W x C`` array, refused with one line unless it is an
+    upscalable image; its size is then known before any float copy is made."""
     if not isinstance(image, np.ndarray):
         raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
     image = np.asarray(image)  # a matrix or masked array as its plain values
@@ -43,10 +50,16 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
         if max(-float(image.min()), float(image.max())) > FLOAT_LIMIT:
             raise BadImageError(f"the image has values beyond ±{FLOAT_LIMIT:g}, which overflow "
                                 "the float32 arithmetic")
+    return image
+
+
+def float_planes(image: np.ndarray) -> torch.Tensor:
+    """A :func:`checked_image` as float32 planes ``[C, H, W]`` in 0..1."""
     t = torch.from_numpy(image.astype(np.float32, copy=True))
+    peak = PEAKS.get(image.dtype)
     if peak is not None:
         t.div_(peak)
-    return t.permute(2, 0, 1).contiguous(), image.dtype
+    return t.permute(2, 0, 1).contiguous()
 
 
 def kept_range(image: np.ndarray) -> tuple[float, float]:

@@ -361,6 +361,30 @@ def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeyp
         Upscaler(seeded_drcn(), device="cpu").upscale(np.zeros((8, 8, 3), np.uint8), 2)
 
 
+def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch) -> None:
+    """Like the front ends, ``upscale`` checks the memory estimate first: under ``ulimit -v`` a
+    too-big job ran every tile, then failed at the final resize; without one the OS kills."""
+    from drcn_plugin import engine
+    from drcn_plugin.errors import OutOfMemoryError
+
+    passes: list[tuple] = []
+    real = DRCN.forward
+    monkeypatch.setattr(DRCN, "forward", lambda self, x, *a, **k: passes.append(x.shape)
+                        or real(self, x, *a, **k))
+    up = Upscaler(tiny(), device="cpu", precision="fp32")
+    for image in (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 12), np.float64)):
+        need = engine.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4)
+        monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n - 1)
+        with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 0\.0 GiB of "
+                                                   r"memory; 0\.0 GiB is available$"):
+            up.upscale(image, 4)
+        assert passes == [], "refused before any window ran"
+        assert up.upscale(image, 1.0).shape == image.shape, "nothing to enlarge: no estimate"
+        monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n)
+        assert up.upscale(image, 4).shape[:2] == (40, 48) and passes
+        passes.clear()
+
+
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
 @pytest.mark.parametrize(("dtype", "channels", "side", "scale"), [
     ("uint8", 3, 128, 1.5), ("uint8", 3, 256, 6.0), ("uint16", 4, 128, 2.5)])

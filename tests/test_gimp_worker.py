@@ -4,6 +4,7 @@ helpers (imported without ``gi``), the plug-in file with a stubbed ``gi``, and t
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import pytest
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.integrations.gimp_install import CONFIG_NAME, PLUGIN, install
-from drcn_plugin.integrations.gimp_worker import EXIT_CANCELLED, parse_header
+from drcn_plugin.integrations.gimp_worker import EXIT_CANCELLED, EXIT_ERROR, parse_header, serve
 from drcn_plugin.sizing import output_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +106,24 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
     assert run.returncode == 2
     assert message in run.stdout.decode()
     assert "Traceback" not in run.stderr.decode() and "error:" in run.stderr.decode()
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"device": "bogus"}, "unknown device 'bogus': use auto, cpu, cuda, cuda:N or mps"),
+    ({"model": "no-such-model"}, "unknown model 'no-such-model': use one of drcn-lite"),
+    ({"precision": "fp8"}, "unknown precision 'fp8': use one of auto, fp32, bf16, fp16"),
+    ({"tile": 3}, "tile size 3 is too small: use 0 (automatic) or at least 16"),
+])
+def test_a_bad_option_is_named_before_the_pixels_are_read(option: dict, message: str) -> None:
+    """The engine's options are checked once the header is read: a bad one was named only after
+    a whole layer's pixels had been sent (here none follow: that was a truncation error)."""
+    header = json.dumps({"width": 200, "height": 150, "channels": 3, "dtype": "u8", "scale": 2,
+                         **option}).encode() + b"\n"
+    inp, out = io.BytesIO(header), io.BytesIO()
+    assert serve(inp, out) == EXIT_ERROR
+    lines = [ln for ln in out.getvalue().decode().splitlines() if ln != "alive"]
+    assert lines[0] == "ready 1" and lines[1].startswith(f"error {message}") and len(lines) == 2
+    assert inp.tell() == len(header), "nothing read past the header"
 
 
 @pytest.mark.parametrize("line,needle", [

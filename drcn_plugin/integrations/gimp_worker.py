@@ -228,13 +228,13 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
             if req.dry_run:
                 chan.send(f"result {size[0]} {size[1]} 0")
                 continue
-            pixels = wait_for_client(functools.partial(_read_exact, inp, req.nbytes))
             key = (req.model, req.denoise, req.device, req.precision, req.tile, req.tta)
-            if key not in upscalers:
+            if key not in upscalers:  # before the pixels: a bad option is named at once
                 upscalers.clear()
                 upscalers[key] = Upscaler(req.model, device=req.device, precision=req.precision,
                                           tile=req.tile, tta=req.tta,
                                           denoise=req.denoise)
+            pixels = wait_for_client(functools.partial(_read_exact, inp, req.nbytes))
             image = np.frombuffer(pixels, DTYPES[req.dtype]).reshape(
                 req.height, req.width, req.channels)
             result = np.ascontiguousarray(upscalers[key].upscale(
