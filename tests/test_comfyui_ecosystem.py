@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -245,8 +246,8 @@ def _fake_spandrel() -> types.ModuleType:
                      purpose: str, tags: list[str], supports_half: bool,
                      supports_bfloat16: bool, scale: int, input_channels: int,
                      output_channels: int, **_: object) -> None:
-            self.model, self.architecture, self.purpose, self.scale = (
-                model, architecture, purpose, scale)
+            self.model, self.architecture, self.purpose, self.scale, self.tags = (
+                model, architecture, purpose, scale, tags)
             self.input_channels, self.output_channels = input_channels, output_channels
             model.load_state_dict(state_dict)
 
@@ -291,6 +292,36 @@ def test_upscale_model_runs_in_comfyuis_own_upscale_node(
         (image[0] * 255).round().to(torch.uint8).numpy(), 2.0)
     assert np.array_equal((out[0] * 255).round().to(torch.uint8).numpy(), want)
     MODELS.architecture.cache_clear()
+
+
+@pytest.fixture
+def fake_spandrel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """spandrel's interface in place of the package, with no architecture cached either side."""
+    monkeypatch.setitem(sys.modules, "spandrel", _fake_spandrel())
+    MODELS.architecture.cache_clear()
+    yield
+    MODELS.architecture.cache_clear()
+
+
+def test_scale_1_is_refused_as_it_leaves_the_image_as_it_is(tiny: DRCN, fake_spandrel: None) -> None:
+    """At x1 the engine gives the input back: a model labelled 'Restoration' that restores nothing
+    would hand a user cleaning a JPEG with drcn-lite-photo the image untouched, silently."""
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        TO_MODEL.convert(tiny, 1)
+    assert str(info.value) == ("DRCN: an upscale model's scale is 2 or more: at 1 DRCN gives the "
+                               "image back as it is")
+    assert TO_MODEL.INPUT_TYPES()["required"]["scale"][1]["min"] == 2
+
+
+def test_a_whole_number_float_scale_is_the_whole_number(tiny: DRCN, fake_spandrel: None) -> None:
+    """An API workflow's 2.0 passed, then every tile failed on a target size of (16.0, 16.0)."""
+    (descriptor,) = TO_MODEL.convert(tiny, 2.0)
+    assert type(descriptor.scale) is int and descriptor.scale == 2 and "x2" in descriptor.tags
+    x = _frames(1, 8, 8).permute(0, 3, 1, 2)
+    assert torch.equal(descriptor(x), MODELS.DRCNUpscaleModule(tiny, 2)(x).clamp(0, 1))
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: an upscale model's scale is a whole "
+                                                  "number, not 2.5$"):
+        TO_MODEL.convert(tiny, 2.5)
 
 
 class _Built(Exception):  # noqa: N818 (a signal, not an error)
