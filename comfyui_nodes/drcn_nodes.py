@@ -2,9 +2,10 @@
 
 All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
 out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
-ComfyUI's tensors (8-bit images go in as uint8, as ``drcn upscale`` reads them), memory manager,
-progress bar and interrupt to it. Outside ComfyUI (no ``comfy``
-module) the nodes still import and run: automatic device, no progress bar, no interrupt.
+ComfyUI's tensors (8-bit images go in as uint8, as ``drcn upscale`` reads them; a soft mask beside
+them is resized apart with the engine's bicubic), memory manager, progress bar and interrupt to
+it. Outside ComfyUI (no ``comfy`` module) the nodes still import and run: automatic device, no
+progress bar, no interrupt.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from drcn_plugin.hub import (
     load_model,
     load_weights_file,
 )
+from drcn_plugin.imaging import imresize
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.model import DRCN
 from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
-from drcn_plugin.sizing import TargetSize
+from drcn_plugin.sizing import TargetSize, whole_number
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
@@ -236,18 +238,14 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     if image.numel() == 0:
         raise BadImageError(f"the image is empty ({image.shape[2]}x{image.shape[1]} pixels, "
                             f"batch of {image.shape[0]})")
-    if per_batch < 0:
-        raise BadOptionError(f"per_batch {per_batch} must be 0 (all frames) or more",
-                             option="per_batch")
+    if whole_number(per_batch) is None:
+        raise BadOptionError(f"per_batch {per_batch!r} must be 0 (all frames) or a whole number "
+                             "of frames", option="per_batch")
     count, h, w, channels = image.shape
     oh, ow = TargetSize.of(scale, width, height).resolve(h, w)
     alpha = _mask_alpha(image, mask)
     has_mask = alpha is not None or channels in (2, 4)  # else the mask output is zeros
-    step = min(per_batch or count, count)
-
-    def frame(i: int) -> np.ndarray:
-        return to_engine(image[i], None if alpha is None else alpha[i % alpha.shape[0]])
-
+    step = min(whole_number(per_batch) or count, count)
     planes = channels + (alpha is not None)
 
     def fits(itemsize: int) -> None:
@@ -259,8 +257,6 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
 
     fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
     finite_frames(image)
-    # each frame goes in as uint8 or float32: estimate with the widest any frame takes
-    fits(4 if any(frame(i).dtype != np.uint8 for i in range(count)) else 1)
     out_image = torch.empty((count, oh, ow, channels))
     # a plane per frame even when unused: nodes downstream may write into a MASK in place
     out_mask = torch.empty((count, oh, ow)) if has_mask else torch.zeros((count, oh, ow))
@@ -268,6 +264,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     comfy_device = mm.get_torch_device() if mm is not None else None
     device = engine_device(comfy_device) if comfy_device is not None else "auto"
     cancel = interrupt_check(mm) if mm is not None else None
+    widened = False  # whether the batch has been checked at 4 bytes a value (float32 frames)
     upscaler = None
     try:
         upscaler = Upscaler(model, device=device, precision=engine_precision(mm, device),
@@ -278,15 +275,24 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         bar = cu.ProgressBar(count) if cu is not None else None
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))
-            results = [upscaler.upscale(
-                frame(i), size=(oh, ow), progress=_batch_progress(bar, i, count), cancel=cancel,
-                fill_hidden=alpha is None)  # colours under a mask are content
-                for i in frames]
-            for i, result in zip(frames, results, strict=True):
-                planes = from_engine(result).clamp_(0.0, 1.0)
-                out_image[i] = planes[..., :channels]
+            results = []
+            for i in frames:
+                # read as it is upscaled, not in a pass over all frames first (no progress, no
+                # Cancel); the first frame off the 8-bit grid rechecks the batch at its width
+                source, apart = frame_input(image[i],
+                                            None if alpha is None else alpha[i % len(alpha)])
+                if not widened and (source.dtype != np.uint8 or apart is not None):
+                    fits(4)
+                    widened = True
+                results.append((upscaler.upscale(
+                    source, size=(oh, ow), progress=_batch_progress(bar, i, count),
+                    cancel=cancel, fill_hidden=alpha is None),  # colours under a mask: content
+                    None if apart is None else resized_alpha(apart, (oh, ow))))
+            for i, (result, apart) in zip(frames, results, strict=True):
+                pixels = from_engine(result).clamp_(0.0, 1.0)
+                out_image[i] = pixels[..., :channels]
                 if has_mask:
-                    torch.sub(1.0, planes[..., -1], out=out_mask[i])
+                    torch.sub(1.0, pixels[..., -1] if apart is None else apart, out=out_mask[i])
             del results
     finally:
         del upscaler  # its half-precision copy of the model lives on the device
@@ -305,18 +311,44 @@ def finite_frames(image: torch.Tensor) -> None:
                                 if count > 1 else "the image has NaN or infinite values")
 
 
-def to_engine(image: torch.Tensor, alpha: torch.Tensor | None = None) -> np.ndarray:
-    """One ``[H, W, C]`` image (with ``alpha`` ``[H, W]`` appended) as the engine's input: uint8
-    when every value sits on the 8-bit grid (an image from Load Image), so the engine treats it
-    exactly as ``drcn upscale`` treats the file; float32 otherwise."""
-    image = image.detach().cpu().float()
-    if alpha is not None:
-        image = torch.cat([image, alpha.detach().cpu().float()[..., None]], dim=-1)
-    levels = image * 255.0
+def eight_bit(values: torch.Tensor) -> torch.Tensor | None:
+    """Float ``values`` (0..1) as uint8 levels when every one sits on the 8-bit grid (an image from
+    Load Image), else None."""
+    levels = values * 255.0
     in_range = bool(levels.min() >= 0) and bool(levels.max() <= 255)
     if in_range and torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
-        return levels.round().to(torch.uint8).numpy()
-    return image.numpy()
+        return levels.round().to(torch.uint8)
+    return None
+
+
+def to_engine(image: torch.Tensor) -> np.ndarray:
+    """One ``[H, W, C]`` image as the engine's input: uint8 when it is on the 8-bit grid, so the
+    engine treats it exactly as ``drcn upscale`` treats the file; float32 otherwise."""
+    image = image.detach().cpu().float()
+    levels = eight_bit(image)
+    return (image if levels is None else levels).numpy()
+
+
+def frame_input(image: torch.Tensor,
+                alpha: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor | None]:
+    """One ``[H, W, C]`` image with ``alpha`` ``[H, W]`` appended as the engine's input, and the
+    alpha apart (float32) when it is off the 8-bit grid beside 8-bit colours: appended, it would
+    take the colours down the float path, so a soft mask would change them."""
+    colour = to_engine(image)
+    if alpha is None:
+        return colour, None
+    alpha = alpha.detach().cpu().float()
+    levels = eight_bit(alpha) if colour.dtype == np.uint8 else alpha
+    if levels is None:
+        return colour, alpha
+    return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
+
+
+def resized_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An ``[H, W]`` float alpha taken apart from its image, resized as the engine resizes a float
+    alpha: bicubic to ``size`` (none at the same size), clamped to 0..1."""
+    # out of place: at the same size, imresize gives back a view of ``alpha`` (shared by frames)
+    return imresize(alpha[None], size=size)[0].clamp(0.0, 1.0)
 
 
 def from_engine(array: np.ndarray) -> torch.Tensor:

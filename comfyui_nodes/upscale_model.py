@@ -126,7 +126,7 @@ def architecture(scale: int) -> object:
             drcn = from_state_dict(state_dict, "the state dict")
             module = DRCNUpscaleModule(drcn, scale)
             return spandrel.ImageModelDescriptor(
-                module, module.state_dict(), self, purpose="SR" if scale > 1 else "Restoration",
+                module, module.state_dict(), self, purpose="SR",
                 tags=[f"{drcn.features}nf", f"{drcn.recursions}r", f"x{scale}"],
                 supports_half=False, supports_bfloat16=False,  # the engine picks the precision
                 scale=scale, input_channels=3, output_channels=3)
@@ -153,11 +153,14 @@ def upscale_model(drcn: DRCN, scale: int) -> object:
     """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
     move it between devices without touching the loader's model)."""
     with user_errors():
-        check_scale(scale)
-        if scale != int(scale):
-            raise BadOptionError(f"an upscale model's scale is a whole number, not {scale:g}",
+        value = check_scale(scale)
+        if value != int(value):
+            raise BadOptionError(f"an upscale model's scale is a whole number, not {value:g}",
                                  option="scale")
-        return attach_patcher(architecture(scale).load(
+        if value == 1:  # the engine gives the input back at x1: a no-op labelled 'Restoration'
+            raise BadOptionError("an upscale model's scale is 2 or more: at 1 DRCN gives the "
+                                 "image back as it is", option="scale")
+        return attach_patcher(architecture(int(value)).load(
             {k: v.detach().cpu() for k, v in drcn.state_dict().items()}))
 
 
@@ -178,7 +181,7 @@ class DRCNToUpscaleModel:
         return {
             "required": {
                 "drcn_model": (MODEL_TYPE,),
-                "scale": ("INT", {"default": 2, "min": 1, "max": MAX_MODEL_SCALE,
+                "scale": ("INT", {"default": 2, "min": 2, "max": MAX_MODEL_SCALE,
                                   "tooltip": "the model's fixed factor; for 2.5x or exact sizes "
                                              "use DRCN Upscale"}),
             },

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -89,9 +90,13 @@ def test_cancel_stops_a_batch_at_scale_1_between_frames(
     assert len(fake.updates) == 2 and fake.calls[-1] == ("empty",)
 
 
-def test_negative_per_batch_is_refused(tiny: DRCN) -> None:
-    with pytest.raises(NODES.DRCNNodeError, match="per_batch -1 must be 0"):
-        UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=-1)
+@pytest.mark.parametrize("per_batch", [-1, 1.5, None, True])
+def test_a_per_batch_that_is_no_count_of_frames_is_refused(tiny: DRCN, per_batch: object) -> None:
+    """An API workflow's 1.5 or null raised a raw TypeError; True ran as 1 frame a step."""
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=per_batch)
+    assert str(info.value) == (f"DRCN: per_batch {per_batch!r} must be 0 (all frames) or a whole "
+                               "number of frames")
 
 
 @pytest.mark.parametrize("per_batch", [1, 16, 0])
@@ -117,18 +122,38 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
 
 def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch whose first frame is 8-bit (1 byte a value in the engine) but whose others are not
-    (4 bytes) is estimated at 4 bytes a value; a batch all on the 8-bit grid at 1."""
-    seen = []
+    """A batch is checked at 1 byte a value (8-bit frames, the least) before its first frame, and
+    again at 4 before the first frame off the 8-bit grid (float32 in the engine) is upscaled."""
+    seen: list[tuple] = []
     monkeypatch.setattr(NODES, "check_memory", lambda *a, **k: seen.append((a[3], k["held"])))
+    real = Upscaler.upscale
+    monkeypatch.setattr(Upscaler, "upscale",
+                        lambda self, *a, **k: seen.append(("frame",)) or real(self, *a, **k))
     mixed = _frames(3, 8, 8)
     mixed[1:] += 0.3 / 255  # off the 8-bit grid: the float path
-    for frames in (mixed, _frames(3, 8, 8)):
-        UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=3)
-    # each batch is first checked at 1 byte a value (the least), then at its widest frame's
-    (_, (mixed_size, mixed_held), _, (grid_size, grid_held)) = seen
-    assert (mixed_size, grid_size) == (4, 1)
+    UPSCALE.upscale(mixed, tiny, 2.0, 0, False, per_batch=3)
+    (grid_size, grid_held), frame, (mixed_size, mixed_held), *rest = seen
+    assert (grid_size, mixed_size, frame, rest) == (1, 4, ("frame",), [("frame",)] * 2)
     assert mixed_held - grid_held == 16 * 16 * 2 * 3 * (4 - 1)  # two more results held, 3 planes
+    seen.clear()
+    UPSCALE.upscale(_frames(3, 8, 8), tiny, 2.0, 0, False, per_batch=3)
+    assert seen == [(1, grid_held)] + [("frame",)] * 3
+
+
+def test_each_frame_is_converted_once_as_it_is_upscaled(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pass converting every frame before the first is upscaled: on 1000 1080p frames that
+    pass took 80 s with no progress and Cancel unheard, and each frame was converted twice."""
+    reads: list[int] = []
+    real = NODES.to_engine
+    monkeypatch.setattr(NODES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
+    UPSCALE.upscale(_frames(5, 8, 8), tiny, 2.0, 0, False, per_batch=2)
+    assert len(reads) == 5
+    reads.clear()
+    FakeComfy(interrupt_after=1).install(monkeypatch)  # Cancel pressed during the first frame
+    with pytest.raises(InterruptProcessingException):
+        UPSCALE.upscale(_frames(5, 8, 8), tiny, 2.0, 0, False, per_batch=2)
+    assert len(reads) == 2  # the second frame's first check stops the batch
 
 
 @pytest.mark.parametrize("scale", [2.0, 1.0])
@@ -245,8 +270,8 @@ def _fake_spandrel() -> types.ModuleType:
                      purpose: str, tags: list[str], supports_half: bool,
                      supports_bfloat16: bool, scale: int, input_channels: int,
                      output_channels: int, **_: object) -> None:
-            self.model, self.architecture, self.purpose, self.scale = (
-                model, architecture, purpose, scale)
+            self.model, self.architecture, self.purpose, self.scale, self.tags = (
+                model, architecture, purpose, scale, tags)
             self.input_channels, self.output_channels = input_channels, output_channels
             model.load_state_dict(state_dict)
 
@@ -291,6 +316,36 @@ def test_upscale_model_runs_in_comfyuis_own_upscale_node(
         (image[0] * 255).round().to(torch.uint8).numpy(), 2.0)
     assert np.array_equal((out[0] * 255).round().to(torch.uint8).numpy(), want)
     MODELS.architecture.cache_clear()
+
+
+@pytest.fixture
+def fake_spandrel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """spandrel's interface in place of the package, with no architecture cached either side."""
+    monkeypatch.setitem(sys.modules, "spandrel", _fake_spandrel())
+    MODELS.architecture.cache_clear()
+    yield
+    MODELS.architecture.cache_clear()
+
+
+def test_scale_1_is_refused_as_it_leaves_the_image_as_it_is(tiny: DRCN, fake_spandrel: None) -> None:
+    """At x1 the engine gives the input back: a model labelled 'Restoration' that restores nothing
+    would hand a user cleaning a JPEG with drcn-lite-photo the image untouched, silently."""
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        TO_MODEL.convert(tiny, 1)
+    assert str(info.value) == ("DRCN: an upscale model's scale is 2 or more: at 1 DRCN gives the "
+                               "image back as it is")
+    assert TO_MODEL.INPUT_TYPES()["required"]["scale"][1]["min"] == 2
+
+
+def test_a_whole_number_float_scale_is_the_whole_number(tiny: DRCN, fake_spandrel: None) -> None:
+    """An API workflow's 2.0 passed, then every tile failed on a target size of (16.0, 16.0)."""
+    (descriptor,) = TO_MODEL.convert(tiny, 2.0)
+    assert type(descriptor.scale) is int and descriptor.scale == 2 and "x2" in descriptor.tags
+    x = _frames(1, 8, 8).permute(0, 3, 1, 2)
+    assert torch.equal(descriptor(x), MODELS.DRCNUpscaleModule(tiny, 2)(x).clamp(0, 1))
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: an upscale model's scale is a whole "
+                                                  "number, not 2.5$"):
+        TO_MODEL.convert(tiny, 2.5)
 
 
 class _Built(Exception):  # noqa: N818 (a signal, not an error)

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from test_comfyui_nodes import NODES, PKG, FakeComfy
 
 from drcn_plugin.devices import pick_precision
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
@@ -72,3 +73,21 @@ def test_upscale_model_names_alpha_and_grey_not_a_tile_shape(tiny: DRCN, channel
     text = str(info.value)
     assert text == f"DRCN: an upscale model takes RGB images, not {kind}: use DRCN Upscale, " \
                    "which keeps alpha and grey"
+
+
+def test_a_soft_mask_leaves_the_colours_of_an_8_bit_image_as_they_are(tiny: DRCN) -> None:
+    """A mask off the 8-bit grid (0.3, a feathered edge) sent the whole frame down the float path:
+    RGB up to 1.08 levels off the same image without the mask. The colours choose their own path;
+    the mask is still resized at float precision, as the engine resizes a float alpha."""
+    g = torch.Generator().manual_seed(6)
+    image = torch.randint(0, 256, (2, 12, 14, 3), generator=g).float() / 255.0  # Load Image's
+    engine = Upscaler(tiny, device="cpu")
+    for scale in (2.3, 1.0):
+        plain, _ = UPSCALE.upscale(image, tiny, scale, 0, False)
+        for mask in (torch.full((1, 12, 14), 0.3), torch.rand(2, 12, 14, generator=g)):
+            out, out_mask = UPSCALE.upscale(image, tiny, scale, 0, False, mask=mask)
+            assert (out - plain).abs().max() == 0
+            for i in range(2):
+                rgba = torch.cat([image[i], 1.0 - mask[i % len(mask), ..., None]], dim=-1)
+                alpha = engine.upscale(rgba.numpy(), scale, fill_hidden=False)[..., 3]
+                assert (out_mask[i] - (1.0 - torch.from_numpy(alpha))).abs().max() < 1e-6
