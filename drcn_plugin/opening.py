@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
-from .errors import BadImageError, one_line
+from .errors import BadImageError, DamagedImageError, one_line
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -129,7 +129,7 @@ def load_pixels(im: Image.Image) -> None:
         with suppress(OSError):  # a reader of stderr that left fails their write, not this image
             os.write(2, others.encode("utf-8", "surrogateescape"))
     if failed is not None:
-        raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
+        raise DamagedImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
             from failed
     for line in said:
         warnings.warn(line, stacklevel=2)
