@@ -182,6 +182,12 @@ _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMY
                 6: "YCbCr", 8: "CIELab", 32844: "LogL", 32845: "LogLuv"}
 
 
+def as_tuple(value: object) -> tuple:
+    """``value`` as a tuple: Pillow gives the value of a TIFF tag holding one, and the pixel of a
+    one-band image, as itself."""
+    return value if isinstance(value, tuple) else (value,)
+
+
 def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
     """The tags of a TIFF's or BigTIFF's first image, read from ``f`` by Pillow, which keeps each
     tag's stored bytes until it is read; None when ``f`` holds no TIFF header."""

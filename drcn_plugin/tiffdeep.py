@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from .errors import BadImageError
-from .opening import first_ifd, load_pixels
+from .opening import as_tuple, first_ifd, load_pixels
 
 # TIFF tags read or written here
 _WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _FILL_ORDER = 256, 257, 258, 259, 262, 266
@@ -61,8 +61,8 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
     """What ``tags`` (a TIFF image's) store, where that is 16-bit grey with alpha or floating
     point samples Pillow has no mode for; None for other images."""
     photometric, samples = tags.get(_PHOTOMETRIC), tags.get(_SAMPLES, 1)
-    bits, kinds = _per_sample(tags.get(_BITS, (1,))), _per_sample(tags.get(_KIND, (_UNSIGNED,)))
-    extra = _per_sample(tags.get(_EXTRA, ()))
+    bits, kinds = as_tuple(tags.get(_BITS, (1,))), as_tuple(tags.get(_KIND, (_UNSIGNED,)))
+    extra = as_tuple(tags.get(_EXTRA, ()))
     colours = {0: 1, 1: 1, 2: 3}.get(photometric)  # grey (either way round) or RGB
     if colours is None or not isinstance(samples, int) or samples != colours + len(extra) \
             or len(set(bits)) != 1 or len(set(kinds)) > 1:
@@ -84,11 +84,6 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
                       np.dtype(f"{order}{'f' if kind == _FLOAT else 'u'}{depth // 8}"),
                       samples, (*range(colours), *alpha),
                       bool(alpha) and extra[alpha[0] - colours] == _PREMULTIPLIED)
-
-
-def _per_sample(value: object) -> tuple:
-    """A tag's value as a tuple (Pillow gives one value of a one-value tag as itself)."""
-    return value if isinstance(value, tuple) else (value,)
 
 
 @contextmanager
@@ -256,7 +251,7 @@ class _Geometry:
             count = row = -(-height // down)
             together = min(count, max(1, _PIECE_BYTES // (down * width * step)))
             offsets, sizes = _STRIPS, _STRIP_SIZES
-        starts, lengths = _per_sample(tags.get(offsets, ())), _per_sample(tags.get(sizes, ()))
+        starts, lengths = as_tuple(tags.get(offsets, ())), as_tuple(tags.get(sizes, ()))
         planes = layout.samples if planar else 1
         if len(starts) < count * planes or len(lengths) < count * planes:
             raise BadImageError("its strip or tile table is shorter than its image")
@@ -367,7 +362,7 @@ def _directory(tags: dict[int, object], at: int, order: str, big: bool) -> bytes
     after = at + len(count) + len(tags) * (4 + 2 * slot) + slot  # where the tables go
     entries, tables = [], b""
     for tag, value in sorted(tags.items()):
-        values = value if isinstance(value, tuple) else (value,)
+        values = as_tuple(value)
         packed = struct.pack(f"{order}{len(values)}{kind}", *values)
         if len(packed) > slot:
             packed, tables = struct.pack(f"{order}{kind}", after + len(tables)), tables + packed
