@@ -35,7 +35,8 @@ _NO_PREDICTOR, _HORIZONTAL, _FLOAT_PREDICTOR = 1, 2, 3
 _BYTE_CODECS = {1: "uncompressed", 5: "LZW", 8: "Deflate", 32946: "Deflate",
                 32773: "PackBits"}
 _CODEC_NAMES = {7: "JPEG", 34925: "LZMA", 50000: "Zstandard", 50001: "WebP"}
-_STAND_IN_SWITCH = threading.Lock()
+_STAND_IN_SWITCH = threading.Lock()  # held while Pillow's table of modes is made a _Modes
+_OPENING = threading.local()  # layout: what this thread's stand_in_modes opens, if it is in one
 _PIECE_BYTES = 1 << 22  # bytes of samples decoded at a time: as many whole strips, at least one
 # Memory reading a piece takes beside its compressed bytes (twice: as read, and in the file made
 # of them): Pillow's rows, numpy's copy, the floating-point predictor's sums and bit patterns
@@ -86,24 +87,32 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
                       bool(alpha) and extra[alpha[0] - colours] == _PREMULTIPLIED)
 
 
+class _Modes(dict):
+    """Pillow's table of the modes of TIFF layouts, which also gives a thread opening a stand-in
+    (:func:`stand_in_modes`) its mode for a layout Pillow lacks; other threads, ComfyUI's or
+    the GIMP worker's, read it as Pillow's own."""
+
+    def __missing__(self, key: tuple) -> tuple[str, str]:
+        layout = getattr(_OPENING, "layout", None)
+        if layout is not None and key[1] in (0, 1, 2) and len(key[4]) == layout.samples:
+            return layout.mode, "deep samples"
+        raise KeyError(key)
+
+
 @contextmanager
 def stand_in_modes(layout: DeepLayout) -> Iterator[None]:
-    """Pillow's TIFF reader made to open an image it has no mode for as ``layout``'s stand-in
-    mode, with a raw mode no decoder has: loaded by anything but :func:`deep_pixels`, it fails
-    rather than show the wrong bytes. Only while a file is opened, one file at a time."""
-    class Modes(dict):
-        def __missing__(self, key: tuple) -> tuple[str, str]:
-            if key[1] in (0, 1, 2) and len(key[4]) == layout.samples:
-                return layout.mode, "deep samples"
-            raise KeyError(key)
-
+    """Pillow's TIFF reader made to open, in this thread, an image it has no mode for as
+    ``layout``'s stand-in mode, with a raw mode no decoder has: loaded by anything but
+    :func:`deep_pixels`, it fails rather than show the wrong bytes. Pillow's table is made a
+    :class:`_Modes` of its entries once, not swapped while other threads open files."""
     with _STAND_IN_SWITCH:
-        before = TiffImagePlugin.OPEN_INFO
-        TiffImagePlugin.OPEN_INFO = Modes(before)
-        try:
-            yield
-        finally:
-            TiffImagePlugin.OPEN_INFO = before
+        if not isinstance(TiffImagePlugin.OPEN_INFO, _Modes):
+            TiffImagePlugin.OPEN_INFO = _Modes(TiffImagePlugin.OPEN_INFO)
+    _OPENING.layout = layout
+    try:
+        yield
+    finally:
+        _OPENING.layout = None
 
 
 class StandIn(TiffImagePlugin.TiffImageFile):
