@@ -24,7 +24,7 @@ from PIL import Image
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
-from .errors import BadImageError, Cancelled, OutOfMemoryError, counted
+from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
@@ -252,13 +252,13 @@ def _survey(path: Path) -> _Frames:
 def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
                     size: tuple[int, int]) -> np.ndarray:
     """:func:`_frame`, a damaged frame refused by its number: Pillow's reason ("no more images
-    in APNG file", a wrong argument count) says nothing to a user; memory refusals pass."""
+    in APNG file", a wrong argument count) says nothing to a user; other refusals (too many
+    pixels, memory) pass with their own."""
     try:
         return _frame(path, im, k, size)
-    except OutOfMemoryError:
-        raise
-    except BadImageError as e:
-        raise BadImageError(f"{path}: frame {k + 1} of {count} is damaged or cut short") from e
+    except DamagedImageError as e:
+        raise DamagedImageError(f"{path}: frame {k + 1} of {count} is damaged or cut short") \
+            from e
 
 
 def _plays(path: Path, im: Image.Image) -> int | None:

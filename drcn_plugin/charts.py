@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,6 @@ from .errors import (
     BadOptionError,
     DRCNError,
     MissingDependencyError,
-    OutputExistsError,
     one_line,
 )
 from .writing import atomic_write_bytes, check_file_target, probe_folder, refuse_input_target
@@ -45,20 +43,19 @@ def require_matplotlib() -> None:
 def check_png_target(path: Path, inputs: Iterable[Path] = (), overwrite: bool = False,
                      option: str = "output") -> None:
     """Refuse, before any long work, a chart target that is not a ``.png`` file name, is one of
-    the command's ``inputs``, exists (unless ``overwrite``), cannot be written (its folder), or
-    cannot be drawn because matplotlib is missing. ``option`` names the target's option in the
-    errors."""
+    the command's ``inputs``, no write may make or replace (:func:`.writing.check_file_target`:
+    a pipe, an existing file unless ``overwrite``, a write-protected one), cannot be written (its
+    folder), or cannot be drawn because matplotlib is missing. ``option`` names the target's
+    option in the errors."""
     path = Path(path)
     if path.is_dir():
         raise BadOptionError(f"{path} is a folder; give a file name ending in .png",
                              option=option)
-    check_file_target(path, option)
     if path.suffix.lower() != ".png":
         raise BadOptionError(f"{path}: charts are written as PNG; give a file name ending in "
                              ".png", option=option)
     refuse_input_target(path, inputs)
-    if not overwrite and os.path.lexists(path):
-        raise OutputExistsError(f"{path} exists", path=path)
+    check_file_target(path, option, overwrite)
     probe_folder(path.parent)
     require_matplotlib()
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
-from .errors import BadImageError, BadOptionError, OutputExistsError, path_name
+from .errors import BadImageError, BadOptionError, path_name
 from .hub import DEFAULT_MODEL, SourceChoice, model_loader
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .terminal import (
@@ -113,10 +113,9 @@ def eval_cmd(
             refuse_input_target(json_out, inputs)
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
-            check_file_target(json_out, "json")
-            if json_out.exists() and not overwrite and not is_results_file(json_out):
-                raise OutputExistsError(f"{json_out} exists and is not a drcn eval result",
-                                        path=json_out)
+            # an earlier result is replaced without --overwrite; is_results_file reads no pipe
+            check_file_target(json_out, "json", overwrite or is_results_file(json_out),
+                              "exists and is not a drcn eval result")
             probe_folder(json_out.parent)
         if plot is not None and json_out is not None and \
                 os.path.abspath(plot) == os.path.abspath(json_out):
@@ -229,9 +228,7 @@ def compare(
                                  "panels show the methods, not an encoder); name it .png",
                                  option="output")
         refuse_input_target(target, [image])
-        check_file_target(target, "output")
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} exists", path=target)
+        check_file_target(target, "output", overwrite)
         probe_folder(target.parent)  # before the (long) work, not after it
         array, _ = read_image(image)
         labels = panel_labels(model)

@@ -69,7 +69,7 @@ def read_deep(f: BinaryIO, im: Image.Image, stored: str, notes: list[str]) -> np
             load_pixels(low)  # turned upright as ``im`` was
             if low.size != im.size:
                 return None
-            pixels = _grey_alpha_joined(low) if stored == "LA;16B" else _joined(im, low)
+            pixels = _joined(im, low, stored)
     finally:
         f.seek(where)
     return pixels if key is None else with_key_alpha(pixels, key)
@@ -82,31 +82,22 @@ def _png_low_tiles(stored: str, tiles: list[ImageFile._Tile]) -> list[ImageFile.
     return [tiles[0]._replace(args=_LOW_BYTES[stored])]
 
 
-def _joined(high: Image.Image, low: Image.Image) -> np.ndarray:
-    """The uint16 samples whose high and low bytes two 8-bit images hold, made a block of rows
-    at a time: no whole-image copy of either is made beside the result."""
-    out = np.empty((high.height, high.width, len(high.getbands())), np.uint16)
+def _joined(im: Image.Image, low: Image.Image, stored: str) -> np.ndarray:
+    """The uint16 samples whose high and low bytes ``im`` and ``low`` hold (``low`` alone for
+    16-bit grey with alpha, ``stored`` as ``LA;16B``: the RGBA of grey's high and low bytes,
+    alpha's), made a block of rows at a time: no whole-image copy is made beside the result."""
+    split = stored == "LA;16B"
+    out = np.empty((im.height, im.width, 2 if split else len(im.getbands())), np.uint16)
     step = max(1, _JOIN_SAMPLES // out[:1].size)  # rows a block
-    for y in range(0, high.height, step):
-        box = (0, y, high.width, min(y + step, high.height))
+    for y in range(0, im.height, step):
+        box = (0, y, im.width, min(y + step, im.height))
+        lows = np.asarray(low.crop(box))
+        highs, lows = (lows[..., 0::2], lows[..., 1::2]) if split else \
+            (np.asarray(im.crop(box)), lows)
         rows = out[y:y + step]
-        rows[...] = np.asarray(high.crop(box))
+        rows[...] = highs
         rows <<= 8
-        rows |= np.asarray(low.crop(box))
-    return out
-
-
-def _grey_alpha_joined(both: Image.Image) -> np.ndarray:
-    """16-bit grey with alpha from the RGBA image of its bytes (grey's high and low, alpha's
-    high and low), made a block of rows at a time."""
-    out = np.empty((both.height, both.width, 2), np.uint16)
-    step = max(1, _JOIN_SAMPLES // out[:1].size)  # rows a block
-    for y in range(0, both.height, step):
-        box = (0, y, both.width, min(y + step, both.height))
-        rows, pixels = out[y:y + step], np.asarray(both.crop(box))
-        rows[...] = pixels[..., 0::2]
-        rows <<= 8
-        rows |= pixels[..., 1::2]
+        rows |= lows
     return out
 
 

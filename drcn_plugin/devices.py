@@ -318,7 +318,6 @@ def available_memory(device: torch.device) -> int:
     return host_available_memory()
 
 
-
 @lru_cache(maxsize=1)
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim`` in this process's C library; None elsewhere (macOS, Windows and
@@ -340,6 +339,7 @@ def release_freed_memory() -> bool:
     if trim is not None:
         trim(0)
     return trim is not None
+
 
 # per cgroup version: limit file, usage file, and the reclaimable page cache's key in memory.stat
 _CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),

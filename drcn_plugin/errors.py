@@ -39,6 +39,11 @@ class BadImageError(DRCNError):
     """An input image (file or array) that cannot be decoded or upscaled."""
 
 
+class DamagedImageError(BadImageError):
+    """An image file its decoder fails on part way (damaged or cut short), not one refused for
+    what it holds (too many pixels, too large a text chunk, a mode drcn cannot upscale)."""
+
+
 class DatasetError(DRCNError):
     """A folder of images (dataset, training data) that is missing, unreadable or unusable."""
 

@@ -26,7 +26,15 @@ from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .deep import read_deep, transpose16
-from .errors import BadImageError, DatasetError, DRCNError, OutOfMemoryError, one_line, reason
+from .errors import (
+    BadImageError,
+    DamagedImageError,
+    DatasetError,
+    DRCNError,
+    OutOfMemoryError,
+    one_line,
+    reason,
+)
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
 from .iptc import tiff_iptc
@@ -252,13 +260,13 @@ def decoding(path: Path) -> Iterator[None]:
             raise BadImageError(
                 f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
                 f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
-        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+        raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except OSError as e:
         if e.errno is None:  # a decoder's complaint (a truncated file), not the system's
-            raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+            raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
         raise BadImageError(f"{path}: cannot read ({reason(e)})") from e
     except Exception as e:  # a hostile file must not take the caller down with it
-        raise BadImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+        raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
 def first_frame_only(frames: int) -> str:

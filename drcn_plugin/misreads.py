@@ -16,6 +16,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from .errors import BadImageError, one_line
+from .opening import as_tuple
 
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
 # Adam7's passes: first column, first row, column step, row step
@@ -42,7 +43,7 @@ def require_whole_png(f: BinaryIO, im: Image.Image) -> None:
     pixel is not zero was decoded to its end, and is not inflated again. Read from ``f``, the
     open file, whose position is kept."""
     last = im.getpixel((im.width - 1, im.height - 1))
-    if not im.info.get("interlace") and any(last if isinstance(last, tuple) else (last,)):
+    if not im.info.get("interlace") and any(as_tuple(last)):
         return
     where = f.tell()
     try:

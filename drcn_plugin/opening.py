@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
-from .errors import BadImageError, one_line
+from .errors import BadImageError, DamagedImageError, one_line
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -136,7 +136,7 @@ def load_pixels(im: Image.Image) -> None:
         with suppress(OSError):  # a reader of stderr that left fails their write, not this image
             os.write(2, others.encode("utf-8", "surrogateescape"))
     if failed is not None:
-        raise BadImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
+        raise DamagedImageError(f"cannot decode image ({'; '.join(said) or one_line(failed)})") \
             from failed
     for line in said:
         warnings.warn(line, stacklevel=2)
@@ -187,6 +187,12 @@ _NO_MODE = "unknown pixel mode"  # Pillow's TIFF reader on samples it has no mod
 _SAMPLE_KINDS = {2: "signed ", 3: "float "}  # TIFF's SampleFormat, beside unsigned integers
 _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK",
                 6: "YCbCr", 8: "CIELab", 32844: "LogL", 32845: "LogLuv"}
+
+
+def as_tuple(value: object) -> tuple:
+    """``value`` as a tuple: Pillow gives the value of a TIFF tag holding one, and the pixel of a
+    one-band image, as itself."""
+    return value if isinstance(value, tuple) else (value,)
 
 
 def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:

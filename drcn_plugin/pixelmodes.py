@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from .errors import BadImageError, one_line
+from .opening import as_tuple
 from .tiff16 import why_8_bits
 
 if TYPE_CHECKING:
@@ -99,14 +100,14 @@ def signed_bytes(im: Image.Image) -> bool:
     if im.format != "TIFF" or im.mode != "L":
         return False
     kinds = im.tag_v2.get(_SAMPLE_FORMAT, ())
-    return _SIGNED in (kinds if isinstance(kinds, tuple) else (kinds,))
+    return _SIGNED in as_tuple(kinds)
 
 
 def unmarked_channels(im: Image.Image) -> int:
     """How many extra channels a TIFF does not mark as alpha (ExtraSamples 0: a mask, depth, a
     spot colour), which Pillow reads past."""
     extra = im.tag_v2.get(_EXTRA_SAMPLES, ()) if im.format == "TIFF" else ()
-    return (extra if isinstance(extra, tuple) else (extra,)).count(0)
+    return as_tuple(extra).count(0)
 
 
 def stored_mode(im: Image.Image) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from .errors import BadImageError
-from .opening import first_ifd, load_pixels
+from .opening import as_tuple, first_ifd, load_pixels
 
 # TIFF tags read or written here
 _WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _FILL_ORDER = 256, 257, 258, 259, 262, 266
@@ -35,7 +35,8 @@ _NO_PREDICTOR, _HORIZONTAL, _FLOAT_PREDICTOR = 1, 2, 3
 _BYTE_CODECS = {1: "uncompressed", 5: "LZW", 8: "Deflate", 32946: "Deflate",
                 32773: "PackBits"}
 _CODEC_NAMES = {7: "JPEG", 34925: "LZMA", 50000: "Zstandard", 50001: "WebP"}
-_STAND_IN_SWITCH = threading.Lock()
+_STAND_IN_SWITCH = threading.Lock()  # held while Pillow's table of modes is made a _Modes
+_OPENING = threading.local()  # layout: what this thread's stand_in_modes opens, if it is in one
 _PIECE_BYTES = 1 << 22  # bytes of samples decoded at a time: as many whole strips, at least one
 # Memory reading a piece takes beside its compressed bytes (twice: as read, and in the file made
 # of them): Pillow's rows, numpy's copy, the floating-point predictor's sums and bit patterns
@@ -61,8 +62,8 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
     """What ``tags`` (a TIFF image's) store, where that is 16-bit grey with alpha or floating
     point samples Pillow has no mode for; None for other images."""
     photometric, samples = tags.get(_PHOTOMETRIC), tags.get(_SAMPLES, 1)
-    bits, kinds = _per_sample(tags.get(_BITS, (1,))), _per_sample(tags.get(_KIND, (_UNSIGNED,)))
-    extra = _per_sample(tags.get(_EXTRA, ()))
+    bits, kinds = as_tuple(tags.get(_BITS, (1,))), as_tuple(tags.get(_KIND, (_UNSIGNED,)))
+    extra = as_tuple(tags.get(_EXTRA, ()))
     colours = {0: 1, 1: 1, 2: 3}.get(photometric)  # grey (either way round) or RGB
     if colours is None or not isinstance(samples, int) or samples != colours + len(extra) \
             or len(set(bits)) != 1 or len(set(kinds)) > 1:
@@ -86,29 +87,32 @@ def deep_layout(tags: TiffImagePlugin.ImageFileDirectory_v2) -> DeepLayout | Non
                       bool(alpha) and extra[alpha[0] - colours] == _PREMULTIPLIED)
 
 
-def _per_sample(value: object) -> tuple:
-    """A tag's value as a tuple (Pillow gives one value of a one-value tag as itself)."""
-    return value if isinstance(value, tuple) else (value,)
+class _Modes(dict):
+    """Pillow's table of the modes of TIFF layouts, which also gives a thread opening a stand-in
+    (:func:`stand_in_modes`) its mode for a layout Pillow lacks; other threads, ComfyUI's or
+    the GIMP worker's, read it as Pillow's own."""
+
+    def __missing__(self, key: tuple) -> tuple[str, str]:
+        layout = getattr(_OPENING, "layout", None)
+        if layout is not None and key[1] in (0, 1, 2) and len(key[4]) == layout.samples:
+            return layout.mode, "deep samples"
+        raise KeyError(key)
 
 
 @contextmanager
 def stand_in_modes(layout: DeepLayout) -> Iterator[None]:
-    """Pillow's TIFF reader made to open an image it has no mode for as ``layout``'s stand-in
-    mode, with a raw mode no decoder has: loaded by anything but :func:`deep_pixels`, it fails
-    rather than show the wrong bytes. Only while a file is opened, one file at a time."""
-    class Modes(dict):
-        def __missing__(self, key: tuple) -> tuple[str, str]:
-            if key[1] in (0, 1, 2) and len(key[4]) == layout.samples:
-                return layout.mode, "deep samples"
-            raise KeyError(key)
-
+    """Pillow's TIFF reader made to open, in this thread, an image it has no mode for as
+    ``layout``'s stand-in mode, with a raw mode no decoder has: loaded by anything but
+    :func:`deep_pixels`, it fails rather than show the wrong bytes. Pillow's table is made a
+    :class:`_Modes` of its entries once, not swapped while other threads open files."""
     with _STAND_IN_SWITCH:
-        before = TiffImagePlugin.OPEN_INFO
-        TiffImagePlugin.OPEN_INFO = Modes(before)
-        try:
-            yield
-        finally:
-            TiffImagePlugin.OPEN_INFO = before
+        if not isinstance(TiffImagePlugin.OPEN_INFO, _Modes):
+            TiffImagePlugin.OPEN_INFO = _Modes(TiffImagePlugin.OPEN_INFO)
+    _OPENING.layout = layout
+    try:
+        yield
+    finally:
+        _OPENING.layout = None
 
 
 class StandIn(TiffImagePlugin.TiffImageFile):
@@ -259,7 +263,7 @@ class _Geometry:
             count = row = -(-height // down)
             together = min(count, max(1, _PIECE_BYTES // (down * width * step)))
             offsets, sizes = _STRIPS, _STRIP_SIZES
-        starts, lengths = _per_sample(tags.get(offsets, ())), _per_sample(tags.get(sizes, ()))
+        starts, lengths = as_tuple(tags.get(offsets, ())), as_tuple(tags.get(sizes, ()))
         planes = layout.samples if planar else 1
         if len(starts) < count * planes or len(lengths) < count * planes:
             raise BadImageError("its strip or tile table is shorter than its image")
@@ -370,7 +374,7 @@ def _directory(tags: dict[int, object], at: int, order: str, big: bool) -> bytes
     after = at + len(count) + len(tags) * (4 + 2 * slot) + slot  # where the tables go
     entries, tables = [], b""
     for tag, value in sorted(tags.items()):
-        values = value if isinstance(value, tuple) else (value,)
+        values = as_tuple(value)
         packed = struct.pack(f"{order}{len(values)}{kind}", *values)
         if len(packed) > slot:
             packed, tables = struct.pack(f"{order}{kind}", after + len(tables)), tables + packed

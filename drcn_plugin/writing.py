@@ -62,15 +62,19 @@ def special_file(path: str | Path) -> bool:
     return os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path)
 
 
-def check_file_target(path: Path, option: str) -> None:
+def check_file_target(path: Path, option: str, replace: bool, exists: str = "exists") -> None:
     """Refuse, before any work, an output named by a pipe, device or socket (:func:`special_file`),
-    which no write replaces, a link to nothing or a write-protected file (:func:`link_target`,
-    :func:`check_replaceable`)."""
+    which no write replaces, or a link to nothing (:func:`link_target`); an existing file unless
+    ``replace`` (:class:`OutputExistsError`, ``"{path} {exists}"``); then, as it would be
+    replaced, a write-protected one (:func:`check_replaceable`)."""
     if special_file(path):
         raise BadOptionError(f"{path} is not a regular file (a pipe, device or socket); give a "
                              "file name", option=option)
     try:
-        check_replaceable(link_target(path))
+        final = link_target(path)
+        if not replace and os.path.lexists(path):
+            raise OutputExistsError(f"{path} {exists}", path=path)
+        check_replaceable(final)
     except WriteError as e:
         raise BadOptionError(str(e), option=option) from e
 

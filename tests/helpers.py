@@ -8,7 +8,9 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -186,3 +188,19 @@ def mpf_jpeg(photo: bytes, extras: list[tuple[int, bytes]]) -> bytes:
     tiff = b"II*\0" + struct.pack("<I", 8) + ifd + b"\0\0\0\0" + table
     segment = b"\xff\xe2" + struct.pack(">H", 2 + 4 + len(tiff)) + b"MPF\0" + tiff
     return photo[:2] + segment + photo[2:] + b"".join(data for _, data in extras)
+
+
+def time_growth(work: Callable[[int], object], n: int) -> float:
+    """How many times longer ``work(4 * n)`` takes than ``work(n)``: about 4 in linear time
+    (less, with a fixed cost), 16 in quadratic. A ratio, not a time limit, so a loaded machine
+    slows both alike: each the best of 3 timings, taken in turn (a burst of other work slows
+    both sizes'), each of 20 ms of calls at least (a fast call's is not the clock's noise)."""
+    def timing(size: int) -> float:
+        calls, started = 0, time.perf_counter()
+        while (spent := time.perf_counter() - started) < 0.02 or not calls:
+            work(size)
+            calls += 1
+        return spent / calls
+
+    small, large = zip(*((timing(n), timing(4 * n)) for _ in range(3)), strict=True)
+    return min(large) / min(small)

@@ -111,19 +111,26 @@ def test_a_gif_whose_later_frames_are_see_through_comes_back_with_alpha(
         np.testing.assert_array_equal(got[k][seen], want[seen], err_msg=f"frame {k}")
 
 
-def test_a_gif_frame_reaching_past_the_first_is_cut_to_it_not_squeezed(
-        tmp_path: Path, tiny_model_file: str) -> None:
-    """A later frame placed past the first frame's right edge grows Pillow's canvas from 12 to
-    14 pixels: that frame comes back as a still of the first 12 columns would, not squeezed."""
+def reaching_past(path: Path, x: int) -> Path:
+    """A 12x10 GIF of 3 frames whose last, 4 columns wide, starts at column ``x``: past 8 it
+    reaches past the first frame's right edge."""
     base = np.asarray(noise_frames(count=1)[0])
     frames = [base.copy() for _ in range(3)]
     for k in (1, 2):
         frames[k][2:6, 3:7] = (255 * (k - 1), 0, 200)
-    source = animation(tmp_path / "a.gif", [Image.fromarray(f) for f in frames], optimize=False)
+    source = animation(path, [Image.fromarray(f) for f in frames], optimize=False)
     data = bytearray(source.read_bytes())
     at = data.index(b"\x2c" + struct.pack("<4H", 3, 2, 4, 4), 20)  # frame 2's descriptor
-    data[at + 1:at + 3] = struct.pack("<H", 10)  # its 4 columns start at x = 10 of 12
+    data[at + 1:at + 3] = struct.pack("<H", x)
     source.write_bytes(bytes(data))
+    return source
+
+
+def test_a_gif_frame_reaching_past_the_first_is_cut_to_it_not_squeezed(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A later frame placed past the first frame's right edge grows Pillow's canvas from 12 to
+    14 pixels: that frame comes back as a still of the first 12 columns would, not squeezed."""
+    source = reaching_past(tmp_path / "a.gif", 10)  # its 4 columns start at x = 10 of 12
     with Image.open(source) as im:
         im.seek(2)
         im.load()
@@ -134,6 +141,21 @@ def test_a_gif_frame_reaching_past_the_first_is_cut_to_it_not_squeezed(
     got = shown(tmp_path / "out" / "a.png", "RGB")
     want = engine.Upscaler(tiny_model_file, device="cpu").upscale(last, scale=2)
     np.testing.assert_array_equal(got[2], want)
+
+
+def test_a_later_frame_over_the_pixel_limit_is_refused_as_such_not_as_damage(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GIF frame far past the first grows Pillow's canvas (12x10) to 4008x10 pixels, over
+    twice PIL.Image.MAX_IMAGE_PIXELS: a decompression bomb's refusal, said as that, not as a
+    damaged frame."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    source = reaching_past(tmp_path / "a.gif", 4004)
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    line = " ".join(r.output.split())
+    assert r.exit_code == 1 and f"{source}: more pixels than PIL.Image.MAX_IMAGE_PIXELS" in line, \
+        r.output
+    assert "damaged" not in line and "Traceback" not in line, r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(

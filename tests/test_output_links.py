@@ -167,6 +167,30 @@ def test_a_read_only_file_is_not_replaced(folder: Path, tiny_model_file: str) ->
         ["in", "kept.png"]
 
 
+@pytest.mark.parametrize(("command", "flag"), [("eval", "--json"), ("eval", "--plot"),
+                                               ("compare", "-o"), ("plot-train", "-o")])
+def test_a_read_only_result_is_refused_as_existing_first(
+        folder: Path, tiny_model_file: str, command: str, flag: str) -> None:
+    """A write-protected file the command would not replace anyway (no --overwrite) exists:
+    that is what the user is told first; with --overwrite its protection is. Nothing is
+    written either way (its mode has no write bits, so root is refused too)."""
+    random_rgb(24, 24).save(folder / "a.png")
+    (folder / "log.json").write_text('{"history": []}')
+    kept = folder.parent / ("kept.json" if flag == "--json" else "kept.png")
+    kept.write_bytes(b"old")
+    os.chmod(kept, 0o444)
+    first = {"eval": ["eval", "--dataset", str(folder), "-m", tiny_model_file, "-s", "2"],
+             "compare": ["compare", str(folder / "a.png"), "-s", "2", "-m", tiny_model_file],
+             "plot-train": ["plot-train", str(folder / "log.json")]}[command]
+    r = CliRunner().invoke(app, [*first, flag, str(kept)])
+    assert r.exit_code == 2 and f"{kept} exists" in r.output and "read-only" not in r.output, \
+        r.output
+    r = CliRunner().invoke(app, [*first, flag, str(kept), "--overwrite"])
+    assert r.exit_code == 2 and f"{kept} is read-only: make it writable" in r.output, r.output
+    assert kept.read_bytes() == b"old" and mode_of(kept) == 0o444
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["in", kept.name]
+
+
 def test_compare_writes_its_sheet_through_a_link(folder: Path, tiny_model_file: str) -> None:
     """``drcn compare`` shares the writer: its sheet goes through a link, and a link to nothing
     is one line before the upscale."""

@@ -7,12 +7,13 @@ read of them is refused in one line."""
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import upscale
-from PIL import Image, ImageCms, TiffImagePlugin
+from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 from test_tiff16 import _PACK, ADOBE_DEFLATE, ALPHA, ICC, LZW, NONE, PACKBITS, PREMULTIPLIED
 
 from drcn_plugin import tiffdeep
@@ -20,6 +21,7 @@ from drcn_plugin.encoding import encode
 from drcn_plugin.errors import BadImageError, BadOptionError
 from drcn_plugin.imagefile import ImageInfo, read_image
 from drcn_plugin.opening import first_ifd
+from drcn_plugin.tiffdeep import deep_layout, stand_in_modes
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 ORIENTATION, XMP, JPEG = 274, 700, 7
@@ -356,3 +358,34 @@ def test_a_bigtiff_is_read_exactly(tmp_path: Path, kind: str, compression: int) 
     assert (tmp_path / "b.tif").read_bytes()[:4] == b"II+\0"
     array, info = read_image(tmp_path / "b.tif")
     assert array.dtype == pixels.dtype and np.array_equal(array, pixels) and not info.notes
+
+
+def test_a_stand_in_opened_in_one_thread_leaves_other_threads_tiffs_alone(tmp_path: Path) -> None:
+    """ComfyUI's nodes and the GIMP worker read in threads: while one thread opens a stand-in,
+    another reads a TIFF of the same layout exactly, and Pillow there still refuses it (its
+    table of modes was swapped for every thread: a file opened in the stand-in's mode, whose
+    pixels no decoder reads)."""
+    pixels = _samples("grey16+alpha")
+    _deep_tiff(tmp_path / "d.tif", pixels, "grey16+alpha")
+    with open(tmp_path / "d.tif", "rb") as f:
+        layout = deep_layout(first_ifd(f))
+    seen: dict[str, object] = {}
+
+    def other_thread() -> None:
+        try:
+            with Image.open(tmp_path / "d.tif") as im:
+                seen["pillow"] = f"opened as {im.mode}"
+        except UnidentifiedImageError:
+            seen["pillow"] = "refused"
+        try:
+            seen["array"] = read_image(tmp_path / "d.tif")[0]
+        except BadImageError as e:
+            seen["error"] = str(e)
+
+    with stand_in_modes(layout):  # this thread, opening its stand-in
+        reader = threading.Thread(target=other_thread, daemon=True)
+        reader.start()
+        reader.join(10)
+    reader.join(10)
+    assert seen.get("pillow") == "refused", seen
+    assert np.array_equal(seen.get("array"), pixels), seen.get("error")
