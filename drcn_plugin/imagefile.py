@@ -406,9 +406,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
 def _frame_count(path: Path, im: Image.Image) -> int:
     """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
     from its chain of directories, read from a file of its own: Pillow's count would set its
-    reader up again at the first page, without the switches it was opened with (libtiff for
-    planes, the stand-in's modes for samples Pillow has no mode for), and reset its size but not
-    its pixels, which Pillow turned upright in loading. A damaged frame table counts one: the
+    reader up again at the first page, without the stand-in's modes it was opened with (for
+    samples Pillow has no mode for), and reset its size but not its pixels, which Pillow turned
+    upright in loading. A damaged frame table counts one: the
     first frame decoded, that is enough."""
     try:
         if im.format != "TIFF":

@@ -12,8 +12,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,7 +42,6 @@ def open_regular(path: Path) -> BinaryIO:
 _WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp refuses a file
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
-_LIBTIFF_SWITCH = threading.Lock()
 _STDERR_SWITCH = threading.Lock()
 _LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
 
@@ -62,16 +60,14 @@ def open_image(f: BinaryIO) -> Image.Image:
         f.seek(0)
         if f.read(4) not in _TIFF_HEADS:
             raise
-        f.seek(0)
-        with _libtiff_reading():
-            try:
-                return Image.open(f)
-            except UnidentifiedImageError:
-                from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
+        try:
+            return _through_libtiff(f)
+        except UnidentifiedImageError:
+            from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
 
-                if (stand_in := open_stand_in(f)) is None:
-                    raise
-                return stand_in
+            if (stand_in := open_stand_in(f)) is None:
+                raise
+            return stand_in
     except OSError as e:
         f.seek(8)
         if str(e) != _WEBP_UNREAD or f.read(4) != b"WEBP":  # RIFF, its size, then the form
@@ -79,21 +75,34 @@ def open_image(f: BinaryIO) -> Image.Image:
         raise BadImageError("the WebP is damaged or cut short (libwebp cannot read it)") from e
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
-    f.seek(0)  # not im.close(), which would close f too
-    with _libtiff_reading():
-        return Image.open(f)
+    return _through_libtiff(f)  # not im.close() first, which would close f too
 
 
-@contextmanager
-def _libtiff_reading() -> Iterator[None]:
-    """Pillow's TIFF reader set up to read through libtiff while a file is opened (the reader
-    reads its switch then)."""
-    with _LIBTIFF_SWITCH:
-        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
-        try:
-            yield
-        finally:
-            TiffImagePlugin.READ_LIBTIFF = before
+class ThroughLibtiff(TiffImagePlugin.TiffImageFile):
+    """Pillow's TIFF image read through libtiff, as its switch ``READ_LIBTIFF`` would have it,
+    without setting that switch, which every thread reads (ComfyUI's nodes, the GIMP worker):
+    another thread's TIFF would be opened through libtiff too."""
+
+    @property
+    def use_load_libtiff(self) -> bool:
+        """Always: what Pillow's reader decides from its switch when it sets up the image."""
+        return True
+
+    @use_load_libtiff.setter
+    def use_load_libtiff(self, _: bool) -> None:
+        pass  # Pillow's reader sets it from READ_LIBTIFF, or the compression, at each page
+
+
+def _through_libtiff(f: BinaryIO) -> ThroughLibtiff:
+    """The TIFF open as ``f`` read through libtiff, refused and checked as ``Image.open`` refuses
+    and checks the files it opens."""
+    f.seek(0)
+    try:
+        im = ThroughLibtiff(f)
+    except (SyntaxError, IndexError, TypeError, struct.error) as e:  # Image.open's refusals
+        raise UnidentifiedImageError(f"cannot identify image file {f!r}") from e
+    Image._decompression_bomb_check(im.size)  # noqa: SLF001 - as Image.open checks
+    return im
 
 
 def load_pixels(im: Image.Image) -> None:
