@@ -57,6 +57,7 @@ from .misreads import (
     without_damaged_chunks,
 )
 from .opening import (
+    caught_warnings,
     load_pixels,
     open_image,
     open_regular,
@@ -124,7 +125,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     available is refused from its header (OutOfMemoryError), whatever its pixel count.
     """
     with decoding(path):
-        with warnings.catch_warnings(record=True) as caught:
+        with caught_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
             warnings.filterwarnings("ignore", "Metadata Warning, tag 33723 ")  # see tiff_iptc
@@ -182,7 +183,7 @@ def read_header(path: Path) -> Header | None:
         raw = open_regular(path)
     except Exception:  # noqa: BLE001 - the reading says what is wrong with the file
         return None
-    with raw, warnings.catch_warnings():
+    with raw, caught_warnings():
         warnings.simplefilter("ignore")  # the reading's warnings become its notes
         try:
             im = open_image(f := without_damaged_chunks(raw, [], header=True))

@@ -12,7 +12,8 @@ import sys
 import tempfile
 import threading
 import warnings
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +44,7 @@ _WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _STDERR_SWITCH = threading.Lock()
+_WARNINGS_SWITCH = threading.RLock()  # held while a reading's warnings are caught (nested too)
 _LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
 
 
@@ -103,6 +105,16 @@ def _through_libtiff(f: BinaryIO) -> ThroughLibtiff:
         raise UnidentifiedImageError(f"cannot identify image file {f!r}") from e
     Image._decompression_bomb_check(im.size)  # noqa: SLF001 - as Image.open checks
     return im
+
+
+@contextmanager
+def caught_warnings(record: bool = False) -> Iterator[list[warnings.WarningMessage] | None]:
+    """``warnings.catch_warnings(record=record)``, one thread's at a time: before Python 3.14 it
+    swaps the process's filters and recorder for every thread, and put back out of order by two
+    threads reading at once (a host's thread pool), one image's warnings became the other's
+    notes and the host's later warnings went to a finished reading's list, for good."""
+    with _WARNINGS_SWITCH, warnings.catch_warnings(record=record) as caught:
+        yield caught
 
 
 def load_pixels(im: Image.Image) -> None:
@@ -167,7 +179,7 @@ def reader_refusal(path: Path) -> str:
     the file is empty; empty when no reader claims the file."""
     Image.init()
     try:
-        with open_regular(path) as f, warnings.catch_warnings():
+        with open_regular(path) as f, caught_warnings():
             warnings.simplefilter("ignore")  # the reader's complaints on the way are not the reason
             head = f.read(16)
             if not head:  # an interrupted copy, a cloud drive's placeholder

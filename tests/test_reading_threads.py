@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
-from helpers import hand_tiff
+import pytest
+from helpers import hand_tiff, random_rgb
 
+from drcn_plugin import imagefile
 from drcn_plugin.imagefile import read_image
 from drcn_plugin.opening import load_pixels, open_image
 
@@ -61,3 +64,44 @@ def test_a_tiff_read_while_another_thread_opens_one_through_libtiff_keeps_its_16
     assert array.dtype == np.uint16 and np.array_equal(array, planes16), info.notes
     assert not info.notes
     assert np.array_equal(opened.get("pixels"), planes8)
+
+
+def test_images_read_in_two_threads_keep_their_own_warnings_and_the_hosts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder) -> None:
+    """Thread A's reading warns while thread B reads too, and A ends first: A's warning is its
+    own image's note, not B's, and a warning of the host's afterwards reaches the host (each
+    reading swapped the process's warning filters and their recorder for its own, B's put back
+    A's when it ended: the host's warnings went to A's list, for good)."""
+    random_rgb(6, 5, seed=1).save(tmp_path / "a.png")
+    random_rgb(6, 5, seed=2).save(tmp_path / "b.png")
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    decode = imagefile._decode
+
+    def meanwhile(path: Path) -> object:
+        if path.name == "a.png":
+            a_inside.set()
+            b_inside.wait(0.5)  # B reads meanwhile, unless readings take turns
+            warnings.warn("A's decoder warning", UserWarning, stacklevel=1)
+        else:
+            b_inside.set()
+            a_done.wait(0.5)
+        return decode(path)
+
+    monkeypatch.setattr(imagefile, "_decode", meanwhile)
+    notes: dict[str, list[str]] = {}
+
+    def read(name: str) -> None:
+        notes[name] = imagefile.read_image(tmp_path / name)[1].notes
+        if name == "a.png":
+            a_done.set()
+
+    a, b = (threading.Thread(target=read, args=(name,), daemon=True)
+            for name in ("a.png", "b.png"))
+    a.start()
+    assert a_inside.wait(10)
+    b.start()
+    a.join(10)
+    b.join(10)
+    assert notes == {"a.png": ["decoder warning: A's decoder warning"], "b.png": []}
+    warnings.warn("the host's own warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in recwarn] == ["the host's own warning"]
