@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import devices
 from .av1header import avif_base_q_idx
@@ -63,6 +63,7 @@ from .opening import (
     open_regular,
     reader_refusal,
     refuse_preview,
+    text_limit,
     tiff_pages,
 )
 from .pixelmodes import (
@@ -257,10 +258,8 @@ def decoding(path: Path) -> Iterator[None]:
             "file not found"
         raise BadImageError(f"{path}: {what}") from e
     except ValueError as e:
-        if "MAX_TEXT_CHUNK" in str(e):
-            raise BadImageError(
-                f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
-                f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
+        if too_much := text_limit(e):
+            raise BadImageError(f"{path}: {too_much}") from e
         raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except OSError as e:
         if e.errno is None:  # a decoder's complaint (a truncated file), not the system's

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BadImageError, DamagedImageError, one_line
 
@@ -200,6 +200,19 @@ def reader_refusal(path: Path) -> str:
                     return f" (its {fmt} reader: {layout or one_line(e)})"
     except (OSError, BadImageError):
         pass
+    return ""
+
+
+def text_limit(e: ValueError) -> str:
+    """Why Pillow's PNG reader refused a file for the size of its text (or ICC profile), in
+    words for a user: Pillow names its limits by constant, and the file is not damaged but
+    holds more than they allow, in one chunk or in all of them; empty for other errors."""
+    if "MAX_TEXT_CHUNK" in str(e):
+        return "an embedded ICC profile or text chunk is larger than Pillow's " \
+               f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit"
+    if "MAX_TEXT_MEMORY" in str(e):
+        return "its text chunks hold more text in all than Pillow's " \
+               f"{PngImagePlugin.MAX_TEXT_MEMORY >> 20} MB safety limit"
     return ""
 
 
