@@ -28,7 +28,7 @@ from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import open_image, open_regular
+from .opening import caught_warnings, open_image, open_regular
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
@@ -220,7 +220,7 @@ def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.nda
     """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it: in
     the first frame's ``size`` (a GIF frame reaching past it grows Pillow's canvas, which the
     result's frames would be squeezed from), the orientation its EXIF states applied."""
-    with decoding(path), warnings.catch_warnings():
+    with decoding(path), caught_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
         turn = orientation(im)
         im.seek(k)

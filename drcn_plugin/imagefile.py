@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import devices
 from .av1header import avif_base_q_idx
@@ -57,11 +57,13 @@ from .misreads import (
     without_damaged_chunks,
 )
 from .opening import (
+    caught_warnings,
     load_pixels,
     open_image,
     open_regular,
     reader_refusal,
     refuse_preview,
+    text_limit,
     tiff_pages,
 )
 from .pixelmodes import (
@@ -124,7 +126,7 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
     available is refused from its header (OutOfMemoryError), whatever its pixel count.
     """
     with decoding(path):
-        with warnings.catch_warnings(record=True) as caught:
+        with caught_warnings(record=True) as caught:
             warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # memory is checked
             warnings.filterwarnings("ignore", "Metadata Warning, tag 33723 ")  # see tiff_iptc
@@ -182,7 +184,7 @@ def read_header(path: Path) -> Header | None:
         raw = open_regular(path)
     except Exception:  # noqa: BLE001 - the reading says what is wrong with the file
         return None
-    with raw, warnings.catch_warnings():
+    with raw, caught_warnings():
         warnings.simplefilter("ignore")  # the reading's warnings become its notes
         try:
             im = open_image(f := without_damaged_chunks(raw, [], header=True))
@@ -256,10 +258,8 @@ def decoding(path: Path) -> Iterator[None]:
             "file not found"
         raise BadImageError(f"{path}: {what}") from e
     except ValueError as e:
-        if "MAX_TEXT_CHUNK" in str(e):
-            raise BadImageError(
-                f"{path}: an embedded ICC profile or text chunk is larger than Pillow's "
-                f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit") from e
+        if too_much := text_limit(e):
+            raise BadImageError(f"{path}: {too_much}") from e
         raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
     except OSError as e:
         if e.errno is None:  # a decoder's complaint (a truncated file), not the system's
@@ -406,9 +406,9 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
 def _frame_count(path: Path, im: Image.Image) -> int:
     """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
     from its chain of directories, read from a file of its own: Pillow's count would set its
-    reader up again at the first page, without the switches it was opened with (libtiff for
-    planes, the stand-in's modes for samples Pillow has no mode for), and reset its size but not
-    its pixels, which Pillow turned upright in loading. A damaged frame table counts one: the
+    reader up again at the first page, without the stand-in's modes it was opened with (for
+    samples Pillow has no mode for), and reset its size but not its pixels, which Pillow turned
+    upright in loading. A damaged frame table counts one: the
     first frame decoded, that is enough."""
     try:
         if im.format != "TIFF":

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, TiffImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import BadImageError, DamagedImageError, one_line
 
@@ -43,8 +43,8 @@ def open_regular(path: Path) -> BinaryIO:
 _WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp refuses a file
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
-_LIBTIFF_SWITCH = threading.Lock()
 _STDERR_SWITCH = threading.Lock()
+_WARNINGS_SWITCH = threading.RLock()  # held while a reading's warnings are caught (nested too)
 _LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
 
 
@@ -62,16 +62,14 @@ def open_image(f: BinaryIO) -> Image.Image:
         f.seek(0)
         if f.read(4) not in _TIFF_HEADS:
             raise
-        f.seek(0)
-        with _libtiff_reading():
-            try:
-                return Image.open(f)
-            except UnidentifiedImageError:
-                from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
+        try:
+            return _through_libtiff(f)
+        except UnidentifiedImageError:
+            from .tiffdeep import open_stand_in  # here: tiffdeep imports this module
 
-                if (stand_in := open_stand_in(f)) is None:
-                    raise
-                return stand_in
+            if (stand_in := open_stand_in(f)) is None:
+                raise
+            return stand_in
     except OSError as e:
         f.seek(8)
         if str(e) != _WEBP_UNREAD or f.read(4) != b"WEBP":  # RIFF, its size, then the form
@@ -79,21 +77,44 @@ def open_image(f: BinaryIO) -> Image.Image:
         raise BadImageError("the WebP is damaged or cut short (libwebp cannot read it)") from e
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
-    f.seek(0)  # not im.close(), which would close f too
-    with _libtiff_reading():
-        return Image.open(f)
+    return _through_libtiff(f)  # not im.close() first, which would close f too
+
+
+class ThroughLibtiff(TiffImagePlugin.TiffImageFile):
+    """Pillow's TIFF image read through libtiff, as its switch ``READ_LIBTIFF`` would have it,
+    without setting that switch, which every thread reads (ComfyUI's nodes, the GIMP worker):
+    another thread's TIFF would be opened through libtiff too."""
+
+    @property
+    def use_load_libtiff(self) -> bool:
+        """Always: what Pillow's reader decides from its switch when it sets up the image."""
+        return True
+
+    @use_load_libtiff.setter
+    def use_load_libtiff(self, _: bool) -> None:
+        pass  # Pillow's reader sets it from READ_LIBTIFF, or the compression, at each page
+
+
+def _through_libtiff(f: BinaryIO) -> ThroughLibtiff:
+    """The TIFF open as ``f`` read through libtiff, refused and checked as ``Image.open`` refuses
+    and checks the files it opens."""
+    f.seek(0)
+    try:
+        im = ThroughLibtiff(f)
+    except (SyntaxError, IndexError, TypeError, struct.error) as e:  # Image.open's refusals
+        raise UnidentifiedImageError(f"cannot identify image file {f!r}") from e
+    Image._decompression_bomb_check(im.size)  # noqa: SLF001 - as Image.open checks
+    return im
 
 
 @contextmanager
-def _libtiff_reading() -> Iterator[None]:
-    """Pillow's TIFF reader set up to read through libtiff while a file is opened (the reader
-    reads its switch then)."""
-    with _LIBTIFF_SWITCH:
-        before, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
-        try:
-            yield
-        finally:
-            TiffImagePlugin.READ_LIBTIFF = before
+def caught_warnings(record: bool = False) -> Iterator[list[warnings.WarningMessage] | None]:
+    """``warnings.catch_warnings(record=record)``, one thread's at a time: before Python 3.14 it
+    swaps the process's filters and recorder for every thread, and put back out of order by two
+    threads reading at once (a host's thread pool), one image's warnings became the other's
+    notes and the host's later warnings went to a finished reading's list, for good."""
+    with _WARNINGS_SWITCH, warnings.catch_warnings(record=record) as caught:
+        yield caught
 
 
 def load_pixels(im: Image.Image) -> None:
@@ -158,7 +179,7 @@ def reader_refusal(path: Path) -> str:
     the file is empty; empty when no reader claims the file."""
     Image.init()
     try:
-        with open_regular(path) as f, warnings.catch_warnings():
+        with open_regular(path) as f, caught_warnings():
             warnings.simplefilter("ignore")  # the reader's complaints on the way are not the reason
             head = f.read(16)
             if not head:  # an interrupted copy, a cloud drive's placeholder
@@ -179,6 +200,19 @@ def reader_refusal(path: Path) -> str:
                     return f" (its {fmt} reader: {layout or one_line(e)})"
     except (OSError, BadImageError):
         pass
+    return ""
+
+
+def text_limit(e: ValueError) -> str:
+    """Why Pillow's PNG reader refused a file for the size of its text (or ICC profile), in
+    words for a user: Pillow names its limits by constant, and the file is not damaged but
+    holds more than they allow, in one chunk or in all of them; empty for other errors."""
+    if "MAX_TEXT_CHUNK" in str(e):
+        return "an embedded ICC profile or text chunk is larger than Pillow's " \
+               f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB safety limit"
+    if "MAX_TEXT_MEMORY" in str(e):
+        return "its text chunks hold more text in all than Pillow's " \
+               f"{PngImagePlugin.MAX_TEXT_MEMORY >> 20} MB safety limit"
     return ""
 
 

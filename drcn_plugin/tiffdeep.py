@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from .errors import BadImageError
-from .opening import as_tuple, first_ifd, load_pixels
+from .opening import ThroughLibtiff, as_tuple, first_ifd, load_pixels
 
 # TIFF tags read or written here
 _WIDTH, _HEIGHT, _BITS, _COMPRESSION, _PHOTOMETRIC, _FILL_ORDER = 256, 257, 258, 259, 262, 266
@@ -115,7 +115,7 @@ def stand_in_modes(layout: DeepLayout) -> Iterator[None]:
         _OPENING.layout = None
 
 
-class StandIn(TiffImagePlugin.TiffImageFile):
+class StandIn(ThroughLibtiff):
     """Pillow's TIFF image of a file whose samples it has no mode for, in a mode with the same
     bands: its tags and metadata read as Pillow reads them, its pixels blank (loading reads
     nothing: :func:`deep_pixels` reads the file's), and not turned upright."""

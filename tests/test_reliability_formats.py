@@ -5,18 +5,21 @@ mode/format pairs refused before the upscale."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import random_rgb, upscale
-from PIL import Image
+from helpers import png_chunk, random_rgb, upscale
+from PIL import Image, PngImagePlugin
 from typer.testing import CliRunner
 
 from drcn_plugin import engine, writing
 from drcn_plugin.cli import app
+from drcn_plugin.errors import BadImageError, DamagedImageError
 from drcn_plugin.imagefile import image_shape8, read_image
 
 runner = CliRunner()
@@ -139,6 +142,26 @@ def test_big_icc_png_message(folder: Path, tiny_model_file: str) -> None:
     rgb().save(folder / "icc.png", icc_profile=icc)
     r = upscale(str(folder), "--model", tiny_model_file)
     assert r.exit_code == 1 and "ICC profile" in r.output and "MAX_TEXT_CHUNK" not in r.output
+
+
+def test_a_png_holding_more_text_than_pillows_limit_is_refused_in_words(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text chunks each within Pillow's limit but over its limit on all of a file's text (64 MB,
+    made 1 MB here: 3 compressed chunks of 400 KB) are refused as what the file holds, in
+    words, not as damage ("cannot decode image (Too much memory used in text chunks: ...)")."""
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", 1 << 20)
+    text = b"".join(png_chunk(b"zTXt", b"note%d\0\0" % i + zlib.compress(b"x" * 400_000))
+                    for i in range(3))
+    still = io.BytesIO()
+    rgb(6, 5).save(still, "PNG")
+    data = still.getvalue()
+    pixels = data.index(b"IDAT") - 4
+    (tmp_path / "t.png").write_bytes(data[:pixels] + text + data[pixels:])
+    with pytest.raises(BadImageError) as e:
+        read_image(tmp_path / "t.png")
+    assert not isinstance(e.value, DamagedImageError)
+    assert str(e.value) == f"{tmp_path / 't.png'}: its text chunks hold more text in all than " \
+        "Pillow's 1 MB safety limit"
 
 
 def test_disk_full_while_writing_tiff(folder: Path, tiny_model_file: str, monkeypatch) -> None:
