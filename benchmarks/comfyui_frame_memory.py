@@ -35,17 +35,22 @@ def _status(field: str) -> int:
 
 
 def _nodes(rev: str | None):
-    """The node module of this checkout, or of git revision ``rev``."""
+    """The node module of this checkout (imported with its package, as ComfyUI does), or of git
+    revision ``rev`` (a single file then)."""
     path = ROOT / "comfyui_nodes" / "drcn_nodes.py"
+    name = "drcn_nodes_under_test"
     if rev is not None:
         source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path.relative_to(ROOT)}"],
                                 check=True, capture_output=True, text=True).stdout
         path = Path(tempfile.mkdtemp()) / "drcn_nodes_before.py"
         path.write_text(source)
-    spec = importlib.util.spec_from_file_location("drcn_nodes_under_test", path)
+    else:
+        path = path.with_name("__init__.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
-    return module
+    return module if rev is not None else sys.modules[f"{name}.drcn_nodes"]
 
 
 def _model(spec: str):

@@ -2,8 +2,8 @@
 
 All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
 out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
-ComfyUI's tensors (8-bit images go in as uint8, as ``drcn upscale`` reads them; a soft mask beside
-them is resized apart with the engine's bicubic), memory manager, progress bar and interrupt to
+ComfyUI's tensors (through ``frames``: 8-bit images go in as uint8, as ``drcn upscale`` reads
+them; a soft alpha beside them is resized apart), memory manager, progress bar and interrupt to
 it. Outside ComfyUI (no ``comfy`` module) the nodes still import and run: automatic device, no
 progress bar, no interrupt.
 """
@@ -37,19 +37,19 @@ from drcn_plugin.hub import (
     load_model,
     load_weights_file,
 )
-from drcn_plugin.imaging import imresize
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.model import DRCN
 from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize, whole_number
 
+from .frames import finite_frames, frame_input, from_engine, resized_alpha
+
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = MODELS_SUBDIR  # ComfyUI/models/drcn, made by `drcn comfyui install`
 MAX_SIDE = 16384  # ComfyUI's own largest image side (nodes.MAX_RESOLUTION)
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
-_GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
 
 
 class DRCNNodeError(RuntimeError):
@@ -248,15 +248,25 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     step = min(whole_number(per_batch) or count, count)
     planes = channels + (alpha is not None)
 
-    def fits(itemsize: int) -> None:
-        # held beside one upscale: the whole output batch (image and mask planes, float32) and
-        # the rest of one step's engine results
-        held = oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
-        check_memory(h, w, planes, itemsize, size=(oh, ow), held=held,
+    def frame(i: int) -> tuple[np.ndarray, torch.Tensor | None]:
+        return frame_input(image[i], None if alpha is None else alpha[i % len(alpha)])
+
+    def fits(itemsize: int, held: int | None = None) -> None:
+        # ``held``: bytes per output pixel kept beside one upscale, by default the whole output
+        # batch (image and mask planes, float32) and the rest of one step's engine results
+        held = count * (channels + 1) * 4 + (step - 1) * planes * itemsize if held is None else held
+        check_memory(h, w, planes, itemsize, size=(oh, ow), held=oh * ow * held,
                      what=f"a batch of {counted(count, 'frame')} of {ow}x{oh}")
+
+    def wide(source: np.ndarray, apart: torch.Tensor | None) -> bool:
+        return source.dtype != np.uint8 or apart is not None  # float32 in the engine, or beside it
 
     fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
     finite_frames(image)
+    first = [frame(0)]  # read before the outputs are allocated: does the batch start at 4 bytes?
+    widened = wide(*first[0])  # whether the batch has been checked at 4 bytes a value
+    if widened:
+        fits(4)
     out_image = torch.empty((count, oh, ow, channels))
     # a plane per frame even when unused: nodes downstream may write into a MASK in place
     out_mask = torch.empty((count, oh, ow)) if has_mask else torch.zeros((count, oh, ow))
@@ -264,7 +274,6 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     comfy_device = mm.get_torch_device() if mm is not None else None
     device = engine_device(comfy_device) if comfy_device is not None else "auto"
     cancel = interrupt_check(mm) if mm is not None else None
-    widened = False  # whether the batch has been checked at 4 bytes a value (float32 frames)
     upscaler = None
     try:
         upscaler = Upscaler(model, device=device, precision=engine_precision(mm, device),
@@ -279,17 +288,21 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
             for i in frames:
                 # read as it is upscaled, not in a pass over all frames first (no progress, no
                 # Cancel); the first frame off the 8-bit grid rechecks the batch at its width
-                source, apart = frame_input(image[i],
-                                            None if alpha is None else alpha[i % len(alpha)])
-                if not widened and (source.dtype != np.uint8 or apart is not None):
-                    fits(4)
+                source, apart = first.pop() if first else frame(i)
+                if not widened and wide(source, apart):
+                    # the outputs and this step's 8-bit results so far are taken already: count
+                    # the rest of this step's results, or a later step's (which frees those)
+                    made, later = i - start, step - 1 if frames.stop < count else 0
+                    fits(4, planes * max(4 * (frames.stop - 1 - i), 4 * later - made))
                     widened = True
                 results.append((upscaler.upscale(
                     source, size=(oh, ow), progress=_batch_progress(bar, i, count),
                     cancel=cancel, fill_hidden=alpha is None),  # colours under a mask: content
-                    None if apart is None else resized_alpha(apart, (oh, ow))))
+                    None if apart is None else resized_alpha(apart, (oh, ow), upscaler.device)))
             for i, (result, apart) in zip(frames, results, strict=True):
                 pixels = from_engine(result).clamp_(0.0, 1.0)
+                if apart is not None and channels in (2, 4):  # in place of its 8-bit stand-in
+                    pixels[..., -1] = apart
                 out_image[i] = pixels[..., :channels]
                 if has_mask:
                     torch.sub(1.0, pixels[..., -1] if apart is None else apart, out=out_mask[i])
@@ -299,62 +312,6 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         if mm is not None:
             mm.soft_empty_cache()
     return out_image, out_mask
-
-
-def finite_frames(image: torch.Tensor) -> None:
-    """Refuse a batch with NaN or infinite values (a half-precision VAE decode can give them)
-    before any frame is upscaled, naming the first such frame."""
-    count = image.shape[0]
-    for i in range(count):
-        if not bool(torch.isfinite(image[i]).all()):
-            raise BadImageError(f"frame {i + 1} of {count} has NaN or infinite values"
-                                if count > 1 else "the image has NaN or infinite values")
-
-
-def eight_bit(values: torch.Tensor) -> torch.Tensor | None:
-    """Float ``values`` (0..1) as uint8 levels when every one sits on the 8-bit grid (an image from
-    Load Image), else None."""
-    levels = values * 255.0
-    in_range = bool(levels.min() >= 0) and bool(levels.max() <= 255)
-    if in_range and torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
-        return levels.round().to(torch.uint8)
-    return None
-
-
-def to_engine(image: torch.Tensor) -> np.ndarray:
-    """One ``[H, W, C]`` image as the engine's input: uint8 when it is on the 8-bit grid, so the
-    engine treats it exactly as ``drcn upscale`` treats the file; float32 otherwise."""
-    image = image.detach().cpu().float()
-    levels = eight_bit(image)
-    return (image if levels is None else levels).numpy()
-
-
-def frame_input(image: torch.Tensor,
-                alpha: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor | None]:
-    """One ``[H, W, C]`` image with ``alpha`` ``[H, W]`` appended as the engine's input, and the
-    alpha apart (float32) when it is off the 8-bit grid beside 8-bit colours: appended, it would
-    take the colours down the float path, so a soft mask would change them."""
-    colour = to_engine(image)
-    if alpha is None:
-        return colour, None
-    alpha = alpha.detach().cpu().float()
-    levels = eight_bit(alpha) if colour.dtype == np.uint8 else alpha
-    if levels is None:
-        return colour, alpha
-    return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
-
-
-def resized_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """An ``[H, W]`` float alpha taken apart from its image, resized as the engine resizes a float
-    alpha: bicubic to ``size`` (none at the same size), clamped to 0..1."""
-    # out of place: at the same size, imresize gives back a view of ``alpha`` (shared by frames)
-    return imresize(alpha[None], size=size)[0].clamp(0.0, 1.0)
-
-
-def from_engine(array: np.ndarray) -> torch.Tensor:
-    """The engine's output back as ComfyUI's float 0..1 image."""
-    out = torch.from_numpy(array)
-    return out.float() / 255.0 if array.dtype == np.uint8 else out
 
 
 def _batch_progress(bar: object | None, index: int,

@@ -28,15 +28,14 @@ from .drcn_nodes import (
     comfy_modules,
     engine_device,
     engine_precision,
-    finite_frames,
-    from_engine,
     interrupt_check,
     readable,
-    to_engine,
     user_errors,
 )
+from .frames import finite_frames, from_engine, to_engine
 
 ARCH_ID = "DRCN"
+MIN_MODEL_SCALE = 2
 MAX_MODEL_SCALE = int(MAX_SCALE)
 
 
@@ -153,13 +152,11 @@ def upscale_model(drcn: DRCN, scale: int) -> object:
     """A spandrel descriptor for ``drcn`` at ``scale`` (its own copy of the weights, so ComfyUI can
     move it between devices without touching the loader's model)."""
     with user_errors():
-        value = check_scale(scale)
+        # from 2: the engine gives the input back at x1, a no-op labelled 'Restoration'
+        value = check_scale(scale, lowest=MIN_MODEL_SCALE)
         if value != int(value):
             raise BadOptionError(f"an upscale model's scale is a whole number, not {value:g}",
                                  option="scale")
-        if value == 1:  # the engine gives the input back at x1: a no-op labelled 'Restoration'
-            raise BadOptionError("an upscale model's scale is 2 or more: at 1 DRCN gives the "
-                                 "image back as it is", option="scale")
         return attach_patcher(architecture(int(value)).load(
             {k: v.detach().cpu() for k, v in drcn.state_dict().items()}))
 
@@ -181,7 +178,7 @@ class DRCNToUpscaleModel:
         return {
             "required": {
                 "drcn_model": (MODEL_TYPE,),
-                "scale": ("INT", {"default": 2, "min": 2, "max": MAX_MODEL_SCALE,
+                "scale": ("INT", {"default": 2, "min": MIN_MODEL_SCALE, "max": MAX_MODEL_SCALE,
                                   "tooltip": "the model's fixed factor; for 2.5x or exact sizes "
                                              "use DRCN Upscale"}),
             },

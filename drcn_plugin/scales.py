@@ -36,16 +36,16 @@ def as_float(value: float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def check_scale(scale: float) -> float:
-    """An upscaling factor within ``MIN_SCALE..MAX_SCALE`` as a Python float (a numpy scalar's
+def check_scale(scale: float, lowest: float = MIN_SCALE) -> float:
+    """An upscaling factor within ``lowest..MAX_SCALE`` as a Python float (a numpy scalar's
     own arithmetic would overflow or round sizes), or :class:`BadOptionError` (NaN too, and
-    anything that is not a real number)."""
+    anything that is not a real number); a caller that refuses low factors names its range."""
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
     value = as_float(scale)
-    if not MIN_SCALE <= value <= MAX_SCALE:
+    if not lowest <= value <= MAX_SCALE:
         shown = f"{value:g}" if float(f"{value:g}") == value else repr(value)
-        raise BadOptionError(f"scale {shown} is out of range: use {MIN_SCALE:g} to "
+        raise BadOptionError(f"scale {shown} is out of range: use {lowest:g} to "
                              f"{MAX_SCALE:g}", option="scale")
     return value
 

@@ -40,8 +40,10 @@ def output_size(height: int, width: int, scale: float | None = None,
 
 
 def whole_number(value: object) -> int | None:
-    """``value`` as an int when it is a whole number of at least 0 (a numpy integer too, not a
-    bool), else None: the check behind every pixel-count option."""
+    """``value`` as an int when it is a whole number of at least 0 (a numpy integer or a float
+    such as an API workflow's 2.0 too, not a bool), else None: the check behind every count."""
+    if isinstance(value, float | np.floating) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         return None
     return int(value)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from test_comfyui_nodes import (
+    FRAMES,
     NODES,
     NODES_DIR,
     PKG,
@@ -90,7 +91,7 @@ def test_cancel_stops_a_batch_at_scale_1_between_frames(
     assert len(fake.updates) == 2 and fake.calls[-1] == ("empty",)
 
 
-@pytest.mark.parametrize("per_batch", [-1, 1.5, None, True])
+@pytest.mark.parametrize("per_batch", [-1, 1.5, None, True, -2.0, float("inf")])
 def test_a_per_batch_that_is_no_count_of_frames_is_refused(tiny: DRCN, per_batch: object) -> None:
     """An API workflow's 1.5 or null raised a raw TypeError; True ran as 1 frame a step."""
     with pytest.raises(NODES.DRCNNodeError) as info:
@@ -123,7 +124,7 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
 def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch is checked at 1 byte a value (8-bit frames, the least) before its first frame, and
-    again at 4 before the first frame off the 8-bit grid (float32 in the engine) is upscaled."""
+    at 4 before the first frame off the 8-bit grid, counting what is still to be allocated."""
     seen: list[tuple] = []
     monkeypatch.setattr(NODES, "check_memory", lambda *a, **k: seen.append((a[3], k["held"])))
     real = Upscaler.upscale
@@ -134,7 +135,7 @@ def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
     UPSCALE.upscale(mixed, tiny, 2.0, 0, False, per_batch=3)
     (grid_size, grid_held), frame, (mixed_size, mixed_held), *rest = seen
     assert (grid_size, mixed_size, frame, rest) == (1, 4, ("frame",), [("frame",)] * 2)
-    assert mixed_held - grid_held == 16 * 16 * 2 * 3 * (4 - 1)  # two more results held, 3 planes
+    assert mixed_held == 16 * 16 * 3 * 4  # the outputs exist: one 3-plane result still to come
     seen.clear()
     UPSCALE.upscale(_frames(3, 8, 8), tiny, 2.0, 0, False, per_batch=3)
     assert seen == [(1, grid_held)] + [("frame",)] * 3
@@ -145,8 +146,8 @@ def test_each_frame_is_converted_once_as_it_is_upscaled(
     """No pass converting every frame before the first is upscaled: on 1000 1080p frames that
     pass took 80 s with no progress and Cancel unheard, and each frame was converted twice."""
     reads: list[int] = []
-    real = NODES.to_engine
-    monkeypatch.setattr(NODES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
+    real = FRAMES.to_engine
+    monkeypatch.setattr(FRAMES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
     UPSCALE.upscale(_frames(5, 8, 8), tiny, 2.0, 0, False, per_batch=2)
     assert len(reads) == 5
     reads.clear()
@@ -235,7 +236,7 @@ def test_without_spandrel_one_clear_line(tiny: DRCN, monkeypatch: pytest.MonkeyP
 
 
 def test_scale_out_of_range(tiny: DRCN) -> None:
-    with pytest.raises(NODES.DRCNNodeError, match="scale 17 is out of range: use 1 to 16"):
+    with pytest.raises(NODES.DRCNNodeError, match="scale 17 is out of range: use 2 to 16"):
         TO_MODEL.convert(tiny, 17)
 
 
@@ -332,8 +333,7 @@ def test_scale_1_is_refused_as_it_leaves_the_image_as_it_is(tiny: DRCN, fake_spa
     would hand a user cleaning a JPEG with drcn-lite-photo the image untouched, silently."""
     with pytest.raises(NODES.DRCNNodeError) as info:
         TO_MODEL.convert(tiny, 1)
-    assert str(info.value) == ("DRCN: an upscale model's scale is 2 or more: at 1 DRCN gives the "
-                               "image back as it is")
+    assert str(info.value) == "DRCN: scale 1 is out of range: use 2 to 16"
     assert TO_MODEL.INPUT_TYPES()["required"]["scale"][1]["min"] == 2
 
 

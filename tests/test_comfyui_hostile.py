@@ -5,14 +5,17 @@ modules from test_comfyui_nodes)."""
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import cuda_gpus, seeded_drcn
 from safetensors.torch import save_file
-from test_comfyui_nodes import NODES, PKG, FakeComfy
+from test_comfyui_nodes import FRAMES, NODES, PKG, FakeComfy
 
+from drcn_plugin import engine
 from drcn_plugin.devices import pick_precision
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.model import DRCN
@@ -91,3 +94,128 @@ def test_a_soft_mask_leaves_the_colours_of_an_8_bit_image_as_they_are(tiny: DRCN
                 rgba = torch.cat([image[i], 1.0 - mask[i % len(mask), ..., None]], dim=-1)
                 alpha = engine.upscale(rgba.numpy(), scale, fill_hidden=False)[..., 3]
                 assert (out_mask[i] - (1.0 - torch.from_numpy(alpha))).abs().max() < 1e-6
+
+
+def _metered(monkeypatch: pytest.MonkeyPatch, budget: int) -> list[torch.Tensor]:
+    """Available memory as ``ulimit -v`` or a cgroup sees it: ``budget`` less the output tensors
+    the node has allocated (returned)."""
+    taken: list[int] = []
+    metered = types.ModuleType("torch")
+    vars(metered).update(vars(torch))
+    for name in ("empty", "zeros"):
+        make = getattr(torch, name)
+        setattr(metered, name, lambda *a, make=make, **k: taken.append(make(*a, **k)) or taken[-1])
+    monkeypatch.setattr(NODES, "torch", metered)
+    monkeypatch.setattr(engine, "_available_memory",
+                        lambda device: budget - sum(t.nbytes for t in taken))
+    return taken
+
+
+def test_a_float_batch_is_checked_before_its_outputs_are_taken(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 4-byte check ran after the outputs were allocated yet counted them again: a float
+    frame (a VAE decode) with room for its output once was refused. Frame 0 tells it first, so
+    one without that room is refused with nothing allocated."""
+    outputs = 64 * 64 * (3 + 1) * 4  # image and mask planes, float32
+    need = engine.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
+    _metered(monkeypatch, need + outputs // 2)
+    out, _ = UPSCALE.upscale(torch.rand(1, 32, 32, 3), tiny, 2.0, 0, False)
+    assert out.shape == (1, 64, 64, 3)
+    taken = _metered(monkeypatch, need - 1)
+    with pytest.raises(NODES.DRCNNodeError, match="a batch of 1 frame of 64x64 needs about"):
+        UPSCALE.upscale(torch.rand(1, 32, 32, 3), tiny, 2.0, 0, False)
+    assert taken == []
+
+
+def test_a_later_float_frame_counts_only_what_is_still_to_be_allocated(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two 8-bit frames, then one off the grid: the recheck counted the outputs (allocated) and
+    every result of the step again, and refused the batch after two frames were upscaled."""
+    frames = torch.randint(0, 256, (3, 32, 32, 3), generator=torch.Generator().manual_seed(4)) / 255
+    frames[2] += 0.3 / 255
+    outputs, made = 3 * 64 * 64 * (3 + 1) * 4, 2 * 64 * 64 * 3  # and two 8-bit results
+    _metered(monkeypatch, engine.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs + made)
+    ran, real = [], Upscaler.upscale
+    monkeypatch.setattr(Upscaler, "upscale",
+                        lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    out, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False)
+    assert len(ran) == 3 and out.shape == (3, 64, 64, 3)
+
+
+class _SaysMeta:
+    """The engine on the CPU, naming the 'meta' device as its own: what is sent there shows."""
+
+    device = torch.device("meta")
+
+    def __init__(self, model: DRCN, **options: object) -> None:
+        self.engine = Upscaler(model, **{**options, "device": "cpu"})
+
+    def upscale(self, *args: object, **kwargs: object) -> np.ndarray:
+        return self.engine.upscale(*args, **kwargs)
+
+
+def test_a_soft_alpha_is_resized_on_the_engines_device(tiny: DRCN,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A soft alpha taken apart was resized on the CPU (0.47 s a 1080p frame to 4K), where the
+    engine resized it on its GPU: it goes to the upscaler's device and comes back resized."""
+    g = torch.Generator().manual_seed(7)
+    image = torch.randint(0, 256, (2, 12, 14, 3), generator=g) / 255
+    mask = torch.rand(2, 12, 14, generator=g)
+    sent: list[torch.device] = []
+    monkeypatch.setattr(NODES, "Upscaler", _SaysMeta)
+    monkeypatch.setattr(FRAMES, "imresize", lambda x, size: sent.append(x.device)
+                        or torch.full((*x.shape[:-2], *size), 0.25))
+    _, out_mask = UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=mask)
+    assert sent == [torch.device("meta")] * 2 and bool((out_mask == 0.75).all())
+
+
+def test_an_rgba_images_soft_alpha_leaves_its_8_bit_colours_as_they_are(tiny: DRCN) -> None:
+    """Join Image with Alpha with a feathered mask: the soft alpha took the 8-bit colours down the
+    float path (1.09 levels off the same pixels as image + mask). The colours go in as uint8, the
+    alpha is resized apart as the engine resizes a float alpha."""
+    g = torch.Generator().manual_seed(6)
+    rgb = torch.randint(0, 256, (2, 12, 14, 3), generator=g) / 255
+    alpha = torch.rand(2, 12, 14, 1, generator=g) * 0.98 + 0.01  # soft, nowhere transparent
+    reference = Upscaler(tiny, device="cpu")
+    for scale in (2.3, 1.0):
+        plain, _ = UPSCALE.upscale(rgb, tiny, scale, 0, False)
+        out, out_mask = UPSCALE.upscale(torch.cat([rgb, alpha], -1), tiny, scale, 0, False)
+        assert (out[..., :3] - plain).abs().max() == 0
+        for i in range(2):
+            want = reference.upscale(torch.cat([rgb[i], alpha[i]], -1).numpy(), scale)[..., 3]
+            assert (out[i, ..., 3] - torch.from_numpy(want)).abs().max() < 1e-6
+            assert torch.equal(out_mask[i], 1.0 - out[i, ..., 3])
+
+
+def test_an_rgba_images_transparent_colours_are_still_filled(tiny: DRCN) -> None:
+    """Taken apart, a soft alpha still tells the engine which pixels are fully transparent, so
+    their unseen colour is filled from the visible ones: the colours are those of the image with
+    its alpha rounded up to the 8-bit grid (the same pixels transparent)."""
+    g = torch.Generator().manual_seed(8)
+    rgb = torch.randint(0, 256, (1, 12, 14, 3), generator=g) / 255
+    alpha = torch.rand(1, 12, 14, 1, generator=g)
+    alpha[:, :, :6] = 0.0
+    out, _ = UPSCALE.upscale(torch.cat([rgb, alpha], -1), tiny, 2.0, 0, False)
+    grid, _ = UPSCALE.upscale(torch.cat([rgb, (alpha * 255).ceil() / 255], -1), tiny, 2.0, 0,
+                              False)
+    plain, _ = UPSCALE.upscale(rgb, tiny, 2.0, 0, False)
+    assert torch.equal(out[..., :3], grid[..., :3]) and not torch.equal(out[..., :3], plain)
+
+
+@pytest.mark.parametrize("per_batch", [2.0, np.float64(2.0)])
+def test_a_whole_number_float_per_batch_is_that_many_frames(tiny: DRCN, per_batch: float) -> None:
+    """An API workflow's 2.0 (or a math node's float) was refused as 'not a whole number'."""
+    frames = torch.rand(3, 8, 8, 3, generator=torch.Generator().manual_seed(9))
+    want, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=2)
+    out, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=per_batch)
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("scale", [0, 0.5, 1, 1.5])
+def test_an_upscale_models_range_says_2_to_16(tiny: DRCN, scale: float) -> None:
+    """DRCN to Upscale Model said 'use 1 to 16' at 0.5, then refused 1 as under 2."""
+    with pytest.raises(NODES.DRCNNodeError) as info:
+        MODELS.upscale_model(tiny, scale)
+    assert str(info.value) == f"DRCN: scale {scale:g} is out of range: use 2 to 16"
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: scale 0.5 is out of range: use 1 to 16$"):
+        UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 0.5, 0, False)

@@ -37,6 +37,7 @@ def _load_package(name: str = "comfyui_drcn_under_test") -> types.ModuleType:
 
 PKG = _load_package()
 NODES = sys.modules[f"{PKG.__name__}.drcn_nodes"]
+FRAMES = sys.modules[f"{PKG.__name__}.frames"]  # ComfyUI's frames to the engine and back
 LOADER = PKG.NODE_CLASS_MAPPINGS["DRCNModelLoader"]()
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
 

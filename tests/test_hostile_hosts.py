@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from helpers import seeded_drcn
-from test_comfyui_nodes import NODES, PKG
+from test_comfyui_nodes import FRAMES, NODES, PKG
 
 from drcn_plugin import engine
 from drcn_plugin.model import DRCN
@@ -25,8 +25,8 @@ def tiny() -> DRCN:
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record every frame the node converts for the engine (each costs a pass over the frame)."""
     reads: list[int] = []
-    real = NODES.to_engine
-    monkeypatch.setattr(NODES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
+    real = FRAMES.to_engine
+    monkeypatch.setattr(FRAMES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
     return reads
 
 

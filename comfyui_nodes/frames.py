@@ -1,0 +1,78 @@
+"""ComfyUI's IMAGE frames as the engine's input and its results back: 8-bit frames go in as
+uint8, as ``drcn upscale`` reads them, and an alpha off the 8-bit grid beside 8-bit colours (a soft
+mask, or an RGBA image's own soft alpha) is resized apart with the engine's bicubic, so it cannot
+take the colours down the float path."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from drcn_plugin.errors import BadImageError
+from drcn_plugin.imaging import imresize
+
+_GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
+
+
+def finite_frames(image: torch.Tensor) -> None:
+    """Refuse a batch with NaN or infinite values (a half-precision VAE decode can give them)
+    before any frame is upscaled, naming the first such frame."""
+    count = image.shape[0]
+    for i in range(count):
+        if not bool(torch.isfinite(image[i]).all()):
+            raise BadImageError(f"frame {i + 1} of {count} has NaN or infinite values"
+                                if count > 1 else "the image has NaN or infinite values")
+
+
+def eight_bit(values: torch.Tensor) -> torch.Tensor | None:
+    """Float ``values`` (0..1) as uint8 levels when every one sits on the 8-bit grid (an image from
+    Load Image), else None."""
+    levels = values * 255.0
+    in_range = bool(levels.min() >= 0) and bool(levels.max() <= 255)
+    if in_range and torch.allclose(levels, levels.round(), rtol=0.0, atol=_GRID_TOLERANCE):
+        return levels.round().to(torch.uint8)
+    return None
+
+
+def to_engine(image: torch.Tensor) -> np.ndarray:
+    """One ``[H, W, C]`` image as the engine's input: uint8 when it is on the 8-bit grid, so the
+    engine treats it exactly as ``drcn upscale`` treats the file; float32 otherwise."""
+    image = image.detach().cpu().float()
+    levels = eight_bit(image)
+    return (image if levels is None else levels).numpy()
+
+
+def frame_input(image: torch.Tensor,
+                mask_alpha: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor | None]:
+    """One ``[H, W, C]`` image with its alpha (its own, or ``mask_alpha`` ``[H, W]`` appended) as
+    the engine's input, and the alpha apart (float32) when it is off the 8-bit grid beside 8-bit
+    colours: in the engine it would take the colours down the float path, changing them."""
+    own = mask_alpha is None and image.shape[-1] in (2, 4)
+    colour = to_engine(image[..., :-1] if own else image)
+    alpha = image[..., -1] if own else mask_alpha
+    if alpha is None:
+        return colour, None
+    alpha = alpha.detach().cpu().float()
+    levels = eight_bit(alpha) if colour.dtype == np.uint8 else alpha
+    if levels is not None:
+        return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
+    if not own:
+        return colour, alpha
+    # an image's own alpha stays in on the grid, rounded up (no visible pixel turns transparent),
+    # for the engine to give fully transparent pixels their visible neighbours' colour
+    stand_in = alpha.clamp(0.0, 1.0).mul(255.0).ceil().to(torch.uint8)
+    return np.concatenate([colour, stand_in.numpy()[..., None]], axis=-1), alpha
+
+
+def resized_alpha(alpha: torch.Tensor, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """An ``[H, W]`` float alpha taken apart from its image, resized as the engine resizes a float
+    alpha: bicubic to ``size`` (none at the same size) on the engine's ``device`` (a 4K alpha
+    takes half a second on a CPU), clamped to 0..1, back on the CPU."""
+    # out of place: at the same size, imresize gives back a view of ``alpha`` (shared by frames)
+    return imresize(alpha[None].to(device), size=size)[0].clamp(0.0, 1.0).cpu()
+
+
+def from_engine(array: np.ndarray) -> torch.Tensor:
+    """The engine's output back as ComfyUI's float 0..1 image."""
+    out = torch.from_numpy(array)
+    return out.float() / 255.0 if array.dtype == np.uint8 else out
