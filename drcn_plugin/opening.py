@@ -217,6 +217,9 @@ def text_limit(e: ValueError) -> str:
 
 
 _NEW_SUBFILE_TYPE, _REDUCED = 254, 1  # a TIFF's tag, and its bit for a reduced-resolution copy
+# A TIFF's tags ImageWidth and ImageLength, looked for among a directory's first entries (sorted
+# by tag, as TIFF asks, they are among its first four).
+_IMAGE_SIZE, _MOST_ENTRIES = frozenset({256, 257}), 256
 _NO_MODE = "unknown pixel mode"  # Pillow's TIFF reader on samples it has no mode for
 _SAMPLE_KINDS = {2: "signed ", 3: "float "}  # TIFF's SampleFormat, beside unsigned integers
 _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK",
@@ -245,9 +248,11 @@ def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
 
 def tiff_pages(f: BinaryIO) -> int:
     """How many images (pages) the TIFF or BigTIFF open as ``f`` chains, from its directories'
-    entry counts and links alone (their tags and pixels unread: Pillow has no mode for some).
-    A directory cut off by the file's end ends the count, and so does a link back to one
-    already counted (a loop); 0 when ``f`` holds no TIFF header."""
+    entries and links alone (their tags' values and pixels unread: Pillow has no mode for some).
+    The count ends at a directory cut off by the file's end, at one without an image's width
+    and height among its first entries (a link into zeros or other data: Pillow says "Missing
+    dimensions"), and at a link back to one already counted (a loop); 0 when ``f`` holds no
+    TIFF header."""
     f.seek(0)
     head = f.read(16)
     if head[:4] not in _TIFF_HEADS:
@@ -264,7 +269,13 @@ def tiff_pages(f: BinaryIO) -> int:
         raw = f.read(struct.calcsize(count))
         if len(raw) < struct.calcsize(count):
             break
-        f.seek(min(where + len(raw) + struct.unpack(count, raw)[0] * entry, end))
+        entries = struct.unpack(count, raw)[0]
+        table = f.read(min(entries, _MOST_ENTRIES) * entry)
+        tags = {struct.unpack_from(f"{order}H", table, k)[0]
+                for k in range(0, len(table) - entry + 1, entry)}
+        if not tags >= _IMAGE_SIZE:
+            break
+        f.seek(min(where + len(raw) + entries * entry, end))
         raw = f.read(struct.calcsize(link))
         if len(raw) < struct.calcsize(link):
             break
