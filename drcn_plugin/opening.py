@@ -40,7 +40,9 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-_WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp refuses a file
+# Pillow's words where libwebp refuses a file (on opening), and fails on a frame's data (loading)
+_WEBP_UNREAD, _WEBP_UNDECODED = "could not create decoder object", "failed to read next frame"
+_WEBP_DAMAGED = "the WebP is damaged or cut short (libwebp cannot read it)"
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _STDERR_SWITCH = threading.Lock()
@@ -74,7 +76,7 @@ def open_image(f: BinaryIO) -> Image.Image:
         f.seek(8)
         if str(e) != _WEBP_UNREAD or f.read(4) != b"WEBP":  # RIFF, its size, then the form
             raise
-        raise BadImageError("the WebP is damaged or cut short (libwebp cannot read it)") from e
+        raise DamagedImageError(_WEBP_DAMAGED) from e
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
     return _through_libtiff(f)  # not im.close() first, which would close f too
@@ -122,9 +124,15 @@ def load_pixels(im: Image.Image) -> None:
     straight to the process's stderr, beside drcn's own line, and Pillow then says only "decoder
     error -2": what it writes is caught, and becomes the error's reason, or on success a
     warning (which :func:`.imagefile.read_image` makes a note). What others write meanwhile (a
-    live progress display) is passed on to stderr."""
+    live progress display) is passed on to stderr. A WebP whose data libwebp fails on is refused
+    as damaged, as on opening (Pillow says only that it "failed to read next frame")."""
     if not getattr(im, "use_load_libtiff", False):
-        im.load()
+        try:
+            im.load()
+        except OSError as e:
+            if im.format == "WEBP" and str(e) == _WEBP_UNDECODED:
+                raise DamagedImageError(_WEBP_DAMAGED) from e
+            raise
         return
     with _STDERR_SWITCH:  # one thread's catch at a time, each putting back the stderr it found
         try:
