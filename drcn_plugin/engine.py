@@ -67,29 +67,32 @@ _HALF_PARTS = ("embed", "recursive", "reconstruct")  # cast for half precision; 
 
 
 def memory_needed(height: int, width: int, channels: int, itemsize: int,
-                  scale: float | None = None, size: tuple[int, int] | None = None) -> int:
-    """Peak host memory (bytes) of one ``upscale`` and the encode after it: float planes in,
-    the network's input and output planes, the merged result with two copies in the encode, one
-    row block's temporaries (bicubic, colour conversion, clamping: at most 4C + 6 floats per
-    pixel) and the allocator's own overhead (measured on Linux: 3-4 MiB)."""
+                  scale: float | None = None, size: tuple[int, int] | None = None,
+                  encoded: bool = True) -> int:
+    """Peak host memory (bytes) of one ``upscale`` and, where ``encoded``, the encode after it:
+    float planes in, the network's input and output planes, the merged result (with two copies
+    in the encode), one row block's temporaries (bicubic, colour conversion, clamping: at most
+    4C + 6 floats per pixel) and the allocator's own overhead (measured on Linux: 3-4 MiB)."""
     oh, ow = output_size(height, width, scale, size)
     nh, nw = network_size(height, width, oh, ow)
     network = 8 * nh * nw + (4 * oh * ow if (nh, nw) != (oh, ow) else 0)
     block = 4 * (4 * channels + 6) * min(oh * ow, BLOCK_PIXELS)
-    return (4 * height * width * (channels + 3) + network + 3 * channels * itemsize * oh * ow
-            + block + (16 << 20))
+    results = 3 if encoded else 1
+    return (4 * height * width * (channels + 3) + network
+            + results * channels * itemsize * oh * ow + block + (16 << 20))
 
 
 def check_memory(height: int, width: int, channels: int, itemsize: int,
                  scale: float | None = None, size: tuple[int, int] | None = None,
-                 held: int = 0, what: str = "") -> None:
+                 held: int = 0, what: str = "", encoded: bool = True) -> None:
     """Refuse, before anything is allocated, an upscale that cannot fit in available memory.
 
     ``held``: bytes the caller keeps beside this upscale (a host's batch of outputs); ``what``
-    names the job in the message (default: the result's size).
+    names the job in the message (default: the result's size); ``encoded``: whether the result
+    is encoded after it (the encode's copies counted).
     """
     oh, ow = output_size(height, width, scale, size)
-    refuse_over(memory_needed(height, width, channels, itemsize, scale, size) + held,
+    refuse_over(memory_needed(height, width, channels, itemsize, scale, size, encoded) + held,
                 what or f"a {ow}x{oh} result")
 
 
@@ -417,7 +420,7 @@ class Upscaler:
                 progress(1, 1)
             return out
         # As the front ends do: refused now, not after the network pass or by the OOM killer.
-        check_memory(h, w, channels, kind.itemsize, size=(oh, ow))
+        check_memory(h, w, channels, kind.itemsize, size=(oh, ow), encoded=False)
         work = network_size(h, w, oh, ow)
         colour = channels in (3, 4)
         float_range = kept_range(image) if kind.kind == "f" else (0.0, 1.0)

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from .iptc import tiff_iptc
 from .jpegparts import damage_note, extra_images, extra_images_note
 from .metadata import (
     IPTC,
+    ORIENTATION,
     TRANSPOSE,
     Descriptive,
     apply_orientation,
@@ -49,7 +49,6 @@ from .metadata import (
     read_exif,
 )
 from .misreads import (
-    png_chunks,
     require_whole_png,
     require_whole_tiff,
     tga_alpha,
@@ -70,7 +69,6 @@ from .pixelmodes import (
     GREY_MODES,
     NEGATIVE,
     bmp_alpha,
-    decoded_planes,
     held_at_8_bits,
     signed_bytes,
     stored_mode,
@@ -140,78 +138,31 @@ def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
 
 def image_shape8(path: Path) -> tuple[int, ...]:
     """The shape :func:`read_image8` gives ``path`` (``(3, H, W)``, or ``(H, W)`` for grey), read
-    from the file's header (orientation applied) without decoding its pixels. A PNG whose EXIF
-    follows its pixels (Pillow finds it only by decoding) may come back unturned: same sides."""
+    from the file's header (orientation applied) without decoding its pixels. A PNG turned by
+    anything but EXIF before its pixels (Pillow finds it only by decoding) may come back
+    unturned: same sides."""
     with decoding(path), open_regular(path) as raw, \
             open_image(without_damaged_chunks(raw, [], header=True)) as im:
-        h, w = _upright_size(im)
+        h, w = upright_size(im)
         return (h, w) if im.mode in GREY_MODES else (3, h, w)
 
 
-def _upright_size(im: Image.Image) -> tuple[int, int]:
-    """The (height, width) of the opened ``im`` turned as its EXIF orientation says; a PNG's
-    EXIF that follows its pixels is not seen (Pillow finds it only by decoding)."""
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """The (height, width) the opened ``im`` decodes to, turned as its orientation (EXIF, or the
+    XMP Pillow falls back to) says. Pillow opens a TIFF at the size its Orientation tag turns it
+    to, and one turned by XMP alone at its stored size; a PNG's orientation is read only from
+    EXIF before its pixels (Pillow's getexif() decodes otherwise)."""
     w, h = im.size
-    known = im.format != "PNG" or "exif" in im.info  # a PNG's getexif() decodes it
-    if known and orientation(im) >= 5 and im.format != "TIFF":  # TIFF: the turned size
+    if im.format == "PNG" and "exif" not in im.info:
+        return h, w
+    turned_on_opening = im.format == "TIFF" and im.tag_v2.get(ORIENTATION) in (5, 6, 7, 8)
+    if orientation(im) >= 5 and not turned_on_opening:
         return w, h
     return h, w
 
 
-# The formats whose opened size is the decoded one (an icon's is its directory's claim, which
-# decoding may correct).
-_SIZED_BY_HEADER = frozenset({"PNG", "JPEG", "MPO", "WEBP", "AVIF", "HEIF", "TIFF", "BMP", "GIF",
-                              "PPM", "TGA", "JPEG2000", "PCX", "SGI", "QOI", "DDS"})
-
-
-@dataclass(frozen=True)
-class Header:
-    """What a file's header says of the array :func:`read_image` would decode from it."""
-
-    size: tuple[int, int]  # (height, width), upright
-    planes: tuple[int, int] | None  # channels and bytes a sample; None where the pixels decide
-    format: str
-    frames: int
-
-
-def read_header(path: Path) -> Header | None:
-    """``path``'s :class:`Header`, read without decoding its pixels, so that an impossible result
-    is refused before the decoding is spent; None where the header cannot be read (decoding then
-    says why) or leaves the decoded size open (a PNG whose EXIF follows its pixels, an icon).
-    What :func:`read_image` refuses from the header alone it refuses too, in the same words."""
-    _heif_opener()
-    try:
-        raw = open_regular(path)
-    except Exception:  # noqa: BLE001 - the reading says what is wrong with the file
-        return None
-    with raw, caught_warnings():
-        warnings.simplefilter("ignore")  # the reading's warnings become its notes
-        try:
-            im = open_image(f := without_damaged_chunks(raw, [], header=True))
-        except Exception:  # noqa: BLE001 - as above
-            return None
-        with im:
-            with decoding(path):
-                _refuse_from_header(im)
-            try:
-                if im.format not in _SIZED_BY_HEADER or _exif_after_pixels(f, im):
-                    return None
-                return Header(_upright_size(im),
-                              None if isinstance(im, StandIn) else decoded_planes(im), im.format,
-                              1 if extra_images(f, im) else _frame_count(path, im))
-            except Exception:  # noqa: BLE001 - as above
-                return None
-
-
-def _exif_after_pixels(f: BinaryIO, im: Image.Image) -> bool:
-    """Whether the opened PNG ``im`` (of the file ``f``) has an EXIF chunk past its pixel data,
-    which Pillow reads only by decoding: its orientation may turn the image."""
-    return im.format == "PNG" and "exif" not in im.info and \
-        any(kind == b"eXIf" for kind, _ in png_chunks(f))
-
-
 @lru_cache(maxsize=1)
-def _heif_opener() -> bool:
+def heif_opener() -> bool:
     """Let Pillow open HEIF/HEIC (phone photos) through pillow-heif, when it is installed."""
     try:
         from pillow_heif import register_heif_opener
@@ -234,7 +185,7 @@ def _heif_brand(path: Path) -> bool:
 @contextmanager
 def decoding(path: Path) -> Iterator[None]:
     """Turn whatever reading ``path`` raises into one error naming the file."""
-    _heif_opener()
+    heif_opener()
     try:
         yield
     except DRCNError as e:
@@ -245,7 +196,7 @@ def decoding(path: Path) -> Iterator[None]:
         raise BadImageError(f"{path}: more pixels than PIL.Image.MAX_IMAGE_PIXELS allows (drcn "
                             f"sets it from the memory available): {one_line(e)}") from e
     except UnidentifiedImageError as e:
-        if _heif_brand(path) and not _heif_opener():
+        if _heif_brand(path) and not heif_opener():
             raise BadImageError(f"{path}: a HEIF/HEIC image; Pillow reads those with the "
                                 "pillow-heif package (pip install pillow-heif)") from e
         raise BadImageError(f"{path}: not an image Pillow can read{reader_refusal(path)}") from e
@@ -344,7 +295,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     # the turned size for the stored pixels, scrambling them.
     notes: list[str] = []
     with open_regular(path) as raw, open_image(f := without_damaged_chunks(raw, notes)) as im:
-        _refuse_from_header(im)
+        refuse_from_header(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
@@ -368,7 +319,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
             info.notes.append(extra_images_note(extras, info.notes))
         else:
-            info.frames = _frame_count(path, im)
+            info.frames = frame_count(path, im)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
         if unmarked := unmarked_channels(im):
@@ -403,13 +354,13 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
     return array, info
 
 
-def _frame_count(path: Path, im: Image.Image) -> int:
+def frame_count(path: Path, im: Image.Image) -> int:
     """How many frames (pages) ``im``, the loaded image of ``path``, has. A TIFF's are counted
     from its chain of directories, read from a file of its own: Pillow's count would set its
     reader up again at the first page, without the stand-in's modes it was opened with (for
     samples Pillow has no mode for), and reset its size but not its pixels, which Pillow turned
-    upright in loading. A damaged frame table counts one: the
-    first frame decoded, that is enough."""
+    upright in loading. Where a TIFF's chain is damaged the pages before the damage count
+    (:func:`.tiff_pages`); a count that fails counts one: the first frame decoded, enough."""
     try:
         if im.format != "TIFF":
             return int(getattr(im, "n_frames", 1))
@@ -419,7 +370,7 @@ def _frame_count(path: Path, im: Image.Image) -> int:
         return 1
 
 
-def _refuse_from_header(im: Image.Image) -> None:
+def refuse_from_header(im: Image.Image) -> None:
     """Refuse, before its pixels are decoded, what the opened ``im``'s header alone condemns: a
     decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips fall short."""
     _check_decode_memory(im)

@@ -40,7 +40,9 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-_WEBP_UNREAD = "could not create decoder object"  # Pillow's words where libwebp refuses a file
+# Pillow's words where libwebp refuses a file (on opening), and fails on a frame's data (loading)
+_WEBP_UNREAD, _WEBP_UNDECODED = "could not create decoder object", "failed to read next frame"
+_WEBP_DAMAGED = "the WebP is damaged or cut short (libwebp cannot read it)"
 _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its own plane)
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _STDERR_SWITCH = threading.Lock()
@@ -74,7 +76,7 @@ def open_image(f: BinaryIO) -> Image.Image:
         f.seek(8)
         if str(e) != _WEBP_UNREAD or f.read(4) != b"WEBP":  # RIFF, its size, then the form
             raise
-        raise BadImageError("the WebP is damaged or cut short (libwebp cannot read it)") from e
+        raise DamagedImageError(_WEBP_DAMAGED) from e
     if im.format != "TIFF" or im.tag_v2.get(_PLANAR) != 2 or im.use_load_libtiff:
         return im
     return _through_libtiff(f)  # not im.close() first, which would close f too
@@ -122,9 +124,15 @@ def load_pixels(im: Image.Image) -> None:
     straight to the process's stderr, beside drcn's own line, and Pillow then says only "decoder
     error -2": what it writes is caught, and becomes the error's reason, or on success a
     warning (which :func:`.imagefile.read_image` makes a note). What others write meanwhile (a
-    live progress display) is passed on to stderr."""
+    live progress display) is passed on to stderr. A WebP whose data libwebp fails on is refused
+    as damaged, as on opening (Pillow says only that it "failed to read next frame")."""
     if not getattr(im, "use_load_libtiff", False):
-        im.load()
+        try:
+            im.load()
+        except OSError as e:
+            if im.format == "WEBP" and str(e) == _WEBP_UNDECODED:
+                raise DamagedImageError(_WEBP_DAMAGED) from e
+            raise
         return
     with _STDERR_SWITCH:  # one thread's catch at a time, each putting back the stderr it found
         try:
@@ -217,6 +225,9 @@ def text_limit(e: ValueError) -> str:
 
 
 _NEW_SUBFILE_TYPE, _REDUCED = 254, 1  # a TIFF's tag, and its bit for a reduced-resolution copy
+# A TIFF's tags ImageWidth and ImageLength, looked for among a directory's first entries (sorted
+# by tag, as TIFF asks, they are among its first four).
+_IMAGE_SIZE, _MOST_ENTRIES = frozenset({256, 257}), 256
 _NO_MODE = "unknown pixel mode"  # Pillow's TIFF reader on samples it has no mode for
 _SAMPLE_KINDS = {2: "signed ", 3: "float "}  # TIFF's SampleFormat, beside unsigned integers
 _PHOTOMETRIC = {0: "grey", 1: "grey", 2: "RGB", 3: "palette", 4: "mask", 5: "CMYK",
@@ -245,9 +256,11 @@ def first_ifd(f: BinaryIO) -> TiffImagePlugin.ImageFileDirectory_v2 | None:
 
 def tiff_pages(f: BinaryIO) -> int:
     """How many images (pages) the TIFF or BigTIFF open as ``f`` chains, from its directories'
-    entry counts and links alone (their tags and pixels unread: Pillow has no mode for some).
-    A directory cut off by the file's end ends the count, and so does a link back to one
-    already counted (a loop); 0 when ``f`` holds no TIFF header."""
+    entries and links alone (their tags' values and pixels unread: Pillow has no mode for some).
+    The count ends at a directory cut off by the file's end, at one without an image's width
+    and height among its first entries (a link into zeros or other data: Pillow says "Missing
+    dimensions"), and at a link back to one already counted (a loop); 0 when ``f`` holds no
+    TIFF header."""
     f.seek(0)
     head = f.read(16)
     if head[:4] not in _TIFF_HEADS:
@@ -264,7 +277,13 @@ def tiff_pages(f: BinaryIO) -> int:
         raw = f.read(struct.calcsize(count))
         if len(raw) < struct.calcsize(count):
             break
-        f.seek(min(where + len(raw) + struct.unpack(count, raw)[0] * entry, end))
+        entries = struct.unpack(count, raw)[0]
+        table = f.read(min(entries, _MOST_ENTRIES) * entry)
+        tags = {struct.unpack_from(f"{order}H", table, k)[0]
+                for k in range(0, len(table) - entry + 1, entry)}
+        if not tags >= _IMAGE_SIZE:
+            break
+        f.seek(min(where + len(raw) + entries * entry, end))
         raw = f.read(struct.calcsize(link))
         if len(raw) < struct.calcsize(link):
             break

@@ -11,7 +11,7 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
-from drcn_plugin.errors import BadImageError
+from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.imagefile import read_image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -46,7 +46,23 @@ def test_a_cut_short_webp_is_said_to_be_so(tmp_path: Path, frames: int) -> None:
                    lossless=True)
     source = tmp_path / "cut.webp"
     source.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.6)])
-    with pytest.raises(BadImageError) as caught:
+    with pytest.raises(DamagedImageError) as caught:
+        read_image(source)
+    assert str(caught.value) == f"{source}: the WebP is damaged or cut short (libwebp cannot " \
+                                "read it)"
+
+
+def test_a_webp_damaged_inside_its_data_is_said_to_be_so(tmp_path: Path) -> None:
+    """libwebp fails on a still's garbled data only when its pixels are decoded: Pillow said
+    only "cannot decode image (failed to read next frame)"; now as for a WebP cut short."""
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 40, 3), np.uint8))
+    image.save(tmp_path / "whole.webp")
+    data = bytearray((tmp_path / "whole.webp").read_bytes())
+    assert data[12:16] == b"VP8 "
+    data[30:60] = b"\xff" * 30  # past the frame's header, into its first partition
+    source = tmp_path / "damaged.webp"
+    source.write_bytes(bytes(data))
+    with pytest.raises(DamagedImageError) as caught:
         read_image(source)
     assert str(caught.value) == f"{source}: the WebP is damaged or cut short (libwebp cannot " \
                                 "read it)"

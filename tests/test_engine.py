@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,7 +374,8 @@ def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch
                         or real(self, x, *a, **k))
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     for image in (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 12), np.float64)):
-        need = engine.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4)
+        need = engine.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4,
+                                    encoded=False)
         monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n - 1)
         with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 0\.0 GiB of "
                                                    r"memory; 0\.0 GiB is available$"):
@@ -383,6 +385,26 @@ def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch
         monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n)
         assert up.upscale(image, 4).shape[:2] == (40, 48) and passes
         passes.clear()
+
+
+def test_the_library_call_leaves_out_the_encode_it_does_not_make(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """``upscale`` returns the array: the encode's two copies of the result, which a batch
+    makes (and counts), are not counted against it. With memory between the two estimates the
+    call runs and the batch's job is refused."""
+    from drcn_plugin import engine
+    from drcn_plugin.batch import Job, run_job
+
+    image = np.random.default_rng(4).integers(0, 256, (30, 40, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    room = engine.memory_needed(30, 40, 3, 1, 4, encoded=False)
+    assert room < engine.memory_needed(30, 40, 3, 1, 4)
+    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    up = Upscaler(tiny(), device="cpu", precision="fp32")
+    assert up.upscale(image, 4).shape == (120, 160, 3)
+    outcome = run_job(Job(tmp_path / "a.png", tmp_path / "out.png"), up, 4.0)
+    assert outcome.status == "failed" and "a 160x120 result needs about" in outcome.message
+    assert not (tmp_path / "out.png").exists()
 
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
@@ -402,7 +424,7 @@ open("/proc/self/clear_refs", "w").write("5")  # the peak is reset to what is re
 base = vm("VmRSS:")
 up.upscale(image, {scale})
 print(vm("VmHWM:") - base, memory_needed({side}, {side}, {channels},
-                                         np.dtype(np.{dtype}).itemsize, {scale}))
+                                         np.dtype(np.{dtype}).itemsize, {scale}, encoded=False))
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     peak, estimate = map(int, run.stdout.split())

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from drcn_plugin import batch, devices, encoding, engine
 from drcn_plugin.batch import Job, Outcome, run_job
 from drcn_plugin.colourspace import png_chunk
-from drcn_plugin.headercheck import refuse_early
-from drcn_plugin.imagefile import read_header, read_image
+from drcn_plugin.headercheck import read_header, refuse_early
+from drcn_plugin.imagefile import read_image
 from drcn_plugin.sizing import TargetSize
 
 ORIENTATION = 0x0112
@@ -212,6 +212,7 @@ PLANES = [  # a file, the (channels, bytes a sample) its header settles (None: i
     ("32-bit bmp", lambda p: _saved(p / "a.bmp", "RGBA", "BMP"), None),
     ("turned tiff", lambda p: _turned(p / "a.tif", "TIFF"), (3, 1)),
     ("turned heic", lambda p: _turned(p / "a.heic", "HEIF"), (3, 1)),
+    ("png text", lambda p: _png_text(p / "a.png", "Software", 'tiff:Orientation="6"'), (3, 1)),
 ]
 
 
@@ -231,16 +232,24 @@ def test_the_header_says_the_size_and_planes_the_decoded_array_has(
         assert planes == (array.shape[2] if array.ndim == 3 else 1, array.itemsize)
 
 
-def _exif_after_pixels(path: Path) -> Path:
-    """A PNG stored 40x10 whose EXIF orientation 6, after its pixels, turns it to 10x40."""
-    data = io.BytesIO()
-    _noise("RGB", (40, 10)).save(data, "PNG")
+def _after_pixels(path: Path, kind: bytes, data: bytes) -> Path:
+    """An RGB PNG stored 40x10 with the chunk ``kind`` of ``data`` after its pixels."""
+    png = io.BytesIO()
+    _noise("RGB", (40, 10)).save(png, "PNG")
+    end = png.getvalue().rindex(b"IEND") - 4
+    path.write_bytes(png.getvalue()[:end] + png_chunk(kind, data) + png.getvalue()[end:])
+    return path
+
+
+def _exif6() -> bytes:
     exif = Image.Exif()
     exif[ORIENTATION] = 6
-    end = data.getvalue().rindex(b"IEND") - 4
-    path.write_bytes(data.getvalue()[:end] + png_chunk(b"eXIf", exif.tobytes())
-                     + data.getvalue()[end:])
-    return path
+    return exif.tobytes()
+
+
+def _exif_after_pixels(path: Path) -> Path:
+    """A PNG stored 40x10 whose EXIF orientation 6, after its pixels, turns it to 10x40."""
+    return _after_pixels(path, b"eXIf", _exif6())
 
 
 def test_a_header_that_leaves_the_size_open_refuses_nothing(
@@ -262,3 +271,45 @@ def test_a_header_that_leaves_the_size_open_refuses_nothing(
 def test_a_turned_jpeg_header_is_read_upright(tmp_path: Path) -> None:
     header = read_header(_turned_jpeg(tmp_path / "a.jpg"))
     assert header is not None and (header.size, header.frames) == ((1100, 8), 1)
+
+
+XMP6 = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf'
+        '-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+RAW_EXIF6 = f"\nexif\n{len(_exif6()) - 6:8}\n{_exif6()[6:].hex()}\n"  # ImageMagick's, no "Exif\0\0"
+
+
+def _png_text(path: Path, key: str, text: str, kind: str = "itxt", **add) -> Path:
+    info = PngImagePlugin.PngInfo()
+    getattr(info, f"add_{kind}")(key, text, **add)
+    return _png(path, "RGB", (40, 10), pnginfo=info)
+
+
+def _tiff_xmp(path: Path) -> Path:
+    _noise("RGB", (40, 10)).save(path, "TIFF", tiffinfo={700: XMP6.encode()})
+    return path
+
+
+TURNED_WITHOUT_EXIF = {  # files stored 40x10 that Pillow's getexif() turns to 10x40, not by EXIF
+    "png xmp": lambda p: _png_text(p / "a.png", "XML:com.adobe.xmp", XMP6),
+    "png xmp after pixels": lambda p: _after_pixels(
+        p / "a.png", b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP6.encode()),
+    "png raw exif": lambda p: _png_text(p / "a.png", "Raw profile type exif", RAW_EXIF6, "text"),
+    "png raw exif zipped": lambda p: _png_text(p / "a.png", "Raw profile type exif", RAW_EXIF6,
+                                               "text", zip=True),
+    "tiff xmp": lambda p: _tiff_xmp(p / "a.tif"),
+}
+
+
+@pytest.mark.parametrize("case", list(TURNED_WITHOUT_EXIF))
+def test_a_file_turned_by_xmp_or_text_exif_is_not_sized_unturned(
+        tmp_path: Path, upscaler: engine.Upscaler, case: str) -> None:
+    """Pillow takes an orientation from XMP or ImageMagick's hex EXIF where there is no EXIF
+    (for a PNG, wherever the chunk is: it decodes to look): the header says the turned size or
+    nothing, and a width the upright image takes is not refused as smaller than the stored."""
+    source = TURNED_WITHOUT_EXIF[case](tmp_path)
+    assert source.stat().st_size < 4000
+    header = read_header(source)
+    assert header is None or header.size == (40, 10), header
+    outcome = run_job(Job(source, tmp_path / "out.png"), upscaler, TargetSize(width=30))
+    assert (outcome.status, outcome.out_size) == ("done", (30, 120)), outcome.message

@@ -147,30 +147,35 @@ def test_premultiplied_alpha_is_undone(tmp_path: Path, monkeypatch: pytest.Monke
     assert np.array_equal(array[..., -1], pixels[..., -1]) and (array[0, 0, :-1] == stored).all()
 
 
-def _second_page(path: Path, loop: bool = False) -> None:
+def _second_page(path: Path, then: str = "end") -> None:
     """The classic TIFF at ``path`` given a second page: a copy of its directory, appended, whose
-    values' offsets still reach the first's tables and strips; where ``loop``, its link to a next
-    page leads back to the first, as a damaged file's may."""
+    values' offsets still reach the first's tables and strips. Its link to a next page is 0
+    ("end"), leads back to the first ("loop"), as a damaged file's may, or to a directory of no
+    image: zeros ("zeros": no entries) or one entry, no width or height ("sizeless")."""
     data = path.read_bytes()
     order = "<" if data[:2] == b"II" else ">"
     (first,) = struct.unpack_from(f"{order}L", data, 4)
     (count,) = struct.unpack_from(f"{order}H", data, first)
     link = first + 2 + 12 * count  # where the first directory names the next one
     second = len(data) + len(data) % 2
-    copy = data[first:link] + struct.pack(f"{order}L", first if loop else 0)
+    sizeless = struct.pack(f"{order}HHHLH2xL", 1, 259, 3, 1, 1, 0)  # one entry: Compression 1
+    third = {"zeros": bytes(6), "sizeless": sizeless}.get(then, b"")
+    after = first if then == "loop" else second + link + 4 - first if third else 0
+    copy = data[first:link] + struct.pack(f"{order}L", after)
     path.write_bytes(data[:link] + struct.pack(f"{order}L", second) + data[link + 4:]
-                     + bytes(len(data) % 2) + copy)
+                     + bytes(len(data) % 2) + copy + third)
 
 
-@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("then", ["end", "loop", "zeros", "sizeless"])
 @pytest.mark.parametrize("kind", ["grey16+alpha", "rgb-float32"])
 def test_a_second_page_is_named_in_the_first_frame_note(tmp_path: Path, kind: str,
-                                                        loop: bool) -> None:
+                                                        then: str) -> None:
     """As for any TIFF of several pages: the first alone is upscaled, and the note says so; a
-    chain of pages that loops back is counted once round."""
+    chain of pages that loops back is counted once round, and one that goes on to a directory
+    of no image (zeros, no width or height: Pillow's "Missing dimensions") ends before it."""
     pixels = _samples(kind, seed=11)
     _deep_tiff(tmp_path / "two.tif", pixels, kind, ">")
-    _second_page(tmp_path / "two.tif", loop)
+    _second_page(tmp_path / "two.tif", then)
     array, info = read_image(tmp_path / "two.tif")
     assert np.array_equal(array, pixels) and info.frames == 2
     assert info.notes == ["2 frames: only the first was upscaled"]
