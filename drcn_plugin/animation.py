@@ -28,7 +28,7 @@ from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import caught_warnings, open_image, open_regular
+from .opening import caught_warnings, open_image, open_regular, pillow_frames
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
@@ -237,7 +237,7 @@ def _survey(path: Path) -> _Frames:
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
         start = int(bool(im.info.get("default_image")))
-        size, count = im.size, getattr(im, "n_frames", 1)  # the first frame's size
+        size, count = im.size, pillow_frames(path, im)  # the first frame's size
         for k in range(count):
             array = _numbered_frame(path, im, k, count, size)
             if k < start:
