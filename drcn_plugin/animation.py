@@ -282,7 +282,7 @@ def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarr
         yield _in_channels(first, frames.channels)
     with _opened(path) as im:
         size = im.size  # the first frame's
-        for k in range(1, getattr(im, "n_frames", 1)):
+        for k in range(1, pillow_frames(path, im)):
             yield _in_channels(_frame(path, im, k, size), frames.channels)
 
 
