@@ -28,7 +28,7 @@ from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import caught_warnings, open_image, open_regular
+from .opening import caught_warnings, open_image, open_regular, pillow_frames
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
@@ -237,7 +237,7 @@ def _survey(path: Path) -> _Frames:
     durations, grey, alpha = [], True, False
     with _opened(path) as im:
         start = int(bool(im.info.get("default_image")))
-        size, count = im.size, getattr(im, "n_frames", 1)  # the first frame's size
+        size, count = im.size, pillow_frames(path, im)  # the first frame's size
         for k in range(count):
             array = _numbered_frame(path, im, k, count, size)
             if k < start:
@@ -282,7 +282,7 @@ def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarr
         yield _in_channels(first, frames.channels)
     with _opened(path) as im:
         size = im.size  # the first frame's
-        for k in range(1, getattr(im, "n_frames", 1)):
+        for k in range(1, pillow_frames(path, im)):
             yield _in_channels(_frame(path, im, k, size), frames.channels)
 
 

@@ -60,6 +60,7 @@ from .opening import (
     load_pixels,
     open_image,
     open_regular,
+    pillow_frames,
     reader_refusal,
     refuse_preview,
     text_limit,
@@ -360,10 +361,11 @@ def frame_count(path: Path, im: Image.Image) -> int:
     reader up again at the first page, without the stand-in's modes it was opened with (for
     samples Pillow has no mode for), and reset its size but not its pixels, which Pillow turned
     upright in loading. Where a TIFF's chain is damaged the pages before the damage count
-    (:func:`.tiff_pages`); a count that fails counts one: the first frame decoded, enough."""
+    (:func:`.tiff_pages`); a count that fails counts one: the first frame decoded, enough. Any
+    other format's count, a frame after the first damaged, is refused (:func:`.pillow_frames`)."""
+    if im.format != "TIFF":
+        return pillow_frames(path, im)
     try:
-        if im.format != "TIFF":
-            return int(getattr(im, "n_frames", 1))
         with open_regular(path) as raw:
             return max(1, tiff_pages(raw))
     except Exception:  # noqa: BLE001 - any failure of the count, as above

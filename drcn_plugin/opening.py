@@ -308,3 +308,15 @@ def _tiff_layout(f: BinaryIO) -> str:
     others = len(extra) - alpha
     return (f"no mode for {depth} {kind}{colour}" + (" with alpha" if alpha else "")
             + (f" and {others} extra channel(s)" if others else ""))
+
+
+def pillow_frames(path: Path, im: Image.Image) -> int:
+    """How many frames Pillow counts in ``im``, opened from ``path`` (1 where its format has
+    none). Pillow counts by reading past each frame to the next's start, so a count that fails
+    met a frame after the first cut short or damaged: refused, not read as its first frame
+    alone, frames lost without a word (a GIF cut in a later frame's header)."""
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except Exception as e:  # noqa: BLE001 - IndexError, struct.error: Pillow's, for bytes cut off
+        raise DamagedImageError(f"{path}: a frame after the first is damaged or cut short") \
+            from e

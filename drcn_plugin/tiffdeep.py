@@ -108,11 +108,11 @@ def stand_in_modes(layout: DeepLayout) -> Iterator[None]:
     with _STAND_IN_SWITCH:
         if not isinstance(TiffImagePlugin.OPEN_INFO, _Modes):
             TiffImagePlugin.OPEN_INFO = _Modes(TiffImagePlugin.OPEN_INFO)
-    _OPENING.layout = layout
+    outer, _OPENING.layout = getattr(_OPENING, "layout", None), layout
     try:
         yield
     finally:
-        _OPENING.layout = None
+        _OPENING.layout = outer  # a nested use leaves the enclosing one its layout
 
 
 class StandIn(ThroughLibtiff):

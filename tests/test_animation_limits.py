@@ -11,6 +11,7 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
+from drcn_plugin import animation
 from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.imagefile import read_image
 
@@ -66,3 +67,38 @@ def test_a_webp_damaged_inside_its_data_is_said_to_be_so(tmp_path: Path) -> None
         read_image(source)
     assert str(caught.value) == f"{source}: the WebP is damaged or cut short (libwebp cannot " \
                                 "read it)"
+
+
+def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Cut at each byte past its first frame, a 6-frame GIF is refused where Pillow's count of
+    its frames fails (a later frame's header cut off: it said 1 frame, the rest lost without a
+    word, or a raw IndexError when surveyed), and read as before where the count stands."""
+    rng = np.random.default_rng(3)
+    frames = [Image.fromarray(rng.integers(0, 4, (4, 3), np.uint8) * 80) for _ in range(6)]
+    frames[0].save(tmp_path / "whole.gif", save_all=True, append_images=frames[1:], duration=100)
+    data = (tmp_path / "whole.gif").read_bytes()
+    source, refused = tmp_path / "cut.gif", []
+    for end in range(len(data) // 4, len(data)):
+        source.write_bytes(data[:end])
+        with Image.open(source) as im:
+            try:
+                counted = im.n_frames
+            except Exception:  # noqa: BLE001 - Pillow's, for a header cut off
+                counted = None
+        try:
+            info = read_image(source)[1]
+            survey = animation._survey(source)
+        except DamagedImageError as e:
+            assert counted is None or "is damaged or cut short" in str(e), (end, str(e))
+            if counted is None:
+                assert str(e) == f"{source}: a frame after the first is damaged or cut short"
+                refused.append(end)
+            continue
+        assert counted is not None and info.frames == counted == len(survey.durations), end
+    assert len(refused) >= 6  # a cut in each later frame's header, at least
+    source.write_bytes(data[:refused[-1]])
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code != 0 and "a frame after the first is damaged or cut short" in \
+        " ".join(r.output.split()), r.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

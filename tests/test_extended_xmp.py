@@ -128,7 +128,7 @@ def test_a_hostile_packet_is_read_and_split_or_refused_in_linear_time(junk: byte
             assert joined_xmp(packet, [], []) == packet  # names no extension
             assert split_xmp(packet) is None  # not well-nested, or no room: dropped, noted
 
-    assert time_growth(read, 70_000) < 8  # over one segment: 4 times that, 280 KB
+    assert time_growth(read, 70_000) < 10  # over one segment: 4 times that, 280 KB
 
 
 def _to(path: Path, out: Path, fmt: str, model: str) -> Path:

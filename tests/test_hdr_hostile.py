@@ -314,4 +314,4 @@ def test_unclosed_comments_in_a_large_xmp_are_scanned_in_linear_time(junk: bytes
         assert without_gain_map(b"<x:xmpmeta><hdrgm:Version>1</hdrgm:Version>" + repeated) \
             == b"<x:xmpmeta>" + repeated
 
-    assert time_growth(scan, 30_000) < 8
+    assert time_growth(scan, 30_000) < 10

@@ -394,3 +394,18 @@ def test_a_stand_in_opened_in_one_thread_leaves_other_threads_tiffs_alone(tmp_pa
     reader.join(10)
     assert seen.get("pillow") == "refused", seen
     assert np.array_equal(seen.get("array"), pixels), seen.get("error")
+
+
+def test_a_nested_stand_in_leaves_the_enclosing_one_its_layout(tmp_path: Path) -> None:
+    """A stand-in opened inside another's gives the outer one back its layout on leaving, not
+    none: Pillow there still opens the file in the stand-in's mode, and refuses it after."""
+    _deep_tiff(tmp_path / "d.tif", _samples("grey16+alpha"), "grey16+alpha")
+    with open(tmp_path / "d.tif", "rb") as f:
+        layout = deep_layout(first_ifd(f))
+    with stand_in_modes(layout):
+        with stand_in_modes(layout):
+            pass
+        with Image.open(tmp_path / "d.tif") as im:
+            assert im.mode == layout.mode
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(tmp_path / "d.tif")
