@@ -21,17 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from memory_over_batch import proc_status  # this folder is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [("before", None), ("after", 0), ("after", 16)]
-
-
-def _status(field: str) -> int:
-    """A /proc/self/status field (VmRSS, VmHWM) in bytes."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _nodes(rev: str | None):
@@ -85,10 +78,10 @@ def run_case(args: argparse.Namespace, mode: str, per_batch: int | None) -> dict
     width, height = (int(v) for v in args.size.split("x"))
     frames, model = _frames(args.frames, width, height), _model(args.model)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    rss = _status("VmRSS")
+    rss = proc_status("VmRSS")
     kwargs = {} if per_batch is None else {"per_batch": per_batch}
     image, _ = nodes.upscale_batch(frames, model, args.scale, **kwargs)
-    peak = _status("VmHWM")
+    peak = proc_status("VmHWM")
     return {"mode": mode, "per_batch": per_batch, "frames": tuple(frames.shape),
             "out": tuple(image.shape), "output_gib": image.nelement() * 4 / 2**30,
             "rise_gib": (peak - rss) / 2**30}

@@ -37,7 +37,7 @@ BSD200 = ROOT.parent / "shared" / "data" / "BSD200"
 MB = 1 << 20
 
 
-def _status(field: str) -> int:
+def proc_status(field: str) -> int:
     """A /proc/self/status field (VmRSS, VmHWM) in bytes."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -54,7 +54,7 @@ class Trace:
         self.warmup = warmup
 
     def sample(self, label: str) -> None:
-        self.rows.append((label, _status("VmRSS"), _status("VmHWM")))
+        self.rows.append((label, proc_status("VmRSS"), proc_status("VmHWM")))
         n, (name, rss, hwm) = len(self.rows), self.rows[-1]
         print(f"{n:4d} {name:28.28s} rss {rss / MB:7.1f} MB  peak {hwm / MB:7.1f} MB", flush=True)
 

@@ -206,3 +206,24 @@ def time_growth(work: Callable[[int], object], n: int) -> float:
 
     small, large = zip(*((timing(n), timing(4 * n)) for _ in range(3)), strict=True)
     return min(large) / min(small)
+
+
+def upscaled_plays(source: Path, out: str, model_file: str) -> tuple[int | None, str]:
+    """Upscale the two-frame animation ``source`` x2 to an ``out`` file beside it, assert the
+    result has both frames, and give how often it plays (Pillow's ``loop``, an AVIF's edit-list
+    count) and the job's message."""
+    from drcn_plugin.av1header import avif_plays
+    from drcn_plugin.batch import Job, run_job
+    from drcn_plugin.engine import Upscaler
+
+    job = Job(source, source.with_name(f"b.{out}"), fmt=out)
+    outcome = run_job(job, Upscaler(model_file, device="cpu"), 2.0)
+    assert outcome.status == "done", outcome.message
+    with Image.open(job.target) as im:
+        assert im.n_frames == 2
+        plays = im.info.get("loop")
+    if out == "avif":
+        assert plays is None  # Pillow reads none from an AVIF
+        with job.target.open("rb") as f:
+            plays = avif_plays(f)
+    return plays, outcome.message

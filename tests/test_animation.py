@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import upscale
+from helpers import upscale, upscaled_plays
 from PIL import Image, features
 from rich.console import Console
 
@@ -248,16 +248,9 @@ def test_the_result_plays_as_many_times_as_the_source(tmp_path: Path, tiny_model
     source = animation(tmp_path / f"a.{ext}", noise_frames(count=2, size=(6, 4)), loop=loop)
     with Image.open(source) as im:
         assert im.info.get("loop") == loop
-    job = Job(source, tmp_path / f"b.{out}", fmt=out)
-    outcome = run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0)
-    assert outcome.status == "done", outcome.message
-    with Image.open(job.target) as im:
-        assert im.n_frames == 2
-        assert im.info.get("loop") == (None if out == "avif" else plays)
-    if out == "avif":
-        with job.target.open("rb") as f:
-            assert avif_plays(f) == plays
-    assert "loop count" not in outcome.message, outcome.message
+    got, message = upscaled_plays(source, out, tiny_model_file)
+    assert got == plays
+    assert "loop count" not in message, message
 
 
 def test_the_summary_counts_the_output_pixels_of_every_frame(tmp_path: Path,
