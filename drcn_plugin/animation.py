@@ -28,7 +28,7 @@ from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import caught_warnings, open_image, open_regular, pillow_frames
+from .opening import caught_warnings, open_image, pillow_frames, reopen
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
@@ -37,6 +37,7 @@ SOURCES = ("GIF", "PNG", "WEBP", "AVIF")  # the formats whose frames are an anim
 ANIMATED = {"PNG": "animated PNG", "WEBP": "animated WebP", "AVIF": "animated AVIF"}
 MAX_FRAMES = 10_000  # about 17 minutes at 10 frames a second; more is a video, or a bomb
 EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
+FileState = tuple[int, int, int, int] | None  # the source's when first read (ImageInfo.state)
 
 
 def animates(info: ImageInfo, fmt: str) -> bool:
@@ -72,11 +73,11 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     (h, w), itemsize = first.shape[:2], first.itemsize
     check_frames_memory(h, w, itemsize, info.frames, first.shape[2] if first.ndim == 3 else 1,
                         fmt, size)
-    frames = _survey(path)
+    frames = _survey(path, info.state)
     check_frames_memory(h, w, itemsize, info.frames, frames.channels, fmt, size)
     head, later = None, []
     count = len(frames.durations)
-    for k, array in enumerate(_arrays(path, first, frames)):
+    for k, array in enumerate(_arrays(path, info.state, first, frames)):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         report = None if progress is None else \
@@ -205,10 +206,11 @@ def check_frames_memory(h: int, w: int, itemsize: int, count: int, channels: int
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[Image.Image]:
-    """``path`` open in Pillow; only opening is read as the file's fault (one line naming it)."""
+def _opened(path: Path, state: FileState) -> Iterator[Image.Image]:
+    """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`); only
+    opening is read as the file's fault (one line naming it)."""
     with decoding(path):
-        raw = open_regular(path)
+        raw = reopen(path, state)
     with raw:
         with decoding(path):
             im = open_image(without_damaged_chunks(raw, []))
@@ -231,11 +233,11 @@ def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.nda
         return to_array(frame, ImageInfo(im.format), stored)
 
 
-def _survey(path: Path) -> _Frames:
+def _survey(path: Path, state: FileState) -> _Frames:
     """Every frame decoded once, before any upscaling: their durations, the number of plays, the
     channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
-    with _opened(path) as im:
+    with _opened(path, state) as im:
         start = int(bool(im.info.get("default_image")))
         size, count = im.size, pillow_frames(path, im)  # the first frame's size
         for k in range(count):
@@ -245,7 +247,7 @@ def _survey(path: Path) -> _Frames:
             durations.append(round(im.info.get("duration", 0)))
             channels = array.shape[2] if array.ndim == 3 else 1
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
-        plays = _plays(path, im)  # read last: a GIF's loop extension may follow its first frame
+        plays = _plays(path, state, im)  # last: a GIF's loop extension may follow frame 0
     return _Frames(durations, plays, (1 if grey else 3) + alpha, start)
 
 
@@ -261,13 +263,13 @@ def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
             from e
 
 
-def _plays(path: Path, im: Image.Image) -> int | None:
-    """How many times the animation at ``path``, open as ``im``, plays: 0 for ever, None where
-    an AVIF's count is unreadable. APNG's and WebP's count is of plays; a GIF's (NETSCAPE) is
-    of repeats after the first, as browsers play it (gif2webp adds one), and a GIF without one
-    plays once; an AVIF's, which Pillow does not read, is in its edit list."""
+def _plays(path: Path, state: FileState, im: Image.Image) -> int | None:
+    """How many times the animation at ``path`` (read in ``state``), open as ``im``, plays: 0
+    for ever, None where an AVIF's count is unreadable. APNG's and WebP's count is of plays; a
+    GIF's (NETSCAPE) is of repeats after the first, as browsers play it (gif2webp adds one), and
+    a GIF without one plays once; an AVIF's, which Pillow does not read, is in its edit list."""
     if im.format == "AVIF":
-        with decoding(path), open_regular(path) as f:
+        with decoding(path), reopen(path, state) as f:
             return avif_plays(f)
     loop = im.info.get("loop")
     if im.format == "GIF":
@@ -275,12 +277,13 @@ def _plays(path: Path, im: Image.Image) -> int | None:
     return int(loop or 0)
 
 
-def _arrays(path: Path, first: np.ndarray, frames: _Frames) -> Iterator[np.ndarray]:
+def _arrays(path: Path, state: FileState, first: np.ndarray,
+            frames: _Frames) -> Iterator[np.ndarray]:
     """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
-    needed."""
+    needed from the file read in ``state``."""
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
-    with _opened(path) as im:
+    with _opened(path, state) as im:
         size = im.size  # the first frame's
         for k in range(1, pillow_frames(path, im)):
             yield _in_channels(_frame(path, im, k, size), frames.channels)

@@ -10,7 +10,7 @@ import typer
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .encoding import DEFAULT_QUALITY
-from .errors import BadOptionError, DiskFullError, OutputExistsError, counted
+from .errors import BadOptionError, OutputBlockedError, OutputExistsError, counted
 from .hub import DEFAULT_MODEL
 from .scales import MAX_SCALE, MIN_SCALE
 from .stops import stopped_status
@@ -122,11 +122,12 @@ def upscale(
                     if out.status == "done":
                         written.append(str(out.job.target))
                     left = len(mine) - len(outcomes)
-                    if isinstance(out.error, DiskFullError) and left:  # each would fail too
+                    if isinstance(out.error, OutputBlockedError) and left:  # each would fail
                         mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"
-                        print_error(f"stopped: the disk is full; {len(written)} of {len(mine)}"
-                                    f"{mine_of} files written, {left} not started (free space, "
-                                    "then --skip-existing goes on from here)")
+                        print_error(f"stopped: {out.error.state}; {len(written)} of {len(mine)}"
+                                    f"{mine_of} files written, {left} not started "
+                                    f"({out.error.remedy}, then --skip-existing goes on from "
+                                    "here)")
                         break
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)

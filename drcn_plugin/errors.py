@@ -111,9 +111,26 @@ class WriteError(DRCNError):
     """An output that could not be written (disk full, no permission); nothing was left behind."""
 
 
-class DiskFullError(WriteError):
-    """An output that did not fit on its disk; a batch stops there, as every next one would
-    spend its upscale and fail the same way."""
+class OutputBlockedError(WriteError):
+    """An output whose place takes no more files: its disk full, over quota, read-only or gone,
+    its folder no longer writable. A batch stops there, as every next file would spend its
+    upscale and fail the same way; ``state`` says what the place is ("the disk is full"),
+    ``remedy`` what to do before going on ("free space")."""
+
+    def __init__(self, message: str, state: str, remedy: str) -> None:
+        super().__init__(message)
+        self.state, self.remedy = state, remedy
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.state, self.remedy)
+
+
+class DiskFullError(OutputBlockedError):
+    """An output that did not fit on its disk, or in its owner's quota there."""
+
+    def __init__(self, message: str, state: str = "the disk is full",
+                 remedy: str = "free space") -> None:
+        super().__init__(message, state, remedy)
 
 
 class OutOfMemoryError(DRCNError, MemoryError):

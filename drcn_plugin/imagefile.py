@@ -57,6 +57,7 @@ from .misreads import (
 )
 from .opening import (
     caught_warnings,
+    file_state,
     load_pixels,
     open_image,
     open_regular,
@@ -114,6 +115,7 @@ class ImageInfo:
     hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
+    state: tuple[int, int, int, int] | None = None  # the file's when read (opening.file_state)
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -307,7 +309,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         turned = turn != 1 and orientation(im) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
-                         dpi=declared_dpi(im), lossy=is_lossy(f, im), notes=notes)
+                         dpi=declared_dpi(im), lossy=is_lossy(f, im), notes=notes,
+                         state=file_state(raw))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
         info.about = Descriptive.read(im, info.notes)
         info.about.png_colour.update(read_colour_chunks(f, im))

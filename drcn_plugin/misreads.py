@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from .errors import BadImageError, one_line
+from .errors import BadImageError, DamagedImageError, one_line
 from .opening import as_tuple
 
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
@@ -87,15 +87,18 @@ def without_damaged_chunks(f: BinaryIO, notes: list[str], header: bool = False) 
     Pillow refuses the whole file (or keeps such a chunk after the pixels), where libpng, which
     browsers and GIMP read with, drops the chunk and shows the image. A critical chunk's (IHDR,
     PLTE, IDAT) wrong checksum is refused as libpng refuses it: Pillow reads damaged pixel data
-    without a word. A truncated file is left to the decoder, which says so. With ``header``,
-    only the chunks before the pixel data are checked: all that opening a file (not decoding
-    it) reads, so the rest of the file is not read."""
+    without a word. A file that ends before its pixel data is refused as damaged (Pillow's
+    reason is its own); one cut short in them is left to the decoder, which says so. With
+    ``header``, only the chunks before the pixel data are checked: all that opening a file (not
+    decoding it) reads, so the rest of the file is not read."""
     f.seek(0)
     if f.read(8) != _PNG_SIGNATURE:
         f.seek(0)
         return f
     damaged: list[tuple[bytes, int, int]] = []  # type, start, end
+    pixels = False  # whether the walk reaches the pixel data
     for kind, length in png_chunks(f):
+        pixels = pixels or kind == b"IDAT"
         if kind == b"IEND" or not kind.isalpha() or (header and kind == b"IDAT"):
             break
         start, crc, left = f.tell() - 8, zlib.crc32(kind), length
@@ -111,6 +114,9 @@ def without_damaged_chunks(f: BinaryIO, notes: list[str], header: bool = False) 
                                     f"({'its pixel data is' if name == 'IDAT' else 'it is'} "
                                     "damaged)")
             damaged.append((kind, start, start + 12 + length))
+    if not pixels:  # Pillow's reason then is its own ("unpack_from requires a buffer ...")
+        raise DamagedImageError(f"the PNG is damaged or cut short (no pixel data in its "
+                                f"{f.seek(0, io.SEEK_END):,} bytes)")
     f.seek(0)
     if not damaged:
         return f

@@ -40,6 +40,25 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+def file_state(f: BinaryIO) -> tuple[int, int, int, int]:
+    """The open file's identity and version: device, file number, size, and time of its last
+    change (ns). Another state for the same name is another file put there, or this one
+    rewritten."""
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def reopen(path: Path, state: tuple[int, int, int, int] | None) -> BinaryIO:
+    """``path`` opened again (:func:`open_regular`) by a job that first read it in ``state``
+    (:func:`file_state`; None: not known): another file put in its place during the upscale, or
+    this one rewritten, is refused, as two files' frames would mix in one result."""
+    f = open_regular(path)
+    if state is not None and file_state(f) != state:
+        f.close()
+        raise BadImageError(f"{path} changed while it was being upscaled: nothing written")
+    return f
+
+
 # Pillow's words where libwebp refuses a file (on opening), and fails on a frame's data (loading)
 _WEBP_UNREAD, _WEBP_UNDECODED = "could not create decoder object", "failed to read next frame"
 _WEBP_DAMAGED = "the WebP is damaged or cut short (libwebp cannot read it)"

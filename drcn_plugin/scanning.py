@@ -25,7 +25,9 @@ def walk(root: Path, recursive: bool, unread: list[str]) -> list[Path]:
     results: ``drcn-x2``, ``photos-drcn-w1000``). Symlinked folders are followed, but each real
     folder is visited once, so links into a parent cannot loop. ``root`` itself that
     cannot be read raises OSError; a subfolder that cannot be read (a drive's ``lost+found``,
-    ``System Volume Information``) is added to ``unread`` as one line and the walk goes on."""
+    ``System Volume Information``) is added to ``unread`` as one line and the walk goes on. A
+    pipe, device or socket (or a link to one) is listed, as a broken link is, so that its job
+    says what it is: skipped, it would vanish from the counts without a word."""
     files: list[Path] = []
     visited: set[str] = set()
     stack = [root]
@@ -53,7 +55,7 @@ def walk(root: Path, recursive: bool, unread: list[str]) -> list[Path]:
                 elif entry.is_dir():
                     if recursive and not RESULT_FOLDER.fullmatch(entry.name):
                         stack.append(Path(entry.path))
-                elif entry.is_file():
+                else:  # a file; a pipe, device or socket too, whose job says it is none
                     files.append(Path(entry.path))
             except OSError:
                 continue
@@ -76,7 +78,7 @@ def glob_files(pattern: str, recursive: bool, unread: list[str]) -> list[Path]:
     """Files matching ``pattern``; ``**`` (with ``recursive``) walks each real folder once
     instead of following symlinks in circles as :func:`glob.glob` does."""
     if not (recursive and "**" in pattern):
-        return [Path(p) for p in glob.glob(pattern) if os.path.isfile(p) or broken_link(p)]
+        return [Path(p) for p in glob.glob(pattern) if not os.path.isdir(p)]  # as walk() lists
     parts = Path(pattern).parts
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base, rest = Path(*parts[:fixed]), parts[fixed:]

@@ -34,7 +34,6 @@ from .colourspace import with_chunks
 from .deep import write_png16
 from .errors import (
     BadOptionError,
-    DiskFullError,
     DRCNError,
     InputConflictError,
     OutputExistsError,
@@ -44,6 +43,7 @@ from .errors import (
 from .names import name_max
 from .targets import check_replaceable, keep_mode, link_target
 from .tiff16 import write_tiff_deep
+from .writefailures import write_failure
 
 # What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
 _WRITE_DEEP = {"PNG": write_png16, "TIFF": write_tiff_deep}
@@ -173,17 +173,33 @@ def _part_prefix(path: Path) -> str:
     return "." + "".join(kept) + tail
 
 
-def _new_part(path: Path) -> tuple[int, str]:
-    """A new temporary file beside ``path`` with the mode any new file gets (0666 less the
-    umask, which the kernel applies: reading it would change it for every thread)."""
+@contextlib.contextmanager
+def _new_part(path: Path) -> Iterator[tuple[BinaryIO, str]]:
+    """A new temporary file beside ``path``, open for writing, and its name, with the mode any
+    new file gets (0666 less the umask, which the kernel applies: reading it would change it for
+    every thread); closed and removed on leaving, unless renamed away meanwhile. Its name is
+    held before the file is made, so that a stop landing anywhere (a signal while ``os.open``
+    returns) leaves no part behind."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = str(path.parent / f"{_part_prefix(path)}{secrets.token_hex(4)}.part")
-        with contextlib.suppress(FileExistsError):
-            fd = os.open(tmp, flags, 0o666)
-            try_lock(fd)  # held until the part is renamed or removed: it marks the part as live
-            return fd, tmp
-    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+    tmp = f = None
+    try:
+        for _ in range(100):
+            tmp = str(path.parent / f"{_part_prefix(path)}{secrets.token_hex(4)}.part")
+            try:
+                f = os.fdopen(os.open(tmp, flags, 0o666), "wb")
+                break
+            except FileExistsError:
+                tmp = None  # another writer's: not ours to remove
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+        try_lock(f.fileno())  # held until the part is renamed or removed: it marks it as live
+        yield f, tmp
+    finally:
+        try:
+            if f is not None:
+                f.close()
+        finally:
+            _remove(tmp)
 
 
 def probe_folder(folder: Path) -> None:
@@ -199,9 +215,8 @@ def probe_folder(folder: Path) -> None:
         kind = "a file" if here.exists() else "a broken link"
         raise WriteError(f"cannot make the folder {folder}: {here} is {kind}")
     try:
-        fd, tmp = _new_part(here / "write-check")
-        os.close(fd)
-        os.unlink(tmp)
+        with _new_part(here / "write-check"):
+            pass
     except OSError as e:
         raise WriteError(f"cannot write into {folder}: {reason(e)}") from e
 
@@ -356,41 +371,32 @@ def _may_have_written(path: str, pid: int) -> bool:
 def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:
     path = Path(path)
     final = link_target(path)  # messages name ``path``, as the user did
-    tmp = None
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be included
-        raise WriteError(f"cannot write {path}: cannot make its folder "
-                         f"({reason(e)})") from e
+        raise write_failure(e, path, f"cannot make its folder ({reason(e)})", final.parent,
+                             creating=True) from e
     if special_file(final):
         raise WriteError(f"cannot write {path}: a pipe, device or socket, not a regular file")
     if overwrite:
         check_replaceable(final)
+    made = False  # whether the part was made: a refusal before then is the folder's
     try:
-        fd, tmp = _new_part(final)  # beside the final file: a rename across disks fails
-        keep_mode(tmp, final if overwrite else None, mode)
-        with os.fdopen(fd, "wb") as f:
+        with _new_part(final) as (f, tmp):  # beside the final file: a rename across disks fails
+            made = True
+            keep_mode(tmp, final if overwrite else None, mode)
             write(f)
             f.flush()
             os.fsync(f.fileno())
-            if os.name == "posix":
-                _publish(tmp, final, overwrite)
-        if os.name != "posix":  # Windows renames only closed files
+            if os.name != "posix":  # Windows renames only closed files
+                f.close()
             _publish(tmp, final, overwrite)
     except FileExistsError as e:
-        _remove(tmp)
         raise OutputExistsError(f"{path} exists", path=path) from e
-    except BaseException as e:
-        _remove(tmp)
-        if not isinstance(e, Exception) or isinstance(e, DRCNError):
+    except Exception as e:
+        if isinstance(e, DRCNError):
             raise
-        # A specific errno (permission, read-only) is the reason; encoders that report a full
-        # disk only as a generic error (no errno, or EIO) are told apart by the free space.
-        specific = isinstance(e, OSError) and e.errno not in (None, errno.EIO)
-        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or \
-                (not specific and _disk_full(final.parent)):
-            raise DiskFullError(f"disk full while writing {path}; nothing was written") from e
-        raise WriteError(f"cannot write {path}: {reason(e)}") from e
+        raise write_failure(e, path, reason(e), final.parent, creating=not made) from e
 
 
 def _publish(tmp: str, path: Path, overwrite: bool) -> None:
@@ -398,15 +404,6 @@ def _publish(tmp: str, path: Path, overwrite: bool) -> None:
         os.replace(tmp, path)
     else:
         _link_new(tmp, path)
-
-
-def _disk_full(folder: Path) -> bool:
-    """True when ``folder``'s file system has (almost) no space left: encoders such as libtiff
-    report a full disk only as a generic error."""
-    try:
-        return shutil.disk_usage(folder).free < (1 << 20)
-    except OSError:
-        return False
 
 
 def _link_new(tmp: str, path: Path) -> None:
