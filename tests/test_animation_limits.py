@@ -88,7 +88,7 @@ def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
                 counted = None
         try:
             info = read_image(source)[1]
-            survey = animation._survey(source)
+            survey = animation._survey(source, info.state)
         except DamagedImageError as e:
             assert counted is None or "is damaged or cut short" in str(e), (end, str(e))
             if counted is None:
