@@ -7,7 +7,6 @@ every write is atomic. A failing file is reported and the batch goes on.
 
 from __future__ import annotations
 
-import functools
 import glob
 import itertools
 import os
@@ -27,6 +26,7 @@ from .encoding import check_writable, encode, require_encoder
 from .engine import CancelFn, ProgressFn, Upscaler, check_memory
 from .errors import (
     EMPTY_PATH,
+    AmbiguousOutputError,
     BadOptionError,
     Cancelled,
     DRCNError,
@@ -41,15 +41,15 @@ from .errors import (
 from .headercheck import refuse_early
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
-from .names import check_name_part, check_output_file, collision_key, name_max, windows_device
+from .names import check_name_part, check_output_file, windows_device
+from .resultnames import Job, earlier_results, out_format, result_name, unique_targets
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
-from .targets import check_replaceable, output_problem, permission_bits, shared_ends
+from .targets import check_replaceable, permission_bits
 from .writing import (
     Encoded,
     atomic_save,
     clean_stale_parts,
-    file_id,
     probe_folder,
     same_file,
 )
@@ -58,16 +58,6 @@ OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
 QUALITY_FORMATS = ("JPEG", "WEBP", "AVIF")  # the output formats whose encoder takes a quality
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
-
-
-@dataclass
-class Job:
-    """One input file and where its result goes; ``problem`` is a refusal found while planning."""
-
-    source: Path
-    target: Path
-    problem: str = ""
-    fmt: str = ""  # the output format the named output file's extension chose (else the batch's)
 
 
 @dataclass
@@ -154,7 +144,7 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
         if out_dir is not None and not suffix and same_file(out_dir, root):
             raise BadOptionError(f"{output} holds the inputs: results would mix with them "
                                  "(choose another folder, or a name suffix)", option="output")
-        earlier = _earlier_results(images, root, out_root, suffix, fmt) if out_file is None \
+        earlier = earlier_results(images, root, out_root, suffix, fmt) if out_file is None \
             else set()  # where one file's result goes, every file found is an input
         before = len(jobs)
         for f in images:
@@ -163,14 +153,14 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
                 continue  # earlier results found while scanning a folder or a glob
             seen.add(real)
             rel = f.relative_to(root)
-            target = out_file or out_root / rel.parent / _result_name(f, f.stem, suffix, fmt)
+            target = out_file or out_root / rel.parent / result_name(f, f.stem, suffix, fmt)
             jobs.append(Job(f, target, fmt=target.suffix[1:].lower() if out_file else ""))
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
     if out_file is not None and len(jobs) > 1:
         raise BadOptionError(f"{output} names a file, but {len(jobs)} images were given: name a "
                              "folder for their results", option="output")
-    _unique_targets(jobs, suffix, fmt, seen)
+    unique_targets(jobs, suffix, fmt, seen)
     if out_file is not None and jobs and jobs[0].problem:
         raise BadOptionError(f"{jobs[0].source}: {jobs[0].problem}", option="output")
     device = next((j for j in jobs if suffix and windows_device(j.target.name)
@@ -219,25 +209,6 @@ def check_quality(jobs: list[Job], quality: int | None) -> None:
                              "WebP and AVIF quality)", option="quality")
 
 
-def _earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,
-                     fmt: str) -> set[Path]:
-    """The files that sit where another file's result would be written: an earlier run's
-    results, found when the output folder is, or is inside, a folder being scanned (upscaling
-    them again would make ``a_x_x.png``). Other files there are inputs like any other."""
-    def real(p: Path) -> str:
-        return os.path.join(os.path.realpath(p.parent), p.name)
-
-    names = {real(out_root / f.relative_to(root).parent / _result_name(f, name, suffix, fmt))
-             for f in files for name in (f.stem, f.name)}  # the first and the second choice
-    return {f for f in files if real(f) in names}
-
-
-def _result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
-    """The file name of ``source``'s result: ``stem`` (its stem, or its whole name as the second
-    choice when two results would share one), the suffix, the output format's extension."""
-    return stem + suffix + _out_suffix(source, fmt)
-
-
 def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Job], list[str]]:
     """The jobs whose output folder takes files, and one error per folder that does not (only
     folders with something left to write are tried); where the user ``chosen`` no folder (the
@@ -253,60 +224,6 @@ def _writable(jobs: list[Job], errors: list[str], chosen: bool) -> tuple[list[Jo
         errors.append(f"{message} ({counted(count, 'file')} not upscaled"
                       f"{'' if chosen else '; -o names another output folder'})")
     return [j for j in jobs if j.target.parent not in bad], errors
-
-
-def _unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
-    """Give every job its own output name, and refuse outputs that are inputs, folders, links to
-    nothing or to another result, or too long for their folder's file system."""
-    taken: dict[str, Job] = {}
-    input_ids = {file_id(p) for p in inputs} - {None}
-    limit_of = functools.cache(name_max)
-    for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
-                                           + j.source.suffix, str(j.source))):
-        target, limit = job.target, limit_of(job.target.parent)
-        second = target.with_name(_result_name(job.source, job.source.name, suffix, fmt))
-        if collision_key(target) in taken and len(os.fsencode(second.name)) <= limit:
-            target = second  # keep the source's extension: photo.gif -> photo.gif.png
-        n = 2
-        while collision_key(target) in taken:
-            target = _numbered(job, suffix, n, limit)
-            n += 1
-        job.target = target
-        taken[collision_key(target)] = job
-        if os.path.realpath(target) in inputs or file_id(target) in input_ids:
-            job.problem = f"its output {target} would replace an input"
-        elif (size := len(os.fsencode(target.name))) > limit:
-            job.problem = f"its output name would be {size} bytes, longer than the {limit} " \
-                          f"that {target.parent}'s file system takes"
-        elif problem := output_problem(target):  # a folder, a link to nothing
-            job.problem = f"its output {problem}"
-    shared = shared_ends([j.target for j in jobs])  # a result whose name is no link goes on
-    for job in (j for j in jobs if j.target in shared and not j.problem):
-        job.problem = f"its output {job.target} leads to {shared[job.target]}, another result"
-
-
-def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
-    """``STEM-N.EXT`` for a result whose names are taken, the stem cut (by whole characters) so
-    the name fits the ``limit`` bytes of its file system."""
-    tail = f"{suffix}-{n}{job.target.suffix}"
-    stem = job.source.stem
-    while stem and len(os.fsencode(stem + tail)) > limit:
-        stem = stem[:-1]
-    return job.target.with_name(stem + tail)
-
-
-def _out_format(source: Path, fmt: str) -> str:
-    """The output format: the one asked for, else the one the input's extension names."""
-    if fmt != "same":
-        return FORMATS[fmt]
-    name = FORMATS.get(source.suffix.lower().lstrip("."))
-    return name if name in SUFFIX else "PNG"
-
-
-def _out_suffix(source: Path, fmt: str) -> str:
-    pil = _out_format(source, fmt)
-    keep = source.suffix.lower()
-    return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
 
 
 def per_source_chooser(clean: Upscaler, **engine: object) -> ChooseFn:
@@ -381,12 +298,15 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     if job.problem:
         raise InputConflictError(job.problem)
     if os.path.lexists(job.target):
+        if skip_existing and job.rival is not None:  # the file may be the rival's result
+            raise AmbiguousOutputError(f"{job.target} exists but may be {job.rival}'s result, "
+                                       "which can have that name too: not skipped")
         if skip_existing:
             return Outcome(job, "skipped", "already exists")
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
         check_replaceable(job.target)  # before the upscale, as the write would
-    out_fmt = _out_format(job.source, fmt)
+    out_fmt = out_format(job.source, fmt)
     refuse_early(job.source, out_fmt, target)  # what the header alone condemns: no decoding
     array, info = read_image(job.source)
     mode = permission_bits(job.source)  # read now: the input may go during the upscale
@@ -417,7 +337,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
         check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
         encoded, frames = upscaled(array, info, progress), 1
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
-    note = "; ".join(dict.fromkeys(info.notes))
+    note = "; ".join(dict.fromkeys([job.note, *info.notes] if job.note else info.notes))
     return Outcome(job, "done", note, (w, h), (ow, oh), frames, time.perf_counter() - t0,
                    model=label)
 

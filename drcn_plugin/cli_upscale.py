@@ -10,7 +10,13 @@ import typer
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .encoding import DEFAULT_QUALITY
-from .errors import BadOptionError, OutputBlockedError, OutputExistsError, counted
+from .errors import (
+    AmbiguousOutputError,
+    BadOptionError,
+    OutputBlockedError,
+    OutputExistsError,
+    counted,
+)
 from .hub import DEFAULT_MODEL
 from .scales import MAX_SCALE, MIN_SCALE
 from .stops import stopped_status
@@ -85,7 +91,8 @@ def upscale(
     from .sizing import TargetSize
 
     signals_interrupt()
-    hints = {OutputExistsError: "use --overwrite or --skip-existing"}
+    hints = {OutputExistsError: "use --overwrite or --skip-existing",
+             AmbiguousOutputError: "--overwrite redoes it, or move that file away"}
     written: list[str] = []  # for a stop outside the loop: while planning, loading, summing up
     with user_errors(hints), stopped_cleanly(written):
         if overwrite and skip_existing:

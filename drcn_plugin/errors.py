@@ -102,6 +102,11 @@ class OutputExistsError(DRCNError):
         return type(self), (str(self), self.path)
 
 
+class AmbiguousOutputError(DRCNError):
+    """An existing file at a result's name that may be another input's result (two inputs of
+    the batch can have that name), so it is not taken for this one's: nothing is skipped."""
+
+
 class InputConflictError(DRCNError):
     """An output that would land on an input or a folder, or a name that would leave the output
     folder."""

@@ -1,0 +1,141 @@
+"""Result file names of a batch: each input's default name, the names that settle a collision,
+and which existing results may belong to another input.
+
+An input's default result name is its stem, the suffix and the output format's extension. Two
+inputs that would share one get, in turn, names that keep the source's extension
+(``photo.gif.png``), then numbered ones (``photo-2.png``). Which input gets which depends on the
+other inputs of the run, so an existing file at a name another input of this run could be given
+is not taken for this input's result (:attr:`Job.rival`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .imagefile import FORMATS, SUFFIX
+from .names import collision_key, name_max
+from .targets import output_problem, shared_ends
+from .writing import file_id
+
+NUMBERED = re.compile(r"(.*)-\d+(\.[^.]*)?")  # STEM-N.EXT, as :func:`_numbered` makes them
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes; ``problem`` is a refusal found while planning."""
+
+    source: Path
+    target: Path
+    problem: str = ""
+    fmt: str = ""  # the output format the named output file's extension chose (else the batch's)
+    note: str = ""  # why the result is not named as it would be alone, for the summary
+    rival: Path | None = None  # another input of this run that could be given this result name
+
+
+def result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
+    """The file name of ``source``'s result: ``stem`` (its stem, or its whole name as the second
+    choice when two results would share one), the suffix, the output format's extension."""
+    return stem + suffix + _out_suffix(source, fmt)
+
+
+def out_format(source: Path, fmt: str) -> str:
+    """The output format: the one asked for, else the one the input's extension names."""
+    if fmt != "same":
+        return FORMATS[fmt]
+    name = FORMATS.get(source.suffix.lower().lstrip("."))
+    return name if name in SUFFIX else "PNG"
+
+
+def _out_suffix(source: Path, fmt: str) -> str:
+    pil = out_format(source, fmt)
+    keep = source.suffix.lower()
+    return source.suffix if FORMATS.get(keep.lstrip(".")) == pil else SUFFIX[pil]
+
+
+def earlier_results(files: list[Path], root: Path, out_root: Path, suffix: str,
+                    fmt: str) -> set[Path]:
+    """The files that sit where another file's result would be written: an earlier run's
+    results, found when the output folder is, or is inside, a folder being scanned (upscaling
+    them again would make ``a_x_x.png``). Other files there are inputs like any other."""
+    def real(p: Path) -> str:
+        return os.path.join(os.path.realpath(p.parent), p.name)
+
+    names = {real(out_root / f.relative_to(root).parent / result_name(f, name, suffix, fmt))
+             for f in files for name in (f.stem, f.name)}  # the first and the second choice
+    return {f for f in files if real(f) in names}
+
+
+def unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> None:
+    """Give every job its own output name, and refuse outputs that are inputs, folders, links to
+    nothing or to another result, or too long for their folder's file system."""
+    taken: dict[str, Job] = {}
+    next_n: dict[str, int] = {}  # per default name, the number to try next: linear, not n**2
+    input_ids = {file_id(p) for p in inputs} - {None}
+    limit_of = functools.cache(name_max)
+    candidates = _candidates(jobs, suffix, fmt)
+    for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
+                                           + j.source.suffix, str(j.source))):
+        default, limit = job.target, limit_of(job.target.parent)
+        target = default
+        second = target.with_name(result_name(job.source, job.source.name, suffix, fmt))
+        if collision_key(target) in taken and len(os.fsencode(second.name)) <= limit:
+            target = second  # keep the source's extension: photo.gif -> photo.gif.png
+        n = next_n.get(collision_key(default), 2)
+        while collision_key(target) in taken:
+            target = _numbered(job, suffix, n, limit)
+            n += 1
+        next_n[collision_key(default)] = n
+        if target != default:  # say whose result took the name this one would have had
+            owner = taken[collision_key(default)]
+            job.note = f"written as {target.name}: {owner.target.name} is {owner.source}'s result"
+        job.target = target
+        job.rival = _rival(job, candidates)
+        taken[collision_key(target)] = job
+        if os.path.realpath(target) in inputs or file_id(target) in input_ids:
+            job.problem = f"its output {target} would replace an input"
+        elif (size := len(os.fsencode(target.name))) > limit:
+            job.problem = f"its output name would be {size} bytes, longer than the {limit} " \
+                          f"that {target.parent}'s file system takes"
+        elif problem := output_problem(target):  # a folder, a link to nothing
+            job.problem = f"its output {problem}"
+    shared = shared_ends([j.target for j in jobs])  # a result whose name is no link goes on
+    for job in (j for j in jobs if j.target in shared and not j.problem):
+        job.problem = f"its output {job.target} leads to {shared[job.target]}, another result"
+
+
+def _candidates(jobs: list[Job], suffix: str, fmt: str) -> dict[str, list[Job]]:
+    """Each result name (its collision key) and the jobs, their targets still their default
+    names, that could be given it in some run: the default and the second choice."""
+    found: dict[str, list[Job]] = {}
+    for job in jobs:
+        second = job.target.with_name(result_name(job.source, job.source.name, suffix, fmt))
+        for key in dict.fromkeys((collision_key(job.target), collision_key(second))):
+            found.setdefault(key, []).append(job)
+    return found
+
+
+def _rival(job: Job, candidates: dict[str, list[Job]]) -> Path | None:
+    """Another input of this run that a run with fewer of these inputs could have given
+    ``job``'s result name: its default or second choice, or a numbered name (``x-2.png``) made
+    from a default that two of them share. A file there is then no proof of ``job``'s result."""
+    others = [j for j in candidates.get(collision_key(job.target), [])[:2] if j is not job]
+    numbered = NUMBERED.fullmatch(job.target.name)
+    if not others and numbered:
+        base = job.target.with_name(numbered[1] + (numbered[2] or ""))
+        sharing = candidates.get(collision_key(base), [])[:3]
+        others = [j for j in sharing if j is not job] if len(sharing) > 1 else []
+    return others[0].source if others else None
+
+
+def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:
+    """``STEM-N.EXT`` for a result whose names are taken, the stem cut (by whole characters) so
+    the name fits the ``limit`` bytes of its file system."""
+    tail = f"{suffix}-{n}{job.target.suffix}"
+    stem = job.source.stem
+    while stem and len(os.fsencode(stem + tail)) > limit:
+        stem = stem[:-1]
+    return job.target.with_name(stem + tail)
