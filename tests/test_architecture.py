@@ -133,6 +133,19 @@ def test_no_file_of_the_project_is_over_450_lines() -> None:
     assert not long, long
 
 
+def test_no_tracked_text_file_keeps_a_merge_conflict() -> None:
+    """A merge's conflict markers left in code, tests or the README (a table row twice)."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.toml", "*.sh", "*.json"],
+                                 cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    marker = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
+    kept = [name for name in tracked if (REPO / name).is_file()
+            and marker.search((REPO / name).read_text(errors="replace"))]
+    assert not kept, kept
+
+
 def test_cancelled_is_not_an_error_and_errors_share_a_base() -> None:
     assert not issubclass(Cancelled, DRCNError)
     public = [c for c in vars(errors).values()
