@@ -297,10 +297,15 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
          cancel: CancelFn | None, t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
+    if skip_existing and job.held:  # written now, the next run would take that file for another's
+        raise AmbiguousOutputError(f"{job.source}: its result may be {job.held}, there under "
+                                   "another input's name: not written")
     if os.path.lexists(job.target):
-        if skip_existing and job.rival is not None:  # the file may be the rival's result
-            raise AmbiguousOutputError(f"{job.target} exists but may be {job.rival}'s result, "
-                                       "which can have that name too: not skipped")
+        if skip_existing and job.rivals:  # the file may be a rival's result
+            others = " or ".join(map(str, job.rivals[:3])) + (" or more" if job.rivals[3:] else "")
+            raise AmbiguousOutputError(f"{job.target} exists but may be another input's result "
+                                       f"({others}), which can have that name and has none of "
+                                       "its own yet: not skipped")
         if skip_existing:
             return Outcome(job, "skipped", "already exists")
         if not overwrite:

@@ -92,7 +92,7 @@ def upscale(
 
     signals_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing",
-             AmbiguousOutputError: "--overwrite redoes it, or move that file away"}
+             AmbiguousOutputError: "move that file away, or redo all with --overwrite"}
     written: list[str] = []  # for a stop outside the loop: while planning, loading, summing up
     with user_errors(hints), stopped_cleanly(written):
         if overwrite and skip_existing:

@@ -5,7 +5,8 @@ An input's default result name is its stem, the suffix and the output format's e
 inputs that would share one get, in turn, names that keep the source's extension
 (``photo.gif.png``), then numbered ones (``photo-2.png``). Which input gets which depends on the
 other inputs of the run, so an existing file at a name another input of this run could be given
-is not taken for this input's result (:attr:`Job.rival`).
+is taken for this input's result only when that input's own result exists too, as after an
+unchanged run (:attr:`Job.rivals`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from .names import collision_key, name_max
 from .targets import output_problem, shared_ends
 from .writing import file_id
 
-NUMBERED = re.compile(r"(.*)-\d+(\.[^.]*)?")  # STEM-N.EXT, as :func:`_numbered` makes them
+NUMBERED = re.compile(r"(.*)-(\d+)(\.[^.]*)?")  # STEM-N.EXT, as :func:`_numbered` makes them
 
 
 @dataclass
@@ -33,7 +35,8 @@ class Job:
     problem: str = ""
     fmt: str = ""  # the output format the named output file's extension chose (else the batch's)
     note: str = ""  # why the result is not named as it would be alone, for the summary
-    rival: Path | None = None  # another input of this run that could be given this result name
+    rivals: tuple[Path, ...] = ()  # inputs that could have this (existing) name, their own missing
+    held: Path | None = None  # an existing file of another name that may be this input's result
 
 
 def result_name(source: Path, stem: str, suffix: str, fmt: str) -> str:
@@ -76,7 +79,7 @@ def unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> 
     next_n: dict[str, int] = {}  # per default name, the number to try next: linear, not n**2
     input_ids = {file_id(p) for p in inputs} - {None}
     limit_of = functools.cache(name_max)
-    candidates = _candidates(jobs, suffix, fmt)
+    planned: list[tuple[Job, Path, Path]] = []  # in the planning order: default, second choice
     for job in sorted(jobs, key=lambda j: (j.target.name != j.source.stem + suffix
                                            + j.source.suffix, str(j.source))):
         default, limit = job.target, limit_of(job.target.parent)
@@ -93,7 +96,7 @@ def unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> 
             owner = taken[collision_key(default)]
             job.note = f"written as {target.name}: {owner.target.name} is {owner.source}'s result"
         job.target = target
-        job.rival = _rival(job, candidates)
+        planned.append((job, default, second))
         taken[collision_key(target)] = job
         if os.path.realpath(target) in inputs or file_id(target) in input_ids:
             job.problem = f"its output {target} would replace an input"
@@ -102,33 +105,46 @@ def unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> 
                           f"that {target.parent}'s file system takes"
         elif problem := output_problem(target):  # a folder, a link to nothing
             job.problem = f"its output {problem}"
+    _mark_rivals(planned)
     shared = shared_ends([j.target for j in jobs])  # a result whose name is no link goes on
     for job in (j for j in jobs if j.target in shared and not j.problem):
         job.problem = f"its output {job.target} leads to {shared[job.target]}, another result"
 
 
-def _candidates(jobs: list[Job], suffix: str, fmt: str) -> dict[str, list[Job]]:
-    """Each result name (its collision key) and the jobs, their targets still their default
-    names, that could be given it in some run: the default and the second choice."""
-    found: dict[str, list[Job]] = {}
-    for job in jobs:
-        second = job.target.with_name(result_name(job.source, job.source.name, suffix, fmt))
-        for key in dict.fromkeys((collision_key(job.target), collision_key(second))):
-            found.setdefault(key, []).append(job)
-    return found
-
-
-def _rival(job: Job, candidates: dict[str, list[Job]]) -> Path | None:
-    """Another input of this run that a run with fewer of these inputs could have given
-    ``job``'s result name: its default or second choice, or a numbered name (``x-2.png``) made
-    from a default that two of them share. A file there is then no proof of ``job``'s result."""
-    others = [j for j in candidates.get(collision_key(job.target), [])[:2] if j is not job]
-    numbered = NUMBERED.fullmatch(job.target.name)
-    if not others and numbered:
-        base = job.target.with_name(numbered[1] + (numbered[2] or ""))
-        sharing = candidates.get(collision_key(base), [])[:3]
-        others = [j for j in sharing if j is not job] if len(sharing) > 1 else []
-    return others[0].source if others else None
+def _mark_rivals(planned: list[tuple[Job, Path, Path]]) -> None:
+    """Set ``rivals`` of each job whose result name exists: the other inputs that a run with some
+    of these inputs could have given that name, by the planning order, and whose own result is
+    missing. With every such input's result there (an unchanged rerun) the file is the job's;
+    else those inputs are ``held`` too: written under their own name, they would make the next
+    run take the file for the job's. Which results exist is read here, before any is written."""
+    missing: dict[str, list[Job]] = {}  # a name and the jobs without a result that can have it
+    group: dict[str, list[tuple[int, Job]]] = {}  # a default name, its jobs without a result
+    position: dict[str, int] = {}  # a default name and how many jobs before had it
+    earlier: set[str] = set()  # names a job earlier in the order can be given
+    found = []
+    for job, default, second in planned:
+        key = collision_key(default)
+        pos = position[key] = position.get(key, -1) + 1
+        # a job's second choice only when an earlier one can take its default; a number N only
+        # at place N or later among those sharing the default (one per place, from 2)
+        names = list(dict.fromkeys([key, collision_key(second)] if key in earlier else [key]))
+        earlier.update(names)
+        if os.path.lexists(job.target):
+            found.append(job)
+            continue
+        for name in names:
+            missing.setdefault(name, []).append(job)
+        group.setdefault(key, []).append((pos, job))
+    for job in found:
+        rivals = missing.get(collision_key(job.target), [])[:4]
+        if numbered := NUMBERED.fullmatch(job.target.name):
+            base = collision_key(job.target.with_name(numbered[1] + (numbered[3] or "")))
+            sharing = group.get(base, [])
+            start = bisect_left(sharing, int(numbered[2]) - 1, key=lambda p: p[0])
+            rivals += [j for _, j in sharing[start:start + 4]]
+        job.rivals = tuple(dict.fromkeys(j.source for j in rivals))
+        for rival in rivals:
+            rival.held = rival.held or job.target
 
 
 def _numbered(job: Job, suffix: str, n: int, limit: int) -> Path:

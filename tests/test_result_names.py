@@ -29,19 +29,24 @@ def reddest(path: Path) -> bool:
 def test_skip_existing_never_skips_an_input_for_another_inputs_result(
         folder: Path, tiny_model_file: str) -> None:
     """x.jpg's result is out/x.png; an x.png added later has that name by default, but the file
-    there is x.jpg's: one error line naming it, not "skipped", and --overwrite redoes it. An
-    input whose name no other input can have is still skipped."""
+    there is x.jpg's: one error line naming it, not "skipped", and x.jpg is not written as
+    x.jpg.png either (the next run would take out/x.png for x.png's), so a second run refuses
+    alike; --overwrite redoes them. An input whose name no other input can have is skipped."""
     solid(folder / "x.jpg", "red")
     solid(folder / "y.png", "green")
     out = folder.parent / "out"
     args = (str(folder), "-o", str(out), "-f", "png", "--model", tiny_model_file)
     assert upscale(*args).exit_code == 0
     solid(folder / "x.png", "blue")
-    r = upscale(*args, "--skip-existing")
-    assert r.exit_code == 1 and "1 done, 1 skipped, 1 failed" in r.output, r.output
-    assert f"{out / 'x.png'} exists but may be {folder / 'x.jpg'}'s result, which can have that " \
-           "name too: not skipped (--overwrite redoes it, or move that file away)" in r.output
-    assert reddest(out / "x.png") and reddest(out / "x.jpg.png")  # x.jpg's, kept and redone
+    for _ in range(2):
+        r = upscale(*args, "--skip-existing")
+        assert r.exit_code == 1 and "0 done, 1 skipped, 2 failed" in r.output, r.output
+        assert f"{out / 'x.png'} exists but may be another input's result ({folder / 'x.jpg'}), " \
+               "which can have that name and has none of its own yet: not skipped (move that " \
+               "file away, or redo all with --overwrite)" in r.output
+        assert f"{folder / 'x.jpg'}: its result may be {out / 'x.png'}, there under another " \
+               "input's name: not written" in r.output
+        assert reddest(out / "x.png") and not (out / "x.jpg.png").exists()  # x.jpg's, kept
     r = upscale(*args, "--overwrite")
     assert r.exit_code == 0 and "3 done" in r.output, r.output
     assert not reddest(out / "x.png") and reddest(out / "x.jpg.png")
@@ -58,9 +63,56 @@ def test_skip_existing_never_skips_a_same_named_file_of_another_folder(
     r = upscale(str(tmp_path / "day1"), str(tmp_path / "day2"), "-o", str(out), "--skip-existing",
                 "--model", tiny_model_file)
     assert r.exit_code == 1 and "0 skipped" in r.output, r.output
-    assert f"{out / 'IMG_1.png'} exists but may be {tmp_path / 'day2' / 'IMG_1.png'}'s result" \
-        in r.output
+    assert f"{out / 'IMG_1.png'} exists but may be another input's result " \
+           f"({tmp_path / 'day2' / 'IMG_1.png'})" in r.output
     assert not reddest(out / "IMG_1.png")  # still day2's
+
+
+def test_an_unchanged_rerun_skips_inputs_that_share_a_name(tmp_path: Path,
+                                                           tiny_model_file: str) -> None:
+    """A finished batch whose inputs share a name, run again with --skip-existing: every result
+    of the run is there, so each file is its own input's and is skipped, none redone."""
+    for folder, names, options in (("days", ("day1/IMG_1.png", "day2/IMG_1.png"), ()),
+                                   ("exts", ("x.jpg", "x.png"), ("-f", "png")),
+                                   ("dirs", ("d1/x.png", "d2/x.png", "d3/x.png"), ())):
+        for name in names:
+            solid(tmp_path / folder / name, "red")
+        args = (*(str(tmp_path / folder / n) for n in names), "-o", str(tmp_path / folder / "o"),
+                *options, "--model", tiny_model_file)
+        assert upscale(*args).exit_code == 0
+        r = upscale(*args, "--skip-existing")
+        assert r.exit_code == 0 and f"0 done, {len(names)} skipped" in r.output, r.output
+
+
+def test_an_input_that_sorts_first_never_takes_a_later_ones_name(tmp_path: Path,
+                                                                 tiny_model_file: str) -> None:
+    """d1, d2, d3 all hold x.png; d1's result x.png is gone. x.png.png and x-2.png can only be d2's
+    and d3's (d1 comes first: it is given x.png in any run), so they are skipped and d1 redone."""
+    for name, colour in (("d1", "red"), ("d2", "blue"), ("d3", "blue")):
+        solid(tmp_path / name / "x.png", colour)
+    out = tmp_path / "out"
+    args = (*(str(tmp_path / d) for d in ("d1", "d2", "d3")), "-o", str(out), "--model",
+            tiny_model_file)
+    assert upscale(*args).exit_code == 0
+    (out / "x.png").unlink()
+    r = upscale(*args, "--skip-existing")
+    assert r.exit_code == 0 and "1 done, 2 skipped" in r.output, r.output
+    assert reddest(out / "x.png") and not reddest(out / "x-2.png")
+
+
+def test_a_refused_skip_names_the_inputs_without_a_result(tmp_path: Path,
+                                                         tiny_model_file: str) -> None:
+    """``d3 -o out``, then ``d1 d2 d3 -o out --skip-existing``: out/x.png may be d2's or d3's
+    result, and the line names both, not only the first other input."""
+    for name in ("d1", "d2", "d3"):
+        solid(tmp_path / name / "x.png", "red")
+    out = tmp_path / "out"
+    assert upscale(str(tmp_path / "d3"), "-o", str(out), "--model", tiny_model_file).exit_code == 0
+    r = upscale(*(str(tmp_path / d) for d in ("d1", "d2", "d3")), "-o", str(out),
+                "--skip-existing", "--model", tiny_model_file)
+    assert r.exit_code == 1 and "0 skipped" in r.output, r.output
+    assert f"{out / 'x.png'} exists but may be another input's result " \
+           f"({tmp_path / 'd2' / 'x.png'} or {tmp_path / 'd3' / 'x.png'})" in r.output
 
 
 def test_a_renamed_result_says_whose_result_has_its_name(tmp_path: Path,
