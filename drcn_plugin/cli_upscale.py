@@ -4,6 +4,7 @@ processes. :mod:`.batch` plans and runs each file; :mod:`.cli` registers the com
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Annotated
 
 import typer
@@ -89,6 +90,7 @@ def upscale(
     from .engine import Upscaler
     from .progress import BatchProgress
     from .sizing import TargetSize
+    from .writefailures import blocked_with
 
     signals_interrupt()
     hints = {OutputExistsError: "use --overwrite or --skip-existing",
@@ -115,8 +117,10 @@ def upscale(
             print_error(e)
         outcomes = []
         with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
+            todo = deque(mine)  # less the files bound to a place found blocked
             try:
-                for job in mine:
+                while todo:
+                    job = todo.popleft()
                     bar.start(job)
                     out = run_job(job, chooser or upscaler, target, fmt, quality, overwrite,
                                   skip_existing, progress=bar.tiles)
@@ -128,14 +132,20 @@ def upscale(
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))
-                    left = len(mine) - len(outcomes)
-                    if isinstance(out.error, OutputBlockedError) and left:  # each would fail
-                        mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"
-                        print_error(f"stopped: {out.error.state}; {len(written)} of {len(mine)}"
-                                    f"{mine_of} files written, {left} not started "
-                                    f"({out.error.remedy}, then --skip-existing goes on from "
-                                    "here)")
-                        break
+                    if isinstance(out.error, OutputBlockedError) and todo:  # each would fail
+                        held = blocked_with(out.error, job.target)
+                        going = deque(j for j in todo if not held(j.target))
+                        then = f"{out.error.remedy}, then --skip-existing goes on from here"
+                        if not going:
+                            mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"
+                            print_error(f"stopped: {out.error.state}; {len(written)} of "
+                                        f"{len(mine)}{mine_of} files written, {len(todo)} not "
+                                        f"started ({then})")
+                            break
+                        if refused := len(todo) - len(going):
+                            print_error(f"not started: {counted(refused, 'more file')} there, as "
+                                        f"{out.error.state} ({then}); the others go on")
+                        todo = going
             except KeyboardInterrupt:
                 done = sum(o.status == "done" for o in outcomes)
                 print_error(f"interrupted: {done} of {counted(len(mine), 'file')} written, "

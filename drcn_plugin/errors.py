@@ -118,8 +118,8 @@ class WriteError(DRCNError):
 
 class OutputBlockedError(WriteError):
     """An output whose place takes no more files: its disk full, over quota, read-only or gone,
-    its folder no longer writable. A batch stops there, as every next file would spend its
-    upscale and fail the same way; ``state`` says what the place is ("the disk is full"),
+    its folder no longer writable. A batch upscales no more files bound there, as each would
+    spend its upscale and fail the same way; ``state`` says what the place is ("the disk is full"),
     ``remedy`` what to do before going on ("free space")."""
 
     def __init__(self, message: str, state: str, remedy: str) -> None:
@@ -128,6 +128,11 @@ class OutputBlockedError(WriteError):
 
     def __reduce__(self) -> tuple:
         return type(self), (str(self), self.state, self.remedy)
+
+
+class FolderBlockedError(OutputBlockedError):
+    """An output folder refusing new files (its permissions): its disk's other folders may still
+    take them, so a batch goes on with those."""
 
 
 class DiskFullError(OutputBlockedError):

@@ -1,15 +1,17 @@
 """Why a write failed, as the user reads it: a full disk or quota, a disk gone read-only or
-failing, a folder that takes no new files (:class:`.errors.OutputBlockedError`, where a batch
-stops: every next file would spend its upscale and fail the same way), or a failure of the one
-file alone (:class:`.errors.WriteError`)."""
+failing, a folder that takes no new files (:class:`.errors.OutputBlockedError`: a batch upscales
+no more files bound there, as each would spend its upscale and fail the same way), or a failure
+of the one file alone (:class:`.errors.WriteError`)."""
 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from .errors import DiskFullError, OutputBlockedError, WriteError, reason
+from .errors import DiskFullError, FolderBlockedError, OutputBlockedError, WriteError, reason
 
 # What a write's error number says of the place it writes to, which then takes no more files
 # (:class:`OutputBlockedError`): the place's state, and what to do before going on
@@ -40,10 +42,34 @@ def write_failure(e: Exception, path: Path, why: str, folder: Path,
     if code in _BLOCKED:
         return OutputBlockedError(f"{message}; nothing was written", *_BLOCKED[code])
     if creating and code in _DENIED:
-        return OutputBlockedError(f"{message}; nothing was written",
+        return FolderBlockedError(f"{message}; nothing was written",
                                   f"{folder} takes no new files ({reason(e)})",
                                   "make it writable")
     return WriteError(message)
+
+
+def blocked_with(error: OutputBlockedError, target: Path) -> Callable[[Path], bool]:
+    """Which later outputs the block ``error``, met writing ``target``, holds too: those into
+    the same folder when the folder alone refuses files, else those on the same disk (every one
+    when the disk cannot be told), so that a batch goes on with the others."""
+    if isinstance(error, FolderBlockedError):
+        folder = Path(os.path.abspath(target.parent))
+        return lambda other: Path(os.path.abspath(other.parent)) == folder
+    disk = file_system(target.parent)
+    return lambda other: disk is None or file_system(other.parent) in (disk, None)
+
+
+def file_system(folder: Path) -> int | None:
+    """The device of the file system ``folder`` is on, or is made on when it does not exist yet
+    (its nearest existing parent's); None when that cannot be told (a disk failing to answer)."""
+    for place in (folder, *folder.parents):
+        try:
+            return os.stat(place).st_dev
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _disk_full(folder: Path) -> bool:

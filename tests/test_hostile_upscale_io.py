@@ -14,7 +14,7 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
-from drcn_plugin import engine, writing
+from drcn_plugin import engine, writefailures, writing
 from drcn_plugin.batch import Job, run_job
 from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.imagefile import read_image
@@ -112,6 +112,102 @@ def test_a_batch_stops_when_its_output_folder_stops_taking_files(
     assert stop == f"error: stopped: {out} takes no new files (Permission denied); 0 of 2 files " \
         "written, 1 not started (make it writable, then --skip-existing goes on from here)", stop
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def days(tmp_path: Path) -> list[Path]:
+    """Two input folders of three files each: their results go to two output folders."""
+    folders = [tmp_path / "day1", tmp_path / "day2"]
+    for folder in folders:
+        folder.mkdir()
+        for name in ("a.png", "b.png", "c.png"):
+            Image.new("RGB", (12, 10), (90, 30, 200)).save(folder / name)
+    return folders
+
+
+def _upscales(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per upscale the engine runs, from now on."""
+    calls: list[int] = []
+    real = engine.Upscaler.upscale
+
+    def counted(self, *args, **kwargs):  # noqa: ANN001, ANN202 - Upscaler.upscale's arguments
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine.Upscaler, "upscale", counted)
+    return calls
+
+
+def _written(tmp_path: Path) -> list[str]:
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*-drcn-x2/*"))
+
+
+def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
+        days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``day1 day2`` with day1-drcn-x2 unwritable: "stopped: ... 0 of 6 files written, 5 not
+    started", though day2-drcn-x2 took files."""
+    real_open = os.open
+
+    def refuse_parts(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's own arguments
+        if str(path).endswith(".part") and "day1-drcn-x2" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writing.os, "open", refuse_parts)
+    calls = _upscales(monkeypatch)
+    tmp = days[0].parent
+    r = upscale(*map(str, days), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    first, skipped = _errors(r.output)
+    assert first.endswith("Permission denied; nothing was written"), first
+    assert skipped == f"error: not started: 2 more files there, as {tmp / 'day1-drcn-x2'} takes " \
+        "no new files (Permission denied) (make it writable, then --skip-existing goes on from " \
+        "here); the others go on", skipped
+    assert len(calls) == 4, "day1's b and c were not upscaled"
+    assert _written(tmp) == [f"day2-drcn-x2/{n}" for n in ("a.png", "b.png", "c.png")]
+
+
+@pytest.mark.parametrize("disks", ["one", "two"])
+def test_a_disk_that_fails_stops_the_files_bound_to_it(
+        days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
+        disks: str) -> None:
+    """A read-only disk stopped the batch though another output folder was on another disk;
+    with both on the read-only one, the batch stops as it did."""
+    real_fsync = os.fsync
+    failing: list[int] = []
+
+    def fails(fd: int) -> None:
+        if failing:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        real_fsync(fd)
+
+    real_open = os.open
+
+    def day1_fails(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's own arguments
+        failing[:] = [1] if "day1-drcn-x2" in str(path) else []
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writing.os, "fsync", fails)
+    monkeypatch.setattr(writing.os, "open", day1_fails)
+    if disks == "two":
+        monkeypatch.setattr(writefailures, "file_system",
+                            lambda folder: 2 if "day2" in str(folder) else 1)
+    calls = _upscales(monkeypatch)
+    tmp = days[0].parent
+    r = upscale(*map(str, days), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    first, stop = _errors(r.output)
+    assert first.endswith("Read-only file system; nothing was written"), first
+    if disks == "one":
+        assert stop == "error: stopped: the output disk is read-only; 0 of 6 files written, 5 " \
+            "not started (make it writable, then --skip-existing goes on from here)", stop
+        assert len(calls) == 1 and _written(tmp) == []
+    else:
+        assert stop == "error: not started: 2 more files there, as the output disk is " \
+            "read-only (make it writable, then --skip-existing goes on from here); the others " \
+            "go on", stop
+        assert len(calls) == 4
+        assert _written(tmp) == [f"day2-drcn-x2/{n}" for n in ("a.png", "b.png", "c.png")]
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
