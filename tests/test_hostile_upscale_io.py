@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,17 @@ def _upscales(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _watch_opens(monkeypatch: pytest.MonkeyPatch, seen: Callable[[str], None]) -> None:
+    """Show ``seen`` each path the writer opens, before it is opened; it may refuse it."""
+    real_open = os.open
+
+    def opened(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's own arguments
+        seen(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(writing.os, "open", opened)
+
+
 def _written(tmp_path: Path) -> list[str]:
     return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*-drcn-x2/*"))
 
@@ -146,14 +158,11 @@ def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
         days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``day1 day2`` with day1-drcn-x2 unwritable: "stopped: ... 0 of 6 files written, 5 not
     started", though day2-drcn-x2 took files."""
-    real_open = os.open
+    def refuse_parts(path: str) -> None:
+        if path.endswith(".part") and "day1-drcn-x2" in path:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
 
-    def refuse_parts(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's own arguments
-        if str(path).endswith(".part") and "day1-drcn-x2" in str(path):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(writing.os, "open", refuse_parts)
+    _watch_opens(monkeypatch, refuse_parts)
     calls = _upscales(monkeypatch)
     tmp = days[0].parent
     r = upscale(*map(str, days), "--model", tiny_model_file)
@@ -181,14 +190,11 @@ def test_a_disk_that_fails_stops_the_files_bound_to_it(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         real_fsync(fd)
 
-    real_open = os.open
-
-    def day1_fails(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's own arguments
-        failing[:] = [1] if "day1-drcn-x2" in str(path) else []
-        return real_open(path, *args, **kwargs)
+    def day1_fails(path: str) -> None:
+        failing[:] = [1] if "day1-drcn-x2" in path else []
 
     monkeypatch.setattr(writing.os, "fsync", fails)
-    monkeypatch.setattr(writing.os, "open", day1_fails)
+    _watch_opens(monkeypatch, day1_fails)
     if disks == "two":
         monkeypatch.setattr(writefailures, "file_system",
                             lambda folder: 2 if "day2" in str(folder) else 1)
