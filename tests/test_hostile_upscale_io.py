@@ -150,6 +150,18 @@ def _watch_opens(monkeypatch: pytest.MonkeyPatch, seen: Callable[[str], None]) -
     monkeypatch.setattr(writing.os, "open", opened)
 
 
+def _blocked_run(days: list[Path], model: str, monkeypatch: pytest.MonkeyPatch,
+                 why: str) -> tuple[str, list[int]]:
+    """Upscale ``days`` where the first write fails for ``why``: the stop's line and the
+    upscales run."""
+    calls = _upscales(monkeypatch)
+    r = upscale(*map(str, days), "--model", model)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    first, stop = _errors(r.output)
+    assert first.endswith(f"{why}; nothing was written"), first
+    return stop, calls
+
+
 def _written(tmp_path: Path) -> list[str]:
     return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("*-drcn-x2/*"))
 
@@ -163,12 +175,8 @@ def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
             raise PermissionError(errno.EACCES, "Permission denied", path)
 
     _watch_opens(monkeypatch, refuse_parts)
-    calls = _upscales(monkeypatch)
+    skipped, calls = _blocked_run(days, tiny_model_file, monkeypatch, "Permission denied")
     tmp = days[0].parent
-    r = upscale(*map(str, days), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "Traceback" not in r.output
-    first, skipped = _errors(r.output)
-    assert first.endswith("Permission denied; nothing was written"), first
     assert skipped == f"error: not started: 2 more files there, as {tmp / 'day1-drcn-x2'} takes " \
         "no new files (Permission denied) (make it writable, then --skip-existing goes on from " \
         "here); the others go on", skipped
@@ -198,12 +206,8 @@ def test_a_disk_that_fails_stops_the_files_bound_to_it(
     if disks == "two":
         monkeypatch.setattr(writefailures, "file_system",
                             lambda folder: 2 if "day2" in str(folder) else 1)
-    calls = _upscales(monkeypatch)
+    stop, calls = _blocked_run(days, tiny_model_file, monkeypatch, "Read-only file system")
     tmp = days[0].parent
-    r = upscale(*map(str, days), "--model", tiny_model_file)
-    assert r.exit_code == 1 and "Traceback" not in r.output
-    first, stop = _errors(r.output)
-    assert first.endswith("Read-only file system; nothing was written"), first
     if disks == "one":
         assert stop == "error: stopped: the output disk is read-only; 0 of 6 files written, 5 " \
             "not started (make it writable, then --skip-existing goes on from here)", stop
