@@ -56,8 +56,10 @@ from .misreads import (
     without_damaged_chunks,
 )
 from .opening import (
+    FileState,
     caught_warnings,
     file_state,
+    hashed,
     load_pixels,
     open_image,
     open_regular,
@@ -81,6 +83,7 @@ from .pixelmodes import (
 from .planes import PEAKS, require_unit_range, to_8bit
 from .tiffdeep import StandIn, decode_bytes
 
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # whose frames are an animation (.animation)
 FORMATS = {"png": "PNG", "apng": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG",
            "jfif": "JPEG", "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -115,7 +118,7 @@ class ImageInfo:
     hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
-    state: tuple[int, int, int, int] | None = None  # the file's when read (opening.file_state)
+    state: FileState | None = None  # the file's when read (opening.file_state)
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -326,6 +329,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             info.frames = frame_count(path, im)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
+        if info.frames > 1 and im.format in ANIMATED_FORMATS:  # its frames are read again later
+            info.state = hashed(raw, info.state)
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
