@@ -28,7 +28,14 @@ from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ANIMATED_FORMATS, ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import FileState, caught_warnings, open_image, pillow_frames, reopen
+from .opening import (
+    FileState,
+    caught_warnings,
+    later_frames_damaged,
+    open_image,
+    pillow_frames,
+    reopen,
+)
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
@@ -40,8 +47,8 @@ EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
 
 def animates(info: ImageInfo, fmt: str) -> bool:
     """Whether a file read as ``info`` is an animation that a ``fmt`` result keeps animated."""
-    return info.frames > 1 and info.format in ANIMATED_FORMATS and fmt in ANIMATED \
-        and fmt in Image.SAVE_ALL
+    return (info.frames > 1 or info.damaged_frames) and info.format in ANIMATED_FORMATS \
+        and fmt in ANIMATED and fmt in Image.SAVE_ALL
 
 
 @dataclass
@@ -67,6 +74,8 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
     memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
     it cannot be."""
+    if info.damaged_frames:  # a still of its first frame would do; an animation cannot
+        raise later_frames_damaged(path)
     check_frame_count(path, info.frames)
     (h, w), itemsize = first.shape[:2], first.itemsize
     check_frames_memory(h, w, itemsize, info.frames, first.shape[2] if first.ndim == 3 else 1,

@@ -368,10 +368,15 @@ def _tiff_layout(f: BinaryIO) -> str:
 def pillow_frames(path: Path, im: Image.Image) -> int:
     """How many frames Pillow counts in ``im``, opened from ``path`` (1 where its format has
     none). Pillow counts by reading past each frame to the next's start, so a count that fails
-    met a frame after the first cut short or damaged: refused, not read as its first frame
-    alone, frames lost without a word (a GIF cut in a later frame's header)."""
+    met a frame after the first cut short or damaged (a GIF cut in a later frame's header):
+    :func:`later_frames_damaged`, which an animated result is refused for, not made of the frames
+    before the damage without a word; a still of the first frame takes a note."""
     try:
         return int(getattr(im, "n_frames", 1))
     except Exception as e:  # noqa: BLE001 - IndexError, struct.error: Pillow's, for bytes cut off
-        raise DamagedImageError(f"{path}: a frame after the first is damaged or cut short") \
-            from e
+        raise later_frames_damaged(path) from e
+
+
+def later_frames_damaged(path: Path) -> DamagedImageError:
+    """The refusal of an animation at ``path`` whose frames after the first Pillow cannot count."""
+    return DamagedImageError(f"{path}: a frame after the first is damaged or cut short")
