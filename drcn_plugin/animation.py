@@ -25,25 +25,30 @@ from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
-from .imagefile import ImageInfo, decoding, first_frame_only
+from .imagefile import ANIMATED_FORMATS, ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
-from .opening import caught_warnings, open_image, pillow_frames, reopen
+from .opening import (
+    FileState,
+    caught_warnings,
+    later_frames_damaged,
+    open_image,
+    pillow_frames,
+    reopen,
+)
 from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
 
-SOURCES = ("GIF", "PNG", "WEBP", "AVIF")  # the formats whose frames are an animation
 ANIMATED = {"PNG": "animated PNG", "WEBP": "animated WebP", "AVIF": "animated AVIF"}
 MAX_FRAMES = 10_000  # about 17 minutes at 10 frames a second; more is a video, or a bomb
 EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
-FileState = tuple[int, int, int, int] | None  # the source's when first read (ImageInfo.state)
 
 
 def animates(info: ImageInfo, fmt: str) -> bool:
     """Whether a file read as ``info`` is an animation that a ``fmt`` result keeps animated."""
-    return info.frames > 1 and info.format in SOURCES and fmt in ANIMATED \
-        and fmt in Image.SAVE_ALL
+    return (info.frames > 1 or info.damaged_frames) and info.format in ANIMATED_FORMATS \
+        and fmt in ANIMATED and fmt in Image.SAVE_ALL
 
 
 @dataclass
@@ -69,6 +74,8 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
     memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
     it cannot be."""
+    if info.damaged_frames:  # a still of its first frame would do; an animation cannot
+        raise later_frames_damaged(path)
     check_frame_count(path, info.frames)
     (h, w), itemsize = first.shape[:2], first.itemsize
     check_frames_memory(h, w, itemsize, info.frames, first.shape[2] if first.ndim == 3 else 1,
@@ -206,7 +213,7 @@ def check_frames_memory(h: int, w: int, itemsize: int, count: int, channels: int
 
 
 @contextmanager
-def _opened(path: Path, state: FileState) -> Iterator[Image.Image]:
+def _opened(path: Path, state: FileState | None) -> Iterator[Image.Image]:
     """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`); only
     opening is read as the file's fault (one line naming it)."""
     with decoding(path):
@@ -233,7 +240,7 @@ def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.nda
         return to_array(frame, ImageInfo(im.format), stored)
 
 
-def _survey(path: Path, state: FileState) -> _Frames:
+def _survey(path: Path, state: FileState | None) -> _Frames:
     """Every frame decoded once, before any upscaling: their durations, the number of plays, the
     channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
@@ -263,7 +270,7 @@ def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
             from e
 
 
-def _plays(path: Path, state: FileState, im: Image.Image) -> int | None:
+def _plays(path: Path, state: FileState | None, im: Image.Image) -> int | None:
     """How many times the animation at ``path`` (read in ``state``), open as ``im``, plays: 0
     for ever, None where an AVIF's count is unreadable. APNG's and WebP's count is of plays; a
     GIF's (NETSCAPE) is of repeats after the first, as browsers play it (gif2webp adds one), and
@@ -277,7 +284,7 @@ def _plays(path: Path, state: FileState, im: Image.Image) -> int | None:
     return int(loop or 0)
 
 
-def _arrays(path: Path, state: FileState, first: np.ndarray,
+def _arrays(path: Path, state: FileState | None, first: np.ndarray,
             frames: _Frames) -> Iterator[np.ndarray]:
     """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
     needed from the file read in ``state``."""

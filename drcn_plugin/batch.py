@@ -50,6 +50,7 @@ from .writing import (
     Encoded,
     atomic_save,
     clean_stale_parts,
+    file_id,
     probe_folder,
     same_file,
 )
@@ -105,7 +106,9 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
     tag = f"drcn-{TargetSize.from_value(target).tag()}"
     jobs: list[Job] = []
     errors: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # every input's real path, a hard link's too
+    first: dict[object, Job] = {}  # each input file's job by its identity (or real path)
+    again: dict[object, list[Path]] = {}  # the names an input file was given again by
     queue = list(inputs)
     for spec in queue:  # the folders a glob matches join the queue as inputs of their own
         if not spec:  # Path("") is the current folder
@@ -148,15 +151,22 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
             else set()  # where one file's result goes, every file found is an input
         before = len(jobs)
         for f in images:
-            real = os.path.realpath(f)
-            if real in seen or (f in earlier and f != path):
+            if f in earlier and f != path:
                 continue  # earlier results found while scanning a folder or a glob
+            real = os.path.realpath(f)
             seen.add(real)
+            ident = file_id(f) or real  # a link, a hard link, another path: one file
+            if ident in first:
+                again.setdefault(ident, []).append(f)
+                continue
             rel = f.relative_to(root)
             target = out_file or out_root / rel.parent / result_name(f, f.stem, suffix, fmt)
-            jobs.append(Job(f, target, fmt=target.suffix[1:].lower() if out_file else ""))
+            jobs.append(first.setdefault(ident, Job(f, target, fmt=target.suffix[1:].lower()
+                                                    if out_file else "")))
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
+    for ident, names in again.items():
+        _given_again(first[ident], names)
     if out_file is not None and len(jobs) > 1:
         raise BadOptionError(f"{output} names a file, but {len(jobs)} images were given: name a "
                              "folder for their results", option="output")
@@ -170,6 +180,15 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
                              f"{device.target.name}, which Windows reserves for a device",
                              option="suffix")
     return _writable(jobs, errors, chosen=output is not None)
+
+
+def _given_again(job: Job, names: list[Path]) -> None:
+    """Note on ``job`` that its input was given again (the same path, a link to it, a hard
+    link), so that the names upscaled once do not vanish from the summary without a word."""
+    others = list(dict.fromkeys(p for p in names if p != job.source))
+    shown = ", ".join(map(str, others[:3])) + (f" and {len(others) - 3} more" if others[3:] else "")
+    job.note = (f"the same file as {shown}" if others else "named more than once") + \
+        ": upscaled once"
 
 
 def _output_file(output: Path | str | None, suffix: str, fmt: str) -> Path | None:

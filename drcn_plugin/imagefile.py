@@ -56,8 +56,10 @@ from .misreads import (
     without_damaged_chunks,
 )
 from .opening import (
+    FileState,
     caught_warnings,
     file_state,
+    hashed,
     load_pixels,
     open_image,
     open_regular,
@@ -81,6 +83,7 @@ from .pixelmodes import (
 from .planes import PEAKS, require_unit_range, to_8bit
 from .tiffdeep import StandIn, decode_bytes
 
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # whose frames are an animation (.animation)
 FORMATS = {"png": "PNG", "apng": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG",
            "jfif": "JPEG", "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -115,7 +118,8 @@ class ImageInfo:
     hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
     about: Descriptive = field(default_factory=Descriptive)  # XMP, comments, PNG colour chunks
     frames: int = 1  # an animation's or a multi-page file's; the array is the first
-    state: tuple[int, int, int, int] | None = None  # the file's when read (opening.file_state)
+    damaged_frames: bool = False  # frames after the first damaged, uncounted (.pillow_frames)
+    state: FileState | None = None  # the file's when read (opening.file_state)
 
 
 def read_image(path: Path) -> tuple[np.ndarray, ImageInfo]:
@@ -223,6 +227,9 @@ def decoding(path: Path) -> Iterator[None]:
         raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
 
 
+DAMAGED_FRAMES = "frames after the first are damaged or cut short: only the first was upscaled"
+
+
 def first_frame_only(frames: int) -> str:
     """The note of a file of several ``frames`` whose first alone is upscaled."""
     return f"{frames} frames: only the first was upscaled"
@@ -266,7 +273,8 @@ def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     ``left_out`` as one line naming it, so that a caller can say so.
     """
     array, info = read_image(path)
-    unread = [f"{info.frames} frames: only the first is read"] * (info.frames > 1)
+    unread = [f"{info.frames} frames: only the first is read"] * (info.frames > 1) + \
+        ["frames after the first are damaged: only the first is read"] * info.damaged_frames
     if array.ndim == 3 and array.shape[2] in (2, 4) and \
             array[..., -1].min() < PEAKS.get(array.dtype, 1.0):
         unread.append("transparent pixels are read as the colour stored under them")
@@ -323,9 +331,15 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if extras := extra_images(f, im):  # a photo's gain map or previews, not its frames
             info.notes.append(extra_images_note(extras, info.notes))
         else:
-            info.frames = frame_count(path, im)
+            try:
+                info.frames = frame_count(path, im)
+            except DamagedImageError:  # frame 0 stands for a still; an animation is refused
+                info.damaged_frames = True
+                info.notes.append(DAMAGED_FRAMES)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
+        if info.frames > 1 and im.format in ANIMATED_FORMATS:  # its frames are read again later
+            info.state = hashed(raw, info.state)
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
@@ -365,7 +379,7 @@ def frame_count(path: Path, im: Image.Image) -> int:
     samples Pillow has no mode for), and reset its size but not its pixels, which Pillow turned
     upright in loading. Where a TIFF's chain is damaged the pages before the damage count
     (:func:`.tiff_pages`); a count that fails counts one: the first frame decoded, enough. Any
-    other format's count, a frame after the first damaged, is refused (:func:`.pillow_frames`)."""
+    other format's count fails where a frame after the first is damaged (:func:`.pillow_frames`)."""
     if im.format != "TIFF":
         return pillow_frames(path, im)
     try:

@@ -4,6 +4,7 @@ and why Pillow refused one it has a reader for."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -14,6 +15,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,23 +42,57 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
-def file_state(f: BinaryIO) -> tuple[int, int, int, int]:
-    """The open file's identity and version: device, file number, size, and time of its last
-    change (ns). Another state for the same name is another file put there, or this one
-    rewritten."""
+@dataclass(frozen=True)
+class FileState:
+    """An open file's identity and version: device, file number, size and time of its last
+    change (ns); and, for a file to be read again, a hash of its bytes, by which a file only
+    touched (by a sync tool, a backup) is known unchanged."""
+
+    version: tuple[int, int, int, int]
+    digest: bytes | None = None
+
+
+def file_state(f: BinaryIO) -> FileState:
+    """The open file's state, without a hash (:func:`hashed` adds one)."""
     st = os.fstat(f.fileno())
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return FileState((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
 
 
-def reopen(path: Path, state: tuple[int, int, int, int] | None) -> BinaryIO:
+def hashed(f: BinaryIO, state: FileState) -> FileState:
+    """``state``, taken of the open file ``f``, with the hash of its bytes where they are still
+    those it was taken of (its version unchanged since): for a file its job reads again."""
+    digest = _digest(f)
+    return replace(state, digest=digest) if file_state(f).version == state.version else state
+
+
+def reopen(path: Path, state: FileState | None) -> BinaryIO:
     """``path`` opened again (:func:`open_regular`) by a job that first read it in ``state``
     (:func:`file_state`; None: not known): another file put in its place during the upscale, or
-    this one rewritten, is refused, as two files' frames would mix in one result."""
+    this one rewritten, is refused, as two files' frames would mix in one result. Where only
+    the version differs and the bytes, of the same size, hash as in ``state``, the file is the
+    one first read (touched, or replaced by a copy of itself)."""
     f = open_regular(path)
-    if state is not None and file_state(f) != state:
+    if state is None or (now := file_state(f).version) == state.version:
+        return f
+    if state.digest is None or now[2] != state.version[2] or _digest(f) != state.digest:
         f.close()
-        raise BadImageError(f"{path} changed while it was being upscaled: nothing written")
+        raise _changed(path)
     return f
+
+
+def _digest(f: BinaryIO) -> bytes:
+    """The hash of the whole open file's bytes; ``f`` is left where it was."""
+    where = f.seek(0, os.SEEK_CUR)
+    f.seek(0)
+    h = hashlib.blake2b()
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    f.seek(where)
+    return h.digest()
+
+
+def _changed(path: Path) -> BadImageError:
+    return BadImageError(f"{path} changed while it was being upscaled: nothing written")
 
 
 # Pillow's words where libwebp refuses a file (on opening), and fails on a frame's data (loading)
@@ -332,10 +368,15 @@ def _tiff_layout(f: BinaryIO) -> str:
 def pillow_frames(path: Path, im: Image.Image) -> int:
     """How many frames Pillow counts in ``im``, opened from ``path`` (1 where its format has
     none). Pillow counts by reading past each frame to the next's start, so a count that fails
-    met a frame after the first cut short or damaged: refused, not read as its first frame
-    alone, frames lost without a word (a GIF cut in a later frame's header)."""
+    met a frame after the first cut short or damaged (a GIF cut in a later frame's header):
+    :func:`later_frames_damaged`, which an animated result is refused for, not made of the frames
+    before the damage without a word; a still of the first frame takes a note."""
     try:
         return int(getattr(im, "n_frames", 1))
     except Exception as e:  # noqa: BLE001 - IndexError, struct.error: Pillow's, for bytes cut off
-        raise DamagedImageError(f"{path}: a frame after the first is damaged or cut short") \
-            from e
+        raise later_frames_damaged(path) from e
+
+
+def later_frames_damaged(path: Path) -> DamagedImageError:
+    """The refusal of an animation at ``path`` whose frames after the first Pillow cannot count."""
+    return DamagedImageError(f"{path}: a frame after the first is damaged or cut short")

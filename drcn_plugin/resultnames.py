@@ -34,7 +34,7 @@ class Job:
     target: Path
     problem: str = ""
     fmt: str = ""  # the output format the named output file's extension chose (else the batch's)
-    note: str = ""  # why the result is not named as it would be alone, for the summary
+    note: str = ""  # for the summary: why the result is not named as alone, inputs given again
     rivals: tuple[Path, ...] = ()  # inputs that could have this (existing) name, their own missing
     held: Path | None = None  # an existing file of another name that may be this input's result
 
@@ -94,7 +94,8 @@ def unique_targets(jobs: list[Job], suffix: str, fmt: str, inputs: set[str]) -> 
         next_n[collision_key(default)] = n
         if target != default:  # say whose result took the name this one would have had
             owner = taken[collision_key(default)]
-            job.note = f"written as {target.name}: {owner.target.name} is {owner.source}'s result"
+            job.note = "; ".join(filter(None, [f"written as {target.name}: {owner.target.name} "
+                                               f"is {owner.source}'s result", job.note]))
         job.target = target
         planned.append((job, default, second))
         taken[collision_key(target)] = job

@@ -22,6 +22,7 @@ def stop_signals() -> list[signal.Signals]:
 
 
 _STOPPED_BY = [int(signal.SIGINT)]  # the last stop signal, for the exit status
+_TAKEN = [False]  # whether the running command took a stop (raised its KeyboardInterrupt)
 
 
 def record_stop(signum: int) -> None:
@@ -29,8 +30,21 @@ def record_stop(signum: int) -> None:
     _STOPPED_BY[0] = signum
 
 
+def arm_stops() -> None:
+    """A command begins: no stop taken yet, and an interrupt is a plain Ctrl-C's until a stop
+    signal comes."""
+    record_stop(signal.SIGINT)
+    _TAKEN[0] = False
+
+
 def interrupt(signum: int, frame: object = None) -> None:
-    """A stop signal's handler: Ctrl-C's KeyboardInterrupt, the signal remembered."""
+    """A stop signal's handler: Ctrl-C's KeyboardInterrupt, the signal remembered. A stop that
+    comes while the command is stopping (Ctrl-C pressed twice, SIGTERM after it) is passed over:
+    raised again it cut into the cleanup and the command's line about the stop, which was then
+    said twice. Once the command has ended, one ends the process at once (:func:`end_on_stop`)."""
+    if _TAKEN[0]:
+        return
+    _TAKEN[0] = True
     record_stop(signum)
     raise KeyboardInterrupt
 

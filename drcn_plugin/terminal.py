@@ -183,9 +183,9 @@ def signals_interrupt() -> None:
     import signal
     import threading
 
-    from .stops import interrupt, record_stop, stop_signals
+    from .stops import arm_stops, interrupt, stop_signals
 
-    record_stop(signal.SIGINT)  # until a signal comes, an interrupt is a plain Ctrl-C's
+    arm_stops()
     if threading.current_thread() is threading.main_thread():
         for sig in stop_signals():
             signal.signal(sig, interrupt)

@@ -1,5 +1,5 @@
 """Animations whose later frames are damaged or cut short: refused in one line that names the
-frame and says why, not with Pillow's internal reason."""
+frame and says why, not with Pillow's internal reason; a still of the first frame is noted."""
 
 from __future__ import annotations
 
@@ -102,3 +102,33 @@ def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
     assert r.exit_code != 0 and "a frame after the first is damaged or cut short" in \
         " ".join(r.output.split()), r.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_still_of_a_gif_with_a_damaged_later_frame_is_its_first_frame_with_a_note(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A JPEG or TIFF result holds the first frame alone: a GIF cut in a later frame's header
+    gives the intact GIF's result, and says so, where it was refused; kept animated (a PNG
+    result), it is refused still."""
+    frames = [Image.fromarray(np.random.default_rng(k).integers(0, 256, (10, 12, 3), np.uint8))
+              for k in range(4)]
+    frames[0].save(tmp_path / "whole.gif", save_all=True, append_images=frames[1:], duration=90)
+    data = (tmp_path / "whole.gif").read_bytes()
+    source = tmp_path / "cut.gif"
+    for end in range(len(data) - 1, 0, -1):  # the last cut Pillow's count fails at
+        source.write_bytes(data[:end])
+        with Image.open(source) as im:
+            try:
+                assert im.n_frames > 0
+            except IndexError:  # Pillow's, for a header cut off
+                break
+    for name in ("whole.gif", "cut.gif"):
+        r = upscale(str(tmp_path / name), "-o", str(tmp_path / "tiff"), "-f", "tiff", "--model",
+                    tiny_model_file)
+        assert r.exit_code == 0 and "1 done" in r.output, r.output
+    assert "frames after the first are damaged or cut short: only the first was upscaled" in \
+        " ".join(r.output.split()), r.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "tiff" / "cut.tif")),
+                          np.asarray(Image.open(tmp_path / "tiff" / "whole.tif")))
+    r = upscale(str(source), "-o", str(tmp_path / "png"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "a frame after the first is damaged or cut short" in r.output
+    assert not (tmp_path / "png").exists() or not list((tmp_path / "png").iterdir())

@@ -17,7 +17,7 @@ from helpers import random_rgb
 from rich.console import Console
 from typer.testing import CliRunner
 
-from drcn_plugin import engine, writing
+from drcn_plugin import cli_upscale, engine, writing
 from drcn_plugin.batch import Job, Outcome, collect_jobs, run_job
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
@@ -106,6 +106,44 @@ def test_a_stop_before_the_first_file_is_one_line(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(engine.Upscaler, "__init__", interrupted)
     r = runner.invoke(app, ["upscale", str(tmp_path / "a.png"), "-m", tiny_model_file])
     assert r.exit_code == 130 and "error: interrupted: nothing written" in r.output, r.output
+
+
+@posix_only
+@pytest.mark.parametrize(("name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_signalled_again_while_it_is_said_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_file: str, name: str,
+        status: int) -> None:
+    """Ctrl-C pressed twice, or a SIGTERM after it: the second, come while the first stop was
+    being said, had it said twice."""
+    for k in range(3):
+        random_rgb(seed=k).save(tmp_path / f"{k}.png")
+    stop, real, calls = getattr(signal, name), engine.Upscaler.upscale, []
+
+    def upscale(self: Upscaler, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:  # during the second file
+            os.kill(os.getpid(), stop)
+        return real(self, *args, **kwargs)
+
+    def again(message: str, *args: object, **kwargs: object) -> None:
+        said(message, *args, **kwargs)
+        os.kill(os.getpid(), stop)
+
+    said = cli_upscale.print_error
+    monkeypatch.setattr(engine.Upscaler, "upscale", upscale)
+    monkeypatch.setattr(cli_upscale, "print_error", again)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        r = runner.invoke(app, ["upscale", str(tmp_path), "-o", str(tmp_path / "out"), "-m",
+                                tiny_model_file])
+    finally:  # pytest's own again
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert r.exit_code == status, r.output
+    assert [line for line in r.output.splitlines() if "interrupted" in line] == [
+        "error: interrupted: 1 of 3 files written, nothing of the one in progress "
+        "(--skip-existing goes on from here)"], r.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["0.png"]
 
 
 def test_gimp_install_names_a_file_or_read_only_folder_in_its_way(

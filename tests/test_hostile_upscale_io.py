@@ -16,7 +16,7 @@ from helpers import upscale
 from PIL import Image
 
 from drcn_plugin import engine, writefailures, writing
-from drcn_plugin.batch import Job, run_job
+from drcn_plugin.batch import Job, Outcome, run_job
 from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.imagefile import read_image
 
@@ -36,11 +36,8 @@ def _errors(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error:")]
 
 
-@pytest.mark.parametrize("change", ["same size", "fewer frames", "rewritten in place"])
-def test_an_animation_changed_during_its_upscale_is_refused_and_nothing_written(
-        tmp_path: Path, tiny_model_file: str, change: str) -> None:
-    """Frame 0 of one file and the rest of another, or a broken APNG whose acTL counts frames it
-    does not hold, were written as done: each later opening must be of the file first read."""
+def _changed_during_frame_0(tmp_path: Path, tiny_model_file: str, change: str) -> Outcome:
+    """The job of a 4-frame GIF whose file ``change`` alters during frame 0's upscale."""
     source = _gif(tmp_path / "in.gif", 4, seed=1)
     other = _gif(tmp_path / "other.gif", 3 if change == "fewer frames" else 4, seed=2)
     job = Job(source, tmp_path / "out" / "in.png")
@@ -49,15 +46,46 @@ def test_an_animation_changed_during_its_upscale_is_refused_and_nothing_written(
     def progress(done: int, total: int) -> None:
         if not swapped:  # during frame 0's upscale, as the finder did
             swapped.append(True)
+            data = source.read_bytes()
             if change == "rewritten in place":
                 source.write_bytes(other.read_bytes() + b"\0")  # same file, new content
+            elif change == "same size in place":  # one byte of the last frame's pixels
+                source.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
+            elif change == "touched":  # a sync tool's or backup's touch
+                st = source.stat()
+                os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+            elif change == "replaced by a copy":  # a sync tool's atomic rewrite of the same
+                other.write_bytes(data)
+                os.replace(other, source)
             else:
                 os.replace(other, source)
 
     out = run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0, progress=progress)
-    assert swapped and out.status == "failed", (out.status, out.message)
-    assert out.message == f"{source} changed while it was being upscaled: nothing written"
+    assert swapped
+    return out
+
+
+@pytest.mark.parametrize("change", ["same size", "fewer frames", "rewritten in place",
+                                    "same size in place"])
+def test_an_animation_changed_during_its_upscale_is_refused_and_nothing_written(
+        tmp_path: Path, tiny_model_file: str, change: str) -> None:
+    """Frame 0 of one file and the rest of another, or a broken APNG whose acTL counts frames it
+    does not hold, were written as done: each later opening must be of the file first read."""
+    out = _changed_during_frame_0(tmp_path, tiny_model_file, change)
+    assert out.status == "failed", (out.status, out.message)
+    assert out.message == f"{out.job.source} changed while it was being upscaled: nothing written"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("change", ["touched", "replaced by a copy"])
+def test_an_animation_whose_bytes_stay_the_same_is_upscaled_whole(
+        tmp_path: Path, tiny_model_file: str, change: str) -> None:
+    """A sync tool or backup that only touches the file, or rewrites it with the same bytes,
+    during the upscale changed no frame: the job goes on, every frame in the result."""
+    out = _changed_during_frame_0(tmp_path, tiny_model_file, change)
+    assert (out.status, out.frames) == ("done", 4), (out.status, out.message)
+    with Image.open(out.job.target) as im:
+        assert (im.n_frames, im.size) == (4, (24, 20))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ says, and how planning grows with inputs that share a name."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from helpers import time_growth, upscale
 from PIL import Image
 
+from drcn_plugin.batch import collect_jobs
 from drcn_plugin.resultnames import Job, unique_targets
 
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -142,3 +144,34 @@ def test_planning_inputs_that_share_a_name_grows_linearly(tmp_path: Path) -> Non
                                                  *(f"x-{n}.png" for n in range(2, count))}
 
     assert time_growth(plan, 250) < 10
+
+
+def test_an_input_given_again_is_upscaled_once_and_said_so(tmp_path: Path,
+                                                          tiny_model_file: str) -> None:
+    """The same path twice (written two ways), a symlink to it and a hard link: one result, and
+    the summary names every other name, where the file used to vanish without a word."""
+    solid(tmp_path / "in" / "a.png", "red")
+    (tmp_path / "in" / "link.png").symlink_to("a.png")
+    os.link(tmp_path / "in" / "a.png", tmp_path / "in" / "hard.png")
+    out = tmp_path / "out"
+    r = upscale(str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / ".." / "in" / "a.png"),
+                str(tmp_path / "in"), "-o", str(out), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "1 done, 0 skipped, 0 failed" in r.output, r.output
+    assert [p.name for p in out.iterdir()] == ["a.png"]
+    assert (f"the same file as {tmp_path / 'in' / 'hard.png'}, {tmp_path / 'in' / 'link.png'}: "
+            "upscaled once") in r.output
+    r = upscale(str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "a.png"), "-o",
+                str(tmp_path / "two"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "named more than once: upscaled once" in r.output, r.output
+
+
+def test_a_renamed_input_given_again_keeps_both_notes(tmp_path: Path) -> None:
+    """A result renamed for a collision, whose input was also given twice, says both."""
+    for name in ("a/x.png", "b/x.png"):
+        solid(tmp_path / name, "red")
+    jobs, errors = collect_jobs([str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+                                 str(tmp_path / "b" / "x.png")], 2, str(tmp_path / "out"),
+                                False, "", "same")
+    assert not errors and [j.note for j in jobs] == [
+        "", f"written as x.png.png: x.png is {tmp_path / 'a' / 'x.png'}'s result; "
+            "named more than once: upscaled once"]

@@ -177,7 +177,8 @@ class StopRequest:
 
     def _ask(self, signum: int, frame: object) -> None:
         if self.asked:
-            raise KeyboardInterrupt
+            interrupt(signum)  # the stop taken: a third signal cuts into nothing
+            return
         self.asked = True
         record_stop(signum)
         signal.signal(signum, interrupt)
