@@ -22,7 +22,8 @@ def stop_signals() -> list[signal.Signals]:
 
 
 _STOPPED_BY = [int(signal.SIGINT)]  # the last stop signal, for the exit status
-_TAKEN = [False]  # whether the running command took a stop (raised its KeyboardInterrupt)
+_TAKEN = [0]  # the stops the running command was sent since its first (a KeyboardInterrupt)
+_FORCED_AT = 3  # the stop that ends a command still stopping at once (a cleanup stuck on a disk)
 
 
 def record_stop(signum: int) -> None:
@@ -34,17 +35,20 @@ def arm_stops() -> None:
     """A command begins: no stop taken yet, and an interrupt is a plain Ctrl-C's until a stop
     signal comes."""
     record_stop(signal.SIGINT)
-    _TAKEN[0] = False
+    _TAKEN[0] = 0
 
 
 def interrupt(signum: int, frame: object = None) -> None:
     """A stop signal's handler: Ctrl-C's KeyboardInterrupt, the signal remembered. A stop that
     comes while the command is stopping (Ctrl-C pressed twice, SIGTERM after it) is passed over:
     raised again it cut into the cleanup and the command's line about the stop, which was then
-    said twice. Once the command has ended, one ends the process at once (:func:`end_on_stop`)."""
-    if _TAKEN[0]:
+    said twice; a third ends the process at once, as one does once the command has ended
+    (:func:`end_on_stop`), so a cleanup stuck on a hung disk cannot hold the terminal."""
+    _TAKEN[0] += 1
+    if _TAKEN[0] >= _FORCED_AT:
+        _end_now(_STOPPED_BY[0])
+    if _TAKEN[0] > 1:
         return
-    _TAKEN[0] = True
     record_stop(signum)
     raise KeyboardInterrupt
 

@@ -17,7 +17,7 @@ from helpers import random_rgb
 from rich.console import Console
 from typer.testing import CliRunner
 
-from drcn_plugin import cli_upscale, engine, writing
+from drcn_plugin import cli_upscale, engine, stops, writing
 from drcn_plugin.batch import Job, Outcome, collect_jobs, run_job
 from drcn_plugin.cli import app
 from drcn_plugin.engine import Upscaler
@@ -144,6 +144,22 @@ def test_a_stop_signalled_again_while_it_is_said_is_one_line(
         "error: interrupted: 1 of 3 files written, nothing of the one in progress "
         "(--skip-existing goes on from here)"], r.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["0.png"]
+
+
+def test_a_third_stop_while_stopping_ends_the_process_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second stop is passed over, so a cleanup stuck on a hung disk must not hold the
+    terminal: the third ends the process with the first stop's status."""
+    ended: list[int] = []
+    monkeypatch.setattr(stops.os, "_exit", ended.append)
+    stops.arm_stops()
+    with pytest.raises(KeyboardInterrupt):
+        stops.interrupt(signal.SIGTERM)
+    stops.interrupt(signal.SIGINT)
+    assert ended == []
+    stops.interrupt(signal.SIGINT)
+    assert ended == [143]
+    stops.arm_stops()
 
 
 def test_gimp_install_names_a_file_or_read_only_folder_in_its_way(
