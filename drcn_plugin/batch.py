@@ -292,10 +292,15 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float,
         raise
     except OutputExistsError as e:
         if skip_existing:  # another run wrote it meanwhile
-            return Outcome(job, "skipped", "written meanwhile by another run")
+            return _skipped(job, "written meanwhile by another run")
         return _failed(job, e, t0)
     except Exception as e:  # noqa: BLE001 - the file job's boundary: any failure is one line
         return _failed(job, e, t0)
+
+
+def _skipped(job: Job, why: str) -> Outcome:
+    """``job`` skipped for ``why``, its own note kept (the other names its input was given by)."""
+    return Outcome(job, "skipped", "; ".join(filter(None, [why, job.note])))
 
 
 def _failed(job: Job, e: Exception, t0: float) -> Outcome:
@@ -326,7 +331,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
                                        f"({others}), which can have that name and has none of "
                                        "its own yet: not skipped")
         if skip_existing:
-            return Outcome(job, "skipped", "already exists")
+            return _skipped(job, "already exists")
         if not overwrite:
             raise OutputExistsError(f"{job.target} exists", path=job.target)
         check_replaceable(job.target)  # before the upscale, as the write would

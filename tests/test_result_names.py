@@ -175,3 +175,16 @@ def test_a_renamed_input_given_again_keeps_both_notes(tmp_path: Path) -> None:
     assert not errors and [j.note for j in jobs] == [
         "", f"written as x.png.png: x.png is {tmp_path / 'a' / 'x.png'}'s result; "
             "named more than once: upscaled once"]
+
+
+def test_a_skipped_input_given_again_still_names_its_other_names(tmp_path: Path,
+                                                                tiny_model_file: str) -> None:
+    """--skip-existing skipping an input also given by a link: the link is said, not lost."""
+    solid(tmp_path / "in" / "a.png", "red")
+    (tmp_path / "in" / "link.png").symlink_to("a.png")
+    solid(tmp_path / "out" / "a.png", "blue")
+    r = upscale(str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "link.png"), "-o",
+                str(tmp_path / "out"), "--skip-existing", "--model", tiny_model_file)
+    assert r.exit_code == 0 and "0 done, 1 skipped, 0 failed" in r.output, r.output
+    assert (f"already exists; the same file as {tmp_path / 'in' / 'link.png'}: upscaled once"
+            in " ".join(r.output.split())), r.output

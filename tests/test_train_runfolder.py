@@ -192,6 +192,29 @@ def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
         signal.signal(signal.SIGHUP, old)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_each_run_in_one_process_takes_its_own_second_stop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """train() called again in one process (a notebook): a second Ctrl-C in each run interrupts
+    it, where the stops counted over the runs passed over the second run's and ended the
+    process at the third's."""
+    from drcn_plugin import stops
+    from drcn_plugin.training.runfolder import StopRequest
+
+    ended: list[int] = []
+    monkeypatch.setattr(stops.os, "_exit", ended.append)
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        for _ in range(3):
+            with StopRequest(True) as stop, pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # the run asked to stop at a step
+                assert stop.asked
+                os.kill(os.getpid(), signal.SIGINT)  # a second: at once
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert ended == []
+
+
 def test_the_default_validation_folder_is_refused_as_the_output(t12: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -27,7 +27,7 @@ from ..errors import (
     reason,
 )
 from ..names import name_max
-from ..stops import interrupt, record_stop, stop_signals
+from ..stops import arm_stops, interrupt, record_stop, stop_signals
 from ..targets import output_problem
 from ..writing import clean_stale_parts, probe_folder, same_file, try_lock
 from .config import TrainConfig, default_val_folder
@@ -171,6 +171,7 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if self.enabled and threading.current_thread() is threading.main_thread():
+            arm_stops()  # a run's stops are its own, not counted on from an earlier run's
             for sig in stop_signals():
                 self._saved[sig] = signal.signal(sig, self._ask)
         return self
