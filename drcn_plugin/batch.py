@@ -184,11 +184,10 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
 
 def _given_again(job: Job, names: list[Path]) -> None:
     """Note on ``job`` that its input was given again (the same path, a link to it, a hard
-    link), so that the names upscaled once do not vanish from the summary without a word."""
+    link): one job serves them all, and the other names do not vanish from the summary."""
     others = list(dict.fromkeys(p for p in names if p != job.source))
     shown = ", ".join(map(str, others[:3])) + (f" and {len(others) - 3} more" if others[3:] else "")
-    job.note = (f"the same file as {shown}" if others else "named more than once") + \
-        ": upscaled once"
+    job.note = f"also given as {shown}" if others else "given more than once"
 
 
 def _output_file(output: Path | str | None, suffix: str, fmt: str) -> Path | None:

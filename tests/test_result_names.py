@@ -158,11 +158,11 @@ def test_an_input_given_again_is_upscaled_once_and_said_so(tmp_path: Path,
                 str(tmp_path / "in"), "-o", str(out), "--model", tiny_model_file)
     assert r.exit_code == 0 and "1 done, 0 skipped, 0 failed" in r.output, r.output
     assert [p.name for p in out.iterdir()] == ["a.png"]
-    assert (f"the same file as {tmp_path / 'in' / 'hard.png'}, {tmp_path / 'in' / 'link.png'}: "
-            "upscaled once") in r.output
+    assert f"also given as {tmp_path / 'in' / 'hard.png'}, {tmp_path / 'in' / 'link.png'}" \
+        in r.output
     r = upscale(str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "a.png"), "-o",
                 str(tmp_path / "two"), "--model", tiny_model_file)
-    assert r.exit_code == 0 and "named more than once: upscaled once" in r.output, r.output
+    assert r.exit_code == 0 and "given more than once" in r.output, r.output
 
 
 def test_a_renamed_input_given_again_keeps_both_notes(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_a_renamed_input_given_again_keeps_both_notes(tmp_path: Path) -> None:
                                 False, "", "same")
     assert not errors and [j.note for j in jobs] == [
         "", f"written as x.png.png: x.png is {tmp_path / 'a' / 'x.png'}'s result; "
-            "named more than once: upscaled once"]
+            "given more than once"]
 
 
 def test_a_skipped_input_given_again_still_names_its_other_names(tmp_path: Path,
@@ -186,5 +186,5 @@ def test_a_skipped_input_given_again_still_names_its_other_names(tmp_path: Path,
     r = upscale(str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "link.png"), "-o",
                 str(tmp_path / "out"), "--skip-existing", "--model", tiny_model_file)
     assert r.exit_code == 0 and "0 done, 1 skipped, 0 failed" in r.output, r.output
-    assert (f"already exists; the same file as {tmp_path / 'in' / 'link.png'}: upscaled once"
+    assert (f"already exists; also given as {tmp_path / 'in' / 'link.png'}"
             in " ".join(r.output.split())), r.output
