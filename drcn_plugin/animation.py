@@ -25,12 +25,13 @@ from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
-from .imagefile import ANIMATED_FORMATS, ImageInfo, decoding, first_frame_only
+from .imagefile import ImageInfo, decoding, first_frame_only
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
 from .opening import (
     FileState,
     caught_warnings,
+    hashed,
     later_frames_damaged,
     open_image,
     pillow_frames,
@@ -40,6 +41,7 @@ from .pixelmodes import stored_mode, to_array
 from .planes import PEAKS
 from .writing import Encoded
 
+SOURCES = ("GIF", "PNG", "WEBP", "AVIF")  # the formats whose frames are an animation
 ANIMATED = {"PNG": "animated PNG", "WEBP": "animated WebP", "AVIF": "animated AVIF"}
 MAX_FRAMES = 10_000  # about 17 minutes at 10 frames a second; more is a video, or a bomb
 EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
@@ -47,7 +49,7 @@ EncodeFn = Callable[[np.ndarray, ImageInfo, ProgressFn | None], Encoded]
 
 def animates(info: ImageInfo, fmt: str) -> bool:
     """Whether a file read as ``info`` is an animation that a ``fmt`` result keeps animated."""
-    return (info.frames > 1 or info.damaged_frames) and info.format in ANIMATED_FORMATS \
+    return (info.frames > 1 or info.damaged_frames) and info.format in SOURCES \
         and fmt in ANIMATED and fmt in Image.SAVE_ALL
 
 
@@ -80,11 +82,12 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     (h, w), itemsize = first.shape[:2], first.itemsize
     check_frames_memory(h, w, itemsize, info.frames, first.shape[2] if first.ndim == 3 else 1,
                         fmt, size)
-    frames = _survey(path, info.state)
+    state = _with_digest(path, info.state)
+    frames = _survey(path, state)
     check_frames_memory(h, w, itemsize, info.frames, frames.channels, fmt, size)
     head, later = None, []
     count = len(frames.durations)
-    for k, array in enumerate(_arrays(path, info.state, first, frames)):
+    for k, array in enumerate(_arrays(path, state, first, frames)):
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         report = None if progress is None else \
@@ -212,6 +215,15 @@ def check_frames_memory(h: int, w: int, itemsize: int, count: int, channels: int
                 f"an animation of {count} frames of {ow}x{oh}")
 
 
+def _with_digest(path: Path, state: FileState | None) -> FileState | None:
+    """``state`` with the hash of the file's bytes, taken as its frames are about to be read
+    again (the file refused if it changed since ``state``), so a touch alone later is no change."""
+    if state is None:
+        return None
+    with decoding(path), reopen(path, state) as f:
+        return hashed(f, state)
+
+
 @contextmanager
 def _opened(path: Path, state: FileState | None) -> Iterator[Image.Image]:
     """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`); only
@@ -292,7 +304,7 @@ def _arrays(path: Path, state: FileState | None, first: np.ndarray,
         yield _in_channels(first, frames.channels)
     with _opened(path, state) as im:
         size = im.size  # the first frame's
-        for k in range(1, pillow_frames(path, im)):
+        for k in range(1, frames.start + len(frames.durations)):  # as counted in the survey
             yield _in_channels(_frame(path, im, k, size), frames.channels)
 
 

@@ -59,7 +59,6 @@ from .opening import (
     FileState,
     caught_warnings,
     file_state,
-    hashed,
     load_pixels,
     open_image,
     open_regular,
@@ -83,7 +82,6 @@ from .pixelmodes import (
 from .planes import PEAKS, require_unit_range, to_8bit
 from .tiffdeep import StandIn, decode_bytes
 
-ANIMATED_FORMATS = ("GIF", "PNG", "WEBP", "AVIF")  # whose frames are an animation (.animation)
 FORMATS = {"png": "PNG", "apng": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG",
            "jfif": "JPEG", "mpo": "JPEG", "webp": "WEBP", "avif": "AVIF", "tiff": "TIFF",
            "tif": "TIFF", "bmp": "BMP"}
@@ -338,8 +336,6 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                 info.notes.append(DAMAGED_FRAMES)
         if info.frames > 1:
             info.notes.append(first_frame_only(info.frames))
-        if info.frames > 1 and im.format in ANIMATED_FORMATS:  # its frames are read again later
-            info.state = hashed(raw, info.state)
         if unmarked := unmarked_channels(im):
             info.notes.append(f"{unmarked} extra channel(s) the TIFF does not mark as alpha "
                               "dropped")
