@@ -24,6 +24,7 @@ from .imagefile import (
     upright_size,
 )
 from .jpegparts import extra_images
+from .metadata import XMP_KEY
 from .misreads import png_chunks, without_damaged_chunks
 from .opening import caught_warnings, open_image, open_regular
 from .pixelmodes import decoded_planes
@@ -36,7 +37,7 @@ _SIZED_BY_HEADER = frozenset({"PNG", "JPEG", "MPO", "WEBP", "AVIF", "HEIF", "TIF
                               "PPM", "TGA", "JPEG2000", "PCX", "SGI", "QOI", "DDS"})
 # The keywords of the PNG text chunks (tEXt, zTXt, iTXt) Pillow's getexif() may take an
 # orientation from: a chunk named "exif", ImageMagick's EXIF in hex, XMP's tiff:Orientation.
-_ORIENTING_TEXT = frozenset({b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp", b"xmp"})
+_ORIENTING_TEXT = frozenset({b"exif", b"Raw profile type exif", XMP_KEY.encode(), b"xmp"})
 _KEYWORD_MAX = 80  # a PNG text chunk's keyword, 1-79 bytes, and the NUL that ends it
 
 

@@ -240,7 +240,7 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
     return data, any(p in out for p in _SUB_IFDS)
 
 
-_XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
+XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
 _XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
 _XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
@@ -283,7 +283,7 @@ class Descriptive:
             size = im.size[::-1] if orientation(im) >= 5 else im.size
             xmp = _XMP_SIZE.sub(lambda m: m[1] + str(size[_vertical(m)]).encode(), xmp)
         text = {k: v for k, v in _text_chunks(im, notes).items()
-                if isinstance(k, str) and isinstance(v, str) and k != _XMP_KEY
+                if isinstance(k, str) and isinstance(v, str) and k != XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
         comment = im.info.get("comment") if im.format in ("JPEG", "MPO") else None
         if not (isinstance(comment, bytes) and comment.strip(b"\x00")):
@@ -380,7 +380,7 @@ class Descriptive:
                 if 0 < len(key) < 80 and key.isprintable():
                     info.add_itxt(key, value)
             if xmp is not None:
-                info.add_itxt(_XMP_KEY, xmp.decode("utf-8", "replace"))
+                info.add_itxt(XMP_KEY, xmp.decode("utf-8", "replace"))
             for chunk, data in self.png_colour.items():
                 if chunk in PILLOW_WRITES:
                     info.add(chunk, data)
