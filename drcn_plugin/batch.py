@@ -161,8 +161,8 @@ def collect_jobs(inputs: list[str], target: TargetSize | float, output: Path | s
                 continue
             rel = f.relative_to(root)
             target = out_file or out_root / rel.parent / result_name(f, f.stem, suffix, fmt)
-            jobs.append(first.setdefault(ident, Job(f, target, fmt=target.suffix[1:].lower()
-                                                    if out_file else "")))
+            first[ident] = Job(f, target, fmt=target.suffix[1:].lower() if out_file else "")
+            jobs.append(first[ident])
         if len(jobs) == before and not seen.intersection(map(os.path.realpath, images)):
             errors.append(f"{spec}: only earlier results found, no inputs")
     for ident, names in again.items():
