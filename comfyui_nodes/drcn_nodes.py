@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from drcn_plugin.devices import DEVICE_TYPES, Precision
-from drcn_plugin.engine import Upscaler, check_memory
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import (
     BadImageError,
     BadOptionError,
@@ -38,6 +38,7 @@ from drcn_plugin.hub import (
     load_weights_file,
 )
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
+from drcn_plugin.memory import check_memory
 from drcn_plugin.model import DRCN
 from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE

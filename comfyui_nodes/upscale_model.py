@@ -16,9 +16,10 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from drcn_plugin.engine import Upscaler, check_memory
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import BadImageError, BadOptionError, MissingDependencyError, counted
 from drcn_plugin.hub import from_state_dict, looks_like_drcn
+from drcn_plugin.memory import check_memory
 from drcn_plugin.model import DRCN
 from drcn_plugin.scales import MAX_SCALE, check_scale
 

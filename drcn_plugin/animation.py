@@ -23,9 +23,10 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
-from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
+from .engine import CancelFn, ProgressFn
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
+from .memory import memory_needed, refuse_over
 from .metadata import TRANSPOSE, orientation
 from .misreads import png_chunks, without_damaged_chunks
 from .opening import (

@@ -23,7 +23,7 @@ from .animation import animated, animates
 from .compression import jpeg_history
 from .devices import is_out_of_memory
 from .encoding import check_writable, encode, require_encoder
-from .engine import CancelFn, ProgressFn, Upscaler, check_memory
+from .engine import CancelFn, ProgressFn, Upscaler
 from .errors import (
     EMPTY_PATH,
     AmbiguousOutputError,
@@ -41,6 +41,7 @@ from .errors import (
 from .headercheck import refuse_early
 from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
+from .memory import check_memory
 from .names import check_name_part, check_output_file, windows_device
 from .resultnames import Job, earlier_results, out_format, result_name, unique_targets
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk

@@ -10,10 +10,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .degrade import Recipe
-from .engine import Upscaler, refuse_over
+from .engine import Upscaler
 from .errors import BadImageError, BadOptionError, path_name
 from .hub import names_a_path
 from .imaging import image_y, imresize
+from .memory import refuse_over
 from .metrics import psnr
 from .planes import require_unit_range, to_planes
 from .scales import MAX_SCALE, MIN_SCALE

@@ -32,7 +32,6 @@ from .devices import (
     pick_precision,
     release_freed_memory,
 )
-from .devices import available_memory as _available_memory  # its own name: tests replace it
 from .errors import (
     BadImageError,
     BadOptionError,
@@ -44,9 +43,9 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
 from .imaging import rgb_to_ycbcr
+from .memory import check_memory, working_budget
 from .model import DRCN, cancel_checked, watch_cancel
 from .planes import (
-    BLOCK_PIXELS,
     PEAKS,
     checked_image,
     fill_transparent,
@@ -64,48 +63,6 @@ NotifyFn = Callable[[str], None]
 _CPU_MAP_BYTES = 4 << 20  # feature-map size that stays cache-friendly on CPUs
 _NEEDS = ("features", "recursions", "receptive_radius")  # what a loaded module must have
 _HALF_PARTS = ("embed", "recursive", "reconstruct")  # cast for half precision; not the ensemble
-
-
-def memory_needed(height: int, width: int, channels: int, itemsize: int,
-                  scale: float | None = None, size: tuple[int, int] | None = None,
-                  encoded: bool = True) -> int:
-    """Peak host memory (bytes) of one ``upscale`` and, where ``encoded``, the encode after it:
-    float planes in, the network's input and output planes, the merged result (with two copies
-    in the encode), one row block's temporaries (bicubic, colour conversion, clamping: at most
-    4C + 6 floats per pixel) and the allocator's own overhead (measured on Linux: 3-4 MiB)."""
-    oh, ow = output_size(height, width, scale, size)
-    nh, nw = network_size(height, width, oh, ow)
-    network = 8 * nh * nw + (4 * oh * ow if (nh, nw) != (oh, ow) else 0)
-    block = 4 * (4 * channels + 6) * min(oh * ow, BLOCK_PIXELS)
-    results = 3 if encoded else 1
-    return (4 * height * width * (channels + 3) + network
-            + results * channels * itemsize * oh * ow + block + (16 << 20))
-
-
-def check_memory(height: int, width: int, channels: int, itemsize: int,
-                 scale: float | None = None, size: tuple[int, int] | None = None,
-                 held: int = 0, what: str = "", encoded: bool = True) -> None:
-    """Refuse, before anything is allocated, an upscale that cannot fit in available memory.
-
-    ``held``: bytes the caller keeps beside this upscale (a host's batch of outputs); ``what``
-    names the job in the message (default: the result's size); ``encoded``: whether the result
-    is encoded after it (the encode's copies counted).
-    """
-    oh, ow = output_size(height, width, scale, size)
-    refuse_over(memory_needed(height, width, channels, itemsize, scale, size, encoded) + held,
-                what or f"a {ow}x{oh} result")
-
-
-def refuse_over(need: int, what: str, advice: str = "", device: torch.device | None = None) -> None:
-    """:class:`OutOfMemoryError` when ``need`` bytes of host memory (or ``device``'s) for ``what``
-    are more than is available (cgroup limits and ``ulimit -v`` counted)."""
-    device = device or torch.device("cpu")
-    avail = _available_memory(device)
-    if need > avail:
-        where = "" if device.type == "cpu" else f" on {device}"
-        raise OutOfMemoryError(f"{what} needs about {need / 2**30:.1f} GiB of memory{where}; "
-                               f"{avail / 2**30:.1f} GiB is available"
-                               + (f": {advice}" if advice else ""))
 
 
 class _PlanTooBigError(Exception):
@@ -208,13 +165,9 @@ class Upscaler:
         in bf16), budgeted with 25% headroom."""
         return self.model.features * (20 if self.dtype == torch.float32 else 12) + 64
 
-    def _memory_budget(self) -> int:
-        avail = _available_memory(self.device)
-        return avail // 2 if self.device.type == "cuda" else min(avail // 4, 1536 << 20)
-
     def _auto_plan(self, h: int, w: int) -> tuning.Plan:
         """The given tile, else the measured plan cheapest for this plane, else the rule."""
-        budget = self._memory_budget()
+        budget = working_budget(self.device)
         if not self.tile and tuning.tuning_enabled():
             plan = self._tuned_plan(h, w, budget)
             if plan is not None:
@@ -274,7 +227,7 @@ class Upscaler:
         (then tiles are sized by rule) if nothing fits."""
         halo = self.model.receptive_radius
         candidates = tuning.candidates(halo, self.working_bytes_per_pixel(),
-                                       self._memory_budget(), gpu=self.device.type != "cpu")
+                                       working_budget(self.device), gpu=self.device.type != "cpu")
         if before is not None:
             candidates = before.candidates(candidates)
             if not candidates:  # nothing left that fits: as measured as it can be

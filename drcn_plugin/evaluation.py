@@ -15,10 +15,11 @@ import torch
 
 from .degrade import Recipe, degraded_pair, seed_for
 from .devices import allocating
-from .engine import Upscaler, refuse_over
+from .engine import Upscaler
 from .errors import BadImageError, BadOptionError
 from .imagefile import image_shape8, list_images, read_image8, read_y
 from .imaging import make_pair, quantize8
+from .memory import refuse_over
 from .metrics import psnr, ssim
 
 

@@ -14,7 +14,6 @@ from PIL import Image
 
 from .animation import animates, check_frame_count, check_frames_memory
 from .encoding import check_size
-from .engine import check_memory
 from .imagefile import (
     ImageInfo,
     decoding,
@@ -24,6 +23,7 @@ from .imagefile import (
     upright_size,
 )
 from .jpegparts import extra_images
+from .memory import check_memory
 from .metadata import XMP_KEY
 from .misreads import png_chunks, without_damaged_chunks
 from .opening import caught_warnings, open_image, open_regular

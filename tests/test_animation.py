@@ -16,7 +16,7 @@ from helpers import upscale, upscaled_plays
 from PIL import Image, features
 from rich.console import Console
 
-from drcn_plugin import engine
+from drcn_plugin import engine, memory
 from drcn_plugin.av1header import avif_plays
 from drcn_plugin.batch import Job, run_job
 from drcn_plugin.errors import Cancelled
@@ -303,8 +303,8 @@ def test_an_animation_whose_frames_cannot_be_held_is_one_line_and_nothing_writte
     """Room for one frame's upscale and two results: a still of the first frame would fit, the
     four frames do not."""
     source = animation(tmp_path / f"a.{ext}", noise_frames(size=(40, 30)))
-    room = engine.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
-    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    room = memory.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
     upscaled = []
     real = engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",

@@ -105,10 +105,10 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch, per_batch: int) -> None:
     """One frame fits, the whole output batch does not: one line naming the batch, and no frame
     is upscaled."""
-    from drcn_plugin import engine
+    from drcn_plugin import engine, memory
 
-    one = engine.memory_needed(40, 40, 3, 1, size=(80, 80)) + 80 * 80 * 3 * 4
-    monkeypatch.setattr(engine, "_available_memory", lambda device: one + 80 * 80 * 3 * 4 * 5)
+    one = memory.memory_needed(40, 40, 3, 1, size=(80, 80)) + 80 * 80 * 3 * 4
+    monkeypatch.setattr(memory, "_available_memory", lambda device: one + 80 * 80 * 3 * 4 * 5)
     ran, real = [], engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))

@@ -15,7 +15,7 @@ from helpers import cuda_gpus, seeded_drcn
 from safetensors.torch import save_file
 from test_comfyui_nodes import FRAMES, NODES, PKG, FakeComfy
 
-from drcn_plugin import engine
+from drcn_plugin import memory
 from drcn_plugin.devices import pick_precision
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.model import DRCN
@@ -106,7 +106,7 @@ def _metered(monkeypatch: pytest.MonkeyPatch, budget: int) -> list[torch.Tensor]
         make = getattr(torch, name)
         setattr(metered, name, lambda *a, make=make, **k: taken.append(make(*a, **k)) or taken[-1])
     monkeypatch.setattr(NODES, "torch", metered)
-    monkeypatch.setattr(engine, "_available_memory",
+    monkeypatch.setattr(memory, "_available_memory",
                         lambda device: budget - sum(t.nbytes for t in taken))
     return taken
 
@@ -117,7 +117,7 @@ def test_a_float_batch_is_checked_before_its_outputs_are_taken(
     frame (a VAE decode) with room for its output once was refused. Frame 0 tells it first, so
     one without that room is refused with nothing allocated."""
     outputs = 64 * 64 * (3 + 1) * 4  # image and mask planes, float32
-    need = engine.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
+    need = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
     _metered(monkeypatch, need + outputs // 2)
     out, _ = UPSCALE.upscale(torch.rand(1, 32, 32, 3), tiny, 2.0, 0, False)
     assert out.shape == (1, 64, 64, 3)
@@ -134,7 +134,7 @@ def test_a_later_float_frame_counts_only_what_is_still_to_be_allocated(
     frames = torch.randint(0, 256, (3, 32, 32, 3), generator=torch.Generator().manual_seed(4)) / 255
     frames[2] += 0.3 / 255
     outputs, made = 3 * 64 * 64 * (3 + 1) * 4, 2 * 64 * 64 * 3  # and two 8-bit results
-    _metered(monkeypatch, engine.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs + made)
+    _metered(monkeypatch, memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs + made)
     ran, real = [], Upscaler.upscale
     monkeypatch.setattr(Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))

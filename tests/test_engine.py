@@ -338,7 +338,7 @@ def test_a_containers_memory_limit_is_seen(tmp_path, cgroup: str, files: dict[st
 def test_an_address_space_limit_refuses_the_job_up_front() -> None:
     # ulimit -v: psutil's host figure does not see it; unchecked, torch's allocator fails mid-job.
     code = ("import resource, psutil\n"
-            "from drcn_plugin.engine import check_memory\n"
+            "from drcn_plugin.memory import check_memory\n"
             "vms = psutil.Process().memory_info().vms\n"
             "resource.setrlimit(resource.RLIMIT_AS, (vms + (1 << 30), vms + (1 << 30)))\n"
             "try:\n"
@@ -365,7 +365,7 @@ def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeyp
 def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch) -> None:
     """Like the front ends, ``upscale`` checks the memory estimate first: under ``ulimit -v`` a
     too-big job ran every tile, then failed at the final resize; without one the OS kills."""
-    from drcn_plugin import engine
+    from drcn_plugin import memory
     from drcn_plugin.errors import OutOfMemoryError
 
     passes: list[tuple] = []
@@ -374,15 +374,15 @@ def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch
                         or real(self, x, *a, **k))
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     for image in (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 12), np.float64)):
-        need = engine.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4,
+        need = memory.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4,
                                     encoded=False)
-        monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n - 1)
+        monkeypatch.setattr(memory, "_available_memory", lambda device, n=need: n - 1)
         with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 0\.0 GiB of "
                                                    r"memory; 0\.0 GiB is available$"):
             up.upscale(image, 4)
         assert passes == [], "refused before any window ran"
         assert up.upscale(image, 1.0).shape == image.shape, "nothing to enlarge: no estimate"
-        monkeypatch.setattr(engine, "_available_memory", lambda device, n=need: n)
+        monkeypatch.setattr(memory, "_available_memory", lambda device, n=need: n)
         assert up.upscale(image, 4).shape[:2] == (40, 48) and passes
         passes.clear()
 
@@ -392,14 +392,14 @@ def test_the_library_call_leaves_out_the_encode_it_does_not_make(tmp_path: Path,
     """``upscale`` returns the array: the encode's two copies of the result, which a batch
     makes (and counts), are not counted against it. With memory between the two estimates the
     call runs and the batch's job is refused."""
-    from drcn_plugin import engine
+    from drcn_plugin import memory
     from drcn_plugin.batch import Job, run_job
 
     image = np.random.default_rng(4).integers(0, 256, (30, 40, 3), np.uint8)
     Image.fromarray(image).save(tmp_path / "a.png")
-    room = engine.memory_needed(30, 40, 3, 1, 4, encoded=False)
-    assert room < engine.memory_needed(30, 40, 3, 1, 4)
-    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    room = memory.memory_needed(30, 40, 3, 1, 4, encoded=False)
+    assert room < memory.memory_needed(30, 40, 3, 1, 4)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     assert up.upscale(image, 4).shape == (120, 160, 3)
     outcome = run_job(Job(tmp_path / "a.png", tmp_path / "out.png"), up, 4.0)
@@ -414,7 +414,8 @@ def test_the_memory_estimate_bounds_the_real_peak(tiny_model_file: str, dtype: s
                                                   channels: int, side: int, scale: float) -> None:
     code = f"""
 import numpy as np
-from drcn_plugin.engine import Upscaler, memory_needed
+from drcn_plugin.engine import Upscaler
+from drcn_plugin.memory import memory_needed
 up = Upscaler({tiny_model_file!r}, device="cpu", precision="fp32", tile=32)
 image = np.zeros(({side}, {side}, {channels}), np.{dtype})
 up.upscale(image, {scale})  # warm: allocator pools, lazy imports

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from drcn_plugin import batch, devices, encoding, engine
+from drcn_plugin import batch, devices, encoding, engine, memory
 from drcn_plugin.batch import Job, Outcome, run_job
 from drcn_plugin.colourspace import png_chunk
 from drcn_plugin.headercheck import read_header, refuse_early
@@ -105,14 +105,14 @@ def _both(tmp_path: Path, source: Path, fmt: str, target: TargetSize,
 
 def _room_for_one_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Memory for the upscale of a 40x30 RGB still to 80x60 less a byte."""
-    room = engine.memory_needed(30, 40, 3, 1, size=(60, 80)) - 1
-    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    room = memory.memory_needed(30, 40, 3, 1, size=(60, 80)) - 1
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
 
 
 def _room_for_two_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """Memory for one 40x30 frame's upscale to 80x60 and two results: not four frames'."""
-    room = engine.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
-    monkeypatch.setattr(engine, "_available_memory", lambda device: room)
+    room = memory.memory_needed(30, 40, 3, 1, size=(60, 80)) + 2 * 80 * 60 * 3
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
 
 
 CASES = {

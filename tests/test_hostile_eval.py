@@ -319,7 +319,7 @@ def test_eval_of_a_hub_model_refuses_before_downloading_it(
 def test_per_depth_on_a_gpu_counts_the_network_in_its_memory(
         tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU the whole-image run is held in the GPU's memory, the scoring in the host's."""
-    from drcn_plugin import engine
+    from drcn_plugin import engine, memory
     from drcn_plugin.errors import OutOfMemoryError
     from drcn_plugin.evaluation import DatasetFile, check_scoring_memory
 
@@ -327,7 +327,7 @@ def test_per_depth_on_a_gpu_counts_the_network_in_its_memory(
     upscaler.device = torch.device("cuda", 0)
     files = [DatasetFile("a", Path("a.png"), (3, 1000, 1000))]
     room = {"cpu": 1 << 30, "cuda": 1 << 20}
-    monkeypatch.setattr(engine, "_available_memory", lambda device: room[device.type])
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room[device.type])
     with pytest.raises(OutOfMemoryError, match=r"a.png \(1000x1000\) at every depth .* on cuda:0"):
         check_scoring_memory(files, False, upscaler)
     room["cuda"] = 1 << 30

@@ -10,7 +10,7 @@ import torch
 from helpers import seeded_drcn
 from test_comfyui_nodes import FRAMES, NODES, PKG
 
-from drcn_plugin import engine
+from drcn_plugin import engine, memory
 from drcn_plugin.model import DRCN
 
 UPSCALE = PKG.NODE_CLASS_MAPPINGS["DRCNUpscale"]()
@@ -35,7 +35,7 @@ def test_a_batch_that_cannot_fit_is_refused_before_its_frames_are_read(
     """The estimate's bytes per value come from the dtype, not from converting every frame
     (which would take 4 minutes on 600 1080p frames at x2)."""
     reads = _count_reads(monkeypatch)
-    monkeypatch.setattr(engine, "_available_memory", lambda device: 1 << 28)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: 1 << 28)
     frames = torch.zeros(1, 1, 1, 3).expand(64, 270, 480, 3)
     with pytest.raises(NODES.DRCNNodeError, match="a batch of 64 frames of 960x540 needs about"):
         UPSCALE.upscale(frames, tiny, 2.0, 0, False)
@@ -78,8 +78,8 @@ def test_the_upscale_model_refuses_what_cannot_fit_before_upscaling(
     tile = torch.rand(2, 3, 40, 30, generator=torch.Generator().manual_seed(2))
     assert module(tile).shape == (2, 3, 160, 120) and len(ran) == 2
     ran.clear()
-    one = engine.memory_needed(40, 30, 3, 4, size=(160, 120)) + 160 * 120 * 3 * 4 * 2
-    monkeypatch.setattr(engine, "_available_memory", lambda device: one)
+    one = memory.memory_needed(40, 30, 3, 4, size=(160, 120)) + 160 * 120 * 3 * 4 * 2
+    monkeypatch.setattr(memory, "_available_memory", lambda device: one)
     with pytest.raises(NODES.DRCNNodeError, match="a batch of 2 tiles of 120x160 needs about"):
         module(tile)
     assert ran == []

@@ -10,9 +10,9 @@ import torch
 from helpers import DATA, seeded_drcn
 
 from drcn_plugin import Upscaler
-from drcn_plugin.engine import memory_needed
 from drcn_plugin.imagefile import read_y
 from drcn_plugin.imaging import imresize, quantize8
+from drcn_plugin.memory import memory_needed
 from drcn_plugin.metrics import psnr
 from drcn_plugin.planes import interpolated_y
 from drcn_plugin.sizing import network_size

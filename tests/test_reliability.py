@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from drcn_plugin import engine, writing
+from drcn_plugin import engine, memory, writing
 from drcn_plugin.batch import Job, collect_jobs, run_job
 from drcn_plugin.cli import app
 from drcn_plugin.model import DRCN
@@ -163,7 +163,7 @@ def test_output_too_large_for_memory_is_refused_first(folder: Path, tiny_model_f
     """A flat 1500x1500 PNG at x16 is refused before anything is allocated."""
     Image.new("L", (1500, 1500), 128).save(folder / "flat.png")
     rgb().save(folder / "small.png")
-    monkeypatch.setattr(engine, "_available_memory", lambda device: 2 << 30)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: 2 << 30)
     called = []
     real = engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",

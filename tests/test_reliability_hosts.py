@@ -18,7 +18,7 @@ from helpers import random_rgb
 from PIL import Image
 from typer.testing import CliRunner
 
-from drcn_plugin import engine
+from drcn_plugin import memory
 from drcn_plugin.cli import app
 from drcn_plugin.errors import DRCNError
 from drcn_plugin.imagefile import read_y
@@ -166,8 +166,8 @@ def test_acceptance_mixed_folder(tmp_path: Path, tiny_model_file: str, monkeypat
 
     monkeypatch.setattr(terminal.console, "width", 400)
     good, bad = _mixed_folder(tmp_path)
-    monkeypatch.setattr(engine, "_available_memory",
-                        lambda device: engine.memory_needed(300, 300, 1, 1, 2.0) - 1)
+    monkeypatch.setattr(memory, "_available_memory",
+                        lambda device: memory.memory_needed(300, 300, 1, 1, 2.0) - 1)
     before = _hashes(tmp_path)
     r = runner.invoke(app, ["upscale", str(tmp_path / "mixed"), "-r", "--model", tiny_model_file])
     assert r.exit_code == 1, r.output

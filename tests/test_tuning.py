@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from drcn_plugin import devices, engine, tuning
+from drcn_plugin import devices, engine, memory, tuning
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import Cancelled
 from drcn_plugin.model import DRCN
@@ -88,7 +88,7 @@ def test_explicit_tile_and_switch_off_skip_measuring(tuning_on: None,
 
 def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_available_memory", lambda device: 400_000)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: 400_000)
     notes: list[str] = []
     up = Upscaler(tiny(), device="cpu", precision="fp32", notify=notes.append)
     x = torch.rand(40, 50)

@@ -35,9 +35,10 @@ from typing import BinaryIO, get_type_hints
 
 import numpy as np
 
-from ..engine import Upscaler, check_memory
+from ..engine import Upscaler
 from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
+from ..memory import check_memory
 from ..pasting import pasted_path
 from ..sizing import TargetSize
 
