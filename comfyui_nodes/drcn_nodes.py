@@ -3,7 +3,7 @@
 All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
 out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
 ComfyUI's tensors (through ``frames``: 8-bit images go in as uint8, as ``drcn upscale`` reads
-them; a soft alpha beside them is resized apart), memory manager, progress bar and interrupt to
+them; a soft alpha beside them goes to the engine apart), memory manager, progress bar and interrupt to
 it. Outside ComfyUI (no ``comfy`` module) the nodes still import and run: automatic device, no
 progress bar, no interrupt.
 """
@@ -44,7 +44,7 @@ from drcn_plugin.pasting import pasted_path
 from drcn_plugin.scales import MAX_SCALE, MIN_SCALE
 from drcn_plugin.sizing import TargetSize, whole_number
 
-from .frames import finite_frames, frame_input, from_engine, resized_alpha
+from .frames import finite_frames, frame_input, from_engine
 
 CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
@@ -249,7 +249,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
     step = min(whole_number(per_batch) or count, count)
     planes = channels + (alpha is not None)
 
-    def frame(i: int) -> tuple[np.ndarray, torch.Tensor | None]:
+    def frame(i: int) -> tuple[np.ndarray, np.ndarray | None]:
         return frame_input(image[i], None if alpha is None else alpha[i % len(alpha)])
 
     def fits(itemsize: int, held: int | None = None) -> None:
@@ -259,7 +259,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         check_memory(h, w, planes, itemsize, size=(oh, ow), held=oh * ow * held,
                      what=f"a batch of {counted(count, 'frame')} of {ow}x{oh}")
 
-    def wide(source: np.ndarray, apart: torch.Tensor | None) -> bool:
+    def wide(source: np.ndarray, apart: np.ndarray | None) -> bool:
         return source.dtype != np.uint8 or apart is not None  # float32 in the engine, or beside it
 
     fits(1)  # the least a batch takes: one that cannot fit is refused before a frame is read
@@ -296,17 +296,17 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                     made, later = i - start, step - 1 if frames.stop < count else 0
                     fits(4, planes * max(4 * (frames.stop - 1 - i), 4 * later - made))
                     widened = True
-                results.append((upscaler.upscale(
-                    source, size=(oh, ow), progress=_batch_progress(bar, i, count),
-                    cancel=cancel, fill_hidden=alpha is None),  # colours under a mask: content
-                    None if apart is None else resized_alpha(apart, (oh, ow), upscaler.device)))
+                job = {"size": (oh, ow), "progress": _batch_progress(bar, i, count),
+                       "cancel": cancel, "fill_hidden": alpha is None}  # under a mask: content
+                results.append((upscaler.upscale(source, **job), None) if apart is None
+                               else upscaler.upscale_with_alpha(source, apart, **job))
             for i, (result, apart) in zip(frames, results, strict=True):
                 pixels = from_engine(result).clamp_(0.0, 1.0)
-                if apart is not None and channels in (2, 4):  # in place of its 8-bit stand-in
-                    pixels[..., -1] = apart
+                if apart is not None:  # the alpha, back apart in float32, as the last channel
+                    pixels = torch.cat([pixels, torch.from_numpy(apart)[..., None]], dim=-1)
                 out_image[i] = pixels[..., :channels]
                 if has_mask:
-                    torch.sub(1.0, pixels[..., -1] if apart is None else apart, out=out_mask[i])
+                    torch.sub(1.0, pixels[..., -1], out=out_mask[i])
             del results
     finally:
         del upscaler  # its half-precision copy of the model lives on the device

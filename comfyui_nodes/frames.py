@@ -1,7 +1,7 @@
 """ComfyUI's IMAGE frames as the engine's input and its results back: 8-bit frames go in as
 uint8, as ``drcn upscale`` reads them, and an alpha off the 8-bit grid beside 8-bit colours (a soft
-mask, or an RGBA image's own soft alpha) is resized apart with the engine's bicubic, so it cannot
-take the colours down the float path."""
+mask, or an RGBA image's own soft alpha) goes to the engine apart, so it cannot take the colours
+down the float path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from drcn_plugin.errors import BadImageError
-from drcn_plugin.imaging import imresize
 
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
 
@@ -43,10 +42,10 @@ def to_engine(image: torch.Tensor) -> np.ndarray:
 
 
 def frame_input(image: torch.Tensor,
-                mask_alpha: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor | None]:
+                mask_alpha: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
     """One ``[H, W, C]`` image with its alpha (its own, or ``mask_alpha`` ``[H, W]`` appended) as
-    the engine's input, and the alpha apart (float32) when it is off the 8-bit grid beside 8-bit
-    colours: in the engine it would take the colours down the float path, changing them."""
+    the engine's input, and the alpha apart (float32, for ``Upscaler.upscale_with_alpha``) when
+    it is off the 8-bit grid beside 8-bit colours: in one array it would take them to float."""
     own = mask_alpha is None and image.shape[-1] in (2, 4)
     colour = to_engine(image[..., :-1] if own else image)
     alpha = image[..., -1] if own else mask_alpha
@@ -54,22 +53,9 @@ def frame_input(image: torch.Tensor,
         return colour, None
     alpha = alpha.detach().cpu().float()
     levels = eight_bit(alpha) if colour.dtype == np.uint8 else alpha
-    if levels is not None:
-        return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
-    if not own:
-        return colour, alpha
-    # an image's own alpha stays in on the grid, rounded up (no visible pixel turns transparent),
-    # for the engine to give fully transparent pixels their visible neighbours' colour
-    stand_in = alpha.clamp(0.0, 1.0).mul(255.0).ceil().to(torch.uint8)
-    return np.concatenate([colour, stand_in.numpy()[..., None]], axis=-1), alpha
-
-
-def resized_alpha(alpha: torch.Tensor, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """An ``[H, W]`` float alpha taken apart from its image, resized as the engine resizes a float
-    alpha: bicubic to ``size`` (none at the same size) on the engine's ``device`` (a 4K alpha
-    takes half a second on a CPU), clamped to 0..1, back on the CPU."""
-    # out of place: at the same size, imresize gives back a view of ``alpha`` (shared by frames)
-    return imresize(alpha[None].to(device), size=size)[0].clamp(0.0, 1.0).cpu()
+    if levels is None:
+        return colour, alpha.numpy()
+    return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
 
 
 def from_engine(array: np.ndarray) -> torch.Tensor:

@@ -42,11 +42,12 @@ from .errors import (
     require_flag,
 )
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
-from .imaging import rgb_to_ycbcr
+from .imaging import imresize, rgb_to_ycbcr
 from .memory import check_memory, working_budget
 from .model import DRCN, cancel_checked, watch_cancel
 from .planes import (
     PEAKS,
+    checked_alpha,
     checked_image,
     fill_transparent,
     float_planes,
@@ -355,11 +356,29 @@ class Upscaler:
         (:func:`.planes.fill_transparent`); pass False when the colour under alpha 0 is content,
         as under a host's mask carried along as alpha.
         """
+        return self._enlarged(image, None, scale, size, progress, cancel, fill_hidden)[0]
+
+    def upscale_with_alpha(self, image: np.ndarray, alpha: np.ndarray, scale: float | None = None,
+                           size: tuple[int, int] | None = None,
+                           progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                           fill_hidden: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`upscale` of a grey or RGB ``image`` with an ``H x W`` alpha kept apart, for an
+        alpha finer than the image's levels (a host's soft mask beside 8-bit colours: in one
+        array it would take the colours to float). Returns the image in its own dtype and the
+        alpha as float32 in 0..1."""
+        return self._enlarged(image, alpha, scale, size, progress, cancel, fill_hidden)
+
+    def _enlarged(self, image: np.ndarray, alpha: np.ndarray | None, scale: float | None,
+                  size: tuple[int, int] | None, progress: ProgressFn | None,
+                  cancel: CancelFn | None,
+                  fill_hidden: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The upscaled image, and the alpha kept apart (``alpha``'s, float32) or None."""
         require_callable(progress=progress, cancel=cancel)
         require_flag(fill_hidden=fill_hidden)
         h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
         with allocating(h, w, self.device, "input"):  # a byte-swapped copy, the NaN check
             pixels = checked_image(image)
+            apart = None if alpha is None else checked_alpha(alpha, pixels)
         h, w, channels = pixels.shape
         kind = pixels.dtype
         oh, ow = output_size(h, w, scale, size)
@@ -371,19 +390,23 @@ class Upscaler:
                 np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])
             if progress is not None:
                 progress(1, 1)
-            return out
+            return out, None if apart is None else float_planes(apart)[0].clamp_(0, 1).numpy()
         # As the front ends do: refused now, not after the network pass or by the OOM killer.
-        check_memory(h, w, channels, kind.itemsize, size=(oh, ow), encoded=False)
+        # An alpha apart is a float result beside the image's: counted at 4 bytes a value.
+        check_memory(h, w, channels + (apart is not None),
+                     kind.itemsize if apart is None else 4, size=(oh, ow), encoded=False)
         work = network_size(h, w, oh, ow)
         colour = channels in (3, 4)
         float_range = kept_range(image) if kind.kind == "f" else (0.0, 1.0)
         with allocating(h, w, self.device, "input"):  # its float copy
             planes = float_planes(pixels)
+            if apart is not None:
+                planes = torch.cat([planes, float_planes(apart)])
         with allocating(oh, ow, self.device):
             src = planes.to(self.device)
             if fill_hidden:
                 fill_transparent(src)
-            del planes, pixels  # pixels: a copy where the input's byte order was foreign
+            del planes, pixels, apart  # pixels: a copy where the input's byte order was foreign
             if colour:
                 src = torch.cat([rgb_to_ycbcr(src[:3]), src[3:]])
             ilr = interpolated_y(src[0], work, PEAKS.get(np.dtype(kind)))
@@ -392,5 +415,8 @@ class Upscaler:
         with allocating(oh, ow, self.device):
             if work != (oh, ow):  # the network's result to the size, on the engine's device
                 y_out = interpolated_y(y_out.to(self.device), (oh, ow), None)
-            out = merge(y_out, src[1:], colour, kind, float_range)
-        return out[:, :, 0] if image.ndim == 2 else out
+            kept = src.shape[0] - (alpha is not None)  # the planes merged into the image
+            out = merge(y_out, src[1:kept], colour, kind, float_range)
+            if alpha is not None:
+                alpha = imresize(src[kept:], size=(oh, ow))[0].clamp_(0, 1).cpu().numpy()
+        return out[:, :, 0] if image.ndim == 2 else out, alpha

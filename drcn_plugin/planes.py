@@ -53,6 +53,19 @@ def checked_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def checked_alpha(alpha: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """An alpha kept apart from the :func:`checked_image` ``image`` as a checked ``H x W x 1``
+    array, refused with one line unless it is one plane of the image's size beside no alpha."""
+    shape = np.shape(alpha)
+    alpha = checked_image(alpha)
+    if alpha.shape[2] != 1 or alpha.shape[:2] != image.shape[:2]:
+        raise BadImageError(f"the alpha must be one {image.shape[1]}x{image.shape[0]} plane, as "
+                            f"the image; got shape {shape}")
+    if image.shape[2] in (2, 4):
+        raise BadImageError("the image has an alpha of its own: pass it in the image or apart")
+    return alpha
+
+
 def float_planes(image: np.ndarray) -> torch.Tensor:
     """A :func:`checked_image` as float32 planes ``[C, H, W]`` in 0..1."""
     t = torch.from_numpy(image.astype(np.float32, copy=True))
