@@ -116,9 +116,9 @@ def upscale(
         for e in errors if place.main else []:
             print_error(e)
         outcomes = []
-        with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
-            todo = deque(mine)  # less the files bound to a place found blocked
-            try:
+        try:  # the bar's last frame before the line that says it was interrupted
+            with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
+                todo = deque(mine)  # less the files bound to a place found blocked
                 while todo:
                     job = todo.popleft()
                     bar.start(job)
@@ -146,11 +146,11 @@ def upscale(
                             print_error(f"not started: {counted(refused, 'more file')} there, as "
                                         f"{out.error.state} ({then}); the others go on")
                         todo = going
-            except KeyboardInterrupt:
-                done = sum(o.status == "done" for o in outcomes)
-                print_error(f"interrupted: {done} of {counted(len(mine), 'file')} written, "
-                            "nothing of the one in progress (--skip-existing goes on from here)")
-                raise typer.Exit(stopped_status()) from None
+        except KeyboardInterrupt:
+            done = sum(o.status == "done" for o in outcomes)
+            print_error(f"interrupted: {done} of {counted(len(mine), 'file')} written, "
+                        "nothing of the one in progress (--skip-existing goes on from here)")
+            raise typer.Exit(stopped_status()) from None
         outcomes = gather_outcomes(outcomes)
         if place.main and jobs:
             BatchProgress.summary(console, outcomes, upscaler)

@@ -144,6 +144,7 @@ def test_a_stop_signalled_again_while_it_is_said_is_one_line(
     assert [line for line in r.output.splitlines() if "interrupted" in line] == [
         "error: interrupted: 1 of 3 files written, nothing of the one in progress "
         "(--skip-existing goes on from here)"], r.output
+    assert "interrupted" in r.output.splitlines()[-1], "the bar's last frame came after it"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["0.png"]
 
 
