@@ -23,6 +23,7 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
+from .compositing import ApngCanvas, apng_canvas
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
@@ -237,17 +238,23 @@ def _opened(path: Path, state: FileState | None) -> Iterator[Image.Image]:
             yield im
 
 
-def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.ndarray:
-    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it: in
-    the first frame's ``size`` (a GIF frame reaching past it grows Pillow's canvas, which the
-    result's frames would be squeezed from), the orientation its EXIF states applied."""
+def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int],
+           canvas: ApngCanvas | None) -> np.ndarray:
+    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (an
+    APNG's drawn on ``canvas``): in the first frame's ``size`` (a GIF frame reaching past it
+    grows Pillow's canvas, which the result's frames would be squeezed from), the orientation
+    its EXIF states applied."""
     with decoding(path), caught_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
         turn = orientation(im)
-        im.seek(k)
-        stored = stored_mode(im)
-        im.load()
-        shown = im if im.size == size else im.crop((0, 0, *size))
+        if canvas is None:
+            im.seek(k)
+            stored = stored_mode(im)
+            im.load()
+            drawn = im
+        else:
+            drawn, stored = canvas.frame(k)
+        shown = drawn if drawn.size == size else drawn.crop((0, 0, *size))
         frame = shown.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else shown
         return to_array(frame, ImageInfo(im.format), stored)
 
@@ -259,8 +266,9 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
     with _opened(path, state) as im:
         start = int(bool(im.info.get("default_image")))
         size, count = im.size, pillow_frames(path, im)  # the first frame's size
+        canvas = apng_canvas(im)
         for k in range(count):
-            array = _numbered_frame(path, im, k, count, size)
+            array = _numbered_frame(path, im, k, count, size, canvas)
             if k < start:
                 continue
             durations.append(round(im.info.get("duration", 0)))
@@ -271,12 +279,12 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
 
 
 def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
-                    size: tuple[int, int]) -> np.ndarray:
+                    size: tuple[int, int], canvas: ApngCanvas | None) -> np.ndarray:
     """:func:`_frame`, a damaged frame refused by its number: Pillow's reason ("no more images
     in APNG file", a wrong argument count) says nothing to a user; other refusals (too many
     pixels, memory) pass with their own."""
     try:
-        return _frame(path, im, k, size)
+        return _frame(path, im, k, size, canvas)
     except DamagedImageError as e:
         raise DamagedImageError(f"{path}: frame {k + 1} of {count} is damaged or cut short") \
             from e
@@ -303,9 +311,9 @@ def _arrays(path: Path, state: FileState | None, first: np.ndarray,
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
     with _opened(path, state) as im:
-        size = im.size  # the first frame's
+        size, canvas = im.size, apng_canvas(im)  # the first frame's size
         for k in range(1, frames.start + len(frames.durations)):  # as counted in the survey
-            yield _in_channels(_frame(path, im, k, size), frames.channels)
+            yield _in_channels(_frame(path, im, k, size, canvas), frames.channels)
 
 
 def _in_channels(array: np.ndarray, channels: int) -> np.ndarray:
