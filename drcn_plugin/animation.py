@@ -1,6 +1,6 @@
 """Animated GIF, PNG, WebP and AVIF files upscaled frame by frame into an animated result: every
-frame as a viewer shows it (Pillow composites a GIF's, PNG's or WebP's each over the ones before,
-as its disposal says; an AVIF's are whole), upscaled by the still path's own function, and
+frame as a viewer shows it (a GIF's or APNG's drawn by :mod:`.compositing`, a WebP's as Pillow
+composites it; an AVIF's are whole), upscaled by the still path's own function, and
 written with each frame's duration, playing as many times as the source, as an animated PNG,
 WebP or AVIF. Results are held until the file is written (a PNG's compressed), so an animation
 whose frames do not fit in the memory available is refused first, as is one of more frames than
@@ -23,7 +23,7 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
-from .compositing import ApngCanvas, apng_canvas
+from .compositing import Canvas, frame_canvas
 from .engine import CancelFn, ProgressFn, memory_needed, refuse_over
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
@@ -226,22 +226,24 @@ def _with_digest(path: Path, state: FileState | None) -> FileState | None:
 
 
 @contextmanager
-def _opened(path: Path, state: FileState | None) -> Iterator[Image.Image]:
-    """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`); only
-    opening is read as the file's fault (one line naming it)."""
+def _opened(path: Path, state: FileState | None) -> Iterator[tuple[Image.Image, Canvas | None]]:
+    """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`), with
+    the canvas its frames are drawn on where Pillow's is not a viewer's; only opening is read as
+    the file's fault (one line naming it)."""
     with decoding(path):
         raw = reopen(path, state)
     with raw:
         with decoding(path):
-            im = open_image(without_damaged_chunks(raw, []))
+            im = open_image(f := without_damaged_chunks(raw, []))
+            canvas = frame_canvas(im, f)
         with im:
-            yield im
+            yield im, canvas
 
 
 def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int],
-           canvas: ApngCanvas | None) -> np.ndarray:
-    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (an
-    APNG's drawn on ``canvas``): in the first frame's ``size`` (a GIF frame reaching past it
+           canvas: Canvas | None) -> np.ndarray:
+    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (drawn
+    on ``canvas`` where there is one): in the first frame's ``size`` (a GIF frame reaching past it
     grows Pillow's canvas, which the result's frames would be squeezed from), the orientation
     its EXIF states applied."""
     with decoding(path), caught_warnings():
@@ -263,10 +265,9 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
     """Every frame decoded once, before any upscaling: their durations, the number of plays, the
     channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
-    with _opened(path, state) as im:
+    with _opened(path, state) as (im, canvas):
         start = int(bool(im.info.get("default_image")))
         size, count = im.size, pillow_frames(path, im)  # the first frame's size
-        canvas = apng_canvas(im)
         for k in range(count):
             array = _numbered_frame(path, im, k, count, size, canvas)
             if k < start:
@@ -279,7 +280,7 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
 
 
 def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
-                    size: tuple[int, int], canvas: ApngCanvas | None) -> np.ndarray:
+                    size: tuple[int, int], canvas: Canvas | None) -> np.ndarray:
     """:func:`_frame`, a damaged frame refused by its number: Pillow's reason ("no more images
     in APNG file", a wrong argument count) says nothing to a user; other refusals (too many
     pixels, memory) pass with their own."""
@@ -307,11 +308,11 @@ def _plays(path: Path, state: FileState | None, im: Image.Image) -> int | None:
 def _arrays(path: Path, state: FileState | None, first: np.ndarray,
             frames: _Frames) -> Iterator[np.ndarray]:
     """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
-    needed from the file read in ``state``."""
+    needed from the file read in ``state`` (a canvas draws frame 0 again, under frame 1)."""
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
-    with _opened(path, state) as im:
-        size, canvas = im.size, apng_canvas(im)  # the first frame's size
+    with _opened(path, state) as (im, canvas):
+        size = im.size  # the first frame's
         for k in range(1, frames.start + len(frames.durations)):  # as counted in the survey
             yield _in_channels(_frame(path, im, k, size, canvas), frames.channels)
 

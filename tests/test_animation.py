@@ -161,7 +161,8 @@ def test_a_later_frame_over_the_pixel_limit_is_refused_as_such_not_as_damage(
 def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
         tmp_path: Path, tiny_model_file: str) -> None:
     """Pillow reads such a GIF's first frame as grey, its last as RGB: every frame comes back
-    RGB, the grey one as a still of it in RGB would."""
+    RGB, the grey one as a still of it in RGB would, the second in its own palette's colours
+    (Pillow shows that one up to 192 levels off)."""
     frames = noise_frames("L", count=1) + [Image.fromarray(np.asarray(f) // 64 * 64)
                                            for f in noise_frames(count=3)[1:]]
     source = animation(tmp_path / "a.gif", frames, optimize=False)
@@ -172,8 +173,9 @@ def test_a_gif_whose_first_frame_is_grey_and_others_colour_comes_back_colour(
     got = shown(tmp_path / "out" / "a.png", "RGB")
     still = engine.Upscaler(tiny_model_file, device="cpu")
     assert len(got) == 3
-    for k, frame in enumerate(shown(source, "RGB")):
-        np.testing.assert_array_equal(got[k], still.upscale(frame, scale=2), err_msg=f"frame {k}")
+    for k, frame in enumerate(frames):
+        want = still.upscale(np.asarray(frame.convert("RGB")), scale=2)
+        np.testing.assert_array_equal(got[k], want, err_msg=f"frame {k}")
 
 
 @needs_avif
@@ -396,30 +398,3 @@ def test_an_apng_named_so_stays_an_apng_without_a_note(tmp_path: Path,
     assert r.exit_code == 0, r.output
     assert "name says" not in r.output and "not an output format" not in r.output
     assert durations_and_loop(tmp_path / "out" / "a.apng") == (DURATIONS[:len(frames)], 0)
-
-
-@pytest.mark.parametrize("mode", ["RGBA", "P"])
-def test_an_apng_frame_blended_over_an_opaque_one_shows_both_opaque(
-        tmp_path: Path, tiny_model_file: str, mode: str) -> None:
-    """A half-transparent red APNG frame blended over an opaque one (blend_op OVER) shows red
-    mixed into it, opaque, as browsers composite it: Pillow pasted it through its alpha, which
-    left the pixels half-transparent (a palette frame's unmixed too)."""
-    base = Image.fromarray(np.asarray(noise_frames(count=1)[0]) // 2 + 64)  # no pure red
-    over = Image.new("RGBA", base.size, (255, 0, 0, 128))
-    frames = [base.convert("RGBA"), over]
-    save = {}
-    if mode == "P":  # index 0 the half-transparent red, the others the base's colours
-        indices = np.asarray(base.quantize(255)) + 1
-        palette = [255, 0, 0, *base.quantize(255).getpalette()[:255 * 3]]
-        frames = [Image.fromarray(a.astype(np.uint8), "P") for a in (indices, 0 * indices)]
-        for frame in frames:
-            frame.putpalette(palette)
-        save = {"transparency": bytes([128])}
-    source = animation(tmp_path / "a.png", frames, blend=[0, 1], **save)
-    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
-    assert r.exit_code == 0 and "2 frames upscaled" in r.output, r.output
-    got = shown(tmp_path / "out" / "a.png", "RGBA")
-    want = Image.alpha_composite(frames[0].convert("RGBA"), over)
-    expected = engine.Upscaler(tiny_model_file, device="cpu").upscale(np.asarray(want), 2)
-    assert got[1][..., 3].min() == 255, "opaque, as the frame under it"
-    np.testing.assert_array_equal(got[1], expected)
