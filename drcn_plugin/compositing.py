@@ -195,6 +195,25 @@ class GifCanvas(_Canvas):
         self.canvas.paste(rectangle, frame.box[:2], rectangle)
 
 
+def bare_gif_screen(im: Image.Image) -> Box | None:
+    """The rectangle of the first image of ``im`` (opened, not loaded) where it is a GIF's that
+    leaves part of the screen bare and has no transparent index (Pillow fills the rest with
+    palette colour 0; browsers show it transparent); None otherwise."""
+    if im.format != "GIF" or "transparency" in im.info or len(im.tile) != 1:
+        return None
+    box = tuple(int(v) for v in im.tile[0].extents)
+    return None if box == (0, 0, *im.size) else box
+
+
+def with_bare_screen(im: Image.Image, box: Box) -> Image.Image:
+    """``im``, loaded, transparent outside ``box``, as a GIF's bare screen is shown."""
+    shown = im.convert("LA" if im.mode == "L" else "RGBA")
+    alpha = Image.new("L", im.size, 0)
+    alpha.paste(255, box)
+    shown.putalpha(alpha)
+    return shown
+
+
 Canvas = ApngCanvas | GifCanvas
 
 

@@ -84,3 +84,25 @@ def test_a_gif_frame_cleared_to_background_shows_through_as_browsers_show_it(
     got = shown(tmp_path / "out" / "a.png")[1]
     np.testing.assert_array_equal(got, engine.Upscaler(tiny_model_file, device="cpu").upscale(want, 2))
     assert got[..., 3].min() == 0
+
+
+def test_a_gif_image_leaving_its_screen_bare_leaves_it_transparent(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A GIF's only image, 4x4 at (2, 2) of an 8x8 screen, with no transparent index: browsers
+    show the rest of the screen transparent, where Pillow fills it with palette colour 0."""
+    im = Image.fromarray(np.full((4, 4), 1, np.uint8), "P")
+    im.putpalette([10, 20, 30, 200, 0, 0] + [0] * 762)
+    one = io.BytesIO()
+    im.save(one, "GIF", optimize=False)
+    data = bytearray(one.getvalue())
+    data[6:10] = struct.pack("<HH", 8, 8)  # the screen
+    at = data.index(b"\x2c\0\0\0\0\x04\0\x04\0")  # the image's descriptor
+    data[at + 1:at + 5] = struct.pack("<HH", 2, 2)
+    source = tmp_path / "a.gif"
+    source.write_bytes(bytes(data))
+    r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
+    assert r.exit_code == 0, r.output
+    want = np.zeros((8, 8, 4), np.uint8)
+    want[2:6, 2:6] = (200, 0, 0, 255)
+    got = shown(tmp_path / "out" / "a.png")[0]
+    np.testing.assert_array_equal(got, engine.Upscaler(tiny_model_file, device="cpu").upscale(want, 2))
