@@ -1,6 +1,6 @@
 """Animated GIF, PNG, WebP and AVIF files upscaled frame by frame into an animated result: every
-frame as a viewer shows it (Pillow composites a GIF's, PNG's or WebP's each over the ones before,
-as its disposal says; an AVIF's are whole), upscaled by the still path's own function, and
+frame as a viewer shows it (a GIF's or APNG's drawn by :mod:`.compositing`, a WebP's as Pillow
+composites it; an AVIF's are whole), upscaled by the still path's own function, and
 written with each frame's duration, playing as many times as the source, as an animated PNG,
 WebP or AVIF. Results are held until the file is written (a PNG's compressed), so an animation
 whose frames do not fit in the memory available is refused first, as is one of more frames than
@@ -23,6 +23,7 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
+from .compositing import Canvas, frame_canvas
 from .engine import CancelFn, ProgressFn
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
@@ -226,29 +227,37 @@ def _with_digest(path: Path, state: FileState | None) -> FileState | None:
 
 
 @contextmanager
-def _opened(path: Path, state: FileState | None) -> Iterator[Image.Image]:
-    """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`); only
-    opening is read as the file's fault (one line naming it)."""
+def _opened(path: Path, state: FileState | None) -> Iterator[tuple[Image.Image, Canvas | None]]:
+    """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`), with
+    the canvas its frames are drawn on where Pillow's is not a viewer's; only opening is read as
+    the file's fault (one line naming it)."""
     with decoding(path):
         raw = reopen(path, state)
     with raw:
         with decoding(path):
-            im = open_image(without_damaged_chunks(raw, []))
+            im = open_image(f := without_damaged_chunks(raw, []))
+            canvas = frame_canvas(im, f)
         with im:
-            yield im
+            yield im, canvas
 
 
-def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int]) -> np.ndarray:
-    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it: in
-    the first frame's ``size`` (a GIF frame reaching past it grows Pillow's canvas, which the
-    result's frames would be squeezed from), the orientation its EXIF states applied."""
+def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int],
+           canvas: Canvas | None) -> np.ndarray:
+    """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (drawn
+    on ``canvas`` where there is one): in the first frame's ``size`` (a GIF frame reaching past it
+    grows Pillow's canvas, which the result's frames would be squeezed from), the orientation
+    its EXIF states applied."""
     with decoding(path), caught_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
         turn = orientation(im)
-        im.seek(k)
-        stored = stored_mode(im)
-        im.load()
-        shown = im if im.size == size else im.crop((0, 0, *size))
+        if canvas is None:
+            im.seek(k)
+            stored = stored_mode(im)
+            im.load()
+            drawn = im
+        else:
+            drawn, stored = canvas.frame(k)
+        shown = drawn if drawn.size == size else drawn.crop((0, 0, *size))
         frame = shown.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else shown
         return to_array(frame, ImageInfo(im.format), stored)
 
@@ -257,11 +266,11 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
     """Every frame decoded once, before any upscaling: their durations, the number of plays, the
     channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
-    with _opened(path, state) as im:
+    with _opened(path, state) as (im, canvas):
         start = int(bool(im.info.get("default_image")))
         size, count = im.size, pillow_frames(path, im)  # the first frame's size
         for k in range(count):
-            array = _numbered_frame(path, im, k, count, size)
+            array = _numbered_frame(path, im, k, count, size, canvas)
             if k < start:
                 continue
             durations.append(round(im.info.get("duration", 0)))
@@ -272,12 +281,12 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
 
 
 def _numbered_frame(path: Path, im: Image.Image, k: int, count: int,
-                    size: tuple[int, int]) -> np.ndarray:
+                    size: tuple[int, int], canvas: Canvas | None) -> np.ndarray:
     """:func:`_frame`, a damaged frame refused by its number: Pillow's reason ("no more images
     in APNG file", a wrong argument count) says nothing to a user; other refusals (too many
     pixels, memory) pass with their own."""
     try:
-        return _frame(path, im, k, size)
+        return _frame(path, im, k, size, canvas)
     except DamagedImageError as e:
         raise DamagedImageError(f"{path}: frame {k + 1} of {count} is damaged or cut short") \
             from e
@@ -300,13 +309,13 @@ def _plays(path: Path, state: FileState | None, im: Image.Image) -> int | None:
 def _arrays(path: Path, state: FileState | None, first: np.ndarray,
             frames: _Frames) -> Iterator[np.ndarray]:
     """Each frame's array in the ``frames``' channels (``first`` as frame 0), decoded as it is
-    needed from the file read in ``state``."""
+    needed from the file read in ``state`` (a canvas draws frame 0 again, under frame 1)."""
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
-    with _opened(path, state) as im:
+    with _opened(path, state) as (im, canvas):
         size = im.size  # the first frame's
         for k in range(1, frames.start + len(frames.durations)):  # as counted in the survey
-            yield _in_channels(_frame(path, im, k, size), frames.channels)
+            yield _in_channels(_frame(path, im, k, size, canvas), frames.channels)
 
 
 def _in_channels(array: np.ndarray, channels: int) -> np.ndarray:

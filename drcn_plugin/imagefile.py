@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
+from .compositing import bare_gif_screen, with_bare_screen
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .deep import read_deep, transpose16
 from .errors import (
@@ -307,6 +308,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         refuse_from_header(im)
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
+        bare = bare_gif_screen(im)  # from the tiles too
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         white, signed = white_is_zero(im), signed_bytes(im)
         load_pixels(im)
@@ -356,6 +358,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             im = held_at_8_bits(im, stored, info.notes)
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
             deep = transpose16(deep, TRANSPOSE[turn])
+        if bare is not None:
+            im = with_bare_screen(im, bare)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = to_array(im, info, stored) if deep is None else deep

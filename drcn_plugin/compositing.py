@@ -1,0 +1,226 @@
+"""Animated PNG and GIF frames composited as their specifications, and every browser, say, where
+Pillow's own compositing differs. For an APNG, Pillow blends a frame "over" the canvas by
+pasting it through its alpha, which turns opaque pixels under a half-transparent frame
+half-transparent and lets a palette frame's half-transparent pixels replace what they cover,
+and it disposes a frame of an RGB or grey APNG to opaque black. For a GIF, whose canvas starts
+transparent, Pillow clears a frame disposed "to background" to its opaque background colour
+when the frame has no transparent index, fills what the first frame does not cover with
+palette colour 0, and takes a frame that states no disposal as disposing like the one before.
+Pillow decodes each frame's rectangle; the canvas is kept here, in 8-bit RGBA."""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from PIL import Image
+
+from .errors import DamagedImageError
+from .pixelmodes import stored_mode
+
+_SOURCE, _OVER = 0, 1  # APNG's blend_op: the frame replaces its rectangle, or goes over it
+_BACKGROUND, _PREVIOUS = 1, 2  # APNG's dispose_op: clear the rectangle, or put it back
+_EIGHT_BITS = ("1", "L", "LA", "P", "RGB", "RGBA")  # Pillow's modes of 8-bit APNGs
+Box = tuple[int, int, int, int]
+
+
+class _Canvas:
+    """A canvas of ``im``'s size, transparent at first, the frame drawn last (``done``) and how
+    it is undone; shown grey where ``grey``, with an alpha where ``alpha`` or it shows through."""
+
+    def __init__(self, im: Image.Image, grey: bool = False, alpha: bool = False) -> None:
+        self.im, self.grey, self.alpha = im, grey, alpha
+        self.canvas = Image.new("RGBA", im.size, (0, 0, 0, 0))
+        self.done = -1
+        self.undo: tuple[Box, Image.Image | None] | None = None
+
+    def _dispose(self, box: Box, clear: bool, restore: bool) -> None:
+        """The last frame's disposal done, and that of the next, drawn in ``box``, kept: its
+        rectangle cleared to transparent after it (``clear``), or what it covers put back
+        (``restore``)."""
+        if self.undo is not None:
+            where, saved = self.undo
+            self.canvas.paste(saved if saved is not None else (0, 0, 0, 0), where)
+        saved = self.canvas.crop(box) if restore else None
+        self.undo = (box, saved) if clear or restore else None
+
+    def _shown(self) -> Image.Image:
+        """The canvas in the file's kind of pixels."""
+        shown = self.canvas.convert("LA") if self.grey else self.canvas.copy()
+        if not self.alpha and shown.getextrema()[-1][0] == 255:
+            return shown.convert(shown.mode[:-1])
+        return shown
+
+
+class ApngCanvas(_Canvas):
+    """The frames of an open APNG, each as a viewer shows it, asked for in order."""
+
+    def __init__(self, im: Image.Image) -> None:
+        super().__init__(im, grey=im.mode in ("1", "L", "LA"),
+                         alpha=im.mode in ("LA", "RGBA") or "transparency" in im.info)
+        self.start = int(bool(im.info.get("default_image")))  # the still before the frames
+
+    def frame(self, k: int) -> tuple[Image.Image, str]:
+        """Frame ``k`` as shown and how the file stores its pixels (:func:`.stored_mode`)."""
+        if k < self.start:  # the still outside the animation, shown alone
+            self.im.seek(k)
+            stored = stored_mode(self.im)
+            self.im.load()
+            return self.im, stored
+        if k <= self.done:
+            raise ValueError(f"APNG frame {k} asked for after frame {self.done}")
+        stored = ""
+        for n in range(max(self.done + 1, self.start), k + 1):
+            stored = self._draw(n)
+        return self._shown(), stored
+
+    def _draw(self, k: int) -> str:
+        """Frame ``k`` drawn on the canvas after the last one's disposal; its stored mode."""
+        im = self.im
+        im.seek(k)
+        stored = stored_mode(im)
+        blend, dispose = im.info.get("blend", _SOURCE), im.info.get("disposal", 0)
+        box = tuple(int(v) for v in im.info.get("bbox", (0, 0, *im.size)))
+        im.blend_op = _SOURCE  # Pillow leaves the rectangle as the frame's own pixels
+        im.load()
+        rectangle = im.crop(box).convert("RGBA")
+        if dispose == _PREVIOUS and k == self.start:  # nothing before: as background
+            dispose = _BACKGROUND
+        self._dispose(box, dispose == _BACKGROUND, dispose == _PREVIOUS)
+        if blend == _OVER:
+            self.canvas.alpha_composite(rectangle, box[:2])
+        else:
+            self.canvas.paste(rectangle, box[:2])
+        self.done = k
+        return stored
+
+
+@dataclass
+class _GifFrame:
+    """One image of a GIF as its blocks state it: its rectangle, the palette it is drawn with
+    (local, else the global one), its transparent index and disposal, and its image data
+    (the LZW code size and sub-blocks, as stored)."""
+
+    box: Box
+    palette: bytes
+    transparent: int | None
+    disposal: int
+    interlaced: bool
+    data: bytes
+
+
+def _sub_blocks(f: BinaryIO) -> bytes:
+    """The sub-blocks at ``f`` as stored, their terminator included."""
+    out = bytearray()
+    while (size := f.read(1)) and size != b"\0":
+        out += size + f.read(size[0])
+    return bytes(out + b"\0")
+
+
+def gif_frames(f: BinaryIO) -> list[_GifFrame]:
+    """The images of the GIF ``f`` in order, read from its blocks (no pixel decoded); those
+    before the end of a file cut short (Pillow refuses the rest)."""
+    f.seek(6)
+    frames: list[_GifFrame] = []
+    try:
+        _, _, packed, _, _ = struct.unpack("<HHBBB", f.read(7))
+        table = f.read(3 << ((packed & 7) + 1)) if packed & 0x80 else b""
+        transparent, disposal = None, 0
+        while (kind := f.read(1)) not in (b"", b"\x3b"):
+            if kind == b"\x21":
+                label, body = f.read(1), _sub_blocks(f)
+                if label == b"\xf9" and len(body) >= 5:  # graphic control: for the next image
+                    flags, disposal = body[1], body[1] >> 2 & 7
+                    transparent = body[4] if flags & 1 else None
+            elif kind == b"\x2c":
+                x, y, w, h, flags = struct.unpack("<HHHHB", f.read(9))
+                local = f.read(3 << ((flags & 7) + 1)) if flags & 0x80 else b""
+                data = f.read(1) + _sub_blocks(f)
+                frames.append(_GifFrame((x, y, x + w, y + h), local or table, transparent,
+                                        disposal, bool(flags & 0x40), data))
+                transparent, disposal = None, 0
+            else:
+                break  # what Pillow stops at too
+    except struct.error:  # cut short in a header
+        pass
+    return frames
+
+
+def _gif_rectangle(frame: _GifFrame) -> Image.Image:
+    """A GIF image's own pixels, RGBA: Pillow decodes a one-image GIF of them."""
+    x0, y0, x1, y1 = frame.box
+    palette = frame.palette or bytes(i // 3 for i in range(768))  # none: grey levels
+    bits = max(1, (len(palette) // 3 - 1).bit_length())
+    palette = palette.ljust(3 << bits, b"\0")
+    control = b"" if frame.transparent is None else \
+        b"\x21\xf9\x04\x01\0\0" + bytes([frame.transparent]) + b"\0"
+    one = (b"GIF89a" + struct.pack("<HHBBB", x1 - x0, y1 - y0, 0x80 | (bits - 1), 0, 0)
+           + palette + control + b"\x2c" + struct.pack("<HHHHB", 0, 0, x1 - x0, y1 - y0,
+                                                       0x40 if frame.interlaced else 0)
+           + frame.data + b"\x3b")
+    with Image.open(io.BytesIO(one)) as im:
+        return im.convert("RGBA")
+
+
+class GifCanvas(_Canvas):
+    """The frames of an open GIF, each as a viewer shows it, asked for in order."""
+
+    def __init__(self, im: Image.Image, f: BinaryIO) -> None:
+        super().__init__(im)
+        where = f.tell()
+        try:
+            self.frames = gif_frames(f)
+        finally:
+            f.seek(where)  # Pillow's place in the file
+
+    def frame(self, k: int) -> tuple[Image.Image, str]:
+        """Frame ``k`` as shown (RGB where opaque, else RGBA), and an empty stored mode. Pillow
+        reads it too: its checks (a frame past the pixel limit, damage) and its duration."""
+        self.im.seek(k)
+        self.im.load()
+        if k >= len(self.frames):
+            raise DamagedImageError(f"GIF image {k + 1} not found")
+        for n in range(self.done + 1, k + 1):
+            self._draw(self.frames[n])
+        self.done = k
+        return self._shown(), ""
+
+    def _draw(self, frame: _GifFrame) -> None:
+        """``frame`` drawn (its transparent pixels leave the canvas) after the last one's
+        disposal: 2 clears its rectangle to transparent, 3 puts back what it covered."""
+        self._dispose(frame.box, frame.disposal == 2, frame.disposal == 3)
+        rectangle = _gif_rectangle(frame)
+        self.canvas.paste(rectangle, frame.box[:2], rectangle)
+
+
+def bare_gif_screen(im: Image.Image) -> Box | None:
+    """The rectangle of the first image of ``im`` (opened, not loaded) where it is a GIF's that
+    leaves part of the screen bare and has no transparent index (Pillow fills the rest with
+    palette colour 0; browsers show it transparent); None otherwise."""
+    if im.format != "GIF" or "transparency" in im.info or len(im.tile) != 1:
+        return None
+    box = tuple(int(v) for v in im.tile[0].extents)
+    return None if box == (0, 0, *im.size) else box
+
+
+def with_bare_screen(im: Image.Image, box: Box) -> Image.Image:
+    """``im``, loaded, transparent outside ``box``, as a GIF's bare screen is shown."""
+    shown = im.convert("LA" if im.mode == "L" else "RGBA")
+    alpha = Image.new("L", im.size, 0)
+    alpha.paste(255, box)
+    shown.putalpha(alpha)
+    return shown
+
+
+Canvas = ApngCanvas | GifCanvas
+
+
+def frame_canvas(im: Image.Image, f: BinaryIO) -> Canvas | None:
+    """The canvas for the frames of ``im``, an animation read from ``f``, where Pillow's differs
+    from a browser's: an 8-bit animated PNG, a GIF; None otherwise (WebP and AVIF, whose frames
+    Pillow has composited, and 16-bit grey APNG, which Pillow composites at 16 bits)."""
+    if im.format == "GIF":
+        return GifCanvas(im, f)
+    return ApngCanvas(im) if im.format == "PNG" and im.mode in _EIGHT_BITS else None
