@@ -3,9 +3,9 @@
 All image maths (colour split, interpolation to any scale, seamless tiling, device, precision and
 out-of-memory back-off) happens in ``drcn_plugin.engine.Upscaler``. This module only adapts
 ComfyUI's tensors (through ``frames``: 8-bit images go in as uint8, as ``drcn upscale`` reads
-them; a soft alpha beside them goes to the engine apart), memory manager, progress bar and interrupt to
-it. Outside ComfyUI (no ``comfy`` module) the nodes still import and run: automatic device, no
-progress bar, no interrupt.
+them; a soft alpha beside them goes to the engine apart), memory manager, progress bar and
+interrupt to it. Outside ComfyUI (no ``comfy`` module) the nodes still import and run:
+automatic device, no progress bar, no interrupt.
 """
 
 from __future__ import annotations
