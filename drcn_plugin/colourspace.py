@@ -32,7 +32,7 @@ _PRIMARIES = {1: (.3127, .329, .64, .33, .3, .6, .15, .06),
               9: (.3127, .329, .708, .292, .17, .797, .131, .046),
               11: (.314, .351, .68, .32, .265, .69, .15, .06),
               12: (.3127, .329, .68, .32, .265, .69, .15, .06)}
-_SRGB = _PRIMARIES[1]
+SRGB_CHROMATICITIES = _PRIMARIES[1]
 # The power of light each H.273 transfer characteristic stores (None: sRGB's curve)
 _CURVES = {8: 1.0, 4: 2.2, **dict.fromkeys(_SRGB_TRANSFERS)}
 
@@ -228,7 +228,7 @@ def _gamma_icc(chunks: dict[bytes, bytes], grey: bool) -> bytes | None:
     """An ICC profile saying what gAMA and cHRM say (b"" where that is sRGB); None where they
     are damaged or out of any profile's range."""
     gamma = 1 / 2.2  # what a PNG without gAMA is taken to have
-    white_and_rgb = _SRGB
+    white_and_rgb = SRGB_CHROMATICITIES
     if b"gAMA" in chunks:
         (value,) = struct.unpack(">I", chunks[b"gAMA"][:4].rjust(4, b"\0"))
         gamma = value / 100000
@@ -236,7 +236,8 @@ def _gamma_icc(chunks: dict[bytes, bytes], grey: bool) -> bytes | None:
         white_and_rgb = tuple(v / 100000 for v in struct.unpack(">8I", chunks[b"cHRM"]))
     if not 1 / 255 < gamma <= 4:  # a curve's exponent is 1/gamma, in 8.8 fixed point
         return None
-    if abs(gamma * 2.2 - 1) < 0.01 and np.allclose(white_and_rgb, _SRGB, atol=0.001):
+    if abs(gamma * 2.2 - 1) < 0.01 and \
+            np.allclose(white_and_rgb, SRGB_CHROMATICITIES, atol=0.001):
         return b""
     try:
         return icc_profile(white_and_rgb, 1 / gamma, grey)

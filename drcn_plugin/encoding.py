@@ -15,6 +15,7 @@ from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
 from .planes import quantised, to_8bit
+from .profiles import says_srgb, srgb_profile, to_srgb
 from .tiff16 import TIFF16_MAX_BYTES
 from .writing import Encoded
 
@@ -77,7 +78,11 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
         info.notes.append(f"{why}: result reduced to 8 bits")
     space = (info.icc_profile or b"")[16:20]  # the profile's colour space, from its header
     grey = im.mode in ("L", "LA", "I;16", "F") and fmt != "WEBP"  # WebP stores grey as RGB
-    if space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
+    grey_pixels = array.ndim == 2 or array.shape[2] <= 2
+    if space in (b"GRAY", b"RGB ") and (space == b"GRAY") == grey_pixels and \
+            (fmt == "BMP" or space == b"GRAY" and not grey):
+        im = _as_srgb(im, fmt, info, grey_pixels)
+    elif space in (b"GRAY", b"RGB ") and (space == b"GRAY") != grey:
         info.notes.append(f"{'grey' if space == b'GRAY' else 'RGB'} ICC profile dropped: {fmt} "
                           f"stores this image as {'grey' if grey else 'RGB'}")
         info.icc_profile = None
@@ -88,6 +93,27 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
         info.about = replace(info.about, png_colour=unsaid)
     return Encoded(im, fmt, save_options(fmt, info, scale, quality, deep),
                    info.about.added_chunks(fmt), array if deep else None)
+
+
+def _as_srgb(im: Image.Image, fmt: str, info: ImageInfo, grey_pixels: bool) -> Image.Image:
+    """``im`` taken through its ICC profile to sRGB where ``fmt`` cannot carry the profile with
+    it (a grey one where the file stores grey as RGB, any in a BMP), so its colours look as they
+    did; tagged sRGB after (a BMP untagged, which its readers take as sRGB). A profile that
+    names itself sRGB needs no conversion; one littlecms cannot use is dropped (noted)."""
+    why = "has no place for it" if fmt == "BMP" else "stores grey as RGB"
+    try:
+        if not says_srgb(info.icc_profile):
+            mode = im.mode  # grey that _in_stored_mode made RGB(A) goes through the grey profile
+            shown = im.convert("LA" if "A" in mode else "L") if grey_pixels else im
+            im = to_srgb(shown, info.icc_profile).convert(mode)
+            info.notes.append(f"{'grey' if grey_pixels else 'RGB'} converted to sRGB through "
+                              f"its ICC profile: {fmt} {why}")
+        info.icc_profile = None if fmt == "BMP" else srgb_profile()
+    except Exception as e:  # noqa: BLE001 - an unusable profile (or no littlecms): dropped
+        info.notes.append(f"ICC profile dropped: {fmt} {why}, and it cannot be used to convert "
+                          f"the colours ({one_line(e)})")
+        info.icc_profile = None
+    return im
 
 
 def _bands(array: np.ndarray) -> bool:

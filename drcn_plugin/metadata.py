@@ -417,7 +417,8 @@ class Descriptive:
         elif self.iptc is not None and fmt != "TIFF":
             dropped.append("IPTC")
         if dropped:
-            notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for them")
+            them = "them" if len(dropped) > 1 else "it"
+            notes.append(f"{', '.join(dropped)} dropped: {fmt} has no place for {them}")
         return opts
 
 

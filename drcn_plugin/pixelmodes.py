@@ -9,7 +9,6 @@ opens and decodes the file; what a conversion changes or drops becomes one of th
 
 from __future__ import annotations
 
-import io
 import struct
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -18,6 +17,7 @@ from PIL import Image, ImageFile
 
 from .errors import BadImageError, one_line
 from .opening import as_tuple
+from .profiles import srgb_profile, to_srgb
 from .tiff16 import why_8_bits
 
 if TYPE_CHECKING:
@@ -231,13 +231,8 @@ def _to_rgb(im: Image.Image, info: ImageInfo) -> Image.Image:
     why = ""
     if info.icc_profile:
         try:
-            from PIL import ImageCms  # a Pillow built without littlecms lacks it
-
-            srgb = ImageCms.createProfile("sRGB")
-            rgb = ImageCms.profileToProfile(
-                im, ImageCms.ImageCmsProfile(io.BytesIO(info.icc_profile)), srgb,
-                outputMode="RGB")
-            info.icc_profile = ImageCms.ImageCmsProfile(srgb).tobytes()
+            rgb = to_srgb(im, info.icc_profile)
+            info.icc_profile = srgb_profile()
             info.notes.append(f"{im.mode} converted to sRGB through its ICC profile")
             return rgb
         except Exception as e:  # noqa: BLE001 - an unusable profile: the plain conversion

@@ -15,8 +15,10 @@ from helpers import hand_png, png_chunk, upscale
 from PIL import Image
 
 from drcn_plugin import engine
+from drcn_plugin.colourspace import SRGB_CHROMATICITIES, icc_profile
 from drcn_plugin.compression import is_lossy
 from drcn_plugin.imagefile import read_image
+from drcn_plugin.profiles import srgb_profile
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 
@@ -304,34 +306,41 @@ def test_jpeg_takes_images_whose_alpha_is_all_opaque(folder: Path, tiny_model_fi
     assert calls == []
 
 
-def test_a_grey_profile_is_not_put_in_an_rgb_file(folder: Path, tiny_model_file: str) -> None:
-    """WebP has no grey: a grey image is stored as RGB, where a grey profile is wrong."""
-    cms = pytest.importorskip("PIL.ImageCms")
-    grey = _icc(b"mntrGRAYXYZ ", [(b"kTRC", b"curv" + bytes(4) + struct.pack(">IH", 1, 0x0233))])
-    assert cms.ImageCmsProfile(io.BytesIO(grey)).profile.xcolor_space.strip() == "GRAY"
-    Image.fromarray(_ramp()).save(folder / "g.png", icc_profile=grey)
-    for fmt in ("webp", "png"):
-        r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-f", fmt, "-o",
-                    str(folder / fmt))
+def _srgb_levels(linear: np.ndarray) -> np.ndarray:
+    """8-bit levels of linear light on sRGB's curve (IEC 61966-2-1)."""
+    v = linear.astype(np.float64) / 255
+    return 255 * np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+@pytest.mark.parametrize(("fmt", "grey"), [("webp", True), ("bmp", True), ("bmp", False)])
+def test_a_profile_the_output_cannot_carry_is_applied_not_dropped(
+        folder: Path, tiny_model_file: str, fmt: str, grey: bool) -> None:
+    """A grey profile in WebP (which stores grey as RGB) or any profile in a BMP was dropped,
+    and the pixels kept: a linear-light image then showed 40-60 levels too dark. The pixels go
+    through the profile to sRGB instead, against the PNG result that keeps the profile."""
+    pytest.importorskip("PIL.ImageCms")
+    linear = icc_profile(SRGB_CHROMATICITIES, 1.0, grey=grey)
+    ramp = _ramp()
+    Image.fromarray(ramp if grey else np.dstack([ramp, ramp[::-1], ramp[:, ::-1]])).save(
+        folder / "g.png", icc_profile=linear)
+    said = {}
+    for out_fmt in (fmt, "png"):
+        lossless = ["--quality", "100"] if out_fmt == "webp" else []
+        r = upscale(str(folder / "g.png"), "-m", tiny_model_file, "-f", out_fmt, *lossless,
+                    "-o", str(folder / out_fmt))
         assert r.exit_code == 0, r.output
-        with Image.open(folder / fmt / f"g.{fmt}") as out:
-            kept = out.info.get("icc_profile")
-        assert kept == (None if fmt == "webp" else grey)
-        assert ("grey ICC profile dropped: WEBP stores this image as RGB" in r.output) \
-            == (fmt == "webp")
-
-
-def test_bmp_names_the_profile_and_exif_it_drops(folder: Path, tiny_model_file: str) -> None:
-    cms = pytest.importorskip("PIL.ImageCms")
-    exif = Image.Exif()
-    exif[0x010F] = "Canon"
-    srgb = cms.ImageCmsProfile(cms.createProfile("sRGB")).tobytes()  # one a viewer can use
-    Image.fromarray(_ramp()).convert("RGB").save(folder / "m.png", exif=exif, icc_profile=srgb)
-    Image.fromarray(_ramp()).convert("RGB").save(folder / "plain.png")
-    r = upscale(str(folder), "-m", tiny_model_file, "-f", "bmp", "-o", str(folder / "out"))
-    assert r.exit_code == 0, r.output
-    assert r.output.count("ICC profile, EXIF dropped: BMP has no place for them") == 1
-    assert Image.open(folder / "out" / "m.bmp").size == (36, 24)
+        said[out_fmt] = r.output
+    with Image.open(folder / "png" / "g.png") as kept, Image.open(folder / fmt / f"g.{fmt}") as im:
+        assert kept.info.get("icc_profile") == linear
+        want = _srgb_levels(np.asarray(kept.convert("RGB")))
+        got = np.asarray(im.convert("RGB")).astype(np.float64)
+        tagged = im.info.get("icc_profile")
+    assert np.abs(got - want).mean() < 2.0 and np.abs(got - want).max() <= 12
+    assert np.abs(got - np.asarray(kept.convert("RGB"))).mean() > 20  # what dropping it gave
+    assert tagged == (None if fmt == "bmp" else srgb_profile())
+    why = "has no place for it" if fmt == "bmp" else "stores grey as RGB"
+    assert f"{'grey' if grey else 'RGB'} converted to sRGB through its ICC profile: " \
+           f"{fmt.upper()} {why}" in said[fmt] and "converted" not in said["png"]
 
 
 @pytest.mark.parametrize("flag", ["--overwrite", "--skip-existing"])
@@ -394,7 +403,7 @@ def test_jpeg_iptc_travels_alone_to_jpeg_and_tiff(folder: Path, tiny_model_file:
     assert app13 == [b"Photoshop 3.0\x00" + _resource(0x0404, iptc)]
     with Image.open(folder / "tiff" / "i.tif") as out:
         assert out.tag_v2[33723] == iptc
-    assert "IPTC dropped: PNG has no place for them" in outputs["png"]
+    assert "IPTC dropped: PNG has no place for it" in outputs["png"]
     assert "IPTC" not in outputs["jpg"] + outputs["tiff"]
 
 

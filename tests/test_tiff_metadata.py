@@ -64,7 +64,7 @@ def test_a_tiffs_iptc_is_dropped_with_a_note_where_the_format_has_no_place(
     with Image.open(out / f"ps.{fmt}") as im:
         exif = im.getexif()
     assert 33723 not in exif and exif[315] == "Jane"
-    assert f"IPTC dropped: {fmt.upper()} has no place for them" in r.output
+    assert f"IPTC dropped: {fmt.upper()} has no place for it" in r.output
 
 
 @pytest.mark.parametrize("big_tiff", [False, True])

@@ -1,0 +1,44 @@
+"""Pixels taken through their ICC profile to sRGB where the profile cannot go with them: CMYK and
+other colour spaces as they are read (:mod:`.pixelmodes`), a grey profile where the output stores
+grey as RGB and any profile in a BMP (:mod:`.encoding`), so the colours look as they did.
+littlecms (Pillow's ImageCms) does the conversion."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from .colourspace import SRGB_CHROMATICITIES, icc_profile
+
+
+def srgb_profile() -> bytes:
+    """littlecms's sRGB profile, which a result taken to sRGB is tagged with."""
+    from PIL import ImageCms  # a Pillow built without littlecms lacks it
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def says_srgb(icc: bytes) -> bool:
+    """Whether the profile ``icc`` names itself sRGB (its pixels are sRGB's already)."""
+    from PIL import ImageCms
+
+    return "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+
+
+def to_srgb(im: Image.Image, icc: bytes) -> Image.Image:
+    """``im`` through ``icc``, its ICC profile, to sRGB, an alpha kept: grey to grey on sRGB's
+    curve, any other space to RGB. Raises ImportError without littlecms and ImageCms's errors
+    for a profile it cannot use."""
+    from PIL import ImageCms
+
+    alpha = im.getchannel("A") if im.mode in ("LA", "RGBA") else None
+    colour = im.convert(im.mode[:-1]) if alpha is not None else im
+    grey = colour.mode == "L"
+    target = icc_profile(SRGB_CHROMATICITIES, None, grey=True) if grey else srgb_profile()
+    out = ImageCms.profileToProfile(colour, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                    ImageCms.ImageCmsProfile(io.BytesIO(target)),
+                                    outputMode="L" if grey else "RGB")
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out
