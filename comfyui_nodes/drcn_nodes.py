@@ -122,13 +122,32 @@ def resolve_model(model_name: str, hub_or_path: str = "") -> DRCN:
     spec = pasted_path(hub_or_path)
     if spec:
         return load_model(spec)
-    fp = _folder_paths()
-    if model_name in SHIPPED or fp is None:
+    if model_name in SHIPPED or _folder_paths() is None:
         return load_model(model_name)
-    found = fp.get_full_path(MODELS_FOLDER, model_name)
+    found = _in_models_folder(model_name)
     if found is None:
         raise ModelLoadError(f"weights file {model_name!r} not found in models/{MODELS_FOLDER}")
-    return load_weights_file(Path(found))
+    return load_weights_file(found)
+
+
+def _in_models_folder(model_name: str) -> Path | None:
+    """The file ``model_name`` names in ComfyUI's models/drcn folders, None where there is none
+    (or outside ComfyUI)."""
+    fp = _folder_paths()
+    found = fp.get_full_path(MODELS_FOLDER, model_name) if fp is not None else None
+    return Path(found) if found else None
+
+
+def _file_stamp(path: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of the weights file ``path``, or of each file in the
+    model folder it is; empty for none (a shipped name, a Hub spec) or an unreadable one."""
+    if path is None:
+        return ()
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        return tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
+    except OSError:
+        return ()
 
 
 class DRCNModelLoader:
@@ -164,6 +183,17 @@ class DRCNModelLoader:
                                "photo variant (1 = the photo model), for JPEG and noisy photos"}),
             },
         }
+
+    @classmethod
+    def IS_CHANGED(cls, model_name: str, hub_or_path: str = "",  # noqa: N802 (ComfyUI's name)
+                   denoise: float = 0.0) -> str:
+        """What ComfyUI compares between runs to reuse the loaded model: the choice and its local
+        weights file's size and time, so a file written anew under its name (a model trained
+        further) is loaded again, not the one cached at the first run."""
+        spec = pasted_path(hub_or_path)
+        path = (Path(spec) if not spec.startswith("hf:") else None) if spec \
+            else _in_models_folder(model_name) if model_name not in SHIPPED else None
+        return repr((model_name, spec, denoise, _file_stamp(path)))
 
     def load(self, model_name: str, hub_or_path: str = "", denoise: float = 0.0) -> tuple[DRCN]:
         """Resolve the choice to a DRCN module (on the CPU until the upscaler moves it)."""

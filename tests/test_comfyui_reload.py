@@ -1,0 +1,46 @@
+"""The DRCN loader's IS_CHANGED: ComfyUI reuses a node's output while this stays the same, so a
+weights file written anew under its name must change it (fakes from test_comfyui_nodes)."""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+from helpers import seeded_drcn
+from safetensors.torch import save_file
+from test_comfyui_nodes import PKG, fake_folder_paths  # noqa: F401 (a fixture)
+
+LOADER = PKG.NODE_CLASS_MAPPINGS["DRCNModelLoader"]
+
+
+def _save(path: Path, features: int) -> None:
+    model = seeded_drcn(features=features)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def test_a_weights_file_written_anew_is_loaded_again(
+        tmp_path: Path, fake_folder_paths: types.ModuleType) -> None:  # noqa: F811
+    folder = tmp_path / "models" / "drcn"
+    folder.mkdir(parents=True)
+    _save(folder / "mine.safetensors", 8)
+    LOADER.INPUT_TYPES()  # as ComfyUI lists the models first: models/drcn registered
+    first = LOADER.IS_CHANGED("mine.safetensors")
+    assert LOADER.IS_CHANGED("mine.safetensors") == first  # unchanged: the cached model stays
+    _save(folder / "mine.safetensors", 12)  # trained further, saved under the same name
+    os.utime(folder / "mine.safetensors", ns=(1, 1))  # a time the first one did not have
+    again = LOADER.IS_CHANGED("mine.safetensors")
+    assert again != first
+    (model,) = LOADER().load("mine.safetensors")
+    assert model.features == 12
+    pasted = LOADER.IS_CHANGED("drcn-lite", f'"{folder / "mine.safetensors"}"')
+    _save(folder / "mine.safetensors", 8)
+    assert LOADER.IS_CHANGED("drcn-lite", str(folder / "mine.safetensors")) != pasted
+
+
+def test_a_shipped_name_or_a_hub_spec_stays_the_same(
+        fake_folder_paths: types.ModuleType) -> None:  # noqa: F811
+    for args in (("drcn-lite",), ("drcn-lite", "hf:someone/drcn"), ("missing.safetensors",)):
+        assert LOADER.IS_CHANGED(*args) == LOADER.IS_CHANGED(*args)
+    assert LOADER.IS_CHANGED("drcn-lite") != LOADER.IS_CHANGED("drcn-lite-photo")
+    assert LOADER.IS_CHANGED("drcn-lite", denoise=0.5) != LOADER.IS_CHANGED("drcn-lite")
