@@ -38,7 +38,7 @@ def output_size(height: int, width: int, scale: float | None = None,
                                  f"{width}x{height}", option="size")
         if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
             raise BadOptionError(f"target size {size_text(ow, oh)} is more than {MAX_SCALE:g}x "
-                                 "the input", option="size")
+                                 f"the input {width}x{height}", option="size")
         return oh, ow
     if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")
