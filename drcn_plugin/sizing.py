@@ -13,6 +13,13 @@ from .errors import BadOptionError
 from .scales import MAX_SCALE, check_scale, scaled_length
 
 
+def size_text(width: int, height: int) -> str:
+    """``WxH`` for a message, or 'huge' when a side has 13 digits or more: Python cannot print an
+    int of over 4300 digits (a pasted run of 9s, or the side kept in proportion to one), and a
+    line of digits says nothing more."""
+    return f"{width}x{height}" if max(width, height) < 10**12 else "huge"
+
+
 def output_size(height: int, width: int, scale: float | None = None,
                 size: tuple[int, int] | None = None) -> tuple[int, int]:
     """Output (height, width): input x scale, halves rounded up (:func:`.scales.scaled_length`),
@@ -30,8 +37,8 @@ def output_size(height: int, width: int, scale: float | None = None,
             raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
                                  f"{width}x{height}", option="size")
         if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
-            raise BadOptionError(f"target size {ow}x{oh} is more than {MAX_SCALE:g}x the input",
-                                 option="size")
+            raise BadOptionError(f"target size {size_text(ow, oh)} is more than {MAX_SCALE:g}x "
+                                 f"the input {width}x{height}", option="size")
         return oh, ow
     if scale is None:
         raise BadOptionError("give a scale factor or a target size", option="scale")

@@ -39,12 +39,26 @@ def test_long_edge_follows_the_longer_side() -> None:
     ({"width": 300}, "smaller than the input 400x300"),
     ({"width": 900, "height": 200}, "smaller than the input"),
     ({"long_edge": 399}, "smaller than the input"),
-    ({"width": 400 * 17}, "more than 16x"),
+    ({"width": 400 * 17}, "more than 16x the input 400x300"),
     ({"scale": 0.5}, "out of range"),
 ])
 def test_refusals(kwargs: dict, words: str) -> None:
     with pytest.raises(DRCNError, match=words):
         TargetSize(**kwargs).resolve(300, 400)
+
+
+
+@pytest.mark.parametrize("target, size", [
+    (TargetSize(height=10**4299), (1, 64)),  # the width kept in proportion has 4301 digits
+    (TargetSize(width=10**20), (300, 400)),
+])
+def test_a_huge_target_is_refused_without_its_digits(target: TargetSize, size: tuple) -> None:
+    """A side of thousands of digits (a pasted run of 9s, or the side kept in proportion to one)
+    is refused as over 16x in a short line: Python cannot print an int of over 4300 digits (a
+    ValueError), and a line of them says nothing more."""
+    with pytest.raises(DRCNError) as refused:
+        target.resolve(*size)
+    assert str(refused.value) == f"target size huge is more than 16x the input {size[1]}x{size[0]}"
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -129,3 +143,12 @@ def test_cli_smaller_than_input_is_one_line(photo: Path, tiny_model_file: str) -
     errors = [ln for ln in result.output.splitlines() if "error" in ln]
     assert len(errors) == 1 and "target size 300x225 is smaller than the input 400x300" in \
         errors[0], result.output
+
+
+def test_cli_huge_height_is_one_line(photo: Path, tiny_model_file: str) -> None:
+    """The most digits Python reads: the width kept in proportion is past what it can print."""
+    result, sizes = _run(photo, tiny_model_file, "--height", "9" * 4300)
+    assert result.exit_code == 1 and sizes == []
+    errors = [ln for ln in result.output.splitlines() if "error" in ln]
+    assert len(errors) == 1, result.output
+    assert errors[0].endswith("target size huge is more than 16x the input 400x300"), errors[0]

@@ -40,7 +40,7 @@ from ..errors import Cancelled, DRCNError, ProtocolError, one_line
 from ..hub import DEFAULT_MODEL
 from ..memory import check_memory
 from ..pasting import pasted_path
-from ..sizing import TargetSize
+from ..sizing import TargetSize, size_text
 
 PROTOCOL = 1
 DTYPES = {"u8": np.dtype(np.uint8), "u16": np.dtype(np.uint16), "f32": np.dtype(np.float32)}
@@ -116,9 +116,8 @@ def parse_header(line: bytes) -> Request:
     except OverflowError:
         raise ProtocolError("bad header: scale or denoise is too large a number") from None
     if not (1 <= req.width <= MAX_SIDE and 1 <= req.height <= MAX_SIDE):
-        size = f"{req.width}x{req.height}" if max(req.width, req.height) < 10**12 else "huge"
-        raise ProtocolError(f"a {size} px image is outside the 1 to {MAX_SIDE} px a side that "
-                            "the DRCN worker takes")
+        raise ProtocolError(f"a {size_text(req.width, req.height)} px image is outside the 1 "
+                            f"to {MAX_SIDE} px a side that the DRCN worker takes")
     if not 1 <= req.channels <= 4 or req.dtype not in DTYPES:
         raise ProtocolError(f"bad header: {req.channels} channels, dtype {req.dtype!r} "
                             "(1-4 channels, u8, u16 or f32)")
