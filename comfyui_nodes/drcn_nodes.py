@@ -381,7 +381,7 @@ class DRCNUpscale:
                 "image": ("IMAGE",),
                 "drcn_model": (MODEL_TYPE,),
                 "scale": ("FLOAT", {"default": 2.0, "min": MIN_SCALE, "max": MAX_SCALE,
-                                    "step": 0.05,
+                                    "step": 0.05, "round": False,  # typed: 3.3333 stays
                                     "tooltip": "output size = input size x scale, halves "
                                                "rounded up; "
                                                "ignored when width or height is set"}),

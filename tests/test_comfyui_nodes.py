@@ -389,6 +389,7 @@ def test_node_metadata() -> None:
         assert cls.CATEGORY == "image/upscaling/DRCN" and callable(getattr(cls, cls.FUNCTION))
     scale = UPSCALE.INPUT_TYPES()["required"]["scale"][1]
     assert (scale["min"], scale["max"]) == (MIN_SCALE, MAX_SCALE)
+    assert scale["round"] is False  # else the frontend rounds a typed 3.3333 to the 0.05 step
     assert LOADER.RETURN_TYPES == ("DRCN_MODEL",)
     assert UPSCALE.INPUT_TYPES()["required"]["drcn_model"] == ("DRCN_MODEL",)
 
