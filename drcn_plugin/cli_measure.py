@@ -104,8 +104,8 @@ def eval_cmd(
             raise BadOptionError("it draws the plain network's depths, without the "
                                  "self-ensemble (--tta): ask for one of the two", option="plot")
         check_depth_options(per_depth, tta)
+        pick_precision(pick_device(device), precision)  # a typo is refused for bicubic too
         if model != "bicubic":  # named without a download; the Upscaler loads it below
-            pick_precision(pick_device(device), precision)
             model_loader(model)
         files = dataset_files(dataset, scale)
         inputs = [f.path for f in files]
