@@ -188,6 +188,29 @@ def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp
         f"error: invalid value for --scale: {says}; use a larger scale"], result.output
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("a.gif", "2 frames: only the first is read"),
+    ("a.png", "transparent pixels are read as the colour stored under them"),
+])
+@pytest.mark.usefixtures("wide_console")
+def test_compare_names_what_it_leaves_out_of_the_file(folder: Path, tmp_path: Path,
+                                                      tiny_model_file: str, name: str,
+                                                      says: str) -> None:
+    """An animation's later frames and an image's transparency were dropped without a word,
+    where eval and training name the file."""
+    first = random_rgb(32, 32)
+    if name.endswith(".gif"):
+        first.save(folder / name, save_all=True, append_images=[random_rgb(32, 32, seed=1)])
+    else:
+        rgba = first.convert("RGBA")
+        rgba.putpixel((0, 0), (0, 0, 0, 0))
+        rgba.save(folder / name)
+    result = CliRunner().invoke(app, ["compare", str(folder / name), "-o", str(tmp_path / "s.png"),
+                                      "-m", tiny_model_file, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"{folder / name}: {says}\n" in result.output
+
+
 def test_each_score_is_the_protocols_on_that_image_alone(folder: Path, tiny_model) -> None:
     """Read one image at a time, eval still scores each as the protocol does (the degradation
     seeded by the image's name and scale): the same numbers as computed directly."""
