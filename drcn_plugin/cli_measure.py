@@ -104,8 +104,8 @@ def eval_cmd(
             raise BadOptionError("it draws the plain network's depths, without the "
                                  "self-ensemble (--tta): ask for one of the two", option="plot")
         check_depth_options(per_depth, tta)
+        pick_precision(pick_device(device), precision)  # a typo is refused for bicubic too
         if model != "bicubic":  # named without a download; the Upscaler loads it below
-            pick_precision(pick_device(device), precision)
             model_loader(model)
         files = dataset_files(dataset, scale)
         inputs = [f.path for f in files]
@@ -210,7 +210,7 @@ def compare(
     )
     from .degrade import Recipe
     from .engine import Upscaler
-    from .imagefile import read_image
+    from .imagefile import read_image, read_in_part
     from .writing import Encoded, atomic_save, check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
@@ -230,7 +230,9 @@ def compare(
         refuse_input_target(target, [image])
         check_file_target(target, "output", overwrite)
         probe_folder(target.parent)  # before the (long) work, not after it
-        array, _ = read_image(image)
+        array, info = read_image(image)
+        if line := read_in_part(image, array, info):  # as eval and training say of it
+            note(line)
         labels = panel_labels(model)
         check_compare_input(array, scale, len(labels), from_original)  # before any download
         engines = {label: Upscaler(m, device=device) for m, label in labels.items()}

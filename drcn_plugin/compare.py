@@ -80,13 +80,11 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     if from_original:
         h, w = planes.shape[-2:]
         _check_shrinkable(h, w, scale)
-        # rounded, but never so small that enlarging it back would pass the largest factor
-        low = _u8(imresize(planes, size=tuple(max(round(n / scale), math.ceil(n / MAX_SCALE))
-                                              for n in (h, w))))
+        low = _u8(imresize(planes, size=_shrunk(h, w, scale)))
         size = (h, w)
     else:
         low = rgb
-        size = output_size(*rgb.shape[:2], scale)
+        size = _enlarged(*rgb.shape[:2], scale)
     if degrade is not None:
         low = _degraded(low, degrade, seed)
     models = {"DRCN": upscaler} if isinstance(upscaler, Upscaler) else upscaler
@@ -100,12 +98,33 @@ def compare_panels(image: np.ndarray, scale: float, upscaler: Upscaler | Mapping
     return panels
 
 
+def _shrunk(h: int, w: int, scale: float) -> tuple[int, int]:
+    """The original's size shrunk by ``scale``: rounded, but never so small that enlarging it
+    back would pass the largest factor."""
+    return max(round(h / scale), math.ceil(h / MAX_SCALE)), \
+        max(round(w / scale), math.ceil(w / MAX_SCALE))
+
+
+def _enlarged(h: int, w: int, scale: float) -> tuple[int, int]:
+    """The size an image is enlarged to; refused where rounding leaves it as it is (x1.001 of a
+    small image), since every panel would then be the image itself."""
+    size = output_size(h, w, scale)
+    if size == (h, w):
+        raise BadOptionError(f"at x{scale:g} the {w}x{h} image enlarges to its own size: every "
+                             "panel would be the image itself; use a larger scale", option="scale")
+    return size
+
+
 def _check_shrinkable(h: int, w: int, scale: float) -> None:
-    """An original large enough to shrink by ``scale`` and score with the border shaved."""
+    """An original large enough to shrink by ``scale`` and score with the border shaved, and
+    that the shrinking makes smaller (x1.001 of a small image rounds back to its own size)."""
     need = 2 * math.ceil(scale) + 1
     if min(h, w) < need:
         raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
                             f"(at least {need}x{need} pixels)")
+    if _shrunk(h, w, scale) == (h, w):
+        raise BadOptionError(f"at x{scale:g} the {w}x{h} image shrinks to its own size: every "
+                             "panel would be the original; use a larger scale", option="scale")
 
 
 _ZOOM = 2  # crops are shown at twice their size, pixels as blocks
@@ -125,7 +144,7 @@ def check_compare_input(image: np.ndarray, scale: float, models: int,
     scale = check_compare_scale(scale)
     if from_original:
         _check_shrinkable(h, w, scale)
-    oh, ow = (h, w) if from_original else output_size(h, w, scale)
+    oh, ow = (h, w) if from_original else _enlarged(h, w, scale)
     channels = 3 if image.ndim == 3 and image.shape[2] >= 3 else 1
     panels = models + 2 + from_original
     need = oh * ow * (channels * (_BYTES_PER_CHANNEL + panels) + _ORIGINAL_BYTES * from_original)

@@ -263,6 +263,17 @@ def _not_found(folder: Path) -> str:
     return f"dataset folder not found: {folder}"
 
 
+def read_in_part(path: Path, array: np.ndarray, info: ImageInfo) -> str | None:
+    """One line naming what a colour reading of ``array`` (alpha dropped), decoded from
+    ``path``, leaves out of the file: frames past the first, transparency; None if nothing."""
+    unread = [f"{info.frames} frames: only the first is read"] * (info.frames > 1) + \
+        ["frames after the first are damaged: only the first is read"] * info.damaged_frames
+    if array.ndim == 3 and array.shape[2] in (2, 4) and \
+            array[..., -1].min() < PEAKS.get(array.dtype, 1.0):
+        unread.append("transparent pixels are read as the colour stored under them")
+    return f"{path}: {'; '.join(unread)}" if unread else None
+
+
 def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     """An image file as 8-bit levels in uint8: ``[3, H, W]`` RGB, or ``[H, W]`` if grey.
 
@@ -272,13 +283,8 @@ def read_levels8(path: Path, left_out: list[str] | None = None) -> torch.Tensor:
     ``left_out`` as one line naming it, so that a caller can say so.
     """
     array, info = read_image(path)
-    unread = [f"{info.frames} frames: only the first is read"] * (info.frames > 1) + \
-        ["frames after the first are damaged: only the first is read"] * info.damaged_frames
-    if array.ndim == 3 and array.shape[2] in (2, 4) and \
-            array[..., -1].min() < PEAKS.get(array.dtype, 1.0):
-        unread.append("transparent pixels are read as the colour stored under them")
-    if unread and left_out is not None:
-        left_out.append(f"{path}: {'; '.join(unread)}")
+    if (line := read_in_part(path, array, info)) and left_out is not None:
+        left_out.append(line)
     try:
         require_unit_range(array, "training, like scoring,")
     except BadImageError as e:

@@ -360,6 +360,8 @@ def test_compare_labels_a_model_file_by_its_name_unless_two_read_the_same() -> N
     (["eval", "--dataset", "IMG", "--degrade", "foo:1"], "invalid value for --degrade: "),
     (["eval", "--dataset", "IMG", "-m", "bicubic", "--tta"], "invalid value for --tta: "),
     (["eval", "--dataset", "IMG", "-m", "bicubic", "--per-depth"], "invalid value for --per-depth"),
+    (["eval", "--dataset", "IMG", "-m", "bicubic", "--device", "bogus"], "unknown device 'bogus'"),
+    (["eval", "--dataset", "IMG", "-m", "bicubic", "--precision", "fp8"], "unknown precision"),
     (["nosuch"], "No such command 'nosuch'"),
     (["upscale", "IMG", "--scale"], "requires an argument. (see drcn upscale --help)"),
     (["gimp", "install", "--bogus"], "No such option: --bogus (see drcn gimp install --help)"),

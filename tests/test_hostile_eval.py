@@ -169,6 +169,48 @@ def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path:
         f"error: invalid value for --crop: crop size {crop} is too small: at least 1 pixel"]
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    ([], "at x1.001 the 64x48 image shrinks to its own size: every panel would be the original"),
+    (["--no-from-original"], "at x1.001 the 64x48 image enlarges to its own size: every panel "
+                             "would be the image itself"),
+])
+def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp_path: Path,
+                                                               tiny_model_file: str,
+                                                               args: list[str], says: str) -> None:
+    """x1.001 of a small image rounds to its own size: the sheet was four copies of the image,
+    each labelled inf dB, as if every method reproduced it exactly."""
+    random_rgb(64, 48).save(folder / "a.png")
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["compare", str(folder / "a.png"), "-s", "1.001", "-o",
+                                      str(out), "-m", tiny_model_file, "--device", "cpu", *args])
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.strip().splitlines() == [
+        f"error: invalid value for --scale: {says}; use a larger scale"], result.output
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("a.gif", "2 frames: only the first is read"),
+    ("a.png", "transparent pixels are read as the colour stored under them"),
+])
+@pytest.mark.usefixtures("wide_console")
+def test_compare_names_what_it_leaves_out_of_the_file(folder: Path, tmp_path: Path,
+                                                      tiny_model_file: str, name: str,
+                                                      says: str) -> None:
+    """An animation's later frames and an image's transparency were dropped without a word,
+    where eval and training name the file."""
+    first = random_rgb(32, 32)
+    if name.endswith(".gif"):
+        first.save(folder / name, save_all=True, append_images=[random_rgb(32, 32, seed=1)])
+    else:
+        rgba = first.convert("RGBA")
+        rgba.putpixel((0, 0), (0, 0, 0, 0))
+        rgba.save(folder / name)
+    result = CliRunner().invoke(app, ["compare", str(folder / name), "-o", str(tmp_path / "s.png"),
+                                      "-m", tiny_model_file, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"{folder / name}: {says}\n" in result.output
+
+
 def test_each_score_is_the_protocols_on_that_image_alone(folder: Path, tiny_model) -> None:
     """Read one image at a time, eval still scores each as the protocol does (the degradation
     seeded by the image's name and scale): the same numbers as computed directly."""
