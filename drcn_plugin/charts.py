@@ -212,9 +212,14 @@ def redraw_training_curves(source: Path, output: Path | None = None, overwrite: 
     try:
         if log_file.exists() and not log_file.is_file():  # a FIFO would block the read
             raise DRCNError(f"{log_file} is not a regular file")
-        log = json.loads(log_file.read_text(encoding="utf-8"))
+        text = log_file.read_text(encoding="utf-8")
+        log = json.loads(text)
     except FileNotFoundError:
         raise DRCNError(f"{log_file} not found: give a run folder or its log.json") from None
+    except json.JSONDecodeError as e:  # a log cut short, or another file
+        what = "it is empty" if not text.strip() else \
+            f"it is not JSON ({e.msg.lower()} at line {e.lineno}, column {e.colno})"
+        raise DRCNError(f"{log_file} is not a drcn training log: {what}") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise DRCNError(f"cannot read {log_file}: {one_line(e)}") from None
     if not isinstance(log, dict) or not isinstance(log.get("history"), list):

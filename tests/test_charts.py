@@ -62,7 +62,9 @@ def test_plot_train_run_folder_and_output(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     (None, "not found"),
-    ("{not json", "cannot read"),
+    ("{not json", "log.json is not a drcn training log: it is not JSON (expecting property "
+                  "name enclosed in double quotes at line 1, column 2)"),
+    ("\n", "log.json is not a drcn training log: it is empty"),  # a log cut short
     ('{"config": {}}', "not a drcn training log"),
     ('{"history": [{"step": 5, "loss": 0.1}]}', "not a drcn training log"),  # no lr, alpha
     ('[1, 2]', "not a drcn training log"),
