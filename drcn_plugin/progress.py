@@ -124,6 +124,8 @@ class TrainProgress(_Display):
         # a run that fails before its first step leaves no empty bar above its error line
         if exc[0] is not None and not self.progress.tasks[0].completed:
             self.progress.live.transient = True
+            self.progress.live.stop()  # not Progress.stop: off a terminal it adds a blank line
+            return
         super().__exit__(*exc)
 
     def update(self, p: TrainStep) -> None:

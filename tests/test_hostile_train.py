@@ -3,6 +3,7 @@ leave without effect is refused in one line, and an interrupt before the steps s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,15 @@ def test_a_damaged_training_image_is_the_only_line(t12: Path, tmp_path: Path) ->
     code, output = _cli(data, tmp_path / "run")
     assert code != 0 and output.strip().splitlines() == [
         f"error: {data / 'zz_cut.png'}: cannot decode image (image file is truncated)"], output
+
+
+def test_a_run_that_fails_before_its_first_step_says_it_on_the_first_line(
+        t12: Path, tmp_path: Path) -> None:
+    """Off a terminal, the progress bar left a blank line above the error of a run that never
+    started (Rich prints one as a non-interactive display stops)."""
+    data = tmp_path / "data"
+    shutil.copytree(t12, data)
+    (data / "zz.png").write_bytes(b"not an image")
+    code, output = _cli(data, tmp_path / "run")
+    assert code == 2 and output.startswith("error: "), repr(output)
+    assert output.count("\n") == 1 and "zz.png: not an image Pillow can read" in output
