@@ -121,8 +121,9 @@ class TrainProgress(_Display):
         self.task = self.progress.add_task("[bold]train", total=None, loss="-", val="-", rate="")
 
     def __exit__(self, *exc: object) -> None:
-        # a run that fails before its first step leaves no empty bar above its error line
-        if exc[0] is not None and not self.progress.tasks[0].completed:
+        # a run that fails before its first step, or has none left to take, leaves no empty
+        # bar above its closing line
+        if not self.progress.tasks[0].completed:
             self.progress.live.transient = True
             self.progress.live.stop()  # not Progress.stop: off a terminal it adds a blank line
             return

@@ -120,3 +120,11 @@ def test_a_run_that_fails_before_its_first_step_says_it_on_the_first_line(
     code, output = _cli(data, tmp_path / "run")
     assert code == 2 and output.startswith("error: "), repr(output)
     assert output.count("\n") == 1 and "zz.png: not an image Pillow can read" in output
+
+
+def test_a_resume_with_no_step_left_shows_no_empty_bar(t12: Path, tmp_path: Path) -> None:
+    code, output = _cli(t12, tmp_path / "run")
+    assert code == 0, output
+    r = CliRunner().invoke(app, ["train", "--resume", "--out", str(tmp_path / "run"),
+                                 "--no-curves"])
+    assert r.exit_code == 0 and r.output.startswith("wrote "), r.output  # no "train 0/?" bar
