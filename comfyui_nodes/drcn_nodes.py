@@ -36,6 +36,7 @@ from drcn_plugin.hub import (
     load_denoised,
     load_model,
     load_weights_file,
+    local_path,
 )
 from drcn_plugin.integrations.comfyui_install import MODELS_SUBDIR
 from drcn_plugin.memory import check_memory
@@ -191,7 +192,7 @@ class DRCNModelLoader:
         weights file's size and time, so a file written anew under its name (a model trained
         further) is loaded again, not the one cached at the first run."""
         spec = pasted_path(hub_or_path)
-        path = (Path(spec) if not spec.startswith("hf:") else None) if spec \
+        path = local_path(spec) if spec \
             else _in_models_folder(model_name) if model_name not in SHIPPED else None
         return repr((model_name, spec, denoise, _file_stamp(path)))
 

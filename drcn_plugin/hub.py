@@ -337,7 +337,7 @@ def model_loader(spec: str | os.PathLike = DEFAULT_MODEL) -> Callable[[], DRCN]:
     if not spec.strip():
         raise ModelLoadError(f"no model named: use one of {', '.join(SHIPPED)}, a .safetensors "
                              "file, a model folder, or hf:owner/name")
-    path = Path(os.path.expanduser(spec))  # as a shell does, ~nosuchuser stays as written
+    path = local_path(spec)
     mode = _mode(path)  # a name too long for a file is "not found"
     if mode is not None and stat.S_ISDIR(mode):
         return functools.partial(_load_folder, path)
@@ -354,6 +354,12 @@ def model_loader(spec: str | os.PathLike = DEFAULT_MODEL) -> Callable[[], DRCN]:
     names = ", ".join(SHIPPED)
     raise ModelLoadError(f"unknown model {spec!r}{meant}: use one of {names}, a .safetensors "
                          "file, a model folder, or hf:owner/name")
+
+
+def local_path(spec: str) -> Path | None:
+    """The file or folder a model spec names on this machine, ``~`` expanded as a shell does
+    (``~nosuchuser`` stays as written); None for a shipped name or a Hub spec."""
+    return None if spec in SHIPPED or spec.startswith("hf:") else Path(os.path.expanduser(spec))
 
 
 def names_a_path(spec: str) -> bool:
