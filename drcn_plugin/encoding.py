@@ -15,7 +15,7 @@ from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
 from .metadata import exif_for, scaled_dpi
 from .planes import quantised, to_8bit
-from .profiles import says_srgb, srgb_profile, to_srgb
+from .profiles import acts_as_srgb, srgb_profile, to_srgb
 from .tiff16 import TIFF16_MAX_BYTES
 from .writing import Encoded
 
@@ -98,11 +98,11 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
 def _as_srgb(im: Image.Image, fmt: str, info: ImageInfo, grey_pixels: bool) -> Image.Image:
     """``im`` taken through its ICC profile to sRGB where ``fmt`` cannot carry the profile with
     it (a grey one where the file stores grey as RGB, any in a BMP), so its colours look as they
-    did; tagged sRGB after (a BMP untagged, which its readers take as sRGB). A profile that
-    names itself sRGB needs no conversion; one littlecms cannot use is dropped (noted)."""
+    did; tagged sRGB after (a BMP untagged, which its readers take as sRGB). A profile
+    that acts as sRGB's needs no conversion; one littlecms cannot use is dropped (noted)."""
     why = "has no place for it" if fmt == "BMP" else "stores grey as RGB"
     try:
-        if not says_srgb(info.icc_profile):
+        if not acts_as_srgb(info.icc_profile, grey_pixels):
             mode = im.mode  # grey that _in_stored_mode made RGB(A) goes through the grey profile
             shown = im.convert("LA" if "A" in mode else "L") if grey_pixels else im
             im = to_srgb(shown, info.icc_profile).convert(mode)

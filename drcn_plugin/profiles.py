@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image
 
 from .colourspace import SRGB_CHROMATICITIES, icc_profile
@@ -19,11 +20,15 @@ def srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def says_srgb(icc: bytes) -> bool:
-    """Whether the profile ``icc`` names itself sRGB (its pixels are sRGB's already)."""
-    from PIL import ImageCms
-
-    return "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+def acts_as_srgb(icc: bytes, grey: bool) -> bool:
+    """Whether taking pixels through ``icc`` to sRGB leaves them within a level (every grey
+    level, or a 16-step grid of RGB): its pixels are sRGB's already. Its name is no proof: a
+    linear profile may be called "Linear sRGB"."""
+    levels = np.arange(0, 256, 1 if grey else 17, dtype=np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels), -1)
+    probe = levels[None] if grey else grid.reshape(16, 256, 3)
+    out = np.asarray(to_srgb(Image.fromarray(probe), icc), dtype=np.int16)
+    return bool(np.abs(out - probe).max() <= 1)
 
 
 def to_srgb(im: Image.Image, icc: bytes) -> Image.Image:
