@@ -27,9 +27,9 @@ def to_planes(image: np.ndarray) -> tuple[torch.Tensor, np.dtype]:
     return float_planes(image), image.dtype
 
 
-def checked_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as a native-order ``H x W x C`` array, refused with one line unless it is an
-    upscalable image; its size is then known before any float copy is made."""
+def checked_image(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """``image`` as a native-order ``H x W x C`` array, refused with one line naming it ``what``
+    unless it is an upscalable image; its size is then known before any float copy is made."""
     if not isinstance(image, np.ndarray):
         raise BadImageError(f"expected a numpy image array, got {type(image).__name__}")
     image = np.asarray(image)  # a matrix or masked array as its plain values
@@ -40,15 +40,15 @@ def checked_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise BadImageError(f"unsupported image shape {image.shape}: need H x W x 1..4 channels")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise BadImageError(f"the image is empty ({image.shape[1]}x{image.shape[0]} pixels)")
+        raise BadImageError(f"the {what} is empty ({image.shape[1]}x{image.shape[0]} pixels)")
     peak = PEAKS.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
         raise BadImageError(f"unsupported pixel type {image.dtype}: use uint8, uint16 or float")
     if peak is None:  # checked in the image's own dtype: float64 beyond float32 is no NaN
         if not np.isfinite(image).all():
-            raise BadImageError("the image has NaN or infinite values")
+            raise BadImageError(f"the {what} has NaN or infinite values")
         if max(-float(image.min()), float(image.max())) > FLOAT_LIMIT:
-            raise BadImageError(f"the image has values beyond ±{FLOAT_LIMIT:g}, which overflow "
+            raise BadImageError(f"the {what} has values beyond ±{FLOAT_LIMIT:g}, which overflow "
                                 "the float32 arithmetic")
     return image
 
@@ -57,7 +57,7 @@ def checked_alpha(alpha: np.ndarray, image: np.ndarray) -> np.ndarray:
     """An alpha kept apart from the :func:`checked_image` ``image`` as a checked ``H x W x 1``
     array, refused with one line unless it is one plane of the image's size beside no alpha."""
     shape = np.shape(alpha)
-    alpha = checked_image(alpha)
+    alpha = checked_image(alpha, "alpha")
     if alpha.shape[2] != 1 or alpha.shape[:2] != image.shape[:2]:
         raise BadImageError(f"the alpha must be one {image.shape[1]}x{image.shape[0]} plane, as "
                             f"the image; got shape {shape}")

@@ -63,7 +63,7 @@ def test_colours_hidden_by_an_alpha_apart_are_filled_from_the_visible_ones(
     (np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8), np.float32),
      "the image has an alpha of its own: pass it in the image or apart"),
     (np.zeros((8, 8, 3), np.uint8), np.full((8, 8), np.nan, np.float32),
-     "the image has NaN or infinite values"),
+     "the alpha has NaN or infinite values"),
 ])
 def test_an_alpha_that_does_not_fit_the_image_is_refused_in_one_line(
         engine: Upscaler, image: np.ndarray, alpha: np.ndarray, message: str) -> None:
