@@ -120,8 +120,8 @@ def _sub_blocks(f: BinaryIO) -> bytes:
 
 
 def gif_frames(f: BinaryIO) -> list[_GifFrame]:
-    """The images of the GIF ``f`` in order, read from its blocks (no pixel decoded); those
-    before the end of a file cut short (Pillow refuses the rest)."""
+    """The images of the GIF ``f`` in order, read from its blocks (no pixel decoded) as Pillow
+    reads them; those before the end of a file cut short (Pillow refuses the rest)."""
     f.seek(6)
     frames: list[_GifFrame] = []
     try:
@@ -141,8 +141,7 @@ def gif_frames(f: BinaryIO) -> list[_GifFrame]:
                 frames.append(_GifFrame((x, y, x + w, y + h), local or table, transparent,
                                         disposal, bool(flags & 0x40), data))
                 transparent, disposal = None, 0
-            else:
-                break  # what Pillow stops at too
+            # any other byte is skipped, as Pillow skips it: the frames are those it counts
     except struct.error:  # cut short in a header
         pass
     return frames

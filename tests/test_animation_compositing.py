@@ -106,3 +106,23 @@ def test_a_gif_image_leaving_its_screen_bare_leaves_it_transparent(
     want[2:6, 2:6] = (200, 0, 0, 255)
     got = shown(tmp_path / "out" / "a.png")[0]
     np.testing.assert_array_equal(got, engine.Upscaler(tiny_model_file, device="cpu").upscale(want, 2))
+
+
+def test_a_gif_with_a_stray_byte_between_frames_keeps_all_its_frames(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Pillow skips a byte between a GIF's blocks (an encoder's stray padding) and counts the
+    frame after it: the canvas must read that frame too, not refuse it as damaged."""
+    frames = [Image.new("P", (4, 4), i) for i in (1, 2)]
+    for im in frames:
+        im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    data = buf.getvalue()
+    cut = data.rindex(b"\x21\xf9")  # the second frame's graphic control block
+    (tmp_path / "a.gif").write_bytes(data[:cut] + b"\0" + data[cut:])
+    r = upscale(str(tmp_path / "a.gif"), "-m", tiny_model_file, "-f", "png", "-o",
+                str(tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    out = shown(tmp_path / "out" / "a.png")
+    means = [frame[..., :3].reshape(-1, 3).mean(axis=0) for frame in out]
+    assert len(out) == 2 and means[0].argmax() == 0 and means[1].argmax() == 1  # red, green
