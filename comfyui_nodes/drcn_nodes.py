@@ -333,11 +333,13 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                                else upscaler.upscale_with_alpha(source, apart, **job))
             for i, (result, apart) in zip(frames, results, strict=True):
                 pixels = from_engine(result).clamp_(0.0, 1.0)
-                if apart is not None:  # the alpha, back apart in float32, as the last channel
-                    pixels = torch.cat([pixels, torch.from_numpy(apart)[..., None]], dim=-1)
-                out_image[i] = pixels[..., :channels]
+                alpha_out = pixels[..., -1] if apart is None else torch.from_numpy(apart)
+                shown = min(channels, pixels.shape[-1])  # an alpha apart is not among them
+                out_image[i, ..., :shown] = pixels[..., :shown]
+                if shown < channels:  # the image's own alpha came back apart
+                    out_image[i, ..., -1] = alpha_out
                 if has_mask:
-                    torch.sub(1.0, pixels[..., -1], out=out_mask[i])
+                    torch.sub(1.0, alpha_out, out=out_mask[i])
             del results
     finally:
         del upscaler  # its half-precision copy of the model lives on the device

@@ -109,10 +109,16 @@ def _enlarged(h: int, w: int, scale: float) -> tuple[int, int]:
     """The size an image is enlarged to; refused where rounding leaves it as it is (x1.001 of a
     small image), since every panel would then be the image itself."""
     size = output_size(h, w, scale)
-    if size == (h, w):
-        raise BadOptionError(f"at x{scale:g} the {w}x{h} image enlarges to its own size: every "
-                             "panel would be the image itself; use a larger scale", option="scale")
+    _refuse_own_size(size, h, w, scale, "enlarges")
     return size
+
+
+def _refuse_own_size(size: tuple[int, int], h: int, w: int, scale: float, goes: str) -> None:
+    """Refuse a ``scale`` that rounding turns into no change of an h x w image's size: every
+    panel would be the image itself."""
+    if size == (h, w):
+        raise BadOptionError(f"at x{scale:g} the {w}x{h} image {goes} to its own size: every "
+                             "panel would be the image itself; use a larger scale", option="scale")
 
 
 def _check_shrinkable(h: int, w: int, scale: float) -> None:
@@ -122,9 +128,7 @@ def _check_shrinkable(h: int, w: int, scale: float) -> None:
     if min(h, w) < need:
         raise BadImageError(f"the image is {w}x{h}: too small to shrink x{scale:g} and score "
                             f"(at least {need}x{need} pixels)")
-    if _shrunk(h, w, scale) == (h, w):
-        raise BadOptionError(f"at x{scale:g} the {w}x{h} image shrinks to its own size: every "
-                             "panel would be the original; use a larger scale", option="scale")
+    _refuse_own_size(_shrunk(h, w, scale), h, w, scale, "shrinks")
 
 
 _ZOOM = 2  # crops are shown at twice their size, pixels as blocks

@@ -46,6 +46,21 @@ class _Canvas:
         saved = self.canvas.crop(box) if restore else None
         self.undo = (box, saved) if clear or restore else None
 
+    def _drawn_to(self, k: int, first: int = 0) -> str:
+        """Every frame from ``first`` up to ``k`` drawn that is not yet (frames are asked for in
+        order); the stored mode of the last (:func:`.stored_mode`, "" where not known)."""
+        if k <= self.done:
+            raise ValueError(f"frame {k} asked for after frame {self.done}")
+        stored = ""
+        for n in range(max(self.done + 1, first), k + 1):
+            stored = self._draw(n)
+            self.done = n
+        return stored
+
+    def _draw(self, k: int) -> str:
+        """Frame ``k`` drawn on the canvas after the last one's disposal; its stored mode."""
+        raise NotImplementedError
+
     def _shown(self) -> Image.Image:
         """The canvas in the file's kind of pixels."""
         shown = self.canvas.convert("LA") if self.grey else self.canvas.copy()
@@ -69,11 +84,7 @@ class ApngCanvas(_Canvas):
             stored = stored_mode(self.im)
             self.im.load()
             return self.im, stored
-        if k <= self.done:
-            raise ValueError(f"APNG frame {k} asked for after frame {self.done}")
-        stored = ""
-        for n in range(max(self.done + 1, self.start), k + 1):
-            stored = self._draw(n)
+        stored = self._drawn_to(k, self.start)
         return self._shown(), stored
 
     def _draw(self, k: int) -> str:
@@ -93,7 +104,6 @@ class ApngCanvas(_Canvas):
             self.canvas.alpha_composite(rectangle, box[:2])
         else:
             self.canvas.paste(rectangle, box[:2])
-        self.done = k
         return stored
 
 
@@ -181,17 +191,17 @@ class GifCanvas(_Canvas):
         self.im.load()
         if k >= len(self.frames):
             raise DamagedImageError(f"GIF image {k + 1} not found")
-        for n in range(self.done + 1, k + 1):
-            self._draw(self.frames[n])
-        self.done = k
+        self._drawn_to(k)
         return self._shown(), ""
 
-    def _draw(self, frame: _GifFrame) -> None:
-        """``frame`` drawn (its transparent pixels leave the canvas) after the last one's
+    def _draw(self, k: int) -> str:
+        """Image ``k`` drawn (its transparent pixels leave the canvas) after the last one's
         disposal: 2 clears its rectangle to transparent, 3 puts back what it covered."""
+        frame = self.frames[k]
         self._dispose(frame.box, frame.disposal == 2, frame.disposal == 3)
         rectangle = _gif_rectangle(frame)
         self.canvas.paste(rectangle, frame.box[:2], rectangle)
+        return ""
 
 
 def bare_gif_screen(im: Image.Image) -> Box | None:

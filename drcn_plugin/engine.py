@@ -42,7 +42,7 @@ from .errors import (
     require_flag,
 )
 from .hub import DEFAULT_MODEL, checked, load_denoised, load_model
-from .imaging import imresize, rgb_to_ycbcr
+from .imaging import rgb_to_ycbcr
 from .memory import check_memory, working_budget
 from .model import DRCN, cancel_checked, watch_cancel
 from .planes import (
@@ -54,6 +54,7 @@ from .planes import (
     interpolated_y,
     kept_range,
     merge,
+    resized_alpha,
 )
 from .sizing import network_size, output_size, whole_number
 
@@ -391,10 +392,10 @@ class Upscaler:
             if progress is not None:
                 progress(1, 1)
             return out, None if apart is None else float_planes(apart)[0].clamp_(0, 1).numpy()
-        # As the front ends do: refused now, not after the network pass or by the OOM killer.
-        # An alpha apart is a float result beside the image's: counted at 4 bytes a value.
-        check_memory(h, w, channels + (apart is not None),
-                     kind.itemsize if apart is None else 4, size=(oh, ow), encoded=False)
+        # As the front ends do: refused now, not after the network pass or by the OOM killer;
+        # an alpha apart adds a float plane in and one out.
+        check_memory(h, w, channels, kind.itemsize, size=(oh, ow), encoded=False,
+                     held=0 if apart is None else 4 * (h * w + oh * ow))
         work = network_size(h, w, oh, ow)
         colour = channels in (3, 4)
         float_range = kept_range(image) if kind.kind == "f" else (0.0, 1.0)
@@ -418,5 +419,5 @@ class Upscaler:
             kept = src.shape[0] - (alpha is not None)  # the planes merged into the image
             out = merge(y_out, src[1:kept], colour, kind, float_range)
             if alpha is not None:
-                alpha = imresize(src[kept:], size=(oh, ow))[0].clamp_(0, 1).cpu().numpy()
+                alpha = resized_alpha(src[kept:], (oh, ow))
         return out[:, :, 0] if image.ndim == 2 else out, alpha

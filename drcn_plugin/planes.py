@@ -142,6 +142,15 @@ def interpolated_y(y: torch.Tensor, size: tuple[int, int], peak: float | None) -
     return out
 
 
+def resized_alpha(alpha: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A ``[1, H, W]`` float alpha bicubic to ``size`` on its device, a row block at a time (as
+    :func:`merge` resizes the planes it holds), clamped to 0..1, as a float32 array."""
+    out = np.empty(size, dtype=np.float32)
+    for r0, r1 in row_blocks(*size):
+        out[r0:r1] = imresize(alpha, size=size, rows=(r0, r1))[0].clamp_(0, 1).cpu().numpy()
+    return out
+
+
 def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
     """Give fully transparent pixels of ``[C, H, W]`` planes with alpha the colour of the visible
     ones around them (in place), so their unseen colour cannot fringe the enlarged edge."""

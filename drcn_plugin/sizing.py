@@ -34,7 +34,7 @@ def output_size(height: int, width: int, scale: float | None = None,
                                  option="size")
         oh, ow = int(size[0]), int(size[1])
         if oh < height or ow < width:
-            raise BadOptionError(f"target size {ow}x{oh} is smaller than the input "
+            raise BadOptionError(f"target size {size_text(ow, oh)} is smaller than the input "
                                  f"{width}x{height}", option="size")
         if oh > height * MAX_SCALE or ow > width * MAX_SCALE:
             raise BadOptionError(f"target size {size_text(ow, oh)} is more than {MAX_SCALE:g}x "

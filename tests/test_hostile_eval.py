@@ -170,7 +170,7 @@ def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    ([], "at x1.001 the 64x48 image shrinks to its own size: every panel would be the original"),
+    ([], "at x1.001 the 64x48 image shrinks to its own size: every panel would be the image itself"),
     (["--no-from-original"], "at x1.001 the 64x48 image enlarges to its own size: every panel "
                              "would be the image itself"),
 ])
