@@ -223,6 +223,24 @@ def with_bare_screen(im: Image.Image, box: Box) -> Image.Image:
     return shown
 
 
+def behind_default_image(im: Image.Image) -> bool:
+    """Whether ``im`` is an animated PNG whose first image is a default image outside the
+    animation (what a viewer without APNG shows, often a "not supported" picture)."""
+    return im.format == "PNG" and bool(im.info.get("default_image")) and \
+        getattr(im, "n_frames", 1) > 1
+
+
+def first_animation_frame(im: Image.Image) -> tuple[Image.Image, str]:
+    """The first frame of ``im``'s animation (:func:`behind_default_image`) as a browser shows it,
+    and how the file stores its pixels."""
+    if im.mode in _EIGHT_BITS:
+        return ApngCanvas(im).frame(1)
+    im.seek(1)
+    stored = stored_mode(im)
+    im.load()
+    return im, stored
+
+
 Canvas = ApngCanvas | GifCanvas
 
 

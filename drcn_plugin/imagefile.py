@@ -23,7 +23,12 @@ from PIL import Image, UnidentifiedImageError
 from . import devices
 from .av1header import avif_base_q_idx
 from .colourspace import read_colour_chunks
-from .compositing import bare_gif_screen, with_bare_screen
+from .compositing import (
+    bare_gif_screen,
+    behind_default_image,
+    first_animation_frame,
+    with_bare_screen,
+)
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
 from .deep import read_deep, transpose16
 from .errors import (
@@ -366,6 +371,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             deep = transpose16(deep, TRANSPOSE[turn])
         if bare is not None:
             im = with_bare_screen(im, bare)
+        if deep is None and behind_default_image(im):  # the still a browser shows
+            im, stored = first_animation_frame(im)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = to_array(im, info, stored) if deep is None else deep
@@ -386,8 +393,8 @@ def frame_count(path: Path, im: Image.Image) -> int:
     upright in loading. Where a TIFF's chain is damaged the pages before the damage count
     (:func:`.tiff_pages`); a count that fails counts one: the first frame decoded, enough. Any
     other format's count fails where a frame after the first is damaged (:func:`.pillow_frames`)."""
-    if im.format != "TIFF":
-        return pillow_frames(path, im)
+    if im.format != "TIFF":  # an APNG's default image outside its animation is no frame
+        return pillow_frames(path, im) - behind_default_image(im)
     try:
         with open_regular(path) as raw:
             return max(1, tiff_pages(raw))

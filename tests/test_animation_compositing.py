@@ -126,3 +126,23 @@ def test_a_gif_with_a_stray_byte_between_frames_keeps_all_its_frames(
     out = shown(tmp_path / "out" / "a.png")
     means = [frame[..., :3].reshape(-1, 3).mean(axis=0) for frame in out]
     assert len(out) == 2 and means[0].argmax() == 0 and means[1].argmax() == 1  # red, green
+
+
+def test_an_apngs_default_image_outside_its_animation_is_not_its_first_frame(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """An APNG may open with a default image that is no frame (the picture a viewer without APNG
+    shows): a still result was that picture, and the note counted it as a frame."""
+    red, green, blue = (Image.new("RGB", (16, 12), c) for c in
+                        ((255, 0, 0), (0, 255, 0), (0, 0, 255)))  # the default image red
+    red.save(tmp_path / "a.png", save_all=True, append_images=[green, blue], default_image=True,
+             duration=[100, 100, 100], loop=0)
+    r = upscale(str(tmp_path / "a.png"), "-m", tiny_model_file, "-f", "jpg", "-o",
+                str(tmp_path / "still"))
+    assert r.exit_code == 0 and "2 frames: only the first was upscaled" in r.output, r.output
+    with Image.open(tmp_path / "still" / "a.jpg") as im:
+        mean = np.asarray(im, np.float64).mean(axis=(0, 1))  # green, not the red default
+        assert np.abs(mean - green.getpixel((0, 0))).max() < 20, mean
+    r = upscale(str(tmp_path / "a.png"), "-m", tiny_model_file, "-o", str(tmp_path / "moving"))
+    assert r.exit_code == 0, r.output
+    frames = shown(tmp_path / "moving" / "a.png")
+    assert [int(np.argmax(f[5, 5, :3])) for f in frames] == [1, 2]  # green, then blue
