@@ -230,15 +230,23 @@ def behind_default_image(im: Image.Image) -> bool:
         getattr(im, "n_frames", 1) > 1
 
 
-def first_animation_frame(im: Image.Image) -> tuple[Image.Image, str]:
+def first_animation_frame(im: Image.Image, stored: str,
+                          notes: list[str]) -> tuple[Image.Image, str]:
     """The first frame of ``im``'s animation (:func:`behind_default_image`) as a browser shows it,
-    and how the file stores its pixels."""
-    if im.mode in _EIGHT_BITS:
-        return ApngCanvas(im).frame(1)
-    im.seek(1)
-    stored = stored_mode(im)
-    im.load()
-    return im, stored
+    and how the file stores its pixels; where that frame cannot be read (a file cut short), the
+    default image as it is (``stored``), noted."""
+    default = im.copy()  # a failed seek can leave ``im`` half-way to the frame
+    try:
+        if im.mode in _EIGHT_BITS:
+            return ApngCanvas(im).frame(1)
+        im.seek(1)
+        stored = stored_mode(im)
+        im.load()
+        return im, stored
+    except Exception:  # noqa: BLE001 - Pillow's ways to say a frame is damaged or cut short
+        notes.append("its animation is damaged or cut short: the default image (what viewers "
+                     "without APNG show) was upscaled")
+        return default, stored
 
 
 Canvas = ApngCanvas | GifCanvas
