@@ -23,7 +23,7 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
-from .compositing import Canvas, frame_canvas
+from .compositing import Canvas, frame_canvas, pillow_frame
 from .engine import CancelFn, ProgressFn
 from .errors import BadImageError, Cancelled, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
@@ -39,7 +39,7 @@ from .opening import (
     pillow_frames,
     reopen,
 )
-from .pixelmodes import stored_mode, to_array
+from .pixelmodes import to_array
 from .planes import PEAKS
 from .writing import Encoded
 
@@ -250,13 +250,7 @@ def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int],
     with decoding(path), caught_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
         turn = orientation(im)
-        if canvas is None:
-            im.seek(k)
-            stored = stored_mode(im)
-            im.load()
-            drawn = im
-        else:
-            drawn, stored = canvas.frame(k)
+        drawn, stored = canvas.frame(k) if canvas is not None else pillow_frame(im, k)
         shown = drawn if drawn.size == size else drawn.crop((0, 0, *size))
         frame = shown.transpose(TRANSPOSE[turn]) if turn in TRANSPOSE else shown
         return to_array(frame, ImageInfo(im.format), stored)

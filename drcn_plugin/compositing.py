@@ -80,10 +80,7 @@ class ApngCanvas(_Canvas):
     def frame(self, k: int) -> tuple[Image.Image, str]:
         """Frame ``k`` as shown and how the file stores its pixels (:func:`.stored_mode`)."""
         if k < self.start:  # the still outside the animation, shown alone
-            self.im.seek(k)
-            stored = stored_mode(self.im)
-            self.im.load()
-            return self.im, stored
+            return pillow_frame(self.im, k)
         stored = self._drawn_to(k, self.start)
         return self._shown(), stored
 
@@ -230,19 +227,24 @@ def behind_default_image(im: Image.Image) -> bool:
         getattr(im, "n_frames", 1) > 1
 
 
-def first_animation_frame(im: Image.Image, stored: str,
+def pillow_frame(im: Image.Image, k: int) -> tuple[Image.Image, str]:
+    """Frame ``k`` of ``im`` as Pillow composites it, and how the file stores its pixels
+    (:func:`.stored_mode`, read before loading clears the tiles)."""
+    im.seek(k)
+    stored = stored_mode(im)
+    im.load()
+    return im, stored
+
+
+def first_animation_frame(im: Image.Image, f: BinaryIO, stored: str,
                           notes: list[str]) -> tuple[Image.Image, str]:
-    """The first frame of ``im``'s animation (:func:`behind_default_image`) as a browser shows it,
-    and how the file stores its pixels; where that frame cannot be read (a file cut short), the
-    default image as it is (``stored``), noted."""
+    """The first frame of ``im``'s animation (:func:`behind_default_image`), read from ``f``, as a
+    browser shows it, and how the file stores its pixels; where that frame cannot be read (a
+    file cut short), the default image as it is (``stored``), noted."""
     default = im.copy()  # a failed seek can leave ``im`` half-way to the frame
     try:
-        if im.mode in _EIGHT_BITS:
-            return ApngCanvas(im).frame(1)
-        im.seek(1)
-        stored = stored_mode(im)
-        im.load()
-        return im, stored
+        canvas = frame_canvas(im, f)
+        return canvas.frame(1) if canvas is not None else pillow_frame(im, 1)
     except Exception:  # noqa: BLE001 - Pillow's ways to say a frame is damaged or cut short
         notes.append("its animation is damaged or cut short: the default image (what viewers "
                      "without APNG show) was upscaled")

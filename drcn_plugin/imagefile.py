@@ -372,7 +372,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         if bare is not None:
             im = with_bare_screen(im, bare)
         if deep is None and behind_default_image(im):  # the still a browser shows
-            im, stored = first_animation_frame(im, stored, info.notes)
+            im, stored = first_animation_frame(im, f, stored, info.notes)
         im, info.dpi = apply_orientation(im, exif, info.dpi, turn, turned)
         info.exif = exif
         array = to_array(im, info, stored) if deep is None else deep

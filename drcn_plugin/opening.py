@@ -76,7 +76,7 @@ def reopen(path: Path, state: FileState | None) -> BinaryIO:
         return f
     if state.digest is None or now[2] != state.version[2] or _digest(f) != state.digest:
         f.close()
-        raise _changed(path)
+        raise BadImageError(f"{path} changed while it was being upscaled: nothing written")
     return f
 
 
@@ -89,10 +89,6 @@ def _digest(f: BinaryIO) -> bytes:
         h.update(chunk)
     f.seek(where)
     return h.digest()
-
-
-def _changed(path: Path) -> BadImageError:
-    return BadImageError(f"{path} changed while it was being upscaled: nothing written")
 
 
 # Pillow's words where libwebp refuses a file (on opening), and fails on a frame's data (loading)
