@@ -386,12 +386,15 @@ class Upscaler:
         if (oh, ow) == (h, w):  # nothing to enlarge: the input as it is (float alpha in 0..1)
             if cancel is not None and cancel():  # no tiles to check it between: a batch still stops
                 raise Cancelled("cancelled")
-            out = np.array(np.asarray(image), dtype=kind)
-            if kind.kind == "f" and channels in (2, 4):
-                np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])
+            with allocating(h, w, torch.device("cpu")):  # the copies are made in host memory
+                out = np.array(np.asarray(image), dtype=kind)
+                if kind.kind == "f" and channels in (2, 4):
+                    np.clip(out[..., -1], 0.0, 1.0, out=out[..., -1])
+                if apart is not None:
+                    apart = float_planes(apart)[0].clamp_(0, 1).numpy()
             if progress is not None:
                 progress(1, 1)
-            return out, None if apart is None else float_planes(apart)[0].clamp_(0, 1).numpy()
+            return out, apart
         # As the front ends do: refused now, not after the network pass or by the OOM killer;
         # an alpha apart adds a float plane in and one out.
         check_memory(h, w, channels, kind.itemsize, size=(oh, ow), encoded=False,

@@ -150,3 +150,19 @@ def test_a_module_in_another_dtype_runs_in_the_precision_asked_for(one_thread: N
     assert np.array_equal(up.upscale(image, 2), same.upscale(image, 2))
     assert {p.dtype for p in up.model.parameters()} == {torch.float32}
     assert {p.dtype for p in module.parameters()} == {dtype}  # the caller's module as it was
+
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_a_copy_at_x1_too_big_for_memory_is_the_librarys_error(up: Upscaler,
+                                                                with_alpha: bool) -> None:
+    """At x1 the result is a copy of the input: one that cannot be allocated (a huge memmap or
+    broadcast view; here 4 EiB, beyond any address space) was numpy's raw MemoryError."""
+    from drcn_plugin.errors import OutOfMemoryError
+
+    side = 1 << 30
+    image = np.broadcast_to(np.uint8(7), (side, side, 1 if with_alpha else 4))
+    with pytest.raises(OutOfMemoryError, match=f"^not enough memory for a {side}x{side} result on cpu"):
+        if with_alpha:
+            up.upscale_with_alpha(image, np.broadcast_to(np.uint8(9), (side, side)), 1.0)
+        else:
+            up.upscale(image, 1.0)
+
