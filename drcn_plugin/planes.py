@@ -75,12 +75,14 @@ def float_planes(image: np.ndarray) -> torch.Tensor:
     return t.permute(2, 0, 1).contiguous()
 
 
-def kept_range(image: np.ndarray) -> tuple[float, float]:
+def kept_range(image: np.ndarray) -> tuple[np.floating, np.floating]:
     """The range a float image's result keeps: its colour (or grey) values' range widened to
-    0..1, read in the image's own dtype (exact as Python floats), not through float32."""
+    0..1, as scalars of the image's own dtype (a long double's bounds are not Python floats),
+    not through float32."""
     image = np.asarray(image)
     body = image if image.ndim == 2 else image[..., :3] if image.shape[2] > 2 else image[..., :1]
-    return min(0.0, float(body.min())), max(1.0, float(body.max()))
+    zero, one = body.dtype.type(0), body.dtype.type(1)
+    return min(zero, body.min()), max(one, body.max())
 
 
 def require_unit_range(image: np.ndarray, purpose: str) -> None:
@@ -173,7 +175,7 @@ def fill_transparent(planes: torch.Tensor) -> torch.Tensor:
 
 
 def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype,
-          float_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+          float_range: tuple[float | np.floating, float | np.floating] = (0.0, 1.0)) -> np.ndarray:
     """The network's Y (``[H, W]``) with ``rest`` = input-sized [Cb, Cr][, alpha] planes, bicubic
     to the output size on ``rest``'s device, as an ``H x W x C`` array of ``dtype``.
 
@@ -194,8 +196,9 @@ def merge(y_out: torch.Tensor, rest: torch.Tensor, colour: bool, dtype: np.dtype
         elif dtype == np.uint16:
             t = t.clamp(0, 1).mul_(65535).round_().to(torch.int32)
         else:
-            t = torch.cat([t[..., :n].clamp(*float_range), t[..., n:].clamp(0, 1)], dim=-1)
+            low, high = map(float, float_range)
+            t = torch.cat([t[..., :n].clamp(low, high), t[..., n:].clamp(0, 1)], dim=-1)
         out[r0:r1] = t.cpu().numpy().astype(dtype, copy=False)
-        if out.dtype.kind == "f":  # float32 bounds can round past a float64 range: clip again
+        if out.dtype.kind == "f":  # float32 bounds can round past the input's range: clip again
             np.clip(out[r0:r1, :, :n], *float_range, out=out[r0:r1, :, :n])
     return out

@@ -166,3 +166,13 @@ def test_a_copy_at_x1_too_big_for_memory_is_the_librarys_error(up: Upscaler,
         else:
             up.upscale(image, 1.0)
 
+
+def test_long_double_results_stay_exactly_within_the_inputs_range(up: Upscaler) -> None:
+    # Bounds read as Python floats round 1.1 (long double) up to the double 1.1, above it.
+    image = np.full((12, 12), np.longdouble("1.1"))
+    image[:, 6:], image[::3, ::3] = np.longdouble("-0.05"), 0.5
+    for layout in (image, np.dstack([image] * 3)):
+        out = up.upscale(layout, 2)
+        assert out.dtype == np.longdouble
+        assert out.min() == np.longdouble("-0.05") and out.max() == np.longdouble("1.1")
+
