@@ -8,9 +8,8 @@ factors from ``MIN_TRAIN_SCALE`` to ``MAX_TRAIN_SCALE`` (the paper trains and sc
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
-
-import numpy as np
 
 from .errors import BadOptionError
 
@@ -40,7 +39,7 @@ def check_scale(scale: float, lowest: float = MIN_SCALE) -> float:
     """An upscaling factor within ``lowest..MAX_SCALE`` as a Python float (a numpy scalar's
     own arithmetic would overflow or round sizes), or :class:`BadOptionError` (NaN too, and
     anything that is not a real number); a caller that refuses low factors names its range."""
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):  # a Fraction too
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
     value = as_float(scale)
     if not lowest <= value <= MAX_SCALE:

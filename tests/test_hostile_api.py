@@ -3,6 +3,8 @@ argument is one typed error or a right result, never a raw exception or a wrong 
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +153,7 @@ def test_a_module_in_another_dtype_runs_in_the_precision_asked_for(one_thread: N
     assert {p.dtype for p in up.model.parameters()} == {torch.float32}
     assert {p.dtype for p in module.parameters()} == {dtype}  # the caller's module as it was
 
+
 @pytest.mark.parametrize("with_alpha", [False, True])
 def test_a_copy_at_x1_too_big_for_memory_is_the_librarys_error(up: Upscaler,
                                                                 with_alpha: bool) -> None:
@@ -176,3 +179,9 @@ def test_long_double_results_stay_exactly_within_the_inputs_range(up: Upscaler) 
         assert out.dtype == np.longdouble
         assert out.min() == np.longdouble("-0.05") and out.max() == np.longdouble("1.1")
 
+
+@pytest.mark.parametrize("scale", [Fraction(5, 2), np.float16(2.5), np.longdouble("2.5")])
+def test_a_scale_of_any_real_number_type_is_taken(up: Upscaler, scale: object) -> None:
+    """A Fraction is a real number (the denoise strength takes one): it was 'not a number'."""
+    image = np.zeros((6, 5, 3), np.uint8)
+    assert up.upscale(image, scale).shape == (15, 13, 3)
