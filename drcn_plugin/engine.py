@@ -38,6 +38,7 @@ from .errors import (
     Cancelled,
     ModelLoadError,
     OutOfMemoryError,
+    bool_answers,
     require_callable,
     require_flag,
 )
@@ -376,6 +377,7 @@ class Upscaler:
         """The upscaled image, and the alpha kept apart (``alpha``'s, float32) or None."""
         require_callable(progress=progress, cancel=cancel)
         require_flag(fill_hidden=fill_hidden)
+        cancel = bool_answers(cancel)  # as every check of it below, the model's own included
         h, w = (*getattr(image, "shape", ()), 0, 0)[:2]
         with allocating(h, w, self.device, "input"):  # a byte-swapped copy, the NaN check
             pixels = checked_image(image)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,24 @@ def require_callable(**callbacks: object) -> None:
         if fn is not None and not callable(fn):
             raise BadOptionError(f"{name} must be a function or None, got {type(fn).__name__}",
                                  option=name)
+
+
+def bool_answers(cancel: Callable[[], object] | None) -> Callable[[], bool] | None:
+    """``cancel`` answering a plain bool, or None: an answer with no single truth value (a
+    numpy array or tensor of several values) is a typed error naming the callback, not the
+    ValueError numpy raises in the engine's own line."""
+    if cancel is None:
+        return None
+
+    def asked() -> bool:
+        answer = cancel()
+        try:
+            return bool(answer)
+        except (ValueError, RuntimeError) as e:  # numpy's and torch's "ambiguous" truth
+            raise BadOptionError(f"cancel must return True or False; its {type(answer).__name__}"
+                                 " answer has no single truth value", option="cancel") from e
+
+    return asked
 
 
 def require_flag(**flags: object) -> None:

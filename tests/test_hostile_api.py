@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import seeded_drcn
 
-from drcn_plugin import BadImageError, BadOptionError, ModelLoadError, Upscaler
+from drcn_plugin import BadImageError, BadOptionError, Cancelled, ModelLoadError, Upscaler
 from drcn_plugin.tuning import balanced_core
 
 
@@ -185,3 +185,17 @@ def test_a_scale_of_any_real_number_type_is_taken(up: Upscaler, scale: object) -
     """A Fraction is a real number (the denoise strength takes one): it was 'not a number'."""
     image = np.zeros((6, 5, 3), np.uint8)
     assert up.upscale(image, scale).shape == (15, 13, 3)
+
+
+@pytest.mark.parametrize("answer", [np.array([True, False]), torch.tensor([1, 0]),
+                                    np.array([])])
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_a_cancel_answer_without_one_truth_value_is_a_typed_error(
+        up: Upscaler, answer: object, scale: float) -> None:
+    """numpy's or torch's "truth value is ambiguous" came out of the engine's own line."""
+    with pytest.raises(BadOptionError, match="^cancel must return True or False; its "
+                                             f"{type(answer).__name__} answer has no single"):
+        up.upscale(np.zeros((8, 8), np.uint8), scale, cancel=lambda: answer)
+    with pytest.raises(Cancelled):  # one value: its truth, as before
+        up.upscale(np.zeros((8, 8), np.uint8), scale, cancel=lambda: np.array([True]))
+    assert up.upscale(np.zeros((8, 8), np.uint8), scale, cancel=np.bool_).shape[0] == 8 * scale
