@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .errors import EMPTY_PATH, BadOptionError, Cancelled, ModelLoadError
+from .errors import EMPTY_PATH, BadImageError, BadOptionError, Cancelled, ModelLoadError
 from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
 
@@ -140,6 +140,8 @@ class DRCN(
     def forward(self, x: torch.Tensor,
                 all_depths: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """The ensemble prediction; with ``all_depths`` also every depth's own prediction."""
+        if not x.is_floating_point():  # the depth weights cast to it would be 0: zeros out
+            raise BadImageError(f"DRCN takes a float image in 0..1, got {x.dtype}")
         # The convolutions, and on the fast path the ensemble sum of their features, run in the
         # weights' dtype (bf16/fp16 for fast inference); the skip connection is added in x's
         # dtype, so only the small residual carries the reduced precision.

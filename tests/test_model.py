@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from drcn_plugin.errors import DRCNError
+from drcn_plugin.errors import BadImageError, DRCNError
 from drcn_plugin.model import DRCN
 
 REFERENCE = [("drcn-f64-d16-x234.safetensors", 64, 112_017),
@@ -137,3 +137,13 @@ def test_interpolate_gives_each_end_exactly_and_the_mean_between() -> None:
         assert torch.allclose(mid[k], (v + b.state_dict()[k]) / 2)
     with pytest.raises(DRCNError, match="cannot blend"):
         interpolate(a, DRCN(features=4, recursions=3), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("all_depths", [False, True])
+def test_an_integer_input_is_refused_not_answered_with_zeros(tiny_model, dtype, all_depths):
+    """Cast to the weights' dtype on the way in, 8-bit levels ran the network, but the depth
+    weights cast to the input's integer dtype are 0: an all-zero uint8 answer, no error."""
+    x = (torch.rand(1, 1, 8, 8) * 255).to(dtype)
+    with pytest.raises(BadImageError, match=f"^DRCN takes a float image in 0..1, got {dtype}"):
+        tiny_model(x, all_depths=all_depths)
