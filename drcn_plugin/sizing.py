@@ -27,12 +27,11 @@ def output_size(height: int, width: int, scale: float | None = None,
     if size is not None and scale is not None:
         raise BadOptionError("give a scale factor or a target size, not both", option="size")
     if size is not None:
-        if not (isinstance(size, tuple | list) and len(size) == 2
-                and all(isinstance(n, int | np.integer) and not isinstance(n, bool)
-                        for n in size)):
+        sides = [whole_number(n) for n in size] if isinstance(size, tuple | list) else []
+        if len(sides) != 2 or None in sides:
             raise BadOptionError(f"target size {size!r} is not (height, width) in whole pixels",
                                  option="size")
-        oh, ow = int(size[0]), int(size[1])
+        oh, ow = sides
         if oh < height or ow < width:
             raise BadOptionError(f"target size {size_text(ow, oh)} is smaller than the input "
                                  f"{width}x{height}", option="size")

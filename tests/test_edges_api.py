@@ -125,6 +125,16 @@ def test_odd_scales_and_sizes_are_one_typed_error(tiny_model_file, scale, size, 
                                                          size=size)
 
 
+def test_a_size_of_whole_floats_is_taken_as_tile_and_target_width_are(tiny_model_file) -> None:
+    """Every other count takes an API workflow's 24.0 (:func:`.sizing.whole_number`); the size
+    refused it as "not (height, width) in whole pixels"."""
+    up = Upscaler(tiny_model_file, device="cpu")
+    image = np.zeros((12, 12), np.uint8)
+    want = up.upscale(image, size=(24, 20))
+    for size in [(24.0, 20.0), (np.float64(24), np.float32(20)), (np.int64(24), 20.0)]:
+        assert np.array_equal(up.upscale(image, size=size), want)
+
+
 def test_a_path_names_a_model_like_its_string(tmp_path: Path, tiny_model_file: str) -> None:
     path = Path(tiny_model_file)
     assert load_model(path).state_dict().keys() == load_model(str(path)).state_dict().keys()
