@@ -38,3 +38,8 @@ def __getattr__(name: str) -> object:
     if name in _HOME:
         return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and the public ones not loaded yet, for a REPL's completion."""
+    return sorted({*globals(), *__all__})

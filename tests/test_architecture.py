@@ -226,6 +226,16 @@ def test_the_public_api_loads_on_first_use() -> None:
     assert cold.stdout.strip() == "False", cold.stderr  # `drcn` starts before torch loads
 
 
+def test_the_public_names_are_listed_before_they_load() -> None:
+    """``dir(drcn_plugin)``, which a REPL's or an editor's completion reads, lists the names
+    that load on first use (PEP 562's ``__dir__`` beside its ``__getattr__``)."""
+    code = ("import drcn_plugin; print(sorted(set(drcn_plugin.__all__) - set(dir(drcn_plugin))),"
+            " 'Upscaler' in vars(drcn_plugin))")
+    cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert cold.stdout.split("\n")[0] == "[] False", cold.stdout + cold.stderr
+
+
 def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> None:
     import importlib.abc
 
