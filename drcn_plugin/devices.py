@@ -90,8 +90,11 @@ def float64_device(device: torch.device | str) -> torch.device:
     return torch.device("cpu") if device.type in NO_FLOAT64 else device
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the device asked for, if it exists."""
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or the device asked for (a name or a torch.device), if
+    it exists."""
+    if isinstance(device, torch.device):
+        device = str(device)
     if not isinstance(device, str):
         raise BadOptionError(f"device {device!r} is not a device name: use auto, cpu, cuda, "
                              "cuda:N or mps", option="device")

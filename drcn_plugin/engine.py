@@ -91,7 +91,7 @@ class Upscaler:
         if denoise is not None and loaded and denoise != 0:
             raise BadOptionError("a denoise strength blends two shipped models: name the clean "
                                  "one, not a loaded module", option="denoise")
-        self.device = pick_device(str(device) if isinstance(device, torch.device) else device)
+        self.device = pick_device(device)
         self.dtype = pick_precision(self.device, precision)
         self._auto_precision = precision == "auto"
         if self.device.type == "cpu" and self.dtype == torch.float16:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .devices import pick_device
 from .errors import EMPTY_PATH, BadImageError, BadOptionError, Cancelled, ModelLoadError
 from .scales import as_float
 from .writing import clean_stale_folders, temporary_folder
@@ -120,10 +121,12 @@ class DRCN(
         :func:`.hub.load_model`'s checks, as a :class:`ModelLoadError` when it fails: shapes read
         before anything is allocated, config.json against the weights, finite float weights.
         Loading is always strict (``strict`` is taken for the mixin's signature); ``download``
-        goes to ``huggingface_hub.snapshot_download`` (``cache_dir``, ``token``, ...)."""
+        goes to ``huggingface_hub.snapshot_download`` (``cache_dir``, ``token``, ...);
+        ``map_location`` is checked as the engine's device is, before anything is read."""
         from .hub import load_pretrained
 
-        return load_pretrained(pretrained_model_name_or_path, revision, **download).to(map_location)
+        device = pick_device(map_location)
+        return load_pretrained(pretrained_model_name_or_path, revision, **download).to(device)
 
     @property
     def receptive_radius(self) -> int:

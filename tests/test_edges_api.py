@@ -156,6 +156,21 @@ def test_a_torch_device_and_a_numpy_strength_are_accepted() -> None:
     assert up.device.type == "cpu"
 
 
+@pytest.mark.parametrize(("where", "error"), [("cuda:99", "no such CUDA GPU"),
+                                              ("bogus", "unknown device 'bogus'")])
+def test_from_pretrained_onto_a_device_not_here_is_a_typed_error(tmp_path: Path, tiny_model,
+                                                                 where: str, error: str) -> None:
+    """``map_location`` went to ``Module.to``: torch's AssertionError ("Torch not compiled with
+    CUDA enabled") or RuntimeError, after the weights were read."""
+    from drcn_plugin.model import DRCN
+
+    tiny_model.save_pretrained(tmp_path)
+    with pytest.raises(DRCNError, match=error):
+        DRCN.from_pretrained(tmp_path, map_location=where)
+    loaded = DRCN.from_pretrained(tmp_path, map_location=torch.device("cpu"))
+    assert next(loaded.parameters()).device.type == "cpu"
+
+
 def test_denoise_0_with_a_loaded_module_is_that_module(tiny_model_file: str) -> None:
     module = load_model(tiny_model_file)
     image = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
