@@ -180,6 +180,21 @@ def test_a_file_name_that_is_not_utf8_is_degraded_by_its_bytes(set5: Path, tmp_p
     assert first.psnr == evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3].psnr
 
 
+def test_adding_an_image_never_changes_another_images_degradation(tmp_path: Path) -> None:
+    """Draws are seeded by the file's stem, not by the name the results give it: ``a.jpg`` added
+    beside ``a.png`` renames a.png's row, and leaves its score as it was."""
+    from helpers import random_rgb
+
+    folder, recipe = tmp_path / "in", Recipe.parse("noise:1-10,jpeg:30-95")
+    folder.mkdir()
+    random_rgb(30, 30, seed=1).save(folder / "a.png")
+    alone = evaluate(None, folder, [2], degrade=recipe)[2].images["a"].psnr
+    random_rgb(30, 30, seed=2).save(folder / "a.jpg", quality=90)
+    beside = evaluate(None, folder, [2], degrade=recipe)[2].images
+    assert set(beside) == {"a.png", "a.jpg"}
+    assert beside["a.png"].psnr == alone
+
+
 def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "--dataset", str(set5), "-s", "3", "--model",
                                       "bicubic", "--degrade", "jpeg:200"])
