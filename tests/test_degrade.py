@@ -26,11 +26,17 @@ def _photo() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("text", ["jpeg:75", "noise:5,jpeg:85", "blur:0.5-1.5@0.3,jpeg:30-95",
-                                  "noise:1-10@0.5,jpeg:40,clean:0.2"])
+                                  "noise:1-10@0.5,jpeg:40,clean:0.2", "noise:1.23456789",
+                                  "blur:0.1234567-1.7654321@0.3333333,clean:0.1234567"])
 def test_recipe_text_round_trips(text: str) -> None:
+    """The text is what eval's title and JSON name: every digit given is the value drawn from."""
     recipe = Recipe.parse(text)
     assert str(recipe) == text
     assert Recipe.parse(str(recipe)) == recipe
+
+
+def test_a_negative_zero_is_written_as_zero() -> None:
+    assert str(Recipe.parse("blur:-0,noise:-0-1")) == "blur:0,noise:0-1"
 
 
 @pytest.mark.parametrize("text", ["", "jpeg", "jpeg:abc", "jpeg:0", "jpeg:101", "noise:-1",
