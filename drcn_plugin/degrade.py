@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from typing import Literal
@@ -181,8 +182,10 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def seed_for(name: str, scale: int, seed: int = 0) -> int:
-    """A stable per-image seed, so every run degrades each test image the same way (a file name
-    that is not UTF-8 counts by its bytes)."""
+    """A stable per-image seed, so every run degrades each test image the same way: the name in
+    its composed Unicode form (macOS's HFS+ decomposes accents), a name that is not UTF-8 by its
+    bytes."""
+    name = unicodedata.normalize("NFC", name)
     return zlib.crc32(f"{name}|x{scale}|{seed}".encode(errors="surrogateescape"))
 
 

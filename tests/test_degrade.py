@@ -201,6 +201,18 @@ def test_adding_an_image_never_changes_another_images_degradation(tmp_path: Path
     assert beside["a.png"].psnr == alone
 
 
+def test_a_name_is_seeded_the_same_in_either_unicode_form(tmp_path: Path) -> None:
+    """macOS (HFS+) stores caf\u00e9 decomposed, Linux as typed: one dataset, one table."""
+    from helpers import random_rgb
+
+    recipe, scores = Recipe.parse("noise:1-10,jpeg:30-95"), []
+    for form, name in (("nfc", "caf\u00e9.png"), ("nfd", "cafe\u0301.png")):
+        (tmp_path / form).mkdir()
+        random_rgb(30, 30, seed=1).save(tmp_path / form / name)
+        scores.append(evaluate(None, tmp_path / form, [2], degrade=recipe)[2].psnr)
+    assert scores[0] == scores[1]
+
+
 def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "--dataset", str(set5), "-s", "3", "--model",
                                       "bicubic", "--degrade", "jpeg:200"])
