@@ -79,6 +79,7 @@ def eval_cmd(
         results_json,
     )
     from .model import blend_weight
+    from .names import refuse_dash
     from .writing import check_file_target, probe_folder, refuse_input_target
 
     signals_interrupt()
@@ -110,6 +111,7 @@ def eval_cmd(
         files = dataset_files(dataset, scale)
         inputs = [f.path for f in files]
         if json_out is not None:  # checked before the (long) evaluation
+            refuse_dash(json_out, "json", "a file", "a file")
             refuse_input_target(json_out, inputs)
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")

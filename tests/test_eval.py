@@ -155,6 +155,20 @@ def test_eval_user_errors_are_one_line(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+def test_eval_json_to_a_dash_is_one_line_not_a_file_named_dash(tmp_path, small_folder,
+                                                                monkeypatch):
+    """``--json -`` reads as standard output, which holds the tables: refused as upscale's
+    ``-o -`` is, before any work, rather than a file named '-' in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset",
+                                      str(small_folder), "-s", "2", "--json", "-"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid value for --json: '-' would be a file named '-': drcn writes results "
+        "to files, not to standard output (name a file)"]
+    assert not (tmp_path / "-").exists()
+
+
 def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folder, tiny_model_file,
                                                            drawn):
     chart = tmp_path / "depth.png"  # no --per-depth: --plot implies it
