@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,22 @@ def test_eval_user_errors_are_one_line(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_a_dataset_of_folders_names_those_that_hold_images(tmp_path, small_folder):
+    """DIV2K unpacks as DIV2K_train_HR beside its LR folders: the parent gets one line naming
+    where the images are, not a bare 'no images'."""
+    root = tmp_path / "DIV2K"
+    for name in ("DIV2K_valid_HR", "DIV2K_valid_LR_bicubic", ".cache"):
+        (root / name).mkdir(parents=True)
+    (root / "DIV2K_valid_LR_bicubic" / "X3").mkdir()
+    shutil.copy(small_folder / "a.png", root / "DIV2K_valid_HR" / "0801.png")
+    shutil.copy(small_folder / "a.png", root / ".cache" / "0801.png")
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset", str(root)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: no images in {root}; subfolders are not read, give one that holds images: "
+        "DIV2K_valid_HR"]
 
 
 def test_eval_json_to_a_dash_is_one_line_not_a_file_named_dash(tmp_path, small_folder,
