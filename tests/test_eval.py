@@ -205,6 +205,7 @@ def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folde
     (["--model", "bicubic", "--plot", "{out}/d.png"], "bicubic has none"),
     (["--model", "{tiny}", "--plot", "{out}/d.jpg"], "ending in .png"),
     (["--model", "{tiny}", "--plot", "{data}/a.png"], "is an input of this command"),
+    (["--model", "{tiny}", "--plot", "{data}/d.png"], "the next eval would score the chart"),
     (["--model", "{tiny}", "--plot", "{out}"], "is a folder"),
     (["--model", "{tiny}", "--plot", "{out}/d.png", "--tta"], "--plot: it draws the plain"),
 ])
