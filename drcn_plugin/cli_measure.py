@@ -79,7 +79,8 @@ def eval_cmd(
         results_json,
     )
     from .model import blend_weight
-    from .writing import check_file_target, probe_folder, refuse_input_target
+    from .names import refuse_dash
+    from .writing import check_file_target, probe_folder, refuse_input_target, same_file
 
     signals_interrupt()
     written: list[str] = []
@@ -110,6 +111,7 @@ def eval_cmd(
         files = dataset_files(dataset, scale)
         inputs = [f.path for f in files]
         if json_out is not None:  # checked before the (long) evaluation
+            refuse_dash(json_out, "json", "a file", "a file")
             refuse_input_target(json_out, inputs)
             if json_out.is_dir():
                 raise BadOptionError(f"{json_out} is a folder; give a file name", option="json")
@@ -122,6 +124,10 @@ def eval_cmd(
             raise BadOptionError("it names the same file as --json: give two", option="plot")
         if plot is not None:
             check_png_target(plot, inputs, overwrite, option="plot")
+            if same_file(plot.parent, dataset):  # a PNG there is one more image of the dataset
+                raise BadOptionError(f"{plot} is in the dataset folder: the next eval would "
+                                     "score the chart as one of its images; write it elsewhere",
+                                     option="plot")
         check_scoring_memory(files, recipe is not None)
         upscaler = None if model == "bicubic" else Upscaler(
             model, device=device, tta=tta, precision=precision, denoise=denoise, notify=note)

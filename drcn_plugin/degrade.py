@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from typing import Literal
@@ -42,8 +43,9 @@ class Step:
     prob: float = 1.0
 
     def __str__(self) -> str:
-        value = f"{self.low:g}" if self.low == self.high else f"{self.low:g}-{self.high:g}"
-        return f"{self.kind}:{value}" + (f"@{self.prob:g}" if self.prob < 1 else "")
+        value = _text(self.low) if self.low == self.high else \
+            f"{_text(self.low)}-{_text(self.high)}"
+        return f"{self.kind}:{value}" + (f"@{_text(self.prob)}" if self.prob < 1 else "")
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Recipe:
         return cls(tuple(steps), clean)
 
     def __str__(self) -> str:
-        clean = [f"clean:{self.clean:g}"] if self.clean else []
+        clean = [f"clean:{_text(self.clean)}"] if self.clean else []
         return ",".join([str(s) for s in self.steps] + clean)
 
     def apply(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -136,6 +138,13 @@ def _number(text: str, part: str, option: str) -> float:
     return float(text)  # one too large for a float is inf, which every range check refuses
 
 
+def _text(value: float) -> str:
+    """A number as short as it reads back exactly (0.5, 75, 0.1234567): eval's title and JSON
+    name the recipe that was drawn from, not one rounded to six digits; -0 is written 0."""
+    short = f"{value + 0.0:g}"
+    return short if float(short) == value else repr(value)
+
+
 def _uniform(generator: torch.Generator) -> float:
     return float(torch.rand((), generator=generator, dtype=torch.float64))
 
@@ -173,8 +182,10 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def seed_for(name: str, scale: int, seed: int = 0) -> int:
-    """A stable per-image seed, so every run degrades each test image the same way (a file name
-    that is not UTF-8 counts by its bytes)."""
+    """A stable per-image seed, so every run degrades each test image the same way: the name in
+    its composed Unicode form (macOS's HFS+ decomposes accents), a name that is not UTF-8 by its
+    bytes."""
+    name = unicodedata.normalize("NFC", name)
     return zlib.crc32(f"{name}|x{scale}|{seed}".encode(errors="surrogateescape"))
 
 

@@ -118,6 +118,13 @@ class DatasetFile:
     path: Path
     shape: tuple[int, ...]
 
+    @property
+    def seed_name(self) -> str:
+        """What its degradation is seeded by: the file's stem, whatever else the folder holds
+        (``name`` turns into the file name when another file shares the stem), so that adding
+        an image never changes another's draws."""
+        return self.path.stem
+
 
 def dataset_files(folder: Path, scales: Sequence[int]) -> list[DatasetFile]:
     """Every image of ``folder``, its size read from its header and checked for every scale, so
@@ -136,14 +143,14 @@ def dataset_files(folder: Path, scales: Sequence[int]) -> list[DatasetFile]:
 
 
 def read_dataset(files: Sequence[DatasetFile], colour: bool = False,
-                 left_out: list[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, 8-bit image) of each of ``files``, decoded one at a time as it is asked for, so
+                 left_out: list[str] | None = None) -> Iterator[tuple[DatasetFile, torch.Tensor]]:
+    """(file, 8-bit image) of each of ``files``, decoded one at a time as it is asked for, so
     that a folder of any size holds one image: Y planes, or colour (to degrade, as
     :mod:`.degrade` does). Files read only in part are named in ``left_out`` (see
     :func:`.imagefile.read_levels8`)."""
     read = read_image8 if colour else read_y
     for file in files:
-        yield file.name, read(file.path, left_out)
+        yield file, read(file.path, left_out)
 
 
 def check_decodes(files: Sequence[DatasetFile], colour: bool = False,
@@ -211,8 +218,9 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
 
     Each image is decoded once first (:func:`check_decodes`), then read, scored and dropped in
     turn (and read again for each scale), so memory holds one image whatever the folder's size.
-    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by image name
-    and scale, so the table is reproducible) before it is enlarged; see :mod:`.degrade`.
+    With ``degrade``, each low-resolution image is degraded by the recipe (seeded by
+    :attr:`DatasetFile.seed_name` and scale, so the table is reproducible) before it is
+    enlarged; see :mod:`.degrade`.
     ``files``: ``folder``'s, as :func:`dataset_files` gave them for ``scales``, where the caller
     listed them already (to refuse before it loads a model).
     """
@@ -229,22 +237,23 @@ def evaluate(upscaler: Upscaler | None, folder: Path, scales: Sequence[int],
     results: dict[int, ScaleResult] = {}
     for s in scales:
         rows: dict[str, ImageScore] = {}
-        for name, image in read_dataset(files, degrade is not None):
-            rows[name] = _score(upscaler, image, name, s, per_depth, degrade)
+        for file, image in read_dataset(files, degrade is not None):
+            rows[file.name] = _score(upscaler, image, file.seed_name, s, per_depth, degrade)
             del image
             if on_image is not None:
-                on_image(s, name)
+                on_image(s, file.name)
         results[s] = _summarise(s, rows)
     return results
 
 
-def _score(upscaler: Upscaler | None, image: torch.Tensor, name: str, s: int, per_depth: bool,
-           degrade: Recipe | None) -> ImageScore:
-    """One image's scores at scale ``s``: bicubic's, and the model's unless ``upscaler`` is None."""
+def _score(upscaler: Upscaler | None, image: torch.Tensor, seed_name: str, s: int,
+           per_depth: bool, degrade: Recipe | None) -> ImageScore:
+    """One image's scores at scale ``s``: bicubic's, and the model's unless ``upscaler`` is None;
+    a degradation is drawn from ``seed_name`` and ``s``."""
     if degrade is None:
         hr, _, ilr = make_pair(image, s)
     else:
-        gen = torch.Generator().manual_seed(seed_for(name, s))
+        gen = torch.Generator().manual_seed(seed_for(seed_name, s))
         hr, ilr, _ = degraded_pair(image, s, degrade, gen)
     bic_psnr, bic_ssim = psnr(ilr, hr, s), ssim(ilr, hr, s)
     if upscaler is None:

@@ -254,8 +254,22 @@ def list_images(folder: Path) -> list[Path]:
     except OSError as e:
         raise DatasetError(f"cannot read folder {folder}: {reason(e)}") from e
     if not files:
-        raise DatasetError(f"no images in {folder}")
+        raise DatasetError(f"no images in {folder}{_image_folders_hint(folder)}")
     return files
+
+
+def _image_folders_hint(folder: Path) -> str:
+    """Where ``folder`` holds none, name (up to three of) its subfolders that hold images: a
+    dataset such as DIV2K unpacks as ``DIV2K_train_HR`` beside its low-resolution folders."""
+    try:
+        held = sorted(d.name for d in folder.iterdir() if not d.name.startswith(".")
+                      and d.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES
+                                             for f in d.iterdir()))
+    except OSError:  # the hint is a courtesy: a subfolder that cannot be read goes unnamed
+        return ""
+    more = f" (and {len(held) - 3} more)" if len(held) > 3 else ""
+    return f"; subfolders are not read, give one that holds images: {', '.join(held[:3])}" \
+        f"{more}" if held else ""
 
 
 def _not_found(folder: Path) -> str:

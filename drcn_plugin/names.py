@@ -36,14 +36,20 @@ def check_name_part(text: str, option: str) -> None:
     raise BadOptionError(f"'{single_line(text)}' holds {what}", option=option)
 
 
+def refuse_dash(output: Path, option: str, made: str = "a folder", name: str = "a file or "
+                "folder") -> None:
+    """Refuse ``-``, which reads as standard output, where it would make ``made`` named '-'."""
+    if str(output) == "-":
+        raise BadOptionError(f"'-' would be {made} named '-': drcn writes results to files, "
+                             f"not to standard output (name {name})", option=option)
+
+
 def check_output_file(output: Path, extensions: Iterable[str]) -> None:
     """Refuse an output that is no file or folder name drcn should make: ``-`` (results are
     files, not standard output) and a name whose image extension is followed by dots or
     spaces (``big.png.``), which Windows drops and Linux keeps, making a folder of it."""
     name = output.name
-    if str(output) == "-":
-        raise BadOptionError("'-' would be a folder named '-': drcn writes results to files, "
-                             "not to standard output (name a file or folder)", option="output")
+    refuse_dash(output, "output")
     meant = name.rstrip(". ")
     if meant != name and os.path.splitext(meant)[1].lower() in extensions:
         raise BadOptionError(f"'{single_line(str(output))}' ends in a dot or space after its "

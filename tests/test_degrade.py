@@ -26,11 +26,17 @@ def _photo() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("text", ["jpeg:75", "noise:5,jpeg:85", "blur:0.5-1.5@0.3,jpeg:30-95",
-                                  "noise:1-10@0.5,jpeg:40,clean:0.2"])
+                                  "noise:1-10@0.5,jpeg:40,clean:0.2", "noise:1.23456789",
+                                  "blur:0.1234567-1.7654321@0.3333333,clean:0.1234567"])
 def test_recipe_text_round_trips(text: str) -> None:
+    """The text is what eval's title and JSON name: every digit given is the value drawn from."""
     recipe = Recipe.parse(text)
     assert str(recipe) == text
     assert Recipe.parse(str(recipe)) == recipe
+
+
+def test_a_negative_zero_is_written_as_zero() -> None:
+    assert str(Recipe.parse("blur:-0,noise:-0-1")) == "blur:0,noise:0-1"
 
 
 @pytest.mark.parametrize("text", ["", "jpeg", "jpeg:abc", "jpeg:0", "jpeg:101", "noise:-1",
@@ -178,6 +184,33 @@ def test_a_file_name_that_is_not_utf8_is_degraded_by_its_bytes(set5: Path, tmp_p
     shutil.copy(set5 / "bird.png", folder / os.fsdecode(b"bird\xe9.png"))  # Latin-1, as old drives
     first = evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3]
     assert first.psnr == evaluate(None, folder, [3], degrade=Recipe.parse("jpeg:50"))[3].psnr
+
+
+def test_adding_an_image_never_changes_another_images_degradation(tmp_path: Path) -> None:
+    """Draws are seeded by the file's stem, not by the name the results give it: ``a.jpg`` added
+    beside ``a.png`` renames a.png's row, and leaves its score as it was."""
+    from helpers import random_rgb
+
+    folder, recipe = tmp_path / "in", Recipe.parse("noise:1-10,jpeg:30-95")
+    folder.mkdir()
+    random_rgb(30, 30, seed=1).save(folder / "a.png")
+    alone = evaluate(None, folder, [2], degrade=recipe)[2].images["a"].psnr
+    random_rgb(30, 30, seed=2).save(folder / "a.jpg", quality=90)
+    beside = evaluate(None, folder, [2], degrade=recipe)[2].images
+    assert set(beside) == {"a.png", "a.jpg"}
+    assert beside["a.png"].psnr == alone
+
+
+def test_a_name_is_seeded_the_same_in_either_unicode_form(tmp_path: Path) -> None:
+    """macOS (HFS+) stores caf\u00e9 decomposed, Linux as typed: one dataset, one table."""
+    from helpers import random_rgb
+
+    recipe, scores = Recipe.parse("noise:1-10,jpeg:30-95"), []
+    for form, name in (("nfc", "caf\u00e9.png"), ("nfd", "cafe\u0301.png")):
+        (tmp_path / form).mkdir()
+        random_rgb(30, 30, seed=1).save(tmp_path / form / name)
+        scores.append(evaluate(None, tmp_path / form, [2], degrade=recipe)[2].psnr)
+    assert scores[0] == scores[1]
 
 
 def test_eval_cli_refuses_a_bad_recipe_in_one_line(set5: Path) -> None:

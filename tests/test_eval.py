@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,36 @@ def test_eval_user_errors_are_one_line(tmp_path, args, message):
     assert "Traceback" not in result.output
 
 
+def test_a_dataset_of_folders_names_those_that_hold_images(tmp_path, small_folder):
+    """DIV2K unpacks as DIV2K_train_HR beside its LR folders: the parent gets one line naming
+    where the images are, not a bare 'no images'."""
+    root = tmp_path / "DIV2K"
+    for name in ("DIV2K_valid_HR", "DIV2K_valid_LR_bicubic", ".cache"):
+        (root / name).mkdir(parents=True)
+    (root / "DIV2K_valid_LR_bicubic" / "X3").mkdir()
+    shutil.copy(small_folder / "a.png", root / "DIV2K_valid_HR" / "0801.png")
+    shutil.copy(small_folder / "a.png", root / ".cache" / "0801.png")
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset", str(root)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: no images in {root}; subfolders are not read, give one that holds images: "
+        "DIV2K_valid_HR"]
+
+
+def test_eval_json_to_a_dash_is_one_line_not_a_file_named_dash(tmp_path, small_folder,
+                                                                monkeypatch):
+    """``--json -`` reads as standard output, which holds the tables: refused as upscale's
+    ``-o -`` is, before any work, rather than a file named '-' in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["eval", "--model", "bicubic", "--dataset",
+                                      str(small_folder), "-s", "2", "--json", "-"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid value for --json: '-' would be a file named '-': drcn writes results "
+        "to files, not to standard output (name a file)"]
+    assert not (tmp_path / "-").exists()
+
+
 def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folder, tiny_model_file,
                                                            drawn):
     chart = tmp_path / "depth.png"  # no --per-depth: --plot implies it
@@ -174,6 +205,7 @@ def test_eval_plot_draws_the_per_depth_numbers_of_the_json(tmp_path, small_folde
     (["--model", "bicubic", "--plot", "{out}/d.png"], "bicubic has none"),
     (["--model", "{tiny}", "--plot", "{out}/d.jpg"], "ending in .png"),
     (["--model", "{tiny}", "--plot", "{data}/a.png"], "is an input of this command"),
+    (["--model", "{tiny}", "--plot", "{data}/d.png"], "the next eval would score the chart"),
     (["--model", "{tiny}", "--plot", "{out}"], "is a folder"),
     (["--model", "{tiny}", "--plot", "{out}/d.png", "--tta"], "--plot: it draws the plain"),
 ])
