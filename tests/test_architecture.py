@@ -260,8 +260,8 @@ sys.meta_path.insert(0, Interrupted())
 
 @pytest.mark.parametrize("module", ["drcn_plugin", "drcn_plugin.cli"])
 def test_ctrl_c_while_python_m_loads_the_command_is_no_traceback(module: str, tmp_path) -> None:
-    """``python -m drcn_plugin.cli`` ran its imports outside the guard the ``drcn`` script puts
-    around them: a Ctrl-C then was a traceback."""
+    """``python -m`` runs the command's imports inside the guard the ``drcn`` script puts
+    around them: a Ctrl-C while they load ends with status 130, not a traceback."""
     import os
 
     (tmp_path / "sitecustomize.py").write_text(_CTRL_C_AT_IMPORT)  # before the module is run

@@ -93,7 +93,8 @@ def test_cancel_stops_a_batch_at_scale_1_between_frames(
 
 @pytest.mark.parametrize("per_batch", [-1, 1.5, None, True, -2.0, float("inf")])
 def test_a_per_batch_that_is_no_count_of_frames_is_refused(tiny: DRCN, per_batch: object) -> None:
-    """An API workflow's 1.5 or null raised a raw TypeError; True ran as 1 frame a step."""
+    """An API workflow's 1.5 or null, or True, is one line naming per_batch: not a raw
+    TypeError, nor 1 frame a step."""
     with pytest.raises(NODES.DRCNNodeError) as info:
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=per_batch)
     assert str(info.value) == (f"DRCN: per_batch {per_batch!r} must be 0 (all frames) or a whole "
@@ -143,8 +144,8 @@ def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
 
 def test_each_frame_is_converted_once_as_it_is_upscaled(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pass converting every frame before the first is upscaled: on 1000 1080p frames that
-    pass took 80 s with no progress and Cancel unheard, and each frame was converted twice."""
+    """Each frame is converted once, as it is upscaled, with no pass over every frame first:
+    on 1000 1080p frames such a pass takes 80 s with no progress and Cancel unheard."""
     reads: list[int] = []
     real = FRAMES.to_engine
     monkeypatch.setattr(FRAMES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))

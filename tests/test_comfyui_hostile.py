@@ -113,8 +113,8 @@ def _metered(monkeypatch: pytest.MonkeyPatch, budget: int) -> list[torch.Tensor]
 
 def test_a_float_batch_is_checked_before_its_outputs_are_taken(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 4-byte check ran after the outputs were allocated yet counted them again: a float
-    frame (a VAE decode) with room for its output once was refused. Frame 0 tells it first, so
+    """Frame 0 tells whether the batch is float (a VAE decode) before the outputs are allocated,
+    and the 4-byte check counts them once: a frame with room for its output once is upscaled,
     one without that room is refused with nothing allocated."""
     outputs = 64 * 64 * (3 + 1) * 4  # image and mask planes, float32
     need = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
@@ -177,7 +177,8 @@ def test_an_rgba_images_transparent_colours_are_still_filled(tiny: DRCN) -> None
 
 @pytest.mark.parametrize("per_batch", [2.0, np.float64(2.0)])
 def test_a_whole_number_float_per_batch_is_that_many_frames(tiny: DRCN, per_batch: float) -> None:
-    """An API workflow's 2.0 (or a math node's float) was refused as 'not a whole number'."""
+    """An API workflow's 2.0 (or a math node's float) is that many frames, not 'not a whole
+    number'."""
     frames = torch.rand(3, 8, 8, 3, generator=torch.Generator().manual_seed(9))
     want, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=2)
     out, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=per_batch)

@@ -236,8 +236,8 @@ def _config(output: str) -> mock.MagicMock:
                                             (RunMode.NONINTERACTIVE, False)])
 def test_a_new_image_from_repeat_last_gets_a_display(plugin, run_mode, shown) -> None:
     """Filters > Repeat Last runs the procedure WITH_LAST_VALS (app/actions/filters-actions.c,
-    filters_repeat_actions): its new image was made but never shown. GIMP's own plug-ins show
-    a new image in every run mode but NONINTERACTIVE (plug-ins/common/compose.c)."""
+    filters_repeat_actions): its new image gets a display, as GIMP's own plug-ins show a new
+    image in every run mode but NONINTERACTIVE (plug-ins/common/compose.c)."""
     log: list = []
     layer = FakeLayer(log, 6, 4)
     image = FakeImage().setup(log, 6, 4, [layer])
@@ -364,8 +364,8 @@ def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
 
 
 def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_not(plugin):
-    """The menu entry was greyed out with no layer selected (no NO_DRAWABLES in the mask), though
-    Scale this image needs no selected layer; a new image then asks for one in one line."""
+    """Scale this image needs no selected layer, so the menu entry stays usable with none
+    (NO_DRAWABLES in the sensitivity mask); a new image then asks for one in one line."""
     proc = plugin.DRCNSuperResolution().do_create_procedure("plug-in-drcn-super-resolution")
     assert proc.set_sensitivity_mask.call_args.args[0] & SensitivityMask.NO_DRAWABLES
     layer = FakeLayer([], 6, 4)
@@ -380,8 +380,8 @@ def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_n
 
 
 def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
-    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the user,
-    seeing one layer selected, was told to 'select exactly one layer'."""
+    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the line
+    names the mask, where 'select exactly one layer' would puzzle a user who sees one."""
     image = FakeImage().setup([], 6, 4, [FakeLayer([], 6, 4)])
     procedure = mock.MagicMock()
     plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image,
@@ -394,9 +394,9 @@ def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
 
 @pytest.mark.parametrize("applied", [True, False])
 def test_a_new_image_keeps_the_layers_mask(plugin, applied) -> None:
-    """A new image from a layer with a layer mask got the layer's pixels alone: what the mask hid
-    showed in the result. The mask now goes through DRCN to the layer's new size and is the new
-    layer's mask, applied or not as it was."""
+    """A new image from a layer with a layer mask keeps the mask, else what it hides would show:
+    the mask goes through DRCN to the layer's new size and is the new layer's mask, applied or
+    not as on the original layer."""
     layer, mask = FakeLayer([], 6, 4), FakeLayer([], 6, 4)
     mask.is_gray = mask.is_layer_mask = lambda: True
     layer.mask, layer.apply_mask = mask, applied

@@ -28,8 +28,9 @@ def _fake_worker(script: str) -> client.Worker:
     "result 2 2 5\nxxxxx",  # a payload that does not hold 2x2 RGB
 ])
 def test_a_garbled_reply_is_one_worker_error(reply: str) -> None:
-    """A reply that breaks the protocol was a ValueError traceback in GIMP (or, for a bad result
-    header, 'exited with code -15: no message' after the plug-in stopped a live worker)."""
+    """A reply that breaks the protocol is one WorkerError, not a ValueError traceback in GIMP
+    (nor, for a bad result header, 'exited with code -15: no message' once the plug-in has
+    stopped a live worker)."""
     worker = _fake_worker(f"sys.stdout.write({reply!r}); sys.stdout.flush(); time.sleep(30)")
     try:
         with pytest.raises(client.WorkerError) as e:

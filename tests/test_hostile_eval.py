@@ -177,8 +177,8 @@ def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path:
 def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp_path: Path,
                                                                tiny_model_file: str,
                                                                args: list[str], says: str) -> None:
-    """x1.001 of a small image rounds to its own size: the sheet was four copies of the image,
-    each labelled inf dB, as if every method reproduced it exactly."""
+    """x1.001 of a small image rounds to its own size: refused, as the sheet would be four
+    copies of the image, each labelled inf dB, as if every method reproduced it exactly."""
     random_rgb(64, 48).save(folder / "a.png")
     out = tmp_path / "sheet.png"
     result = CliRunner().invoke(app, ["compare", str(folder / "a.png"), "-s", "1.001", "-o",
@@ -196,8 +196,8 @@ def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp
 def test_compare_names_what_it_leaves_out_of_the_file(folder: Path, tmp_path: Path,
                                                       tiny_model_file: str, name: str,
                                                       says: str) -> None:
-    """An animation's later frames and an image's transparency were dropped without a word,
-    where eval and training name the file."""
+    """An animation's later frames and an image's transparency, which the sheet leaves out,
+    are named in a note, as eval and training name the file."""
     first = random_rgb(32, 32)
     if name.endswith(".gif"):
         first.save(folder / name, save_all=True, append_images=[random_rgb(32, 32, seed=1)])

@@ -118,7 +118,7 @@ def test_one_thread_measures_a_plan_while_the_others_run_by_rule(
 def test_a_measurement_beside_another_threads_pass_is_not_final(
         measuring: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The busy check counts the process's CPU time, which another thread's pass adds to: a
-    measurement taken beside one was kept as final; now it is taken up again next time."""
+    measurement taken beside one is not final, and is taken up again next time."""
     monkeypatch.setattr(tuning, "BUSY_SHARE", 0.0)  # the CPU time alone never says busy here
     inside, go, asked = threading.Event(), threading.Event(), []
 

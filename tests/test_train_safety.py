@@ -171,8 +171,8 @@ def test_a_checkpoint_holding_nan_weights_is_not_resumed(t12: Path, tmp_path: Pa
 
 def test_a_disk_that_fills_between_the_two_checkpoints_of_a_best_loses_no_best(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """last.pt was written first: when best.pt then failed, last.pt counted a best that best.pt
-    did not hold, and the resume, already past it, never wrote those weights again."""
+    """best.pt is written before last.pt, so a disk that fills between the two leaves no last.pt
+    counting a best that best.pt does not hold: the resume reaches that best again."""
     monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
     written: list[str] = []  # every validation is a new best: each writes both files
 
