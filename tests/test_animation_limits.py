@@ -72,8 +72,8 @@ def test_a_webp_damaged_inside_its_data_is_said_to_be_so(tmp_path: Path) -> None
 def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
         tmp_path: Path, tiny_model_file: str) -> None:
     """Cut at each byte past its first frame, a 6-frame GIF is refused where Pillow's count of
-    its frames fails (a later frame's header cut off: it said 1 frame, the rest lost without a
-    word, or a raw IndexError when surveyed), and read as before where the count stands."""
+    its frames fails (a later frame's header cut off: it says 1 frame, the rest lost without a
+    word, or a raw IndexError when surveyed), and read whole where the count stands."""
     rng = np.random.default_rng(3)
     frames = [Image.fromarray(rng.integers(0, 4, (4, 3), np.uint8) * 80) for _ in range(6)]
     frames[0].save(tmp_path / "whole.gif", save_all=True, append_images=frames[1:], duration=100)

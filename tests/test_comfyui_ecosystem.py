@@ -339,7 +339,8 @@ def test_scale_1_is_refused_as_it_leaves_the_image_as_it_is(tiny: DRCN, fake_spa
 
 
 def test_a_whole_number_float_scale_is_the_whole_number(tiny: DRCN, fake_spandrel: None) -> None:
-    """An API workflow's 2.0 passed, then every tile failed on a target size of (16.0, 16.0)."""
+    """An API workflow's 2.0 is the upscale model's whole scale 2, so each tile's target is in
+    whole pixels (a float scale gives (16.0, 16.0), on which every tile fails)."""
     (descriptor,) = TO_MODEL.convert(tiny, 2.0)
     assert type(descriptor.scale) is int and descriptor.scale == 2 and "x2" in descriptor.tags
     x = _frames(1, 8, 8).permute(0, 3, 1, 2)

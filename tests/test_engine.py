@@ -363,8 +363,8 @@ def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeyp
 
 
 def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch) -> None:
-    """Like the front ends, ``upscale`` checks the memory estimate first: under ``ulimit -v`` a
-    too-big job ran every tile, then failed at the final resize; without one the OS kills."""
+    """Like the front ends, ``upscale`` checks the memory estimate first: unchecked, a too-big
+    job runs every tile and fails at the final resize under ``ulimit -v``, or the OS kills it."""
     from drcn_plugin import memory
     from drcn_plugin.errors import OutOfMemoryError
 

@@ -296,9 +296,9 @@ def test_scale_this_image_is_offered_with_several_layers_selected(plugin) -> Non
 
 
 def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -> None:
-    """GIMP refused the plug-in's writes to a layer with locked pixels or position (or inside
-    a locked group): Scale Image had already scaled it, so it kept GIMP's interpolation, its
-    size or offset off by the rounding, among DRCN-upscaled layers."""
+    """GIMP refuses a plug-in's writes to a layer with locked pixels or position (or inside a
+    locked group), which Scale Image scales anyway: such a layer is unlocked for the write and
+    locked again, so it too gets DRCN's pixels, size and offset, not GIMP's interpolation."""
     log: list = []
     pixels = FakeLayer(log, 5, 3, 1, 1, lock_content=True)
     moved = FakeLayer(log, 3, 3, 3, 1, lock_position=True)

@@ -60,9 +60,9 @@ def test_a_worker_killed_mid_job_is_named_as_such() -> None:
 
 
 def test_the_worker_keeps_c_level_writes_off_the_protocol_pipe(tiny_model_file: str) -> None:
-    """A library writing to file descriptor 1 (C code, not ``print``) mixed its text into the
-    replies: without a newline it glued itself to ``result``, the client read the pixels as
-    lines and, with the heartbeat still coming, waited forever."""
+    """A library writing to file descriptor 1 (C code, not ``print``) stays out of the replies:
+    without a newline its text would glue itself to ``result``, the client would read the
+    pixels as lines and, with the heartbeat still coming, wait forever."""
     code = ("import os\n"
             "from drcn_plugin.integrations import gimp_worker as g\n"
             "class Noisy(g.Upscaler):\n"

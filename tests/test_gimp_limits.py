@@ -77,8 +77,8 @@ def test_a_layer_too_big_for_memory_is_refused_before_it_is_read(plugin, worker)
 def test_a_result_wider_than_gimp_allows_is_refused_before_any_work(plugin, worker,
                                                                     output) -> None:
     """A 1 px thin layer 40000 px wide at x16 gives 640000 px, past GIMP's largest image side
-    (GIMP_MAX_IMAGE_SIZE, 524288): the whole upscale ran, then GIMP refused the new image (or
-    Scale Image) with a traceback."""
+    (GIMP_MAX_IMAGE_SIZE, 524288): refused in one line before the upscale, where GIMP would
+    refuse the new image (or Scale Image) with a traceback after it."""
     layer = PixelLayer([], 40000, 1)
     image = FakeImage().setup([], 40000, 1, [layer])
     up = plugin.DRCNSuperResolution()

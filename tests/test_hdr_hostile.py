@@ -81,8 +81,8 @@ def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
 
 def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
         folder: Path, tiny_model_file: str) -> None:
-    """A grey PNG's gAMA with a white point of y near 0 made a number no ICC profile holds: the
-    image failed with "'i' format requires ...". Now its chunks are named as dropped."""
+    """A grey PNG's gAMA with a white point of y near 0 makes a number no ICC profile holds:
+    its chunks are named as dropped, not the image failed with "'i' format requires ..."."""
     info = PngInfo()
     info.add(b"gAMA", struct.pack(">I", 100000))
     info.add(b"cHRM", struct.pack(">8I", 90000, 1, 95000, 1, 1, 1, 1, 99000))
@@ -180,8 +180,8 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
 
 
 def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder: Path) -> None:
-    """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
-    file: three copies of it at once. Now its parts are written from the one encoding."""
+    """The mDCv and cLLi chunks that Pillow does not write are added by writing the file's
+    parts from the one encoding, not by slicing and joining it (three copies of it at once)."""
     from drcn_plugin.misreads import png_hdr_chunks
     from drcn_plugin.writing import Encoded, atomic_save
 

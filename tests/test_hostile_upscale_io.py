@@ -197,8 +197,8 @@ def _written(tmp_path: Path) -> list[str]:
 
 def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
         days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``day1 day2`` with day1-drcn-x2 unwritable: "stopped: ... 0 of 6 files written, 5 not
-    started", though day2-drcn-x2 took files."""
+    """``day1 day2`` with day1-drcn-x2 unwritable: day1's other files are not started, and
+    day2's go on into day2-drcn-x2, which takes files (not "stopped: 0 of 6 files written")."""
     def refuse_parts(path: str) -> None:
         if path.endswith(".part") and "day1-drcn-x2" in path:
             raise PermissionError(errno.EACCES, "Permission denied", path)

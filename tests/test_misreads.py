@@ -278,7 +278,7 @@ def test_a_png_chunk_with_a_bad_checksum_is_dropped_and_the_image_upscaled(
 def test_a_png_whose_critical_chunk_has_a_bad_checksum_is_refused(tmp_path: Path,
                                                                    kind: bytes) -> None:
     """A wrong checksum on the header or the pixel data is refused, as libpng refuses it;
-    Pillow read damaged pixel data without a word."""
+    Pillow reads damaged pixel data without a word."""
     data = io.BytesIO()
     random_rgb(12, 8).save(data, "PNG")
     (tmp_path / "bad.png").write_bytes(_spoiled(data.getvalue(), kind))

@@ -119,7 +119,7 @@ def test_a_16_bit_bmp_keeps_the_alpha_bit_its_header_declares(tmp_path: Path) ->
 def test_an_uncompressed_tiff_stored_a_plane_per_channel_is_read_with_its_pixels(
         tmp_path: Path, photometric: int, channels: int, extras: list[int], dtype: type) -> None:
     """A scanner's TIFF with each channel in its own plane (PlanarConfiguration 2): Pillow's own
-    reader of such planes scrambled 16-bit colour without an error and refused 16-bit grey and
+    reader of such planes scrambles 16-bit colour without an error and refuses 16-bit grey and
     an unmarked extra plane; each is read as the same pixels stored interleaved are."""
     pixels = (np.arange(6 * 9 * channels).reshape(6, 9, channels) * 37 % 251).astype(dtype)
     if dtype == np.uint16:

@@ -108,7 +108,8 @@ def test_the_divergence_line_names_the_options_to_go_on_with(
 
 def test_the_divergence_line_of_a_torchrun_job_says_the_torchrun_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under torchrun the line said "drcn train --resume ...", which resumes on one process."""
+    """Under torchrun the line gives the torchrun command, not "drcn train --resume ...",
+    which would resume on one process."""
     from drcn_plugin.devices import Dist
     from drcn_plugin.training.cli import diverged_advice
 
@@ -194,7 +195,8 @@ def test_a_disk_that_fills_at_the_first_validation_leaves_a_run_to_resume(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """best.pt is written before last.pt: a full disk between the two at the first validation
-    left best.pt alone, which --resume did not read and a new run refused without --overwrite."""
+    leaves best.pt alone, from which --resume goes on (a new run would refuse the folder
+    without --overwrite)."""
     monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
     whole = train(tiny(t12, tmp_path / "whole", steps=8, val_every=4))  # never interrupted
 
