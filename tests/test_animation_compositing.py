@@ -59,8 +59,8 @@ def test_an_apng_frame_blended_over_an_opaque_one_shows_both_opaque(
 def test_a_gif_frame_cleared_to_background_shows_through_as_browsers_show_it(
         tmp_path: Path, tiny_model_file: str) -> None:
     """An opaque GIF frame disposed to background (2) with no transparent index, then a 4x4
-    frame: browsers clear to transparent, so only the square shows; Pillow paints the
-    background colour there, which came back opaque."""
+    frame: browsers clear to transparent, so only the square shows, where Pillow paints the
+    background colour, opaque."""
     rng = np.random.default_rng(7)
     palette = rng.integers(0, 256, 768).tolist()
     parts = []

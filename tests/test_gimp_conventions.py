@@ -262,7 +262,8 @@ def test_a_new_image_keeps_the_source_resolution(plugin) -> None:
 
 def test_an_indexed_image_is_refused_in_one_line(plugin) -> None:
     """Image types gate only the menu (app/plug-in/gimppluginprocedure.c, get_sensitive): a
-    script reached the upscale with an indexed image, whose new image had no palette."""
+    script that passes an indexed image is refused in one line, before an upscale whose new
+    image would have no palette."""
     layer = FakeLayer([], 6, 4)
     image = FakeImage().setup([], 6, 4, [layer])
     image.get_base_type.return_value = ImageBaseType.INDEXED
@@ -320,9 +321,9 @@ def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -
 
 
 def test_scale_this_image_gives_alpha_locked_layers_drcn_alpha_too(plugin) -> None:
-    """merge_shadow keeps an alpha-locked layer's alpha: Scale this image left it as Scale
-    Image had interpolated it, beside DRCN-upscaled colour (and a group's lock held for its
-    children)."""
+    """merge_shadow keeps an alpha-locked layer's alpha (and a group's lock holds for its
+    children): Scale this image lifts the lock, so the alpha too is DRCN's, not Scale Image's
+    interpolation beside DRCN-upscaled colour."""
     log: list = []
     alone = FakeLayer(log, 4, 4, lock_alpha=True)
     inner = FakeLayer(log, 2, 2)
@@ -349,11 +350,11 @@ class RecordingWorker(FakeWorker):
                                             (False, True, "Y' float"),
                                             (True, True, "Y' u8")])
 def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
-    """A babl format name is sRGB: an 8-bit Adobe RGB photo went to the worker converted to
-    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled). A grey
-    image with a profile other than GIMP's own grey (``srgb`` here: equal to it) went as 8-bit
-    sRGB-curve grey: a Gray Gamma 2.2 layer's levels 1-5, 7, 8, 10 and 15 came back as
-    neighbours (its darkest shadows merged)."""
+    """A babl format name is sRGB, so an image in another colour space travels as float: as
+    8-bit sRGB an Adobe RGB photo would come back clipped to sRGB's gamut (saturated greens
+    and cyans dulled). A grey image with a profile other than GIMP's own grey (``srgb`` here:
+    equal to it) travels so too: as 8-bit sRGB-curve grey, a Gray Gamma 2.2 layer's levels
+    1-5, 7, 8, 10 and 15 would come back as neighbours (its darkest shadows merged)."""
     layer = FakeLayer([], 6, 4)
     layer.is_gray = lambda: gray
     image = FakeImage().setup([], 6, 4, [layer])

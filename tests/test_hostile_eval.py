@@ -439,7 +439,8 @@ def test_running_out_of_memory_at_every_depth_is_one_line(
                                              ("nowhere", "No such file or directory")])
 def test_a_dataset_link_that_leads_nowhere_is_named_as_one(tmp_path: Path, target: str,
                                                            why: str) -> None:
-    """A link in a loop or to a removed folder was 'dataset folder not found', as if mistyped."""
+    """A link in a loop or to a removed folder is named as a link that leads nowhere, not
+    'dataset folder not found', as if mistyped."""
     (tmp_path / "loop").symlink_to(tmp_path / target)
     r = CliRunner().invoke(app, ["eval", "--dataset", str(tmp_path / "loop"), "-s", "2",
                                  "-m", "bicubic"])

@@ -217,8 +217,8 @@ def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
 def test_a_disk_that_fails_stops_the_files_bound_to_it(
         days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
         disks: str) -> None:
-    """A read-only disk stopped the batch though another output folder was on another disk;
-    with both on the read-only one, the batch stops as it did."""
+    """A read-only disk stops only the files bound to it when another output folder is on
+    another disk; with both on the read-only one, the batch stops."""
     real_fsync = os.fsync
     failing: list[int] = []
 

@@ -83,7 +83,8 @@ def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_a_pickled_checkpoint_is_named_as_one(tmp_path: Path, protocol: int) -> None:
-    """torch.save's legacy format and plain pickles (a .pth, a .pt) were "header too large"."""
+    """torch.save's legacy format and plain pickles (a .pth, a .pt) are named as pickled
+    checkpoints, not "header too large"."""
     path = tmp_path / "model.pth"
     torch.save(seeded_drcn().state_dict(), path, pickle_protocol=protocol,
                _use_new_zipfile_serialization=False)

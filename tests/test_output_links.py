@@ -30,7 +30,7 @@ def mode_of(path: Path) -> int:
 def test_a_result_is_written_through_a_link_to_its_target(folder: Path,
                                                           tiny_model_file: str) -> None:
     """A named output file, or a result's place in the output folder, that is a link to a file
-    elsewhere: the target gets the result and the link stays (it was replaced by a regular file,
+    elsewhere: the target gets the result and the link stays (not replaced by a regular file,
     the target left stale)."""
     random_rgb().save(folder / "a.png")
     elsewhere = folder.parent / "elsewhere"
