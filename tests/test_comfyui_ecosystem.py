@@ -93,8 +93,7 @@ def test_cancel_stops_a_batch_at_scale_1_between_frames(
 
 @pytest.mark.parametrize("per_batch", [-1, 1.5, None, True, -2.0, float("inf")])
 def test_a_per_batch_that_is_no_count_of_frames_is_refused(tiny: DRCN, per_batch: object) -> None:
-    """An API workflow's 1.5 or null, or True, is one line naming per_batch: not a raw
-    TypeError, nor 1 frame a step."""
+    """An API workflow's 1.5, null or True is one line, not a TypeError nor 1 frame a step."""
     with pytest.raises(NODES.DRCNNodeError) as info:
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=per_batch)
     assert str(info.value) == (f"DRCN: per_batch {per_batch!r} must be 0 (all frames) or a whole "
