@@ -117,8 +117,8 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
 
 
 def test_a_16_bit_png_result_is_encoded_without_an_8_bit_image(folder: Path) -> None:
-    """A 16-bit colour PNG result makes no 8-bit Pillow image of its size (its array and the
-    image: 7 bytes an output pixel), of which a 1x1 stand-in is all that is written."""
+    """A 16-bit colour PNG result makes no full-size 8-bit Pillow image (its array and the
+    image: 7 bytes an output pixel) for the 1x1 stand-in that is all Pillow writes of it."""
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo
 
