@@ -92,7 +92,7 @@ def psnr_at(strength: float, label: str, options: dict, folder: Path, cache: Pat
 
 def readings(options: dict, folder: Path) -> list[tuple[int | None, int | None]]:
     """Per image, in the order evaluated: the quality from the file's tables and from its
-    pixels, as the per-file default reads them now."""
+    pixels, as the per-file default reads them."""
     recipe = CodecRoundTrip("jpeg", None, **options)
     evaluate(None, folder, [3], degrade=recipe)
     return recipe.jpeg

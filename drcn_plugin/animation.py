@@ -24,8 +24,8 @@ from PIL import Image
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
 from .compositing import Canvas, frame_canvas, pillow_frame
-from .engine import CancelFn, ProgressFn
-from .errors import BadImageError, Cancelled, DamagedImageError, counted
+from .engine import ProgressFn
+from .errors import BadImageError, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
 from .memory import memory_needed, refuse_over
 from .metadata import TRANSPOSE, orientation
@@ -69,12 +69,11 @@ class _Frames:
 
 
 def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tuple[int, int],
-             upscaled: EncodeFn, progress: ProgressFn | None = None,
-             cancel: CancelFn | None = None) -> tuple[Encoded, int]:
+             upscaled: EncodeFn, progress: ProgressFn | None = None) -> tuple[Encoded, int]:
     """Every frame of the animation at ``path`` through ``upscaled`` (``first`` is frame 0 as
     :func:`.imagefile.read_image` gave it, with ``info``): one ``fmt`` file to write, with each
     frame's duration and the source's number of plays, and the number of its frames.
-    ``progress`` counts the tiles of all frames; a cancel stops between frames. Refused before
+    ``progress`` counts the tiles of all frames. Refused before
     any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
     memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
     it cannot be."""
@@ -90,8 +89,6 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     head, later = None, []
     count = len(frames.durations)
     for k, array in enumerate(_arrays(path, state, first, frames)):
-        if cancel is not None and cancel():
-            raise Cancelled("cancelled")
         report = None if progress is None else \
             lambda done, total, k=k: progress(k * total + done, count * total)
         about = info if k == 0 else replace(info, notes=[])  # frame 0's notes are the file's

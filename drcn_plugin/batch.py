@@ -23,7 +23,7 @@ from .animation import animated, animates
 from .compression import jpeg_history
 from .devices import is_out_of_memory
 from .encoding import check_writable, encode, require_encoder
-from .engine import CancelFn, ProgressFn, Upscaler
+from .engine import ProgressFn, Upscaler
 from .errors import (
     EMPTY_PATH,
     AmbiguousOutputError,
@@ -275,7 +275,7 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
 
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
             quality: int | None = None, overwrite: bool = False, skip_existing: bool = False,
-            progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> Outcome:
+            progress: ProgressFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
     exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
 
@@ -287,7 +287,7 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float,
     t0 = time.perf_counter()
     try:
         return _run(job, upscaler, TargetSize.from_value(target), (job.fmt or fmt).lower(), quality,
-                    overwrite, skip_existing, progress, cancel, t0)
+                    overwrite, skip_existing, progress, t0)
     except Cancelled:
         raise
     except OutputExistsError as e:
@@ -318,7 +318,7 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
 
 def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
          quality: int | None, overwrite: bool, skip_existing: bool, progress: ProgressFn | None,
-         cancel: CancelFn | None, t0: float) -> Outcome:
+         t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
     if skip_existing and job.held:  # written now, the next run would take that file for another's
@@ -356,12 +356,12 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
 
     def upscaled(a: np.ndarray, about: ImageInfo, report: ProgressFn | None) -> Encoded:
         """A still, or an animation's frame, upscaled and encoded as the result."""
-        return encode(upscaler.upscale(a, size=(oh, ow), progress=report, cancel=cancel),
+        return encode(upscaler.upscale(a, size=(oh, ow), progress=report),
                       out_fmt, about, scale, quality)
 
     if animates(info, out_fmt):
         encoded, frames = animated(job.source, array, info, out_fmt, (oh, ow), upscaled,
-                                   progress, cancel)
+                                   progress)
     else:
         check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
         encoded, frames = upscaled(array, info, progress), 1

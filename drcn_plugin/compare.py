@@ -132,6 +132,7 @@ def _check_shrinkable(h: int, w: int, scale: float) -> None:
 
 
 _ZOOM = 2  # crops are shown at twice their size, pixels as blocks
+_PAD, _LABEL_HEIGHT = 8, 28  # the sheet's margins and gaps, and the band under each tile
 # Peak host bytes per pixel of the panels, besides the 8-bit panels: per channel (the float64
 # copies of the crop search and the PSNR labels), and the original's planes and Y held with
 # ``from_original``. Measured on Linux (peak RSS less the idle process's) within 5% for grey and
@@ -193,27 +194,27 @@ def _u8(planes: torch.Tensor) -> np.ndarray:
     return a[..., 0] if a.shape[2] == 1 else a
 
 
-def _sheet(tiles: list[tuple[str, Image.Image]], pad: int = 8, label_h: int = 28) -> Image.Image:
+def _sheet(tiles: list[tuple[str, Image.Image]]) -> Image.Image:
     """Tiles side by side, each labelled underneath; a column is as wide as its tile or its
     label, whichever is wider, so labels never run into each other on small crops."""
     font = ImageFont.load_default(size=16)
-    columns = label_columns(tiles, font, pad)
-    w = columns[-1][1] + pad if columns else pad
-    h = max(t.height for _, t in tiles) + label_h + 2 * pad
+    columns = label_columns(tiles, font)
+    w = columns[-1][1] + _PAD if columns else _PAD
+    h = max(t.height for _, t in tiles) + _LABEL_HEIGHT + 2 * _PAD
     sheet = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(sheet)
     for (label, tile), (x, _) in zip(tiles, columns, strict=True):
-        sheet.paste(tile, (x, pad))
-        draw.text((x + 4, pad + tile.height + 5), label, fill="black", font=font)
+        sheet.paste(tile, (x, _PAD))
+        draw.text((x + 4, _PAD + tile.height + 5), label, fill="black", font=font)
     return sheet
 
 
-def label_columns(tiles: list[tuple[str, Image.Image]], font: ImageFont.ImageFont,
-                  pad: int = 8) -> list[tuple[int, int]]:
+def label_columns(tiles: list[tuple[str, Image.Image]],
+                  font: ImageFont.ImageFont) -> list[tuple[int, int]]:
     """(left, right) of each column: the tile or its label (drawn 4 px in), whichever is wider."""
-    x, out = pad, []
+    x, out = _PAD, []
     for label, tile in tiles:
         width = max(tile.width, 4 + math.ceil(font.getlength(label)))
         out.append((x, x + width))
-        x += width + pad
+        x += width + _PAD
     return out

@@ -11,14 +11,14 @@ from .planes import BLOCK_PIXELS
 from .sizing import network_size, output_size
 
 
-def memory_needed(height: int, width: int, channels: int, itemsize: int,
-                  scale: float | None = None, size: tuple[int, int] | None = None,
+def memory_needed(height: int, width: int, channels: int, itemsize: int, size: tuple[int, int],
                   encoded: bool = True) -> int:
-    """Peak host memory (bytes) of one ``upscale`` and, where ``encoded``, the encode after it:
-    float planes in, the network's input and output planes, the merged result (with two copies
-    in the encode), one row block's temporaries (bicubic, colour conversion, clamping: at most
-    4C + 6 floats per pixel) and the allocator's own overhead (measured on Linux: 3-4 MiB)."""
-    oh, ow = output_size(height, width, scale, size)
+    """Peak host memory (bytes) of one ``upscale`` to ``size`` (height, width) and, where
+    ``encoded``, the encode after it: float planes in, the network's input and output planes,
+    the merged result (with two copies in the encode), one row block's temporaries (bicubic,
+    colour conversion, clamping: at most 4C + 6 floats per pixel) and the allocator's own
+    overhead (measured on Linux: 3-4 MiB)."""
+    oh, ow = output_size(height, width, size=size)
     nh, nw = network_size(height, width, oh, ow)
     network = 8 * nh * nw + (4 * oh * ow if (nh, nw) != (oh, ow) else 0)
     block = 4 * (4 * channels + 6) * min(oh * ow, BLOCK_PIXELS)
@@ -27,8 +27,7 @@ def memory_needed(height: int, width: int, channels: int, itemsize: int,
             + results * channels * itemsize * oh * ow + block + (16 << 20))
 
 
-def check_memory(height: int, width: int, channels: int, itemsize: int,
-                 scale: float | None = None, size: tuple[int, int] | None = None,
+def check_memory(height: int, width: int, channels: int, itemsize: int, size: tuple[int, int],
                  held: int = 0, what: str = "", encoded: bool = True) -> None:
     """Refuse, before anything is allocated, an upscale that cannot fit in available memory.
 
@@ -36,8 +35,8 @@ def check_memory(height: int, width: int, channels: int, itemsize: int,
     names the job in the message (default: the result's size); ``encoded``: whether the result
     is encoded after it (the encode's copies counted).
     """
-    oh, ow = output_size(height, width, scale, size)
-    refuse_over(memory_needed(height, width, channels, itemsize, scale, size, encoded) + held,
+    oh, ow = output_size(height, width, size=size)
+    refuse_over(memory_needed(height, width, channels, itemsize, size, encoded) + held,
                 what or f"a {ow}x{oh} result")
 
 

@@ -19,7 +19,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor, border: int = 0, peak: float = 255.0)
     return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
-def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> list[float]:
+def _gaussian_taps() -> list[float]:
+    """SSIM's window: 11 taps of a Gaussian of sigma 1.5, summing to 1."""
+    size, sigma = 11, 1.5
     g = torch.exp(-((torch.arange(size, dtype=torch.float64) - size // 2) ** 2) / (2 * sigma**2))
     return (g / g.sum()).tolist()
 

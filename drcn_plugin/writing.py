@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -152,9 +152,9 @@ class _WithoutFileno:
         return getattr(self._f, name)
 
 
-def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
-    """Write bytes atomically (JSON logs, cards)."""
-    _atomic(path, overwrite, lambda f: f.write(data))
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically, replacing any file there (JSON logs, cards)."""
+    _atomic(path, True, lambda f: f.write(data))
 
 
 _PART = re.compile(r"^\..*\.(\d+)\.[a-z0-9_]{8}\.part$", re.DOTALL)
@@ -368,7 +368,10 @@ def _may_have_written(path: str, pid: int) -> bool:
     return started <= changed + _START_SLACK_S
 
 
-def _atomic(path: Path, overwrite: bool, write, mode: int | None = None) -> None:
+def _atomic(path: Path, overwrite: bool, write: Callable[[BinaryIO], object],
+            mode: int | None = None) -> None:
+    """Write ``path`` through ``write`` into a part file beside it, then rename it into place;
+    every failure is the library's one-line error naming ``path``."""
     path = Path(path)
     final = link_target(path)  # messages name ``path``, as the user did
     try:

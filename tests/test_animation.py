@@ -373,15 +373,11 @@ def test_a_stop_during_the_third_frame_leaves_nothing_written(tmp_path: Path,
 
     def progress(done: int, total: int) -> None:
         seen.append((done, total))
-        if stop == "ctrl-c" and done * 4 > total * 2:  # a tile of the third frame
-            raise KeyboardInterrupt
-
-    def cancel() -> bool:
-        return bool(seen) and seen[-1][0] * 4 >= seen[-1][1] * 2  # two frames done
+        if done * 4 > total * 2:  # a tile of the third frame
+            raise Cancelled("cancelled") if stop == "cancel" else KeyboardInterrupt
 
     with pytest.raises(Cancelled if stop == "cancel" else KeyboardInterrupt):
-        run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0, progress=progress,
-                cancel=cancel if stop == "cancel" else None)
+        run_job(job, engine.Upscaler(tiny_model_file, device="cpu"), 2.0, progress=progress)
     assert not job.target.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
     assert seen[-1][1] % 4 == 0 and seen[-1][0] <= seen[-1][1], "progress counts all 4 frames"

@@ -59,8 +59,8 @@ def test_an_apng_frame_blended_over_an_opaque_one_shows_both_opaque(
 def test_a_gif_frame_cleared_to_background_shows_through_as_browsers_show_it(
         tmp_path: Path, tiny_model_file: str) -> None:
     """An opaque GIF frame disposed to background (2) with no transparent index, then a 4x4
-    frame: browsers clear to transparent, so only the square shows; Pillow paints the
-    background colour there, which came back opaque."""
+    frame: browsers clear to transparent, so only the square shows, where Pillow paints the
+    background colour, opaque."""
     rng = np.random.default_rng(7)
     palette = rng.integers(0, 256, 768).tolist()
     parts = []
@@ -131,7 +131,8 @@ def test_a_gif_with_a_stray_byte_between_frames_keeps_all_its_frames(
 def test_an_apngs_default_image_outside_its_animation_is_not_its_first_frame(
         tmp_path: Path, tiny_model_file: str) -> None:
     """An APNG may open with a default image that is no frame (the picture a viewer without APNG
-    shows): a still result was that picture, and the note counted it as a frame."""
+    shows): a still result is the animation's first frame, not that picture, and the note
+    does not count it as a frame."""
     red, green, blue = (Image.new("RGB", (16, 12), c) for c in
                         ((255, 0, 0), (0, 255, 0), (0, 0, 255)))  # the default image red
     red.save(tmp_path / "a.png", save_all=True, append_images=[green, blue], default_image=True,

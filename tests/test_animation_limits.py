@@ -39,7 +39,7 @@ def test_a_cut_short_animation_names_its_damaged_frame(tmp_path: Path, tiny_mode
 @pytest.mark.parametrize("frames", [4, 1])
 def test_a_cut_short_webp_is_said_to_be_so(tmp_path: Path, frames: int) -> None:
     """libwebp refuses a WebP cut short (an animated one, or a still) as a whole, before any
-    frame: Pillow said only "could not create decoder object"."""
+    frame, where Pillow says only "could not create decoder object": the line names the cause."""
     rng = np.random.default_rng(2)
     images = [Image.fromarray(rng.integers(0, 256, (24, 20, 3), np.uint8)) for _ in range(frames)]
     whole = tmp_path / "whole.webp"
@@ -54,8 +54,8 @@ def test_a_cut_short_webp_is_said_to_be_so(tmp_path: Path, frames: int) -> None:
 
 
 def test_a_webp_damaged_inside_its_data_is_said_to_be_so(tmp_path: Path) -> None:
-    """libwebp fails on a still's garbled data only when its pixels are decoded: Pillow said
-    only "cannot decode image (failed to read next frame)"; now as for a WebP cut short."""
+    """libwebp fails on a still's garbled data only when its pixels are decoded, where Pillow
+    says only "cannot decode image (failed to read next frame)": the line is a cut WebP's."""
     image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (30, 40, 3), np.uint8))
     image.save(tmp_path / "whole.webp")
     data = bytearray((tmp_path / "whole.webp").read_bytes())
@@ -72,8 +72,8 @@ def test_a_webp_damaged_inside_its_data_is_said_to_be_so(tmp_path: Path) -> None
 def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
         tmp_path: Path, tiny_model_file: str) -> None:
     """Cut at each byte past its first frame, a 6-frame GIF is refused where Pillow's count of
-    its frames fails (a later frame's header cut off: it said 1 frame, the rest lost without a
-    word, or a raw IndexError when surveyed), and read as before where the count stands."""
+    its frames fails (a later frame's header cut off: it says 1 frame, the rest lost without a
+    word, or a raw IndexError when surveyed), and read whole where the count stands."""
     rng = np.random.default_rng(3)
     frames = [Image.fromarray(rng.integers(0, 4, (4, 3), np.uint8) * 80) for _ in range(6)]
     frames[0].save(tmp_path / "whole.gif", save_all=True, append_images=frames[1:], duration=100)
@@ -107,8 +107,8 @@ def test_a_gif_cut_in_a_later_frames_header_is_refused_not_read_as_one_frame(
 def test_a_still_of_a_gif_with_a_damaged_later_frame_is_its_first_frame_with_a_note(
         tmp_path: Path, tiny_model_file: str) -> None:
     """A JPEG or TIFF result holds the first frame alone: a GIF cut in a later frame's header
-    gives the intact GIF's result, and says so, where it was refused; kept animated (a PNG
-    result), it is refused still."""
+    gives the intact GIF's result, with a note saying so; kept animated (a PNG result), it is
+    refused."""
     frames = [Image.fromarray(np.random.default_rng(k).integers(0, 256, (10, 12, 3), np.uint8))
               for k in range(4)]
     frames[0].save(tmp_path / "whole.gif", save_all=True, append_images=frames[1:], duration=90)

@@ -13,6 +13,7 @@ from dataclasses import fields
 import pytest
 import typer
 from helpers import REPO
+from PIL import Image
 
 from drcn_plugin import errors, scales
 from drcn_plugin.batch import collect_jobs
@@ -20,7 +21,7 @@ from drcn_plugin.cli import app
 from drcn_plugin.errors import BadOptionError, Cancelled, DRCNError, OutputExistsError, one_line
 from drcn_plugin.hub import SHIPPED
 from drcn_plugin.training.config import TrainConfig, command_line, default_of, flag_of
-from drcn_plugin.writing import atomic_write_bytes
+from drcn_plugin.writing import Encoded, atomic_save
 
 PACKAGE = REPO / "drcn_plugin"
 FRONT_END = {"typer", "rich", "click", "drcn_plugin.cli", "drcn_plugin.cli_options",
@@ -208,7 +209,7 @@ def test_library_messages_name_no_command_line_flag(tmp_path) -> None:
     caught.append(info.value)
     (tmp_path / "out.json").write_text("{}")
     with pytest.raises(OutputExistsError) as info:
-        atomic_write_bytes(tmp_path / "out.json", b"[]", overwrite=False)
+        atomic_save(Encoded(Image.new("L", (1, 1)), "PNG"), tmp_path / "out.json")
     caught.append(info.value)
     for e in caught:
         assert not re.search(r"(^|\s)--?[a-z]", str(e)), str(e)
@@ -269,8 +270,8 @@ sys.meta_path.insert(0, Interrupted())
 
 @pytest.mark.parametrize("module", ["drcn_plugin", "drcn_plugin.cli"])
 def test_ctrl_c_while_python_m_loads_the_command_is_no_traceback(module: str, tmp_path) -> None:
-    """``python -m drcn_plugin.cli`` ran its imports outside the guard the ``drcn`` script puts
-    around them: a Ctrl-C then was a traceback."""
+    """``python -m`` runs the command's imports inside the guard the ``drcn`` script puts
+    around them: a Ctrl-C while they load ends with status 130, not a traceback."""
     import os
 
     (tmp_path / "sitecustomize.py").write_text(_CTRL_C_AT_IMPORT)  # before the module is run

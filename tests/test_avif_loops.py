@@ -106,9 +106,9 @@ def test_the_colour_tracks_list_counts_wherever_the_movie_box_lies() -> None:
 def test_a_result_plays_as_often_as_its_avif_source(tmp_path: Path, tiny_model_file: str,
                                                     out: str, repeated: bool, duration: int,
                                                     plays: int) -> None:
-    """Pillow read no count from an AVIF: every result looped for ever, noted as a count not
-    kept even where the source looped for ever too. Now every result plays as often as its
-    source, an AVIF one by its edit list as libavif writes it, and nothing is noted."""
+    """Pillow reads no count from an AVIF, so the count is read here: every result plays as
+    often as its source, an AVIF one by its edit list as libavif writes it, and nothing is
+    noted (not even a count lost where the source loops for ever)."""
     source = tmp_path / "a.avif"
     source.write_bytes(_edited(_sequence(), repeated, duration))
     got, message = upscaled_plays(source, out, tiny_model_file)

@@ -427,8 +427,8 @@ def test_summary_names_files_as_the_user_did(photos: Path, tmp_path: Path, tiny_
 
 @pytest.mark.parametrize("module", ["drcn_plugin", "drcn_plugin.cli"])
 def test_python_m_runs_the_command(module: str) -> None:
-    """``python -m drcn_plugin.cli`` ran nothing and exited 0: a user's script went on as if the
-    command had worked."""
+    """``python -m drcn_plugin.cli`` runs the command, so a user's script that calls it never
+    goes on, on a status 0, as if a command that did nothing had worked."""
     run = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
                          text=True, timeout=120)
     assert (run.returncode, run.stdout.split()[:1]) == (0, ["drcn-plugin"]), run.stderr

@@ -93,7 +93,7 @@ def test_cancel_stops_a_batch_at_scale_1_between_frames(
 
 @pytest.mark.parametrize("per_batch", [-1, 1.5, None, True, -2.0, float("inf")])
 def test_a_per_batch_that_is_no_count_of_frames_is_refused(tiny: DRCN, per_batch: object) -> None:
-    """An API workflow's 1.5 or null raised a raw TypeError; True ran as 1 frame a step."""
+    """An API workflow's 1.5, null or True is one line, not a TypeError nor 1 frame a step."""
     with pytest.raises(NODES.DRCNNodeError) as info:
         UPSCALE.upscale(_frames(1, 8, 8), tiny, 2.0, 0, False, per_batch=per_batch)
     assert str(info.value) == (f"DRCN: per_batch {per_batch!r} must be 0 (all frames) or a whole "
@@ -143,8 +143,8 @@ def test_memory_estimate_counts_the_widest_frame(tiny: DRCN,
 
 def test_each_frame_is_converted_once_as_it_is_upscaled(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pass converting every frame before the first is upscaled: on 1000 1080p frames that
-    pass took 80 s with no progress and Cancel unheard, and each frame was converted twice."""
+    """Each frame is converted once, as it is upscaled, with no pass over every frame first:
+    on 1000 1080p frames such a pass takes 80 s with no progress and Cancel unheard."""
     reads: list[int] = []
     real = FRAMES.to_engine
     monkeypatch.setattr(FRAMES, "to_engine", lambda *a, **k: reads.append(1) or real(*a, **k))
@@ -338,7 +338,8 @@ def test_scale_1_is_refused_as_it_leaves_the_image_as_it_is(tiny: DRCN, fake_spa
 
 
 def test_a_whole_number_float_scale_is_the_whole_number(tiny: DRCN, fake_spandrel: None) -> None:
-    """An API workflow's 2.0 passed, then every tile failed on a target size of (16.0, 16.0)."""
+    """An API workflow's 2.0 is the upscale model's whole scale 2, so each tile's target is in
+    whole pixels (a float scale gives (16.0, 16.0), on which every tile fails)."""
     (descriptor,) = TO_MODEL.convert(tiny, 2.0)
     assert type(descriptor.scale) is int and descriptor.scale == 2 and "x2" in descriptor.tags
     x = _frames(1, 8, 8).permute(0, 3, 1, 2)

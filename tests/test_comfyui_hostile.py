@@ -113,8 +113,8 @@ def _metered(monkeypatch: pytest.MonkeyPatch, budget: int) -> list[torch.Tensor]
 
 def test_a_float_batch_is_checked_before_its_outputs_are_taken(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 4-byte check ran after the outputs were allocated yet counted them again: a float
-    frame (a VAE decode) with room for its output once was refused. Frame 0 tells it first, so
+    """Frame 0 tells whether the batch is float (a VAE decode) before the outputs are allocated,
+    and the 4-byte check counts them once: a frame with room for its output once is upscaled,
     one without that room is refused with nothing allocated."""
     outputs = 64 * 64 * (3 + 1) * 4  # image and mask planes, float32
     need = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
@@ -129,8 +129,9 @@ def test_a_float_batch_is_checked_before_its_outputs_are_taken(
 
 def test_a_later_float_frame_counts_only_what_is_still_to_be_allocated(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two 8-bit frames, then one off the grid: the recheck counted the outputs (allocated) and
-    every result of the step again, and refused the batch after two frames were upscaled."""
+    """Two 8-bit frames, then one off the grid: the recheck counts only what is still to be
+    allocated (not the outputs, nor the step's results so far), so a batch that fits is not
+    refused after two frames are upscaled."""
     frames = torch.randint(0, 256, (3, 32, 32, 3), generator=torch.Generator().manual_seed(4)) / 255
     frames[2] += 0.3 / 255
     outputs, made = 3 * 64 * 64 * (3 + 1) * 4, 2 * 64 * 64 * 3  # and two 8-bit results
@@ -143,9 +144,9 @@ def test_a_later_float_frame_counts_only_what_is_still_to_be_allocated(
 
 
 def test_an_rgba_images_soft_alpha_leaves_its_8_bit_colours_as_they_are(tiny: DRCN) -> None:
-    """Join Image with Alpha with a feathered mask: the soft alpha took the 8-bit colours down the
-    float path (1.09 levels off the same pixels as image + mask). The colours go in as uint8, the
-    alpha is resized apart as the engine resizes a float alpha."""
+    """Join Image with Alpha with a feathered mask: the colours go in as uint8 and the alpha is
+    resized apart, as the engine resizes a float alpha; in one float array with the soft alpha
+    they would come back 1.09 levels off the same pixels as image + mask."""
     g = torch.Generator().manual_seed(6)
     rgb = torch.randint(0, 256, (2, 12, 14, 3), generator=g) / 255
     alpha = torch.rand(2, 12, 14, 1, generator=g) * 0.98 + 0.01  # soft, nowhere transparent
@@ -177,7 +178,8 @@ def test_an_rgba_images_transparent_colours_are_still_filled(tiny: DRCN) -> None
 
 @pytest.mark.parametrize("per_batch", [2.0, np.float64(2.0)])
 def test_a_whole_number_float_per_batch_is_that_many_frames(tiny: DRCN, per_batch: float) -> None:
-    """An API workflow's 2.0 (or a math node's float) was refused as 'not a whole number'."""
+    """An API workflow's 2.0 (or a math node's float) is that many frames, not 'not a whole
+    number'."""
     frames = torch.rand(3, 8, 8, 3, generator=torch.Generator().manual_seed(9))
     want, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=2)
     out, _ = UPSCALE.upscale(frames, tiny, 2.0, 0, False, per_batch=per_batch)
@@ -186,7 +188,8 @@ def test_a_whole_number_float_per_batch_is_that_many_frames(tiny: DRCN, per_batc
 
 @pytest.mark.parametrize("scale", [0, 0.5, 1, 1.5])
 def test_an_upscale_models_range_says_2_to_16(tiny: DRCN, scale: float) -> None:
-    """DRCN to Upscale Model said 'use 1 to 16' at 0.5, then refused 1 as under 2."""
+    """DRCN to Upscale Model names its own range, 2 to 16, for 0.5 and 1 alike (DRCN Upscale's
+    is 1 to 16)."""
     with pytest.raises(NODES.DRCNNodeError) as info:
         MODELS.upscale_model(tiny, scale)
     assert str(info.value) == f"DRCN: scale {scale:g} is out of range: use 2 to 16"

@@ -271,7 +271,8 @@ def test_a_tilde_path_naming_no_user_is_a_path_as_written(tmp_path: Path, tiny_m
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.5, 17.0])
 @pytest.mark.parametrize("from_original", [False, True])
 def test_compare_input_names_a_bad_scale_first(scale: float, from_original: bool) -> None:
-    """The library's check: NaN was a ValueError, 17 'too small to shrink' from the original."""
+    """The library's check names a bad scale as out of range before anything else: NaN is no
+    ValueError, 17 no 'too small to shrink' from the original."""
     from drcn_plugin.compare import check_compare_input
     from drcn_plugin.errors import BadOptionError
 

@@ -191,7 +191,8 @@ def test_blending_mismatched_or_out_of_range_is_a_typed_error(tiny_model_file: s
 def test_auto_precision_reads_the_hardware_of_the_gpu_asked_for(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 where the GPU computes it (compute capability 8+), fp16 on a T4 or RTX 20xx beside
-    it; torch 2.2's ``is_bf16_supported()`` takes no argument (it was a TypeError there)."""
+    it, read from each GPU's compute capability (torch 2.2's ``is_bf16_supported()`` takes no
+    device)."""
     from drcn_plugin import devices
 
     cuda_gpus(monkeypatch, (7, 5), (8, 6))

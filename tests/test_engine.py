@@ -342,7 +342,7 @@ def test_an_address_space_limit_refuses_the_job_up_front() -> None:
             "vms = psutil.Process().memory_info().vms\n"
             "resource.setrlimit(resource.RLIMIT_AS, (vms + (1 << 30), vms + (1 << 30)))\n"
             "try:\n"
-            "    check_memory(4000, 4000, 3, 1, scale=4)\n"
+            "    check_memory(4000, 4000, 3, 1, (16000, 16000))\n"
             "except MemoryError as e:\n"
             "    print(e)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -363,8 +363,8 @@ def test_running_out_of_memory_outside_the_network_is_the_librarys_error(monkeyp
 
 
 def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch) -> None:
-    """Like the front ends, ``upscale`` checks the memory estimate first: under ``ulimit -v`` a
-    too-big job ran every tile, then failed at the final resize; without one the OS kills."""
+    """Like the front ends, ``upscale`` checks the memory estimate first: unchecked, a too-big
+    job runs every tile and fails at the final resize under ``ulimit -v``, or the OS kills it."""
     from drcn_plugin import memory
     from drcn_plugin.errors import OutOfMemoryError
 
@@ -374,8 +374,8 @@ def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch
                         or real(self, x, *a, **k))
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     for image in (np.zeros((10, 12, 3), np.uint8), np.zeros((10, 12), np.float64)):
-        need = memory.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize, 4,
-                                    encoded=False)
+        need = memory.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize,
+                                    (40, 48), encoded=False)
         monkeypatch.setattr(memory, "_available_memory", lambda device, n=need: n - 1)
         with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 0\.0 GiB of "
                                                    r"memory; 0\.0 GiB is available$"):
@@ -397,8 +397,8 @@ def test_the_library_call_leaves_out_the_encode_it_does_not_make(tmp_path: Path,
 
     image = np.random.default_rng(4).integers(0, 256, (30, 40, 3), np.uint8)
     Image.fromarray(image).save(tmp_path / "a.png")
-    room = memory.memory_needed(30, 40, 3, 1, 4, encoded=False)
-    assert room < memory.memory_needed(30, 40, 3, 1, 4)
+    room = memory.memory_needed(30, 40, 3, 1, (120, 160), encoded=False)
+    assert room < memory.memory_needed(30, 40, 3, 1, (120, 160))
     monkeypatch.setattr(memory, "_available_memory", lambda device: room)
     up = Upscaler(tiny(), device="cpu", precision="fp32")
     assert up.upscale(image, 4).shape == (120, 160, 3)
@@ -416,6 +416,7 @@ def test_the_memory_estimate_bounds_the_real_peak(tiny_model_file: str, dtype: s
 import numpy as np
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.memory import memory_needed
+from drcn_plugin.sizing import output_size
 up = Upscaler({tiny_model_file!r}, device="cpu", precision="fp32", tile=32)
 image = np.zeros(({side}, {side}, {channels}), np.{dtype})
 up.upscale(image, {scale})  # warm: allocator pools, lazy imports
@@ -425,7 +426,8 @@ open("/proc/self/clear_refs", "w").write("5")  # the peak is reset to what is re
 base = vm("VmRSS:")
 up.upscale(image, {scale})
 print(vm("VmHWM:") - base, memory_needed({side}, {side}, {channels},
-                                         np.dtype(np.{dtype}).itemsize, {scale}, encoded=False))
+                                         np.dtype(np.{dtype}).itemsize, output_size({side}, {side}, {scale}),
+                                         encoded=False))
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     peak, estimate = map(int, run.stdout.split())

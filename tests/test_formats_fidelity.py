@@ -92,8 +92,8 @@ def test_16_bit_png_colour_is_read_at_16_bits(tmp_path: Path, colour_type: int,
 
 @pytest.mark.parametrize("orientation", range(2, 9))
 def test_a_turned_16_bit_png_is_read_upright_at_16_bits(tmp_path: Path, orientation: int) -> None:
-    """A 16-bit PNG with an EXIF orientation (an eXIf chunk) was read at 8 bits: its deep
-    pixels were not turned. Each byte of each sample turns as Pillow turns 8-bit colour."""
+    """A 16-bit PNG with an EXIF orientation (an eXIf chunk) is read upright and at 16 bits:
+    each byte of each sample turns as Pillow turns 8-bit colour."""
     deep = np.random.default_rng(1).integers(0, 65536, (5, 7, 3), dtype=np.uint16)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -318,10 +318,10 @@ def _srgb_levels(linear: np.ndarray) -> np.ndarray:
     ("bmp", True, "GIMP built-in Linear sRGB, no gamma"), ("bmp", False, "Linear sRGB")])
 def test_a_profile_the_output_cannot_carry_is_applied_not_dropped(
         folder: Path, tiny_model_file: str, fmt: str, grey: bool, name: str) -> None:
-    """A grey profile in WebP (which stores grey as RGB) or any profile in a BMP was dropped,
-    and the pixels kept: a linear-light image then showed 40-60 levels too dark. The pixels go
-    through the profile to sRGB instead, against the PNG result that keeps the profile; one
-    named "sRGB" too, as GIMP names its linear one (a name is no proof of sRGB's curve)."""
+    """A grey profile in WebP (which stores grey as RGB) or any profile in a BMP cannot be
+    carried; dropped with the pixels kept, a linear-light image shows 40-60 levels too dark.
+    The pixels go through the profile to sRGB, against the PNG result that keeps the profile;
+    one named "sRGB" too, as GIMP names its linear one (a name is no proof of sRGB's curve)."""
     pytest.importorskip("PIL.ImageCms")
     linear = icc_profile(SRGB_CHROMATICITIES, 1.0, grey=grey)
     if name:  # the description tag's text, changed in place

@@ -1,7 +1,7 @@
 """Failures a mutation fuzz of the reading path found (mutated seeds of every format read, run
 through `drcn upscale`'s file job): each rebuilt here as a small file, read and checked for
-writing back as the CLI does. Each once gave a catch-all error ("cannot decode image
-(AssertionError)"), refused a file whose pixels are whole, or read pixels wrong without a word."""
+writing back as the CLI does. Each is a way to give a catch-all error ("cannot decode image
+(AssertionError)"), refuse a file whose pixels are whole, or read pixels wrong without a word."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_a_multipage_tiff_turned_by_its_xmp_reads_upright(
         tmp_path: Path, compression: str | None) -> None:
     # Pillow turns a TIFF's pixels in load(), by its XMP's orientation where no tag states one;
     # counting the pages afterwards seeks back to the first, which re-reads the stored size and
-    # the XMP: the pixels, decoded and turned again, no longer fitted the size
+    # the XMP: the pixels, decoded and turned again, must still fit the size
     xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
            b'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.'
            b'com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
@@ -70,7 +70,7 @@ def test_a_png_cut_short_after_its_pixel_data_reads_with_a_note(tmp_path: Path) 
 
 def test_tiff_tags_libtiff_refuses_are_dropped_not_the_image(tmp_path: Path) -> None:
     # a resolution unit of 7 (TIFF knows 1-3): Pillow writes and reads it, libtiff (Pillow's
-    # compressed TIFF writer) refuses to set it, and the whole result was refused
+    # compressed TIFF writer) refuses to set it: the tag is dropped, not the whole result
     exif = Image.Exif()
     exif[0x0128] = 7
     exif[0x010F] = "Scanner"

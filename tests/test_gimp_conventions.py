@@ -236,8 +236,8 @@ def _config(output: str) -> mock.MagicMock:
                                             (RunMode.NONINTERACTIVE, False)])
 def test_a_new_image_from_repeat_last_gets_a_display(plugin, run_mode, shown) -> None:
     """Filters > Repeat Last runs the procedure WITH_LAST_VALS (app/actions/filters-actions.c,
-    filters_repeat_actions): its new image was made but never shown. GIMP's own plug-ins show
-    a new image in every run mode but NONINTERACTIVE (plug-ins/common/compose.c)."""
+    filters_repeat_actions): its new image gets a display, as GIMP's own plug-ins show a new
+    image in every run mode but NONINTERACTIVE (plug-ins/common/compose.c)."""
     log: list = []
     layer = FakeLayer(log, 6, 4)
     image = FakeImage().setup(log, 6, 4, [layer])
@@ -262,7 +262,8 @@ def test_a_new_image_keeps_the_source_resolution(plugin) -> None:
 
 def test_an_indexed_image_is_refused_in_one_line(plugin) -> None:
     """Image types gate only the menu (app/plug-in/gimppluginprocedure.c, get_sensitive): a
-    script reached the upscale with an indexed image, whose new image had no palette."""
+    script that passes an indexed image is refused in one line, before an upscale whose new
+    image would have no palette."""
     layer = FakeLayer([], 6, 4)
     image = FakeImage().setup([], 6, 4, [layer])
     image.get_base_type.return_value = ImageBaseType.INDEXED
@@ -296,9 +297,9 @@ def test_scale_this_image_is_offered_with_several_layers_selected(plugin) -> Non
 
 
 def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -> None:
-    """GIMP refused the plug-in's writes to a layer with locked pixels or position (or inside
-    a locked group): Scale Image had already scaled it, so it kept GIMP's interpolation, its
-    size or offset off by the rounding, among DRCN-upscaled layers."""
+    """GIMP refuses a plug-in's writes to a layer with locked pixels or position (or inside a
+    locked group), which Scale Image scales anyway: such a layer is unlocked for the write and
+    locked again, so it too gets DRCN's pixels, size and offset, not GIMP's interpolation."""
     log: list = []
     pixels = FakeLayer(log, 5, 3, 1, 1, lock_content=True)
     moved = FakeLayer(log, 3, 3, 3, 1, lock_position=True)
@@ -320,9 +321,9 @@ def test_scale_this_image_upscales_locked_layers_and_keeps_their_locks(plugin) -
 
 
 def test_scale_this_image_gives_alpha_locked_layers_drcn_alpha_too(plugin) -> None:
-    """merge_shadow keeps an alpha-locked layer's alpha: Scale this image left it as Scale
-    Image had interpolated it, beside DRCN-upscaled colour (and a group's lock held for its
-    children)."""
+    """merge_shadow keeps an alpha-locked layer's alpha (and a group's lock holds for its
+    children): Scale this image lifts the lock, so the alpha too is DRCN's, not Scale Image's
+    interpolation beside DRCN-upscaled colour."""
     log: list = []
     alone = FakeLayer(log, 4, 4, lock_alpha=True)
     inner = FakeLayer(log, 2, 2)
@@ -349,11 +350,11 @@ class RecordingWorker(FakeWorker):
                                             (False, True, "Y' float"),
                                             (True, True, "Y' u8")])
 def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
-    """A babl format name is sRGB: an 8-bit Adobe RGB photo went to the worker converted to
-    8-bit sRGB and came back clipped to sRGB's gamut (saturated greens and cyans dulled). A grey
-    image with a profile other than GIMP's own grey (``srgb`` here: equal to it) went as 8-bit
-    sRGB-curve grey: a Gray Gamma 2.2 layer's levels 1-5, 7, 8, 10 and 15 came back as
-    neighbours (its darkest shadows merged)."""
+    """A babl format name is sRGB, so an image in another colour space travels as float: as
+    8-bit sRGB an Adobe RGB photo would come back clipped to sRGB's gamut (saturated greens
+    and cyans dulled). A grey image with a profile other than GIMP's own grey (``srgb`` here:
+    equal to it) travels so too: as 8-bit sRGB-curve grey, a Gray Gamma 2.2 layer's levels
+    1-5, 7, 8, 10 and 15 would come back as neighbours (its darkest shadows merged)."""
     layer = FakeLayer([], 6, 4)
     layer.is_gray = lambda: gray
     image = FakeImage().setup([], 6, 4, [layer])
@@ -364,8 +365,8 @@ def test_a_wide_gamut_image_travels_as_float(plugin, srgb, gray, babl) -> None:
 
 
 def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_not(plugin):
-    """The menu entry was greyed out with no layer selected (no NO_DRAWABLES in the mask), though
-    Scale this image needs no selected layer; a new image then asks for one in one line."""
+    """Scale this image needs no selected layer, so the menu entry stays usable with none
+    (NO_DRAWABLES in the sensitivity mask); a new image then asks for one in one line."""
     proc = plugin.DRCNSuperResolution().do_create_procedure("plug-in-drcn-super-resolution")
     assert proc.set_sensitivity_mask.call_args.args[0] & SensitivityMask.NO_DRAWABLES
     layer = FakeLayer([], 6, 4)
@@ -380,8 +381,8 @@ def test_with_no_layer_selected_scale_this_image_runs_and_a_new_image_says_why_n
 
 
 def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
-    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the user,
-    seeing one layer selected, was told to 'select exactly one layer'."""
+    """With the mask of the one highlighted layer being edited, GIMP passes the mask: the line
+    names the mask, where 'select exactly one layer' would puzzle a user who sees one."""
     image = FakeImage().setup([], 6, 4, [FakeLayer([], 6, 4)])
     procedure = mock.MagicMock()
     plugin.DRCNSuperResolution().run(procedure, RunMode.NONINTERACTIVE, image,
@@ -394,9 +395,9 @@ def test_a_selected_layer_mask_is_named_in_the_message(plugin) -> None:
 
 @pytest.mark.parametrize("applied", [True, False])
 def test_a_new_image_keeps_the_layers_mask(plugin, applied) -> None:
-    """A new image from a layer with a layer mask got the layer's pixels alone: what the mask hid
-    showed in the result. The mask now goes through DRCN to the layer's new size and is the new
-    layer's mask, applied or not as it was."""
+    """A new image from a layer with a layer mask keeps the mask, else what it hides would show:
+    the mask goes through DRCN to the layer's new size and is the new layer's mask, applied or
+    not as on the original layer."""
     layer, mask = FakeLayer([], 6, 4), FakeLayer([], 6, 4)
     mask.is_gray = mask.is_layer_mask = lambda: True
     layer.mask, layer.apply_mask = mask, applied

@@ -28,8 +28,9 @@ def _fake_worker(script: str) -> client.Worker:
     "result 2 2 5\nxxxxx",  # a payload that does not hold 2x2 RGB
 ])
 def test_a_garbled_reply_is_one_worker_error(reply: str) -> None:
-    """A reply that breaks the protocol was a ValueError traceback in GIMP (or, for a bad result
-    header, 'exited with code -15: no message' after the plug-in stopped a live worker)."""
+    """A reply that breaks the protocol is one WorkerError, not a ValueError traceback in GIMP
+    (nor, for a bad result header, 'exited with code -15: no message' once the plug-in has
+    stopped a live worker)."""
     worker = _fake_worker(f"sys.stdout.write({reply!r}); sys.stdout.flush(); time.sleep(30)")
     try:
         with pytest.raises(client.WorkerError) as e:
@@ -59,9 +60,9 @@ def test_a_worker_killed_mid_job_is_named_as_such() -> None:
 
 
 def test_the_worker_keeps_c_level_writes_off_the_protocol_pipe(tiny_model_file: str) -> None:
-    """A library writing to file descriptor 1 (C code, not ``print``) mixed its text into the
-    replies: without a newline it glued itself to ``result``, the client read the pixels as
-    lines and, with the heartbeat still coming, waited forever."""
+    """A library writing to file descriptor 1 (C code, not ``print``) stays out of the replies:
+    without a newline its text would glue itself to ``result``, the client would read the
+    pixels as lines and, with the heartbeat still coming, wait forever."""
     code = ("import os\n"
             "from drcn_plugin.integrations import gimp_worker as g\n"
             "class Noisy(g.Upscaler):\n"

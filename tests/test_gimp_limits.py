@@ -48,9 +48,9 @@ def worker():
 
 
 def test_a_layer_wider_than_131072_px_is_upscaled(plugin, worker, tiny_model_file) -> None:
-    """The worker took sides up to 131072 px, a cap of its own: a wider layer (GIMP holds up
-    to 524288 px a side) was refused as 'bad header: 140000x1, 3 channels, ...', which read
-    as a bug. Memory alone now decides, before the layer is read."""
+    """The worker takes any side GIMP holds (up to 524288 px), with no smaller cap of its own
+    (a refusal as 'bad header: 140000x1, 3 channels, ...' would read as a bug): memory alone
+    decides, before the layer is read."""
     layer = PixelLayer([], 140000, 1)
     image = FakeImage().setup([], 140000, 1, [layer])
     plugin.DRCNSuperResolution()._new_image(worker, image, layer, 1.0,
@@ -61,8 +61,8 @@ def test_a_layer_wider_than_131072_px_is_upscaled(plugin, worker, tiny_model_fil
 
 
 def test_a_layer_too_big_for_memory_is_refused_before_it_is_read(plugin, worker) -> None:
-    """The plug-in read the whole layer out of GIMP (hundreds of GB here) before the worker
-    could say that it cannot hold it: now a dry run asks first."""
+    """A dry run asks the worker whether it can hold the layer before the plug-in reads it out
+    of GIMP (hundreds of GB here)."""
     layer = PixelLayer([], 300000, 300000)
     image = FakeImage().setup([], 300000, 300000, [layer])
     with pytest.raises(client.WorkerError) as e:
@@ -77,8 +77,8 @@ def test_a_layer_too_big_for_memory_is_refused_before_it_is_read(plugin, worker)
 def test_a_result_wider_than_gimp_allows_is_refused_before_any_work(plugin, worker,
                                                                     output) -> None:
     """A 1 px thin layer 40000 px wide at x16 gives 640000 px, past GIMP's largest image side
-    (GIMP_MAX_IMAGE_SIZE, 524288): the whole upscale ran, then GIMP refused the new image (or
-    Scale Image) with a traceback."""
+    (GIMP_MAX_IMAGE_SIZE, 524288): refused in one line before the upscale, where GIMP would
+    refuse the new image (or Scale Image) with a traceback after it."""
     layer = PixelLayer([], 40000, 1)
     image = FakeImage().setup([], 40000, 1, [layer])
     up = plugin.DRCNSuperResolution()
@@ -129,9 +129,9 @@ def _layers() -> list[PixelLayer]:
 
 
 def test_scale_this_image_holds_one_layer_result_at_a_time(plugin) -> None:
-    """Every layer's upscaled pixels stayed in the plug-in's memory until the last was done (the
-    sum of every scaled layer at once); they now wait in a temporary file, and each layer still
-    gets its own."""
+    """Each layer's upscaled pixels wait in a temporary file until the last is done, so the
+    plug-in's memory holds one layer result, not the sum of every scaled layer; each layer
+    still gets its own."""
     layers = _layers()
     image = FakeImage().setup([], 6, 4, layers)
     worker = SpoolingWorker()

@@ -115,8 +115,8 @@ def test_bad_input_is_a_clean_error_exit(stdin, message):
     ({"tile": 3}, "tile size 3 is too small: use 0 (automatic) or at least 16"),
 ])
 def test_a_bad_option_is_named_before_the_pixels_are_read(option: dict, message: str) -> None:
-    """The engine's options are checked once the header is read: a bad one was named only after
-    a whole layer's pixels had been sent (here none follow: that was a truncation error)."""
+    """The engine's options are checked once the header is read: a bad one is named before a
+    layer's pixels are sent (here none follow, which a later check would call a truncation)."""
     header = json.dumps({"width": 200, "height": 150, "channels": 3, "dtype": "u8", "scale": 2,
                          **option}).encode() + b"\n"
     inp, out = io.BytesIO(header), io.BytesIO()

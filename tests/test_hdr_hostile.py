@@ -38,8 +38,8 @@ def _xmp_of(path: Path) -> bytes:
 
 
 def test_unclosed_gain_map_tags_in_a_large_xmp_do_not_hang_the_read(folder: Path) -> None:
-    """Each unclosed <hdrgm: tag sent the search to the end of the XMP: a 1 MB XMP of them
-    took minutes to read; the rest of the XMP is kept as it was."""
+    """An unclosed <hdrgm: tag does not send the search to the end of the XMP (a 1 MB XMP of
+    them would take minutes to read); the rest of the XMP is kept as it was."""
     from drcn_plugin.imagefile import read_image
 
     xmp = b"<x:xmpmeta " + _NS + b">" + b"<hdrgm:Gain>" * 100_000 + b"</x:xmpmeta>"
@@ -67,8 +67,8 @@ def test_unclosed_gain_map_tags_in_a_large_xmp_do_not_hang_the_read(folder: Path
 ], ids=["nested", "gain-map-directory", "motion-photo-directory", "text"])
 def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
         folder: Path, tiny_model_file: str, inner: bytes, gone: bool) -> None:
-    """A nested element left its end tag behind (XML no reader parses); a directory of other
-    items, or text that quotes the attribute, was taken as a gain map's promise."""
+    """A nested element goes with its end tag (XML every reader parses); a directory of other
+    items, or text that quotes the attribute, is no gain map's promise and stays."""
     xmp = b'<x:xmpmeta ' + _NS + b' x:Rating="4">' + inner + b"</x:xmpmeta>"
     _png_with_xmp(folder / "p.png", xmp)
     r = upscale(str(folder / "p.png"), "-m", tiny_model_file, "-o", str(folder / "out"))
@@ -81,8 +81,8 @@ def test_only_the_gain_map_promise_goes_and_the_xmp_stays_well_formed(
 
 def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
         folder: Path, tiny_model_file: str) -> None:
-    """A grey PNG's gAMA with a white point of y near 0 made a number no ICC profile holds: the
-    image failed with "'i' format requires ...". Now its chunks are named as dropped."""
+    """A grey PNG's gAMA with a white point of y near 0 makes a number no ICC profile holds:
+    its chunks are named as dropped, not the image failed with "'i' format requires ..."."""
     info = PngInfo()
     info.add(b"gAMA", struct.pack(">I", 100000))
     info.add(b"cHRM", struct.pack(">8I", 90000, 1, 95000, 1, 1, 1, 1, 99000))
@@ -96,9 +96,9 @@ def test_chromaticities_beyond_an_icc_profile_drop_the_chunks_with_a_note(
 
 
 def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Path) -> None:
-    """Its 16-bit pixel data was built whole: big-endian copy, filtered rows, their bytes, the
-    compressed data and the file, each as large as the pixels. Now a block of rows at a time;
-    the file still holds every sample."""
+    """Its 16-bit pixel data is built a block of rows at a time, not whole (big-endian copy,
+    filtered rows, their bytes, the compressed data and the file, each as large as the
+    pixels); the file still holds every sample."""
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo, read_image
     from drcn_plugin.writing import atomic_save
@@ -117,9 +117,8 @@ def test_a_16_bit_png_result_is_written_without_copies_of_its_pixels(folder: Pat
 
 
 def test_a_16_bit_png_result_is_encoded_without_an_8_bit_image(folder: Path) -> None:
-    """A 16-bit colour PNG result was first made a full-size 8-bit Pillow image (its array and
-    the image: 7 bytes an output pixel) of which a 1x1 crop was all that was written. Now no
-    image of its size is made."""
+    """A 16-bit colour PNG result makes no full-size 8-bit Pillow image (its array and the
+    image: 7 bytes an output pixel) for the 1x1 stand-in that is all Pillow writes of it."""
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo
 
@@ -136,10 +135,9 @@ def test_a_16_bit_png_result_is_encoded_without_an_8_bit_image(folder: Path) -> 
 
 def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
         folder: Path) -> None:
-    """Its 8-bit stand-in was made through whole-image float32 copies (24 bytes an output pixel,
-    over a GiB at 48 MP) and compressed whole only for the chunks around its pixel data. Now
-    Pillow writes a 1x1 image for the chunks: the same chunks, in the same order, as Pillow's
-    8-bit file with every option."""
+    """Pillow writes a 1x1 image for the chunks around its pixel data, not a full-size 8-bit
+    stand-in (whole-image float32 copies: 24 bytes an output pixel, over a GiB at 48 MP): the
+    same chunks, in the same order, as Pillow's 8-bit file with every option."""
     from drcn_plugin.colourspace import icc_profile, with_chunks
     from drcn_plugin.encoding import encode
     from drcn_plugin.imagefile import ImageInfo, read_image
@@ -182,8 +180,8 @@ def test_a_16_bit_png_result_keeps_pillows_chunks_without_an_8_bit_encoding(
 
 
 def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder: Path) -> None:
-    """Adding the mDCv and cLLi chunks that Pillow does not write sliced and joined the encoded
-    file: three copies of it at once. Now its parts are written from the one encoding."""
+    """The mDCv and cLLi chunks that Pillow does not write are added by writing the file's
+    parts from the one encoding, not by slicing and joining it (three copies of it at once)."""
     from drcn_plugin.misreads import png_hdr_chunks
     from drcn_plugin.writing import Encoded, atomic_save
 
@@ -201,8 +199,8 @@ def test_hdr_chunks_are_added_to_a_png_result_without_copies_of_the_file(folder:
 
 
 def test_a_16_bit_png_is_read_without_whole_image_copies(folder: Path) -> None:
-    """Its two 8-bit decodes (high bytes, low bytes) were joined through whole-image copies,
-    15 bytes a pixel of arrays for a 6-byte result. Now a block of rows at a time."""
+    """Its two 8-bit decodes (high bytes, low bytes) are joined a block of rows at a time, not
+    through whole-image copies (15 bytes a pixel of arrays for a 6-byte result)."""
     from drcn_plugin.imagefile import read_image
 
     y, x = np.mgrid[0:1000, 0:1500]
@@ -235,9 +233,9 @@ print(vm("VmHWM:") - base)
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux peak RSS")
 def test_a_turned_16_bit_png_is_read_in_about_the_memory_of_an_upright_one(folder: Path) -> None:
-    """Its 8-bit decode was turned while the 16-bit pixels were not yet, then those were: both
-    8-bit images and both 16-bit arrays held at once, 20 bytes a pixel against 14 upright. Now
-    the 16-bit pixels are turned first, and their unturned copy is gone before Pillow turns."""
+    """The 16-bit pixels are turned first, and their unturned copy is gone before Pillow turns
+    its 8-bit decode: holding both 8-bit images and both 16-bit arrays at once would take 20
+    bytes a pixel against 14 upright."""
     y, x = np.mgrid[0:1500, 0:2000]
     pixels = np.stack([x * 32, y * 43, (x + y) * 19], axis=-1).astype(np.uint16)
     rows = np.zeros((1500, 1 + 2000 * 6), np.uint8)  # filter type 0 (none) before each row
@@ -275,8 +273,8 @@ def _avif_pq_elsewhere(path: Path, where: str) -> None:
 @pytest.mark.parametrize("where", ["alpha", "icc"])
 def test_an_avif_nclx_box_that_is_not_the_images_own_is_not_carried(
         folder: Path, tiny_model_file: str, where: str) -> None:
-    """The first nclx box in the file was taken as the image's, whichever item it belongs to,
-    and over an ICC profile: an SDR image came back marked PQ (shown far too bright)."""
+    """Only the image's own nclx box is carried, and never over an ICC profile: another item's
+    box would mark an SDR image PQ (shown far too bright)."""
     _avif_pq_elsewhere(folder / "a.avif", where)
     r = upscale(str(folder / "a.avif"), "-m", tiny_model_file, "-o", str(folder / "out"),
                 "--format", "png")
@@ -294,9 +292,9 @@ def test_an_avif_nclx_box_that_is_not_the_images_own_is_not_carried(
      b"<x:xmpmeta></x:xmpmeta>"),
 ], ids=["comment", "cdata"])
 def test_a_comment_or_cdata_is_text_to_the_gain_map_scan(xmp: bytes, kept: bytes) -> None:
-    """A gain-map element commented out was cut from inside the comment (and named as a gain
-    map dropped); CDATA holding a "<" was taken for an element left open, so the gain-map
-    element around it stayed. Both are text, as jpegmeta's walk over the same tags reads them."""
+    """A comment and CDATA are text to the scan, as jpegmeta's walk over the same tags reads
+    them: a gain-map element commented out is not cut from inside the comment (nor named as a
+    gain map dropped), and CDATA holding a "<" does not keep the gain-map element around it."""
     from drcn_plugin.colourspace import without_gain_map
 
     assert without_gain_map(xmp) == kept

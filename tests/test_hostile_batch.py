@@ -113,8 +113,8 @@ def test_a_stop_before_the_first_file_is_one_line(tmp_path: Path, monkeypatch: p
 def test_a_stop_signalled_again_while_it_is_said_is_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_file: str, name: str,
         status: int) -> None:
-    """Ctrl-C pressed twice, or a SIGTERM after it: the second, come while the first stop was
-    being said, had it said twice."""
+    """Ctrl-C pressed twice, or a SIGTERM after it: a second stop that comes while the first
+    is being said does not have it said twice."""
     for k in range(3):
         random_rgb(seed=k).save(tmp_path / f"{k}.png")
     stop, real, calls = getattr(signal, name), engine.Upscaler.upscale, []

@@ -177,8 +177,8 @@ def test_compare_refuses_a_bad_crop_before_reading_or_loading_anything(tmp_path:
 def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp_path: Path,
                                                                tiny_model_file: str,
                                                                args: list[str], says: str) -> None:
-    """x1.001 of a small image rounds to its own size: the sheet was four copies of the image,
-    each labelled inf dB, as if every method reproduced it exactly."""
+    """x1.001 of a small image rounds to its own size: refused, as the sheet would be four
+    copies of the image, each labelled inf dB, as if every method reproduced it exactly."""
     random_rgb(64, 48).save(folder / "a.png")
     out = tmp_path / "sheet.png"
     result = CliRunner().invoke(app, ["compare", str(folder / "a.png"), "-s", "1.001", "-o",
@@ -196,8 +196,8 @@ def test_compare_refuses_a_scale_that_rounds_back_to_the_image(folder: Path, tmp
 def test_compare_names_what_it_leaves_out_of_the_file(folder: Path, tmp_path: Path,
                                                       tiny_model_file: str, name: str,
                                                       says: str) -> None:
-    """An animation's later frames and an image's transparency were dropped without a word,
-    where eval and training name the file."""
+    """An animation's later frames and an image's transparency, which the sheet leaves out,
+    are named in a note, as eval and training name the file."""
     first = random_rgb(32, 32)
     if name.endswith(".gif"):
         first.save(folder / name, save_all=True, append_images=[random_rgb(32, 32, seed=1)])
@@ -439,7 +439,8 @@ def test_running_out_of_memory_at_every_depth_is_one_line(
                                              ("nowhere", "No such file or directory")])
 def test_a_dataset_link_that_leads_nowhere_is_named_as_one(tmp_path: Path, target: str,
                                                            why: str) -> None:
-    """A link in a loop or to a removed folder was 'dataset folder not found', as if mistyped."""
+    """A link in a loop or to a removed folder is named as a link that leads nowhere, not
+    'dataset folder not found', as if mistyped."""
     (tmp_path / "loop").symlink_to(tmp_path / target)
     r = CliRunner().invoke(app, ["eval", "--dataset", str(tmp_path / "loop"), "-s", "2",
                                  "-m", "bicubic"])

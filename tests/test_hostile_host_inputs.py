@@ -35,8 +35,8 @@ def tiny() -> DRCN:
 @pytest.mark.parametrize("bad", [np.zeros((1, 8, 8, 3), np.float32), [[0.5]]],
                          ids=["numpy", "list"])
 def test_an_image_that_is_not_a_tensor_is_one_line(tiny: DRCN, bad: object) -> None:
-    """Another pack's node that hands on a numpy array (or a list) as its IMAGE gave an
-    AttributeError traceback ('numpy.ndarray' object has no attribute 'is_meta')."""
+    """Another pack's node that hands on a numpy array (or a list) as its IMAGE gets one line,
+    not an AttributeError traceback ('numpy.ndarray' object has no attribute 'is_meta')."""
     kind = type(bad).__name__
     with pytest.raises(NODES.DRCNNodeError, match=f"^DRCN: the image is of type {kind}, not a "
                        "torch tensor: the node that made it does not give ComfyUI's IMAGE type$"):
@@ -64,10 +64,10 @@ def _from_srgb(v: np.ndarray) -> np.ndarray:
                                        "u16-linear", "u16-non-linear"])
 def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> None:
     """The plug-in reads a layer in a perceptual (R'G'B') format and writes the result back in
-    it; babl converts a linear layer's levels there and back. An 8-bit linear layer travelled as
-    8-bit R'G'B', which has fewer levels in the highlights: 73 of its 256 levels came back as a
-    neighbour (Scale this image at an unchanged size altered the picture, and upscaled highlights
-    came back combed); a 16-bit linear one lost levels the same way."""
+    it; babl converts a linear layer's levels there and back. Each integer layer travels in a
+    format that keeps all its levels: as 8-bit R'G'B', which has fewer levels in the
+    highlights, 73 of an 8-bit linear layer's 256 would come back as a neighbour (Scale this
+    image at an unchanged size would alter the picture, upscaled highlights come back combed)."""
     fmt = client.pixel_format(False, False, precision)
     peak = 255 if precision.startswith("u8") else 65535
     levels = np.arange(peak + 1)
@@ -86,9 +86,9 @@ def test_every_level_of_an_integer_layer_survives_the_trip(precision: str) -> No
 
 @pytest.mark.parametrize("value", [123, None, ["/usr/bin/python3"], "", "  "])
 def test_a_worker_record_without_a_python_path_is_one_line(tmp_path: Path, value: object) -> None:
-    """A drcn-worker.json edited by hand to a number, null or a list made the plug-in fail with
-    a TypeError traceback ('expected str, bytes or os.PathLike object, not int'); an empty path
-    read as 'the DRCN worker's Python  does not exist'."""
+    """A drcn-worker.json edited by hand to a number, null, a list or an empty path is one line
+    saying it names no Python and how to mend it, not a TypeError traceback ('expected str,
+    bytes or os.PathLike object, not int') nor 'the DRCN worker's Python  does not exist'."""
     (tmp_path / client.CONFIG_NAME).write_text(json.dumps({"python": value}))
     for environ in ({}, {"FLATPAK_ID": "org.gimp.GIMP"}):
         with pytest.raises(client.WorkerError) as e:
@@ -100,8 +100,8 @@ def test_a_worker_record_without_a_python_path_is_one_line(tmp_path: Path, value
 def test_a_worker_that_stops_reading_is_stopped_after_the_silence_timeout(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker wedged before it reads the pixels (a GPU driver hanging in its first call, a
-    stopped process) left the plug-in blocked in its write for good, past the silence timeout
-    that covers the rest of a run: GIMP's progress bar stood still until the user cancelled."""
+    stopped process) is stopped after the silence timeout that covers the rest of a run, so
+    the plug-in is not blocked in its write for good, GIMP's progress bar standing still."""
     monkeypatch.setattr(client, "SILENCE_TIMEOUT_S", 0.5)
     monkeypatch.setattr(client, "STOP_GRACE_S", 0.5)
     worker = client.Worker([sys.executable, "-c", "import time\nprint('ready 1', flush=True)\n"
@@ -136,9 +136,9 @@ def test_a_pasted_path_names_the_same_file(tmp_path: Path, form: str) -> None:
 
 @pytest.mark.parametrize("form", PASTED[1:])
 def test_a_pasted_path_loads_in_comfyui_and_gimp(tiny: DRCN, tmp_path: Path, form: str) -> None:
-    """GIMP's Custom model field sent a quoted path (Windows Explorer's "Copy as path") to the
-    worker as it was: 'not found: "C:\\...safetensors"', where ComfyUI's loader took it. A
-    ``file://`` URL, what a file manager may copy, failed in both."""
+    """A quoted path (Windows Explorer's "Copy as path") or a ``file://`` URL (what a file
+    manager may copy) loads from GIMP's Custom model field and from ComfyUI's loader alike,
+    read by the one rule for pasted paths."""
     weights = tmp_path / "my drcn.safetensors"
     save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(weights))
     spec = form.format(path=weights, uri=weights.as_uri())

@@ -88,6 +88,7 @@ def test_the_upscale_model_refuses_what_cannot_fit_before_upscaling(
 
 @pytest.mark.parametrize("shape", [(0, 3, 6, 6), (1, 3, 0, 5), (2, 3, 5, 0)])
 def test_the_upscale_model_refuses_an_empty_batch_in_one_line(tiny: DRCN, shape: tuple) -> None:
-    """A tile of zero rows or columns raised torch's own RuntimeError from ``min()``."""
+    """A tile of zero rows or columns is one line, not torch's own RuntimeError from
+    ``min()``."""
     with pytest.raises(NODES.DRCNNodeError, match=r"^DRCN: the batch is empty \("):
         MODELS.DRCNUpscaleModule(tiny, 2)(torch.rand(*shape))

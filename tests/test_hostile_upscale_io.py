@@ -70,7 +70,8 @@ def _changed_during_frame_0(tmp_path: Path, tiny_model_file: str, change: str) -
 def test_an_animation_changed_during_its_upscale_is_refused_and_nothing_written(
         tmp_path: Path, tiny_model_file: str, change: str) -> None:
     """Frame 0 of one file and the rest of another, or a broken APNG whose acTL counts frames it
-    does not hold, were written as done: each later opening must be of the file first read."""
+    does not hold, is refused with nothing written: each later opening must be of the file
+    first read."""
     out = _changed_during_frame_0(tmp_path, tiny_model_file, change)
     assert out.status == "failed", (out.status, out.message)
     assert out.message == f"{out.job.source} changed while it was being upscaled: nothing written"
@@ -196,8 +197,8 @@ def _written(tmp_path: Path) -> list[str]:
 
 def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
         days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``day1 day2`` with day1-drcn-x2 unwritable: "stopped: ... 0 of 6 files written, 5 not
-    started", though day2-drcn-x2 took files."""
+    """``day1 day2`` with day1-drcn-x2 unwritable: day1's other files are not started, and
+    day2's go on into day2-drcn-x2, which takes files (not "stopped: 0 of 6 files written")."""
     def refuse_parts(path: str) -> None:
         if path.endswith(".part") and "day1-drcn-x2" in path:
             raise PermissionError(errno.EACCES, "Permission denied", path)
@@ -216,8 +217,8 @@ def test_a_folder_that_refuses_new_files_stops_only_the_files_bound_there(
 def test_a_disk_that_fails_stops_the_files_bound_to_it(
         days: list[Path], tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
         disks: str) -> None:
-    """A read-only disk stopped the batch though another output folder was on another disk;
-    with both on the read-only one, the batch stops as it did."""
+    """A read-only disk stops only the files bound to it when another output folder is on
+    another disk; with both on the read-only one, the batch stops."""
     real_fsync = os.fsync
     failing: list[int] = []
 
@@ -252,8 +253,8 @@ def test_a_disk_that_fails_stops_the_files_bound_to_it(
 def test_a_stop_while_the_part_file_is_made_leaves_none(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         stop: type[BaseException]) -> None:
-    """A signal landing after ``os.open`` made the part but before its name was kept left a
-    hidden 0-byte ``.part`` behind: in a result folder, and in a folder only probed."""
+    """A signal landing after ``os.open`` makes the part but before its name is kept leaves no
+    hidden 0-byte ``.part`` behind: in a result folder, nor in a folder only probed."""
     real_open = os.open
 
     def made_then_stopped(path, *args, **kwargs):  # noqa: ANN001, ANN202 - os.open's arguments
@@ -271,7 +272,8 @@ def test_a_stop_while_the_part_file_is_made_leaves_none(tmp_path: Path,
 @pytest.mark.parametrize("size", [8, 33])  # the signature alone; with a whole IHDR
 def test_a_png_that_ends_before_its_pixels_is_damaged_or_cut_short(tmp_path: Path,
                                                                    size: int) -> None:
-    """Pillow's own reason was "unpack_from requires a buffer of at least 4 bytes"."""
+    """Said as damaged or cut short, not as Pillow's own reason ("unpack_from requires a buffer
+    of at least 4 bytes")."""
     whole = tmp_path / "whole.png"
     Image.new("RGB", (4, 4)).save(whole)
     cut = tmp_path / "cut.png"

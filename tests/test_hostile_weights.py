@@ -31,8 +31,8 @@ def _unreadable(path: Path) -> Path:
 
 
 def test_unreadable_weights_say_so_not_missing(tmp_path: Path, no_network) -> None:
-    """safetensors calls any file it cannot open "No such file or directory", and a folder that
-    cannot be searched raised a bare PermissionError."""
+    """Said as unreadable, not missing: safetensors calls any file it cannot open "No such file
+    or directory", and a folder that cannot be searched gives a bare PermissionError."""
     model = seeded_drcn()
     file = tmp_path / "w.safetensors"
     save_file(model.state_dict(), str(file))
@@ -83,7 +83,8 @@ def test_a_run_folder_names_the_weights_file_it_holds(tmp_path: Path, no_network
 
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_a_pickled_checkpoint_is_named_as_one(tmp_path: Path, protocol: int) -> None:
-    """torch.save's legacy format and plain pickles (a .pth, a .pt) were "header too large"."""
+    """torch.save's legacy format and plain pickles (a .pth, a .pt) are named as pickled
+    checkpoints, not "header too large"."""
     path = tmp_path / "model.pth"
     torch.save(seeded_drcn().state_dict(), path, pickle_protocol=protocol,
                _use_new_zipfile_serialization=False)
@@ -92,7 +93,8 @@ def test_a_pickled_checkpoint_is_named_as_one(tmp_path: Path, protocol: int) -> 
 
 
 def test_a_home_folder_of_no_user_is_not_found(no_network) -> None:
-    """pathlib's expanduser raised RuntimeError (a traceback in the CLI) for ~nosuchuser."""
+    """~nosuchuser is a model not found, where pathlib's expanduser raises RuntimeError (a
+    traceback in the CLI)."""
     with pytest.raises(ModelLoadError, match="not found: ~no-such-user-drcn/w.safetensors"):
         load_model("~no-such-user-drcn/w.safetensors")
 

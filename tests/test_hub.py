@@ -359,9 +359,10 @@ def test_weights_that_are_not_floating_point_are_refused(tmp_path: Path, dtype: 
 
 def test_from_pretrained_checks_what_it_loads_as_load_model_does(offline, tmp_path, tiny_model,
                                                                  capsys, monkeypatch):
-    """The mixin's own loader built the model from config.json before reading the weights (a
-    config declaring F=200000 asked for 1.4 TB), loaded NaN weights without a word and raised
-    torch's and huggingface_hub's exceptions; it is the checked folder and Hub loader now."""
+    """``from_pretrained`` is the checked folder and Hub loader, not the mixin's own, which
+    builds the model from config.json before reading the weights (a config declaring F=200000
+    asks for 1.4 TB), loads NaN weights without a word and raises torch's and
+    huggingface_hub's exceptions."""
     from drcn_plugin.errors import ModelLoadError
 
     tiny_model.save_pretrained(tmp_path / "saved")

@@ -67,4 +67,4 @@ def test_the_network_runs_at_the_next_whole_factor_within_2_to_4() -> None:
     assert network_size(100, 100, 205, 206) == (200, 300)  # up to 0.05 over x2 stays at x2
     assert network_size(256, 255, 512, 512) == (512, 510)  # an odd side's exact x2 target
     # the network's two float planes at 200x200 come on top of the 150x150 result's planes
-    assert memory_needed(100, 100, 1, 1, scale=1.5) >= 8 * 200 * 200 + 150 * 150 * (4 * 4 + 3)
+    assert memory_needed(100, 100, 1, 1, (150, 150)) >= 8 * 200 * 200 + 150 * 150 * (4 * 4 + 3)

@@ -226,9 +226,9 @@ def test_a_damaged_compressed_tiff_is_one_line_with_libtiffs_reason(
 
 def test_a_compressed_tiff_reads_when_no_temporary_file_can_be_made(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """libtiff's stderr is caught in a temporary file; a full or unwritable temporary folder
-    failed every compressed TIFF with that unrelated reason. The image now reads as it would
-    without the catch."""
+    """libtiff's stderr is caught in a temporary file; with a full or unwritable temporary
+    folder a compressed TIFF reads as it would without the catch, not failed for that
+    unrelated reason."""
     random_rgb(48, 40).save(tmp_path / "good.tif", compression="tiff_adobe_deflate")
 
     def no_room(*args, **kwargs):
@@ -251,9 +251,9 @@ def _spoiled(data: bytes, kind: bytes) -> bytes:
                          ids=["text-before-pixels", "time-after-pixels"])
 def test_a_png_chunk_with_a_bad_checksum_is_dropped_and_the_image_upscaled(
         folder: Path, tiny_model_file: str, kind: bytes, before: bool) -> None:
-    """A text or time chunk whose checksum is wrong made Pillow refuse the whole PNG (before
-    the pixels), or was carried over as it was (after them); libpng-based readers drop the
-    chunk and show the image, and so does drcn now, naming the chunk."""
+    """A text or time chunk whose checksum is wrong makes Pillow refuse the whole PNG (before
+    the pixels), or is carried over as it is (after them); libpng-based readers drop the
+    chunk and show the image, and so does drcn, naming the chunk."""
     pixels = np.asarray(random_rgb(12, 8))
     extra = png_chunk(kind, b"Title\0holiday" if kind == b"tEXt" else bytes(7))
     clean = hand_png((12, 8), 8, 2, b"".join(b"\0" + row.tobytes() for row in pixels),
@@ -278,7 +278,7 @@ def test_a_png_chunk_with_a_bad_checksum_is_dropped_and_the_image_upscaled(
 def test_a_png_whose_critical_chunk_has_a_bad_checksum_is_refused(tmp_path: Path,
                                                                    kind: bytes) -> None:
     """A wrong checksum on the header or the pixel data is refused, as libpng refuses it;
-    Pillow read damaged pixel data without a word."""
+    Pillow reads damaged pixel data without a word."""
     data = io.BytesIO()
     random_rgb(12, 8).save(data, "PNG")
     (tmp_path / "bad.png").write_bytes(_spoiled(data.getvalue(), kind))

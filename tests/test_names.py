@@ -51,7 +51,8 @@ def test_a_suffix_that_makes_a_windows_device_name_is_refused(
 
 
 def test_an_input_named_like_a_device_keeps_its_name(folder: Path, tiny_model_file: str) -> None:
-    """``aux.png`` was made where it is; its result keeps its name, and a suffix may follow."""
+    """``aux.png`` (a device name on Windows) is a file here; its result keeps its name, and a
+    suffix may follow."""
     random_rgb().save(folder / "aux.png")
     assert upscale(str(folder), "-o", str(folder.parent / "out"), "--model",
                    tiny_model_file).exit_code == 0

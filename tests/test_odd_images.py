@@ -119,7 +119,7 @@ def test_a_16_bit_bmp_keeps_the_alpha_bit_its_header_declares(tmp_path: Path) ->
 def test_an_uncompressed_tiff_stored_a_plane_per_channel_is_read_with_its_pixels(
         tmp_path: Path, photometric: int, channels: int, extras: list[int], dtype: type) -> None:
     """A scanner's TIFF with each channel in its own plane (PlanarConfiguration 2): Pillow's own
-    reader of such planes scrambled 16-bit colour without an error and refused 16-bit grey and
+    reader of such planes scrambles 16-bit colour without an error and refuses 16-bit grey and
     an unmarked extra plane; each is read as the same pixels stored interleaved are."""
     pixels = (np.arange(6 * 9 * channels).reshape(6, 9, channels) * 37 % 251).astype(dtype)
     if dtype == np.uint16:
@@ -159,9 +159,9 @@ def test_signed_samples_are_read_when_none_is_negative_and_refused_when_one_is(
                                             ("RGB", "c.jpg")])
 def test_an_image_is_read_without_a_whole_image_copy_beside_its_array(
         tmp_path: Path, mode: str, name: str) -> None:
-    """Its array was made by ``np.asarray`` of the decoded image, which joins a whole copy of
-    the pixels' bytes into another: a peak of twice the array beside Pillow's own pixels (10
-    bytes a pixel for RGB). Now copied a block of rows at a time."""
+    """Its array is copied from the decoded image a block of rows at a time, not by
+    ``np.asarray``, which joins a whole copy of the pixels' bytes into another: a peak of twice
+    the array beside Pillow's own pixels (10 bytes a pixel for RGB)."""
     y, x = np.mgrid[0:1500, 0:2000]
     channels = len(Image.new(mode, (1, 1)).getbands())
     planes = [(x * (3 + c) + y * (5 - c)) % 256 for c in range(channels)]

@@ -30,7 +30,7 @@ def mode_of(path: Path) -> int:
 def test_a_result_is_written_through_a_link_to_its_target(folder: Path,
                                                           tiny_model_file: str) -> None:
     """A named output file, or a result's place in the output folder, that is a link to a file
-    elsewhere: the target gets the result and the link stays (it was replaced by a regular file,
+    elsewhere: the target gets the result and the link stays (not replaced by a regular file,
     the target left stale)."""
     random_rgb().save(folder / "a.png")
     elsewhere = folder.parent / "elsewhere"
@@ -105,8 +105,8 @@ def test_a_link_in_a_loop_is_one_line(tmp_path: Path) -> None:
 def test_an_output_that_leads_to_an_input_is_never_written(folder: Path,
                                                           tiny_model_file: str) -> None:
     """A result's place that is a link to another input, or the input's own name through a
-    linked folder: refused even with --overwrite, the input unchanged (right before links
-    were written through; kept so by checking the resolved file)."""
+    linked folder: refused even with --overwrite, the input unchanged (links are written
+    through, so the resolved file is what is checked)."""
     random_rgb().save(folder / "a.png")
     random_rgb(seed=1).save(folder / "b.png")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

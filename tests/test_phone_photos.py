@@ -49,9 +49,9 @@ def _extra(seed: int, xmp: bytes | None = None) -> bytes:
 def test_the_images_behind_a_photo_are_named_for_what_they_are(
         tmp_path: Path, extras: list[tuple[int, bytes]], photo_xmp: bytes | None,
         note: str) -> None:
-    """Every camera JPEG with MPF previews and every phone HDR photo was noted as "2 frames:
-    only the first was upscaled", as if it were an animation; now one note says what was left
-    out, and the photo is the one upscaled."""
+    """A camera JPEG's MPF previews and a phone photo's HDR images are no animation's frames:
+    the photo is the one upscaled, and one note says what was left out (not "2 frames: only
+    the first was upscaled")."""
     photo = random_rgb(24, 16)
     path = tmp_path / "photo.jpg"
     path.write_bytes(mpf_jpeg(jpeg_bytes(photo, **({"xmp": photo_xmp} if photo_xmp else {})),

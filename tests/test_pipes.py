@@ -141,7 +141,7 @@ def test_help_lists_each_command_with_its_whole_summary(group: list[str]) -> Non
 
 
 def test_every_option_says_in_its_help_what_it_takes() -> None:
-    """No option's line in ``--help`` is bare (compare's --scale was), and eval's --model names
+    """No option's line in ``--help`` is bare (compare's --scale included), and eval's --model names
     bicubic, the interpolation alone, which it scores as the README says."""
     import click
     import typer.main

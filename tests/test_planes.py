@@ -104,9 +104,9 @@ def test_levels_made_by_row_blocks_are_the_whole_image_formulas(
 
 
 def test_a_float_colour_result_becomes_8_bit_without_whole_image_float_copies() -> None:
-    """Float colour became 8-bit through whole-image float temporaries (clipped, scaled,
-    rounded), 24 bytes a pixel beside a float32 RGB result: over a GiB for a 48 MP one. Now a
-    block of rows at a time, beside the result only."""
+    """Float colour becomes 8-bit a block of rows at a time, beside the result only, not
+    through whole-image float temporaries (clipped, scaled, rounded: 24 bytes a pixel beside a
+    float32 RGB result, over a GiB for a 48 MP one)."""
     image = np.random.default_rng(1).uniform(0, 1, (1000, 2000, 3)).astype(np.float32)
     tracemalloc.start()
     try:

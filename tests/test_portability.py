@@ -55,7 +55,8 @@ def test_the_simulation_refuses_float64_as_mps_does(meta_as_mps: torch.device) -
 
 def test_training_pairs_for_a_device_without_float64_are_cut_on_the_cpu(
         t12: Path, meta_as_mps: torch.device) -> None:
-    """A Mac's ``drcn train`` (device auto: MPS) made its protocol pairs in float64 on MPS."""
+    """A Mac's ``drcn train`` (device auto: MPS) cuts its protocol pairs in float64 on the CPU,
+    as MPS has no float64."""
     from drcn_plugin.training.data import image_files
 
     images = load_images(image_files([t12])[:2])

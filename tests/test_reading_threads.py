@@ -38,9 +38,9 @@ class _HeldAtLibtiff(io.BytesIO):
 def test_a_tiff_read_while_another_thread_opens_one_through_libtiff_keeps_its_16_bits(
         tmp_path: Path) -> None:
     """While one thread opens a TIFF stored as planes through libtiff, another reads a 16-bit
-    one stored so: still at 16 bits, as read alone (Pillow's switch to libtiff was set for
-    every thread: its second reading of the low bytes came through libtiff, the image at 8 bits
-    with "Pillow has no 16-bit colour")."""
+    one stored so: still at 16 bits, as read alone (Pillow's switch to libtiff is one for
+    every thread: set for the first, it would send the second's reading of the low bytes
+    through libtiff, the image at 8 bits with "Pillow has no 16-bit colour")."""
     planes8 = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
     hand_tiff(tmp_path / "p8.tif", planes8, 2, planar=True)
     planes16 = np.random.default_rng(1).integers(0, 65536, (5, 6, 3), dtype=np.uint16)

@@ -438,7 +438,7 @@ def test_an_output_that_is_an_input_under_another_name_is_refused(folder: Path,
 def test_an_output_under_a_file_is_not_called_existing(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("a file")
     with pytest.raises(writing.WriteError, match="cannot make its folder"):
-        writing.atomic_write_bytes(tmp_path / "f" / "x.json", b"{}", overwrite=False)
+        writing.atomic_save(writing.Encoded(Image.new("L", (1, 1)), "PNG"), tmp_path / "f" / "x.png")
 
 
 def test_planning_makes_no_output_folder(folder: Path) -> None:

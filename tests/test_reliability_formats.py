@@ -332,7 +332,8 @@ def test_exif_pixel_dimensions_follow_the_result(folder: Path, tiny_model_file: 
                                                      (4, (32767, 32768), (32768, 32768))])
 def test_a_bmp_past_4_gib_is_refused_before_the_upscale(channels: int, fits: tuple[int, int],
                                                        over: tuple[int, int]) -> None:
-    """A BMP states its size in 32 bits: Pillow refused one past it only when writing it."""
+    """A BMP states its size in 32 bits: one past it is refused before the upscale, where
+    Pillow refuses it only when writing it."""
     from drcn_plugin.encoding import check_writable
     from drcn_plugin.errors import BadOptionError
     from drcn_plugin.imagefile import ImageInfo

@@ -167,7 +167,7 @@ def test_acceptance_mixed_folder(tmp_path: Path, tiny_model_file: str, monkeypat
     monkeypatch.setattr(terminal.console, "width", 400)
     good, bad = _mixed_folder(tmp_path)
     monkeypatch.setattr(memory, "_available_memory",
-                        lambda device: memory.memory_needed(300, 300, 1, 1, 2.0) - 1)
+                        lambda device: memory.memory_needed(300, 300, 1, 1, (600, 600)) - 1)
     before = _hashes(tmp_path)
     r = runner.invoke(app, ["upscale", str(tmp_path / "mixed"), "-r", "--model", tiny_model_file])
     assert r.exit_code == 1, r.output

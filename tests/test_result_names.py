@@ -136,7 +136,7 @@ def test_a_renamed_result_says_whose_result_has_its_name(tmp_path: Path,
 
 def test_planning_inputs_that_share_a_name_grows_linearly(tmp_path: Path) -> None:
     """Each of many inputs named x.png gets the next free number at once, not after trying all
-    the numbers taken before it (3,000 of them took seconds)."""
+    the numbers taken before it (which for 3,000 of them takes seconds)."""
     def plan(count: int) -> None:
         jobs = [Job(tmp_path / f"d{i}" / "x.png", tmp_path / "x.png") for i in range(count)]
         unique_targets(jobs, "", "png", set())

@@ -118,7 +118,7 @@ def test_one_thread_measures_a_plan_while_the_others_run_by_rule(
 def test_a_measurement_beside_another_threads_pass_is_not_final(
         measuring: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The busy check counts the process's CPU time, which another thread's pass adds to: a
-    measurement taken beside one was kept as final; now it is taken up again next time."""
+    measurement taken beside one is not final, and is taken up again next time."""
     monkeypatch.setattr(tuning, "BUSY_SHARE", 0.0)  # the CPU time alone never says busy here
     inside, go, asked = threading.Event(), threading.Event(), []
 
@@ -190,8 +190,8 @@ def test_a_finished_jobs_cancel_never_stops_the_next_one(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_a_forked_child_runs_the_parents_engine() -> None:
-    """torch's OpenMP threads do not survive a fork: a child using an engine that had run on
-    several threads in its parent waited for them for ever."""
+    """torch's OpenMP threads do not survive a fork: a child using an engine that has run on
+    several threads in its parent must not wait for them for ever."""
     code = ("import multiprocessing as mp, numpy as np, torch\n"
             "from drcn_plugin import Upscaler\nfrom drcn_plugin.model import DRCN\n"
             "torch.set_num_threads(2)\ntorch.manual_seed(0)\n"

@@ -105,7 +105,8 @@ def test_an_uncompressed_16_bit_tiff_stored_as_planes_is_read_at_16_bits(
 def test_16_bit_tiff_colour_read_at_8_bits_says_why(tmp_path: Path, planar: bool, extra: int,
                                                    why: str) -> None:
     """Compressed planes (libtiff unpacks them its own way) and premultiplied alpha are read at
-    8 bits, as before: the note names what the file does that drcn does not read at 16."""
+    8 bits, as Pillow reads them: the note names what the file does that drcn does not read at
+    16."""
     pixels = _levels(4, seed=2)
     _tiff16(tmp_path / "e.tif", pixels, compression=ADOBE_DEFLATE, planar=planar, extra=extra)
     array, info = read_image(tmp_path / "e.tif")

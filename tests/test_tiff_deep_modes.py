@@ -368,8 +368,8 @@ def test_a_bigtiff_is_read_exactly(tmp_path: Path, kind: str, compression: int) 
 def test_a_stand_in_opened_in_one_thread_leaves_other_threads_tiffs_alone(tmp_path: Path) -> None:
     """ComfyUI's nodes and the GIMP worker read in threads: while one thread opens a stand-in,
     another reads a TIFF of the same layout exactly, and Pillow there still refuses it (its
-    table of modes was swapped for every thread: a file opened in the stand-in's mode, whose
-    pixels no decoder reads)."""
+    table of modes is one for every thread: swapped, it would open the file in the stand-in's
+    mode, whose pixels no decoder reads)."""
     pixels = _samples("grey16+alpha")
     _deep_tiff(tmp_path / "d.tif", pixels, "grey16+alpha")
     with open(tmp_path / "d.tif", "rb") as f:

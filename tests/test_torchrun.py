@@ -181,8 +181,8 @@ def _every_rank_said(codes: list[int | None], report: Path, said: str) -> None:
 
 def test_a_lock_rank_0_cannot_open_is_the_same_line_on_every_rank(t12: Path,
                                                                   tmp_path: Path) -> None:
-    """Rank 0 alone opens the run folder's lock; when it could not, the other ranks said a gloo
-    error of a lost process instead of why."""
+    """Rank 0 alone opens the run folder's lock; when it cannot, every rank says why, not a
+    gloo error of a lost process."""
     out, report = tmp_path / "run", tmp_path / "rank"
     (out / ".lock").mkdir(parents=True)  # the lock's name taken by a folder
     codes = _two_ranks(_plain_rank, _tiny_train(t12, out, "--steps", "4"), report, timeout=60)

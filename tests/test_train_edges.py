@@ -95,8 +95,9 @@ def test_a_float_image_outside_0_to_1_is_refused_as_training_reads_it(tmp_path: 
 
 def test_a_run_whose_data_moved_resumes_from_the_new_place(t12: Path, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """A resume read only its run's folders: once they were moved (or the run was taken to
-    another machine), --data was ignored and the run could not go on."""
+    """A resume whose run's data folders are gone (moved, or the run taken to another machine)
+    reads the --data given, and goes on as the run would have; while they are there, another
+    --data is ignored."""
     data = tmp_path / "data"
     shutil.copytree(t12, data)
     straight = train(tiny(data, tmp_path / "straight", steps=8))
@@ -131,8 +132,8 @@ def test_a_resume_on_processes_its_batch_does_not_split_over_says_what_to_change
 
 def test_a_resume_whose_inputs_are_gone_says_how_to_give_their_new_place(
         t12: Path, tmp_path: Path, tiny_model_file: str) -> None:
-    """A resume whose run's data folder was moved, with no --data, said only "dataset folder not
-    found: OLD", and one whose baseline was moved only that it was not found."""
+    """A resume whose run's data folder, or baseline, has moved, with no --data, says how to
+    give the new place, not only that the old one is not found."""
     from typer.testing import CliRunner
 
     from drcn_plugin.cli import app

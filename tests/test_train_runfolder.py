@@ -195,9 +195,9 @@ def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_each_run_in_one_process_takes_its_own_second_stop(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """train() called again in one process (a notebook): a second Ctrl-C in each run interrupts
-    it, where the stops counted over the runs passed over the second run's and ended the
-    process at the third's."""
+    """train() called again in one process (a notebook): each run counts its own stops, so a
+    second Ctrl-C in each run interrupts it (stops counted over the runs would pass over the
+    second run's and end the process at the third's)."""
     from drcn_plugin import stops
     from drcn_plugin.training.runfolder import StopRequest
 

@@ -108,7 +108,8 @@ def test_the_divergence_line_names_the_options_to_go_on_with(
 
 def test_the_divergence_line_of_a_torchrun_job_says_the_torchrun_command(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under torchrun the line said "drcn train --resume ...", which resumes on one process."""
+    """Under torchrun the line gives the torchrun command, not "drcn train --resume ...",
+    which would resume on one process."""
     from drcn_plugin.devices import Dist
     from drcn_plugin.training.cli import diverged_advice
 
@@ -171,8 +172,8 @@ def test_a_checkpoint_holding_nan_weights_is_not_resumed(t12: Path, tmp_path: Pa
 
 def test_a_disk_that_fills_between_the_two_checkpoints_of_a_best_loses_no_best(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """last.pt was written first: when best.pt then failed, last.pt counted a best that best.pt
-    did not hold, and the resume, already past it, never wrote those weights again."""
+    """best.pt is written before last.pt, so a disk that fills between the two leaves no last.pt
+    counting a best that best.pt does not hold: the resume reaches that best again."""
     monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
     written: list[str] = []  # every validation is a new best: each writes both files
 
@@ -194,7 +195,8 @@ def test_a_disk_that_fills_at_the_first_validation_leaves_a_run_to_resume(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     """best.pt is written before last.pt: a full disk between the two at the first validation
-    left best.pt alone, which --resume did not read and a new run refused without --overwrite."""
+    leaves best.pt alone, from which --resume goes on (a new run would refuse the folder
+    without --overwrite)."""
     monkeypatch.setattr(Trainer, "_validate", lambda self: {"val_psnr": float(self.step)})
     whole = train(tiny(t12, tmp_path / "whole", steps=8, val_every=4))  # never interrupted
 
