@@ -17,6 +17,7 @@ from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .errors import BadImageError, BadOptionError, path_name
 from .hub import DEFAULT_MODEL, SourceChoice, model_loader
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
+from .stops import take_stops
 from .terminal import (
     OVERWRITE_HINT,
     ReaderGone,
@@ -26,7 +27,6 @@ from .terminal import (
     reader_gone,
     require_stdout,
     result_console,
-    signals_interrupt,
     stopped_cleanly,
     user_errors,
 )
@@ -81,7 +81,7 @@ def eval_cmd(
     from .model import blend_weight
     from .writing import check_file_target, probe_folder, refuse_input_target
 
-    signals_interrupt()
+    take_stops()
     written: list[str] = []
     with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
         require_stdout()
@@ -213,7 +213,7 @@ def compare(
     from .imagefile import read_image, read_in_part
     from .writing import Encoded, atomic_save, check_file_target, probe_folder, refuse_input_target
 
-    signals_interrupt()
+    take_stops()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         check_crop(crop)

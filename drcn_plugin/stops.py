@@ -53,6 +53,25 @@ def interrupt(signum: int, frame: object = None) -> None:
     raise KeyboardInterrupt
 
 
+def take_stops() -> None:
+    """From here Ctrl-C, SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed)
+    take Ctrl-C's clean path (:func:`interrupt`), counted afresh: the write in progress is
+    removed and nothing half-written stays; the exit status then names the signal
+    (:func:`stopped_status`). Only the main thread can set handlers; others keep them."""
+    import threading
+
+    arm_stops()
+    if threading.current_thread() is threading.main_thread():
+        for sig in stop_signals():
+            signal.signal(sig, interrupt)
+
+
+def stop_taken() -> bool:
+    """Whether a stop signal came since :func:`take_stops`, even one whose KeyboardInterrupt
+    was cleared where it landed (torch's C start-up drops any error of numpy's import)."""
+    return _TAKEN[0] > 0
+
+
 def stopped_status() -> int:
     """The exit status of a command a stop signal ended, as a shell reports a process that
     signal killed: 128 + its number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""

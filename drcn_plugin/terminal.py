@@ -176,21 +176,6 @@ def reader_gone() -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
-def signals_interrupt() -> None:
-    """SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed) take Ctrl-C's
-    clean path: the write in progress is removed and nothing half-written stays; the exit
-    status then names the signal (:func:`.stops.stopped_status`)."""
-    import signal
-    import threading
-
-    from .stops import arm_stops, interrupt, stop_signals
-
-    arm_stops()
-    if threading.current_thread() is threading.main_thread():
-        for sig in stop_signals():
-            signal.signal(sig, interrupt)
-
-
 @contextmanager
 def stopped_cleanly(written: list[str]) -> Iterator[None]:
     """Ctrl-C or a stop signal inside ends the command with one line saying which files it had

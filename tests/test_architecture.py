@@ -244,6 +244,39 @@ def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> 
     assert exit_.value.code == 130 and "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkeypatch) -> None:
+    """torch's C start-up imports numpy and drops any error it raises: a Ctrl-C that landed
+    there was lost, and the command ran on to its end with status 0."""
+    import contextlib
+    import signal
+    import types
+
+    from drcn_plugin import stops
+    from drcn_plugin.__main__ import main
+
+    ran: list[int] = []
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            if name != "main":  # the import machinery's own look-ups (__path__, ...)
+                raise AttributeError(name)
+            with contextlib.suppress(KeyboardInterrupt):  # as torch._C: the error is cleared
+                signal.raise_signal(signal.SIGINT)
+            return lambda: ran.append(1)
+
+    monkeypatch.setitem(sys.modules, "drcn_plugin.cli", Loading("drcn_plugin.cli"))
+    handlers = {s: signal.getsignal(s) for s in stops.stop_signals()}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:  # pytest's own again, and no stop left counted for a later test
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        stops.arm_stops()
+    assert (exit_.value.code, ran) == (130, [])
+
+
 _CTRL_C_AT_IMPORT = '''
 import importlib.abc, sys
 

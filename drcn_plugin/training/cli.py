@@ -20,14 +20,13 @@ from ..errors import (
     InputGoneError,
     OutputExistsError,
 )
-from ..stops import stopped_status
+from ..stops import stopped_status, take_stops
 from ..terminal import (
     OVERWRITE_HINT,
     console,
     path_value,
     print_error,
     print_plain,
-    signals_interrupt,
     stopped_cleanly,
     user_errors,
 )
@@ -105,7 +104,7 @@ def train_cmd(
     """Train DRCN (recursive supervision, multi-scale).
 
     Works under torchrun with DDP."""
-    signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
+    take_stops()  # during the steps a signal stops the run at a step boundary instead
     out = Path(options["out"])
     try:  # from here (the trainer's imports take seconds) an interrupt is one line
         _train(ctx, resume, overwrite, options)
@@ -186,7 +185,7 @@ def plot_train_cmd(
     Loss, validation PSNR, learning rate and alpha, one panel each."""
     from ..charts import redraw_training_curves
 
-    signals_interrupt()
+    take_stops()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         written = redraw_training_curves(run, output, overwrite, notify=print_plain)
     console.print(f"wrote {written}", markup=False, highlight=False)
