@@ -24,6 +24,7 @@ from .terminal import (
     console,
     note,
     path_value,
+    print_table,
     reader_gone,
     require_stdout,
     result_console,
@@ -162,7 +163,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
         table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}",
                       f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
                       f"{r.seconds_per_image:.2f}")
-    result_console.print(table)
+    print_table(result_console, table)
     scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
     if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
         depth = Table(title="PSNR (dB) by depth")  # one line over a single scale's column
@@ -174,7 +175,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
         for name, row in zip(names, rows, strict=True):
             depth.add_row(name, *(f"{v:.2f}" for v in row),
                           style="bold" if name == "ensemble" else None)
-        result_console.print(depth)
+        print_table(result_console, depth)
 
 
 def compare(

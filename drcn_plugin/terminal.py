@@ -14,11 +14,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from .errors import (
     EMPTY_PATH,
@@ -55,7 +56,14 @@ class _Console(Console):
     """A rich console whose broken pipe is not rich's ``SystemExit(1)`` (which also silences
     stdout when stderr broke): reports on stderr fall silent and the work goes on, since the
     files it writes are its result; results on stdout end the command with :class:`ReaderGone`.
-    Reports whose write fails otherwise (a log file on a full disk) fall silent the same way."""
+    Reports whose write fails otherwise (a log file on a full disk) fall silent the same way.
+    A width of 0 (``COLUMNS=0``) is an unknown one, as rich takes a terminal's that reports 0:
+    taken as given it drew every line, errors too, zero columns wide, that is not at all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._width is not None and self._width < 1:  # rich's own, from COLUMNS
+            self._width = None
 
     def on_broken_pipe(self) -> None:
         """The reader of this console's stream went away."""
@@ -77,6 +85,7 @@ class _Console(Console):
 
 console = _Console(stderr=True)  # reports: progress, notes, errors
 result_console = _Console()  # stdout: a command's printed result (eval's tables, the version)
+TABLE_WIDTH = 80  # rich's width where none is known: the one the tables are laid out for
 Hints = Mapping[type[DRCNError], str]
 OVERWRITE_HINT: Hints = {OutputExistsError: "use --overwrite to replace it"}
 # Library option names whose flag is not ``--name``.
@@ -117,6 +126,18 @@ def output_value(value: str) -> str:
     as given (a ``Path`` drops the trailing ``/`` that says ``big.png/`` is a folder)."""
     return os.path.join(path_value(value), "") if value.endswith(("/", os.sep)) \
         else str(path_value(value))
+
+
+def print_table(console: Console, table: Table) -> None:
+    """``table`` on ``console``; one too wide for it is drawn as for :data:`TABLE_WIDTH`
+    columns, which the terminal wraps: rich squeezed it until its cells read ``16…`` or
+    nothing (``COLUMNS=10``)."""
+    from rich.measure import Measurement
+
+    fits = Measurement.get(console, console.options.update_width(TABLE_WIDTH), table)
+    if fits.minimum > console.width:
+        table.width = fits.maximum
+    console.print(table, crop=table.width is None)
 
 
 def print_error(message: str) -> None:
