@@ -16,8 +16,11 @@ def main() -> None:
         from .cli import main as run
     except KeyboardInterrupt:
         sys.exit(stopped_status())
-    if stop_taken():  # its KeyboardInterrupt was cleared inside an import
-        sys.exit(stopped_status())
+    except Exception:
+        if not stop_taken():
+            raise
+    if stop_taken():  # its KeyboardInterrupt cleared inside an import, or what that broke raised
+        sys.exit(stopped_status())  # (numpy, cut short inside torch's, cannot load again)
     try:
         run()
     finally:  # the command has ended: only the interpreter's exit handlers are left

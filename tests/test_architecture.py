@@ -245,9 +245,12 @@ def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> 
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkeypatch) -> None:
+@pytest.mark.parametrize("after", ["loaded", "broken"])
+def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkeypatch,
+                                                                         after: str) -> None:
     """torch's C start-up imports numpy and drops any error it raises: a Ctrl-C that landed
-    there was lost, and the command ran on to its end with status 0."""
+    there was lost, and the command ran on to its end with status 0, or numpy, cut short,
+    failed to load again later with a traceback."""
     import contextlib
     import signal
     import types
@@ -263,6 +266,8 @@ def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkey
                 raise AttributeError(name)
             with contextlib.suppress(KeyboardInterrupt):  # as torch._C: the error is cleared
                 signal.raise_signal(signal.SIGINT)
+            if after == "broken":
+                raise ImportError("cannot load module more than once per process")
             return lambda: ran.append(1)
 
     monkeypatch.setitem(sys.modules, "drcn_plugin.cli", Loading("drcn_plugin.cli"))
