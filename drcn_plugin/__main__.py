@@ -9,18 +9,19 @@ import sys
 
 def main() -> None:
     """Entry point of the ``drcn`` console script."""
-    from .stops import stop_taken, stopped_status, take_stops
+    from .stops import end_stopped, stop_taken, stopped_status, take_stops
 
     take_stops()
     try:
         from .cli import main as run
     except KeyboardInterrupt:
-        sys.exit(stopped_status())
+        if not stop_taken():  # raised before the handlers were set: Ctrl-C's status
+            sys.exit(stopped_status())
     except Exception:
         if not stop_taken():
             raise
-    if stop_taken():  # its KeyboardInterrupt cleared inside an import, or what that broke raised
-        sys.exit(stopped_status())  # (numpy, cut short inside torch's, cannot load again)
+    if stop_taken():  # even one cleared inside an import, or what that broke raised (numpy, cut
+        end_stopped()  # short inside torch's start-up, cannot load again)
     try:
         run()
     finally:  # the command has ended: only the interpreter's exit handlers are left

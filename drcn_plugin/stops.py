@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -78,13 +79,21 @@ def stopped_status() -> int:
     return 128 + _STOPPED_BY[0]
 
 
-def _end_now(signum: int, frame: object = None) -> None:
+def _end_now(signum: int, frame: object = None) -> NoReturn:
     """A stop signal's handler once the command has ended: the process ends at once with that
     signal's status, its standard streams flushed."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed stream, or one this signal cut into
             stream.flush()
     os._exit(128 + signum)
+
+
+def end_stopped() -> NoReturn:
+    """End a command that a stop signal found loading, at once with that signal's status:
+    torch's start-up clears an interrupt in numpy's import, or in Python run from C, which
+    Python takes for one never handled and so ends by SIGINT (130 for a SIGTERM), and a half-
+    loaded numpy can abort the interpreter's last clean-up; nothing is written yet."""
+    _end_now(_STOPPED_BY[0])
 
 
 def end_on_stop() -> None:

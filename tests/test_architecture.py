@@ -271,6 +271,7 @@ def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkey
             return lambda: ran.append(1)
 
     monkeypatch.setitem(sys.modules, "drcn_plugin.cli", Loading("drcn_plugin.cli"))
+    monkeypatch.setattr(stops.os, "_exit", sys.exit)  # the process ends at once, as it should
     handlers = {s: signal.getsignal(s) for s in stops.stop_signals()}
     try:
         with pytest.raises(SystemExit) as exit_:
@@ -307,3 +308,34 @@ def test_ctrl_c_while_python_m_loads_the_command_is_no_traceback(module: str, tm
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
     assert (run.returncode, run.stdout) == (130, ""), run.stderr
     assert "Traceback" not in run.stderr, run.stderr
+
+
+_STOP_CLEARED_IN_C = '''
+import contextlib, ctypes, importlib.abc, sys
+
+class Cleared(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "typer":  # as torch's start-up: Python run from C, its interrupt cleared
+            run = ctypes.pythonapi.PyRun_String
+            run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+            run.restype = ctypes.py_object
+            with contextlib.suppress(KeyboardInterrupt):
+                run(b"import signal; signal.raise_signal(signal.SIGTERM)", 257, {}, {})
+            raise ImportError("cannot load module more than once per process")
+        return None
+
+sys.meta_path.insert(0, Cleared())
+'''
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_cleared_while_the_command_loads_ends_it_as_sigterm(tmp_path) -> None:
+    """Python takes an interrupt raised in Python that C code ran, then cleared, for one never
+    handled, and ended the process by SIGINT at its exit: a SIGTERM's 143 read as Ctrl-C's."""
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(_STOP_CLEARED_IN_C)
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    run = subprocess.run([sys.executable, "-m", "drcn_plugin", "--version"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert (run.returncode, run.stdout, run.stderr) == (143, "", "")
