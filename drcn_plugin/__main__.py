@@ -4,14 +4,23 @@ must not print a traceback, nor be lost where a library clears it."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def main() -> None:
     """Entry point of the ``drcn`` console script."""
-    from .stops import end_stopped, stop_taken, stopped_status, take_stops
+    from .stops import end_on_stop, end_stopped, stop_taken, stopped_status, take_stops
 
     take_stops()
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # torch would die loading (MKL's "Cannot load libtorch_cpu.so")
+        from .terminal import print_error
+
+        print_error("the current folder no longer exists (it was deleted or moved away): "
+                    "cd into one that does")
+        sys.exit(2)
     try:
         from .cli import main as run
     except KeyboardInterrupt:
@@ -25,8 +34,6 @@ def main() -> None:
     try:
         run()
     finally:  # the command has ended: only the interpreter's exit handlers are left
-        from .stops import end_on_stop
-
         end_on_stop()
 
 
