@@ -24,6 +24,7 @@ from .terminal import (
     console,
     note,
     path_value,
+    print_plain,
     print_table,
     reader_gone,
     require_stdout,
@@ -151,7 +152,7 @@ def eval_cmd(
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             written.append(str(plot))
-            console.print(f"wrote {plot}", markup=False, highlight=False)
+            print_plain(f"wrote {plot}")
         _print_eval(label, title, results)
 
 
@@ -241,4 +242,4 @@ def compare(
         sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
                               seed=seed)
         atomic_save(Encoded(sheet, "PNG"), target, overwrite=overwrite)
-        console.print(f"wrote {target}", markup=False, highlight=False)
+        print_plain(f"wrote {target}")

@@ -126,8 +126,8 @@ def upscale(
                     bar.finish(out)
                     if out.status == "failed":
                         print_error(out.message + hint(out.error, hints))
-                        if debug and out.detail:
-                            print_plain(out.detail)
+                        for line in out.detail.splitlines() if debug else []:
+                            print_plain(line)
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))

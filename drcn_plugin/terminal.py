@@ -148,9 +148,11 @@ def print_error(message: str) -> None:
 
 
 def print_plain(text: str) -> None:
-    """``text`` on stderr exactly as given: no markup, highlighting or wrapping (a path in it
-    stays whole on one line, however narrow the terminal)."""
-    console.print(text, soft_wrap=True, highlight=False, markup=False)
+    """``text`` on stderr as one line, as given but for what :func:`.errors.single_line` shows
+    escaped (a line break or terminal escape in a file name cannot begin a line or colour the
+    terminal): no markup, highlighting or wrapping, so a path stays whole however narrow the
+    terminal."""
+    console.print(single_line(text), soft_wrap=True, highlight=False, markup=False)
 
 
 def note(message: str) -> None:

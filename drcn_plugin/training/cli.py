@@ -141,9 +141,8 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
                 raise InputGoneError(e.missing, e.role, e.option, "give their new place with "
                                      f"{_FLAGS[e.option]} {new}") from None
         if log.get("weights"):
-            console.print(f"wrote {out / log['weights']} and its model card "
-                          f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,
-                          soft_wrap=True)
+            print_plain(f"wrote {out / log['weights']} and its model card "
+                        f"({log['step']} steps, {log['steps_per_s']} steps/s)")
         elif log.get("nothing_to_do"):
             where = "past" if log["step"] > cfg.stop_at else "at"
             console.print(f"already at step {log['step']}, {where} --stop-at {cfg.stop_at}: "
@@ -188,4 +187,4 @@ def plot_train_cmd(
     take_stops()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         written = redraw_training_curves(run, output, overwrite, notify=print_plain)
-    console.print(f"wrote {written}", markup=False, highlight=False)
+    print_plain(f"wrote {written}")
