@@ -156,8 +156,9 @@ def print_plain(text: str) -> None:
 
 
 def note(message: str) -> None:
-    """A dim report line on stderr (the engine's notices: tile sizes being measured, ...)."""
-    console.print(f"[dim]{escape(message)}[/]", highlight=False)
+    """A dim report line on stderr (the engine's notices: tile sizes being measured, ...), a
+    name's line break or terminal escape in it shown escaped."""
+    console.print(f"[dim]{escape(single_line(message))}[/]", highlight=False)
 
 
 @contextmanager

@@ -147,3 +147,17 @@ def test_the_line_naming_a_written_file_cannot_be_forged_by_its_name(
     assert r.exit_code == 0 and os.path.isfile(target), r.output
     assert "\x1b" not in r.output, repr(r.output)
     assert f"wrote {folder.parent}/x\\n\\x1b[32mok.png" in r.output.splitlines(), r.output
+
+
+def test_a_note_naming_a_path_cannot_be_forged_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's notes name folders (the tile-plan cache's, from DRCN_CACHE_DIR or
+    XDG_CACHE_HOME): a line break there began a line of its own, an ESC sequence was obeyed."""
+    import io
+
+    from drcn_plugin import terminal
+
+    out = io.StringIO()
+    monkeypatch.setattr(terminal, "console", terminal._Console(file=out, stderr=True, width=200))
+    terminal.note("cannot keep the tile plan in /c/x\n\x1b[31mforged (Not a directory)")
+    assert out.getvalue() == "cannot keep the tile plan in /c/x\\n\\x1b[31mforged (Not a " \
+                             "directory)\n"
