@@ -17,16 +17,18 @@ from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
 from .errors import BadImageError, BadOptionError, path_name
 from .hub import DEFAULT_MODEL, SourceChoice, model_loader
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
+from .stops import take_stops
 from .terminal import (
     OVERWRITE_HINT,
     ReaderGone,
     console,
     note,
     path_value,
+    print_plain,
+    print_table,
     reader_gone,
     require_stdout,
     result_console,
-    signals_interrupt,
     stopped_cleanly,
     user_errors,
 )
@@ -82,7 +84,7 @@ def eval_cmd(
     from .names import refuse_dash
     from .writing import check_file_target, probe_folder, refuse_input_target, same_file
 
-    signals_interrupt()
+    take_stops()
     written: list[str] = []
     with user_errors(OVERWRITE_HINT), stopped_cleanly(written):
         require_stdout()
@@ -156,7 +158,7 @@ def eval_cmd(
         if plot is not None:
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             written.append(str(plot))
-            console.print(f"wrote {plot}", markup=False, highlight=False)
+            print_plain(f"wrote {plot}")
         _print_eval(label, title, results)
 
 
@@ -168,7 +170,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
         table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}",
                       f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
                       f"{r.seconds_per_image:.2f}")
-    result_console.print(table)
+    print_table(result_console, table)
     scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
     if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
         depth = Table(title="PSNR (dB) by depth")  # one line over a single scale's column
@@ -180,7 +182,7 @@ def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None
         for name, row in zip(names, rows, strict=True):
             depth.add_row(name, *(f"{v:.2f}" for v in row),
                           style="bold" if name == "ensemble" else None)
-        result_console.print(depth)
+        print_table(result_console, depth)
 
 
 def compare(
@@ -219,7 +221,7 @@ def compare(
     from .imagefile import read_image, read_in_part
     from .writing import Encoded, atomic_save, check_file_target, probe_folder, refuse_input_target
 
-    signals_interrupt()
+    take_stops()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         check_compare_scale(scale)
         check_crop(crop)
@@ -246,4 +248,4 @@ def compare(
         sheet = compare_image(array, scale, upscaler, from_original, crop, degrade=recipe,
                               seed=seed)
         atomic_save(Encoded(sheet, "PNG"), target, overwrite=overwrite)
-        console.print(f"wrote {target}", markup=False, highlight=False)
+        print_plain(f"wrote {target}")

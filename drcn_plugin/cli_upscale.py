@@ -20,7 +20,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL
 from .scales import MAX_SCALE, MIN_SCALE
-from .stops import stopped_status
+from .stops import stopped_status, take_stops
 from .terminal import (
     console,
     hint,
@@ -28,7 +28,6 @@ from .terminal import (
     output_value,
     print_error,
     print_plain,
-    signals_interrupt,
     stopped_cleanly,
     user_errors,
 )
@@ -92,7 +91,7 @@ def upscale(
     from .sizing import TargetSize
     from .writefailures import blocked_with
 
-    signals_interrupt()
+    take_stops()
     hints = {OutputExistsError: "use --overwrite or --skip-existing",
              AmbiguousOutputError: "move that file away, or redo all with --overwrite"}
     written: list[str] = []  # for a stop outside the loop: while planning, loading, summing up
@@ -127,8 +126,8 @@ def upscale(
                     bar.finish(out)
                     if out.status == "failed":
                         print_error(out.message + hint(out.error, hints))
-                        if debug and out.detail:
-                            print_plain(out.detail)
+                        for line in out.detail.splitlines() if debug else []:
+                            print_plain(line)
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))

@@ -22,6 +22,7 @@ from rich.table import Table
 from .batch import Job, Outcome
 from .engine import Upscaler
 from .errors import single_line
+from .terminal import print_table
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -89,7 +90,7 @@ class BatchProgress(_Display):
                           size(o.out_size), f"{o.seconds:.1f}",
                           *[escape(o.model)] * per_file_model,
                           escape(single_line(o.message.removeprefix(f"{o.job.source}: "))))
-        console.print(table)
+        print_table(console, table)
         done = [o for o in outcomes if o.status == "done"]
         mpx = sum(map(_out_pixels, done)) / 1e6
         secs = sum(o.seconds for o in done)

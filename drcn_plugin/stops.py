@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -53,19 +54,46 @@ def interrupt(signum: int, frame: object = None) -> None:
     raise KeyboardInterrupt
 
 
+def take_stops() -> None:
+    """From here Ctrl-C, SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed)
+    take Ctrl-C's clean path (:func:`interrupt`), counted afresh: the write in progress is
+    removed and nothing half-written stays; the exit status then names the signal
+    (:func:`stopped_status`). Only the main thread can set handlers; others keep them."""
+    import threading
+
+    arm_stops()
+    if threading.current_thread() is threading.main_thread():
+        for sig in stop_signals():
+            signal.signal(sig, interrupt)
+
+
+def stop_taken() -> bool:
+    """Whether a stop signal came since :func:`take_stops`, even one whose KeyboardInterrupt
+    was cleared where it landed (torch's C start-up drops any error of numpy's import)."""
+    return _TAKEN[0] > 0
+
+
 def stopped_status() -> int:
     """The exit status of a command a stop signal ended, as a shell reports a process that
     signal killed: 128 + its number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
     return 128 + _STOPPED_BY[0]
 
 
-def _end_now(signum: int, frame: object = None) -> None:
+def _end_now(signum: int, frame: object = None) -> NoReturn:
     """A stop signal's handler once the command has ended: the process ends at once with that
     signal's status, its standard streams flushed."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed stream, or one this signal cut into
             stream.flush()
     os._exit(128 + signum)
+
+
+def end_stopped() -> NoReturn:
+    """End a command that a stop signal found loading, at once with that signal's status:
+    torch's start-up clears an interrupt in numpy's import, or in Python run from C, which
+    Python takes for one never handled and so ends by SIGINT (130 for a SIGTERM), and a half-
+    loaded numpy can abort the interpreter's last clean-up; nothing is written yet."""
+    _end_now(_STOPPED_BY[0])
 
 
 def end_on_stop() -> None:

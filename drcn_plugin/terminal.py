@@ -14,11 +14,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from .errors import (
     EMPTY_PATH,
@@ -55,7 +56,14 @@ class _Console(Console):
     """A rich console whose broken pipe is not rich's ``SystemExit(1)`` (which also silences
     stdout when stderr broke): reports on stderr fall silent and the work goes on, since the
     files it writes are its result; results on stdout end the command with :class:`ReaderGone`.
-    Reports whose write fails otherwise (a log file on a full disk) fall silent the same way."""
+    Reports whose write fails otherwise (a log file on a full disk) fall silent the same way.
+    A width of 0 (``COLUMNS=0``) is an unknown one, as rich takes a terminal's that reports 0:
+    taken as given it drew every line, errors too, zero columns wide, that is not at all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._width is not None and self._width < 1:  # rich's own, from COLUMNS
+            self._width = None
 
     def on_broken_pipe(self) -> None:
         """The reader of this console's stream went away."""
@@ -77,6 +85,7 @@ class _Console(Console):
 
 console = _Console(stderr=True)  # reports: progress, notes, errors
 result_console = _Console()  # stdout: a command's printed result (eval's tables, the version)
+TABLE_WIDTH = 80  # rich's width where none is known: the one the tables are laid out for
 Hints = Mapping[type[DRCNError], str]
 OVERWRITE_HINT: Hints = {OutputExistsError: "use --overwrite to replace it"}
 # Library option names whose flag is not ``--name``.
@@ -119,6 +128,18 @@ def output_value(value: str) -> str:
         else str(path_value(value))
 
 
+def print_table(console: Console, table: Table) -> None:
+    """``table`` on ``console``; one too wide for it is drawn as for :data:`TABLE_WIDTH`
+    columns, which the terminal wraps: rich squeezed it until its cells read ``16…`` or
+    nothing (``COLUMNS=10``)."""
+    from rich.measure import Measurement
+
+    fits = Measurement.get(console, console.options.update_width(TABLE_WIDTH), table)
+    if fits.minimum > console.width:
+        table.width = fits.maximum
+    console.print(table, crop=table.width is None)
+
+
 def print_error(message: str) -> None:
     """``error: MESSAGE`` in red on stderr, on one line (a line break in a file name shows as
     ``\\n``), never wrapped or highlighted."""
@@ -127,14 +148,17 @@ def print_error(message: str) -> None:
 
 
 def print_plain(text: str) -> None:
-    """``text`` on stderr exactly as given: no markup, highlighting or wrapping (a path in it
-    stays whole on one line, however narrow the terminal)."""
-    console.print(text, soft_wrap=True, highlight=False, markup=False)
+    """``text`` on stderr as one line, as given but for what :func:`.errors.single_line` shows
+    escaped (a line break or terminal escape in a file name cannot begin a line or colour the
+    terminal): no markup, highlighting or wrapping, so a path stays whole however narrow the
+    terminal."""
+    console.print(single_line(text), soft_wrap=True, highlight=False, markup=False)
 
 
 def note(message: str) -> None:
-    """A dim report line on stderr (the engine's notices: tile sizes being measured, ...)."""
-    console.print(f"[dim]{escape(message)}[/]", highlight=False)
+    """A dim report line on stderr (the engine's notices: tile sizes being measured, ...), a
+    name's line break or terminal escape in it shown escaped."""
+    console.print(f"[dim]{escape(single_line(message))}[/]", highlight=False)
 
 
 @contextmanager
@@ -174,21 +198,6 @@ def reader_gone() -> bool:
     except (AttributeError, OSError, ValueError):  # Windows has no poll; a captured stdout no fd
         return False
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
-
-
-def signals_interrupt() -> None:
-    """SIGTERM (a scheduler's stop, ``kill``) and SIGHUP (the terminal closed) take Ctrl-C's
-    clean path: the write in progress is removed and nothing half-written stays; the exit
-    status then names the signal (:func:`.stops.stopped_status`)."""
-    import signal
-    import threading
-
-    from .stops import arm_stops, interrupt, stop_signals
-
-    arm_stops()
-    if threading.current_thread() is threading.main_thread():
-        for sig in stop_signals():
-            signal.signal(sig, interrupt)
 
 
 @contextmanager

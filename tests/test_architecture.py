@@ -255,6 +255,45 @@ def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> 
     assert exit_.value.code == 130 and "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("after", ["loaded", "broken"])
+def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkeypatch,
+                                                                         after: str) -> None:
+    """torch's C start-up imports numpy and drops any error it raises: a Ctrl-C that landed
+    there was lost, and the command ran on to its end with status 0, or numpy, cut short,
+    failed to load again later with a traceback."""
+    import contextlib
+    import signal
+    import types
+
+    from drcn_plugin import stops
+    from drcn_plugin.__main__ import main
+
+    ran: list[int] = []
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            if name != "main":  # the import machinery's own look-ups (__path__, ...)
+                raise AttributeError(name)
+            with contextlib.suppress(KeyboardInterrupt):  # as torch._C: the error is cleared
+                signal.raise_signal(signal.SIGINT)
+            if after == "broken":
+                raise ImportError("cannot load module more than once per process")
+            return lambda: ran.append(1)
+
+    monkeypatch.setitem(sys.modules, "drcn_plugin.cli", Loading("drcn_plugin.cli"))
+    monkeypatch.setattr(stops.os, "_exit", sys.exit)  # the process ends at once, as it should
+    handlers = {s: signal.getsignal(s) for s in stops.stop_signals()}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    finally:  # pytest's own again, and no stop left counted for a later test
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        stops.arm_stops()
+    assert (exit_.value.code, ran) == (130, [])
+
+
 _CTRL_C_AT_IMPORT = '''
 import importlib.abc, sys
 
@@ -280,3 +319,34 @@ def test_ctrl_c_while_python_m_loads_the_command_is_no_traceback(module: str, tm
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
     assert (run.returncode, run.stdout) == (130, ""), run.stderr
     assert "Traceback" not in run.stderr, run.stderr
+
+
+_STOP_CLEARED_IN_C = '''
+import contextlib, ctypes, importlib.abc, sys
+
+class Cleared(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "typer":  # as torch's start-up: Python run from C, its interrupt cleared
+            run = ctypes.pythonapi.PyRun_String
+            run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+            run.restype = ctypes.py_object
+            with contextlib.suppress(KeyboardInterrupt):
+                run(b"import signal; signal.raise_signal(signal.SIGTERM)", 257, {}, {})
+            raise ImportError("cannot load module more than once per process")
+        return None
+
+sys.meta_path.insert(0, Cleared())
+'''
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_cleared_while_the_command_loads_ends_it_as_sigterm(tmp_path) -> None:
+    """Python takes an interrupt raised in Python that C code ran, then cleared, for one never
+    handled, and ended the process by SIGINT at its exit: a SIGTERM's 143 read as Ctrl-C's."""
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(_STOP_CLEARED_IN_C)
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    run = subprocess.run([sys.executable, "-m", "drcn_plugin", "--version"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert (run.returncode, run.stdout, run.stderr) == (143, "", "")

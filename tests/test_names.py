@@ -127,3 +127,38 @@ def test_control_characters_in_a_name_cannot_forge_terminal_output(
 def test_a_message_shows_every_unsafe_character_escaped() -> None:
     assert single_line("a\nb\r\t\x1b[1m\x00\x7f\x85\u2028\u202e\udcff\ud800 é\\") == \
         "a\\nb\\r\\t\\x1b[1m\\x00\\x7f\\x85\\u2028\\u202e\\xff\\ud800 é\\"
+
+
+@pytest.mark.parametrize("command", ["compare", "eval"])
+def test_the_line_naming_a_written_file_cannot_be_forged_by_its_name(
+        folder: Path, tiny_model_file: str, command: str) -> None:
+    """``wrote NAME`` (compare's PNG, eval's --plot) printed the name as it was: a
+    line break began a line the name wrote, an ESC sequence was obeyed."""
+    from typer.testing import CliRunner
+
+    from drcn_plugin.cli import app
+
+    name = "x\n\x1b[32mok.png"
+    random_rgb(24, 24).save(folder / "a.png")
+    target = str(folder.parent / name)
+    args = ["compare", str(folder / "a.png"), "--crop", "8", "-s", "2", "-m", tiny_model_file,
+            "-o", target] if command == "compare" else \
+        ["eval", "--dataset", str(folder), "-s", "2", "-m", tiny_model_file, "--plot", target]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and os.path.isfile(target), r.output
+    assert "\x1b" not in r.output, repr(r.output)
+    assert f"wrote {folder.parent}/x\\n\\x1b[32mok.png" in r.output.splitlines(), r.output
+
+
+def test_a_note_naming_a_path_cannot_be_forged_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's notes name folders (the tile-plan cache's, from DRCN_CACHE_DIR or
+    XDG_CACHE_HOME): a line break there began a line of its own, an ESC sequence was obeyed."""
+    import io
+
+    from drcn_plugin import terminal
+
+    out = io.StringIO()
+    monkeypatch.setattr(terminal, "console", terminal._Console(file=out, stderr=True, width=200))
+    terminal.note("cannot keep the tile plan in /c/x\n\x1b[31mforged (Not a directory)")
+    assert out.getvalue() == "cannot keep the tile plan in /c/x\\n\\x1b[31mforged (Not a " \
+                             "directory)\n"

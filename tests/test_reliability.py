@@ -272,12 +272,12 @@ def test_stale_parts_are_cleaned_and_live_ones_kept(folder: Path, tiny_model_fil
 def test_sigterm_is_handled_like_ctrl_c(folder: Path, monkeypatch, name: str) -> None:
     """SIGTERM (a stop) or SIGHUP (the terminal closed) while writing leaves no temporary
     file."""
-    from drcn_plugin.terminal import signals_interrupt
+    from drcn_plugin.stops import take_stops
 
     sig = getattr(signal, name)
     old = signal.getsignal(sig)
     try:
-        signals_interrupt()
+        take_stops()
 
         def terminated(fd: int) -> None:
             os.kill(os.getpid(), sig)

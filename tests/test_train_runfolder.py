@@ -179,12 +179,12 @@ def test_a_time_budget_stopped_before_it_was_fitted_resumes_to_an_end(t12: Path,
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGHUP")
 def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    from drcn_plugin.terminal import signals_interrupt
+    from drcn_plugin.stops import take_stops
     from drcn_plugin.training.runfolder import StopRequest
 
     old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts a command
     try:
-        signals_interrupt()
+        take_stops()
         with StopRequest(True) as stop:
             os.kill(os.getpid(), signal.SIGHUP)
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN and not stop.asked

@@ -20,14 +20,13 @@ from ..errors import (
     InputGoneError,
     OutputExistsError,
 )
-from ..stops import stopped_status
+from ..stops import stopped_status, take_stops
 from ..terminal import (
     OVERWRITE_HINT,
     console,
     path_value,
     print_error,
     print_plain,
-    signals_interrupt,
     stopped_cleanly,
     user_errors,
 )
@@ -105,7 +104,7 @@ def train_cmd(
     """Train DRCN (recursive supervision, multi-scale).
 
     Works under torchrun with DDP."""
-    signals_interrupt()  # during the steps a signal stops the run at a step boundary instead
+    take_stops()  # during the steps a signal stops the run at a step boundary instead
     out = Path(options["out"])
     try:  # from here (the trainer's imports take seconds) an interrupt is one line
         _train(ctx, resume, overwrite, options)
@@ -142,9 +141,8 @@ def _train(ctx: typer.Context, resume: bool, overwrite: bool, options: dict[str,
                 raise InputGoneError(e.missing, e.role, e.option, "give their new place with "
                                      f"{_FLAGS[e.option]} {new}") from None
         if log.get("weights"):
-            console.print(f"wrote {out / log['weights']} and its model card "
-                          f"({log['step']} steps, {log['steps_per_s']} steps/s)", markup=False,
-                          soft_wrap=True)
+            print_plain(f"wrote {out / log['weights']} and its model card "
+                        f"({log['step']} steps, {log['steps_per_s']} steps/s)")
         elif log.get("nothing_to_do"):
             where = "past" if log["step"] > cfg.stop_at else "at"
             console.print(f"already at step {log['step']}, {where} --stop-at {cfg.stop_at}: "
@@ -186,7 +184,7 @@ def plot_train_cmd(
     Loss, validation PSNR, learning rate and alpha, one panel each."""
     from ..charts import redraw_training_curves
 
-    signals_interrupt()
+    take_stops()
     with user_errors(OVERWRITE_HINT), stopped_cleanly([]):  # its one file is written last
         written = redraw_training_curves(run, output, overwrite, notify=print_plain)
-    console.print(f"wrote {written}", markup=False, highlight=False)
+    print_plain(f"wrote {written}")
