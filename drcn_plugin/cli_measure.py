@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_options import MODEL_HELP, DeviceOpt, PrecisionOpt
-from .errors import BadImageError, BadOptionError, path_name
+from .errors import BadImageError, BadOptionError, path_name, single_line
 from .hub import DEFAULT_MODEL, SourceChoice, model_loader
 from .scales import MAX_SCALE, MAX_TRAIN_SCALE, MIN_SCALE, MIN_TRAIN_SCALE, check_train_scales
 from .stops import take_stops
@@ -159,16 +159,21 @@ def eval_cmd(
             recursion_chart(results, plot, f"{title}: each recursion depth and the ensemble")
             written.append(str(plot))
             print_plain(f"wrote {plot}")
-        _print_eval(label, title, results)
+        _print_eval(None if upscaler is None else label, title, results)
 
 
-def _print_eval(model: str, title: str, results: dict[int, ScaleResult]) -> None:
-    table = Table(title=escape(f"{title} (PSNR dB / SSIM, Y, shave = scale)"))
-    for col in ("scale", "bicubic", model, "gain", "s/image"):
+def _print_eval(model: str | None, title: str, results: dict[int, ScaleResult]) -> None:
+    """The scores per scale; ``model`` None: bicubic alone, without a model column or gain."""
+    # the title on a line of its own: over a narrow table it would wrap to the table's width
+    result_console.print(single_line(f"{title} (PSNR dB / SSIM, Y, shave = scale)"),
+                         soft_wrap=True, markup=False, highlight=False)
+    table = Table()
+    against = () if model is None else (escape(single_line(model)), "gain")
+    for col in ("scale", "bicubic", *against, "s/image"):
         table.add_column(col, justify="right")
     for s, r in results.items():
-        table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}",
-                      f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}",
+        scores = () if model is None else (f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}")
+        table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}", *scores,
                       f"{r.seconds_per_image:.2f}")
     print_table(result_console, table)
     scored = {s: r for s, r in results.items() if r.depth_psnr is not None}

@@ -128,6 +128,8 @@ def test_eval_output_says_what_was_measured(tmp_path, small_folder):
     assert (clean["model"], clean["degrade"]) == ("bicubic", None)
     assert (degraded["model"], degraded["degrade"]) == ("bicubic", "jpeg:60")
     assert degraded["psnr"] < clean["psnr"]
+    header = next(line for line in result.stdout.splitlines() if "scale" in line)
+    assert header.count("bicubic") == 1 and "gain" not in header  # no bicubic-vs-bicubic column
 
 
 def test_scales_as_documented(tmp_path, small_folder):

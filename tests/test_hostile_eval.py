@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from drcn_plugin import compare, devices
 from drcn_plugin.cli import app
 from drcn_plugin.errors import BadImageError
-from drcn_plugin.evaluation import evaluate
+from drcn_plugin.evaluation import ScaleResult, evaluate
 
 
 def test_images_sharing_a_stem_are_each_scored(folder: Path) -> None:
@@ -278,8 +279,9 @@ def test_a_flat_image_both_reconstruct_exactly_gains_nothing(folder: Path, tmp_p
                                       "-s", "2", "--json", str(out)])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if "x2" in line)
-    assert "+0.00" in row and "nan" not in result.stdout.lower(), result.stdout
+    assert "inf / 1.0000" in row and "nan" not in result.stdout.lower(), result.stdout
     assert json.loads(out.read_text())["2"]["psnr"] is None
+    assert ScaleResult(2, math.inf, 1.0, math.inf, 1.0, 0.0, {}).gain == 0.0  # a model's gain
 
 
 def test_an_image_too_large_to_score_is_refused_from_its_header_first(
