@@ -248,9 +248,7 @@ def list_images(folder: Path) -> list[Path]:
         raise DatasetError(f"{folder} is a file, not a folder of images"
                            if os.path.exists(folder) else _not_found(folder))
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                       and not p.name.startswith(".")
-                       and (p.is_file() or p.is_dir() or not p.exists()))  # no FIFO or device
+        files = sorted(filter(_listed, folder.iterdir()))
     except OSError as e:
         raise DatasetError(f"cannot read folder {folder}: {reason(e)}") from e
     if not files:
@@ -258,13 +256,18 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def _listed(path: Path) -> bool:
+    """Whether :func:`list_images` reads ``path``: an image suffix, not hidden, no FIFO."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") \
+        and (path.is_file() or path.is_dir() or not path.exists())
+
+
 def _image_folders_hint(folder: Path) -> str:
     """Where ``folder`` holds none, name (up to three of) its subfolders that hold images: a
     dataset such as DIV2K unpacks as ``DIV2K_train_HR`` beside its low-resolution folders."""
     try:
         held = sorted(d.name for d in folder.iterdir() if not d.name.startswith(".")
-                      and d.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES
-                                             for f in d.iterdir()))
+                      and d.is_dir() and any(map(_listed, d.iterdir())))
     except OSError:  # the hint is a courtesy: a subfolder that cannot be read goes unnamed
         return ""
     more = f" (and {len(held) - 3} more)" if len(held) > 3 else ""

@@ -174,6 +174,21 @@ def test_a_dataset_of_folders_names_those_that_hold_images(tmp_path, small_folde
         "DIV2K_valid_HR"]
 
 
+def test_a_subfolder_named_holds_images_that_would_be_read(tmp_path: Path) -> None:
+    """The hint names a subfolder only for images :func:`.imagefile.list_images` reads there:
+    a folder of macOS's ``._NAME.png`` metadata files alone would be refused in turn."""
+    from drcn_plugin.errors import DatasetError
+    from drcn_plugin.imagefile import list_images
+
+    for name in ("HR/0801.png", "meta/._0801.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("L", (16, 16)).save(tmp_path / name, "PNG")
+    with pytest.raises(DatasetError) as error:
+        list_images(tmp_path)
+    assert str(error.value) == f"no images in {tmp_path}; subfolders are not read, give one " \
+                               "that holds images: HR"
+
+
 def test_eval_json_to_a_dash_is_one_line_not_a_file_named_dash(tmp_path, small_folder,
                                                                 monkeypatch):
     """``--json -`` reads as standard output, which holds the tables: refused as upscale's
