@@ -27,6 +27,7 @@ from PIL import Image
 
 from .errors import BadOptionError
 from .imaging import image_y, imresize, modcrop, quantize8
+from .scales import exact_text
 
 StepKind = Literal["blur", "noise", "jpeg"]
 _LIMITS: dict[str, tuple[float, float]] = {"blur": (0.0, 5.0), "noise": (0.0, 50.0),
@@ -43,9 +44,9 @@ class Step:
     prob: float = 1.0
 
     def __str__(self) -> str:
-        value = _text(self.low) if self.low == self.high else \
-            f"{_text(self.low)}-{_text(self.high)}"
-        return f"{self.kind}:{value}" + (f"@{_text(self.prob)}" if self.prob < 1 else "")
+        value = exact_text(self.low) if self.low == self.high else \
+            f"{exact_text(self.low)}-{exact_text(self.high)}"
+        return f"{self.kind}:{value}" + (f"@{exact_text(self.prob)}" if self.prob < 1 else "")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class Recipe:
         return cls(tuple(steps), clean)
 
     def __str__(self) -> str:
-        clean = [f"clean:{_text(self.clean)}"] if self.clean else []
+        clean = [f"clean:{exact_text(self.clean)}"] if self.clean else []
         return ",".join([str(s) for s in self.steps] + clean)
 
     def apply(self, lr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -136,13 +137,6 @@ def _number(text: str, part: str, option: str) -> float:
     if not _DECIMAL.fullmatch(text):
         raise _bad(part, option, f"{text!r} is not a number (write digits, e.g. 75 or 0.5)")
     return float(text)  # one too large for a float is inf, which every range check refuses
-
-
-def _text(value: float) -> str:
-    """A number as short as it reads back exactly (0.5, 75, 0.1234567): eval's title and JSON
-    name the recipe that was drawn from, not one rounded to six digits; -0 is written 0."""
-    short = f"{value + 0.0:g}"
-    return short if float(short) == value else repr(value)
 
 
 def _uniform(generator: torch.Generator) -> float:

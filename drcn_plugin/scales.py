@@ -35,6 +35,13 @@ def as_float(value: float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def exact_text(value: float) -> str:
+    """A number as short as it reads back exactly (2.5, 75, 0.1234567), where ``:g`` would round
+    it to six digits and name another; -0 is written 0."""
+    short = f"{value + 0.0:g}"
+    return short if float(short) == value else repr(value)
+
+
 def check_scale(scale: float, lowest: float = MIN_SCALE) -> float:
     """An upscaling factor within ``lowest..MAX_SCALE`` as a Python float (a numpy scalar's
     own arithmetic would overflow or round sizes), or :class:`BadOptionError` (NaN too, and
@@ -43,8 +50,7 @@ def check_scale(scale: float, lowest: float = MIN_SCALE) -> float:
         raise BadOptionError(f"scale {scale!r} is not a number", option="scale")
     value = as_float(scale)
     if not lowest <= value <= MAX_SCALE:
-        shown = f"{value:g}" if float(f"{value:g}") == value else repr(value)
-        raise BadOptionError(f"scale {shown} is out of range: use {lowest:g} to "
+        raise BadOptionError(f"scale {exact_text(value)} is out of range: use {lowest:g} to "
                              f"{MAX_SCALE:g}", option="scale")
     return value
 
