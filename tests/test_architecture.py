@@ -51,9 +51,12 @@ def test_every_train_option_has_a_flag_and_the_cli_defaults_are_the_configs() ->
     assert set(params) == {f.name for f in fields(TrainConfig)} | {"resume", "overwrite"}
 
 
-def test_the_cards_command_line_rebuilds_the_config() -> None:
+@pytest.mark.parametrize(("lr", "downscales"), [(0.01, [1.0, 0.75]),
+                                                 (1.23456789e-4, [1.0, 0.7654321])])
+def test_the_cards_command_line_rebuilds_the_config(lr: float, downscales: list[float]) -> None:
+    """Every digit of a float option is written: six (``:g``) would name another run."""
     cfg = TrainConfig(data=["a", "b c"], scales=[2, 4], features=32, recursions=8, patch=48,
-                      downscales=[1.0, 0.75], optimizer="sgd", lr=0.01, lr_drops=[0.4],
+                      downscales=downscales, optimizer="sgd", lr=lr, lr_drops=[0.4],
                       test_data=["Set14"], degrade="jpeg:75", degrade_copies=2, minutes=5.0,
                       device="cuda", stop_at=9)
     text = command_line(cfg, steps=1234)

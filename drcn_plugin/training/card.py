@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import counted
+from ..scales import exact_text
 from .config import TrainConfig, command_line
 
 
@@ -38,7 +39,7 @@ def _reproduce(c: TrainConfig, steps: int, rates: list[tuple[int, float]],
     for start, end in zip(starts, ends, strict=True):
         planned = int(total.get(start, planned))
         commands.append("drcn train --resume" + (f" --steps {planned}" if start in total else "")
-                        + (f" --lr {rate[start]:g}" if start in rate else "")
+                        + (f" --lr {exact_text(rate[start])}" if start in rate else "")
                         + (f" --stop-at {end}" if end and end < planned else ""))
     return commands
 

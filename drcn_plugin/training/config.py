@@ -21,7 +21,7 @@ from ..degrade import Recipe
 from ..devices import pick_precision
 from ..errors import EMPTY_PATH, BadOptionError
 from ..hub import MAX_FEATURES, MAX_RECURSIONS, names_a_path
-from ..scales import check_train_scales
+from ..scales import check_train_scales, exact_text
 
 Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["cosine", "step", "constant"]
@@ -265,7 +265,7 @@ def check_combination(cfg: TrainConfig, given: Collection[str] | None = None) ->
 
 def _words(f: Field, value: Any) -> list[str]:
     flag = f.metadata["short"] or flag_of(f)
-    text = lambda v: f"{v:g}" if isinstance(v, float) else shlex.quote(str(v))  # noqa: E731
+    text = lambda v: exact_text(v) if isinstance(v, float) else shlex.quote(str(v))  # noqa: E731
     values = value if isinstance(value, list) else [value]
     return [f"{flag} {text(v)}" for v in values]
 
