@@ -24,7 +24,7 @@ def main() -> None:
     try:
         from .cli import main as run
     except KeyboardInterrupt:
-        if not stop_taken():  # raised before the handlers were set: Ctrl-C's status
+        if not stop_taken():  # not through a stop handler (SIGINT not ours to take): Ctrl-C's
             sys.exit(stopped_status())
     except Exception:
         if not stop_taken():

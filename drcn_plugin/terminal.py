@@ -58,7 +58,7 @@ class _Console(Console):
     files it writes are its result; results on stdout end the command with :class:`ReaderGone`.
     Reports whose write fails otherwise (a log file on a full disk) fall silent the same way.
     A width of 0 (``COLUMNS=0``) is an unknown one, as rich takes a terminal's that reports 0:
-    taken as given it drew every line, errors too, zero columns wide, that is not at all."""
+    taken as given, every line, errors too, would be drawn zero columns wide, that is not at all."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,8 +130,8 @@ def output_value(value: str) -> str:
 
 def print_table(console: Console, table: Table) -> None:
     """``table`` on ``console``; one too wide for it is drawn as for :data:`TABLE_WIDTH`
-    columns, which the terminal wraps: rich squeezed it until its cells read ``16…`` or
-    nothing (``COLUMNS=10``)."""
+    columns, which the terminal wraps, where rich would squeeze it until its cells read ``16…``
+    or nothing (``COLUMNS=10``)."""
     from rich.measure import Measurement
 
     fits = Measurement.get(console, console.options.update_width(TABLE_WIDTH), table)
