@@ -73,10 +73,9 @@ def animated(path: Path, first: np.ndarray, info: ImageInfo, fmt: str, size: tup
     """Every frame of the animation at ``path`` through ``upscaled`` (``first`` is frame 0 as
     :func:`.imagefile.read_image` gave it, with ``info``): one ``fmt`` file to write, with each
     frame's duration and the source's number of plays, and the number of its frames.
-    ``progress`` counts the tiles of all frames. Refused before
-    any upscaling: more than :data:`MAX_FRAMES` frames, or frames whose results do not fit in
-    memory together. An AVIF's count is written when the file is, and noted in ``info`` then if
-    it cannot be."""
+    ``progress`` counts the tiles of all frames. Refused before any upscaling: more than
+    :data:`MAX_FRAMES` frames, or frames whose results do not fit in memory together. An AVIF's
+    count is written when the file is, and noted in ``info`` then if it cannot be."""
     if info.damaged_frames:  # a still of its first frame would do; an animation cannot
         raise later_frames_damaged(path)
     check_frame_count(path, info.frames)

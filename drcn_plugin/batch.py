@@ -277,7 +277,8 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float,
             quality: int | None = None, overwrite: bool = False, skip_existing: bool = False,
             progress: ProgressFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
-    exception (but a cancel) becomes this file's one-line failure, and the batch goes on.
+    exception (but a :class:`Cancelled` from ``progress``) becomes this file's one-line failure,
+    and the batch goes on.
 
     ``upscaler`` is one engine for every file, or a function choosing one from what the file is
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
