@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from drcn_plugin.datasets import list_images
 from drcn_plugin.devices import device_name
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.imagefile import list_images, read_y
+from drcn_plugin.imagefile import read_y
 from drcn_plugin.imaging import imresize, quantize8
 from drcn_plugin.metrics import psnr
 from drcn_plugin.planes import interpolated_y

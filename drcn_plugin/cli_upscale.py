@@ -126,8 +126,9 @@ def upscale(
                     bar.finish(out)
                     if out.status == "failed":
                         print_error(out.message + hint(out.error, hints))
-                        for line in out.detail.splitlines() if debug else []:
-                            print_plain(line)
+                        if debug:
+                            for line in out.detail.splitlines():
+                                print_plain(line)
                     outcomes.append(out)
                     if out.status == "done":
                         written.append(str(out.job.target))

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .datasets import list_images
 from .degrade import Recipe, degraded_pair, seed_for
 from .devices import allocating
 from .engine import Upscaler
 from .errors import BadImageError, BadOptionError
-from .imagefile import image_shape8, list_images, read_image8, read_y
+from .imagefile import image_shape8, read_image8, read_y
 from .imaging import make_pair, quantize8
 from .memory import refuse_over
 from .metrics import psnr, ssim

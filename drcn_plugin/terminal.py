@@ -128,16 +128,16 @@ def output_value(value: str) -> str:
         else str(path_value(value))
 
 
-def print_table(console: Console, table: Table) -> None:
-    """``table`` on ``console``; one too wide for it is drawn as for :data:`TABLE_WIDTH`
-    columns, which the terminal wraps, where rich would squeeze it until its cells read ``16…``
-    or nothing (``COLUMNS=10``)."""
+def print_table(out: Console, table: Table) -> None:
+    """``table`` on ``out``; one too wide for it is given the width it takes at
+    :data:`TABLE_WIDTH` columns (``table.width`` is set) and the terminal wraps its lines, where
+    rich would squeeze it until its cells read ``16…`` or nothing (``COLUMNS=10``)."""
     from rich.measure import Measurement
 
-    fits = Measurement.get(console, console.options.update_width(TABLE_WIDTH), table)
-    if fits.minimum > console.width:
+    fits = Measurement.get(out, out.options.update_width(TABLE_WIDTH), table)
+    if fits.minimum > out.width:
         table.width = fits.maximum
-    console.print(table, crop=table.width is None)
+    out.print(table, crop=table.width is None)
 
 
 def print_error(message: str) -> None:

@@ -175,15 +175,24 @@ def test_a_dataset_of_folders_names_those_that_hold_images(tmp_path, small_folde
 
 
 def test_a_subfolder_named_holds_images_that_would_be_read(tmp_path: Path) -> None:
-    """The hint names a subfolder only for images :func:`.imagefile.list_images` reads there:
-    a folder of macOS's ``._NAME.png`` metadata files alone would be refused in turn."""
+    """The hint names a subfolder only for images :func:`.datasets.list_images` reads there:
+    a folder of macOS's ``._NAME.png`` metadata files alone would be refused in turn; one that
+    cannot be listed goes unnamed, the others still are."""
+    from drcn_plugin.datasets import list_images
     from drcn_plugin.errors import DatasetError
-    from drcn_plugin.imagefile import list_images
 
-    for name in ("HR/0801.png", "meta/._0801.png"):
+    for name in ("HR/0801.png", "meta/._0801.png", "locked/0802.png"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         Image.new("L", (16, 16)).save(tmp_path / name, "PNG")
-    with pytest.raises(DatasetError) as error:
+    iterdir = Path.iterdir
+
+    def unreadable_locked(self: Path):  # a subfolder this user may not list
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(DatasetError) as error:
+        mp.setattr(Path, "iterdir", unreadable_locked)
         list_images(tmp_path)
     assert str(error.value) == f"no images in {tmp_path}; subfolders are not read, give one " \
                                "that holds images: HR"

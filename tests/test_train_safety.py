@@ -122,6 +122,9 @@ def test_the_divergence_line_of_a_torchrun_job_says_the_torchrun_command(
         "--lr 0.0001")
     assert diverged_advice(DivergedError("x", 1e-4), tmp_path, Dist.from_env()) == \
         "the same command with --lr 0.0001"
+    odd = 1.23456789e-4  # the rate given again exactly, not rounded to six digits
+    assert float(diverged_advice(DivergedError("x", odd), tmp_path, Dist.from_env()).split()[-1]) \
+        == odd
     monkeypatch.setenv("WORLD_SIZE", "4")  # two machines of two processes each
     assert diverged_advice(error, tmp_path, Dist.from_env()) == \
         f"the job's torchrun launch of drcn train --resume --out {tmp_path} --lr 0.0001"

@@ -20,6 +20,7 @@ from ..errors import (
     InputGoneError,
     OutputExistsError,
 )
+from ..scales import exact_text
 from ..stops import stopped_status, take_stops
 from ..terminal import (
     OVERWRITE_HINT,
@@ -160,8 +161,8 @@ def diverged_advice(error: DivergedError, out: Path, job: Dist) -> str:
     a job over several machines by its own launch), or, with no checkpoint kept, the same
     command."""
     if not error.resumable:
-        return f"the same command with --lr {error.rate:g}"
-    again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {error.rate:g}"
+        return f"the same command with --lr {exact_text(error.rate)}"
+    again = f"drcn train --resume --out {shlex.quote(str(out))} --lr {exact_text(error.rate)}"
     per_machine = os.environ.get("LOCAL_WORLD_SIZE", "")  # torchrun's processes on this machine
     if job.world > 1 and per_machine.isdigit() and int(per_machine) < job.world:
         return f"the job's torchrun launch of {again}"

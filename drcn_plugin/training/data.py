@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ..datasets import list_images
 from ..degrade import Recipe, degraded_pair
 from ..devices import float64_device
 from ..errors import BadOptionError, DatasetError
-from ..imagefile import list_images, read_levels8
+from ..imagefile import read_levels8
 from ..imaging import image_y, imresize, make_pair, quantize8
 from .config import DOWNSCALES
 
