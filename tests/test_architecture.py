@@ -262,9 +262,9 @@ def test_ctrl_c_while_the_command_loads_is_no_traceback(monkeypatch, capsys) -> 
 @pytest.mark.parametrize("after", ["loaded", "broken"])
 def test_a_ctrl_c_a_library_clears_while_the_command_loads_still_stops_it(monkeypatch,
                                                                          after: str) -> None:
-    """torch's C start-up imports numpy and drops any error it raises: a Ctrl-C that landed
-    there was lost, and the command ran on to its end with status 0, or numpy, cut short,
-    failed to load again later with a traceback."""
+    """torch's C start-up imports numpy and drops any error it raises: a Ctrl-C that lands
+    there still ends the command with status 130 and no traceback, whether numpy loaded or,
+    cut short, cannot load again."""
     import contextlib
     import signal
     import types
@@ -345,7 +345,7 @@ sys.meta_path.insert(0, Cleared())
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_sigterm_cleared_while_the_command_loads_ends_it_as_sigterm(tmp_path) -> None:
     """Python takes an interrupt raised in Python that C code ran, then cleared, for one never
-    handled, and ended the process by SIGINT at its exit: a SIGTERM's 143 read as Ctrl-C's."""
+    handled, and ends the process by SIGINT at its exit: a SIGTERM's status stays 143."""
     import os
 
     (tmp_path / "sitecustomize.py").write_text(_STOP_CLEARED_IN_C)

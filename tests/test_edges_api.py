@@ -160,8 +160,8 @@ def test_a_torch_device_and_a_numpy_strength_are_accepted() -> None:
                                               ("bogus", "unknown device 'bogus'")])
 def test_from_pretrained_onto_a_device_not_here_is_a_typed_error(tmp_path: Path, tiny_model,
                                                                  where: str, error: str) -> None:
-    """``map_location`` went to ``Module.to``: torch's AssertionError ("Torch not compiled with
-    CUDA enabled") or RuntimeError, after the weights were read."""
+    """``map_location`` is checked as the engine's device is, before the weights are read: a
+    typed error, not torch's AssertionError ("Torch not compiled with CUDA enabled")."""
     from drcn_plugin.model import DRCN
 
     tiny_model.save_pretrained(tmp_path)

@@ -158,7 +158,7 @@ def test_a_module_in_another_dtype_runs_in_the_precision_asked_for(one_thread: N
 def test_a_copy_at_x1_too_big_for_memory_is_the_librarys_error(up: Upscaler,
                                                                 with_alpha: bool) -> None:
     """At x1 the result is a copy of the input: one that cannot be allocated (a huge memmap or
-    broadcast view; here 4 EiB, beyond any address space) was numpy's raw MemoryError."""
+    broadcast view; here 4 EiB, beyond any address space) is the library's OutOfMemoryError."""
     from drcn_plugin.errors import OutOfMemoryError
 
     side = 1 << 30
@@ -182,7 +182,7 @@ def test_long_double_results_stay_exactly_within_the_inputs_range(up: Upscaler) 
 
 @pytest.mark.parametrize("scale", [Fraction(5, 2), np.float16(2.5), np.longdouble("2.5")])
 def test_a_scale_of_any_real_number_type_is_taken(up: Upscaler, scale: object) -> None:
-    """A Fraction is a real number (the denoise strength takes one): it was 'not a number'."""
+    """A Fraction is a real number, taken as the denoise strength takes one."""
     image = np.zeros((6, 5, 3), np.uint8)
     assert up.upscale(image, scale).shape == (15, 13, 3)
 
@@ -192,7 +192,8 @@ def test_a_scale_of_any_real_number_type_is_taken(up: Upscaler, scale: object) -
 @pytest.mark.parametrize("scale", [2.0, 1.0])
 def test_a_cancel_answer_without_one_truth_value_is_a_typed_error(
         up: Upscaler, answer: object, scale: float) -> None:
-    """numpy's or torch's "truth value is ambiguous" came out of the engine's own line."""
+    """An answer without one truth value is refused naming cancel, not with numpy's or
+    torch's "truth value is ambiguous" from the engine's own line."""
     with pytest.raises(BadOptionError, match="^cancel must return True or False; its "
                                              f"{type(answer).__name__} answer has no single"):
         up.upscale(np.zeros((8, 8), np.uint8), scale, cancel=lambda: answer)

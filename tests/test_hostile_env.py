@@ -13,8 +13,8 @@ from drcn_plugin import stops
 
 def test_a_deleted_working_folder_is_one_line_before_torch_loads(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """torch's MKL then died with 'Cannot load libtorch_cpu.so', and relative names cannot be
-    found, nor outputs placed beside them: the folder is named as what is wrong."""
+    """Relative names cannot be found nor outputs placed beside them, and torch's MKL dies
+    with 'Cannot load libtorch_cpu.so': the folder is named as what is wrong, before torch."""
     from drcn_plugin.__main__ import main
 
     def gone() -> str:

@@ -142,8 +142,8 @@ def test_interpolate_gives_each_end_exactly_and_the_mean_between() -> None:
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
 @pytest.mark.parametrize("all_depths", [False, True])
 def test_an_integer_input_is_refused_not_answered_with_zeros(tiny_model, dtype, all_depths):
-    """Cast to the weights' dtype on the way in, 8-bit levels ran the network, but the depth
-    weights cast to the input's integer dtype are 0: an all-zero uint8 answer, no error."""
+    """An integer tensor would run (cast to the weights' dtype on the way in) with the depth
+    weights cast to its dtype, all 0: an all-zero answer. It is refused instead."""
     x = (torch.rand(1, 1, 8, 8) * 255).to(dtype)
     with pytest.raises(BadImageError, match=f"^DRCN takes a float image in 0..1, got {dtype}"):
         tiny_model(x, all_depths=all_depths)

@@ -132,8 +132,8 @@ def test_a_message_shows_every_unsafe_character_escaped() -> None:
 @pytest.mark.parametrize("command", ["compare", "eval"])
 def test_the_line_naming_a_written_file_cannot_be_forged_by_its_name(
         folder: Path, tiny_model_file: str, command: str) -> None:
-    """``wrote NAME`` (compare's PNG, eval's --plot) printed the name as it was: a
-    line break began a line the name wrote, an ESC sequence was obeyed."""
+    """``wrote NAME`` (compare's PNG, eval's --plot) shows a line break or ESC sequence in the
+    name escaped: the name can neither begin a line of its own nor drive the terminal."""
     from typer.testing import CliRunner
 
     from drcn_plugin.cli import app
@@ -152,7 +152,7 @@ def test_the_line_naming_a_written_file_cannot_be_forged_by_its_name(
 
 def test_a_note_naming_a_path_cannot_be_forged_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's notes name folders (the tile-plan cache's, from DRCN_CACHE_DIR or
-    XDG_CACHE_HOME): a line break there began a line of its own, an ESC sequence was obeyed."""
+    XDG_CACHE_HOME): a line break or ESC sequence there is shown escaped."""
     import io
 
     from drcn_plugin import terminal

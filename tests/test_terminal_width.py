@@ -25,15 +25,15 @@ def _console(monkeypatch: pytest.MonkeyPatch, columns: str, **kw: object) -> io.
 
 
 def test_a_width_of_zero_is_an_unknown_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``COLUMNS=0`` (a pty that reports no size passes it on) drew every line zero columns
-    wide: an error went unsaid and the command only failed with its status."""
+    """``COLUMNS=0`` (a pty that reports no size passes it on) is an unknown width: an error
+    line is still printed whole, not drawn zero columns wide."""
     out = _console(monkeypatch, "0")
     terminal.print_error("missing.png: no such file or folder")
     assert out.getvalue() == "error: missing.png: no such file or folder\n"
 
 
 def test_eval_scores_stay_whole_in_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """30 columns cut each score to ``16…``: the command's only result lost."""
+    """At 30 columns each score is printed whole (not cut to ``16…``): it is the result."""
     out = io.StringIO()
     monkeypatch.setenv("COLUMNS", "30")
     monkeypatch.setattr(cli_measure, "result_console", terminal._Console(file=out))
@@ -46,7 +46,7 @@ def test_eval_scores_stay_whole_in_a_narrow_terminal(monkeypatch: pytest.MonkeyP
 
 
 def test_the_summary_names_each_file_in_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """10 columns squeezed every column of the summary to nothing: no name, status or size."""
+    """At 10 columns the summary still names each file, its status and size."""
     out = _console(monkeypatch, "10", force_terminal=False)
     outcomes = [Outcome(Job(Path(f"photo-{k}.png"), Path(f"out/photo-{k}.png")), "done",
                         in_size=(24, 20), out_size=(48, 40), seconds=0.1) for k in range(2)]
