@@ -144,7 +144,7 @@ def eval_cmd(
         with console.status(escape(f"evaluating {model} on {dataset}")) as status:
             results = evaluate(upscaler, dataset, scale, per_depth=per_depth, degrade=recipe,
                               on_image=on_image, notify=note, files=files)
-        label = (model if denoise is None else SourceChoice(model, denoise).label) + \
+        label = SourceChoice(model, denoise or 0.0).label + \
             (" with tta" if tta and upscaler is not None else "")
         title = f"{label} on {path_name(dataset)}" + \
             (f", LR degraded by {recipe}" if recipe else "")

@@ -18,7 +18,7 @@ from .errors import (
     OutputExistsError,
     counted,
 )
-from .hub import DEFAULT_MODEL
+from .hub import DEFAULT_MODEL, SourceChoice
 from .scales import MAX_SCALE, MIN_SCALE
 from .stops import stopped_status, take_stops
 from .terminal import (
@@ -153,6 +153,7 @@ def upscale(
             raise typer.Exit(stopped_status()) from None
         outcomes = gather_outcomes(outcomes)
         if place.main and jobs:
-            BatchProgress.summary(console, outcomes, upscaler)
+            named = None if chooser else SourceChoice(model or DEFAULT_MODEL, denoise or 0.0).label
+            BatchProgress.summary(console, outcomes, upscaler, named)
         if errors or any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)

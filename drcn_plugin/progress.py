@@ -75,9 +75,16 @@ class BatchProgress(_Display):
         self.progress.update(self.images, advance=1, rate=rate)
 
     @staticmethod
-    def summary(console: Console, outcomes: list[Outcome], upscaler: Upscaler) -> None:
-        """A table of every file and one line of totals."""
-        table = Table(title=f"drcn upscale on {upscaler.device} ({str(upscaler.dtype)[6:]})")
+    def summary(console: Console, outcomes: list[Outcome], upscaler: Upscaler,
+                model: str | None = None) -> None:
+        """A table of every file and one line of totals; ``model``: the one every file got, named
+        in the title (None: each file's is in a column)."""
+        with_model = "" if model is None else f" with {single_line(model)}"
+        # the title on a line of its own: over a narrow table it would wrap to the table's width
+        console.print(f"drcn upscale{with_model} on {upscaler.device} "
+                      f"({str(upscaler.dtype)[6:]})", soft_wrap=True, markup=False,
+                      highlight=False)
+        table = Table()
         per_file_model = any(o.model for o in outcomes)
         for col in ("file", "status", "in", "out", "seconds") + ("model",) * per_file_model:
             table.add_column(col, overflow="fold")

@@ -143,6 +143,7 @@ def test_unnamed_model_is_chosen_per_file_and_reported(photo_model: Path, source
     assert (tmp_path / "auto" / "b.jpg").read_bytes() == (tmp_path / "photo" / "b.jpg").read_bytes()
     named = _run([str(sources), "-o", str(tmp_path / "named"), "--model", "drcn-lite"])
     assert "drcn-lite-photo" not in named  # a named model is used for every file
+    assert "drcn upscale with drcn-lite on " in named and "drcn upscale on " in out  # the title
 
 
 def test_a_lossless_copy_of_a_jpeg_is_upscaled_as_that_jpeg(photo_model: Path, tmp_path: Path,
