@@ -3,7 +3,7 @@
 A :class:`Recipe` is written as text, one step after another, applied in that order to the 8-bit
 low-resolution image before the bicubic up-sampling: ``jpeg:75``, ``noise:5,jpeg:85``,
 ``blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15``. A value ``LO-HI`` is drawn uniformly
-per image, ``@P`` applies the step with probability ``P``, and ``clean:P`` leaves a share ``P`` of
+per image (a JPEG quality among the whole ones, each equally often), ``@P`` applies the step with probability ``P``, and ``clean:P`` leaves a share ``P`` of
 the images untouched (training). Colour images are compressed as colour JPEG with 4:2:0 chroma,
 the way cameras and the web store them; the Y plane is taken afterwards.
 
@@ -113,14 +113,15 @@ class Recipe:
             if step.prob < 1 and _uniform(generator) >= step.prob:
                 continue
             clean = False
-            value = step.low + (step.high - step.low) * _uniform(generator)
-            if step.kind == "blur":
+            u = _uniform(generator)
+            value = step.low + (step.high - step.low) * u
+            if step.kind == "jpeg":  # each whole quality of the range equally often
+                lr = jpeg(lr, int(step.low + (step.high - step.low + 1) * u))
+            elif step.kind == "blur":
                 lr = gaussian_blur(lr, value)
-            elif step.kind == "noise":
+            else:
                 noise = torch.randn(lr.shape, generator=generator, dtype=torch.float64)
                 lr = quantize8(lr + value * noise.to(lr.dtype))
-            else:
-                lr = jpeg(lr, round(value))
         return lr, clean
 
 

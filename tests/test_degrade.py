@@ -275,3 +275,18 @@ def test_read_image_tells_lossy_sources_and_their_jpeg_quality(tmp_path: Path) -
         pixels.save(tmp_path / name, **options)
         _, info = read_image(tmp_path / name)
         assert (info.lossy, info.jpeg_quality) == (lossy, quality), name
+
+
+def test_a_jpeg_quality_range_draws_each_quality_equally_often(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jpeg:30-32`` means each of 30, 31 and 32 a third of the time: the ends are whole
+    qualities of the range, not halves of a rounding bin."""
+    from drcn_plugin import degrade
+
+    drawn: list[int] = []
+    monkeypatch.setattr(degrade, "jpeg", lambda image, quality: drawn.append(quality) or image)
+    recipe, gen = Recipe.parse("jpeg:30-32"), torch.Generator().manual_seed(0)
+    for _ in range(3000):
+        recipe.apply(torch.zeros(8, 8), gen)
+    shares = [drawn.count(q) / len(drawn) for q in (30, 31, 32)]
+    assert set(drawn) == {30, 31, 32} and all(abs(s - 1 / 3) < 0.03 for s in shares), shares
