@@ -103,3 +103,19 @@ def test_an_uncompressed_tiff_taller_than_its_strips_is_refused(tmp_path: Path) 
     path.write_bytes(bytes(data))
     with pytest.raises(BadImageError, match=r"tall\.tif: damaged TIFF: .*320 of the 80000 pixels"):
         read_image(path)
+
+
+def test_a_damaged_lzw_tiff_is_one_line_with_libtiffs_reason(tmp_path: Path, capfd) -> None:
+    # libtiff's LZW decoder names the file, not its own module, in its reason: Pillow's name for
+    # every file, "tempfile.tif:"; taken for another writer's line, it went on to the terminal
+    # beside drcn's, and the error said only "decoder error -2"
+    buf = io.BytesIO()
+    random_rgb().save(buf, "TIFF", compression="tiff_lzw")
+    data = bytearray(buf.getvalue())
+    data[12:20] = b"\xff" * 8  # inside the strip, which Pillow writes first: codes not yet made
+    path = tmp_path / "lzw.tif"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadImageError, match=r"lzw\.tif: cannot decode image \(libtiff: Using "
+                                            r"code not yet in table\)$"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
