@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -101,6 +102,10 @@ _WARNINGS_SWITCH = threading.RLock()  # held while a reading's warnings are caug
 # How libtiff's handlers write: "Module: text"; some of its decoders (LZW's) name the file as the
 # module, which is "tempfile.tif", the name Pillow gives libtiff for every file it passes on
 _PILLOWS_NAME = "tempfile.tif"
+# Pillow logs one complaint before the refusal that says it ("More samples per pixel than can be
+# decoded", of a TIFF): with no handler, logging's last resort printed it, once for each time the
+# file was opened, beside drcn's one line. A host's own logging still gets it.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 _LIBTIFF_SAYS = re.compile(rf"(?:[A-Za-z_]\w*|{re.escape(_PILLOWS_NAME)}): \S")
 
 

@@ -6,6 +6,7 @@ writing back as the CLI does. Each is a way to give a catch-all error ("cannot d
 from __future__ import annotations
 
 import io
+import logging
 import struct
 from pathlib import Path
 
@@ -119,3 +120,15 @@ def test_a_damaged_lzw_tiff_is_one_line_with_libtiffs_reason(tmp_path: Path, cap
                                             r"code not yet in table\)$"):
         read_image(path)
     assert capfd.readouterr().err == ""
+
+
+def test_a_tiff_of_too_many_samples_is_one_line(tmp_path: Path, capsys,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow logs "More samples per pixel than can be decoded" before refusing the file: with
+    # no logging set up (the CLI's), logging's last resort printed it at each opening
+    monkeypatch.setattr(logging.root, "handlers", [])  # as outside pytest, which adds its own
+    path = tmp_path / "spp.tif"
+    hand_tiff(path, np.zeros((4, 5), np.uint8), 1, tags={277: [60000]})
+    with pytest.raises(BadImageError, match=r"spp\.tif: .*samples per pixel"):
+        read_image(path)
+    assert capsys.readouterr().err == ""
