@@ -8,14 +8,17 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import hand_tiff, random_rgb
+from helpers import hand_tiff, random_rgb, seeded_drcn
 from PIL import Image
 
+from drcn_plugin.batch import Job, run_job
 from drcn_plugin.encoding import check_writable, encode
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import BadImageError
 from drcn_plugin.imagefile import read_image
 
@@ -132,3 +135,22 @@ def test_a_tiff_of_too_many_samples_is_one_line(tmp_path: Path, capsys,
     with pytest.raises(BadImageError, match=r"spp\.tif: .*samples per pixel"):
         read_image(path)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_float_tiff_of_nan_is_refused_before_its_corner_is_encoded(
+        tmp_path: Path, value: float) -> None:
+    # the check that the result can be written encodes a 2x2 corner first: its NaN cast to
+    # levels put numpy's "invalid value encountered in cast" on the terminal beside the error
+    # line, or made the error that instead of the engine's own
+    pixels = np.full((6, 8), 0.5, np.float32)
+    pixels[0, 0] = value
+    path = tmp_path / "nan.tif"
+    Image.fromarray(pixels).save(path)
+    job = Job(path, tmp_path / "out" / "nan.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = run_job(job, Upscaler(seeded_drcn(), device="cpu"), 2.0, fmt="png")
+    assert outcome.status == "failed"
+    assert outcome.message == f"{path}: the image has NaN or infinite values"
+    assert not job.target.parent.exists()
