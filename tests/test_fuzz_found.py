@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import hand_tiff, random_rgb, seeded_drcn
+from helpers import hand_png, hand_tiff, random_rgb, seeded_drcn
 from PIL import Image
 
 from drcn_plugin.batch import Job, run_job
@@ -154,3 +154,15 @@ def test_a_float_tiff_of_nan_is_refused_before_its_corner_is_encoded(
     assert outcome.status == "failed"
     assert outcome.message == f"{path}: the image has NaN or infinite values"
     assert not job.target.parent.exists()
+
+
+def test_an_interlaced_png_cut_short_in_its_pixels_says_so(tmp_path: Path) -> None:
+    # reading its orientation decodes a PNG first (Pillow's getexif()), which failed and was
+    # taken for damaged EXIF; Pillow's second try at an interlaced PNG then failed on its own
+    # arguments: "cannot decode image (function takes at most 3 arguments (4 given))"
+    data = hand_png((16, 12), 8, 2, bytes(12 * 49), interlaced=True)
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[:data.index(b"IDAT") + 20])
+    with pytest.raises(BadImageError, match=r"cut\.png: cannot decode image \(image file is "
+                                            r"truncated\)$"):
+        read_image(path)
