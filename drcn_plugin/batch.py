@@ -43,6 +43,7 @@ from .hub import DEFAULT_MODEL, choose_for_source
 from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .memory import check_memory
 from .names import check_name_part, check_output_file, windows_device
+from .planes import checked_image
 from .resultnames import Job, earlier_results, out_format, result_name, unique_targets
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
@@ -339,6 +340,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     out_fmt = out_format(job.source, fmt)
     refuse_early(job.source, out_fmt, target)  # what the header alone condemns: no decoding
     array, info = read_image(job.source)
+    checked_image(array)  # the engine's refusals (NaN, infinite values) before any work on them
     mode = permission_bits(job.source)  # read now: the input may go during the upscale
     label = ""
     if not isinstance(upscaler, Upscaler):

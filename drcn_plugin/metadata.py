@@ -104,9 +104,12 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
 
 def orientation(im: Image.Image) -> int:
     """The image's EXIF orientation (1-8), 1 when absent, unreadable or not a valid value."""
+    decodes = im.format == "PNG" and "exif" not in im.info  # getexif() loads such a PNG first
     try:
         value = im.getexif().get(ORIENTATION, 1)
     except Exception:  # noqa: BLE001 - damaged EXIF reads as upright; read_exif notes it
+        if decodes and im.tile:  # the pixels failed, not the EXIF: their reason, now (Pillow's
+            raise  # second try at an interlaced PNG fails on its own arguments, hiding it)
         return 1
     return value if isinstance(value, int) and value in range(1, 9) else 1
 

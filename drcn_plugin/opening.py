@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -98,7 +99,14 @@ _PLANAR = 284  # the TIFF tag PlanarConfiguration (2: each channel stored as its
 _TIFF_HEADS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and big TIFF, both byte orders
 _STDERR_SWITCH = threading.Lock()
 _WARNINGS_SWITCH = threading.RLock()  # held while a reading's warnings are caught (nested too)
-_LIBTIFF_SAYS = re.compile(r"[A-Za-z_]\w*: \S")  # how libtiff's handlers write: "Module: text"
+# How libtiff's handlers write: "Module: text"; some of its decoders (LZW's) name the file as the
+# module, which is "tempfile.tif", the name Pillow gives libtiff for every file it passes on
+_PILLOWS_NAME = "tempfile.tif"
+# Pillow logs one complaint before the refusal that says it ("More samples per pixel than can be
+# decoded", of a TIFF): with no handler, logging's last resort printed it, once for each time the
+# file was opened, beside drcn's one line. A host's own logging still gets it.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
+_LIBTIFF_SAYS = re.compile(rf"(?:[A-Za-z_]\w*|{re.escape(_PILLOWS_NAME)}): \S")
 
 
 def open_image(f: BinaryIO) -> Image.Image:
@@ -210,7 +218,8 @@ def load_pixels(im: Image.Image) -> None:
                 os.close(saved)
             caught.seek(0)
             lines = caught.read().decode("utf-8", "surrogateescape").splitlines(keepends=True)
-    said = [line.strip().rstrip(".") for line in lines if _LIBTIFF_SAYS.match(line)]
+    said = [re.sub(rf"^{re.escape(_PILLOWS_NAME)}:", "libtiff:", line.strip().rstrip("."))
+            for line in lines if _LIBTIFF_SAYS.match(line)]  # not the user's file's name
     others = "".join(line for line in lines if not _LIBTIFF_SAYS.match(line))
     if others:  # another thread's, a live progress display's: theirs, written where they meant
         with suppress(OSError):  # a reader of stderr that left fails their write, not this image

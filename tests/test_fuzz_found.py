@@ -6,15 +6,19 @@ writing back as the CLI does. Each is a way to give a catch-all error ("cannot d
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import hand_tiff, random_rgb
+from helpers import hand_png, hand_tiff, random_rgb, seeded_drcn
 from PIL import Image
 
+from drcn_plugin.batch import Job, run_job
 from drcn_plugin.encoding import check_writable, encode
+from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import BadImageError
 from drcn_plugin.imagefile import read_image
 
@@ -102,4 +106,63 @@ def test_an_uncompressed_tiff_taller_than_its_strips_is_refused(tmp_path: Path) 
     path = tmp_path / "tall.tif"
     path.write_bytes(bytes(data))
     with pytest.raises(BadImageError, match=r"tall\.tif: damaged TIFF: .*320 of the 80000 pixels"):
+        read_image(path)
+
+
+def test_a_damaged_lzw_tiff_is_one_line_with_libtiffs_reason(tmp_path: Path, capfd) -> None:
+    # libtiff's LZW decoder names the file, not its own module, in its reason: Pillow's name for
+    # every file, "tempfile.tif:"; taken for another writer's line, it went on to the terminal
+    # beside drcn's, and the error said only "decoder error -2"
+    buf = io.BytesIO()
+    random_rgb().save(buf, "TIFF", compression="tiff_lzw")
+    data = bytearray(buf.getvalue())
+    data[12:20] = b"\xff" * 8  # inside the strip, which Pillow writes first: codes not yet made
+    path = tmp_path / "lzw.tif"
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadImageError, match=r"lzw\.tif: cannot decode image \(libtiff: Using "
+                                            r"code not yet in table\)$"):
+        read_image(path)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_tiff_of_too_many_samples_is_one_line(tmp_path: Path, capsys,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pillow logs "More samples per pixel than can be decoded" before refusing the file: with
+    # no logging set up (the CLI's), logging's last resort printed it at each opening
+    monkeypatch.setattr(logging.root, "handlers", [])  # as outside pytest, which adds its own
+    path = tmp_path / "spp.tif"
+    hand_tiff(path, np.zeros((4, 5), np.uint8), 1, tags={277: [60000]})
+    with pytest.raises(BadImageError, match=r"spp\.tif: .*samples per pixel"):
+        read_image(path)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_float_tiff_of_nan_is_refused_before_its_corner_is_encoded(
+        tmp_path: Path, value: float) -> None:
+    # the check that the result can be written encodes a 2x2 corner first: its NaN cast to
+    # levels put numpy's "invalid value encountered in cast" on the terminal beside the error
+    # line, or made the error that instead of the engine's own
+    pixels = np.full((6, 8), 0.5, np.float32)
+    pixels[0, 0] = value
+    path = tmp_path / "nan.tif"
+    Image.fromarray(pixels).save(path)
+    job = Job(path, tmp_path / "out" / "nan.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = run_job(job, Upscaler(seeded_drcn(), device="cpu"), 2.0, fmt="png")
+    assert outcome.status == "failed"
+    assert outcome.message == f"{path}: the image has NaN or infinite values"
+    assert not job.target.parent.exists()
+
+
+def test_an_interlaced_png_cut_short_in_its_pixels_says_so(tmp_path: Path) -> None:
+    # reading its orientation decodes a PNG first (Pillow's getexif()), which failed and was
+    # taken for damaged EXIF; Pillow's second try at an interlaced PNG then failed on its own
+    # arguments: "cannot decode image (function takes at most 3 arguments (4 given))"
+    data = hand_png((16, 12), 8, 2, bytes(12 * 49), interlaced=True)
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[:data.index(b"IDAT") + 20])
+    with pytest.raises(BadImageError, match=r"cut\.png: cannot decode image \(image file is "
+                                            r"truncated\)$"):
         read_image(path)
