@@ -3,9 +3,10 @@
 A :class:`Recipe` is written as text, one step after another, applied in that order to the 8-bit
 low-resolution image before the bicubic up-sampling: ``jpeg:75``, ``noise:5,jpeg:85``,
 ``blur:0.2-1.2@0.3,noise:1-10@0.5,jpeg:30-95,clean:0.15``. A value ``LO-HI`` is drawn uniformly
-per image (a JPEG quality among the whole ones, each equally often), ``@P`` applies the step with probability ``P``, and ``clean:P`` leaves a share ``P`` of
-the images untouched (training). Colour images are compressed as colour JPEG with 4:2:0 chroma,
-the way cameras and the web store them; the Y plane is taken afterwards.
+per image (a JPEG quality among the whole ones, each equally often), ``@P`` applies the step with
+probability ``P``, and ``clean:P`` leaves a share ``P`` of the images untouched (training).
+Colour images are compressed as colour JPEG with 4:2:0 chroma, the way cameras and the web store
+them; the Y plane is taken afterwards.
 
 Everything draws from a ``torch.Generator``, so a recipe and a seed give the same image every time.
 """
