@@ -7,10 +7,12 @@ prefix ``DRCN:``), always through :func:`one_line`.
 
 from __future__ import annotations
 
+import dis
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 
@@ -220,6 +222,39 @@ def one_line(error: BaseException) -> str:
         return single_line(text.strip())
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return single_line(lines[0]) if lines else type(error).__name__
+
+
+_RAISE = dis.opmap["RAISE_VARARGS"]  # the instruction of a raise statement
+
+
+def pillow_internal(error: BaseException) -> bool:
+    """Whether ``error`` is Python's own, met inside Pillow on the values a damaged file gave it
+    (a comparison of bytes with a number, a struct unpack of bytes cut off, int() of a header's
+    garbage, a lookup of an unknown code), or Pillow's raise without a sentence (an assert, the
+    file's own bytes): its text ("'>' not supported between instances of 'bytes' and 'int'")
+    tells a user nothing. Not an OSError (the system's words, or a decoder's), nor a sentence
+    of Pillow's own raise ("Missing dimensions") or a reader's SyntaxError, which Python raises
+    none of while running ("cannot handle 12-bit layers", libavif's "BMFF parsing failed")."""
+    if isinstance(error, OSError | MemoryError):
+        return False
+    if len(error.args) == 1 and isinstance(error.args[0], BaseException):
+        error = error.args[0]  # restated: Pillow's SyntaxError(e) of its readers' errors
+    tbs, tb = [], error.__traceback__
+    while tb is not None:
+        tbs.append(tb)
+        tb = tb.tb_next
+    if not any(_in_pillow(t.tb_frame) for t in tbs):
+        return False
+    words, last = error.args[0] if len(error.args) == 1 else None, tbs[-1]
+    if not isinstance(words, str) or not words.strip():
+        return True
+    return not isinstance(error, SyntaxError) and not (
+        _in_pillow(last.tb_frame) and last.tb_frame.f_code.co_code[last.tb_lasti] == _RAISE)
+
+
+def _in_pillow(frame: FrameType) -> bool:
+    """Whether ``frame`` runs Pillow's code."""
+    return str(frame.f_globals.get("__name__", "")).split(".")[0] == "PIL"
 
 
 def require_callable(**callbacks: object) -> None:

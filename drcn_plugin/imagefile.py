@@ -63,12 +63,13 @@ from .misreads import (
 from .opening import (
     FileState,
     caught_warnings,
+    decode_failure,
     file_state,
     load_pixels,
     open_image,
     open_regular,
     pillow_frames,
-    reader_refusal,
+    refusal,
     refuse_preview,
     text_limit,
     tiff_pages,
@@ -209,7 +210,7 @@ def decoding(path: Path) -> Iterator[None]:
         if _heif_brand(path) and not heif_opener():
             raise BadImageError(f"{path}: a HEIF/HEIC image; Pillow reads those with the "
                                 "pillow-heif package (pip install pillow-heif)") from e
-        raise BadImageError(f"{path}: not an image Pillow can read{reader_refusal(path)}") from e
+        raise refusal(path) from e
     except MemoryError as e:
         raise OutOfMemoryError(f"{path}: too large for this machine's memory") from e
     except IsADirectoryError as e:
@@ -221,13 +222,13 @@ def decoding(path: Path) -> Iterator[None]:
     except ValueError as e:
         if too_much := text_limit(e):
             raise BadImageError(f"{path}: {too_much}") from e
-        raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+        raise decode_failure(path, e) from e
     except OSError as e:
         if e.errno is None:  # a decoder's complaint (a truncated file), not the system's
-            raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+            raise decode_failure(path, e) from e
         raise BadImageError(f"{path}: cannot read ({reason(e)})") from e
     except Exception as e:  # a hostile file must not take the caller down with it
-        raise DamagedImageError(f"{path}: cannot decode image ({one_line(e)})") from e
+        raise decode_failure(path, e) from e
 
 
 DAMAGED_FRAMES = "frames after the first are damaged or cut short: only the first was upscaled"

@@ -1,5 +1,5 @@
 """Opening image files: regular files only, each through the Pillow reader that reads it right,
-and why Pillow refused one it has a reader for."""
+and why Pillow refused, or failed on, one it has a reader for."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
-from .errors import BadImageError, DamagedImageError, one_line
+from .errors import BadImageError, DamagedImageError, one_line, pillow_internal
 
 
 def open_regular(path: Path) -> BinaryIO:
@@ -241,34 +241,65 @@ def refuse_preview(im: Image.Image) -> None:
                             "not the photo (a camera raw file?): convert it to TIFF or JPEG first")
 
 
-def reader_refusal(path: Path) -> str:
-    """Why the Pillow reader that claims ``path``'s first bytes refused it (a 12-bit JPEG, a
-    half-float TIFF), as `` (its JPEG reader: ...)``, which Pillow's own error leaves out, or that
-    the file is empty; empty when no reader claims the file."""
-    Image.init()
+def refusal(path: Path) -> BadImageError:
+    """The error for ``path`` that no Pillow reader opened: why the reader that claims its first
+    bytes refused it (a 12-bit JPEG, a half-float TIFF), which Pillow's own "cannot identify
+    image file" leaves out; that the file is empty; or, where the reader failed on the values
+    of a damaged file, that it is damaged (:func:`pillow_internal`)."""
     try:
         with open_regular(path) as f, caught_warnings():
             warnings.simplefilter("ignore")  # the reader's complaints on the way are not the reason
             head = f.read(16)
             if not head:  # an interrupted copy, a cloud drive's placeholder
-                return " (the file is empty: 0 bytes)"
-            for fmt in Image.ID:
-                factory, accept = Image.OPEN[fmt]
-                try:  # a reader taking any bytes (no check) says little
-                    claimed = accept(head) if accept else False
-                except Exception:  # noqa: BLE001 - bytes too few for its check: not its format
-                    continue
-                if not claimed or isinstance(claimed, str):
-                    continue
+                return BadImageError(f"{path}: not an image Pillow can read (the file is empty: "
+                                     "0 bytes)")
+            for fmt, factory in _claimants(head):
                 f.seek(0)
                 try:
                     factory(f, str(path)).close()
                 except Exception as e:  # noqa: BLE001 - its reason is what is wanted
+                    if pillow_internal(e):
+                        return damaged(path, fmt)
                     layout = _tiff_layout(f) if fmt == "TIFF" and str(e) == _NO_MODE else ""
-                    return f" (its {fmt} reader: {layout or one_line(e)})"
+                    return BadImageError(f"{path}: not an image Pillow can read (its {fmt} "
+                                         f"reader: {layout or one_line(e)})")
     except (OSError, BadImageError):
         pass
-    return ""
+    return BadImageError(f"{path}: not an image Pillow can read")
+
+
+def decode_failure(path: Path, error: Exception) -> DamagedImageError:
+    """The error for ``path``, opened, whose reading failed with ``error``: the reason Pillow or
+    its decoder gives ("image file is truncated", "Truncated IHDR chunk"), or the file named
+    damaged where Python's own error stands for it (:func:`pillow_internal`)."""
+    if not pillow_internal(error):
+        return DamagedImageError(f"{path}: cannot decode image ({one_line(error)})")
+    try:
+        with open_regular(path) as f:
+            fmt = next((fmt for fmt, _ in _claimants(f.read(16))), "image")
+    except (OSError, BadImageError):
+        fmt = "image"
+    return damaged(path, fmt)
+
+
+def damaged(path: Path, fmt: str) -> DamagedImageError:
+    """The plain refusal of a file whose ``fmt`` reader (``"TIFF"``) failed on what it holds."""
+    return DamagedImageError(f"{path}: damaged or not a valid {fmt} file")
+
+
+def _claimants(head: bytes) -> Iterator[tuple[str, Callable]]:
+    """The Pillow readers (format, factory) that claim a file starting with ``head``, in the
+    order Image.open tries them; a reader taking any bytes (no check) says little, and is left
+    out."""
+    Image.init()
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        try:
+            claimed = accept(head) if accept else False
+        except Exception:  # noqa: BLE001 - bytes too few for its check: not its format
+            continue
+        if claimed and not isinstance(claimed, str):
+            yield fmt, factory
 
 
 def text_limit(e: ValueError) -> str:

@@ -9,6 +9,7 @@ import io
 import logging
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image
 from drcn_plugin.batch import Job, run_job
 from drcn_plugin.encoding import check_writable, encode
 from drcn_plugin.engine import Upscaler
-from drcn_plugin.errors import BadImageError
+from drcn_plugin.errors import BadImageError, DamagedImageError
 from drcn_plugin.imagefile import read_image
 
 
@@ -94,17 +95,8 @@ def test_tiff_tags_libtiff_refuses_are_dropped_not_the_image(tmp_path: Path) -> 
 def test_an_uncompressed_tiff_taller_than_its_strips_is_refused(tmp_path: Path) -> None:
     # its height tag raised to 4000 rows, its one strip holding 16: Pillow read the rest as
     # black, a 2 KB file so declaring any size (libtiff refuses a compressed one)
-    buf = io.BytesIO()
-    random_rgb(20, 16).save(buf, "TIFF")
-    data = bytearray(buf.getvalue())
-    ifd = struct.unpack_from("<I", data, 4)[0]
-    for k in range(struct.unpack_from("<H", data, ifd)[0]):
-        at = ifd + 2 + 12 * k
-        if struct.unpack_from("<H", data, at)[0] == 257:
-            struct.pack_into("<HI", data, at + 2, 4, 1)
-            struct.pack_into("<I", data, at + 8, 4000)
     path = tmp_path / "tall.tif"
-    path.write_bytes(bytes(data))
+    path.write_bytes(_retagged(_saved("TIFF", random_rgb(20, 16)), 257, kind=4, value=4000))
     with pytest.raises(BadImageError, match=r"tall\.tif: damaged TIFF: .*320 of the 80000 pixels"):
         read_image(path)
 
@@ -166,3 +158,56 @@ def test_an_interlaced_png_cut_short_in_its_pixels_says_so(tmp_path: Path) -> No
     with pytest.raises(BadImageError, match=r"cut\.png: cannot decode image \(image file is "
                                             r"truncated\)$"):
         read_image(path)
+
+
+def _saved(fmt: str, im: Image.Image | None = None) -> bytes:
+    """``im`` (a small RGB image by default) saved by Pillow as ``fmt``."""
+    buf = io.BytesIO()
+    (im or random_rgb(6, 8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _retagged(tiff: bytes, tag: int, kind: int, value: int | None = None) -> bytes:
+    """A little-endian ``tiff``, its first directory's entry for ``tag`` given the field type
+    ``kind`` (a count of 1), and ``value`` in place of the stored one if given."""
+    data = bytearray(tiff)
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            struct.pack_into("<HI", data, at + 2, kind, 1)
+            if value is not None:
+                struct.pack_into("<I", data, at + 8, value)
+    return bytes(data)
+
+
+FLOAT, UNDEFINED = 11, 7  # TIFF field types
+PYTHONS_WORDS = ("object", "instances of", "unpack_from", "literal for int", "Token", "b'")
+
+
+@pytest.mark.parametrize("name, data, fmt", [
+    # Python's TypeError on decoding: "'float' object cannot be interpreted as an integer"
+    ("float_offsets.tif", lambda: _retagged(_saved("TIFF"), 273, FLOAT), "TIFF"),
+    # on opening: "'>' not supported between instances of 'bytes' and 'int'"
+    ("bytes_samples.tif", lambda: _retagged(_saved("TIFF"), 277, UNDEFINED), "TIFF"),
+    # a KeyError of no compression TIFF knows: "(its TIFF reader: 1.401298464324817e-45)"
+    ("float_compression.tif", lambda: _retagged(_saved("TIFF"), 259, FLOAT), "TIFF"),
+    # struct.error: "unpack_from requires a buffer of at least 2 bytes ..."
+    ("cut.jpg", lambda: _saved("JPEG")[:5], "JPEG"),
+    ("cut.bmp", lambda: _saved("BMP")[:14], "BMP"),
+    ("count.ico", lambda: _saved("ICO")[:4] + b"\xff\0" + _saved("ICO")[6:20], "ICO"),
+    # ValueError: "invalid literal for int() with base 10: b'8u'"
+    ("literal.ppm", lambda: b"P6\n6 8u\n255\n" + bytes(144), "PPM"),
+    # Pillow's own raise, of the file's bytes: "b'Token too long in file header: 999...'"
+    ("token.ppm", lambda: b"P6\n" + b"9" * 20 + b" 8\n255\n" + bytes(144), "PPM"),
+])
+def test_a_file_pillow_trips_on_is_named_damaged_in_plain_words(
+        tmp_path: Path, name: str, data: Callable[[], bytes], fmt: str) -> None:
+    # a damaged file on which Python itself failed inside Pillow's reader gave Python's words
+    # as the reason (or a bare number, a KeyError's): they say nothing to a user
+    path = tmp_path / name
+    path.write_bytes(data())
+    with pytest.raises(DamagedImageError) as caught:
+        read_image(path)
+    assert str(caught.value) == f"{path}: damaged or not a valid {fmt} file"
+    assert not any(words in str(caught.value) for words in PYTHONS_WORDS)
