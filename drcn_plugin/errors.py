@@ -248,8 +248,9 @@ def pillow_internal(error: BaseException) -> bool:
     words, last = error.args[0] if len(error.args) == 1 else None, tbs[-1]
     if not isinstance(words, str) or not words.strip():
         return True
-    return not isinstance(error, SyntaxError) and not (
-        _in_pillow(last.tb_frame) and last.tb_frame.f_code.co_code[last.tb_lasti] == _RAISE)
+    code = last.tb_frame.f_code.co_code  # tb_lasti: the byte offset of the failing instruction
+    raised = 0 <= last.tb_lasti < len(code) and code[last.tb_lasti] == _RAISE
+    return not isinstance(error, SyntaxError) and not (_in_pillow(last.tb_frame) and raised)
 
 
 def _in_pillow(frame: FrameType) -> bool:
