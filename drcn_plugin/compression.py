@@ -131,7 +131,8 @@ def _vp8_quantizer(d: _BoolDecoder) -> float:
     base = d.number(7)
     if segments is None:
         return float(base)
-    return sum(q if absolute else min(max(base + q, 0), 127) for q in segments) / 4
+    # the decoder clamps each segment's index, set absolutely (-127..127) or as a delta
+    return sum(min(max(q if absolute else base + q, 0), 127) for q in segments) / 4
 
 
 def _j2k_transform(head: bytes) -> int | None:

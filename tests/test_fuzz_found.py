@@ -17,10 +17,12 @@ import pytest
 from helpers import hand_png, hand_tiff, random_rgb, seeded_drcn
 from PIL import Image
 
-from drcn_plugin.batch import Job, run_job
+from drcn_plugin.batch import Job, per_source_chooser, run_job
+from drcn_plugin.compression import webp_quantizer
 from drcn_plugin.encoding import check_writable, encode
 from drcn_plugin.engine import Upscaler
 from drcn_plugin.errors import BadImageError, DamagedImageError
+from drcn_plugin.hub import choose_for_source
 from drcn_plugin.imagefile import read_image
 
 
@@ -158,6 +160,27 @@ def test_an_interlaced_png_cut_short_in_its_pixels_says_so(tmp_path: Path) -> No
     with pytest.raises(BadImageError, match=r"cut\.png: cannot decode image \(image file is "
                                             r"truncated\)$"):
         read_image(path)
+
+
+def test_a_webp_whose_segments_set_negative_quantisers_is_upscaled(tmp_path: Path) -> None:
+    # a VP8 key frame's segments may set their quantisers absolutely, to -127..127, which the
+    # decoder clamps to 0..127. A lossy WebP whose frame header bytes are all ones sets them to
+    # -127 and still decodes: its quantiser is read clamped, as the decoder reads it, and the
+    # no-model choice gives it a model (unclamped, none of the strengths' bounds is that low)
+    buf = io.BytesIO()
+    random_rgb(40, 48).save(buf, "WEBP", quality=70)
+    data = bytearray(buf.getvalue())
+    at = data.find(b"VP8 ") + 8 + 10  # the first partition, past the frame tag and size
+    data[at + 2: at + 9] = b"\xff" * 7
+    src = tmp_path / "photo.webp"
+    src.write_bytes(data)
+    quantizer = webp_quantizer(io.BytesIO(data))
+    assert quantizer is not None and 0 <= quantizer <= 127
+    clean = Upscaler(seeded_drcn(), device="cpu", precision="fp32")
+    outcome = run_job(Job(src, tmp_path / "out.png"), per_source_chooser(clean, device="cpu"), 2)
+    assert outcome.status == "done", outcome.message
+    assert outcome.model == choose_for_source(True, None, quantizer).label
+    assert Image.open(tmp_path / "out.png").size == (80, 96)
 
 
 def _saved(fmt: str, im: Image.Image | None = None) -> bytes:
