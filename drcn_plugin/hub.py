@@ -425,9 +425,11 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: flo
     for index, table in ((webp_quantizer, DENOISE_BY_VP8_QUANTIZER),
                          (av1_q_index, DENOISE_BY_AV1_Q_INDEX), (hevc_qp, DENOISE_BY_HEVC_QP)):
         if index is not None:
-            return SourceChoice(DEFAULT_MODEL, next(t for q, t in table if index >= q))
+            # below the finest bound (a value no reader should give): the finest's strength
+            return SourceChoice(DEFAULT_MODEL, next((t for q, t in table if index >= q),
+                                                    table[-1][1]))
     if jpeg_quality is None and fmt in DENOISE_BY_FORMAT:
         return SourceChoice(DEFAULT_MODEL, DENOISE_BY_FORMAT[fmt])
     quality = 80 if jpeg_quality is None else jpeg_quality
-    strength = next(t for q, t in DENOISE_BY_QUALITY if quality >= q)
+    strength = next((t for q, t in DENOISE_BY_QUALITY if quality >= q), DENOISE_BY_QUALITY[-1][1])
     return SourceChoice(DEFAULT_MODEL, strength)

@@ -72,6 +72,9 @@ def test_denoise_0_is_any_model_as_named(tiny_model_file: str) -> None:
 def test_default_choice_follows_the_source(photo_model: Path) -> None:
     assert choose_for_source(False, None).label == "drcn-lite"
     strengths = [choose_for_source(True, q).denoise for q in range(1, 101)]
+    # an index under every table's lowest bound still gets a choice: the finest's
+    low = [{"webp_quantizer": -1.0}, {"av1_q_index": -1}, {"hevc_qp": -99}]
+    assert [choose_for_source(True, None, **index).denoise for index in low] == [0.0] * 3
     assert strengths == sorted(strengths, reverse=True)  # lower quality, more denoising
     assert choose_for_source(True, 30).label == "drcn-lite-photo"
     assert choose_for_source(True, None) == choose_for_source(True, 80)  # WebP: unknown quality
