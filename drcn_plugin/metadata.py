@@ -106,7 +106,11 @@ def orientation(im: Image.Image) -> int:
     """The image's EXIF orientation (1-8), 1 when absent, unreadable or not a valid value."""
     decodes = im.format == "PNG" and "exif" not in im.info  # getexif() loads such a PNG first
     try:
-        value = im.getexif().get(ORIENTATION, 1)
+        value = im.getexif().get(ORIENTATION)
+        if value is None:  # XMP's, in a form Pillow's reading of it misses
+            xmp = im.info.get("xmp")  # bytes; Pillow reads a PNG's there too
+            found = _XMP_ORIENTATION.search(xmp) if isinstance(xmp, bytes) else None
+            value = int(found[2]) if found else 1
     except Exception:  # noqa: BLE001 - damaged EXIF reads as upright; read_exif notes it
         if decodes and im.tile:  # the pixels failed, not the EXIF: their reason, now (Pillow's
             raise  # second try at an interlaced PNG fails on its own arguments, hiding it)
@@ -245,11 +249,13 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
 
 XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
-_XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[1-8]')
-_XMP_RESOLUTION = re.compile(rb'(tiff:([XY])Resolution(?:="|>))(\d+(?:\.\d*)?)(?:/(\d+))?')
+# where an XMP value opens: XML allows either quote and spaces around "=" (Pillow reads =")
+_OPENS = rb"""(?:\s*=\s*["']|>)"""
+_XMP_ORIENTATION = re.compile(rb"(tiff:Orientation" + _OPENS + rb")([1-8])")
+_XMP_RESOLUTION = re.compile(rb"(tiff:([XY])Resolution" + _OPENS + rb")(\d+(?:\.\d*)?)(?:/(\d+))?")
 # the pixel size XMP states (Lightroom: exif:, some writers tiff:), in an attribute or an element
-_XMP_SIZE = re.compile(rb"""((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))"""
-                       rb"""(?:\s*=\s*["']|>))\d+""")
+_XMP_SIZE = re.compile(rb"((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))" + _OPENS
+                       + rb")\d+")
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
 # PNG's standard text keywords that EXIF has a tag for: Copyright, Artist, ImageDescription
 _TEXT_TAGS = {"Copyright": 0x8298, "Author": 0x013B, "Description": 0x010E}

@@ -109,6 +109,42 @@ def test_xmp_states_the_results_upright_size(folder: Path, tiny_model_file: str,
         assert tag in xmp, xmp
 
 
+def _xmp_saying(attributes: str) -> bytes:
+    """An XMP packet whose one description holds ``attributes``, written as XML allows."""
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+            "22-rdf-syntax-ns#\"><rdf:Description rdf:about='' xmlns:tiff='http://ns.adobe.com/"
+            f"tiff/1.0/' {attributes}/></rdf:RDF></x:xmpmeta>").encode()
+
+
+@pytest.mark.parametrize("orientation", ["tiff:Orientation='6'", 'tiff:Orientation = "6"'])
+@pytest.mark.parametrize("in_exif", [True, False])
+def test_an_xmp_orientation_in_any_xml_quoting_is_applied_once(
+        folder: Path, tiny_model_file: str, orientation: str, in_exif: bool) -> None:
+    """XML allows single quotes and spaces around "=", which Pillow's reading of tiff:Orientation
+    misses: the result was upright but its XMP still said 6, so every XMP-aware viewer turned
+    it again (and one stated only there was not applied at all)."""
+    exif = Image.Exif()
+    if in_exif:
+        exif[0x0112] = 6
+    pixels = random_rgb(24, 16)  # stored 24x16, upright 16x24
+    pixels.save(folder / "cam.png", exif=exif,
+                pnginfo=_png_xmp(_xmp_saying(orientation)))
+    r = upscale(str(folder / "cam.png"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--scale", "1")
+    assert r.exit_code == 0, r.output
+    with Image.open(folder / "out" / "cam.png") as im:
+        xmp = im.info["xmp"]
+        assert im.size == (16, 24) and b"6" not in xmp.split(b"tiff:Orientation")[1][:5], xmp
+        assert np.array_equal(np.asarray(im), np.asarray(pixels.transpose(Image.ROTATE_270)))
+
+
+def _png_xmp(packet: bytes) -> PngInfo:
+    """PNG text chunks holding ``packet`` as XMP, where Photoshop and exiftool put it."""
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", packet.decode())
+    return info
+
+
 @pytest.mark.parametrize("fmt", ["jpeg", "webp", "tiff", "avif"])
 def test_a_pngs_copyright_author_and_description_go_to_exif(folder: Path, tiny_model_file: str,
                                                             fmt: str) -> None:
