@@ -302,7 +302,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
                          dpi=declared_dpi(im), lossy=is_lossy(f, im), notes=notes,
                          state=file_state(raw))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
-        info.about = Descriptive.read(im, info.notes)
+        info.about = Descriptive.read(im, info.notes, turn)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
         if damaged := damage_note(f, im, upright=turn == 1):

@@ -22,6 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 from .colourspace import GAIN_MAP_NOTE, PILLOW_WRITES, without_gain_map
 from .iptc import app13, jpeg_iptc
 from .jpegmeta import JPEG_EXIF_LIMIT, joined_xmp, shrink_exif, split_xmp
+from .xmp import XMP_ORIENTATION, XMP_RESOLUTION, XMP_SIZE, upright_xmp, vertical
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
@@ -109,7 +110,7 @@ def orientation(im: Image.Image) -> int:
         value = im.getexif().get(ORIENTATION)
         if value is None:  # XMP's, in a form Pillow's reading of it misses
             xmp = im.info.get("xmp")  # bytes; Pillow reads a PNG's there too
-            found = _XMP_ORIENTATION.search(xmp) if isinstance(xmp, bytes) else None
+            found = XMP_ORIENTATION.search(xmp) if isinstance(xmp, bytes) else None
             value = int(found[2]) if found else 1
     except Exception:  # noqa: BLE001 - damaged EXIF reads as upright; read_exif notes it
         if decodes and im.tile:  # the pixels failed, not the EXIF: their reason, now (Pillow's
@@ -249,13 +250,6 @@ def exif_for(exif: Image.Exif | None, fmt: str, scale: float | tuple[float, floa
 
 XMP_KEY = "XML:com.adobe.xmp"  # where PNG keeps XMP (an iTXt chunk)
 _JPEG_SEGMENT = 65533  # the most bytes one JPEG segment (a comment) holds
-# where an XMP value opens: XML allows either quote and spaces around "=" (Pillow reads =")
-_OPENS = rb"""(?:\s*=\s*["']|>)"""
-_XMP_ORIENTATION = re.compile(rb"(tiff:Orientation" + _OPENS + rb")([1-8])")
-_XMP_RESOLUTION = re.compile(rb"(tiff:([XY])Resolution" + _OPENS + rb")(\d+(?:\.\d*)?)(?:/(\d+))?")
-# the pixel size XMP states (Lightroom: exif:, some writers tiff:), in an attribute or an element
-_XMP_SIZE = re.compile(rb"((?:exif:Pixel([XY])Dimension|tiff:Image(Width|Length))" + _OPENS
-                       + rb")\d+")
 _RAW_PROFILE = "Raw profile type "  # ImageMagick's EXIF/XMP/ICC copies, stale after the upscale
 # PNG's standard text keywords that EXIF has a tag for: Copyright, Artist, ImageDescription
 _TEXT_TAGS = {"Copyright": 0x8298, "Author": 0x013B, "Description": 0x010E}
@@ -277,9 +271,9 @@ class Descriptive:
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod
-    def read(cls, im: Image.Image, notes: list[str]) -> Descriptive:
-        """From an opened file; XMP's orientation is reset, as the pixels are turned upright.
-        What cannot be carried (damaged IPTC, a gain map) is named in ``notes``."""
+    def read(cls, im: Image.Image, notes: list[str], turn: int = 1) -> Descriptive:
+        """From an opened file whose orientation was ``turn``; XMP's is reset, as the pixels
+        are turned upright. What cannot be carried (damaged IPTC, a gain map) is in ``notes``."""
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
@@ -287,10 +281,8 @@ class Descriptive:
             if (kept := without_gain_map(xmp)) != xmp:
                 xmp = kept
                 notes.append(GAIN_MAP_NOTE)
-            xmp = _XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
             # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
-            size = im.size[::-1] if orientation(im) >= 5 else im.size
-            xmp = _XMP_SIZE.sub(lambda m: m[1] + str(size[_vertical(m)]).encode(), xmp)
+            xmp = upright_xmp(xmp, im.size[::-1] if orientation(im) >= 5 else im.size, turn >= 5)
         text = {k: v for k, v in _text_chunks(im, notes).items()
                 if isinstance(k, str) and isinstance(v, str) and k != XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}
@@ -329,12 +321,12 @@ class Descriptive:
             return m[1] + f"{value.numerator}/{value.denominator}".encode()
 
         def enlarged(m: re.Match) -> bytes:
-            pixels = int(m[0][len(m[1]):]) * scale[_vertical(m)]
+            pixels = int(m[0][len(m[1]):]) * scale[vertical(m)]
             return m[1] + str(max(1, round(pixels))).encode()
 
         if self.xmp is None:
             return None
-        return _XMP_SIZE.sub(enlarged, _XMP_RESOLUTION.sub(scaled, self.xmp))
+        return XMP_SIZE.sub(enlarged, XMP_RESOLUTION.sub(scaled, self.xmp))
 
     def text_tags(self) -> dict[str, tuple[int, str]]:
         """PNG text under a standard keyword that has an EXIF tag (keyword: tag, value), where
@@ -443,8 +435,3 @@ def _text_chunks(im: Image.Image, notes: list[str]) -> dict:
         notes.append("PNG cut short or damaged after its pixel data: its chunks there (text, "
                      "EXIF) dropped")
         return {}
-
-
-def _vertical(m: re.Match) -> int:
-    """1 when an :data:`_XMP_SIZE` match is the height, 0 the width."""
-    return int(m[2] == b"Y" or m[3] == b"Length")

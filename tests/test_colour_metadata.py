@@ -138,6 +138,23 @@ def test_an_xmp_orientation_in_any_xml_quoting_is_applied_once(
         assert np.array_equal(np.asarray(im), np.asarray(pixels.transpose(Image.ROTATE_270)))
 
 
+def test_xmp_resolutions_are_swapped_with_the_exif_ones_when_the_turn_transposes(
+        folder: Path, tiny_model_file: str) -> None:
+    """A 300x150 dpi photo stored on its side: upright, its horizontal resolution is 150, which
+    the EXIF and JFIF said and the XMP contradicted (600 across and 300 down, x2)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x011A], exif[0x011B], exif[0x0128] = 6, 300, 150, 2
+    xmp = _xmp_saying('tiff:XResolution="300/1" tiff:YResolution="150/1"')
+    random_rgb(24, 16).save(folder / "side.jpg", exif=exif, xmp=xmp, dpi=(300, 150))
+    r = upscale(str(folder / "side.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    assert r.exit_code == 0, r.output
+    with Image.open(folder / "out" / "side.jpg") as im:
+        written = im.getexif()
+        assert (written[0x011A], written[0x011B], im.info["dpi"]) == (300, 600, (300, 600))
+        for said in (b'tiff:XResolution="300/1"', b'tiff:YResolution="600/1"'):
+            assert said in im.info["xmp"], im.info["xmp"]
+
+
 def _png_xmp(packet: bytes) -> PngInfo:
     """PNG text chunks holding ``packet`` as XMP, where Photoshop and exiftool put it."""
     info = PngInfo()

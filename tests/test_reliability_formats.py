@@ -296,7 +296,8 @@ def test_xmp_text_and_comments_travel(folder: Path, tiny_model_file: str, fmt: s
         out = Image.open(folder / "out" / f"{name}.{ext}")
         xmp = _xmp_of(out)
         assert 'xmp:Rating="5"' in xmp and 'tiff:Orientation="1"' in xmp  # stored upright
-        assert 'tiff:XResolution="600/1"' in xmp  # scaled with the image, like the DPI
+        # scaled with the image, and, as the DPI, made the upright Y by the turn (6)
+        assert 'tiff:YResolution="600/1"' in xmp
     png_out = Image.open(folder / "out" / f"p.{ext}")
     jpg_out = Image.open(folder / "out" / f"j.{ext}")
     if fmt == "png":
