@@ -186,12 +186,16 @@ class DRCNModelLoader:
         }
 
     @classmethod
-    def IS_CHANGED(cls, model_name: str, hub_or_path: str = "",  # noqa: N802 (ComfyUI's name)
-                   denoise: float = 0.0) -> str:
+    def IS_CHANGED(cls, model_name: str | None, hub_or_path: str | None = "",  # noqa: N802
+                   denoise: float | None = 0.0) -> str | float:
         """What ComfyUI compares between runs to reuse the loaded model: the choice and its local
         weights file's size and time, so a file written anew under its name (a model trained
         further) is loaded again, not the one cached at the first run."""
-        spec = pasted_path(hub_or_path)
+        # ComfyUI passes None for an input wired from another node: the file it names is unknown
+        # here, so NaN (never equal to itself) reloads at each run
+        spec = pasted_path(hub_or_path) if hub_or_path is not None else None
+        if spec is None or (model_name is None and not spec):
+            return float("nan")
         path = local_path(spec) if spec \
             else _in_models_folder(model_name) if model_name not in SHIPPED else None
         return repr((model_name, spec, denoise, _file_stamp(path)))
