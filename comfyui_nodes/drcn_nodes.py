@@ -27,6 +27,7 @@ from drcn_plugin.errors import (
     BadOptionError,
     DRCNError,
     ModelLoadError,
+    OutOfMemoryError,
     counted,
     one_line,
 )
@@ -58,13 +59,22 @@ class DRCNNodeError(RuntimeError):
     """A DRCNError re-raised for ComfyUI: one line, without the engine's traceback chained."""
 
 
+class DRCNNodeOutOfMemoryError(DRCNNodeError, torch.cuda.OutOfMemoryError):
+    """A DRCN OutOfMemoryError as ComfyUI's OOM_EXCEPTION (torch.cuda.OutOfMemoryError), which its
+    Upscale Image (using Model) catches to try again with smaller tiles."""
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error."""
+def user_errors(host_tiles: bool = False) -> Iterator[None]:
+    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error; with
+    ``host_tiles`` (a tile from another node) memory shortage raises ComfyUI's out-of-memory
+    type, so that node halves its tile instead of failing."""
     try:
         yield
     except DRCNError as e:
-        raise DRCNNodeError(f"DRCN: {one_line(e)}") from None
+        kind = DRCNNodeOutOfMemoryError if host_tiles and isinstance(e, OutOfMemoryError) \
+            else DRCNNodeError
+        raise kind(f"DRCN: {one_line(e)}") from None
 
 
 def comfy_modules() -> tuple[ModuleType | None, ModuleType | None]:
