@@ -27,6 +27,7 @@ from drcn_plugin.errors import (
     BadOptionError,
     DRCNError,
     ModelLoadError,
+    OutOfMemoryError,
     counted,
     one_line,
 )
@@ -58,13 +59,22 @@ class DRCNNodeError(RuntimeError):
     """A DRCNError re-raised for ComfyUI: one line, without the engine's traceback chained."""
 
 
+class DRCNNodeOutOfMemoryError(DRCNNodeError, torch.cuda.OutOfMemoryError):
+    """A DRCN OutOfMemoryError as ComfyUI's OOM_EXCEPTION (torch.cuda.OutOfMemoryError), which its
+    Upscale Image (using Model) catches to try again with smaller tiles."""
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error."""
+def user_errors(host_tiles: bool = False) -> Iterator[None]:
+    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error; with
+    ``host_tiles`` (a tile from another node) memory shortage raises ComfyUI's out-of-memory
+    type, so that node halves its tile instead of failing."""
     try:
         yield
     except DRCNError as e:
-        raise DRCNNodeError(f"DRCN: {one_line(e)}") from None
+        kind = DRCNNodeOutOfMemoryError if host_tiles and isinstance(e, OutOfMemoryError) \
+            else DRCNNodeError
+        raise kind(f"DRCN: {one_line(e)}") from None
 
 
 def comfy_modules() -> tuple[ModuleType | None, ModuleType | None]:
@@ -186,12 +196,16 @@ class DRCNModelLoader:
         }
 
     @classmethod
-    def IS_CHANGED(cls, model_name: str, hub_or_path: str = "",  # noqa: N802 (ComfyUI's name)
-                   denoise: float = 0.0) -> str:
+    def IS_CHANGED(cls, model_name: str | None, hub_or_path: str | None = "",  # noqa: N802
+                   denoise: float | None = 0.0) -> str | float:
         """What ComfyUI compares between runs to reuse the loaded model: the choice and its local
         weights file's size and time, so a file written anew under its name (a model trained
         further) is loaded again, not the one cached at the first run."""
-        spec = pasted_path(hub_or_path)
+        # ComfyUI passes None for an input wired from another node: the file it names is unknown
+        # here, so NaN (never equal to itself) reloads at each run
+        spec = pasted_path(hub_or_path) if hub_or_path is not None else None
+        if spec is None or (model_name is None and not spec):
+            return float("nan")
         path = local_path(spec) if spec \
             else _in_models_folder(model_name) if model_name not in SHIPPED else None
         return repr((model_name, spec, denoise, _file_stamp(path)))

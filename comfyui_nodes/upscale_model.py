@@ -80,7 +80,7 @@ class DRCNUpscaleModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Upscale each image of the batch as ``drcn upscale`` would upscale that tile."""
-        with user_errors():
+        with user_errors(host_tiles=True):
             if readable(x, "image").ndim != 4:
                 raise BadImageError(f"expected an RGB batch [N, 3, H, W], got {tuple(x.shape)}")
             count, channels, h, w = x.shape

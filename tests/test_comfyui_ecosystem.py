@@ -258,8 +258,8 @@ def test_spandrel_descriptor(tiny: DRCN) -> None:
 
 def _fake_spandrel() -> types.ModuleType:
     """spandrel 0.4.2's descriptor interface (libs/spandrel/spandrel/__helpers/model_descriptor.py:
-    Architecture.__init__ keyword-only id/detect/name, 44-53; ModelBase loads the state dict into
-    the module, 217, and ``to`` moves it, 331; ImageModelDescriptor.__call__ clamps, 478)."""
+    Architecture.__init__ keyword-only id/detect/name, 44-53; ModelBase loads the state dict, 217,
+    ``to`` moves it, 331; ImageModelDescriptor.__call__: inference mode, eval, clamp_, 446-478)."""
     spandrel = types.ModuleType("spandrel")
 
     class Architecture:
@@ -280,8 +280,9 @@ def _fake_spandrel() -> types.ModuleType:
             self.model.to(device=device)
             return self
 
+        @torch.inference_mode()
         def __call__(self, image: torch.Tensor) -> torch.Tensor:
-            return self.model(image).clamp_(0, 1)
+            return self.model.eval()(image).clamp_(0, 1)
 
     spandrel.Architecture, spandrel.ImageModelDescriptor = Architecture, ImageModelDescriptor
     return spandrel

@@ -195,3 +195,20 @@ def test_an_upscale_models_range_says_2_to_16(tiny: DRCN, scale: float) -> None:
     assert str(info.value) == f"DRCN: scale {scale:g} is out of range: use 2 to 16"
     with pytest.raises(NODES.DRCNNodeError, match="^DRCN: scale 0.5 is out of range: use 1 to 16$"):
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 0.5, 0, False)
+
+
+def test_an_upscale_model_short_of_memory_lets_comfyuis_node_retry_with_smaller_tiles(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's Upscale Image (using Model) halves its tile (512 down to 128) and tries again on
+    its OOM_EXCEPTION, torch.cuda.OutOfMemoryError (ComfyUI 0.3.64 comfy_extras/
+    nodes_upscale_model.py; later ones through model_management.is_oom), and re-raises anything
+    else: a tile the memory left cannot take must raise that type, still as one DRCN line."""
+    module = MODELS.DRCNUpscaleModule(tiny, 2)
+    small = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + 8 * 64 * 64 * 3
+    monkeypatch.setattr(memory, "_available_memory", lambda device: small)
+    x = torch.rand(1, 3, 64, 64)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as info:
+        module(x)
+    assert isinstance(info.value, NODES.DRCNNodeError) and "\n" not in str(info.value)
+    assert str(info.value).startswith("DRCN: a batch of 1 tile of 128x128 needs about")
+    assert module(x[..., :32, :32]).shape == (1, 3, 64, 64)  # the host's next, halved tile

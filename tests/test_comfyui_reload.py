@@ -3,6 +3,7 @@ weights file written anew under its name must change it (fakes from test_comfyui
 
 from __future__ import annotations
 
+import math
 import os
 import types
 from pathlib import Path
@@ -52,3 +53,18 @@ def test_a_shipped_name_or_a_hub_spec_does_not_follow_local_files(
     assert [LOADER.IS_CHANGED(*args) for args in choices] == before
     assert LOADER.IS_CHANGED("drcn-lite") != LOADER.IS_CHANGED("drcn-lite-photo")
     assert LOADER.IS_CHANGED("drcn-lite", denoise=0.5) != LOADER.IS_CHANGED("drcn-lite")
+
+
+def test_a_choice_wired_from_another_node_reloads_without_a_warning(
+        tmp_path: Path, fake_folder_paths: types.ModuleType) -> None:  # noqa: F811
+    """ComfyUI calls IS_CHANGED before running anything, with None for each input wired from
+    another node's output (ComfyUI 0.3.64 execution.py, IsChangedCache.get and get_input_data's
+    mark_missing); whatever it raises is logged as a WARNING and taken as NaN. A wired name or
+    path names a file IS_CHANGED cannot see: NaN on purpose (reload each run), not an error."""
+    (tmp_path / "models" / "drcn").mkdir(parents=True)
+    LOADER.INPUT_TYPES()
+    for args in [(None,), (None, ""), ("drcn-lite", None), (None, None, None)]:
+        assert math.isnan(LOADER.IS_CHANGED(*args)), args
+    pasted = str(tmp_path / "models" / "drcn" / "mine.safetensors")
+    assert LOADER.IS_CHANGED(None, pasted) == LOADER.IS_CHANGED(None, pasted)  # the path rules
+    assert LOADER.IS_CHANGED("drcn-lite", denoise=None) == LOADER.IS_CHANGED("drcn-lite", "", None)
