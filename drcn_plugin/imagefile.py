@@ -292,17 +292,18 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         bare = bare_gif_screen(im)  # from the tiles too
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
+        pillows = orientation(im, xmp=False)  # the one Pillow turns by, and resets, in load()
         white, signed = white_is_zero(im), signed_bytes(im)
         load_pixels(im)
         if im.format == "PNG":
             require_whole_png(f, im)
-        turned = turn != 1 and orientation(im) == 1
+        turned = pillows != 1 and orientation(im, xmp=False) == 1
         icc = im.info.get("icc_profile")
         info = ImageInfo(format=im.format, icc_profile=icc if isinstance(icc, bytes) else None,
                          dpi=declared_dpi(im), lossy=is_lossy(f, im), notes=notes,
                          state=file_state(raw))
         info.icc_profile = usable_icc(info.icc_profile, info.notes)
-        info.about = Descriptive.read(im, info.notes, turn)
+        info.about = Descriptive.read(im, info.notes, turn, turned)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
         if damaged := damage_note(f, im, upright=turn == 1):

@@ -103,14 +103,15 @@ def read_exif(im: Image.Image, notes: list[str]) -> Image.Exif | None:
     return out if len(out) else None
 
 
-def orientation(im: Image.Image) -> int:
-    """The image's EXIF orientation (1-8), 1 when absent, unreadable or not a valid value."""
+def orientation(im: Image.Image, xmp: bool = True) -> int:
+    """The image's EXIF orientation (1-8), 1 when absent, unreadable or not a valid value; with
+    ``xmp``, also XMP's in the forms Pillow's own reading (and its turn in load()) misses."""
     decodes = im.format == "PNG" and "exif" not in im.info  # getexif() loads such a PNG first
     try:
         value = im.getexif().get(ORIENTATION)
-        if value is None:  # XMP's, in a form Pillow's reading of it misses
-            xmp = im.info.get("xmp")  # bytes; Pillow reads a PNG's there too
-            found = XMP_ORIENTATION.search(xmp) if isinstance(xmp, bytes) else None
+        if value is None and xmp:
+            packet = im.info.get("xmp")  # bytes; Pillow reads a PNG's there too
+            found = XMP_ORIENTATION.search(packet) if isinstance(packet, bytes) else None
             value = int(found[2]) if found else 1
     except Exception:  # noqa: BLE001 - damaged EXIF reads as upright; read_exif notes it
         if decodes and im.tile:  # the pixels failed, not the EXIF: their reason, now (Pillow's
@@ -271,9 +272,11 @@ class Descriptive:
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
 
     @classmethod
-    def read(cls, im: Image.Image, notes: list[str], turn: int = 1) -> Descriptive:
-        """From an opened file whose orientation was ``turn``; XMP's is reset, as the pixels
-        are turned upright. What cannot be carried (damaged IPTC, a gain map) is in ``notes``."""
+    def read(cls, im: Image.Image, notes: list[str], turn: int = 1,
+             turned: bool = False) -> Descriptive:
+        """From an opened file whose orientation was ``turn`` (its pixels already ``turned`` by
+        Pillow); XMP's is reset, as the pixels are turned upright. What cannot be carried
+        (damaged IPTC, a gain map) is in ``notes``."""
         xmp = im.info.get("xmp")
         xmp = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
         if xmp is not None:
@@ -281,8 +284,8 @@ class Descriptive:
             if (kept := without_gain_map(xmp)) != xmp:
                 xmp = kept
                 notes.append(GAIN_MAP_NOTE)
-            # the upright size: Pillow has turned a TIFF's pixels by now, and reset its tag
-            xmp = upright_xmp(xmp, im.size[::-1] if orientation(im) >= 5 else im.size, turn >= 5)
+            size = im.size[::-1] if turn >= 5 and not turned else im.size  # the upright size
+            xmp = upright_xmp(xmp, size, turn >= 5)
         text = {k: v for k, v in _text_chunks(im, notes).items()
                 if isinstance(k, str) and isinstance(v, str) and k != XMP_KEY
                 and not k.startswith(_RAW_PROFILE)}

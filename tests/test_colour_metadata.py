@@ -13,6 +13,8 @@ from helpers import hand_png, png_chunk, random_rgb, upscale
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from drcn_plugin.imagefile import read_image
+
 pytestmark = pytest.mark.usefixtures("wide_console")
 INTEROP = 0xA005
 
@@ -136,6 +138,19 @@ def test_an_xmp_orientation_in_any_xml_quoting_is_applied_once(
         xmp = im.info["xmp"]
         assert im.size == (16, 24) and b"6" not in xmp.split(b"tiff:Orientation")[1][:5], xmp
         assert np.array_equal(np.asarray(im), np.asarray(pixels.transpose(Image.ROTATE_270)))
+
+
+def test_a_tiff_turned_by_pillow_is_not_turned_again_by_its_xmp_orientation(
+        folder: Path) -> None:
+    """Pillow turns a TIFF by its Orientation tag while loading and strips only the XMP
+    orientation it reads (double quotes): a single-quoted tiff:Orientation='6' left behind must
+    not make drcn take the pixels as unturned and turn them (or the XMP's size) a second time."""
+    pixels = random_rgb(24, 16)  # stored 24x16, upright 16x24
+    xmp = _xmp_saying("tiff:Orientation='6' tiff:ImageWidth='24' tiff:ImageLength='16'")
+    pixels.save(folder / "side.tif", tiffinfo={0x0112: 6, 700: xmp})
+    array, info = read_image(folder / "side.tif")
+    assert np.array_equal(array, np.asarray(pixels.transpose(Image.ROTATE_270))), array.shape
+    assert b"tiff:ImageWidth='16' tiff:ImageLength='24'" in info.about.xmp, info.about.xmp
 
 
 def test_xmp_resolutions_are_swapped_with_the_exif_ones_when_the_turn_transposes(
