@@ -203,9 +203,9 @@ class DRCNModelLoader:
         further) is loaded again, not the one cached at the first run."""
         # ComfyUI passes None for an input wired from another node: the file it names is unknown
         # here, so NaN (never equal to itself) reloads at each run
-        spec = pasted_path(hub_or_path) if hub_or_path is not None else None
-        if spec is None or (model_name is None and not spec):
+        if hub_or_path is None or (model_name is None and not pasted_path(hub_or_path)):
             return float("nan")
+        spec = pasted_path(hub_or_path)
         path = local_path(spec) if spec \
             else _in_models_folder(model_name) if model_name not in SHIPPED else None
         return repr((model_name, spec, denoise, _file_stamp(path)))

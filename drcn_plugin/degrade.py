@@ -115,14 +115,15 @@ class Recipe:
                 continue
             clean = False
             u = _uniform(generator)
-            value = step.low + (step.high - step.low) * u
             if step.kind == "jpeg":  # each whole quality of the range equally often
                 lr = jpeg(lr, int(step.low + (step.high - step.low + 1) * u))
-            elif step.kind == "blur":
-                lr = gaussian_blur(lr, value)
+                continue
+            sigma = step.low + (step.high - step.low) * u
+            if step.kind == "blur":
+                lr = gaussian_blur(lr, sigma)
             else:
                 noise = torch.randn(lr.shape, generator=generator, dtype=torch.float64)
-                lr = quantize8(lr + value * noise.to(lr.dtype))
+                lr = quantize8(lr + sigma * noise.to(lr.dtype))
         return lr, clean
 
 

@@ -425,11 +425,14 @@ def choose_for_source(lossy: bool, jpeg_quality: int | None, webp_quantizer: flo
     for index, table in ((webp_quantizer, DENOISE_BY_VP8_QUANTIZER),
                          (av1_q_index, DENOISE_BY_AV1_Q_INDEX), (hevc_qp, DENOISE_BY_HEVC_QP)):
         if index is not None:
-            # below the finest bound (a value no reader should give): the finest's strength
-            return SourceChoice(DEFAULT_MODEL, next((t for q, t in table if index >= q),
-                                                    table[-1][1]))
+            return SourceChoice(DEFAULT_MODEL, _strength(table, index))
     if jpeg_quality is None and fmt in DENOISE_BY_FORMAT:
         return SourceChoice(DEFAULT_MODEL, DENOISE_BY_FORMAT[fmt])
     quality = 80 if jpeg_quality is None else jpeg_quality
-    strength = next((t for q, t in DENOISE_BY_QUALITY if quality >= q), DENOISE_BY_QUALITY[-1][1])
-    return SourceChoice(DEFAULT_MODEL, strength)
+    return SourceChoice(DEFAULT_MODEL, _strength(DENOISE_BY_QUALITY, quality))
+
+
+def _strength(table: tuple[tuple[float, float], ...], index: float) -> float:
+    """The strength of the first of ``table``'s (bound, strength) rows that ``index`` reaches;
+    below the lowest bound (a value no reader should give), the last row's."""
+    return next((t for q, t in table if index >= q), table[-1][1])
