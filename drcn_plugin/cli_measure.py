@@ -164,9 +164,6 @@ def eval_cmd(
 
 def _print_eval(model: str | None, title: str, results: dict[int, ScaleResult]) -> None:
     """The scores per scale; ``model`` None: bicubic alone, without a model column or gain."""
-    # the title on a line of its own: over a narrow table it would wrap to the table's width
-    result_console.print(single_line(f"{title} (PSNR dB / SSIM, Y, shave = scale)"),
-                         soft_wrap=True, markup=False, highlight=False)
     table = Table()
     against = () if model is None else (escape(single_line(model)), "gain")
     for col in ("scale", "bicubic", *against, "s/image"):
@@ -175,7 +172,7 @@ def _print_eval(model: str | None, title: str, results: dict[int, ScaleResult]) 
         scores = () if model is None else (f"{r.psnr:.2f} / {r.ssim:.4f}", f"{r.gain:+.2f}")
         table.add_row(f"x{s}", f"{r.bicubic_psnr:.2f} / {r.bicubic_ssim:.4f}", *scores,
                       f"{r.seconds_per_image:.2f}")
-    print_table(result_console, table)
+    print_table(result_console, table, f"{title} (PSNR dB / SSIM, Y, shave = scale)")
     scored = {s: r for s, r in results.items() if r.depth_psnr is not None}
     if scored:  # a row per depth, a column per scale: 16 depths fit any terminal's width
         depth = Table(title="PSNR (dB) by depth")  # one line over a single scale's column

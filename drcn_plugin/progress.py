@@ -79,11 +79,6 @@ class BatchProgress(_Display):
                 model: str | None = None) -> None:
         """A table of every file and one line of totals; ``model``: the one every file got, named
         in the title (None: each file's is in a column)."""
-        with_model = "" if model is None else f" with {single_line(model)}"
-        # the title on a line of its own: over a narrow table it would wrap to the table's width
-        console.print(f"drcn upscale{with_model} on {upscaler.device} "
-                      f"({str(upscaler.dtype)[6:]})", soft_wrap=True, markup=False,
-                      highlight=False)
         table = Table()
         per_file_model = any(o.model for o in outcomes)
         for col in ("file", "status", "in", "out", "seconds") + ("model",) * per_file_model:
@@ -97,7 +92,9 @@ class BatchProgress(_Display):
                           size(o.out_size), f"{o.seconds:.1f}",
                           *[escape(o.model)] * per_file_model,
                           escape(single_line(o.message.removeprefix(f"{o.job.source}: "))))
-        print_table(console, table)
+        with_model = "" if model is None else f" with {model}"
+        print_table(console, table,
+                    f"drcn upscale{with_model} on {upscaler.device} ({str(upscaler.dtype)[6:]})")
         done = [o for o in outcomes if o.status == "done"]
         mpx = sum(map(_out_pixels, done)) / 1e6
         secs = sum(o.seconds for o in done)

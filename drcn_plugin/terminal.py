@@ -128,11 +128,15 @@ def output_value(value: str) -> str:
         else str(path_value(value))
 
 
-def print_table(out: Console, table: Table) -> None:
-    """``table`` on ``out``; one too wide for it is given the width it takes at
+def print_table(out: Console, table: Table, title: str | None = None) -> None:
+    """``table`` on ``out``, under ``title`` on a line of its own (a table's own title wraps to
+    the table's width); one too wide for ``out`` is given the width it takes at
     :data:`TABLE_WIDTH` columns (``table.width`` is set) and the terminal wraps its lines, where
     rich would squeeze it until its cells read ``16…`` or nothing (``COLUMNS=10``)."""
     from rich.measure import Measurement
+
+    if title is not None:
+        out.print(single_line(title), soft_wrap=True, markup=False, highlight=False)
 
     fits = Measurement.get(out, out.options.update_width(TABLE_WIDTH), table)
     if fits.minimum > out.width:
