@@ -3,6 +3,7 @@ a worker killed mid-job, locks and channel settings that would keep GIMP's own p
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -41,6 +42,51 @@ def test_a_garbled_reply_is_one_worker_error(reply: str) -> None:
         assert worker.proc.poll() is not None  # the stand-in was stopped, not left running
     finally:
         worker.close(graceful=False)
+
+
+@pytest.mark.parametrize("reply", [
+    "hello world\n",  # a line the protocol does not know: it was skipped, and heartbeats waited on
+    "junkresult 2 2 12\n" + "x" * 12,  # stray bytes glued to a result line
+    "result 2 2 99999999999999999999999\n",  # a size no payload has: the reader thread died
+    "result 2 2 900000000000\n",  # one that allocates 900 GB before reading
+    "result 2 2 100\n" + "x" * 12,  # more bytes claimed than 2x2 RGB holds: heartbeats read as pixels
+    "result 600000 1 1800000\n",  # wider than the dry run let through
+])
+def test_a_reply_out_of_step_ends_at_once_in_one_line(monkeypatch, reply: str) -> None:
+    """With the heartbeat still coming, such a reply left the plug-in waiting forever or until
+    the silence timeout ('did not answer', after a traceback from the reader thread): the size
+    is checked against the pixels awaited before a byte of payload is read."""
+    monkeypatch.setattr(client, "SILENCE_TIMEOUT_S", 1.0)
+    worker = _fake_worker(f"sys.stdout.write({reply!r}); sys.stdout.flush()\n"
+                          "for _ in range(15):\n"
+                          "    sys.stdout.write('alive\\n'); sys.stdout.flush(); time.sleep(0.2)\n"
+                          "time.sleep(30)")
+    try:
+        with pytest.raises(client.WorkerError) as e:
+            worker.upscale(bytes(12), 2, 2, client.PixelFormat("t", "u8", 3), 2.0, {}, None)
+        message = str(e.value)
+        assert "not the DRCN protocol" in message and "\n" not in message
+        assert repr(reply.split("\n")[0][:57]).strip("'") in message
+    finally:
+        worker.close(graceful=False)
+
+
+def test_a_result_too_big_for_gimps_memory_is_one_line() -> None:
+    """A payload that cannot be allocated ends the reading with a line saying so, not a
+    MemoryError traceback from the reader thread and a minute's wait."""
+
+    class Stream(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            if n > 1 << 30:
+                raise MemoryError
+            return super().read(n)
+
+    worker = client.Worker(["unused"])
+    worker._pixel_bytes = 4
+    worker._read(Stream(b"result 100000 100000 40000000000\n"))
+    assert worker._messages.get_nowait() == (
+        "failed", "DRCN: the upscaled pixels (37.3 GiB) do not fit in GIMP's memory: choose a "
+                  "smaller Scale or size")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

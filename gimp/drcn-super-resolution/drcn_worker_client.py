@@ -28,6 +28,7 @@ HINT = ("Install drcn-plugin in a Python environment and run `drcn gimp install`
         f"(or set {PYTHON_ENV} to that Python).")
 _ITEMSIZE = {"u8": 1, "u16": 2, "f32": 4}
 MAX_SIDE = 524288  # GIMP's largest image side: GIMP_MAX_IMAGE_SIZE, libgimpbase/gimplimits.h
+_LINES = {"ready", "alive", "progress", "error", "cancelled"}  # the worker's lines, but results
 
 
 class WorkerError(Exception):
@@ -159,6 +160,7 @@ class Worker:
         self.command, self.env = command, dict(env) if env is not None else worker_env()
         self.proc: subprocess.Popen | None = None
         self._messages: queue.Queue = queue.Queue()
+        self._pixel_bytes = 0  # bytes a pixel of the awaited result takes (0: a dry run's none)
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives with the worker)
 
     def __enter__(self) -> Worker:
@@ -192,6 +194,7 @@ class Worker:
             raise ValueError(f"{len(pixels)} bytes do not hold {width}x{height} in {fmt.babl}")
         header = {"width": width, "height": height, "channels": fmt.channels,
                   "dtype": fmt.dtype, "scale": scale, **options}
+        self._pixel_bytes = 0 if options.get("dry_run") else fmt.nbytes(1, 1)
         # written beside the wait for replies: a worker that stops reading (wedged, stopped)
         # would block a plain write past the pipe's buffer, and the silence timeout with it
         threading.Thread(target=self._send, daemon=True,
@@ -200,8 +203,6 @@ class Worker:
             message = self._next(SILENCE_TIMEOUT_S, "run")
             if message[0] == "result":
                 _, h, w, data = message
-                if not options.get("dry_run") and len(data) != fmt.nbytes(w, h):
-                    self._garbled(f"result {h} {w} {len(data)}")
                 return data, w, h
             kind, _, rest = message[1].partition(" ")
             if kind == "progress" and progress is not None:
@@ -214,6 +215,8 @@ class Worker:
                 raise WorkerError(f"DRCN: {rest}")
             elif kind == "cancelled":
                 raise WorkerError("DRCN: cancelled")
+            elif kind != "progress":  # a second 'ready': out of step
+                self._garbled(message[1])
 
     def output_size(self, width: int, height: int, scale: float, options: Mapping[str, object],
                     fmt: PixelFormat | None = None) -> tuple[int, int]:
@@ -259,27 +262,45 @@ class Worker:
             pass
 
     def _read(self, stream) -> None:
-        """Reader thread: split stdout into lines and result payloads."""
+        """Reader thread: split stdout into lines and result payloads. A line the protocol does
+        not know, or a result header whose size is not that of the pixels awaited, puts the
+        stream out of step (nothing after it can be read): it is checked before any payload is
+        read, so a bad size field neither allocates nor waits for bytes that never come."""
         try:
             for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
-                if line.startswith("result "):
-                    try:
-                        h, w, n = (int(v) for v in line.split()[1:])
-                        if min(h, w, n) < 0:
-                            raise ValueError(line)
-                    except ValueError:  # the stream is out of step: nothing after it can be read
-                        self._messages.put(("garbled", line))
-                        return
-                    data = stream.read(n)
-                    if len(data) != n:
-                        break
-                    self._messages.put(("result", h, w, data))
-                else:
+                size = self._result_size(line) if line.startswith("result ") else None
+                if size is None and line.partition(" ")[0] not in _LINES:
+                    self._messages.put(("garbled", line))
+                    return
+                if size is None:
                     self._messages.put(("line", line))
+                    continue
+                h, w, n = size
+                try:
+                    data = stream.read(n)
+                except MemoryError:
+                    self._messages.put(("failed", f"DRCN: the upscaled pixels ({n / 2**30:.1f} "
+                                                  "GiB) do not fit in GIMP's memory: choose a "
+                                                  "smaller Scale or size"))
+                    return
+                if len(data) != n:
+                    break
+                self._messages.put(("result", h, w, data))
         except (OSError, ValueError):
             pass
         self._messages.put(("eof", ""))
+
+    def _result_size(self, line: str) -> tuple[int, int, int] | None:
+        """(height, width, bytes) of a ``result`` line that holds the pixels awaited: a real
+        result fits in GIMP's images (checked by the dry run before it) and takes
+        ``_pixel_bytes`` a pixel; None for any other."""
+        try:
+            h, w, n = (int(v) for v in line.split()[1:])
+        except ValueError:
+            return None
+        fits = min(h, w) >= 0 and (not self._pixel_bytes or max(h, w) <= MAX_SIDE)
+        return (h, w, n) if fits and n == h * w * self._pixel_bytes else None
 
     def _next(self, timeout: float, stage: str) -> tuple:
         """The next non-heartbeat message; raises WorkerError on a dead or silent worker."""
@@ -297,6 +318,9 @@ class Worker:
                 raise WorkerError(self._failure())
             if message[0] == "garbled":
                 self._garbled(message[1])
+            if message[0] == "failed":
+                self.stop()
+                raise WorkerError(message[1])
             return message
 
     def _garbled(self, reply: str) -> None:
