@@ -1,16 +1,62 @@
-"""ComfyUI's IMAGE frames as the engine's input and its results back: 8-bit frames go in as
-uint8, as ``drcn upscale`` reads them, and an alpha off the 8-bit grid beside 8-bit colours (a soft
-mask, or an RGBA image's own soft alpha) goes to the engine apart, so it cannot take the colours
-down the float path."""
+"""ComfyUI's IMAGE frames (and a MASK beside them) checked, as the engine's input, and its results
+back: 8-bit frames go in as uint8, as ``drcn upscale`` reads them, and an alpha off the 8-bit
+grid beside 8-bit colours (a soft mask, or an RGBA image's own soft alpha) goes to the engine
+apart, so it cannot take the colours down the float path."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from drcn_plugin.errors import BadImageError
+from drcn_plugin.errors import BadImageError, counted
 
 _GRID_TOLERANCE = 1e-3  # in 8-bit levels: float32 round trips like 1 - (1 - a / 255) stay on it
+
+
+def readable(tensor: torch.Tensor, what: str) -> torch.Tensor:
+    """``tensor`` if it holds values to read as 0..1 (float, or bool), else one line naming it: a
+    'meta' tensor has a shape but no data, integer levels would read as far above 1, and another
+    pack's node may hand on a numpy array or a list where ComfyUI passes tensors."""
+    if not isinstance(tensor, torch.Tensor):
+        raise BadImageError(f"the {what} is of type {type(tensor).__name__}, not a torch tensor: "
+                            f"the node that made it does not give ComfyUI's {what.upper()} type")
+    if tensor.is_meta:
+        raise BadImageError(f"the {what} is a 'meta' tensor: it has a shape but no values")
+    if not (tensor.is_floating_point() or tensor.dtype == torch.bool):
+        raise BadImageError(f"the {what} holds {str(tensor.dtype).removeprefix('torch.')} "
+                            f"values: {'an IMAGE' if what == 'image' else 'a MASK'} holds "
+                            "floats in 0..1")
+    return tensor
+
+
+def mask_alpha(image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``1 - mask`` as ``[1 or B, H, W]`` alpha planes to upscale with the image, or None.
+
+    An all-zero mask of another size (LoadImage's "no alpha" mask) counts as no mask. Leading
+    dimensions are read as ComfyUI's own mask nodes read them (``reshape(-1, H, W)``), so a
+    ``[B, 1, H, W]`` mask is B masks.
+    """
+    if mask is None:
+        return None
+    mask = readable(mask, "mask")
+    b, h, w, c = image.shape
+    if mask.ndim < 2:
+        raise BadImageError(f"the mask has shape {tuple(mask.shape)}: a MASK is [H, W] or "
+                            "[B, H, W]")
+    mask = mask.reshape(-1, *mask.shape[-2:])
+    if tuple(mask.shape[-2:]) != (h, w):
+        if not mask.any():
+            return None
+        raise BadImageError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is "
+                            f"{w}x{h}")
+    if mask.shape[0] not in (1, b):
+        raise BadImageError(f"{counted(mask.shape[0], 'mask')} for {counted(b, 'image')}: give "
+                            "one mask or one per image")
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise BadImageError("the mask has NaN or infinite values")
+    if c in (2, 4):
+        raise BadImageError("connect a mask or an image with alpha, not both")
+    return 1.0 - mask.float()  # not in the image's dtype: a bfloat16 image would round it
 
 
 def finite_frames(image: torch.Tensor) -> None:

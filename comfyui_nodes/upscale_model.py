@@ -30,10 +30,9 @@ from .drcn_nodes import (
     engine_device,
     engine_precision,
     interrupt_check,
-    readable,
     user_errors,
 )
-from .frames import finite_frames, from_engine, to_engine
+from .frames import finite_frames, from_engine, readable, to_engine
 
 ARCH_ID = "DRCN"
 MIN_MODEL_SCALE = 2
