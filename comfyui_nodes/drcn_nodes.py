@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ CATEGORY = "image/upscaling/DRCN"
 MODEL_TYPE = "DRCN_MODEL"
 MODELS_FOLDER = MODELS_SUBDIR  # ComfyUI/models/drcn, made by `drcn comfyui install`
 MAX_SIDE = 16384  # ComfyUI's own largest image side (nodes.MAX_RESOLUTION)
+T = TypeVar("T")
 _WORKING_PIXELS = 1 << 20  # memory asked of ComfyUI: about a 1024x1024 tile of activations
 
 
@@ -64,17 +66,47 @@ class DRCNNodeOutOfMemoryError(DRCNNodeError, torch.cuda.OutOfMemoryError):
     Upscale Image (using Model) catches to try again with smaller tiles."""
 
 
+def device_short(e: BaseException) -> bool:
+    """Whether ``e`` is the engine giving up on the device's memory (its allocator's out-of-memory
+    even at the smallest tile), not a host memory refusal: ComfyUI's answer to that, unloading
+    its models onto the host, helps the one and takes host memory from the other."""
+    return isinstance(e, OutOfMemoryError) and isinstance(e.__cause__, torch.OutOfMemoryError)
+
+
 @contextmanager
 def user_errors(host_tiles: bool = False) -> Iterator[None]:
-    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error; with
-    ``host_tiles`` (a tile from another node) memory shortage raises ComfyUI's out-of-memory
-    type, so that node halves its tile instead of failing."""
+    """Turn a DRCNError into a one-line DRCNNodeError that ComfyUI shows as the node's error. The
+    device's memory running out raises ComfyUI's out-of-memory type (it then shows its tips and
+    unloads its models); with ``host_tiles`` (a tile from another node) any memory shortage
+    does, so that node halves its tile instead of failing."""
     try:
         yield
     except DRCNError as e:
-        kind = DRCNNodeOutOfMemoryError if host_tiles and isinstance(e, OutOfMemoryError) \
-            else DRCNNodeError
-        raise kind(f"DRCN: {one_line(e)}") from None
+        oom = isinstance(e, OutOfMemoryError) and (host_tiles or device_short(e))
+        raise (DRCNNodeOutOfMemoryError if oom else DRCNNodeError)(f"DRCN: {one_line(e)}") \
+            from None
+
+
+class FreeOnce:
+    """Runs jobs on ComfyUI's GPU; the first that runs out of its memory, even at the engine's
+    smallest tile, runs again once ComfyUI's models are unloaded from it (what ComfyUI itself
+    does after an out-of-memory error, otherwise only once the node has failed)."""
+
+    def __init__(self, mm: ModuleType | None) -> None:
+        self.mm, self.left = mm, mm is not None
+
+    def run(self, job: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """``job(*args, **kwargs)``, run a second time after the unloading where that can help."""
+        while True:
+            try:
+                return job(*args, **kwargs)
+            except OutOfMemoryError as e:
+                if not (self.left and device_short(e)):
+                    raise
+            # out of the except block: the error no longer holds the failed run's tensors
+            self.left = False
+            self.mm.unload_all_models()
+            self.mm.soft_empty_cache()
 
 
 def comfy_modules() -> tuple[ModuleType | None, ModuleType | None]:
@@ -282,6 +314,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
             mm.free_memory(mm.module_size(model) + upscaler.working_bytes_per_pixel()
                            * min(oh * ow, _WORKING_PIXELS), comfy_device)
         bar = cu.ProgressBar(count) if cu is not None else None
+        retry = FreeOnce(mm if device == str(comfy_device) else None)
         for start in range(0, count, step):
             frames = range(start, min(start + step, count))
             results = []
@@ -297,8 +330,9 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                     widened = True
                 job = {"size": (oh, ow), "progress": _batch_progress(bar, i, count),
                        "cancel": cancel, "fill_hidden": alpha is None}  # under a mask: content
-                results.append((upscaler.upscale(source, **job), None) if apart is None
-                               else upscaler.upscale_with_alpha(source, apart, **job))
+                results.append((retry.run(upscaler.upscale, source, **job), None)
+                               if apart is None
+                               else retry.run(upscaler.upscale_with_alpha, source, apart, **job))
             for i, (result, apart) in zip(frames, results, strict=True):
                 pixels = from_engine(result).clamp_(0.0, 1.0)
                 alpha_out = pixels[..., -1] if apart is None else torch.from_numpy(apart)

@@ -212,3 +212,54 @@ def test_an_upscale_model_short_of_memory_lets_comfyuis_node_retry_with_smaller_
     assert isinstance(info.value, NODES.DRCNNodeError) and "\n" not in str(info.value)
     assert str(info.value).startswith("DRCN: a batch of 1 tile of 128x128 needs about")
     assert module(x[..., :32, :32]).shape == (1, 3, 64, 64)  # the host's next, halved tile
+
+
+def _gpu_full(monkeypatch: pytest.MonkeyPatch, fake: FakeComfy, until_unloaded: bool) -> None:
+    """The engine's forward passes meet the GPU allocator's out-of-memory error at every tile
+    size: until ComfyUI's models are unloaded, or for good."""
+    forward = Upscaler._forward
+
+    def full(self: Upscaler, x: torch.Tensor) -> torch.Tensor:
+        if until_unloaded and ("unload",) in fake.calls:
+            return forward(self, x)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Upscaler, "_forward", full)
+
+
+def test_a_gpu_short_of_memory_runs_again_once_comfyuis_models_are_unloaded(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other models ComfyUI keeps on the GPU (a checkpoint, a VAE) can leave too little for even
+    the engine's smallest tile: as ComfyUI does after an out-of-memory error, they are unloaded,
+    here before the node fails, and the frame runs again."""
+    fake = FakeComfy().install(monkeypatch)
+    image = torch.rand(2, 16, 16, 3)
+    want, _ = UPSCALE.upscale(image, tiny, 2.0, 16, False)
+    fake.calls.clear()
+    _gpu_full(monkeypatch, fake, until_unloaded=True)
+    out, _ = UPSCALE.upscale(image, tiny, 2.0, 16, False)
+    assert torch.equal(out, want)
+    kinds = [call[0] for call in fake.calls if call[0] in ("free", "unload")]
+    assert kinds == ["free", "unload"]  # once, after the node's own request
+
+
+def test_a_gpu_still_short_after_unloading_is_comfyuis_out_of_memory(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the engine's tile halving and one run with ComfyUI's models unloaded, the node raises
+    ComfyUI's OOM_EXCEPTION type (torch.cuda.OutOfMemoryError): execution.py's ``execute`` then
+    adds its out-of-memory tips and unloads all models (it was a plain node error before). A
+    host memory refusal stays a plain one: unloading models onto the host takes host memory."""
+    fake = FakeComfy().install(monkeypatch)
+    _gpu_full(monkeypatch, fake, until_unloaded=False)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as info:
+        UPSCALE.upscale(torch.rand(2, 16, 16, 3), tiny, 2.0, 16, False)
+    assert isinstance(info.value, NODES.DRCNNodeError)
+    assert str(info.value) == "DRCN: out of memory on cpu even with the smallest tile"
+    assert fake.calls.count(("unload",)) == 1  # once for the node, not once a frame
+    fake.calls.clear()
+    monkeypatch.setattr(memory, "_available_memory", lambda device: 1 << 20)
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: a batch of 2 frames of 32x32 needs") \
+            as info:
+        UPSCALE.upscale(torch.rand(2, 16, 16, 3), tiny, 2.0, 16, False)
+    assert not isinstance(info.value, torch.cuda.OutOfMemoryError)
+    assert ("unload",) not in fake.calls

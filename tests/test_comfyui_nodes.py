@@ -79,6 +79,7 @@ class FakeComfy:
         mm.module_size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
         mm.free_memory = lambda required, device: self.calls.append(("free", required, device))
         mm.soft_empty_cache = lambda force=False: self.calls.append(("empty",))
+        mm.unload_all_models = lambda: self.calls.append(("unload",))
         mm.throw_exception_if_processing_interrupted = self._throw
         mm.unet_offload_device = lambda: torch.device("cpu")
         # model_management.py 1227/1297: False on the CPU and under --force-fp32
