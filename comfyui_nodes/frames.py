@@ -104,7 +104,11 @@ def frame_input(image: torch.Tensor,
     return np.concatenate([colour, levels.numpy()[..., None]], axis=-1), None
 
 
-def from_engine(array: np.ndarray) -> torch.Tensor:
-    """The engine's output back as ComfyUI's float 0..1 image."""
-    out = torch.from_numpy(array)
-    return out.float() / 255.0 if array.dtype == np.uint8 else out
+def from_engine(array: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The engine's output back as ComfyUI's float 0..1 image; written into ``out`` (float32, of
+    its shape) when given, with no float copy of it made beside."""
+    pixels = torch.from_numpy(array)
+    if out is None:
+        return pixels.float() / 255.0 if array.dtype == np.uint8 else pixels
+    out.copy_(pixels)
+    return out.div_(255.0) if array.dtype == np.uint8 else out

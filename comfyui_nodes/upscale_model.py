@@ -92,8 +92,12 @@ class DRCNUpscaleModule(nn.Module):
             tiles = [to_engine(frame.permute(1, 2, 0)) for frame in x]
             itemsize = max(tile.itemsize for tile in tiles)
             oh, ow = h * self.scale, w * self.scale
-            # held beside one upscale: the float32 results and the batch stacked from them
-            check_memory(h, w, 3, itemsize, size=(oh, ow), held=8 * count * oh * ow * 3,
+            # held beside one upscale (whose result is not encoded): the engine's inputs, the
+            # float32 batch it fills and, after the last, that batch's copy in the tile's dtype
+            # where that is another one on the host
+            copy = x.element_size() if x.device.type == "cpu" and x.dtype != torch.float32 else 0
+            held = count * 3 * (itemsize * h * w + (4 + copy) * oh * ow)
+            check_memory(h, w, 3, itemsize, size=(oh, ow), held=held, encoded=False,
                          what=f"a batch of {counted(count, 'tile')} of {ow}x{oh}")
             device = torch.device(engine_device(x.device))
             mm, _ = comfy_modules()
@@ -104,9 +108,10 @@ class DRCNUpscaleModule(nn.Module):
                 engine = self._engine = Upscaler(self.drcn, device=str(device),
                                                  precision=engine_precision(mm, str(device)))
             cancel = interrupt_check(mm) if mm is not None else None
-            out = [from_engine(engine.upscale(tile, float(self.scale), cancel=cancel))
-                   for tile in tiles]
-        return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
+            out = torch.empty((count, oh, ow, 3))
+            for tile, into in zip(tiles, out, strict=True):
+                from_engine(engine.upscale(tile, float(self.scale), cancel=cancel), into)
+        return out.permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
 
 
 @cache

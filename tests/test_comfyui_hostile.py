@@ -197,6 +197,29 @@ def test_an_upscale_models_range_says_2_to_16(tiny: DRCN, scale: float) -> None:
         UPSCALE.upscale(torch.rand(1, 8, 8, 3), tiny, 0.5, 0, False)
 
 
+def _tile_batch_need(count: int, h: int, w: int) -> int:
+    """Host memory an upscale model's batch of ``count`` float32 RGB tiles takes at x2: one
+    unencoded upscale, beside it the tiles as the engine's inputs and the batch it fills."""
+    return (memory.memory_needed(h, w, 3, 4, size=(2 * h, 2 * w), encoded=False)
+            + count * 3 * 4 * (h * w + 4 * h * w))
+
+
+def test_an_upscale_models_memory_check_counts_what_it_holds(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tile's result is not encoded, and it goes straight into the batch returned: the check
+    counted it three times as if encoded, then the results twice over (a list, and the batch
+    stacked from it), and refused tiles that fit."""
+    module = MODELS.DRCNUpscaleModule(tiny, 2)
+    x = torch.rand(2, 3, 32, 32)
+    want = module(x)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: _tile_batch_need(2, 32, 32))
+    assert torch.equal(module(x), want)
+    monkeypatch.setattr(memory, "_available_memory",
+                        lambda device: _tile_batch_need(2, 32, 32) - 1)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="^DRCN: a batch of 2 tiles of 64x64"):
+        module(x)
+
+
 def test_an_upscale_model_short_of_memory_lets_comfyuis_node_retry_with_smaller_tiles(
         tiny: DRCN, monkeypatch: pytest.MonkeyPatch) -> None:
     """ComfyUI's Upscale Image (using Model) halves its tile (512 down to 128) and tries again on
@@ -204,7 +227,7 @@ def test_an_upscale_model_short_of_memory_lets_comfyuis_node_retry_with_smaller_
     nodes_upscale_model.py; later ones through model_management.is_oom), and re-raises anything
     else: a tile the memory left cannot take must raise that type, still as one DRCN line."""
     module = MODELS.DRCNUpscaleModule(tiny, 2)
-    small = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + 8 * 64 * 64 * 3
+    small = _tile_batch_need(1, 32, 32)
     monkeypatch.setattr(memory, "_available_memory", lambda device: small)
     x = torch.rand(1, 3, 64, 64)
     with pytest.raises(torch.cuda.OutOfMemoryError) as info:
