@@ -3,6 +3,7 @@ a worker killed mid-job, locks and channel settings that would keep GIMP's own p
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import subprocess
@@ -11,6 +12,8 @@ import sys
 import numpy as np
 import pytest
 from test_gimp_worker import ENV, client
+
+from drcn_plugin.integrations.gimp_worker import EXIT_CANCELLED, serve
 
 
 def _fake_worker(script: str) -> client.Worker:
@@ -126,3 +129,24 @@ def test_the_worker_keeps_c_level_writes_off_the_protocol_pipe(tiny_model_file: 
     lines = run.stdout.split(b"\n")
     assert lines[0] == b"ready 1" and b"result 12 10 360" in lines
     assert b"libfoo" not in run.stdout and b"libfoo: warming up" in run.stderr
+
+
+def test_a_reply_cut_short_by_a_failed_write_is_the_last_thing_written(
+        tiny_model_file: str) -> None:
+    """A write that fails mid-payload ends the worker; its 'cancelled' line went out after the
+    partial pixels, where the plug-in would read it as the rest of them: an image of garbage."""
+
+    class Failing(io.BytesIO):
+        def write(self, data: bytes) -> int:
+            if len(data) > 100:  # the payload: half of it goes out, then the pipe fails
+                super().write(bytes(data[:50]))
+                raise OSError(errno.EIO, "Input/output error")
+            return super().write(data)
+
+    header = {"width": 5, "height": 6, "channels": 3, "dtype": "u8", "scale": 2,
+              "model": tiny_model_file}
+    out = Failing()
+    pixels = np.arange(90, dtype=np.uint8).tobytes()
+    assert serve(io.BytesIO(json.dumps(header).encode() + b"\n" + pixels), out) == EXIT_CANCELLED
+    _, reply = out.getvalue().split(b"result 12 10 360\n")
+    assert len(reply) == 50  # the cut payload, and nothing after it

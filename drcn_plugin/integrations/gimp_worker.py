@@ -133,7 +133,11 @@ class _Channel:
         self.out, self.lock, self.gone = out, threading.Lock(), threading.Event()
 
     def send(self, line: str, payload: memoryview | None = None) -> None:
+        """Write one line (and its payload); nothing once a write has failed: that one may have
+        stopped mid-reply, and a line after it would be read as the rest of the pixels."""
         with self.lock:
+            if self.gone.is_set():
+                return
             try:
                 self._write_all(memoryview(line.encode() + b"\n"))
                 if payload is not None:
