@@ -69,8 +69,10 @@ class DRCNNodeOutOfMemoryError(DRCNNodeError, torch.cuda.OutOfMemoryError):
 def device_short(e: BaseException) -> bool:
     """Whether ``e`` is the engine giving up on the device's memory (its allocator's out-of-memory
     even at the smallest tile), not a host memory refusal: ComfyUI's answer to that, unloading
-    its models onto the host, helps the one and takes host memory from the other."""
-    return isinstance(e, OutOfMemoryError) and isinstance(e.__cause__, torch.OutOfMemoryError)
+    its models onto the host, helps the one and takes host memory from the other. The cause's
+    type is ComfyUI's OOM_EXCEPTION (the same class as torch.OutOfMemoryError since torch 2.5)."""
+    cause = torch.cuda.OutOfMemoryError
+    return isinstance(e, OutOfMemoryError) and isinstance(e.__cause__, cause)
 
 
 @contextmanager
