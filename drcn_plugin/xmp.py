@@ -67,6 +67,7 @@ def vertical(m: re.Match[bytes]) -> int:
 _ID_ATTRIBUTE = re.compile(rb"""xmpMM:(InstanceID|DocumentID)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _ID_ELEMENTS = (b"xmpMM:InstanceID", b"xmpMM:DocumentID")
 _DERIVED_FROM = b"xmpMM:DerivedFrom"
+_PROPERTIES = [b"rdf:RDF", b"rdf:Description"]  # the open elements around a top-level property
 
 
 def derived_xmp(packet: bytes) -> bytes:
@@ -88,12 +89,14 @@ def derived_xmp(packet: bytes) -> bytes:
         if closing:  # closes the innermost element, whatever it names: linear time always
             if stack:
                 stack.pop()
-            if name == _DERIVED_FROM and derived_at is not None and len(stack) == 2:
+            if stack[-2:] == _PROPERTIES and name == _DERIVED_FROM and derived_at is not None:
                 edits.append((derived_at, tag.end(), b""))
                 derived_at = None
+            elif stack[-2:] == _PROPERTIES and name == _ID_ELEMENTS[0] and at_instance is None:
+                at_instance = (tag.end(), None)
             continue
         top = stack[-1:] == [b"rdf:RDF"] and name == b"rdf:Description"
-        property_level = stack[-2:] == [b"rdf:RDF", b"rdf:Description"]
+        property_level = stack[-2:] == _PROPERTIES
         if top:
             for m in _ID_ATTRIBUTE.finditer(tag[0]):
                 which, group = m[1], 2 if m[2] is not None else 3
@@ -106,9 +109,7 @@ def derived_xmp(packet: bytes) -> bytes:
             text_end = packet.find(b"<", tag.end())
             ids.setdefault(name, packet[tag.end():text_end])
             if name == _ID_ELEMENTS[0]:
-                edits.append((tag.end(), text_end, new_id))
-                closer = packet.find(b">", text_end) + 1
-                at_instance = at_instance or (closer, None)
+                edits.append((tag.end(), text_end, new_id))  # DerivedFrom follows its closer
         elif property_level and name == _DERIVED_FROM:
             if empty:
                 edits.append((tag.start(), tag.end(), b""))

@@ -92,17 +92,21 @@ def test_an_upscaled_file_is_a_new_xmp_instance_derived_from_its_source(
 
 def test_xmp_ids_written_as_elements_are_renewed_alike() -> None:
     """The element form of the IDs (Lightroom's older packets, exiftool's): the new InstanceID
-    in the element, DerivedFrom beside it; a packet without an InstanceID is as it was."""
+    in the element, DerivedFrom beside it in place of the source's own (an element with
+    content); a packet without an InstanceID is as it was."""
     packet = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
               b'02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:xmpMM="http://ns.adobe'
               b'.com/xap/1.0/mm/"><xmpMM:DocumentID>uuid:D&amp;1</xmpMM:DocumentID><xmpMM:'
-              b'InstanceID>uuid:I1</xmpMM:InstanceID></rdf:Description></rdf:RDF></x:xmpmeta>')
+              b'InstanceID>uuid:I1</xmpMM:InstanceID><xmpMM:DerivedFrom rdf:parseType="Resource">'
+              b'<stRef:instanceID>uuid:I0</stRef:instanceID></xmpMM:DerivedFrom></rdf:Description>'
+              b'</rdf:RDF></x:xmpmeta>')
     out = derived_xmp(packet)
     new = re.search(rb"<xmpMM:InstanceID>(xmp\.iid:[-0-9a-f]{36})</xmpMM:InstanceID>"
                     rb"<xmpMM:DerivedFrom ", out)
     assert new is not None and derived_xmp(packet) != out
     assert b"<stRef:instanceID>uuid:I1</stRef:instanceID><stRef:documentID>uuid:D&amp;1<" in out
-    assert b"<xmpMM:DocumentID>uuid:D&amp;1</xmpMM:DocumentID>" in out
+    assert b"<xmpMM:DocumentID>uuid:D&amp;1</xmpMM:DocumentID>" in out and b"uuid:I0" not in out
+    assert out.count(b"<xmpMM:DerivedFrom ") == 1 and out.count(b"</xmpMM:DerivedFrom>") == 1
     without = packet.replace(b"<xmpMM:InstanceID>uuid:I1</xmpMM:InstanceID>", b"")
     assert derived_xmp(without) == without
 
