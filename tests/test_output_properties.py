@@ -5,6 +5,7 @@ its own XMP instance and names the one it came from."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -13,6 +14,7 @@ import pytest
 from helpers import random_rgb, time_growth, upscale
 from PIL import Image
 
+from drcn_plugin.profiles import srgb_profile
 from drcn_plugin.xmp import derived_xmp
 
 pytestmark = pytest.mark.usefixtures("wide_console")
@@ -149,3 +151,11 @@ def test_a_tiff_with_exif_sub_ifds_is_compressed_and_keeps_them(folder: Path, ti
         tags = im.getexif()
         assert tags[0x010F] == "Canon" and tags.get_ifd(0x8769)[0x8827] == 400
         assert tags.get_ifd(0x8825)[0x0001] == "N"
+
+
+def test_the_srgb_profile_results_are_tagged_with_is_one_over_time() -> None:
+    """littlecms stamps a profile with the second it was made: results taken to sRGB in one
+    run carry the same bytes, however long the run (a test comparing them failed at random)."""
+    first = srgb_profile()
+    time.sleep(1.05)
+    assert srgb_profile() == first and first[36:40] == b"acsp"
