@@ -121,7 +121,7 @@ def test_renewing_xmp_ids_takes_linear_time_in_hostile_packets() -> None:
                 + b"</b><" * size + b"</rdf:Description></rdf:RDF>")
 
     assert derived_xmp(hostile(10)).count(b"<xmpMM:DerivedFrom ") == 1
-    assert time_growth(lambda size: derived_xmp(hostile(size)), 20_000) < 10
+    assert time_growth(lambda size: derived_xmp(hostile(size)), 5_000) < 10
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "I;16"])
