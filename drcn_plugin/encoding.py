@@ -13,7 +13,7 @@ from PIL import Image
 from .colourspace import refuse_unstated_hdr, unsaid_colour
 from .errors import BadImageError, BadOptionError, DRCNError, one_line
 from .imagefile import ImageInfo
-from .metadata import exif_for, scaled_dpi
+from .metadata import EXIF_IFD, GPS_IFD, exif_for, scaled_dpi
 from .planes import quantised, to_8bit
 from .profiles import acts_as_srgb, srgb_profile, to_srgb
 from .tiff16 import TIFF16_MAX_BYTES
@@ -58,7 +58,9 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     cannot say so). An ICC profile for another colour space than the file will hold is dropped
     (noted); a PNG's colour chunks become an ICC profile where ``fmt`` has no place for them.
     16-bit colour (or grey with alpha) for PNG and TIFF (up to what a TIFF holds) is kept at 16
-    bits, float colour for TIFF as 32-bit float: no 8-bit image of it is made."""
+    bits, float colour for TIFF as 32-bit float: no 8-bit image of it is made. A TIFF whose EXIF
+    has sub-IFDs, which libtiff cannot write, is compressed by :func:`.tiff16.write_tiff_deep`
+    too (integer pixels, up to what a TIFF holds), not written uncompressed by Pillow."""
     bands = _bands(array)
     if bands and np.issubdtype(array.dtype, np.floating) and fmt != "TIFF":
         array = _float_as_levels(array, fmt, info)  # a format of integers: 16 bits or 8, noted
@@ -66,12 +68,14 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     floats = bands and np.issubdtype(array.dtype, np.floating)  # for TIFF: written as 32-bit
     pixels = array.shape[0] * array.shape[1]
     deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF"
-                                     and not _tiff_at_8_bits(array, pixels))
+                                     and not _over_tiff_offsets(array, pixels))
+    deep = deep or fmt == "TIFF" and array.dtype in (np.uint8, np.uint16) \
+        and _sub_ifds(info.exif) and not _over_tiff_offsets(array, pixels)
     if floats and not deep:  # a TIFF too large for float samples: 8 bits, 0..1, in its place
         _require_unit_range(fmt, info)
     # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,
     # info and options, not on the pixels, and write_png16 and write_tiff_deep give the file it
-    # writes the 16-bit or float pixels
+    # writes the pixels
     im = _in_stored_mode(array[:1, :1] if deep else array, fmt, info)
     if (colour16 or floats) and not deep:
         why = "a TIFF holds 4 GB" if fmt == "TIFF" else f"Pillow writes {fmt} colour at 8 bits"
@@ -157,7 +161,7 @@ def _float_as_levels(array: np.ndarray, fmt: str, info: ImageInfo) -> np.ndarray
 def _require_unit_range(fmt: str, info: ImageInfo) -> None:
     """Refuse a float result whose values leave 0..1 for ``fmt``, which would clip them: a
     format of integers, or a TIFF (only where too large for float samples: see
-    :func:`_tiff_at_8_bits`)."""
+    :func:`_over_tiff_offsets`)."""
     low, high = info.value_range or (0.0, 1.0)
     if not (low < 0 or high > 1):
         return
@@ -169,11 +173,17 @@ def _require_unit_range(fmt: str, info: ImageInfo) -> None:
                          "clip them: write TIFF instead", option="format")
 
 
-def _tiff_at_8_bits(array: np.ndarray, pixels: int) -> bool:
-    """Whether a TIFF holds ``pixels`` pixels of ``array``'s 16-bit or float colour (or grey
-    with alpha) at 8 bits only: their samples (floats as 32-bit) pass what its 32-bit offsets
-    reach (:data:`.tiff16.TIFF16_MAX_BYTES`)."""
-    return pixels * array.shape[2] * (2 if array.dtype == np.uint16 else 4) > TIFF16_MAX_BYTES
+def _over_tiff_offsets(array: np.ndarray, pixels: int) -> bool:
+    """Whether ``pixels`` pixels of ``array``'s samples (floats as 32-bit) pass what a TIFF's
+    32-bit offsets reach (:data:`.tiff16.TIFF16_MAX_BYTES`): its 16-bit or float colour (or grey
+    with alpha) is then held at 8 bits, and written, as other pixels are, by Pillow."""
+    size = 4 if array.dtype.kind == "f" else array.dtype.itemsize
+    return pixels * (array.shape[2] if array.ndim == 3 else 1) * size > TIFF16_MAX_BYTES
+
+
+def _sub_ifds(exif: Image.Exif | None) -> bool:
+    """Whether ``exif`` has an Exif or GPS sub-IFD, which libtiff cannot write to a TIFF."""
+    return exif is not None and (EXIF_IFD in exif or GPS_IFD in exif)
 
 
 # The longest side of each format (WebP's 14-bit sizes, libjpeg's JPEG_MAX_DIMENSION), and for
@@ -219,7 +229,8 @@ def check_writable(array: np.ndarray, fmt: str, info: ImageInfo,
     if size is not None:
         check_size(fmt, size, array.shape[2] if array.ndim == 3 else 1)
     floats = _bands(array) and np.issubdtype(array.dtype, np.floating)
-    if size is not None and fmt == "TIFF" and floats and _tiff_at_8_bits(array, size[0] * size[1]):
+    if size is not None and fmt == "TIFF" and floats and \
+            _over_tiff_offsets(array, size[0] * size[1]):
         _require_unit_range(fmt, info)  # the corner encoded below fits a TIFF at 32 bits
     probe = replace(info, notes=[])
     corner = array[:2, :2].copy()
@@ -238,8 +249,8 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     """Pillow save options carrying ICC, EXIF and DPI, resolutions scaled so the print size
     stays the same; ``scale`` is one factor or (horizontal, vertical). ``quality`` is the one
     the user gave (None: :data:`DEFAULT_QUALITY`, and a lossless WebP source stays lossless).
-    ``deep``: for the stand-in of 16-bit colour, whose TIFF Pillow then writes itself (every
-    tag kept) and :func:`.tiff16.write_tiff_deep` compresses."""
+    ``deep``: for the stand-in of pixels :func:`.tiff16.write_tiff_deep` or
+    :func:`.deep.write_png16` writes, whose TIFF Pillow then writes itself (every tag kept)."""
     opts: dict = {}
     sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     if fmt == "BMP":  # BMP has no place for either
@@ -268,6 +279,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     # grey): only Y goes through the network, the colour planes are bicubic-smooth
     if fmt == "JPEG":
         opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
+        opts["progressive"] = info.about.progressive  # a progressive source stays progressive
     if fmt == "TIFF" and not deep:
         if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
             info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")

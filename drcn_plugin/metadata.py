@@ -22,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 from .colourspace import GAIN_MAP_NOTE, PILLOW_WRITES, without_gain_map
 from .iptc import app13, jpeg_iptc
 from .jpegmeta import JPEG_EXIF_LIMIT, joined_xmp, shrink_exif, split_xmp
-from .xmp import XMP_ORIENTATION, XMP_RESOLUTION, XMP_SIZE, upright_xmp, vertical
+from .xmp import XMP_ORIENTATION, XMP_RESOLUTION, XMP_SIZE, derived_xmp, upright_xmp, vertical
 
 ORIENTATION, X_RES, Y_RES, RES_UNIT, XMP, IPTC = 0x0112, 0x011A, 0x011B, 0x0128, 700, 33723
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
@@ -263,13 +263,14 @@ class Descriptive:
     byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
     cICP, mDCv, cLLi; a HEIF's or AVIF's code points as cICP; see :mod:`.colourspace`) and
     IPTC records (captions, keywords, credits: a JPEG's Photoshop block, a TIFF's IPTC tag),
-    written back wherever the output format has a place."""
+    written back wherever the output format has a place; and whether a JPEG was progressive."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)  # by chunk type
     iptc: bytes | None = None  # as stored; a TIFF's is set by imagefile, from its tag
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
+    progressive: bool = False  # a JPEG's coding (a web export's), which a JPEG result keeps
 
     @classmethod
     def read(cls, im: Image.Image, notes: list[str], turn: int = 1,
@@ -310,11 +311,13 @@ class Descriptive:
             iptc = jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
-        return cls(xmp, text, colour, iptc or None, comment)
+        progressive = im.format in ("JPEG", "MPO") and bool(im.info.get("progressive"))
+        return cls(xmp, text, colour, iptc or None, comment, progressive)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions and pixel size scaled by (horizontal, vertical), like
-        the DPI and the EXIF's pixel size."""
+        the DPI and the EXIF's pixel size, as a new file derived from the source's (see
+        :func:`.xmp.derived_xmp`)."""
         def scaled(m: re.Match) -> bytes:
             try:
                 value = Fraction(float(m[3])) / int(m[4] or 1) * Fraction(scale[m[2] == b"Y"])
@@ -329,7 +332,7 @@ class Descriptive:
 
         if self.xmp is None:
             return None
-        return XMP_SIZE.sub(enlarged, XMP_RESOLUTION.sub(scaled, self.xmp))
+        return derived_xmp(XMP_SIZE.sub(enlarged, XMP_RESOLUTION.sub(scaled, self.xmp)))
 
     def text_tags(self) -> dict[str, tuple[int, str]]:
         """PNG text under a standard keyword that has an EXIF tag (keyword: tag, value), where

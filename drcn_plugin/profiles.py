@@ -6,6 +6,7 @@ littlecms (Pillow's ImageCms) does the conversion."""
 from __future__ import annotations
 
 import io
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -13,8 +14,10 @@ from PIL import Image
 from .colourspace import SRGB_CHROMATICITIES, icc_profile
 
 
+@lru_cache(maxsize=1)
 def srgb_profile() -> bytes:
-    """littlecms's sRGB profile, which a result taken to sRGB is tagged with."""
+    """littlecms's sRGB profile, which a result taken to sRGB is tagged with; made once, as its
+    header holds the time it was made (to the second), so that every result is tagged alike."""
     from PIL import ImageCms  # a Pillow built without littlecms lacks it
 
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

@@ -3,7 +3,8 @@ bits by decoding them twice (Pillow's unpacker of each sample's other byte), and
 colour (or grey with alpha) result written as TIFF by giving the tags of the file Pillow writes
 for a 1x1 image of its mode (ICC profile, resolution, EXIF, XMP, IPTC) the result's size, 16
 bits and pixels, Deflate-compressed with the horizontal predictor a strip at a time; a float
-one so, as 32-bit floats with the floating-point predictor."""
+one so, as 32-bit floats with the floating-point predictor; and so integer pixels of any depth
+whose EXIF sub-IFDs libtiff, Pillow's compressing writer, cannot write."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ _OTHER = "B" if sys.byteorder == "little" else "L"
 _LOW_BYTES = {f"{mode};16{order}": f"{mode};16{low}" for mode in ("RGB", "RGBA", "RGBX")
               for order, low in (("B", "L"), ("L", "B"), ("N", _OTHER))}
 
-_STRIP_SIZE = 1 << 18  # bytes of 16-bit pixels in each strip written
+_STRIP_SIZE = 1 << 18  # bytes of pixels in each strip written
 # zlib's level of a 16-bit PNG's or TIFF's pixels. A result's low bytes are close to noise, so
 # searching harder finds little: Set14's monarch upscaled to 4000x3000 in float, written as PNG
 # on one thread, took 4.1 s at level 6 (55.44 MB), 2.7 s at 3 (55.55 MB), 1.8 s at 1 (55.80 MB);
@@ -90,15 +91,16 @@ def why_8_bits(im: Image.Image, stored: str) -> str:
 
 def write_tiff_deep(f: BinaryIO, data: bytes, pixels: np.ndarray, *,
                     level: int = DEFLATE_LEVEL, threads: int | None = None) -> None:
-    """Write to ``f`` (which must be seekable) the grey-with-alpha, RGB or RGBA TIFF file
-    ``data`` (Pillow's, of any size: only its tags are kept) holding the 16-bit ``pixels``
-    instead, or float ones as 32-bit floats. The strips are differenced (TIFF's horizontal or
+    """Write to ``f`` (which must be seekable) the TIFF file ``data`` (Pillow's, of any size:
+    only its tags are kept) holding the 8- or 16-bit ``pixels`` (``H x W [x C]``) instead, or
+    float ones as 32-bit floats. The strips are differenced (TIFF's horizontal or
     floating-point predictor) and compressed at zlib ``level`` on ``threads`` threads
     (default: every usable CPU), a few at a time, so that writing takes little memory beside
     the pixels; the directory, written first, gets the strips' sizes last."""
+    pixels = pixels.reshape(*pixels.shape[:2], -1)  # grey as one channel
     height, width, channels = pixels.shape
     floats = pixels.dtype.kind == "f"
-    size = 4 if floats else 2  # bytes a sample
+    size = 4 if floats else pixels.dtype.itemsize  # bytes a sample
     rows = max(1, _STRIP_SIZE // (size * width * channels))  # rows a strip
     ifd = _tags(data)
     ifd[TiffImagePlugin.IMAGEWIDTH], ifd[TiffImagePlugin.IMAGELENGTH] = width, height
@@ -147,9 +149,9 @@ def _directory(ifd: TiffImagePlugin.ImageFileDirectory_v2, sizes: list[int]) -> 
 
 
 def _deflated(level: int, rows: np.ndarray) -> bytes:
-    """16-bit ``rows`` as TIFF's horizontal predictor stores them (each sample less the one a
-    pixel before, wrapping; little-endian), compressed at zlib ``level``."""
-    out = np.empty(rows.shape, "<u2")
+    """8- or 16-bit ``rows`` as TIFF's horizontal predictor stores them (each sample less the
+    one a pixel before, wrapping; little-endian), compressed at zlib ``level``."""
+    out = np.empty(rows.shape, rows.dtype.newbyteorder("<"))
     out[:, 0] = rows[:, 0]
     np.subtract(rows[:, 1:], rows[:, :-1], out=out[:, 1:])
     return zlib.compress(out, level)

@@ -1,11 +1,13 @@
 """The tags of an XMP packet, found in one pass: what :func:`.colourspace.without_gain_map` and
 :mod:`.jpegmeta`'s packet splitting both walk, so that neither hostile packets (unclosed tags,
 quotes, comments) nor text that only looks like a tag sends either astray; and the values
-that describe the pixels (orientation, size, resolution), set for an upright, enlarged result."""
+that describe the pixels (orientation, size, resolution), set for an upright, enlarged result,
+and the media-management IDs, renewed for a file derived from the source (:func:`derived_xmp`)."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 
 # An XML tag: the slash of a closing tag, the name, the attributes (a value holds no '<', so a
@@ -59,3 +61,82 @@ def upright_xmp(packet: bytes, size: tuple[int, int], transposed: bool) -> bytes
 def vertical(m: re.Match[bytes]) -> int:
     """1 when an :data:`XMP_SIZE` match is the height, 0 the width."""
     return int(m[2] == b"Y" or m[3] == b"Length")
+
+
+# The IDs XMP Media Management gives a file, as attributes (either quote, spaces around "=")
+_ID_ATTRIBUTE = re.compile(rb"""xmpMM:(InstanceID|DocumentID)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+_ID_ELEMENTS = (b"xmpMM:InstanceID", b"xmpMM:DocumentID")
+_DERIVED_FROM = b"xmpMM:DerivedFrom"
+_PROPERTIES = [b"rdf:RDF", b"rdf:Description"]  # the open elements around a top-level property
+
+
+def derived_xmp(packet: bytes) -> bytes:
+    """``packet`` for a new file made from the one it describes, as Photoshop and Lightroom write
+    an export: a new ``xmpMM:InstanceID`` (``xmp.iid:`` and a random UUID), the
+    ``xmpMM:DocumentID`` kept, and an ``xmpMM:DerivedFrom`` naming the source's instance and
+    document in place of the source's own. Only the packet's top-level properties count (a
+    Photoshop pantry's entries describe other files); one without an InstanceID is as it was."""
+    edits: list[tuple[int, int, bytes]] = []  # (start, stop, replacement), in packet order
+    ids: dict[bytes, bytes] = {}
+    at_instance = None  # where the new DerivedFrom goes: (position, the tag to reopen or None)
+    stack: list[bytes] = []  # the names of the open elements
+    derived_at = None  # where a top-level DerivedFrom being removed starts
+    new_id = f"xmp.iid:{uuid.uuid4()}".encode()
+    for tag in xml_tags(packet):
+        if tag is None:
+            continue
+        closing, name, empty = tag[1], tag[2], tag[3].endswith(b"/")
+        if closing:  # closes the innermost element, whatever it names: linear time always
+            if stack:
+                stack.pop()
+            if stack[-2:] == _PROPERTIES and name == _DERIVED_FROM and derived_at is not None:
+                edits.append((derived_at, tag.end(), b""))
+                derived_at = None
+            elif stack[-2:] == _PROPERTIES and name == _ID_ELEMENTS[0] and at_instance is None:
+                at_instance = (tag.end(), None)
+            continue
+        top = stack[-1:] == [b"rdf:RDF"] and name == b"rdf:Description"
+        property_level = stack[-2:] == _PROPERTIES
+        if top:
+            for m in _ID_ATTRIBUTE.finditer(tag[0]):
+                which, group = m[1], 2 if m[2] is not None else 3
+                ids.setdefault(b"xmpMM:" + which, m[group])
+                if which == b"InstanceID":
+                    edits.append((tag.start() + m.start(group), tag.start() + m.end(group),
+                                  new_id))
+                    at_instance = at_instance or ((tag.end(), name if empty else None))
+        elif property_level and name in _ID_ELEMENTS and not empty:
+            text_end = packet.find(b"<", tag.end())
+            ids.setdefault(name, packet[tag.end():text_end])
+            if name == _ID_ELEMENTS[0]:
+                edits.append((tag.end(), text_end, new_id))  # DerivedFrom follows its closer
+        elif property_level and name == _DERIVED_FROM:
+            if empty:
+                edits.append((tag.start(), tag.end(), b""))
+            else:
+                derived_at = tag.start()
+        if not empty:
+            stack.append(name)
+    if at_instance is None:
+        return packet
+    where, reopened = at_instance
+    if reopened is not None:  # <rdf:Description .../> holds the ID: opened to hold DerivedFrom
+        edits.append((where - 2, where, b">" + _derived_from(ids) + b"</" + reopened + b">"))
+    else:
+        edits.append((where, where, _derived_from(ids)))
+    out, at = [], 0
+    for start, stop, replacement in sorted(edits):
+        out += [packet[at:start], replacement]
+        at = stop
+    return b"".join(out) + packet[at:]
+
+
+def _derived_from(ids: dict[bytes, bytes]) -> bytes:
+    """The ``xmpMM:DerivedFrom`` element naming the source's instance and document ``ids`` (as
+    they were written, escaped as text may be), declaring the namespaces it uses."""
+    refs = b"".join(b"<stRef:%s>%s</stRef:%s>" % (ref, ids[key], ref)
+                    for key, ref in ((b"xmpMM:InstanceID", b"instanceID"),
+                                     (b"xmpMM:DocumentID", b"documentID")) if key in ids)
+    return (b'<xmpMM:DerivedFrom rdf:parseType="Resource" xmlns:xmpMM="http://ns.adobe.com/xap/'
+            b'1.0/mm/" xmlns:stRef="http://ns.adobe.com/xap/1.0/sType/ResourceRef#">' + refs
+            + b"</xmpMM:DerivedFrom>")

@@ -38,6 +38,8 @@ def _cli(t12: Path, out: Path, *args: str) -> tuple[int, str]:
     (["--stop-at", "4"], "--stop-at: step 4 is not before the run's end (4 steps)"),
     (["--stop-at", "9"], "--stop-at: step 9 is not before the run's end"),
     (["-s", "3", "-s", "2"], "--scale: scales 2, 3, 2 name one twice"),
+    (["--downscale", "0.5", "--downscale", "1.0"],
+     "--downscale: downscale factors 1, 0.5, 1 name one twice: give each once"),
     (["--val-degrade", "jpeg:75"], "--val-degrade: there is no validation or test folder"),
     (["--baseline", "drcn-lite"], "--baseline: there is no validation or test folder to measure"),
 ])
@@ -58,6 +60,17 @@ def test_options_where_they_act_are_taken(t12: Path, tmp_path: Path) -> None:
         check_options(TrainConfig(**{**vars(base), **acting}), False, None)
     # A resume takes its checkpoint's recipe: what it is given there is named as ignored.
     check_options(TrainConfig(**{**vars(base), "lr_drops": [0.3]}), True, {"lr_drops"})
+
+
+def test_a_downscale_factor_twice_is_refused_for_new_runs_only(t12: Path, tmp_path: Path) -> None:
+    """The library refuses it as the command line does; a checkpoint an earlier version saved
+    with one (checked as :func:`.checkpoint` loads it) and its resume still pass."""
+    twice = tiny(t12, tmp_path, downscales=[0.8, 0.8])
+    with pytest.raises(BadOptionError, match="factors 0.8, 0.8 name one twice") as info:
+        check_options(twice, False, None)
+    assert info.value.option == "downscales"
+    twice.check()
+    check_options(twice, True, {"downscales"})
 
 
 def test_the_library_refuses_a_combination_before_making_the_run_folder(t12: Path,

@@ -236,8 +236,9 @@ def check_options(cfg: TrainConfig, resume: bool, given: Collection[str] | None)
 
 def check_combination(cfg: TrainConfig, given: Collection[str] | None = None) -> None:
     """Refuse options the user gave that the others leave without effect (drops with another
-    schedule, ...): silently ignored, they would train another recipe than
-    the one asked for. ``given``: the options given (None: those not at their default)."""
+    schedule, ...), or that would weigh double (a downscale factor given twice): silently
+    taken, they would train another recipe than the one asked for. ``given``: the options
+    given (None: those not at their default)."""
     asked = set(given) if given is not None else \
         {f.name for f in fields(cfg) if getattr(cfg, f.name) != default_of(f)}
     fixed = cfg.minutes <= 0  # a time budget fits the step count itself
@@ -257,6 +258,11 @@ def check_combination(cfg: TrainConfig, given: Collection[str] | None = None) ->
          "not stop there"),
         ("val_degrade", not measured, "there is no validation or test folder to degrade"),
         ("baseline", not measured, "there is no validation or test folder to measure it on"),
+        # a factor given twice cuts its patches twice, weighting it double; refused for new runs
+        # only, so that a run an earlier version started so still resumes as it trained
+        ("downscales", len(set(cfg.downscales)) < len(cfg.downscales),
+         f"downscale factors {', '.join(f'{f:g}' for f in cfg.downscales)} name one twice: give "
+         "each once"),
     ]
     for name, bad, message in problems:
         if bad and name in asked:
