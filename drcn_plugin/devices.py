@@ -23,6 +23,7 @@ from .errors import (
     DistributedError,
     DRCNError,
     OutOfMemoryError,
+    PeerLostError,
     one_line,
 )
 
@@ -244,7 +245,7 @@ def peers_lost(left: str | Callable[[], str]) -> Iterator[None]:
         if isinstance(e, DRCNError) or not is_peer_lost(e):
             raise
         why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
-        raise DistributedError(f"another process of this torchrun job stopped or cannot be "
+        raise PeerLostError(f"another process of this torchrun job stopped or cannot be "
                                f"reached ({why}; its own output says why): "
                                f"{left() if callable(left) else left}") from e
 
