@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
@@ -201,11 +202,14 @@ def _env_int(name: str, default: str) -> int:
                                ) from None
 
 
-def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
+def join_torchrun(device: str = "auto", backend: str | None = None,
+                  timeout: timedelta | None = None) -> tuple[Dist, torch.device]:
     """Join the torchrun job named by the environment, if any, and pick this process's device.
 
     Under torchrun each process takes the GPU of its local rank (CUDA asked for or ``auto``).
-    ``backend`` defaults to nccl on CUDA and gloo elsewhere.
+    ``backend`` defaults to nccl on CUDA and gloo elsewhere; ``timeout`` bounds how long a
+    collective waits for a process that is alive but not there yet (torch's default: 30 minutes
+    for gloo, 10 for nccl); a process that ends is noticed at once whatever it is.
     """
     d = Dist.from_env()
     if d.world <= 1:
@@ -218,7 +222,8 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         try:
-            dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+            dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"),
+                                    timeout=timeout)
         except (ValueError, RuntimeError) as e:  # the rendezvous' variables missing or wrong
             raise DistributedError(f"cannot join the torchrun job ({one_line(e)}): start it "
                                    "with torchrun") from e
