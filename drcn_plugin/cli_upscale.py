@@ -122,7 +122,8 @@ def upscale(
             print_error(e)
         outcomes = []
         try:  # the bar's last frame before the line that says it was interrupted
-            with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
+            with BatchProgress(console, len(mine), enabled=place.main and bool(jobs),
+                               label=f"images{mine_of}") as bar:
                 todo = deque(mine)  # less the files bound to a place found blocked
                 while todo:
                     job = todo.popleft()

@@ -132,3 +132,23 @@ def test_a_bad_option_under_torchrun_is_one_line(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=120, env=env)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith("error: No such option: --bogus"), r.stderr
+
+
+def test_rank_0s_bar_counts_its_share_as_its_own(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_file: str) -> None:
+    """Rank 0 shows the one bar, of its own files: 2 of a batch of 3, named as its share, so
+    the summary's 3 files do not contradict it."""
+    import torch
+    from PIL import Image
+
+    from drcn_plugin import devices
+
+    monkeypatch.setattr(devices, "join_torchrun",
+                        lambda *a, **k: (devices.Dist(0, 2), torch.device("cpu")))
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    r = runner.invoke(app, ["upscale", *(str(tmp_path / f"{i}.png") for i in range(3)), "-o",
+                            str(tmp_path / "up"), "--model", tiny_model_file, "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    bar = next(ln for ln in r.output.splitlines() if ln.startswith("images"))
+    assert bar.startswith("images (rank 0's)") and " 2/2 " in bar, r.output
