@@ -5,7 +5,6 @@ processes. :mod:`.batch` plans and runs each file; :mod:`.cli` registers the com
 from __future__ import annotations
 
 from collections import deque
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -32,8 +31,6 @@ from .terminal import (
     stopped_cleanly,
     user_errors,
 )
-
-SHARES_APART = timedelta(days=7)  # how long a process that has done its files waits for the others
 
 
 def upscale(
@@ -106,9 +103,7 @@ def upscale(
                             height or 0, long_edge or 0)
         jobs, errors = collect_jobs(inputs, target, output, recursive, suffix, fmt)
         check_quality(jobs, quality)
-        # only file lists travel between ranks, once each has done its share: shares of large
-        # photos can end hours apart, which torch's 30-minute wait took for a lost process
-        place, dev = join_torchrun(device, backend="gloo", timeout=SHARES_APART)
+        place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
         mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"  # in counts of mine
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,

@@ -202,14 +202,20 @@ def _env_int(name: str, default: str) -> int:
                                ) from None
 
 
-def join_torchrun(device: str = "auto", backend: str | None = None,
-                  timeout: timedelta | None = None) -> tuple[Dist, torch.device]:
+# How long a gloo process waits in a collective for one that is alive but busy: rank 0
+# validating a large set while the others wait for the next step, or the last share of an
+# upscale's files, which can end hours after the first. A gloo process notices one that ends at
+# once (its connection closes), and torchrun ends the job when one of its processes ends.
+BUSY_PEER_WAIT = timedelta(days=7)
+
+
+def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
     """Join the torchrun job named by the environment, if any, and pick this process's device.
 
     Under torchrun each process takes the GPU of its local rank (CUDA asked for or ``auto``).
-    ``backend`` defaults to nccl on CUDA and gloo elsewhere; ``timeout`` bounds how long a
-    collective waits for a process that is alive but not there yet (torch's default: 30 minutes
-    for gloo, 10 for nccl); a process that ends is noticed at once whatever it is.
+    ``backend`` defaults to nccl on CUDA and gloo elsewhere. A gloo job waits
+    :data:`BUSY_PEER_WAIT` for a busy process, where torch's 30 minutes took it for one lost;
+    nccl keeps torch's 10, as an nccl process notices one that ends only at that timeout.
     """
     d = Dist.from_env()
     if d.world <= 1:
@@ -222,8 +228,8 @@ def join_torchrun(device: str = "auto", backend: str | None = None,
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         try:
-            dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"),
-                                    timeout=timeout)
+            backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+            dist.init_process_group(backend, timeout=BUSY_PEER_WAIT if backend == "gloo" else None)
         except (ValueError, RuntimeError) as e:  # the rendezvous' variables missing or wrong
             raise DistributedError(f"cannot join the torchrun job ({one_line(e)}): start it "
                                    "with torchrun") from e

@@ -261,18 +261,32 @@ def test_gathered_outcomes_are_in_the_batchs_order(monkeypatch: pytest.MonkeyPat
     assert names == ["0.png", "1.png", "2.png", "3.png", "4.png", "6.png"]
 
 
-def _slow_share_rank(rank: int, port: int, argv: list[str], report: Path) -> None:
-    """:func:`_plain_rank` with torch's wait for a collective cut to 3 s, and a rank 1 whose
-    files take 6 s more: an upscale's shares of large photos end that far apart, in hours."""
+def _busy_rank(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """:func:`_plain_rank` with torch's wait for a collective cut to 3 s, and one process busy
+    6 s more than the others (hours, in a real job): rank 0 at each validation of a training,
+    rank 1 at each of its files of an upscale."""
     from datetime import timedelta
 
     import torch.distributed.distributed_c10d as c10d
 
     c10d.default_pg_timeout = timedelta(seconds=3)
-    if rank == 1:
+    if rank == 0:
+        validate = Trainer._validate
+        Trainer._validate = lambda self: time.sleep(6) or validate(self)
+    else:
         run_job = batch.run_job
         batch.run_job = lambda *a, **k: time.sleep(6) or run_job(*a, **k)
     _plain_rank(rank, port, argv, report)
+
+
+@pytest.mark.slow  # two processes starting torch: 15-25 s on a busy 2-core machine
+def test_the_others_wait_for_rank_0s_validation(t12: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "run", tmp_path / "rank"
+    codes = _two_ranks(_busy_rank, _tiny_train(t12, out, "--steps", "4", "--val-every", "2"),
+                       report)
+    text = Path(f"{report}0").read_text()
+    assert codes == [0, 0] and "wrote" in text, text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
 
 
 @pytest.mark.slow  # two processes starting torch: 15-25 s on a busy 2-core machine
@@ -281,7 +295,7 @@ def test_an_upscale_waits_for_a_slower_share(tmp_path: Path, tiny_model_file: st
     photos.mkdir()
     for i in range(2):
         Image.open(DATA / "Set5" / "head.png").crop((0, 0, 16, 16)).save(photos / f"{i}.png")
-    codes = _two_ranks(_slow_share_rank, ["upscale", str(photos), "-o", str(tmp_path / "up"),
+    codes = _two_ranks(_busy_rank, ["upscale", str(photos), "-o", str(tmp_path / "up"),
                                           "--model", tiny_model_file, "--device", "cpu"], report)
     text = Path(f"{report}0").read_text()
     assert codes == [0, 0] and "2 done, 0 skipped, 0 failed" in text, text
