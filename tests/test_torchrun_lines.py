@@ -58,7 +58,8 @@ def test_a_later_process_leaves_a_shared_error_to_the_first(
 @pytest.mark.parametrize("error", [OutOfMemoryError("this GPU's memory is full"),
                                    PeerLostError("another process of this torchrun job stopped")])
 def test_a_later_process_says_what_only_it_can_know(
-        later: None, monkeypatch: pytest.MonkeyPatch, error: Exception, capsys: pytest.CaptureFixture) -> None:
+        later: None, monkeypatch: pytest.MonkeyPatch, error: Exception,
+        capsys: pytest.CaptureFixture) -> None:
     _ended_by_torchrun(monkeypatch)  # never waited for: the line is at once
     assert _said(error, capsys).count("error:") == 1
 
@@ -71,17 +72,20 @@ def test_a_shared_error_the_first_did_not_meet_is_said_after_the_wait(
     assert waited == [terminal._FIRST_GRACE] and said.count("error:") == 1, said
 
 
-def test_the_first_process_and_a_lone_one_say_it_without_waiting(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(("agent", "local"), [
+    ("test", "0"),  # torchrun's first process of a machine
+    (None, "1"),  # a later process no torchrun agent started: none ends it
+])
+def test_the_first_process_and_one_no_agent_ends_say_it_at_once(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, agent: str | None,
+        local: str) -> None:
     monkeypatch.setattr(terminal.time, "sleep", lambda s: pytest.fail("waited"))
-    for local in ("0", None):  # torchrun's first process; a process no agent started
-        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
-        if local is None:
-            monkeypatch.delenv("TORCHELASTIC_RUN_ID")
-            monkeypatch.setenv("LOCAL_RANK", "1")
-        else:
-            monkeypatch.setenv("LOCAL_RANK", local)
-        assert _said(BadOptionError("no"), capsys).count("error: no") == 1
+    monkeypatch.setenv("LOCAL_RANK", local)
+    if agent is None:
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    else:
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", agent)
+    assert _said(BadOptionError("no"), capsys).count("error: no") == 1
 
 
 def test_a_usage_mistake_is_left_to_the_first_process(
