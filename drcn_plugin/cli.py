@@ -27,6 +27,7 @@ from .stops import stopped_status
 from .terminal import (
     PIPE_EXIT,
     ReaderGone,
+    first_says_it,
     print_error,
     reader_gone,
     result_console,
@@ -140,7 +141,9 @@ def main() -> None:
         print_error("aborted")
         code = 1
     except typer.TyperException as e:
-        if type(e).__name__ != "NoArgsIsHelpError":  # the help it stands for is printed
+        # NoArgsIsHelpError: the help it stands for is printed; a usage mistake is met alike by
+        # every process of a torchrun job
+        if type(e).__name__ != "NoArgsIsHelpError" and not first_says_it():
             ctx = getattr(e, "ctx", None)
             path = ctx.command_path if ctx else _command_path(sys.argv[1:])
             print_error(f"{e.format_message()} (see {path} --help){_dashed_file(e)}")

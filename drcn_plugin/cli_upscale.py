@@ -20,7 +20,7 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, SourceChoice
 from .scales import MAX_SCALE, MIN_SCALE
-from .stops import stopped_status, take_stops
+from .stops import stop_word, stopped_status, take_stops
 from .terminal import (
     console,
     hint,
@@ -105,6 +105,7 @@ def upscale(
         check_quality(jobs, quality)
         place, dev = join_torchrun(device, backend="gloo")  # only file lists travel between ranks
         mine = jobs[place.rank::place.world]
+        mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"  # in counts of mine
         engine = {"device": str(dev) if place.world > 1 else device, "precision": precision,
                   "tile": tile, "tta": tta, "notify": note}
         upscaler = Upscaler(DEFAULT_MODEL if model is None else model, denoise=denoise, **engine)
@@ -116,7 +117,8 @@ def upscale(
             print_error(e)
         outcomes = []
         try:  # the bar's last frame before the line that says it was interrupted
-            with BatchProgress(console, len(mine), enabled=place.main and bool(jobs)) as bar:
+            with BatchProgress(console, len(mine), enabled=place.main and bool(jobs),
+                               label=f"images{mine_of}") as bar:
                 todo = deque(mine)  # less the files bound to a place found blocked
                 while todo:
                     job = todo.popleft()
@@ -137,7 +139,6 @@ def upscale(
                         going = deque(j for j in todo if not held(j.target))
                         then = f"{out.error.remedy}, then --skip-existing goes on from here"
                         if not going:
-                            mine_of = "" if place.world == 1 else f" (rank {place.rank}'s)"
                             print_error(f"stopped: {out.error.state}; {len(written)} of "
                                         f"{len(mine)}{mine_of} files written, {len(todo)} not "
                                         f"started ({then})")
@@ -148,7 +149,7 @@ def upscale(
                         todo = going
         except KeyboardInterrupt:
             done = sum(o.status == "done" for o in outcomes)
-            print_error(f"interrupted: {done} of {counted(len(mine), 'file')} written, "
+            print_error(f"{stop_word()}: {done} of {counted(len(mine), 'file')}{mine_of} written, "
                         "nothing of the one in progress (--skip-existing goes on from here)")
             raise typer.Exit(stopped_status()) from None
         outcomes = gather_outcomes(outcomes)

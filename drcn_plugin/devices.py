@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
@@ -23,6 +24,7 @@ from .errors import (
     DistributedError,
     DRCNError,
     OutOfMemoryError,
+    PeerLostError,
     one_line,
 )
 
@@ -200,11 +202,20 @@ def _env_int(name: str, default: str) -> int:
                                ) from None
 
 
+# How long a gloo process waits in a collective for one that is alive but busy: rank 0
+# validating a large set while the others wait for the next step, or the last share of an
+# upscale's files, which can end hours after the first. A gloo process notices one that ends at
+# once (its connection closes), and torchrun ends the job when one of its processes ends.
+BUSY_PEER_WAIT = timedelta(days=7)
+
+
 def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
     """Join the torchrun job named by the environment, if any, and pick this process's device.
 
     Under torchrun each process takes the GPU of its local rank (CUDA asked for or ``auto``).
-    ``backend`` defaults to nccl on CUDA and gloo elsewhere.
+    ``backend`` defaults to nccl on CUDA and gloo elsewhere. A gloo job waits
+    :data:`BUSY_PEER_WAIT` for a busy process, where torch's 30 minutes took it for one lost;
+    nccl keeps torch's 10, as an nccl process notices one that ends only at that timeout.
     """
     d = Dist.from_env()
     if d.world <= 1:
@@ -217,7 +228,8 @@ def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dis
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         try:
-            dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+            backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+            dist.init_process_group(backend, timeout=BUSY_PEER_WAIT if backend == "gloo" else None)
         except (ValueError, RuntimeError) as e:  # the rendezvous' variables missing or wrong
             raise DistributedError(f"cannot join the torchrun job ({one_line(e)}): start it "
                                    "with torchrun") from e
@@ -244,7 +256,7 @@ def peers_lost(left: str | Callable[[], str]) -> Iterator[None]:
         if isinstance(e, DRCNError) or not is_peer_lost(e):
             raise
         why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
-        raise DistributedError(f"another process of this torchrun job stopped or cannot be "
+        raise PeerLostError(f"another process of this torchrun job stopped or cannot be "
                                f"reached ({why}; its own output says why): "
                                f"{left() if callable(left) else left}") from e
 

@@ -94,6 +94,11 @@ class DistributedError(DRCNError):
     processes stopped or cannot be reached."""
 
 
+class PeerLostError(DistributedError):
+    """Another process of this torchrun job died or stopped answering: each process that is
+    left says so in its own words (what its work left)."""
+
+
 class OutputExistsError(DRCNError):
     """The output file exists and replacing it was not asked for; ``path`` is that file."""
 

@@ -47,11 +47,13 @@ class _Display:
 
 
 class BatchProgress(_Display):
-    """Two bars (images; tiles of the current image) and a live Mpx/s figure."""
+    """Two bars (images; tiles of the current image) and a live Mpx/s figure; ``label`` names
+    the images counted (a torchrun process's share)."""
 
-    def __init__(self, console: Console, total: int, enabled: bool = True) -> None:
+    def __init__(self, console: Console, total: int, enabled: bool = True,
+                 label: str = "images") -> None:
         super().__init__(console, enabled, TextColumn("{task.fields[rate]}"))
-        self.images = self.progress.add_task("images", total=total, rate="")
+        self.images = self.progress.add_task(escape(label), total=total, rate="")
         self.tile_task = self.progress.add_task("tiles", total=1, rate="", visible=False)
         self.out_pixels = 0
         self.busy = 0.0

@@ -73,6 +73,16 @@ def stop_taken() -> bool:
     return _TAKEN[0] > 0
 
 
+def stop_word() -> str:
+    """How a command's line names its stop: "interrupted", or, for a SIGTERM from torchrun's
+    agent, what it means there (torchrun sends it when the job is stopped, and to the other
+    processes when one of them ends: the user then has not stopped anything)."""
+    if _STOPPED_BY[0] == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ:
+        return ("stopped by torchrun (SIGTERM: the job was stopped, or another of its processes "
+                "ended; its output says why)")
+    return "interrupted"
+
+
 def stopped_status() -> int:
     """The exit status of a command a stop signal ended, as a shell reports a process that
     signal killed: 128 + its number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""

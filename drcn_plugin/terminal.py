@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,14 +25,17 @@ from rich.table import Table
 from .errors import (
     EMPTY_PATH,
     BadOptionError,
+    DeviceError,
     DRCNError,
+    OutOfMemoryError,
     OutputExistsError,
+    PeerLostError,
     WriteError,
     one_line,
     reason,
     single_line,
 )
-from .stops import stopped_status
+from .stops import stop_word, stopped_status
 
 PIPE_EXIT = 128 + 13  # how a shell reports a process that SIGPIPE ended (git, grep): 141
 
@@ -204,6 +208,33 @@ def reader_gone() -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
+# Errors that may befall one process of a torchrun job and not the others (its device, its memory,
+# a process of the job lost): each says its own.
+_PER_PROCESS = (DeviceError, OutOfMemoryError, PeerLostError)
+_FIRST_GRACE = 5.0  # seconds a later process gives its machine's first to say a shared line
+
+
+def later_process() -> bool:
+    """Whether this is a process of a job torchrun's agent runs other than its machine's first
+    (``LOCAL_RANK`` 0), which sees the same files and options."""
+    local = os.environ.get("LOCAL_RANK", "0")
+    return "TORCHELASTIC_RUN_ID" in os.environ and local.isdigit() and int(local) > 0
+
+
+def first_says_it(error: BaseException | None = None) -> bool:
+    """Whether this process leaves ``error``'s line (None: a usage mistake's) to its machine's
+    first: a later process meeting an error that every process meets alike waits up to
+    :data:`_FIRST_GRACE` seconds, as torchrun ends the others once one ends with an error; ended
+    so (the first has said it), it says nothing, else (the first did not meet it) it says it."""
+    if not later_process() or isinstance(error, _PER_PROCESS):
+        return False
+    try:
+        time.sleep(_FIRST_GRACE)
+    except KeyboardInterrupt:  # torchrun's SIGTERM, through the stop handler
+        return True
+    return False
+
+
 @contextmanager
 def stopped_cleanly(written: list[str]) -> Iterator[None]:
     """Ctrl-C or a stop signal inside ends the command with one line saying which files it had
@@ -213,7 +244,7 @@ def stopped_cleanly(written: list[str]) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         more = f" and {len(written) - 3} more" if len(written) > 3 else ""
-        print_error("interrupted: " + (f"wrote {', '.join(written[:3])}{more} before that"
+        print_error(f"{stop_word()}: " + (f"wrote {', '.join(written[:3])}{more} before that"
                                        if written else "nothing written"))
         raise typer.Exit(stopped_status()) from None
 
@@ -225,11 +256,13 @@ def user_errors(hints: Hints | None = None) -> Iterator[None]:
     try:
         yield
     except DRCNError as e:
-        print_error(cli_message(e, hints))
+        if not first_says_it(e):
+            print_error(cli_message(e, hints))
         raise typer.Exit(2) from None
     except OSError as e:
         if e.errno == errno.EPIPE:  # a write to a pipe whose reader went away
             raise ReaderGone from None
         where = f": {e.filename}" if e.filename else ""
-        print_error(f"{reason(e)}{where}")
+        if not first_says_it(e):
+            print_error(f"{reason(e)}{where}")
         raise typer.Exit(2) from None

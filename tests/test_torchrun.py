@@ -259,3 +259,43 @@ def test_gathered_outcomes_are_in_the_batchs_order(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
     names = [o.job.source.name for o in batch.gather_outcomes(parts[0])]
     assert names == ["0.png", "1.png", "2.png", "3.png", "4.png", "6.png"]
+
+
+def _busy_rank(rank: int, port: int, argv: list[str], report: Path) -> None:
+    """:func:`_plain_rank` with torch's wait for a collective cut to 3 s, and one process busy
+    6 s more than the others (hours, in a real job): rank 0 at each validation of a training,
+    rank 1 at each of its files of an upscale."""
+    from datetime import timedelta
+
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timedelta(seconds=3)
+    if rank == 0:
+        validate = Trainer._validate
+        Trainer._validate = lambda self: time.sleep(6) or validate(self)
+    else:
+        run_job = batch.run_job
+        batch.run_job = lambda *a, **k: time.sleep(6) or run_job(*a, **k)
+    _plain_rank(rank, port, argv, report)
+
+
+@pytest.mark.slow  # two processes starting torch: 15-25 s on a busy 2-core machine
+def test_the_others_wait_for_rank_0s_validation(t12: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "run", tmp_path / "rank"
+    codes = _two_ranks(_busy_rank, _tiny_train(t12, out, "--steps", "4", "--val-every", "2"),
+                       report)
+    text = Path(f"{report}0").read_text()
+    assert codes == [0, 0] and "wrote" in text, text
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.slow  # two processes starting torch: 15-25 s on a busy 2-core machine
+def test_an_upscale_waits_for_a_slower_share(tmp_path: Path, tiny_model_file: str) -> None:
+    photos, report = tmp_path / "photos", tmp_path / "rank"
+    photos.mkdir()
+    for i in range(2):
+        Image.open(DATA / "Set5" / "head.png").crop((0, 0, 16, 16)).save(photos / f"{i}.png")
+    codes = _two_ranks(_busy_rank, ["upscale", str(photos), "-o", str(tmp_path / "up"),
+                                          "--model", tiny_model_file, "--device", "cpu"], report)
+    text = Path(f"{report}0").read_text()
+    assert codes == [0, 0] and "2 done, 0 skipped, 0 failed" in text, text

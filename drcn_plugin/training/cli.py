@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+import signal
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -21,10 +22,11 @@ from ..errors import (
     OutputExistsError,
 )
 from ..scales import exact_text
-from ..stops import stopped_status, take_stops
+from ..stops import stop_word, stopped_status, take_stops
 from ..terminal import (
     OVERWRITE_HINT,
     console,
+    later_process,
     path_value,
     print_error,
     print_plain,
@@ -110,9 +112,11 @@ def train_cmd(
     try:  # from here (the trainer's imports take seconds) an interrupt is one line
         _train(ctx, resume, overwrite, options)
     except KeyboardInterrupt:
-        print_error("interrupted: " + ("--resume continues from the last checkpoint"
-                                       if resume_point(out) is not None else
-                                       "no checkpoint was written yet"))
+        if not (later_process() and stopped_status() == 128 + signal.SIGINT):  # Ctrl-C reaches
+            # every process of a torchrun job: the first says it; a SIGTERM may be this one's
+            print_error(f"{stop_word()}: " + ("--resume continues from the last checkpoint"
+                                              if resume_point(out) is not None else
+                                              "no checkpoint was written yet"))
         raise typer.Exit(stopped_status()) from None
 
 
