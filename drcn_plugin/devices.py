@@ -205,8 +205,9 @@ def _env_int(name: str, default: str) -> int:
 # How long a gloo process waits in a collective for one that is alive but busy: rank 0
 # validating a large set while the others wait for the next step, or the last share of an
 # upscale's files, which can end hours after the first. A gloo process notices one that ends at
-# once (its connection closes), and torchrun ends the job when one of its processes ends.
-BUSY_PEER_WAIT = timedelta(days=7)
+# once (its connection closes), and torchrun ends the job when one of its processes ends; a day
+# bounds the wait on one that hangs.
+BUSY_PEER_WAIT = timedelta(days=1)
 
 
 def join_torchrun(device: str = "auto", backend: str | None = None) -> tuple[Dist, torch.device]:
