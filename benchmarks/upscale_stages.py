@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 # (label, file, function, (file, function) of sub-stages whose time is subtracted)
 STAGES = (
@@ -106,8 +107,6 @@ def main() -> None:
             argv = [str(f), "--scale", scale, "-o", str(out_dir), "--overwrite",
                     "--format", a.format, *model]
             runs = [run(argv) for _ in range(a.repeat)]
-            from PIL import Image
-
             out = next(p for p in out_dir.iterdir() if p.stem.startswith(f.stem))
             with Image.open(out) as im:
                 mpx = im.size[0] * im.size[1] / 1e6
@@ -123,6 +122,7 @@ def main() -> None:
             rest = total - sum(t for k, t in best.items() if k != "job total")
             print(f"| {'(other)':44s} {1e3 * rest / mpx:9.1f} ms/Mpx {100 * rest / total:6.1f}%")
             out.unlink()
+    out_dir.rmdir()
 
 
 if __name__ == "__main__":
