@@ -9,10 +9,13 @@ timed alone). ``--table`` adds per-model rows (bare model on a whole Y plane, ti
 256 px, RGB pipeline); ``--readme`` writes them into README.md between the ``<!-- bench:DEVICE -->``
 markers; ``--photo`` also upscales a 12 MP photo x2 and reports peak RAM. ``--plot FILE.png``
 instead sweeps the tile size on a Y plane and draws output Mpx/s against it ([plot] extra).
+``--sweep`` sets the summary's fixed tiles; ``--cpu-time`` times it by CPU time, for a CPU shared
+with other work (with ``--threads 1``, as one core's work).
 
     python benchmarks/bench_engine.py
     python benchmarks/bench_engine.py --device cuda --table --json bench_gpu.json
     python benchmarks/bench_engine.py --models drcn-lite --plot docs/tile-speed-cpu.png
+    python benchmarks/bench_engine.py --threads 1 --cpu-time --sweep 128 192 256 384 512 768
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ class PeakMemory:
 
 
 SWEEP = (128, 256, 400, 512, 768)
+# What best_time reads: wall time, or with --cpu-time the process's CPU time (on a CPU shared
+# with other work, the time this process's threads ran, whatever else ran beside them)
+clock = time.perf_counter
 
 
 def best_time(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
@@ -81,11 +87,11 @@ def best_time(fn: Callable[[], object], device: torch.device, repeat: int) -> fl
     for _ in range(repeat):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -155,7 +161,7 @@ def tile_sweep(model: str, device: str, precision: str, side: int, tiles: list[i
             "default_mpx_s": mpx / timed(lambda: up.run_y(y), up.device, repeat)[0]}
 
 
-def default_vs_fixed(device: str, repeat: int) -> dict:
+def default_vs_fixed(device: str, repeat: int, sweep: tuple[int, ...] = SWEEP) -> dict:
     """The summary: default plan vs fixed tiles vs untiled, halo share, RGB pipeline, and the work
     done against the machine's limit."""
     img = (np.random.default_rng(0).random((600, 800, 3)) * 255).astype(np.uint8)
@@ -178,7 +184,7 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
     res["default_gflop_s"] = res["default"] * res["mflop_per_px"] * 1e3  # Mpx/s x MFLOP/px
     res["conv_limit_gflop_s"] = conv_limit(up)
     print(f"default ({res['default_plan']['core']} cores): {res['default']:.3f} Mpx/s", flush=True)
-    for tile in SWEEP:
+    for tile in sweep:
         fixed = Upscaler("drcn-lite", device=device, precision=short, tile=tile)
         res["tiles"][tile] = mpx / best_time(lambda f=fixed: f.upscale(img, 2), up.device, repeat)
         print(f"--tile {tile}: {res['tiles'][tile]:.3f} Mpx/s", flush=True)
@@ -211,12 +217,13 @@ def default_vs_fixed(device: str, repeat: int) -> dict:
 
 def sweep_text(r: dict, where: str) -> str:
     """The README's summary of :func:`default_vs_fixed`'s result ``r``, measured on ``where``."""
-    tiles = " | ".join(f"{r['tiles'][t]:.3f}" for t in SWEEP)
+    sweep = list(r["tiles"])
+    tiles = " | ".join(f"{r['tiles'][t]:.3f}" for t in sweep)
     return "\n".join([
         f"drcn-lite, 800x600 RGB x2 -> 1600x1200, {r['precision']}, on {where}, "
         f"torch {torch.__version__}. Output Mpx/s:", "",
-        "| default | " + " | ".join(f"--tile {t}" for t in SWEEP) + " | untiled network "
-        "| fp32 eager, whole plane |", "|---" * (len(SWEEP) + 3) + "|",
+        "| default | " + " | ".join(f"--tile {t}" for t in sweep) + " | untiled network "
+        "| fp32 eager, whole plane |", "|---" * (len(sweep) + 3) + "|",
         f"| **{r['default']:.3f}** | {tiles} | {r['untiled']:.3f} | {r['fp32_eager']:.3f} |", "",
         f"Default plan: {r['default_plan']['core']} px cores, batch {r['default_plan']['batch']}, "
         f"halo {100 * r['default_plan']['halo_share']:.0f}% of the computed pixels. Colour "
@@ -300,6 +307,12 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="instead of the table, sweep --tiles and draw "
                     "output Mpx/s against the tile size into this PNG")
     ap.add_argument("--tiles", nargs="+", type=int, default=[64, 96, 128, 192, 256, 384])
+    ap.add_argument("--sweep", nargs="+", type=int, default=list(SWEEP),
+                    help="the fixed tiles the summary compares the default plan with")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    ap.add_argument("--cpu-time", action="store_true", help="time the summary by the process's "
+                    "CPU time, not wall time (CPU only: other work on the machine then counts "
+                    "less)")
     ap.add_argument("--side", type=int, default=0,
                     help="plane side of the sweep (default: 512, F=256 models 384; GPUs 2048)")
     args = ap.parse_args()
@@ -312,7 +325,11 @@ def main() -> None:
     if not args.cached_plan:
         os.environ[tuning.CACHE_ENV] = tempfile.mkdtemp(prefix="drcn-bench-plans-")
     print(f"tile plans cached in {tuning.cache_path()}", flush=True)
-    sweep = default_vs_fixed(args.device, args.repeat)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.cpu_time:
+        global clock
+        clock = time.process_time
+    sweep = default_vs_fixed(args.device, args.repeat, tuple(args.sweep))
     rows = []
     for model in args.models if args.table or args.readme else []:
         for precision in precisions:

@@ -53,14 +53,16 @@ def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float,
     """Resize one dimension to ``out_len``, computing only the outputs in ``part``."""
     idx, w = _contributions(x.shape[dim], out_len, scale, x.device, x.dtype)
     idx, w = idx[part], w[part]
-    x = x.movedim(dim, -1)
+    # The resized dimension second to last, in memory too: each tap then copies whole rows,
+    # several times faster than gathering samples along the last dimension, with the same sums.
+    x = x.movedim(dim, -2).contiguous()
     # Taps weigh differences from the nearest source pixel, which the weights summing to one
     # makes the same sum, and a constant (an opaque alpha, a neutral chroma) stays exact.
-    base = x[..., idx.gather(1, w.argmax(1, keepdim=True))[:, 0]]
+    base = x.index_select(-2, idx.gather(1, w.argmax(1, keepdim=True))[:, 0])
     out = base.clone()
     for t in range(idx.shape[1]):  # one tap at a time keeps memory at one output's size
-        out.add_(x[..., idx[:, t]].sub_(base).mul_(w[:, t]))
-    return out.movedim(-1, dim)
+        out.add_(x.index_select(-2, idx[:, t]).sub_(base).mul_(w[:, t, None]))
+    return out.movedim(-2, dim).contiguous()  # contiguous: its rows in memory order
 
 
 def imresize(x: torch.Tensor, scale: float | None = None,
