@@ -26,7 +26,9 @@ from .colourspace import read_colour_chunks
 from .compositing import (
     bare_gif_screen,
     behind_default_image,
+    clipped_screen,
     first_animation_frame,
+    shown_size,
     with_bare_screen,
 )
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
@@ -163,7 +165,7 @@ def upright_size(im: Image.Image) -> tuple[int, int]:
     XMP Pillow falls back to) says. Pillow opens a TIFF at the size its Orientation tag turns it
     to, and one turned by XMP alone at its stored size; a PNG's orientation is read only from
     EXIF before its pixels (Pillow's getexif() decodes otherwise)."""
-    w, h = im.size
+    w, h = shown_size(im)
     if im.format == "PNG" and "exif" not in im.info:
         return h, w
     turned_on_opening = im.format == "TIFF" and im.tag_v2.get(ORIENTATION) in (5, 6, 7, 8)
@@ -291,6 +293,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         bare = bare_gif_screen(im)  # from the tiles too
+        screen = clipped_screen(im)  # likewise
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         pillows = orientation(im, xmp=False)  # the one Pillow turns by, and resets, in load()
         white, signed = white_is_zero(im), signed_bytes(im)
@@ -341,6 +344,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             im = held_at_8_bits(im, stored, info.notes)
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
             deep = transpose16(deep, TRANSPOSE[turn])
+        if screen is not None:
+            im = im.crop((0, 0, *screen))
         if bare is not None:
             im = with_bare_screen(im, bare)
         if deep is None and behind_default_image(im):  # the still a browser shows

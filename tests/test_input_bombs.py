@@ -1,0 +1,87 @@
+"""Small files that claim far more than they hold: each costs what a viewer shows of it, or is
+refused in one line, fast, with nothing written; never minutes or gigabytes in silence."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import upscale
+from PIL import Image
+
+from drcn_plugin.headercheck import read_header
+from drcn_plugin.imagefile import read_image
+
+pytestmark = pytest.mark.usefixtures("wide_console")
+_PALETTE = bytes([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])  # black, red, green, blue
+
+
+def _image_data(w: int, h: int, index: int) -> bytes:
+    """The LZW code size and sub-blocks of a ``w x h`` GIF image of palette ``index``: 3-bit
+    codes, a clear code before every two pixels (the code table never grows)."""
+    codes = [4, index, index] * (w * h // 2) + [4, index] * (w * h % 2) + [5]
+    bits = sum(code << 3 * k for k, code in enumerate(codes))
+    packed = bits.to_bytes((3 * len(codes) + 7) // 8, "little")
+    blocks = b"".join(bytes([len(packed[k:k + 255])]) + packed[k:k + 255]
+                      for k in range(0, len(packed), 255))
+    return b"\x02" + blocks + b"\0"
+
+
+def gif(screen: tuple[int, int], frames: list[tuple[int, int, int, int, int]]) -> bytes:
+    """A looping GIF of a ``screen`` (width, height) and ``frames`` (x, y, width, height and
+    palette index of each), 100 ms each."""
+    out = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x81, 0, 0) + _PALETTE \
+        + b"\x21\xff\x0bNETSCAPE2.0\x03\x01\0\0\0"
+    for x, y, w, h, index in frames:
+        out += b"\x21\xf9\x04\x00\x0a\x00\x00\x00" + b"\x2c" + struct.pack("<4HB", x, y, w, h, 0) \
+            + _image_data(w, h, index)
+    return out + b"\x3b"
+
+
+def test_a_gif_frame_off_its_screen_is_clipped_as_browsers_show_it(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A 17x24 GIF whose first frame lies at y = 65511 came back 34x131070 (Pillow grows its
+    canvas to hold the frame) after a minute (here at y = 1000, 34x2048): browsers clip frames
+    to the logical screen, and so does drcn: a bare screen, then the red second frame."""
+    source = tmp_path / "far.gif"
+    source.write_bytes(gif((17, 24), [(0, 1000, 17, 24, 2), (0, 0, 17, 24, 1)]))
+    r = upscale(str(source), "-o", str(tmp_path / "out.png"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "2 frames upscaled" in r.output, r.output
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.size, out.n_frames) == ((34, 48), 2)
+        assert np.asarray(out.convert("RGBA"))[..., 3].max() == 0
+        out.seek(1)
+        second = np.asarray(out.convert("RGBA"))
+    Image.new("RGBA", (17, 24), (255, 0, 0, 255)).save(tmp_path / "red.png")  # as a still
+    r = upscale(str(tmp_path / "red.png"), "-o", str(tmp_path / "want.png"), "--model",
+                tiny_model_file)
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(second, np.asarray(Image.open(tmp_path / "want.png")))
+
+
+def test_a_gif_first_frame_off_its_screen_leaves_it_transparent(tmp_path: Path) -> None:
+    """A first frame wholly below the screen is read (and sized from the header) as the bare
+    17x24 screen a browser shows: transparent, not a 17x65535 strip."""
+    source = tmp_path / "far.gif"
+    source.write_bytes(gif((17, 24), [(0, 65511, 17, 24, 1)]))
+    header = read_header(source)
+    assert header is not None and header.size == (24, 17)
+    array, _ = read_image(source)
+    assert array.shape[:2] == (24, 17) and array[..., -1].max() == 0
+
+
+def test_later_gif_frames_off_the_screen_cost_only_the_screen(
+        tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames of one pixel at (19999, 19999) grew Pillow's canvas to 400 million pixels, which
+    it decoded each frame on: a 176-byte file took 31 s and 3.8 GB. Under a pixel limit of 1000
+    (Pillow refuses 2000) it is upscaled: nothing is decoded past the screen."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    source = tmp_path / "mid.gif"
+    source.write_bytes(gif((17, 24), [(0, 0, 17, 24, 3)] + [(19999, 19999, 1, 1, 1)] * 3))
+    r = upscale(str(source), "-o", str(tmp_path / "out.png"), "--model", tiny_model_file)
+    assert r.exit_code == 0 and "4 frames upscaled" in r.output, r.output
+    monkeypatch.undo()  # the result's 1632 pixels are the test's to open
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.size, out.n_frames, out.info["duration"]) == ((34, 48), 4, 100)
