@@ -44,7 +44,7 @@ from .errors import (
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
 from .iptc import tiff_iptc
-from .jpegparts import damage_note, extra_images, extra_images_note
+from .jpegparts import damage_note, extra_images, extra_images_note, require_whole_jpeg
 from .metadata import (
     IPTC,
     ORIENTATION,
@@ -381,10 +381,12 @@ def frame_count(path: Path, im: Image.Image) -> int:
 
 def refuse_from_header(im: Image.Image) -> None:
     """Refuse, before its pixels are decoded, what the opened ``im``'s header alone condemns: a
-    decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips fall short."""
+    decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips or a JPEG
+    whose coded data fall short."""
     _check_decode_memory(im)
     refuse_preview(im)
     require_whole_tiff(im)
+    require_whole_jpeg(im)
 
 
 def _check_decode_memory(im: Image.Image) -> None:

@@ -3,6 +3,7 @@ refused in one line, fast, with nothing written; never minutes or gigabytes in s
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
+from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.headercheck import read_header
 from drcn_plugin.imagefile import read_image
 
@@ -85,3 +87,25 @@ def test_later_gif_frames_off_the_screen_cost_only_the_screen(
     monkeypatch.undo()  # the result's 1632 pixels are the test's to open
     with Image.open(tmp_path / "out.png") as out:
         assert (out.size, out.n_frames, out.info["duration"]) == ((34, 48), 4, 100)
+
+
+def test_a_jpeg_declaring_far_more_pixels_than_its_data_holds_is_refused(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """A 16x16 JPEG whose frame header is made to say 2000x2000 decoded without a word as the
+    16x16 corner and grey (libjpeg fills in what its data lacks), then took minutes to upscale
+    to 4000x4000: one line says why, and nothing is written."""
+    f = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(f, "JPEG")
+    data = bytearray(f.getvalue())
+    at = data.index(b"\xff\xc0")  # SOF0: length, precision, then height and width
+    data[at + 5:at + 9] = struct.pack(">2H", 2000, 2000)
+    source = tmp_path / "grey.jpg"
+    source.write_bytes(bytes(data))
+    with pytest.raises(DamagedImageError) as caught:
+        read_image(source)
+    assert str(caught.value).startswith(f"{source}: damaged JPEG: its coded data ends early (")
+    assert str(caught.value).endswith(" bytes, where its 2000x2000 pixels need at least 23438; "
+                                      "the rest would be grey)")
+    r = upscale(str(source), "-o", str(tmp_path / "out.png"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "damaged JPEG: its coded data ends early" in r.output, r.output
+    assert not (tmp_path / "out.png").exists()
