@@ -162,8 +162,15 @@ def gif_frames(f: BinaryIO) -> list[_GifFrame]:
     return frames
 
 
-def _gif_rectangle(frame: _GifFrame) -> Image.Image:
-    """A GIF image's own pixels, RGBA: Pillow decodes a one-image GIF of them."""
+def _on(box: Box, size: tuple[int, int]) -> Box:
+    """The part of ``box`` on a canvas of ``size`` (empty where it lies past it)."""
+    x0, y0 = min(box[0], size[0]), min(box[1], size[1])
+    return x0, y0, max(x0, min(box[2], size[0])), max(y0, min(box[3], size[1]))
+
+
+def _gif_rectangle(frame: _GifFrame, shown: Box) -> Image.Image:
+    """The part ``shown`` (on the screen) of a GIF image's own pixels, RGBA: Pillow decodes a
+    one-image GIF of them."""
     x0, y0, x1, y1 = frame.box
     palette = frame.palette or bytes(i // 3 for i in range(768))  # none: grey levels
     bits = max(1, (len(palette) // 3 - 1).bit_length())
@@ -175,7 +182,8 @@ def _gif_rectangle(frame: _GifFrame) -> Image.Image:
                                                        0x40 if frame.interlaced else 0)
            + frame.data + b"\x3b")
     with Image.open(io.BytesIO(one)) as im:
-        return im.convert("RGBA")
+        return im.crop((shown[0] - x0, shown[1] - y0, shown[2] - x0, shown[3] - y0)) \
+            .convert("RGBA")
 
 
 class GifCanvas(_Canvas):
@@ -205,11 +213,14 @@ class GifCanvas(_Canvas):
 
     def _draw(self, k: int) -> str:
         """Image ``k`` drawn (its transparent pixels leave the canvas) after the last one's
-        disposal: 2 clears its rectangle to transparent, 3 puts back what it covered."""
+        disposal: 2 clears its rectangle to transparent, 3 puts back what it covered. Only its
+        part on the screen is kept (what it covers of a 16x16 screen, not a copy of 20000x20000
+        pixels to put back)."""
         frame = self.frames[k]
-        self._dispose(frame.box, frame.disposal == 2, frame.disposal == 3)
-        rectangle = _gif_rectangle(frame)
-        self.canvas.paste(rectangle, frame.box[:2], rectangle)
+        shown = _on(frame.box, self.canvas.size)
+        self._dispose(shown, frame.disposal == 2, frame.disposal == 3)
+        rectangle = _gif_rectangle(frame, shown)
+        self.canvas.paste(rectangle, shown[:2], rectangle)
         return ""
 
 

@@ -4,7 +4,10 @@ refused in one line, fast, with nothing written; never minutes or gigabytes in s
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from drcn_plugin.headercheck import read_header
 from drcn_plugin.imagefile import read_image
 
 pytestmark = pytest.mark.usefixtures("wide_console")
+ROOT = Path(__file__).resolve().parent.parent
 _PALETTE = bytes([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])  # black, red, green, blue
 
 
@@ -109,3 +113,26 @@ def test_a_jpeg_declaring_far_more_pixels_than_its_data_holds_is_refused(
     r = upscale(str(source), "-o", str(tmp_path / "out.png"), "--model", tiny_model_file)
     assert r.exit_code == 1 and "damaged JPEG: its coded data ends early" in r.output, r.output
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_gif_frame_larger_than_its_screen_costs_only_the_screen(tmp_path: Path) -> None:
+    """A 16x16 GIF whose second frame declares 20000x20000 pixels and is disposed of by putting
+    back what it covers: 1.8 GB went to a copy of the canvas under all of it before its data was
+    found short. Only its part on the screen is kept: the frame is refused as damaged, the peak
+    memory of the process that draws it half a copy's (1.6 GB) or less."""
+    data = bytearray(gif((16, 16), [(0, 0, 16, 16, 1), (0, 0, 1, 1, 2), (0, 0, 16, 16, 3)]))
+    at = data.index(b"\x2c" + struct.pack("<4H", 0, 0, 1, 1))
+    data[at + 5:at + 9] = struct.pack("<2H", 20000, 20000)
+    data[data.rindex(b"\x21\xf9\x04", 0, at) + 3] = 3 << 2  # disposal 3: put back what it covers
+    source = tmp_path / "big.gif"
+    source.write_bytes(bytes(data))
+    draw = ("import resource, sys\nfrom PIL import Image\nfrom drcn_plugin.compositing import "
+            "GifCanvas\nImage.MAX_IMAGE_PIXELS = 10**9  # as the CLI sets it on 32 GB\n"
+            "f = open(sys.argv[1], 'rb')\ncanvas = GifCanvas(Image.open(f), f)\n"
+            "canvas.frame(0)\ntry:\n    canvas.frame(1)\nexcept OSError as e:\n    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    done = subprocess.run([sys.executable, "-c", draw, str(source)], capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    said, peak_kb = done.stdout.splitlines()
+    assert said.startswith("image file is truncated"), done.stdout
+    assert int(peak_kb) < 800_000, done.stdout  # 1_601_504 before; 264_604 now
