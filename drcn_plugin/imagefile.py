@@ -391,10 +391,15 @@ def refuse_from_header(im: Image.Image) -> None:
 
 def _check_decode_memory(im: Image.Image) -> None:
     """Refuse, from the header, an image whose decoding cannot fit in the memory available (a
-    small file may claim any size), by what the path that will decode it takes."""
+    small file may claim any size), by what the path that will decode it takes: a GIF clipped to
+    its screen (:func:`.clipped_screen`), Pillow's grown canvas at a palette byte a pixel."""
     w, h = im.size
-    need = decode_bytes(im, orientation(im) != 1) if isinstance(im, StandIn) else \
-        w * h * DECODE_BYTES_PER_PIXEL
+    if isinstance(im, StandIn):
+        need = decode_bytes(im, orientation(im) != 1)
+    elif (screen := clipped_screen(im)) is not None:
+        need = w * h + screen[0] * screen[1] * DECODE_BYTES_PER_PIXEL
+    else:
+        need = w * h * DECODE_BYTES_PER_PIXEL
     avail = devices.host_available_memory()
     if need > avail:
         raise OutOfMemoryError(f"a {w}x{h} image needs about {need / 2**30:.1f} GiB of memory "

@@ -15,6 +15,7 @@ import pytest
 from helpers import upscale
 from PIL import Image
 
+from drcn_plugin import devices
 from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.headercheck import read_header
 from drcn_plugin.imagefile import read_image
@@ -136,3 +137,15 @@ def test_a_gif_frame_larger_than_its_screen_costs_only_the_screen(tmp_path: Path
     said, peak_kb = done.stdout.splitlines()
     assert said.startswith("image file is truncated"), done.stdout
     assert int(peak_kb) < 800_000, done.stdout  # 1_601_504 before; 264_604 now
+
+
+def test_a_gif_clipped_to_its_screen_is_not_refused_for_pillows_grown_canvas(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 17x24 GIF whose one frame lies at (4999, 4999) grows Pillow's canvas to 5000x5000
+    palette bytes (25 MB): with 100 MB free it was refused as needing 0.7 GiB (32 bytes a pixel
+    of that canvas); it reads as the bare screen."""
+    monkeypatch.setattr(devices, "host_available_memory", lambda: 100 << 20)
+    source = tmp_path / "corner.gif"
+    source.write_bytes(gif((17, 24), [(4999, 4999, 1, 1, 1)]))
+    array, _ = read_image(source)
+    assert array.shape[:2] == (24, 17) and array[..., -1].max() == 0
