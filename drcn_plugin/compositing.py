@@ -5,8 +5,9 @@ half-transparent and lets a palette frame's half-transparent pixels replace what
 and it disposes a frame of an RGB or grey APNG to opaque black. For a GIF, whose canvas starts
 transparent, Pillow clears a frame disposed "to background" to its opaque background colour
 when the frame has no transparent index, fills what the first frame does not cover with
-palette colour 0, and takes a frame that states no disposal as disposing like the one before.
-Pillow decodes each frame's rectangle; the canvas is kept here, in 8-bit RGBA."""
+palette colour 0, takes a frame that states no disposal as disposing like the one before, and
+grows its canvas to hold a frame placed past the logical screen, where browsers clip it to the
+screen. Each GIF frame's rectangle is decoded alone; the canvas is kept here, in 8-bit RGBA."""
 
 from __future__ import annotations
 
