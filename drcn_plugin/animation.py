@@ -23,7 +23,7 @@ from PIL import Image
 
 from .av1header import avif_plays, avif_with_plays
 from .colourspace import png_chunk
-from .compositing import Canvas, frame_canvas, pillow_frame
+from .compositing import Canvas, frame_canvas, pillow_frame, shown_size
 from .engine import ProgressFn
 from .errors import BadImageError, DamagedImageError, counted
 from .imagefile import ImageInfo, decoding, first_frame_only
@@ -223,25 +223,27 @@ def _with_digest(path: Path, state: FileState | None) -> FileState | None:
 
 
 @contextmanager
-def _opened(path: Path, state: FileState | None) -> Iterator[tuple[Image.Image, Canvas | None]]:
+def _opened(path: Path, state: FileState | None
+            ) -> Iterator[tuple[Image.Image, Canvas | None, tuple[int, int]]]:
     """``path`` open in Pillow, the file first read in ``state`` (:func:`.opening.reopen`), with
-    the canvas its frames are drawn on where Pillow's is not a viewer's; only opening is read as
-    the file's fault (one line naming it)."""
+    the canvas its frames are drawn on where Pillow's is not a viewer's and the size a viewer
+    shows them at (:func:`.shown_size`); only opening is read as the file's fault (one line
+    naming it)."""
     with decoding(path):
         raw = reopen(path, state)
     with raw:
         with decoding(path):
             im = open_image(f := without_damaged_chunks(raw, []))
-            canvas = frame_canvas(im, f)
+            canvas, size = frame_canvas(im, f), shown_size(im)
         with im:
-            yield im, canvas
+            yield im, canvas, size
 
 
 def _frame(path: Path, im: Image.Image, k: int, size: tuple[int, int],
            canvas: Canvas | None) -> np.ndarray:
     """Frame ``k`` of the open animation ``im`` as an engine array, as a viewer shows it (drawn
-    on ``canvas`` where there is one): in the first frame's ``size`` (a GIF frame reaching past it
-    grows Pillow's canvas, which the result's frames would be squeezed from), the orientation
+    on ``canvas`` where there is one): in the ``size`` a viewer shows (a GIF frame reaching past
+    it grows Pillow's canvas, which the result's frames would be squeezed from), the orientation
     its EXIF states applied."""
     with decoding(path), caught_warnings():
         warnings.simplefilter("ignore")  # the file's warnings are the first frame's notes
@@ -256,14 +258,15 @@ def _survey(path: Path, state: FileState | None) -> _Frames:
     """Every frame decoded once, before any upscaling: their durations, the number of plays, the
     channels that hold them all; a damaged frame is refused now."""
     durations, grey, alpha = [], True, False
-    with _opened(path, state) as (im, canvas):
+    with _opened(path, state) as (im, canvas, size):
         start = int(bool(im.info.get("default_image")))
-        size, count = im.size, pillow_frames(path, im)  # the first frame's size
+        count = pillow_frames(path, im)
         for k in range(count):
             array = _numbered_frame(path, im, k, count, size, canvas)
             if k < start:
                 continue
-            durations.append(round(im.info.get("duration", 0)))
+            durations.append(round(im.info.get("duration", 0) if canvas is None else
+                                   canvas.duration(k)))
             channels = array.shape[2] if array.ndim == 3 else 1
             grey, alpha = grey and channels <= 2, alpha or channels in (2, 4)
         plays = _plays(path, state, im)  # last: a GIF's loop extension may follow frame 0
@@ -302,8 +305,7 @@ def _arrays(path: Path, state: FileState | None, first: np.ndarray,
     needed from the file read in ``state`` (a canvas draws frame 0 again, under frame 1)."""
     if frames.start == 0:
         yield _in_channels(first, frames.channels)
-    with _opened(path, state) as (im, canvas):
-        size = im.size  # the first frame's
+    with _opened(path, state) as (im, canvas, size):
         for k in range(1, frames.start + len(frames.durations)):  # as counted in the survey
             yield _in_channels(_frame(path, im, k, size, canvas), frames.channels)
 

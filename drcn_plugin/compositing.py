@@ -5,8 +5,9 @@ half-transparent and lets a palette frame's half-transparent pixels replace what
 and it disposes a frame of an RGB or grey APNG to opaque black. For a GIF, whose canvas starts
 transparent, Pillow clears a frame disposed "to background" to its opaque background colour
 when the frame has no transparent index, fills what the first frame does not cover with
-palette colour 0, and takes a frame that states no disposal as disposing like the one before.
-Pillow decodes each frame's rectangle; the canvas is kept here, in 8-bit RGBA."""
+palette colour 0, takes a frame that states no disposal as disposing like the one before, and
+grows its canvas to hold a frame placed past the logical screen, where browsers clip it to the
+screen. Each GIF frame's rectangle is decoded alone; the canvas is kept here, in 8-bit RGBA."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ Box = tuple[int, int, int, int]
 
 
 class _Canvas:
-    """A canvas of ``im``'s size, transparent at first, the frame drawn last (``done``) and how
-    it is undone; shown grey where ``grey``, with an alpha where ``alpha`` or it shows through."""
+    """A canvas of ``im``'s shown size (:func:`shown_size`), transparent at first, the frame drawn
+    last (``done``) and how it is undone; shown grey where ``grey``, with an alpha where
+    ``alpha`` or it shows through."""
 
     def __init__(self, im: Image.Image, grey: bool = False, alpha: bool = False) -> None:
         self.im, self.grey, self.alpha = im, grey, alpha
-        self.canvas = Image.new("RGBA", im.size, (0, 0, 0, 0))
+        self.canvas = Image.new("RGBA", shown_size(im), (0, 0, 0, 0))
         self.done = -1
         self.undo: tuple[Box, Image.Image | None] | None = None
 
@@ -60,6 +62,10 @@ class _Canvas:
     def _draw(self, k: int) -> str:
         """Frame ``k`` drawn on the canvas after the last one's disposal; its stored mode."""
         raise NotImplementedError
+
+    def duration(self, k: int) -> float:
+        """How long (ms) frame ``k``, the last asked for, shows."""
+        return self.im.info.get("duration", 0)
 
     def _shown(self) -> Image.Image:
         """The canvas in the file's kind of pixels."""
@@ -107,13 +113,15 @@ class ApngCanvas(_Canvas):
 @dataclass
 class _GifFrame:
     """One image of a GIF as its blocks state it: its rectangle, the palette it is drawn with
-    (local, else the global one), its transparent index and disposal, and its image data
-    (the LZW code size and sub-blocks, as stored)."""
+    (local, else the global one), its transparent index, disposal and duration (ms, 0 where no
+    graphic control states one, as Pillow reads it), and its image data (the LZW code size and
+    sub-blocks, as stored)."""
 
     box: Box
     palette: bytes
     transparent: int | None
     disposal: int
+    duration: int
     interlaced: bool
     data: bytes
 
@@ -134,28 +142,36 @@ def gif_frames(f: BinaryIO) -> list[_GifFrame]:
     try:
         _, _, packed, _, _ = struct.unpack("<HHBBB", f.read(7))
         table = f.read(3 << ((packed & 7) + 1)) if packed & 0x80 else b""
-        transparent, disposal = None, 0
+        transparent, disposal, duration = None, 0, 0
         while (kind := f.read(1)) not in (b"", b"\x3b"):
             if kind == b"\x21":
                 label, body = f.read(1), _sub_blocks(f)
                 if label == b"\xf9" and len(body) >= 5:  # graphic control: for the next image
                     flags, disposal = body[1], body[1] >> 2 & 7
                     transparent = body[4] if flags & 1 else None
+                    duration = 10 * int.from_bytes(body[2:4], "little")
             elif kind == b"\x2c":
                 x, y, w, h, flags = struct.unpack("<HHHHB", f.read(9))
                 local = f.read(3 << ((flags & 7) + 1)) if flags & 0x80 else b""
                 data = f.read(1) + _sub_blocks(f)
                 frames.append(_GifFrame((x, y, x + w, y + h), local or table, transparent,
-                                        disposal, bool(flags & 0x40), data))
-                transparent, disposal = None, 0
+                                        disposal, duration, bool(flags & 0x40), data))
+                transparent, disposal, duration = None, 0, 0
             # any other byte is skipped, as Pillow skips it: the frames are those it counts
     except struct.error:  # cut short in a header
         pass
     return frames
 
 
-def _gif_rectangle(frame: _GifFrame) -> Image.Image:
-    """A GIF image's own pixels, RGBA: Pillow decodes a one-image GIF of them."""
+def _on(box: Box, size: tuple[int, int]) -> Box:
+    """The part of ``box`` on a canvas of ``size`` (empty where it lies past it)."""
+    x0, y0 = min(box[0], size[0]), min(box[1], size[1])
+    return x0, y0, max(x0, min(box[2], size[0])), max(y0, min(box[3], size[1]))
+
+
+def _gif_rectangle(frame: _GifFrame, shown: Box) -> Image.Image:
+    """The part ``shown`` (on the screen) of a GIF image's own pixels, RGBA: Pillow decodes a
+    one-image GIF of them."""
     x0, y0, x1, y1 = frame.box
     palette = frame.palette or bytes(i // 3 for i in range(768))  # none: grey levels
     bits = max(1, (len(palette) // 3 - 1).bit_length())
@@ -167,7 +183,8 @@ def _gif_rectangle(frame: _GifFrame) -> Image.Image:
                                                        0x40 if frame.interlaced else 0)
            + frame.data + b"\x3b")
     with Image.open(io.BytesIO(one)) as im:
-        return im.convert("RGBA")
+        return im.crop((shown[0] - x0, shown[1] - y0, shown[2] - x0, shown[3] - y0)) \
+            .convert("RGBA")
 
 
 class GifCanvas(_Canvas):
@@ -183,22 +200,56 @@ class GifCanvas(_Canvas):
 
     def frame(self, k: int) -> tuple[Image.Image, str]:
         """Frame ``k`` as shown (RGB where opaque, else RGBA), and an empty stored mode. Pillow
-        reads it too: its checks (a frame past the pixel limit, damage) and its duration."""
-        self.im.seek(k)
-        self.im.load()
+        does not read it in ``im``: it would grow its canvas to hold a frame placed far outside
+        the screen, and decode every frame on it (a 176-byte GIF took 31 s and 3.8 GB); each
+        frame's own rectangle is decoded alone, with Pillow's checks (its pixel limit, damage)."""
         if k >= len(self.frames):
             raise DamagedImageError(f"GIF image {k + 1} not found")
         self._drawn_to(k)
         return self._shown(), ""
 
+    def duration(self, k: int) -> float:
+        """How long (ms) frame ``k`` shows, as its graphic control states."""
+        return self.frames[k].duration
+
     def _draw(self, k: int) -> str:
         """Image ``k`` drawn (its transparent pixels leave the canvas) after the last one's
-        disposal: 2 clears its rectangle to transparent, 3 puts back what it covered."""
+        disposal: 2 clears its rectangle to transparent, 3 puts back what it covered. Only its
+        part on the screen is kept (what it covers of a 16x16 screen, not a copy of 20000x20000
+        pixels to put back)."""
         frame = self.frames[k]
-        self._dispose(frame.box, frame.disposal == 2, frame.disposal == 3)
-        rectangle = _gif_rectangle(frame)
-        self.canvas.paste(rectangle, frame.box[:2], rectangle)
+        shown = _on(frame.box, self.canvas.size)
+        self._dispose(shown, frame.disposal == 2, frame.disposal == 3)
+        rectangle = _gif_rectangle(frame, shown)
+        self.canvas.paste(rectangle, shown[:2], rectangle)
         return ""
+
+
+def shown_size(im: Image.Image) -> tuple[int, int]:
+    """The (width, height) a viewer shows ``im`` at (opened, not loaded): its
+    :func:`clipped_screen`, else ``im.size``."""
+    return clipped_screen(im) or im.size
+
+
+def clipped_screen(im: Image.Image) -> tuple[int, int] | None:
+    """The logical screen of ``im`` (opened, not loaded) where it is a GIF's that Pillow has
+    grown its size past to hold a frame placed outside it (a 3 KB file with a frame at y = 65535
+    became a 17x65535 image, a minute to upscale, all but a strip transparent); None otherwise,
+    and where the first frame is itself larger than the screen (a broken encoder's 0x0 screen),
+    which browsers then take as the screen. Browsers clip every frame to the screen, and so does
+    drcn, rather than refuse: the file is shown as the viewers that play it show it."""
+    if im.format != "GIF" or im.fp is None or len(im.tile) != 1:
+        return None
+    where = im.fp.tell()
+    try:
+        im.fp.seek(6)
+        screen = struct.unpack("<HH", im.fp.read(4))
+    finally:
+        im.fp.seek(where)  # Pillow's place in the file
+    x0, y0, x1, y1 = im.tile[0].extents
+    if x1 - x0 > screen[0] or y1 - y0 > screen[1] or screen == im.size:
+        return None
+    return min(screen[0], im.width), min(screen[1], im.height)
 
 
 def bare_gif_screen(im: Image.Image) -> Box | None:

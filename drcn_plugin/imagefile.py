@@ -26,7 +26,9 @@ from .colourspace import read_colour_chunks
 from .compositing import (
     bare_gif_screen,
     behind_default_image,
+    clipped_screen,
     first_animation_frame,
+    shown_size,
     with_bare_screen,
 )
 from .compression import file_jpeg_quality, is_lossy, webp_quantizer
@@ -42,7 +44,7 @@ from .errors import (
 from .hevcheader import heif_slice_qp
 from .imaging import image_y
 from .iptc import tiff_iptc
-from .jpegparts import damage_note, extra_images, extra_images_note
+from .jpegparts import damage_note, extra_images, extra_images_note, require_whole_jpeg
 from .metadata import (
     IPTC,
     ORIENTATION,
@@ -163,7 +165,7 @@ def upright_size(im: Image.Image) -> tuple[int, int]:
     XMP Pillow falls back to) says. Pillow opens a TIFF at the size its Orientation tag turns it
     to, and one turned by XMP alone at its stored size; a PNG's orientation is read only from
     EXIF before its pixels (Pillow's getexif() decodes otherwise)."""
-    w, h = im.size
+    w, h = shown_size(im)
     if im.format == "PNG" and "exif" not in im.info:
         return h, w
     turned_on_opening = im.format == "TIFF" and im.tag_v2.get(ORIENTATION) in (5, 6, 7, 8)
@@ -291,6 +293,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         alpha_bmp = bmp_alpha(f, im)
         stored = stored_mode(im)  # first: loading (PNG's getexif loads) clears the tiles
         bare = bare_gif_screen(im)  # from the tiles too
+        screen = clipped_screen(im)  # likewise
         turn = orientation(im)  # read before loading: Pillow turns TIFF pixels upright in load()
         pillows = orientation(im, xmp=False)  # the one Pillow turns by, and resets, in load()
         white, signed = white_is_zero(im), signed_bytes(im)
@@ -341,6 +344,8 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
             im = held_at_8_bits(im, stored, info.notes)
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
             deep = transpose16(deep, TRANSPOSE[turn])
+        if screen is not None:
+            im = im.crop((0, 0, *screen))
         if bare is not None:
             im = with_bare_screen(im, bare)
         if deep is None and behind_default_image(im):  # the still a browser shows
@@ -376,18 +381,25 @@ def frame_count(path: Path, im: Image.Image) -> int:
 
 def refuse_from_header(im: Image.Image) -> None:
     """Refuse, before its pixels are decoded, what the opened ``im``'s header alone condemns: a
-    decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips fall short."""
+    decoding that cannot fit in memory, a camera raw's preview, a TIFF whose strips or a JPEG
+    whose coded data fall short."""
     _check_decode_memory(im)
     refuse_preview(im)
     require_whole_tiff(im)
+    require_whole_jpeg(im)
 
 
 def _check_decode_memory(im: Image.Image) -> None:
     """Refuse, from the header, an image whose decoding cannot fit in the memory available (a
-    small file may claim any size), by what the path that will decode it takes."""
+    small file may claim any size), by what the path that will decode it takes: a GIF clipped to
+    its screen (:func:`.clipped_screen`), Pillow's grown canvas at a palette byte a pixel."""
     w, h = im.size
-    need = decode_bytes(im, orientation(im) != 1) if isinstance(im, StandIn) else \
-        w * h * DECODE_BYTES_PER_PIXEL
+    if isinstance(im, StandIn):
+        need = decode_bytes(im, orientation(im) != 1)
+    elif (screen := clipped_screen(im)) is not None:
+        need = w * h + screen[0] * screen[1] * DECODE_BYTES_PER_PIXEL
+    else:
+        need = w * h * DECODE_BYTES_PER_PIXEL
     avail = devices.host_available_memory()
     if need > avail:
         raise OutOfMemoryError(f"a {w}x{h} image needs about {need / 2**30:.1f} GiB of memory "

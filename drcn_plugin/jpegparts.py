@@ -2,9 +2,9 @@
 DC-007) index: a phone's HDR gain map or depth map, a camera's large previews, a 3D camera's
 second view. Pillow opens such a file as an MPO of several frames; what each extra image is
 comes from its MP type code or, for type "undefined" (gain maps, depth maps), from the XMP of
-the image itself. And damage to a JPEG's data that its restart markers show, which Pillow
-decodes without a word. :func:`marker_segments` is the walk over a JPEG stream's marker segments
-that reading its tables (:mod:`.compression`) shares."""
+the image itself. And damage to a JPEG's data that its restart markers show, or coded data too
+short for its size, which Pillow decodes without a word. :func:`marker_segments` is the walk
+over a JPEG stream's marker segments that reading its tables (:mod:`.compression`) shares."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import BinaryIO
 from PIL import Image
 
 from .colourspace import GAIN_MAP_NOTE
+from .errors import DamagedImageError
 
 GAIN_MAP = "HDR gain map"
 # CIPA DC-007's MP type codes (the low 24 bits of an MP entry's attribute) of images other than
@@ -114,6 +115,9 @@ def extra_images_note(kinds: list[str], notes: list[str]) -> str:
 _MARKER = re.compile(rb"\xff[^\x00\xff]")
 _FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOFn: DHT, JPG and DAC are not
 _RST0, _RST7, _SOS, _DRI, _EOI = 0xD0, 0xD7, 0xDA, 0xDD, 0xD9
+# The least bits a Huffman-coded block takes in a scan from coefficient 0, by frame (SOFn): a
+# DC code and an AC one (at least EOB) in a sequential scan, a DC code in a progressive one
+_LEAST_BITS = {0xC0: 2, 0xC1: 2, 0xC2: 1}
 
 
 def marker_segments(data: bytes, pos: int = 0) -> Iterator[tuple[int, bytes, int]]:
@@ -143,9 +147,7 @@ def _damaged_row(data: bytes) -> int | None:
     while (item := next(segments, None)) is not None:
         marker, segment, pos = item
         if marker in _FRAMES and len(segment) >= 6:
-            size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
-            sampling = {segment[i]: (segment[i + 1] >> 4, segment[i + 1] & 15)
-                        for i in range(6, len(segment) - 2, 3)}
+            size, sampling = _frame_header(segment)
         elif marker == _DRI and len(segment) >= 2:
             interval = int.from_bytes(segment[:2], "big")
         elif marker == _SOS and segment:
@@ -165,6 +167,60 @@ def _damaged_row(data: bytes) -> int | None:
             if interval and mcus and restarts != _up(mcus, interval) - 1 \
                     and not (mcus % interval == 0 and restarts == mcus // interval):
                 return _row(min(restarts, mcus // interval) * interval, segment, size, sampling)
+    return None
+
+
+def _frame_header(segment: bytes) -> tuple[tuple[int, int], dict[int, tuple[int, int]]]:
+    """A frame header's (SOFn's) image size (width, height) and each component's sampling
+    factors (horizontal, vertical), by component id."""
+    size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
+    return size, {segment[i]: (segment[i + 1] >> 4, segment[i + 1] & 15)
+                  for i in range(6, len(segment) - 2, 3)}
+
+
+def require_whole_jpeg(im: Image.Image) -> None:
+    """Refuse, before loading, a JPEG whose coded data is far too short for the blocks its
+    frame header declares (:func:`_scan_shortfall`): libjpeg fills the rest with grey without a
+    word to Pillow, so a 633-byte file declaring 2000x2000 became a 4000x4000 result of grey,
+    minutes to upscale. Read from Pillow's file, whose position is kept."""
+    if im.format not in ("JPEG", "MPO") or im.fp is None:
+        return
+    where = im.fp.tell()
+    try:
+        im.fp.seek(0)
+        short = _scan_shortfall(im.fp.read())
+    finally:
+        im.fp.seek(where)
+    if short is not None:
+        (w, h), held, need = short
+        raise DamagedImageError(f"damaged JPEG: its coded data ends early ({held} bytes, where "
+                                f"its {w}x{h} pixels need at least {need}; the rest would be "
+                                "grey)")
+
+
+def _scan_shortfall(data: bytes) -> tuple[tuple[int, int], int, int] | None:
+    """The image size, the bytes held and the least bytes needed of the first scan of a JPEG
+    stream that cannot hold the blocks it covers: every Huffman-coded block of a scan from
+    coefficient 0 takes at least :data:`_LEAST_BITS`. None where every scan may hold them, or
+    it cannot be told (arithmetic coding, which has no such floor; a file cut short, which
+    Pillow refuses)."""
+    least, size, sampling, segments = 0, (0, 0), {}, marker_segments(data, 2)
+    while (item := next(segments, None)) is not None:
+        marker, segment, pos = item
+        if marker in _FRAMES and len(segment) >= 6:
+            least, (size, sampling) = _LEAST_BITS.get(marker, 0), _frame_header(segment)
+        elif marker == _SOS and segment:
+            end = next((m.start() for m in _MARKER.finditer(data, pos)
+                        if not _RST0 <= data[m.start() + 1] <= _RST7), None)
+            if end is None:
+                return None
+            ids = [segment[1 + 2 * i] for i in range(segment[0]) if 2 + 2 * i < len(segment)]
+            per_mcu = sum(h * v for i, (h, v) in sampling.items() if i in ids) \
+                if len(ids) > 1 else 1
+            need = _up(least * _mcus(segment, size, sampling) * per_mcu, 8)
+            if len(segment) == 4 + 2 * len(ids) and segment[-3] == 0 and end - pos < need:
+                return size, end - pos, need
+            segments = marker_segments(data, end)
     return None
 
 

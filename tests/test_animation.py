@@ -145,11 +145,15 @@ def test_a_gif_frame_reaching_past_the_first_is_cut_to_it_not_squeezed(
 
 def test_a_later_frame_over_the_pixel_limit_is_refused_as_such_not_as_damage(
         tmp_path: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A GIF frame far past the first grows Pillow's canvas (12x10) to 4008x10 pixels, over
+    """A GIF frame whose own rectangle (60x60 on a 12x10 screen, its data 16 pixels) is over
     twice PIL.Image.MAX_IMAGE_PIXELS: a decompression bomb's refusal, said as that, not as a
-    damaged frame."""
+    damaged frame (one placed far off the screen is clipped: tests/test_input_bombs.py)."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    source = reaching_past(tmp_path / "a.gif", 4004)
+    source = reaching_past(tmp_path / "a.gif", 3)
+    data = bytearray(source.read_bytes())
+    at = data.index(b"\x2c" + struct.pack("<4H", 3, 2, 4, 4), 20)  # frame 2's descriptor
+    data[at + 5:at + 9] = struct.pack("<2H", 60, 60)
+    source.write_bytes(bytes(data))
     r = upscale(str(source), "-o", str(tmp_path / "out"), "--model", tiny_model_file)
     line = " ".join(r.output.split())
     assert r.exit_code == 1 and f"{source}: more pixels than PIL.Image.MAX_IMAGE_PIXELS" in line, \
