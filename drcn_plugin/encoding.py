@@ -279,7 +279,7 @@ def save_options(fmt: str, info: ImageInfo, scale: float | tuple[float, float],
     # grey): only Y goes through the network, the colour planes are bicubic-smooth
     if fmt == "JPEG":
         opts["subsampling"] = 0 if opts["quality"] >= 90 else 2
-        opts["progressive"] = info.about.progressive  # a progressive source stays progressive
+        opts["progressive"] = info.progressive  # a progressive source stays progressive
     if fmt == "TIFF" and not deep:
         if sub_ifds:  # libtiff cannot write EXIF sub-IFDs; Pillow's own writer can
             info.notes.append("TIFF written uncompressed to keep the EXIF sub-IFDs")

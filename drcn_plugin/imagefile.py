@@ -119,6 +119,7 @@ class ImageInfo:
     notes: list[str] = field(default_factory=list)
     lossy: bool = False  # a lossy codec (JPEG, lossy WebP, AVIF, HEIF): artefacts are likely
     jpeg_quality: int | None = None  # from a JPEG's (or JPEG TIFF's) quantisation tables
+    progressive: bool = False  # a JPEG's coding (a web export's), which a JPEG result keeps
     webp_quantizer: float | None = None  # a lossy WebP's mean quantiser index, 0..127
     av1_q_index: int | None = None  # an AVIF's base_q_idx, 0..255
     hevc_qp: int | None = None  # a HEIF's slice QP, up to 51
@@ -309,6 +310,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         info.about = Descriptive.read(im, info.notes, turn, turned)
         info.about.png_colour.update(read_colour_chunks(f, im))
         info.jpeg_quality = file_jpeg_quality(im)
+        info.progressive = im.format in ("JPEG", "MPO") and bool(im.info.get("progressive"))
         if damaged := damage_note(f, im, upright=turn == 1):
             info.notes.append(damaged)
         info.webp_quantizer = webp_quantizer(f) if im.format == "WEBP" else None

@@ -263,14 +263,13 @@ class Descriptive:
     byte, as it states no encoding), PNG colour chunks (gamma, chromaticities, sRGB intent,
     cICP, mDCv, cLLi; a HEIF's or AVIF's code points as cICP; see :mod:`.colourspace`) and
     IPTC records (captions, keywords, credits: a JPEG's Photoshop block, a TIFF's IPTC tag),
-    written back wherever the output format has a place; and whether a JPEG was progressive."""
+    written back wherever the output format has a place."""
 
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     png_colour: dict[bytes, bytes] = field(default_factory=dict)  # by chunk type
     iptc: bytes | None = None  # as stored; a TIFF's is set by imagefile, from its tag
     comment: bytes | None = None  # a JPEG's comment as stored (UTF-8, Latin-1, ...)
-    progressive: bool = False  # a JPEG's coding (a web export's), which a JPEG result keeps
 
     @classmethod
     def read(cls, im: Image.Image, notes: list[str], turn: int = 1,
@@ -311,8 +310,7 @@ class Descriptive:
             iptc = jpeg_iptc(getattr(im, "applist", []))
             if iptc is False:
                 notes.append("IPTC dropped: its Photoshop block is damaged")
-        progressive = im.format in ("JPEG", "MPO") and bool(im.info.get("progressive"))
-        return cls(xmp, text, colour, iptc or None, comment, progressive)
+        return cls(xmp, text, colour, iptc or None, comment)
 
     def scaled_xmp(self, scale: tuple[float, float]) -> bytes | None:
         """The XMP with its resolutions and pixel size scaled by (horizontal, vertical), like
