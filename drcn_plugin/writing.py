@@ -41,6 +41,7 @@ from .errors import (
     reason,
 )
 from .names import name_max
+from .progressivejpeg import save_progressive
 from .targets import check_replaceable, keep_mode, link_target
 from .tiff16 import write_tiff_deep
 from .writefailures import write_failure
@@ -116,6 +117,9 @@ class Encoded:
         """Write the file to ``f``."""
         if self.format == "BMP" and self.image.mode == "RGBA":
             write_bmp_rgba(_WithoutFileno(f), self.image, self.options.get("dpi"))
+            return
+        if self.format == "JPEG" and self.options.get("progressive"):
+            save_progressive(self.image, _WithoutFileno(f), self.options)
             return
         if not self.chunks and self.pixels_deep is None:
             self.image.save(_WithoutFileno(f), format=self.format, **self.options)
