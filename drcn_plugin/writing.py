@@ -46,7 +46,7 @@ from .targets import check_replaceable, keep_mode, link_target
 from .tiff16 import write_tiff_deep
 from .writefailures import write_failure
 
-# What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
+# What writes a format's pixels Pillow cannot (see Encoded) into the file it writes for a stand-in
 _WRITE_DEEP = {"PNG": write_png16, "TIFF": write_tiff_deep}
 
 
@@ -104,8 +104,9 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
 class Encoded:
     """A result file ready to write: Pillow's ``image`` in a mode ``format`` stores and its save
     ``options``, with what Pillow cannot write: colour ``chunks`` (see :func:`with_chunks`) and
-    a PNG's or TIFF's 16-bit colour (or grey with alpha), or a TIFF's float colour,
-    ``pixels_deep``, for which ``image`` is a 1x1 stand-in in its mode."""
+    a PNG's or TIFF's 16-bit colour (or grey with alpha), a TIFF's float colour, or the 8- or
+    16-bit pixels of a TIFF whose EXIF has sub-IFDs (which libtiff cannot write), ``pixels_deep``,
+    for which ``image`` is a 1x1 stand-in in its mode."""
 
     image: Image.Image
     format: str
