@@ -14,6 +14,7 @@ import pytest
 from helpers import random_rgb, time_growth, upscale
 from PIL import Image, ImageFile
 
+from drcn_plugin import memory
 from drcn_plugin.profiles import srgb_profile
 from drcn_plugin.xmp import derived_xmp
 
@@ -57,6 +58,25 @@ def test_a_progressive_jpeg_result_larger_than_pillows_guess_is_written(
     with Image.open(folder / "out" / "web.jpg") as im:
         assert im.size == (240, 180) and im.info.get("progressive")
     assert ImageFile.MAXBLOCK == 65536, "Pillow's own buffer size is left as it was"
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_a_progressive_jpegs_coefficients_are_counted_before_the_upscale(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
+        progressive: bool) -> None:
+    """libjpeg holds every DCT coefficient of a progressive JPEG while it writes it (2 bytes a
+    sample: 6 a pixel at 4:4:4), where a baseline one is written a few rows at a time: memory
+    that fits the baseline result but not those is refused in one line before the upscale
+    (it was not counted, and a large result could be killed for memory in its encode)."""
+    random_rgb(24, 16).save(folder / "web.jpg", quality=85, progressive=progressive)
+    room = memory.memory_needed(16, 24, 3, 1, size=(32, 48)) + 100
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
+    r = upscale(str(folder / "web.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    if progressive:
+        assert r.exit_code == 1 and "a 48x32 result needs about" in r.output, r.output
+        assert not (folder / "out" / "web.jpg").exists()
+    else:
+        assert r.exit_code == 0, r.output
 
 
 # Photoshop's packet of a file that was itself derived, with a placed file's entry in its pantry
