@@ -44,6 +44,7 @@ from .imagefile import FORMATS, IMAGE_SUFFIXES, SUFFIX, ImageInfo, read_image
 from .memory import check_memory
 from .names import check_name_part, check_output_file, windows_device
 from .planes import checked_image
+from .progressivejpeg import coefficient_bytes
 from .resultnames import Job, earlier_results, out_format, result_name, unique_targets
 from .scanning import absolute_pattern, broken_link, glob_files, matched_folders, walk
 from .sizing import TargetSize
@@ -366,7 +367,10 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
         encoded, frames = animated(job.source, array, info, out_fmt, (oh, ow), upscaled,
                                    progress)
     else:
-        check_memory(h, w, 1 if array.ndim == 2 else array.shape[2], array.itemsize, size=(oh, ow))
+        channels = 1 if array.ndim == 2 else array.shape[2]
+        coded = coefficient_bytes((oh, ow), channels) if out_fmt == "JPEG" and \
+            info.about.progressive else 0  # what libjpeg holds as it writes the result
+        check_memory(h, w, channels, array.itemsize, size=(oh, ow), held=coded)
         encoded, frames = upscaled(array, info, progress), 1
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
     note = "; ".join(dict.fromkeys([job.note, *info.notes] if job.note else info.notes))

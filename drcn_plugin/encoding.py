@@ -67,10 +67,9 @@ def encode(array: np.ndarray, fmt: str, info: ImageInfo, scale: float | tuple[fl
     colour16 = bands and array.dtype == np.uint16
     floats = bands and np.issubdtype(array.dtype, np.floating)  # for TIFF: written as 32-bit
     pixels = array.shape[0] * array.shape[1]
-    deep = (colour16 or floats) and (fmt == "PNG" or fmt == "TIFF"
-                                     and not _over_tiff_offsets(array, pixels))
-    deep = deep or fmt == "TIFF" and array.dtype in (np.uint8, np.uint16) \
-        and _sub_ifds(info.exif) and not _over_tiff_offsets(array, pixels)
+    sub_ifds = array.dtype in (np.uint8, np.uint16) and _sub_ifds(info.exif)
+    deep = (colour16 or floats) if fmt == "PNG" else fmt == "TIFF" and \
+        (colour16 or floats or sub_ifds) and not _over_tiff_offsets(array, pixels)
     if floats and not deep:  # a TIFF too large for float samples: 8 bits, 0..1, in its place
         _require_unit_range(fmt, info)
     # whose image is a 1x1 stand-in in its mode: Pillow's chunks and tags depend on the mode,

@@ -3,7 +3,7 @@ bits by decoding them twice (Pillow's unpacker of each sample's other byte), and
 colour (or grey with alpha) result written as TIFF by giving the tags of the file Pillow writes
 for a 1x1 image of its mode (ICC profile, resolution, EXIF, XMP, IPTC) the result's size, 16
 bits and pixels, Deflate-compressed with the horizontal predictor a strip at a time; a float
-one so, as 32-bit floats with the floating-point predictor; and so integer pixels of any depth
+one so, as 32-bit floats with the floating-point predictor; and so 8-bit pixels, or 16-bit grey,
 whose EXIF sub-IFDs libtiff, Pillow's compressing writer, cannot write."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _LAYOUT = (TiffImagePlugin.IMAGEWIDTH, TiffImagePlugin.IMAGELENGTH,
            TiffImagePlugin.STRIPOFFSETS, TiffImagePlugin.ROWSPERSTRIP,
            TiffImagePlugin.STRIPBYTECOUNTS, TiffImagePlugin.PREDICTOR,
            TiffImagePlugin.SAMPLEFORMAT)
-# the most bytes of 16-bit pixels written as a TIFF, whose offsets are 32-bit: Deflate's worst
+# the most bytes of pixels written as a TIFF, whose offsets are 32-bit: Deflate's worst
 # case adds about 0.03 %, and the tags (ICC profile, XMP) take room too
 TIFF16_MAX_BYTES = 2**32 - 2**26
 

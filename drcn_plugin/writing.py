@@ -41,11 +41,12 @@ from .errors import (
     reason,
 )
 from .names import name_max
+from .progressivejpeg import save_progressive
 from .targets import check_replaceable, keep_mode, link_target
 from .tiff16 import write_tiff_deep
 from .writefailures import write_failure
 
-# What writes a format's 16-bit colour into the file Pillow writes for a stand-in of its mode
+# What writes a format's pixels Pillow cannot (see Encoded) into the file it writes for a stand-in
 _WRITE_DEEP = {"PNG": write_png16, "TIFF": write_tiff_deep}
 
 
@@ -103,8 +104,9 @@ def file_id(path: str | Path) -> tuple[int, int] | None:
 class Encoded:
     """A result file ready to write: Pillow's ``image`` in a mode ``format`` stores and its save
     ``options``, with what Pillow cannot write: colour ``chunks`` (see :func:`with_chunks`) and
-    a PNG's or TIFF's 16-bit colour (or grey with alpha), or a TIFF's float colour,
-    ``pixels_deep``, for which ``image`` is a 1x1 stand-in in its mode."""
+    a PNG's or TIFF's 16-bit colour (or grey with alpha), a TIFF's float colour, or the 8- or
+    16-bit pixels of a TIFF whose EXIF has sub-IFDs (which libtiff cannot write), ``pixels_deep``,
+    for which ``image`` is a 1x1 stand-in in its mode."""
 
     image: Image.Image
     format: str
@@ -116,6 +118,9 @@ class Encoded:
         """Write the file to ``f``."""
         if self.format == "BMP" and self.image.mode == "RGBA":
             write_bmp_rgba(_WithoutFileno(f), self.image, self.options.get("dpi"))
+            return
+        if self.format == "JPEG" and self.options.get("progressive"):
+            save_progressive(self.image, _WithoutFileno(f), self.options)
             return
         if not self.chunks and self.pixels_deep is None:
             self.image.save(_WithoutFileno(f), format=self.format, **self.options)

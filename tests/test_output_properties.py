@@ -12,8 +12,9 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 from helpers import random_rgb, time_growth, upscale
-from PIL import Image
+from PIL import Image, ImageFile
 
+from drcn_plugin import memory
 from drcn_plugin.profiles import srgb_profile
 from drcn_plugin.xmp import derived_xmp
 
@@ -36,6 +37,46 @@ def test_a_jpeg_result_keeps_the_sources_progressive_coding(folder: Path, tiny_m
         assert (b"\xff\xc2" in (folder / "out" / "web.jpg").read_bytes()) is progressive
     with Image.open(folder / "out" / "web.png") as im:
         assert im.format == "PNG" and im.size == (48, 32)
+
+
+def test_a_progressive_jpeg_result_larger_than_pillows_guess_is_written(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """libjpeg writes a progressive file's scans only once every pixel is in, into one buffer:
+    Pillow's guess of it (2 bytes a pixel at quality 95 and up, 1 below) is less than a detailed
+    image takes at quality 100 (here 2.9), and the result was lost ('broken data stream', with
+    libjpeg's 'Suspension not allowed here' on the terminal)."""
+    monkeypatch.setattr(ImageFile, "MAXBLOCK", 1 << 22)  # room to write the source itself
+    random_rgb(160, 120).save(folder / "web.jpg", quality=100, subsampling=0, progressive=True)
+    monkeypatch.undo()
+    r = upscale(str(folder / "web.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"),
+                "--scale", "1.5", "--quality", "100")
+    assert r.exit_code == 0, r.output
+    assert "Suspension" not in capfd.readouterr().err
+    data = (folder / "out" / "web.jpg").read_bytes()
+    assert len(data) > 2 * 240 * 180 and b"\xff\xc2" in data
+    with Image.open(folder / "out" / "web.jpg") as im:
+        assert im.size == (240, 180) and im.info.get("progressive")
+    assert ImageFile.MAXBLOCK == 65536, "Pillow's own buffer size is left as it was"
+
+
+@pytest.mark.parametrize("progressive", [True, False])
+def test_a_progressive_jpegs_coefficients_are_counted_before_the_upscale(
+        folder: Path, tiny_model_file: str, monkeypatch: pytest.MonkeyPatch,
+        progressive: bool) -> None:
+    """libjpeg holds every DCT coefficient of a progressive JPEG while it writes it (2 bytes a
+    sample: 6 a pixel at 4:4:4), where a baseline one is written a few rows at a time: memory
+    that fits the baseline result but not those is refused in one line before the upscale
+    (it was not counted, and a large result could be killed for memory in its encode)."""
+    random_rgb(24, 16).save(folder / "web.jpg", quality=85, progressive=progressive)
+    room = memory.memory_needed(16, 24, 3, 1, size=(32, 48)) + 100
+    monkeypatch.setattr(memory, "_available_memory", lambda device: room)
+    r = upscale(str(folder / "web.jpg"), "-m", tiny_model_file, "-o", str(folder / "out"))
+    if progressive:
+        assert r.exit_code == 1 and "a 48x32 result needs about" in r.output, r.output
+        assert not (folder / "out" / "web.jpg").exists()
+    else:
+        assert r.exit_code == 0, r.output
 
 
 # Photoshop's packet of a file that was itself derived, with a placed file's entry in its pantry
