@@ -369,7 +369,7 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
     else:
         channels = 1 if array.ndim == 2 else array.shape[2]
         coded = coefficient_bytes((oh, ow), channels) if out_fmt == "JPEG" and \
-            info.about.progressive else 0  # what libjpeg holds as it writes the result
+            info.progressive else 0  # what libjpeg holds as it writes the result
         check_memory(h, w, channels, array.itemsize, size=(oh, ow), held=coded)
         encoded, frames = upscaled(array, info, progress), 1
     atomic_save(encoded, job.target, overwrite=overwrite, mode=mode)
