@@ -258,8 +258,8 @@ def peers_lost(left: str | Callable[[], str]) -> Iterator[None]:
             raise
         why = re.sub(r"^\[[^\]]*\]\s*", "", one_line(e)).split(". ")[0]  # gloo's source line off
         raise PeerLostError(f"another process of this torchrun job stopped or cannot be "
-                               f"reached ({why}; its own output says why): "
-                               f"{left() if callable(left) else left}") from e
+                            f"reached ({why}; its own output says why): "
+                            f"{left() if callable(left) else left}") from e
 
 
 def device_name(device: torch.device) -> str:
