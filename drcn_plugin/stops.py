@@ -73,11 +73,16 @@ def stop_taken() -> bool:
     return _TAKEN[0] > 0
 
 
+def run_by_torchrun() -> bool:
+    """Whether torchrun's agent started this process (it sends the SIGTERM that ends a job)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def stop_word() -> str:
     """How a command's line names its stop: "interrupted", or, for a SIGTERM from torchrun's
     agent, what it means there (torchrun sends it when the job is stopped, and to the other
     processes when one of them ends: the user then has not stopped anything)."""
-    if _STOPPED_BY[0] == signal.SIGTERM and "TORCHELASTIC_RUN_ID" in os.environ:
+    if _STOPPED_BY[0] == signal.SIGTERM and run_by_torchrun():
         return ("stopped by torchrun (SIGTERM: the job was stopped, or another of its processes "
                 "ended; its output says why)")
     return "interrupted"

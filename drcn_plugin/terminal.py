@@ -35,7 +35,7 @@ from .errors import (
     reason,
     single_line,
 )
-from .stops import stop_word, stopped_status
+from .stops import run_by_torchrun, stop_word, stopped_status
 
 PIPE_EXIT = 128 + 13  # how a shell reports a process that SIGPIPE ended (git, grep): 141
 
@@ -211,14 +211,16 @@ def reader_gone() -> bool:
 # Errors that may befall one process of a torchrun job and not the others (its device, its memory,
 # a process of the job lost): each says its own.
 _PER_PROCESS = (DeviceError, OutOfMemoryError, PeerLostError)
-_FIRST_GRACE = 5.0  # seconds a later process gives its machine's first to say a shared line
+# Seconds a later process gives its machine's first to say a shared line: torchrun ends the
+# others within 0.1 s of one ending from torch 2.4 on, within 5 s before (it polls that often)
+_FIRST_GRACE = 10.0
 
 
 def later_process() -> bool:
     """Whether this is a process of a job torchrun's agent runs other than its machine's first
     (``LOCAL_RANK`` 0), which sees the same files and options."""
     local = os.environ.get("LOCAL_RANK", "0")
-    return "TORCHELASTIC_RUN_ID" in os.environ and local.isdigit() and int(local) > 0
+    return run_by_torchrun() and local.isdigit() and int(local) > 0
 
 
 def first_says_it(error: BaseException | None = None) -> bool:
