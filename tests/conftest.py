@@ -33,6 +33,12 @@ def set5() -> Path:
 
 
 @pytest.fixture(scope="session")
+def set14() -> Path:
+    """The Set14 ground-truth folder."""
+    return _need(DATA / "Set14")
+
+
+@pytest.fixture(scope="session")
 def reference_weights() -> Path:
     """The folder holding the two reference .safetensors files."""
     return _need(REFERENCE_WEIGHTS)
