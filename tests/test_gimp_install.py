@@ -202,3 +202,22 @@ def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list
     assert f"error: Invalid value for '{args[-2]}': an empty path (an unset variable?)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["custom_nodes", "main.py"]
     assert list((tmp_path / "custom_nodes").iterdir()) == []
+
+
+def test_each_gimp_3_versions_own_folder_is_found(tmp_path: Path) -> None:
+    """GIMP 3.2 reads GIMP/3.2 alone (GIMP_USER_VERSION is major.minor): the plug-in went into
+    3.0's folder, where a 3.2 never looks; 2.10's cannot load it and is passed over."""
+    for rel in (".config/GIMP/2.10", ".config/GIMP/3.0", ".config/GIMP/3.2",
+                ".config/GIMP/3.10-notes", ".var/app/org.gimp.GIMP/config/GIMP/3.2"):
+        (tmp_path / rel).mkdir(parents=True)
+    assert find_gimp_profiles("linux", {}, tmp_path) == [
+        GimpProfile("Linux", tmp_path / ".config/GIMP/3.2"),
+        GimpProfile("Linux", tmp_path / ".config/GIMP/3.0"),
+        GimpProfile("Flatpak", tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.2")]
+    (tmp_path / "AppData/Roaming/GIMP/3.2").mkdir(parents=True)
+    assert find_gimp_profiles("win32", {}, tmp_path) == \
+        [GimpProfile("Windows", tmp_path / "AppData/Roaming/GIMP/3.2")]
+    only_2 = tmp_path / "only-2.10"
+    (only_2 / ".config/GIMP/2.10").mkdir(parents=True)
+    assert find_gimp_profiles("linux", {}, only_2) == \
+        [GimpProfile("Linux", only_2 / ".config/GIMP/3.0")]

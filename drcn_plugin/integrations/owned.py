@@ -38,6 +38,16 @@ def files_under(folder: Path) -> list[str]:
     return sorted(found)
 
 
+def copy_files(source: Path, dest: Path) -> None:
+    """Copy ``source``'s files (not Python's caches) into the new folder ``dest``, stopping at
+    the first failure with its own OSError (``shutil.copytree`` goes on, then raises one error
+    listing every failure with the hidden folder's paths)."""
+    for name in files_under(source):
+        if "__pycache__" not in name.split("/"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, dest / name)
+
+
 def record_files(folder: Path) -> None:
     """Write ``folder``'s manifest: the files an install put there."""
     names = [n for n in files_under(folder) if n != MANIFEST]
@@ -74,7 +84,7 @@ def swap_in(new: Path, dest: Path) -> None:
         dest.rename(old)
     try:
         new.rename(dest)
-    except OSError:
+    except BaseException:  # Ctrl-C too: the earlier install goes back, never left hidden
         if had:
             old.rename(dest)
         raise
