@@ -216,3 +216,17 @@ def test_a_python_that_cannot_run_is_named_in_plain_words(tmp_path: Path) -> Non
         comfyui_install.install(comfy, tmp_path / "no-python")
     assert str(info.value) == f"cannot run ComfyUI's Python {tmp_path / 'no-python'}: " \
         "No such file or directory"
+
+
+def test_a_copy_made_by_a_version_without_the_install_record_is_updated(tmp_path: Path) -> None:
+    """Versions before the .drcn-installed record had tests/ and workflows/ in the nodes; their
+    copy was refused as holding files no install wrote."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    (dest / ".drcn-installed").unlink()
+    for name in ("tests/comfy_client.py", "workflows/drcn_upscale_ui.json"):
+        (dest / name).parent.mkdir(exist_ok=True)
+        (dest / name).write_text("# an earlier version's\n")
+    comfyui_install.link_nodes(comfy, copy=True)
+    assert not (dest / "tests").exists() and not (dest / "workflows").exists()
+    assert (dest / "drcn_nodes.py").read_bytes() == (NODES_DIR / "drcn_nodes.py").read_bytes()

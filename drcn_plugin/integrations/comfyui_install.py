@@ -32,6 +32,10 @@ from .owned import (
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
+# Files the nodes held in versions that recorded no .drcn-installed list (before 2026-11-30):
+# a copy one of them made is theirs to replace
+EARLIER_FILES = ("tests/check_real_comfyui.py", "tests/comfy_client.py",
+                 "workflows/drcn_upscale_api.json", "workflows/drcn_upscale_ui.json")
 _PROBE = ("import importlib.metadata as m, importlib.util as u, json\n"
           "try:\n    torch = m.version('torch')\nexcept m.PackageNotFoundError:\n    torch = None\n"
           "spec = u.find_spec('drcn_plugin')\n"
@@ -111,7 +115,7 @@ def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
     if dest.exists() and not (dest / "drcn_nodes.py").is_file():
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
     writes = files_under(source or nodes_source())
-    check_replaceable(dest, [n for n in writes if "__pycache__" not in n])
+    check_replaceable(dest, [n for n in writes if "__pycache__" not in n] + list(EARLIER_FILES))
     return dest
 
 
