@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,24 @@ def test_a_nodes_copy_stopped_on_its_third_file_leaves_the_earlier_copy(
         assert str(info.value) == f"cannot put the nodes into {dest}: No space left on device"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]
     assert {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
+
+
+def test_what_a_killed_install_left_is_cleared_by_the_next(tmp_path: Path) -> None:
+    """The hidden new and earlier folders of an install killed outright (no handler runs) stayed
+    beside the plug-in and the nodes for good; a running process's own are kept."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    live = str(os.getppid())  # pytest's parent: running
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    for folder, name in ((tmp_path / "GIMP" / "plug-ins", gimp_install.PLUGIN),
+                         (comfy / "custom_nodes", "comfyui-drcn")):
+        for pid, kind in ((dead, "part"), (dead, "old"), (live, "old")):
+            (folder / f".{name}.{pid}.{kind}.disabled").mkdir(parents=True)
+            (folder / f".{name}.{pid}.{kind}.disabled" / "x.py").write_text("")
+    gimp_install.install(tmp_path / "GIMP")
+    assert comfyui_install.remove_nodes(comfy) is None  # nothing to remove, leftovers cleared
+    for folder, name in ((tmp_path / "GIMP" / "plug-ins", gimp_install.PLUGIN),
+                         (comfy / "custom_nodes", "comfyui-drcn")):
+        kept = sorted(p.name for p in folder.iterdir())
+        assert kept == sorted({f".{name}.{live}.old.disabled"} |
+                              ({name} if name == gimp_install.PLUGIN else set()))
