@@ -221,3 +221,21 @@ def test_each_gimp_3_versions_own_folder_is_found(tmp_path: Path) -> None:
     (only_2 / ".config/GIMP/2.10").mkdir(parents=True)
     assert find_gimp_profiles("linux", {}, only_2) == \
         [GimpProfile("Linux", only_2 / ".config/GIMP/3.0")]
+
+
+def test_no_gimp_folder_found_says_which_is_made(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only GIMP 2.10's folder (or none): the 3.0 folder made is named, a later 3.x told apart."""
+    (tmp_path / ".config/GIMP/2.10").mkdir(parents=True)
+    monkeypatch.setattr(gimp_install.sys, "platform", "linux")
+    monkeypatch.setattr(gimp_install.Path, "home", staticmethod(lambda: tmp_path))
+    for var in ("GIMP3_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["gimp", "install"])
+    text = " ".join(result.output.split())
+    made = tmp_path / ".config/GIMP/3.0"
+    assert result.exit_code == 0 and f"note: no GIMP 3 user folder found; making {made}" in text
+    assert "run this again after its first start" in text
+    assert (made / "plug-ins" / PLUGIN / CONFIG_NAME).is_file()
+    result = CliRunner().invoke(app, ["gimp", "install"])  # found now: no note
+    assert result.exit_code == 0 and "note" not in result.output, result.output
