@@ -178,3 +178,55 @@ def test_a_nodes_folder_an_install_did_not_write_is_kept(tmp_path: Path) -> None
     (dest / "__pycache__" / "drcn_nodes.cpython-312.pyc").write_bytes(b"")
     assert comfyui_install.link_nodes(comfy, copy=True)[0] == dest
     assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]
+
+
+@pytest.mark.parametrize("given", ["ComfyUI_windows_portable", "ComfyUI_windows_portable/ComfyUI/"
+                                   "custom_nodes", "ComfyUI_windows_portable/ComfyUI/models/drcn"])
+def test_a_folder_beside_comfyuis_is_refused_naming_comfyuis(tmp_path: Path, given: str) -> None:
+    """The portable build's folder, or one inside ComfyUI's: the line says which to give."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI_windows_portable" / "ComfyUI")
+    (comfy / "models" / "drcn").mkdir(parents=True)
+    for call in (comfyui_install.install, comfyui_install.remove_nodes):
+        with pytest.raises(DRCNError) as info:
+            call(tmp_path / given)
+        assert str(info.value) == f"{tmp_path / given} is not a ComfyUI folder (needs main.py " \
+            f"and custom_nodes/); ComfyUI's is {comfy}: give that"
+    assert list((comfy / "custom_nodes").iterdir()) == []
+
+
+def test_a_link_to_a_folder_not_the_nodes_is_kept(tmp_path: Path) -> None:
+    """A user's link (to their own pack) under the nodes' name was replaced by an install and
+    removed by an uninstall; one leading nowhere (into a venv since removed) is the installer's."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest = comfy / "custom_nodes" / "comfyui-drcn"
+    (tmp_path / "my-pack").mkdir()
+    dest.symlink_to(tmp_path / "my-pack", target_is_directory=True)
+    for call in (comfyui_install.link_nodes, comfyui_install.remove_nodes):
+        with pytest.raises(DRCNError, match="exists and is not the DRCN nodes: move it away"):
+            call(comfy)
+        assert dest.resolve() == tmp_path / "my-pack"
+    dest.unlink()
+    dest.symlink_to(tmp_path / "removed-venv" / "comfyui_nodes", target_is_directory=True)
+    assert comfyui_install.link_nodes(comfy, copy=True)[0] == dest and not dest.is_symlink()
+
+
+def test_a_python_that_cannot_run_is_named_in_plain_words(tmp_path: Path) -> None:
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    with pytest.raises(DRCNError) as info:
+        comfyui_install.install(comfy, tmp_path / "no-python")
+    assert str(info.value) == f"cannot run ComfyUI's Python {tmp_path / 'no-python'}: " \
+        "No such file or directory"
+
+
+def test_a_copy_made_by_a_version_without_the_install_record_is_updated(tmp_path: Path) -> None:
+    """Versions before the .drcn-installed record had tests/ and workflows/ in the nodes; their
+    copy was refused as holding files no install wrote."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    (dest / ".drcn-installed").unlink()
+    for name in ("tests/comfy_client.py", "workflows/drcn_upscale_ui.json"):
+        (dest / name).parent.mkdir(exist_ok=True)
+        (dest / name).write_text("# an earlier version's\n")
+    comfyui_install.link_nodes(comfy, copy=True)
+    assert not (dest / "tests").exists() and not (dest / "workflows").exists()
+    assert (dest / "drcn_nodes.py").read_bytes() == (NODES_DIR / "drcn_nodes.py").read_bytes()

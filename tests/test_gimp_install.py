@@ -202,3 +202,40 @@ def test_an_empty_folder_is_refused_not_taken_as_here(tmp_path: Path, args: list
     assert f"error: Invalid value for '{args[-2]}': an empty path (an unset variable?)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["custom_nodes", "main.py"]
     assert list((tmp_path / "custom_nodes").iterdir()) == []
+
+
+def test_each_gimp_3_versions_own_folder_is_found(tmp_path: Path) -> None:
+    """GIMP 3.2 reads GIMP/3.2 alone (GIMP_USER_VERSION is major.minor): the plug-in went into
+    3.0's folder, where a 3.2 never looks; 2.10's cannot load it and is passed over."""
+    for rel in (".config/GIMP/2.10", ".config/GIMP/3.0", ".config/GIMP/3.2",
+                ".config/GIMP/3.10-notes", ".var/app/org.gimp.GIMP/config/GIMP/3.2"):
+        (tmp_path / rel).mkdir(parents=True)
+    assert find_gimp_profiles("linux", {}, tmp_path) == [
+        GimpProfile("Linux", tmp_path / ".config/GIMP/3.2"),
+        GimpProfile("Linux", tmp_path / ".config/GIMP/3.0"),
+        GimpProfile("Flatpak", tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.2")]
+    (tmp_path / "AppData/Roaming/GIMP/3.2").mkdir(parents=True)
+    assert find_gimp_profiles("win32", {}, tmp_path) == \
+        [GimpProfile("Windows", tmp_path / "AppData/Roaming/GIMP/3.2")]
+    only_2 = tmp_path / "only-2.10"
+    (only_2 / ".config/GIMP/2.10").mkdir(parents=True)
+    assert find_gimp_profiles("linux", {}, only_2) == \
+        [GimpProfile("Linux", only_2 / ".config/GIMP/3.0")]
+
+
+def test_no_gimp_folder_found_says_which_is_made(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only GIMP 2.10's folder (or none): the 3.0 folder made is named, a later 3.x told apart."""
+    (tmp_path / ".config/GIMP/2.10").mkdir(parents=True)
+    monkeypatch.setattr(gimp_install.sys, "platform", "linux")
+    monkeypatch.setattr(gimp_install.Path, "home", staticmethod(lambda: tmp_path))
+    for var in ("GIMP3_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["gimp", "install"])
+    text = " ".join(result.output.split())
+    made = tmp_path / ".config/GIMP/3.0"
+    assert result.exit_code == 0 and f"note: no GIMP 3 user folder found; making {made}" in text
+    assert "run this again after its first start" in text
+    assert (made / "plug-ins" / PLUGIN / CONFIG_NAME).is_file()
+    result = CliRunner().invoke(app, ["gimp", "install"])  # found now: no note
+    assert result.exit_code == 0 and "note" not in result.output, result.output

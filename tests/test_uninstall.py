@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,40 @@ def test_an_unreadable_install_record_is_one_line_naming_it_once(tmp_path: Path)
     r = runner.invoke(app, ["gimp", "uninstall", "--gimp-dir", str(tmp_path)])
     assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
     assert r.output.count(".drcn-installed") == 1 and "Is a directory" in r.output, r.output
+
+
+def test_gimp_install_goes_on_past_a_refused_folder(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIMP 3.2's folder refused (a user's file in it) left 3.0's without the plug-in, after the
+    command had said it was installing into each."""
+    gimp = tmp_path / ".config" / "GIMP"
+    refused = gimp / "3.2" / "plug-ins" / gimp_install.PLUGIN
+    refused.mkdir(parents=True)
+    (refused / "notes.txt").write_text("mine")
+    (gimp / "3.0").mkdir()
+    monkeypatch.setattr(gimp_install.sys, "platform", "linux")
+    monkeypatch.setattr(gimp_install.Path, "home", staticmethod(lambda: tmp_path))
+    for var in ("GIMP3_DIRECTORY", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    r = runner.invoke(app, ["gimp", "install"])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "did not write (notes.txt)" in text, r.output
+    done = gimp / "3.0" / "plug-ins" / gimp_install.PLUGIN
+    assert f"installed {done}" in text and "restart GIMP to load it" in text
+    assert (done / gimp_install.CONFIG_NAME).is_file()
+    assert sorted(p.name for p in refused.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["install", "uninstall"])
+def test_a_gimp3_directory_too_long_is_one_line(tmp_path: Path, capsys, command: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found while looking for the folders: the uninstall said 'cannot write to stdout'."""
+    from drcn_plugin.cli import main
+
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(tmp_path / ("x" * 300)))
+    monkeypatch.setattr(sys, "argv", ["drcn", "gimp", command])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: File name too long: "), err

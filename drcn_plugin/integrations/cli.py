@@ -3,41 +3,74 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from ..terminal import console, path_value, print_plain, user_errors
 
+if TYPE_CHECKING:
+    from .gimp_install import GimpProfile
+
 gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
 comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
+
+
+def _each_folder(profiles: list[GimpProfile], act: Callable[[Path], Path | None],
+                 report: Callable[[GimpProfile, Path | None], None]) -> bool:
+    """Run ``act`` on each GIMP user folder and ``report`` its result as it comes; a folder
+    refused has its one line printed and neither stops nor hides the others' (True when one
+    was)."""
+    failed = False
+    for profile in profiles:
+        try:
+            with user_errors():
+                done = act(profile.path)
+        except typer.Exit:
+            failed = True
+            continue
+        report(profile, done)
+    return failed
 
 
 @gimp_app.command("install")
 def gimp_install_cmd(
     gimp_dir: Annotated[Path | None, typer.Option(
         parser=path_value, help="GIMP 3 user folder (default: every one found: native, "
-        "Flatpak, Snap, macOS, Windows)")] = None,
+        "Flatpak, Snap, macOS, Windows; each GIMP 3.x has its own)")] = None,
 ) -> None:
     """Install the GIMP 3 plug-in; its worker will run on this Python."""
     from .gimp_install import GimpProfile, find_gimp_profiles, install
 
-    with user_errors():
-        profiles = [GimpProfile("given", gimp_dir)] \
-            if gimp_dir is not None else find_gimp_profiles()
-        if len(profiles) > 1:
-            print_plain(f"found {len(profiles)} GIMP 3 user folders: "
-                        + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
-                        + "; installing into each")
-        for profile in profiles:
-            dest = install(profile.path)
-            print_plain(f"installed {dest} (worker Python: {sys.executable})")
-            if profile.note():
-                console.print(f"[yellow]note:[/] {escape(profile.note())}", soft_wrap=True,
-                              highlight=False)
-    console.print("restart GIMP to load it", highlight=False)
+    with user_errors():  # a $GIMP3_DIRECTORY too long for the system, say
+        profiles = [GimpProfile("given", gimp_dir)] if gimp_dir is not None \
+            else find_gimp_profiles()
+    if len(profiles) > 1:
+        print_plain(f"found {len(profiles)} GIMP 3 user folders: "
+                    + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
+                    + "; installing into each")
+    elif gimp_dir is None and not profiles[0].path.is_dir():
+        console.print(f"[yellow]note:[/] no GIMP 3 user folder found; making "
+                      f"{escape(str(profiles[0].path))}, GIMP 3.0's (a later GIMP 3.x reads its "
+                      "own: run this again after its first start)", soft_wrap=True,
+                      highlight=False)
+    installed = []
+
+    def report(profile: GimpProfile, dest: Path | None) -> None:
+        installed.append(dest)
+        print_plain(f"installed {dest} (worker Python: {sys.executable})")
+        if profile.note():
+            console.print(f"[yellow]note:[/] {escape(profile.note())}", soft_wrap=True,
+                          highlight=False)
+
+    failed = _each_folder(profiles, install, report)
+    if installed:
+        console.print("restart GIMP to load it", highlight=False)
+    if failed:
+        raise typer.Exit(2)
 
 
 @gimp_app.command("uninstall")
@@ -50,18 +83,17 @@ def gimp_uninstall_cmd(
     A folder holding files no install wrote is left as it is."""
     from .gimp_install import GimpProfile, find_gimp_profiles, remove_plugin
 
-    profiles = [GimpProfile("given", gimp_dir)] if gimp_dir is not None else find_gimp_profiles()
-    removed, failed = 0, False
-    for profile in profiles:  # each folder on its own: one refused never hides another's removal
-        try:
-            with user_errors():
-                dest = remove_plugin(profile.path)
-        except typer.Exit:
-            failed = True
-            continue
+    with user_errors():  # a $GIMP3_DIRECTORY too long for the system, say
+        profiles = [GimpProfile("given", gimp_dir)] if gimp_dir is not None \
+            else find_gimp_profiles()
+    removed = []
+
+    def report(profile: GimpProfile, dest: Path | None) -> None:
         if dest is not None:
-            removed += 1
+            removed.append(dest)
             print_plain(f"removed {dest}")
+
+    failed = _each_folder(profiles, remove_plugin, report)
     if removed:
         console.print("restart GIMP to unload it", highlight=False)
     elif not failed:

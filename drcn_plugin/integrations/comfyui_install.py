@@ -3,9 +3,9 @@ drcn-plugin into ComfyUI's Python, pinning the torch it already has so pip never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,13 +16,26 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from .. import __version__
-from ..errors import InstallError, one_line
+from ..errors import InstallError, reason
 from ..resources import PACKAGE, bundled, source_checkout
 from ..writing import probe_folder
-from .owned import beside, check_replaceable, files_under, record_files, remove, swap_in, uninstall
+from .owned import (
+    beside,
+    check_replaceable,
+    copy_files,
+    files_under,
+    record_files,
+    remove,
+    swap_in,
+    uninstall,
+)
 
 NODES_NAME = "comfyui-drcn"  # the folder name under custom_nodes/ (never "drcn_plugin")
 MODELS_SUBDIR = "drcn"  # ComfyUI/models/drcn, registered by the nodes through folder_paths
+# Files the nodes held in versions that recorded no .drcn-installed list (before 2026-11-30):
+# a copy one of them made is theirs to replace
+EARLIER_FILES = ("tests/check_real_comfyui.py", "tests/comfy_client.py",
+                 "workflows/drcn_upscale_api.json", "workflows/drcn_upscale_ui.json")
 _PROBE = ("import importlib.metadata as m, importlib.util as u, json\n"
           "try:\n    torch = m.version('torch')\nexcept m.PackageNotFoundError:\n    torch = None\n"
           "spec = u.find_spec('drcn_plugin')\n"
@@ -76,13 +89,21 @@ def default_python(comfyui_dir: Path) -> Path:
     return Path(sys.executable)
 
 
+def is_comfyui(folder: Path) -> bool:
+    """Whether ``folder`` is a ComfyUI folder: its main.py and custom_nodes/."""
+    return (folder / "main.py").is_file() and (folder / "custom_nodes").is_dir()
+
+
 def check_comfyui_folder(comfyui_dir: Path) -> Path:
-    """``comfyui_dir``'s ``custom_nodes/``, or InstallError when it is not a ComfyUI folder."""
-    custom = comfyui_dir / "custom_nodes"
-    if not (comfyui_dir / "main.py").is_file() or not custom.is_dir():
-        raise InstallError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and "
-                           "custom_nodes/)")
-    return custom
+    """``comfyui_dir``'s ``custom_nodes/``, or InstallError when it is not a ComfyUI folder,
+    naming the one beside when it is the portable build's folder or one inside ComfyUI's."""
+    if is_comfyui(comfyui_dir):
+        return comfyui_dir / "custom_nodes"
+    near = [comfyui_dir / "ComfyUI", *list(comfyui_dir.parents)[:2]]
+    found = next((folder for folder in near if is_comfyui(folder)), None)
+    there = f"; ComfyUI's is {found}: give that" if found else ""
+    raise InstallError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and "
+                       f"custom_nodes/){there}")
 
 
 def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
@@ -90,10 +111,11 @@ def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
     something an install of the nodes (from ``source``, default this copy's) did not write (a
     git clone, another pack)."""
     dest = check_comfyui_folder(comfyui_dir) / NODES_NAME
-    if not dest.is_symlink() and dest.exists() and not (dest / "drcn_nodes.py").is_file():
+    # a link is replaced only while it leads to DRCN nodes, or nowhere (into a removed venv)
+    if dest.exists() and not (dest / "drcn_nodes.py").is_file():
         raise InstallError(f"{dest} exists and is not the DRCN nodes: move it away first")
     writes = files_under(source or nodes_source())
-    check_replaceable(dest, [n for n in writes if "__pycache__" not in n])
+    check_replaceable(dest, [n for n in writes if "__pycache__" not in n] + list(EARLIER_FILES))
     return dest
 
 
@@ -113,8 +135,8 @@ def link_nodes(comfyui_dir: Path, copy: bool = False,
     source = source or nodes_source()
     dest = check_nodes_folder(comfyui_dir, source)
     new = beside(dest, "part")
+    remove(new)
     try:
-        remove(new)
         linked = False
         if not copy:
             try:
@@ -123,12 +145,14 @@ def link_nodes(comfyui_dir: Path, copy: bool = False,
             except OSError:
                 pass  # e.g. Windows without the right to make links: copy instead
         if not linked:
-            shutil.copytree(source, new, ignore=shutil.ignore_patterns("__pycache__"))
+            copy_files(source, new)
             record_files(new)
         swap_in(new, dest)
     except OSError as e:
-        remove(new)
-        raise InstallError(f"cannot put the nodes into {dest}: {one_line(e)}") from e
+        raise InstallError(f"cannot put the nodes into {dest}: {reason(e)}") from e
+    finally:  # a failure or a Ctrl-C leaves no half-built folder (after the swap there is none)
+        with contextlib.suppress(OSError):
+            remove(new)
     return dest, linked
 
 
@@ -139,7 +163,7 @@ def probe_python(python: Path, cwd: Path) -> tuple[str | None, str | None]:
         done = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,
                               timeout=120, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise InstallError(f"cannot run ComfyUI's Python {python}: {one_line(e)}") from e
+        raise InstallError(f"cannot run ComfyUI's Python {python}: {reason(e)}") from e
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise InstallError(f"cannot run ComfyUI's Python {python}: {last}")
@@ -206,7 +230,7 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InstallError(f"cannot create {models}: {one_line(e)}") from e
+        raise InstallError(f"cannot create {models}: {reason(e)}") from e
     source = comfyuis_nodes(python, comfyui_dir) if command else nodes_source()
     nodes, linked = link_nodes(comfyui_dir, copy, source)
     return Installed(nodes, linked, python, command, models)

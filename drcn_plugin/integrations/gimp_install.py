@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InstallError, one_line
+from ..errors import InstallError, reason
 from ..resources import PACKAGE, bundled
 from ..writing import probe_folder
 from .owned import beside, check_replaceable, record_files, swap_in, uninstall
@@ -55,21 +56,37 @@ FLATPAK_OVERRIDE = f"flatpak override --user --talk-name=org.freedesktop.Flatpak
 
 def gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
                   home: Path | None = None) -> list[GimpProfile]:
-    """Where GIMP 3 keeps its user folder on this platform, most usual first:
-    $GIMP3_DIRECTORY alone when set; else Windows' %APPDATA%, macOS' Application Support, or on
-    Linux the native (XDG), Flatpak and Snap folders."""
+    """Where GIMP 3 keeps its user folders on this platform, most usual first:
+    $GIMP3_DIRECTORY alone when set; else in Windows' %APPDATA%, macOS' Application Support, or
+    on Linux the native (XDG), Flatpak and Snap folders, each GIMP 3.x's own (see
+    :func:`gimp3_folders`)."""
     if environ.get("GIMP3_DIRECTORY"):
         return [GimpProfile("GIMP3_DIRECTORY", Path(environ["GIMP3_DIRECTORY"]))]
     home = home or Path.home()
     if platform == "win32":
-        appdata = Path(environ.get("APPDATA") or home / "AppData" / "Roaming")
-        return [GimpProfile("Windows", appdata / "GIMP" / "3.0")]
-    if platform == "darwin":
-        return [GimpProfile("macOS", home / "Library" / "Application Support" / "GIMP" / "3.0")]
-    xdg = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return [GimpProfile("Linux", xdg / "GIMP" / "3.0"),
-            GimpProfile("Flatpak", home / ".var" / "app" / FLATPAK_APP / "config" / "GIMP" / "3.0"),
-            GimpProfile("Snap", home / "snap" / "gimp" / "current" / ".config" / "GIMP" / "3.0")]
+        bases = [("Windows", Path(environ.get("APPDATA") or home / "AppData" / "Roaming"))]
+    elif platform == "darwin":
+        bases = [("macOS", home / "Library" / "Application Support")]
+    else:
+        bases = [("Linux", Path(environ.get("XDG_CONFIG_HOME") or home / ".config")),
+                 ("Flatpak", home / ".var" / "app" / FLATPAK_APP / "config"),
+                 ("Snap", home / "snap" / "gimp" / "current" / ".config")]
+    return [GimpProfile(kind, folder) for kind, base in bases
+            for folder in gimp3_folders(base / "GIMP")]
+
+
+def gimp3_folders(gimp: Path) -> list[Path]:
+    """The GIMP 3 user folders in ``gimp``, newest first: GIMP 3.N reads ``3.N`` alone (copied
+    from the last one on its first start), so 3.0's is not 3.2's; ``3.0`` when there is none
+    (2.10's cannot load this plug-in)."""
+    try:
+        names = os.listdir(gimp)
+    except OSError:  # none there (or unreadable: then the install names the error)
+        names = []
+    found = sorted(((int(m[1]), gimp / name) for name in names
+                    if (m := re.fullmatch(r"3\.(\d+)", name)) and (gimp / name).is_dir()),
+                   reverse=True)
+    return [folder for _, folder in found] or [gimp / "3.0"]
 
 
 def find_gimp_profiles(platform: str = sys.platform, environ: Mapping[str, str] = os.environ,
@@ -108,8 +125,8 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     files = sorted(plugin_source().glob("*.py"))
     probe_folder(dest.parent)  # a file or a read-only folder in the way, named as such
     new = beside(dest, "part")
+    shutil.rmtree(new, ignore_errors=True)
     try:
-        shutil.rmtree(new, ignore_errors=True)
         new.mkdir(parents=True)
         for path in files:
             shutil.copyfile(path, new / path.name)
@@ -120,6 +137,7 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
         record_files(new)
         swap_in(new, dest)
     except OSError as e:
+        raise InstallError(f"cannot install the GIMP plug-in into {dest}: {reason(e)}") from e
+    finally:  # a failure or a Ctrl-C leaves no half-built folder (after the swap there is none)
         shutil.rmtree(new, ignore_errors=True)
-        raise InstallError(f"cannot install the GIMP plug-in into {dest}: {one_line(e)}") from e
     return dest

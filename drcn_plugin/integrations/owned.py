@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 from collections.abc import Collection
 from pathlib import Path
+
+import psutil
 
 from ..errors import InstallError, reason
 
@@ -28,6 +31,22 @@ def beside(dest: Path, kind: str) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}.{kind}.disabled")
 
 
+def clear_leftovers(dest: Path) -> None:
+    """Remove what installs and uninstalls killed part way (SIGKILL, a power cut) left beside
+    ``dest``: the hidden folders of :func:`beside` named by a process that no longer runs (a
+    running one, even with a reused PID, may be mid-swap and keeps its own)."""
+    leftover = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)\.(?:part|old)\.disabled")
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:  # no folder yet, or one the install itself names the error of
+        return
+    for name in names:
+        found = leftover.fullmatch(name)
+        if found and not psutil.pid_exists(int(found[1])):
+            with contextlib.suppress(OSError):  # hidden from the host either way
+                remove(dest.parent / name)
+
+
 def files_under(folder: Path) -> list[str]:
     """Every file and link below ``folder``, as relative POSIX paths (links not followed)."""
     found = []
@@ -36,6 +55,16 @@ def files_under(folder: Path) -> list[str]:
         links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
         found += [(here / name).as_posix() for name in files + links]
     return sorted(found)
+
+
+def copy_files(source: Path, dest: Path) -> None:
+    """Copy ``source``'s files (not Python's caches) into the new folder ``dest``, stopping at
+    the first failure with its own OSError (``shutil.copytree`` goes on, then raises one error
+    listing every failure with the hidden folder's paths)."""
+    for name in files_under(source):
+        if "__pycache__" not in name.split("/"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, dest / name)
 
 
 def record_files(folder: Path) -> None:
@@ -67,6 +96,7 @@ def check_replaceable(dest: Path, writes: Collection[str]) -> None:
 def swap_in(new: Path, dest: Path) -> None:
     """Put the complete folder (or link) ``new`` at ``dest``; an earlier ``dest`` is moved aside
     first, put back if the move fails, then removed (if that fails, it stays hidden beside)."""
+    clear_leftovers(dest)
     old = beside(dest, "old")
     had = dest.is_symlink() or dest.exists()
     if had:
@@ -74,7 +104,7 @@ def swap_in(new: Path, dest: Path) -> None:
         dest.rename(old)
     try:
         new.rename(dest)
-    except OSError:
+    except BaseException:  # Ctrl-C too: the earlier install goes back, never left hidden
         if had:
             old.rename(dest)
         raise
@@ -111,6 +141,7 @@ def _make_writable(path: Path) -> None:
 def uninstall(dest: Path) -> bool:
     """Remove the install at ``dest`` (checked by the caller to be one that holds nothing but
     what installs wrote); False when there is none."""
+    clear_leftovers(dest)
     if not (dest.is_symlink() or dest.exists()):
         return False
     aside = beside(dest, "old")
