@@ -286,10 +286,13 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
         return frame_input(image[i], None if alpha is None else alpha[i % len(alpha)])
 
     def fits(itemsize: int, held: int | None = None) -> None:
-        # ``held``: bytes per output pixel kept beside one upscale, by default the whole output
-        # batch (image and mask planes, float32) and the rest of one step's engine results
-        held = count * (channels + 1) * 4 + (step - 1) * planes * itemsize if held is None else held
-        check_memory(h, w, planes, itemsize, size=(oh, ow), held=oh * ow * held,
+        # ``held``: bytes kept beside one upscale (its result is not encoded), by default the
+        # whole output batch (image and mask planes, float32), the rest of one step's engine
+        # results and the frame read for the engine (the mask's alpha is taken already)
+        if held is None:
+            held = (oh * ow * (count * (channels + 1) * 4 + (step - 1) * planes * itemsize)
+                    + h * w * planes * itemsize)
+        check_memory(h, w, planes, itemsize, size=(oh, ow), held=held, encoded=False,
                      what=f"a batch of {counted(count, 'frame')} of {ow}x{oh}")
 
     def wide(source: np.ndarray, apart: np.ndarray | None) -> bool:
@@ -328,7 +331,7 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                     # the outputs and this step's 8-bit results so far are taken already: count
                     # the rest of this step's results, or a later step's (which frees those)
                     made, later = i - start, step - 1 if frames.stop < count else 0
-                    fits(4, planes * max(4 * (frames.stop - 1 - i), 4 * later - made))
+                    fits(4, oh * ow * planes * max(4 * (frames.stop - 1 - i), 4 * later - made))
                     widened = True
                 job = {"size": (oh, ow), "progress": _batch_progress(bar, i, count),
                        "cancel": cancel, "fill_hidden": alpha is None}  # under a mask: content
@@ -336,10 +339,15 @@ def upscale_batch(image: torch.Tensor, model: DRCN, scale: float, tile: int = 0,
                                if apart is None
                                else retry.run(upscaler.upscale_with_alpha, source, apart, **job))
             for i, (result, apart) in zip(frames, results, strict=True):
-                pixels = from_engine(result).clamp_(0.0, 1.0)
-                alpha_out = pixels[..., -1] if apart is None else torch.from_numpy(apart)
-                shown = min(channels, pixels.shape[-1])  # an alpha apart is not among them
-                out_image[i, ..., :shown] = pixels[..., :shown]
+                # written straight into the outputs: no float copy of the result beside them
+                shown = min(channels, result.shape[-1])  # an alpha apart is not among them
+                pixels = from_engine(result[..., :shown], out_image[i, ..., :shown]).clamp_(0, 1)
+                if apart is not None:
+                    alpha_out = torch.from_numpy(apart)
+                elif shown < result.shape[-1]:  # the mask, carried as the result's last plane
+                    alpha_out = from_engine(result[..., -1], out_mask[i]).clamp_(0.0, 1.0)
+                else:
+                    alpha_out = pixels[..., -1]
                 if shown < channels:  # the image's own alpha came back apart
                     out_image[i, ..., -1] = alpha_out
                 if has_mask:

@@ -107,7 +107,7 @@ def test_batch_that_cannot_be_held_is_refused_before_any_frame(
     is upscaled."""
     from drcn_plugin import engine, memory
 
-    one = memory.memory_needed(40, 40, 3, 1, size=(80, 80)) + 80 * 80 * 3 * 4
+    one = memory.memory_needed(40, 40, 3, 1, size=(80, 80), encoded=False) + 80 * 80 * 3 * 4
     monkeypatch.setattr(memory, "_available_memory", lambda device: one + 80 * 80 * 3 * 4 * 5)
     ran, real = [], engine.Upscaler.upscale
     monkeypatch.setattr(engine.Upscaler, "upscale",

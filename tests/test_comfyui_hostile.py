@@ -117,7 +117,8 @@ def test_a_float_batch_is_checked_before_its_outputs_are_taken(
     and the 4-byte check counts them once: a frame with room for its output once is upscaled,
     one without that room is refused with nothing allocated."""
     outputs = 64 * 64 * (3 + 1) * 4  # image and mask planes, float32
-    need = memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs
+    need = (memory.memory_needed(32, 32, 3, 4, size=(64, 64), encoded=False) + outputs
+            + 32 * 32 * 3 * 4)  # and the frame read for the engine
     _metered(monkeypatch, need + outputs // 2)
     out, _ = UPSCALE.upscale(torch.rand(1, 32, 32, 3), tiny, 2.0, 0, False)
     assert out.shape == (1, 64, 64, 3)
@@ -135,7 +136,8 @@ def test_a_later_float_frame_counts_only_what_is_still_to_be_allocated(
     frames = torch.randint(0, 256, (3, 32, 32, 3), generator=torch.Generator().manual_seed(4)) / 255
     frames[2] += 0.3 / 255
     outputs, made = 3 * 64 * 64 * (3 + 1) * 4, 2 * 64 * 64 * 3  # and two 8-bit results
-    _metered(monkeypatch, memory.memory_needed(32, 32, 3, 4, size=(64, 64)) + outputs + made)
+    _metered(monkeypatch, memory.memory_needed(32, 32, 3, 4, size=(64, 64), encoded=False)
+             + outputs + made)
     ran, real = [], Upscaler.upscale
     monkeypatch.setattr(Upscaler, "upscale",
                         lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
@@ -218,6 +220,42 @@ def test_an_upscale_models_memory_check_counts_what_it_holds(
                         lambda device: _tile_batch_need(2, 32, 32) - 1)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="^DRCN: a batch of 2 tiles of 64x64"):
         module(x)
+
+
+def _frame_batch_need(count: int, planes: int, itemsize: int, step: int) -> int:
+    """Host memory DRCN Upscale's batch of ``count`` 32x32 RGB frames takes at x2, ``step`` a step:
+    one unencoded upscale of ``planes`` planes of ``itemsize`` bytes, beside it the float32
+    outputs (image and mask), the rest of the step's results and the frame read for the engine."""
+    return (memory.memory_needed(32, 32, planes, itemsize, size=(64, 64), encoded=False)
+            + 64 * 64 * (count * (3 + 1) * 4 + (step - 1) * planes * itemsize)
+            + 32 * 32 * planes * itemsize)
+
+
+@pytest.mark.parametrize(("kind", "mask", "per_batch", "planes", "itemsize"), [
+    ("8-bit", None, 2, 3, 1), ("float", None, 0, 3, 4),
+    ("8-bit", "soft", 0, 4, 4), ("8-bit", "8-bit", 1, 4, 1)])
+def test_the_upscale_nodes_memory_check_counts_what_it_holds(
+        tiny: DRCN, monkeypatch: pytest.MonkeyPatch, kind: str, mask: str | None,
+        per_batch: int, planes: int, itemsize: int) -> None:
+    """Each result is written straight into the outputs, never encoded: the check counted it
+    three times as if encoded (a formula made for files) and refused batches that fit."""
+    g = torch.Generator().manual_seed(8)
+    image = torch.rand(3, 32, 32, 3, generator=g) if kind == "float" \
+        else torch.randint(0, 256, (3, 32, 32, 3), generator=g) / 255
+    masks = {None: None, "soft": torch.rand(3, 32, 32, generator=g),
+             "8-bit": torch.randint(0, 256, (3, 32, 32), generator=g) / 255}[mask]
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        return UPSCALE.upscale(image, tiny, 2.0, 0, False, mask=masks, per_batch=per_batch)
+
+    want_image, want_mask = run()
+    need = _frame_batch_need(3, planes, itemsize, min(per_batch or 3, 3))
+    monkeypatch.setattr(memory, "_available_memory", lambda device: need)
+    out, out_mask = run()
+    assert torch.equal(out, want_image) and torch.equal(out_mask, want_mask)
+    monkeypatch.setattr(memory, "_available_memory", lambda device: need - 1)
+    with pytest.raises(NODES.DRCNNodeError, match="^DRCN: a batch of 3 frames of 64x64 needs "):
+        run()
 
 
 def test_an_upscale_model_short_of_memory_lets_comfyuis_node_retry_with_smaller_tiles(
