@@ -78,7 +78,9 @@ def test_the_upscale_model_refuses_what_cannot_fit_before_upscaling(
     tile = torch.rand(2, 3, 40, 30, generator=torch.Generator().manual_seed(2))
     assert module(tile).shape == (2, 3, 160, 120) and len(ran) == 2
     ran.clear()
-    one = memory.memory_needed(40, 30, 3, 4, size=(160, 120)) + 160 * 120 * 3 * 4 * 2
+    # what one tile's batch needs: an unencoded upscale beside its input and float32 output
+    one = memory.memory_needed(40, 30, 3, 4, size=(160, 120), encoded=False) \
+        + 3 * 4 * (40 * 30 + 160 * 120)
     monkeypatch.setattr(memory, "_available_memory", lambda device: one)
     with pytest.raises(NODES.DRCNNodeError, match="a batch of 2 tiles of 120x160 needs about"):
         module(tile)
