@@ -6,8 +6,9 @@ and it disposes a frame of an RGB or grey APNG to opaque black. For a GIF, whose
 transparent, Pillow clears a frame disposed "to background" to its opaque background colour
 when the frame has no transparent index, fills what the first frame does not cover with
 palette colour 0, takes a frame that states no disposal as disposing like the one before, and
-grows its canvas to hold a frame placed past the logical screen, where browsers clip it to the
-screen. Each GIF frame's rectangle is decoded alone; the canvas is kept here, in 8-bit RGBA."""
+grows its canvas to hold a frame placed past the logical screen, where browsers clip later
+frames to the screen (the first too, in Firefox: :func:`clipped_screen`). Each GIF frame's
+rectangle is decoded alone; the canvas is kept here, in 8-bit RGBA."""
 
 from __future__ import annotations
 
@@ -197,6 +198,9 @@ class GifCanvas(_Canvas):
             self.frames = gif_frames(f)
         finally:
             f.seek(where)  # Pillow's place in the file
+        if self.frames and (shown := clipped_screen(im)) is not None:  # the first in its corner
+            x0, y0, x1, y1 = self.frames[0].box
+            self.frames[0].box = (x0 - shown[0], y0 - shown[1], x1 - shown[0], y1 - shown[1])
 
     def frame(self, k: int) -> tuple[Image.Image, str]:
         """Frame ``k`` as shown (RGB where opaque, else RGBA), and an empty stored mode. Pillow
@@ -227,17 +231,20 @@ class GifCanvas(_Canvas):
 
 def shown_size(im: Image.Image) -> tuple[int, int]:
     """The (width, height) a viewer shows ``im`` at (opened, not loaded): its
-    :func:`clipped_screen`, else ``im.size``."""
-    return clipped_screen(im) or im.size
+    :func:`clipped_screen`'s, else ``im.size``."""
+    box = clipped_screen(im)
+    return im.size if box is None else (box[2] - box[0], box[3] - box[1])
 
 
-def clipped_screen(im: Image.Image) -> tuple[int, int] | None:
-    """The logical screen of ``im`` (opened, not loaded) where it is a GIF's that Pillow has
-    grown its size past to hold a frame placed outside it (a 3 KB file with a frame at y = 65535
-    became a 17x65535 image, a minute to upscale, all but a strip transparent); None otherwise,
-    and where the first frame is itself larger than the screen (a broken encoder's 0x0 screen),
-    which browsers then take as the screen. Browsers clip every frame to the screen, and so does
-    drcn, rather than refuse: the file is shown as the viewers that play it show it."""
+def clipped_screen(im: Image.Image) -> Box | None:
+    """The part of Pillow's canvas a viewer shows of ``im`` (opened, not loaded) where it is a
+    GIF's that Pillow has grown past its logical screen to hold the first frame (a 3 KB file
+    with a frame at y = 65535 became a 17x65535 image, a minute to upscale, all but a strip
+    transparent); None otherwise. That is the screen, or where the first frame is itself larger
+    than the screen (a broken encoder's 0x0 screen) the frame's own rectangle, which Firefox
+    takes as the screen, the frame in its corner (Chrome, as Pillow, grows the screen to the
+    frame's far corner: the same strip for a frame one row taller than its screen). Every later
+    frame is clipped to it, as browsers clip them, rather than refused."""
     if im.format != "GIF" or im.fp is None or len(im.tile) != 1:
         return None
     where = im.fp.tell()
@@ -246,10 +253,10 @@ def clipped_screen(im: Image.Image) -> tuple[int, int] | None:
         screen = struct.unpack("<HH", im.fp.read(4))
     finally:
         im.fp.seek(where)  # Pillow's place in the file
-    x0, y0, x1, y1 = im.tile[0].extents
-    if x1 - x0 > screen[0] or y1 - y0 > screen[1] or screen == im.size:
-        return None
-    return min(screen[0], im.width), min(screen[1], im.height)
+    first = tuple(int(v) for v in im.tile[0].extents)
+    larger = first[2] - first[0] > screen[0] or first[3] - first[1] > screen[1]
+    shown = first if larger else (0, 0, *screen)
+    return None if shown == (0, 0, *im.size) else shown
 
 
 def bare_gif_screen(im: Image.Image) -> Box | None:
@@ -259,7 +266,7 @@ def bare_gif_screen(im: Image.Image) -> Box | None:
     if im.format != "GIF" or "transparency" in im.info or len(im.tile) != 1:
         return None
     box = tuple(int(v) for v in im.tile[0].extents)
-    return None if box == (0, 0, *im.size) else box
+    return None if box == (clipped_screen(im) or (0, 0, *im.size)) else box
 
 
 def with_bare_screen(im: Image.Image, box: Box) -> Image.Image:

@@ -347,7 +347,7 @@ def _decode(path: Path) -> tuple[np.ndarray, ImageInfo]:
         elif turn != 1 and not turned:  # first: the unturned copy goes before Pillow's turn
             deep = transpose16(deep, TRANSPOSE[turn])
         if screen is not None:
-            im = im.crop((0, 0, *screen))
+            im = im.crop(screen)
         if bare is not None:
             im = with_bare_screen(im, bare)
         if deep is None and behind_default_image(im):  # the still a browser shows
@@ -399,7 +399,8 @@ def _check_decode_memory(im: Image.Image) -> None:
     if isinstance(im, StandIn):
         need = decode_bytes(im, orientation(im) != 1)
     elif (screen := clipped_screen(im)) is not None:
-        need = w * h + screen[0] * screen[1] * DECODE_BYTES_PER_PIXEL
+        shown = (screen[2] - screen[0]) * (screen[3] - screen[1])
+        need = w * h + shown * DECODE_BYTES_PER_PIXEL
     else:
         need = w * h * DECODE_BYTES_PER_PIXEL
     avail = devices.host_available_memory()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from PIL import Image
@@ -138,35 +139,64 @@ def marker_segments(data: bytes, pos: int = 0) -> Iterator[tuple[int, bytes, int
             return
 
 
+@dataclass
+class _Scan:
+    """One scan of a JPEG stream: its frame header's marker (SOFn, 0 where none came before),
+    image size and sampling factors (:func:`_frame_header`), the restart interval, the scan's
+    own header (SOS), where its coded data starts and ends (None: the file ends first) and the
+    numbers (0-7) of the restart markers inside it, in order."""
+
+    frame: int
+    size: tuple[int, int]
+    sampling: dict[int, tuple[int, int]]
+    interval: int
+    header: bytes
+    start: int
+    end: int | None
+    restarts: list[int]
+
+
+def _scans(data: bytes) -> Iterator[_Scan]:
+    """The scans of a JPEG stream in order, up to its end (EOI) or one whose coded data the
+    file ends in."""
+    frame, interval, size, sampling, segments = 0, 0, (0, 0), {}, marker_segments(data, 2)
+    while (item := next(segments, None)) is not None:
+        marker, segment, pos = item
+        if marker in _FRAMES and len(segment) >= 6:
+            frame, (size, sampling) = marker, _frame_header(segment)
+        elif marker == _DRI and len(segment) >= 2:
+            interval = int.from_bytes(segment[:2], "big")
+        elif marker == _SOS and segment:
+            restarts, end = [], None
+            for m in _MARKER.finditer(data, pos):
+                if not _RST0 <= data[m.start() + 1] <= _RST7:
+                    end = m.start()
+                    break
+                restarts.append(data[m.start() + 1] - _RST0)
+            yield _Scan(frame, size, sampling, interval, segment, pos, end, restarts)
+            if end is None:
+                return
+            segments = marker_segments(data, end)  # those after the scan
+
+
 def _damaged_row(data: bytes) -> int | None:
     """The row (of the stored image) from about which a JPEG's entropy-coded data is damaged, as
     its restart markers show it: out of sequence, or more or fewer in a scan than its restart
     interval and size call for (data lost, or garbage put in). None when they show nothing, or
     the file has none: an error between two markers shows only to a full decode."""
-    interval, size, sampling, segments = 0, (0, 0), {}, marker_segments(data, 2)
-    while (item := next(segments, None)) is not None:
-        marker, segment, pos = item
-        if marker in _FRAMES and len(segment) >= 6:
-            size, sampling = _frame_header(segment)
-        elif marker == _DRI and len(segment) >= 2:
-            interval = int.from_bytes(segment[:2], "big")
-        elif marker == _SOS and segment:
-            restarts = 0
-            for m in _MARKER.finditer(data, pos):
-                if not _RST0 <= data[m.start() + 1] <= _RST7:
-                    segments = marker_segments(data, m.start())  # those after the scan
-                    break
-                if data[m.start() + 1] - _RST0 != restarts % 8:
-                    return _row(restarts * interval, segment, size, sampling)
-                restarts += 1
-            else:
-                return None  # no end: a truncated file, which the decoder refuses
-            mcus = _mcus(segment, size, sampling)
-            # a marker between each two intervals; some encoders also put one after the last
-            # interval when it is a whole one, which libjpeg passes over
-            if interval and mcus and restarts != _up(mcus, interval) - 1 \
-                    and not (mcus % interval == 0 and restarts == mcus // interval):
-                return _row(min(restarts, mcus // interval) * interval, segment, size, sampling)
+    for scan in _scans(data):
+        header, size, sampling, interval = scan.header, scan.size, scan.sampling, scan.interval
+        wrong = next((n for n, k in enumerate(scan.restarts) if k != n % 8), None)
+        if wrong is not None:
+            return _row(wrong * interval, header, size, sampling)
+        if scan.end is None:
+            return None  # no end: a truncated file, which the decoder refuses
+        restarts, mcus = len(scan.restarts), _mcus(header, size, sampling)
+        # a marker between each two intervals; some encoders also put one after the last
+        # interval when it is a whole one, which libjpeg passes over
+        if interval and mcus and restarts != _up(mcus, interval) - 1 \
+                and not (mcus % interval == 0 and restarts == mcus // interval):
+            return _row(min(restarts, mcus // interval) * interval, header, size, sampling)
     return None
 
 
@@ -204,23 +234,16 @@ def _scan_shortfall(data: bytes) -> tuple[tuple[int, int], int, int] | None:
     coefficient 0 takes at least :data:`_LEAST_BITS`. None where every scan may hold them, or
     it cannot be told (arithmetic coding, which has no such floor; a file cut short, which
     Pillow refuses)."""
-    least, size, sampling, segments = 0, (0, 0), {}, marker_segments(data, 2)
-    while (item := next(segments, None)) is not None:
-        marker, segment, pos = item
-        if marker in _FRAMES and len(segment) >= 6:
-            least, (size, sampling) = _LEAST_BITS.get(marker, 0), _frame_header(segment)
-        elif marker == _SOS and segment:
-            end = next((m.start() for m in _MARKER.finditer(data, pos)
-                        if not _RST0 <= data[m.start() + 1] <= _RST7), None)
-            if end is None:
-                return None
-            ids = [segment[1 + 2 * i] for i in range(segment[0]) if 2 + 2 * i < len(segment)]
-            per_mcu = sum(h * v for i, (h, v) in sampling.items() if i in ids) \
-                if len(ids) > 1 else 1
-            need = _up(least * _mcus(segment, size, sampling) * per_mcu, 8)
-            if len(segment) == 4 + 2 * len(ids) and segment[-3] == 0 and end - pos < need:
-                return size, end - pos, need
-            segments = marker_segments(data, end)
+    for scan in _scans(data):
+        if scan.end is None:
+            return None
+        header, size, sampling = scan.header, scan.size, scan.sampling
+        ids = [header[1 + 2 * i] for i in range(header[0]) if 2 + 2 * i < len(header)]
+        per_mcu = sum(h * v for i, (h, v) in sampling.items() if i in ids) \
+            if len(ids) > 1 else 1
+        need = _up(_LEAST_BITS.get(scan.frame, 0) * _mcus(header, size, sampling) * per_mcu, 8)
+        if len(header) == 4 + 2 * len(ids) and header[-3] == 0 and scan.end - scan.start < need:
+            return size, scan.end - scan.start, need
     return None
 
 

@@ -239,3 +239,14 @@ def test_no_gimp_folder_found_says_which_is_made(tmp_path: Path,
     assert (made / "plug-ins" / PLUGIN / CONFIG_NAME).is_file()
     result = CliRunner().invoke(app, ["gimp", "install"])  # found now: no note
     assert result.exit_code == 0 and "note" not in result.output, result.output
+
+
+def test_a_gimp3_directory_yet_to_be_made_is_not_called_3_0s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$GIMP3_DIRECTORY is the user folder of every GIMP 3.x: made by the install, it was called
+    GIMP 3.0's, with a later 3.x said to read its own (run again after its first start)."""
+    folder = tmp_path / "gimp3"
+    monkeypatch.setenv("GIMP3_DIRECTORY", str(folder))
+    result = CliRunner().invoke(app, ["gimp", "install"])
+    assert result.exit_code == 0 and "note" not in result.output, result.output
+    assert (folder / "plug-ins" / PLUGIN / CONFIG_NAME).is_file()

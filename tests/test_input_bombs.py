@@ -16,6 +16,7 @@ from helpers import upscale
 from PIL import Image
 
 from drcn_plugin import devices
+from drcn_plugin.compositing import GifCanvas
 from drcn_plugin.errors import DamagedImageError
 from drcn_plugin.headercheck import read_header
 from drcn_plugin.imagefile import read_image
@@ -77,6 +78,26 @@ def test_a_gif_first_frame_off_its_screen_leaves_it_transparent(tmp_path: Path) 
     assert header is not None and header.size == (24, 17)
     array, _ = read_image(source)
     assert array.shape[:2] == (24, 17) and array[..., -1].max() == 0
+
+
+def test_a_gif_first_frame_taller_than_its_screen_is_the_screen_in_its_corner(
+        tmp_path: Path) -> None:
+    """A 17x25 first frame at y = 65511 on a 17x24 screen, one row taller than it, still grew
+    into a 17x65536 strip: Firefox takes such a frame as the screen, in its corner, and so does
+    drcn (still and header alike); a later frame is clipped to it."""
+    source = tmp_path / "tall.gif"
+    source.write_bytes(gif((17, 24), [(0, 65511, 17, 25, 1), (15, 20, 4, 8, 2)]))
+    header = read_header(source)
+    assert header is not None and header.size == (25, 17)
+    array, _ = read_image(source)
+    assert array.shape == (25, 17, 3) and (array == (255, 0, 0)).all()
+    with open(source, "rb") as f, Image.open(f) as im:
+        canvas = GifCanvas(im, f)
+        canvas.frame(0)
+        second = np.asarray(canvas.frame(1)[0])
+    want = np.full((25, 17, 3), (255, 0, 0), np.uint8)
+    want[20:, 15:] = (0, 255, 0)
+    np.testing.assert_array_equal(second, want)
 
 
 def test_later_gif_frames_off_the_screen_cost_only_the_screen(

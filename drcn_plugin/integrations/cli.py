@@ -52,7 +52,8 @@ def gimp_install_cmd(
         print_plain(f"found {len(profiles)} GIMP 3 user folders: "
                     + ", ".join(f"{p.kind} ({p.path})" for p in profiles)
                     + "; installing into each")
-    elif gimp_dir is None and not profiles[0].path.is_dir():
+    elif gimp_dir is None and profiles[0].kind != "GIMP3_DIRECTORY" \
+            and not profiles[0].path.is_dir():  # $GIMP3_DIRECTORY: every GIMP 3.x's
         console.print(f"[yellow]note:[/] no GIMP 3 user folder found; making "
                       f"{escape(str(profiles[0].path))}, GIMP 3.0's (a later GIMP 3.x reads its "
                       "own: run this again after its first start)", soft_wrap=True,
