@@ -62,6 +62,7 @@ OUTPUT_FORMATS = ("same", "png", "jpg", "webp", "avif", "tiff", "bmp")
 QUALITY_FORMATS = ("JPEG", "WEBP", "AVIF")  # the output formats whose encoder takes a quality
 Status = Literal["done", "skipped", "failed"]
 ChooseFn = Callable[[ImageInfo, np.ndarray], tuple[Upscaler, str]]
+SizedFn = Callable[[tuple[int, int], tuple[int, int], int], None]  # (w, h), result's, frames
 
 
 @dataclass
@@ -277,7 +278,7 @@ def clean_stale_outputs(jobs: list[Job]) -> int:
 
 def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float, fmt: str = "same",
             quality: int | None = None, overwrite: bool = False, skip_existing: bool = False,
-            progress: ProgressFn | None = None) -> Outcome:
+            progress: ProgressFn | None = None, sized: SizedFn | None = None) -> Outcome:
     """Read, upscale and atomically write one file. This is the boundary of a file's job: any
     exception (but a :class:`Cancelled` from ``progress``) becomes this file's one-line failure,
     and the batch goes on.
@@ -286,11 +287,13 @@ def run_job(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize | float,
     (its :class:`ImageInfo`), returning the engine and the model's name for the report.
     ``quality``: JPEG/WebP quality the user gave (None: the default, lossless WebP kept).
     ``fmt`` is the batch's format; a job's own (its named output file's) comes first.
+    ``sized`` is told the file's size, its result's and its frames once it is decoded, before
+    the upscale: a front end can say why a job takes long (a 68-byte GIF can be 25 MP).
     """
     t0 = time.perf_counter()
     try:
         return _run(job, upscaler, TargetSize.from_value(target), (job.fmt or fmt).lower(), quality,
-                    overwrite, skip_existing, progress, t0)
+                    overwrite, skip_existing, progress, sized, t0)
     except Cancelled:
         raise
     except OutputExistsError as e:
@@ -321,7 +324,7 @@ def _failed(job: Job, e: Exception, t0: float) -> Outcome:
 
 def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
          quality: int | None, overwrite: bool, skip_existing: bool, progress: ProgressFn | None,
-         t0: float) -> Outcome:
+         sized: SizedFn | None, t0: float) -> Outcome:
     if job.problem:
         raise InputConflictError(job.problem)
     if skip_existing and job.held:  # written now, the next run would take that file for another's
@@ -363,7 +366,10 @@ def _run(job: Job, upscaler: Upscaler | ChooseFn, target: TargetSize, fmt: str,
         return encode(upscaler.upscale(a, size=(oh, ow), progress=report),
                       out_fmt, about, scale, quality)
 
-    if animates(info, out_fmt):
+    moving = animates(info, out_fmt)
+    if sized is not None:
+        sized((w, h), (ow, oh), info.frames if moving else 1)
+    if moving:
         encoded, frames = animated(job.source, array, info, out_fmt, (oh, ow), upscaled,
                                    progress)
     else:

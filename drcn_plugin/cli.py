@@ -116,6 +116,16 @@ def _dashed_file(e: typer.TyperException) -> str:
         f"; {named} is a file: name it ./{named}, or put -- before it"
 
 
+def _usage_message(e: typer.TyperException) -> str:
+    """``e``'s message, naming the value given where typer's check of a number says only what
+    it should be (``Input should be a valid number``): the value is not always the one meant
+    (``--scale -o out``: ``-o`` taken for the scale)."""
+    cause = e.__cause__  # pydantic's ValidationError, which typer checks numbers with
+    errors = cause.errors() if type(cause).__name__ == "ValidationError" else []
+    given = f", got {errors[0]['input']!r}" if errors and "input" in errors[0] else ""
+    return e.format_message() + given
+
+
 def main() -> None:
     """Entry point of the ``drcn`` console script: a usage mistake is one line, like the
     library's errors, with the command's help named."""
@@ -146,7 +156,7 @@ def main() -> None:
         if type(e).__name__ != "NoArgsIsHelpError" and not first_says_it():
             ctx = getattr(e, "ctx", None)
             path = ctx.command_path if ctx else _command_path(sys.argv[1:])
-            print_error(f"{e.format_message()} (see {path} --help){_dashed_file(e)}")
+            print_error(f"{_usage_message(e)} (see {path} --help){_dashed_file(e)}")
         code = e.exit_code
     finally:
         Image.MAX_IMAGE_PIXELS = limit

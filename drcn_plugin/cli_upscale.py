@@ -124,7 +124,7 @@ def upscale(
                     job = todo.popleft()
                     bar.start(job)
                     out = run_job(job, chooser or upscaler, target, fmt, quality, overwrite,
-                                  skip_existing, progress=bar.tiles)
+                                  skip_existing, progress=bar.tiles, sized=bar.sized)
                     bar.finish(out)
                     if out.status == "failed":
                         print_error(out.message + hint(out.error, hints))

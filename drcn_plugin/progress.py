@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from .batch import Job, Outcome
 from .engine import Upscaler
@@ -30,13 +34,48 @@ if TYPE_CHECKING:
     from .training.trainer import Progress as TrainStep
 
 
+class _Label(TextColumn):
+    """A bar's label, on one line: in a terminal too narrow for the row, it gives way (cut with
+    an ellipsis) with the bar, not the count and the times, which say how long it takes."""
+
+    def __init__(self) -> None:
+        super().__init__("{task.description}", table_column=Column())  # rich's own: no_wrap
+
+    def render(self, task: Task) -> Text:
+        text = super().render(task)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        return text
+
+
+_BAR_WIDTH, _BAR_MIN = 40, 10  # rich's bar, and the least it narrows to
+
+
+class _Rows(Progress):
+    """Rich's display, whose bar is what narrows first in a terminal too narrow for a row (down
+    to :data:`_BAR_MIN` cells), then the label: the count and the times stay whole."""
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        tasks = list(tasks)
+        bar = next(c for c in self.columns if isinstance(c, BarColumn))
+        bar.bar_width = _BAR_WIDTH
+        table = super().make_tasks_table(tasks)
+        if not tasks:  # rich makes one as it starts, before it has its console
+            return table
+        unbounded = self.console.options.update_width(1 << 16)
+        excess = Measurement.get(self.console, unbounded, table).maximum - self.console.width
+        if excess > 0:
+            bar.bar_width = max(_BAR_MIN, _BAR_WIDTH - excess)
+            table = super().make_tasks_table(tasks)
+        return table
+
+
 class _Display:
     """A live rich display in the layout both share: label, bar, count, own columns, times."""
 
     def __init__(self, console: Console, enabled: bool, *middle: TextColumn) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), *middle, TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=console, disable=not enabled)
+        self.progress = _Rows(_Label(), BarColumn(), MofNCompleteColumn(), *middle,
+                              TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                              disable=not enabled)
 
     def __enter__(self) -> Self:
         self.progress.__enter__()
@@ -58,12 +97,26 @@ class BatchProgress(_Display):
         self.out_pixels = 0
         self.busy = 0.0
         self._t0 = 0.0
+        self._name = ""
 
     def start(self, job: Job) -> None:
         """A file's job begins: its tile bar restarts under its name."""
         self._t0 = time.perf_counter()
-        self.progress.update(self.tile_task, description=escape(single_line(job.source.name)),
-                             completed=0, total=1, visible=True)
+        self._name = single_line(job.source.name)
+        self.progress.update(self.tile_task, description=escape(self._name), completed=0, total=1,
+                             visible=True)
+
+    def sized(self, size: tuple[int, int], out_size: tuple[int, int], frames: int) -> None:
+        """The batch's :data:`.batch.SizedFn`: in a terminal the tile bar says what it makes
+        (``photo.jpg 4000x3000 → 8000x6000, 1000 frames``), the reason beside a long estimate;
+        off one (a log, a pipe) only the last frame is printed, its label the name as before."""
+        console = self.progress.console
+        if not console.is_terminal:
+            return
+        arrow = "->" if console.options.ascii_only else "→"  # as rich draws its bars
+        frames_made = f", {frames} frames" if frames > 1 else ""
+        made = f"{self._name} {size[0]}x{size[1]} {arrow} {out_size[0]}x{out_size[1]}{frames_made}"
+        self.progress.update(self.tile_task, description=escape(made))
 
     def tiles(self, done: int, total: int) -> None:
         """Engine progress callback."""

@@ -52,3 +52,28 @@ def test_a_file_whose_name_starts_with_a_dash_is_named_how_to_give(
         said = "; -night.png is a file: name it ./-night.png, or put -- before it\n"
         assert err.endswith(said) == hint, err
     assert sorted(p.name for p in photos.iterdir()) == ["-night.png", "b.jpg"]
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--scale", "abc"], "Invalid value for '--scale' / '-s': Input should be a valid number, "
+                         "unable to parse string as a number, got 'abc'"),
+    (["--tile", "1.5"], "Invalid value for '--tile': Input should be a valid integer, unable to "
+                        "parse string as an integer, got '1.5'"),
+    (["--quality", "0"], "Invalid value for '--quality': Input should be greater than or equal "
+                         "to 1, got '0'"),
+    (["--scale", "-o", "out"], "Invalid value for '--scale' / '-s': Input should be a valid "
+                               "number, unable to parse string as a number, got '-o'"),
+    (["--denoise", "a\nb"], "Invalid value for '--denoise': Input should be a valid number, "
+                            "unable to parse string as a number, got 'a\\nb'"),
+])
+def test_a_value_typer_refuses_is_named_in_the_one_line(args: list[str], said: str, monkeypatch,
+                                                        capsys) -> None:
+    """typer checks numbers with pydantic, whose message says what the value should be but not
+    what it was (``--scale -o out`` took ``-o`` for the scale): the one line names it."""
+    from drcn_plugin.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["drcn", "upscale", "a.png", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {said} (see drcn upscale --help)\n"
