@@ -99,15 +99,18 @@ def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
     assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
 
 
-def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false") -> str:
+def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false",
+          version: int = tuning.CACHE_VERSION) -> str:
     """A cache file holding one key ``k`` with these timing rows."""
-    return (f'{{"version": 2, "plans": {{"k": {{"timings": [{rows}], "settled": {settled}, '
-            f'"tries": {tries}, "busy": {busy}}}}}}}')
+    return (f'{{"version": {version}, "plans": {{"k": {{"timings": [{rows}], '
+            f'"settled": {settled}, "tries": {tries}, "busy": {busy}}}}}}}')
 
 
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
                                   '{"version": 1, "plans": {"k": [{"tile": 64, "batch": 1, '
                                   '"seconds": 1}]}}',  # the first format
+                                  # the second: CPU windows timed by the wall clock
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', version=2),
                                   entry('{"tile": "x"}'), "\x00\xff garbage",
                                   entry('{"tile": 0, "batch": 1, "seconds": 1}'),
                                   entry('{"tile": Infinity, "batch": 1, "seconds": 1}'),
@@ -118,7 +121,8 @@ def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="0"),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="1e9"),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', busy="1"),
-                                  entry(""), '{"version": 2, "plans": {"k": [1]}}', "[" * 100_000])
+                                  entry(""), f'{{"version": {tuning.CACHE_VERSION}, '
+                                  '"plans": {"k": [1]}}', "[" * 100_000])
 def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
     path = tuning.cache_path()
     path.parent.mkdir(parents=True)
@@ -161,21 +165,23 @@ def test_choice_counts_halo_and_border_windows() -> None:
 
 class FakeClock:
     """A clock that only moves when the fake network runs: timings without timing noise. Its
-    ``cpu`` clock gives the process ``share`` of its threads' time."""
+    ``cpu`` clock counts the call's cost on each of ``cpus`` threads; other processes' ``load``
+    stretches the wall clock by that factor."""
 
-    def __init__(self, seconds_per_call, share: float = 1.0, cpus: int = 0) -> None:
-        self.now, self.cost, self.calls, self.share = 0.0, seconds_per_call, [], share
+    def __init__(self, seconds_per_call, load: float = 1.0, cpus: int = 0) -> None:
+        self.now, self.work, self.cost, self.calls, self.load = 0.0, 0.0, seconds_per_call, [], load
         self.cpus = cpus or min(torch.get_num_threads(), tuning.usable_cpus())
 
     def __call__(self) -> float:
         return self.now
 
     def cpu(self) -> float:
-        return self.now * self.cpus * self.share
+        return self.work * self.cpus
 
     def forward(self, x: torch.Tensor) -> None:
         self.calls.append(x.shape[-1])
-        self.now += self.cost(x)
+        self.work += self.cost(x)
+        self.now += self.cost(x) * self.load
 
 
 def clocks(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
@@ -233,13 +239,47 @@ def test_measure_stops_after_two_misses_and_before_the_budget(monkeypatch: pytes
     assert len(out.timings) == 3 and not out.cut, "every candidate measured"
 
 
-@pytest.mark.parametrize(("share", "busy"), [(1.0, False), (0.75, False), (0.5, True)])
-def test_measure_tells_when_other_work_held_the_cpu(monkeypatch: pytest.MonkeyPatch,
-                                                    share: float, busy: bool) -> None:
-    clock = FakeClock(lambda x: 1.0, share)
+def threads(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Torch runs ``n`` threads on ``n`` usable CPUs."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: n)
+    monkeypatch.setattr(tuning, "usable_cpus", lambda: n)
+
+
+@pytest.mark.parametrize(("n", "load", "busy"), [(2, 1.0, False), (2, 1.33, False), (2, 2.0, True),
+                                                 (1, 1.0, False), (1, 2.0, False)])
+def test_measure_tells_when_other_work_held_the_cpu(monkeypatch: pytest.MonkeyPatch, n: int,
+                                                    load: float, busy: bool) -> None:
+    """Several threads under load spin while one waits for the CPU, inflating their CPU time:
+    busy. One thread's CPU time is its work alone whatever the load: never busy by load."""
+    threads(monkeypatch, n)
+    clock = FakeClock(lambda x: 1.0, load)
     clocks(monkeypatch, clock)
     out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1), (16, 1)])
     assert out.busy is busy and not out.cut
+    assert out.timings == [Timing(8, 1, 1.0), Timing(16, 1, 1.0)], "CPU seconds per thread"
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_load_on_the_cpu_changes_neither_the_plan_nor_how_far_the_budget_reaches(
+        monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Other processes triple the wall time of every call, not its CPU time: the same timings and
+    plan as an idle run, the whole ladder within the budget (by the wall clock it would end at
+    60 px, after 37 s). On several threads it is busy, to be taken up again."""
+    threads(monkeypatch, n)
+    cost = lambda x: 0.5 + x.shape[-1] ** 2 * 1e-3  # noqa: E731 - bigger windows cheaper per px
+    runs = {}
+    for load in (1.0, 3.0):
+        clock = FakeClock(cost, load)
+        clocks(monkeypatch, clock)
+        runs[load] = tuning.measure(clock.forward, torch.device("cpu"), 0,
+                                    [(40, 1), (60, 1), (80, 1)], budget_s=30)
+        assert clock.calls == [40, 40, 60, 60, 80, 80] + [80, 60, 40] * 2, load
+    idle, loaded = runs.values()
+    assert [t.tile for t in loaded.timings] == [40, 60, 80] and not loaded.cut
+    assert loaded.timings == idle.timings
+    assert [t.seconds for t in idle.timings] == pytest.approx([2.1, 4.1, 6.9])
+    assert min(loaded.timings, key=lambda t: tuning.predicted_seconds(t, 500, 500, 0)).tile == 80
+    assert not idle.busy and loaded.busy is (n > 1)
 
 
 def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
@@ -284,7 +324,7 @@ def test_the_busy_share_counts_only_the_cpus_the_process_may_use(
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     for usable, busy in ((2, False), (4, True)):
         monkeypatch.setattr(tuning, "usable_cpus", lambda n=usable: n)
-        clock = FakeClock(lambda x: 1.0, cpus=2)
+        clock = FakeClock(lambda x: 1.0, cpus=2)  # two threads' time: 4 ran on 2 CPUs
         clocks(monkeypatch, clock)
         assert tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1)]).busy is busy
 
