@@ -50,7 +50,7 @@ _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the be
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
 # Below this share of its threads' wall time, a measurement on several threads shared the CPU with
 # other work: OpenMP threads waiting for a descheduled one spin, and that counts as CPU time (on a
-# loaded 2-core EPYC Zen 5, two threads' CPU time per thread was 1.3-2.7x half of one thread's, the
+# loaded 2-core EPYC Zen 5, two threads' CPU time per thread was 1.4-2.9x half of one thread's, the
 # smaller windows the more). One thread's CPU time barely moves under load (there, +0.6-3%).
 BUSY_SHARE = 0.7
 LOCK_WAIT_S = 10.0  # the longest a store waits for the cache folder's lock, then writes anyway
