@@ -4,9 +4,12 @@ Like cuDNN's benchmark mode. The first run for a key (device, threads, torch ver
 D, precision) times square windows of growing size on a synthetic plane, and the timings are kept
 as JSON in the user's cache folder. Every later run (and every other process) predicts the cost of
 each measured plan on the actual image, halo and border windows included, and takes the cheapest.
-A measurement is unsettled when its time budget cut the ladder short or other work took part of
-the CPU meanwhile; the next runs that may measure take it up again from its best plan, until it
-settles or has been tried ``MAX_TRIES`` times.
+On a CPU the windows are timed by this process's CPU time per thread, not the wall clock: other
+processes' load then slows the measurement down but changes neither its timings nor how far up its
+budget reaches. A measurement is unsettled when its budget cut the ladder short or something may
+have swayed its timings (a pass of the network in another thread; load while several threads
+ran); the next runs that may measure take it up again from its best plan, until it settles or has
+been tried ``MAX_TRIES`` times.
 ``DRCN_TILE_TUNING=0`` turns measuring off (the engine then sizes tiles by rule) and
 ``DRCN_CACHE_DIR`` moves the cache folder.
 """
@@ -33,7 +36,7 @@ from .writing import atomic_write_bytes, clean_stale_parts, locked_folder
 
 TUNING_ENV = "DRCN_TILE_TUNING"
 CACHE_ENV = "DRCN_CACHE_DIR"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: CPU timings are CPU seconds per thread, no longer wall seconds
 LADDER = (64, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024, 1536, 2048)
 MAX_BATCH = 16  # windows per call a plan may batch (GPUs)
 MIN_TILE = 16  # the smallest core a plan may use: below it the halo work dominates
@@ -41,15 +44,18 @@ MIN_TILE = 16  # the smallest core a plan may use: below it the halo work domina
 # upscale takes about as long as measuring does, and any plan is one window or a few.
 MEASURE_MIN_PIXELS = 512 * 512
 # The first pass stops where its next candidate would end past this (after two candidates); the
-# finalists' rounds stop where one would end past twice this.
+# finalists' rounds stop where one would end past twice this. Seconds as the timings count them.
 _BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
-# Below this share of its threads' CPU time, a measurement shared the CPU with other work.
+# Below this share of its threads' wall time, a measurement on several threads shared the CPU with
+# other work: OpenMP threads waiting for a descheduled one spin, and that counts as CPU time (on a
+# loaded 2-core EPYC Zen 5, two threads' CPU time per thread was 1.4-2.9x half of one thread's, the
+# smaller windows the more). One thread's CPU time barely moves under load (there, +0.6-3%).
 BUSY_SHARE = 0.7
 LOCK_WAIT_S = 10.0  # the longest a store waits for the cache folder's lock, then writes anyway
-_clock = time.perf_counter
-_cpu_clock = time.process_time
+_clock = time.perf_counter  # wall time: what timings on a GPU count (after synchronizing)
+_cpu_clock = time.process_time  # this process's CPU time, all threads: what timings on a CPU count
 _MEASURING: dict[str, threading.Lock] = {}  # by plan key: held by the thread measuring it
 _PASSES = threading.Lock()
 _passes = [0, 0]  # the network's passes in flight in this process, and started in all
@@ -236,12 +242,13 @@ def network_pass() -> Iterator[None]:
             _passes[0] -= 1
 
 
-def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
+def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor,
+           clock: Callable[[], float]) -> float:
     synchronize(x.device)
-    t0 = _clock()
+    t0 = clock()
     forward(x)
     synchronize(x.device)
-    return _clock() - t0
+    return clock() - t0
 
 
 def measure(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
@@ -256,9 +263,11 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     budget, and keep the median: a load burst then hits every finalist alike instead of one of
     them. The budget bounds the cost on slow devices and wide models, where one call of a
     large window can take seconds; two candidates are always timed, so that a measurement taken
-    up again makes progress. On a CPU, the process's CPU time against its threads' wall time
-    (threads capped by the CPUs it may use) tells whether it was busy; and anywhere, a pass of
-    the network in another thread of this process during it (:func:`network_pass`).
+    up again makes progress. Timings and budget count wall seconds on a GPU, and on a CPU the
+    process's CPU seconds per thread (threads capped by the CPUs it may use), which other
+    processes' load leaves alone. It is busy when a pass of the network in another thread of
+    this process ran during it (:func:`network_pass`: its CPU time counts too), or when it ran on
+    several threads and got less than ``BUSY_SHARE`` of their wall time (spinning inflated it).
     """
     with _PASSES:
         beside, started = _passes[0] > 0, _passes[1]
@@ -271,19 +280,21 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
 def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
               candidates: list[tuple[int, int]], budget_s: float | None, repeats: int,
               finalists: int) -> Measurement:
-    """:func:`measure`'s timings, busy by its CPU time alone."""
+    """:func:`measure`'s timings, busy by its CPU share alone."""
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
-    start, cpu_start, first, best, misses = _clock(), _cpu_clock(), {}, math.inf, 0
+    threads = min(torch.get_num_threads(), usable_cpus()) if device.type == "cpu" else 0
+    clock = (lambda: _cpu_clock() / threads) if threads else _clock
+    start, wall_start, first, best, misses = clock(), _clock(), {}, math.inf, 0
     cut, last_per_px = False, 0.0
     for tile, batch in candidates:
         win = tile + 2 * halo
-        if len(first) >= 2 and _clock() - start + 2 * last_per_px * batch * win * win > budget:
+        if len(first) >= 2 and clock() - start + 2 * last_per_px * batch * win * win > budget:
             cut = True
             break
         x = torch.rand(batch, 1, win, win, device=device)
         try:
-            _timed(forward, x)
-            first[tile, batch] = [_timed(forward, x)]
+            _timed(forward, x, clock)
+            first[tile, batch] = [_timed(forward, x, clock)]
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not is_out_of_memory(e):
                 raise
@@ -296,20 +307,19 @@ def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, h
             break
     ranked = sorted(first, key=lambda c: first[c][0] / (c[1] * c[0] * c[0]))[:finalists]
     for _ in range(repeats - 1):
-        if _clock() - start + sum(first[c][0] for c in ranked) > 2 * budget:
+        if clock() - start + sum(first[c][0] for c in ranked) > 2 * budget:
             break
         for tile, batch in list(ranked):
             x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
             try:
-                first[tile, batch].append(_timed(forward, x))
+                first[tile, batch].append(_timed(forward, x, clock))
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
                     raise
                 del first[tile, batch]  # fitted once, not reliably: not a plan
                 ranked.remove((tile, batch))
-    threads = min(torch.get_num_threads(), usable_cpus()) if device.type == "cpu" else 0
-    wall = (_clock() - start) * threads
-    busy = wall > 0 and (_cpu_clock() - cpu_start) < BUSY_SHARE * wall
+    wall = _clock() - wall_start
+    busy = threads > 1 and wall > 0 and clock() - start < BUSY_SHARE * wall
     return Measurement([Timing(t, b, statistics.median(runs)) for (t, b), runs in first.items()],
                        cut, busy)
 

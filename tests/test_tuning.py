@@ -99,15 +99,18 @@ def test_no_candidate_fits_memory_falls_back_to_the_rule(tuning_on: None,
     assert up._auto_plan(40, 50).tile_h < 30, "small tiles by the memory rule"
 
 
-def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false") -> str:
+def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false",
+          version: int = tuning.CACHE_VERSION) -> str:
     """A cache file holding one key ``k`` with these timing rows."""
-    return (f'{{"version": 2, "plans": {{"k": {{"timings": [{rows}], "settled": {settled}, '
-            f'"tries": {tries}, "busy": {busy}}}}}}}')
+    return (f'{{"version": {version}, "plans": {{"k": {{"timings": [{rows}], '
+            f'"settled": {settled}, "tries": {tries}, "busy": {busy}}}}}}}')
 
 
 @pytest.mark.parametrize("body", ["{not json", "", "[1, 2]", '{"version": 99, "plans": {}}',
                                   '{"version": 1, "plans": {"k": [{"tile": 64, "batch": 1, '
                                   '"seconds": 1}]}}',  # the first format
+                                  # the second: CPU windows timed by the wall clock
+                                  entry('{"tile": 64, "batch": 1, "seconds": 1}', version=2),
                                   entry('{"tile": "x"}'), "\x00\xff garbage",
                                   entry('{"tile": 0, "batch": 1, "seconds": 1}'),
                                   entry('{"tile": Infinity, "batch": 1, "seconds": 1}'),
@@ -118,7 +121,8 @@ def entry(rows: str, settled: str = "true", tries: str = "1", busy: str = "false
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="0"),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', tries="1e9"),
                                   entry('{"tile": 64, "batch": 1, "seconds": 1}', busy="1"),
-                                  entry(""), '{"version": 2, "plans": {"k": [1]}}', "[" * 100_000])
+                                  entry(""), f'{{"version": {tuning.CACHE_VERSION}, '
+                                  '"plans": {"k": [1]}}', "[" * 100_000])
 def test_corrupt_or_foreign_cache_is_ignored_and_rewritten(tuning_on: None, body: str) -> None:
     path = tuning.cache_path()
     path.parent.mkdir(parents=True)
@@ -159,89 +163,6 @@ def test_choice_counts_halo_and_border_windows() -> None:
     assert tuning.balanced_core(1200, 141) == 134 and tuning.balanced_core(100, 128) == 100
 
 
-class FakeClock:
-    """A clock that only moves when the fake network runs: timings without timing noise. Its
-    ``cpu`` clock gives the process ``share`` of its threads' time."""
-
-    def __init__(self, seconds_per_call, share: float = 1.0, cpus: int = 0) -> None:
-        self.now, self.cost, self.calls, self.share = 0.0, seconds_per_call, [], share
-        self.cpus = cpus or min(torch.get_num_threads(), tuning.usable_cpus())
-
-    def __call__(self) -> float:
-        return self.now
-
-    def cpu(self) -> float:
-        return self.now * self.cpus * self.share
-
-    def forward(self, x: torch.Tensor) -> None:
-        self.calls.append(x.shape[-1])
-        self.now += self.cost(x)
-
-
-def clocks(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
-    monkeypatch.setattr(tuning, "_clock", clock)
-    monkeypatch.setattr(tuning, "_cpu_clock", clock.cpu)
-
-
-def test_measure_ranks_then_retimes_the_finalists(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock(lambda x: 1.0)  # every call costs the same: bigger is cheaper per pixel
-    clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 2,
-                         [(8, 1), (16, 2), (32, 1), (48, 1)], budget_s=100, repeats=3, finalists=2)
-    assert not out.cut and not out.busy
-    assert out.timings == [Timing(8, 1, 1.0), Timing(16, 2, 1.0), Timing(32, 1, 1.0), Timing(48, 1, 1.0)]
-    # Warm-up and a first timing each, then two more rounds for the two finalists, round-robin.
-    assert clock.calls == [12, 12, 20, 20, 36, 36, 52, 52, 52, 36, 52, 36]
-
-
-def test_a_finalist_out_of_memory_on_a_later_round_is_dropped(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # Memory that fitted a 52 px window once is taken by something else later.
-    clock = FakeClock(lambda x: 1.0)
-    clocks(monkeypatch, clock)
-
-    def forward(x: torch.Tensor) -> None:
-        if x.shape[-1] == 52 and len(clock.calls) >= 8:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        clock.forward(x)
-
-    out = tuning.measure(forward, torch.device("cpu"), 2, [(8, 1), (16, 2), (32, 1), (48, 1)],
-                         budget_s=100, repeats=3, finalists=2)
-    assert [t.tile for t in out.timings] == [8, 16, 32]  # 48 px dropped, the others kept
-    assert clock.calls[8:] == [36, 36]  # the remaining finalist timed in both rounds
-
-
-def test_measure_stops_after_two_misses_and_before_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock(lambda x: x.shape[-1] ** 3 * 1e-6)  # time per pixel grows with the window
-    clocks(monkeypatch, clock)
-    ladder = [(4, 1), (8, 1), (16, 1), (32, 1)]
-    slow = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder, repeats=1)
-    assert [t.tile for t in slow.timings] == [4, 8, 16], "8 and 16 both 15% worse than 4"
-    assert not slow.cut, "the timings turned: a whole measurement"
-    # A call costs 1 ms per window pixel: 1.6 s at 40 px, 3.6 s at 60 px, 6.4 s at 80 px.
-    clock = FakeClock(lambda x: x.shape[-1] ** 2 * 1e-3)
-    clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(40, 1), (60, 1), (80, 1)],
-                         budget_s=10)
-    assert [t.tile for t in out.timings] == [40, 60] and out.cut, \
-        "at 10.4 s, 80 px (2 x 6.4 s) would end past the budget"
-    assert clock.calls[:4] == [40, 40, 60, 60] and sorted(clock.calls[4:]) == [40, 60], \
-        "one round of the finalists within 20 s"
-    clock = FakeClock(lambda x: x.shape[-1] ** 2 * 1e-3)
-    clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 0, ladder[:3], budget_s=10)
-    assert len(out.timings) == 3 and not out.cut, "every candidate measured"
-
-
-@pytest.mark.parametrize(("share", "busy"), [(1.0, False), (0.75, False), (0.5, True)])
-def test_measure_tells_when_other_work_held_the_cpu(monkeypatch: pytest.MonkeyPatch,
-                                                    share: float, busy: bool) -> None:
-    clock = FakeClock(lambda x: 1.0, share)
-    clocks(monkeypatch, clock)
-    out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1), (16, 1)])
-    assert out.busy is busy and not out.cut
-
-
 def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
         tuning_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Cut short or busy, a measurement is kept and used, and the next runs that may measure
@@ -275,18 +196,6 @@ def test_an_unsettled_measurement_is_taken_up_again_until_it_settles(
     assert len(notes) == 3 and "again" not in notes[0]
     assert "ran out of time" in notes[1] and "other work shared the CPU" in notes[2]
     assert up._auto_plan(60, 60).tile_h in (30, 32)  # 32 px measured cheapest per pixel
-
-
-
-def test_the_busy_share_counts_only_the_cpus_the_process_may_use(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four threads in a container limited to two CPUs use both fully: not busy."""
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    for usable, busy in ((2, False), (4, True)):
-        monkeypatch.setattr(tuning, "usable_cpus", lambda n=usable: n)
-        clock = FakeClock(lambda x: 1.0, cpus=2)
-        clocks(monkeypatch, clock)
-        assert tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1)]).busy is busy
 
 
 def test_a_measurement_without_any_timing_is_not_repeated_in_the_process(
