@@ -129,6 +129,20 @@ def test_load_on_the_cpu_changes_neither_the_plan_nor_how_far_the_budget_reaches
     assert not idle.busy and loaded.busy is (n > 1)
 
 
+def test_heavy_load_cuts_a_measurement_by_the_wall_clock_to_be_taken_up_later(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten times the wall time of every call: past four budgets of wall time the ladder stops,
+    cut (so not settled), its timings still the CPU's own."""
+    threads(monkeypatch, 1)
+    clock = FakeClock(lambda x: 0.5 + x.shape[-1] ** 2 * 1e-3, load=10.0)
+    clocks(monkeypatch, clock)
+    m = tuning.measure(clock.forward, torch.device("cpu"), 0, [(40, 1), (60, 1), (80, 1)],
+                       budget_s=30)
+    assert [t.tile for t in m.timings] == [40, 60] and m.cut
+    assert [t.seconds for t in m.timings] == pytest.approx([2.1, 4.1])
+    assert not tuning.Plans.measured(m).settled
+
+
 def test_the_busy_share_counts_only_the_cpus_the_process_may_use(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Four threads in a container limited to two CPUs use both fully: not busy."""
