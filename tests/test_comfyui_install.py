@@ -230,3 +230,18 @@ def test_a_copy_made_by_a_version_without_the_install_record_is_updated(tmp_path
     comfyui_install.link_nodes(comfy, copy=True)
     assert not (dest / "tests").exists() and not (dest / "workflows").exists()
     assert (dest / "drcn_nodes.py").read_bytes() == (NODES_DIR / "drcn_nodes.py").read_bytes()
+
+
+def test_with_an_install_record_an_earlier_versions_file_name_is_a_users(tmp_path: Path) -> None:
+    """Only a folder without the record may hold what versions before it wrote: with one, a
+    file of such a name is not in it, so it is the user's (it was removed by the update)."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    (dest / "tests").mkdir()
+    (dest / "tests" / "comfy_client.py").write_text("# my own client\n")
+    with pytest.raises(DRCNError) as info:
+        comfyui_install.link_nodes(comfy, copy=True)
+    assert str(info.value) == f"{dest} holds files this installer did not write " \
+        "(tests/comfy_client.py): move it away first"
+    assert (dest / "tests" / "comfy_client.py").read_text() == "# my own client\n"
+

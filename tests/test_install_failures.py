@@ -94,3 +94,37 @@ def test_what_a_killed_install_left_is_cleared_by_the_next(tmp_path: Path) -> No
         kept = sorted(p.name for p in folder.iterdir())
         assert kept == sorted({f".{name}.{live}.old.disabled"} |
                               ({name} if name == gimp_install.PLUGIN else set()))
+
+
+def _checkout_with_a_linked_folder(tmp_path: Path) -> Path:
+    """A nodes folder (a dev checkout's, say) whose web/ is a link to a folder elsewhere."""
+    source = tmp_path / "checkout" / "comfyui_nodes"
+    source.mkdir(parents=True)
+    (source / "drcn_nodes.py").write_text("# the nodes\n")
+    (tmp_path / "shared-web").mkdir()
+    (tmp_path / "shared-web" / "drcn.js").write_text("// the web part\n")
+    (source / "web").symlink_to(tmp_path / "shared-web", target_is_directory=True)
+    return source
+
+
+def test_a_copy_holds_what_a_linked_folder_in_the_nodes_leads_to(tmp_path: Path) -> None:
+    """Copying the link itself failed ("Is a directory"); a copy is self-contained, as
+    copytree(symlinks=False) makes it, and is replaced by the next copy."""
+    source = _checkout_with_a_linked_folder(tmp_path)
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    for _ in range(2):
+        dest, linked = comfyui_install.link_nodes(comfy, copy=True, source=source)
+        assert not linked and not (dest / "web").is_symlink()
+        assert (dest / "web" / "drcn.js").read_text() == "// the web part\n"
+        assert (dest / ".drcn-installed").read_text() == "drcn_nodes.py\nweb/drcn.js\n"
+
+
+def test_a_link_into_a_folder_holding_it_is_refused_in_one_line(tmp_path: Path) -> None:
+    source = _checkout_with_a_linked_folder(tmp_path)
+    (source / "web" / "up").symlink_to(source, target_is_directory=True)
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    with pytest.raises(DRCNError) as info:
+        comfyui_install.link_nodes(comfy, copy=True, source=source)
+    assert str(info.value) == f"{source / 'web' / 'up'} is a link back into a folder that " \
+        "holds it: its copy would never end"
+    assert list((comfy / "custom_nodes").iterdir()) == []

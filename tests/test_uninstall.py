@@ -14,7 +14,7 @@ from test_comfyui_install import _fake_comfyui
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
-from drcn_plugin.integrations import comfyui_install, gimp_install
+from drcn_plugin.integrations import comfyui_install, gimp_install, owned
 
 runner = CliRunner()
 
@@ -93,26 +93,50 @@ def _comfyui_loads(custom_nodes: Path) -> list[str]:
                   and not p.name.endswith(".disabled") and (p.is_dir() or p.suffix == ".py"))
 
 
+_rmtree = shutil.rmtree
+
+
+def _rmtree_as_a_user(path: Path, *args: object, **kwargs: object) -> None:
+    """shutil.rmtree as anyone but root sees it (the tests may run as root): a read-only folder
+    that holds something stops it (with ignore_errors, silently, the tree left there)."""
+    for top, dirs, files in os.walk(path):
+        if (dirs or files) and not os.stat(top).st_mode & stat.S_IWUSR:
+            if kwargs.get("ignore_errors"):
+                return
+            raise PermissionError(13, "Permission denied", top)
+    _rmtree(path, *args, **kwargs)
+
+
 def test_a_read_only_folder_in_an_install_does_not_leave_it_behind(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     comfy = _fake_comfyui(tmp_path / "Comfy UI")
     dest, _ = comfyui_install.link_nodes(comfy, copy=True)
-    rmtree = shutil.rmtree
-
-    def rmtree_as_a_user(path: Path, *args: object, **kwargs: object) -> None:
-        """shutil.rmtree as anyone but root sees it (the tests may run as root)."""
-        for top, dirs, files in os.walk(path):
-            if (dirs or files) and not os.stat(top).st_mode & stat.S_IWUSR:
-                raise PermissionError(13, "Permission denied", top)
-        rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(shutil, "rmtree", rmtree_as_a_user)
+    monkeypatch.setattr(shutil, "rmtree", _rmtree_as_a_user)
     (dest / "web").chmod(0o555)  # e.g. copied from a read-only medium
     comfyui_install.link_nodes(comfy, copy=True)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["comfyui-drcn"]
     (dest / "web" / "docs").chmod(0o555)
     assert comfyui_install.remove_nodes(comfy) == dest
     assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("host", ["gimp", "comfyui"])
+def test_a_read_only_folder_in_a_half_built_install_is_removed_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    """The hidden new folder of an install killed outright, its PID since reused by this one:
+    the GIMP install's rmtree(ignore_errors=True) left it, then failed on it ("File exists")."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    place = tmp_path / "plug-ins" / gimp_install.PLUGIN if host == "gimp" \
+        else comfy / "custom_nodes" / "comfyui-drcn"
+    part = owned.beside(place, "part")
+    (part / "sub").mkdir(parents=True)
+    (part / "sub" / "x.py").write_text("")
+    (part / "sub").chmod(0o555)
+    monkeypatch.setattr(shutil, "rmtree", _rmtree_as_a_user)
+    dest = gimp_install.install(tmp_path) if host == "gimp" \
+        else comfyui_install.link_nodes(comfy, copy=True)[0]
+    assert dest == place and not (dest / "sub").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
 
 
 def test_an_earlier_copy_that_cannot_be_removed_is_not_loaded_by_comfyui(

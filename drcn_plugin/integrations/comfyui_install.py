@@ -3,7 +3,6 @@ drcn-plugin into ComfyUI's Python, pinning the torch it already has so pip never
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -20,13 +19,11 @@ from ..errors import InstallError, reason
 from ..resources import PACKAGE, bundled, source_checkout
 from ..writing import probe_folder
 from .owned import (
-    beside,
+    building,
     check_replaceable,
     copy_files,
     files_under,
     record_files,
-    remove,
-    swap_in,
     uninstall,
 )
 
@@ -134,25 +131,20 @@ def link_nodes(comfyui_dir: Path, copy: bool = False,
     whether it is a link."""
     source = source or nodes_source()
     dest = check_nodes_folder(comfyui_dir, source)
-    new = beside(dest, "part")
-    remove(new)
     try:
-        linked = False
-        if not copy:
-            try:
-                new.symlink_to(source, target_is_directory=True)
-                linked = True
-            except OSError:
-                pass  # e.g. Windows without the right to make links: copy instead
-        if not linked:
-            copy_files(source, new)
-            record_files(new)
-        swap_in(new, dest)
+        with building(dest) as new:
+            linked = False
+            if not copy:
+                try:
+                    new.symlink_to(source, target_is_directory=True)
+                    linked = True
+                except OSError:
+                    pass  # e.g. Windows without the right to make links: copy instead
+            if not linked:
+                copy_files(source, new)
+                record_files(new)
     except OSError as e:
         raise InstallError(f"cannot put the nodes into {dest}: {reason(e)}") from e
-    finally:  # a failure or a Ctrl-C leaves no half-built folder (after the swap there is none)
-        with contextlib.suppress(OSError):
-            remove(new)
     return dest, linked
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import InstallError, reason
 from ..resources import PACKAGE, bundled
 from ..writing import probe_folder
-from .owned import beside, check_replaceable, record_files, swap_in, uninstall
+from .owned import building, check_replaceable, record_files, uninstall
 
 PLUGIN = "drcn-super-resolution"
 CONFIG_NAME = "drcn-worker.json"  # read by gimp/drcn-super-resolution/drcn_worker_client.py
@@ -124,20 +124,16 @@ def install(gimp_dir: Path, python: str = sys.executable) -> Path:
     dest = installed_plugin(gimp_dir)
     files = sorted(plugin_source().glob("*.py"))
     probe_folder(dest.parent)  # a file or a read-only folder in the way, named as such
-    new = beside(dest, "part")
-    shutil.rmtree(new, ignore_errors=True)
     try:
-        new.mkdir(parents=True)
-        for path in files:
-            shutil.copyfile(path, new / path.name)
-        main = new / f"{PLUGIN}.py"
-        main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        record = {"python": python}
-        (new / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        record_files(new)
-        swap_in(new, dest)
+        with building(dest) as new:
+            new.mkdir(parents=True)
+            for path in files:
+                shutil.copyfile(path, new / path.name)
+            main = new / f"{PLUGIN}.py"
+            main.chmod(main.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            record = {"python": python}
+            (new / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            record_files(new)
     except OSError as e:
         raise InstallError(f"cannot install the GIMP plug-in into {dest}: {reason(e)}") from e
-    finally:  # a failure or a Ctrl-C leaves no half-built folder (after the swap there is none)
-        shutil.rmtree(new, ignore_errors=True)
     return dest

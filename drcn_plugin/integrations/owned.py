@@ -2,9 +2,10 @@
 swapped in; an earlier one is replaced only while it holds nothing the installer did not write.
 
 A copied install records the files it wrote in ``.drcn-installed``, so a later install (of
-another version, with other files) knows them; a folder without that record (written by a
-version that kept none) may hold only the files this installer writes. Python's
-``__pycache__`` folders, which the host writes when it loads the code, are the installer's too.
+another version, with other files) knows them, and only them; a folder without that record
+(written by a version that kept none) may hold only the files this installer writes, or an
+earlier version wrote. Python's ``__pycache__`` folders, which the host writes when it loads
+the code, are the installer's too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import psutil
@@ -47,21 +48,29 @@ def clear_leftovers(dest: Path) -> None:
                 remove(dest.parent / name)
 
 
-def files_under(folder: Path) -> list[str]:
-    """Every file and link below ``folder``, as relative POSIX paths (links not followed)."""
-    found = []
-    for top, dirs, files in os.walk(folder):
+def files_under(folder: Path, follow_links: bool = False) -> list[str]:
+    """Every file below ``folder``, as relative POSIX paths: a link (to a folder too) is one
+    file, or with ``follow_links`` what it leads to (InstallError for a link back into a folder
+    that holds it, whose copy would never end)."""
+    found, real = [], {}
+    for top, dirs, files in os.walk(folder, followlinks=follow_links):
         here = Path(top).relative_to(folder)
         links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
-        found += [(here / name).as_posix() for name in files + links]
+        if follow_links:
+            real[here] = os.path.realpath(top)
+            if any(real[up] == real[here] for up in here.parents):
+                raise InstallError(f"{top} is a link back into a folder that holds it: its copy "
+                                   "would never end")
+        found += [(here / name).as_posix() for name in files + ([] if follow_links else links)]
     return sorted(found)
 
 
 def copy_files(source: Path, dest: Path) -> None:
-    """Copy ``source``'s files (not Python's caches) into the new folder ``dest``, stopping at
-    the first failure with its own OSError (``shutil.copytree`` goes on, then raises one error
-    listing every failure with the hidden folder's paths)."""
-    for name in files_under(source):
+    """Copy ``source``'s files (not Python's caches) into the new folder ``dest``, a linked file
+    or folder as what it leads to (a copy is self-contained, as ``copytree(symlinks=False)``
+    makes it), stopping at the first failure with its own OSError (``shutil.copytree`` goes on,
+    then raises one error listing every failure with the hidden folder's paths)."""
+    for name in files_under(source, follow_links=True):
         if "__pycache__" not in name.split("/"):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source / name, dest / name)
@@ -75,22 +84,37 @@ def record_files(folder: Path) -> None:
 
 def check_replaceable(dest: Path, writes: Collection[str]) -> None:
     """Refuse to replace ``dest`` (a real folder) when it holds a file no install wrote there:
-    neither in its manifest nor in ``writes`` (what this install writes), nor Python's cache."""
+    not in its manifest or, in a folder without one, not in ``writes`` (what this install or
+    one that kept no manifest writes), nor Python's cache."""
     if dest.is_symlink() or not dest.is_dir():
         return
-    try:
-        recorded = (dest / MANIFEST).read_text(encoding="utf-8").splitlines()
+    try:  # with a record, the files it lists alone are an install's: not a user's of a name
+        known = {*(dest / MANIFEST).read_text(encoding="utf-8").splitlines(), MANIFEST}
     except FileNotFoundError:
-        recorded = []
+        known = set(writes)
     except (OSError, UnicodeDecodeError) as e:
         raise InstallError(f"cannot read {dest / MANIFEST}: {reason(e)}") from e
-    known = {*writes, *recorded, MANIFEST}
     foreign = [n for n in files_under(dest) if n not in known
                and "__pycache__" not in n.split("/")[:-1]]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise InstallError(f"{dest} holds files this installer did not write ({foreign[0]}"
                            f"{more}): move it away first")
+
+
+@contextlib.contextmanager
+def building(dest: Path) -> Iterator[Path]:
+    """The hidden folder to build ``dest``'s new install in, swapped in when the block ends
+    without error, and removed (read-only parts too) whatever happens: a failure or a Ctrl-C
+    leaves no half-built folder."""
+    new = beside(dest, "part")
+    try:
+        remove(new)  # left by a process of this PID long gone
+        yield new
+        swap_in(new, dest)
+    finally:
+        with contextlib.suppress(OSError):  # hidden from the host either way
+            remove(new)
 
 
 def swap_in(new: Path, dest: Path) -> None:
