@@ -245,3 +245,27 @@ def test_with_an_install_record_an_earlier_versions_file_name_is_a_users(tmp_pat
         "(tests/comfy_client.py): move it away first"
     assert (dest / "tests" / "comfy_client.py").read_text() == "# my own client\n"
 
+
+@pytest.mark.usefixtures("this_copy_installed")
+@pytest.mark.parametrize("disabled", ["comfyui-drcn", "comfyui-drcn@unknown",
+                                      "comfyui-drcn@1_0_2", "ComfyUI-DRCN@nightly"])
+def test_a_copy_comfyui_manager_disabled_is_kept_and_named(tmp_path: Path,
+                                                            disabled: str) -> None:
+    """ComfyUI-Manager disables a pack by moving it into custom_nodes/.disabled/ (``@`` and its
+    version appended by recent versions): the install leaves it, and says so once."""
+    comfy = _fake_comfyui(tmp_path / "ComfyUI")
+    copy = comfy / "custom_nodes" / ".disabled" / disabled
+    copy.mkdir(parents=True)
+    (copy / "drcn_nodes.py").write_text("# the disabled version\n")
+    (comfy / "custom_nodes" / ".disabled" / "other-pack@1_0_0").mkdir()
+    out = CliRunner().invoke(app, ["comfyui", "install", "--comfyui-dir", str(comfy),
+                                   "--python", sys.executable])
+    assert out.exit_code == 0, out.output
+    assert " ".join(out.output.split("note: ")[1].split()) == "ComfyUI-Manager holds a " \
+        f"disabled copy of the nodes in {copy}, left as it is and not updated; ComfyUI loads " \
+        "the one installed now: remove the disabled one in the Manager rather than enable it"
+    assert (copy / "drcn_nodes.py").read_text() == "# the disabled version\n"
+    assert (comfy / "custom_nodes" / "comfyui-drcn").is_symlink()
+    (copy / "drcn_nodes.py").unlink()  # another pack's folder of that name: not named
+    again = comfyui_install.install(comfy, Path(sys.executable))
+    assert again.disabled == [] and again.note() == ""

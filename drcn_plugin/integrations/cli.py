@@ -19,6 +19,11 @@ gimp_app = typer.Typer(no_args_is_help=True, help="The GIMP 3 plug-in.")
 comfyui_app = typer.Typer(no_args_is_help=True, help="The ComfyUI custom nodes.")
 
 
+def _note(text: str) -> None:
+    """Print ``text`` as a note: something the user must know, not a failure."""
+    console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True, highlight=False)
+
+
 def _each_folder(profiles: list[GimpProfile], act: Callable[[Path], Path | None],
                  report: Callable[[GimpProfile, Path | None], None]) -> bool:
     """Run ``act`` on each GIMP user folder and ``report`` its result as it comes; a folder
@@ -54,18 +59,15 @@ def gimp_install_cmd(
                     + "; installing into each")
     elif gimp_dir is None and profiles[0].kind != "GIMP3_DIRECTORY" \
             and not profiles[0].path.is_dir():  # $GIMP3_DIRECTORY: every GIMP 3.x's
-        console.print(f"[yellow]note:[/] no GIMP 3 user folder found; making "
-                      f"{escape(str(profiles[0].path))}, GIMP 3.0's (a later GIMP 3.x reads its "
-                      "own: run this again after its first start)", soft_wrap=True,
-                      highlight=False)
+        _note(f"no GIMP 3 user folder found; making {profiles[0].path}, GIMP 3.0's (a later "
+              "GIMP 3.x reads its own: run this again after its first start)")
     installed = []
 
     def report(profile: GimpProfile, dest: Path | None) -> None:
         installed.append(dest)
         print_plain(f"installed {dest} (worker Python: {sys.executable})")
         if profile.note():
-            console.print(f"[yellow]note:[/] {escape(profile.note())}", soft_wrap=True,
-                          highlight=False)
+            _note(profile.note())
 
     failed = _each_folder(profiles, install, report)
     if installed:
@@ -120,6 +122,8 @@ def comfyui_install_cmd(
     with user_errors():
         done = install(comfyui_dir, python, copy)
         print_plain(str(done))
+    if done.note():
+        _note(done.note())
 
 
 @comfyui_app.command("uninstall")

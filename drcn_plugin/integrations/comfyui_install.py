@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,16 @@ class Installed:
     python: Path
     pip_command: list[str] | None  # None: drcn-plugin was already importable there, from here
     models: Path
+    disabled: list[Path]  # copies ComfyUI-Manager disabled, left as they are
+
+    def note(self) -> str:
+        """What a user of ComfyUI-Manager must know about its disabled copies, or ""."""
+        if not self.disabled:
+            return ""
+        return (f"ComfyUI-Manager holds a disabled copy of the nodes in "
+                f"{', '.join(map(str, self.disabled))}, left as it is and not updated; ComfyUI "
+                "loads the one installed now: remove the disabled one in the Manager rather "
+                "than enable it")
 
     def __str__(self) -> str:
         how = f"linked to {self.nodes.resolve()}" if self.linked else "copied"
@@ -101,6 +112,19 @@ def check_comfyui_folder(comfyui_dir: Path) -> Path:
     there = f"; ComfyUI's is {found}: give that" if found else ""
     raise InstallError(f"{comfyui_dir} is not a ComfyUI folder (needs main.py and "
                        f"custom_nodes/){there}")
+
+
+def disabled_copies(custom_nodes: Path) -> list[Path]:
+    """The DRCN nodes ComfyUI-Manager disabled: moved to ``custom_nodes/.disabled/`` as
+    ``comfyui-drcn`` or ``comfyui-drcn@<version>`` (``1_0_2``, ``nightly``, ``unknown``)."""
+    folder = custom_nodes / ".disabled"
+    try:
+        names = os.listdir(folder)
+    except OSError:  # none there: the Manager disabled nothing
+        return []
+    return sorted(folder / name for name in names
+                  if re.fullmatch(rf"{NODES_NAME}(@.*)?", name, re.IGNORECASE)
+                  and (folder / name / "drcn_nodes.py").is_file())
 
 
 def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
@@ -225,4 +249,4 @@ def install(comfyui_dir: Path, python: Path | None = None, copy: bool = False) -
         raise InstallError(f"cannot create {models}: {reason(e)}") from e
     source = comfyuis_nodes(python, comfyui_dir) if command else nodes_source()
     nodes, linked = link_nodes(comfyui_dir, copy, source)
-    return Installed(nodes, linked, python, command, models)
+    return Installed(nodes, linked, python, command, models, disabled_copies(nodes.parent))
