@@ -30,6 +30,12 @@ DATA = SHARED / "data"
 REFERENCE_WEIGHTS = SHARED / "weights"
 
 
+# Python code printing its process's peak resident memory in KiB (Linux): VmHWM is the address
+# space's own, where ru_maxrss keeps, across exec, the high-water mark of the (v)forked parent.
+PEAK_KIB = ("int(next(line.split()[1] for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')))")
+
+
 def seeded_drcn(features: int = 8, recursions: int = 3, seed: int = 0) -> DRCN:
     """A small DRCN with seeded random weights, in eval mode (fast on any CPU)."""
     torch.manual_seed(seed)
