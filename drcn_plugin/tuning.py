@@ -146,10 +146,13 @@ def cache_path() -> Path:
 
 
 def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
-    """Everything the fastest plan depends on, as one string."""
+    """Everything the fastest plan depends on, as one string: on a CPU its threads and, when
+    fewer, the CPUs they may use (``taskset``, a container's quota), which slow every window."""
     cpu = device.type == "cpu"
+    threads = torch.get_num_threads() if cpu else 0
+    shared = f"/{usable}" if cpu and (usable := usable_cpus()) < threads else ""
     return (f"{device_name(device)}{f'|{cpu_signature()}' if cpu else ''}"
-            f"|threads={torch.get_num_threads() if cpu else 0}|torch={torch.__version__}"
+            f"|threads={threads}{shared}|torch={torch.__version__}"
             f"|F={features}|D={recursions}|{str(dtype).removeprefix('torch.')}")
 
 
