@@ -279,9 +279,12 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     large window can take seconds; two candidates are always timed, so that a measurement taken
     up again makes progress. Timings and budget count wall seconds on a GPU, and on a CPU the
     process's CPU seconds per thread (threads capped by the CPUs it may use), which other
-    processes' load leaves alone. It is busy when a pass of the network in another thread of
-    this process ran during it (:func:`network_pass`: its CPU time counts too), or when it ran on
-    several threads and got less than ``BUSY_SHARE`` of their wall time (spinning inflated it).
+    processes' load leaves alone (a call quicker than ``_CPU_TIMED_S`` is repeated, and the
+    mean kept: Windows counts CPU time in 15.6 ms ticks); past ``_WALL_CAP`` budgets of wall
+    time the pass stops as cut, and the rounds past twice that. It is busy when a pass of the
+    network in another thread of this process ran during it (:func:`network_pass`: its CPU time
+    counts too), or when it ran on several threads and got less than ``BUSY_SHARE`` of their
+    wall time (spinning inflated it).
     """
     with _PASSES:
         beside, started = _passes[0] > 0, _passes[1]
