@@ -52,6 +52,7 @@ _WALL_CAP = 4
 # Windows counts a process's CPU time in clock ticks (15.6 ms), which a quick call can fall
 # between: a CPU timing repeats its call until this many seconds are counted, a tick a small part
 _CPU_TIMED_S = 0.1
+_MOST_CALLS = 64  # timed calls of one window at most: a clock that stands still ends the timing
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
 # Below this share of its threads' wall time, a measurement on several threads shared the CPU with
@@ -261,7 +262,7 @@ def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor,
         forward(x)
         synchronize(x.device)
         calls += 1
-        if (spent := clock() - t0) >= least:
+        if (spent := clock() - t0) >= least or calls == _MOST_CALLS:
             return spent / calls
 
 

@@ -166,3 +166,20 @@ def test_a_coarse_cpu_clock_times_quick_calls_by_repeating_them(
     monkeypatch.setattr(tuning, "_cpu_clock", lambda: clock.work // tick * tick)
     out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(50, 1), (80, 1)], budget_s=10)
     assert [t.seconds for t in out.timings] == pytest.approx([0.005, 0.008], rel=0.16)
+
+
+def test_a_cpu_clock_that_stands_still_ends_a_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU clock that never moves (a platform without one) times each window in a bounded
+    number of calls instead of calling it for ever."""
+    threads(monkeypatch, 1)
+    clock = FakeClock(lambda x: 1e-3)
+    monkeypatch.setattr(tuning, "_clock", clock)
+    monkeypatch.setattr(tuning, "_cpu_clock", lambda: 0.0)
+
+    def forward(x: torch.Tensor) -> None:
+        assert len(clock.calls) < 1000, "called for ever"
+        clock.forward(x)
+
+    out = tuning.measure(forward, torch.device("cpu"), 0, [(8, 1), (16, 1)], repeats=1)
+    assert [t.seconds for t in out.timings] == [0.0, 0.0]
+    assert clock.calls == [8] * 65 + [16] * 65, "a warm-up and 64 timed calls each"
