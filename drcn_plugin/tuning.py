@@ -49,6 +49,10 @@ _BUDGET_S = {"cpu": 4.0, "cuda": 3.0, "mps": 3.0}
 # Under heavy load a CPU measurement's CPU-time budget could take minutes of wall time: past
 # this many budgets of wall time it stops as cut, and a later run takes it up from its best
 _WALL_CAP = 4
+# Windows counts a process's CPU time in clock ticks (15.6 ms), which a quick call can fall
+# between: a CPU timing repeats its call until this many seconds are counted, a tick a small part
+_CPU_TIMED_S = 0.1
+_MOST_CALLS = 64  # timed calls of one window at most: a clock that stands still ends the timing
 _MISSES = 2  # stop after this many candidates in a row >= 15% worse than the best
 MAX_TRIES = 3  # measurements of one key before its timings are kept as they are
 # Below this share of its threads' wall time, a measurement on several threads shared the CPU with
@@ -143,10 +147,13 @@ def cache_path() -> Path:
 
 
 def plan_key(device: torch.device, features: int, recursions: int, dtype: torch.dtype) -> str:
-    """Everything the fastest plan depends on, as one string."""
+    """Everything the fastest plan depends on, as one string: on a CPU its threads and, when
+    fewer, the CPUs they may use (``taskset``, a container's quota), which slow every window."""
     cpu = device.type == "cpu"
+    threads = torch.get_num_threads() if cpu else 0
+    shared = f"/{usable}" if cpu and (usable := usable_cpus()) < threads else ""
     return (f"{device_name(device)}{f'|{cpu_signature()}' if cpu else ''}"
-            f"|threads={torch.get_num_threads() if cpu else 0}|torch={torch.__version__}"
+            f"|threads={threads}{shared}|torch={torch.__version__}"
             f"|F={features}|D={recursions}|{str(dtype).removeprefix('torch.')}")
 
 
@@ -246,12 +253,17 @@ def network_pass() -> Iterator[None]:
 
 
 def _timed(forward: Callable[[torch.Tensor], object], x: torch.Tensor,
-           clock: Callable[[], float]) -> float:
+           clock: Callable[[], float], least: float = 0.0) -> float:
+    """Seconds one call of ``forward`` on ``x`` takes by ``clock``: the mean of calls repeated
+    until ``least`` seconds are counted (a coarse clock reads one quick call as 0)."""
     synchronize(x.device)
-    t0 = clock()
-    forward(x)
-    synchronize(x.device)
-    return clock() - t0
+    t0, calls = clock(), 0
+    while True:
+        forward(x)
+        synchronize(x.device)
+        calls += 1
+        if (spent := clock() - t0) >= least or calls == _MOST_CALLS:
+            return spent / calls
 
 
 def measure(forward: Callable[[torch.Tensor], object], device: torch.device, halo: int,
@@ -268,9 +280,12 @@ def measure(forward: Callable[[torch.Tensor], object], device: torch.device, hal
     large window can take seconds; two candidates are always timed, so that a measurement taken
     up again makes progress. Timings and budget count wall seconds on a GPU, and on a CPU the
     process's CPU seconds per thread (threads capped by the CPUs it may use), which other
-    processes' load leaves alone. It is busy when a pass of the network in another thread of
-    this process ran during it (:func:`network_pass`: its CPU time counts too), or when it ran on
-    several threads and got less than ``BUSY_SHARE`` of their wall time (spinning inflated it).
+    processes' load leaves alone (a call quicker than ``_CPU_TIMED_S`` is repeated, and the
+    mean kept: Windows counts CPU time in 15.6 ms ticks); past ``_WALL_CAP`` budgets of wall
+    time the pass stops as cut, and the rounds past twice that. It is busy when a pass of the
+    network in another thread of this process ran during it (:func:`network_pass`: its CPU time
+    counts too), or when it ran on several threads and got less than ``BUSY_SHARE`` of their
+    wall time (spinning inflated it).
     """
     with _PASSES:
         beside, started = _passes[0] > 0, _passes[1]
@@ -287,6 +302,7 @@ def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, h
     budget = _BUDGET_S.get(device.type, 3.0) if budget_s is None else budget_s
     threads = min(torch.get_num_threads(), usable_cpus()) if device.type == "cpu" else 0
     clock = (lambda: _cpu_clock() / threads) if threads else _clock
+    least = _CPU_TIMED_S if threads else 0.0
     start, wall_start, first, best, misses = clock(), _clock(), {}, math.inf, 0
     cut, last_per_px = False, 0.0
     for tile, batch in candidates:
@@ -298,7 +314,7 @@ def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, h
         x = torch.rand(batch, 1, win, win, device=device)
         try:
             _timed(forward, x, clock)
-            first[tile, batch] = [_timed(forward, x, clock)]
+            first[tile, batch] = [_timed(forward, x, clock, least)]
         except (torch.OutOfMemoryError, RuntimeError) as e:
             if not is_out_of_memory(e):
                 raise
@@ -317,7 +333,7 @@ def _measured(forward: Callable[[torch.Tensor], object], device: torch.device, h
         for tile, batch in list(ranked):
             x = torch.rand(batch, 1, tile + 2 * halo, tile + 2 * halo, device=device)
             try:
-                first[tile, batch].append(_timed(forward, x, clock))
+                first[tile, batch].append(_timed(forward, x, clock, least))
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if not is_out_of_memory(e):
                     raise

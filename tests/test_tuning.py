@@ -353,3 +353,17 @@ def test_cpus_sharing_a_model_string_get_their_own_plans(tmp_path, monkeypatch) 
         monkeypatch.setattr(tuning, "cpu_signature", lambda sig=sig: sig)
         keys.add(tuning.plan_key(torch.device("cpu"), 64, 16, torch.bfloat16))
     assert len(keys) == 2
+
+
+def test_threads_on_fewer_cpus_keep_their_timings_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads on two CPUs (``taskset``, a container's quota) take about twice as long per
+    window as on four: merged into one key, the slower timings would skew the plan."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    keys = {}
+    for usable in (8, 4, 2):
+        monkeypatch.setattr(tuning, "usable_cpus", lambda n=usable: n)
+        keys[usable] = tuning.plan_key(cpu, 8, 3, torch.float32)
+    assert keys[8] == keys[4] and "|threads=4|" in keys[4]
+    assert keys[2] == keys[4].replace("|threads=4|", "|threads=4/2|")
+    assert "|threads=0|" in tuning.plan_key(torch.device("meta"), 8, 3, torch.float32)

@@ -152,3 +152,34 @@ def test_the_busy_share_counts_only_the_cpus_the_process_may_use(
         clock = FakeClock(lambda x: 1.0, cpus=2)  # two threads' time: 4 ran on 2 CPUs
         clocks(monkeypatch, clock)
         assert tuning.measure(clock.forward, torch.device("cpu"), 0, [(8, 1)]).busy is busy
+
+
+def test_a_coarse_cpu_clock_times_quick_calls_by_repeating_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows counts CPU time in 15.6 ms ticks: calls of 5 and 8 ms read alone as 0 or a tick
+    (a 0 s timing is chosen as free, then refused by the cache). Repeated until 0.1 s is counted,
+    each is timed within a tick of its cost."""
+    threads(monkeypatch, 1)
+    clock = FakeClock(lambda x: x.shape[-1] * 1e-4)
+    tick = 1 / 64
+    monkeypatch.setattr(tuning, "_clock", clock)
+    monkeypatch.setattr(tuning, "_cpu_clock", lambda: clock.work // tick * tick)
+    out = tuning.measure(clock.forward, torch.device("cpu"), 0, [(50, 1), (80, 1)], budget_s=10)
+    assert [t.seconds for t in out.timings] == pytest.approx([0.005, 0.008], rel=0.16)
+
+
+def test_a_cpu_clock_that_stands_still_ends_a_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU clock that never moves (a platform without one) times each window in a bounded
+    number of calls instead of calling it for ever."""
+    threads(monkeypatch, 1)
+    clock = FakeClock(lambda x: 1e-3)
+    monkeypatch.setattr(tuning, "_clock", clock)
+    monkeypatch.setattr(tuning, "_cpu_clock", lambda: 0.0)
+
+    def forward(x: torch.Tensor) -> None:
+        assert len(clock.calls) < 1000, "called for ever"
+        clock.forward(x)
+
+    out = tuning.measure(forward, torch.device("cpu"), 0, [(8, 1), (16, 1)], repeats=1)
+    assert [t.seconds for t in out.timings] == [0.0, 0.0]
+    assert clock.calls == [8] * 65 + [16] * 65, "a warm-up and 64 timed calls each"
