@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,44 @@ def test_a_link_into_a_folder_holding_it_is_refused_in_one_line(tmp_path: Path) 
     assert str(info.value) == f"{source / 'web' / 'up'} is a link back into a folder that " \
         "holds it: its copy would never end"
     assert list((comfy / "custom_nodes").iterdir()) == []
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` fail to list as one without its read right does (the tests run as root,
+    who reads every folder)."""
+    real = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if isinstance(path, (str, os.PathLike)) and Path(path) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def _users_folder_in(dest: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's file in a folder of the install at ``dest`` that cannot be read."""
+    (dest / "mine").mkdir()
+    (dest / "mine" / "notes.txt").write_text("mine")
+    unreadable(monkeypatch, dest / "mine")
+    return dest / "mine" / "notes.txt"
+
+
+@pytest.mark.parametrize("host", ["gimp", "comfyui"])
+def test_an_update_over_a_folder_it_cannot_read_is_refused(tmp_path: Path, host: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.walk skipped the folder, so the update found no user's file and removed it."""
+    if host == "gimp":
+        dest = gimp_install.install(tmp_path)
+        update = partial(gimp_install.install, tmp_path)
+    else:
+        comfy = _fake_comfyui(tmp_path.resolve() / "ComfyUI")
+        dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+        update = partial(comfyui_install.link_nodes, comfy, copy=True)
+    notes = _users_folder_in(dest, monkeypatch)
+    with pytest.raises(DRCNError) as info:
+        update()
+    assert str(info.value) == f"cannot read {dest / 'mine'}: Permission denied; {dest} may " \
+        "hold files this installer did not write: move it away first"
+    assert notes.read_text() == "mine" and sorted(p.name for p in dest.parent.iterdir()) == \
+        [dest.name]

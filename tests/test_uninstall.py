@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from test_comfyui_install import _fake_comfyui
+from test_install_failures import _users_folder_in
 from typer.testing import CliRunner
 
 from drcn_plugin.cli import app
@@ -198,3 +199,20 @@ def test_a_gimp3_directory_too_long_is_one_line(tmp_path: Path, capsys, command:
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: File name too long: "), err
+
+
+@pytest.mark.parametrize("host", ["gimp", "comfyui"])
+def test_uninstall_keeps_an_install_holding_a_folder_it_cannot_read(
+        tmp_path: Path, host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.walk skipped the folder, and the removal (which makes folders writable, and readable,
+    first) took the user's files in it."""
+    if host == "gimp":
+        dest, given = gimp_install.install(tmp_path), tmp_path
+    else:
+        given = _fake_comfyui(tmp_path.resolve() / "ComfyUI")
+        dest, _ = comfyui_install.link_nodes(given, copy=True)
+    notes = _users_folder_in(dest, monkeypatch)
+    r = runner.invoke(app, [host, "uninstall", f"--{host}-dir", str(given)])
+    assert r.exit_code == 2 and r.output == f"error: cannot read {dest / 'mine'}: Permission " \
+        f"denied; {dest} may hold files this installer did not write: move it away first\n", r.output
+    assert notes.read_text() == "mine" and (dest / ".drcn-installed").is_file()

@@ -51,9 +51,10 @@ def clear_leftovers(dest: Path) -> None:
 def files_under(folder: Path, follow_links: bool = False) -> list[str]:
     """Every file below ``folder``, as relative POSIX paths: a link (to a folder too) is one
     file, or with ``follow_links`` what it leads to (InstallError for a link back into a folder
-    that holds it, whose copy would never end)."""
+    that holds it, whose copy would never end); a folder that cannot be read raises its OSError
+    (``os.walk`` alone skips it, hiding the files in it)."""
     found, real = [], {}
-    for top, dirs, files in os.walk(folder, followlinks=follow_links):
+    for top, dirs, files in os.walk(folder, onerror=_raise, followlinks=follow_links):
         here = Path(top).relative_to(folder)
         links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
         if follow_links:
@@ -63,6 +64,11 @@ def files_under(folder: Path, follow_links: bool = False) -> list[str]:
                                    "would never end")
         found += [(here / name).as_posix() for name in files + ([] if follow_links else links)]
     return sorted(found)
+
+
+def _raise(error: OSError) -> None:
+    """Raise ``error``: the ``onerror`` that makes ``os.walk`` stop at what it cannot read."""
+    raise error
 
 
 def copy_files(source: Path, dest: Path) -> None:
@@ -94,8 +100,12 @@ def check_replaceable(dest: Path, writes: Collection[str]) -> None:
         known = set(writes)
     except (OSError, UnicodeDecodeError) as e:
         raise InstallError(f"cannot read {dest / MANIFEST}: {reason(e)}") from e
-    foreign = [n for n in files_under(dest) if n not in known
-               and "__pycache__" not in n.split("/")[:-1]]
+    try:  # a folder not read may hold a user's files, which a removal would take with it
+        found = files_under(dest)
+    except OSError as e:
+        raise InstallError(f"cannot read {e.filename}: {reason(e)}; {dest} may hold files this "
+                           "installer did not write: move it away first") from e
+    foreign = [n for n in found if n not in known and "__pycache__" not in n.split("/")[:-1]]
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise InstallError(f"{dest} holds files this installer did not write ({foreign[0]}"
