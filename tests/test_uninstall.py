@@ -216,3 +216,22 @@ def test_uninstall_keeps_an_install_holding_a_folder_it_cannot_read(
     assert r.exit_code == 2 and r.output == f"error: cannot read {dest / 'mine'}: Permission " \
         f"denied; {dest} may hold files this installer did not write: move it away first\n", r.output
     assert notes.read_text() == "mine" and (dest / ".drcn-installed").is_file()
+
+
+def test_comfyui_uninstall_names_a_copy_comfyui_manager_disabled(tmp_path: Path) -> None:
+    """The install named it, the uninstall did not: enabled again, it brings the nodes back."""
+    comfy = _fake_comfyui(tmp_path.resolve() / "ComfyUI")
+    copy = comfy / "custom_nodes" / ".disabled" / "comfyui-drcn@1_0_2"
+    copy.mkdir(parents=True)
+    (copy / "drcn_nodes.py").write_text("# the disabled version\n")
+    dest, _ = comfyui_install.link_nodes(comfy, copy=True)
+    note = f"note: ComfyUI-Manager holds a disabled copy of the nodes in {copy}, left as it " \
+        "is: remove it in the Manager too for the nodes to be gone"
+    for removed in (f"removed {dest}", "no DRCN nodes to remove"):
+        r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)])
+        text = " ".join(r.output.split())
+        assert r.exit_code == 0 and removed in text and text.endswith(note), r.output
+    assert not dest.exists() and (copy / "drcn_nodes.py").read_text() == "# the disabled version\n"
+    (copy / "drcn_nodes.py").unlink()  # another pack's folder of that name: not named
+    r = runner.invoke(app, ["comfyui", "uninstall", "--comfyui-dir", str(comfy)])
+    assert r.exit_code == 0 and "note:" not in r.output, r.output

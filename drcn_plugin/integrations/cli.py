@@ -134,12 +134,15 @@ def comfyui_uninstall_cmd(
     """Remove the DRCN nodes from ComfyUI.
 
     models/drcn and the package in ComfyUI's Python stay."""
-    from .comfyui_install import remove_nodes
+    from .comfyui_install import disabled_copies, disabled_note, remove_nodes
 
     with user_errors():
         dest = remove_nodes(comfyui_dir)
+        disabled = disabled_copies(comfyui_dir.resolve() / "custom_nodes")
     print_plain(f"removed {dest}" if dest else
                 f"no DRCN nodes to remove in {comfyui_dir / 'custom_nodes'}")
     if dest:
         print_plain("kept: your models in models/drcn, and drcn-plugin in ComfyUI's Python "
                     "(its pip uninstall drcn-plugin removes it); restart ComfyUI")
+    if disabled:  # enabled again in the Manager, it would bring the nodes back
+        _note(disabled_note(disabled, ": remove it in the Manager too for the nodes to be gone"))

@@ -53,12 +53,8 @@ class Installed:
 
     def note(self) -> str:
         """What a user of ComfyUI-Manager must know about its disabled copies, or ""."""
-        if not self.disabled:
-            return ""
-        return (f"ComfyUI-Manager holds a disabled copy of the nodes in "
-                f"{', '.join(map(str, self.disabled))}, left as it is and not updated; ComfyUI "
-                "loads the one installed now: remove the disabled one in the Manager rather "
-                "than enable it")
+        return disabled_note(self.disabled, " and not updated; ComfyUI loads the one installed "
+                             "now: remove the disabled one in the Manager rather than enable it")
 
     def __str__(self) -> str:
         how = f"linked to {self.nodes.resolve()}" if self.linked else "copied"
@@ -125,6 +121,15 @@ def disabled_copies(custom_nodes: Path) -> list[Path]:
     return sorted(folder / name for name in names
                   if re.fullmatch(rf"{NODES_NAME}(@.*)?", name, re.IGNORECASE)
                   and (folder / name / "drcn_nodes.py").is_file())
+
+
+def disabled_note(copies: list[Path], advice: str) -> str:
+    """The note naming the ``copies`` ComfyUI-Manager disabled, which installs and uninstalls
+    leave as they are, then ``advice``; "" when there are none."""
+    if not copies:
+        return ""
+    return (f"ComfyUI-Manager holds a disabled copy of the nodes in "
+            f"{', '.join(map(str, copies))}, left as it is{advice}")
 
 
 def check_nodes_folder(comfyui_dir: Path, source: Path | None = None) -> Path:
