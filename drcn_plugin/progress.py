@@ -50,6 +50,12 @@ class _Label(TextColumn):
 _BAR_WIDTH, _BAR_MIN = 40, 10  # rich's bar, and the least it narrows to
 
 
+def _whole() -> Column:
+    """A table column rich never cuts or wraps: a count, a rate or a time made unreadable by
+    an ellipsis tells nothing (rich's default columns give way with the label)."""
+    return Column(no_wrap=True)
+
+
 class _Rows(Progress):
     """Rich's display, whose bar is what narrows first in a terminal too narrow for a row (down
     to :data:`_BAR_MIN` cells), then the label: the count and the times stay whole."""
@@ -73,8 +79,9 @@ class _Display:
     """A live rich display in the layout both share: label, bar, count, own columns, times."""
 
     def __init__(self, console: Console, enabled: bool, *middle: TextColumn) -> None:
-        self.progress = _Rows(_Label(), BarColumn(), MofNCompleteColumn(), *middle,
-                              TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        self.progress = _Rows(_Label(), BarColumn(), MofNCompleteColumn(table_column=_whole()),
+                              *middle, TimeElapsedColumn(table_column=_whole()),
+                              TimeRemainingColumn(table_column=_whole()), console=console,
                               disable=not enabled)
 
     def __enter__(self) -> Self:
@@ -91,7 +98,7 @@ class BatchProgress(_Display):
 
     def __init__(self, console: Console, total: int, enabled: bool = True,
                  label: str = "images") -> None:
-        super().__init__(console, enabled, TextColumn("{task.fields[rate]}"))
+        super().__init__(console, enabled, TextColumn("{task.fields[rate]}", table_column=_whole()))
         self.images = self.progress.add_task(escape(label), total=total, rate="")
         self.tile_task = self.progress.add_task("tiles", total=1, rate="", visible=False)
         self.out_pixels = 0
@@ -177,7 +184,8 @@ class TrainProgress(_Display):
 
     def __init__(self, console: Console, enabled: bool = True) -> None:
         super().__init__(console, enabled, TextColumn(
-            "loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}"))
+            "loss {task.fields[loss]}  val {task.fields[val]} dB  {task.fields[rate]}",
+            table_column=_whole()))
         self.task = self.progress.add_task("[bold]train", total=None, loss="-", val="-", rate="")
 
     def __exit__(self, *exc: object) -> None:

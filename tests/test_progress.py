@@ -63,3 +63,20 @@ def test_in_a_narrow_terminal_the_bar_and_label_give_way_not_the_times(columns: 
     assert rows[1].split()[-3:] == ["3/1000", "0:00:00", "-:--:--"], rows
     whole = "IMG_20240101_123456.jpg 4000x3000 → 8000x6000, 1000 frames"
     assert (whole in rows[1]) == (columns == 120), rows
+
+
+@pytest.mark.parametrize("columns", [80, 50, 40])
+def test_the_count_rate_and_times_stay_whole_beside_the_batch_rate(columns: int) -> None:
+    """Once a file is done the images bar shows the batch's Mpx/s, one more column: rich's
+    columns all gave way with the label then, so at 50 the tile count read "3/1…" and at 40
+    the times "0:0… -:--:…"; only the label and the bar give way."""
+    console = Console(file=io.StringIO(), width=columns, force_terminal=True, color_system=None)
+    bar = BatchProgress(console, total=3)
+    bar.start(Job(Path("IMG_20240101_123456.jpg"), Path("out.png")))
+    bar.progress.update(bar.images, advance=1, rate="2.00 Mpx/s")
+    bar.sized((4000, 3000), (8000, 6000), 1)
+    bar.tiles(3, 1000)
+    console.print(bar.progress.make_tasks_table(bar.progress.tasks))
+    images, tiles = console.file.getvalue().splitlines()
+    assert images.split()[-5:] == ["1/3", "2.00", "Mpx/s", "0:00:00", "-:--:--"], images
+    assert tiles.split()[-3:] == ["3/1000", "0:00:00", "-:--:--"], tiles
