@@ -3,8 +3,9 @@ DC-007) index: a phone's HDR gain map or depth map, a camera's large previews, a
 second view. Pillow opens such a file as an MPO of several frames; what each extra image is
 comes from its MP type code or, for type "undefined" (gain maps, depth maps), from the XMP of
 the image itself. And damage to a JPEG's data that its restart markers show, or coded data too
-short for its size, which Pillow decodes without a word. :func:`marker_segments` is the walk
-over a JPEG stream's marker segments that reading its tables (:mod:`.compression`) shares."""
+short for its size (a JPEG-compressed TIFF's strips too), which Pillow decodes without a
+word. :func:`marker_segments` is the walk over a JPEG stream's marker segments that reading
+its tables (:mod:`.compression`) shares."""
 
 from __future__ import annotations
 
@@ -212,20 +213,40 @@ def require_whole_jpeg(im: Image.Image) -> None:
     """Refuse, before loading, a JPEG whose coded data is far too short for the blocks its
     frame header declares (:func:`_scan_shortfall`): libjpeg fills the rest with grey without a
     word to Pillow, so a 633-byte file declaring 2000x2000 became a 4000x4000 result of grey,
-    minutes to upscale. Read from Pillow's file, whose position is kept."""
-    if im.format not in ("JPEG", "MPO") or im.fp is None:
+    minutes to upscale. A JPEG-compressed TIFF's strips or tiles, each a JPEG stream, alike.
+    Read from Pillow's file, whose position is kept."""
+    if im.format not in ("JPEG", "MPO", "TIFF") or im.fp is None:
         return
     where = im.fp.tell()
     try:
-        im.fp.seek(0)
-        short = _scan_shortfall(im.fp.read())
+        short = next(filter(None, map(_scan_shortfall, _jpeg_streams(im))), None)
     finally:
         im.fp.seek(where)
     if short is not None:
         (w, h), held, need = short
-        raise DamagedImageError(f"damaged JPEG: its coded data ends early ({held} bytes, where "
-                                f"its {w}x{h} pixels need at least {need}; the rest would be "
-                                "grey)")
+        whose = "JPEG-compressed TIFF: a strip's or tile's" if im.format == "TIFF" else "JPEG: its"
+        raise DamagedImageError(f"damaged {whose} coded data ends early ({held} bytes, where its "
+                                f"{w}x{h} pixels need at least {need}; the rest would be grey)")
+
+
+_TIFF_JPEG = 7  # TIFF's Compression for JPEG (TIFF Technical Note 2); 6, the old one, not read
+
+
+def _jpeg_streams(im: Image.Image) -> Iterator[bytes]:
+    """The JPEG streams of an opened JPEG (its file) or JPEG-compressed TIFF (each strip or
+    tile of the current page, by its offset and byte count)."""
+    if im.format != "TIFF":
+        im.fp.seek(0)
+        yield im.fp.read()
+        return
+    tags = getattr(im, "tag_v2", {})
+    if tags.get(259) != _TIFF_JPEG:
+        return
+    offsets, counts = (tags.get(324), tags.get(325)) if 324 in tags else (tags.get(273),
+                                                                           tags.get(279))
+    for offset, count in zip(offsets or (), counts or (), strict=False):  # a damaged count list
+        im.fp.seek(offset)
+        yield im.fp.read(count)
 
 
 def _scan_shortfall(data: bytes) -> tuple[tuple[int, int], int, int] | None:

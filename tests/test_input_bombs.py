@@ -137,6 +137,31 @@ def test_a_jpeg_declaring_far_more_pixels_than_its_data_holds_is_refused(
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_jpeg_compressed_tiff_whose_strip_ends_early_is_refused(
+        tmp_path: Path, tiny_model_file: str) -> None:
+    """Each strip of a JPEG-compressed TIFF is a JPEG stream, which libtiff's libjpeg fills with
+    grey where its data ends: one cut to 25 bytes of a 72-row strip's coded data was upscaled
+    without a word, a grey band in the result. It is refused as a JPEG is; a whole one reads."""
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(
+        tmp_path / "whole.tif", compression="jpeg", quality=90)
+    assert read_image(tmp_path / "whole.tif")[0].shape == (200, 300, 3)
+    data = bytearray((tmp_path / "whole.tif").read_bytes())
+    with Image.open(tmp_path / "whole.tif") as im:
+        strip = im.tag_v2[273][1]  # the second strip (StripOffsets), 72 rows
+    data[strip + 60:strip + 62] = b"\xff\xd9"  # EOI 25 bytes into its scan
+    source = tmp_path / "cut.tif"
+    source.write_bytes(bytes(data))
+    with pytest.raises(DamagedImageError) as caught:
+        read_image(source)
+    assert str(caught.value) == (f"{source}: damaged JPEG-compressed TIFF: a strip's or tile's "
+                                 "coded data ends early (25 bytes, where its 300x72 pixels need "
+                                 "at least 257; the rest would be grey)")
+    r = upscale(str(source), "-o", str(tmp_path / "out.png"), "--model", tiny_model_file)
+    assert r.exit_code == 1 and "damaged JPEG-compressed TIFF" in r.output, r.output
+    assert not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_gif_frame_larger_than_its_screen_costs_only_the_screen(tmp_path: Path) -> None:
     """A 16x16 GIF whose second frame declares 20000x20000 pixels and is disposed of by putting
