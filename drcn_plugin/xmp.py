@@ -81,6 +81,7 @@ def derived_xmp(packet: bytes) -> bytes:
     at_instance = None  # where the new DerivedFrom goes: (position, the tag to reopen or None)
     stack: list[bytes] = []  # the names of the open elements
     derived_at = None  # where a top-level DerivedFrom being removed starts
+    id_text = None  # a top-level ID element open: (its name, where its text starts)
     new_id = f"xmp.iid:{uuid.uuid4()}".encode()
     for tag in xml_tags(packet):
         if tag is None:
@@ -92,8 +93,13 @@ def derived_xmp(packet: bytes) -> bytes:
             if stack[-2:] == _PROPERTIES and name == _DERIVED_FROM and derived_at is not None:
                 edits.append((derived_at, tag.end(), b""))
                 derived_at = None
-            elif stack[-2:] == _PROPERTIES and name == _ID_ELEMENTS[0] and at_instance is None:
-                at_instance = (tag.end(), None)
+            elif stack[-2:] == _PROPERTIES and id_text is not None and name == id_text[0]:
+                # its text runs to its closer, past any comment or CDATA section inside it
+                ids.setdefault(name, packet[id_text[1]:tag.start()])
+                if name == _ID_ELEMENTS[0]:
+                    edits.append((id_text[1], tag.start(), new_id))
+                    at_instance = at_instance or (tag.end(), None)  # DerivedFrom follows it
+                id_text = None
             continue
         top = stack[-1:] == [b"rdf:RDF"] and name == b"rdf:Description"
         property_level = stack[-2:] == _PROPERTIES
@@ -106,10 +112,7 @@ def derived_xmp(packet: bytes) -> bytes:
                                   new_id))
                     at_instance = at_instance or ((tag.end(), name if empty else None))
         elif property_level and name in _ID_ELEMENTS and not empty:
-            text_end = packet.find(b"<", tag.end())
-            ids.setdefault(name, packet[tag.end():text_end])
-            if name == _ID_ELEMENTS[0]:
-                edits.append((tag.end(), text_end, new_id))  # DerivedFrom follows its closer
+            id_text = (name, tag.end())
         elif property_level and name == _DERIVED_FROM:
             if empty:
                 edits.append((tag.start(), tag.end(), b""))

@@ -154,6 +154,19 @@ def test_xmp_ids_written_as_elements_are_renewed_alike() -> None:
     assert derived_xmp(without) == without
 
 
+@pytest.mark.parametrize("text", [b"<!-- set by hand -->uuid:I1", b"<![CDATA[uuid:I1]]>"])
+def test_an_xmp_id_element_holding_a_comment_or_cdata_is_renewed_whole(text: bytes) -> None:
+    """An ID element's text runs to its closing tag: one holding a comment or a CDATA section
+    (valid XML) became the new ID followed by the old one ("xmp.iid:...uuid:I1"), and its
+    DerivedFrom named no instance (the text before the first "<" was empty)."""
+    packet = (b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+              b'rdf:about="" xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"><xmpMM:InstanceID>'
+              + text + b"</xmpMM:InstanceID></rdf:Description></rdf:RDF>")
+    top = ElementTree.fromstring(derived_xmp(packet)).find(f"{RDF}Description")
+    assert re.fullmatch(r"xmp\.iid:[-0-9a-f]{36}", top.findtext(f"{MM}InstanceID")), top
+    assert top.findtext(f"{MM}DerivedFrom/{REF}instanceID") == "uuid:I1"
+
+
 def test_renewing_xmp_ids_takes_linear_time_in_hostile_packets() -> None:
     """Deep nesting closed by names never opened, and stray "<": each closing tag is one step,
     not a search of the open elements."""
