@@ -207,6 +207,14 @@ def counted(count: int, noun: str, plural: str = "") -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
+def memory_size(n: float) -> str:
+    """Bytes as a message reads them, in the largest of GiB, MiB and KiB they make one of
+    (``0.0 GiB is available`` tells nothing)."""
+    unit, power = next((u, p) for u, p in (("GiB", 30), ("MiB", 20), ("KiB", 10))
+                       if n >= 2**p or p == 10)
+    return f"{n / 2**power:.1f} {unit}"
+
+
 def reason(error: BaseException) -> str:
     """Why something failed, in the system's words (``Permission denied``) without the path an
     OSError's text repeats; else the error's one line."""

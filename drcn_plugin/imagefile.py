@@ -38,6 +38,7 @@ from .errors import (
     DamagedImageError,
     DRCNError,
     OutOfMemoryError,
+    memory_size,
     one_line,
     reason,
 )
@@ -405,8 +406,8 @@ def _check_decode_memory(im: Image.Image) -> None:
         need = w * h * DECODE_BYTES_PER_PIXEL
     avail = devices.host_available_memory()
     if need > avail:
-        raise OutOfMemoryError(f"a {w}x{h} image needs about {need / 2**30:.1f} GiB of memory "
-                               f"to decode; {avail / 2**30:.1f} GiB is available")
+        raise OutOfMemoryError(f"a {w}x{h} image needs about {memory_size(need)} of memory "
+                               f"to decode; {memory_size(avail)} is available")
 
 
 def memory_pixel_limit() -> int:

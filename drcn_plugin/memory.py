@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from .devices import available_memory as _available_memory  # its own name: tests replace it
-from .errors import OutOfMemoryError
+from .errors import OutOfMemoryError, memory_size
 from .planes import BLOCK_PIXELS
 from .sizing import network_size, output_size
 
@@ -47,8 +47,8 @@ def refuse_over(need: int, what: str, advice: str = "", device: torch.device | N
     avail = _available_memory(device)
     if need > avail:
         where = "" if device.type == "cpu" else f" on {device}"
-        raise OutOfMemoryError(f"{what} needs about {need / 2**30:.1f} GiB of memory{where}; "
-                               f"{avail / 2**30:.1f} GiB is available"
+        raise OutOfMemoryError(f"{what} needs about {memory_size(need)} of memory{where}; "
+                               f"{memory_size(avail)} is available"
                                + (f": {advice}" if advice else ""))
 
 

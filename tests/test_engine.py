@@ -377,8 +377,8 @@ def test_the_library_call_refuses_what_cannot_fit_before_the_network(monkeypatch
         need = memory.memory_needed(10, 12, 1 if image.ndim == 2 else 3, image.itemsize,
                                     (40, 48), encoded=False)
         monkeypatch.setattr(memory, "_available_memory", lambda device, n=need: n - 1)
-        with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 0\.0 GiB of "
-                                                   r"memory; 0\.0 GiB is available$"):
+        with pytest.raises(OutOfMemoryError, match=r"^a 48x40 result needs about 16\.\d MiB "
+                                                   r"of memory; 16\.\d MiB is available$"):
             up.upscale(image, 4)
         assert passes == [], "refused before any window ran"
         assert up.upscale(image, 1.0).shape == image.shape, "nothing to enlarge: no estimate"

@@ -133,7 +133,7 @@ CASES = {
                _room_for_one_result, "a 80x60 result needs about"),
     "decoding": (lambda p: _png(p / "a.png", "RGB", (40, 30)), "png", TargetSize(2.0),
                  lambda m: m.setattr(devices, "host_available_memory", lambda: 1000),
-                 "a 40x30 image needs about 0.0 GiB of memory to decode"),
+                 "a 40x30 image needs about 37.5 KiB of memory to decode"),
     "frames": (lambda p: _animated(p / "a.png", "PNG"), "png", TargetSize(2.0),
                lambda m: m.setattr("drcn_plugin.animation.MAX_FRAMES", 3),
                "4 frames; drcn upscales animations of at most 3"),

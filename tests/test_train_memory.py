@@ -27,12 +27,12 @@ CLI = ["train", "-s", "3", "--patch", "32", "--downscale", "1", "--steps", "2", 
     (["--batch", "100000", "--stride", "64"], None,
      "invalid value for --batch: the images need ~"),  # F=64, D=16: terabytes
     (["-F", "4", "-D", "2", "--batch", "64", "--stride", "64"], 8 << 20,
-     "invalid value for --batch: the images need ~5.4 MiB (then freed), the patches ~0.2 MiB and one "
+     "invalid value for --batch: the images need ~5.4 MiB (then freed), the patches ~164.1 KiB and one "
      "step of a batch of 64 ~12.0 MiB; 8.0 MiB is free: lower the batch (or the patch size, features or "
      "recursions)"),
     (["-F", "4", "-D", "2", "--batch", "4", "--stride", "4"], 8 << 20,
      "invalid value for --stride: the images need ~5.4 MiB (then freed), the patches ~27.8 MiB and one "
-     "step of a batch of 4 ~0.8 MiB; 8.0 MiB is free: raise the stride or use fewer training folders"),
+     "step of a batch of 4 ~768.0 KiB; 8.0 MiB is free: raise the stride or use fewer training folders"),
 ])
 def test_options_that_cannot_fit_are_one_line_before_anything_is_allocated(
         t12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
@@ -50,7 +50,7 @@ def test_a_resume_that_cannot_fit_keeps_its_run(t12: Path, tmp_path: Path,
     train(cfg)
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     monkeypatch.setattr(devices, "host_available_memory", lambda: 1 << 20)
-    message = r"the images need ~[\d.]+ MiB \(then freed\), the patches ~[\d.]+ MiB and one step of a batch of 16 " \
+    message = r"the images need ~[\d.]+ MiB \(then freed\), the patches ~[\d.]+ [KM]iB and one step of a batch of 16 " \
               r"~[\d.]+ MiB; 1.0 MiB is free: a resumed run keeps its options"
     with pytest.raises(OutOfMemoryError, match=message):
         train(replace(cfg, stop_at=0), resume=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..devices import available_memory
-from ..errors import BadOptionError, OutOfMemoryError
+from ..errors import BadOptionError, OutOfMemoryError, memory_size
 from ..imagefile import image_shape8
 from .config import TrainConfig
 from .data import PatchSet, check_sizes, count_patches, image_files, load_images, make_patches
@@ -41,10 +41,6 @@ def step_bytes(cfg: TrainConfig, batch: int, itemsize: int) -> int:
     kernel, is left out."""
     per_pixel = itemsize * cfg.features * (2 * cfg.recursions + 6) + 4 * (cfg.recursions + 6)
     return batch * cfg.patch**2 * per_pixel
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # Working memory of cutting one image's pairs (float64 copies, resizes, the degradation), per
@@ -76,17 +72,19 @@ def check_fits(cfg: TrainConfig, shapes: Sequence[Sequence[int]], device: torch.
     images = images_bytes(shapes, bool(cfg.degrade))
     host = available_memory(torch.device("cpu")) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if device.type != "cpu" and images > host:  # a GPU run holds its images in host memory
-        message = f"the images need ~{_size(images)} of host memory, {_size(host)} is free"
+        message = (f"the images need ~{memory_size(images)} of host memory, "
+                   f"{memory_size(host)} is free")
         if resumed:
             raise OutOfMemoryError(f"{message}: free memory or resume on another machine")
         raise BadOptionError(f"{message}: train on fewer or smaller images", option="data")
     free, held = (host, images) if device.type == "cpu" else (available_memory(device), 0)
     if patches + max(held, step) <= free:  # the images are gone before the first step
         return
-    parts = [f"the images ~{_size(held)} (then freed)"] * bool(held) + [
-        f"the patches ~{_size(patches)}", f"one step of a batch of {cfg.batch} ~{_size(step)}"]
+    parts = [f"the images ~{memory_size(held)} (then freed)"] * bool(held) + [
+        f"the patches ~{memory_size(patches)}",
+        f"one step of a batch of {cfg.batch} ~{memory_size(step)}"]
     need = f"{', '.join(parts[:-1])} and {parts[-1]}".replace(" ~", " need ~", 1) + \
-        f"; {_size(free)} is free"
+        f"; {memory_size(free)} is free"
     if resumed:
         raise OutOfMemoryError(f"{need}: a resumed run keeps its options; free memory, resume on "
                                "another device, or start a new run with a larger stride or a "
