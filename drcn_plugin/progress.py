@@ -130,7 +130,10 @@ class BatchProgress(_Display):
         self.progress.update(self.tile_task, completed=done, total=total)
 
     def finish(self, outcome: Outcome) -> None:
-        """A file's job ended: one more image, and the batch's output Mpx/s so far."""
+        """A file's job ended: one more image, and the batch's output Mpx/s so far; the tile bar
+        of a file skipped or failed goes (its line says why), not left at 0/1."""
+        if outcome.status != "done":
+            self.progress.update(self.tile_task, visible=False)
         self.busy += time.perf_counter() - self._t0
         self.out_pixels += _out_pixels(outcome)
         rate = f"{self.out_pixels / 1e6 / self.busy:.2f} Mpx/s" if self.busy > 0 else ""

@@ -12,7 +12,7 @@ from helpers import random_rgb
 from rich.console import Console
 
 from drcn_plugin import engine
-from drcn_plugin.batch import Job, run_job
+from drcn_plugin.batch import Job, Outcome, run_job
 from drcn_plugin.progress import BatchProgress
 
 
@@ -80,3 +80,17 @@ def test_the_count_rate_and_times_stay_whole_beside_the_batch_rate(columns: int)
     images, tiles = console.file.getvalue().splitlines()
     assert images.split()[-5:] == ["1/3", "2.00", "Mpx/s", "0:00:00", "-:--:--"], images
     assert tiles.split()[-3:] == ["3/1000", "0:00:00", "-:--:--"], tiles
+
+
+@pytest.mark.parametrize("status", ["failed", "skipped"])
+def test_a_file_that_failed_or_was_skipped_leaves_no_empty_tile_bar(status: str) -> None:
+    """The tile bar of a file that made nothing goes with it (its line says why): left, it
+    read ``name 0/1`` above the next files or at the end."""
+    bar = BatchProgress(Console(file=io.StringIO(), force_terminal=True), total=2)
+    job = Job(Path("bad.jpg"), Path("out.png"))
+    bar.start(job)
+    bar.finish(Outcome(job, status, "bad.jpg: damaged"))
+    assert not bar.progress.tasks[bar.tile_task].visible
+    bar.start(Job(Path("good.jpg"), Path("good.png")))
+    bar.finish(Outcome(job, "done", out_size=(4, 4)))
+    assert bar.progress.tasks[bar.tile_task].visible
