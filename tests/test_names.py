@@ -113,9 +113,9 @@ def test_a_name_that_is_not_utf8_is_read_and_written_byte_for_byte(
 
 
 def test_control_characters_in_a_name_cannot_forge_terminal_output(
-        folder: Path, tiny_model_file: str) -> None:
+        folder: Path, tiny_model_file: str, wide_console: None) -> None:
     """A name holding ESC sequences (colour, clear screen) or a line break is shown escaped in
-    the error line and the summary, never obeyed by the terminal."""
+    the error line and the summary (wide enough not to fold it), never obeyed by the terminal."""
     name = "x\x1b[2J\x1b[32mok\rdone\x9b1m.png"
     (folder / name).write_bytes(b"not an image")
     r = upscale(str(folder), "-o", str(folder.parent / "out"), "--model", tiny_model_file)
